@@ -1,0 +1,1277 @@
+//! The engine state machine: assets, accounts, markets with their books, and the order store.
+//!
+//! Layout: every resting order lives in one slab (`orders`, sized once at start-up) and is
+//! threaded on two intrusive doubly linked lists: its price level's FIFO and its account's
+//! entry-order list. Levels are found through a [`PriceLadder`] per book side. The map from
+//! `(account, oid)` to slab slot is the only hash map on the data path, used for lookups only,
+//! never iterated, so no output depends on a hash seed.
+
+use rustc_hash::FxHashMap;
+
+use crate::ladder::{ArrayLadder, PriceLadder, NIL};
+use crate::types::*;
+
+/// The largest `max_price_ticks` a market may have (keeps ladders at a few MiB per side).
+pub const MAX_PRICE_TICKS_LIMIT: Ticks = 1 << 28;
+
+/// A resting order as seen from outside the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderView {
+    /// The owner.
+    pub account: AccountId,
+    /// The client order id.
+    pub oid: OrderId,
+    /// Buy or sell.
+    pub side: Side,
+    /// Limit price in ticks.
+    pub price: Ticks,
+    /// Remaining size in lots.
+    pub remaining: Lots,
+    /// The order's self-trade prevention mode (used when it is re-entered by a modify).
+    pub stp: SelfTradePrevention,
+    /// Whether it was placed as ALO (stays post-only through modifies).
+    pub post_only: bool,
+}
+
+/// One resting order in the slab. 64 bytes: one cache line.
+#[derive(Clone, Copy, Debug)]
+struct OrderNode {
+    /// Previous (older) order at the same level, or NIL.
+    prev: u32,
+    /// Next (newer) order at the same level, or NIL. Also links the free list.
+    next: u32,
+    /// Previous order in the owner's entry order, or NIL.
+    account_prev: u32,
+    /// Next order in the owner's entry order, or NIL.
+    account_next: u32,
+    /// Dense index of the owner.
+    account: u32,
+    /// Dense index of the market.
+    market: u32,
+    oid: OrderId,
+    price: Ticks,
+    remaining: Lots,
+    side: Side,
+    stp: SelfTradePrevention,
+    post_only: bool,
+}
+
+impl OrderNode {
+    const VACANT: OrderNode = OrderNode {
+        prev: NIL,
+        next: NIL,
+        account_prev: NIL,
+        account_next: NIL,
+        account: NIL,
+        market: NIL,
+        oid: 0,
+        price: 0,
+        remaining: 0,
+        side: Side::Buy,
+        stp: SelfTradePrevention::CancelMaker,
+        post_only: false,
+    };
+}
+
+/// Market parameters in the form the data path uses (dense asset indices, widened units).
+#[derive(Clone, Copy, Debug)]
+struct MarketParams {
+    id: MarketId,
+    base: usize,
+    quote: usize,
+    base_units_per_lot: i128,
+    quote_units_per_tick_lot: i128,
+    min_lots: Lots,
+    max_price: Ticks,
+    maker_fee_bps: i32,
+    taker_fee_bps: i32,
+    /// Fee rate a buy reserve covers: max(taker, maker, 0).
+    reserve_fee_bps: i32,
+}
+
+impl MarketParams {
+    fn notional(&self, price: Ticks, lots: Lots) -> i128 {
+        price as i128 * lots as i128 * self.quote_units_per_tick_lot
+    }
+
+    /// Quote reserved per lot of a buy at `price`: notional plus the fee rounded up per lot.
+    fn buy_unit_cost(&self, price: Ticks) -> i128 {
+        let notional = self.notional(price, 1);
+        notional + ceil_div(notional * self.reserve_fee_bps as i128, BPS_DENOMINATOR)
+    }
+
+    /// Units reserved per lot of an order (quote for buys, base for sells).
+    fn reserve_per_lot(&self, side: Side, price: Ticks) -> i128 {
+        match side {
+            Side::Buy => self.buy_unit_cost(price),
+            Side::Sell => self.base_units_per_lot,
+        }
+    }
+
+    /// The asset an order of `side` reserves.
+    fn reserve_asset(&self, side: Side) -> usize {
+        match side {
+            Side::Buy => self.quote,
+            Side::Sell => self.base,
+        }
+    }
+
+    /// Ladder key of a price on a side: the best price always has the lowest key.
+    fn key(&self, side: Side, price: Ticks) -> u32 {
+        match side {
+            Side::Sell => price as u32,
+            Side::Buy => (self.max_price - price) as u32,
+        }
+    }
+
+    fn price(&self, side: Side, key: u32) -> Ticks {
+        match side {
+            Side::Sell => key as Ticks,
+            Side::Buy => self.max_price - key as Ticks,
+        }
+    }
+
+    /// What a market buy pays for `lots` at `price`, taker fee included.
+    fn market_buy_cost(&self, price: Ticks, lots: Lots) -> i128 {
+        let notional = self.notional(price, lots);
+        notional + fee(notional, self.taker_fee_bps)
+    }
+
+    /// The most lots a market buy with `available` quote can pay for at `price`.
+    fn affordable_lots(&self, price: Ticks, available: Units) -> Lots {
+        let per_lot = self.notional(price, 1) * (BPS_DENOMINATOR + self.taker_fee_bps as i128);
+        let mut lots = (available as i128 * BPS_DENOMINATOR / per_lot) as Lots;
+        // Rounding the fee up can make the estimate one lot too many, never too few.
+        while lots > 0 && self.market_buy_cost(price, lots) > available as i128 {
+            lots -= 1;
+        }
+        lots
+    }
+}
+
+/// `ceil(a / b)` for `a >= 0`, `b > 0`.
+fn ceil_div(a: i128, b: i128) -> i128 {
+    debug_assert!(a >= 0 && b > 0);
+    (a + b - 1) / b
+}
+
+/// The fee on `notional` at `bps`, rounded in the exchange's favour (see docs/engine.md).
+fn fee(notional: i128, bps: i32) -> i128 {
+    if bps >= 0 {
+        ceil_div(notional * bps as i128, BPS_DENOMINATOR)
+    } else {
+        -(notional * -(bps as i128) / BPS_DENOMINATOR)
+    }
+}
+
+/// Narrows a value that an engine invariant keeps within i64 (all reserves and fills are
+/// bounded by balances, and balances by the asset's supply, which is checked on deposit).
+fn to_units(value: i128) -> Units {
+    Units::try_from(value).expect("invariant: amounts are bounded by an i64 supply")
+}
+
+struct MarketState<L> {
+    params: MarketParams,
+    spec: MarketSpec,
+    bids: L,
+    asks: L,
+}
+
+impl<L: PriceLadder> MarketState<L> {
+    fn ladder(&self, side: Side) -> &L {
+        match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        }
+    }
+
+    fn ladder_mut(&mut self, side: Side) -> &mut L {
+        match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        }
+    }
+
+    /// The best price on a side, if any.
+    fn best_price(&self, side: Side) -> Option<Ticks> {
+        self.ladder(side)
+            .first()
+            .map(|key| self.params.price(side, key))
+    }
+
+    /// Whether a limit order at `price` on `side` would cross the opposite best.
+    fn would_cross(&self, side: Side, price: Ticks) -> bool {
+        match self.best_price(side.opposite()) {
+            None => false,
+            Some(best) => crosses(side, price, best),
+        }
+    }
+}
+
+/// Whether a taker on `side` with `limit` trades against a maker at `maker_price`.
+fn crosses(side: Side, limit: Ticks, maker_price: Ticks) -> bool {
+    match side {
+        Side::Buy => maker_price <= limit,
+        Side::Sell => maker_price >= limit,
+    }
+}
+
+struct AssetState {
+    id: AssetId,
+    fee_pool: Units,
+    /// Deposits minus withdrawals.
+    supply: Units,
+}
+
+struct AccountState {
+    id: AccountId,
+    balances: Vec<Balance>,
+    open_orders: u32,
+    first_order: u32,
+    last_order: u32,
+}
+
+/// The incoming side of a match.
+struct Taker {
+    account: u32,
+    oid: OrderId,
+    side: Side,
+    /// `None` for market orders.
+    limit: Option<Ticks>,
+    remaining: Lots,
+    stp: SelfTradePrevention,
+    /// Units reserved per remaining lot (0 for a market buy, which reserves nothing).
+    reserve_per_lot: i128,
+}
+
+/// Why matching stopped.
+#[derive(PartialEq, Eq)]
+enum MatchEnd {
+    /// Filled, or no more crossing liquidity, or a market buy ran out of quote.
+    Done,
+    /// Self-trade prevention stopped the taker.
+    SelfTrade,
+}
+
+/// The NexusCore spot engine. `L` is the price index; [`ArrayLadder`] in production.
+pub struct Engine<L: PriceLadder = ArrayLadder> {
+    config: EngineConfig,
+    assets: Vec<AssetState>,
+    asset_index: FxHashMap<AssetId, u32>,
+    markets: Vec<MarketState<L>>,
+    market_index: FxHashMap<MarketId, u32>,
+    accounts: Vec<AccountState>,
+    account_index: FxHashMap<AccountId, u32>,
+    orders: Vec<OrderNode>,
+    free_head: u32,
+    resting: u32,
+    open: FxHashMap<(u32, OrderId), u32>,
+}
+
+impl<L: PriceLadder> Engine<L> {
+    /// An empty engine sized by `config`; the order store and its index are allocated here,
+    /// once.
+    pub fn new(config: EngineConfig) -> Self {
+        let capacity = config.max_resting_orders as usize;
+        Engine {
+            config,
+            assets: Vec::new(),
+            asset_index: FxHashMap::default(),
+            markets: Vec::new(),
+            market_index: FxHashMap::default(),
+            accounts: Vec::new(),
+            account_index: FxHashMap::default(),
+            orders: Vec::with_capacity(capacity),
+            free_head: NIL,
+            resting: 0,
+            open: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
+        }
+    }
+
+    /// The limits this engine was sized with.
+    pub fn config(&self) -> EngineConfig {
+        self.config
+    }
+
+    /// Applies one command, appending what happened to `out`.
+    pub fn step(&mut self, command: &Command, out: &mut Vec<Event>) {
+        match *command {
+            Command::CreateAsset { asset } => self.create_asset(asset, out),
+            Command::CreateMarket(spec) => self.create_market(spec, out),
+            Command::Deposit {
+                account,
+                asset,
+                amount,
+            } => self.deposit(account, asset, amount, out),
+            Command::Withdraw {
+                account,
+                asset,
+                amount,
+            } => self.withdraw(account, asset, amount, out),
+            Command::Place(order) => self.place(&order, out),
+            Command::Cancel {
+                account,
+                market,
+                oid,
+            } => self.cancel(account, market, oid, out),
+            Command::CancelAll { account, market } => self.cancel_all(account, market, out),
+            Command::Modify {
+                account,
+                market,
+                oid,
+                price,
+                qty,
+            } => self.modify(account, market, oid, price, qty, out),
+        }
+    }
+
+    // ---- administration -------------------------------------------------------------
+
+    fn reject_admin(out: &mut Vec<Event>, account: AccountId, reason: RejectReason) {
+        out.push(Event::Rejected {
+            account,
+            oid: None,
+            reason,
+        });
+    }
+
+    fn create_asset(&mut self, asset: AssetId, out: &mut Vec<Event>) {
+        if self.asset_index.contains_key(&asset) {
+            return Self::reject_admin(out, 0, RejectReason::AlreadyExists);
+        }
+        self.asset_index.insert(asset, self.assets.len() as u32);
+        self.assets.push(AssetState {
+            id: asset,
+            fee_pool: 0,
+            supply: 0,
+        });
+        for account in &mut self.accounts {
+            account.balances.push(Balance::default());
+        }
+    }
+
+    fn create_market(&mut self, spec: MarketSpec, out: &mut Vec<Event>) {
+        if self.market_index.contains_key(&spec.market) {
+            return Self::reject_admin(out, 0, RejectReason::AlreadyExists);
+        }
+        let (Some(&base), Some(&quote)) = (
+            self.asset_index.get(&spec.base),
+            self.asset_index.get(&spec.quote),
+        ) else {
+            return Self::reject_admin(out, 0, RejectReason::UnknownAsset);
+        };
+        let fees_valid = spec.taker_fee_bps >= 0
+            && spec.taker_fee_bps < 10_000
+            && spec.maker_fee_bps < 10_000
+            && spec.maker_fee_bps >= -spec.taker_fee_bps;
+        let top_notional = spec.max_price_ticks as i128 * spec.quote_units_per_tick_lot as i128;
+        let valid = base != quote
+            && spec.base_units_per_lot >= 1
+            && spec.quote_units_per_tick_lot >= 1
+            && spec.min_lots >= 1
+            && (1..=MAX_PRICE_TICKS_LIMIT).contains(&spec.max_price_ticks)
+            && fees_valid
+            && top_notional <= i64::MAX as i128;
+        if !valid {
+            return Self::reject_admin(out, 0, RejectReason::InvalidMarket);
+        }
+        let max_fee_bps = spec.taker_fee_bps.max(spec.maker_fee_bps).max(0);
+        let params = MarketParams {
+            id: spec.market,
+            base: base as usize,
+            quote: quote as usize,
+            base_units_per_lot: spec.base_units_per_lot as i128,
+            quote_units_per_tick_lot: spec.quote_units_per_tick_lot as i128,
+            min_lots: spec.min_lots,
+            max_price: spec.max_price_ticks,
+            maker_fee_bps: spec.maker_fee_bps,
+            taker_fee_bps: spec.taker_fee_bps,
+            reserve_fee_bps: max_fee_bps,
+        };
+        let max_key = spec.max_price_ticks as u32;
+        self.market_index
+            .insert(spec.market, self.markets.len() as u32);
+        self.markets.push(MarketState {
+            params,
+            spec,
+            bids: L::with_max_key(max_key),
+            asks: L::with_max_key(max_key),
+        });
+    }
+
+    fn deposit(&mut self, account: AccountId, asset: AssetId, amount: Units, out: &mut Vec<Event>) {
+        let Some(&asset_index) = self.asset_index.get(&asset) else {
+            return Self::reject_admin(out, account, RejectReason::UnknownAsset);
+        };
+        if amount <= 0 {
+            return Self::reject_admin(out, account, RejectReason::InvalidQty);
+        }
+        let asset_state = &mut self.assets[asset_index as usize];
+        let Some(supply) = asset_state.supply.checked_add(amount) else {
+            return Self::reject_admin(out, account, RejectReason::Overflow);
+        };
+        asset_state.supply = supply;
+        let index = match self.account_index.get(&account) {
+            Some(&index) => index,
+            None => {
+                let index = self.accounts.len() as u32;
+                self.accounts.push(AccountState {
+                    id: account,
+                    balances: vec![Balance::default(); self.assets.len()],
+                    open_orders: 0,
+                    first_order: NIL,
+                    last_order: NIL,
+                });
+                self.account_index.insert(account, index);
+                index
+            }
+        };
+        // Cannot overflow: every balance is at most the asset's supply.
+        self.accounts[index as usize].balances[asset_index as usize].total += amount;
+    }
+
+    fn withdraw(
+        &mut self,
+        account: AccountId,
+        asset: AssetId,
+        amount: Units,
+        out: &mut Vec<Event>,
+    ) {
+        let Some(&asset_index) = self.asset_index.get(&asset) else {
+            return Self::reject_admin(out, account, RejectReason::UnknownAsset);
+        };
+        let Some(&index) = self.account_index.get(&account) else {
+            return Self::reject_admin(out, account, RejectReason::UnknownAccount);
+        };
+        if amount <= 0 {
+            return Self::reject_admin(out, account, RejectReason::InvalidQty);
+        }
+        let balance = &mut self.accounts[index as usize].balances[asset_index as usize];
+        if balance.available() < amount {
+            return Self::reject_admin(out, account, RejectReason::InsufficientBalance);
+        }
+        balance.total -= amount;
+        self.assets[asset_index as usize].supply -= amount;
+    }
+
+    // ---- orders ----------------------------------------------------------------------
+
+    fn place(&mut self, order: &NewOrder, out: &mut Vec<Event>) {
+        let reject = |out: &mut Vec<Event>, reason| {
+            out.push(Event::Rejected {
+                account: order.account,
+                oid: Some(order.oid),
+                reason,
+            })
+        };
+        let Some(&market_index) = self.market_index.get(&order.market) else {
+            return reject(out, RejectReason::UnknownMarket);
+        };
+        let Some(&account) = self.account_index.get(&order.account) else {
+            return reject(out, RejectReason::UnknownAccount);
+        };
+        let market = &self.markets[market_index as usize];
+        let params = market.params;
+        if order.price.is_none() && order.tif != TimeInForce::Ioc {
+            return reject(out, RejectReason::InvalidTif);
+        }
+        if order.qty <= 0 {
+            return reject(out, RejectReason::InvalidQty);
+        }
+        if let Some(price) = order.price {
+            if price < 1 || price > params.max_price {
+                return reject(out, RejectReason::InvalidPrice);
+            }
+        }
+        if order.qty < params.min_lots {
+            return reject(out, RejectReason::MinQty);
+        }
+        if self.open.contains_key(&(account, order.oid)) {
+            return reject(out, RejectReason::DuplicateOid);
+        }
+        let may_rest =
+            order.price.is_some() && matches!(order.tif, TimeInForce::Gtc | TimeInForce::Alo);
+        if may_rest {
+            if self.accounts[account as usize].open_orders
+                >= self.config.max_open_orders_per_account
+            {
+                return reject(out, RejectReason::TooManyOrders);
+            }
+            if self.resting >= self.config.max_resting_orders {
+                return reject(out, RejectReason::BookFull);
+            }
+        }
+        if let (TimeInForce::Alo, Some(price)) = (order.tif, order.price) {
+            if market.would_cross(order.side, price) {
+                return reject(out, RejectReason::PostOnlyWouldCross);
+            }
+        }
+        let reserve_per_lot = match (order.side, order.price) {
+            (Side::Buy, None) => 0,
+            (side, Some(price)) => params.reserve_per_lot(side, price),
+            (Side::Sell, None) => params.base_units_per_lot,
+        };
+        let reserve = reserve_per_lot * order.qty as i128;
+        let balances = &self.accounts[account as usize].balances;
+        let available = balances[params.reserve_asset(order.side)].available() as i128;
+        let affordable = match (order.side, order.price) {
+            (Side::Buy, None) => match market.best_price(Side::Sell) {
+                Some(best_ask) => params.market_buy_cost(best_ask, 1) <= available,
+                None => true,
+            },
+            _ => reserve <= available,
+        };
+        if !affordable {
+            return reject(out, RejectReason::InsufficientBalance);
+        }
+        let mut taker = Taker {
+            account,
+            oid: order.oid,
+            side: order.side,
+            limit: order.price,
+            remaining: order.qty,
+            stp: order.stp,
+            reserve_per_lot,
+        };
+        if order.tif == TimeInForce::Fok && !self.fok_fillable(market_index as usize, &taker) {
+            return reject(out, RejectReason::FokUnfilled);
+        }
+        out.push(Event::Accepted {
+            account: order.account,
+            oid: order.oid,
+        });
+        self.accounts[account as usize].balances[params.reserve_asset(order.side)].locked +=
+            to_units(reserve);
+        let end = self.match_taker(market_index as usize, &mut taker, out);
+        let rest = order.tif != TimeInForce::Ioc && order.tif != TimeInForce::Fok;
+        self.finish_taker(
+            market_index as usize,
+            taker,
+            end,
+            rest,
+            order.tif == TimeInForce::Alo,
+            out,
+        );
+    }
+
+    /// Dry run of a FOK order: could it fill completely right now? Mirrors `match_taker`.
+    fn fok_fillable(&self, market_index: usize, taker: &Taker) -> bool {
+        let market = &self.markets[market_index];
+        let maker_side = taker.side.opposite();
+        let ladder = market.ladder(maker_side);
+        let mut needed = taker.remaining;
+        let mut key = ladder.first();
+        while let Some(k) = key {
+            let price = market.params.price(maker_side, k);
+            if let Some(limit) = taker.limit {
+                if !crosses(taker.side, limit, price) {
+                    return false;
+                }
+            }
+            let mut handle = ladder.get(k).expect("occupied level").head;
+            while handle != NIL {
+                let maker = &self.orders[handle as usize];
+                if maker.account == taker.account {
+                    if taker.stp != SelfTradePrevention::CancelMaker {
+                        return false;
+                    }
+                } else {
+                    needed -= needed.min(maker.remaining);
+                    if needed == 0 {
+                        return true;
+                    }
+                }
+                handle = maker.next;
+            }
+            key = ladder.next_after(k);
+        }
+        false
+    }
+
+    /// Matches `taker` against the opposite side of a book until it is filled, stops crossing,
+    /// runs out of quote (market buys) or is stopped by self-trade prevention.
+    fn match_taker(
+        &mut self,
+        market_index: usize,
+        taker: &mut Taker,
+        out: &mut Vec<Event>,
+    ) -> MatchEnd {
+        let params = self.markets[market_index].params;
+        let maker_side = taker.side.opposite();
+        while taker.remaining > 0 {
+            let ladder = self.markets[market_index].ladder(maker_side);
+            let Some(key) = ladder.first() else {
+                return MatchEnd::Done;
+            };
+            let price = params.price(maker_side, key);
+            if let Some(limit) = taker.limit {
+                if !crosses(taker.side, limit, price) {
+                    return MatchEnd::Done;
+                }
+            }
+            let handle = ladder.get(key).expect("first level is occupied").head;
+            let maker = self.orders[handle as usize];
+            if maker.account == taker.account {
+                match taker.stp {
+                    SelfTradePrevention::CancelMaker => {
+                        self.cancel_resting(handle, CancelReason::Stp, out);
+                        continue;
+                    }
+                    SelfTradePrevention::CancelTaker => return MatchEnd::SelfTrade,
+                    SelfTradePrevention::CancelBoth => {
+                        self.cancel_resting(handle, CancelReason::Stp, out);
+                        return MatchEnd::SelfTrade;
+                    }
+                }
+            }
+            let mut lots = taker.remaining.min(maker.remaining);
+            if taker.side == Side::Buy && taker.limit.is_none() {
+                let available =
+                    self.accounts[taker.account as usize].balances[params.quote].available();
+                lots = lots.min(params.affordable_lots(price, available));
+                if lots == 0 {
+                    return MatchEnd::Done;
+                }
+            }
+            self.settle_fill(&params, taker, &maker, price, lots, out);
+            taker.remaining -= lots;
+            let ladder = self.markets[market_index].ladder_mut(maker_side);
+            ladder
+                .get_mut(key)
+                .expect("level still occupied")
+                .total_lots -= lots;
+            let node = &mut self.orders[handle as usize];
+            node.remaining -= lots;
+            if node.remaining == 0 {
+                self.remove_resting(handle);
+            }
+        }
+        MatchEnd::Done
+    }
+
+    /// Moves balances and fees for one fill and reports it.
+    fn settle_fill(
+        &mut self,
+        params: &MarketParams,
+        taker: &Taker,
+        maker: &OrderNode,
+        price: Ticks,
+        lots: Lots,
+        out: &mut Vec<Event>,
+    ) {
+        let notional = params.notional(price, lots);
+        let taker_fee = fee(notional, params.taker_fee_bps);
+        let maker_fee = fee(notional, params.maker_fee_bps);
+        let base_moved = to_units(params.base_units_per_lot * lots as i128);
+        let (buyer, buyer_fee, buyer_release, seller, seller_fee) = match taker.side {
+            Side::Buy => (
+                taker.account,
+                taker_fee,
+                taker.reserve_per_lot * lots as i128,
+                maker.account,
+                maker_fee,
+            ),
+            Side::Sell => (
+                maker.account,
+                maker_fee,
+                params.buy_unit_cost(maker.price) * lots as i128,
+                taker.account,
+                taker_fee,
+            ),
+        };
+        {
+            let balances = &mut self.accounts[buyer as usize].balances;
+            let quote = &mut balances[params.quote];
+            quote.total -= to_units(notional + buyer_fee);
+            quote.locked -= to_units(buyer_release);
+            debug_assert!(0 <= quote.locked && quote.locked <= quote.total);
+            balances[params.base].total += base_moved;
+        }
+        {
+            let balances = &mut self.accounts[seller as usize].balances;
+            let base = &mut balances[params.base];
+            base.total -= base_moved;
+            base.locked -= base_moved;
+            debug_assert!(0 <= base.locked && base.locked <= base.total);
+            balances[params.quote].total += to_units(notional - seller_fee);
+        }
+        self.assets[params.quote].fee_pool += to_units(taker_fee + maker_fee);
+        out.push(Event::Fill {
+            market: params.id,
+            taker_account: self.accounts[taker.account as usize].id,
+            taker_oid: taker.oid,
+            maker_account: self.accounts[maker.account as usize].id,
+            maker_oid: maker.oid,
+            taker_side: taker.side,
+            price,
+            qty: lots,
+            taker_fee: to_units(taker_fee),
+            maker_fee: to_units(maker_fee),
+        });
+    }
+
+    /// After matching: rest the remainder (GTC/ALO) or cancel it, releasing its reserve.
+    fn finish_taker(
+        &mut self,
+        market_index: usize,
+        taker: Taker,
+        end: MatchEnd,
+        rest: bool,
+        post_only: bool,
+        out: &mut Vec<Event>,
+    ) {
+        if taker.remaining == 0 {
+            return;
+        }
+        if rest && end == MatchEnd::Done {
+            let price = taker.limit.expect("only limit orders rest");
+            self.insert_resting(market_index, &taker, price, post_only);
+            return;
+        }
+        let params = self.markets[market_index].params;
+        let release = to_units(taker.reserve_per_lot * taker.remaining as i128);
+        let account = &mut self.accounts[taker.account as usize];
+        account.balances[params.reserve_asset(taker.side)].locked -= release;
+        out.push(Event::Canceled {
+            account: account.id,
+            oid: taker.oid,
+            remaining: taker.remaining,
+            reason: if end == MatchEnd::SelfTrade {
+                CancelReason::Stp
+            } else {
+                CancelReason::Unfilled
+            },
+        });
+    }
+
+    fn insert_resting(
+        &mut self,
+        market_index: usize,
+        taker: &Taker,
+        price: Ticks,
+        post_only: bool,
+    ) {
+        let handle = if self.free_head != NIL {
+            let handle = self.free_head;
+            self.free_head = self.orders[handle as usize].next;
+            handle
+        } else {
+            assert!(
+                self.orders.len() < self.config.max_resting_orders as usize,
+                "order store full despite the book_full check"
+            );
+            self.orders.push(OrderNode::VACANT);
+            (self.orders.len() - 1) as u32
+        };
+        let market = &mut self.markets[market_index];
+        let key = market.params.key(taker.side, price);
+        let level = market.ladder_mut(taker.side).get_or_insert(key);
+        let previous_tail = level.tail;
+        level.tail = handle;
+        if previous_tail == NIL {
+            level.head = handle;
+        }
+        level.total_lots += taker.remaining;
+        if previous_tail != NIL {
+            self.orders[previous_tail as usize].next = handle;
+        }
+        let account = &mut self.accounts[taker.account as usize];
+        let previous_last = account.last_order;
+        account.last_order = handle;
+        if previous_last == NIL {
+            account.first_order = handle;
+        }
+        account.open_orders += 1;
+        if previous_last != NIL {
+            self.orders[previous_last as usize].account_next = handle;
+        }
+        self.orders[handle as usize] = OrderNode {
+            prev: previous_tail,
+            next: NIL,
+            account_prev: previous_last,
+            account_next: NIL,
+            account: taker.account,
+            market: market_index as u32,
+            oid: taker.oid,
+            price,
+            remaining: taker.remaining,
+            side: taker.side,
+            stp: taker.stp,
+            post_only,
+        };
+        self.open.insert((taker.account, taker.oid), handle);
+        self.resting += 1;
+    }
+
+    /// Unlinks a resting order from its level and account and frees its slot. Its remaining
+    /// lots leave the level total; its reserve must already be settled by the caller.
+    fn remove_resting(&mut self, handle: u32) {
+        let node = self.orders[handle as usize];
+        let market = &mut self.markets[node.market as usize];
+        let key = market.params.key(node.side, node.price);
+        let ladder = market.ladder_mut(node.side);
+        let level = ladder.get_mut(key).expect("resting order's level exists");
+        level.total_lots -= node.remaining;
+        if node.prev == NIL {
+            level.head = node.next;
+        }
+        if node.next == NIL {
+            level.tail = node.prev;
+        }
+        let level_empty = level.head == NIL;
+        if level_empty {
+            debug_assert_eq!(level.total_lots, 0);
+            ladder.remove(key);
+        }
+        if node.prev != NIL {
+            self.orders[node.prev as usize].next = node.next;
+        }
+        if node.next != NIL {
+            self.orders[node.next as usize].prev = node.prev;
+        }
+        let account = &mut self.accounts[node.account as usize];
+        if node.account_prev == NIL {
+            account.first_order = node.account_next;
+        }
+        if node.account_next == NIL {
+            account.last_order = node.account_prev;
+        }
+        account.open_orders -= 1;
+        if node.account_prev != NIL {
+            self.orders[node.account_prev as usize].account_next = node.account_next;
+        }
+        if node.account_next != NIL {
+            self.orders[node.account_next as usize].account_prev = node.account_prev;
+        }
+        self.open.remove(&(node.account, node.oid));
+        self.resting -= 1;
+        let slot = &mut self.orders[handle as usize];
+        *slot = OrderNode::VACANT;
+        slot.next = self.free_head;
+        self.free_head = handle;
+    }
+
+    /// Releases a resting order's reserve, reports it canceled, and removes it.
+    fn cancel_resting(&mut self, handle: u32, reason: CancelReason, out: &mut Vec<Event>) {
+        let node = self.orders[handle as usize];
+        let params = self.markets[node.market as usize].params;
+        let release = params.reserve_per_lot(node.side, node.price) * node.remaining as i128;
+        let account = &mut self.accounts[node.account as usize];
+        account.balances[params.reserve_asset(node.side)].locked -= to_units(release);
+        out.push(Event::Canceled {
+            account: account.id,
+            oid: node.oid,
+            remaining: node.remaining,
+            reason,
+        });
+        self.remove_resting(handle);
+    }
+
+    /// Resolves an order command's market, account and order, or reports why not.
+    fn find_order(
+        &self,
+        account: AccountId,
+        market: MarketId,
+        oid: OrderId,
+    ) -> Result<(usize, u32, u32), RejectReason> {
+        let &market_index = self
+            .market_index
+            .get(&market)
+            .ok_or(RejectReason::UnknownMarket)?;
+        let &account_index = self
+            .account_index
+            .get(&account)
+            .ok_or(RejectReason::UnknownAccount)?;
+        match self.open.get(&(account_index, oid)) {
+            Some(&handle) if self.orders[handle as usize].market == market_index => {
+                Ok((market_index as usize, account_index, handle))
+            }
+            _ => Err(RejectReason::UnknownOrder),
+        }
+    }
+
+    fn cancel(&mut self, account: AccountId, market: MarketId, oid: OrderId, out: &mut Vec<Event>) {
+        match self.find_order(account, market, oid) {
+            Ok((_, _, handle)) => self.cancel_resting(handle, CancelReason::User, out),
+            Err(reason) => out.push(Event::Rejected {
+                account,
+                oid: Some(oid),
+                reason,
+            }),
+        }
+    }
+
+    fn cancel_all(&mut self, account: AccountId, market: MarketId, out: &mut Vec<Event>) {
+        let Some(&market_index) = self.market_index.get(&market) else {
+            return Self::reject_admin(out, account, RejectReason::UnknownMarket);
+        };
+        let Some(&account_index) = self.account_index.get(&account) else {
+            return Self::reject_admin(out, account, RejectReason::UnknownAccount);
+        };
+        let mut handle = self.accounts[account_index as usize].first_order;
+        while handle != NIL {
+            let node = &self.orders[handle as usize];
+            let next = node.account_next;
+            if node.market == market_index {
+                self.cancel_resting(handle, CancelReason::User, out);
+            }
+            handle = next;
+        }
+    }
+
+    fn modify(
+        &mut self,
+        account: AccountId,
+        market: MarketId,
+        oid: OrderId,
+        price: Ticks,
+        qty: Lots,
+        out: &mut Vec<Event>,
+    ) {
+        let reject = |out: &mut Vec<Event>, reason| {
+            out.push(Event::Rejected {
+                account,
+                oid: Some(oid),
+                reason,
+            })
+        };
+        let (market_index, account_index, handle) = match self.find_order(account, market, oid) {
+            Ok(found) => found,
+            Err(reason) => return reject(out, reason),
+        };
+        let params = self.markets[market_index].params;
+        if qty <= 0 {
+            return reject(out, RejectReason::InvalidQty);
+        }
+        if price < 1 || price > params.max_price {
+            return reject(out, RejectReason::InvalidPrice);
+        }
+        let node = self.orders[handle as usize];
+        let asset = params.reserve_asset(node.side);
+        if price == node.price && qty <= node.remaining {
+            // Size reduction in place: keeps time priority.
+            let reduced = node.remaining - qty;
+            let release = params.reserve_per_lot(node.side, price) * reduced as i128;
+            self.accounts[account_index as usize].balances[asset].locked -= to_units(release);
+            let key = params.key(node.side, price);
+            self.markets[market_index]
+                .ladder_mut(node.side)
+                .get_mut(key)
+                .expect("resting order's level exists")
+                .total_lots -= reduced;
+            self.orders[handle as usize].remaining = qty;
+            out.push(Event::Modified {
+                account,
+                oid,
+                price,
+                qty,
+            });
+            return;
+        }
+        if qty < params.min_lots {
+            return reject(out, RejectReason::MinQty);
+        }
+        if node.post_only && self.markets[market_index].would_cross(node.side, price) {
+            return reject(out, RejectReason::PostOnlyWouldCross);
+        }
+        let old_reserve = params.reserve_per_lot(node.side, node.price) * node.remaining as i128;
+        let reserve_per_lot = params.reserve_per_lot(node.side, price);
+        let new_reserve = reserve_per_lot * qty as i128;
+        let balance = self.accounts[account_index as usize].balances[asset];
+        if new_reserve > balance.available() as i128 + old_reserve {
+            return reject(out, RejectReason::InsufficientBalance);
+        }
+        // Re-entry: leave the book, then come back in as a GTC taker at the new terms.
+        self.remove_resting(handle);
+        let locked = &mut self.accounts[account_index as usize].balances[asset].locked;
+        *locked += to_units(new_reserve - old_reserve);
+        out.push(Event::Modified {
+            account,
+            oid,
+            price,
+            qty,
+        });
+        let mut taker = Taker {
+            account: account_index,
+            oid,
+            side: node.side,
+            limit: Some(price),
+            remaining: qty,
+            stp: node.stp,
+            reserve_per_lot,
+        };
+        let end = self.match_taker(market_index, &mut taker, out);
+        self.finish_taker(market_index, taker, end, true, node.post_only, out);
+    }
+
+    // ---- queries ---------------------------------------------------------------------
+
+    /// An account's balance of an asset; `None` if either is unknown.
+    pub fn balance(&self, account: AccountId, asset: AssetId) -> Option<Balance> {
+        let &account_index = self.account_index.get(&account)?;
+        let &asset_index = self.asset_index.get(&asset)?;
+        Some(self.accounts[account_index as usize].balances[asset_index as usize])
+    }
+
+    /// Fees collected so far in an asset (net of maker rebates).
+    pub fn fee_pool(&self, asset: AssetId) -> Option<Units> {
+        let &asset_index = self.asset_index.get(&asset)?;
+        Some(self.assets[asset_index as usize].fee_pool)
+    }
+
+    /// Deposits minus withdrawals of an asset.
+    pub fn supply(&self, asset: AssetId) -> Option<Units> {
+        let &asset_index = self.asset_index.get(&asset)?;
+        Some(self.assets[asset_index as usize].supply)
+    }
+
+    /// Registered assets, in registration order.
+    pub fn assets(&self) -> impl Iterator<Item = AssetId> + '_ {
+        self.assets.iter().map(|asset| asset.id)
+    }
+
+    /// Known accounts, in creation order.
+    pub fn accounts(&self) -> impl Iterator<Item = AccountId> + '_ {
+        self.accounts.iter().map(|account| account.id)
+    }
+
+    /// A market's parameters.
+    pub fn market_spec(&self, market: MarketId) -> Option<MarketSpec> {
+        let &index = self.market_index.get(&market)?;
+        Some(self.markets[index as usize].spec)
+    }
+
+    /// Number of orders resting across all markets.
+    pub fn resting_orders(&self) -> usize {
+        self.resting as usize
+    }
+
+    /// Aggregated levels of one side, best first, at most `max_levels`, appended to `out` as
+    /// `(price, total lots)`. Returns false if the market is unknown.
+    pub fn depth(
+        &self,
+        market: MarketId,
+        side: Side,
+        max_levels: usize,
+        out: &mut Vec<(Ticks, Lots)>,
+    ) -> bool {
+        let Some(&index) = self.market_index.get(&market) else {
+            return false;
+        };
+        let market = &self.markets[index as usize];
+        let ladder = market.ladder(side);
+        let mut key = ladder.first();
+        while let Some(k) = key {
+            if out.len() >= max_levels {
+                break;
+            }
+            let level = ladder.get(k).expect("occupied level");
+            out.push((market.params.price(side, k), level.total_lots));
+            key = ladder.next_after(k);
+        }
+        true
+    }
+
+    /// Every resting order of one side of a market, best price first, oldest first within a
+    /// level. Allocates: meant for tests, snapshots and tools, not the data path.
+    pub fn book_orders(&self, market: MarketId, side: Side) -> Vec<OrderView> {
+        let mut views = Vec::new();
+        if let Some(&index) = self.market_index.get(&market) {
+            self.visit_side(&self.markets[index as usize], side, |view| views.push(view));
+        }
+        views
+    }
+
+    fn view(&self, node: &OrderNode) -> OrderView {
+        OrderView {
+            account: self.accounts[node.account as usize].id,
+            oid: node.oid,
+            side: node.side,
+            price: node.price,
+            remaining: node.remaining,
+            stp: node.stp,
+            post_only: node.post_only,
+        }
+    }
+
+    fn visit_side(&self, market: &MarketState<L>, side: Side, mut visit: impl FnMut(OrderView)) {
+        let ladder = market.ladder(side);
+        let mut key = ladder.first();
+        while let Some(k) = key {
+            let mut handle = ladder.get(k).expect("occupied level").head;
+            while handle != NIL {
+                let node = &self.orders[handle as usize];
+                visit(self.view(node));
+                handle = node.next;
+            }
+            key = ladder.next_after(k);
+        }
+    }
+
+    /// BLAKE3 digest of the canonical state (see docs/engine.md, "State hash"). Independent of
+    /// memory layout and of the ladder type.
+    pub fn state_hash(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"nexus-engine-state-v1");
+        let mut put = |bytes: &[u8]| {
+            hasher.update(bytes);
+        };
+        put(&(self.assets.len() as u64).to_le_bytes());
+        for asset in &self.assets {
+            put(&asset.id.to_le_bytes());
+            put(&asset.fee_pool.to_le_bytes());
+            put(&asset.supply.to_le_bytes());
+        }
+        put(&(self.markets.len() as u64).to_le_bytes());
+        for market in &self.markets {
+            let spec = market.spec;
+            for field in [
+                spec.market as i64,
+                spec.base as i64,
+                spec.quote as i64,
+                spec.base_units_per_lot,
+                spec.quote_units_per_tick_lot,
+                spec.min_lots,
+                spec.max_price_ticks,
+                spec.maker_fee_bps as i64,
+                spec.taker_fee_bps as i64,
+            ] {
+                put(&field.to_le_bytes());
+            }
+            for side in [Side::Buy, Side::Sell] {
+                self.visit_side(market, side, |view| {
+                    put(&view.account.to_le_bytes());
+                    put(&view.oid.to_le_bytes());
+                    put(&view.price.to_le_bytes());
+                    put(&view.remaining.to_le_bytes());
+                    put(&[view.side as u8, view.stp as u8, view.post_only as u8]);
+                });
+                put(b"|");
+            }
+        }
+        put(&(self.accounts.len() as u64).to_le_bytes());
+        for account in &self.accounts {
+            put(&account.id.to_le_bytes());
+            for balance in &account.balances {
+                put(&balance.total.to_le_bytes());
+                put(&balance.locked.to_le_bytes());
+            }
+            put(&account.open_orders.to_le_bytes());
+            let mut handle = account.first_order;
+            while handle != NIL {
+                let node = &self.orders[handle as usize];
+                put(&self.markets[node.market as usize].spec.market.to_le_bytes());
+                put(&node.oid.to_le_bytes());
+                handle = node.account_next;
+            }
+        }
+        *hasher.finalize().as_bytes()
+    }
+
+    /// Recomputes every derived quantity from scratch and compares: reserves against locked
+    /// balances, level totals against their orders, list links, counts, and conservation of
+    /// every asset. Allocates; meant for tests and audits.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut expected_locked: Vec<Vec<i128>> =
+            vec![vec![0; self.assets.len()]; self.accounts.len()];
+        let mut seen = 0u32;
+        for (market_index, market) in self.markets.iter().enumerate() {
+            for side in [Side::Buy, Side::Sell] {
+                let ladder = market.ladder(side);
+                let mut key = ladder.first();
+                let mut last_price = None;
+                while let Some(k) = key {
+                    let level = ladder.get(k).ok_or("first/next returned an empty key")?;
+                    let price = market.params.price(side, k);
+                    if let Some(last) = last_price {
+                        let better = match side {
+                            Side::Buy => price < last,
+                            Side::Sell => price > last,
+                        };
+                        if !better {
+                            return Err(format!("levels out of order at {price}"));
+                        }
+                    }
+                    last_price = Some(price);
+                    let mut sum = 0;
+                    let mut previous = NIL;
+                    let mut handle = level.head;
+                    if handle == NIL {
+                        return Err(format!("empty level left at price {price}"));
+                    }
+                    while handle != NIL {
+                        let node = &self.orders[handle as usize];
+                        if node.prev != previous
+                            || node.price != price
+                            || node.side != side
+                            || node.market != market_index as u32
+                            || node.remaining <= 0
+                        {
+                            return Err(format!("bad order node {handle} at price {price}"));
+                        }
+                        if self.open.get(&(node.account, node.oid)) != Some(&handle) {
+                            return Err(format!("order {handle} missing from the oid index"));
+                        }
+                        sum += node.remaining;
+                        seen += 1;
+                        expected_locked[node.account as usize]
+                            [market.params.reserve_asset(side)] +=
+                            market.params.reserve_per_lot(side, price) * node.remaining as i128;
+                        previous = handle;
+                        handle = node.next;
+                    }
+                    if previous != level.tail || sum != level.total_lots {
+                        return Err(format!("level {price} tail or total is wrong"));
+                    }
+                    key = ladder.next_after(k);
+                }
+            }
+        }
+        if seen != self.resting || self.open.len() != self.resting as usize {
+            return Err(format!(
+                "{seen} orders in books, {} counted, {} indexed",
+                self.resting,
+                self.open.len()
+            ));
+        }
+        let mut totals = vec![0i128; self.assets.len()];
+        for (account_index, account) in self.accounts.iter().enumerate() {
+            let mut count = 0;
+            let mut handle = account.first_order;
+            while handle != NIL {
+                count += 1;
+                handle = self.orders[handle as usize].account_next;
+            }
+            if count != account.open_orders {
+                return Err(format!("account {} open order count is wrong", account.id));
+            }
+            for (asset_index, balance) in account.balances.iter().enumerate() {
+                if balance.locked < 0 || balance.locked > balance.total {
+                    return Err(format!(
+                        "account {} asset {}: locked {} total {}",
+                        account.id, self.assets[asset_index].id, balance.locked, balance.total
+                    ));
+                }
+                if balance.locked as i128 != expected_locked[account_index][asset_index] {
+                    return Err(format!(
+                        "account {} asset {}: locked {} but orders reserve {}",
+                        account.id,
+                        self.assets[asset_index].id,
+                        balance.locked,
+                        expected_locked[account_index][asset_index]
+                    ));
+                }
+                totals[asset_index] += balance.total as i128;
+            }
+        }
+        for (asset, total) in self.assets.iter().zip(totals) {
+            if total + asset.fee_pool as i128 != asset.supply as i128 {
+                return Err(format!(
+                    "asset {} not conserved: balances {} + fees {} != supply {}",
+                    asset.id, total, asset.fee_pool, asset.supply
+                ));
+            }
+        }
+        Ok(())
+    }
+}
