@@ -11,6 +11,9 @@ use rustc_hash::FxHashMap;
 use crate::ladder::{ArrayLadder, PriceLadder, NIL};
 use crate::types::*;
 
+mod snapshot;
+pub use snapshot::SnapshotError;
+
 /// The largest `max_price_ticks` a market may have (keeps ladders at a few MiB per side).
 pub const MAX_PRICE_TICKS_LIMIT: Ticks = 1 << 28;
 
@@ -34,6 +37,7 @@ pub struct OrderView {
 }
 
 /// One resting order in the slab. 64 bytes: one cache line.
+#[repr(align(64))]
 #[derive(Clone, Copy, Debug)]
 struct OrderNode {
     /// Previous (older) order at the same level, or NIL.
@@ -51,6 +55,9 @@ struct OrderNode {
     oid: OrderId,
     price: Ticks,
     remaining: Lots,
+    /// Position in the engine-wide order of (re-)entries; orders levels and account lists
+    /// alike, so a snapshot can re-insert orders in this order to rebuild both.
+    entry: u64,
     side: Side,
     stp: SelfTradePrevention,
     post_only: bool,
@@ -67,6 +74,7 @@ impl OrderNode {
         oid: 0,
         price: 0,
         remaining: 0,
+        entry: 0,
         side: Side::Buy,
         stp: SelfTradePrevention::CancelMaker,
         post_only: false,
@@ -265,6 +273,8 @@ pub struct Engine<L: PriceLadder = ArrayLadder> {
     orders: Vec<OrderNode>,
     free_head: u32,
     resting: u32,
+    /// Entries (placements and re-entries) so far; the next resting order's `entry`.
+    entries: u64,
     open: FxHashMap<(u32, OrderId), u32>,
 }
 
@@ -284,6 +294,7 @@ impl<L: PriceLadder> Engine<L> {
             orders: Vec::with_capacity(capacity),
             free_head: NIL,
             resting: 0,
+            entries: 0,
             open: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
         }
     }
@@ -795,10 +806,12 @@ impl<L: PriceLadder> Engine<L> {
             oid: taker.oid,
             price,
             remaining: taker.remaining,
+            entry: self.entries,
             side: taker.side,
             stp: taker.stp,
             post_only,
         };
+        self.entries += 1;
         self.open.insert((taker.account, taker.oid), handle);
         self.resting += 1;
     }

@@ -12,7 +12,7 @@ mod engine;
 pub mod ladder;
 mod types;
 
-pub use engine::{Engine, OrderView};
+pub use engine::{Engine, OrderView, SnapshotError};
 pub use ladder::{ArrayLadder, BTreeLadder, PriceLadder};
 pub use types::*;
 

@@ -1,4 +1,21 @@
-//! Sequencer: will put every input in one deterministic order, cut blocks, keep the
-//! write-ahead log in LMDB, take snapshots and recover (issue #3).
+//! Sequencer: one deterministic order for every input, blocks, the write-ahead log (LMDB),
+//! snapshots and recovery.
 //!
-//! Nothing is built here yet; the crate exists so the workspace has its final shape.
+//! - [`Sequencer`] is a pure state machine: it numbers inputs and cuts [`Block`]s by count or
+//!   age, with time passed in.
+//! - [`Wal`] stores blocks, snapshots and metadata in LMDB (heed); a block is durable when
+//!   [`Wal::append`] returns.
+//! - [`recover`] rebuilds the engine from the newest snapshot and the blocks after it.
+//!
+//! The threads that run these stages live in the `node` crate.
+
+pub mod block;
+pub mod codec;
+mod recovery;
+mod sequencer;
+pub mod wal;
+
+pub use block::{Block, BlockError};
+pub use recovery::{recover, Recovered};
+pub use sequencer::{ChainTip, Sequencer, SequencerConfig};
+pub use wal::{Wal, WalError, WalOptions};
