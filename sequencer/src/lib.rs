@@ -18,4 +18,4 @@ pub mod wal;
 pub use block::{Block, BlockError};
 pub use recovery::{recover, Recovered};
 pub use sequencer::{ChainTip, Sequencer, SequencerConfig};
-pub use wal::{Wal, WalError, WalOptions};
+pub use wal::{StoredSnapshot, Wal, WalError, WalOptions};

@@ -3,7 +3,7 @@
 use engine::{ArrayLadder, Engine, EngineConfig};
 
 use crate::sequencer::ChainTip;
-use crate::wal::{Wal, WalError};
+use crate::wal::{StoredSnapshot, Wal, WalError};
 
 /// An engine rebuilt from the log, and where the chain stands.
 pub struct Recovered {

@@ -78,6 +78,17 @@ pub enum WalError {
     },
 }
 
+/// An engine snapshot as stored in the log.
+#[derive(Debug, Clone)]
+pub struct StoredSnapshot {
+    /// The block after which it was taken.
+    pub height: u64,
+    /// That block's hash.
+    pub block_hash: [u8; 32],
+    /// `engine::Engine::snapshot` bytes.
+    pub engine: Vec<u8>,
+}
+
 /// How to open the log.
 #[derive(Debug, Clone, Copy)]
 pub struct WalOptions {
@@ -280,8 +291,8 @@ impl Wal {
         txn.commit().map_err(|e| self.storage(e))
     }
 
-    /// The newest snapshot: `(height, block hash, engine snapshot bytes)`.
-    pub fn latest_snapshot(&self) -> Result<Option<(u64, [u8; 32], Vec<u8>)>, WalError> {
+    /// The newest snapshot, if any.
+    pub fn latest_snapshot(&self) -> Result<Option<StoredSnapshot>, WalError> {
         let txn = self.env.read_txn().map_err(|e| self.storage(e))?;
         let Some((key, value)) = self.snapshots.last(&txn).map_err(|e| self.storage(e))? else {
             return Ok(None);
@@ -294,11 +305,11 @@ impl Wal {
             });
         }
         let (hash, snapshot) = value.split_at(32);
-        Ok(Some((
+        Ok(Some(StoredSnapshot {
             height,
-            hash.try_into().expect("32 bytes"),
-            snapshot.to_vec(),
-        )))
+            block_hash: hash.try_into().expect("32 bytes"),
+            engine: snapshot.to_vec(),
+        }))
     }
 
     /// Deletes every block and snapshot above `height`; returns how many blocks went.
