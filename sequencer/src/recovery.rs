@@ -23,7 +23,11 @@ pub struct Recovered {
 pub fn recover(wal: &Wal, config: EngineConfig) -> Result<Recovered, WalError> {
     let (mut engine, mut tip, snapshot_height) = match wal.latest_snapshot()? {
         None => (Engine::new(config), ChainTip::GENESIS, None),
-        Some((height, block_hash, bytes)) => {
+        Some(StoredSnapshot {
+            height,
+            block_hash,
+            engine: bytes,
+        }) => {
             let engine = Engine::restore(&bytes).map_err(|error| WalError::CorruptSnapshot {
                 height,
                 reason: error.to_string(),
