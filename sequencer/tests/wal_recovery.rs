@@ -66,7 +66,7 @@ fn workload(orders: u64) -> Vec<Command> {
                 side: if x & 1 == 0 { Side::Buy } else { Side::Sell },
                 price: Some(1_000 + (x >> 8) as i64 % 40),
                 qty: 1 + (x >> 16) as i64 % 9,
-                tif: if x % 7 == 0 {
+                tif: if x.is_multiple_of(7) {
                     TimeInForce::Ioc
                 } else {
                     TimeInForce::Gtc
