@@ -11,11 +11,15 @@
 
 pub mod block;
 pub mod codec;
+pub mod pipeline;
 mod recovery;
 mod sequencer;
 pub mod wal;
 
 pub use block::{Block, BlockError};
+pub use pipeline::{
+    ClientRef, Output, Pipeline, PipelineConfig, StageTimes, StageWaits, Submission, Wait,
+};
 pub use recovery::{recover, Recovered};
 pub use sequencer::{ChainTip, Sequencer, SequencerConfig};
 pub use wal::{StoredSnapshot, Wal, WalError, WalOptions};

@@ -1,0 +1,709 @@
+//! The pinned-thread pipeline: sequencer -> engine -> publisher, with the write-ahead log
+//! beside them, joined by lock-free single-producer single-consumer rings (rtrb).
+//!
+//! ```text
+//!  submit ──input──▶ sequencer ──inputs, block ends──▶ engine ──events, done──▶ publisher ──▶ outputs
+//!                        │                               │ snapshots              ▲
+//!                        └──────────blocks──────────▶  WAL writer ───durable──────┘
+//! ```
+//!
+//! - The engine executes each input as soon as it is sequenced; the publisher reports its
+//!   events and a **Sequenced** notice at once (microseconds).
+//! - The WAL writer appends cut blocks in durable LMDB transactions; once a block is on disk
+//!   the publisher sends a **Finalized** notice for each of its inputs. After a crash, recovery
+//!   rebuilds exactly the finalized prefix; a Sequenced-only input may be lost with the crash,
+//!   which is why clients are told the two levels apart.
+//! - Backpressure: only [`Pipeline::try_submit`] can be refused (the input ring is full), and the
+//!   caller must tell its client. Inside, a full ring makes the sender wait; nothing is dropped.
+//! - Each stage parks or busy-spins when idle ([`Wait`]); on 2 cores run at most one spinner.
+//!   Threads may be pinned to cores (the core list is read once, before pinning).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use engine::{ArrayLadder, Command, Engine, Event};
+use rtrb::{Consumer, Producer, RingBuffer};
+
+use crate::block::Block;
+use crate::recovery::Recovered;
+use crate::sequencer::{Sequencer, SequencerConfig};
+use crate::wal::Wal;
+
+/// What a stage does when it has nothing to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Sleep until woken by a producer (or a short timeout). Costs a wake-up per hand-off.
+    Park,
+    /// Busy-poll. Lowest latency; burns a core.
+    Spin,
+}
+
+/// Idle behaviour of every stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageWaits {
+    /// The sequencer stage.
+    pub sequencer: Wait,
+    /// The engine stage.
+    pub engine: Wait,
+    /// The WAL writer.
+    pub wal: Wait,
+    /// The publisher.
+    pub publisher: Wait,
+}
+
+impl StageWaits {
+    /// Every stage parks: correct on any number of cores.
+    pub const ALL_PARK: StageWaits = StageWaits {
+        sequencer: Wait::Park,
+        engine: Wait::Park,
+        wal: Wait::Park,
+        publisher: Wait::Park,
+    };
+}
+
+/// How the pipeline runs.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineConfig {
+    /// When blocks are cut.
+    pub blocks: SequencerConfig,
+    /// Slots in each ring.
+    pub ring_capacity: usize,
+    /// Take an engine snapshot after every this many blocks (0: never).
+    pub snapshot_every_blocks: u64,
+    /// Idle behaviour per stage.
+    pub waits: StageWaits,
+    /// Pin each stage thread to a core (round robin over the cores found at start).
+    pub pin_threads: bool,
+}
+
+/// Who to send an input's results to: a connection and the client's own tag for the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRef {
+    /// The connection (or any caller-chosen channel id).
+    pub connection: u64,
+    /// The client's reference for this input, echoed back.
+    pub tag: u64,
+}
+
+/// An input offered to the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct Submission {
+    /// Where results go.
+    pub client: ClientRef,
+    /// What to do.
+    pub command: Command,
+    /// When the caller received it (from [`Pipeline::now_ns`]), for latency figures.
+    pub received_ns: u64,
+}
+
+/// Monotonic stage timestamps of one input, in ns since the pipeline started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StageTimes {
+    /// Received by the caller.
+    pub received_ns: u64,
+    /// Numbered by the sequencer.
+    pub sequenced_ns: u64,
+    /// Executed by the engine.
+    pub executed_ns: u64,
+    /// Handed out by the publisher.
+    pub published_ns: u64,
+}
+
+/// What comes out of the pipeline, in order per input: its events, then `Sequenced`, later
+/// `Finalized`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// One engine event caused by input `seq`.
+    Event {
+        /// Who sent the input.
+        client: ClientRef,
+        /// The input's sequence number.
+        seq: u64,
+        /// What happened.
+        event: Event,
+    },
+    /// Input `seq` was executed; all its events came before this.
+    Sequenced {
+        /// Who sent it.
+        client: ClientRef,
+        /// Its sequence number.
+        seq: u64,
+        /// The block it will be in.
+        height: u64,
+        /// Stage timestamps.
+        times: StageTimes,
+    },
+    /// Input `seq` is in a durable block: it survives any crash.
+    Finalized {
+        /// Who sent it.
+        client: ClientRef,
+        /// Its sequence number.
+        seq: u64,
+        /// Its block.
+        height: u64,
+    },
+    /// A block became durable.
+    BlockDurable {
+        /// Its height.
+        height: u64,
+        /// Its last input.
+        last_seq: u64,
+        /// How long its (group) commit took, fsync included.
+        commit_ns: u64,
+        /// Blocks in that commit.
+        blocks_in_commit: u32,
+    },
+    /// The log failed: nothing more will be finalized; the node must stop.
+    Fatal(String),
+}
+
+/// A wake-up handle for a stage thread, set once the thread starts.
+#[derive(Clone, Default)]
+struct Doorbell(Arc<OnceLock<Thread>>);
+
+impl Doorbell {
+    fn ring(&self) {
+        if let Some(thread) = self.0.get() {
+            thread.unpark();
+        }
+    }
+    fn register_current(&self) {
+        let _ = self.0.set(thread::current());
+    }
+}
+
+/// Pushes, waiting while the ring is full (backpressure inside the pipeline), then wakes the
+/// consumer.
+fn push_waiting<T>(producer: &mut Producer<T>, mut value: T, consumer: &Doorbell) {
+    loop {
+        match producer.push(value) {
+            Ok(()) => {
+                consumer.ring();
+                return;
+            }
+            Err(rtrb::PushError::Full(back)) => {
+                value = back;
+                consumer.ring();
+                thread::yield_now();
+            }
+        }
+    }
+}
+
+fn idle(wait: Wait, timeout: Duration) {
+    match wait {
+        Wait::Spin => std::hint::spin_loop(),
+        Wait::Park => thread::park_timeout(timeout),
+    }
+}
+
+fn wall_clock_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Nanoseconds since `epoch`.
+fn since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_nanos() as u64
+}
+
+enum EngineMsg {
+    Input {
+        client: ClientRef,
+        seq: u64,
+        command: Command,
+        received_ns: u64,
+        sequenced_ns: u64,
+    },
+    BlockEnd {
+        height: u64,
+        hash: [u8; 32],
+    },
+    Stop,
+}
+
+enum PublisherMsg {
+    Event {
+        client: ClientRef,
+        seq: u64,
+        event: Event,
+    },
+    Done {
+        client: ClientRef,
+        seq: u64,
+        height: u64,
+        times: StageTimes,
+    },
+    Stopped,
+}
+
+enum WalMsg {
+    Block(Block),
+    Stop,
+}
+
+enum DurableMsg {
+    Durable {
+        height: u64,
+        last_seq: u64,
+        commit_ns: u64,
+        blocks: u32,
+    },
+    Failed(String),
+    Stopped,
+}
+
+struct SnapshotMsg {
+    height: u64,
+    hash: [u8; 32],
+    bytes: Vec<u8>,
+}
+
+/// A running pipeline. Drop order matters little: call [`Pipeline::shutdown`] to finish cleanly.
+pub struct Pipeline {
+    input: Producer<Submission>,
+    output: Consumer<Output>,
+    sequencer_bell: Doorbell,
+    stop: Arc<AtomicBool>,
+    epoch: Instant,
+    engine_thread: Option<JoinHandle<Engine<ArrayLadder>>>,
+    other_threads: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Starts the stage threads from a recovered engine and chain tip. `notify` is called from
+    /// the publisher thread whenever new outputs are ready (for example to wake an event loop).
+    pub fn start(
+        recovered: Recovered,
+        wal: Wal,
+        config: PipelineConfig,
+        notify: Arc<dyn Fn() + Send + Sync>,
+    ) -> Pipeline {
+        let epoch = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let cores = if config.pin_threads {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let pin = move |stage: usize| {
+            if let Some(core) = (!cores.is_empty()).then(|| cores[stage % cores.len()]) {
+                core_affinity::set_for_current(core);
+            }
+        };
+        let capacity = config.ring_capacity.max(2);
+        let (input, mut input_rx) = RingBuffer::<Submission>::new(capacity);
+        let (mut engine_tx, mut engine_rx) = RingBuffer::<EngineMsg>::new(capacity);
+        let (mut wal_tx, mut wal_rx) = RingBuffer::<WalMsg>::new(capacity);
+        let (mut snapshot_tx, mut snapshot_rx) = RingBuffer::<SnapshotMsg>::new(16);
+        let (mut publish_tx, mut publish_rx) = RingBuffer::<PublisherMsg>::new(capacity * 4);
+        let (mut durable_tx, mut durable_rx) = RingBuffer::<DurableMsg>::new(capacity);
+        let (mut output_tx, output) = RingBuffer::<Output>::new(capacity * 4);
+        let bells: [Doorbell; 4] = Default::default();
+        let [sequencer_bell, engine_bell, wal_bell, publisher_bell] = bells;
+        let waits = config.waits;
+        let idle_timeout =
+            Duration::from_nanos(config.blocks.max_block_age_ns.clamp(50_000, 1_000_000));
+
+        // Sequencer stage.
+        let sequencer_thread = {
+            let (stop, bell, engine_bell, wal_bell, pin) = (
+                stop.clone(),
+                sequencer_bell.clone(),
+                engine_bell.clone(),
+                wal_bell.clone(),
+                pin.clone(),
+            );
+            let mut sequencer = Sequencer::new(config.blocks, recovered.tip);
+            thread::Builder::new()
+                .name("nexus-sequencer".into())
+                .spawn(move || {
+                    pin(0);
+                    bell.register_current();
+                    let mut cut = Vec::new();
+                    let forward_cut =
+                        |cut: &mut Vec<Block>,
+                         engine_tx: &mut Producer<EngineMsg>,
+                         wal_tx: &mut Producer<WalMsg>| {
+                            for block in cut.drain(..) {
+                                let end = EngineMsg::BlockEnd {
+                                    height: block.height,
+                                    hash: block.hash,
+                                };
+                                push_waiting(engine_tx, end, &engine_bell);
+                                push_waiting(wal_tx, WalMsg::Block(block), &wal_bell);
+                            }
+                        };
+                    loop {
+                        let mut worked = false;
+                        for _ in 0..1024 {
+                            let Ok(submission) = input_rx.pop() else {
+                                break;
+                            };
+                            worked = true;
+                            let seq =
+                                sequencer.submit(wall_clock_ns(), submission.command, &mut cut);
+                            let message = EngineMsg::Input {
+                                client: submission.client,
+                                seq,
+                                command: submission.command,
+                                received_ns: submission.received_ns,
+                                sequenced_ns: since(epoch),
+                            };
+                            push_waiting(&mut engine_tx, message, &engine_bell);
+                            forward_cut(&mut cut, &mut engine_tx, &mut wal_tx);
+                        }
+                        sequencer.tick(wall_clock_ns(), &mut cut);
+                        forward_cut(&mut cut, &mut engine_tx, &mut wal_tx);
+                        if stop.load(Ordering::Acquire) && input_rx.is_empty() {
+                            sequencer.flush(wall_clock_ns(), &mut cut);
+                            forward_cut(&mut cut, &mut engine_tx, &mut wal_tx);
+                            push_waiting(&mut engine_tx, EngineMsg::Stop, &engine_bell);
+                            push_waiting(&mut wal_tx, WalMsg::Stop, &wal_bell);
+                            return;
+                        }
+                        if !worked {
+                            idle(waits.sequencer, idle_timeout);
+                        }
+                    }
+                })
+                .expect("spawn sequencer thread")
+        };
+
+        // Engine stage.
+        let engine_thread = {
+            let (bell, publisher_bell, wal_bell, pin) = (
+                engine_bell.clone(),
+                publisher_bell.clone(),
+                wal_bell.clone(),
+                pin.clone(),
+            );
+            let mut engine = recovered.engine;
+            let mut height = recovered.tip.next_height;
+            let snapshot_every = config.snapshot_every_blocks;
+            thread::Builder::new()
+                .name("nexus-engine".into())
+                .spawn(move || {
+                    pin(1);
+                    bell.register_current();
+                    let mut events = Vec::with_capacity(1024);
+                    loop {
+                        let Ok(message) = engine_rx.pop() else {
+                            idle(waits.engine, idle_timeout);
+                            continue;
+                        };
+                        match message {
+                            EngineMsg::Input {
+                                client,
+                                seq,
+                                command,
+                                received_ns,
+                                sequenced_ns,
+                            } => {
+                                events.clear();
+                                engine.step(&command, &mut events);
+                                let executed_ns = since(epoch);
+                                for event in events.drain(..) {
+                                    let message = PublisherMsg::Event { client, seq, event };
+                                    push_waiting(&mut publish_tx, message, &publisher_bell);
+                                }
+                                let times = StageTimes {
+                                    received_ns,
+                                    sequenced_ns,
+                                    executed_ns,
+                                    published_ns: 0,
+                                };
+                                let done = PublisherMsg::Done {
+                                    client,
+                                    seq,
+                                    height,
+                                    times,
+                                };
+                                push_waiting(&mut publish_tx, done, &publisher_bell);
+                            }
+                            EngineMsg::BlockEnd {
+                                height: ended,
+                                hash,
+                            } => {
+                                height = ended + 1;
+                                if snapshot_every > 0 && ended % snapshot_every == 0 {
+                                    let bytes = engine.snapshot();
+                                    let message = SnapshotMsg {
+                                        height: ended,
+                                        hash,
+                                        bytes,
+                                    };
+                                    push_waiting(&mut snapshot_tx, message, &wal_bell);
+                                }
+                            }
+                            EngineMsg::Stop => {
+                                push_waiting(
+                                    &mut publish_tx,
+                                    PublisherMsg::Stopped,
+                                    &publisher_bell,
+                                );
+                                return engine;
+                            }
+                        }
+                    }
+                })
+                .expect("spawn engine thread")
+        };
+
+        // WAL writer.
+        let wal_thread = {
+            let (bell, publisher_bell, pin) =
+                (wal_bell.clone(), publisher_bell.clone(), pin.clone());
+            thread::Builder::new()
+                .name("nexus-wal".into())
+                .spawn(move || {
+                    pin(2);
+                    bell.register_current();
+                    let mut batch: Vec<Block> = Vec::with_capacity(64);
+                    let mut waiting_snapshots: Vec<SnapshotMsg> = Vec::new();
+                    let mut durable_height = recovered.tip.next_height - 1;
+                    let mut failed = false;
+                    let mut stopping = false;
+                    loop {
+                        while batch.len() < 64 {
+                            match wal_rx.pop() {
+                                Ok(WalMsg::Block(block)) => batch.push(block),
+                                Ok(WalMsg::Stop) => {
+                                    stopping = true;
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        if !batch.is_empty() && !failed {
+                            let started = Instant::now();
+                            match wal.append(&batch) {
+                                Ok(()) => {
+                                    let last = batch.last().expect("non-empty batch");
+                                    durable_height = last.height;
+                                    let message = DurableMsg::Durable {
+                                        height: last.height,
+                                        last_seq: last.last_seq(),
+                                        commit_ns: started.elapsed().as_nanos() as u64,
+                                        blocks: batch.len() as u32,
+                                    };
+                                    push_waiting(&mut durable_tx, message, &publisher_bell);
+                                }
+                                Err(error) => {
+                                    failed = true;
+                                    let message = DurableMsg::Failed(error.to_string());
+                                    push_waiting(&mut durable_tx, message, &publisher_bell);
+                                }
+                            }
+                        }
+                        let wrote = !batch.is_empty();
+                        batch.clear();
+                        while let Ok(snapshot) = snapshot_rx.pop() {
+                            waiting_snapshots.push(snapshot);
+                        }
+                        // A snapshot is stored only once its block is durable.
+                        waiting_snapshots.retain(|snapshot| {
+                            if snapshot.height > durable_height || failed {
+                                return !failed;
+                            }
+                            if let Err(error) =
+                                wal.put_snapshot(snapshot.height, &snapshot.hash, &snapshot.bytes)
+                            {
+                                failed = true;
+                                let message = DurableMsg::Failed(error.to_string());
+                                push_waiting(&mut durable_tx, message, &publisher_bell);
+                            }
+                            false
+                        });
+                        if stopping {
+                            push_waiting(&mut durable_tx, DurableMsg::Stopped, &publisher_bell);
+                            return;
+                        }
+                        if !wrote {
+                            idle(waits.wal, idle_timeout);
+                        }
+                    }
+                })
+                .expect("spawn WAL thread")
+        };
+
+        // Publisher.
+        let publisher_thread = {
+            let (bell, pin) = (publisher_bell.clone(), pin.clone());
+            let mut durable_height = recovered.tip.next_height - 1;
+            thread::Builder::new()
+                .name("nexus-publisher".into())
+                .spawn(move || {
+                    pin(3);
+                    bell.register_current();
+                    let no_bell = Doorbell::default();
+                    let mut awaiting: VecDeque<(u64, u64, ClientRef)> =
+                        VecDeque::with_capacity(1 << 16);
+                    let (mut engine_done, mut wal_done) = (false, false);
+                    let out = |output: Output, output_tx: &mut Producer<Output>| {
+                        // The consumer is woken by `notify` below, not by a doorbell.
+                        push_waiting(output_tx, output, &no_bell);
+                    };
+                    loop {
+                        let mut produced = false;
+                        for _ in 0..4096 {
+                            let Ok(message) = publish_rx.pop() else { break };
+                            produced = true;
+                            match message {
+                                PublisherMsg::Event { client, seq, event } => {
+                                    out(Output::Event { client, seq, event }, &mut output_tx)
+                                }
+                                PublisherMsg::Done {
+                                    client,
+                                    seq,
+                                    height,
+                                    mut times,
+                                } => {
+                                    times.published_ns = since(epoch);
+                                    out(
+                                        Output::Sequenced {
+                                            client,
+                                            seq,
+                                            height,
+                                            times,
+                                        },
+                                        &mut output_tx,
+                                    );
+                                    if height <= durable_height {
+                                        out(
+                                            Output::Finalized {
+                                                client,
+                                                seq,
+                                                height,
+                                            },
+                                            &mut output_tx,
+                                        );
+                                    } else {
+                                        awaiting.push_back((height, seq, client));
+                                    }
+                                }
+                                PublisherMsg::Stopped => engine_done = true,
+                            }
+                        }
+                        while let Ok(message) = durable_rx.pop() {
+                            produced = true;
+                            match message {
+                                DurableMsg::Durable {
+                                    height,
+                                    last_seq,
+                                    commit_ns,
+                                    blocks,
+                                } => {
+                                    durable_height = height;
+                                    out(
+                                        Output::BlockDurable {
+                                            height,
+                                            last_seq,
+                                            commit_ns,
+                                            blocks_in_commit: blocks,
+                                        },
+                                        &mut output_tx,
+                                    );
+                                    while let Some(&(block, seq, client)) = awaiting.front() {
+                                        if block > durable_height {
+                                            break;
+                                        }
+                                        awaiting.pop_front();
+                                        out(
+                                            Output::Finalized {
+                                                client,
+                                                seq,
+                                                height: block,
+                                            },
+                                            &mut output_tx,
+                                        );
+                                    }
+                                }
+                                DurableMsg::Failed(why) => out(Output::Fatal(why), &mut output_tx),
+                                DurableMsg::Stopped => wal_done = true,
+                            }
+                        }
+                        if produced {
+                            notify();
+                        }
+                        if engine_done && wal_done && publish_rx.is_empty() && durable_rx.is_empty()
+                        {
+                            notify();
+                            return;
+                        }
+                        if !produced {
+                            idle(waits.publisher, idle_timeout);
+                        }
+                    }
+                })
+                .expect("spawn publisher thread")
+        };
+
+        Pipeline {
+            input,
+            output,
+            sequencer_bell,
+            stop,
+            epoch,
+            engine_thread: Some(engine_thread),
+            other_threads: vec![sequencer_thread, wal_thread, publisher_thread],
+        }
+    }
+
+    /// Nanoseconds since the pipeline started (the clock of [`StageTimes`]).
+    pub fn now_ns(&self) -> u64 {
+        since(self.epoch)
+    }
+
+    /// Offers an input. `Err` gives it back when the input ring is full: the caller must tell
+    /// its client (the pipeline never drops an input it accepted).
+    pub fn try_submit(&mut self, submission: Submission) -> Result<(), Submission> {
+        match self.input.push(submission) {
+            Ok(()) => {
+                self.sequencer_bell.ring();
+                Ok(())
+            }
+            Err(rtrb::PushError::Full(back)) => Err(back),
+        }
+    }
+
+    /// Free slots in the input ring.
+    pub fn input_slots(&self) -> usize {
+        self.input.slots()
+    }
+
+    /// The next output, if one is ready.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.output.pop().ok()
+    }
+
+    /// Stops accepting, cuts and persists the open block, lets every stage drain, and returns
+    /// the final engine with every output not yet polled.
+    pub fn shutdown(mut self) -> (Engine<ArrayLadder>, Vec<Output>) {
+        self.stop.store(true, Ordering::Release);
+        self.sequencer_bell.ring();
+        let mut outputs = Vec::new();
+        let engine_thread = self.engine_thread.take().expect("engine thread");
+        let mut threads = std::mem::take(&mut self.other_threads);
+        loop {
+            while let Ok(output) = self.output.pop() {
+                outputs.push(output);
+            }
+            threads.retain(|handle| !handle.is_finished());
+            if threads.is_empty() && engine_thread.is_finished() {
+                break;
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
+        while let Ok(output) = self.output.pop() {
+            outputs.push(output);
+        }
+        let engine = engine_thread.join().expect("engine thread panicked");
+        (engine, outputs)
+    }
+}
