@@ -11,7 +11,9 @@ use rustc_hash::FxHashMap;
 use crate::ladder::{ArrayLadder, PriceLadder, NIL};
 use crate::types::*;
 
+mod commitment;
 mod snapshot;
+use commitment::Lanes;
 pub use snapshot::SnapshotError;
 
 /// The largest `max_price_ticks` a market may have (keeps ladders at a few MiB per side).
@@ -237,6 +239,10 @@ struct AccountState {
     open_orders: u32,
     first_order: u32,
     last_order: u32,
+    /// Changed since the last commitment.
+    dirty: bool,
+    /// This account's record hash as of the last commitment.
+    committed: Lanes,
 }
 
 /// The incoming side of a match.
@@ -276,6 +282,8 @@ pub struct Engine<L: PriceLadder = ArrayLadder> {
     /// Entries (placements and re-entries) so far; the next resting order's `entry`.
     entries: u64,
     open: FxHashMap<(u32, OrderId), u32>,
+    /// Incremental state commitment: see `commitment`.
+    commitment: commitment::Tracker,
 }
 
 impl<L: PriceLadder> Engine<L> {
@@ -296,6 +304,7 @@ impl<L: PriceLadder> Engine<L> {
             resting: 0,
             entries: 0,
             open: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
+            commitment: commitment::Tracker::with_capacity(capacity),
         }
     }
 
@@ -356,8 +365,9 @@ impl<L: PriceLadder> Engine<L> {
             fee_pool: 0,
             supply: 0,
         });
-        for account in &mut self.accounts {
-            account.balances.push(Balance::default());
+        for index in 0..self.accounts.len() {
+            self.accounts[index].balances.push(Balance::default());
+            self.touch_account(index as u32);
         }
     }
 
@@ -432,11 +442,14 @@ impl<L: PriceLadder> Engine<L> {
                     open_orders: 0,
                     first_order: NIL,
                     last_order: NIL,
+                    dirty: false,
+                    committed: Lanes::ZERO,
                 });
                 self.account_index.insert(account, index);
                 index
             }
         };
+        self.touch_account(index);
         // Cannot overflow: every balance is at most the asset's supply.
         self.accounts[index as usize].balances[asset_index as usize].total += amount;
     }
@@ -463,6 +476,7 @@ impl<L: PriceLadder> Engine<L> {
         }
         balance.total -= amount;
         self.assets[asset_index as usize].supply -= amount;
+        self.touch_account(index);
     }
 
     // ---- orders ----------------------------------------------------------------------
@@ -553,6 +567,7 @@ impl<L: PriceLadder> Engine<L> {
         });
         self.accounts[account as usize].balances[params.reserve_asset(order.side)].locked +=
             to_units(reserve);
+        self.touch_account(account);
         let end = self.match_taker(market_index as usize, &mut taker, out);
         let rest = order.tif != TimeInForce::Ioc && order.tif != TimeInForce::Fok;
         self.finish_taker(
@@ -653,6 +668,7 @@ impl<L: PriceLadder> Engine<L> {
                 .total_lots -= lots;
             let node = &mut self.orders[handle as usize];
             node.remaining -= lots;
+            self.commitment.touch_order(handle);
             if node.remaining == 0 {
                 self.remove_resting(handle);
             }
@@ -707,6 +723,8 @@ impl<L: PriceLadder> Engine<L> {
             balances[params.quote].total += to_units(notional - seller_fee);
         }
         self.assets[params.quote].fee_pool += to_units(taker_fee + maker_fee);
+        self.touch_account(buyer);
+        self.touch_account(seller);
         out.push(Event::Fill {
             market: params.id,
             taker_account: self.accounts[taker.account as usize].id,
@@ -741,6 +759,7 @@ impl<L: PriceLadder> Engine<L> {
         }
         let params = self.markets[market_index].params;
         let release = to_units(taker.reserve_per_lot * taker.remaining as i128);
+        self.touch_account(taker.account);
         let account = &mut self.accounts[taker.account as usize];
         account.balances[params.reserve_asset(taker.side)].locked -= release;
         out.push(Event::Canceled {
@@ -761,7 +780,7 @@ impl<L: PriceLadder> Engine<L> {
         taker: &Taker,
         price: Ticks,
         post_only: bool,
-    ) {
+    ) -> u32 {
         let handle = if self.free_head != NIL {
             let handle = self.free_head;
             self.free_head = self.orders[handle as usize].next;
@@ -772,6 +791,7 @@ impl<L: PriceLadder> Engine<L> {
                 "order store full despite the book_full check"
             );
             self.orders.push(OrderNode::VACANT);
+            self.commitment.grow_to(self.orders.len());
             (self.orders.len() - 1) as u32
         };
         let market = &mut self.markets[market_index];
@@ -814,6 +834,9 @@ impl<L: PriceLadder> Engine<L> {
         self.entries += 1;
         self.open.insert((taker.account, taker.oid), handle);
         self.resting += 1;
+        self.commitment.touch_order(handle);
+        self.touch_account(taker.account);
+        handle
     }
 
     /// Unlinks a resting order from its level and account and frees its slot. Its remaining
@@ -858,6 +881,8 @@ impl<L: PriceLadder> Engine<L> {
         }
         self.open.remove(&(node.account, node.oid));
         self.resting -= 1;
+        self.commitment.touch_order(handle);
+        self.touch_account(node.account);
         let slot = &mut self.orders[handle as usize];
         *slot = OrderNode::VACANT;
         slot.next = self.free_head;
@@ -869,6 +894,7 @@ impl<L: PriceLadder> Engine<L> {
         let node = self.orders[handle as usize];
         let params = self.markets[node.market as usize].params;
         let release = params.reserve_per_lot(node.side, node.price) * node.remaining as i128;
+        self.touch_account(node.account);
         let account = &mut self.accounts[node.account as usize];
         account.balances[params.reserve_asset(node.side)].locked -= to_units(release);
         out.push(Event::Canceled {
@@ -973,6 +999,8 @@ impl<L: PriceLadder> Engine<L> {
                 .expect("resting order's level exists")
                 .total_lots -= reduced;
             self.orders[handle as usize].remaining = qty;
+            self.commitment.touch_order(handle);
+            self.touch_account(account_index);
             out.push(Event::Modified {
                 account,
                 oid,
@@ -998,6 +1026,7 @@ impl<L: PriceLadder> Engine<L> {
         self.remove_resting(handle);
         let locked = &mut self.accounts[account_index as usize].balances[asset].locked;
         *locked += to_units(new_reserve - old_reserve);
+        self.touch_account(account_index);
         out.push(Event::Modified {
             account,
             oid,
@@ -1121,64 +1150,12 @@ impl<L: PriceLadder> Engine<L> {
         }
     }
 
-    /// BLAKE3 digest of the canonical state (see docs/engine.md, "State hash"). Independent of
-    /// memory layout and of the ladder type.
-    pub fn state_hash(&self) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(b"nexus-engine-state-v1");
-        let mut put = |bytes: &[u8]| {
-            hasher.update(bytes);
-        };
-        put(&(self.assets.len() as u64).to_le_bytes());
-        for asset in &self.assets {
-            put(&asset.id.to_le_bytes());
-            put(&asset.fee_pool.to_le_bytes());
-            put(&asset.supply.to_le_bytes());
+    fn touch_account(&mut self, index: u32) {
+        let account = &mut self.accounts[index as usize];
+        if !account.dirty {
+            account.dirty = true;
+            self.commitment.dirty_accounts.push(index);
         }
-        put(&(self.markets.len() as u64).to_le_bytes());
-        for market in &self.markets {
-            let spec = market.spec;
-            for field in [
-                spec.market as i64,
-                spec.base as i64,
-                spec.quote as i64,
-                spec.base_units_per_lot,
-                spec.quote_units_per_tick_lot,
-                spec.min_lots,
-                spec.max_price_ticks,
-                spec.maker_fee_bps as i64,
-                spec.taker_fee_bps as i64,
-            ] {
-                put(&field.to_le_bytes());
-            }
-            for side in [Side::Buy, Side::Sell] {
-                self.visit_side(market, side, |view| {
-                    put(&view.account.to_le_bytes());
-                    put(&view.oid.to_le_bytes());
-                    put(&view.price.to_le_bytes());
-                    put(&view.remaining.to_le_bytes());
-                    put(&[view.side as u8, view.stp as u8, view.post_only as u8]);
-                });
-                put(b"|");
-            }
-        }
-        put(&(self.accounts.len() as u64).to_le_bytes());
-        for account in &self.accounts {
-            put(&account.id.to_le_bytes());
-            for balance in &account.balances {
-                put(&balance.total.to_le_bytes());
-                put(&balance.locked.to_le_bytes());
-            }
-            put(&account.open_orders.to_le_bytes());
-            let mut handle = account.first_order;
-            while handle != NIL {
-                let node = &self.orders[handle as usize];
-                put(&self.markets[node.market as usize].spec.market.to_le_bytes());
-                put(&node.oid.to_le_bytes());
-                handle = node.account_next;
-            }
-        }
-        *hasher.finalize().as_bytes()
     }
 
     /// Recomputes every derived quantity from scratch and compares: reserves against locked

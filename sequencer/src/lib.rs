@@ -20,6 +20,6 @@ pub use block::{Block, BlockError};
 pub use pipeline::{
     ClientRef, Output, Pipeline, PipelineConfig, StageTimes, StageWaits, Submission, Wait,
 };
-pub use recovery::{recover, Recovered};
+pub use recovery::{hex, recover, Recovered};
 pub use sequencer::{ChainTip, Sequencer, SequencerConfig};
 pub use wal::{StoredSnapshot, Wal, WalError, WalOptions};

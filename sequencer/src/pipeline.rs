@@ -145,6 +145,14 @@ pub enum Output {
         /// Its block.
         height: u64,
     },
+    /// The engine finished a block; `state_root` is its state commitment after it (the log
+    /// records it and recovery checks it).
+    BlockExecuted {
+        /// The block.
+        height: u64,
+        /// `Engine::commit` after its last input.
+        state_root: [u8; 32],
+    },
     /// A block became durable.
     BlockDurable {
         /// Its height.
@@ -239,6 +247,10 @@ enum PublisherMsg {
         height: u64,
         times: StageTimes,
     },
+    BlockExecuted {
+        height: u64,
+        root: [u8; 32],
+    },
     Stopped,
 }
 
@@ -301,6 +313,7 @@ impl Pipeline {
         let (mut engine_tx, mut engine_rx) = RingBuffer::<EngineMsg>::new(capacity);
         let (mut wal_tx, mut wal_rx) = RingBuffer::<WalMsg>::new(capacity);
         let (mut snapshot_tx, mut snapshot_rx) = RingBuffer::<SnapshotMsg>::new(16);
+        let (mut root_tx, mut root_rx) = RingBuffer::<(u64, [u8; 32])>::new(capacity);
         let (mut publish_tx, mut publish_rx) = RingBuffer::<PublisherMsg>::new(capacity * 4);
         let (mut durable_tx, mut durable_rx) = RingBuffer::<DurableMsg>::new(capacity);
         let (mut output_tx, output) = RingBuffer::<Output>::new(capacity * 4);
@@ -431,6 +444,13 @@ impl Pipeline {
                                 hash,
                             } => {
                                 height = ended + 1;
+                                let root = engine.commit();
+                                push_waiting(&mut root_tx, (ended, root), &wal_bell);
+                                let executed = PublisherMsg::BlockExecuted {
+                                    height: ended,
+                                    root,
+                                };
+                                push_waiting(&mut publish_tx, executed, &publisher_bell);
                                 if snapshot_every > 0 && ended % snapshot_every == 0 {
                                     let bytes = engine.snapshot();
                                     let message = SnapshotMsg {
@@ -465,6 +485,7 @@ impl Pipeline {
                     pin(2);
                     bell.register_current();
                     let mut batch: Vec<Block> = Vec::with_capacity(64);
+                    let mut roots: Vec<(u64, [u8; 32])> = Vec::with_capacity(64);
                     let mut waiting_snapshots: Vec<SnapshotMsg> = Vec::new();
                     let mut durable_height = recovered.tip.next_height - 1;
                     let mut failed = false;
@@ -480,9 +501,15 @@ impl Pipeline {
                                 Err(_) => break,
                             }
                         }
-                        if !batch.is_empty() && !failed {
+                        while let Ok(root) = root_rx.pop() {
+                            roots.push(root);
+                        }
+                        if (!batch.is_empty() || !roots.is_empty()) && !failed {
                             let started = Instant::now();
-                            match wal.append(&batch) {
+                            let result = wal.append_with_roots(&batch, &roots);
+                            roots.clear();
+                            match result {
+                                Ok(()) if batch.is_empty() => {}
                                 Ok(()) => {
                                     let last = batch.last().expect("non-empty batch");
                                     durable_height = last.height;
@@ -587,6 +614,13 @@ impl Pipeline {
                                         awaiting.push_back((height, seq, client));
                                     }
                                 }
+                                PublisherMsg::BlockExecuted { height, root } => out(
+                                    Output::BlockExecuted {
+                                        height,
+                                        state_root: root,
+                                    },
+                                    &mut output_tx,
+                                ),
                                 PublisherMsg::Stopped => engine_done = true,
                             }
                         }

@@ -17,6 +17,11 @@ pub struct Recovered {
     pub replayed_blocks: u64,
 }
 
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// Rebuilds the engine: restores the newest snapshot (or starts empty with `config`), then
 /// replays every later block. Every block's checksum, height, sequence numbers and link to its
 /// predecessor are checked; any mismatch is an error, never a silently different state.
@@ -36,6 +41,14 @@ pub fn recover(wal: &Wal, config: EngineConfig) -> Result<Recovered, WalError> {
                 height,
                 reason: "its block is missing from the log".into(),
             })?;
+            if let Some(recorded) = wal.root(height)? {
+                if engine.state_hash() != recorded {
+                    return Err(WalError::CorruptSnapshot {
+                        height,
+                        reason: "its state root differs from the one recorded for its block".into(),
+                    });
+                }
+            }
             if block.hash != block_hash {
                 return Err(WalError::CorruptSnapshot {
                     height,
@@ -53,7 +66,7 @@ pub fn recover(wal: &Wal, config: EngineConfig) -> Result<Recovered, WalError> {
     };
     let mut replayed_blocks = 0;
     let mut events = Vec::new();
-    wal.for_each_block(tip.next_height, |block| {
+    wal.for_each_block(tip.next_height, |block, recorded_root| {
         if block.height != tip.next_height
             || block.prev_hash != tip.last_hash
             || block.first_seq != tip.next_seq
@@ -77,8 +90,19 @@ pub fn recover(wal: &Wal, config: EngineConfig) -> Result<Recovered, WalError> {
             last_timestamp_ns: block.timestamp_ns,
         };
         replayed_blocks += 1;
+        if let Some(recorded) = recorded_root {
+            let replayed = engine.commit();
+            if replayed != recorded {
+                return Err(WalError::RootMismatch {
+                    height: block.height,
+                    recorded: hex(&recorded),
+                    replayed: hex(&replayed),
+                });
+            }
+        }
         Ok(())
     })?;
+    engine.commit();
     Ok(Recovered {
         engine,
         tip,

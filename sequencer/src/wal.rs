@@ -3,6 +3,8 @@
 //! Databases:
 //! - `blocks`: height (u64 big-endian) -> encoded [`Block`];
 //! - `snapshots`: height (u64 big-endian) -> block hash (32 bytes) + engine snapshot bytes;
+//! - `roots`: height (u64 big-endian) -> the engine's state root after that block (32 bytes),
+//!   which recovery recomputes and compares: a replay that disagrees is refused;
 //! - `meta`: small named values (the format version, the node's registry of names).
 //!
 //! An append is one LMDB write transaction; its commit returns once the data is on disk
@@ -53,6 +55,17 @@ pub enum WalError {
         height: u64,
         /// What is wrong with it.
         reason: String,
+    },
+    /// Replaying a block gave a different state root than the one recorded when it first ran:
+    /// execution is not deterministic, or the log or snapshot was altered.
+    #[error("replaying block {height} gives state root {replayed}, but {recorded} was recorded")]
+    RootMismatch {
+        /// Which block.
+        height: u64,
+        /// Root recorded at run time (hex).
+        recorded: String,
+        /// Root after replay (hex).
+        replayed: String,
     },
     /// A stored snapshot fails verification.
     #[error("snapshot at height {height} is corrupt: {reason}")]
@@ -114,6 +127,7 @@ pub struct Wal {
     path: PathBuf,
     blocks: Database<HeightKey, Bytes>,
     snapshots: Database<HeightKey, Bytes>,
+    roots: Database<HeightKey, Bytes>,
     meta: Database<Bytes, Bytes>,
 }
 
@@ -125,7 +139,7 @@ mod lmdb_env {
 
     pub(super) fn open(path: &Path, options: WalOptions) -> heed::Result<Env> {
         let mut builder = EnvOpenOptions::new();
-        builder.map_size(options.map_size_bytes).max_dbs(4);
+        builder.map_size(options.map_size_bytes).max_dbs(8);
         if !options.sync {
             // SAFETY: NO_SYNC only skips fsync at commit; it cannot corrupt memory. It weakens
             // durability on power loss, which is the documented meaning of `sync = false`.
@@ -171,6 +185,9 @@ impl Wal {
         let snapshots = env
             .create_database(&mut txn, Some("snapshots"))
             .map_err(storage)?;
+        let roots = env
+            .create_database(&mut txn, Some("roots"))
+            .map_err(storage)?;
         let meta: Database<Bytes, Bytes> = env
             .create_database(&mut txn, Some("meta"))
             .map_err(storage)?;
@@ -191,6 +208,7 @@ impl Wal {
             path,
             blocks,
             snapshots,
+            roots,
             meta,
         })
     }
@@ -209,7 +227,21 @@ impl Wal {
 
     /// Appends blocks (which must continue the chain) in one durable transaction.
     pub fn append(&self, blocks: &[Block]) -> Result<(), WalError> {
+        self.append_with_roots(blocks, &[])
+    }
+
+    /// Appends blocks and records state roots `(height, root)` in one durable transaction.
+    pub fn append_with_roots(
+        &self,
+        blocks: &[Block],
+        roots: &[(u64, [u8; 32])],
+    ) -> Result<(), WalError> {
         let mut txn = self.env.write_txn().map_err(|e| self.storage(e))?;
+        for (height, root) in roots {
+            self.roots
+                .put(&mut txn, height, root)
+                .map_err(|e| self.storage(e))?;
+        }
         let mut last = self
             .blocks
             .last(&txn)
@@ -254,12 +286,13 @@ impl Wal {
         }
     }
 
-    /// Calls `visit` with every block from `from` on, in height order, verifying each block's
-    /// checksum, height and link to the one before.
+    /// Calls `visit` with every block from `from` on, in height order, and the state root
+    /// recorded after it (if any), verifying each block's checksum and height. (One read
+    /// transaction throughout: `visit` must not open another on this thread.)
     pub fn for_each_block(
         &self,
         from: u64,
-        mut visit: impl FnMut(Block) -> Result<(), WalError>,
+        mut visit: impl FnMut(Block, Option<[u8; 32]>) -> Result<(), WalError>,
     ) -> Result<(), WalError> {
         let txn = self.env.read_txn().map_err(|e| self.storage(e))?;
         let range = self
@@ -269,9 +302,32 @@ impl Wal {
         for entry in range {
             let (key, bytes) = entry.map_err(|e| self.storage(e))?;
             let block = decode_at(key, bytes)?;
-            visit(block)?;
+            let root = match self.roots.get(&txn, &key).map_err(|e| self.storage(e))? {
+                None => None,
+                Some(root) => Some(root.try_into().map_err(|_| WalError::CorruptBlock {
+                    height: key,
+                    reason: "its recorded state root is not 32 bytes".into(),
+                })?),
+            };
+            visit(block, root)?;
         }
         Ok(())
+    }
+
+    /// The state root recorded after block `height`, if any.
+    pub fn root(&self, height: u64) -> Result<Option<[u8; 32]>, WalError> {
+        let txn = self.env.read_txn().map_err(|e| self.storage(e))?;
+        let stored = self.roots.get(&txn, &height).map_err(|e| self.storage(e))?;
+        match stored {
+            None => Ok(None),
+            Some(bytes) => bytes
+                .try_into()
+                .map(Some)
+                .map_err(|_| WalError::CorruptBlock {
+                    height,
+                    reason: "its recorded state root is not 32 bytes".into(),
+                }),
+        }
     }
 
     /// Stores an engine snapshot taken after block `height` (whose hash is `block_hash`).
@@ -321,6 +377,9 @@ impl Wal {
             .delete_range(&mut txn, &(start..))
             .map_err(|e| self.storage(e))?;
         self.snapshots
+            .delete_range(&mut txn, &(start..))
+            .map_err(|e| self.storage(e))?;
+        self.roots
             .delete_range(&mut txn, &(start..))
             .map_err(|e| self.storage(e))?;
         txn.commit().map_err(|e| self.storage(e))?;

@@ -175,7 +175,7 @@ fn check_outputs(commands: &[Command], outputs: &[Output]) {
                 assert!(sequenced[client.tag as usize], "Finalized before Sequenced");
                 finalized[client.tag as usize] = true;
             }
-            Output::BlockDurable { .. } => {}
+            Output::BlockDurable { .. } | Output::BlockExecuted { .. } => {}
             Output::Fatal(ref why) => panic!("pipeline failed: {why}"),
         }
     }

@@ -234,3 +234,42 @@ fn a_cut_data_file_is_detected_before_any_read() {
         Ok(_) => panic!("a cut log was opened"),
     }
 }
+
+#[test]
+fn recovery_checks_recorded_state_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands = workload(400);
+    let wal = open(dir.path()).unwrap();
+    let mut sequencer = Sequencer::new(
+        SequencerConfig {
+            max_block_inputs: 25,
+            max_block_age_ns: u64::MAX,
+        },
+        ChainTip::GENESIS,
+    );
+    let mut engine = Engine::<ArrayLadder>::new(CONFIG);
+    let mut blocks = Vec::new();
+    let mut roots = Vec::new();
+    let mut out = Vec::new();
+    for (i, command) in commands.iter().enumerate() {
+        engine.step(command, &mut out);
+        sequencer.submit(i as u64, *command, &mut blocks);
+        if let Some(block) = blocks.last() {
+            if roots.last().map(|(h, _)| *h) != Some(block.height) {
+                roots.push((block.height, engine.commit()));
+            }
+        }
+    }
+    wal.append_with_roots(&blocks, &roots).unwrap();
+    let recovered = recover(&wal, CONFIG).unwrap();
+    assert_eq!(recovered.engine.state_hash(), roots.last().unwrap().1);
+    // A recorded root that replay cannot reproduce is refused, naming the block.
+    let (height, mut wrong) = roots[3];
+    wrong[0] ^= 1;
+    wal.append_with_roots(&[], &[(height, wrong)]).unwrap();
+    match recover(&wal, CONFIG) {
+        Err(WalError::RootMismatch { height: at, .. }) => assert_eq!(at, height),
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a mismatching root was accepted"),
+    }
+}

@@ -12,7 +12,9 @@
 //! accounts    count u32, then per account: id u64, then per asset: total i64, locked i64
 //! orders      count u32, then per resting order in entry order: market index u32,
 //!             account index u32, oid u64, side u8 (0 buy, 1 sell), price i64, remaining i64,
-//!             stp u8 (0 cancel_maker, 1 cancel_taker, 2 cancel_both), post_only u8
+//!             stp u8 (0 cancel_maker, 1 cancel_taker, 2 cancel_both), post_only u8,
+//!             entry u64
+//! entries     u64 (the engine's re-entry counter)
 //! checksum    BLAKE3 of every byte above (32 bytes)
 //! ```
 //!
@@ -164,7 +166,9 @@ impl<L: PriceLadder> Engine<L> {
                 SelfTradePrevention::CancelBoth => 2,
             });
             out.push(node.post_only as u8);
+            out.extend_from_slice(&node.entry.to_le_bytes());
         }
+        out.extend_from_slice(&self.entries.to_le_bytes());
         let checksum = blake3::hash(&out);
         out.extend_from_slice(checksum.as_bytes());
         out
@@ -235,9 +239,12 @@ impl<L: PriceLadder> Engine<L> {
                 open_orders: 0,
                 first_order: NIL,
                 last_order: NIL,
+                dirty: false,
+                committed: Lanes::ZERO,
             });
+            engine.touch_account(index as u32);
         }
-        let order_count = reader.count(35)?;
+        let order_count = reader.count(43)?;
         if order_count > config.max_resting_orders as usize {
             return Err(inconsistent("more orders than the configured store"));
         }
@@ -259,6 +266,7 @@ impl<L: PriceLadder> Engine<L> {
                 other => return Err(inconsistent(format!("stp {other}"))),
             };
             let post_only = reader.u8()? != 0;
+            let entry = reader.u64()?;
             let Some(params) = engine.markets.get(market).map(|m| m.params) else {
                 return Err(inconsistent(format!("order in unknown market {market}")));
             };
@@ -278,8 +286,10 @@ impl<L: PriceLadder> Engine<L> {
                 stp,
                 reserve_per_lot: 0,
             };
-            engine.insert_resting(market, &taker, price, post_only);
+            let handle = engine.insert_resting(market, &taker, price, post_only);
+            engine.orders[handle as usize].entry = entry;
         }
+        engine.entries = reader.u64()?;
         if !reader.bytes.is_empty() {
             return Err(SnapshotError::TrailingBytes);
         }
