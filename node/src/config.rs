@@ -1,0 +1,306 @@
+//! The node's configuration file (TOML). The documented default is `node/nexus.default.toml`,
+//! embedded in the binary; every field has a default, unknown fields are errors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The default configuration, as shipped (and printed by `nexus config`).
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../nexus.default.toml");
+
+/// Everything `nexus run` reads.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Folder for the write-ahead log.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The JSON Lines order-entry port.
+    #[serde(default)]
+    pub ingress: IngressConfig,
+    /// Engine sizing.
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// Block cutting.
+    #[serde(default)]
+    pub blocks: BlocksConfig,
+    /// Threads and rings.
+    #[serde(default)]
+    pub pipeline: PipelineSection,
+    /// The write-ahead log.
+    #[serde(default)]
+    pub wal: WalSection,
+    /// Assets, markets and opening balances of a new chain.
+    #[serde(default)]
+    pub genesis: Genesis,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("nexus-data")
+}
+
+/// `[ingress]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// Longest accepted line, bytes.
+    pub max_line_bytes: usize,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig {
+            listen: "127.0.0.1:7070".parse().expect("valid address"),
+            max_connections: 256,
+            max_line_bytes: 4096,
+        }
+    }
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// See `engine::EngineConfig`.
+    pub max_resting_orders: u32,
+    /// See `engine::EngineConfig`.
+    pub max_open_orders_per_account: u32,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            max_resting_orders: 1 << 20,
+            max_open_orders_per_account: 10_000,
+        }
+    }
+}
+
+/// `[blocks]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlocksConfig {
+    /// Inputs per block at most.
+    pub max_inputs: u32,
+    /// Block age limit, microseconds.
+    pub max_age_us: u64,
+}
+
+impl Default for BlocksConfig {
+    fn default() -> Self {
+        BlocksConfig {
+            max_inputs: 1024,
+            max_age_us: 1000,
+        }
+    }
+}
+
+/// A stage's idle behaviour.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitMode {
+    /// Sleep until woken.
+    Park,
+    /// Busy-poll.
+    Spin,
+}
+
+impl From<WaitMode> for sequencer::Wait {
+    fn from(mode: WaitMode) -> Self {
+        match mode {
+            WaitMode::Park => sequencer::Wait::Park,
+            WaitMode::Spin => sequencer::Wait::Spin,
+        }
+    }
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSection {
+    /// Ring slots.
+    pub ring_capacity: usize,
+    /// Snapshot period in blocks (0: never).
+    pub snapshot_every_blocks: u64,
+    /// Pin stage threads.
+    pub pin_threads: bool,
+    /// Sequencer idle mode.
+    pub wait_sequencer: WaitMode,
+    /// Engine idle mode.
+    pub wait_engine: WaitMode,
+    /// WAL writer idle mode.
+    pub wait_wal: WaitMode,
+    /// Publisher idle mode.
+    pub wait_publisher: WaitMode,
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        PipelineSection {
+            ring_capacity: 65_536,
+            snapshot_every_blocks: 10_000,
+            pin_threads: false,
+            wait_sequencer: WaitMode::Park,
+            wait_engine: WaitMode::Park,
+            wait_wal: WaitMode::Park,
+            wait_publisher: WaitMode::Park,
+        }
+    }
+}
+
+/// `[wal]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalSection {
+    /// LMDB map size, MiB.
+    pub map_size_mib: usize,
+    /// fsync on commit.
+    pub sync: bool,
+}
+
+impl Default for WalSection {
+    fn default() -> Self {
+        WalSection {
+            map_size_mib: 16 << 10,
+            sync: true,
+        }
+    }
+}
+
+/// `[genesis]`: what block 1 of a new chain holds.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Genesis {
+    /// Assets, in id order.
+    pub assets: Vec<GenesisAsset>,
+    /// Markets, in id order.
+    pub markets: Vec<GenesisMarket>,
+    /// Opening balances.
+    pub deposits: Vec<GenesisDeposit>,
+}
+
+/// One asset.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisAsset {
+    /// Its name.
+    pub name: String,
+    /// Decimal places of its smallest unit.
+    pub decimals: u32,
+}
+
+/// One market.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisMarket {
+    /// Its name.
+    pub name: String,
+    /// Base asset name.
+    pub base: String,
+    /// Quote asset name.
+    pub quote: String,
+    /// Price step, decimal.
+    pub tick: String,
+    /// Size step, decimal.
+    pub lot: String,
+    /// Smallest order size, decimal.
+    pub min_qty: String,
+    /// Maker fee, bps (negative: rebate).
+    #[serde(default)]
+    pub maker_fee_bps: i32,
+    /// Taker fee, bps.
+    #[serde(default)]
+    pub taker_fee_bps: i32,
+}
+
+/// One opening balance.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisDeposit {
+    /// The account.
+    pub account: u64,
+    /// Asset name.
+    pub asset: String,
+    /// Amount, decimal.
+    pub amount: String,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid configuration {origin}: {source}")]
+    Parse {
+        /// Which file (or "(default)").
+        origin: String,
+        /// What is wrong.
+        source: Box<toml::de::Error>,
+    },
+}
+
+impl NodeConfig {
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<NodeConfig, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            origin: origin.to_string(),
+            source: Box::new(source),
+        })
+    }
+
+    /// The embedded default.
+    pub fn default_config() -> NodeConfig {
+        Self::from_toml(DEFAULT_CONFIG_TOML, "(default)").expect("the shipped default parses")
+    }
+
+    /// Reads a file, or the embedded default when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigError> {
+        match path {
+            None => Ok(Self::default_config()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Self::from_toml(&text, &path.display().to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_default_parses_and_matches_the_code_defaults() {
+        let config = NodeConfig::default_config();
+        assert_eq!(config.ingress, IngressConfig::default());
+        assert_eq!(config.engine, EngineSection::default());
+        assert_eq!(config.blocks, BlocksConfig::default());
+        assert_eq!(config.pipeline, PipelineSection::default());
+        assert_eq!(config.wal, WalSection::default());
+        assert_eq!(config.genesis.markets.len(), 1);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_errors() {
+        assert!(NodeConfig::from_toml("colour = 1", "t").is_err());
+        assert!(NodeConfig::from_toml("[pipeline]\nwait_engine = \"nap\"", "t").is_err());
+        let minimal = NodeConfig::from_toml("", "t").unwrap();
+        assert_eq!(minimal.data_dir, PathBuf::from("nexus-data"));
+        assert!(minimal.genesis.assets.is_empty());
+    }
+}
