@@ -1,7 +1,15 @@
-//! The `nexus` binary's library: command-line tools over the engine.
+//! The `nexus` binary's library: the node and its command-line tools.
 //!
+//! - [`server`]: `nexus run`, a single-validator node (JSON Lines order entry, pipeline, log).
+//! - [`config`]: the node's TOML configuration and its embedded default.
+//! - [`genesis`]: the registry and opening balances a chain starts from.
+//! - [`wal_tool`]: `nexus wal dump | info | truncate`.
 //! - [`replay`]: `nexus replay`, JSON Lines commands in and events out (`docs/replay.md`).
 //! - [`decimal`]: exact decimal text to integer units and back.
 
+pub mod config;
 pub mod decimal;
+pub mod genesis;
 pub mod replay;
+pub mod server;
+pub mod wal_tool;

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use engine::EngineConfig;
+use node::config::NodeConfig;
 use node::replay::{self, RunError, RunOptions};
+use node::{server, wal_tool};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 /// Nexus: a deterministic exchange engine and the node around it.
 /// Largest `--max-resting-orders`: the engine allocates its order store up front.
@@ -22,11 +26,61 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
+    /// Run a single-validator node: JSON Lines order entry over TCP, the sequencer, the
+    /// engine and the write-ahead log (docs/node.md).
+    ///
+    /// Without --config it uses the embedded default (`nexus config` prints it): data in
+    /// ./nexus-data, orders on 127.0.0.1:7070. Prints one JSON line when it serves and one
+    /// when it stops (Ctrl-C or SIGTERM: the open block is written before exit).
+    Run(RunArgs),
+    /// Read or repair a node's write-ahead log.
+    #[command(subcommand)]
+    Wal(WalCommands),
+    /// Print the default node configuration (TOML, every field documented).
+    Config,
     /// Run the engine on JSON Lines commands and print its events as JSON Lines.
     ///
     /// Reads one command per line from FILE (or standard input for `-`), writes one event
     /// per line to standard output. Format: docs/replay.md.
     Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Configuration file (TOML); the embedded default if absent.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Data folder, overriding the configuration's `data_dir`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Order-entry address, overriding `ingress.listen` (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum WalCommands {
+    /// Print the log as `nexus replay` input (genesis lines, then every command in order).
+    ///
+    /// `nexus replay` of the output ends in the node's state: same state root.
+    Dump(WalArgs),
+    /// Print a one-line JSON summary: height, last seq, last block hash and state root.
+    Info(WalArgs),
+    /// Delete every block after HEIGHT (to drop a damaged tail the node refuses to start on).
+    Truncate {
+        #[command(flatten)]
+        wal: WalArgs,
+        /// Keep blocks up to and including this height.
+        #[arg(long, value_name = "HEIGHT")]
+        after: u64,
+    },
+}
+
+#[derive(Args)]
+struct WalArgs {
+    /// The node's data folder.
+    #[arg(long, value_name = "DIR", default_value = "nexus-data")]
+    data_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -54,6 +108,95 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Replay(args) => replay_command(args),
+        Commands::Run(args) => run_command(args),
+        Commands::Wal(command) => wal_command(command),
+        Commands::Config => {
+            print!("{}", node::config::DEFAULT_CONFIG_TOML);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn run_command(args: RunArgs) -> ExitCode {
+    let mut config = match NodeConfig::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("nexus run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(listen) = args.listen {
+        config.ingress.listen = listen;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            eprintln!("nexus run: cannot handle signal {signal}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let data_dir = config.data_dir.display().to_string();
+    let result = server::run(&config, stop, |ready| {
+        let line = serde_json::json!({
+            "event": "ready",
+            "listen": ready.listen.to_string(),
+            "data_dir": data_dir,
+            "height": ready.height,
+            "next_seq": ready.next_seq,
+            "state_root": server::root_hex(&ready.state_root),
+        });
+        println!("{line}");
+        let _ = io::stdout().flush();
+        eprintln!(
+            "nexus: serving JSON Lines orders on {} (data in {data_dir}, height {})",
+            ready.listen, ready.height
+        );
+    });
+    match result {
+        Ok(stopped) => {
+            let line = serde_json::json!({
+                "event": "stopped",
+                "height": stopped.height,
+                "state_root": server::root_hex(&stopped.state_root),
+            });
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nexus run: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn wal_command(command: WalCommands) -> ExitCode {
+    let result = match command {
+        WalCommands::Dump(args) => {
+            let mut out = BufWriter::new(io::stdout().lock());
+            wal_tool::dump(&args.data_dir, &mut out).map(|_| ())
+        }
+        WalCommands::Info(args) => wal_tool::info(&args.data_dir).map(|info| println!("{info}")),
+        WalCommands::Truncate { wal, after } => {
+            wal_tool::truncate(&wal.data_dir, after).map(|removed| {
+                println!(
+                    "{}",
+                    serde_json::json!({"removed_blocks": removed, "height": after})
+                )
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(wal_tool::WalToolError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("nexus wal: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -32,6 +32,8 @@ pub const MAX_PRICE_TICKS_LIMIT: Ticks = 1 << 28;
 /// One output record: a JSON object with `ev` first, then `seq` (the 1-based input line).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "ev", rename_all = "snake_case")]
+// Records are made one at a time and serialized at once; boxing the big ones buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Output {
     /// An order passed every check.
     Accepted {
@@ -215,6 +217,8 @@ pub struct Echo {
 
 /// One engine call that a line asks for, with what its events need to be rendered.
 #[derive(Clone, Debug)]
+// One or two per input line, consumed at once: boxing the echo would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     /// Run a command.
     Run {
@@ -279,6 +283,126 @@ impl Translator {
     /// The name of market index `market`.
     pub fn market_name(&self, market: usize) -> Option<&str> {
         self.markets.get(market).map(|info| info.name.as_str())
+    }
+
+    /// Whether `text` asks to register an asset or market (`op` is `asset` or `market`).
+    /// A node takes those only from its genesis.
+    pub fn is_registry_line(text: &str) -> bool {
+        serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|value| value.get("op").and_then(Value::as_str).map(str::to_owned))
+            .is_some_and(|op| op == "asset" || op == "market")
+    }
+
+    /// The JSON Lines command that translates back to `command` (the inverse of [`line`] for
+    /// every command this translator produced; used by `nexus wal dump`). `None` for registry
+    /// commands (written as `asset`/`market` lines by whoever kept their names) and for ids
+    /// this translator never gave out.
+    ///
+    /// [`line`]: Translator::line
+    pub fn command_json(&self, command: &Command) -> Option<Value> {
+        let asset_name = |id: AssetId| self.asset_names.get(id as usize);
+        let market = |id: MarketId| self.markets.get(id as usize);
+        let amount = |id: AssetId, units: i64| {
+            let name = asset_name(id)?;
+            let info = self.assets.get(name)?;
+            Some((
+                name.clone(),
+                decimal::format_scaled(units, decimal::unit_of(info.decimals)),
+            ))
+        };
+        let tif = |tif: TimeInForce| match tif {
+            TimeInForce::Gtc => "gtc",
+            TimeInForce::Ioc => "ioc",
+            TimeInForce::Fok => "fok",
+            TimeInForce::Alo => "alo",
+        };
+        let stp = |stp: SelfTradePrevention| match stp {
+            SelfTradePrevention::CancelMaker => "cancel_maker",
+            SelfTradePrevention::CancelTaker => "cancel_taker",
+            SelfTradePrevention::CancelBoth => "cancel_both",
+        };
+        Some(match *command {
+            Command::CreateAsset { .. } | Command::CreateMarket(_) => return None,
+            Command::Deposit {
+                account,
+                asset,
+                amount: units,
+            }
+            | Command::Withdraw {
+                account,
+                asset,
+                amount: units,
+            } => {
+                let (name, text) = amount(asset, units)?;
+                let op = if matches!(command, Command::Deposit { .. }) {
+                    "deposit"
+                } else {
+                    "withdraw"
+                };
+                serde_json::json!({
+                    "op": op,
+                    "account": self.accounts.value(account),
+                    "asset": name,
+                    "amount": text,
+                })
+            }
+            Command::Place(order) => {
+                let info = market(order.market)?;
+                let mut value = serde_json::json!({
+                    "op": "order",
+                    "account": self.accounts.value(order.account),
+                    "market": info.name,
+                    "oid": self.oids.value(order.oid),
+                    "side": side_name(order.side),
+                    "qty": decimal::format_scaled(order.qty, info.lot),
+                    "tif": tif(order.tif),
+                    "stp": stp(order.stp),
+                });
+                match order.price {
+                    Some(price) => {
+                        value["price"] = decimal::format_scaled(price, info.tick).into();
+                    }
+                    None => value["type"] = "market".into(),
+                }
+                value
+            }
+            Command::Cancel {
+                account,
+                market: id,
+                oid,
+            } => serde_json::json!({
+                "op": "cancel",
+                "account": self.accounts.value(account),
+                "market": market(id)?.name,
+                "oid": self.oids.value(oid),
+            }),
+            Command::CancelAll {
+                account,
+                market: id,
+            } => serde_json::json!({
+                "op": "cancel_all",
+                "account": self.accounts.value(account),
+                "market": market(id)?.name,
+            }),
+            Command::Modify {
+                account,
+                market: id,
+                oid,
+                price,
+                qty,
+            } => {
+                let info = market(id)?;
+                serde_json::json!({
+                    "op": "modify",
+                    "account": self.accounts.value(account),
+                    "market": info.name,
+                    "oid": self.oids.value(oid),
+                    "price": decimal::format_scaled(price, info.tick),
+                    "qty": decimal::format_scaled(qty, info.lot),
+                })
+            }
+        })
     }
 
     fn command(&mut self, seq: u64, text: &str, out: &mut Vec<Output>) -> Result<(), Malformed> {

@@ -1,0 +1,152 @@
+//! Genesis: the registry (assets, markets) and opening balances every chain starts from.
+//!
+//! The configuration's `[genesis]` becomes JSON Lines commands in the replay format. They are
+//! stored in the log's metadata (`meta/genesis`) and their engine commands form block 1, so
+//! a log carries its own names: `nexus wal dump` prints these lines first, and `nexus replay`
+//! of a dump reproduces the node's state exactly.
+
+use engine::Command;
+use sequencer::{Block, Wal, WalError};
+use serde_json::json;
+
+use crate::config::Genesis;
+use crate::replay::{Output, Step, Translator};
+
+/// Metadata key of the genesis lines in the log.
+pub const GENESIS_META_KEY: &str = "genesis";
+
+/// Why a genesis could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisError {
+    /// A genesis line was refused by the translator.
+    #[error("genesis line {line} is invalid: {why}")]
+    Invalid {
+        /// 1-based line of the generated genesis.
+        line: usize,
+        /// The translator's answer.
+        why: String,
+    },
+    /// The log was started from a different genesis.
+    #[error(
+        "the log in {data_dir} was started from a different genesis than this configuration's; \
+         run with the original configuration, or use a new data_dir"
+    )]
+    Mismatch {
+        /// The data folder.
+        data_dir: String,
+    },
+    /// The stored genesis is not text.
+    #[error("the genesis stored in the log is not UTF-8")]
+    NotText,
+    /// The log failed.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+}
+
+/// The genesis as JSON Lines (one command per line, `\n`-terminated).
+pub fn genesis_lines(genesis: &Genesis) -> String {
+    let mut text = String::new();
+    let mut push = |value: serde_json::Value| {
+        text.push_str(&value.to_string());
+        text.push('\n');
+    };
+    for asset in &genesis.assets {
+        push(json!({"op": "asset", "asset": asset.name, "decimals": asset.decimals}));
+    }
+    for market in &genesis.markets {
+        push(json!({
+            "op": "market",
+            "market": market.name,
+            "base": market.base,
+            "quote": market.quote,
+            "tick": market.tick,
+            "lot": market.lot,
+            "min_qty": market.min_qty,
+            "maker_fee_bps": market.maker_fee_bps,
+            "taker_fee_bps": market.taker_fee_bps,
+        }));
+    }
+    for deposit in &genesis.deposits {
+        push(json!({
+            "op": "deposit",
+            "account": deposit.account,
+            "asset": deposit.asset,
+            "amount": deposit.amount,
+        }));
+    }
+    text
+}
+
+/// Runs genesis lines through a node translator: the translator that knows their names, and
+/// the engine commands of block 1.
+pub fn translate_genesis(lines: &str) -> Result<(Translator, Vec<Command>), GenesisError> {
+    let mut translator = Translator::numbers_only();
+    let mut commands = Vec::new();
+    let mut outputs = Vec::new();
+    for (index, line) in lines.lines().enumerate() {
+        outputs.clear();
+        for step in translator.line(index as u64 + 1, line, &mut outputs) {
+            if let Step::Run { command, .. } = step {
+                commands.push(command);
+            }
+        }
+        if let Some(output) = outputs.first() {
+            let why = match output {
+                Output::Rejected { reason, detail, .. } => {
+                    format!(
+                        "{reason}{}",
+                        detail
+                            .as_deref()
+                            .map(|d| format!(": {d}"))
+                            .unwrap_or_default()
+                    )
+                }
+                Output::Error { detail, .. } => detail.clone(),
+                other => format!("{other:?}"),
+            };
+            return Err(GenesisError::Invalid {
+                line: index + 1,
+                why,
+            });
+        }
+    }
+    Ok((translator, commands))
+}
+
+/// Makes sure the log holds `wanted` as its genesis (writing it and block 1 to a new log) and
+/// returns the translator for its names.
+pub fn ensure_genesis(wal: &Wal, wanted: &str, now_ns: u64) -> Result<Translator, GenesisError> {
+    let stored = wal.meta(GENESIS_META_KEY)?;
+    let lines = match stored {
+        Some(bytes) => {
+            let stored = String::from_utf8(bytes).map_err(|_| GenesisError::NotText)?;
+            if stored != wanted {
+                return Err(GenesisError::Mismatch {
+                    data_dir: wal.path().display().to_string(),
+                });
+            }
+            stored
+        }
+        None => {
+            let (_, _) = translate_genesis(wanted)?;
+            wal.put_meta(GENESIS_META_KEY, wanted.as_bytes())?;
+            wanted.to_string()
+        }
+    };
+    let (translator, commands) = translate_genesis(&lines)?;
+    if wal.last_height()?.is_none() {
+        let block = Block::seal(1, now_ns, 1, [0; 32], commands);
+        wal.append(std::slice::from_ref(&block))?;
+    }
+    Ok(translator)
+}
+
+/// The genesis lines stored in a log, if any.
+pub fn stored_genesis(wal: &Wal) -> Result<Option<String>, GenesisError> {
+    match wal.meta(GENESIS_META_KEY)? {
+        None => Ok(None),
+        Some(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| GenesisError::NotText),
+    }
+}

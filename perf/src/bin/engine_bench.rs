@@ -1,0 +1,75 @@
+//! `engine-bench`: the engine on the exchange-core order mix, array ladder against the
+//! `BTreeMap` baseline in the same run. See `docs/perf.md`.
+
+use std::alloc::System;
+use std::path::PathBuf;
+
+use clap::Parser;
+use perf::engine_bench::{render_text, run, to_json, BenchOptions};
+use perf::memory::HeapProbe;
+use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
+
+/// Counts heap bytes so the benchmark can report bytes per resting order.
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Engine benchmark: throughput (ops/s), per-command latency (p50/p99/p99.9/max) and bytes
+/// per resting order on the exchange-core mix (9% GTC, 3% IOC, 6% cancel, 82% modify/move),
+/// for the array ladder and the BTreeMap baseline on the identical command stream.
+#[derive(Parser, Debug)]
+#[command(name = "engine-bench", version)]
+struct Args {
+    /// Book sizes (resting orders) to run, comma-separated [default: 1000,1000000, or
+    /// 1000,10000 with --quick].
+    #[arg(long, value_delimiter = ',')]
+    orders: Option<Vec<usize>>,
+    /// Measured commands per book size [default: 5000000, or 100000 with --quick].
+    #[arg(long)]
+    ops: Option<usize>,
+    /// Seed of the workload generator.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Also write the report as JSON to this path.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Small smoke run: books of 1,000 and 10,000 orders (unless --orders is given),
+    /// 100,000 commands (unless --ops is given).
+    #[arg(long)]
+    quick: bool,
+    /// Call the incremental state commitment every N commands inside the timed loop
+    /// (0: never, pure matching).
+    #[arg(long, default_value_t = 0)]
+    commit_every: usize,
+}
+
+fn main() {
+    let args = Args::parse();
+    let sizes = args.orders.unwrap_or_else(|| {
+        if args.quick {
+            vec![1_000, 10_000]
+        } else {
+            vec![1_000, 1_000_000]
+        }
+    });
+    let ops = args
+        .ops
+        .unwrap_or(if args.quick { 100_000 } else { 5_000_000 });
+    let options = BenchOptions {
+        sizes,
+        ops,
+        seed: args.seed,
+        commit_every: args.commit_every,
+    };
+    let report = run(&options, HeapProbe::new(GLOBAL), |line| {
+        eprintln!("[engine-bench] {line}")
+    });
+    print!("{}", render_text(&report));
+    if let Some(path) = args.json {
+        let json = serde_json::to_string_pretty(&to_json(&report)).expect("serializable report");
+        if let Err(error) = std::fs::write(&path, json + "\n") {
+            eprintln!("engine-bench: cannot write {}: {error}", path.display());
+            std::process::exit(1);
+        }
+        eprintln!("[engine-bench] JSON report written to {}", path.display());
+    }
+}

@@ -1,0 +1,537 @@
+//! The engine benchmark (`engine-bench`): the exchange-core mix replayed on the production
+//! engine ([`engine::Engine`], array ladder) and on the `BTreeMap` baseline
+//! ([`engine::BTreeEngine`]) in the same run, for each book size.
+//!
+//! Per book size and ladder, on the same pre-generated stream:
+//! 1. memory: heap held by an empty sized engine after setup, and heap grown by the prefill;
+//! 2. throughput: the whole stream timed at once on the prefilled engine;
+//! 3. latency: a second fresh prefilled engine, each `step` timed on its own into an HDR
+//!    histogram.
+//!
+//! Every run must end in the state the generator reached (same state hash): checked, not
+//! timed. See `docs/perf.md` for what each figure means.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use engine::{BTreeLadder, Engine, Event, PriceLadder};
+
+use crate::latency::{clock_overhead_ns, LatencyRecorder, LatencySummary};
+use crate::memory::HeapProbe;
+use crate::report::{duration_ns, hex, latency_json, si, thousands, Align, Table};
+use crate::workload::{Workload, WorkloadConfig};
+
+/// The throughput target at the 1K book, in commands per second.
+pub const TARGET_OPS_PER_SEC: f64 = 10_000_000.0;
+/// The p99 latency target at the 1K book, in nanoseconds.
+pub const TARGET_P99_NS: u64 = 1_000;
+/// The book size the targets apply to.
+pub const TARGET_BOOK: usize = 1_000;
+
+/// What to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchOptions {
+    /// Book sizes (resting orders) to run, in order.
+    pub sizes: Vec<usize>,
+    /// Measured commands per book size.
+    pub ops: usize,
+    /// Workload seed.
+    pub seed: u64,
+    /// Call `Engine::commit` (incremental state root) every this many commands inside the
+    /// timed throughput loop; 0 never does (pure matching).
+    pub commit_every: usize,
+}
+
+/// Heap figures of one engine (requested bytes; see [`crate::memory`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MemoryFigures {
+    /// Held after `Engine::new` and the setup commands (assets, market, funded accounts).
+    pub startup_bytes: i64,
+    /// The engine's `max_resting_orders`.
+    pub max_resting_orders: u32,
+    /// Grown while the prefill built the book.
+    pub prefill_bytes: i64,
+    /// Resting orders after the prefill.
+    pub prefill_orders: usize,
+}
+
+impl MemoryFigures {
+    /// Startup heap divided by capacity: what each order slot costs up front.
+    pub fn reserved_per_slot(&self) -> f64 {
+        self.startup_bytes as f64 / self.max_resting_orders.max(1) as f64
+    }
+
+    /// Heap grown while filling, per resting order: what the book structure adds on top.
+    pub fn grown_per_order(&self) -> f64 {
+        self.prefill_bytes as f64 / self.prefill_orders.max(1) as f64
+    }
+
+    /// Everything held after the prefill, per resting order (includes unused capacity).
+    pub fn held_per_order(&self) -> f64 {
+        (self.startup_bytes + self.prefill_bytes) as f64 / self.prefill_orders.max(1) as f64
+    }
+}
+
+/// Results of one ladder on one book size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LadderResult {
+    /// `array` or `btree`.
+    pub ladder: &'static str,
+    /// Commands in the measured stream.
+    pub ops: usize,
+    /// Wall time of the throughput pass, in nanoseconds.
+    pub elapsed_ns: u64,
+    /// Per-command latency from the latency pass.
+    pub latency: LatencySummary,
+    /// Resting orders at the start of the measured stream.
+    pub resting_start: usize,
+    /// Resting orders at its end.
+    pub resting_end: usize,
+    /// State hash at the end (equal across both passes, checked).
+    pub state_hash: [u8; 32],
+    /// Heap figures.
+    pub memory: MemoryFigures,
+}
+
+impl LadderResult {
+    /// Commands per second in the throughput pass.
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 * 1e9 / self.elapsed_ns.max(1) as f64
+    }
+
+    /// Mean nanoseconds per command in the throughput pass.
+    pub fn ns_per_op(&self) -> f64 {
+        self.elapsed_ns as f64 / self.ops.max(1) as f64
+    }
+}
+
+/// Results for one book size: the workload and both ladders.
+#[derive(Clone, Debug)]
+pub struct SizeResult {
+    /// The workload's configuration.
+    pub config: WorkloadConfig,
+    /// What the generator produced (mix, fills, book size range).
+    pub stats: crate::workload::StreamStats,
+    /// Resting orders at the start of the stream.
+    pub resting_start: usize,
+    /// Resting orders at its end.
+    pub resting_end: usize,
+    /// Wall time to generate the workload, in nanoseconds (not part of any figure).
+    pub generate_ns: u64,
+    /// The production engine.
+    pub array: LadderResult,
+    /// The `BTreeMap` baseline.
+    pub btree: LadderResult,
+}
+
+impl SizeResult {
+    /// Baseline ns/op over production ns/op: how many times faster the array ladder is.
+    pub fn throughput_ratio(&self) -> f64 {
+        self.btree.ns_per_op() / self.array.ns_per_op()
+    }
+
+    /// Baseline p99 over production p99.
+    pub fn p99_ratio(&self) -> f64 {
+        self.btree.latency.p99_ns as f64 / self.array.latency.p99_ns.max(1) as f64
+    }
+}
+
+/// A whole run.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    /// What was asked for.
+    pub options: BenchOptions,
+    /// Median cost of a back-to-back `Instant::now()` pair, in nanoseconds (included, not
+    /// subtracted, in every latency sample).
+    pub clock_overhead_ns: u64,
+    /// Whether heap figures were measured (the counting allocator is installed).
+    pub memory_measured: bool,
+    /// One entry per book size.
+    pub sizes: Vec<SizeResult>,
+}
+
+/// Runs the benchmark. `progress` receives one line per phase (for stderr).
+///
+/// # Panics
+/// If any run ends in a state other than the generator's (a determinism bug in the engine).
+pub fn run(
+    options: &BenchOptions,
+    probe: HeapProbe,
+    mut progress: impl FnMut(&str),
+) -> BenchReport {
+    let clock_overhead_ns = clock_overhead_ns(100_000);
+    let mut sizes = Vec::with_capacity(options.sizes.len());
+    for &size in &options.sizes {
+        let config = WorkloadConfig::new(size, options.ops, options.seed);
+        progress(&format!(
+            "book {}: generating {} commands (seed {})",
+            thousands(size as u64),
+            thousands(options.ops as u64),
+            options.seed
+        ));
+        let started = Instant::now();
+        let workload = Workload::generate(&config);
+        let generate_ns = started.elapsed().as_nanos() as u64;
+        progress(&format!("book {}: array ladder", thousands(size as u64)));
+        let array = run_ladder::<engine::ArrayLadder>("array", &workload, probe, options);
+        progress(&format!("book {}: btree ladder", thousands(size as u64)));
+        let btree = run_ladder::<BTreeLadder>("btree", &workload, probe, options);
+        for result in [&array, &btree] {
+            assert_eq!(
+                result.state_hash, workload.final_hash,
+                "{} ladder ended in a different state than the generator",
+                result.ladder
+            );
+            assert_eq!(result.resting_end, workload.resting_end);
+        }
+        sizes.push(SizeResult {
+            config,
+            stats: workload.stats.clone(),
+            resting_start: workload.resting_start,
+            resting_end: workload.resting_end,
+            generate_ns,
+            array,
+            btree,
+        });
+    }
+    BenchReport {
+        options: options.clone(),
+        clock_overhead_ns,
+        memory_measured: probe.enabled(),
+        sizes,
+    }
+}
+
+/// Memory, throughput and latency passes of one ladder over `workload`.
+fn run_ladder<L: PriceLadder>(
+    ladder: &'static str,
+    workload: &Workload,
+    probe: HeapProbe,
+    options: &BenchOptions,
+) -> LadderResult {
+    let config = workload.config.engine_config();
+    // Sized up front so the event buffer never grows inside a measured region.
+    let mut out: Vec<Event> = Vec::with_capacity(1 << 14);
+
+    let (mut engine, startup_bytes) = probe.held_by(|| {
+        let mut engine = Engine::<L>::new(config);
+        workload.apply(&mut engine, &workload.setup, &mut out);
+        engine
+    });
+    let ((), prefill_bytes) =
+        probe.held_by(|| workload.apply(&mut engine, &workload.prefill, &mut out));
+    let resting_start = engine.resting_orders();
+    let memory = MemoryFigures {
+        startup_bytes,
+        max_resting_orders: config.max_resting_orders,
+        prefill_bytes,
+        prefill_orders: resting_start,
+    };
+
+    // Throughput: the whole stream in one timed loop.
+    let stream = workload.stream.as_slice();
+    let started = Instant::now();
+    if options.commit_every == 0 {
+        for command in stream {
+            engine.step(command, &mut out);
+            out.clear();
+        }
+    } else {
+        for chunk in stream.chunks(options.commit_every) {
+            for command in chunk {
+                engine.step(command, &mut out);
+                out.clear();
+            }
+            black_box(engine.commit());
+        }
+    }
+    let elapsed_ns = started.elapsed().as_nanos() as u64;
+    black_box(&engine);
+    let state_hash = engine.state_hash();
+    let resting_end = engine.resting_orders();
+    drop(engine);
+
+    // Latency: a fresh engine in the same start state, each step timed alone.
+    let mut engine = workload.prefilled_engine::<L>();
+    let mut recorder = LatencyRecorder::new();
+    for command in stream {
+        let start = Instant::now();
+        engine.step(command, &mut out);
+        let end = Instant::now();
+        recorder.record_ns(end.duration_since(start).as_nanos() as u64);
+        out.clear();
+    }
+    assert_eq!(
+        engine.state_hash(),
+        state_hash,
+        "{ladder}: latency pass ended in a different state than the throughput pass"
+    );
+
+    LadderResult {
+        ladder,
+        ops: stream.len(),
+        elapsed_ns,
+        latency: recorder.summary(),
+        resting_start,
+        resting_end,
+        state_hash,
+        memory,
+    }
+}
+
+fn percent(part: u64, whole: usize) -> String {
+    format!("{:.1}%", 100.0 * part as f64 / whole.max(1) as f64)
+}
+
+/// The human-readable report: a table per book size, ratios, and the target verdict.
+pub fn render_text(report: &BenchReport) -> String {
+    let mut text = String::new();
+    let options = &report.options;
+    text.push_str(&format!(
+        "engine-bench: exchange-core mix, seed {}, {} measured commands per book size{}\n",
+        options.seed,
+        thousands(options.ops as u64),
+        if options.commit_every > 0 {
+            format!(", commit every {} commands", options.commit_every)
+        } else {
+            String::new()
+        }
+    ));
+    text.push_str(&format!(
+        "clock: Instant::now() pair costs {} (median); included in every latency sample, not subtracted\n",
+        duration_ns(report.clock_overhead_ns as f64)
+    ));
+    for size in &report.sizes {
+        let config = &size.config;
+        let stats = &size.stats;
+        let ops = config.ops;
+        text.push('\n');
+        text.push_str(&format!(
+            "== book ~{} resting orders: {} commands ==\n",
+            thousands(config.target_orders as u64),
+            thousands(ops as u64)
+        ));
+        text.push_str(&format!(
+            "workload: {} accounts, prices {} +/- {} ticks; gtc {} ({} of them crossing), ioc {}, cancel {}, modify {} (move {}, through the touch {}, size cut {}, size raise {})\n",
+            config.accounts,
+            config.mid,
+            config.half_width,
+            percent(stats.gtc, ops),
+            percent(stats.gtc_crossing, stats.gtc as usize),
+            percent(stats.ioc, ops),
+            percent(stats.cancel, ops),
+            percent(stats.modify_move + stats.modify_reduce + stats.modify_increase, ops),
+            percent(stats.modify_move, ops),
+            percent(stats.modify_crossing, ops),
+            percent(stats.modify_reduce, ops),
+            percent(stats.modify_increase, ops),
+        ));
+        text.push_str(&format!(
+            "          {:.3} fills/command, {:.2} events/command, {} stp cancels, {} rejected\n",
+            stats.fills as f64 / ops.max(1) as f64,
+            stats.events as f64 / ops.max(1) as f64,
+            thousands(stats.stp_cancels),
+            thousands(stats.rejected),
+        ));
+        text.push_str(&format!(
+            "resting orders: {} at start, {} at end (min {}, max {} during the stream)\n",
+            thousands(size.resting_start as u64),
+            thousands(size.resting_end as u64),
+            thousands(stats.min_resting as u64),
+            thousands(stats.max_resting as u64),
+        ));
+        let mut table = Table::new(&[
+            ("ladder", Align::Left),
+            ("ops", Align::Right),
+            ("ops/s", Align::Right),
+            ("ns/op", Align::Right),
+            ("p50", Align::Right),
+            ("p99", Align::Right),
+            ("p99.9", Align::Right),
+            ("max", Align::Right),
+            ("B/slot reserved", Align::Right),
+            ("B/order grown", Align::Right),
+            ("B/order held", Align::Right),
+        ]);
+        for result in [&size.array, &size.btree] {
+            let memory = &result.memory;
+            let bytes = |value: f64| {
+                if report.memory_measured {
+                    format!("{value:.1}")
+                } else {
+                    "-".to_string()
+                }
+            };
+            table.row(vec![
+                result.ladder.to_string(),
+                thousands(result.ops as u64),
+                si(result.ops_per_sec()),
+                format!("{:.1}", result.ns_per_op()),
+                duration_ns(result.latency.p50_ns as f64),
+                duration_ns(result.latency.p99_ns as f64),
+                duration_ns(result.latency.p999_ns as f64),
+                duration_ns(result.latency.max_ns as f64),
+                bytes(memory.reserved_per_slot()),
+                bytes(memory.grown_per_order()),
+                bytes(memory.held_per_order()),
+            ]);
+        }
+        text.push_str(&table.render());
+        text.push_str(&format!(
+            "ratio btree/array: ns/op x{:.2}, p99 x{:.2}\n",
+            size.throughput_ratio(),
+            size.p99_ratio()
+        ));
+        text.push_str(&format!(
+            "state hash (generator, both ladders, both passes agree): {}\n",
+            hex(&size.array.state_hash)
+        ));
+    }
+    for size in report
+        .sizes
+        .iter()
+        .filter(|s| s.config.target_orders == TARGET_BOOK)
+    {
+        let ops_per_sec = size.array.ops_per_sec();
+        let p99 = size.array.latency.p99_ns;
+        let reached = ops_per_sec >= TARGET_OPS_PER_SEC && p99 < TARGET_P99_NS;
+        text.push_str(&format!(
+            "\ntarget: >= 10M ops/s and p99 < 1 us at 1K orders: {} ({} ops/s, p99 {})\n",
+            if reached { "reached" } else { "not reached" },
+            si(ops_per_sec),
+            duration_ns(p99 as f64)
+        ));
+    }
+    text
+}
+
+fn ladder_json(result: &LadderResult) -> serde_json::Value {
+    let memory = &result.memory;
+    serde_json::json!({
+        "ladder": result.ladder,
+        "ops": result.ops,
+        "elapsed_ns": result.elapsed_ns,
+        "ops_per_sec": result.ops_per_sec(),
+        "ns_per_op": result.ns_per_op(),
+        "latency": latency_json(&result.latency),
+        "resting_start": result.resting_start,
+        "resting_end": result.resting_end,
+        "state_hash": hex(&result.state_hash),
+        "memory": {
+            "startup_bytes": memory.startup_bytes,
+            "max_resting_orders": memory.max_resting_orders,
+            "prefill_bytes": memory.prefill_bytes,
+            "prefill_orders": memory.prefill_orders,
+            "reserved_bytes_per_slot": memory.reserved_per_slot(),
+            "grown_bytes_per_order": memory.grown_per_order(),
+            "held_bytes_per_order": memory.held_per_order(),
+        },
+    })
+}
+
+/// The machine-readable report.
+pub fn to_json(report: &BenchReport) -> serde_json::Value {
+    let sizes: Vec<serde_json::Value> = report
+        .sizes
+        .iter()
+        .map(|size| {
+            let config = &size.config;
+            let stats = &size.stats;
+            serde_json::json!({
+                "target_orders": config.target_orders,
+                "ops": config.ops,
+                "seed": config.seed,
+                "accounts": config.accounts,
+                "mid": config.mid,
+                "half_width": config.half_width,
+                "mix_per_mille": {
+                    "gtc": config.mix.gtc,
+                    "ioc": config.mix.ioc,
+                    "cancel": config.mix.cancel,
+                    "modify": config.mix.modify,
+                },
+                "generated": {
+                    "gtc": stats.gtc,
+                    "gtc_crossing": stats.gtc_crossing,
+                    "ioc": stats.ioc,
+                    "cancel": stats.cancel,
+                    "modify_move": stats.modify_move,
+                    "modify_crossing": stats.modify_crossing,
+                    "modify_reduce": stats.modify_reduce,
+                    "modify_increase": stats.modify_increase,
+                    "fills": stats.fills,
+                    "stp_cancels": stats.stp_cancels,
+                    "rejected": stats.rejected,
+                    "events": stats.events,
+                    "min_resting": stats.min_resting,
+                    "max_resting": stats.max_resting,
+                },
+                "resting_start": size.resting_start,
+                "resting_end": size.resting_end,
+                "generate_ns": size.generate_ns,
+                "array": ladder_json(&size.array),
+                "btree": ladder_json(&size.btree),
+                "ratio_btree_over_array_ns_per_op": size.throughput_ratio(),
+                "ratio_btree_over_array_p99": size.p99_ratio(),
+            })
+        })
+        .collect();
+    let targets: Vec<serde_json::Value> = report
+        .sizes
+        .iter()
+        .filter(|s| s.config.target_orders == TARGET_BOOK)
+        .map(|size| {
+            let ops_per_sec = size.array.ops_per_sec();
+            let p99 = size.array.latency.p99_ns;
+            serde_json::json!({
+                "book": TARGET_BOOK,
+                "ops_per_sec_target": TARGET_OPS_PER_SEC,
+                "p99_ns_target": TARGET_P99_NS,
+                "ops_per_sec": ops_per_sec,
+                "p99_ns": p99,
+                "reached": ops_per_sec >= TARGET_OPS_PER_SEC && p99 < TARGET_P99_NS,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "benchmark": "engine-bench",
+        "seed": report.options.seed,
+        "ops": report.options.ops,
+        "commit_every": report.options.commit_every,
+        "clock_overhead_ns": report.clock_overhead_ns,
+        "memory_measured": report.memory_measured,
+        "sizes": sizes,
+        "targets": targets,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_run_agrees_across_ladders_and_renders() {
+        let options = BenchOptions {
+            sizes: vec![300],
+            ops: 3_000,
+            seed: 11,
+            commit_every: 0,
+        };
+        let report = run(&options, HeapProbe::disabled(), |_| {});
+        let size = &report.sizes[0];
+        assert_eq!(size.array.state_hash, size.btree.state_hash);
+        assert_eq!(size.array.ops, 3_000);
+        assert_eq!(size.array.latency.count, 3_000);
+        let text = render_text(&report);
+        assert!(text.contains("ratio btree/array"));
+        let json = to_json(&report);
+        assert_eq!(json["sizes"][0]["array"]["ops"], 3_000);
+
+        let committing = BenchOptions {
+            commit_every: 100,
+            ..options
+        };
+        let report = run(&committing, HeapProbe::disabled(), |_| {});
+        assert_eq!(report.sizes[0].array.state_hash, size.array.state_hash);
+    }
+}

@@ -1,0 +1,19 @@
+//! Benchmarks for Nexus.
+//!
+//! The reusable pieces live here so every benchmark binary stays a thin `main`:
+//! - [`latency`]: per-operation latency recording (HDR histogram, nanoseconds) and the cost
+//!   of the clock itself;
+//! - [`memory`]: heap accounting through `stats_alloc` (the binary installs the allocator);
+//! - [`report`]: number formatting, plain-text tables and JSON helpers;
+//! - [`workload`]: the exchange-core order-flow generator;
+//! - [`engine_bench`]: the engine benchmark itself (`engine-bench`), array ladder against
+//!   the `BTreeMap` baseline on the same stream.
+//!
+//! Speed figures are printed, never asserted: the tests here check determinism and shape
+//! only. See `docs/perf.md`.
+
+pub mod engine_bench;
+pub mod latency;
+pub mod memory;
+pub mod report;
+pub mod workload;
