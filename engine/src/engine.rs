@@ -89,8 +89,8 @@ struct MarketParams {
     id: MarketId,
     base: usize,
     quote: usize,
-    base_units_per_lot: i128,
-    quote_units_per_tick_lot: i128,
+    base_units_per_lot: i64,
+    quote_units_per_tick_lot: i64,
     min_lots: Lots,
     max_price: Ticks,
     maker_fee_bps: i32,
@@ -101,7 +101,7 @@ struct MarketParams {
 
 impl MarketParams {
     fn notional(&self, price: Ticks, lots: Lots) -> i128 {
-        price as i128 * lots as i128 * self.quote_units_per_tick_lot
+        price as i128 * lots as i128 * self.quote_units_per_tick_lot as i128
     }
 
     /// Quote reserved per lot of a buy at `price`: notional plus the fee rounded up per lot.
@@ -114,7 +114,7 @@ impl MarketParams {
     fn reserve_per_lot(&self, side: Side, price: Ticks) -> i128 {
         match side {
             Side::Buy => self.buy_unit_cost(price),
-            Side::Sell => self.base_units_per_lot,
+            Side::Sell => self.base_units_per_lot as i128,
         }
     }
 
@@ -162,15 +162,28 @@ impl MarketParams {
 /// `ceil(a / b)` for `a >= 0`, `b > 0`.
 fn ceil_div(a: i128, b: i128) -> i128 {
     debug_assert!(a >= 0 && b > 0);
+    // 128-bit division is a library call; almost every value here fits 64 bits.
+    if let (Ok(a), Ok(b)) = (i64::try_from(a), i64::try_from(b)) {
+        if let Some(sum) = a.checked_add(b - 1) {
+            return (sum / b) as i128;
+        }
+    }
     (a + b - 1) / b
 }
 
 /// The fee on `notional` at `bps`, rounded in the exchange's favour (see docs/engine.md).
 fn fee(notional: i128, bps: i32) -> i128 {
-    if bps >= 0 {
-        ceil_div(notional * bps as i128, BPS_DENOMINATOR)
+    if bps == 0 {
+        return 0;
+    }
+    let magnitude = notional * (bps as i128).abs();
+    if bps > 0 {
+        ceil_div(magnitude, BPS_DENOMINATOR)
     } else {
-        -(notional * -(bps as i128) / BPS_DENOMINATOR)
+        match i64::try_from(magnitude) {
+            Ok(m) => -((m / BPS_DENOMINATOR as i64) as i128),
+            Err(_) => -(magnitude / BPS_DENOMINATOR),
+        }
     }
 }
 
@@ -401,8 +414,8 @@ impl<L: PriceLadder> Engine<L> {
             id: spec.market,
             base: base as usize,
             quote: quote as usize,
-            base_units_per_lot: spec.base_units_per_lot as i128,
-            quote_units_per_tick_lot: spec.quote_units_per_tick_lot as i128,
+            base_units_per_lot: spec.base_units_per_lot,
+            quote_units_per_tick_lot: spec.quote_units_per_tick_lot,
             min_lots: spec.min_lots,
             max_price: spec.max_price_ticks,
             maker_fee_bps: spec.maker_fee_bps,
@@ -534,7 +547,7 @@ impl<L: PriceLadder> Engine<L> {
         let reserve_per_lot = match (order.side, order.price) {
             (Side::Buy, None) => 0,
             (side, Some(price)) => params.reserve_per_lot(side, price),
-            (Side::Sell, None) => params.base_units_per_lot,
+            (Side::Sell, None) => params.base_units_per_lot as i128,
         };
         let reserve = reserve_per_lot * order.qty as i128;
         let balances = &self.accounts[account as usize].balances;
@@ -576,6 +589,7 @@ impl<L: PriceLadder> Engine<L> {
             end,
             rest,
             order.tif == TimeInForce::Alo,
+            None,
             out,
         );
     }
@@ -689,7 +703,7 @@ impl<L: PriceLadder> Engine<L> {
         let notional = params.notional(price, lots);
         let taker_fee = fee(notional, params.taker_fee_bps);
         let maker_fee = fee(notional, params.maker_fee_bps);
-        let base_moved = to_units(params.base_units_per_lot * lots as i128);
+        let base_moved = to_units(params.base_units_per_lot as i128 * lots as i128);
         let (buyer, buyer_fee, buyer_release, seller, seller_fee) = match taker.side {
             Side::Buy => (
                 taker.account,
@@ -740,6 +754,9 @@ impl<L: PriceLadder> Engine<L> {
     }
 
     /// After matching: rest the remainder (GTC/ALO) or cancel it, releasing its reserve.
+    /// `slot` is the order's own detached slot when it is a re-entering resting order (see
+    /// [`Engine::detach_resting`]); it is re-attached if the order rests, freed otherwise.
+    #[allow(clippy::too_many_arguments)]
     fn finish_taker(
         &mut self,
         market_index: usize,
@@ -747,14 +764,25 @@ impl<L: PriceLadder> Engine<L> {
         end: MatchEnd,
         rest: bool,
         post_only: bool,
+        slot: Option<u32>,
         out: &mut Vec<Event>,
     ) {
-        if taker.remaining == 0 {
-            return;
+        let rests = rest && end == MatchEnd::Done && taker.remaining > 0;
+        match (rests, slot) {
+            (true, Some(handle)) => {
+                let price = taker.limit.expect("only limit orders rest");
+                self.attach_resting(handle, market_index, &taker, price, post_only);
+                return;
+            }
+            (true, None) => {
+                let price = taker.limit.expect("only limit orders rest");
+                self.insert_resting(market_index, &taker, price, post_only);
+                return;
+            }
+            (false, Some(handle)) => self.free_detached(handle),
+            (false, None) => {}
         }
-        if rest && end == MatchEnd::Done {
-            let price = taker.limit.expect("only limit orders rest");
-            self.insert_resting(market_index, &taker, price, post_only);
+        if taker.remaining == 0 {
             return;
         }
         let params = self.markets[market_index].params;
@@ -794,6 +822,21 @@ impl<L: PriceLadder> Engine<L> {
             self.commitment.grow_to(self.orders.len());
             (self.orders.len() - 1) as u32
         };
+        self.open.insert((taker.account, taker.oid), handle);
+        self.attach_resting(handle, market_index, taker, price, post_only);
+        handle
+    }
+
+    /// Fills slot `handle` with the order and links it at the back of its level and of its
+    /// account's list, as a new entry. The `(account, oid)` index must already point here.
+    fn attach_resting(
+        &mut self,
+        handle: u32,
+        market_index: usize,
+        taker: &Taker,
+        price: Ticks,
+        post_only: bool,
+    ) {
         let market = &mut self.markets[market_index];
         let key = market.params.key(taker.side, price);
         let level = market.ladder_mut(taker.side).get_or_insert(key);
@@ -832,16 +875,22 @@ impl<L: PriceLadder> Engine<L> {
             post_only,
         };
         self.entries += 1;
-        self.open.insert((taker.account, taker.oid), handle);
         self.resting += 1;
         self.commitment.touch_order(handle);
         self.touch_account(taker.account);
-        handle
     }
 
     /// Unlinks a resting order from its level and account and frees its slot. Its remaining
     /// lots leave the level total; its reserve must already be settled by the caller.
     fn remove_resting(&mut self, handle: u32) {
+        self.detach_resting(handle);
+        self.free_detached(handle);
+    }
+
+    /// Unlinks a resting order from its level and its account's list; the slot and the
+    /// `(account, oid)` index entry stay, for [`Engine::attach_resting`] or
+    /// [`Engine::free_detached`].
+    fn detach_resting(&mut self, handle: u32) {
         let node = self.orders[handle as usize];
         let market = &mut self.markets[node.market as usize];
         let key = market.params.key(node.side, node.price);
@@ -854,8 +903,7 @@ impl<L: PriceLadder> Engine<L> {
         if node.next == NIL {
             level.tail = node.prev;
         }
-        let level_empty = level.head == NIL;
-        if level_empty {
+        if level.head == NIL {
             debug_assert_eq!(level.total_lots, 0);
             ladder.remove(key);
         }
@@ -879,10 +927,16 @@ impl<L: PriceLadder> Engine<L> {
         if node.account_next != NIL {
             self.orders[node.account_next as usize].account_prev = node.account_prev;
         }
-        self.open.remove(&(node.account, node.oid));
         self.resting -= 1;
         self.commitment.touch_order(handle);
         self.touch_account(node.account);
+    }
+
+    /// Drops a detached order: removes its index entry and returns its slot to the free list.
+    fn free_detached(&mut self, handle: u32) {
+        let node = &self.orders[handle as usize];
+        self.open.remove(&(node.account, node.oid));
+        self.commitment.touch_order(handle);
         let slot = &mut self.orders[handle as usize];
         *slot = OrderNode::VACANT;
         slot.next = self.free_head;
@@ -1022,8 +1076,9 @@ impl<L: PriceLadder> Engine<L> {
         if new_reserve > balance.available() as i128 + old_reserve {
             return reject(out, RejectReason::InsufficientBalance);
         }
-        // Re-entry: leave the book, then come back in as a GTC taker at the new terms.
-        self.remove_resting(handle);
+        // Re-entry: leave the book (keeping the slot and index entry), then come back in as a
+        // GTC taker at the new terms.
+        self.detach_resting(handle);
         let locked = &mut self.accounts[account_index as usize].balances[asset].locked;
         *locked += to_units(new_reserve - old_reserve);
         self.touch_account(account_index);
@@ -1043,7 +1098,15 @@ impl<L: PriceLadder> Engine<L> {
             reserve_per_lot,
         };
         let end = self.match_taker(market_index, &mut taker, out);
-        self.finish_taker(market_index, taker, end, true, node.post_only, out);
+        self.finish_taker(
+            market_index,
+            taker,
+            end,
+            true,
+            node.post_only,
+            Some(handle),
+            out,
+        );
     }
 
     // ---- queries ---------------------------------------------------------------------

@@ -58,15 +58,19 @@ const PAGE_LEVELS: usize = 1 << PAGE_BITS;
 const PAGE_WORDS: usize = PAGE_LEVELS / 64;
 
 struct Page {
-    levels: [Level; PAGE_LEVELS],
+    levels: Box<[Level]>,
     occupied: [u64; PAGE_WORDS],
     occupied_count: u32,
 }
 
 impl Page {
+    /// Built on the heap directly (a 16 KiB array on the stack would be copied and would
+    /// make every caller's frame large). Rare: a page is made once and kept.
+    #[cold]
+    #[inline(never)]
     fn new() -> Box<Page> {
         Box::new(Page {
-            levels: [Level::EMPTY; PAGE_LEVELS],
+            levels: vec![Level::EMPTY; PAGE_LEVELS].into_boxed_slice(),
             occupied: [0; PAGE_WORDS],
             occupied_count: 0,
         })
