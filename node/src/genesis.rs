@@ -5,7 +5,7 @@
 //! a log carries its own names: `nexus wal dump` prints these lines first, and `nexus replay`
 //! of a dump reproduces the node's state exactly.
 
-use engine::Command;
+use engine::{ArrayLadder, Command, Engine, EngineConfig};
 use sequencer::{Block, Wal, WalError};
 use serde_json::json;
 
@@ -135,8 +135,18 @@ pub fn ensure_genesis(wal: &Wal, wanted: &str, now_ns: u64) -> Result<Translator
     };
     let (translator, commands) = translate_genesis(&lines)?;
     if wal.last_height()?.is_none() {
+        // Record block 1's state root too, so recovery checks it like any other block.
+        let mut engine = Engine::<ArrayLadder>::new(EngineConfig {
+            max_resting_orders: 1,
+            max_open_orders_per_account: 1,
+        });
+        let mut events = Vec::new();
+        for command in &commands {
+            engine.step(command, &mut events);
+        }
+        let root = engine.commit();
         let block = Block::seal(1, now_ns, 1, [0; 32], commands);
-        wal.append(std::slice::from_ref(&block))?;
+        wal.append_with_roots(std::slice::from_ref(&block), &[(1, root)])?;
     }
     Ok(translator)
 }
