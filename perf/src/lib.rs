@@ -7,7 +7,9 @@
 //! - [`report`]: number formatting, plain-text tables and JSON helpers;
 //! - [`workload`]: the exchange-core order-flow generator;
 //! - [`engine_bench`]: the engine benchmark itself (`engine-bench`), array ladder against
-//!   the `BTreeMap` baseline on the same stream.
+//!   the `BTreeMap` baseline on the same stream;
+//! - [`pipeline_bench`]: the sequencer + engine + WAL pipeline (`pipeline-bench`) against the
+//!   bare engine.
 //!
 //! Speed figures are printed, never asserted: the tests here check determinism and shape
 //! only. See `docs/perf.md`.
@@ -15,5 +17,6 @@
 pub mod engine_bench;
 pub mod latency;
 pub mod memory;
+pub mod pipeline_bench;
 pub mod report;
 pub mod workload;
