@@ -274,10 +274,15 @@ pub fn run_case(workload: &Workload, case: Case) -> CaseResult {
             Load::ClosedLoop => pipeline.now_ns(),
             Load::OpenLoop(rate) => {
                 let due = start_ns + (offset as u128 * 1_000_000_000 / rate as u128) as u64;
+                // Wait without holding a core: on 2 cores a spinning load generator would
+                // take one of them from the stages it measures.
                 while pipeline.now_ns() < due {
-                    if let Some(output) = pipeline.poll_output() {
-                        let now = pipeline.now_ns();
-                        tracker.take(output, now, true);
+                    match pipeline.poll_output() {
+                        Some(output) => {
+                            let now = pipeline.now_ns();
+                            tracker.take(output, now, true);
+                        }
+                        None => std::thread::yield_now(),
                     }
                 }
                 due

@@ -38,9 +38,9 @@ struct Args {
     /// fsync on commit: true, false or both.
     #[arg(long, default_value = "both")]
     sync: String,
-    /// Open-loop rate for the latency runs, inputs per second.
-    #[arg(long, default_value_t = 100_000)]
-    rate: u64,
+    /// Open-loop rates for the latency runs, inputs per second, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    rates: Vec<u64>,
     /// Also run with this stage busy-spinning (sequencer, engine, wal or publisher).
     #[arg(long)]
     spin: Option<String>,
@@ -121,7 +121,9 @@ fn main() {
     for &sync in &syncs {
         for &block_inputs in &args.block_sizes {
             for waits in &waits {
-                for load in [Load::ClosedLoop, Load::OpenLoop(args.rate)] {
+                let loads = std::iter::once(Load::ClosedLoop)
+                    .chain(args.rates.iter().map(|&rate| Load::OpenLoop(rate)));
+                for load in loads {
                     let case = Case {
                         block_inputs,
                         block_age_ns: args.block_age_us * 1_000,
@@ -172,10 +174,14 @@ fn main() {
         );
     }
     println!();
-    println!("latency at {} inputs/s (open loop, from each input's scheduled time); p50 / p99 / p99.9 / max", si(args.rate as f64));
+    println!("latency, open loop (from each input's scheduled time); p50 / p99 / p99.9 / max");
     for r in results.iter().filter(|r| r.case.load != Load::ClosedLoop) {
+        let Load::OpenLoop(rate) = r.case.load else {
+            continue;
+        };
         println!(
-            "block {} fsync {} {}: {:.1} inputs/block, commit p50 {}",
+            "{} inputs/s, block {} fsync {} {}: {:.1} inputs/block, commit p50 {}",
+            si(rate as f64),
             r.case.block_inputs,
             r.case.sync,
             waits_label(&r.case.waits),
