@@ -1166,10 +1166,12 @@ impl<L: PriceLadder> Engine<L> {
         let market = &self.markets[index as usize];
         let ladder = market.ladder(side);
         let mut key = ladder.first();
+        let mut levels = 0;
         while let Some(k) = key {
-            if out.len() >= max_levels {
+            if levels >= max_levels {
                 break;
             }
+            levels += 1;
             let level = ladder.get(k).expect("occupied level");
             out.push((market.params.price(side, k), level.total_lots));
             key = ladder.next_after(k);

@@ -104,7 +104,7 @@ pub struct NewOrder {
     pub oid: OrderId,
     /// Buy or sell.
     pub side: Side,
-    /// Limit price in ticks; `None` is a market order (no price limit, IOC or FOK only).
+    /// Limit price in ticks; `None` is a market order (no price limit, IOC only).
     pub price: Option<Ticks>,
     /// Size in lots.
     pub qty: Lots,
@@ -199,7 +199,7 @@ pub enum RejectReason {
     InvalidPrice,
     /// The size or amount is <= 0 or too large to represent.
     InvalidQty,
-    /// The time in force is not allowed for this order type (market orders: IOC or FOK).
+    /// The time in force is not allowed for this order type (market orders: IOC only).
     InvalidTif,
     /// Not enough available (unlocked) balance.
     InsufficientBalance,
