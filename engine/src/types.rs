@@ -371,3 +371,69 @@ impl Default for EngineConfig {
         }
     }
 }
+
+/// The one-byte codes of the enumerations, shared by every binary format (snapshots, the
+/// write-ahead log and, later, the gateway) so that they cannot drift apart.
+pub trait ByteCode: Sized + Copy {
+    /// The code of this value.
+    fn code(self) -> u8;
+    /// The value with this code, if any.
+    fn from_code(code: u8) -> Option<Self>;
+}
+
+impl ByteCode for Side {
+    /// 0 buy, 1 sell.
+    fn code(self) -> u8 {
+        match self {
+            Side::Buy => 0,
+            Side::Sell => 1,
+        }
+    }
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Side::Buy),
+            1 => Some(Side::Sell),
+            _ => None,
+        }
+    }
+}
+
+impl ByteCode for TimeInForce {
+    /// 0 gtc, 1 ioc, 2 fok, 3 alo.
+    fn code(self) -> u8 {
+        match self {
+            TimeInForce::Gtc => 0,
+            TimeInForce::Ioc => 1,
+            TimeInForce::Fok => 2,
+            TimeInForce::Alo => 3,
+        }
+    }
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(TimeInForce::Gtc),
+            1 => Some(TimeInForce::Ioc),
+            2 => Some(TimeInForce::Fok),
+            3 => Some(TimeInForce::Alo),
+            _ => None,
+        }
+    }
+}
+
+impl ByteCode for SelfTradePrevention {
+    /// 0 cancel_maker, 1 cancel_taker, 2 cancel_both.
+    fn code(self) -> u8 {
+        match self {
+            SelfTradePrevention::CancelMaker => 0,
+            SelfTradePrevention::CancelTaker => 1,
+            SelfTradePrevention::CancelBoth => 2,
+        }
+    }
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(SelfTradePrevention::CancelMaker),
+            1 => Some(SelfTradePrevention::CancelTaker),
+            2 => Some(SelfTradePrevention::CancelBoth),
+            _ => None,
+        }
+    }
+}

@@ -13,7 +13,7 @@
 //! | 7 | CancelAll | account u64, market u32 |
 //! | 8 | Modify | account u64, market u32, oid u64, price i64, qty i64 |
 
-use engine::{Command, MarketSpec, NewOrder, SelfTradePrevention, Side, TimeInForce};
+use engine::{ByteCode, Command, MarketSpec, NewOrder};
 
 /// Why bytes did not decode to a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,21 +77,12 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
             out.extend_from_slice(&order.account.to_le_bytes());
             out.extend_from_slice(&order.market.to_le_bytes());
             out.extend_from_slice(&order.oid.to_le_bytes());
-            out.push(side_code(order.side));
+            out.push(order.side.code());
             out.push(order.price.is_some() as u8);
             out.extend_from_slice(&order.price.unwrap_or(0).to_le_bytes());
             out.extend_from_slice(&order.qty.to_le_bytes());
-            out.push(match order.tif {
-                TimeInForce::Gtc => 0,
-                TimeInForce::Ioc => 1,
-                TimeInForce::Fok => 2,
-                TimeInForce::Alo => 3,
-            });
-            out.push(match order.stp {
-                SelfTradePrevention::CancelMaker => 0,
-                SelfTradePrevention::CancelTaker => 1,
-                SelfTradePrevention::CancelBoth => 2,
-            });
+            out.push(order.tif.code());
+            out.push(order.stp.code());
         }
         Command::Cancel {
             account,
@@ -125,13 +116,6 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
     }
 }
 
-fn side_code(side: Side) -> u8 {
-    match side {
-        Side::Buy => 0,
-        Side::Sell => 1,
-    }
-}
-
 /// A cursor over encoded bytes.
 pub(crate) struct Cursor<'a> {
     pub(crate) bytes: &'a [u8],
@@ -161,6 +145,12 @@ impl Cursor<'_> {
     pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_le_bytes(self.take()?))
     }
+}
+
+/// Reads a one-byte enumeration code (`engine::ByteCode`).
+fn enum_field<T: ByteCode>(cursor: &mut Cursor<'_>, field: &'static str) -> Result<T, DecodeError> {
+    let value = cursor.u8()?;
+    T::from_code(value).ok_or(DecodeError::BadField { field, value })
 }
 
 /// Decodes one command from the front of `cursor`.
@@ -201,16 +191,7 @@ pub(crate) fn decode_command(cursor: &mut Cursor<'_>) -> Result<Command, DecodeE
             let account = cursor.u64()?;
             let market = cursor.u32()?;
             let oid = cursor.u64()?;
-            let side = match cursor.u8()? {
-                0 => Side::Buy,
-                1 => Side::Sell,
-                value => {
-                    return Err(DecodeError::BadField {
-                        field: "side",
-                        value,
-                    })
-                }
-            };
+            let side = enum_field(cursor, "side")?;
             let has_price = cursor.u8()?;
             let price = cursor.i64()?;
             let price = match has_price {
@@ -224,29 +205,8 @@ pub(crate) fn decode_command(cursor: &mut Cursor<'_>) -> Result<Command, DecodeE
                 }
             };
             let qty = cursor.i64()?;
-            let tif = match cursor.u8()? {
-                0 => TimeInForce::Gtc,
-                1 => TimeInForce::Ioc,
-                2 => TimeInForce::Fok,
-                3 => TimeInForce::Alo,
-                value => {
-                    return Err(DecodeError::BadField {
-                        field: "tif",
-                        value,
-                    })
-                }
-            };
-            let stp = match cursor.u8()? {
-                0 => SelfTradePrevention::CancelMaker,
-                1 => SelfTradePrevention::CancelTaker,
-                2 => SelfTradePrevention::CancelBoth,
-                value => {
-                    return Err(DecodeError::BadField {
-                        field: "stp",
-                        value,
-                    })
-                }
-            };
+            let tif = enum_field(cursor, "tif")?;
+            let stp = enum_field(cursor, "stp")?;
             Command::Place(NewOrder {
                 account,
                 market,
@@ -291,6 +251,7 @@ pub fn decode_command_exact(bytes: &[u8]) -> Result<Command, DecodeError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use engine::{SelfTradePrevention, Side, TimeInForce};
     use proptest::prelude::*;
 
     /// Any engine command, including out-of-range values the engine would reject.

@@ -100,11 +100,11 @@ fn order_digest(market: MarketId, account: AccountId, node: &OrderNode) -> Lanes
     put(&market.to_le_bytes());
     put(&account.to_le_bytes());
     put(&node.oid.to_le_bytes());
-    put(&[node.side as u8]);
+    put(&[node.side.code()]);
     put(&node.price.to_le_bytes());
     put(&node.remaining.to_le_bytes());
     put(&node.entry.to_le_bytes());
-    put(&[node.stp as u8, node.post_only as u8]);
+    put(&[node.stp.code(), node.post_only as u8]);
     Lanes::of(blake3::hash(&record))
 }
 

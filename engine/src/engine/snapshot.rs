@@ -154,17 +154,10 @@ impl<L: PriceLadder> Engine<L> {
             out.extend_from_slice(&node.market.to_le_bytes());
             out.extend_from_slice(&node.account.to_le_bytes());
             out.extend_from_slice(&node.oid.to_le_bytes());
-            out.push(match node.side {
-                Side::Buy => 0,
-                Side::Sell => 1,
-            });
+            out.push(node.side.code());
             out.extend_from_slice(&node.price.to_le_bytes());
             out.extend_from_slice(&node.remaining.to_le_bytes());
-            out.push(match node.stp {
-                SelfTradePrevention::CancelMaker => 0,
-                SelfTradePrevention::CancelTaker => 1,
-                SelfTradePrevention::CancelBoth => 2,
-            });
+            out.push(node.stp.code());
             out.push(node.post_only as u8);
             out.extend_from_slice(&node.entry.to_le_bytes());
         }
@@ -252,19 +245,13 @@ impl<L: PriceLadder> Engine<L> {
             let market = reader.u32()? as usize;
             let account = reader.u32()?;
             let oid = reader.u64()?;
-            let side = match reader.u8()? {
-                0 => Side::Buy,
-                1 => Side::Sell,
-                other => return Err(inconsistent(format!("side {other}"))),
-            };
+            let code = reader.u8()?;
+            let side = Side::from_code(code).ok_or_else(|| inconsistent(format!("side {code}")))?;
             let price = reader.i64()?;
             let remaining = reader.i64()?;
-            let stp = match reader.u8()? {
-                0 => SelfTradePrevention::CancelMaker,
-                1 => SelfTradePrevention::CancelTaker,
-                2 => SelfTradePrevention::CancelBoth,
-                other => return Err(inconsistent(format!("stp {other}"))),
-            };
+            let code = reader.u8()?;
+            let stp = SelfTradePrevention::from_code(code)
+                .ok_or_else(|| inconsistent(format!("stp {code}")))?;
             let post_only = reader.u8()? != 0;
             let entry = reader.u64()?;
             let Some(params) = engine.markets.get(market).map(|m| m.params) else {
