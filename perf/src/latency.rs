@@ -37,6 +37,12 @@ impl LatencyRecorder {
         self.histogram.saturating_record(nanos.max(1));
     }
 
+    /// Records `count` samples of the same value (a weight); clamped like [`Self::record_ns`].
+    #[inline]
+    pub fn record_ns_n(&mut self, nanos: u64, count: u64) {
+        self.histogram.saturating_record_n(nanos.max(1), count);
+    }
+
     /// Times `operation` with a clock read on each side and records it.
     #[inline]
     pub fn time<R>(&mut self, operation: impl FnOnce() -> R) -> R {

@@ -3,8 +3,9 @@
 //!
 //! For each (block size, fsync on/off, stage waits) it runs the exchange-core workload through
 //! a fresh pipeline twice: closed loop (submit as fast as the input ring takes) for throughput,
-//! and open loop at a fixed rate for latency (measured from each input's *scheduled* send
-//! time, so a stalled pipeline cannot hide its queueing: no coordinated omission). Every input
+//! and open loop at a fixed rate for latency over a prefix of the stream (measured from each
+//! input's *scheduled* send time, so a stalled pipeline cannot hide its queueing: no
+//! coordinated omission). Every input
 //! must get exactly one Sequenced and one Finalized output, and the final state hash must equal
 //! the bare engine's; both are checked, not timed.
 
@@ -42,6 +43,8 @@ pub struct Case {
     pub waits: StageWaits,
     /// How inputs are offered.
     pub load: Load,
+    /// Measured inputs: this many from the start of the stream (capped at its length).
+    pub inputs: usize,
 }
 
 /// What one run measured.
@@ -67,8 +70,10 @@ pub struct CaseResult {
     pub sequenced_e2e: LatencySummary,
     /// received -> Finalized output polled by the caller.
     pub finalized_e2e: LatencySummary,
-    /// Duration of each WAL commit (group of blocks, fsync included), ns.
+    /// Duration of each WAL commit (group of blocks, fsync included), ns: one sample per commit.
     pub commit: LatencySummary,
+    /// Each commit's duration divided by the blocks it carried, one sample per block, ns.
+    pub commit_per_block: LatencySummary,
     /// Blocks made durable.
     pub blocks: u64,
     /// LMDB commits.
@@ -92,6 +97,22 @@ impl CaseResult {
     pub fn commit_ns_per_block(&self) -> f64 {
         self.commit.mean_ns * self.commits as f64 / self.blocks.max(1) as f64
     }
+    /// Average blocks per LMDB commit (group commit).
+    pub fn blocks_per_commit(&self) -> f64 {
+        self.blocks as f64 / self.commits.max(1) as f64
+    }
+}
+
+/// The bare engine's state hash after the first `inputs` commands of the stream (not timed):
+/// what a pipeline run over that prefix must end with.
+pub fn bare_hash_after(workload: &Workload, inputs: usize) -> [u8; 32] {
+    if inputs >= workload.stream.len() {
+        return workload.final_hash;
+    }
+    let mut engine: Engine<ArrayLadder> = workload.prefilled_engine();
+    let mut out = Vec::with_capacity(64);
+    workload.apply(&mut engine, &workload.stream[..inputs], &mut out);
+    engine.state_hash()
 }
 
 /// The bare engine on the same stream: ops/s, single thread, no rings, no log.
@@ -119,6 +140,7 @@ struct Tracker {
     last_sequenced_ns: u64,
     stages: [LatencyRecorder; 5],
     commit: LatencyRecorder,
+    commit_per_block: LatencyRecorder,
     blocks: u64,
     commits: u64,
 }
@@ -134,6 +156,7 @@ impl Tracker {
             last_sequenced_ns: 0,
             stages: Default::default(),
             commit: LatencyRecorder::new(),
+            commit_per_block: LatencyRecorder::new(),
             blocks: 0,
             commits: 0,
         }
@@ -176,6 +199,9 @@ impl Tracker {
             } => {
                 if measured {
                     self.commit.record_ns(commit_ns);
+                    let blocks = u64::from(blocks_in_commit.max(1));
+                    self.commit_per_block
+                        .record_ns_n(commit_ns / blocks, blocks);
                     self.blocks += blocks_in_commit as u64;
                     self.commits += 1;
                 }
@@ -220,8 +246,13 @@ fn submit(
     }
 }
 
-/// Runs `workload` through a fresh pipeline configured by `case`.
+/// Runs the first `case.inputs` commands of `workload`'s stream (after its setup and prefill)
+/// through a fresh pipeline configured by `case`. Panics if an input does not get exactly one
+/// Sequenced and one Finalized output, or if the final state hash differs from the bare
+/// engine's over the same commands.
 pub fn run_case(workload: &Workload, case: Case) -> CaseResult {
+    let stream = &workload.stream[..case.inputs.min(workload.stream.len())];
+    let expected_hash = bare_hash_after(workload, stream.len());
     let dir = tempfile::tempdir().expect("temporary data folder");
     let wal = Wal::open(
         dir.path(),
@@ -249,7 +280,7 @@ pub fn run_case(workload: &Workload, case: Case) -> CaseResult {
         .chain(workload.prefill.iter())
         .copied()
         .collect();
-    let total = warmup.len() + workload.stream.len();
+    let total = warmup.len() + stream.len();
     let mut tracker = Tracker::new(total);
     // Setup and prefill: not measured; wait until all are final.
     for (index, command) in warmup.iter().enumerate() {
@@ -268,7 +299,7 @@ pub fn run_case(workload: &Workload, case: Case) -> CaseResult {
     // The measured stream.
     let start_ns = pipeline.now_ns();
     let mut refusals = 0;
-    for (offset, command) in workload.stream.iter().enumerate() {
+    for (offset, command) in stream.iter().enumerate() {
         let index = warmup.len() + offset;
         let received_ns = match case.load {
             Load::ClosedLoop => pipeline.now_ns(),
@@ -319,22 +350,22 @@ pub fn run_case(workload: &Workload, case: Case) -> CaseResult {
     }
     assert_eq!(
         tracker.sequenced_count, total as u64,
-        "lost Sequenced outputs"
+        "lost Sequenced outputs ({case:?})"
     );
     assert_eq!(
         tracker.finalized_count, total as u64,
-        "lost Finalized outputs"
+        "lost Finalized outputs ({case:?})"
     );
     assert_eq!(
         engine.state_hash(),
-        workload.final_hash,
-        "the pipeline's engine diverged from the bare engine"
+        expected_hash,
+        "the pipeline's engine diverged from the bare engine ({case:?})"
     );
     let [to_sequencer, to_engine, to_publisher, sequenced_e2e, finalized_e2e] =
         tracker.stages.map(|recorder| recorder.summary());
     CaseResult {
         case,
-        inputs: workload.stream.len() as u64,
+        inputs: stream.len() as u64,
         seconds: (end_ns - start_ns) as f64 / 1e9,
         sequenced_seconds: (tracker.last_sequenced_ns.max(start_ns + 1) - start_ns) as f64 / 1e9,
         refusals,
@@ -344,6 +375,7 @@ pub fn run_case(workload: &Workload, case: Case) -> CaseResult {
         sequenced_e2e,
         finalized_e2e,
         commit: tracker.commit.summary(),
+        commit_per_block: tracker.commit_per_block.summary(),
         blocks: tracker.blocks,
         commits: tracker.commits,
     }
@@ -374,25 +406,39 @@ mod tests {
     use crate::workload::WorkloadConfig;
 
     /// The bench path on a tiny stream: every input sequenced and finalized once, and the
-    /// pipeline's engine ends where the bare engine does (asserted inside `run_case`).
+    /// pipeline's engine ends where the bare engine does (asserted inside `run_case`), for
+    /// the whole stream (closed loop) and for a prefix (open loop, fsync on).
     #[test]
     fn a_tiny_run_counts_every_input_and_agrees_with_the_bare_engine() {
         let workload = Workload::generate(&WorkloadConfig::new(200, 2_000, 7));
-        for load in [Load::ClosedLoop, Load::OpenLoop(200_000)] {
+        for (load, inputs, sync) in [
+            (Load::ClosedLoop, usize::MAX, false),
+            (Load::OpenLoop(200_000), 1_500, true),
+        ] {
             let result = run_case(
                 &workload,
                 Case {
                     block_inputs: 64,
                     block_age_ns: 200_000,
-                    sync: false,
+                    sync,
                     waits: StageWaits::ALL_PARK,
                     load,
+                    inputs,
                 },
             );
-            assert_eq!(result.inputs, 2_000);
-            assert_eq!(result.to_engine.count, 2_000);
-            assert_eq!(result.finalized_e2e.count, 2_000);
-            assert!(result.blocks >= 2_000 / 64, "blocks: {}", result.blocks);
+            let expected = inputs.min(2_000) as u64;
+            assert_eq!(result.inputs, expected);
+            assert_eq!(result.to_engine.count, expected);
+            assert_eq!(result.finalized_e2e.count, expected);
+            assert!(result.blocks >= expected / 64, "blocks: {}", result.blocks);
+            assert_eq!(result.commit_per_block.count, result.blocks);
         }
+    }
+
+    #[test]
+    fn a_prefix_hash_differs_from_the_final_one() {
+        let workload = Workload::generate(&WorkloadConfig::new(200, 500, 3));
+        assert_eq!(bare_hash_after(&workload, 500), workload.final_hash);
+        assert_ne!(bare_hash_after(&workload, 250), workload.final_hash);
     }
 }

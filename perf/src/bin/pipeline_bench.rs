@@ -23,7 +23,8 @@ struct Args {
     /// Resting orders the workload keeps in the book.
     #[arg(long, default_value_t = 1_000)]
     orders: usize,
-    /// Measured inputs per run [default: 300000, or 30000 with --quick].
+    /// Measured inputs per closed-loop run (open-loop runs replay a prefix, see --open-seconds)
+    /// [default: 300000, or 30000 with --quick].
     #[arg(long)]
     ops: Option<usize>,
     /// Seed of the workload generator.
@@ -39,8 +40,17 @@ struct Args {
     #[arg(long, default_value = "both")]
     sync: String,
     /// Open-loop rates for the latency runs, inputs per second, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    #[arg(
+        long,
+        alias = "rate",
+        value_delimiter = ',',
+        default_value = "10000,100000"
+    )]
     rates: Vec<u64>,
+    /// Length of each open-loop run, seconds: it replays the first rate x seconds inputs of
+    /// the stream (at most --ops) [default: 3, or 1 with --quick].
+    #[arg(long)]
+    open_seconds: Option<f64>,
     /// Also run with this stage busy-spinning (sequencer, engine, wal or publisher).
     #[arg(long)]
     spin: Option<String>,
@@ -74,6 +84,9 @@ fn main() {
     let ops = args
         .ops
         .unwrap_or(if args.quick { 30_000 } else { 300_000 });
+    let open_seconds = args
+        .open_seconds
+        .unwrap_or(if args.quick { 1.0 } else { 3.0 });
     let syncs: Vec<bool> = match args.sync.as_str() {
         "true" => vec![true],
         "false" => vec![false],
@@ -124,12 +137,17 @@ fn main() {
                 let loads = std::iter::once(Load::ClosedLoop)
                     .chain(args.rates.iter().map(|&rate| Load::OpenLoop(rate)));
                 for load in loads {
+                    let inputs = match load {
+                        Load::ClosedLoop => ops,
+                        Load::OpenLoop(rate) => ((rate as f64 * open_seconds) as usize).max(1),
+                    };
                     let case = Case {
                         block_inputs,
                         block_age_ns: args.block_age_us * 1_000,
                         sync,
                         waits: *waits,
                         load,
+                        inputs,
                     };
                     eprintln!(
                         "[pipeline-bench] block {block_inputs}, sync {sync}, {}, {load:?}",
@@ -142,7 +160,7 @@ fn main() {
     }
     println!("throughput (closed loop: submit as fast as the input ring takes)");
     println!(
-        "{:>6} {:>5} {:>14} {:>12} {:>12} {:>8} {:>10} {:>9} {:>16} {:>14}",
+        "{:>6} {:>5} {:>14} {:>12} {:>12} {:>8} {:>10} {:>9} {:>9} {:>16} {:>18}",
         "block",
         "fsync",
         "waits",
@@ -151,12 +169,13 @@ fn main() {
         "vs bare",
         "refusals",
         "in/block",
+        "blk/commit",
         "commit p50/p99",
-        "commit/block"
+        "per block p50/p99"
     );
     for r in results.iter().filter(|r| r.case.load == Load::ClosedLoop) {
         println!(
-            "{:>6} {:>5} {:>14} {:>12} {:>12} {:>7.2}x {:>10} {:>9.1} {:>16} {:>14}",
+            "{:>6} {:>5} {:>14} {:>12} {:>12} {:>7.2}x {:>10} {:>9.1} {:>9.1} {:>16} {:>18}",
             r.case.block_inputs,
             r.case.sync,
             waits_label(&r.case.waits),
@@ -165,12 +184,17 @@ fn main() {
             r.finalized_per_sec() / bare,
             r.refusals,
             r.inputs_per_block(),
+            r.blocks_per_commit(),
             format!(
                 "{}/{}",
                 duration_ns(r.commit.p50_ns as f64),
                 duration_ns(r.commit.p99_ns as f64)
             ),
-            duration_ns(r.commit_ns_per_block())
+            format!(
+                "{}/{}",
+                duration_ns(r.commit_per_block.p50_ns as f64),
+                duration_ns(r.commit_per_block.p99_ns as f64)
+            )
         );
     }
     println!();
@@ -180,13 +204,17 @@ fn main() {
             continue;
         };
         println!(
-            "{} inputs/s, block {} fsync {} {}: {:.1} inputs/block, commit p50 {}",
+            "{} inputs/s x {} inputs, block {} fsync {} {}: {:.1} inputs/block, {:.1} blocks/commit, commit p50 {} p99 {} max {}",
             si(rate as f64),
+            r.inputs,
             r.case.block_inputs,
             r.case.sync,
             waits_label(&r.case.waits),
             r.inputs_per_block(),
-            duration_ns(r.commit.p50_ns as f64)
+            r.blocks_per_commit(),
+            duration_ns(r.commit.p50_ns as f64),
+            duration_ns(r.commit.p99_ns as f64),
+            duration_ns(r.commit.max_ns as f64)
         );
         println!("  received->sequenced   {}", latency_cells(&r.to_sequencer));
         println!("  sequenced->executed   {}", latency_cells(&r.to_engine));
@@ -209,11 +237,12 @@ fn main() {
             "inputs": r.inputs, "sequenced_per_s": r.sequenced_per_sec(), "finalized_per_s": r.finalized_per_sec(),
             "ratio_to_bare": r.finalized_per_sec() / bare, "refusals": r.refusals,
             "blocks": r.blocks, "commits": r.commits, "commit_ns_per_block": r.commit_ns_per_block(),
-            "commit": summary_json(&r.commit), "received_to_sequenced": summary_json(&r.to_sequencer),
+            "inputs_per_block": r.inputs_per_block(), "blocks_per_commit": r.blocks_per_commit(),
+            "commit": summary_json(&r.commit), "commit_per_block": summary_json(&r.commit_per_block), "received_to_sequenced": summary_json(&r.to_sequencer),
             "sequenced_to_executed": summary_json(&r.to_engine), "executed_to_published": summary_json(&r.to_publisher),
             "received_to_sequenced_output": summary_json(&r.sequenced_e2e), "received_to_finalized_output": summary_json(&r.finalized_e2e),
         })).collect();
-        let report = serde_json::json!({"bench": "pipeline-bench", "orders": args.orders, "ops": ops, "seed": args.seed, "bare_engine_ops_per_s": bare, "runs": runs});
+        let report = serde_json::json!({"bench": "pipeline-bench", "orders": args.orders, "ops": ops, "open_seconds": open_seconds, "seed": args.seed, "bare_engine_ops_per_s": bare, "runs": runs});
         if let Err(e) = std::fs::write(
             &path,
             serde_json::to_string_pretty(&report).unwrap_or_default(),
