@@ -90,6 +90,55 @@ pub struct MarketSpec {
     pub taker_fee_bps: i32,
 }
 
+impl MarketSpec {
+    /// Bytes of [`MarketSpec::to_le_bytes`].
+    pub const ENCODED_LEN: usize = 52;
+
+    /// The spec as it appears in every binary format (snapshots, the write-ahead log, the
+    /// state root): market, base, quote (u32), base_units_per_lot, quote_units_per_tick_lot,
+    /// min_lots, max_price_ticks (i64), maker_fee_bps, taker_fee_bps (i32), little-endian.
+    pub fn to_le_bytes(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut out = [0u8; Self::ENCODED_LEN];
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        for id in [self.market, self.base, self.quote] {
+            put(&id.to_le_bytes());
+        }
+        for units in [
+            self.base_units_per_lot,
+            self.quote_units_per_tick_lot,
+            self.min_lots,
+            self.max_price_ticks,
+        ] {
+            put(&units.to_le_bytes());
+        }
+        put(&self.maker_fee_bps.to_le_bytes());
+        put(&self.taker_fee_bps.to_le_bytes());
+        out
+    }
+
+    /// The inverse of [`MarketSpec::to_le_bytes`] (no validation: the engine validates).
+    pub fn from_le_bytes(bytes: &[u8; Self::ENCODED_LEN]) -> MarketSpec {
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4"));
+        let i64_at = |at: usize| i64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
+        let i32_at = |at: usize| i32::from_le_bytes(bytes[at..at + 4].try_into().expect("4"));
+        MarketSpec {
+            market: u32_at(0),
+            base: u32_at(4),
+            quote: u32_at(8),
+            base_units_per_lot: i64_at(12),
+            quote_units_per_tick_lot: i64_at(20),
+            min_lots: i64_at(28),
+            max_price_ticks: i64_at(36),
+            maker_fee_bps: i32_at(44),
+            taker_fee_bps: i32_at(48),
+        }
+    }
+}
+
 /// Default highest price in ticks: 2^24 - 1, enough for 167,772.15 at a 0.01 tick.
 pub const DEFAULT_MAX_PRICE_TICKS: Ticks = (1 << 24) - 1;
 

@@ -43,15 +43,7 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
         }
         Command::CreateMarket(spec) => {
             out.push(2);
-            out.extend_from_slice(&spec.market.to_le_bytes());
-            out.extend_from_slice(&spec.base.to_le_bytes());
-            out.extend_from_slice(&spec.quote.to_le_bytes());
-            out.extend_from_slice(&spec.base_units_per_lot.to_le_bytes());
-            out.extend_from_slice(&spec.quote_units_per_tick_lot.to_le_bytes());
-            out.extend_from_slice(&spec.min_lots.to_le_bytes());
-            out.extend_from_slice(&spec.max_price_ticks.to_le_bytes());
-            out.extend_from_slice(&spec.maker_fee_bps.to_le_bytes());
-            out.extend_from_slice(&spec.taker_fee_bps.to_le_bytes());
+            out.extend_from_slice(&spec.to_le_bytes());
         }
         Command::Deposit {
             account,
@@ -136,9 +128,6 @@ impl Cursor<'_> {
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.take()?))
     }
-    pub(crate) fn i32(&mut self) -> Result<i32, DecodeError> {
-        Ok(i32::from_le_bytes(self.take()?))
-    }
     pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.take()?))
     }
@@ -160,17 +149,9 @@ pub(crate) fn decode_command(cursor: &mut Cursor<'_>) -> Result<Command, DecodeE
         1 => Command::CreateAsset {
             asset: cursor.u32()?,
         },
-        2 => Command::CreateMarket(MarketSpec {
-            market: cursor.u32()?,
-            base: cursor.u32()?,
-            quote: cursor.u32()?,
-            base_units_per_lot: cursor.i64()?,
-            quote_units_per_tick_lot: cursor.i64()?,
-            min_lots: cursor.i64()?,
-            max_price_ticks: cursor.i64()?,
-            maker_fee_bps: cursor.i32()?,
-            taker_fee_bps: cursor.i32()?,
-        }),
+        2 => Command::CreateMarket(MarketSpec::from_le_bytes(
+            &cursor.take::<{ MarketSpec::ENCODED_LEN }>()?,
+        )),
         3 | 4 => {
             let (account, asset, amount) = (cursor.u64()?, cursor.u32()?, cursor.i64()?);
             if tag == 3 {

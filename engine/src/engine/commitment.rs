@@ -132,19 +132,7 @@ fn asset_digest(asset: &AssetState) -> Lanes {
 fn market_digest(spec: &MarketSpec) -> Lanes {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"M");
-    for id in [spec.market, spec.base, spec.quote] {
-        hasher.update(&id.to_le_bytes());
-    }
-    for units in [
-        spec.base_units_per_lot,
-        spec.quote_units_per_tick_lot,
-        spec.min_lots,
-        spec.max_price_ticks,
-    ] {
-        hasher.update(&units.to_le_bytes());
-    }
-    hasher.update(&spec.maker_fee_bps.to_le_bytes());
-    hasher.update(&spec.taker_fee_bps.to_le_bytes());
+    hasher.update(&spec.to_le_bytes());
     Lanes::of(hasher.finalize())
 }
 

@@ -77,9 +77,6 @@ impl Reader<'_> {
     fn u32(&mut self) -> Result<u32, SnapshotError> {
         Ok(u32::from_le_bytes(self.take()?))
     }
-    fn i32(&mut self) -> Result<i32, SnapshotError> {
-        Ok(i32::from_le_bytes(self.take()?))
-    }
     fn u64(&mut self) -> Result<u64, SnapshotError> {
         Ok(u64::from_le_bytes(self.take()?))
     }
@@ -116,20 +113,7 @@ impl<L: PriceLadder> Engine<L> {
         }
         out.extend_from_slice(&(self.markets.len() as u32).to_le_bytes());
         for market in &self.markets {
-            let spec = market.spec;
-            out.extend_from_slice(&spec.market.to_le_bytes());
-            out.extend_from_slice(&spec.base.to_le_bytes());
-            out.extend_from_slice(&spec.quote.to_le_bytes());
-            for field in [
-                spec.base_units_per_lot,
-                spec.quote_units_per_tick_lot,
-                spec.min_lots,
-                spec.max_price_ticks,
-            ] {
-                out.extend_from_slice(&field.to_le_bytes());
-            }
-            out.extend_from_slice(&spec.maker_fee_bps.to_le_bytes());
-            out.extend_from_slice(&spec.taker_fee_bps.to_le_bytes());
+            out.extend_from_slice(&market.spec.to_le_bytes());
         }
         out.extend_from_slice(&(self.accounts.len() as u32).to_le_bytes());
         for account in &self.accounts {
@@ -196,18 +180,8 @@ impl<L: PriceLadder> Engine<L> {
             state.fee_pool = reader.i64()?;
             state.supply = reader.i64()?;
         }
-        for _ in 0..reader.count(52)? {
-            let spec = MarketSpec {
-                market: reader.u32()?,
-                base: reader.u32()?,
-                quote: reader.u32()?,
-                base_units_per_lot: reader.i64()?,
-                quote_units_per_tick_lot: reader.i64()?,
-                min_lots: reader.i64()?,
-                max_price_ticks: reader.i64()?,
-                maker_fee_bps: reader.i32()?,
-                taker_fee_bps: reader.i32()?,
-            };
+        for _ in 0..reader.count(MarketSpec::ENCODED_LEN)? {
+            let spec = MarketSpec::from_le_bytes(&reader.take::<{ MarketSpec::ENCODED_LEN }>()?);
             engine.step(&Command::CreateMarket(spec), &mut events);
         }
         if !events.is_empty() {
