@@ -297,6 +297,10 @@ pub struct Engine<L: PriceLadder = ArrayLadder> {
     open: FxHashMap<(u32, OrderId), u32>,
     /// Incremental state commitment: see `commitment`.
     commitment: commitment::Tracker,
+    /// Whether price levels whose size changes are logged for [`Engine::drain_level_changes`].
+    track_levels: bool,
+    /// Levels changed since the last drain: (market index, side, ladder key).
+    level_log: Vec<(u32, Side, u32)>,
 }
 
 impl<L: PriceLadder> Engine<L> {
@@ -318,6 +322,52 @@ impl<L: PriceLadder> Engine<L> {
             entries: 0,
             open: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
             commitment: commitment::Tracker::with_capacity(capacity),
+            track_levels: false,
+            level_log: Vec::new(),
+        }
+    }
+
+    /// Turns the price-level change log on or off (off by default). When on, every level
+    /// whose total size changes is noted, and the caller must call
+    /// [`Engine::drain_level_changes`] regularly (after every command, say) to keep the log
+    /// short. It feeds the L2 market-data feed; it is not part of the state.
+    pub fn track_level_changes(&mut self, on: bool) {
+        self.track_levels = on;
+        self.level_log.clear();
+        if on {
+            // Enough for a sweep through many levels without growing on the data path.
+            self.level_log.reserve(4096);
+        }
+    }
+
+    /// Appends to `out` the current size of every price level changed since the last drain,
+    /// once each, ordered by (market, side, price), and empties the log. `lots == 0` means the
+    /// level is gone.
+    pub fn drain_level_changes(&mut self, out: &mut Vec<LevelChange>) {
+        self.level_log.sort_unstable();
+        self.level_log.dedup();
+        let first = out.len();
+        for &(market_index, side, key) in &self.level_log {
+            let market = &self.markets[market_index as usize];
+            out.push(LevelChange {
+                market: market.spec.market,
+                side,
+                price: market.params.price(side, key),
+                lots: market
+                    .ladder(side)
+                    .get(key)
+                    .map_or(0, |level| level.total_lots),
+            });
+        }
+        self.level_log.clear();
+        out[first..].sort_unstable_by_key(|c| (c.market, c.side, c.price));
+    }
+
+    /// Logs a level change if tracking is on.
+    #[inline]
+    fn note_level(&mut self, market_index: usize, side: Side, key: u32) {
+        if self.track_levels {
+            self.level_log.push((market_index as u32, side, key));
         }
     }
 
@@ -575,6 +625,7 @@ impl<L: PriceLadder> Engine<L> {
             return reject(out, RejectReason::FokUnfilled);
         }
         out.push(Event::Accepted {
+            market: order.market,
             account: order.account,
             oid: order.oid,
         });
@@ -680,6 +731,7 @@ impl<L: PriceLadder> Engine<L> {
                 .get_mut(key)
                 .expect("level still occupied")
                 .total_lots -= lots;
+            self.note_level(market_index, maker_side, key);
             let node = &mut self.orders[handle as usize];
             node.remaining -= lots;
             self.commitment.touch_order(handle);
@@ -791,6 +843,7 @@ impl<L: PriceLadder> Engine<L> {
         let account = &mut self.accounts[taker.account as usize];
         account.balances[params.reserve_asset(taker.side)].locked -= release;
         out.push(Event::Canceled {
+            market: self.markets[market_index].spec.market,
             account: account.id,
             oid: taker.oid,
             remaining: taker.remaining,
@@ -846,6 +899,7 @@ impl<L: PriceLadder> Engine<L> {
             level.head = handle;
         }
         level.total_lots += taker.remaining;
+        self.note_level(market_index, taker.side, key);
         if previous_tail != NIL {
             self.orders[previous_tail as usize].next = handle;
         }
@@ -907,6 +961,7 @@ impl<L: PriceLadder> Engine<L> {
             debug_assert_eq!(level.total_lots, 0);
             ladder.remove(key);
         }
+        self.note_level(node.market as usize, node.side, key);
         if node.prev != NIL {
             self.orders[node.prev as usize].next = node.next;
         }
@@ -952,6 +1007,7 @@ impl<L: PriceLadder> Engine<L> {
         let account = &mut self.accounts[node.account as usize];
         account.balances[params.reserve_asset(node.side)].locked -= to_units(release);
         out.push(Event::Canceled {
+            market: self.markets[node.market as usize].spec.market,
             account: account.id,
             oid: node.oid,
             remaining: node.remaining,
@@ -1052,10 +1108,12 @@ impl<L: PriceLadder> Engine<L> {
                 .get_mut(key)
                 .expect("resting order's level exists")
                 .total_lots -= reduced;
+            self.note_level(market_index, node.side, key);
             self.orders[handle as usize].remaining = qty;
             self.commitment.touch_order(handle);
             self.touch_account(account_index);
             out.push(Event::Modified {
+                market,
                 account,
                 oid,
                 price,
@@ -1083,6 +1141,7 @@ impl<L: PriceLadder> Engine<L> {
         *locked += to_units(new_reserve - old_reserve);
         self.touch_account(account_index);
         out.push(Event::Modified {
+            market,
             account,
             oid,
             price,

@@ -24,7 +24,7 @@ pub type OrderId = u64;
 pub const BPS_DENOMINATOR: i128 = 10_000;
 
 /// Which side of the book an order is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Side {
     /// Buys base, pays quote; rests on the bid side.
     Buy,
@@ -326,6 +326,8 @@ impl CancelReason {
 pub enum Event {
     /// An order passed every check and was taken in (it may match, rest, or both).
     Accepted {
+        /// The order's market.
+        market: MarketId,
         /// The owner.
         account: AccountId,
         /// The client order id.
@@ -365,6 +367,8 @@ pub enum Event {
     },
     /// An order left the book, or an incoming order's remainder was dropped.
     Canceled {
+        /// The order's market.
+        market: MarketId,
         /// The owner.
         account: AccountId,
         /// The client order id.
@@ -376,6 +380,8 @@ pub enum Event {
     },
     /// An open order was changed by a modify command.
     Modified {
+        /// The order's market.
+        market: MarketId,
         /// The owner.
         account: AccountId,
         /// The client order id.
@@ -385,6 +391,20 @@ pub enum Event {
         /// The new remaining size in lots.
         qty: Lots,
     },
+}
+
+/// The size now resting at one price level, for the L2 market-data feed
+/// ([`crate::Engine::drain_level_changes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LevelChange {
+    /// The market.
+    pub market: MarketId,
+    /// The book side.
+    pub side: Side,
+    /// The level's price in ticks.
+    pub price: Ticks,
+    /// Total lots resting there now; 0 when the level is empty.
+    pub lots: Lots,
 }
 
 /// An account's holding of one asset.

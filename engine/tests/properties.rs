@@ -477,9 +477,13 @@ fn conserved<L: engine::PriceLadder>(engine: &Engine<L>, at: &str) -> Result<(),
 /// the same state after it, and leaves the engine conserving every asset.
 fn run_against_model(config: EngineConfig, commands: &[Command]) -> Result<(), TestCaseError> {
     let mut engine: Engine = Engine::new(config);
+    engine.track_level_changes(true);
     let mut model = Model::new(config);
     let mut engine_events = Vec::new();
     let mut model_events = Vec::new();
+    // An L2 book kept only from the engine's level changes, as a market-data client would.
+    let mut l2_mirror = std::collections::BTreeMap::new();
+    let mut changes = Vec::new();
     for (i, command) in commands.iter().enumerate() {
         engine_events.clear();
         model_events.clear();
@@ -492,6 +496,26 @@ fn run_against_model(config: EngineConfig, commands: &[Command]) -> Result<(), T
         }
         conserved(&engine, &at)?;
         same_state(&engine, &model, &at)?;
+        changes.clear();
+        engine.drain_level_changes(&mut changes);
+        let keys: Vec<_> = changes
+            .iter()
+            .map(|c| (c.market, c.side, c.price))
+            .collect();
+        prop_assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "changes not sorted/unique {}",
+            at
+        );
+        for change in &changes {
+            let key = (change.market, change.side, change.price);
+            if change.lots == 0 {
+                l2_mirror.remove(&key);
+            } else {
+                l2_mirror.insert(key, change.lots);
+            }
+        }
+        prop_assert_eq!(&l2_mirror, &model.levels(), "L2 from level changes {}", at);
     }
     Ok(())
 }

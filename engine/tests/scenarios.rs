@@ -154,6 +154,7 @@ fn rest(engine: &mut Engine, command: Command) {
     assert_eq!(
         events,
         vec![Event::Accepted {
+            market: o.market,
             account: o.account,
             oid: o.oid
         }],
@@ -161,12 +162,30 @@ fn rest(engine: &mut Engine, command: Command) {
     );
 }
 
+/// The same event in market `market` (the helpers below say market `M`).
+fn in_market(market: MarketId, mut event: Event) -> Event {
+    match &mut event {
+        Event::Accepted { market: m, .. }
+        | Event::Canceled { market: m, .. }
+        | Event::Modified { market: m, .. }
+        | Event::Fill { market: m, .. } => *m = market,
+        Event::Rejected { .. } => {}
+    }
+    event
+}
+
+/// `Accepted` in market `M`.
 fn accepted(account: AccountId, oid: OrderId) -> Event {
-    Event::Accepted { account, oid }
+    Event::Accepted {
+        market: M,
+        account,
+        oid,
+    }
 }
 
 fn canceled(account: AccountId, oid: OrderId, remaining: Lots, reason: CancelReason) -> Event {
     Event::Canceled {
+        market: M,
         account,
         oid,
         remaining,
@@ -176,6 +195,7 @@ fn canceled(account: AccountId, oid: OrderId, remaining: Lots, reason: CancelRea
 
 fn modified(account: AccountId, oid: OrderId, price: Ticks, qty: Lots) -> Event {
     Event::Modified {
+        market: M,
         account,
         oid,
         price,
@@ -324,7 +344,11 @@ fn positive_fees_round_up_and_reserves_use_the_larger_rate() {
     assert_eq!(
         events,
         vec![
-            accepted(B, 2),
+            Event::Accepted {
+                market: M2,
+                account: B,
+                oid: 2
+            },
             Event::Fill {
                 market: M2,
                 taker_account: B,
@@ -692,7 +716,10 @@ fn market_buy_stops_when_it_cannot_pay() {
     let events = step(&mut e, order(7, M2, 1, Buy, None, 4, Ioc, CancelMaker));
     assert_eq!(
         events,
-        vec![accepted(7, 1), canceled(7, 1, 4, CancelReason::Unfilled)]
+        vec![
+            in_market(M2, accepted(7, 1)),
+            in_market(M2, canceled(7, 1, 4, CancelReason::Unfilled))
+        ]
     );
 }
 
@@ -803,7 +830,7 @@ fn cancel_all_goes_in_entry_order() {
                 oid: 7
             }
         ),
-        vec![canceled(A, 7, 2, CancelReason::User)]
+        vec![in_market(M2, canceled(A, 7, 2, CancelReason::User))]
     );
     assert_eq!(e.balance(A, BASE), bal(1000, 0));
     assert_eq!(e.resting_orders(), 0);
@@ -1097,7 +1124,7 @@ fn every_reject_reason_through_the_engine() {
     // Reducing in place to below min_lots is not a re-entry: no min_qty check applies.
     assert_eq!(
         step(&mut e, modify_in(B, M2, 5, 400, 1)),
-        vec![modified(B, 5, 400, 1)]
+        vec![in_market(M2, modified(B, 5, 400, 1))]
     );
 
     // Withdrawing exactly the available amount works (A reserves 100 + 10 + 2 base, so 888

@@ -1018,7 +1018,7 @@ impl Translator {
                 Event::Rejected { reason, .. } => {
                     reject(seq, echo.take().unwrap_or_default(), reason.as_str(), None)
                 }
-                Event::Accepted { account, oid } => Output::Accepted {
+                Event::Accepted { account, oid, .. } => Output::Accepted {
                     seq,
                     oid: self.oids.value(oid),
                     account: self.accounts.value(account),
@@ -1051,6 +1051,7 @@ impl Translator {
                     }
                 }
                 Event::Canceled {
+                    market: market_id,
                     account,
                     oid,
                     remaining,
@@ -1059,10 +1060,11 @@ impl Translator {
                     seq,
                     oid: self.oids.value(oid),
                     account: self.accounts.value(account),
-                    qty: self.size(market, remaining),
+                    qty: self.size(self.known_market(market_id).or(market), remaining),
                     reason: cancel_reason(reason),
                 },
                 Event::Modified {
+                    market: market_id,
                     account,
                     oid,
                     price,
@@ -1071,15 +1073,21 @@ impl Translator {
                     seq,
                     oid: self.oids.value(oid),
                     account: self.accounts.value(account),
-                    price: market.map_or_else(
+                    price: self.known_market(market_id).or(market).map_or_else(
                         || price.to_string(),
                         |m| decimal::format_scaled(price, self.markets[m].tick),
                     ),
-                    qty: self.size(market, qty),
+                    qty: self.size(self.known_market(market_id).or(market), qty),
                 },
             };
             out.push(record);
         }
+    }
+
+    /// The translator's index of an engine market id, if the translator knows it.
+    fn known_market(&self, market: MarketId) -> Option<usize> {
+        let index = market as usize;
+        (index < self.markets.len()).then_some(index)
     }
 
     fn size(&self, market: Option<usize>, lots: Lots) -> String {

@@ -409,7 +409,7 @@ impl Server {
                 self.height = height;
                 self.state_root = state_root;
             }
-            PipelineOutput::BlockDurable { .. } => {}
+            PipelineOutput::BlockDurable { .. } | PipelineOutput::Level { .. } => {}
             PipelineOutput::Fatal(why) => return Err(NodeError::Fatal(why)),
         }
         Ok(())
@@ -499,6 +499,7 @@ pub fn run(
             publisher: config.pipeline.wait_publisher.into(),
         },
         pin_threads: config.pipeline.pin_threads,
+        level_changes: true,
     };
     let notify_waker = waker.clone();
     let pipeline = Pipeline::start(

@@ -207,7 +207,7 @@ impl Tracker {
                 }
             }
             Output::Fatal(why) => panic!("pipeline failed: {why}"),
-            Output::Event { .. } | Output::BlockExecuted { .. } => {}
+            Output::Event { .. } | Output::BlockExecuted { .. } | Output::Level { .. } => {}
         }
     }
 }
@@ -272,6 +272,7 @@ pub fn run_case(workload: &Workload, case: Case) -> CaseResult {
         snapshot_every_blocks: 0,
         waits: case.waits,
         pin_threads: false,
+        level_changes: false,
     };
     let mut pipeline = Pipeline::start(recovered, wal, config, Arc::new(|| {}));
     let warmup: Vec<_> = workload

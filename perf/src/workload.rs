@@ -356,7 +356,7 @@ impl<'a> Generator<'a> {
         self.stats.events += self.out.len() as u64;
         for event in &self.out {
             match *event {
-                Event::Accepted { account, oid } => {
+                Event::Accepted { account, oid, .. } => {
                     if let Command::Place(order) = command {
                         if order.tif == TimeInForce::Gtc {
                             self.open.insert(Open {

@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use engine::{ArrayLadder, Command, Engine, Event};
+use engine::{ArrayLadder, Command, Engine, Event, LevelChange};
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::block::Block;
@@ -77,6 +77,8 @@ pub struct PipelineConfig {
     pub waits: StageWaits,
     /// Pin each stage thread to a core (round robin over the cores found at start).
     pub pin_threads: bool,
+    /// Report every price level an input changed ([`Output::Level`]), for market data.
+    pub level_changes: bool,
 }
 
 /// Who to send an input's results to: a connection and the client's own tag for the input.
@@ -124,6 +126,14 @@ pub enum Output {
         seq: u64,
         /// What happened.
         event: Event,
+    },
+    /// A price level's size after input `seq` (only with [`PipelineConfig::level_changes`]);
+    /// all of an input's level changes come after its events and before its `Sequenced`.
+    Level {
+        /// The input that changed it.
+        seq: u64,
+        /// The level and its new size.
+        change: LevelChange,
     },
     /// Input `seq` was executed; all its events came before this.
     Sequenced {
@@ -240,6 +250,10 @@ enum PublisherMsg {
         client: ClientRef,
         seq: u64,
         event: Event,
+    },
+    Level {
+        seq: u64,
+        change: LevelChange,
     },
     Done {
         client: ClientRef,
@@ -397,6 +411,8 @@ impl Pipeline {
                 pin.clone(),
             );
             let mut engine = recovered.engine;
+            let level_changes = config.level_changes;
+            engine.track_level_changes(level_changes);
             let mut height = recovered.tip.next_height;
             let snapshot_every = config.snapshot_every_blocks;
             thread::Builder::new()
@@ -405,6 +421,7 @@ impl Pipeline {
                     pin(1);
                     bell.register_current();
                     let mut events = Vec::with_capacity(1024);
+                    let mut levels = Vec::with_capacity(1024);
                     loop {
                         let Ok(message) = engine_rx.pop() else {
                             idle(waits.engine, idle_timeout);
@@ -424,6 +441,13 @@ impl Pipeline {
                                 for event in events.drain(..) {
                                     let message = PublisherMsg::Event { client, seq, event };
                                     push_waiting(&mut publish_tx, message, &publisher_bell);
+                                }
+                                if level_changes {
+                                    engine.drain_level_changes(&mut levels);
+                                    for change in levels.drain(..) {
+                                        let message = PublisherMsg::Level { seq, change };
+                                        push_waiting(&mut publish_tx, message, &publisher_bell);
+                                    }
                                 }
                                 let times = StageTimes {
                                     received_ns,
@@ -584,6 +608,9 @@ impl Pipeline {
                             match message {
                                 PublisherMsg::Event { client, seq, event } => {
                                     out(Output::Event { client, seq, event }, &mut output_tx)
+                                }
+                                PublisherMsg::Level { seq, change } => {
+                                    out(Output::Level { seq, change }, &mut output_tx)
                                 }
                                 PublisherMsg::Done {
                                     client,

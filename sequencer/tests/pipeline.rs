@@ -69,6 +69,17 @@ fn direct(commands: &[Command]) -> (Vec<Vec<Event>>, [u8; 32]) {
     (all, engine.state_hash())
 }
 
+/// The markets the workload creates.
+fn market_ids(commands: &[Command]) -> Vec<u32> {
+    commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::CreateMarket(spec) => Some(spec.market),
+            _ => None,
+        })
+        .collect()
+}
+
 fn config(ring_capacity: usize, waits: StageWaits) -> PipelineConfig {
     PipelineConfig {
         blocks: SequencerConfig {
@@ -79,6 +90,7 @@ fn config(ring_capacity: usize, waits: StageWaits) -> PipelineConfig {
         snapshot_every_blocks: 5,
         waits,
         pin_threads: false,
+        level_changes: true,
     }
 }
 
@@ -146,6 +158,37 @@ fn run_pipeline(
     (outputs, engine, refused)
 }
 
+/// The L2 book a market-data client would build from the `Level` outputs must equal the
+/// engine's own aggregated depth.
+fn check_levels(outputs: &[Output], engine: &Engine<ArrayLadder>, markets: &[u32]) {
+    let mut mirror = std::collections::BTreeMap::new();
+    let mut last_seq = 0;
+    for output in outputs {
+        if let Output::Level { seq, change } = *output {
+            assert!(seq >= last_seq, "level changes arrive in input order");
+            last_seq = seq;
+            let key = (change.market, change.side, change.price);
+            if change.lots == 0 {
+                mirror.remove(&key);
+            } else {
+                mirror.insert(key, change.lots);
+            }
+        }
+    }
+    assert!(!mirror.is_empty(), "the workload leaves orders resting");
+    let mut depth = std::collections::BTreeMap::new();
+    for &market in markets {
+        for side in [engine::Side::Buy, engine::Side::Sell] {
+            let mut levels = Vec::new();
+            engine.depth(market, side, usize::MAX, &mut levels);
+            for (price, lots) in levels {
+                depth.insert((market, side, price), lots);
+            }
+        }
+    }
+    assert_eq!(mirror, depth, "L2 from level outputs != engine depth");
+}
+
 fn check_outputs(commands: &[Command], outputs: &[Output]) {
     let (expected, _) = direct(commands);
     let mut events: Vec<Vec<Event>> = vec![Vec::new(); commands.len()];
@@ -175,7 +218,7 @@ fn check_outputs(commands: &[Command], outputs: &[Output]) {
                 assert!(sequenced[client.tag as usize], "Finalized before Sequenced");
                 finalized[client.tag as usize] = true;
             }
-            Output::BlockDurable { .. } | Output::BlockExecuted { .. } => {}
+            Output::BlockDurable { .. } | Output::BlockExecuted { .. } | Output::Level { .. } => {}
             Output::Fatal(ref why) => panic!("pipeline failed: {why}"),
         }
     }
@@ -190,6 +233,7 @@ fn pipeline_results_match_a_direct_run_and_recovery_agrees() {
     let (outputs, engine, _) =
         run_pipeline(dir.path(), &commands, config(1024, StageWaits::ALL_PARK));
     check_outputs(&commands, &outputs);
+    check_levels(&outputs, &engine, &market_ids(&commands));
     let (_, hash) = direct(&commands);
     assert_eq!(engine.state_hash(), hash);
     let wal = open(dir.path());

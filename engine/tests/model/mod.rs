@@ -537,6 +537,15 @@ impl Model {
     }
 
     /// Index in `orders` of the account's open order `oid` in `market`.
+    /// Every non-empty price level: (market, side, price) -> total lots resting there.
+    pub fn levels(&self) -> BTreeMap<(MarketId, Side, Ticks), Lots> {
+        let mut levels = BTreeMap::new();
+        for o in &self.orders {
+            *levels.entry((o.market, o.side, o.price)).or_insert(0) += o.remaining;
+        }
+        levels
+    }
+
     fn find(&self, account: AccountId, market: MarketId, oid: OrderId) -> Option<usize> {
         self.orders
             .iter()
@@ -553,6 +562,7 @@ impl Model {
     fn remove_canceled(&mut self, index: usize, reason: CancelReason, out: &mut Vec<Event>) {
         let o = self.orders.remove(index);
         out.push(Event::Canceled {
+            market: o.market,
             account: o.account,
             oid: o.oid,
             remaining: o.remaining,
@@ -671,6 +681,7 @@ impl Model {
         }
         let spec = self.market(o.market).expect("checked");
         out.push(Event::Accepted {
+            market: o.market,
             account: o.account,
             oid: o.oid,
         });
@@ -710,6 +721,7 @@ impl Model {
                 ..order
             }),
             TimeInForce::Ioc => out.push(Event::Canceled {
+                market: o.market,
                 account: o.account,
                 oid: o.oid,
                 remaining: taker.remaining,
@@ -747,6 +759,7 @@ impl Model {
                     continue;
                 }
                 out.push(Event::Canceled {
+                    market: spec.market,
                     account: taker.account,
                     oid: taker.oid,
                     remaining: taker.remaining,
@@ -865,6 +878,7 @@ impl Model {
         }
         let old = self.orders[index].clone();
         let modified = Event::Modified {
+            market,
             account,
             oid,
             price,
