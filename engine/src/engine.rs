@@ -1199,6 +1199,11 @@ impl<L: PriceLadder> Engine<L> {
         self.accounts.iter().map(|account| account.id)
     }
 
+    /// Registered markets, in registration order.
+    pub fn markets(&self) -> impl Iterator<Item = MarketId> + '_ {
+        self.markets.iter().map(|market| market.spec.market)
+    }
+
     /// A market's parameters.
     pub fn market_spec(&self, market: MarketId) -> Option<MarketSpec> {
         let &index = self.market_index.get(&market)?;

@@ -19,6 +19,9 @@ pub struct NodeConfig {
     /// The JSON Lines order-entry port.
     #[serde(default)]
     pub ingress: IngressConfig,
+    /// The binary order-entry and market-data ports.
+    #[serde(default)]
+    pub gateway: GatewaySection,
     /// Engine sizing.
     #[serde(default)]
     pub engine: EngineSection,
@@ -58,6 +61,46 @@ impl Default for IngressConfig {
             listen: "127.0.0.1:7070".parse().expect("valid address"),
             max_connections: 256,
             max_line_bytes: 4096,
+        }
+    }
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    /// Binary order-entry listen address.
+    pub order_entry_listen: SocketAddr,
+    /// Market-data listen address.
+    pub market_data_listen: SocketAddr,
+    /// Most connections per port.
+    pub max_connections: usize,
+    /// Most sessions held (connected or waiting for a resume).
+    pub max_sessions: usize,
+    /// Server messages kept per session for resend.
+    pub resend_messages: usize,
+    /// Seconds a disconnected session is kept for a resume.
+    pub session_linger_s: u64,
+    /// Seconds allowed between connect and login.
+    pub login_timeout_s: u64,
+    /// Unsent bytes after which a connection is dropped as a slow consumer, MiB.
+    pub max_pending_mib: usize,
+    /// Update and trade messages kept per market for replay.
+    pub replay_messages: usize,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            order_entry_listen: "127.0.0.1:7071".parse().expect("valid address"),
+            market_data_listen: "127.0.0.1:7072".parse().expect("valid address"),
+            max_connections: 1024,
+            max_sessions: 4096,
+            resend_messages: 100_000,
+            session_linger_s: 300,
+            login_timeout_s: 5,
+            max_pending_mib: 16,
+            replay_messages: 65_536,
         }
     }
 }
@@ -288,6 +331,7 @@ mod tests {
     fn the_shipped_default_parses_and_matches_the_code_defaults() {
         let config = NodeConfig::default_config();
         assert_eq!(config.ingress, IngressConfig::default());
+        assert_eq!(config.gateway, GatewaySection::default());
         assert_eq!(config.engine, EngineSection::default());
         assert_eq!(config.blocks, BlocksConfig::default());
         assert_eq!(config.pipeline, PipelineSection::default());

@@ -53,9 +53,15 @@ struct RunArgs {
     /// Data folder, overriding the configuration's `data_dir`.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Order-entry address, overriding `ingress.listen` (port 0: any free port).
+    /// JSON Lines order-entry address, overriding `ingress.listen` (port 0: any free port).
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
+    /// Binary order-entry address, overriding `gateway.order_entry_listen`.
+    #[arg(long, value_name = "ADDR")]
+    order_entry_listen: Option<std::net::SocketAddr>,
+    /// Market-data address, overriding `gateway.market_data_listen`.
+    #[arg(long, value_name = "ADDR")]
+    market_data_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -131,6 +137,12 @@ fn run_command(args: RunArgs) -> ExitCode {
     if let Some(listen) = args.listen {
         config.ingress.listen = listen;
     }
+    if let Some(listen) = args.order_entry_listen {
+        config.gateway.order_entry_listen = listen;
+    }
+    if let Some(listen) = args.market_data_listen {
+        config.gateway.market_data_listen = listen;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
@@ -143,6 +155,8 @@ fn run_command(args: RunArgs) -> ExitCode {
         let line = serde_json::json!({
             "event": "ready",
             "listen": ready.listen.to_string(),
+            "order_entry": ready.order_entry.to_string(),
+            "market_data": ready.market_data.to_string(),
             "data_dir": data_dir,
             "height": ready.height,
             "next_seq": ready.next_seq,
@@ -151,8 +165,9 @@ fn run_command(args: RunArgs) -> ExitCode {
         println!("{line}");
         let _ = io::stdout().flush();
         eprintln!(
-            "nexus: serving JSON Lines orders on {} (data in {data_dir}, height {})",
-            ready.listen, ready.height
+            "nexus: serving JSON Lines orders on {}, binary orders on {}, market data on {} \
+             (data in {data_dir}, height {})",
+            ready.listen, ready.order_entry, ready.market_data, ready.height
         );
     });
     match result {

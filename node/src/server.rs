@@ -15,7 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use engine::{ArrayLadder, Engine, EngineConfig};
+use engine::{ArrayLadder, Engine, EngineConfig, Side};
+use gateway::market_data::{MarketData, MarketDataConfig};
+use gateway::order_entry::{OrderEntryConfig, GATEWAY_CLIENT_BIT};
+use gateway::server::{GatewayConfig, GatewayServer};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use sequencer::{
@@ -31,6 +34,8 @@ use crate::replay::{Echo, Output, Step, Translator};
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_CONNECTION: usize = 2;
+/// The binary gateway's tokens start here (JSON connections stay below).
+const GATEWAY_TOKENS: usize = 1 << 24;
 /// A connection whose unsent output passes this is not reading: it is disconnected.
 const MAX_PENDING_OUTPUT_BYTES: usize = 16 << 20;
 
@@ -54,8 +59,12 @@ pub enum NodeError {
 /// What the node reports once it is serving (printed as one JSON line by `nexus run`).
 #[derive(Debug, Clone)]
 pub struct Ready {
-    /// The bound order-entry address.
+    /// The bound JSON Lines order-entry address.
     pub listen: SocketAddr,
+    /// The bound binary order-entry address.
+    pub order_entry: SocketAddr,
+    /// The bound market-data address.
+    pub market_data: SocketAddr,
     /// Last block recovered from the log.
     pub height: u64,
     /// Sequence number the next input gets.
@@ -130,6 +139,7 @@ struct Server {
     height: u64,
     state_root: [u8; 32],
     outputs: Vec<Output>,
+    gateway: GatewayServer,
 }
 
 fn client_ref(slot: usize, serial: u32, line: u64) -> ClientRef {
@@ -357,6 +367,18 @@ impl Server {
     }
 
     fn route(&mut self, output: PipelineOutput) -> Result<(), NodeError> {
+        self.gateway.on_output(&output);
+        let gateway_client = match &output {
+            PipelineOutput::Event { client, .. }
+            | PipelineOutput::Sequenced { client, .. }
+            | PipelineOutput::Finalized { client, .. } => {
+                client.connection & GATEWAY_CLIENT_BIT != 0
+            }
+            _ => false,
+        };
+        if gateway_client {
+            return Ok(());
+        }
         match output {
             PipelineOutput::Event { client, seq, event } => {
                 let Some((line, market, echo)) = self
@@ -485,6 +507,7 @@ pub fn run(
     let mut listener = TcpListener::bind(config.ingress.listen)?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let gateway = bind_gateway(config, &recovered.engine, poll.registry())?;
     let pipeline_config = PipelineConfig {
         blocks: SequencerConfig {
             max_block_inputs: config.blocks.max_inputs.max(1),
@@ -501,6 +524,7 @@ pub fn run(
         pin_threads: config.pipeline.pin_threads,
         level_changes: true,
     };
+    let (order_entry, market_data) = gateway.local_addrs()?;
     let notify_waker = waker.clone();
     let pipeline = Pipeline::start(
         recovered,
@@ -522,9 +546,12 @@ pub fn run(
         height: tip.next_height - 1,
         state_root,
         outputs: Vec::new(),
+        gateway,
     };
     ready(&Ready {
         listen: server.listener.local_addr()?,
+        order_entry,
+        market_data,
         height: tip.next_height - 1,
         next_seq: tip.next_seq,
         state_root,
@@ -532,12 +559,13 @@ pub fn run(
     let mut events = Events::with_capacity(1024);
     // Connections that may still hold unread data (their read budget ran out).
     let mut unread: Vec<usize> = Vec::new();
+    let mut last_tick = std::time::Instant::now();
     let result = loop {
         if stop.load(Ordering::Acquire) {
             break Ok(());
         }
-        let timeout = if unread.is_empty() {
-            Duration::from_millis(50)
+        let timeout = if unread.is_empty() && !server.gateway.has_unread() {
+            Duration::from_millis(20)
         } else {
             Duration::ZERO
         };
@@ -551,6 +579,11 @@ pub fn run(
             match event.token() {
                 LISTENER => server.accept()?,
                 WAKER => {}
+                token if server.gateway.owns(token) => {
+                    server
+                        .gateway
+                        .handle(server.poll.registry(), token, event.is_writable())?;
+                }
                 Token(token) => {
                     let slot = token - FIRST_CONNECTION;
                     if (event.is_readable() || event.is_read_closed()) && !unread.contains(&slot) {
@@ -566,10 +599,19 @@ pub fn run(
             }
         }
         unread = still_unread;
+        server.gateway.read_ready();
+        if let Some(pipeline) = server.pipeline.as_mut() {
+            server.gateway.submit(pipeline);
+        }
         if let Err(error) = server.drain_outputs() {
             break Err(error);
         }
+        if last_tick.elapsed() >= Duration::from_millis(10) {
+            last_tick = std::time::Instant::now();
+            server.gateway.tick();
+        }
         server.flush_connections()?;
+        server.gateway.flush(server.poll.registry())?;
     };
     // Stop: persist the open block, deliver what is left, and report the final state.
     let pipeline = server.pipeline.take().expect("pipeline runs until here");
@@ -585,9 +627,11 @@ pub fn run(
         let _ = server.route(output);
     }
     // Give clients a moment to receive their last notices.
+    server.gateway.shutdown(server.poll.registry())?;
     let deadline = std::time::Instant::now() + Duration::from_millis(500);
     while std::time::Instant::now() < deadline {
         server.flush_connections()?;
+        server.gateway.flush(server.poll.registry())?;
         let pending = server
             .connections
             .iter()
@@ -603,6 +647,54 @@ pub fn run(
         height,
         state_root: engine.commit(),
     })
+}
+
+/// Binds the gateway's ports, with the market-data books starting from the recovered engine.
+fn bind_gateway(
+    config: &NodeConfig,
+    engine: &Engine<ArrayLadder>,
+    registry: &mio::Registry,
+) -> Result<GatewayServer, NodeError> {
+    let markets: Vec<_> = engine.markets().collect();
+    let books = markets.iter().map(|&market| {
+        let mut levels = Vec::new();
+        for side in [Side::Buy, Side::Sell] {
+            let mut depth = Vec::new();
+            engine.depth(market, side, usize::MAX, &mut depth);
+            levels.extend(depth.into_iter().map(|(price, lots)| (side, price, lots)));
+        }
+        (market, levels)
+    });
+    let section = &config.gateway;
+    let market_data = MarketData::new(
+        MarketDataConfig {
+            replay_messages: section.replay_messages,
+            max_pending_bytes: section.max_pending_mib << 20,
+            heartbeat_ns: 1_000_000_000,
+            feed_epoch: wall_clock_ns(),
+        },
+        books,
+    );
+    let gateway_config = GatewayConfig {
+        order_entry_listen: section.order_entry_listen,
+        market_data_listen: section.market_data_listen,
+        max_connections: section.max_connections,
+        order_entry: OrderEntryConfig {
+            max_sessions: section.max_sessions,
+            resend_messages: section.resend_messages,
+            session_linger_ns: section.session_linger_s.saturating_mul(1_000_000_000),
+            login_timeout_ns: section.login_timeout_s.saturating_mul(1_000_000_000),
+            max_pending_bytes: section.max_pending_mib << 20,
+            max_consecutive_rejects: 1000,
+            markets: markets.clone(),
+        },
+    };
+    Ok(GatewayServer::bind(
+        gateway_config,
+        registry,
+        GATEWAY_TOKENS,
+        market_data,
+    )?)
 }
 
 /// Lower-case hex of a root (re-exported for the binary's messages).

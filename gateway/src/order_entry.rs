@@ -1,0 +1,967 @@
+//! The order-entry port as a state machine: connections, login, sessions with sequence
+//! numbers and resend, order messages turned into engine commands, and engine results turned
+//! into replies for every session of the accounts they concern.
+//!
+//! No sockets, clocks or randomness here: the shell (`crate::server`) passes in bytes, the
+//! time (`now_ns`, Unix epoch) and each connection's challenge nonce, and takes out bytes to
+//! write and [`Submission`]s for the pipeline. docs/protocol.md is the contract.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use engine::{ByteCode, Command, Event, MarketId, SelfTradePrevention, Side, TimeInForce};
+use sequencer::{ClientRef, Output, Submission};
+use zerocopy::IntoBytes;
+
+use crate::connections::{Buffers, ConnId, Slots};
+use crate::wire::{self, *};
+
+/// Bit 63 of [`ClientRef::connection`] marks inputs sent through this gateway.
+pub const GATEWAY_CLIENT_BIT: u64 = 1 << 63;
+/// The largest server message on this port (a [`Fill`]).
+const MAX_STORED_BYTES: usize = 80;
+
+/// Limits and timings of the order-entry port.
+#[derive(Debug, Clone)]
+pub struct OrderEntryConfig {
+    /// Most sessions held at once (connected or lingering for a resume).
+    pub max_sessions: usize,
+    /// Server messages each session keeps for resend.
+    pub resend_messages: usize,
+    /// How long a disconnected session is kept for a resume, ns.
+    pub session_linger_ns: u64,
+    /// Time allowed between connect and login, ns.
+    pub login_timeout_ns: u64,
+    /// A connection with more unsent bytes than this is dropped (slow consumer).
+    pub max_pending_bytes: usize,
+    /// Refused messages in a row after which the session is logged out.
+    pub max_consecutive_rejects: u32,
+    /// Every market, for cancel-on-disconnect.
+    pub markets: Vec<MarketId>,
+}
+
+impl Default for OrderEntryConfig {
+    fn default() -> Self {
+        OrderEntryConfig {
+            max_sessions: 1024,
+            resend_messages: 100_000,
+            session_linger_ns: 300_000_000_000,
+            login_timeout_ns: 5_000_000_000,
+            max_pending_bytes: 16 << 20,
+            max_consecutive_rejects: 1000,
+            markets: Vec::new(),
+        }
+    }
+}
+
+/// A server message kept for resend.
+#[derive(Clone, Copy)]
+struct Stored {
+    length: u8,
+    bytes: [u8; MAX_STORED_BYTES],
+}
+
+/// An input this session sent that the engine has not answered yet.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    client_seq: u64,
+    market: MarketId,
+    oid: u64,
+}
+
+/// A logged-in identity: (account, session id). Outlives its connections.
+struct Session {
+    account: u64,
+    session_id: u64,
+    /// Distinguishes this session from earlier ones in the same slot.
+    generation: u32,
+    connection: Option<ConnId>,
+    next_client_seq: u64,
+    next_server_seq: u64,
+    /// The last `resend.len()` server messages, oldest first; the newest has seq
+    /// `next_server_seq - 1`.
+    resend: VecDeque<Stored>,
+    flags: u32,
+    heartbeat_ns: u64,
+    /// Inputs sequenced for this session, awaiting their `Sequenced` notice.
+    in_flight: VecDeque<InFlight>,
+    /// When the session lost its connection (for expiry).
+    disconnected_at_ns: u64,
+}
+
+enum ConnState {
+    AwaitingLogin { nonce: [u8; 32], deadline_ns: u64 },
+    LoggedIn { session: u32 },
+}
+
+struct Connection {
+    buffers: Buffers,
+    state: ConnState,
+    last_received_ns: u64,
+    last_sent_ns: u64,
+    consecutive_rejects: u32,
+}
+
+/// The order-entry state machine.
+pub struct OrderEntry {
+    config: OrderEntryConfig,
+    connections: Slots<Connection>,
+    sessions: Vec<Option<Session>>,
+    session_generations: Vec<u32>,
+    by_key: BTreeMap<(u64, u64), u32>,
+    by_account: BTreeMap<u64, Vec<u32>>,
+    submissions: Vec<Submission>,
+    /// Connections with bytes to write or to close, possibly repeated.
+    dirty: Vec<ConnId>,
+    /// The input whose fills are being numbered, and the next fill's index.
+    fill_seq: u64,
+    fill_index: u32,
+}
+
+fn client_ref(slot: u32, generation: u32, client_seq: u64) -> ClientRef {
+    ClientRef {
+        connection: GATEWAY_CLIENT_BIT | ((generation as u64) << 32) | slot as u64,
+        tag: client_seq,
+    }
+}
+
+impl OrderEntry {
+    /// An empty port.
+    pub fn new(config: OrderEntryConfig) -> OrderEntry {
+        OrderEntry {
+            config,
+            connections: Slots::default(),
+            sessions: Vec::new(),
+            session_generations: Vec::new(),
+            by_key: BTreeMap::new(),
+            by_account: BTreeMap::new(),
+            submissions: Vec::new(),
+            dirty: Vec::new(),
+            fill_seq: 0,
+            fill_index: 0,
+        }
+    }
+
+    /// A new connection: it is sent a [`Challenge`] with `nonce` at once.
+    pub fn connect(&mut self, now_ns: u64, nonce: [u8; 32]) -> ConnId {
+        let id = self.connections.insert(Connection {
+            buffers: Buffers::default(),
+            state: ConnState::AwaitingLogin {
+                nonce,
+                deadline_ns: now_ns.saturating_add(self.config.login_timeout_ns),
+            },
+            last_received_ns: now_ns,
+            last_sent_ns: now_ns,
+            consecutive_rejects: 0,
+        });
+        let mut challenge: Challenge = blank(0);
+        challenge.nonce = nonce;
+        challenge.server_time_ns = now_ns.into();
+        self.send_raw(id, challenge.as_bytes(), now_ns);
+        id
+    }
+
+    /// Bytes arrived on a connection: every complete frame is handled.
+    pub fn receive(&mut self, id: ConnId, data: &[u8], now_ns: u64) {
+        let Some(connection) = self.connections.get_mut(id) else {
+            return;
+        };
+        if connection.buffers.closing {
+            return;
+        }
+        connection.last_received_ns = now_ns;
+        connection.buffers.read.extend_from_slice(data);
+        let mut read = std::mem::take(&mut connection.buffers.read);
+        let mut start = 0;
+        loop {
+            match wire::next_frame(&read[start..]) {
+                Ok(Some(length)) => {
+                    let frame = &read[start..start + length];
+                    start += length;
+                    self.handle_frame(id, frame, now_ns);
+                    if self.connections.get(id).is_none_or(|c| c.buffers.closing) {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(FrameError::BadFrameLength(_)) => {
+                    self.logout(id, LogoutReason::Malformed, now_ns);
+                    return;
+                }
+            }
+        }
+        read.drain(..start);
+        if let Some(connection) = self.connections.get_mut(id) {
+            connection.buffers.read = read;
+        }
+    }
+
+    /// The connection is gone (closed by the peer, an error, or after `closing`).
+    pub fn disconnected(&mut self, id: ConnId, now_ns: u64) {
+        let Some(connection) = self.connections.remove(id) else {
+            return;
+        };
+        if let ConnState::LoggedIn { session } = connection.state {
+            let cancel = match self.sessions[session as usize].as_mut() {
+                Some(s) if s.connection == Some(id) => {
+                    s.connection = None;
+                    s.disconnected_at_ns = now_ns;
+                    (s.flags & FLAG_CANCEL_ON_DISCONNECT != 0).then_some(s.account)
+                }
+                _ => None,
+            };
+            if let Some(account) = cancel {
+                for &market in &self.config.markets {
+                    self.submissions.push(Submission {
+                        client: ClientRef {
+                            connection: GATEWAY_CLIENT_BIT | u32::MAX as u64,
+                            tag: 0,
+                        },
+                        command: Command::CancelAll { account, market },
+                        received_ns: 0,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Timers: login and heartbeat timeouts, server heartbeats, expiry of lingering sessions.
+    pub fn tick(&mut self, now_ns: u64) {
+        for id in self.connections.ids() {
+            let Some(connection) = self.connections.get(id) else {
+                continue;
+            };
+            if connection.buffers.closing {
+                continue;
+            }
+            match connection.state {
+                ConnState::AwaitingLogin { deadline_ns, .. } => {
+                    if now_ns >= deadline_ns {
+                        self.logout(id, LogoutReason::LoginTimeout, now_ns);
+                    }
+                }
+                ConnState::LoggedIn { session } => {
+                    let heartbeat_ns = self.sessions[session as usize]
+                        .as_ref()
+                        .map_or(1_000_000_000, |s| s.heartbeat_ns);
+                    if now_ns.saturating_sub(connection.last_received_ns) >= 3 * heartbeat_ns {
+                        self.logout(id, LogoutReason::HeartbeatTimeout, now_ns);
+                    } else if now_ns.saturating_sub(connection.last_sent_ns) >= heartbeat_ns {
+                        let mut heartbeat: ServerHeartbeat = blank(0);
+                        heartbeat.timestamp_ns = now_ns.into();
+                        self.send_raw(id, heartbeat.as_bytes(), now_ns);
+                    }
+                }
+            }
+        }
+        for slot in 0..self.sessions.len() {
+            let expired = self.sessions[slot].as_ref().is_some_and(|s| {
+                s.connection.is_none()
+                    && now_ns.saturating_sub(s.disconnected_at_ns) >= self.config.session_linger_ns
+            });
+            if expired {
+                self.drop_session(slot as u32);
+            }
+        }
+    }
+
+    /// Inputs to hand to the pipeline, oldest first.
+    pub fn take_submissions(&mut self, into: &mut Vec<Submission>) {
+        into.append(&mut self.submissions);
+    }
+
+    /// The pipeline's input queue was full: the submission is answered `overloaded`.
+    pub fn refused(&mut self, submission: Submission, now_ns: u64) {
+        let Some(slot) = self.origin(submission.client) else {
+            return;
+        };
+        let session = self.sessions[slot as usize]
+            .as_mut()
+            .expect("origin exists");
+        // It was the newest in flight for this session.
+        if let Some(index) = session
+            .in_flight
+            .iter()
+            .rposition(|f| f.client_seq == submission.client.tag)
+        {
+            session.in_flight.remove(index);
+        }
+        let kind = match submission.command {
+            Command::Place(_) => NewOrder::KIND,
+            Command::Cancel { .. } => Cancel::KIND,
+            Command::Modify { .. } => CancelReplace::KIND,
+            _ => MassCancel::KIND,
+        };
+        self.session_reject(
+            slot,
+            submission.client.tag,
+            kind,
+            RejectCode::Overloaded,
+            now_ns,
+        );
+    }
+
+    /// Connections with bytes to write (or to close), each once.
+    pub fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
+        self.dirty.sort_unstable();
+        self.dirty.dedup();
+        into.append(&mut self.dirty);
+    }
+
+    /// Bytes waiting to be written on a connection.
+    pub fn pending_output(&self, id: ConnId) -> &[u8] {
+        self.connections
+            .get(id)
+            .map_or(&[][..], |c| &c.buffers.write[..])
+    }
+
+    /// `n` bytes of the pending output were written.
+    pub fn consume_output(&mut self, id: ConnId, n: usize) {
+        if let Some(connection) = self.connections.get_mut(id) {
+            connection.buffers.write.drain(..n);
+        }
+    }
+
+    /// True once the connection should be closed (after its pending output).
+    pub fn is_closing(&self, id: ConnId) -> bool {
+        self.connections.get(id).is_some_and(|c| c.buffers.closing)
+    }
+
+    /// Number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Number of sessions held (connected or lingering).
+    pub fn session_count(&self) -> usize {
+        self.by_key.len()
+    }
+
+    // ---- pipeline outputs --------------------------------------------------------------
+
+    /// Turns a pipeline output into replies for the sessions it concerns.
+    pub fn on_output(&mut self, output: &Output, now_ns: u64) {
+        match *output {
+            Output::Event { client, seq, event } => self.on_event(client, seq, event, now_ns),
+            Output::Sequenced {
+                client,
+                seq,
+                height,
+                ..
+            } => {
+                let Some(slot) = self.origin(client) else {
+                    return;
+                };
+                let session = self.sessions[slot as usize].as_mut().expect("origin");
+                if session
+                    .in_flight
+                    .front()
+                    .is_some_and(|f| f.client_seq == client.tag)
+                {
+                    session.in_flight.pop_front();
+                }
+                let mut message: Sequenced = blank(0);
+                message.client_seq = client.tag.into();
+                message.seq = seq.into();
+                message.height = height.into();
+                self.send_app(slot, message, now_ns);
+            }
+            Output::Finalized {
+                client,
+                seq,
+                height,
+            } => {
+                let Some(slot) = self.origin(client) else {
+                    return;
+                };
+                let mut message: Finalized = blank(0);
+                message.client_seq = client.tag.into();
+                message.seq = seq.into();
+                message.height = height.into();
+                self.send_app(slot, message, now_ns);
+            }
+            Output::Level { .. }
+            | Output::BlockExecuted { .. }
+            | Output::BlockDurable { .. }
+            | Output::Fatal(_) => {}
+        }
+    }
+
+    /// The session slot that sent an input, if it was this gateway and the session lives.
+    fn origin(&self, client: ClientRef) -> Option<u32> {
+        if client.connection & GATEWAY_CLIENT_BIT == 0 {
+            return None;
+        }
+        let slot = (client.connection & 0xffff_ffff) as u32;
+        let generation = ((client.connection >> 32) & 0x7fff_ffff) as u32;
+        match self.sessions.get(slot as usize) {
+            Some(Some(session)) if session.generation == generation => Some(slot),
+            _ => None,
+        }
+    }
+
+    fn on_event(&mut self, client: ClientRef, seq: u64, event: Event, now_ns: u64) {
+        let origin = self.origin(client);
+        let reply_seq = |slot: u32| {
+            if origin == Some(slot) {
+                client.tag
+            } else {
+                0
+            }
+        };
+        match event {
+            Event::Rejected { oid, reason, .. } => {
+                // A refusal changes nothing: only the sender hears of it.
+                let Some(slot) = origin else { return };
+                let in_flight = self.sessions[slot as usize]
+                    .as_ref()
+                    .and_then(|s| s.in_flight.front().copied());
+                let mut message: OrderRejected = blank(0);
+                message.client_seq = client.tag.into();
+                message.seq = seq.into();
+                message.oid = oid.or(in_flight.map(|f| f.oid)).unwrap_or(0).into();
+                message.market = in_flight.map_or(0, |f| f.market).into();
+                message.reason = engine_reject_code(reason).into();
+                self.send_app(slot, message, now_ns);
+            }
+            Event::Accepted {
+                market,
+                account,
+                oid,
+            } => {
+                for slot in self.sessions_of(account) {
+                    let mut message: OrderAccepted = blank(0);
+                    message.client_seq = reply_seq(slot).into();
+                    message.seq = seq.into();
+                    message.oid = oid.into();
+                    message.market = market.into();
+                    self.send_app(slot, message, now_ns);
+                }
+            }
+            Event::Fill {
+                market,
+                taker_account,
+                taker_oid,
+                maker_account,
+                maker_oid,
+                taker_side,
+                price,
+                qty,
+                taker_fee,
+                maker_fee,
+            } => {
+                if self.fill_seq != seq {
+                    self.fill_seq = seq;
+                    self.fill_index = 0;
+                }
+                let match_index = self.fill_index;
+                self.fill_index += 1;
+                let parties = [
+                    (taker_account, taker_oid, taker_side, 2u8, taker_fee),
+                    (
+                        maker_account,
+                        maker_oid,
+                        taker_side.opposite(),
+                        1u8,
+                        maker_fee,
+                    ),
+                ];
+                for (account, oid, side, liquidity, fee) in parties {
+                    for slot in self.sessions_of(account) {
+                        let mut message: Fill = blank(0);
+                        // Only the taker's fill answers the sender's message.
+                        message.client_seq =
+                            if liquidity == 2 { reply_seq(slot) } else { 0 }.into();
+                        message.seq = seq.into();
+                        message.oid = oid.into();
+                        message.market = market.into();
+                        message.side = side.code();
+                        message.liquidity = liquidity;
+                        message.price = price.into();
+                        message.qty = qty.into();
+                        message.fee = fee.into();
+                        message.match_index = match_index.into();
+                        self.send_app(slot, message, now_ns);
+                    }
+                }
+            }
+            Event::Canceled {
+                market,
+                account,
+                oid,
+                remaining,
+                reason,
+            } => {
+                for slot in self.sessions_of(account) {
+                    let mut message: Canceled = blank(0);
+                    message.client_seq = reply_seq(slot).into();
+                    message.seq = seq.into();
+                    message.oid = oid.into();
+                    message.market = market.into();
+                    message.reason = cancel_reason_code(reason);
+                    message.remaining = remaining.into();
+                    self.send_app(slot, message, now_ns);
+                }
+            }
+            Event::Modified {
+                market,
+                account,
+                oid,
+                price,
+                qty,
+            } => {
+                for slot in self.sessions_of(account) {
+                    let mut message: Replaced = blank(0);
+                    message.client_seq = reply_seq(slot).into();
+                    message.seq = seq.into();
+                    message.oid = oid.into();
+                    message.market = market.into();
+                    message.price = price.into();
+                    message.qty = qty.into();
+                    self.send_app(slot, message, now_ns);
+                }
+            }
+        }
+    }
+
+    fn sessions_of(&self, account: u64) -> Vec<u32> {
+        self.by_account.get(&account).cloned().unwrap_or_default()
+    }
+
+    // ---- client messages ---------------------------------------------------------------
+
+    fn handle_frame(&mut self, id: ConnId, frame: &[u8], now_ns: u64) {
+        let header = match wire::check_frame(frame) {
+            Ok(header) => *header,
+            Err(code) => {
+                let (seq, kind) = (
+                    u64::from_le_bytes(frame[8..16].try_into().unwrap_or([0; 8])),
+                    frame[2],
+                );
+                self.connection_reject(id, seq, kind, code, now_ns);
+                return;
+            }
+        };
+        let session = match self.connections.get(id).map(|c| &c.state) {
+            Some(ConnState::LoggedIn { session }) => Some(*session),
+            Some(ConnState::AwaitingLogin { .. }) => None,
+            None => return,
+        };
+        match (header.kind, session) {
+            (Heartbeat::KIND, _) => {}
+            (Login::KIND, None) => {
+                let login = *view::<Login>(frame).expect("length checked");
+                self.login(id, &login, now_ns);
+            }
+            (Login::KIND, Some(_)) => self.connection_reject(
+                id,
+                header.seq.get(),
+                header.kind,
+                RejectCode::AlreadyLoggedIn,
+                now_ns,
+            ),
+            (Logout::KIND, _) => self.logout(id, LogoutReason::Requested, now_ns),
+            (NewOrder::KIND | Cancel::KIND | CancelReplace::KIND | MassCancel::KIND, None) => self
+                .connection_reject(
+                    id,
+                    header.seq.get(),
+                    header.kind,
+                    RejectCode::NotLoggedIn,
+                    now_ns,
+                ),
+            (
+                NewOrder::KIND | Cancel::KIND | CancelReplace::KIND | MassCancel::KIND,
+                Some(slot),
+            ) => self.application(id, slot, &header, frame, now_ns),
+            // Kinds of other directions or of the market-data port.
+            _ => self.connection_reject(
+                id,
+                header.seq.get(),
+                header.kind,
+                RejectCode::UnknownKind,
+                now_ns,
+            ),
+        }
+    }
+
+    fn login(&mut self, id: ConnId, login: &Login, now_ns: u64) {
+        let Some(Connection {
+            state: ConnState::AwaitingLogin { nonce, .. },
+            ..
+        }) = self.connections.get(id)
+        else {
+            return;
+        };
+        let nonce = *nonce;
+        let session_id = login.session_id.get();
+        let resume_from = login.resume_from.get();
+        let flags = login.flags.get();
+        let heartbeat_ms = login.heartbeat_ms.get().clamp(100, 60_000);
+        let Ok(key) = VerifyingKey::from_bytes(&login.public_key) else {
+            return self.login_reject(id, LoginRejectReason::BadKey, now_ns);
+        };
+        let signed = wire::login_signing_bytes(
+            &nonce,
+            &login.public_key,
+            session_id,
+            resume_from,
+            login.heartbeat_ms.get(),
+            flags,
+        );
+        let signature = Signature::from_bytes(&login.signature);
+        if key.verify(&signed, &signature).is_err() {
+            return self.login_reject(id, LoginRejectReason::BadSignature, now_ns);
+        }
+        let account = wire::account_id_of(&login.public_key);
+        let slot = match self.by_key.get(&(account, session_id)) {
+            Some(&slot) => slot,
+            None => match self.new_session(account, session_id) {
+                Some(slot) => slot,
+                None => return self.login_reject(id, LoginRejectReason::TooManySessions, now_ns),
+            },
+        };
+        let session = self.sessions[slot as usize].as_ref().expect("live session");
+        let oldest = session.next_server_seq - session.resend.len() as u64;
+        if resume_from != 0 {
+            if resume_from > session.next_server_seq {
+                return self.login_reject(id, LoginRejectReason::InvalidResume, now_ns);
+            }
+            if resume_from < oldest {
+                return self.login_reject(id, LoginRejectReason::ResendUnavailable, now_ns);
+            }
+        }
+        // A live connection on this session loses it to the new, authenticated one.
+        if let Some(previous) = session.connection {
+            if let Some(connection) = self.connections.get_mut(previous) {
+                connection.state = ConnState::AwaitingLogin {
+                    nonce: [0; 32],
+                    deadline_ns: 0,
+                };
+            }
+            self.logout(previous, LogoutReason::TakenOver, now_ns);
+        }
+        let session = self.sessions[slot as usize].as_mut().expect("live session");
+        session.connection = Some(id);
+        session.flags = flags;
+        session.heartbeat_ns = heartbeat_ms as u64 * 1_000_000;
+        let mut accepted: LoginAccepted = blank(0);
+        accepted.account = account.into();
+        accepted.session_id = session_id.into();
+        accepted.next_client_seq = session.next_client_seq.into();
+        accepted.next_server_seq = session.next_server_seq.into();
+        accepted.heartbeat_ms = heartbeat_ms.into();
+        accepted.flags = flags.into();
+        let resend: Vec<Stored> = if resume_from == 0 {
+            Vec::new()
+        } else {
+            let skip = (resume_from - oldest) as usize;
+            session.resend.iter().skip(skip).copied().collect()
+        };
+        if let Some(connection) = self.connections.get_mut(id) {
+            connection.state = ConnState::LoggedIn { session: slot };
+        }
+        self.send_raw(id, accepted.as_bytes(), now_ns);
+        for stored in resend {
+            self.send_raw(id, &stored.bytes[..stored.length as usize], now_ns);
+        }
+    }
+
+    fn new_session(&mut self, account: u64, session_id: u64) -> Option<u32> {
+        if self.by_key.len() >= self.config.max_sessions {
+            // Make room by dropping the session that has been disconnected longest.
+            let oldest = self
+                .sessions
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, s)| {
+                    s.as_ref()
+                        .filter(|s| s.connection.is_none())
+                        .map(|s| (s.disconnected_at_ns, slot))
+                })
+                .min()?;
+            self.drop_session(oldest.1 as u32);
+        }
+        let slot = match self.sessions.iter().position(Option::is_none) {
+            Some(slot) => slot,
+            None => {
+                self.sessions.push(None);
+                self.session_generations.push(0);
+                self.sessions.len() - 1
+            }
+        };
+        let generation = &mut self.session_generations[slot];
+        *generation = (*generation + 1) & 0x7fff_ffff;
+        self.sessions[slot] = Some(Session {
+            account,
+            session_id,
+            generation: *generation,
+            connection: None,
+            next_client_seq: 1,
+            next_server_seq: 1,
+            resend: VecDeque::new(),
+            flags: 0,
+            heartbeat_ns: 1_000_000_000,
+            in_flight: VecDeque::new(),
+            disconnected_at_ns: 0,
+        });
+        self.by_key.insert((account, session_id), slot as u32);
+        self.by_account
+            .entry(account)
+            .or_default()
+            .push(slot as u32);
+        Some(slot as u32)
+    }
+
+    fn drop_session(&mut self, slot: u32) {
+        let Some(session) = self.sessions[slot as usize].take() else {
+            return;
+        };
+        self.by_key.remove(&(session.account, session.session_id));
+        if let Some(slots) = self.by_account.get_mut(&session.account) {
+            slots.retain(|&s| s != slot);
+            if slots.is_empty() {
+                self.by_account.remove(&session.account);
+            }
+        }
+    }
+
+    /// An order message from a logged-in session: sequence check, field check, submission.
+    fn application(&mut self, id: ConnId, slot: u32, header: &Header, frame: &[u8], now_ns: u64) {
+        let session = self.sessions[slot as usize]
+            .as_mut()
+            .expect("logged-in session");
+        let client_seq = header.seq.get();
+        if client_seq < session.next_client_seq {
+            return self.session_reject(
+                slot,
+                client_seq,
+                header.kind,
+                RejectCode::DuplicateSeq,
+                now_ns,
+            );
+        }
+        if client_seq > session.next_client_seq {
+            return self.session_reject(slot, client_seq, header.kind, RejectCode::SeqGap, now_ns);
+        }
+        session.next_client_seq += 1;
+        let account = session.account;
+        let parsed = match header.kind {
+            NewOrder::KIND => parse_new_order(account, view::<NewOrder>(frame).expect("checked")),
+            Cancel::KIND => {
+                let m = view::<Cancel>(frame).expect("checked");
+                Some((
+                    Command::Cancel {
+                        account,
+                        market: m.market.get(),
+                        oid: m.oid.get(),
+                    },
+                    m.market.get(),
+                    m.oid.get(),
+                ))
+            }
+            CancelReplace::KIND => {
+                let m = view::<CancelReplace>(frame).expect("checked");
+                Some((
+                    Command::Modify {
+                        account,
+                        market: m.market.get(),
+                        oid: m.oid.get(),
+                        price: m.price.get(),
+                        qty: m.qty.get(),
+                    },
+                    m.market.get(),
+                    m.oid.get(),
+                ))
+            }
+            _ => {
+                let m = view::<MassCancel>(frame).expect("checked");
+                Some((
+                    Command::CancelAll {
+                        account,
+                        market: m.market.get(),
+                    },
+                    m.market.get(),
+                    0,
+                ))
+            }
+        };
+        let Some((command, market, oid)) = parsed else {
+            return self.session_reject(
+                slot,
+                client_seq,
+                header.kind,
+                RejectCode::InvalidField,
+                now_ns,
+            );
+        };
+        if let Some(connection) = self.connections.get_mut(id) {
+            connection.consecutive_rejects = 0;
+        }
+        let session = self.sessions[slot as usize]
+            .as_mut()
+            .expect("logged-in session");
+        session.in_flight.push_back(InFlight {
+            client_seq,
+            market,
+            oid,
+        });
+        self.submissions.push(Submission {
+            client: client_ref(slot, session.generation, client_seq),
+            command,
+            received_ns: now_ns,
+        });
+    }
+
+    // ---- replies -----------------------------------------------------------------------
+
+    /// Sends an application message: numbered, kept for resend, written if connected.
+    fn send_app<M: Message>(&mut self, slot: u32, mut message: M, now_ns: u64) {
+        let Some(session) = self.sessions[slot as usize].as_mut() else {
+            return;
+        };
+        message.header_mut().seq = session.next_server_seq.into();
+        session.next_server_seq += 1;
+        let bytes = message.as_bytes();
+        let mut stored = Stored {
+            length: bytes.len() as u8,
+            bytes: [0; MAX_STORED_BYTES],
+        };
+        stored.bytes[..bytes.len()].copy_from_slice(bytes);
+        if session.resend.len() >= self.config.resend_messages {
+            session.resend.pop_front();
+        }
+        if self.config.resend_messages > 0 {
+            session.resend.push_back(stored);
+        }
+        if let Some(id) = session.connection {
+            self.send_raw(id, message.as_bytes(), now_ns);
+        }
+    }
+
+    fn send_raw(&mut self, id: ConnId, bytes: &[u8], now_ns: u64) {
+        let Some(connection) = self.connections.get_mut(id) else {
+            return;
+        };
+        if connection.buffers.closing {
+            return;
+        }
+        connection.buffers.write.extend_from_slice(bytes);
+        connection.last_sent_ns = now_ns;
+        if connection.buffers.write.len() > self.config.max_pending_bytes {
+            // Not reading: drop what is queued (the session keeps it for resend) and go.
+            connection.buffers.write.clear();
+            self.logout(id, LogoutReason::SlowConsumer, now_ns);
+        }
+        self.dirty.push(id);
+    }
+
+    /// A refusal on a logged-in session (numbered, kept for resend).
+    fn session_reject(
+        &mut self,
+        slot: u32,
+        ref_seq: u64,
+        ref_kind: u8,
+        code: RejectCode,
+        now_ns: u64,
+    ) {
+        let mut reject: Reject = blank(0);
+        reject.ref_seq = ref_seq.into();
+        reject.ref_kind = ref_kind;
+        reject.reason = code.code().into();
+        let connection = self.sessions[slot as usize]
+            .as_ref()
+            .and_then(|s| s.connection);
+        self.send_app(slot, reject, now_ns);
+        if let Some(id) = connection {
+            self.count_reject(id, now_ns);
+        }
+    }
+
+    /// A refusal on a connection: numbered in its session if logged in, else unnumbered.
+    fn connection_reject(
+        &mut self,
+        id: ConnId,
+        ref_seq: u64,
+        ref_kind: u8,
+        code: RejectCode,
+        now_ns: u64,
+    ) {
+        if let Some(Connection {
+            state: ConnState::LoggedIn { session },
+            ..
+        }) = self.connections.get(id)
+        {
+            return self.session_reject(*session, ref_seq, ref_kind, code, now_ns);
+        }
+        let mut reject: Reject = blank(0);
+        reject.ref_seq = ref_seq.into();
+        reject.ref_kind = ref_kind;
+        reject.reason = code.code().into();
+        self.send_raw(id, reject.as_bytes(), now_ns);
+        self.count_reject(id, now_ns);
+    }
+
+    fn count_reject(&mut self, id: ConnId, now_ns: u64) {
+        let Some(connection) = self.connections.get_mut(id) else {
+            return;
+        };
+        connection.consecutive_rejects += 1;
+        if connection.consecutive_rejects > self.config.max_consecutive_rejects {
+            self.logout(id, LogoutReason::TooManyRejects, now_ns);
+        }
+    }
+
+    fn login_reject(&mut self, id: ConnId, reason: LoginRejectReason, now_ns: u64) {
+        let mut reject: LoginRejected = blank(0);
+        reject.reason = reason.code().into();
+        self.send_raw(id, reject.as_bytes(), now_ns);
+        if let Some(connection) = self.connections.get_mut(id) {
+            connection.buffers.closing = true;
+        }
+    }
+
+    /// Sends a [`ServerLogout`] and marks the connection for closing. The session stays for a
+    /// resume (and cancels on disconnect if it asked to, when the connection is closed).
+    fn logout(&mut self, id: ConnId, reason: LogoutReason, now_ns: u64) {
+        let mut logout: ServerLogout = blank(0);
+        logout.reason = reason.code().into();
+        self.send_raw(id, logout.as_bytes(), now_ns);
+        if let Some(connection) = self.connections.get_mut(id) {
+            // The session lets go of it in `disconnected`, once the shell has closed it.
+            connection.buffers.closing = true;
+        }
+        self.dirty.push(id);
+    }
+
+    /// Tells every connection the node is stopping.
+    pub fn shutdown(&mut self, now_ns: u64) {
+        for id in self.connections.ids() {
+            if !self.is_closing(id) {
+                self.logout(id, LogoutReason::Shutdown, now_ns);
+            }
+        }
+    }
+}
+
+/// The engine command of a [`NewOrder`], or `None` if an enumerated field is out of range.
+fn parse_new_order(account: u64, m: &wire::NewOrder) -> Option<(Command, MarketId, u64)> {
+    let side = Side::from_code(m.side)?;
+    let tif = TimeInForce::from_code(m.tif)?;
+    let stp = SelfTradePrevention::from_code(m.stp)?;
+    let price = match m.order_type {
+        0 => Some(m.price.get()),
+        1 => None,
+        _ => return None,
+    };
+    let order = engine::NewOrder {
+        account,
+        market: m.market.get(),
+        oid: m.oid.get(),
+        side,
+        price,
+        qty: m.qty.get(),
+        tif,
+        stp,
+    };
+    Some((Command::Place(order), order.market, order.oid))
+}

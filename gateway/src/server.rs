@@ -1,0 +1,392 @@
+//! The socket shell around [`OrderEntry`] and [`MarketData`]: two mio listeners and their
+//! connections, driven by the node's event loop (one thread, shared with the node's other
+//! ports). It reads bytes into the state machines, writes what they queue, hands their
+//! submissions to the pipeline and their timers the time.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use rand::RngCore;
+use sequencer::{Output, Pipeline, Submission};
+
+use crate::connections::ConnId;
+use crate::market_data::MarketData;
+use crate::order_entry::{OrderEntry, OrderEntryConfig};
+
+/// Where and how the gateway serves.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Order-entry listen address.
+    pub order_entry_listen: SocketAddr,
+    /// Market-data listen address.
+    pub market_data_listen: SocketAddr,
+    /// Most connections per port.
+    pub max_connections: usize,
+    /// Order-entry limits.
+    pub order_entry: OrderEntryConfig,
+}
+
+/// Which port a connection belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Port {
+    OrderEntry,
+    MarketData,
+}
+
+struct Stream {
+    id: ConnId,
+    stream: TcpStream,
+    writable_registered: bool,
+}
+
+/// Wall clock in ns since the Unix epoch (the time the state machines are given).
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The gateway's sockets and state machines.
+pub struct GatewayServer {
+    token_base: usize,
+    max_connections: usize,
+    order_listener: TcpListener,
+    data_listener: TcpListener,
+    /// The order-entry state machine.
+    pub order_entry: OrderEntry,
+    /// The market-data state machine.
+    pub market_data: MarketData,
+    order_streams: Vec<Option<Stream>>,
+    data_streams: Vec<Option<Stream>>,
+    /// Connections whose read budget ran out with data possibly left.
+    unread: Vec<(Port, u32)>,
+    submissions: Vec<Submission>,
+    /// Connections to write to (or close).
+    dirty: Vec<(Port, ConnId)>,
+    /// Scratch for the state machines' dirty lists.
+    scratch: Vec<ConnId>,
+}
+
+/// Reads per connection per turn of the loop, so one client cannot starve the others.
+const READ_BUDGET: usize = 4;
+
+impl GatewayServer {
+    /// Binds both ports and registers them with tokens from `token_base` up (the gateway uses
+    /// every token at or above it).
+    pub fn bind(
+        config: GatewayConfig,
+        registry: &Registry,
+        token_base: usize,
+        market_data: MarketData,
+    ) -> io::Result<GatewayServer> {
+        let mut order_listener = TcpListener::bind(config.order_entry_listen)?;
+        let mut data_listener = TcpListener::bind(config.market_data_listen)?;
+        registry.register(&mut order_listener, Token(token_base), Interest::READABLE)?;
+        registry.register(
+            &mut data_listener,
+            Token(token_base + 1),
+            Interest::READABLE,
+        )?;
+        Ok(GatewayServer {
+            token_base,
+            max_connections: config.max_connections,
+            order_listener,
+            data_listener,
+            order_entry: OrderEntry::new(config.order_entry),
+            market_data,
+            order_streams: Vec::new(),
+            data_streams: Vec::new(),
+            unread: Vec::new(),
+            submissions: Vec::new(),
+            dirty: Vec::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The bound addresses: (order entry, market data).
+    pub fn local_addrs(&self) -> io::Result<(SocketAddr, SocketAddr)> {
+        Ok((
+            self.order_listener.local_addr()?,
+            self.data_listener.local_addr()?,
+        ))
+    }
+
+    /// True if `token` is one of the gateway's.
+    pub fn owns(&self, token: Token) -> bool {
+        token.0 >= self.token_base
+    }
+
+    fn token_of(&self, port: Port, slot: u32) -> Token {
+        let bit = match port {
+            Port::OrderEntry => 0,
+            Port::MarketData => 1,
+        };
+        Token(self.token_base + 2 + ((slot as usize) << 1 | bit))
+    }
+
+    fn streams(&mut self, port: Port) -> &mut Vec<Option<Stream>> {
+        match port {
+            Port::OrderEntry => &mut self.order_streams,
+            Port::MarketData => &mut self.data_streams,
+        }
+    }
+
+    /// Handles a readiness event for one of the gateway's tokens.
+    pub fn handle(&mut self, registry: &Registry, token: Token, writable: bool) -> io::Result<()> {
+        match token.0 - self.token_base {
+            0 => return self.accept(registry, Port::OrderEntry),
+            1 => return self.accept(registry, Port::MarketData),
+            _ => {}
+        }
+        let index = token.0 - self.token_base - 2;
+        let port = if index & 1 == 0 {
+            Port::OrderEntry
+        } else {
+            Port::MarketData
+        };
+        let slot = (index >> 1) as u32;
+        if writable {
+            if let Some(Some(stream)) = self.streams(port).get(slot as usize) {
+                let id = stream.id;
+                self.write_out(registry, port, id)?;
+            }
+        }
+        if !self.unread.contains(&(port, slot)) {
+            self.unread.push((port, slot));
+        }
+        Ok(())
+    }
+
+    /// True if some connection may still hold unread bytes (the loop should not sleep).
+    pub fn has_unread(&self) -> bool {
+        !self.unread.is_empty()
+    }
+
+    /// Reads what the marked connections sent, within each one's budget.
+    pub fn read_ready(&mut self) {
+        let mut again = Vec::new();
+        for (port, slot) in std::mem::take(&mut self.unread) {
+            if self.read_connection(port, slot) {
+                again.push((port, slot));
+            }
+        }
+        self.unread = again;
+    }
+
+    fn accept(&mut self, registry: &Registry, port: Port) -> io::Result<()> {
+        loop {
+            let accepted = match port {
+                Port::OrderEntry => self.order_listener.accept(),
+                Port::MarketData => self.data_listener.accept(),
+            };
+            let mut stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let open = match port {
+                Port::OrderEntry => self.order_entry.connection_count(),
+                Port::MarketData => self.data_streams.iter().flatten().count(),
+            };
+            if open >= self.max_connections {
+                // Refused: closing it at once is the answer.
+                drop(stream);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let now = now_ns();
+            let id = match port {
+                Port::OrderEntry => {
+                    let mut nonce = [0u8; 32];
+                    rand::rng().fill_bytes(&mut nonce);
+                    self.order_entry.connect(now, nonce)
+                }
+                Port::MarketData => self.market_data.connect(now),
+            };
+            let token = self.token_of(port, id.slot);
+            registry.register(&mut stream, token, Interest::READABLE)?;
+            let streams = self.streams(port);
+            if streams.len() <= id.slot as usize {
+                streams.resize_with(id.slot as usize + 1, || None);
+            }
+            streams[id.slot as usize] = Some(Stream {
+                id,
+                stream,
+                writable_registered: false,
+            });
+            self.dirty_push(port, id);
+        }
+    }
+
+    fn dirty_push(&mut self, port: Port, id: ConnId) {
+        self.dirty.push((port, id));
+    }
+
+    /// Reads up to the budget; true if the socket may hold more.
+    fn read_connection(&mut self, port: Port, slot: u32) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        for _ in 0..READ_BUDGET {
+            let Some(Some(stream)) = self.streams(port).get_mut(slot as usize) else {
+                return false;
+            };
+            let id = stream.id;
+            match stream.stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.drop_connection(port, id);
+                    return false;
+                }
+                Ok(n) => {
+                    let now = now_ns();
+                    match port {
+                        Port::OrderEntry => self.order_entry.receive(id, &chunk[..n], now),
+                        Port::MarketData => self.market_data.receive(id, &chunk[..n], now),
+                    }
+                    self.dirty_push(port, id);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.drop_connection(port, id);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn drop_connection(&mut self, port: Port, id: ConnId) {
+        if let Some(entry) = self.streams(port).get_mut(id.slot as usize) {
+            if entry.as_ref().is_some_and(|s| s.id == id) {
+                // Dropping the stream closes the socket and removes it from the poll.
+                *entry = None;
+            }
+        }
+        match port {
+            Port::OrderEntry => self.order_entry.disconnected(id, now_ns()),
+            Port::MarketData => self.market_data.disconnected(id),
+        }
+    }
+
+    /// Feeds a pipeline output to both state machines.
+    pub fn on_output(&mut self, output: &Output) {
+        let now = now_ns();
+        self.order_entry.on_output(output, now);
+        self.market_data.on_output(output, now);
+    }
+
+    /// Timers of both state machines.
+    pub fn tick(&mut self) {
+        let now = now_ns();
+        self.order_entry.tick(now);
+        self.market_data.tick(now);
+    }
+
+    /// Hands queued order-entry inputs to the pipeline; a refused one is answered overloaded.
+    pub fn submit(&mut self, pipeline: &mut Pipeline) {
+        self.order_entry.take_submissions(&mut self.submissions);
+        for mut submission in self.submissions.drain(..) {
+            submission.received_ns = pipeline.now_ns();
+            if let Err(refused) = pipeline.try_submit(submission) {
+                self.order_entry.refused(refused, now_ns());
+            }
+        }
+    }
+
+    /// Writes what the state machines queued; closes connections that are done.
+    pub fn flush(&mut self, registry: &Registry) -> io::Result<()> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        self.order_entry.take_dirty(&mut scratch);
+        self.dirty
+            .extend(scratch.drain(..).map(|id| (Port::OrderEntry, id)));
+        self.market_data.take_dirty(&mut scratch);
+        self.dirty
+            .extend(scratch.drain(..).map(|id| (Port::MarketData, id)));
+        self.scratch = scratch;
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for &(port, id) in &dirty {
+            self.write_out(registry, port, id)?;
+        }
+        dirty.clear();
+        self.dirty = dirty;
+        Ok(())
+    }
+
+    fn write_out(&mut self, registry: &Registry, port: Port, id: ConnId) -> io::Result<()> {
+        let token = self.token_of(port, id.slot);
+        let (order_entry, market_data) = (&mut self.order_entry, &mut self.market_data);
+        let streams = match port {
+            Port::OrderEntry => &mut self.order_streams,
+            Port::MarketData => &mut self.data_streams,
+        };
+        let Some(Some(stream)) = streams.get_mut(id.slot as usize) else {
+            return Ok(());
+        };
+        if stream.id != id {
+            return Ok(());
+        }
+        let mut failed = false;
+        loop {
+            let pending = match port {
+                Port::OrderEntry => order_entry.pending_output(id),
+                Port::MarketData => market_data.pending_output(id),
+            };
+            if pending.is_empty() {
+                break;
+            }
+            match stream.stream.write(pending) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(n) => match port {
+                    Port::OrderEntry => order_entry.consume_output(id, n),
+                    Port::MarketData => market_data.consume_output(id, n),
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let (pending, closing) = match port {
+            Port::OrderEntry => (
+                !order_entry.pending_output(id).is_empty(),
+                order_entry.is_closing(id),
+            ),
+            Port::MarketData => (
+                !market_data.pending_output(id).is_empty(),
+                market_data.is_closing(id),
+            ),
+        };
+        if failed || (closing && !pending) {
+            self.drop_connection(port, id);
+            return Ok(());
+        }
+        if pending != stream.writable_registered {
+            let interest = if pending {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(&mut stream.stream, token, interest)?;
+            stream.writable_registered = pending;
+        }
+        Ok(())
+    }
+
+    /// Sends every connection a logout (the node is stopping) and writes what it can.
+    pub fn shutdown(&mut self, registry: &Registry) -> io::Result<()> {
+        let now = now_ns();
+        self.order_entry.shutdown(now);
+        self.market_data.shutdown(now);
+        self.flush(registry)
+    }
+}
