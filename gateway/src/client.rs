@@ -170,6 +170,11 @@ impl FrameReader {
     pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.stream.set_read_timeout(timeout)
     }
+
+    /// The wait limit in force.
+    pub fn timeout(&self) -> io::Result<Option<Duration>> {
+        self.stream.read_timeout()
+    }
 }
 
 /// How to log in.
@@ -226,6 +231,12 @@ impl OrderSender {
     /// The seq the next application message gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Sets the seq of the next application message (after sending numbered messages by
+    /// [`OrderSender::send_raw`], or to resend from the login's `next_client_seq`).
+    pub fn set_next_seq(&mut self, seq: u64) {
+        self.next_seq = seq;
     }
 
     fn send<M: Message>(&mut self, mut message: M) -> io::Result<u64> {
@@ -382,9 +393,16 @@ impl OrderClient {
         }
     }
 
-    /// The next server message that is not a heartbeat. A server logout is an error.
+    /// The next server message that is not a heartbeat, within the read timeout (heartbeats
+    /// do not extend it). A server logout is an error.
     pub fn recv(&mut self) -> Result<ServerMessage, ClientError> {
+        let started = std::time::Instant::now();
         loop {
+            if let Some(limit) = self.reader.timeout()? {
+                if started.elapsed() > limit {
+                    return Err(ClientError::Io(io::ErrorKind::TimedOut.into()));
+                }
+            }
             match self.reader.next_message()? {
                 ServerMessage::Heartbeat(_) => continue,
                 ServerMessage::Logout(logout) => {
@@ -448,9 +466,16 @@ impl MarketDataClient {
         self.stream.write_all(bytes)
     }
 
-    /// The next message that is not a heartbeat.
+    /// The next message that is not a heartbeat, within the read timeout (heartbeats do not
+    /// extend it).
     pub fn recv(&mut self) -> Result<ServerMessage, ClientError> {
+        let started = std::time::Instant::now();
         loop {
+            if let Some(limit) = self.reader.timeout()? {
+                if started.elapsed() > limit {
+                    return Err(ClientError::Io(io::ErrorKind::TimedOut.into()));
+                }
+            }
             match self.reader.next_message()? {
                 ServerMessage::Heartbeat(_) => continue,
                 message => return Ok(message),

@@ -24,11 +24,11 @@ fn config(dir: &Path) -> std::path::PathBuf {
     let text = format!(
         r#"
 data_dir = "{data}"
-[ingress]
-listen = "127.0.0.1:0"
 [gateway]
 order_entry_listen = "127.0.0.1:0"
 market_data_listen = "127.0.0.1:0"
+[ingress]
+listen = "127.0.0.1:0"
 [engine]
 max_resting_orders = 200000
 max_open_orders_per_account = 100000

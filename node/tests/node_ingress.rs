@@ -18,11 +18,11 @@ fn write_config(dir: &Path, ring_capacity: usize) -> PathBuf {
         format!(
             r#"
 data_dir = "{}"
-[ingress]
-listen = "127.0.0.1:0"
 [gateway]
 order_entry_listen = "127.0.0.1:0"
 market_data_listen = "127.0.0.1:0"
+[ingress]
+listen = "127.0.0.1:0"
 max_line_bytes = 512
 [blocks]
 max_inputs = 16

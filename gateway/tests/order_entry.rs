@@ -1,0 +1,282 @@
+//! The order-entry state machine on its own: bytes and pipeline outputs in, bytes and
+//! submissions out, time given by the test. Resend windows, session limits, heartbeats,
+//! reject storms, and a property: whatever bytes arrive, no session ever submits for an
+//! account other than its own and other sessions keep working.
+
+use ed25519_dalek::{Signer, SigningKey};
+use engine::{Command, Event};
+use gateway::client::{decode_server_message, ServerMessage};
+use gateway::connections::ConnId;
+use gateway::order_entry::{OrderEntry, OrderEntryConfig};
+use gateway::wire::{self, *};
+use proptest::prelude::*;
+use sequencer::{Output, Submission};
+use zerocopy::IntoBytes;
+
+const SECOND: u64 = 1_000_000_000;
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+/// Every whole message queued for `id`, consumed.
+fn drain(oe: &mut OrderEntry, id: ConnId) -> Vec<ServerMessage> {
+    let bytes = oe.pending_output(id).to_vec();
+    oe.consume_output(id, bytes.len());
+    let mut messages = Vec::new();
+    let mut at = 0;
+    while let Ok(Some(length)) = wire::next_frame(&bytes[at..]) {
+        messages.push(decode_server_message(&bytes[at..at + length]).expect("valid"));
+        at += length;
+    }
+    assert_eq!(at, bytes.len(), "only whole messages are queued");
+    messages
+}
+
+/// Connects and logs in; returns the connection and the login reply.
+fn login(
+    oe: &mut OrderEntry,
+    key: &SigningKey,
+    session_id: u64,
+    resume_from: u64,
+    now: u64,
+) -> (ConnId, Vec<ServerMessage>) {
+    let id = oe.connect(now, [session_id as u8; 32]);
+    let ServerMessage::Challenge(challenge) = drain(oe, id)[0] else {
+        panic!("challenge first")
+    };
+    let public_key = key.verifying_key().to_bytes();
+    let mut message: Login = blank(0);
+    message.public_key = public_key;
+    message.session_id = session_id.into();
+    message.resume_from = resume_from.into();
+    message.heartbeat_ms = 1000.into();
+    message.signature = key
+        .sign(&login_signing_bytes(
+            &challenge.nonce,
+            &public_key,
+            session_id,
+            resume_from,
+            1000,
+            0,
+        ))
+        .to_bytes();
+    oe.receive(id, message.as_bytes(), now);
+    (id, drain(oe, id))
+}
+
+fn new_order(seq: u64, oid: u64) -> NewOrder {
+    let mut order: NewOrder = blank(seq);
+    order.market = 1.into();
+    order.oid = oid.into();
+    order.price = 100.into();
+    order.qty = 1.into();
+    order
+}
+
+/// Feeds the engine's answer (`Accepted`, then `Sequenced`) for every submission.
+fn answer(oe: &mut OrderEntry, submissions: &[Submission], first_seq: u64) {
+    for (i, submission) in submissions.iter().enumerate() {
+        let Command::Place(order) = submission.command else {
+            continue;
+        };
+        let seq = first_seq + i as u64;
+        let event = Event::Accepted {
+            market: order.market,
+            account: order.account,
+            oid: order.oid,
+        };
+        let client = submission.client;
+        oe.on_output(&Output::Event { client, seq, event }, 0);
+        oe.on_output(
+            &Output::Sequenced {
+                client,
+                seq,
+                height: 1,
+                times: Default::default(),
+            },
+            0,
+        );
+    }
+}
+
+#[test]
+fn resend_keeps_only_the_configured_window() {
+    let mut oe = OrderEntry::new(OrderEntryConfig {
+        resend_messages: 3,
+        ..OrderEntryConfig::default()
+    });
+    let alice = key(1);
+    let (id, reply) = login(&mut oe, &alice, 9, 0, 0);
+    assert!(matches!(reply[0], ServerMessage::LoginAccepted(_)));
+    for seq in 1..=3 {
+        oe.receive(id, new_order(seq, seq).as_bytes(), 0);
+    }
+    let mut submissions = Vec::new();
+    oe.take_submissions(&mut submissions);
+    assert_eq!(submissions.len(), 3);
+    answer(&mut oe, &submissions, 10);
+    // Six messages were sent (accepted + sequenced per order); the last three are kept.
+    assert_eq!(drain(&mut oe, id).len(), 6);
+    oe.disconnected(id, 0);
+    let (_, refused) = login(&mut oe, &alice, 9, 3, 1);
+    let ServerMessage::LoginRejected(rejected) = refused[0] else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(
+        LoginRejectReason::from_code(rejected.reason.get()),
+        Some(LoginRejectReason::ResendUnavailable)
+    );
+    let (_, resumed) = login(&mut oe, &alice, 9, 4, 1);
+    let ServerMessage::LoginAccepted(accepted) = resumed[0] else {
+        panic!("{resumed:?}")
+    };
+    assert_eq!(accepted.next_client_seq.get(), 4);
+    assert_eq!(accepted.next_server_seq.get(), 7);
+    let seqs: Vec<u64> = resumed[1..].iter().map(ServerMessage::seq).collect();
+    assert_eq!(seqs, [4, 5, 6]);
+}
+
+#[test]
+fn sessions_are_bounded_and_the_longest_gone_is_dropped_first() {
+    let mut oe = OrderEntry::new(OrderEntryConfig {
+        max_sessions: 2,
+        ..OrderEntryConfig::default()
+    });
+    let (a, _) = login(&mut oe, &key(1), 1, 0, 0);
+    let (b, _) = login(&mut oe, &key(2), 1, 0, 0);
+    let (_, full) = login(&mut oe, &key(3), 1, 0, 0);
+    assert!(
+        matches!(full[0], ServerMessage::LoginRejected(r)
+            if LoginRejectReason::from_code(r.reason.get()) == Some(LoginRejectReason::TooManySessions)),
+        "both sessions are connected: {full:?}"
+    );
+    oe.disconnected(a, 10);
+    oe.disconnected(b, 20);
+    let (_, third) = login(&mut oe, &key(3), 1, 0, 30);
+    assert!(matches!(third[0], ServerMessage::LoginAccepted(_)));
+    assert_eq!(oe.session_count(), 2);
+    // Key 1's session (gone longest) was dropped: it starts again from seq 1.
+    let (_, again) = login(&mut oe, &key(2), 1, 0, 40);
+    let ServerMessage::LoginAccepted(kept) = again[0] else {
+        panic!("{again:?}")
+    };
+    assert_eq!(kept.next_server_seq.get(), 1);
+}
+
+#[test]
+fn heartbeats_go_out_when_idle_and_silence_ends_the_session() {
+    let mut oe = OrderEntry::new(OrderEntryConfig::default());
+    let (id, _) = login(&mut oe, &key(1), 1, 0, 0);
+    oe.tick(SECOND / 2);
+    assert!(drain(&mut oe, id).is_empty());
+    oe.tick(SECOND);
+    assert!(matches!(
+        drain(&mut oe, id)[..],
+        [ServerMessage::Heartbeat(_)]
+    ));
+    let heartbeat: Heartbeat = blank(0);
+    oe.receive(id, heartbeat.as_bytes(), 2 * SECOND);
+    oe.tick(4 * SECOND);
+    assert!(!oe.is_closing(id), "heard from within three intervals");
+    oe.tick(5 * SECOND);
+    assert!(oe.is_closing(id));
+    assert!(matches!(
+        drain(&mut oe, id).last(),
+        Some(ServerMessage::Logout(l)) if LogoutReason::from_code(l.reason.get()) == Some(LogoutReason::HeartbeatTimeout)
+    ));
+}
+
+#[test]
+fn a_storm_of_refused_messages_ends_the_session() {
+    let mut oe = OrderEntry::new(OrderEntryConfig {
+        max_consecutive_rejects: 5,
+        ..OrderEntryConfig::default()
+    });
+    let (id, _) = login(&mut oe, &key(1), 1, 0, 0);
+    for _ in 0..5 {
+        oe.receive(id, new_order(99, 1).as_bytes(), 0);
+    }
+    assert!(!oe.is_closing(id));
+    oe.receive(id, new_order(99, 1).as_bytes(), 0);
+    assert!(oe.is_closing(id));
+}
+
+#[test]
+fn engine_events_reach_every_session_of_the_account_and_no_other() {
+    let mut oe = OrderEntry::new(OrderEntryConfig::default());
+    let alice = key(1);
+    let (a1, _) = login(&mut oe, &alice, 1, 0, 0);
+    let (a2, _) = login(&mut oe, &alice, 2, 0, 0);
+    let (b, _) = login(&mut oe, &key(2), 1, 0, 0);
+    oe.receive(a1, new_order(1, 5).as_bytes(), 0);
+    let mut submissions = Vec::new();
+    oe.take_submissions(&mut submissions);
+    answer(&mut oe, &submissions, 1);
+    let first = drain(&mut oe, a1);
+    let second = drain(&mut oe, a2);
+    assert!(
+        matches!(first[..], [ServerMessage::OrderAccepted(m), ServerMessage::Sequenced(_)] if m.client_seq.get() == 1)
+    );
+    // The other session of the account sees the order (as not its own), not the notices.
+    assert!(matches!(second[..], [ServerMessage::OrderAccepted(m)] if m.client_seq.get() == 0));
+    assert!(drain(&mut oe, b).is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes (whole valid frames with random fields mixed with garbage) on one
+    /// session: the state machine never panics, never submits for another account, and a
+    /// second session is unaffected.
+    #[test]
+    fn no_input_lets_a_session_act_for_another_account(
+        chunks in proptest::collection::vec(
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..64),
+                (any::<u8>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 48))
+                    .prop_map(|(kind, seq, mut body)| {
+                        let kinds = [1u8, 2, 3, 10, 11, 12, 13, 20, 100, kind];
+                        let kind = kinds[(seq % kinds.len() as u64) as usize];
+                        let length = wire::length_of(kind).unwrap_or(24).min(48);
+                        body.truncate(length);
+                        body[..2].copy_from_slice(&(length as u16).to_le_bytes());
+                        body[2] = kind;
+                        body[3] = VERSION;
+                        body[8..16].copy_from_slice(&(seq % 4).to_le_bytes());
+                        body
+                    }),
+            ],
+            1..40,
+        )
+    ) {
+        let mut oe = OrderEntry::new(OrderEntryConfig::default());
+        let (attacker_key, victim_key) = (key(1), key(2));
+        let attacker = wire::account_id_of(&attacker_key.verifying_key().to_bytes());
+        let victim = wire::account_id_of(&victim_key.verifying_key().to_bytes());
+        let (bad, _) = login(&mut oe, &attacker_key, 1, 0, 0);
+        let (good, _) = login(&mut oe, &victim_key, 1, 0, 0);
+        let mut submissions = Vec::new();
+        for chunk in &chunks {
+            oe.receive(bad, chunk, 0);
+            oe.take_submissions(&mut submissions);
+            let _ = drain(&mut oe, bad);
+        }
+        for submission in &submissions {
+            let account = match submission.command {
+                Command::Place(order) => order.account,
+                Command::Cancel { account, .. }
+                | Command::CancelAll { account, .. }
+                | Command::Modify { account, .. } => account,
+                other => panic!("a session submitted {other:?}"),
+            };
+            prop_assert_eq!(account, attacker);
+        }
+        oe.receive(good, new_order(1, 1).as_bytes(), 0);
+        let mut mine = Vec::new();
+        oe.take_submissions(&mut mine);
+        prop_assert_eq!(mine.len(), 1);
+        let Command::Place(order) = mine[0].command else { panic!("a place") };
+        prop_assert_eq!(order.account, victim);
+    }
+}

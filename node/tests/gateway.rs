@@ -1,0 +1,659 @@
+//! The binary gateway end to end: a real `nexus run` process, real sockets, the Rust client
+//! library. Login, orders and every reply kind, fills reaching the maker's session, market
+//! data with snapshots, sequence numbers and replay, resume after a reconnect, cancel on
+//! disconnect, take-over, and bad input (each refused with a typed answer, nobody else
+//! disturbed).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use engine::{SelfTradePrevention, Side, TimeInForce};
+use gateway::client::{
+    Applied, ClientError, L2Book, LoginOptions, MarketDataClient, OrderClient, OrderRequest,
+    ServerMessage,
+};
+use gateway::wire::{
+    self, account_id_of, blank, LoginRejectReason, LogoutReason, Message, RejectCode,
+    FLAG_CANCEL_ON_DISCONNECT,
+};
+use serde_json::Value;
+use zerocopy::IntoBytes;
+
+const NEXUS: &str = env!("CARGO_BIN_EXE_nexus");
+/// The genesis's first market gets id 0.
+const MARKET: u32 = 0;
+
+fn key(name: &str) -> SigningKey {
+    SigningKey::from_bytes(blake3::hash(name.as_bytes()).as_bytes())
+}
+
+fn account(key: &SigningKey) -> u64 {
+    account_id_of(&key.verifying_key().to_bytes())
+}
+
+/// A node whose genesis funds the accounts of `keys`. Market 0 "B-Q": tick 0.01, lot 1,
+/// taker fee 10 bps, maker fee 0; 1 lot at price p ticks costs p quote units.
+fn write_config(dir: &Path, keys: &[&SigningKey]) -> std::path::PathBuf {
+    let mut deposits = String::new();
+    for key in keys {
+        for (asset, amount) in [("B", "1000"), ("Q", "100000")] {
+            deposits.push_str(&format!(
+                "[[genesis.deposits]]\naccount = {}\nasset = \"{asset}\"\namount = \"{amount}\"\n",
+                account(key)
+            ));
+        }
+    }
+    let path = dir.join("node.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+data_dir = "{}"
+[gateway]
+order_entry_listen = "127.0.0.1:0"
+market_data_listen = "127.0.0.1:0"
+login_timeout_s = 1
+[ingress]
+listen = "127.0.0.1:0"
+[blocks]
+max_inputs = 16
+max_age_us = 500
+[[genesis.assets]]
+name = "B"
+decimals = 2
+[[genesis.assets]]
+name = "Q"
+decimals = 2
+[[genesis.markets]]
+name = "B-Q"
+base = "B"
+quote = "Q"
+tick = "0.01"
+lot = "1"
+min_qty = "1"
+taker_fee_bps = 10
+{deposits}"#,
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+struct Node {
+    child: Child,
+    order_entry: SocketAddr,
+    market_data: SocketAddr,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(config: &Path) -> Node {
+    let mut child = Command::new(NEXUS)
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: Value = serde_json::from_str(&line).expect("ready line");
+    let address = |field: &str| ready[field].as_str().unwrap().parse().unwrap();
+    Node {
+        order_entry: address("order_entry"),
+        market_data: address("market_data"),
+        child,
+    }
+}
+
+/// Logs in. The tests send no heartbeats, so they ask for a long interval.
+fn login(node: &Node, key: &SigningKey, options: LoginOptions) -> OrderClient {
+    let options = LoginOptions {
+        heartbeat_ms: 60_000,
+        ..options
+    };
+    OrderClient::connect(node.order_entry, key, options).expect("login")
+}
+
+fn limit(oid: u64, side: Side, price: i64, qty: i64, tif: TimeInForce) -> OrderRequest {
+    OrderRequest {
+        market: MARKET,
+        oid,
+        side,
+        price: Some(price),
+        qty,
+        tif,
+        stp: SelfTradePrevention::CancelMaker,
+    }
+}
+
+/// Reads until `done` holds for a message; returns everything read, that one last.
+fn read_until(
+    client: &mut OrderClient,
+    mut done: impl FnMut(&ServerMessage) -> bool,
+) -> Vec<ServerMessage> {
+    let mut seen = Vec::new();
+    loop {
+        let message = client.recv().expect("a reply before the timeout");
+        let stop = done(&message);
+        seen.push(message);
+        if stop {
+            return seen;
+        }
+    }
+}
+
+fn finalized(client_seq: u64) -> impl FnMut(&ServerMessage) -> bool {
+    move |m| matches!(m, ServerMessage::Finalized(f) if f.client_seq.get() == client_seq)
+}
+
+fn names(messages: &[ServerMessage]) -> Vec<&'static str> {
+    messages
+        .iter()
+        .map(|m| match m {
+            ServerMessage::OrderAccepted(_) => "accepted",
+            ServerMessage::OrderRejected(_) => "rejected",
+            ServerMessage::Fill(_) => "fill",
+            ServerMessage::Canceled(_) => "canceled",
+            ServerMessage::Replaced(_) => "replaced",
+            ServerMessage::Sequenced(_) => "sequenced",
+            ServerMessage::Finalized(_) => "finalized",
+            ServerMessage::Reject(_) => "reject",
+            _ => "other",
+        })
+        .collect()
+}
+
+#[test]
+fn orders_fills_replies_and_market_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (maker_key, taker_key) = (key("maker"), key("taker"));
+    let node = start(&write_config(dir.path(), &[&maker_key, &taker_key]));
+    let mut feed = MarketDataClient::connect(node.market_data).unwrap();
+    feed.subscribe(MARKET).unwrap();
+    let mut book = L2Book::new(MARKET);
+    loop {
+        if book.apply(&feed.recv().unwrap()) == Ok(Applied::SnapshotDone) {
+            break;
+        }
+    }
+    assert_eq!(book.market_seq, Some(0));
+    assert!(book.bids.is_empty() && book.asks.is_empty());
+
+    let mut maker = login(&node, &maker_key, LoginOptions::default());
+    assert_eq!(maker.session.account, account(&maker_key));
+    assert_eq!(maker.session.next_client_seq, 1);
+    let mut taker = login(&node, &taker_key, LoginOptions::default());
+
+    // The maker rests two asks.
+    let first = maker
+        .sender
+        .new_order(&limit(11, Side::Sell, 1050, 3, TimeInForce::Gtc))
+        .unwrap();
+    assert_eq!(first, 1);
+    let replies = read_until(&mut maker, finalized(1));
+    assert_eq!(names(&replies), ["accepted", "sequenced", "finalized"]);
+    let ServerMessage::OrderAccepted(accepted) = replies[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        (
+            accepted.client_seq.get(),
+            accepted.oid.get(),
+            accepted.market.get()
+        ),
+        (1, 11, MARKET)
+    );
+    // Server sequence numbers count every application message of the session from 1.
+    let server_seqs: Vec<u64> = replies.iter().map(ServerMessage::seq).collect();
+    assert_eq!(server_seqs, [1, 2, 3]);
+    maker
+        .sender
+        .new_order(&limit(12, Side::Sell, 1100, 5, TimeInForce::Gtc))
+        .unwrap();
+    read_until(&mut maker, finalized(2));
+
+    // The taker sweeps: 3 lots at 10.50, 1 at 11.00, then its IOC remainder is dropped.
+    taker
+        .sender
+        .new_order(&limit(7, Side::Buy, 1100, 4, TimeInForce::Ioc))
+        .unwrap();
+    let replies = read_until(&mut taker, finalized(1));
+    assert_eq!(
+        names(&replies),
+        ["accepted", "fill", "fill", "sequenced", "finalized"]
+    );
+    let fills: Vec<_> = replies
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Fill(f) => Some(*f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        fills
+            .iter()
+            .map(|f| (f.price.get(), f.qty.get(), f.liquidity, f.match_index.get()))
+            .collect::<Vec<_>>(),
+        [(1050, 3, 2, 0), (1100, 1, 2, 1)]
+    );
+    // Taker fee: ceil(3150 * 10 bps) = 4 and ceil(1100 * 10 bps) = 2 quote units.
+    assert_eq!((fills[0].fee.get(), fills[1].fee.get()), (4, 2));
+    let trade_seq = fills[0].seq.get();
+
+    // The maker's session hears of both fills, unprompted (client_seq 0).
+    let maker_fills = read_until(
+        &mut maker,
+        |m| matches!(m, ServerMessage::Fill(f) if f.oid.get() == 12),
+    );
+    let maker_view: Vec<_> = maker_fills
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Fill(f) => Some((
+                f.client_seq.get(),
+                f.oid.get(),
+                f.side,
+                f.liquidity,
+                f.seq.get(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        maker_view,
+        [(0, 11, 1, 1, trade_seq), (0, 12, 1, 1, trade_seq)]
+    );
+
+    // Cancel-replace, cancel of an unknown order, mass cancel.
+    let replace = maker.sender.replace(MARKET, 12, 1200, 2).unwrap();
+    let replies = read_until(&mut maker, finalized(replace));
+    let ServerMessage::Replaced(replaced) = replies[0] else {
+        panic!("{replies:?}")
+    };
+    assert_eq!((replaced.price.get(), replaced.qty.get()), (1200, 2));
+    let unknown = maker.sender.cancel(MARKET, 999).unwrap();
+    let replies = read_until(&mut maker, finalized(unknown));
+    let ServerMessage::OrderRejected(rejected) = replies[0] else {
+        panic!("{replies:?}")
+    };
+    assert_eq!(
+        wire::engine_reject_from_code(rejected.reason.get()),
+        Some(engine::RejectReason::UnknownOrder)
+    );
+    assert_eq!((rejected.oid.get(), rejected.market.get()), (999, MARKET));
+    maker
+        .sender
+        .new_order(&limit(13, Side::Buy, 900, 1, TimeInForce::Gtc))
+        .unwrap();
+    let mass = maker.sender.mass_cancel(MARKET).unwrap();
+    let replies = read_until(&mut maker, finalized(mass));
+    let canceled: Vec<u64> = replies
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Canceled(c) if c.client_seq.get() == mass => Some(c.oid.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(canceled, [12, 13], "entry order");
+
+    // The feed saw all of it, in order, and ends with an empty book.
+    let mut trades = Vec::new();
+    book_seq_after(&mut feed, &mut book, &mut trades);
+    assert!(book.bids.is_empty() && book.asks.is_empty(), "{book:?}");
+    assert_eq!(trades, [(1050, 3), (1100, 1)]);
+    let last = book.market_seq.unwrap();
+
+    // Replay from an old sequence number gives the same messages again; a fresh
+    // subscriber's snapshot starts where the book is.
+    feed.replay(MARKET, 1).unwrap();
+    let mut again = 0;
+    while again < last {
+        match feed.recv().unwrap() {
+            ServerMessage::LevelUpdate(u) => assert_eq!(u.market_seq.get(), again + 1),
+            ServerMessage::Trade(t) => assert_eq!(t.market_seq.get(), again + 1),
+            other => panic!("{other:?}"),
+        }
+        again += 1;
+    }
+    let mut late = MarketDataClient::connect(node.market_data).unwrap();
+    late.subscribe(MARKET).unwrap();
+    let ServerMessage::SnapshotBegin(begin) = late.recv().unwrap() else {
+        panic!("snapshot first")
+    };
+    assert_eq!(begin.market_seq.get(), last);
+}
+
+/// Applies feed messages until the feed is quiet for a moment; returns the book's seq.
+fn book_seq_after(
+    feed: &mut MarketDataClient,
+    book: &mut L2Book,
+    trades: &mut Vec<(i64, i64)>,
+) -> u64 {
+    feed.reader
+        .set_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    loop {
+        match feed.recv() {
+            Ok(message) => {
+                if let ServerMessage::Trade(t) = message {
+                    trades.push((t.price.get(), t.qty.get()));
+                }
+                book.apply(&message).expect("no gap on a live feed");
+            }
+            Err(ClientError::Io(_)) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    feed.reader
+        .set_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    book.market_seq.unwrap()
+}
+
+#[test]
+fn a_session_resumes_and_gets_what_it_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (maker_key, taker_key) = (key("resume-maker"), key("resume-taker"));
+    let node = start(&write_config(dir.path(), &[&maker_key, &taker_key]));
+    let options = LoginOptions {
+        session_id: 77,
+        ..LoginOptions::default()
+    };
+    let mut maker = login(&node, &maker_key, options);
+    maker
+        .sender
+        .new_order(&limit(1, Side::Sell, 500, 2, TimeInForce::Gtc))
+        .unwrap();
+    let seen = read_until(&mut maker, finalized(1));
+    let last_seen = seen.last().unwrap().seq();
+    drop(maker);
+
+    // While the maker is away its order trades.
+    let mut taker = login(&node, &taker_key, LoginOptions::default());
+    taker
+        .sender
+        .new_order(&limit(1, Side::Buy, 500, 2, TimeInForce::Ioc))
+        .unwrap();
+    read_until(&mut taker, finalized(1));
+
+    let mut back = login(
+        &node,
+        &maker_key,
+        LoginOptions {
+            resume_from: last_seen + 1,
+            ..options
+        },
+    );
+    assert_eq!(
+        back.session.next_client_seq, 2,
+        "the session's numbering goes on"
+    );
+    let ServerMessage::Fill(fill) = back.recv().unwrap() else {
+        panic!("the missed fill is resent first")
+    };
+    assert_eq!(
+        (fill.oid.get(), fill.qty.get(), fill.header.seq.get()),
+        (1, 2, last_seen + 1)
+    );
+    // A replayed (already used) sequence number is refused and does nothing.
+    let mut replayed: wire::NewOrder = blank(1);
+    replayed.market = MARKET.into();
+    replayed.oid = 50.into();
+    replayed.price = 100.into();
+    replayed.qty = 1.into();
+    back.sender.send_raw(replayed.as_bytes()).unwrap();
+    let ServerMessage::Reject(reject) = back.recv().unwrap() else {
+        panic!("reject")
+    };
+    assert_eq!(
+        RejectCode::from_code(reject.reason.get()),
+        Some(RejectCode::DuplicateSeq)
+    );
+    assert_eq!(reject.ref_seq.get(), 1);
+    // A gap is refused too, and the expected number stays.
+    let mut ahead: wire::Cancel = blank(9);
+    ahead.market = MARKET.into();
+    back.sender.send_raw(ahead.as_bytes()).unwrap();
+    let ServerMessage::Reject(reject) = back.recv().unwrap() else {
+        panic!("reject")
+    };
+    assert_eq!(
+        RejectCode::from_code(reject.reason.get()),
+        Some(RejectCode::SeqGap)
+    );
+    let next = back
+        .sender
+        .new_order(&limit(2, Side::Sell, 600, 1, TimeInForce::Gtc))
+        .unwrap();
+    assert_eq!(next, 2);
+    let replies = read_until(&mut back, finalized(2));
+    assert_eq!(names(&replies)[0], "accepted");
+
+    // Resuming from before the oldest kept message, or past the newest, is refused.
+    drop(back);
+    let too_far = OrderClient::connect(
+        node.order_entry,
+        &maker_key,
+        LoginOptions {
+            resume_from: 10_000,
+            ..options
+        },
+    );
+    assert!(matches!(
+        too_far,
+        Err(ClientError::LoginRejected(Some(
+            LoginRejectReason::InvalidResume
+        )))
+    ));
+}
+
+#[test]
+fn cancel_on_disconnect_and_take_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let maker_key = key("cod-maker");
+    let node = start(&write_config(dir.path(), &[&maker_key]));
+    let options = LoginOptions {
+        session_id: 5,
+        flags: FLAG_CANCEL_ON_DISCONNECT,
+        ..LoginOptions::default()
+    };
+    let mut first = login(&node, &maker_key, options);
+    first
+        .sender
+        .new_order(&limit(1, Side::Buy, 400, 2, TimeInForce::Gtc))
+        .unwrap();
+    read_until(&mut first, finalized(1));
+
+    // A second login to the same session takes it over; the first is logged out.
+    let mut second = login(
+        &node,
+        &maker_key,
+        LoginOptions {
+            flags: 0,
+            ..options
+        },
+    );
+    match first.recv() {
+        Err(ClientError::LoggedOut(Some(LogoutReason::TakenOver))) => {}
+        other => panic!("expected a take-over logout, got {other:?}"),
+    }
+    second
+        .sender
+        .new_order(&limit(2, Side::Buy, 401, 1, TimeInForce::Gtc))
+        .unwrap();
+    read_until(&mut second, finalized(2));
+    // The take-over turned cancel-on-disconnect off: dropping the first socket did nothing.
+    let mut feed = MarketDataClient::connect(node.market_data).unwrap();
+    feed.subscribe(MARKET).unwrap();
+    let mut book = L2Book::new(MARKET);
+    while book.apply(&feed.recv().unwrap()) != Ok(Applied::SnapshotDone) {}
+    assert_eq!(book.bids.len(), 2);
+
+    // Now with the flag: dropping the connection cancels the account's orders.
+    drop(second);
+    let mut third = login(&node, &maker_key, options);
+    drop(third.sender);
+    let _ = third.reader.set_timeout(Some(Duration::from_millis(100)));
+    drop(third.reader);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !book.bids.is_empty() {
+        assert!(Instant::now() < deadline, "orders still rest: {book:?}");
+        book.apply(&feed.recv().unwrap()).expect("no gap");
+    }
+    let _ = &mut third.session;
+}
+
+#[test]
+fn bad_input_is_refused_with_typed_answers_and_others_keep_trading() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good_key, bad_key) = (key("good"), key("bad"));
+    let node = start(&write_config(dir.path(), &[&good_key, &bad_key]));
+    let mut good = login(&node, &good_key, LoginOptions::default());
+    let mut bad = login(&node, &bad_key, LoginOptions::default());
+
+    // Unknown kind, wrong length, wrong version: typed rejects, the session goes on.
+    let mut unknown: wire::Heartbeat = blank(0);
+    unknown.header.kind = 77;
+    bad.sender.send_raw(unknown.as_bytes()).unwrap();
+    let mut short: wire::Heartbeat = blank(1);
+    short.header.kind = wire::NewOrder::KIND;
+    bad.sender.send_raw(short.as_bytes()).unwrap();
+    let mut version: wire::Heartbeat = blank(0);
+    version.header.version = 9;
+    bad.sender.send_raw(version.as_bytes()).unwrap();
+    // Out-of-range fields: side 5; the engine's own limits: zero quantity.
+    let mut side: wire::NewOrder = blank(1);
+    side.market = MARKET.into();
+    side.side = 5;
+    side.price = 100.into();
+    side.qty = 1.into();
+    bad.sender.send_raw(side.as_bytes()).unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let ServerMessage::Reject(reject) = bad.recv().unwrap() else {
+            panic!("reject")
+        };
+        codes.push(RejectCode::from_code(reject.reason.get()).unwrap());
+    }
+    assert_eq!(
+        codes,
+        [
+            RejectCode::UnknownKind,
+            RejectCode::BadLength,
+            RejectCode::UnsupportedVersion,
+            RejectCode::InvalidField
+        ]
+    );
+    // The invalid order used seq 1; the next real one is 2.
+    bad.sender.set_next_seq(2);
+    bad.sender
+        .new_order(&limit(1, Side::Buy, 100, 1, TimeInForce::Gtc))
+        .unwrap();
+    let zero = bad
+        .sender
+        .new_order(&limit(2, Side::Buy, 100, 0, TimeInForce::Gtc))
+        .unwrap();
+    let replies = read_until(&mut bad, finalized(zero));
+    let rejected = replies
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::OrderRejected(r) => Some(r.reason.get()),
+            _ => None,
+        })
+        .expect("the engine refuses qty 0");
+    assert_eq!(
+        wire::engine_reject_from_code(rejected),
+        Some(engine::RejectReason::InvalidQty)
+    );
+
+    // Orders before login, a second login, a forged signature, a login that never comes.
+    let mut raw = TcpStream::connect(node.order_entry).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut challenge = [0u8; 56];
+    raw.read_exact(&mut challenge).unwrap();
+    let early: wire::MassCancel = blank(1);
+    raw.write_all(early.as_bytes()).unwrap();
+    let mut reply = [0u8; 32];
+    raw.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[2], wire::Reject::KIND);
+    assert_eq!(
+        u16::from_le_bytes([reply[26], reply[27]]),
+        RejectCode::NotLoggedIn.code()
+    );
+    let mut forged: wire::Login = blank(0);
+    forged.public_key = bad_key.verifying_key().to_bytes();
+    forged.signature = [7; 64];
+    raw.write_all(forged.as_bytes()).unwrap();
+    let mut login_reply = [0u8; 24];
+    raw.read_exact(&mut login_reply).unwrap();
+    assert_eq!(login_reply[2], wire::LoginRejected::KIND);
+    assert_eq!(
+        LoginRejectReason::from_code(u16::from_le_bytes([login_reply[16], login_reply[17]])),
+        Some(LoginRejectReason::BadSignature)
+    );
+    assert_eq!(
+        raw.read(&mut [0u8; 1]).unwrap(),
+        0,
+        "closed after a failed login"
+    );
+
+    let mut silent = TcpStream::connect(node.order_entry).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut bytes = Vec::new();
+    silent.read_to_end(&mut bytes).unwrap();
+    assert_eq!(bytes.len(), 56 + 24, "challenge, then a logout");
+    assert_eq!(bytes[56 + 2], wire::ServerLogout::KIND);
+    assert_eq!(
+        LogoutReason::from_code(u16::from_le_bytes([bytes[72], bytes[73]])),
+        Some(LogoutReason::LoginTimeout)
+    );
+
+    // Garbage: an impossible frame length ends that session only.
+    bad.sender.send_raw(&[0xff, 0xff, 1, 2, 3, 4]).unwrap();
+    match bad.recv() {
+        Err(ClientError::LoggedOut(Some(LogoutReason::Malformed))) => {}
+        other => panic!("expected a malformed logout, got {other:?}"),
+    }
+    // An oversize frame on the market-data port too.
+    let mut feed = MarketDataClient::connect(node.market_data).unwrap();
+    feed.send_raw(&[0x00, 0x10, 0, 0]).unwrap();
+    assert!(matches!(feed.recv(), Ok(ServerMessage::Logout(_))));
+    let mut feed = MarketDataClient::connect(node.market_data).unwrap();
+    let mut nowhere: wire::Subscribe = blank(0);
+    nowhere.market = 99.into();
+    feed.send_raw(nowhere.as_bytes()).unwrap();
+    let ServerMessage::Reject(reject) = feed.recv().unwrap() else {
+        panic!("reject")
+    };
+    assert_eq!(
+        RejectCode::from_code(reject.reason.get()),
+        Some(RejectCode::UnknownMarket)
+    );
+
+    // The good session kept working throughout and its order is intact.
+    good.sender
+        .new_order(&limit(1, Side::Sell, 2000, 1, TimeInForce::Gtc))
+        .unwrap();
+    let replies = read_until(&mut good, finalized(1));
+    assert_eq!(names(&replies), ["accepted", "sequenced", "finalized"]);
+    // What `bad` placed before it was dropped is still on the book (nothing accepted is lost).
+    feed.subscribe(MARKET).unwrap();
+    let mut book = L2Book::new(MARKET);
+    while book.apply(&feed.recv().unwrap()) != Ok(Applied::SnapshotDone) {}
+    assert_eq!(book.bids.get(&100), Some(&1), "{book:?}");
+    assert_eq!(book.asks.get(&2000), Some(&1));
+}
