@@ -172,7 +172,9 @@ pub struct PipelineSection {
     pub snapshot_every_blocks: u64,
     /// Pin stage threads.
     pub pin_threads: bool,
-    /// Sequencer idle mode.
+    /// Number inputs on the event-loop thread instead of a sequencer thread.
+    pub inline_sequencer: bool,
+    /// Sequencer idle mode (when it has its own thread).
     pub wait_sequencer: WaitMode,
     /// Engine idle mode.
     pub wait_engine: WaitMode,
@@ -188,6 +190,7 @@ impl Default for PipelineSection {
             ring_capacity: 65_536,
             snapshot_every_blocks: 10_000,
             pin_threads: false,
+            inline_sequencer: true,
             wait_sequencer: WaitMode::Park,
             wait_engine: WaitMode::Park,
             wait_wal: WaitMode::Park,

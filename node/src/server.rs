@@ -523,6 +523,7 @@ pub fn run(
         },
         pin_threads: config.pipeline.pin_threads,
         level_changes: true,
+        inline_sequencer: config.pipeline.inline_sequencer,
     };
     let (order_entry, market_data) = gateway.local_addrs()?;
     let notify_waker = waker.clone();
@@ -565,7 +566,11 @@ pub fn run(
             break Ok(());
         }
         let timeout = if unread.is_empty() && !server.gateway.has_unread() {
-            Duration::from_millis(20)
+            // With an inline sequencer, wake in time to cut the open block.
+            let block_due = server.pipeline.as_ref().and_then(Pipeline::tick_due_in);
+            block_due.map_or(Duration::from_millis(20), |due| {
+                due.min(Duration::from_millis(20))
+            })
         } else {
             Duration::ZERO
         };
@@ -602,6 +607,7 @@ pub fn run(
         server.gateway.read_ready();
         if let Some(pipeline) = server.pipeline.as_mut() {
             server.gateway.submit(pipeline);
+            pipeline.tick();
         }
         if let Err(error) = server.drain_outputs() {
             break Err(error);

@@ -273,6 +273,7 @@ pub fn run_case(workload: &Workload, case: Case) -> CaseResult {
         waits: case.waits,
         pin_threads: false,
         level_changes: false,
+        inline_sequencer: false,
     };
     let mut pipeline = Pipeline::start(recovered, wal, config, Arc::new(|| {}));
     let warmup: Vec<_> = workload

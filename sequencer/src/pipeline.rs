@@ -79,6 +79,10 @@ pub struct PipelineConfig {
     pub pin_threads: bool,
     /// Report every price level an input changed ([`Output::Level`]), for market data.
     pub level_changes: bool,
+    /// Number inputs on the caller's thread inside [`Pipeline::try_submit`] instead of on a
+    /// sequencer thread: one thread wake-up fewer per input. The caller must then call
+    /// [`Pipeline::tick`] so old blocks are cut.
+    pub inline_sequencer: bool,
 }
 
 /// Who to send an input's results to: a connection and the client's own tag for the input.
@@ -246,24 +250,11 @@ enum EngineMsg {
 }
 
 enum PublisherMsg {
-    Event {
-        client: ClientRef,
-        seq: u64,
-        event: Event,
-    },
-    Level {
-        seq: u64,
-        change: LevelChange,
-    },
+    /// An input was executed (its `Sequenced` is already out): await its block.
     Done {
         client: ClientRef,
         seq: u64,
         height: u64,
-        times: StageTimes,
-    },
-    BlockExecuted {
-        height: u64,
-        root: [u8; 32],
     },
     Stopped,
 }
@@ -290,10 +281,88 @@ struct SnapshotMsg {
     bytes: Vec<u8>,
 }
 
+/// The sequencer and the ring ends it feeds.
+struct SequencerStage {
+    sequencer: Sequencer,
+    engine_tx: Producer<EngineMsg>,
+    wal_tx: Producer<WalMsg>,
+    cut: Vec<Block>,
+    engine_bell: Doorbell,
+    wal_bell: Doorbell,
+    epoch: Instant,
+}
+
+impl SequencerStage {
+    /// Numbers an input and passes it on, waiting on full rings (own thread).
+    fn submit_waiting(&mut self, submission: Submission) {
+        let seq = self
+            .sequencer
+            .submit(wall_clock_ns(), submission.command, &mut self.cut);
+        let message = EngineMsg::Input {
+            client: submission.client,
+            seq,
+            command: submission.command,
+            received_ns: submission.received_ns,
+            sequenced_ns: since(self.epoch),
+        };
+        push_waiting(&mut self.engine_tx, message, &self.engine_bell);
+        self.forward_cut();
+    }
+
+    /// Numbers an input only if it and a block cut after it fit without waiting (inline).
+    fn try_submit(&mut self, submission: Submission) -> Result<(), Submission> {
+        if self.engine_tx.slots() < 2 || self.wal_tx.slots() < 1 {
+            return Err(submission);
+        }
+        self.submit_waiting(submission);
+        Ok(())
+    }
+
+    fn tick_waiting(&mut self) {
+        self.sequencer.tick(wall_clock_ns(), &mut self.cut);
+        self.forward_cut();
+    }
+
+    /// Cuts an old block only if it fits without waiting (inline); otherwise later.
+    fn try_tick(&mut self) {
+        if self.engine_tx.slots() >= 1 && self.wal_tx.slots() >= 1 {
+            self.tick_waiting();
+        }
+    }
+
+    fn forward_cut(&mut self) {
+        for block in self.cut.drain(..) {
+            let end = EngineMsg::BlockEnd {
+                height: block.height,
+                hash: block.hash,
+            };
+            push_waiting(&mut self.engine_tx, end, &self.engine_bell);
+            push_waiting(&mut self.wal_tx, WalMsg::Block(block), &self.wal_bell);
+        }
+    }
+
+    /// Cuts the open block and tells the engine and the WAL writer to stop.
+    fn finish(&mut self) {
+        self.sequencer.flush(wall_clock_ns(), &mut self.cut);
+        self.forward_cut();
+        push_waiting(&mut self.engine_tx, EngineMsg::Stop, &self.engine_bell);
+        push_waiting(&mut self.wal_tx, WalMsg::Stop, &self.wal_bell);
+    }
+}
+
 /// A running pipeline. Drop order matters little: call [`Pipeline::shutdown`] to finish cleanly.
 pub struct Pipeline {
     input: Producer<Submission>,
+    /// From the publisher: `Finalized`, `BlockDurable`, `Fatal`.
     output: Consumer<Output>,
+    /// From the engine: events, level changes, `Sequenced`, `BlockExecuted`.
+    engine_output: Consumer<Output>,
+    /// A publisher output held back until the engine outputs ahead of it are taken.
+    held: Option<Output>,
+    /// Engine outputs still to hand out before `held`.
+    held_after: usize,
+    /// The sequencer, when it runs on the caller's thread.
+    inline: Option<SequencerStage>,
     sequencer_bell: Doorbell,
     stop: Arc<AtomicBool>,
     epoch: Instant,
@@ -324,48 +393,41 @@ impl Pipeline {
         };
         let capacity = config.ring_capacity.max(2);
         let (input, mut input_rx) = RingBuffer::<Submission>::new(capacity);
-        let (mut engine_tx, mut engine_rx) = RingBuffer::<EngineMsg>::new(capacity);
-        let (mut wal_tx, mut wal_rx) = RingBuffer::<WalMsg>::new(capacity);
+        let (engine_tx, mut engine_rx) = RingBuffer::<EngineMsg>::new(capacity);
+        let (wal_tx, mut wal_rx) = RingBuffer::<WalMsg>::new(capacity);
         let (mut snapshot_tx, mut snapshot_rx) = RingBuffer::<SnapshotMsg>::new(16);
         let (mut root_tx, mut root_rx) = RingBuffer::<(u64, [u8; 32])>::new(capacity);
         let (mut publish_tx, mut publish_rx) = RingBuffer::<PublisherMsg>::new(capacity * 4);
         let (mut durable_tx, mut durable_rx) = RingBuffer::<DurableMsg>::new(capacity);
         let (mut output_tx, output) = RingBuffer::<Output>::new(capacity * 4);
+        // The engine hands its results (events, level changes, `Sequenced`, `BlockExecuted`)
+        // straight to the consumer: one thread wake-up fewer between an order and its ack.
+        let (mut engine_out_tx, engine_output) = RingBuffer::<Output>::new(capacity * 4);
         let bells: [Doorbell; 4] = Default::default();
         let [sequencer_bell, engine_bell, wal_bell, publisher_bell] = bells;
         let waits = config.waits;
         let idle_timeout =
             Duration::from_nanos(config.blocks.max_block_age_ns.clamp(50_000, 1_000_000));
 
-        // Sequencer stage.
-        let sequencer_thread = {
-            let (stop, bell, engine_bell, wal_bell, pin) = (
-                stop.clone(),
-                sequencer_bell.clone(),
-                engine_bell.clone(),
-                wal_bell.clone(),
-                pin.clone(),
-            );
-            let mut sequencer = Sequencer::new(config.blocks, recovered.tip);
-            thread::Builder::new()
+        // Sequencer stage: its own thread, or the caller's (`inline_sequencer`).
+        let mut stage = SequencerStage {
+            sequencer: Sequencer::new(config.blocks, recovered.tip),
+            engine_tx,
+            wal_tx,
+            cut: Vec::new(),
+            engine_bell: engine_bell.clone(),
+            wal_bell: wal_bell.clone(),
+            epoch,
+        };
+        let (sequencer_thread, inline) = if config.inline_sequencer {
+            (None, Some(stage))
+        } else {
+            let (stop, bell, pin) = (stop.clone(), sequencer_bell.clone(), pin.clone());
+            let thread = thread::Builder::new()
                 .name("nexus-sequencer".into())
                 .spawn(move || {
                     pin(0);
                     bell.register_current();
-                    let mut cut = Vec::new();
-                    let forward_cut =
-                        |cut: &mut Vec<Block>,
-                         engine_tx: &mut Producer<EngineMsg>,
-                         wal_tx: &mut Producer<WalMsg>| {
-                            for block in cut.drain(..) {
-                                let end = EngineMsg::BlockEnd {
-                                    height: block.height,
-                                    hash: block.hash,
-                                };
-                                push_waiting(engine_tx, end, &engine_bell);
-                                push_waiting(wal_tx, WalMsg::Block(block), &wal_bell);
-                            }
-                        };
                     loop {
                         let mut worked = false;
                         for _ in 0..1024 {
@@ -373,25 +435,11 @@ impl Pipeline {
                                 break;
                             };
                             worked = true;
-                            let seq =
-                                sequencer.submit(wall_clock_ns(), submission.command, &mut cut);
-                            let message = EngineMsg::Input {
-                                client: submission.client,
-                                seq,
-                                command: submission.command,
-                                received_ns: submission.received_ns,
-                                sequenced_ns: since(epoch),
-                            };
-                            push_waiting(&mut engine_tx, message, &engine_bell);
-                            forward_cut(&mut cut, &mut engine_tx, &mut wal_tx);
+                            stage.submit_waiting(submission);
                         }
-                        sequencer.tick(wall_clock_ns(), &mut cut);
-                        forward_cut(&mut cut, &mut engine_tx, &mut wal_tx);
+                        stage.tick_waiting();
                         if stop.load(Ordering::Acquire) && input_rx.is_empty() {
-                            sequencer.flush(wall_clock_ns(), &mut cut);
-                            forward_cut(&mut cut, &mut engine_tx, &mut wal_tx);
-                            push_waiting(&mut engine_tx, EngineMsg::Stop, &engine_bell);
-                            push_waiting(&mut wal_tx, WalMsg::Stop, &wal_bell);
+                            stage.finish();
                             return;
                         }
                         if !worked {
@@ -399,16 +447,18 @@ impl Pipeline {
                         }
                     }
                 })
-                .expect("spawn sequencer thread")
+                .expect("spawn sequencer thread");
+            (Some(thread), None)
         };
 
         // Engine stage.
         let engine_thread = {
-            let (bell, publisher_bell, wal_bell, pin) = (
+            let (bell, publisher_bell, wal_bell, pin, notify) = (
                 engine_bell.clone(),
                 publisher_bell.clone(),
                 wal_bell.clone(),
                 pin.clone(),
+                notify.clone(),
             );
             let mut engine = recovered.engine;
             let level_changes = config.level_changes;
@@ -422,11 +472,20 @@ impl Pipeline {
                     bell.register_current();
                     let mut events = Vec::with_capacity(1024);
                     let mut levels = Vec::with_capacity(1024);
+                    // The consumer is woken by `notify`, once per batch, not by a doorbell.
+                    let no_bell = Doorbell::default();
+                    let mut unnotified = false;
                     loop {
                         let Ok(message) = engine_rx.pop() else {
+                            if unnotified {
+                                unnotified = false;
+                                notify();
+                                continue;
+                            }
                             idle(waits.engine, idle_timeout);
                             continue;
                         };
+                        unnotified = true;
                         match message {
                             EngineMsg::Input {
                                 client,
@@ -439,27 +498,35 @@ impl Pipeline {
                                 engine.step(&command, &mut events);
                                 let executed_ns = since(epoch);
                                 for event in events.drain(..) {
-                                    let message = PublisherMsg::Event { client, seq, event };
-                                    push_waiting(&mut publish_tx, message, &publisher_bell);
+                                    let output = Output::Event { client, seq, event };
+                                    push_waiting(&mut engine_out_tx, output, &no_bell);
                                 }
                                 if level_changes {
                                     engine.drain_level_changes(&mut levels);
                                     for change in levels.drain(..) {
-                                        let message = PublisherMsg::Level { seq, change };
-                                        push_waiting(&mut publish_tx, message, &publisher_bell);
+                                        let output = Output::Level { seq, change };
+                                        push_waiting(&mut engine_out_tx, output, &no_bell);
                                     }
                                 }
                                 let times = StageTimes {
                                     received_ns,
                                     sequenced_ns,
                                     executed_ns,
-                                    published_ns: 0,
+                                    published_ns: since(epoch),
                                 };
-                                let done = PublisherMsg::Done {
+                                let sequenced = Output::Sequenced {
                                     client,
                                     seq,
                                     height,
                                     times,
+                                };
+                                push_waiting(&mut engine_out_tx, sequenced, &no_bell);
+                                // Pushed after `Sequenced`: the consumer relies on this order
+                                // (see `Pipeline::poll_output`).
+                                let done = PublisherMsg::Done {
+                                    client,
+                                    seq,
+                                    height,
                                 };
                                 push_waiting(&mut publish_tx, done, &publisher_bell);
                             }
@@ -470,11 +537,11 @@ impl Pipeline {
                                 height = ended + 1;
                                 let root = engine.commit();
                                 push_waiting(&mut root_tx, (ended, root), &wal_bell);
-                                let executed = PublisherMsg::BlockExecuted {
+                                let executed = Output::BlockExecuted {
                                     height: ended,
-                                    root,
+                                    state_root: root,
                                 };
-                                push_waiting(&mut publish_tx, executed, &publisher_bell);
+                                push_waiting(&mut engine_out_tx, executed, &no_bell);
                                 if snapshot_every > 0 && ended % snapshot_every == 0 {
                                     let bytes = engine.snapshot();
                                     let message = SnapshotMsg {
@@ -486,6 +553,7 @@ impl Pipeline {
                                 }
                             }
                             EngineMsg::Stop => {
+                                notify();
                                 push_waiting(
                                     &mut publish_tx,
                                     PublisherMsg::Stopped,
@@ -606,28 +674,11 @@ impl Pipeline {
                             let Ok(message) = publish_rx.pop() else { break };
                             produced = true;
                             match message {
-                                PublisherMsg::Event { client, seq, event } => {
-                                    out(Output::Event { client, seq, event }, &mut output_tx)
-                                }
-                                PublisherMsg::Level { seq, change } => {
-                                    out(Output::Level { seq, change }, &mut output_tx)
-                                }
                                 PublisherMsg::Done {
                                     client,
                                     seq,
                                     height,
-                                    mut times,
                                 } => {
-                                    times.published_ns = since(epoch);
-                                    out(
-                                        Output::Sequenced {
-                                            client,
-                                            seq,
-                                            height,
-                                            times,
-                                        },
-                                        &mut output_tx,
-                                    );
                                     if height <= durable_height {
                                         out(
                                             Output::Finalized {
@@ -641,13 +692,6 @@ impl Pipeline {
                                         awaiting.push_back((height, seq, client));
                                     }
                                 }
-                                PublisherMsg::BlockExecuted { height, root } => out(
-                                    Output::BlockExecuted {
-                                        height,
-                                        state_root: root,
-                                    },
-                                    &mut output_tx,
-                                ),
                                 PublisherMsg::Stopped => engine_done = true,
                             }
                         }
@@ -708,11 +752,18 @@ impl Pipeline {
         Pipeline {
             input,
             output,
+            engine_output,
+            held: None,
+            held_after: 0,
             sequencer_bell,
             stop,
             epoch,
             engine_thread: Some(engine_thread),
-            other_threads: vec![sequencer_thread, wal_thread, publisher_thread],
+            other_threads: [sequencer_thread, Some(wal_thread), Some(publisher_thread)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            inline,
         }
     }
 
@@ -722,8 +773,13 @@ impl Pipeline {
     }
 
     /// Offers an input. `Err` gives it back when the input ring is full: the caller must tell
-    /// its client (the pipeline never drops an input it accepted).
+    /// its client (the pipeline never drops an input it accepted). With an inline sequencer
+    /// the input is numbered here, on the caller's thread, and never waits: if the rings
+    /// after the sequencer lack room it is refused the same way.
     pub fn try_submit(&mut self, submission: Submission) -> Result<(), Submission> {
+        if let Some(stage) = self.inline.as_mut() {
+            return stage.try_submit(submission);
+        }
         match self.input.push(submission) {
             Ok(()) => {
                 self.sequencer_bell.ring();
@@ -735,24 +791,75 @@ impl Pipeline {
 
     /// Free slots in the input ring.
     pub fn input_slots(&self) -> usize {
-        self.input.slots()
+        match self.inline.as_ref() {
+            Some(stage) => stage.engine_tx.slots().saturating_sub(1),
+            None => self.input.slots(),
+        }
+    }
+
+    /// With an inline sequencer: cuts the open block if it is old enough (call it at least
+    /// every [`Pipeline::tick_due_in`]). Does nothing when the sequencer has its own thread.
+    pub fn tick(&mut self) {
+        if let Some(stage) = self.inline.as_mut() {
+            stage.try_tick();
+        }
+    }
+
+    /// How soon [`Pipeline::tick`] must run to cut the open block on time (`None`: no block
+    /// is open, or the sequencer has its own thread).
+    pub fn tick_due_in(&self) -> Option<Duration> {
+        let stage = self.inline.as_ref()?;
+        let deadline = stage.sequencer.open_deadline_ns()?;
+        Some(Duration::from_nanos(
+            deadline.saturating_sub(wall_clock_ns()),
+        ))
     }
 
     /// The next output, if one is ready.
+    ///
+    /// Two rings feed this: the engine's and the publisher's. The engine pushes an input's
+    /// `Sequenced` before telling the publisher about it, so when a publisher output
+    /// (`Finalized`) is taken, everything the engine pushed before it is already visible in
+    /// the engine ring: those are handed out first, and per-input order (events, `Sequenced`,
+    /// `Finalized`) holds.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.output.pop().ok()
+        if self.held.is_some() {
+            if self.held_after == 0 {
+                return self.held.take();
+            }
+            self.held_after -= 1;
+            return Some(
+                self.engine_output
+                    .pop()
+                    .expect("counted engine outputs are there"),
+            );
+        }
+        if let Ok(output) = self.engine_output.pop() {
+            return Some(output);
+        }
+        let output = self.output.pop().ok()?;
+        let ahead = self.engine_output.slots();
+        if ahead == 0 {
+            return Some(output);
+        }
+        self.held = Some(output);
+        self.held_after = ahead;
+        self.poll_output()
     }
 
     /// Stops accepting, cuts and persists the open block, lets every stage drain, and returns
     /// the final engine with every output not yet polled.
     pub fn shutdown(mut self) -> (Engine<ArrayLadder>, Vec<Output>) {
+        if let Some(mut stage) = self.inline.take() {
+            stage.finish();
+        }
         self.stop.store(true, Ordering::Release);
         self.sequencer_bell.ring();
         let mut outputs = Vec::new();
         let engine_thread = self.engine_thread.take().expect("engine thread");
         let mut threads = std::mem::take(&mut self.other_threads);
         loop {
-            while let Ok(output) = self.output.pop() {
+            while let Some(output) = self.poll_output() {
                 outputs.push(output);
             }
             threads.retain(|handle| !handle.is_finished());
@@ -761,7 +868,7 @@ impl Pipeline {
             }
             thread::sleep(Duration::from_micros(200));
         }
-        while let Ok(output) = self.output.pop() {
+        while let Some(output) = self.poll_output() {
             outputs.push(output);
         }
         let engine = engine_thread.join().expect("engine thread panicked");

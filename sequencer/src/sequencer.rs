@@ -68,6 +68,14 @@ impl Sequencer {
         self.tip
     }
 
+    /// When the open block reaches its age limit (`None` if no block is open).
+    pub fn open_deadline_ns(&self) -> Option<u64> {
+        (!self.open.is_empty()).then(|| {
+            self.open_since_ns
+                .saturating_add(self.config.max_block_age_ns)
+        })
+    }
+
     /// Inputs waiting in the open block.
     pub fn open_inputs(&self) -> usize {
         self.open.len()

@@ -91,6 +91,15 @@ fn config(ring_capacity: usize, waits: StageWaits) -> PipelineConfig {
         waits,
         pin_threads: false,
         level_changes: true,
+        inline_sequencer: false,
+    }
+}
+
+/// The same with the sequencer on the submitting thread.
+fn inline(config: PipelineConfig) -> PipelineConfig {
+    PipelineConfig {
+        inline_sequencer: true,
+        ..config
     }
 }
 
@@ -134,6 +143,7 @@ fn run_pipeline(
                     while let Some(output) = pipeline.poll_output() {
                         outputs.push(output);
                     }
+                    pipeline.tick();
                     std::thread::yield_now();
                 }
             }
@@ -150,7 +160,10 @@ fn run_pipeline(
                 finalized += matches!(output, Output::Finalized { .. }) as usize;
                 outputs.push(output);
             }
-            None => std::thread::sleep(Duration::from_micros(100)),
+            None => {
+                pipeline.tick();
+                std::thread::sleep(Duration::from_micros(100))
+            }
         }
     }
     let (engine, rest) = pipeline.shutdown();
@@ -228,10 +241,18 @@ fn check_outputs(commands: &[Command], outputs: &[Output]) {
 
 #[test]
 fn pipeline_results_match_a_direct_run_and_recovery_agrees() {
+    results_match_a_direct_run(config(1024, StageWaits::ALL_PARK));
+}
+
+#[test]
+fn an_inline_sequencer_gives_the_same_results() {
+    results_match_a_direct_run(inline(config(1024, StageWaits::ALL_PARK)));
+}
+
+fn results_match_a_direct_run(pipeline_config: PipelineConfig) {
     let dir = tempfile::tempdir().unwrap();
     let commands = workload(3_000);
-    let (outputs, engine, _) =
-        run_pipeline(dir.path(), &commands, config(1024, StageWaits::ALL_PARK));
+    let (outputs, engine, _) = run_pipeline(dir.path(), &commands, pipeline_config);
     check_outputs(&commands, &outputs);
     check_levels(&outputs, &engine, &market_ids(&commands));
     let (_, hash) = direct(&commands);
@@ -248,19 +269,21 @@ fn pipeline_results_match_a_direct_run_and_recovery_agrees() {
 
 #[test]
 fn a_full_input_ring_refuses_and_loses_nothing_with_a_spinning_engine() {
-    let dir = tempfile::tempdir().unwrap();
     let commands = workload(2_000);
     let waits = StageWaits {
         engine: Wait::Spin,
         ..StageWaits::ALL_PARK
     };
-    let (outputs, engine, refused) = run_pipeline(dir.path(), &commands, config(4, waits));
-    assert!(
-        refused > 0,
-        "a 4-slot ring under a tight loop must push back"
-    );
-    check_outputs(&commands, &outputs);
-    assert_eq!(engine.state_hash(), direct(&commands).1);
+    for pipeline_config in [config(4, waits), inline(config(4, waits))] {
+        let dir = tempfile::tempdir().unwrap();
+        let (outputs, engine, refused) = run_pipeline(dir.path(), &commands, pipeline_config);
+        assert!(
+            refused > 0,
+            "a 4-slot ring under a tight loop must push back"
+        );
+        check_outputs(&commands, &outputs);
+        assert_eq!(engine.state_hash(), direct(&commands).1);
+    }
 }
 
 #[test]
@@ -269,7 +292,12 @@ fn restarting_continues_the_chain() {
     let commands = workload(1_000);
     let (first, second) = commands.split_at(600);
     run_pipeline(dir.path(), first, config(256, StageWaits::ALL_PARK));
-    let (outputs, engine, _) = run_pipeline(dir.path(), second, config(256, StageWaits::ALL_PARK));
+    // The second run numbers inline: the chain does not care where the sequencer runs.
+    let (outputs, engine, _) = run_pipeline(
+        dir.path(),
+        second,
+        inline(config(256, StageWaits::ALL_PARK)),
+    );
     let first_seq = outputs
         .iter()
         .find_map(|output| match output {
