@@ -174,6 +174,8 @@ pub struct PipelineSection {
     pub pin_threads: bool,
     /// Number inputs on the event-loop thread instead of a sequencer thread.
     pub inline_sequencer: bool,
+    /// Also execute them there (needs `inline_sequencer`).
+    pub fused_engine: bool,
     /// Sequencer idle mode (when it has its own thread).
     pub wait_sequencer: WaitMode,
     /// Engine idle mode.
@@ -191,6 +193,7 @@ impl Default for PipelineSection {
             snapshot_every_blocks: 10_000,
             pin_threads: false,
             inline_sequencer: true,
+            fused_engine: true,
             wait_sequencer: WaitMode::Park,
             wait_engine: WaitMode::Park,
             wait_wal: WaitMode::Park,

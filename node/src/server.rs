@@ -524,6 +524,7 @@ pub fn run(
         pin_threads: config.pipeline.pin_threads,
         level_changes: true,
         inline_sequencer: config.pipeline.inline_sequencer,
+        fused_engine: config.pipeline.fused_engine,
     };
     let (order_entry, market_data) = gateway.local_addrs()?;
     let notify_waker = waker.clone();

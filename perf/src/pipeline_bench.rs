@@ -274,6 +274,7 @@ pub fn run_case(workload: &Workload, case: Case) -> CaseResult {
         pin_threads: false,
         level_changes: false,
         inline_sequencer: false,
+        fused_engine: false,
     };
     let mut pipeline = Pipeline::start(recovered, wal, config, Arc::new(|| {}));
     let warmup: Vec<_> = workload

@@ -83,6 +83,10 @@ pub struct PipelineConfig {
     /// sequencer thread: one thread wake-up fewer per input. The caller must then call
     /// [`Pipeline::tick`] so old blocks are cut.
     pub inline_sequencer: bool,
+    /// With `inline_sequencer`, also execute inputs on the caller's thread, inside
+    /// [`Pipeline::try_submit`]: no thread wake-up at all between an order and its results.
+    /// The WAL writer and the publisher keep their threads.
+    pub fused_engine: bool,
 }
 
 /// Who to send an input's results to: a connection and the client's own tag for the input.
@@ -215,6 +219,14 @@ fn push_waiting<T>(producer: &mut Producer<T>, mut value: T, consumer: &Doorbell
     }
 }
 
+/// Pushes without waking the consumer, unless the ring is full (then as [`push_waiting`]).
+fn push_quietly<T>(producer: &mut Producer<T>, value: T, consumer: &Doorbell) {
+    match producer.push(value) {
+        Ok(()) => {}
+        Err(rtrb::PushError::Full(back)) => push_waiting(producer, back, consumer),
+    }
+}
+
 fn idle(wait: Wait, timeout: Duration) {
     match wait {
         Wait::Spin => std::hint::spin_loop(),
@@ -284,12 +296,159 @@ struct SnapshotMsg {
 /// The sequencer and the ring ends it feeds.
 struct SequencerStage {
     sequencer: Sequencer,
-    engine_tx: Producer<EngineMsg>,
+    engine: EngineLink,
     wal_tx: Producer<WalMsg>,
     cut: Vec<Block>,
-    engine_bell: Doorbell,
     wal_bell: Doorbell,
     epoch: Instant,
+}
+
+/// How the sequencer reaches the engine.
+enum EngineLink {
+    /// The engine thread's ring and doorbell.
+    Ring(Producer<EngineMsg>, Doorbell),
+    /// The engine runs right here (`fused_engine`).
+    Fused(Box<EngineStage>),
+}
+
+impl EngineLink {
+    /// Hands a message on (waiting on a full ring). Returns true once the engine stopped.
+    fn send(&mut self, message: EngineMsg) -> bool {
+        match self {
+            EngineLink::Ring(tx, bell) => {
+                push_waiting(tx, message, bell);
+                false
+            }
+            EngineLink::Fused(stage) => stage.handle(message),
+        }
+    }
+
+    /// Messages that can be handed on without waiting.
+    fn room(&self) -> usize {
+        match self {
+            EngineLink::Ring(tx, _) => tx.slots(),
+            EngineLink::Fused(stage) => stage.room(),
+        }
+    }
+}
+
+/// Where the engine's outputs go.
+enum OutputSink {
+    /// To the consumer on another thread.
+    Ring(Producer<Output>),
+    /// Kept for the consumer on this thread (fused engine).
+    Local(VecDeque<Output>),
+}
+
+impl OutputSink {
+    fn push(&mut self, output: Output) {
+        match self {
+            // The consumer is woken by `notify`, not by a doorbell.
+            OutputSink::Ring(tx) => push_waiting(tx, output, &Doorbell::default()),
+            OutputSink::Local(queue) => queue.push_back(output),
+        }
+    }
+}
+
+/// The engine and the ring ends it feeds.
+struct EngineStage {
+    engine: Engine<ArrayLadder>,
+    /// The block the next input goes into.
+    height: u64,
+    level_changes: bool,
+    snapshot_every: u64,
+    events: Vec<Event>,
+    levels: Vec<LevelChange>,
+    out: OutputSink,
+    root_tx: Producer<(u64, [u8; 32])>,
+    snapshot_tx: Producer<SnapshotMsg>,
+    publish_tx: Producer<PublisherMsg>,
+    wal_bell: Doorbell,
+    publisher_bell: Doorbell,
+    epoch: Instant,
+}
+
+impl EngineStage {
+    /// Executes one message; true once told to stop.
+    fn handle(&mut self, message: EngineMsg) -> bool {
+        match message {
+            EngineMsg::Input {
+                client,
+                seq,
+                command,
+                received_ns,
+                sequenced_ns,
+            } => {
+                self.events.clear();
+                self.engine.step(&command, &mut self.events);
+                let executed_ns = since(self.epoch);
+                for event in self.events.drain(..) {
+                    self.out.push(Output::Event { client, seq, event });
+                }
+                if self.level_changes {
+                    self.engine.drain_level_changes(&mut self.levels);
+                    for change in self.levels.drain(..) {
+                        self.out.push(Output::Level { seq, change });
+                    }
+                }
+                let times = StageTimes {
+                    received_ns,
+                    sequenced_ns,
+                    executed_ns,
+                    published_ns: since(self.epoch),
+                };
+                self.out.push(Output::Sequenced {
+                    client,
+                    seq,
+                    height: self.height,
+                    times,
+                });
+                // Pushed after `Sequenced`: the consumer relies on this order (see
+                // `Pipeline::poll_output`). The publisher is not woken for it: it only needs
+                // these once the block is durable, and the WAL writer wakes it then (waking
+                // it per input costs a futex call and a context switch on the hot path).
+                let done = PublisherMsg::Done {
+                    client,
+                    seq,
+                    height: self.height,
+                };
+                push_quietly(&mut self.publish_tx, done, &self.publisher_bell);
+                false
+            }
+            EngineMsg::BlockEnd { height, hash } => {
+                self.height = height + 1;
+                let root = self.engine.commit();
+                push_waiting(&mut self.root_tx, (height, root), &self.wal_bell);
+                self.out.push(Output::BlockExecuted {
+                    height,
+                    state_root: root,
+                });
+                if self.snapshot_every > 0 && height % self.snapshot_every == 0 {
+                    let bytes = self.engine.snapshot();
+                    let message = SnapshotMsg {
+                        height,
+                        hash,
+                        bytes,
+                    };
+                    push_waiting(&mut self.snapshot_tx, message, &self.wal_bell);
+                }
+                false
+            }
+            EngineMsg::Stop => {
+                push_waiting(
+                    &mut self.publish_tx,
+                    PublisherMsg::Stopped,
+                    &self.publisher_bell,
+                );
+                true
+            }
+        }
+    }
+
+    /// Inputs a fused engine can take without waiting on the WAL writer or the publisher.
+    fn room(&self) -> usize {
+        self.publish_tx.slots().min(self.root_tx.slots())
+    }
 }
 
 impl SequencerStage {
@@ -305,13 +464,13 @@ impl SequencerStage {
             received_ns: submission.received_ns,
             sequenced_ns: since(self.epoch),
         };
-        push_waiting(&mut self.engine_tx, message, &self.engine_bell);
+        self.engine.send(message);
         self.forward_cut();
     }
 
     /// Numbers an input only if it and a block cut after it fit without waiting (inline).
     fn try_submit(&mut self, submission: Submission) -> Result<(), Submission> {
-        if self.engine_tx.slots() < 2 || self.wal_tx.slots() < 1 {
+        if self.engine.room() < 2 || self.wal_tx.slots() < 1 {
             return Err(submission);
         }
         self.submit_waiting(submission);
@@ -325,7 +484,7 @@ impl SequencerStage {
 
     /// Cuts an old block only if it fits without waiting (inline); otherwise later.
     fn try_tick(&mut self) {
-        if self.engine_tx.slots() >= 1 && self.wal_tx.slots() >= 1 {
+        if self.engine.room() >= 1 && self.wal_tx.slots() >= 1 {
             self.tick_waiting();
         }
     }
@@ -336,7 +495,7 @@ impl SequencerStage {
                 height: block.height,
                 hash: block.hash,
             };
-            push_waiting(&mut self.engine_tx, end, &self.engine_bell);
+            self.engine.send(end);
             push_waiting(&mut self.wal_tx, WalMsg::Block(block), &self.wal_bell);
         }
     }
@@ -345,7 +504,7 @@ impl SequencerStage {
     fn finish(&mut self) {
         self.sequencer.flush(wall_clock_ns(), &mut self.cut);
         self.forward_cut();
-        push_waiting(&mut self.engine_tx, EngineMsg::Stop, &self.engine_bell);
+        self.engine.send(EngineMsg::Stop);
         push_waiting(&mut self.wal_tx, WalMsg::Stop, &self.wal_bell);
     }
 }
@@ -395,27 +554,85 @@ impl Pipeline {
         let (input, mut input_rx) = RingBuffer::<Submission>::new(capacity);
         let (engine_tx, mut engine_rx) = RingBuffer::<EngineMsg>::new(capacity);
         let (wal_tx, mut wal_rx) = RingBuffer::<WalMsg>::new(capacity);
-        let (mut snapshot_tx, mut snapshot_rx) = RingBuffer::<SnapshotMsg>::new(16);
-        let (mut root_tx, mut root_rx) = RingBuffer::<(u64, [u8; 32])>::new(capacity);
-        let (mut publish_tx, mut publish_rx) = RingBuffer::<PublisherMsg>::new(capacity * 4);
+        let (snapshot_tx, mut snapshot_rx) = RingBuffer::<SnapshotMsg>::new(16);
+        let (root_tx, mut root_rx) = RingBuffer::<(u64, [u8; 32])>::new(capacity);
+        let (publish_tx, mut publish_rx) = RingBuffer::<PublisherMsg>::new(capacity * 4);
         let (mut durable_tx, mut durable_rx) = RingBuffer::<DurableMsg>::new(capacity);
         let (mut output_tx, output) = RingBuffer::<Output>::new(capacity * 4);
         // The engine hands its results (events, level changes, `Sequenced`, `BlockExecuted`)
         // straight to the consumer: one thread wake-up fewer between an order and its ack.
-        let (mut engine_out_tx, engine_output) = RingBuffer::<Output>::new(capacity * 4);
+        let (engine_out_tx, engine_output) = RingBuffer::<Output>::new(capacity * 4);
         let bells: [Doorbell; 4] = Default::default();
         let [sequencer_bell, engine_bell, wal_bell, publisher_bell] = bells;
         let waits = config.waits;
         let idle_timeout =
             Duration::from_nanos(config.blocks.max_block_age_ns.clamp(50_000, 1_000_000));
 
+        // Engine stage: its own thread, or fused into the caller's with the sequencer.
+        let mut engine = recovered.engine;
+        engine.track_level_changes(config.level_changes);
+        let fused = config.inline_sequencer && config.fused_engine;
+        let engine_stage = EngineStage {
+            engine,
+            height: recovered.tip.next_height,
+            level_changes: config.level_changes,
+            snapshot_every: config.snapshot_every_blocks,
+            events: Vec::with_capacity(1024),
+            levels: Vec::with_capacity(1024),
+            out: if fused {
+                OutputSink::Local(VecDeque::with_capacity(capacity))
+            } else {
+                OutputSink::Ring(engine_out_tx)
+            },
+            root_tx,
+            snapshot_tx,
+            publish_tx,
+            wal_bell: wal_bell.clone(),
+            publisher_bell: publisher_bell.clone(),
+            epoch,
+        };
+        let (engine_thread, engine_link) = if fused {
+            (None, EngineLink::Fused(Box::new(engine_stage)))
+        } else {
+            let (bell, pin, notify) = (engine_bell.clone(), pin.clone(), notify.clone());
+            let mut stage = engine_stage;
+            let thread = thread::Builder::new()
+                .name("nexus-engine".into())
+                .spawn(move || {
+                    pin(1);
+                    bell.register_current();
+                    // The consumer is woken by `notify`, once per batch, not by a doorbell.
+                    let mut unnotified = false;
+                    loop {
+                        let Ok(message) = engine_rx.pop() else {
+                            if unnotified {
+                                unnotified = false;
+                                notify();
+                                continue;
+                            }
+                            idle(waits.engine, idle_timeout);
+                            continue;
+                        };
+                        unnotified = true;
+                        if stage.handle(message) {
+                            notify();
+                            return stage.engine;
+                        }
+                    }
+                })
+                .expect("spawn engine thread");
+            (
+                Some(thread),
+                EngineLink::Ring(engine_tx, engine_bell.clone()),
+            )
+        };
+
         // Sequencer stage: its own thread, or the caller's (`inline_sequencer`).
         let mut stage = SequencerStage {
             sequencer: Sequencer::new(config.blocks, recovered.tip),
-            engine_tx,
+            engine: engine_link,
             wal_tx,
             cut: Vec::new(),
-            engine_bell: engine_bell.clone(),
             wal_bell: wal_bell.clone(),
             epoch,
         };
@@ -449,122 +666,6 @@ impl Pipeline {
                 })
                 .expect("spawn sequencer thread");
             (Some(thread), None)
-        };
-
-        // Engine stage.
-        let engine_thread = {
-            let (bell, publisher_bell, wal_bell, pin, notify) = (
-                engine_bell.clone(),
-                publisher_bell.clone(),
-                wal_bell.clone(),
-                pin.clone(),
-                notify.clone(),
-            );
-            let mut engine = recovered.engine;
-            let level_changes = config.level_changes;
-            engine.track_level_changes(level_changes);
-            let mut height = recovered.tip.next_height;
-            let snapshot_every = config.snapshot_every_blocks;
-            thread::Builder::new()
-                .name("nexus-engine".into())
-                .spawn(move || {
-                    pin(1);
-                    bell.register_current();
-                    let mut events = Vec::with_capacity(1024);
-                    let mut levels = Vec::with_capacity(1024);
-                    // The consumer is woken by `notify`, once per batch, not by a doorbell.
-                    let no_bell = Doorbell::default();
-                    let mut unnotified = false;
-                    loop {
-                        let Ok(message) = engine_rx.pop() else {
-                            if unnotified {
-                                unnotified = false;
-                                notify();
-                                continue;
-                            }
-                            idle(waits.engine, idle_timeout);
-                            continue;
-                        };
-                        unnotified = true;
-                        match message {
-                            EngineMsg::Input {
-                                client,
-                                seq,
-                                command,
-                                received_ns,
-                                sequenced_ns,
-                            } => {
-                                events.clear();
-                                engine.step(&command, &mut events);
-                                let executed_ns = since(epoch);
-                                for event in events.drain(..) {
-                                    let output = Output::Event { client, seq, event };
-                                    push_waiting(&mut engine_out_tx, output, &no_bell);
-                                }
-                                if level_changes {
-                                    engine.drain_level_changes(&mut levels);
-                                    for change in levels.drain(..) {
-                                        let output = Output::Level { seq, change };
-                                        push_waiting(&mut engine_out_tx, output, &no_bell);
-                                    }
-                                }
-                                let times = StageTimes {
-                                    received_ns,
-                                    sequenced_ns,
-                                    executed_ns,
-                                    published_ns: since(epoch),
-                                };
-                                let sequenced = Output::Sequenced {
-                                    client,
-                                    seq,
-                                    height,
-                                    times,
-                                };
-                                push_waiting(&mut engine_out_tx, sequenced, &no_bell);
-                                // Pushed after `Sequenced`: the consumer relies on this order
-                                // (see `Pipeline::poll_output`).
-                                let done = PublisherMsg::Done {
-                                    client,
-                                    seq,
-                                    height,
-                                };
-                                push_waiting(&mut publish_tx, done, &publisher_bell);
-                            }
-                            EngineMsg::BlockEnd {
-                                height: ended,
-                                hash,
-                            } => {
-                                height = ended + 1;
-                                let root = engine.commit();
-                                push_waiting(&mut root_tx, (ended, root), &wal_bell);
-                                let executed = Output::BlockExecuted {
-                                    height: ended,
-                                    state_root: root,
-                                };
-                                push_waiting(&mut engine_out_tx, executed, &no_bell);
-                                if snapshot_every > 0 && ended % snapshot_every == 0 {
-                                    let bytes = engine.snapshot();
-                                    let message = SnapshotMsg {
-                                        height: ended,
-                                        hash,
-                                        bytes,
-                                    };
-                                    push_waiting(&mut snapshot_tx, message, &wal_bell);
-                                }
-                            }
-                            EngineMsg::Stop => {
-                                notify();
-                                push_waiting(
-                                    &mut publish_tx,
-                                    PublisherMsg::Stopped,
-                                    &publisher_bell,
-                                );
-                                return engine;
-                            }
-                        }
-                    }
-                })
-                .expect("spawn engine thread")
         };
 
         // WAL writer.
@@ -758,7 +859,7 @@ impl Pipeline {
             sequencer_bell,
             stop,
             epoch,
-            engine_thread: Some(engine_thread),
+            engine_thread,
             other_threads: [sequencer_thread, Some(wal_thread), Some(publisher_thread)]
                 .into_iter()
                 .flatten()
@@ -792,7 +893,7 @@ impl Pipeline {
     /// Free slots in the input ring.
     pub fn input_slots(&self) -> usize {
         match self.inline.as_ref() {
-            Some(stage) => stage.engine_tx.slots().saturating_sub(1),
+            Some(stage) => stage.engine.room().saturating_sub(1),
             None => self.input.slots(),
         }
     }
@@ -829,16 +930,15 @@ impl Pipeline {
             }
             self.held_after -= 1;
             return Some(
-                self.engine_output
-                    .pop()
+                self.pop_engine_output()
                     .expect("counted engine outputs are there"),
             );
         }
-        if let Ok(output) = self.engine_output.pop() {
+        if let Some(output) = self.pop_engine_output() {
             return Some(output);
         }
         let output = self.output.pop().ok()?;
-        let ahead = self.engine_output.slots();
+        let ahead = self.engine_output.slots() + self.local_outputs().map_or(0, |q| q.len());
         if ahead == 0 {
             return Some(output);
         }
@@ -847,23 +947,41 @@ impl Pipeline {
         self.poll_output()
     }
 
+    /// The fused engine's output queue, if the engine is fused.
+    fn local_outputs(&mut self) -> Option<&mut VecDeque<Output>> {
+        match self.inline.as_mut().map(|stage| &mut stage.engine) {
+            Some(EngineLink::Fused(engine)) => match &mut engine.out {
+                OutputSink::Local(queue) => Some(queue),
+                OutputSink::Ring(_) => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn pop_engine_output(&mut self) -> Option<Output> {
+        if let Some(output) = self.local_outputs().and_then(VecDeque::pop_front) {
+            return Some(output);
+        }
+        self.engine_output.pop().ok()
+    }
+
     /// Stops accepting, cuts and persists the open block, lets every stage drain, and returns
     /// the final engine with every output not yet polled.
     pub fn shutdown(mut self) -> (Engine<ArrayLadder>, Vec<Output>) {
-        if let Some(mut stage) = self.inline.take() {
+        if let Some(stage) = self.inline.as_mut() {
             stage.finish();
         }
         self.stop.store(true, Ordering::Release);
         self.sequencer_bell.ring();
         let mut outputs = Vec::new();
-        let engine_thread = self.engine_thread.take().expect("engine thread");
+        let engine_thread = self.engine_thread.take();
         let mut threads = std::mem::take(&mut self.other_threads);
         loop {
             while let Some(output) = self.poll_output() {
                 outputs.push(output);
             }
             threads.retain(|handle| !handle.is_finished());
-            if threads.is_empty() && engine_thread.is_finished() {
+            if threads.is_empty() && engine_thread.as_ref().is_none_or(|t| t.is_finished()) {
                 break;
             }
             thread::sleep(Duration::from_micros(200));
@@ -871,7 +989,11 @@ impl Pipeline {
         while let Some(output) = self.poll_output() {
             outputs.push(output);
         }
-        let engine = engine_thread.join().expect("engine thread panicked");
+        let engine = match (self.inline.take().map(|stage| stage.engine), engine_thread) {
+            (Some(EngineLink::Fused(stage)), _) => stage.engine,
+            (_, Some(thread)) => thread.join().expect("engine thread panicked"),
+            (_, None) => unreachable!("the engine is fused or has a thread"),
+        };
         (engine, outputs)
     }
 }

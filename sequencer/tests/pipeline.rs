@@ -92,6 +92,7 @@ fn config(ring_capacity: usize, waits: StageWaits) -> PipelineConfig {
         pin_threads: false,
         level_changes: true,
         inline_sequencer: false,
+        fused_engine: false,
     }
 }
 
@@ -99,6 +100,15 @@ fn config(ring_capacity: usize, waits: StageWaits) -> PipelineConfig {
 fn inline(config: PipelineConfig) -> PipelineConfig {
     PipelineConfig {
         inline_sequencer: true,
+        ..config
+    }
+}
+
+/// The same with the sequencer and the engine on the submitting thread.
+fn fused(config: PipelineConfig) -> PipelineConfig {
+    PipelineConfig {
+        inline_sequencer: true,
+        fused_engine: true,
         ..config
     }
 }
@@ -249,6 +259,11 @@ fn an_inline_sequencer_gives_the_same_results() {
     results_match_a_direct_run(inline(config(1024, StageWaits::ALL_PARK)));
 }
 
+#[test]
+fn a_fused_engine_gives_the_same_results() {
+    results_match_a_direct_run(fused(config(1024, StageWaits::ALL_PARK)));
+}
+
 fn results_match_a_direct_run(pipeline_config: PipelineConfig) {
     let dir = tempfile::tempdir().unwrap();
     let commands = workload(3_000);
@@ -274,7 +289,11 @@ fn a_full_input_ring_refuses_and_loses_nothing_with_a_spinning_engine() {
         engine: Wait::Spin,
         ..StageWaits::ALL_PARK
     };
-    for pipeline_config in [config(4, waits), inline(config(4, waits))] {
+    for pipeline_config in [
+        config(4, waits),
+        inline(config(4, waits)),
+        fused(config(4, waits)),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let (outputs, engine, refused) = run_pipeline(dir.path(), &commands, pipeline_config);
         assert!(
