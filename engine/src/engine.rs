@@ -802,6 +802,8 @@ impl<L: PriceLadder> Engine<L> {
             qty: lots,
             taker_fee: to_units(taker_fee),
             maker_fee: to_units(maker_fee),
+            taker_left: taker.remaining - lots,
+            maker_left: maker.remaining - lots,
         });
     }
 

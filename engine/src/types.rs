@@ -364,6 +364,10 @@ pub enum Event {
         taker_fee: Units,
         /// Fee the maker paid (negative: rebate received), in quote units.
         maker_fee: Units,
+        /// The taker's size still unfilled after this trade, in lots (0: fully filled).
+        taker_left: Lots,
+        /// The maker's size still resting after this trade, in lots (0: fully filled, gone).
+        maker_left: Lots,
     },
     /// An order left the book, or an incoming order's remainder was dropped.
     Canceled {

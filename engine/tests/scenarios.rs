@@ -204,9 +204,10 @@ fn modified(account: AccountId, oid: OrderId, price: Ticks, qty: Lots) -> Event 
 }
 
 #[allow(clippy::too_many_arguments)]
+/// A fill in market `M`; `taker` and `maker` are (account, order id, lots left after it).
 fn fill(
-    taker: (AccountId, OrderId),
-    maker: (AccountId, OrderId),
+    taker: (AccountId, OrderId, Lots),
+    maker: (AccountId, OrderId, Lots),
     taker_side: Side,
     price: Ticks,
     qty: Lots,
@@ -224,6 +225,8 @@ fn fill(
         qty,
         taker_fee,
         maker_fee,
+        taker_left: taker.2,
+        maker_left: maker.2,
     }
 }
 
@@ -293,9 +296,9 @@ fn price_time_priority_partial_fills_and_rebate_rounding() {
         events,
         vec![
             accepted(B, 10),
-            fill((B, 10), (A, 3), Buy, 99, 1, 25, -9),
-            fill((B, 10), (A, 1), Buy, 100, 2, 50, -20),
-            fill((B, 10), (C, 2), Buy, 100, 2, 50, -20),
+            fill((B, 10, 4), (A, 3, 0), Buy, 99, 1, 25, -9),
+            fill((B, 10, 2), (A, 1, 0), Buy, 100, 2, 50, -20),
+            fill((B, 10, 0), (C, 2, 1), Buy, 100, 2, 50, -20),
         ]
     );
     // B pays N + fee: 9_925 + 20_050 + 20_050 = 50_025; nothing rests so nothing stays locked.
@@ -316,7 +319,10 @@ fn price_time_priority_partial_fills_and_rebate_rounding() {
     let events = step(&mut e, limit(B, 11, Buy, 100, 3, Gtc));
     assert_eq!(
         events,
-        vec![accepted(B, 11), fill((B, 11), (C, 2), Buy, 100, 1, 25, -10)]
+        vec![
+            accepted(B, 11),
+            fill((B, 11, 2), (C, 2, 0), Buy, 100, 1, 25, -10)
+        ]
     );
     assert_eq!(e.balance(B, QUOTE), bal(49_975 - 10_025, 2 * 10_025));
     assert_eq!(
@@ -360,6 +366,8 @@ fn positive_fees_round_up_and_reserves_use_the_larger_rate() {
                 qty: 5,
                 taker_fee: 5,
                 maker_fee: 2,
+                taker_left: 3,
+                maker_left: 0,
             },
         ]
     );
@@ -399,7 +407,7 @@ fn stp_cancel_maker_cancels_own_maker_and_keeps_matching() {
         vec![
             accepted(C, 3),
             canceled(C, 1, 2, CancelReason::Stp),
-            fill((C, 3), (A, 2), Buy, 100, 2, 50, -20),
+            fill((C, 3, 1), (A, 2, 0), Buy, 100, 2, 50, -20),
         ]
     );
     assert_eq!(
@@ -439,7 +447,7 @@ fn stp_cancel_both_after_a_fill() {
         events,
         vec![
             accepted(C, 4),
-            fill((C, 4), (A, 1), Buy, 99, 1, 25, -9),
+            fill((C, 4, 4), (A, 1, 0), Buy, 99, 1, 25, -9),
             canceled(C, 2, 2, CancelReason::Stp),
             canceled(C, 4, 4, CancelReason::Stp),
         ]
@@ -495,7 +503,10 @@ fn fok_rejection_leaves_everything_untouched() {
     let events = step(&mut e, order(C, M, 9, Buy, Some(100), 2, Fok, CancelTaker));
     assert_eq!(
         events,
-        vec![accepted(C, 9), fill((C, 9), (A, 1), Buy, 100, 2, 50, -20)]
+        vec![
+            accepted(C, 9),
+            fill((C, 9, 0), (A, 1, 0), Buy, 100, 2, 50, -20)
+        ]
     );
     assert_eq!(book(&e, M, Sell), vec![(C, 2, 2), (A, 3, 5)]);
 
@@ -507,7 +518,7 @@ fn fok_rejection_leaves_everything_untouched() {
             accepted(C, 10),
             canceled(C, 2, 2, CancelReason::Stp),
             // N = 30_300: taker fee ceil(75.75) = 76, rebate floor(30.3) = 30.
-            fill((C, 10), (A, 3), Buy, 101, 3, 76, -30),
+            fill((C, 10, 0), (A, 3, 2), Buy, 101, 3, 76, -30),
         ]
     );
     assert_eq!(book(&e, M, Sell), vec![(A, 3, 2)]);
@@ -581,7 +592,10 @@ fn modify_down_in_place_keeps_priority() {
     let events = step(&mut e, limit(B, 10, Buy, 100, 2, Ioc));
     assert_eq!(
         events,
-        vec![accepted(B, 10), fill((B, 10), (A, 1), Buy, 100, 2, 50, -20)]
+        vec![
+            accepted(B, 10),
+            fill((B, 10, 0), (A, 1, 0), Buy, 100, 2, 50, -20)
+        ]
     );
 }
 
@@ -617,7 +631,10 @@ fn modify_up_or_reprice_loses_priority() {
     let events = step(&mut e, limit(B, 10, Buy, 100, 2, Ioc));
     assert_eq!(
         events,
-        vec![accepted(B, 10), fill((B, 10), (C, 2), Buy, 100, 2, 50, -20)]
+        vec![
+            accepted(B, 10),
+            fill((B, 10, 0), (C, 2, 1), Buy, 100, 2, 50, -20)
+        ]
     );
 }
 
@@ -633,7 +650,7 @@ fn modify_that_crosses_matches_as_taker() {
         events,
         vec![
             modified(A, 1, 99, 3),
-            fill((A, 1), (B, 10), Sell, 99, 3, 75, -29),
+            fill((A, 1, 0), (B, 10, 2), Sell, 99, 3, 75, -29),
         ]
     );
     assert_eq!(book(&e, M, Sell), vec![]);
@@ -678,8 +695,8 @@ fn market_buy_stops_when_it_cannot_pay() {
         events,
         vec![
             accepted(4, 7),
-            fill((4, 7), (A, 1), Buy, 100, 1, 25, -10),
-            fill((4, 7), (A, 2), Buy, 120, 1, 30, -12),
+            fill((4, 7, 9), (A, 1, 0), Buy, 100, 1, 25, -10),
+            fill((4, 7, 8), (A, 2, 4), Buy, 120, 1, 30, -12),
             canceled(4, 7, 8, CancelReason::Unfilled),
         ]
     );
@@ -695,7 +712,7 @@ fn market_buy_stops_when_it_cannot_pay() {
         events,
         vec![
             accepted(5, 8),
-            fill((5, 8), (A, 2), Buy, 120, 2, 60, -24),
+            fill((5, 8, 1), (A, 2, 2), Buy, 120, 2, 60, -24),
             canceled(5, 8, 1, CancelReason::Unfilled),
         ]
     );
@@ -734,8 +751,8 @@ fn market_sell_walks_bids_and_needs_base_up_front() {
         events,
         vec![
             accepted(A, 3),
-            fill((A, 3), (B, 1), Sell, 100, 2, 50, -20),
-            fill((A, 3), (B, 2), Sell, 90, 2, 45, -18),
+            fill((A, 3, 2), (B, 1, 0), Sell, 100, 2, 50, -20),
+            fill((A, 3, 0), (B, 2, 3), Sell, 90, 2, 45, -18),
         ]
     );
     assert_eq!(e.balance(A, BASE), bal(960, 0));
@@ -773,7 +790,7 @@ fn market_buy_stp_cancels_own_maker_before_the_affordability_stop() {
         events,
         vec![
             accepted(9, 4),
-            fill((9, 4), (A, 1), Buy, 100, 1, 25, -10),
+            fill((9, 4, 2), (A, 1, 0), Buy, 100, 1, 25, -10),
             canceled(9, 2, 1, CancelReason::Stp),
             canceled(9, 4, 2, CancelReason::Unfilled),
         ]
@@ -1172,7 +1189,10 @@ fn book_full_is_engine_wide() {
     // IOC and FOK never rest, so the limit does not apply.
     assert_eq!(
         step(&mut e, limit(B, 1, Buy, 100, 1, Fok)),
-        vec![accepted(B, 1), fill((B, 1), (A, 1), Buy, 100, 1, 25, -10)]
+        vec![
+            accepted(B, 1),
+            fill((B, 1, 0), (A, 1, 0), Buy, 100, 1, 25, -10)
+        ]
     );
     rest(&mut e, limit(B, 2, Buy, 50, 1, Gtc));
     assert_eq!(e.resting_orders(), 2);

@@ -19,7 +19,7 @@ use crate::wire::{self, *};
 /// Bit 63 of [`ClientRef::connection`] marks inputs sent through this gateway.
 pub const GATEWAY_CLIENT_BIT: u64 = 1 << 63;
 /// The largest server message on this port (a [`Fill`]).
-const MAX_STORED_BYTES: usize = 80;
+const MAX_STORED_BYTES: usize = Fill::BYTES;
 
 /// Limits and timings of the order-entry port.
 #[derive(Debug, Clone)]
@@ -449,6 +449,8 @@ impl OrderEntry {
                 qty,
                 taker_fee,
                 maker_fee,
+                taker_left,
+                maker_left,
             } => {
                 if self.fill_seq != seq {
                     self.fill_seq = seq;
@@ -457,16 +459,24 @@ impl OrderEntry {
                 let match_index = self.fill_index;
                 self.fill_index += 1;
                 let parties = [
-                    (taker_account, taker_oid, taker_side, 2u8, taker_fee),
+                    (
+                        taker_account,
+                        taker_oid,
+                        taker_side,
+                        2u8,
+                        taker_fee,
+                        taker_left,
+                    ),
                     (
                         maker_account,
                         maker_oid,
                         taker_side.opposite(),
                         1u8,
                         maker_fee,
+                        maker_left,
                     ),
                 ];
-                for (account, oid, side, liquidity, fee) in parties {
+                for (account, oid, side, liquidity, fee, leaves) in parties {
                     for slot in self.sessions_of(account) {
                         let mut message: Fill = blank(0);
                         // Only the taker's fill answers the sender's message.
@@ -480,6 +490,7 @@ impl OrderEntry {
                         message.price = price.into();
                         message.qty = qty.into();
                         message.fee = fee.into();
+                        message.leaves = leaves.into();
                         message.match_index = match_index.into();
                         self.send_app(slot, message, now_ns);
                     }

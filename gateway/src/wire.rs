@@ -273,8 +273,8 @@ messages! {
         reserved: U16,
     }
 
-    /// One of the account's orders traded.
-    Fill = 112, 80 {
+    /// One of the account's orders traded (partly or fully: see `leaves`).
+    Fill = 112, 88 {
         /// Client seq of the message that caused this, or 0 (e.g. a resting order hit).
         client_seq: U64,
         /// Global sequence number of the input.
@@ -295,6 +295,9 @@ messages! {
         qty: I64,
         /// Fee paid in quote units (negative: rebate).
         fee: I64,
+        /// Lots of this order still open after the trade: 0 = fully filled. A taker's
+        /// unfilled IOC/FOK/market remainder is then reported `Canceled`.
+        leaves: I64,
         /// Index of this trade among the input's trades; (`seq`, `match_index`) is the trade id.
         match_index: U32,
         /// Zero.
@@ -788,7 +791,8 @@ mod tests {
         assert_eq!(offset_of!(NewOrder, qty), 40);
         assert_eq!(offset_of!(Fill, price), 48);
         assert_eq!(offset_of!(Fill, fee), 64);
-        assert_eq!(offset_of!(Fill, match_index), 72);
+        assert_eq!(offset_of!(Fill, leaves), 72);
+        assert_eq!(offset_of!(Fill, match_index), 80);
         assert_eq!(offset_of!(Canceled, remaining), 48);
         assert_eq!(offset_of!(LevelUpdate, lots), 48);
         assert_eq!(offset_of!(Trade, qty), 56);

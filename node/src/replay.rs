@@ -1034,6 +1034,10 @@ impl Translator {
                     qty,
                     taker_fee,
                     maker_fee,
+                    // The replay format reports sizes left through `canceled` and the book,
+                    // as it did before fills carried them (docs/replay.md).
+                    taker_left: _,
+                    maker_left: _,
                 } => {
                     let info = &self.markets[market_id as usize];
                     Output::Fill {

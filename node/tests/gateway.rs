@@ -251,6 +251,8 @@ fn orders_fills_replies_and_market_data() {
     );
     // Taker fee: ceil(3150 * 10 bps) = 4 and ceil(1100 * 10 bps) = 2 quote units.
     assert_eq!((fills[0].fee.get(), fills[1].fee.get()), (4, 2));
+    // What is left of the taker's order after each trade: 1 lot, then 0.
+    assert_eq!((fills[0].leaves.get(), fills[1].leaves.get()), (1, 0));
     let trade_seq = fills[0].seq.get();
 
     // The maker's session hears of both fills, unprompted (client_seq 0).
@@ -275,6 +277,15 @@ fn orders_fills_replies_and_market_data() {
         maker_view,
         [(0, 11, 1, 1, trade_seq), (0, 12, 1, 1, trade_seq)]
     );
+    // The maker's first order is gone, 4 of its second's 5 lots still rest.
+    let maker_leaves: Vec<i64> = maker_fills
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Fill(f) => Some(f.leaves.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(maker_leaves, [0, 4]);
 
     // Cancel-replace, cancel of an unknown order, mass cancel.
     let replace = maker.sender.replace(MARKET, 12, 1200, 2).unwrap();

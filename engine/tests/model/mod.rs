@@ -827,7 +827,8 @@ impl Model {
 
         let index = self.index_of_entry(maker.entry);
         self.orders[index].remaining -= q;
-        if self.orders[index].remaining == 0 {
+        let maker_left = self.orders[index].remaining;
+        if maker_left == 0 {
             self.orders.remove(index);
         }
         taker.remaining -= q;
@@ -842,6 +843,8 @@ impl Model {
             qty: q,
             taker_fee: Units::try_from(taker_fee).expect("fee fits"),
             maker_fee: Units::try_from(maker_fee).expect("fee fits"),
+            taker_left: taker.remaining,
+            maker_left,
         });
     }
 
