@@ -280,3 +280,34 @@ proptest! {
         prop_assert_eq!(order.account, victim);
     }
 }
+
+#[test]
+fn a_refused_submission_is_answered_overloaded_and_the_next_goes_through() {
+    let mut oe = OrderEntry::new(OrderEntryConfig::default());
+    let (id, _) = login(&mut oe, &key(1), 1, 0, 0);
+    oe.receive(id, new_order(1, 1).as_bytes(), 0);
+    oe.receive(id, new_order(2, 2).as_bytes(), 0);
+    let mut submissions = Vec::new();
+    oe.take_submissions(&mut submissions);
+    // The pipeline took the first and refused the second.
+    oe.refused(submissions[1], 0);
+    answer(&mut oe, &submissions[..1], 1);
+    let replies = drain(&mut oe, id);
+    let ServerMessage::Reject(reject) = replies[0] else {
+        panic!("{replies:?}")
+    };
+    assert_eq!(
+        (
+            reject.ref_seq.get(),
+            RejectCode::from_code(reject.reason.get())
+        ),
+        (2, Some(RejectCode::Overloaded))
+    );
+    assert!(matches!(replies[1], ServerMessage::OrderAccepted(m) if m.client_seq.get() == 1));
+    // The refused message's seq is used up: the client sends it again as seq 3.
+    oe.receive(id, new_order(3, 2).as_bytes(), 0);
+    let mut again = Vec::new();
+    oe.take_submissions(&mut again);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].client.tag, 3);
+}
