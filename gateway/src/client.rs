@@ -175,6 +175,22 @@ impl FrameReader {
     pub fn timeout(&self) -> io::Result<Option<Duration>> {
         self.stream.read_timeout()
     }
+
+    /// The next message that is not a heartbeat, within the read timeout (heartbeats do not
+    /// extend it).
+    pub fn next_skipping_heartbeats(&mut self) -> Result<ServerMessage, ClientError> {
+        let started = std::time::Instant::now();
+        let limit = self.timeout()?;
+        loop {
+            if limit.is_some_and(|limit| started.elapsed() > limit) {
+                return Err(ClientError::Io(io::ErrorKind::TimedOut.into()));
+            }
+            match self.next_message()? {
+                ServerMessage::Heartbeat(_) => continue,
+                message => return Ok(message),
+            }
+        }
+    }
 }
 
 /// How to log in.
@@ -396,22 +412,11 @@ impl OrderClient {
     /// The next server message that is not a heartbeat, within the read timeout (heartbeats
     /// do not extend it). A server logout is an error.
     pub fn recv(&mut self) -> Result<ServerMessage, ClientError> {
-        let started = std::time::Instant::now();
-        loop {
-            if let Some(limit) = self.reader.timeout()? {
-                if started.elapsed() > limit {
-                    return Err(ClientError::Io(io::ErrorKind::TimedOut.into()));
-                }
-            }
-            match self.reader.next_message()? {
-                ServerMessage::Heartbeat(_) => continue,
-                ServerMessage::Logout(logout) => {
-                    return Err(ClientError::LoggedOut(LogoutReason::from_code(
-                        logout.reason.get(),
-                    )))
-                }
-                message => return Ok(message),
-            }
+        match self.reader.next_skipping_heartbeats()? {
+            ServerMessage::Logout(logout) => Err(ClientError::LoggedOut(LogoutReason::from_code(
+                logout.reason.get(),
+            ))),
+            message => Ok(message),
         }
     }
 
@@ -469,18 +474,7 @@ impl MarketDataClient {
     /// The next message that is not a heartbeat, within the read timeout (heartbeats do not
     /// extend it).
     pub fn recv(&mut self) -> Result<ServerMessage, ClientError> {
-        let started = std::time::Instant::now();
-        loop {
-            if let Some(limit) = self.reader.timeout()? {
-                if started.elapsed() > limit {
-                    return Err(ClientError::Io(io::ErrorKind::TimedOut.into()));
-                }
-            }
-            match self.reader.next_message()? {
-                ServerMessage::Heartbeat(_) => continue,
-                message => return Ok(message),
-            }
-        }
+        self.reader.next_skipping_heartbeats()
     }
 }
 

@@ -25,6 +25,40 @@ pub struct Buffers {
     pub closing: bool,
 }
 
+/// A connection record that owns [`Buffers`].
+pub trait HasBuffers {
+    /// Its buffers.
+    fn buffers(&self) -> &Buffers;
+    /// Its buffers, mutably.
+    fn buffers_mut(&mut self) -> &mut Buffers;
+}
+
+impl<T: HasBuffers> Slots<T> {
+    /// Bytes waiting to be written on a connection (empty for a stale id).
+    pub fn pending_output(&self, id: ConnId) -> &[u8] {
+        self.get(id).map_or(&[][..], |c| &c.buffers().write[..])
+    }
+
+    /// `n` bytes of the pending output were written.
+    pub fn consume_output(&mut self, id: ConnId, n: usize) {
+        if let Some(connection) = self.get_mut(id) {
+            connection.buffers_mut().write.drain(..n);
+        }
+    }
+
+    /// True once the connection should be closed (after its pending output).
+    pub fn is_closing(&self, id: ConnId) -> bool {
+        self.get(id).is_some_and(|c| c.buffers().closing)
+    }
+}
+
+/// Sorts and dedups a dirty list into `into`.
+pub fn take_dirty(dirty: &mut Vec<ConnId>, into: &mut Vec<ConnId>) {
+    dirty.sort_unstable();
+    dirty.dedup();
+    into.append(dirty);
+}
+
 /// A slab of connections with generations.
 #[derive(Debug)]
 pub struct Slots<T> {

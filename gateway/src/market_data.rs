@@ -11,7 +11,7 @@ use sequencer::Output;
 use zerocopy::IntoBytes;
 
 use crate::client::Level;
-use crate::connections::{Buffers, ConnId, Slots};
+use crate::connections::{self, Buffers, ConnId, HasBuffers, Slots};
 use crate::wire::{self, *};
 
 /// Limits of the market-data port.
@@ -59,6 +59,15 @@ struct Book {
 struct Connection {
     buffers: Buffers,
     last_sent_ns: u64,
+}
+
+impl HasBuffers for Connection {
+    fn buffers(&self) -> &Buffers {
+        &self.buffers
+    }
+    fn buffers_mut(&mut self) -> &mut Buffers {
+        &mut self.buffers
+    }
 }
 
 /// The market-data state machine.
@@ -407,28 +416,22 @@ impl MarketData {
 
     /// Connections with bytes to write (or to close), each once.
     pub fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
-        self.dirty.sort_unstable();
-        self.dirty.dedup();
-        into.append(&mut self.dirty);
+        connections::take_dirty(&mut self.dirty, into);
     }
 
     /// Bytes waiting to be written on a connection.
     pub fn pending_output(&self, id: ConnId) -> &[u8] {
-        self.connections
-            .get(id)
-            .map_or(&[][..], |c| &c.buffers.write[..])
+        self.connections.pending_output(id)
     }
 
     /// `n` bytes of the pending output were written.
     pub fn consume_output(&mut self, id: ConnId, n: usize) {
-        if let Some(connection) = self.connections.get_mut(id) {
-            connection.buffers.write.drain(..n);
-        }
+        self.connections.consume_output(id, n);
     }
 
     /// True once the connection should be closed (after its pending output).
     pub fn is_closing(&self, id: ConnId) -> bool {
-        self.connections.get(id).is_some_and(|c| c.buffers.closing)
+        self.connections.is_closing(id)
     }
 
     /// Tells every connection the node is stopping.

@@ -13,7 +13,7 @@ use engine::{ByteCode, Command, Event, MarketId, SelfTradePrevention, Side, Time
 use sequencer::{ClientRef, Output, Submission};
 use zerocopy::IntoBytes;
 
-use crate::connections::{Buffers, ConnId, Slots};
+use crate::connections::{self, Buffers, ConnId, HasBuffers, Slots};
 use crate::wire::{self, *};
 
 /// Bit 63 of [`ClientRef::connection`] marks inputs sent through this gateway.
@@ -100,6 +100,15 @@ struct Connection {
     last_received_ns: u64,
     last_sent_ns: u64,
     consecutive_rejects: u32,
+}
+
+impl HasBuffers for Connection {
+    fn buffers(&self) -> &Buffers {
+        &self.buffers
+    }
+    fn buffers_mut(&mut self) -> &mut Buffers {
+        &mut self.buffers
+    }
 }
 
 /// The order-entry state machine.
@@ -303,28 +312,22 @@ impl OrderEntry {
 
     /// Connections with bytes to write (or to close), each once.
     pub fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
-        self.dirty.sort_unstable();
-        self.dirty.dedup();
-        into.append(&mut self.dirty);
+        connections::take_dirty(&mut self.dirty, into);
     }
 
     /// Bytes waiting to be written on a connection.
     pub fn pending_output(&self, id: ConnId) -> &[u8] {
-        self.connections
-            .get(id)
-            .map_or(&[][..], |c| &c.buffers.write[..])
+        self.connections.pending_output(id)
     }
 
     /// `n` bytes of the pending output were written.
     pub fn consume_output(&mut self, id: ConnId, n: usize) {
-        if let Some(connection) = self.connections.get_mut(id) {
-            connection.buffers.write.drain(..n);
-        }
+        self.connections.consume_output(id, n);
     }
 
     /// True once the connection should be closed (after its pending output).
     pub fn is_closing(&self, id: ConnId) -> bool {
-        self.connections.get(id).is_some_and(|c| c.buffers.closing)
+        self.connections.is_closing(id)
     }
 
     /// Number of open connections.
