@@ -1,0 +1,199 @@
+//! The market-data state machine on its own: snapshots, sequence numbers, replay inside and
+//! outside the window, subscriptions, slow consumers.
+
+use engine::{Event, LevelChange, Side};
+use gateway::client::{decode_server_message, Applied, L2Book, ServerMessage};
+use gateway::connections::ConnId;
+use gateway::market_data::{MarketData, MarketDataConfig};
+use gateway::wire::{self, *};
+use sequencer::{ClientRef, Output};
+use zerocopy::IntoBytes;
+
+fn drain(md: &mut MarketData, id: ConnId) -> Vec<ServerMessage> {
+    let bytes = md.pending_output(id).to_vec();
+    md.consume_output(id, bytes.len());
+    let mut messages = Vec::new();
+    let mut at = 0;
+    while let Ok(Some(length)) = wire::next_frame(&bytes[at..]) {
+        messages.push(decode_server_message(&bytes[at..at + length]).expect("valid"));
+        at += length;
+    }
+    messages
+}
+
+fn feed(replay_messages: usize) -> MarketData {
+    MarketData::new(
+        MarketDataConfig {
+            replay_messages,
+            max_pending_bytes: 4096,
+            ..MarketDataConfig::default()
+        },
+        [
+            (
+                0,
+                vec![
+                    (Side::Buy, 99, 5),
+                    (Side::Buy, 100, 1),
+                    (Side::Sell, 101, 2),
+                ],
+            ),
+            (1, Vec::new()),
+        ],
+    )
+}
+
+fn level(md: &mut MarketData, seq: u64, market: u32, side: Side, price: i64, lots: i64) {
+    let change = LevelChange {
+        market,
+        side,
+        price,
+        lots,
+    };
+    md.on_output(&Output::Level { seq, change }, 0);
+}
+
+fn subscribe(md: &mut MarketData, id: ConnId, market: u32) {
+    let mut message: Subscribe = blank(0);
+    message.market = market.into();
+    md.receive(id, message.as_bytes(), 0);
+}
+
+#[test]
+fn a_snapshot_lists_levels_best_first_and_updates_follow_in_sequence() {
+    let mut md = feed(16);
+    let id = md.connect(0);
+    subscribe(&mut md, id, 0);
+    let messages = drain(&mut md, id);
+    let ServerMessage::SnapshotBegin(begin) = messages[0] else {
+        panic!("{messages:?}")
+    };
+    assert_eq!((begin.bid_levels.get(), begin.ask_levels.get()), (2, 1));
+    assert_eq!(begin.market_seq.get(), 0);
+    let levels: Vec<(u8, i64, i64)> = messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::SnapshotLevel(l) => Some((l.side, l.price.get(), l.lots.get())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(levels, [(0, 100, 1), (0, 99, 5), (1, 101, 2)]);
+    level(&mut md, 7, 0, Side::Sell, 101, 0);
+    let fill = Event::Fill {
+        market: 0,
+        taker_account: 1,
+        taker_oid: 1,
+        maker_account: 2,
+        maker_oid: 2,
+        taker_side: Side::Buy,
+        price: 101,
+        qty: 2,
+        taker_fee: 0,
+        maker_fee: 0,
+        taker_left: 0,
+        maker_left: 0,
+    };
+    let client = ClientRef {
+        connection: 0,
+        tag: 0,
+    };
+    md.on_output(
+        &Output::Event {
+            client,
+            seq: 7,
+            event: fill,
+        },
+        0,
+    );
+    // Market 1's changes are not sent to a market-0 subscriber.
+    level(&mut md, 8, 1, Side::Buy, 5, 1);
+    let mut book = L2Book::new(0);
+    for message in &messages {
+        book.apply(message).unwrap();
+    }
+    let updates = drain(&mut md, id);
+    assert_eq!(updates.len(), 2);
+    for message in &updates {
+        assert_eq!(book.apply(message), Ok(Applied::Updated));
+    }
+    assert_eq!(book.market_seq, Some(2));
+    assert!(book.asks.is_empty());
+    assert_eq!(md.levels(0).unwrap(), (vec![(100, 1), (99, 5)], Vec::new()));
+}
+
+#[test]
+fn replay_resends_from_the_window_and_falls_back_to_a_snapshot() {
+    let mut md = feed(3);
+    let id = md.connect(0);
+    subscribe(&mut md, id, 0);
+    drain(&mut md, id);
+    for seq in 1..=5 {
+        level(&mut md, seq, 0, Side::Buy, 90 + seq as i64, 1);
+    }
+    drain(&mut md, id);
+    let mut replay: Replay = blank(0);
+    replay.market = 0.into();
+    replay.from_seq = 4.into();
+    md.receive(id, replay.as_bytes(), 0);
+    let again: Vec<u64> = drain(&mut md, id)
+        .iter()
+        .map(|m| match m {
+            ServerMessage::LevelUpdate(u) => u.market_seq.get(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(again, [4, 5]);
+    // Seq 2 is no longer kept (window of 3: seqs 3..=5): a snapshot answers.
+    replay.from_seq = 2.into();
+    md.receive(id, replay.as_bytes(), 0);
+    let answer = drain(&mut md, id);
+    assert!(matches!(answer[0], ServerMessage::SnapshotBegin(b) if b.market_seq.get() == 5));
+}
+
+#[test]
+fn requests_for_unknown_or_unsubscribed_markets_are_refused() {
+    let mut md = feed(16);
+    let id = md.connect(0);
+    subscribe(&mut md, id, 7);
+    let mut snapshot: SnapshotRequest = blank(0);
+    snapshot.market = 1.into();
+    md.receive(id, snapshot.as_bytes(), 0);
+    let codes: Vec<_> = drain(&mut md, id)
+        .iter()
+        .map(|m| match m {
+            ServerMessage::Reject(r) => RejectCode::from_code(r.reason.get()).unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [RejectCode::UnknownMarket, RejectCode::NotSubscribed]
+    );
+    // Every market at once: one snapshot each.
+    subscribe(&mut md, id, ALL_MARKETS);
+    let begins = drain(&mut md, id)
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::SnapshotBegin(_)))
+        .count();
+    assert_eq!(begins, 2);
+}
+
+#[test]
+fn a_subscriber_that_does_not_read_is_dropped_and_others_are_not() {
+    let mut md = feed(16);
+    let slow = md.connect(0);
+    let fast = md.connect(0);
+    subscribe(&mut md, slow, 0);
+    subscribe(&mut md, fast, 0);
+    for seq in 1..=100 {
+        level(&mut md, seq, 0, Side::Sell, 200 + seq as i64, 1);
+        drain(&mut md, fast);
+    }
+    assert!(md.is_closing(slow), "4 KiB limit passed");
+    assert!(matches!(
+        drain(&mut md, slow).last(),
+        Some(ServerMessage::Logout(l)) if LogoutReason::from_code(l.reason.get()) == Some(LogoutReason::SlowConsumer)
+    ));
+    assert!(!md.is_closing(fast));
+    level(&mut md, 101, 0, Side::Sell, 999, 1);
+    assert_eq!(drain(&mut md, fast).len(), 1);
+}
