@@ -1,0 +1,455 @@
+#!/usr/bin/env python3
+"""A minimal Nexus binary-protocol client, written from docs/protocol.md alone.
+
+Standard library only (Python 3.11). It logs in on the order-entry port with an Ed25519 key
+made from a 32-byte seed, places one order, prints every reply decoded by name, and prints the
+market's snapshot (and the feed messages that follow) from the market-data port.
+
+    python3 nexus_client.py --seed <64 hex chars> [--deposit] [--side buy --price 100000 --qty 10]
+
+--deposit funds the derived account first through the node's JSON Lines port (docs/node.md);
+that port is for development only.
+"""
+
+import argparse
+import hashlib
+import json
+import socket
+import struct
+import sys
+import time
+
+# ---------------------------------------------------------------------------------------------
+# Ed25519 signing, RFC 8032 section 6 (reference code, sign only). Not constant-time: a demo.
+
+_P = 2**255 - 19
+_Q = 2**252 + 27742317777372353535851937790883648493
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _recover_x(y: int, sign: int) -> int:
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P)
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P != 0:
+        x = x * _SQRT_M1 % _P
+    if x & 1 != sign:
+        x = _P - x
+    return x
+
+
+_GY = 4 * pow(5, _P - 2, _P) % _P
+_GX = _recover_x(_GY, 0)
+_G = (_GX, _GY, 1, _GX * _GY % _P)
+
+
+def _add(a, b):
+    A = (a[1] - a[0]) * (b[1] - b[0]) % _P
+    B = (a[1] + a[0]) * (b[1] + b[0]) % _P
+    C = 2 * a[3] * b[3] * _D % _P
+    D = 2 * a[2] * b[2] % _P
+    E, F, G, H = B - A, D - C, D + C, B + A
+    return (E * F % _P, G * H % _P, F * G % _P, E * H % _P)
+
+
+def _mul(s: int, point):
+    result = (0, 1, 1, 0)
+    while s > 0:
+        if s & 1:
+            result = _add(result, point)
+        point = _add(point, point)
+        s >>= 1
+    return result
+
+
+def _compress(point) -> bytes:
+    zinv = pow(point[2], _P - 2, _P)
+    x = point[0] * zinv % _P
+    y = point[1] * zinv % _P
+    return (y | ((x & 1) << 255)).to_bytes(32, "little")
+
+
+def _expand(seed: bytes):
+    h = hashlib.sha512(seed).digest()
+    a = int.from_bytes(h[:32], "little")
+    a &= (1 << 254) - 8
+    a |= 1 << 254
+    return a, h[32:]
+
+
+def _hash_mod_q(data: bytes) -> int:
+    return int.from_bytes(hashlib.sha512(data).digest(), "little") % _Q
+
+
+def ed25519_public_key(seed: bytes) -> bytes:
+    a, _ = _expand(seed)
+    return _compress(_mul(a, _G))
+
+
+def ed25519_sign(seed: bytes, message: bytes) -> bytes:
+    a, prefix = _expand(seed)
+    public = _compress(_mul(a, _G))
+    r = _hash_mod_q(prefix + message)
+    big_r = _compress(_mul(r, _G))
+    k = _hash_mod_q(big_r + public + message)
+    s = (r + k * a) % _Q
+    return big_r + s.to_bytes(32, "little")
+
+
+# ---------------------------------------------------------------------------------------------
+# BLAKE3, one chunk only (input < 1024 bytes: enough for the account id's 48 bytes).
+
+_IV = (0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19)
+_PERM = (2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8)
+_CHUNK_START, _CHUNK_END, _ROOT = 1, 2, 8
+_M32 = 0xFFFFFFFF
+
+
+def _g(v, a, b, c, d, x, y):
+    v[a] = (v[a] + v[b] + x) & _M32
+    v[d] = v[d] ^ v[a]
+    v[d] = ((v[d] >> 16) | (v[d] << 16)) & _M32
+    v[c] = (v[c] + v[d]) & _M32
+    v[b] = v[b] ^ v[c]
+    v[b] = ((v[b] >> 12) | (v[b] << 20)) & _M32
+    v[a] = (v[a] + v[b] + y) & _M32
+    v[d] = v[d] ^ v[a]
+    v[d] = ((v[d] >> 8) | (v[d] << 24)) & _M32
+    v[c] = (v[c] + v[d]) & _M32
+    v[b] = v[b] ^ v[c]
+    v[b] = ((v[b] >> 7) | (v[b] << 25)) & _M32
+
+
+def _compress_b3(cv, block: bytes, block_len: int, flags: int):
+    m = list(struct.unpack("<16I", block))
+    v = list(cv) + list(_IV[:4]) + [0, 0, block_len, flags]  # chunk counter 0
+    for round_ in range(7):
+        _g(v, 0, 4, 8, 12, m[0], m[1])
+        _g(v, 1, 5, 9, 13, m[2], m[3])
+        _g(v, 2, 6, 10, 14, m[4], m[5])
+        _g(v, 3, 7, 11, 15, m[6], m[7])
+        _g(v, 0, 5, 10, 15, m[8], m[9])
+        _g(v, 1, 6, 11, 12, m[10], m[11])
+        _g(v, 2, 7, 8, 13, m[12], m[13])
+        _g(v, 3, 4, 9, 14, m[14], m[15])
+        if round_ < 6:
+            m = [m[i] for i in _PERM]
+    return [v[i] ^ v[i + 8] for i in range(8)]
+
+
+def blake3_short(data: bytes) -> bytes:
+    """BLAKE3 (default mode, 32-byte output) of an input shorter than 1024 bytes."""
+    if len(data) >= 1024:
+        raise ValueError("single-chunk BLAKE3 only")
+    blocks = [data[i:i + 64] for i in range(0, len(data), 64)] or [b""]
+    cv = list(_IV)
+    for index, block in enumerate(blocks):
+        flags = _CHUNK_START if index == 0 else 0
+        if index == len(blocks) - 1:
+            flags |= _CHUNK_END | _ROOT
+        cv = _compress_b3(cv, block.ljust(64, b"\0"), len(block), flags)
+    return struct.pack("<8I", *cv)
+
+
+def account_id_of(public_key: bytes) -> int:
+    digest = blake3_short(b"nexus-account-v1" + public_key)
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages (docs/protocol.md, "Messages"). Header: length u16, kind u8, version u8,
+# reserved u32, seq u64. Body layouts as struct formats with field names ("_" = reserved).
+
+HEADER = "<HBBIQ"
+VERSION = 1
+MESSAGES = {
+    1: ("Login", "32s64sQQII8s", "public_key signature session_id resume_from heartbeat_ms flags _"),
+    2: ("Logout", "H6s", "reason _"),
+    3: ("Heartbeat", "Q", "timestamp_ns"),
+    10: ("NewOrder", "IBBBBQqq", "market side tif stp order_type oid price qty"),
+    11: ("Cancel", "IIQ", "market _ oid"),
+    12: ("CancelReplace", "IIQqq", "market _ oid price qty"),
+    13: ("MassCancel", "II", "market _"),
+    20: ("Subscribe", "II", "market _"),
+    21: ("Replay", "IIQ", "market _ from_seq"),
+    22: ("SnapshotRequest", "II", "market _"),
+    100: ("Challenge", "32sQ", "nonce server_time_ns"),
+    101: ("LoginAccepted", "QQQQII", "account session_id next_client_seq next_server_seq heartbeat_ms flags"),
+    102: ("LoginRejected", "H6s", "reason _"),
+    103: ("ServerLogout", "H6s", "reason _"),
+    104: ("ServerHeartbeat", "Q", "timestamp_ns"),
+    105: ("Reject", "QBBHI", "ref_seq ref_kind _ reason _"),
+    110: ("OrderAccepted", "QQQII", "client_seq seq oid market _"),
+    111: ("OrderRejected", "QQQIHH", "client_seq seq oid market reason _"),
+    112: ("Fill", "QQQIBBHqqqqII", "client_seq seq oid market side liquidity _ price qty fee leaves match_index _"),
+    113: ("Canceled", "QQQIB3sq", "client_seq seq oid market reason _ remaining"),
+    114: ("Replaced", "QQQIIqq", "client_seq seq oid market _ price qty"),
+    115: ("Sequenced", "QQQ", "client_seq seq height"),
+    116: ("Finalized", "QQQ", "client_seq seq height"),
+    200: ("SnapshotBegin", "IIQQII", "market _ market_seq feed_epoch bid_levels ask_levels"),
+    201: ("SnapshotLevel", "IB3sqq", "market side _ price lots"),
+    202: ("SnapshotEnd", "IIQ", "market _ market_seq"),
+    203: ("LevelUpdate", "IB3sQQqq", "market side _ market_seq seq price lots"),
+    204: ("Trade", "IB3sQQIIqq", "market taker_side _ market_seq seq match_index _ price qty"),
+}
+SIZES = {1: 144, 2: 24, 3: 24, 10: 48, 11: 32, 12: 48, 13: 24, 20: 24, 21: 32, 22: 24,
+         100: 56, 101: 56, 102: 24, 103: 24, 104: 24, 105: 32, 110: 48, 111: 48, 112: 88,
+         113: 56, 114: 64, 115: 40, 116: 40, 200: 48, 201: 40, 202: 32, 203: 56, 204: 64}
+KIND = {name: kind for kind, (name, _, _) in MESSAGES.items()}
+
+REJECT_CODES = {1: "bad_length", 2: "unknown_kind", 3: "unsupported_version", 4: "not_logged_in",
+                5: "already_logged_in", 6: "seq_gap", 7: "duplicate_seq", 8: "invalid_field",
+                9: "overloaded", 10: "unknown_market", 11: "not_subscribed"}
+LOGIN_REJECTS = {1: "bad_key", 2: "bad_signature", 3: "resend_unavailable", 4: "invalid_resume",
+                 5: "too_many_sessions"}
+LOGOUT_REASONS = {0: "requested", 1: "malformed", 2: "heartbeat_timeout", 3: "login_timeout",
+                  4: "taken_over", 5: "slow_consumer", 6: "shutdown", 7: "too_many_rejects"}
+ENGINE_REJECTS = ["unknown_market", "unknown_asset", "unknown_account", "unknown_order",
+                  "tick_size", "lot_size", "min_qty", "invalid_price", "invalid_qty",
+                  "invalid_tif", "insufficient_balance", "post_only_would_cross", "fok_unfilled",
+                  "duplicate_oid", "too_many_orders", "book_full", "already_exists",
+                  "invalid_market", "overflow"]
+CANCEL_REASONS = {0: "user", 1: "unfilled", 2: "stp"}
+SIDES = {0: "buy", 1: "sell"}
+TIFS = {"gtc": 0, "ioc": 1, "fok": 2, "alo": 3}
+ALL_MARKETS = 0xFFFFFFFF
+
+def encode(name: str, seq: int = 0, **fields) -> bytes:
+    kind = KIND[name]
+    _, fmt, names = MESSAGES[kind]
+    values = []
+    for field, code in zip(names.split(), _codes(fmt)):
+        if field == "_":
+            values.append(b"" if code.endswith("s") else 0)
+        else:
+            values.append(fields.pop(field, b"" if code.endswith("s") else 0))
+    if fields:
+        raise TypeError(f"{name} has no field(s) {sorted(fields)}")
+    return struct.pack(HEADER, SIZES[kind], kind, VERSION, 0, seq) + struct.pack("<" + fmt, *values)
+
+
+def _codes(fmt: str):
+    codes, number = [], ""
+    for ch in fmt:
+        if ch.isdigit():
+            number += ch
+        else:
+            codes.append(number + ch)
+            number = ""
+    return codes
+
+
+for _kind, (_name, _fmt, _fields) in MESSAGES.items():
+    assert struct.calcsize("<" + HEADER[1:] + _fmt) == SIZES[_kind], _name
+    assert len(_fields.split()) == len(_codes(_fmt)), _name
+
+
+def decode(frame: bytes) -> dict:
+    length, kind, version, _, seq = struct.unpack_from(HEADER, frame)
+    if version != VERSION or kind not in MESSAGES or length != SIZES[kind] or len(frame) != length:
+        raise ValueError(f"bad frame: kind {kind} version {version} length {length}")
+    name, fmt, names = MESSAGES[kind]
+    values = struct.unpack_from("<" + fmt, frame, 16)
+    message = {"msg": name, "hseq": seq}
+    for field, value in zip(names.split(), values):
+        if field != "_":
+            message[field] = value
+    return message
+
+
+def describe(m: dict) -> str:
+    """One line per message, with codes turned into names."""
+    m = dict(m)
+    name = m.pop("msg")
+    if name in ("Reject",):
+        m["reason"] = REJECT_CODES.get(m["reason"], m["reason"])
+        m["ref_kind"] = MESSAGES.get(m["ref_kind"], (m["ref_kind"],))[0]
+    elif name == "LoginRejected":
+        m["reason"] = LOGIN_REJECTS.get(m["reason"], m["reason"])
+    elif name == "ServerLogout":
+        m["reason"] = LOGOUT_REASONS.get(m["reason"], m["reason"])
+    elif name == "OrderRejected":
+        code = m["reason"]
+        m["reason"] = ENGINE_REJECTS[code - 1] if 1 <= code <= len(ENGINE_REJECTS) else code
+    elif name == "Canceled":
+        m["reason"] = CANCEL_REASONS.get(m["reason"], m["reason"])
+    elif name == "Fill":
+        m["side"] = SIDES.get(m["side"], m["side"])
+        m["liquidity"] = {1: "maker", 2: "taker"}.get(m["liquidity"], m["liquidity"])
+    elif name in ("SnapshotLevel", "LevelUpdate"):
+        m["side"] = {0: "bid", 1: "ask"}.get(m["side"], m["side"])
+    elif name == "Trade":
+        m["taker_side"] = SIDES.get(m["taker_side"], m["taker_side"])
+    for key, value in m.items():
+        if isinstance(value, bytes):
+            m[key] = value.hex()
+    return name + " " + " ".join(f"{k}={v}" for k, v in m.items())
+
+
+class Connection:
+    """A TCP connection that yields whole frames (docs/protocol.md, "Framing")."""
+
+    def __init__(self, host: str, port: int, show_hex: bool = False):
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+        self.show_hex = show_hex
+        self.last_sent = time.monotonic()
+
+    def send(self, data: bytes):
+        if self.show_hex:
+            print("  >> " + data.hex(" "))
+        self.sock.sendall(data)
+        self.last_sent = time.monotonic()
+
+    def recv(self, timeout: float):
+        """The next message, or None if none came within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if len(self.buffer) >= 2:
+                length = struct.unpack_from("<H", self.buffer)[0]
+                if not 16 <= length <= 256:
+                    raise ValueError(f"bad frame length {length}")
+                if len(self.buffer) >= length:
+                    frame, self.buffer = self.buffer[:length], self.buffer[length:]
+                    if self.show_hex:
+                        print("  << " + frame.hex(" "))
+                    return decode(frame)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                return None
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            self.buffer += chunk
+
+    def close(self):
+        self.sock.close()
+
+
+def json_deposit(host: str, port: int, account: int, amounts: dict):
+    """Funds `account` through the JSON Lines port (docs/node.md): one deposit per asset."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        lines = [json.dumps({"op": "deposit", "account": account, "asset": asset, "amount": amount})
+                 for asset, amount in amounts.items()]
+        sock.sendall(("\n".join(lines) + "\n").encode())
+        reader = sock.makefile("r")
+        finalized = 0
+        while finalized < len(lines):
+            reply = json.loads(reader.readline())
+            print("  json:", json.dumps(reply))
+            if reply.get("ev") == "finalized":
+                finalized += 1
+            elif reply.get("ev") in ("error", "rejected"):
+                raise RuntimeError(f"deposit refused: {reply}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", required=True, help="32-byte Ed25519 seed, 64 hex characters")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--order-port", type=int, default=7071)
+    parser.add_argument("--data-port", type=int, default=7072)
+    parser.add_argument("--json-port", type=int, default=7070)
+    parser.add_argument("--deposit", action="store_true",
+                        help="first deposit 100000 USD and 10 BTC through the JSON port")
+    parser.add_argument("--market", type=int, default=0, help="market id (default 0: BTC-USD)")
+    parser.add_argument("--side", choices=["buy", "sell"], default="buy")
+    parser.add_argument("--price", type=int, default=100_000, help="limit price in ticks")
+    parser.add_argument("--qty", type=int, default=10, help="size in lots")
+    parser.add_argument("--tif", choices=list(TIFS), default="gtc")
+    parser.add_argument("--oid", type=int, default=int(time.time()) & 0xFFFFFF)
+    parser.add_argument("--session-id", type=int, default=1)
+    parser.add_argument("--cancel-on-disconnect", action="store_true")
+    parser.add_argument("--hex", action="store_true", help="also print every frame in hex")
+    args = parser.parse_args()
+
+    seed = bytes.fromhex(args.seed)
+    if len(seed) != 32:
+        parser.error("--seed must be 32 bytes")
+    public_key = ed25519_public_key(seed)
+    account = account_id_of(public_key)
+    print(f"public key {public_key.hex()}\naccount id {account} (BLAKE3-derived)")
+
+    if args.deposit:
+        print("funding through the JSON port:")
+        json_deposit(args.host, args.json_port, account, {"USD": "100000", "BTC": "10"})
+
+    # Market data: subscribe, print the snapshot.
+    feed = Connection(args.host, args.data_port, args.hex)
+    feed.send(encode("Subscribe", market=args.market))
+    print(f"market data: subscribed to market {args.market}")
+    while True:
+        message = feed.recv(5)
+        if message is None:
+            raise RuntimeError("no snapshot")
+        print("  " + describe(message))
+        if message["msg"] == "Reject":
+            return 1
+        if message["msg"] == "SnapshotEnd":
+            break
+
+    # Order entry: challenge, login.
+    orders = Connection(args.host, args.order_port, args.hex)
+    challenge = orders.recv(5)
+    print("order entry:\n  " + describe(challenge))
+    assert challenge["msg"] == "Challenge"
+    heartbeat_ms, flags = 1000, 1 if args.cancel_on_disconnect else 0
+    signed = (b"NEXUS-LOGIN-V1\0\0" + challenge["nonce"] + public_key
+              + struct.pack("<QQII", args.session_id, 0, heartbeat_ms, flags))
+    assert len(signed) == 104
+    orders.send(encode("Login", public_key=public_key, signature=ed25519_sign(seed, signed),
+                       session_id=args.session_id, resume_from=0, heartbeat_ms=heartbeat_ms,
+                       flags=flags))
+    reply = orders.recv(5)
+    print("  " + describe(reply))
+    if reply is None or reply["msg"] != "LoginAccepted":
+        return 1
+    if reply["account"] != account:
+        print(f"  ACCOUNT MISMATCH: server says {reply['account']}, derived {account}")
+        return 1
+    print("  account id matches the derivation")
+    interval = reply["heartbeat_ms"] / 1000
+
+    # One order, numbered with next_client_seq; read until its Finalized.
+    client_seq = reply["next_client_seq"]
+    orders.send(encode("NewOrder", seq=client_seq, market=args.market,
+                       side=0 if args.side == "buy" else 1, tif=TIFS[args.tif], stp=0,
+                       order_type=0, oid=args.oid, price=args.price, qty=args.qty))
+    print(f"  sent NewOrder seq={client_seq} oid={args.oid} {args.side} {args.qty} lots "
+          f"at {args.price} ticks ({args.tif})")
+    deadline = time.monotonic() + 10
+    done = False
+    while not done and time.monotonic() < deadline:
+        if time.monotonic() - orders.last_sent >= interval:
+            orders.send(encode("Heartbeat", timestamp_ns=time.time_ns()))
+        message = orders.recv(min(interval, 0.5))
+        if message is None or message["msg"] == "ServerHeartbeat":
+            continue
+        print("  " + describe(message))
+        if message["msg"] == "ServerLogout":
+            return 1
+        if message["msg"] == "Reject" and message["ref_seq"] == client_seq:
+            done = True
+        if message["msg"] == "Finalized" and message["client_seq"] == client_seq:
+            done = True
+
+    # What the feed said meanwhile.
+    print("market data after the order:")
+    while (message := feed.recv(0.3)) is not None:
+        if message["msg"] != "ServerHeartbeat":
+            print("  " + describe(message))
+
+    orders.send(encode("Logout"))
+    print("  " + describe(orders.recv(5) or {"msg": "(no reply)"}))
+    orders.close()
+    feed.close()
+    return 0 if done else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
