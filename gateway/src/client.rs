@@ -508,6 +508,9 @@ pub struct L2Book {
     pub asks: BTreeMap<Ticks, Lots>,
     /// Last market seq applied; `None` until the first snapshot.
     pub market_seq: Option<u64>,
+    /// The feed epoch of the last snapshot: when a new snapshot brings another, the node
+    /// restarted and market sequence numbers began again.
+    pub feed_epoch: Option<u64>,
     pending: Option<PendingSnapshot>,
 }
 
@@ -542,6 +545,7 @@ impl L2Book {
         match message {
             ServerMessage::SnapshotBegin(m) if m.market.get() == self.market => {
                 self.pending = Some((m.market_seq.get(), BTreeMap::new(), BTreeMap::new()));
+                self.feed_epoch = Some(m.feed_epoch.get());
                 Ok(Applied::Ignored)
             }
             ServerMessage::SnapshotLevel(m) if m.market.get() == self.market => {
@@ -556,11 +560,12 @@ impl L2Book {
                 Ok(Applied::Ignored)
             }
             ServerMessage::SnapshotEnd(m) if m.market.get() == self.market => {
-                if let Some((seq, bids, asks)) = self.pending.take() {
-                    self.bids = bids;
-                    self.asks = asks;
-                    self.market_seq = Some(seq);
-                }
+                let Some((seq, bids, asks)) = self.pending.take() else {
+                    return Ok(Applied::Ignored);
+                };
+                self.bids = bids;
+                self.asks = asks;
+                self.market_seq = Some(seq);
                 Ok(Applied::SnapshotDone)
             }
             ServerMessage::LevelUpdate(m) if m.market.get() == self.market => {

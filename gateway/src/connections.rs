@@ -19,10 +19,71 @@ pub struct ConnId {
 pub struct Buffers {
     /// Received bytes not yet framed (never more than one partial frame after handling).
     pub read: Vec<u8>,
-    /// Bytes waiting to be written.
-    pub write: Vec<u8>,
+    /// Whole frames queued for writing; the first `sent` bytes are already on the socket.
+    write: Vec<u8>,
+    /// Bytes of `write` already written (possibly ending inside a frame).
+    sent: usize,
     /// Set once the connection must close after its pending bytes are written.
     pub closing: bool,
+}
+
+impl Buffers {
+    /// Queues whole frames.
+    pub fn queue(&mut self, frames: &[u8]) {
+        self.write.extend_from_slice(frames);
+    }
+
+    /// Bytes not yet written.
+    pub fn pending(&self) -> &[u8] {
+        &self.write[self.sent..]
+    }
+
+    /// `n` more bytes were written.
+    pub fn consume(&mut self, n: usize) {
+        self.sent += n;
+        if self.sent == self.write.len() {
+            self.write.clear();
+            self.sent = 0;
+        } else if self.sent >= 64 * 1024 {
+            let boundary = self.frame_end_at_or_before(self.sent);
+            self.write.drain(..boundary);
+            self.sent -= boundary;
+        }
+    }
+
+    /// Drops every queued frame not yet started, keeping the rest of the one being written,
+    /// so the stream stays whole frames (used before a slow consumer's logout).
+    pub fn drop_unsent(&mut self) {
+        let keep = self.frame_end_after(self.sent);
+        self.write.truncate(keep);
+    }
+
+    /// The end of the last whole frame at or before `offset`.
+    fn frame_end_at_or_before(&self, offset: usize) -> usize {
+        let mut at = 0;
+        while let Some(length) = self.frame_length_at(at) {
+            if at + length > offset {
+                break;
+            }
+            at += length;
+        }
+        at
+    }
+
+    /// The end of the frame containing `offset` (`offset` itself if a frame starts there).
+    fn frame_end_after(&self, offset: usize) -> usize {
+        let start = self.frame_end_at_or_before(offset);
+        if start == offset {
+            return offset;
+        }
+        start + self.frame_length_at(start).unwrap_or(0)
+    }
+
+    fn frame_length_at(&self, at: usize) -> Option<usize> {
+        let bytes = self.write.get(at..at + 2)?;
+        let length = u16::from_le_bytes([bytes[0], bytes[1]]) as usize;
+        (length > 0 && at + length <= self.write.len()).then_some(length)
+    }
 }
 
 /// A connection record that owns [`Buffers`].
@@ -36,13 +97,21 @@ pub trait HasBuffers {
 impl<T: HasBuffers> Slots<T> {
     /// Bytes waiting to be written on a connection (empty for a stale id).
     pub fn pending_output(&self, id: ConnId) -> &[u8] {
-        self.get(id).map_or(&[][..], |c| &c.buffers().write[..])
+        self.get(id).map_or(&[][..], |c| c.buffers().pending())
     }
 
     /// `n` bytes of the pending output were written.
     pub fn consume_output(&mut self, id: ConnId, n: usize) {
         if let Some(connection) = self.get_mut(id) {
-            connection.buffers_mut().write.drain(..n);
+            connection.buffers_mut().consume(n);
+        }
+    }
+
+    /// Marks a connection to close once its pending output is written (the peer closed its
+    /// side, say).
+    pub fn close_after_flush(&mut self, id: ConnId) {
+        if let Some(connection) = self.get_mut(id) {
+            connection.buffers_mut().closing = true;
         }
     }
 
@@ -151,6 +220,43 @@ impl<T> Slots<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A frame of `length` bytes (only the length field matters here).
+    fn frame(length: u16, fill: u8) -> Vec<u8> {
+        let mut bytes = vec![fill; length as usize];
+        bytes[..2].copy_from_slice(&length.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn dropping_unsent_frames_keeps_the_one_being_written_whole() {
+        let mut buffers = Buffers::default();
+        for fill in 1..=3 {
+            buffers.queue(&frame(24, fill));
+        }
+        buffers.consume(30);
+        buffers.drop_unsent();
+        // 6 bytes of frame 2 were written; its other 18 stay, frame 3 goes.
+        assert_eq!(buffers.pending().len(), 18);
+        assert!(buffers.pending().iter().all(|&b| b == 2));
+        buffers.queue(&frame(16, 9));
+        buffers.consume(18);
+        assert_eq!(buffers.pending(), &frame(16, 9)[..]);
+        buffers.consume(16);
+        assert!(buffers.pending().is_empty());
+    }
+
+    #[test]
+    fn long_partial_writes_release_whole_frames_only() {
+        let mut buffers = Buffers::default();
+        for _ in 0..4000 {
+            buffers.queue(&frame(40, 7));
+        }
+        buffers.consume(70_001);
+        assert_eq!(buffers.pending().len(), 160_000 - 70_001);
+        buffers.drop_unsent();
+        assert_eq!(buffers.pending().len(), 70_040 - 70_001);
+    }
 
     #[test]
     fn a_reused_slot_does_not_answer_to_its_old_id() {

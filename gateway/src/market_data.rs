@@ -149,6 +149,9 @@ impl MarketData {
                     let frame = &read[start..start + length];
                     start += length;
                     self.handle_frame(id, frame, now_ns);
+                    if self.is_closing(id) {
+                        return;
+                    }
                 }
                 Ok(None) => break,
                 Err(FrameError::BadFrameLength(_)) => {
@@ -299,10 +302,15 @@ impl MarketData {
                 }
             }
             Replay::KIND => {
+                // Also subscribes: a client back from a lost connection asks for what it
+                // missed and goes on live, without a snapshot if the window still holds it.
                 let message = *view::<Replay>(frame).expect("checked");
                 let market = message.market.get();
-                if !self.subscribed(id, market, frame, now_ns) {
-                    return;
+                let Some(book) = self.books.get_mut(&market) else {
+                    return self.reject(id, frame, RejectCode::UnknownMarket, now_ns);
+                };
+                if !book.subscribers.contains(&id) {
+                    book.subscribers.push(id);
                 }
                 let from = message.from_seq.get();
                 let book = &self.books[&market];
@@ -405,11 +413,11 @@ impl MarketData {
         if connection.buffers.closing {
             return;
         }
-        connection.buffers.write.extend_from_slice(bytes);
+        connection.buffers.queue(bytes);
         connection.last_sent_ns = now_ns;
         self.dirty.push(id);
-        if connection.buffers.write.len() > self.config.max_pending_bytes {
-            connection.buffers.write.clear();
+        if connection.buffers.pending().len() > self.config.max_pending_bytes {
+            connection.buffers.drop_unsent();
             self.close(id, LogoutReason::SlowConsumer, now_ns);
         }
     }
@@ -432,6 +440,12 @@ impl MarketData {
     /// True once the connection should be closed (after its pending output).
     pub fn is_closing(&self, id: ConnId) -> bool {
         self.connections.is_closing(id)
+    }
+
+    /// The peer closed its side: write what is pending, then close.
+    pub fn close_after_flush(&mut self, id: ConnId) {
+        self.connections.close_after_flush(id);
+        self.dirty.push(id);
     }
 
     /// Tells every connection the node is stopping.

@@ -26,6 +26,9 @@ const MAX_STORED_BYTES: usize = Fill::BYTES;
 pub struct OrderEntryConfig {
     /// Most sessions held at once (connected or lingering for a resume).
     pub max_sessions: usize,
+    /// Most sessions one account may hold; past it the account's own longest-disconnected
+    /// session makes room.
+    pub max_sessions_per_account: usize,
     /// Server messages each session keeps for resend.
     pub resend_messages: usize,
     /// How long a disconnected session is kept for a resume, ns.
@@ -44,6 +47,7 @@ impl Default for OrderEntryConfig {
     fn default() -> Self {
         OrderEntryConfig {
             max_sessions: 1024,
+            max_sessions_per_account: 16,
             resend_messages: 100_000,
             session_linger_ns: 300_000_000_000,
             login_timeout_ns: 5_000_000_000,
@@ -328,6 +332,12 @@ impl OrderEntry {
     /// True once the connection should be closed (after its pending output).
     pub fn is_closing(&self, id: ConnId) -> bool {
         self.connections.is_closing(id)
+    }
+
+    /// The peer closed its side: write what is pending, then close.
+    pub fn close_after_flush(&mut self, id: ConnId) {
+        self.connections.close_after_flush(id);
+        self.dirty.push(id);
     }
 
     /// Number of open connections.
@@ -627,23 +637,29 @@ impl OrderEntry {
             return self.login_reject(id, LoginRejectReason::BadSignature, now_ns);
         }
         let account = wire::account_id_of(&login.public_key);
-        let slot = match self.by_key.get(&(account, session_id)) {
-            Some(&slot) => slot,
-            None => match self.new_session(account, session_id) {
-                Some(slot) => slot,
-                None => return self.login_reject(id, LoginRejectReason::TooManySessions, now_ns),
-            },
-        };
-        let session = self.sessions[slot as usize].as_ref().expect("live session");
-        let oldest = session.next_server_seq - session.resend.len() as u64;
+        let existing = self.by_key.get(&(account, session_id)).copied();
+        // A new session would start at server seq 1 with nothing kept.
+        let (next_server_seq, oldest) = existing.map_or((1, 1), |slot| {
+            let session = self.sessions[slot as usize].as_ref().expect("live session");
+            let next = session.next_server_seq;
+            (next, next - session.resend.len() as u64)
+        });
         if resume_from != 0 {
-            if resume_from > session.next_server_seq {
+            if resume_from > next_server_seq {
                 return self.login_reject(id, LoginRejectReason::InvalidResume, now_ns);
             }
             if resume_from < oldest {
                 return self.login_reject(id, LoginRejectReason::ResendUnavailable, now_ns);
             }
         }
+        let slot = match existing {
+            Some(slot) => slot,
+            None => match self.new_session(account, session_id) {
+                Some(slot) => slot,
+                None => return self.login_reject(id, LoginRejectReason::TooManySessions, now_ns),
+            },
+        };
+        let session = self.sessions[slot as usize].as_ref().expect("live session");
         // A live connection on this session loses it to the new, authenticated one.
         if let Some(previous) = session.connection {
             if let Some(connection) = self.connections.get_mut(previous) {
@@ -680,20 +696,29 @@ impl OrderEntry {
         }
     }
 
+    /// The session disconnected longest among `slots` (connected ones never go).
+    fn longest_gone(&self, slots: impl Iterator<Item = u32>) -> Option<u32> {
+        slots
+            .filter_map(|slot| {
+                self.sessions[slot as usize]
+                    .as_ref()
+                    .filter(|s| s.connection.is_none())
+                    .map(|s| (s.disconnected_at_ns, slot))
+            })
+            .min()
+            .map(|(_, slot)| slot)
+    }
+
     fn new_session(&mut self, account: u64, session_id: u64) -> Option<u32> {
+        let own = self.by_account.get(&account).cloned().unwrap_or_default();
+        if own.len() >= self.config.max_sessions_per_account {
+            let victim = self.longest_gone(own.into_iter())?;
+            self.drop_session(victim);
+        }
         if self.by_key.len() >= self.config.max_sessions {
             // Make room by dropping the session that has been disconnected longest.
-            let oldest = self
-                .sessions
-                .iter()
-                .enumerate()
-                .filter_map(|(slot, s)| {
-                    s.as_ref()
-                        .filter(|s| s.connection.is_none())
-                        .map(|s| (s.disconnected_at_ns, slot))
-                })
-                .min()?;
-            self.drop_session(oldest.1 as u32);
+            let victim = self.longest_gone(0..self.sessions.len() as u32)?;
+            self.drop_session(victim);
         }
         let slot = match self.sessions.iter().position(Option::is_none) {
             Some(slot) => slot,
@@ -859,11 +884,11 @@ impl OrderEntry {
         if connection.buffers.closing {
             return;
         }
-        connection.buffers.write.extend_from_slice(bytes);
+        connection.buffers.queue(bytes);
         connection.last_sent_ns = now_ns;
-        if connection.buffers.write.len() > self.config.max_pending_bytes {
+        if connection.buffers.pending().len() > self.config.max_pending_bytes {
             // Not reading: drop what is queued (the session keeps it for resend) and go.
-            connection.buffers.write.clear();
+            connection.buffers.drop_unsent();
             self.logout(id, LogoutReason::SlowConsumer, now_ns);
         }
         self.dirty.push(id);

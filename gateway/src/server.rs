@@ -236,7 +236,12 @@ impl GatewayServer {
             let id = stream.id;
             match stream.stream.read(&mut chunk) {
                 Ok(0) => {
-                    self.drop_connection(port, id);
+                    // The peer closed its side: its last replies (a logout answer, say) are
+                    // still written before the connection is closed.
+                    match port {
+                        Port::OrderEntry => self.order_entry.close_after_flush(id),
+                        Port::MarketData => self.market_data.close_after_flush(id),
+                    }
                     return false;
                 }
                 Ok(n) => {

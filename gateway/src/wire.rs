@@ -370,7 +370,8 @@ messages! {
         reserved: U32,
     }
 
-    /// Resend a subscribed market's updates from `from_seq` (a snapshot if too old).
+    /// Subscribe to a market (if not yet) and resend its updates and trades from `from_seq`
+    /// on; a snapshot instead if they are no longer kept.
     Replay = 21, 32 {
         /// Market id.
         market: U32,
@@ -611,7 +612,8 @@ codes! {
         SeqGap = 6, "seq_gap",
         /// The header seq was already used in this session (a replay): ignored.
         DuplicateSeq = 7, "duplicate_seq",
-        /// A field holds a value outside its range (side, tif, stp, order type, price, qty).
+        /// A `NewOrder` enumerated field holds an unknown code (side, tif, stp, order type);
+        /// prices and sizes are checked by the engine (`OrderRejected`).
         InvalidField = 8, "invalid_field",
         /// The node's input queue is full: nothing was done; send it again with a new seq.
         Overloaded = 9, "overloaded",

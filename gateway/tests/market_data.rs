@@ -197,3 +197,49 @@ fn a_subscriber_that_does_not_read_is_dropped_and_others_are_not() {
     level(&mut md, 101, 0, Side::Sell, 999, 1);
     assert_eq!(drain(&mut md, fast).len(), 1);
 }
+
+#[test]
+fn a_client_back_from_a_lost_connection_replays_what_it_missed_and_goes_on_live() {
+    let mut md = feed(16);
+    let first = md.connect(0);
+    subscribe(&mut md, first, 0);
+    let mut book = L2Book::new(0);
+    for message in drain(&mut md, first) {
+        book.apply(&message).unwrap();
+    }
+    level(&mut md, 1, 0, Side::Buy, 98, 3);
+    for message in drain(&mut md, first) {
+        book.apply(&message).unwrap();
+    }
+    md.disconnected(first);
+    // Missed while away.
+    level(&mut md, 2, 0, Side::Buy, 97, 1);
+    level(&mut md, 3, 0, Side::Sell, 102, 4);
+    let second = md.connect(0);
+    let mut replay: Replay = blank(0);
+    replay.market = 0.into();
+    replay.from_seq = (book.market_seq.unwrap() + 1).into();
+    md.receive(second, replay.as_bytes(), 0);
+    level(&mut md, 4, 0, Side::Sell, 101, 0);
+    for message in drain(&mut md, second) {
+        assert!(
+            !matches!(message, ServerMessage::SnapshotBegin(_)),
+            "no snapshot needed"
+        );
+        assert_eq!(book.apply(&message), Ok(Applied::Updated));
+    }
+    assert_eq!(book.market_seq, Some(4));
+    let (bids, asks) = md.levels(0).unwrap();
+    assert_eq!(
+        bids,
+        book.bids
+            .iter()
+            .rev()
+            .map(|(&p, &l)| (p, l))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        asks,
+        book.asks.iter().map(|(&p, &l)| (p, l)).collect::<Vec<_>>()
+    );
+}

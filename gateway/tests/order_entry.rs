@@ -311,3 +311,33 @@ fn a_refused_submission_is_answered_overloaded_and_the_next_goes_through() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].client.tag, 3);
 }
+
+#[test]
+fn an_account_cannot_crowd_out_others_and_a_refused_resume_creates_nothing() {
+    let mut oe = OrderEntry::new(OrderEntryConfig {
+        max_sessions: 4,
+        max_sessions_per_account: 2,
+        ..OrderEntryConfig::default()
+    });
+    let (other, _) = login(&mut oe, &key(9), 1, 0, 0);
+    oe.disconnected(other, 1);
+    // A resume of a session that does not exist is refused and leaves no session behind.
+    let (_, refused) = login(&mut oe, &key(1), 50, 5, 2);
+    assert!(matches!(refused[0], ServerMessage::LoginRejected(_)));
+    assert_eq!(oe.session_count(), 1);
+    // Key 1 opens many sessions: it only ever evicts its own.
+    for session_id in 1..=6 {
+        let (id, reply) = login(&mut oe, &key(1), session_id, 0, 10 + session_id);
+        assert!(
+            matches!(reply[0], ServerMessage::LoginAccepted(_)),
+            "{reply:?}"
+        );
+        oe.disconnected(id, 10 + session_id);
+    }
+    assert_eq!(oe.session_count(), 3, "two of key 1's and key 9's");
+    let (_, back) = login(&mut oe, &key(9), 1, 1, 100);
+    assert!(
+        matches!(back[0], ServerMessage::LoginAccepted(_)),
+        "key 9's session survived"
+    );
+}

@@ -77,6 +77,8 @@ pub struct GatewaySection {
     pub max_connections: usize,
     /// Most sessions held (connected or waiting for a resume).
     pub max_sessions: usize,
+    /// Most sessions per account.
+    pub max_sessions_per_account: usize,
     /// Server messages kept per session for resend.
     pub resend_messages: usize,
     /// Seconds a disconnected session is kept for a resume.
@@ -96,6 +98,7 @@ impl Default for GatewaySection {
             market_data_listen: "127.0.0.1:7072".parse().expect("valid address"),
             max_connections: 1024,
             max_sessions: 4096,
+            max_sessions_per_account: 16,
             resend_messages: 100_000,
             session_linger_s: 300,
             login_timeout_s: 5,

@@ -688,6 +688,7 @@ fn bind_gateway(
         max_connections: section.max_connections,
         order_entry: OrderEntryConfig {
             max_sessions: section.max_sessions,
+            max_sessions_per_account: section.max_sessions_per_account,
             resend_messages: section.resend_messages,
             session_linger_ns: section.session_linger_s.saturating_mul(1_000_000_000),
             login_timeout_ns: section.login_timeout_s.saturating_mul(1_000_000_000),
