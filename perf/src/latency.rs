@@ -53,6 +53,18 @@ impl LatencyRecorder {
         result
     }
 
+    /// Adds every sample of `other` (same bounds, so nothing is lost).
+    pub fn add(&mut self, other: &LatencyRecorder) {
+        self.histogram
+            .add(&other.histogram)
+            .expect("recorders share their bounds");
+    }
+
+    /// Forgets every sample.
+    pub fn reset(&mut self) {
+        self.histogram.reset();
+    }
+
     /// The underlying histogram.
     pub fn histogram(&self) -> &Histogram<u64> {
         &self.histogram

@@ -9,12 +9,15 @@
 //! - [`engine_bench`]: the engine benchmark itself (`engine-bench`), array ladder against
 //!   the `BTreeMap` baseline on the same stream;
 //! - [`pipeline_bench`]: the sequencer + engine + WAL pipeline (`pipeline-bench`) against the
-//!   bare engine.
+//!   bare engine;
+//! - [`gateway_bench`]: `nexus-perf`, a running node measured over the real gateway (order
+//!   entry and market data) against a raw loopback TCP ping-pong.
 //!
 //! Speed figures are printed, never asserted: the tests here check determinism and shape
 //! only. See `docs/perf.md`.
 
 pub mod engine_bench;
+pub mod gateway_bench;
 pub mod latency;
 pub mod memory;
 pub mod pipeline_bench;
