@@ -451,10 +451,17 @@ impl MarketDataClient {
         self.stream.write_all(message.as_bytes())
     }
 
-    /// Asks for the market's updates from `from_seq` again.
-    pub fn replay(&mut self, market: MarketId, from_seq: u64) -> io::Result<()> {
+    /// Asks for the market's updates from `from_seq` again (subscribing if needed). Give the
+    /// `feed_epoch` the book came from, so a restarted feed answers with a snapshot instead.
+    pub fn replay(
+        &mut self,
+        market: MarketId,
+        from_seq: u64,
+        feed_epoch: Option<u64>,
+    ) -> io::Result<()> {
         let mut message: Replay = blank(0);
         message.market = market.into();
+        message.feed_epoch_low = feed_epoch.map_or(0, |epoch| epoch as u32).into();
         message.from_seq = from_seq.into();
         self.stream.write_all(message.as_bytes())
     }

@@ -313,13 +313,15 @@ impl MarketData {
                     book.subscribers.push(id);
                 }
                 let from = message.from_seq.get();
+                let epoch = message.feed_epoch_low.get();
+                let restarted = epoch != 0 && epoch != self.config.feed_epoch as u32;
                 let book = &self.books[&market];
                 let oldest = book
                     .recent
                     .front()
                     .map_or(book.market_seq + 1, |r| r.market_seq);
-                if from < oldest || from > book.market_seq + 1 {
-                    // Too old (or nonsense): a snapshot recovers every gap.
+                if restarted || from < oldest || from > book.market_seq + 1 {
+                    // Another feed, too old (or nonsense): a snapshot recovers every gap.
                     return self.snapshot(id, market, now_ns);
                 }
                 let resend: Vec<Recent> = book

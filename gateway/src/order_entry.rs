@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use engine::{ByteCode, Command, Event, MarketId, SelfTradePrevention, Side, TimeInForce};
 use sequencer::{ClientRef, Output, Submission};
 use zerocopy::IntoBytes;
@@ -18,6 +18,11 @@ use crate::wire::{self, *};
 
 /// Bit 63 of [`ClientRef::connection`] marks inputs sent through this gateway.
 pub const GATEWAY_CLIENT_BIT: u64 = 1 << 63;
+/// The client of cancel-on-disconnect inputs (no session answers for them).
+const CANCEL_ON_DISCONNECT: ClientRef = ClientRef {
+    connection: GATEWAY_CLIENT_BIT | u32::MAX as u64,
+    tag: 0,
+};
 /// The largest server message on this port (a [`Fill`]).
 const MAX_STORED_BYTES: usize = Fill::BYTES;
 
@@ -48,7 +53,7 @@ impl Default for OrderEntryConfig {
         OrderEntryConfig {
             max_sessions: 1024,
             max_sessions_per_account: 16,
-            resend_messages: 100_000,
+            resend_messages: 10_000,
             session_linger_ns: 300_000_000_000,
             login_timeout_ns: 5_000_000_000,
             max_pending_bytes: 16 << 20,
@@ -100,6 +105,8 @@ enum ConnState {
 
 struct Connection {
     buffers: Buffers,
+    /// The peer closed its side: close once the session's inputs in flight are answered.
+    peer_closed: bool,
     state: ConnState,
     last_received_ns: u64,
     last_sent_ns: u64,
@@ -124,6 +131,8 @@ pub struct OrderEntry {
     by_key: BTreeMap<(u64, u64), u32>,
     by_account: BTreeMap<u64, Vec<u32>>,
     submissions: Vec<Submission>,
+    /// Cancel-on-disconnect inputs the pipeline refused: offered again before anything else.
+    retry: Vec<Submission>,
     /// Connections with bytes to write or to close, possibly repeated.
     dirty: Vec<ConnId>,
     /// The input whose fills are being numbered, and the next fill's index.
@@ -149,6 +158,7 @@ impl OrderEntry {
             by_key: BTreeMap::new(),
             by_account: BTreeMap::new(),
             submissions: Vec::new(),
+            retry: Vec::new(),
             dirty: Vec::new(),
             fill_seq: 0,
             fill_index: 0,
@@ -159,6 +169,7 @@ impl OrderEntry {
     pub fn connect(&mut self, now_ns: u64, nonce: [u8; 32]) -> ConnId {
         let id = self.connections.insert(Connection {
             buffers: Buffers::default(),
+            peer_closed: false,
             state: ConnState::AwaitingLogin {
                 nonce,
                 deadline_ns: now_ns.saturating_add(self.config.login_timeout_ns),
@@ -224,17 +235,19 @@ impl OrderEntry {
                 _ => None,
             };
             if let Some(account) = cancel {
-                for &market in &self.config.markets {
-                    self.submissions.push(Submission {
-                        client: ClientRef {
-                            connection: GATEWAY_CLIENT_BIT | u32::MAX as u64,
-                            tag: 0,
-                        },
-                        command: Command::CancelAll { account, market },
-                        received_ns: 0,
-                    });
-                }
+                self.cancel_on_disconnect(account);
             }
+        }
+    }
+
+    /// Queues a cancel-all in every market for `account`.
+    fn cancel_on_disconnect(&mut self, account: u64) {
+        for &market in &self.config.markets {
+            self.submissions.push(Submission {
+                client: CANCEL_ON_DISCONNECT,
+                command: Command::CancelAll { account, market },
+                received_ns: 0,
+            });
         }
     }
 
@@ -278,13 +291,25 @@ impl OrderEntry {
         }
     }
 
-    /// Inputs to hand to the pipeline, oldest first.
+    /// Inputs to hand to the pipeline, oldest first (refused cancel-on-disconnect inputs
+    /// before all others).
     pub fn take_submissions(&mut self, into: &mut Vec<Submission>) {
+        into.append(&mut self.retry);
         into.append(&mut self.submissions);
     }
 
-    /// The pipeline's input queue was full: the submission is answered `overloaded`.
+    /// True while inputs wait to be handed to the pipeline.
+    pub fn has_submissions(&self) -> bool {
+        !self.submissions.is_empty() || !self.retry.is_empty()
+    }
+
+    /// The pipeline's input queue was full: the submission is answered `overloaded`; a
+    /// cancel-on-disconnect input is kept and offered again instead (it has nobody to tell).
     pub fn refused(&mut self, submission: Submission, now_ns: u64) {
+        if submission.client == CANCEL_ON_DISCONNECT {
+            self.retry.push(submission);
+            return;
+        }
         let Some(slot) = self.origin(submission.client) else {
             return;
         };
@@ -334,8 +359,21 @@ impl OrderEntry {
         self.connections.is_closing(id)
     }
 
-    /// The peer closed its side: write what is pending, then close.
+    /// The peer closed its side: once the session's inputs in flight are answered (their
+    /// results and `Sequenced` queued), write what is pending, then close.
     pub fn close_after_flush(&mut self, id: ConnId) {
+        let waiting = match self.connections.get(id).map(|c| &c.state) {
+            Some(ConnState::LoggedIn { session }) => self.sessions[*session as usize]
+                .as_ref()
+                .is_some_and(|s| !s.in_flight.is_empty()),
+            _ => false,
+        };
+        if waiting {
+            if let Some(connection) = self.connections.get_mut(id) {
+                connection.peer_closed = true;
+            }
+            return;
+        }
         self.connections.close_after_flush(id);
         self.dirty.push(id);
     }
@@ -373,11 +411,19 @@ impl OrderEntry {
                 {
                     session.in_flight.pop_front();
                 }
+                let answered = session.in_flight.is_empty().then_some(session.connection);
                 let mut message: Sequenced = blank(0);
                 message.client_seq = client.tag.into();
                 message.seq = seq.into();
                 message.height = height.into();
                 self.send_app(slot, message, now_ns);
+                // A half-closed connection closes once its last input is answered.
+                if let Some(Some(id)) = answered {
+                    if self.connections.get(id).is_some_and(|c| c.peer_closed) {
+                        self.connections.close_after_flush(id);
+                        self.dirty.push(id);
+                    }
+                }
             }
             Output::Finalized {
                 client,
@@ -633,7 +679,8 @@ impl OrderEntry {
             flags,
         );
         let signature = Signature::from_bytes(&login.signature);
-        if key.verify(&signed, &signature).is_err() {
+        // Strict: refuses weak (small-order) keys and non-canonical signatures.
+        if key.verify_strict(&signed, &signature).is_err() {
             return self.login_reject(id, LoginRejectReason::BadSignature, now_ns);
         }
         let account = wire::account_id_of(&login.public_key);
@@ -972,12 +1019,30 @@ impl OrderEntry {
         self.dirty.push(id);
     }
 
-    /// Tells every connection the node is stopping.
+    /// Tells every connection the node is stopping, and queues the cancel-on-disconnect
+    /// inputs of the sessions that asked for them (the node submits them before it stops).
     pub fn shutdown(&mut self, now_ns: u64) {
+        let mut cancels = Vec::new();
         for id in self.connections.ids() {
+            if let Some(Connection {
+                state: ConnState::LoggedIn { session },
+                ..
+            }) = self.connections.get(id)
+            {
+                if let Some(s) = self.sessions[*session as usize].as_ref() {
+                    if s.connection == Some(id) && s.flags & FLAG_CANCEL_ON_DISCONNECT != 0 {
+                        cancels.push(s.account);
+                    }
+                }
+            }
             if !self.is_closing(id) {
                 self.logout(id, LogoutReason::Shutdown, now_ns);
             }
+        }
+        cancels.sort_unstable();
+        cancels.dedup();
+        for account in cancels {
+            self.cancel_on_disconnect(account);
         }
     }
 }

@@ -40,7 +40,13 @@ struct Stream {
     id: ConnId,
     stream: TcpStream,
     writable_registered: bool,
+    /// When the state machine first asked to close it (for the close deadline).
+    closing_since_ns: Option<u64>,
 }
+
+/// A connection asked to close is dropped after this long even if its last bytes could not
+/// be written (a peer that stopped reading).
+const CLOSE_GRACE_NS: u64 = 1_000_000_000;
 
 /// Wall clock in ns since the Unix epoch (the time the state machines are given).
 pub fn now_ns() -> u64 {
@@ -68,6 +74,8 @@ pub struct GatewayServer {
     dirty: Vec<(Port, ConnId)>,
     /// Scratch for the state machines' dirty lists.
     scratch: Vec<ConnId>,
+    /// Listeners whose `accept` failed for lack of resources: retried on every tick.
+    accept_retry: Vec<Port>,
 }
 
 /// Reads per connection per turn of the loop, so one client cannot starve the others.
@@ -103,6 +111,7 @@ impl GatewayServer {
             submissions: Vec::new(),
             dirty: Vec::new(),
             scratch: Vec::new(),
+            accept_retry: Vec::new(),
         })
     }
 
@@ -137,8 +146,14 @@ impl GatewayServer {
     /// Handles a readiness event for one of the gateway's tokens.
     pub fn handle(&mut self, registry: &Registry, token: Token, writable: bool) -> io::Result<()> {
         match token.0 - self.token_base {
-            0 => return self.accept(registry, Port::OrderEntry),
-            1 => return self.accept(registry, Port::MarketData),
+            0 => {
+                self.accept(registry, Port::OrderEntry);
+                return Ok(());
+            }
+            1 => {
+                self.accept(registry, Port::MarketData);
+                return Ok(());
+            }
             _ => {}
         }
         let index = token.0 - self.token_base - 2;
@@ -160,11 +175,6 @@ impl GatewayServer {
         Ok(())
     }
 
-    /// True if some connection may still hold unread bytes (the loop should not sleep).
-    pub fn has_unread(&self) -> bool {
-        !self.unread.is_empty()
-    }
-
     /// Reads what the marked connections sent, within each one's budget.
     pub fn read_ready(&mut self) {
         let mut again = Vec::new();
@@ -176,7 +186,9 @@ impl GatewayServer {
         self.unread = again;
     }
 
-    fn accept(&mut self, registry: &Registry, port: Port) -> io::Result<()> {
+    /// Accepts every waiting connection. A failure (out of file descriptors, say) is not the
+    /// node's end: the listener is retried on the next ticks.
+    fn accept(&mut self, registry: &Registry, port: Port) {
         loop {
             let accepted = match port {
                 Port::OrderEntry => self.order_listener.accept(),
@@ -184,9 +196,15 @@ impl GatewayServer {
             };
             let mut stream = match accepted {
                 Ok((stream, _)) => stream,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    eprintln!("nexus gateway: accept on {port:?} failed ({e}); retrying");
+                    if !self.accept_retry.contains(&port) {
+                        self.accept_retry.push(port);
+                    }
+                    return;
+                }
             };
             let open = match port {
                 Port::OrderEntry => self.order_entry.connection_count(),
@@ -208,7 +226,17 @@ impl GatewayServer {
                 Port::MarketData => self.market_data.connect(now),
             };
             let token = self.token_of(port, id.slot);
-            registry.register(&mut stream, token, Interest::READABLE)?;
+            if registry
+                .register(&mut stream, token, Interest::READABLE)
+                .is_err()
+            {
+                // This connection only: forget it (the socket closes on drop).
+                match port {
+                    Port::OrderEntry => self.order_entry.disconnected(id, now),
+                    Port::MarketData => self.market_data.disconnected(id),
+                }
+                continue;
+            }
             let streams = self.streams(port);
             if streams.len() <= id.slot as usize {
                 streams.resize_with(id.slot as usize + 1, || None);
@@ -217,6 +245,7 @@ impl GatewayServer {
                 id,
                 stream,
                 writable_registered: false,
+                closing_since_ns: None,
             });
             self.dirty_push(port, id);
         }
@@ -230,10 +259,21 @@ impl GatewayServer {
     fn read_connection(&mut self, port: Port, slot: u32) -> bool {
         let mut chunk = [0u8; 16 * 1024];
         for _ in 0..READ_BUDGET {
-            let Some(Some(stream)) = self.streams(port).get_mut(slot as usize) else {
+            let Some(Some(stream)) = self.streams(port).get(slot as usize) else {
                 return false;
             };
             let id = stream.id;
+            let closing = match port {
+                Port::OrderEntry => self.order_entry.is_closing(id),
+                Port::MarketData => self.market_data.is_closing(id),
+            };
+            if closing {
+                // Nothing it sends now is handled; do not spin on it.
+                return false;
+            }
+            let Some(Some(stream)) = self.streams(port).get_mut(slot as usize) else {
+                return false;
+            };
             match stream.stream.read(&mut chunk) {
                 Ok(0) => {
                     // The peer closed its side: its last replies (a logout answer, say) are
@@ -283,11 +323,60 @@ impl GatewayServer {
         self.market_data.on_output(output, now);
     }
 
-    /// Timers of both state machines.
-    pub fn tick(&mut self) {
+    /// Timers of both state machines; failed accepts are retried, and connections that
+    /// were asked to close but could not write their last bytes within a second are dropped.
+    pub fn tick(&mut self, registry: &Registry) {
         let now = now_ns();
         self.order_entry.tick(now);
         self.market_data.tick(now);
+        for port in std::mem::take(&mut self.accept_retry) {
+            self.accept(registry, port);
+        }
+        for port in [Port::OrderEntry, Port::MarketData] {
+            let mut overdue = Vec::new();
+            let (order_entry, market_data) = (&self.order_entry, &self.market_data);
+            let streams = match port {
+                Port::OrderEntry => &mut self.order_streams,
+                Port::MarketData => &mut self.data_streams,
+            };
+            for stream in streams.iter_mut().flatten() {
+                let closing = match port {
+                    Port::OrderEntry => order_entry.is_closing(stream.id),
+                    Port::MarketData => market_data.is_closing(stream.id),
+                };
+                match (closing, stream.closing_since_ns) {
+                    (true, None) => stream.closing_since_ns = Some(now),
+                    (true, Some(since)) if now.saturating_sub(since) >= CLOSE_GRACE_NS => {
+                        overdue.push(stream.id)
+                    }
+                    _ => {}
+                }
+            }
+            for id in overdue {
+                self.drop_connection(port, id);
+            }
+        }
+    }
+
+    /// True while the gateway has work that must not wait for the next event: unread
+    /// sockets, inputs not yet handed to the pipeline, failed accepts.
+    pub fn has_pending_work(&self) -> bool {
+        !self.unread.is_empty()
+            || self.order_entry.has_submissions()
+            || !self.accept_retry.is_empty()
+    }
+
+    /// True while some connection still has bytes to write.
+    pub fn has_pending_output(&self) -> bool {
+        self.order_streams
+            .iter()
+            .flatten()
+            .any(|s| !self.order_entry.pending_output(s.id).is_empty())
+            || self
+                .data_streams
+                .iter()
+                .flatten()
+                .any(|s| !self.market_data.pending_output(s.id).is_empty())
     }
 
     /// Hands queued order-entry inputs to the pipeline; a refused one is answered overloaded.
@@ -381,7 +470,13 @@ impl GatewayServer {
             } else {
                 Interest::READABLE
             };
-            registry.reregister(&mut stream.stream, token, interest)?;
+            if registry
+                .reregister(&mut stream.stream, token, interest)
+                .is_err()
+            {
+                self.drop_connection(port, id);
+                return Ok(());
+            }
             stream.writable_registered = pending;
         }
         Ok(())

@@ -371,12 +371,13 @@ messages! {
     }
 
     /// Subscribe to a market (if not yet) and resend its updates and trades from `from_seq`
-    /// on; a snapshot instead if they are no longer kept.
+    /// on; a snapshot instead if they are no longer kept, or if the feed restarted.
     Replay = 21, 32 {
         /// Market id.
         market: U32,
-        /// Zero.
-        reserved: U32,
+        /// The low 32 bits of the `feed_epoch` the client's book comes from (0: not checked).
+        /// Another value than the feed's own means the node restarted: a snapshot answers.
+        feed_epoch_low: U32,
         /// First market sequence number wanted.
         from_seq: U64,
     }
@@ -841,6 +842,20 @@ mod tests {
             check_frame(heartbeat.as_bytes()).err(),
             Some(RejectCode::UnsupportedVersion)
         );
+    }
+
+    #[test]
+    fn the_account_id_test_vector_of_the_protocol_document() {
+        let seed: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let public_key = ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes();
+        let hex: String = public_key.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"
+        );
+        assert_eq!(account_id_of(&public_key), 6581511237511020069);
     }
 
     #[test]

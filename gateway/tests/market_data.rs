@@ -243,3 +243,31 @@ fn a_client_back_from_a_lost_connection_replays_what_it_missed_and_goes_on_live(
         book.asks.iter().map(|(&p, &l)| (p, l)).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_replay_from_another_feed_epoch_gets_a_snapshot() {
+    let mut md = MarketData::new(
+        MarketDataConfig {
+            feed_epoch: 0x1_2345_6789,
+            ..MarketDataConfig::default()
+        },
+        [(0, Vec::new())],
+    );
+    level(&mut md, 1, 0, Side::Buy, 10, 1);
+    let id = md.connect(0);
+    let mut replay: Replay = blank(0);
+    replay.market = 0.into();
+    replay.from_seq = 1.into();
+    replay.feed_epoch_low = 0x2345_6789.into();
+    md.receive(id, replay.as_bytes(), 0);
+    assert!(
+        matches!(drain(&mut md, id)[0], ServerMessage::LevelUpdate(_)),
+        "same epoch"
+    );
+    replay.feed_epoch_low = 7.into();
+    md.receive(id, replay.as_bytes(), 0);
+    assert!(
+        matches!(drain(&mut md, id)[0], ServerMessage::SnapshotBegin(_)),
+        "restarted"
+    );
+}

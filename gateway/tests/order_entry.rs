@@ -341,3 +341,93 @@ fn an_account_cannot_crowd_out_others_and_a_refused_resume_creates_nothing() {
         "key 9's session survived"
     );
 }
+
+fn login_with_flags(oe: &mut OrderEntry, key: &SigningKey, flags: u32) -> ConnId {
+    let id = oe.connect(0, [7; 32]);
+    let ServerMessage::Challenge(challenge) = drain(oe, id)[0] else {
+        panic!("challenge first")
+    };
+    let public_key = key.verifying_key().to_bytes();
+    let mut message: Login = blank(0);
+    message.public_key = public_key;
+    message.session_id = 1.into();
+    message.heartbeat_ms = 1000.into();
+    message.flags = flags.into();
+    message.signature = key
+        .sign(&login_signing_bytes(
+            &challenge.nonce,
+            &public_key,
+            1,
+            0,
+            1000,
+            flags,
+        ))
+        .to_bytes();
+    oe.receive(id, message.as_bytes(), 0);
+    drain(oe, id);
+    id
+}
+
+#[test]
+fn refused_cancel_on_disconnect_inputs_are_offered_again_first() {
+    let mut oe = OrderEntry::new(OrderEntryConfig {
+        markets: vec![0, 1],
+        ..OrderEntryConfig::default()
+    });
+    let id = login_with_flags(&mut oe, &key(1), FLAG_CANCEL_ON_DISCONNECT);
+    oe.disconnected(id, 0);
+    let mut cancels = Vec::new();
+    oe.take_submissions(&mut cancels);
+    assert_eq!(cancels.len(), 2, "one cancel-all per market");
+    // The pipeline is full: both are refused, and come back before newer inputs.
+    for cancel in cancels.iter().rev() {
+        oe.refused(*cancel, 0);
+    }
+    assert!(oe.has_submissions());
+    let (other, _) = login(&mut oe, &key(2), 1, 0, 0);
+    oe.receive(other, new_order(1, 1).as_bytes(), 0);
+    let mut next = Vec::new();
+    oe.take_submissions(&mut next);
+    assert_eq!(next.len(), 3);
+    assert!(next[..2]
+        .iter()
+        .all(|s| matches!(s.command, Command::CancelAll { .. })));
+    assert!(matches!(next[2].command, Command::Place(_)));
+}
+
+#[test]
+fn a_half_closed_connection_gets_its_last_answers_before_it_closes() {
+    let mut oe = OrderEntry::new(OrderEntryConfig::default());
+    let (id, _) = login(&mut oe, &key(1), 1, 0, 0);
+    oe.receive(id, new_order(1, 1).as_bytes(), 0);
+    oe.close_after_flush(id);
+    assert!(!oe.is_closing(id), "an input is still in flight");
+    let mut submissions = Vec::new();
+    oe.take_submissions(&mut submissions);
+    answer(&mut oe, &submissions, 1);
+    assert!(oe.is_closing(id));
+    let replies = drain(&mut oe, id);
+    assert!(matches!(
+        replies[..],
+        [ServerMessage::OrderAccepted(_), ServerMessage::Sequenced(_)]
+    ));
+}
+
+#[test]
+fn node_shutdown_runs_cancel_on_disconnect() {
+    let mut oe = OrderEntry::new(OrderEntryConfig {
+        markets: vec![3],
+        ..OrderEntryConfig::default()
+    });
+    login_with_flags(&mut oe, &key(1), FLAG_CANCEL_ON_DISCONNECT);
+    login_with_flags(&mut oe, &key(2), 0);
+    oe.shutdown(0);
+    let mut cancels = Vec::new();
+    oe.take_submissions(&mut cancels);
+    let account = wire::account_id_of(&key(1).verifying_key().to_bytes());
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(
+        cancels[0].command,
+        Command::CancelAll { account, market: 3 }
+    );
+}

@@ -181,7 +181,12 @@ impl Server {
             let (mut stream, _) = match self.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors, say: not the node's end; the next connect retries.
+                    eprintln!("nexus: accept on the JSON port failed: {e}");
+                    return Ok(());
+                }
             };
             let open = self.connections.iter().filter(|c| c.is_some()).count();
             if open >= self.max_connections {
@@ -203,7 +208,8 @@ impl Server {
                 Token(FIRST_CONNECTION + slot),
                 Interest::READABLE,
             )?;
-            self.next_serial = self.next_serial.wrapping_add(1);
+            // 31 bits: bit 63 of a `ClientRef` marks the gateway's inputs.
+            self.next_serial = self.next_serial.wrapping_add(1) & 0x7fff_ffff;
             self.connections[slot] = Some(Connection {
                 stream,
                 serial: self.next_serial,
@@ -566,7 +572,7 @@ pub fn run(
         if stop.load(Ordering::Acquire) {
             break Ok(());
         }
-        let timeout = if unread.is_empty() && !server.gateway.has_unread() {
+        let timeout = if unread.is_empty() && !server.gateway.has_pending_work() {
             // With an inline sequencer, wake in time to cut the open block.
             let block_due = server.pipeline.as_ref().and_then(Pipeline::tick_due_in);
             block_due.map_or(Duration::from_millis(20), |due| {
@@ -615,12 +621,21 @@ pub fn run(
         }
         if last_tick.elapsed() >= Duration::from_millis(10) {
             last_tick = std::time::Instant::now();
-            server.gateway.tick();
+            server.gateway.tick(server.poll.registry());
         }
         server.flush_connections()?;
         server.gateway.flush(server.poll.registry())?;
     };
-    // Stop: persist the open block, deliver what is left, and report the final state.
+    // Stop: log the gateway's sessions out and run their cancel-on-disconnect inputs, then
+    // persist the open block, deliver what is left, and report the final state.
+    server.gateway.shutdown(server.poll.registry())?;
+    if let Some(pipeline) = server.pipeline.as_mut() {
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        while server.gateway.has_pending_work() && std::time::Instant::now() < deadline {
+            server.gateway.submit(pipeline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
     let pipeline = server.pipeline.take().expect("pipeline runs until here");
     let (mut engine, rest): (Engine<ArrayLadder>, _) = pipeline.shutdown();
     let mut height = server.height;
@@ -634,7 +649,6 @@ pub fn run(
         let _ = server.route(output);
     }
     // Give clients a moment to receive their last notices.
-    server.gateway.shutdown(server.poll.registry())?;
     let deadline = std::time::Instant::now() + Duration::from_millis(500);
     while std::time::Instant::now() < deadline {
         server.flush_connections()?;
@@ -643,7 +657,8 @@ pub fn run(
             .connections
             .iter()
             .flatten()
-            .any(|c| c.write_buffer.len() > c.written);
+            .any(|c| c.write_buffer.len() > c.written)
+            || server.gateway.has_pending_output();
         if !pending {
             break;
         }

@@ -328,7 +328,7 @@ fn orders_fills_replies_and_market_data() {
 
     // Replay from an old sequence number gives the same messages again; a fresh
     // subscriber's snapshot starts where the book is.
-    feed.replay(MARKET, 1).unwrap();
+    feed.replay(MARKET, 1, book.feed_epoch).unwrap();
     let mut again = 0;
     while again < last {
         match feed.recv().unwrap() {

@@ -2,19 +2,22 @@
 //! beside them, joined by lock-free single-producer single-consumer rings (rtrb).
 //!
 //! ```text
-//!  submit ──input──▶ sequencer ──inputs, block ends──▶ engine ──events, done──▶ publisher ──▶ outputs
-//!                        │                               │ snapshots              ▲
-//!                        └──────────blocks──────────▶  WAL writer ───durable──────┘
+//!  submit ──input──▶ sequencer ──inputs, block ends──▶ engine ──events, Sequenced──────────▶ outputs
+//!                        │                               │ done, snapshots                    ▲
+//!                        └──────────blocks──────────▶  WAL writer ──durable──▶ publisher ─────┘ Finalized
 //! ```
 //!
-//! - The engine executes each input as soon as it is sequenced; the publisher reports its
-//!   events and a **Sequenced** notice at once (microseconds).
+//! - The engine executes each input as soon as it is sequenced and hands its events and a
+//!   **Sequenced** notice straight to the consumer (microseconds). The sequencer, or the
+//!   sequencer and the engine, may instead run on the caller's thread
+//!   ([`PipelineConfig::inline_sequencer`], [`PipelineConfig::fused_engine`]).
 //! - The WAL writer appends cut blocks in durable LMDB transactions; once a block is on disk
 //!   the publisher sends a **Finalized** notice for each of its inputs. After a crash, recovery
 //!   rebuilds exactly the finalized prefix; a Sequenced-only input may be lost with the crash,
 //!   which is why clients are told the two levels apart.
-//! - Backpressure: only [`Pipeline::try_submit`] can be refused (the input ring is full), and the
-//!   caller must tell its client. Inside, a full ring makes the sender wait; nothing is dropped.
+//! - Backpressure: only [`Pipeline::try_submit`] can be refused (the input ring is full, or
+//!   inline, the rings after the sequencer lack room), and the caller must tell its client.
+//!   Inside, a full ring makes the sender wait; nothing is dropped.
 //! - Each stage parks or busy-spins when idle ([`Wait`]); on 2 cores run at most one spinner.
 //!   Threads may be pinned to cores (the core list is read once, before pinning).
 
@@ -118,7 +121,7 @@ pub struct StageTimes {
     pub sequenced_ns: u64,
     /// Executed by the engine.
     pub executed_ns: u64,
-    /// Handed out by the publisher.
+    /// Handed out to the consumer (the engine finished with it).
     pub published_ns: u64,
 }
 
@@ -334,17 +337,27 @@ impl EngineLink {
 
 /// Where the engine's outputs go.
 enum OutputSink {
-    /// To the consumer on another thread.
-    Ring(Producer<Output>),
+    /// To the consumer on another thread, woken by the callback when the ring is full.
+    Ring(Producer<Output>, Arc<dyn Fn() + Send + Sync>),
     /// Kept for the consumer on this thread (fused engine).
     Local(VecDeque<Output>),
 }
 
 impl OutputSink {
+    fn is_local(&self) -> bool {
+        matches!(self, OutputSink::Local(_))
+    }
+
     fn push(&mut self, output: Output) {
         match self {
             // The consumer is woken by `notify`, not by a doorbell.
-            OutputSink::Ring(tx) => push_waiting(tx, output, &Doorbell::default()),
+            OutputSink::Ring(tx, notify) => {
+                if let Err(rtrb::PushError::Full(back)) = tx.push(output) {
+                    // The consumer must drain before this can go on: wake it now.
+                    notify();
+                    push_waiting(tx, back, &Doorbell::default());
+                }
+            }
             OutputSink::Local(queue) => queue.push_back(output),
         }
     }
@@ -412,7 +425,13 @@ impl EngineStage {
                     seq,
                     height: self.height,
                 };
-                push_quietly(&mut self.publish_tx, done, &self.publisher_bell);
+                if self.out.is_local() {
+                    push_quietly(&mut self.publish_tx, done, &self.publisher_bell);
+                } else {
+                    // With its own thread the engine may run behind the WAL writer: the
+                    // publisher may already have been told the block is durable.
+                    push_waiting(&mut self.publish_tx, done, &self.publisher_bell);
+                }
                 false
             }
             EngineMsg::BlockEnd { height, hash } => {
@@ -582,7 +601,7 @@ impl Pipeline {
             out: if fused {
                 OutputSink::Local(VecDeque::with_capacity(capacity))
             } else {
-                OutputSink::Ring(engine_out_tx)
+                OutputSink::Ring(engine_out_tx, notify.clone())
             },
             root_tx,
             snapshot_tx,
@@ -952,7 +971,7 @@ impl Pipeline {
         match self.inline.as_mut().map(|stage| &mut stage.engine) {
             Some(EngineLink::Fused(engine)) => match &mut engine.out {
                 OutputSink::Local(queue) => Some(queue),
-                OutputSink::Ring(_) => None,
+                OutputSink::Ring(..) => None,
             },
             _ => None,
         }
