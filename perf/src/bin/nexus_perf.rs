@@ -93,9 +93,10 @@ struct Args {
     /// Seed of the flows' random choices.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Senders sleep until this many microseconds before a due time, then yield-spin
-    /// (0: sleep only; a sleep overshoots by ~90 us on the reference VM, which then shows
-    /// up as send lateness).
+    /// Senders sleep until this many microseconds before a due time, then yield-spin;
+    /// capped at 250,000 / --rate us so that all senders together spin at most a quarter
+    /// of a core (0: sleep only; a sleep overshoots by ~90 us on the reference VM, which
+    /// then shows up as send lateness).
     #[arg(long, default_value_t = 200)]
     spin_us: u64,
     /// Most seconds to wait for outstanding replies after the schedule.

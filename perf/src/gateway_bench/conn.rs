@@ -638,11 +638,11 @@ impl ScheduledSender {
                 ));
                 break;
             }
+            self.run.sent.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = send_action(&mut self.sender, &action) {
                 error = Some(format!("send failed: {e}"));
                 break;
             }
-            self.run.sent.fetch_add(1, Ordering::Relaxed);
         }
         (self.sender, error)
     }

@@ -231,11 +231,11 @@ impl Feed {
                     );
                     if recorded {
                         reactor.in_flight.store(true, Ordering::Release);
+                        run.sent.fetch_add(1, Ordering::Relaxed);
                         if let Err(e) = reactor.sender.new_order(&order) {
                             results.errors.push(format!("reactive taker: {e}"));
                             break;
                         }
-                        run.sent.fetch_add(1, Ordering::Relaxed);
                         last_react_ns = sent_ns;
                         last_write_ns = sent_ns;
                         if window.contains(recv_ns) {

@@ -122,7 +122,8 @@ pub struct Config {
     pub mid: i64,
     /// Seed of the flows' random choices.
     pub seed: u64,
-    /// Senders spin (yielding) this long before a due time instead of sleeping, ns.
+    /// Senders spin (yielding) this long before a due time instead of sleeping, ns; all
+    /// together at most a quarter of a core ([`schedule::Waiter::for_total_rate`]).
     pub spin_ns: u64,
     /// Most seconds to wait for outstanding replies after the schedule ends.
     pub drain_s: f64,
@@ -433,9 +434,6 @@ pub fn run(config: &Config, target: &Target) -> Result<Results, String> {
         to_ns: start_ns + ((config.warmup_s + config.duration_s) * 1e9) as u64,
     };
     let run_state = Arc::new(RunState::new(clock, window));
-    let waiter = Waiter {
-        spin_ns: config.spin_ns,
-    };
     let total_s = config.warmup_s + config.duration_s;
 
     // Log in every connection.
@@ -503,7 +501,7 @@ pub fn run(config: &Config, target: &Target) -> Result<Results, String> {
                     sender,
                     flow,
                     schedule: Schedule::new(start_ns, offset, plan.rate, window.to_ns),
-                    waiter,
+                    waiter: Waiter::for_total_rate(config.spin_ns, config.rate),
                     rng: ChaCha8Rng::seed_from_u64(
                         config.seed ^ blake3::hash(name.as_bytes()).as_bytes()[0] as u64,
                     ),
@@ -633,6 +631,7 @@ pub fn run(config: &Config, target: &Target) -> Result<Results, String> {
             ),
         );
         let warm = (count / 10).clamp(10, 1_000);
+        let waiter = Waiter::for_total_rate(config.spin_ns, config.rate);
         match baseline::ping_pong(count, warm, baseline::Pace::OpenLoop(config.rate), waiter) {
             Ok(r) => results.loopback_open_loop = Some(r),
             Err(e) => results.errors.push(format!("loopback baseline: {e}")),
