@@ -18,7 +18,7 @@ pub mod governance;
 pub mod messages;
 pub mod protocol;
 pub mod safety;
-// pub mod sim;
+pub mod sim;
 pub mod types;
 pub mod validators;
 

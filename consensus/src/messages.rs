@@ -235,6 +235,32 @@ pub struct ProposalMessage {
     pub signed: SignedProposal,
     /// The block; `block.id() == signed.proposal.block_id` is checked on receipt.
     pub block: Block,
+    /// Proof of lock for a re-proposal (`pol_round` set): the >2/3 prevotes for the block
+    /// in `pol_round` that the proposer saw. Receivers count them like any vote, so L28 can
+    /// fire even where the original prevotes were lost. Empty for a new block.
+    pub pol: Vec<SignedVote>,
+}
+
+impl ProposalMessage {
+    pub(crate) fn write(&self, w: &mut Writer<'_>) {
+        self.signed.write(w);
+        self.block.write(w);
+        w.count(self.pol.len());
+        for v in &self.pol {
+            v.write(w);
+        }
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<ProposalMessage, DecodeError> {
+        let signed = SignedProposal::read(r)?;
+        let block = Block::read(r)?;
+        let n = r.count(SignedVote::ENCODED_LEN)?;
+        let mut pol = Vec::with_capacity(n);
+        for _ in 0..n {
+            pol.push(SignedVote::read(r)?);
+        }
+        Ok(ProposalMessage { signed, block, pol })
+    }
 }
 
 /// Proof that a height was decided: a block and >2/3 of the stake's precommits for it in one
@@ -383,7 +409,7 @@ impl Evidence {
 ///
 /// | tag | message | fields |
 /// |---|---|---|
-/// | 1 | Proposal | signed proposal (81 + 64 bytes), block (see [`Block`]) |
+/// | 1 | Proposal | signed proposal (81 + 64 bytes), block (see [`Block`]), count u32, count signed votes (proof of lock) |
 /// | 2 | Vote | signed vote (78 + 64 bytes) |
 /// | 3 | Commit | round u32, block, count u32, count signed votes |
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,8 +430,7 @@ impl Message {
         match self {
             Message::Proposal(p) => {
                 w.u8(1);
-                p.signed.write(&mut w);
-                p.block.write(&mut w);
+                p.write(&mut w);
             }
             Message::Vote(v) => {
                 w.u8(2);
@@ -428,11 +453,7 @@ impl Message {
     pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         let mut r = Reader::new(bytes);
         let message = match r.u8()? {
-            1 => {
-                let signed = SignedProposal::read(&mut r)?;
-                let block = Block::read(&mut r)?;
-                Message::Proposal(ProposalMessage { signed, block })
-            }
+            1 => Message::Proposal(ProposalMessage::read(&mut r)?),
             2 => Message::Vote(SignedVote::read(&mut r)?),
             3 => {
                 let round = r.u32()?;

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::block::Block;
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::messages::{ProposalMessage, SignedProposal, SignedVote, VoteKind};
+use crate::messages::{ProposalMessage, SignedVote, VoteKind};
 use crate::types::{Height, Round};
 
 const STATE_VERSION: u8 = 1;
@@ -115,8 +115,7 @@ impl SafetyState {
             None => w.u8(0),
             Some(p) => {
                 w.u8(1);
-                p.signed.write(&mut w);
-                p.block.write(&mut w);
+                p.write(&mut w);
             }
         }
         for v in [&self.prevote, &self.precommit] {
@@ -166,9 +165,7 @@ impl SafetyState {
         let height = r.u64()?;
         let round = r.u32()?;
         let proposal = if r.flag("proposal present")? {
-            let signed = SignedProposal::read(&mut r)?;
-            let block = Block::read(&mut r)?;
-            Some(ProposalMessage { signed, block })
+            Some(ProposalMessage::read(&mut r)?)
         } else {
             None
         };
@@ -326,7 +323,7 @@ impl SafetyStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::{Proposal, Vote};
+    use crate::messages::{Proposal, SignedProposal, Vote};
     use crate::types::{Hash, Keypair, ValidatorId};
 
     fn sample() -> SafetyState {
@@ -370,6 +367,7 @@ mod tests {
                     signature: k.sign(&proposal.signing_bytes(&[0; 32])),
                 },
                 block: block.clone(),
+                pol: vec![],
             }),
             prevote: Some(vote(VoteKind::Prevote, 3)),
             precommit: Some(vote(VoteKind::Precommit, 2)),

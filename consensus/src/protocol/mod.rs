@@ -59,6 +59,10 @@ pub enum TimeoutKind {
     Prevote,
     /// `timeoutPrecommit`.
     Precommit,
+    /// Not in the paper: re-send this validator's latest signed messages of the height, so
+    /// that messages lost before GST are eventually delivered (the paper assumes reliable
+    /// links; real networks drop). Re-armed until the height is decided.
+    Rebroadcast,
 }
 
 /// A timeout the host must deliver back as [`Input::Timeout`] when it expires.
@@ -84,6 +88,8 @@ pub struct TimeoutConfig {
     pub precommit_ns: u64,
     /// Added per round to each, in ns.
     pub delta_ns: u64,
+    /// Period of [`TimeoutKind::Rebroadcast`], in ns (does not grow).
+    pub rebroadcast_ns: u64,
 }
 
 impl TimeoutConfig {
@@ -93,6 +99,7 @@ impl TimeoutConfig {
             TimeoutKind::Propose => self.propose_ns,
             TimeoutKind::Prevote => self.prevote_ns,
             TimeoutKind::Precommit => self.precommit_ns,
+            TimeoutKind::Rebroadcast => return self.rebroadcast_ns,
         };
         base.saturating_add(self.delta_ns.saturating_mul(round as u64))
     }
@@ -105,6 +112,7 @@ impl Default for TimeoutConfig {
             prevote_ns: 100_000_000,
             precommit_ns: 100_000_000,
             delta_ns: 50_000_000,
+            rebroadcast_ns: 1_000_000_000,
         }
     }
 }
@@ -289,6 +297,21 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             .and_then(|h| h.locked.as_ref().map(|(r, b)| (*r, b.id())))
     }
 
+    /// TEMP debug.
+    pub fn debug_dump(&self) -> String {
+        let Some(hs) = &self.height else { return "none".into() };
+        let props: Vec<_> = hs.proposals.iter().map(|(r, p)| (*r, p.id, p.valid, p.message.signed.proposal.pol_round, p.message.signed.proposal.proposer)).collect();
+        let mut pv = Vec::new();
+        for r in 0..=hs.round {
+            pv.push((r, hs.votes.votes_for(r, VoteKind::Prevote, None).len(), hs.votes.power_any(r, VoteKind::Prevote), hs.votes.power_any(r, VoteKind::Precommit)));
+        }
+        format!("me={:?} h={} r={} step={:?} locked={:?} valid={:?} props={:?} votes={:?} safety(h={},r={},pv={:?},pc={:?})",
+            self.key.id(), hs.start.height, hs.round, hs.step,
+            hs.locked.as_ref().map(|(r,b)| (*r, b.id())), hs.valid.as_ref().map(|(r,b)| (*r, b.id())),
+            props, pv, self.safety.height, self.safety.round,
+            self.safety.prevote.map(|v| (v.vote.round, v.vote.value)), self.safety.precommit.map(|v| (v.vote.round, v.vote.value)))
+    }
+
     /// Gives back the store (the simulator keeps it across a simulated crash).
     pub fn into_store(self) -> S {
         self.store
@@ -354,6 +377,27 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             precommit_timeout_scheduled: false,
             decided: None,
         });
+        // After a restart, this validator's own signed messages of the height count again
+        // (they were sent before the crash; a refused re-signing must not lose them).
+        if self.safety.height == height {
+            if let Some(p) = self.safety.proposal.clone() {
+                self.accept_proposal(p, out);
+            }
+            let hs = self.height.as_mut().expect("just set");
+            for v in [self.safety.prevote, self.safety.precommit].into_iter().flatten() {
+                if let Some(stake) = hs.start.validators.stake_of(&v.vote.validator) {
+                    hs.votes.add(v, stake);
+                }
+            }
+        }
+        out.push(Output::ScheduleTimeout {
+            timeout: Timeout {
+                kind: TimeoutKind::Rebroadcast,
+                height,
+                round: 0,
+            },
+            at_ns: now_ns.saturating_add(self.config.timeouts.rebroadcast_ns),
+        });
         // Alg.1 L10: upon start do StartRound(0) (or the saved round after a restart).
         self.start_round(round, now_ns, out)?;
         let buffered = std::mem::take(&mut self.buffered);
@@ -417,6 +461,12 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                 None,
             ),
         };
+        let pol = match pol_round {
+            Some(vr) => hs
+                .votes
+                .votes_for(vr, VoteKind::Prevote, Some(block.id())),
+            None => Vec::new(),
+        };
         let proposal = Proposal {
             height,
             round,
@@ -435,6 +485,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                         signature: self.key.sign(&proposal.signing_bytes(&self.config.chain_id)),
                     },
                     block,
+                    pol,
                 };
                 self.safety.proposal = Some(m.clone());
                 self.store.save(&self.safety)?;
@@ -564,6 +615,18 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         if p.block.id() != prop.block_id || !p.signed.verify(&self.config.chain_id, &self.ctx) {
             return;
         }
+        // The proof of lock: prevotes for this block in pol_round, each checked as a vote.
+        if let Some(vr) = prop.pol_round {
+            for v in &p.pol {
+                if v.vote.kind == VoteKind::Prevote
+                    && v.vote.height == prop.height
+                    && v.vote.round == vr
+                    && v.vote.value == Some(prop.block_id)
+                {
+                    self.on_vote(*v, out);
+                }
+            }
+        }
         self.accept_proposal(p, out);
     }
 
@@ -643,7 +706,26 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         let Some(hs) = self.height.as_mut() else {
             return Ok(());
         };
-        if t.height != hs.start.height || t.round != hs.round || hs.decided.is_some() {
+        if t.height != hs.start.height || hs.decided.is_some() {
+            return Ok(());
+        }
+        if t.kind == TimeoutKind::Rebroadcast {
+            let s = &self.safety;
+            if s.height == t.height {
+                if let Some(p) = &s.proposal {
+                    out.push(Output::Broadcast(Message::Proposal(p.clone())));
+                }
+                for v in [s.prevote, s.precommit].into_iter().flatten() {
+                    out.push(Output::Broadcast(Message::Vote(v)));
+                }
+            }
+            out.push(Output::ScheduleTimeout {
+                timeout: t,
+                at_ns: now_ns.saturating_add(self.config.timeouts.rebroadcast_ns),
+            });
+            return Ok(());
+        }
+        if t.round != hs.round {
             return Ok(());
         }
         match t.kind {

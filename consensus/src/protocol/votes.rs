@@ -2,19 +2,27 @@
 //! suppression, equivocation detection, and the senders of each round (for the f+1 round
 //! skip of Alg. 1 L55).
 //!
-//! A validator's first vote for a (round, kind) is the one that counts; an identical copy is
-//! a duplicate and ignored; a different one is equivocation and returned as evidence, and is
-//! not counted. All maps are `BTreeMap`s, so nothing depends on a hash seed.
+//! An identical copy of a vote is a duplicate and ignored. A validator that votes two
+//! different values in one (round, kind) equivocates: the second vote is returned as evidence
+//! *and* counted for its value, as in the paper, where "2f+1 ⟨PREVOTE, h, r, id(v)⟩" counts
+//! every sender of such a message. (Counting only the first vote would let an equivocator
+//! hide a proof of lock from some validators forever.) Each validator counts once in the
+//! "any value" tallies, and at most [`MAX_VALUES_PER_VOTER`] values are kept per validator
+//! per (round, kind), which bounds memory. All maps are `BTreeMap`s, so nothing depends on a
+//! hash seed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::messages::{Evidence, SignedVote, VoteKind};
 use crate::types::{Hash, Round, ValidatorId};
 
+/// Distinct values kept per validator per (round, kind).
+pub(crate) const MAX_VALUES_PER_VOTER: usize = 3;
+
 /// Votes of one kind in one round.
 #[derive(Debug, Clone, Default)]
 struct RoundVotes {
-    votes: BTreeMap<ValidatorId, SignedVote>,
+    votes: BTreeMap<ValidatorId, Vec<SignedVote>>,
     power_by_value: BTreeMap<Option<Hash>, u64>,
     power: u64,
 }
@@ -42,19 +50,24 @@ impl VoteKeeper {
     pub(crate) fn add(&mut self, vote: SignedVote, stake: u64) -> Added {
         let v = &vote.vote;
         let slot = self.rounds.entry((v.round, v.kind)).or_default();
-        if let Some(old) = slot.votes.get(&v.validator) {
-            return if *old == vote {
-                Added::Duplicate
-            } else {
-                Added::Equivocation(Evidence::double_vote(*old, vote))
-            };
+        let mine = slot.votes.entry(v.validator).or_default();
+        if mine.iter().any(|old| old.vote.value == v.value) {
+            return Added::Duplicate;
         }
-        slot.votes.insert(v.validator, vote);
-        let tally = slot.power_by_value.entry(v.value).or_default();
-        *tally = tally.checked_add(stake).expect("tally <= total stake");
-        slot.power = slot.power.checked_add(stake).expect("power <= total stake");
-        self.note_sender(v.round, v.validator, stake);
-        Added::New
+        let first = mine.first().copied();
+        if mine.len() < MAX_VALUES_PER_VOTER {
+            mine.push(vote);
+            let tally = slot.power_by_value.entry(v.value).or_default();
+            *tally = tally.checked_add(stake).expect("tally <= total stake");
+        }
+        match first {
+            Some(old) => Added::Equivocation(Evidence::double_vote(old, vote)),
+            None => {
+                slot.power = slot.power.checked_add(stake).expect("power <= total stake");
+                self.note_sender(v.round, v.validator, stake);
+                Added::New
+            }
+        }
     }
 
     /// Records that `who` sent some message in `round`.
@@ -105,6 +118,7 @@ impl VoteKeeper {
             .map(|s| {
                 s.votes
                     .values()
+                    .flatten()
                     .filter(|v| v.vote.value == value)
                     .copied()
                     .collect()
@@ -148,10 +162,18 @@ mod tests {
             k.add(vote(1, 0, None), 10),
             Added::Equivocation(Evidence::double_vote(vote(1, 0, Some(7)), vote(1, 0, None)))
         );
+        assert_eq!(k.add(vote(1, 0, None), 10), Added::Duplicate);
         assert_eq!(k.add(vote(2, 0, None), 5), Added::New);
+        // The equivocator counts for both values, once in the total.
         assert_eq!(k.power_for(0, VoteKind::Prevote, Some(Hash([7; 32]))), 10);
-        assert_eq!(k.power_for(0, VoteKind::Prevote, None), 5);
+        assert_eq!(k.power_for(0, VoteKind::Prevote, None), 15);
         assert_eq!(k.power_any(0, VoteKind::Prevote), 15);
+        assert_eq!(k.votes_for(0, VoteKind::Prevote, None).len(), 2);
+        // Bounded: a third value counts, a fourth does not (still evidence).
+        assert!(matches!(k.add(vote(1, 0, Some(8)), 10), Added::Equivocation(_)));
+        assert!(matches!(k.add(vote(1, 0, Some(9)), 10), Added::Equivocation(_)));
+        assert_eq!(k.power_for(0, VoteKind::Prevote, Some(Hash([8; 32]))), 10);
+        assert_eq!(k.power_for(0, VoteKind::Prevote, Some(Hash([9; 32]))), 0);
         assert_eq!(k.power_any(0, VoteKind::Precommit), 0);
         k.add(vote(3, 4, None), 6);
         k.add(vote(4, 2, None), 1);
