@@ -11,7 +11,8 @@
 //!
 //! File format ([`FileStore`]), little-endian: `version u8 = 1, height u64, round u32`, then
 //! three optional signed messages (flag u8, then a proposal message or a signed vote), then
-//! two optional `(round u32, block)` pairs (lock, valid), then BLAKE3 of all of it (32 bytes).
+//! two optional `(round u32, block)` pairs (lock, valid), then `count u32` signed votes (the
+//! valid value's proof of lock), then BLAKE3 of all of it (32 bytes).
 //! It is written to `<path>.tmp`, fsynced, renamed over `<path>`, and the folder is fsynced.
 
 use std::fs::{self, File};
@@ -42,6 +43,9 @@ pub struct SafetyState {
     pub locked: Option<(Round, Block)>,
     /// `(validRound, validValue)`.
     pub valid: Option<(Round, Block)>,
+    /// The >2/3 prevotes for `validValue` in `validRound` (its proof of lock), so that a
+    /// restarted validator can still justify re-proposing it and act on it (Alg.1 L28).
+    pub valid_pol: Vec<SignedVote>,
 }
 
 /// The answer of [`SafetyState::may_sign`].
@@ -137,6 +141,10 @@ impl SafetyState {
                 }
             }
         }
+        w.count(self.valid_pol.len());
+        for v in &self.valid_pol {
+            v.write(&mut w);
+        }
         let sum = *blake3::hash(&out).as_bytes();
         out.extend_from_slice(&sum);
         out
@@ -186,6 +194,11 @@ impl SafetyState {
                 *slot = Some((round, Block::read(&mut r)?));
             }
         }
+        let n = r.count(SignedVote::ENCODED_LEN)?;
+        let mut valid_pol = Vec::with_capacity(n);
+        for _ in 0..n {
+            valid_pol.push(SignedVote::read(&mut r)?);
+        }
         r.finish()?;
         let [locked, valid] = pairs;
         Ok(SafetyState {
@@ -196,6 +209,7 @@ impl SafetyState {
             precommit,
             locked,
             valid,
+            valid_pol,
         })
     }
 }
@@ -372,7 +386,8 @@ mod tests {
             prevote: Some(vote(VoteKind::Prevote, 3)),
             precommit: Some(vote(VoteKind::Precommit, 2)),
             locked: Some((2, block.clone())),
-            valid: Some((2, block)),
+            valid: Some((2, block.clone())),
+            valid_pol: vec![vote(VoteKind::Prevote, 2)],
         }
     }
 

@@ -510,11 +510,6 @@ impl Sim {
     }
 
     fn report(self) -> SimReport {
-        if std::env::var("SIM_DEBUG").is_ok() {
-            for n in &self.nodes {
-                if let Some(c) = &n.consensus { eprintln!("{} stakes={:?}", c.debug_dump(), n.chain.validators().stake_of(&n.key.id())); }
-            }
-        }
         let heights_at_gst = self
             .heights_at_gst
             .clone()

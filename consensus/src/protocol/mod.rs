@@ -297,21 +297,6 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             .and_then(|h| h.locked.as_ref().map(|(r, b)| (*r, b.id())))
     }
 
-    /// TEMP debug.
-    pub fn debug_dump(&self) -> String {
-        let Some(hs) = &self.height else { return "none".into() };
-        let props: Vec<_> = hs.proposals.iter().map(|(r, p)| (*r, p.id, p.valid, p.message.signed.proposal.pol_round, p.message.signed.proposal.proposer)).collect();
-        let mut pv = Vec::new();
-        for r in 0..=hs.round {
-            pv.push((r, hs.votes.votes_for(r, VoteKind::Prevote, None).len(), hs.votes.power_any(r, VoteKind::Prevote), hs.votes.power_any(r, VoteKind::Precommit)));
-        }
-        format!("me={:?} h={} r={} step={:?} locked={:?} valid={:?} props={:?} votes={:?} safety(h={},r={},pv={:?},pc={:?})",
-            self.key.id(), hs.start.height, hs.round, hs.step,
-            hs.locked.as_ref().map(|(r,b)| (*r, b.id())), hs.valid.as_ref().map(|(r,b)| (*r, b.id())),
-            props, pv, self.safety.height, self.safety.round,
-            self.safety.prevote.map(|v| (v.vote.round, v.vote.value)), self.safety.precommit.map(|v| (v.vote.round, v.vote.value)))
-    }
-
     /// Gives back the store (the simulator keeps it across a simulated crash).
     pub fn into_store(self) -> S {
         self.store
@@ -384,7 +369,8 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                 self.accept_proposal(p, out);
             }
             let hs = self.height.as_mut().expect("just set");
-            for v in [self.safety.prevote, self.safety.precommit].into_iter().flatten() {
+            let own = [self.safety.prevote, self.safety.precommit];
+            for v in own.into_iter().flatten().chain(self.safety.valid_pol.iter().copied()) {
                 if let Some(stake) = hs.start.validators.stake_of(&v.vote.validator) {
                     hs.votes.add(v, stake);
                 }
@@ -522,6 +508,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                 }
                 self.safety.locked = hs.locked.clone();
                 self.safety.valid = hs.valid.clone();
+                self.safety.valid_pol = valid_pol(hs);
                 self.store.save(&self.safety)?;
                 signed
             }
@@ -872,6 +859,8 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                     self.vote(VoteKind::Precommit, Some(id), out)?;
                 } else {
                     self.safety.valid = hs.valid.clone();
+                    self.safety.valid_pol = valid_pol(hs);
+                    self.store.save(&self.safety)?;
                 }
                 return Ok(true);
             }
@@ -907,6 +896,14 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             return Ok(true);
         }
         Ok(false)
+    }
+}
+
+/// The prevotes that justify `validValue` (empty if there is none).
+fn valid_pol(hs: &HeightState) -> Vec<SignedVote> {
+    match &hs.valid {
+        Some((vr, v)) => hs.votes.votes_for(*vr, VoteKind::Prevote, Some(v.id())),
+        None => Vec::new(),
     }
 }
 
