@@ -16,9 +16,7 @@
 use std::collections::BTreeMap;
 
 use crate::block::Block;
-use crate::governance::{
-    Action, ChainParams, Coprocessor, GovError, Governance, SignedAction,
-};
+use crate::governance::{Action, ChainParams, Coprocessor, GovError, Governance, SignedAction};
 use crate::types::{Hash, Height, SignatureVerifier, ValidatorId};
 use crate::validators::{
     EvidenceRejected, SetError, StakeChange, StakeError, Staking, Validator, ValidatorSet,

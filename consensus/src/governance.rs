@@ -103,9 +103,7 @@ impl ChainParams {
     pub fn set(&mut self, key: ParamKey, value: u64) -> Result<(), ApplyError> {
         match key {
             ParamKey::EpochLengthBlocks if value >= 1 => self.epoch_length_blocks = value,
-            ParamKey::SlashFractionBps if value <= 10_000 => {
-                self.slash_fraction_bps = value as u32
-            }
+            ParamKey::SlashFractionBps if value <= 10_000 => self.slash_fraction_bps = value as u32,
             ParamKey::VotingPeriodBlocks if value >= 1 => self.voting_period_blocks = value,
             ParamKey::EvidenceMaxAgeBlocks => self.evidence_max_age_blocks = value,
             _ => return Err(ApplyError::BadParamValue),
@@ -371,7 +369,12 @@ impl Governance {
     }
 
     /// Records `voter`'s vote (replacing an earlier one).
-    pub fn vote(&mut self, voter: ValidatorId, proposal: u64, approve: bool) -> Result<(), GovError> {
+    pub fn vote(
+        &mut self,
+        voter: ValidatorId,
+        proposal: u64,
+        approve: bool,
+    ) -> Result<(), GovError> {
         let p = self
             .proposals
             .get_mut(&proposal)
@@ -686,15 +689,27 @@ mod tests {
         g.vote(v(1), up, true).unwrap();
         g.vote(v(2), up, true).unwrap();
         g.vote(v(9), up, true).unwrap(); // not a validator: no stake counted
-        assert!(g.end_block(10, stake, 40).is_empty(), "20 of 40 is not > 2/3");
+        assert!(
+            g.end_block(10, stake, 40).is_empty(),
+            "20 of 40 is not > 2/3"
+        );
         g.vote(v(3), up, false).unwrap();
         g.vote(v(3), up, true).unwrap(); // changed mind: latest vote counts
         assert_eq!(g.end_block(11, stake, 40), vec![up]);
-        assert_eq!(g.proposal(up).unwrap().status, ProposalStatus::Passed { at: 11 });
+        assert_eq!(
+            g.proposal(up).unwrap().status,
+            ProposalStatus::Passed { at: 11 }
+        );
         assert_eq!(g.vote(v(4), up, true), Err(GovError::Closed));
-        assert!(g.coprocessor(7).is_none(), "not applied inside the block it passed");
+        assert!(
+            g.coprocessor(7).is_none(),
+            "not applied inside the block it passed"
+        );
         g.begin_block(12);
-        assert_eq!(g.proposal(up).unwrap().status, ProposalStatus::Applied { at: 12 });
+        assert_eq!(
+            g.proposal(up).unwrap().status,
+            ProposalStatus::Applied { at: 12 }
+        );
         let c = g.coprocessor(7).unwrap();
         assert_eq!((c.version, c.active), (1, false));
 
@@ -766,7 +781,10 @@ mod tests {
         g.end_block(6, stake, 40);
         assert_eq!(g.proposal(id).unwrap().status, ProposalStatus::Voting);
         g.end_block(7, stake, 40);
-        assert_eq!(g.proposal(id).unwrap().status, ProposalStatus::Rejected { at: 7 });
+        assert_eq!(
+            g.proposal(id).unwrap().status,
+            ProposalStatus::Rejected { at: 7 }
+        );
         assert_eq!(g.vote(v(2), id, true), Err(GovError::Closed));
     }
 }

@@ -303,12 +303,14 @@ impl FileStore {
 impl SafetyStore for FileStore {
     fn load(&mut self) -> Result<Option<SafetyState>, StoreError> {
         match fs::read(&self.path) {
-            Ok(bytes) => SafetyState::decode(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    source,
-                }),
+            Ok(bytes) => {
+                SafetyState::decode(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        source,
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io(e)),
         }
@@ -406,10 +408,7 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         bytes[20] ^= 1;
         fs::write(&path, &bytes).unwrap();
-        assert!(matches!(
-            reopened.load(),
-            Err(StoreError::Corrupt { .. })
-        ));
+        assert!(matches!(reopened.load(), Err(StoreError::Corrupt { .. })));
     }
 
     #[test]

@@ -233,10 +233,21 @@ struct Node {
 
 #[derive(Debug)]
 enum Event {
-    Deliver { to: usize, message: Message },
-    Timeout { node: usize, incarnation: u32, timeout: Timeout },
-    Crash { node: usize },
-    Restart { node: usize },
+    Deliver {
+        to: usize,
+        message: Box<Message>,
+    },
+    Timeout {
+        node: usize,
+        incarnation: u32,
+        timeout: Timeout,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
 }
 
 struct Sim {
@@ -431,7 +442,7 @@ impl Sim {
                         self.dropped += 1;
                         continue;
                     }
-                    self.input(to, Input::Message(message));
+                    self.input(to, Input::Message(*message));
                 }
                 Event::Timeout {
                     node,
@@ -600,7 +611,9 @@ impl Sim {
             .iter()
             .filter(|a| a.nonce == node.chain.next_nonce(&a.signer))
             .filter(|a| match a.action {
-                Action::Vote { proposal, .. } => node.chain.governance().proposal(proposal).is_some(),
+                Action::Vote { proposal, .. } => {
+                    node.chain.governance().proposal(proposal).is_some()
+                }
                 _ => true,
             })
             .cloned()
@@ -721,7 +734,13 @@ impl Sim {
             let cap = self.cfg.max_delay_after_gst_ms * MS;
             self.rng.random_range(lo.min(cap)..=hi.min(cap))
         };
-        self.schedule(self.now + delay, Event::Deliver { to, message: m });
+        self.schedule(
+            self.now + delay,
+            Event::Deliver {
+                to,
+                message: Box::new(m),
+            },
+        );
     }
 
     /// The equivocator: for each message, a conflicting twin; each peer gets the original,
@@ -808,13 +827,17 @@ impl Sim {
             let start = HeightStart {
                 height: h,
                 validators: node.chain.validators().clone(),
-                prev_block: node.certificates.last().map_or(Hash::ZERO, |c| c.block.id()),
+                prev_block: node
+                    .certificates
+                    .last()
+                    .map_or(Hash::ZERO, |c| c.block.id()),
                 prev_exec_root: node.exec_root,
                 prev_timestamp_ns: node.certificates.last().map_or(0, |c| c.block.timestamp_ns),
             };
             if !block_valid(&start, &block, &self.ctx) {
-                self.violations
-                    .push(format!("validity: node {i} decided an invalid block at height {h}"));
+                self.violations.push(format!(
+                    "validity: node {i} decided an invalid block at height {h}"
+                ));
             }
             let mut schedule = ProposerSchedule::new(&start.validators);
             if !(0..=cert.round).any(|r| schedule.proposer(r) == block.proposer) {

@@ -140,7 +140,9 @@ impl ValidatorSet {
     /// One step of the proposer-priority algorithm; returns the index chosen.
     fn step_priorities(&mut self) -> usize {
         for (p, v) in self.priorities.iter_mut().zip(&self.validators) {
-            *p = p.checked_add(v.stake as i128).expect("priority within i128");
+            *p = p
+                .checked_add(v.stake as i128)
+                .expect("priority within i128");
         }
         let mut best = 0;
         for i in 1..self.priorities.len() {
@@ -392,7 +394,7 @@ impl Staking {
     /// when `height` ends an epoch; a slash applies at once. Returns true if membership or
     /// stakes changed.
     pub fn end_block(&mut self, height: Height, epoch_length_blocks: u64) -> bool {
-        let epoch_end = height % epoch_length_blocks.max(1) == 0;
+        let epoch_end = height.checked_rem(epoch_length_blocks.max(1)) == Some(0);
         let mut changed = self.rebuild;
         if epoch_end {
             let mut bonds = self.bonds.clone();
@@ -526,9 +528,15 @@ mod tests {
     #[test]
     fn bad_sets_are_refused() {
         assert_eq!(ValidatorSet::new(vec![]), Err(SetError::Empty));
-        let v = Validator { id: id(1), stake: 0 };
+        let v = Validator {
+            id: id(1),
+            stake: 0,
+        };
         assert_eq!(ValidatorSet::new(vec![v]), Err(SetError::ZeroStake(id(1))));
-        let v = Validator { id: id(1), stake: 1 };
+        let v = Validator {
+            id: id(1),
+            stake: 1,
+        };
         assert_eq!(
             ValidatorSet::new(vec![v, v]),
             Err(SetError::Duplicate(id(1)))

@@ -59,7 +59,11 @@ fn many_seeds_keep_agreement_validity_and_progress() {
             failures.push(describe(&report));
         }
     }
-    assert!(failures.is_empty(), "failing seeds:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "failing seeds:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -113,5 +117,8 @@ fn losing_the_safety_store_makes_honest_validators_double_sign() {
             caught += 1;
         }
     }
-    assert!(caught > 0, "no double signing seen without the safety store");
+    assert!(
+        caught > 0,
+        "no double signing seen without the safety store"
+    );
 }

@@ -15,8 +15,8 @@
 //!   block (Alg.1 L52-54 is split: deciding emits [`Output::Decide`]; the host's `NewHeight`
 //!   resets the height state and starts round 0). Messages for later heights are buffered
 //!   (bounded) until then.
-//! - A decided height can also be learned from a [`CommitCertificate`] (the block with
-//!   >2/3 precommits for it): the same condition as L49, with the value delivered by the
+//! - A decided height can also be learned from a [`CommitCertificate`] (the block and
+//!   precommits for it from more than 2/3 of the stake): the same condition as L49, with the value delivered by the
 //!   certificate instead of a proposal. When a validator hears from a peer that is behind,
 //!   it emits [`Output::PeerBehind`] so the host can send that peer the certificate.
 //! - Every validator, the proposer included, schedules `timeoutPropose` at round start: if a
@@ -309,7 +309,12 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
 
     /// Handles one input at time `now_ns`, appending outputs to `out`. After an error the
     /// instance must be dropped: a validator that cannot persist must not sign.
-    pub fn step(&mut self, input: Input, now_ns: u64, out: &mut Vec<Output>) -> Result<(), StoreError> {
+    pub fn step(
+        &mut self,
+        input: Input,
+        now_ns: u64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), StoreError> {
         match input {
             Input::NewHeight { start, body } => self.new_height(start, body, now_ns, out)?,
             Input::Message(m) => {
@@ -370,7 +375,11 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             }
             let hs = self.height.as_mut().expect("just set");
             let own = [self.safety.prevote, self.safety.precommit];
-            for v in own.into_iter().flatten().chain(self.safety.valid_pol.iter().copied()) {
+            for v in own
+                .into_iter()
+                .flatten()
+                .chain(self.safety.valid_pol.iter().copied())
+            {
                 if let Some(stake) = hs.start.validators.stake_of(&v.vote.validator) {
                     hs.votes.add(v, stake);
                 }
@@ -396,7 +405,12 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
     }
 
     /// Alg.1 L11-21: StartRound(round).
-    fn start_round(&mut self, round: Round, now_ns: u64, out: &mut Vec<Output>) -> Result<(), StoreError> {
+    fn start_round(
+        &mut self,
+        round: Round,
+        now_ns: u64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), StoreError> {
         let me = self.key.id();
         let hs = self.height.as_mut().expect("height running");
         // L12-13
@@ -448,9 +462,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             ),
         };
         let pol = match pol_round {
-            Some(vr) => hs
-                .votes
-                .votes_for(vr, VoteKind::Prevote, Some(block.id())),
+            Some(vr) => hs.votes.votes_for(vr, VoteKind::Prevote, Some(block.id())),
             None => Vec::new(),
         };
         let proposal = Proposal {
@@ -468,7 +480,9 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                 let m = ProposalMessage {
                     signed: SignedProposal {
                         proposal,
-                        signature: self.key.sign(&proposal.signing_bytes(&self.config.chain_id)),
+                        signature: self
+                            .key
+                            .sign(&proposal.signing_bytes(&self.config.chain_id)),
                     },
                     block,
                     pol,
@@ -485,7 +499,12 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
 
     /// Signs (or re-sends) this validator's vote, counts it locally and broadcasts it.
     /// Returns false if the safety rules refused it.
-    fn vote(&mut self, kind: VoteKind, value: Option<Hash>, out: &mut Vec<Output>) -> Result<bool, StoreError> {
+    fn vote(
+        &mut self,
+        kind: VoteKind,
+        value: Option<Hash>,
+        out: &mut Vec<Output>,
+    ) -> Result<bool, StoreError> {
         let hs = self.height.as_mut().expect("height running");
         let vote = Vote {
             kind,
@@ -589,9 +608,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             return;
         }
         if let Some(old) = hs.proposals.get(&prop.round) {
-            if old.message.signed != p.signed
-                && p.signed.verify(&self.config.chain_id, &self.ctx)
-            {
+            if old.message.signed != p.signed && p.signed.verify(&self.config.chain_id, &self.ctx) {
                 out.push(Output::Evidence(Evidence::double_proposal(
                     old.message.signed,
                     p.signed,
@@ -649,7 +666,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             return;
         }
         if let Added::Equivocation(e) = hs.votes.add(v, stake) {
-            out.push(Output::Evidence(e));
+            out.push(Output::Evidence(*e));
         }
     }
 
@@ -689,7 +706,12 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         out.push(Output::Decide(c));
     }
 
-    fn on_timeout(&mut self, t: Timeout, now_ns: u64, out: &mut Vec<Output>) -> Result<(), StoreError> {
+    fn on_timeout(
+        &mut self,
+        t: Timeout,
+        now_ns: u64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), StoreError> {
         let Some(hs) = self.height.as_mut() else {
             return Ok(());
         };
@@ -910,7 +932,11 @@ fn valid_pol(hs: &HeightState) -> Vec<SignedVote> {
 /// Tendermint's `valid(v)` for this chain: the block extends the previous one (height,
 /// parent id, execution root, later timestamp), was built by a validator of this height,
 /// and its payload passes the host's check. Deterministic, as L23 requires.
-pub fn block_valid(start: &HeightStart, block: &Block, ctx: &dyn crate::types::PayloadValidator) -> bool {
+pub fn block_valid(
+    start: &HeightStart,
+    block: &Block,
+    ctx: &dyn crate::types::PayloadValidator,
+) -> bool {
     block.height == start.height
         && block.prev_hash == start.prev_block
         && block.prev_exec_root == start.prev_exec_root
@@ -919,3 +945,5 @@ pub fn block_valid(start: &HeightStart, block: &Block, ctx: &dyn crate::types::P
         && ctx.payload_valid(block.height, &block.payload)
 }
 
+#[cfg(test)]
+mod tests;

@@ -35,7 +35,7 @@ pub(crate) enum Added {
     /// Already had exactly this vote.
     Duplicate,
     /// The validator had voted differently: evidence.
-    Equivocation(Evidence),
+    Equivocation(Box<Evidence>),
 }
 
 /// All votes of one height.
@@ -61,7 +61,7 @@ impl VoteKeeper {
             *tally = tally.checked_add(stake).expect("tally <= total stake");
         }
         match first {
-            Some(old) => Added::Equivocation(Evidence::double_vote(old, vote)),
+            Some(old) => Added::Equivocation(Box::new(Evidence::double_vote(old, vote))),
             None => {
                 slot.power = slot.power.checked_add(stake).expect("power <= total stake");
                 self.note_sender(v.round, v.validator, stake);
@@ -160,7 +160,10 @@ mod tests {
         assert_eq!(k.add(vote(1, 0, Some(7)), 10), Added::Duplicate);
         assert_eq!(
             k.add(vote(1, 0, None), 10),
-            Added::Equivocation(Evidence::double_vote(vote(1, 0, Some(7)), vote(1, 0, None)))
+            Added::Equivocation(Box::new(Evidence::double_vote(
+                vote(1, 0, Some(7)),
+                vote(1, 0, None)
+            )))
         );
         assert_eq!(k.add(vote(1, 0, None), 10), Added::Duplicate);
         assert_eq!(k.add(vote(2, 0, None), 5), Added::New);
@@ -170,8 +173,14 @@ mod tests {
         assert_eq!(k.power_any(0, VoteKind::Prevote), 15);
         assert_eq!(k.votes_for(0, VoteKind::Prevote, None).len(), 2);
         // Bounded: a third value counts, a fourth does not (still evidence).
-        assert!(matches!(k.add(vote(1, 0, Some(8)), 10), Added::Equivocation(_)));
-        assert!(matches!(k.add(vote(1, 0, Some(9)), 10), Added::Equivocation(_)));
+        assert!(matches!(
+            k.add(vote(1, 0, Some(8)), 10),
+            Added::Equivocation(_)
+        ));
+        assert!(matches!(
+            k.add(vote(1, 0, Some(9)), 10),
+            Added::Equivocation(_)
+        ));
         assert_eq!(k.power_for(0, VoteKind::Prevote, Some(Hash([8; 32]))), 10);
         assert_eq!(k.power_for(0, VoteKind::Prevote, Some(Hash([9; 32]))), 0);
         assert_eq!(k.power_any(0, VoteKind::Precommit), 0);
