@@ -17,8 +17,11 @@
 //!   lost disk does: used to show that the checks catch the resulting double signing.
 //! - **Equivocator.** One validator (below 1/3 of the stake) runs the honest state machine
 //!   but, for every proposal and vote it sends, also signs a conflicting twin (another
-//!   block, some of them with invalid payloads; another vote value) and sends each peer the
-//!   original, the twin or both.
+//!   block, some of them with invalid payloads; a vote for the value the original did not
+//!   vote for: nil, its twin block or the block it was proposed). At each height it splits
+//!   its peers in two groups, sends one the originals and the other the twins (a "twins"
+//!   attack: each group sees a consistent story), crosses over 10% of the time and sends
+//!   both to a peer 5% of the time, which is how it gets caught.
 //! - **Hosts.** On `Decide` a node checks the block, applies it to its [`ChainState`],
 //!   advances a simulated execution root (`BLAKE3(prev_root || payload)`), and starts the
 //!   next height; it answers `PeerBehind` with the commit certificate (at most every
@@ -90,6 +93,10 @@ pub struct SimConfig {
     pub heights_after_gst: u64,
     /// Hard end of virtual time, ms.
     pub end_ms: u64,
+    /// How long a host takes to answer `PeerBehind` with a certificate, ms (a block-sync
+    /// protocol that polls; the longer, the longer a lagging validator runs rounds of a
+    /// height that others have decided, which is when locks matter).
+    pub sync_delay_ms: u64,
     /// Restarted validators lose their safety store (a fault injection).
     pub amnesia: bool,
     /// Submit a governance proposal (co-processor upgrade) and vote for it.
@@ -113,6 +120,7 @@ impl SimConfig {
             gst_ms: rng.random_range(3_000..=5_000),
             heights_after_gst: 4,
             end_ms: 60_000,
+            sync_delay_ms: rng.random_range(0..=1_500),
             amnesia: false,
             governance: true,
         }
@@ -229,6 +237,10 @@ struct Node {
     cert_sent: BTreeMap<(ValidatorId, Height), u64>,
     /// Twin block ids of the equivocator, per (height, round).
     twins: BTreeMap<(Height, u32), Hash>,
+    /// Block ids the equivocator received in proposals, per (height, round).
+    seen: BTreeMap<(Height, u32), Hash>,
+    /// The equivocator's split of its peers, per height (true: gets the originals).
+    groups: BTreeMap<Height, Vec<bool>>,
 }
 
 #[derive(Debug)]
@@ -293,10 +305,12 @@ impl Sim {
             })
             .collect();
         let mut stakes: Vec<u64> = (0..n).map(|_| rng.random_range(1..=5)).collect();
-        // The equivocator is validator n-1, with stake below 1/3 of the total.
+        // The equivocator is validator n-1, with as much stake as it may have: the largest
+        // below 1/3 of the total (3b < b + honest, so b = (honest - 1) / 2).
         let byz = cfg.equivocator.then_some(n - 1);
         if let Some(b) = byz {
-            stakes[b] = 1;
+            let honest: u64 = stakes[..b].iter().sum();
+            stakes[b] = ((honest - 1) / 2).max(1);
             let total: u64 = stakes.iter().sum();
             assert!(3 * stakes[b] < total, "equivocator below 1/3");
         }
@@ -333,6 +347,8 @@ impl Sim {
                 evidence_pool: Vec::new(),
                 cert_sent: BTreeMap::new(),
                 twins: BTreeMap::new(),
+                seen: BTreeMap::new(),
+                groups: BTreeMap::new(),
             })
             .collect();
         let links = (0..n)
@@ -635,6 +651,14 @@ impl Sim {
     }
 
     fn input(&mut self, i: usize, input: Input) {
+        if let Input::Message(Message::Proposal(p)) = &input {
+            if !self.nodes[i].honest {
+                let prop = &p.signed.proposal;
+                self.nodes[i]
+                    .seen
+                    .insert((prop.height, prop.round), prop.block_id);
+            }
+        }
         let mut out = Vec::new();
         let c = self.nodes[i].consensus.as_mut().expect("node up");
         c.step(input, self.now, &mut out)
@@ -709,12 +733,18 @@ impl Sim {
                 }
                 node.cert_sent.insert((peer, height), self.now);
                 let m = Message::Commit(cert.clone());
-                self.send(i, j, m);
+                let extra = self.cfg.sync_delay_ms * MS;
+                self.send_after(i, j, m, extra);
             }
         }
     }
 
     fn send(&mut self, from: usize, to: usize, m: Message) {
+        self.send_after(from, to, m, 0);
+    }
+
+    /// Sends with `extra_ns` on top of the link delay.
+    fn send_after(&mut self, from: usize, to: usize, m: Message, extra_ns: u64) {
         self.sent += 1;
         let gst = self.cfg.gst_ms * MS;
         let (lo, hi) = self.links[from][to];
@@ -735,7 +765,7 @@ impl Sim {
             self.rng.random_range(lo.min(cap)..=hi.min(cap))
         };
         self.schedule(
-            self.now + delay,
+            self.now + delay + extra_ns,
             Event::Deliver {
                 to,
                 message: Box::new(m),
@@ -756,8 +786,11 @@ impl Sim {
                 } else {
                     sim_payload(block.height, noise)
                 };
+                // A fresh block without a proof of lock: a validator locked on another value
+                // must prevote nil for it (Alg.1 L23), which is what this attacks.
                 let proposal = Proposal {
                     block_id: block.id(),
+                    pol_round: None,
                     ..p.signed.proposal
                 };
                 self.nodes[i]
@@ -769,17 +802,22 @@ impl Sim {
                         signature: key.sign(&proposal.signing_bytes(&CHAIN_ID)),
                     },
                     block,
-                    pol: p.pol.clone(),
+                    pol: Vec::new(),
                 })
             }
             Message::Vote(v) => {
-                let twin_block = self.nodes[i]
+                // The twin votes for whatever the original did not: its own twin block, the
+                // block it was proposed, or nil.
+                let slot = (v.vote.height, v.vote.round);
+                let other = self.nodes[i]
                     .twins
-                    .get(&(v.vote.height, v.vote.round))
-                    .copied();
+                    .get(&slot)
+                    .or(self.nodes[i].seen.get(&slot))
+                    .copied()
+                    .filter(|b| Some(*b) != v.vote.value);
                 let value = match v.vote.value {
-                    Some(_) => twin_block,
-                    None => Some(twin_block.unwrap_or(Hash(self.rng.random()))),
+                    Some(_) => other,
+                    None => Some(other.unwrap_or(Hash(self.rng.random()))),
                 };
                 let vote = Vote { value, ..v.vote };
                 Message::Vote(SignedVote {
@@ -789,15 +827,28 @@ impl Sim {
             }
             Message::Commit(_) => m.clone(),
         };
-        for j in 0..self.nodes.len() {
+        // Twins-style split: at each height the peers are cut in two groups; one group gets
+        // the originals, the other the twins, so each sees a consistent story. A few
+        // messages cross over, and a few peers get both (which is how it gets caught).
+        let height = m.height();
+        let n = self.nodes.len();
+        if !self.nodes[i].groups.contains_key(&height) {
+            let groups: Vec<bool> = (0..n).map(|_| self.rng.random_bool(0.5)).collect();
+            self.nodes[i].groups.insert(height, groups);
+        }
+        let groups = self.nodes[i].groups[&height].clone();
+        for (j, group) in groups.into_iter().enumerate() {
             if j == i {
                 continue;
             }
-            let pick = self.rng.random_range(0..10);
-            if pick < 5 || pick == 9 {
+            let roll = self.rng.random_range(0..100);
+            let original = group != (roll < 10);
+            if roll >= 95 {
                 self.send(i, j, m.clone());
-            }
-            if pick >= 5 {
+                self.send(i, j, twin.clone());
+            } else if original {
+                self.send(i, j, m.clone());
+            } else {
                 self.send(i, j, twin.clone());
             }
         }

@@ -603,7 +603,6 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         if prop.round > hs.round.saturating_add(self.config.max_rounds_ahead)
             || prop.pol_round.is_some_and(|vr| vr >= prop.round)
             || prop.proposer != hs.proposers.proposer(prop.round)
-            || prop.proposer == self.key.id()
         {
             return;
         }
@@ -659,8 +658,9 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         let Some(stake) = hs.start.validators.stake_of(&v.vote.validator) else {
             return;
         };
+        // Its own votes are accepted too: after a restart they come back inside proofs of
+        // lock and certificates, and the keeper drops exact duplicates.
         if v.vote.round > hs.round.saturating_add(self.config.max_rounds_ahead)
-            || v.vote.validator == self.key.id()
             || !v.verify(&self.config.chain_id, &self.ctx)
         {
             return;
