@@ -24,9 +24,10 @@
 //!   both to a peer 5% of the time, which is how it gets caught.
 //! - **Hosts.** On `Decide` a node checks the block, applies it to its [`ChainState`],
 //!   advances a simulated execution root (`BLAKE3(prev_root || payload)`), and starts the
-//!   next height; it answers `PeerBehind` with the commit certificate (at most every
-//!   200 ms per peer and height); it includes evidence it saw in its next proposals, and
-//!   a scripted governance proposal with every honest validator's yes vote.
+//!   next height; it answers `PeerBehind` with the commit certificate (after
+//!   `sync_delay_ms`, at most every 200 ms per peer and height); it includes evidence it saw
+//!   in its next proposals, and scripted actions: a governance proposal (co-processor
+//!   upgrade) with every honest validator's yes vote, and a stake change by validator 1.
 //! - **Signatures.** Real ed25519 signing; verification is exact but cheap: the simulator
 //!   knows every key, and ed25519 signing is deterministic (RFC 8032), so a signature is
 //!   accepted iff it equals the key holder's signature of the bytes. Results are cached by
@@ -149,7 +150,8 @@ pub struct SimReport {
     pub evidence_against_honest: u64,
     /// Whether the equivocator was slashed and jailed on every honest validator's chain.
     pub equivocator_slashed: bool,
-    /// Whether the scripted governance proposal was applied on every honest validator.
+    /// Whether the scripted governance proposal was applied, and the scripted stake change
+    /// took effect at an epoch boundary, on every honest validator.
     pub governance_applied: bool,
     /// Highest height decided by any honest validator.
     pub max_height: Height,
@@ -283,6 +285,7 @@ struct Sim {
     trace: blake3::Hasher,
     actions: Vec<SignedAction>,
     heights_at_gst: Option<Vec<Height>>,
+    genesis_stake_1: u64,
 }
 
 /// Runs one simulation.
@@ -392,6 +395,11 @@ impl Sim {
                     actions.push(SignedAction::sign(k, nonce, vote, &CHAIN_ID));
                 }
             }
+            // Validator 1 raises its stake; the set changes at the next epoch boundary.
+            let raise = Action::SetStake {
+                stake: stakes[1] + 2,
+            };
+            actions.push(SignedAction::sign(&keys[1], 2, raise, &CHAIN_ID));
         }
         let mut sim = Sim {
             cfg,
@@ -414,6 +422,7 @@ impl Sim {
             trace: blake3::Hasher::new(),
             actions,
             heights_at_gst: None,
+            genesis_stake_1: stakes[1],
         };
         // Crash/restart schedule: honest validators, before GST, restarted at or before GST.
         let honest: Vec<usize> = (0..n).filter(|i| Some(*i) != byz).collect();
@@ -520,11 +529,14 @@ impl Sim {
     }
 
     fn governance_applied(&self) -> bool {
+        let raised = self.nodes[1].key.id();
+        let target = self.genesis_stake_1 + 2;
         self.nodes.iter().filter(|n| n.honest).all(|n| {
             n.chain
                 .governance()
                 .coprocessor(SIM_COPROCESSOR)
                 .is_some_and(|c| c.version == 1)
+                && n.chain.validators().stake_of(&raised) == Some(target)
         })
     }
 
