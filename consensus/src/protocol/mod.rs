@@ -371,7 +371,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         // (they were sent before the crash; a refused re-signing must not lose them).
         if self.safety.height == height {
             if let Some(p) = self.safety.proposal.clone() {
-                self.accept_proposal(p, out);
+                self.accept_proposal(p);
             }
             let hs = self.height.as_mut().expect("just set");
             let own = [self.safety.prevote, self.safety.precommit];
@@ -492,13 +492,13 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                 m
             }
         };
-        self.accept_proposal(message.clone(), out);
+        self.accept_proposal(message.clone());
         out.push(Output::Broadcast(Message::Proposal(message)));
         Ok(())
     }
 
     /// Signs (or re-sends) this validator's vote, counts it locally and broadcasts it.
-    /// Returns false if the safety rules refused it.
+    /// Returns false if the safety rules refused it or this validator has no stake here.
     fn vote(
         &mut self,
         kind: VoteKind,
@@ -506,6 +506,10 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         out: &mut Vec<Output>,
     ) -> Result<bool, StoreError> {
         let hs = self.height.as_mut().expect("height running");
+        // Not in this height's set (joined later, left, jailed): nothing to sign.
+        if hs.start.validators.stake_of(&self.key.id()).is_none() {
+            return Ok(false);
+        }
         let vote = Vote {
             kind,
             height: hs.start.height,
@@ -630,11 +634,11 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                 }
             }
         }
-        self.accept_proposal(p, out);
+        self.accept_proposal(p);
     }
 
     /// Stores the (checked) proposal of its round and computes `valid(v)` once.
-    fn accept_proposal(&mut self, p: ProposalMessage, _out: &mut Vec<Output>) {
+    fn accept_proposal(&mut self, p: ProposalMessage) {
         let hs = self.height.as_mut().expect("height running");
         let id = p.signed.proposal.block_id;
         let valid = block_valid(&hs.start, &p.block, &self.ctx);
