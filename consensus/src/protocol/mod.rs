@@ -420,10 +420,13 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         hs.locked_or_valid_updated = false;
         hs.precommit_timeout_scheduled = false;
         let height = hs.start.height;
-        if self.safety.height != height || self.safety.round < round {
-            if self.safety.height != height {
-                self.safety = SafetyState::new(height);
-            }
+        // The safety state only moves forward: if it is ahead of this height (the host's
+        // chain is behind what this validator signed before a crash), it stays, and the
+        // guard refuses every signature until the chain catches up.
+        if height > self.safety.height {
+            self.safety = SafetyState::new(height);
+        }
+        if height == self.safety.height && round > self.safety.round {
             self.safety.round = round;
         }
         // L21 (for everyone; see the module docs).
@@ -883,7 +886,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                     hs.locked = Some((round, block));
                     hs.step = Step::Precommit;
                     self.vote(VoteKind::Precommit, Some(id), out)?;
-                } else {
+                } else if self.safety.height == hs.start.height {
                     self.safety.valid = hs.valid.clone();
                     self.safety.valid_pol = valid_pol(hs);
                     self.store.save(&self.safety)?;

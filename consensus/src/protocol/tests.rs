@@ -655,3 +655,85 @@ fn messages_round_trip_and_garbage_is_refused() {
             - 1
     );
 }
+
+#[test]
+fn a_validator_whose_chain_is_behind_its_safety_store_signs_nothing_conflicting() {
+    let t = Harness::new(3);
+    let me = t.keys[t.me].clone();
+    // Before the crash it prevoted x at height 2, round 0 (saved), but its chain only has
+    // height 0 applied: the host restarts it at height 1.
+    let x = Hash([9; 32]);
+    let prevote = Vote {
+        kind: VoteKind::Prevote,
+        height: 2,
+        round: 0,
+        value: Some(x),
+        validator: me.id(),
+    };
+    let mut store = MemStore::new();
+    crate::safety::SafetyStore::save(
+        &mut store,
+        &crate::safety::SafetyState {
+            prevote: Some(SignedVote {
+                vote: prevote,
+                signature: me.sign(&prevote.signing_bytes(&CHAIN)),
+            }),
+            ..crate::safety::SafetyState::new(2)
+        },
+    )
+    .unwrap();
+    let mut node = Consensus::new(config(), DefaultContext, store, me).unwrap();
+    let mut out = Vec::new();
+    let start = t.height_start();
+    node.step(
+        Input::NewHeight {
+            start: start.clone(),
+            body: BlockBody::default(),
+        },
+        0,
+        &mut out,
+    )
+    .unwrap();
+    out.clear();
+    let timeout = |height| {
+        Input::Timeout(Timeout {
+            kind: TimeoutKind::Propose,
+            height,
+            round: 0,
+        })
+    };
+    node.step(timeout(1), 0, &mut out).unwrap();
+    assert!(votes(&out).is_empty(), "height 1 is below what it signed");
+    // The chain catches up; at height 2 a nil prevote would conflict with the saved one.
+    node.step(
+        Input::NewHeight {
+            start: HeightStart {
+                height: 2,
+                prev_block: Hash([1; 32]),
+                ..start
+            },
+            body: BlockBody::default(),
+        },
+        0,
+        &mut out,
+    )
+    .unwrap();
+    out.clear();
+    node.step(timeout(2), 0, &mut out).unwrap();
+    assert!(
+        votes(&out).is_empty(),
+        "must not prevote nil after prevoting x"
+    );
+    // Its saved vote is what it re-sends.
+    node.step(
+        Input::Timeout(Timeout {
+            kind: TimeoutKind::Rebroadcast,
+            height: 2,
+            round: 0,
+        }),
+        0,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(votes(&out), vec![(VoteKind::Prevote, 0, Some(x))]);
+}
