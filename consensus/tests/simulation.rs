@@ -45,7 +45,7 @@ fn seeds() -> Vec<u64> {
     (0..n).collect()
 }
 
-const SEEDS: u64 = 40;
+const SEEDS: u64 = 100;
 
 #[test]
 fn many_seeds_keep_agreement_validity_and_progress() {
