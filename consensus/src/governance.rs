@@ -25,7 +25,7 @@
 //! | 4 | Propose | proposal kind (below) |
 //! | 5 | Vote | proposal u64, approve u8 |
 //!
-//! Proposal kinds: 1 Upgrade (id u32, version u32, code_hash [32]); 2 Activate (id u32);
+//! Proposal kinds: 1 Upgrade (id u32, version u32, code_hash `[32]`); 2 Activate (id u32);
 //! 3 Deactivate (id u32); 4 SetCoprocessorParam (id u32, key: u32 length + UTF-8, value
 //! u64); 5 SetChainParam (key u8, value u64).
 

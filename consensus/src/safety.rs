@@ -4,9 +4,10 @@
 //! `validValue/validRound`).
 //!
 //! The protocol saves this state through a [`SafetyStore`] *before* it hands out a newly
-//! signed message, and consults it before every signature ([`SafetyState::may_sign`]): at
-//! one height, a validator signs at most one message per (round, step), and for each step
-//! only in increasing rounds. After a restart the same message may be sent again (it is
+//! signed message, and consults it before every signature
+//! ([`SafetyState::may_sign_vote`], [`SafetyState::may_sign_proposal`]): at one height, a
+//! validator signs at most one message per (round, step), and for each step only in
+//! increasing rounds; it never signs below the height it last signed at. After a restart the same message may be sent again (it is
 //! taken from the store, not signed anew); a different one is refused.
 //!
 //! File format ([`FileStore`]), little-endian: `version u8 = 1, height u64, round u32`, then
@@ -48,7 +49,7 @@ pub struct SafetyState {
     pub valid_pol: Vec<SignedVote>,
 }
 
-/// The answer of [`SafetyState::may_sign`].
+/// The answer of [`SafetyState::may_sign_vote`] and [`SafetyState::may_sign_proposal`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignCheck<T> {
     /// Nothing was signed for this slot: sign it.
