@@ -1,0 +1,790 @@
+//! Co-processor registry, chain parameters, governance proposals and the signed actions
+//! (staking and governance) that blocks carry.
+//!
+//! Rules:
+//! - Any active validator may submit a proposal; it is open for `voting_period_blocks`
+//!   blocks from the block that includes it.
+//! - Active validators vote yes or no; a later vote by the same validator replaces the
+//!   earlier one. Votes are tallied at the end of every block with the stakes of the set
+//!   that decided it; a proposal passes when its yes stake is more than 2/3 of that set's
+//!   total stake (`3·yes > 2·total`), and is rejected when its period ends without passing.
+//! - A proposal that passed in block `h` is applied at the start of block `h + 1` (the
+//!   block boundary after it passes), in the order proposals passed. If it cannot apply
+//!   (say, activating an unknown co-processor), it is marked failed; nothing else changes.
+//! - Co-processor upgrades must raise the version; a first "upgrade" registers the entry,
+//!   inactive. Activation, deactivation and parameter changes need an existing entry.
+//!
+//! Action signing bytes: `"nexus-bft/v1/action\0" || chain_id[32] || signer[32] ||
+//! nonce u64 || action`, where `action` is its encoding (tag u8, then fields):
+//!
+//! | tag | action | fields |
+//! |---|---|---|
+//! | 1 | Join | stake u64 |
+//! | 2 | SetStake | stake u64 |
+//! | 3 | Leave | |
+//! | 4 | Propose | proposal kind (below) |
+//! | 5 | Vote | proposal u64, approve u8 |
+//!
+//! Proposal kinds: 1 Upgrade (id u32, version u32, code_hash `[32]`); 2 Activate (id u32);
+//! 3 Deactivate (id u32); 4 SetCoprocessorParam (id u32, key: u32 length + UTF-8, value
+//! u64); 5 SetChainParam (key u8, value u64).
+
+use std::collections::BTreeMap;
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::types::{Hash, Height, SignatureBytes, SignatureVerifier, ValidatorId};
+
+const ACTION_DOMAIN: &[u8] = b"nexus-bft/v1/action\0";
+
+/// Chain parameters that governance can change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainParams {
+    /// Blocks per epoch; validator-set changes apply at epoch boundaries. At least 1.
+    pub epoch_length_blocks: u64,
+    /// Fraction of stake cut for a double signature, in basis points (at most 10 000).
+    pub slash_fraction_bps: u32,
+    /// How long a proposal stays open for votes, in blocks. At least 1.
+    pub voting_period_blocks: u64,
+    /// Oldest evidence accepted, in blocks behind the including block.
+    pub evidence_max_age_blocks: u64,
+}
+
+impl Default for ChainParams {
+    fn default() -> Self {
+        ChainParams {
+            epoch_length_blocks: 100,
+            slash_fraction_bps: 500,
+            voting_period_blocks: 50,
+            evidence_max_age_blocks: 1000,
+        }
+    }
+}
+
+/// Names of the [`ChainParams`] fields, for governance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ParamKey {
+    /// [`ChainParams::epoch_length_blocks`].
+    EpochLengthBlocks,
+    /// [`ChainParams::slash_fraction_bps`].
+    SlashFractionBps,
+    /// [`ChainParams::voting_period_blocks`].
+    VotingPeriodBlocks,
+    /// [`ChainParams::evidence_max_age_blocks`].
+    EvidenceMaxAgeBlocks,
+}
+
+impl ParamKey {
+    fn code(self) -> u8 {
+        match self {
+            ParamKey::EpochLengthBlocks => 1,
+            ParamKey::SlashFractionBps => 2,
+            ParamKey::VotingPeriodBlocks => 3,
+            ParamKey::EvidenceMaxAgeBlocks => 4,
+        }
+    }
+    fn from_code(code: u8) -> Result<ParamKey, DecodeError> {
+        Ok(match code {
+            1 => ParamKey::EpochLengthBlocks,
+            2 => ParamKey::SlashFractionBps,
+            3 => ParamKey::VotingPeriodBlocks,
+            4 => ParamKey::EvidenceMaxAgeBlocks,
+            value => {
+                return Err(DecodeError::BadTag {
+                    field: "param key",
+                    value,
+                })
+            }
+        })
+    }
+}
+
+impl ChainParams {
+    /// Sets one parameter, refusing values outside its range.
+    pub fn set(&mut self, key: ParamKey, value: u64) -> Result<(), ApplyError> {
+        match key {
+            ParamKey::EpochLengthBlocks if value >= 1 => self.epoch_length_blocks = value,
+            ParamKey::SlashFractionBps if value <= 10_000 => self.slash_fraction_bps = value as u32,
+            ParamKey::VotingPeriodBlocks if value >= 1 => self.voting_period_blocks = value,
+            ParamKey::EvidenceMaxAgeBlocks => self.evidence_max_age_blocks = value,
+            _ => return Err(ApplyError::BadParamValue),
+        }
+        Ok(())
+    }
+
+    fn write(&self, w: &mut Writer<'_>) {
+        w.u64(self.epoch_length_blocks);
+        w.u32(self.slash_fraction_bps);
+        w.u64(self.voting_period_blocks);
+        w.u64(self.evidence_max_age_blocks);
+    }
+}
+
+/// One enshrined co-processor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coprocessor {
+    /// Registry id.
+    pub id: u32,
+    /// Version, raised by every upgrade.
+    pub version: u32,
+    /// Hash of the code that implements this version.
+    pub code_hash: Hash,
+    /// Named integer parameters.
+    pub params: BTreeMap<String, u64>,
+    /// Whether the execution layer runs it.
+    pub active: bool,
+}
+
+/// What a governance proposal would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProposalKind {
+    /// Register (if new, inactive) or upgrade a co-processor to a higher version.
+    Upgrade {
+        /// Registry id.
+        id: u32,
+        /// New version.
+        version: u32,
+        /// Hash of the new code.
+        code_hash: Hash,
+    },
+    /// Activate a registered co-processor.
+    Activate {
+        /// Registry id.
+        id: u32,
+    },
+    /// Deactivate a co-processor.
+    Deactivate {
+        /// Registry id.
+        id: u32,
+    },
+    /// Set one parameter of a co-processor.
+    SetCoprocessorParam {
+        /// Registry id.
+        id: u32,
+        /// Parameter name.
+        key: String,
+        /// New value.
+        value: u64,
+    },
+    /// Change a chain parameter.
+    SetChainParam {
+        /// Which parameter.
+        key: ParamKey,
+        /// New value.
+        value: u64,
+    },
+}
+
+impl ProposalKind {
+    fn write(&self, w: &mut Writer<'_>) {
+        match self {
+            ProposalKind::Upgrade {
+                id,
+                version,
+                code_hash,
+            } => {
+                w.u8(1);
+                w.u32(*id);
+                w.u32(*version);
+                w.bytes32(&code_hash.0);
+            }
+            ProposalKind::Activate { id } => {
+                w.u8(2);
+                w.u32(*id);
+            }
+            ProposalKind::Deactivate { id } => {
+                w.u8(3);
+                w.u32(*id);
+            }
+            ProposalKind::SetCoprocessorParam { id, key, value } => {
+                w.u8(4);
+                w.u32(*id);
+                w.str(key);
+                w.u64(*value);
+            }
+            ProposalKind::SetChainParam { key, value } => {
+                w.u8(5);
+                w.u8(key.code());
+                w.u64(*value);
+            }
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<ProposalKind, DecodeError> {
+        Ok(match r.u8()? {
+            1 => ProposalKind::Upgrade {
+                id: r.u32()?,
+                version: r.u32()?,
+                code_hash: Hash(r.bytes32()?),
+            },
+            2 => ProposalKind::Activate { id: r.u32()? },
+            3 => ProposalKind::Deactivate { id: r.u32()? },
+            4 => ProposalKind::SetCoprocessorParam {
+                id: r.u32()?,
+                key: r.string()?,
+                value: r.u64()?,
+            },
+            5 => ProposalKind::SetChainParam {
+                key: ParamKey::from_code(r.u8()?)?,
+                value: r.u64()?,
+            },
+            value => {
+                return Err(DecodeError::BadTag {
+                    field: "proposal kind",
+                    value,
+                })
+            }
+        })
+    }
+}
+
+/// Why a passed proposal could not be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// No co-processor with that id.
+    #[error("unknown co-processor")]
+    UnknownCoprocessor,
+    /// An upgrade that does not raise the version.
+    #[error("version must increase")]
+    VersionNotHigher,
+    /// A parameter value outside its range.
+    #[error("parameter value out of range")]
+    BadParamValue,
+}
+
+/// Where a proposal stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProposalStatus {
+    /// Open for votes.
+    Voting,
+    /// Passed in block `at`; applies at the start of block `at + 1`.
+    Passed {
+        /// Block in which it passed.
+        at: Height,
+    },
+    /// Applied at the start of block `at`.
+    Applied {
+        /// Block at whose start it applied.
+        at: Height,
+    },
+    /// Did not pass before its period ended at block `at`.
+    Rejected {
+        /// Block that closed it.
+        at: Height,
+    },
+    /// Passed but could not apply at block `at`.
+    Failed {
+        /// Block at whose start it was tried.
+        at: Height,
+        /// Why.
+        reason: ApplyError,
+    },
+}
+
+/// A governance proposal and its votes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GovProposal {
+    /// Sequential id, from 1.
+    pub id: u64,
+    /// What it does.
+    pub kind: ProposalKind,
+    /// Who submitted it.
+    pub proposer: ValidatorId,
+    /// Last block in which votes count.
+    pub voting_ends: Height,
+    /// Current status.
+    pub status: ProposalStatus,
+    /// Each voter's latest vote (true = yes).
+    pub votes: BTreeMap<ValidatorId, bool>,
+}
+
+/// The registry, the chain parameters and the proposals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Governance {
+    /// Current chain parameters.
+    pub params: ChainParams,
+    registry: BTreeMap<u32, Coprocessor>,
+    proposals: BTreeMap<u64, GovProposal>,
+    next_id: u64,
+    passed: Vec<u64>,
+}
+
+/// Why a proposal or vote was refused when its block was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GovError {
+    /// The signer is not an active validator.
+    #[error("only active validators may propose or vote")]
+    NotValidator,
+    /// No such proposal.
+    #[error("unknown proposal")]
+    UnknownProposal,
+    /// The proposal is no longer open.
+    #[error("proposal is not open for votes")]
+    Closed,
+}
+
+impl Governance {
+    /// Genesis state: given parameters and registry, no proposals.
+    pub fn genesis(params: ChainParams, registry: Vec<Coprocessor>) -> Governance {
+        Governance {
+            params,
+            registry: registry.into_iter().map(|c| (c.id, c)).collect(),
+            proposals: BTreeMap::new(),
+            next_id: 1,
+            passed: Vec::new(),
+        }
+    }
+
+    /// A registry entry.
+    pub fn coprocessor(&self, id: u32) -> Option<&Coprocessor> {
+        self.registry.get(&id)
+    }
+
+    /// Registry entries in id order.
+    pub fn registry(&self) -> impl Iterator<Item = &Coprocessor> {
+        self.registry.values()
+    }
+
+    /// A proposal.
+    pub fn proposal(&self, id: u64) -> Option<&GovProposal> {
+        self.proposals.get(&id)
+    }
+
+    /// Opens a proposal in block `height`; returns its id.
+    pub fn submit(&mut self, proposer: ValidatorId, kind: ProposalKind, height: Height) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let voting_ends = height.saturating_add(self.params.voting_period_blocks - 1);
+        self.proposals.insert(
+            id,
+            GovProposal {
+                id,
+                kind,
+                proposer,
+                voting_ends,
+                status: ProposalStatus::Voting,
+                votes: BTreeMap::new(),
+            },
+        );
+        id
+    }
+
+    /// Records `voter`'s vote (replacing an earlier one).
+    pub fn vote(
+        &mut self,
+        voter: ValidatorId,
+        proposal: u64,
+        approve: bool,
+    ) -> Result<(), GovError> {
+        let p = self
+            .proposals
+            .get_mut(&proposal)
+            .ok_or(GovError::UnknownProposal)?;
+        if p.status != ProposalStatus::Voting {
+            return Err(GovError::Closed);
+        }
+        p.votes.insert(voter, approve);
+        Ok(())
+    }
+
+    /// Start of block `height`: applies proposals that passed in earlier blocks, in order.
+    pub fn begin_block(&mut self, height: Height) {
+        for id in std::mem::take(&mut self.passed) {
+            let kind = self.proposals[&id].kind.clone();
+            let status = match self.apply(&kind) {
+                Ok(()) => ProposalStatus::Applied { at: height },
+                Err(reason) => ProposalStatus::Failed { at: height, reason },
+            };
+            self.proposals.get_mut(&id).expect("passed proposal").status = status;
+        }
+    }
+
+    fn apply(&mut self, kind: &ProposalKind) -> Result<(), ApplyError> {
+        match kind {
+            ProposalKind::Upgrade {
+                id,
+                version,
+                code_hash,
+            } => match self.registry.get_mut(id) {
+                Some(c) if *version <= c.version => Err(ApplyError::VersionNotHigher),
+                Some(c) => {
+                    c.version = *version;
+                    c.code_hash = *code_hash;
+                    Ok(())
+                }
+                None => {
+                    self.registry.insert(
+                        *id,
+                        Coprocessor {
+                            id: *id,
+                            version: *version,
+                            code_hash: *code_hash,
+                            params: BTreeMap::new(),
+                            active: false,
+                        },
+                    );
+                    Ok(())
+                }
+            },
+            ProposalKind::Activate { id } | ProposalKind::Deactivate { id } => {
+                let c = self
+                    .registry
+                    .get_mut(id)
+                    .ok_or(ApplyError::UnknownCoprocessor)?;
+                c.active = matches!(kind, ProposalKind::Activate { .. });
+                Ok(())
+            }
+            ProposalKind::SetCoprocessorParam { id, key, value } => {
+                let c = self
+                    .registry
+                    .get_mut(id)
+                    .ok_or(ApplyError::UnknownCoprocessor)?;
+                c.params.insert(key.clone(), *value);
+                Ok(())
+            }
+            ProposalKind::SetChainParam { key, value } => self.params.set(*key, *value),
+        }
+    }
+
+    /// End of block `height`: tallies open proposals with `stake_of` (the stakes of the set
+    /// that decided the block) and `total_stake`. Returns the ids that passed.
+    pub fn end_block(
+        &mut self,
+        height: Height,
+        stake_of: impl Fn(&ValidatorId) -> Option<u64>,
+        total_stake: u64,
+    ) -> Vec<u64> {
+        let mut passed = Vec::new();
+        for p in self.proposals.values_mut() {
+            if p.status != ProposalStatus::Voting {
+                continue;
+            }
+            let yes: u128 = p
+                .votes
+                .iter()
+                .filter(|(_, yes)| **yes)
+                .filter_map(|(v, _)| stake_of(v))
+                .map(u128::from)
+                .sum();
+            if 3 * yes > 2 * total_stake as u128 {
+                p.status = ProposalStatus::Passed { at: height };
+                passed.push(p.id);
+            } else if height >= p.voting_ends {
+                p.status = ProposalStatus::Rejected { at: height };
+            }
+        }
+        self.passed.extend_from_slice(&passed);
+        passed
+    }
+
+    /// A digest of parameters, registry and proposals.
+    pub fn hash(&self) -> Hash {
+        let mut out = Vec::new();
+        let mut w = Writer(&mut out);
+        self.params.write(&mut w);
+        w.count(self.registry.len());
+        for c in self.registry.values() {
+            w.u32(c.id);
+            w.u32(c.version);
+            w.bytes32(&c.code_hash.0);
+            w.u8(c.active as u8);
+            w.count(c.params.len());
+            for (k, v) in &c.params {
+                w.str(k);
+                w.u64(*v);
+            }
+        }
+        w.u64(self.next_id);
+        w.count(self.proposals.len());
+        for p in self.proposals.values() {
+            w.u64(p.id);
+            p.kind.write(&mut w);
+            w.bytes32(&p.proposer.0);
+            w.u64(p.voting_ends);
+            let (tag, at) = match p.status {
+                ProposalStatus::Voting => (0, 0),
+                ProposalStatus::Passed { at } => (1, at),
+                ProposalStatus::Applied { at } => (2, at),
+                ProposalStatus::Rejected { at } => (3, at),
+                ProposalStatus::Failed { at, reason } => (4 + reason as u8, at),
+            };
+            w.u8(tag);
+            w.u64(at);
+            w.count(p.votes.len());
+            for (v, yes) in &p.votes {
+                w.bytes32(&v.0);
+                w.u8(*yes as u8);
+            }
+        }
+        w.count(self.passed.len());
+        for id in &self.passed {
+            w.u64(*id);
+        }
+        Hash(*blake3::hash(&out).as_bytes())
+    }
+}
+
+/// A consensus-layer action, carried in blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The signer bonds `stake` and joins at the next epoch boundary.
+    Join {
+        /// Stake to bond.
+        stake: u64,
+    },
+    /// The signer changes its stake at the next epoch boundary.
+    SetStake {
+        /// New stake.
+        stake: u64,
+    },
+    /// The signer leaves at the next epoch boundary.
+    Leave,
+    /// The signer opens a governance proposal.
+    Propose(ProposalKind),
+    /// The signer votes on a proposal.
+    Vote {
+        /// Proposal id.
+        proposal: u64,
+        /// Yes (true) or no.
+        approve: bool,
+    },
+}
+
+impl Action {
+    fn write(&self, w: &mut Writer<'_>) {
+        match self {
+            Action::Join { stake } => {
+                w.u8(1);
+                w.u64(*stake);
+            }
+            Action::SetStake { stake } => {
+                w.u8(2);
+                w.u64(*stake);
+            }
+            Action::Leave => w.u8(3),
+            Action::Propose(kind) => {
+                w.u8(4);
+                kind.write(w);
+            }
+            Action::Vote { proposal, approve } => {
+                w.u8(5);
+                w.u64(*proposal);
+                w.u8(*approve as u8);
+            }
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Action, DecodeError> {
+        Ok(match r.u8()? {
+            1 => Action::Join { stake: r.u64()? },
+            2 => Action::SetStake { stake: r.u64()? },
+            3 => Action::Leave,
+            4 => Action::Propose(ProposalKind::read(r)?),
+            5 => Action::Vote {
+                proposal: r.u64()?,
+                approve: r.flag("vote approve")?,
+            },
+            value => {
+                return Err(DecodeError::BadTag {
+                    field: "action",
+                    value,
+                })
+            }
+        })
+    }
+}
+
+/// An action signed by its author. `nonce` must be one more than the signer's previous
+/// accepted action (the first is 1), so an action cannot be replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedAction {
+    /// Author (a validator key, or a joining key for `Join`).
+    pub signer: ValidatorId,
+    /// Per-signer sequence number.
+    pub nonce: u64,
+    /// What to do.
+    pub action: Action,
+    /// The signer's signature of [`SignedAction::signing_bytes`].
+    pub signature: SignatureBytes,
+}
+
+impl SignedAction {
+    /// Smallest encoding: signer, nonce, one tag byte, signature.
+    pub const MIN_ENCODED_LEN: usize = 32 + 8 + 1 + 64;
+
+    /// Builds and signs an action.
+    pub fn sign(
+        key: &crate::types::Keypair,
+        nonce: u64,
+        action: Action,
+        chain_id: &[u8; 32],
+    ) -> SignedAction {
+        let mut a = SignedAction {
+            signer: key.id(),
+            nonce,
+            action,
+            signature: [0; 64],
+        };
+        a.signature = key.sign(&a.signing_bytes(chain_id));
+        a
+    }
+
+    /// The bytes the signer signs.
+    pub fn signing_bytes(&self, chain_id: &[u8; 32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(ACTION_DOMAIN);
+        out.extend_from_slice(chain_id);
+        let mut w = Writer(&mut out);
+        w.bytes32(&self.signer.0);
+        w.u64(self.nonce);
+        self.action.write(&mut w);
+        out
+    }
+
+    /// True if the signature is the signer's.
+    pub fn verify(&self, chain_id: &[u8; 32], verifier: &dyn SignatureVerifier) -> bool {
+        verifier.verify(&self.signer, &self.signing_bytes(chain_id), &self.signature)
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer<'_>) {
+        w.bytes32(&self.signer.0);
+        w.u64(self.nonce);
+        self.action.write(w);
+        w.bytes64(&self.signature);
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<SignedAction, DecodeError> {
+        Ok(SignedAction {
+            signer: ValidatorId(r.bytes32()?),
+            nonce: r.u64()?,
+            action: Action::read(r)?,
+            signature: r.bytes64()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(n: u8) -> ValidatorId {
+        ValidatorId([n; 32])
+    }
+
+    fn stake(id: &ValidatorId) -> Option<u64> {
+        (id.0[0] <= 4).then_some(10)
+    }
+
+    #[test]
+    fn a_proposal_passes_above_two_thirds_and_applies_at_the_next_block() {
+        let mut g = Governance::genesis(ChainParams::default(), vec![]);
+        let up = g.submit(
+            v(1),
+            ProposalKind::Upgrade {
+                id: 7,
+                version: 1,
+                code_hash: Hash([3; 32]),
+            },
+            10,
+        );
+        g.vote(v(1), up, true).unwrap();
+        g.vote(v(2), up, true).unwrap();
+        g.vote(v(9), up, true).unwrap(); // not a validator: no stake counted
+        assert!(
+            g.end_block(10, stake, 40).is_empty(),
+            "20 of 40 is not > 2/3"
+        );
+        g.vote(v(3), up, false).unwrap();
+        g.vote(v(3), up, true).unwrap(); // changed mind: latest vote counts
+        assert_eq!(g.end_block(11, stake, 40), vec![up]);
+        assert_eq!(
+            g.proposal(up).unwrap().status,
+            ProposalStatus::Passed { at: 11 }
+        );
+        assert_eq!(g.vote(v(4), up, true), Err(GovError::Closed));
+        assert!(
+            g.coprocessor(7).is_none(),
+            "not applied inside the block it passed"
+        );
+        g.begin_block(12);
+        assert_eq!(
+            g.proposal(up).unwrap().status,
+            ProposalStatus::Applied { at: 12 }
+        );
+        let c = g.coprocessor(7).unwrap();
+        assert_eq!((c.version, c.active), (1, false));
+
+        let act = g.submit(v(1), ProposalKind::Activate { id: 7 }, 12);
+        let bad = g.submit(v(1), ProposalKind::Activate { id: 8 }, 12);
+        let down = g.submit(
+            v(1),
+            ProposalKind::Upgrade {
+                id: 7,
+                version: 1,
+                code_hash: Hash([4; 32]),
+            },
+            12,
+        );
+        let param = g.submit(
+            v(1),
+            ProposalKind::SetChainParam {
+                key: ParamKey::SlashFractionBps,
+                value: 10_001,
+            },
+            12,
+        );
+        let cparam = g.submit(
+            v(1),
+            ProposalKind::SetCoprocessorParam {
+                id: 7,
+                key: "max_markets".into(),
+                value: 64,
+            },
+            12,
+        );
+        for id in [act, bad, down, param, cparam] {
+            for n in 1..=3 {
+                g.vote(v(n), id, true).unwrap();
+            }
+        }
+        g.end_block(12, stake, 40);
+        g.begin_block(13);
+        let c = g.coprocessor(7).unwrap();
+        assert!(c.active);
+        assert_eq!(c.params["max_markets"], 64);
+        let failed = |id| match g.proposal(id).unwrap().status {
+            ProposalStatus::Failed { reason, .. } => Some(reason),
+            _ => None,
+        };
+        assert_eq!(failed(bad), Some(ApplyError::UnknownCoprocessor));
+        assert_eq!(failed(down), Some(ApplyError::VersionNotHigher));
+        assert_eq!(failed(param), Some(ApplyError::BadParamValue));
+        assert_eq!(g.params, ChainParams::default());
+    }
+
+    #[test]
+    fn a_proposal_without_quorum_is_rejected_when_its_period_ends() {
+        let params = ChainParams {
+            voting_period_blocks: 3,
+            ..ChainParams::default()
+        };
+        let mut g = Governance::genesis(params, vec![]);
+        let id = g.submit(
+            v(1),
+            ProposalKind::SetChainParam {
+                key: ParamKey::EpochLengthBlocks,
+                value: 5,
+            },
+            5,
+        );
+        g.vote(v(1), id, true).unwrap();
+        g.end_block(5, stake, 40);
+        g.end_block(6, stake, 40);
+        assert_eq!(g.proposal(id).unwrap().status, ProposalStatus::Voting);
+        g.end_block(7, stake, 40);
+        assert_eq!(
+            g.proposal(id).unwrap().status,
+            ProposalStatus::Rejected { at: 7 }
+        );
+        assert_eq!(g.vote(v(2), id, true), Err(GovError::Closed));
+    }
+}

@@ -1,0 +1,936 @@
+//! A deterministic simulator of a whole NexusBFT cluster.
+//!
+//! One seeded ChaCha8 generator drives everything random: stakes, link delays, loss,
+//! partitions, crash times and the equivocator's choices. Time is virtual (nanoseconds in
+//! an event queue ordered by time, then by insertion), so a run is a pure function of its
+//! [`SimConfig`], and a failing seed replays exactly.
+//!
+//! The model:
+//! - **Network.** Each directed link gets a delay range at start. Before GST (global
+//!   stabilisation time) messages are lost with `loss_per_mille`, delayed up to
+//!   `max_delay_ms`, and a partition may split the validators in two from a random time
+//!   until GST. From GST on nothing is lost and delays are at most `max_delay_after_gst_ms`.
+//! - **Crashes.** A crashed validator loses its [`Consensus`] (all in-memory state) and
+//!   drops messages and timers. It keeps what a real node keeps on disk: its
+//!   [`MemStore`] safety state and its applied chain (blocks, chain state). It restarts
+//!   before or at GST. With `amnesia` the safety store is wiped on restart, which is what a
+//!   lost disk does: used to show that the checks catch the resulting double signing.
+//! - **Equivocator.** One validator (below 1/3 of the stake) runs the honest state machine
+//!   but, for every proposal and vote it sends, also signs a conflicting twin (another
+//!   block, some of them with invalid payloads; a vote for the value the original did not
+//!   vote for: nil, its twin block or the block it was proposed). At each height it splits
+//!   its peers in two groups, sends one the originals and the other the twins (a "twins"
+//!   attack: each group sees a consistent story), crosses over 10% of the time and sends
+//!   both to a peer 5% of the time, which is how it gets caught.
+//! - **Hosts.** On `Decide` a node checks the block, applies it to its [`ChainState`],
+//!   advances a simulated execution root (`BLAKE3(prev_root || payload)`), and starts the
+//!   next height; it answers `PeerBehind` with the commit certificate (after
+//!   `sync_delay_ms`, at most every 200 ms per peer and height); it includes evidence it saw
+//!   in its next proposals, and scripted actions: a governance proposal (co-processor
+//!   upgrade) with every honest validator's yes vote, and a stake change by validator 1.
+//! - **Signatures.** Real ed25519 signing; verification is exact but cheap: the simulator
+//!   knows every key, and ed25519 signing is deterministic (RFC 8032), so a signature is
+//!   accepted iff it equals the key holder's signature of the bytes. Results are cached by
+//!   digest across nodes (each message is checked once, not once per receiver). The unit
+//!   tests use real verification.
+//!
+//! Checks, as [`SimReport::violations`]: agreement (no two honest validators decide
+//! different blocks at one height), validity (each decided block passes `valid(v)`
+//! against the decider's own chain, has a valid payload and was built by the proposer of a
+//! round at or before the deciding round), equal chain-state hashes and execution roots at
+//! every height, no evidence against an honest validator (unless `amnesia`), and the event
+//! budget. Progress and evidence are reported for the caller to check.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::chain::ChainState;
+use crate::governance::{Action, ChainParams, ProposalKind, SignedAction};
+use crate::messages::{
+    CommitCertificate, Evidence, Message, Proposal, ProposalMessage, SignedProposal, SignedVote,
+    Vote,
+};
+use crate::protocol::{
+    block_valid, BlockBody, Config, Consensus, HeightStart, Input, Output, Timeout, TimeoutConfig,
+};
+use crate::safety::MemStore;
+use crate::types::{
+    Hash, Height, Keypair, PayloadValidator, SignatureBytes, SignatureVerifier, ValidatorId,
+};
+use crate::validators::{ProposerSchedule, Validator};
+
+const MS: u64 = 1_000_000;
+const CHAIN_ID: [u8; 32] = *b"nexus-sim-chain-0000000000000000";
+/// Registry id of the co-processor the scripted governance proposal registers.
+pub const SIM_COPROCESSOR: u32 = 1;
+
+/// One simulated run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Number of validators (4 to 7 in the tests).
+    pub validators: usize,
+    /// Whether one validator equivocates.
+    pub equivocator: bool,
+    /// Crash-and-restart events before GST (of honest validators).
+    pub crashes: usize,
+    /// Whether a partition splits the validators before GST.
+    pub partition: bool,
+    /// Loss before GST, per mille.
+    pub loss_per_mille: u32,
+    /// Largest link delay before GST, ms.
+    pub max_delay_ms: u64,
+    /// Largest link delay from GST on, ms.
+    pub max_delay_after_gst_ms: u64,
+    /// Global stabilisation time, ms.
+    pub gst_ms: u64,
+    /// The run ends when every honest validator has decided this many heights after GST
+    /// (or at `end_ms`).
+    pub heights_after_gst: u64,
+    /// Hard end of virtual time, ms.
+    pub end_ms: u64,
+    /// How long a host takes to answer `PeerBehind` with a certificate, ms (a block-sync
+    /// protocol that polls; the longer, the longer a lagging validator runs rounds of a
+    /// height that others have decided, which is when locks matter).
+    pub sync_delay_ms: u64,
+    /// Restarted validators lose their safety store (a fault injection).
+    pub amnesia: bool,
+    /// Submit a governance proposal (co-processor upgrade) and vote for it.
+    pub governance: bool,
+}
+
+impl SimConfig {
+    /// A configuration chosen from `seed` alone: 4-7 validators, an equivocator, crashes,
+    /// maybe a partition, loss and delays, GST at 3-5 s.
+    pub fn from_seed(seed: u64) -> SimConfig {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c0f1_9000_0000);
+        SimConfig {
+            seed,
+            validators: rng.random_range(4..=7),
+            equivocator: true,
+            crashes: rng.random_range(0..=2),
+            partition: rng.random_bool(0.5),
+            loss_per_mille: rng.random_range(0..=200),
+            max_delay_ms: rng.random_range(5..=150),
+            max_delay_after_gst_ms: rng.random_range(2..=30),
+            gst_ms: rng.random_range(3_000..=5_000),
+            heights_after_gst: 4,
+            end_ms: 60_000,
+            sync_delay_ms: rng.random_range(0..=1_500),
+            amnesia: false,
+            governance: true,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimReport {
+    /// The configuration.
+    pub config: SimConfig,
+    /// Broken safety or validity checks (empty on success).
+    pub violations: Vec<String>,
+    /// Per validator: (honest, last decided height).
+    pub heights: Vec<(bool, Height)>,
+    /// Per validator: height, round and step of its state machine at the end (None if down).
+    pub positions: Vec<Option<(Height, u32, crate::protocol::Step)>>,
+    /// Per honest validator: last decided height at GST.
+    pub heights_at_gst: Vec<Height>,
+    /// Whether every honest validator decided `heights_after_gst` heights after GST.
+    pub progressed: bool,
+    /// Whether an honest validator reported evidence against the equivocator.
+    pub evidence_seen: bool,
+    /// Evidence reports (by honest validators) against honest validators: zero unless
+    /// `amnesia` made a restarted validator sign twice.
+    pub evidence_against_honest: u64,
+    /// Whether the equivocator was slashed and jailed on every honest validator's chain.
+    pub equivocator_slashed: bool,
+    /// Whether the scripted governance proposal was applied, and the scripted stake change
+    /// took effect at an epoch boundary, on every honest validator.
+    pub governance_applied: bool,
+    /// Highest height decided by any honest validator.
+    pub max_height: Height,
+    /// Rounds above 0 in which honest validators decided (sum over decisions).
+    pub extra_rounds: u64,
+    /// Messages sent and dropped (loss, partition, crashed receiver).
+    pub messages: (u64, u64),
+    /// Virtual time at the end, ms.
+    pub end_ms: u64,
+    /// Digest of every decision (height, block id) in order: equal for equal seeds.
+    pub trace: Hash,
+}
+
+impl SimReport {
+    /// True if no check failed, the run made progress after GST, and (where configured)
+    /// the equivocator was caught and jailed and the governance proposal applied.
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+            && self.progressed
+            && (!self.config.equivocator || (self.evidence_seen && self.equivocator_slashed))
+            && (!self.config.governance || self.governance_applied)
+    }
+}
+
+/// Signature checks by re-signing, shared by all nodes, with a cache.
+#[derive(Clone)]
+struct SimContext {
+    keys: Rc<BTreeMap<ValidatorId, Keypair>>,
+    cache: Rc<RefCell<BTreeMap<[u8; 32], bool>>>,
+}
+
+impl SignatureVerifier for SimContext {
+    fn verify(&self, key: &ValidatorId, message: &[u8], signature: &SignatureBytes) -> bool {
+        let mut h = blake3::Hasher::new();
+        h.update(&key.0);
+        h.update(signature);
+        h.update(message);
+        let digest = *h.finalize().as_bytes();
+        if let Some(ok) = self.cache.borrow().get(&digest) {
+            return *ok;
+        }
+        let ok = self
+            .keys
+            .get(key)
+            .is_some_and(|k| k.sign(message) == *signature);
+        self.cache.borrow_mut().insert(digest, ok);
+        ok
+    }
+}
+
+impl PayloadValidator for SimContext {
+    fn payload_valid(&self, height: Height, payload: &[u8]) -> bool {
+        sim_payload_valid(height, payload)
+    }
+}
+
+/// A valid simulated payload: `"batch" || height u64 || 8 bytes || first 8 bytes of
+/// BLAKE3(all before)`.
+fn sim_payload(height: Height, noise: [u8; 8]) -> Vec<u8> {
+    let mut p = b"batch".to_vec();
+    p.extend_from_slice(&height.to_le_bytes());
+    p.extend_from_slice(&noise);
+    let sum = blake3::hash(&p);
+    p.extend_from_slice(&sum.as_bytes()[..8]);
+    p
+}
+
+fn sim_payload_valid(height: Height, payload: &[u8]) -> bool {
+    payload.len() == 29
+        && payload.starts_with(b"batch")
+        && payload[5..13] == height.to_le_bytes()
+        && blake3::hash(&payload[..21]).as_bytes()[..8] == payload[21..]
+}
+
+struct Node {
+    key: Keypair,
+    honest: bool,
+    consensus: Option<Consensus<SimContext, MemStore>>,
+    store: Option<MemStore>,
+    incarnation: u32,
+    chain: ChainState,
+    exec_root: Hash,
+    certificates: Vec<CommitCertificate>,
+    evidence_pool: Vec<Evidence>,
+    cert_sent: BTreeMap<(ValidatorId, Height), u64>,
+    /// Twin block ids of the equivocator, per (height, round).
+    twins: BTreeMap<(Height, u32), Hash>,
+    /// Block ids the equivocator received in proposals, per (height, round).
+    seen: BTreeMap<(Height, u32), Hash>,
+    /// The equivocator's split of its peers, per height (true: gets the originals).
+    groups: BTreeMap<Height, Vec<bool>>,
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver {
+        to: usize,
+        message: Box<Message>,
+    },
+    Timeout {
+        node: usize,
+        incarnation: u32,
+        timeout: Timeout,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: ChaCha8Rng,
+    ctx: SimContext,
+    nodes: Vec<Node>,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    links: Vec<Vec<(u64, u64)>>,
+    partition: Option<(u64, Vec<bool>)>,
+    decisions: BTreeMap<Height, (Hash, usize)>,
+    roots: BTreeMap<Height, (Hash, Hash)>,
+    violations: Vec<String>,
+    evidence_seen: bool,
+    evidence_against_honest: u64,
+    sent: u64,
+    dropped: u64,
+    extra_rounds: u64,
+    trace: blake3::Hasher,
+    actions: Vec<SignedAction>,
+    heights_at_gst: Option<Vec<Height>>,
+    genesis_stake_1: u64,
+}
+
+/// Runs one simulation.
+pub fn run(cfg: &SimConfig) -> SimReport {
+    Sim::new(cfg.clone()).run()
+}
+
+impl Sim {
+    fn new(cfg: SimConfig) -> Sim {
+        assert!(cfg.validators >= 1);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let n = cfg.validators;
+        let keys: Vec<Keypair> = (0..n)
+            .map(|i| {
+                let mut seed = [0u8; 32];
+                seed[..8].copy_from_slice(&cfg.seed.to_le_bytes());
+                seed[8] = i as u8;
+                seed[9] = 0xb7;
+                Keypair::from_seed(seed)
+            })
+            .collect();
+        let mut stakes: Vec<u64> = (0..n).map(|_| rng.random_range(1..=5)).collect();
+        // The equivocator is validator n-1, with as much stake as it may have: the largest
+        // below 1/3 of the total (3b < b + honest, so b = (honest - 1) / 2).
+        let byz = cfg.equivocator.then_some(n - 1);
+        if let Some(b) = byz {
+            let honest: u64 = stakes[..b].iter().sum();
+            stakes[b] = ((honest - 1) / 2).max(1);
+            let total: u64 = stakes.iter().sum();
+            assert!(3 * stakes[b] < total, "equivocator below 1/3");
+        }
+        let genesis: Vec<Validator> = keys
+            .iter()
+            .zip(&stakes)
+            .map(|(k, s)| Validator {
+                id: k.id(),
+                stake: *s,
+            })
+            .collect();
+        let params = ChainParams {
+            epoch_length_blocks: 5,
+            voting_period_blocks: 1_000,
+            ..ChainParams::default()
+        };
+        let ctx = SimContext {
+            keys: Rc::new(keys.iter().map(|k| (k.id(), k.clone())).collect()),
+            cache: Rc::new(RefCell::new(BTreeMap::new())),
+        };
+        let chain = ChainState::genesis(CHAIN_ID, genesis, params, vec![]).expect("genesis");
+        let nodes = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Node {
+                key: k.clone(),
+                honest: Some(i) != byz,
+                consensus: None,
+                store: Some(MemStore::new()),
+                incarnation: 0,
+                chain: chain.clone(),
+                exec_root: Hash::ZERO,
+                certificates: Vec::new(),
+                evidence_pool: Vec::new(),
+                cert_sent: BTreeMap::new(),
+                twins: BTreeMap::new(),
+                seen: BTreeMap::new(),
+                groups: BTreeMap::new(),
+            })
+            .collect();
+        let links = (0..n)
+            .map(|_| {
+                (0..n)
+                    .map(|_| {
+                        let hi = rng.random_range(1..=cfg.max_delay_ms.max(1));
+                        let lo = rng.random_range(0..=hi);
+                        (lo * MS, hi * MS)
+                    })
+                    .collect()
+            })
+            .collect();
+        let gst = cfg.gst_ms * MS;
+        let partition = cfg.partition.then(|| {
+            let start = rng.random_range(0..gst / 2);
+            let mut side: Vec<bool> = (0..n).map(|_| rng.random_bool(0.5)).collect();
+            side[0] = true;
+            side[1] = false;
+            (start, side)
+        });
+        let mut actions = Vec::new();
+        if cfg.governance {
+            actions.push(SignedAction::sign(
+                &keys[0],
+                1,
+                Action::Propose(ProposalKind::Upgrade {
+                    id: SIM_COPROCESSOR,
+                    version: 1,
+                    code_hash: Hash([0xc0; 32]),
+                }),
+                &CHAIN_ID,
+            ));
+            for (i, k) in keys.iter().enumerate() {
+                if Some(i) != byz {
+                    let nonce = if i == 0 { 2 } else { 1 };
+                    let vote = Action::Vote {
+                        proposal: 1,
+                        approve: true,
+                    };
+                    actions.push(SignedAction::sign(k, nonce, vote, &CHAIN_ID));
+                }
+            }
+            // Validator 1 raises its stake; the set changes at the next epoch boundary.
+            let raise = Action::SetStake {
+                stake: stakes[1] + 2,
+            };
+            actions.push(SignedAction::sign(&keys[1], 2, raise, &CHAIN_ID));
+        }
+        let mut sim = Sim {
+            cfg,
+            rng,
+            ctx,
+            nodes,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            links,
+            partition,
+            decisions: BTreeMap::new(),
+            roots: BTreeMap::new(),
+            violations: Vec::new(),
+            evidence_seen: false,
+            evidence_against_honest: 0,
+            sent: 0,
+            dropped: 0,
+            extra_rounds: 0,
+            trace: blake3::Hasher::new(),
+            actions,
+            heights_at_gst: None,
+            genesis_stake_1: stakes[1],
+        };
+        // Crash/restart schedule: honest validators, before GST, restarted at or before GST.
+        let honest: Vec<usize> = (0..n).filter(|i| Some(*i) != byz).collect();
+        for _ in 0..sim.cfg.crashes {
+            let node = honest[sim.rng.random_range(0..honest.len())];
+            let at = sim.rng.random_range(MS..gst.max(2 * MS));
+            let back = sim.rng.random_range(at..=gst).max(at + MS);
+            sim.schedule(at, Event::Crash { node });
+            sim.schedule(back, Event::Restart { node });
+        }
+        sim
+    }
+
+    fn schedule(&mut self, at: u64, e: Event) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), e);
+    }
+
+    fn run(mut self) -> SimReport {
+        for i in 0..self.nodes.len() {
+            self.boot(i);
+        }
+        let gst = self.cfg.gst_ms * MS;
+        let end = self.cfg.end_ms * MS;
+        let mut budget: u64 = 3_000_000;
+        while let Some(((at, _), event)) = self.queue.pop_first() {
+            if at > end {
+                break;
+            }
+            if budget == 0 {
+                self.violations.push("event budget exhausted".into());
+                break;
+            }
+            budget -= 1;
+            if at >= gst && self.heights_at_gst.is_none() {
+                self.heights_at_gst = Some(self.honest_heights());
+            }
+            self.now = at;
+            match event {
+                Event::Deliver { to, message } => {
+                    if self.nodes[to].consensus.is_none() {
+                        self.dropped += 1;
+                        continue;
+                    }
+                    self.input(to, Input::Message(*message));
+                }
+                Event::Timeout {
+                    node,
+                    incarnation,
+                    timeout,
+                } => {
+                    if self.nodes[node].incarnation == incarnation
+                        && self.nodes[node].consensus.is_some()
+                    {
+                        self.input(node, Input::Timeout(timeout));
+                    }
+                }
+                Event::Crash { node } => {
+                    if let Some(c) = self.nodes[node].consensus.take() {
+                        self.nodes[node].store = Some(c.into_store());
+                        self.nodes[node].incarnation += 1;
+                    }
+                }
+                Event::Restart { node } => {
+                    if self.nodes[node].consensus.is_none() {
+                        if self.cfg.amnesia {
+                            if let Some(s) = self.nodes[node].store.as_mut() {
+                                s.wipe();
+                            }
+                        }
+                        self.boot(node);
+                    }
+                }
+            }
+            if self.finished() {
+                break;
+            }
+        }
+        self.report()
+    }
+
+    /// Every honest validator decided enough heights after GST, the equivocator is jailed
+    /// and the governance proposal applied (those that apply).
+    fn finished(&self) -> bool {
+        let Some(at_gst) = &self.heights_at_gst else {
+            return false;
+        };
+        self.honest_heights()
+            .iter()
+            .zip(at_gst)
+            .all(|(h, g)| *h >= g + self.cfg.heights_after_gst)
+            && (!self.cfg.equivocator || self.equivocator_slashed())
+            && (!self.cfg.governance || self.governance_applied())
+    }
+
+    fn equivocator_slashed(&self) -> bool {
+        let byz = self.nodes.iter().find(|n| !n.honest).map(|n| n.key.id());
+        byz.is_some_and(|b| {
+            self.nodes.iter().filter(|n| n.honest).all(|n| {
+                n.chain.staking().bond(&b).is_some_and(|bond| bond.jailed)
+                    && n.chain.validators().stake_of(&b).is_none()
+            })
+        })
+    }
+
+    fn governance_applied(&self) -> bool {
+        let raised = self.nodes[1].key.id();
+        let target = self.genesis_stake_1 + 2;
+        self.nodes.iter().filter(|n| n.honest).all(|n| {
+            n.chain
+                .governance()
+                .coprocessor(SIM_COPROCESSOR)
+                .is_some_and(|c| c.version == 1)
+                && n.chain.validators().stake_of(&raised) == Some(target)
+        })
+    }
+
+    fn honest_heights(&self) -> Vec<Height> {
+        self.nodes
+            .iter()
+            .filter(|n| n.honest)
+            .map(|n| n.chain.height())
+            .collect()
+    }
+
+    fn report(self) -> SimReport {
+        let heights_at_gst = self
+            .heights_at_gst
+            .clone()
+            .unwrap_or_else(|| self.honest_heights());
+        let progressed = self
+            .honest_heights()
+            .iter()
+            .zip(&heights_at_gst)
+            .all(|(h, g)| *h >= g + self.cfg.heights_after_gst);
+        let equivocator_slashed = self.equivocator_slashed();
+        let governance_applied = self.governance_applied();
+        SimReport {
+            violations: self.violations,
+            heights: self
+                .nodes
+                .iter()
+                .map(|n| (n.honest, n.chain.height()))
+                .collect(),
+            positions: self
+                .nodes
+                .iter()
+                .map(|n| n.consensus.as_ref().and_then(|c| c.position()))
+                .collect(),
+            heights_at_gst,
+            progressed,
+            evidence_seen: self.evidence_seen,
+            evidence_against_honest: self.evidence_against_honest,
+            equivocator_slashed,
+            governance_applied,
+            max_height: self.decisions.keys().next_back().copied().unwrap_or(0),
+            extra_rounds: self.extra_rounds,
+            messages: (self.sent, self.dropped),
+            end_ms: self.now / MS,
+            trace: Hash(*self.trace.finalize().as_bytes()),
+            config: self.cfg,
+        }
+    }
+
+    /// Starts (or restarts) node `i` from its durable state.
+    fn boot(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let store = node.store.take().expect("store present while down");
+        let config = Config {
+            timeouts: TimeoutConfig {
+                propose_ns: 300 * MS,
+                prevote_ns: 100 * MS,
+                precommit_ns: 100 * MS,
+                delta_ns: 50 * MS,
+                rebroadcast_ns: 500 * MS,
+            },
+            ..Config::new(CHAIN_ID)
+        };
+        let c = Consensus::new(config, self.ctx.clone(), store, node.key.clone())
+            .expect("memory store cannot fail");
+        node.consensus = Some(c);
+        let input = self.new_height_input(i);
+        self.input(i, input);
+    }
+
+    fn new_height_input(&mut self, i: usize) -> Input {
+        let noise: [u8; 8] = self.rng.random();
+        let node = &self.nodes[i];
+        let height = node.chain.height() + 1;
+        let (prev_block, prev_timestamp_ns) = match node.certificates.last() {
+            Some(c) => (c.block.id(), c.block.timestamp_ns),
+            None => (Hash::ZERO, 0),
+        };
+        let included: BTreeSet<Evidence> = node
+            .certificates
+            .iter()
+            .flat_map(|c| c.block.evidence.iter().copied())
+            .collect();
+        let evidence: Vec<Evidence> = node
+            .evidence_pool
+            .iter()
+            .filter(|e| !included.contains(e))
+            .filter(|e| {
+                node.chain
+                    .staking()
+                    .bond(&e.offender())
+                    .is_some_and(|b| !b.jailed)
+            })
+            .take(2)
+            .copied()
+            .collect();
+        let actions = self
+            .actions
+            .iter()
+            .filter(|a| a.nonce == node.chain.next_nonce(&a.signer))
+            .filter(|a| match a.action {
+                Action::Vote { proposal, .. } => {
+                    node.chain.governance().proposal(proposal).is_some()
+                }
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        Input::NewHeight {
+            start: HeightStart {
+                height,
+                validators: node.chain.validators().clone(),
+                prev_block,
+                prev_exec_root: node.exec_root,
+                prev_timestamp_ns,
+            },
+            body: BlockBody {
+                evidence,
+                actions,
+                payload: sim_payload(height, noise),
+            },
+        }
+    }
+
+    fn input(&mut self, i: usize, input: Input) {
+        if let Input::Message(Message::Proposal(p)) = &input {
+            if !self.nodes[i].honest {
+                let prop = &p.signed.proposal;
+                self.nodes[i]
+                    .seen
+                    .insert((prop.height, prop.round), prop.block_id);
+            }
+        }
+        let mut out = Vec::new();
+        let c = self.nodes[i].consensus.as_mut().expect("node up");
+        c.step(input, self.now, &mut out)
+            .expect("memory store cannot fail");
+        for o in out {
+            self.output(i, o);
+        }
+    }
+
+    fn output(&mut self, i: usize, o: Output) {
+        match o {
+            Output::Broadcast(m) => {
+                if self.nodes[i].honest {
+                    for j in 0..self.nodes.len() {
+                        if j != i {
+                            self.send(i, j, m.clone());
+                        }
+                    }
+                } else {
+                    self.equivocate(i, m);
+                }
+            }
+            Output::ScheduleTimeout { timeout, at_ns } => {
+                let incarnation = self.nodes[i].incarnation;
+                self.schedule(
+                    at_ns.max(self.now),
+                    Event::Timeout {
+                        node: i,
+                        incarnation,
+                        timeout,
+                    },
+                );
+            }
+            Output::Decide(cert) => self.decide(i, cert),
+            Output::Evidence(e) => {
+                if self.nodes[i].honest {
+                    let offender = e.offender();
+                    let honest_offender = self
+                        .nodes
+                        .iter()
+                        .any(|n| n.honest && n.key.id() == offender);
+                    if honest_offender {
+                        self.evidence_against_honest += 1;
+                    }
+                    if honest_offender && !self.cfg.amnesia {
+                        self.violations.push(format!(
+                            "node {i} saw evidence against honest validator {offender:?}: {e:?}"
+                        ));
+                    }
+                    if !honest_offender {
+                        self.evidence_seen = true;
+                    }
+                }
+                if !self.nodes[i].evidence_pool.contains(&e) {
+                    self.nodes[i].evidence_pool.push(e);
+                }
+            }
+            Output::PeerBehind { peer, height } => {
+                let Some(j) = self.nodes.iter().position(|n| n.key.id() == peer) else {
+                    return;
+                };
+                let node = &mut self.nodes[i];
+                let Some(cert) = height
+                    .checked_sub(1)
+                    .and_then(|h| node.certificates.get(h as usize))
+                else {
+                    return;
+                };
+                let last = node.cert_sent.get(&(peer, height)).copied();
+                if last.is_some_and(|t| self.now < t + 200 * MS) {
+                    return;
+                }
+                node.cert_sent.insert((peer, height), self.now);
+                let m = Message::Commit(cert.clone());
+                let extra = self.cfg.sync_delay_ms * MS;
+                self.send_after(i, j, m, extra);
+            }
+        }
+    }
+
+    fn send(&mut self, from: usize, to: usize, m: Message) {
+        self.send_after(from, to, m, 0);
+    }
+
+    /// Sends with `extra_ns` on top of the link delay.
+    fn send_after(&mut self, from: usize, to: usize, m: Message, extra_ns: u64) {
+        self.sent += 1;
+        let gst = self.cfg.gst_ms * MS;
+        let (lo, hi) = self.links[from][to];
+        let delay = if self.now < gst {
+            if self.rng.random_range(0..1000) < self.cfg.loss_per_mille {
+                self.dropped += 1;
+                return;
+            }
+            if let Some((start, side)) = &self.partition {
+                if self.now >= *start && side[from] != side[to] {
+                    self.dropped += 1;
+                    return;
+                }
+            }
+            self.rng.random_range(lo..=hi)
+        } else {
+            let cap = self.cfg.max_delay_after_gst_ms * MS;
+            self.rng.random_range(lo.min(cap)..=hi.min(cap))
+        };
+        self.schedule(
+            self.now + delay + extra_ns,
+            Event::Deliver {
+                to,
+                message: Box::new(m),
+            },
+        );
+    }
+
+    /// The equivocator: for each message, a conflicting twin; each peer gets the original,
+    /// the twin or both.
+    fn equivocate(&mut self, i: usize, m: Message) {
+        let key = self.nodes[i].key.clone();
+        let twin = match &m {
+            Message::Proposal(p) => {
+                let mut block = p.block.clone();
+                let noise: [u8; 8] = self.rng.random();
+                block.payload = if self.rng.random_bool(0.3) {
+                    b"evil payload".to_vec()
+                } else {
+                    sim_payload(block.height, noise)
+                };
+                // A fresh block without a proof of lock: a validator locked on another value
+                // must prevote nil for it (Alg.1 L23), which is what this attacks.
+                let proposal = Proposal {
+                    block_id: block.id(),
+                    pol_round: None,
+                    ..p.signed.proposal
+                };
+                self.nodes[i]
+                    .twins
+                    .insert((proposal.height, proposal.round), proposal.block_id);
+                Message::Proposal(ProposalMessage {
+                    signed: SignedProposal {
+                        proposal,
+                        signature: key.sign(&proposal.signing_bytes(&CHAIN_ID)),
+                    },
+                    block,
+                    pol: Vec::new(),
+                })
+            }
+            Message::Vote(v) => {
+                // The twin votes for whatever the original did not: its own twin block, the
+                // block it was proposed, or nil.
+                let slot = (v.vote.height, v.vote.round);
+                let other = self.nodes[i]
+                    .twins
+                    .get(&slot)
+                    .or(self.nodes[i].seen.get(&slot))
+                    .copied()
+                    .filter(|b| Some(*b) != v.vote.value);
+                let value = match v.vote.value {
+                    Some(_) => other,
+                    None => Some(other.unwrap_or(Hash(self.rng.random()))),
+                };
+                let vote = Vote { value, ..v.vote };
+                Message::Vote(SignedVote {
+                    vote,
+                    signature: key.sign(&vote.signing_bytes(&CHAIN_ID)),
+                })
+            }
+            Message::Commit(_) => m.clone(),
+        };
+        // Twins-style split: at each height the peers are cut in two groups; one group gets
+        // the originals, the other the twins, so each sees a consistent story. A few
+        // messages cross over, and a few peers get both (which is how it gets caught).
+        let height = m.height();
+        let n = self.nodes.len();
+        if !self.nodes[i].groups.contains_key(&height) {
+            let groups: Vec<bool> = (0..n).map(|_| self.rng.random_bool(0.5)).collect();
+            self.nodes[i].groups.insert(height, groups);
+        }
+        let groups = self.nodes[i].groups[&height].clone();
+        for (j, group) in groups.into_iter().enumerate() {
+            if j == i {
+                continue;
+            }
+            let roll = self.rng.random_range(0..100);
+            let original = group != (roll < 10);
+            if roll >= 95 {
+                self.send(i, j, m.clone());
+                self.send(i, j, twin.clone());
+            } else if original {
+                self.send(i, j, m.clone());
+            } else {
+                self.send(i, j, twin.clone());
+            }
+        }
+    }
+
+    fn decide(&mut self, i: usize, cert: CommitCertificate) {
+        let block = cert.block.clone();
+        let id = block.id();
+        let node = &self.nodes[i];
+        let honest = node.honest;
+        let h = block.height;
+        assert_eq!(h, node.chain.height() + 1, "decisions come in height order");
+        if honest {
+            // Agreement.
+            match self.decisions.get(&h) {
+                Some((other, j)) if *other != id => self.violations.push(format!(
+                    "agreement: node {i} decided {id:?} at height {h}, node {j} decided {other:?}"
+                )),
+                Some(_) => {}
+                None => {
+                    self.decisions.insert(h, (id, i));
+                    self.trace.update(&h.to_le_bytes());
+                    self.trace.update(&id.0);
+                }
+            }
+            // Validity, against this node's own view of the chain.
+            let start = HeightStart {
+                height: h,
+                validators: node.chain.validators().clone(),
+                prev_block: node
+                    .certificates
+                    .last()
+                    .map_or(Hash::ZERO, |c| c.block.id()),
+                prev_exec_root: node.exec_root,
+                prev_timestamp_ns: node.certificates.last().map_or(0, |c| c.block.timestamp_ns),
+            };
+            if !block_valid(&start, &block, &self.ctx) {
+                self.violations.push(format!(
+                    "validity: node {i} decided an invalid block at height {h}"
+                ));
+            }
+            let mut schedule = ProposerSchedule::new(&start.validators);
+            if !(0..=cert.round).any(|r| schedule.proposer(r) == block.proposer) {
+                self.violations.push(format!(
+                    "validity: block at height {h} built by {:?}, not a proposer of rounds 0..={}",
+                    block.proposer, cert.round
+                ));
+            }
+            self.extra_rounds += cert.round as u64;
+        }
+        let node = &mut self.nodes[i];
+        node.chain.apply_block(&block, &self.ctx);
+        let mut root = blake3::Hasher::new();
+        root.update(&node.exec_root.0);
+        root.update(&block.payload);
+        node.exec_root = Hash(*root.finalize().as_bytes());
+        node.certificates.push(cert);
+        if honest {
+            let roots = (node.chain.hash(), node.exec_root);
+            match self.roots.get(&h) {
+                Some(r) if *r != roots => self.violations.push(format!(
+                    "node {i} has a different chain state or execution root at height {h}"
+                )),
+                Some(_) => {}
+                None => {
+                    self.roots.insert(h, roots);
+                }
+            }
+        }
+        let input = self.new_height_input(i);
+        self.input(i, input);
+    }
+}
