@@ -9,7 +9,7 @@
 //! - [`sim`]: a seeded, virtual-time simulator of a whole cluster with a faulty network,
 //!   crashes, restarts and an equivocating validator.
 //!
-//! See `consensus/docs/consensus.md` for the protocol, the message layouts and the quorum math.
+//! See `docs/consensus.md` for the protocol, the message layouts and the quorum math.
 
 pub mod block;
 pub mod chain;
