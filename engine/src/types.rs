@@ -271,6 +271,30 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason, in a fixed order: new reasons are appended, never inserted, because the
+    /// binary gateway's reject code is the position here plus one.
+    pub const ALL: [RejectReason; 19] = [
+        RejectReason::UnknownMarket,
+        RejectReason::UnknownAsset,
+        RejectReason::UnknownAccount,
+        RejectReason::UnknownOrder,
+        RejectReason::TickSize,
+        RejectReason::LotSize,
+        RejectReason::MinQty,
+        RejectReason::InvalidPrice,
+        RejectReason::InvalidQty,
+        RejectReason::InvalidTif,
+        RejectReason::InsufficientBalance,
+        RejectReason::PostOnlyWouldCross,
+        RejectReason::FokUnfilled,
+        RejectReason::DuplicateOid,
+        RejectReason::TooManyOrders,
+        RejectReason::BookFull,
+        RejectReason::AlreadyExists,
+        RejectReason::InvalidMarket,
+        RejectReason::Overflow,
+    ];
+
     /// The stable snake_case name used on every wire format.
     pub fn as_str(self) -> &'static str {
         match self {

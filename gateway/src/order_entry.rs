@@ -488,7 +488,10 @@ impl OrderEntry {
                 account,
                 oid,
             } => {
-                for slot in self.sessions_of(account) {
+                for index in 0.. {
+                    let Some(slot) = self.session_at(account, index) else {
+                        break;
+                    };
                     let mut message: OrderAccepted = blank(0);
                     message.client_seq = reply_seq(slot).into();
                     message.seq = seq.into();
@@ -536,7 +539,10 @@ impl OrderEntry {
                     ),
                 ];
                 for (account, oid, side, liquidity, fee, leaves) in parties {
-                    for slot in self.sessions_of(account) {
+                    for index in 0.. {
+                        let Some(slot) = self.session_at(account, index) else {
+                            break;
+                        };
                         let mut message: Fill = blank(0);
                         // Only the taker's fill answers the sender's message.
                         message.client_seq =
@@ -562,7 +568,10 @@ impl OrderEntry {
                 remaining,
                 reason,
             } => {
-                for slot in self.sessions_of(account) {
+                for index in 0.. {
+                    let Some(slot) = self.session_at(account, index) else {
+                        break;
+                    };
                     let mut message: Canceled = blank(0);
                     message.client_seq = reply_seq(slot).into();
                     message.seq = seq.into();
@@ -580,7 +589,10 @@ impl OrderEntry {
                 price,
                 qty,
             } => {
-                for slot in self.sessions_of(account) {
+                for index in 0.. {
+                    let Some(slot) = self.session_at(account, index) else {
+                        break;
+                    };
                     let mut message: Replaced = blank(0);
                     message.client_seq = reply_seq(slot).into();
                     message.seq = seq.into();
@@ -594,8 +606,10 @@ impl OrderEntry {
         }
     }
 
-    fn sessions_of(&self, account: u64) -> Vec<u32> {
-        self.by_account.get(&account).cloned().unwrap_or_default()
+    /// The `index`-th session of an account. Routing walks sessions by index so that it
+    /// allocates nothing per event (sending never adds or drops sessions).
+    fn session_at(&self, account: u64, index: usize) -> Option<u32> {
+        self.by_account.get(&account)?.get(index).copied()
     }
 
     // ---- client messages ---------------------------------------------------------------

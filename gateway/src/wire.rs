@@ -663,57 +663,18 @@ codes! {
     }
 }
 
-/// The stable wire code of an engine reject reason (in [`OrderRejected`]).
+/// The stable wire code of an engine reject reason (in [`OrderRejected`]): its position in
+/// [`RejectReason::ALL`] plus one (the engine only ever appends to that list).
 pub fn engine_reject_code(reason: RejectReason) -> u16 {
-    use RejectReason::*;
-    match reason {
-        UnknownMarket => 1,
-        UnknownAsset => 2,
-        UnknownAccount => 3,
-        UnknownOrder => 4,
-        TickSize => 5,
-        LotSize => 6,
-        MinQty => 7,
-        InvalidPrice => 8,
-        InvalidQty => 9,
-        InvalidTif => 10,
-        InsufficientBalance => 11,
-        PostOnlyWouldCross => 12,
-        FokUnfilled => 13,
-        DuplicateOid => 14,
-        TooManyOrders => 15,
-        BookFull => 16,
-        AlreadyExists => 17,
-        InvalidMarket => 18,
-        Overflow => 19,
-    }
+    let index = RejectReason::ALL
+        .iter()
+        .position(|&r| r == reason)
+        .expect("RejectReason::ALL lists every reason");
+    index as u16 + 1
 }
 
 /// Every engine reject reason, in wire-code order.
-pub const ENGINE_REJECTS: [RejectReason; 19] = {
-    use RejectReason::*;
-    [
-        UnknownMarket,
-        UnknownAsset,
-        UnknownAccount,
-        UnknownOrder,
-        TickSize,
-        LotSize,
-        MinQty,
-        InvalidPrice,
-        InvalidQty,
-        InvalidTif,
-        InsufficientBalance,
-        PostOnlyWouldCross,
-        FokUnfilled,
-        DuplicateOid,
-        TooManyOrders,
-        BookFull,
-        AlreadyExists,
-        InvalidMarket,
-        Overflow,
-    ]
-};
+pub const ENGINE_REJECTS: [RejectReason; 19] = RejectReason::ALL;
 
 /// The engine reject reason of a wire code.
 pub fn engine_reject_from_code(code: u16) -> Option<RejectReason> {
