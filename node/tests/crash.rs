@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const NEXUS: &str = env!("CARGO_BIN_EXE_nexus");
+mod common;
+use common::{start, NEXUS};
 
 fn config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("node.toml");
@@ -68,40 +69,6 @@ taker_fee_bps = 10
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-struct Node {
-    child: Child,
-    ready: Value,
-    stdout: BufReader<std::process::ChildStdout>,
-}
-
-fn start(config: &Path) -> Node {
-    let mut child = Command::new(NEXUS)
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start nexus run");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let ready: Value = match serde_json::from_str(&line) {
-        Ok(value) => value,
-        Err(_) => {
-            let mut stderr = String::new();
-            let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr);
-            panic!("node did not start: stdout {line:?}, stderr {stderr}");
-        }
-    };
-    assert_eq!(ready["event"], "ready", "{ready}");
-    Node {
-        child,
-        ready,
-        stdout,
-    }
 }
 
 /// `nexus wal dump` piped into `nexus replay --state-hash`: the dump's lines and the state

@@ -4,10 +4,9 @@
 //! disconnect, take-over, and bad input (each refused with a typed answer, nobody else
 //! disturbed).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
@@ -20,10 +19,10 @@ use gateway::wire::{
     self, account_id_of, blank, LoginRejectReason, LogoutReason, Message, RejectCode,
     FLAG_CANCEL_ON_DISCONNECT,
 };
-use serde_json::Value;
 use zerocopy::IntoBytes;
 
-const NEXUS: &str = env!("CARGO_BIN_EXE_nexus");
+mod common;
+use common::{start, Node};
 /// The genesis's first market gets id 0.
 const MARKET: u32 = 0;
 
@@ -84,47 +83,13 @@ taker_fee_bps = 10
     path
 }
 
-struct Node {
-    child: Child,
-    order_entry: SocketAddr,
-    market_data: SocketAddr,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(config: &Path) -> Node {
-    let mut child = Command::new(NEXUS)
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready: Value = serde_json::from_str(&line).expect("ready line");
-    let address = |field: &str| ready[field].as_str().unwrap().parse().unwrap();
-    Node {
-        order_entry: address("order_entry"),
-        market_data: address("market_data"),
-        child,
-    }
-}
-
 /// Logs in. The tests send no heartbeats, so they ask for a long interval.
 fn login(node: &Node, key: &SigningKey, options: LoginOptions) -> OrderClient {
     let options = LoginOptions {
         heartbeat_ms: 60_000,
         ..options
     };
-    OrderClient::connect(node.order_entry, key, options).expect("login")
+    OrderClient::connect(node.address("order_entry"), key, options).expect("login")
 }
 
 fn limit(oid: u64, side: Side, price: i64, qty: i64, tif: TimeInForce) -> OrderRequest {
@@ -181,7 +146,7 @@ fn orders_fills_replies_and_market_data() {
     let dir = tempfile::tempdir().unwrap();
     let (maker_key, taker_key) = (key("maker"), key("taker"));
     let node = start(&write_config(dir.path(), &[&maker_key, &taker_key]));
-    let mut feed = MarketDataClient::connect(node.market_data).unwrap();
+    let mut feed = MarketDataClient::connect(node.address("market_data")).unwrap();
     feed.subscribe(MARKET).unwrap();
     let mut book = L2Book::new(MARKET);
     loop {
@@ -338,7 +303,7 @@ fn orders_fills_replies_and_market_data() {
         }
         again += 1;
     }
-    let mut late = MarketDataClient::connect(node.market_data).unwrap();
+    let mut late = MarketDataClient::connect(node.address("market_data")).unwrap();
     late.subscribe(MARKET).unwrap();
     let ServerMessage::SnapshotBegin(begin) = late.recv().unwrap() else {
         panic!("snapshot first")
@@ -455,7 +420,7 @@ fn a_session_resumes_and_gets_what_it_missed() {
     // Resuming from before the oldest kept message, or past the newest, is refused.
     drop(back);
     let too_far = OrderClient::connect(
-        node.order_entry,
+        node.address("order_entry"),
         &maker_key,
         LoginOptions {
             resume_from: 10_000,
@@ -506,7 +471,7 @@ fn cancel_on_disconnect_and_take_over() {
         .unwrap();
     read_until(&mut second, finalized(2));
     // The take-over turned cancel-on-disconnect off: dropping the first socket did nothing.
-    let mut feed = MarketDataClient::connect(node.market_data).unwrap();
+    let mut feed = MarketDataClient::connect(node.address("market_data")).unwrap();
     feed.subscribe(MARKET).unwrap();
     let mut book = L2Book::new(MARKET);
     while book.apply(&feed.recv().unwrap()) != Ok(Applied::SnapshotDone) {}
@@ -590,7 +555,7 @@ fn bad_input_is_refused_with_typed_answers_and_others_keep_trading() {
     );
 
     // Orders before login, a second login, a forged signature, a login that never comes.
-    let mut raw = TcpStream::connect(node.order_entry).unwrap();
+    let mut raw = TcpStream::connect(node.address("order_entry")).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut challenge = [0u8; 56];
     raw.read_exact(&mut challenge).unwrap();
@@ -620,7 +585,7 @@ fn bad_input_is_refused_with_typed_answers_and_others_keep_trading() {
         "closed after a failed login"
     );
 
-    let mut silent = TcpStream::connect(node.order_entry).unwrap();
+    let mut silent = TcpStream::connect(node.address("order_entry")).unwrap();
     silent
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -640,10 +605,10 @@ fn bad_input_is_refused_with_typed_answers_and_others_keep_trading() {
         other => panic!("expected a malformed logout, got {other:?}"),
     }
     // An oversize frame on the market-data port too.
-    let mut feed = MarketDataClient::connect(node.market_data).unwrap();
+    let mut feed = MarketDataClient::connect(node.address("market_data")).unwrap();
     feed.send_raw(&[0x00, 0x10, 0, 0]).unwrap();
     assert!(matches!(feed.recv(), Ok(ServerMessage::Logout(_))));
-    let mut feed = MarketDataClient::connect(node.market_data).unwrap();
+    let mut feed = MarketDataClient::connect(node.address("market_data")).unwrap();
     let mut nowhere: wire::Subscribe = blank(0);
     nowhere.market = 99.into();
     feed.send_raw(nowhere.as_bytes()).unwrap();

@@ -4,12 +4,13 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-const NEXUS: &str = env!("CARGO_BIN_EXE_nexus");
+mod common;
+use common::{start, NEXUS};
 
 fn write_config(dir: &Path, ring_capacity: usize) -> PathBuf {
     let path = dir.join("node.toml");
@@ -59,42 +60,6 @@ amount = "100000"
     path
 }
 
-struct Node {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(config: &Path) -> Node {
-    let mut child = Command::new(NEXUS)
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready: Value = serde_json::from_str(&line).expect("ready line");
-    let port = ready["listen"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    Node { child, port }
-}
-
 struct Client {
     writer: TcpStream,
     reader: BufReader<TcpStream>,
@@ -139,7 +104,7 @@ impl Client {
 fn orders_get_events_then_sequenced_then_finalized() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(&write_config(dir.path(), 1024));
-    let mut client = Client::connect(node.port);
+    let mut client = Client::connect(node.address("listen").port());
     client.send(r#"{"op":"order","account":1,"market":"B-Q","oid":5,"side":"sell","price":"10.5","qty":"3"}"#);
     client.send("\n");
     client.send(r#"{"op":"order","account":2,"market":"B-Q","oid":9,"side":"buy","price":"11","qty":"2","tif":"ioc"}"#);
@@ -178,8 +143,8 @@ fn orders_get_events_then_sequenced_then_finalized() {
 fn bad_input_gets_typed_errors_and_other_clients_are_unaffected() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(&write_config(dir.path(), 1024));
-    let mut bad = Client::connect(node.port);
-    let mut good = Client::connect(node.port);
+    let mut bad = Client::connect(node.address("listen").port());
+    let mut good = Client::connect(node.address("listen").port());
     bad.send("this is not json\n");
     assert_eq!(bad.next()["reason"], "malformed");
     bad.send(&format!(
@@ -221,7 +186,7 @@ fn bad_input_gets_typed_errors_and_other_clients_are_unaffected() {
 fn a_full_input_queue_answers_overloaded_and_loses_nothing_it_took() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(&write_config(dir.path(), 2));
-    let mut client = Client::connect(node.port);
+    let mut client = Client::connect(node.address("listen").port());
     let lines = 3000u64;
     let mut burst = String::new();
     for oid in 1..=lines {
@@ -257,7 +222,7 @@ fn a_cut_log_stops_the_node_with_a_clear_error() {
     let config = write_config(dir.path(), 1024);
     {
         let node = start(&config);
-        let mut client = Client::connect(node.port);
+        let mut client = Client::connect(node.address("listen").port());
         for oid in 1..=300u64 {
             client.send(&format!("{{\"op\":\"order\",\"account\":1,\"market\":\"B-Q\",\"oid\":{oid},\"side\":\"sell\",\"price\":\"{}\",\"qty\":\"1\"}}\n", 20 + oid));
         }

@@ -1,0 +1,73 @@
+//! What the node's integration tests share: starting a real `nexus run` from a config file and
+//! reading its `ready` line. The process is killed when the `Node` is dropped.
+
+// Each test file uses part of this module.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub const NEXUS: &str = env!("CARGO_BIN_EXE_nexus");
+
+/// A running node.
+pub struct Node {
+    /// The process.
+    pub child: Child,
+    /// Its `ready` line.
+    pub ready: Value,
+    /// The rest of its standard output (the `stopped` line comes here).
+    pub stdout: BufReader<ChildStdout>,
+}
+
+impl Node {
+    /// A bound address from the `ready` line (`listen`, `order_entry`, `market_data`).
+    pub fn address(&self, field: &str) -> SocketAddr {
+        self.ready[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field} in {}", self.ready))
+            .parse()
+            .expect("an address")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `nexus run --config CONFIG` and waits for its `ready` line; on failure, panics with
+/// what the node printed.
+pub fn start(config: &Path) -> Node {
+    let mut child = Command::new(NEXUS)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nexus run");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read the ready line");
+    let ready: Value = match serde_json::from_str(&line) {
+        Ok(value) => value,
+        Err(_) => {
+            let mut stderr = String::new();
+            let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr);
+            panic!("node did not start: stdout {line:?}, stderr {stderr}");
+        }
+    };
+    assert_eq!(ready["event"], "ready", "{ready}");
+    Node {
+        child,
+        ready,
+        stdout,
+    }
+}
