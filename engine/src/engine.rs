@@ -12,8 +12,11 @@ use crate::ladder::{ArrayLadder, PriceLadder, NIL};
 use crate::types::*;
 
 mod commitment;
+mod perp;
 mod snapshot;
 use commitment::Lanes;
+pub use perp::{LiquidationStats, MarginView, PerpMarketView, PositionView, LIQUIDATION_OID};
+use perp::{PerpAccount, PerpMarket};
 pub use snapshot::SnapshotError;
 
 /// The largest `max_price_ticks` a market may have (keeps ladders at a few MiB per side).
@@ -36,6 +39,8 @@ pub struct OrderView {
     pub stp: SelfTradePrevention,
     /// Whether it was placed as ALO (stays post-only through modifies).
     pub post_only: bool,
+    /// Perp markets: whether it is reduce-only.
+    pub reduce_only: bool,
 }
 
 /// One resting order in the slab. 64 bytes: one cache line.
@@ -63,6 +68,10 @@ struct OrderNode {
     side: Side,
     stp: SelfTradePrevention,
     post_only: bool,
+    /// Perp markets: reduce-only (reserves its fee only).
+    reduce_only: bool,
+    /// Perp markets: the margin table row its reserve uses (fixed when it entered).
+    tier: u8,
 }
 
 impl OrderNode {
@@ -80,6 +89,8 @@ impl OrderNode {
         side: Side::Buy,
         stp: SelfTradePrevention::CancelMaker,
         post_only: false,
+        reduce_only: false,
+        tier: 0,
     };
 }
 
@@ -97,6 +108,8 @@ struct MarketParams {
     taker_fee_bps: i32,
     /// Fee rate a buy reserve covers: max(taker, maker, 0).
     reserve_fee_bps: i32,
+    /// Index into `Engine::perps` for a perp market, NIL for spot.
+    perp: u32,
 }
 
 impl MarketParams {
@@ -256,6 +269,10 @@ struct AccountState {
     dirty: bool,
     /// This account's record hash as of the last commitment.
     committed: Lanes,
+    /// Perpetuals: collateral, order margin, positions.
+    perp: PerpAccount,
+    /// Perp state changed during the current command (re-keyed at its end).
+    perp_touched: bool,
 }
 
 /// The incoming side of a match.
@@ -269,6 +286,10 @@ struct Taker {
     stp: SelfTradePrevention,
     /// Units reserved per remaining lot (0 for a market buy, which reserves nothing).
     reserve_per_lot: i128,
+    /// Perp markets: reduce-only.
+    reduce_only: bool,
+    /// Perp markets: margin table row of the reserve.
+    tier: u8,
 }
 
 /// Why matching stopped.
@@ -301,6 +322,18 @@ pub struct Engine<L: PriceLadder = ArrayLadder> {
     track_levels: bool,
     /// Levels changed since the last drain: (market index, side, ladder key).
     level_log: Vec<(u32, Side, u32)>,
+    /// Perp markets' state, by perp index (`MarketParams::perp`).
+    perps: Vec<PerpMarket>,
+    /// The asset index every perp market settles in, once one exists.
+    collateral: Option<u32>,
+    /// Dense index of the insurance account, NIL before the first perp market.
+    insurance: u32,
+    /// Accounts whose perp state changed in the current command.
+    perp_touched: Vec<u32>,
+    /// Reused buffer of liquidation candidates.
+    liq_scratch: Vec<u32>,
+    /// Liquidation counters.
+    stats: LiquidationStats,
 }
 
 impl<L: PriceLadder> Engine<L> {
@@ -324,6 +357,12 @@ impl<L: PriceLadder> Engine<L> {
             commitment: commitment::Tracker::with_capacity(capacity),
             track_levels: false,
             level_log: Vec::new(),
+            perps: Vec::new(),
+            collateral: None,
+            insurance: NIL,
+            perp_touched: Vec::new(),
+            liq_scratch: Vec::new(),
+            stats: LiquidationStats::default(),
         }
     }
 
@@ -405,6 +444,30 @@ impl<L: PriceLadder> Engine<L> {
                 price,
                 qty,
             } => self.modify(account, market, oid, price, qty, out),
+            Command::CreatePerpMarket(spec) => self.create_perp_market(spec, out),
+            Command::TransferCollateral { account, amount } => {
+                self.transfer_collateral(account, amount, out)
+            }
+            Command::SetLeverage {
+                account,
+                market,
+                leverage,
+                isolated,
+            } => self.set_leverage(account, market, leverage, isolated, out),
+            Command::IsolatedMargin {
+                account,
+                market,
+                amount,
+            } => self.isolated_margin(account, market, amount, out),
+            Command::Oracle {
+                market,
+                prices,
+                count,
+            } => self.oracle(market, &prices, count, out),
+            Command::Funding { market } => self.funding(market, out),
+        }
+        if !self.perp_touched.is_empty() {
+            self.finish_perp_command(out);
         }
     }
 
@@ -471,6 +534,7 @@ impl<L: PriceLadder> Engine<L> {
             maker_fee_bps: spec.maker_fee_bps,
             taker_fee_bps: spec.taker_fee_bps,
             reserve_fee_bps: max_fee_bps,
+            perp: NIL,
         };
         let max_key = spec.max_price_ticks as u32;
         self.market_index
@@ -495,23 +559,7 @@ impl<L: PriceLadder> Engine<L> {
             return Self::reject_admin(out, account, RejectReason::Overflow);
         };
         asset_state.supply = supply;
-        let index = match self.account_index.get(&account) {
-            Some(&index) => index,
-            None => {
-                let index = self.accounts.len() as u32;
-                self.accounts.push(AccountState {
-                    id: account,
-                    balances: vec![Balance::default(); self.assets.len()],
-                    open_orders: 0,
-                    first_order: NIL,
-                    last_order: NIL,
-                    dirty: false,
-                    committed: Lanes::ZERO,
-                });
-                self.account_index.insert(account, index);
-                index
-            }
-        };
+        let index = self.account_for(account);
         self.touch_account(index);
         // Cannot overflow: every balance is at most the asset's supply.
         self.accounts[index as usize].balances[asset_index as usize].total += amount;
@@ -577,6 +625,12 @@ impl<L: PriceLadder> Engine<L> {
         if self.open.contains_key(&(account, order.oid)) {
             return reject(out, RejectReason::DuplicateOid);
         }
+        if params.perp == NIL && order.reduce_only {
+            return reject(out, RejectReason::ReduceOnly);
+        }
+        if account == self.insurance && order.oid == LIQUIDATION_OID {
+            return reject(out, RejectReason::DuplicateOid);
+        }
         let may_rest =
             order.price.is_some() && matches!(order.tif, TimeInForce::Gtc | TimeInForce::Alo);
         if may_rest {
@@ -594,32 +648,45 @@ impl<L: PriceLadder> Engine<L> {
                 return reject(out, RejectReason::PostOnlyWouldCross);
             }
         }
-        let reserve_per_lot = match (order.side, order.price) {
-            (Side::Buy, None) => 0,
-            (side, Some(price)) => params.reserve_per_lot(side, price),
-            (Side::Sell, None) => params.base_units_per_lot as i128,
+        let (limit, qty, reserve_per_lot, tier) = if params.perp != NIL {
+            match self.perp_order_terms(&params, account, order) {
+                Ok((limit, qty, reserve_per_lot, tier)) => {
+                    (Some(limit), qty, reserve_per_lot, tier)
+                }
+                Err(reason) => return reject(out, reason),
+            }
+        } else {
+            let reserve_per_lot = match (order.side, order.price) {
+                (Side::Buy, None) => 0,
+                (side, Some(price)) => params.reserve_per_lot(side, price),
+                (Side::Sell, None) => params.base_units_per_lot as i128,
+            };
+            let reserve = reserve_per_lot * order.qty as i128;
+            let balances = &self.accounts[account as usize].balances;
+            let available = balances[params.reserve_asset(order.side)].available() as i128;
+            let affordable = match (order.side, order.price) {
+                (Side::Buy, None) => match market.best_price(Side::Sell) {
+                    Some(best_ask) => params.market_buy_cost(best_ask, 1) <= available,
+                    None => true,
+                },
+                _ => reserve <= available,
+            };
+            if !affordable {
+                return reject(out, RejectReason::InsufficientBalance);
+            }
+            (order.price, order.qty, reserve_per_lot, 0)
         };
-        let reserve = reserve_per_lot * order.qty as i128;
-        let balances = &self.accounts[account as usize].balances;
-        let available = balances[params.reserve_asset(order.side)].available() as i128;
-        let affordable = match (order.side, order.price) {
-            (Side::Buy, None) => match market.best_price(Side::Sell) {
-                Some(best_ask) => params.market_buy_cost(best_ask, 1) <= available,
-                None => true,
-            },
-            _ => reserve <= available,
-        };
-        if !affordable {
-            return reject(out, RejectReason::InsufficientBalance);
-        }
+        let reserve = reserve_per_lot * qty as i128;
         let mut taker = Taker {
             account,
             oid: order.oid,
             side: order.side,
-            limit: order.price,
-            remaining: order.qty,
+            limit,
+            remaining: qty,
             stp: order.stp,
             reserve_per_lot,
+            reduce_only: order.reduce_only,
+            tier,
         };
         if order.tif == TimeInForce::Fok && !self.fok_fillable(market_index as usize, &taker) {
             return reject(out, RejectReason::FokUnfilled);
@@ -629,9 +696,7 @@ impl<L: PriceLadder> Engine<L> {
             account: order.account,
             oid: order.oid,
         });
-        self.accounts[account as usize].balances[params.reserve_asset(order.side)].locked +=
-            to_units(reserve);
-        self.touch_account(account);
+        self.add_lock(account, &params, order.side, reserve);
         let end = self.match_taker(market_index as usize, &mut taker, out);
         let rest = order.tif != TimeInForce::Ioc && order.tif != TimeInForce::Fok;
         self.finish_taker(
@@ -752,6 +817,9 @@ impl<L: PriceLadder> Engine<L> {
         lots: Lots,
         out: &mut Vec<Event>,
     ) {
+        if params.perp != NIL {
+            return self.settle_perp_fill(params, taker, maker, price, lots, out);
+        }
         let notional = params.notional(price, lots);
         let taker_fee = fee(notional, params.taker_fee_bps);
         let maker_fee = fee(notional, params.maker_fee_bps);
@@ -840,13 +908,11 @@ impl<L: PriceLadder> Engine<L> {
             return;
         }
         let params = self.markets[market_index].params;
-        let release = to_units(taker.reserve_per_lot * taker.remaining as i128);
-        self.touch_account(taker.account);
-        let account = &mut self.accounts[taker.account as usize];
-        account.balances[params.reserve_asset(taker.side)].locked -= release;
+        let release = taker.reserve_per_lot * taker.remaining as i128;
+        self.add_lock(taker.account, &params, taker.side, -release);
         out.push(Event::Canceled {
             market: self.markets[market_index].spec.market,
-            account: account.id,
+            account: self.accounts[taker.account as usize].id,
             oid: taker.oid,
             remaining: taker.remaining,
             reason: if end == MatchEnd::SelfTrade {
@@ -929,7 +995,12 @@ impl<L: PriceLadder> Engine<L> {
             side: taker.side,
             stp: taker.stp,
             post_only,
+            reduce_only: taker.reduce_only,
+            tier: taker.tier,
         };
+        if taker.reduce_only {
+            self.count_reduce_only(taker.account, market_index as u32, 1);
+        }
         self.entries += 1;
         self.resting += 1;
         self.commitment.touch_order(handle);
@@ -987,6 +1058,9 @@ impl<L: PriceLadder> Engine<L> {
         self.resting -= 1;
         self.commitment.touch_order(handle);
         self.touch_account(node.account);
+        if node.reduce_only {
+            self.count_reduce_only(node.account, node.market, -1);
+        }
     }
 
     /// Drops a detached order: removes its index entry and returns its slot to the free list.
@@ -1004,13 +1078,11 @@ impl<L: PriceLadder> Engine<L> {
     fn cancel_resting(&mut self, handle: u32, reason: CancelReason, out: &mut Vec<Event>) {
         let node = self.orders[handle as usize];
         let params = self.markets[node.market as usize].params;
-        let release = params.reserve_per_lot(node.side, node.price) * node.remaining as i128;
-        self.touch_account(node.account);
-        let account = &mut self.accounts[node.account as usize];
-        account.balances[params.reserve_asset(node.side)].locked -= to_units(release);
+        let release = self.node_reserve_per_lot(&node) * node.remaining as i128;
+        self.add_lock(node.account, &params, node.side, -release);
         out.push(Event::Canceled {
             market: self.markets[node.market as usize].spec.market,
-            account: account.id,
+            account: self.accounts[node.account as usize].id,
             oid: node.oid,
             remaining: node.remaining,
             reason,
@@ -1098,12 +1170,12 @@ impl<L: PriceLadder> Engine<L> {
             return reject(out, RejectReason::InvalidPrice);
         }
         let node = self.orders[handle as usize];
-        let asset = params.reserve_asset(node.side);
+        let old_per_lot = self.node_reserve_per_lot(&node);
         if price == node.price && qty <= node.remaining {
             // Size reduction in place: keeps time priority.
             let reduced = node.remaining - qty;
-            let release = params.reserve_per_lot(node.side, price) * reduced as i128;
-            self.accounts[account_index as usize].balances[asset].locked -= to_units(release);
+            let release = old_per_lot * reduced as i128;
+            self.add_lock(account_index, &params, node.side, -release);
             let key = params.key(node.side, price);
             self.markets[market_index]
                 .ladder_mut(node.side)
@@ -1129,19 +1201,29 @@ impl<L: PriceLadder> Engine<L> {
         if node.post_only && self.markets[market_index].would_cross(node.side, price) {
             return reject(out, RejectReason::PostOnlyWouldCross);
         }
-        let old_reserve = params.reserve_per_lot(node.side, node.price) * node.remaining as i128;
-        let reserve_per_lot = params.reserve_per_lot(node.side, price);
+        let old_reserve = old_per_lot * node.remaining as i128;
+        let (reserve_per_lot, tier) = if params.perp != NIL {
+            match self.perp_modify_terms(&params, account_index, &node, price, qty) {
+                Ok(terms) => terms,
+                Err(reason) => return reject(out, reason),
+            }
+        } else {
+            (params.reserve_per_lot(node.side, price), 0)
+        };
         let new_reserve = reserve_per_lot * qty as i128;
-        let balance = self.accounts[account_index as usize].balances[asset];
-        if new_reserve > balance.available() as i128 + old_reserve {
-            return reject(out, RejectReason::InsufficientBalance);
+        if params.perp == NIL {
+            let asset = params.reserve_asset(node.side);
+            let balance = self.accounts[account_index as usize].balances[asset];
+            if new_reserve > balance.available() as i128 + old_reserve {
+                return reject(out, RejectReason::InsufficientBalance);
+            }
+        } else if !node.reduce_only && new_reserve - old_reserve > self.free_cross(account_index) {
+            return reject(out, RejectReason::InsufficientMargin);
         }
         // Re-entry: leave the book (keeping the slot and index entry), then come back in as a
         // GTC taker at the new terms.
         self.detach_resting(handle);
-        let locked = &mut self.accounts[account_index as usize].balances[asset].locked;
-        *locked += to_units(new_reserve - old_reserve);
-        self.touch_account(account_index);
+        self.add_lock(account_index, &params, node.side, new_reserve - old_reserve);
         out.push(Event::Modified {
             market,
             account,
@@ -1157,6 +1239,8 @@ impl<L: PriceLadder> Engine<L> {
             remaining: qty,
             stp: node.stp,
             reserve_per_lot,
+            reduce_only: node.reduce_only,
+            tier,
         };
         let end = self.match_taker(market_index, &mut taker, out);
         self.finish_taker(
@@ -1168,6 +1252,35 @@ impl<L: PriceLadder> Engine<L> {
             Some(handle),
             out,
         );
+    }
+
+    /// Adds `delta` to what an order reserves for its owner: the spot balance's locked
+    /// amount, or the perp order margin.
+    fn add_lock(&mut self, account: u32, params: &MarketParams, side: Side, delta: i128) {
+        self.touch_account(account);
+        let state = &mut self.accounts[account as usize];
+        if params.perp == NIL {
+            state.balances[params.reserve_asset(side)].locked += to_units(delta);
+        } else {
+            state.perp.order_margin += to_units(delta);
+        }
+    }
+
+    /// Units a resting order reserves per remaining lot (a pure function of the order and,
+    /// in perp markets, its owner's leverage there, which cannot change while it rests).
+    fn node_reserve_per_lot(&self, node: &OrderNode) -> i128 {
+        let params = &self.markets[node.market as usize].params;
+        if params.perp == NIL {
+            params.reserve_per_lot(node.side, node.price)
+        } else {
+            self.perp_reserve_per_lot(
+                params,
+                node.account,
+                node.price,
+                node.reduce_only,
+                node.tier,
+            )
+        }
     }
 
     // ---- queries ---------------------------------------------------------------------
@@ -1264,6 +1377,7 @@ impl<L: PriceLadder> Engine<L> {
             remaining: node.remaining,
             stp: node.stp,
             post_only: node.post_only,
+            reduce_only: node.reduce_only,
         }
     }
 
@@ -1295,6 +1409,7 @@ impl<L: PriceLadder> Engine<L> {
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut expected_locked: Vec<Vec<i128>> =
             vec![vec![0; self.assets.len()]; self.accounts.len()];
+        let mut expected_order_margin = vec![0i128; self.accounts.len()];
         let mut seen = 0u32;
         for (market_index, market) in self.markets.iter().enumerate() {
             for side in [Side::Buy, Side::Sell] {
@@ -1335,9 +1450,13 @@ impl<L: PriceLadder> Engine<L> {
                         }
                         sum += node.remaining;
                         seen += 1;
-                        expected_locked[node.account as usize]
-                            [market.params.reserve_asset(side)] +=
-                            market.params.reserve_per_lot(side, price) * node.remaining as i128;
+                        let reserve = self.node_reserve_per_lot(node) * node.remaining as i128;
+                        if market.params.perp == NIL {
+                            expected_locked[node.account as usize]
+                                [market.params.reserve_asset(side)] += reserve;
+                        } else {
+                            expected_order_margin[node.account as usize] += reserve;
+                        }
                         previous = handle;
                         handle = node.next;
                     }
@@ -1384,6 +1503,10 @@ impl<L: PriceLadder> Engine<L> {
                 }
                 totals[asset_index] += balance.total as i128;
             }
+        }
+        self.check_perp_invariants(&expected_order_margin)?;
+        if let Some(collateral) = self.collateral {
+            totals[collateral as usize] += self.perp_holdings();
         }
         for (asset, total) in self.assets.iter().zip(totals) {
             if total + asset.fee_pool as i128 != asset.supply as i128 {

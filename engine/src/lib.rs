@@ -12,7 +12,10 @@ mod engine;
 pub mod ladder;
 mod types;
 
-pub use engine::{Engine, OrderView, SnapshotError};
+pub use engine::{
+    Engine, LiquidationStats, MarginView, OrderView, PerpMarketView, PositionView, SnapshotError,
+    LIQUIDATION_OID,
+};
 pub use ladder::{ArrayLadder, BTreeLadder, PriceLadder};
 pub use types::*;
 

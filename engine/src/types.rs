@@ -161,6 +161,9 @@ pub struct NewOrder {
     pub tif: TimeInForce,
     /// Self-trade prevention mode.
     pub stp: SelfTradePrevention,
+    /// Perpetual markets only: the order may only shrink the account's position (see
+    /// docs/perps.md). Must be false in spot markets.
+    pub reduce_only: bool,
 }
 
 /// One sequenced input to the engine. The engine changes state only through these.
@@ -225,6 +228,209 @@ pub enum Command {
         /// New remaining size in lots.
         qty: Lots,
     },
+    /// Open a perpetual futures market settled in a collateral asset (docs/perps.md).
+    CreatePerpMarket(PerpSpec),
+    /// Move collateral between an account's spot balance and its cross-margin perp
+    /// collateral: `amount > 0` spot to perp, `amount < 0` perp to spot (only what is free of
+    /// margin requirements).
+    TransferCollateral {
+        /// The account.
+        account: AccountId,
+        /// Units of the collateral asset, signed (non-zero).
+        amount: Units,
+    },
+    /// Set an account's leverage and margin mode in one perp market. Refused while the
+    /// account has open orders there; a mode change is refused while it has a position.
+    SetLeverage {
+        /// The account.
+        account: AccountId,
+        /// The perp market.
+        market: MarketId,
+        /// 1..=max_leverage.
+        leverage: u32,
+        /// Isolated (true) or cross (false) margin.
+        isolated: bool,
+    },
+    /// Add (`amount > 0`, from cross collateral) or remove (`amount < 0`, back to it) margin
+    /// of an isolated position.
+    IsolatedMargin {
+        /// The account.
+        account: AccountId,
+        /// The perp market.
+        market: MarketId,
+        /// Units, signed (non-zero).
+        amount: Units,
+    },
+    /// Validator-published oracle prices for a perp market: the oracle price is their median
+    /// (the lower middle for an even count). Also samples the funding premium, refreshes the
+    /// mark price and runs liquidations.
+    Oracle {
+        /// The perp market.
+        market: MarketId,
+        /// Source prices in ticks; the first `count` are used.
+        prices: [Ticks; MAX_ORACLE_SOURCES],
+        /// How many sources, 1..=MAX_ORACLE_SOURCES.
+        count: u8,
+    },
+    /// A funding interval ended: compute the rate from the premium samples and move the
+    /// market's funding index (positions settle lazily).
+    Funding {
+        /// The perp market.
+        market: MarketId,
+    },
+}
+
+/// Most source prices one [`Command::Oracle`] carries.
+pub const MAX_ORACLE_SOURCES: usize = 8;
+/// Most rows in a perp market's margin table.
+pub const MAX_MARGIN_TIERS: usize = 4;
+/// Rates are in parts per billion.
+pub const PPB: i128 = 1_000_000_000;
+/// The account that is the insurance fund and backstop liquidator: created with the first
+/// perp market; its perp collateral is the insurance fund (docs/perps.md).
+pub const INSURANCE_ACCOUNT: AccountId = u64::MAX;
+
+/// One row of a perp market's margin table: positions whose notional (at mark) is at most
+/// `notional_up_to` use these rates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MarginTier {
+    /// Upper bound of the row's notional, in collateral units (the last row's is ignored).
+    pub notional_up_to: Units,
+    /// Initial margin rate, ppb of notional.
+    pub imr_ppb: u32,
+    /// Maintenance margin rate, ppb of notional (below `imr_ppb`).
+    pub mmr_ppb: u32,
+}
+
+/// Static parameters of a perpetual futures market, in integer units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PerpSpec {
+    /// The market's id (shared id space with spot markets).
+    pub market: MarketId,
+    /// The collateral (quote) asset. Every perp market of an engine uses the same one.
+    pub collateral: AssetId,
+    /// Collateral units per lot per tick of price (notional = price * lots * this).
+    pub quote_units_per_tick_lot: Units,
+    /// The smallest order size accepted, in lots.
+    pub min_lots: Lots,
+    /// The highest price accepted, in ticks.
+    pub max_price_ticks: Ticks,
+    /// Maker fee in bps of notional; negative is a rebate (|maker| <= taker).
+    pub maker_fee_bps: i32,
+    /// Taker fee in bps of notional, >= 0.
+    pub taker_fee_bps: i32,
+    /// Highest leverage an account may choose, 1..=100.
+    pub max_leverage: u32,
+    /// Margin table rows in increasing notional; the first `tier_count` are used.
+    pub tiers: [MarginTier; MAX_MARGIN_TIERS],
+    /// Rows used, 1..=MAX_MARGIN_TIERS.
+    pub tier_count: u8,
+    /// Most long lots open in all (= short lots); orders that would pass it are refused.
+    pub open_interest_cap_lots: Lots,
+    /// Limit prices further than this from the oracle price are refused, ppb; market orders
+    /// are limited to the band's edge.
+    pub price_band_ppb: u32,
+    /// Interest component of funding, ppb per interval.
+    pub interest_ppb: i32,
+    /// Largest absolute funding rate, ppb per interval.
+    pub funding_cap_ppb: u32,
+    /// Notional whose average fill price on each side gives the impact bid and ask.
+    pub impact_notional: Units,
+    /// Largest notional one liquidation step sends to the book.
+    pub liquidation_chunk_notional: Units,
+    /// Liquidation fee to the insurance fund, ppb of the notional liquidated.
+    pub liquidation_fee_ppb: u32,
+}
+
+impl PerpSpec {
+    /// Bytes of [`PerpSpec::to_le_bytes`].
+    pub const ENCODED_LEN: usize =
+        4 + 4 + 8 + 8 + 8 + 4 + 4 + 4 + MAX_MARGIN_TIERS * 16 + 1 + 8 + 4 + 4 + 4 + 8 + 8 + 4;
+
+    /// The spec in every binary format (snapshots, the write-ahead log, the state root), in
+    /// field order, little-endian; each tier is notional_up_to i64, imr_ppb u32, mmr_ppb u32.
+    pub fn to_le_bytes(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut out = [0u8; Self::ENCODED_LEN];
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&self.market.to_le_bytes());
+        put(&self.collateral.to_le_bytes());
+        put(&self.quote_units_per_tick_lot.to_le_bytes());
+        put(&self.min_lots.to_le_bytes());
+        put(&self.max_price_ticks.to_le_bytes());
+        put(&self.maker_fee_bps.to_le_bytes());
+        put(&self.taker_fee_bps.to_le_bytes());
+        put(&self.max_leverage.to_le_bytes());
+        for tier in &self.tiers {
+            put(&tier.notional_up_to.to_le_bytes());
+            put(&tier.imr_ppb.to_le_bytes());
+            put(&tier.mmr_ppb.to_le_bytes());
+        }
+        put(&[self.tier_count]);
+        put(&self.open_interest_cap_lots.to_le_bytes());
+        put(&self.price_band_ppb.to_le_bytes());
+        put(&self.interest_ppb.to_le_bytes());
+        put(&self.funding_cap_ppb.to_le_bytes());
+        put(&self.impact_notional.to_le_bytes());
+        put(&self.liquidation_chunk_notional.to_le_bytes());
+        put(&self.liquidation_fee_ppb.to_le_bytes());
+        out
+    }
+
+    /// The inverse of [`PerpSpec::to_le_bytes`] (no validation: the engine validates).
+    pub fn from_le_bytes(bytes: &[u8; Self::ENCODED_LEN]) -> PerpSpec {
+        let mut at = 0;
+        let mut take = |n: usize| {
+            let slice = &bytes[at..at + n];
+            at += n;
+            slice
+        };
+        let u32_of = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4"));
+        let i32_of = |b: &[u8]| i32::from_le_bytes(b.try_into().expect("4"));
+        let i64_of = |b: &[u8]| i64::from_le_bytes(b.try_into().expect("8"));
+        let market = u32_of(take(4));
+        let collateral = u32_of(take(4));
+        let quote_units_per_tick_lot = i64_of(take(8));
+        let min_lots = i64_of(take(8));
+        let max_price_ticks = i64_of(take(8));
+        let maker_fee_bps = i32_of(take(4));
+        let taker_fee_bps = i32_of(take(4));
+        let max_leverage = u32_of(take(4));
+        let mut tiers = [MarginTier::default(); MAX_MARGIN_TIERS];
+        for tier in &mut tiers {
+            tier.notional_up_to = i64_of(take(8));
+            tier.imr_ppb = u32_of(take(4));
+            tier.mmr_ppb = u32_of(take(4));
+        }
+        let tier_count = take(1)[0];
+        PerpSpec {
+            market,
+            collateral,
+            quote_units_per_tick_lot,
+            min_lots,
+            max_price_ticks,
+            maker_fee_bps,
+            taker_fee_bps,
+            max_leverage,
+            tiers,
+            tier_count,
+            open_interest_cap_lots: i64_of(take(8)),
+            price_band_ppb: u32_of(take(4)),
+            interest_ppb: i32_of(take(4)),
+            funding_cap_ppb: u32_of(take(4)),
+            impact_notional: i64_of(take(8)),
+            liquidation_chunk_notional: i64_of(take(8)),
+            liquidation_fee_ppb: u32_of(take(4)),
+        }
+    }
+
+    /// The margin table rows in use.
+    pub fn tiers(&self) -> &[MarginTier] {
+        &self.tiers[..(self.tier_count as usize).min(MAX_MARGIN_TIERS)]
+    }
 }
 
 /// Why a command was refused. A refused command has no effect on state.
@@ -268,12 +474,29 @@ pub enum RejectReason {
     InvalidMarket,
     /// A credit would take the asset's total supply past what the engine can represent.
     Overflow,
+    /// The order would leave the account's equity below its initial margin requirement.
+    InsufficientMargin,
+    /// A reduce-only order would not reduce the position (or reduce-only in a spot market).
+    ReduceOnly,
+    /// The order would take open interest past the market's cap.
+    OpenInterestCap,
+    /// The limit price is further from the oracle price than the market's band allows.
+    PriceBand,
+    /// The perp market has no oracle price yet.
+    NoOraclePrice,
+    /// The market is a spot market and the command needs a perp market, or the reverse.
+    NotPerpMarket,
+    /// The leverage is outside 1..=max_leverage, or would leave the position under its
+    /// initial margin.
+    InvalidLeverage,
+    /// The account has open orders (or, for a mode change, a position) in the market.
+    PositionOpen,
 }
 
 impl RejectReason {
     /// Every reason, in a fixed order: new reasons are appended, never inserted, because the
     /// binary gateway's reject code is the position here plus one.
-    pub const ALL: [RejectReason; 19] = [
+    pub const ALL: [RejectReason; 27] = [
         RejectReason::UnknownMarket,
         RejectReason::UnknownAsset,
         RejectReason::UnknownAccount,
@@ -293,6 +516,14 @@ impl RejectReason {
         RejectReason::AlreadyExists,
         RejectReason::InvalidMarket,
         RejectReason::Overflow,
+        RejectReason::InsufficientMargin,
+        RejectReason::ReduceOnly,
+        RejectReason::OpenInterestCap,
+        RejectReason::PriceBand,
+        RejectReason::NoOraclePrice,
+        RejectReason::NotPerpMarket,
+        RejectReason::InvalidLeverage,
+        RejectReason::PositionOpen,
     ];
 
     /// The stable snake_case name used on every wire format.
@@ -317,6 +548,14 @@ impl RejectReason {
             RejectReason::AlreadyExists => "already_exists",
             RejectReason::InvalidMarket => "invalid_market",
             RejectReason::Overflow => "overflow",
+            RejectReason::InsufficientMargin => "insufficient_margin",
+            RejectReason::ReduceOnly => "reduce_only",
+            RejectReason::OpenInterestCap => "open_interest_cap",
+            RejectReason::PriceBand => "price_band",
+            RejectReason::NoOraclePrice => "no_oracle_price",
+            RejectReason::NotPerpMarket => "not_perp_market",
+            RejectReason::InvalidLeverage => "invalid_leverage",
+            RejectReason::PositionOpen => "position_open",
         }
     }
 }
@@ -330,6 +569,10 @@ pub enum CancelReason {
     Unfilled,
     /// Self-trade prevention.
     Stp,
+    /// The account was being liquidated (its perp orders are canceled first).
+    Liquidation,
+    /// A reduce-only order could no longer only reduce the position (it shrank or closed).
+    ReduceOnly,
 }
 
 impl CancelReason {
@@ -339,6 +582,8 @@ impl CancelReason {
             CancelReason::User => "user",
             CancelReason::Unfilled => "unfilled",
             CancelReason::Stp => "stp",
+            CancelReason::Liquidation => "liquidation",
+            CancelReason::ReduceOnly => "reduce_only",
         }
     }
 }
@@ -419,6 +664,93 @@ pub enum Event {
         /// The new remaining size in lots.
         qty: Lots,
     },
+    /// A perp market's oracle price was updated (and with it the mark price).
+    OraclePrice {
+        /// The perp market.
+        market: MarketId,
+        /// The new oracle price (median of the sources), in ticks.
+        oracle: Ticks,
+        /// The new mark price, in ticks.
+        mark: Ticks,
+        /// The premium sample taken for funding, ppb of the oracle price.
+        premium_ppb: i64,
+    },
+    /// A funding interval was settled into the market's index.
+    Funding {
+        /// The perp market.
+        market: MarketId,
+        /// The interval's rate, ppb (positive: longs pay shorts).
+        rate_ppb: i64,
+        /// The cumulative index after it, in nano-units of collateral per lot held long.
+        index: i128,
+    },
+    /// A perp position changed (after every change: fills, liquidation, ADL, funding settled
+    /// on a change).
+    Position {
+        /// The owner.
+        account: AccountId,
+        /// The perp market.
+        market: MarketId,
+        /// Signed size in lots after the change (long > 0).
+        size: Lots,
+        /// Signed cost basis of the open lots after the change, in collateral units.
+        open_notional: i128,
+        /// Realized PnL of this change, in collateral units (before fees).
+        realized_pnl: Units,
+        /// Funding settled with this change: paid (> 0) or received (< 0).
+        funding_paid: Units,
+    },
+    /// One step of a liquidation of `account`'s position in `market`.
+    Liquidation {
+        /// The account being liquidated.
+        account: AccountId,
+        /// The perp market.
+        market: MarketId,
+        /// Which step.
+        step: LiquidationStep,
+        /// Lots closed by this step.
+        lots: Lots,
+        /// Notional they were closed at, in collateral units (absolute).
+        notional: Units,
+        /// Liquidation fee paid to the insurance fund by this step.
+        fee: Units,
+        /// Loss the insurance fund (backstop) or the deleveraged traders (ADL) absorbed
+        /// because the account's equity went below zero (bankruptcy), in collateral units.
+        bad_debt: Units,
+    },
+    /// An opposite position was auto-deleveraged to close a bankrupt one.
+    Adl {
+        /// The deleveraged account.
+        account: AccountId,
+        /// The perp market.
+        market: MarketId,
+        /// Lots closed.
+        lots: Lots,
+        /// Notional they were closed at (the bankrupt position's price), absolute.
+        notional: Units,
+    },
+}
+
+/// The steps of a liquidation, in the order they are tried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LiquidationStep {
+    /// Market orders against the book, at most `liquidation_chunk_notional` each.
+    Book,
+    /// The insurance fund took the rest of the position at the mark price.
+    Backstop,
+    /// Opposite profitable positions were deleveraged at the bankruptcy price.
+    Adl,
+}
+
+impl LiquidationStep {
+    /// The stable snake_case name used on every wire format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiquidationStep::Book => "book",
+            LiquidationStep::Backstop => "backstop",
+            LiquidationStep::Adl => "adl",
+        }
+    }
 }
 
 /// The size now resting at one price level, for the L2 market-data feed

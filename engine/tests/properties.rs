@@ -214,6 +214,7 @@ fn arb_order() -> impl Strategy<Value = NewOrder> {
                     tif
                 },
                 stp,
+                reduce_only: false,
             },
         )
 }
@@ -640,6 +641,7 @@ fn limit(account: AccountId, oid: OrderId, side: Side, price: Ticks, qty: Lots) 
         qty,
         tif: TimeInForce::Gtc,
         stp: SelfTradePrevention::CancelMaker,
+        reduce_only: false,
     })
 }
 
@@ -741,6 +743,7 @@ fn generator_reaches_every_outcome() {
                     Event::Fill { market, .. } => format!("fill in {market}"),
                     Event::Accepted { .. } => "accepted".to_string(),
                     Event::Modified { .. } => "modified".to_string(),
+                    other => format!("perp {other:?}"),
                 };
                 *seen.entry(key).or_default() += 1;
             }

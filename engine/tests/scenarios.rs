@@ -116,6 +116,7 @@ fn order(
         qty,
         tif,
         stp,
+        reduce_only: false,
     })
 }
 
@@ -169,7 +170,7 @@ fn in_market(market: MarketId, mut event: Event) -> Event {
         | Event::Canceled { market: m, .. }
         | Event::Modified { market: m, .. }
         | Event::Fill { market: m, .. } => *m = market,
-        Event::Rejected { .. } => {}
+        _ => {}
     }
     event
 }
@@ -251,6 +252,7 @@ fn view(
         remaining,
         stp,
         post_only,
+        reduce_only: false,
     }
 }
 

@@ -603,6 +603,13 @@ impl OrderEntry {
                     self.send_app(slot, message, now_ns);
                 }
             }
+            // Perp position, oracle, funding and liquidation events have no binary message
+            // yet (docs/protocol.md); the JSON Lines port reports them.
+            Event::OraclePrice { .. }
+            | Event::Funding { .. }
+            | Event::Position { .. }
+            | Event::Liquidation { .. }
+            | Event::Adl { .. } => {}
         }
     }
 
@@ -1080,6 +1087,7 @@ fn parse_new_order(account: u64, m: &wire::NewOrder) -> Option<(Command, MarketI
         qty: m.qty.get(),
         tif,
         stp,
+        reduce_only: false,
     };
     Some((Command::Place(order), order.market, order.oid))
 }

@@ -674,7 +674,7 @@ pub fn engine_reject_code(reason: RejectReason) -> u16 {
 }
 
 /// Every engine reject reason, in wire-code order.
-pub const ENGINE_REJECTS: [RejectReason; 19] = RejectReason::ALL;
+pub const ENGINE_REJECTS: [RejectReason; RejectReason::ALL.len()] = RejectReason::ALL;
 
 /// The engine reject reason of a wire code.
 pub fn engine_reject_from_code(code: u16) -> Option<RejectReason> {
@@ -687,6 +687,8 @@ pub fn cancel_reason_code(reason: CancelReason) -> u8 {
         CancelReason::User => 0,
         CancelReason::Unfilled => 1,
         CancelReason::Stp => 2,
+        CancelReason::Liquidation => 3,
+        CancelReason::ReduceOnly => 4,
     }
 }
 
@@ -696,6 +698,8 @@ pub fn cancel_reason_from_code(code: u8) -> Option<CancelReason> {
         0 => Some(CancelReason::User),
         1 => Some(CancelReason::Unfilled),
         2 => Some(CancelReason::Stp),
+        3 => Some(CancelReason::Liquidation),
+        4 => Some(CancelReason::ReduceOnly),
         _ => None,
     }
 }

@@ -402,6 +402,13 @@ impl Translator {
                     "qty": decimal::format_scaled(qty, info.lot),
                 })
             }
+            // Perp commands are not in the JSON Lines format yet (issue #5, in progress).
+            Command::CreatePerpMarket(_)
+            | Command::TransferCollateral { .. }
+            | Command::SetLeverage { .. }
+            | Command::IsolatedMargin { .. }
+            | Command::Oracle { .. }
+            | Command::Funding { .. } => return None,
         })
     }
 
@@ -777,6 +784,7 @@ impl Translator {
             qty,
             tif,
             stp,
+            reduce_only: false,
         };
         self.step(seq, &Command::Place(order), Some(index), echo, out);
         Ok(())
@@ -1015,6 +1023,12 @@ impl Translator {
         let mut echo = Some(echo);
         for event in events {
             let record = match *event {
+                // Perp events are not in the JSON Lines format yet (issue #5, in progress).
+                Event::OraclePrice { .. }
+                | Event::Funding { .. }
+                | Event::Position { .. }
+                | Event::Liquidation { .. }
+                | Event::Adl { .. } => continue,
                 Event::Rejected { reason, .. } => {
                     reject(seq, echo.take().unwrap_or_default(), reason.as_str(), None)
                 }

@@ -394,6 +394,12 @@ impl<'a> Generator<'a> {
                     }
                 }
                 Event::Rejected { .. } => self.stats.rejected += 1,
+                // Spot workload: no perp events.
+                Event::OraclePrice { .. }
+                | Event::Funding { .. }
+                | Event::Position { .. }
+                | Event::Liquidation { .. }
+                | Event::Adl { .. } => {}
             }
         }
         debug_assert_eq!(self.open.orders.len(), self.engine.resting_orders());
@@ -464,6 +470,7 @@ impl<'a> Generator<'a> {
             qty,
             tif,
             stp: SelfTradePrevention::CancelMaker,
+            reduce_only: false,
         })
     }
 

@@ -8,12 +8,21 @@
 //! | 2 | CreateMarket | market u32, base u32, quote u32, base_units_per_lot i64, quote_units_per_tick_lot i64, min_lots i64, max_price_ticks i64, maker_fee_bps i32, taker_fee_bps i32 |
 //! | 3 | Deposit | account u64, asset u32, amount i64 |
 //! | 4 | Withdraw | account u64, asset u32, amount i64 |
-//! | 5 | Place | account u64, market u32, oid u64, side u8 (0 buy, 1 sell), has_price u8, price i64, qty i64, tif u8 (0 gtc, 1 ioc, 2 fok, 3 alo), stp u8 (0 cancel_maker, 1 cancel_taker, 2 cancel_both) |
+//! | 5 | Place | account u64, market u32, oid u64, side u8 (0 buy, 1 sell), has_price u8, price i64, qty i64, tif u8 (0 gtc, 1 ioc, 2 fok, 3 alo), stp u8 (0 cancel_maker, 1 cancel_taker, 2 cancel_both; bit 7 set: reduce-only) |
 //! | 6 | Cancel | account u64, market u32, oid u64 |
 //! | 7 | CancelAll | account u64, market u32 |
 //! | 8 | Modify | account u64, market u32, oid u64, price i64, qty i64 |
+//! | 9 | CreatePerpMarket | `PerpSpec::to_le_bytes` (market u32, collateral u32, quote_units_per_tick_lot i64, min_lots i64, max_price_ticks i64, maker_fee_bps i32, taker_fee_bps i32, max_leverage u32, 4 x (notional_up_to i64, imr_ppb u32, mmr_ppb u32), tier_count u8, open_interest_cap_lots i64, price_band_ppb u32, interest_ppb i32, funding_cap_ppb u32, impact_notional i64, liquidation_chunk_notional i64, liquidation_fee_ppb u32) |
+//! | 10 | TransferCollateral | account u64, amount i64 |
+//! | 11 | SetLeverage | account u64, market u32, leverage u32, isolated u8 (0 or 1) |
+//! | 12 | IsolatedMargin | account u64, market u32, amount i64 |
+//! | 13 | Oracle | market u32, count u8, then 8 x price i64 (unused slots 0) |
+//! | 14 | Funding | market u32 |
 
-use engine::{ByteCode, Command, MarketSpec, NewOrder};
+use engine::{ByteCode, Command, MarketSpec, NewOrder, PerpSpec, MAX_ORACLE_SOURCES};
+
+/// Bit of the Place `stp` byte that marks a reduce-only order.
+const REDUCE_ONLY_BIT: u8 = 0x80;
 
 /// Why bytes did not decode to a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,7 +83,14 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
             out.extend_from_slice(&order.price.unwrap_or(0).to_le_bytes());
             out.extend_from_slice(&order.qty.to_le_bytes());
             out.push(order.tif.code());
-            out.push(order.stp.code());
+            out.push(
+                order.stp.code()
+                    | if order.reduce_only {
+                        REDUCE_ONLY_BIT
+                    } else {
+                        0
+                    },
+            );
         }
         Command::Cancel {
             account,
@@ -104,6 +120,53 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
             out.extend_from_slice(&oid.to_le_bytes());
             out.extend_from_slice(&price.to_le_bytes());
             out.extend_from_slice(&qty.to_le_bytes());
+        }
+        Command::CreatePerpMarket(spec) => {
+            out.push(9);
+            out.extend_from_slice(&spec.to_le_bytes());
+        }
+        Command::TransferCollateral { account, amount } => {
+            out.push(10);
+            out.extend_from_slice(&account.to_le_bytes());
+            out.extend_from_slice(&amount.to_le_bytes());
+        }
+        Command::SetLeverage {
+            account,
+            market,
+            leverage,
+            isolated,
+        } => {
+            out.push(11);
+            out.extend_from_slice(&account.to_le_bytes());
+            out.extend_from_slice(&market.to_le_bytes());
+            out.extend_from_slice(&leverage.to_le_bytes());
+            out.push(isolated as u8);
+        }
+        Command::IsolatedMargin {
+            account,
+            market,
+            amount,
+        } => {
+            out.push(12);
+            out.extend_from_slice(&account.to_le_bytes());
+            out.extend_from_slice(&market.to_le_bytes());
+            out.extend_from_slice(&amount.to_le_bytes());
+        }
+        Command::Oracle {
+            market,
+            prices,
+            count,
+        } => {
+            out.push(13);
+            out.extend_from_slice(&market.to_le_bytes());
+            out.push(count);
+            for price in prices {
+                out.extend_from_slice(&price.to_le_bytes());
+            }
+        }
+        Command::Funding { market } => {
+            out.push(14);
+            out.extend_from_slice(&market.to_le_bytes());
         }
     }
 }
@@ -187,7 +250,13 @@ pub(crate) fn decode_command(cursor: &mut Cursor<'_>) -> Result<Command, DecodeE
             };
             let qty = cursor.i64()?;
             let tif = enum_field(cursor, "tif")?;
-            let stp = enum_field(cursor, "stp")?;
+            let stp_byte = cursor.u8()?;
+            let reduce_only = stp_byte & REDUCE_ONLY_BIT != 0;
+            let stp =
+                ByteCode::from_code(stp_byte & !REDUCE_ONLY_BIT).ok_or(DecodeError::BadField {
+                    field: "stp",
+                    value: stp_byte,
+                })?;
             Command::Place(NewOrder {
                 account,
                 market,
@@ -197,6 +266,7 @@ pub(crate) fn decode_command(cursor: &mut Cursor<'_>) -> Result<Command, DecodeE
                 qty,
                 tif,
                 stp,
+                reduce_only,
             })
         }
         6 => Command::Cancel {
@@ -214,6 +284,49 @@ pub(crate) fn decode_command(cursor: &mut Cursor<'_>) -> Result<Command, DecodeE
             oid: cursor.u64()?,
             price: cursor.i64()?,
             qty: cursor.i64()?,
+        },
+        9 => Command::CreatePerpMarket(PerpSpec::from_le_bytes(
+            &cursor.take::<{ PerpSpec::ENCODED_LEN }>()?,
+        )),
+        10 => Command::TransferCollateral {
+            account: cursor.u64()?,
+            amount: cursor.i64()?,
+        },
+        11 => Command::SetLeverage {
+            account: cursor.u64()?,
+            market: cursor.u32()?,
+            leverage: cursor.u32()?,
+            isolated: match cursor.u8()? {
+                0 => false,
+                1 => true,
+                value => {
+                    return Err(DecodeError::BadField {
+                        field: "isolated",
+                        value,
+                    })
+                }
+            },
+        },
+        12 => Command::IsolatedMargin {
+            account: cursor.u64()?,
+            market: cursor.u32()?,
+            amount: cursor.i64()?,
+        },
+        13 => {
+            let market = cursor.u32()?;
+            let count = cursor.u8()?;
+            let mut prices = [0; MAX_ORACLE_SOURCES];
+            for price in &mut prices {
+                *price = cursor.i64()?;
+            }
+            Command::Oracle {
+                market,
+                prices,
+                count,
+            }
+        }
+        14 => Command::Funding {
+            market: cursor.u32()?,
         },
         other => return Err(DecodeError::UnknownTag(other)),
     })
@@ -297,6 +410,7 @@ pub(crate) mod tests {
                         qty,
                         tif,
                         stp,
+                        reduce_only: false,
                     })
                 }),
             any::<(u64, u32, u64)>().prop_map(|(account, market, oid)| Command::Cancel {
@@ -349,6 +463,7 @@ pub(crate) mod tests {
                 qty: 1,
                 tif: TimeInForce::Gtc,
                 stp: SelfTradePrevention::CancelMaker,
+                reduce_only: false,
             }),
             &mut bytes,
         );

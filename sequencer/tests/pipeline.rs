@@ -53,6 +53,7 @@ fn workload(orders: u64) -> Vec<Command> {
             qty: 1 + (oid % 5) as i64,
             tif: TimeInForce::Gtc,
             stp: SelfTradePrevention::CancelMaker,
+            reduce_only: false,
         }));
     }
     commands

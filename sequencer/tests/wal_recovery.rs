@@ -72,6 +72,7 @@ fn workload(orders: u64) -> Vec<Command> {
                     TimeInForce::Gtc
                 },
                 stp: SelfTradePrevention::CancelMaker,
+                reduce_only: false,
             }),
         });
     }

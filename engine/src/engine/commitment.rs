@@ -17,10 +17,15 @@
 //! - market `M`: id, base, quote (u32), base_units_per_lot, quote_units_per_tick_lot,
 //!   min_lots, max_price_ticks (i64), maker_fee_bps, taker_fee_bps (i32);
 //! - account `U`: id u64, open orders u32, then (total i64, locked i64) per asset in
-//!   registration order;
+//!   registration order, then perp collateral i64, order margin i64, and per position slot
+//!   (in first-touch order): perp market id u32, size i64, open_notional i128,
+//!   funding_basis i128, leverage u32, isolated u8, isolated_margin i64;
 //! - order `O`: market id u32, account id u64, oid u64, side u8, price i64, remaining i64,
-//!   entry u64, stp u8, post_only u8. `entry` (the engine-wide re-entry counter) fixes both
-//!   the order's place in its level and in its account's list.
+//!   entry u64, stp u8, post_only u8, reduce_only u8, tier u8. `entry` (the engine-wide
+//!   re-entry counter) fixes both the order's place in its level and in its account's list;
+//! - perp market `P`: `PerpSpec::to_le_bytes`, oracle, mark, ema_premium_ppb,
+//!   premium_sum_ppb (i64), premium_samples u32, last_trade i64, funding_index i128,
+//!   funding_pool i64, long_lots i64 (recomputed at every root: there are few markets).
 
 use super::*;
 
@@ -90,7 +95,7 @@ impl Tracker {
 }
 
 fn order_digest(market: MarketId, account: AccountId, node: &OrderNode) -> Lanes {
-    let mut record = [0u8; 1 + 4 + 8 + 8 + 1 + 8 + 8 + 8 + 1 + 1];
+    let mut record = [0u8; 1 + 4 + 8 + 8 + 1 + 8 + 8 + 8 + 1 + 1 + 1 + 1];
     let mut at = 0;
     let mut put = |bytes: &[u8]| {
         record[at..at + bytes.len()].copy_from_slice(bytes);
@@ -104,11 +109,16 @@ fn order_digest(market: MarketId, account: AccountId, node: &OrderNode) -> Lanes
     put(&node.price.to_le_bytes());
     put(&node.remaining.to_le_bytes());
     put(&node.entry.to_le_bytes());
-    put(&[node.stp.code(), node.post_only as u8]);
+    put(&[
+        node.stp.code(),
+        node.post_only as u8,
+        node.reduce_only as u8,
+        node.tier,
+    ]);
     Lanes::of(blake3::hash(&record))
 }
 
-fn account_digest(account: &AccountState) -> Lanes {
+fn account_digest(account: &AccountState, perp_ids: &[MarketId]) -> Lanes {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"U");
     hasher.update(&account.id.to_le_bytes());
@@ -117,6 +127,38 @@ fn account_digest(account: &AccountState) -> Lanes {
         hasher.update(&balance.total.to_le_bytes());
         hasher.update(&balance.locked.to_le_bytes());
     }
+    let perp = &account.perp;
+    hasher.update(&perp.collateral.to_le_bytes());
+    hasher.update(&perp.order_margin.to_le_bytes());
+    for position in &perp.positions {
+        hasher.update(&perp_ids[position.perp as usize].to_le_bytes());
+        hasher.update(&position.size.to_le_bytes());
+        hasher.update(&position.open_notional.to_le_bytes());
+        hasher.update(&position.funding_basis.to_le_bytes());
+        hasher.update(&position.leverage.to_le_bytes());
+        hasher.update(&[position.isolated as u8]);
+        hasher.update(&position.isolated_margin.to_le_bytes());
+    }
+    Lanes::of(hasher.finalize())
+}
+
+fn perp_market_digest(perp: &PerpMarket) -> Lanes {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"P");
+    hasher.update(&perp.spec.to_le_bytes());
+    for value in [
+        perp.oracle,
+        perp.mark,
+        perp.ema_premium_ppb,
+        perp.premium_sum_ppb,
+    ] {
+        hasher.update(&value.to_le_bytes());
+    }
+    hasher.update(&perp.premium_samples.to_le_bytes());
+    hasher.update(&perp.last_trade.to_le_bytes());
+    hasher.update(&perp.funding_index.to_le_bytes());
+    hasher.update(&perp.funding_pool.to_le_bytes());
+    hasher.update(&perp.long_lots.to_le_bytes());
     Lanes::of(hasher.finalize())
 }
 
@@ -151,10 +193,14 @@ impl<L: PriceLadder> Engine<L> {
             lanes.add(asset_digest(asset));
         }
         for market in &self.markets {
-            lanes.add(market_digest(&market.spec));
+            if market.params.perp == NIL {
+                lanes.add(market_digest(&market.spec));
+            } else {
+                lanes.add(perp_market_digest(&self.perps[market.params.perp as usize]));
+            }
         }
         let mut hasher = blake3::Hasher::new();
-        hasher.update(b"nexus-engine-root-v1");
+        hasher.update(b"nexus-engine-root-v2");
         for lane in lanes.0 {
             hasher.update(&lane.to_le_bytes());
         }
@@ -191,11 +237,12 @@ impl<L: PriceLadder> Engine<L> {
         self.commitment.dirty_orders = dirty_orders;
         self.commitment.dirty_orders.clear();
         let dirty_accounts = std::mem::take(&mut self.commitment.dirty_accounts);
+        let perp_ids = self.perp_ids();
         for &index in &dirty_accounts {
             let account = &mut self.accounts[index as usize];
             account.dirty = false;
             lanes.sub(account.committed);
-            account.committed = account_digest(account);
+            account.committed = account_digest(account, &perp_ids);
             lanes.add(account.committed);
         }
         self.commitment.dirty_accounts = dirty_accounts;
@@ -213,10 +260,17 @@ impl<L: PriceLadder> Engine<L> {
                 lanes.add(self.order_record_digest(node));
             }
         }
+        let perp_ids = self.perp_ids();
         for account in &self.accounts {
-            lanes.add(account_digest(account));
+            lanes.add(account_digest(account, &perp_ids));
         }
         self.root(lanes)
+    }
+
+    /// Market ids of the perp markets, by perp index (a few entries; no allocation when
+    /// there are none).
+    fn perp_ids(&self) -> Vec<MarketId> {
+        self.perps.iter().map(|perp| perp.spec.market).collect()
     }
 }
 
@@ -282,6 +336,7 @@ mod tests {
                     qty,
                     tif: if market { TimeInForce::Ioc } else { tif },
                     stp: SelfTradePrevention::CancelMaker,
+                    reduce_only: false,
                 })
             ),
             2 => (1u64..=3, 1u64..12, 28i64..36, 1i64..6).prop_map(|(account, oid, price, qty)| {

@@ -1,22 +1,31 @@
 //! Snapshots: the whole engine state as bytes, and back.
 //!
-//! Format (all integers little-endian), version 1:
+//! Format (all integers little-endian), version 2:
 //!
 //! ```text
-//! magic "NXSNAP01"
+//! magic "NXSNAP02"
 //! config      max_resting_orders u32, max_open_orders_per_account u32
 //! assets      count u32, then per asset: id u32, fee_pool i64, supply i64
-//! markets     count u32, then per market: id u32, base u32, quote u32, base_units_per_lot i64,
-//!             quote_units_per_tick_lot i64, min_lots i64, max_price_ticks i64,
-//!             maker_fee_bps i32, taker_fee_bps i32
-//! accounts    count u32, then per account: id u64, then per asset: total i64, locked i64
+//! markets     count u32, then per market: kind u8, then
+//!             kind 0 (spot): MarketSpec::to_le_bytes (52 bytes: id u32, base u32, quote u32,
+//!               base_units_per_lot i64, quote_units_per_tick_lot i64, min_lots i64,
+//!               max_price_ticks i64, maker_fee_bps i32, taker_fee_bps i32)
+//!             kind 1 (perp): PerpSpec::to_le_bytes, then oracle i64, mark i64,
+//!               ema_premium_ppb i64, premium_sum_ppb i64, premium_samples u32,
+//!               last_trade i64, funding_index i128, funding_pool i64, long_lots i64
+//! accounts    count u32, then per account: id u64, then per asset: total i64, locked i64,
+//!             then perp collateral i64, order_margin i64, positions count u32, then per
+//!             position: perp index u32, size i64, open_notional i128, funding_basis i128,
+//!             leverage u32, isolated u8, isolated_margin i64
 //! orders      count u32, then per resting order in entry order: market index u32,
 //!             account index u32, oid u64, side u8 (0 buy, 1 sell), price i64, remaining i64,
 //!             stp u8 (0 cancel_maker, 1 cancel_taker, 2 cancel_both), post_only u8,
-//!             entry u64
+//!             entry u64, reduce_only u8, tier u8
 //! entries     u64 (the engine's re-entry counter)
 //! checksum    BLAKE3 of every byte above (32 bytes)
 //! ```
+//!
+//! The liquidation index and the reduce-only order counts are derived and rebuilt.
 //!
 //! Orders are written in the engine-wide order in which they (re-)entered a book. That order
 //! agrees with every level's FIFO and every account's list, so re-inserting orders in it
@@ -27,7 +36,7 @@ use std::fmt;
 
 use super::*;
 
-const MAGIC: &[u8; 8] = b"NXSNAP01";
+const MAGIC: &[u8; 8] = b"NXSNAP02";
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +92,9 @@ impl Reader<'_> {
     fn i64(&mut self) -> Result<i64, SnapshotError> {
         Ok(i64::from_le_bytes(self.take()?))
     }
+    fn i128(&mut self) -> Result<i128, SnapshotError> {
+        Ok(i128::from_le_bytes(self.take()?))
+    }
     /// A count of items each at least `item_bytes` long, checked against what is left so a
     /// corrupt count cannot make us allocate wildly.
     fn count(&mut self, item_bytes: usize) -> Result<usize, SnapshotError> {
@@ -113,7 +125,27 @@ impl<L: PriceLadder> Engine<L> {
         }
         out.extend_from_slice(&(self.markets.len() as u32).to_le_bytes());
         for market in &self.markets {
-            out.extend_from_slice(&market.spec.to_le_bytes());
+            if market.params.perp == NIL {
+                out.push(0);
+                out.extend_from_slice(&market.spec.to_le_bytes());
+                continue;
+            }
+            let perp = &self.perps[market.params.perp as usize];
+            out.push(1);
+            out.extend_from_slice(&perp.spec.to_le_bytes());
+            for value in [
+                perp.oracle,
+                perp.mark,
+                perp.ema_premium_ppb,
+                perp.premium_sum_ppb,
+            ] {
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+            out.extend_from_slice(&perp.premium_samples.to_le_bytes());
+            out.extend_from_slice(&perp.last_trade.to_le_bytes());
+            out.extend_from_slice(&perp.funding_index.to_le_bytes());
+            out.extend_from_slice(&perp.funding_pool.to_le_bytes());
+            out.extend_from_slice(&perp.long_lots.to_le_bytes());
         }
         out.extend_from_slice(&(self.accounts.len() as u32).to_le_bytes());
         for account in &self.accounts {
@@ -121,6 +153,19 @@ impl<L: PriceLadder> Engine<L> {
             for balance in &account.balances {
                 out.extend_from_slice(&balance.total.to_le_bytes());
                 out.extend_from_slice(&balance.locked.to_le_bytes());
+            }
+            let perp = &account.perp;
+            out.extend_from_slice(&perp.collateral.to_le_bytes());
+            out.extend_from_slice(&perp.order_margin.to_le_bytes());
+            out.extend_from_slice(&(perp.positions.len() as u32).to_le_bytes());
+            for position in &perp.positions {
+                out.extend_from_slice(&position.perp.to_le_bytes());
+                out.extend_from_slice(&position.size.to_le_bytes());
+                out.extend_from_slice(&position.open_notional.to_le_bytes());
+                out.extend_from_slice(&position.funding_basis.to_le_bytes());
+                out.extend_from_slice(&position.leverage.to_le_bytes());
+                out.push(position.isolated as u8);
+                out.extend_from_slice(&position.isolated_margin.to_le_bytes());
             }
         }
         let mut resting: Vec<&OrderNode> = Vec::with_capacity(self.resting as usize);
@@ -144,6 +189,8 @@ impl<L: PriceLadder> Engine<L> {
             out.push(node.stp.code());
             out.push(node.post_only as u8);
             out.extend_from_slice(&node.entry.to_le_bytes());
+            out.push(node.reduce_only as u8);
+            out.push(node.tier);
         }
         out.extend_from_slice(&self.entries.to_le_bytes());
         let checksum = blake3::hash(&out);
@@ -180,13 +227,42 @@ impl<L: PriceLadder> Engine<L> {
             state.fee_pool = reader.i64()?;
             state.supply = reader.i64()?;
         }
-        for _ in 0..reader.count(MarketSpec::ENCODED_LEN)? {
-            let spec = MarketSpec::from_le_bytes(&reader.take::<{ MarketSpec::ENCODED_LEN }>()?);
-            engine.step(&Command::CreateMarket(spec), &mut events);
+        for _ in 0..reader.count(1 + MarketSpec::ENCODED_LEN)? {
+            match reader.u8()? {
+                0 => {
+                    let spec =
+                        MarketSpec::from_le_bytes(&reader.take::<{ MarketSpec::ENCODED_LEN }>()?);
+                    engine.step(&Command::CreateMarket(spec), &mut events);
+                }
+                1 => {
+                    let spec =
+                        PerpSpec::from_le_bytes(&reader.take::<{ PerpSpec::ENCODED_LEN }>()?);
+                    engine.step(&Command::CreatePerpMarket(spec), &mut events);
+                    let Some(perp) = engine.perps.last_mut() else {
+                        return Err(inconsistent(format!("perp market rejected: {events:?}")));
+                    };
+                    perp.oracle = reader.i64()?;
+                    perp.mark = reader.i64()?;
+                    perp.ema_premium_ppb = reader.i64()?;
+                    perp.premium_sum_ppb = reader.i64()?;
+                    perp.premium_samples = reader.u32()?;
+                    perp.last_trade = reader.i64()?;
+                    perp.funding_index = reader.i128()?;
+                    perp.funding_pool = reader.i64()?;
+                    perp.long_lots = reader.i64()?;
+                }
+                kind => return Err(inconsistent(format!("market kind {kind}"))),
+            }
         }
         if !events.is_empty() {
             return Err(inconsistent(format!("registry rejected: {events:?}")));
         }
+        // Creating a perp market made the insurance account; the accounts section below
+        // holds it with the others.
+        engine.accounts.clear();
+        engine.account_index.clear();
+        engine.commitment.dirty_accounts.clear();
+        engine.insurance = NIL;
         let asset_count = engine.assets.len();
         for index in 0..reader.count(8)? {
             let id = reader.u64()?;
@@ -197,8 +273,31 @@ impl<L: PriceLadder> Engine<L> {
                     locked: reader.i64()?,
                 });
             }
+            let mut perp = PerpAccount {
+                collateral: reader.i64()?,
+                order_margin: reader.i64()?,
+                positions: Vec::new(),
+            };
+            for _ in 0..reader.count(61)? {
+                let market = reader.u32()?;
+                let mut position = engine
+                    .perps
+                    .get(market as usize)
+                    .map(|_| engine.flat_position(market))
+                    .ok_or_else(|| inconsistent(format!("position in perp market #{market}")))?;
+                position.size = reader.i64()?;
+                position.open_notional = reader.i128()?;
+                position.funding_basis = reader.i128()?;
+                position.leverage = reader.u32()?;
+                position.isolated = reader.u8()? != 0;
+                position.isolated_margin = reader.i64()?;
+                perp.positions.push(position);
+            }
             if engine.account_index.insert(id, index as u32).is_some() {
                 return Err(inconsistent(format!("account {id} appears twice")));
+            }
+            if id == INSURANCE_ACCOUNT {
+                engine.insurance = index as u32;
             }
             engine.accounts.push(AccountState {
                 id,
@@ -208,10 +307,15 @@ impl<L: PriceLadder> Engine<L> {
                 last_order: NIL,
                 dirty: false,
                 committed: Lanes::ZERO,
+                perp,
+                perp_touched: false,
             });
-            engine.touch_account(index as u32);
+            engine.touch_perp_account(index as u32);
         }
-        let order_count = reader.count(43)?;
+        if !engine.perps.is_empty() && engine.insurance == NIL {
+            return Err(inconsistent("perp markets but no insurance account"));
+        }
+        let order_count = reader.count(45)?;
         if order_count > config.max_resting_orders as usize {
             return Err(inconsistent("more orders than the configured store"));
         }
@@ -228,6 +332,8 @@ impl<L: PriceLadder> Engine<L> {
                 .ok_or_else(|| inconsistent(format!("stp {code}")))?;
             let post_only = reader.u8()? != 0;
             let entry = reader.u64()?;
+            let reduce_only = reader.u8()? != 0;
+            let tier = reader.u8()?;
             let Some(params) = engine.markets.get(market).map(|m| m.params) else {
                 return Err(inconsistent(format!("order in unknown market {market}")));
             };
@@ -235,6 +341,9 @@ impl<L: PriceLadder> Engine<L> {
                 || !(1..=params.max_price).contains(&price)
                 || remaining <= 0
                 || engine.open.contains_key(&(account, oid))
+                || (reduce_only && params.perp == NIL)
+                || (params.perp != NIL
+                    && tier as usize >= engine.perps[params.perp as usize].spec.tiers().len())
             {
                 return Err(inconsistent(format!("order {oid} of account #{account}")));
             }
@@ -246,6 +355,8 @@ impl<L: PriceLadder> Engine<L> {
                 remaining,
                 stp,
                 reserve_per_lot: 0,
+                reduce_only,
+                tier,
             };
             let handle = engine.insert_resting(market, &taker, price, post_only);
             engine.orders[handle as usize].entry = entry;
@@ -254,6 +365,8 @@ impl<L: PriceLadder> Engine<L> {
         if !reader.bytes.is_empty() {
             return Err(SnapshotError::TrailingBytes);
         }
+        // Re-keys every account in the liquidation index.
+        engine.finish_perp_command(&mut Vec::new());
         engine
             .check_invariants()
             .map_err(SnapshotError::Inconsistent)?;
@@ -275,6 +388,7 @@ mod tests {
             qty,
             tif: TimeInForce::Gtc,
             stp: SelfTradePrevention::CancelMaker,
+            reduce_only: false,
         })
     }
 

@@ -61,6 +61,7 @@ impl ModelOrder {
             remaining: self.remaining,
             stp: self.stp,
             post_only: self.post_only,
+            reduce_only: false,
         }
     }
 }
@@ -509,6 +510,14 @@ impl Model {
                 price,
                 qty,
             } => self.modify(account, market, oid, price, qty, out),
+            // Perpetuals have their own model (tests/perp_model); the spot streams never
+            // contain these.
+            Command::CreatePerpMarket(_)
+            | Command::TransferCollateral { .. }
+            | Command::SetLeverage { .. }
+            | Command::IsolatedMargin { .. }
+            | Command::Oracle { .. }
+            | Command::Funding { .. } => panic!("spot model given a perp command: {command:?}"),
         }
     }
 

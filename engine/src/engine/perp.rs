@@ -1,0 +1,1742 @@
+//! Perpetual futures: positions, margin, oracle and mark prices, funding, pre-trade risk and
+//! liquidation. The rules, their rounding and the conservation law are in docs/perps.md;
+//! this file implements them on the shared order book code in `engine.rs`.
+//!
+//! Money is `i128` inside a computation and `i64` (collateral units) in state. Rates are
+//! parts per billion. Rounding always goes against the account (margin requirements up,
+//! funding toward the payer), and whatever rounding leaves over stays in the market's
+//! funding pool or the insurance fund, so conservation holds exactly.
+
+use std::collections::BTreeSet;
+
+use super::*;
+
+/// Premium EMA weight: each oracle update moves the EMA 1/8 of the way to the new sample.
+pub(super) const EMA_DIVISOR: i64 = 8;
+/// The interest-minus-premium term of funding is clamped to +-0.05% (5 * 10^5 ppb).
+pub(super) const FUNDING_INTEREST_CLAMP_PPB: i64 = 500_000;
+/// Order id the engine uses for the market orders it sends when liquidating.
+pub const LIQUIDATION_OID: OrderId = 0;
+/// Slack, in collateral units, added to liquidation keys to cover rounding in margin and
+/// funding (each rounds by less than one unit).
+const KEY_SLACK_UNITS: i128 = 2;
+
+/// An account's position (and settings) in one perp market.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Position {
+    /// Index into `Engine::perps`.
+    pub(super) perp: u32,
+    /// Signed lots, long > 0.
+    pub(super) size: Lots,
+    /// Signed cost basis of the open lots, collateral units.
+    pub(super) open_notional: i128,
+    /// `size * funding index` when last settled, nano-units.
+    pub(super) funding_basis: i128,
+    /// Chosen leverage, 1..=max_leverage.
+    pub(super) leverage: u32,
+    /// Isolated margin mode.
+    pub(super) isolated: bool,
+    /// Margin held by an isolated position, collateral units.
+    pub(super) isolated_margin: i64,
+    /// Resting reduce-only orders of the account in this market.
+    pub(super) reduce_only_orders: u32,
+    /// Membership in the market's liquidation index (derived state, not hashed).
+    pub(super) keyed: Keyed,
+}
+
+/// Where a position sits in its market's liquidation index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Keyed {
+    /// Not indexed (flat, or the insurance fund).
+    None,
+    /// In `liq_longs` under this key.
+    Long(i128),
+    /// In `liq_shorts` under this key.
+    Short(i128),
+    /// In `multi`: a cross account with positions in several markets, checked in full.
+    Multi,
+}
+
+/// An account's perp state: cross collateral, order margin and positions.
+#[derive(Clone, Debug, Default)]
+pub(super) struct PerpAccount {
+    /// Cross-margin collateral, collateral units (realized PnL, funding and fees included).
+    pub(super) collateral: i64,
+    /// Reserved by open perp orders (a pure function of those orders).
+    pub(super) order_margin: i64,
+    /// Positions and per-market settings, in the order they were first touched.
+    pub(super) positions: Vec<Position>,
+}
+
+/// A perp market's dynamic state.
+pub(super) struct PerpMarket {
+    pub(super) spec: PerpSpec,
+    /// Index into `Engine::markets`.
+    pub(super) market_index: u32,
+    /// Oracle price in ticks, 0 before the first update.
+    pub(super) oracle: Ticks,
+    /// Mark price in ticks, 0 before the first oracle update.
+    pub(super) mark: Ticks,
+    /// EMA of the premium samples, ppb.
+    pub(super) ema_premium_ppb: i64,
+    /// Sum and count of the premium samples of the current funding interval.
+    pub(super) premium_sum_ppb: i64,
+    pub(super) premium_samples: u32,
+    /// Price of the last fill, 0 for none.
+    pub(super) last_trade: Ticks,
+    /// Cumulative funding per lot held long, nano-units of collateral.
+    pub(super) funding_index: i128,
+    /// Funding paid in minus paid out (settled rounding residue stays here), units.
+    pub(super) funding_pool: i64,
+    /// Open interest: sum of long sizes (equals the sum of short sizes).
+    pub(super) long_lots: Lots,
+    /// Highest maintenance rate of the table, used by the liquidation keys.
+    pub(super) key_mmr_ppb: i128,
+    /// Liquidation index: single-position buckets keyed by liquidation threshold.
+    pub(super) liq_longs: BTreeSet<(i128, u32)>,
+    pub(super) liq_shorts: BTreeSet<(i128, u32)>,
+    /// Cross accounts with positions in several markets (checked in full).
+    pub(super) multi: BTreeSet<u32>,
+}
+
+impl PerpMarket {
+    fn qu(&self) -> i128 {
+        self.spec.quote_units_per_tick_lot as i128
+    }
+
+    /// `m * QU * (10^9 - mmr) - index`: longs whose key is above this may be liquidatable.
+    fn long_threshold(&self) -> i128 {
+        self.mark as i128 * self.qu() * (PPB - self.key_mmr_ppb) - self.funding_index
+    }
+
+    /// `m * QU * (10^9 + mmr) - index`: shorts whose key is below this may be liquidatable.
+    fn short_threshold(&self) -> i128 {
+        self.mark as i128 * self.qu() * (PPB + self.key_mmr_ppb) - self.funding_index
+    }
+
+    /// The margin table row for a notional.
+    fn tier_for(&self, notional: i128) -> (usize, MarginTier) {
+        let tiers = self.spec.tiers();
+        for (index, tier) in tiers.iter().enumerate() {
+            if index + 1 == tiers.len() || notional <= tier.notional_up_to as i128 {
+                return (index, *tier);
+            }
+        }
+        unreachable!("a perp market has at least one margin tier")
+    }
+}
+
+/// A perp account's margin as of now (marks, unsettled funding included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MarginView {
+    /// Collateral plus unrealized PnL minus unsettled funding, units.
+    pub equity: i128,
+    /// Initial margin of the positions, units.
+    pub initial: i128,
+    /// Maintenance margin of the positions, units.
+    pub maintenance: i128,
+}
+
+/// A position as seen from outside the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PositionView {
+    /// Signed lots, long > 0.
+    pub size: Lots,
+    /// Signed cost basis, collateral units.
+    pub open_notional: i128,
+    /// Chosen leverage.
+    pub leverage: u32,
+    /// Isolated margin mode.
+    pub isolated: bool,
+    /// Margin held by the isolated position.
+    pub isolated_margin: Units,
+    /// Unrealized PnL at the mark, units.
+    pub unrealized_pnl: i128,
+    /// Funding owed and not yet settled (> 0: to pay), units.
+    pub unsettled_funding: i128,
+}
+
+/// A perp market's prices and funding state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PerpMarketView {
+    /// The market's spec.
+    pub spec: PerpSpec,
+    /// Oracle price, ticks (0: none yet).
+    pub oracle: Ticks,
+    /// Mark price, ticks (0: none yet).
+    pub mark: Ticks,
+    /// Premium EMA, ppb.
+    pub ema_premium_ppb: i64,
+    /// Cumulative funding index, nano-units per lot.
+    pub funding_index: i128,
+    /// Funding pool, units.
+    pub funding_pool: Units,
+    /// Open interest, lots.
+    pub open_interest: Lots,
+    /// Last trade price, ticks (0: none).
+    pub last_trade: Ticks,
+}
+
+/// Which margin bucket: the account's cross collateral or one isolated position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Bucket {
+    Cross,
+    Isolated(u32),
+}
+
+/// `ceil(a / b)` for any sign of `a`, `b > 0`.
+pub(super) fn ceil_div_signed(a: i128, b: i128) -> i128 {
+    debug_assert!(b > 0);
+    let q = a.div_euclid(b);
+    if a.rem_euclid(b) == 0 {
+        q
+    } else {
+        q + 1
+    }
+}
+
+/// `floor(a / b)` for any sign of `a`, `b > 0`.
+fn floor_div_signed(a: i128, b: i128) -> i128 {
+    a.div_euclid(b)
+}
+
+/// Median of a non-empty slice (the lower middle for an even count).
+pub(super) fn median(values: &mut [Ticks]) -> Ticks {
+    values.sort_unstable();
+    values[(values.len() - 1) / 2]
+}
+
+fn median3(a: Ticks, b: Ticks, c: Ticks) -> Ticks {
+    let mut values = [a, b, c];
+    median(&mut values)
+}
+
+impl<L: PriceLadder> Engine<L> {
+    // ---- registry and settings -------------------------------------------------------
+
+    pub(super) fn create_perp_market(&mut self, spec: PerpSpec, out: &mut Vec<Event>) {
+        if self.market_index.contains_key(&spec.market) {
+            return Self::reject_admin(out, 0, RejectReason::AlreadyExists);
+        }
+        let Some(&collateral) = self.asset_index.get(&spec.collateral) else {
+            return Self::reject_admin(out, 0, RejectReason::UnknownAsset);
+        };
+        if self.collateral.is_some_and(|c| c != collateral) {
+            return Self::reject_admin(out, 0, RejectReason::InvalidMarket);
+        }
+        if !perp_spec_valid(&spec) {
+            return Self::reject_admin(out, 0, RejectReason::InvalidMarket);
+        }
+        self.collateral = Some(collateral);
+        let perp_index = self.perps.len() as u32;
+        let max_fee_bps = spec.taker_fee_bps.max(spec.maker_fee_bps).max(0);
+        let params = MarketParams {
+            id: spec.market,
+            base: collateral as usize,
+            quote: collateral as usize,
+            base_units_per_lot: 0,
+            quote_units_per_tick_lot: spec.quote_units_per_tick_lot,
+            min_lots: spec.min_lots,
+            max_price: spec.max_price_ticks,
+            maker_fee_bps: spec.maker_fee_bps,
+            taker_fee_bps: spec.taker_fee_bps,
+            reserve_fee_bps: max_fee_bps,
+            perp: perp_index,
+        };
+        let market_index = self.markets.len() as u32;
+        self.market_index.insert(spec.market, market_index);
+        let max_key = spec.max_price_ticks as u32;
+        self.markets.push(MarketState {
+            params,
+            spec: MarketSpec {
+                market: spec.market,
+                base: spec.collateral,
+                quote: spec.collateral,
+                base_units_per_lot: 0,
+                quote_units_per_tick_lot: spec.quote_units_per_tick_lot,
+                min_lots: spec.min_lots,
+                max_price_ticks: spec.max_price_ticks,
+                maker_fee_bps: spec.maker_fee_bps,
+                taker_fee_bps: spec.taker_fee_bps,
+            },
+            bids: L::with_max_key(max_key),
+            asks: L::with_max_key(max_key),
+        });
+        let key_mmr_ppb = spec
+            .tiers()
+            .iter()
+            .map(|tier| tier.mmr_ppb as i128)
+            .max()
+            .unwrap_or(0);
+        self.perps.push(PerpMarket {
+            spec,
+            market_index,
+            oracle: 0,
+            mark: 0,
+            ema_premium_ppb: 0,
+            premium_sum_ppb: 0,
+            premium_samples: 0,
+            last_trade: 0,
+            funding_index: 0,
+            funding_pool: 0,
+            long_lots: 0,
+            key_mmr_ppb,
+            liq_longs: BTreeSet::new(),
+            liq_shorts: BTreeSet::new(),
+            multi: BTreeSet::new(),
+        });
+        if self.insurance == NIL {
+            self.insurance = self.account_for(INSURANCE_ACCOUNT);
+        }
+    }
+
+    /// The dense index of an account, creating it if new.
+    pub(super) fn account_for(&mut self, account: AccountId) -> u32 {
+        if let Some(&index) = self.account_index.get(&account) {
+            return index;
+        }
+        let index = self.accounts.len() as u32;
+        self.accounts.push(AccountState {
+            id: account,
+            balances: vec![Balance::default(); self.assets.len()],
+            open_orders: 0,
+            first_order: NIL,
+            last_order: NIL,
+            dirty: false,
+            committed: Lanes::ZERO,
+            perp: PerpAccount::default(),
+            perp_touched: false,
+        });
+        self.account_index.insert(account, index);
+        self.touch_account(index);
+        index
+    }
+
+    /// The position slot of an account in a perp market, created (flat, max leverage,
+    /// cross) if missing.
+    pub(super) fn position_slot(&mut self, account: u32, perp: u32) -> usize {
+        let positions = &self.accounts[account as usize].perp.positions;
+        if let Some(at) = positions.iter().position(|p| p.perp == perp) {
+            return at;
+        }
+        let flat = self.flat_position(perp);
+        let positions = &mut self.accounts[account as usize].perp.positions;
+        positions.push(flat);
+        positions.len() - 1
+    }
+
+    /// The position of an account in a perp market, if it has a slot there.
+    pub(super) fn position(&self, account: u32, perp: u32) -> Option<&Position> {
+        self.accounts[account as usize]
+            .perp
+            .positions
+            .iter()
+            .find(|p| p.perp == perp)
+    }
+
+    fn perp_of(&self, market: MarketId) -> Result<(usize, u32), RejectReason> {
+        let &market_index = self
+            .market_index
+            .get(&market)
+            .ok_or(RejectReason::UnknownMarket)?;
+        let perp = self.markets[market_index as usize].params.perp;
+        if perp == NIL {
+            return Err(RejectReason::NotPerpMarket);
+        }
+        Ok((market_index as usize, perp))
+    }
+
+    fn known_account(&self, account: AccountId) -> Result<u32, RejectReason> {
+        match self.account_index.get(&account) {
+            Some(&index) => Ok(index),
+            None => Err(RejectReason::UnknownAccount),
+        }
+    }
+
+    pub(super) fn transfer_collateral(
+        &mut self,
+        account: AccountId,
+        amount: Units,
+        out: &mut Vec<Event>,
+    ) {
+        let result = (|| {
+            let collateral = self.collateral.ok_or(RejectReason::NotPerpMarket)? as usize;
+            let index = self.known_account(account)?;
+            if amount == 0 || amount == Units::MIN {
+                return Err(RejectReason::InvalidQty);
+            }
+            if amount > 0 {
+                if self.accounts[index as usize].balances[collateral].available() < amount {
+                    return Err(RejectReason::InsufficientBalance);
+                }
+                let state = &mut self.accounts[index as usize];
+                state.balances[collateral].total -= amount;
+                state.perp.collateral += amount;
+            } else {
+                let amount = -amount;
+                let free = self.free_cross(index);
+                let collateral_now = self.accounts[index as usize].perp.collateral as i128;
+                if (amount as i128) > free.min(collateral_now) {
+                    return Err(RejectReason::InsufficientMargin);
+                }
+                let state = &mut self.accounts[index as usize];
+                state.perp.collateral -= amount;
+                state.balances[collateral].total += amount;
+            }
+            self.touch_perp_account(index);
+            Ok(())
+        })();
+        if let Err(reason) = result {
+            Self::reject_admin(out, account, reason);
+        }
+    }
+
+    pub(super) fn set_leverage(
+        &mut self,
+        account: AccountId,
+        market: MarketId,
+        leverage: u32,
+        isolated: bool,
+        out: &mut Vec<Event>,
+    ) {
+        let result = (|| {
+            let (market_index, perp) = self.perp_of(market)?;
+            let index = self.known_account(account)?;
+            let spec = self.perps[perp as usize].spec;
+            if leverage < 1 || leverage > spec.max_leverage {
+                return Err(RejectReason::InvalidLeverage);
+            }
+            if self.open_orders_in(index, market_index) > 0 {
+                return Err(RejectReason::PositionOpen);
+            }
+            let current = self.position(index, perp).copied();
+            if let Some(position) = current {
+                if position.size != 0 && position.isolated != isolated {
+                    return Err(RejectReason::PositionOpen);
+                }
+                if position.size != 0 && leverage < position.leverage {
+                    // Lower leverage raises the initial margin: the bucket must still hold it.
+                    let slot = self.position_slot(index, perp);
+                    self.accounts[index as usize].perp.positions[slot].leverage = leverage;
+                    let bucket = if isolated {
+                        Bucket::Isolated(perp)
+                    } else {
+                        Bucket::Cross
+                    };
+                    let margin = self.margin(index, bucket);
+                    let order_margin = if isolated {
+                        0
+                    } else {
+                        self.accounts[index as usize].perp.order_margin as i128
+                    };
+                    if margin.equity - margin.initial - order_margin < 0 {
+                        self.accounts[index as usize].perp.positions[slot].leverage =
+                            position.leverage;
+                        return Err(RejectReason::InvalidLeverage);
+                    }
+                }
+            }
+            let slot = self.position_slot(index, perp);
+            let position = &mut self.accounts[index as usize].perp.positions[slot];
+            position.leverage = leverage;
+            position.isolated = isolated;
+            self.touch_perp_account(index);
+            Ok(())
+        })();
+        if let Err(reason) = result {
+            Self::reject_admin(out, account, reason);
+        }
+    }
+
+    pub(super) fn isolated_margin(
+        &mut self,
+        account: AccountId,
+        market: MarketId,
+        amount: Units,
+        out: &mut Vec<Event>,
+    ) {
+        let result = (|| {
+            let (_, perp) = self.perp_of(market)?;
+            let index = self.known_account(account)?;
+            if amount == 0 || amount == Units::MIN {
+                return Err(RejectReason::InvalidQty);
+            }
+            let Some(position) = self.position(index, perp).copied() else {
+                return Err(RejectReason::NotPerpMarket);
+            };
+            if !position.isolated {
+                return Err(RejectReason::NotPerpMarket);
+            }
+            if amount > 0 {
+                let free = self.free_cross(index);
+                let collateral_now = self.accounts[index as usize].perp.collateral as i128;
+                if (amount as i128) > free.min(collateral_now) {
+                    return Err(RejectReason::InsufficientMargin);
+                }
+            } else {
+                let margin = self.margin(index, Bucket::Isolated(perp));
+                let removable = (margin.equity - margin.initial)
+                    .min(position.isolated_margin as i128)
+                    .max(0);
+                if (-amount) as i128 > removable {
+                    return Err(RejectReason::InsufficientMargin);
+                }
+            }
+            let slot = self.position_slot(index, perp);
+            let state = &mut self.accounts[index as usize].perp;
+            state.collateral -= amount;
+            state.positions[slot].isolated_margin += amount;
+            self.touch_perp_account(index);
+            Ok(())
+        })();
+        if let Err(reason) = result {
+            Self::reject_admin(out, account, reason);
+        }
+    }
+
+    /// Open orders of an account in one market (walks the account's list).
+    fn open_orders_in(&self, account: u32, market_index: usize) -> u32 {
+        let mut count = 0;
+        let mut handle = self.accounts[account as usize].first_order;
+        while handle != NIL {
+            let node = &self.orders[handle as usize];
+            count += (node.market as usize == market_index) as u32;
+            handle = node.account_next;
+        }
+        count
+    }
+
+    /// Marks an account whose perp state changed: hashed at the next commit, re-keyed in
+    /// the liquidation index at the end of the command.
+    pub(super) fn touch_perp_account(&mut self, index: u32) {
+        self.touch_account(index);
+        let account = &mut self.accounts[index as usize];
+        if !account.perp_touched {
+            account.perp_touched = true;
+            self.perp_touched.push(index);
+        }
+    }
+
+    // ---- margin ----------------------------------------------------------------------
+
+    /// Funding a position owes and has not settled (> 0: it pays), rounded toward the payer.
+    fn unsettled_funding(&self, position: &Position) -> i128 {
+        let index = self.perps[position.perp as usize].funding_index;
+        ceil_div_signed(position.size as i128 * index - position.funding_basis, PPB)
+    }
+
+    /// Unrealized PnL at the mark, initial and maintenance margin of one position.
+    fn position_margin(&self, position: &Position) -> (i128, i128, i128) {
+        if position.size == 0 {
+            return (0, 0, 0);
+        }
+        let market = &self.perps[position.perp as usize];
+        let value = position.size as i128 * market.mark as i128 * market.qu();
+        let notional = value.abs();
+        let (_, tier) = market.tier_for(notional);
+        let leverage_rate = ceil_div(PPB, position.leverage as i128);
+        let im_rate = (tier.imr_ppb as i128).max(leverage_rate);
+        let im = ceil_div(notional * im_rate, PPB);
+        let mm = ceil_div(notional * tier.mmr_ppb as i128, PPB);
+        (value - position.open_notional, im, mm)
+    }
+
+    /// Equity and requirements of one bucket of an account.
+    pub(super) fn margin(&self, account: u32, bucket: Bucket) -> MarginView {
+        let state = &self.accounts[account as usize].perp;
+        let mut view = MarginView {
+            equity: match bucket {
+                Bucket::Cross => state.collateral as i128,
+                Bucket::Isolated(_) => 0,
+            },
+            ..MarginView::default()
+        };
+        for position in &state.positions {
+            let in_bucket = match bucket {
+                Bucket::Cross => !position.isolated,
+                Bucket::Isolated(perp) => position.perp == perp,
+            };
+            if !in_bucket {
+                continue;
+            }
+            if let Bucket::Isolated(_) = bucket {
+                view.equity += position.isolated_margin as i128;
+            }
+            let (upnl, im, mm) = self.position_margin(position);
+            view.equity += upnl - self.unsettled_funding(position);
+            view.initial += im;
+            view.maintenance += mm;
+        }
+        view
+    }
+
+    /// Cross collateral free of every requirement: equity - initial margin - order margin.
+    pub(super) fn free_cross(&self, account: u32) -> i128 {
+        let margin = self.margin(account, Bucket::Cross);
+        margin.equity - margin.initial - self.accounts[account as usize].perp.order_margin as i128
+    }
+
+    // ---- orders ----------------------------------------------------------------------
+
+    /// Units a perp order reserves per remaining lot: its margin (unless reduce-only) plus
+    /// its worst fee, both rounded up per lot.
+    pub(super) fn perp_reserve_per_lot(
+        &self,
+        params: &MarketParams,
+        account: u32,
+        price: Ticks,
+        reduce_only: bool,
+        tier: u8,
+    ) -> i128 {
+        let notional = params.notional(price, 1);
+        let fee_part = ceil_div(notional * params.reserve_fee_bps as i128, BPS_DENOMINATOR);
+        if reduce_only {
+            return fee_part;
+        }
+        let market = &self.perps[params.perp as usize];
+        let leverage = self
+            .position(account, params.perp)
+            .map_or(market.spec.max_leverage, |p| p.leverage);
+        let tier_rate = market.spec.tiers()[tier as usize].imr_ppb as i128;
+        let rate = tier_rate.max(ceil_div(PPB, leverage as i128));
+        ceil_div(notional * rate, PPB) + fee_part
+    }
+
+    /// The pre-trade checks of a perp order (docs/perps.md, in order). Returns the limit
+    /// price (market orders get the band's edge), the size (reduce-only orders are cut to
+    /// what they may reduce), the reserve per lot and the margin tier.
+    pub(super) fn perp_order_terms(
+        &self,
+        params: &MarketParams,
+        account: u32,
+        order: &NewOrder,
+    ) -> Result<(Ticks, Lots, i128, u8), RejectReason> {
+        let market = &self.perps[params.perp as usize];
+        let oracle = market.oracle;
+        if oracle == 0 {
+            return Err(RejectReason::NoOraclePrice);
+        }
+        let band = market.spec.price_band_ppb as i128;
+        let low = ceil_div(oracle as i128 * (PPB - band).max(0), PPB).max(1) as Ticks;
+        let high = ((oracle as i128 * (PPB + band)) / PPB).min(params.max_price as i128) as Ticks;
+        let limit = match order.price {
+            Some(price) if price < low || price > high => return Err(RejectReason::PriceBand),
+            Some(price) => price,
+            None => match order.side {
+                Side::Buy => high,
+                Side::Sell => low,
+            },
+        };
+        let position = self.position(account, params.perp).copied();
+        let size = position.map_or(0, |p| p.size);
+        let mut qty = order.qty;
+        if order.reduce_only {
+            let reduces = match order.side {
+                Side::Buy => size < 0,
+                Side::Sell => size > 0,
+            };
+            let already = self.reduce_only_lots(account, params, order.side);
+            let allowed = if reduces { size.abs() - already } else { 0 };
+            if allowed <= 0 {
+                return Err(RejectReason::ReduceOnly);
+            }
+            qty = qty.min(allowed);
+        } else {
+            let increase = match order.side {
+                Side::Buy if size >= 0 => qty,
+                Side::Buy => (qty - size.abs()).max(0),
+                Side::Sell if size <= 0 => qty,
+                Side::Sell => (qty - size).max(0),
+            };
+            if market.long_lots as i128 + increase as i128
+                > market.spec.open_interest_cap_lots as i128
+            {
+                return Err(RejectReason::OpenInterestCap);
+            }
+        }
+        let worst_notional = params.notional(limit, size.abs().saturating_add(qty));
+        let tier = market.tier_for(worst_notional).0 as u8;
+        let reserve_per_lot =
+            self.perp_reserve_per_lot(params, account, limit, order.reduce_only, tier);
+        // Reduce-only orders lower risk: they reserve their fee but are never refused for
+        // margin, so an account under water can still close.
+        if !order.reduce_only && reserve_per_lot * qty as i128 > self.free_cross(account) {
+            return Err(RejectReason::InsufficientMargin);
+        }
+        Ok((limit, qty, reserve_per_lot, tier))
+    }
+
+    /// The checks of a perp order's modify that re-enters it: the band for the new price, the
+    /// reduce-only cap and the new margin tier. Returns the new reserve per lot and tier.
+    pub(super) fn perp_modify_terms(
+        &self,
+        params: &MarketParams,
+        account: u32,
+        node: &OrderNode,
+        price: Ticks,
+        qty: Lots,
+    ) -> Result<(i128, u8), RejectReason> {
+        let market = &self.perps[params.perp as usize];
+        let oracle = market.oracle as i128;
+        let band = market.spec.price_band_ppb as i128;
+        if (price as i128 - oracle).abs() * PPB > band * oracle {
+            return Err(RejectReason::PriceBand);
+        }
+        let size = self.position(account, params.perp).map_or(0, |p| p.size);
+        if node.reduce_only {
+            let others = self.reduce_only_lots(account, params, node.side) - node.remaining;
+            if qty > size.abs() - others {
+                return Err(RejectReason::ReduceOnly);
+            }
+        }
+        let tier = market
+            .tier_for(params.notional(price, size.abs().saturating_add(qty)))
+            .0 as u8;
+        let per_lot = self.perp_reserve_per_lot(params, account, price, node.reduce_only, tier);
+        Ok((per_lot, tier))
+    }
+
+    /// Lots of the account's resting reduce-only orders on one side of a market.
+    fn reduce_only_lots(&self, account: u32, params: &MarketParams, side: Side) -> Lots {
+        let market_index = self.perps[params.perp as usize].market_index;
+        let Some(position) = self.position(account, params.perp) else {
+            return 0;
+        };
+        if position.reduce_only_orders == 0 {
+            return 0;
+        }
+        let mut lots = 0;
+        let mut handle = self.accounts[account as usize].first_order;
+        while handle != NIL {
+            let node = &self.orders[handle as usize];
+            if node.market == market_index && node.reduce_only && node.side == side {
+                lots += node.remaining;
+            }
+            handle = node.account_next;
+        }
+        lots
+    }
+
+    /// Keeps the per-position count of resting reduce-only orders.
+    pub(super) fn count_reduce_only(&mut self, account: u32, market_index: u32, delta: i32) {
+        let perp = self.markets[market_index as usize].params.perp;
+        let slot = self.position_slot(account, perp);
+        let position = &mut self.accounts[account as usize].perp.positions[slot];
+        position.reduce_only_orders = position.reduce_only_orders.wrapping_add_signed(delta);
+    }
+
+    /// Cancels an account's reduce-only orders in a market that could no longer only reduce
+    /// its position (it shrank, closed or flipped).
+    fn trim_reduce_only(&mut self, account: u32, perp: u32, out: &mut Vec<Event>) {
+        let Some(position) = self.position(account, perp).copied() else {
+            return;
+        };
+        if position.reduce_only_orders == 0 {
+            return;
+        }
+        let market_index = self.perps[perp as usize].market_index;
+        let reducing_side = if position.size > 0 {
+            Some(Side::Sell)
+        } else if position.size < 0 {
+            Some(Side::Buy)
+        } else {
+            None
+        };
+        let mut budget = position.size.abs();
+        let mut handle = self.accounts[account as usize].first_order;
+        while handle != NIL {
+            let node = self.orders[handle as usize];
+            let next = node.account_next;
+            if node.market == market_index && node.reduce_only {
+                if Some(node.side) == reducing_side && node.remaining <= budget {
+                    budget -= node.remaining;
+                } else {
+                    self.cancel_resting(handle, CancelReason::ReduceOnly, out);
+                }
+            }
+            handle = next;
+        }
+    }
+
+    // ---- fills -----------------------------------------------------------------------
+
+    /// Settles a position's funding into its bucket and the market's pool.
+    fn settle_funding(&mut self, account: u32, slot: usize) -> i128 {
+        let position = self.accounts[account as usize].perp.positions[slot];
+        let market = &self.perps[position.perp as usize];
+        let exact = position.size as i128 * market.funding_index - position.funding_basis;
+        let paid = ceil_div_signed(exact, PPB);
+        let basis = position.size as i128 * market.funding_index;
+        if paid != 0 {
+            self.perps[position.perp as usize].funding_pool += to_units(paid);
+            let state = &mut self.accounts[account as usize].perp;
+            if position.isolated {
+                state.positions[slot].isolated_margin -= to_units(paid);
+            } else {
+                state.collateral -= to_units(paid);
+            }
+        }
+        self.accounts[account as usize].perp.positions[slot].funding_basis = basis;
+        paid
+    }
+
+    /// Applies a trade of `lots` (signed: + buys) at signed-positive `notional` to an
+    /// account's position: settles funding, realizes PnL on the closed part, moves open
+    /// interest, emits `Position`. `margin_in` moves from cross collateral into an isolated
+    /// position's margin (the filled part of the order's reserved margin).
+    pub(super) fn apply_trade(
+        &mut self,
+        account: u32,
+        perp: u32,
+        lots: Lots,
+        notional: i128,
+        margin_in: i128,
+        out: &mut Vec<Event>,
+    ) {
+        debug_assert!(lots != 0 && notional >= 0);
+        let slot = self.position_slot(account, perp);
+        let funding_paid = self.settle_funding(account, slot);
+        let state = &mut self.accounts[account as usize].perp;
+        let position = &mut state.positions[slot];
+        let size = position.size;
+        let mut realized = 0i128;
+        let closing = size != 0 && (size > 0) != (lots > 0);
+        let mut new_on = position.open_notional;
+        if closing {
+            let closed = lots.abs().min(size.abs());
+            let close_notional = notional * closed as i128 / lots.abs() as i128;
+            let basis_share = position.open_notional * closed as i128 / size.abs() as i128;
+            realized = size.signum() as i128 * close_notional - basis_share;
+            new_on -= basis_share;
+            let rest = lots.abs() - closed;
+            if rest > 0 {
+                // The part past flat opens the other way, at the rest of the notional.
+                new_on += lots.signum() as i128 * (notional - close_notional);
+            }
+        } else {
+            new_on += lots.signum() as i128 * notional;
+        }
+        let new_size = size + lots;
+        position.size = new_size;
+        position.open_notional = new_on;
+        position.funding_basis = new_size as i128 * self.perps[perp as usize].funding_index;
+        if position.isolated {
+            position.isolated_margin += to_units(realized + margin_in);
+            state.collateral -= to_units(margin_in);
+            if new_size == 0 {
+                // Flat: the isolated margin goes back to cross collateral.
+                state.collateral += position.isolated_margin;
+                position.isolated_margin = 0;
+            }
+        } else {
+            state.collateral += to_units(realized);
+        }
+        let open_notional = position.open_notional;
+        let market = &mut self.perps[perp as usize];
+        market.long_lots += new_size.max(0) - size.max(0);
+        let market_id = market.spec.market;
+        self.touch_perp_account(account);
+        out.push(Event::Position {
+            account: self.accounts[account as usize].id,
+            market: market_id,
+            size: new_size,
+            open_notional,
+            realized_pnl: to_units(realized),
+            funding_paid: to_units(funding_paid),
+        });
+    }
+
+    /// One perp fill between a taker and a maker order: releases both reserves, moves the
+    /// positions and charges fees from cross collateral into the fee pool.
+    pub(super) fn settle_perp_fill(
+        &mut self,
+        params: &MarketParams,
+        taker: &Taker,
+        maker: &OrderNode,
+        price: Ticks,
+        lots: Lots,
+        out: &mut Vec<Event>,
+    ) {
+        let notional = params.notional(price, lots);
+        let taker_fee = fee(notional, params.taker_fee_bps);
+        let maker_fee = fee(notional, params.maker_fee_bps);
+        let fee_per_lot = |p: Ticks| {
+            ceil_div(
+                params.notional(p, 1) * params.reserve_fee_bps as i128,
+                BPS_DENOMINATOR,
+            )
+        };
+        let taker_release = taker.reserve_per_lot * lots as i128;
+        let taker_margin = match taker.limit {
+            Some(limit) if !taker.reduce_only => {
+                (taker.reserve_per_lot - fee_per_lot(limit)) * lots as i128
+            }
+            _ => 0,
+        };
+        let maker_per_lot = self.node_reserve_per_lot(maker);
+        let maker_margin = if maker.reduce_only {
+            0
+        } else {
+            (maker_per_lot - fee_per_lot(maker.price)) * lots as i128
+        };
+        {
+            let state = &mut self.accounts[taker.account as usize].perp;
+            state.order_margin -= to_units(taker_release);
+            state.collateral -= to_units(taker_fee);
+        }
+        {
+            let state = &mut self.accounts[maker.account as usize].perp;
+            state.order_margin -= to_units(maker_per_lot * lots as i128);
+            state.collateral -= to_units(maker_fee);
+        }
+        self.assets[params.quote].fee_pool += to_units(taker_fee + maker_fee);
+        self.perps[params.perp as usize].last_trade = price;
+        out.push(Event::Fill {
+            market: params.id,
+            taker_account: self.accounts[taker.account as usize].id,
+            taker_oid: taker.oid,
+            maker_account: self.accounts[maker.account as usize].id,
+            maker_oid: maker.oid,
+            taker_side: taker.side,
+            price,
+            qty: lots,
+            taker_fee: to_units(taker_fee),
+            maker_fee: to_units(maker_fee),
+            taker_left: taker.remaining - lots,
+            maker_left: maker.remaining - lots,
+        });
+        let signed = match taker.side {
+            Side::Buy => lots,
+            Side::Sell => -lots,
+        };
+        let isolated_margin = |engine: &Self, account: u32, amount: i128| {
+            let isolated = engine
+                .position(account, params.perp)
+                .is_some_and(|p| p.isolated);
+            if isolated {
+                amount
+            } else {
+                0
+            }
+        };
+        let taker_in = isolated_margin(self, taker.account, taker_margin);
+        let maker_in = isolated_margin(self, maker.account, maker_margin);
+        self.apply_trade(taker.account, params.perp, signed, notional, taker_in, out);
+        self.apply_trade(maker.account, params.perp, -signed, notional, maker_in, out);
+    }
+
+    // ---- oracle, mark and funding ----------------------------------------------------
+
+    pub(super) fn oracle(
+        &mut self,
+        market: MarketId,
+        prices: &[Ticks; MAX_ORACLE_SOURCES],
+        count: u8,
+        out: &mut Vec<Event>,
+    ) {
+        let (market_index, perp) = match self.perp_of(market) {
+            Ok(found) => found,
+            Err(reason) => return Self::reject_admin(out, 0, reason),
+        };
+        let max_price = self.markets[market_index].params.max_price;
+        let count = count as usize;
+        if count == 0
+            || count > MAX_ORACLE_SOURCES
+            || prices[..count].iter().any(|&p| p < 1 || p > max_price)
+        {
+            return Self::reject_admin(out, 0, RejectReason::InvalidPrice);
+        }
+        let mut sources = *prices;
+        let oracle = median(&mut sources[..count]);
+        let premium = self.premium_sample(market_index, perp, oracle);
+        let book_mid = {
+            let book = &self.markets[market_index];
+            match (book.best_price(Side::Buy), book.best_price(Side::Sell)) {
+                (Some(bid), Some(ask)) => (bid + ask) / 2,
+                _ => oracle,
+            }
+        };
+        let state = &mut self.perps[perp as usize];
+        state.oracle = oracle;
+        state.ema_premium_ppb += (premium - state.ema_premium_ppb) / EMA_DIVISOR;
+        state.premium_sum_ppb = state.premium_sum_ppb.saturating_add(premium);
+        state.premium_samples += 1;
+        let ema_price = oracle as i128 + oracle as i128 * state.ema_premium_ppb as i128 / PPB;
+        let last = if state.last_trade > 0 {
+            state.last_trade
+        } else {
+            oracle
+        };
+        let ema_price = ema_price.clamp(1, max_price as i128) as Ticks;
+        state.mark = median3(ema_price, book_mid, last).clamp(1, max_price);
+        out.push(Event::OraclePrice {
+            market,
+            oracle,
+            mark: self.perps[perp as usize].mark,
+            premium_ppb: premium,
+        });
+        self.liquidation_scan(perp, out);
+    }
+
+    /// The premium now: `(max(impact_bid - oracle, 0) - max(oracle - impact_ask, 0)) /
+    /// oracle`, ppb; a side without `impact_notional` of depth contributes 0.
+    fn premium_sample(&self, market_index: usize, perp: u32, oracle: Ticks) -> i64 {
+        let impact = self.perps[perp as usize].spec.impact_notional as i128;
+        let oracle = oracle as i128;
+        let bid = self.impact_price(market_index, Side::Buy, impact);
+        let ask = self.impact_price(market_index, Side::Sell, impact);
+        let mut premium = 0i128;
+        if let Some((notional, lots)) = bid {
+            // impact bid = notional / (lots * QU); compare with the oracle in the same units.
+            let qu = self.markets[market_index].params.quote_units_per_tick_lot as i128;
+            let gap = notional - oracle * lots * qu;
+            if gap > 0 {
+                premium += gap * PPB / (oracle * lots * qu);
+            }
+        }
+        if let Some((notional, lots)) = ask {
+            let qu = self.markets[market_index].params.quote_units_per_tick_lot as i128;
+            let gap = oracle * lots * qu - notional;
+            if gap > 0 {
+                premium -= gap * PPB / (oracle * lots * qu);
+            }
+        }
+        premium.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    }
+
+    /// Notional and lots of the best orders on `side` worth at least `impact` (the last
+    /// level taken in part), or `None` if the side is not that deep.
+    fn impact_price(&self, market_index: usize, side: Side, impact: i128) -> Option<(i128, i128)> {
+        let market = &self.markets[market_index];
+        let ladder = market.ladder(side);
+        let mut key = ladder.first();
+        let (mut notional, mut lots) = (0i128, 0i128);
+        while let Some(k) = key {
+            let price = market.params.price(side, k);
+            let level = ladder.get(k).expect("occupied level");
+            let per_lot = market.params.notional(price, 1);
+            let need = ceil_div(impact - notional, per_lot).min(level.total_lots as i128);
+            notional += need * per_lot;
+            lots += need;
+            if notional >= impact {
+                return Some((notional, lots));
+            }
+            key = ladder.next_after(k);
+        }
+        None
+    }
+
+    pub(super) fn funding(&mut self, market: MarketId, out: &mut Vec<Event>) {
+        let perp = match self.perp_of(market) {
+            Ok((_, perp)) => perp,
+            Err(reason) => return Self::reject_admin(out, 0, reason),
+        };
+        let state = &mut self.perps[perp as usize];
+        if state.oracle == 0 {
+            return Self::reject_admin(out, 0, RejectReason::NoOraclePrice);
+        }
+        let average = if state.premium_samples == 0 {
+            0
+        } else {
+            state.premium_sum_ppb / state.premium_samples as i64
+        };
+        let interest = state.spec.interest_ppb as i64;
+        let cap = state.spec.funding_cap_ppb as i64;
+        let rate = (average
+            + (interest - average).clamp(-FUNDING_INTEREST_CLAMP_PPB, FUNDING_INTEREST_CLAMP_PPB))
+        .clamp(-cap, cap);
+        state.funding_index += rate as i128 * state.oracle as i128 * state.qu();
+        state.premium_sum_ppb = 0;
+        state.premium_samples = 0;
+        out.push(Event::Funding {
+            market,
+            rate_ppb: rate,
+            index: state.funding_index,
+        });
+        self.liquidation_scan(perp, out);
+    }
+
+    // ---- liquidation index -----------------------------------------------------------
+
+    /// End of a command: re-keys every account whose perp state changed and cancels
+    /// reduce-only orders that no longer only reduce.
+    pub(super) fn finish_perp_command(&mut self, out: &mut Vec<Event>) {
+        while let Some(index) = self.perp_touched.pop() {
+            self.accounts[index as usize].perp_touched = false;
+            for slot in 0..self.accounts[index as usize].perp.positions.len() {
+                let perp = self.accounts[index as usize].perp.positions[slot].perp;
+                self.trim_reduce_only(index, perp, out);
+            }
+            // trim_reduce_only may touch the account again; its re-key below covers it.
+            self.accounts[index as usize].perp_touched = false;
+            self.rekey(index);
+        }
+    }
+
+    /// Removes an account's positions from the liquidation index and inserts them again
+    /// under keys computed from its current state.
+    fn rekey(&mut self, index: u32) {
+        let count = self.accounts[index as usize].perp.positions.len();
+        for slot in 0..count {
+            let position = self.accounts[index as usize].perp.positions[slot];
+            let market = &mut self.perps[position.perp as usize];
+            match position.keyed {
+                Keyed::None => {}
+                Keyed::Long(key) => {
+                    market.liq_longs.remove(&(key, index));
+                }
+                Keyed::Short(key) => {
+                    market.liq_shorts.remove(&(key, index));
+                }
+                Keyed::Multi => {
+                    market.multi.remove(&index);
+                }
+            }
+            self.accounts[index as usize].perp.positions[slot].keyed = Keyed::None;
+        }
+        if index == self.insurance {
+            return;
+        }
+        let state = &self.accounts[index as usize].perp;
+        let cross_open = state
+            .positions
+            .iter()
+            .filter(|p| !p.isolated && p.size != 0)
+            .count();
+        let collateral = state.collateral as i128;
+        for slot in 0..count {
+            let position = self.accounts[index as usize].perp.positions[slot];
+            if position.size == 0 {
+                continue;
+            }
+            let keyed = if position.isolated {
+                self.key_of(&position, position.isolated_margin as i128)
+            } else if cross_open == 1 {
+                self.key_of(&position, collateral)
+            } else {
+                Keyed::Multi
+            };
+            let market = &mut self.perps[position.perp as usize];
+            match keyed {
+                Keyed::None => {}
+                Keyed::Long(key) => {
+                    market.liq_longs.insert((key, index));
+                }
+                Keyed::Short(key) => {
+                    market.liq_shorts.insert((key, index));
+                }
+                Keyed::Multi => {
+                    market.multi.insert(index);
+                }
+            }
+            self.accounts[index as usize].perp.positions[slot].keyed = keyed;
+        }
+    }
+
+    /// The liquidation key of a position alone in a bucket holding `collateral`: a superset
+    /// bound (docs/perps.md), exact in integers.
+    fn key_of(&self, position: &Position, collateral: i128) -> Keyed {
+        let size = position.size as i128;
+        let on = position.open_notional;
+        let basis = position.funding_basis;
+        if size > 0 {
+            let numerator = (on - collateral + KEY_SLACK_UNITS) * PPB - basis;
+            Keyed::Long(ceil_div_signed(numerator, size))
+        } else {
+            let numerator = (collateral - on - KEY_SLACK_UNITS) * PPB + basis;
+            Keyed::Short(floor_div_signed(numerator, -size))
+        }
+    }
+
+    /// After a mark or funding move: every bucket the index says may be under maintenance
+    /// is checked in full and liquidated if it is.
+    fn liquidation_scan(&mut self, perp: u32, out: &mut Vec<Event>) {
+        self.finish_perp_command(out);
+        let mut candidates = std::mem::take(&mut self.liq_scratch);
+        // A liquidation (its ADL above all) can push others under: repeat until a pass
+        // liquidates nothing. Each pass that does closes at least one bucket's position.
+        loop {
+            candidates.clear();
+            let market = &self.perps[perp as usize];
+            let long_threshold = market.long_threshold();
+            let short_threshold = market.short_threshold();
+            for &(_, account) in market.liq_longs.range((long_threshold + 1, 0)..) {
+                candidates.push(account);
+            }
+            for &(_, account) in market.liq_shorts.range(..(short_threshold, 0)) {
+                candidates.push(account);
+            }
+            candidates.extend(market.multi.iter().copied());
+            self.stats.liquidation_candidates += candidates.len() as u64;
+            let mut liquidated = false;
+            for &account in &candidates {
+                let Some(position) = self.position(account, perp).copied() else {
+                    continue;
+                };
+                if position.size == 0 {
+                    continue;
+                }
+                let bucket = if position.isolated {
+                    Bucket::Isolated(perp)
+                } else {
+                    Bucket::Cross
+                };
+                let margin = self.margin(account, bucket);
+                if margin.equity < margin.maintenance {
+                    self.liquidate(account, bucket, out);
+                    liquidated = true;
+                }
+            }
+            self.finish_perp_command(out);
+            if !liquidated {
+                break;
+            }
+        }
+        self.liq_scratch = candidates;
+    }
+
+    // ---- liquidation -----------------------------------------------------------------
+
+    /// Liquidates a bucket under maintenance: cancels the account's perp orders, then per
+    /// position: the book in chunks, the backstop, auto-deleveraging (docs/perps.md).
+    fn liquidate(&mut self, account: u32, bucket: Bucket, out: &mut Vec<Event>) {
+        self.stats.liquidations += 1;
+        self.cancel_perp_orders(account, bucket, out);
+        let perps: Vec<u32> = self.accounts[account as usize]
+            .perp
+            .positions
+            .iter()
+            .filter(|p| {
+                p.size != 0
+                    && match bucket {
+                        Bucket::Cross => !p.isolated,
+                        Bucket::Isolated(perp) => p.perp == perp,
+                    }
+            })
+            .map(|p| p.perp)
+            .collect();
+        for perp in perps {
+            let margin = self.margin(account, bucket);
+            if margin.equity >= margin.maintenance {
+                break;
+            }
+            if margin.equity > 0 {
+                self.liquidate_on_book(account, bucket, perp, out);
+            }
+            let size = self.position(account, perp).map_or(0, |p| p.size);
+            let margin = self.margin(account, bucket);
+            if size != 0 && margin.equity < margin.maintenance {
+                self.close_at_bankruptcy(account, bucket, perp, out);
+            }
+        }
+    }
+
+    fn cancel_perp_orders(&mut self, account: u32, bucket: Bucket, out: &mut Vec<Event>) {
+        let mut handle = self.accounts[account as usize].first_order;
+        while handle != NIL {
+            let node = self.orders[handle as usize];
+            let next = node.account_next;
+            let perp = self.markets[node.market as usize].params.perp;
+            let in_bucket = perp != NIL
+                && match bucket {
+                    Bucket::Cross => true,
+                    Bucket::Isolated(p) => p == perp,
+                };
+            if in_bucket {
+                self.cancel_resting(handle, CancelReason::Liquidation, out);
+            }
+            handle = next;
+        }
+    }
+
+    /// Step 1: IOC market orders closing the position, at most the chunk notional each,
+    /// limited to the price band, while the bucket is under maintenance and the book fills.
+    fn liquidate_on_book(&mut self, account: u32, bucket: Bucket, perp: u32, out: &mut Vec<Event>) {
+        let market_index = self.perps[perp as usize].market_index as usize;
+        let params = self.markets[market_index].params;
+        loop {
+            let size = self.position(account, perp).map_or(0, |p| p.size);
+            let margin = self.margin(account, bucket);
+            if size == 0 || margin.equity >= margin.maintenance {
+                return;
+            }
+            let market = &self.perps[perp as usize];
+            let per_lot = params.notional(market.mark, 1).max(1);
+            let chunk = (market.spec.liquidation_chunk_notional as i128 / per_lot)
+                .clamp(1, size.abs() as i128) as Lots;
+            let side = if size > 0 { Side::Sell } else { Side::Buy };
+            let band = market.spec.price_band_ppb as i128;
+            let oracle = market.oracle as i128;
+            let limit = match side {
+                Side::Sell => ceil_div(oracle * (PPB - band).max(0), PPB).max(1) as Ticks,
+                Side::Buy => ((oracle * (PPB + band)) / PPB).min(params.max_price as i128) as Ticks,
+            };
+            let mut taker = Taker {
+                account,
+                oid: LIQUIDATION_OID,
+                side,
+                limit: Some(limit),
+                remaining: chunk,
+                stp: SelfTradePrevention::CancelTaker,
+                reserve_per_lot: 0,
+                reduce_only: true,
+                tier: 0,
+            };
+            let fills_from = out.len();
+            self.match_taker(market_index, &mut taker, out);
+            let filled = chunk - taker.remaining;
+            if filled == 0 {
+                return;
+            }
+            let notional: i128 = out[fills_from..]
+                .iter()
+                .map(|event| match *event {
+                    Event::Fill { price, qty, .. } => params.notional(price, qty),
+                    _ => 0,
+                })
+                .sum();
+            let fee_due = ceil_div(notional * market_fee_ppb(&self.perps[perp as usize]), PPB);
+            let available = self.bucket_collateral(account, bucket).max(0);
+            let fee = fee_due.min(available);
+            self.move_to_insurance(account, bucket, fee);
+            out.push(Event::Liquidation {
+                account: self.accounts[account as usize].id,
+                market: params.id,
+                step: LiquidationStep::Book,
+                lots: filled,
+                notional: to_units(notional),
+                fee: to_units(fee),
+                bad_debt: 0,
+            });
+            if taker.remaining > 0 {
+                return;
+            }
+        }
+    }
+
+    fn bucket_collateral(&self, account: u32, bucket: Bucket) -> i128 {
+        match bucket {
+            Bucket::Cross => self.accounts[account as usize].perp.collateral as i128,
+            Bucket::Isolated(perp) => self
+                .position(account, perp)
+                .map_or(0, |p| p.isolated_margin as i128),
+        }
+    }
+
+    fn move_to_insurance(&mut self, account: u32, bucket: Bucket, amount: i128) {
+        if amount == 0 {
+            return;
+        }
+        let amount = to_units(amount);
+        match bucket {
+            Bucket::Cross => self.accounts[account as usize].perp.collateral -= amount,
+            Bucket::Isolated(perp) => {
+                let slot = self.position_slot(account, perp);
+                self.accounts[account as usize].perp.positions[slot].isolated_margin -= amount;
+            }
+        }
+        let insurance = self.insurance;
+        self.accounts[insurance as usize].perp.collateral += amount;
+        self.touch_perp_account(account);
+        self.touch_perp_account(insurance);
+    }
+
+    /// Steps 2 and 3: the rest of the position closes at the bankruptcy price
+    /// `size * mark * QU - min(equity, 0)`: taken by the insurance fund if it can carry it,
+    /// otherwise spread over opposite positions ranked for auto-deleveraging.
+    fn close_at_bankruptcy(
+        &mut self,
+        account: u32,
+        bucket: Bucket,
+        perp: u32,
+        out: &mut Vec<Event>,
+    ) {
+        let size = self.position(account, perp).map_or(0, |p| p.size);
+        let margin = self.margin(account, bucket);
+        let market = &self.perps[perp as usize];
+        let market_id = market.spec.market;
+        let fee_ppb = market_fee_ppb(market);
+        let mark_value = size as i128 * market.mark as i128 * market.qu();
+        let bad_debt = (-margin.equity).max(0);
+        // Signed value the position closes at; a short can't close below zero value.
+        let value = if size > 0 {
+            mark_value + bad_debt
+        } else {
+            (mark_value + bad_debt).min(0)
+        };
+        let close_notional = value.abs();
+        let insurance = self.insurance;
+        if account != insurance && self.insurance_can_take(perp, size, value) {
+            self.apply_trade(account, perp, -size, close_notional, 0, out);
+            self.apply_trade(insurance, perp, size, close_notional, 0, out);
+            let fee = self.bankrupt_cleanup(account, bucket, fee_ppb, close_notional);
+            out.push(Event::Liquidation {
+                account: self.accounts[account as usize].id,
+                market: market_id,
+                step: LiquidationStep::Backstop,
+                lots: size.abs(),
+                notional: to_units(close_notional),
+                fee: to_units(fee),
+                bad_debt: to_units(bad_debt),
+            });
+            return;
+        }
+        // ADL: opposite positions, most profitable and levered first, ties by account id.
+        let mut ranked: Vec<(i128, AccountId, u32)> = Vec::new();
+        for (index, other) in self.accounts.iter().enumerate() {
+            let index = index as u32;
+            if index == account {
+                continue;
+            }
+            let Some(position) = other.perp.positions.iter().find(|p| p.perp == perp) else {
+                continue;
+            };
+            if position.size == 0 || (position.size > 0) == (size > 0) {
+                continue;
+            }
+            let bucket = if position.isolated {
+                Bucket::Isolated(perp)
+            } else {
+                Bucket::Cross
+            };
+            let (upnl, _, _) = self.position_margin(position);
+            let equity = self.margin(index, bucket).equity.max(1);
+            let notional = (position.size as i128
+                * self.perps[perp as usize].mark as i128
+                * self.perps[perp as usize].qu())
+            .abs();
+            let pnl_ratio = upnl.saturating_mul(PPB) / position.open_notional.abs().max(1);
+            let score = pnl_ratio.saturating_mul(notional) / equity;
+            ranked.push((score, other.id, index));
+        }
+        ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let total = size.abs();
+        let mut left = total;
+        let mut value_left = close_notional;
+        for (_, id, index) in ranked {
+            if left == 0 {
+                break;
+            }
+            let their = self.position(index, perp).map_or(0, |p| p.size).abs();
+            let lots = their.min(left);
+            let share = if lots == left {
+                value_left
+            } else {
+                close_notional * lots as i128 / total as i128
+            };
+            self.apply_trade(account, perp, -size.signum() * lots, share, 0, out);
+            self.apply_trade(index, perp, size.signum() * lots, share, 0, out);
+            out.push(Event::Adl {
+                account: id,
+                market: market_id,
+                lots,
+                notional: to_units(share),
+            });
+            left -= lots;
+            value_left -= share;
+        }
+        assert_eq!(
+            left, 0,
+            "invariant: long and short sizes of a market are equal"
+        );
+        let fee = self.bankrupt_cleanup(account, bucket, fee_ppb, close_notional);
+        out.push(Event::Liquidation {
+            account: self.accounts[account as usize].id,
+            market: market_id,
+            step: LiquidationStep::Adl,
+            lots: total,
+            notional: to_units(close_notional),
+            fee: to_units(fee),
+            bad_debt: to_units(bad_debt),
+        });
+    }
+
+    /// After a bankruptcy close: a bucket left with no open position and negative
+    /// collateral is brought to zero by the insurance fund; a positive rest pays the
+    /// liquidation fee (capped at what is left). Returns the fee.
+    fn bankrupt_cleanup(
+        &mut self,
+        account: u32,
+        bucket: Bucket,
+        fee_ppb: i128,
+        notional: i128,
+    ) -> i128 {
+        let margin = self.margin(account, bucket);
+        let collateral = self.bucket_collateral(account, bucket);
+        let open = self.accounts[account as usize]
+            .perp
+            .positions
+            .iter()
+            .any(|p| {
+                p.size != 0
+                    && match bucket {
+                        Bucket::Cross => !p.isolated,
+                        Bucket::Isolated(perp) => p.perp == perp,
+                    }
+            });
+        if !open && collateral < 0 {
+            // Covered by the insurance fund (a negative transfer to it).
+            self.move_to_insurance(account, bucket, collateral);
+            return 0;
+        }
+        let fee = ceil_div(notional * fee_ppb, PPB)
+            .min(margin.equity.max(0))
+            .min(collateral.max(0));
+        self.move_to_insurance(account, bucket, fee);
+        fee
+    }
+
+    /// Whether the insurance fund can take `size` lots at signed `value` and still meet the
+    /// maintenance margin of everything it holds. Taking at `value` changes its equity by
+    /// `size * mark * QU - value` whether the lots open, close or flip its position.
+    fn insurance_can_take(&self, perp: u32, size: Lots, value: i128) -> bool {
+        let insurance = self.insurance;
+        let market = &self.perps[perp as usize];
+        let mark_value = size as i128 * market.mark as i128 * market.qu();
+        let equity = self.margin(insurance, Bucket::Cross).equity + mark_value - value;
+        let state = &self.accounts[insurance as usize].perp;
+        let mut maintenance = 0;
+        let mut held = false;
+        for position in &state.positions {
+            let mut position = *position;
+            if position.perp == perp {
+                position.size += size;
+                held = true;
+            }
+            maintenance += self.position_margin(&position).2;
+        }
+        if !held {
+            let mut position = self.flat_position(perp);
+            position.size = size;
+            maintenance += self.position_margin(&position).2;
+        }
+        equity >= maintenance
+    }
+
+    /// A flat position with the market's default settings.
+    pub(super) fn flat_position(&self, perp: u32) -> Position {
+        Position {
+            perp,
+            size: 0,
+            open_notional: 0,
+            funding_basis: 0,
+            leverage: self.perps[perp as usize].spec.max_leverage,
+            isolated: false,
+            isolated_margin: 0,
+            reduce_only_orders: 0,
+            keyed: Keyed::None,
+        }
+    }
+
+    // ---- queries ---------------------------------------------------------------------
+
+    /// An account's position in a perp market; `None` if either is unknown or it never had
+    /// one there.
+    pub fn position_view(&self, account: AccountId, market: MarketId) -> Option<PositionView> {
+        let &index = self.account_index.get(&account)?;
+        let (_, perp) = self.perp_of(market).ok()?;
+        let position = self.position(index, perp)?;
+        let (upnl, _, _) = self.position_margin(position);
+        Some(PositionView {
+            size: position.size,
+            open_notional: position.open_notional,
+            leverage: position.leverage,
+            isolated: position.isolated,
+            isolated_margin: position.isolated_margin,
+            unrealized_pnl: upnl,
+            unsettled_funding: self.unsettled_funding(position),
+        })
+    }
+
+    /// An account's cross-margin collateral and order margin, units.
+    pub fn perp_collateral(&self, account: AccountId) -> Option<(Units, Units)> {
+        let &index = self.account_index.get(&account)?;
+        let state = &self.accounts[index as usize].perp;
+        Some((state.collateral, state.order_margin))
+    }
+
+    /// An account's cross-margin equity and requirements, or an isolated position's
+    /// (`isolated_market`).
+    pub fn margin_view(
+        &self,
+        account: AccountId,
+        isolated_market: Option<MarketId>,
+    ) -> Option<MarginView> {
+        let &index = self.account_index.get(&account)?;
+        let bucket = match isolated_market {
+            None => Bucket::Cross,
+            Some(market) => Bucket::Isolated(self.perp_of(market).ok()?.1),
+        };
+        Some(self.margin(index, bucket))
+    }
+
+    /// A perp market's prices and funding state.
+    pub fn perp_market(&self, market: MarketId) -> Option<PerpMarketView> {
+        let (_, perp) = self.perp_of(market).ok()?;
+        let state = &self.perps[perp as usize];
+        Some(PerpMarketView {
+            spec: state.spec,
+            oracle: state.oracle,
+            mark: state.mark,
+            ema_premium_ppb: state.ema_premium_ppb,
+            funding_index: state.funding_index,
+            funding_pool: state.funding_pool,
+            open_interest: state.long_lots,
+            last_trade: state.last_trade,
+        })
+    }
+
+    /// The insurance fund: the insurance account's cross collateral (0 before any perp
+    /// market exists).
+    pub fn insurance_fund(&self) -> Units {
+        if self.insurance == NIL {
+            return 0;
+        }
+        self.accounts[self.insurance as usize].perp.collateral
+    }
+
+    /// Counters of the liquidation machinery, for benchmarks and tests.
+    pub fn liquidation_stats(&self) -> LiquidationStats {
+        self.stats
+    }
+
+    /// Checks of the perp state, called by `check_invariants`: order margin equals the
+    /// reserves of open perp orders, open interest equals the long sizes, long and short
+    /// sizes are equal, and every non-flat position outside the insurance fund is in the
+    /// liquidation index under the key its state gives.
+    pub(super) fn check_perp_invariants(
+        &self,
+        expected_order_margin: &[i128],
+    ) -> Result<(), String> {
+        let mut longs = vec![0i128; self.perps.len()];
+        let mut shorts = vec![0i128; self.perps.len()];
+        for (index, account) in self.accounts.iter().enumerate() {
+            if account.perp.order_margin as i128 != expected_order_margin[index] {
+                return Err(format!(
+                    "account {}: order margin {} but perp orders reserve {}",
+                    account.id, account.perp.order_margin, expected_order_margin[index]
+                ));
+            }
+            if account.perp.order_margin < 0 {
+                return Err(format!("account {}: negative order margin", account.id));
+            }
+            for position in &account.perp.positions {
+                let perp = position.perp as usize;
+                if position.size > 0 {
+                    longs[perp] += position.size as i128;
+                } else {
+                    shorts[perp] -= position.size as i128;
+                }
+                if position.size == 0
+                    && (position.open_notional != 0 || position.isolated_margin != 0)
+                {
+                    return Err(format!(
+                        "account {}: flat position with basis or margin",
+                        account.id
+                    ));
+                }
+                let market = &self.perps[perp];
+                let indexed = match position.keyed {
+                    Keyed::None => false,
+                    Keyed::Long(key) => market.liq_longs.contains(&(key, index as u32)),
+                    Keyed::Short(key) => market.liq_shorts.contains(&(key, index as u32)),
+                    Keyed::Multi => market.multi.contains(&(index as u32)),
+                };
+                let should = position.size != 0 && index as u32 != self.insurance;
+                if indexed != should || (position.keyed != Keyed::None) != should {
+                    return Err(format!(
+                        "account {}: liquidation index out of date",
+                        account.id
+                    ));
+                }
+            }
+        }
+        for (perp, market) in self.perps.iter().enumerate() {
+            if longs[perp] != shorts[perp] || longs[perp] != market.long_lots as i128 {
+                return Err(format!(
+                    "perp market {}: longs {} shorts {} open interest {}",
+                    market.spec.market, longs[perp], shorts[perp], market.long_lots
+                ));
+            }
+            let entries = market.liq_longs.len() + market.liq_shorts.len();
+            let keyed = self
+                .accounts
+                .iter()
+                .flat_map(|a| a.perp.positions.iter())
+                .filter(|p| {
+                    p.perp as usize == perp && matches!(p.keyed, Keyed::Long(_) | Keyed::Short(_))
+                })
+                .count();
+            if entries != keyed {
+                return Err(format!(
+                    "perp market {}: stale index entries",
+                    market.spec.market
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The collateral asset's perp-side holdings: cross collateral and isolated margins of
+    /// every account, funding pools, minus every open cost basis (the sum of unrealized PnL
+    /// at any common price, since long and short sizes are equal).
+    pub(super) fn perp_holdings(&self) -> i128 {
+        let mut total: i128 = self.perps.iter().map(|m| m.funding_pool as i128).sum();
+        for account in &self.accounts {
+            total += account.perp.collateral as i128;
+            for position in &account.perp.positions {
+                total += position.isolated_margin as i128 - position.open_notional;
+            }
+        }
+        total
+    }
+}
+
+/// Counters of liquidation work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiquidationStats {
+    /// Buckets the index handed to a full check.
+    pub liquidation_candidates: u64,
+    /// Buckets found under maintenance and liquidated.
+    pub liquidations: u64,
+}
+
+fn market_fee_ppb(market: &PerpMarket) -> i128 {
+    market.spec.liquidation_fee_ppb as i128
+}
+
+fn perp_spec_valid(spec: &PerpSpec) -> bool {
+    let fees_valid = spec.taker_fee_bps >= 0
+        && spec.taker_fee_bps < 10_000
+        && spec.maker_fee_bps < 10_000
+        && spec.maker_fee_bps >= -spec.taker_fee_bps;
+    let top_notional = spec.max_price_ticks as i128 * spec.quote_units_per_tick_lot as i128;
+    let tiers = spec.tiers();
+    let tiers_valid = !tiers.is_empty()
+        && spec.tier_count as usize <= MAX_MARGIN_TIERS
+        && tiers
+            .iter()
+            .all(|t| t.mmr_ppb > 0 && t.mmr_ppb < t.imr_ppb && (t.imr_ppb as i128) <= PPB)
+        && tiers.windows(2).all(|w| {
+            w[0].notional_up_to < w[1].notional_up_to
+                && w[0].imr_ppb <= w[1].imr_ppb
+                && w[0].mmr_ppb <= w[1].mmr_ppb
+        })
+        && tiers[..tiers.len() - 1]
+            .iter()
+            .all(|t| t.notional_up_to > 0);
+    spec.quote_units_per_tick_lot >= 1
+        && spec.min_lots >= 1
+        && (1..=MAX_PRICE_TICKS_LIMIT).contains(&spec.max_price_ticks)
+        && fees_valid
+        && top_notional <= i64::MAX as i128
+        && (1..=100).contains(&spec.max_leverage)
+        && tiers_valid
+        && spec.open_interest_cap_lots >= 0
+        && (spec.price_band_ppb as i128) < PPB
+        && spec.interest_ppb.unsigned_abs() as i128 <= PPB
+        && (spec.funding_cap_ppb as i128) <= PPB
+        && spec.impact_notional >= 1
+        && spec.liquidation_chunk_notional >= 1
+        && (spec.liquidation_fee_ppb as i128) < PPB
+}
