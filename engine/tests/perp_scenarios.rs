@@ -1,0 +1,629 @@
+//! Hand-checked perpetual futures scenarios. Every expected number is worked out in the
+//! comments from docs/perps.md. `check_invariants` (conservation, order margin, open
+//! interest, the liquidation index) runs after every command.
+//!
+//! Market P: `QU = 1` (notional = price * lots), fees 0 unless a test says otherwise,
+//! tiers: notional <= 10_000 at IMR 10% / MMR 5%, above at IMR 20% / MMR 10%; max leverage
+//! 10; band 50% around the oracle.
+
+use engine::{
+    AccountId, CancelReason, Command, Engine, EngineConfig, Event, LiquidationStep, Lots,
+    MarginTier, MarketId, NewOrder, OrderId, PerpSpec, RejectReason, SelfTradePrevention, Side,
+    Ticks, TimeInForce, Units, INSURANCE_ACCOUNT, MAX_MARGIN_TIERS, MAX_ORACLE_SOURCES,
+};
+
+const USD: u32 = 1;
+const P: MarketId = 10;
+const A: AccountId = 1;
+const B: AccountId = 2;
+const C: AccountId = 3;
+const PCT: u32 = 10_000_000; // 1% in ppb
+
+use Side::{Buy, Sell};
+
+fn spec() -> PerpSpec {
+    let mut tiers = [MarginTier::default(); MAX_MARGIN_TIERS];
+    tiers[0] = MarginTier {
+        notional_up_to: 10_000,
+        imr_ppb: 10 * PCT,
+        mmr_ppb: 5 * PCT,
+    };
+    tiers[1] = MarginTier {
+        notional_up_to: i64::MAX,
+        imr_ppb: 20 * PCT,
+        mmr_ppb: 10 * PCT,
+    };
+    PerpSpec {
+        market: P,
+        collateral: USD,
+        quote_units_per_tick_lot: 1,
+        min_lots: 1,
+        max_price_ticks: 100_000,
+        maker_fee_bps: 0,
+        taker_fee_bps: 0,
+        max_leverage: 10,
+        tiers,
+        tier_count: 2,
+        open_interest_cap_lots: 1_000,
+        price_band_ppb: 50 * PCT,
+        interest_ppb: 0,
+        funding_cap_ppb: 5 * PCT,
+        impact_notional: 1_000,
+        liquidation_chunk_notional: 1_000_000,
+        liquidation_fee_ppb: PCT,
+    }
+}
+
+struct Harness {
+    engine: Engine,
+    events: Vec<Event>,
+}
+
+impl Harness {
+    fn new(spec: PerpSpec, accounts: &[(AccountId, Units)]) -> Harness {
+        let mut harness = Harness {
+            engine: Engine::new(EngineConfig {
+                max_resting_orders: 1024,
+                max_open_orders_per_account: 64,
+            }),
+            events: Vec::new(),
+        };
+        harness.ok(Command::CreateAsset { asset: USD });
+        harness.ok(Command::CreatePerpMarket(spec));
+        for &(account, amount) in accounts {
+            harness.ok(Command::Deposit {
+                account,
+                asset: USD,
+                amount,
+            });
+            harness.ok(Command::TransferCollateral { account, amount });
+        }
+        harness
+    }
+
+    /// Runs a command, checks every invariant and the incremental root, returns its events.
+    fn run(&mut self, command: Command) -> Vec<Event> {
+        self.events.clear();
+        self.engine.step(&command, &mut self.events);
+        if let Err(why) = self.engine.check_invariants() {
+            panic!("after {command:?}: {why}\nevents: {:?}", self.events);
+        }
+        assert_eq!(self.engine.commit(), self.engine.state_hash());
+        self.events.clone()
+    }
+
+    /// Runs a command that must not be rejected.
+    fn ok(&mut self, command: Command) -> Vec<Event> {
+        let events = self.run(command);
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Rejected { .. })),
+            "{command:?} was rejected: {events:?}"
+        );
+        events
+    }
+
+    fn reject_reason(&mut self, command: Command) -> RejectReason {
+        let before = self.engine.state_hash();
+        let events = self.run(command);
+        match events.as_slice() {
+            [Event::Rejected { reason, .. }] => {
+                assert_eq!(
+                    self.engine.state_hash(),
+                    before,
+                    "a rejection changed state"
+                );
+                *reason
+            }
+            other => panic!("{command:?} not rejected: {other:?}"),
+        }
+    }
+
+    fn oracle(&mut self, price: Ticks) -> Vec<Event> {
+        let mut prices = [0; MAX_ORACLE_SOURCES];
+        prices[0] = price;
+        self.ok(Command::Oracle {
+            market: P,
+            prices,
+            count: 1,
+        })
+    }
+
+    fn size(&self, account: AccountId) -> Lots {
+        self.engine.position_view(account, P).map_or(0, |p| p.size)
+    }
+
+    fn collateral(&self, account: AccountId) -> Units {
+        self.engine.perp_collateral(account).unwrap().0
+    }
+}
+
+fn order(account: AccountId, oid: OrderId, side: Side, price: Ticks, qty: Lots) -> Command {
+    Command::Place(NewOrder {
+        account,
+        market: P,
+        oid,
+        side,
+        price: Some(price),
+        qty,
+        tif: TimeInForce::Gtc,
+        stp: SelfTradePrevention::CancelMaker,
+        reduce_only: false,
+    })
+}
+
+fn reduce_only(account: AccountId, oid: OrderId, side: Side, price: Ticks, qty: Lots) -> Command {
+    match order(account, oid, side, price, qty) {
+        Command::Place(mut o) => {
+            o.reduce_only = true;
+            Command::Place(o)
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn positions(events: &[Event]) -> Vec<(AccountId, Lots, i128, Units)> {
+    events
+        .iter()
+        .filter_map(|e| match *e {
+            Event::Position {
+                account,
+                size,
+                open_notional,
+                realized_pnl,
+                ..
+            } => Some((account, size, open_notional, realized_pnl)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn fills_open_close_and_flip_positions_with_realized_pnl() {
+    let mut h = Harness::new(spec(), &[(A, 10_000), (B, 10_000), (C, 10_000)]);
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 100, 10));
+    // A buys 10 @ 100: A +10 (basis 1000), B -10 (basis -1000).
+    let events = h.ok(order(A, 1, Buy, 100, 10));
+    assert_eq!(
+        positions(&events),
+        vec![(A, 10, 1000, 0), (B, -10, -1000, 0)]
+    );
+    // A sells 4 @ 110 to C: closes 4 of 10, basis share 1000 * 4 / 10 = 400, realized
+    // 4 * 110 - 400 = 40; A keeps 6 at basis 600. C opens +4 at 440.
+    h.ok(order(C, 1, Buy, 110, 4));
+    let events = h.ok(order(A, 2, Sell, 110, 4));
+    assert_eq!(positions(&events), vec![(A, 6, 600, 40), (C, 4, 440, 0)]);
+    assert_eq!(h.collateral(A), 10_040);
+    // A sells 10 @ 90 to B (B closes its short): A closes 6 (basis 600, value 540:
+    // realized -60) and opens -4 at 360. B: closes 10 of -10, basis share -1000, realized
+    // -(10 * 90) - (-1000) = +100.
+    h.ok(order(B, 2, Buy, 90, 10));
+    let events = h.ok(order(A, 3, Sell, 90, 10));
+    assert_eq!(positions(&events), vec![(A, -4, -360, -60), (B, 0, 0, 100)]);
+    assert_eq!(h.collateral(A), 10_040 - 60);
+    assert_eq!(h.collateral(B), 10_100);
+    assert_eq!(h.engine.perp_market(P).unwrap().open_interest, 4);
+}
+
+#[test]
+fn pre_trade_checks_reject_with_typed_reasons_and_change_nothing() {
+    let mut h = Harness::new(spec(), &[(A, 100), (B, 100_000)]);
+    assert_eq!(
+        h.reject_reason(order(A, 1, Buy, 100, 1)),
+        RejectReason::NoOraclePrice
+    );
+    h.oracle(100);
+    // Leverage 10 and tier IMR 10%: 10 lots @ 100 need 1000 * 10% = 100 (all A has).
+    assert_eq!(
+        h.reject_reason(order(A, 1, Buy, 100, 11)),
+        RejectReason::InsufficientMargin
+    );
+    h.ok(order(A, 1, Buy, 100, 10));
+    assert_eq!(h.engine.perp_collateral(A), Some((100, 100)));
+    // Band 50%: 151 and 49 are outside [50, 150].
+    assert_eq!(
+        h.reject_reason(order(B, 1, Buy, 151, 1)),
+        RejectReason::PriceBand
+    );
+    assert_eq!(
+        h.reject_reason(order(B, 1, Sell, 49, 1)),
+        RejectReason::PriceBand
+    );
+    // No position: reduce-only has nothing to reduce.
+    assert_eq!(
+        h.reject_reason(reduce_only(B, 1, Sell, 100, 1)),
+        RejectReason::ReduceOnly
+    );
+    // Open interest cap 1000 lots.
+    assert_eq!(
+        h.reject_reason(order(B, 1, Buy, 100, 1001)),
+        RejectReason::OpenInterestCap
+    );
+    // Leverage outside 1..=10, unknown market, spot-only commands.
+    let leverage = |leverage| Command::SetLeverage {
+        account: B,
+        market: P,
+        leverage,
+        isolated: false,
+    };
+    assert_eq!(h.reject_reason(leverage(0)), RejectReason::InvalidLeverage);
+    assert_eq!(h.reject_reason(leverage(11)), RejectReason::InvalidLeverage);
+    // A has an open order in P: no leverage change while it rests.
+    assert_eq!(
+        h.reject_reason(Command::SetLeverage {
+            account: A,
+            market: P,
+            leverage: 5,
+            isolated: false,
+        }),
+        RejectReason::PositionOpen
+    );
+    assert_eq!(
+        h.reject_reason(Command::Funding { market: 99 }),
+        RejectReason::UnknownMarket
+    );
+    // Withdrawing margin that the open order reserves.
+    assert_eq!(
+        h.reject_reason(Command::TransferCollateral {
+            account: A,
+            amount: -1
+        }),
+        RejectReason::InsufficientMargin
+    );
+    assert_eq!(
+        h.reject_reason(Command::TransferCollateral {
+            account: 77,
+            amount: 5
+        }),
+        RejectReason::UnknownAccount
+    );
+    let mut prices = [0; MAX_ORACLE_SOURCES];
+    prices[0] = 100;
+    assert_eq!(
+        h.reject_reason(Command::Oracle {
+            market: P,
+            prices,
+            count: 9,
+        }),
+        RejectReason::InvalidPrice
+    );
+}
+
+#[test]
+fn leverage_sets_the_initial_margin_and_tiers_raise_it() {
+    let mut h = Harness::new(spec(), &[(A, 10_000), (B, 100_000)]);
+    h.oracle(100);
+    h.ok(Command::SetLeverage {
+        account: A,
+        market: P,
+        leverage: 2,
+        isolated: false,
+    });
+    // Leverage 2: rate max(10%, 50%) = 50%: 10 lots @ 100 reserve 500.
+    h.ok(order(A, 1, Buy, 100, 10));
+    assert_eq!(h.engine.perp_collateral(A), Some((10_000, 500)));
+    // B at leverage 10: 200 lots @ 100 = 20_000 notional, tier 2 (IMR 20%): 4000.
+    h.ok(order(B, 1, Sell, 100, 200));
+    assert_eq!(h.engine.perp_collateral(B), Some((100_000, 4000 - 200)));
+    // (10 of B's lots filled against A at once and its reserve for them went back.)
+    let margin = h.engine.margin_view(B, None).unwrap();
+    // B is short 10 @ 100, mark 100: notional 1000, tier 1: IM 100, MM 50.
+    assert_eq!((margin.initial, margin.maintenance), (100, 50));
+}
+
+#[test]
+fn reduce_only_orders_are_cut_to_the_position_and_trimmed_when_it_shrinks() {
+    let mut h = Harness::new(spec(), &[(A, 10_000), (B, 10_000), (C, 10_000)]);
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 100, 5));
+    h.ok(order(A, 1, Buy, 100, 5));
+    // A is long 5: a reduce-only sell of 8 is cut to 5 and rests.
+    let events = h.ok(reduce_only(A, 2, Sell, 120, 8));
+    assert!(matches!(events[0], Event::Accepted { .. }));
+    assert_eq!(h.engine.book_orders(P, Sell)[0].remaining, 5);
+    // Another reduce-only sell has nothing left to reduce.
+    assert_eq!(
+        h.reject_reason(reduce_only(A, 3, Sell, 121, 1)),
+        RejectReason::ReduceOnly
+    );
+    // A sells 3 (not reduce-only) to C: long 2 is left, the 5-lot reduce-only order could
+    // now flip A short, so it is canceled.
+    h.ok(order(C, 1, Buy, 100, 3));
+    let events = h.ok(order(A, 4, Sell, 100, 3));
+    assert!(events.contains(&Event::Canceled {
+        market: P,
+        account: A,
+        oid: 2,
+        remaining: 5,
+        reason: CancelReason::ReduceOnly,
+    }));
+    assert_eq!(h.size(A), 2);
+}
+
+#[test]
+fn oracle_is_the_median_and_mark_is_the_median_of_ema_mid_and_last() {
+    let mut h = Harness::new(spec(), &[(A, 10_000), (B, 10_000)]);
+    let mut prices = [0; MAX_ORACLE_SOURCES];
+    prices[..4].copy_from_slice(&[103, 99, 100, 250]);
+    // Sorted 99, 100, 103, 250: the lower middle is 100. Empty book: premium 0, mid and
+    // last are the oracle, so the mark is 100.
+    let events = h.ok(Command::Oracle {
+        market: P,
+        prices,
+        count: 4,
+    });
+    assert_eq!(
+        events,
+        vec![Event::OraclePrice {
+            market: P,
+            oracle: 100,
+            mark: 100,
+            premium_ppb: 0
+        }]
+    );
+    // Book 110 bid x 20 / 112 ask x 20 (2200+ notional each side, impact 1000):
+    // impact bid 110 (10 lots = 1100 >= 1000), impact ask 112.
+    // premium = (110 - 100) / 100 - 0 = 10% = 100_000_000 ppb.
+    // EMA: 0 + (10^8 - 0) / 8 = 12_500_000 -> oracle + 1.25% = 101.25 -> 101 (toward 0).
+    // mid = 111, last trade none -> oracle 100; mark = median(101, 111, 100) = 101.
+    h.ok(order(A, 1, Buy, 110, 20));
+    h.ok(order(B, 1, Sell, 112, 20));
+    let events = h.oracle(100);
+    assert_eq!(
+        events,
+        vec![Event::OraclePrice {
+            market: P,
+            oracle: 100,
+            mark: 101,
+            premium_ppb: 100_000_000
+        }]
+    );
+    let view = h.engine.perp_market(P).unwrap();
+    assert_eq!(view.ema_premium_ppb, 12_500_000);
+}
+
+#[test]
+fn funding_moves_the_index_and_positions_settle_toward_the_payer() {
+    let mut s = spec();
+    s.interest_ppb = 100_000; // 0.01% per interval
+    let mut h = Harness::new(s, &[(A, 10_000), (B, 10_000), (C, 10_000)]);
+    h.oracle(100);
+    // A long 3, B short 3 at 100.
+    h.ok(order(B, 1, Sell, 100, 3));
+    h.ok(order(A, 1, Buy, 100, 3));
+    // Bid 104 x 50 from C: impact bid 104; no asks left: that side contributes 0.
+    // premium = 4% = 40_000_000 ppb per sample. Two samples.
+    h.ok(order(C, 1, Buy, 104, 50));
+    h.oracle(100);
+    h.oracle(100);
+    // Three samples: 0 (the first update, empty book), 4%, 4%: average 80_000_000 / 3 =
+    // 26_666_666 ppb (toward zero).
+    // rate = clamp(avg + clamp(interest - avg, -0.05%, 0.05%), -cap, cap)
+    //      = 26_666_666 - 500_000 = 26_166_666 ppb (cap 5%).
+    // index += rate * oracle * QU = 26_166_666 * 100 = 2_616_666_600 nano-units per lot.
+    let events = h.ok(Command::Funding { market: P });
+    assert_eq!(
+        events,
+        vec![Event::Funding {
+            market: P,
+            rate_ppb: 26_166_666,
+            index: 2_616_666_600,
+        }]
+    );
+    // A owes 3 * 2.6166666 = 7.85 -> pays 8 (toward the payer); B is owed 7.85 -> gets 7.
+    assert_eq!(h.engine.position_view(A, P).unwrap().unsettled_funding, 8);
+    assert_eq!(h.engine.position_view(B, P).unwrap().unsettled_funding, -7);
+    // Both settle on their next change: A sells 1 to C, B buys 1 from ... a new seller C.
+    let events = h.ok(order(A, 2, Sell, 104, 1));
+    let paid = events.iter().find_map(|e| match *e {
+        Event::Position {
+            account: A,
+            funding_paid,
+            ..
+        } => Some(funding_paid),
+        _ => None,
+    });
+    assert_eq!(paid, Some(8));
+    assert_eq!(h.engine.perp_market(P).unwrap().funding_pool, 8);
+}
+
+/// A: long 10 @ 100 with 100 collateral (leverage 10). MM at mark m: ceil(10 m * 5%).
+/// Equity at m: 100 + 10 (m - 100). Liquidatable when 100 + 10 m - 1000 < m / 2, i.e.
+/// m < 94.7: at 95 (equity 50, MM 48) it is healthy, at 94 (equity 40, MM 47) it is not.
+fn levered_long(liquidity: &[(AccountId, Ticks, Lots)], insurance: Units) -> Harness {
+    let mut h = Harness::new(spec(), &[(A, 100), (B, 100_000), (C, 100_000)]);
+    if insurance > 0 {
+        h.ok(Command::Deposit {
+            account: INSURANCE_ACCOUNT,
+            asset: USD,
+            amount: insurance,
+        });
+        h.ok(Command::TransferCollateral {
+            account: INSURANCE_ACCOUNT,
+            amount: insurance,
+        });
+    }
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 100, 10));
+    h.ok(order(A, 1, Buy, 100, 10));
+    for (i, &(account, price, lots)) in liquidity.iter().enumerate() {
+        h.ok(order(account, 100 + i as u64, Buy, price, lots));
+    }
+    h
+}
+
+fn liquidations(events: &[Event]) -> Vec<(LiquidationStep, Lots, Units, Units, Units)> {
+    events
+        .iter()
+        .filter_map(|e| match *e {
+            Event::Liquidation {
+                step,
+                lots,
+                notional,
+                fee,
+                bad_debt,
+                ..
+            } => Some((step, lots, notional, fee, bad_debt)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_mark_move_liquidates_on_the_book_in_part() {
+    // Bids: C 94 x 3, then 93 x 20.
+    let mut h = levered_long(&[(C, 94, 3), (C, 93, 20)], 0);
+    let events = h.oracle(95);
+    assert!(
+        liquidations(&events).is_empty(),
+        "healthy at 95: {events:?}"
+    );
+    // At 94: equity 40 < MM 47. One chunk (the whole position fits): sell 10 into the
+    // bids: 3 @ 94 + 7 @ 93 = 282 + 651 = 933. Fee 1% of 933 = ceil(9.33) = 10.
+    // Realized: 933 - 1000 = -67: collateral 100 - 67 - 10 = 23.
+    let events = h.oracle(94);
+    assert_eq!(
+        liquidations(&events),
+        vec![(LiquidationStep::Book, 10, 933, 10, 0)]
+    );
+    assert_eq!(h.size(A), 0);
+    assert_eq!(h.collateral(A), 23);
+    assert_eq!(h.engine.insurance_fund(), 10);
+}
+
+#[test]
+fn a_chunked_liquidation_stops_once_the_account_is_healthy_again() {
+    let mut s = spec();
+    // 2 lots per chunk at mark 94 (notional per lot 94).
+    s.liquidation_chunk_notional = 188;
+    let mut h = Harness::new(s, &[(A, 100), (B, 100_000), (C, 100_000)]);
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 100, 10));
+    h.ok(order(A, 1, Buy, 100, 10));
+    h.ok(order(C, 1, Buy, 94, 50));
+    // At 94: equity 40, MM 47. Chunk 1: sell 2 @ 94 (value 188, realized 188 - 200 = -12,
+    // fee ceil(1.88) = 2): collateral 86, long 8 basis 800: equity 86 + 752 - 800 = 38,
+    // MM ceil(752 * 5%) = 38: healthy (38 >= 38), stop.
+    let events = h.oracle(94);
+    assert_eq!(
+        liquidations(&events),
+        vec![(LiquidationStep::Book, 2, 188, 2, 0)]
+    );
+    assert_eq!(h.size(A), 8);
+    assert_eq!(h.collateral(A), 86);
+}
+
+#[test]
+fn with_no_bids_the_insurance_fund_takes_the_position() {
+    let mut h = levered_long(&[], 10_000);
+    // Gap to 80: equity 100 + 10 * (80 - 100) = -100. No bids: backstop at the bankruptcy
+    // value 10 * 80 + 100 = 900 (equity exactly zero), bad debt 100, no fee (nothing left).
+    let events = h.oracle(80);
+    assert_eq!(
+        liquidations(&events),
+        vec![(LiquidationStep::Backstop, 10, 900, 0, 100)]
+    );
+    assert_eq!((h.size(A), h.collateral(A)), (0, 0));
+    assert_eq!(h.size(INSURANCE_ACCOUNT), 10);
+    // The fund holds long 10 at basis 900 and mark 80: its equity lost the bad debt.
+    let fund = h.engine.margin_view(INSURANCE_ACCOUNT, None).unwrap();
+    assert_eq!(fund.equity, 10_000 - 100);
+}
+
+#[test]
+fn an_empty_insurance_fund_means_auto_deleveraging() {
+    // C is short 5 @ 100 too (bought by B), so two shorts stand opposite A: B (short 10,
+    // bigger profit share) and C.
+    let mut h = Harness::new(spec(), &[(A, 100), (B, 100_000), (C, 2_000)]);
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 100, 10));
+    h.ok(order(A, 1, Buy, 100, 10));
+    h.ok(order(C, 1, Sell, 100, 5));
+    h.ok(order(B, 2, Buy, 100, 5));
+    // Now A +10 (basis 1000), B -5 (basis -500), C -5 (basis -500).
+    let events = h.oracle(80);
+    // Bankruptcy value 900 for 10 lots. Scores: upnl/|basis| * notional / equity:
+    // B: 100/500 * 400 / 100_100 = tiny; C: 100/500 * 400 / 2_100 = larger: C first.
+    // C closes 5 at 450 (of 900), B closes 5 at 450.
+    let adl: Vec<(AccountId, Lots, Units)> = events
+        .iter()
+        .filter_map(|e| match *e {
+            Event::Adl {
+                account,
+                lots,
+                notional,
+                ..
+            } => Some((account, lots, notional)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(adl, vec![(C, 5, 450), (B, 5, 450)]);
+    assert_eq!(
+        liquidations(&events),
+        vec![(LiquidationStep::Adl, 10, 900, 0, 100)]
+    );
+    assert_eq!((h.size(A), h.collateral(A)), (0, 0));
+    // C sold at 100 and bought back at 90: +50.
+    assert_eq!((h.size(C), h.collateral(C)), (0, 2_050));
+    assert_eq!(h.size(B), 0);
+}
+
+#[test]
+fn isolated_positions_are_liquidated_alone() {
+    let mut h = Harness::new(spec(), &[(A, 1_000), (B, 100_000), (C, 100_000)]);
+    h.oracle(100);
+    h.ok(Command::SetLeverage {
+        account: A,
+        market: P,
+        leverage: 10,
+        isolated: true,
+    });
+    h.ok(order(B, 1, Sell, 100, 10));
+    // The fill moves its reserved margin (1000 * 10% = 100) into the isolated position.
+    h.ok(order(A, 1, Buy, 100, 10));
+    let view = h.engine.position_view(A, P).unwrap();
+    assert_eq!((view.isolated, view.isolated_margin), (true, 100));
+    assert_eq!(h.collateral(A), 900);
+    h.ok(order(C, 1, Buy, 90, 50));
+    // At 94 the isolated bucket (100 + 10 * (94 - 100) = 40 < MM 47) is liquidated; the
+    // 900 of cross collateral is untouched by the loss.
+    let events = h.oracle(94);
+    assert_eq!(liquidations(&events).len(), 1);
+    assert_eq!(h.size(A), 0);
+    // Sold 10 @ 90: realized -100 of the 100 isolated margin, fee capped at what is left
+    // (0); the empty isolated margin returns nothing to cross.
+    assert_eq!(h.collateral(A), 900);
+    assert_eq!(h.engine.position_view(A, P).unwrap().isolated_margin, 0);
+}
+
+#[test]
+fn snapshots_and_roots_carry_the_perp_state() {
+    let mut h = levered_long(&[(C, 90, 5)], 500);
+    h.oracle(99);
+    h.ok(Command::Funding { market: P });
+    h.ok(reduce_only(A, 7, Sell, 120, 4));
+    let bytes = h.engine.snapshot();
+    let mut restored = Engine::<engine::ArrayLadder>::restore(&bytes).unwrap();
+    assert_eq!(restored.state_hash(), h.engine.state_hash());
+    // The same future on both: B sells into C's bid (last trade 90, the bid side empties),
+    // then a crash to 80: mark = median(80 + EMA, no mid: 80, last 90) = 80, A is under.
+    let mut prices = [0; MAX_ORACLE_SOURCES];
+    prices[0] = 80;
+    let mut liquidated = false;
+    for command in [
+        order(B, 9, Sell, 85, 5),
+        Command::Oracle {
+            market: P,
+            prices,
+            count: 1,
+        },
+    ] {
+        let events = h.ok(command);
+        let mut again = Vec::new();
+        restored.step(&command, &mut again);
+        assert_eq!(events, again);
+        liquidated |= !liquidations(&events).is_empty();
+    }
+    assert!(liquidated);
+    assert_eq!(restored.state_hash(), h.engine.state_hash());
+}
