@@ -491,12 +491,14 @@ pub enum RejectReason {
     InvalidLeverage,
     /// The account has open orders (or, for a mode change, a position) in the market.
     PositionOpen,
+    /// The command needs an isolated position in the market and there is none.
+    NoPosition,
 }
 
 impl RejectReason {
     /// Every reason, in a fixed order: new reasons are appended, never inserted, because the
     /// binary gateway's reject code is the position here plus one.
-    pub const ALL: [RejectReason; 27] = [
+    pub const ALL: [RejectReason; 28] = [
         RejectReason::UnknownMarket,
         RejectReason::UnknownAsset,
         RejectReason::UnknownAccount,
@@ -524,6 +526,7 @@ impl RejectReason {
         RejectReason::NotPerpMarket,
         RejectReason::InvalidLeverage,
         RejectReason::PositionOpen,
+        RejectReason::NoPosition,
     ];
 
     /// The stable snake_case name used on every wire format.
@@ -556,6 +559,7 @@ impl RejectReason {
             RejectReason::NotPerpMarket => "not_perp_market",
             RejectReason::InvalidLeverage => "invalid_leverage",
             RejectReason::PositionOpen => "position_open",
+            RejectReason::NoPosition => "no_position",
         }
     }
 }

@@ -462,10 +462,10 @@ impl<L: PriceLadder> Engine<L> {
                 return Err(RejectReason::InvalidQty);
             }
             let Some(position) = self.position(index, perp).copied() else {
-                return Err(RejectReason::NotPerpMarket);
+                return Err(RejectReason::NoPosition);
             };
-            if !position.isolated {
-                return Err(RejectReason::NotPerpMarket);
+            if !position.isolated || position.size == 0 {
+                return Err(RejectReason::NoPosition);
             }
             if amount > 0 {
                 let free = self.free_cross(index);
@@ -593,13 +593,21 @@ impl<L: PriceLadder> Engine<L> {
         if reduce_only {
             return fee_part;
         }
+        ceil_div(
+            notional * self.order_margin_rate(params, account, tier),
+            PPB,
+        ) + fee_part
+    }
+
+    /// The initial margin rate of an account's orders in a market: the larger of the tier's
+    /// rate and 1 / leverage, ppb.
+    fn order_margin_rate(&self, params: &MarketParams, account: u32, tier: u8) -> i128 {
         let market = &self.perps[params.perp as usize];
         let leverage = self
             .position(account, params.perp)
             .map_or(market.spec.max_leverage, |p| p.leverage);
         let tier_rate = market.spec.tiers()[tier as usize].imr_ppb as i128;
-        let rate = tier_rate.max(ceil_div(PPB, leverage as i128));
-        ceil_div(notional * rate, PPB) + fee_part
+        tier_rate.max(ceil_div(PPB, leverage as i128))
     }
 
     /// The pre-trade checks of a perp order (docs/perps.md, in order). Returns the limit
@@ -660,8 +668,22 @@ impl<L: PriceLadder> Engine<L> {
             self.perp_reserve_per_lot(params, account, limit, order.reduce_only, tier);
         // Reduce-only orders lower risk: they reserve their fee but are never refused for
         // margin, so an account under water can still close.
-        if !order.reduce_only && reserve_per_lot * qty as i128 > self.free_cross(account) {
-            return Err(RejectReason::InsufficientMargin);
+        if !order.reduce_only {
+            // An order that crosses the mark starts under water by the gap, and its margin
+            // at the mark is higher than at its limit: both must fit too (checked, not
+            // reserved: they only matter for the part that fills at once).
+            let mark = market.mark as i128;
+            let gap = match order.side {
+                Side::Buy => (limit as i128 - mark).max(0),
+                Side::Sell => (mark - limit as i128).max(0),
+            };
+            let gap_value = gap * qty as i128 * params.quote_units_per_tick_lot as i128;
+            let rate = self.order_margin_rate(params, account, tier);
+            let required =
+                reserve_per_lot * qty as i128 + gap_value + ceil_div(gap_value * rate, PPB);
+            if required > self.free_cross(account) {
+                return Err(RejectReason::InsufficientMargin);
+            }
         }
         Ok((limit, qty, reserve_per_lot, tier))
     }
@@ -860,25 +882,41 @@ impl<L: PriceLadder> Engine<L> {
         let notional = params.notional(price, lots);
         let taker_fee = fee(notional, params.taker_fee_bps);
         let maker_fee = fee(notional, params.maker_fee_bps);
-        let fee_per_lot = |p: Ticks| {
-            ceil_div(
-                params.notional(p, 1) * params.reserve_fee_bps as i128,
-                BPS_DENOMINATOR,
-            )
-        };
         let taker_release = taker.reserve_per_lot * lots as i128;
-        let taker_margin = match taker.limit {
-            Some(limit) if !taker.reduce_only => {
-                (taker.reserve_per_lot - fee_per_lot(limit)) * lots as i128
-            }
-            _ => 0,
-        };
         let maker_per_lot = self.node_reserve_per_lot(maker);
-        let maker_margin = if maker.reduce_only {
-            0
-        } else {
-            (maker_per_lot - fee_per_lot(maker.price)) * lots as i128
+        // An isolated position takes from cross collateral its initial margin at the mark for
+        // the lots filled, plus the gap to the mark if it traded worse than the mark.
+        let mark = self.perps[params.perp as usize].mark as i128;
+        let qu = params.quote_units_per_tick_lot as i128;
+        let isolated_in = |engine: &Self, account: u32, side: Side, reduce_only: bool, tier: u8| {
+            let isolated = engine
+                .position(account, params.perp)
+                .is_some_and(|p| p.isolated);
+            if !isolated || reduce_only {
+                return 0;
+            }
+            let rate = engine.order_margin_rate(params, account, tier);
+            let gap = match side {
+                Side::Buy => price as i128 - mark,
+                Side::Sell => mark - price as i128,
+            };
+            ceil_div(mark * lots as i128 * qu * rate, PPB) + (gap * lots as i128 * qu).max(0)
         };
+        let maker_side = taker.side.opposite();
+        let taker_in = isolated_in(
+            self,
+            taker.account,
+            taker.side,
+            taker.reduce_only,
+            taker.tier,
+        );
+        let maker_in = isolated_in(
+            self,
+            maker.account,
+            maker_side,
+            maker.reduce_only,
+            maker.tier,
+        );
         {
             let state = &mut self.accounts[taker.account as usize].perp;
             state.order_margin -= to_units(taker_release);
@@ -909,18 +947,6 @@ impl<L: PriceLadder> Engine<L> {
             Side::Buy => lots,
             Side::Sell => -lots,
         };
-        let isolated_margin = |engine: &Self, account: u32, amount: i128| {
-            let isolated = engine
-                .position(account, params.perp)
-                .is_some_and(|p| p.isolated);
-            if isolated {
-                amount
-            } else {
-                0
-            }
-        };
-        let taker_in = isolated_margin(self, taker.account, taker_margin);
-        let maker_in = isolated_margin(self, maker.account, maker_margin);
         self.apply_trade(taker.account, params.perp, signed, notional, taker_in, out);
         self.apply_trade(maker.account, params.perp, -signed, notional, maker_in, out);
     }
