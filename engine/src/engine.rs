@@ -628,9 +628,6 @@ impl<L: PriceLadder> Engine<L> {
         if params.perp == NIL && order.reduce_only {
             return reject(out, RejectReason::ReduceOnly);
         }
-        if account == self.insurance && order.oid == LIQUIDATION_OID {
-            return reject(out, RejectReason::DuplicateOid);
-        }
         let may_rest =
             order.price.is_some() && matches!(order.tif, TimeInForce::Gtc | TimeInForce::Alo);
         if may_rest {

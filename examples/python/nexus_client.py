@@ -186,15 +186,23 @@ MESSAGES = {
     114: ("Replaced", "QQQIIqq", "client_seq seq oid market _ price qty"),
     115: ("Sequenced", "QQQ", "client_seq seq height"),
     116: ("Finalized", "QQQ", "client_seq seq height"),
+    117: ("PositionUpdate", "QQIIq16sqq", "client_seq seq market _ size open_notional realized_pnl funding_paid"),
+    118: ("Liquidation", "QQIB3sqqqq", "client_seq seq market step _ lots notional fee bad_debt"),
+    119: ("Deleveraged", "QQIIqq", "client_seq seq market _ lots notional"),
     200: ("SnapshotBegin", "IIQQII", "market _ market_seq feed_epoch bid_levels ask_levels"),
     201: ("SnapshotLevel", "IB3sqq", "market side _ price lots"),
     202: ("SnapshotEnd", "IIQ", "market _ market_seq"),
     203: ("LevelUpdate", "IB3sQQqq", "market side _ market_seq seq price lots"),
     204: ("Trade", "IB3sQQIIqq", "market taker_side _ market_seq seq match_index _ price qty"),
+    205: ("MarkPrice", "IIQQqqq", "market _ market_seq seq oracle mark premium_ppb"),
+    206: ("FundingRate", "IIQQq16s", "market _ market_seq seq rate_ppb index"),
 }
+# i128 fields: 16 bytes, little-endian two's complement (decoded to int).
+I128_FIELDS = {"open_notional", "index"}
 SIZES = {1: 144, 2: 24, 3: 24, 10: 48, 11: 32, 12: 48, 13: 24, 20: 24, 21: 32, 22: 24,
          100: 56, 101: 56, 102: 24, 103: 24, 104: 24, 105: 32, 110: 48, 111: 48, 112: 88,
-         113: 56, 114: 64, 115: 40, 116: 40, 200: 48, 201: 40, 202: 32, 203: 56, 204: 64}
+         113: 56, 114: 64, 115: 40, 116: 40, 117: 80, 118: 72, 119: 56, 200: 48, 201: 40,
+         202: 32, 203: 56, 204: 64, 205: 64, 206: 64}
 KIND = {name: kind for kind, (name, _, _) in MESSAGES.items()}
 
 REJECT_CODES = {1: "bad_length", 2: "unknown_kind", 3: "unsupported_version", 4: "not_logged_in",
@@ -208,8 +216,12 @@ ENGINE_REJECTS = ["unknown_market", "unknown_asset", "unknown_account", "unknown
                   "tick_size", "lot_size", "min_qty", "invalid_price", "invalid_qty",
                   "invalid_tif", "insufficient_balance", "post_only_would_cross", "fok_unfilled",
                   "duplicate_oid", "too_many_orders", "book_full", "already_exists",
-                  "invalid_market", "overflow"]
-CANCEL_REASONS = {0: "user", 1: "unfilled", 2: "stp"}
+                  "invalid_market", "overflow", "insufficient_margin", "reduce_only",
+                  "open_interest_cap", "price_band", "no_oracle_price", "not_perp_market",
+                  "invalid_leverage", "position_open"]
+CANCEL_REASONS = {0: "user", 1: "unfilled", 2: "stp", 3: "liquidation", 4: "reduce_only"}
+LIQUIDATION_STEPS = {0: "book", 1: "backstop", 2: "adl"}
+ORDER_TYPE_MARKET, ORDER_TYPE_REDUCE_ONLY = 0x01, 0x80
 SIDES = {0: "buy", 1: "sell"}
 TIFS = {"gtc": 0, "ioc": 1, "fok": 2, "alo": 3}
 ALL_MARKETS = 0xFFFFFFFF
@@ -221,6 +233,8 @@ def encode(name: str, seq: int = 0, **fields) -> bytes:
     for field, code in zip(names.split(), _codes(fmt)):
         if field == "_":
             values.append(b"" if code.endswith("s") else 0)
+        elif field in I128_FIELDS:
+            values.append(fields.pop(field, 0).to_bytes(16, "little", signed=True))
         else:
             values.append(fields.pop(field, b"" if code.endswith("s") else 0))
     if fields:
@@ -252,7 +266,9 @@ def decode(frame: bytes) -> dict:
     values = struct.unpack_from("<" + fmt, frame, 16)
     message = {"msg": name, "hseq": seq}
     for field, value in zip(names.split(), values):
-        if field != "_":
+        if field in I128_FIELDS:
+            message[field] = int.from_bytes(value, "little", signed=True)
+        elif field != "_":
             message[field] = value
     return message
 
@@ -280,6 +296,8 @@ def describe(m: dict) -> str:
         m["side"] = {0: "bid", 1: "ask"}.get(m["side"], m["side"])
     elif name == "Trade":
         m["taker_side"] = SIDES.get(m["taker_side"], m["taker_side"])
+    elif name == "Liquidation":
+        m["step"] = LIQUIDATION_STEPS.get(m["step"], m["step"])
     for key, value in m.items():
         if isinstance(value, bytes):
             m[key] = value.hex()
@@ -363,6 +381,8 @@ def main() -> int:
     parser.add_argument("--qty", type=int, default=10, help="size in lots")
     parser.add_argument("--tif", choices=list(TIFS), default="gtc")
     parser.add_argument("--oid", type=int, default=int(time.time()) & 0xFFFFFF)
+    parser.add_argument("--reduce-only", action="store_true",
+                        help="perp markets: the order may only shrink the position")
     parser.add_argument("--session-id", type=int, default=1)
     parser.add_argument("--cancel-on-disconnect", action="store_true")
     parser.add_argument("--hex", action="store_true", help="also print every frame in hex")
@@ -419,7 +439,8 @@ def main() -> int:
     client_seq = reply["next_client_seq"]
     orders.send(encode("NewOrder", seq=client_seq, market=args.market,
                        side=0 if args.side == "buy" else 1, tif=TIFS[args.tif], stp=0,
-                       order_type=0, oid=args.oid, price=args.price, qty=args.qty))
+                       order_type=ORDER_TYPE_REDUCE_ONLY if args.reduce_only else 0,
+                       oid=args.oid, price=args.price, qty=args.qty))
     print(f"  sent NewOrder seq={client_seq} oid={args.oid} {args.side} {args.qty} lots "
           f"at {args.price} ticks ({args.tif})")
     deadline = time.monotonic() + 10

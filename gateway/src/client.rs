@@ -52,11 +52,16 @@ pub enum ServerMessage {
     Replaced(Replaced),
     Sequenced(Sequenced),
     Finalized(Finalized),
+    PositionUpdate(PositionUpdate),
+    Liquidation(Liquidation),
+    Deleveraged(Deleveraged),
     SnapshotBegin(SnapshotBegin),
     SnapshotLevel(SnapshotLevel),
     SnapshotEnd(SnapshotEnd),
     LevelUpdate(LevelUpdate),
     Trade(Trade),
+    MarkPrice(MarkPrice),
+    FundingRate(FundingRate),
 }
 
 impl ServerMessage {
@@ -79,11 +84,16 @@ impl ServerMessage {
             Replaced,
             Sequenced,
             Finalized,
+            PositionUpdate,
+            Liquidation,
+            Deleveraged,
             SnapshotBegin,
             SnapshotLevel,
             SnapshotEnd,
             LevelUpdate,
-            Trade
+            Trade,
+            MarkPrice,
+            FundingRate
         )
     }
 }
@@ -113,11 +123,16 @@ pub fn decode_server_message(frame: &[u8]) -> Result<ServerMessage, String> {
         Replaced => Replaced,
         Sequenced => Sequenced,
         Finalized => Finalized,
+        PositionUpdate => PositionUpdate,
+        Liquidation => Liquidation,
+        Deleveraged => Deleveraged,
         SnapshotBegin => SnapshotBegin,
         SnapshotLevel => SnapshotLevel,
         SnapshotEnd => SnapshotEnd,
         LevelUpdate => LevelUpdate,
-        Trade => Trade
+        Trade => Trade,
+        MarkPrice => MarkPrice,
+        FundingRate => FundingRate
     )
 }
 
@@ -236,6 +251,35 @@ pub struct OrderRequest {
     pub stp: SelfTradePrevention,
 }
 
+/// Order flags that are not part of [`OrderRequest`] (kept apart so that its existing users
+/// need not change).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrderOptions {
+    /// Perp markets: the order may only shrink the position (`order_type` bit 7).
+    pub reduce_only: bool,
+}
+
+/// The [`NewOrder`] message of an order, with header seq `seq`.
+pub fn new_order_message(order: &OrderRequest, options: OrderOptions, seq: u64) -> NewOrder {
+    let mut message: NewOrder = blank(seq);
+    message.market = order.market.into();
+    message.side = order.side.code();
+    message.tif = order.tif.code();
+    message.stp = order.stp.code();
+    message.order_type = if order.price.is_some() {
+        ORDER_TYPE_LIMIT
+    } else {
+        ORDER_TYPE_MARKET
+    };
+    if options.reduce_only {
+        message.order_type |= ORDER_TYPE_REDUCE_ONLY;
+    }
+    message.oid = order.oid.into();
+    message.price = order.price.unwrap_or(0).into();
+    message.qty = order.qty.into();
+    message
+}
+
 /// The sending half of an order-entry session: numbers and writes client messages.
 #[derive(Debug)]
 pub struct OrderSender {
@@ -265,16 +309,16 @@ impl OrderSender {
 
     /// Sends a new order; returns its client seq.
     pub fn new_order(&mut self, order: &OrderRequest) -> io::Result<u64> {
-        let mut message: NewOrder = blank(0);
-        message.market = order.market.into();
-        message.side = order.side.code();
-        message.tif = order.tif.code();
-        message.stp = order.stp.code();
-        message.order_type = if order.price.is_some() { 0 } else { 1 };
-        message.oid = order.oid.into();
-        message.price = order.price.unwrap_or(0).into();
-        message.qty = order.qty.into();
-        self.send(message)
+        self.new_order_with(order, OrderOptions::default())
+    }
+
+    /// Sends a new order with options (e.g. reduce-only); returns its client seq.
+    pub fn new_order_with(
+        &mut self,
+        order: &OrderRequest,
+        options: OrderOptions,
+    ) -> io::Result<u64> {
+        self.send(new_order_message(order, options, 0))
     }
 
     /// Cancels an order; returns the client seq.
@@ -504,6 +548,17 @@ pub enum Applied {
     Ignored,
 }
 
+impl Applied {
+    /// `Updated` for a message next in sequence, `Stale` for one already seen.
+    fn fresh(fresh: bool) -> Applied {
+        if fresh {
+            Applied::Updated
+        } else {
+            Applied::Stale
+        }
+    }
+}
+
 /// A market's L2 book kept from the feed; detects gaps in the market sequence.
 #[derive(Debug, Clone, Default)]
 pub struct L2Book {
@@ -518,6 +573,11 @@ pub struct L2Book {
     /// The feed epoch of the last snapshot: when a new snapshot brings another, the node
     /// restarted and market sequence numbers began again.
     pub feed_epoch: Option<u64>,
+    /// Perp markets: the latest [`MarkPrice`] seen (highest market seq; the feed repeats it
+    /// after each snapshot).
+    pub mark: Option<MarkPrice>,
+    /// Perp markets: the latest [`FundingRate`] seen (highest market seq, as `mark`).
+    pub funding: Option<FundingRate>,
     pending: Option<PendingSnapshot>,
 }
 
@@ -552,6 +612,11 @@ impl L2Book {
         match message {
             ServerMessage::SnapshotBegin(m) if m.market.get() == self.market => {
                 self.pending = Some((m.market_seq.get(), BTreeMap::new(), BTreeMap::new()));
+                if self.feed_epoch != Some(m.feed_epoch.get()) {
+                    // Another run of the feed: its market seqs began again.
+                    self.mark = None;
+                    self.funding = None;
+                }
                 self.feed_epoch = Some(m.feed_epoch.get());
                 Ok(Applied::Ignored)
             }
@@ -594,13 +659,25 @@ impl L2Book {
                 })
             }
             ServerMessage::Trade(m) if m.market.get() == self.market => {
-                self.sequence(m.market_seq.get()).map(|fresh| {
-                    if fresh {
-                        Applied::Updated
-                    } else {
-                        Applied::Stale
-                    }
-                })
+                self.sequence(m.market_seq.get()).map(Applied::fresh)
+            }
+            ServerMessage::MarkPrice(m) if m.market.get() == self.market => {
+                if self
+                    .mark
+                    .is_none_or(|old| old.market_seq.get() < m.market_seq.get())
+                {
+                    self.mark = Some(*m);
+                }
+                self.sequence(m.market_seq.get()).map(Applied::fresh)
+            }
+            ServerMessage::FundingRate(m) if m.market.get() == self.market => {
+                if self
+                    .funding
+                    .is_none_or(|old| old.market_seq.get() < m.market_seq.get())
+                {
+                    self.funding = Some(*m);
+                }
+                self.sequence(m.market_seq.get()).map(Applied::fresh)
             }
             _ => Ok(Applied::Ignored),
         }

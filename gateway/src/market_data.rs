@@ -1,6 +1,6 @@
 //! The market-data port as a state machine: an L2 book per market kept from the pipeline's
-//! level changes, trades from fills, per-market sequence numbers, snapshots, and replay of
-//! recent messages for gap recovery.
+//! level changes, trades from fills, perp mark prices and funding rates, per-market sequence
+//! numbers, snapshots, and replay of recent messages for gap recovery.
 //!
 //! Like [`crate::order_entry`], it owns its connections' buffers and never touches a socket.
 
@@ -38,12 +38,37 @@ impl Default for MarketDataConfig {
     }
 }
 
-/// One stored update or trade: its market sequence number and bytes.
+/// The largest message kept for replay.
+const MAX_RECENT_BYTES: usize = 64;
+const _: () = assert!(
+    LevelUpdate::BYTES <= MAX_RECENT_BYTES
+        && Trade::BYTES <= MAX_RECENT_BYTES
+        && MarkPrice::BYTES <= MAX_RECENT_BYTES
+        && FundingRate::BYTES <= MAX_RECENT_BYTES
+);
+
+/// One stored feed message: its market sequence number and bytes.
 #[derive(Clone, Copy)]
 struct Recent {
     market_seq: u64,
     length: u8,
-    bytes: [u8; 64],
+    bytes: [u8; MAX_RECENT_BYTES],
+}
+
+impl Recent {
+    fn new(market_seq: u64, bytes: &[u8]) -> Recent {
+        let mut recent = Recent {
+            market_seq,
+            length: bytes.len() as u8,
+            bytes: [0; MAX_RECENT_BYTES],
+        };
+        recent.bytes[..bytes.len()].copy_from_slice(bytes);
+        recent
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.length as usize]
+    }
 }
 
 /// A market's public state.
@@ -54,6 +79,10 @@ struct Book {
     market_seq: u64,
     recent: VecDeque<Recent>,
     subscribers: Vec<ConnId>,
+    /// The latest [`MarkPrice`] and [`FundingRate`] (perp markets), sent again after each
+    /// snapshot so that a new subscriber knows them.
+    last_mark: Option<Recent>,
+    last_funding: Option<Recent>,
 }
 
 struct Connection {
@@ -95,6 +124,8 @@ impl MarketData {
                     market_seq: 0,
                     recent: VecDeque::new(),
                     subscribers: Vec::new(),
+                    last_mark: None,
+                    last_funding: None,
                 };
                 for (side, price, lots) in levels {
                     match side {
@@ -180,7 +211,8 @@ impl MarketData {
         }
     }
 
-    /// Level changes become [`LevelUpdate`]s and fills become [`Trade`]s.
+    /// Level changes become [`LevelUpdate`]s, fills [`Trade`]s, oracle updates
+    /// [`MarkPrice`]s and funding settlements [`FundingRate`]s.
     pub fn on_output(&mut self, output: &Output, now_ns: u64) {
         match *output {
             Output::Level { seq, change } => self.level(seq, change, now_ns),
@@ -215,6 +247,54 @@ impl MarketData {
                 trade.price = price.into();
                 trade.qty = qty.into();
                 self.publish(market, trade.as_bytes(), now_ns);
+            }
+            Output::Event {
+                seq,
+                event:
+                    Event::OraclePrice {
+                        market,
+                        oracle,
+                        mark,
+                        premium_ppb,
+                    },
+                ..
+            } => {
+                let Some(book) = self.books.get_mut(&market) else {
+                    return;
+                };
+                book.market_seq += 1;
+                let mut message: MarkPrice = blank(0);
+                message.market = market.into();
+                message.market_seq = book.market_seq.into();
+                message.seq = seq.into();
+                message.oracle = oracle.into();
+                message.mark = mark.into();
+                message.premium_ppb = premium_ppb.into();
+                book.last_mark = Some(Recent::new(book.market_seq, message.as_bytes()));
+                self.publish(market, message.as_bytes(), now_ns);
+            }
+            Output::Event {
+                seq,
+                event:
+                    Event::Funding {
+                        market,
+                        rate_ppb,
+                        index,
+                    },
+                ..
+            } => {
+                let Some(book) = self.books.get_mut(&market) else {
+                    return;
+                };
+                book.market_seq += 1;
+                let mut message: FundingRate = blank(0);
+                message.market = market.into();
+                message.market_seq = book.market_seq.into();
+                message.seq = seq.into();
+                message.rate_ppb = rate_ppb.into();
+                message.index = index.into();
+                book.last_funding = Some(Recent::new(book.market_seq, message.as_bytes()));
+                self.publish(market, message.as_bytes(), now_ns);
             }
             _ => {}
         }
@@ -251,13 +331,7 @@ impl MarketData {
             if book.recent.len() >= self.config.replay_messages {
                 book.recent.pop_front();
             }
-            let mut recent = Recent {
-                market_seq: book.market_seq,
-                length: bytes.len() as u8,
-                bytes: [0; 64],
-            };
-            recent.bytes[..bytes.len()].copy_from_slice(bytes);
-            book.recent.push_back(recent);
+            book.recent.push_back(Recent::new(book.market_seq, bytes));
         }
         let subscribers = std::mem::take(&mut book.subscribers);
         for &id in &subscribers {
@@ -331,7 +405,7 @@ impl MarketData {
                     .copied()
                     .collect();
                 for recent in resend {
-                    self.send(id, &recent.bytes[..recent.length as usize], now_ns);
+                    self.send(id, recent.bytes(), now_ns);
                 }
             }
             _ => self.reject(id, frame, RejectCode::UnknownKind, now_ns),
@@ -364,7 +438,8 @@ impl MarketData {
         let mut bytes = Vec::with_capacity(
             SnapshotBegin::BYTES
                 + (book.bids.len() + book.asks.len()) * SnapshotLevel::BYTES
-                + SnapshotEnd::BYTES,
+                + SnapshotEnd::BYTES
+                + 2 * MAX_RECENT_BYTES,
         );
         bytes.extend_from_slice(begin.as_bytes());
         let levels = book
@@ -385,6 +460,11 @@ impl MarketData {
         end.market = market.into();
         end.market_seq = book.market_seq.into();
         bytes.extend_from_slice(end.as_bytes());
+        // A perp market's state that is not in the levels: its latest mark and funding, as
+        // first sent (their market seqs are at most the snapshot's).
+        for latest in [book.last_mark, book.last_funding].into_iter().flatten() {
+            bytes.extend_from_slice(latest.bytes());
+        }
         self.send(id, &bytes, now_ns);
     }
 

@@ -23,8 +23,31 @@ const CANCEL_ON_DISCONNECT: ClientRef = ClientRef {
     connection: GATEWAY_CLIENT_BIT | u32::MAX as u64,
     tag: 0,
 };
-/// The largest server message on this port (a [`Fill`]).
-const MAX_STORED_BYTES: usize = Fill::BYTES;
+/// The largest numbered server message on this port.
+const MAX_STORED_BYTES: usize = {
+    let sizes = [
+        Reject::BYTES,
+        OrderAccepted::BYTES,
+        OrderRejected::BYTES,
+        Fill::BYTES,
+        Canceled::BYTES,
+        Replaced::BYTES,
+        Sequenced::BYTES,
+        Finalized::BYTES,
+        PositionUpdate::BYTES,
+        Liquidation::BYTES,
+        Deleveraged::BYTES,
+    ];
+    let mut max = 0;
+    let mut i = 0;
+    while i < sizes.len() {
+        if sizes[i] > max {
+            max = sizes[i];
+        }
+        i += 1;
+    }
+    max
+};
 
 /// Limits and timings of the order-entry port.
 #[derive(Debug, Clone)]
@@ -603,13 +626,75 @@ impl OrderEntry {
                     self.send_app(slot, message, now_ns);
                 }
             }
-            // Perp position, oracle, funding and liquidation events have no binary message
-            // yet (docs/protocol.md); the JSON Lines port reports them.
-            Event::OraclePrice { .. }
-            | Event::Funding { .. }
-            | Event::Position { .. }
-            | Event::Liquidation { .. }
-            | Event::Adl { .. } => {}
+            Event::Position {
+                account,
+                market,
+                size,
+                open_notional,
+                realized_pnl,
+                funding_paid,
+            } => {
+                for index in 0.. {
+                    let Some(slot) = self.session_at(account, index) else {
+                        break;
+                    };
+                    let mut message: PositionUpdate = blank(0);
+                    message.client_seq = reply_seq(slot).into();
+                    message.seq = seq.into();
+                    message.market = market.into();
+                    message.size = size.into();
+                    message.open_notional = open_notional.into();
+                    message.realized_pnl = realized_pnl.into();
+                    message.funding_paid = funding_paid.into();
+                    self.send_app(slot, message, now_ns);
+                }
+            }
+            Event::Liquidation {
+                account,
+                market,
+                step,
+                lots,
+                notional,
+                fee,
+                bad_debt,
+            } => {
+                for index in 0.. {
+                    let Some(slot) = self.session_at(account, index) else {
+                        break;
+                    };
+                    let mut message: Liquidation = blank(0);
+                    message.client_seq = reply_seq(slot).into();
+                    message.seq = seq.into();
+                    message.market = market.into();
+                    message.step = liquidation_step_code(step);
+                    message.lots = lots.into();
+                    message.notional = notional.into();
+                    message.fee = fee.into();
+                    message.bad_debt = bad_debt.into();
+                    self.send_app(slot, message, now_ns);
+                }
+            }
+            Event::Adl {
+                account,
+                market,
+                lots,
+                notional,
+            } => {
+                for index in 0.. {
+                    let Some(slot) = self.session_at(account, index) else {
+                        break;
+                    };
+                    let mut message: Deleveraged = blank(0);
+                    message.client_seq = reply_seq(slot).into();
+                    message.seq = seq.into();
+                    message.market = market.into();
+                    message.lots = lots.into();
+                    message.notional = notional.into();
+                    self.send_app(slot, message, now_ns);
+                }
+            }
+            // Per market, not per account: the market-data feed publishes them.
+            Event::OraclePrice { .. } | Event::Funding { .. } => {}
         }
     }
 
@@ -1073,9 +1158,10 @@ fn parse_new_order(account: u64, m: &wire::NewOrder) -> Option<(Command, MarketI
     let side = Side::from_code(m.side)?;
     let tif = TimeInForce::from_code(m.tif)?;
     let stp = SelfTradePrevention::from_code(m.stp)?;
-    let price = match m.order_type {
-        0 => Some(m.price.get()),
-        1 => None,
+    let reduce_only = m.order_type & ORDER_TYPE_REDUCE_ONLY != 0;
+    let price = match m.order_type & !ORDER_TYPE_REDUCE_ONLY {
+        ORDER_TYPE_LIMIT => Some(m.price.get()),
+        ORDER_TYPE_MARKET => None,
         _ => return None,
     };
     let order = engine::NewOrder {
@@ -1087,7 +1173,7 @@ fn parse_new_order(account: u64, m: &wire::NewOrder) -> Option<(Command, MarketI
         qty: m.qty.get(),
         tif,
         stp,
-        reduce_only: false,
+        reduce_only,
     };
     Some((Command::Place(order), order.market, order.oid))
 }

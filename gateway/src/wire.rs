@@ -5,8 +5,8 @@
 //! of the whole struct, fixed per kind. docs/protocol.md is the byte-by-byte specification;
 //! the offsets there are checked against these structs by the tests at the end of this file.
 
-use engine::{CancelReason, RejectReason};
-use zerocopy::byteorder::little_endian::{I64, U16, U32, U64};
+use engine::{CancelReason, LiquidationStep, RejectReason};
+use zerocopy::byteorder::little_endian::{I128, I64, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Protocol version carried in every header.
@@ -17,6 +17,13 @@ pub const HEADER_BYTES: usize = 16;
 pub const MAX_MESSAGE_BYTES: usize = 256;
 /// `market` value meaning "every market" in [`Subscribe`].
 pub const ALL_MARKETS: u32 = u32::MAX;
+/// [`NewOrder::order_type`] low bits: a limit order.
+pub const ORDER_TYPE_LIMIT: u8 = 0;
+/// [`NewOrder::order_type`] low bits: a market order (price ignored, IOC only).
+pub const ORDER_TYPE_MARKET: u8 = 1;
+/// [`NewOrder::order_type`] bit 7: the order is reduce-only (perp markets; see
+/// docs/protocol.md). Bits 1-6 must be zero.
+pub const ORDER_TYPE_REDUCE_ONLY: u8 = 0x80;
 
 /// The 16 bytes that start every message.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
@@ -138,7 +145,8 @@ messages! {
         tif: u8,
         /// Self-trade prevention: 0 cancel maker, 1 cancel taker, 2 cancel both.
         stp: u8,
-        /// 0 limit, 1 market (price ignored; must be IOC).
+        /// Bits 0-6: 0 limit, 1 market (price ignored; must be IOC); bit 7
+        /// ([`ORDER_TYPE_REDUCE_ONLY`]): reduce-only. Any other value is `invalid_field`.
         order_type: u8,
         /// Client order id, unique among the account's open orders.
         oid: U64,
@@ -360,6 +368,66 @@ messages! {
         height: U64,
     }
 
+    /// A perp position of the account changed (fills, liquidation, ADL, funding settled).
+    PositionUpdate = 117, 80 {
+        /// Client seq of the message that caused this, or 0.
+        client_seq: U64,
+        /// Global sequence number of the input.
+        seq: U64,
+        /// The perp market.
+        market: U32,
+        /// Zero.
+        reserved: U32,
+        /// Signed size in lots after the change (long > 0, short < 0, 0 flat).
+        size: I64,
+        /// Signed cost basis of the open lots after the change, collateral units: a 16-byte
+        /// little-endian two's-complement integer (low 8 bytes first).
+        open_notional: I128,
+        /// PnL realized by this change, collateral units (before fees).
+        realized_pnl: I64,
+        /// Funding settled with this change: paid (> 0) or received (< 0), collateral units.
+        funding_paid: I64,
+    }
+
+    /// One step of a liquidation of the account's position in a perp market.
+    Liquidation = 118, 72 {
+        /// Client seq of the message that caused this, or 0.
+        client_seq: U64,
+        /// Global sequence number of the input.
+        seq: U64,
+        /// The perp market.
+        market: U32,
+        /// [`liquidation_step_code`]: 0 book, 1 backstop, 2 adl.
+        step: u8,
+        /// Zero.
+        reserved: [u8; 3],
+        /// Lots closed by this step.
+        lots: I64,
+        /// Absolute notional they were closed at, collateral units.
+        notional: I64,
+        /// Liquidation fee paid to the insurance fund by this step, collateral units.
+        fee: I64,
+        /// Loss absorbed by the insurance fund (backstop) or by deleveraged traders (adl)
+        /// because the account's equity went below zero, collateral units.
+        bad_debt: I64,
+    }
+
+    /// Part of the account's position was auto-deleveraged against a bankrupt one.
+    Deleveraged = 119, 56 {
+        /// Client seq of the message that caused this, or 0.
+        client_seq: U64,
+        /// Global sequence number of the input.
+        seq: U64,
+        /// The perp market.
+        market: U32,
+        /// Zero.
+        reserved: U32,
+        /// Lots closed.
+        lots: I64,
+        /// Absolute notional they were closed at (the bankruptcy price), collateral units.
+        notional: I64,
+    }
+
     // ---- client to market-data port ----------------------------------------------------
 
     /// Start receiving a market (or every market): a snapshot, then updates and trades.
@@ -472,6 +540,41 @@ messages! {
         /// Lots traded.
         qty: I64,
     }
+
+    /// A perp market's oracle and mark prices changed.
+    MarkPrice = 205, 64 {
+        /// Market id.
+        market: U32,
+        /// Zero.
+        reserved: U32,
+        /// Per-market sequence number, +1 per feed message of the market.
+        market_seq: U64,
+        /// Global sequence number of the input that caused it.
+        seq: U64,
+        /// Oracle price (median of the sources), ticks.
+        oracle: I64,
+        /// Mark price, ticks.
+        mark: I64,
+        /// Premium sample taken for funding, parts per 10^9 of the oracle price.
+        premium_ppb: I64,
+    }
+
+    /// A perp market's funding interval was settled.
+    FundingRate = 206, 64 {
+        /// Market id.
+        market: U32,
+        /// Zero.
+        reserved: U32,
+        /// Per-market sequence number, +1 per feed message of the market.
+        market_seq: U64,
+        /// Global sequence number of the input that caused it.
+        seq: U64,
+        /// The interval's rate, parts per 10^9 (positive: longs pay shorts).
+        rate_ppb: I64,
+        /// Cumulative funding index after it, 10^-9 collateral units per lot held long: a
+        /// 16-byte little-endian two's-complement integer.
+        index: I128,
+    }
 }
 
 /// Builds a message: all fields zero but the header (kind, length, version, `seq`).
@@ -512,6 +615,9 @@ pub fn length_of(kind: u8) -> Option<usize> {
         Replaced,
         Sequenced,
         Finalized,
+        PositionUpdate,
+        Liquidation,
+        Deleveraged,
         Subscribe,
         Replay,
         SnapshotRequest,
@@ -519,7 +625,9 @@ pub fn length_of(kind: u8) -> Option<usize> {
         SnapshotLevel,
         SnapshotEnd,
         LevelUpdate,
-        Trade
+        Trade,
+        MarkPrice,
+        FundingRate
     )
 }
 
@@ -613,8 +721,9 @@ codes! {
         SeqGap = 6, "seq_gap",
         /// The header seq was already used in this session (a replay): ignored.
         DuplicateSeq = 7, "duplicate_seq",
-        /// A `NewOrder` enumerated field holds an unknown code (side, tif, stp, order type);
-        /// prices and sizes are checked by the engine (`OrderRejected`).
+        /// A `NewOrder` enumerated field holds an unknown code (side, tif, stp, order type, or
+        /// an `order_type` bit other than [`ORDER_TYPE_REDUCE_ONLY`]); prices and sizes are
+        /// checked by the engine (`OrderRejected`).
         InvalidField = 8, "invalid_field",
         /// The node's input queue is full: nothing was done; send it again with a new seq.
         Overloaded = 9, "overloaded",
@@ -704,6 +813,25 @@ pub fn cancel_reason_from_code(code: u8) -> Option<CancelReason> {
     }
 }
 
+/// The wire code of a liquidation step (in [`Liquidation`]).
+pub fn liquidation_step_code(step: LiquidationStep) -> u8 {
+    match step {
+        LiquidationStep::Book => 0,
+        LiquidationStep::Backstop => 1,
+        LiquidationStep::Adl => 2,
+    }
+}
+
+/// The liquidation step of a wire code.
+pub fn liquidation_step_from_code(code: u8) -> Option<LiquidationStep> {
+    match code {
+        0 => Some(LiquidationStep::Book),
+        1 => Some(LiquidationStep::Backstop),
+        2 => Some(LiquidationStep::Adl),
+        _ => None,
+    }
+}
+
 /// Domain separator of the login signature.
 pub const LOGIN_DOMAIN: &[u8; 16] = b"NEXUS-LOGIN-V1\0\0";
 
@@ -764,6 +892,52 @@ mod tests {
         assert_eq!(offset_of!(Canceled, remaining), 48);
         assert_eq!(offset_of!(LevelUpdate, lots), 48);
         assert_eq!(offset_of!(Trade, qty), 56);
+        assert_eq!(offset_of!(NewOrder, order_type), 23);
+        assert_eq!(offset_of!(PositionUpdate, client_seq), 16);
+        assert_eq!(offset_of!(PositionUpdate, seq), 24);
+        assert_eq!(offset_of!(PositionUpdate, market), 32);
+        assert_eq!(offset_of!(PositionUpdate, size), 40);
+        assert_eq!(offset_of!(PositionUpdate, open_notional), 48);
+        assert_eq!(offset_of!(PositionUpdate, realized_pnl), 64);
+        assert_eq!(offset_of!(PositionUpdate, funding_paid), 72);
+        assert_eq!(PositionUpdate::BYTES, 80);
+        assert_eq!(offset_of!(Liquidation, market), 32);
+        assert_eq!(offset_of!(Liquidation, step), 36);
+        assert_eq!(offset_of!(Liquidation, lots), 40);
+        assert_eq!(offset_of!(Liquidation, notional), 48);
+        assert_eq!(offset_of!(Liquidation, fee), 56);
+        assert_eq!(offset_of!(Liquidation, bad_debt), 64);
+        assert_eq!(Liquidation::BYTES, 72);
+        assert_eq!(offset_of!(Deleveraged, market), 32);
+        assert_eq!(offset_of!(Deleveraged, lots), 40);
+        assert_eq!(offset_of!(Deleveraged, notional), 48);
+        assert_eq!(Deleveraged::BYTES, 56);
+        assert_eq!(offset_of!(MarkPrice, market_seq), 24);
+        assert_eq!(offset_of!(MarkPrice, seq), 32);
+        assert_eq!(offset_of!(MarkPrice, oracle), 40);
+        assert_eq!(offset_of!(MarkPrice, mark), 48);
+        assert_eq!(offset_of!(MarkPrice, premium_ppb), 56);
+        assert_eq!(MarkPrice::BYTES, 64);
+        assert_eq!(offset_of!(FundingRate, market_seq), 24);
+        assert_eq!(offset_of!(FundingRate, seq), 32);
+        assert_eq!(offset_of!(FundingRate, rate_ppb), 40);
+        assert_eq!(offset_of!(FundingRate, index), 48);
+        assert_eq!(FundingRate::BYTES, 64);
+    }
+
+    #[test]
+    fn i128_fields_are_16_little_endian_bytes_low_half_first() {
+        let mut position: PositionUpdate = blank(1);
+        let value: i128 = -(3i128 << 64) - 5;
+        position.open_notional = I128::new(value);
+        let bytes = position.as_bytes();
+        let low = u64::from_le_bytes(bytes[48..56].try_into().unwrap());
+        let high = i64::from_le_bytes(bytes[56..64].try_into().unwrap());
+        assert_eq!(((high as i128) << 64) | low as i128, value);
+        assert_eq!(
+            i128::from_le_bytes(bytes[48..64].try_into().unwrap()),
+            value
+        );
     }
 
     #[test]
@@ -836,5 +1010,16 @@ mod tests {
         for &reason in LogoutReason::ALL {
             assert_eq!(LogoutReason::from_code(reason.code()), Some(reason));
         }
+        for step in [
+            LiquidationStep::Book,
+            LiquidationStep::Backstop,
+            LiquidationStep::Adl,
+        ] {
+            assert_eq!(
+                liquidation_step_from_code(liquidation_step_code(step)),
+                Some(step)
+            );
+        }
+        assert_eq!(liquidation_step_from_code(3), None);
     }
 }

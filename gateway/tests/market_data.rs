@@ -271,3 +271,151 @@ fn a_replay_from_another_feed_epoch_gets_a_snapshot() {
         "restarted"
     );
 }
+
+fn perp_event(md: &mut MarketData, seq: u64, event: Event) {
+    let client = ClientRef {
+        connection: 0,
+        tag: 0,
+    };
+    md.on_output(&Output::Event { client, seq, event }, 0);
+}
+
+#[test]
+fn mark_prices_and_funding_rates_are_sequenced_kept_for_replay_and_follow_snapshots() {
+    let mut md = feed(16);
+    let live = md.connect(0);
+    subscribe(&mut md, live, 0);
+    let mut book = L2Book::new(0);
+    for message in drain(&mut md, live) {
+        book.apply(&message).unwrap();
+    }
+    let index: i128 = -(5i128 << 64) - 9; // needs all 16 bytes
+    perp_event(
+        &mut md,
+        3,
+        Event::OraclePrice {
+            market: 0,
+            oracle: 100,
+            mark: 101,
+            premium_ppb: -250,
+        },
+    );
+    level(&mut md, 4, 0, Side::Buy, 98, 2);
+    perp_event(
+        &mut md,
+        5,
+        Event::Funding {
+            market: 0,
+            rate_ppb: 40,
+            index,
+        },
+    );
+    // Another market's, and an unknown market's, go nowhere near this subscriber.
+    perp_event(
+        &mut md,
+        6,
+        Event::OraclePrice {
+            market: 1,
+            oracle: 7,
+            mark: 7,
+            premium_ppb: 0,
+        },
+    );
+    perp_event(
+        &mut md,
+        6,
+        Event::Funding {
+            market: 9,
+            rate_ppb: 1,
+            index: 1,
+        },
+    );
+    let live_messages = drain(&mut md, live);
+    assert_eq!(live_messages.len(), 3);
+    for message in &live_messages {
+        assert_eq!(book.apply(message), Ok(Applied::Updated), "one market seq");
+    }
+    let ServerMessage::MarkPrice(mark) = live_messages[0] else {
+        panic!("{live_messages:?}")
+    };
+    assert_eq!(
+        (
+            mark.market.get(),
+            mark.market_seq.get(),
+            mark.seq.get(),
+            mark.oracle.get(),
+            mark.mark.get(),
+            mark.premium_ppb.get()
+        ),
+        (0, 1, 3, 100, 101, -250)
+    );
+    let ServerMessage::FundingRate(funding) = live_messages[2] else {
+        panic!("{live_messages:?}")
+    };
+    assert_eq!(
+        (
+            funding.market_seq.get(),
+            funding.seq.get(),
+            funding.rate_ppb.get(),
+            funding.index.get()
+        ),
+        (3, 5, 40, index)
+    );
+    assert_eq!(
+        i128::from_le_bytes(funding.as_bytes()[48..64].try_into().unwrap()),
+        index
+    );
+    assert_eq!(book.market_seq, Some(3));
+    assert_eq!(book.mark.map(|m| m.mark.get()), Some(101));
+    assert_eq!(book.funding.map(|f| f.index.get()), Some(index));
+
+    // A later subscriber: the snapshot, then the latest mark and funding as first sent.
+    let late = md.connect(0);
+    subscribe(&mut md, late, 0);
+    let snapshot = drain(&mut md, late);
+    let n = snapshot.len();
+    assert!(matches!(snapshot[n - 3], ServerMessage::SnapshotEnd(e) if e.market_seq.get() == 3));
+    assert!(
+        matches!(snapshot[n - 2], ServerMessage::MarkPrice(m) if m.as_bytes() == mark.as_bytes())
+    );
+    assert!(
+        matches!(snapshot[n - 1], ServerMessage::FundingRate(f) if f.as_bytes() == funding.as_bytes())
+    );
+    let mut late_book = L2Book::new(0);
+    let applied: Vec<_> = snapshot
+        .iter()
+        .map(|m| late_book.apply(m).unwrap())
+        .collect();
+    assert_eq!(
+        &applied[n - 3..],
+        [Applied::SnapshotDone, Applied::Stale, Applied::Stale]
+    );
+    assert_eq!(late_book.mark.map(|m| m.oracle.get()), Some(100));
+    assert_eq!(late_book.funding.map(|f| f.rate_ppb.get()), Some(40));
+    assert_eq!(late_book.bids, book.bids);
+
+    // A replay resends them in place, as it does trades and updates.
+    let mut replay: Replay = blank(0);
+    replay.market = 0.into();
+    replay.from_seq = 1.into();
+    md.receive(late, replay.as_bytes(), 0);
+    let again: Vec<(u8, u64)> = drain(&mut md, late)
+        .iter()
+        .map(|m| match m {
+            ServerMessage::MarkPrice(m) => (MarkPrice::KIND, m.market_seq.get()),
+            ServerMessage::LevelUpdate(u) => (LevelUpdate::KIND, u.market_seq.get()),
+            ServerMessage::FundingRate(f) => (FundingRate::KIND, f.market_seq.get()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(again, [(205, 1), (203, 2), (206, 3)]);
+    // An older mark (a replayed duplicate) does not replace the newer one.
+    let newer = MarkPrice {
+        market_seq: 9.into(),
+        ..mark
+    };
+    let mut fresh_book = L2Book::new(0);
+    fresh_book.mark = Some(newer);
+    let _ = fresh_book.apply(&ServerMessage::MarkPrice(mark));
+    assert_eq!(fresh_book.mark.map(|m| m.market_seq.get()), Some(9));
+}

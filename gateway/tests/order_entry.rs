@@ -431,3 +431,373 @@ fn node_shutdown_runs_cancel_on_disconnect() {
         Command::CancelAll { account, market: 3 }
     );
 }
+
+// ---- perpetual futures: reduce-only orders, position and liquidation messages -------------
+
+fn placed(oe: &mut OrderEntry) -> Vec<engine::NewOrder> {
+    let mut submissions = Vec::new();
+    oe.take_submissions(&mut submissions);
+    submissions
+        .iter()
+        .map(|s| match s.command {
+            Command::Place(order) => order,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_reduce_only_order_reaches_the_engine_as_reduce_only() {
+    use engine::{SelfTradePrevention, Side, TimeInForce};
+    use gateway::client::{new_order_message, OrderOptions, OrderRequest};
+    let mut oe = OrderEntry::new(OrderEntryConfig::default());
+    let (id, _) = login(&mut oe, &key(1), 1, 0, 0);
+    let request = OrderRequest {
+        market: 4,
+        oid: 9,
+        side: Side::Sell,
+        price: Some(250),
+        qty: 3,
+        tif: TimeInForce::Gtc,
+        stp: SelfTradePrevention::CancelMaker,
+    };
+    let reduce_only = OrderOptions { reduce_only: true };
+    // The client library sets bit 7 of order_type, on limit and on market orders.
+    let limit = new_order_message(&request, reduce_only, 1);
+    assert_eq!(limit.order_type, 0x80);
+    assert_eq!(limit.as_bytes()[23], 0x80, "order_type is byte 23");
+    let market_request = OrderRequest {
+        oid: 10,
+        price: None,
+        tif: TimeInForce::Ioc,
+        ..request
+    };
+    let market = new_order_message(&market_request, reduce_only, 2);
+    assert_eq!(market.order_type, 0x81);
+    let plain = new_order_message(&request, OrderOptions::default(), 3);
+    assert_eq!(plain.order_type, 0);
+    for message in [limit, market, plain] {
+        oe.receive(id, message.as_bytes(), 0);
+    }
+    let orders = placed(&mut oe);
+    let account = wire::account_id_of(&key(1).verifying_key().to_bytes());
+    assert_eq!(
+        orders,
+        [
+            engine::NewOrder {
+                account,
+                market: 4,
+                oid: 9,
+                side: Side::Sell,
+                price: Some(250),
+                qty: 3,
+                tif: TimeInForce::Gtc,
+                stp: SelfTradePrevention::CancelMaker,
+                reduce_only: true,
+            },
+            engine::NewOrder {
+                oid: 10,
+                price: None,
+                tif: TimeInForce::Ioc,
+                reduce_only: true,
+                ..orders[0]
+            },
+            engine::NewOrder {
+                reduce_only: false,
+                ..orders[0]
+            },
+        ]
+    );
+    assert!(drain(&mut oe, id).is_empty(), "no refusal");
+}
+
+#[test]
+fn unknown_order_type_bits_are_refused_and_the_session_goes_on() {
+    let mut oe = OrderEntry::new(OrderEntryConfig::default());
+    let (id, _) = login(&mut oe, &key(1), 1, 0, 0);
+    // Bits 1-6 are not defined (with or without the reduce-only bit); 2 is no order type.
+    let bad = [0x02u8, 0x40, 0x82, 0x7f, 0xff];
+    for (i, &order_type) in bad.iter().enumerate() {
+        let mut order = new_order(i as u64 + 1, 1);
+        order.order_type = order_type;
+        oe.receive(id, order.as_bytes(), 0);
+    }
+    assert!(placed(&mut oe).is_empty(), "nothing reaches the engine");
+    let replies = drain(&mut oe, id);
+    assert_eq!(replies.len(), bad.len());
+    for (i, reply) in replies.iter().enumerate() {
+        let ServerMessage::Reject(reject) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(reject.header.seq.get(), i as u64 + 1, "numbered");
+        assert_eq!(reject.ref_seq.get(), i as u64 + 1);
+        assert_eq!(reject.ref_kind, NewOrder::KIND);
+        assert_eq!(
+            RejectCode::from_code(reject.reason.get()),
+            Some(RejectCode::InvalidField)
+        );
+    }
+    // Each refused message used up its seq; the next one is taken.
+    let mut good = new_order(bad.len() as u64 + 1, 2);
+    good.order_type = ORDER_TYPE_REDUCE_ONLY;
+    oe.receive(id, good.as_bytes(), 0);
+    let orders = placed(&mut oe);
+    assert_eq!(orders.len(), 1);
+    assert!(orders[0].reduce_only);
+    assert!(!oe.is_closing(id));
+}
+
+/// An engine event of the input `seq` from `client`.
+fn event(oe: &mut OrderEntry, client: sequencer::ClientRef, seq: u64, event: Event) {
+    oe.on_output(&Output::Event { client, seq, event }, 0);
+}
+
+#[test]
+fn perp_events_reach_only_the_accounts_sessions_and_are_resent_on_resume() {
+    use engine::{LiquidationStep, Side};
+    let mut oe = OrderEntry::new(OrderEntryConfig::default());
+    let (alice_key, bob_key) = (key(1), key(2));
+    let alice = wire::account_id_of(&alice_key.verifying_key().to_bytes());
+    let bob = wire::account_id_of(&bob_key.verifying_key().to_bytes());
+    let (a1, _) = login(&mut oe, &alice_key, 1, 0, 0);
+    let (a2, _) = login(&mut oe, &alice_key, 2, 0, 0);
+    let (b, _) = login(&mut oe, &bob_key, 1, 0, 0);
+    let (carol, _) = login(&mut oe, &key(3), 1, 0, 0);
+
+    // Alice's session 1 buys against Bob's resting sell: both positions change.
+    let mut buy = new_order(1, 5);
+    buy.market = 7.into();
+    oe.receive(a1, buy.as_bytes(), 0);
+    let mut submissions = Vec::new();
+    oe.take_submissions(&mut submissions);
+    let client = submissions[0].client;
+    let big: i128 = (1i128 << 70) + 12_345; // past i64: the full 16 bytes are used
+    event(
+        &mut oe,
+        client,
+        20,
+        Event::Accepted {
+            market: 7,
+            account: alice,
+            oid: 5,
+        },
+    );
+    event(
+        &mut oe,
+        client,
+        20,
+        Event::Fill {
+            market: 7,
+            taker_account: alice,
+            taker_oid: 5,
+            maker_account: bob,
+            maker_oid: 8,
+            taker_side: Side::Buy,
+            price: 100,
+            qty: 1,
+            taker_fee: 2,
+            maker_fee: 0,
+            taker_left: 0,
+            maker_left: 0,
+        },
+    );
+    for (account, size, open_notional, pnl, funding) in
+        [(alice, 1, big, 0, 3), (bob, -1, -big, -7, -3)]
+    {
+        event(
+            &mut oe,
+            client,
+            20,
+            Event::Position {
+                account,
+                market: 7,
+                size,
+                open_notional,
+                realized_pnl: pnl,
+                funding_paid: funding,
+            },
+        );
+    }
+    // The insurance fund's position concerns no session.
+    event(
+        &mut oe,
+        client,
+        20,
+        Event::Position {
+            account: engine::INSURANCE_ACCOUNT,
+            market: 7,
+            size: 1,
+            open_notional: 1,
+            realized_pnl: 0,
+            funding_paid: 0,
+        },
+    );
+    oe.on_output(
+        &Output::Sequenced {
+            client,
+            seq: 20,
+            height: 1,
+            times: Default::default(),
+        },
+        0,
+    );
+    let first = drain(&mut oe, a1);
+    assert!(matches!(
+        first[..],
+        [
+            ServerMessage::OrderAccepted(_),
+            ServerMessage::Fill(_),
+            ServerMessage::PositionUpdate(p),
+            ServerMessage::Sequenced(_),
+        ] if p.client_seq.get() == 1
+    ));
+    let ServerMessage::PositionUpdate(position) = first[2] else {
+        unreachable!()
+    };
+    assert_eq!(
+        (
+            position.seq.get(),
+            position.market.get(),
+            position.size.get(),
+            position.open_notional.get(),
+            position.realized_pnl.get(),
+            position.funding_paid.get(),
+        ),
+        (20, 7, 1, big, 0, 3)
+    );
+    let bytes = position.as_bytes();
+    assert_eq!(bytes.len(), 80);
+    assert_eq!(i128::from_le_bytes(bytes[48..64].try_into().unwrap()), big);
+    let second = drain(&mut oe, a2);
+    assert!(matches!(
+        second[..],
+        [
+            ServerMessage::OrderAccepted(_),
+            ServerMessage::Fill(_),
+            ServerMessage::PositionUpdate(p),
+        ] if p.client_seq.get() == 0 && p.size.get() == 1
+    ));
+    let bobs = drain(&mut oe, b);
+    assert!(matches!(
+        bobs[..],
+        [ServerMessage::Fill(_), ServerMessage::PositionUpdate(p)]
+            if p.client_seq.get() == 0
+                && p.size.get() == -1
+                && p.open_notional.get() == -big
+                && p.realized_pnl.get() == -7
+                && p.funding_paid.get() == -3
+    ));
+    assert!(drain(&mut oe, carol).is_empty());
+
+    // Alice's second session drops; an oracle input (not from this gateway) liquidates Bob:
+    // a book step, then deleveraging against Alice.
+    oe.disconnected(a2, 1);
+    let oracle = sequencer::ClientRef {
+        connection: 0,
+        tag: 0,
+    };
+    let liquidations = [
+        Event::Liquidation {
+            account: bob,
+            market: 7,
+            step: LiquidationStep::Book,
+            lots: 1,
+            notional: 95,
+            fee: 1,
+            bad_debt: 0,
+        },
+        Event::Adl {
+            account: alice,
+            market: 7,
+            lots: 2,
+            notional: 190,
+        },
+        Event::Liquidation {
+            account: bob,
+            market: 7,
+            step: LiquidationStep::Adl,
+            lots: 2,
+            notional: 190,
+            fee: 0,
+            bad_debt: 11,
+        },
+    ];
+    for liquidation in liquidations {
+        event(&mut oe, oracle, 21, liquidation);
+    }
+    let bobs = drain(&mut oe, b);
+    let steps: Vec<_> = bobs
+        .iter()
+        .map(|m| match m {
+            ServerMessage::Liquidation(l) => {
+                assert_eq!(
+                    (l.client_seq.get(), l.seq.get(), l.market.get()),
+                    (0, 21, 7)
+                );
+                (
+                    wire::liquidation_step_from_code(l.step),
+                    l.lots.get(),
+                    l.notional.get(),
+                    l.fee.get(),
+                    l.bad_debt.get(),
+                )
+            }
+            other => panic!("only liquidations for Bob: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (Some(LiquidationStep::Book), 1, 95, 1, 0),
+            (Some(LiquidationStep::Adl), 2, 190, 0, 11),
+        ]
+    );
+    let alices = drain(&mut oe, a1);
+    let [ServerMessage::Deleveraged(adl)] = alices[..] else {
+        panic!("only the deleveraging for Alice: {alices:?}")
+    };
+    assert_eq!(
+        (
+            adl.client_seq.get(),
+            adl.seq.get(),
+            adl.market.get(),
+            adl.lots.get(),
+            adl.notional.get()
+        ),
+        (0, 21, 7, 2, 190)
+    );
+    assert!(drain(&mut oe, carol).is_empty());
+
+    // Session 2 resumes after its last message (seq 3): the deleveraging it missed while
+    // away comes again, byte for byte as session 1 got it but for its own seq.
+    let (_, resumed) = login(&mut oe, &alice_key, 2, 4, 2);
+    let ServerMessage::LoginAccepted(accepted) = resumed[0] else {
+        panic!("{resumed:?}")
+    };
+    assert_eq!(accepted.next_server_seq.get(), 5);
+    let [_, ServerMessage::Deleveraged(missed)] = resumed[..] else {
+        panic!("{resumed:?}")
+    };
+    assert_eq!(missed.header.seq.get(), 4);
+    let mut expected = adl;
+    expected.header.seq = 4.into();
+    assert_eq!(missed.as_bytes(), expected.as_bytes());
+    // A resume from the start replays the position update too.
+    oe.disconnected(a1, 3);
+    let (_, all) = login(&mut oe, &alice_key, 1, 1, 4);
+    let kinds: Vec<u8> = all[1..]
+        .iter()
+        .map(|m| match m {
+            ServerMessage::OrderAccepted(_) => OrderAccepted::KIND,
+            ServerMessage::Fill(_) => Fill::KIND,
+            ServerMessage::PositionUpdate(_) => PositionUpdate::KIND,
+            ServerMessage::Sequenced(_) => Sequenced::KIND,
+            ServerMessage::Deleveraged(_) => Deleveraged::KIND,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, [110, 112, 117, 115, 119]);
+    assert!(
+        matches!(all[3], ServerMessage::PositionUpdate(p) if p.as_bytes() == position.as_bytes())
+    );
+}

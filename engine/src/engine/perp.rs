@@ -822,6 +822,7 @@ impl<L: PriceLadder> Engine<L> {
         let position = &mut state.positions[slot];
         let size = position.size;
         let mut realized = 0i128;
+        let mut bad_debt: Units = 0;
         let closing = size != 0 && (size > 0) != (lots > 0);
         let mut new_on = position.open_notional;
         if closing {
@@ -846,14 +847,22 @@ impl<L: PriceLadder> Engine<L> {
             position.isolated_margin += to_units(realized + margin_in);
             state.collateral -= to_units(margin_in);
             if new_size == 0 {
-                // Flat: the isolated margin goes back to cross collateral.
-                state.collateral += position.isolated_margin;
+                // Flat: the isolated margin goes back to cross collateral; a loss past it is
+                // the isolated bucket's bad debt, carried by the insurance fund, never by
+                // the account's cross collateral.
+                bad_debt = position.isolated_margin.min(0);
+                state.collateral += position.isolated_margin.max(0);
                 position.isolated_margin = 0;
             }
         } else {
             state.collateral += to_units(realized);
         }
         let open_notional = position.open_notional;
+        if bad_debt < 0 {
+            let insurance = self.insurance;
+            self.accounts[insurance as usize].perp.collateral += bad_debt;
+            self.touch_perp_account(insurance);
+        }
         let market = &mut self.perps[perp as usize];
         market.long_lots += new_size.max(0) - size.max(0);
         let market_id = market.spec.market;
@@ -1293,9 +1302,19 @@ impl<L: PriceLadder> Engine<L> {
             let side = if size > 0 { Side::Sell } else { Side::Buy };
             let band = market.spec.price_band_ppb as i128;
             let oracle = market.oracle as i128;
+            // Never worse than the band's edge, nor than the bankruptcy price of the whole
+            // position (`size * mark * QU - equity` over `size * QU`), so the book step cannot
+            // take the bucket below zero (fees aside).
+            let value_per_side =
+                (size as i128 * market.mark as i128 * market.qu() - margin.equity).abs();
+            let lots_value = size.unsigned_abs() as i128 * market.qu();
             let limit = match side {
-                Side::Sell => ceil_div(oracle * (PPB - band).max(0), PPB).max(1) as Ticks,
-                Side::Buy => ((oracle * (PPB + band)) / PPB).min(params.max_price as i128) as Ticks,
+                Side::Sell => ceil_div(oracle * (PPB - band).max(0), PPB)
+                    .max(ceil_div(value_per_side, lots_value))
+                    .max(1) as Ticks,
+                Side::Buy => ((oracle * (PPB + band)) / PPB)
+                    .min(value_per_side / lots_value)
+                    .min(params.max_price as i128) as Ticks,
             };
             let mut taker = Taker {
                 account,
