@@ -627,3 +627,127 @@ fn snapshots_and_roots_carry_the_perp_state() {
     assert!(liquidated);
     assert_eq!(restored.state_hash(), h.engine.state_hash());
 }
+
+#[test]
+fn out_of_range_values_are_refused_without_panics_or_effects() {
+    let mut h = Harness::new(spec(), &[(A, 1_000), (B, 1_000)]);
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 100, 2));
+    h.ok(order(A, 1, Buy, 100, 2));
+    let mut prices = [0; MAX_ORACLE_SOURCES];
+    let huge = [
+        (
+            order(A, 2, Buy, 100, Lots::MAX),
+            RejectReason::OpenInterestCap,
+        ),
+        (
+            order(A, 2, Sell, 100, Lots::MAX),
+            RejectReason::OpenInterestCap,
+        ),
+        (
+            reduce_only(A, 2, Buy, 100, Lots::MAX),
+            RejectReason::ReduceOnly,
+        ),
+        (order(A, 2, Buy, Ticks::MAX, 1), RejectReason::InvalidPrice),
+        (order(A, 2, Buy, 0, 1), RejectReason::InvalidPrice),
+        (order(A, 2, Buy, 100, 0), RejectReason::InvalidQty),
+        (order(A, 2, Buy, 100, -5), RejectReason::InvalidQty),
+        (
+            Command::TransferCollateral {
+                account: A,
+                amount: Units::MIN,
+            },
+            RejectReason::InvalidQty,
+        ),
+        (
+            Command::TransferCollateral {
+                account: A,
+                amount: 0,
+            },
+            RejectReason::InvalidQty,
+        ),
+        (
+            Command::TransferCollateral {
+                account: A,
+                amount: Units::MAX,
+            },
+            RejectReason::InsufficientBalance,
+        ),
+        (
+            Command::SetLeverage {
+                account: A,
+                market: P,
+                leverage: u32::MAX,
+                isolated: false,
+            },
+            RejectReason::InvalidLeverage,
+        ),
+        (
+            Command::IsolatedMargin {
+                account: A,
+                market: P,
+                amount: 5,
+            },
+            RejectReason::NoPosition,
+        ),
+        (
+            Command::Oracle {
+                market: P,
+                prices,
+                count: 1,
+            },
+            RejectReason::InvalidPrice,
+        ),
+        (
+            Command::Oracle {
+                market: P,
+                prices,
+                count: 0,
+            },
+            RejectReason::InvalidPrice,
+        ),
+    ];
+    for (command, reason) in huge {
+        assert_eq!(h.reject_reason(command), reason, "{command:?}");
+    }
+    prices[0] = i64::MAX;
+    assert_eq!(
+        h.reject_reason(Command::Oracle {
+            market: P,
+            prices,
+            count: 1,
+        }),
+        RejectReason::InvalidPrice
+    );
+    // A perp market spec with broken tiers, fees or leverage is refused.
+    let mut bad = spec();
+    bad.market = 11;
+    bad.tiers[0].mmr_ppb = bad.tiers[0].imr_ppb;
+    assert_eq!(
+        h.reject_reason(Command::CreatePerpMarket(bad)),
+        RejectReason::InvalidMarket
+    );
+    let mut bad = spec();
+    bad.market = 11;
+    bad.max_leverage = 0;
+    assert_eq!(
+        h.reject_reason(Command::CreatePerpMarket(bad)),
+        RejectReason::InvalidMarket
+    );
+    let mut bad = spec();
+    bad.market = 11;
+    bad.tier_count = 9;
+    assert_eq!(
+        h.reject_reason(Command::CreatePerpMarket(bad)),
+        RejectReason::InvalidMarket
+    );
+    let mut bad = spec();
+    bad.market = 11;
+    bad.collateral = 99;
+    assert_eq!(
+        h.reject_reason(Command::CreatePerpMarket(bad)),
+        RejectReason::UnknownAsset
+    );
+    // Everything accepted before is intact.
+    assert_eq!((h.size(A), h.size(B)), (2, -2));
+}
