@@ -104,22 +104,26 @@ pub fn to_whole(value: Decimal, unit: Decimal) -> Whole {
 /// Works for every `i64` count and positive unit, even where the product would not fit in a
 /// [`Decimal`].
 pub fn format_scaled(count: i64, unit: Decimal) -> String {
+    format_scaled_i128(count as i128, unit)
+}
+
+/// [`format_scaled`] for an `i128` count (perp cost bases, funding indexes).
+pub fn format_scaled_i128(count: i128, unit: Decimal) -> String {
     // unit = mantissa * 10^-scale; the product's digits are count * mantissa.
     let mantissa = unit.mantissa().unsigned_abs();
     let scale = unit.scale() as usize;
     let negative = (count < 0) != unit.is_sign_negative() && count != 0 && mantissa != 0;
-    let factor = count.unsigned_abs() as u128;
-    // Little-endian decimal digits of the mantissa, multiplied in place by `factor`.
-    let mut digits: Vec<u8> = Vec::with_capacity(64);
-    let mut m = mantissa;
-    while m > 0 {
-        digits.push((m % 10) as u8);
-        m /= 10;
+    // Little-endian decimal digits of |count|, multiplied in place by the mantissa
+    // (< 2^96, so digit * mantissa + carry < 10 * 2^96 fits in a u128).
+    let mut digits: Vec<u8> = Vec::with_capacity(80);
+    let mut c = count.unsigned_abs();
+    while c > 0 {
+        digits.push((c % 10) as u8);
+        c /= 10;
     }
     let mut carry: u128 = 0;
     for digit in digits.iter_mut() {
-        // digit * factor + carry < 10 * 2^64 + carry, and carry < factor * 10 / 10 + ... fits.
-        let product = *digit as u128 * factor + carry;
+        let product = *digit as u128 * mantissa + carry;
         *digit = (product % 10) as u8;
         carry = product / 10;
     }
@@ -273,6 +277,11 @@ mod tests {
         assert_eq!(
             format_scaled(i64::MIN, d("0.1")),
             "-922337203685477580.8".to_string()
+        );
+        assert_eq!(format_scaled_i128(i128::MIN, d("1")), i128::MIN.to_string());
+        assert_eq!(
+            format_scaled_i128(-3_000_000_000_000, d("0.000000000000001")),
+            "-0.003"
         );
         assert_eq!(format(d("2.500")), "2.5");
         assert_eq!(format(d("-0.0")), "0");

@@ -174,6 +174,17 @@ fn bad_input_gets_typed_errors_and_other_clients_are_unaffected() {
         unknown[0]["reason"], "unknown_order",
         "engine rejections are sequenced too"
     );
+    // Perp markets come only from the genesis (none can yet): the perp ops find none.
+    bad.send("{\"op\":\"perp_market\",\"market\":\"P\",\"collateral\":\"Q\",\"tick\":\"1\",\"lot\":\"1\"}\n");
+    assert_eq!(bad.next()["reason"], "not_allowed");
+    bad.send("{\"op\":\"oracle\",\"market\":\"B-Q\",\"prices\":[\"10\"]}\n");
+    assert_eq!(bad.next()["reason"], "not_perp_market");
+    bad.send("{\"op\":\"transfer\",\"account\":1,\"amount\":\"1\"}\n");
+    let transfer = bad.next();
+    assert_eq!(
+        (transfer["reason"].as_str(), transfer["line"].as_u64()),
+        (Some("not_perp_market"), Some(10))
+    );
     // Binary garbage, then the bad client hangs up mid-line.
     bad.send("\u{0}\u{1}\u{2}\u{ff}garbage without newline");
     drop(bad);
