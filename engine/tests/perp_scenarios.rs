@@ -751,3 +751,23 @@ fn out_of_range_values_are_refused_without_panics_or_effects() {
     // Everything accepted before is intact.
     assert_eq!((h.size(A), h.size(B)), (2, -2));
 }
+
+#[test]
+fn the_insurance_fund_is_always_cross_margined() {
+    let mut h = Harness::new(spec(), &[(A, 1_000)]);
+    assert_eq!(
+        h.reject_reason(Command::SetLeverage {
+            account: INSURANCE_ACCOUNT,
+            market: P,
+            leverage: 5,
+            isolated: true,
+        }),
+        RejectReason::InvalidLeverage
+    );
+    h.ok(Command::SetLeverage {
+        account: INSURANCE_ACCOUNT,
+        market: P,
+        leverage: 5,
+        isolated: false,
+    });
+}

@@ -232,8 +232,35 @@ pub struct Genesis {
     pub assets: Vec<GenesisAsset>,
     /// Markets, in id order.
     pub markets: Vec<GenesisMarket>,
+    /// Perpetual futures markets, after the spot markets: each table holds the fields of a
+    /// `perp_market` line of docs/replay.md (`market`, `collateral`, `tick`, `lot`, ...).
+    pub perp_markets: Vec<toml::Table>,
     /// Opening balances.
     pub deposits: Vec<GenesisDeposit>,
+    /// Collateral moved from spot balances into perp cross collateral, after the deposits.
+    pub transfers: Vec<GenesisTransfer>,
+    /// Opening oracle prices of perp markets (perp orders need one), last.
+    pub oracles: Vec<GenesisOracle>,
+}
+
+/// One opening collateral transfer (`transfer` line).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisTransfer {
+    /// The account.
+    pub account: u64,
+    /// Amount of the collateral asset, decimal (> 0: spot to perp).
+    pub amount: String,
+}
+
+/// One opening oracle update (`oracle` line).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisOracle {
+    /// The perp market's name.
+    pub market: String,
+    /// Source prices, decimal strings (1..=8).
+    pub prices: Vec<String>,
 }
 
 /// One asset.
@@ -346,6 +373,7 @@ mod tests {
         assert_eq!(config.pipeline, PipelineSection::default());
         assert_eq!(config.wal, WalSection::default());
         assert_eq!(config.genesis.markets.len(), 1);
+        assert_eq!(config.genesis.perp_markets.len(), 1);
     }
 
     #[test]

@@ -66,6 +66,14 @@ pub fn genesis_lines(genesis: &Genesis) -> String {
             "taker_fee_bps": market.taker_fee_bps,
         }));
     }
+    for market in &genesis.perp_markets {
+        let mut line = serde_json::Map::new();
+        line.insert("op".into(), "perp_market".into());
+        for (key, value) in market {
+            line.insert(key.clone(), toml_to_json(value));
+        }
+        push(serde_json::Value::Object(line));
+    }
     for deposit in &genesis.deposits {
         push(json!({
             "op": "deposit",
@@ -74,7 +82,34 @@ pub fn genesis_lines(genesis: &Genesis) -> String {
             "amount": deposit.amount,
         }));
     }
+    for transfer in &genesis.transfers {
+        push(json!({
+            "op": "transfer",
+            "account": transfer.account,
+            "amount": transfer.amount,
+        }));
+    }
+    for oracle in &genesis.oracles {
+        push(json!({"op": "oracle", "market": oracle.market, "prices": oracle.prices}));
+    }
     text
+}
+
+/// A TOML value as JSON (dates, which no genesis field takes, become strings).
+fn toml_to_json(value: &toml::Value) -> serde_json::Value {
+    match value {
+        toml::Value::String(text) => text.clone().into(),
+        toml::Value::Integer(number) => (*number).into(),
+        toml::Value::Float(number) => json!(number),
+        toml::Value::Boolean(flag) => (*flag).into(),
+        toml::Value::Datetime(date) => date.to_string().into(),
+        toml::Value::Array(items) => items.iter().map(toml_to_json).collect(),
+        toml::Value::Table(table) => table
+            .iter()
+            .map(|(key, value)| (key.clone(), toml_to_json(value)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    }
 }
 
 /// Runs genesis lines through a node translator: the translator that knows their names, and

@@ -11,7 +11,9 @@
 //! - [`pipeline_bench`]: the sequencer + engine + WAL pipeline (`pipeline-bench`) against the
 //!   bare engine;
 //! - [`gateway_bench`]: `nexus-perf`, a running node measured over the real gateway (order
-//!   entry and market data) against a raw loopback TCP ping-pong.
+//!   entry and market data) against a raw loopback TCP ping-pong;
+//! - [`perp_bench`]: `perp-bench`, pre-trade risk per perp order against spot, liquidation
+//!   index against a full margin scan, bytes per account and position.
 //!
 //! Speed figures are printed, never asserted: the tests here check determinism and shape
 //! only. See `docs/perf.md`.
@@ -20,6 +22,7 @@ pub mod engine_bench;
 pub mod gateway_bench;
 pub mod latency;
 pub mod memory;
+pub mod perp_bench;
 pub mod pipeline_bench;
 pub mod report;
 pub mod workload;

@@ -321,6 +321,8 @@ impl<L: PriceLadder> Engine<L> {
         }
         let flat = self.flat_position(perp);
         let positions = &mut self.accounts[account as usize].perp.positions;
+        // Most accounts trade one perp market: grow one slot at a time (not Vec's 4).
+        positions.reserve_exact(1);
         positions.push(flat);
         positions.len() - 1
     }
@@ -403,7 +405,9 @@ impl<L: PriceLadder> Engine<L> {
             let (market_index, perp) = self.perp_of(market)?;
             let index = self.known_account(account)?;
             let spec = self.perps[perp as usize].spec;
-            if leverage < 1 || leverage > spec.max_leverage {
+            // The insurance fund backstops from its cross collateral: it is never isolated.
+            if leverage < 1 || leverage > spec.max_leverage || (isolated && index == self.insurance)
+            {
                 return Err(RejectReason::InvalidLeverage);
             }
             if self.open_orders_in(index, market_index) > 0 {

@@ -1,0 +1,106 @@
+//! Perpetual futures on a running `nexus run` with the shipped default configuration (its
+//! genesis has BTC-PERP, collateral moved in, and an opening oracle price): orders through
+//! the JSON Lines port open positions, an oracle line moves the mark, and bad perp lines get
+//! typed rejects while the node keeps serving.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+mod common;
+use common::start;
+
+/// The embedded default configuration, with loopback port 0 and a temporary data folder.
+fn default_config(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/nexus.default.toml"))
+        .unwrap()
+        .replace("127.0.0.1:7070", "127.0.0.1:0")
+        .replace("127.0.0.1:7071", "127.0.0.1:0")
+        .replace("127.0.0.1:7072", "127.0.0.1:0")
+        .replace(
+            "data_dir = \"nexus-data\"",
+            &format!("data_dir = \"{}\"", dir.join("data").display()),
+        );
+    let path = dir.join("node.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Reads replies until every line in `lines` is done: `finalized`, or refused before it was
+/// sequenced (`rejected` or `error` without a `seq`).
+fn replies(reader: &mut BufReader<TcpStream>, lines: u64) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let mut done = vec![false; lines as usize + 1];
+    while done[1..].iter().any(|d| !d) {
+        let mut text = String::new();
+        if reader.read_line(&mut text).is_err() {
+            panic!("no more replies after {seen:?}");
+        }
+        let value: Value = serde_json::from_str(&text).unwrap();
+        let line = value["line"].as_u64().unwrap_or(0) as usize;
+        let terminal = value["ev"] == "finalized"
+            || ((value["ev"] == "rejected" || value["ev"] == "error") && value["seq"].is_null());
+        if terminal && line < done.len() {
+            done[line] = true;
+        }
+        seen.push(value);
+    }
+    seen
+}
+
+#[test]
+fn perp_orders_open_positions_on_a_default_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&default_config(dir.path()));
+    let stream = TcpStream::connect(("127.0.0.1", node.address("listen").port())).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let lines = [
+        r#"{"op":"order","account":1,"market":"BTC-PERP","oid":1,"side":"sell","price":"50000","qty":"0.5"}"#,
+        r#"{"op":"order","account":2,"market":"BTC-PERP","oid":1,"side":"buy","price":"50000","qty":"0.2"}"#,
+        // Outside the 10% band around the 50000 oracle.
+        r#"{"op":"order","account":2,"market":"BTC-PERP","oid":2,"side":"buy","price":"60000","qty":"0.1"}"#,
+        // Too much for account 2's 1,000,000 USD of collateral at 20x: 500 BTC is 25M.
+        r#"{"op":"order","account":2,"market":"BTC-PERP","oid":3,"side":"buy","price":"50000","qty":"500"}"#,
+        r#"{"op":"oracle","market":"BTC-PERP","prices":["50100","50050","49990"]}"#,
+        r#"{"op":"leverage","account":2,"market":"BTC-PERP","leverage":500}"#,
+    ];
+    for line in lines {
+        writer.write_all(line.as_bytes()).unwrap();
+        writer.write_all(b"\n").unwrap();
+    }
+    let got = replies(&mut reader, lines.len() as u64);
+    let all: Vec<Vec<Value>> = (1..=lines.len() as u64)
+        .map(|line| got.iter().filter(|v| v["line"] == line).cloned().collect())
+        .collect();
+    let positions: Vec<(&Value, &Value, &Value)> = all[1]
+        .iter()
+        .filter(|v| v["ev"] == "position")
+        .map(|v| (&v["account"], &v["size"], &v["open_notional"]))
+        .collect();
+    assert_eq!(positions.len(), 2, "{:?}", all[1]);
+    assert_eq!(positions[0].1, "0.2", "the buyer is long 0.2: {:?}", all[1]);
+    assert_eq!(
+        positions[1].1, "-0.2",
+        "the seller is short 0.2: {:?}",
+        all[1]
+    );
+    assert_eq!(positions[0].2, "10000", "0.2 BTC at 50000: {:?}", all[1]);
+    let reason = |replies: &[Value]| {
+        replies
+            .iter()
+            .find(|v| v["ev"] == "rejected")
+            .map(|v| v["reason"].as_str().unwrap().to_string())
+    };
+    assert_eq!(reason(&all[2]).as_deref(), Some("price_band"));
+    assert_eq!(reason(&all[3]).as_deref(), Some("insufficient_margin"));
+    let oracle = all[4].iter().find(|v| v["ev"] == "oracle").expect("oracle");
+    assert_eq!(oracle["price"], "50050", "median of three sources");
+    assert_eq!(reason(&all[5]).as_deref(), Some("invalid_leverage"));
+}
