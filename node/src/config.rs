@@ -34,6 +34,9 @@ pub struct NodeConfig {
     /// The write-ahead log.
     #[serde(default)]
     pub wal: WalSection,
+    /// Perpetual futures operations.
+    #[serde(default)]
+    pub perps: PerpsSection,
     /// Assets, markets and opening balances of a new chain.
     #[serde(default)]
     pub genesis: Genesis,
@@ -224,6 +227,23 @@ impl Default for WalSection {
     }
 }
 
+/// `[perps]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerpsSection {
+    /// Seconds between the funding inputs the node sequences for every perp market (0: none;
+    /// funding then comes only from `funding` lines).
+    pub funding_interval_s: u64,
+}
+
+impl Default for PerpsSection {
+    fn default() -> Self {
+        PerpsSection {
+            funding_interval_s: 3600,
+        }
+    }
+}
+
 /// `[genesis]`: what block 1 of a new chain holds.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -372,6 +392,7 @@ mod tests {
         assert_eq!(config.blocks, BlocksConfig::default());
         assert_eq!(config.pipeline, PipelineSection::default());
         assert_eq!(config.wal, WalSection::default());
+        assert_eq!(config.perps, PerpsSection::default());
         assert_eq!(config.genesis.markets.len(), 1);
         assert_eq!(config.genesis.perp_markets.len(), 1);
     }

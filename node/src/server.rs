@@ -142,6 +142,61 @@ struct Server {
     gateway: GatewayServer,
 }
 
+/// The client of inputs the node makes itself (funding): no connection has it, so their
+/// results go to no one (they are in the log and the market-data feed).
+const SYSTEM_CLIENT: ClientRef = ClientRef {
+    connection: u32::MAX as u64,
+    tag: 0,
+};
+
+/// When the node sequences funding inputs: every `interval`, one per perp market.
+struct FundingSchedule {
+    markets: Vec<engine::MarketId>,
+    interval: Duration,
+    next: std::time::Instant,
+    /// Markets of the current round still to submit (the input ring may be full).
+    pending: Vec<engine::MarketId>,
+}
+
+impl FundingSchedule {
+    fn new(engine: &Engine<ArrayLadder>, interval_s: u64) -> Option<FundingSchedule> {
+        let markets: Vec<_> = engine
+            .markets()
+            .filter(|&market| engine.perp_market(market).is_some())
+            .collect();
+        if interval_s == 0 || markets.is_empty() {
+            return None;
+        }
+        let interval = Duration::from_secs(interval_s);
+        Some(FundingSchedule {
+            markets,
+            interval,
+            next: std::time::Instant::now() + interval,
+            pending: Vec::new(),
+        })
+    }
+
+    /// Submits what is due; what the pipeline refuses is tried again on the next call.
+    fn run(&mut self, pipeline: &mut Pipeline) {
+        let now = std::time::Instant::now();
+        if now >= self.next {
+            self.next += self.interval;
+            self.pending.extend(self.markets.iter().rev());
+        }
+        while let Some(&market) = self.pending.last() {
+            let submission = Submission {
+                client: SYSTEM_CLIENT,
+                command: engine::Command::Funding { market },
+                received_ns: pipeline.now_ns(),
+            };
+            if pipeline.try_submit(submission).is_err() {
+                return;
+            }
+            self.pending.pop();
+        }
+    }
+}
+
 fn client_ref(slot: usize, serial: u32, line: u64) -> ClientRef {
     ClientRef {
         connection: ((serial as u64) << 32) | slot as u64,
@@ -514,6 +569,7 @@ pub fn run(
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let gateway = bind_gateway(config, &recovered.engine, poll.registry())?;
+    let mut funding = FundingSchedule::new(&recovered.engine, config.perps.funding_interval_s);
     let pipeline_config = PipelineConfig {
         blocks: SequencerConfig {
             max_block_inputs: config.blocks.max_inputs.max(1),
@@ -614,6 +670,9 @@ pub fn run(
         server.gateway.read_ready();
         if let Some(pipeline) = server.pipeline.as_mut() {
             server.gateway.submit(pipeline);
+            if let Some(funding) = funding.as_mut() {
+                funding.run(pipeline);
+            }
             pipeline.tick();
         }
         if let Err(error) = server.drain_outputs() {

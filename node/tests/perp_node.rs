@@ -15,11 +15,20 @@ use common::start;
 
 /// The embedded default configuration, with loopback port 0 and a temporary data folder.
 fn default_config(dir: &Path) -> PathBuf {
+    config_with_funding(dir, 3600)
+}
+
+/// The same with funding every `interval_s` seconds.
+fn config_with_funding(dir: &Path, interval_s: u64) -> PathBuf {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/nexus.default.toml"))
         .unwrap()
         .replace("127.0.0.1:7070", "127.0.0.1:0")
         .replace("127.0.0.1:7071", "127.0.0.1:0")
         .replace("127.0.0.1:7072", "127.0.0.1:0")
+        .replace(
+            "funding_interval_s = 3600",
+            &format!("funding_interval_s = {interval_s}"),
+        )
         .replace(
             "data_dir = \"nexus-data\"",
             &format!("data_dir = \"{}\"", dir.join("data").display()),
@@ -103,4 +112,52 @@ fn perp_orders_open_positions_on_a_default_node() {
     let oracle = all[4].iter().find(|v| v["ev"] == "oracle").expect("oracle");
     assert_eq!(oracle["price"], "50050", "median of three sources");
     assert_eq!(reason(&all[5]).as_deref(), Some("invalid_leverage"));
+}
+
+#[test]
+fn the_node_sequences_funding_on_its_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_funding(dir.path(), 1);
+    {
+        let node = start(&config);
+        let stream = TcpStream::connect(("127.0.0.1", node.address("listen").port())).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        for line in [
+            r#"{"op":"order","account":1,"market":"BTC-PERP","oid":1,"side":"sell","price":"50000","qty":"1"}"#,
+            r#"{"op":"order","account":2,"market":"BTC-PERP","oid":1,"side":"buy","price":"50000","qty":"1"}"#,
+        ] {
+            writer.write_all(line.as_bytes()).unwrap();
+            writer.write_all(b"\n").unwrap();
+        }
+        replies(&mut reader, 2);
+        // Two intervals and a little: at least one funding input per perp market.
+        std::thread::sleep(Duration::from_millis(2_300));
+    }
+    let dump = std::process::Command::new(common::NEXUS)
+        .args(["wal", "dump", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let text = String::from_utf8(dump.stdout).unwrap();
+    let funding: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(r#""op":"funding""#))
+        .collect();
+    assert!(
+        funding.len() >= 2,
+        "expected funding inputs in the log, got {funding:?}"
+    );
+    assert!(
+        funding.iter().all(|l| l.contains("BTC-PERP")),
+        "{funding:?}"
+    );
 }
