@@ -13,6 +13,8 @@ use node::{server, wal_tool};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+mod devnet;
+
 /// Nexus: a deterministic exchange engine and the node around it.
 /// Largest `--max-resting-orders`: the engine allocates its order store up front.
 const MAX_RESTING_ORDERS_LIMIT: i64 = 1 << 26;
@@ -43,6 +45,20 @@ enum Commands {
     /// Reads one command per line from FILE (or standard input for `-`), writes one event
     /// per line to standard output. Format: docs/replay.md.
     Replay(ReplayArgs),
+    /// Start a local NexusBFT cluster on 127.0.0.1: one `nexus validator` process per
+    /// validator, QUIC between them, each executing committed blocks on its own engine
+    /// (docs/consensus.md, "Validator host and devnet").
+    ///
+    /// Writes keys and `devnet.toml` into --dir, starts the validators and prints their log
+    /// lines (JSON: `final` with height and state root per block) until Ctrl-C or --seconds;
+    /// checks that every validator reports the same state root at every height. With
+    /// --bench it prints finality latency and finalized orders/s instead.
+    Devnet(devnet::DevnetArgs),
+    /// Run one validator of a devnet configuration (started by `nexus devnet`).
+    ///
+    /// Prints one JSON line per event: `ready`, then `final` per decided block (height,
+    /// round, orders, state root), `evidence` if a peer double-signed.
+    Validator(devnet::ValidatorArgs),
 }
 
 #[derive(Args)]
@@ -114,6 +130,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Replay(args) => replay_command(args),
+        Commands::Devnet(args) => devnet::devnet_command(args),
+        Commands::Validator(args) => devnet::validator_command(args),
         Commands::Run(args) => run_command(args),
         Commands::Wal(command) => wal_command(command),
         Commands::Config => {

@@ -1,0 +1,391 @@
+//! QUIC between validators (quinn over rustls, ring provider), keys pinned both ways.
+//!
+//! Every validator listens on one UDP address and dials every other validator. A dialled
+//! connection carries this validator's frames to that peer on one unidirectional stream
+//! (`len u32 LE | bytes`, in order); an accepted connection carries the peer's frames to
+//! this validator. So each pair of validators has two connections, each used one way, and
+//! only the dialling side ever reconnects. Both sides authenticate (mutual TLS 1.3): the
+//! dialler accepts only the key it dials ([`PinnedServerVerifier`]), the listener only the
+//! configured validator keys ([`PinnedClientVerifier`]); the sender of every received frame
+//! is the key its connection was authenticated with.
+//!
+//! Queues are bounded: each peer's outgoing queue holds `send_queue` frames (a full queue
+//! drops the new frame: consensus re-sends what matters), and the incoming channel holds
+//! `recv_queue` frames (a full channel stops reading, which QUIC flow control pushes back to
+//! the sender). Frames longer than `max_frame_bytes` close the stream.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use consensus::types::ValidatorId;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::CertificateDer;
+use tokio::sync::mpsc;
+
+use crate::identity::{validator_key, Identity, IdentityError, SERVER_NAME};
+use crate::verifier::{PinnedClientVerifier, PinnedServerVerifier};
+
+/// ALPN protocol id of validator links.
+pub const ALPN: &[u8] = b"nexus-bft/1";
+
+/// A validator to talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// Its ed25519 key: the only key its certificate may carry.
+    pub id: ValidatorId,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// Configuration of one validator's endpoint.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// This validator's ed25519 secret seed (its TLS key too).
+    pub key_seed: [u8; 32],
+    /// UDP address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The other validators (an entry with this validator's own key is ignored).
+    pub peers: Vec<Peer>,
+    /// Largest frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Frames queued per peer before new ones are dropped.
+    pub send_queue: usize,
+    /// Received frames queued before reading stops.
+    pub recv_queue: usize,
+    /// Pause between dial attempts to an unreachable peer.
+    pub redial_ms: u64,
+    /// A connection with no traffic for this long is dead (keep-alives go every third of it).
+    pub idle_timeout_ms: u64,
+}
+
+impl NetConfig {
+    /// Defaults: 32 MiB frames, queues of 4096 frames, redial every 100 ms, 3 s idle timeout.
+    pub fn new(key_seed: [u8; 32], listen: SocketAddr, peers: Vec<Peer>) -> NetConfig {
+        NetConfig {
+            key_seed,
+            listen,
+            peers,
+            max_frame_bytes: 32 << 20,
+            send_queue: 4_096,
+            recv_queue: 4_096,
+            redial_ms: 100,
+            idle_timeout_ms: 3_000,
+        }
+    }
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The TLS identity or configuration is invalid.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// quinn refused the TLS configuration.
+    #[error("QUIC configuration: {0}")]
+    Quic(String),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A frame from an authenticated peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The key the sender's connection was authenticated with.
+    pub from: ValidatorId,
+    /// The frame's bytes.
+    pub frame: Vec<u8>,
+}
+
+/// Counters of what the endpoint did (monotonic).
+#[derive(Debug, Default)]
+pub struct NetStats {
+    /// Outgoing connections established.
+    pub dialled: AtomicU64,
+    /// Outgoing attempts that failed (unreachable, or the peer's key is not the pinned one).
+    pub dial_failures: AtomicU64,
+    /// Incoming connections accepted (the client's key is pinned).
+    pub accepted: AtomicU64,
+    /// Incoming connections refused during the handshake (unknown key, bad certificate).
+    pub refused: AtomicU64,
+    /// Frames written to a stream.
+    pub frames_sent: AtomicU64,
+    /// Frames dropped because a peer's queue was full.
+    pub frames_dropped: AtomicU64,
+    /// Frames received.
+    pub frames_received: AtomicU64,
+}
+
+/// A running endpoint. Must be created inside a tokio runtime (it spawns its tasks there);
+/// dropping it closes every connection.
+#[derive(Debug)]
+pub struct Network {
+    endpoint: quinn::Endpoint,
+    id: ValidatorId,
+    peers: Vec<(Peer, mpsc::Sender<Arc<[u8]>>)>,
+    stats: Arc<NetStats>,
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.endpoint.close(0u32.into(), b"shutdown");
+    }
+}
+
+impl Network {
+    /// Binds the endpoint, starts dialling every peer, and returns the channel of received
+    /// frames.
+    pub fn start(config: NetConfig) -> Result<(Network, mpsc::Receiver<Received>), NetError> {
+        let identity = Identity::from_seed(&config.key_seed)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let peers: Vec<Peer> = config
+            .peers
+            .iter()
+            .copied()
+            .filter(|p| p.id != identity.id)
+            .collect();
+
+        let mut transport = quinn::TransportConfig::default();
+        let idle = Duration::from_millis(config.idle_timeout_ms.max(30));
+        transport.keep_alive_interval(Some(idle / 3));
+        transport.max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(idle).map_err(|e| NetError::Quic(e.to_string()))?,
+        ));
+        // Frames go on one long-lived stream per connection: no peer needs more.
+        transport.max_concurrent_bidi_streams(0u32.into());
+        transport.max_concurrent_uni_streams(4u32.into());
+        let transport = Arc::new(transport);
+
+        let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(Arc::new(PinnedClientVerifier::new(
+                peers.iter().map(|p| p.id),
+                provider.clone(),
+            )))
+            .with_single_cert(vec![identity.cert.clone()], identity.private_key())?;
+        server_tls.alpn_protocols = vec![ALPN.to_vec()];
+        let server_crypto =
+            QuicServerConfig::try_from(server_tls).map_err(|e| NetError::Quic(e.to_string()))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server_config.transport_config(transport.clone());
+        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+            NetError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+
+        let stats = Arc::new(NetStats::default());
+        let (tx, rx) = mpsc::channel(config.recv_queue.max(1));
+        let allowed: Vec<ValidatorId> = peers.iter().map(|p| p.id).collect();
+        tokio::spawn(accept_loop(
+            endpoint.clone(),
+            allowed,
+            tx,
+            config.max_frame_bytes,
+            stats.clone(),
+        ));
+
+        let mut senders = Vec::with_capacity(peers.len());
+        for peer in peers {
+            let mut client_tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier::new(
+                    peer.id,
+                    provider.clone(),
+                )))
+                .with_client_auth_cert(vec![identity.cert.clone()], identity.private_key())?;
+            client_tls.alpn_protocols = vec![ALPN.to_vec()];
+            let client_crypto = QuicClientConfig::try_from(client_tls)
+                .map_err(|e| NetError::Quic(e.to_string()))?;
+            let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto));
+            client_config.transport_config(transport.clone());
+            let (send_tx, send_rx) = mpsc::channel(config.send_queue.max(1));
+            tokio::spawn(dial_loop(
+                endpoint.clone(),
+                client_config,
+                peer,
+                send_rx,
+                Duration::from_millis(config.redial_ms.max(1)),
+                stats.clone(),
+            ));
+            senders.push((peer, send_tx));
+        }
+        Ok((
+            Network {
+                endpoint,
+                id: identity.id,
+                peers: senders,
+                stats,
+            },
+            rx,
+        ))
+    }
+
+    /// This validator's id (the key its certificate carries).
+    pub fn id(&self) -> ValidatorId {
+        self.id
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &NetStats {
+        &self.stats
+    }
+
+    /// Queues `frame` for `to`. False if `to` is not a peer or its queue is full (dropped).
+    pub fn send(&self, to: &ValidatorId, frame: Arc<[u8]>) -> bool {
+        let Some((_, tx)) = self.peers.iter().find(|(p, _)| p.id == *to) else {
+            return false;
+        };
+        self.offer(tx, frame)
+    }
+
+    /// Queues `frame` for every peer.
+    pub fn broadcast(&self, frame: Arc<[u8]>) {
+        for (_, tx) in &self.peers {
+            self.offer(tx, frame.clone());
+        }
+    }
+
+    fn offer(&self, tx: &mpsc::Sender<Arc<[u8]>>, frame: Arc<[u8]>) -> bool {
+        match tx.try_send(frame) {
+            Ok(()) => true,
+            Err(_) => {
+                self.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+async fn dial_loop(
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    peer: Peer,
+    mut frames: mpsc::Receiver<Arc<[u8]>>,
+    redial: Duration,
+    stats: Arc<NetStats>,
+) {
+    loop {
+        let connection = match endpoint.connect_with(config.clone(), peer.addr, SERVER_NAME) {
+            Ok(connecting) => connecting.await.ok(),
+            Err(_) => None,
+        };
+        let Some(connection) = connection else {
+            stats.dial_failures.fetch_add(1, Ordering::Relaxed);
+            if frames.is_closed() {
+                return;
+            }
+            tokio::time::sleep(redial).await;
+            continue;
+        };
+        stats.dialled.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut stream) = connection.open_uni().await else {
+            tokio::time::sleep(redial).await;
+            continue;
+        };
+        loop {
+            let frame = tokio::select! {
+                frame = frames.recv() => frame,
+                _ = connection.closed() => break,
+            };
+            let Some(frame) = frame else {
+                // The network was dropped.
+                let _ = stream.finish();
+                return;
+            };
+            let len = u32::try_from(frame.len()).expect("frames are below 4 GiB");
+            if stream.write_all(&len.to_le_bytes()).await.is_err()
+                || stream.write_all(&frame).await.is_err()
+            {
+                break;
+            }
+            stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        tokio::time::sleep(redial).await;
+    }
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    allowed: Vec<ValidatorId>,
+    tx: mpsc::Sender<Received>,
+    max_frame_bytes: usize,
+    stats: Arc<NetStats>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let tx = tx.clone();
+        let stats = stats.clone();
+        let allowed = allowed.clone();
+        tokio::spawn(async move {
+            let Ok(connection) = incoming.await else {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            // The verifier already pinned the key; read it back to name the sender.
+            let from = connection
+                .peer_identity()
+                .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+                .and_then(|certs| certs.first().and_then(validator_key));
+            let Some(from) = from.filter(|k| allowed.contains(k)) else {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                connection.close(1u32.into(), b"unknown validator");
+                return;
+            };
+            stats.accepted.fetch_add(1, Ordering::Relaxed);
+            while let Ok(stream) = connection.accept_uni().await {
+                tokio::spawn(read_stream(
+                    stream,
+                    from,
+                    tx.clone(),
+                    max_frame_bytes,
+                    stats.clone(),
+                ));
+            }
+        });
+    }
+}
+
+async fn read_stream(
+    mut stream: quinn::RecvStream,
+    from: ValidatorId,
+    tx: mpsc::Sender<Received>,
+    max_frame_bytes: usize,
+    stats: Arc<NetStats>,
+) {
+    loop {
+        let mut len = [0u8; 4];
+        if stream.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len > max_frame_bytes {
+            let _ = stream.stop(2u32.into());
+            return;
+        }
+        let mut frame = vec![0u8; len];
+        if stream.read_exact(&mut frame).await.is_err() {
+            return;
+        }
+        stats.frames_received.fetch_add(1, Ordering::Relaxed);
+        if tx.send(Received { from, frame }).await.is_err() {
+            return;
+        }
+    }
+}
