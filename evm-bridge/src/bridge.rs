@@ -1,0 +1,376 @@
+//! The cross-domain queues: CoreWriter actions become engine commands, the engine's events
+//! become callbacks and credits of the next EVM block.
+//!
+//! Order is deterministic: a Core block runs its external commands first, then the actions
+//! of the previous EVM block in (block, log index) order. Every engine event naming an
+//! EVM account the bridge knows becomes a [`Callback`] for that address (delivered only if
+//! it has code); withdrawals and refused deposits become [`Credit`]s from CoreWriter's escrow.
+//!
+//! Conservation of the native token: wei enter the escrow only with a deposit action and
+//! leave it only with a credit for a withdrawal that Core executed (or a refused deposit),
+//! so `escrow == wei_per_unit * Core supply of the native asset` and each user's
+//! `EVM balance + wei_per_unit * Core balance` changes only by what they pay in gas or send.
+
+use crate::actions::{ActionKind, Callback, CallbackKind, CoreAction, Credit};
+use crate::system::{self, MAX_CALLBACKS_PER_BLOCK};
+use alloy_primitives::{Address, U256};
+use engine::{
+    AccountId, AssetId, CancelReason, Command, Engine, Event, NewOrder, PriceLadder, RejectReason,
+    SelfTradePrevention, INSURANCE_ACCOUNT,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Reject code of a callback for an action the bridge itself refused (reserved or colliding
+/// Core account id).
+pub const BRIDGE_REJECT_CODE: u32 = 0xffff;
+
+/// Most callbacks waiting for delivery; past this the oldest are dropped (and counted).
+pub const MAX_PENDING_CALLBACKS: usize = 1 << 16;
+
+/// Bridge state: persisted with every block.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Bridge {
+    /// The Core asset that is the EVM's native token.
+    pub native_asset: AssetId,
+    /// Wei per Core unit of it.
+    pub wei_per_unit: U256,
+    /// Core account id -> the EVM address it belongs to (first seen wins).
+    pub registry: BTreeMap<AccountId, Address>,
+    /// Actions of the last EVM block, for the next Core block.
+    pub pending_actions: Vec<CoreAction>,
+    /// Callbacks for the next EVM block(s).
+    pub pending_callbacks: VecDeque<Callback>,
+    /// Credits for the next EVM block.
+    pub pending_credits: Vec<Credit>,
+    /// Callbacks dropped because the queue was full.
+    pub dropped_callbacks: u64,
+}
+
+/// The 1-based code of a reject reason in callbacks (position in `RejectReason::ALL` + 1).
+pub fn reject_code(reason: RejectReason) -> u32 {
+    RejectReason::ALL
+        .iter()
+        .position(|&r| r == reason)
+        .expect("every reason is listed") as u32
+        + 1
+}
+
+/// The code of a cancel reason in callbacks: user 0, unfilled 1, stp 2, liquidation 3,
+/// reduce_only 4.
+pub fn cancel_code(reason: CancelReason) -> u32 {
+    match reason {
+        CancelReason::User => 0,
+        CancelReason::Unfilled => 1,
+        CancelReason::Stp => 2,
+        CancelReason::Liquidation => 3,
+        CancelReason::ReduceOnly => 4,
+    }
+}
+
+impl Bridge {
+    /// An empty bridge for `native_asset`.
+    pub fn new(native_asset: AssetId, wei_per_unit: U256) -> Bridge {
+        Bridge {
+            native_asset,
+            wei_per_unit,
+            registry: BTreeMap::new(),
+            pending_actions: Vec::new(),
+            pending_callbacks: VecDeque::new(),
+            pending_credits: Vec::new(),
+            dropped_callbacks: 0,
+        }
+    }
+
+    /// Queues the actions of an EVM block for the next Core block.
+    pub fn queue_actions(&mut self, actions: Vec<CoreAction>) {
+        debug_assert!(actions.windows(2).all(|w| w[0].id < w[1].id));
+        self.pending_actions.extend(actions);
+    }
+
+    fn command(&self, account: AccountId, kind: ActionKind) -> Command {
+        match kind {
+            ActionKind::Place {
+                market,
+                oid,
+                side,
+                price,
+                qty,
+                tif,
+                reduce_only,
+            } => Command::Place(NewOrder {
+                account,
+                market,
+                oid,
+                side,
+                price,
+                qty,
+                tif,
+                stp: SelfTradePrevention::CancelMaker,
+                reduce_only,
+            }),
+            ActionKind::Cancel { market, oid } => Command::Cancel {
+                account,
+                market,
+                oid,
+            },
+            ActionKind::CancelAll { market } => Command::CancelAll { account, market },
+            ActionKind::Modify {
+                market,
+                oid,
+                price,
+                qty,
+            } => Command::Modify {
+                account,
+                market,
+                oid,
+                price,
+                qty,
+            },
+            ActionKind::Deposit { units } => Command::Deposit {
+                account,
+                asset: self.native_asset,
+                amount: units,
+            },
+            ActionKind::Withdraw { units } => Command::Withdraw {
+                account,
+                asset: self.native_asset,
+                amount: units,
+            },
+            ActionKind::TransferCollateral { amount } => {
+                Command::TransferCollateral { account, amount }
+            }
+        }
+    }
+
+    fn wei(&self, units: i64) -> U256 {
+        U256::from(units as u64) * self.wei_per_unit
+    }
+
+    /// Runs the Core side of a block: `external` commands (from the sequencer), then the
+    /// pending actions. Appends every engine event to `events`; queues callbacks and
+    /// credits for the EVM block of the same height.
+    pub fn run_core_block<L: PriceLadder>(
+        &mut self,
+        engine: &mut Engine<L>,
+        external: &[Command],
+        events: &mut Vec<Event>,
+    ) {
+        let mut out = Vec::new();
+        for command in external {
+            out.clear();
+            engine.step(command, &mut out);
+            self.route(&out, None);
+            events.extend_from_slice(&out);
+        }
+        for action in std::mem::take(&mut self.pending_actions) {
+            out.clear();
+            let account = system::core_account(action.sender);
+            let owner = *self.registry.entry(account).or_insert(action.sender);
+            if account == 0 || account == INSURANCE_ACCOUNT || owner != action.sender {
+                // Refused by the bridge: no command; a deposit's value goes back.
+                self.push_callback(Callback {
+                    target: action.sender,
+                    action_id: action.id,
+                    kind: CallbackKind::Rejected,
+                    oid: 0,
+                    price: 0,
+                    qty: 0,
+                    left: 0,
+                    code: BRIDGE_REJECT_CODE,
+                });
+                if let ActionKind::Deposit { units } = action.kind {
+                    self.pending_credits.push(Credit {
+                        to: action.sender,
+                        wei: self.wei(units),
+                        action_id: action.id,
+                    });
+                }
+                continue;
+            }
+            engine.step(&self.command(account, action.kind), &mut out);
+            let rejected = out.iter().any(|e| matches!(e, Event::Rejected { .. }));
+            match action.kind {
+                ActionKind::Deposit { units } if rejected => {
+                    self.pending_credits.push(Credit {
+                        to: action.sender,
+                        wei: self.wei(units),
+                        action_id: action.id,
+                    });
+                }
+                ActionKind::Withdraw { units } if !rejected => {
+                    self.pending_credits.push(Credit {
+                        to: action.sender,
+                        wei: self.wei(units),
+                        action_id: action.id,
+                    });
+                }
+                _ => {}
+            }
+            if out.is_empty() {
+                let qty = match action.kind {
+                    ActionKind::Deposit { units } | ActionKind::Withdraw { units } => units,
+                    ActionKind::TransferCollateral { amount } => amount,
+                    _ => 0,
+                };
+                self.push_callback(Callback {
+                    target: action.sender,
+                    action_id: action.id,
+                    kind: CallbackKind::Done,
+                    oid: 0,
+                    price: 0,
+                    qty,
+                    left: 0,
+                    code: 0,
+                });
+            }
+            self.route(&out, Some((account, action.id)));
+            events.extend_from_slice(&out);
+        }
+    }
+
+    fn push_callback(&mut self, callback: Callback) {
+        if self.pending_callbacks.len() >= MAX_PENDING_CALLBACKS {
+            self.pending_callbacks.pop_front();
+            self.dropped_callbacks += 1;
+        }
+        self.pending_callbacks.push_back(callback);
+    }
+
+    /// Callbacks for the EVM accounts an event names. `cause` is the account and action id
+    /// of the action that ran the command, if any.
+    fn route(&mut self, events: &[Event], cause: Option<(AccountId, u64)>) {
+        for event in events {
+            let emit = |bridge: &mut Bridge, account: AccountId, cb: Callback| {
+                if let Some(&target) = bridge.registry.get(&account) {
+                    let action_id = match cause {
+                        Some((a, id)) if a == account => id,
+                        _ => 0,
+                    };
+                    bridge.push_callback(Callback {
+                        target,
+                        action_id,
+                        ..cb
+                    });
+                }
+            };
+            let blank = Callback {
+                target: Address::ZERO,
+                action_id: 0,
+                kind: CallbackKind::Done,
+                oid: 0,
+                price: 0,
+                qty: 0,
+                left: 0,
+                code: 0,
+            };
+            match *event {
+                Event::Accepted { account, oid, .. } => emit(
+                    self,
+                    account,
+                    Callback {
+                        kind: CallbackKind::Accepted,
+                        oid,
+                        ..blank
+                    },
+                ),
+                Event::Rejected {
+                    account,
+                    oid,
+                    reason,
+                } => emit(
+                    self,
+                    account,
+                    Callback {
+                        kind: CallbackKind::Rejected,
+                        oid: oid.unwrap_or(0),
+                        code: reject_code(reason),
+                        ..blank
+                    },
+                ),
+                Event::Fill {
+                    taker_account,
+                    taker_oid,
+                    maker_account,
+                    maker_oid,
+                    price,
+                    qty,
+                    taker_left,
+                    maker_left,
+                    ..
+                } => {
+                    let fill = Callback {
+                        kind: CallbackKind::Fill,
+                        price,
+                        qty,
+                        ..blank
+                    };
+                    emit(
+                        self,
+                        maker_account,
+                        Callback {
+                            oid: maker_oid,
+                            left: maker_left,
+                            code: 0,
+                            ..fill
+                        },
+                    );
+                    emit(
+                        self,
+                        taker_account,
+                        Callback {
+                            oid: taker_oid,
+                            left: taker_left,
+                            code: 1,
+                            ..fill
+                        },
+                    );
+                }
+                Event::Canceled {
+                    account,
+                    oid,
+                    remaining,
+                    reason,
+                    ..
+                } => emit(
+                    self,
+                    account,
+                    Callback {
+                        kind: CallbackKind::Canceled,
+                        oid,
+                        qty: remaining,
+                        code: cancel_code(reason),
+                        ..blank
+                    },
+                ),
+                Event::Modified {
+                    account,
+                    oid,
+                    price,
+                    qty,
+                    ..
+                } => emit(
+                    self,
+                    account,
+                    Callback {
+                        kind: CallbackKind::Modified,
+                        oid,
+                        price,
+                        qty,
+                        ..blank
+                    },
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    /// Takes the credits and up to [`MAX_CALLBACKS_PER_BLOCK`] callbacks for the next EVM
+    /// block.
+    pub fn take_evm_inputs(&mut self) -> (Vec<Credit>, Vec<Callback>) {
+        let credits = std::mem::take(&mut self.pending_credits);
+        let n = self.pending_callbacks.len().min(MAX_CALLBACKS_PER_BLOCK);
+        let callbacks = self.pending_callbacks.drain(..n).collect();
+        (credits, callbacks)
+    }
+}

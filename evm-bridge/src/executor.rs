@@ -1,0 +1,1023 @@
+//! The EVM block executor: a pure state machine over in-memory state.
+//!
+//! [`Executor::execute_block`] takes a [`BlockInput`] (height, time, Core -> EVM credits and
+//! callbacks, user transactions) and a [`CoreView`] of Core as of the block's start, and
+//! returns a [`BlockOutput`] (header, receipts, the CoreWriter actions of successful
+//! transactions, the state diff to persist). It never touches files, sockets or clocks;
+//! one thread owns it.
+
+// revm's environment structs gain fields between releases; setting the ones we use on a
+// default reads better and survives upgrades.
+#![allow(clippy::field_reassign_with_default)]
+
+use crate::actions::{action_topic, ActionKind, Callback, CoreAction, Credit};
+use crate::core_view::CoreView;
+use crate::precompiles::NexusPrecompiles;
+use crate::system;
+use alloy_consensus::transaction::SignerRecoverable;
+use alloy_consensus::{Transaction, TxEnvelope};
+use alloy_eips::eip2718::Decodable2718;
+use alloy_primitives::{keccak256, Address, Bloom, Bytes, Log, TxKind, B256, U256};
+use revm::context::{BlockEnv, CfgEnv, Context, TxEnv};
+use revm::context_interface::result::{ExecutionResult, Output};
+use revm::database::{CacheDB, EmptyDB};
+use revm::primitives::eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN;
+use revm::primitives::hardfork::SpecId;
+use revm::state::{AccountInfo, Bytecode, EvmState};
+use revm::{Database, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The hard fork every block runs: Cancun, set explicitly (blob transactions refused).
+pub const SPEC: SpecId = SpecId::CANCUN;
+
+/// Chain parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvmConfig {
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// Base fee of every block, wei per gas (fixed: no EIP-1559 elasticity).
+    pub base_fee_wei: u64,
+    /// Gas limit of every block.
+    pub block_gas_limit: u64,
+    /// Receives priority fees.
+    pub coinbase: Address,
+    /// Wei of the native token per Core unit of the native asset.
+    pub wei_per_unit: U256,
+}
+
+impl Default for EvmConfig {
+    fn default() -> Self {
+        EvmConfig {
+            chain_id: 0x4e58, // "NX"
+            base_fee_wei: 1_000_000_000,
+            block_gas_limit: 30_000_000,
+            coinbase: Address::repeat_byte(0xc0),
+            wei_per_unit: U256::from(1_000_000_000_000u64), // 18 decimals on EVM, 6 on Core
+        }
+    }
+}
+
+/// Why a raw transaction was refused before execution.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    /// Not a valid EIP-2718 / RLP transaction.
+    #[error("malformed transaction: {0}")]
+    Malformed(String),
+    /// The signature does not recover.
+    #[error("invalid signature: {0}")]
+    Signature(String),
+    /// Wrong or missing chain id.
+    #[error("invalid chain id: expected {expected}, got {got:?}")]
+    ChainId {
+        /// This chain's.
+        expected: u64,
+        /// The transaction's (`None`: pre-EIP-155 legacy).
+        got: Option<u64>,
+    },
+    /// A transaction type this chain does not run.
+    #[error("unsupported transaction type: {0}")]
+    Unsupported(&'static str),
+    /// Nonce not the sender's next.
+    #[error("nonce too {}: next nonce is {expected}, got {got}", if got < expected { "low" } else { "high" })]
+    Nonce {
+        /// The next nonce.
+        expected: u64,
+        /// The transaction's.
+        got: u64,
+    },
+    /// Cannot pay `gas_limit * max_fee + value`.
+    #[error("insufficient funds: balance {balance}, need {need}")]
+    Funds {
+        /// The sender's balance.
+        balance: U256,
+        /// What the transaction may cost.
+        need: U256,
+    },
+    /// Fee below the base fee.
+    #[error("max fee per gas {got} below base fee {base}")]
+    FeeTooLow {
+        /// Base fee.
+        base: u64,
+        /// The transaction's max fee.
+        got: u128,
+    },
+    /// Gas limit outside `21000..=block gas limit`.
+    #[error("gas limit {got} outside 21000..={max}")]
+    GasLimit {
+        /// The block gas limit.
+        max: u64,
+        /// The transaction's.
+        got: u64,
+    },
+    /// Already known.
+    #[error("already known")]
+    Known,
+}
+
+/// A decoded, signature-checked transaction.
+#[derive(Clone, Debug)]
+pub struct SignedTx {
+    /// Transaction hash.
+    pub hash: B256,
+    /// Recovered sender.
+    pub sender: Address,
+    /// The transaction.
+    pub envelope: TxEnvelope,
+}
+
+impl SignedTx {
+    /// Decodes an EIP-2718 envelope (legacy RLP included), checks the chain id and recovers
+    /// the sender. Blob (EIP-4844) and EIP-7702 transactions are refused (Cancun, no blobs).
+    pub fn decode(raw: &[u8], chain_id: u64) -> Result<SignedTx, TxError> {
+        let mut buf = raw;
+        let envelope =
+            TxEnvelope::decode_2718(&mut buf).map_err(|e| TxError::Malformed(e.to_string()))?;
+        if !buf.is_empty() {
+            return Err(TxError::Malformed(format!("{} trailing bytes", buf.len())));
+        }
+        match &envelope {
+            TxEnvelope::Eip4844(_) => return Err(TxError::Unsupported("EIP-4844 (blobs)")),
+            TxEnvelope::Eip7702(_) => return Err(TxError::Unsupported("EIP-7702")),
+            _ => {}
+        }
+        if envelope.chain_id() != Some(chain_id) {
+            return Err(TxError::ChainId {
+                expected: chain_id,
+                got: envelope.chain_id(),
+            });
+        }
+        let sender = envelope
+            .recover_signer()
+            .map_err(|e| TxError::Signature(e.to_string()))?;
+        Ok(SignedTx {
+            hash: *envelope.tx_hash(),
+            sender,
+            envelope,
+        })
+    }
+
+    /// The nonce.
+    pub fn nonce(&self) -> u64 {
+        self.envelope.nonce()
+    }
+
+    /// What the sender must hold: `gas_limit * max_fee + value`.
+    pub fn max_cost(&self) -> U256 {
+        U256::from(self.envelope.gas_limit()) * U256::from(self.envelope.max_fee_per_gas())
+            + self.envelope.value()
+    }
+
+    /// Checks that do not need state: gas limit and fee against the chain's rules.
+    pub fn check_static(&self, config: &EvmConfig) -> Result<(), TxError> {
+        let gas = self.envelope.gas_limit();
+        if !(21_000..=config.block_gas_limit).contains(&gas) {
+            return Err(TxError::GasLimit {
+                max: config.block_gas_limit,
+                got: gas,
+            });
+        }
+        if self.envelope.max_fee_per_gas() < config.base_fee_wei as u128 {
+            return Err(TxError::FeeTooLow {
+                base: config.base_fee_wei,
+                got: self.envelope.max_fee_per_gas(),
+            });
+        }
+        Ok(())
+    }
+
+    fn tx_env(&self) -> TxEnv {
+        let e = &self.envelope;
+        let mut tx = TxEnv::default();
+        tx.tx_type = e.tx_type() as u8;
+        tx.caller = self.sender;
+        tx.gas_limit = e.gas_limit();
+        tx.gas_price = e.max_fee_per_gas();
+        tx.gas_priority_fee = e.max_priority_fee_per_gas();
+        tx.kind = e.kind();
+        tx.value = e.value();
+        tx.data = e.input().clone();
+        tx.nonce = e.nonce();
+        tx.chain_id = e.chain_id();
+        if let Some(list) = e.access_list() {
+            tx.access_list = list.clone();
+        }
+        tx
+    }
+
+    /// The record served by `eth_getTransactionByHash`.
+    pub fn record(&self, block_number: u64, index: u64) -> TxRecord {
+        let e = &self.envelope;
+        let sig = e.signature();
+        TxRecord {
+            hash: self.hash,
+            from: self.sender,
+            to: e.to(),
+            nonce: e.nonce(),
+            gas_limit: e.gas_limit(),
+            gas_price: e.gas_price(),
+            max_fee_per_gas: e.max_fee_per_gas(),
+            max_priority_fee_per_gas: e.max_priority_fee_per_gas(),
+            value: e.value(),
+            input: e.input().clone(),
+            tx_type: e.tx_type() as u8,
+            chain_id: e.chain_id(),
+            y_parity: sig.v(),
+            r: sig.r(),
+            s: sig.s(),
+            block_number,
+            index,
+        }
+    }
+}
+
+/// A transaction as stored and served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxRecord {
+    /// Hash.
+    pub hash: B256,
+    /// Sender.
+    pub from: Address,
+    /// Recipient (`None`: contract creation).
+    pub to: Option<Address>,
+    /// Nonce.
+    pub nonce: u64,
+    /// Gas limit.
+    pub gas_limit: u64,
+    /// Legacy gas price.
+    pub gas_price: Option<u128>,
+    /// Max fee per gas.
+    pub max_fee_per_gas: u128,
+    /// Max priority fee per gas.
+    pub max_priority_fee_per_gas: Option<u128>,
+    /// Value.
+    pub value: U256,
+    /// Calldata.
+    pub input: Bytes,
+    /// EIP-2718 type (0 legacy, 1, 2; 0x7f: Nexus system callback).
+    pub tx_type: u8,
+    /// Chain id.
+    pub chain_id: Option<u64>,
+    /// Signature parity.
+    pub y_parity: bool,
+    /// Signature r.
+    pub r: U256,
+    /// Signature s.
+    pub s: U256,
+    /// Block.
+    pub block_number: u64,
+    /// Index in the block.
+    pub index: u64,
+}
+
+/// Type byte of Nexus system transactions (callbacks) in records and receipts.
+pub const SYSTEM_TX_TYPE: u8 = 0x7f;
+
+/// A log as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Emitter.
+    pub address: Address,
+    /// Topics.
+    pub topics: Vec<B256>,
+    /// Data.
+    pub data: Bytes,
+    /// Index in the block.
+    pub log_index: u64,
+}
+
+/// A receipt as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Transaction hash.
+    pub tx_hash: B256,
+    /// Index in the block.
+    pub tx_index: u64,
+    /// Block number.
+    pub block_number: u64,
+    /// Sender.
+    pub from: Address,
+    /// Recipient.
+    pub to: Option<Address>,
+    /// Created contract.
+    pub contract_address: Option<Address>,
+    /// Gas used by this transaction (EVM + Core + cross-domain, all inside EVM gas).
+    pub gas_used: u64,
+    /// Gas used in the block up to and including this transaction.
+    pub cumulative_gas_used: u64,
+    /// Wei paid per gas.
+    pub effective_gas_price: u128,
+    /// 1 success, 0 revert or halt.
+    pub status: bool,
+    /// Logs (empty unless success).
+    pub logs: Vec<LogRecord>,
+    /// Bloom of the logs.
+    pub logs_bloom: Bloom,
+    /// Type byte.
+    pub tx_type: u8,
+    /// Return data (revert data on failure).
+    pub output: Bytes,
+}
+
+/// A block header as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockHeader {
+    /// Height (the Core block of the same height ran just before it).
+    pub number: u64,
+    /// Hash of the fields below.
+    pub hash: B256,
+    /// Parent's hash.
+    pub parent_hash: B256,
+    /// Seconds.
+    pub timestamp: u64,
+    /// Gas used.
+    pub gas_used: u64,
+    /// Gas limit.
+    pub gas_limit: u64,
+    /// Base fee.
+    pub base_fee: u64,
+    /// Commitment to EVM state: `keccak(parent state_root || this block's state diff)`.
+    pub state_root: B256,
+    /// The Core state root after the Core block of the same height.
+    pub core_root: B256,
+    /// Bloom of every log.
+    pub logs_bloom: Bloom,
+    /// Transactions in order (system callbacks first).
+    pub tx_hashes: Vec<B256>,
+}
+
+impl BlockHeader {
+    fn seal(mut self) -> BlockHeader {
+        let mut bytes = Vec::with_capacity(200 + 32 * self.tx_hashes.len());
+        bytes.extend_from_slice(&self.number.to_be_bytes());
+        bytes.extend_from_slice(self.parent_hash.as_slice());
+        bytes.extend_from_slice(&self.timestamp.to_be_bytes());
+        bytes.extend_from_slice(&self.gas_used.to_be_bytes());
+        bytes.extend_from_slice(&self.gas_limit.to_be_bytes());
+        bytes.extend_from_slice(&self.base_fee.to_be_bytes());
+        bytes.extend_from_slice(self.state_root.as_slice());
+        bytes.extend_from_slice(self.core_root.as_slice());
+        bytes.extend_from_slice(self.logs_bloom.as_slice());
+        for hash in &self.tx_hashes {
+            bytes.extend_from_slice(hash.as_slice());
+        }
+        self.hash = keccak256(&bytes);
+        self
+    }
+}
+
+/// What one block changed, to persist: final account infos (`None`: deleted), changed
+/// storage slots, accounts whose storage was wiped first, and new code.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateDiff {
+    /// Accounts: info without code (`None`: removed).
+    pub accounts: BTreeMap<Address, Option<AccountInfo>>,
+    /// Accounts whose old storage is gone (created or self-destructed).
+    pub wiped: BTreeSet<Address>,
+    /// Storage slots (zero: removed).
+    pub storage: BTreeMap<(Address, U256), U256>,
+    /// Code by hash.
+    pub code: BTreeMap<B256, Bytes>,
+}
+
+impl StateDiff {
+    fn absorb(&mut self, state: &EvmState) {
+        for (&address, account) in state {
+            if !account.is_touched() {
+                continue;
+            }
+            if account.is_selfdestructed() || account.is_created() {
+                self.wiped.insert(address);
+                self.storage.retain(|(a, _), _| *a != address);
+            }
+            if account.is_selfdestructed() {
+                self.accounts.insert(address, None);
+                continue;
+            }
+            let mut info = account.info.clone();
+            if let Some(code) = info.code.take() {
+                if !code.is_empty() {
+                    self.code.insert(info.code_hash, code.original_bytes());
+                }
+            }
+            self.accounts.insert(address, Some(info));
+            for (&slot, value) in &account.storage {
+                if value.is_changed() {
+                    self.storage.insert((address, slot), value.present_value);
+                }
+            }
+        }
+    }
+
+    fn credit(&mut self, address: Address, info: &AccountInfo) {
+        let mut info = info.clone();
+        info.code = None;
+        self.accounts.insert(address, Some(info));
+    }
+
+    /// A canonical byte encoding, hashed into the block's state root.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (address, info) in &self.accounts {
+            out.extend_from_slice(address.as_slice());
+            match info {
+                None => out.push(0),
+                Some(info) => {
+                    out.push(1);
+                    out.extend_from_slice(&info.balance.to_be_bytes::<32>());
+                    out.extend_from_slice(&info.nonce.to_be_bytes());
+                    out.extend_from_slice(info.code_hash.as_slice());
+                }
+            }
+        }
+        for address in &self.wiped {
+            out.extend_from_slice(address.as_slice());
+        }
+        for ((address, slot), value) in &self.storage {
+            out.extend_from_slice(address.as_slice());
+            out.extend_from_slice(&slot.to_be_bytes::<32>());
+            out.extend_from_slice(&value.to_be_bytes::<32>());
+        }
+        out
+    }
+}
+
+/// Everything one EVM block consumes.
+#[derive(Clone, Debug, Default)]
+pub struct BlockInput {
+    /// Height: parent + 1.
+    pub height: u64,
+    /// Seconds (from the block producer's clock; an input, never read here).
+    pub timestamp: u64,
+    /// Core state root after the Core block of this height.
+    pub core_root: B256,
+    /// Core -> EVM credits, applied first.
+    pub credits: Vec<Credit>,
+    /// Core -> EVM callbacks, run as system transactions before user transactions.
+    pub callbacks: Vec<Callback>,
+    /// User transactions, in order.
+    pub txs: Vec<SignedTx>,
+}
+
+/// Everything one EVM block produced.
+#[derive(Clone, Debug)]
+pub struct BlockOutput {
+    /// The header.
+    pub header: BlockHeader,
+    /// Receipts in order.
+    pub receipts: Vec<Receipt>,
+    /// Transactions in order.
+    pub txs: Vec<TxRecord>,
+    /// CoreWriter actions of successful transactions, in (log index) order.
+    pub actions: Vec<CoreAction>,
+    /// Transactions not included, with why (invalid against the state at their turn).
+    pub dropped: Vec<(B256, String)>,
+    /// Transactions that did not fit the block's gas, to retry in the next block.
+    pub deferred: Vec<SignedTx>,
+    /// The state diff.
+    pub diff: StateDiff,
+}
+
+/// A read-only call's outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Returned.
+    Success {
+        /// Return data.
+        output: Bytes,
+        /// Gas used.
+        gas_used: u64,
+    },
+    /// Reverted.
+    Revert {
+        /// Revert data.
+        output: Bytes,
+        /// Gas used.
+        gas_used: u64,
+    },
+    /// Halted (out of gas, invalid opcode...).
+    Halt {
+        /// Why.
+        reason: String,
+        /// Gas used.
+        gas_used: u64,
+    },
+}
+
+/// A call request (eth_call / eth_estimateGas).
+#[derive(Clone, Debug, Default)]
+pub struct CallRequest {
+    /// Caller (zero address if absent).
+    pub from: Option<Address>,
+    /// Callee (`None`: contract creation).
+    pub to: Option<Address>,
+    /// Gas limit (block gas limit if absent).
+    pub gas: Option<u64>,
+    /// Value.
+    pub value: U256,
+    /// Calldata.
+    pub data: Bytes,
+}
+
+/// The EVM state and chain head, owned by one thread.
+pub struct Executor {
+    config: EvmConfig,
+    db: CacheDB<EmptyDB>,
+    head: BlockHeader,
+}
+
+/// Initial EVM state.
+#[derive(Clone, Debug, Default)]
+pub struct Genesis {
+    /// Native balances.
+    pub alloc: Vec<(Address, U256)>,
+    /// Wei held by CoreWriter as escrow for the native asset already on Core at genesis
+    /// (must equal Core's supply of the native asset times `wei_per_unit`).
+    pub escrow_wei: U256,
+    /// Seconds.
+    pub timestamp: u64,
+}
+
+impl Executor {
+    /// A chain at its genesis block (height 0).
+    pub fn genesis(config: EvmConfig, genesis: &Genesis) -> (Executor, BlockOutput) {
+        let mut db = CacheDB::new(EmptyDB::new());
+        let mut diff = StateDiff::default();
+        let marker = Bytecode::new_raw(Bytes::from_static(&system::PRECOMPILE_MARKER_CODE));
+        let mut install = |db: &mut CacheDB<EmptyDB>, address, balance| {
+            let info = AccountInfo {
+                balance,
+                nonce: 1,
+                code_hash: marker.hash_slow(),
+                code: Some(marker.clone()),
+                ..Default::default()
+            };
+            db.insert_account_info(address, info.clone());
+            diff.code.insert(info.code_hash, marker.original_bytes());
+            diff.credit(address, &info);
+        };
+        for address in system::READ_PRECOMPILES {
+            install(&mut db, address, U256::ZERO);
+        }
+        install(&mut db, system::CORE_WRITER, genesis.escrow_wei);
+        for &(address, balance) in &genesis.alloc {
+            let info = AccountInfo {
+                balance,
+                ..Default::default()
+            };
+            db.insert_account_info(address, info.clone());
+            diff.credit(address, &info);
+        }
+        let header = BlockHeader {
+            number: 0,
+            hash: B256::ZERO,
+            parent_hash: B256::ZERO,
+            timestamp: genesis.timestamp,
+            gas_used: 0,
+            gas_limit: config.block_gas_limit,
+            base_fee: config.base_fee_wei,
+            state_root: keccak256(diff.encode()),
+            core_root: B256::ZERO,
+            logs_bloom: Bloom::ZERO,
+            tx_hashes: Vec::new(),
+        }
+        .seal();
+        let output = BlockOutput {
+            header: header.clone(),
+            receipts: Vec::new(),
+            txs: Vec::new(),
+            actions: Vec::new(),
+            dropped: Vec::new(),
+            deferred: Vec::new(),
+            diff,
+        };
+        (
+            Executor {
+                config,
+                db,
+                head: header,
+            },
+            output,
+        )
+    }
+
+    /// An executor over state loaded from storage, at `head`.
+    pub fn from_parts(config: EvmConfig, db: CacheDB<EmptyDB>, head: BlockHeader) -> Executor {
+        Executor { config, db, head }
+    }
+
+    /// The chain parameters.
+    pub fn config(&self) -> &EvmConfig {
+        &self.config
+    }
+
+    /// The newest block.
+    pub fn head(&self) -> &BlockHeader {
+        &self.head
+    }
+
+    /// An account's info (balance, nonce, code hash); default if it does not exist.
+    pub fn account(&mut self, address: Address) -> AccountInfo {
+        self.db
+            .basic(address)
+            .expect("in-memory state cannot fail")
+            .unwrap_or_default()
+    }
+
+    /// An account's code.
+    pub fn code(&mut self, address: Address) -> Bytes {
+        let info = self.account(address);
+        match info.code {
+            Some(code) => code.original_bytes(),
+            None => self
+                .db
+                .code_by_hash(info.code_hash)
+                .map(|c| c.original_bytes())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A storage slot.
+    pub fn storage(&mut self, address: Address, slot: U256) -> U256 {
+        self.db
+            .storage(address, slot)
+            .expect("in-memory state cannot fail")
+    }
+
+    fn block_env(&self, height: u64, timestamp: u64) -> BlockEnv {
+        let mut block = BlockEnv::default();
+        block.number = U256::from(height);
+        block.beneficiary = self.config.coinbase;
+        block.timestamp = U256::from(timestamp);
+        block.gas_limit = self.config.block_gas_limit;
+        block.basefee = self.config.base_fee_wei;
+        block.difficulty = U256::ZERO;
+        block.prevrandao = Some(self.head.hash);
+        block.set_blob_excess_gas_and_price(0, BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN);
+        block
+    }
+
+    fn cfg(&self) -> CfgEnv {
+        let mut cfg = CfgEnv::new_with_spec(SPEC);
+        cfg.chain_id = self.config.chain_id;
+        cfg.max_blobs_per_tx = Some(0);
+        cfg
+    }
+
+    /// Executes one block on top of the head. Pure: same state + inputs, same outputs.
+    pub fn execute_block(&mut self, core: &dyn CoreView, input: BlockInput) -> BlockOutput {
+        assert_eq!(
+            input.height,
+            self.head.number + 1,
+            "blocks must be consecutive"
+        );
+        let mut diff = StateDiff::default();
+        // Credits: CoreWriter's escrow pays out; conservation holds by construction.
+        for credit in &input.credits {
+            let mut escrow = self.account(system::CORE_WRITER);
+            assert!(
+                escrow.balance >= credit.wei,
+                "escrow holds every bridged wei (credit {credit:?})"
+            );
+            escrow.balance -= credit.wei;
+            self.db
+                .insert_account_info(system::CORE_WRITER, escrow.clone());
+            diff.credit(system::CORE_WRITER, &escrow);
+            let mut to = self.account(credit.to);
+            to.balance += credit.wei;
+            self.db.insert_account_info(credit.to, to.clone());
+            diff.credit(credit.to, &to);
+        }
+
+        let config = self.config.clone();
+        let block_env = self.block_env(input.height, input.timestamp);
+        let cfg = self.cfg();
+        let ctx = Context::mainnet()
+            .with_db(&mut self.db)
+            .with_cfg(cfg)
+            .with_block(block_env);
+        let precompiles = NexusPrecompiles::new(SPEC, core, config.wei_per_unit);
+        let mut evm = ctx.build_mainnet().with_precompiles(precompiles);
+
+        let mut acc = Accumulator {
+            height: input.height,
+            wei_per_unit: config.wei_per_unit,
+            topic: action_topic(),
+            cumulative: 0,
+            log_index: 0,
+            bloom: Bloom::ZERO,
+            receipts: Vec::new(),
+            actions: Vec::new(),
+        };
+        let mut txs = Vec::new();
+        let mut dropped = Vec::new();
+        let mut deferred = Vec::new();
+
+        // System transactions: callbacks to contracts (no fee, no nonce, capped gas).
+        evm.ctx.modify_cfg(|cfg| {
+            cfg.disable_nonce_check = true;
+            cfg.disable_base_fee = true;
+        });
+        for (index, callback) in input.callbacks.iter().enumerate() {
+            let has_code = evm
+                .ctx
+                .journaled_state
+                .database
+                .basic(callback.target)
+                .ok()
+                .flatten()
+                .is_some_and(|info| !info.is_empty_code_hash());
+            if !has_code {
+                continue;
+            }
+            let mut tx = TxEnv::default();
+            tx.caller = system::SYSTEM_ADDRESS;
+            tx.gas_limit = system::CALLBACK_GAS_LIMIT;
+            tx.gas_price = 0;
+            tx.kind = TxKind::Call(callback.target);
+            tx.data = callback.calldata().into();
+            tx.chain_id = Some(config.chain_id);
+            let mut preimage = b"nexus-callback".to_vec();
+            preimage.extend_from_slice(&input.height.to_be_bytes());
+            preimage.extend_from_slice(&(index as u64).to_be_bytes());
+            let hash = keccak256(&preimage);
+            txs.push(TxRecord {
+                hash,
+                from: system::SYSTEM_ADDRESS,
+                to: Some(callback.target),
+                nonce: 0,
+                gas_limit: tx.gas_limit,
+                gas_price: Some(0),
+                max_fee_per_gas: 0,
+                max_priority_fee_per_gas: None,
+                value: U256::ZERO,
+                input: tx.data.clone(),
+                tx_type: SYSTEM_TX_TYPE,
+                chain_id: Some(config.chain_id),
+                y_parity: false,
+                r: U256::ZERO,
+                s: U256::ZERO,
+                block_number: input.height,
+                index: txs.len() as u64,
+            });
+            match evm.transact(tx) {
+                Ok(out) => {
+                    diff.absorb(&out.state);
+                    evm.commit(out.state);
+                    acc.finish(
+                        out.result,
+                        hash,
+                        system::SYSTEM_ADDRESS,
+                        Some(callback.target),
+                        0,
+                        SYSTEM_TX_TYPE,
+                    );
+                }
+                Err(error) => panic!("a system callback cannot be invalid: {error}"),
+            }
+        }
+        evm.ctx.modify_cfg(|cfg| {
+            cfg.disable_nonce_check = false;
+            cfg.disable_base_fee = false;
+        });
+
+        // User transactions.
+        for tx in input.txs {
+            let gas_limit = tx.envelope.gas_limit();
+            if acc.cumulative + gas_limit > config.block_gas_limit {
+                deferred.push(tx);
+                continue;
+            }
+            match evm.transact(tx.tx_env()) {
+                Ok(out) => {
+                    diff.absorb(&out.state);
+                    evm.commit(out.state);
+                    let price = tx.envelope.effective_gas_price(Some(config.base_fee_wei));
+                    txs.push(tx.record(input.height, txs.len() as u64));
+                    acc.finish(
+                        out.result,
+                        tx.hash,
+                        tx.sender,
+                        tx.envelope.to(),
+                        price,
+                        tx.envelope.tx_type() as u8,
+                    );
+                }
+                Err(error) => dropped.push((tx.hash, error.to_string())),
+            }
+        }
+        drop(evm);
+
+        let state_root = {
+            let mut bytes = self.head.state_root.to_vec();
+            bytes.extend_from_slice(&diff.encode());
+            keccak256(&bytes)
+        };
+        let header = BlockHeader {
+            number: input.height,
+            hash: B256::ZERO,
+            parent_hash: self.head.hash,
+            timestamp: input.timestamp,
+            gas_used: acc.cumulative,
+            gas_limit: config.block_gas_limit,
+            base_fee: config.base_fee_wei,
+            state_root,
+            core_root: input.core_root,
+            logs_bloom: acc.bloom,
+            tx_hashes: txs.iter().map(|t| t.hash).collect(),
+        }
+        .seal();
+        self.head = header.clone();
+        BlockOutput {
+            header,
+            receipts: acc.receipts,
+            txs,
+            actions: acc.actions,
+            dropped,
+            deferred,
+            diff,
+        }
+    }
+
+    /// Runs a call on top of the head without changing state (eth_call). Fees, nonce and
+    /// balance checks are off, as in geth's eth_call.
+    pub fn call(&mut self, core: &dyn CoreView, request: &CallRequest) -> CallOutcome {
+        let config = self.config.clone();
+        let head = self.head.clone();
+        let block_env = self.block_env(head.number + 1, head.timestamp);
+        let mut cfg = self.cfg();
+        cfg.disable_nonce_check = true;
+        cfg.disable_base_fee = true;
+        cfg.disable_balance_check = true;
+        let ctx = Context::mainnet()
+            .with_db(&mut self.db)
+            .with_cfg(cfg)
+            .with_block(block_env);
+        let precompiles = NexusPrecompiles::new(SPEC, core, config.wei_per_unit);
+        let mut evm = ctx.build_mainnet().with_precompiles(precompiles);
+        let mut tx = TxEnv::default();
+        tx.caller = request.from.unwrap_or_default();
+        tx.gas_limit = request.gas.unwrap_or(config.block_gas_limit);
+        tx.gas_price = 0;
+        tx.kind = match request.to {
+            Some(to) => TxKind::Call(to),
+            None => TxKind::Create,
+        };
+        tx.value = request.value;
+        tx.data = request.data.clone();
+        tx.chain_id = Some(config.chain_id);
+        match evm.transact(tx) {
+            Ok(out) => {
+                let gas_used = out.result.tx_gas_used();
+                match out.result {
+                    ExecutionResult::Success { output, .. } => CallOutcome::Success {
+                        output: output.into_data(),
+                        gas_used,
+                    },
+                    ExecutionResult::Revert { output, .. } => {
+                        CallOutcome::Revert { output, gas_used }
+                    }
+                    ExecutionResult::Halt { reason, .. } => CallOutcome::Halt {
+                        reason: format!("{reason:?}"),
+                        gas_used,
+                    },
+                }
+            }
+            Err(error) => CallOutcome::Halt {
+                reason: error.to_string(),
+                gas_used: 0,
+            },
+        }
+    }
+
+    /// The smallest gas limit under which the call succeeds (eth_estimateGas): the gas
+    /// used with the block's limit, then a binary search up to that limit.
+    pub fn estimate_gas(
+        &mut self,
+        core: &dyn CoreView,
+        request: &CallRequest,
+    ) -> Result<u64, CallOutcome> {
+        let cap = request.gas.unwrap_or(self.config.block_gas_limit);
+        let mut probe = request.clone();
+        probe.gas = Some(cap);
+        let used = match self.call(core, &probe) {
+            CallOutcome::Success { gas_used, .. } => gas_used,
+            failure => return Err(failure),
+        };
+        let (mut low, mut high) = (used.max(21_000), cap);
+        probe.gas = Some(low);
+        if matches!(self.call(core, &probe), CallOutcome::Success { .. }) {
+            return Ok(low);
+        }
+        // Invariant: fails at `low`, succeeds at `high`. At most 64 probes.
+        while high - low > 1 {
+            let mid = low + (high - low) / 2;
+            probe.gas = Some(mid);
+            if matches!(self.call(core, &probe), CallOutcome::Success { .. }) {
+                high = mid;
+            } else {
+                low = mid;
+            }
+        }
+        Ok(high)
+    }
+}
+
+/// Receipts, logs and actions of one block as its transactions finish.
+struct Accumulator {
+    height: u64,
+    wei_per_unit: U256,
+    topic: B256,
+    cumulative: u64,
+    log_index: u64,
+    bloom: Bloom,
+    receipts: Vec<Receipt>,
+    actions: Vec<CoreAction>,
+}
+
+impl Accumulator {
+    /// Records a finished transaction: receipt, logs, and the CoreWriter actions of a
+    /// successful one (a failed transaction's logs are gone, so are its actions).
+    fn finish(
+        &mut self,
+        result: ExecutionResult,
+        hash: B256,
+        from: Address,
+        to: Option<Address>,
+        price: u128,
+        tx_type: u8,
+    ) {
+        let gas_used = result.tx_gas_used();
+        self.cumulative += gas_used;
+        let status = result.is_success();
+        let (logs, output, created) = match result {
+            ExecutionResult::Success { logs, output, .. } => match output {
+                Output::Create(bytes, address) => (logs, bytes, address),
+                Output::Call(bytes) => (logs, bytes, None),
+            },
+            ExecutionResult::Revert { output, .. } => (Vec::new(), output, None),
+            ExecutionResult::Halt { .. } => (Vec::new(), Bytes::new(), None),
+        };
+        let mut tx_bloom = Bloom::ZERO;
+        let mut records = Vec::with_capacity(logs.len());
+        for log in logs {
+            tx_bloom.accrue_log(&log);
+            if status
+                && log.address == system::CORE_WRITER
+                && log.topics().first() == Some(&self.topic)
+            {
+                if let Some(action) =
+                    decode_action_log(&log, self.height, self.log_index, self.wei_per_unit)
+                {
+                    self.actions.push(action);
+                }
+            }
+            records.push(LogRecord {
+                address: log.address,
+                topics: log.topics().to_vec(),
+                data: log.data.data.clone(),
+                log_index: self.log_index,
+            });
+            self.log_index += 1;
+        }
+        self.bloom.accrue_bloom(&tx_bloom);
+        self.receipts.push(Receipt {
+            tx_hash: hash,
+            tx_index: self.receipts.len() as u64,
+            block_number: self.height,
+            from,
+            to,
+            contract_address: created,
+            gas_used,
+            cumulative_gas_used: self.cumulative,
+            effective_gas_price: price,
+            status,
+            logs: records,
+            logs_bloom: tx_bloom,
+            tx_type,
+            output,
+        });
+    }
+}
+
+/// The action of a CoreWriter log (`CoreAction(address indexed sender, uint256 value,
+/// bytes action)`); `None` if it does not decode (cannot happen for CoreWriter's own logs,
+/// which are validated before they are written).
+fn decode_action_log(
+    log: &Log,
+    height: u64,
+    log_index: u64,
+    wei_per_unit: U256,
+) -> Option<CoreAction> {
+    let sender = Address::from_slice(&log.topics().get(1)?.as_slice()[12..]);
+    let data = &log.data.data;
+    let value = U256::from_be_slice(data.get(..32)?);
+    let len = U256::from_be_slice(data.get(64..96)?).to::<usize>();
+    let calldata = data.get(96..96 + len)?;
+    let kind = ActionKind::decode(calldata, value, wei_per_unit).ok()?;
+    Some(CoreAction {
+        id: (height << 24) | log_index,
+        sender,
+        kind,
+    })
+}

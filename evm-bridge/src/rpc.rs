@@ -1,0 +1,813 @@
+//! Ethereum JSON-RPC: [`Node`] answers methods as a plain function of (state, method,
+//! params); [`serve`] is the shell: a jsonrpsee HTTP server on loopback whose handlers pass
+//! each request to the one thread that owns the node (and so the EVM), which also produces
+//! blocks on a timer.
+
+use crate::chain::{Chain, StepOutput};
+use crate::executor::{
+    BlockHeader, BlockOutput, CallOutcome, CallRequest, EvmConfig, Receipt, SignedTx, TxError,
+    TxRecord,
+};
+use crate::store::{Store, StoreError};
+use crate::system;
+use alloy_primitives::{hex, Address, Bytes, B256, U256};
+use engine::Command;
+use jsonrpsee::server::{RpcModule, Server, ServerHandle};
+use jsonrpsee::types::ErrorObjectOwned;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Every method served.
+pub const METHODS: [&str; 24] = [
+    "eth_chainId",
+    "net_version",
+    "web3_clientVersion",
+    "eth_blockNumber",
+    "eth_getBalance",
+    "eth_getTransactionCount",
+    "eth_gasPrice",
+    "eth_maxPriorityFeePerGas",
+    "eth_getBlockByNumber",
+    "eth_getBlockByHash",
+    "eth_estimateGas",
+    "eth_call",
+    "eth_sendRawTransaction",
+    "eth_getTransactionReceipt",
+    "eth_getTransactionByHash",
+    "eth_getLogs",
+    "eth_getCode",
+    "eth_getStorageAt",
+    "eth_accounts",
+    "eth_syncing",
+    "eth_feeHistory",
+    "nexus_mine",
+    "nexus_coreAccount",
+    "nexus_coreBalance",
+];
+
+/// Priority fee suggested by `eth_maxPriorityFeePerGas` (wei).
+pub const SUGGESTED_TIP_WEI: u64 = 1_000_000_000;
+/// Most transactions waiting in the pool.
+pub const MAX_MEMPOOL: usize = 10_000;
+/// Widest block range one `eth_getLogs` may scan.
+pub const MAX_LOG_RANGE: u64 = 10_000;
+
+/// A JSON-RPC error: code, message, optional data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RpcError {
+    /// JSON-RPC error code.
+    pub code: i32,
+    /// Message.
+    pub message: String,
+    /// Data (revert bytes for code 3).
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    fn params(message: impl Into<String>) -> RpcError {
+        RpcError {
+            code: -32602,
+            message: message.into(),
+            data: None,
+        }
+    }
+    fn server(message: impl Into<String>) -> RpcError {
+        RpcError {
+            code: -32000,
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
+fn quantity(n: impl std::fmt::LowerHex) -> Value {
+    Value::String(format!("{n:#x}"))
+}
+
+fn data(bytes: &[u8]) -> Value {
+    Value::String(format!("0x{}", hex::encode(bytes)))
+}
+
+fn addr(a: Address) -> Value {
+    Value::String(format!("{a:#x}"))
+}
+
+fn hash(h: B256) -> Value {
+    Value::String(format!("{h:#x}"))
+}
+
+fn arg(params: &[Value], i: usize) -> Option<&Value> {
+    params.get(i).filter(|v| !v.is_null())
+}
+
+fn parse_address(v: Option<&Value>) -> Result<Address, RpcError> {
+    v.and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| RpcError::params("expected a 20-byte hex address"))
+}
+
+fn parse_hash(v: Option<&Value>) -> Result<B256, RpcError> {
+    v.and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| RpcError::params("expected a 32-byte hex hash"))
+}
+
+fn parse_bytes(v: &Value) -> Result<Bytes, RpcError> {
+    v.as_str()
+        .and_then(|s| hex::decode(s).ok())
+        .map(Bytes::from)
+        .ok_or_else(|| RpcError::params("expected 0x-prefixed hex data"))
+}
+
+fn parse_quantity(v: &Value) -> Result<U256, RpcError> {
+    v.as_str()
+        .and_then(|s| s.strip_prefix("0x"))
+        .and_then(|s| U256::from_str_radix(s, 16).ok())
+        .or_else(|| v.as_u64().map(U256::from))
+        .ok_or_else(|| RpcError::params("expected a 0x-prefixed hex quantity"))
+}
+
+/// The node: the chain, its store, the pool, and what RPC serves (blocks, transactions).
+pub struct Node {
+    chain: Chain,
+    store: Option<Store>,
+    blocks: Vec<BlockHeader>,
+    txs: HashMap<B256, (TxRecord, Receipt)>,
+    mempool: Vec<SignedTx>,
+    core_inbox: Vec<Command>,
+}
+
+impl Node {
+    /// A node from a fresh chain and its genesis block (persisted if a store is given).
+    pub fn new(
+        chain: Chain,
+        genesis: BlockOutput,
+        store: Option<Store>,
+    ) -> Result<Node, StoreError> {
+        if let Some(store) = &store {
+            store.commit_block(&genesis, chain.bridge(), Some(&chain.engine().snapshot()))?;
+        }
+        Ok(Node {
+            chain,
+            store,
+            blocks: vec![genesis.header],
+            txs: HashMap::new(),
+            mempool: Vec::new(),
+            core_inbox: Vec::new(),
+        })
+    }
+
+    /// Reopens a node from its store; `None` if the store is empty or lacks an engine
+    /// snapshot.
+    pub fn open(store: Store, config: EvmConfig) -> Result<Option<Node>, StoreError> {
+        let Some(loaded) = store.load(config)? else {
+            return Ok(None);
+        };
+        let Some(snapshot) = loaded.engine_snapshot else {
+            return Ok(None);
+        };
+        let engine = engine::Engine::restore(&snapshot).map_err(|e| StoreError::Corrupt {
+            table: "meta",
+            detail: format!("engine snapshot: {e:?}"),
+        })?;
+        let chain = Chain::from_parts(engine, loaded.executor, loaded.bridge);
+        Ok(Some(Node {
+            chain,
+            store: Some(store),
+            blocks: loaded.blocks,
+            txs: loaded
+                .txs
+                .into_iter()
+                .map(|(t, r)| (t.hash, (t, r)))
+                .collect(),
+            mempool: Vec::new(),
+            core_inbox: Vec::new(),
+        }))
+    }
+
+    /// The chain.
+    pub fn chain(&mut self) -> &mut Chain {
+        &mut self.chain
+    }
+
+    /// Queues a Core command (as the sequencer would) for the next block.
+    pub fn push_core_command(&mut self, command: Command) {
+        self.core_inbox.push(command);
+    }
+
+    /// Whether a block would do anything.
+    pub fn has_work(&self) -> bool {
+        let bridge = self.chain.bridge();
+        !self.mempool.is_empty()
+            || !self.core_inbox.is_empty()
+            || !bridge.pending_actions.is_empty()
+            || !bridge.pending_callbacks.is_empty()
+            || !bridge.pending_credits.is_empty()
+    }
+
+    fn pending_nonce(&mut self, sender: Address) -> u64 {
+        let state = self.chain.executor().account(sender).nonce;
+        state + self.mempool.iter().filter(|t| t.sender == sender).count() as u64
+    }
+
+    /// Validates and pools a raw transaction; returns its hash.
+    pub fn submit_raw(&mut self, raw: &[u8]) -> Result<B256, TxError> {
+        let config = self.chain.executor().config().clone();
+        let tx = SignedTx::decode(raw, config.chain_id)?;
+        tx.check_static(&config)?;
+        if self.txs.contains_key(&tx.hash) || self.mempool.iter().any(|t| t.hash == tx.hash) {
+            return Err(TxError::Known);
+        }
+        let expected = self.pending_nonce(tx.sender);
+        if tx.nonce() != expected {
+            return Err(TxError::Nonce {
+                expected,
+                got: tx.nonce(),
+            });
+        }
+        let balance = self.chain.executor().account(tx.sender).balance;
+        let pooled: U256 = self
+            .mempool
+            .iter()
+            .filter(|t| t.sender == tx.sender)
+            .map(SignedTx::max_cost)
+            .fold(U256::ZERO, |a, b| a + b);
+        if balance < pooled + tx.max_cost() {
+            return Err(TxError::Funds {
+                balance,
+                need: pooled + tx.max_cost(),
+            });
+        }
+        if self.mempool.len() >= MAX_MEMPOOL {
+            return Err(TxError::Malformed("transaction pool is full".into()));
+        }
+        let hash = tx.hash;
+        self.mempool.push(tx);
+        Ok(hash)
+    }
+
+    /// Produces the next block (Core then EVM) and persists it.
+    pub fn produce_block(&mut self, timestamp: u64) -> Result<StepOutput, StoreError> {
+        let txs = std::mem::take(&mut self.mempool);
+        let core = std::mem::take(&mut self.core_inbox);
+        let out = self.chain.step(&core, txs, timestamp);
+        if let Some(store) = &self.store {
+            let snapshot = self.chain.engine().snapshot();
+            store.commit_block(&out.evm, self.chain.bridge(), Some(&snapshot))?;
+        }
+        self.mempool = out.evm.deferred.clone();
+        for (record, receipt) in out.evm.txs.iter().zip(&out.evm.receipts) {
+            self.txs
+                .insert(record.hash, (record.clone(), receipt.clone()));
+        }
+        self.blocks.push(out.evm.header.clone());
+        Ok(out)
+    }
+
+    fn block_number(&self, tag: Option<&Value>) -> Result<u64, RpcError> {
+        let head = self.blocks.len() as u64 - 1;
+        match tag.and_then(Value::as_str) {
+            None | Some("latest" | "pending" | "safe" | "finalized") => Ok(head),
+            Some("earliest") => Ok(0),
+            Some(_) => {
+                let n = parse_quantity(tag.expect("some"))?;
+                u64::try_from(n).map_err(|_| RpcError::params("block number too large"))
+            }
+        }
+    }
+
+    /// State queries answer from the head only: no historical state is kept.
+    fn state_at(&self, tag: Option<&Value>) -> Result<(), RpcError> {
+        let n = self.block_number(tag)?;
+        if n != self.blocks.len() as u64 - 1 {
+            return Err(RpcError::server(format!(
+                "state of block {n} is not available: only the latest block's state is kept"
+            )));
+        }
+        Ok(())
+    }
+
+    fn call_request(&self, v: Option<&Value>) -> Result<CallRequest, RpcError> {
+        let v = v
+            .and_then(Value::as_object)
+            .ok_or_else(|| RpcError::params("expected a call object"))?;
+        let mut request = CallRequest::default();
+        if let Some(from) = v.get("from").filter(|f| !f.is_null()) {
+            request.from = Some(parse_address(Some(from))?);
+        }
+        if let Some(to) = v.get("to").filter(|f| !f.is_null()) {
+            request.to = Some(parse_address(Some(to))?);
+        }
+        if let Some(gas) = v.get("gas").filter(|f| !f.is_null()) {
+            request.gas = Some(
+                u64::try_from(parse_quantity(gas)?)
+                    .map_err(|_| RpcError::params("gas too large"))?,
+            );
+        }
+        if let Some(value) = v.get("value").filter(|f| !f.is_null()) {
+            request.value = parse_quantity(value)?;
+        }
+        if let Some(input) = v
+            .get("input")
+            .or_else(|| v.get("data"))
+            .filter(|f| !f.is_null())
+        {
+            request.data = parse_bytes(input)?;
+        }
+        Ok(request)
+    }
+
+    fn block_json(&self, header: &BlockHeader, full: bool) -> Value {
+        let txs: Vec<Value> = header
+            .tx_hashes
+            .iter()
+            .map(|h| {
+                if full {
+                    self.txs
+                        .get(h)
+                        .map(|(t, r)| tx_json(t, Some(r), header))
+                        .unwrap_or(Value::Null)
+                } else {
+                    hash(*h)
+                }
+            })
+            .collect();
+        json!({
+            "number": quantity(header.number),
+            "hash": hash(header.hash),
+            "parentHash": hash(header.parent_hash),
+            "nonce": "0x0000000000000000",
+            "mixHash": hash(B256::ZERO),
+            "sha3Uncles": "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347",
+            "logsBloom": data(header.logs_bloom.as_slice()),
+            "transactionsRoot": hash(alloy_primitives::keccak256(
+                header.tx_hashes.iter().flat_map(|h| h.0).collect::<Vec<u8>>())),
+            "stateRoot": hash(header.state_root),
+            "receiptsRoot": hash(header.core_root),
+            "miner": addr(self.chain_coinbase()),
+            "difficulty": "0x0",
+            "totalDifficulty": "0x0",
+            "extraData": data(header.core_root.as_slice()),
+            "size": quantity(500u64 + 32 * header.tx_hashes.len() as u64),
+            "gasLimit": quantity(header.gas_limit),
+            "gasUsed": quantity(header.gas_used),
+            "timestamp": quantity(header.timestamp),
+            "baseFeePerGas": quantity(header.base_fee),
+            "blobGasUsed": "0x0",
+            "excessBlobGas": "0x0",
+            "parentBeaconBlockRoot": hash(B256::ZERO),
+            "withdrawalsRoot": hash(B256::ZERO),
+            "withdrawals": [],
+            "transactions": txs,
+            "uncles": [],
+        })
+    }
+
+    fn chain_coinbase(&self) -> Address {
+        // The config is behind `&mut` (the executor's state cache); the coinbase is fixed.
+        EvmConfig::default().coinbase
+    }
+
+    /// Answers one JSON-RPC call. `params` is the positional parameter list.
+    pub fn handle(&mut self, method: &str, params: &[Value]) -> Result<Value, RpcError> {
+        let config = self.chain.executor().config().clone();
+        match method {
+            "eth_chainId" => Ok(quantity(config.chain_id)),
+            "net_version" => Ok(Value::String(config.chain_id.to_string())),
+            "web3_clientVersion" => Ok(json!(concat!("nexus-evm/", env!("CARGO_PKG_VERSION")))),
+            "eth_blockNumber" => Ok(quantity(self.blocks.len() as u64 - 1)),
+            "eth_accounts" => Ok(json!([])),
+            "eth_syncing" => Ok(json!(false)),
+            "eth_gasPrice" => Ok(quantity(config.base_fee_wei + SUGGESTED_TIP_WEI)),
+            "eth_maxPriorityFeePerGas" => Ok(quantity(SUGGESTED_TIP_WEI)),
+            "eth_feeHistory" => {
+                let count = arg(params, 0)
+                    .map(parse_quantity)
+                    .transpose()?
+                    .unwrap_or(U256::from(1));
+                let count = count.to::<u64>().clamp(1, 1024);
+                let head = self.blocks.len() as u64 - 1;
+                let oldest = head.saturating_sub(count - 1);
+                let n = (head - oldest + 1) as usize;
+                Ok(json!({
+                    "oldestBlock": quantity(oldest),
+                    "baseFeePerGas": vec![quantity(config.base_fee_wei); n + 1],
+                    "gasUsedRatio": vec![0.0; n],
+                    "reward": vec![vec![quantity(SUGGESTED_TIP_WEI)]; n],
+                }))
+            }
+            "eth_getBalance" => {
+                let a = parse_address(arg(params, 0))?;
+                self.state_at(arg(params, 1))?;
+                Ok(quantity(self.chain.executor().account(a).balance))
+            }
+            "eth_getTransactionCount" => {
+                let a = parse_address(arg(params, 0))?;
+                if arg(params, 1).and_then(Value::as_str) == Some("pending") {
+                    return Ok(quantity(self.pending_nonce(a)));
+                }
+                self.state_at(arg(params, 1))?;
+                Ok(quantity(self.chain.executor().account(a).nonce))
+            }
+            "eth_getCode" => {
+                let a = parse_address(arg(params, 0))?;
+                self.state_at(arg(params, 1))?;
+                Ok(data(&self.chain.executor().code(a)))
+            }
+            "eth_getStorageAt" => {
+                let a = parse_address(arg(params, 0))?;
+                let slot = parse_quantity(arg(params, 1).ok_or_else(|| RpcError::params("slot"))?)?;
+                self.state_at(arg(params, 2))?;
+                let v = self.chain.executor().storage(a, slot);
+                Ok(data(&v.to_be_bytes::<32>()))
+            }
+            "eth_getBlockByNumber" => {
+                let n = self.block_number(arg(params, 0))?;
+                let full = arg(params, 1).and_then(Value::as_bool).unwrap_or(false);
+                Ok(self
+                    .blocks
+                    .get(n as usize)
+                    .map_or(Value::Null, |h| self.block_json(h, full)))
+            }
+            "eth_getBlockByHash" => {
+                let h = parse_hash(arg(params, 0))?;
+                let full = arg(params, 1).and_then(Value::as_bool).unwrap_or(false);
+                Ok(self
+                    .blocks
+                    .iter()
+                    .find(|b| b.hash == h)
+                    .map_or(Value::Null, |b| self.block_json(b, full)))
+            }
+            "eth_call" => {
+                let request = self.call_request(arg(params, 0))?;
+                self.state_at(arg(params, 1))?;
+                match self.chain.call(&request) {
+                    CallOutcome::Success { output, .. } => Ok(data(&output)),
+                    failure => Err(call_error(failure)),
+                }
+            }
+            "eth_estimateGas" => {
+                let request = self.call_request(arg(params, 0))?;
+                self.state_at(arg(params, 1))?;
+                match self.chain.estimate_gas(&request) {
+                    Ok(gas) => Ok(quantity(gas)),
+                    Err(failure) => Err(call_error(failure)),
+                }
+            }
+            "eth_sendRawTransaction" => {
+                let raw = parse_bytes(
+                    arg(params, 0)
+                        .ok_or_else(|| RpcError::params("expected raw transaction hex"))?,
+                )?;
+                match self.submit_raw(&raw) {
+                    Ok(h) => Ok(hash(h)),
+                    Err(e @ (TxError::Malformed(_) | TxError::Signature(_))) => {
+                        Err(RpcError::params(e.to_string()))
+                    }
+                    Err(e) => Err(RpcError::server(e.to_string())),
+                }
+            }
+            "eth_getTransactionReceipt" => {
+                let h = parse_hash(arg(params, 0))?;
+                Ok(match self.txs.get(&h) {
+                    Some((t, r)) => receipt_json(t, r, &self.blocks[r.block_number as usize]),
+                    None => Value::Null,
+                })
+            }
+            "eth_getTransactionByHash" => {
+                let h = parse_hash(arg(params, 0))?;
+                if let Some((t, r)) = self.txs.get(&h) {
+                    return Ok(tx_json(t, Some(r), &self.blocks[r.block_number as usize]));
+                }
+                Ok(Value::Null)
+            }
+            "eth_getLogs" => self.logs(arg(params, 0)),
+            "nexus_mine" => {
+                let out = self
+                    .produce_block(unix_now())
+                    .map_err(|e| RpcError::server(e.to_string()))?;
+                Ok(quantity(out.evm.header.number))
+            }
+            "nexus_coreAccount" => {
+                let a = parse_address(arg(params, 0))?;
+                Ok(quantity(system::core_account(a)))
+            }
+            "nexus_coreBalance" => {
+                let a = parse_address(arg(params, 0))?;
+                let asset =
+                    parse_quantity(arg(params, 1).ok_or_else(|| RpcError::params("asset"))?)?;
+                let asset = u32::try_from(asset).map_err(|_| RpcError::params("asset id"))?;
+                let b = self
+                    .chain
+                    .engine()
+                    .balance(system::core_account(a), asset)
+                    .unwrap_or_default();
+                Ok(json!({"total": b.total, "locked": b.locked}))
+            }
+            other => Err(RpcError {
+                code: -32601,
+                message: format!("the method {other} does not exist/is not available"),
+                data: None,
+            }),
+        }
+    }
+
+    fn logs(&self, filter: Option<&Value>) -> Result<Value, RpcError> {
+        let filter = filter
+            .and_then(Value::as_object)
+            .ok_or_else(|| RpcError::params("expected a filter object"))?;
+        let (from, to) = if let Some(h) = filter.get("blockHash").filter(|v| !v.is_null()) {
+            let h = parse_hash(Some(h))?;
+            let b = self
+                .blocks
+                .iter()
+                .find(|b| b.hash == h)
+                .ok_or_else(|| RpcError::server("unknown block hash"))?;
+            (b.number, b.number)
+        } else {
+            let from = self.block_number(filter.get("fromBlock").filter(|v| !v.is_null()))?;
+            let to = self.block_number(filter.get("toBlock").filter(|v| !v.is_null()))?;
+            (from, to.min(self.blocks.len() as u64 - 1))
+        };
+        if from > to.saturating_add(1) || to - from.min(to) > MAX_LOG_RANGE {
+            return Err(RpcError::server(format!(
+                "block range {from}..={to} invalid or wider than {MAX_LOG_RANGE}"
+            )));
+        }
+        let addresses: Vec<Address> = match filter.get("address") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|v| parse_address(Some(v)))
+                .collect::<Result<_, _>>()?,
+            Some(v) => vec![parse_address(Some(v))?],
+        };
+        let topics: Vec<Vec<B256>> = match filter.get("topics") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|t| match t {
+                    Value::Null => Ok(Vec::new()),
+                    Value::Array(any) => any.iter().map(|h| parse_hash(Some(h))).collect(),
+                    one => Ok(vec![parse_hash(Some(one))?]),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(RpcError::params("topics must be an array")),
+        };
+        let mut out = Vec::new();
+        for header in self
+            .blocks
+            .iter()
+            .skip(from as usize)
+            .take((to + 1 - from.min(to + 1)) as usize)
+        {
+            for tx_hash in &header.tx_hashes {
+                let Some((_, receipt)) = self.txs.get(tx_hash) else {
+                    continue;
+                };
+                for log in &receipt.logs {
+                    if !addresses.is_empty() && !addresses.contains(&log.address) {
+                        continue;
+                    }
+                    let matches = topics.iter().enumerate().all(|(i, want)| {
+                        want.is_empty() || log.topics.get(i).is_some_and(|t| want.contains(t))
+                    });
+                    if matches {
+                        out.push(log_json(log, receipt, header));
+                    }
+                }
+            }
+        }
+        Ok(Value::Array(out))
+    }
+}
+
+fn call_error(failure: CallOutcome) -> RpcError {
+    match failure {
+        CallOutcome::Revert { output, .. } => RpcError {
+            code: 3,
+            message: revert_message(&output),
+            data: Some(data(&output)),
+        },
+        CallOutcome::Halt { reason, .. } => RpcError::server(format!("execution halted: {reason}")),
+        CallOutcome::Success { .. } => unreachable!("not a failure"),
+    }
+}
+
+fn revert_message(output: &[u8]) -> String {
+    // Error(string): selector, offset, length, bytes.
+    if output.len() >= 68 && output[..4] == [0x08, 0xc3, 0x79, 0xa0] {
+        let len = U256::from_be_slice(&output[36..68]).saturating_to::<usize>();
+        if let Some(text) = output.get(68..68 + len) {
+            return format!("execution reverted: {}", String::from_utf8_lossy(text));
+        }
+    }
+    "execution reverted".to_string()
+}
+
+fn log_json(log: &crate::executor::LogRecord, r: &Receipt, header: &BlockHeader) -> Value {
+    json!({
+        "address": addr(log.address),
+        "topics": log.topics.iter().map(|t| hash(*t)).collect::<Vec<_>>(),
+        "data": data(&log.data),
+        "blockNumber": quantity(r.block_number),
+        "blockHash": hash(header.hash),
+        "transactionHash": hash(r.tx_hash),
+        "transactionIndex": quantity(r.tx_index),
+        "logIndex": quantity(log.log_index),
+        "removed": false,
+    })
+}
+
+fn receipt_json(t: &TxRecord, r: &Receipt, header: &BlockHeader) -> Value {
+    json!({
+        "transactionHash": hash(r.tx_hash),
+        "transactionIndex": quantity(r.tx_index),
+        "blockHash": hash(header.hash),
+        "blockNumber": quantity(r.block_number),
+        "from": addr(r.from),
+        "to": r.to.map_or(Value::Null, addr),
+        "cumulativeGasUsed": quantity(r.cumulative_gas_used),
+        "gasUsed": quantity(r.gas_used),
+        "effectiveGasPrice": quantity(U256::from(r.effective_gas_price)),
+        "contractAddress": r.contract_address.map_or(Value::Null, addr),
+        "logs": r.logs.iter().map(|l| log_json(l, r, header)).collect::<Vec<_>>(),
+        "logsBloom": data(r.logs_bloom.as_slice()),
+        "status": if r.status { "0x1" } else { "0x0" },
+        "type": quantity(t.tx_type as u64),
+        "blobGasUsed": "0x0",
+    })
+}
+
+fn tx_json(t: &TxRecord, r: Option<&Receipt>, header: &BlockHeader) -> Value {
+    let mut v = json!({
+        "hash": hash(t.hash),
+        "from": addr(t.from),
+        "to": t.to.map_or(Value::Null, addr),
+        "nonce": quantity(t.nonce),
+        "gas": quantity(t.gas_limit),
+        "gasPrice": quantity(U256::from(r.map_or(t.gas_price.unwrap_or(t.max_fee_per_gas), |r| r.effective_gas_price))),
+        "value": quantity(t.value),
+        "input": data(&t.input),
+        "type": quantity(t.tx_type as u64),
+        "chainId": t.chain_id.map_or(Value::Null, quantity),
+        "v": quantity(t.y_parity as u64),
+        "yParity": quantity(t.y_parity as u64),
+        "r": quantity(t.r),
+        "s": quantity(t.s),
+        "blockHash": hash(header.hash),
+        "blockNumber": quantity(t.block_number),
+        "transactionIndex": quantity(t.index),
+        "accessList": [],
+    });
+    if t.tx_type == 2 {
+        v["maxFeePerGas"] = quantity(U256::from(t.max_fee_per_gas));
+        v["maxPriorityFeePerGas"] = quantity(U256::from(t.max_priority_fee_per_gas.unwrap_or(0)));
+    }
+    if t.tx_type == 0 {
+        // EIP-155 v = parity + 35 + 2 * chain_id.
+        let v155 = t
+            .chain_id
+            .map_or(27 + t.y_parity as u64, |c| 35 + 2 * c + t.y_parity as u64);
+        v["v"] = quantity(v155);
+        v.as_object_mut().expect("object").remove("accessList");
+        v.as_object_mut().expect("object").remove("yParity");
+    }
+    v
+}
+
+/// Seconds since the Unix epoch (the shell's clock, passed into blocks as an input).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Where to listen (loopback).
+    pub addr: SocketAddr,
+    /// A block is produced this often while there is work.
+    pub block_time: Duration,
+}
+
+struct Request {
+    method: &'static str,
+    params: Vec<Value>,
+    reply: mpsc::SyncSender<Result<Value, RpcError>>,
+}
+
+/// A running server: its address; dropping [`RpcServer::stop`] ends it.
+pub struct RpcServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    handle: ServerHandle,
+    runtime: Option<tokio::runtime::Runtime>,
+    node_thread: Option<std::thread::JoinHandle<Node>>,
+}
+
+impl RpcServer {
+    /// Stops the server and the node thread; returns the node.
+    pub fn stop(mut self) -> Node {
+        let _ = self.handle.stop();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.block_on(self.handle.clone().stopped());
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+        self.node_thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("node thread did not panic")
+    }
+}
+
+fn params_of(params: &jsonrpsee::types::Params<'_>) -> Result<Vec<Value>, ErrorObjectOwned> {
+    match params.as_str() {
+        None => Ok(Vec::new()),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(list)) => Ok(list),
+            Ok(Value::Null) => Ok(Vec::new()),
+            Ok(_) => Err(ErrorObjectOwned::owned(
+                -32602,
+                "positional (array) parameters expected",
+                None::<()>,
+            )),
+            Err(e) => Err(ErrorObjectOwned::owned(-32700, e.to_string(), None::<()>)),
+        },
+    }
+}
+
+/// Serves `node` over HTTP JSON-RPC at `config.addr`. One thread owns the node; it answers
+/// requests in arrival order and produces a block every `block_time` while there is work.
+pub fn serve(node: Node, config: ServeConfig) -> std::io::Result<RpcServer> {
+    let (tx, rx) = mpsc::sync_channel::<Request>(1024);
+    let block_time = config.block_time;
+    let node_thread = std::thread::Builder::new()
+        .name("nexus-evm".into())
+        .spawn(move || node_loop(node, rx, block_time))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()?;
+    let mut module = RpcModule::new(tx);
+    for &method in METHODS.iter() {
+        module
+            .register_blocking_method(method, move |params, tx, _| {
+                let params = params_of(&params)?;
+                let (reply, answer) = mpsc::sync_channel(1);
+                tx.send(Request {
+                    method,
+                    params,
+                    reply,
+                })
+                .map_err(|_| ErrorObjectOwned::owned(-32000, "node stopped", None::<()>))?;
+                let result = answer
+                    .recv()
+                    .map_err(|_| ErrorObjectOwned::owned(-32000, "node stopped", None::<()>))?;
+                result.map_err(|e| ErrorObjectOwned::owned(e.code, e.message, e.data))
+            })
+            .expect("method names are unique");
+    }
+    let (addr, handle) = runtime.block_on(async {
+        let server = Server::builder().build(config.addr).await?;
+        let addr = server.local_addr()?;
+        Ok::<_, std::io::Error>((addr, server.start(module)))
+    })?;
+    Ok(RpcServer {
+        addr,
+        handle,
+        runtime: Some(runtime),
+        node_thread: Some(node_thread),
+    })
+}
+
+fn node_loop(mut node: Node, rx: mpsc::Receiver<Request>, block_time: Duration) -> Node {
+    let mut next_block = Instant::now() + block_time;
+    loop {
+        let wait = next_block.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(request) => {
+                let result = node.handle(request.method, &request.params);
+                let _ = request.reply.send(result);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return node,
+        }
+        if Instant::now() >= next_block {
+            if node.has_work() {
+                if let Err(e) = node.produce_block(unix_now()) {
+                    // A store failure must not be papered over: stop producing blocks.
+                    eprintln!("nexus-evm: block not persisted, stopping: {e}");
+                    return node;
+                }
+            }
+            next_block = Instant::now() + block_time;
+        }
+    }
+}

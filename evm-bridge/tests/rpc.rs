@@ -1,0 +1,369 @@
+//! Ethereum JSON-RPC over real HTTP on loopback: deploy, send (EIP-1559 and legacy EIP-155),
+//! call, estimate, receipts, logs, blocks; bad input gets a clear error and the server keeps
+//! serving. Blocks are produced only by `nexus_mine`, so nothing depends on time.
+
+mod common;
+
+use alloy_primitives::{Address, U256};
+use common::*;
+use evm_bridge::chain::Chain;
+use evm_bridge::rpc::{serve, Node, ServeConfig};
+use evm_bridge::store::Store;
+use evm_bridge::system::{abi::*, event_topic};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+fn post(addr: SocketAddr, body: &str) -> Value {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn rpc(addr: SocketAddr, method: &str, params: Value) -> Result<Value, Value> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let reply = post(addr, &body.to_string());
+    match reply.get("error") {
+        Some(error) => Err(error.clone()),
+        None => Ok(reply["result"].clone()),
+    }
+}
+
+fn ok(addr: SocketAddr, method: &str, params: Value) -> Value {
+    rpc(addr, method, params).unwrap_or_else(|e| panic!("{method}: {e}"))
+}
+
+fn hex_u64(v: &Value) -> u64 {
+    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+fn raw_hex(bytes: &[u8]) -> String {
+    format!("0x{}", alloy_primitives::hex::encode(bytes))
+}
+
+fn node(wallet: &Wallet, store: Option<Store>) -> Node {
+    let (chain, genesis) = Chain::genesis(
+        core_genesis(),
+        config(),
+        NATIVE,
+        vec![(wallet.address, ether(10))],
+        1_700_000_000,
+    );
+    Node::new(chain, genesis, store).unwrap()
+}
+
+fn start(node: Node) -> evm_bridge::rpc::RpcServer {
+    serve(
+        node,
+        ServeConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            block_time: Duration::from_secs(3600),
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn deploy_send_call_receipts_logs_and_errors_over_http() {
+    let wallet = Wallet::new(9);
+    let server = start(node(&wallet, None));
+    let addr = server.addr;
+    let chain_id = config().chain_id;
+
+    assert_eq!(hex_u64(&ok(addr, "eth_chainId", json!([]))), chain_id);
+    assert_eq!(hex_u64(&ok(addr, "eth_blockNumber", json!([]))), 0);
+    assert_eq!(
+        ok(
+            addr,
+            "eth_getBalance",
+            json!([format!("{:#x}", wallet.address), "latest"])
+        ),
+        json!(format!("{:#x}", ether(10)))
+    );
+    assert!(hex_u64(&ok(addr, "eth_gasPrice", json!([]))) >= config().base_fee_wei);
+    assert!(hex_u64(&ok(addr, "eth_maxPriorityFeePerGas", json!([]))) > 0);
+    let genesis = ok(addr, "eth_getBlockByNumber", json!(["latest", false]));
+    assert_eq!(hex_u64(&genesis["number"]), 0);
+    assert_eq!(hex_u64(&genesis["baseFeePerGas"]), config().base_fee_wei);
+
+    // Estimate, then deploy the fixture with a signed EIP-1559 transaction.
+    let from = format!("{:#x}", wallet.address);
+    let deploy_code = market_maker_deploy(MARKET);
+    let estimate = hex_u64(&ok(
+        addr,
+        "eth_estimateGas",
+        json!([{"from": from, "data": raw_hex(&deploy_code)}]),
+    ));
+    assert!(estimate > 100_000, "{estimate}");
+    let raw = wallet.eip1559(chain_id, 0, None, U256::ZERO, deploy_code, estimate);
+    let tx_hash = ok(addr, "eth_sendRawTransaction", json!([raw_hex(&raw)]));
+    assert_eq!(
+        ok(addr, "eth_getTransactionReceipt", json!([tx_hash])),
+        Value::Null,
+        "not mined yet"
+    );
+    assert_eq!(
+        hex_u64(&ok(
+            addr,
+            "eth_getTransactionCount",
+            json!([from, "pending"])
+        )),
+        1
+    );
+    // The same nonce again is refused while the first is pooled.
+    let again = wallet.eip1559(chain_id, 0, None, U256::from(1), vec![], 21_000);
+    let error = rpc(addr, "eth_sendRawTransaction", json!([raw_hex(&again)])).unwrap_err();
+    assert!(
+        error["message"].as_str().unwrap().contains("nonce too low"),
+        "{error}"
+    );
+
+    assert_eq!(hex_u64(&ok(addr, "nexus_mine", json!([]))), 1);
+    let receipt = ok(addr, "eth_getTransactionReceipt", json!([tx_hash]));
+    assert_eq!(receipt["status"], "0x1", "{receipt}");
+    assert_eq!(hex_u64(&receipt["blockNumber"]), 1);
+    assert!(hex_u64(&receipt["gasUsed"]) <= estimate);
+    let mm: Address = receipt["contractAddress"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let code = ok(addr, "eth_getCode", json!([format!("{mm:#x}"), "latest"]));
+    assert!(code.as_str().unwrap().len() > 100);
+    let block = ok(addr, "eth_getBlockByNumber", json!(["0x1", false]));
+    assert_eq!(block["transactions"], json!([tx_hash]));
+    let tx = ok(addr, "eth_getTransactionByHash", json!([tx_hash]));
+    assert_eq!(tx["from"], json!(from));
+
+    // eth_call a view.
+    let market = ok(
+        addr,
+        "eth_call",
+        json!([{"to": format!("{mm:#x}"), "data": raw_hex(&calldata("market()", &[]))}, "latest"]),
+    );
+    assert_eq!(
+        word_at(
+            &alloy_primitives::hex::decode(market.as_str().unwrap()).unwrap(),
+            0
+        ),
+        MARKET as i128
+    );
+    // A reverting call reports code 3 with the reason.
+    let error = rpc(
+        addr,
+        "eth_call",
+        json!([{"to": format!("{mm:#x}"), "data": raw_hex(&calldata("cancelAll()", &[]))}]),
+    )
+    .unwrap_err();
+    assert_eq!(error["code"], 3);
+    assert!(
+        error["message"].as_str().unwrap().contains("not owner"),
+        "{error}"
+    );
+
+    // A legacy EIP-155 transaction calling quote(); its logs are found by eth_getLogs.
+    let quote = calldata(
+        "quote(uint64,uint64,uint64)",
+        &[word_u64(90), word_u64(110), word_u64(3)],
+    );
+    // First (same block, lower log index) a deposit of 1,000 native units for the bid.
+    let deposit = wallet.eip1559(
+        chain_id,
+        1,
+        Some(mm),
+        U256::from(1_000u64) * config().wei_per_unit,
+        calldata("deposit()", &[]),
+        300_000,
+    );
+    ok(addr, "eth_sendRawTransaction", json!([raw_hex(&deposit)]));
+    let legacy = wallet.legacy(Some(chain_id), 2, Some(mm), U256::ZERO, quote);
+    let quote_hash = ok(addr, "eth_sendRawTransaction", json!([raw_hex(&legacy)]));
+    ok(addr, "nexus_mine", json!([]));
+    let receipt = ok(addr, "eth_getTransactionReceipt", json!([quote_hash]));
+    assert_eq!(receipt["status"], "0x1", "{receipt}");
+    assert_eq!(receipt["type"], "0x0");
+    assert_eq!(
+        receipt["logs"].as_array().unwrap().len(),
+        3,
+        "2 CoreWriter + Quoted"
+    );
+    let quoted = event_topic("Quoted(uint64,uint64,uint64,uint64,uint64)");
+    let logs = ok(
+        addr,
+        "eth_getLogs",
+        json!([{"fromBlock": "0x0", "toBlock": "latest", "address": format!("{mm:#x}"),
+                "topics": [format!("{quoted:#x}")]}]),
+    );
+    let logs = logs.as_array().unwrap();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0]["transactionHash"], quote_hash);
+    // The orders reach Core in the next block (the deposit first, so the bid is funded; the
+    // ask is refused: no base asset); the read precompile sees the bid after it.
+    ok(addr, "nexus_mine", json!([]));
+    let bbo = ok(
+        addr,
+        "eth_call",
+        json!([{"to": format!("{mm:#x}"), "data": raw_hex(&calldata("bestBidOffer()", &[]))}]),
+    );
+    let bbo = alloy_primitives::hex::decode(bbo.as_str().unwrap()).unwrap();
+    assert_eq!(
+        (0..4).map(|i| word_at(&bbo, i)).collect::<Vec<_>>(),
+        vec![90, 3, 0, 0]
+    );
+
+    // Bad input: a clear error each time, and the server keeps serving.
+    let error = rpc(addr, "eth_sendRawTransaction", json!(["0x1234"])).unwrap_err();
+    assert_eq!(error["code"], -32602);
+    assert!(
+        error["message"].as_str().unwrap().contains("malformed"),
+        "{error}"
+    );
+    let error = rpc(addr, "eth_sendRawTransaction", json!(["not hex"])).unwrap_err();
+    assert_eq!(error["code"], -32602);
+    let wrong_chain = wallet.eip1559(chain_id + 1, 2, Some(mm), U256::ZERO, vec![], 50_000);
+    let error = rpc(
+        addr,
+        "eth_sendRawTransaction",
+        json!([raw_hex(&wrong_chain)]),
+    )
+    .unwrap_err();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid chain id"),
+        "{error}"
+    );
+    let pre_155 = wallet.legacy(None, 2, Some(mm), U256::ZERO, vec![]);
+    let error = rpc(addr, "eth_sendRawTransaction", json!([raw_hex(&pre_155)])).unwrap_err();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid chain id"),
+        "{error}"
+    );
+    let stale = wallet.eip1559(chain_id, 0, Some(mm), U256::ZERO, vec![], 50_000);
+    let error = rpc(addr, "eth_sendRawTransaction", json!([raw_hex(&stale)])).unwrap_err();
+    assert!(
+        error["message"].as_str().unwrap().contains("nonce too low"),
+        "{error}"
+    );
+    let future = wallet.eip1559(chain_id, 9, Some(mm), U256::ZERO, vec![], 50_000);
+    let error = rpc(addr, "eth_sendRawTransaction", json!([raw_hex(&future)])).unwrap_err();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("nonce too high"),
+        "{error}"
+    );
+    let poor = Wallet::new(77).eip1559(chain_id, 0, Some(mm), U256::ZERO, vec![], 50_000);
+    let error = rpc(addr, "eth_sendRawTransaction", json!([raw_hex(&poor)])).unwrap_err();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("insufficient funds"),
+        "{error}"
+    );
+    let error = rpc(addr, "eth_frobnicate", json!([])).unwrap_err();
+    assert_eq!(error["code"], -32601);
+    let error = rpc(addr, "eth_getBalance", json!(["0xnope"])).unwrap_err();
+    assert_eq!(error["code"], -32602);
+    let garbage = post(addr, "{not json");
+    assert_eq!(garbage["error"]["code"], -32700);
+    assert_eq!(
+        hex_u64(&ok(addr, "eth_blockNumber", json!([]))),
+        3,
+        "still serving"
+    );
+    server.stop();
+}
+
+#[test]
+fn state_survives_reopening_the_lmdb_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let wallet = Wallet::new(5);
+    let chain_id = config().chain_id;
+    let (mm, balance, head_hash) = {
+        let mut node = node(&wallet, Some(Store::open(dir.path()).unwrap()));
+        let raw = wallet.eip1559(
+            chain_id,
+            0,
+            None,
+            U256::ZERO,
+            market_maker_deploy(MARKET),
+            3_000_000,
+        );
+        node.submit_raw(&raw).unwrap();
+        let out = node.produce_block(1_700_000_001).unwrap();
+        let mm = out.evm.receipts[0].contract_address.unwrap();
+        // A deposit through the contract, so storage, escrow and the bridge queue change.
+        let data = calldata("deposit()", &[]);
+        let raw = wallet.eip1559(
+            chain_id,
+            1,
+            Some(mm),
+            U256::from(10u64) * config().wei_per_unit,
+            data,
+            500_000,
+        );
+        node.submit_raw(&raw).unwrap();
+        let out = node.produce_block(1_700_000_002).unwrap();
+        assert!(out.evm.receipts[0].status);
+        assert_eq!(node.chain().bridge().pending_actions.len(), 1);
+        let balance = node.chain().executor().account(wallet.address).balance;
+        (mm, balance, out.evm.header.hash)
+    };
+    let mut node = Node::open(Store::open(dir.path()).unwrap(), config())
+        .unwrap()
+        .expect("stored chain");
+    assert_eq!(node.chain().executor().head().number, 2);
+    assert_eq!(node.chain().executor().head().hash, head_hash);
+    assert_eq!(
+        node.chain().executor().account(wallet.address).balance,
+        balance
+    );
+    assert_eq!(node.chain().executor().account(wallet.address).nonce, 2);
+    assert!(!node.chain().executor().code(mm).is_empty());
+    let slot0 = node.chain().executor().storage(mm, U256::ZERO);
+    let low160 = slot0 & ((U256::from(1u64) << 160) - U256::from(1u64));
+    assert_eq!(
+        low160,
+        U256::from_be_slice(&word_address(wallet.address)),
+        "owner in slot 0"
+    );
+    assert_eq!(
+        node.chain().bridge().pending_actions.len(),
+        1,
+        "queue persisted"
+    );
+    let receipt = node
+        .handle(
+            "eth_getTransactionCount",
+            &[json!(format!("{:#x}", wallet.address)), json!("latest")],
+        )
+        .unwrap();
+    assert_eq!(receipt, json!("0x2"));
+    // The reopened chain goes on: the queued deposit reaches Core.
+    node.produce_block(1_700_000_003).unwrap();
+    let account = evm_bridge::system::core_account(mm);
+    assert_eq!(
+        node.chain()
+            .engine()
+            .balance(account, NATIVE)
+            .unwrap()
+            .total,
+        10
+    );
+}
