@@ -1365,6 +1365,33 @@ impl<L: PriceLadder> Engine<L> {
         views
     }
 
+    /// An account's open orders, in the order they (re-)entered their books, optionally only
+    /// in one market; `scanned` is how many of the account's orders were walked (all of
+    /// them). Costs O(the account's open orders), not O(book). Allocates: for read paths and
+    /// tools, not the matching path.
+    pub fn account_orders(&self, account: AccountId, market: Option<MarketId>) -> Vec<OrderView> {
+        let Some(&index) = self.account_index.get(&account) else {
+            return Vec::new();
+        };
+        let market_index = match market {
+            Some(id) => match self.market_index.get(&id) {
+                Some(&m) => Some(m),
+                None => return Vec::new(),
+            },
+            None => None,
+        };
+        let mut views = Vec::new();
+        let mut handle = self.accounts[index as usize].first_order;
+        while handle != NIL {
+            let node = &self.orders[handle as usize];
+            if market_index.is_none_or(|m| m == node.market) {
+                views.push(self.view(node));
+            }
+            handle = node.account_next;
+        }
+        views
+    }
+
     fn view(&self, node: &OrderNode) -> OrderView {
         OrderView {
             account: self.accounts[node.account as usize].id,

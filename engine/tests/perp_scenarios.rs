@@ -771,3 +771,32 @@ fn the_insurance_fund_is_always_cross_margined() {
         isolated: false,
     });
 }
+
+#[test]
+fn account_orders_lists_an_accounts_orders_in_entry_order() {
+    let mut h = Harness::new(spec(), &[(A, 10_000), (B, 10_000)]);
+    h.oracle(100);
+    h.ok(order(A, 1, Buy, 95, 1));
+    h.ok(order(B, 1, Buy, 96, 1));
+    h.ok(order(A, 2, Sell, 105, 2));
+    h.ok(order(A, 3, Buy, 94, 3));
+    // A price change re-enters order 1 at the back.
+    h.ok(Command::Modify {
+        account: A,
+        market: P,
+        oid: 1,
+        price: 93,
+        qty: 1,
+    });
+    let oids: Vec<OrderId> = h
+        .engine
+        .account_orders(A, Some(P))
+        .iter()
+        .map(|o| o.oid)
+        .collect();
+    assert_eq!(oids, vec![2, 3, 1]);
+    assert_eq!(h.engine.account_orders(A, None).len(), 3);
+    assert_eq!(h.engine.account_orders(B, Some(P)).len(), 1);
+    assert!(h.engine.account_orders(A, Some(99)).is_empty());
+    assert!(h.engine.account_orders(77, None).is_empty());
+}

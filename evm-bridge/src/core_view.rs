@@ -22,8 +22,8 @@ pub trait CoreView {
     fn best(&self, market: MarketId, side: Side) -> Option<(Ticks, Lots)>;
     /// A perp market's prices.
     fn perp_market(&self, market: MarketId) -> Option<PerpMarketView>;
-    /// Up to `max` open orders of `account` in `market` (bids then asks, best first), and
-    /// how many orders of the book were scanned to find them (for gas).
+    /// Up to `max` open orders of `account` in `market`, in the order they entered the book,
+    /// and how many orders were walked to find them (for gas: the account's orders there).
     fn open_orders(
         &self,
         account: AccountId,
@@ -76,18 +76,10 @@ impl<L: PriceLadder> CoreView for CoreSnapshot<'_, L> {
         market: MarketId,
         max: usize,
     ) -> (Vec<OrderView>, usize) {
-        // The engine has per-account order lists but no public query over them, so this
-        // scans the market's book (charged per order scanned).
-        let mut scanned = 0;
-        let mut mine = Vec::new();
-        for side in [Side::Buy, Side::Sell] {
-            for order in self.engine.book_orders(market, side) {
-                scanned += 1;
-                if order.account == account && mine.len() < max {
-                    mine.push(order);
-                }
-            }
-        }
+        // The account's own order list: the cost is its open orders, not the book.
+        let mut mine = self.engine.account_orders(account, Some(market));
+        let scanned = mine.len();
+        mine.truncate(max);
         (mine, scanned)
     }
 
