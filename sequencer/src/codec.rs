@@ -349,6 +349,72 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     /// Any engine command, including out-of-range values the engine would reject.
+    /// Any perp command, including values the engine would reject.
+    fn any_perp_command() -> impl Strategy<Value = Command> {
+        let tier = any::<(i64, u32, u32)>().prop_map(|(notional_up_to, imr_ppb, mmr_ppb)| {
+            engine::MarginTier {
+                notional_up_to,
+                imr_ppb,
+                mmr_ppb,
+            }
+        });
+        let spec = (
+            any::<(u32, u32, i64, i64, i64, i32, i32, u32)>(),
+            [tier.clone(), tier.clone(), tier.clone(), tier],
+            any::<(u8, i64, u32, i32, u32, i64, i64, u32)>(),
+        )
+            .prop_map(|(a, tiers, b)| PerpSpec {
+                market: a.0,
+                collateral: a.1,
+                quote_units_per_tick_lot: a.2,
+                min_lots: a.3,
+                max_price_ticks: a.4,
+                maker_fee_bps: a.5,
+                taker_fee_bps: a.6,
+                max_leverage: a.7,
+                tiers,
+                tier_count: b.0,
+                open_interest_cap_lots: b.1,
+                price_band_ppb: b.2,
+                interest_ppb: b.3,
+                funding_cap_ppb: b.4,
+                impact_notional: b.5,
+                liquidation_chunk_notional: b.6,
+                liquidation_fee_ppb: b.7,
+            });
+        prop_oneof![
+            spec.prop_map(Command::CreatePerpMarket),
+            any::<(u64, i64)>()
+                .prop_map(|(account, amount)| Command::TransferCollateral { account, amount }),
+            any::<(u64, u32, u32, bool)>().prop_map(|(account, market, leverage, isolated)| {
+                Command::SetLeverage {
+                    account,
+                    market,
+                    leverage,
+                    isolated,
+                }
+            }),
+            any::<(u64, u32, i64)>().prop_map(|(account, market, amount)| {
+                Command::IsolatedMargin {
+                    account,
+                    market,
+                    amount,
+                }
+            }),
+            (
+                any::<u32>(),
+                any::<[i64; MAX_ORACLE_SOURCES]>(),
+                any::<u8>()
+            )
+                .prop_map(|(market, prices, count)| Command::Oracle {
+                    market,
+                    prices,
+                    count,
+                }),
+            any::<u32>().prop_map(|market| Command::Funding { market }),
+        ]
+    }
+
     pub(crate) fn any_command() -> impl Strategy<Value = Command> {
         let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
         let tif = prop_oneof![
@@ -398,21 +464,24 @@ pub(crate) mod tests {
                 any::<Option<i64>>(),
                 any::<i64>(),
                 tif,
-                stp
+                stp,
+                any::<bool>()
             )
-                .prop_map(|((account, market, oid), side, price, qty, tif, stp)| {
-                    Command::Place(NewOrder {
-                        account,
-                        market,
-                        oid,
-                        side,
-                        price,
-                        qty,
-                        tif,
-                        stp,
-                        reduce_only: false,
-                    })
-                }),
+                .prop_map(
+                    |((account, market, oid), side, price, qty, tif, stp, reduce_only)| {
+                        Command::Place(NewOrder {
+                            account,
+                            market,
+                            oid,
+                            side,
+                            price,
+                            qty,
+                            tif,
+                            stp,
+                            reduce_only,
+                        })
+                    }
+                ),
             any::<(u64, u32, u64)>().prop_map(|(account, market, oid)| Command::Cancel {
                 account,
                 market,
@@ -429,6 +498,7 @@ pub(crate) mod tests {
                     qty,
                 }
             }),
+            any_perp_command(),
         ]
     }
 
@@ -473,6 +543,43 @@ pub(crate) mod tests {
             Err(DecodeError::BadField {
                 field: "side",
                 value: 9
+            })
+        );
+        // The stp byte: bit 7 is reduce-only, the rest must be a known mode.
+        let last = bytes.len() - 1;
+        bytes[21] = 0;
+        bytes[last] = 0x81;
+        match decode_command_exact(&bytes) {
+            Ok(Command::Place(order)) => {
+                assert!(order.reduce_only);
+                assert_eq!(order.stp, SelfTradePrevention::CancelTaker);
+            }
+            other => panic!("{other:?}"),
+        }
+        bytes[last] = 0x83;
+        assert_eq!(
+            decode_command_exact(&bytes),
+            Err(DecodeError::BadField {
+                field: "stp",
+                value: 0x83
+            })
+        );
+        let mut bytes = Vec::new();
+        encode_command(
+            &Command::SetLeverage {
+                account: 1,
+                market: 2,
+                leverage: 3,
+                isolated: true,
+            },
+            &mut bytes,
+        );
+        *bytes.last_mut().unwrap() = 2;
+        assert_eq!(
+            decode_command_exact(&bytes),
+            Err(DecodeError::BadField {
+                field: "isolated",
+                value: 2
             })
         );
         assert_eq!(

@@ -1,8 +1,8 @@
 //! The write-ahead log really written to LMDB and really recovered from, including damage.
 
 use engine::{
-    ArrayLadder, Command, Engine, EngineConfig, MarketSpec, NewOrder, SelfTradePrevention, Side,
-    TimeInForce,
+    ArrayLadder, Command, Engine, EngineConfig, MarginTier, MarketSpec, NewOrder, PerpSpec,
+    SelfTradePrevention, Side, TimeInForce, MAX_MARGIN_TIERS, MAX_ORACLE_SOURCES,
 };
 use sequencer::{recover, Block, ChainTip, Sequencer, SequencerConfig, Wal, WalError, WalOptions};
 
@@ -11,7 +11,47 @@ const CONFIG: EngineConfig = EngineConfig {
     max_open_orders_per_account: 1024,
 };
 
-/// A deterministic stream: registry, deposits, then crossing orders, cancels and modifies.
+/// A perp market (id 1) settled in asset 1, 10x, for the stream below.
+fn perp_spec() -> PerpSpec {
+    let mut tiers = [MarginTier::default(); MAX_MARGIN_TIERS];
+    tiers[0] = MarginTier {
+        notional_up_to: i64::MAX,
+        imr_ppb: 100_000_000,
+        mmr_ppb: 50_000_000,
+    };
+    PerpSpec {
+        market: 1,
+        collateral: 1,
+        quote_units_per_tick_lot: 10,
+        min_lots: 1,
+        max_price_ticks: 100_000,
+        maker_fee_bps: -1,
+        taker_fee_bps: 3,
+        max_leverage: 10,
+        tiers,
+        tier_count: 1,
+        open_interest_cap_lots: 1_000_000,
+        price_band_ppb: 200_000_000,
+        interest_ppb: 10_000,
+        funding_cap_ppb: 5_000_000,
+        impact_notional: 100_000,
+        liquidation_chunk_notional: 50_000,
+        liquidation_fee_ppb: 5_000_000,
+    }
+}
+
+fn oracle(price: i64) -> Command {
+    let mut prices = [0; MAX_ORACLE_SOURCES];
+    prices[..3].copy_from_slice(&[price - 1, price, price + 2]);
+    Command::Oracle {
+        market: 1,
+        prices,
+        count: 3,
+    }
+}
+
+/// A deterministic stream: registry, deposits, then crossing orders, cancels and modifies in
+/// a spot market and a perp market, with oracle moves (some liquidate) and funding.
 fn workload(orders: u64) -> Vec<Command> {
     let mut commands = vec![
         Command::CreateAsset { asset: 0 },
@@ -27,6 +67,8 @@ fn workload(orders: u64) -> Vec<Command> {
             maker_fee_bps: -1,
             taker_fee_bps: 3,
         }),
+        Command::CreatePerpMarket(perp_spec()),
+        oracle(1_020),
     ];
     for account in 1..=8 {
         commands.push(Command::Deposit {
@@ -39,20 +81,42 @@ fn workload(orders: u64) -> Vec<Command> {
             asset: 1,
             amount: 1_000_000_000_000,
         });
+        // Thin perp collateral for some accounts, so price moves liquidate them.
+        commands.push(Command::TransferCollateral {
+            account,
+            amount: if account % 3 == 0 { 2_000 } else { 10_000_000 },
+        });
     }
+    let mut mid = 1_020i64;
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for oid in 1..=orders {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         let account = 1 + x % 8;
-        commands.push(match x % 10 {
-            0 => Command::Cancel {
+        commands.push(match x % 20 {
+            2 | 12 => Command::Place(NewOrder {
+                account,
+                market: 1,
+                oid,
+                side: if x & 2 == 0 { Side::Buy } else { Side::Sell },
+                price: Some(mid - 20 + (x >> 8) as i64 % 40),
+                qty: 1 + (x >> 16) as i64 % 9,
+                tif: TimeInForce::Gtc,
+                stp: SelfTradePrevention::CancelMaker,
+                reduce_only: x & 4 == 0 && x % 3 == 0,
+            }),
+            3 => {
+                mid = (mid + (x >> 24) as i64 % 121 - 60).clamp(880, 1_160);
+                oracle(mid)
+            }
+            13 => Command::Funding { market: 1 },
+            0 | 10 => Command::Cancel {
                 account,
                 market: 0,
                 oid: oid.saturating_sub(3),
             },
-            1 => Command::Modify {
+            1 | 11 => Command::Modify {
                 account,
                 market: 0,
                 oid: oid.saturating_sub(2),
@@ -114,6 +178,32 @@ fn open(dir: &std::path::Path) -> Result<Wal, WalError> {
             sync: true,
         },
     )
+}
+
+/// The recovery tests below only mean something for perps if their stream trades perps
+/// and liquidates.
+#[test]
+fn the_stream_trades_perps_and_liquidates() {
+    let mut engine = Engine::<ArrayLadder>::new(CONFIG);
+    let (mut positions, mut liquidations, mut funding) = (0, 0, 0);
+    let mut out = Vec::new();
+    for command in &workload(2_000) {
+        out.clear();
+        engine.step(command, &mut out);
+        for event in &out {
+            match event {
+                engine::Event::Position { .. } => positions += 1,
+                engine::Event::Liquidation { .. } => liquidations += 1,
+                engine::Event::Funding { .. } => funding += 1,
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        positions > 50 && liquidations > 0 && funding > 0,
+        "positions {positions}, liquidations {liquidations}, funding {funding}"
+    );
+    engine.check_invariants().unwrap();
 }
 
 #[test]
