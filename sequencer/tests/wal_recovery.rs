@@ -104,7 +104,7 @@ fn workload(orders: u64) -> Vec<Command> {
                 qty: 1 + (x >> 16) as i64 % 9,
                 tif: TimeInForce::Gtc,
                 stp: SelfTradePrevention::CancelMaker,
-                reduce_only: x & 4 == 0 && x % 3 == 0,
+                reduce_only: x & 4 == 0 && x.is_multiple_of(3),
             }),
             3 => {
                 mid = (mid + (x >> 24) as i64 % 121 - 60).clamp(880, 1_160);
