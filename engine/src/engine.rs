@@ -856,7 +856,20 @@ impl<L: PriceLadder> Engine<L> {
         self.assets[params.quote].fee_pool += to_units(taker_fee + maker_fee);
         self.touch_account(buyer);
         self.touch_account(seller);
-        out.push(Event::Fill {
+        out.push(self.fill_event(params, taker, maker, price, lots, (taker_fee, maker_fee)));
+    }
+
+    /// The `Fill` event of one trade (spot or perp); fees as (taker, maker).
+    fn fill_event(
+        &self,
+        params: &MarketParams,
+        taker: &Taker,
+        maker: &OrderNode,
+        price: Ticks,
+        lots: Lots,
+        (taker_fee, maker_fee): (i128, i128),
+    ) -> Event {
+        Event::Fill {
             market: params.id,
             taker_account: self.accounts[taker.account as usize].id,
             taker_oid: taker.oid,
@@ -869,7 +882,7 @@ impl<L: PriceLadder> Engine<L> {
             maker_fee: to_units(maker_fee),
             taker_left: taker.remaining - lots,
             maker_left: maker.remaining - lots,
-        });
+        }
     }
 
     /// After matching: rest the remainder (GTC/ALO) or cancel it, releasing its reserve.

@@ -942,20 +942,7 @@ impl<L: PriceLadder> Engine<L> {
         }
         self.assets[params.quote].fee_pool += to_units(taker_fee + maker_fee);
         self.perps[params.perp as usize].last_trade = price;
-        out.push(Event::Fill {
-            market: params.id,
-            taker_account: self.accounts[taker.account as usize].id,
-            taker_oid: taker.oid,
-            maker_account: self.accounts[maker.account as usize].id,
-            maker_oid: maker.oid,
-            taker_side: taker.side,
-            price,
-            qty: lots,
-            taker_fee: to_units(taker_fee),
-            maker_fee: to_units(maker_fee),
-            taker_left: taker.remaining - lots,
-            maker_left: maker.remaining - lots,
-        });
+        out.push(self.fill_event(params, taker, maker, price, lots, (taker_fee, maker_fee)));
         let signed = match taker.side {
             Side::Buy => lots,
             Side::Sell => -lots,
