@@ -383,22 +383,7 @@ impl Node {
             "eth_syncing" => Ok(json!(false)),
             "eth_gasPrice" => Ok(quantity(config.base_fee_wei + SUGGESTED_TIP_WEI)),
             "eth_maxPriorityFeePerGas" => Ok(quantity(SUGGESTED_TIP_WEI)),
-            "eth_feeHistory" => {
-                let count = arg(params, 0)
-                    .map(parse_quantity)
-                    .transpose()?
-                    .unwrap_or(U256::from(1));
-                let count = count.to::<u64>().clamp(1, 1024);
-                let head = self.blocks.len() as u64 - 1;
-                let oldest = head.saturating_sub(count - 1);
-                let n = (head - oldest + 1) as usize;
-                Ok(json!({
-                    "oldestBlock": quantity(oldest),
-                    "baseFeePerGas": vec![quantity(config.base_fee_wei); n + 1],
-                    "gasUsedRatio": vec![0.0; n],
-                    "reward": vec![vec![quantity(SUGGESTED_TIP_WEI)]; n],
-                }))
-            }
+            "eth_feeHistory" => self.fee_history(params, config.base_fee_wei),
             "eth_getBalance" => {
                 let a = parse_address(arg(params, 0))?;
                 self.state_at(arg(params, 1))?;
@@ -513,6 +498,101 @@ impl Node {
                 data: None,
             }),
         }
+    }
+
+    /// `eth_feeHistory(blockCount, newestBlock, rewardPercentiles?)`: `blockCount` blocks
+    /// ending at `newestBlock` (clamped to what exists, at most 1,024), the base fee of each
+    /// and of the next block, each block's gas used / gas limit, and, when percentiles are
+    /// given, one tip per percentile per block: the effective priority fee at which that
+    /// share of the block's user gas was reached, transactions sorted by tip (as geth; system
+    /// callbacks pay nothing and are left out; a block without user transactions gives 0).
+    fn fee_history(&self, params: &[Value], next_base_fee: u64) -> Result<Value, RpcError> {
+        let count = parse_quantity(
+            arg(params, 0).ok_or_else(|| RpcError::params("expected a block count"))?,
+        )?;
+        let count = u64::try_from(count).unwrap_or(u64::MAX).clamp(1, 1024);
+        let head = self.blocks.len() as u64 - 1;
+        let newest = self.block_number(arg(params, 1))?;
+        if newest > head {
+            return Err(RpcError::server(format!(
+                "request beyond head block: requested {newest}, head {head}"
+            )));
+        }
+        let percentiles: Option<Vec<f64>> = match arg(params, 2) {
+            None => None,
+            Some(Value::Array(list)) => {
+                let list = list
+                    .iter()
+                    .map(|p| {
+                        p.as_f64()
+                            .filter(|p| (0.0..=100.0).contains(p))
+                            .ok_or_else(|| RpcError::params("reward percentiles must be 0 to 100"))
+                    })
+                    .collect::<Result<Vec<f64>, _>>()?;
+                if list.windows(2).any(|w| w[0] > w[1]) {
+                    return Err(RpcError::params("reward percentiles must be increasing"));
+                }
+                Some(list)
+            }
+            Some(_) => return Err(RpcError::params("reward percentiles must be an array")),
+        };
+        let oldest = newest.saturating_sub(count - 1);
+        let blocks = &self.blocks[oldest as usize..=newest as usize];
+        let mut base_fees: Vec<Value> = blocks.iter().map(|b| quantity(b.base_fee)).collect();
+        // The base fee is fixed (no elasticity): the next block's is the configured one.
+        base_fees.push(quantity(next_base_fee));
+        let ratios: Vec<f64> = blocks
+            .iter()
+            .map(|b| {
+                if b.gas_limit == 0 {
+                    0.0
+                } else {
+                    b.gas_used as f64 / b.gas_limit as f64
+                }
+            })
+            .collect();
+        let mut out = json!({
+            "oldestBlock": quantity(oldest),
+            "baseFeePerGas": base_fees,
+            "gasUsedRatio": ratios,
+        });
+        if let Some(percentiles) = percentiles.filter(|p| !p.is_empty()) {
+            let rewards: Vec<Vec<Value>> = blocks
+                .iter()
+                .map(|b| {
+                    let mut tips: Vec<(u128, u64)> = b
+                        .tx_hashes
+                        .iter()
+                        .filter_map(|h| self.txs.get(h))
+                        .filter(|(t, _)| t.tx_type != crate::executor::SYSTEM_TX_TYPE)
+                        .map(|(_, r)| {
+                            let tip = r.effective_gas_price.saturating_sub(b.base_fee as u128);
+                            (tip, r.gas_used)
+                        })
+                        .collect();
+                    tips.sort_unstable();
+                    let total: u64 = tips.iter().map(|t| t.1).sum();
+                    percentiles
+                        .iter()
+                        .map(|p| {
+                            let threshold = total as f64 * p / 100.0;
+                            let mut sum = 0u64;
+                            let tip = tips
+                                .iter()
+                                .find(|(_, gas)| {
+                                    sum += gas;
+                                    sum as f64 >= threshold
+                                })
+                                .or(tips.last())
+                                .map_or(0, |t| t.0);
+                            quantity(tip)
+                        })
+                        .collect()
+                })
+                .collect();
+            out["reward"] = json!(rewards);
+        }
+        Ok(out)
     }
 
     fn logs(&self, filter: Option<&Value>) -> Result<Value, RpcError> {

@@ -367,3 +367,182 @@ fn state_survives_reopening_the_lmdb_store() {
         10
     );
 }
+
+/// `eth_feeHistory` as web3.py calls it (`fee_history(4, "latest", [25, 75])`): one reward
+/// per requested percentile per block, weighted by gas used over the block's user
+/// transactions sorted by tip; `newestBlock` is honoured; no `reward` without percentiles;
+/// bad percentiles and a block past the head are refused.
+#[test]
+fn fee_history_answers_per_percentile_and_honours_the_newest_block() {
+    let wallet = Wallet::new(11);
+    let mut node = node(&wallet, None);
+    let chain_id = config().chain_id;
+    let to = Some(Address::repeat_byte(0x42));
+    // Block 1: a 1559 transfer (tip 0.1 gwei) and a legacy one (1.5 gwei: tip 0.5 gwei),
+    // 21,000 gas each. Block 2: empty.
+    let tip_1559 = 100_000_000u64;
+    let tip_legacy = 1_500_000_000 - config().base_fee_wei;
+    node.submit_raw(&wallet.eip1559(chain_id, 0, to, U256::from(1), vec![], 21_000))
+        .unwrap();
+    node.submit_raw(&wallet.legacy(Some(chain_id), 1, to, U256::from(1), vec![]))
+        .unwrap();
+    node.produce_block(1_700_000_001).unwrap();
+    node.produce_block(1_700_000_002).unwrap();
+
+    let history = node
+        .handle(
+            "eth_feeHistory",
+            &[json!("0x2"), json!("latest"), json!([25, 75.0])],
+        )
+        .unwrap();
+    assert_eq!(history["oldestBlock"], "0x1", "{history}");
+    let base = format!("{:#x}", config().base_fee_wei);
+    assert_eq!(history["baseFeePerGas"], json!([base, base, base]));
+    let ratios = history["gasUsedRatio"].as_array().unwrap();
+    assert_eq!(ratios.len(), 2);
+    assert!(ratios[0].as_f64().unwrap() > 0.0 && ratios[1].as_f64().unwrap() == 0.0);
+    assert_eq!(
+        history["reward"],
+        json!([
+            [format!("{tip_1559:#x}"), format!("{tip_legacy:#x}")],
+            ["0x0", "0x0"]
+        ]),
+        "one tip per percentile per block"
+    );
+
+    // newestBlock = 1, a plain-number count, no percentiles: no reward field.
+    let history = node
+        .handle("eth_feeHistory", &[json!(4), json!("0x1"), json!([])])
+        .unwrap();
+    assert_eq!(history["oldestBlock"], "0x0", "{history}");
+    assert_eq!(history["gasUsedRatio"].as_array().unwrap().len(), 2);
+    assert_eq!(history["baseFeePerGas"].as_array().unwrap().len(), 3);
+    assert!(history.get("reward").is_none(), "{history}");
+    let history = node
+        .handle("eth_feeHistory", &[json!("0x1"), json!("0x1")])
+        .unwrap();
+    assert_eq!(history["oldestBlock"], "0x1");
+    assert!(history.get("reward").is_none());
+
+    let error = node
+        .handle("eth_feeHistory", &[json!("0x1"), json!("0x9"), json!([50])])
+        .unwrap_err();
+    assert_eq!(error.code, -32000);
+    assert!(error.message.contains("beyond head"), "{error:?}");
+    for bad in [json!([75, 25]), json!([101]), json!(["50"]), json!(50)] {
+        let error = node
+            .handle(
+                "eth_feeHistory",
+                &[json!("0x1"), json!("latest"), bad.clone()],
+            )
+            .unwrap_err();
+        assert_eq!(error.code, -32602, "{bad}: {error:?}");
+    }
+    let error = node.handle("eth_feeHistory", &[]).unwrap_err();
+    assert_eq!(error.code, -32602);
+}
+
+/// The fields web3.py's result formatters and ethers' parsers read (checked against both by
+/// examples/evm): identity methods, full blocks, receipts and transactions in hex quantities.
+#[test]
+fn blocks_receipts_and_identity_methods_have_the_fields_clients_format() {
+    let wallet = Wallet::new(12);
+    let mut node = node(&wallet, None);
+    let chain_id = config().chain_id;
+    assert_eq!(
+        node.handle("net_version", &[]).unwrap(),
+        json!(chain_id.to_string())
+    );
+    assert!(node
+        .handle("web3_clientVersion", &[])
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .starts_with("nexus-evm/"));
+    assert_eq!(node.handle("eth_syncing", &[]).unwrap(), json!(false));
+    assert_eq!(node.handle("eth_accounts", &[]).unwrap(), json!([]));
+
+    let raw = wallet.eip1559(
+        chain_id,
+        0,
+        None,
+        U256::ZERO,
+        market_maker_deploy(MARKET),
+        3_000_000,
+    );
+    let tx_hash = node.submit_raw(&raw).unwrap();
+    node.produce_block(1_700_000_001).unwrap();
+    let is_quantity = |v: &Value| {
+        v.as_str().is_some_and(|s| {
+            s.strip_prefix("0x").is_some_and(|d| {
+                !d.is_empty()
+                    && (d == "0" || !d.starts_with('0'))
+                    && d.chars().all(|c| c.is_ascii_hexdigit())
+            })
+        })
+    };
+    let block = node
+        .handle("eth_getBlockByNumber", &[json!("0x1"), json!(true)])
+        .unwrap();
+    for field in [
+        "number",
+        "difficulty",
+        "totalDifficulty",
+        "gasLimit",
+        "gasUsed",
+        "timestamp",
+        "baseFeePerGas",
+        "size",
+    ] {
+        assert!(is_quantity(&block[field]), "{field}: {}", block[field]);
+    }
+    assert_eq!(block["logsBloom"].as_str().unwrap().len(), 2 + 512);
+    assert_eq!(block["mixHash"].as_str().unwrap().len(), 66);
+    assert_eq!(block["nonce"].as_str().unwrap().len(), 18);
+    assert_eq!(
+        block["transactions"][0]["hash"],
+        json!(format!("{tx_hash:#x}"))
+    );
+    let receipt = node
+        .handle(
+            "eth_getTransactionReceipt",
+            &[json!(format!("{tx_hash:#x}"))],
+        )
+        .unwrap();
+    for field in [
+        "blockNumber",
+        "transactionIndex",
+        "gasUsed",
+        "cumulativeGasUsed",
+        "effectiveGasPrice",
+        "type",
+        "status",
+    ] {
+        assert!(is_quantity(&receipt[field]), "{field}: {}", receipt[field]);
+    }
+    assert_eq!(receipt["type"], "0x2");
+    assert_eq!(receipt["logsBloom"].as_str().unwrap().len(), 2 + 512);
+    assert!(receipt["contractAddress"].is_string() && receipt["to"].is_null());
+    let tx = node
+        .handle(
+            "eth_getTransactionByHash",
+            &[json!(format!("{tx_hash:#x}"))],
+        )
+        .unwrap();
+    for field in [
+        "nonce",
+        "gas",
+        "gasPrice",
+        "maxFeePerGas",
+        "maxPriorityFeePerGas",
+        "value",
+        "type",
+        "chainId",
+        "v",
+        "yParity",
+        "r",
+        "s",
+    ] {
+        assert!(is_quantity(&tx[field]), "{field}: {}", tx[field]);
+    }
+}

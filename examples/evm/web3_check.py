@@ -1,0 +1,241 @@
+"""web3.py (7.x) against a running nexus-evm.
+
+Reads chain id and block number, deploys the MarketMaker fixture with a signed transaction from
+the dev key, calls views, deposits and quotes through CoreWriter, reads receipts and logs
+(eth_getLogs by address and topic), checks the code. Prints one PASS/FAIL line per check and
+a summary; exits 1 on any failure.
+
+    /tmp/w3/bin/python examples/evm/web3_check.py [http://127.0.0.1:8545]
+
+See examples/evm/README.md.
+"""
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import web3
+from eth_account import Account
+from web3 import Web3
+from web3.exceptions import ContractLogicError
+from web3.logs import DISCARD
+from web3.middleware import SignAndSendRawMiddlewareBuilder
+
+RPC = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8545"
+CHAIN_ID = 20056
+# The well-known public test key (docs/evm.md): never use it for anything of value.
+DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+DEV = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+CORE_WRITER = "0x3333333333333333333333333333333333333333"
+MARKET = 7
+NATIVE = 1
+WEI_PER_UNIT = 10**12
+
+FIXTURE = json.loads(
+    (Path(__file__).resolve().parent / "../../evm-bridge/contracts/MarketMaker.json").read_text()
+)
+
+results = []
+
+
+def check(name, ok, detail=""):
+    ok = bool(ok)
+    results.append((name, ok))
+    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + str(detail) if detail != '' else ''}")
+    return ok
+
+
+def until(read, done, timeout=20.0):
+    """Polls `read` until `done(value)` (blocks come every --block-ms while there is work)."""
+    end = time.monotonic() + timeout
+    value = read()
+    while not done(value) and time.monotonic() < end:
+        time.sleep(0.15)
+        value = read()
+    return value
+
+
+def send(w3, acct, tx):
+    """Signs `tx` with the dev key, sends it raw, waits for the receipt."""
+    tx.setdefault("nonce", w3.eth.get_transaction_count(acct.address, "pending"))
+    tx.setdefault("chainId", CHAIN_ID)
+    signed = acct.sign_transaction(tx)
+    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    return tx_hash, w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.1)
+
+
+def main():
+    w3 = Web3(Web3.HTTPProvider(RPC, request_kwargs={"timeout": 10}))
+    acct = Account.from_key(DEV_KEY)
+    check("dev key is the documented dev account", acct.address == DEV, acct.address)
+
+    check("is_connected", w3.is_connected())
+    check("web3_clientVersion", w3.client_version.startswith("nexus-evm/"), w3.client_version)
+    check("net_version", w3.net.version == str(CHAIN_ID), w3.net.version)
+    check("eth_chainId is 20056", w3.eth.chain_id == CHAIN_ID, w3.eth.chain_id)
+    start = w3.eth.block_number
+    check("eth_blockNumber answers", isinstance(start, int) and start >= 0, start)
+    check("eth_syncing is false", w3.eth.syncing is False, w3.eth.syncing)
+    check("eth_accounts", w3.eth.accounts == [], w3.eth.accounts)
+    latest = w3.eth.get_block("latest")
+    check(
+        "latest block formats (hash, baseFeePerGas, logsBloom)",
+        latest["hash"] is not None and latest["baseFeePerGas"] > 0 and len(latest["logsBloom"]) == 256,
+        f"#{latest['number']} baseFee {latest['baseFeePerGas']}",
+    )
+    check("eth_getBlockByHash", w3.eth.get_block(latest["hash"])["number"] == latest["number"])
+    balance = w3.eth.get_balance(DEV)
+    check("dev account is funded", balance > 0, f"{Web3.from_wei(balance, 'ether')} ETH")
+    check("eth_gasPrice", w3.eth.gas_price >= latest["baseFeePerGas"], w3.eth.gas_price)
+    check("eth_maxPriorityFeePerGas", w3.eth.max_priority_fee > 0, w3.eth.max_priority_fee)
+    history = w3.eth.fee_history(4, "latest", [25, 75])
+    check(
+        "eth_feeHistory",
+        len(history["baseFeePerGas"]) == len(history["gasUsedRatio"]) + 1
+        and all(len(r) == 2 for r in history["reward"]),
+        f"oldest {history['oldestBlock']}",
+    )
+
+    # Deploy: build (web3 estimates gas and fills EIP-1559 fees), sign, send raw.
+    factory = w3.eth.contract(abi=FIXTURE["abi"], bytecode=FIXTURE["bytecode"])
+    deploy = factory.constructor(MARKET).build_transaction(
+        {"from": DEV, "nonce": w3.eth.get_transaction_count(DEV, "pending")}
+    )
+    check("build_transaction filled EIP-1559 fees", "maxFeePerGas" in deploy, deploy.get("maxFeePerGas"))
+    deploy_hash, receipt = send(w3, acct, deploy)
+    mm = receipt["contractAddress"]
+    check(
+        "deploy receipt status 1 with contractAddress",
+        receipt["status"] == 1 and mm is not None and receipt["transactionHash"] == deploy_hash,
+        f"{mm} in block {receipt['blockNumber']}, gas {receipt['gasUsed']}, type {receipt['type']}",
+    )
+    code = w3.eth.get_code(mm)
+    check("eth_getCode is non-empty", len(code) > 0, f"{len(code)} bytes")
+    check("runtime code equals the fixture's", code.to_0x_hex() == FIXTURE["deployedBytecode"].lower())
+    slot0 = w3.eth.get_storage_at(mm, 0)
+    check("eth_getStorageAt slot 0 holds the owner", slot0[-20:] == bytes.fromhex(DEV[2:]))
+
+    contract = w3.eth.contract(address=mm, abi=FIXTURE["abi"])
+    check("view owner() is the dev account", contract.functions.owner().call() == DEV)
+    check("view market() is 7", contract.functions.market().call() == MARKET)
+    height = contract.functions.coreBlock().call()
+    check("view coreBlock() reads the precompile", height >= 1, height)
+
+    # deposit(): value through CoreWriter.depositToCore; the action log is CoreWriter's.
+    core_action = Web3.keccak(text="CoreAction(address,uint256,bytes)")
+    units = 1000
+    tx = contract.functions.deposit().build_transaction({"from": DEV, "value": units * WEI_PER_UNIT})
+    _, receipt = send(w3, acct, tx)
+    logs = [l for l in receipt["logs"] if l["address"] == Web3.to_checksum_address(CORE_WRITER)]
+    check(
+        "deposit() receipt status 1 with a CoreWriter CoreAction log",
+        receipt["status"] == 1 and len(logs) == 1 and logs[0]["topics"][0] == core_action,
+        f"block {receipt['blockNumber']}, {len(receipt['logs'])} log(s)",
+    )
+    check(
+        "CoreAction topic1 is the contract",
+        logs and Web3.to_checksum_address(logs[0]["topics"][1][12:]) == mm,
+    )
+    check(
+        "receipt effectiveGasPrice >= base fee",
+        receipt["effectiveGasPrice"] >= latest["baseFeePerGas"],
+        receipt["effectiveGasPrice"],
+    )
+    total, _locked = until(
+        lambda: contract.functions.coreBalance(NATIVE).call(), lambda v: v[0] == units
+    )
+    check("coreBalance(1) shows the deposit", total == units, total)
+
+    # The book is shared: lots already resting at 90 (earlier runs against this server).
+    bid0, lots0, _, _ = contract.functions.bestBidOffer().call()
+    lots_before = lots0 if bid0 == 90 else 0
+
+    # quote() with a legacy (gasPrice) transaction sent through web3's signing middleware.
+    w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(acct), layer=0)
+    quote_hash = contract.functions.quote(90, 110, 3).transact(
+        {"from": DEV, "gasPrice": w3.eth.gas_price}
+    )
+    receipt = w3.eth.wait_for_transaction_receipt(quote_hash, timeout=30, poll_latency=0.1)
+    quoted = contract.events.Quoted().process_receipt(receipt, errors=DISCARD)
+    check(
+        "quote() receipt status 1 with 2 CoreAction + 1 Quoted log",
+        receipt["status"] == 1
+        and sum(1 for l in receipt["logs"] if l["topics"][0] == core_action) == 2
+        and len(quoted) == 1,
+        f"{len(receipt['logs'])} log(s), type {receipt['type']}",
+    )
+    check(
+        "Quoted args decode",
+        quoted and quoted[0]["args"]["bid"] == 90 and quoted[0]["args"]["ask"] == 110,
+        quoted and dict(quoted[0]["args"]),
+    )
+
+    # eth_getLogs by address and topic, raw and through the contract's event.
+    quoted_topic = Web3.keccak(text="Quoted(uint64,uint64,uint64,uint64,uint64)")
+    logs = w3.eth.get_logs(
+        {"address": mm, "topics": [quoted_topic], "fromBlock": 0, "toBlock": "latest"}
+    )
+    check(
+        "eth_getLogs(address, Quoted topic) finds the quote",
+        len(logs) == 1 and logs[0]["transactionHash"] == quote_hash,
+        f"{len(logs)} log(s)",
+    )
+    sender_topic = "0x" + "00" * 12 + mm[2:].lower()
+    logs = w3.eth.get_logs(
+        {
+            "address": Web3.to_checksum_address(CORE_WRITER),
+            "topics": [core_action, sender_topic],
+            "fromBlock": receipt["blockNumber"] - 10 if receipt["blockNumber"] > 10 else 0,
+            "toBlock": receipt["blockNumber"],
+        }
+    )
+    check(
+        "eth_getLogs(CoreWriter, CoreAction, sender) finds deposit + 2 orders",
+        len(logs) == 3,
+        f"{len(logs)} log(s)",
+    )
+    events = contract.events.Quoted().get_logs(from_block=0)
+    check("contract.events.Quoted.get_logs", len(events) == 1 and events[0]["args"]["size"] == 3)
+
+    # The bid reaches Core's book (the ask is refused: the contract holds no base asset).
+    bbo = until(
+        lambda: contract.functions.bestBidOffer().call(),
+        lambda v: v[0] == 90 and v[1] == lots_before + 3,
+    )
+    check(
+        "bestBidOffer() shows the 3-lot bid on Core",
+        bbo[0] == 90 and bbo[1] == lots_before + 3,
+        f"{bbo} ({lots_before} lots at 90 before)",
+    )
+    callbacks = until(lambda: contract.functions.callbacks().call(), lambda n: n >= 2)
+    check("Core callbacks reached the contract", callbacks >= 2, callbacks)
+
+    # Transactions and blocks read back through web3's formatters.
+    tx = w3.eth.get_transaction(quote_hash)
+    check("eth_getTransactionByHash", tx["from"] == DEV and tx["to"] == mm, f"type {tx['type']}")
+    block = w3.eth.get_block(receipt["blockNumber"], full_transactions=True)
+    check(
+        "eth_getBlockByNumber(full) holds the quote",
+        any(t["hash"] == quote_hash for t in block["transactions"]),
+    )
+
+    # A reverting call reports its reason.
+    try:
+        contract.functions.quoteThenRevert(90, 110, 1).call({"from": DEV})
+        reason = ""
+    except ContractLogicError as e:
+        reason = str(e)
+    check("revert reason of quoteThenRevert", "changed my mind" in reason, reason)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception:  # noqa: BLE001 - a failure of the check itself is a FAIL
+        check("no exception", False, traceback.format_exc())
+    failed = sum(1 for _, ok in results if not ok)
+    print(f"\nweb3.py {web3.__version__} against {RPC}: {len(results) - failed} passed, {failed} failed")
+    print("PASS" if failed == 0 else "FAIL")
+    sys.exit(0 if failed == 0 else 1)
