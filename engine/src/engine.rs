@@ -334,6 +334,9 @@ pub struct Engine<L: PriceLadder = ArrayLadder> {
     liq_scratch: Vec<u32>,
     /// Liquidation counters.
     stats: LiquidationStats,
+    /// What the last isolated position to go flat handed back to cross collateral (read
+    /// and reset by the liquidation fee; not state).
+    isolated_returned: Units,
 }
 
 impl<L: PriceLadder> Engine<L> {
@@ -363,6 +366,7 @@ impl<L: PriceLadder> Engine<L> {
             perp_touched: Vec::new(),
             liq_scratch: Vec::new(),
             stats: LiquidationStats::default(),
+            isolated_returned: 0,
         }
     }
 
@@ -710,6 +714,7 @@ impl<L: PriceLadder> Engine<L> {
     /// Dry run of a FOK order: could it fill completely right now? Mirrors `match_taker`.
     fn fok_fillable(&self, market_index: usize, taker: &Taker) -> bool {
         let market = &self.markets[market_index];
+        let mut perp_sim = perp::FillSim::default();
         let maker_side = taker.side.opposite();
         let ladder = market.ladder(maker_side);
         let mut needed = taker.remaining;
@@ -728,10 +733,26 @@ impl<L: PriceLadder> Engine<L> {
                     if taker.stp != SelfTradePrevention::CancelMaker {
                         return false;
                     }
-                } else {
+                } else if market.params.perp == NIL {
                     needed -= needed.min(maker.remaining);
                     if needed == 0 {
                         return true;
+                    }
+                } else {
+                    // Perps: the fill-time limits of `match_taker`, on simulated sizes.
+                    let wanted = needed.min(maker.remaining);
+                    match perp_sim.fill(self, market.params.perp, taker, maker, wanted) {
+                        perp::SimFill::Skip => {}
+                        perp::SimFill::Lots { lots, capped } => {
+                            needed -= lots;
+                            if needed == 0 {
+                                return true;
+                            }
+                            if capped {
+                                // Open interest is at its cap: matching stops here.
+                                return false;
+                            }
+                        }
                     }
                 }
                 handle = maker.next;
@@ -782,6 +803,22 @@ impl<L: PriceLadder> Engine<L> {
                 let available =
                     self.accounts[taker.account as usize].balances[params.quote].available();
                 lots = lots.min(params.affordable_lots(price, available));
+                if lots == 0 {
+                    return MatchEnd::Done;
+                }
+            }
+            if params.perp != NIL {
+                // A reduce-only maker never opens or flips its position; open interest never
+                // passes the cap (docs/perps.md, "Fill-time limits").
+                if maker.reduce_only {
+                    let room = self.reduce_only_room(maker.account, params.perp, maker.side);
+                    if room == 0 {
+                        self.cancel_resting(handle, CancelReason::ReduceOnly, out);
+                        continue;
+                    }
+                    lots = lots.min(room);
+                }
+                lots = self.open_interest_room(params.perp, taker, &maker, lots);
                 if lots == 0 {
                     return MatchEnd::Done;
                 }
@@ -1213,7 +1250,7 @@ impl<L: PriceLadder> Engine<L> {
         }
         let old_reserve = old_per_lot * node.remaining as i128;
         let (reserve_per_lot, tier) = if params.perp != NIL {
-            match self.perp_modify_terms(&params, account_index, &node, price, qty) {
+            match self.perp_modify_terms(&params, account_index, &node, price, qty, old_reserve) {
                 Ok(terms) => terms,
                 Err(reason) => return reject(out, reason),
             }
@@ -1227,8 +1264,6 @@ impl<L: PriceLadder> Engine<L> {
             if new_reserve > balance.available() as i128 + old_reserve {
                 return reject(out, RejectReason::InsufficientBalance);
             }
-        } else if !node.reduce_only && new_reserve - old_reserve > self.free_cross(account_index) {
-            return reject(out, RejectReason::InsufficientMargin);
         }
         // Re-entry: leave the book (keeping the slot and index entry), then come back in as a
         // GTC taker at the new terms.

@@ -577,6 +577,9 @@ pub enum CancelReason {
     Liquidation,
     /// A reduce-only order could no longer only reduce the position (it shrank or closed).
     ReduceOnly,
+    /// An oracle move left the resting order crossing the price band (a bid above its top,
+    /// an ask below its bottom).
+    PriceBand,
 }
 
 impl CancelReason {
@@ -588,6 +591,7 @@ impl CancelReason {
             CancelReason::Stp => "stp",
             CancelReason::Liquidation => "liquidation",
             CancelReason::ReduceOnly => "reduce_only",
+            CancelReason::PriceBand => "price_band",
         }
     }
 }

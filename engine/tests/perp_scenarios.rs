@@ -800,3 +800,195 @@ fn account_orders_lists_an_accounts_orders_in_entry_order() {
     assert!(h.engine.account_orders(A, Some(99)).is_empty());
     assert!(h.engine.account_orders(77, None).is_empty());
 }
+
+// ---- fill-time limits (each of these was a hole found in review) -----------------------
+
+#[test]
+fn a_modify_runs_the_gap_and_open_interest_checks_of_a_new_order() {
+    let mut s = spec();
+    s.open_interest_cap_lots = 70;
+    let mut h = Harness::new(s, &[(A, 1_000), (B, 100_000)]);
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 150, 60));
+    // Buying 60 at 150 against a mark of 100 starts 3000 under water: refused ...
+    assert_eq!(
+        h.reject_reason(order(A, 1, Buy, 150, 60)),
+        RejectReason::InsufficientMargin
+    );
+    // ... and so is the same order reached by a modify of a harmless one.
+    h.ok(order(A, 1, Buy, 60, 60));
+    assert_eq!(
+        h.reject_reason(Command::Modify {
+            account: A,
+            market: P,
+            oid: 1,
+            price: 150,
+            qty: 60,
+        }),
+        RejectReason::InsufficientMargin
+    );
+    // Open interest: a modify may not grow an order past the cap either.
+    h.ok(order(B, 2, Buy, 60, 1));
+    assert_eq!(
+        h.reject_reason(Command::Modify {
+            account: B,
+            market: P,
+            oid: 2,
+            price: 60,
+            qty: 71,
+        }),
+        RejectReason::OpenInterestCap
+    );
+}
+
+#[test]
+fn a_fok_that_a_reduce_only_maker_cannot_fill_is_refused_whole() {
+    let mut h = Harness::new(spec(), &[(A, 1_000), (B, 100_000), (C, 100_000)]);
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 100, 5));
+    h.ok(order(A, 1, Buy, 100, 5));
+    // A: a plain sell of 5 at 100, then a reduce-only sell of 5 at 101. Ten lots rest, but
+    // once the first five trade A is flat and the reduce-only five would be canceled: a
+    // FOK for 10 cannot fill, and is refused with no effect.
+    h.ok(order(A, 2, Sell, 100, 5));
+    h.ok(reduce_only(A, 3, Sell, 101, 5));
+    let fok = match order(C, 1, Buy, 101, 10) {
+        Command::Place(o) => Command::Place(NewOrder {
+            tif: TimeInForce::Fok,
+            ..o
+        }),
+        _ => unreachable!(),
+    };
+    assert_eq!(h.reject_reason(fok), RejectReason::FokUnfilled);
+    assert_eq!(h.engine.book_orders(P, Sell).len(), 2);
+}
+
+#[test]
+fn a_reduce_only_maker_never_opens_or_flips_a_position() {
+    let mut h = Harness::new(spec(), &[(A, 1_000), (B, 100_000), (C, 100_000)]);
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 100, 5));
+    h.ok(order(A, 1, Buy, 100, 5));
+    // A rests a plain sell of 5 and a reduce-only sell of 5 behind it.
+    h.ok(order(A, 2, Sell, 100, 5));
+    h.ok(reduce_only(A, 3, Sell, 101, 5));
+    // C buys 10: the plain sell flattens A; the reduce-only one has nothing left to reduce
+    // and is canceled instead of opening a short.
+    let events = h.ok(order(C, 1, Buy, 101, 10));
+    assert!(events.contains(&Event::Canceled {
+        market: P,
+        account: A,
+        oid: 3,
+        remaining: 5,
+        reason: CancelReason::ReduceOnly,
+    }));
+    assert_eq!(h.size(A), 0);
+}
+
+#[test]
+fn resting_orders_that_cross_a_new_band_are_canceled() {
+    let mut s = spec();
+    s.price_band_ppb = 10 * PCT;
+    let mut h = Harness::new(s, &[(A, 1_000), (B, 100_000)]);
+    h.oracle(100);
+    h.ok(order(A, 1, Buy, 100, 10));
+    h.ok(order(A, 2, Buy, 95, 1));
+    // The oracle drops to 90: the band is [81, 99]. The bid at 100 would let anyone sell
+    // to A above the band, so it goes; the bid at 95 stays.
+    let events = h.oracle(90);
+    assert!(events.contains(&Event::Canceled {
+        market: P,
+        account: A,
+        oid: 1,
+        remaining: 10,
+        reason: CancelReason::PriceBand,
+    }));
+    assert_eq!(h.engine.book_orders(P, Buy).len(), 1);
+    // A seller at the band's bottom meets only the bid at 95.
+    h.ok(order(B, 1, Sell, 81, 10));
+    assert_eq!(h.size(A), 1);
+}
+
+#[test]
+fn an_isolated_liquidation_pays_its_fee() {
+    // As in `a_mark_move_liquidates_on_the_book_in_part`, but isolated: 10 @ 100 with the
+    // 100 of margin its fill moved in, bids 94 x 3 and 93 x 20, liquidated at 94 by
+    // selling 933 of notional: fee ceil(9.33) = 10 from what the position hands back
+    // (100 - 67 = 33).
+    let mut h = Harness::new(spec(), &[(A, 1_000), (B, 100_000), (C, 100_000)]);
+    h.oracle(100);
+    h.ok(Command::SetLeverage {
+        account: A,
+        market: P,
+        leverage: 10,
+        isolated: true,
+    });
+    h.ok(order(B, 1, Sell, 100, 10));
+    h.ok(order(A, 1, Buy, 100, 10));
+    h.ok(order(C, 1, Buy, 94, 3));
+    h.ok(order(C, 2, Buy, 93, 20));
+    let events = h.oracle(94);
+    assert_eq!(
+        liquidations(&events),
+        vec![(LiquidationStep::Book, 10, 933, 10, 0)]
+    );
+    assert_eq!(h.collateral(A), 900 + 33 - 10);
+    assert_eq!(h.engine.insurance_fund(), 10);
+}
+
+#[test]
+fn positions_can_never_reach_a_notional_past_the_bound() {
+    // QU 10^12 and max price 10^6: one lot at the top is 10^18 units; 2^60 / 10^18 = 1 lot
+    // is the most open interest there may be, whatever the spec's cap says.
+    let mut s = spec();
+    s.quote_units_per_tick_lot = 1_000_000_000_000;
+    s.max_price_ticks = 1_000_000;
+    s.open_interest_cap_lots = Lots::MAX;
+    let big = 1_000_000_000_000_000_000;
+    let mut h = Harness::new(s, &[(A, big), (B, big)]);
+    h.oracle(1_000_000);
+    h.ok(order(B, 1, Sell, 1_000_000, 1));
+    assert_eq!(
+        h.reject_reason(order(A, 1, Buy, 1_000_000, 20)),
+        RejectReason::OpenInterestCap
+    );
+    h.ok(order(A, 1, Buy, 1_000_000, 1));
+    // A crash liquidates nothing into an overflow.
+    h.oracle(950_000);
+    h.oracle(500_001);
+    // A spec that cannot hold one minimum order under the bound is refused.
+    let mut bad = spec();
+    bad.market = 12;
+    bad.quote_units_per_tick_lot = 1 << 40;
+    bad.max_price_ticks = 1 << 21;
+    assert_eq!(
+        h.reject_reason(Command::CreatePerpMarket(bad)),
+        RejectReason::InvalidMarket
+    );
+}
+
+#[test]
+fn snapshots_restore_accounts_with_many_position_slots() {
+    let mut h = Harness::new(spec(), &[(A, 1_000)]);
+    for market in 20..24 {
+        let mut s = spec();
+        s.market = market;
+        h.ok(Command::CreatePerpMarket(s));
+    }
+    // The last account touches four markets; the book is empty.
+    h.ok(Command::Deposit {
+        account: 9,
+        asset: USD,
+        amount: 10,
+    });
+    for market in 20..24 {
+        h.ok(Command::SetLeverage {
+            account: 9,
+            market,
+            leverage: 3,
+            isolated: false,
+        });
+    }
+    let restored = Engine::<engine::ArrayLadder>::restore(&h.engine.snapshot()).unwrap();
+    assert_eq!(restored.state_hash(), h.engine.state_hash());
+}

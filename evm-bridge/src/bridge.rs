@@ -57,7 +57,7 @@ pub fn reject_code(reason: RejectReason) -> u32 {
 }
 
 /// The code of a cancel reason in callbacks: user 0, unfilled 1, stp 2, liquidation 3,
-/// reduce_only 4.
+/// reduce_only 4, price_band 5 (the gateway's codes).
 pub fn cancel_code(reason: CancelReason) -> u32 {
     match reason {
         CancelReason::User => 0,
@@ -65,6 +65,7 @@ pub fn cancel_code(reason: CancelReason) -> u32 {
         CancelReason::Stp => 2,
         CancelReason::Liquidation => 3,
         CancelReason::ReduceOnly => 4,
+        CancelReason::PriceBand => 5,
     }
 }
 

@@ -219,7 +219,7 @@ ENGINE_REJECTS = ["unknown_market", "unknown_asset", "unknown_account", "unknown
                   "invalid_market", "overflow", "insufficient_margin", "reduce_only",
                   "open_interest_cap", "price_band", "no_oracle_price", "not_perp_market",
                   "invalid_leverage", "position_open"]
-CANCEL_REASONS = {0: "user", 1: "unfilled", 2: "stp", 3: "liquidation", 4: "reduce_only"}
+CANCEL_REASONS = {0: "user", 1: "unfilled", 2: "stp", 3: "liquidation", 4: "reduce_only", 5: "price_band"}
 LIQUIDATION_STEPS = {0: "book", 1: "backstop", 2: "adl"}
 ORDER_TYPE_MARKET, ORDER_TYPE_REDUCE_ONLY = 0x01, 0x80
 SIDES = {0: "buy", 1: "sell"}

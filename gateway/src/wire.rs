@@ -798,6 +798,7 @@ pub fn cancel_reason_code(reason: CancelReason) -> u8 {
         CancelReason::Stp => 2,
         CancelReason::Liquidation => 3,
         CancelReason::ReduceOnly => 4,
+        CancelReason::PriceBand => 5,
     }
 }
 
@@ -809,6 +810,7 @@ pub fn cancel_reason_from_code(code: u8) -> Option<CancelReason> {
         2 => Some(CancelReason::Stp),
         3 => Some(CancelReason::Liquidation),
         4 => Some(CancelReason::ReduceOnly),
+        5 => Some(CancelReason::PriceBand),
         _ => None,
     }
 }

@@ -17,6 +17,9 @@ pub(super) const EMA_DIVISOR: i64 = 8;
 pub(super) const FUNDING_INTEREST_CLAMP_PPB: i64 = 500_000;
 /// Order id the engine uses for the market orders it sends when liquidating.
 pub const LIQUIDATION_OID: OrderId = 0;
+/// Largest notional any position may reach at the market's highest price (2^60 units): it
+/// bounds every PnL, fee and margin figure far inside `i64`.
+pub const MAX_POSITION_NOTIONAL: i128 = 1 << 60;
 /// Slack, in collateral units, added to liquidation keys to cover rounding in margin and
 /// funding (each rounds by less than one unit).
 const KEY_SLACK_UNITS: i128 = 2;
@@ -92,6 +95,9 @@ pub(super) struct PerpMarket {
     pub(super) long_lots: Lots,
     /// Highest maintenance rate of the table, used by the liquidation keys.
     pub(super) key_mmr_ppb: i128,
+    /// Open-interest cap in force: the spec's, or less so that no position can pass
+    /// `MAX_POSITION_NOTIONAL` at `max_price` (no position exceeds the open interest).
+    pub(super) oi_cap: Lots,
     /// Liquidation index: single-position buckets keyed by liquidation threshold.
     pub(super) liq_longs: BTreeSet<(i128, u32)>,
     pub(super) liq_shorts: BTreeSet<(i128, u32)>,
@@ -195,6 +201,123 @@ pub(super) fn ceil_div_signed(a: i128, b: i128) -> i128 {
     }
 }
 
+/// Lots an order on `side` may trade against a position of `size` without growing or
+/// flipping it.
+fn reduce_room(side: Side, size: Lots) -> Lots {
+    match side {
+        Side::Sell => size.max(0),
+        Side::Buy => (-size).max(0),
+    }
+}
+
+/// The largest `q <= lots` such that a trade of `q` between a buyer of size `buyer` and a
+/// seller of size `seller` keeps total long lots `long + delta(q)` within `cap`. `delta` is
+/// convex with `delta(0) = 0` (slopes -1, 0, 1, non-decreasing), so the allowed `q` form an
+/// interval from 0 and a binary search finds its end.
+fn oi_room(cap: Lots, long: Lots, buyer: Lots, seller: Lots, lots: Lots) -> Lots {
+    let delta = |q: Lots| -> i128 {
+        let (b, s, q) = (buyer as i128, seller as i128, q as i128);
+        (b + q).max(0) - b.max(0) + (s - q).max(0) - s.max(0)
+    };
+    let room = (cap as i128 - long as i128).max(0);
+    if delta(lots) <= room {
+        return lots;
+    }
+    let (mut good, mut bad) = (0, lots);
+    while bad - good > 1 {
+        let mid = good + (bad - good) / 2;
+        if delta(mid) <= room {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    good
+}
+
+/// Simulated sizes for the FOK dry run of a perp order: what `match_taker`'s fill-time
+/// limits would allow, fill after fill, without changing the engine.
+#[derive(Default)]
+pub(super) struct FillSim {
+    /// Size changes so far, per account (few entries: the taker and the makers walked).
+    moved: Vec<(u32, Lots)>,
+    /// Long lots added so far.
+    long_delta: Lots,
+}
+
+impl FillSim {
+    fn size<L: PriceLadder>(&self, engine: &Engine<L>, account: u32, perp: u32) -> Lots {
+        let base = engine.position(account, perp).map_or(0, |p| p.size);
+        base + self
+            .moved
+            .iter()
+            .filter(|(a, _)| *a == account)
+            .map(|(_, d)| d)
+            .sum::<Lots>()
+    }
+
+    /// What the next fill against `maker` would do (for `wanted` lots at most), recorded.
+    pub(super) fn fill<L: PriceLadder>(
+        &mut self,
+        engine: &Engine<L>,
+        perp: u32,
+        taker: &Taker,
+        maker: &OrderNode,
+        wanted: Lots,
+    ) -> SimFill {
+        let taker_size = self.size(engine, taker.account, perp);
+        let maker_size = self.size(engine, maker.account, perp);
+        let mut lots = wanted;
+        if maker.reduce_only {
+            let room = reduce_room(maker.side, maker_size);
+            if room == 0 {
+                // `match_taker` cancels it and goes on.
+                return SimFill::Skip;
+            }
+            lots = lots.min(room);
+        }
+        let (buyer, seller) = match taker.side {
+            Side::Buy => (taker_size, maker_size),
+            Side::Sell => (maker_size, taker_size),
+        };
+        let market = &engine.perps[perp as usize];
+        let allowed = oi_room(
+            market.oi_cap,
+            market.long_lots + self.long_delta,
+            buyer,
+            seller,
+            lots,
+        );
+        let capped = allowed < lots;
+        let signed = if taker.side == Side::Buy {
+            allowed
+        } else {
+            -allowed
+        };
+        let (b, s, q) = (buyer as i128, seller as i128, allowed as i128);
+        self.long_delta += ((b + q).max(0) - b.max(0) + (s - q).max(0) - s.max(0)) as Lots;
+        self.moved.push((taker.account, signed));
+        self.moved.push((maker.account, -signed));
+        SimFill::Lots {
+            lots: allowed,
+            capped,
+        }
+    }
+}
+
+/// One simulated fill of a FOK dry run.
+pub(super) enum SimFill {
+    /// The maker would be canceled (a reduce-only order with nothing left to reduce).
+    Skip,
+    /// `lots` would trade; `capped` when open interest cut it (matching stops after it).
+    Lots {
+        /// Lots traded.
+        lots: Lots,
+        /// Cut by the open-interest cap.
+        capped: bool,
+    },
+}
+
 /// `floor(a / b)` for any sign of `a`, `b > 0`.
 fn floor_div_signed(a: i128, b: i128) -> i128 {
     a.div_euclid(b)
@@ -281,6 +404,11 @@ impl<L: PriceLadder> Engine<L> {
             funding_pool: 0,
             long_lots: 0,
             key_mmr_ppb,
+            oi_cap: spec.open_interest_cap_lots.min(
+                (MAX_POSITION_NOTIONAL
+                    / (spec.max_price_ticks as i128 * spec.quote_units_per_tick_lot as i128))
+                    as Lots,
+            ),
             liq_longs: BTreeSet::new(),
             liq_shorts: BTreeSet::new(),
             multi: BTreeSet::new(),
@@ -628,9 +756,7 @@ impl<L: PriceLadder> Engine<L> {
         if oracle == 0 {
             return Err(RejectReason::NoOraclePrice);
         }
-        let band = market.spec.price_band_ppb as i128;
-        let low = ceil_div(oracle as i128 * (PPB - band).max(0), PPB).max(1) as Ticks;
-        let high = ((oracle as i128 * (PPB + band)) / PPB).min(params.max_price as i128) as Ticks;
+        let (low, high) = self.band_edges(params.perp);
         let limit = match order.price {
             Some(price) if price < low || price > high => return Err(RejectReason::PriceBand),
             Some(price) => price,
@@ -654,15 +780,8 @@ impl<L: PriceLadder> Engine<L> {
             }
             qty = qty.min(allowed);
         } else {
-            let increase = match order.side {
-                Side::Buy if size >= 0 => qty,
-                Side::Buy => (qty - size.abs()).max(0),
-                Side::Sell if size <= 0 => qty,
-                Side::Sell => (qty - size).max(0),
-            };
-            if market.long_lots as i128 + increase as i128
-                > market.spec.open_interest_cap_lots as i128
-            {
+            let increase = Self::increasing_part(order.side, size, qty);
+            if market.long_lots as i128 + increase as i128 > market.oi_cap as i128 {
                 return Err(RejectReason::OpenInterestCap);
             }
         }
@@ -673,18 +792,8 @@ impl<L: PriceLadder> Engine<L> {
         // Reduce-only orders lower risk: they reserve their fee but are never refused for
         // margin, so an account under water can still close.
         if !order.reduce_only {
-            // An order that crosses the mark starts under water by the gap, and its margin
-            // at the mark is higher than at its limit: both must fit too (checked, not
-            // reserved: they only matter for the part that fills at once).
-            let mark = market.mark as i128;
-            let gap = match order.side {
-                Side::Buy => (limit as i128 - mark).max(0),
-                Side::Sell => (mark - limit as i128).max(0),
-            };
-            let gap_value = gap * qty as i128 * params.quote_units_per_tick_lot as i128;
-            let rate = self.order_margin_rate(params, account, tier);
-            let required =
-                reserve_per_lot * qty as i128 + gap_value + ceil_div(gap_value * rate, PPB);
+            let required = reserve_per_lot * qty as i128
+                + self.gap_requirement(params, account, order.side, limit, qty, tier);
             if required > self.free_cross(account) {
                 return Err(RejectReason::InsufficientMargin);
             }
@@ -692,8 +801,43 @@ impl<L: PriceLadder> Engine<L> {
         Ok((limit, qty, reserve_per_lot, tier))
     }
 
-    /// The checks of a perp order's modify that re-enters it: the band for the new price, the
-    /// reduce-only cap and the new margin tier. Returns the new reserve per lot and tier.
+    /// What an order crossing the mark must also cover, beyond its reserve: it starts under
+    /// water by its gap past the mark, and its margin at the mark is higher than at its
+    /// limit (checked, not reserved: it matters for the part that fills at once).
+    fn gap_requirement(
+        &self,
+        params: &MarketParams,
+        account: u32,
+        side: Side,
+        limit: Ticks,
+        qty: Lots,
+        tier: u8,
+    ) -> i128 {
+        let mark = self.perps[params.perp as usize].mark as i128;
+        let gap = match side {
+            Side::Buy => (limit as i128 - mark).max(0),
+            Side::Sell => (mark - limit as i128).max(0),
+        };
+        let gap_value = gap * qty as i128 * params.quote_units_per_tick_lot as i128;
+        let rate = self.order_margin_rate(params, account, tier);
+        gap_value + ceil_div(gap_value * rate, PPB)
+    }
+
+    /// The part of an order on `side` for `qty` lots that could open new lots against a
+    /// position of `size`.
+    fn increasing_part(side: Side, size: Lots, qty: Lots) -> Lots {
+        match side {
+            Side::Buy if size >= 0 => qty,
+            Side::Buy => (qty - size.abs()).max(0),
+            Side::Sell if size <= 0 => qty,
+            Side::Sell => (qty - size).max(0),
+        }
+    }
+
+    /// The checks of a perp order's modify that re-enters it, as for a new order: the band
+    /// for the new price, the reduce-only cap, the open-interest cap, and the margin (the new
+    /// reserve less the old one, plus the gap past the mark, must fit the free collateral).
+    /// Returns the new reserve per lot and tier.
     pub(super) fn perp_modify_terms(
         &self,
         params: &MarketParams,
@@ -701,6 +845,7 @@ impl<L: PriceLadder> Engine<L> {
         node: &OrderNode,
         price: Ticks,
         qty: Lots,
+        old_reserve: i128,
     ) -> Result<(i128, u8), RejectReason> {
         let market = &self.perps[params.perp as usize];
         let oracle = market.oracle as i128;
@@ -715,10 +860,23 @@ impl<L: PriceLadder> Engine<L> {
                 return Err(RejectReason::ReduceOnly);
             }
         }
+        if !node.reduce_only {
+            let increase = Self::increasing_part(node.side, size, qty);
+            if market.long_lots as i128 + increase as i128 > market.oi_cap as i128 {
+                return Err(RejectReason::OpenInterestCap);
+            }
+        }
         let tier = market
             .tier_for(params.notional(price, size.abs().saturating_add(qty)))
             .0 as u8;
         let per_lot = self.perp_reserve_per_lot(params, account, price, node.reduce_only, tier);
+        if !node.reduce_only {
+            let required = per_lot * qty as i128 - old_reserve
+                + self.gap_requirement(params, account, node.side, price, qty, tier);
+            if required > self.free_cross(account) {
+                return Err(RejectReason::InsufficientMargin);
+            }
+        }
         Ok((per_lot, tier))
     }
 
@@ -782,6 +940,34 @@ impl<L: PriceLadder> Engine<L> {
             }
             handle = next;
         }
+    }
+
+    // ---- fill-time limits ------------------------------------------------------------
+
+    /// Lots an order on `side` may still trade without growing or flipping the account's
+    /// position (reduce-only).
+    pub(super) fn reduce_only_room(&self, account: u32, perp: u32, side: Side) -> Lots {
+        let size = self.position(account, perp).map_or(0, |p| p.size);
+        reduce_room(side, size)
+    }
+
+    /// The most of `lots` a fill between `taker` and `maker` may trade without taking open
+    /// interest past the cap.
+    pub(super) fn open_interest_room(
+        &self,
+        perp: u32,
+        taker: &Taker,
+        maker: &OrderNode,
+        lots: Lots,
+    ) -> Lots {
+        let taker_size = self.position(taker.account, perp).map_or(0, |p| p.size);
+        let maker_size = self.position(maker.account, perp).map_or(0, |p| p.size);
+        let market = &self.perps[perp as usize];
+        let (buyer, seller) = match taker.side {
+            Side::Buy => (taker_size, maker_size),
+            Side::Sell => (maker_size, taker_size),
+        };
+        oi_room(market.oi_cap, market.long_lots, buyer, seller, lots)
     }
 
     // ---- fills -----------------------------------------------------------------------
@@ -855,8 +1041,10 @@ impl<L: PriceLadder> Engine<L> {
                 // the isolated bucket's bad debt, carried by the insurance fund, never by
                 // the account's cross collateral.
                 bad_debt = position.isolated_margin.min(0);
-                state.collateral += position.isolated_margin.max(0);
+                let returned = position.isolated_margin.max(0);
+                state.collateral += returned;
                 position.isolated_margin = 0;
+                self.isolated_returned = returned;
             }
         } else {
             state.collateral += to_units(realized);
@@ -898,10 +1086,18 @@ impl<L: PriceLadder> Engine<L> {
         let taker_release = taker.reserve_per_lot * lots as i128;
         let maker_per_lot = self.node_reserve_per_lot(maker);
         // An isolated position takes from cross collateral its initial margin at the mark for
-        // the lots filled, plus the gap to the mark if it traded worse than the mark.
+        // the lots filled, plus the gap to the mark if it traded worse than the mark, but
+        // never more than leaves the cross bucket's free collateral at zero (what it lacks
+        // stays a risk of the isolated bucket, which is liquidated on its own).
         let mark = self.perps[params.perp as usize].mark as i128;
         let qu = params.quote_units_per_tick_lot as i128;
-        let isolated_in = |engine: &Self, account: u32, side: Side, reduce_only: bool, tier: u8| {
+        let isolated_in = |engine: &Self,
+                           account: u32,
+                           side: Side,
+                           reduce_only: bool,
+                           tier: u8,
+                           release: i128,
+                           fee_paid: i128| {
             let isolated = engine
                 .position(account, params.perp)
                 .is_some_and(|p| p.isolated);
@@ -913,7 +1109,10 @@ impl<L: PriceLadder> Engine<L> {
                 Side::Buy => price as i128 - mark,
                 Side::Sell => mark - price as i128,
             };
-            ceil_div(mark * lots as i128 * qu * rate, PPB) + (gap * lots as i128 * qu).max(0)
+            let wanted =
+                ceil_div(mark * lots as i128 * qu * rate, PPB) + (gap * lots as i128 * qu).max(0);
+            let room = (engine.free_cross(account) + release - fee_paid).max(0);
+            wanted.min(room)
         };
         let maker_side = taker.side.opposite();
         let taker_in = isolated_in(
@@ -922,6 +1121,8 @@ impl<L: PriceLadder> Engine<L> {
             taker.side,
             taker.reduce_only,
             taker.tier,
+            taker_release,
+            taker_fee,
         );
         let maker_in = isolated_in(
             self,
@@ -929,6 +1130,8 @@ impl<L: PriceLadder> Engine<L> {
             maker_side,
             maker.reduce_only,
             maker.tier,
+            maker_per_lot * lots as i128,
+            maker_fee,
         );
         {
             let state = &mut self.accounts[taker.account as usize].perp;
@@ -986,7 +1189,7 @@ impl<L: PriceLadder> Engine<L> {
         state.oracle = oracle;
         state.ema_premium_ppb += (premium - state.ema_premium_ppb) / EMA_DIVISOR;
         state.premium_sum_ppb = state.premium_sum_ppb.saturating_add(premium);
-        state.premium_samples += 1;
+        state.premium_samples = state.premium_samples.saturating_add(1);
         let ema_price = oracle as i128 + oracle as i128 * state.ema_premium_ppb as i128 / PPB;
         let last = if state.last_trade > 0 {
             state.last_trade
@@ -1001,7 +1204,45 @@ impl<L: PriceLadder> Engine<L> {
             mark: self.perps[perp as usize].mark,
             premium_ppb: premium,
         });
+        self.cancel_outside_band(market_index, perp, out);
         self.liquidation_scan(perp, out);
+    }
+
+    /// The band around the oracle, `[low, high]` in ticks.
+    fn band_edges(&self, perp: u32) -> (Ticks, Ticks) {
+        let market = &self.perps[perp as usize];
+        let oracle = market.oracle as i128;
+        let band = market.spec.price_band_ppb as i128;
+        let low = ceil_div(oracle * (PPB - band).max(0), PPB).max(1) as Ticks;
+        let high =
+            ((oracle * (PPB + band)) / PPB).min(market.spec.max_price_ticks as i128) as Ticks;
+        (low, high)
+    }
+
+    /// After an oracle move: resting orders that now cross the band (bids above its top,
+    /// asks below its bottom) are canceled (`price_band`), so no fill happens outside the
+    /// band of the latest oracle. They sit at the best end of their side: the walk costs
+    /// what it cancels.
+    fn cancel_outside_band(&mut self, market_index: usize, perp: u32, out: &mut Vec<Event>) {
+        let (low, high) = self.band_edges(perp);
+        for side in [Side::Buy, Side::Sell] {
+            loop {
+                let market = &self.markets[market_index];
+                let Some(best) = market.best_price(side) else {
+                    break;
+                };
+                let outside = match side {
+                    Side::Buy => best > high,
+                    Side::Sell => best < low,
+                };
+                if !outside {
+                    break;
+                }
+                let key = market.params.key(side, best);
+                let handle = market.ladder(side).get(key).expect("best level").head;
+                self.cancel_resting(handle, CancelReason::PriceBand, out);
+            }
+        }
     }
 
     /// The premium now: `(max(impact_bid - oracle, 0) - max(oracle - impact_ask, 0)) /
@@ -1332,9 +1573,9 @@ impl<L: PriceLadder> Engine<L> {
                 })
                 .sum();
             let fee_due = ceil_div(notional * market_fee_ppb(&self.perps[perp as usize]), PPB);
-            let available = self.bucket_collateral(account, bucket).max(0);
+            let (source, available) = self.fee_source(account, bucket, perp);
             let fee = fee_due.min(available);
-            self.move_to_insurance(account, bucket, fee);
+            self.move_to_insurance(account, source, fee);
             out.push(Event::Liquidation {
                 account: self.accounts[account as usize].id,
                 market: params.id,
@@ -1347,6 +1588,19 @@ impl<L: PriceLadder> Engine<L> {
             if taker.remaining > 0 {
                 return;
             }
+        }
+    }
+
+    /// Where a liquidation fee is taken from and how much is there: the bucket's collateral,
+    /// or, for an isolated position the step just closed, what it handed back to cross
+    /// collateral (so the fee is paid from the bucket's own money either way).
+    fn fee_source(&mut self, account: u32, bucket: Bucket, perp: u32) -> (Bucket, i128) {
+        let returned = std::mem::take(&mut self.isolated_returned) as i128;
+        match bucket {
+            Bucket::Isolated(_) if self.position(account, perp).is_none_or(|p| p.size == 0) => {
+                (Bucket::Cross, returned)
+            }
+            _ => (bucket, self.bucket_collateral(account, bucket).max(0)),
         }
     }
 
@@ -1515,10 +1769,17 @@ impl<L: PriceLadder> Engine<L> {
             self.move_to_insurance(account, bucket, collateral);
             return 0;
         }
-        let fee = ceil_div(notional * fee_ppb, PPB)
-            .min(margin.equity.max(0))
-            .min(collateral.max(0));
-        self.move_to_insurance(account, bucket, fee);
+        let perp = match bucket {
+            Bucket::Isolated(perp) => perp,
+            Bucket::Cross => NIL,
+        };
+        let (source, available) = if perp == NIL {
+            (bucket, collateral.max(0).min(margin.equity.max(0)))
+        } else {
+            self.fee_source(account, bucket, perp)
+        };
+        let fee = ceil_div(notional * fee_ppb, PPB).min(available);
+        self.move_to_insurance(account, source, fee);
         fee
     }
 
@@ -1685,6 +1946,25 @@ impl<L: PriceLadder> Engine<L> {
                         account.id
                     ));
                 }
+                // A single-position bucket's key is the one its state gives now.
+                let alone = position.isolated
+                    || account
+                        .perp
+                        .positions
+                        .iter()
+                        .filter(|p| !p.isolated && p.size != 0)
+                        .count()
+                        == 1;
+                if should && alone {
+                    let collateral = if position.isolated {
+                        position.isolated_margin as i128
+                    } else {
+                        account.perp.collateral as i128
+                    };
+                    if position.keyed != self.key_of(position, collateral) {
+                        return Err(format!("account {}: stale liquidation key", account.id));
+                    }
+                }
             }
         }
         for (perp, market) in self.perps.iter().enumerate() {
@@ -1748,6 +2028,9 @@ fn perp_spec_valid(spec: &PerpSpec) -> bool {
         && spec.maker_fee_bps >= -spec.taker_fee_bps;
     let top_notional = spec.max_price_ticks as i128 * spec.quote_units_per_tick_lot as i128;
     let tiers = spec.tiers();
+    // At least one minimum order must fit under the position bound.
+    let position_bound_valid =
+        top_notional * (spec.min_lots.max(1) as i128) <= MAX_POSITION_NOTIONAL;
     let tiers_valid = !tiers.is_empty()
         && spec.tier_count as usize <= MAX_MARGIN_TIERS
         && tiers
@@ -1765,7 +2048,7 @@ fn perp_spec_valid(spec: &PerpSpec) -> bool {
         && spec.min_lots >= 1
         && (1..=MAX_PRICE_TICKS_LIMIT).contains(&spec.max_price_ticks)
         && fees_valid
-        && top_notional <= i64::MAX as i128
+        && position_bound_valid
         && (1..=100).contains(&spec.max_leverage)
         && tiers_valid
         && spec.open_interest_cap_lots >= 0

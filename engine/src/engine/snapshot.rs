@@ -278,7 +278,7 @@ impl<L: PriceLadder> Engine<L> {
                 order_margin: reader.i64()?,
                 positions: Vec::new(),
             };
-            for _ in 0..reader.count(61)? {
+            for _ in 0..reader.count(57)? {
                 let market = reader.u32()?;
                 let mut position = engine
                     .perps
