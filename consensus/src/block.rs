@@ -68,9 +68,15 @@ impl Block {
 
     /// The block id: what validators vote for.
     pub fn id(&self) -> Hash {
+        Block::id_of_encoding(&self.encode())
+    }
+
+    /// The id of the block whose canonical encoding is `encoding` (what [`Block::id`]
+    /// hashes), for callers that already hold the encoding.
+    pub fn id_of_encoding(encoding: &[u8]) -> Hash {
         let mut hasher = blake3::Hasher::new();
         hasher.update(BLOCK_DOMAIN);
-        hasher.update(&self.encode());
+        hasher.update(encoding);
         Hash(*hasher.finalize().as_bytes())
     }
 

@@ -8,7 +8,9 @@
 //!
 //! [`Consensus::step`] takes one [`Input`] and the current time, and appends [`Output`]s.
 //! It never reads a clock, a socket or randomness; the only side effect is
-//! [`SafetyStore::save`], called before any newly signed message leaves.
+//! [`SafetyStore::save`], called once at the end of a `step` that changed the safety state,
+//! before the step returns (so before any message it signed can leave). Saves are coalesced:
+//! a step that signs a proposal and then prevotes it writes once.
 //!
 //! Departures from the paper, all liveness-only or bookkeeping:
 //! - The host starts each height with [`Input::NewHeight`] after it has executed the decided
@@ -248,6 +250,8 @@ pub struct Consensus<C: Context, S: SafetyStore> {
     store: S,
     key: Keypair,
     safety: SafetyState,
+    /// `safety` changed since the last save (saved at the end of the current step).
+    unsaved: bool,
     height: Option<HeightState>,
     buffered: Vec<Message>,
 }
@@ -273,6 +277,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             store,
             key,
             safety,
+            unsaved: false,
             height: None,
             buffered: Vec::new(),
         })
@@ -307,9 +312,33 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         &self.ctx
     }
 
-    /// Handles one input at time `now_ns`, appending outputs to `out`. After an error the
-    /// instance must be dropped: a validator that cannot persist must not sign.
+    /// Handles one input at time `now_ns`, appending outputs to `out`.
+    ///
+    /// Whatever this step signed is saved through the [`SafetyStore`] once, before it
+    /// returns. If the save fails, the outputs of this step are removed from `out` (none of
+    /// its signed messages may leave) and the error is returned; the instance must then be
+    /// dropped: a validator that cannot persist must not sign.
     pub fn step(
+        &mut self,
+        input: Input,
+        now_ns: u64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), StoreError> {
+        let before = out.len();
+        let result = self.step_inner(input, now_ns, out).and_then(|()| {
+            if self.unsaved {
+                self.store.save(&self.safety)?;
+                self.unsaved = false;
+            }
+            Ok(())
+        });
+        if result.is_err() {
+            out.truncate(before);
+        }
+        result
+    }
+
+    fn step_inner(
         &mut self,
         input: Input,
         now_ns: u64,
@@ -491,7 +520,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                     pol,
                 };
                 self.safety.proposal = Some(m.clone());
-                self.store.save(&self.safety)?;
+                self.unsaved = true;
                 m
             }
         };
@@ -535,7 +564,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                 self.safety.locked = hs.locked.clone();
                 self.safety.valid = hs.valid.clone();
                 self.safety.valid_pol = valid_pol(hs);
-                self.store.save(&self.safety)?;
+                self.unsaved = true;
                 signed
             }
         };
@@ -889,7 +918,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                 } else if self.safety.height == hs.start.height {
                     self.safety.valid = hs.valid.clone();
                     self.safety.valid_pol = valid_pol(hs);
-                    self.store.save(&self.safety)?;
+                    self.unsaved = true;
                 }
                 return Ok(true);
             }

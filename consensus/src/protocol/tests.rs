@@ -737,3 +737,120 @@ fn a_validator_whose_chain_is_behind_its_safety_store_signs_nothing_conflicting(
     .unwrap();
     assert_eq!(votes(&out), vec![(VoteKind::Prevote, 0, Some(x))]);
 }
+
+#[test]
+fn a_step_that_signs_twice_saves_once() {
+    // The round-0 proposer signs its proposal and its prevote in the NewHeight step.
+    let mut t = Harness::new(0);
+    t.start();
+    assert_eq!(votes(&t.out).len(), 1);
+    assert!(t
+        .out
+        .iter()
+        .any(|o| matches!(o, Output::Broadcast(Message::Proposal(_)))));
+    let store = std::mem::replace(
+        &mut t.node,
+        Consensus::new(config(), DefaultContext, MemStore::new(), t.keys[0].clone()).unwrap(),
+    )
+    .into_store();
+    assert_eq!(store.saves, 1);
+    // What was saved is the state after both signatures.
+    let saved = crate::safety::SafetyStore::load(&mut store.clone())
+        .unwrap()
+        .unwrap();
+    assert!(saved.proposal.is_some() && saved.prevote.is_some());
+}
+
+/// A store whose saves fail.
+struct FailingStore;
+
+impl crate::safety::SafetyStore for FailingStore {
+    fn load(&mut self) -> Result<Option<crate::safety::SafetyState>, StoreError> {
+        Ok(None)
+    }
+    fn save(&mut self, _: &crate::safety::SafetyState) -> Result<(), StoreError> {
+        Err(StoreError::Io {
+            path: "failing".into(),
+            source: std::io::Error::other("disk full"),
+        })
+    }
+}
+
+#[test]
+fn a_step_whose_save_fails_returns_none_of_its_messages() {
+    let t = Harness::new(0);
+    let mut node =
+        Consensus::new(config(), DefaultContext, FailingStore, t.keys[t.me].clone()).unwrap();
+    let mut out = vec![Output::Evidence(Evidence::double_vote(
+        t.vote(1, VoteKind::Prevote, 0, None),
+        t.vote(1, VoteKind::Prevote, 0, Some(Hash([1; 32]))),
+    ))];
+    let r = node.step(
+        Input::NewHeight {
+            start: t.height_start(),
+            body: BlockBody::default(),
+        },
+        0,
+        &mut out,
+    );
+    assert!(matches!(r, Err(StoreError::Io { .. })));
+    assert_eq!(out.len(), 1, "earlier outputs stay, this step's are gone");
+}
+
+#[test]
+fn a_validator_restarted_from_a_torn_journal_signs_nothing_it_sent_conflicting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("safety");
+    let t = Harness::new(3);
+    let me = t.keys[t.me].clone();
+    let open = || {
+        Consensus::new(
+            config(),
+            DefaultContext,
+            crate::safety::FileStore::new(&path),
+            me.clone(),
+        )
+        .unwrap()
+    };
+    let start = t.height_start();
+    let new_height = || Input::NewHeight {
+        start: start.clone(),
+        body: BlockBody::default(),
+    };
+    let v = t.block(0, b"v");
+    let mut out = Vec::new();
+    let mut node = open();
+    node.step(new_height(), 0, &mut out).unwrap();
+    node.step(Input::Message(t.proposal(0, &v, None)), 0, &mut out)
+        .unwrap();
+    assert_eq!(votes(&out), vec![(VoteKind::Prevote, 0, Some(v.id()))]);
+    for i in t.others().into_iter().take(2) {
+        let m = Message::Vote(t.vote(i, VoteKind::Prevote, 0, Some(v.id())));
+        node.step(Input::Message(m), 0, &mut out).unwrap();
+    }
+    assert_eq!(node.locked(), Some((0, v.id())));
+    let end = node.into_store().journal_len();
+    // The precommit's save is torn (the crash came before it returned, so the precommit
+    // never left): the restarted validator has its prevote, not the lock.
+    let full = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &full[..end as usize - 7]).unwrap();
+    let mut node = open();
+    out.clear();
+    node.step(new_height(), 0, &mut out).unwrap();
+    assert_eq!(node.locked(), None);
+    // It still refuses a nil prevote in round 0 and re-sends its prevote for v.
+    out.clear();
+    let timeout = |kind| {
+        Input::Timeout(Timeout {
+            kind,
+            height: 1,
+            round: 0,
+        })
+    };
+    node.step(timeout(TimeoutKind::Propose), 0, &mut out)
+        .unwrap();
+    assert!(votes(&out).is_empty(), "no nil prevote after prevoting v");
+    node.step(timeout(TimeoutKind::Rebroadcast), 0, &mut out)
+        .unwrap();
+    assert_eq!(votes(&out), vec![(VoteKind::Prevote, 0, Some(v.id()))]);
+}
