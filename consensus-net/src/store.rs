@@ -9,11 +9,15 @@
 //! ```
 //!
 //! A record is durable when [`BlockStore::append`] returns (written, then `fdatasync`). On
-//! open, a torn last record (the file ends inside it, or its checksum fails and nothing
-//! follows it: a crash during an append) is cut off; a damaged record with more bytes after
-//! it, a certificate that does not decode, or a height out of sequence is an error (the
-//! validator must not start on a damaged history). What the file holds is what the host
-//! answers `PeerBehind` with and re-executes on restart.
+//! open, the first record that is not intact (its length runs past the end of the file or
+//! its checksum fails) is a torn tail, and is cut off with everything after it, only if no
+//! intact record (a length that fits and a valid checksum) starts anywhere after it: what a
+//! crash during an append leaves, including a tail of zero bytes. If an intact record does
+//! follow, the damage is in the middle of durable history and opening fails with
+//! [`BlockStoreError::Corrupt`] naming the damaged record's offset. A certificate that does
+//! not decode or a height out of sequence is also an error (the validator must not start on
+//! a damaged history). What the file holds is what the host answers `PeerBehind` with and
+//! re-executes on restart.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -34,7 +38,8 @@ pub enum BlockStoreError {
         /// The error.
         source: std::io::Error,
     },
-    /// A record before the last one is damaged, or heights are out of order.
+    /// A damaged record with an intact record after it, a certificate that does not decode,
+    /// or heights out of order.
     #[error("block file {path} is damaged at byte {offset}: {what}")]
     Corrupt {
         /// The file.
@@ -61,6 +66,16 @@ fn checksum(bytes: &[u8]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// The body of the intact record starting at `at` (its length fits in `bytes` and its
+/// checksum holds), or `None`.
+fn intact_record(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    let rest = bytes.get(at..)?;
+    let len = u32::from_le_bytes(rest.get(..4)?.try_into().expect("4 bytes")) as usize;
+    let end = len.checked_add(36)?;
+    let (body, sum) = rest.get(4..end)?.split_at(len);
+    (checksum(body) == sum).then_some(body)
+}
+
 impl BlockStore {
     /// Opens (or creates) the file at `path` and returns it with every stored certificate,
     /// heights 1, 2, ... in order. Also returns the number of bytes cut off a torn tail.
@@ -85,19 +100,22 @@ impl BlockStore {
             what,
         };
         while at < bytes.len() {
-            let rest = &bytes[at..];
-            let Some(len) = rest.get(..4) else { break };
-            let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-            let Some(record) = rest.get(4..4 + len + 32) else {
-                break; // Torn: the file ends inside this record.
-            };
-            let (body, sum) = record.split_at(len);
-            if checksum(body) != sum {
-                if at + 4 + len + 32 == bytes.len() {
-                    break; // Torn last record.
+            let Some(body) = intact_record(&bytes, at) else {
+                // Torn tail only if nothing intact follows (zero bytes, a partial append);
+                // an intact record after it means durable history is damaged.
+                if let Some(next) =
+                    (at + 1..bytes.len()).find(|&o| intact_record(&bytes, o).is_some())
+                {
+                    return Err(corrupt(
+                        at,
+                        format!(
+                            "damaged record (bad length or checksum) with an intact record \
+                             after it at byte {next}"
+                        ),
+                    ));
                 }
-                return Err(corrupt(at, "checksum mismatch".into()));
-            }
+                break;
+            };
             let certificate = match Message::decode(body) {
                 Ok(Message::Commit(c)) => c,
                 Ok(_) => return Err(corrupt(at, "not a commit certificate".into())),
@@ -114,7 +132,7 @@ impl BlockStore {
                 ));
             }
             certificates.push(certificate);
-            at += 4 + len + 32;
+            at += 4 + body.len() + 32;
         }
         let cut = (bytes.len() - at) as u64;
         if cut > 0 {

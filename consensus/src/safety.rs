@@ -302,6 +302,15 @@ const JOURNAL_MAGIC: &[u8; 8] = b"NXSAFE\0\x02";
 const FRAME_DOMAIN: &[u8] = b"nexus-bft/v2/safety\0";
 /// Bytes of a frame around its body: `len u32` before, checksum after.
 const FRAME_OVERHEAD: usize = 4 + 32;
+/// The smallest frame body: no blocks and a state record with nothing but its height and
+/// round (`count u32 | height u64 | round u32 | 5 flags | count u32`).
+const MIN_FRAME_BODY: usize = 4 + 8 + 4 + 5 + 4;
+/// A frame holds at most three blocks (its own proposal's, the lock's, the valid value's).
+const MAX_FRAME_BLOCKS: u32 = 3;
+/// At most this many body bytes are hashed while looking for an intact frame after a bad
+/// one; if the scan cannot finish within it, the bad frame is reported as damage (never
+/// silently taken for a torn tail).
+const SCAN_BUDGET: usize = 64 << 20;
 /// Default journal size above which the next save starts a new journal.
 pub const DEFAULT_COMPACT_AT: u64 = 64 << 20;
 
@@ -415,18 +424,46 @@ impl StateRecord {
     }
 }
 
+/// Whether a complete frame with a valid checksum starts at any offset after `at`, scanning
+/// byte by byte; `None` if that cannot be told within [`SCAN_BUDGET`] hashed bytes. Only
+/// offsets whose length fits in the file and whose body could start a frame (at most
+/// [`MAX_FRAME_BLOCKS`] blocks) are hashed, so the scan over a torn tail is cheap.
+fn intact_frame_after(bytes: &[u8], at: usize) -> Option<bool> {
+    let mut budget = SCAN_BUDGET;
+    let mut o = at + 1;
+    while o + FRAME_OVERHEAD + MIN_FRAME_BODY <= bytes.len() {
+        let word = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        let len = word(o) as usize;
+        let fits = len >= MIN_FRAME_BODY && o + FRAME_OVERHEAD + len <= bytes.len();
+        if fits && word(o + 4) <= MAX_FRAME_BLOCKS {
+            budget = budget.checked_sub(len)?;
+            let (body, sum) = bytes[o + 4..o + FRAME_OVERHEAD + len].split_at(len);
+            if frame_checksum(body) == sum {
+                return Some(true);
+            }
+        }
+        o += 1;
+    }
+    Some(false)
+}
+
 /// A store in one journal file: one frame (one write, one `fdatasync`) per save, no rename
 /// and no folder fsync. A frame holds the small state record (signed messages, rounds, block
 /// *ids*) and, once each, the blocks it refers to that no earlier frame of the file holds, so
 /// a block is written once however many saves refer to it.
 ///
-/// Loading takes the last intact frame. A frame whose checksum fails with only zeros (or
-/// the end of the file) after it is a torn last frame, from a crash during its save: that
-/// save had not returned, so nothing it covered was sent, and the previous state is the
-/// one to keep; the torn bytes are cut off. A bad frame with data after it, an intact frame
-/// that does not decode, or a state that refers to a block no frame holds is an error. When
-/// the journal passes its compaction size, the next save writes a new journal with only the
-/// current state and its blocks (temp file, fsync, rename, folder fsync) and continues in it.
+/// Loading takes the last intact frame. A bad frame (its length points past the end of the
+/// file, or its checksum fails) is a torn last frame, from a crash during its save, only if
+/// no intact frame (complete, with a valid checksum) starts at any later offset (a byte-by-
+/// byte scan, bounded by hashing at most 64 MiB): that save had not returned, so nothing it
+/// covered was sent, and the previous state is the one to keep; the torn bytes are cut off.
+/// A bad frame with an intact frame after it (or whose tail cannot be scanned within the
+/// bound), an intact frame that does not decode, or a state that refers to a block no frame
+/// holds is an error. When the journal passes its compaction size, the next save writes a
+/// new journal with only the current state and its blocks (temp file, fsync, rename, folder
+/// fsync) and continues in it; so does the first save when there is no journal yet, the file
+/// is version 1, or the previous save failed. The first save after a start otherwise
+/// appends to the loaded journal.
 ///
 /// Layout (little-endian): `"NXSAFE\0\x02"`, then frames
 /// `len u32 | body | BLAKE3("nexus-bft/v2/safety\0" || body) [32]`, with
@@ -497,27 +534,32 @@ impl FileStore {
         while at < bytes.len() {
             let rest = &bytes[at..];
             let Some(len) = rest.get(..4) else {
-                break; // Torn: the file ends inside the length.
+                break; // Torn: the file ends inside the length (no frame fits after it).
             };
             let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-            let Some(frame) = rest.get(4..FRAME_OVERHEAD + len) else {
-                break; // Torn: the file ends inside the frame.
-            };
-            let (body, sum) = frame.split_at(len);
-            if frame_checksum(body) != sum {
-                // A torn last frame: the file ends with it, or only zeros follow (a crash
-                // can leave an extension of the file whose data never reached the disk).
-                if rest[FRAME_OVERHEAD + len..].iter().all(|&b| b == 0) {
-                    break;
+            let frame = rest
+                .get(4..FRAME_OVERHEAD + len)
+                .map(|f| f.split_at(len))
+                .filter(|(body, sum)| frame_checksum(body) == *sum);
+            let Some((body, _)) = frame else {
+                // The file ends inside the frame (its length points past the end) or its
+                // checksum fails. It is a torn last frame only if no intact frame follows
+                // it anywhere: a crash tears only the frame being written, which is the
+                // last one (the next save starts after the previous `fdatasync`). Anything
+                // else is damage, which must not silently roll the state back.
+                match intact_frame_after(bytes, at) {
+                    Some(false) => break,
+                    Some(true) | None => {
+                        return Err(self.corrupt(
+                            at,
+                            DecodeError::BadTag {
+                                field: "safety frame (intact frames follow it)",
+                                value: 0,
+                            },
+                        ))
+                    }
                 }
-                return Err(self.corrupt(
-                    at,
-                    DecodeError::BadTag {
-                        field: "safety frame checksum",
-                        value: 0,
-                    },
-                ));
-            }
+            };
             let mut r = Reader::new(body);
             let decoded = (|| {
                 let n = r.count(1)?;
@@ -1084,6 +1126,57 @@ mod tests {
         // Shorter than the header.
         fs::write(&path, &JOURNAL_MAGIC[..3]).unwrap();
         assert!(matches!(reopen(&path), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn damage_in_a_frame_followed_by_an_intact_one_is_an_error_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("safety");
+        let block = big_block(1);
+        let mut store = FileStore::new(&path);
+        store.load().unwrap();
+        store.save(&prevoted(&block)).unwrap();
+        let first = store.len as usize;
+        store.save(&precommitted(&block)).unwrap();
+        let second = store.len as usize;
+        let mut later = precommitted(&block);
+        later.round = 1;
+        store.save(&later).unwrap();
+        drop(store);
+        let good = fs::read(&path).unwrap();
+        // The middle frame's length points past the end of the file: before, this was taken
+        // for a torn tail, `load` returned the first state and cut the third frame off.
+        for len in [u32::MAX, (good.len() - first) as u32, 1_000_000] {
+            let mut bad = good.clone();
+            bad[first..first + 4].copy_from_slice(&len.to_le_bytes());
+            fs::write(&path, &bad).unwrap();
+            assert!(
+                matches!(reopen(&path), Err(StoreError::Corrupt { offset, .. }) if offset == first as u64),
+                "len {len}"
+            );
+            assert_eq!(fs::read(&path).unwrap(), bad, "nothing cut off");
+        }
+        // A length pointing short of the frame's end (checksum fails): the same.
+        let mut bad = good.clone();
+        bad[first..first + 4].copy_from_slice(&100u32.to_le_bytes());
+        fs::write(&path, &bad).unwrap();
+        assert!(matches!(
+            reopen(&path),
+            Err(StoreError::Corrupt { offset, .. }) if offset == first as u64
+        ));
+        // The same damage to the last frame, with no intact frame after it, is a torn tail.
+        for len in [u32::MAX, 100] {
+            let mut torn = good.clone();
+            torn[second..second + 4].copy_from_slice(&len.to_le_bytes());
+            fs::write(&path, &torn).unwrap();
+            let mut store = FileStore::new(&path);
+            assert_eq!(
+                store.load().unwrap(),
+                Some(precommitted(&block)),
+                "len {len}"
+            );
+            assert_eq!(store.len as usize, second);
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, ExitCode, Stdio};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -56,6 +56,8 @@ use serde_json::json;
 const MS: u64 = 1_000_000;
 /// Most certificates sent in answer to one sync request.
 pub const SYNC_BATCH: u64 = 32;
+/// Most `PeerBehind` certificates sent to one peer per second.
+const CERTS_PER_PEER_PER_S: usize = 64;
 const FRAME_MESSAGE: u8 = 1;
 const FRAME_SYNC: u8 = 2;
 /// Name of the devnet configuration in its folder.
@@ -94,6 +96,10 @@ pub struct DevnetArgs {
     /// the validators by hand with `nexus validator`).
     #[arg(long)]
     pub init_only: bool,
+    /// With --seconds or --bench: fail if, at the end, a validator's last finalized height is
+    /// more than this many heights below the highest.
+    #[arg(long, value_name = "HEIGHTS", default_value_t = 5)]
+    pub max_lag: u64,
 }
 
 /// `nexus validator` options.
@@ -376,7 +382,53 @@ fn check_payload(
             tip.max_orders
         ));
     }
+    if let Some((i, c)) = block
+        .commands
+        .iter()
+        .enumerate()
+        .find(|(_, c)| !block_command_allowed(c))
+    {
+        return Err(format!(
+            "command {i} ({}) may not be in a block",
+            command_name(c)
+        ));
+    }
     Ok(block)
+}
+
+/// Whether a proposer may put `c` in a block: only trading commands (place, cancel, cancel
+/// all, modify). Registry and balance-creating commands (`CreateAsset`, `CreateMarket`,
+/// `CreatePerpMarket`, `Deposit`) come only from genesis; `Withdraw` and
+/// `TransferCollateral` move an account's funds and the devnet has no account signatures
+/// to authorize that; perp margin, oracle and funding commands have no use without a perp
+/// market and must not be one proposer's choice.
+fn block_command_allowed(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Place(_)
+            | Command::Cancel { .. }
+            | Command::CancelAll { .. }
+            | Command::Modify { .. }
+    )
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::CreateAsset { .. } => "CreateAsset",
+        Command::CreateMarket(_) => "CreateMarket",
+        Command::Deposit { .. } => "Deposit",
+        Command::Withdraw { .. } => "Withdraw",
+        Command::Place(_) => "Place",
+        Command::Cancel { .. } => "Cancel",
+        Command::CancelAll { .. } => "CancelAll",
+        Command::Modify { .. } => "Modify",
+        Command::CreatePerpMarket(_) => "CreatePerpMarket",
+        Command::TransferCollateral { .. } => "TransferCollateral",
+        Command::SetLeverage { .. } => "SetLeverage",
+        Command::IsolatedMargin { .. } => "IsolatedMargin",
+        Command::Oracle { .. } => "Oracle",
+        Command::Funding { .. } => "Funding",
+    }
 }
 
 struct Host {
@@ -561,6 +613,39 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
     }
 }
 
+/// Heights to answer a sync request from `from_height` (>= 1) with, when we are at
+/// `ours`: at most [`SYNC_BATCH`], none past `ours`; `None` if we have none of them.
+fn sync_range(from_height: Height, ours: Height) -> Option<std::ops::RangeInclusive<Height>> {
+    if from_height == 0 || from_height > ours {
+        return None;
+    }
+    Some(from_height..=ours.min(from_height.saturating_add(SYNC_BATCH - 1)))
+}
+
+/// Per-peer rate limit of `PeerBehind` answers: at most one every 200 ms per peer and
+/// height, and at most [`CERTS_PER_PEER_PER_S`] per peer per second whatever the heights.
+/// Keys are (peer, height); entries older than a second are dropped when a peer's count is
+/// checked, so the map holds at most that many entries per known peer.
+fn cert_allowed(
+    sent: &mut HashMap<(ValidatorId, Height), u64>,
+    peer: ValidatorId,
+    height: Height,
+    now: u64,
+) -> bool {
+    if sent
+        .get(&(peer, height))
+        .is_some_and(|t| now <= t + 200 * MS)
+    {
+        return false;
+    }
+    sent.retain(|(p, _), t| *p != peer || now <= *t + 1_000 * MS);
+    if sent.keys().filter(|(p, _)| *p == peer).count() >= CERTS_PER_PEER_PER_S {
+        return false;
+    }
+    sent.insert((peer, height), now);
+    true
+}
+
 fn message_frame(m: &Message) -> Arc<[u8]> {
     let body = m.encode();
     let mut frame = Vec::with_capacity(body.len() + 1);
@@ -600,16 +685,20 @@ impl Host {
                 "offender": hex(&e.offender().0),
             }))?,
             Output::PeerBehind { peer, height } => {
+                // Only a known validator is answered (the map is keyed by peer, so it stays
+                // bounded by the validator set), and only with a height we have.
+                if self.chain.validators().stake_of(&peer).is_none() {
+                    return Ok(None);
+                }
+                let Some(frame) = height
+                    .checked_sub(1)
+                    .and_then(|i| self.certificates.get(i as usize))
+                else {
+                    return Ok(None);
+                };
                 let now = now_ns();
-                let last = self.cert_sent.get(&(peer, height)).copied();
-                if last.is_none_or(|t| now > t + 200 * MS) {
-                    if let Some(frame) = height
-                        .checked_sub(1)
-                        .and_then(|i| self.certificates.get(i as usize))
-                    {
-                        self.cert_sent.insert((peer, height), now);
-                        self.net.send(&peer, frame.clone());
-                    }
+                if cert_allowed(&mut self.cert_sent, peer, height, now) {
+                    self.net.send(&peer, frame.clone());
                 }
             }
         }
@@ -652,6 +741,9 @@ impl Host {
                     return Ok(());
                 };
                 let from_height = u64::from_le_bytes(bytes).max(1);
+                let Some(range) = sync_range(from_height, self.chain.height()) else {
+                    return Ok(()); // Nothing we have (or a request past our height).
+                };
                 let now = now_ns();
                 if let Some((h, t)) = self.sync_served.get(&from) {
                     if *h == from_height && now < t + 50 * MS {
@@ -659,8 +751,7 @@ impl Host {
                     }
                 }
                 self.sync_served.insert(from, (from_height, now));
-                let last = self.chain.height().min(from_height + SYNC_BATCH - 1);
-                for h in from_height..=last {
+                for h in range {
                     self.net
                         .send(&from, self.certificates[(h - 1) as usize].clone());
                 }
@@ -826,16 +917,63 @@ fn write_devnet(args: &DevnetArgs) -> Result<(PathBuf, DevnetConfig), HostError>
     Ok((path, config))
 }
 
+/// Lines of a validator's standard error kept to print when it stops.
+const STDERR_TAIL: usize = 20;
+
+/// One validator child: the process and the last lines of its standard error.
+struct ChildProc {
+    child: Child,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
+}
+
 /// Kills every child on drop.
-struct Children(Vec<Child>);
+struct Children(Vec<ChildProc>);
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
+        for c in &mut self.0 {
+            let _ = c.child.kill();
+            let _ = c.child.wait();
         }
     }
+}
+
+impl Children {
+    /// The first child that has exited (while the devnet still runs, any exit is an
+    /// error: a validator only stops on a fault), described with its stderr tail.
+    fn first_exit(&mut self) -> Option<String> {
+        for (i, c) in self.0.iter_mut().enumerate() {
+            let Ok(Some(status)) = c.child.try_wait() else {
+                continue;
+            };
+            // The pipe is closed now that the process is gone: let the reader finish.
+            if let Some(reader) = c.stderr_reader.take() {
+                let _ = reader.join();
+            }
+            let tail = c.stderr_tail.lock().map(|t| t.clone()).unwrap_or_default();
+            let mut what = format!("validator {i} exited early ({status})");
+            if tail.is_empty() {
+                what.push_str(", no standard error output");
+            } else {
+                what.push_str("; last standard error lines:");
+                for line in tail {
+                    what.push_str("\n  ");
+                    what.push_str(&line);
+                }
+            }
+            return Some(what);
+        }
+        None
+    }
+}
+
+/// Validators (by index) whose last height is more than `max_lag` below the highest.
+fn lagging(heights: &[u64], max_lag: u64) -> Vec<usize> {
+    let top = heights.iter().copied().max().unwrap_or(0);
+    (0..heights.len())
+        .filter(|&i| heights[i].saturating_add(max_lag) < top)
+        .collect()
 }
 
 /// One `final` line of a validator.
@@ -879,10 +1017,27 @@ fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
             .args(["validator", "--index", &i.to_string(), "--config"])
             .arg(&config_path)
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| HostError::Io(exe.clone(), e))?;
         let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = stderr_tail.clone();
+        // Pass the child's standard error through, keeping its last lines.
+        let stderr_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[validator {i}] {line}");
+                if let Ok(mut t) = tail.lock() {
+                    if t.len() == STDERR_TAIL {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+            }
+        });
         let tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -892,7 +1047,11 @@ fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
                 }
             }
         });
-        children.0.push(child);
+        children.0.push(ChildProc {
+            child,
+            stderr_tail,
+            stderr_reader: Some(stderr_reader),
+        });
     }
     drop(tx);
     let stop = Arc::new(AtomicBool::new(false));
@@ -915,15 +1074,28 @@ fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
     let mut finals: Vec<FinalLine> = Vec::new();
     let mut mismatch = None;
     let mut evidence = 0u64;
+    let mut failure: Option<String> = None;
     let out = io::stdout();
     loop {
         if stop.load(Ordering::Relaxed) || run_for.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
+        if let Some(what) = children.first_exit() {
+            failure = Some(what);
+            break;
+        }
         let (i, line) = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(x) => x,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Every validator closed its output: they are exiting; say which and why.
+                std::thread::sleep(Duration::from_millis(200));
+                failure =
+                    Some(children.first_exit().unwrap_or_else(|| {
+                        "every validator closed its standard output".to_string()
+                    }));
+                break;
+            }
         };
         if args.bench.is_none() {
             let mut o = out.lock();
@@ -957,19 +1129,38 @@ fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
         }
     }
     drop(children);
+    // A timed run (not Ctrl-C) must end with every validator near the top height.
+    let timed_out = run_for.is_some() && failure.is_none() && !stop.load(Ordering::Relaxed);
+    let behind = if timed_out {
+        lagging(&heights, args.max_lag)
+    } else {
+        Vec::new()
+    };
+    if let Some(what) = &failure {
+        eprintln!("nexus devnet: {what}");
+    }
+    if !behind.is_empty() {
+        eprintln!(
+            "nexus devnet: validators {behind:?} are more than {} heights behind (heights {heights:?})",
+            args.max_lag
+        );
+    }
     let summary = json!({
         "event": "devnet_stopped", "validators": n, "heights": heights,
         "equal_roots": mismatch.is_none(), "root_mismatch_at": mismatch, "evidence": evidence,
+        "validator_failed": failure.is_some(), "lagging": behind,
     });
     println!("{summary}");
     if let Some(seconds) = args.bench {
         print_bench(&config, &finals, warmup_ns, seconds);
     }
-    Ok(if mismatch.is_some() || evidence > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if mismatch.is_some() || evidence > 0 || failure.is_some() || !behind.is_empty() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 fn print_bench(config: &DevnetConfig, finals: &[FinalLine], warmup_ns: u64, seconds: u64) {
@@ -1010,4 +1201,112 @@ fn print_bench(config: &DevnetConfig, finals: &[FinalLine], warmup_ns: u64, seco
             "decisions_in_later_rounds": later_rounds,
         })
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::PerpSpec;
+
+    fn tip() -> PayloadTip {
+        PayloadTip {
+            next_seq: 1,
+            prev_hash: [0; 32],
+            max_orders: 1_000,
+        }
+    }
+
+    fn payload(commands: Vec<Command>) -> Vec<u8> {
+        sequencer::Block::seal(1, 5, 1, [0; 32], commands).bytes
+    }
+
+    #[test]
+    fn payloads_of_orders_are_valid() {
+        let orders: Vec<Command> = (0..10).map(|k| order::order(7, 100, k)).collect();
+        let block = check_payload(&tip(), 1, &payload(orders.clone())).expect("valid");
+        assert_eq!(block.commands, orders);
+        let others = vec![
+            Command::Cancel {
+                account: 1,
+                market: order::MARKET,
+                oid: 3,
+            },
+            Command::CancelAll {
+                account: 1,
+                market: order::MARKET,
+            },
+        ];
+        check_payload(&tip(), 1, &payload(others)).expect("cancels are valid");
+    }
+
+    #[test]
+    fn payloads_with_genesis_or_fund_moving_commands_are_refused() {
+        let perp = PerpSpec::from_le_bytes(&[0; PerpSpec::ENCODED_LEN]);
+        let mut refused: Vec<Command> = order::genesis(2);
+        refused.extend([
+            Command::CreatePerpMarket(perp),
+            Command::Withdraw {
+                account: 1,
+                asset: 2,
+                amount: 5,
+            },
+            Command::TransferCollateral {
+                account: 1,
+                amount: 5,
+            },
+        ]);
+        assert!(refused.iter().any(|c| matches!(c, Command::Deposit { .. })));
+        for c in refused {
+            // Alone, and hidden after legitimate orders.
+            let what = check_payload(&tip(), 1, &payload(vec![c])).expect_err("refused");
+            assert!(what.contains(command_name(&c)), "{what}");
+            let mut commands: Vec<Command> = (0..3).map(|k| order::order(7, 100, k)).collect();
+            commands.push(c);
+            let what = check_payload(&tip(), 1, &payload(commands)).expect_err("refused");
+            assert!(what.starts_with("command 3 "), "{what}");
+        }
+    }
+
+    #[test]
+    fn sync_range_saturates_and_ignores_heights_we_do_not_have() {
+        assert_eq!(sync_range(1, 0), None);
+        assert_eq!(sync_range(1, 5), Some(1..=5));
+        assert_eq!(sync_range(3, 100), Some(3..=3 + SYNC_BATCH - 1));
+        assert_eq!(sync_range(6, 5), None);
+        assert_eq!(sync_range(u64::MAX, 5), None);
+        assert_eq!(sync_range(u64::MAX, u64::MAX), Some(u64::MAX..=u64::MAX));
+        assert_eq!(
+            sync_range(u64::MAX - 3, u64::MAX),
+            Some(u64::MAX - 3..=u64::MAX)
+        );
+    }
+
+    #[test]
+    fn peer_behind_answers_are_rate_limited_per_peer() {
+        let mut sent = HashMap::new();
+        let (a, b) = (ValidatorId([1; 32]), ValidatorId([2; 32]));
+        let t = 10_000 * MS;
+        assert!(cert_allowed(&mut sent, a, 1, t));
+        assert!(
+            !cert_allowed(&mut sent, a, 1, t + 100 * MS),
+            "same height too soon"
+        );
+        assert!(cert_allowed(&mut sent, a, 1, t + 201 * MS));
+        // Many heights within a second: capped per peer, and other peers are unaffected.
+        for h in 2..=CERTS_PER_PEER_PER_S as u64 {
+            assert!(cert_allowed(&mut sent, a, h, t + 300 * MS), "height {h}");
+        }
+        assert!(!cert_allowed(&mut sent, a, 1_000, t + 300 * MS));
+        assert!(cert_allowed(&mut sent, b, 1_000, t + 300 * MS));
+        // A second later the old entries are gone.
+        assert!(cert_allowed(&mut sent, a, 1_000, t + 1_400 * MS));
+        assert!(sent.len() <= 2 * CERTS_PER_PEER_PER_S);
+    }
+
+    #[test]
+    fn lagging_validators_are_named() {
+        assert!(lagging(&[10, 9, 10, 5], 5).is_empty());
+        assert_eq!(lagging(&[10, 9, 10, 4], 5), vec![3]);
+        assert_eq!(lagging(&[0, 0, 20, 0], 5), vec![0, 1, 3]);
+    }
 }

@@ -22,7 +22,8 @@ struct Cluster {
     tx: Sender<(usize, Value)>,
     rx: Receiver<(usize, Value)>,
     heights: Vec<u64>,
-    roots: BTreeMap<u64, String>,
+    /// Each height's root and the validators that logged it.
+    roots: BTreeMap<u64, (String, Vec<usize>)>,
     evidence: u64,
     ready: Vec<Value>,
 }
@@ -82,11 +83,15 @@ impl Cluster {
                 Some("final") => {
                     let h = v["height"].as_u64().expect("height");
                     let root = v["root"].as_str().expect("root").to_string();
-                    let first = self.roots.entry(h).or_insert_with(|| root.clone());
+                    let (first, by) = self
+                        .roots
+                        .entry(h)
+                        .or_insert_with(|| (root.clone(), Vec::new()));
                     assert_eq!(
                         *first, root,
-                        "validator {i} has another state root at height {h}"
+                        "validator {i} has another state root at height {h} than {by:?}"
                     );
+                    by.push(i);
                     self.heights[i] = self.heights[i].max(h);
                 }
                 Some("evidence") => self.evidence += 1,
@@ -167,9 +172,83 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
         recovered >= killed_at,
         "re-executed its {recovered} stored blocks (killed at {killed_at})"
     );
+    // The root it re-executed its block file to is the one the others logged at that
+    // height (not merely a root it logged itself before the kill).
+    assert_eq!(restarted["height"].as_u64(), Some(recovered));
+    let (root, by) = &cluster.roots[&recovered];
+    assert!(
+        by.iter().any(|&i| i != 3),
+        "another validator logged height {recovered}: {by:?}"
+    );
+    assert_eq!(
+        restarted["state_root"].as_str(),
+        Some(root.as_str()),
+        "re-execution root at height {recovered}"
+    );
+    // Every height it finalized after the restart was also finalized, with the same root
+    // (checked line by line above), by another validator.
+    let everyone = cluster.heights.iter().copied().min().expect("4");
+    let after: Vec<u64> = (recovered + 1..=everyone).collect();
+    assert!(!after.is_empty());
+    for h in after {
+        let (_, by) = cluster
+            .roots
+            .get(&h)
+            .unwrap_or_else(|| panic!("nobody logged height {h}"));
+        assert!(
+            by.contains(&3),
+            "validator 3 logged height {h} after restart"
+        );
+        assert!(
+            by.iter().any(|&i| i != 3),
+            "height {h} compared with another validator: {by:?}"
+        );
+    }
     assert_eq!(cluster.evidence, 0, "nobody double-signed");
     assert!(
         cluster.heights[3] > killed_at + 5,
         "it caught up past the heights it missed"
+    );
+}
+
+/// `nexus devnet` must not carry on (and exit 0) when a validator stops: here validator 0
+/// refuses its damaged block file at start; the launcher exits non-zero at once and prints
+/// the validator's error.
+#[test]
+fn the_launcher_fails_when_a_validator_exits() {
+    let dir = tempfile::tempdir().expect("dir");
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
+    let data = dir.path().join("validator-0");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    // One intact record (valid checksum) whose body is not a commit certificate.
+    let body = [0xffu8];
+    let mut h = blake3::Hasher::new();
+    h.update(b"nexus-bft/v1/blockfile\0");
+    h.update(&body);
+    let mut record = 1u32.to_le_bytes().to_vec();
+    record.extend_from_slice(&body);
+    record.extend_from_slice(h.finalize().as_bytes());
+    std::fs::write(data.join("blocks"), record).expect("write");
+    let started = Instant::now();
+    let out = Command::new(&exe)
+        .args(["devnet", "--validators", "1", "--seconds", "30", "--dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("nexus devnet");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "exit status {}: {stderr}",
+        out.status
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "noticed the exit before --seconds ran out"
+    );
+    assert!(stderr.contains("validator 0 exited early"), "{stderr}");
+    assert!(
+        stderr.contains("damaged"),
+        "child's error is shown: {stderr}"
     );
 }

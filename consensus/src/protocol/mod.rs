@@ -15,12 +15,19 @@
 //! Departures from the paper, all liveness-only or bookkeeping:
 //! - The host starts each height with [`Input::NewHeight`] after it has executed the decided
 //!   block (Alg.1 L52-54 is split: deciding emits [`Output::Decide`]; the host's `NewHeight`
-//!   resets the height state and starts round 0). Messages for later heights are buffered
-//!   (bounded) until then.
+//!   resets the height state and starts round 0). Messages for the next
+//!   `future_heights` heights are buffered until then, only if their signer is in the
+//!   current set and their signature verifies, at most `max_buffered` in all and
+//!   `max_buffered / n` per signer; others (and any message before the first height) are
+//!   dropped.
 //! - A decided height can also be learned from a [`CommitCertificate`] (the block and
 //!   precommits for it from more than 2/3 of the stake): the same condition as L49, with the value delivered by the
-//!   certificate instead of a proposal. When a validator hears from a peer that is behind,
-//!   it emits [`Output::PeerBehind`] so the host can send that peer the certificate.
+//!   certificate instead of a proposal. When a validator hears from a peer that is behind
+//!   (a message whose signer is in the current set and whose signature verifies), it emits
+//!   [`Output::PeerBehind`] so the host can send that peer the certificate.
+//! - A proposal whose block timestamp is more than `max_future_drift_ns` ahead of `now_ns`
+//!   gets a nil prevote (L22-33). This is not part of `valid(v)` (which must not depend on
+//!   the clock): deciding on 2f+1 precommits (L49) and certificates ignore it.
 //! - Every validator, the proposer included, schedules `timeoutPropose` at round start: if a
 //!   restarted proposer may not sign again (see [`crate::safety`]), the timeout moves it on.
 //! - A validator's own messages are counted directly; `Broadcast` is for the others.
@@ -28,7 +35,7 @@
 
 mod votes;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::block::Block;
 use crate::governance::SignedAction;
@@ -128,8 +135,15 @@ pub struct Config {
     pub timeouts: TimeoutConfig,
     /// Messages for rounds above `round + max_rounds_ahead` are dropped.
     pub max_rounds_ahead: Round,
-    /// At most this many messages for later heights are buffered.
+    /// At most this many messages for later heights are buffered, and at most
+    /// `max_buffered / n` (at least 1) per signer, with `n` the size of the current set.
     pub max_buffered: usize,
+    /// Only messages for heights `h + 1 ..= h + future_heights` are buffered (`h` the
+    /// current height); later ones are dropped.
+    pub future_heights: Height,
+    /// A proposal whose block timestamp is more than this many ns after `now_ns` gets a nil
+    /// prevote (L22-33). Not applied to a decision (L49) or a commit certificate.
+    pub max_future_drift_ns: u64,
 }
 
 impl Config {
@@ -140,6 +154,8 @@ impl Config {
             timeouts: TimeoutConfig::default(),
             max_rounds_ahead: 1_000,
             max_buffered: 4_096,
+            future_heights: 2,
+            max_future_drift_ns: 1_000_000_000,
         }
     }
 }
@@ -205,6 +221,7 @@ pub enum Output {
     Evidence(Evidence),
     /// `peer` sent a message for `height`, which this validator has already decided: the
     /// host may send it the commit certificate of `height` (rate-limited by the host).
+    /// `peer` signed that message (its signature was verified) and is in the current set.
     PeerBehind {
         /// The validator that is behind.
         peer: ValidatorId,
@@ -253,7 +270,25 @@ pub struct Consensus<C: Context, S: SafetyStore> {
     /// `safety` changed since the last save (saved at the end of the current step).
     unsaved: bool,
     height: Option<HeightState>,
-    buffered: Vec<Message>,
+    buffered: Buffer,
+}
+
+/// What identifies a buffered message for deduplication (signatures left out, so a
+/// signer's re-signed copies of one message count once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum BufferKey {
+    Proposal(Height, Round, ValidatorId, Hash),
+    Vote(Height, VoteKind, Round, ValidatorId, Option<Hash>),
+    Commit(Height),
+}
+
+/// Messages for later heights, signature-checked, bounded in total and per signer.
+#[derive(Debug, Default)]
+struct Buffer {
+    /// In arrival order, with the signer they are charged to.
+    messages: Vec<(ValidatorId, Message)>,
+    keys: BTreeSet<BufferKey>,
+    per_signer: HashMap<ValidatorId, usize>,
 }
 
 impl<C: Context, S: SafetyStore> std::fmt::Debug for Consensus<C, S> {
@@ -279,7 +314,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             safety,
             unsaved: false,
             height: None,
-            buffered: Vec::new(),
+            buffered: Buffer::default(),
         })
     }
 
@@ -424,10 +459,15 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         });
         // Alg.1 L10: upon start do StartRound(0) (or the saved round after a restart).
         self.start_round(round, now_ns, out)?;
+        // Buffered messages were signature-checked when buffered: those of this height are
+        // handled now, later ones are buffered again if their signer is in this height's
+        // set and they are still within `future_heights`.
         let buffered = std::mem::take(&mut self.buffered);
-        for m in buffered {
-            if m.height() >= height {
-                self.on_message(m, out);
+        for (signer, m) in buffered.messages {
+            match m.height().cmp(&height) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => self.on_message(m, out),
+                std::cmp::Ordering::Greater => self.buffer(m, Some(signer)),
             }
         }
         Ok(())
@@ -577,14 +617,14 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
 
     fn on_message(&mut self, m: Message, out: &mut Vec<Output>) {
         let Some(hs) = self.height.as_mut() else {
-            self.buffer(m);
+            // No validator set known yet: nothing to check a signature against.
             return;
         };
         let h = hs.start.height;
         let height = m.height();
         if height > h || (height == h && hs.decided.is_some() && !matches!(m, Message::Commit(_))) {
             if height > h {
-                self.buffer(m);
+                self.buffer(m, None);
             } else {
                 self.maybe_behind(&m, out);
             }
@@ -601,10 +641,67 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         }
     }
 
-    fn buffer(&mut self, m: Message) {
-        if self.buffered.len() < self.config.max_buffered && !self.buffered.contains(&m) {
-            self.buffered.push(m);
+    /// Buffers a message for a later height if it is within `future_heights`, its signer
+    /// is in the current set and its signature verifies (skipped if `verified` names the
+    /// signer it was checked for before), within the total and per-signer bounds.
+    fn buffer(&mut self, m: Message, verified: Option<ValidatorId>) {
+        let Some(hs) = self.height.as_ref() else {
+            return;
+        };
+        let h = hs.start.height;
+        let height = m.height();
+        if height <= h || height - h > self.config.future_heights {
+            return;
         }
+        let set = &hs.start.validators;
+        let chain = &self.config.chain_id;
+        let (signer, key) = match &m {
+            Message::Proposal(p) => {
+                let x = &p.signed.proposal;
+                (
+                    x.proposer,
+                    BufferKey::Proposal(x.height, x.round, x.proposer, x.block_id),
+                )
+            }
+            Message::Vote(v) => {
+                let x = &v.vote;
+                (
+                    x.validator,
+                    BufferKey::Vote(x.height, x.kind, x.round, x.validator, x.value),
+                )
+            }
+            // Charged to its first signer; one certificate per height.
+            Message::Commit(c) => match c.precommits.first() {
+                Some(v) => (v.vote.validator, BufferKey::Commit(c.block.height)),
+                None => return,
+            },
+        };
+        let b = &self.buffered;
+        let cap = (self.config.max_buffered / set.len().max(1)).max(1);
+        if b.messages.len() >= self.config.max_buffered
+            || b.keys.contains(&key)
+            || b.per_signer.get(&signer).copied().unwrap_or(0) >= cap
+            || set.stake_of(&signer).is_none()
+        {
+            return;
+        }
+        if verified != Some(signer) {
+            let ok = match &m {
+                Message::Proposal(p) => p.signed.verify(chain, &self.ctx),
+                Message::Vote(v) => v.verify(chain, &self.ctx),
+                // Precommits for its block from more than 2/3 of the current set's stake,
+                // each validly signed (so the one slot of its height cannot be taken by a
+                // certificate the byzantine validators made alone).
+                Message::Commit(c) => certified_by_quorum(c, set, chain, &self.ctx),
+            };
+            if !ok {
+                return;
+            }
+        }
+        let b = &mut self.buffered;
+        b.keys.insert(key);
+        *b.per_signer.entry(signer).or_insert(0) += 1;
+        b.messages.push((signer, m));
     }
 
     /// A message for a height this validator has decided: tell the host if its sender
@@ -628,7 +725,20 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         } else {
             matches!(hs.decided, Some(r) if round > r)
         };
-        if behind && peer != self.key.id() {
+        if !behind || peer == self.key.id() {
+            return;
+        }
+        // Name only an authenticated peer: the only set this validator keeps is the current
+        // height's (that of the message's height when it is the current one), so the
+        // signer must be in it and its signature must verify.
+        let chain = &self.config.chain_id;
+        let authentic = hs.start.validators.stake_of(&peer).is_some()
+            && match m {
+                Message::Proposal(p) => p.signed.verify(chain, &self.ctx),
+                Message::Vote(v) => v.verify(chain, &self.ctx),
+                Message::Commit(_) => false,
+            };
+        if authentic {
             out.push(Output::PeerBehind { peer, height });
         }
     }
@@ -843,6 +953,12 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             .proposals
             .get(&round)
             .map(|p| (p.id, p.valid, p.message.signed.proposal.pol_round));
+        // Only for prevoting (L22-33): the block's timestamp is not too far ahead of this
+        // validator's clock. Not part of valid(v), which must not depend on the clock, so a
+        // validator with a slow clock still decides (L49) and follows certificates.
+        let timely = hs.proposals.get(&round).is_some_and(|p| {
+            p.message.block.timestamp_ns <= now_ns.saturating_add(self.config.max_future_drift_ns)
+        });
 
         if hs.step == Step::Propose {
             match proposal {
@@ -850,6 +966,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                 // prevote id(v) if valid(v) ∧ (lockedRound = −1 ∨ lockedValue = v), else nil.
                 Some((id, valid, None)) => {
                     let ok = valid
+                        && timely
                         && match &hs.locked {
                             None => true,
                             Some((_, lv)) => lv.id() == id,
@@ -866,6 +983,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                         && set.is_quorum(hs.votes.power_for(vr, VoteKind::Prevote, Some(id))) =>
                 {
                     let ok = valid
+                        && timely
                         && match &hs.locked {
                             None => true,
                             Some((lr, lv)) => *lr <= vr || lv.id() == id,
@@ -957,6 +1075,36 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
     }
 }
 
+/// Whether `c` carries precommits for its block, in its round, from distinct validators of
+/// `set` holding more than 2/3 of its stake, each validly signed.
+fn certified_by_quorum(
+    c: &CommitCertificate,
+    set: &ValidatorSet,
+    chain_id: &[u8; 32],
+    verifier: &dyn crate::types::SignatureVerifier,
+) -> bool {
+    let id = c.block.id();
+    let mut seen = BTreeSet::new();
+    let mut power: u64 = 0;
+    for v in &c.precommits {
+        let x = &v.vote;
+        let Some(stake) = set.stake_of(&x.validator) else {
+            return false;
+        };
+        if x.kind != VoteKind::Precommit
+            || x.height != c.block.height
+            || x.round != c.round
+            || x.value != Some(id)
+            || !seen.insert(x.validator)
+            || !v.verify(chain_id, verifier)
+        {
+            return false;
+        }
+        power = power.saturating_add(stake);
+    }
+    set.is_quorum(power)
+}
+
 /// The prevotes that justify `validValue` (empty if there is none).
 fn valid_pol(hs: &HeightState) -> Vec<SignedVote> {
     match &hs.valid {
@@ -966,7 +1114,7 @@ fn valid_pol(hs: &HeightState) -> Vec<SignedVote> {
 }
 
 /// Tendermint's `valid(v)` for this chain: the block extends the previous one (height,
-/// parent id, execution root, later timestamp), was built by a validator of this height,
+/// parent id, execution root, later timestamp that leaves room for a later one), was built by a validator of this height,
 /// and its payload passes the host's check. Deterministic, as L23 requires.
 pub fn block_valid(
     start: &HeightStart,
@@ -977,6 +1125,7 @@ pub fn block_valid(
         && block.prev_hash == start.prev_block
         && block.prev_exec_root == start.prev_exec_root
         && block.timestamp_ns > start.prev_timestamp_ns
+        && block.timestamp_ns < u64::MAX
         && start.validators.stake_of(&block.proposer).is_some()
         && ctx.payload_valid(block.height, &block.payload)
 }

@@ -854,3 +854,254 @@ fn a_validator_restarted_from_a_torn_journal_signs_nothing_it_sent_conflicting()
         .unwrap();
     assert_eq!(votes(&out), vec![(VoteKind::Prevote, 0, Some(v.id()))]);
 }
+
+/// A vote at any height, signed by `key`.
+fn vote_at(key: &Keypair, kind: VoteKind, height: Height, round: Round) -> SignedVote {
+    let vote = Vote {
+        kind,
+        height,
+        round,
+        value: None,
+        validator: key.id(),
+    };
+    SignedVote {
+        vote,
+        signature: key.sign(&vote.signing_bytes(&CHAIN)),
+    }
+}
+
+/// The same vote with a signature that does not verify.
+fn forged(mut v: SignedVote) -> SignedVote {
+    v.signature[0] ^= 1;
+    v
+}
+
+#[test]
+fn a_far_future_timestamp_gets_a_nil_prevote_but_a_quorum_still_decides() {
+    let drift = config().max_future_drift_ns;
+    assert_eq!(drift, 1_000 * MS, "default: 1 s");
+    // Within the drift: prevoted.
+    let mut t = Harness::new(3);
+    t.start();
+    let mut block = t.block(0, b"v");
+    block.timestamp_ns = t.now + drift;
+    let out = t.step(Input::Message(t.proposal(0, &block, None)));
+    assert_eq!(votes(&out), vec![(VoteKind::Prevote, 0, Some(block.id()))]);
+    // Beyond it: nil (the block is valid, but this validator's clock says it is early)...
+    let mut t = Harness::new(3);
+    t.start();
+    block.timestamp_ns = t.now + drift + 1;
+    let out = t.step(Input::Message(t.proposal(0, &block, None)));
+    assert_eq!(votes(&out), vec![(VoteKind::Prevote, 0, None)]);
+    // ... but 2f+1 precommits for it are followed (L49: a slow clock must not stall).
+    let mut decided = Vec::new();
+    for i in t.others() {
+        decided.extend(decisions(&t.deliver_vote(
+            i,
+            VoteKind::Precommit,
+            0,
+            Some(block.id()),
+        )));
+    }
+    assert_eq!(decided.len(), 1);
+    assert_eq!(decided[0].block, block);
+}
+
+#[test]
+fn a_timestamp_that_leaves_no_room_for_a_successor_is_invalid() {
+    let mut t = Harness::new(3);
+    t.start();
+    let mut block = t.block(0, b"v");
+    block.timestamp_ns = u64::MAX;
+    assert!(!block_valid(&t.height_start(), &block, &DefaultContext));
+    block.timestamp_ns = u64::MAX - 1;
+    assert!(block_valid(&t.height_start(), &block, &DefaultContext));
+    // Neither prevoted (even with no drift bound) nor decided through a certificate.
+    t.node.config.max_future_drift_ns = u64::MAX;
+    block.timestamp_ns = u64::MAX;
+    let out = t.step(Input::Message(t.proposal(0, &block, None)));
+    assert_eq!(votes(&out), vec![(VoteKind::Prevote, 0, None)]);
+    let precommits: Vec<_> = t
+        .others()
+        .iter()
+        .map(|i| t.vote(*i, VoteKind::Precommit, 0, Some(block.id())))
+        .collect();
+    let certificate = CommitCertificate {
+        round: 0,
+        block,
+        precommits,
+    };
+    assert!(decisions(&t.step(Input::Message(Message::Commit(certificate)))).is_empty());
+}
+
+#[test]
+fn future_height_messages_are_checked_and_bounded_before_buffering() {
+    let mut t = Harness::new(3);
+    t.node.config.max_buffered = 12; // 3 per signer with 4 validators
+    t.start();
+    let others = t.others();
+    let keys = t.keys.clone();
+    let stranger = Keypair::from_seed([99; 32]);
+    let send = |t: &mut Harness, v: SignedVote| {
+        assert!(t.step(Input::Message(Message::Vote(v))).is_empty());
+    };
+    // Junk: far-future heights (validly signed), bogus signatures, non-members.
+    for r in 0..8 {
+        send(
+            &mut t,
+            vote_at(&keys[others[0]], VoteKind::Prevote, u64::MAX, r),
+        );
+        send(&mut t, vote_at(&keys[others[0]], VoteKind::Prevote, 4, r));
+        let bogus = forged(vote_at(&keys[others[1]], VoteKind::Prevote, 2, r));
+        send(&mut t, bogus);
+        send(&mut t, vote_at(&stranger, VoteKind::Prevote, 2, r));
+    }
+    assert_eq!(t.node.buffered.messages.len(), 0);
+    // One signer cannot fill the buffer: at most 3 of its messages (duplicates once).
+    for r in 0..12 {
+        let v = vote_at(&keys[others[0]], VoteKind::Precommit, 2, r);
+        send(&mut t, v);
+        send(&mut t, v);
+    }
+    assert_eq!(t.node.buffered.messages.len(), 3);
+    // The others' precommits of height 2 still get in, and count at NewHeight(2): 2f+1
+    // precommits of round 0 schedule timeoutPrecommit (L47).
+    for (n, i) in others[1..].iter().enumerate() {
+        let v = vote_at(&keys[*i], VoteKind::Precommit, 2, 0);
+        send(&mut t, v);
+        assert_eq!(t.node.buffered.messages.len(), 4 + n);
+    }
+    // Height 3 is within future_heights (2) and is kept across NewHeight(2).
+    send(&mut t, vote_at(&keys[others[1]], VoteKind::Prevote, 3, 0));
+    assert_eq!(t.node.buffered.messages.len(), 6);
+    let start = HeightStart {
+        height: 2,
+        prev_block: t.block(0, b"v").id(),
+        prev_timestamp_ns: 5,
+        ..t.height_start()
+    };
+    let out = t.step(Input::NewHeight {
+        start,
+        body: BlockBody::default(),
+    });
+    assert!(timeouts(&out)
+        .iter()
+        .any(|(k, r, _)| *k == TimeoutKind::Precommit && *r == 0));
+    assert_eq!(t.node.buffered.messages.len(), 1, "the height-3 vote");
+}
+
+#[test]
+fn peer_behind_names_only_an_authenticated_validator() {
+    let mut t = Harness::new(3);
+    t.start();
+    let block = t.block(0, b"v");
+    let others = t.others();
+    let precommits: Vec<_> = others
+        .iter()
+        .map(|i| t.vote(*i, VoteKind::Precommit, 0, Some(block.id())))
+        .collect();
+    let certificate = CommitCertificate {
+        round: 0,
+        block: block.clone(),
+        precommits,
+    };
+    assert_eq!(
+        decisions(&t.step(Input::Message(Message::Commit(certificate)))).len(),
+        1
+    );
+    let stranger = Keypair::from_seed([99; 32]);
+    let behind = |peer: &Keypair, height| {
+        vec![Output::PeerBehind {
+            peer: peer.id(),
+            height,
+        }]
+    };
+    // A later round of the decided height: forged, from a non-member, then genuine.
+    let v = vote_at(&t.keys[others[1]], VoteKind::Prevote, 1, 3);
+    assert!(t.step(Input::Message(Message::Vote(forged(v)))).is_empty());
+    let s = vote_at(&stranger, VoteKind::Prevote, 1, 3);
+    assert!(t.step(Input::Message(Message::Vote(s))).is_empty());
+    let p = t.proposal(2, &block, None);
+    let Message::Proposal(mut bad) = p.clone() else {
+        unreachable!()
+    };
+    bad.signed.signature[0] ^= 1;
+    assert!(t.step(Input::Message(Message::Proposal(bad))).is_empty());
+    assert_eq!(
+        t.step(Input::Message(Message::Vote(v))),
+        behind(&t.keys[others[1]], 1)
+    );
+    let proposer = t.set.proposer(2);
+    assert_eq!(t.step(Input::Message(p)), behind(t.key_of(proposer), 1));
+    // An older height (its set is not kept: the current one is used).
+    let start = HeightStart {
+        height: 2,
+        prev_block: block.id(),
+        prev_timestamp_ns: 5,
+        ..t.height_start()
+    };
+    t.step(Input::NewHeight {
+        start,
+        body: BlockBody::default(),
+    });
+    let v = vote_at(&t.keys[others[2]], VoteKind::Precommit, 1, 0);
+    assert!(t.step(Input::Message(Message::Vote(forged(v)))).is_empty());
+    let s = vote_at(&stranger, VoteKind::Precommit, 1, 0);
+    assert!(t.step(Input::Message(Message::Vote(s))).is_empty());
+    assert_eq!(
+        t.step(Input::Message(Message::Vote(v))),
+        behind(&t.keys[others[2]], 1)
+    );
+}
+
+#[test]
+fn a_future_certificate_is_buffered_only_with_a_quorum_behind_it() {
+    let mut t = Harness::new(3);
+    t.start();
+    let others = t.others();
+    let mut block = t.block(0, b"next");
+    block.height = 2;
+    block.prev_hash = t.block(0, b"v").id();
+    block.timestamp_ns = 6;
+    let precommit = |i: usize| {
+        let vote = Vote {
+            kind: VoteKind::Precommit,
+            height: 2,
+            round: 0,
+            value: Some(block.id()),
+            validator: t.keys[i].id(),
+        };
+        SignedVote {
+            vote,
+            signature: t.keys[i].sign(&vote.signing_bytes(&CHAIN)),
+        }
+    };
+    let weak = CommitCertificate {
+        round: 0,
+        block: block.clone(),
+        precommits: vec![precommit(others[0])],
+    };
+    let good = CommitCertificate {
+        round: 0,
+        block: block.clone(),
+        precommits: others.iter().map(|i| precommit(*i)).collect(),
+    };
+    // One validator's certificate would take the height's one slot: not buffered.
+    assert!(t.step(Input::Message(Message::Commit(weak))).is_empty());
+    assert_eq!(t.node.buffered.messages.len(), 0);
+    assert!(t
+        .step(Input::Message(Message::Commit(good.clone())))
+        .is_empty());
+    assert_eq!(t.node.buffered.messages.len(), 1);
+    let start = HeightStart {
+        height: 2,
+        prev_block: block.prev_hash,
+        prev_timestamp_ns: 5,
+        ..t.height_start()
+    };
+    let out = t.step(Input::NewHeight {
+        start,
+        body: BlockBody::default(),
+    });
+    assert_eq!(decisions(&out), vec![good]);
+}

@@ -1,0 +1,134 @@
+//! The block file's recovery rules: a torn tail (nothing intact after it, including a tail
+//! of zero bytes) is cut; damage with an intact record after it is a typed error naming the
+//! damaged record's offset, never a silent cut of durable history.
+
+use consensus::block::Block;
+use consensus::messages::CommitCertificate;
+use consensus::types::{Hash, ValidatorId};
+use consensus_net::{BlockStore, BlockStoreError};
+
+fn certificate(height: u64, payload: usize) -> CommitCertificate {
+    CommitCertificate {
+        round: 0,
+        block: Block {
+            height,
+            timestamp_ns: height * 10,
+            proposer: ValidatorId([1; 32]),
+            prev_hash: Hash([height as u8; 32]),
+            prev_exec_root: Hash::ZERO,
+            evidence: vec![],
+            actions: vec![],
+            payload: vec![7; payload],
+        },
+        precommits: vec![],
+    }
+}
+
+/// Writes heights 1..=n and returns the file's path and each record's start offset.
+fn file_with(dir: &tempfile::TempDir, n: u64) -> (std::path::PathBuf, Vec<u64>) {
+    let path = dir.path().join("blocks");
+    let (mut store, _, _) = BlockStore::open(&path).expect("open");
+    let mut offsets = Vec::new();
+    for h in 1..=n {
+        offsets.push(std::fs::metadata(&path).expect("meta").len());
+        store
+            .append(&certificate(h, 50 * h as usize))
+            .expect("append");
+    }
+    (path, offsets)
+}
+
+fn append_bytes(path: &std::path::Path, extra: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("f");
+    f.write_all(extra).expect("append bytes");
+}
+
+#[test]
+fn a_damaged_length_in_a_middle_record_is_an_error_naming_its_offset() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (path, offsets) = file_with(&dir, 4);
+    let before = std::fs::read(&path).expect("read");
+    // Record 2's length now runs past the end of the file: before the fix this was taken
+    // for a torn tail and heights 2..=4 were silently cut.
+    let mut bytes = before.clone();
+    let at = offsets[1] as usize;
+    bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&path, &bytes).expect("write");
+    match BlockStore::open(&path) {
+        Err(BlockStoreError::Corrupt { offset, .. }) => assert_eq!(offset, offsets[1]),
+        other => panic!("expected Corrupt at {}, got {other:?}", offsets[1]),
+    }
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        bytes,
+        "a refused file is not modified"
+    );
+    // A length that is merely too short (the checksum then fails) is refused the same way.
+    let mut bytes = before;
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("write");
+    match BlockStore::open(&path) {
+        Err(BlockStoreError::Corrupt { offset, .. }) => assert_eq!(offset, offsets[1]),
+        other => panic!("expected Corrupt at {}, got {other:?}", offsets[1]),
+    }
+}
+
+#[test]
+fn a_damaged_body_in_a_middle_record_is_an_error() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (path, offsets) = file_with(&dir, 3);
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[offsets[0] as usize + 10] ^= 0xff;
+    std::fs::write(&path, &bytes).expect("write");
+    match BlockStore::open(&path) {
+        Err(BlockStoreError::Corrupt { offset, .. }) => assert_eq!(offset, 0),
+        other => panic!("expected Corrupt at 0, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_zero_filled_tail_is_a_torn_tail_and_is_cut() {
+    for zeros in [1usize, 3, 4, 35, 36, 37, 4096] {
+        let dir = tempfile::tempdir().expect("dir");
+        let (path, _) = file_with(&dir, 3);
+        let good_len = std::fs::metadata(&path).expect("meta").len();
+        append_bytes(&path, &vec![0; zeros]);
+        let (mut store, certs, cut) = BlockStore::open(&path)
+            .unwrap_or_else(|e| panic!("{zeros} zero bytes after the last record: {e}"));
+        assert_eq!(certs.len(), 3);
+        assert_eq!(certs[2], certificate(3, 150));
+        assert_eq!(cut, zeros as u64);
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), good_len);
+        store.append(&certificate(4, 1)).expect("append after cut");
+        drop(store);
+        let (_, certs, cut) = BlockStore::open(&path).expect("reopen");
+        assert_eq!((certs.len(), cut), (4, 0));
+    }
+}
+
+#[test]
+fn a_partial_last_record_is_cut_but_zeros_in_place_of_a_middle_record_are_not() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (path, offsets) = file_with(&dir, 3);
+    let full = std::fs::read(&path).expect("read");
+    // The last record half written (a crash mid-append): cut.
+    let half = offsets[2] as usize + (full.len() - offsets[2] as usize) / 2;
+    std::fs::write(&path, &full[..half]).expect("write");
+    let (_, certs, cut) = BlockStore::open(&path).expect("open");
+    assert_eq!((certs.len(), cut), (2, (half - offsets[2] as usize) as u64));
+    // Record 2 zeroed while record 3 is intact: an error, not a cut.
+    let mut bytes = full.clone();
+    bytes[offsets[1] as usize..offsets[2] as usize].fill(0);
+    std::fs::write(&path, &bytes).expect("write");
+    match BlockStore::open(&path) {
+        Err(BlockStoreError::Corrupt { offset, what, .. }) => {
+            assert_eq!(offset, offsets[1]);
+            assert!(what.contains(&offsets[2].to_string()), "{what}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
