@@ -151,14 +151,29 @@ impl Bridge {
     /// Runs the Core side of a block: `external` commands (from the sequencer), then the
     /// pending actions. Appends every engine event to `events`; queues callbacks and
     /// credits for the EVM block of the same height.
+    ///
+    /// External commands may not deposit or withdraw the native asset: only CoreWriter
+    /// moves it, against its escrow (`escrow == supply * wei_per_unit`). Such commands are
+    /// refused (not run) and returned with why.
     pub fn run_core_block<L: PriceLadder>(
         &mut self,
         engine: &mut Engine<L>,
         external: &[Command],
         events: &mut Vec<Event>,
-    ) {
+    ) -> Vec<(Command, String)> {
+        let mut refused = Vec::new();
         let mut out = Vec::new();
         for command in external {
+            if let Command::Deposit { asset, .. } | Command::Withdraw { asset, .. } = *command {
+                if asset == self.native_asset {
+                    refused.push((
+                        *command,
+                        "the native asset moves only through CoreWriter (escrow = supply x scale)"
+                            .to_string(),
+                    ));
+                    continue;
+                }
+            }
             out.clear();
             engine.step(command, &mut out);
             self.route(&out, None);
@@ -167,8 +182,7 @@ impl Bridge {
         for action in std::mem::take(&mut self.pending_actions) {
             out.clear();
             let account = system::core_account(action.sender);
-            let owner = *self.registry.entry(account).or_insert(action.sender);
-            if account == 0 || account == INSURANCE_ACCOUNT || owner != action.sender {
+            if !self.claim(account, action.sender) {
                 // Refused by the bridge: no command; a deposit's value goes back.
                 self.push_callback(Callback {
                     target: action.sender,
@@ -227,6 +241,25 @@ impl Bridge {
             }
             self.route(&out, Some((account, action.id)));
             events.extend_from_slice(&out);
+        }
+        refused
+    }
+
+    /// Records `sender` as the owner of Core account `account` if it has none; whether
+    /// `sender` may act as it. Reserved ids (0, `INSURANCE_ACCOUNT`) are refused before
+    /// anything is recorded, so no EVM address ever receives their callbacks.
+    pub fn claim(&mut self, account: AccountId, sender: Address) -> bool {
+        if account == 0 || account == INSURANCE_ACCOUNT {
+            return false;
+        }
+        *self.registry.entry(account).or_insert(sender) == sender
+    }
+
+    /// Puts callbacks the EVM block could not deliver back at the front of the queue, in
+    /// their order.
+    pub fn requeue_callbacks(&mut self, callbacks: Vec<Callback>) {
+        for callback in callbacks.into_iter().rev() {
+            self.pending_callbacks.push_front(callback);
         }
     }
 
@@ -373,5 +406,24 @@ impl Bridge {
         let n = self.pending_callbacks.len().min(MAX_CALLBACKS_PER_BLOCK);
         let callbacks = self.pending_callbacks.drain(..n).collect();
         (credits, callbacks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_ids_are_refused_before_anything_is_recorded() {
+        let mut bridge = Bridge::new(1, U256::from(1u64));
+        let a = Address::repeat_byte(0xaa);
+        let b = Address::repeat_byte(0xbb);
+        assert!(!bridge.claim(0, a));
+        assert!(!bridge.claim(INSURANCE_ACCOUNT, a));
+        assert!(bridge.registry.is_empty(), "{:?}", bridge.registry);
+        assert!(bridge.claim(7, a));
+        assert!(bridge.claim(7, a));
+        assert!(!bridge.claim(7, b), "first address seen wins");
+        assert_eq!(bridge.registry.get(&7), Some(&a));
     }
 }

@@ -18,6 +18,8 @@ pub struct StepOutput {
     pub core_events: Vec<Event>,
     /// The Core state root after the Core block.
     pub core_root: [u8; 32],
+    /// External commands the bridge refused (native asset deposits/withdrawals), with why.
+    pub refused_commands: Vec<(Command, String)>,
     /// The EVM block.
     pub evm: BlockOutput,
 }
@@ -67,8 +69,9 @@ impl<L: PriceLadder> Chain<L> {
     pub fn step(&mut self, external: &[Command], txs: Vec<SignedTx>, timestamp: u64) -> StepOutput {
         let height = self.executor.head().number + 1;
         let mut core_events = Vec::new();
-        self.bridge
-            .run_core_block(&mut self.engine, external, &mut core_events);
+        let refused_commands =
+            self.bridge
+                .run_core_block(&mut self.engine, external, &mut core_events);
         let core_root = self.engine.commit();
         let (credits, callbacks) = self.bridge.take_evm_inputs();
         let input = BlockInput {
@@ -82,9 +85,11 @@ impl<L: PriceLadder> Chain<L> {
         let view = CoreSnapshot::new(&self.engine, height);
         let evm = self.executor.execute_block(&view, input);
         self.bridge.queue_actions(evm.actions.clone());
+        self.bridge.requeue_callbacks(evm.undelivered.clone());
         StepOutput {
             core_events,
             core_root,
+            refused_commands,
             evm,
         }
     }
@@ -120,9 +125,7 @@ impl<L: PriceLadder> Chain<L> {
     /// callbacks for events of a Core account funded from outside reach it.
     pub fn register(&mut self, address: Address) {
         self.bridge
-            .registry
-            .entry(crate::system::core_account(address))
-            .or_insert(address);
+            .claim(crate::system::core_account(address), address);
     }
 
     /// Splits into parts (for persistence).

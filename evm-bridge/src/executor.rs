@@ -110,6 +110,10 @@ pub enum TxError {
         /// The transaction's.
         got: u64,
     },
+    /// `gas_limit * max_fee + value` does not fit in 256 bits (or in the sender's pooled
+    /// total): no balance can pay it.
+    #[error("transaction cost overflows 256 bits")]
+    CostOverflow,
     /// Already known.
     #[error("already known")]
     Known,
@@ -162,10 +166,18 @@ impl SignedTx {
         self.envelope.nonce()
     }
 
-    /// What the sender must hold: `gas_limit * max_fee + value`.
-    pub fn max_cost(&self) -> U256 {
-        U256::from(self.envelope.gas_limit()) * U256::from(self.envelope.max_fee_per_gas())
-            + self.envelope.value()
+    /// What the sender must hold: `gas_limit * max_fee + value`, checked (a wrapping sum
+    /// would let an absurd value pass a funds check).
+    pub fn max_cost(&self) -> Result<U256, TxError> {
+        U256::from(self.envelope.gas_limit())
+            .checked_mul(U256::from(self.envelope.max_fee_per_gas()))
+            .and_then(|fee| fee.checked_add(self.envelope.value()))
+            .ok_or(TxError::CostOverflow)
+    }
+
+    /// The value sent.
+    pub fn value(&self) -> U256 {
+        self.envelope.value()
     }
 
     /// Checks that do not need state: gas limit and fee against the chain's rules.
@@ -474,6 +486,13 @@ pub struct BlockOutput {
     pub dropped: Vec<(B256, String)>,
     /// Transactions that did not fit the block's gas, to retry in the next block.
     pub deferred: Vec<SignedTx>,
+    /// Callbacks not delivered because the block's callback gas budget was used up, in
+    /// order: they go back to the front of the bridge queue.
+    pub undelivered: Vec<Callback>,
+    /// Credits and callbacks refused because they would break an invariant (a credit the
+    /// escrow cannot cover, an invalid system transaction), with why. Never expected; the
+    /// chain goes on without them.
+    pub errors: Vec<String>,
     /// The state diff.
     pub diff: StateDiff,
 }
@@ -589,6 +608,8 @@ impl Executor {
             actions: Vec::new(),
             dropped: Vec::new(),
             deferred: Vec::new(),
+            undelivered: Vec::new(),
+            errors: Vec::new(),
             diff,
         };
         (
@@ -672,13 +693,20 @@ impl Executor {
             "blocks must be consecutive"
         );
         let mut diff = StateDiff::default();
-        // Credits: CoreWriter's escrow pays out; conservation holds by construction.
+        let mut errors = Vec::new();
+        // Credits: CoreWriter's escrow pays out; conservation holds by construction. A
+        // credit the escrow cannot cover would mint wei: it is refused (never a panic).
         for credit in &input.credits {
             let mut escrow = self.account(system::CORE_WRITER);
-            assert!(
-                escrow.balance >= credit.wei,
-                "escrow holds every bridged wei (credit {credit:?})"
-            );
+            if escrow.balance < credit.wei {
+                let error = format!(
+                    "credit refused: escrow {} cannot cover {credit:?}",
+                    escrow.balance
+                );
+                eprintln!("nexus-evm: block {}: {error}", input.height);
+                errors.push(error);
+                continue;
+            }
             escrow.balance -= credit.wei;
             self.db
                 .insert_account_info(system::CORE_WRITER, escrow.clone());
@@ -713,12 +741,23 @@ impl Executor {
         let mut dropped = Vec::new();
         let mut deferred = Vec::new();
 
-        // System transactions: callbacks to contracts (no fee, no nonce, capped gas).
+        let mut undelivered = Vec::new();
+        // System transactions: callbacks to contracts (no fee, no nonce, capped gas). They
+        // may use at most the block's gas minus the user reserve; the rest wait, in order.
+        let callback_budget = config
+            .block_gas_limit
+            .saturating_sub(config.block_gas_limit / system::USER_GAS_RESERVE_DIVISOR);
         evm.ctx.modify_cfg(|cfg| {
             cfg.disable_nonce_check = true;
             cfg.disable_base_fee = true;
         });
         for (index, callback) in input.callbacks.iter().enumerate() {
+            if !undelivered.is_empty()
+                || acc.cumulative + system::CALLBACK_GAS_LIMIT > callback_budget
+            {
+                undelivered.push(*callback);
+                continue;
+            }
             let has_code = evm
                 .ctx
                 .journaled_state
@@ -741,7 +780,7 @@ impl Executor {
             preimage.extend_from_slice(&input.height.to_be_bytes());
             preimage.extend_from_slice(&(index as u64).to_be_bytes());
             let hash = keccak256(&preimage);
-            txs.push(TxRecord {
+            let record = TxRecord {
                 hash,
                 from: system::SYSTEM_ADDRESS,
                 to: Some(callback.target),
@@ -759,11 +798,12 @@ impl Executor {
                 s: U256::ZERO,
                 block_number: input.height,
                 index: txs.len() as u64,
-            });
+            };
             match evm.transact(tx) {
                 Ok(out) => {
                     diff.absorb(&out.state);
                     evm.commit(out.state);
+                    txs.push(record);
                     acc.finish(
                         out.result,
                         hash,
@@ -773,7 +813,12 @@ impl Executor {
                         SYSTEM_TX_TYPE,
                     );
                 }
-                Err(error) => panic!("a system callback cannot be invalid: {error}"),
+                Err(error) => {
+                    // Cannot happen for a valid config; never panic the chain thread.
+                    let error = format!("callback {callback:?} not run: {error}");
+                    eprintln!("nexus-evm: block {}: {error}", input.height);
+                    errors.push(error);
+                }
             }
         }
         evm.ctx.modify_cfg(|cfg| {
@@ -835,6 +880,8 @@ impl Executor {
             actions: acc.actions,
             dropped,
             deferred,
+            undelivered,
+            errors,
             diff,
         }
     }

@@ -11,7 +11,7 @@ use crate::system::{self, abi::*};
 use alloy_primitives::{Address, Bytes, Log, LogData, B256, U256};
 use engine::Side;
 use revm::context::Cfg;
-use revm::context_interface::{ContextTr, JournalTr};
+use revm::context_interface::{ContextTr, JournalTr, Transaction};
 use revm::handler::{precompile_output_to_interpreter_result, EthPrecompiles, PrecompileProvider};
 use revm::interpreter::{CallInputs, CallScheme, InterpreterResult};
 use revm::precompile::{PrecompileHalt, PrecompileOutput};
@@ -178,6 +178,15 @@ where
             }
             if inputs.is_static {
                 return Ok(Some(revert("CoreWriter: static call", limit, reservoir)));
+            }
+            // Callbacks are notifications: a system transaction (and anything it calls)
+            // cannot act on Core, or one action could start an endless callback loop.
+            if context.tx().caller() == system::SYSTEM_ADDRESS {
+                return Ok(Some(revert(
+                    "CoreWriter: not from a callback",
+                    limit,
+                    reservoir,
+                )));
             }
             let calldata = inputs.input.bytes(context);
             let value = inputs.value.get();

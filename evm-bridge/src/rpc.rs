@@ -138,6 +138,9 @@ pub struct Node {
     txs: HashMap<B256, (TxRecord, Receipt)>,
     mempool: Vec<SignedTx>,
     core_inbox: Vec<Command>,
+    /// Why the node stopped (a block it produced could not be persisted): in-memory state
+    /// is ahead of storage, so nothing more is served.
+    stopped: Option<String>,
 }
 
 impl Node {
@@ -157,6 +160,7 @@ impl Node {
             txs: HashMap::new(),
             mempool: Vec::new(),
             core_inbox: Vec::new(),
+            stopped: None,
         })
     }
 
@@ -185,6 +189,7 @@ impl Node {
                 .collect(),
             mempool: Vec::new(),
             core_inbox: Vec::new(),
+            stopped: None,
         }))
     }
 
@@ -229,17 +234,15 @@ impl Node {
             });
         }
         let balance = self.chain.executor().account(tx.sender).balance;
-        let pooled: U256 = self
-            .mempool
-            .iter()
-            .filter(|t| t.sender == tx.sender)
-            .map(SignedTx::max_cost)
-            .fold(U256::ZERO, |a, b| a + b);
-        if balance < pooled + tx.max_cost() {
-            return Err(TxError::Funds {
-                balance,
-                need: pooled + tx.max_cost(),
-            });
+        // Checked: a wrapping sum would let `value = 2^256 - 1` pass.
+        let mut need = tx.max_cost()?;
+        for pooled in self.mempool.iter().filter(|t| t.sender == tx.sender) {
+            need = need
+                .checked_add(pooled.max_cost()?)
+                .ok_or(TxError::CostOverflow)?;
+        }
+        if balance < need || balance < tx.value() {
+            return Err(TxError::Funds { balance, need });
         }
         if self.mempool.len() >= MAX_MEMPOOL {
             return Err(TxError::Malformed("transaction pool is full".into()));
@@ -249,14 +252,30 @@ impl Node {
         Ok(hash)
     }
 
-    /// Produces the next block (Core then EVM) and persists it.
+    /// Why the node stopped, if it did: a produced block could not be persisted, so its
+    /// in-memory state is ahead of storage and it answers nothing more.
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref()
+    }
+
+    /// Produces the next block (Core then EVM) and persists it. A store failure stops the
+    /// node for good ([`Node::stopped`]): the block exists in memory but not on disk.
     pub fn produce_block(&mut self, timestamp: u64) -> Result<StepOutput, StoreError> {
+        if let Some(why) = &self.stopped {
+            return Err(StoreError::Stopped(why.clone()));
+        }
         let txs = std::mem::take(&mut self.mempool);
         let core = std::mem::take(&mut self.core_inbox);
         let out = self.chain.step(&core, txs, timestamp);
         if let Some(store) = &self.store {
             let snapshot = self.chain.engine().snapshot();
-            store.commit_block(&out.evm, self.chain.bridge(), Some(&snapshot))?;
+            if let Err(e) = store.commit_block(&out.evm, self.chain.bridge(), Some(&snapshot)) {
+                self.stopped = Some(format!(
+                    "block {} not persisted: {e}",
+                    out.evm.header.number
+                ));
+                return Err(e);
+            }
         }
         self.mempool = out.evm.deferred.clone();
         for (record, receipt) in out.evm.txs.iter().zip(&out.evm.receipts) {
@@ -373,6 +392,9 @@ impl Node {
 
     /// Answers one JSON-RPC call. `params` is the positional parameter list.
     pub fn handle(&mut self, method: &str, params: &[Value]) -> Result<Value, RpcError> {
+        if let Some(why) = &self.stopped {
+            return Err(RpcError::server(format!("node stopped: {why}")));
+        }
         let config = self.chain.executor().config().clone();
         match method {
             "eth_chainId" => Ok(quantity(config.chain_id)),
@@ -471,9 +493,9 @@ impl Node {
             }
             "eth_getLogs" => self.logs(arg(params, 0)),
             "nexus_mine" => {
-                let out = self
-                    .produce_block(unix_now())
-                    .map_err(|e| RpcError::server(e.to_string()))?;
+                let out = self.produce_block(unix_now()).map_err(|e| {
+                    RpcError::server(format!("node stopped: block not persisted: {e}"))
+                })?;
                 Ok(quantity(out.evm.header.number))
             }
             "nexus_coreAccount" => {
@@ -875,6 +897,11 @@ fn node_loop(mut node: Node, rx: mpsc::Receiver<Request>, block_time: Duration) 
             Ok(request) => {
                 let result = node.handle(request.method, &request.params);
                 let _ = request.reply.send(result);
+                if let Some(why) = node.stopped() {
+                    // Like the timer path: in-memory state is ahead of storage; stop.
+                    eprintln!("nexus-evm: stopping: {why}");
+                    return node;
+                }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return node,

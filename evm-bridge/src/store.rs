@@ -32,6 +32,9 @@ pub enum StoreError {
         /// What.
         detail: String,
     },
+    /// The node stopped after an earlier failed write; nothing more is written.
+    #[error("node stopped: {0}")]
+    Stopped(String),
 }
 
 mod lmdb_env {
@@ -100,15 +103,21 @@ fn decode_account(bytes: &[u8]) -> Option<AccountInfo> {
 }
 
 impl Store {
-    /// Opens (creating) the store in `dir`.
+    /// Opens (creating) the store in `dir` (16 GiB map).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_map_size(dir, 1 << 34)
+    }
+
+    /// Opens (creating) the store in `dir` with an LMDB map of `map_size_bytes` (the most
+    /// the store may hold; a write past it fails).
+    pub fn open_with_map_size(dir: &Path, map_size_bytes: usize) -> Result<Store, StoreError> {
         let path = dir.to_path_buf();
         let err = |source| StoreError::Lmdb {
             path: path.clone(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(|e| err(heed::Error::Io(e)))?;
-        let env = lmdb_env::open(dir, 1 << 34).map_err(err)?;
+        let env = lmdb_env::open(dir, map_size_bytes).map_err(err)?;
         let mut txn = env.write_txn().map_err(err)?;
         let accounts = env
             .create_database(&mut txn, Some("accounts"))

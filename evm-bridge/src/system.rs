@@ -74,6 +74,10 @@ pub const CROSS_BYTE_GAS: u64 = 16;
 pub const CALLBACK_GAS_LIMIT: u64 = 300_000;
 /// Most callbacks delivered in one EVM block; the rest wait for the next (FIFO).
 pub const MAX_CALLBACKS_PER_BLOCK: usize = 512;
+/// The share of every block's gas kept for user transactions: callbacks are delivered only
+/// while `cumulative gas + CALLBACK_GAS_LIMIT <= block gas limit - limit / this`, so
+/// callbacks can never fill a block (half of it stays for users).
+pub const USER_GAS_RESERVE_DIVISOR: u64 = 2;
 
 /// The Core account id of an EVM address: the low 8 bytes of `keccak256(address)`, read
 /// big-endian. Deterministic and registry-free; the bridge refuses the reserved ids

@@ -546,3 +546,32 @@ fn blocks_receipts_and_identity_methods_have_the_fields_clients_format() {
         assert!(is_quantity(&tx[field]), "{field}: {}", tx[field]);
     }
 }
+
+#[test]
+fn a_failed_store_write_on_nexus_mine_stops_the_node() {
+    let wallet = Wallet::new(1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with_map_size(dir.path(), 1 << 20).unwrap();
+    let mut node = node(&wallet, Some(store));
+    // 600 KB of calldata: its stored record does not fit a 1 MiB map.
+    let to = Some(Wallet::new(2).address);
+    let raw = wallet.eip1559(
+        config().chain_id,
+        0,
+        to,
+        U256::ZERO,
+        vec![0; 600_000],
+        3_000_000,
+    );
+    node.submit_raw(&raw).unwrap();
+    let server = start(node);
+    let err = rpc(server.addr, "nexus_mine", json!([])).unwrap_err();
+    assert!(
+        err["message"].as_str().unwrap().contains("node stopped"),
+        "{err}"
+    );
+    let err = rpc(server.addr, "eth_blockNumber", json!([])).unwrap_err();
+    assert_eq!(err["message"], "node stopped", "{err}");
+    let node = server.stop();
+    assert!(node.stopped().is_some());
+}
