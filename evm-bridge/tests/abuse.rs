@@ -1,4 +1,4 @@
-//! Regression tests for review findings: callback amplification, overflowing transaction
+//! Abuse cases of the EVM bridge: callback amplification, overflowing transaction
 //! cost, native-asset invariant breaks, and reserved Core ids.
 
 mod common;
