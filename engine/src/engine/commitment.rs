@@ -118,7 +118,7 @@ fn order_digest(market: MarketId, account: AccountId, node: &OrderNode) -> Lanes
     Lanes::of(blake3::hash(&record))
 }
 
-fn account_digest(account: &AccountState, perp_ids: &[MarketId]) -> Lanes {
+fn account_digest(account: &AccountState, perps: &[PerpMarket]) -> Lanes {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"U");
     hasher.update(&account.id.to_le_bytes());
@@ -131,7 +131,7 @@ fn account_digest(account: &AccountState, perp_ids: &[MarketId]) -> Lanes {
     hasher.update(&perp.collateral.to_le_bytes());
     hasher.update(&perp.order_margin.to_le_bytes());
     for position in &perp.positions {
-        hasher.update(&perp_ids[position.perp as usize].to_le_bytes());
+        hasher.update(&perps[position.perp as usize].spec.market.to_le_bytes());
         hasher.update(&position.size.to_le_bytes());
         hasher.update(&position.open_notional.to_le_bytes());
         hasher.update(&position.funding_basis.to_le_bytes());
@@ -237,12 +237,11 @@ impl<L: PriceLadder> Engine<L> {
         self.commitment.dirty_orders = dirty_orders;
         self.commitment.dirty_orders.clear();
         let dirty_accounts = std::mem::take(&mut self.commitment.dirty_accounts);
-        let perp_ids = self.perp_ids();
         for &index in &dirty_accounts {
             let account = &mut self.accounts[index as usize];
             account.dirty = false;
             lanes.sub(account.committed);
-            account.committed = account_digest(account, &perp_ids);
+            account.committed = account_digest(account, &self.perps);
             lanes.add(account.committed);
         }
         self.commitment.dirty_accounts = dirty_accounts;
@@ -260,17 +259,10 @@ impl<L: PriceLadder> Engine<L> {
                 lanes.add(self.order_record_digest(node));
             }
         }
-        let perp_ids = self.perp_ids();
         for account in &self.accounts {
-            lanes.add(account_digest(account, &perp_ids));
+            lanes.add(account_digest(account, &self.perps));
         }
         self.root(lanes)
-    }
-
-    /// Market ids of the perp markets, by perp index (a few entries; no allocation when
-    /// there are none).
-    fn perp_ids(&self) -> Vec<MarketId> {
-        self.perps.iter().map(|perp| perp.spec.market).collect()
     }
 }
 

@@ -848,9 +848,8 @@ impl<L: PriceLadder> Engine<L> {
         old_reserve: i128,
     ) -> Result<(i128, u8), RejectReason> {
         let market = &self.perps[params.perp as usize];
-        let oracle = market.oracle as i128;
-        let band = market.spec.price_band_ppb as i128;
-        if (price as i128 - oracle).abs() * PPB > band * oracle {
+        let (low, high) = self.band_edges(params.perp);
+        if price < low || price > high {
             return Err(RejectReason::PriceBand);
         }
         let size = self.position(account, params.perp).map_or(0, |p| p.size);
@@ -1532,8 +1531,7 @@ impl<L: PriceLadder> Engine<L> {
             let chunk = (market.spec.liquidation_chunk_notional as i128 / per_lot)
                 .clamp(1, size.abs() as i128) as Lots;
             let side = if size > 0 { Side::Sell } else { Side::Buy };
-            let band = market.spec.price_band_ppb as i128;
-            let oracle = market.oracle as i128;
+            let (low, high) = self.band_edges(perp);
             // Never worse than the band's edge, nor than the bankruptcy price of the whole
             // position (`size * mark * QU - equity` over `size * QU`), so the book step cannot
             // take the bucket below zero (fees aside).
@@ -1541,12 +1539,8 @@ impl<L: PriceLadder> Engine<L> {
                 (size as i128 * market.mark as i128 * market.qu() - margin.equity).abs();
             let lots_value = size.unsigned_abs() as i128 * market.qu();
             let limit = match side {
-                Side::Sell => ceil_div(oracle * (PPB - band).max(0), PPB)
-                    .max(ceil_div(value_per_side, lots_value))
-                    .max(1) as Ticks,
-                Side::Buy => ((oracle * (PPB + band)) / PPB)
-                    .min(value_per_side / lots_value)
-                    .min(params.max_price as i128) as Ticks,
+                Side::Sell => (low as i128).max(ceil_div(value_per_side, lots_value)) as Ticks,
+                Side::Buy => (high as i128).min(value_per_side / lots_value) as Ticks,
             };
             let mut taker = Taker {
                 account,
