@@ -334,9 +334,15 @@ pub struct Engine<L: PriceLadder = ArrayLadder> {
     liq_scratch: Vec<u32>,
     /// Liquidation counters.
     stats: LiquidationStats,
-    /// What the last isolated position to go flat handed back to cross collateral (read
-    /// and reset by the liquidation fee; not state).
-    isolated_returned: Units,
+    /// What the isolated position being liquidated handed back to cross collateral when it
+    /// went flat, `(account, perp, units)`: read and reset by its liquidation fee (not state).
+    isolated_returned: Option<(u32, u32, Units)>,
+    /// The account being liquidated, NIL outside a liquidation (not state).
+    liquidating: u32,
+    /// What the insurance fund's collateral must be: moved only by fees, backstop takeovers
+    /// and its own positions' PnL, cover-to-zero and its own transfers. Debug accounting
+    /// for `check_invariants`, not state (re-based on restore).
+    insurance_ledger: i128,
 }
 
 impl<L: PriceLadder> Engine<L> {
@@ -366,7 +372,9 @@ impl<L: PriceLadder> Engine<L> {
             perp_touched: Vec::new(),
             liq_scratch: Vec::new(),
             stats: LiquidationStats::default(),
-            isolated_returned: 0,
+            isolated_returned: None,
+            liquidating: NIL,
+            insurance_ledger: 0,
         }
     }
 

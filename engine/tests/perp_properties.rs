@@ -21,14 +21,28 @@
 //!   maintenance: the index missed nobody (checked by a full scan);
 //! - (f) a rejected command leaves the root unchanged; `commit` equals `state_hash`; the
 //!   BTreeMap ladder gives the same events and roots; a snapshot restored mid-stream
-//!   continues identically.
+//!   continues identically;
+//! - (g) the money model (`Ledger`, issue #17): every account's cross collateral and
+//!   isolated margins, moved by the command's events under the documented rules (isolated
+//!   margin moves of every fill, reduce-only included; liquidation fees from the bucket's own
+//!   money; the insurance fund only by fees, backstops, covers and its own PnL; book chunks
+//!   only while equity > 0), equal the engine's; `check_invariants` also checks the fund
+//!   against the engine's own ledger.
+//!
+//! Why the streams missed issue #17's three bugs: the model rebuilt positions only, never
+//! money, so a fee from the wrong bucket or a margin move that did not happen was invisible
+//! to it (and `check_invariants` checks conservation, which all three kept); reduce-only
+//! orders were rare and never closed an isolated position far from the mark; with few
+//! isolated accounts, two never met in one liquidation step; and P1's 0.5% fee on 15-lot
+//! chunks could not take equity below zero between chunks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use engine::{
-    AccountId, BTreeEngine, Command, Engine, EngineConfig, Event, LiquidationStep, Lots,
-    MarginTier, MarketId, NewOrder, OrderId, PerpSpec, RejectReason, SelfTradePrevention, Side,
-    Ticks, TimeInForce, Units, INSURANCE_ACCOUNT, MAX_MARGIN_TIERS, MAX_ORACLE_SOURCES, PPB,
+    AccountId, BTreeEngine, CancelReason, Command, Engine, EngineConfig, Event, LiquidationStep,
+    Lots, MarginTier, MarketId, NewOrder, OrderId, PerpSpec, RejectReason, SelfTradePrevention,
+    Side, Ticks, TimeInForce, Units, INSURANCE_ACCOUNT, LIQUIDATION_OID, MAX_MARGIN_TIERS,
+    MAX_ORACLE_SOURCES, PPB,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -39,7 +53,8 @@ const P2: MarketId = 2;
 const ACCOUNTS: [AccountId; 6] = [1, 2, 3, 4, 5, 6];
 const PCT: u32 = 10_000_000;
 
-fn spec(market: MarketId, qu: Units, maker: i32, taker: i32, chunk: Units) -> PerpSpec {
+fn spec(market: MarketId, qu: Units, fees: (i32, i32), chunk: Units, fee_ppb: u32) -> PerpSpec {
+    let (maker, taker) = fees;
     let mut tiers = [MarginTier::default(); MAX_MARGIN_TIERS];
     tiers[0] = MarginTier {
         notional_up_to: 4_000 * qu,
@@ -73,12 +88,17 @@ fn spec(market: MarketId, qu: Units, maker: i32, taker: i32, chunk: Units) -> Pe
         funding_cap_ppb: 4 * PCT,
         impact_notional: 500 * qu,
         liquidation_chunk_notional: chunk,
-        liquidation_fee_ppb: PCT / 2,
+        liquidation_fee_ppb: fee_ppb,
     }
 }
 
 fn specs() -> [PerpSpec; 2] {
-    [spec(P1, 1, -2, 5, 1_500), spec(P2, 3, 0, 0, 1_000_000)]
+    // P1: small chunks and a 4% liquidation fee, so that a chunk's fee can take a bucket's
+    // equity to zero or below between chunks (issue #17).
+    [
+        spec(P1, 1, (-2, 5), 600, 4 * PCT),
+        spec(P2, 3, (0, 0), 1_000_000, PCT / 2),
+    ]
 }
 
 /// One generated step; prices are offsets from the market's current oracle.
@@ -129,6 +149,13 @@ enum Op {
         market: usize,
         amount: Units,
     },
+    /// A reduce-only IOC closing the account's whole position at `offset` from the oracle
+    /// (often the band's edge): isolated closes far from the mark (issue #17).
+    Close {
+        account: usize,
+        market: usize,
+        offset: i64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -151,10 +178,12 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(market, moves)| Op::Oracle { market, moves }),
         1 => (0..2usize).prop_map(|market| Op::Funding { market }),
         2 => (0..6usize, -3_000i64..3_000).prop_map(|(account, amount)| Op::Transfer { account, amount }),
-        1 => (0..6usize, 0..2usize, 0u32..22, prop::bool::weighted(0.3))
+        1 => (0..6usize, 0..2usize, 0u32..22, prop::bool::weighted(0.5))
             .prop_map(|(account, market, leverage, isolated)| Op::Leverage { account, market, leverage, isolated }),
         1 => (0..6usize, 0..2usize, -200i64..300)
             .prop_map(|(account, market, amount)| Op::Isolated { account, market, amount }),
+        2 => (0..6usize, 0..2usize, prop_oneof![-3i64..3, -60i64..60])
+            .prop_map(|(account, market, offset)| Op::Close { account, market, offset }),
     ]
 }
 
@@ -351,8 +380,10 @@ struct Run {
 }
 
 impl Run {
-    /// `insurance`: what the insurance fund starts with (0 forces auto-deleveraging).
-    fn new(insurance: Units) -> Run {
+    /// `insurance`: what the insurance fund starts with (0 forces auto-deleveraging);
+    /// `isolated`: bit `i` starts account `i` isolated in both markets (so that isolated
+    /// positions meet each other in liquidations, issue #17).
+    fn new(insurance: Units, isolated: u8) -> Run {
         let config = EngineConfig {
             max_resting_orders: 512,
             max_open_orders_per_account: 32,
@@ -387,6 +418,18 @@ impl Run {
                 account: INSURANCE_ACCOUNT,
                 amount: insurance,
             });
+        }
+        for (i, &account) in ACCOUNTS.iter().enumerate() {
+            for spec in &run.specs {
+                if isolated & (1 << i) != 0 {
+                    setup.push(Command::SetLeverage {
+                        account,
+                        market: spec.market,
+                        leverage: 10,
+                        isolated: true,
+                    });
+                }
+            }
         }
         for market in 0..2 {
             setup.push(oracle_command(
@@ -490,12 +533,36 @@ impl Run {
                 market: market_id(market),
                 amount,
             },
+            Op::Close {
+                account,
+                market,
+                offset,
+            } => {
+                let size = self
+                    .engine
+                    .position_view(ACCOUNTS[account], market_id(market))
+                    .map_or(0, |p| p.size);
+                let band = self.oracle[market] / 5;
+                let offset = offset.clamp(-band, band);
+                Command::Place(NewOrder {
+                    account: ACCOUNTS[account],
+                    market: market_id(market),
+                    oid: 9,
+                    side: if size >= 0 { Side::Sell } else { Side::Buy },
+                    price: Some((self.oracle[market] + offset).max(1)),
+                    qty: size.abs().max(1),
+                    tif: TimeInForce::Ioc,
+                    stp: SelfTradePrevention::CancelMaker,
+                    reduce_only: true,
+                })
+            }
         }
     }
 
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
         let command = self.command(op);
         let before = self.engine.state_hash();
+        let ledger = Ledger::before(&self.engine, &self.specs, &command);
         // (d) what the model expects of the margin check, from the state before.
         let expected_margin_check = match command {
             Command::Place(order) if !order.reduce_only && order.price.is_some() => {
@@ -550,8 +617,15 @@ impl Run {
                 events
             );
         }
-        // (b)
-        self.model.apply(&events, &self.specs);
+        // (b) and (g)
+        check_money(
+            &self.engine,
+            &mut self.model,
+            &self.specs,
+            ledger,
+            &command,
+            &events,
+        )?;
         for (&(account, market), &(size, basis)) in &self.model.positions {
             let view = self
                 .engine
@@ -608,6 +682,464 @@ impl Run {
     }
 }
 
+/// The money model (issue #17): every account's cross collateral `C` and isolated margins,
+/// moved by one command's events under the documented rules (docs/perps.md), starting from
+/// the engine's state before the command and compared with it after. It checks what the
+/// position model cannot see: where fees, margin and losses are paid from.
+///
+/// - a fill: fees from `C`; an isolated party (reduce-only or not) moves
+///   `min(ceil(N(m, lots) * im_rate / 10^9) + gap, free cross + release - fee)` from `C`
+///   into its margin, except the liquidated position's own orders (nothing);
+/// - realized PnL and funding go to `C` or the isolated margin; outside a liquidation a
+///   negative isolated margin is topped up from `C`; a flat isolated position hands its
+///   margin back to `C` and, in its liquidation, the fund covers a negative rest;
+/// - a liquidation fee is `min(ceil(notional * fee / 10^9), what is left)`: the isolated
+///   margin, or for an isolated position the step closed its own handback, or the cross
+///   collateral (after a bankruptcy close, at most the cross equity; a cross bucket with no
+///   position left and negative collateral is covered to zero by the fund, fee 0);
+/// - a book chunk is sent only while the bucket's equity is > 0.
+///
+/// A value the model cannot predict (an isolated maker's order tier, a self-trade
+/// cancel's release) marks the account untracked for that command.
+#[derive(Default)]
+struct Ledger {
+    cash: BTreeMap<AccountId, i128>,
+    iso: BTreeMap<(AccountId, MarketId), i128>,
+    isolated: BTreeSet<(AccountId, MarketId)>,
+    untracked: BTreeSet<AccountId>,
+    /// Margin moved in by the current fill, per account, applied at its `Position`.
+    margin_in: BTreeMap<AccountId, i128>,
+    /// What the liquidated isolated position handed back in the current step.
+    handback: Option<(AccountId, MarketId, i128)>,
+    /// A liquidation chunk has filled since the last `Liquidation` event.
+    chunk_open: bool,
+    /// Positions whose funding settled in this command.
+    touched: BTreeSet<(AccountId, MarketId)>,
+    /// Funding each position settles at its first change in this command.
+    first_paid: BTreeMap<(AccountId, MarketId), i128>,
+    /// The taker of a `Place`: its order's terms, for its isolated margin moves.
+    taker: Option<TakerTerms>,
+}
+
+/// What the model knows of a placed order while it matches.
+struct TakerTerms {
+    account: AccountId,
+    market: MarketId,
+    rate: i128,
+    reserve_per_lot: i128,
+    /// Order margin added since the command began (the whole reserve first, then released).
+    order_margin: i128,
+    cash0: i128,
+    free0: i128,
+}
+
+fn tier_rate(spec: &PerpSpec, notional: i128, leverage: u32) -> (i128, i128) {
+    let tiers = spec.tiers();
+    let tier = tiers
+        .iter()
+        .enumerate()
+        .find(|(i, t)| *i + 1 == tiers.len() || notional <= t.notional_up_to as i128)
+        .map(|(_, t)| *t)
+        .unwrap();
+    let leverage_rate = (PPB + leverage as i128 - 1) / leverage as i128;
+    (
+        (tier.imr_ppb as i128).max(leverage_rate),
+        tier.mmr_ppb as i128,
+    )
+}
+
+fn ceil_ppb(value: i128, rate: i128) -> i128 {
+    (value * rate).div_euclid(PPB) + ((value * rate).rem_euclid(PPB) != 0) as i128
+}
+
+impl Ledger {
+    /// Loads the state before `command` from the engine's views.
+    fn before(engine: &Engine, specs: &[PerpSpec; 2], command: &Command) -> Ledger {
+        let mut ledger = Ledger::default();
+        for account in ACCOUNTS.iter().copied().chain([INSURANCE_ACCOUNT]) {
+            let Some((cash, _)) = engine.perp_collateral(account) else {
+                continue;
+            };
+            ledger.cash.insert(account, cash as i128);
+            for spec in specs {
+                if let Some(view) = engine.position_view(account, spec.market) {
+                    if view.isolated {
+                        ledger.isolated.insert((account, spec.market));
+                        ledger
+                            .iso
+                            .insert((account, spec.market), view.isolated_margin as i128);
+                    }
+                }
+            }
+        }
+        if let Command::Place(order) = command {
+            ledger.taker = taker_terms(engine, specs, order);
+        }
+        ledger
+    }
+
+    fn untrack(&mut self, account: AccountId) {
+        self.untracked.insert(account);
+    }
+
+    /// Funding a position still owes at this point of the command.
+    fn unsettled(&self, engine: &Engine, account: AccountId, market: MarketId) -> i128 {
+        if self.touched.contains(&(account, market)) {
+            return 0;
+        }
+        if let Some(&paid) = self.first_paid.get(&(account, market)) {
+            return paid;
+        }
+        engine
+            .position_view(account, market)
+            .map_or(0, |p| p.unsettled_funding)
+    }
+
+    /// Equity of a bucket now, from the model's positions and money and the engine's marks.
+    fn equity(
+        &self,
+        engine: &Engine,
+        model: &Model,
+        specs: &[PerpSpec; 2],
+        account: AccountId,
+        isolated: Option<MarketId>,
+    ) -> i128 {
+        let mut equity = match isolated {
+            Some(market) => self.iso.get(&(account, market)).copied().unwrap_or(0),
+            None => self.cash.get(&account).copied().unwrap_or(0),
+        };
+        for spec in specs {
+            let market = spec.market;
+            let in_bucket = match isolated {
+                Some(m) => m == market,
+                None => !self.isolated.contains(&(account, market)),
+            };
+            let (size, basis) = model
+                .positions
+                .get(&(account, market))
+                .copied()
+                .unwrap_or((0, 0));
+            if !in_bucket || size == 0 {
+                continue;
+            }
+            let mark = engine.perp_market(market).unwrap().mark as i128;
+            equity += size as i128 * mark * spec.quote_units_per_tick_lot as i128
+                - basis
+                - self.unsettled(engine, account, market);
+        }
+        equity
+    }
+}
+
+/// The terms the engine gives a placed order (limit, cut size, tier, reserve), and the
+/// taker's free cross collateral before it, when the taker is isolated in that market.
+fn taker_terms(engine: &Engine, specs: &[PerpSpec; 2], order: &NewOrder) -> Option<TakerTerms> {
+    let spec = specs.iter().find(|s| s.market == order.market)?;
+    let view = engine.position_view(order.account, order.market)?;
+    if !view.isolated {
+        return None;
+    }
+    let market = engine.perp_market(order.market)?;
+    let (oracle, band) = (market.oracle as i128, spec.price_band_ppb as i128);
+    let low = ((oracle * (PPB - band) + PPB - 1) / PPB).max(1) as Ticks;
+    let high = ((oracle * (PPB + band)) / PPB).min(spec.max_price_ticks as i128) as Ticks;
+    let limit = order.price.unwrap_or(match order.side {
+        Side::Buy => high,
+        Side::Sell => low,
+    });
+    let mut qty = order.qty;
+    if order.reduce_only {
+        let already: Lots = engine
+            .account_orders(order.account, Some(order.market))
+            .iter()
+            .filter(|o| o.reduce_only && o.side == order.side)
+            .map(|o| o.remaining)
+            .sum();
+        qty = qty.min(view.size.abs() - already).max(0);
+    }
+    let qu = spec.quote_units_per_tick_lot as i128;
+    let worst = limit as i128 * (view.size.abs() + qty) as i128 * qu;
+    let (rate, _) = tier_rate(spec, worst, view.leverage);
+    let fee_bps = spec.taker_fee_bps.max(spec.maker_fee_bps).max(0) as i128;
+    let fee_part = (limit as i128 * qu * fee_bps + 9_999) / 10_000;
+    let reserve_per_lot = if order.reduce_only {
+        fee_part
+    } else {
+        ceil_ppb(limit as i128 * qu, rate) + fee_part
+    };
+    let (equity, im, _) = model_margin(engine, order.account, None, specs);
+    let (cash, order_margin) = engine.perp_collateral(order.account)?;
+    Some(TakerTerms {
+        account: order.account,
+        market: order.market,
+        rate,
+        reserve_per_lot,
+        order_margin: reserve_per_lot * qty as i128,
+        cash0: cash as i128,
+        free0: equity - im - order_margin as i128,
+    })
+}
+
+/// Runs one command's events through the money model and the position model together,
+/// then compares the money with the engine's.
+fn check_money(
+    engine: &Engine,
+    model: &mut Model,
+    specs: &[PerpSpec; 2],
+    mut ledger: Ledger,
+    command: &Command,
+    events: &[Event],
+) -> Result<(), TestCaseError> {
+    let spec_of = |market: MarketId| *specs.iter().find(|s| s.market == market).unwrap();
+    // The account and market of the next `Liquidation` at or after each event.
+    let mut next_liquidation = vec![None; events.len() + 1];
+    for (i, event) in events.iter().enumerate().rev() {
+        next_liquidation[i] = match *event {
+            Event::Liquidation {
+                account, market, ..
+            } => Some((account, market)),
+            _ => next_liquidation[i + 1],
+        };
+    }
+    for event in events {
+        if let Event::Position {
+            account,
+            market,
+            funding_paid,
+            ..
+        } = *event
+        {
+            ledger
+                .first_paid
+                .entry((account, market))
+                .or_insert(funding_paid as i128);
+        }
+        if let Event::Canceled {
+            account,
+            reason: CancelReason::Stp,
+            ..
+        } = *event
+        {
+            ledger.untrack(account);
+        }
+    }
+    if let Command::Modify { account, .. } = *command {
+        // A modify may re-enter and fill at a tier the model does not recompute.
+        ledger.untrack(account);
+    }
+    match (command, events) {
+        (Command::TransferCollateral { .. }, [Event::Rejected { .. }]) => {}
+        (Command::TransferCollateral { account, amount }, _) => {
+            *ledger.cash.get_mut(account).unwrap() += *amount as i128;
+        }
+        (Command::IsolatedMargin { .. }, [Event::Rejected { .. }]) => {}
+        (
+            Command::IsolatedMargin {
+                account,
+                market,
+                amount,
+            },
+            _,
+        ) => {
+            *ledger.cash.get_mut(account).unwrap() -= *amount as i128;
+            *ledger.iso.get_mut(&(*account, *market)).unwrap() += *amount as i128;
+        }
+        _ => {}
+    }
+    for (i, event) in events.iter().enumerate() {
+        let liquidated = next_liquidation[i];
+        match *event {
+            Event::Fill {
+                market,
+                taker_account,
+                taker_oid,
+                maker_account,
+                taker_side,
+                price,
+                qty,
+                taker_fee,
+                maker_fee,
+                ..
+            } => {
+                let spec = spec_of(market);
+                let qu = spec.quote_units_per_tick_lot as i128;
+                let is_liquidation = taker_oid == LIQUIDATION_OID;
+                if is_liquidation && !ledger.chunk_open {
+                    // A chunk is sent only while the bucket's equity is > 0.
+                    let bucket = ledger
+                        .isolated
+                        .contains(&(taker_account, market))
+                        .then_some(market);
+                    let equity = ledger.equity(engine, model, specs, taker_account, bucket);
+                    prop_assert!(
+                        equity > 0,
+                        "account {} sent a liquidation chunk with equity {} <= 0: {:?}",
+                        taker_account,
+                        equity,
+                        events
+                    );
+                    ledger.chunk_open = true;
+                }
+                let mark = engine.perp_market(market).unwrap().mark as i128;
+                if ledger.isolated.contains(&(maker_account, market)) {
+                    ledger.untrack(maker_account);
+                }
+                if ledger.isolated.contains(&(taker_account, market)) && !is_liquidation {
+                    let moved = match ledger.taker.as_mut() {
+                        Some(terms) if terms.account == taker_account && terms.market == market => {
+                            let release = terms.reserve_per_lot * qty as i128;
+                            let cash = ledger.cash[&taker_account];
+                            let free = terms.free0 + (cash - terms.cash0) - terms.order_margin;
+                            let gap = match taker_side {
+                                Side::Buy => price as i128 - mark,
+                                Side::Sell => mark - price as i128,
+                            };
+                            let wanted = ceil_ppb(mark * qty as i128 * qu, terms.rate)
+                                + (gap * qty as i128 * qu).max(0);
+                            terms.order_margin -= release;
+                            wanted.min((free + release - taker_fee as i128).max(0))
+                        }
+                        _ => {
+                            ledger.untrack(taker_account);
+                            0
+                        }
+                    };
+                    ledger.margin_in.insert(taker_account, moved);
+                }
+                *ledger.cash.get_mut(&taker_account).unwrap() -= taker_fee as i128;
+                *ledger.cash.get_mut(&maker_account).unwrap() -= maker_fee as i128;
+            }
+            Event::Position {
+                account,
+                market,
+                size,
+                realized_pnl,
+                funding_paid,
+                ..
+            } => {
+                ledger.touched.insert((account, market));
+                let change = realized_pnl as i128 - funding_paid as i128;
+                if !ledger.isolated.contains(&(account, market)) {
+                    *ledger.cash.get_mut(&account).unwrap() += change;
+                } else {
+                    let is_liquidated = liquidated == Some((account, market));
+                    let moved = ledger.margin_in.remove(&account).unwrap_or(0);
+                    *ledger.cash.get_mut(&account).unwrap() -= moved;
+                    let margin = ledger.iso.get_mut(&(account, market)).unwrap();
+                    *margin += change + moved;
+                    if !is_liquidated && *margin < 0 {
+                        *ledger.cash.get_mut(&account).unwrap() += *margin;
+                        *ledger.iso.get_mut(&(account, market)).unwrap() = 0;
+                    }
+                    if size == 0 {
+                        let margin =
+                            std::mem::take(ledger.iso.get_mut(&(account, market)).unwrap());
+                        *ledger.cash.get_mut(&account).unwrap() += margin.max(0);
+                        *ledger.cash.get_mut(&INSURANCE_ACCOUNT).unwrap() += margin.min(0);
+                        if is_liquidated {
+                            ledger.handback = Some((account, market, margin.max(0)));
+                        }
+                    }
+                }
+            }
+            Event::Liquidation {
+                account,
+                market,
+                step,
+                notional,
+                fee,
+                ..
+            } => {
+                // The position model first (an ADL's bankrupt side closes at this event).
+                model.apply(std::slice::from_ref(event), specs);
+                ledger.chunk_open = false;
+                let spec = spec_of(market);
+                let due = ceil_ppb(notional as i128, spec.liquidation_fee_ppb as i128);
+                let size = model.positions.get(&(account, market)).map_or(0, |p| p.0);
+                let handback = ledger.handback.take();
+                let expected = if ledger.isolated.contains(&(account, market)) {
+                    if size == 0 {
+                        let back = match handback {
+                            Some((a, m, units)) if (a, m) == (account, market) => units,
+                            _ => 0,
+                        };
+                        *ledger.cash.get_mut(&account).unwrap() -= due.min(back);
+                        due.min(back)
+                    } else {
+                        let margin = ledger.iso.get_mut(&(account, market)).unwrap();
+                        let fee = due.min((*margin).max(0));
+                        *margin -= fee;
+                        fee
+                    }
+                } else {
+                    let cash = ledger.cash[&account];
+                    let open = specs.iter().any(|s| {
+                        !ledger.isolated.contains(&(account, s.market))
+                            && model
+                                .positions
+                                .get(&(account, s.market))
+                                .is_some_and(|p| p.0 != 0)
+                    });
+                    let fee = if step == LiquidationStep::Book {
+                        due.min(cash.max(0))
+                    } else if !open && cash < 0 {
+                        *ledger.cash.get_mut(&INSURANCE_ACCOUNT).unwrap() += cash;
+                        *ledger.cash.get_mut(&account).unwrap() = 0;
+                        0
+                    } else {
+                        let equity = ledger.equity(engine, model, specs, account, None);
+                        due.min(cash.max(0).min(equity.max(0)))
+                    };
+                    *ledger.cash.get_mut(&account).unwrap() -= fee;
+                    fee
+                };
+                *ledger.cash.get_mut(&INSURANCE_ACCOUNT).unwrap() += expected;
+                prop_assert_eq!(
+                    fee as i128,
+                    expected,
+                    "liquidation fee of account {} in {}: {:?}",
+                    account,
+                    market,
+                    events
+                );
+                continue;
+            }
+            _ => {}
+        }
+        model.apply(std::slice::from_ref(event), specs);
+    }
+    for (&account, &cash) in &ledger.cash {
+        if ledger.untracked.contains(&account) {
+            continue;
+        }
+        let (engine_cash, _) = engine.perp_collateral(account).unwrap();
+        prop_assert_eq!(
+            engine_cash as i128,
+            cash,
+            "cross collateral of account {} after {:?}: {:?}",
+            account,
+            command,
+            events
+        );
+    }
+    for (&(account, market), &margin) in &ledger.iso {
+        if ledger.untracked.contains(&account) {
+            continue;
+        }
+        let view = engine.position_view(account, market).unwrap();
+        prop_assert_eq!(
+            view.isolated_margin as i128,
+            margin,
+            "isolated margin of account {} in {} after {:?}: {:?}",
+            account,
+            market,
+            command,
+            events
+        );
+    }
+    Ok(())
+}
+
 fn oracle_command(market: MarketId, sources: &[Ticks]) -> Command {
     let mut prices = [0; MAX_ORACLE_SOURCES];
     prices[..sources.len()].copy_from_slice(sources);
@@ -626,8 +1158,9 @@ proptest! {
         ops in prop::collection::vec(op(), 1..160),
         snapshot_at in 0usize..160,
         insurance in prop_oneof![Just(0), Just(200), Just(5_000)],
+        isolated in prop_oneof![Just(0u8), 0u8..64],
     ) {
-        let mut run = Run::new(insurance);
+        let mut run = Run::new(insurance, isolated);
         for (i, op) in ops.iter().enumerate() {
             run.step(op)?;
             if i == snapshot_at {
@@ -654,7 +1187,10 @@ fn generated_streams_cover_liquidation_funding_and_rejections() {
             .new_tree(&mut runner)
             .unwrap()
             .current();
-        let mut run = Run::new([0, 200, 5_000][case % 3]);
+        let mut run = Run::new(
+            [0, 200, 5_000][case % 3],
+            [0, 0b11_1000, 0b10_1101][case % 3],
+        );
         for op in &ops {
             let command = run.command(op);
             let mut events = Vec::new();

@@ -992,3 +992,253 @@ fn snapshots_restore_accounts_with_many_position_slots() {
     let restored = Engine::<engine::ArrayLadder>::restore(&h.engine.snapshot()).unwrap();
     assert_eq!(restored.state_hash(), h.engine.state_hash());
 }
+
+// ---- issue #17: the repro streams of ../shared/repro/perps/, worked by hand ----------------
+
+/// The repro streams' set-up: A (1_000 of collateral) buys 10 @ 100 from B (5_000), each
+/// isolated or cross, with `insurance` in the fund. Fees 0, IMR 10% / MMR 5%, leverage 10.
+/// An isolated fill moves `ceil(N(100, 10) * 10%) = 100` from cross collateral into the
+/// isolated margin (gap 0): A isolated holds 100 and 900 cross; B isolated likewise 100 and
+/// 4_900.
+fn repro(spec: PerpSpec, a_isolated: bool, b_isolated: bool, insurance: Units) -> Harness {
+    let mut h = Harness::new(spec, &[(A, 1_000), (B, 5_000)]);
+    for (account, isolated) in [(A, a_isolated), (B, b_isolated)] {
+        h.ok(Command::SetLeverage {
+            account,
+            market: P,
+            leverage: 10,
+            isolated,
+        });
+    }
+    if insurance > 0 {
+        h.ok(Command::Deposit {
+            account: INSURANCE_ACCOUNT,
+            asset: USD,
+            amount: insurance,
+        });
+        h.ok(Command::TransferCollateral {
+            account: INSURANCE_ACCOUNT,
+            amount: insurance,
+        });
+    }
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 100, 10));
+    h.ok(ioc(order(A, 1, Buy, 100, 10)));
+    let margin = |h: &Harness, account| h.engine.position_view(account, P).unwrap();
+    assert_eq!(
+        margin(&h, A).isolated_margin,
+        if a_isolated { 100 } else { 0 }
+    );
+    assert_eq!(
+        margin(&h, B).isolated_margin,
+        if b_isolated { 100 } else { 0 }
+    );
+    h
+}
+
+fn ioc(command: Command) -> Command {
+    match command {
+        Command::Place(mut o) => {
+            o.tif = TimeInForce::Ioc;
+            Command::Place(o)
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn transfer(account: AccountId, amount: Units) -> Command {
+    Command::TransferCollateral { account, amount }
+}
+
+fn adls(events: &[Event]) -> Vec<(AccountId, Lots, Units)> {
+    events
+        .iter()
+        .filter_map(|e| match *e {
+            Event::Adl {
+                account,
+                lots,
+                notional,
+                ..
+            } => Some((account, lots, notional)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// F1a and its control: A's isolated long is bankrupt at 85 (equity 100 + 10 * (85 - 100) =
+/// -50, bad debt 50) and closes by ADL against B at the bankruptcy value 10 * 85 + 50 = 900
+/// (the fund, 0 or 1, cannot take it: its equity would be 1 - 50 < MM). A realizes
+/// 900 - 1_000 = -100 of its 100: it hands back 0, so its fee (ceil(900 * 1%) = 9 due) is 0,
+/// whether B is isolated (its own handback of 100 + 100 = 200 is B's, not A's) or cross.
+#[test]
+fn f1a_a_bankrupt_isolated_position_pays_no_fee_from_cross_collateral() {
+    for b_isolated in [true, false] {
+        let mut s = spec();
+        s.price_band_ppb = 30 * PCT;
+        let insurance = if b_isolated { 0 } else { 1 };
+        let mut h = repro(s, true, b_isolated, insurance);
+        let events = h.oracle(85);
+        assert_eq!(adls(&events), vec![(B, 10, 900)]);
+        assert_eq!(
+            liquidations(&events),
+            vec![(LiquidationStep::Adl, 10, 900, 0, 50)]
+        );
+        assert_eq!((h.size(A), h.collateral(A)), (0, 900));
+        // B bought back at 90 what it sold at 100: +100.
+        assert_eq!((h.size(B), h.collateral(B)), (0, 5_100));
+        assert_eq!(h.engine.insurance_fund(), insurance);
+        h.ok(transfer(A, -900));
+        assert_eq!(
+            h.reject_reason(transfer(A, -1)),
+            RejectReason::InsufficientMargin
+        );
+    }
+}
+
+/// F1b and its control: at 94 A's isolated long (equity 40 < MM 47) sells 10 into B's bid at
+/// 95 (limit: the bankruptcy price ceil(900 / 10) = 90): 950, realized -50, hands back 50.
+/// Fee 10% of 950 = 95 due, capped at those 50. B's fill (isolated: 94 + gap 10 = 104 moved
+/// in, realized +50, hands back 254) does not raise A's cap.
+#[test]
+fn f1b_an_isolated_book_liquidation_fee_is_capped_at_its_own_handback() {
+    for b_isolated in [true, false] {
+        let mut s = spec();
+        s.price_band_ppb = 30 * PCT;
+        s.liquidation_fee_ppb = 10 * PCT;
+        let mut h = repro(s, true, b_isolated, 0);
+        h.ok(order(B, 2, Buy, 95, 10));
+        let events = h.oracle(94);
+        assert_eq!(
+            liquidations(&events),
+            vec![(LiquidationStep::Book, 10, 950, 50, 0)]
+        );
+        assert_eq!((h.size(A), h.collateral(A)), (0, 900));
+        assert_eq!((h.size(B), h.collateral(B)), (0, 5_050));
+        assert_eq!(h.engine.insurance_fund(), 50);
+        h.ok(transfer(A, -900));
+        assert_eq!(
+            h.reject_reason(transfer(A, -1)),
+            RejectReason::InsufficientMargin
+        );
+    }
+}
+
+/// F2a: a reduce-only fill of an isolated position moves margin like any isolated fill:
+/// selling 3 @ 100 (mark 100) moves ceil(300 * 10%) = 30 into the isolated margin, exactly as
+/// the same order without reduce-only does.
+#[test]
+fn f2a_a_reduce_only_isolated_fill_moves_margin_like_any_other() {
+    let mut s = spec();
+    s.price_band_ppb = 20 * PCT;
+    let mut h = repro(s, true, false, 0);
+    h.ok(order(B, 2, Buy, 100, 6));
+    h.ok(ioc(reduce_only(A, 2, Sell, 100, 3)));
+    let view = h.engine.position_view(A, P).unwrap();
+    assert_eq!((view.size, view.isolated_margin), (7, 130));
+    assert_eq!(h.collateral(A), 870);
+    h.ok(transfer(A, -870));
+    assert_eq!(
+        h.reject_reason(transfer(A, -1)),
+        RejectReason::InsufficientMargin
+    );
+    // Back in (the harness's spot balance holds the 870), then the same sell without
+    // reduce-only: the same 30 moves.
+    h.ok(transfer(A, 870));
+    h.ok(ioc(order(A, 3, Sell, 100, 3)));
+    let view = h.engine.position_view(A, P).unwrap();
+    assert_eq!((view.size, view.isolated_margin), (4, 160));
+    assert_eq!(h.collateral(A), 840);
+    assert_eq!(
+        h.reject_reason(transfer(A, -841)),
+        RejectReason::InsufficientMargin
+    );
+    h.ok(transfer(A, -1));
+}
+
+/// F2b: an isolated long closes reduce-only at the band's edge (80, mark 100) into B's bid.
+/// The fill moves 100 (margin at the mark) + 200 (the gap) from cross: 100 + 300 - 200
+/// realized = 200 handed back, so A ends with 900 - 300 + 200 = 800 and the fund keeps its
+/// 50: it has no position, and only fees, backstops, covers and its PnL move it.
+#[test]
+fn f2b_a_reduce_only_isolated_close_cannot_drain_the_fund() {
+    let mut s = spec();
+    s.price_band_ppb = 20 * PCT;
+    let mut h = repro(s, true, false, 50);
+    h.ok(order(B, 2, Buy, 80, 10));
+    h.ok(ioc(reduce_only(A, 2, Sell, 80, 10)));
+    assert_eq!((h.size(A), h.collateral(A)), (0, 800));
+    assert_eq!((h.size(B), h.collateral(B)), (0, 5_200));
+    assert_eq!(h.engine.insurance_fund(), 50);
+    assert_eq!(
+        h.reject_reason(transfer(A, -900)),
+        RejectReason::InsufficientMargin
+    );
+    h.ok(transfer(A, -1));
+    h.ok(transfer(INSURANCE_ACCOUNT, -1));
+    assert_eq!(h.engine.insurance_fund(), 49);
+}
+
+/// The same close with no cross collateral left to move: nothing moves, the isolated margin
+/// (100 - 200 = -100) is topped up to zero from cross collateral (now -100, a debt of the
+/// account), and the fund still keeps its 50 (a voluntary trade's loss is never the fund's).
+#[test]
+fn a_voluntary_isolated_loss_past_its_margin_is_the_accounts_not_the_funds() {
+    let mut s = spec();
+    s.price_band_ppb = 20 * PCT;
+    let mut h = repro(s, true, false, 50);
+    h.ok(transfer(A, -900));
+    h.ok(order(B, 2, Buy, 80, 10));
+    h.ok(ioc(reduce_only(A, 2, Sell, 80, 10)));
+    assert_eq!((h.size(A), h.collateral(A)), (0, -100));
+    assert_eq!(h.engine.insurance_fund(), 50);
+    assert_eq!(
+        h.reject_reason(transfer(A, -1)),
+        RejectReason::InsufficientMargin
+    );
+}
+
+/// F3: A cross long 10 @ 100 with 100; at 94 (equity 40 < MM 47) chunks of 300 / 94 = 3
+/// lots sell into B's bid at 96, fee 10%:
+/// - chunk 1: 288, realized 288 - 300 = -12, fee ceil(28.8) = 29: C = 59; equity 59 + 658
+///   - 700 = 17 < MM ceil(32.9) = 33, still > 0;
+/// - chunk 2: the same: C = 18, equity 18 + 376 - 400 = -6 <= 0: the book step stops;
+/// - backstop: 4 lots at 4 * 94 + 6 = 382 (bad debt 6), realized 382 - 400 = -18: C = 0;
+///   nothing left for a fee. The fund: 10_000 + 58, long 4 at 382.
+#[test]
+fn f3_the_book_step_stops_once_a_chunk_takes_equity_to_zero() {
+    let mut s = spec();
+    s.price_band_ppb = 20 * PCT;
+    s.liquidation_chunk_notional = 300;
+    s.liquidation_fee_ppb = 10 * PCT;
+    let mut h = Harness::new(s, &[(A, 100), (B, 5_000)]);
+    h.ok(Command::Deposit {
+        account: INSURANCE_ACCOUNT,
+        asset: USD,
+        amount: 10_000,
+    });
+    h.ok(transfer(INSURANCE_ACCOUNT, 10_000));
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 100, 10));
+    h.ok(ioc(order(A, 1, Buy, 100, 10)));
+    h.ok(order(B, 2, Buy, 96, 10));
+    let events = h.oracle(94);
+    assert_eq!(
+        liquidations(&events),
+        vec![
+            (LiquidationStep::Book, 3, 288, 29, 0),
+            (LiquidationStep::Book, 3, 288, 29, 0),
+            (LiquidationStep::Backstop, 4, 382, 0, 6),
+        ]
+    );
+    assert_eq!((h.size(A), h.collateral(A)), (0, 0));
+    assert_eq!(h.engine.insurance_fund(), 10_058);
+    let fund = h.engine.position_view(INSURANCE_ACCOUNT, P).unwrap();
+    assert_eq!((fund.size, fund.open_notional), (4, 382));
+    // B: short 10 @ 100, bought back 6 @ 96: +24; 4 lots of its bid still rest.
+    let b = h.engine.position_view(B, P).unwrap();
+    assert_eq!(
+        (b.size, b.open_notional, h.collateral(B)),
+        (-4, -400, 5_024)
+    );
+    assert_eq!(h.engine.perp_collateral(B).unwrap().1, 40);
+}

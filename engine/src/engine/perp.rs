@@ -502,6 +502,7 @@ impl<L: PriceLadder> Engine<L> {
                 let state = &mut self.accounts[index as usize];
                 state.balances[collateral].total -= amount;
                 state.perp.collateral += amount;
+                self.note_insurance(index, amount as i128);
             } else {
                 let amount = -amount;
                 let free = self.free_cross(index);
@@ -512,6 +513,7 @@ impl<L: PriceLadder> Engine<L> {
                 let state = &mut self.accounts[index as usize];
                 state.perp.collateral -= amount;
                 state.balances[collateral].total += amount;
+                self.note_insurance(index, -(amount as i128));
             }
             self.touch_perp_account(index);
             Ok(())
@@ -1029,30 +1031,48 @@ impl<L: PriceLadder> Engine<L> {
             new_on += lots.signum() as i128 * notional;
         }
         let new_size = size + lots;
+        let liquidated = self.liquidating == account;
         position.size = new_size;
         position.open_notional = new_on;
         position.funding_basis = new_size as i128 * self.perps[perp as usize].funding_index;
+        let mut returned = None;
         if position.isolated {
             position.isolated_margin += to_units(realized + margin_in);
             state.collateral -= to_units(margin_in);
-            if new_size == 0 {
-                // Flat: the isolated margin goes back to cross collateral; a loss past it is
-                // the isolated bucket's bad debt, carried by the insurance fund, never by
-                // the account's cross collateral.
-                bad_debt = position.isolated_margin.min(0);
-                let returned = position.isolated_margin.max(0);
-                state.collateral += returned;
+            if !liquidated && position.isolated_margin < 0 {
+                // A voluntary trade's loss past the isolated margin is the account's own:
+                // its cross collateral tops the margin up to zero, never the fund.
+                state.collateral += position.isolated_margin;
                 position.isolated_margin = 0;
-                self.isolated_returned = returned;
+            }
+            if new_size == 0 {
+                // Flat: the isolated margin goes back to cross collateral; in a liquidation a
+                // loss past it is the bucket's bad debt, carried by the insurance fund, never
+                // by the account's cross collateral.
+                bad_debt = position.isolated_margin.min(0);
+                let handed_back = position.isolated_margin.max(0);
+                state.collateral += handed_back;
+                position.isolated_margin = 0;
+                returned = Some((account, perp, handed_back));
             }
         } else {
             state.collateral += to_units(realized);
         }
         let open_notional = position.open_notional;
+        if liquidated {
+            self.isolated_returned = returned;
+        }
         if bad_debt < 0 {
+            // Cover-to-zero of a liquidated isolated bucket (a voluntary fill cannot get here).
             let insurance = self.insurance;
             self.accounts[insurance as usize].perp.collateral += bad_debt;
+            if liquidated {
+                self.insurance_ledger += bad_debt as i128;
+            }
             self.touch_perp_account(insurance);
+        }
+        if account == self.insurance {
+            self.insurance_ledger += realized - funding_paid;
         }
         let market = &mut self.perps[perp as usize];
         market.long_lots += new_size.max(0) - size.max(0);
@@ -1090,35 +1110,31 @@ impl<L: PriceLadder> Engine<L> {
         // stays a risk of the isolated bucket, which is liquidated on its own).
         let mark = self.perps[params.perp as usize].mark as i128;
         let qu = params.quote_units_per_tick_lot as i128;
-        let isolated_in = |engine: &Self,
-                           account: u32,
-                           side: Side,
-                           reduce_only: bool,
-                           tier: u8,
-                           release: i128,
-                           fee_paid: i128| {
-            let isolated = engine
-                .position(account, params.perp)
-                .is_some_and(|p| p.isolated);
-            if !isolated || reduce_only {
-                return 0;
-            }
-            let rate = engine.order_margin_rate(params, account, tier);
-            let gap = match side {
-                Side::Buy => price as i128 - mark,
-                Side::Sell => mark - price as i128,
+        let isolated_in =
+            |engine: &Self, account: u32, side: Side, tier: u8, release: i128, fee_paid: i128| {
+                let isolated = engine
+                    .position(account, params.perp)
+                    .is_some_and(|p| p.isolated);
+                // Reduce-only fills move margin like any other (docs/perps.md); only the
+                // liquidation's own orders take nothing from cross collateral.
+                if !isolated || engine.liquidating == account {
+                    return 0;
+                }
+                let rate = engine.order_margin_rate(params, account, tier);
+                let gap = match side {
+                    Side::Buy => price as i128 - mark,
+                    Side::Sell => mark - price as i128,
+                };
+                let wanted = ceil_div(mark * lots as i128 * qu * rate, PPB)
+                    + (gap * lots as i128 * qu).max(0);
+                let room = (engine.free_cross(account) + release - fee_paid).max(0);
+                wanted.min(room)
             };
-            let wanted =
-                ceil_div(mark * lots as i128 * qu * rate, PPB) + (gap * lots as i128 * qu).max(0);
-            let room = (engine.free_cross(account) + release - fee_paid).max(0);
-            wanted.min(room)
-        };
         let maker_side = taker.side.opposite();
         let taker_in = isolated_in(
             self,
             taker.account,
             taker.side,
-            taker.reduce_only,
             taker.tier,
             taker_release,
             taker_fee,
@@ -1127,7 +1143,6 @@ impl<L: PriceLadder> Engine<L> {
             self,
             maker.account,
             maker_side,
-            maker.reduce_only,
             maker.tier,
             maker_per_lot * lots as i128,
             maker_fee,
@@ -1143,6 +1158,8 @@ impl<L: PriceLadder> Engine<L> {
             state.collateral -= to_units(maker_fee);
         }
         self.assets[params.quote].fee_pool += to_units(taker_fee + maker_fee);
+        self.note_insurance(taker.account, -taker_fee);
+        self.note_insurance(maker.account, -maker_fee);
         self.perps[params.perp as usize].last_trade = price;
         out.push(self.fill_event(params, taker, maker, price, lots, (taker_fee, maker_fee)));
         let signed = match taker.side {
@@ -1468,6 +1485,15 @@ impl<L: PriceLadder> Engine<L> {
     fn liquidate(&mut self, account: u32, bucket: Bucket, out: &mut Vec<Event>) {
         self.stats.liquidations += 1;
         self.cancel_perp_orders(account, bucket, out);
+        self.liquidating = account;
+        self.liquidate_positions(account, bucket, out);
+        self.liquidating = NIL;
+        self.isolated_returned = None;
+    }
+
+    /// Step 2 of a liquidation, per position of the bucket in slot order: the book, then the
+    /// bankruptcy close of what is left.
+    fn liquidate_positions(&mut self, account: u32, bucket: Bucket, out: &mut Vec<Event>) {
         let perps: Vec<u32> = self.accounts[account as usize]
             .perp
             .positions
@@ -1486,9 +1512,8 @@ impl<L: PriceLadder> Engine<L> {
             if margin.equity >= margin.maintenance {
                 break;
             }
-            if margin.equity > 0 {
-                self.liquidate_on_book(account, bucket, perp, out);
-            }
+            // The book step itself runs only while equity > 0 (checked per chunk).
+            self.liquidate_on_book(account, bucket, perp, out);
             let size = self.position(account, perp).map_or(0, |p| p.size);
             let margin = self.margin(account, bucket);
             if size != 0 && margin.equity < margin.maintenance {
@@ -1523,7 +1548,9 @@ impl<L: PriceLadder> Engine<L> {
         loop {
             let size = self.position(account, perp).map_or(0, |p| p.size);
             let margin = self.margin(account, bucket);
-            if size == 0 || margin.equity >= margin.maintenance {
+            // Only while under maintenance and equity > 0, checked before every chunk: a
+            // chunk's fees may take equity to zero or below, then the bankruptcy close goes on.
+            if size == 0 || margin.equity >= margin.maintenance || margin.equity <= 0 {
                 return;
             }
             let market = &self.perps[perp as usize];
@@ -1589,12 +1616,25 @@ impl<L: PriceLadder> Engine<L> {
     /// or, for an isolated position the step just closed, what it handed back to cross
     /// collateral (so the fee is paid from the bucket's own money either way).
     fn fee_source(&mut self, account: u32, bucket: Bucket, perp: u32) -> (Bucket, i128) {
-        let returned = std::mem::take(&mut self.isolated_returned) as i128;
+        // Only this position's own handback counts: other isolated positions (a maker, an ADL
+        // counterparty) may have gone flat in the same step.
+        let returned = match self.isolated_returned.take() {
+            Some((owner, market, units)) if owner == account && market == perp => units as i128,
+            _ => 0,
+        };
         match bucket {
             Bucket::Isolated(_) if self.position(account, perp).is_none_or(|p| p.size == 0) => {
                 (Bucket::Cross, returned)
             }
             _ => (bucket, self.bucket_collateral(account, bucket).max(0)),
+        }
+    }
+
+    /// Notes a move of the insurance fund's collateral that its own commands or fills made
+    /// (its transfers, the fees of its orders), for the ledger `check_invariants` compares.
+    fn note_insurance(&mut self, account: u32, amount: i128) {
+        if account == self.insurance {
+            self.insurance_ledger += amount;
         }
     }
 
@@ -1621,6 +1661,7 @@ impl<L: PriceLadder> Engine<L> {
         }
         let insurance = self.insurance;
         self.accounts[insurance as usize].perp.collateral += amount;
+        self.insurance_ledger += amount as i128;
         self.touch_perp_account(account);
         self.touch_perp_account(insurance);
     }
@@ -1960,6 +2001,16 @@ impl<L: PriceLadder> Engine<L> {
                     }
                 }
             }
+        }
+        if self.insurance != NIL
+            && self.accounts[self.insurance as usize].perp.collateral as i128
+                != self.insurance_ledger
+        {
+            return Err(format!(
+                "insurance fund holds {} but fees, backstops, covers, its PnL and transfers \
+                 account for {}",
+                self.accounts[self.insurance as usize].perp.collateral, self.insurance_ledger
+            ));
         }
         for (perp, market) in self.perps.iter().enumerate() {
             if longs[perp] != shorts[perp] || longs[perp] != market.long_lots as i128 {

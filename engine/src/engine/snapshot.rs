@@ -367,6 +367,11 @@ impl<L: PriceLadder> Engine<L> {
         }
         // Re-keys every account in the liquidation index.
         engine.finish_perp_command(&mut Vec::new());
+        // The fund's ledger is debug accounting, not state: it restarts from what it holds.
+        if engine.insurance != NIL {
+            engine.insurance_ledger =
+                engine.accounts[engine.insurance as usize].perp.collateral as i128;
+        }
         engine
             .check_invariants()
             .map_err(SnapshotError::Inconsistent)?;
