@@ -25,4 +25,5 @@ pub mod memory;
 pub mod perp_bench;
 pub mod pipeline_bench;
 pub mod report;
+pub mod sig_bench;
 pub mod workload;

@@ -1,0 +1,369 @@
+//! Execution of blocks of signed transactions: signed orders trade for their signers' accounts;
+//! every way a proposer could act for someone or replay a transaction makes the block invalid;
+//! feeders' prices become one oracle update with their median; the root covers nonces; two
+//! nodes executing the same blocks agree.
+
+use ed25519_dalek::SigningKey;
+use engine::{
+    Command, EngineConfig, Event, MarketSpec, PerpSpec, SelfTradePrevention, Side, TimeInForce,
+};
+use execution::{BlockError, Execution, ExecutionConfig, Origin};
+use mempool::{Mempool, MempoolConfig};
+use transactions::{
+    account_id_of, Action, NonceError, SignatureError, SignedTransaction, Transaction,
+};
+
+const CHAIN: [u8; 32] = [5; 32];
+const T: u64 = 1_800_000_000_000;
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+fn account(n: u8) -> u64 {
+    account_id_of(&key(n).verifying_key().to_bytes())
+}
+
+fn sign(k: &SigningKey, nonce: u64, actions: Vec<Action>) -> SignedTransaction {
+    Transaction {
+        chain_id: CHAIN,
+        signer: k.verifying_key().to_bytes(),
+        nonce,
+        actions,
+    }
+    .sign(k)
+}
+
+fn place(oid: u64, side: Side, price: i64, qty: i64) -> Action {
+    Action::Place {
+        market: 0,
+        oid,
+        side,
+        price: Some(price),
+        qty,
+        tif: TimeInForce::Gtc,
+        stp: SelfTradePrevention::CancelMaker,
+        reduce_only: false,
+    }
+}
+
+/// Spot market 0 (assets 1/2), funded accounts of keys 1 and 2; key 9 is the faucet,
+/// keys 10..=12 the feeders; perp market 1 settled in asset 2.
+fn chain() -> Execution {
+    let mut genesis = vec![
+        Command::CreateAsset { asset: 1 },
+        Command::CreateAsset { asset: 2 },
+        Command::CreateMarket(MarketSpec {
+            market: 0,
+            base: 1,
+            quote: 2,
+            base_units_per_lot: 1,
+            quote_units_per_tick_lot: 1,
+            min_lots: 1,
+            max_price_ticks: 1 << 20,
+            maker_fee_bps: 0,
+            taker_fee_bps: 0,
+        }),
+        Command::CreatePerpMarket(PerpSpec {
+            market: 1,
+            collateral: 2,
+            ..perp_spec()
+        }),
+    ];
+    for n in [1, 2] {
+        for asset in [1, 2] {
+            genesis.push(Command::Deposit {
+                account: account(n),
+                asset,
+                amount: 1_000_000,
+            });
+        }
+    }
+    Execution::new(
+        ExecutionConfig {
+            chain_id: CHAIN,
+            faucets: vec![key(9).verifying_key().to_bytes()],
+            feeders: (10..=12)
+                .map(|n| key(n).verifying_key().to_bytes())
+                .collect(),
+            engine: EngineConfig::default(),
+        },
+        &genesis,
+    )
+}
+
+/// A plain perp market: 10x, one margin tier (10% / 5%), wide band.
+fn perp_spec() -> PerpSpec {
+    let mut tiers = [engine::MarginTier::default(); engine::MAX_MARGIN_TIERS];
+    tiers[0] = engine::MarginTier {
+        notional_up_to: i64::MAX,
+        imr_ppb: 100_000_000,
+        mmr_ppb: 50_000_000,
+    };
+    PerpSpec {
+        market: 1,
+        collateral: 2,
+        quote_units_per_tick_lot: 1,
+        min_lots: 1,
+        max_price_ticks: 1 << 20,
+        maker_fee_bps: 0,
+        taker_fee_bps: 0,
+        max_leverage: 10,
+        tiers,
+        tier_count: 1,
+        open_interest_cap_lots: 1 << 30,
+        price_band_ppb: 500_000_000,
+        interest_ppb: 0,
+        funding_cap_ppb: 10_000_000,
+        impact_notional: 1_000,
+        liquidation_chunk_notional: 1 << 40,
+        liquidation_fee_ppb: 0,
+    }
+}
+
+fn ok(n: usize) -> Vec<Result<(), SignatureError>> {
+    vec![Ok(()); n]
+}
+
+fn run(chain: &mut Execution, txs: &[&SignedTransaction]) -> Vec<(Origin, Event)> {
+    chain
+        .validate_block(T, txs, &ok(txs.len()))
+        .expect("a valid block");
+    let mut events = Vec::new();
+    chain.execute_block(T, txs, |origin, event| events.push((origin, *event)));
+    events
+}
+
+#[test]
+fn signed_orders_trade_for_their_signers() {
+    let mut chain = chain();
+    let maker = sign(&key(1), T, vec![place(1, Side::Sell, 100, 5)]);
+    let taker = sign(
+        &key(2),
+        T,
+        vec![place(1, Side::Buy, 100, 2), place(2, Side::Buy, 90, 1)],
+    );
+    let events = run(&mut chain, &[&maker, &taker]);
+    let fill = events
+        .iter()
+        .find_map(|(origin, e)| match e {
+            Event::Fill {
+                taker_account,
+                maker_account,
+                qty,
+                ..
+            } => Some((*origin, *taker_account, *maker_account, *qty)),
+            _ => None,
+        })
+        .expect("a fill");
+    assert_eq!(
+        fill,
+        (
+            Origin::Tx {
+                index: 1,
+                action: 0
+            },
+            account(2),
+            account(1),
+            2
+        )
+    );
+    assert!(events.iter().any(|(o, e)| *o
+        == Origin::Tx {
+            index: 1,
+            action: 1
+        }
+        && matches!(e, Event::Accepted { oid: 2, .. })));
+}
+
+#[test]
+fn every_way_to_act_for_another_or_replay_is_an_invalid_block() {
+    let mut chain = chain();
+    let first = sign(&key(1), T, vec![place(1, Side::Sell, 100, 1)]);
+    run(&mut chain, &[&first]);
+    let fresh = sign(&key(1), T + 1, vec![place(2, Side::Sell, 100, 1)]);
+    // A forged transaction: the mempool's signature check fails, the block is refused.
+    let mut forged_bytes = sign(
+        &key(1),
+        T + 2,
+        vec![Action::Withdraw {
+            asset: 2,
+            amount: 1,
+        }],
+    )
+    .bytes()
+    .to_vec();
+    let last = forged_bytes.len() - 1;
+    forged_bytes[last] ^= 1;
+    let forged = SignedTransaction::decode(&forged_bytes).unwrap();
+    let mut pool = Mempool::new(MempoolConfig::default());
+    let signatures = pool.check_block_signatures(&[&fresh, &forged]);
+    assert_eq!(
+        chain.validate_block(T, &[&fresh, &forged], &signatures),
+        Err(BlockError::Signature {
+            index: 1,
+            error: SignatureError::BadSignature
+        })
+    );
+    // A replay of an executed transaction, and one repeated within a block.
+    assert_eq!(
+        chain.validate_block(T, &[&first], &ok(1)),
+        Err(BlockError::Nonce {
+            index: 0,
+            error: NonceError::Used(T)
+        })
+    );
+    assert!(matches!(
+        chain.validate_block(T, &[&fresh, &fresh], &ok(2)),
+        Err(BlockError::Nonce { index: 1, .. })
+    ));
+    // Too old at the block's time.
+    assert!(matches!(
+        chain.validate_block(T + 3 * 86_400_000, &[&fresh], &ok(1)),
+        Err(BlockError::Nonce {
+            index: 0,
+            error: NonceError::Stale { .. }
+        })
+    ));
+    // Another chain's transaction.
+    let other = Transaction {
+        chain_id: [6; 32],
+        signer: key(1).verifying_key().to_bytes(),
+        nonce: T + 5,
+        actions: vec![Action::CancelAll { market: 0 }],
+    }
+    .sign(&key(1));
+    assert_eq!(
+        chain.validate_block(T, &[&other], &ok(1)),
+        Err(BlockError::WrongChain { index: 0 })
+    );
+    // A deposit by a non-faucet, an oracle price by a non-feeder.
+    let deposit = sign(
+        &key(1),
+        T + 6,
+        vec![Action::Deposit {
+            account: account(1),
+            asset: 2,
+            amount: 1,
+        }],
+    );
+    assert_eq!(
+        chain.validate_block(T, &[&deposit], &ok(1)),
+        Err(BlockError::NotPermitted {
+            index: 0,
+            role: "faucet"
+        })
+    );
+    let price = sign(
+        &key(1),
+        T + 7,
+        vec![Action::OraclePrice {
+            market: 1,
+            price: 5,
+        }],
+    );
+    assert!(matches!(
+        chain.validate_block(T, &[&price], &ok(1)),
+        Err(BlockError::NotPermitted { .. })
+    ));
+    // Nothing changed: the fresh transaction is still valid alone.
+    assert_eq!(chain.validate_block(T, &[&fresh], &ok(1)), Ok(()));
+}
+
+#[test]
+fn feeders_prices_become_one_oracle_update_with_their_median() {
+    let mut chain = chain();
+    let feeds: Vec<SignedTransaction> = [(10, 50_100), (11, 49_900), (12, 50_300)]
+        .iter()
+        .map(|&(n, price)| sign(&key(n), T, vec![Action::OraclePrice { market: 1, price }]))
+        .collect();
+    let refs: Vec<&SignedTransaction> = feeds.iter().collect();
+    let events = run(&mut chain, &refs);
+    let oracle: Vec<_> = events
+        .iter()
+        .filter_map(|(origin, e)| match e {
+            Event::OraclePrice { oracle, .. } => Some((*origin, *oracle)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(oracle, vec![(Origin::Oracle(1), 50_100)]);
+    // A second price from one feeder in the same block is refused.
+    let again = sign(
+        &key(10),
+        T + 1,
+        vec![Action::OraclePrice {
+            market: 1,
+            price: 1,
+        }],
+    );
+    let twice = sign(
+        &key(10),
+        T + 2,
+        vec![Action::OraclePrice {
+            market: 1,
+            price: 2,
+        }],
+    );
+    assert_eq!(
+        chain.validate_block(T, &[&again, &twice], &ok(2)),
+        Err(BlockError::DuplicateOracle {
+            index: 1,
+            market: 1
+        })
+    );
+}
+
+#[test]
+fn the_faucet_funds_new_accounts() {
+    let mut chain = chain();
+    let newcomer = account(42);
+    let deposit = sign(
+        &key(9),
+        T,
+        vec![Action::Deposit {
+            account: newcomer,
+            asset: 2,
+            amount: 500,
+        }],
+    );
+    run(&mut chain, &[&deposit]);
+    assert_eq!(
+        chain.engine().balance(newcomer, 2).map(|b| b.total),
+        Some(500)
+    );
+}
+
+#[test]
+fn the_root_covers_nonces_and_two_nodes_agree() {
+    let mut a = chain();
+    let mut b = chain();
+    assert_eq!(a.root(), b.root());
+    // Same engine effect (a cancel of nothing), different nonces: different roots.
+    let cancel_a = sign(&key(1), T, vec![Action::CancelAll { market: 0 }]);
+    let cancel_b = sign(&key(1), T + 1, vec![Action::CancelAll { market: 0 }]);
+    let root_a = a.execute_block(T, &[&cancel_a], |_, _| {});
+    let root_b = b.execute_block(T, &[&cancel_b], |_, _| {});
+    assert_eq!(a.engine().state_hash(), b.engine().state_hash());
+    assert_ne!(root_a, root_b);
+    // The same blocks on two nodes: the same root after each.
+    let mut c = chain();
+    let mut d = chain();
+    for round in 0..20u64 {
+        let txs: Vec<SignedTransaction> = (1..=2u8)
+            .map(|n| {
+                let side = if n == 1 { Side::Sell } else { Side::Buy };
+                sign(
+                    &key(n),
+                    T + round,
+                    vec![place(round, side, 100 + (round % 3) as i64, 1)],
+                )
+            })
+            .collect();
+        let refs: Vec<&SignedTransaction> = txs.iter().collect();
+        c.validate_block(T, &refs, &ok(2)).unwrap();
+        assert_eq!(
+            c.execute_block(T, &refs, |_, _| {}),
+            d.execute_block(T, &refs, |_, _| {})
+        );
+    }
+}

@@ -1,0 +1,431 @@
+//! The mempool: signed transactions a validator holds until a block takes them.
+//!
+//! A pure state machine (no sockets, clocks or threads: time is a parameter, the chain's state
+//! is read through [`ChainView`]). Its rules (docs/mempool.md):
+//!
+//! - **Admission** decodes, checks the chain id, the signer's account and permissions, the
+//!   nonce against the chain and against transactions already pooled, the limits (pool
+//!   transactions and bytes, transactions per account), and the signature, once: a
+//!   transaction's hash is remembered once its signature passed ([`VerifiedCache`]), so a
+//!   block holding pooled transactions is checked without verifying them again. Every refusal
+//!   is a typed [`Refusal`] for the sender; a refused transaction changes nothing.
+//! - **Proposals** take pooled transactions in arrival order, within count and byte limits.
+//! - **After each block** the included transactions leave the pool, and the others are
+//!   checked again against the new state: one that can no longer be included (its nonce was
+//!   used, or is too old now) is evicted and returned with the reason, so that the shell
+//!   tells its sender. The pool never drops an accepted transaction silently.
+
+mod cache;
+
+pub use cache::VerifiedCache;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use engine::AccountId;
+use transactions::{
+    verify, verify_batch, DecodeError, NonceError, NonceSet, SignatureError, SignedTransaction,
+    TxHash,
+};
+
+/// The chain's state as the pool needs it: the execution state after the last block.
+pub trait ChainView {
+    /// The chain's id.
+    fn chain_id(&self) -> [u8; 32];
+    /// Whether the engine knows the account (it holds or held something).
+    fn account_exists(&self, account: AccountId) -> bool;
+    /// The account's remembered nonces (`None`: it never used one).
+    fn nonces(&self, account: AccountId) -> Option<&NonceSet>;
+    /// Whether `key` may sign deposits.
+    fn is_faucet(&self, key: &[u8; 32]) -> bool;
+    /// Whether `key` may sign oracle prices.
+    fn is_feeder(&self, key: &[u8; 32]) -> bool;
+}
+
+/// Limits of one pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MempoolConfig {
+    /// Most transactions held.
+    pub max_txs: usize,
+    /// Most bytes of transactions held.
+    pub max_bytes: usize,
+    /// Most transactions held for one account.
+    pub max_per_account: usize,
+    /// How many verified hashes are remembered (oldest forgotten first).
+    pub verified_cache: usize,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig {
+            max_txs: 200_000,
+            max_bytes: 64 << 20,
+            max_per_account: 1_024,
+            verified_cache: 1 << 20,
+        }
+    }
+}
+
+/// Why a transaction was not taken (or was evicted): what the sender is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The bytes are not a transaction.
+    #[error("malformed: {0}")]
+    Malformed(DecodeError),
+    /// Signed for another chain.
+    #[error("wrong_chain: the transaction is for another chain")]
+    WrongChain,
+    /// The signer key is not acceptable (non-canonical or small order).
+    #[error("bad_key: {0}")]
+    BadKey(SignatureError),
+    /// The signature does not verify.
+    #[error("bad_signature: {0}")]
+    BadSignature(SignatureError),
+    /// The nonce is stale, too far ahead, used, or below the remembered ones.
+    #[error("nonce: {0}")]
+    Nonce(NonceError),
+    /// The pool already holds a transaction of this account with this nonce.
+    #[error("nonce_pending: the pool holds another transaction with nonce {0}")]
+    NoncePending(u64),
+    /// The signer's account does not exist (and the signer is no faucet).
+    #[error("unknown_account: account {0} holds nothing on this chain")]
+    UnknownAccount(AccountId),
+    /// A restricted action from a key without that role.
+    #[error("not_permitted: only a configured {0} may sign this action")]
+    NotPermitted(&'static str),
+    /// This exact transaction is pooled already.
+    #[error("duplicate: the transaction is in the pool already")]
+    Duplicate,
+    /// The pool holds its maximum of transactions or bytes.
+    #[error("pool_full: the pool holds its maximum; send it again later")]
+    PoolFull,
+    /// The pool holds its maximum for this account.
+    #[error("account_limit: the pool holds {0} transactions of this account already")]
+    AccountLimit(usize),
+}
+
+impl Refusal {
+    /// The stable snake_case name of the refusal (wire formats and logs).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Malformed(_) => "malformed",
+            Refusal::WrongChain => "wrong_chain",
+            Refusal::BadKey(_) => "bad_key",
+            Refusal::BadSignature(_) => "bad_signature",
+            Refusal::Nonce(NonceError::Stale { .. }) => "nonce_stale",
+            Refusal::Nonce(NonceError::Future { .. }) => "nonce_future",
+            Refusal::Nonce(NonceError::Used(_)) => "nonce_used",
+            Refusal::Nonce(NonceError::BelowRemembered { .. }) => "nonce_below_remembered",
+            Refusal::NoncePending(_) => "nonce_pending",
+            Refusal::UnknownAccount(_) => "unknown_account",
+            Refusal::NotPermitted(_) => "not_permitted",
+            Refusal::Duplicate => "duplicate",
+            Refusal::PoolFull => "pool_full",
+            Refusal::AccountLimit(_) => "account_limit",
+        }
+    }
+}
+
+/// A transaction that left the pool without being included, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted {
+    /// The transaction.
+    pub hash: TxHash,
+    /// The signer's account.
+    pub account: AccountId,
+    /// Why it can no longer be included.
+    pub reason: Refusal,
+}
+
+struct Entry {
+    tx: Arc<SignedTransaction>,
+    hash: TxHash,
+    account: AccountId,
+}
+
+/// The pool.
+pub struct Mempool {
+    config: MempoolConfig,
+    /// By arrival number: proposals take them in this order.
+    entries: BTreeMap<u64, Entry>,
+    by_hash: HashMap<TxHash, u64>,
+    /// Nonces pooled per account (a second transaction with the same nonce is refused).
+    pending_nonces: HashMap<AccountId, BTreeSet<u64>>,
+    next_arrival: u64,
+    bytes: usize,
+    verified: VerifiedCache,
+}
+
+impl Mempool {
+    /// An empty pool.
+    pub fn new(config: MempoolConfig) -> Mempool {
+        Mempool {
+            config,
+            entries: BTreeMap::new(),
+            by_hash: HashMap::new(),
+            pending_nonces: HashMap::new(),
+            next_arrival: 0,
+            bytes: 0,
+            verified: VerifiedCache::new(config.verified_cache),
+        }
+    }
+
+    /// Transactions held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes of transactions held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether this transaction is pooled.
+    pub fn contains(&self, hash: &TxHash) -> bool {
+        self.by_hash.contains_key(hash)
+    }
+
+    /// Takes one transaction in, or says why not. `now_ms` stands in for the next block's
+    /// time in the nonce window.
+    pub fn admit(
+        &mut self,
+        bytes: &[u8],
+        now_ms: u64,
+        view: &impl ChainView,
+    ) -> Result<TxHash, Refusal> {
+        let tx = self.precheck(bytes, now_ms, view)?;
+        let hash = tx.hash();
+        if !self.verified.contains(&hash) {
+            verify(&tx).map_err(signature_refusal)?;
+            self.verified.insert(hash);
+        }
+        Ok(self.insert(tx, hash))
+    }
+
+    /// Takes many transactions in, with one batch signature check for those that pass the
+    /// other checks: the same results, in order, as [`Mempool::admit`] of each in turn.
+    pub fn admit_many(
+        &mut self,
+        items: &[&[u8]],
+        now_ms: u64,
+        view: &impl ChainView,
+    ) -> Vec<Result<TxHash, Refusal>> {
+        let mut results = Vec::with_capacity(items.len());
+        // Stateless and state checks first; the pool's own checks (duplicates, pending
+        // nonces, limits) again at insertion, in order, as single admissions would.
+        let prechecked: Vec<Result<SignedTransaction, Refusal>> = items
+            .iter()
+            .map(|bytes| self.precheck(bytes, now_ms, view))
+            .collect();
+        let unverified: Vec<&SignedTransaction> = prechecked
+            .iter()
+            .flatten()
+            .filter(|tx| !self.verified.contains(&tx.hash()))
+            .collect();
+        let signatures: HashMap<TxHash, Result<(), SignatureError>> = unverified
+            .iter()
+            .map(|tx| tx.hash())
+            .zip(verify_batch(&unverified))
+            .collect();
+        for checked in prechecked {
+            let result = checked.and_then(|tx| {
+                let hash = tx.hash();
+                // As in a single admission: the pool's checks (against the items taken
+                // before this one) come before the signature's.
+                self.pool_checks(&tx, &hash)?;
+                if !self.verified.contains(&hash) {
+                    // Every unverified item has a result (duplicates share it); a missing
+                    // one would be a bug, and is a refusal, never a pass.
+                    let signature = signatures
+                        .get(&hash)
+                        .copied()
+                        .unwrap_or(Err(SignatureError::BadSignature));
+                    signature.map_err(signature_refusal)?;
+                    self.verified.insert(hash);
+                }
+                Ok(self.insert(tx, hash))
+            });
+            results.push(result);
+        }
+        results
+    }
+
+    /// The checks before the signature: decoding, chain, account, roles, nonce, and the
+    /// pool's own limits.
+    fn precheck(
+        &self,
+        bytes: &[u8],
+        now_ms: u64,
+        view: &impl ChainView,
+    ) -> Result<SignedTransaction, Refusal> {
+        let tx = SignedTransaction::decode(bytes).map_err(Refusal::Malformed)?;
+        if tx.tx.chain_id != view.chain_id() {
+            return Err(Refusal::WrongChain);
+        }
+        let signer = &tx.tx.signer;
+        for action in &tx.tx.actions {
+            let allowed = match action.restricted_to() {
+                Some("faucet") => view.is_faucet(signer),
+                Some(_) => view.is_feeder(signer),
+                None => true,
+            };
+            if !allowed {
+                return Err(Refusal::NotPermitted(action.restricted_to().unwrap_or("")));
+            }
+        }
+        let account = tx.tx.account();
+        if !view.account_exists(account) && !view.is_faucet(signer) && !view.is_feeder(signer) {
+            return Err(Refusal::UnknownAccount(account));
+        }
+        let nonces = view.nonces(account).cloned().unwrap_or_default();
+        nonces.check(tx.tx.nonce, now_ms).map_err(Refusal::Nonce)?;
+        self.pool_checks(&tx, &tx.hash())?;
+        Ok(tx)
+    }
+
+    /// Duplicates, pooled nonces and limits.
+    fn pool_checks(&self, tx: &SignedTransaction, hash: &TxHash) -> Result<(), Refusal> {
+        if self.by_hash.contains_key(hash) {
+            return Err(Refusal::Duplicate);
+        }
+        let account = tx.tx.account();
+        let pending = self.pending_nonces.get(&account);
+        if pending.is_some_and(|set| set.contains(&tx.tx.nonce)) {
+            return Err(Refusal::NoncePending(tx.tx.nonce));
+        }
+        let held = pending.map_or(0, BTreeSet::len);
+        if held >= self.config.max_per_account {
+            return Err(Refusal::AccountLimit(held));
+        }
+        if self.entries.len() >= self.config.max_txs
+            || self.bytes + tx.bytes().len() > self.config.max_bytes
+        {
+            return Err(Refusal::PoolFull);
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, tx: SignedTransaction, hash: TxHash) -> TxHash {
+        let account = tx.tx.account();
+        self.pending_nonces
+            .entry(account)
+            .or_default()
+            .insert(tx.tx.nonce);
+        self.bytes += tx.bytes().len();
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.by_hash.insert(hash, arrival);
+        self.entries.insert(
+            arrival,
+            Entry {
+                tx: Arc::new(tx),
+                hash,
+                account,
+            },
+        );
+        hash
+    }
+
+    /// Pooled transactions for a proposal, in arrival order: at most `max_txs` of them and
+    /// `max_bytes` in all.
+    pub fn proposal(&self, max_txs: usize, max_bytes: usize) -> Vec<Arc<SignedTransaction>> {
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for entry in self.entries.values() {
+            let len = entry.tx.bytes().len();
+            if out.len() >= max_txs || bytes + len > max_bytes {
+                break;
+            }
+            bytes += len;
+            out.push(entry.tx.clone());
+        }
+        out
+    }
+
+    /// Checks the signatures of a block's transactions: those verified before (pooled ones)
+    /// are not verified again; the others in one batch. Results in order, as
+    /// [`transactions::verify`] would give them.
+    pub fn check_block_signatures(
+        &mut self,
+        txs: &[&SignedTransaction],
+    ) -> Vec<Result<(), SignatureError>> {
+        let hashes: Vec<TxHash> = txs.iter().map(|tx| tx.hash()).collect();
+        let unknown: Vec<usize> = (0..txs.len())
+            .filter(|&i| !self.verified.contains(&hashes[i]))
+            .collect();
+        let batch: Vec<&SignedTransaction> = unknown.iter().map(|&i| txs[i]).collect();
+        let mut results = vec![Ok(()); txs.len()];
+        for (&i, result) in unknown.iter().zip(verify_batch(&batch)) {
+            results[i] = result;
+        }
+        for (hash, result) in hashes.iter().zip(&results) {
+            if result.is_ok() {
+                self.verified.insert(*hash);
+            }
+        }
+        results
+    }
+
+    /// After a block: its transactions leave the pool, and every other one is checked
+    /// against the new state (its nonce, at `now_ms`). Those that can no longer be included
+    /// are evicted and returned, so that their senders are told.
+    pub fn on_block(
+        &mut self,
+        included: &[TxHash],
+        now_ms: u64,
+        view: &impl ChainView,
+    ) -> Vec<Evicted> {
+        for hash in included {
+            if let Some(arrival) = self.by_hash.get(hash).copied() {
+                self.remove(arrival);
+            }
+        }
+        let mut evicted = Vec::new();
+        let stale: Vec<(u64, Refusal)> = self
+            .entries
+            .iter()
+            .filter_map(|(&arrival, entry)| {
+                let nonces = view.nonces(entry.account)?;
+                nonces
+                    .check(entry.tx.tx.nonce, now_ms)
+                    .err()
+                    .map(|e| (arrival, Refusal::Nonce(e)))
+            })
+            .collect();
+        for (arrival, reason) in stale {
+            if let Some(entry) = self.remove(arrival) {
+                evicted.push(Evicted {
+                    hash: entry.hash,
+                    account: entry.account,
+                    reason,
+                });
+            }
+        }
+        evicted
+    }
+
+    fn remove(&mut self, arrival: u64) -> Option<Entry> {
+        let entry = self.entries.remove(&arrival)?;
+        self.by_hash.remove(&entry.hash);
+        self.bytes -= entry.tx.bytes().len();
+        if let Some(set) = self.pending_nonces.get_mut(&entry.account) {
+            set.remove(&entry.tx.tx.nonce);
+            if set.is_empty() {
+                self.pending_nonces.remove(&entry.account);
+            }
+        }
+        Some(entry)
+    }
+}
+
+fn signature_refusal(error: SignatureError) -> Refusal {
+    match error {
+        SignatureError::BadKey => Refusal::BadKey(error),
+        SignatureError::BadSignature => Refusal::BadSignature(error),
+    }
+}

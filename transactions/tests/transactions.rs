@@ -1,0 +1,397 @@
+//! Signed transactions: the encoding round-trips and has one form, any changed byte is
+//! refused, batch and single verification agree, bad keys are refused, the nonce rule never
+//! accepts a nonce twice, and docs/transactions.md's worked example is what the code writes.
+
+use ed25519_dalek::SigningKey;
+use engine::{Command, NewOrder, SelfTradePrevention, Side, TimeInForce};
+use proptest::prelude::*;
+use transactions::{
+    account_id_of, verify, verify_batch, Action, DecodeError, NonceError, NonceSet, SignatureError,
+    SignedTransaction, Transaction, MAX_ACTIONS, NONCE_FUTURE_MS, NONCE_PAST_MS, REMEMBERED_NONCES,
+};
+
+const CHAIN: [u8; 32] = [7; 32];
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn tx(key: &SigningKey, nonce: u64, actions: Vec<Action>) -> SignedTransaction {
+    Transaction {
+        chain_id: CHAIN,
+        signer: key.verifying_key().to_bytes(),
+        nonce,
+        actions,
+    }
+    .sign(key)
+}
+
+fn place(oid: u64) -> Action {
+    Action::Place {
+        market: 0,
+        oid,
+        side: Side::Buy,
+        price: Some(50_000),
+        qty: 2,
+        tif: TimeInForce::Gtc,
+        stp: SelfTradePrevention::CancelMaker,
+        reduce_only: false,
+    }
+}
+
+fn any_action() -> impl Strategy<Value = Action> {
+    let tif = prop_oneof![
+        Just(TimeInForce::Gtc),
+        Just(TimeInForce::Ioc),
+        Just(TimeInForce::Fok),
+        Just(TimeInForce::Alo)
+    ];
+    let stp = prop_oneof![
+        Just(SelfTradePrevention::CancelMaker),
+        Just(SelfTradePrevention::CancelTaker),
+        Just(SelfTradePrevention::CancelBoth)
+    ];
+    let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
+    prop_oneof![
+        (
+            any::<u32>(),
+            any::<u64>(),
+            side,
+            proptest::option::of(1i64..i64::MAX),
+            any::<i64>(),
+            tif,
+            stp,
+            any::<bool>()
+        )
+            .prop_map(|(market, oid, side, price, qty, tif, stp, reduce_only)| {
+                Action::Place {
+                    market,
+                    oid,
+                    side,
+                    price,
+                    qty,
+                    tif,
+                    stp,
+                    reduce_only,
+                }
+            }),
+        (any::<u32>(), any::<u64>()).prop_map(|(market, oid)| Action::Cancel { market, oid }),
+        any::<u32>().prop_map(|market| Action::CancelAll { market }),
+        (any::<u32>(), any::<u64>(), any::<i64>(), any::<i64>()).prop_map(
+            |(market, oid, price, qty)| Action::Modify {
+                market,
+                oid,
+                price,
+                qty
+            }
+        ),
+        (any::<u32>(), any::<i64>()).prop_map(|(asset, amount)| Action::Withdraw { asset, amount }),
+        any::<i64>().prop_map(|amount| Action::TransferCollateral { amount }),
+        (any::<u32>(), any::<u32>(), any::<bool>()).prop_map(|(market, leverage, isolated)| {
+            Action::SetLeverage {
+                market,
+                leverage,
+                isolated,
+            }
+        }),
+        (any::<u32>(), any::<i64>())
+            .prop_map(|(market, amount)| Action::IsolatedMargin { market, amount }),
+        (any::<u32>(), any::<i64>())
+            .prop_map(|(market, price)| Action::OraclePrice { market, price }),
+        (any::<u64>(), any::<u32>(), any::<i64>()).prop_map(|(account, asset, amount)| {
+            Action::Deposit {
+                account,
+                asset,
+                amount,
+            }
+        }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn a_signed_transaction_round_trips_and_verifies(
+        seed in 1u8..=255,
+        nonce in any::<u64>(),
+        actions in proptest::collection::vec(any_action(), 1..=MAX_ACTIONS),
+    ) {
+        let signed = tx(&key(seed), nonce, actions);
+        let decoded = SignedTransaction::decode(signed.bytes()).unwrap();
+        prop_assert_eq!(&decoded, &signed);
+        prop_assert_eq!(decoded.hash(), signed.hash());
+        prop_assert_eq!(verify(&decoded), Ok(()));
+        prop_assert_eq!(decoded.tx.account(), account_id_of(&key(seed).verifying_key().to_bytes()));
+    }
+
+    /// One encoding per transaction: a changed byte is a decode error or a failed signature,
+    /// never another valid transaction.
+    #[test]
+    fn any_changed_byte_is_refused(
+        actions in proptest::collection::vec(any_action(), 1..4),
+        position in any::<prop::sample::Index>(),
+        flip in 1u8..=255,
+    ) {
+        let signed = tx(&key(3), 1, actions);
+        let mut bytes = signed.bytes().to_vec();
+        let at = position.index(bytes.len());
+        bytes[at] ^= flip;
+        if let Ok(changed) = SignedTransaction::decode(&bytes) {
+            prop_assert!(verify(&changed).is_err(), "byte {} changed and still valid", at);
+        }
+    }
+
+    /// Batches give exactly what one-by-one verification gives, whatever the mix.
+    #[test]
+    fn batch_and_single_verification_agree(faults in proptest::collection::vec(0u8..5, 1..24)) {
+        let txs: Vec<SignedTransaction> = faults
+            .iter()
+            .enumerate()
+            .map(|(i, fault)| corrupt(tx(&key(i as u8 + 1), i as u64, vec![place(i as u64)]), *fault))
+            .collect();
+        let refs: Vec<&SignedTransaction> = txs.iter().collect();
+        let single: Vec<_> = txs.iter().map(verify).collect();
+        prop_assert_eq!(verify_batch(&refs), single.clone());
+        for (result, fault) in single.iter().zip(&faults) {
+            prop_assert_eq!(result.is_ok(), *fault == 0);
+        }
+    }
+}
+
+/// 0: valid; 1: signature byte changed; 2: signed for another chain; 3: another key's
+/// signature; 4: a small-order key.
+fn corrupt(signed: SignedTransaction, fault: u8) -> SignedTransaction {
+    let mut bytes = signed.bytes().to_vec();
+    let len = bytes.len();
+    match fault {
+        1 => bytes[len - 1] ^= 1,
+        2 => {
+            let mut other = signed.tx.clone();
+            other.chain_id = [9; 32];
+            let resigned = other.sign(&key_for(&signed));
+            bytes[len - 64..].copy_from_slice(&resigned.signature);
+        }
+        3 => {
+            let stranger = tx(&key(200), signed.tx.nonce, signed.tx.actions.clone());
+            bytes[len - 64..].copy_from_slice(&stranger.signature);
+        }
+        4 => {
+            // The identity point: small order. Any "signature" (R = identity, s = 0) passes
+            // the cofactored equation for it, so the key itself must be refused.
+            bytes[36..68].copy_from_slice(&identity());
+            bytes[len - 64..].copy_from_slice(&[identity(), [0; 32]].concat());
+        }
+        _ => {}
+    }
+    SignedTransaction::decode(&bytes).unwrap()
+}
+
+fn identity() -> [u8; 32] {
+    let mut point = [0u8; 32];
+    point[0] = 1;
+    point
+}
+
+fn key_for(signed: &SignedTransaction) -> SigningKey {
+    (1..=255)
+        .map(key)
+        .find(|k| k.verifying_key().to_bytes() == signed.tx.signer)
+        .expect("a test key")
+}
+
+#[test]
+fn small_order_and_non_canonical_keys_are_bad_key() {
+    let signed = corrupt(tx(&key(1), 1, vec![place(1)]), 4);
+    assert_eq!(verify(&signed), Err(SignatureError::BadKey));
+    // y = p + 1 (non-canonical encoding of y = 1, the identity).
+    let mut non_canonical = [0xffu8; 32];
+    non_canonical[0] = 0xee;
+    non_canonical[31] = 0x7f;
+    assert!(!transactions::key_acceptable(&non_canonical));
+    assert!(transactions::key_acceptable(
+        &key(5).verifying_key().to_bytes()
+    ));
+}
+
+#[test]
+fn decode_errors_are_typed() {
+    let signed = tx(&key(1), 1, vec![place(1), place(2)]);
+    let bytes = signed.bytes();
+    assert_eq!(
+        SignedTransaction::decode(&bytes[..100]),
+        Err(DecodeError::Length(100))
+    );
+    let mut wrong = bytes.to_vec();
+    wrong[0] = 2;
+    assert_eq!(
+        SignedTransaction::decode(&wrong),
+        Err(DecodeError::Version(2))
+    );
+    let mut wrong = bytes.to_vec();
+    wrong[2] = 3;
+    assert!(matches!(
+        SignedTransaction::decode(&wrong),
+        Err(DecodeError::Count { count: 3, .. })
+    ));
+    let mut wrong = bytes.to_vec();
+    wrong[76] = 99;
+    assert!(matches!(
+        SignedTransaction::decode(&wrong),
+        Err(DecodeError::Action { index: 0, .. })
+    ));
+}
+
+#[test]
+fn actions_act_for_the_signers_account() {
+    let account = account_id_of(&key(1).verifying_key().to_bytes());
+    assert_eq!(
+        place(9).command(account),
+        Some(Command::Place(NewOrder {
+            account,
+            market: 0,
+            oid: 9,
+            side: Side::Buy,
+            price: Some(50_000),
+            qty: 2,
+            tif: TimeInForce::Gtc,
+            stp: SelfTradePrevention::CancelMaker,
+            reduce_only: false,
+        }))
+    );
+    assert_eq!(
+        Action::Cancel { market: 1, oid: 4 }.command(account),
+        Some(Command::Cancel {
+            account,
+            market: 1,
+            oid: 4
+        })
+    );
+    // A deposit credits the account it names (only faucets may sign one).
+    let deposit = Action::Deposit {
+        account: 42,
+        asset: 1,
+        amount: 5,
+    };
+    assert_eq!(deposit.restricted_to(), Some("faucet"));
+    assert_eq!(
+        deposit.command(account),
+        Some(Command::Deposit {
+            account: 42,
+            asset: 1,
+            amount: 5
+        })
+    );
+    assert_eq!(
+        Action::OraclePrice {
+            market: 1,
+            price: 5
+        }
+        .command(account),
+        None
+    );
+}
+
+#[test]
+fn the_nonce_window_follows_the_block_time() {
+    let set = NonceSet::default();
+    let now = 1_800_000_000_000;
+    assert_eq!(set.check(now, now), Ok(()));
+    assert_eq!(set.check(now - NONCE_PAST_MS + 1, now), Ok(()));
+    assert!(matches!(
+        set.check(now - NONCE_PAST_MS, now),
+        Err(NonceError::Stale { .. })
+    ));
+    assert_eq!(set.check(now + NONCE_FUTURE_MS, now), Ok(()));
+    assert!(matches!(
+        set.check(now + NONCE_FUTURE_MS + 1, now),
+        Err(NonceError::Future { .. })
+    ));
+}
+
+proptest! {
+    /// Against a model that remembers every nonce ever used: no nonce is accepted twice,
+    /// nonces in flight may be used in any order while the account remembers fewer than its
+    /// limit, and what the set refuses besides replays is exactly the documented rule.
+    #[test]
+    fn no_nonce_is_ever_accepted_twice(
+        offsets in proptest::collection::vec(0u64..400, 1..600),
+    ) {
+        let now = 1_800_000_000_000u64;
+        let mut set = NonceSet::default();
+        let mut ever = std::collections::BTreeSet::new();
+        for offset in offsets {
+            let nonce = now + offset;
+            let expected = if ever.contains(&nonce) {
+                Err(NonceError::Used(nonce))
+            } else if set.used().len() >= REMEMBERED_NONCES && nonce < set.used()[0] {
+                Err(NonceError::BelowRemembered { nonce, lowest: set.used()[0] })
+            } else {
+                Ok(())
+            };
+            let got = set.check(nonce, now);
+            match (&got, &expected) {
+                // A forgotten nonce is refused as below the remembered ones, never accepted.
+                (Err(NonceError::BelowRemembered { .. }), Err(NonceError::Used(_))) => {}
+                _ => prop_assert_eq!(got, expected),
+            }
+            if got.is_ok() {
+                prop_assert!(ever.insert(nonce), "nonce {} accepted twice", nonce);
+                set.record(nonce);
+            }
+            prop_assert!(set.used().len() <= REMEMBERED_NONCES);
+        }
+    }
+}
+
+/// docs/transactions.md's worked example: the hex there is what this code writes.
+#[test]
+fn the_documented_example_is_what_the_code_writes() {
+    let signed = documented_example();
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/transactions.md"
+    ))
+    .expect("docs/transactions.md");
+    let hex: String = signed.bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let written: String = doc
+        .split("```hex")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```hex block")
+        .split_whitespace()
+        .collect();
+    assert_eq!(written, hex, "docs/transactions.md's example bytes");
+    assert!(
+        doc.contains(&signed.hash().to_string()),
+        "the doc gives the hash {}",
+        signed.hash()
+    );
+    assert!(doc.contains(&account_id_of(&signed.tx.signer).to_string()));
+    assert_eq!(verify(&signed), Ok(()));
+}
+
+/// Key: the 32-byte seed 0x01..0x20; chain id: 32 bytes of 0x4e; nonce 1,800,000,000,000;
+/// a buy of 2 lots at 50,000 ticks (GTC, oid 7, market 0) and a cancel of oid 3 in market 1.
+fn documented_example() -> SignedTransaction {
+    let seed: [u8; 32] = std::array::from_fn(|i| i as u8 + 1);
+    let key = SigningKey::from_bytes(&seed);
+    Transaction {
+        chain_id: [0x4e; 32],
+        signer: key.verifying_key().to_bytes(),
+        nonce: 1_800_000_000_000,
+        actions: vec![place(7), Action::Cancel { market: 1, oid: 3 }],
+    }
+    .sign(&key)
+}
+
+#[test]
+#[ignore = "prints the worked example for docs/transactions.md"]
+fn print_documented_example() {
+    let signed = documented_example();
+    let hex: String = signed.bytes().iter().map(|b| format!("{b:02x}")).collect();
+    for chunk in hex.as_bytes().chunks(64) {
+        println!("{}", std::str::from_utf8(chunk).unwrap());
+    }
+    println!("hash {}", signed.hash());
+    println!("account {}", account_id_of(&signed.tx.signer));
+    println!("signer {:02x?}", signed.tx.signer);
+}
