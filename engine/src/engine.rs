@@ -343,6 +343,22 @@ pub struct Engine<L: PriceLadder = ArrayLadder> {
     /// and its own positions' PnL, cover-to-zero and its own transfers. Debug accounting
     /// for `check_invariants`, not state (re-based on restore).
     insurance_ledger: i128,
+    /// What the last command lacked, if it was refused for insufficient balance or margin
+    /// (reset by every `step`; not state).
+    shortfall: Option<Shortfall>,
+}
+
+/// What a command refused with `insufficient_balance` or `insufficient_margin` needed, and
+/// what the account had for it, in units of `asset` ([`Engine::last_shortfall`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shortfall {
+    /// The asset: the reserve asset of a spot order, the collateral asset for perps.
+    pub asset: AssetId,
+    /// What the command needed (a spot order's reserve, a perp order's margin, an amount).
+    pub needed: i128,
+    /// What the account could spend on it (available balance, free collateral); may be
+    /// negative for margin.
+    pub available: i128,
 }
 
 impl<L: PriceLadder> Engine<L> {
@@ -375,6 +391,7 @@ impl<L: PriceLadder> Engine<L> {
             isolated_returned: None,
             liquidating: NIL,
             insurance_ledger: 0,
+            shortfall: None,
         }
     }
 
@@ -429,6 +446,7 @@ impl<L: PriceLadder> Engine<L> {
 
     /// Applies one command, appending what happened to `out`.
     pub fn step(&mut self, command: &Command, out: &mut Vec<Event>) {
+        self.shortfall = None;
         match *command {
             Command::CreateAsset { asset } => self.create_asset(asset, out),
             Command::CreateMarket(spec) => self.create_market(spec, out),
@@ -595,6 +613,8 @@ impl<L: PriceLadder> Engine<L> {
         }
         let balance = &mut self.accounts[index as usize].balances[asset_index as usize];
         if balance.available() < amount {
+            let available = balance.available();
+            self.note_shortfall(asset_index as usize, amount as i128, available as i128);
             return Self::reject_admin(out, account, RejectReason::InsufficientBalance);
         }
         balance.total -= amount;
@@ -673,14 +693,14 @@ impl<L: PriceLadder> Engine<L> {
             let reserve = reserve_per_lot * order.qty as i128;
             let balances = &self.accounts[account as usize].balances;
             let available = balances[params.reserve_asset(order.side)].available() as i128;
-            let affordable = match (order.side, order.price) {
-                (Side::Buy, None) => match market.best_price(Side::Sell) {
-                    Some(best_ask) => params.market_buy_cost(best_ask, 1) <= available,
-                    None => true,
-                },
-                _ => reserve <= available,
+            let needed = match (order.side, order.price) {
+                (Side::Buy, None) => market
+                    .best_price(Side::Sell)
+                    .map_or(0, |best_ask| params.market_buy_cost(best_ask, 1)),
+                _ => reserve,
             };
-            if !affordable {
+            if needed > available {
+                self.note_shortfall(params.reserve_asset(order.side), needed, available);
                 return reject(out, RejectReason::InsufficientBalance);
             }
             (order.price, order.qty, reserve_per_lot, 0)
@@ -1269,7 +1289,9 @@ impl<L: PriceLadder> Engine<L> {
         if params.perp == NIL {
             let asset = params.reserve_asset(node.side);
             let balance = self.accounts[account_index as usize].balances[asset];
-            if new_reserve > balance.available() as i128 + old_reserve {
+            let available = balance.available() as i128 + old_reserve;
+            if new_reserve > available {
+                self.note_shortfall(asset, new_reserve, available);
                 return reject(out, RejectReason::InsufficientBalance);
             }
         }
@@ -1337,6 +1359,21 @@ impl<L: PriceLadder> Engine<L> {
     }
 
     // ---- queries ---------------------------------------------------------------------
+
+    /// What the last [`Engine::step`] lacked, if it was refused for `insufficient_balance`
+    /// or `insufficient_margin`: the amount it needed and what the account had for it.
+    pub fn last_shortfall(&self) -> Option<Shortfall> {
+        self.shortfall
+    }
+
+    /// Records a refusal's shortfall in asset index `asset` (see [`Engine::last_shortfall`]).
+    fn note_shortfall(&mut self, asset: usize, needed: i128, available: i128) {
+        self.shortfall = Some(Shortfall {
+            asset: self.assets[asset].id,
+            needed,
+            available,
+        });
+    }
 
     /// An account's balance of an asset; `None` if either is unknown.
     pub fn balance(&self, account: AccountId, asset: AssetId) -> Option<Balance> {

@@ -8,8 +8,9 @@
 
 use engine::{
     AccountId, CancelReason, Command, Engine, EngineConfig, Event, LiquidationStep, Lots,
-    MarginTier, MarketId, NewOrder, OrderId, PerpSpec, RejectReason, SelfTradePrevention, Side,
-    Ticks, TimeInForce, Units, INSURANCE_ACCOUNT, MAX_MARGIN_TIERS, MAX_ORACLE_SOURCES,
+    MarginTier, MarketId, NewOrder, OrderId, PerpSpec, RejectReason, SelfTradePrevention,
+    Shortfall, Side, Ticks, TimeInForce, Units, INSURANCE_ACCOUNT, MAX_MARGIN_TIERS,
+    MAX_ORACLE_SOURCES,
 };
 
 const USD: u32 = 1;
@@ -218,6 +219,15 @@ fn pre_trade_checks_reject_with_typed_reasons_and_change_nothing() {
         h.reject_reason(order(A, 1, Buy, 100, 11)),
         RejectReason::InsufficientMargin
     );
+    // 11 lots need 110 of margin; A's free collateral is 100.
+    assert_eq!(
+        h.engine.last_shortfall(),
+        Some(Shortfall {
+            asset: USD,
+            needed: 110,
+            available: 100
+        })
+    );
     h.ok(order(A, 1, Buy, 100, 10));
     assert_eq!(h.engine.perp_collateral(A), Some((100, 100)));
     // Band 50%: 151 and 49 are outside [50, 150].
@@ -269,6 +279,14 @@ fn pre_trade_checks_reject_with_typed_reasons_and_change_nothing() {
             amount: -1
         }),
         RejectReason::InsufficientMargin
+    );
+    assert_eq!(
+        h.engine.last_shortfall(),
+        Some(Shortfall {
+            asset: USD,
+            needed: 1,
+            available: 0
+        })
     );
     assert_eq!(
         h.reject_reason(Command::TransferCollateral {

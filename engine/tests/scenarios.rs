@@ -7,8 +7,8 @@
 
 use engine::{
     AccountId, AssetId, Balance, CancelReason, Command, Engine, EngineConfig, Event, Lots,
-    MarketId, MarketSpec, NewOrder, OrderId, OrderView, RejectReason, SelfTradePrevention, Side,
-    Ticks, TimeInForce, Units,
+    MarketId, MarketSpec, NewOrder, OrderId, OrderView, RejectReason, SelfTradePrevention,
+    Shortfall, Side, Ticks, TimeInForce, Units,
 };
 
 const BASE: AssetId = 1;
@@ -730,6 +730,15 @@ fn market_buy_stops_when_it_cannot_pay() {
             reason: RejectReason::InsufficientBalance
         }]
     );
+    // The refusal says what was missing: cost(1) at the best ask against the quote held.
+    assert_eq!(
+        e.last_shortfall(),
+        Some(Shortfall {
+            asset: QUOTE,
+            needed: 12_030,
+            available: 12_029
+        })
+    );
     // A market buy on an empty ask side passes the check even with no quote at all.
     e.step(&deposit(7, BASE, 1), &mut Vec::new());
     let events = step(&mut e, order(7, M2, 1, Buy, None, 4, Ioc, CancelMaker));
@@ -773,6 +782,17 @@ fn market_sell_walks_bids_and_needs_base_up_front() {
             reason: RejectReason::InsufficientBalance
         }]
     );
+    assert_eq!(
+        e.last_shortfall(),
+        Some(Shortfall {
+            asset: BASE,
+            needed: 970,
+            available: 960
+        })
+    );
+    // The next command starts with no shortfall.
+    step(&mut e, market_order(A, 4, Sell, 1));
+    assert_eq!(e.last_shortfall(), None);
     assert_conserved(&e);
 }
 

@@ -19,7 +19,8 @@ use alloy_consensus::{Transaction, TxEnvelope};
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{keccak256, Address, Bloom, Bytes, Log, TxKind, B256, U256};
 use revm::context::{BlockEnv, CfgEnv, Context, TxEnv};
-use revm::context_interface::result::{ExecutionResult, Output};
+use revm::context_interface::result::{EVMError, ExecutionResult, InvalidTransaction, Output};
+use revm::context_interface::Cfg;
 use revm::database::{CacheDB, EmptyDB};
 use revm::primitives::eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN;
 use revm::primitives::hardfork::SpecId;
@@ -78,14 +79,52 @@ pub enum TxError {
     /// A transaction type this chain does not run.
     #[error("unsupported transaction type: {0}")]
     Unsupported(&'static str),
-    /// Nonce not the sender's next.
-    #[error("nonce too {}: next nonce is {expected}, got {got}", if got < expected { "low" } else { "high" })]
+    /// Nonce not the sender's next. Below the account's state nonce (the transaction, or
+    /// another with its nonce, is already mined): "nonce too low", as geth; at or above it
+    /// but not the next pending nonce: "too low" (taken by a pooled transaction: the pool
+    /// does not replace) or "too high" (a gap: the pool keeps no future transactions).
+    #[error("nonce too {}: next nonce {expected}, tx nonce {got}", if got < expected { "low" } else { "high" })]
     Nonce {
-        /// The next nonce.
+        /// The next nonce: the state nonce if `got` is below it, else the pending nonce.
         expected: u64,
         /// The transaction's.
         got: u64,
     },
+    /// `maxPriorityFeePerGas > maxFeePerGas` (geth's `ErrTipAboveFeeCap`, same text).
+    #[error("max priority fee per gas higher than max fee per gas")]
+    TipAboveFeeCap {
+        /// The transaction's max priority fee per gas.
+        tip: u128,
+        /// The transaction's max fee per gas.
+        max_fee: u128,
+    },
+    /// The gas limit does not cover the intrinsic gas (21,000, calldata, creation, access
+    /// list); geth's `ErrIntrinsicGas` text.
+    #[error("intrinsic gas too low: gas {gas}, minimum needed {needed}")]
+    IntrinsicGas {
+        /// The transaction's gas limit.
+        gas: u64,
+        /// Its intrinsic gas.
+        needed: u64,
+    },
+    /// Contract creation with initcode over the EIP-3860 limit; geth's text.
+    #[error("max initcode size exceeded: code size {size}, limit {max}")]
+    InitCodeSize {
+        /// The initcode's length.
+        size: usize,
+        /// The limit (49,152 bytes under Cancun).
+        max: usize,
+    },
+    /// The sender has code (EIP-3607); geth's `ErrSenderNoEOA` text.
+    #[error("sender not an eoa: address {0}")]
+    SenderNotEoa(Address),
+    /// Any other refusal by revm's transaction validation (not expected after admission).
+    #[error("invalid transaction: {0}")]
+    Invalid(String),
+    /// Not run because an earlier transaction of the same sender in the same block was
+    /// dropped: its nonce can no longer be the sender's next.
+    #[error("an earlier transaction of the sender ({0}) was dropped")]
+    FollowsDropped(B256),
     /// Cannot pay `gas_limit * max_fee + value`.
     #[error("insufficient funds: balance {balance}, need {need}")]
     Funds {
@@ -196,6 +235,55 @@ impl SignedTx {
             });
         }
         Ok(())
+    }
+
+    /// The error for revm's refusal of this transaction, typed like the pool's own.
+    fn refusal(&self, error: &InvalidTransaction, config: &EvmConfig) -> TxError {
+        let e = &self.envelope;
+        match error {
+            InvalidTransaction::PriorityFeeGreaterThanMaxFee => TxError::TipAboveFeeCap {
+                tip: e.max_priority_fee_per_gas().unwrap_or_default(),
+                max_fee: e.max_fee_per_gas(),
+            },
+            InvalidTransaction::GasPriceLessThanBasefee => TxError::FeeTooLow {
+                base: config.base_fee_wei,
+                got: e.max_fee_per_gas(),
+            },
+            InvalidTransaction::CallerGasLimitMoreThanBlock
+            | InvalidTransaction::TxGasLimitGreaterThanCap { .. } => TxError::GasLimit {
+                max: config.block_gas_limit,
+                got: e.gas_limit(),
+            },
+            InvalidTransaction::CallGasCostMoreThanGasLimit {
+                initial_gas,
+                gas_limit,
+            } => TxError::IntrinsicGas {
+                gas: *gas_limit,
+                needed: *initial_gas,
+            },
+            InvalidTransaction::CreateInitCodeSizeLimit => TxError::InitCodeSize {
+                size: e.input().len(),
+                max: revm::primitives::eip3860::MAX_INITCODE_SIZE,
+            },
+            InvalidTransaction::RejectCallerWithCode => TxError::SenderNotEoa(self.sender),
+            InvalidTransaction::LackOfFundForMaxFee { fee, balance } => TxError::Funds {
+                balance: **balance,
+                need: **fee,
+            },
+            InvalidTransaction::OverflowPaymentInTransaction => TxError::CostOverflow,
+            InvalidTransaction::NonceTooHigh { tx, state }
+            | InvalidTransaction::NonceTooLow { tx, state } => TxError::Nonce {
+                expected: *state,
+                got: *tx,
+            },
+            InvalidTransaction::InvalidChainId | InvalidTransaction::MissingChainId => {
+                TxError::ChainId {
+                    expected: config.chain_id,
+                    got: e.chain_id(),
+                }
+            }
+            other => TxError::Invalid(other.to_string()),
+        }
     }
 
     fn tx_env(&self) -> TxEnv {
@@ -482,8 +570,10 @@ pub struct BlockOutput {
     pub txs: Vec<TxRecord>,
     /// CoreWriter actions of successful transactions, in (log index) order.
     pub actions: Vec<CoreAction>,
-    /// Transactions not included, with why (invalid against the state at their turn).
-    pub dropped: Vec<(B256, String)>,
+    /// Transactions not included, with why (invalid against the state at their turn; not
+    /// expected after the pool's admission checks, but never silent: the node logs and
+    /// remembers each).
+    pub dropped: Vec<DroppedTx>,
     /// Transactions that did not fit the block's gas, to retry in the next block.
     pub deferred: Vec<SignedTx>,
     /// Callbacks not delivered because the block's callback gas budget was used up, in
@@ -495,6 +585,19 @@ pub struct BlockOutput {
     pub errors: Vec<String>,
     /// The state diff.
     pub diff: StateDiff,
+}
+
+/// A transaction the block builder did not include and will not retry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedTx {
+    /// Its hash.
+    pub hash: B256,
+    /// Its sender.
+    pub sender: Address,
+    /// Its nonce.
+    pub nonce: u64,
+    /// Why: revm's refusal, typed as the pool's admission errors.
+    pub reason: TxError,
 }
 
 /// A read-only call's outcome.
@@ -665,6 +768,35 @@ impl Executor {
             .expect("in-memory state cannot fail")
     }
 
+    /// The checks revm runs on a transaction before executing it that need no state
+    /// (chain id, fee fields, gas limit against the block, intrinsic gas, initcode size),
+    /// run by revm's own validation against the next block's environment. The pool runs
+    /// them at admission so that a transaction it accepts is not refused by the block
+    /// builder for any of them; the state checks (nonce, funds, EIP-3607) are the pool's,
+    /// since they depend on the transactions pooled before it.
+    pub fn check_admission(&self, tx: &SignedTx) -> Result<(), TxError> {
+        let refusal = |e: InvalidTransaction| tx.refusal(&e, &self.config);
+        let cfg = self.cfg();
+        let eip7623_disabled = cfg.is_eip7623_disabled();
+        let gas_cap = cfg.tx_gas_limit_cap();
+        let ctx = Context::mainnet()
+            .with_db(EmptyDB::new())
+            .with_cfg(cfg)
+            .with_block(self.block_env(self.head.number + 1, self.head.timestamp))
+            .with_tx(tx.tx_env());
+        revm::handler::validation::validate_tx_env(ctx, SPEC).map_err(refusal)?;
+        revm::handler::validation::validate_initial_tx_gas(
+            tx.tx_env(),
+            SPEC,
+            eip7623_disabled,
+            false, // EIP-8037 (Amsterdam) is not in Cancun.
+            gas_cap,
+            None,
+        )
+        .map_err(refusal)?;
+        Ok(())
+    }
+
     fn block_env(&self, height: u64, timestamp: u64) -> BlockEnv {
         let mut block = BlockEnv::default();
         block.number = U256::from(height);
@@ -826,10 +958,28 @@ impl Executor {
             cfg.disable_base_fee = false;
         });
 
-        // User transactions.
+        // User transactions. A sender's transactions are in nonce order; once one of them
+        // is deferred, its later ones are deferred too (tried now, they would fail their
+        // nonce check), and once one is dropped, its later ones are dropped with it (their
+        // nonces can no longer be the next): the pool's pending nonce stays state nonce +
+        // the sender's pooled count.
+        let mut deferred_senders = BTreeSet::new();
+        let mut dropped_senders: BTreeMap<Address, B256> = BTreeMap::new();
         for tx in input.txs {
+            if let Some(&earlier) = dropped_senders.get(&tx.sender) {
+                dropped.push(DroppedTx {
+                    hash: tx.hash,
+                    sender: tx.sender,
+                    nonce: tx.nonce(),
+                    reason: TxError::FollowsDropped(earlier),
+                });
+                continue;
+            }
             let gas_limit = tx.envelope.gas_limit();
-            if acc.cumulative + gas_limit > config.block_gas_limit {
+            if deferred_senders.contains(&tx.sender)
+                || acc.cumulative + gas_limit > config.block_gas_limit
+            {
+                deferred_senders.insert(tx.sender);
                 deferred.push(tx);
                 continue;
             }
@@ -848,7 +998,19 @@ impl Executor {
                         tx.envelope.tx_type() as u8,
                     );
                 }
-                Err(error) => dropped.push((tx.hash, error.to_string())),
+                Err(error) => {
+                    let reason = match &error {
+                        EVMError::Transaction(invalid) => tx.refusal(invalid, &config),
+                        other => TxError::Invalid(other.to_string()),
+                    };
+                    dropped_senders.insert(tx.sender, tx.hash);
+                    dropped.push(DroppedTx {
+                        hash: tx.hash,
+                        sender: tx.sender,
+                        nonce: tx.nonce(),
+                        reason,
+                    });
+                }
             }
         }
         drop(evm);

@@ -5,8 +5,8 @@
 
 use crate::chain::{Chain, StepOutput};
 use crate::executor::{
-    BlockHeader, BlockOutput, CallOutcome, CallRequest, EvmConfig, Receipt, SignedTx, TxError,
-    TxRecord,
+    BlockHeader, BlockOutput, CallOutcome, CallRequest, DroppedTx, EvmConfig, Receipt, SignedTx,
+    TxError, TxRecord,
 };
 use crate::store::{Store, StoreError};
 use crate::system;
@@ -15,7 +15,7 @@ use engine::Command;
 use jsonrpsee::server::{RpcModule, Server, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -54,6 +54,9 @@ pub const SUGGESTED_TIP_WEI: u64 = 1_000_000_000;
 pub const MAX_MEMPOOL: usize = 10_000;
 /// Widest block range one `eth_getLogs` may scan.
 pub const MAX_LOG_RANGE: u64 = 10_000;
+/// Most dropped transactions remembered for `eth_getTransactionByHash` (oldest forgotten
+/// first; every drop is also logged).
+pub const MAX_DROPPED_REMEMBERED: usize = 10_000;
 
 /// A JSON-RPC error: code, message, optional data.
 #[derive(Clone, Debug, PartialEq)]
@@ -137,6 +140,11 @@ pub struct Node {
     blocks: Vec<BlockHeader>,
     txs: HashMap<B256, (TxRecord, Receipt)>,
     mempool: Vec<SignedTx>,
+    /// Accepted transactions the block builder dropped, by hash: (drop number, block, why).
+    dropped: HashMap<B256, (u64, u64, DroppedTx)>,
+    /// Drop numbers in order, to forget the oldest past [`MAX_DROPPED_REMEMBERED`].
+    dropped_order: VecDeque<(B256, u64)>,
+    drops: u64,
     core_inbox: Vec<Command>,
     /// Why the node stopped (a block it produced could not be persisted): in-memory state
     /// is ahead of storage, so nothing more is served.
@@ -159,6 +167,9 @@ impl Node {
             blocks: vec![genesis.header],
             txs: HashMap::new(),
             mempool: Vec::new(),
+            dropped: HashMap::new(),
+            dropped_order: VecDeque::new(),
+            drops: 0,
             core_inbox: Vec::new(),
             stopped: None,
         })
@@ -188,6 +199,9 @@ impl Node {
                 .map(|(t, r)| (t.hash, (t, r)))
                 .collect(),
             mempool: Vec::new(),
+            dropped: HashMap::new(),
+            dropped_order: VecDeque::new(),
+            drops: 0,
             core_inbox: Vec::new(),
             stopped: None,
         }))
@@ -219,12 +233,31 @@ impl Node {
     }
 
     /// Validates and pools a raw transaction; returns its hash.
+    ///
+    /// Admission runs every check the block builder will run (revm's stateless validation
+    /// via [`crate::executor::Executor::check_admission`], then nonce, funds and EIP-3607
+    /// against the state and the sender's pooled transactions), so an accepted transaction
+    /// is included unless the state changes under it in a way the pool cannot foresee (a
+    /// drop is then logged and reported by `eth_getTransactionByHash`). A transaction
+    /// still pooled is `already known`; one already mined has a nonce below the sender's
+    /// state nonce and is `nonce too low` (as geth), whatever its hash.
     pub fn submit_raw(&mut self, raw: &[u8]) -> Result<B256, TxError> {
         let config = self.chain.executor().config().clone();
         let tx = SignedTx::decode(raw, config.chain_id)?;
-        tx.check_static(&config)?;
-        if self.txs.contains_key(&tx.hash) || self.mempool.iter().any(|t| t.hash == tx.hash) {
+        if self.mempool.iter().any(|t| t.hash == tx.hash) {
             return Err(TxError::Known);
+        }
+        tx.check_static(&config)?;
+        self.chain.executor().check_admission(&tx)?;
+        let account = self.chain.executor().account(tx.sender);
+        if tx.nonce() < account.nonce {
+            return Err(TxError::Nonce {
+                expected: account.nonce,
+                got: tx.nonce(),
+            });
+        }
+        if !account.is_empty_code_hash() {
+            return Err(TxError::SenderNotEoa(tx.sender));
         }
         let expected = self.pending_nonce(tx.sender);
         if tx.nonce() != expected {
@@ -250,6 +283,56 @@ impl Node {
         let hash = tx.hash;
         self.mempool.push(tx);
         Ok(hash)
+    }
+
+    /// Pools a decoded transaction **without** the admission checks of
+    /// [`Node::submit_raw`]: for tests of what the block builder does with a transaction it
+    /// refuses (it must be dropped with a trace, never silently). The server never calls it.
+    pub fn pool_unchecked(&mut self, tx: SignedTx) {
+        self.mempool.push(tx);
+    }
+
+    /// The newest block's number.
+    pub fn head_number(&self) -> u64 {
+        self.blocks.len() as u64 - 1
+    }
+
+    /// Hashes of the pooled transactions, in pool order. The pool lives in memory only:
+    /// these are forgotten when the node stops (`nexus-evm` logs each).
+    pub fn pending_hashes(&self) -> Vec<B256> {
+        self.mempool.iter().map(|t| t.hash).collect()
+    }
+
+    /// Why the block builder dropped transaction `hash`, and in which block; `None` if it
+    /// was not dropped (or too long ago: at most [`MAX_DROPPED_REMEMBERED`] are kept).
+    pub fn dropped(&self, hash: B256) -> Option<(u64, &DroppedTx)> {
+        self.dropped.get(&hash).map(|(_, block, d)| (*block, d))
+    }
+
+    /// Logs and remembers a dropped transaction (bounded: the oldest is forgotten first).
+    fn record_drop(&mut self, block: u64, drop: DroppedTx) {
+        tracing::warn!(
+            hash = %drop.hash,
+            sender = %drop.sender,
+            nonce = drop.nonce,
+            block,
+            reason = %drop.reason,
+            "accepted transaction dropped by the block builder"
+        );
+        self.drops += 1;
+        self.dropped_order.push_back((drop.hash, self.drops));
+        self.dropped.insert(drop.hash, (self.drops, block, drop));
+        while self.dropped_order.len() > MAX_DROPPED_REMEMBERED {
+            let (hash, number) = self.dropped_order.pop_front().expect("non-empty");
+            // A later drop of the same hash (resent, dropped again) is kept.
+            if self
+                .dropped
+                .get(&hash)
+                .is_some_and(|(n, _, _)| *n == number)
+            {
+                self.dropped.remove(&hash);
+            }
+        }
     }
 
     /// Why the node stopped, if it did: a produced block could not be persisted, so its
@@ -278,6 +361,9 @@ impl Node {
             }
         }
         self.mempool = out.evm.deferred.clone();
+        for drop in &out.evm.dropped {
+            self.record_drop(out.evm.header.number, drop.clone());
+        }
         for (record, receipt) in out.evm.txs.iter().zip(&out.evm.receipts) {
             self.txs
                 .insert(record.hash, (record.clone(), receipt.clone()));
@@ -347,7 +433,7 @@ impl Node {
                 if full {
                     self.txs
                         .get(h)
-                        .map(|(t, r)| tx_json(t, Some(r), header))
+                        .map(|(t, r)| tx_json(t, Some(r), Some(header)))
                         .unwrap_or(Value::Null)
                 } else {
                     hash(*h)
@@ -487,7 +573,18 @@ impl Node {
             "eth_getTransactionByHash" => {
                 let h = parse_hash(arg(params, 0))?;
                 if let Some((t, r)) = self.txs.get(&h) {
-                    return Ok(tx_json(t, Some(r), &self.blocks[r.block_number as usize]));
+                    return Ok(tx_json(
+                        t,
+                        Some(r),
+                        Some(&self.blocks[r.block_number as usize]),
+                    ));
+                }
+                if let Some(pooled) = self.mempool.iter().find(|t| t.hash == h) {
+                    // Pending, as geth: block fields null.
+                    return Ok(tx_json(&pooled.record(0, 0), None, None));
+                }
+                if let Some((block, drop)) = self.dropped(h) {
+                    return Err(dropped_error(block, drop));
                 }
                 Ok(Value::Null)
             }
@@ -687,6 +784,25 @@ impl Node {
     }
 }
 
+/// `eth_getTransactionByHash` of a dropped transaction: an error naming the reason (a
+/// `null` would look like "never sent", a pending object would make clients wait forever).
+fn dropped_error(block: u64, drop: &DroppedTx) -> RpcError {
+    RpcError {
+        code: -32000,
+        message: format!(
+            "transaction {:#x} dropped from block {block}: {}",
+            drop.hash, drop.reason
+        ),
+        data: Some(json!({
+            "hash": hash(drop.hash),
+            "from": addr(drop.sender),
+            "nonce": quantity(drop.nonce),
+            "block": quantity(block),
+            "reason": drop.reason.to_string(),
+        })),
+    }
+}
+
 fn call_error(failure: CallOutcome) -> RpcError {
     match failure {
         CallOutcome::Revert { output, .. } => RpcError {
@@ -744,7 +860,8 @@ fn receipt_json(t: &TxRecord, r: &Receipt, header: &BlockHeader) -> Value {
     })
 }
 
-fn tx_json(t: &TxRecord, r: Option<&Receipt>, header: &BlockHeader) -> Value {
+/// A transaction object; `header` is `None` for a pending one (block fields null).
+fn tx_json(t: &TxRecord, r: Option<&Receipt>, header: Option<&BlockHeader>) -> Value {
     let mut v = json!({
         "hash": hash(t.hash),
         "from": addr(t.from),
@@ -760,9 +877,9 @@ fn tx_json(t: &TxRecord, r: Option<&Receipt>, header: &BlockHeader) -> Value {
         "yParity": quantity(t.y_parity as u64),
         "r": quantity(t.r),
         "s": quantity(t.s),
-        "blockHash": hash(header.hash),
-        "blockNumber": quantity(t.block_number),
-        "transactionIndex": quantity(t.index),
+        "blockHash": header.map_or(Value::Null, |h| hash(h.hash)),
+        "blockNumber": header.map_or(Value::Null, |_| quantity(t.block_number)),
+        "transactionIndex": header.map_or(Value::Null, |_| quantity(t.index)),
         "accessList": [],
     });
     if t.tx_type == 2 {

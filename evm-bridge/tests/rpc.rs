@@ -120,7 +120,14 @@ fn deploy_send_call_receipts_logs_and_errors_over_http() {
         1
     );
     // The same nonce again is refused while the first is pooled.
-    let again = wallet.eip1559(chain_id, 0, None, U256::from(1), vec![], 21_000);
+    let again = wallet.eip1559(
+        chain_id,
+        0,
+        Some(Address::repeat_byte(0x42)),
+        U256::from(1),
+        vec![],
+        21_000,
+    );
     let error = rpc(addr, "eth_sendRawTransaction", json!([raw_hex(&again)])).unwrap_err();
     assert!(
         error["message"].as_str().unwrap().contains("nonce too low"),
@@ -574,4 +581,287 @@ fn a_failed_store_write_on_nexus_mine_stops_the_node() {
     assert_eq!(err["message"], "node stopped", "{err}");
     let node = server.stop();
     assert!(node.stopped().is_some());
+}
+
+/// Issue #12, item 12: `maxPriorityFeePerGas > maxFeePerGas` is refused at admission with
+/// geth's error (it used to be accepted, counted in the pending nonce, then dropped by revm
+/// with no trace). So are the other refusals revm would make at execution that need no
+/// state: intrinsic gas and initcode size. The pending nonce does not move.
+#[test]
+fn fee_and_gas_fields_revm_would_refuse_are_refused_at_admission() {
+    let wallet = Wallet::new(21);
+    let server = start(node(&wallet, None));
+    let addr = server.addr;
+    let chain_id = config().chain_id;
+    let from = format!("{:#x}", wallet.address);
+    let to = Some(Address::repeat_byte(0x42));
+    let pending = || {
+        hex_u64(&ok(
+            addr,
+            "eth_getTransactionCount",
+            json!([from, "pending"]),
+        ))
+    };
+
+    let tip_above = wallet.eip1559_with_fees(
+        chain_id,
+        0,
+        to,
+        vec![],
+        21_000,
+        2_000_000_000,
+        3_000_000_000,
+    );
+    let error = rpc(addr, "eth_sendRawTransaction", json!([raw_hex(&tip_above)])).unwrap_err();
+    assert_eq!(error["code"], -32000, "{error}");
+    assert_eq!(
+        error["message"], "max priority fee per gas higher than max fee per gas",
+        "geth's text: {error}"
+    );
+    assert_eq!(pending(), 0, "a refused transaction is not counted");
+
+    // A contract creation needs 53,000 gas + calldata: 21,000 is not enough.
+    let create = wallet.eip1559_with_fees(
+        chain_id,
+        0,
+        None,
+        vec![0x60, 0x00],
+        21_000,
+        2_000_000_000,
+        1,
+    );
+    let error = rpc(addr, "eth_sendRawTransaction", json!([raw_hex(&create)])).unwrap_err();
+    assert_eq!(error["code"], -32000, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("intrinsic gas too low: gas 21000, minimum needed 53"),
+        "{error}"
+    );
+    // Initcode over EIP-3860's 49,152 bytes.
+    let big = wallet.eip1559_with_fees(
+        chain_id,
+        0,
+        None,
+        vec![0x5b; 49_153],
+        3_000_000,
+        2_000_000_000,
+        1,
+    );
+    let error = rpc(addr, "eth_sendRawTransaction", json!([raw_hex(&big)])).unwrap_err();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("max initcode size exceeded: code size 49153, limit 49152"),
+        "{error}"
+    );
+    assert_eq!(pending(), 0);
+
+    // The same nonce with sane fees goes through; while pooled it reads as pending.
+    let good = wallet.eip1559_with_fees(
+        chain_id,
+        0,
+        to,
+        vec![],
+        21_000,
+        2_000_000_000,
+        2_000_000_000,
+    );
+    let hash = ok(addr, "eth_sendRawTransaction", json!([raw_hex(&good)]));
+    assert_eq!(pending(), 1);
+    let tx = ok(addr, "eth_getTransactionByHash", json!([hash]));
+    assert_eq!(tx["hash"], hash, "{tx}");
+    assert!(
+        tx["blockHash"].is_null() && tx["blockNumber"].is_null(),
+        "{tx}"
+    );
+    ok(addr, "nexus_mine", json!([]));
+    let receipt = ok(addr, "eth_getTransactionReceipt", json!([hash]));
+    assert_eq!(receipt["status"], "0x1", "{receipt}");
+    server.stop();
+}
+
+/// Issue #12, item 12: a transaction the block builder refuses after admission (here one
+/// pooled without the checks, since admission now refuses every kind revm would) is
+/// dropped with a trace: `eth_getTransactionByHash` answers an error naming the reason,
+/// the sender's later transaction is dropped with it (its nonce can no longer be next),
+/// and the pending nonce is the state nonce again, so the sender can go on.
+#[test]
+fn a_transaction_the_block_builder_refuses_is_reported_not_silently_dropped() {
+    let wallet = Wallet::new(22);
+    let mut node = node(&wallet, None);
+    let chain_id = config().chain_id;
+    let to = Some(Address::repeat_byte(0x42));
+    let decode = |raw: &[u8]| evm_bridge::executor::SignedTx::decode(raw, chain_id).unwrap();
+    let bad = decode(&wallet.eip1559_with_fees(
+        chain_id,
+        0,
+        to,
+        vec![],
+        21_000,
+        2_000_000_000,
+        3_000_000_000,
+    ));
+    let next = decode(&wallet.eip1559(chain_id, 1, to, U256::from(1), vec![], 21_000));
+    let (bad_hash, next_hash) = (bad.hash, next.hash);
+    node.pool_unchecked(bad);
+    node.pool_unchecked(next);
+    let out = node.produce_block(1_700_000_001).unwrap();
+    assert!(out.evm.txs.is_empty());
+    assert_eq!(
+        out.evm
+            .dropped
+            .iter()
+            .map(|d| (d.hash, d.reason.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (
+                bad_hash,
+                evm_bridge::executor::TxError::TipAboveFeeCap {
+                    tip: 3_000_000_000,
+                    max_fee: 2_000_000_000
+                }
+            ),
+            (
+                next_hash,
+                evm_bridge::executor::TxError::FollowsDropped(bad_hash)
+            ),
+        ]
+    );
+
+    let error = node
+        .handle(
+            "eth_getTransactionByHash",
+            &[json!(format!("{bad_hash:#x}"))],
+        )
+        .unwrap_err();
+    assert_eq!(error.code, -32000);
+    assert!(
+        error.message.contains("dropped from block 1")
+            && error
+                .message
+                .contains("max priority fee per gas higher than max fee per gas"),
+        "{error:?}"
+    );
+    let data = error.data.unwrap();
+    assert_eq!(data["block"], "0x1");
+    assert_eq!(data["nonce"], "0x0");
+    let error = node
+        .handle(
+            "eth_getTransactionByHash",
+            &[json!(format!("{next_hash:#x}"))],
+        )
+        .unwrap_err();
+    assert!(
+        error.message.contains(&format!("{bad_hash:#x}")),
+        "names the dropped one: {error:?}"
+    );
+    assert_eq!(
+        node.handle(
+            "eth_getTransactionReceipt",
+            &[json!(format!("{bad_hash:#x}"))]
+        )
+        .unwrap(),
+        Value::Null
+    );
+    let from = json!(format!("{:#x}", wallet.address));
+    assert_eq!(
+        node.handle("eth_getTransactionCount", &[from, json!("pending")])
+            .unwrap(),
+        json!("0x0"),
+        "the pending nonce is the state nonce again"
+    );
+    node.submit_raw(&wallet.eip1559(chain_id, 0, to, U256::from(1), vec![], 21_000))
+        .expect("nonce 0 is free again");
+    let out = node.produce_block(1_700_000_002).unwrap();
+    assert_eq!(out.evm.txs.len(), 1);
+    assert!(out.evm.dropped.is_empty());
+}
+
+/// A transaction deferred for lack of block gas holds back its sender's later ones (they
+/// used to be tried in the same block and dropped for their nonce): all are included, in
+/// order, in the next block.
+#[test]
+fn a_deferred_transaction_holds_back_the_same_senders_later_ones() {
+    let a = Wallet::new(23);
+    let b = Wallet::new(24);
+    let (chain, genesis) = Chain::genesis(
+        core_genesis(),
+        config(),
+        NATIVE,
+        vec![(a.address, ether(10)), (b.address, ether(10))],
+        1_700_000_000,
+    );
+    let mut node = Node::new(chain, genesis, None).unwrap();
+    let chain_id = config().chain_id;
+    let to = Some(Address::repeat_byte(0x42));
+    // Initcode `JUMPDEST PUSH1 0 JUMP` loops until out of gas: it uses its whole limit.
+    let burn = 20_000_000;
+    let burner = node
+        .submit_raw(&a.eip1559(
+            chain_id,
+            0,
+            None,
+            U256::ZERO,
+            vec![0x5b, 0x60, 0x00, 0x56],
+            burn,
+        ))
+        .unwrap();
+    // 20M + 20M > 30M: b's first is deferred; its second (21,000) would fit but must wait.
+    let b0 = node
+        .submit_raw(&b.eip1559(chain_id, 0, to, U256::from(1), vec![], burn))
+        .unwrap();
+    let b1 = node
+        .submit_raw(&b.eip1559(chain_id, 1, to, U256::from(1), vec![], 21_000))
+        .unwrap();
+    let out = node.produce_block(1_700_000_001).unwrap();
+    assert!(out.evm.dropped.is_empty(), "{:?}", out.evm.dropped);
+    assert_eq!(
+        out.evm.txs.iter().map(|t| t.hash).collect::<Vec<_>>(),
+        vec![burner]
+    );
+    assert_eq!(node.pending_hashes(), vec![b0, b1]);
+    let from = json!(format!("{:#x}", b.address));
+    assert_eq!(
+        node.handle("eth_getTransactionCount", &[from, json!("pending")])
+            .unwrap(),
+        json!("0x2")
+    );
+    let out = node.produce_block(1_700_000_002).unwrap();
+    assert!(out.evm.dropped.is_empty(), "{:?}", out.evm.dropped);
+    assert_eq!(
+        out.evm.txs.iter().map(|t| t.hash).collect::<Vec<_>>(),
+        vec![b0, b1]
+    );
+}
+
+/// Issue #12, item 13: resending a mined transaction answers geth's `nonce too low: next
+/// nonce N, tx nonce M` (ethers: NONCE_EXPIRED), not `already known` (ethers:
+/// UNKNOWN_ERROR); `already known` stays for a transaction still in the pool.
+#[test]
+fn resending_a_mined_transaction_answers_nonce_too_low() {
+    let wallet = Wallet::new(25);
+    let server = start(node(&wallet, None));
+    let addr = server.addr;
+    let chain_id = config().chain_id;
+    let to = Some(Address::repeat_byte(0x42));
+    let raw = raw_hex(&wallet.eip1559(chain_id, 0, to, U256::from(1), vec![], 21_000));
+    let hash = ok(addr, "eth_sendRawTransaction", json!([raw]));
+    let error = rpc(addr, "eth_sendRawTransaction", json!([raw])).unwrap_err();
+    assert_eq!(error["code"], -32000);
+    assert_eq!(error["message"], "already known", "still pooled: {error}");
+    ok(addr, "nexus_mine", json!([]));
+    assert_eq!(
+        ok(addr, "eth_getTransactionReceipt", json!([hash]))["status"],
+        "0x1"
+    );
+    let error = rpc(addr, "eth_sendRawTransaction", json!([raw])).unwrap_err();
+    assert_eq!(error["code"], -32000);
+    assert_eq!(
+        error["message"], "nonce too low: next nonce 1, tx nonce 0",
+        "mined: {error}"
+    );
+    server.stop();
 }

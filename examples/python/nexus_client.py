@@ -349,11 +349,12 @@ class Connection:
         self.sock.close()
 
 
-def json_deposit(host: str, port: int, account: int, amounts: dict):
-    """Funds `account` through the JSON Lines port (docs/node.md): one deposit per asset."""
+def json_commands(host: str, port: int, commands: list):
+    """Sends commands to the JSON Lines port (docs/node.md; development only, no
+    authentication) and waits for each one's `finalized`. The binary protocol has no message
+    that moves funds: deposits and perp collateral transfers go this way."""
     with socket.create_connection((host, port), timeout=10) as sock:
-        lines = [json.dumps({"op": "deposit", "account": account, "asset": asset, "amount": amount})
-                 for asset, amount in amounts.items()]
+        lines = [json.dumps(command) for command in commands]
         sock.sendall(("\n".join(lines) + "\n").encode())
         reader = sock.makefile("r")
         finalized = 0
@@ -363,7 +364,7 @@ def json_deposit(host: str, port: int, account: int, amounts: dict):
             if reply.get("ev") == "finalized":
                 finalized += 1
             elif reply.get("ev") in ("error", "rejected"):
-                raise RuntimeError(f"deposit refused: {reply}")
+                raise RuntimeError(f"JSON command refused: {reply}")
 
 
 def main() -> int:
@@ -375,6 +376,9 @@ def main() -> int:
     parser.add_argument("--json-port", type=int, default=7070)
     parser.add_argument("--deposit", action="store_true",
                         help="first deposit 100000 USD and 10 BTC through the JSON port")
+    parser.add_argument("--collateral", metavar="USD",
+                        help="then move this much USD into perp collateral (a JSON `transfer`; "
+                             "perp orders need it)")
     parser.add_argument("--market", type=int, default=0, help="market id (default 0: BTC-USD)")
     parser.add_argument("--side", choices=["buy", "sell"], default="buy")
     parser.add_argument("--price", type=int, default=100_000, help="limit price in ticks")
@@ -395,9 +399,15 @@ def main() -> int:
     account = account_id_of(public_key)
     print(f"public key {public_key.hex()}\naccount id {account} (BLAKE3-derived)")
 
+    commands = []
     if args.deposit:
+        commands += [{"op": "deposit", "account": account, "asset": asset, "amount": amount}
+                     for asset, amount in (("USD", "100000"), ("BTC", "10"))]
+    if args.collateral:
+        commands.append({"op": "transfer", "account": account, "amount": args.collateral})
+    if commands:
         print("funding through the JSON port:")
-        json_deposit(args.host, args.json_port, account, {"USD": "100000", "BTC": "10"})
+        json_commands(args.host, args.json_port, commands)
 
     # Market data: subscribe, print the snapshot.
     feed = Connection(args.host, args.data_port, args.hex)
@@ -411,6 +421,13 @@ def main() -> int:
         if message["msg"] == "Reject":
             return 1
         if message["msg"] == "SnapshotEnd":
+            break
+    # A perp market's snapshot is followed by its current mark (its opening mark at least)
+    # and latest funding rate, if any.
+    while (message := feed.recv(0.2)) is not None:
+        if message["msg"] != "ServerHeartbeat":
+            print("  " + describe(message))
+        if message["msg"] not in ("MarkPrice", "FundingRate", "ServerHeartbeat"):
             break
 
     # Order entry: challenge, login.

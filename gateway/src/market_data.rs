@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use engine::{ByteCode, Event, LevelChange, Lots, MarketId, Side, Ticks};
+use engine::{ByteCode, Engine, Event, LevelChange, Lots, MarketId, PriceLadder, Side, Ticks};
 use sequencer::Output;
 use zerocopy::IntoBytes;
 
@@ -144,6 +144,59 @@ impl MarketData {
             fill_seq: 0,
             fill_index: 0,
         }
+    }
+
+    /// A feed for every market of `engine`, starting from its current state: each book's
+    /// levels and, for each perp market with an oracle price, its opening [`MarkPrice`]
+    /// ([`MarketData::open_marks`]).
+    pub fn from_engine<L: PriceLadder>(config: MarketDataConfig, engine: &Engine<L>) -> MarketData {
+        let markets: Vec<MarketId> = engine.markets().collect();
+        let books = markets.iter().map(|&market| {
+            let mut levels = Vec::new();
+            for side in [Side::Buy, Side::Sell] {
+                let mut depth = Vec::new();
+                engine.depth(market, side, usize::MAX, &mut depth);
+                levels.extend(depth.into_iter().map(|(price, lots)| (side, price, lots)));
+            }
+            (market, levels)
+        });
+        let mut feed = MarketData::new(config, books);
+        feed.open_marks(engine);
+        feed
+    }
+
+    /// Starts the feed of each perp market of `engine` with its current oracle and mark price
+    /// ([`MarketData::open_mark`]). Call it once, before any connection.
+    pub fn open_marks<L: PriceLadder>(&mut self, engine: &Engine<L>) {
+        for market in engine.markets() {
+            if let Some(perp) = engine.perp_market(market) {
+                self.open_mark(market, perp.oracle, perp.mark);
+            }
+        }
+    }
+
+    /// Starts a perp market's feed with the oracle and mark price it has when the feed starts
+    /// (the genesis opening price, or the state recovered from the log): a [`MarkPrice`] with
+    /// the next market seq (1 on a fresh feed), global `seq` 0 (no input of this run) and
+    /// `premium_ppb` 0 (no premium sample), kept for replay and sent after every snapshot
+    /// like any later one. Without it a subscriber could not learn the mark until the next
+    /// oracle update. Nothing is published for an unknown market or a price of 0 (none yet).
+    pub fn open_mark(&mut self, market: MarketId, oracle: Ticks, mark: Ticks) {
+        if oracle == 0 || mark == 0 {
+            return;
+        }
+        let Some(book) = self.books.get_mut(&market) else {
+            return;
+        };
+        book.market_seq += 1;
+        let mut message: MarkPrice = blank(0);
+        message.market = market.into();
+        message.market_seq = book.market_seq.into();
+        message.oracle = oracle.into();
+        message.mark = mark.into();
+        book.last_mark = Some(Recent::new(book.market_seq, message.as_bytes()));
+        // No subscriber can exist yet at start; `publish` also keeps it for replay.
+        self.publish(market, message.as_bytes(), 0);
     }
 
     /// A new connection (nothing is sent until it subscribes).

@@ -158,6 +158,9 @@ pub struct OrderEntry {
     retry: Vec<Submission>,
     /// Connections with bytes to write or to close, possibly repeated.
     dirty: Vec<ConnId>,
+    /// The node is stopping and the cancel-on-disconnect inputs of the connected sessions
+    /// are queued ([`OrderEntry::cancel_on_shutdown`]): closing connections queues no more.
+    stopping: bool,
     /// The input whose fills are being numbered, and the next fill's index.
     fill_seq: u64,
     fill_index: u32,
@@ -183,6 +186,7 @@ impl OrderEntry {
             submissions: Vec::new(),
             retry: Vec::new(),
             dirty: Vec::new(),
+            stopping: false,
             fill_seq: 0,
             fill_index: 0,
         }
@@ -253,7 +257,9 @@ impl OrderEntry {
                 Some(s) if s.connection == Some(id) => {
                     s.connection = None;
                     s.disconnected_at_ns = now_ns;
-                    (s.flags & FLAG_CANCEL_ON_DISCONNECT != 0).then_some(s.account)
+                    // When stopping, its cancels were queued with everyone's already.
+                    (s.flags & FLAG_CANCEL_ON_DISCONNECT != 0 && !self.stopping)
+                        .then_some(s.account)
                 }
                 _ => None,
             };
@@ -773,7 +779,7 @@ impl OrderEntry {
         let resume_from = login.resume_from.get();
         let flags = login.flags.get();
         let heartbeat_ms = login.heartbeat_ms.get().clamp(100, 60_000);
-        let Ok(key) = VerifyingKey::from_bytes(&login.public_key) else {
+        let Some(key) = canonical_key(&login.public_key) else {
             return self.login_reject(id, LoginRejectReason::BadKey, now_ns);
         };
         let signed = wire::login_signing_bytes(
@@ -1125,9 +1131,17 @@ impl OrderEntry {
         self.dirty.push(id);
     }
 
-    /// Tells every connection the node is stopping, and queues the cancel-on-disconnect
-    /// inputs of the sessions that asked for them (the node submits them before it stops).
-    pub fn shutdown(&mut self, now_ns: u64) {
+    /// First step of a node stop: queues the cancel-on-disconnect inputs of every connected
+    /// session that asked for them (one set per account), and logs nobody out. The node then
+    /// runs them through the pipeline and routes their results while every connection is
+    /// still open, so their `Canceled` messages reach every session of the account (and its
+    /// resend window) like any other cancel; then [`OrderEntry::shutdown`] logs everyone
+    /// out. Calling it again does nothing.
+    pub fn cancel_on_shutdown(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
         let mut cancels = Vec::new();
         for id in self.connections.ids() {
             if let Some(Connection {
@@ -1136,13 +1150,11 @@ impl OrderEntry {
             }) = self.connections.get(id)
             {
                 if let Some(s) = self.sessions[*session as usize].as_ref() {
+                    // Closing ones too: their `disconnected` will not queue them any more.
                     if s.connection == Some(id) && s.flags & FLAG_CANCEL_ON_DISCONNECT != 0 {
                         cancels.push(s.account);
                     }
                 }
-            }
-            if !self.is_closing(id) {
-                self.logout(id, LogoutReason::Shutdown, now_ns);
             }
         }
         cancels.sort_unstable();
@@ -1151,6 +1163,30 @@ impl OrderEntry {
             self.cancel_on_disconnect(account);
         }
     }
+
+    /// Tells every connection the node is stopping (`ServerLogout` `shutdown`). Queues the
+    /// cancel-on-disconnect inputs first if [`OrderEntry::cancel_on_shutdown`] has not (the
+    /// node submits them before it stops; their `Canceled` messages then only reach the
+    /// resend windows, since every connection is closing).
+    pub fn shutdown(&mut self, now_ns: u64) {
+        self.cancel_on_shutdown();
+        for id in self.connections.ids() {
+            if !self.is_closing(id) {
+                self.logout(id, LogoutReason::Shutdown, now_ns);
+            }
+        }
+    }
+}
+
+/// The key of a [`Login`], or `None` if no signature by it can ever be accepted: the 32 bytes
+/// are not a point's RFC 8032 encoding (section 5.1.3: no square root, `y >= p`, or `x = 0`
+/// with the sign bit set; the library decodes the last two leniently, so the point must
+/// re-encode to exactly these bytes), or the point has small order (a weak key, refused by
+/// strict verification whatever the signature).
+fn canonical_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    let key = VerifyingKey::from_bytes(bytes).ok()?;
+    let canonical = key.to_edwards().compress().to_bytes() == *bytes;
+    (canonical && !key.is_weak()).then_some(key)
 }
 
 /// The engine command of a [`NewOrder`], or `None` if an enumerated field is out of range.

@@ -123,6 +123,12 @@ impl GatewayServer {
         ))
     }
 
+    /// Open connections: (order entry, market data).
+    pub fn connection_counts(&self) -> (usize, usize) {
+        let open = |streams: &[Option<Stream>]| streams.iter().filter(|s| s.is_some()).count();
+        (open(&self.order_streams), open(&self.data_streams))
+    }
+
     /// True if `token` is one of the gateway's.
     pub fn owns(&self, token: Token) -> bool {
         token.0 >= self.token_base
@@ -482,7 +488,18 @@ impl GatewayServer {
         Ok(())
     }
 
-    /// Sends every connection a logout (the node is stopping) and writes what it can.
+    /// First step of a node stop: queues the order-entry sessions' cancel-on-disconnect
+    /// inputs and keeps every connection open, so that once the node has submitted them
+    /// ([`GatewayServer::submit`]) and routed their results ([`GatewayServer::on_output`]),
+    /// their `Canceled` messages reach every session of the account. Then call
+    /// [`GatewayServer::shutdown`].
+    pub fn cancel_on_shutdown(&mut self) {
+        self.order_entry.cancel_on_shutdown();
+    }
+
+    /// Sends every connection a logout (the node is stopping) and writes what it can. Without
+    /// [`GatewayServer::cancel_on_shutdown`] first, the cancel-on-disconnect inputs are queued
+    /// here, and their results reach only the sessions' resend windows.
     pub fn shutdown(&mut self, registry: &Registry) -> io::Result<()> {
         let now = now_ns();
         self.order_entry.shutdown(now);

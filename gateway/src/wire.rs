@@ -737,7 +737,9 @@ codes! {
 codes! {
     /// Why a login failed ([`LoginRejected`]).
     LoginRejectReason {
-        /// The public key is not a valid ed25519 point.
+        /// The public key is not the canonical RFC 8032 encoding of an ed25519 point (no
+        /// such point, `y >= p`, or `x = 0` with the sign bit set), or the point has small
+        /// order (a weak key): no signature by it can be accepted.
         BadKey = 1, "bad_key",
         /// The signature does not verify over the challenge.
         BadSignature = 2, "bad_signature",

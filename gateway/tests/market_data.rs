@@ -419,3 +419,193 @@ fn mark_prices_and_funding_rates_are_sequenced_kept_for_replay_and_follow_snapsh
     let _ = fresh_book.apply(&ServerMessage::MarkPrice(mark));
     assert_eq!(fresh_book.mark.map(|m| m.market_seq.get()), Some(9));
 }
+
+/// An engine with a spot market (0), a perp market with an oracle price (1) and one without
+/// (2), and a resting bid in market 1.
+fn engine_with_perps() -> engine::Engine {
+    use engine::{Command, EngineConfig, MarginTier, MarketSpec, PerpSpec, MAX_MARGIN_TIERS};
+    let mut engine = engine::Engine::new(EngineConfig {
+        max_resting_orders: 64,
+        max_open_orders_per_account: 8,
+    });
+    let mut events = Vec::new();
+    let mut ok = |engine: &mut engine::Engine, command: Command| {
+        events.clear();
+        engine.step(&command, &mut events);
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Rejected { .. })),
+            "{command:?}: {events:?}"
+        );
+    };
+    ok(&mut engine, Command::CreateAsset { asset: 0 });
+    ok(&mut engine, Command::CreateAsset { asset: 1 });
+    ok(
+        &mut engine,
+        Command::CreateMarket(MarketSpec {
+            market: 0,
+            base: 0,
+            quote: 1,
+            base_units_per_lot: 1,
+            quote_units_per_tick_lot: 1,
+            min_lots: 1,
+            max_price_ticks: 1000,
+            maker_fee_bps: 0,
+            taker_fee_bps: 0,
+        }),
+    );
+    let mut tiers = [MarginTier::default(); MAX_MARGIN_TIERS];
+    tiers[0] = MarginTier {
+        notional_up_to: i64::MAX,
+        imr_ppb: 100_000_000,
+        mmr_ppb: 50_000_000,
+    };
+    for market in [1, 2] {
+        ok(
+            &mut engine,
+            Command::CreatePerpMarket(PerpSpec {
+                market,
+                collateral: 1,
+                quote_units_per_tick_lot: 1,
+                min_lots: 1,
+                max_price_ticks: 1000,
+                maker_fee_bps: 0,
+                taker_fee_bps: 0,
+                max_leverage: 10,
+                tiers,
+                tier_count: 1,
+                open_interest_cap_lots: 1000,
+                price_band_ppb: 500_000_000,
+                interest_ppb: 0,
+                funding_cap_ppb: 50_000_000,
+                impact_notional: 100,
+                liquidation_chunk_notional: 1_000_000,
+                liquidation_fee_ppb: 10_000_000,
+            }),
+        );
+    }
+    let mut prices = [0; engine::MAX_ORACLE_SOURCES];
+    prices[0] = 500;
+    ok(
+        &mut engine,
+        Command::Oracle {
+            market: 1,
+            prices,
+            count: 1,
+        },
+    );
+    ok(
+        &mut engine,
+        Command::Deposit {
+            account: 7,
+            asset: 1,
+            amount: 1_000_000,
+        },
+    );
+    ok(
+        &mut engine,
+        Command::TransferCollateral {
+            account: 7,
+            amount: 1_000_000,
+        },
+    );
+    ok(
+        &mut engine,
+        Command::Place(engine::NewOrder {
+            account: 7,
+            market: 1,
+            oid: 1,
+            side: Side::Buy,
+            price: Some(490),
+            qty: 3,
+            tif: engine::TimeInForce::Gtc,
+            stp: engine::SelfTradePrevention::CancelMaker,
+            reduce_only: false,
+        }),
+    );
+    engine
+}
+
+#[test]
+fn a_feed_started_from_an_engine_carries_each_perp_markets_opening_mark() {
+    let engine = engine_with_perps();
+    let start = engine.perp_market(1).expect("perp market 1");
+    assert_eq!(start.oracle, 500);
+    let mut md = MarketData::from_engine(MarketDataConfig::default(), &engine);
+    let id = md.connect(0);
+    let mut all: Subscribe = blank(0);
+    all.market = ALL_MARKETS.into();
+    md.receive(id, all.as_bytes(), 0);
+    let messages = drain(&mut md, id);
+    let mut books = [L2Book::new(0), L2Book::new(1), L2Book::new(2)];
+    for message in &messages {
+        for book in books.iter_mut() {
+            book.apply(message).expect("no gap");
+        }
+    }
+    // The spot market and the perp market without an oracle price have no mark; market 1
+    // starts its feed with one: market seq 1, global seq 0, the engine's oracle and mark.
+    assert!(books[0].mark.is_none() && books[2].mark.is_none());
+    assert_eq!(books[2].market_seq, Some(0));
+    let mark = books[1]
+        .mark
+        .expect("the opening mark follows the snapshot");
+    assert_eq!(
+        (
+            mark.market.get(),
+            mark.market_seq.get(),
+            mark.seq.get(),
+            mark.oracle.get(),
+            mark.mark.get(),
+            mark.premium_ppb.get()
+        ),
+        (1, 1, 0, start.oracle, start.mark, 0)
+    );
+    assert_eq!(books[1].market_seq, Some(1));
+    assert_eq!(
+        books[1].bids.get(&490),
+        Some(&3),
+        "levels come from the engine"
+    );
+    let kinds: Vec<u8> = messages
+        .iter()
+        .map(|m| match m {
+            ServerMessage::SnapshotBegin(_) => SnapshotBegin::KIND,
+            ServerMessage::SnapshotLevel(_) => SnapshotLevel::KIND,
+            ServerMessage::SnapshotEnd(_) => SnapshotEnd::KIND,
+            ServerMessage::MarkPrice(_) => MarkPrice::KIND,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, [200, 202, 200, 201, 202, 205, 200, 202]);
+
+    // The next oracle update is market seq 2 and replaces it; a replay from 1 has both.
+    perp_event(
+        &mut md,
+        40,
+        Event::OraclePrice {
+            market: 1,
+            oracle: 510,
+            mark: 505,
+            premium_ppb: 3,
+        },
+    );
+    for message in drain(&mut md, id) {
+        assert_eq!(books[1].apply(&message), Ok(Applied::Updated));
+    }
+    assert_eq!(
+        books[1].mark.map(|m| (m.market_seq.get(), m.mark.get())),
+        Some((2, 505))
+    );
+    let mut replay: Replay = blank(0);
+    replay.market = 1.into();
+    replay.from_seq = 1.into();
+    md.receive(id, replay.as_bytes(), 0);
+    let again: Vec<(u64, u64, i64)> = drain(&mut md, id)
+        .iter()
+        .map(|m| match m {
+            ServerMessage::MarkPrice(m) => (m.market_seq.get(), m.seq.get(), m.mark.get()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(again, [(1, 0, start.mark), (2, 40, 505)]);
+}

@@ -801,3 +801,105 @@ fn perp_events_reach_only_the_accounts_sessions_and_are_resent_on_resume() {
         matches!(all[3], ServerMessage::PositionUpdate(p) if p.as_bytes() == position.as_bytes())
     );
 }
+
+// ---- login keys ---------------------------------------------------------------------------
+
+/// What a login with these key bytes and this signature gets (the signature by `signer`
+/// over the proper signing bytes, if given, else 64 zero bytes).
+fn login_answer(public_key: [u8; 32], signer: Option<&SigningKey>) -> ServerMessage {
+    let mut oe = OrderEntry::new(OrderEntryConfig::default());
+    let id = oe.connect(0, [3; 32]);
+    let ServerMessage::Challenge(challenge) = drain(&mut oe, id)[0] else {
+        panic!("challenge first")
+    };
+    let mut message: Login = blank(0);
+    message.public_key = public_key;
+    message.session_id = 1.into();
+    message.heartbeat_ms = 1000.into();
+    if let Some(signer) = signer {
+        let signed = login_signing_bytes(&challenge.nonce, &public_key, 1, 0, 1000, 0);
+        message.signature = signer.sign(&signed).to_bytes();
+    }
+    oe.receive(id, message.as_bytes(), 0);
+    let replies = drain(&mut oe, id);
+    assert_eq!(replies.len(), 1, "one answer: {replies:?}");
+    replies[0]
+}
+
+fn login_reject_reason(public_key: [u8; 32]) -> Option<LoginRejectReason> {
+    match login_answer(public_key, None) {
+        ServerMessage::LoginRejected(reject) => LoginRejectReason::from_code(reject.reason.get()),
+        other => panic!("expected a login reject, got {other:?}"),
+    }
+}
+
+/// `p + y` (p = 2^255 - 19) as 32 little-endian bytes: a non-canonical encoding of `y`.
+fn p_plus(y: u8) -> [u8; 32] {
+    let mut bytes = [0xff; 32];
+    bytes[31] = 0x7f;
+    bytes[0] = 0xed + y;
+    bytes
+}
+
+#[test]
+fn non_canonical_and_weak_keys_are_bad_key_and_a_wrong_signature_is_bad_signature() {
+    // y = p + 1: RFC 8032 decoding fails (y >= p); the library reads it as y = 1.
+    assert_eq!(
+        login_reject_reason(p_plus(1)),
+        Some(LoginRejectReason::BadKey)
+    );
+    // A point of large order, encoded as y + p: still not a valid encoding.
+    let y = (2..19u8)
+        .find(|&y| {
+            let mut canonical = [0u8; 32];
+            canonical[0] = y;
+            ed25519_dalek::VerifyingKey::from_bytes(&canonical).is_ok_and(|k| !k.is_weak())
+        })
+        .expect("some y below 19 is a point of large order");
+    let mut canonical = [0u8; 32];
+    canonical[0] = y;
+    assert_eq!(
+        login_reject_reason(canonical),
+        Some(LoginRejectReason::BadSignature),
+        "the canonical encoding of that point is a key; only the signature is wrong"
+    );
+    assert_eq!(
+        login_reject_reason(p_plus(y)),
+        Some(LoginRejectReason::BadKey)
+    );
+    // x = 0 with the sign bit set (the identity, y = 1): decoding fails.
+    let mut negative_zero = [0u8; 32];
+    negative_zero[0] = 1;
+    negative_zero[31] = 0x80;
+    assert_eq!(
+        login_reject_reason(negative_zero),
+        Some(LoginRejectReason::BadKey)
+    );
+    // The canonical identity: a valid encoding of a small-order point (a weak key).
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    assert_eq!(
+        login_reject_reason(identity),
+        Some(LoginRejectReason::BadKey)
+    );
+    // Not on the curve at all (no square root): bad_key as before.
+    let not_a_point = (2..=255u8)
+        .map(|b| [b; 32])
+        .find(|bytes| ed25519_dalek::VerifyingKey::from_bytes(bytes).is_err())
+        .expect("some byte pattern is not a point");
+    assert_eq!(
+        login_reject_reason(not_a_point),
+        Some(LoginRejectReason::BadKey)
+    );
+    // A real key with a wrong signature, and with the right one.
+    let alice = key(1);
+    let public_key = alice.verifying_key().to_bytes();
+    assert_eq!(
+        login_reject_reason(public_key),
+        Some(LoginRejectReason::BadSignature)
+    );
+    assert!(matches!(
+        login_answer(public_key, Some(&alice)),
+        ServerMessage::LoginAccepted(_)
+    ));
+}

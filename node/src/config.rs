@@ -37,6 +37,9 @@ pub struct NodeConfig {
     /// Perpetual futures operations.
     #[serde(default)]
     pub perps: PerpsSection,
+    /// What the node prints on stderr while it runs.
+    #[serde(default)]
+    pub log: LogSection,
     /// Assets, markets and opening balances of a new chain.
     #[serde(default)]
     pub genesis: Genesis,
@@ -234,6 +237,27 @@ pub struct PerpsSection {
     /// Seconds between the funding inputs the node sequences for every perp market (0: none;
     /// funding then comes only from `funding` lines).
     pub funding_interval_s: u64,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Seconds between status lines on stderr (height, inputs/s, connections, ack p50);
+    /// 0: none.
+    pub status_interval_s: u64,
+    /// Least severe `tracing` level printed on stderr: "error", "warn", "info", "debug",
+    /// "trace" or "off".
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            status_interval_s: 10,
+            level: "info".to_string(),
+        }
+    }
 }
 
 impl Default for PerpsSection {

@@ -70,9 +70,17 @@ pub struct DevnetArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub validators: u16,
     /// Folder for the configuration, keys and each validator's data (created; reused
-    /// validator data resumes the old chain).
-    #[arg(long, value_name = "DIR", default_value = "nexus-devnet")]
-    pub dir: PathBuf,
+    /// validator data resumes the old chain). Default: a new temporary folder, removed at
+    /// exit unless --keep.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Keep the temporary folder (without --dir) at exit; its path is printed at start.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print every validator's log lines (`final` per block: about a thousand lines a
+    /// second) instead of one summary line per second.
+    #[arg(long)]
+    pub verbose: bool,
     /// First UDP port on 127.0.0.1 (validator i listens on PORT + i); 0 picks free ports.
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub base_port: u16,
@@ -858,12 +866,12 @@ fn free_udp_port() -> io::Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn write_devnet(args: &DevnetArgs) -> Result<(PathBuf, DevnetConfig), HostError> {
+fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig), HostError> {
     let io_err = |p: &Path| {
         let p = p.to_path_buf();
         move |e| HostError::Io(p, e)
     };
-    std::fs::create_dir_all(&args.dir).map_err(io_err(&args.dir))?;
+    std::fs::create_dir_all(root).map_err(io_err(root))?;
     let mut validators = Vec::new();
     for i in 0..args.validators as usize {
         let mut h = blake3::Hasher::new();
@@ -871,12 +879,12 @@ fn write_devnet(args: &DevnetArgs) -> Result<(PathBuf, DevnetConfig), HostError>
         h.update(&args.seed.to_le_bytes());
         h.update(&(i as u64).to_le_bytes());
         let seed = *h.finalize().as_bytes();
-        let dir = args.dir.join(format!("validator-{i}"));
+        let dir = root.join(format!("validator-{i}"));
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let key_path = dir.join("key");
         std::fs::write(&key_path, format!("{}\n", hex(&seed))).map_err(io_err(&key_path))?;
         let port = if args.base_port == 0 {
-            free_udp_port().map_err(io_err(&args.dir))?
+            free_udp_port().map_err(io_err(root))?
         } else {
             args.base_port
                 .checked_add(i as u16)
@@ -911,7 +919,7 @@ fn write_devnet(args: &DevnetArgs) -> Result<(PathBuf, DevnetConfig), HostError>
         },
         validators,
     };
-    let path = args.dir.join(CONFIG_FILE);
+    let path = root.join(CONFIG_FILE);
     let text = toml::to_string(&config).map_err(|e| HostError::Config(e.to_string()))?;
     std::fs::write(&path, text).map_err(io_err(&path))?;
     Ok((path, config))
@@ -1000,8 +1008,38 @@ pub fn devnet_command(args: DevnetArgs) -> ExitCode {
     }
 }
 
+/// The devnet's folder: `--dir`, or a new temporary folder (removed when the returned guard
+/// drops, unless kept).
+fn devnet_folder(args: &DevnetArgs) -> Result<(PathBuf, Option<tempfile::TempDir>), HostError> {
+    if let Some(dir) = &args.dir {
+        return Ok((dir.clone(), None));
+    }
+    let temp = tempfile::Builder::new()
+        .prefix("nexus-devnet-")
+        .tempdir()
+        .map_err(|e| HostError::Io(std::env::temp_dir(), e))?;
+    if args.keep || args.init_only {
+        let path = temp.keep();
+        return Ok((path, None));
+    }
+    Ok((temp.path().to_path_buf(), Some(temp)))
+}
+
 fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
-    let (config_path, config) = write_devnet(&args)?;
+    let (root, _temp) = devnet_folder(&args)?;
+    let (config_path, config) = write_devnet(&args, &root)?;
+    if !args.init_only {
+        eprintln!(
+            "nexus devnet: {} validators, folder {}{}",
+            config.validators.len(),
+            root.display(),
+            if _temp.is_some() {
+                " (removed at exit; --keep keeps it)"
+            } else {
+                ""
+            }
+        );
+    }
     if args.init_only {
         println!(
             "{}",
@@ -1076,6 +1114,7 @@ fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
     let mut evidence = 0u64;
     let mut failure: Option<String> = None;
     let out = io::stdout();
+    let mut status = DevnetStatus::new();
     loop {
         if stop.load(Ordering::Relaxed) || run_for.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -1097,11 +1136,19 @@ fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
                 break;
             }
         };
-        if args.bench.is_none() {
+        let value = serde_json::from_str::<serde_json::Value>(&line).ok();
+        let is_final = value.as_ref().is_some_and(|v| v["event"] == "final");
+        if args.bench.is_none() && (args.verbose || !is_final) {
             let mut o = out.lock();
             let _ = writeln!(o, "{line}");
         }
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+        if args.bench.is_none() && !args.verbose {
+            if let Some(summary) = status.observe(i, value.as_ref(), &heights) {
+                let mut o = out.lock();
+                let _ = writeln!(o, "{summary}");
+            }
+        }
+        let Some(value) = value else {
             continue;
         };
         match value["event"].as_str() {
@@ -1161,6 +1208,47 @@ fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
             ExitCode::SUCCESS
         },
     )
+}
+
+/// One summary line per second (without --verbose): heights, and the blocks and orders
+/// validator 0 finalized over the last second.
+struct DevnetStatus {
+    since: Instant,
+    blocks: u64,
+    orders: u64,
+}
+
+impl DevnetStatus {
+    fn new() -> DevnetStatus {
+        DevnetStatus {
+            since: Instant::now(),
+            blocks: 0,
+            orders: 0,
+        }
+    }
+
+    /// Counts validator `index`'s log line; returns the summary line once a second passed.
+    fn observe(
+        &mut self,
+        index: usize,
+        line: Option<&serde_json::Value>,
+        heights: &[u64],
+    ) -> Option<serde_json::Value> {
+        if let Some(line) = line.filter(|l| index == 0 && l["event"] == "final") {
+            self.blocks += 1;
+            self.orders += line["orders"].as_u64().unwrap_or(0);
+        }
+        let elapsed = self.since.elapsed();
+        if elapsed < Duration::from_secs(1) {
+            return None;
+        }
+        let seconds = elapsed.as_secs_f64();
+        let summary = json!({"event": "devnet_status", "heights": heights,
+            "blocks_per_s": (self.blocks as f64 / seconds).round(),
+            "orders_per_s": (self.orders as f64 / seconds).round()});
+        *self = DevnetStatus::new();
+        Some(summary)
+    }
 }
 
 fn print_bench(config: &DevnetConfig, finals: &[FinalLine], warmup_ns: u64, seconds: u64) {

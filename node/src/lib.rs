@@ -1,15 +1,19 @@
 //! The `nexus` binary's library: the node and its command-line tools.
 //!
 //! - [`server`]: `nexus run`, a single-validator node (JSON Lines order entry, pipeline, log).
+//! - [`client`]: `nexus send` and `nexus query`, a client of the JSON port.
 //! - [`config`]: the node's TOML configuration and its embedded default.
 //! - [`genesis`]: the registry and opening balances a chain starts from.
 //! - [`wal_tool`]: `nexus wal dump | info | truncate`.
 //! - [`replay`]: `nexus replay`, JSON Lines commands in and events out (`docs/replay.md`).
+//! - [`queries`]: read-only queries of the JSON port (book, balances, orders, positions).
 //! - [`decimal`]: exact decimal text to integer units and back.
 
+pub mod client;
 pub mod config;
 pub mod decimal;
 pub mod genesis;
+pub mod queries;
 pub mod replay;
 pub mod server;
 pub mod wal_tool;

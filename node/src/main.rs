@@ -40,6 +40,18 @@ enum Commands {
     Wal(WalCommands),
     /// Print the default node configuration (TOML, every field documented).
     Config,
+    /// Send JSON Lines commands to a running node and print its replies.
+    ///
+    /// Lines come from the arguments, or from standard input if there are none. Exits once
+    /// every line has its last reply (`finalized`, or a refusal before sequencing, or a
+    /// query's answer); exit status 1 if the node closed first or --timeout-s passed.
+    Send(SendArgs),
+    /// Ask a running node for its current state: book, balances, open orders, positions.
+    ///
+    /// Prints the node's answer (one JSON line, docs/node.md "Queries"). Answered from the
+    /// engine's state now: not sequenced, not in the log.
+    #[command(subcommand)]
+    Query(QueryCommands),
     /// Run the engine on JSON Lines commands and print its events as JSON Lines.
     ///
     /// Reads one command per line from FILE (or standard input for `-`), writes one event
@@ -78,6 +90,72 @@ struct RunArgs {
     /// Market-data address, overriding `gateway.market_data_listen`.
     #[arg(long, value_name = "ADDR")]
     market_data_listen: Option<std::net::SocketAddr>,
+    /// No status lines and only warnings and errors on stderr (`[log]` status_interval_s = 0,
+    /// level = "warn").
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// The node's JSON Lines port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    addr: std::net::SocketAddr,
+    /// Keep printing after the last reply (events of the accounts the lines act for or
+    /// subscribe to) until the node closes or Ctrl-C.
+    #[arg(long)]
+    follow: bool,
+    /// Give up if the replies have not all come within this many seconds.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    timeout_s: u64,
+    /// JSON Lines commands (docs/node.md); standard input if none.
+    #[arg(value_name = "LINE")]
+    lines: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum QueryCommands {
+    /// Aggregated levels of a market's book, best first.
+    Book {
+        /// Market name.
+        market: String,
+        /// Levels per side.
+        #[arg(long, default_value_t = 10)]
+        depth: u64,
+        #[command(flatten)]
+        node: NodeAddr,
+    },
+    /// An account's balances (total, locked, available) and perp collateral.
+    Balances {
+        /// Account id.
+        account: u64,
+        #[command(flatten)]
+        node: NodeAddr,
+    },
+    /// An account's open orders.
+    Orders {
+        /// Account id.
+        account: u64,
+        /// Only this market.
+        #[arg(long)]
+        market: Option<String>,
+        #[command(flatten)]
+        node: NodeAddr,
+    },
+    /// An account's perp positions (entry, mark, unrealized PnL, margin ratio).
+    Positions {
+        /// Account id.
+        account: u64,
+        #[command(flatten)]
+        node: NodeAddr,
+    },
+}
+
+#[derive(Args)]
+struct NodeAddr {
+    /// The node's JSON Lines port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    addr: std::net::SocketAddr,
 }
 
 #[derive(Subcommand)]
@@ -134,6 +212,8 @@ fn main() -> ExitCode {
         Commands::Validator(args) => devnet::validator_command(args),
         Commands::Run(args) => run_command(args),
         Commands::Wal(command) => wal_command(command),
+        Commands::Send(args) => send_command(args),
+        Commands::Query(query) => query_command(query),
         Commands::Config => {
             print!("{}", node::config::DEFAULT_CONFIG_TOML);
             ExitCode::SUCCESS
@@ -161,6 +241,14 @@ fn run_command(args: RunArgs) -> ExitCode {
     if let Some(listen) = args.market_data_listen {
         config.gateway.market_data_listen = listen;
     }
+    if args.quiet {
+        config.log.status_interval_s = 0;
+        config.log.level = "warn".to_string();
+    }
+    if let Err(e) = init_logging(&config.log.level) {
+        eprintln!("nexus run: {e}");
+        return ExitCode::from(2);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
@@ -182,10 +270,13 @@ fn run_command(args: RunArgs) -> ExitCode {
         });
         println!("{line}");
         let _ = io::stdout().flush();
-        eprintln!(
-            "nexus: serving JSON Lines orders on {}, binary orders on {}, market data on {} \
+        tracing::info!(
+            "serving JSON Lines orders on {}, binary orders on {}, market data on {} \
              (data in {data_dir}, height {})",
-            ready.listen, ready.order_entry, ready.market_data, ready.height
+            ready.listen,
+            ready.order_entry,
+            ready.market_data,
+            ready.height
         );
     });
     match result {
@@ -264,6 +355,86 @@ fn replay_command(args: ReplayArgs) -> ExitCode {
             // Whatever was replayed so far is still delivered, if stdout works.
             let _ = output.flush();
             eprintln!("nexus replay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints `tracing` records at `level` and above on stderr.
+fn init_logging(level: &str) -> Result<(), String> {
+    let filter: tracing_subscriber::filter::LevelFilter = level.parse().map_err(|_| {
+        format!("[log] level {level:?}: expected error, warn, info, debug, trace or off")
+    })?;
+    tracing_subscriber::fmt()
+        .with_max_level(filter)
+        .with_writer(io::stderr)
+        .with_target(false)
+        .try_init()
+        .map_err(|e| e.to_string())
+}
+
+fn send_command(args: SendArgs) -> ExitCode {
+    let lines = if args.lines.is_empty() {
+        match io::stdin().lines().collect::<Result<Vec<_>, _>>() {
+            Ok(lines) => lines,
+            Err(e) => {
+                eprintln!("nexus send: reading standard input: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        args.lines
+    };
+    let timeout = std::time::Duration::from_secs(args.timeout_s);
+    exchange_and_report("nexus send", args.addr, &lines, args.follow, timeout)
+}
+
+fn query_command(query: QueryCommands) -> ExitCode {
+    let (request, addr) = match query {
+        QueryCommands::Book {
+            market,
+            depth,
+            node,
+        } => (
+            serde_json::json!({"op": "book", "market": market, "depth": depth}),
+            node.addr,
+        ),
+        QueryCommands::Balances { account, node } => (
+            serde_json::json!({"op": "balances", "account": account}),
+            node.addr,
+        ),
+        QueryCommands::Orders {
+            account,
+            market,
+            node,
+        } => {
+            let mut request = serde_json::json!({"op": "orders", "account": account});
+            if let Some(market) = market {
+                request["market"] = market.into();
+            }
+            (request, node.addr)
+        }
+        QueryCommands::Positions { account, node } => (
+            serde_json::json!({"op": "positions", "account": account}),
+            node.addr,
+        ),
+    };
+    let timeout = std::time::Duration::from_secs(10);
+    exchange_and_report("nexus query", addr, &[request.to_string()], false, timeout)
+}
+
+fn exchange_and_report(
+    who: &str,
+    addr: std::net::SocketAddr,
+    lines: &[String],
+    follow: bool,
+    timeout: std::time::Duration,
+) -> ExitCode {
+    let mut out = io::stdout().lock();
+    match node::client::exchange(addr, lines, &mut out, follow, timeout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{who}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -238,7 +238,7 @@ pub const INTERNED_ID_BASE: u64 = 1 << 63;
 /// larger integers) gets the next id from 2^63 up, keyed by its JSON text, and the original
 /// value is remembered to echo back.
 #[derive(Default)]
-struct Interner {
+pub(crate) struct Interner {
     ids: HashMap<String, u64>,
     values: Vec<Value>,
     /// Refuse anything but integers below 2^63 (the node, whose ids must survive restarts).
@@ -268,7 +268,7 @@ impl Interner {
     }
 
     /// The original value of `id`.
-    fn value(&self, id: u64) -> Value {
+    pub(crate) fn value(&self, id: u64) -> Value {
         if id < INTERNED_ID_BASE {
             return Value::from(id);
         }
@@ -280,21 +280,21 @@ impl Interner {
 }
 
 #[derive(Clone, Copy)]
-struct AssetInfo {
-    id: AssetId,
-    decimals: u32,
+pub(crate) struct AssetInfo {
+    pub(crate) id: AssetId,
+    pub(crate) decimals: u32,
 }
 
-struct MarketInfo {
-    name: String,
-    id: MarketId,
-    tick: Decimal,
-    lot: Decimal,
+pub(crate) struct MarketInfo {
+    pub(crate) name: String,
+    pub(crate) id: MarketId,
+    pub(crate) tick: Decimal,
+    pub(crate) lot: Decimal,
     /// One smallest unit of the quote asset (perps: the collateral), as a decimal
     /// (`10^-decimals`).
-    quote_unit: Decimal,
+    pub(crate) quote_unit: Decimal,
     /// Perp markets: the spec the engine was given.
-    perp: Option<PerpSpec>,
+    pub(crate) perp: Option<PerpSpec>,
 }
 
 /// The fields of a `perp_market` line, as written (decimals not yet converted).
@@ -362,14 +362,14 @@ pub enum Step {
 /// The translation layer between the JSON Lines format and the engine (no engine inside).
 #[derive(Default)]
 pub struct Translator {
-    assets: HashMap<String, AssetInfo>,
-    asset_names: Vec<String>,
-    markets: Vec<MarketInfo>,
-    market_ids: HashMap<String, MarketId>,
+    pub(crate) assets: HashMap<String, AssetInfo>,
+    pub(crate) asset_names: Vec<String>,
+    pub(crate) markets: Vec<MarketInfo>,
+    pub(crate) market_ids: HashMap<String, MarketId>,
     /// The collateral asset of every perp market, once one exists.
-    collateral: Option<AssetInfo>,
+    pub(crate) collateral: Option<AssetInfo>,
     accounts: Interner,
-    oids: Interner,
+    pub(crate) oids: Interner,
     steps: Vec<Step>,
 }
 
@@ -418,7 +418,7 @@ impl Translator {
     }
 
     /// The engine id of an account as written (`"insurance"` is the insurance fund).
-    fn account_id(&mut self, value: &Value) -> Result<AccountId, Malformed> {
+    pub(crate) fn account_id(&mut self, value: &Value) -> Result<AccountId, Malformed> {
         if value.as_str() == Some(INSURANCE_NAME) {
             return Ok(INSURANCE_ACCOUNT);
         }
@@ -426,7 +426,7 @@ impl Translator {
     }
 
     /// An engine account id as written in commands.
-    fn account_value(&self, id: AccountId) -> Value {
+    pub(crate) fn account_value(&self, id: AccountId) -> Value {
         if id == INSURANCE_ACCOUNT {
             return Value::from(INSURANCE_NAME);
         }

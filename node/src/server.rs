@@ -8,27 +8,28 @@
 //! overloaded, registry ops) get one `rejected` or `error` with `line` and no `seq`.
 //! The protocol is in docs/node.md.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use engine::{ArrayLadder, Engine, EngineConfig, Side};
+use engine::{AccountId, ArrayLadder, Command, Engine, EngineConfig, Event, Side};
 use gateway::market_data::{MarketData, MarketDataConfig};
 use gateway::order_entry::{OrderEntryConfig, GATEWAY_CLIENT_BIT};
 use gateway::server::{GatewayConfig, GatewayServer};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use sequencer::{
-    hex, recover, ClientRef, Output as PipelineOutput, Pipeline, PipelineConfig, SequencerConfig,
-    StageWaits, Submission, Wal, WalError, WalOptions,
+    hex, recover, ClientRef, DataDirLock, Output as PipelineOutput, Pipeline, PipelineConfig,
+    SequencerConfig, StageWaits, Submission, Wal, WalError, WalOptions,
 };
 use serde_json::{json, Value};
 
 use crate::config::NodeConfig;
 use crate::genesis::{ensure_genesis, genesis_lines, GenesisError};
+use crate::queries;
 use crate::replay::{Echo, Output, Step, Translator};
 
 const LISTENER: Token = Token(0);
@@ -51,6 +52,9 @@ pub enum NodeError {
     /// A socket operation failed.
     #[error("network: {0}")]
     Io(#[from] io::Error),
+    /// Another process holds the data folder, or it cannot be locked.
+    #[error(transparent)]
+    Lock(#[from] sequencer::LockError),
     /// The pipeline reported a fatal error (the log failed while running).
     #[error("pipeline failed: {0}")]
     Fatal(String),
@@ -89,10 +93,23 @@ fn wall_clock_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Opens the log and recovers the engine and translator, writing the genesis on a new log.
-pub fn open_node_state(
-    config: &NodeConfig,
-) -> Result<(Wal, Translator, sequencer::Recovered), NodeError> {
+/// The node's state as opened from its data folder.
+pub struct NodeState {
+    /// Held for as long as the node runs: no other process may use the folder meanwhile.
+    pub lock: DataDirLock,
+    /// The log.
+    pub wal: Wal,
+    /// Names of assets and markets, from the genesis.
+    pub translator: Translator,
+    /// The engine and chain tip recovered from the log.
+    pub recovered: sequencer::Recovered,
+}
+
+/// Locks the data folder, opens the log and recovers the engine and translator, writing the
+/// genesis on a new log. The lock comes first: a folder another process holds is neither
+/// read nor written.
+pub fn open_node_state(config: &NodeConfig) -> Result<NodeState, NodeError> {
+    let lock = DataDirLock::acquire(&config.data_dir)?;
     let wal = Wal::open(
         &config.data_dir,
         WalOptions {
@@ -106,8 +123,33 @@ pub fn open_node_state(
         max_open_orders_per_account: config.engine.max_open_orders_per_account,
     };
     let recovered = recover(&wal, engine_config)?;
-    Ok((wal, translator, recovered))
+    Ok(NodeState {
+        lock,
+        wal,
+        translator,
+        recovered,
+    })
 }
+
+/// A submitted line awaiting its `sequenced`.
+#[derive(Clone)]
+struct InFlight {
+    line: u64,
+    market: Option<usize>,
+    echo: Echo,
+    /// Records sent just before its `sequenced` (a deposit's new balance, say), computed
+    /// right after it executed.
+    extra: Vec<Value>,
+    /// Replies to later query lines, sent right after its `sequenced` so that replies come
+    /// in line order (the answers already include this line's effects).
+    after: Vec<Value>,
+    /// What it lacked, if the engine refused it for insufficient balance or margin: added to
+    /// its `rejected` record as `asset`, `needed` and `available`.
+    shortfall: Option<engine::Shortfall>,
+}
+
+/// Most accounts one JSON connection follows (acted for or subscribed to).
+const MAX_ACCOUNTS_PER_CONNECTION: usize = 64;
 
 /// One client connection.
 struct Connection {
@@ -120,10 +162,24 @@ struct Connection {
     write_buffer: Vec<u8>,
     written: usize,
     lines: u64,
-    /// Submitted lines awaiting `sequenced`, in order: (line, market, echo).
-    in_flight: VecDeque<(u64, Option<usize>, Echo)>,
+    /// Submitted lines awaiting `sequenced`, in order.
+    in_flight: VecDeque<InFlight>,
+    /// Sequenced lines still awaiting `finalized`.
+    awaiting_final: u64,
+    /// The peer closed its sending side: the connection closes once every reply it is owed
+    /// (`sequenced` and `finalized` of each line) is written.
+    read_closed: bool,
+    /// Accounts whose events this connection receives (see [`Server::watch`]).
+    accounts: Vec<AccountId>,
     writable_registered: bool,
     closing: bool,
+}
+
+impl Connection {
+    /// Whether every reply owed to a half-closed peer has been produced.
+    fn owes_nothing(&self) -> bool {
+        self.in_flight.is_empty() && self.awaiting_final == 0
+    }
 }
 
 /// The node's event loop state.
@@ -140,6 +196,9 @@ struct Server {
     state_root: [u8; 32],
     outputs: Vec<Output>,
     gateway: GatewayServer,
+    /// JSON connections (slot, serial) following each account.
+    watchers: BTreeMap<AccountId, Vec<(usize, u32)>>,
+    status: StatusCounters,
 }
 
 /// The client of inputs the node makes itself (funding): no connection has it, so their
@@ -197,6 +256,76 @@ impl FundingSchedule {
     }
 }
 
+/// Counters behind the periodic status line on stderr (`[log] status_interval_s`).
+struct StatusCounters {
+    /// `None`: no status lines.
+    interval: Option<Duration>,
+    since: std::time::Instant,
+    json_inputs: u64,
+    binary_inputs: u64,
+    /// Order-to-ack (received to `Sequenced` handed out), microseconds.
+    ack_us: hdrhistogram::Histogram<u64>,
+}
+
+impl StatusCounters {
+    fn new(interval_s: u64) -> StatusCounters {
+        StatusCounters {
+            interval: (interval_s > 0).then(|| Duration::from_secs(interval_s)),
+            since: std::time::Instant::now(),
+            json_inputs: 0,
+            binary_inputs: 0,
+            ack_us: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2)
+                .expect("valid histogram bounds"),
+        }
+    }
+
+    /// Counts one executed input and its order-to-ack latency.
+    fn record_input(&mut self, latency_ns: u64, binary: bool) {
+        if binary {
+            self.binary_inputs += 1;
+        } else {
+            self.json_inputs += 1;
+        }
+        if self.interval.is_some() {
+            self.ack_us.saturating_record((latency_ns / 1_000).max(1));
+        }
+    }
+
+    /// The status line if one is due (then the counters restart).
+    fn take_line(&mut self, height: u64, connections: [usize; 3]) -> Option<String> {
+        let interval = self.interval?;
+        let elapsed = self.since.elapsed();
+        if elapsed < interval {
+            return None;
+        }
+        let seconds = elapsed.as_secs_f64();
+        let inputs = self.json_inputs + self.binary_inputs;
+        let percentile = |q: f64| {
+            if self.ack_us.is_empty() {
+                "-".to_string()
+            } else {
+                self.ack_us.value_at_quantile(q).to_string()
+            }
+        };
+        let line = format!(
+            "nexus status: height {height}, {:.0} inputs/s ({} json, {} binary), connections {} json / {} order entry / {} market data, order-to-ack p50 {} us p99 {} us",
+            inputs as f64 / seconds,
+            self.json_inputs,
+            self.binary_inputs,
+            connections[0],
+            connections[1],
+            connections[2],
+            percentile(0.5),
+            percentile(0.99),
+        );
+        self.since = std::time::Instant::now();
+        self.json_inputs = 0;
+        self.binary_inputs = 0;
+        self.ack_us.reset();
+        Some(line)
+    }
+}
+
 fn client_ref(slot: usize, serial: u32, line: u64) -> ClientRef {
     ClientRef {
         connection: ((serial as u64) << 32) | slot as u64,
@@ -211,9 +340,10 @@ fn send(connection: &mut Connection, value: &Value) {
     connection.write_buffer.push(b'\n');
 }
 
-/// A translator output as the node sends it: `line` added, `seq` set to the global sequence
-/// number (or removed when the line was never sequenced).
-fn node_record(output: &Output, line: u64, seq: Option<u64>) -> Value {
+/// A translator output as the node sends it: `line` added (absent for events of a followed
+/// account that another connection caused), `seq` set to the global sequence number (or
+/// removed when the line was never sequenced).
+fn node_record(output: &Output, line: Option<u64>, seq: Option<u64>) -> Value {
     let mut value = serde_json::to_value(output).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
         match seq {
@@ -225,15 +355,100 @@ fn node_record(output: &Output, line: u64, seq: Option<u64>) -> Value {
             }
         }
         map.remove("line");
-        map.insert("line".into(), line.into());
+        if let Some(line) = line {
+            map.insert("line".into(), line.into());
+        }
     }
     value
+}
+
+/// A reply with `line` added after `ev`.
+fn with_line(reply: Value, line: u64) -> Value {
+    let Value::Object(map) = reply else {
+        return reply;
+    };
+    let mut out = serde_json::Map::new();
+    for (key, value) in map {
+        let first = key == "ev";
+        out.insert(key, value);
+        if first {
+            out.insert("line".into(), line.into());
+        }
+    }
+    Value::Object(out)
+}
+
+/// Whether `event` is a refusal for insufficient balance or margin.
+fn is_shortfall_reject(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Rejected {
+            reason: engine::RejectReason::InsufficientBalance
+                | engine::RejectReason::InsufficientMargin,
+            ..
+        }
+    )
+}
+
+/// The account a command acts for, if any.
+fn command_account(command: &Command) -> Option<AccountId> {
+    match *command {
+        Command::Deposit { account, .. }
+        | Command::Withdraw { account, .. }
+        | Command::Cancel { account, .. }
+        | Command::CancelAll { account, .. }
+        | Command::Modify { account, .. }
+        | Command::TransferCollateral { account, .. }
+        | Command::SetLeverage { account, .. }
+        | Command::IsolatedMargin { account, .. } => Some(account),
+        Command::Place(order) => Some(order.account),
+        _ => None,
+    }
+}
+
+/// The accounts an event concerns, for routing to the connections that follow them.
+/// Rejections concern only the sender; market-wide events (oracle, funding) nobody.
+fn event_accounts(event: &Event) -> [Option<AccountId>; 2] {
+    match *event {
+        Event::Fill {
+            taker_account,
+            maker_account,
+            ..
+        } => [Some(taker_account), Some(maker_account)],
+        Event::Accepted { account, .. }
+        | Event::Canceled { account, .. }
+        | Event::Modified { account, .. }
+        | Event::Position { account, .. }
+        | Event::Liquidation { account, .. }
+        | Event::Adl { account, .. } => [Some(account), None],
+        Event::Rejected { .. } | Event::OraclePrice { .. } | Event::Funding { .. } => [None, None],
+    }
+}
+
+/// Records sent with an executed command's `sequenced` that its events do not carry: the
+/// balance a deposit, withdrawal or collateral transfer left. Read from `engine` right after
+/// the command ran (fused engine), so they are exactly the state it produced.
+fn executed_extras(
+    translator: &Translator,
+    engine: &Engine<ArrayLadder>,
+    command: &Command,
+) -> Vec<Value> {
+    let (account, asset) = match *command {
+        Command::Deposit { account, asset, .. } | Command::Withdraw { account, asset, .. } => {
+            (account, Some(asset))
+        }
+        Command::TransferCollateral { account, .. } => (account, None),
+        _ => return Vec::new(),
+    };
+    queries::balance_record(translator, engine, account, asset)
+        .into_iter()
+        .collect()
 }
 
 impl Server {
     fn accept(&mut self) -> io::Result<()> {
         loop {
-            let (mut stream, _) = match self.listener.accept() {
+            let (mut stream, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -248,6 +463,7 @@ impl Server {
                 let refusal = json!({"ev": "error", "reason": "too_many_connections",
                     "detail": format!("this node serves at most {} connections", self.max_connections)});
                 let _ = stream.write_all(format!("{refusal}\n").as_bytes());
+                tracing::warn!(peer = %peer, open, "JSON connection refused: too many connections");
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -274,9 +490,13 @@ impl Server {
                 written: 0,
                 lines: 0,
                 in_flight: VecDeque::new(),
+                awaiting_final: 0,
+                read_closed: false,
+                accounts: Vec::new(),
                 writable_registered: false,
                 closing: false,
             });
+            tracing::info!(peer = %peer, slot, "JSON connection opened");
         }
     }
 
@@ -290,9 +510,13 @@ impl Server {
             let Some(connection) = self.connections[slot].as_mut() else {
                 return false;
             };
+            if connection.read_closed {
+                return false;
+            }
             match connection.stream.read(&mut chunk) {
                 Ok(0) => {
-                    connection.closing = true;
+                    // A half-close: the peer still reads every reply it is owed.
+                    connection.read_closed = true;
                     return false;
                 }
                 Ok(n) => {
@@ -357,6 +581,29 @@ impl Server {
         if text.trim().is_empty() {
             return;
         }
+        let request: Option<Value> = serde_json::from_str(text).ok();
+        let op = request
+            .as_ref()
+            .and_then(|r| r.get("op"))
+            .and_then(Value::as_str);
+        if let (Some(op), Some(request)) = (op, request.as_ref()) {
+            let reply = if queries::QUERY_OPS.contains(&op) {
+                Some(self.query(request))
+            } else if op == "subscribe" {
+                Some(self.subscribe(slot, request))
+            } else {
+                None
+            };
+            if let Some(reply) = reply {
+                let connection = self.connections[slot].as_mut().expect("open connection");
+                let reply = with_line(reply, line);
+                match connection.in_flight.back_mut() {
+                    Some(previous) => previous.after.push(reply),
+                    None => send(connection, &reply),
+                }
+                return;
+            }
+        }
         let connection = self.connections[slot].as_mut().expect("open connection");
         if Translator::is_registry_line(text) {
             send(
@@ -369,42 +616,137 @@ impl Server {
         self.outputs.clear();
         let steps = self.translator.line(line, text, &mut self.outputs);
         for output in &self.outputs {
-            send(connection, &node_record(output, line, None));
+            send(connection, &node_record(output, Some(line), None));
         }
         for step in steps {
             match step {
+                // Book lines are answered as queries above; this is only reached if the
+                // two parsers ever disagree, and then the client is told, not the node stopped.
                 Step::Book { .. } => send(
-                    connection,
-                    &json!({"ev": "error", "line": line,
-                    "reason": "not_supported",
-                    "detail": "book queries are served by the market-data feed, not this port"}),
+                    self.connections[slot].as_mut().expect("open connection"),
+                    &json!({"ev": "error", "line": line, "reason": "malformed",
+                    "detail": "book query not understood"}),
                 ),
                 Step::Run {
                     command,
                     market,
                     echo,
-                } => {
-                    let submission = Submission {
-                        client: client_ref(slot, connection.serial, line),
-                        command,
-                        received_ns: 0,
-                    };
-                    let Some(pipeline) = self.pipeline.as_mut() else {
-                        return;
-                    };
-                    let submission = Submission {
-                        received_ns: pipeline.now_ns(),
-                        ..submission
-                    };
-                    match pipeline.try_submit(submission) {
-                        Ok(()) => connection.in_flight.push_back((line, market, echo)),
-                        Err(_) => send(
-                            connection,
-                            &json!({"ev": "rejected", "line": line,
-                            "reason": "overloaded",
-                            "detail": "the node's input queue is full; nothing was done, send it again"}),
-                        ),
-                    }
+                } => self.submit_line(slot, line, command, market, echo),
+            }
+        }
+    }
+
+    /// Sequences one command of line `line`, or tells the client the node is overloaded.
+    fn submit_line(
+        &mut self,
+        slot: usize,
+        line: u64,
+        command: Command,
+        market: Option<usize>,
+        echo: Echo,
+    ) {
+        let Some(pipeline) = self.pipeline.as_mut() else {
+            return;
+        };
+        let connection = self.connections[slot].as_mut().expect("open connection");
+        let submission = Submission {
+            client: client_ref(slot, connection.serial, line),
+            command,
+            received_ns: pipeline.now_ns(),
+        };
+        if pipeline.try_submit(submission).is_err() {
+            send(
+                connection,
+                &json!({"ev": "rejected", "line": line,
+                "reason": "overloaded",
+                "detail": "the node's input queue is full; nothing was done, send it again"}),
+            );
+            tracing::debug!(slot, line, "JSON line refused: overloaded");
+            return;
+        }
+        // A fused engine has executed the command by now, and nothing after it.
+        let engine = pipeline.fused_engine();
+        let extra = engine
+            .map(|engine| executed_extras(&self.translator, engine, &command))
+            .unwrap_or_default();
+        connection.in_flight.push_back(InFlight {
+            line,
+            market,
+            echo,
+            extra,
+            after: Vec::new(),
+            shortfall: engine.and_then(Engine::last_shortfall),
+        });
+        if let Some(account) = command_account(&command) {
+            self.watch(slot, account);
+        }
+    }
+
+    /// Answers a query from the engine's current state.
+    fn query(&mut self, request: &Value) -> Value {
+        let Some(engine) = self.pipeline.as_ref().and_then(Pipeline::fused_engine) else {
+            return json!({"ev": "error", "reason": "not_supported",
+                "detail": "queries need the engine on the event loop (pipeline.fused_engine = true and inline_sequencer = true, the default)"});
+        };
+        match queries::answer(&mut self.translator, engine, request) {
+            Ok(reply) => reply,
+            Err(e) => json!({"ev": "error", "reason": e.reason, "detail": e.detail}),
+        }
+    }
+
+    /// `{"op":"subscribe","account":A}`: this connection receives account A's events.
+    fn subscribe(&mut self, slot: usize, request: &Value) -> Value {
+        let Some(value) = request.get("account") else {
+            return json!({"ev": "error", "reason": "malformed",
+                "detail": "missing field \"account\""});
+        };
+        let account = match self.translator.account_id(value) {
+            Ok(account) => account,
+            Err(detail) => return json!({"ev": "error", "reason": "malformed", "detail": detail}),
+        };
+        if !self.watch(slot, account) {
+            return json!({"ev": "error", "reason": "too_many_accounts",
+                "detail": format!("a connection follows at most {MAX_ACCOUNTS_PER_CONNECTION} accounts")});
+        }
+        json!({"ev": "subscribed", "account": value})
+    }
+
+    /// Makes connection `slot` receive `account`'s events. False if it follows too many.
+    fn watch(&mut self, slot: usize, account: AccountId) -> bool {
+        let connection = self.connections[slot].as_mut().expect("open connection");
+        if connection.accounts.contains(&account) {
+            return true;
+        }
+        if connection.accounts.len() >= MAX_ACCOUNTS_PER_CONNECTION {
+            return false;
+        }
+        connection.accounts.push(account);
+        self.watchers
+            .entry(account)
+            .or_default()
+            .push((slot, connection.serial));
+        true
+    }
+
+    /// Prints the status line on stderr when one is due.
+    fn print_status(&mut self) {
+        let json = self.connections.iter().flatten().count();
+        let (order_entry, market_data) = self.gateway.connection_counts();
+        if let Some(line) = self
+            .status
+            .take_line(self.height, [json, order_entry, market_data])
+        {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Forgets a closed connection's accounts.
+    fn unwatch(&mut self, slot: usize, serial: u32, accounts: &[AccountId]) {
+        for account in accounts {
+            if let Some(list) = self.watchers.get_mut(account) {
+                list.retain(|&(s, r)| (s, r) != (slot, serial));
+                if list.is_empty() {
+                    self.watchers.remove(account);
                 }
             }
         }
@@ -429,35 +771,17 @@ impl Server {
 
     fn route(&mut self, output: PipelineOutput) -> Result<(), NodeError> {
         self.gateway.on_output(&output);
-        let gateway_client = match &output {
-            PipelineOutput::Event { client, .. }
-            | PipelineOutput::Sequenced { client, .. }
-            | PipelineOutput::Finalized { client, .. } => {
-                client.connection & GATEWAY_CLIENT_BIT != 0
-            }
-            _ => false,
+        let json_client = |client: &ClientRef| {
+            client.connection & GATEWAY_CLIENT_BIT == 0 && *client != SYSTEM_CLIENT
         };
-        if gateway_client {
-            return Ok(());
-        }
         match output {
             PipelineOutput::Event { client, seq, event } => {
-                let Some((line, market, echo)) = self
-                    .connection_for(client)
-                    .and_then(|connection| connection.in_flight.front().cloned())
-                else {
-                    return Ok(());
+                let origin = if json_client(&client) {
+                    self.reply_event(client, seq, &event)
+                } else {
+                    None
                 };
-                let mut records = std::mem::take(&mut self.outputs);
-                records.clear();
-                self.translator
-                    .render(seq, &[event], market, echo, &mut records);
-                if let Some(connection) = self.connection_for(client) {
-                    for record in &records {
-                        send(connection, &node_record(record, line, Some(seq)));
-                    }
-                }
-                self.outputs = records;
+                self.notify_watchers(origin, seq, &event);
             }
             PipelineOutput::Sequenced {
                 client,
@@ -465,14 +789,27 @@ impl Server {
                 height,
                 times,
             } => {
+                let latency_ns = times.published_ns.saturating_sub(times.received_ns);
+                self.status
+                    .record_input(latency_ns, client.connection & GATEWAY_CLIENT_BIT != 0);
+                if !json_client(&client) {
+                    return Ok(());
+                }
                 if let Some(connection) = self.connection_for(client) {
-                    connection.in_flight.pop_front();
-                    let latency_us = (times.published_ns - times.received_ns) / 1_000;
+                    let entry = connection.in_flight.pop_front();
+                    connection.awaiting_final += 1;
+                    let (extra, after) = entry.map(|e| (e.extra, e.after)).unwrap_or_default();
+                    for record in extra {
+                        send(connection, &with_line(record, client.tag));
+                    }
                     send(
                         connection,
                         &json!({"ev": "sequenced", "seq": seq, "line": client.tag,
-                        "height": height, "latency_us": latency_us}),
+                        "height": height, "latency_us": latency_ns / 1_000}),
                     );
+                    for reply in after {
+                        send(connection, &reply);
+                    }
                 }
             }
             PipelineOutput::Finalized {
@@ -480,7 +817,11 @@ impl Server {
                 seq,
                 height,
             } => {
+                if !json_client(&client) {
+                    return Ok(());
+                }
                 if let Some(connection) = self.connection_for(client) {
+                    connection.awaiting_final = connection.awaiting_final.saturating_sub(1);
                     send(
                         connection,
                         &json!({"ev": "finalized", "seq": seq, "line": client.tag,
@@ -496,6 +837,72 @@ impl Server {
             PipelineOutput::Fatal(why) => return Err(NodeError::Fatal(why)),
         }
         Ok(())
+    }
+
+    /// Sends an event of line `client.tag` to the connection that sent it. Returns that
+    /// connection (slot, serial) if it is still open.
+    fn reply_event(&mut self, client: ClientRef, seq: u64, event: &Event) -> Option<(usize, u32)> {
+        let connection = self.connection_for(client)?;
+        let serial = connection.serial;
+        let entry = connection.in_flight.front_mut()?;
+        if matches!(event, Event::Rejected { .. }) {
+            // A refused command changed nothing: no balance record goes with it.
+            entry.extra.clear();
+        }
+        let (line, market, echo) = (entry.line, entry.market, entry.echo.clone());
+        let shortfall = entry.shortfall.filter(|_| is_shortfall_reject(event));
+        let mut records = std::mem::take(&mut self.outputs);
+        records.clear();
+        self.translator
+            .render(seq, std::slice::from_ref(event), market, echo, &mut records);
+        let shortfall = shortfall.and_then(|s| queries::shortfall_fields(&self.translator, &s));
+        let connection = self.connection_for(client)?;
+        for record in &records {
+            let mut value = node_record(record, Some(line), Some(seq));
+            if let (Some(fields), Value::Object(map)) = (&shortfall, &mut value) {
+                map.extend(fields.clone());
+            }
+            send(connection, &value);
+        }
+        self.outputs = records;
+        Some(((client.connection & 0xffff_ffff) as usize, serial))
+    }
+
+    /// Sends an event to every other JSON connection that follows an account it names
+    /// (without `line`: it answers none of their lines). Each connection gets it once.
+    fn notify_watchers(&mut self, origin: Option<(usize, u32)>, seq: u64, event: &Event) {
+        let mut targets: Vec<(usize, u32)> = Vec::new();
+        for account in event_accounts(event).into_iter().flatten() {
+            for &target in self.watchers.get(&account).into_iter().flatten() {
+                if Some(target) != origin && !targets.contains(&target) {
+                    targets.push(target);
+                }
+            }
+        }
+        if targets.is_empty() {
+            return;
+        }
+        let mut records = std::mem::take(&mut self.outputs);
+        records.clear();
+        self.translator.render(
+            seq,
+            std::slice::from_ref(event),
+            None,
+            Echo::default(),
+            &mut records,
+        );
+        for (slot, serial) in targets {
+            let Some(connection) = self.connections[slot]
+                .as_mut()
+                .filter(|c| c.serial == serial)
+            else {
+                continue;
+            };
+            for record in &records {
+                send(connection, &node_record(record, None, Some(seq)));
+            }
+        }
+        self.outputs = records;
     }
 
     /// Writes what each connection has pending; closes the ones that are done or stuck.
@@ -544,9 +951,14 @@ impl Server {
                 )?;
                 connection.writable_registered = want_writable;
             }
+            if connection.read_closed && connection.owes_nothing() {
+                connection.closing = true;
+            }
             if connection.closing && (pending == 0 || pending > MAX_PENDING_OUTPUT_BYTES) {
                 let mut connection = self.connections[slot].take().expect("open connection");
                 let _ = self.poll.registry().deregister(&mut connection.stream);
+                self.unwatch(slot, connection.serial, &connection.accounts);
+                tracing::info!(slot, lines = connection.lines, "JSON connection closed");
             }
         }
         Ok(())
@@ -559,8 +971,12 @@ pub fn run(
     stop: Arc<AtomicBool>,
     ready: impl FnOnce(&Ready),
 ) -> Result<Stopped, NodeError> {
-    let (wal, translator, recovered) = open_node_state(config)?;
-    let mut recovered = recovered;
+    let NodeState {
+        lock: _lock,
+        wal,
+        translator,
+        mut recovered,
+    } = open_node_state(config)?;
     let state_root = recovered.engine.commit();
     let tip = recovered.tip;
     let poll = Poll::new()?;
@@ -611,6 +1027,8 @@ pub fn run(
         state_root,
         outputs: Vec::new(),
         gateway,
+        watchers: BTreeMap::new(),
+        status: StatusCounters::new(config.log.status_interval_s),
     };
     ready(&Ready {
         listen: server.listener.local_addr()?,
@@ -681,13 +1099,15 @@ pub fn run(
         if last_tick.elapsed() >= Duration::from_millis(10) {
             last_tick = std::time::Instant::now();
             server.gateway.tick(server.poll.registry());
+            server.print_status();
         }
         server.flush_connections()?;
         server.gateway.flush(server.poll.registry())?;
     };
-    // Stop: log the gateway's sessions out and run their cancel-on-disconnect inputs, then
-    // persist the open block, deliver what is left, and report the final state.
-    server.gateway.shutdown(server.poll.registry())?;
+    // Stop: run the gateway sessions' cancel-on-disconnect inputs while their connections are
+    // still open (every session of the account hears of the cancels), persist the open
+    // block, deliver what is left, log the sessions out, and report the final state.
+    server.gateway.cancel_on_shutdown();
     if let Some(pipeline) = server.pipeline.as_mut() {
         let deadline = std::time::Instant::now() + Duration::from_millis(500);
         while server.gateway.has_pending_work() && std::time::Instant::now() < deadline {
@@ -707,6 +1127,7 @@ pub fn run(
         }
         let _ = server.route(output);
     }
+    server.gateway.shutdown(server.poll.registry())?;
     // Give clients a moment to receive their last notices.
     let deadline = std::time::Instant::now() + Duration::from_millis(500);
     while std::time::Instant::now() < deadline {
@@ -747,7 +1168,7 @@ fn bind_gateway(
         (market, levels)
     });
     let section = &config.gateway;
-    let market_data = MarketData::new(
+    let mut market_data = MarketData::new(
         MarketDataConfig {
             replay_messages: section.replay_messages,
             max_pending_bytes: section.max_pending_mib << 20,
@@ -756,6 +1177,8 @@ fn bind_gateway(
         },
         books,
     );
+    // Each perp market's feed starts with its current mark (docs/protocol.md, "Snapshot").
+    market_data.open_marks(engine);
     let gateway_config = GatewayConfig {
         order_entry_listen: section.order_entry_listen,
         market_data_listen: section.market_data_listen,

@@ -19,6 +19,9 @@ pub enum WalToolError {
     /// The log has no genesis (not written by `nexus run`).
     #[error("the log in {0} has no genesis: it was not written by `nexus run`")]
     NoGenesis(String),
+    /// The folder holds no log.
+    #[error("{0} holds no log (no data.mdb)")]
+    NoLog(String),
     /// A stored command cannot be written back as JSON (an id the genesis never named).
     #[error("block {height} holds a command that has no JSON Lines form: {command}")]
     Untranslatable {
@@ -27,6 +30,9 @@ pub enum WalToolError {
         /// The command, debug-printed.
         command: String,
     },
+    /// A node (or another tool) holds the data folder: changing its log now would corrupt it.
+    #[error(transparent)]
+    Lock(#[from] sequencer::LockError),
     /// Writing the output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -106,8 +112,13 @@ pub fn info(dir: &Path) -> Result<serde_json::Value, WalToolError> {
 }
 
 /// Deletes every block after `height` (and their roots and snapshots). Returns how many
-/// blocks were removed.
+/// blocks were removed. Refused while a node holds the folder (its lock): a running node
+/// would go on appending after blocks that are gone.
 pub fn truncate(dir: &Path, height: u64) -> Result<usize, WalToolError> {
+    if !dir.join("data.mdb").exists() {
+        return Err(WalToolError::NoLog(dir.display().to_string()));
+    }
+    let _lock = sequencer::DataDirLock::acquire(dir)?;
     let wal = open(dir)?;
     Ok(wal.truncate_after(height)?)
 }

@@ -633,3 +633,389 @@ fn bad_input_is_refused_with_typed_answers_and_others_keep_trading() {
     assert_eq!(book.bids.get(&100), Some(&1), "{book:?}");
     assert_eq!(book.asks.get(&2000), Some(&1));
 }
+
+// ---- node stop and restart; the default node of docs/protocol.md -------------------------
+
+/// Stops the node with SIGTERM and waits for its `stopped` line and a clean exit.
+fn stop(node: &mut Node) {
+    use std::io::BufRead;
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(node.child.id().to_string())
+        .status()
+        .unwrap();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if node.stdout.read_line(&mut line).unwrap() == 0 || line.contains("\"stopped\"") {
+            break;
+        }
+    }
+    assert!(node.child.wait().unwrap().success(), "clean exit");
+}
+
+#[test]
+fn cancel_on_disconnect_at_shutdown_reaches_the_accounts_other_sessions_and_sessions_end_with_the_node(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = key("shutdown-owner");
+    let config = write_config(dir.path(), &[&owner]);
+    let mut node = start(&config);
+    let mut canceler = login(
+        &node,
+        &owner,
+        LoginOptions {
+            session_id: 1,
+            flags: FLAG_CANCEL_ON_DISCONNECT,
+            ..LoginOptions::default()
+        },
+    );
+    let mut watcher = login(
+        &node,
+        &owner,
+        LoginOptions {
+            session_id: 2,
+            ..LoginOptions::default()
+        },
+    );
+    canceler
+        .sender
+        .new_order(&limit(1, Side::Buy, 400, 2, TimeInForce::Gtc))
+        .unwrap();
+    read_until(&mut canceler, finalized(1));
+    read_until(
+        &mut watcher,
+        |m| matches!(m, ServerMessage::OrderAccepted(a) if a.oid.get() == 1),
+    );
+
+    // The node stops: the cancel-on-disconnect of session 1 runs first, and its Canceled
+    // reaches both sessions of the account before their logout.
+    stop(&mut node);
+    for (name, session) in [("watcher", &mut watcher), ("canceler", &mut canceler)] {
+        match session.recv() {
+            Ok(ServerMessage::Canceled(c)) => assert_eq!(
+                (c.client_seq.get(), c.oid.get(), c.reason, c.remaining.get()),
+                (0, 1, 0, 2),
+                "{name}"
+            ),
+            other => panic!("{name}: expected the shutdown's Canceled, got {other:?}"),
+        }
+        match session.recv() {
+            Err(ClientError::LoggedOut(Some(LogoutReason::Shutdown))) => {}
+            other => panic!("{name}: expected a shutdown logout, got {other:?}"),
+        }
+    }
+
+    // After a restart: the cancel is in the log; sessions are gone (numbering starts again,
+    // nothing can be resent), as docs/protocol.md "Node restarts" says.
+    let node = start(&config);
+    let mut feed = MarketDataClient::connect(node.address("market_data")).unwrap();
+    feed.subscribe(MARKET).unwrap();
+    let mut book = L2Book::new(MARKET);
+    while book.apply(&feed.recv().unwrap()) != Ok(Applied::SnapshotDone) {}
+    assert!(book.bids.is_empty(), "{book:?}");
+    let resumed = OrderClient::connect(
+        node.address("order_entry"),
+        &owner,
+        LoginOptions {
+            session_id: 2,
+            resume_from: 3,
+            heartbeat_ms: 60_000,
+            flags: 0,
+        },
+    );
+    assert!(matches!(
+        resumed,
+        Err(ClientError::LoginRejected(Some(
+            LoginRejectReason::InvalidResume
+        )))
+    ));
+    let fresh = login(
+        &node,
+        &owner,
+        LoginOptions {
+            session_id: 2,
+            ..LoginOptions::default()
+        },
+    );
+    assert_eq!(
+        (fresh.session.next_client_seq, fresh.session.next_server_seq),
+        (1, 1)
+    );
+}
+
+#[test]
+fn mass_cancel_goes_in_entry_order_and_a_re_entering_replace_is_a_new_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let trader = key("entry-order");
+    let node = start(&write_config(dir.path(), &[&trader]));
+    let mut client = login(&node, &trader, LoginOptions::default());
+    for oid in 1..=3 {
+        client
+            .sender
+            .new_order(&limit(
+                oid,
+                Side::Buy,
+                400 + oid as i64,
+                5,
+                TimeInForce::Gtc,
+            ))
+            .unwrap();
+    }
+    // Order 1 re-enters (new price); order 2 only shrinks in place.
+    client.sender.replace(MARKET, 1, 390, 5).unwrap();
+    client.sender.replace(MARKET, 2, 402, 4).unwrap();
+    let mass = client.sender.mass_cancel(MARKET).unwrap();
+    let replies = read_until(&mut client, finalized(mass));
+    let canceled: Vec<u64> = replies
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Canceled(c) if c.client_seq.get() == mass => Some(c.oid.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(canceled, [2, 3, 1]);
+}
+
+/// A node with exactly the embedded default configuration (`nexus config`), except its data
+/// folder and ports 0.
+fn default_node(dir: &Path) -> Node {
+    let printed = std::process::Command::new(common::NEXUS)
+        .arg("config")
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8(printed.stdout).unwrap();
+    let data = format!("data_dir = \"{}\"", dir.join("data").display());
+    for (from, to) in [
+        ("data_dir = \"nexus-data\"", data.as_str()),
+        ("\"127.0.0.1:7070\"", "\"127.0.0.1:0\""),
+        ("\"127.0.0.1:7071\"", "\"127.0.0.1:0\""),
+        ("\"127.0.0.1:7072\"", "\"127.0.0.1:0\""),
+    ] {
+        assert_eq!(text.matches(from).count(), 1, "{from} in the default");
+        text = text.replace(from, to);
+    }
+    let path = dir.join("default.toml");
+    std::fs::write(&path, text).unwrap();
+    start(&path)
+}
+
+/// Sends lines to the JSON port and reads until each has its `finalized`; returns every
+/// reply. A refusal fails the test.
+fn json_lines(node: &Node, lines: &[&str]) -> Vec<serde_json::Value> {
+    use std::io::BufRead;
+    let stream = TcpStream::connect(node.address("listen")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    for line in lines {
+        writeln!(writer, "{line}").unwrap();
+    }
+    let mut reader = std::io::BufReader::new(stream);
+    let (mut replies, mut finalized) = (Vec::new(), 0);
+    while finalized < lines.len() {
+        let mut text = String::new();
+        reader.read_line(&mut text).unwrap();
+        let reply: serde_json::Value = serde_json::from_str(&text).expect(&text);
+        assert!(
+            !matches!(reply["ev"].as_str(), Some("error" | "rejected")),
+            "{reply}"
+        );
+        finalized += usize::from(reply["ev"] == "finalized");
+        replies.push(reply);
+    }
+    replies
+}
+
+/// The key of docs/protocol.md's test vector: the seed is the bytes 0 to 31.
+fn test_vector_key() -> SigningKey {
+    SigningKey::from_bytes(&std::array::from_fn(|i| i as u8))
+}
+
+/// The hex blocks of docs/protocol.md's "Worked example", in order.
+fn worked_example_blocks() -> Vec<Vec<u8>> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md"))
+        .unwrap();
+    let section = &doc[doc.find("## Worked example").expect("the section")..];
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<u8>> = None;
+    for line in section.lines() {
+        if line.starts_with("```") {
+            match current.take() {
+                Some(block) => blocks.push(block),
+                None => current = Some(Vec::new()),
+            }
+            continue;
+        }
+        let Some(bytes) = current.as_mut() else {
+            continue;
+        };
+        // "OO: " then 8 + 8 bytes in 48 columns, then a comment.
+        let offset = usize::from_str_radix(&line[..2], 16).expect(line);
+        assert_eq!(offset, bytes.len(), "{line}");
+        let hex = &line[4..line.len().min(4 + 48)];
+        bytes.extend(
+            hex.split_whitespace()
+                .map(|b| u8::from_str_radix(b, 16).expect(line)),
+        );
+    }
+    blocks
+}
+
+#[test]
+fn the_worked_example_of_the_protocol_document_is_what_a_default_node_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = default_node(dir.path());
+    assert_eq!(node.ready["next_seq"], 12, "the genesis is seqs 1 to 11");
+    let key = test_vector_key();
+    let account = account(&key);
+    assert_eq!(account, 6581511237511020069);
+    // The steps of the example: account 1's resting sell, then the client's two deposits.
+    let sell = json_lines(
+        &node,
+        &[
+            r#"{"op":"order","account":1,"market":"BTC-USD","oid":1,"side":"sell","price":"50000","qty":"0.001"}"#,
+        ],
+    );
+    assert!(sell
+        .iter()
+        .any(|r| r["ev"] == "sequenced" && r["seq"] == 12));
+    let usd = format!(r#"{{"op":"deposit","account":{account},"asset":"USD","amount":"100000"}}"#);
+    let btc = format!(r#"{{"op":"deposit","account":{account},"asset":"BTC","amount":"10"}}"#);
+    let deposits = json_lines(&node, &[&usd, &btc]);
+    let seqs: Vec<&serde_json::Value> = deposits
+        .iter()
+        .filter(|r| r["ev"] == "sequenced")
+        .map(|r| &r["seq"])
+        .collect();
+    assert_eq!(seqs, [13, 14]);
+    let mut feed = MarketDataClient::connect(node.address("market_data")).unwrap();
+    feed.subscribe(0).unwrap();
+    let mut book = L2Book::new(0);
+    while book.apply(&feed.recv().unwrap()) != Ok(Applied::SnapshotDone) {}
+    assert_eq!(book.market_seq, Some(1));
+    assert_eq!(book.asks.get(&100_000), Some(&10));
+
+    let blocks = worked_example_blocks();
+    assert_eq!(blocks.len(), 3, "NewOrder, OrderAccepted, Fill");
+    let mut client = login(&node, &key, LoginOptions::default());
+    let request = OrderRequest {
+        market: 0,
+        oid: 7,
+        side: Side::Buy,
+        price: Some(100_000),
+        qty: 10,
+        tif: TimeInForce::Gtc,
+        stp: SelfTradePrevention::CancelMaker,
+    };
+    let order = gateway::client::new_order_message(&request, Default::default(), 1);
+    assert_eq!(order.as_bytes(), &blocks[0][..], "NewOrder");
+    client.sender.send_raw(order.as_bytes()).unwrap();
+    let replies = read_until(&mut client, finalized(1));
+    assert_eq!(
+        names(&replies),
+        ["accepted", "fill", "sequenced", "finalized"]
+    );
+    let (ServerMessage::OrderAccepted(accepted), ServerMessage::Fill(fill)) =
+        (replies[0], replies[1])
+    else {
+        unreachable!()
+    };
+    assert_eq!(accepted.as_bytes(), &blocks[1][..], "OrderAccepted");
+    assert_eq!(fill.as_bytes(), &blocks[2][..], "Fill");
+    assert_eq!(
+        (replies[2].seq(), replies[3].seq()),
+        (3, 4),
+        "Sequenced and Finalized are server seqs 3 and 4"
+    );
+    // The feed: Trade (market seq 2) then the ask level's LevelUpdate (market seq 3).
+    let ServerMessage::Trade(trade) = feed.recv().unwrap() else {
+        panic!("a trade")
+    };
+    assert_eq!(
+        (
+            trade.market_seq.get(),
+            trade.seq.get(),
+            trade.match_index.get(),
+            trade.taker_side
+        ),
+        (2, 15, 0, 0)
+    );
+    let ServerMessage::LevelUpdate(update) = feed.recv().unwrap() else {
+        panic!("a level update")
+    };
+    assert_eq!(
+        (
+            update.market_seq.get(),
+            update.side,
+            update.price.get(),
+            update.lots.get()
+        ),
+        (3, 1, 100_000, 0)
+    );
+}
+
+#[test]
+fn a_default_nodes_feed_opens_with_the_perp_mark_and_a_key_account_gets_collateral_by_transfer() {
+    const PERP: u32 = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let node = default_node(dir.path());
+    // The opening oracle price of the genesis (50 000 USD) is on the feed from the start.
+    let mut feed = MarketDataClient::connect(node.address("market_data")).unwrap();
+    feed.subscribe(PERP).unwrap();
+    let mut book = L2Book::new(PERP);
+    while book.apply(&feed.recv().unwrap()) != Ok(Applied::SnapshotDone) {}
+    assert_eq!(book.apply(&feed.recv().unwrap()), Ok(Applied::Stale));
+    let mark = book.mark.expect("the opening mark follows the snapshot");
+    assert_eq!(
+        (
+            mark.market.get(),
+            mark.market_seq.get(),
+            mark.seq.get(),
+            mark.oracle.get(),
+            mark.mark.get(),
+            mark.premium_ppb.get()
+        ),
+        (PERP, 1, 0, 100_000, 100_000, 0)
+    );
+    assert_eq!(book.market_seq, Some(1));
+
+    // A key-derived account: a spot deposit is not perp collateral; a `transfer` line is.
+    let key = test_vector_key();
+    let account = account(&key);
+    json_lines(
+        &node,
+        &[&format!(
+            r#"{{"op":"deposit","account":{account},"asset":"USD","amount":"100000"}}"#
+        )],
+    );
+    let mut client = login(&node, &key, LoginOptions::default());
+    let perp_order = |oid| OrderRequest {
+        market: PERP,
+        oid,
+        side: Side::Buy,
+        price: Some(99_000),
+        qty: 10,
+        tif: TimeInForce::Gtc,
+        stp: SelfTradePrevention::CancelMaker,
+    };
+    let first = client.sender.new_order(&perp_order(1)).unwrap();
+    let replies = read_until(&mut client, finalized(first));
+    let ServerMessage::OrderRejected(rejected) = replies[0] else {
+        panic!("{replies:?}")
+    };
+    assert_eq!(
+        wire::engine_reject_from_code(rejected.reason.get()),
+        Some(engine::RejectReason::InsufficientMargin)
+    );
+    json_lines(
+        &node,
+        &[&format!(
+            r#"{{"op":"transfer","account":{account},"amount":"10000"}}"#
+        )],
+    );
+    let second = client.sender.new_order(&perp_order(2)).unwrap();
+    let replies = read_until(&mut client, finalized(second));
+    assert_eq!(names(&replies), ["accepted", "sequenced", "finalized"]);
+}

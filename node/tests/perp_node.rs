@@ -109,9 +109,39 @@ fn perp_orders_open_positions_on_a_default_node() {
     };
     assert_eq!(reason(&all[2]).as_deref(), Some("price_band"));
     assert_eq!(reason(&all[3]).as_deref(), Some("insufficient_margin"));
+    // The margin refusal says what the order needed and what was free (the engine's
+    // scenarios check the arithmetic; here: the fields, in USD, needed above available).
+    let refusal = all[3].iter().find(|v| v["ev"] == "rejected").unwrap();
+    assert_eq!(refusal["asset"], "USD", "{refusal}");
+    let amount = |field: &str| -> f64 { refusal[field].as_str().unwrap().parse().unwrap() };
+    assert!(amount("needed") > amount("available"), "{refusal}");
+    assert!(amount("available") > 990_000.0 && amount("available") <= 1_000_000.0);
     let oracle = all[4].iter().find(|v| v["ev"] == "oracle").expect("oracle");
     assert_eq!(oracle["price"], "50050", "median of three sources");
     assert_eq!(reason(&all[5]).as_deref(), Some("invalid_leverage"));
+
+    // Positions from the current state: account 2 is long 0.2 at 50000, marked at the
+    // oracle's 50050 (one sample: the mark is the median of oracle, book mid, last trade).
+    writer
+        .write_all(b"{\"op\":\"positions\",\"account\":2}\n")
+        .unwrap();
+    let mut text = String::new();
+    reader.read_line(&mut text).unwrap();
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["ev"], "positions", "{answer}");
+    let position = &answer["positions"][0];
+    assert_eq!(position["market"], "BTC-PERP", "{answer}");
+    assert_eq!(position["size"], "0.2");
+    assert_eq!(position["entry_price"], "50000");
+    assert_eq!(position["margin_mode"], "cross");
+    let mark: f64 = position["mark"].as_str().unwrap().parse().unwrap();
+    let pnl: f64 = position["unrealized_pnl"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(pnl, (mark - 50000.0) * 0.2, "{answer}");
+    assert_eq!(answer["cross"]["liquidatable"], false);
 }
 
 #[test]

@@ -11,12 +11,14 @@
 
 pub mod block;
 pub mod codec;
+pub mod lock;
 pub mod pipeline;
 mod recovery;
 mod sequencer;
 pub mod wal;
 
 pub use block::{Block, BlockError};
+pub use lock::{DataDirLock, LockError};
 pub use pipeline::{
     ClientRef, Output, Pipeline, PipelineConfig, StageTimes, StageWaits, Submission, Wait,
 };

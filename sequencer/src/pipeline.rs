@@ -970,6 +970,15 @@ impl Pipeline {
         self.poll_output()
     }
 
+    /// The engine, when it is fused into the caller's thread (`fused_engine`): its state
+    /// after every input submitted so far. `None` when the engine has its own thread.
+    pub fn fused_engine(&self) -> Option<&Engine<ArrayLadder>> {
+        match self.inline.as_ref().map(|stage| &stage.engine) {
+            Some(EngineLink::Fused(stage)) => Some(&stage.engine),
+            _ => None,
+        }
+    }
+
     /// The fused engine's output queue, if the engine is fused.
     fn local_outputs(&mut self) -> Option<&mut VecDeque<Output>> {
         match self.inline.as_mut().map(|stage| &mut stage.engine) {

@@ -496,7 +496,9 @@ impl<L: PriceLadder> Engine<L> {
                 return Err(RejectReason::InvalidQty);
             }
             if amount > 0 {
-                if self.accounts[index as usize].balances[collateral].available() < amount {
+                let available = self.accounts[index as usize].balances[collateral].available();
+                if available < amount {
+                    self.note_shortfall(collateral, amount as i128, available as i128);
                     return Err(RejectReason::InsufficientBalance);
                 }
                 let state = &mut self.accounts[index as usize];
@@ -508,6 +510,7 @@ impl<L: PriceLadder> Engine<L> {
                 let free = self.free_cross(index);
                 let collateral_now = self.accounts[index as usize].perp.collateral as i128;
                 if (amount as i128) > free.min(collateral_now) {
+                    self.note_shortfall(collateral, amount as i128, free.min(collateral_now));
                     return Err(RejectReason::InsufficientMargin);
                 }
                 let state = &mut self.accounts[index as usize];
@@ -601,10 +604,12 @@ impl<L: PriceLadder> Engine<L> {
             if !position.isolated || position.size == 0 {
                 return Err(RejectReason::NoPosition);
             }
+            let collateral = self.collateral.ok_or(RejectReason::NotPerpMarket)? as usize;
             if amount > 0 {
                 let free = self.free_cross(index);
                 let collateral_now = self.accounts[index as usize].perp.collateral as i128;
                 if (amount as i128) > free.min(collateral_now) {
+                    self.note_shortfall(collateral, amount as i128, free.min(collateral_now));
                     return Err(RejectReason::InsufficientMargin);
                 }
             } else {
@@ -613,6 +618,7 @@ impl<L: PriceLadder> Engine<L> {
                     .min(position.isolated_margin as i128)
                     .max(0);
                 if (-amount) as i128 > removable {
+                    self.note_shortfall(collateral, -(amount as i128), removable);
                     return Err(RejectReason::InsufficientMargin);
                 }
             }
@@ -748,7 +754,7 @@ impl<L: PriceLadder> Engine<L> {
     /// price (market orders get the band's edge), the size (reduce-only orders are cut to
     /// what they may reduce), the reserve per lot and the margin tier.
     pub(super) fn perp_order_terms(
-        &self,
+        &mut self,
         params: &MarketParams,
         account: u32,
         order: &NewOrder,
@@ -796,7 +802,9 @@ impl<L: PriceLadder> Engine<L> {
         if !order.reduce_only {
             let required = reserve_per_lot * qty as i128
                 + self.gap_requirement(params, account, order.side, limit, qty, tier);
-            if required > self.free_cross(account) {
+            let free = self.free_cross(account);
+            if required > free {
+                self.note_collateral_shortfall(required, free);
                 return Err(RejectReason::InsufficientMargin);
             }
         }
@@ -841,7 +849,7 @@ impl<L: PriceLadder> Engine<L> {
     /// reserve less the old one, plus the gap past the mark, must fit the free collateral).
     /// Returns the new reserve per lot and tier.
     pub(super) fn perp_modify_terms(
-        &self,
+        &mut self,
         params: &MarketParams,
         account: u32,
         node: &OrderNode,
@@ -874,11 +882,20 @@ impl<L: PriceLadder> Engine<L> {
         if !node.reduce_only {
             let required = per_lot * qty as i128 - old_reserve
                 + self.gap_requirement(params, account, node.side, price, qty, tier);
-            if required > self.free_cross(account) {
+            let free = self.free_cross(account);
+            if required > free {
+                self.note_collateral_shortfall(required, free);
                 return Err(RejectReason::InsufficientMargin);
             }
         }
         Ok((per_lot, tier))
+    }
+
+    /// Records a margin refusal's shortfall in the collateral asset.
+    fn note_collateral_shortfall(&mut self, needed: i128, available: i128) {
+        if let Some(collateral) = self.collateral {
+            self.note_shortfall(collateral as usize, needed, available);
+        }
     }
 
     /// Lots of the account's resting reduce-only orders on one side of a market.

@@ -1,4 +1,8 @@
 //! `nexus-evm`: a devnet NexusEVM + NexusCore with Ethereum JSON-RPC on loopback.
+//!
+//! Stops cleanly on SIGINT or SIGTERM, as `nexus run` (signal-hook): the handlers are
+//! installed explicitly, so a SIGINT ignored by the parent (a background job of a script
+//! inherits `SIG_IGN`) still stops it.
 
 use clap::Parser;
 use evm_bridge::chain::Chain;
@@ -6,6 +10,8 @@ use evm_bridge::devnet;
 use evm_bridge::executor::EvmConfig;
 use evm_bridge::rpc::{self, Node, ServeConfig};
 use evm_bridge::store::Store;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,10 +28,22 @@ struct Args {
     /// Block interval while there is work, milliseconds.
     #[arg(long, default_value_t = 200)]
     block_ms: u64,
+    /// Log level on stderr: error, warn, info, debug, trace or off.
+    #[arg(long, default_value = "info")]
+    log: tracing_subscriber::filter::LevelFilter,
 }
 
 fn main() {
     let args = Args::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(args.log)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+    // Before anything is served: a signal from then on stops the node cleanly. Installing
+    // a handler replaces an inherited SIG_IGN.
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .unwrap_or_else(|e| fail(&format!("cannot handle SIGINT/SIGTERM: {e}")));
     let config = EvmConfig::default();
     let store = args
         .data_dir
@@ -59,9 +77,23 @@ fn main() {
         EvmConfig::default().chain_id,
         devnet::DEV_ACCOUNT
     );
-    loop {
-        std::thread::park();
+    let signal = signals.forever().next().unwrap_or(SIGTERM);
+    let name = if signal == SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    };
+    let node = server.stop();
+    // The pool lives in memory only: say what is forgotten.
+    let pending = node.pending_hashes();
+    for hash in &pending {
+        tracing::warn!(%hash, "pending transaction not included before stopping: forgotten");
     }
+    let head = node.head_number();
+    eprintln!(
+        "nexus-evm: {name}: stopped at block {head} ({} pending transactions forgotten)",
+        pending.len()
+    );
 }
 
 fn fresh(config: EvmConfig, store: Option<Store>) -> Node {

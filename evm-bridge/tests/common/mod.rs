@@ -60,6 +60,33 @@ impl Wallet {
         TxEnvelope::from(tx.into_signed(sig)).encoded_2718()
     }
 
+    /// A signed EIP-1559 transaction with the given fees (`max_fee`, `tip`, wei per gas).
+    #[allow(clippy::too_many_arguments)] // mirrors the transaction's fields
+    pub fn eip1559_with_fees(
+        &self,
+        chain_id: u64,
+        nonce: u64,
+        to: Option<Address>,
+        input: Vec<u8>,
+        gas_limit: u64,
+        max_fee: u128,
+        tip: u128,
+    ) -> Vec<u8> {
+        let tx = TxEip1559 {
+            chain_id,
+            nonce,
+            gas_limit,
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: tip,
+            to: to.map_or(TxKind::Create, TxKind::Call),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input: Bytes::from(input),
+        };
+        let sig = self.sign(tx.signature_hash());
+        TxEnvelope::from(tx.into_signed(sig)).encoded_2718()
+    }
+
     /// A signed legacy EIP-155 transaction.
     pub fn legacy(
         &self,

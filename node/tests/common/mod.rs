@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -22,6 +23,9 @@ pub struct Node {
     pub ready: Value,
     /// The rest of its standard output (the `stopped` line comes here).
     pub stdout: BufReader<ChildStdout>,
+    /// Everything it printed on standard error so far (read by a thread, so that its log
+    /// and status lines can never fill the pipe and stall the node).
+    pub stderr: Arc<Mutex<String>>,
 }
 
 impl Node {
@@ -54,13 +58,15 @@ pub fn start(config: &Path) -> Node {
         .spawn()
         .expect("start nexus run");
     let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
     let mut line = String::new();
     stdout.read_line(&mut line).expect("read the ready line");
     let ready: Value = match serde_json::from_str(&line) {
         Ok(value) => value,
         Err(_) => {
-            let mut stderr = String::new();
-            let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr);
+            let _ = child.wait();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let stderr = stderr.lock().unwrap().clone();
             panic!("node did not start: stdout {line:?}, stderr {stderr}");
         }
     };
@@ -69,5 +75,20 @@ pub fn start(config: &Path) -> Node {
         child,
         ready,
         stdout,
+        stderr,
     }
+}
+
+/// Reads `pipe` to its end on a thread, collecting the text.
+pub fn drain(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut text = sink.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    text
 }
