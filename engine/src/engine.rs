@@ -299,6 +299,9 @@ enum MatchEnd {
     Done,
     /// Self-trade prevention stopped the taker.
     SelfTrade,
+    /// Perps: the next fill would take the taker's bucket past its bankruptcy price
+    /// (docs/perps.md, "Fill-time limits"); the remainder never rests.
+    Bankrupt,
 }
 
 /// The NexusCore spot engine. `L` is the price index; [`ArrayLadder`] in production.
@@ -761,23 +764,28 @@ impl<L: PriceLadder> Engine<L> {
                     if taker.stp != SelfTradePrevention::CancelMaker {
                         return false;
                     }
+                    if market.params.perp != NIL {
+                        // Canceled: its reserve goes back to the taker's free collateral.
+                        perp_sim.canceled(self, market.params.perp, maker);
+                    }
                 } else if market.params.perp == NIL {
                     needed -= needed.min(maker.remaining);
                     if needed == 0 {
                         return true;
                     }
                 } else {
-                    // Perps: the fill-time limits of `match_taker`, on simulated sizes.
+                    // Perps: the fill-time limits of `match_taker`, on simulated accounts.
                     let wanted = needed.min(maker.remaining);
-                    match perp_sim.fill(self, market.params.perp, taker, maker, wanted) {
+                    match perp_sim.fill(self, &market.params, taker, maker, price, wanted) {
                         perp::SimFill::Skip => {}
-                        perp::SimFill::Lots { lots, capped } => {
+                        perp::SimFill::Lots { lots, stop } => {
                             needed -= lots;
                             if needed == 0 {
                                 return true;
                             }
-                            if capped {
-                                // Open interest is at its cap: matching stops here.
+                            if stop {
+                                // Open interest at its cap or the taker at its bankruptcy
+                                // limit: matching stops here.
                                 return false;
                             }
                         }
@@ -835,9 +843,11 @@ impl<L: PriceLadder> Engine<L> {
                     return MatchEnd::Done;
                 }
             }
+            let mut perp_fill = None;
             if params.perp != NIL {
                 // A reduce-only maker never opens or flips its position; open interest never
-                // passes the cap (docs/perps.md, "Fill-time limits").
+                // passes the cap; no fill takes a bucket past its bankruptcy price
+                // (docs/perps.md, "Fill-time limits").
                 if maker.reduce_only {
                     let room = self.reduce_only_room(maker.account, params.perp, maker.side);
                     if room == 0 {
@@ -850,8 +860,32 @@ impl<L: PriceLadder> Engine<L> {
                 if lots == 0 {
                     return MatchEnd::Done;
                 }
+                let taker_party = self.party(taker.account, params.perp);
+                let maker_party = self.party(maker.account, params.perp);
+                match self.perp_fill_check(
+                    &params,
+                    &taker_party,
+                    &maker_party,
+                    taker,
+                    &maker,
+                    price,
+                    lots,
+                ) {
+                    perp::PerpCheck::Stop => return MatchEnd::Bankrupt,
+                    perp::PerpCheck::CancelMaker => {
+                        self.cancel_resting(handle, CancelReason::PriceBand, out);
+                        continue;
+                    }
+                    perp::PerpCheck::Fill(fill) => {
+                        lots = fill.lots;
+                        perp_fill = Some(fill);
+                    }
+                }
             }
-            self.settle_fill(&params, taker, &maker, price, lots, out);
+            match &perp_fill {
+                Some(fill) => self.settle_perp_fill(&params, taker, &maker, price, fill, out),
+                None => self.settle_fill(&params, taker, &maker, price, lots, out),
+            }
             taker.remaining -= lots;
             let ladder = self.markets[market_index].ladder_mut(maker_side);
             ladder
@@ -864,6 +898,9 @@ impl<L: PriceLadder> Engine<L> {
             self.commitment.touch_order(handle);
             if node.remaining == 0 {
                 self.remove_resting(handle);
+            }
+            if perp_fill.is_some_and(|fill| fill.cut) && taker.remaining > 0 {
+                return MatchEnd::Bankrupt;
             }
         }
         MatchEnd::Done
@@ -879,9 +916,7 @@ impl<L: PriceLadder> Engine<L> {
         lots: Lots,
         out: &mut Vec<Event>,
     ) {
-        if params.perp != NIL {
-            return self.settle_perp_fill(params, taker, maker, price, lots, out);
-        }
+        debug_assert!(params.perp == NIL, "perp fills go through settle_perp_fill");
         let notional = params.notional(price, lots);
         let taker_fee = fee(notional, params.taker_fee_bps);
         let maker_fee = fee(notional, params.maker_fee_bps);
@@ -990,10 +1025,10 @@ impl<L: PriceLadder> Engine<L> {
             account: self.accounts[taker.account as usize].id,
             oid: taker.oid,
             remaining: taker.remaining,
-            reason: if end == MatchEnd::SelfTrade {
-                CancelReason::Stp
-            } else {
-                CancelReason::Unfilled
+            reason: match end {
+                MatchEnd::SelfTrade => CancelReason::Stp,
+                MatchEnd::Bankrupt => CancelReason::PriceBand,
+                MatchEnd::Done => CancelReason::Unfilled,
             },
         });
     }

@@ -22,6 +22,8 @@
 //! - (f) a rejected command leaves the root unchanged; `commit` equals `state_hash`; the
 //!   BTreeMap ladder gives the same events and roots; a snapshot restored mid-stream
 //!   continues identically;
+//! - (h) no bucket outside the insurance fund has equity < 0 after any command (no fill
+//!   takes a bucket past its bankruptcy price; `check_invariants` adds collateral >= 0);
 //! - (g) the money model (`Ledger`, issue #17): every account's cross collateral and
 //!   isolated margins, moved by the command's events under the documented rules (isolated
 //!   margin moves of every fill, reduce-only included; liquidation fees from the bucket's own
@@ -35,6 +37,19 @@
 //! orders were rare and never closed an isolated position far from the mark; with few
 //! isolated accounts, two never met in one liquidation step; and P1's 0.5% fee on 15-lot
 //! chunks could not take equity below zero between chunks.
+
+//!
+//! Why they missed the review of that fix (negative `C` from reduce-only closes past
+//! bankruptcy, voluntary debt reaching the fund, a liquidation's taker fee and its chunk fee
+//! past the equity): nothing checked `C >= 0` or equity >= 0, only that money was conserved
+//! and moved as the (then) rules said; no account ever had no free cross collateral when it
+//! closed at the band's edge; the fund never traded; P1's 0.05% taker fee never mattered at
+//! a bankruptcy limit; and a chunk fee crossing the equity needed an oracle drop, a long near
+//! its margin limit and bids just under the new mark in one stream (1 case in 256). Now
+//! `check_invariants` checks `C >= 0` and isolated margins >= 0, (h) and the money model
+//! check equity, `Drain` empties free collateral, account 6 of an order is the fund, P1's
+//! taker fee is 1%, and `targeted()` openings line up chunk-fee crossings and band-edge
+//! closes in about half the streams.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,6 +67,11 @@ const P1: MarketId = 1;
 const P2: MarketId = 2;
 const ACCOUNTS: [AccountId; 6] = [1, 2, 3, 4, 5, 6];
 const PCT: u32 = 10_000_000;
+
+/// Account index 6 of an order, cancel, modify or close is the insurance fund (it trades).
+fn account_id(index: usize) -> AccountId {
+    ACCOUNTS.get(index).copied().unwrap_or(INSURANCE_ACCOUNT)
+}
 
 fn spec(market: MarketId, qu: Units, fees: (i32, i32), chunk: Units, fee_ppb: u32) -> PerpSpec {
     let (maker, taker) = fees;
@@ -94,9 +114,10 @@ fn spec(market: MarketId, qu: Units, fees: (i32, i32), chunk: Units, fee_ppb: u3
 
 fn specs() -> [PerpSpec; 2] {
     // P1: small chunks and a 4% liquidation fee, so that a chunk's fee can take a bucket's
-    // equity to zero or below between chunks (issue #17).
+    // equity to zero or below between chunks (issue #17); a 1% taker fee, so that a
+    // liquidation order's own fee matters at its bankruptcy limit (review finding 3).
     [
-        spec(P1, 1, (-2, 5), 600, 4 * PCT),
+        spec(P1, 1, (-2, 100), 600, 4 * PCT),
         spec(P2, 3, (0, 0), 1_000_000, PCT / 2),
     ]
 }
@@ -149,6 +170,11 @@ enum Op {
         market: usize,
         amount: Units,
     },
+    /// Takes every unit of free cross collateral out (`min(free, C)`): an account with no
+    /// free cross collateral, as the bankruptcy rule's worst case wants.
+    Drain {
+        account: usize,
+    },
     /// A reduce-only IOC closing the account's whole position at `offset` from the oracle
     /// (often the band's edge): isolated closes far from the mark (issue #17).
     Close {
@@ -167,12 +193,12 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(TimeInForce::Alo),
     ];
     prop_oneof![
-        12 => (0..6usize, 0..2usize, 1u64..10, side, prop_oneof![12 => -6i64..6, 1 => -60i64..60], 1i64..40, tif, prop::bool::weighted(0.1), prop::bool::weighted(0.15))
+        12 => (0..7usize, 0..2usize, 1u64..10, side, prop_oneof![12 => -6i64..6, 1 => -60i64..60], 1i64..40, tif, prop::bool::weighted(0.1), prop::bool::weighted(0.15))
             .prop_map(|(account, market, oid, side, offset, qty, tif, market_order, reduce_only)| Op::Order {
                 account, market, oid, side, offset, qty, tif, market_order, reduce_only,
             }),
-        2 => (0..6usize, 0..2usize, 1u64..10).prop_map(|(account, market, oid)| Op::Cancel { account, market, oid }),
-        2 => (0..6usize, 0..2usize, 1u64..10, -6i64..6, 1i64..40)
+        2 => (0..7usize, 0..2usize, 1u64..10).prop_map(|(account, market, oid)| Op::Cancel { account, market, oid }),
+        2 => (0..7usize, 0..2usize, 1u64..10, -6i64..6, 1i64..40)
             .prop_map(|(account, market, oid, offset, qty)| Op::Modify { account, market, oid, offset, qty }),
         5 => (0..2usize, prop::collection::vec(prop_oneof![5 => -4i64..5, 1 => -40i64..40], 1..4))
             .prop_map(|(market, moves)| Op::Oracle { market, moves }),
@@ -182,9 +208,123 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(account, market, leverage, isolated)| Op::Leverage { account, market, leverage, isolated }),
         1 => (0..6usize, 0..2usize, -200i64..300)
             .prop_map(|(account, market, amount)| Op::Isolated { account, market, amount }),
-        2 => (0..6usize, 0..2usize, prop_oneof![-3i64..3, -60i64..60])
+        2 => (0..7usize, 0..2usize, prop_oneof![-3i64..3, -60i64..60])
             .prop_map(|(account, market, offset)| Op::Close { account, market, offset }),
+        1 => (0..6usize).prop_map(|account| Op::Drain { account }),
     ]
+}
+
+/// Targeted openings (the review of issue #17's fix): random streams rarely line these up.
+/// - `chunk`: an account opens a long near its margin limit in P1 (4% liquidation fee,
+///   chunks of 600), bids rest a few ticks under where the oracle then drops, so the book
+///   step sells chunks at a loss past the mark and a chunk's fee crosses the equity;
+/// - `edge`: an account (isolated or not) opens, drains its free cross collateral, a friend
+///   bids at the band's edge and the account closes reduce-only into it (finding 1);
+/// - `oi`: one order past the open-interest cap.
+fn targeted() -> impl Strategy<Value = Vec<Op>> {
+    // Account 0 (600) long 30-45 lots at 100: under maintenance from a drop of ~11 on, the
+    // book step still runs (equity > 0) up to ~14; bids at or a tick or two under the mark
+    // stay inside the bankruptcy limit, and each chunk loses more than its MM falls.
+    let chunk = (
+        Just(0usize),
+        30i64..46,
+        11i64..15,
+        0i64..3,
+        0i64..2,
+        4i64..20,
+    )
+        .prop_map(|(account, qty, drop, under, gap, bid)| {
+            let order = |account, oid, side, offset, qty, tif| Op::Order {
+                account,
+                market: 0,
+                oid,
+                side,
+                offset,
+                qty,
+                tif,
+                market_order: false,
+                reduce_only: false,
+            };
+            vec![
+                order(4, 7, Side::Sell, 0, qty, TimeInForce::Gtc),
+                order(account, 7, Side::Buy, 0, qty, TimeInForce::Ioc),
+                order(5, 8, Side::Buy, -drop - under, bid, TimeInForce::Gtc),
+                order(5, 9, Side::Buy, -drop - under - gap, 40, TimeInForce::Gtc),
+                Op::Oracle {
+                    market: 0,
+                    moves: vec![-drop],
+                },
+            ]
+        });
+    let edge = (0..4usize, 0..2usize, 5i64..30, prop::bool::ANY, 4usize..6).prop_map(
+        |(account, market, qty, long, friend)| {
+            let order = |account, oid, side, offset, tif| Op::Order {
+                account,
+                market,
+                oid,
+                side,
+                offset,
+                qty,
+                tif,
+                market_order: false,
+                reduce_only: false,
+            };
+            let (open, close) = if long {
+                (Side::Buy, Side::Sell)
+            } else {
+                (Side::Sell, Side::Buy)
+            };
+            vec![
+                Op::Leverage {
+                    account,
+                    market,
+                    leverage: 10,
+                    isolated: true,
+                },
+                order(friend, 7, close, 0, TimeInForce::Gtc),
+                order(account, 7, open, 0, TimeInForce::Ioc),
+                Op::Drain { account },
+                order(
+                    friend,
+                    8,
+                    open,
+                    if long { -60 } else { 60 },
+                    TimeInForce::Gtc,
+                ),
+                Op::Close {
+                    account,
+                    market,
+                    offset: if long { -60 } else { 60 },
+                },
+            ]
+        },
+    );
+    // An order past the open-interest cap by itself (random sizes stay far below it).
+    let oi = (0..6usize, 0..2usize, 151i64..200, prop::bool::ANY).prop_map(
+        |(account, market, qty, buy)| {
+            vec![Op::Order {
+                account,
+                market,
+                oid: 7,
+                side: if buy { Side::Buy } else { Side::Sell },
+                offset: 0,
+                qty,
+                tif: TimeInForce::Gtc,
+                market_order: false,
+                reduce_only: false,
+            }]
+        },
+    );
+    prop_oneof![2 => chunk, 2 => edge, 1 => oi]
+}
+
+/// A stream: random ops, after a targeted opening half of the time.
+fn stream() -> impl Strategy<Value = Vec<Op>> {
+    (
+        prop::collection::vec(targeted(), 0..3),
+        prop::collection::vec(op(), 1..160),
+    )
+        .prop_map(|(openings, ops)| openings.into_iter().flatten().chain(ops).collect())
 }
 
 /// The naive model: positions rebuilt from trade events, margin recomputed from scratch.
@@ -463,7 +603,7 @@ impl Run {
                 market_order,
                 reduce_only,
             } => Command::Place(NewOrder {
-                account: ACCOUNTS[account],
+                account: account_id(account),
                 market: market_id(market),
                 oid,
                 side,
@@ -478,7 +618,7 @@ impl Run {
                 market,
                 oid,
             } => Command::Cancel {
-                account: ACCOUNTS[account],
+                account: account_id(account),
                 market: market_id(market),
                 oid,
             },
@@ -489,7 +629,7 @@ impl Run {
                 offset,
                 qty,
             } => Command::Modify {
-                account: ACCOUNTS[account],
+                account: account_id(account),
                 market: market_id(market),
                 oid,
                 price: (self.oracle[market] + offset).max(1),
@@ -533,6 +673,16 @@ impl Run {
                 market: market_id(market),
                 amount,
             },
+            Op::Drain { account } => {
+                let (equity, im, _) =
+                    model_margin(&self.engine, ACCOUNTS[account], None, &self.specs);
+                let (cash, order_margin) = self.engine.perp_collateral(ACCOUNTS[account]).unwrap();
+                let free = (equity - im - order_margin as i128).min(cash as i128);
+                Command::TransferCollateral {
+                    account: ACCOUNTS[account],
+                    amount: -(free.max(1) as Units),
+                }
+            }
             Op::Close {
                 account,
                 market,
@@ -540,12 +690,12 @@ impl Run {
             } => {
                 let size = self
                     .engine
-                    .position_view(ACCOUNTS[account], market_id(market))
+                    .position_view(account_id(account), market_id(market))
                     .map_or(0, |p| p.size);
                 let band = self.oracle[market] / 5;
                 let offset = offset.clamp(-band, band);
                 Command::Place(NewOrder {
-                    account: ACCOUNTS[account],
+                    account: account_id(account),
                     market: market_id(market),
                     oid: 9,
                     side: if size >= 0 { Side::Sell } else { Side::Buy },
@@ -659,6 +809,17 @@ impl Run {
                 let view = self.engine.margin_view(account, bucket).unwrap();
                 let model = model_margin(&self.engine, account, bucket, &self.specs);
                 prop_assert_eq!((view.equity, view.initial, view.maintenance), model);
+                // (h) no bucket is past its bankruptcy price after any command: fills keep
+                // equity >= 0, liquidations end at >= 0 (the fund alone may be below).
+                prop_assert!(
+                    account == INSURANCE_ACCOUNT || view.equity >= 0,
+                    "account {} bucket {:?} past bankruptcy after {:?}: {:?}\n{:?}",
+                    account,
+                    bucket,
+                    command,
+                    view,
+                    events
+                );
                 let holds_moved = moved.is_some_and(|market| {
                     self.engine
                         .position_view(account, market)
@@ -997,7 +1158,11 @@ fn check_money(
                             let wanted = ceil_ppb(mark * qty as i128 * qu, terms.rate)
                                 + (gap * qty as i128 * qu).max(0);
                             terms.order_margin -= release;
-                            wanted.min((free + release - taker_fee as i128).max(0))
+                            // Capped so that neither free cross nor C goes below zero.
+                            let room = (free + release - taker_fee as i128)
+                                .min(cash - taker_fee as i128)
+                                .max(0);
+                            wanted.min(room)
                         }
                         _ => {
                             ledger.untrack(taker_account);
@@ -1006,7 +1171,12 @@ fn check_money(
                     };
                     ledger.margin_in.insert(taker_account, moved);
                 }
-                *ledger.cash.get_mut(&taker_account).unwrap() -= taker_fee as i128;
+                if is_liquidation && ledger.isolated.contains(&(taker_account, market)) {
+                    // The liquidated isolated position pays its taker fee from its margin.
+                    *ledger.iso.get_mut(&(taker_account, market)).unwrap() -= taker_fee as i128;
+                } else {
+                    *ledger.cash.get_mut(&taker_account).unwrap() -= taker_fee as i128;
+                }
                 *ledger.cash.get_mut(&maker_account).unwrap() -= maker_fee as i128;
             }
             Event::Position {
@@ -1032,6 +1202,10 @@ fn check_money(
                         *ledger.iso.get_mut(&(account, market)).unwrap() = 0;
                     }
                     if size == 0 {
+                        if ledger.untracked.contains(&account) {
+                            // Its margin is not known, so neither is a cover by the fund.
+                            ledger.untrack(INSURANCE_ACCOUNT);
+                        }
                         let margin =
                             std::mem::take(ledger.iso.get_mut(&(account, market)).unwrap());
                         *ledger.cash.get_mut(&account).unwrap() += margin.max(0);
@@ -1066,8 +1240,10 @@ fn check_money(
                         *ledger.cash.get_mut(&account).unwrap() -= due.min(back);
                         due.min(back)
                     } else {
+                        // Capped at the bucket's margin and its equity after the chunk.
+                        let equity = ledger.equity(engine, model, specs, account, Some(market));
                         let margin = ledger.iso.get_mut(&(account, market)).unwrap();
-                        let fee = due.min((*margin).max(0));
+                        let fee = due.min((*margin).min(equity).max(0));
                         *margin -= fee;
                         fee
                     }
@@ -1081,7 +1257,9 @@ fn check_money(
                                 .is_some_and(|p| p.0 != 0)
                     });
                     let fee = if step == LiquidationStep::Book {
-                        due.min(cash.max(0))
+                        // Capped at C and at the cross equity after the chunk.
+                        let equity = ledger.equity(engine, model, specs, account, None);
+                        due.min(cash.min(equity).max(0))
                     } else if !open && cash < 0 {
                         *ledger.cash.get_mut(&INSURANCE_ACCOUNT).unwrap() += cash;
                         *ledger.cash.get_mut(&account).unwrap() = 0;
@@ -1093,7 +1271,29 @@ fn check_money(
                     *ledger.cash.get_mut(&account).unwrap() -= fee;
                     fee
                 };
+                if ledger.untracked.contains(&account) {
+                    // Its money before the step is not known (an isolated maker's margin
+                    // moves): the fee cannot be predicted, nor a cover by the fund.
+                    ledger.untrack(INSURANCE_ACCOUNT);
+                    continue;
+                }
                 *ledger.cash.get_mut(&INSURANCE_ACCOUNT).unwrap() += expected;
+                if step == LiquidationStep::Book && !ledger.untracked.contains(&account) {
+                    // The book step never takes the bucket past bankruptcy: its orders' limit
+                    // includes their taker fee, and both fees are capped at what is left.
+                    let bucket = ledger
+                        .isolated
+                        .contains(&(account, market))
+                        .then_some(market);
+                    let equity = ledger.equity(engine, model, specs, account, bucket);
+                    prop_assert!(
+                        equity >= 0,
+                        "book step left account {} at equity {}: {:?}",
+                        account,
+                        equity,
+                        events
+                    );
+                }
                 prop_assert_eq!(
                     fee as i128,
                     expected,
@@ -1155,7 +1355,7 @@ proptest! {
 
     #[test]
     fn perps_hold_to_the_model_and_the_invariants(
-        ops in prop::collection::vec(op(), 1..160),
+        ops in stream(),
         snapshot_at in 0usize..160,
         insurance in prop_oneof![Just(0), Just(200), Just(5_000)],
         isolated in prop_oneof![Just(0u8), 0u8..64],
@@ -1182,11 +1382,8 @@ fn generated_streams_cover_liquidation_funding_and_rejections() {
     use proptest::strategy::ValueTree;
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
-    for case in 0..256 {
-        let ops = prop::collection::vec(op(), 1..160)
-            .new_tree(&mut runner)
-            .unwrap()
-            .current();
+    for case in 0..512 {
+        let ops = stream().new_tree(&mut runner).unwrap().current();
         let mut run = Run::new(
             [0, 200, 5_000][case % 3],
             [0, 0b11_1000, 0b10_1101][case % 3],
@@ -1195,8 +1392,31 @@ fn generated_streams_cover_liquidation_funding_and_rejections() {
             let command = run.command(op);
             let mut events = Vec::new();
             run.engine.step(&command, &mut events);
+            let reduce_only = matches!(command, Command::Place(o) if o.reduce_only);
             for event in &events {
                 let key = match event {
+                    Event::Rejected {
+                        reason: RejectReason::InsufficientMargin,
+                        ..
+                    } if reduce_only => "reject reduce-only past bankruptcy".into(),
+                    Event::Liquidation {
+                        market,
+                        step: LiquidationStep::Book,
+                        notional,
+                        fee,
+                        ..
+                    } if (*fee as i128)
+                        < ceil_ppb(
+                            *notional as i128,
+                            run.specs
+                                .iter()
+                                .find(|s| s.market == *market)
+                                .unwrap()
+                                .liquidation_fee_ppb as i128,
+                        ) =>
+                    {
+                        "liquidation book fee capped".into()
+                    }
                     Event::Rejected { reason, .. } => format!("reject {}", reason.as_str()),
                     Event::Liquidation { step, bad_debt, .. } => {
                         format!("liquidation {} bad_debt={}", step.as_str(), *bad_debt > 0)
@@ -1226,6 +1446,9 @@ fn generated_streams_cover_liquidation_funding_and_rejections() {
         "reject invalid_leverage",
         "cancel liquidation",
         "cancel reduce_only",
+        "cancel price_band",
+        "reject reduce-only past bankruptcy",
+        "liquidation book fee capped",
     ] {
         assert!(seen.contains_key(key), "never saw {key}: {seen:#?}");
     }

@@ -1196,9 +1196,11 @@ fn f2b_a_reduce_only_isolated_close_cannot_drain_the_fund() {
     assert_eq!(h.engine.insurance_fund(), 49);
 }
 
-/// The same close with no cross collateral left to move: nothing moves, the isolated margin
-/// (100 - 200 = -100) is topped up to zero from cross collateral (now -100, a debt of the
-/// account), and the fund still keeps its 50 (a voluntary trade's loss is never the fund's).
+/// The same close with no cross collateral left to move (issue #17 let it leave `C` at
+/// -100; the bankruptcy rule now refuses it): filled at 80 the isolated margin would be
+/// 100 - 200 = -100, nothing can move in (free cross 0), and the top-up would take `C` to
+/// -100, past bankruptcy: `insufficient_margin`, nothing changes. A close at 90 (loss 100,
+/// exactly the margin) is still allowed and ends with `C = 0`.
 #[test]
 fn a_voluntary_isolated_loss_past_its_margin_is_the_accounts_not_the_funds() {
     let mut s = spec();
@@ -1206,22 +1208,26 @@ fn a_voluntary_isolated_loss_past_its_margin_is_the_accounts_not_the_funds() {
     let mut h = repro(s, true, false, 50);
     h.ok(transfer(A, -900));
     h.ok(order(B, 2, Buy, 80, 10));
-    h.ok(ioc(reduce_only(A, 2, Sell, 80, 10)));
-    assert_eq!((h.size(A), h.collateral(A)), (0, -100));
-    assert_eq!(h.engine.insurance_fund(), 50);
     assert_eq!(
-        h.reject_reason(transfer(A, -1)),
+        h.reject_reason(ioc(reduce_only(A, 2, Sell, 80, 10))),
         RejectReason::InsufficientMargin
     );
+    assert_eq!((h.size(A), h.collateral(A)), (10, 0));
+    h.ok(order(B, 3, Buy, 90, 10));
+    h.ok(ioc(reduce_only(A, 3, Sell, 90, 10)));
+    assert_eq!((h.size(A), h.collateral(A)), (0, 0));
+    assert_eq!(h.engine.insurance_fund(), 50);
 }
 
 /// F3: A cross long 10 @ 100 with 100; at 94 (equity 40 < MM 47) chunks of 300 / 94 = 3
 /// lots sell into B's bid at 96, fee 10%:
-/// - chunk 1: 288, realized 288 - 300 = -12, fee ceil(28.8) = 29: C = 59; equity 59 + 658
-///   - 700 = 17 < MM ceil(32.9) = 33, still > 0;
-/// - chunk 2: the same: C = 18, equity 18 + 376 - 400 = -6 <= 0: the book step stops;
-/// - backstop: 4 lots at 4 * 94 + 6 = 382 (bad debt 6), realized 382 - 400 = -18: C = 0;
-///   nothing left for a fee. The fund: 10_000 + 58, long 4 at 382.
+/// - chunk 1: 288, realized 288 - 300 = -12, fee ceil(28.8) = 29 (cap min(C 88, equity 64)):
+///   C = 59; equity 59 + 658 - 700 = 17 < MM ceil(32.9) = 33, still > 0;
+/// - chunk 2: realized -12: C = 47, equity 47 + 376 - 400 = 23; the fee (29 due) is capped
+///   at min(C, equity) = 23 (review finding 4: it no longer makes bad debt): C = 24,
+///   equity 0: the book step stops;
+/// - backstop: 4 lots at the mark, 4 * 94 = 376 (no bad debt), realized 376 - 400 = -24:
+///   C = 0. The fund: 10_000 + 29 + 23 = 10_052, long 4 at 376.
 #[test]
 fn f3_the_book_step_stops_once_a_chunk_takes_equity_to_zero() {
     let mut s = spec();
@@ -1244,14 +1250,14 @@ fn f3_the_book_step_stops_once_a_chunk_takes_equity_to_zero() {
         liquidations(&events),
         vec![
             (LiquidationStep::Book, 3, 288, 29, 0),
-            (LiquidationStep::Book, 3, 288, 29, 0),
-            (LiquidationStep::Backstop, 4, 382, 0, 6),
+            (LiquidationStep::Book, 3, 288, 23, 0),
+            (LiquidationStep::Backstop, 4, 376, 0, 0),
         ]
     );
     assert_eq!((h.size(A), h.collateral(A)), (0, 0));
-    assert_eq!(h.engine.insurance_fund(), 10_058);
+    assert_eq!(h.engine.insurance_fund(), 10_052);
     let fund = h.engine.position_view(INSURANCE_ACCOUNT, P).unwrap();
-    assert_eq!((fund.size, fund.open_notional), (4, 382));
+    assert_eq!((fund.size, fund.open_notional), (4, 376));
     // B: short 10 @ 100, bought back 6 @ 96: +24; 4 lots of its bid still rest.
     let b = h.engine.position_view(B, P).unwrap();
     assert_eq!(
@@ -1259,4 +1265,226 @@ fn f3_the_book_step_stops_once_a_chunk_takes_equity_to_zero() {
         (-4, -400, 5_024)
     );
     assert_eq!(h.engine.perp_collateral(B).unwrap().1, 40);
+}
+
+// ---- the bankruptcy rule: review streams of issue #17's fix --------------------------------
+
+/// The review's header: band 20%, one tier (IMR 10%, MMR 5%: `spec()`'s first row covers
+/// every notional here), no fees unless a test sets them.
+fn review_spec() -> PerpSpec {
+    let mut s = spec();
+    s.price_band_ppb = 20 * PCT;
+    s
+}
+
+/// E1: A (100, isolated 10x) buys 10 @ 100 from B: margin 100 moves in, C = 0. B bids 80;
+/// A's reduce-only IOC sell of 10 @ 80 would realize -200: margin 100 - 200 = -100, nothing
+/// can move in (free cross 0), the top-up would leave C = -100: past bankruptcy, refused
+/// `insufficient_margin` (needed 100 of collateral, has 0). B cannot take out more than it
+/// put in (free 1000 - IM 100 - its bid's reserve 80 = 820 < 1200).
+///
+/// A reduce-only *market* sell (limit: the band's edge, 80) is not refused up front but cut
+/// at fill time: q lots at 80 leave margin 100 - 20q >= 0 for q <= 5, so 5 fill and the
+/// rest is canceled (`price_band`). A: long 5, margin 0, C 0; B: short 5, realized
+/// 500 - 400 = +100, C = 1100: together exactly the 1100 they put in.
+#[test]
+fn e1_an_isolated_reduce_only_close_past_bankruptcy_is_refused_or_cut() {
+    let mut h = Harness::new(review_spec(), &[(A, 100), (B, 1_000)]);
+    h.ok(Command::SetLeverage {
+        account: A,
+        market: P,
+        leverage: 10,
+        isolated: true,
+    });
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 100, 10));
+    h.ok(ioc(order(A, 1, Buy, 100, 10)));
+    assert_eq!(h.collateral(A), 0);
+    assert_eq!(h.engine.position_view(A, P).unwrap().isolated_margin, 100);
+    h.ok(order(B, 2, Buy, 80, 10));
+    assert_eq!(
+        h.reject_reason(ioc(reduce_only(A, 2, Sell, 80, 10))),
+        RejectReason::InsufficientMargin
+    );
+    assert_eq!(
+        h.engine.last_shortfall(),
+        Some(Shortfall {
+            asset: USD,
+            needed: 100,
+            available: 0
+        })
+    );
+    assert_eq!(
+        h.reject_reason(transfer(B, -1_200)),
+        RejectReason::InsufficientMargin
+    );
+    let market_sell = match reduce_only(A, 3, Sell, 1, 10) {
+        Command::Place(mut o) => {
+            o.price = None;
+            o.tif = TimeInForce::Ioc;
+            Command::Place(o)
+        }
+        _ => unreachable!(),
+    };
+    let events = h.ok(market_sell);
+    assert!(events.contains(&Event::Canceled {
+        market: P,
+        account: A,
+        oid: 3,
+        remaining: 5,
+        reason: CancelReason::PriceBand
+    }));
+    let a = h.engine.position_view(A, P).unwrap();
+    assert_eq!((a.size, a.isolated_margin, h.collateral(A)), (5, 0, 0));
+    assert_eq!((h.size(B), h.collateral(B)), (-5, 1_100));
+}
+
+/// E1, cross: A (cross, 100) long 10 @ 100; the reduce-only sell of 10 @ 80 would leave
+/// C = 100 - 200 = -100 (equity -100): refused. A close at 90 (C = 0) is allowed.
+#[test]
+fn e1_cross_a_reduce_only_close_past_bankruptcy_is_refused() {
+    let mut h = Harness::new(review_spec(), &[(A, 100), (B, 1_000)]);
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 100, 10));
+    h.ok(ioc(order(A, 1, Buy, 100, 10)));
+    h.ok(order(B, 2, Buy, 80, 10));
+    assert_eq!(
+        h.reject_reason(ioc(reduce_only(A, 2, Sell, 80, 10))),
+        RejectReason::InsufficientMargin
+    );
+    h.ok(order(B, 3, Buy, 90, 10));
+    h.ok(ioc(reduce_only(A, 3, Sell, 90, 10)));
+    assert_eq!((h.size(A), h.collateral(A)), (0, 0));
+}
+
+/// E2b: the fund holds 1000; A (cross, 100) long 10 @ 100; A's reduce-only sell of 9 @ 80
+/// would leave C = 100 - 180 = -80: refused, so the next oracle at 100 finds A healthy
+/// (equity 100 >= MM 50) and the fund pays nothing (issue #17's fix let C go to -80, and the
+/// backstop then took 1 lot at 100 + 80 with bad debt 80).
+#[test]
+fn e2b_no_voluntary_debt_reaches_the_insurance_fund() {
+    let mut h = Harness::new(review_spec(), &[(A, 100), (B, 1_000)]);
+    h.ok(Command::Deposit {
+        account: INSURANCE_ACCOUNT,
+        asset: USD,
+        amount: 1_000,
+    });
+    h.ok(transfer(INSURANCE_ACCOUNT, 1_000));
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 100, 10));
+    h.ok(ioc(order(A, 1, Buy, 100, 10)));
+    h.ok(order(B, 2, Buy, 80, 9));
+    assert_eq!(
+        h.reject_reason(ioc(reduce_only(A, 2, Sell, 80, 9))),
+        RejectReason::InsufficientMargin
+    );
+    let events = h.oracle(100);
+    assert_eq!(liquidations(&events), vec![]);
+    assert_eq!(h.engine.insurance_fund(), 1_000);
+    assert_eq!((h.size(A), h.collateral(A)), (10, 100));
+}
+
+/// E3 (cross) and E5 (isolated): taker fee 1%, liquidation fee 1%. A (110) buys 10 @ 100,
+/// fee 10: C = 100 (isolated: the margin 100 moves in, C = 0). B bids 10 @ 90. At 94:
+/// equity 100 - 60 = 40 < MM 47. The book limit includes the taker fee:
+/// `ceil((940 - 40) * 10^4 / (10 * (10^4 - 100))) = ceil(90.9) = 91`, so B's bid at 90
+/// (which would leave 40 - 100 + 60 - 9 = -9) is not hit. The rest closes at the mark:
+/// X = 940 (no bad debt), the fund (0) cannot take it, B is deleveraged: 10 lots at 940
+/// (B: +60). A realizes -60: 40 left (isolated: handed back to C); the liquidation fee
+/// ceil(9.4) = 10 is taken from it: C = 30, flat (before: C = -9).
+#[test]
+fn e3_e5_a_liquidation_order_keeps_its_taker_fee_inside_the_bankruptcy_price() {
+    for isolated in [false, true] {
+        let mut s = review_spec();
+        s.taker_fee_bps = 100;
+        let mut h = Harness::new(s, &[(A, 110), (B, 2_000)]);
+        if isolated {
+            h.ok(Command::SetLeverage {
+                account: A,
+                market: P,
+                leverage: 10,
+                isolated: true,
+            });
+        }
+        h.oracle(100);
+        h.ok(order(B, 1, Sell, 100, 10));
+        h.ok(ioc(order(A, 1, Buy, 100, 10)));
+        assert_eq!(h.collateral(A), if isolated { 0 } else { 100 });
+        h.ok(order(B, 2, Buy, 90, 10));
+        let events = h.oracle(94);
+        assert_eq!(
+            liquidations(&events),
+            vec![(LiquidationStep::Adl, 10, 940, 10, 0)],
+            "isolated {isolated}"
+        );
+        assert!(!events.iter().any(|e| matches!(e, Event::Fill { .. })));
+        assert_eq!((h.size(A), h.collateral(A)), (0, 30));
+        assert_eq!((h.size(B), h.collateral(B)), (0, 2_060));
+        assert_eq!(h.engine.insurance_fund(), 10);
+    }
+}
+
+/// E4: liquidation fee 2%, chunks of 455. A (100) long 10 @ 100; C bids 5 @ 90. At 91:
+/// equity 10 < MM 46; a chunk of 455 / 91 = 5 lots, limit ceil(900 / 10) = 90, sells 5 @ 90:
+/// realized 450 - 500 = -50, C = 50, equity 50 + 455 - 500 = 5. The fee due, ceil(9) = 9, is
+/// capped at min(C, equity) = 5 (before: 9, taking equity to -4 and making bad debt that
+/// ADL counterparties paid): C = 45, equity 0, no further chunk. The rest closes at the mark,
+/// X = 455, no bad debt; the fund (5) cannot carry MM 23, so B is deleveraged 5 @ 455
+/// (B: 500 - 455 = +45). A: C = 45 - 45 = 0, no fee left.
+#[test]
+fn e4_the_book_step_fee_never_makes_bad_debt() {
+    let mut s = review_spec();
+    s.liquidation_fee_ppb = 2 * PCT;
+    s.liquidation_chunk_notional = 455;
+    let mut h = Harness::new(s, &[(A, 100), (B, 2_000), (C, 2_000)]);
+    h.oracle(100);
+    h.ok(order(B, 1, Sell, 100, 10));
+    h.ok(ioc(order(A, 1, Buy, 100, 10)));
+    h.ok(order(C, 1, Buy, 90, 5));
+    let events = h.oracle(91);
+    assert_eq!(
+        liquidations(&events),
+        vec![
+            (LiquidationStep::Book, 5, 450, 5, 0),
+            (LiquidationStep::Adl, 5, 455, 0, 0),
+        ]
+    );
+    assert_eq!((h.size(A), h.collateral(A)), (0, 0));
+    assert_eq!(h.engine.insurance_fund(), 5);
+    assert_eq!((h.size(B), h.collateral(B)), (-5, 2_045));
+    assert_eq!((h.size(C), h.collateral(C)), (5, 2_000));
+}
+
+/// A resting maker whose fill would take its bucket past bankruptcy is canceled at fill
+/// time (`price_band`), and the FOK dry run sees the same. A (100, no position) bids 10 @ 100
+/// at mark 100 (reserve 100, free 0). The oracle falls to 85: the bid is inside the new band
+/// [68, 102] and stays. Filled at 100 with the mark at 85, A would start at equity
+/// 100 - 150 = -50: a FOK sell of 10 @ 85 finds nothing it could fill (rejected, A's bid
+/// untouched); an IOC sell cancels A's bid (`price_band`) and goes on to C's bid at 85.
+#[test]
+fn a_maker_past_its_bankruptcy_price_is_canceled_not_filled() {
+    let mut h = Harness::new(review_spec(), &[(A, 100), (B, 1_000), (C, 1_000)]);
+    h.oracle(100);
+    h.ok(order(A, 1, Buy, 100, 10));
+    h.oracle(85);
+    assert_eq!(h.engine.perp_collateral(A), Some((100, 100)));
+    let mut fok = order(B, 1, Sell, 85, 10);
+    if let Command::Place(o) = &mut fok {
+        o.tif = TimeInForce::Fok;
+    }
+    assert_eq!(h.reject_reason(fok), RejectReason::FokUnfilled);
+    h.ok(order(C, 1, Buy, 85, 10));
+    let events = h.ok(ioc(order(B, 2, Sell, 85, 10)));
+    assert_eq!(
+        events[1],
+        Event::Canceled {
+            market: P,
+            account: A,
+            oid: 1,
+            remaining: 10,
+            reason: CancelReason::PriceBand
+        }
+    );
+    assert_eq!(h.engine.perp_collateral(A), Some((100, 0)));
+    assert_eq!((h.size(A), h.size(B), h.size(C)), (0, -10, 10));
 }

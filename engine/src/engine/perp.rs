@@ -235,43 +235,71 @@ fn oi_room(cap: Lots, long: Lots, buyer: Lots, seller: Lots, lots: Lots) -> Lots
     good
 }
 
-/// Simulated sizes for the FOK dry run of a perp order: what `match_taker`'s fill-time
-/// limits would allow, fill after fill, without changing the engine.
+/// The FOK dry run of a perp order: what `match_taker`'s fill-time limits would allow, fill
+/// after fill, on simulated copies of the accounts it meets, without changing the engine.
 #[derive(Default)]
 pub(super) struct FillSim {
-    /// Size changes so far, per account (few entries: the taker and the makers walked).
-    moved: Vec<(u32, Lots)>,
+    /// Each account walked so far, as the fills so far left it (few: the taker and makers).
+    parties: Vec<Party>,
     /// Long lots added so far.
     long_delta: Lots,
 }
 
 impl FillSim {
-    fn size<L: PriceLadder>(&self, engine: &Engine<L>, account: u32, perp: u32) -> Lots {
-        let base = engine.position(account, perp).map_or(0, |p| p.size);
-        base + self
-            .moved
-            .iter()
-            .filter(|(a, _)| *a == account)
-            .map(|(_, d)| d)
-            .sum::<Lots>()
+    /// The simulated state of `account`, loaded from the engine on first use. The taker's
+    /// order is not reserved yet in a dry run: its reserve is taken out of its free collateral
+    /// here, as `place` will before matching.
+    fn party<L: PriceLadder>(
+        &mut self,
+        engine: &Engine<L>,
+        account: u32,
+        perp: u32,
+        taker: Option<&Taker>,
+    ) -> usize {
+        if let Some(at) = self.parties.iter().position(|p| p.account == account) {
+            return at;
+        }
+        let mut party = engine.party(account, perp);
+        if let Some(taker) = taker {
+            party.free_cross -= taker.reserve_per_lot * taker.remaining as i128;
+        }
+        self.parties.push(party);
+        self.parties.len() - 1
+    }
+
+    /// A maker that matching would cancel (self-trade, reduce-only, bankruptcy): its reserve
+    /// goes back to its owner's free collateral.
+    pub(super) fn canceled<L: PriceLadder>(
+        &mut self,
+        engine: &Engine<L>,
+        perp: u32,
+        maker: &OrderNode,
+    ) {
+        let at = self.party(engine, maker.account, perp, None);
+        self.parties[at].free_cross += engine.node_reserve_per_lot(maker) * maker.remaining as i128;
     }
 
     /// What the next fill against `maker` would do (for `wanted` lots at most), recorded.
     pub(super) fn fill<L: PriceLadder>(
         &mut self,
         engine: &Engine<L>,
-        perp: u32,
+        params: &MarketParams,
         taker: &Taker,
         maker: &OrderNode,
+        price: Ticks,
         wanted: Lots,
     ) -> SimFill {
-        let taker_size = self.size(engine, taker.account, perp);
-        let maker_size = self.size(engine, maker.account, perp);
+        let perp = params.perp;
+        let t = self.party(engine, taker.account, perp, Some(taker));
+        let m = self.party(engine, maker.account, perp, None);
+        let taker_size = self.parties[t].position.size;
+        let maker_size = self.parties[m].position.size;
         let mut lots = wanted;
         if maker.reduce_only {
             let room = reduce_room(maker.side, maker_size);
             if room == 0 {
                 // `match_taker` cancels it and goes on.
+                self.canceled(engine, perp, maker);
                 return SimFill::Skip;
             }
             lots = lots.min(room);
@@ -288,34 +316,171 @@ impl FillSim {
             seller,
             lots,
         );
-        let capped = allowed < lots;
-        let signed = if taker.side == Side::Buy {
-            allowed
-        } else {
-            -allowed
+        if allowed == 0 {
+            return SimFill::Lots {
+                lots: 0,
+                stop: true,
+            };
+        }
+        let fill = match engine.perp_fill_check(
+            params,
+            &self.parties[t],
+            &self.parties[m],
+            taker,
+            maker,
+            price,
+            allowed,
+        ) {
+            PerpCheck::Stop => {
+                return SimFill::Lots {
+                    lots: 0,
+                    stop: true,
+                }
+            }
+            PerpCheck::CancelMaker => {
+                self.canceled(engine, perp, maker);
+                return SimFill::Skip;
+            }
+            PerpCheck::Fill(fill) => fill,
         };
-        let (b, s, q) = (buyer as i128, seller as i128, allowed as i128);
+        self.parties[t] = fill.taker_after;
+        self.parties[m] = fill.maker_after;
+        let (b, s, q) = (buyer as i128, seller as i128, fill.lots as i128);
         self.long_delta += ((b + q).max(0) - b.max(0) + (s - q).max(0) - s.max(0)) as Lots;
-        self.moved.push((taker.account, signed));
-        self.moved.push((maker.account, -signed));
         SimFill::Lots {
-            lots: allowed,
-            capped,
+            lots: fill.lots,
+            stop: allowed < lots || fill.cut,
         }
     }
 }
 
 /// One simulated fill of a FOK dry run.
 pub(super) enum SimFill {
-    /// The maker would be canceled (a reduce-only order with nothing left to reduce).
+    /// The maker would be canceled (a reduce-only order with nothing left to reduce, or one
+    /// whose fill would take its bucket past bankruptcy).
     Skip,
-    /// `lots` would trade; `capped` when open interest cut it (matching stops after it).
+    /// `lots` would trade; `stop` when matching stops after it (open interest at its cap, or
+    /// the taker's bucket at its bankruptcy limit).
     Lots {
         /// Lots traded.
         lots: Lots,
-        /// Cut by the open-interest cap.
-        capped: bool,
+        /// Matching stops here.
+        stop: bool,
     },
+}
+
+/// What a fill can change of one account's money in one perp market: the inputs of the
+/// fill-time bankruptcy rule (docs/perps.md, "Fill-time limits"), also kept per account by
+/// the FOK dry run.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Party {
+    /// Dense account index.
+    pub(super) account: u32,
+    /// Its position slot in the market (a flat default one if it has none yet).
+    position: Position,
+    /// Cross collateral `C`.
+    collateral: i128,
+    /// Cross bucket equity.
+    cross_equity: i128,
+    /// The isolated bucket's equity (0 for a cross position).
+    iso_equity: i128,
+    /// Free cross collateral (exact for an isolated position's account; the isolated margin
+    /// move is the only reader).
+    free_cross: i128,
+}
+
+impl Party {
+    /// The bankruptcy rule: after a fill, the account's cross collateral, its cross equity
+    /// and (isolated) the position's bucket equity are each >= 0, or no lower than before if
+    /// they were already negative (only the insurance fund can be: mark moves on what it
+    /// holds; every other account is kept >= 0).
+    fn solvent_after(&self, after: &Party) -> bool {
+        after.collateral >= self.collateral.min(0)
+            && after.cross_equity >= self.cross_equity.min(0)
+            && (!after.position.isolated || after.iso_equity >= self.iso_equity.min(0))
+    }
+}
+
+/// One side of a fill, as the account trading it sees it.
+struct FillSide {
+    /// Signed lots (+ buys).
+    lots: Lots,
+    /// Notional, units.
+    notional: i128,
+    /// Fee charged to the account (the liquidated position's own is taken from its bucket).
+    fee: i128,
+    /// Order margin released by the fill.
+    release: i128,
+    /// Margin an isolated position wants moved in from cross collateral (before its cap).
+    margin_wanted: i128,
+}
+
+/// Outcome of the fill-time checks of one perp fill.
+// A value on the stack per fill, never stored: boxing the big variant would allocate on the
+// data path.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum PerpCheck {
+    /// The taker's bucket cannot take a single lot more: matching stops.
+    Stop,
+    /// The maker's bucket cannot take the fill: the maker is canceled, matching goes on.
+    CancelMaker,
+    /// The fill goes ahead.
+    Fill(PerpFill),
+}
+
+/// A perp fill the checks allowed, with the money moves `settle_perp_fill` makes.
+#[derive(Clone, Copy)]
+pub(super) struct PerpFill {
+    /// Lots that trade.
+    pub(super) lots: Lots,
+    /// The taker was cut short of what it could otherwise trade: matching stops after this.
+    pub(super) cut: bool,
+    taker_fee: i128,
+    maker_fee: i128,
+    /// Margin moved from cross collateral into an isolated position (negative for the
+    /// liquidated isolated position's own fee, which its margin pays).
+    taker_in: i128,
+    maker_in: i128,
+    taker_after: Party,
+    maker_after: Party,
+}
+
+/// Realized PnL and the new cost basis of a trade of signed `lots` at `notional` on a
+/// position of `size` with basis `open_notional` (docs/perps.md, "Positions and fills").
+fn trade_math(size: Lots, open_notional: i128, lots: Lots, notional: i128) -> (i128, i128) {
+    let closing = size != 0 && (size > 0) != (lots > 0);
+    if !closing {
+        return (0, open_notional + lots.signum() as i128 * notional);
+    }
+    let closed = lots.abs().min(size.abs());
+    let close_notional = notional * closed as i128 / lots.abs() as i128;
+    let basis_share = open_notional * closed as i128 / size.abs() as i128;
+    let realized = size.signum() as i128 * close_notional - basis_share;
+    let mut new_on = open_notional - basis_share;
+    if lots.abs() > closed {
+        // The part past flat opens the other way, at the rest of the notional.
+        new_on += lots.signum() as i128 * (notional - close_notional);
+    }
+    (realized, new_on)
+}
+
+/// The largest `q` in `0..=most` for which `ok(q)` holds, `ok(0)` assumed: `most` itself if
+/// it passes, else a binary search. The checks are monotone in `q` but for rounding, so the
+/// search may stop short of the true largest; whatever it returns passed `ok`.
+fn largest_passing(most: Lots, mut ok: impl FnMut(Lots) -> bool) -> Lots {
+    if most <= 0 || ok(most) {
+        return most.max(0);
+    }
+    let (mut good, mut bad) = (0, most);
+    while bad - good > 1 {
+        let mid = good + (bad - good) / 2;
+        if ok(mid) {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    good
 }
 
 /// `floor(a / b)` for any sign of `a`, `b > 0`.
@@ -797,8 +962,15 @@ impl<L: PriceLadder> Engine<L> {
         let tier = market.tier_for(worst_notional).0 as u8;
         let reserve_per_lot =
             self.perp_reserve_per_lot(params, account, limit, order.reduce_only, tier);
-        // Reduce-only orders lower risk: they reserve their fee but are never refused for
-        // margin, so an account under water can still close.
+        // Reduce-only orders lower risk: they reserve their fee and need no margin, but one
+        // whose limit lies past the bucket's bankruptcy price is refused (a market order's
+        // edge is the engine's, not the user's: it is cut at fill time instead).
+        if order.reduce_only
+            && order.price.is_some()
+            && self.reduce_only_past_bankruptcy(params, account, order.side, limit, qty, tier)
+        {
+            return Err(RejectReason::InsufficientMargin);
+        }
         if !order.reduce_only {
             let required = reserve_per_lot * qty as i128
                 + self.gap_requirement(params, account, order.side, limit, qty, tier);
@@ -879,6 +1051,11 @@ impl<L: PriceLadder> Engine<L> {
             .tier_for(params.notional(price, size.abs().saturating_add(qty)))
             .0 as u8;
         let per_lot = self.perp_reserve_per_lot(params, account, price, node.reduce_only, tier);
+        if node.reduce_only
+            && self.reduce_only_past_bankruptcy(params, account, node.side, price, qty, tier)
+        {
+            return Err(RejectReason::InsufficientMargin);
+        }
         if !node.reduce_only {
             let required = per_lot * qty as i128 - old_reserve
                 + self.gap_requirement(params, account, node.side, price, qty, tier);
@@ -988,6 +1165,241 @@ impl<L: PriceLadder> Engine<L> {
         oi_room(market.oi_cap, market.long_lots, buyer, seller, lots)
     }
 
+    // ---- the bankruptcy rule at fill time ------------------------------------------
+
+    /// An account's money as one fill in `perp` can change it.
+    pub(super) fn party(&self, account: u32, perp: u32) -> Party {
+        let position = self
+            .position(account, perp)
+            .copied()
+            .unwrap_or_else(|| self.flat_position(perp));
+        let cross = self.margin(account, Bucket::Cross);
+        let state = &self.accounts[account as usize].perp;
+        Party {
+            account,
+            position,
+            collateral: state.collateral as i128,
+            cross_equity: cross.equity,
+            iso_equity: if position.isolated {
+                self.margin(account, Bucket::Isolated(perp)).equity
+            } else {
+                0
+            },
+            free_cross: cross.equity - cross.initial - state.order_margin as i128,
+        }
+    }
+
+    /// A party's state after one fill, exactly as `settle_perp_fill` and `apply_trade` will
+    /// leave it, and the margin the fill moves from cross collateral into an isolated
+    /// position: `min(wanted, free cross + release - fee, C - fee)`, at least 0, so that
+    /// neither the cross bucket's free collateral nor `C` is taken below zero by it. The
+    /// liquidated isolated position's own fills move nothing in and pay their fee from the
+    /// isolated margin (`margin_in = -fee`).
+    fn fill_effect(&self, party: &Party, side: &FillSide, liquidating: bool) -> (Party, i128) {
+        let market = &self.perps[party.position.perp as usize];
+        let (mark, qu, index) = (market.mark as i128, market.qu(), market.funding_index);
+        let mut after = *party;
+        let position = &mut after.position;
+        let paid = ceil_div_signed(position.size as i128 * index - position.funding_basis, PPB);
+        let value_before = position.size as i128 * mark * qu - position.open_notional - paid;
+        let (realized, new_on) = trade_math(
+            position.size,
+            position.open_notional,
+            side.lots,
+            side.notional,
+        );
+        let new_size = position.size + side.lots;
+        position.size = new_size;
+        position.open_notional = new_on;
+        position.funding_basis = new_size as i128 * index;
+        let value_after = new_size as i128 * mark * qu - new_on;
+        let mut margin_in = 0;
+        if position.isolated {
+            margin_in = if liquidating {
+                -side.fee
+            } else {
+                let room = (party.free_cross + side.release - side.fee)
+                    .min(party.collateral - side.fee)
+                    .max(0);
+                side.margin_wanted.min(room)
+            };
+            let mut margin = position.isolated_margin as i128 - paid + realized + margin_in;
+            after.collateral -= side.fee + margin_in;
+            if !liquidating && margin < 0 {
+                after.collateral += margin;
+                margin = 0;
+            }
+            if new_size == 0 {
+                // Flat: the margin goes back to C; a liquidation's negative rest is the fund's.
+                after.collateral += margin.max(0);
+                margin = 0;
+            }
+            position.isolated_margin = to_units(margin);
+            after.iso_equity = margin + value_after;
+        } else {
+            after.collateral += realized - paid - side.fee;
+            after.cross_equity += value_after - value_before;
+        }
+        let moved = after.collateral - party.collateral;
+        after.cross_equity += moved;
+        after.free_cross += moved + side.release;
+        (after, margin_in)
+    }
+
+    /// Margin an isolated fill of `lots` at `price` wants from cross collateral: the initial
+    /// margin at the mark plus the gap to the mark if it trades worse than the mark.
+    fn margin_wanted(
+        &self,
+        params: &MarketParams,
+        party: &Party,
+        side: Side,
+        tier: u8,
+        price: Ticks,
+        lots: Lots,
+    ) -> i128 {
+        if !party.position.isolated {
+            return 0;
+        }
+        let mark = self.perps[params.perp as usize].mark as i128;
+        let qu = params.quote_units_per_tick_lot as i128;
+        let rate = self.order_margin_rate(params, party.account, tier);
+        let gap = match side {
+            Side::Buy => price as i128 - mark,
+            Side::Sell => mark - price as i128,
+        };
+        ceil_div(mark * lots as i128 * qu * rate, PPB) + (gap * lots as i128 * qu).max(0)
+    }
+
+    /// The fill-time bankruptcy rule (docs/perps.md, "Fill-time limits"): no fill takes an
+    /// account's bucket past its bankruptcy price. The taker trades the largest part of
+    /// `lots` that keeps its collateral and equity >= 0 ([`Party::solvent_after`]); if that
+    /// is nothing, matching stops. The maker must take that part whole, or it is canceled.
+    /// The liquidated account's own orders are not checked (their limit is the bankruptcy
+    /// price, fee included); their taker fee is capped at what the trade leaves in the
+    /// bucket, `max(0, min(collateral, equity))`.
+    #[allow(clippy::too_many_arguments)] // one fill's inputs; a struct would only rename them
+    pub(super) fn perp_fill_check(
+        &self,
+        params: &MarketParams,
+        taker_party: &Party,
+        maker_party: &Party,
+        taker: &Taker,
+        maker: &OrderNode,
+        price: Ticks,
+        lots: Lots,
+    ) -> PerpCheck {
+        let liquidation = self.liquidating == taker.account;
+        let sign = if taker.side == Side::Buy { 1 } else { -1 };
+        let taker_side = |q: Lots| -> (Party, i128, i128) {
+            let notional = params.notional(price, q);
+            let mut side = FillSide {
+                lots: sign * q,
+                notional,
+                fee: 0,
+                release: taker.reserve_per_lot * q as i128,
+                margin_wanted: 0,
+            };
+            if liquidation {
+                let due = fee(notional, params.taker_fee_bps);
+                let (bare, _) = self.fill_effect(taker_party, &side, true);
+                let left = if !bare.position.isolated {
+                    bare.collateral.min(bare.cross_equity)
+                } else if bare.position.size == 0 {
+                    // What it handed back to C.
+                    bare.collateral - taker_party.collateral
+                } else {
+                    (bare.position.isolated_margin as i128).min(bare.iso_equity)
+                };
+                side.fee = due.min(left.max(0));
+            } else {
+                side.fee = fee(notional, params.taker_fee_bps);
+                side.margin_wanted =
+                    self.margin_wanted(params, taker_party, taker.side, taker.tier, price, q);
+            }
+            let (after, margin_in) = self.fill_effect(taker_party, &side, liquidation);
+            (after, margin_in, side.fee)
+        };
+        let q = if liquidation {
+            lots
+        } else {
+            largest_passing(lots, |q| taker_party.solvent_after(&taker_side(q).0))
+        };
+        if q == 0 {
+            return PerpCheck::Stop;
+        }
+        let (taker_after, taker_in, taker_fee) = taker_side(q);
+        let notional = params.notional(price, q);
+        let maker_side = FillSide {
+            lots: -sign * q,
+            notional,
+            fee: fee(notional, params.maker_fee_bps),
+            release: self.node_reserve_per_lot(maker) * q as i128,
+            margin_wanted: self.margin_wanted(
+                params,
+                maker_party,
+                maker.side,
+                maker.tier,
+                price,
+                q,
+            ),
+        };
+        let (maker_after, maker_in) = self.fill_effect(maker_party, &maker_side, false);
+        if !maker_party.solvent_after(&maker_after) {
+            return PerpCheck::CancelMaker;
+        }
+        PerpCheck::Fill(PerpFill {
+            lots: q,
+            cut: q < lots,
+            taker_fee,
+            maker_fee: maker_side.fee,
+            taker_in,
+            maker_in,
+            taker_after,
+            maker_after,
+        })
+    }
+
+    /// Whether a reduce-only limit order, filled completely at its limit now (the worst it
+    /// can fill at, paying the higher of the two fees), would take the account's bucket past
+    /// its bankruptcy price: then it is refused `insufficient_margin` up front.
+    fn reduce_only_past_bankruptcy(
+        &mut self,
+        params: &MarketParams,
+        account: u32,
+        side: Side,
+        limit: Ticks,
+        qty: Lots,
+        tier: u8,
+    ) -> bool {
+        let party = self.party(account, params.perp);
+        let notional = params.notional(limit, qty);
+        let fill = FillSide {
+            lots: if side == Side::Buy { qty } else { -qty },
+            notional,
+            fee: fee(notional, params.reserve_fee_bps),
+            release: 0,
+            margin_wanted: self.margin_wanted(params, &party, side, tier, limit, qty),
+        };
+        let (after, _) = self.fill_effect(&party, &fill, false);
+        if party.solvent_after(&after) {
+            return false;
+        }
+        let short = [
+            after.collateral,
+            after.cross_equity,
+            if after.position.isolated {
+                after.iso_equity
+            } else {
+                0
+            },
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(0);
+        self.note_collateral_shortfall(party.collateral - short, party.collateral);
+        true
+    }
+
     // ---- fills -----------------------------------------------------------------------
 
     /// Settles a position's funding into its bucket and the market's pool.
@@ -1029,24 +1441,8 @@ impl<L: PriceLadder> Engine<L> {
         let state = &mut self.accounts[account as usize].perp;
         let position = &mut state.positions[slot];
         let size = position.size;
-        let mut realized = 0i128;
         let mut bad_debt: Units = 0;
-        let closing = size != 0 && (size > 0) != (lots > 0);
-        let mut new_on = position.open_notional;
-        if closing {
-            let closed = lots.abs().min(size.abs());
-            let close_notional = notional * closed as i128 / lots.abs() as i128;
-            let basis_share = position.open_notional * closed as i128 / size.abs() as i128;
-            realized = size.signum() as i128 * close_notional - basis_share;
-            new_on -= basis_share;
-            let rest = lots.abs() - closed;
-            if rest > 0 {
-                // The part past flat opens the other way, at the rest of the notional.
-                new_on += lots.signum() as i128 * (notional - close_notional);
-            }
-        } else {
-            new_on += lots.signum() as i128 * notional;
-        }
+        let (realized, new_on) = trade_math(size, position.open_notional, lots, notional);
         let new_size = size + lots;
         let liquidated = self.liquidating == account;
         position.size = new_size;
@@ -1058,7 +1454,8 @@ impl<L: PriceLadder> Engine<L> {
             state.collateral -= to_units(margin_in);
             if !liquidated && position.isolated_margin < 0 {
                 // A voluntary trade's loss past the isolated margin is the account's own:
-                // its cross collateral tops the margin up to zero, never the fund.
+                // its cross collateral tops the margin up to zero, never the fund (the
+                // fill-time bankruptcy rule allowed the fill only if `C` stays >= 0).
                 state.collateral += position.isolated_margin;
                 position.isolated_margin = 0;
             }
@@ -1105,65 +1502,24 @@ impl<L: PriceLadder> Engine<L> {
         });
     }
 
-    /// One perp fill between a taker and a maker order: releases both reserves, moves the
-    /// positions and charges fees from cross collateral into the fee pool.
+    /// One perp fill between a taker and a maker order, as `perp_fill_check` allowed it:
+    /// releases both reserves, charges fees from cross collateral into the fee pool (the
+    /// liquidated isolated position's from its margin), moves isolated margin and the
+    /// positions.
     pub(super) fn settle_perp_fill(
         &mut self,
         params: &MarketParams,
         taker: &Taker,
         maker: &OrderNode,
         price: Ticks,
-        lots: Lots,
+        fill: &PerpFill,
         out: &mut Vec<Event>,
     ) {
+        let lots = fill.lots;
         let notional = params.notional(price, lots);
-        let taker_fee = fee(notional, params.taker_fee_bps);
-        let maker_fee = fee(notional, params.maker_fee_bps);
+        let (taker_fee, maker_fee) = (fill.taker_fee, fill.maker_fee);
         let taker_release = taker.reserve_per_lot * lots as i128;
-        let maker_per_lot = self.node_reserve_per_lot(maker);
-        // An isolated position takes from cross collateral its initial margin at the mark for
-        // the lots filled, plus the gap to the mark if it traded worse than the mark, but
-        // never more than leaves the cross bucket's free collateral at zero (what it lacks
-        // stays a risk of the isolated bucket, which is liquidated on its own).
-        let mark = self.perps[params.perp as usize].mark as i128;
-        let qu = params.quote_units_per_tick_lot as i128;
-        let isolated_in =
-            |engine: &Self, account: u32, side: Side, tier: u8, release: i128, fee_paid: i128| {
-                let isolated = engine
-                    .position(account, params.perp)
-                    .is_some_and(|p| p.isolated);
-                // Reduce-only fills move margin like any other (docs/perps.md); only the
-                // liquidation's own orders take nothing from cross collateral.
-                if !isolated || engine.liquidating == account {
-                    return 0;
-                }
-                let rate = engine.order_margin_rate(params, account, tier);
-                let gap = match side {
-                    Side::Buy => price as i128 - mark,
-                    Side::Sell => mark - price as i128,
-                };
-                let wanted = ceil_div(mark * lots as i128 * qu * rate, PPB)
-                    + (gap * lots as i128 * qu).max(0);
-                let room = (engine.free_cross(account) + release - fee_paid).max(0);
-                wanted.min(room)
-            };
-        let maker_side = taker.side.opposite();
-        let taker_in = isolated_in(
-            self,
-            taker.account,
-            taker.side,
-            taker.tier,
-            taker_release,
-            taker_fee,
-        );
-        let maker_in = isolated_in(
-            self,
-            maker.account,
-            maker_side,
-            maker.tier,
-            maker_per_lot * lots as i128,
-            maker_fee,
-        );
+        let maker_release = self.node_reserve_per_lot(maker) * lots as i128;
         {
             let state = &mut self.accounts[taker.account as usize].perp;
             state.order_margin -= to_units(taker_release);
@@ -1171,7 +1527,7 @@ impl<L: PriceLadder> Engine<L> {
         }
         {
             let state = &mut self.accounts[maker.account as usize].perp;
-            state.order_margin -= to_units(maker_per_lot * lots as i128);
+            state.order_margin -= to_units(maker_release);
             state.collateral -= to_units(maker_fee);
         }
         self.assets[params.quote].fee_pool += to_units(taker_fee + maker_fee);
@@ -1183,8 +1539,34 @@ impl<L: PriceLadder> Engine<L> {
             Side::Buy => lots,
             Side::Sell => -lots,
         };
-        self.apply_trade(taker.account, params.perp, signed, notional, taker_in, out);
-        self.apply_trade(maker.account, params.perp, -signed, notional, maker_in, out);
+        self.apply_trade(
+            taker.account,
+            params.perp,
+            signed,
+            notional,
+            fill.taker_in,
+            out,
+        );
+        self.apply_trade(
+            maker.account,
+            params.perp,
+            -signed,
+            notional,
+            fill.maker_in,
+            out,
+        );
+        // The check's prediction is the rule; the fill must have done exactly that (the fund
+        // aside: a liquidated isolated position's cover-to-zero may move its collateral).
+        for (account, after) in [
+            (taker.account, &fill.taker_after),
+            (maker.account, &fill.maker_after),
+        ] {
+            debug_assert!(
+                account == self.insurance
+                    || self.accounts[account as usize].perp.collateral as i128 == after.collateral,
+                "perp fill moved collateral other than checked"
+            );
+        }
     }
 
     // ---- oracle, mark and funding ----------------------------------------------------
@@ -1524,16 +1906,22 @@ impl<L: PriceLadder> Engine<L> {
             })
             .map(|p| p.perp)
             .collect();
+        // A step may leave the bucket healthy but its collateral negative (a chunk or close
+        // realized a loss that other positions' unrealized PnL or funding still covers):
+        // the liquidation then goes on to the next position until the collateral is >= 0
+        // (at the last, the bucket is flat and its collateral is its equity, >= 0).
         for perp in perps {
             let margin = self.margin(account, bucket);
-            if margin.equity >= margin.maintenance {
+            let in_debt = self.bucket_collateral(account, bucket) < 0;
+            if margin.equity >= margin.maintenance && !in_debt {
                 break;
             }
             // The book step itself runs only while equity > 0 (checked per chunk).
             self.liquidate_on_book(account, bucket, perp, out);
             let size = self.position(account, perp).map_or(0, |p| p.size);
             let margin = self.margin(account, bucket);
-            if size != 0 && margin.equity < margin.maintenance {
+            let in_debt = self.bucket_collateral(account, bucket) < 0;
+            if size != 0 && (margin.equity < margin.maintenance || in_debt) {
                 self.close_at_bankruptcy(account, bucket, perp, out);
             }
         }
@@ -1577,14 +1965,23 @@ impl<L: PriceLadder> Engine<L> {
             let side = if size > 0 { Side::Sell } else { Side::Buy };
             let (low, high) = self.band_edges(perp);
             // Never worse than the band's edge, nor than the bankruptcy price of the whole
-            // position (`size * mark * QU - equity` over `size * QU`), so the book step cannot
-            // take the bucket below zero (fees aside).
-            let value_per_side =
-                (size as i128 * market.mark as i128 * market.qu() - margin.equity).abs();
+            // position with its taker fee `t` (bps): selling all `|s|` lots at `p` keeps
+            // `E + s * (p - m) * QU - |s| * p * QU * t / 10^4 >= 0` (a buy likewise), so
+            // `p >= ceil((s*m*QU - E) * 10^4 / (|s| * QU * (10^4 - t)))` for a sell and
+            // `p <= floor((|s|*m*QU + E) * 10^4 / (|s| * QU * (10^4 + t)))` for a buy. The
+            // per-fill rounding of the fee is caught by its cap at fill time.
+            let taker_bps = params.taker_fee_bps.max(0) as i128;
+            let signed_value = size as i128 * market.mark as i128 * market.qu() - margin.equity;
             let lots_value = size.unsigned_abs() as i128 * market.qu();
             let limit = match side {
-                Side::Sell => (low as i128).max(ceil_div(value_per_side, lots_value)) as Ticks,
-                Side::Buy => (high as i128).min(value_per_side / lots_value) as Ticks,
+                Side::Sell => (low as i128).max(ceil_div_signed(
+                    signed_value * BPS_DENOMINATOR,
+                    lots_value * (BPS_DENOMINATOR - taker_bps),
+                )) as Ticks,
+                Side::Buy => (high as i128).min(floor_div_signed(
+                    -signed_value * BPS_DENOMINATOR,
+                    lots_value * (BPS_DENOMINATOR + taker_bps),
+                )) as Ticks,
             };
             let mut taker = Taker {
                 account,
@@ -1611,7 +2008,12 @@ impl<L: PriceLadder> Engine<L> {
                 })
                 .sum();
             let fee_due = ceil_div(notional * market_fee_ppb(&self.perps[perp as usize]), PPB);
-            let (source, available) = self.fee_source(account, bucket, perp);
+            // Capped at what the chunk left: the bucket's collateral and its equity (so the
+            // fee never creates bad debt), or an isolated position's handback if it closed.
+            let (source, mut available) = self.fee_source(account, bucket, perp);
+            if source == bucket {
+                available = available.min(self.margin(account, bucket).equity.max(0));
+            }
             let fee = fee_due.min(available);
             self.move_to_insurance(account, source, fee);
             out.push(Event::Liquidation {
@@ -1708,7 +2110,14 @@ impl<L: PriceLadder> Engine<L> {
         };
         let close_notional = value.abs();
         let insurance = self.insurance;
-        if account != insurance && self.insurance_can_take(perp, size, value) {
+        let plan = if account != insurance && self.insurance_can_take(perp, size, value) {
+            None
+        } else {
+            // ADL when the counterparties can carry it; if they cannot (see `adl_plan`), the
+            // fund takes the position anyway.
+            self.adl_plan(account, perp, size, close_notional)
+        };
+        let Some(plan) = plan else {
             self.apply_trade(account, perp, -size, close_notional, 0, out);
             self.apply_trade(insurance, perp, size, close_notional, 0, out);
             let fee = self.bankrupt_cleanup(account, bucket, fee_ppb, close_notional);
@@ -1722,8 +2131,45 @@ impl<L: PriceLadder> Engine<L> {
                 bad_debt: to_units(bad_debt),
             });
             return;
+        };
+        let total = size.abs();
+        for (index, lots, share) in plan {
+            self.apply_trade(account, perp, -size.signum() * lots, share, 0, out);
+            self.apply_trade(index, perp, size.signum() * lots, share, 0, out);
+            out.push(Event::Adl {
+                account: self.accounts[index as usize].id,
+                market: market_id,
+                lots,
+                notional: to_units(share),
+            });
         }
-        // ADL: opposite positions, most profitable and levered first, ties by account id.
+        let fee = self.bankrupt_cleanup(account, bucket, fee_ppb, close_notional);
+        out.push(Event::Liquidation {
+            account: self.accounts[account as usize].id,
+            market: market_id,
+            step: LiquidationStep::Adl,
+            lots: total,
+            notional: to_units(close_notional),
+            fee: to_units(fee),
+            bad_debt: to_units(bad_debt),
+        });
+    }
+
+    /// Who takes a bankrupt position of `size` lots at `close_notional` by ADL: opposite
+    /// positions, most profitable and levered first, ties by account id, each
+    /// `(account, lots, share of the notional)`. A counterparty takes the most of its lots
+    /// that keeps its own collateral and equity >= 0 at its share ([`Party::solvent_after`]):
+    /// ADL at the bankruptcy price passes the bad debt on, and a counterparty that cannot
+    /// carry its part would only make new bad debt. `None` if the counterparties together
+    /// cannot take every lot (then the insurance fund takes the position whatever its margin:
+    /// the one loss no account can carry).
+    fn adl_plan(
+        &self,
+        account: u32,
+        perp: u32,
+        size: Lots,
+        close_notional: i128,
+    ) -> Option<Vec<(u32, Lots, i128)>> {
         let mut ranked: Vec<(i128, AccountId, u32)> = Vec::new();
         for (index, other) in self.accounts.iter().enumerate() {
             let index = index as u32;
@@ -1755,42 +2201,40 @@ impl<L: PriceLadder> Engine<L> {
         let total = size.abs();
         let mut left = total;
         let mut value_left = close_notional;
-        for (_, id, index) in ranked {
+        let mut plan = Vec::new();
+        for (_, _, index) in ranked {
             if left == 0 {
                 break;
             }
-            let their = self.position(index, perp).map_or(0, |p| p.size).abs();
-            let lots = their.min(left);
-            let share = if lots == left {
-                value_left
-            } else {
-                close_notional * lots as i128 / total as i128
+            let party = self.party(index, perp);
+            let their = party.position.size.abs();
+            // Shares are of the whole: `floor(|X| * lots / |s|)`; the lots left take the rest.
+            let share = |lots: Lots| {
+                if lots == left {
+                    value_left
+                } else {
+                    close_notional * lots as i128 / total as i128
+                }
             };
-            self.apply_trade(account, perp, -size.signum() * lots, share, 0, out);
-            self.apply_trade(index, perp, size.signum() * lots, share, 0, out);
-            out.push(Event::Adl {
-                account: id,
-                market: market_id,
-                lots,
-                notional: to_units(share),
+            let lots = largest_passing(their.min(left), |lots| {
+                let side = FillSide {
+                    lots: size.signum() * lots,
+                    notional: share(lots),
+                    fee: 0,
+                    release: 0,
+                    margin_wanted: 0,
+                };
+                party.solvent_after(&self.fill_effect(&party, &side, false).0)
             });
+            if lots == 0 {
+                continue;
+            }
+            let share = share(lots);
+            plan.push((index, lots, share));
             left -= lots;
             value_left -= share;
         }
-        assert_eq!(
-            left, 0,
-            "invariant: long and short sizes of a market are equal"
-        );
-        let fee = self.bankrupt_cleanup(account, bucket, fee_ppb, close_notional);
-        out.push(Event::Liquidation {
-            account: self.accounts[account as usize].id,
-            market: market_id,
-            step: LiquidationStep::Adl,
-            lots: total,
-            notional: to_units(close_notional),
-            fee: to_units(fee),
-            bad_debt: to_units(bad_debt),
-        });
+        (left == 0).then_some(plan)
     }
 
     /// After a bankruptcy close: a bucket left with no open position and negative
@@ -1968,6 +2412,26 @@ impl<L: PriceLadder> Engine<L> {
             }
             if account.perp.order_margin < 0 {
                 return Err(format!("account {}: negative order margin", account.id));
+            }
+            // No fill takes a bucket past its bankruptcy price and every liquidation ends
+            // with collateral >= 0: no account but the fund (which carries mark moves on
+            // what it holds) ever has negative collateral, cross or isolated.
+            if account.perp.collateral < 0 && index as u32 != self.insurance {
+                return Err(format!(
+                    "account {}: cross collateral {} < 0",
+                    account.id, account.perp.collateral
+                ));
+            }
+            if let Some(position) = account
+                .perp
+                .positions
+                .iter()
+                .find(|p| p.isolated_margin < 0)
+            {
+                return Err(format!(
+                    "account {}: isolated margin {} < 0",
+                    account.id, position.isolated_margin
+                ));
             }
             for position in &account.perp.positions {
                 let perp = position.perp as usize;
