@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use engine::AccountId;
 use transactions::{
-    verify, verify_batch, DecodeError, NonceError, NonceSet, SignatureError, SignedTransaction,
-    TxHash,
+    verify, verify_batch_cached, DecodeError, KeyCache, NonceError, NonceSet, SignatureError,
+    SignedTransaction, TxHash,
 };
 
 /// The chain's state as the pool needs it: the execution state after the last block.
@@ -154,6 +154,8 @@ pub struct Mempool {
     next_arrival: u64,
     bytes: usize,
     verified: VerifiedCache,
+    /// Signer keys checked already (canonical, not of small order).
+    keys: KeyCache,
 }
 
 impl Mempool {
@@ -167,6 +169,7 @@ impl Mempool {
             next_arrival: 0,
             bytes: 0,
             verified: VerifiedCache::new(config.verified_cache),
+            keys: KeyCache::new(config.verified_cache),
         }
     }
 
@@ -230,7 +233,7 @@ impl Mempool {
         let signatures: HashMap<TxHash, Result<(), SignatureError>> = unverified
             .iter()
             .map(|tx| tx.hash())
-            .zip(verify_batch(&unverified))
+            .zip(verify_batch_cached(&unverified, &mut self.keys))
             .collect();
         for checked in prechecked {
             let result = checked.and_then(|tx| {
@@ -360,7 +363,10 @@ impl Mempool {
             .collect();
         let batch: Vec<&SignedTransaction> = unknown.iter().map(|&i| txs[i]).collect();
         let mut results = vec![Ok(()); txs.len()];
-        for (&i, result) in unknown.iter().zip(verify_batch(&batch)) {
+        for (&i, result) in unknown
+            .iter()
+            .zip(verify_batch_cached(&batch, &mut self.keys))
+        {
             results[i] = result;
         }
         for (hash, result) in hashes.iter().zip(&results) {

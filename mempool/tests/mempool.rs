@@ -101,7 +101,7 @@ fn small() -> MempoolConfig {
 fn each_bad_input_gets_its_typed_refusal_and_changes_nothing() {
     let alice = key(1);
     let stranger = key(2);
-    let view = view_with(&[alice.clone()]);
+    let view = view_with(std::slice::from_ref(&alice));
     let mut pool = Mempool::new(small());
     let good = order(&alice, NOW);
     assert!(pool.admit(good.bytes(), NOW, &view).is_ok());
@@ -185,8 +185,10 @@ fn each_bad_input_gets_its_typed_refusal_and_changes_nothing() {
 #[test]
 fn a_faucet_may_deposit_without_an_account_of_its_own() {
     let faucet = key(9);
-    let mut view = View::default();
-    view.faucet = Some(faucet.verifying_key().to_bytes());
+    let view = View {
+        faucet: Some(faucet.verifying_key().to_bytes()),
+        ..View::default()
+    };
     let deposit = Transaction {
         chain_id: CHAIN,
         signer: faucet.verifying_key().to_bytes(),
@@ -205,7 +207,7 @@ fn a_faucet_may_deposit_without_an_account_of_its_own() {
 #[test]
 fn included_transactions_leave_and_their_replays_are_refused() {
     let alice = key(1);
-    let mut view = view_with(&[alice.clone()]);
+    let mut view = view_with(std::slice::from_ref(&alice));
     let mut pool = Mempool::new(small());
     let first = order(&alice, NOW);
     let second = order(&alice, NOW + 1);
@@ -227,7 +229,7 @@ fn included_transactions_leave_and_their_replays_are_refused() {
 #[test]
 fn signatures_of_pooled_transactions_are_not_verified_again() {
     let alice = key(1);
-    let view = view_with(&[alice.clone()]);
+    let view = view_with(std::slice::from_ref(&alice));
     let mut pool = Mempool::new(small());
     let pooled = order(&alice, NOW);
     pool.admit(pooled.bytes(), NOW, &view).unwrap();
@@ -307,10 +309,8 @@ proptest! {
                     let bytes: Vec<Vec<u8>> =
                         items.iter().map(|&(k, n)| signed(&keys, k, NOW + n, false)).collect();
                     let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
-                    for result in pool.admit_many(&refs, now, &view) {
-                        if let Ok(hash) = result {
-                            prop_assert!(accepted.insert(hash), "accepted twice");
-                        }
+                    for hash in pool.admit_many(&refs, now, &view).into_iter().flatten() {
+                        prop_assert!(accepted.insert(hash), "accepted twice");
                     }
                 }
                 Op::Block { count, advance_ms } => {

@@ -7,13 +7,19 @@
 //! - [`wal_tool`]: `nexus wal dump | info | truncate`.
 //! - [`replay`]: `nexus replay`, JSON Lines commands in and events out (`docs/replay.md`).
 //! - [`queries`]: read-only queries of the JSON port (book, balances, orders, positions).
+//! - [`txport`]: the validator transaction port's frames and block payloads.
+//! - [`validator`]: `nexus validator`, one NexusBFT validator process of a devnet.
+//! - [`load`]: the devnet's deterministic stream of signed transactions.
 //! - [`decimal`]: exact decimal text to integer units and back.
 
 pub mod client;
 pub mod config;
 pub mod decimal;
 pub mod genesis;
+pub mod load;
 pub mod queries;
 pub mod replay;
 pub mod server;
+pub mod txport;
+pub mod validator;
 pub mod wal_tool;

@@ -70,7 +70,7 @@ enum Commands {
     ///
     /// Prints one JSON line per event: `ready`, then `final` per decided block (height,
     /// round, orders, state root), `evidence` if a peer double-signed.
-    Validator(devnet::ValidatorArgs),
+    Validator(node::validator::ValidatorArgs),
 }
 
 #[derive(Args)]
@@ -209,7 +209,7 @@ fn main() -> ExitCode {
     match cli.command {
         Commands::Replay(args) => replay_command(args),
         Commands::Devnet(args) => devnet::devnet_command(args),
-        Commands::Validator(args) => devnet::validator_command(args),
+        Commands::Validator(args) => node::validator::validator_command(args),
         Commands::Run(args) => run_command(args),
         Commands::Wal(command) => wal_command(command),
         Commands::Send(args) => send_command(args),

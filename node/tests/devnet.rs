@@ -1,16 +1,22 @@
 //! A real multi-process NexusBFT cluster over QUIC on 127.0.0.1: four `nexus validator`
-//! processes finalize blocks with equal state roots; one is killed (SIGKILL) and the other
-//! three keep finalizing; it is restarted, re-executes its block file and catches up to the
-//! same roots, and no validator ever reports double-signing evidence. Bounded: every wait
-//! has a deadline and the children are killed on drop.
+//! processes finalize blocks of signed transactions that a client sends to every validator's
+//! transaction port, with equal execution roots; one is killed (SIGKILL) while the client
+//! trades and the other three keep finalizing; it is restarted, re-executes its block file,
+//! catches up to the same roots and finalizes the client's transactions again, and no
+//! validator ever reports double-signing evidence. A byzantine proposer that forges a
+//! transaction gets no votes for its blocks. Bounded: every wait has a deadline and the
+//! children are killed on drop.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use node::load::LoadStats;
 use serde_json::Value;
 
 const VALIDATORS: usize = 4;
@@ -18,6 +24,10 @@ const VALIDATORS: usize = 4;
 struct Cluster {
     exe: PathBuf,
     config: PathBuf,
+    /// Extra arguments of each validator (by index).
+    extra: Vec<Vec<&'static str>>,
+    /// Each `final` line's (height, round), by validator.
+    rounds: Vec<Vec<(u64, u64)>>,
     children: Vec<Option<Child>>,
     tx: Sender<(usize, Value)>,
     rx: Receiver<(usize, Value)>,
@@ -42,6 +52,7 @@ impl Cluster {
         let mut child = Command::new(&self.exe)
             .args(["validator", "--index", &i.to_string(), "--config"])
             .arg(&self.config)
+            .args(&self.extra[i])
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
@@ -93,6 +104,8 @@ impl Cluster {
                     );
                     by.push(i);
                     self.heights[i] = self.heights[i].max(h);
+                    let round = v["round"].as_u64().expect("round");
+                    self.rounds[i].push((h, round));
                 }
                 Some("evidence") => self.evidence += 1,
                 Some("ready") => self.ready.push(v),
@@ -109,7 +122,7 @@ fn init(dir: &Path, exe: &Path) -> PathBuf {
             "--validators",
             "4",
             "--rate",
-            "500",
+            "2000",
             "--init-only",
             "--dir",
         ])
@@ -130,24 +143,19 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
     let dir = tempfile::tempdir().expect("dir");
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
     let config = init(dir.path(), &exe);
-    let (tx, rx) = mpsc::channel();
-    let mut cluster = Cluster {
-        exe,
-        config,
-        children: (0..VALIDATORS).map(|_| None).collect(),
-        tx,
-        rx,
-        heights: vec![0; VALIDATORS],
-        roots: BTreeMap::new(),
-        evidence: 0,
-        ready: Vec::new(),
-    };
+    let mut cluster = cluster(exe, config.clone(), vec![Vec::new(); VALIDATORS]);
     for i in 0..VALIDATORS {
         cluster.start(i);
     }
+    cluster.wait_until("4 validators ready", Duration::from_secs(20), |c| {
+        c.ready.len() == VALIDATORS
+    });
+    // A client of every validator: signed transactions, round robin over the four ports.
+    let client = Client::start(&config);
     cluster.wait_until("4 validators at height 5", Duration::from_secs(20), |c| {
         c.heights.iter().all(|h| *h >= 5)
     });
+    client.wait_for_finalized(100, Duration::from_secs(20));
 
     cluster.kill(3);
     let base = cluster.heights[..3].iter().copied().max().expect("3");
@@ -158,6 +166,14 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
     );
     let killed_at = cluster.heights[3];
 
+    // The client goes on trading through the three (its connection to 3 is down).
+    let finalized_by_3 = client.finalized_by(3);
+    let more = client.finalized() + 100;
+    cluster.wait_until(
+        "100 more client transactions finalized",
+        Duration::from_secs(20),
+        |_| client.finalized() >= more,
+    );
     cluster.start(3);
     let target = cluster.heights[..3].iter().copied().max().expect("3") + 2;
     cluster.wait_until(
@@ -209,6 +225,163 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
         cluster.heights[3] > killed_at + 5,
         "it caught up past the heights it missed"
     );
+    // The client's transactions sent to the restarted validator are finalized again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    cluster.wait_until(
+        "validator 3 to finalize client transactions again",
+        deadline.saturating_duration_since(Instant::now()),
+        |_| client.finalized_by(3) > finalized_by_3,
+    );
+    let stats = client.stop();
+    // Every transaction the client saw finalized is in a block that every validator
+    // executes to the same root (checked line by line by `wait_until`).
+    let finalized_height = stats["max_finalized_height"].as_u64().unwrap();
+    cluster.wait_until(
+        "every validator at the client's last finalized height",
+        Duration::from_secs(20),
+        |c| c.heights.iter().all(|h| *h >= finalized_height),
+    );
+    for h in 1..=finalized_height {
+        let (_, by) = &cluster.roots[&h];
+        assert_eq!(by.len(), VALIDATORS, "height {h} logged by all: {by:?}");
+    }
+    assert_eq!(
+        stats["refusals"].as_object().map(|m| m.len()),
+        Some(0),
+        "{stats}"
+    );
+    assert!(stats["disconnects"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+/// One validator proposes blocks holding a forged withdrawal (another account's key signed
+/// it). The honest three never vote for them: every height that validator proposes in round
+/// 0 is decided in a later round by an honest proposer, no honest validator ever executes a
+/// block with the forgery (it would stop with a bad payload), and the chain goes on.
+#[test]
+fn a_byzantine_proposers_forged_transaction_gets_no_votes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
+    let config = init(dir.path(), &exe);
+    let mut extra = vec![Vec::new(); VALIDATORS];
+    extra[0] = vec!["--byzantine-forge"];
+    let mut cluster = cluster(exe, config, extra);
+    for i in 0..VALIDATORS {
+        cluster.start(i);
+    }
+    cluster.wait_until(
+        "the honest validators at height 12",
+        Duration::from_secs(60),
+        |c| c.heights[1..].iter().all(|h| *h >= 12),
+    );
+    // Round-robin proposers: validator 0 has round 0 of some heights; those went to later
+    // rounds. No height was decided in round 0 with a forged payload (the honest validators
+    // would have stopped on executing it).
+    let later: Vec<(u64, u64)> = cluster.rounds[1]
+        .iter()
+        .copied()
+        .filter(|&(_, round)| round > 0)
+        .collect();
+    // Validator 0 proposes round 0 of about one height in four; an honest run decides
+    // nearly every height in round 0.
+    assert!(
+        later.len() * 8 >= cluster.rounds[1].len(),
+        "about a quarter of the heights needed another round: {:?}",
+        cluster.rounds[1]
+    );
+    for i in 1..VALIDATORS {
+        assert!(
+            cluster.children[i]
+                .as_mut()
+                .expect("running")
+                .try_wait()
+                .expect("status")
+                .is_none(),
+            "honest validator {i} still runs"
+        );
+    }
+    assert_eq!(cluster.evidence, 0);
+}
+
+fn cluster(exe: PathBuf, config: PathBuf, extra: Vec<Vec<&'static str>>) -> Cluster {
+    let (tx, rx) = mpsc::channel();
+    Cluster {
+        exe,
+        config,
+        extra,
+        rounds: vec![Vec::new(); VALIDATORS],
+        children: (0..VALIDATORS).map(|_| None).collect(),
+        tx,
+        rx,
+        heights: vec![0; VALIDATORS],
+        roots: BTreeMap::new(),
+        evidence: 0,
+        ready: Vec::new(),
+    }
+}
+
+/// A client sending the devnet's signed stream to every validator (`node::load::drive`).
+struct Client {
+    stats: Arc<Mutex<LoadStats>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Client {
+    fn start(config: &Path) -> Client {
+        let config = node::validator::read_config(config).expect("config");
+        let spec = config.load_spec().expect("spec");
+        let targets: Vec<_> = config.validators.iter().map(|v| v.tx_addr).collect();
+        let stats: Arc<Mutex<LoadStats>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, t) = (stats.clone(), stop.clone());
+        let rate = config.rate_per_s;
+        let thread = std::thread::spawn(move || node::load::drive(&spec, &targets, rate, t, s));
+        Client {
+            stats,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finalized(&self) -> u64 {
+        self.stats.lock().unwrap().finalized
+    }
+
+    fn finalized_by(&self, target: usize) -> u64 {
+        self.stats
+            .lock()
+            .unwrap()
+            .finalized_by_target
+            .get(target)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn wait_for_finalized(&self, count: u64, limit: Duration) {
+        let end = Instant::now() + limit;
+        while self.finalized() < count {
+            assert!(
+                Instant::now() < end,
+                "the client saw {} of {count} transactions finalized",
+                self.finalized()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(mut self) -> Value {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("client thread").expect("client ran");
+        }
+        self.stats.lock().unwrap().to_json()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// `nexus devnet` must not carry on (and exit 0) when a validator stops: here validator 0

@@ -148,40 +148,48 @@ fn perp_orders_open_positions_on_a_default_node() {
 fn the_node_sequences_funding_on_its_schedule() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_funding(dir.path(), 1);
-    {
-        let node = start(&config);
-        let stream = TcpStream::connect(("127.0.0.1", node.address("listen").port())).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut writer = stream;
-        for line in [
-            r#"{"op":"order","account":1,"market":"BTC-PERP","oid":1,"side":"sell","price":"50000","qty":"1"}"#,
-            r#"{"op":"order","account":2,"market":"BTC-PERP","oid":1,"side":"buy","price":"50000","qty":"1"}"#,
-        ] {
-            writer.write_all(line.as_bytes()).unwrap();
-            writer.write_all(b"\n").unwrap();
-        }
-        replies(&mut reader, 2);
-        // Two intervals and a little: at least one funding input per perp market.
-        std::thread::sleep(Duration::from_millis(2_300));
-    }
-    let dump = std::process::Command::new(common::NEXUS)
-        .args(["wal", "dump", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .output()
+    let node = start(&config);
+    let stream = TcpStream::connect(("127.0.0.1", node.address("listen").port())).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    assert!(
-        dump.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
-    let text = String::from_utf8(dump.stdout).unwrap();
-    let funding: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains(r#""op":"funding""#))
-        .collect();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    for line in [
+        r#"{"op":"order","account":1,"market":"BTC-PERP","oid":1,"side":"sell","price":"50000","qty":"1"}"#,
+        r#"{"op":"order","account":2,"market":"BTC-PERP","oid":1,"side":"buy","price":"50000","qty":"1"}"#,
+    ] {
+        writer.write_all(line.as_bytes()).unwrap();
+        writer.write_all(b"\n").unwrap();
+    }
+    replies(&mut reader, 2);
+    // Funding every second: read the log (the read-only `wal dump` may run beside the node)
+    // until it holds two funding inputs. Polled, with a generous bound: a busy machine only
+    // makes it slower.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let funding = loop {
+        let dump = std::process::Command::new(common::NEXUS)
+            .args(["wal", "dump", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        assert!(
+            dump.status.success(),
+            "{}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
+        let text = String::from_utf8(dump.stdout).unwrap();
+        let funding: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains(r#""op":"funding""#))
+            .map(str::to_string)
+            .collect();
+        if funding.len() >= 2 || std::time::Instant::now() > deadline {
+            break funding;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    drop(node);
     assert!(
         funding.len() >= 2,
         "expected funding inputs in the log, got {funding:?}"

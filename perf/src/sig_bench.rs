@@ -191,6 +191,29 @@ pub fn run(options: &Options) -> serde_json::Value {
             "order",
         ));
     }
+    // Market makers: 16 signers sending many transactions (their keys are checked once).
+    let makers: Vec<Vec<u8>> = (0..count)
+        .map(|i| {
+            transaction(&keys[i % 16], NOW_MS + i as u64, 20)
+                .bytes()
+                .to_vec()
+        })
+        .collect();
+    let runs = measure(repeats, count * 20, || {
+        let mut pool = Mempool::new(MempoolConfig::default());
+        for chunk in makers.chunks(64) {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            assert!(pool
+                .admit_many(&refs, NOW_MS, &OpenView)
+                .iter()
+                .all(Result::is_ok));
+        }
+    });
+    figures.push(summary(
+        "mempool admission, 20 orders/tx, 16 signers",
+        &runs,
+        "order",
+    ));
     let zip_single = figures[1]["ns_median"].as_f64().unwrap_or(f64::NAN);
     let batch64 = figures[3]["ns_median"].as_f64().unwrap_or(f64::NAN);
     println!(

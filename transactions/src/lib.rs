@@ -26,4 +26,6 @@ pub use tx::{
     account_id_of, DecodeError, SignedTransaction, Transaction, TxHash, MAX_ACTIONS, MAX_TX_LEN,
     MIN_TX_LEN, SIGNING_DOMAIN, TX_VERSION,
 };
-pub use verify::{key_acceptable, verify, verify_batch, SignatureError};
+pub use verify::{
+    key_acceptable, verify, verify_batch, verify_batch_cached, KeyCache, SignatureError,
+};

@@ -8,6 +8,8 @@
 //! top, the signer key must be a canonical encoding of a point that is not of small order:
 //! a small-order key would let anyone sign for its account, and one key is one account.
 
+use std::collections::{HashSet, VecDeque};
+
 use crate::tx::SignedTransaction;
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_zebra::{batch, Signature, VerificationKey, VerificationKeyBytes};
@@ -45,14 +47,61 @@ pub fn verify(tx: &SignedTransaction) -> Result<(), SignatureError> {
         .map_err(|_| SignatureError::BadSignature)
 }
 
+/// Signer keys already found acceptable (bounded; the oldest forgotten first), so that the
+/// key of a signer who sends many transactions is decompressed and checked once.
+pub struct KeyCache {
+    capacity: usize,
+    set: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl KeyCache {
+    /// An empty cache of at most `capacity` keys (0: remembers none).
+    pub fn new(capacity: usize) -> KeyCache {
+        KeyCache {
+            capacity,
+            set: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// [`key_acceptable`], remembering keys that are.
+    pub fn acceptable(&mut self, key: &[u8; 32]) -> bool {
+        if self.set.contains(key) {
+            return true;
+        }
+        if !key_acceptable(key) {
+            return false;
+        }
+        if self.capacity > 0 {
+            self.set.insert(*key);
+            self.order.push_back(*key);
+            if self.order.len() > self.capacity {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.set.remove(&oldest);
+                }
+            }
+        }
+        true
+    }
+}
+
 /// Checks many transactions at once: the result for each, in order, exactly as [`verify`]
-/// would give it. One batch equation when all are valid (the common case, about twice as
-/// fast per signature), then one by one to find the bad ones if it fails.
+/// would give it. One batch equation when all are valid (the common case), then one by one
+/// to find the bad ones if it fails.
 pub fn verify_batch(txs: &[&SignedTransaction]) -> Vec<Result<(), SignatureError>> {
+    verify_batch_cached(txs, &mut KeyCache::new(0))
+}
+
+/// [`verify_batch`] with signer keys checked through `keys`.
+pub fn verify_batch_cached(
+    txs: &[&SignedTransaction],
+    keys: &mut KeyCache,
+) -> Vec<Result<(), SignatureError>> {
     let mut results: Vec<Result<(), SignatureError>> = txs
         .iter()
         .map(|tx| {
-            if key_acceptable(&tx.tx.signer) {
+            if keys.acceptable(&tx.tx.signer) {
                 Ok(())
             } else {
                 Err(SignatureError::BadKey)

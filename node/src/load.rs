@@ -1,0 +1,497 @@
+//! The devnet's deterministic load: a genesis of funded accounts whose keys derive from a
+//! seed, and a stream of signed transactions any process can compute (docs/consensus.md,
+//! "Validator host and devnet").
+//!
+//! Transaction `j` is signed by account `j mod accounts` (keys from the seed) with nonce
+//! `genesis_time_ms + j`, and carries `bulk` actions: GTC limit orders within 50 ticks of a
+//! mid price (one in ten priced through it: they trade), and, once the book has filled, every
+//! second action cancels an order the same account placed `lag` transactions earlier, so the
+//! book stays near a fixed size.
+
+use ed25519_dalek::SigningKey;
+use engine::{
+    Command, MarketSpec, SelfTradePrevention, Side, TimeInForce, DEFAULT_MAX_PRICE_TICKS,
+};
+use transactions::{account_id_of, Action, SignedTransaction, Transaction};
+
+/// The one market's id.
+pub const MARKET: u32 = 1;
+const BASE: u32 = 1;
+const QUOTE: u32 = 2;
+const MID: i64 = 100_000;
+/// Orders kept resting, roughly: cancels target orders this many orders back.
+const RESTING: u64 = 2_000;
+
+/// The parameters every process derives the same stream from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadSpec {
+    /// Seed of keys and prices.
+    pub seed: u64,
+    /// Trading accounts (funded at genesis).
+    pub accounts: u64,
+    /// Actions per transaction (1..=64).
+    pub bulk: u32,
+    /// The chain's id.
+    pub chain_id: [u8; 32],
+    /// The chain's genesis time: nonce of transaction `j` is this plus `j`.
+    pub genesis_time_ms: u64,
+}
+
+fn mix(seed: u64, k: u64) -> u64 {
+    // SplitMix64 of (seed, k): a pure function, so any process can compute any order.
+    let mut z = seed ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The signing key of trading account `index` (0-based).
+pub fn account_key(seed: u64, index: u64) -> SigningKey {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"nexus-devnet/v1/account\0");
+    hasher.update(&seed.to_le_bytes());
+    hasher.update(&index.to_le_bytes());
+    SigningKey::from_bytes(hasher.finalize().as_bytes())
+}
+
+/// Every trading account's key, by index.
+pub fn account_keys(spec: &LoadSpec) -> Vec<SigningKey> {
+    (0..spec.accounts.max(1))
+        .map(|i| account_key(spec.seed, i))
+        .collect()
+}
+
+/// Assets, the market and the deposits of every trading account: the devnet's genesis.
+pub fn genesis(spec: &LoadSpec) -> Vec<Command> {
+    let mut commands = vec![
+        Command::CreateAsset { asset: BASE },
+        Command::CreateAsset { asset: QUOTE },
+        Command::CreateMarket(MarketSpec {
+            market: MARKET,
+            base: BASE,
+            quote: QUOTE,
+            base_units_per_lot: 1,
+            quote_units_per_tick_lot: 1,
+            min_lots: 1,
+            max_price_ticks: DEFAULT_MAX_PRICE_TICKS,
+            maker_fee_bps: 2,
+            taker_fee_bps: 5,
+        }),
+    ];
+    let amount = i64::MAX / 4 / spec.accounts.max(1) as i64;
+    for key in account_keys(spec) {
+        let account = account_id_of(&key.verifying_key().to_bytes());
+        for asset in [BASE, QUOTE] {
+            commands.push(Command::Deposit {
+                account,
+                asset,
+                amount,
+            });
+        }
+    }
+    commands
+}
+
+/// Transactions back to the one whose orders transaction `j`'s cancels target: a multiple
+/// of the account count (so the same account), about [`RESTING`] orders, and an odd number of
+/// rounds of all accounts (with one action per transaction, rounds alternate between orders
+/// and cancels, so a cancel round targets an order round).
+fn lag(spec: &LoadSpec) -> u64 {
+    let accounts = spec.accounts.max(1);
+    let per_round = accounts * u64::from(spec.bulk.max(1));
+    let rounds = RESTING.div_ceil(per_round).max(1);
+    accounts * (rounds | 1)
+}
+
+/// Action `i` of transaction `j`.
+fn action(spec: &LoadSpec, j: u64, i: u64) -> Action {
+    let bulk = u64::from(spec.bulk.max(1));
+    let lag = lag(spec);
+    // Every second action cancels the order at the same place `lag` transactions earlier;
+    // with one action per transaction, every second round of accounts does.
+    let round = j / spec.accounts.max(1);
+    let cancels = if bulk == 1 {
+        round % 2 == 1
+    } else {
+        i % 2 == 1
+    };
+    if cancels && j >= lag {
+        let target_i = if bulk == 1 { 0 } else { i - 1 };
+        return Action::Cancel {
+            market: MARKET,
+            oid: (j - lag) * bulk + target_i,
+        };
+    }
+    let k = j * bulk + i;
+    let h = mix(spec.seed, k);
+    let side = if (h >> 8) & 1 == 0 {
+        Side::Buy
+    } else {
+        Side::Sell
+    };
+    let crossing = (h >> 9).is_multiple_of(10);
+    let offset = 1 + ((h >> 16) % 50) as i64;
+    let price = match (side, crossing) {
+        (Side::Buy, false) => MID - offset,
+        (Side::Buy, true) => MID + offset,
+        (Side::Sell, false) => MID + offset - 1,
+        (Side::Sell, true) => MID - offset,
+    };
+    Action::Place {
+        market: MARKET,
+        oid: k,
+        side,
+        price: Some(price),
+        qty: 1 + ((h >> 24) % 10) as i64,
+        tif: TimeInForce::Gtc,
+        stp: SelfTradePrevention::CancelMaker,
+        reduce_only: false,
+    }
+}
+
+/// Signed transaction `j` of the stream (`keys` from [`account_keys`]).
+pub fn transaction(spec: &LoadSpec, keys: &[SigningKey], j: u64) -> SignedTransaction {
+    let key = &keys[(j % keys.len() as u64) as usize];
+    let actions = (0..u64::from(spec.bulk.clamp(1, 64)))
+        .map(|i| action(spec, j, i))
+        .collect();
+    Transaction {
+        chain_id: spec.chain_id,
+        signer: key.verifying_key().to_bytes(),
+        nonce: spec.genesis_time_ms + j,
+        actions,
+    }
+    .sign(key)
+}
+
+/// What a load client saw, so far.
+#[derive(Debug)]
+pub struct LoadStats {
+    /// Transactions sent.
+    pub sent: u64,
+    /// Orders (actions) sent.
+    pub sent_orders: u64,
+    /// `admitted` notices.
+    pub admitted: u64,
+    /// `finalized` notices, and the orders they finalized.
+    pub finalized: u64,
+    /// Orders of finalized transactions.
+    pub finalized_orders: u64,
+    /// `refused` and `evicted` notices by code name.
+    pub refusals: std::collections::BTreeMap<&'static str, u64>,
+    /// Send to `finalized`, microseconds, per transaction.
+    pub finality_us: hdrhistogram::Histogram<u64>,
+    /// Send to `admitted`, microseconds.
+    pub admission_us: hdrhistogram::Histogram<u64>,
+    /// `finalized` notices per target validator (index in the target list).
+    pub finalized_by_target: Vec<u64>,
+    /// Connections to a target that failed (it stopped or was killed); the client
+    /// reconnects and sends to the others meanwhile.
+    pub disconnects: u64,
+    /// The highest height a `finalized` notice named.
+    pub max_finalized_height: u64,
+}
+
+impl Default for LoadStats {
+    fn default() -> Self {
+        let histogram =
+            || hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid bounds");
+        LoadStats {
+            sent: 0,
+            sent_orders: 0,
+            admitted: 0,
+            finalized: 0,
+            finalized_orders: 0,
+            refusals: Default::default(),
+            finality_us: histogram(),
+            admission_us: histogram(),
+            finalized_by_target: Vec::new(),
+            disconnects: 0,
+            max_finalized_height: 0,
+        }
+    }
+}
+
+impl LoadStats {
+    /// The figures as one JSON object (latencies in ms).
+    pub fn to_json(&self) -> serde_json::Value {
+        let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::json!(h.value_at_quantile(q) as f64 / 1_000.0)
+            }
+        };
+        serde_json::json!({
+            "sent_txs": self.sent, "sent_orders": self.sent_orders,
+            "admitted": self.admitted, "finalized_txs": self.finalized,
+            "finalized_orders": self.finalized_orders, "refusals": self.refusals,
+            "finality_ms": {"p50": ms(&self.finality_us, 0.5), "p99": ms(&self.finality_us, 0.99),
+                "max": ms(&self.finality_us, 1.0)},
+            "admission_ms": {"p50": ms(&self.admission_us, 0.5), "p99": ms(&self.admission_us, 0.99)},
+            "finalized_by_target": self.finalized_by_target, "disconnects": self.disconnects,
+            "max_finalized_height": self.max_finalized_height,
+        })
+    }
+}
+
+/// Send times of transactions awaiting their notices, by hash.
+type Pending = std::sync::Arc<
+    std::sync::Mutex<
+        std::collections::HashMap<transactions::TxHash, (std::time::Instant, u32, bool)>,
+    >,
+>;
+
+/// One validator the client sends to.
+struct Target {
+    addr: std::net::SocketAddr,
+    index: usize,
+    writer: Option<std::io::BufWriter<std::net::TcpStream>>,
+    retry_at: std::time::Instant,
+}
+
+impl Target {
+    /// Connects (with a reader thread for its notices) if it is down and a retry is due.
+    fn ensure(&mut self, pending: &Pending, stats: &Stats, stop: &Stop) -> bool {
+        if self.writer.is_some() {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now < self.retry_at {
+            return false;
+        }
+        self.retry_at = now + std::time::Duration::from_millis(300);
+        let timeout = std::time::Duration::from_millis(200);
+        let Ok(stream) = std::net::TcpStream::connect_timeout(&self.addr, timeout) else {
+            return false;
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(reader) = stream.try_clone() else {
+            return false;
+        };
+        let (pending, stats, stop, index) =
+            (pending.clone(), stats.clone(), stop.clone(), self.index);
+        let spawned = std::thread::Builder::new()
+            .name("nexus-load-reader".into())
+            .spawn(move || read_notices(reader, index, pending, stats, stop));
+        if spawned.is_err() {
+            return false;
+        }
+        self.writer = Some(std::io::BufWriter::with_capacity(1 << 16, stream));
+        true
+    }
+
+    /// Writes a frame; on failure the target is down until a reconnect.
+    fn send(&mut self, frame: &[u8], stats: &Stats) -> bool {
+        use std::io::Write;
+        let Some(writer) = self.writer.as_mut() else {
+            return false;
+        };
+        if writer.write_all(frame).is_ok() {
+            return true;
+        }
+        self.writer = None;
+        stats.lock().expect("stats").disconnects += 1;
+        false
+    }
+
+    fn flush(&mut self, stats: &Stats) {
+        use std::io::Write;
+        if let Some(writer) = self.writer.as_mut() {
+            if writer.flush().is_err() {
+                self.writer = None;
+                stats.lock().expect("stats").disconnects += 1;
+            }
+        }
+    }
+}
+
+type Stats = std::sync::Arc<std::sync::Mutex<LoadStats>>;
+type Stop = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
+/// Sends the signed stream to `targets` (round robin: a client of every validator), at
+/// `orders_per_s` until `stop`, and counts the notices in `stats`. Transactions are signed as
+/// they are sent; if signing cannot keep up, they go as fast as it can. A target that fails
+/// (a validator stopped) is skipped and reconnected every 300 ms; its unanswered
+/// transactions stay unanswered (the client may resend them: their nonces make a second
+/// execution impossible).
+pub fn drive(
+    spec: &LoadSpec,
+    targets: &[std::net::SocketAddr],
+    orders_per_s: u64,
+    stop: Stop,
+    stats: Stats,
+) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering;
+    let keys = account_keys(spec);
+    let pending: Pending = Default::default();
+    stats.lock().expect("stats").finalized_by_target = vec![0; targets.len()];
+    let mut targets: Vec<Target> = targets
+        .iter()
+        .enumerate()
+        .map(|(index, &addr)| Target {
+            addr,
+            index,
+            writer: None,
+            retry_at: std::time::Instant::now(),
+        })
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let bulk = u64::from(spec.bulk.clamp(1, 64));
+    let tx_interval_ns = (1_000_000_000u64 * bulk)
+        .checked_div(orders_per_s.max(1))
+        .unwrap_or(1)
+        .max(1);
+    let start = std::time::Instant::now();
+    let mut j = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let due = start + std::time::Duration::from_nanos(j * tx_interval_ns);
+        let now = std::time::Instant::now();
+        if due > now {
+            for target in &mut targets {
+                target.flush(&stats);
+            }
+            std::thread::sleep((due - now).min(std::time::Duration::from_millis(5)));
+            continue;
+        }
+        let count = targets.len();
+        let first = (j % count as u64) as usize;
+        let live = (0..count)
+            .map(|k| (first + k) % count)
+            .find(|&t| targets[t].ensure(&pending, &stats, &stop));
+        let Some(target) = live else {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        };
+        let tx = transaction(spec, &keys, j);
+        let orders = tx.tx.actions.len() as u32;
+        pending
+            .lock()
+            .expect("pending")
+            .insert(tx.hash(), (std::time::Instant::now(), orders, false));
+        if !targets[target].send(&crate::txport::request_frame(&tx), &stats) {
+            pending.lock().expect("pending").remove(&tx.hash());
+            continue;
+        }
+        let mut counts = stats.lock().expect("stats");
+        counts.sent += 1;
+        counts.sent_orders += u64::from(orders);
+        drop(counts);
+        j += 1;
+    }
+    for target in &mut targets {
+        target.flush(&stats);
+    }
+    Ok(())
+}
+
+fn read_notices(
+    stream: std::net::TcpStream,
+    target: usize,
+    pending: Pending,
+    stats: Stats,
+    stop: Stop,
+) {
+    use crate::txport::{code_name, Notice, NoticeKind, NOTICE_LEN};
+    use std::io::Read;
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, stream);
+    let mut bytes = [0u8; NOTICE_LEN];
+    while reader.read_exact(&mut bytes).is_ok() {
+        let Some(notice) = Notice::decode(&bytes) else {
+            continue;
+        };
+        let now = std::time::Instant::now();
+        let mut pending = pending.lock().expect("pending");
+        let mut stats = stats.lock().expect("stats");
+        match notice.kind {
+            NoticeKind::Admitted => {
+                if let Some(entry) = pending.get_mut(&notice.hash) {
+                    entry.2 = true;
+                    stats.admitted += 1;
+                    let us = now.duration_since(entry.0).as_micros() as u64;
+                    stats.admission_us.saturating_record(us.max(1));
+                }
+            }
+            NoticeKind::Finalized => {
+                if let Some((sent, orders, _)) = pending.remove(&notice.hash) {
+                    stats.finalized += 1;
+                    if let Some(count) = stats.finalized_by_target.get_mut(target) {
+                        *count += 1;
+                    }
+                    stats.max_finalized_height = stats.max_finalized_height.max(notice.height);
+                    stats.finalized_orders += u64::from(orders);
+                    let us = now.duration_since(sent).as_micros() as u64;
+                    stats.finality_us.saturating_record(us.max(1));
+                }
+            }
+            NoticeKind::Refused | NoticeKind::Evicted => {
+                pending.remove(&notice.hash);
+                *stats.refusals.entry(code_name(notice.code)).or_default() += 1;
+            }
+        }
+    }
+    if !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("nexus load: validator {target} closed its transaction port");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::{Engine, EngineConfig, Event};
+
+    fn spec(bulk: u32) -> LoadSpec {
+        LoadSpec {
+            seed: 7,
+            accounts: 10,
+            bulk,
+            chain_id: [1; 32],
+            genesis_time_ms: 1_800_000_000_000,
+        }
+    }
+
+    /// The stream trades, its cancels find their orders, and the book stays bounded.
+    #[test]
+    fn the_stream_trades_and_keeps_the_book_near_its_size() {
+        for bulk in [1, 20] {
+            let spec = spec(bulk);
+            let keys = account_keys(&spec);
+            let mut engine: Engine = Engine::new(EngineConfig::default());
+            let mut events = Vec::new();
+            for command in genesis(&spec) {
+                engine.step(&command, &mut events);
+            }
+            events.clear();
+            let (mut fills, mut cancels, mut unknown) = (0, 0, 0);
+            for j in 0..(40_000 / u64::from(bulk)) {
+                let tx = transaction(&spec, &keys, j);
+                for action in &tx.tx.actions {
+                    let command = action.command(tx.tx.account()).expect("a command");
+                    engine.step(&command, &mut events);
+                }
+                for event in events.drain(..) {
+                    match event {
+                        Event::Fill { .. } => fills += 1,
+                        Event::Canceled { .. } => cancels += 1,
+                        Event::Rejected { reason, .. } => {
+                            assert_eq!(reason.as_str(), "unknown_order", "bulk {bulk}");
+                            unknown += 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            assert!(fills > 1_000, "bulk {bulk}: {fills} fills");
+            assert!(cancels > 5_000, "bulk {bulk}: {cancels} cancels");
+            // Filled orders cannot be cancelled any more: those are the only refusals.
+            assert!(unknown < cancels, "bulk {bulk}");
+            assert!(
+                engine.resting_orders() < 6_000,
+                "bulk {bulk}: {}",
+                engine.resting_orders()
+            );
+        }
+    }
+}

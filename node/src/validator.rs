@@ -1,0 +1,1003 @@
+//! `nexus validator`: one NexusBFT validator of a devnet, as a process.
+//!
+//! A host around the pure [`Consensus`] state machine that does over the network what
+//! `consensus::sim` does in memory: it feeds received messages and expired timeouts to
+//! `Consensus::step`, executes each decided block, persists it (block file) and starts the
+//! next height with `NewHeight`; it answers `PeerBehind` with the certificate of that height
+//! and serves block-sync requests from the block file's contents. Votes and locks go through
+//! [`FileStore`] before any signed message leaves.
+//!
+//! Blocks hold **signed transactions** (docs/transactions.md), and nothing else:
+//!
+//! - Clients send transactions to any validator's transaction port ([`crate::txport`]). The
+//!   validator admits them into its [`Mempool`] (signature verified once, nonce, limits;
+//!   typed refusals), answers `admitted` or `refused`, and forwards what it admitted to every
+//!   other validator (frame 3), which admits them into its own pool.
+//! - At each height every validator builds its proposal from its pool (arrival order), so
+//!   the proposer of any round proposes what is pending.
+//! - Before prevoting, a validator checks the proposal's transactions
+//!   ([`Execution::validate_block`]): every signature (the pool's cache spares the ones it
+//!   verified already), chain id, roles, and nonces in order. A block holding a forged,
+//!   unsigned or replayed transaction gets a nil prevote: no proposer can act for an
+//!   account.
+//! - A decided block is appended to the block file (durable), executed by [`Execution`] (the
+//!   one owner of Core state and nonces), and every client that sent one of its transactions
+//!   gets `finalized`; pooled transactions that can no longer be included get `evicted`.
+//!   The header's `prev_exec_root` must equal this validator's execution root.
+//!
+//! The time a block's nonces are checked against is the timestamp of the block before it
+//! (the chain's genesis time for block 1), which every validator knows when it validates.
+//!
+//! Frames between validators (first byte): 1 = a consensus message, 2 = a sync request
+//! (`from_height u64`), answered with up to [`SYNC_BATCH`] commit certificates, 3 = a batch of
+//! transactions forwarded from a client ([`crate::txport::encode_list`]).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use consensus::chain::ChainState;
+use consensus::governance::ChainParams;
+use consensus::messages::{CommitCertificate, Message};
+use consensus::protocol::{
+    BlockBody, Config as ConsensusConfig, Consensus, HeightStart, Input, Output, Timeout,
+    TimeoutConfig,
+};
+use consensus::safety::{FileStore, StoreError};
+use consensus::types::{
+    Ed25519, Hash, Height, Keypair, PayloadValidator, SignatureBytes, SignatureVerifier,
+    ValidatorId,
+};
+use consensus::validators::Validator;
+use consensus_net::{BlockStore, BlockStoreError, NetConfig, NetError, Network, Peer};
+use engine::EngineConfig;
+use execution::{Execution, ExecutionConfig};
+use mempool::{Mempool, MempoolConfig};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use transactions::{SignedTransaction, TxHash};
+
+use crate::load::{self, LoadSpec};
+use crate::txport::{self, Notice, NoticeKind};
+
+const MS: u64 = 1_000_000;
+/// Most certificates sent in answer to one sync request.
+pub const SYNC_BATCH: u64 = 32;
+/// Most `PeerBehind` certificates sent to one peer per second.
+const CERTS_PER_PEER_PER_S: usize = 64;
+const FRAME_MESSAGE: u8 = 1;
+const FRAME_SYNC: u8 = 2;
+const FRAME_TXS: u8 = 3;
+/// Name of the devnet configuration in its folder.
+pub const CONFIG_FILE: &str = "devnet.toml";
+/// Notices queued for one client before it is disconnected as too slow.
+const CLIENT_QUEUE: usize = 1 << 16;
+/// Most transactions admitted in one batch from the clients' queue.
+const ADMIT_BATCH: usize = 512;
+
+/// `nexus validator` options.
+#[derive(Args, Debug)]
+pub struct ValidatorArgs {
+    /// The devnet configuration (written by `nexus devnet`).
+    #[arg(long, value_name = "PATH")]
+    pub config: PathBuf,
+    /// Which validator of the configuration this process is.
+    #[arg(long, value_name = "I")]
+    pub index: usize,
+    /// Data folder (key, safety file, block file); default `<config dir>/validator-<I>`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Test only: behave as a byzantine proposer that puts a forged transaction (a
+    /// withdrawal for trading account 0, signed by another key) first in every proposal.
+    /// Honest validators must not vote for those blocks.
+    #[arg(long, hide = true)]
+    pub byzantine_forge: bool,
+}
+
+/// Timeouts in the configuration, in milliseconds.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+pub struct TimeoutsMs {
+    /// `timeoutPropose(0)`.
+    pub propose: u64,
+    /// `timeoutPrevote(0)`.
+    pub prevote: u64,
+    /// `timeoutPrecommit(0)`.
+    pub precommit: u64,
+    /// Added per round.
+    pub delta: u64,
+    /// Re-send period of a validator's own messages.
+    pub rebroadcast: u64,
+}
+
+/// One validator of the devnet.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ValidatorEntry {
+    /// Its public key (hex): pinned by every other validator's TLS verifier.
+    pub key: String,
+    /// Its UDP address (QUIC, between validators).
+    pub addr: SocketAddr,
+    /// Its transaction port (TCP, for clients).
+    pub tx_addr: SocketAddr,
+    /// Its stake.
+    pub stake: u64,
+}
+
+/// The devnet configuration (`devnet.toml`), shared by all validators and clients.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DevnetConfig {
+    /// Chain id (hex, 32 bytes), bound into every signature.
+    pub chain_id: String,
+    /// The chain's genesis time (Unix ms): block 1's nonces are checked against it.
+    pub genesis_time_ms: u64,
+    /// Seed of the trading accounts' keys and of the load's prices.
+    pub order_seed: u64,
+    /// Trading accounts funded at genesis (keys derived from the seed).
+    pub accounts: u64,
+    /// Actions per transaction of the load.
+    pub bulk: u32,
+    /// Orders per second the load offers.
+    pub rate_per_s: u64,
+    /// Most transactions per block.
+    pub max_block_txs: u32,
+    /// Most payload bytes per block.
+    pub max_block_bytes: u32,
+    /// When the load starts (Unix ns).
+    pub load_start_unix_ns: u64,
+    /// Consensus timeouts.
+    pub timeouts: TimeoutsMs,
+    /// The validators, by index.
+    pub validators: Vec<ValidatorEntry>,
+}
+
+impl DevnetConfig {
+    /// The chain id's bytes.
+    pub fn chain_id_bytes(&self) -> Result<[u8; 32], HostError> {
+        unhex32(&self.chain_id)
+    }
+
+    /// What the load stream and the genesis derive from.
+    pub fn load_spec(&self) -> Result<LoadSpec, HostError> {
+        Ok(LoadSpec {
+            seed: self.order_seed,
+            accounts: self.accounts,
+            bulk: self.bulk,
+            chain_id: self.chain_id_bytes()?,
+            genesis_time_ms: self.genesis_time_ms,
+        })
+    }
+}
+
+/// Reads a devnet configuration.
+pub fn read_config(path: &Path) -> Result<DevnetConfig, HostError> {
+    let text = std::fs::read_to_string(path).map_err(|e| HostError::Io(path.to_path_buf(), e))?;
+    toml::from_str(&text).map_err(|e| HostError::Config(format!("{}: {e}", path.display())))
+}
+
+/// Why a validator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The configuration or key is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A file operation failed.
+    #[error("{0}: {1}")]
+    Io(PathBuf, io::Error),
+    /// The safety store failed: the validator must not sign.
+    #[error(transparent)]
+    Safety(#[from] StoreError),
+    /// The block file failed or is damaged.
+    #[error(transparent)]
+    Blocks(#[from] BlockStoreError),
+    /// The network endpoint could not start.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// A decided block names a previous execution root other than this validator's: its
+    /// state differs from the quorum's, so it stops rather than continue on it.
+    #[error("execution root mismatch at height {height}: ours {ours}, block says {block}")]
+    ExecRootMismatch {
+        /// Height of the decided block.
+        height: Height,
+        /// Our root after `height - 1` (hex).
+        ours: String,
+        /// The block's `prev_exec_root` (hex).
+        block: String,
+    },
+    /// A decided block's payload is not a valid list of transactions.
+    #[error("bad payload in decided block {height}: {what}")]
+    BadPayload {
+        /// Height.
+        height: Height,
+        /// What is wrong.
+        what: String,
+    },
+    /// Standard output is gone (the devnet or test that started us stopped).
+    #[error("log output closed")]
+    LogClosed,
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 32 bytes from 64 hex digits.
+pub fn unhex32(s: &str) -> Result<[u8; 32], HostError> {
+    let s = s.trim();
+    if s.len() != 64 || !s.is_ascii() {
+        return Err(HostError::Config(format!("not 32 bytes of hex: {s:?}")));
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+            .map_err(|_| HostError::Config(format!("not hex: {s:?}")))?;
+    }
+    Ok(out)
+}
+
+/// Wall clock, ns since the Unix epoch.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The state the consensus core's payload check shares with the host.
+struct Shared {
+    execution: Execution,
+    mempool: Mempool,
+    /// The time the next block's nonces are checked against (ms): the last block's
+    /// timestamp, or the genesis time.
+    block_time_ms: u64,
+    max_block_txs: usize,
+    max_block_bytes: usize,
+}
+
+/// The transactions of a payload, or why it is not one.
+fn decode_payload(shared: &Shared, payload: &[u8]) -> Result<Vec<SignedTransaction>, String> {
+    if payload.len() > shared.max_block_bytes {
+        return Err(format!(
+            "{} payload bytes, limit {}",
+            payload.len(),
+            shared.max_block_bytes
+        ));
+    }
+    let items = txport::decode_list(payload, shared.max_block_txs)
+        .ok_or_else(|| "not a list of transactions within the block's limits".to_string())?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            SignedTransaction::decode(bytes).map_err(|e| format!("transaction {i}: {e}"))
+        })
+        .collect()
+}
+
+/// Checks a payload as `valid(v)`: decodes it, checks every signature (the pool's cache
+/// first) and validates the block against the execution state.
+fn check_payload(shared: &mut Shared, payload: &[u8]) -> Result<Vec<SignedTransaction>, String> {
+    let txs = decode_payload(shared, payload)?;
+    let refs: Vec<&SignedTransaction> = txs.iter().collect();
+    let signatures = shared.mempool.check_block_signatures(&refs);
+    shared
+        .execution
+        .validate_block(shared.block_time_ms, &refs, &signatures)
+        .map_err(|e| e.to_string())?;
+    Ok(txs)
+}
+
+/// Real ed25519 checks for votes, and `valid(v)` for payloads.
+struct HostContext {
+    shared: Rc<RefCell<Shared>>,
+}
+
+impl SignatureVerifier for HostContext {
+    fn verify(&self, key: &ValidatorId, message: &[u8], signature: &SignatureBytes) -> bool {
+        Ed25519.verify(key, message, signature)
+    }
+}
+
+impl PayloadValidator for HostContext {
+    fn payload_valid(&self, _height: Height, payload: &[u8]) -> bool {
+        check_payload(&mut self.shared.borrow_mut(), payload).is_ok()
+    }
+}
+
+/// A client connection's outbox of notices.
+type ClientOutbox = mpsc::Sender<[u8; txport::NOTICE_LEN]>;
+
+/// What the transaction port's tasks tell the host.
+enum ClientEvent {
+    /// A client connected; notices for it go to this outbox.
+    Connected(u64, ClientOutbox),
+    /// A client sent a transaction frame.
+    Transaction(u64, Vec<u8>),
+    /// A client left.
+    Gone(u64),
+}
+
+struct Host {
+    index: usize,
+    /// A forged transaction to put in every proposal (test only, `--byzantine-forge`).
+    forged: Option<Vec<u8>>,
+    consensus: Consensus<HostContext, FileStore>,
+    net: Network,
+    blocks: BlockStore,
+    chain: ChainState,
+    shared: Rc<RefCell<Shared>>,
+    exec_root: Hash,
+    /// Encoded `Message::Commit` frames of every decided height (index = height - 1).
+    certificates: Vec<Arc<[u8]>>,
+    last_block: Option<(Hash, u64)>,
+    timers: BTreeMap<(u64, u64), Timeout>,
+    timer_seq: u64,
+    cert_sent: HashMap<(ValidatorId, Height), u64>,
+    sync_asked: HashMap<ValidatorId, u64>,
+    sync_served: HashMap<ValidatorId, (Height, u64)>,
+    clients: HashMap<u64, ClientOutbox>,
+    /// Transactions a client of this validator sent, awaiting their block.
+    awaiting: HashMap<TxHash, u64>,
+}
+
+fn log_line(value: serde_json::Value) -> Result<(), HostError> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{value}")
+        .and_then(|()| out.flush())
+        .map_err(|_| HostError::LogClosed)
+}
+
+/// Runs validator `args.index` until an error (it has no other way to stop: kill it).
+pub fn validator_command(args: ValidatorArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nexus validator: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_validator(args)) {
+        Ok(()) | Err(HostError::LogClosed) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nexus validator: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The genesis execution state of a devnet (every validator computes the same).
+pub fn genesis_execution(config: &DevnetConfig) -> Result<Execution, HostError> {
+    let spec = config.load_spec()?;
+    Ok(Execution::new(
+        ExecutionConfig {
+            chain_id: spec.chain_id,
+            faucets: Vec::new(),
+            feeders: Vec::new(),
+            engine: EngineConfig {
+                max_resting_orders: 1 << 20,
+                max_open_orders_per_account: 1 << 16,
+            },
+        },
+        &load::genesis(&spec),
+    ))
+}
+
+async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
+    let config = read_config(&args.config)?;
+    let entry = config
+        .validators
+        .get(args.index)
+        .cloned()
+        .ok_or_else(|| HostError::Config(format!("no validator {}", args.index)))?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+        args.config
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("validator-{}", args.index))
+    });
+    let key_path = data_dir.join("key");
+    let seed = unhex32(
+        &std::fs::read_to_string(&key_path).map_err(|e| HostError::Io(key_path.clone(), e))?,
+    )?;
+    let keypair = Keypair::from_seed(seed);
+    if hex(&keypair.id().0) != entry.key {
+        return Err(HostError::Config(format!(
+            "{} is not the key of validator {}",
+            key_path.display(),
+            args.index
+        )));
+    }
+    let chain_id = config.chain_id_bytes()?;
+    let mut genesis = Vec::new();
+    let mut peers = Vec::new();
+    for v in &config.validators {
+        let id = ValidatorId(unhex32(&v.key)?);
+        genesis.push(Validator { id, stake: v.stake });
+        peers.push(Peer { id, addr: v.addr });
+    }
+    let chain = ChainState::genesis(chain_id, genesis, ChainParams::default(), vec![])
+        .map_err(|e| HostError::Config(format!("validator set: {e}")))?;
+    let spec = config.load_spec()?;
+    let mut execution = genesis_execution(&config)?;
+    let exec_root = Hash(execution.root());
+    let shared = Rc::new(RefCell::new(Shared {
+        execution,
+        mempool: Mempool::new(MempoolConfig::default()),
+        block_time_ms: config.genesis_time_ms,
+        max_block_txs: config.max_block_txs as usize,
+        max_block_bytes: config.max_block_bytes as usize,
+    }));
+
+    let (blocks, stored, cut) = BlockStore::open(&data_dir.join("blocks"))?;
+    let t = &config.timeouts;
+    let consensus_config = ConsensusConfig {
+        timeouts: TimeoutConfig {
+            propose_ns: t.propose * MS,
+            prevote_ns: t.prevote * MS,
+            precommit_ns: t.precommit * MS,
+            delta_ns: t.delta * MS,
+            rebroadcast_ns: t.rebroadcast * MS,
+        },
+        ..ConsensusConfig::new(chain_id)
+    };
+    let consensus = Consensus::new(
+        consensus_config,
+        HostContext {
+            shared: shared.clone(),
+        },
+        FileStore::new(&data_dir.join("safety")),
+        keypair.clone(),
+    )?;
+    let (net, mut rx) = Network::start(NetConfig::new(seed, entry.addr, peers.clone()))?;
+    let (client_tx, mut client_rx) = mpsc::channel::<ClientEvent>(1 << 16);
+    let listener = tokio::net::TcpListener::bind(entry.tx_addr)
+        .await
+        .map_err(|e| HostError::Io(PathBuf::from(entry.tx_addr.to_string()), e))?;
+    tokio::spawn(accept_clients(listener, client_tx));
+    let mut host = Host {
+        index: args.index,
+        forged: args
+            .byzantine_forge
+            .then(|| forged_withdrawal(&spec))
+            .transpose()?,
+        consensus,
+        net,
+        blocks,
+        chain,
+        shared,
+        exec_root,
+        certificates: Vec::new(),
+        last_block: None,
+        timers: BTreeMap::new(),
+        timer_seq: 0,
+        cert_sent: HashMap::new(),
+        sync_asked: HashMap::new(),
+        sync_served: HashMap::new(),
+        clients: HashMap::new(),
+        awaiting: HashMap::new(),
+    };
+    // Resume: re-execute every stored block (checking each root) before joining.
+    let recovered = stored.len();
+    for cert in stored {
+        host.apply_decided(cert, false)?;
+    }
+    log_line(json!({
+        "event": "ready", "index": host.index, "addr": entry.addr.to_string(),
+        "tx_addr": entry.tx_addr.to_string(),
+        "key": entry.key, "height": host.chain.height(), "recovered_blocks": recovered,
+        "torn_bytes_cut": cut, "state_root": hex(&host.exec_root.0),
+    }))?;
+    let input = host.new_height_input();
+    host.step(input)?;
+
+    loop {
+        let deadline = host.timers.first_key_value().map(|((at, _), _)| *at);
+        let sleep = match deadline {
+            Some(at) => {
+                tokio::time::Instant::now() + Duration::from_nanos(at.saturating_sub(now_ns()))
+            }
+            None => tokio::time::Instant::now() + Duration::from_secs(3600),
+        };
+        tokio::select! {
+            received = rx.recv() => {
+                let Some(first) = received else {
+                    return Err(HostError::Config("network stopped".into()));
+                };
+                host.on_frame(first.from, &first.frame)?;
+                // Drain what is already here (bounded) before looking at timers again.
+                for _ in 0..256 {
+                    let Ok(r) = rx.try_recv() else { break };
+                    host.on_frame(r.from, &r.frame)?;
+                }
+            }
+            event = client_rx.recv() => {
+                let Some(first) = event else {
+                    return Err(HostError::Config("transaction port stopped".into()));
+                };
+                let mut events = vec![first];
+                while events.len() < ADMIT_BATCH {
+                    let Ok(next) = client_rx.try_recv() else { break };
+                    events.push(next);
+                }
+                host.on_clients(events);
+            }
+            _ = tokio::time::sleep_until(sleep) => host.fire_timers()?,
+        }
+    }
+}
+
+/// A withdrawal for trading account 0 that account 1's key signed (test only): what a
+/// byzantine proposer would need to move someone else's funds.
+fn forged_withdrawal(spec: &LoadSpec) -> Result<Vec<u8>, HostError> {
+    let keys = load::account_keys(spec);
+    let (victim, thief) = match keys.as_slice() {
+        [victim, thief, ..] => (victim, thief),
+        _ => {
+            return Err(HostError::Config(
+                "--byzantine-forge needs two accounts".into(),
+            ))
+        }
+    };
+    let tx = transactions::Transaction {
+        chain_id: spec.chain_id,
+        signer: victim.verifying_key().to_bytes(),
+        nonce: spec.genesis_time_ms,
+        actions: vec![transactions::Action::Withdraw {
+            asset: 2,
+            amount: 1_000,
+        }],
+    };
+    use ed25519_dalek::Signer;
+    let mut bytes = tx.encode_unsigned();
+    bytes.extend_from_slice(&thief.sign(&tx.signing_bytes()).to_bytes());
+    Ok(bytes)
+}
+
+/// Accepts clients of the transaction port, one task each.
+async fn accept_clients(listener: tokio::net::TcpListener, events: mpsc::Sender<ClientEvent>) {
+    let mut next_id = 0u64;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        next_id += 1;
+        tokio::spawn(serve_client(next_id, stream, events.clone()));
+    }
+}
+
+/// One client: reads transaction frames for the host, writes the host's notices back.
+async fn serve_client(id: u64, stream: tokio::net::TcpStream, events: mpsc::Sender<ClientEvent>) {
+    let (mut reader, mut writer) = stream.into_split();
+    let (outbox, mut notices) = mpsc::channel::<[u8; txport::NOTICE_LEN]>(CLIENT_QUEUE);
+    if events
+        .send(ClientEvent::Connected(id, outbox))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let write = async move {
+        while let Some(notice) = notices.recv().await {
+            if writer.write_all(&notice).await.is_err() {
+                break;
+            }
+        }
+    };
+    let read = async {
+        let mut length = [0u8; 4];
+        loop {
+            if reader.read_exact(&mut length).await.is_err() {
+                break;
+            }
+            let len = u32::from_le_bytes(length) as usize;
+            if !txport::frame_length_ok(len) {
+                // Answered by the host (it knows the outbox), then the connection ends.
+                let _ = events.send(ClientEvent::Transaction(id, Vec::new())).await;
+                break;
+            }
+            let mut bytes = vec![0u8; len];
+            if reader.read_exact(&mut bytes).await.is_err() {
+                break;
+            }
+            if events
+                .send(ClientEvent::Transaction(id, bytes))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = events.send(ClientEvent::Gone(id)).await;
+    };
+    // The writer ends when the host drops the outbox (after `Gone`), so every notice owed
+    // before the client left is still written.
+    tokio::join!(read, write);
+}
+
+/// Heights to answer a sync request from `from_height` (>= 1) with, when we are at
+/// `ours`: at most [`SYNC_BATCH`], none past `ours`; `None` if we have none of them.
+fn sync_range(from_height: Height, ours: Height) -> Option<std::ops::RangeInclusive<Height>> {
+    if from_height == 0 || from_height > ours {
+        return None;
+    }
+    Some(from_height..=ours.min(from_height.saturating_add(SYNC_BATCH - 1)))
+}
+
+/// Per-peer rate limit of `PeerBehind` answers: at most one every 200 ms per peer and
+/// height, and at most [`CERTS_PER_PEER_PER_S`] per peer per second whatever the heights.
+/// Keys are (peer, height); entries older than a second are dropped when a peer's count is
+/// checked, so the map holds at most that many entries per known peer.
+fn cert_allowed(
+    sent: &mut HashMap<(ValidatorId, Height), u64>,
+    peer: ValidatorId,
+    height: Height,
+    now: u64,
+) -> bool {
+    if sent
+        .get(&(peer, height))
+        .is_some_and(|t| now <= t + 200 * MS)
+    {
+        return false;
+    }
+    sent.retain(|(p, _), t| *p != peer || now <= *t + 1_000 * MS);
+    if sent.keys().filter(|(p, _)| *p == peer).count() >= CERTS_PER_PEER_PER_S {
+        return false;
+    }
+    sent.insert((peer, height), now);
+    true
+}
+
+fn message_frame(m: &Message) -> Arc<[u8]> {
+    let body = m.encode();
+    let mut frame = Vec::with_capacity(body.len() + 1);
+    frame.push(FRAME_MESSAGE);
+    frame.extend_from_slice(&body);
+    Arc::from(frame)
+}
+
+impl Host {
+    fn step(&mut self, input: Input) -> Result<(), HostError> {
+        let mut queue = VecDeque::from([input]);
+        let mut out = Vec::new();
+        while let Some(input) = queue.pop_front() {
+            self.consensus.step(input, now_ns(), &mut out)?;
+            for o in out.drain(..) {
+                if let Some(next) = self.output(o)? {
+                    queue.push_back(next);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn output(&mut self, o: Output) -> Result<Option<Input>, HostError> {
+        match o {
+            Output::Broadcast(m) => self.net.broadcast(message_frame(&m)),
+            Output::ScheduleTimeout { timeout, at_ns } => {
+                self.timer_seq += 1;
+                self.timers.insert((at_ns, self.timer_seq), timeout);
+            }
+            Output::Decide(cert) => {
+                self.apply_decided(cert, true)?;
+                return Ok(Some(self.new_height_input()));
+            }
+            Output::Evidence(e) => log_line(json!({
+                "event": "evidence", "index": self.index, "height": e.height(),
+                "offender": hex(&e.offender().0),
+            }))?,
+            Output::PeerBehind { peer, height } => {
+                // Only a known validator is answered (the map is keyed by peer, so it stays
+                // bounded by the validator set), and only with a height we have.
+                if self.chain.validators().stake_of(&peer).is_none() {
+                    return Ok(None);
+                }
+                let Some(frame) = height
+                    .checked_sub(1)
+                    .and_then(|i| self.certificates.get(i as usize))
+                else {
+                    return Ok(None);
+                };
+                let now = now_ns();
+                if cert_allowed(&mut self.cert_sent, peer, height, now) {
+                    self.net.send(&peer, frame.clone());
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn fire_timers(&mut self) -> Result<(), HostError> {
+        let now = now_ns();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let timeout = entry.remove();
+            self.step(Input::Timeout(timeout))?;
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, from: ValidatorId, frame: &[u8]) -> Result<(), HostError> {
+        match frame.split_first() {
+            Some((&FRAME_MESSAGE, body)) => {
+                let Ok(m) = Message::decode(body) else {
+                    return Ok(()); // A malformed message from a peer is dropped.
+                };
+                // Two or more heights ahead: ask that peer for the blocks in between.
+                if m.height() > self.chain.height() + 2 {
+                    let now = now_ns();
+                    let last = self.sync_asked.get(&from).copied();
+                    if last.is_none_or(|t| now > t + 100 * MS) {
+                        self.sync_asked.insert(from, now);
+                        let mut req = vec![FRAME_SYNC];
+                        req.extend_from_slice(&(self.chain.height() + 1).to_le_bytes());
+                        self.net.send(&from, Arc::from(req));
+                    }
+                }
+                self.step(Input::Message(m))
+            }
+            Some((&FRAME_SYNC, body)) => {
+                self.serve_sync(from, body);
+                Ok(())
+            }
+            Some((&FRAME_TXS, body)) => {
+                // A peer forwards what its clients sent: admitted here on our own checks.
+                if let Some(items) = txport::decode_list(body, ADMIT_BATCH) {
+                    let mut shared = self.shared.borrow_mut();
+                    let Shared {
+                        mempool, execution, ..
+                    } = &mut *shared;
+                    mempool.admit_many(&items, now_ns() / MS, &*execution);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn serve_sync(&mut self, from: ValidatorId, body: &[u8]) {
+        let Ok(bytes) = <[u8; 8]>::try_from(body) else {
+            return;
+        };
+        let from_height = u64::from_le_bytes(bytes).max(1);
+        let Some(range) = sync_range(from_height, self.chain.height()) else {
+            return; // Nothing we have (or a request past our height).
+        };
+        let now = now_ns();
+        if let Some((h, t)) = self.sync_served.get(&from) {
+            if *h == from_height && now < t + 50 * MS {
+                return;
+            }
+        }
+        self.sync_served.insert(from, (from_height, now));
+        for h in range {
+            self.net
+                .send(&from, self.certificates[(h - 1) as usize].clone());
+        }
+    }
+
+    /// Admits what clients sent (one batch), answers each, and forwards the admitted ones.
+    fn on_clients(&mut self, events: Vec<ClientEvent>) {
+        let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
+        for event in events {
+            match event {
+                ClientEvent::Connected(id, outbox) => {
+                    self.clients.insert(id, outbox);
+                }
+                ClientEvent::Gone(id) => {
+                    self.clients.remove(&id);
+                }
+                ClientEvent::Transaction(id, bytes) => frames.push((id, bytes)),
+            }
+        }
+        if frames.is_empty() {
+            return;
+        }
+        let items: Vec<&[u8]> = frames.iter().map(|(_, b)| b.as_slice()).collect();
+        let results = {
+            let mut shared = self.shared.borrow_mut();
+            let Shared {
+                mempool, execution, ..
+            } = &mut *shared;
+            mempool.admit_many(&items, now_ns() / MS, &*execution)
+        };
+        let mut forward: Vec<&[u8]> = Vec::new();
+        for ((id, bytes), result) in frames.iter().zip(results) {
+            let notice = match result {
+                Ok(hash) => {
+                    forward.push(bytes);
+                    self.awaiting.insert(hash, *id);
+                    Notice {
+                        kind: NoticeKind::Admitted,
+                        code: 0,
+                        hash,
+                        height: 0,
+                    }
+                }
+                Err(refusal) => Notice {
+                    kind: NoticeKind::Refused,
+                    code: if bytes.is_empty() {
+                        txport::CODE_FRAME_LENGTH
+                    } else {
+                        txport::refusal_code(&refusal)
+                    },
+                    hash: TxHash(*blake3::hash(bytes).as_bytes()),
+                    height: 0,
+                },
+            };
+            self.notify(*id, &notice);
+        }
+        if !forward.is_empty() {
+            let mut frame = vec![FRAME_TXS];
+            frame.extend_from_slice(&txport::encode_list(forward.into_iter()));
+            self.net.broadcast(Arc::from(frame));
+        }
+    }
+
+    /// Queues a notice for a client; a client whose queue is full is dropped (slow).
+    fn notify(&mut self, id: u64, notice: &Notice) {
+        let Some(outbox) = self.clients.get(&id) else {
+            return;
+        };
+        if outbox.try_send(notice.encode()).is_err() {
+            self.clients.remove(&id);
+        }
+    }
+
+    /// Executes a decided block (checking its parent root), stores it (when `fresh`), tells
+    /// the clients of its transactions, and logs height and execution root.
+    fn apply_decided(&mut self, cert: CommitCertificate, fresh: bool) -> Result<(), HostError> {
+        let block = &cert.block;
+        let height = block.height;
+        if block.prev_exec_root != self.exec_root {
+            return Err(HostError::ExecRootMismatch {
+                height,
+                ours: hex(&self.exec_root.0),
+                block: hex(&block.prev_exec_root.0),
+            });
+        }
+        let mut shared = self.shared.borrow_mut();
+        let txs = check_payload(&mut shared, &block.payload)
+            .map_err(|what| HostError::BadPayload { height, what })?;
+        if fresh {
+            // Durable before it is executed: a crash after this replays it.
+            self.blocks.append(&cert)?;
+        }
+        let refs: Vec<&SignedTransaction> = txs.iter().collect();
+        let block_time_ms = shared.block_time_ms;
+        let root = shared
+            .execution
+            .execute_block(block_time_ms, &refs, |_, _| {});
+        self.exec_root = Hash(root);
+        shared.block_time_ms = (block.timestamp_ns / MS).max(shared.block_time_ms);
+        let hashes: Vec<TxHash> = refs.iter().map(|tx| tx.hash()).collect();
+        let evicted = {
+            let Shared {
+                mempool, execution, ..
+            } = &mut *shared;
+            mempool.on_block(&hashes, now_ns() / MS, &*execution)
+        };
+        drop(shared);
+        let orders: usize = refs.iter().map(|tx| tx.tx.actions.len()).sum();
+        for hash in hashes {
+            if let Some(id) = self.awaiting.remove(&hash) {
+                let notice = Notice {
+                    kind: NoticeKind::Finalized,
+                    code: 0,
+                    hash,
+                    height,
+                };
+                self.notify(id, &notice);
+            }
+        }
+        for gone in evicted {
+            if let Some(id) = self.awaiting.remove(&gone.hash) {
+                let notice = Notice {
+                    kind: NoticeKind::Evicted,
+                    code: txport::refusal_code(&gone.reason),
+                    hash: gone.hash,
+                    height: 0,
+                };
+                self.notify(id, &notice);
+            }
+        }
+        self.chain.apply_block(block, &Ed25519);
+        self.last_block = Some((block.id(), block.timestamp_ns));
+        if fresh {
+            log_line(json!({
+                "event": "final", "index": self.index, "height": height, "round": cert.round,
+                "txs": refs.len(), "orders": orders,
+                "ts_ns": block.timestamp_ns, "decided_ns": now_ns(),
+                "root": hex(&self.exec_root.0),
+            }))?;
+        }
+        self.certificates
+            .push(message_frame(&Message::Commit(cert)));
+        Ok(())
+    }
+
+    /// The next height's start and this validator's proposal for it: what its pool holds.
+    fn new_height_input(&mut self) -> Input {
+        let height = self.chain.height() + 1;
+        let validators = self.chain.validators().clone();
+        let (prev_block, prev_timestamp_ns) = self.last_block.unwrap_or((Hash::ZERO, 0));
+        let payload = {
+            let shared = self.shared.borrow();
+            let budget = shared
+                .max_block_bytes
+                .saturating_sub(4 + 4 * shared.max_block_txs);
+            let pending = shared.mempool.proposal(shared.max_block_txs, budget);
+            let forged = self.forged.iter().map(Vec::as_slice);
+            let items: Vec<&[u8]> = forged.chain(pending.iter().map(|tx| tx.bytes())).collect();
+            txport::encode_list(items.into_iter())
+        };
+        Input::NewHeight {
+            start: HeightStart {
+                height,
+                validators,
+                prev_block,
+                prev_exec_root: self.exec_root,
+                prev_timestamp_ns,
+            },
+            body: BlockBody {
+                evidence: Vec::new(),
+                actions: Vec::new(),
+                payload,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_range_saturates_and_ignores_heights_we_do_not_have() {
+        assert_eq!(sync_range(1, 0), None);
+        assert_eq!(sync_range(1, 5), Some(1..=5));
+        assert_eq!(sync_range(3, 100), Some(3..=3 + SYNC_BATCH - 1));
+        assert_eq!(sync_range(6, 5), None);
+        assert_eq!(sync_range(u64::MAX, 5), None);
+        assert_eq!(sync_range(u64::MAX, u64::MAX), Some(u64::MAX..=u64::MAX));
+        assert_eq!(
+            sync_range(u64::MAX - 3, u64::MAX),
+            Some(u64::MAX - 3..=u64::MAX)
+        );
+    }
+
+    #[test]
+    fn peer_behind_answers_are_rate_limited_per_peer() {
+        let mut sent = HashMap::new();
+        let (a, b) = (ValidatorId([1; 32]), ValidatorId([2; 32]));
+        let t = 10_000 * MS;
+        assert!(cert_allowed(&mut sent, a, 1, t));
+        assert!(
+            !cert_allowed(&mut sent, a, 1, t + 100 * MS),
+            "same height too soon"
+        );
+        assert!(cert_allowed(&mut sent, a, 1, t + 201 * MS));
+        // Many heights within a second: capped per peer, and other peers are unaffected.
+        for h in 2..=CERTS_PER_PEER_PER_S as u64 {
+            assert!(cert_allowed(&mut sent, a, h, t + 300 * MS), "height {h}");
+        }
+        assert!(!cert_allowed(&mut sent, a, 1_000, t + 300 * MS));
+        assert!(cert_allowed(&mut sent, b, 1_000, t + 300 * MS));
+        // A second later the old entries are gone.
+        assert!(cert_allowed(&mut sent, a, 1_000, t + 1_400 * MS));
+        assert!(sent.len() <= 2 * CERTS_PER_PEER_PER_S);
+    }
+}
