@@ -745,7 +745,7 @@ impl<L: PriceLadder> Engine<L> {
     /// Dry run of a FOK order: could it fill completely right now? Mirrors `match_taker`.
     fn fok_fillable(&self, market_index: usize, taker: &Taker) -> bool {
         let market = &self.markets[market_index];
-        let mut perp_sim = perp::FillSim::default();
+        let mut perp_sim = perp::FillSim::for_taker(taker);
         let maker_side = taker.side.opposite();
         let ladder = market.ladder(maker_side);
         let mut needed = taker.remaining;

@@ -243,25 +243,35 @@ pub(super) struct FillSim {
     parties: Vec<Party>,
     /// Long lots added so far.
     long_delta: Lots,
+    /// The taker's account and the reserve its order will take.
+    taker: Option<(u32, i128)>,
 }
 
 impl FillSim {
+    /// A dry run of `taker`'s matching.
+    pub(super) fn for_taker(taker: &Taker) -> FillSim {
+        FillSim {
+            taker: Some((
+                taker.account,
+                taker.reserve_per_lot * taker.remaining as i128,
+            )),
+            ..FillSim::default()
+        }
+    }
+
     /// The simulated state of `account`, loaded from the engine on first use. The taker's
     /// order is not reserved yet in a dry run: its reserve is taken out of its free collateral
-    /// here, as `place` will before matching.
-    fn party<L: PriceLadder>(
-        &mut self,
-        engine: &Engine<L>,
-        account: u32,
-        perp: u32,
-        taker: Option<&Taker>,
-    ) -> usize {
+    /// when its account is loaded (first as a taker or first as the owner of a self-trade
+    /// maker alike), as `place` will before matching.
+    fn party<L: PriceLadder>(&mut self, engine: &Engine<L>, account: u32, perp: u32) -> usize {
         if let Some(at) = self.parties.iter().position(|p| p.account == account) {
             return at;
         }
         let mut party = engine.party(account, perp);
-        if let Some(taker) = taker {
-            party.free_cross -= taker.reserve_per_lot * taker.remaining as i128;
+        if let Some((taker, reserve)) = self.taker {
+            if taker == account {
+                party.free_cross -= reserve;
+            }
         }
         self.parties.push(party);
         self.parties.len() - 1
@@ -275,7 +285,7 @@ impl FillSim {
         perp: u32,
         maker: &OrderNode,
     ) {
-        let at = self.party(engine, maker.account, perp, None);
+        let at = self.party(engine, maker.account, perp);
         self.parties[at].free_cross += engine.node_reserve_per_lot(maker) * maker.remaining as i128;
     }
 
@@ -290,8 +300,8 @@ impl FillSim {
         wanted: Lots,
     ) -> SimFill {
         let perp = params.perp;
-        let t = self.party(engine, taker.account, perp, Some(taker));
-        let m = self.party(engine, maker.account, perp, None);
+        let t = self.party(engine, taker.account, perp);
+        let m = self.party(engine, maker.account, perp);
         let taker_size = self.parties[t].position.size;
         let maker_size = self.parties[m].position.size;
         let mut lots = wanted;
