@@ -51,8 +51,9 @@ pub struct DevnetArgs {
     /// Orders (actions) per transaction: one signature covers them all (1..=64).
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub bulk: u32,
-    /// Most transactions in one block.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    /// Most transactions in one block (bounds a block's work: bigger blocks under a backlog
+    /// slow every height down).
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
     pub max_block_txs: u32,
     /// Seed of the order stream, the trading accounts' keys and the validator keys.
     #[arg(long, value_name = "SEED", default_value_t = 7)]
