@@ -58,18 +58,23 @@ enum Commands {
     /// per line to standard output. Format: docs/replay.md.
     Replay(ReplayArgs),
     /// Start a local NexusBFT cluster on 127.0.0.1: one `nexus validator` process per
-    /// validator, QUIC between them, each executing committed blocks on its own engine
-    /// (docs/consensus.md, "Validator host and devnet").
+    /// validator, QUIC between them, and a client sending them signed transactions
+    /// (docs/consensus.md, "Validator host and devnet"; docs/transactions.md).
     ///
-    /// Writes keys and `devnet.toml` into --dir, starts the validators and prints their log
-    /// lines (JSON: `final` with height and state root per block) until Ctrl-C or --seconds;
-    /// checks that every validator reports the same state root at every height. With
-    /// --bench it prints finality latency and finalized orders/s instead.
+    /// Writes keys and `devnet.toml` into --dir (default: a temporary folder), starts the
+    /// validators, and once all are ready sends the signed load (--rate orders/s in
+    /// transactions of --bulk orders) round robin to every validator's transaction port.
+    /// Prints the validators' `ready` lines and one status line per second (heights,
+    /// blocks/s, orders/s, the client's finalized orders and latency; --verbose prints every
+    /// `final` line) until Ctrl-C or --seconds, and checks that every validator reports the
+    /// same execution root at every height. With --bench it prints the measured figures.
     Devnet(devnet::DevnetArgs),
     /// Run one validator of a devnet configuration (started by `nexus devnet`).
     ///
-    /// Prints one JSON line per event: `ready`, then `final` per decided block (height,
-    /// round, orders, state root), `evidence` if a peer double-signed.
+    /// Serves its transaction port (signed transactions from clients) and takes part in
+    /// consensus. Prints one JSON line per event: `ready` (with its addresses), then `final`
+    /// per decided block (height, round, transactions, orders, execution root), `evidence`
+    /// if a peer double-signed.
     Validator(node::validator::ValidatorArgs),
 }
 
