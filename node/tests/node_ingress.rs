@@ -1,16 +1,13 @@
 //! `nexus run` on loopback: commitment levels, bad input on the order-entry port, overload,
 //! and a damaged or cut log at start-up.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::Value;
 
 mod common;
-use common::{start, NEXUS};
+use common::{start, JsonClient as Client, NEXUS};
 
 fn write_config(dir: &Path, ring_capacity: usize) -> PathBuf {
     let path = dir.join("node.toml");
@@ -60,51 +57,11 @@ amount = "100000"
     path
 }
 
-struct Client {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-        }
-    }
-    fn send(&mut self, text: &str) {
-        self.writer.write_all(text.as_bytes()).unwrap();
-    }
-    fn next(&mut self) -> Value {
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .expect("a reply before the timeout");
-        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line:?}"))
-    }
-    /// Reads replies until one has `ev` == `until` for `line`.
-    fn until(&mut self, until: &str, line: u64) -> Vec<Value> {
-        let mut seen = Vec::new();
-        loop {
-            let value = self.next();
-            let done = value["ev"] == until && value["line"] == line;
-            seen.push(value);
-            if done {
-                return seen;
-            }
-        }
-    }
-}
-
 #[test]
 fn orders_get_events_then_sequenced_then_finalized() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(&write_config(dir.path(), 1024));
-    let mut client = Client::connect(node.address("listen").port());
+    let mut client = Client::connect(node.address("listen"));
     client.send(r#"{"op":"order","account":1,"market":"B-Q","oid":5,"side":"sell","price":"10.5","qty":"3"}"#);
     client.send("\n");
     client.send(r#"{"op":"order","account":2,"market":"B-Q","oid":9,"side":"buy","price":"11","qty":"2","tif":"ioc"}"#);
@@ -143,8 +100,8 @@ fn orders_get_events_then_sequenced_then_finalized() {
 fn bad_input_gets_typed_errors_and_other_clients_are_unaffected() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(&write_config(dir.path(), 1024));
-    let mut bad = Client::connect(node.address("listen").port());
-    let mut good = Client::connect(node.address("listen").port());
+    let mut bad = Client::connect(node.address("listen"));
+    let mut good = Client::connect(node.address("listen"));
     bad.send("this is not json\n");
     assert_eq!(bad.next()["reason"], "malformed");
     bad.send(&format!(
@@ -197,7 +154,7 @@ fn bad_input_gets_typed_errors_and_other_clients_are_unaffected() {
 fn a_full_input_queue_answers_overloaded_and_loses_nothing_it_took() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(&write_config(dir.path(), 2));
-    let mut client = Client::connect(node.address("listen").port());
+    let mut client = Client::connect(node.address("listen"));
     let lines = 3000u64;
     let mut burst = String::new();
     for oid in 1..=lines {
@@ -233,7 +190,7 @@ fn a_cut_log_stops_the_node_with_a_clear_error() {
     let config = write_config(dir.path(), 1024);
     {
         let node = start(&config);
-        let mut client = Client::connect(node.address("listen").port());
+        let mut client = Client::connect(node.address("listen"));
         for oid in 1..=300u64 {
             client.send(&format!("{{\"op\":\"order\",\"account\":1,\"market\":\"B-Q\",\"oid\":{oid},\"side\":\"sell\",\"price\":\"{}\",\"qty\":\"1\"}}\n", 20 + oid));
         }

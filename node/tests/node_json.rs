@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{start, Node, NEXUS};
+use common::{start, JsonClient, NEXUS};
 use serde_json::{json, Value};
 
 fn write_config(dir: &Path, extra: &str) -> PathBuf {
@@ -58,51 +58,6 @@ amount = "100000"
     path
 }
 
-struct Client {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(node: &Node) -> Client {
-        let stream = TcpStream::connect(node.address("listen")).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-        }
-    }
-
-    fn send(&mut self, line: &Value) {
-        self.writer
-            .write_all(format!("{line}\n").as_bytes())
-            .unwrap();
-    }
-
-    fn next(&mut self) -> Value {
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .expect("a reply before the timeout");
-        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line:?}"))
-    }
-
-    /// Replies up to and including the first with `ev` == `until` for line `line`.
-    fn until(&mut self, until: &str, line: u64) -> Vec<Value> {
-        let mut seen = Vec::new();
-        loop {
-            let value = self.next();
-            let done = value["ev"] == until && value["line"] == line;
-            seen.push(value);
-            if done {
-                return seen;
-            }
-        }
-    }
-}
-
 fn order(account: u64, oid: u64, side: &str, price: &str, qty: &str) -> Value {
     json!({"op": "order", "account": account, "market": "B-Q", "oid": oid,
         "side": side, "price": price, "qty": qty})
@@ -124,8 +79,8 @@ fn a_second_node_on_the_same_folder_is_refused_and_writes_nothing() {
     let config = write_config(dir.path(), "");
     let node = start(&config);
     let pid = node.child.id();
-    let mut client = Client::connect(&node);
-    client.send(&order(1, 1, "sell", "10", "5"));
+    let mut client = JsonClient::connect(node.address("listen"));
+    client.send_json(&order(1, 1, "sell", "10", "5"));
     client.until("finalized", 1);
     let data = dir.path().join("data");
     let before = std::fs::read(data.join("data.mdb")).unwrap();
@@ -152,7 +107,7 @@ fn a_second_node_on_the_same_folder_is_refused_and_writes_nothing() {
         "the refused node wrote nothing"
     );
     // The first node is unharmed.
-    client.send(&order(2, 1, "buy", "10", "2"));
+    client.send_json(&order(2, 1, "buy", "10", "2"));
     let replies = client.until("finalized", 2);
     assert!(replies.iter().any(|r| r["ev"] == "fill"), "{replies:?}");
 }
@@ -162,8 +117,8 @@ fn wal_truncate_is_refused_while_the_node_runs_and_works_after() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
     let mut node = start(&config);
-    let mut client = Client::connect(&node);
-    client.send(&order(1, 1, "sell", "10", "5"));
+    let mut client = JsonClient::connect(node.address("listen"));
+    client.send_json(&order(1, 1, "sell", "10", "5"));
     client.until("finalized", 1);
     let data = dir.path().join("data");
     let height = wal_info(&data)["height"].as_u64().unwrap();
@@ -182,7 +137,7 @@ fn wal_truncate_is_refused_while_the_node_runs_and_works_after() {
     assert!(stderr.contains("in use"), "{stderr}");
     assert_eq!(wal_info(&data)["height"].as_u64().unwrap(), height);
     // The node goes on: a new order is finalized in a block after the kept ones.
-    client.send(&order(1, 2, "sell", "11", "1"));
+    client.send_json(&order(1, 2, "sell", "11", "1"));
     let replies = client.until("finalized", 2);
     assert!(replies.iter().all(|r| r["ev"] != "error"), "{replies:?}");
 
@@ -234,20 +189,20 @@ fn a_half_closed_connection_gets_every_reply_it_is_owed() {
 fn makers_and_subscribers_hear_of_fills_others_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(&write_config(dir.path(), ""));
-    let mut maker = Client::connect(&node);
-    let mut watcher = Client::connect(&node);
-    let mut bystander = Client::connect(&node);
-    let mut taker = Client::connect(&node);
-    maker.send(&order(1, 7, "sell", "10", "5"));
+    let mut maker = JsonClient::connect(node.address("listen"));
+    let mut watcher = JsonClient::connect(node.address("listen"));
+    let mut bystander = JsonClient::connect(node.address("listen"));
+    let mut taker = JsonClient::connect(node.address("listen"));
+    maker.send_json(&order(1, 7, "sell", "10", "5"));
     maker.until("finalized", 1);
-    watcher.send(&json!({"op": "subscribe", "account": 1}));
+    watcher.send_json(&json!({"op": "subscribe", "account": 1}));
     assert_eq!(
         watcher.next(),
         json!({"ev": "subscribed", "line": 1, "account": 1})
     );
-    bystander.send(&json!({"op": "subscribe", "account": 3}));
+    bystander.send_json(&json!({"op": "subscribe", "account": 3}));
     bystander.next();
-    taker.send(&order(2, 1, "buy", "10", "2"));
+    taker.send_json(&order(2, 1, "buy", "10", "2"));
     let taker_replies = taker.until("finalized", 1);
     let fill = taker_replies
         .iter()
@@ -266,7 +221,7 @@ fn makers_and_subscribers_hear_of_fills_others_do_not() {
         );
     }
     // Nothing reached the bystander: the next thing it reads is its own query's answer.
-    bystander.send(&json!({"op": "orders", "account": 1}));
+    bystander.send_json(&json!({"op": "orders", "account": 1}));
     let next = bystander.next();
     assert_eq!(next["ev"], "orders", "{next}");
 }
@@ -275,15 +230,15 @@ fn makers_and_subscribers_hear_of_fills_others_do_not() {
 fn queries_answer_from_the_current_state() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(&write_config(dir.path(), ""));
-    let mut client = Client::connect(&node);
-    client.send(&order(1, 1, "sell", "10", "5"));
-    client.send(&order(1, 2, "sell", "10.5", "1"));
-    client.send(&order(2, 1, "buy", "9", "3"));
-    client.send(&json!({"op": "book", "market": "B-Q", "depth": 5}));
-    client.send(&json!({"op": "balances", "account": 2}));
-    client.send(&json!({"op": "orders", "account": 1}));
-    client.send(&json!({"op": "orders", "account": 404}));
-    client.send(&json!({"op": "book", "market": "NOPE"}));
+    let mut client = JsonClient::connect(node.address("listen"));
+    client.send_json(&order(1, 1, "sell", "10", "5"));
+    client.send_json(&order(1, 2, "sell", "10.5", "1"));
+    client.send_json(&order(2, 1, "buy", "9", "3"));
+    client.send_json(&json!({"op": "book", "market": "B-Q", "depth": 5}));
+    client.send_json(&json!({"op": "balances", "account": 2}));
+    client.send_json(&json!({"op": "orders", "account": 1}));
+    client.send_json(&json!({"op": "orders", "account": 404}));
+    client.send_json(&json!({"op": "book", "market": "NOPE"}));
     let replies = client.until("error", 8);
     let answer = |line: u64| {
         replies
@@ -330,8 +285,8 @@ fn queries_answer_from_the_current_state() {
 fn a_deposit_reports_the_new_balance_and_a_refused_one_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(&write_config(dir.path(), ""));
-    let mut client = Client::connect(&node);
-    client.send(&json!({"op": "deposit", "account": 2, "asset": "Q", "amount": "5.5"}));
+    let mut client = JsonClient::connect(node.address("listen"));
+    client.send_json(&json!({"op": "deposit", "account": 2, "asset": "Q", "amount": "5.5"}));
     let replies = client.until("sequenced", 1);
     let balance = replies
         .iter()
@@ -342,7 +297,7 @@ fn a_deposit_reports_the_new_balance_and_a_refused_one_does_not() {
         &json!({"ev": "balance", "line": 1, "account": 2, "asset": "Q",
             "total": "100005.5", "locked": "0", "available": "100005.5"})
     );
-    client.send(&json!({"op": "withdraw", "account": 2, "asset": "Q", "amount": "1000000"}));
+    client.send_json(&json!({"op": "withdraw", "account": 2, "asset": "Q", "amount": "1000000"}));
     let replies = client.until("sequenced", 2);
     let refusal = replies
         .iter()
@@ -354,7 +309,7 @@ fn a_deposit_reports_the_new_balance_and_a_refused_one_does_not() {
     assert_eq!(refusal["available"], "100005.5");
     assert!(replies.iter().all(|r| r["ev"] != "balance"), "{replies:?}");
     // An order: 20000 lots at 10 reserve 200000 + ceil(0.01 per lot fee) = 200200.
-    client.send(&order(2, 1, "buy", "10", "20000"));
+    client.send_json(&order(2, 1, "buy", "10", "20000"));
     let replies = client.until("sequenced", 3);
     let refusal = replies
         .iter()
@@ -369,8 +324,8 @@ fn a_deposit_reports_the_new_balance_and_a_refused_one_does_not() {
 fn the_node_prints_status_lines_and_quiet_silences_them() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(&write_config(dir.path(), "[log]\nstatus_interval_s = 1"));
-    let mut client = Client::connect(&node);
-    client.send(&order(1, 1, "sell", "10", "5"));
+    let mut client = JsonClient::connect(node.address("listen"));
+    client.send_json(&order(1, 1, "sell", "10", "5"));
     client.until("finalized", 1);
     let deadline = Instant::now() + Duration::from_secs(30);
     let stderr = loop {

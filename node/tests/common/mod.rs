@@ -92,3 +92,57 @@ pub fn drain(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
     });
     text
 }
+
+/// A client of a node's JSON Lines port (10 s read timeout).
+pub struct JsonClient {
+    /// Sending side.
+    pub writer: std::net::TcpStream,
+    /// Receiving side.
+    pub reader: BufReader<std::net::TcpStream>,
+}
+
+impl JsonClient {
+    /// Connects to the port at `addr`.
+    pub fn connect(addr: SocketAddr) -> JsonClient {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        JsonClient {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    /// Sends raw text (the caller writes the newlines).
+    pub fn send(&mut self, text: &str) {
+        std::io::Write::write_all(&mut self.writer, text.as_bytes()).unwrap();
+    }
+
+    /// Sends one JSON line.
+    pub fn send_json(&mut self, line: &Value) {
+        self.send(&format!("{line}\n"));
+    }
+
+    /// The next reply.
+    pub fn next(&mut self) -> Value {
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .expect("a reply before the timeout");
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line:?}"))
+    }
+
+    /// Replies up to and including the first with `ev` == `until` for line `line`.
+    pub fn until(&mut self, until: &str, line: u64) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let value = self.next();
+            let done = value["ev"] == until && value["line"] == line;
+            seen.push(value);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
