@@ -1125,8 +1125,14 @@ fn check_money(
                 let spec = spec_of(market);
                 let qu = spec.quote_units_per_tick_lot as i128;
                 let is_liquidation = taker_oid == LIQUIDATION_OID;
+                // A chunk is sent only while the bucket's equity is > 0. Not checked for an
+                // account the ledger lost track of in this command (an isolated maker whose
+                // margin move it cannot know): its ledger equity is not the engine's.
+                if is_liquidation && !ledger.chunk_open && ledger.untracked.contains(&taker_account)
+                {
+                    ledger.chunk_open = true;
+                }
                 if is_liquidation && !ledger.chunk_open {
-                    // A chunk is sent only while the bucket's equity is > 0.
                     let bucket = ledger
                         .isolated
                         .contains(&(taker_account, market))
