@@ -861,15 +861,9 @@ pub fn login_signing_bytes(
 }
 
 /// The account id an ed25519 public key acts for: the first 8 bytes (LE) of
-/// BLAKE3("nexus-account-v1" || key), top bit cleared (ids below 2^63 are numeric everywhere).
-pub fn account_id_of(public_key: &[u8; 32]) -> u64 {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"nexus-account-v1");
-    hasher.update(public_key);
-    let digest = hasher.finalize();
-    let first: [u8; 8] = digest.as_bytes()[..8].try_into().expect("8 bytes");
-    u64::from_le_bytes(first) & (u64::MAX >> 1)
-}
+/// BLAKE3("nexus-account-v1" || key), top bit cleared. One derivation for the whole chain:
+/// sessions, signed transactions and dev keys all use `transactions::account_id_of`.
+pub use transactions::account_id_of;
 
 /// Login flag: cancel the account's open orders when the session's connection drops.
 pub const FLAG_CANCEL_ON_DISCONNECT: u32 = 1;
