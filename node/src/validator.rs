@@ -795,17 +795,26 @@ impl Host {
     /// Admits what clients sent (one batch), answers each, and forwards the admitted ones.
     fn on_clients(&mut self, events: Vec<ClientEvent>) {
         let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
+        // Clients that left are forgotten after this batch's notices are queued: a client
+        // whose last frame and departure come in one batch still gets its answer.
+        let mut gone: Vec<u64> = Vec::new();
         for event in events {
             match event {
                 ClientEvent::Connected(id, outbox) => {
                     self.clients.insert(id, outbox);
                 }
-                ClientEvent::Gone(id) => {
-                    self.clients.remove(&id);
-                }
+                ClientEvent::Gone(id) => gone.push(id),
                 ClientEvent::Transaction(id, bytes) => frames.push((id, bytes)),
             }
         }
+        self.admit_from_clients(frames);
+        for id in gone {
+            self.clients.remove(&id);
+        }
+    }
+
+    /// Admits one batch of client frames, answers each, and forwards the admitted ones.
+    fn admit_from_clients(&mut self, frames: Vec<(u64, Vec<u8>)>) {
         if frames.is_empty() {
             return;
         }

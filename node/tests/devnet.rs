@@ -254,7 +254,7 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
 }
 
 /// One validator proposes blocks holding a forged withdrawal (another account's key signed
-/// it). The honest three never vote for them: every height that validator proposes in round
+/// it); first, bad input on a validator's transaction port gets typed refusals. The honest three never vote for them: every height that validator proposes in round
 /// 0 is decided in a later round by an honest proposer, no honest validator ever executes a
 /// block with the forgery (it would stop with a bad payload), and the chain goes on.
 #[test]
@@ -264,10 +264,14 @@ fn a_byzantine_proposers_forged_transaction_gets_no_votes() {
     let config = init(dir.path(), &exe);
     let mut extra = vec![Vec::new(); VALIDATORS];
     extra[0] = vec!["--byzantine-forge"];
-    let mut cluster = cluster(exe, config, extra);
+    let mut cluster = cluster(exe, config.clone(), extra);
     for i in 0..VALIDATORS {
         cluster.start(i);
     }
+    cluster.wait_until("4 validators ready", Duration::from_secs(20), |c| {
+        c.ready.len() == VALIDATORS
+    });
+    bad_input_on_the_transaction_port(&config);
     cluster.wait_until(
         "the honest validators at height 12",
         Duration::from_secs(60),
@@ -300,6 +304,64 @@ fn a_byzantine_proposers_forged_transaction_gets_no_votes() {
         );
     }
     assert_eq!(cluster.evidence, 0);
+}
+
+/// Bad input on validator 1's transaction port gets typed refusals (the notice codes of
+/// docs/transactions.md) and changes nothing; an over-long frame ends that connection only.
+fn bad_input_on_the_transaction_port(config: &Path) {
+    use node::txport::{request_frame, Notice, NoticeKind, NOTICE_LEN};
+    use std::io::{Read, Write};
+    let config = node::validator::read_config(config).expect("config");
+    let spec = config.load_spec().expect("spec");
+    let keys = node::load::account_keys(&spec);
+    let connect = || {
+        let stream = std::net::TcpStream::connect(config.validators[1].tx_addr).expect("port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        stream
+    };
+    let read_notice = |stream: &mut std::net::TcpStream| {
+        let mut bytes = [0u8; NOTICE_LEN];
+        stream.read_exact(&mut bytes).expect("a notice");
+        Notice::decode(&bytes).expect("a known notice")
+    };
+    let mut stream = connect();
+    let good = node::load::transaction(&spec, &keys, 1_000_000);
+    let mut forged = good.bytes().to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let mut garbage = (200u32).to_le_bytes().to_vec();
+    garbage.extend_from_slice(&[0xab; 200]);
+    let mut forged_frame = (forged.len() as u32).to_le_bytes().to_vec();
+    forged_frame.extend_from_slice(&forged);
+    // Garbage, a forged signature, a good transaction and the same again.
+    for frame in [
+        garbage,
+        forged_frame,
+        request_frame(&good),
+        request_frame(&good),
+    ] {
+        stream.write_all(&frame).expect("send");
+    }
+    let expected = [
+        (NoticeKind::Refused, 1),
+        (NoticeKind::Refused, 4),
+        (NoticeKind::Admitted, 0),
+        (NoticeKind::Refused, 12),
+    ];
+    for (kind, code) in expected {
+        let notice = read_notice(&mut stream);
+        assert_eq!((notice.kind, notice.code), (kind, code), "{notice:?}");
+    }
+    assert_eq!(read_notice(&mut stream).kind, NoticeKind::Finalized);
+    // A frame length outside the transaction sizes: refused (15), then the connection ends.
+    let mut other = connect();
+    other.write_all(&10u32.to_le_bytes()).expect("send");
+    let notice = read_notice(&mut other);
+    assert_eq!((notice.kind, notice.code), (NoticeKind::Refused, 15));
+    let mut rest = Vec::new();
+    assert_eq!(other.read_to_end(&mut rest).expect("closed"), 0);
 }
 
 fn cluster(exe: PathBuf, config: PathBuf, extra: Vec<Vec<&'static str>>) -> Cluster {
