@@ -149,6 +149,17 @@ impl Execution {
         &self.engine
     }
 
+    /// Turns the engine's price-level change log on or off (for a market-data feed; the log
+    /// is not state). When on, call [`Execution::drain_level_changes`] after every block.
+    pub fn track_level_changes(&mut self, on: bool) {
+        self.engine.track_level_changes(on);
+    }
+
+    /// Appends every price level changed since the last drain, once each, with its size now.
+    pub fn drain_level_changes(&mut self, out: &mut Vec<engine::LevelChange>) {
+        self.engine.drain_level_changes(out);
+    }
+
     /// The chain's id.
     pub fn chain_id(&self) -> [u8; 32] {
         self.chain_id

@@ -45,6 +45,7 @@ pub enum ServerMessage {
     Logout(ServerLogout),
     Heartbeat(ServerHeartbeat),
     Reject(Reject),
+    ChainInfo(ChainInfo),
     OrderAccepted(OrderAccepted),
     OrderRejected(OrderRejected),
     Fill(Fill),
@@ -55,6 +56,7 @@ pub enum ServerMessage {
     PositionUpdate(PositionUpdate),
     Liquidation(Liquidation),
     Deleveraged(Deleveraged),
+    TransactionStatus(TransactionStatus),
     SnapshotBegin(SnapshotBegin),
     SnapshotLevel(SnapshotLevel),
     SnapshotEnd(SnapshotEnd),
@@ -77,6 +79,7 @@ impl ServerMessage {
             Logout,
             Heartbeat,
             Reject,
+            ChainInfo,
             OrderAccepted,
             OrderRejected,
             Fill,
@@ -87,6 +90,7 @@ impl ServerMessage {
             PositionUpdate,
             Liquidation,
             Deleveraged,
+            TransactionStatus,
             SnapshotBegin,
             SnapshotLevel,
             SnapshotEnd,
@@ -116,6 +120,7 @@ pub fn decode_server_message(frame: &[u8]) -> Result<ServerMessage, String> {
         Logout => ServerLogout,
         Heartbeat => ServerHeartbeat,
         Reject => Reject,
+        ChainInfo => ChainInfo,
         OrderAccepted => OrderAccepted,
         OrderRejected => OrderRejected,
         Fill => Fill,
@@ -126,6 +131,7 @@ pub fn decode_server_message(frame: &[u8]) -> Result<ServerMessage, String> {
         PositionUpdate => PositionUpdate,
         Liquidation => Liquidation,
         Deleveraged => Deleveraged,
+        TransactionStatus => TransactionStatus,
         SnapshotBegin => SnapshotBegin,
         SnapshotLevel => SnapshotLevel,
         SnapshotEnd => SnapshotEnd,
@@ -352,6 +358,20 @@ impl OrderSender {
         self.send(message)
     }
 
+    /// Sends a signed transaction (docs/transactions.md) in a `Transaction` message; returns
+    /// its client seq. Only a chain takes it, and only from a session of its signer.
+    pub fn transaction(&mut self, tx: &[u8]) -> io::Result<u64> {
+        let seq = self.next_seq;
+        let mut frame = Vec::with_capacity(HEADER_BYTES + tx.len());
+        frame.extend_from_slice(
+            Header::new(TRANSACTION_KIND, HEADER_BYTES + tx.len(), seq).as_bytes(),
+        );
+        frame.extend_from_slice(tx);
+        self.stream.write_all(&frame)?;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
     /// Sends a heartbeat (not numbered).
     pub fn heartbeat(&mut self, timestamp_ns: u64) -> io::Result<()> {
         let mut message: Heartbeat = blank(0);
@@ -382,6 +402,8 @@ pub struct Session {
     pub next_server_seq: u64,
     /// Heartbeat interval in force.
     pub heartbeat_ms: u32,
+    /// On a chain (`LoginAccepted` flag [`FLAG_CHAIN`]): its [`ChainInfo`] at login.
+    pub chain: Option<ChainInfo>,
 }
 
 /// A logged-in order-entry connection.
@@ -429,11 +451,23 @@ impl OrderClient {
         writer.write_all(login.as_bytes())?;
         match reader.next_message()? {
             ServerMessage::LoginAccepted(accepted) => {
+                let chain = match accepted.flags.get() & FLAG_CHAIN {
+                    0 => None,
+                    _ => match reader.next_message()? {
+                        ServerMessage::ChainInfo(info) => Some(info),
+                        other => {
+                            return Err(ClientError::Protocol(format!(
+                                "expected chain info, got {other:?}"
+                            )))
+                        }
+                    },
+                };
                 let session = Session {
                     account: accepted.account.get(),
                     next_client_seq: accepted.next_client_seq.get(),
                     next_server_seq: accepted.next_server_seq.get(),
                     heartbeat_ms: accepted.heartbeat_ms.get(),
+                    chain,
                 };
                 Ok(OrderClient {
                     sender: OrderSender {

@@ -69,6 +69,10 @@ pub struct OrderEntryConfig {
     pub max_consecutive_rejects: u32,
     /// Every market, for cancel-on-disconnect.
     pub markets: Vec<MarketId>,
+    /// `Some(chain id)` on a chain: only signed `Transaction` messages are taken (unsigned
+    /// order messages get `signature_required`) and nothing is cancelled on disconnect (no
+    /// one may sign for the account); `None` on a single node (unsigned orders only).
+    pub chain_id: Option<[u8; 32]>,
 }
 
 impl Default for OrderEntryConfig {
@@ -82,6 +86,7 @@ impl Default for OrderEntryConfig {
             max_pending_bytes: 16 << 20,
             max_consecutive_rejects: 1000,
             markets: Vec::new(),
+            chain_id: None,
         }
     }
 }
@@ -94,11 +99,40 @@ struct Stored {
 }
 
 /// An input this session sent that the engine has not answered yet.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct InFlight {
     client_seq: u64,
     market: MarketId,
     oid: u64,
+    /// A transaction's (market, oid) per action that names a market, to fill in an
+    /// `OrderRejected` (empty for unsigned order messages).
+    targets: Vec<(MarketId, u64)>,
+}
+
+impl InFlight {
+    /// The market and oid an engine refusal of this input concerns.
+    fn refused(&self, oid: Option<u64>) -> (MarketId, u64) {
+        let found = match oid {
+            Some(oid) => self.targets.iter().find(|t| t.1 == oid),
+            None => self.targets.iter().find(|t| t.1 == 0),
+        };
+        match (found, self.targets.first()) {
+            (Some(&(market, _)), _) => (market, oid.unwrap_or(0)),
+            (None, Some(&(market, first))) => (market, oid.unwrap_or(first)),
+            (None, None) => (self.market, oid.unwrap_or(self.oid)),
+        }
+    }
+}
+
+/// A signed transaction a session sent, for the mempool. Its answers come back through
+/// [`OrderEntry::transaction_status`] and, once executed, [`OrderEntry::on_output`] with this
+/// `client`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxSubmission {
+    /// The sending session and the message's client seq.
+    pub client: ClientRef,
+    /// The transaction's bytes (docs/transactions.md).
+    pub bytes: Vec<u8>,
 }
 
 /// A logged-in identity: (account, session id). Outlives its connections.
@@ -154,6 +188,10 @@ pub struct OrderEntry {
     by_key: BTreeMap<(u64, u64), u32>,
     by_account: BTreeMap<u64, Vec<u32>>,
     submissions: Vec<Submission>,
+    /// Signed transactions for the mempool (on a chain).
+    transactions: Vec<TxSubmission>,
+    /// The chain's last executed block and its timestamp (ms), for [`ChainInfo`].
+    chain_tip: (u64, u64),
     /// Cancel-on-disconnect inputs the pipeline refused: offered again before anything else.
     retry: Vec<Submission>,
     /// Connections with bytes to write or to close, possibly repeated.
@@ -184,6 +222,8 @@ impl OrderEntry {
             by_key: BTreeMap::new(),
             by_account: BTreeMap::new(),
             submissions: Vec::new(),
+            transactions: Vec::new(),
+            chain_tip: (0, 0),
             retry: Vec::new(),
             dirty: Vec::new(),
             stopping: false,
@@ -327,9 +367,74 @@ impl OrderEntry {
         into.append(&mut self.submissions);
     }
 
-    /// True while inputs wait to be handed to the pipeline.
+    /// True while inputs (or transactions) wait to be handed on.
     pub fn has_submissions(&self) -> bool {
-        !self.submissions.is_empty() || !self.retry.is_empty()
+        !self.submissions.is_empty() || !self.retry.is_empty() || !self.transactions.is_empty()
+    }
+
+    /// Signed transactions for the mempool, oldest first (on a chain).
+    pub fn take_transactions(&mut self, into: &mut Vec<TxSubmission>) {
+        into.append(&mut self.transactions);
+    }
+
+    /// The chain executed block `height` with timestamp `block_time_ms`: what later logins
+    /// are told in [`ChainInfo`].
+    pub fn set_chain_tip(&mut self, height: u64, block_time_ms: u64) {
+        self.chain_tip = (height, block_time_ms);
+    }
+
+    /// What the mempool did with a transaction: [`wire::TX_ADMITTED`], [`wire::TX_REFUSED`]
+    /// or [`wire::TX_EVICTED`] with the mempool's refusal `code`. The sending session gets a
+    /// [`TransactionStatus`]; a refused or evicted transaction is no longer in flight.
+    pub fn transaction_status(
+        &mut self,
+        client: ClientRef,
+        hash: [u8; 32],
+        status: u8,
+        code: u16,
+        now_ns: u64,
+    ) {
+        let Some(slot) = self.origin(client) else {
+            return;
+        };
+        if status != wire::TX_ADMITTED {
+            self.forget_in_flight(slot, client.tag);
+        }
+        let mut message: TransactionStatus = blank(0);
+        message.client_seq = client.tag.into();
+        message.status = status;
+        message.code = code.into();
+        message.hash = hash;
+        self.send_app(slot, message, now_ns);
+        self.close_if_answered(slot);
+    }
+
+    /// Drops a session's input from its in-flight list (it will not be executed).
+    fn forget_in_flight(&mut self, slot: u32, client_seq: u64) {
+        let Some(session) = self.sessions[slot as usize].as_mut() else {
+            return;
+        };
+        if let Some(index) = session
+            .in_flight
+            .iter()
+            .position(|f| f.client_seq == client_seq)
+        {
+            session.in_flight.remove(index);
+        }
+    }
+
+    /// A half-closed connection closes once its session's last input is answered.
+    fn close_if_answered(&mut self, slot: u32) {
+        let Some(session) = self.sessions[slot as usize].as_ref() else {
+            return;
+        };
+        let Some(id) = session.connection.filter(|_| session.in_flight.is_empty()) else {
+            return;
+        };
+        if self.connections.get(id).is_some_and(|c| c.peer_closed) {
+            self.connections.close_after_flush(id);
+            self.dirty.push(id);
+        }
     }
 
     /// The pipeline's input queue was full: the submission is answered `overloaded`; a
@@ -432,27 +537,13 @@ impl OrderEntry {
                 let Some(slot) = self.origin(client) else {
                     return;
                 };
-                let session = self.sessions[slot as usize].as_mut().expect("origin");
-                if session
-                    .in_flight
-                    .front()
-                    .is_some_and(|f| f.client_seq == client.tag)
-                {
-                    session.in_flight.pop_front();
-                }
-                let answered = session.in_flight.is_empty().then_some(session.connection);
+                self.forget_in_flight(slot, client.tag);
                 let mut message: Sequenced = blank(0);
                 message.client_seq = client.tag.into();
                 message.seq = seq.into();
                 message.height = height.into();
                 self.send_app(slot, message, now_ns);
-                // A half-closed connection closes once its last input is answered.
-                if let Some(Some(id)) = answered {
-                    if self.connections.get(id).is_some_and(|c| c.peer_closed) {
-                        self.connections.close_after_flush(id);
-                        self.dirty.push(id);
-                    }
-                }
+                self.close_if_answered(slot);
             }
             Output::Finalized {
                 client,
@@ -501,14 +592,15 @@ impl OrderEntry {
             Event::Rejected { oid, reason, .. } => {
                 // A refusal changes nothing: only the sender hears of it.
                 let Some(slot) = origin else { return };
-                let in_flight = self.sessions[slot as usize]
+                let (market, oid) = self.sessions[slot as usize]
                     .as_ref()
-                    .and_then(|s| s.in_flight.front().copied());
+                    .and_then(|s| s.in_flight.iter().find(|f| f.client_seq == client.tag))
+                    .map_or((0, oid.unwrap_or(0)), |f| f.refused(oid));
                 let mut message: OrderRejected = blank(0);
                 message.client_seq = client.tag.into();
                 message.seq = seq.into();
-                message.oid = oid.or(in_flight.map(|f| f.oid)).unwrap_or(0).into();
-                message.market = in_flight.map_or(0, |f| f.market).into();
+                message.oid = oid.into();
+                message.market = market.into();
                 message.reason = engine_reject_code(reason).into();
                 self.send_app(slot, message, now_ns);
             }
@@ -743,16 +835,26 @@ impl OrderEntry {
                 now_ns,
             ),
             (Logout::KIND, _) => self.logout(id, LogoutReason::Requested, now_ns),
-            (NewOrder::KIND | Cancel::KIND | CancelReplace::KIND | MassCancel::KIND, None) => self
-                .connection_reject(
-                    id,
-                    header.seq.get(),
-                    header.kind,
-                    RejectCode::NotLoggedIn,
-                    now_ns,
-                ),
             (
-                NewOrder::KIND | Cancel::KIND | CancelReplace::KIND | MassCancel::KIND,
+                NewOrder::KIND
+                | Cancel::KIND
+                | CancelReplace::KIND
+                | MassCancel::KIND
+                | wire::TRANSACTION_KIND,
+                None,
+            ) => self.connection_reject(
+                id,
+                header.seq.get(),
+                header.kind,
+                RejectCode::NotLoggedIn,
+                now_ns,
+            ),
+            (
+                NewOrder::KIND
+                | Cancel::KIND
+                | CancelReplace::KIND
+                | MassCancel::KIND
+                | wire::TRANSACTION_KIND,
                 Some(slot),
             ) => self.application(id, slot, &header, frame, now_ns),
             // Kinds of other directions or of the market-data port.
@@ -829,6 +931,11 @@ impl OrderEntry {
             }
             self.logout(previous, LogoutReason::TakenOver, now_ns);
         }
+        // On a chain nobody may sign the cancels for the account: the flag is not in force.
+        let flags = match self.config.chain_id {
+            Some(_) => flags & !FLAG_CANCEL_ON_DISCONNECT,
+            None => flags,
+        };
         let session = self.sessions[slot as usize].as_mut().expect("live session");
         session.connection = Some(id);
         session.flags = flags;
@@ -839,7 +946,8 @@ impl OrderEntry {
         accepted.next_client_seq = session.next_client_seq.into();
         accepted.next_server_seq = session.next_server_seq.into();
         accepted.heartbeat_ms = heartbeat_ms.into();
-        accepted.flags = flags.into();
+        let chain_flag = self.config.chain_id.map_or(0, |_| FLAG_CHAIN);
+        accepted.flags = (flags | chain_flag).into();
         let resend: Vec<Stored> = if resume_from == 0 {
             Vec::new()
         } else {
@@ -850,6 +958,13 @@ impl OrderEntry {
             connection.state = ConnState::LoggedIn { session: slot };
         }
         self.send_raw(id, accepted.as_bytes(), now_ns);
+        if let Some(chain_id) = self.config.chain_id {
+            let mut info: ChainInfo = blank(0);
+            info.chain_id = chain_id;
+            info.height = self.chain_tip.0.into();
+            info.block_time_ms = self.chain_tip.1.into();
+            self.send_raw(id, info.as_bytes(), now_ns);
+        }
         for stored in resend {
             self.send_raw(id, &stored.bytes[..stored.length as usize], now_ns);
         }
@@ -943,6 +1058,20 @@ impl OrderEntry {
         }
         session.next_client_seq += 1;
         let account = session.account;
+        match (
+            header.kind == wire::TRANSACTION_KIND,
+            self.config.chain_id.is_some(),
+        ) {
+            (true, true) => return self.transaction(id, slot, client_seq, frame, now_ns),
+            (false, false) => {}
+            (kind_is_tx, _) => {
+                let code = match kind_is_tx {
+                    true => RejectCode::TransactionsUnsupported,
+                    false => RejectCode::SignatureRequired,
+                };
+                return self.session_reject(slot, client_seq, header.kind, code, now_ns);
+            }
+        }
         let parsed = match header.kind {
             NewOrder::KIND => parse_new_order(account, view::<NewOrder>(frame).expect("checked")),
             Cancel::KIND => {
@@ -1002,11 +1131,44 @@ impl OrderEntry {
             client_seq,
             market,
             oid,
+            targets: Vec::new(),
         });
         self.submissions.push(Submission {
             client: client_ref(slot, session.generation, client_seq),
             command,
             received_ns: now_ns,
+        });
+    }
+
+    /// A signed transaction from a logged-in session (seq checked): it must be the session's
+    /// own account's; the mempool checks everything else and answers through
+    /// [`OrderEntry::transaction_status`].
+    fn transaction(&mut self, id: ConnId, slot: u32, client_seq: u64, frame: &[u8], now_ns: u64) {
+        let bytes = wire::transaction_bytes(frame);
+        let session = self.sessions[slot as usize]
+            .as_mut()
+            .expect("logged-in session");
+        let signer: [u8; 32] = bytes[36..68].try_into().expect("length checked");
+        if transactions::account_id_of(&signer) != session.account {
+            let code = RejectCode::SignerMismatch;
+            return self.session_reject(slot, client_seq, wire::TRANSACTION_KIND, code, now_ns);
+        }
+        let targets = transactions::SignedTransaction::decode(bytes)
+            .map(|tx| tx.tx.actions.iter().filter_map(action_target).collect())
+            .unwrap_or_default();
+        session.in_flight.push_back(InFlight {
+            client_seq,
+            market: 0,
+            oid: 0,
+            targets,
+        });
+        let client = client_ref(slot, session.generation, client_seq);
+        if let Some(connection) = self.connections.get_mut(id) {
+            connection.consecutive_rejects = 0;
+        }
+        self.transactions.push(TxSubmission {
+            client,
+            bytes: bytes.to_vec(),
         });
     }
 
@@ -1175,6 +1337,18 @@ impl OrderEntry {
                 self.logout(id, LogoutReason::Shutdown, now_ns);
             }
         }
+    }
+}
+
+/// The (market, oid) an action concerns (oid 0 for a cancel-all), if it names a market.
+fn action_target(action: &transactions::Action) -> Option<(MarketId, u64)> {
+    use transactions::Action;
+    match *action {
+        Action::Place { market, oid, .. }
+        | Action::Cancel { market, oid }
+        | Action::Modify { market, oid, .. } => Some((market, oid)),
+        Action::CancelAll { market } => Some((market, 0)),
+        _ => None,
     }
 }
 

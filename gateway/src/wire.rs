@@ -13,8 +13,20 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 pub const VERSION: u8 = 1;
 /// Size of [`Header`].
 pub const HEADER_BYTES: usize = 16;
-/// No message is longer than this; a header announcing more is a framing error.
+/// No fixed-size message is longer than this.
 pub const MAX_MESSAGE_BYTES: usize = 256;
+/// The one variable-size message: [`TRANSACTION_KIND`], a header then a signed transaction
+/// (docs/transactions.md), client to order entry on a chain.
+pub const TRANSACTION_KIND: u8 = 14;
+/// No frame is longer than this (a header and the longest signed transaction); a header
+/// announcing more is a framing error.
+pub const MAX_FRAME_BYTES: usize = HEADER_BYTES + transactions::MAX_TX_LEN;
+/// [`TransactionStatus::status`]: the validator took it into its mempool.
+pub const TX_ADMITTED: u8 = 1;
+/// [`TransactionStatus::status`]: it was not taken (see `code`); nothing happened.
+pub const TX_REFUSED: u8 = 2;
+/// [`TransactionStatus::status`]: it left the mempool unexecuted (see `code`) and never will be.
+pub const TX_EVICTED: u8 = 3;
 /// `market` value meaning "every market" in [`Subscribe`].
 pub const ALL_MARKETS: u32 = u32::MAX;
 /// [`NewOrder::order_type`] low bits: a limit order.
@@ -251,6 +263,16 @@ messages! {
         reserved2: U32,
     }
 
+    /// On a chain, sent right after [`LoginAccepted`]: what a signed transaction needs.
+    ChainInfo = 106, 64 {
+        /// The chain id every transaction signs.
+        chain_id: [u8; 32],
+        /// The last executed block.
+        height: U64,
+        /// Its timestamp in ms since the Unix epoch (nonces are checked against it).
+        block_time_ms: U64,
+    }
+
     /// The engine took the order in (it may fill, rest or both).
     OrderAccepted = 110, 48 {
         /// Client seq of the message that caused this, or 0 if another session's.
@@ -426,6 +448,24 @@ messages! {
         lots: I64,
         /// Absolute notional they were closed at (the bankruptcy price), collateral units.
         notional: I64,
+    }
+
+    /// What became of a signed transaction before execution: admitted into the mempool,
+    /// refused, or evicted from it (docs/protocol.md, "Signed transactions").
+    TransactionStatus = 120, 64 {
+        /// Client seq of the `Transaction` message.
+        client_seq: U64,
+        /// [`TX_ADMITTED`], [`TX_REFUSED`] or [`TX_EVICTED`].
+        status: u8,
+        /// Zero.
+        reserved: u8,
+        /// Why (refused, evicted): the mempool's refusal code (docs/transactions.md); 0 when
+        /// admitted.
+        code: U16,
+        /// Zero.
+        reserved2: U32,
+        /// The transaction's hash (BLAKE3 of its bytes).
+        hash: [u8; 32],
     }
 
     // ---- client to market-data port ----------------------------------------------------
@@ -608,6 +648,7 @@ pub fn length_of(kind: u8) -> Option<usize> {
         ServerLogout,
         ServerHeartbeat,
         Reject,
+        ChainInfo,
         OrderAccepted,
         OrderRejected,
         Fill,
@@ -618,6 +659,7 @@ pub fn length_of(kind: u8) -> Option<usize> {
         PositionUpdate,
         Liquidation,
         Deleveraged,
+        TransactionStatus,
         Subscribe,
         Replay,
         SnapshotRequest,
@@ -634,9 +676,9 @@ pub fn length_of(kind: u8) -> Option<usize> {
 /// Why a frame could not be taken from a byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    /// The header's length is below [`HEADER_BYTES`] or above [`MAX_MESSAGE_BYTES`]: the stream
+    /// The header's length is below [`HEADER_BYTES`] or above [`MAX_FRAME_BYTES`]: the stream
     /// cannot be re-synchronised, so the connection is closed.
-    #[error("frame length {0} outside {HEADER_BYTES}..={MAX_MESSAGE_BYTES}")]
+    #[error("frame length {0} outside {HEADER_BYTES}..={MAX_FRAME_BYTES}")]
     BadFrameLength(u16),
 }
 
@@ -649,7 +691,7 @@ pub fn next_frame(buffer: &[u8]) -> Result<Option<usize>, FrameError> {
     }
     let length = u16::from_le_bytes([buffer[0], buffer[1]]);
     let bytes = length as usize;
-    if !(HEADER_BYTES..=MAX_MESSAGE_BYTES).contains(&bytes) {
+    if !(HEADER_BYTES..=MAX_FRAME_BYTES).contains(&bytes) {
         return Err(FrameError::BadFrameLength(length));
     }
     Ok((buffer.len() >= bytes).then_some(bytes))
@@ -661,11 +703,29 @@ pub fn check_frame(frame: &[u8]) -> Result<&Header, RejectCode> {
     if header.version != VERSION {
         return Err(RejectCode::UnsupportedVersion);
     }
+    if header.kind == TRANSACTION_KIND {
+        let body = frame.len() - HEADER_BYTES;
+        let whole_actions = body
+            .saturating_sub(transactions::MIN_TX_LEN)
+            .is_multiple_of(ACTION_BYTES);
+        return match (transactions::MIN_TX_LEN..=transactions::MAX_TX_LEN).contains(&body) {
+            true if whole_actions => Ok(header),
+            _ => Err(RejectCode::BadLength),
+        };
+    }
     match length_of(header.kind) {
         None => Err(RejectCode::UnknownKind),
         Some(expected) if expected != frame.len() => Err(RejectCode::BadLength),
         Some(_) => Ok(header),
     }
+}
+
+/// Size of one action of a signed transaction.
+const ACTION_BYTES: usize = transactions::ACTION_LEN;
+
+/// The signed transaction a checked [`TRANSACTION_KIND`] frame carries.
+pub fn transaction_bytes(frame: &[u8]) -> &[u8] {
+    &frame[HEADER_BYTES..]
 }
 
 /// Views a checked frame as message `M` (`None` if its length is not `M`'s).
@@ -731,6 +791,12 @@ codes! {
         UnknownMarket = 10, "unknown_market",
         /// The market is not subscribed on this connection.
         NotSubscribed = 11, "not_subscribed",
+        /// An unsigned order message on a chain: only signed `Transaction`s reach its blocks.
+        SignatureRequired = 12, "signature_required",
+        /// A `Transaction` on a node that is not a chain (it takes unsigned orders only).
+        TransactionsUnsupported = 13, "transactions_unsupported",
+        /// A `Transaction` signed by another account than the session's.
+        SignerMismatch = 14, "signer_mismatch",
     }
 }
 
@@ -867,6 +933,9 @@ pub use transactions::account_id_of;
 
 /// Login flag: cancel the account's open orders when the session's connection drops.
 pub const FLAG_CANCEL_ON_DISCONNECT: u32 = 1;
+/// [`LoginAccepted::flags`] bit set by a chain: a [`ChainInfo`] follows the `LoginAccepted`,
+/// and orders are taken only as signed transactions.
+pub const FLAG_CHAIN: u32 = 1 << 31;
 
 #[cfg(test)]
 mod tests {
@@ -877,6 +946,13 @@ mod tests {
     fn offsets_match_the_protocol_document() {
         assert_eq!(offset_of!(Header, kind), 2);
         assert_eq!(offset_of!(Header, seq), 8);
+        assert_eq!(offset_of!(ChainInfo, chain_id), 16);
+        assert_eq!(offset_of!(ChainInfo, height), 48);
+        assert_eq!(offset_of!(ChainInfo, block_time_ms), 56);
+        assert_eq!(offset_of!(TransactionStatus, status), 24);
+        assert_eq!(offset_of!(TransactionStatus, code), 26);
+        assert_eq!(offset_of!(TransactionStatus, hash), 32);
+        assert_eq!(MAX_FRAME_BYTES, 2204);
         assert_eq!(offset_of!(Login, signature), 48);
         assert_eq!(offset_of!(Login, session_id), 112);
         assert_eq!(offset_of!(Login, flags), 132);
@@ -961,7 +1037,26 @@ mod tests {
     #[test]
     fn framing_errors_are_typed() {
         assert_eq!(next_frame(&[3, 0]), Err(FrameError::BadFrameLength(3)));
-        assert_eq!(next_frame(&[0, 2]), Err(FrameError::BadFrameLength(512)));
+        // 2205 = 0x089d: one past the longest transaction frame.
+        assert_eq!(
+            next_frame(&[0x9d, 0x08]),
+            Err(FrameError::BadFrameLength(2205))
+        );
+        assert_eq!(next_frame(&[0x9c, 0x08]), Ok(None));
+        // A transaction frame whose body is not 140 + 32 n bytes (n in 1..=64) is a bad length.
+        for (body, ok) in [
+            (171, false),
+            (172, true),
+            (173, false),
+            (204, true),
+            (2188, true),
+        ] {
+            let mut frame = Header::new(TRANSACTION_KIND, HEADER_BYTES + body, 1)
+                .as_bytes()
+                .to_vec();
+            frame.resize(HEADER_BYTES + body, 0);
+            assert_eq!(check_frame(&frame).is_ok(), ok, "body {body}");
+        }
         let mut heartbeat: Heartbeat = blank(0);
         heartbeat.header.kind = 99;
         assert_eq!(

@@ -903,3 +903,151 @@ fn non_canonical_and_weak_keys_are_bad_key_and_a_wrong_signature_is_bad_signatur
         ServerMessage::LoginAccepted(_)
     ));
 }
+
+/// A signed transaction of `key` placing a buy of 1 lot at 100 in market 1 with `oid`.
+fn signed_place(key: &SigningKey, chain_id: [u8; 32], nonce: u64, oid: u64) -> Vec<u8> {
+    let tx = transactions::Transaction {
+        chain_id,
+        signer: key.verifying_key().to_bytes(),
+        nonce,
+        actions: vec![transactions::Action::Place {
+            market: 1,
+            oid,
+            side: engine::Side::Buy,
+            price: Some(100),
+            qty: 1,
+            tif: engine::TimeInForce::Gtc,
+            stp: engine::SelfTradePrevention::CancelTaker,
+            reduce_only: false,
+        }],
+    };
+    tx.sign(key).bytes().to_vec()
+}
+
+fn transaction_frame(seq: u64, tx: &[u8]) -> Vec<u8> {
+    let mut frame = Header::new(TRANSACTION_KIND, HEADER_BYTES + tx.len(), seq)
+        .as_bytes()
+        .to_vec();
+    frame.extend_from_slice(tx);
+    frame
+}
+
+#[test]
+fn on_a_chain_only_the_sessions_own_signed_transactions_are_taken() {
+    let chain_id = [9; 32];
+    let mut oe = OrderEntry::new(OrderEntryConfig {
+        chain_id: Some(chain_id),
+        markets: vec![1],
+        ..OrderEntryConfig::default()
+    });
+    oe.set_chain_tip(7, 1_700_000_000_000);
+    let (alice, bob) = (key(1), key(2));
+    let id = login_with_flags(&mut oe, &alice, FLAG_CANCEL_ON_DISCONNECT);
+    // The login reply said: a chain, cancel-on-disconnect not in force, and its chain info.
+    let (again, reply) = login(&mut oe, &alice, 2, 0, 0);
+    let (ServerMessage::LoginAccepted(accepted), ServerMessage::ChainInfo(info)) =
+        (reply[0], reply[1])
+    else {
+        panic!("LoginAccepted then ChainInfo, got {reply:?}")
+    };
+    assert_eq!(accepted.flags.get(), FLAG_CHAIN);
+    assert_eq!(
+        (info.chain_id, info.height.get(), info.block_time_ms.get()),
+        (chain_id, 7, 1_700_000_000_000)
+    );
+    // Unsigned orders are refused; the seq is used.
+    oe.receive(id, new_order(1, 5).as_bytes(), 0);
+    let refused = drain(&mut oe, id);
+    assert!(matches!(refused[..], [ServerMessage::Reject(r)]
+        if r.reason.get() == RejectCode::SignatureRequired.code() && r.ref_seq.get() == 1));
+    // Bob's transaction on Alice's session: signer_mismatch.
+    oe.receive(
+        id,
+        &transaction_frame(2, &signed_place(&bob, chain_id, 1, 5)),
+        0,
+    );
+    let refused = drain(&mut oe, id);
+    assert!(matches!(refused[..], [ServerMessage::Reject(r)]
+        if r.reason.get() == RejectCode::SignerMismatch.code() && r.ref_kind == TRANSACTION_KIND));
+    // A truncated transaction is a bad length (the session goes on).
+    let own = signed_place(&alice, chain_id, 1, 5);
+    oe.receive(id, &transaction_frame(3, &own[..own.len() - 1]), 0);
+    assert!(matches!(drain(&mut oe, id)[..], [ServerMessage::Reject(r)]
+        if r.reason.get() == RejectCode::BadLength.code()));
+    // Her own: handed on as is, nothing submitted unsigned.
+    oe.receive(id, &transaction_frame(3, &own), 0);
+    let mut txs = Vec::new();
+    oe.take_transactions(&mut txs);
+    assert_eq!(txs.len(), 1);
+    assert_eq!(txs[0].bytes, own);
+    assert_eq!(txs[0].client.tag, 3);
+    let mut unsigned = Vec::new();
+    oe.take_submissions(&mut unsigned);
+    assert!(unsigned.is_empty());
+    // Admitted, then executed: the session hears both, with its client seq.
+    let client = txs[0].client;
+    oe.transaction_status(client, [4; 32], TX_ADMITTED, 0, 0);
+    let account = wire::account_id_of(&alice.verifying_key().to_bytes());
+    let event = Event::Rejected {
+        account,
+        oid: Some(5),
+        reason: engine::RejectReason::InsufficientBalance,
+    };
+    oe.on_output(
+        &Output::Event {
+            client,
+            seq: 40,
+            event,
+        },
+        0,
+    );
+    oe.on_output(
+        &Output::Sequenced {
+            client,
+            seq: 40,
+            height: 8,
+            times: Default::default(),
+        },
+        0,
+    );
+    let replies = drain(&mut oe, id);
+    assert!(matches!(replies[0], ServerMessage::TransactionStatus(s)
+        if s.status == TX_ADMITTED && s.client_seq.get() == 3 && s.hash == [4; 32]));
+    assert!(matches!(replies[1], ServerMessage::OrderRejected(r)
+        if r.client_seq.get() == 3 && r.oid.get() == 5 && r.market.get() == 1));
+    assert!(matches!(replies[2], ServerMessage::Sequenced(s) if s.height.get() == 8));
+    // A refused one: told with the mempool's code.
+    oe.receive(
+        id,
+        &transaction_frame(4, &signed_place(&alice, chain_id, 2, 6)),
+        0,
+    );
+    oe.take_transactions(&mut txs);
+    oe.transaction_status(txs[1].client, [5; 32], TX_REFUSED, 7, 0);
+    assert!(
+        matches!(drain(&mut oe, id)[..], [ServerMessage::TransactionStatus(s)]
+        if s.status == TX_REFUSED && s.code.get() == 7 && s.client_seq.get() == 4)
+    );
+    // Disconnecting cancels nothing (nobody may sign for the account).
+    oe.disconnected(id, 0);
+    oe.disconnected(again, 0);
+    oe.take_submissions(&mut unsigned);
+    assert!(unsigned.is_empty());
+}
+
+#[test]
+fn a_node_that_is_not_a_chain_refuses_transactions() {
+    let mut oe = OrderEntry::new(OrderEntryConfig::default());
+    let alice = key(1);
+    let (id, _) = login(&mut oe, &alice, 1, 0, 0);
+    oe.receive(
+        id,
+        &transaction_frame(1, &signed_place(&alice, [0; 32], 1, 5)),
+        0,
+    );
+    assert!(matches!(drain(&mut oe, id)[..], [ServerMessage::Reject(r)]
+        if r.reason.get() == RejectCode::TransactionsUnsupported.code()));
+    let mut txs = Vec::new();
+    oe.take_transactions(&mut txs);
+    assert!(txs.is_empty());
+}

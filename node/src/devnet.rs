@@ -42,7 +42,9 @@ pub struct DevnetArgs {
     /// second) instead of one summary line per second.
     #[arg(long)]
     pub verbose: bool,
-    /// First UDP port on 127.0.0.1 (validator i listens on PORT + i); 0 picks free ports.
+    /// First UDP port on 127.0.0.1 (validator i listens on PORT + i, and serves TCP ports
+    /// PORT + N + i (transactions), PORT + 2N + i (order entry) and PORT + 3N + i (market
+    /// data) for N validators); 0 picks free ports.
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub base_port: u16,
     /// Orders per second the load client sends, as signed transactions (0: no load).
@@ -110,16 +112,25 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
                 .checked_add(i as u16)
                 .ok_or_else(|| HostError::Config("port out of range".into()))?
         };
-        let tx_port = if args.base_port == 0 {
-            free_tcp_port().map_err(io_err(root))?
-        } else {
-            port.checked_add(args.validators)
-                .ok_or_else(|| HostError::Config("port out of range".into()))?
-        };
+        // TCP ports for clients: transactions, order entry, market data (PORT + k * N + i).
+        let mut tcp = [0u16; 3];
+        for (k, slot) in tcp.iter_mut().enumerate() {
+            *slot = if args.base_port == 0 {
+                free_tcp_port().map_err(io_err(root))?
+            } else {
+                (k as u16 + 1)
+                    .checked_mul(args.validators)
+                    .and_then(|offset| port.checked_add(offset))
+                    .ok_or_else(|| HostError::Config("port out of range".into()))?
+            };
+        }
+        let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         validators.push(ValidatorEntry {
             key: hex(&Keypair::from_seed(seed).id().0),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            tx_addr: SocketAddr::from(([127, 0, 0, 1], tx_port)),
+            addr: local(port),
+            tx_addr: local(tcp[0]),
+            order_addr: Some(local(tcp[1])),
+            data_addr: Some(local(tcp[2])),
             stake: 1,
         });
     }
@@ -152,7 +163,22 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
     let path = root.join(CONFIG_FILE);
     let text = toml::to_string(&config).map_err(|e| HostError::Config(e.to_string()))?;
     std::fs::write(&path, text).map_err(io_err(&path))?;
+    write_dev_keys(&root.join(DEV_KEYS_FILE), &config)?;
     Ok((path, config))
+}
+
+/// Name of the file of development keys in a devnet's folder.
+pub const DEV_KEYS_FILE: &str = "dev-keys.txt";
+
+/// Writes the seed (hex) of every trading account's key, one per line in account order:
+/// development keys, funded at genesis, that any client of the devnet may sign with.
+fn write_dev_keys(path: &Path, config: &DevnetConfig) -> Result<(), HostError> {
+    let spec = config.load_spec()?;
+    let lines: String = load::account_keys(&spec)
+        .iter()
+        .map(|key| format!("{}\n", hex(&key.to_bytes())))
+        .collect();
+    std::fs::write(path, lines).map_err(|e| HostError::Io(path.to_path_buf(), e))
 }
 
 /// Lines of a validator's standard error kept to print when it stops.

@@ -12,6 +12,7 @@
 //! - [`load`]: the devnet's deterministic stream of signed transactions.
 //! - [`decimal`]: exact decimal text to integer units and back.
 
+pub mod chain_gateway;
 pub mod client;
 pub mod config;
 pub mod decimal;

@@ -1192,6 +1192,7 @@ fn bind_gateway(
             max_pending_bytes: section.max_pending_mib << 20,
             max_consecutive_rejects: 1000,
             markets: markets.clone(),
+            chain_id: None,
         },
     };
     Ok(GatewayServer::bind(

@@ -66,8 +66,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use transactions::{SignedTransaction, TxHash};
 
+use crate::chain_gateway::{self, BlockFeed, ChainGatewayConfig, GatewayHandle, ToGateway, NOBODY};
 use crate::load::{self, LoadSpec};
 use crate::txport::{self, Notice, NoticeKind};
+use gateway::order_entry::TxSubmission;
+use gateway::wire::{TX_ADMITTED, TX_EVICTED, TX_REFUSED};
+use sequencer::ClientRef;
 
 const MS: u64 = 1_000_000;
 /// Most certificates sent in answer to one sync request.
@@ -130,6 +134,12 @@ pub struct ValidatorEntry {
     pub addr: SocketAddr,
     /// Its transaction port (TCP, for clients).
     pub tx_addr: SocketAddr,
+    /// Its binary order-entry port (TCP, docs/protocol.md); none if absent.
+    #[serde(default)]
+    pub order_addr: Option<SocketAddr>,
+    /// Its binary market-data port (TCP); served with the order-entry port.
+    #[serde(default)]
+    pub data_addr: Option<SocketAddr>,
     /// Its stake.
     pub stake: u64,
 }
@@ -317,7 +327,7 @@ impl PayloadValidator for HostContext {
 /// A client connection's outbox of notices.
 type ClientOutbox = mpsc::Sender<[u8; txport::NOTICE_LEN]>;
 
-/// What the transaction port's tasks tell the host.
+/// What the transaction port's tasks and the gateway thread tell the host.
 enum ClientEvent {
     /// A client connected; notices for it go to this outbox.
     Connected(u64, ClientOutbox),
@@ -325,6 +335,25 @@ enum ClientEvent {
     Transaction(u64, Vec<u8>),
     /// A client left.
     Gone(u64),
+    /// Sessions of the binary gateway sent these transactions.
+    Gateway(Vec<TxSubmission>),
+}
+
+/// Who sent a transaction to this validator, to be told what became of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sender {
+    /// A client of the transaction port.
+    Port(u64),
+    /// A session of the binary gateway (and the message's client seq).
+    Gateway(ClientRef),
+}
+
+/// What became of a transaction (refusal and eviction with the mempool's code).
+enum Answer {
+    Admitted,
+    Refused(u8),
+    Finalized(Height),
+    Evicted(u8),
 }
 
 struct Host {
@@ -347,7 +376,12 @@ struct Host {
     sync_served: HashMap<ValidatorId, (Height, u64)>,
     clients: HashMap<u64, ClientOutbox>,
     /// Transactions a client of this validator sent, awaiting their block.
-    awaiting: HashMap<TxHash, u64>,
+    awaiting: HashMap<TxHash, Sender>,
+    /// The binary gateway's thread (order entry and market data), if configured.
+    gateway: Option<GatewayHandle>,
+    /// The chain's input seq: transactions and oracle updates executed so far (every
+    /// validator counts the same; the gateway's `seq` fields).
+    inputs_executed: u64,
 }
 
 fn log_line(value: serde_json::Value) -> Result<(), HostError> {
@@ -488,15 +522,36 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
         sync_served: HashMap::new(),
         clients: HashMap::new(),
         awaiting: HashMap::new(),
+        gateway: None,
+        inputs_executed: 0,
     };
     // Resume: re-execute every stored block (checking each root) before joining.
     let recovered = stored.len();
     for cert in stored {
         host.apply_decided(cert, false)?;
     }
+    // The gateway's feed starts from the recovered books.
+    let (gateway_tx, mut gateway_rx) = mpsc::channel::<Vec<TxSubmission>>(1024);
+    if let (Some(order_entry), Some(market_data)) = (entry.order_addr, entry.data_addr) {
+        let shared = host.shared.borrow();
+        let config = ChainGatewayConfig {
+            order_entry,
+            market_data,
+            chain_id,
+            tip: (host.chain.height(), shared.block_time_ms),
+        };
+        let handle = chain_gateway::spawn(config, shared.execution.engine(), gateway_tx)
+            .map_err(|e| HostError::Io(PathBuf::from(order_entry.to_string()), e))?;
+        drop(shared);
+        host.shared.borrow_mut().execution.track_level_changes(true);
+        host.gateway = Some(handle);
+    }
+    let gateway_addrs = host.gateway.as_ref().map(|g| g.addrs);
     log_line(json!({
         "event": "ready", "index": host.index, "addr": entry.addr.to_string(),
         "tx_addr": entry.tx_addr.to_string(),
+        "order_entry": gateway_addrs.map(|a| a.0.to_string()),
+        "market_data": gateway_addrs.map(|a| a.1.to_string()),
         "key": entry.key, "height": host.chain.height(), "recovered_blocks": recovered,
         "torn_bytes_cut": cut, "state_root": hex(&host.exec_root.0),
     }))?;
@@ -532,6 +587,14 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
                 while events.len() < ADMIT_BATCH {
                     let Ok(next) = client_rx.try_recv() else { break };
                     events.push(next);
+                }
+                host.on_clients(events);
+            }
+            Some(batch) = gateway_rx.recv() => {
+                let mut events = vec![ClientEvent::Gateway(batch)];
+                while events.len() < ADMIT_BATCH / 16 {
+                    let Ok(next) = gateway_rx.try_recv() else { break };
+                    events.push(ClientEvent::Gateway(next));
                 }
                 host.on_clients(events);
             }
@@ -794,7 +857,7 @@ impl Host {
 
     /// Admits what clients sent (one batch), answers each, and forwards the admitted ones.
     fn on_clients(&mut self, events: Vec<ClientEvent>) {
-        let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut frames: Vec<(Sender, Vec<u8>)> = Vec::new();
         // Clients that left are forgotten after this batch's notices are queued: a client
         // whose last frame and departure come in one batch still gets its answer.
         let mut gone: Vec<u64> = Vec::new();
@@ -804,7 +867,12 @@ impl Host {
                     self.clients.insert(id, outbox);
                 }
                 ClientEvent::Gone(id) => gone.push(id),
-                ClientEvent::Transaction(id, bytes) => frames.push((id, bytes)),
+                ClientEvent::Transaction(id, bytes) => frames.push((Sender::Port(id), bytes)),
+                ClientEvent::Gateway(batch) => frames.extend(
+                    batch
+                        .into_iter()
+                        .map(|tx| (Sender::Gateway(tx.client), tx.bytes)),
+                ),
             }
         }
         self.admit_from_clients(frames);
@@ -814,7 +882,7 @@ impl Host {
     }
 
     /// Admits one batch of client frames, answers each, and forwards the admitted ones.
-    fn admit_from_clients(&mut self, frames: Vec<(u64, Vec<u8>)>) {
+    fn admit_from_clients(&mut self, frames: Vec<(Sender, Vec<u8>)>) {
         if frames.is_empty() {
             return;
         }
@@ -827,35 +895,66 @@ impl Host {
             mempool.admit_many(&items, now_ns() / MS, &*execution)
         };
         let mut forward: Vec<&[u8]> = Vec::new();
-        for ((id, bytes), result) in frames.iter().zip(results) {
-            let notice = match result {
+        for ((sender, bytes), result) in frames.iter().zip(results) {
+            match result {
                 Ok(hash) => {
                     forward.push(bytes);
-                    self.awaiting.insert(hash, *id);
-                    Notice {
-                        kind: NoticeKind::Admitted,
-                        code: 0,
-                        hash,
-                        height: 0,
-                    }
+                    self.awaiting.insert(hash, *sender);
+                    self.answer(*sender, hash, Answer::Admitted);
                 }
-                Err(refusal) => Notice {
-                    kind: NoticeKind::Refused,
-                    code: if bytes.is_empty() {
-                        txport::CODE_FRAME_LENGTH
-                    } else {
-                        txport::refusal_code(&refusal)
-                    },
-                    hash: TxHash(*blake3::hash(bytes).as_bytes()),
-                    height: 0,
-                },
-            };
-            self.notify(*id, &notice);
+                Err(refusal) => {
+                    let code = match bytes.is_empty() {
+                        true => txport::CODE_FRAME_LENGTH,
+                        false => txport::refusal_code(&refusal),
+                    };
+                    let hash = TxHash(*blake3::hash(bytes).as_bytes());
+                    self.answer(*sender, hash, Answer::Refused(code));
+                }
+            }
         }
         if !forward.is_empty() {
             let mut frame = vec![FRAME_TXS];
             frame.extend_from_slice(&txport::encode_list(forward.into_iter()));
             self.net.broadcast(Arc::from(frame));
+        }
+    }
+
+    /// Tells a transaction's sender what became of it: a transaction-port notice, or a
+    /// gateway `TransactionStatus` (a gateway session hears of its execution through the
+    /// block's outputs instead of `finalized`).
+    fn answer(&mut self, sender: Sender, hash: TxHash, answer: Answer) {
+        match sender {
+            Sender::Port(id) => {
+                let (kind, code, height) = match answer {
+                    Answer::Admitted => (NoticeKind::Admitted, 0, 0),
+                    Answer::Refused(code) => (NoticeKind::Refused, code, 0),
+                    Answer::Finalized(height) => (NoticeKind::Finalized, 0, height),
+                    Answer::Evicted(code) => (NoticeKind::Evicted, code, 0),
+                };
+                let notice = Notice {
+                    kind,
+                    code,
+                    hash,
+                    height,
+                };
+                self.notify(id, &notice);
+            }
+            Sender::Gateway(client) => {
+                let (status, code) = match answer {
+                    Answer::Admitted => (TX_ADMITTED, 0),
+                    Answer::Refused(code) => (TX_REFUSED, code),
+                    Answer::Evicted(code) => (TX_EVICTED, code),
+                    Answer::Finalized(_) => return,
+                };
+                if let Some(gateway) = &self.gateway {
+                    gateway.send(ToGateway::Status {
+                        client,
+                        hash: hash.0,
+                        status,
+                        code: code.into(),
+                    });
+                }
+            }
         }
     }
 
@@ -890,12 +989,35 @@ impl Host {
         }
         let refs: Vec<&SignedTransaction> = txs.iter().collect();
         let block_time_ms = shared.block_time_ms;
+        let hashes: Vec<TxHash> = refs.iter().map(|tx| tx.hash()).collect();
+        let mut feed = BlockFeed::new(self.inputs_executed, height, refs.len());
+        if self.gateway.is_some() {
+            feed.senders = hashes
+                .iter()
+                .map(|h| match self.awaiting.get(h) {
+                    Some(Sender::Gateway(client)) => *client,
+                    _ => NOBODY,
+                })
+                .collect();
+        }
         let root = shared
             .execution
-            .execute_block(block_time_ms, &refs, |_, _| {});
+            .execute_block(block_time_ms, &refs, |origin, event| {
+                feed.event(origin, event)
+            });
+        self.inputs_executed = feed.inputs_executed();
         self.exec_root = Hash(root);
         shared.block_time_ms = (block.timestamp_ns / MS).max(shared.block_time_ms);
-        let hashes: Vec<TxHash> = refs.iter().map(|tx| tx.hash()).collect();
+        if let Some(gateway) = &self.gateway {
+            let mut changes = Vec::new();
+            shared.execution.drain_level_changes(&mut changes);
+            let outputs = feed.finish(changes);
+            gateway.send(ToGateway::Block {
+                height,
+                block_time_ms: shared.block_time_ms,
+                outputs,
+            });
+        }
         let evicted = {
             let Shared {
                 mempool, execution, ..
@@ -905,25 +1027,14 @@ impl Host {
         drop(shared);
         let orders: usize = refs.iter().map(|tx| tx.tx.actions.len()).sum();
         for hash in hashes {
-            if let Some(id) = self.awaiting.remove(&hash) {
-                let notice = Notice {
-                    kind: NoticeKind::Finalized,
-                    code: 0,
-                    hash,
-                    height,
-                };
-                self.notify(id, &notice);
+            if let Some(sender) = self.awaiting.remove(&hash) {
+                self.answer(sender, hash, Answer::Finalized(height));
             }
         }
         for gone in evicted {
-            if let Some(id) = self.awaiting.remove(&gone.hash) {
-                let notice = Notice {
-                    kind: NoticeKind::Evicted,
-                    code: txport::refusal_code(&gone.reason),
-                    hash: gone.hash,
-                    height: 0,
-                };
-                self.notify(id, &notice);
+            if let Some(sender) = self.awaiting.remove(&gone.hash) {
+                let code = txport::refusal_code(&gone.reason);
+                self.answer(sender, gone.hash, Answer::Evicted(code));
             }
         }
         self.chain.apply_block(block, &Ed25519);

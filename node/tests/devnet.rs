@@ -4,7 +4,8 @@
 //! trades and the other three keep finalizing; it is restarted, re-executes its block file,
 //! catches up to the same roots and finalizes the client's transactions again, and no
 //! validator ever reports double-signing evidence. A byzantine proposer that forges a
-//! transaction gets no votes for its blocks. Bounded: every wait has a deadline and the
+//! transaction gets no votes for its blocks, while clients of the honest validators' binary
+//! gateways trade with each other through the cluster. Bounded: every wait has a deadline and the
 //! children are killed on drop.
 
 use std::collections::BTreeMap;
@@ -271,6 +272,8 @@ fn a_byzantine_proposers_forged_transaction_gets_no_votes() {
     cluster.wait_until("4 validators ready", Duration::from_secs(20), |c| {
         c.ready.len() == VALIDATORS
     });
+    // First, on the empty book (the bad input's good transaction rests orders).
+    trading_through_the_gateways_of_three_validators(&config);
     bad_input_on_the_transaction_port(&config);
     cluster.wait_until(
         "the honest validators at height 12",
@@ -362,6 +365,170 @@ fn bad_input_on_the_transaction_port(config: &Path) {
     assert_eq!((notice.kind, notice.code), (NoticeKind::Refused, 15));
     let mut rest = Vec::new();
     assert_eq!(other.read_to_end(&mut rest).expect("closed"), 0);
+}
+
+/// A signed order of `key` in the devnet's market (nonce: the wall clock in ms).
+fn signed_order(
+    key: &ed25519_dalek::SigningKey,
+    chain_id: [u8; 32],
+    oid: u64,
+    side: engine::Side,
+    qty: i64,
+    tif: engine::TimeInForce,
+) -> Vec<u8> {
+    let now_ms = node::validator::now_ns() / 1_000_000;
+    transactions::Transaction {
+        chain_id,
+        signer: key.verifying_key().to_bytes(),
+        nonce: now_ms + oid,
+        actions: vec![transactions::Action::Place {
+            market: node::load::MARKET,
+            oid,
+            side,
+            price: Some(250_000),
+            qty,
+            tif,
+            stp: engine::SelfTradePrevention::CancelTaker,
+            reduce_only: false,
+        }],
+    }
+    .sign(key)
+    .bytes()
+    .to_vec()
+}
+
+/// Reads order-entry messages until `done` holds for one; returns them all.
+fn read_until(
+    client: &mut gateway::client::OrderClient,
+    done: impl Fn(&gateway::client::ServerMessage) -> bool,
+) -> Vec<gateway::client::ServerMessage> {
+    let mut seen = Vec::new();
+    loop {
+        let message = client.recv().expect("a message before the timeout");
+        let stop = done(&message);
+        seen.push(message);
+        if stop {
+            return seen;
+        }
+    }
+}
+
+/// On an empty book: a market maker on validator 1's binary gateway rests a signed sell; a taker on validator
+/// 3's buys part of it; each hears its own fill (the maker without sending anything to
+/// validator 3), `Sequenced` and `Finalized`; validator 2's market-data feed shows the level
+/// and the trade. Unsigned orders and another account's transactions are refused.
+fn trading_through_the_gateways_of_three_validators(config: &Path) {
+    use engine::{Side, TimeInForce};
+    use gateway::client::{LoginOptions, MarketDataClient, OrderClient, ServerMessage as M};
+    use gateway::wire::{RejectCode, TX_ADMITTED};
+    let config = node::validator::read_config(config).expect("config");
+    let keys = node::load::account_keys(&config.load_spec().expect("spec"));
+    let addr = |i: usize, order: bool| {
+        let v = &config.validators[i];
+        if order { v.order_addr } else { v.data_addr }.expect("gateway ports")
+    };
+    let mut feed = MarketDataClient::connect(addr(2, false)).expect("feed");
+    feed.subscribe(node::load::MARKET).expect("subscribe");
+    let login = |i: usize, key| OrderClient::connect(addr(i, true), key, LoginOptions::default());
+    let mut maker = login(1, &keys[0]).expect("maker login");
+    let mut taker = login(3, &keys[1]).expect("taker login");
+    let chain_id = maker
+        .session
+        .chain
+        .expect("a chain says so at login")
+        .chain_id;
+    assert_eq!(taker.session.chain.map(|c| c.chain_id), Some(chain_id));
+
+    // Refused at the gateway: an unsigned order, and the maker's transaction on the taker's
+    // session. Each uses a client seq.
+    let order = gateway::client::OrderRequest {
+        market: node::load::MARKET,
+        oid: 1,
+        side: Side::Buy,
+        price: Some(1),
+        qty: 1,
+        tif: TimeInForce::Gtc,
+        stp: engine::SelfTradePrevention::CancelTaker,
+    };
+    taker.sender.new_order(&order).expect("send");
+    let maker_tx = signed_order(&keys[0], chain_id, 1, Side::Sell, 5, TimeInForce::Gtc);
+    taker.sender.transaction(&maker_tx).expect("send");
+    for code in [RejectCode::SignatureRequired, RejectCode::SignerMismatch] {
+        let M::Reject(reject) = taker.recv().expect("reject") else {
+            panic!("a reject")
+        };
+        assert_eq!(reject.reason.get(), code.code());
+    }
+
+    let seq = maker.sender.transaction(&maker_tx).expect("send");
+    let replies = read_until(&mut maker, |m| matches!(m, M::Finalized(_)));
+    assert!(
+        matches!(replies[0], M::TransactionStatus(s) if s.status == TX_ADMITTED && s.client_seq.get() == seq)
+    );
+    assert!(replies.iter().any(
+        |m| matches!(m, M::OrderAccepted(a) if a.oid.get() == 1 && a.client_seq.get() == seq)
+    ));
+    assert!(matches!(replies[replies.len() - 2], M::Sequenced(_)));
+
+    let taker_tx = signed_order(&keys[1], chain_id, 7, Side::Buy, 3, TimeInForce::Ioc);
+    let seq = taker.sender.transaction(&taker_tx).expect("send");
+    let replies = read_until(&mut taker, |m| matches!(m, M::Finalized(_)));
+    let fill = replies.iter().find_map(|m| match m {
+        M::Fill(f) => Some(*f),
+        _ => None,
+    });
+    let fill = fill.expect("the taker's fill");
+    assert_eq!(
+        (
+            fill.client_seq.get(),
+            fill.oid.get(),
+            fill.qty.get(),
+            fill.price.get(),
+            fill.liquidity
+        ),
+        (seq, 7, 3, 250_000, 2)
+    );
+    let M::Finalized(finalized) = replies[replies.len() - 1] else {
+        unreachable!()
+    };
+    assert_eq!(
+        finalized.seq.get(),
+        fill.seq.get(),
+        "one chain seq for the transaction"
+    );
+    // The maker hears its side of the same trade (same seq and match index).
+    let maker_fill = read_until(&mut maker, |m| matches!(m, M::Fill(_)));
+    let M::Fill(maker_fill) = maker_fill[maker_fill.len() - 1] else {
+        unreachable!()
+    };
+    assert_eq!(
+        (
+            maker_fill.client_seq.get(),
+            maker_fill.oid.get(),
+            maker_fill.leaves.get(),
+            maker_fill.liquidity
+        ),
+        (0, 1, 2, 1)
+    );
+    assert_eq!(
+        (maker_fill.seq.get(), maker_fill.match_index.get()),
+        (fill.seq.get(), fill.match_index.get())
+    );
+
+    // Validator 2's feed: the ask level of 5, the trade of 3, the level of 2.
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|m| matches!(m, M::LevelUpdate(l) if l.lots.get() == 2))
+    {
+        seen.push(feed.recv().expect("feed message"));
+    }
+    assert!(seen
+        .iter()
+        .any(|m| matches!(m, M::LevelUpdate(l) if l.lots.get() == 5 && l.price.get() == 250_000)));
+    assert!(seen
+        .iter()
+        .any(|m| matches!(m, M::Trade(t) if t.qty.get() == 3 && t.seq.get() == fill.seq.get())));
 }
 
 fn cluster(exe: PathBuf, config: PathBuf, extra: Vec<Vec<&'static str>>) -> Cluster {

@@ -1,0 +1,409 @@
+//! The binary gateway of a validator: order entry and market data (docs/protocol.md) on a
+//! thread of their own, beside the validator's host.
+//!
+//! The gateway's state machines ([`gateway::order_entry::OrderEntry`] in chain mode,
+//! [`gateway::market_data::MarketData`]) and their mio shell ([`GatewayServer`]) run here
+//! unchanged; only their inputs and outputs cross to the host:
+//!
+//! - to the host: the signed transactions sessions send ([`TxSubmission`]), in batches
+//!   ([`crate::validator`] admits them into its mempool like the transaction port's);
+//! - from the host ([`ToGateway`]): what the mempool did with each (admitted, refused,
+//!   evicted), and each executed block as pipeline-style outputs: every engine event with the
+//!   chain's input seq, a `Sequenced` and then `Finalized` for the transactions this
+//!   validator's sessions sent, and the block's level changes (the L2 feed).
+//!
+//! The host wakes the thread through a [`mio::Waker`] after each send.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::{ArrayLadder, Engine, LevelChange};
+use gateway::market_data::{MarketData, MarketDataConfig};
+use gateway::order_entry::{OrderEntryConfig, TxSubmission};
+use gateway::server::{now_ns, GatewayConfig, GatewayServer};
+use mio::{Events, Poll, Token, Waker};
+use sequencer::{ClientRef, Output};
+
+const WAKER: Token = Token(0);
+const FIRST_GATEWAY_TOKEN: usize = 1;
+/// How often the state machines' timers run (heartbeats, login and linger timeouts).
+const TICK: Duration = Duration::from_millis(10);
+
+/// What the host tells the gateway thread.
+#[derive(Debug)]
+pub enum ToGateway {
+    /// What the mempool did with a session's transaction (`wire::TX_*` and its code).
+    Status {
+        /// The session and client seq that sent it.
+        client: ClientRef,
+        /// The transaction's hash.
+        hash: [u8; 32],
+        /// `wire::TX_ADMITTED`, `wire::TX_REFUSED` or `wire::TX_EVICTED`.
+        status: u8,
+        /// The mempool's refusal code (0 when admitted).
+        code: u16,
+    },
+    /// A block was decided, made durable and executed: its outputs, in order.
+    Block {
+        /// Its height.
+        height: u64,
+        /// Its timestamp, ms.
+        block_time_ms: u64,
+        /// Events, `Sequenced`, level changes, then `Finalized`.
+        outputs: Vec<Output>,
+    },
+}
+
+/// The host's end of the gateway thread.
+pub struct GatewayHandle {
+    to_gateway: mpsc::Sender<ToGateway>,
+    waker: Arc<Waker>,
+    /// Where the ports listen: (order entry, market data).
+    pub addrs: (SocketAddr, SocketAddr),
+}
+
+impl GatewayHandle {
+    /// Sends a message to the thread and wakes it. A stopped thread is not an error here
+    /// (the host notices when it stops receiving transactions).
+    pub fn send(&self, message: ToGateway) {
+        if self.to_gateway.send(message).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// Where the validator's gateway listens and how many clients it takes.
+#[derive(Debug, Clone)]
+pub struct ChainGatewayConfig {
+    /// Order-entry listen address.
+    pub order_entry: SocketAddr,
+    /// Market-data listen address.
+    pub market_data: SocketAddr,
+    /// The chain id (order entry takes only transactions signed for it).
+    pub chain_id: [u8; 32],
+    /// The last executed block and its timestamp (ms) when the thread starts.
+    pub tip: (u64, u64),
+}
+
+/// Binds both ports, builds the feed from `engine`'s current books, and starts the thread.
+/// Batches of transactions sessions send go to `to_host`.
+pub fn spawn(
+    config: ChainGatewayConfig,
+    engine: &Engine<ArrayLadder>,
+    to_host: tokio::sync::mpsc::Sender<Vec<TxSubmission>>,
+) -> io::Result<GatewayHandle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let market_data = MarketData::from_engine(
+        MarketDataConfig {
+            replay_messages: 100_000,
+            max_pending_bytes: 16 << 20,
+            heartbeat_ns: 1_000_000_000,
+            feed_epoch: now_ns(),
+        },
+        engine,
+    );
+    let mut server = GatewayServer::bind(
+        GatewayConfig {
+            order_entry_listen: config.order_entry,
+            market_data_listen: config.market_data,
+            max_connections: 1024,
+            order_entry: OrderEntryConfig {
+                markets: engine.markets().collect(),
+                chain_id: Some(config.chain_id),
+                ..OrderEntryConfig::default()
+            },
+        },
+        poll.registry(),
+        FIRST_GATEWAY_TOKEN,
+        market_data,
+    )?;
+    server.order_entry.set_chain_tip(config.tip.0, config.tip.1);
+    let addrs = server.local_addrs()?;
+    let (to_gateway, from_host) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("gateway".into())
+        .spawn(move || {
+            if let Err(e) = serve(poll, server, from_host, to_host) {
+                eprintln!("nexus validator: gateway stopped: {e}");
+            }
+        })?;
+    Ok(GatewayHandle {
+        to_gateway,
+        waker,
+        addrs,
+    })
+}
+
+/// The thread's loop: sockets in, transactions to the host, the host's outputs to sessions
+/// and the feed. Ends when the host is gone.
+fn serve(
+    mut poll: Poll,
+    mut server: GatewayServer,
+    from_host: mpsc::Receiver<ToGateway>,
+    to_host: tokio::sync::mpsc::Sender<Vec<TxSubmission>>,
+) -> io::Result<()> {
+    let mut events = Events::with_capacity(1024);
+    let mut last_tick = Instant::now();
+    let mut batch = Vec::new();
+    loop {
+        let timeout = match server.has_pending_work() {
+            true => Duration::ZERO,
+            false => TICK,
+        };
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        for event in events.iter() {
+            if event.token() != WAKER {
+                server.handle(poll.registry(), event.token(), event.is_writable())?;
+            }
+        }
+        server.read_ready();
+        server.order_entry.take_transactions(&mut batch);
+        if !batch.is_empty() && to_host.blocking_send(std::mem::take(&mut batch)).is_err() {
+            return Ok(());
+        }
+        loop {
+            match from_host.try_recv() {
+                Ok(message) => apply(&mut server, message),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
+            }
+        }
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            server.tick(poll.registry());
+        }
+        server.flush(poll.registry())?;
+    }
+}
+
+/// Feeds one host message to the state machines.
+fn apply(server: &mut GatewayServer, message: ToGateway) {
+    match message {
+        ToGateway::Status {
+            client,
+            hash,
+            status,
+            code,
+        } => {
+            let now = now_ns();
+            server
+                .order_entry
+                .transaction_status(client, hash, status, code, now);
+        }
+        ToGateway::Block {
+            height,
+            block_time_ms,
+            outputs,
+        } => {
+            server.order_entry.set_chain_tip(height, block_time_ms);
+            for output in &outputs {
+                server.on_output(output);
+            }
+        }
+    }
+}
+
+/// The `ClientRef` of engine outputs nobody on this validator sent (routed by account only).
+pub const NOBODY: ClientRef = ClientRef {
+    connection: 0,
+    tag: 0,
+};
+
+/// A block's outputs for the gateway, built while it executes: every engine event with the
+/// chain's input seq (transaction `i` of the block is input `first + i`, then one input per
+/// oracle update), a `Sequenced` after each transaction a session of this validator sent,
+/// then the block's level changes, then `Finalized` for those transactions (the block was
+/// durable before it ran).
+pub struct BlockFeed {
+    /// The seq of the block's first input.
+    first: u64,
+    height: u64,
+    transactions: usize,
+    /// Who sent each transaction (a gateway session of this validator, or [`NOBODY`]).
+    pub senders: Vec<ClientRef>,
+    outputs: Vec<Output>,
+    /// The first transaction whose `Sequenced` is not out yet.
+    open: usize,
+    oracle_updates: u64,
+    last_oracle: Option<engine::MarketId>,
+}
+
+impl BlockFeed {
+    /// The feed of block `height`, of `transactions` transactions, after `inputs_executed`
+    /// inputs of the chain.
+    pub fn new(inputs_executed: u64, height: u64, transactions: usize) -> BlockFeed {
+        BlockFeed {
+            first: inputs_executed + 1,
+            height,
+            transactions,
+            senders: Vec::new(),
+            outputs: Vec::new(),
+            open: 0,
+            oracle_updates: 0,
+            last_oracle: None,
+        }
+    }
+
+    fn sender(&self, index: usize) -> ClientRef {
+        self.senders.get(index).copied().unwrap_or(NOBODY)
+    }
+
+    /// One engine event of the block.
+    pub fn event(&mut self, origin: execution::Origin, event: &engine::Event) {
+        let (client, seq) = match origin {
+            execution::Origin::Tx { index, .. } => {
+                self.close_before(index);
+                (self.sender(index), self.first + index as u64)
+            }
+            execution::Origin::Oracle(market) => {
+                self.close_before(self.transactions);
+                if self.last_oracle != Some(market) {
+                    self.last_oracle = Some(market);
+                    self.oracle_updates += 1;
+                }
+                let seq = self.first + self.transactions as u64 + self.oracle_updates - 1;
+                (NOBODY, seq)
+            }
+        };
+        self.outputs.push(Output::Event {
+            client,
+            seq,
+            event: *event,
+        });
+    }
+
+    /// Every transaction before `index` is done: the `Sequenced` of those still open.
+    fn close_before(&mut self, index: usize) {
+        for i in self.open..index {
+            let client = self.sender(i);
+            if client != NOBODY {
+                self.outputs.push(Output::Sequenced {
+                    client,
+                    seq: self.first + i as u64,
+                    height: self.height,
+                    times: Default::default(),
+                });
+            }
+        }
+        self.open = self.open.max(index);
+    }
+
+    /// The chain's input count after the block (so far).
+    pub fn inputs_executed(&self) -> u64 {
+        self.first - 1 + self.transactions as u64 + self.oracle_updates
+    }
+
+    /// Closes the block: the remaining `Sequenced`, its level `changes` (each level's size at
+    /// the end of the block, given the block's last seq), then every `Finalized`.
+    pub fn finish(mut self, changes: Vec<LevelChange>) -> Vec<Output> {
+        self.close_before(self.transactions);
+        let last_seq = self.inputs_executed();
+        for change in changes {
+            self.outputs.push(Output::Level {
+                seq: last_seq,
+                change,
+            });
+        }
+        for i in 0..self.transactions {
+            let client = self.sender(i);
+            if client != NOBODY {
+                self.outputs.push(Output::Finalized {
+                    client,
+                    seq: self.first + i as u64,
+                    height: self.height,
+                });
+            }
+        }
+        self.outputs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::{Event, RejectReason, Side};
+    use execution::Origin;
+
+    fn rejected(account: u64) -> Event {
+        Event::Rejected {
+            account,
+            oid: Some(1),
+            reason: RejectReason::UnknownOrder,
+        }
+    }
+
+    #[test]
+    fn a_blocks_feed_numbers_inputs_across_the_chain_and_answers_only_local_senders() {
+        // Block 5 after 10 inputs: three transactions (the second from a local session and
+        // without events), then oracle updates of two markets.
+        let local = ClientRef {
+            connection: 1 << 63 | 7,
+            tag: 3,
+        };
+        let mut feed = BlockFeed::new(10, 5, 3);
+        feed.senders = vec![NOBODY, local, NOBODY];
+        feed.event(
+            Origin::Tx {
+                index: 0,
+                action: 0,
+            },
+            &rejected(1),
+        );
+        feed.event(
+            Origin::Tx {
+                index: 2,
+                action: 1,
+            },
+            &rejected(3),
+        );
+        feed.event(Origin::Oracle(1), &rejected(4));
+        feed.event(Origin::Oracle(1), &rejected(5));
+        feed.event(Origin::Oracle(2), &rejected(6));
+        assert_eq!(feed.inputs_executed(), 15);
+        let level = LevelChange {
+            market: 1,
+            side: Side::Buy,
+            price: 10,
+            lots: 0,
+        };
+        let outputs = feed.finish(vec![level]);
+        let seqs: Vec<(&str, u64)> = outputs
+            .iter()
+            .map(|o| match o {
+                Output::Event { seq, .. } => ("event", *seq),
+                Output::Sequenced { seq, client, .. } => {
+                    assert_eq!(*client, local);
+                    ("sequenced", *seq)
+                }
+                Output::Level { seq, .. } => ("level", *seq),
+                Output::Finalized { seq, height, .. } => {
+                    assert_eq!(*height, 5);
+                    ("finalized", *seq)
+                }
+                _ => ("other", 0),
+            })
+            .collect();
+        assert_eq!(
+            seqs,
+            [
+                ("event", 11),
+                ("sequenced", 12),
+                ("event", 13),
+                ("event", 14),
+                ("event", 14),
+                ("event", 15),
+                ("level", 15),
+                ("finalized", 12),
+            ]
+        );
+    }
+}
