@@ -97,11 +97,14 @@ def ed25519_sign(seed: bytes, message: bytes) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# BLAKE3, one chunk only (input < 1024 bytes: enough for the account id's 48 bytes).
+# BLAKE3 (default hash mode, 32-byte output), any input length: 1024-byte chunks of 64-byte
+# blocks, chunk chaining values merged pairwise in a binary tree (left subtree: the largest
+# power of two of chunks below the total). Inputs here are at most 2188 bytes (a transaction).
 
 _IV = (0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19)
 _PERM = (2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8)
-_CHUNK_START, _CHUNK_END, _ROOT = 1, 2, 8
+_CHUNK_START, _CHUNK_END, _PARENT, _ROOT = 1, 2, 4, 8
+_CHUNK_LEN = 1024
 _M32 = 0xFFFFFFFF
 
 
@@ -120,9 +123,10 @@ def _g(v, a, b, c, d, x, y):
     v[b] = ((v[b] >> 7) | (v[b] << 25)) & _M32
 
 
-def _compress_b3(cv, block: bytes, block_len: int, flags: int):
+def _compress_b3(cv, block: bytes, block_len: int, counter: int, flags: int):
+    """The compression function; returns the first 8 output words (a chaining value)."""
     m = list(struct.unpack("<16I", block))
-    v = list(cv) + list(_IV[:4]) + [0, 0, block_len, flags]  # chunk counter 0
+    v = list(cv) + list(_IV[:4]) + [counter & _M32, (counter >> 32) & _M32, block_len, flags]
     for round_ in range(7):
         _g(v, 0, 4, 8, 12, m[0], m[1])
         _g(v, 1, 5, 9, 13, m[2], m[3])
@@ -137,22 +141,38 @@ def _compress_b3(cv, block: bytes, block_len: int, flags: int):
     return [v[i] ^ v[i + 8] for i in range(8)]
 
 
-def blake3_short(data: bytes) -> bytes:
-    """BLAKE3 (default mode, 32-byte output) of an input shorter than 1024 bytes."""
-    if len(data) >= 1024:
-        raise ValueError("single-chunk BLAKE3 only")
-    blocks = [data[i:i + 64] for i in range(0, len(data), 64)] or [b""]
+def _chunk_cv(chunk: bytes, counter: int, root: bool):
+    """Chaining value of one chunk (up to 1024 bytes), chunk counter = its index."""
+    blocks = [chunk[i:i + 64] for i in range(0, len(chunk), 64)] or [b""]
     cv = list(_IV)
     for index, block in enumerate(blocks):
         flags = _CHUNK_START if index == 0 else 0
         if index == len(blocks) - 1:
-            flags |= _CHUNK_END | _ROOT
-        cv = _compress_b3(cv, block.ljust(64, b"\0"), len(block), flags)
-    return struct.pack("<8I", *cv)
+            flags |= _CHUNK_END | (_ROOT if root else 0)
+        cv = _compress_b3(cv, block.ljust(64, b"\0"), len(block), counter, flags)
+    return cv
+
+
+def _subtree_cv(data: bytes, first_chunk: int, root: bool):
+    """Chaining value of the subtree over `data` (whole chunks, the last possibly partial)."""
+    chunks = max(1, -(-len(data) // _CHUNK_LEN))
+    if chunks == 1:
+        return _chunk_cv(data, first_chunk, root)
+    left_chunks = 1 << ((chunks - 1).bit_length() - 1)  # largest power of two < chunks
+    split = left_chunks * _CHUNK_LEN
+    left = _subtree_cv(data[:split], first_chunk, False)
+    right = _subtree_cv(data[split:], first_chunk + left_chunks, False)
+    block = struct.pack("<16I", *left, *right)
+    return _compress_b3(list(_IV), block, 64, 0, _PARENT | (_ROOT if root else 0))
+
+
+def blake3(data: bytes) -> bytes:
+    """BLAKE3 (default mode, unkeyed, 32-byte output) of any input."""
+    return struct.pack("<8I", *_subtree_cv(bytes(data), 0, True))
 
 
 def account_id_of(public_key: bytes) -> int:
-    digest = blake3_short(b"nexus-account-v1" + public_key)
+    digest = blake3(b"nexus-account-v1" + public_key)
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
@@ -179,6 +199,7 @@ MESSAGES = {
     103: ("ServerLogout", "H6s", "reason _"),
     104: ("ServerHeartbeat", "Q", "timestamp_ns"),
     105: ("Reject", "QBBHI", "ref_seq ref_kind _ reason _"),
+    106: ("ChainInfo", "32sQQ", "chain_id height block_time_ms"),
     110: ("OrderAccepted", "QQQII", "client_seq seq oid market _"),
     111: ("OrderRejected", "QQQIHH", "client_seq seq oid market reason _"),
     112: ("Fill", "QQQIBBHqqqqII", "client_seq seq oid market side liquidity _ price qty fee leaves match_index _"),
@@ -189,6 +210,7 @@ MESSAGES = {
     117: ("PositionUpdate", "QQIIq16sqq", "client_seq seq market _ size open_notional realized_pnl funding_paid"),
     118: ("Liquidation", "QQIB3sqqqq", "client_seq seq market step _ lots notional fee bad_debt"),
     119: ("Deleveraged", "QQIIqq", "client_seq seq market _ lots notional"),
+    120: ("TransactionStatus", "QBBHI32s", "client_seq status _ code _ hash"),
     200: ("SnapshotBegin", "IIQQII", "market _ market_seq feed_epoch bid_levels ask_levels"),
     201: ("SnapshotLevel", "IB3sqq", "market side _ price lots"),
     202: ("SnapshotEnd", "IIQ", "market _ market_seq"),
@@ -200,14 +222,18 @@ MESSAGES = {
 # i128 fields: 16 bytes, little-endian two's complement (decoded to int).
 I128_FIELDS = {"open_notional", "index"}
 SIZES = {1: 144, 2: 24, 3: 24, 10: 48, 11: 32, 12: 48, 13: 24, 20: 24, 21: 32, 22: 24,
-         100: 56, 101: 56, 102: 24, 103: 24, 104: 24, 105: 32, 110: 48, 111: 48, 112: 88,
-         113: 56, 114: 64, 115: 40, 116: 40, 117: 80, 118: 72, 119: 56, 200: 48, 201: 40,
+         100: 56, 101: 56, 102: 24, 103: 24, 104: 24, 105: 32, 106: 64, 110: 48, 111: 48, 112: 88,
+         113: 56, 114: 64, 115: 40, 116: 40, 117: 80, 118: 72, 119: 56, 120: 64, 200: 48, 201: 40,
          202: 32, 203: 56, 204: 64, 205: 64, 206: 64}
 KIND = {name: kind for kind, (name, _, _) in MESSAGES.items()}
+# Transaction (kind 14, chains only) is the one kind of variable size: the header followed by a
+# signed transaction of 140 + 32 n bytes (see transaction_message below). Only clients send it.
+KIND_TRANSACTION = 14
 
 REJECT_CODES = {1: "bad_length", 2: "unknown_kind", 3: "unsupported_version", 4: "not_logged_in",
                 5: "already_logged_in", 6: "seq_gap", 7: "duplicate_seq", 8: "invalid_field",
-                9: "overloaded", 10: "unknown_market", 11: "not_subscribed"}
+                9: "overloaded", 10: "unknown_market", 11: "not_subscribed",
+                12: "signature_required", 13: "transactions_unsupported", 14: "signer_mismatch"}
 LOGIN_REJECTS = {1: "bad_key", 2: "bad_signature", 3: "resend_unavailable", 4: "invalid_resume",
                  5: "too_many_sessions"}
 LOGOUT_REASONS = {0: "requested", 1: "malformed", 2: "heartbeat_timeout", 3: "login_timeout",
@@ -225,6 +251,15 @@ ORDER_TYPE_MARKET, ORDER_TYPE_REDUCE_ONLY = 0x01, 0x80
 SIDES = {0: "buy", 1: "sell"}
 TIFS = {"gtc": 0, "ioc": 1, "fok": 2, "alo": 3}
 ALL_MARKETS = 0xFFFFFFFF
+FLAG_CANCEL_ON_DISCONNECT, FLAG_CHAIN = 0x1, 0x8000_0000  # Login / LoginAccepted flags
+TX_STATUSES = {1: "admitted", 2: "refused", 3: "evicted"}
+# The mempool's refusal codes (docs/transactions.md, "Submitting to a validator"; 15 is only
+# sent on the validator's raw transaction port).
+MEMPOOL_CODES = {0: "none", 1: "malformed", 2: "wrong_chain", 3: "bad_key", 4: "bad_signature",
+                 5: "nonce_stale", 6: "nonce_future", 7: "nonce_used",
+                 8: "nonce_below_remembered", 9: "nonce_pending", 10: "unknown_account",
+                 11: "not_permitted", 12: "duplicate", 13: "pool_full", 14: "account_limit",
+                 15: "frame_length"}
 
 def encode(name: str, seq: int = 0, **fields) -> bytes:
     kind = KIND[name]
@@ -256,6 +291,79 @@ def _codes(fmt: str):
 for _kind, (_name, _fmt, _fields) in MESSAGES.items():
     assert struct.calcsize("<" + HEADER[1:] + _fmt) == SIZES[_kind], _name
     assert len(_fields.split()) == len(_codes(_fmt)), _name
+
+
+# ---------------------------------------------------------------------------------------------
+# Signed transactions (docs/transactions.md): version u8 (1), reserved u8, count u16, chain_id
+# [32], signer [32], nonce u64, count actions of 32 bytes, then the Ed25519 signature of
+# TX_DOMAIN || all the bytes before it.
+
+TX_VERSION = 1
+TX_DOMAIN = b"nexus-tx-v1" + bytes(5)  # 16 bytes
+MAX_ACTIONS = 64
+ACTION_PLACE, ACTION_CANCEL, ACTION_CANCEL_ALL, ACTION_MODIFY = 1, 2, 3, 4
+ACTION_NAMES = {1: "place", 2: "cancel", 3: "cancel_all", 4: "modify", 5: "withdraw",
+                6: "transfer", 7: "leverage", 8: "isolated_margin", 9: "oracle_price",
+                10: "deposit"}
+
+
+def action(kind: int, flags: int = 0, a: int = 0, b: int = 0, c: int = 0, d: int = 0) -> bytes:
+    """One 32-byte action record: kind u8, flags u8, reserved u16, a u32, b u64, c i64, d i64."""
+    return struct.pack("<BBHIQqq", kind, flags, 0, a, b, c, d)
+
+
+def place_action(market: int, oid: int, side: int, price: int, qty: int, tif: int = 0,
+                 stp: int = 0, reduce_only: bool = False, market_order: bool = False) -> bytes:
+    """Place flags: bit 0 side, bits 1-2 tif, bits 3-4 stp, bit 5 reduce-only, bit 6 market
+    order (then the price must be 0)."""
+    flags = side | tif << 1 | stp << 3 | int(reduce_only) << 5 | int(market_order) << 6
+    return action(ACTION_PLACE, flags, market, oid, 0 if market_order else price, qty)
+
+
+def cancel_action(market: int, oid: int) -> bytes:
+    return action(ACTION_CANCEL, 0, market, oid)
+
+
+def cancel_all_action(market: int) -> bytes:
+    return action(ACTION_CANCEL_ALL, 0, market)
+
+
+def unsigned_transaction(chain_id: bytes, public_key: bytes, nonce: int, actions: list) -> bytes:
+    if not 1 <= len(actions) <= MAX_ACTIONS:
+        raise ValueError(f"a transaction carries 1 to {MAX_ACTIONS} actions, not {len(actions)}")
+    if len(chain_id) != 32 or len(public_key) != 32 or any(len(a) != 32 for a in actions):
+        raise ValueError("chain id, key and actions are 32 bytes each")
+    return (struct.pack("<BBH", TX_VERSION, 0, len(actions)) + chain_id + public_key
+            + struct.pack("<Q", nonce) + b"".join(actions))
+
+
+def signed_transaction(seed: bytes, chain_id: bytes, nonce: int, actions: list) -> bytes:
+    """The 140 + 32 n bytes of a transaction signed by the key of `seed`."""
+    unsigned = unsigned_transaction(chain_id, ed25519_public_key(seed), nonce, actions)
+    return unsigned + ed25519_sign(seed, TX_DOMAIN + unsigned)
+
+
+def transaction_message(seq: int, transaction: bytes) -> bytes:
+    """Transaction (kind 14): the 16-byte header (seq = client seq) and the transaction."""
+    return struct.pack(HEADER, 16 + len(transaction), KIND_TRANSACTION, VERSION, 0, seq) + transaction
+
+
+def describe_transaction(transaction: bytes) -> str:
+    """One line per action of an encoded transaction (for printing what is sent)."""
+    version, _, count = struct.unpack_from("<BBH", transaction)
+    nonce = struct.unpack_from("<Q", transaction, 68)[0]
+    lines = [f"transaction v{version}, {count} action(s), {len(transaction)} bytes, "
+             f"chain {transaction[4:36].hex()}, nonce {nonce}"]
+    for i in range(count):
+        kind, flags, _, a, b, c, d = struct.unpack_from("<BBHIQqq", transaction, 76 + 32 * i)
+        name = ACTION_NAMES.get(kind, kind)
+        if kind == ACTION_PLACE:
+            tif = {v: k for k, v in TIFS.items()}[(flags >> 1) & 3]
+            lines.append(f"  action {i}: place market={a} oid={b} {SIDES[flags & 1]} {d} lots at "
+                         f"{c} ticks ({tif}, stp {(flags >> 3) & 3}, flags {flags:#04x})")
+        else:
+            lines.append(f"  action {i}: {name} market={a} b={b} c={c} d={d} flags={flags:#04x}")
+    return "\n".join(lines)
 
 
 def decode(frame: bytes) -> dict:
@@ -298,6 +406,16 @@ def describe(m: dict) -> str:
         m["taker_side"] = SIDES.get(m["taker_side"], m["taker_side"])
     elif name == "Liquidation":
         m["step"] = LIQUIDATION_STEPS.get(m["step"], m["step"])
+    elif name == "LoginAccepted":
+        names = [n for bit, n in ((FLAG_CANCEL_ON_DISCONNECT, "cancel_on_disconnect"),
+                                  (FLAG_CHAIN, "chain")) if m["flags"] & bit]
+        m["flags"] = f"{m['flags']:#x}" + (f"({','.join(names)})" if names else "")
+    elif name == "ChainInfo":
+        m["block_time"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(m["block_time_ms"] / 1000)) \
+            + f".{m['block_time_ms'] % 1000:03d}Z"
+    elif name == "TransactionStatus":
+        m["status"] = TX_STATUSES.get(m["status"], m["status"])
+        m["code"] = MEMPOOL_CODES.get(m["code"], m["code"])
     for key, value in m.items():
         if isinstance(value, bytes):
             m[key] = value.hex()
@@ -368,7 +486,14 @@ def json_commands(host: str, port: int, commands: list):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="On a chain (a validator of `nexus devnet`: LoginAccepted flag bit 31) the orders "
+               "go as one signed Transaction (kind 14; docs/transactions.md) instead of NewOrder: "
+               "use the validator's order_addr/data_addr ports from devnet.toml and a seed from "
+               "dev-keys.txt (funded at genesis; --deposit needs a single node's JSON port). "
+               "--bulk, --cancel-all, --nonce, --chain-id, --send-twice and --unsigned apply to "
+               "chains only.")
     parser.add_argument("--seed", required=True, help="32-byte Ed25519 seed, 64 hex characters")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--order-port", type=int, default=7071)
@@ -388,13 +513,39 @@ def main() -> int:
     parser.add_argument("--reduce-only", action="store_true",
                         help="perp markets: the order may only shrink the position")
     parser.add_argument("--session-id", type=int, default=1)
-    parser.add_argument("--cancel-on-disconnect", action="store_true")
+    parser.add_argument("--cancel-on-disconnect", action="store_true",
+                        help="login flag bit 0 (never in force on a chain)")
+    chain = parser.add_argument_group("chains (signed transactions)")
+    chain.add_argument("--bulk", type=int, default=1, metavar="N",
+                       help="place N orders in the one transaction (0..64 actions in all): oids "
+                            "--oid, --oid+1, ..., prices one tick apart away from the book "
+                            "(a sell at --price, --price+1, ...; a buy at --price, --price-1, ...)")
+    chain.add_argument("--cancel-all", action="store_true",
+                       help="put a cancel-all action for --market first in the transaction (so it "
+                            "cancels the account's earlier orders there, not this transaction's); "
+                            "with --bulk 0 the transaction only cancels")
+    chain.add_argument("--nonce", type=int,
+                       help="transaction nonce (default: the current Unix time in ms); it must be "
+                            "within (block time - 2 days, block time + 1 day] and unused")
+    chain.add_argument("--chain-id", metavar="HEX",
+                       help="sign for this 32-byte chain id instead of ChainInfo's (to see the "
+                            "refusal wrong_chain)")
+    chain.add_argument("--send-twice", action="store_true",
+                       help="send the same signed bytes again right after, in a second Transaction "
+                            "message (to see the refusal duplicate or nonce_used)")
+    chain.add_argument("--unsigned", action="store_true",
+                       help="send an unsigned NewOrder even on a chain (to see the Reject "
+                            "signature_required)")
     parser.add_argument("--hex", action="store_true", help="also print every frame in hex")
     args = parser.parse_args()
 
     seed = bytes.fromhex(args.seed)
     if len(seed) != 32:
         parser.error("--seed must be 32 bytes")
+    if not 0 <= args.bulk or args.bulk + args.cancel_all == 0 or args.bulk + args.cancel_all > MAX_ACTIONS:
+        parser.error(f"--bulk: 1 to {MAX_ACTIONS} actions in all (0 only with --cancel-all)")
+    if args.chain_id is not None and len(bytes.fromhex(args.chain_id)) != 32:
+        parser.error("--chain-id must be 32 bytes (64 hex characters)")
     public_key = ed25519_public_key(seed)
     account = account_id_of(public_key)
     print(f"public key {public_key.hex()}\naccount id {account} (BLAKE3-derived)")
@@ -452,29 +603,69 @@ def main() -> int:
     print("  account id matches the derivation")
     interval = reply["heartbeat_ms"] / 1000
 
-    # One order, numbered with next_client_seq; read until its Finalized.
+    chain_info = None
+    if reply["flags"] & FLAG_CHAIN:
+        # A chain: ChainInfo follows LoginAccepted (before any resent message).
+        chain_info = orders.recv(5)
+        print("  " + describe(chain_info or {"msg": "(no ChainInfo)"}))
+        if chain_info is None or chain_info["msg"] != "ChainInfo":
+            return 1
+
     client_seq = reply["next_client_seq"]
-    orders.send(encode("NewOrder", seq=client_seq, market=args.market,
-                       side=0 if args.side == "buy" else 1, tif=TIFS[args.tif], stp=0,
-                       order_type=ORDER_TYPE_REDUCE_ONLY if args.reduce_only else 0,
-                       oid=args.oid, price=args.price, qty=args.qty))
-    print(f"  sent NewOrder seq={client_seq} oid={args.oid} {args.side} {args.qty} lots "
-          f"at {args.price} ticks ({args.tif})")
-    deadline = time.monotonic() + 10
-    done = False
-    while not done and time.monotonic() < deadline:
+    side = 0 if args.side == "buy" else 1
+    pending = set()  # client seqs still waiting for their last reply
+    tx_hash = None
+    if chain_info is None or args.unsigned:
+        # One unsigned order, numbered with next_client_seq; read until its Finalized.
+        orders.send(encode("NewOrder", seq=client_seq, market=args.market, side=side,
+                           tif=TIFS[args.tif], stp=0,
+                           order_type=ORDER_TYPE_REDUCE_ONLY if args.reduce_only else 0,
+                           oid=args.oid, price=args.price, qty=args.qty))
+        print(f"  sent NewOrder seq={client_seq} oid={args.oid} {args.side} {args.qty} lots "
+              f"at {args.price} ticks ({args.tif})")
+        pending.add(client_seq)
+    else:
+        # A chain: one signed transaction, cancel-all first if asked, then the orders.
+        chain_id = bytes.fromhex(args.chain_id) if args.chain_id else chain_info["chain_id"]
+        nonce = args.nonce if args.nonce is not None else time.time_ns() // 1_000_000
+        age = nonce - chain_info["block_time_ms"]
+        print(f"  nonce {nonce} (last block time {age:+} ms; valid window (-172800000, +86400000])")
+        actions = [cancel_all_action(args.market)] if args.cancel_all else []
+        step = 1 if side else -1  # a sell ladder goes up, a buy ladder down
+        actions += [place_action(args.market, args.oid + i, side, args.price + step * i, args.qty,
+                                 tif=TIFS[args.tif], reduce_only=args.reduce_only)
+                    for i in range(args.bulk)]
+        transaction = signed_transaction(seed, chain_id, nonce, actions)
+        tx_hash = blake3(transaction)
+        for copy in range(2 if args.send_twice else 1):
+            orders.send(transaction_message(client_seq + copy, transaction))
+            pending.add(client_seq + copy)
+            print(f"  sent Transaction seq={client_seq + copy} hash {tx_hash.hex()}")
+        print("    " + describe_transaction(transaction).replace("\n", "\n    "))
+
+    # Replies until every message sent is answered for good: Finalized, a Reject, or (chains)
+    # TransactionStatus refused or evicted.
+    deadline = time.monotonic() + (10 if chain_info is None else 30)
+    while pending and time.monotonic() < deadline:
         if time.monotonic() - orders.last_sent >= interval:
             orders.send(encode("Heartbeat", timestamp_ns=time.time_ns()))
         message = orders.recv(min(interval, 0.5))
         if message is None or message["msg"] == "ServerHeartbeat":
             continue
         print("  " + describe(message))
-        if message["msg"] == "ServerLogout":
+        kind = message["msg"]
+        if kind == "ServerLogout":
             return 1
-        if message["msg"] == "Reject" and message["ref_seq"] == client_seq:
-            done = True
-        if message["msg"] == "Finalized" and message["client_seq"] == client_seq:
-            done = True
+        if kind == "Reject":
+            pending.discard(message["ref_seq"])
+        elif kind == "Finalized":
+            pending.discard(message["client_seq"])
+        elif kind == "TransactionStatus":
+            if tx_hash is not None and message["hash"] != tx_hash:
+                print(f"    HASH MISMATCH: server {message['hash'].hex()}, local {tx_hash.hex()}")
+            if message["status"] != 1:  # refused or evicted: nothing more will come for it
+                pending.discard(message["client_seq"])
+    done = not pending
 
     # What the feed said meanwhile.
     print("market data after the order:")
@@ -483,7 +674,12 @@ def main() -> int:
             print("  " + describe(message))
 
     orders.send(encode("Logout"))
-    print("  " + describe(orders.recv(5) or {"msg": "(no reply)"}))
+    while True:  # anything still on its way, then ServerLogout
+        message = orders.recv(5)
+        if message is None or message["msg"] != "ServerHeartbeat":
+            print("  " + describe(message or {"msg": "(no reply)"}))
+        if message is None or message["msg"] == "ServerLogout":
+            break
     orders.close()
     feed.close()
     return 0 if done else 1

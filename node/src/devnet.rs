@@ -50,6 +50,11 @@ pub struct DevnetArgs {
     /// Orders per second the load client sends, as signed transactions (0: no load).
     #[arg(long, value_name = "N", default_value_t = 2_000)]
     pub rate: u64,
+    /// Where the load client sends: `tx-port` (each validator's transaction port, round
+    /// robin) or `gateway` (each trading account keeps a session on one validator's binary
+    /// order-entry port and sends its transactions there).
+    #[arg(long, value_name = "PORT", default_value = "tx-port", value_parser = ["tx-port", "gateway"])]
+    pub via: String,
     /// Orders (actions) per transaction: one signature covers them all (1..=64).
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub bulk: u32,
@@ -260,11 +265,14 @@ struct LoadRun {
     ready: usize,
     /// With --bench: when the warm-up ends (the figures restart then).
     measure_from: Option<Instant>,
+    /// Send through the binary gateways instead of the transaction ports.
+    via_gateway: bool,
 }
 
 impl LoadRun {
-    fn new() -> LoadRun {
+    fn new(via_gateway: bool) -> LoadRun {
         LoadRun {
+            via_gateway,
             stats: Arc::default(),
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,
@@ -284,14 +292,17 @@ impl LoadRun {
             return Ok(());
         }
         let spec = config.load_spec()?;
-        let targets: Vec<SocketAddr> = config.validators.iter().map(|v| v.tx_addr).collect();
         let (rate, stop, stats) = (config.rate_per_s, self.stop.clone(), self.stats.clone());
-        self.thread = Some(
-            std::thread::Builder::new()
-                .name("nexus-load".into())
-                .spawn(move || load::drive(&spec, &targets, rate, stop, stats))
-                .map_err(|e| HostError::Io("load thread".into(), e))?,
-        );
+        let validators = &config.validators;
+        let thread = std::thread::Builder::new().name("nexus-load".into());
+        let spawned = if self.via_gateway {
+            let targets: Vec<SocketAddr> = validators.iter().filter_map(|v| v.order_addr).collect();
+            thread.spawn(move || load::drive_gateways(&spec, &targets, rate, stop, stats))
+        } else {
+            let targets: Vec<SocketAddr> = validators.iter().map(|v| v.tx_addr).collect();
+            thread.spawn(move || load::drive(&spec, &targets, rate, stop, stats))
+        };
+        self.thread = Some(spawned.map_err(|e| HostError::Io("load thread".into(), e))?);
         self.measure_from = warmup.map(|w| Instant::now() + w);
         Ok(())
     }
@@ -437,7 +448,7 @@ fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
     let mut failure: Option<String> = None;
     let out = io::stdout();
     let mut status = DevnetStatus::new();
-    let mut load = LoadRun::new();
+    let mut load = LoadRun::new(args.via == "gateway");
     let warmup = args.bench.map(|_| Duration::from_nanos(warmup_ns));
     let mut bench_started: Option<Instant> = None;
     loop {

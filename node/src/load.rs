@@ -437,6 +437,138 @@ fn read_notices(
     }
 }
 
+/// Sessions' transactions awaiting their answers: (account index, client seq) -> (sent at,
+/// orders, validator index).
+type GatewayPending = std::sync::Arc<
+    std::sync::Mutex<std::collections::HashMap<(usize, u64), (std::time::Instant, u32, usize)>>,
+>;
+
+/// Sends the signed stream through the validators' binary gateways (docs/protocol.md,
+/// "Signed transactions (chains)") at `orders_per_s` until `stop`: trading account `a` keeps
+/// one session on validator `a mod N` of `order_entry` (a transaction must come from its
+/// signer's session), and counts the answers in `stats` (`admitted` = `TransactionStatus`
+/// admitted, `finalized` = `Finalized`; latencies from the send). A session that fails is
+/// not reconnected: its later transactions are skipped.
+pub fn drive_gateways(
+    spec: &LoadSpec,
+    order_entry: &[std::net::SocketAddr],
+    orders_per_s: u64,
+    stop: Stop,
+    stats: Stats,
+) -> std::io::Result<()> {
+    use gateway::client::{LoginOptions, OrderClient, OrderSender};
+    use std::sync::atomic::Ordering;
+    if order_entry.is_empty() {
+        return Ok(());
+    }
+    let keys = account_keys(spec);
+    let pending: GatewayPending = Default::default();
+    stats.lock().expect("stats").finalized_by_target = vec![0; order_entry.len()];
+    let mut senders: Vec<Option<OrderSender>> = Vec::with_capacity(keys.len());
+    for (account, key) in keys.iter().enumerate() {
+        let target = account % order_entry.len();
+        let client = OrderClient::connect(order_entry[target], key, LoginOptions::default())
+            .map_err(|e| std::io::Error::other(format!("session of account {account}: {e}")))?;
+        let (sender, reader, _) = client.split();
+        let (pending, stats, stop) = (pending.clone(), stats.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("nexus-load-session".into())
+            .spawn(move || read_session(reader, account, target, pending, stats, stop))?;
+        senders.push(Some(sender));
+    }
+    let bulk = u64::from(spec.bulk.clamp(1, 64));
+    let tx_interval_ns = (1_000_000_000u64 * bulk)
+        .checked_div(orders_per_s.max(1))
+        .unwrap_or(1)
+        .max(1);
+    let start = std::time::Instant::now();
+    let mut j = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let due = start + std::time::Duration::from_nanos(j * tx_interval_ns);
+        let now = std::time::Instant::now();
+        if due > now {
+            std::thread::sleep((due - now).min(std::time::Duration::from_millis(5)));
+            continue;
+        }
+        let account = (j % keys.len() as u64) as usize;
+        j += 1;
+        let Some(sender) = senders[account].as_mut() else {
+            continue;
+        };
+        let tx = transaction(spec, &keys, j - 1);
+        let orders = tx.tx.actions.len() as u32;
+        let seq = sender.next_seq();
+        let target = account % order_entry.len();
+        pending
+            .lock()
+            .expect("pending")
+            .insert((account, seq), (std::time::Instant::now(), orders, target));
+        if sender.transaction(tx.bytes()).is_err() {
+            pending.lock().expect("pending").remove(&(account, seq));
+            senders[account] = None;
+            stats.lock().expect("stats").disconnects += 1;
+            continue;
+        }
+        let mut counts = stats.lock().expect("stats");
+        counts.sent += 1;
+        counts.sent_orders += u64::from(orders);
+    }
+    Ok(())
+}
+
+/// Reads one session's messages and counts its transactions' answers.
+fn read_session(
+    mut reader: gateway::client::FrameReader,
+    account: usize,
+    target: usize,
+    pending: GatewayPending,
+    stats: Stats,
+    stop: Stop,
+) {
+    use gateway::client::ServerMessage;
+    use gateway::wire::TX_ADMITTED;
+    let _ = reader.set_timeout(None);
+    while let Ok(message) = reader.next_message() {
+        let now = std::time::Instant::now();
+        let mut pending = pending.lock().expect("pending");
+        let mut stats = stats.lock().expect("stats");
+        match message {
+            ServerMessage::TransactionStatus(status) => {
+                let key = (account, status.client_seq.get());
+                if status.status == TX_ADMITTED {
+                    if let Some(entry) = pending.get(&key) {
+                        stats.admitted += 1;
+                        let us = now.duration_since(entry.0).as_micros() as u64;
+                        stats.admission_us.saturating_record(us.max(1));
+                    }
+                } else if pending.remove(&key).is_some() {
+                    let code = crate::txport::code_name(status.code.get() as u8);
+                    *stats.refusals.entry(code).or_default() += 1;
+                }
+            }
+            ServerMessage::Finalized(finalized) => {
+                let key = (account, finalized.client_seq.get());
+                if let Some((sent, orders, _)) = pending.remove(&key) {
+                    stats.finalized += 1;
+                    if let Some(count) = stats.finalized_by_target.get_mut(target) {
+                        *count += 1;
+                    }
+                    let height = finalized.height.get();
+                    stats.max_finalized_height = stats.max_finalized_height.max(height);
+                    stats.finalized_orders += u64::from(orders);
+                    let us = now.duration_since(sent).as_micros() as u64;
+                    stats.finality_us.saturating_record(us.max(1));
+                }
+            }
+            ServerMessage::Logout(_) => break,
+            _ => {}
+        }
+    }
+    if !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("nexus load: the session of account {account} on validator {target} ended");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -275,6 +275,7 @@ fn a_byzantine_proposers_forged_transaction_gets_no_votes() {
     // First, on the empty book (the bad input's good transaction rests orders).
     trading_through_the_gateways_of_three_validators(&config);
     bad_input_on_the_transaction_port(&config);
+    a_load_through_every_gateway_is_finalized(&config);
     cluster.wait_until(
         "the honest validators at height 12",
         Duration::from_secs(60),
@@ -529,6 +530,52 @@ fn trading_through_the_gateways_of_three_validators(config: &Path) {
     assert!(seen
         .iter()
         .any(|m| matches!(m, M::Trade(t) if t.qty.get() == 3 && t.seq.get() == fill.seq.get())));
+}
+
+/// The devnet's signed stream through the binary gateways (100 sessions, one per trading
+/// account, over the four validators) for two seconds: everything sent is finalized and
+/// nothing refused.
+fn a_load_through_every_gateway_is_finalized(config: &Path) {
+    let config = node::validator::read_config(config).expect("config");
+    let spec = config.load_spec().expect("spec");
+    let targets: Vec<_> = config
+        .validators
+        .iter()
+        .filter_map(|v| v.order_addr)
+        .collect();
+    let stats: Arc<Mutex<LoadStats>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, t) = (stats.clone(), stop.clone());
+    let thread =
+        std::thread::spawn(move || node::load::drive_gateways(&spec, &targets, 2_000, t, s));
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    thread
+        .join()
+        .expect("load thread")
+        .expect("sessions logged in");
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = stats.lock().unwrap();
+        assert!(stats.refusals.is_empty(), "{:?}", stats.refusals);
+        if stats.finalized == stats.sent {
+            assert!(stats.sent >= 100, "{} sent", stats.sent);
+            assert!(
+                stats.finalized_by_target.iter().all(|&n| n > 0),
+                "{:?}",
+                stats.finalized_by_target
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{} of {} finalized",
+            stats.finalized,
+            stats.sent
+        );
+        drop(stats);
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn cluster(exe: PathBuf, config: PathBuf, extra: Vec<Vec<&'static str>>) -> Cluster {
