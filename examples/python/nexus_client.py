@@ -9,6 +9,13 @@ market's snapshot (and the feed messages that follow) from the market-data port.
 
 --deposit funds the derived account first through the node's JSON Lines port (docs/node.md);
 that port is for development only.
+
+On a chain (every validator of `nexus devnet`; LoginAccepted flag bit 31, then ChainInfo) the
+order goes as a signed transaction (docs/transactions.md) in a Transaction message (kind 14),
+optionally a bulk of orders and a cancel-all under one signature:
+
+    python3 nexus_client.py --devnet DIR --validator 0 --dev-key 1 --market 0 --side sell \
+        --price 1000 --qty 5 [--bulk 10] [--cancel-all]
 """
 
 import argparse
@@ -255,7 +262,7 @@ FLAG_CANCEL_ON_DISCONNECT, FLAG_CHAIN = 0x1, 0x8000_0000  # Login / LoginAccepte
 TX_STATUSES = {1: "admitted", 2: "refused", 3: "evicted"}
 # The mempool's refusal codes (docs/transactions.md, "Submitting to a validator"; 15 is only
 # sent on the validator's raw transaction port).
-MEMPOOL_CODES = {0: "none", 1: "malformed", 2: "wrong_chain", 3: "bad_key", 4: "bad_signature",
+MEMPOOL_CODES = {1: "malformed", 2: "wrong_chain", 3: "bad_key", 4: "bad_signature",
                  5: "nonce_stale", 6: "nonce_future", 7: "nonce_used",
                  8: "nonce_below_remembered", 9: "nonce_pending", 10: "unknown_account",
                  11: "not_permitted", 12: "duplicate", 13: "pool_full", 14: "account_limit",
@@ -387,7 +394,8 @@ def describe(m: dict) -> str:
     name = m.pop("msg")
     if name in ("Reject",):
         m["reason"] = REJECT_CODES.get(m["reason"], m["reason"])
-        m["ref_kind"] = MESSAGES.get(m["ref_kind"], (m["ref_kind"],))[0]
+        m["ref_kind"] = "Transaction" if m["ref_kind"] == KIND_TRANSACTION else \
+            MESSAGES.get(m["ref_kind"], (m["ref_kind"],))[0]
     elif name == "LoginRejected":
         m["reason"] = LOGIN_REJECTS.get(m["reason"], m["reason"])
     elif name == "ServerLogout":
@@ -490,11 +498,11 @@ def main() -> int:
         description=__doc__.splitlines()[0],
         epilog="On a chain (a validator of `nexus devnet`: LoginAccepted flag bit 31) the orders "
                "go as one signed Transaction (kind 14; docs/transactions.md) instead of NewOrder: "
-               "use the validator's order_addr/data_addr ports from devnet.toml and a seed from "
-               "dev-keys.txt (funded at genesis; --deposit needs a single node's JSON port). "
-               "--bulk, --cancel-all, --nonce, --chain-id, --send-twice and --unsigned apply to "
-               "chains only.")
-    parser.add_argument("--seed", required=True, help="32-byte Ed25519 seed, 64 hex characters")
+               "give --devnet DIR --validator I --dev-key N (or the validator's order_addr/"
+               "data_addr ports from DIR/devnet.toml and a seed from DIR/dev-keys.txt, funded at "
+               "genesis; --deposit needs a single node's JSON port). --bulk, --cancel-all, "
+               "--nonce, --chain-id and --send-twice apply to chains only.")
+    parser.add_argument("--seed", help="32-byte Ed25519 seed, 64 hex characters (or --dev-key)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--order-port", type=int, default=7071)
     parser.add_argument("--data-port", type=int, default=7072)
@@ -504,7 +512,9 @@ def main() -> int:
     parser.add_argument("--collateral", metavar="USD",
                         help="then move this much USD into perp collateral (a JSON `transfer`; "
                              "perp orders need it)")
-    parser.add_argument("--market", type=int, default=0, help="market id (default 0: BTC-USD)")
+    parser.add_argument("--market", type=int, default=0,
+                        help="market id (default 0: BTC-USD of a default single node; a devnet's "
+                             "only market is 1)")
     parser.add_argument("--side", choices=["buy", "sell"], default="buy")
     parser.add_argument("--price", type=int, default=100_000, help="limit price in ticks")
     parser.add_argument("--qty", type=int, default=10, help="size in lots")
@@ -516,8 +526,19 @@ def main() -> int:
     parser.add_argument("--cancel-on-disconnect", action="store_true",
                         help="login flag bit 0 (never in force on a chain)")
     chain = parser.add_argument_group("chains (signed transactions)")
+    chain.add_argument("--devnet", metavar="DIR",
+                       help="a `nexus devnet --dir DIR` folder: take the host and ports from "
+                            "DIR/devnet.toml (order_addr, data_addr) instead of --host/--*-port")
+    chain.add_argument("--validator", type=int, default=0, metavar="I",
+                       help="with --devnet: log in on validator I's order-entry port (default 0)")
+    chain.add_argument("--feed-validator", type=int, metavar="J",
+                       help="with --devnet: read market data from validator J (default: --validator)")
+    chain.add_argument("--dev-key", type=int, metavar="N",
+                       help="with --devnet: use line N (from 1) of DIR/dev-keys.txt as --seed "
+                            "(development keys, funded at genesis)")
     chain.add_argument("--bulk", type=int, default=1, metavar="N",
-                       help="place N orders in the one transaction (0..64 actions in all): oids "
+                       help="place N orders in the one transaction (at most 64 actions with "
+                            "--cancel-all's): oids "
                             "--oid, --oid+1, ..., prices one tick apart away from the book "
                             "(a sell at --price, --price+1, ...; a buy at --price, --price-1, ...)")
     chain.add_argument("--cancel-all", action="store_true",
@@ -537,8 +558,34 @@ def main() -> int:
                        help="send an unsigned NewOrder even on a chain (to see the Reject "
                             "signature_required)")
     parser.add_argument("--hex", action="store_true", help="also print every frame in hex")
+    parser.add_argument("--linger", type=float, default=0, metavar="SECONDS",
+                        help="after the order's last reply, keep printing what comes on both "
+                             "connections for this long (a resting maker sees its fills)")
     args = parser.parse_args()
 
+    if args.devnet:
+        import tomllib
+        with open(f"{args.devnet}/devnet.toml", "rb") as file:
+            validators = tomllib.load(file)["validators"]
+        feed_index = args.validator if args.feed_validator is None else args.feed_validator
+        for index in (args.validator, feed_index):
+            if not 0 <= index < len(validators):
+                parser.error(f"the devnet has validators 0 to {len(validators) - 1}")
+        args.host, port = validators[args.validator]["order_addr"].rsplit(":", 1)
+        args.order_port = int(port)
+        args.data_port = int(validators[feed_index]["data_addr"].rsplit(":", 1)[1])
+        print(f"devnet {args.devnet}: order entry {args.host}:{args.order_port} (validator "
+              f"{args.validator}), market data port {args.data_port} (validator {feed_index})")
+        if args.dev_key is not None:
+            with open(f"{args.devnet}/dev-keys.txt") as file:
+                dev_keys = file.read().split()
+            if not 1 <= args.dev_key <= len(dev_keys):
+                parser.error(f"--dev-key: 1 to {len(dev_keys)}")
+            args.seed = dev_keys[args.dev_key - 1]
+    elif args.dev_key is not None:
+        parser.error("--dev-key needs --devnet")
+    if args.seed is None:
+        parser.error("--seed (or --devnet with --dev-key) is required")
     seed = bytes.fromhex(args.seed)
     if len(seed) != 32:
         parser.error("--seed must be 32 bytes")
@@ -624,6 +671,10 @@ def main() -> int:
         print(f"  sent NewOrder seq={client_seq} oid={args.oid} {args.side} {args.qty} lots "
               f"at {args.price} ticks ({args.tif})")
         pending.add(client_seq)
+        if chain_info is None and (args.bulk != 1 or args.cancel_all or args.send_twice
+                                   or args.nonce is not None or args.chain_id):
+            print("  (a single node: --bulk, --cancel-all, --nonce, --chain-id and --send-twice "
+                  "are for chains and were ignored)")
     else:
         # A chain: one signed transaction, cancel-all first if asked, then the orders.
         chain_id = bytes.fromhex(args.chain_id) if args.chain_id else chain_info["chain_id"]
@@ -666,6 +717,20 @@ def main() -> int:
             if message["status"] != 1:  # refused or evicted: nothing more will come for it
                 pending.discard(message["client_seq"])
     done = not pending
+
+    # Optionally stay: later messages (a maker's fills, evictions) and the feed, as they come.
+    if args.linger > 0:
+        print(f"lingering {args.linger} s:")
+        until = time.monotonic() + args.linger
+        while time.monotonic() < until:
+            if time.monotonic() - orders.last_sent >= interval:
+                orders.send(encode("Heartbeat", timestamp_ns=time.time_ns()))
+            for source, connection in (("order", orders), ("feed", feed)):
+                message = connection.recv(0.05)
+                if message is not None and message["msg"] != "ServerHeartbeat":
+                    print(f"  {source}: " + describe(message))
+                if message is not None and message["msg"] == "ServerLogout":
+                    return 1
 
     # What the feed said meanwhile.
     print("market data after the order:")

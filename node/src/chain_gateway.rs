@@ -257,8 +257,8 @@ impl BlockFeed {
         self.senders.get(index).copied().unwrap_or(NOBODY)
     }
 
-    /// One engine event of the block.
-    pub fn event(&mut self, origin: execution::Origin, event: &engine::Event) {
+    /// One engine event of the block; returns the seq of its input.
+    pub fn event(&mut self, origin: execution::Origin, event: &engine::Event) -> u64 {
         let (client, seq) = match origin {
             execution::Origin::Tx { index, .. } => {
                 self.close_before(index);
@@ -279,6 +279,7 @@ impl BlockFeed {
             seq,
             event: *event,
         });
+        seq
     }
 
     /// Every transaction before `index` is done: the `Sequenced` of those still open.

@@ -43,8 +43,8 @@ pub struct DevnetArgs {
     #[arg(long)]
     pub verbose: bool,
     /// First UDP port on 127.0.0.1 (validator i listens on PORT + i, and serves TCP ports
-    /// PORT + N + i (transactions), PORT + 2N + i (order entry) and PORT + 3N + i (market
-    /// data) for N validators); 0 picks free ports.
+    /// PORT + N + i (transactions), PORT + 2N + i (order entry), PORT + 3N + i (market
+    /// data) and PORT + 4N + i (JSON, development) for N validators); 0 picks free ports.
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub base_port: u16,
     /// Orders per second the load client sends, as signed transactions (0: no load).
@@ -93,6 +93,21 @@ fn free_tcp_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A free port from `pick` that none of the devnet's earlier picks has: a port is released
+/// as soon as it is picked, so the system may hand it out again for a later one.
+fn distinct_port(
+    picked: &mut std::collections::BTreeSet<u16>,
+    pick: fn() -> io::Result<u16>,
+) -> io::Result<u16> {
+    for _ in 0..1_000 {
+        let port = pick()?;
+        if picked.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::other("no distinct free port found"))
+}
+
 fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig), HostError> {
     let io_err = |p: &Path| {
         let p = p.to_path_buf();
@@ -100,6 +115,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
     };
     std::fs::create_dir_all(root).map_err(io_err(root))?;
     let mut validators = Vec::new();
+    let mut picked = std::collections::BTreeSet::new();
     for i in 0..args.validators as usize {
         let mut h = blake3::Hasher::new();
         h.update(b"nexus-devnet/v1/key\0");
@@ -111,17 +127,18 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         let key_path = dir.join("key");
         std::fs::write(&key_path, format!("{}\n", hex(&seed))).map_err(io_err(&key_path))?;
         let port = if args.base_port == 0 {
-            free_udp_port().map_err(io_err(root))?
+            distinct_port(&mut picked, free_udp_port).map_err(io_err(root))?
         } else {
             args.base_port
                 .checked_add(i as u16)
                 .ok_or_else(|| HostError::Config("port out of range".into()))?
         };
-        // TCP ports for clients: transactions, order entry, market data (PORT + k * N + i).
-        let mut tcp = [0u16; 3];
+        // TCP ports for clients: transactions, order entry, market data, JSON
+        // (PORT + k * N + i).
+        let mut tcp = [0u16; 4];
         for (k, slot) in tcp.iter_mut().enumerate() {
             *slot = if args.base_port == 0 {
-                free_tcp_port().map_err(io_err(root))?
+                distinct_port(&mut picked, free_tcp_port).map_err(io_err(root))?
             } else {
                 (k as u16 + 1)
                     .checked_mul(args.validators)
@@ -136,6 +153,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
             tx_addr: local(tcp[0]),
             order_addr: Some(local(tcp[1])),
             data_addr: Some(local(tcp[2])),
+            json_addr: Some(local(tcp[3])),
             stake: 1,
         });
     }

@@ -13,6 +13,7 @@
 //! - [`decimal`]: exact decimal text to integer units and back.
 
 pub mod chain_gateway;
+pub mod chain_json;
 pub mod client;
 pub mod config;
 pub mod decimal;

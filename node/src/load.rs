@@ -9,15 +9,14 @@
 //! book stays near a fixed size.
 
 use ed25519_dalek::SigningKey;
-use engine::{
-    Command, MarketSpec, SelfTradePrevention, Side, TimeInForce, DEFAULT_MAX_PRICE_TICKS,
-};
+use engine::{Command, SelfTradePrevention, Side, TimeInForce};
+use serde_json::json;
 use transactions::{account_id_of, Action, SignedTransaction, Transaction};
 
-/// The one market's id.
-pub const MARKET: u32 = 1;
-const BASE: u32 = 1;
-const QUOTE: u32 = 2;
+/// The one market's id (`BASE-QUOTE`, the genesis's first market).
+pub const MARKET: u32 = 0;
+/// The market's name in the genesis (JSON port, queries).
+pub const MARKET_NAME: &str = "BASE-QUOTE";
 const MID: i64 = 100_000;
 /// Orders kept resting, roughly: cancels target orders this many orders back.
 const RESTING: u64 = 2_000;
@@ -61,35 +60,33 @@ pub fn account_keys(spec: &LoadSpec) -> Vec<SigningKey> {
         .collect()
 }
 
-/// Assets, the market and the deposits of every trading account: the devnet's genesis.
-pub fn genesis(spec: &LoadSpec) -> Vec<Command> {
-    let mut commands = vec![
-        Command::CreateAsset { asset: BASE },
-        Command::CreateAsset { asset: QUOTE },
-        Command::CreateMarket(MarketSpec {
-            market: MARKET,
-            base: BASE,
-            quote: QUOTE,
-            base_units_per_lot: 1,
-            quote_units_per_tick_lot: 1,
-            min_lots: 1,
-            max_price_ticks: DEFAULT_MAX_PRICE_TICKS,
-            maker_fee_bps: 2,
-            taker_fee_bps: 5,
-        }),
+/// The devnet's genesis as JSON Lines of the replay format (docs/replay.md): assets `BASE`
+/// and `QUOTE` (no decimals: one unit per lot and per tick), the market `BASE-QUOTE` (maker
+/// fee 2 bps, taker 5), and a deposit of both assets for every trading account (by account
+/// id). Every validator's state and its JSON port's names come from these lines.
+pub fn genesis_lines(spec: &LoadSpec) -> String {
+    let mut lines = vec![
+        json!({"op": "asset", "asset": "BASE", "decimals": 0}),
+        json!({"op": "asset", "asset": "QUOTE", "decimals": 0}),
+        json!({"op": "market", "market": MARKET_NAME, "base": "BASE", "quote": "QUOTE",
+            "tick": "1", "lot": "1", "min_qty": "1", "maker_fee_bps": 2, "taker_fee_bps": 5}),
     ];
-    let amount = i64::MAX / 4 / spec.accounts.max(1) as i64;
+    let amount = (i64::MAX / 4 / spec.accounts.max(1) as i64).to_string();
     for key in account_keys(spec) {
         let account = account_id_of(&key.verifying_key().to_bytes());
-        for asset in [BASE, QUOTE] {
-            commands.push(Command::Deposit {
-                account,
-                asset,
-                amount,
-            });
+        for asset in ["BASE", "QUOTE"] {
+            lines.push(json!({"op": "deposit", "account": account, "asset": asset,
+                "amount": amount}));
         }
     }
-    commands
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+/// The engine commands of [`genesis_lines`], in order.
+pub fn genesis(spec: &LoadSpec) -> Vec<Command> {
+    crate::genesis::translate_genesis(&genesis_lines(spec))
+        .expect("the devnet genesis is valid")
+        .1
 }
 
 /// Transactions back to the one whose orders transaction `j`'s cancels target: a multiple

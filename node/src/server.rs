@@ -343,7 +343,7 @@ fn send(connection: &mut Connection, value: &Value) {
 /// A translator output as the node sends it: `line` added (absent for events of a followed
 /// account that another connection caused), `seq` set to the global sequence number (or
 /// removed when the line was never sequenced).
-fn node_record(output: &Output, line: Option<u64>, seq: Option<u64>) -> Value {
+pub(crate) fn node_record(output: &Output, line: Option<u64>, seq: Option<u64>) -> Value {
     let mut value = serde_json::to_value(output).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
         match seq {
@@ -363,7 +363,7 @@ fn node_record(output: &Output, line: Option<u64>, seq: Option<u64>) -> Value {
 }
 
 /// A reply with `line` added after `ev`.
-fn with_line(reply: Value, line: u64) -> Value {
+pub(crate) fn with_line(reply: Value, line: u64) -> Value {
     let Value::Object(map) = reply else {
         return reply;
     };
@@ -408,7 +408,7 @@ fn command_account(command: &Command) -> Option<AccountId> {
 
 /// The accounts an event concerns, for routing to the connections that follow them.
 /// Rejections concern only the sender; market-wide events (oracle, funding) nobody.
-fn event_accounts(event: &Event) -> [Option<AccountId>; 2] {
+pub(crate) fn event_accounts(event: &Event) -> [Option<AccountId>; 2] {
     match *event {
         Event::Fill {
             taker_account,

@@ -67,6 +67,7 @@ use tokio::sync::mpsc;
 use transactions::{SignedTransaction, TxHash};
 
 use crate::chain_gateway::{self, BlockFeed, ChainGatewayConfig, GatewayHandle, ToGateway, NOBODY};
+use crate::chain_json::{self, JsonEvent, JsonPort, LineStatus};
 use crate::load::{self, LoadSpec};
 use crate::txport::{self, Notice, NoticeKind};
 use gateway::order_entry::TxSubmission;
@@ -140,6 +141,10 @@ pub struct ValidatorEntry {
     /// Its binary market-data port (TCP); served with the order-entry port.
     #[serde(default)]
     pub data_addr: Option<SocketAddr>,
+    /// Its JSON Lines development port (TCP, loopback only: it signs for the devnet's
+    /// development keys, `crate::chain_json`); none if absent.
+    #[serde(default)]
+    pub json_addr: Option<SocketAddr>,
     /// Its stake.
     pub stake: u64,
 }
@@ -337,6 +342,8 @@ enum ClientEvent {
     Gone(u64),
     /// Sessions of the binary gateway sent these transactions.
     Gateway(Vec<TxSubmission>),
+    /// Something happened on the JSON port.
+    Json(JsonEvent),
 }
 
 /// Who sent a transaction to this validator, to be told what became of it.
@@ -346,6 +353,8 @@ enum Sender {
     Port(u64),
     /// A session of the binary gateway (and the message's client seq).
     Gateway(ClientRef),
+    /// Line `.1` of JSON connection `.0`.
+    Json(u64, u64),
 }
 
 /// What became of a transaction (refusal and eviction with the mempool's code).
@@ -379,6 +388,8 @@ struct Host {
     awaiting: HashMap<TxHash, Sender>,
     /// The binary gateway's thread (order entry and market data), if configured.
     gateway: Option<GatewayHandle>,
+    /// The JSON development port's state, if configured.
+    json: Option<JsonPort>,
     /// The chain's input seq: transactions and oracle updates executed so far (every
     /// validator counts the same; the gateway's `seq` fields).
     inputs_executed: u64,
@@ -497,6 +508,7 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
     )?;
     let (net, mut rx) = Network::start(NetConfig::new(seed, entry.addr, peers.clone()))?;
     let (client_tx, mut client_rx) = mpsc::channel::<ClientEvent>(1 << 16);
+    let (json_tx, mut json_rx) = mpsc::channel::<JsonEvent>(1 << 12);
     let listener = tokio::net::TcpListener::bind(entry.tx_addr)
         .await
         .map_err(|e| HostError::Io(PathBuf::from(entry.tx_addr.to_string()), e))?;
@@ -523,6 +535,7 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
         clients: HashMap::new(),
         awaiting: HashMap::new(),
         gateway: None,
+        json: None,
         inputs_executed: 0,
     };
     // Resume: re-execute every stored block (checking each root) before joining.
@@ -547,11 +560,29 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
         host.gateway = Some(handle);
     }
     let gateway_addrs = host.gateway.as_ref().map(|g| g.addrs);
+    if let Some(addr) = entry.json_addr {
+        if !addr.ip().is_loopback() {
+            let why = format!("json_addr {addr}: the JSON port signs for development keys, so it only listens on loopback");
+            return Err(HostError::Config(why));
+        }
+        let port = JsonPort::new(
+            &load::genesis_lines(&spec),
+            chain_id,
+            &load::account_keys(&spec),
+        )
+        .map_err(|e| HostError::Config(format!("genesis: {e}")))?;
+        host.json = Some(port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| HostError::Io(PathBuf::from(addr.to_string()), e))?;
+        tokio::spawn(chain_json::accept(listener, json_tx));
+    }
     log_line(json!({
         "event": "ready", "index": host.index, "addr": entry.addr.to_string(),
         "tx_addr": entry.tx_addr.to_string(),
         "order_entry": gateway_addrs.map(|a| a.0.to_string()),
         "market_data": gateway_addrs.map(|a| a.1.to_string()),
+        "json": entry.json_addr.map(|a| a.to_string()),
         "key": entry.key, "height": host.chain.height(), "recovered_blocks": recovered,
         "torn_bytes_cut": cut, "state_root": hex(&host.exec_root.0),
     }))?;
@@ -590,6 +621,7 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
                 }
                 host.on_clients(events);
             }
+            Some(event) = json_rx.recv() => host.on_clients(vec![ClientEvent::Json(event)]),
             Some(batch) = gateway_rx.recv() => {
                 let mut events = vec![ClientEvent::Gateway(batch)];
                 while events.len() < ADMIT_BATCH / 16 {
@@ -619,7 +651,7 @@ fn forged_withdrawal(spec: &LoadSpec) -> Result<Vec<u8>, HostError> {
         signer: victim.verifying_key().to_bytes(),
         nonce: spec.genesis_time_ms,
         actions: vec![transactions::Action::Withdraw {
-            asset: 2,
+            asset: 1,
             amount: 1_000,
         }],
     };
@@ -873,12 +905,33 @@ impl Host {
                         .into_iter()
                         .map(|tx| (Sender::Gateway(tx.client), tx.bytes)),
                 ),
+                ClientEvent::Json(JsonEvent::Connected(id, outbox)) => {
+                    if let Some(json) = self.json.as_mut() {
+                        json.connect(id, outbox);
+                    }
+                }
+                ClientEvent::Json(JsonEvent::Line(id, text)) => {
+                    frames.extend(self.json_line(id, &text))
+                }
+                ClientEvent::Json(JsonEvent::Gone(id)) => {
+                    if let Some(json) = self.json.as_mut() {
+                        json.disconnect(id);
+                    }
+                }
             }
         }
         self.admit_from_clients(frames);
         for id in gone {
             self.clients.remove(&id);
         }
+    }
+
+    /// A JSON line: answered by the port, or the transaction it signed for this batch.
+    fn json_line(&mut self, id: u64, text: &str) -> Option<(Sender, Vec<u8>)> {
+        let json = self.json.as_mut()?;
+        let shared = self.shared.borrow();
+        let (line, bytes) = json.line(id, text, shared.execution.engine(), now_ns() / MS)?;
+        Some((Sender::Json(id, line), bytes))
     }
 
     /// Admits one batch of client frames, answers each, and forwards the admitted ones.
@@ -938,6 +991,17 @@ impl Host {
                     height,
                 };
                 self.notify(id, &notice);
+            }
+            Sender::Json(id, line) => {
+                let status = match answer {
+                    Answer::Admitted => LineStatus::Admitted,
+                    Answer::Refused(code) => LineStatus::Refused(txport::code_name(code)),
+                    Answer::Evicted(code) => LineStatus::Evicted(txport::code_name(code)),
+                    Answer::Finalized(_) => return,
+                };
+                if let Some(json) = self.json.as_mut() {
+                    json.status(id, line, &hex(&hash.0), status);
+                }
             }
             Sender::Gateway(client) => {
                 let (status, code) = match answer {
@@ -1000,11 +1064,34 @@ impl Host {
                 })
                 .collect();
         }
+        // JSON lines of this block: (transaction index, connection, line), and their events.
+        let json_lines: Vec<(usize, u64, u64)> = hashes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| match self.awaiting.get(h) {
+                Some(Sender::Json(id, line)) => Some((i, *id, *line)),
+                _ => None,
+            })
+            .collect();
+        let mut json_events: Vec<(usize, usize, engine::Event)> = Vec::new();
+        let watched = self.json.as_ref().is_some_and(JsonPort::has_watchers);
+        let mut block_events: Vec<(u64, Option<u64>, engine::Event)> = Vec::new();
         let root = shared
             .execution
             .execute_block(block_time_ms, &refs, |origin, event| {
-                feed.event(origin, event)
+                let mut from = None;
+                if let execution::Origin::Tx { index, action } = origin {
+                    if let Some((_, id, _)) = json_lines.iter().find(|(i, _, _)| *i == index) {
+                        json_events.push((index, action, *event));
+                        from = Some(*id);
+                    }
+                }
+                let seq = feed.event(origin, event);
+                if watched {
+                    block_events.push((seq, from, *event));
+                }
             });
+        let first_seq = self.inputs_executed + 1;
         self.inputs_executed = feed.inputs_executed();
         self.exec_root = Hash(root);
         shared.block_time_ms = (block.timestamp_ns / MS).max(shared.block_time_ms);
@@ -1017,6 +1104,17 @@ impl Host {
                 block_time_ms: shared.block_time_ms,
                 outputs,
             });
+        }
+        if let Some(json) = self.json.as_mut() {
+            json.block_events(&block_events);
+            for (index, id, line) in json_lines {
+                let events: Vec<(usize, engine::Event)> = json_events
+                    .iter()
+                    .filter(|(i, _, _)| *i == index)
+                    .map(|(_, action, event)| (*action, *event))
+                    .collect();
+                json.executed(id, line, first_seq + index as u64, height, &events);
+            }
         }
         let evicted = {
             let Shared {

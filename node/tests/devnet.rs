@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use node::load::LoadStats;
-use serde_json::Value;
+use serde_json::{json, Value};
+
+mod common;
 
 const VALIDATORS: usize = 4;
 
@@ -272,7 +274,9 @@ fn a_byzantine_proposers_forged_transaction_gets_no_votes() {
     cluster.wait_until("4 validators ready", Duration::from_secs(20), |c| {
         c.ready.len() == VALIDATORS
     });
-    // First, on the empty book (the bad input's good transaction rests orders).
+    // First, on the empty book (the bad input's good transaction rests orders); each leaves
+    // nothing at a price the next one trades at.
+    the_json_development_port_signs_for_dev_keys_only(&config);
     trading_through_the_gateways_of_three_validators(&config);
     bad_input_on_the_transaction_port(&config);
     a_load_through_every_gateway_is_finalized(&config);
@@ -576,6 +580,89 @@ fn a_load_through_every_gateway_is_finalized(config: &Path) {
         drop(stats);
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The JSON development port of validators 1 and 3: a maker's sell signed by validator 1
+/// for a development account, a taker's buy through validator 3 fills it all; each line gets
+/// admitted, its results, sequenced and finalized; the maker hears its fill on its own
+/// connection (routed by account); lines for other accounts, deposits and registry lines are
+/// refused before anything is signed; queries answer from the executed state.
+fn the_json_development_port_signs_for_dev_keys_only(config: &Path) {
+    let config = node::validator::read_config(config).expect("config");
+    let addr = |i: usize| config.validators[i].json_addr.expect("json port");
+    let mut maker = common::JsonClient::connect(addr(1));
+    let mut taker = common::JsonClient::connect(addr(3));
+    maker.send_json(&json!({"op": "dev_accounts"}));
+    let accounts = maker.next()["accounts"].clone();
+    let (a, b) = (accounts[2].as_u64().unwrap(), accounts[3].as_u64().unwrap());
+    let market = node::load::MARKET_NAME;
+    // Refused before signing.
+    for (line, request, reason) in [
+        (
+            2,
+            json!({"op": "order", "account": 12345, "market": market, "side": "buy",
+            "price": "1", "qty": "1", "oid": 1}),
+            "no_dev_key",
+        ),
+        (
+            3,
+            json!({"op": "deposit", "account": a, "asset": "BASE", "amount": "5"}),
+            "not_allowed",
+        ),
+        (
+            4,
+            json!({"op": "asset", "asset": "GOLD", "decimals": 2}),
+            "not_allowed",
+        ),
+    ] {
+        maker.send_json(&request);
+        let reply = maker.next();
+        assert_eq!(
+            (
+                reply["ev"].as_str(),
+                reply["line"].as_u64(),
+                reply["reason"].as_str()
+            ),
+            (Some("error"), Some(line), Some(reason)),
+            "{reply}"
+        );
+    }
+    maker.send_json(
+        &json!({"op": "order", "account": a, "market": market, "side": "sell",
+        "price": "240000", "qty": "4", "oid": 11}),
+    );
+    let replies = maker.until("finalized", 5);
+    let evs: Vec<&str> = replies.iter().map(|r| r["ev"].as_str().unwrap()).collect();
+    assert_eq!(
+        evs,
+        ["admitted", "accepted", "sequenced", "finalized"],
+        "{replies:?}"
+    );
+    taker.send_json(
+        &json!({"op": "order", "account": b, "market": market, "side": "buy",
+        "price": "240000", "qty": "4", "oid": 12, "tif": "ioc"}),
+    );
+    let replies = taker.until("finalized", 1);
+    let fill = replies
+        .iter()
+        .find(|r| r["ev"] == "fill")
+        .expect("the taker's fill");
+    assert_eq!(
+        (fill["qty"].as_str(), fill["maker_account"].as_u64()),
+        (Some("4"), Some(a))
+    );
+    // The maker's connection hears the same trade: same seq, no line.
+    let routed = maker.next();
+    assert_eq!(routed["ev"], "fill", "{routed}");
+    assert_eq!(routed["seq"], fill["seq"]);
+    assert!(routed.get("line").is_none());
+    maker.send_json(&json!({"op": "book", "market": market}));
+    let book = maker.next();
+    assert_eq!(
+        (book["ev"].as_str(), book["line"].as_u64()),
+        (Some("book"), Some(6))
+    );
+    assert_eq!(book["asks"], json!([]), "{book}");
 }
 
 fn cluster(exe: PathBuf, config: PathBuf, extra: Vec<Vec<&'static str>>) -> Cluster {

@@ -460,6 +460,75 @@ impl Action {
         })
     }
 
+    /// The action a signer's engine command is, and the account it acts for: the inverse of
+    /// [`Action::command`]. `None` for commands no transaction carries (registry, oracle,
+    /// funding and other system inputs).
+    pub fn from_command(command: &Command) -> Option<(AccountId, Action)> {
+        Some(match *command {
+            Command::Place(order) => (
+                order.account,
+                Action::Place {
+                    market: order.market,
+                    oid: order.oid,
+                    side: order.side,
+                    price: order.price,
+                    qty: order.qty,
+                    tif: order.tif,
+                    stp: order.stp,
+                    reduce_only: order.reduce_only,
+                },
+            ),
+            Command::Cancel {
+                account,
+                market,
+                oid,
+            } => (account, Action::Cancel { market, oid }),
+            Command::CancelAll { account, market } => (account, Action::CancelAll { market }),
+            Command::Modify {
+                account,
+                market,
+                oid,
+                price,
+                qty,
+            } => (
+                account,
+                Action::Modify {
+                    market,
+                    oid,
+                    price,
+                    qty,
+                },
+            ),
+            Command::Withdraw {
+                account,
+                asset,
+                amount,
+            } => (account, Action::Withdraw { asset, amount }),
+            Command::TransferCollateral { account, amount } => {
+                (account, Action::TransferCollateral { amount })
+            }
+            Command::SetLeverage {
+                account,
+                market,
+                leverage,
+                isolated,
+            } => (
+                account,
+                Action::SetLeverage {
+                    market,
+                    leverage,
+                    isolated,
+                },
+            ),
+            Command::IsolatedMargin {
+                account,
+                market,
+                amount,
+            } => (account, Action::IsolatedMargin { market, amount }),
+            _ => return None,
+        })
+    }
+
     /// Whether only a configured role may sign it: `Some("faucet")` for deposits,
     /// `Some("oracle feeder")` for oracle prices.
     pub fn restricted_to(&self) -> Option<&'static str> {

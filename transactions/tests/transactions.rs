@@ -126,7 +126,25 @@ proptest! {
     /// One encoding per transaction: a changed byte is a decode error or a failed signature,
     /// never another valid transaction.
     #[test]
-    fn any_changed_byte_is_refused(
+    fn from_command_inverts_command(action in any_action(), account in 0u64..(1 << 63)) {
+        match action.command(account) {
+            Some(command) => {
+                let back = Action::from_command(&command);
+                match action {
+                    // A deposit names its beneficiary and only a faucet signs it: no inverse.
+                    Action::Deposit { .. } => prop_assert_eq!(back, None),
+                    _ => prop_assert_eq!(back, Some((account, action))),
+                }
+            }
+            None => {
+                let oracle = matches!(action, Action::OraclePrice { .. });
+                prop_assert!(oracle, "only oracle prices have no command");
+            }
+        }
+    }
+
+    #[test]
+        fn any_changed_byte_is_refused(
         actions in proptest::collection::vec(any_action(), 1..4),
         position in any::<prop::sample::Index>(),
         flip in 1u8..=255,

@@ -1,0 +1,449 @@
+//! The JSON Lines development port of a validator: the node's JSON format (docs/node.md,
+//! docs/replay.md) on a chain, signed by the validator for configured development keys.
+//!
+//! Development only, and loopback only: whoever reaches the port acts for every account
+//! whose key the validator holds (a devnet's trading accounts). A line is translated by
+//! the same [`Translator`] as `nexus run`'s (names and decimals from the chain's genesis
+//! lines), its commands become the actions of one transaction of the line's account, which
+//! the validator signs (nonce: the wall clock in ms, above the account's last) and admits
+//! into its mempool like any other. The line's answers, in order:
+//!
+//! - `{"ev":"admitted","line","hash"}` or `{"ev":"refused","line","reason"}` (the mempool's
+//!   code), or an `error` / `rejected` from the translator before anything is signed;
+//! - once its block is decided, durable and executed: the engine's results as on a single
+//!   node (`accepted`, `fill`, `canceled`, `rejected`, ...) with the chain's input `seq`,
+//!   then `{"ev":"sequenced","seq","line","height"}` and `{"ev":"finalized",...}`;
+//! - or `{"ev":"evicted","line","reason"}` if it left the pool unexecuted.
+//!
+//! Queries (`book`, `balances`, `orders`, `positions`) are answered at once from the
+//! validator's executed state; `{"op":"dev_accounts"}` lists the accounts the port signs for.
+//! A connection hears every event of each account it acted for or `subscribe`d to
+//! (`{"op":"subscribe","account":A}`), whoever caused it (a maker hears its fills), with
+//! `seq` and no `line`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ed25519_dalek::SigningKey;
+use engine::{AccountId, ArrayLadder, Engine, Event};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use transactions::{account_id_of, Action, Transaction};
+
+use crate::genesis::{translate_genesis, GenesisError};
+use crate::queries;
+use crate::replay::{Echo, Output, Step, Translator};
+use crate::server::{node_record, with_line};
+
+/// A JSON connection's outbox of lines (without their `\n`).
+pub type JsonOutbox = mpsc::Sender<String>;
+
+/// Longest line the port reads; a longer one ends the connection (after an error line).
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Lines queued for one connection before it is dropped as too slow.
+const OUTBOX_LINES: usize = 1 << 14;
+
+/// What the port's connection tasks tell the host.
+#[derive(Debug)]
+pub enum JsonEvent {
+    /// A connection opened; its replies go to this outbox.
+    Connected(u64, JsonOutbox),
+    /// It sent a line (without the `\n`).
+    Line(u64, String),
+    /// It closed.
+    Gone(u64),
+}
+
+/// Accepts JSON connections, one task each.
+pub async fn accept(listener: tokio::net::TcpListener, events: mpsc::Sender<JsonEvent>) {
+    let mut next_id = 0u64;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        };
+        next_id += 1;
+        tokio::spawn(serve(next_id, stream, events.clone()));
+    }
+}
+
+/// One connection: lines to the host, the host's replies back. The writer ends when the
+/// host drops the outbox, so every reply owed before the client left is still written.
+async fn serve(id: u64, stream: tokio::net::TcpStream, events: mpsc::Sender<JsonEvent>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let (reader, mut writer) = stream.into_split();
+    let (outbox, mut replies) = mpsc::channel::<String>(OUTBOX_LINES);
+    let too_long = outbox.clone();
+    if events.send(JsonEvent::Connected(id, outbox)).await.is_err() {
+        return;
+    }
+    let write = async move {
+        while let Some(mut line) = replies.recv().await {
+            line.push('\n');
+            if writer.write_all(line.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    };
+    let read = async move {
+        let mut reader = tokio::io::BufReader::new(reader).take(MAX_LINE_BYTES as u64 + 1);
+        let mut bytes = Vec::new();
+        loop {
+            bytes.clear();
+            reader.set_limit(MAX_LINE_BYTES as u64 + 1);
+            match reader.read_until(b'\n', &mut bytes).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) if bytes.last() != Some(&b'\n') && bytes.len() > MAX_LINE_BYTES => {
+                    let detail = format!("a line is at most {MAX_LINE_BYTES} bytes");
+                    let value = json!({"ev": "error", "reason": "too_long", "detail": detail});
+                    let _ = too_long.send(value.to_string()).await;
+                    break;
+                }
+                Ok(_) => {}
+            }
+            let text = String::from_utf8_lossy(&bytes).trim_end().to_string();
+            if events.send(JsonEvent::Line(id, text)).await.is_err() {
+                break;
+            }
+        }
+        drop(too_long);
+        let _ = events.send(JsonEvent::Gone(id)).await;
+    };
+    tokio::join!(read, write);
+}
+
+/// What became of a line's transaction before execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineStatus {
+    /// Taken into the mempool.
+    Admitted,
+    /// Not taken: the mempool's reason.
+    Refused(&'static str),
+    /// It left the pool unexecuted: the reason.
+    Evicted(&'static str),
+}
+
+/// A line whose transaction awaits its block: what rendering its results needs.
+struct PendingLine {
+    /// Per action: the market index it concerns and what a refusal echoes.
+    actions: Vec<(Option<usize>, Echo)>,
+}
+
+struct JsonConnection {
+    outbox: JsonOutbox,
+    lines: u64,
+    /// The client closed its side: the connection goes once its lines are answered.
+    closing: bool,
+}
+
+/// The port's state: translator, development keys, connections, lines awaiting blocks.
+pub struct JsonPort {
+    translator: Translator,
+    chain_id: [u8; 32],
+    dev_keys: BTreeMap<AccountId, SigningKey>,
+    last_nonce: BTreeMap<AccountId, u64>,
+    connections: HashMap<u64, JsonConnection>,
+    pending: HashMap<(u64, u64), PendingLine>,
+    /// Connections that hear an account's events: they acted for it or subscribed.
+    watchers: BTreeMap<AccountId, Vec<u64>>,
+    outputs: Vec<Output>,
+}
+
+impl JsonPort {
+    /// A port for the chain whose genesis is `genesis_lines`, signing for `dev_keys`.
+    pub fn new(
+        genesis_lines: &str,
+        chain_id: [u8; 32],
+        dev_keys: &[SigningKey],
+    ) -> Result<JsonPort, GenesisError> {
+        let (translator, _) = translate_genesis(genesis_lines)?;
+        let dev_keys = dev_keys
+            .iter()
+            .map(|key| (account_id_of(&key.verifying_key().to_bytes()), key.clone()))
+            .collect();
+        Ok(JsonPort {
+            translator,
+            chain_id,
+            dev_keys,
+            last_nonce: BTreeMap::new(),
+            connections: HashMap::new(),
+            pending: HashMap::new(),
+            watchers: BTreeMap::new(),
+            outputs: Vec::new(),
+        })
+    }
+
+    /// A connection opened; its lines' answers go to `outbox`.
+    pub fn connect(&mut self, id: u64, outbox: JsonOutbox) {
+        let connection = JsonConnection {
+            outbox,
+            lines: 0,
+            closing: false,
+        };
+        self.connections.insert(id, connection);
+    }
+
+    /// The client closed its side: the connection is dropped once every line it sent is
+    /// answered (finalized, refused or evicted), so a client that half-closes still hears
+    /// of everything it sent.
+    pub fn disconnect(&mut self, id: u64) {
+        if let Some(connection) = self.connections.get_mut(&id) {
+            connection.closing = true;
+        }
+        self.drop_if_done(id);
+    }
+
+    /// Drops a closing connection once none of its lines await an answer.
+    fn drop_if_done(&mut self, id: u64) {
+        let closing = self.connections.get(&id).is_some_and(|c| c.closing);
+        if closing && !self.pending.keys().any(|(connection, _)| *connection == id) {
+            self.connections.remove(&id);
+        }
+    }
+
+    /// Forgets a connection that cannot take more replies, and its lines.
+    fn drop_connection(&mut self, id: u64) {
+        self.connections.remove(&id);
+        self.pending.retain(|(connection, _), _| *connection != id);
+        for watching in self.watchers.values_mut() {
+            watching.retain(|&c| c != id);
+        }
+        self.watchers.retain(|_, watching| !watching.is_empty());
+    }
+
+    /// Connection `id` hears `account`'s events from now on.
+    fn watch(&mut self, id: u64, account: AccountId) {
+        let watching = self.watchers.entry(account).or_default();
+        if !watching.contains(&id) {
+            watching.push(id);
+        }
+    }
+
+    /// Whether any connection follows an account (the host then hands over every event).
+    pub fn has_watchers(&self) -> bool {
+        !self.watchers.is_empty()
+    }
+
+    /// Events of a block (`seq`, the connection whose line caused it if any, the event):
+    /// each goes to the connections following an account it names, other than the one
+    /// whose line caused it (which hears it with its line), with `seq` and no `line`.
+    pub fn block_events(&mut self, events: &[(u64, Option<u64>, Event)]) {
+        let mut records = Vec::new();
+        for (seq, origin, event) in events {
+            let mut targets: Vec<u64> = Vec::new();
+            for account in crate::server::event_accounts(event).into_iter().flatten() {
+                for &target in self.watchers.get(&account).into_iter().flatten() {
+                    if Some(target) != *origin && !targets.contains(&target) {
+                        targets.push(target);
+                    }
+                }
+            }
+            if targets.is_empty() {
+                continue;
+            }
+            records.clear();
+            let one = std::slice::from_ref(event);
+            self.translator
+                .render(*seq, one, None, Echo::default(), &mut records);
+            for target in targets {
+                for record in &records {
+                    self.send(target, &node_record(record, None, Some(*seq)));
+                }
+            }
+        }
+    }
+
+    /// `{"op":"subscribe","account":A}`.
+    fn subscribe(&mut self, id: u64, line: u64, request: &Value) {
+        match request.get("account").and_then(Value::as_u64) {
+            Some(account) if account < 1 << 63 => {
+                self.watch(id, account);
+                let reply = json!({"ev": "subscribed", "line": line, "account": account});
+                self.send(id, &reply);
+            }
+            _ => {
+                let detail = "field \"account\": expected an account id below 2^63";
+                self.error(id, line, "malformed", detail);
+            }
+        }
+    }
+
+    fn send(&mut self, id: u64, value: &Value) {
+        if let Some(connection) = self.connections.get(&id) {
+            // A connection that does not read is dropped rather than waited for.
+            if connection.outbox.try_send(value.to_string()).is_err() {
+                self.drop_connection(id);
+            }
+        }
+    }
+
+    /// A line from connection `id`. Answered at once (queries, errors), or turned into a
+    /// signed transaction: returns its line number and bytes, to admit; its answers come
+    /// through [`JsonPort::status`] and [`JsonPort::executed`].
+    pub fn line(
+        &mut self,
+        id: u64,
+        text: &str,
+        engine: &Engine<ArrayLadder>,
+        now_ms: u64,
+    ) -> Option<(u64, Vec<u8>)> {
+        let connection = self.connections.get_mut(&id)?;
+        connection.lines += 1;
+        let line = connection.lines;
+        if text.trim().is_empty() {
+            return None;
+        }
+        let request: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        let op = request.get("op").and_then(Value::as_str).unwrap_or("");
+        if op == "subscribe" {
+            self.subscribe(id, line, &request);
+            return None;
+        }
+        if op == "dev_accounts" {
+            let accounts: Vec<AccountId> = self.dev_keys.keys().copied().collect();
+            let reply = json!({"ev": "dev_accounts", "line": line, "accounts": accounts});
+            self.send(id, &reply);
+            return None;
+        }
+        if queries::QUERY_OPS.contains(&op) {
+            let reply = match queries::answer(&mut self.translator, engine, &request) {
+                Ok(reply) => reply,
+                Err(e) => json!({"ev": "error", "reason": e.reason, "detail": e.detail}),
+            };
+            self.send(id, &with_line(reply, line));
+            return None;
+        }
+        if Translator::is_registry_line(text) {
+            let detail = "assets and markets are set by the chain's genesis";
+            self.error(id, line, "not_allowed", detail);
+            return None;
+        }
+        self.outputs.clear();
+        let steps = self.translator.line(line, text, &mut self.outputs);
+        for output in std::mem::take(&mut self.outputs) {
+            self.send(id, &node_record(&output, Some(line), None));
+        }
+        let (account, actions, pending) = match self.actions(steps) {
+            Ok(Some(found)) => found,
+            Ok(None) => return None,
+            Err((reason, detail)) => {
+                self.error(id, line, reason, &detail);
+                return None;
+            }
+        };
+        let bytes = self.sign(account, actions, now_ms)?;
+        self.watch(id, account);
+        self.pending.insert((id, line), pending);
+        Some((line, bytes))
+    }
+
+    /// The actions of a line's engine steps, all of one account: `Ok(None)` if there are
+    /// none, `Err((reason, detail))` if a step is no transaction action or names an account
+    /// without a development key here.
+    #[allow(clippy::type_complexity)]
+    fn actions(
+        &self,
+        steps: Vec<Step>,
+    ) -> Result<Option<(AccountId, Vec<Action>, PendingLine)>, (&'static str, String)> {
+        let mut account = None;
+        let mut actions = Vec::new();
+        let mut pending = PendingLine {
+            actions: Vec::new(),
+        };
+        for step in steps {
+            let Step::Run {
+                command,
+                market,
+                echo,
+            } = step
+            else {
+                continue;
+            };
+            let Some((signer, action)) = Action::from_command(&command) else {
+                let detail = "not a transaction action on a chain (deposits need a faucet key, \
+                              oracle prices a feeder key)";
+                return Err(("not_allowed", detail.into()));
+            };
+            if !self.dev_keys.contains_key(&signer) {
+                let detail = format!("this validator holds no development key of account {signer}");
+                return Err(("no_dev_key", detail));
+            }
+            if account.is_some_and(|a| a != signer) {
+                return Err(("malformed", "one line acts for one account".into()));
+            }
+            account = Some(signer);
+            actions.push(action);
+            pending.actions.push((market, echo));
+        }
+        Ok(account.map(|account| (account, actions, pending)))
+    }
+
+    /// Signs `actions` for `account` with a nonce above its last one here.
+    fn sign(&mut self, account: AccountId, actions: Vec<Action>, now_ms: u64) -> Option<Vec<u8>> {
+        let key = self.dev_keys.get(&account)?;
+        let last = self.last_nonce.entry(account).or_default();
+        let nonce = now_ms.max(*last + 1);
+        *last = nonce;
+        let tx = Transaction {
+            chain_id: self.chain_id,
+            signer: key.verifying_key().to_bytes(),
+            nonce,
+            actions,
+        };
+        Some(tx.sign(key).bytes().to_vec())
+    }
+
+    fn error(&mut self, id: u64, line: u64, reason: &str, detail: &str) {
+        let value = json!({"ev": "error", "line": line, "reason": reason, "detail": detail});
+        self.send(id, &value);
+    }
+
+    /// What the mempool did with line `line`'s transaction (`hash` in hex).
+    pub fn status(&mut self, id: u64, line: u64, hash: &str, status: LineStatus) {
+        let value = match status {
+            LineStatus::Admitted => json!({"ev": "admitted", "line": line, "hash": hash}),
+            LineStatus::Refused(reason) => {
+                self.pending.remove(&(id, line));
+                json!({"ev": "refused", "line": line, "hash": hash, "reason": reason})
+            }
+            LineStatus::Evicted(reason) => {
+                self.pending.remove(&(id, line));
+                json!({"ev": "evicted", "line": line, "hash": hash, "reason": reason})
+            }
+        };
+        self.send(id, &value);
+        self.drop_if_done(id);
+    }
+
+    /// Line `line`'s transaction ran as input `seq` of block `height`: its results
+    /// (`events`, each with its action's index), then `sequenced` and `finalized`.
+    pub fn executed(
+        &mut self,
+        id: u64,
+        line: u64,
+        seq: u64,
+        height: u64,
+        events: &[(usize, Event)],
+    ) {
+        let Some(pending) = self.pending.remove(&(id, line)) else {
+            return;
+        };
+        let mut outputs = Vec::new();
+        for (index, (market, echo)) in pending.actions.into_iter().enumerate() {
+            let own: Vec<Event> = events
+                .iter()
+                .filter(|(action, _)| *action == index)
+                .map(|(_, event)| *event)
+                .collect();
+            self.translator
+                .render(line, &own, market, echo, &mut outputs);
+        }
+        for output in &outputs {
+            self.send(id, &node_record(output, Some(line), Some(seq)));
+        }
+        for ev in ["sequenced", "finalized"] {
+            let value = json!({"ev": ev, "seq": seq, "line": line, "height": height});
+            self.send(id, &value);
+        }
+        self.drop_if_done(id);
+    }
+}
