@@ -17,6 +17,12 @@
 //!   (their median), and remembers the nonces.
 //! - [`Execution::root`]: BLAKE3 of the engine's state root and the nonce root (a multiset
 //!   hash over accounts, updated only for accounts a block touched). docs/execution.md.
+//! - [`Execution::snapshot`] / [`Execution::restore`]: the state as bytes and back (a
+//!   validator restarts from its newest snapshot).
+
+mod snapshot;
+
+pub use snapshot::{SnapshotError, MAGIC as SNAPSHOT_MAGIC};
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -367,3 +367,57 @@ fn the_root_covers_nonces_and_two_nodes_agree() {
         );
     }
 }
+
+/// A snapshot taken after some blocks restores to the same root, refuses damaged bytes, and
+/// the restored state executes the next blocks exactly as the original (roots, nonces).
+#[test]
+fn a_restored_snapshot_continues_exactly_as_the_original() {
+    let mut original = chain();
+    let block = |round: u64| -> Vec<SignedTransaction> {
+        (1..=2u8)
+            .map(|n| {
+                let side = if n == 1 { Side::Sell } else { Side::Buy };
+                let price = 100 + (round % 5) as i64;
+                sign(&key(n), T + round, vec![place(round, side, price, 2)])
+            })
+            .collect()
+    };
+    for round in 0..30 {
+        let txs = block(round);
+        let refs: Vec<&SignedTransaction> = txs.iter().collect();
+        run(&mut original, &refs);
+    }
+    let bytes = original.snapshot();
+    let config = ExecutionConfig {
+        chain_id: CHAIN,
+        faucets: vec![key(9).verifying_key().to_bytes()],
+        feeders: (10..=12)
+            .map(|n| key(n).verifying_key().to_bytes())
+            .collect(),
+        engine: EngineConfig::default(),
+    };
+    let mut restored = Execution::restore(config.clone(), &bytes).expect("restores");
+    assert_eq!(restored.root(), original.root());
+    // A replayed nonce is still refused by the restored state.
+    let replay = block(29);
+    let refs: Vec<&SignedTransaction> = replay.iter().collect();
+    assert!(restored.validate_block(T, &refs, &ok(2)).is_err());
+    for round in 30..40 {
+        let txs = block(round);
+        let refs: Vec<&SignedTransaction> = txs.iter().collect();
+        restored.validate_block(T, &refs, &ok(2)).expect("valid");
+        assert_eq!(
+            restored.execute_block(T, &refs, |_, _| {}),
+            original.execute_block(T, &refs, |_, _| {}),
+            "round {round}"
+        );
+    }
+    // Damaged bytes are refused, not half-restored.
+    assert!(Execution::restore(config.clone(), &bytes[..bytes.len() - 1]).is_err());
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(Execution::restore(config.clone(), &longer).is_err());
+    let mut magic = bytes;
+    magic[0] ^= 1;
+    assert!(Execution::restore(config, &magic).is_err());
+}

@@ -62,6 +62,10 @@ pub struct DevnetArgs {
     /// slow every height down).
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     pub max_block_txs: u32,
+    /// Every validator snapshots its executed state every N blocks (0: never); a restarted
+    /// validator loads its newest snapshot and executes only the blocks after it.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub snapshot_every: u64,
     /// Seed of the order stream, the trading accounts' keys and the validator keys.
     #[arg(long, value_name = "SEED", default_value_t = 7)]
     pub seed: u64,
@@ -173,6 +177,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         rate_per_s: args.rate,
         max_block_txs: args.max_block_txs,
         max_block_bytes: 16 << 20,
+        snapshot_every: args.snapshot_every,
         load_start_unix_ns: now_ns() + 1_500 * MS,
         timeouts: TimeoutsMs {
             propose: 200,

@@ -14,6 +14,7 @@
 
 pub mod chain_gateway;
 pub mod chain_json;
+pub mod chain_snapshot;
 pub mod client;
 pub mod config;
 pub mod decimal;

@@ -68,6 +68,7 @@ use transactions::{SignedTransaction, TxHash};
 
 use crate::chain_gateway::{self, BlockFeed, ChainGatewayConfig, GatewayHandle, ToGateway, NOBODY};
 use crate::chain_json::{self, JsonEvent, JsonPort, LineStatus};
+use crate::chain_snapshot::{self, Snapshot};
 use crate::load::{self, LoadSpec};
 use crate::txport::{self, Notice, NoticeKind};
 use gateway::order_entry::TxSubmission;
@@ -168,6 +169,10 @@ pub struct DevnetConfig {
     pub max_block_txs: u32,
     /// Most payload bytes per block.
     pub max_block_bytes: u32,
+    /// A snapshot of the executed state every this many blocks (0: none): a restarted
+    /// validator loads its newest and executes only later blocks.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
     /// When the load starts (Unix ns).
     pub load_start_unix_ns: u64,
     /// Consensus timeouts.
@@ -192,6 +197,10 @@ impl DevnetConfig {
             genesis_time_ms: self.genesis_time_ms,
         })
     }
+}
+
+fn default_snapshot_every() -> u64 {
+    1_000
 }
 
 /// Reads a devnet configuration.
@@ -393,6 +402,9 @@ struct Host {
     /// The chain's input seq: transactions and oracle updates executed so far (every
     /// validator counts the same; the gateway's `seq` fields).
     inputs_executed: u64,
+    /// Where snapshots go, and every how many blocks (0: never).
+    snapshots: PathBuf,
+    snapshot_every: u64,
 }
 
 fn log_line(value: serde_json::Value) -> Result<(), HostError> {
@@ -427,17 +439,22 @@ pub fn validator_command(args: ValidatorArgs) -> ExitCode {
 pub fn genesis_execution(config: &DevnetConfig) -> Result<Execution, HostError> {
     let spec = config.load_spec()?;
     Ok(Execution::new(
-        ExecutionConfig {
-            chain_id: spec.chain_id,
-            faucets: Vec::new(),
-            feeders: Vec::new(),
-            engine: EngineConfig {
-                max_resting_orders: 1 << 20,
-                max_open_orders_per_account: 1 << 16,
-            },
-        },
+        execution_config(config)?,
         &load::genesis(&spec),
     ))
+}
+
+/// A devnet's execution parameters (no faucets or feeders: every deposit is at genesis).
+pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostError> {
+    Ok(ExecutionConfig {
+        chain_id: config.chain_id_bytes()?,
+        faucets: Vec::new(),
+        feeders: Vec::new(),
+        engine: EngineConfig {
+            max_resting_orders: 1 << 20,
+            max_open_orders_per_account: 1 << 16,
+        },
+    })
 }
 
 async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
@@ -487,6 +504,11 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
     }));
 
     let (blocks, stored, cut) = BlockStore::open(&data_dir.join("blocks"))?;
+    let snapshots = data_dir.join("snapshots");
+    let (snapshot, skipped) = chain_snapshot::newest(&snapshots, stored.len() as u64);
+    for why in skipped {
+        eprintln!("nexus validator: snapshot not used: {why}");
+    }
     let t = &config.timeouts;
     let consensus_config = ConsensusConfig {
         timeouts: TimeoutConfig {
@@ -537,11 +559,22 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
         gateway: None,
         json: None,
         inputs_executed: 0,
+        snapshots,
+        snapshot_every: config.snapshot_every,
     };
-    // Resume: re-execute every stored block (checking each root) before joining.
+    // Resume: from the newest snapshot that matches the block file, then re-execute every
+    // later stored block (checking each root) before joining.
     let recovered = stored.len();
+    let from = match snapshot {
+        Some(snapshot) => host.load_snapshot(snapshot, &stored, &config)?,
+        None => 0,
+    };
     for cert in stored {
-        host.apply_decided(cert, false)?;
+        if cert.block.height <= from {
+            host.skip_executed(cert);
+        } else {
+            host.apply_decided(cert, false)?;
+        }
     }
     // The gateway's feed starts from the recovered books.
     let (gateway_tx, mut gateway_rx) = mpsc::channel::<Vec<TxSubmission>>(1024);
@@ -584,6 +617,7 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
         "market_data": gateway_addrs.map(|a| a.1.to_string()),
         "json": entry.json_addr.map(|a| a.to_string()),
         "key": entry.key, "height": host.chain.height(), "recovered_blocks": recovered,
+        "snapshot_height": from, "executed_blocks": recovered as u64 - from,
         "torn_bytes_cut": cut, "state_root": hex(&host.exec_root.0),
     }))?;
     let input = host.new_height_input();
@@ -1147,7 +1181,80 @@ impl Host {
         }
         self.certificates
             .push(message_frame(&Message::Commit(cert)));
+        if fresh && self.snapshot_every > 0 && height.is_multiple_of(self.snapshot_every) {
+            self.write_snapshot(height)?;
+        }
         Ok(())
+    }
+
+    /// Writes the executed state after block `height` (durably) and logs it.
+    fn write_snapshot(&mut self, height: Height) -> Result<(), HostError> {
+        let (block_id, block_timestamp_ns) = self.last_block.unwrap_or((Hash::ZERO, 0));
+        let shared = self.shared.borrow();
+        let snapshot = Snapshot {
+            height,
+            exec_root: self.exec_root.0,
+            inputs_executed: self.inputs_executed,
+            block_time_ms: shared.block_time_ms,
+            block_id: block_id.0,
+            block_timestamp_ns,
+            execution: shared.execution.snapshot(),
+        };
+        drop(shared);
+        let bytes = snapshot.execution.len();
+        let path = chain_snapshot::write(&self.snapshots, &snapshot)
+            .map_err(|e| HostError::Io(self.snapshots.clone(), e))?;
+        log_line(json!({
+            "event": "snapshot", "index": self.index, "height": height, "bytes": bytes,
+            "path": path.display().to_string(),
+        }))
+    }
+
+    /// Starts from `snapshot` if it belongs to this block file (its block's id is the stored
+    /// block's at that height) and its state has the recorded root; returns its height, or
+    /// 0 (execute from genesis) if it does not fit.
+    fn load_snapshot(
+        &mut self,
+        snapshot: Snapshot,
+        stored: &[CommitCertificate],
+        config: &DevnetConfig,
+    ) -> Result<Height, HostError> {
+        let height = snapshot.height;
+        let fits = height >= 1
+            && stored
+                .get(height as usize - 1)
+                .is_some_and(|cert| cert.block.id().0 == snapshot.block_id);
+        let restored = Execution::restore(execution_config(config)?, &snapshot.execution);
+        let mut execution = match (fits, restored) {
+            (true, Ok(execution)) => execution,
+            (fits, restored) => {
+                let why = restored
+                    .err()
+                    .map_or("another chain's block".into(), |e| e.to_string());
+                eprintln!("nexus validator: snapshot at {height} not used (fits: {fits}): {why}");
+                return Ok(0);
+            }
+        };
+        if execution.root() != snapshot.exec_root {
+            eprintln!("nexus validator: snapshot at {height} not used: its state has another root");
+            return Ok(0);
+        }
+        let mut shared = self.shared.borrow_mut();
+        shared.execution = execution;
+        shared.block_time_ms = snapshot.block_time_ms;
+        drop(shared);
+        self.exec_root = Hash(snapshot.exec_root);
+        self.inputs_executed = snapshot.inputs_executed;
+        self.last_block = Some((Hash(snapshot.block_id), snapshot.block_timestamp_ns));
+        Ok(height)
+    }
+
+    /// A stored block the loaded snapshot already covers: applied to the validator set and
+    /// kept for sync, not executed.
+    fn skip_executed(&mut self, cert: CommitCertificate) {
+        self.chain.apply_block(&cert.block, &Ed25519);
+        self.certificates
+            .push(message_frame(&Message::Commit(cert)));
     }
 
     /// The next height's start and this validator's proposal for it: what its pool holds.

@@ -1,12 +1,13 @@
 //! A real multi-process NexusBFT cluster over QUIC on 127.0.0.1: four `nexus validator`
 //! processes finalize blocks of signed transactions that a client sends to every validator's
 //! transaction port, with equal execution roots; one is killed (SIGKILL) while the client
-//! trades and the other three keep finalizing; it is restarted, re-executes its block file,
-//! catches up to the same roots and finalizes the client's transactions again, and no
-//! validator ever reports double-signing evidence. A byzantine proposer that forges a
-//! transaction gets no votes for its blocks, while clients of the honest validators' binary
-//! gateways trade with each other through the cluster. Bounded: every wait has a deadline and the
-//! children are killed on drop.
+//! trades and the other three keep finalizing; it is restarted, loads its newest snapshot
+//! and executes only the later blocks of its block file, catches up to the same roots and
+//! finalizes the client's transactions again, and no validator ever reports double-signing
+//! evidence. A byzantine proposer that forges a transaction gets no votes for its blocks,
+//! while clients of the honest validators' JSON ports and binary gateways trade with each
+//! other through the cluster. Bounded: every wait has a deadline and the children are
+//! killed on drop.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -126,6 +127,8 @@ fn init(dir: &Path, exe: &Path) -> PathBuf {
             "4",
             "--rate",
             "2000",
+            "--snapshot-every",
+            "25",
             "--init-only",
             "--dir",
         ])
@@ -189,7 +192,23 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
     let recovered = restarted["recovered_blocks"].as_u64().expect("recovered");
     assert!(
         recovered >= killed_at,
-        "re-executed its {recovered} stored blocks (killed at {killed_at})"
+        "recovered its {recovered} stored blocks (killed at {killed_at})"
+    );
+    // From its newest snapshot (every 25 blocks, two kept): only the later blocks executed.
+    let from = restarted["snapshot_height"]
+        .as_u64()
+        .expect("snapshot height");
+    let executed = restarted["executed_blocks"]
+        .as_u64()
+        .expect("executed blocks");
+    assert!(
+        from > 0 && from.is_multiple_of(25),
+        "started from snapshot {from}"
+    );
+    assert_eq!(from + executed, recovered);
+    assert!(
+        executed < 50,
+        "{executed} blocks executed after the snapshot"
     );
     // The root it re-executed its block file to is the one the others logged at that
     // height (not merely a root it logged itself before the kill).

@@ -1,0 +1,188 @@
+//! A validator's snapshots: its executed state after a block, so that a restart loads the
+//! newest one and executes only the blocks after it (instead of every block from genesis).
+//!
+//! One file per snapshot, `<data dir>/snapshots/<height, 20 digits>.snap`, written to a
+//! temporary name, synced and renamed (a crash leaves either the whole file or none); the
+//! newest [`KEEP`] are kept. Format (little-endian): [`MAGIC`], `u64` height, 32-byte
+//! execution root, `u64` inputs executed, `u64` block time (ms), 32-byte block id and `u64`
+//! timestamp (ns) of the block, `u64` length and the execution snapshot
+//! (`execution::Execution::snapshot`), then BLAKE3 of everything before it.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// First bytes of a snapshot file.
+pub const MAGIC: &[u8; 16] = b"nexus-vsnap-v1\0\0";
+/// Snapshots kept; older ones are deleted after a new one is written.
+pub const KEEP: usize = 2;
+const FIXED: usize = 16 + 8 + 32 + 8 + 8 + 32 + 8 + 8;
+
+/// The executed state after block `height`, and what the host needs to go on from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The block it was taken after.
+    pub height: u64,
+    /// The execution root after it.
+    pub exec_root: [u8; 32],
+    /// The chain's inputs executed up to it (the gateway's `seq`).
+    pub inputs_executed: u64,
+    /// The time the next block's nonces are checked against (ms).
+    pub block_time_ms: u64,
+    /// The block's id (checked against the block file on restore).
+    pub block_id: [u8; 32],
+    /// The block's timestamp (ns).
+    pub block_timestamp_ns: u64,
+    /// `Execution::snapshot` bytes.
+    pub execution: Vec<u8>,
+}
+
+impl Snapshot {
+    /// Its file bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FIXED + self.execution.len() + 32);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.height.to_le_bytes());
+        out.extend_from_slice(&self.exec_root);
+        out.extend_from_slice(&self.inputs_executed.to_le_bytes());
+        out.extend_from_slice(&self.block_time_ms.to_le_bytes());
+        out.extend_from_slice(&self.block_id);
+        out.extend_from_slice(&self.block_timestamp_ns.to_le_bytes());
+        out.extend_from_slice(&(self.execution.len() as u64).to_le_bytes());
+        out.extend_from_slice(&self.execution);
+        let checksum = blake3::hash(&out);
+        out.extend_from_slice(checksum.as_bytes());
+        out
+    }
+
+    /// Reads file bytes; `None` if they are not a whole, intact snapshot.
+    pub fn decode(bytes: &[u8]) -> Option<Snapshot> {
+        let body_len = bytes.len().checked_sub(32)?;
+        let (body, checksum) = bytes.split_at(body_len);
+        if body.len() < FIXED || &body[..16] != MAGIC || blake3::hash(body).as_bytes() != checksum {
+            return None;
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8"));
+        let array_at = |at: usize| -> [u8; 32] { body[at..at + 32].try_into().expect("32") };
+        let length = u64_at(112) as usize;
+        if FIXED.checked_add(length)? != body.len() {
+            return None;
+        }
+        Some(Snapshot {
+            height: u64_at(16),
+            exec_root: array_at(24),
+            inputs_executed: u64_at(56),
+            block_time_ms: u64_at(64),
+            block_id: array_at(72),
+            block_timestamp_ns: u64_at(104),
+            execution: body[FIXED..].to_vec(),
+        })
+    }
+}
+
+fn file_name(height: u64) -> String {
+    format!("{height:020}.snap")
+}
+
+/// Heights of the snapshot files in `dir`, ascending.
+fn heights(dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut heights: Vec<u64> = entries
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".snap")?.parse().ok()
+        })
+        .collect();
+    heights.sort_unstable();
+    heights
+}
+
+/// Writes `snapshot` into `dir` durably (temporary file, sync, rename, sync of the folder)
+/// and deletes all but the newest [`KEEP`].
+pub fn write(dir: &Path, snapshot: &Snapshot) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(file_name(snapshot.height));
+    let temporary = dir.join(format!("{}.tmp", file_name(snapshot.height)));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(&snapshot.encode())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    let all = heights(dir);
+    for old in &all[..all.len().saturating_sub(KEEP)] {
+        let _ = std::fs::remove_file(dir.join(file_name(*old)));
+    }
+    Ok(path)
+}
+
+/// The newest intact snapshot in `dir` at or below `max_height` (the block file's height), if
+/// any. Damaged files and ones past the block file are skipped (and named in the second
+/// value, for the log).
+pub fn newest(dir: &Path, max_height: u64) -> (Option<Snapshot>, Vec<String>) {
+    let mut skipped = Vec::new();
+    for height in heights(dir).into_iter().rev() {
+        let path = dir.join(file_name(height));
+        if height > max_height {
+            skipped.push(format!("{}: past the block file", path.display()));
+            continue;
+        }
+        match std::fs::read(&path).ok().and_then(|b| Snapshot::decode(&b)) {
+            Some(snapshot) if snapshot.height == height => return (Some(snapshot), skipped),
+            _ => skipped.push(format!("{}: damaged", path.display())),
+        }
+    }
+    (None, skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(height: u64) -> Snapshot {
+        Snapshot {
+            height,
+            exec_root: [1; 32],
+            inputs_executed: 77,
+            block_time_ms: 1_800_000_000_000,
+            block_id: [2; 32],
+            block_timestamp_ns: 5,
+            execution: vec![9; 100],
+        }
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_damage_is_detected() {
+        let snapshot = sample(40);
+        let bytes = snapshot.encode();
+        assert_eq!(Snapshot::decode(&bytes), Some(snapshot));
+        for at in [0, 20, 100, bytes.len() - 1] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 1;
+            assert_eq!(Snapshot::decode(&damaged), None, "byte {at}");
+        }
+        assert_eq!(Snapshot::decode(&bytes[..bytes.len() - 1]), None);
+    }
+
+    #[test]
+    fn the_newest_intact_snapshot_within_the_block_file_is_chosen_and_old_ones_go() {
+        let dir = tempfile::tempdir().unwrap();
+        for height in [10, 20, 30] {
+            write(dir.path(), &sample(height)).unwrap();
+        }
+        assert_eq!(
+            heights(dir.path()),
+            [20, 30],
+            "only the newest two are kept"
+        );
+        assert_eq!(newest(dir.path(), 100).0.map(|s| s.height), Some(30));
+        // Past the block file (it lost its tail): the older one.
+        assert_eq!(newest(dir.path(), 25).0.map(|s| s.height), Some(20));
+        // A damaged newest file: the older one, and the damage is named.
+        std::fs::write(dir.path().join(file_name(30)), b"garbage").unwrap();
+        let (found, skipped) = newest(dir.path(), 100);
+        assert_eq!(found.map(|s| s.height), Some(20));
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(newest(dir.path(), 5).0, None);
+    }
+}
