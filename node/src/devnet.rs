@@ -66,6 +66,10 @@ pub struct DevnetArgs {
     /// validator loads its newest snapshot and executes only the blocks after it.
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     pub snapshot_every: u64,
+    /// Most transactions a second each client connection of a validator may send (bursts of
+    /// as many); more are refused `rate_limited` (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    pub connection_rate: u64,
     /// Seed of the order stream, the trading accounts' keys and the validator keys.
     #[arg(long, value_name = "SEED", default_value_t = 7)]
     pub seed: u64,
@@ -178,6 +182,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         max_block_txs: args.max_block_txs,
         max_block_bytes: 16 << 20,
         snapshot_every: args.snapshot_every,
+        connection_rate: args.connection_rate,
         load_start_unix_ns: now_ns() + 1_500 * MS,
         timeouts: TimeoutsMs {
             propose: 200,

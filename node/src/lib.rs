@@ -21,6 +21,7 @@ pub mod decimal;
 pub mod genesis;
 pub mod load;
 pub mod queries;
+pub mod rate;
 pub mod replay;
 pub mod server;
 pub mod txport;

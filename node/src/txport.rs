@@ -44,6 +44,9 @@ pub struct Notice {
 /// Refusal code of a frame longer than [`MAX_TX_LEN`] or shorter than [`MIN_TX_LEN`]: the
 /// validator closes the connection after this notice.
 pub const CODE_FRAME_LENGTH: u8 = 15;
+/// Refusal code of a transaction over its connection's rate (`crate::rate`): nothing was
+/// checked or done; send it again later.
+pub const CODE_RATE_LIMITED: u8 = 16;
 
 /// The one-byte code of a refusal on the port (docs/transactions.md).
 pub fn refusal_code(refusal: &Refusal) -> u8 {
@@ -84,6 +87,7 @@ pub fn code_name(code: u8) -> &'static str {
         13 => "pool_full",
         14 => "account_limit",
         CODE_FRAME_LENGTH => "frame_length",
+        CODE_RATE_LIMITED => "rate_limited",
         _ => "none",
     }
 }

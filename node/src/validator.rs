@@ -70,6 +70,7 @@ use crate::chain_gateway::{self, BlockFeed, ChainGatewayConfig, GatewayHandle, T
 use crate::chain_json::{self, JsonEvent, JsonPort, LineStatus};
 use crate::chain_snapshot::{self, Snapshot};
 use crate::load::{self, LoadSpec};
+use crate::rate::RateLimits;
 use crate::txport::{self, Notice, NoticeKind};
 use gateway::order_entry::TxSubmission;
 use gateway::wire::{TX_ADMITTED, TX_EVICTED, TX_REFUSED};
@@ -173,6 +174,11 @@ pub struct DevnetConfig {
     /// validator loads its newest and executes only later blocks.
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
+    /// Most transactions a second one client connection (transaction port, gateway session,
+    /// JSON connection) may send, in bursts of as many; more are refused `rate_limited`
+    /// (0: no limit).
+    #[serde(default = "default_connection_rate")]
+    pub connection_rate: u64,
     /// When the load starts (Unix ns).
     pub load_start_unix_ns: u64,
     /// Consensus timeouts.
@@ -201,6 +207,10 @@ impl DevnetConfig {
 
 fn default_snapshot_every() -> u64 {
     1_000
+}
+
+fn default_connection_rate() -> u64 {
+    50_000
 }
 
 /// Reads a devnet configuration.
@@ -366,6 +376,17 @@ enum Sender {
     Json(u64, u64),
 }
 
+impl Sender {
+    /// The connection it came through, for its rate limit: (port, connection).
+    fn connection(self) -> (u8, u64) {
+        match self {
+            Sender::Port(id) => (0, id),
+            Sender::Gateway(client) => (1, client.connection & 0xffff_ffff),
+            Sender::Json(id, _) => (2, id),
+        }
+    }
+}
+
 /// What became of a transaction (refusal and eviction with the mempool's code).
 enum Answer {
     Admitted,
@@ -405,6 +426,8 @@ struct Host {
     /// Where snapshots go, and every how many blocks (0: never).
     snapshots: PathBuf,
     snapshot_every: u64,
+    /// Per-connection rate limits of transactions.
+    rates: RateLimits<(u8, u64)>,
 }
 
 fn log_line(value: serde_json::Value) -> Result<(), HostError> {
@@ -561,6 +584,7 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
         inputs_executed: 0,
         snapshots,
         snapshot_every: config.snapshot_every,
+        rates: RateLimits::new(config.connection_rate, config.connection_rate),
     };
     // Resume: from the newest snapshot that matches the block file, then re-execute every
     // later stored block (checking each root) before joining.
@@ -932,7 +956,10 @@ impl Host {
                 ClientEvent::Connected(id, outbox) => {
                     self.clients.insert(id, outbox);
                 }
-                ClientEvent::Gone(id) => gone.push(id),
+                ClientEvent::Gone(id) => {
+                    self.rates.forget(&Sender::Port(id).connection());
+                    gone.push(id);
+                }
                 ClientEvent::Transaction(id, bytes) => frames.push((Sender::Port(id), bytes)),
                 ClientEvent::Gateway(batch) => frames.extend(
                     batch
@@ -948,6 +975,7 @@ impl Host {
                     frames.extend(self.json_line(id, &text))
                 }
                 ClientEvent::Json(JsonEvent::Gone(id)) => {
+                    self.rates.forget(&Sender::Json(id, 0).connection());
                     if let Some(json) = self.json.as_mut() {
                         json.disconnect(id);
                     }
@@ -970,6 +998,14 @@ impl Host {
 
     /// Admits one batch of client frames, answers each, and forwards the admitted ones.
     fn admit_from_clients(&mut self, frames: Vec<(Sender, Vec<u8>)>) {
+        let now_ms = now_ns() / MS;
+        let (frames, limited): (Vec<_>, Vec<_>) = frames
+            .into_iter()
+            .partition(|(sender, _)| self.rates.allow(sender.connection(), now_ms));
+        for (sender, bytes) in limited {
+            let hash = TxHash(*blake3::hash(&bytes).as_bytes());
+            self.answer(sender, hash, Answer::Refused(txport::CODE_RATE_LIMITED));
+        }
         if frames.is_empty() {
             return;
         }

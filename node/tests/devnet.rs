@@ -119,7 +119,7 @@ impl Cluster {
     }
 }
 
-fn init(dir: &Path, exe: &Path) -> PathBuf {
+fn init(dir: &Path, exe: &Path, extra: &[&str]) -> PathBuf {
     let out = Command::new(exe)
         .args([
             "devnet",
@@ -133,6 +133,7 @@ fn init(dir: &Path, exe: &Path) -> PathBuf {
             "--dir",
         ])
         .arg(dir)
+        .args(extra)
         .output()
         .expect("nexus devnet --init-only");
     assert!(
@@ -148,7 +149,7 @@ fn init(dir: &Path, exe: &Path) -> PathBuf {
 fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
     let dir = tempfile::tempdir().expect("dir");
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
-    let config = init(dir.path(), &exe);
+    let config = init(dir.path(), &exe, &[]);
     let mut cluster = cluster(exe, config.clone(), vec![Vec::new(); VALIDATORS]);
     for i in 0..VALIDATORS {
         cluster.start(i);
@@ -283,7 +284,8 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
 fn a_byzantine_proposers_forged_transaction_gets_no_votes() {
     let dir = tempfile::tempdir().expect("dir");
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
-    let config = init(dir.path(), &exe);
+    // Each client connection may send 100 transactions a second (bursts of 100).
+    let config = init(dir.path(), &exe, &["--connection-rate", "100"]);
     let mut extra = vec![Vec::new(); VALIDATORS];
     extra[0] = vec!["--byzantine-forge"];
     let mut cluster = cluster(exe, config.clone(), extra);
@@ -382,6 +384,33 @@ fn bad_input_on_the_transaction_port(config: &Path) {
         assert_eq!((notice.kind, notice.code), (kind, code), "{notice:?}");
     }
     assert_eq!(read_notice(&mut stream).kind, NoticeKind::Finalized);
+    // A flood of 300 good transactions on one connection: past its burst of 100 they are
+    // refused `rate_limited` (16) without being checked; another connection is unaffected.
+    let mut flood = connect();
+    let mut calm = connect();
+    let frames: Vec<u8> = (0..300u64)
+        .flat_map(|k| request_frame(&node::load::transaction(&spec, &keys, 3_000_000 + k)))
+        .collect();
+    flood.write_all(&frames).expect("send");
+    calm.write_all(&request_frame(&node::load::transaction(
+        &spec, &keys, 4_000_000,
+    )))
+    .expect("send");
+    let (mut admitted, mut limited) = (0, 0);
+    while admitted + limited < 300 {
+        let notice = read_notice(&mut flood);
+        match (notice.kind, notice.code) {
+            (NoticeKind::Admitted, 0) => admitted += 1,
+            (NoticeKind::Refused, 16) => limited += 1,
+            (NoticeKind::Finalized, 0) => {}
+            other => panic!("unexpected notice {other:?}"),
+        }
+    }
+    assert!(
+        limited >= 150 && admitted >= 100,
+        "{admitted} admitted, {limited} limited"
+    );
+    assert_eq!(read_notice(&mut calm).kind, NoticeKind::Admitted);
     // A frame length outside the transaction sizes: refused (15), then the connection ends.
     let mut other = connect();
     other.write_all(&10u32.to_le_bytes()).expect("send");
