@@ -159,8 +159,9 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
     });
     // A client of every validator: signed transactions, round robin over the four ports.
     let client = Client::start(&config);
-    cluster.wait_until("4 validators at height 5", Duration::from_secs(20), |c| {
-        c.heights.iter().all(|h| *h >= 5)
+    // Past height 30: validator 3 has a snapshot (every 25 blocks) when it is killed.
+    cluster.wait_until("4 validators at height 30", Duration::from_secs(30), |c| {
+        c.heights.iter().all(|h| *h >= 30)
     });
     client.wait_for_finalized(100, Duration::from_secs(20));
 
@@ -266,7 +267,11 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
     );
     for h in 1..=finalized_height {
         let (_, by) = &cluster.roots[&h];
-        assert_eq!(by.len(), VALIDATORS, "height {h} logged by all: {by:?}");
+        // A block validator 3 stored but was killed before logging is executed again at
+        // restart without a line; its root at `recovered` was compared above.
+        let silent = (killed_at + 1..=recovered).contains(&h) && !by.contains(&3);
+        let expected = if silent { VALIDATORS - 1 } else { VALIDATORS };
+        assert_eq!(by.len(), expected, "height {h} logged by all: {by:?}");
     }
     assert_eq!(
         stats["refusals"].as_object().map(|m| m.len()),
