@@ -730,6 +730,11 @@ impl Executor {
         Executor { config, db, head }
     }
 
+    /// The in-memory state (read-only: persistence and from-scratch checks).
+    pub fn db(&self) -> &CacheDB<EmptyDB> {
+        &self.db
+    }
+
     /// The chain parameters.
     pub fn config(&self) -> &EvmConfig {
         &self.config
