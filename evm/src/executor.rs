@@ -753,6 +753,17 @@ impl Executor {
             .unwrap_or_default()
     }
 
+    /// An account's info without touching the cache (`&self`: validation reads state while
+    /// others may hold it); default if it does not exist.
+    pub fn peek_account(&self, address: Address) -> AccountInfo {
+        self.db
+            .cache
+            .accounts
+            .get(&address)
+            .map(|account| account.info.clone())
+            .unwrap_or_default()
+    }
+
     /// An account's code.
     pub fn code(&mut self, address: Address) -> Bytes {
         let info = self.account(address);

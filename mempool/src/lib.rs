@@ -16,8 +16,10 @@
 //!   tells its sender. The pool never drops an accepted transaction silently.
 
 mod cache;
+pub mod evm;
 
 pub use cache::VerifiedCache;
+pub use evm::{EvmAccount, EvmEvicted, EvmRefusal, EvmView};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -156,6 +158,8 @@ pub struct Mempool {
     verified: VerifiedCache,
     /// Signer keys checked already (canonical, not of small order).
     keys: KeyCache,
+    /// EVM transactions (they share the arrival numbers and the pool's limits).
+    evm: evm::EvmEntries,
 }
 
 impl Mempool {
@@ -170,22 +174,23 @@ impl Mempool {
             bytes: 0,
             verified: VerifiedCache::new(config.verified_cache),
             keys: KeyCache::new(config.verified_cache),
+            evm: evm::EvmEntries::default(),
         }
     }
 
-    /// Transactions held.
+    /// Transactions held (Core and EVM).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.evm.len()
     }
 
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// Bytes of transactions held.
+    /// Bytes of transactions held (Core and EVM items).
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes + self.evm.bytes
     }
 
     /// Whether this transaction is pooled.
@@ -305,8 +310,8 @@ impl Mempool {
         if held >= self.config.max_per_account {
             return Err(Refusal::AccountLimit(held));
         }
-        if self.entries.len() >= self.config.max_txs
-            || self.bytes + tx.bytes().len() > self.config.max_bytes
+        if self.len() >= self.config.max_txs
+            || self.bytes() + tx.bytes().len() > self.config.max_bytes
         {
             return Err(Refusal::PoolFull);
         }

@@ -64,7 +64,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use transactions::{SignedTransaction, TxHash};
+use transactions::{BlockItem, SignedTransaction, TxHash};
 
 use crate::load::{self, LoadSpec};
 use crate::txport::{self, Notice, NoticeKind};
@@ -265,7 +265,7 @@ struct Shared {
 }
 
 /// The transactions of a payload, or why it is not one.
-fn decode_payload(shared: &Shared, payload: &[u8]) -> Result<Vec<SignedTransaction>, String> {
+fn decode_payload(shared: &Shared, payload: &[u8]) -> Result<Vec<BlockItem>, String> {
     if payload.len() > shared.max_block_bytes {
         return Err(format!(
             "{} payload bytes, limit {}",
@@ -278,21 +278,19 @@ fn decode_payload(shared: &Shared, payload: &[u8]) -> Result<Vec<SignedTransacti
     items
         .iter()
         .enumerate()
-        .map(|(i, bytes)| {
-            SignedTransaction::decode(bytes).map_err(|e| format!("transaction {i}: {e}"))
-        })
+        .map(|(i, bytes)| BlockItem::decode(bytes).map_err(|e| format!("transaction {i}: {e}")))
         .collect()
 }
 
 /// Checks a payload as `valid(v)`: decodes it, checks every signature (the pool's cache
 /// first) and validates the block against the execution state.
-fn check_payload(shared: &mut Shared, payload: &[u8]) -> Result<Vec<SignedTransaction>, String> {
+fn check_payload(shared: &mut Shared, payload: &[u8]) -> Result<Vec<BlockItem>, String> {
     let txs = decode_payload(shared, payload)?;
-    let refs: Vec<&SignedTransaction> = txs.iter().collect();
+    let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
     let signatures = shared.mempool.check_block_signatures(&refs);
     shared
         .execution
-        .validate_block(shared.block_time_ms, &refs, &signatures)
+        .validate_block(shared.block_time_ms, &txs, &signatures)
         .map_err(|e| e.to_string())?;
     Ok(txs)
 }
@@ -390,6 +388,7 @@ pub fn genesis_execution(config: &DevnetConfig) -> Result<Execution, HostError> 
                 max_resting_orders: 1 << 20,
                 max_open_orders_per_account: 1 << 16,
             },
+            evm: Default::default(),
         },
         &load::genesis(&spec),
     ))
@@ -888,11 +887,17 @@ impl Host {
             // Durable before it is executed: a crash after this replays it.
             self.blocks.append(&cert)?;
         }
-        let refs: Vec<&SignedTransaction> = txs.iter().collect();
+        let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
         let block_time_ms = shared.block_time_ms;
-        let root = shared
+        // Signatures were checked by check_payload just above.
+        let valid = shared
             .execution
-            .execute_block(block_time_ms, &refs, |_, _| {});
+            .validate_block(block_time_ms, &txs, &vec![Ok(()); refs.len()])
+            .map_err(|e| HostError::BadPayload {
+                height,
+                what: e.to_string(),
+            })?;
+        let root = shared.execution.execute_block(valid, |_, _| {}).root;
         self.exec_root = Hash(root);
         shared.block_time_ms = (block.timestamp_ns / MS).max(shared.block_time_ms);
         let hashes: Vec<TxHash> = refs.iter().map(|tx| tx.hash()).collect();
