@@ -24,7 +24,7 @@ pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use alloy_primitives::{Address, U256};
+use alloy_primitives::{Address, B256, U256};
 use engine::{AccountId, ArrayLadder, AssetId, Command, Engine, EngineConfig, Event, MarketId};
 use evm::bridge::Bridge;
 use evm::core_view::CoreSnapshot;
@@ -293,6 +293,20 @@ impl Execution {
         self.executor.call(&view, request)
     }
 
+    /// Decodes an EVM envelope for this chain (the sender from `senders` when it knows it,
+    /// recovered otherwise), then the chain's gas and fee rules and revm's stateless checks
+    /// against the next block.
+    pub fn decode_evm_with(
+        &self,
+        envelope: &[u8],
+        senders: &dyn Fn(&B256) -> Option<Address>,
+    ) -> Result<SignedTx, TxError> {
+        let tx = SignedTx::decode_with(envelope, self.executor.config().chain_id, senders)?;
+        tx.check_static(self.executor.config())?;
+        self.executor.check_admission(&tx)?;
+        Ok(tx)
+    }
+
     fn has_role(&self, role: &str, key: &[u8; 32]) -> bool {
         match role {
             "faucet" => self.faucets.contains(key),
@@ -322,16 +336,17 @@ impl mempool::ChainView for Execution {
     fn is_feeder(&self, key: &[u8; 32]) -> bool {
         self.feeders.contains(key)
     }
+
+    fn native_asset(&self) -> Option<AssetId> {
+        Some(self.bridge.native_asset)
+    }
 }
 
 impl mempool::EvmView for Execution {
     /// Decodes for this chain, recovers the sender, then the chain's gas and fee rules and
     /// revm's stateless checks against the next block.
     fn decode_evm(&self, envelope: &[u8]) -> Result<SignedTx, TxError> {
-        let tx = SignedTx::decode(envelope, self.executor.config().chain_id)?;
-        tx.check_static(self.executor.config())?;
-        self.executor.check_admission(&tx)?;
-        Ok(tx)
+        self.decode_evm_with(envelope, &|_| None)
     }
 
     fn evm_account(&self, address: Address) -> mempool::EvmAccount {

@@ -20,7 +20,7 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_consensus::Transaction as _;
-use alloy_primitives::{Address, U256};
+use alloy_primitives::{Address, B256, U256};
 use engine::{AccountId, MarketId};
 use evm::executor::{SignedTx, TxError};
 use mempool::EvmView;
@@ -75,6 +75,19 @@ impl Execution {
         items: &'a [BlockItem],
         signatures: &[Result<(), SignatureError>],
     ) -> Result<ValidBlock<'a>, BlockError> {
+        self.validate_block_with(block_time_ms, items, signatures, &|_| None)
+    }
+
+    /// As [`Execution::validate_block`], with EVM senders recovered before (by the pool, at
+    /// admission: `mempool::Mempool::evm_sender`) looked up by Ethereum transaction hash
+    /// instead of recovered again; the others are recovered here.
+    pub fn validate_block_with<'a>(
+        &self,
+        block_time_ms: u64,
+        items: &'a [BlockItem],
+        signatures: &[Result<(), SignatureError>],
+        senders: &dyn Fn(&B256) -> Option<Address>,
+    ) -> Result<ValidBlock<'a>, BlockError> {
         let core_count = items.iter().filter(|item| item.core().is_some()).count();
         if signatures.len() != core_count {
             return Err(BlockError::SignatureCount {
@@ -98,7 +111,7 @@ impl Execution {
                     block.core.push((index, tx));
                 }
                 BlockItem::Evm(evm) => {
-                    let tx = self.check_evm(index, evm.envelope(), &mut overlay)?;
+                    let tx = self.check_evm(index, evm.envelope(), senders, &mut overlay)?;
                     block.evm.push(tx);
                 }
             }
@@ -162,10 +175,11 @@ impl Execution {
         &self,
         index: usize,
         envelope: &[u8],
+        senders: &dyn Fn(&B256) -> Option<Address>,
         overlay: &mut Overlay,
     ) -> Result<SignedTx, BlockError> {
         let evm_error = |error| BlockError::Evm { index, error };
-        let tx = self.decode_evm(envelope).map_err(evm_error)?;
+        let tx = self.decode_evm_with(envelope, senders).map_err(evm_error)?;
         let limit = self.evm_gas_share();
         let total = overlay.evm_gas.saturating_add(tx.envelope.gas_limit());
         if total > limit {

@@ -507,6 +507,27 @@ fn a_proposal_of_pooled_evm_transactions_is_a_valid_block() {
         .map(|item| BlockItem::Evm((**item).clone()))
         .collect();
     assert_eq!(items.len(), 3);
+    // The pool recovered every sender at admission: validation looks them up (a wrong
+    // answer would show, since a lookup is trusted) and gets the same block.
+    let looked_up = std::cell::Cell::new(0);
+    let lookup = |hash: &B256| {
+        looked_up.set(looked_up.get() + 1);
+        pool.evm_sender(hash)
+    };
+    let with_cache = chain
+        .validate_block_with(T + 1, &items, &[], &lookup)
+        .unwrap();
+    let without = chain.validate_block(T + 1, &items, &[]).unwrap();
+    assert_eq!(looked_up.get(), 3);
+    let senders = |block: &execution::ValidBlock<'_>| {
+        block
+            .evm_txs()
+            .iter()
+            .map(|tx| (tx.hash, tx.sender))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(senders(&with_cache), senders(&without));
+    assert!(senders(&without).iter().all(|&(_, s)| s == owner.address));
     let out = step(&mut [&mut chain], &items);
     assert_eq!(out.evm.receipts.len(), 3);
     assert!(out.evm.dropped.is_empty() && out.evm.deferred.is_empty());

@@ -9,11 +9,11 @@
 //! balance pays every pooled transaction's `gas_limit * max_fee + value`. So a proposal
 //! made of pooled EVM transactions, in arrival order, is a valid block.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use alloy_consensus::Transaction as _;
-use alloy_primitives::{Address, U256};
+use alloy_primitives::{Address, B256, U256};
 use evm::executor::{SignedTx, TxError};
 use transactions::{EvmItem, TxHash};
 
@@ -98,16 +98,51 @@ pub(crate) struct EvmEntry {
     cost: U256,
 }
 
+/// Senders recovered from transactions (by Ethereum hash), so that each signature is
+/// recovered once per validator; bounded, oldest forgotten first.
+struct SenderCache {
+    capacity: usize,
+    map: HashMap<B256, Address>,
+    order: VecDeque<B256>,
+}
+
+impl SenderCache {
+    fn insert(&mut self, hash: B256, sender: Address) {
+        if self.map.insert(hash, sender).is_none() {
+            self.order.push_back(hash);
+            if self.order.len() > self.capacity {
+                let oldest = self.order.pop_front().expect("over capacity");
+                self.map.remove(&oldest);
+            }
+        }
+    }
+}
+
 /// The EVM side of the pool: entries by arrival, by hash, and per sender by nonce.
-#[derive(Default)]
 pub(crate) struct EvmEntries {
     entries: BTreeMap<u64, EvmEntry>,
     by_hash: HashMap<TxHash, u64>,
     senders: HashMap<Address, BTreeMap<u64, u64>>,
+    recovered: SenderCache,
     pub(crate) bytes: usize,
 }
 
 impl EvmEntries {
+    /// Empty, remembering up to `capacity` recovered senders.
+    pub(crate) fn new(capacity: usize) -> EvmEntries {
+        EvmEntries {
+            entries: BTreeMap::new(),
+            by_hash: HashMap::new(),
+            senders: HashMap::new(),
+            recovered: SenderCache {
+                capacity: capacity.max(1),
+                map: HashMap::new(),
+                order: VecDeque::new(),
+            },
+            bytes: 0,
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
@@ -149,6 +184,7 @@ impl Mempool {
             return Err(EvmRefusal::Tx(TxError::Known));
         }
         let tx = view.decode_evm(envelope).map_err(EvmRefusal::Tx)?;
+        self.evm.recovered.insert(tx.hash, tx.sender);
         let (gas, cost) = self.evm_checks(&tx, view)?;
         let held = self.evm.senders.get(&tx.sender).map_or(0, BTreeMap::len);
         if held >= self.config.max_per_account {
@@ -228,6 +264,21 @@ impl Mempool {
     /// EVM transactions pooled.
     pub fn evm_len(&self) -> usize {
         self.evm.len()
+    }
+
+    /// The sender recovered before from the transaction with this Ethereum hash (at
+    /// admission, or remembered from a validated block), for
+    /// `execution::Execution::validate_block_with`.
+    pub fn evm_sender(&self, hash: &B256) -> Option<Address> {
+        self.evm.recovered.map.get(hash).copied()
+    }
+
+    /// Remembers the senders of transactions recovered elsewhere (a proposal validated
+    /// before its decision), so that the next check of the same block recovers none.
+    pub fn remember_evm_senders(&mut self, txs: &[SignedTx]) {
+        for tx in txs {
+            self.evm.recovered.insert(tx.hash, tx.sender);
+        }
     }
 
     /// Pooled EVM items for a proposal, in arrival order (so each sender's in nonce order):

@@ -24,10 +24,10 @@ pub use evm::{EvmAccount, EvmEvicted, EvmRefusal, EvmView};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use engine::AccountId;
+use engine::{AccountId, AssetId};
 use transactions::{
-    verify, verify_batch_cached, DecodeError, KeyCache, NonceError, NonceSet, SignatureError,
-    SignedTransaction, TxHash,
+    verify, verify_batch_cached, Action, DecodeError, KeyCache, NonceError, NonceSet,
+    SignatureError, SignedTransaction, TxHash,
 };
 
 /// The chain's state as the pool needs it: the execution state after the last block.
@@ -42,6 +42,11 @@ pub trait ChainView {
     fn is_faucet(&self, key: &[u8; 32]) -> bool;
     /// Whether `key` may sign oracle prices.
     fn is_feeder(&self, key: &[u8; 32]) -> bool;
+    /// The Core asset only CoreWriter moves (the EVM's native token), if any: a Core
+    /// deposit or withdrawal of it is refused, as a block holding it is invalid.
+    fn native_asset(&self) -> Option<AssetId> {
+        None
+    }
 }
 
 /// Limits of one pool.
@@ -104,6 +109,11 @@ pub enum Refusal {
     /// The pool holds its maximum for this account.
     #[error("account_limit: the pool holds {0} transactions of this account already")]
     AccountLimit(usize),
+    /// A Core deposit or withdrawal of the EVM's native token (code `not_permitted`).
+    #[error(
+        "not_permitted: asset {0} is the EVM's native token; it moves only through CoreWriter"
+    )]
+    NativeAsset(AssetId),
 }
 
 impl Refusal {
@@ -120,7 +130,7 @@ impl Refusal {
             Refusal::Nonce(NonceError::BelowRemembered { .. }) => "nonce_below_remembered",
             Refusal::NoncePending(_) => "nonce_pending",
             Refusal::UnknownAccount(_) => "unknown_account",
-            Refusal::NotPermitted(_) => "not_permitted",
+            Refusal::NotPermitted(_) | Refusal::NativeAsset(_) => "not_permitted",
             Refusal::Duplicate => "duplicate",
             Refusal::PoolFull => "pool_full",
             Refusal::AccountLimit(_) => "account_limit",
@@ -174,7 +184,7 @@ impl Mempool {
             bytes: 0,
             verified: VerifiedCache::new(config.verified_cache),
             keys: KeyCache::new(config.verified_cache),
-            evm: evm::EvmEntries::default(),
+            evm: evm::EvmEntries::new(config.verified_cache),
         }
     }
 
@@ -284,6 +294,11 @@ impl Mempool {
             };
             if !allowed {
                 return Err(Refusal::NotPermitted(action.restricted_to().unwrap_or("")));
+            }
+            if let Action::Deposit { asset, .. } | Action::Withdraw { asset, .. } = *action {
+                if view.native_asset() == Some(asset) {
+                    return Err(Refusal::NativeAsset(asset));
+                }
             }
         }
         let account = tx.tx.account();
