@@ -537,3 +537,139 @@ fn a_proposal_of_pooled_evm_transactions_is_a_valid_block() {
     assert!(pool.on_evm_block(&included, &chain).is_empty());
     assert_eq!(pool.evm_len(), 0);
 }
+
+/// A small deterministic generator (xorshift64*), so the random test needs no seed crate.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One random block: Core orders of key 1 around the contract's quotes, EVM transfers, and
+/// contract calls that quote or cancel through CoreWriter (storage writes, actions,
+/// callbacks).
+fn random_block(
+    rng: &mut Rng,
+    owner: &mut Wallet,
+    mm: Address,
+    core_nonce: &mut u64,
+) -> Vec<BlockItem> {
+    let mut items = Vec::new();
+    for _ in 0..rng.below(4) {
+        *core_nonce += 1;
+        let side = if rng.below(2) == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
+        let price = 85 + rng.below(30) as i64;
+        let oid = *core_nonce;
+        items.push(core_tx(
+            1,
+            *core_nonce,
+            vec![place(oid, side, price, 1 + rng.below(3) as i64)],
+        ));
+    }
+    for _ in 0..rng.below(3) {
+        let input = match rng.below(3) {
+            0 => calldata(
+                "quote(uint64,uint64,uint64)",
+                &[
+                    word_u64(90 + rng.below(5)),
+                    word_u64(105 + rng.below(5)),
+                    word_u64(1 + rng.below(4)),
+                ],
+            ),
+            1 => calldata("cancelAll()", &[]),
+            _ => Vec::new(),
+        };
+        let to = if input.is_empty() {
+            Address::repeat_byte(rng.below(4) as u8 + 1)
+        } else {
+            mm
+        };
+        items.push(owner.item(Some(to), U256::from(rng.below(2)), input));
+    }
+    // Shuffle Core and EVM items together (each side keeps its own nonce order).
+    let mut order: Vec<(u64, usize)> = (0..items.len()).map(|i| (rng.next(), i)).collect();
+    order.sort_unstable();
+    let (core, evm): (Vec<_>, Vec<_>) = items.into_iter().partition(|i| i.core().is_some());
+    let (mut core, mut evm) = (core.into_iter(), evm.into_iter());
+    order
+        .iter()
+        .map(|&(r, _)| {
+            if r % 2 == 0 {
+                core.next().or_else(|| evm.next())
+            } else {
+                evm.next().or_else(|| core.next())
+            }
+            .expect("as many as items")
+        })
+        .collect()
+}
+
+#[test]
+fn random_mixed_blocks_keep_roots_equal_across_executions_and_to_a_recomputation() {
+    for seed in [1u64, 7, 42] {
+        let (mut a, mut b) = (chain(), chain());
+        let mut owner = Wallet::new(1);
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let out = step(
+            &mut [&mut a, &mut b],
+            &[owner.item(None, U256::ZERO, market_maker_deploy())],
+        );
+        let mm = out.evm.receipts[0].contract_address.expect("created");
+        let wei = U256::from(50_000u64) * EvmConfig::default().wei_per_unit;
+        let faucet = core_tx(
+            9,
+            T,
+            vec![Action::Deposit {
+                account: core_account(mm),
+                asset: BASE,
+                amount: 1_000,
+            }],
+        );
+        step(
+            &mut [&mut a, &mut b],
+            &[
+                faucet,
+                owner.item(Some(mm), wei, calldata("deposit()", &[])),
+            ],
+        );
+        let mut core_nonce = T;
+        let mut callbacks = 0;
+        for _ in 0..40 {
+            let items = random_block(&mut rng, &mut owner, mm, &mut core_nonce);
+            let out = step(&mut [&mut a, &mut b], &items);
+            assert!(
+                out.evm.dropped.is_empty() && out.evm.errors.is_empty(),
+                "{out:?}"
+            );
+            callbacks += out
+                .evm
+                .receipts
+                .iter()
+                .filter(|r| r.from == execution::evm::system::SYSTEM_ADDRESS)
+                .count();
+        }
+        assert!(callbacks > 0, "seed {seed}: the contract heard from Core");
+        let escrow = a
+            .evm()
+            .peek_account(execution::evm::system::CORE_WRITER)
+            .balance;
+        let supply = a.engine().supply(NATIVE).unwrap();
+        assert_eq!(
+            escrow,
+            U256::from(supply as u64) * EvmConfig::default().wei_per_unit
+        );
+    }
+}
