@@ -293,6 +293,13 @@ impl Execution {
         self.executor.call(&view, request)
     }
 
+    /// The smallest gas limit under which the call succeeds against the head
+    /// (eth_estimateGas).
+    pub fn estimate_gas(&mut self, request: &CallRequest) -> Result<u64, CallOutcome> {
+        let view = CoreSnapshot::new(&self.engine, self.height());
+        self.executor.estimate_gas(&view, request)
+    }
+
     /// Decodes an EVM envelope for this chain (the sender from `senders` when it knows it,
     /// recovered otherwise), then the chain's gas and fee rules and revm's stateless checks
     /// against the next block.

@@ -289,6 +289,14 @@ fn a_contract_quotes_on_the_execution_engine_through_core_writer_and_hears_its_f
     );
     assert_eq!(out.evm.receipts.len(), 2, "two Accepted callbacks");
     assert_eq!(word_at(&view(&mut a, mm, "callbacks()"), 0), 3);
+    let request = CallRequest {
+        from: Some(owner.address),
+        to: Some(mm),
+        data: calldata("cancelAll()", &[]).into(),
+        ..Default::default()
+    };
+    let gas = a.estimate_gas(&request).expect("cancelAll succeeds");
+    assert!(gas > 21_000, "{gas}");
 
     // Block 6: a Core trader sells 2 into the bid; the fill callback runs in EVM 6.
     let sell = core_tx(1, T + 1, vec![place(1, Side::Sell, 90, 2)]);
