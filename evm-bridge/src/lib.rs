@@ -1,22 +1,15 @@
-//! NexusEVM: an EVM (revm, Cancun rules) beside NexusCore, with Core read precompiles, the
-//! CoreWriter system contract, native-token bridging and Ethereum JSON-RPC (docs/evm.md).
+//! NexusEVM's shell (docs/evm.md): persistence and Ethereum JSON-RPC around the pure `evm`
+//! crate (executor, precompiles, CoreWriter, bridge queues), re-exported here under the
+//! same paths as before the split.
 //!
-//! Layers, pure to impure:
-//! - [`system`], [`actions`], [`core_view`], [`precompiles`]: addresses, ABI, gas, and what
-//!   the EVM may see of Core and send to it.
-//! - [`executor`]: `execute_block(inputs) -> outputs` over in-memory state (one owner).
-//! - [`bridge`]: CoreWriter actions to engine commands, engine events to callbacks and
-//!   credits; [`chain`] runs Core blocks and EVM blocks in step (same height).
+//! - [`chain`]: a standalone chain (its own engine) running Core blocks and EVM blocks in
+//!   step, for the `nexus-evm` devnet; the composed chain is `execution::Execution`.
 //! - [`store`]: LMDB persistence of accounts, code, storage, blocks and receipts.
 //! - [`rpc`]: the JSON-RPC shell (jsonrpsee over HTTP) around a [`chain::Chain`] thread.
 
-pub mod actions;
-pub mod bridge;
+pub use evm::{actions, bridge, commitment, core_view, executor, precompiles, system};
+
 pub mod chain;
-pub mod core_view;
 pub mod devnet;
-pub mod executor;
-pub mod precompiles;
 pub mod rpc;
 pub mod store;
-pub mod system;

@@ -1,40 +1,52 @@
-//! Execution: the one owner of a chain's executed state.
+//! Execution: the one owner of a chain's executed state (docs/execution.md).
 //!
 //! [`Execution`] holds NexusCore's engine, every account's remembered nonces
-//! ([`transactions::NonceSet`]) and the roles the genesis names (faucet and oracle-feeder
-//! keys). It is a pure state machine: blocks of signed transactions come in, engine events
-//! and the execution root come out.
+//! ([`transactions::NonceSet`]), the roles the genesis names (faucet and oracle-feeder
+//! keys), NexusEVM (the `evm` executor, whose read precompiles see this engine) and the
+//! cross-domain queue between them (`evm::bridge::Bridge`: CoreWriter actions, callbacks,
+//! credits, and the EVM address that owns each Core account it acted for). It is a pure
+//! state machine: blocks of [`BlockItem`]s (Core signed transactions and EVM transactions)
+//! come in, engine events, the EVM block and the execution root come out.
 //!
 //! - [`Execution::validate_block`] is the rule every validator applies to a proposal before
-//!   voting for it: every transaction is for this chain, its signature passed (checked by the
-//!   caller, for example with the mempool's cache), its restricted actions come from keys
-//!   with that role, its nonce is valid in order through the block at the block's time, and
-//!   each feeder gives at most one price per market. A block that breaks any of these is
-//!   not voted for: a proposer cannot act for an account or replay a transaction.
-//! - [`Execution::execute_block`] runs a validated block: each transaction's actions in
-//!   order as engine commands for its signer's account (an action the engine refuses is a
-//!   result, not an error), then one engine `Oracle` per market from the feeders' prices
-//!   (their median), and remembers the nonces.
-//! - [`Execution::root`]: BLAKE3 of the engine's state root and the nonce root (a multiset
-//!   hash over accounts, updated only for accounts a block touched). docs/execution.md.
+//!   voting for it ([`validate`]); it returns the block with its EVM senders recovered.
+//! - [`Execution::execute_block`] runs a validated block `h`: Core block `h` (Core
+//!   transactions in block order, the feeders' oracle median, then the CoreWriter actions
+//!   of EVM block `h - 1`), then EVM block `h` (credits and callbacks answering Core block
+//!   `h`, then the block's EVM transactions in block order), whose CoreWriter actions wait
+//!   for Core block `h + 1` ([`execute`]).
+//! - [`Execution::root`]: `BLAKE3("nexus-execution-v2" || core_root || evm_root ||
+//!   queue_root || chain_root)`, every part incremental or bounded ([`roots`]).
 //! - [`Execution::snapshot`] / [`Execution::restore`]: the state as bytes and back (a
 //!   validator restarts from its newest snapshot).
 
+mod execute;
+pub mod roots;
 mod snapshot;
+pub mod validate;
 
 pub use snapshot::{SnapshotError, MAGIC as SNAPSHOT_MAGIC};
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use engine::{AccountId, ArrayLadder, Command, Engine, EngineConfig, Event, MarketId, Ticks};
-use transactions::{
-    oracle_command, Action, NonceError, NonceSet, SignatureError, SignedTransaction,
+use alloy_primitives::{Address, B256, U256};
+use engine::{AccountId, ArrayLadder, AssetId, Command, Engine, EngineConfig, Event, MarketId};
+use evm::bridge::Bridge;
+use evm::core_view::CoreSnapshot;
+use evm::executor::{
+    BlockOutput, CallOutcome, CallRequest, EvmConfig, Executor, Genesis, SignedTx, TxError,
 };
+use transactions::{NonceError, NonceSet, SignatureError};
+
+pub use evm;
+pub use roots::Roots;
+pub use transactions::BlockItem;
+pub use validate::ValidBlock;
 
 /// A chain's execution parameters (from its genesis).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecutionConfig {
-    /// The chain's id (transactions sign it).
+    /// The chain's id (Core transactions sign it).
     pub chain_id: [u8; 32],
     /// Keys that may sign deposits (a development chain's funding).
     pub faucets: Vec<[u8; 32]>,
@@ -42,27 +54,61 @@ pub struct ExecutionConfig {
     pub feeders: Vec<[u8; 32]>,
     /// Engine sizing.
     pub engine: EngineConfig,
+    /// NexusEVM's genesis.
+    pub evm: EvmGenesis,
 }
 
-/// Why a block may not be voted for. `index` is the transaction's position in the block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// NexusEVM's parameters and initial state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvmGenesis {
+    /// Chain id (EIP-155), fees, gas limit, coinbase, wei per Core unit.
+    pub config: EvmConfig,
+    /// The Core asset that is the EVM's native token: it enters and leaves Core only
+    /// through CoreWriter (a Core deposit or withdrawal of it is an invalid block), so
+    /// CoreWriter's escrow stays `Core supply x wei_per_unit`.
+    pub native_asset: AssetId,
+    /// Initial EVM balances (wei).
+    pub alloc: Vec<(Address, U256)>,
+    /// Genesis time, seconds.
+    pub timestamp: u64,
+}
+
+/// The native asset of [`EvmGenesis::default`]: an id no genesis registers, so that a
+/// chain configured without thinking about the EVM keeps every Core asset movable
+/// (CoreWriter deposits are then refused by the engine as an unknown asset, and credited
+/// back).
+pub const NO_NATIVE_ASSET: AssetId = AssetId::MAX;
+
+impl Default for EvmGenesis {
+    fn default() -> Self {
+        EvmGenesis {
+            config: EvmConfig::default(),
+            native_asset: NO_NATIVE_ASSET,
+            alloc: Vec::new(),
+            timestamp: 0,
+        }
+    }
+}
+
+/// Why a block may not be voted for. `index` is the item's position in the block.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BlockError {
-    /// A transaction's signature (or key) did not verify.
-    #[error("transaction {index}: {error}")]
+    /// A Core transaction's signature (or key) did not verify.
+    #[error("item {index}: {error}")]
     Signature {
         /// Position in the block.
         index: usize,
         /// What failed.
         error: SignatureError,
     },
-    /// A transaction is for another chain.
-    #[error("transaction {index} is for another chain")]
+    /// A Core transaction is for another chain.
+    #[error("item {index} is for another chain")]
     WrongChain {
         /// Position in the block.
         index: usize,
     },
     /// A restricted action from a key without that role.
-    #[error("transaction {index}: only a configured {role} may sign its actions")]
+    #[error("item {index}: only a configured {role} may sign its actions")]
     NotPermitted {
         /// Position in the block.
         index: usize,
@@ -70,7 +116,7 @@ pub enum BlockError {
         role: &'static str,
     },
     /// A nonce is not valid at that point of the block.
-    #[error("transaction {index}: {error}")]
+    #[error("item {index}: {error}")]
     Nonce {
         /// Position in the block.
         index: usize,
@@ -78,28 +124,57 @@ pub enum BlockError {
         error: NonceError,
     },
     /// A feeder gave two prices for one market in the block.
-    #[error("transaction {index}: a second oracle price for market {market} from one feeder")]
+    #[error("item {index}: a second oracle price for market {market} from one feeder")]
     DuplicateOracle {
         /// Position in the block.
         index: usize,
         /// The market.
         market: MarketId,
     },
-    /// The caller gave a different number of signature results than transactions.
-    #[error("{signatures} signature results for {transactions} transactions")]
+    /// The caller gave a different number of signature results than Core transactions.
+    #[error("{signatures} signature results for {transactions} Core transactions")]
     SignatureCount {
         /// Results given.
         signatures: usize,
-        /// Transactions in the block.
+        /// Core transactions in the block.
         transactions: usize,
+    },
+    /// A Core action deposits or withdraws the EVM's native asset, which only CoreWriter
+    /// moves.
+    #[error(
+        "item {index}: asset {asset} is the EVM's native token; it moves only through CoreWriter"
+    )]
+    NativeAsset {
+        /// Position in the block.
+        index: usize,
+        /// The asset.
+        asset: AssetId,
+    },
+    /// An EVM transaction that does not decode, is for another chain, does not recover a
+    /// sender, or that revm would refuse (nonce, funds, fees, gas, sender with code).
+    #[error("item {index}: {error}")]
+    Evm {
+        /// Position in the block.
+        index: usize,
+        /// Why, as the EVM pool would say it.
+        error: TxError,
+    },
+    /// The EVM transactions' gas limits add up to more than the block's user half.
+    #[error("item {index}: EVM gas limits reach {total}, over the block's user share {limit}")]
+    EvmGas {
+        /// The EVM item that went over.
+        index: usize,
+        /// Gas limits up to it.
+        total: u64,
+        /// The most a block's EVM transactions may reserve.
+        limit: u64,
     },
 }
 
-/// Who an engine event of a block belongs to: a transaction (its position) or the block's
-/// oracle update of a market.
+/// Who an engine event of a block belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
-    /// Transaction `index` of the block, action `action` of it.
+    /// Core transaction at item `index` of the block, action `action` of it.
     Tx {
         /// Position in the block.
         index: usize,
@@ -108,6 +183,18 @@ pub enum Origin {
     },
     /// The block's oracle update of this market.
     Oracle(MarketId),
+    /// A CoreWriter action of the previous EVM block (`id = (EVM block << 24) | log
+    /// index`).
+    CoreWriter(u64),
+}
+
+/// What executing a block produced besides engine events.
+#[derive(Clone, Debug)]
+pub struct Executed {
+    /// The execution root after the block (the next block's header names it).
+    pub root: [u8; 32],
+    /// The EVM block: header, receipts, CoreWriter actions queued for the next Core block.
+    pub evm: BlockOutput,
 }
 
 /// The executed state of a chain.
@@ -120,34 +207,64 @@ pub struct Execution {
     nonce_sum: [u64; 4],
     faucets: BTreeSet<[u8; 32]>,
     feeders: Vec<[u8; 32]>,
+    executor: Executor,
+    bridge: Bridge,
+    evm_state: evm::commitment::StateCommitment,
+    /// Lane-wise sum of the digests of the bridge's registry entries (they never change).
+    registry_sum: [u64; 4],
+    /// Time of the last executed block (ms; the genesis time at first).
+    block_time_ms: u64,
+    /// Digest of what never changes after genesis (chain ids, roles, EVM parameters).
+    config_digest: [u8; 32],
     events: Vec<Event>,
 }
 
 impl Execution {
     /// A chain's state after its genesis: `genesis` engine commands (assets, markets,
-    /// opening balances) run in order. Panics if more feeders are configured than an oracle
-    /// command takes (a configuration error the caller checks first).
+    /// opening balances) run in order, then the EVM genesis, whose CoreWriter escrow holds
+    /// the Core supply of the native asset. Height 0. Panics if more feeders are configured
+    /// than an oracle command takes (a configuration error the caller checks first).
     pub fn new(config: ExecutionConfig, genesis: &[Command]) -> Execution {
         assert!(
             config.feeders.len() <= engine::MAX_ORACLE_SOURCES,
             "at most {} oracle feeders",
             engine::MAX_ORACLE_SOURCES
         );
-        let mut execution = Execution {
+        let mut engine = Engine::new(config.engine);
+        let mut events = Vec::new();
+        for command in genesis {
+            engine.step(command, &mut events);
+            events.clear();
+        }
+        let config_digest = roots::config_digest(&config);
+        let evm_genesis = config.evm;
+        let supply = engine.supply(evm_genesis.native_asset).unwrap_or(0);
+        assert!(supply >= 0, "supply is deposits minus withdrawals");
+        let wei_per_unit = evm_genesis.config.wei_per_unit;
+        let genesis = Genesis {
+            alloc: evm_genesis.alloc,
+            escrow_wei: U256::from(supply as u64) * wei_per_unit,
+            timestamp: evm_genesis.timestamp,
+        };
+        let (executor, output) = Executor::genesis(evm_genesis.config, &genesis);
+        let mut evm_state = evm::commitment::StateCommitment::new();
+        evm_state.apply(&output.diff);
+        Execution {
             chain_id: config.chain_id,
-            engine: Engine::new(config.engine),
+            engine,
             nonces: BTreeMap::new(),
             nonce_digests: BTreeMap::new(),
             nonce_sum: [0; 4],
             faucets: config.faucets.into_iter().collect(),
             feeders: config.feeders,
-            events: Vec::new(),
-        };
-        for command in genesis {
-            execution.engine.step(command, &mut execution.events);
-            execution.events.clear();
+            executor,
+            bridge: Bridge::new(evm_genesis.native_asset, wei_per_unit),
+            evm_state,
+            registry_sum: [0; 4],
+            block_time_ms: evm_genesis.timestamp.saturating_mul(1000),
+            config_digest,
+            events,
         }
-        execution
     }
 
     /// The engine (read-only: queries, market data, snapshots).
@@ -166,55 +283,51 @@ impl Execution {
         self.engine.drain_level_changes(out);
     }
 
+    /// The EVM (read-only: accounts, code, storage, head).
+    pub fn evm(&self) -> &Executor {
+        &self.executor
+    }
+
+    /// The cross-domain queue (read-only).
+    pub fn bridge(&self) -> &Bridge {
+        &self.bridge
+    }
+
     /// The chain's id.
     pub fn chain_id(&self) -> [u8; 32] {
         self.chain_id
     }
 
-    /// Checks a proposed block at time `block_time_ms` without changing anything.
-    /// `signatures[i]` is the result of transaction `i`'s signature check.
-    pub fn validate_block(
+    /// Blocks executed since genesis (Core and EVM heights are always equal).
+    pub fn height(&self) -> u64 {
+        self.executor.head().number
+    }
+
+    /// A read-only EVM call against the head, reading Core as it is now (eth_call).
+    pub fn call(&mut self, request: &CallRequest) -> CallOutcome {
+        let view = CoreSnapshot::new(&self.engine, self.height());
+        self.executor.call(&view, request)
+    }
+
+    /// The smallest gas limit under which the call succeeds against the head
+    /// (eth_estimateGas).
+    pub fn estimate_gas(&mut self, request: &CallRequest) -> Result<u64, CallOutcome> {
+        let view = CoreSnapshot::new(&self.engine, self.height());
+        self.executor.estimate_gas(&view, request)
+    }
+
+    /// Decodes an EVM envelope for this chain (the sender from `senders` when it knows it,
+    /// recovered otherwise), then the chain's gas and fee rules and revm's stateless checks
+    /// against the next block.
+    pub fn decode_evm_with(
         &self,
-        block_time_ms: u64,
-        txs: &[&SignedTransaction],
-        signatures: &[Result<(), SignatureError>],
-    ) -> Result<(), BlockError> {
-        if signatures.len() != txs.len() {
-            return Err(BlockError::SignatureCount {
-                signatures: signatures.len(),
-                transactions: txs.len(),
-            });
-        }
-        // Nonces as they will be while the block runs, for the accounts it touches.
-        let mut overlay: BTreeMap<AccountId, NonceSet> = BTreeMap::new();
-        let mut prices: BTreeSet<([u8; 32], MarketId)> = BTreeSet::new();
-        for (index, (tx, signature)) in txs.iter().zip(signatures).enumerate() {
-            signature.map_err(|error| BlockError::Signature { index, error })?;
-            if tx.tx.chain_id != self.chain_id {
-                return Err(BlockError::WrongChain { index });
-            }
-            for action in &tx.tx.actions {
-                if let Some(role) = action.restricted_to() {
-                    if !self.has_role(role, &tx.tx.signer) {
-                        return Err(BlockError::NotPermitted { index, role });
-                    }
-                }
-                if let Action::OraclePrice { market, .. } = *action {
-                    if !prices.insert((tx.tx.signer, market)) {
-                        return Err(BlockError::DuplicateOracle { index, market });
-                    }
-                }
-            }
-            let account = tx.tx.account();
-            let nonces = overlay
-                .entry(account)
-                .or_insert_with(|| self.nonces.get(&account).cloned().unwrap_or_default());
-            nonces
-                .check(tx.tx.nonce, block_time_ms)
-                .map_err(|error| BlockError::Nonce { index, error })?;
-            nonces.record(tx.tx.nonce);
-        }
-        Ok(())
+        envelope: &[u8],
+        senders: &dyn Fn(&B256) -> Option<Address>,
+    ) -> Result<SignedTx, TxError> {
+        let tx = SignedTx::decode_with(envelope, self.executor.config().chain_id, senders)?;
+        tx.check_static(self.executor.config())?;
+        self.executor.check_admission(&tx)?;
+        Ok(tx)
     }
 
     fn has_role(&self, role: &str, key: &[u8; 32]) -> bool {
@@ -222,96 +335,6 @@ impl Execution {
             "faucet" => self.faucets.contains(key),
             _ => self.feeders.contains(key),
         }
-    }
-
-    /// Runs a block that [`Execution::validate_block`] accepted, calling `out` with every
-    /// engine event and where it came from, and returns the execution root after it.
-    /// Panics if a nonce is invalid: the block was not validated (a broken invariant).
-    pub fn execute_block(
-        &mut self,
-        block_time_ms: u64,
-        txs: &[&SignedTransaction],
-        mut out: impl FnMut(Origin, &Event),
-    ) -> [u8; 32] {
-        let mut oracle: BTreeMap<MarketId, Vec<Ticks>> = BTreeMap::new();
-        for (index, tx) in txs.iter().enumerate() {
-            let account = tx.tx.account();
-            let nonces = self.nonces.entry(account).or_default();
-            assert!(
-                nonces.check(tx.tx.nonce, block_time_ms).is_ok(),
-                "transaction {index} of a block that was not validated"
-            );
-            nonces.record(tx.tx.nonce);
-            self.refresh_nonce_digest(account);
-            for (action_index, action) in tx.tx.actions.iter().enumerate() {
-                if let Action::OraclePrice { market, price } = *action {
-                    oracle.entry(market).or_default().push(price);
-                    continue;
-                }
-                let Some(command) = action.command(account) else {
-                    continue;
-                };
-                self.events.clear();
-                self.engine.step(&command, &mut self.events);
-                let origin = Origin::Tx {
-                    index,
-                    action: action_index,
-                };
-                for event in &self.events {
-                    out(origin, event);
-                }
-            }
-        }
-        for (market, prices) in oracle {
-            let Some(command) = oracle_command(market, &prices) else {
-                continue;
-            };
-            self.events.clear();
-            self.engine.step(&command, &mut self.events);
-            for event in &self.events {
-                out(Origin::Oracle(market), event);
-            }
-        }
-        self.root()
-    }
-
-    /// Recomputes one account's nonce digest into the nonce sum.
-    fn refresh_nonce_digest(&mut self, account: AccountId) {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(b"nexus-nonces-v1");
-        hasher.update(&account.to_le_bytes());
-        for nonce in self.nonces.get(&account).map_or(&[][..], NonceSet::used) {
-            hasher.update(&nonce.to_le_bytes());
-        }
-        let bytes = hasher.finalize();
-        let lanes: [u64; 4] = std::array::from_fn(|i| {
-            u64::from_le_bytes(bytes.as_bytes()[i * 8..i * 8 + 8].try_into().expect("8"))
-        });
-        let old = self.nonce_digests.insert(account, lanes).unwrap_or([0; 4]);
-        for lane in 0..4 {
-            self.nonce_sum[lane] = self.nonce_sum[lane]
-                .wrapping_sub(old[lane])
-                .wrapping_add(lanes[lane]);
-        }
-    }
-
-    /// The nonce root: BLAKE3 of the lane-wise sum of every account's nonce digest.
-    pub fn nonce_root(&self) -> [u8; 32] {
-        let mut bytes = [0u8; 32];
-        for (lane, value) in self.nonce_sum.iter().enumerate() {
-            bytes[lane * 8..lane * 8 + 8].copy_from_slice(&value.to_le_bytes());
-        }
-        *blake3::hash(&bytes).as_bytes()
-    }
-
-    /// The execution root: BLAKE3("nexus-execution-v1" || engine state root || nonce root).
-    /// Costs what the last block changed (both parts are incremental).
-    pub fn root(&mut self) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(b"nexus-execution-v1");
-        hasher.update(&self.engine.commit());
-        hasher.update(&self.nonce_root());
-        *hasher.finalize().as_bytes()
     }
 }
 
@@ -335,5 +358,32 @@ impl mempool::ChainView for Execution {
 
     fn is_feeder(&self, key: &[u8; 32]) -> bool {
         self.feeders.contains(key)
+    }
+
+    fn native_asset(&self) -> Option<AssetId> {
+        Some(self.bridge.native_asset)
+    }
+}
+
+impl mempool::EvmView for Execution {
+    /// Decodes for this chain, recovers the sender, then the chain's gas and fee rules and
+    /// revm's stateless checks against the next block.
+    fn decode_evm(&self, envelope: &[u8]) -> Result<SignedTx, TxError> {
+        self.decode_evm_with(envelope, &|_| None)
+    }
+
+    fn evm_account(&self, address: Address) -> mempool::EvmAccount {
+        let info = self.executor.peek_account(address);
+        mempool::EvmAccount {
+            nonce: info.nonce,
+            balance: info.balance,
+            has_code: !info.is_empty_code_hash() && !info.code_hash.is_zero(),
+        }
+    }
+
+    /// Half the EVM block gas limit: callbacks may use the other half, so a block's EVM
+    /// transactions within this share are never deferred.
+    fn evm_gas_share(&self) -> u64 {
+        self.executor.config().block_gas_limit / evm::system::USER_GAS_RESERVE_DIVISOR
     }
 }

@@ -1,21 +1,33 @@
-//! Snapshots of the executed state: the engine's snapshot and every account's remembered
-//! nonces, so that a validator restarts from its newest snapshot and executes only the
-//! blocks after it.
+//! Snapshots of the executed state: the engine, every account's remembered nonces, NexusEVM's
+//! state and head, the cross-domain queue and the last block time, so that a validator
+//! restarts from its newest snapshot and executes only the blocks after it.
 //!
 //! Format (little-endian): [`MAGIC`], `u64` engine snapshot length, the engine snapshot
 //! (`engine::Engine::snapshot`), `u64` account count, then per account in ascending id
-//! order: `u64` id, `u8` count, `count` x `u64` nonces ascending. The roles (faucets,
-//! feeders) are configuration and are given again at restore.
+//! order: `u64` id, `u8` count, `count` x `u64` nonces ascending; `u64` last block time (ms);
+//! `u64` EVM account count, then per EVM account in ascending address order: 20-byte
+//! address, 32-byte balance (big-endian), `u64` nonce, `u32` code length and the code, `u32`
+//! slot count, then per slot in ascending order 32-byte slot and 32-byte value (big-endian);
+//! `u64` length and the EVM head (JSON); `u64` length and the queue (`evm::bridge::Bridge`,
+//! JSON). The roles, chain ids and EVM parameters are configuration and are given again at
+//! restore; the incremental EVM and registry commitments are recomputed.
 
 use std::collections::BTreeMap;
 
+use alloy_primitives::{Address, U256};
 use engine::{ArrayLadder, Engine};
+use evm::bridge::Bridge;
+use evm::commitment::StateCommitment;
+use evm::executor::{BlockHeader, EvmConfig, Executor};
+use revm::bytecode::Bytecode;
+use revm::database::{AccountState, CacheDB, EmptyDB};
+use revm::state::AccountInfo;
 use transactions::NonceSet;
 
 use crate::{Execution, ExecutionConfig};
 
 /// First bytes of an execution snapshot.
-pub const MAGIC: &[u8; 16] = b"nexus-exec-v1\0\0\0";
+pub const MAGIC: &[u8; 16] = b"nexus-exec-v2\0\0\0";
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +41,9 @@ pub enum SnapshotError {
     /// The engine part is invalid.
     #[error("engine snapshot: {0}")]
     Engine(String),
+    /// The EVM head or queue part is invalid.
+    #[error("EVM snapshot: {0}")]
+    Evm(String),
 }
 
 impl Execution {
@@ -47,7 +62,57 @@ impl Execution {
                 out.extend_from_slice(&nonce.to_le_bytes());
             }
         }
+        out.extend_from_slice(&self.block_time_ms.to_le_bytes());
+        self.write_evm(&mut out);
         out
+    }
+
+    /// The EVM accounts (with code and storage), head and queue.
+    fn write_evm(&self, out: &mut Vec<u8>) {
+        let db = self.executor.db();
+        let mut accounts: Vec<_> = db
+            .cache
+            .accounts
+            .iter()
+            .filter(|(_, a)| !matches!(a.account_state, AccountState::NotExisting))
+            .collect();
+        accounts.sort_by_key(|(address, _)| **address);
+        out.extend_from_slice(&(accounts.len() as u64).to_le_bytes());
+        for (address, account) in accounts {
+            let info = &account.info;
+            let code = match &info.code {
+                Some(code) => code.original_bytes(),
+                None => db
+                    .cache
+                    .contracts
+                    .get(&info.code_hash)
+                    .map(|c| c.original_bytes())
+                    .unwrap_or_default(),
+            };
+            out.extend_from_slice(address.as_slice());
+            out.extend_from_slice(&info.balance.to_be_bytes::<32>());
+            out.extend_from_slice(&info.nonce.to_le_bytes());
+            out.extend_from_slice(&(code.len() as u32).to_le_bytes());
+            out.extend_from_slice(&code);
+            let mut slots: Vec<_> = account
+                .storage
+                .iter()
+                .filter(|(_, v)| !v.is_zero())
+                .collect();
+            slots.sort();
+            out.extend_from_slice(&(slots.len() as u32).to_le_bytes());
+            for (slot, value) in slots {
+                out.extend_from_slice(&slot.to_be_bytes::<32>());
+                out.extend_from_slice(&value.to_be_bytes::<32>());
+            }
+        }
+        for json in [
+            serde_json::to_vec(self.executor.head()).expect("a header serializes"),
+            serde_json::to_vec(&self.bridge).expect("the queue serializes"),
+        ] {
+            out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+            out.extend_from_slice(&json);
+        }
     }
 
     /// The state a [`Execution::snapshot`] holds, with the chain's `config` (its roles and
@@ -72,6 +137,9 @@ impl Execution {
             }
             nonces.insert(account, set);
         }
+        let block_time_ms = reader.u64()?;
+        let evm_config = config.evm.config.clone();
+        let (executor, bridge) = read_evm(&mut reader, evm_config)?;
         if reader.at != bytes.len() {
             return Err(SnapshotError::Length);
         }
@@ -82,8 +150,51 @@ impl Execution {
         for account in accounts {
             execution.refresh_nonce_digest(account);
         }
+        execution.block_time_ms = block_time_ms;
+        execution.evm_state = StateCommitment::from_state(executor.db());
+        execution.executor = executor;
+        execution.registry_sum = [0; 4];
+        let claims: Vec<_> = bridge.registry.iter().map(|(a, o)| (*a, *o)).collect();
+        execution.bridge = bridge;
+        for (account, owner) in claims {
+            execution.note_claim(account, owner);
+        }
         Ok(execution)
     }
+}
+
+/// The EVM part of a snapshot: the executor (state and head) and the queue.
+fn read_evm(reader: &mut Reader, config: EvmConfig) -> Result<(Executor, Bridge), SnapshotError> {
+    let mut db = CacheDB::new(EmptyDB::new());
+    for _ in 0..reader.u64()? {
+        let address = Address::from_slice(reader.take(20)?);
+        let balance = U256::from_be_slice(reader.take(32)?);
+        let nonce = reader.u64()?;
+        let code_len = reader.u32()? as usize;
+        let code = reader.take(code_len)?;
+        let mut info = AccountInfo {
+            balance,
+            nonce,
+            ..Default::default()
+        };
+        if !code.is_empty() {
+            let bytecode = Bytecode::new_raw(code.to_vec().into());
+            info.code_hash = bytecode.hash_slow();
+            info.code = Some(bytecode);
+        }
+        db.insert_account_info(address, info);
+        for _ in 0..reader.u32()? {
+            let slot = U256::from_be_slice(reader.take(32)?);
+            let value = U256::from_be_slice(reader.take(32)?);
+            db.insert_account_storage(address, slot, value)
+                .expect("in-memory state cannot fail");
+        }
+    }
+    let head: BlockHeader =
+        serde_json::from_slice(reader.counted()?).map_err(|e| SnapshotError::Evm(e.to_string()))?;
+    let bridge: Bridge =
+        serde_json::from_slice(reader.counted()?).map_err(|e| SnapshotError::Evm(e.to_string()))?;
+    Ok((Executor::from_parts(config, db, head), bridge))
 }
 
 /// Reads a snapshot front to back.
@@ -103,5 +214,16 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, SnapshotError> {
         let bytes = self.take(8)?;
         Ok(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+    }
+
+    /// A `u64` length, then that many bytes.
+    fn counted(&mut self) -> Result<&'a [u8], SnapshotError> {
+        let length = self.u64()? as usize;
+        self.take(length)
+    }
+
+    fn u32(&mut self) -> Result<u32, SnapshotError> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
     }
 }

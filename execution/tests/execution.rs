@@ -7,7 +7,7 @@ use ed25519_dalek::SigningKey;
 use engine::{
     Command, EngineConfig, Event, MarketSpec, PerpSpec, SelfTradePrevention, Side, TimeInForce,
 };
-use execution::{BlockError, Execution, ExecutionConfig, Origin};
+use execution::{BlockError, BlockItem, Execution, ExecutionConfig, Origin};
 use mempool::{Mempool, MempoolConfig};
 use transactions::{
     account_id_of, Action, NonceError, SignatureError, SignedTransaction, Transaction,
@@ -87,6 +87,7 @@ fn chain() -> Execution {
                 .map(|n| key(n).verifying_key().to_bytes())
                 .collect(),
             engine: EngineConfig::default(),
+            evm: Default::default(),
         },
         &genesis,
     )
@@ -121,16 +122,62 @@ fn perp_spec() -> PerpSpec {
     }
 }
 
+/// Core-only blocks as lists of signed transactions (the API takes block items).
+trait CoreBlocks {
+    fn check(
+        &self,
+        time_ms: u64,
+        txs: &[&SignedTransaction],
+        signatures: &[Result<(), SignatureError>],
+    ) -> Result<(), BlockError>;
+    fn run_block(
+        &mut self,
+        time_ms: u64,
+        txs: &[&SignedTransaction],
+        out: impl FnMut(Origin, &Event),
+    ) -> [u8; 32];
+}
+
+fn items(txs: &[&SignedTransaction]) -> Vec<BlockItem> {
+    txs.iter()
+        .map(|tx| BlockItem::Core((*tx).clone()))
+        .collect()
+}
+
+impl CoreBlocks for Execution {
+    fn check(
+        &self,
+        time_ms: u64,
+        txs: &[&SignedTransaction],
+        signatures: &[Result<(), SignatureError>],
+    ) -> Result<(), BlockError> {
+        self.validate_block(time_ms, &items(txs), signatures)
+            .map(|_| ())
+    }
+
+    fn run_block(
+        &mut self,
+        time_ms: u64,
+        txs: &[&SignedTransaction],
+        out: impl FnMut(Origin, &Event),
+    ) -> [u8; 32] {
+        let items = items(txs);
+        let signatures = vec![Ok(()); items.len()];
+        let block = self
+            .validate_block(time_ms, &items, &signatures)
+            .expect("a valid block");
+        self.execute_block(block, out).root
+    }
+}
+
 fn ok(n: usize) -> Vec<Result<(), SignatureError>> {
     vec![Ok(()); n]
 }
 
 fn run(chain: &mut Execution, txs: &[&SignedTransaction]) -> Vec<(Origin, Event)> {
-    chain
-        .validate_block(T, txs, &ok(txs.len()))
-        .expect("a valid block");
+    chain.check(T, txs, &ok(txs.len())).expect("a valid block");
     let mut events = Vec::new();
-    chain.execute_block(T, txs, |origin, event| events.push((origin, *event)));
+    chain.run_block(T, txs, |origin, event| events.push((origin, *event)));
     events
 }
 
@@ -199,7 +246,7 @@ fn every_way_to_act_for_another_or_replay_is_an_invalid_block() {
     let mut pool = Mempool::new(MempoolConfig::default());
     let signatures = pool.check_block_signatures(&[&fresh, &forged]);
     assert_eq!(
-        chain.validate_block(T, &[&fresh, &forged], &signatures),
+        chain.check(T, &[&fresh, &forged], &signatures),
         Err(BlockError::Signature {
             index: 1,
             error: SignatureError::BadSignature
@@ -207,19 +254,19 @@ fn every_way_to_act_for_another_or_replay_is_an_invalid_block() {
     );
     // A replay of an executed transaction, and one repeated within a block.
     assert_eq!(
-        chain.validate_block(T, &[&first], &ok(1)),
+        chain.check(T, &[&first], &ok(1)),
         Err(BlockError::Nonce {
             index: 0,
             error: NonceError::Used(T)
         })
     );
     assert!(matches!(
-        chain.validate_block(T, &[&fresh, &fresh], &ok(2)),
+        chain.check(T, &[&fresh, &fresh], &ok(2)),
         Err(BlockError::Nonce { index: 1, .. })
     ));
     // Too old at the block's time.
     assert!(matches!(
-        chain.validate_block(T + 3 * 86_400_000, &[&fresh], &ok(1)),
+        chain.check(T + 3 * 86_400_000, &[&fresh], &ok(1)),
         Err(BlockError::Nonce {
             index: 0,
             error: NonceError::Stale { .. }
@@ -234,7 +281,7 @@ fn every_way_to_act_for_another_or_replay_is_an_invalid_block() {
     }
     .sign(&key(1));
     assert_eq!(
-        chain.validate_block(T, &[&other], &ok(1)),
+        chain.check(T, &[&other], &ok(1)),
         Err(BlockError::WrongChain { index: 0 })
     );
     // A deposit by a non-faucet, an oracle price by a non-feeder.
@@ -248,7 +295,7 @@ fn every_way_to_act_for_another_or_replay_is_an_invalid_block() {
         }],
     );
     assert_eq!(
-        chain.validate_block(T, &[&deposit], &ok(1)),
+        chain.check(T, &[&deposit], &ok(1)),
         Err(BlockError::NotPermitted {
             index: 0,
             role: "faucet"
@@ -263,11 +310,11 @@ fn every_way_to_act_for_another_or_replay_is_an_invalid_block() {
         }],
     );
     assert!(matches!(
-        chain.validate_block(T, &[&price], &ok(1)),
+        chain.check(T, &[&price], &ok(1)),
         Err(BlockError::NotPermitted { .. })
     ));
     // Nothing changed: the fresh transaction is still valid alone.
-    assert_eq!(chain.validate_block(T, &[&fresh], &ok(1)), Ok(()));
+    assert_eq!(chain.check(T, &[&fresh], &ok(1)), Ok(()));
 }
 
 #[test]
@@ -305,7 +352,7 @@ fn feeders_prices_become_one_oracle_update_with_their_median() {
         }],
     );
     assert_eq!(
-        chain.validate_block(T, &[&again, &twice], &ok(2)),
+        chain.check(T, &[&again, &twice], &ok(2)),
         Err(BlockError::DuplicateOracle {
             index: 1,
             market: 1
@@ -341,8 +388,8 @@ fn the_root_covers_nonces_and_two_nodes_agree() {
     // Same engine effect (a cancel of nothing), different nonces: different roots.
     let cancel_a = sign(&key(1), T, vec![Action::CancelAll { market: 0 }]);
     let cancel_b = sign(&key(1), T + 1, vec![Action::CancelAll { market: 0 }]);
-    let root_a = a.execute_block(T, &[&cancel_a], |_, _| {});
-    let root_b = b.execute_block(T, &[&cancel_b], |_, _| {});
+    let root_a = a.run_block(T, &[&cancel_a], |_, _| {});
+    let root_b = b.run_block(T, &[&cancel_b], |_, _| {});
     assert_eq!(a.engine().state_hash(), b.engine().state_hash());
     assert_ne!(root_a, root_b);
     // The same blocks on two nodes: the same root after each.
@@ -360,10 +407,10 @@ fn the_root_covers_nonces_and_two_nodes_agree() {
             })
             .collect();
         let refs: Vec<&SignedTransaction> = txs.iter().collect();
-        c.validate_block(T, &refs, &ok(2)).unwrap();
+        c.check(T, &refs, &ok(2)).unwrap();
         assert_eq!(
-            c.execute_block(T, &refs, |_, _| {}),
-            d.execute_block(T, &refs, |_, _| {})
+            c.run_block(T, &refs, |_, _| {}),
+            d.run_block(T, &refs, |_, _| {})
         );
     }
 }
@@ -395,20 +442,21 @@ fn a_restored_snapshot_continues_exactly_as_the_original() {
             .map(|n| key(n).verifying_key().to_bytes())
             .collect(),
         engine: EngineConfig::default(),
+        evm: Default::default(),
     };
     let mut restored = Execution::restore(config.clone(), &bytes).expect("restores");
     assert_eq!(restored.root(), original.root());
     // A replayed nonce is still refused by the restored state.
     let replay = block(29);
     let refs: Vec<&SignedTransaction> = replay.iter().collect();
-    assert!(restored.validate_block(T, &refs, &ok(2)).is_err());
+    assert!(restored.check(T, &refs, &ok(2)).is_err());
     for round in 30..40 {
         let txs = block(round);
         let refs: Vec<&SignedTransaction> = txs.iter().collect();
-        restored.validate_block(T, &refs, &ok(2)).expect("valid");
+        restored.check(T, &refs, &ok(2)).expect("valid");
         assert_eq!(
-            restored.execute_block(T, &refs, |_, _| {}),
-            original.execute_block(T, &refs, |_, _| {}),
+            restored.run_block(T, &refs, |_, _| {}),
+            original.run_block(T, &refs, |_, _| {}),
             "round {round}"
         );
     }

@@ -16,16 +16,18 @@
 //!   tells its sender. The pool never drops an accepted transaction silently.
 
 mod cache;
+pub mod evm;
 
 pub use cache::VerifiedCache;
+pub use evm::{EvmAccount, EvmEvicted, EvmRefusal, EvmView};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use engine::AccountId;
+use engine::{AccountId, AssetId};
 use transactions::{
-    verify, verify_batch_cached, DecodeError, KeyCache, NonceError, NonceSet, SignatureError,
-    SignedTransaction, TxHash,
+    verify, verify_batch_cached, Action, DecodeError, KeyCache, NonceError, NonceSet,
+    SignatureError, SignedTransaction, TxHash,
 };
 
 /// The chain's state as the pool needs it: the execution state after the last block.
@@ -40,6 +42,11 @@ pub trait ChainView {
     fn is_faucet(&self, key: &[u8; 32]) -> bool;
     /// Whether `key` may sign oracle prices.
     fn is_feeder(&self, key: &[u8; 32]) -> bool;
+    /// The Core asset only CoreWriter moves (the EVM's native token), if any: a Core
+    /// deposit or withdrawal of it is refused, as a block holding it is invalid.
+    fn native_asset(&self) -> Option<AssetId> {
+        None
+    }
 }
 
 /// Limits of one pool.
@@ -102,6 +109,11 @@ pub enum Refusal {
     /// The pool holds its maximum for this account.
     #[error("account_limit: the pool holds {0} transactions of this account already")]
     AccountLimit(usize),
+    /// A Core deposit or withdrawal of the EVM's native token (code `not_permitted`).
+    #[error(
+        "not_permitted: asset {0} is the EVM's native token; it moves only through CoreWriter"
+    )]
+    NativeAsset(AssetId),
 }
 
 impl Refusal {
@@ -118,7 +130,7 @@ impl Refusal {
             Refusal::Nonce(NonceError::BelowRemembered { .. }) => "nonce_below_remembered",
             Refusal::NoncePending(_) => "nonce_pending",
             Refusal::UnknownAccount(_) => "unknown_account",
-            Refusal::NotPermitted(_) => "not_permitted",
+            Refusal::NotPermitted(_) | Refusal::NativeAsset(_) => "not_permitted",
             Refusal::Duplicate => "duplicate",
             Refusal::PoolFull => "pool_full",
             Refusal::AccountLimit(_) => "account_limit",
@@ -156,6 +168,8 @@ pub struct Mempool {
     verified: VerifiedCache,
     /// Signer keys checked already (canonical, not of small order).
     keys: KeyCache,
+    /// EVM transactions (they share the arrival numbers and the pool's limits).
+    evm: evm::EvmEntries,
 }
 
 impl Mempool {
@@ -170,22 +184,23 @@ impl Mempool {
             bytes: 0,
             verified: VerifiedCache::new(config.verified_cache),
             keys: KeyCache::new(config.verified_cache),
+            evm: evm::EvmEntries::new(config.verified_cache),
         }
     }
 
-    /// Transactions held.
+    /// Transactions held (Core and EVM).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.evm.len()
     }
 
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// Bytes of transactions held.
+    /// Bytes of transactions held (Core and EVM items).
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes + self.evm.bytes
     }
 
     /// Whether this transaction is pooled.
@@ -280,6 +295,11 @@ impl Mempool {
             if !allowed {
                 return Err(Refusal::NotPermitted(action.restricted_to().unwrap_or("")));
             }
+            if let Action::Deposit { asset, .. } | Action::Withdraw { asset, .. } = *action {
+                if view.native_asset() == Some(asset) {
+                    return Err(Refusal::NativeAsset(asset));
+                }
+            }
         }
         let account = tx.tx.account();
         if !view.account_exists(account) && !view.is_faucet(signer) && !view.is_feeder(signer) {
@@ -305,8 +325,8 @@ impl Mempool {
         if held >= self.config.max_per_account {
             return Err(Refusal::AccountLimit(held));
         }
-        if self.entries.len() >= self.config.max_txs
-            || self.bytes + tx.bytes().len() > self.config.max_bytes
+        if self.len() >= self.config.max_txs
+            || self.bytes() + tx.bytes().len() > self.config.max_bytes
         {
             return Err(Refusal::PoolFull);
         }

@@ -220,7 +220,8 @@ pub const NOBODY: ClientRef = ClientRef {
 
 /// A block's outputs for the gateway, built while it executes: every engine event with the
 /// chain's input seq (transaction `i` of the block is input `first + i`, then one input per
-/// oracle update), a `Sequenced` after each transaction a session of this validator sent,
+/// oracle update and per CoreWriter action), a `Sequenced` after each transaction a session
+/// of this validator sent,
 /// then the block's level changes, then `Finalized` for those transactions (the block was
 /// durable before it ran).
 pub struct BlockFeed {
@@ -233,8 +234,10 @@ pub struct BlockFeed {
     outputs: Vec<Output>,
     /// The first transaction whose `Sequenced` is not out yet.
     open: usize,
-    oracle_updates: u64,
-    last_oracle: Option<engine::MarketId>,
+    /// Inputs of the block that no transaction of it sent: oracle updates (one per market)
+    /// and CoreWriter actions of the previous EVM block (one each).
+    system_inputs: u64,
+    last_system: Option<execution::Origin>,
 }
 
 impl BlockFeed {
@@ -248,8 +251,8 @@ impl BlockFeed {
             senders: Vec::new(),
             outputs: Vec::new(),
             open: 0,
-            oracle_updates: 0,
-            last_oracle: None,
+            system_inputs: 0,
+            last_system: None,
         }
     }
 
@@ -264,13 +267,13 @@ impl BlockFeed {
                 self.close_before(index);
                 (self.sender(index), self.first + index as u64)
             }
-            execution::Origin::Oracle(market) => {
+            system => {
                 self.close_before(self.transactions);
-                if self.last_oracle != Some(market) {
-                    self.last_oracle = Some(market);
-                    self.oracle_updates += 1;
+                if self.last_system != Some(system) {
+                    self.last_system = Some(system);
+                    self.system_inputs += 1;
                 }
-                let seq = self.first + self.transactions as u64 + self.oracle_updates - 1;
+                let seq = self.first + self.transactions as u64 + self.system_inputs - 1;
                 (NOBODY, seq)
             }
         };
@@ -300,7 +303,7 @@ impl BlockFeed {
 
     /// The chain's input count after the block (so far).
     pub fn inputs_executed(&self) -> u64 {
-        self.first - 1 + self.transactions as u64 + self.oracle_updates
+        self.first - 1 + self.transactions as u64 + self.system_inputs
     }
 
     /// Closes the block: the remaining `Sequenced`, its level `changes` (each level's size at

@@ -64,7 +64,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use transactions::{SignedTransaction, TxHash};
+use transactions::{BlockItem, SignedTransaction, TxHash};
 
 use crate::chain_gateway::{self, BlockFeed, ChainGatewayConfig, GatewayHandle, ToGateway, NOBODY};
 use crate::chain_json::{self, JsonEvent, JsonPort, LineStatus};
@@ -299,7 +299,7 @@ struct Shared {
 }
 
 /// The transactions of a payload, or why it is not one.
-fn decode_payload(shared: &Shared, payload: &[u8]) -> Result<Vec<SignedTransaction>, String> {
+fn decode_payload(shared: &Shared, payload: &[u8]) -> Result<Vec<BlockItem>, String> {
     if payload.len() > shared.max_block_bytes {
         return Err(format!(
             "{} payload bytes, limit {}",
@@ -312,21 +312,19 @@ fn decode_payload(shared: &Shared, payload: &[u8]) -> Result<Vec<SignedTransacti
     items
         .iter()
         .enumerate()
-        .map(|(i, bytes)| {
-            SignedTransaction::decode(bytes).map_err(|e| format!("transaction {i}: {e}"))
-        })
+        .map(|(i, bytes)| BlockItem::decode(bytes).map_err(|e| format!("transaction {i}: {e}")))
         .collect()
 }
 
 /// Checks a payload as `valid(v)`: decodes it, checks every signature (the pool's cache
 /// first) and validates the block against the execution state.
-fn check_payload(shared: &mut Shared, payload: &[u8]) -> Result<Vec<SignedTransaction>, String> {
+fn check_payload(shared: &mut Shared, payload: &[u8]) -> Result<Vec<BlockItem>, String> {
     let txs = decode_payload(shared, payload)?;
-    let refs: Vec<&SignedTransaction> = txs.iter().collect();
+    let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
     let signatures = shared.mempool.check_block_signatures(&refs);
     shared
         .execution
-        .validate_block(shared.block_time_ms, &refs, &signatures)
+        .validate_block(shared.block_time_ms, &txs, &signatures)
         .map_err(|e| e.to_string())?;
     Ok(txs)
 }
@@ -477,6 +475,7 @@ pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostEr
             max_resting_orders: 1 << 20,
             max_open_orders_per_account: 1 << 16,
         },
+        evm: Default::default(),
     })
 }
 
@@ -1121,7 +1120,7 @@ impl Host {
             // Durable before it is executed: a crash after this replays it.
             self.blocks.append(&cert)?;
         }
-        let refs: Vec<&SignedTransaction> = txs.iter().collect();
+        let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
         let block_time_ms = shared.block_time_ms;
         let hashes: Vec<TxHash> = refs.iter().map(|tx| tx.hash()).collect();
         let mut feed = BlockFeed::new(self.inputs_executed, height, refs.len());
@@ -1146,9 +1145,34 @@ impl Host {
         let mut json_events: Vec<(usize, usize, engine::Event)> = Vec::new();
         let watched = self.json.as_ref().is_some_and(JsonPort::has_watchers);
         let mut block_events: Vec<(u64, Option<u64>, engine::Event)> = Vec::new();
+        // Signatures were checked by check_payload just above.
+        let valid = shared
+            .execution
+            .validate_block(block_time_ms, &txs, &vec![Ok(()); refs.len()])
+            .map_err(|e| HostError::BadPayload {
+                height,
+                what: e.to_string(),
+            })?;
+        // Item index -> index among the block's Core transactions.
+        let core_index: Vec<Option<usize>> = txs
+            .iter()
+            .scan(0usize, |next, item| {
+                Some(item.core().map(|_| {
+                    *next += 1;
+                    *next - 1
+                }))
+            })
+            .collect();
         let root = shared
             .execution
-            .execute_block(block_time_ms, &refs, |origin, event| {
+            .execute_block(valid, |origin, event| {
+                let origin = match origin {
+                    execution::Origin::Tx { index, action } => execution::Origin::Tx {
+                        index: core_index.get(index).copied().flatten().unwrap_or(index),
+                        action,
+                    },
+                    other => other,
+                };
                 let mut from = None;
                 if let execution::Origin::Tx { index, action } = origin {
                     if let Some((_, id, _)) = json_lines.iter().find(|(i, _, _)| *i == index) {
@@ -1160,7 +1184,8 @@ impl Host {
                 if watched {
                     block_events.push((seq, from, *event));
                 }
-            });
+            })
+            .root;
         let first_seq = self.inputs_executed + 1;
         self.inputs_executed = feed.inputs_executed();
         self.exec_root = Hash(root);

@@ -11,16 +11,20 @@
 //!   ed25519 signature; one encoding per transaction (every byte checked on decode).
 //! - [`verify`] / [`verify_batch`]: ZIP 215 signatures (batch and single agree), keys that
 //!   are canonical and not of small order.
+//! - [`BlockItem`]: what a block lists: a Core transaction or an EVM transaction
+//!   ([`EVM_ITEM_TAG`] then its EIP-2718 envelope).
 //! - [`NonceSet`]: the replay rule (a time window and the account's remembered nonces).
 //!
 //! The byte format and the rules are specified in docs/transactions.md.
 
 pub mod action;
+pub mod item;
 pub mod nonce;
 pub mod tx;
 pub mod verify;
 
 pub use action::{oracle_command, Action, ActionError, ACTION_LEN};
+pub use item::{BlockItem, EvmItem, ItemError, EVM_ITEM_TAG, MAX_EVM_TX_LEN};
 pub use nonce::{NonceError, NonceSet, NONCE_FUTURE_MS, NONCE_PAST_MS, REMEMBERED_NONCES};
 pub use tx::{
     account_id_of, DecodeError, SignedTransaction, Transaction, TxHash, MAX_ACTIONS, MAX_TX_LEN,

@@ -149,8 +149,8 @@ impl Bridge {
     }
 
     /// Runs the Core side of a block: `external` commands (from the sequencer), then the
-    /// pending actions. Appends every engine event to `events`; queues callbacks and
-    /// credits for the EVM block of the same height.
+    /// pending actions ([`Bridge::run_actions`]). Appends every engine event to `events`;
+    /// queues callbacks and credits for the EVM block of the same height.
     ///
     /// External commands may not deposit or withdraw the native asset: only CoreWriter
     /// moves it, against its escrow (`escrow == supply * wei_per_unit`). Such commands are
@@ -164,21 +164,45 @@ impl Bridge {
         let mut refused = Vec::new();
         let mut out = Vec::new();
         for command in external {
-            if let Command::Deposit { asset, .. } | Command::Withdraw { asset, .. } = *command {
-                if asset == self.native_asset {
-                    refused.push((
-                        *command,
-                        "the native asset moves only through CoreWriter (escrow = supply x scale)"
-                            .to_string(),
-                    ));
-                    continue;
-                }
+            if self.moves_native(command) {
+                refused.push((
+                    *command,
+                    "the native asset moves only through CoreWriter (escrow = supply x scale)"
+                        .to_string(),
+                ));
+                continue;
             }
             out.clear();
             engine.step(command, &mut out);
-            self.route(&out, None);
+            self.observe(&out);
             events.extend_from_slice(&out);
         }
+        self.run_actions(engine, |_, out| events.extend_from_slice(out));
+        refused
+    }
+
+    /// Whether `command` deposits or withdraws the native asset (which only CoreWriter may
+    /// move, so that the escrow stays `supply * wei_per_unit`).
+    pub fn moves_native(&self, command: &Command) -> bool {
+        matches!(*command, Command::Deposit { asset, .. } | Command::Withdraw { asset, .. }
+            if asset == self.native_asset)
+    }
+
+    /// Queues callbacks for the EVM accounts that engine events of a command not sent by
+    /// CoreWriter name (a Core trader filling a contract's order).
+    pub fn observe(&mut self, events: &[Event]) {
+        self.route(events, None);
+    }
+
+    /// Runs the pending CoreWriter actions on `engine` in (block, log index) order, calling
+    /// `on_events(action id, events)` after each; queues their callbacks and credits for
+    /// the next EVM block.
+    pub fn run_actions<L: PriceLadder>(
+        &mut self,
+        engine: &mut Engine<L>,
+        mut on_events: impl FnMut(u64, &[Event]),
+    ) {
+        let mut out = Vec::new();
         for action in std::mem::take(&mut self.pending_actions) {
             out.clear();
             let account = system::core_account(action.sender);
@@ -240,9 +264,8 @@ impl Bridge {
                 });
             }
             self.route(&out, Some((account, action.id)));
-            events.extend_from_slice(&out);
+            on_events(action.id, &out);
         }
-        refused
     }
 
     /// Records `sender` as the owner of Core account `account` if it has none; whether

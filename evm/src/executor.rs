@@ -173,6 +173,18 @@ impl SignedTx {
     /// Decodes an EIP-2718 envelope (legacy RLP included), checks the chain id and recovers
     /// the sender. Blob (EIP-4844) and EIP-7702 transactions are refused (Cancun, no blobs).
     pub fn decode(raw: &[u8], chain_id: u64) -> Result<SignedTx, TxError> {
+        SignedTx::decode_with(raw, chain_id, |_| None)
+    }
+
+    /// As [`SignedTx::decode`], but the sender is taken from `known(hash)` when it answers
+    /// (a sender recovered before from a transaction with this hash: keccak256 commits to
+    /// the fields and the signature, so the answer cannot differ) and recovered otherwise.
+    /// Recovery is by far the largest cost of a transaction's checks (docs/perf.md).
+    pub fn decode_with(
+        raw: &[u8],
+        chain_id: u64,
+        known: impl Fn(&B256) -> Option<Address>,
+    ) -> Result<SignedTx, TxError> {
         let mut buf = raw;
         let envelope =
             TxEnvelope::decode_2718(&mut buf).map_err(|e| TxError::Malformed(e.to_string()))?;
@@ -190,11 +202,15 @@ impl SignedTx {
                 got: envelope.chain_id(),
             });
         }
-        let sender = envelope
-            .recover_signer()
-            .map_err(|e| TxError::Signature(e.to_string()))?;
+        let hash = *envelope.tx_hash();
+        let sender = match known(&hash) {
+            Some(sender) => sender,
+            None => envelope
+                .recover_signer()
+                .map_err(|e| TxError::Signature(e.to_string()))?,
+        };
         Ok(SignedTx {
-            hash: *envelope.tx_hash(),
+            hash,
             sender,
             envelope,
         })
@@ -730,6 +746,11 @@ impl Executor {
         Executor { config, db, head }
     }
 
+    /// The in-memory state (read-only: persistence and from-scratch checks).
+    pub fn db(&self) -> &CacheDB<EmptyDB> {
+        &self.db
+    }
+
     /// The chain parameters.
     pub fn config(&self) -> &EvmConfig {
         &self.config
@@ -745,6 +766,17 @@ impl Executor {
         self.db
             .basic(address)
             .expect("in-memory state cannot fail")
+            .unwrap_or_default()
+    }
+
+    /// An account's info without touching the cache (`&self`: validation reads state while
+    /// others may hold it); default if it does not exist.
+    pub fn peek_account(&self, address: Address) -> AccountInfo {
+        self.db
+            .cache
+            .accounts
+            .get(&address)
+            .map(|account| account.info.clone())
             .unwrap_or_default()
     }
 

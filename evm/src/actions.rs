@@ -332,6 +332,57 @@ pub struct CoreAction {
     pub kind: ActionKind,
 }
 
+impl CoreAction {
+    /// Length of [`CoreAction::commitment_bytes`].
+    pub const COMMITMENT_LEN: usize = 8 + 20 + 1 + 4 + 8 + 8 + 8 + 1;
+
+    /// A canonical fixed-size encoding, hashed into the queue root: `id u64, sender 20,
+    /// kind u8, market u32, oid u64, price i64, qty/units i64, flags u8` (big-endian; unused
+    /// fields 0). Kinds: 1 place, 2 cancel, 3 cancel all, 4 modify, 5 deposit, 6 withdraw,
+    /// 7 transfer collateral. Place flags: bit 0 sell, bits 1-2 time in force (GTC, IOC,
+    /// FOK, ALO), bit 3 reduce-only, bit 4 market order (no price).
+    pub fn commitment_bytes(&self) -> [u8; Self::COMMITMENT_LEN] {
+        let (kind, market, oid, price, qty, flags) = match self.kind {
+            ActionKind::Place {
+                market,
+                oid,
+                side,
+                price,
+                qty,
+                tif,
+                reduce_only,
+            } => {
+                let flags = (side == Side::Sell) as u8
+                    | (tif as u8) << 1
+                    | (reduce_only as u8) << 3
+                    | (price.is_none() as u8) << 4;
+                (1u8, market, oid, price.unwrap_or(0), qty, flags)
+            }
+            ActionKind::Cancel { market, oid } => (2, market, oid, 0, 0, 0),
+            ActionKind::CancelAll { market } => (3, market, 0, 0, 0, 0),
+            ActionKind::Modify {
+                market,
+                oid,
+                price,
+                qty,
+            } => (4, market, oid, price, qty, 0),
+            ActionKind::Deposit { units } => (5, 0, 0, 0, units, 0),
+            ActionKind::Withdraw { units } => (6, 0, 0, 0, units, 0),
+            ActionKind::TransferCollateral { amount } => (7, 0, 0, 0, amount, 0),
+        };
+        let mut out = [0u8; Self::COMMITMENT_LEN];
+        out[..8].copy_from_slice(&self.id.to_be_bytes());
+        out[8..28].copy_from_slice(self.sender.as_slice());
+        out[28] = kind;
+        out[29..33].copy_from_slice(&market.to_be_bytes());
+        out[33..41].copy_from_slice(&oid.to_be_bytes());
+        out[41..49].copy_from_slice(&price.to_be_bytes());
+        out[49..57].copy_from_slice(&qty.to_be_bytes());
+        out[57] = flags;
+        out
+    }
+}
+
 /// What a callback reports (the `kind` argument of `onCoreEvent`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[repr(u8)]

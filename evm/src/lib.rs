@@ -1,0 +1,21 @@
+//! NexusEVM's pure part (docs/evm.md): an EVM (revm, Cancun rules) beside NexusCore, with
+//! Core read precompiles, the CoreWriter system contract and native-token bridging. It never
+//! touches files, sockets, clocks or threads; `execution` owns it inside a chain, and
+//! `evm-bridge` adds LMDB persistence and the Ethereum JSON-RPC server around it.
+//!
+//! Layers, bottom up:
+//! - [`system`], [`actions`], [`core_view`], [`precompiles`]: addresses, ABI, gas, and what
+//!   the EVM may see of Core and send to it.
+//! - [`executor`]: `execute_block(inputs) -> outputs` over in-memory state (one owner).
+//! - [`bridge`]: CoreWriter actions to engine commands, engine events to callbacks and
+//!   credits.
+//! - [`commitment`]: the EVM state root (a multiset hash over accounts and storage slots,
+//!   updated from each block's state diff).
+
+pub mod actions;
+pub mod bridge;
+pub mod commitment;
+pub mod core_view;
+pub mod executor;
+pub mod precompiles;
+pub mod system;

@@ -1,0 +1,168 @@
+//! Running a validated block: Core block `h`, then EVM block `h`.
+//!
+//! Core block `h`, in this order:
+//! 1. each Core transaction in block order: its nonce is remembered, then its actions run
+//!    in order as engine commands for the signer's account (an action the engine refuses
+//!    is a result, not an error); events naming an EVM-owned Core account also become
+//!    callbacks;
+//! 2. one engine `Oracle` per market from the feeders' prices of the block (their median);
+//! 3. the CoreWriter actions of EVM block `h - 1`, in (block, log index) order.
+//!
+//! EVM block `h` (timestamp: the block's time in seconds; Core read precompiles see Core as
+//! it is after step 3): credits from CoreWriter's escrow, callbacks as system transactions,
+//! then the block's EVM transactions in block order. Its CoreWriter actions wait in the
+//! queue for Core block `h + 1`; callbacks it had no gas for go back to the queue's front.
+
+use std::collections::BTreeMap;
+
+use alloy_primitives::B256;
+use engine::{MarketId, Ticks};
+use evm::core_view::CoreSnapshot;
+use evm::executor::{BlockInput, BlockOutput, SignedTx};
+use evm::system::core_account;
+use transactions::{oracle_command, Action, SignedTransaction};
+
+use crate::{Executed, Execution, Origin, ValidBlock};
+
+impl Execution {
+    /// Runs a block that [`Execution::validate_block`] accepted against this same state,
+    /// calling `out` with every engine event and where it came from, and returns the root
+    /// after it and the EVM block. Panics if the block was validated at another height or
+    /// a nonce is invalid: it was not validated against this state (a broken invariant).
+    pub fn execute_block(
+        &mut self,
+        block: ValidBlock<'_>,
+        mut out: impl FnMut(Origin, &engine::Event),
+    ) -> Executed {
+        assert_eq!(
+            block.height,
+            self.height() + 1,
+            "a block validated against another state"
+        );
+        let ValidBlock {
+            height,
+            time_ms,
+            core,
+            evm,
+        } = block;
+        let mut oracle: BTreeMap<MarketId, Vec<Ticks>> = BTreeMap::new();
+        for (index, tx) in core {
+            self.run_core_tx(index, tx, time_ms, &mut oracle, &mut out);
+        }
+        self.run_oracle(oracle, &mut out);
+        self.run_core_writer(&mut out);
+        let core_root = self.core_root();
+        let evm = self.run_evm(height, time_ms, evm, core_root);
+        self.block_time_ms = time_ms;
+        Executed {
+            root: self.root(),
+            evm,
+        }
+    }
+
+    fn run_core_tx(
+        &mut self,
+        index: usize,
+        tx: &SignedTransaction,
+        time_ms: u64,
+        oracle: &mut BTreeMap<MarketId, Vec<Ticks>>,
+        out: &mut impl FnMut(Origin, &engine::Event),
+    ) {
+        let account = tx.tx.account();
+        let nonces = self.nonces.entry(account).or_default();
+        assert!(
+            nonces.check(tx.tx.nonce, time_ms).is_ok(),
+            "item {index} of a block that was not validated"
+        );
+        nonces.record(tx.tx.nonce);
+        self.refresh_nonce_digest(account);
+        for (action_index, action) in tx.tx.actions.iter().enumerate() {
+            if let Action::OraclePrice { market, price } = *action {
+                oracle.entry(market).or_default().push(price);
+                continue;
+            }
+            let Some(command) = action.command(account) else {
+                continue;
+            };
+            self.events.clear();
+            self.engine.step(&command, &mut self.events);
+            self.bridge.observe(&self.events);
+            let origin = Origin::Tx {
+                index,
+                action: action_index,
+            };
+            for event in &self.events {
+                out(origin, event);
+            }
+        }
+    }
+
+    fn run_oracle(
+        &mut self,
+        oracle: BTreeMap<MarketId, Vec<Ticks>>,
+        out: &mut impl FnMut(Origin, &engine::Event),
+    ) {
+        for (market, prices) in oracle {
+            let Some(command) = oracle_command(market, &prices) else {
+                continue;
+            };
+            self.events.clear();
+            self.engine.step(&command, &mut self.events);
+            self.bridge.observe(&self.events);
+            for event in &self.events {
+                out(Origin::Oracle(market), event);
+            }
+        }
+    }
+
+    /// Runs the queued CoreWriter actions and folds the Core accounts they claimed for
+    /// their EVM senders into the registry digest.
+    fn run_core_writer(&mut self, out: &mut impl FnMut(Origin, &engine::Event)) {
+        // Accounts not yet owned, each with the first sender that asks (first seen wins).
+        let mut fresh = BTreeMap::new();
+        for action in &self.bridge.pending_actions {
+            let account = core_account(action.sender);
+            if !self.bridge.registry.contains_key(&account) {
+                fresh.entry(account).or_insert(action.sender);
+            }
+        }
+        self.bridge.run_actions(&mut self.engine, |id, events| {
+            for event in events {
+                out(Origin::CoreWriter(id), event);
+            }
+        });
+        for (account, sender) in fresh {
+            if self.bridge.registry.get(&account) == Some(&sender) {
+                self.note_claim(account, sender);
+            }
+        }
+    }
+
+    fn run_evm(
+        &mut self,
+        height: u64,
+        time_ms: u64,
+        txs: Vec<SignedTx>,
+        core_root: [u8; 32],
+    ) -> BlockOutput {
+        let (credits, callbacks) = self.bridge.take_evm_inputs();
+        let input = BlockInput {
+            height,
+            timestamp: time_ms / 1000,
+            core_root: B256::from(core_root),
+            credits,
+            callbacks,
+            txs,
+        };
+        let view = CoreSnapshot::new(&self.engine, height);
+        let output = self.executor.execute_block(&view, input);
+        assert!(
+            output.deferred.is_empty(),
+            "validation keeps a block's EVM gas within the user share"
+        );
+        self.evm_state.apply(&output.diff);
+        self.bridge.queue_actions(output.actions.clone());
+        self.bridge.requeue_callbacks(output.undelivered.clone());
+        output
+    }
+}
