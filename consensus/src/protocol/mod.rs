@@ -347,6 +347,11 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         &self.ctx
     }
 
+    /// The host hooks, mutably (the host's application lives in them).
+    pub fn context_mut(&mut self) -> &mut C {
+        &mut self.ctx
+    }
+
     /// Handles one input at time `now_ns`, appending outputs to `out`.
     ///
     /// Whatever this step signed is saved through the [`SafetyStore`] once, before it
