@@ -1,13 +1,15 @@
 //! `nexus validator`: one NexusBFT validator of a devnet, as a process.
 //!
-//! A host around the pure [`Consensus`] state machine that does over the network what
-//! `consensus::sim` does in memory: it feeds received messages and expired timeouts to
-//! `Consensus::step`, executes each decided block, persists it (block file) and starts the
-//! next height with `NewHeight`; it answers `PeerBehind` with the certificate of that height
-//! and serves block-sync requests from the block file's contents. Votes and locks go through
-//! [`FileStore`] before any signed message leaves.
+//! A thin shell around [`consensus::host::Host`], the sans-IO validator host that the
+//! simulator (`consensus::sim`) runs too: it feeds the host received frames, expired
+//! timers (wall clock) and the block file's contents at start-up, and performs the host's
+//! actions in order (QUIC sends and broadcasts; a decided block appended to the block file,
+//! durable, before the host is told and executes it). Votes and locks go through
+//! [`FileStore`] before any signed message leaves. Timers, sync requests and answers,
+//! `PeerBehind` answers and the decided-block sequence are the host's.
 //!
-//! Blocks hold **signed transactions** (docs/transactions.md), and nothing else:
+//! What stays here is the node's [`Application`], `NodeApp`: blocks hold **signed
+//! transactions** (docs/transactions.md), and nothing else:
 //!
 //! - Clients send transactions to any validator's transaction port ([`crate::txport`]). The
 //!   validator admits them into its [`Mempool`] (signature verified once, nonce, limits;
@@ -20,10 +22,10 @@
 //!   verified already), chain id, roles, and nonces in order. A block holding a forged,
 //!   unsigned or replayed transaction gets a nil prevote: no proposer can act for an
 //!   account.
-//! - A decided block is appended to the block file (durable), executed by [`Execution`] (the
-//!   one owner of Core state and nonces), and every client that sent one of its transactions
-//!   gets `finalized`; pooled transactions that can no longer be included get `evicted`.
-//!   The header's `prev_exec_root` must equal this validator's execution root.
+//! - A decided block, once durable, is executed by [`Execution`] (the one owner of Core
+//!   state and nonces), and every client that sent one of its transactions gets
+//!   `finalized`; pooled transactions that can no longer be included get `evicted`. The
+//!   header's `prev_exec_root` must equal this validator's execution root.
 //!
 //! The time a block's nonces are checked against is the timestamp of the block before it
 //! (the chain's genesis time for block 1), which every validator knows when it validates.
@@ -33,33 +35,26 @@
 //! transactions forwarded from a client ([`crate::txport::encode_list`]).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use consensus::chain::ChainState;
 use consensus::governance::ChainParams;
-use consensus::messages::{CommitCertificate, Message};
-use consensus::protocol::{
-    BlockBody, Config as ConsensusConfig, Consensus, HeightStart, Input, Output, Timeout,
-    TimeoutConfig,
-};
+use consensus::host::{Action, AppProposal, Application, Frame, Host};
+use consensus::messages::CommitCertificate;
+use consensus::protocol::{Config as ConsensusConfig, TimeoutConfig};
 use consensus::safety::{FileStore, StoreError};
-use consensus::types::{
-    Ed25519, Hash, Height, Keypair, PayloadValidator, SignatureBytes, SignatureVerifier,
-    ValidatorId,
-};
+use consensus::types::{Ed25519, Hash, Height, Keypair, ValidatorId};
 use consensus::validators::Validator;
-use consensus_net::{BlockStore, BlockStoreError, NetConfig, NetError, Network, Peer};
+use consensus_net::{BlockStore, BlockStoreError, NetConfig, NetError, Network, Peer, Received};
 use engine::EngineConfig;
 use execution::{Execution, ExecutionConfig};
-use mempool::{Mempool, MempoolConfig};
+use mempool::{Evicted, Mempool, MempoolConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -70,13 +65,7 @@ use crate::load::{self, LoadSpec};
 use crate::txport::{self, Notice, NoticeKind};
 
 const MS: u64 = 1_000_000;
-/// Most certificates sent in answer to one sync request.
-pub const SYNC_BATCH: u64 = 32;
-/// Most `PeerBehind` certificates sent to one peer per second.
-const CERTS_PER_PEER_PER_S: usize = 64;
-const FRAME_MESSAGE: u8 = 1;
-const FRAME_SYNC: u8 = 2;
-const FRAME_TXS: u8 = 3;
+pub use consensus::host::limits::SYNC_BATCH;
 /// Name of the devnet configuration in its folder.
 pub const CONFIG_FILE: &str = "devnet.toml";
 /// Notices queued for one client before it is disconnected as too slow.
@@ -297,23 +286,6 @@ fn check_payload(shared: &mut Shared, payload: &[u8]) -> Result<Vec<SignedTransa
     Ok(txs)
 }
 
-/// Real ed25519 checks for votes, and `valid(v)` for payloads.
-struct HostContext {
-    shared: Rc<RefCell<Shared>>,
-}
-
-impl SignatureVerifier for HostContext {
-    fn verify(&self, key: &ValidatorId, message: &[u8], signature: &SignatureBytes) -> bool {
-        Ed25519.verify(key, message, signature)
-    }
-}
-
-impl PayloadValidator for HostContext {
-    fn payload_valid(&self, _height: Height, payload: &[u8]) -> bool {
-        check_payload(&mut self.shared.borrow_mut(), payload).is_ok()
-    }
-}
-
 /// A client connection's outbox of notices.
 type ClientOutbox = mpsc::Sender<[u8; txport::NOTICE_LEN]>;
 
@@ -327,27 +299,26 @@ enum ClientEvent {
     Gone(u64),
 }
 
-struct Host {
+/// The node's side of the host: mempool, execution and the clients of the transaction
+/// port. The consensus host ([`consensus::host::Host`]) asks it for proposals, payload
+/// checks and the execution of decided blocks, and hands it forwarded transactions.
+struct NodeApp {
     index: usize,
     /// A forged transaction to put in every proposal (test only, `--byzantine-forge`).
     forged: Option<Vec<u8>>,
-    consensus: Consensus<HostContext, FileStore>,
-    net: Network,
-    blocks: BlockStore,
-    chain: ChainState,
-    shared: Rc<RefCell<Shared>>,
-    exec_root: Hash,
-    /// Encoded `Message::Commit` frames of every decided height (index = height - 1).
-    certificates: Vec<Arc<[u8]>>,
-    last_block: Option<(Hash, u64)>,
-    timers: BTreeMap<(u64, u64), Timeout>,
-    timer_seq: u64,
-    cert_sent: HashMap<(ValidatorId, Height), u64>,
-    sync_asked: HashMap<ValidatorId, u64>,
-    sync_served: HashMap<ValidatorId, (Height, u64)>,
+    /// In a cell because `valid(v)` is asked through a shared reference (it checks
+    /// signatures against the pool's cache, which it updates).
+    shared: RefCell<Shared>,
     clients: HashMap<u64, ClientOutbox>,
     /// Transactions a client of this validator sent, awaiting their block.
     awaiting: HashMap<TxHash, u64>,
+}
+
+/// The shell: the host library driven by QUIC, the block file and the wall clock.
+struct Shell {
+    host: Host<Ed25519, NodeApp, FileStore>,
+    net: Network,
+    blocks: BlockStore,
 }
 
 fn log_line(value: serde_json::Value) -> Result<(), HostError> {
@@ -394,7 +365,6 @@ pub fn genesis_execution(config: &DevnetConfig) -> Result<Execution, HostError> 
         &load::genesis(&spec),
     ))
 }
-
 async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
     let config = read_config(&args.config)?;
     let entry = config
@@ -433,17 +403,59 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
     let spec = config.load_spec()?;
     let mut execution = genesis_execution(&config)?;
     let exec_root = Hash(execution.root());
-    let shared = Rc::new(RefCell::new(Shared {
-        execution,
-        mempool: Mempool::new(MempoolConfig::default()),
-        block_time_ms: config.genesis_time_ms,
-        max_block_txs: config.max_block_txs as usize,
-        max_block_bytes: config.max_block_bytes as usize,
-    }));
+    let app = NodeApp {
+        index: args.index,
+        forged: args
+            .byzantine_forge
+            .then(|| forged_withdrawal(&spec))
+            .transpose()?,
+        shared: RefCell::new(Shared {
+            execution,
+            mempool: Mempool::new(MempoolConfig::default()),
+            block_time_ms: config.genesis_time_ms,
+            max_block_txs: config.max_block_txs as usize,
+            max_block_bytes: config.max_block_bytes as usize,
+        }),
+        clients: HashMap::new(),
+        awaiting: HashMap::new(),
+    };
 
     let (blocks, stored, cut) = BlockStore::open(&data_dir.join("blocks"))?;
-    let t = &config.timeouts;
-    let consensus_config = ConsensusConfig {
+    let host = Host::new(
+        consensus_config(chain_id, &config.timeouts),
+        Ed25519,
+        app,
+        FileStore::new(&data_dir.join("safety")),
+        keypair.clone(),
+        chain,
+        exec_root,
+    )?;
+    let (net, rx) = Network::start(NetConfig::new(seed, entry.addr, peers.clone()))?;
+    let (client_tx, client_rx) = mpsc::channel::<ClientEvent>(1 << 16);
+    let listener = tokio::net::TcpListener::bind(entry.tx_addr)
+        .await
+        .map_err(|e| HostError::Io(PathBuf::from(entry.tx_addr.to_string()), e))?;
+    tokio::spawn(accept_clients(listener, client_tx));
+    let mut validator = Shell { host, net, blocks };
+    // Resume: re-execute every stored block (checking each root) before joining.
+    let recovered = stored.len();
+    for cert in stored {
+        validator.host.recover(cert, now_ns())?;
+    }
+    log_line(json!({
+        "event": "ready", "index": args.index, "addr": entry.addr.to_string(),
+        "tx_addr": entry.tx_addr.to_string(),
+        "key": entry.key, "height": validator.host.chain().height(), "recovered_blocks": recovered,
+        "torn_bytes_cut": cut, "state_root": hex(&validator.host.exec_root().0),
+    }))?;
+    validator.host.start(now_ns())?;
+    validator.perform()?;
+    validator.run(rx, client_rx).await
+}
+
+/// The core's configuration from the devnet's timeouts.
+fn consensus_config(chain_id: [u8; 32], t: &TimeoutsMs) -> ConsensusConfig {
+    ConsensusConfig {
         timeouts: TimeoutConfig {
             propose_ns: t.propose * MS,
             prevote_ns: t.prevote * MS,
@@ -452,94 +464,9 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
             rebroadcast_ns: t.rebroadcast * MS,
         },
         ..ConsensusConfig::new(chain_id)
-    };
-    let consensus = Consensus::new(
-        consensus_config,
-        HostContext {
-            shared: shared.clone(),
-        },
-        FileStore::new(&data_dir.join("safety")),
-        keypair.clone(),
-    )?;
-    let (net, mut rx) = Network::start(NetConfig::new(seed, entry.addr, peers.clone()))?;
-    let (client_tx, mut client_rx) = mpsc::channel::<ClientEvent>(1 << 16);
-    let listener = tokio::net::TcpListener::bind(entry.tx_addr)
-        .await
-        .map_err(|e| HostError::Io(PathBuf::from(entry.tx_addr.to_string()), e))?;
-    tokio::spawn(accept_clients(listener, client_tx));
-    let mut host = Host {
-        index: args.index,
-        forged: args
-            .byzantine_forge
-            .then(|| forged_withdrawal(&spec))
-            .transpose()?,
-        consensus,
-        net,
-        blocks,
-        chain,
-        shared,
-        exec_root,
-        certificates: Vec::new(),
-        last_block: None,
-        timers: BTreeMap::new(),
-        timer_seq: 0,
-        cert_sent: HashMap::new(),
-        sync_asked: HashMap::new(),
-        sync_served: HashMap::new(),
-        clients: HashMap::new(),
-        awaiting: HashMap::new(),
-    };
-    // Resume: re-execute every stored block (checking each root) before joining.
-    let recovered = stored.len();
-    for cert in stored {
-        host.apply_decided(cert, false)?;
-    }
-    log_line(json!({
-        "event": "ready", "index": host.index, "addr": entry.addr.to_string(),
-        "tx_addr": entry.tx_addr.to_string(),
-        "key": entry.key, "height": host.chain.height(), "recovered_blocks": recovered,
-        "torn_bytes_cut": cut, "state_root": hex(&host.exec_root.0),
-    }))?;
-    let input = host.new_height_input();
-    host.step(input)?;
-
-    loop {
-        let deadline = host.timers.first_key_value().map(|((at, _), _)| *at);
-        let sleep = match deadline {
-            Some(at) => {
-                tokio::time::Instant::now() + Duration::from_nanos(at.saturating_sub(now_ns()))
-            }
-            None => tokio::time::Instant::now() + Duration::from_secs(3600),
-        };
-        tokio::select! {
-            _ = tokio::time::sleep_until(sleep) => host.fire_timers()?,
-            received = rx.recv() => {
-                let Some(first) = received else {
-                    return Err(HostError::Config("network stopped".into()));
-                };
-                host.on_frame(first.from, &first.frame)?;
-                // Drain what is already here (bounded) before looking at timers again.
-                for _ in 0..256 {
-                    let Ok(r) = rx.try_recv() else { break };
-                    host.on_frame(r.from, &r.frame)?;
-                }
-            }
-            event = client_rx.recv() => {
-                let Some(first) = event else {
-                    return Err(HostError::Config("transaction port stopped".into()));
-                };
-                let mut events = vec![first];
-                while events.len() < ADMIT_BATCH {
-                    let Ok(next) = client_rx.try_recv() else { break };
-                    events.push(next);
-                }
-                host.on_clients(events);
-            }
-        }
     }
 }
 
-/// A withdrawal for trading account 0 that account 1's key signed (test only): what a
 /// byzantine proposer would need to move someone else's funds.
 fn forged_withdrawal(spec: &LoadSpec) -> Result<Vec<u8>, HostError> {
     let keys = load::account_keys(spec);
@@ -629,171 +556,139 @@ async fn serve_client(id: u64, stream: tokio::net::TcpStream, events: mpsc::Send
     tokio::join!(read, write);
 }
 
-/// Heights to answer a sync request from `from_height` (>= 1) with, when we are at
-/// `ours`: at most [`SYNC_BATCH`], none past `ours`; `None` if we have none of them.
-fn sync_range(from_height: Height, ours: Height) -> Option<std::ops::RangeInclusive<Height>> {
-    if from_height == 0 || from_height > ours {
-        return None;
+impl From<consensus::host::HostError<HostError>> for HostError {
+    fn from(e: consensus::host::HostError<HostError>) -> HostError {
+        match e {
+            consensus::host::HostError::Safety(e) => HostError::Safety(e),
+            consensus::host::HostError::ExecRootMismatch {
+                height,
+                ours,
+                block,
+            } => HostError::ExecRootMismatch {
+                height,
+                ours: hex(&ours.0),
+                block: hex(&block.0),
+            },
+            consensus::host::HostError::App(e) => e,
+        }
     }
-    Some(from_height..=ours.min(from_height.saturating_add(SYNC_BATCH - 1)))
 }
 
-/// Per-peer rate limit of `PeerBehind` answers: at most one every 200 ms per peer and
-/// height, and at most [`CERTS_PER_PEER_PER_S`] per peer per second whatever the heights.
-/// Keys are (peer, height); entries older than a second are dropped when a peer's count is
-/// checked, so the map holds at most that many entries per known peer.
-fn cert_allowed(
-    sent: &mut HashMap<(ValidatorId, Height), u64>,
-    peer: ValidatorId,
-    height: Height,
-    now: u64,
-) -> bool {
-    if sent
-        .get(&(peer, height))
-        .is_some_and(|t| now <= t + 200 * MS)
-    {
-        return false;
-    }
-    sent.retain(|(p, _), t| *p != peer || now <= *t + 1_000 * MS);
-    if sent.keys().filter(|(p, _)| *p == peer).count() >= CERTS_PER_PEER_PER_S {
-        return false;
-    }
-    sent.insert((peer, height), now);
-    true
-}
-
-fn message_frame(m: &Message) -> Arc<[u8]> {
-    let body = m.encode();
-    let mut frame = Vec::with_capacity(body.len() + 1);
-    frame.push(FRAME_MESSAGE);
-    frame.extend_from_slice(&body);
-    Arc::from(frame)
-}
-
-impl Host {
-    fn step(&mut self, input: Input) -> Result<(), HostError> {
-        let mut queue = VecDeque::from([input]);
-        let mut out = Vec::new();
-        while let Some(input) = queue.pop_front() {
-            self.consensus.step(input, now_ns(), &mut out)?;
-            for o in out.drain(..) {
-                if let Some(next) = self.output(o)? {
-                    queue.push_back(next);
+impl Shell {
+    /// The event loop: timers, peers' frames and clients' transactions, each followed by
+    /// the host's actions.
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Received>,
+        mut client_rx: mpsc::Receiver<ClientEvent>,
+    ) -> Result<(), HostError> {
+        loop {
+            let sleep = match self.host.next_deadline() {
+                Some(at) => {
+                    tokio::time::Instant::now() + Duration::from_nanos(at.saturating_sub(now_ns()))
                 }
-            }
-        }
-        Ok(())
-    }
-
-    fn output(&mut self, o: Output) -> Result<Option<Input>, HostError> {
-        match o {
-            Output::Broadcast(m) => self.net.broadcast(message_frame(&m)),
-            Output::ScheduleTimeout { timeout, at_ns } => {
-                self.timer_seq += 1;
-                self.timers.insert((at_ns, self.timer_seq), timeout);
-            }
-            Output::Decide(cert) => {
-                self.apply_decided(cert, true)?;
-                return Ok(Some(self.new_height_input()));
-            }
-            Output::Evidence(e) => log_line(json!({
-                "event": "evidence", "index": self.index, "height": e.height(),
-                "offender": hex(&e.offender().0),
-            }))?,
-            Output::PeerBehind { peer, height } => {
-                // Only a known validator is answered (the map is keyed by peer, so it stays
-                // bounded by the validator set), and only with a height we have.
-                if self.chain.validators().stake_of(&peer).is_none() {
-                    return Ok(None);
+                None => tokio::time::Instant::now() + Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(sleep) => {
+                    self.host.on_timers(now_ns())?;
+                    self.perform()?;
                 }
-                let Some(frame) = height
-                    .checked_sub(1)
-                    .and_then(|i| self.certificates.get(i as usize))
-                else {
-                    return Ok(None);
-                };
-                let now = now_ns();
-                if cert_allowed(&mut self.cert_sent, peer, height, now) {
-                    self.net.send(&peer, frame.clone());
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    fn fire_timers(&mut self) -> Result<(), HostError> {
-        let now = now_ns();
-        while let Some(entry) = self.timers.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let timeout = entry.remove();
-            self.step(Input::Timeout(timeout))?;
-        }
-        Ok(())
-    }
-
-    fn on_frame(&mut self, from: ValidatorId, frame: &[u8]) -> Result<(), HostError> {
-        match frame.split_first() {
-            Some((&FRAME_MESSAGE, body)) => {
-                let Ok(m) = Message::decode(body) else {
-                    return Ok(()); // A malformed message from a peer is dropped.
-                };
-                // Two or more heights ahead: ask that peer for the blocks in between.
-                if m.height() > self.chain.height() + 2 {
-                    let now = now_ns();
-                    let last = self.sync_asked.get(&from).copied();
-                    if last.is_none_or(|t| now > t + 100 * MS) {
-                        self.sync_asked.insert(from, now);
-                        let mut req = vec![FRAME_SYNC];
-                        req.extend_from_slice(&(self.chain.height() + 1).to_le_bytes());
-                        self.net.send(&from, Arc::from(req));
+                received = rx.recv() => {
+                    let Some(first) = received else {
+                        return Err(HostError::Config("network stopped".into()));
+                    };
+                    self.on_frame(first)?;
+                    // Drain what is already here (bounded) before looking at timers again.
+                    for _ in 0..256 {
+                        let Ok(r) = rx.try_recv() else { break };
+                        self.on_frame(r)?;
                     }
                 }
-                self.step(Input::Message(m))
-            }
-            Some((&FRAME_SYNC, body)) => {
-                self.serve_sync(from, body);
-                Ok(())
-            }
-            Some((&FRAME_TXS, body)) => {
-                // A peer forwards what its clients sent: admitted here on our own checks.
-                if let Some(items) = txport::decode_list(body, FORWARD_BATCH) {
-                    let mut shared = self.shared.borrow_mut();
-                    let Shared {
-                        mempool, execution, ..
-                    } = &mut *shared;
-                    mempool.admit_many(&items, now_ns() / MS, &*execution);
+                event = client_rx.recv() => {
+                    let Some(first) = event else {
+                        return Err(HostError::Config("transaction port stopped".into()));
+                    };
+                    let mut events = vec![first];
+                    while events.len() < ADMIT_BATCH {
+                        let Ok(next) = client_rx.try_recv() else { break };
+                        events.push(next);
+                    }
+                    if let Some(frame) = self.host.app_mut().on_clients(events, now_ns()) {
+                        self.net.broadcast(frame);
+                    }
                 }
-                Ok(())
             }
-            _ => Ok(()),
         }
     }
 
-    fn serve_sync(&mut self, from: ValidatorId, body: &[u8]) {
-        let Ok(bytes) = <[u8; 8]>::try_from(body) else {
-            return;
-        };
-        let from_height = u64::from_le_bytes(bytes).max(1);
-        let Some(range) = sync_range(from_height, self.chain.height()) else {
-            return; // Nothing we have (or a request past our height).
-        };
-        let now = now_ns();
-        if let Some((h, t)) = self.sync_served.get(&from) {
-            if *h == from_height && now < t + 50 * MS {
-                return;
+    fn on_frame(&mut self, r: Received) -> Result<(), HostError> {
+        self.host.on_frame(r.from, &r.frame, now_ns())?;
+        self.perform()
+    }
+
+    /// Performs the host's actions in order. A decided block is appended to the block file
+    /// (durable) before the host is told, which then executes it and starts the next height.
+    fn perform(&mut self) -> Result<(), HostError> {
+        while let Some(action) = self.host.poll_action() {
+            match action {
+                Action::Send { to, frame } => {
+                    self.net.send(&to, frame);
+                }
+                Action::Broadcast(frame) => self.net.broadcast(frame),
+                Action::PersistBlock(cert) => {
+                    self.blocks.append(&cert)?;
+                    self.host.block_durable(cert.block.height, now_ns())?;
+                }
+                Action::Evidence(e) => log_line(json!({
+                    "event": "evidence", "index": self.host.app().index, "height": e.height(),
+                    "offender": hex(&e.offender().0),
+                }))?,
             }
         }
-        self.sync_served.insert(from, (from_height, now));
-        for h in range {
-            self.net
-                .send(&from, self.certificates[(h - 1) as usize].clone());
+        Ok(())
+    }
+}
+
+impl Application for NodeApp {
+    type Error = HostError;
+
+    fn propose(&mut self, _height: Height, _chain: &ChainState, _now_ns: u64) -> AppProposal {
+        AppProposal {
+            actions: Vec::new(),
+            payload: self.proposal_payload(),
         }
     }
 
-    /// Admits what clients sent (one batch), answers each, and forwards the admitted ones.
-    fn on_clients(&mut self, events: Vec<ClientEvent>) {
+    fn payload_valid(&self, _height: Height, payload: &[u8]) -> bool {
+        check_payload(&mut self.shared.borrow_mut(), payload).is_ok()
+    }
+
+    fn execute(
+        &mut self,
+        cert: &CommitCertificate,
+        recovering: bool,
+        now_ns: u64,
+    ) -> Result<Hash, HostError> {
+        self.apply_decided(cert, recovering, now_ns)
+    }
+
+    fn on_app_frame(&mut self, _from: ValidatorId, body: &[u8], now_ns: u64) {
+        // A peer forwards what its clients sent: admitted here on our own checks.
+        if let Some(items) = txport::decode_list(body, FORWARD_BATCH) {
+            let shared = self.shared.get_mut();
+            let Shared {
+                mempool, execution, ..
+            } = shared;
+            mempool.admit_many(&items, now_ns / MS, &*execution);
+        }
+    }
+}
+
+impl NodeApp {
+    /// Admits what clients sent (one batch) and answers each; returns the frame that
+    /// forwards the admitted ones to the other validators, if any.
+    fn on_clients(&mut self, events: Vec<ClientEvent>, now_ns: u64) -> Option<Frame> {
         let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
         // Clients that left are forgotten after this batch's notices are queued: a client
         // whose last frame and departure come in one batch still gets its answer.
@@ -807,24 +702,25 @@ impl Host {
                 ClientEvent::Transaction(id, bytes) => frames.push((id, bytes)),
             }
         }
-        self.admit_from_clients(frames);
+        let forward = self.admit_from_clients(frames, now_ns);
         for id in gone {
             self.clients.remove(&id);
         }
+        forward
     }
 
-    /// Admits one batch of client frames, answers each, and forwards the admitted ones.
-    fn admit_from_clients(&mut self, frames: Vec<(u64, Vec<u8>)>) {
+    /// Admits one batch of client frames and answers each; returns the frame forwarding
+    /// the admitted ones.
+    fn admit_from_clients(&mut self, frames: Vec<(u64, Vec<u8>)>, now_ns: u64) -> Option<Frame> {
         if frames.is_empty() {
-            return;
+            return None;
         }
         let items: Vec<&[u8]> = frames.iter().map(|(_, b)| b.as_slice()).collect();
         let results = {
-            let mut shared = self.shared.borrow_mut();
             let Shared {
                 mempool, execution, ..
-            } = &mut *shared;
-            mempool.admit_many(&items, now_ns() / MS, &*execution)
+            } = self.shared.get_mut();
+            mempool.admit_many(&items, now_ns / MS, &*execution)
         };
         let mut forward: Vec<&[u8]> = Vec::new();
         for ((id, bytes), result) in frames.iter().zip(results) {
@@ -852,11 +748,8 @@ impl Host {
             };
             self.notify(*id, &notice);
         }
-        if !forward.is_empty() {
-            let mut frame = vec![FRAME_TXS];
-            frame.extend_from_slice(&txport::encode_list(forward.into_iter()));
-            self.net.broadcast(Arc::from(frame));
-        }
+        (!forward.is_empty())
+            .then(|| consensus::host::app_frame(&txport::encode_list(forward.into_iter())))
     }
 
     /// Queues a notice for a client; a client whose queue is full is dropped (slow).
@@ -869,41 +762,50 @@ impl Host {
         }
     }
 
-    /// Executes a decided block (checking its parent root), stores it (when `fresh`), tells
-    /// the clients of its transactions, and logs height and execution root.
-    fn apply_decided(&mut self, cert: CommitCertificate, fresh: bool) -> Result<(), HostError> {
+    /// Executes a decided block (durable already; the host checked its parent root),
+    /// tells the clients of its transactions, and logs height and execution root (unless
+    /// `recovering` it from the block file). Returns the execution root after it.
+    fn apply_decided(
+        &mut self,
+        cert: &CommitCertificate,
+        recovering: bool,
+        now_ns: u64,
+    ) -> Result<Hash, HostError> {
         let block = &cert.block;
         let height = block.height;
-        if block.prev_exec_root != self.exec_root {
-            return Err(HostError::ExecRootMismatch {
-                height,
-                ours: hex(&self.exec_root.0),
-                block: hex(&block.prev_exec_root.0),
-            });
-        }
-        let mut shared = self.shared.borrow_mut();
-        let txs = check_payload(&mut shared, &block.payload)
+        let shared = self.shared.get_mut();
+        let txs = check_payload(shared, &block.payload)
             .map_err(|what| HostError::BadPayload { height, what })?;
-        if fresh {
-            // Durable before it is executed: a crash after this replays it.
-            self.blocks.append(&cert)?;
-        }
         let refs: Vec<&SignedTransaction> = txs.iter().collect();
-        let block_time_ms = shared.block_time_ms;
-        let root = shared
-            .execution
-            .execute_block(block_time_ms, &refs, |_, _| {});
-        self.exec_root = Hash(root);
+        let root = Hash(
+            shared
+                .execution
+                .execute_block(shared.block_time_ms, &refs, |_, _| {}),
+        );
         shared.block_time_ms = (block.timestamp_ns / MS).max(shared.block_time_ms);
         let hashes: Vec<TxHash> = refs.iter().map(|tx| tx.hash()).collect();
         let evicted = {
             let Shared {
                 mempool, execution, ..
-            } = &mut *shared;
-            mempool.on_block(&hashes, now_ns() / MS, &*execution)
+            } = shared;
+            mempool.on_block(&hashes, now_ns / MS, &*execution)
         };
-        drop(shared);
         let orders: usize = refs.iter().map(|tx| tx.tx.actions.len()).sum();
+        self.notify_block(height, hashes, evicted);
+        if !recovering {
+            log_line(json!({
+                "event": "final", "index": self.index, "height": height, "round": cert.round,
+                "txs": refs.len(), "orders": orders,
+                "ts_ns": block.timestamp_ns, "decided_ns": now_ns,
+                "root": hex(&root.0),
+            }))?;
+        }
+        Ok(root)
+    }
+
+    /// `finalized` to the clients of a block's transactions, `evicted` to those of pooled
+    /// transactions that can no longer be included.
+    fn notify_block(&mut self, height: Height, hashes: Vec<TxHash>, evicted: Vec<Evicted>) {
         for hash in hashes {
             if let Some(id) = self.awaiting.remove(&hash) {
                 let notice = Notice {
@@ -926,90 +828,17 @@ impl Host {
                 self.notify(id, &notice);
             }
         }
-        self.chain.apply_block(block, &Ed25519);
-        self.last_block = Some((block.id(), block.timestamp_ns));
-        if fresh {
-            log_line(json!({
-                "event": "final", "index": self.index, "height": height, "round": cert.round,
-                "txs": refs.len(), "orders": orders,
-                "ts_ns": block.timestamp_ns, "decided_ns": now_ns(),
-                "root": hex(&self.exec_root.0),
-            }))?;
-        }
-        self.certificates
-            .push(message_frame(&Message::Commit(cert)));
-        Ok(())
     }
 
-    /// The next height's start and this validator's proposal for it: what its pool holds.
-    fn new_height_input(&mut self) -> Input {
-        let height = self.chain.height() + 1;
-        let validators = self.chain.validators().clone();
-        let (prev_block, prev_timestamp_ns) = self.last_block.unwrap_or((Hash::ZERO, 0));
-        let payload = {
-            let shared = self.shared.borrow();
-            let budget = shared
-                .max_block_bytes
-                .saturating_sub(4 + 4 * shared.max_block_txs);
-            let pending = shared.mempool.proposal(shared.max_block_txs, budget);
-            let forged = self.forged.iter().map(Vec::as_slice);
-            let items: Vec<&[u8]> = forged.chain(pending.iter().map(|tx| tx.bytes())).collect();
-            txport::encode_list(items.into_iter())
-        };
-        Input::NewHeight {
-            start: HeightStart {
-                height,
-                validators,
-                prev_block,
-                prev_exec_root: self.exec_root,
-                prev_timestamp_ns,
-            },
-            body: BlockBody {
-                evidence: Vec::new(),
-                actions: Vec::new(),
-                payload,
-            },
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sync_range_saturates_and_ignores_heights_we_do_not_have() {
-        assert_eq!(sync_range(1, 0), None);
-        assert_eq!(sync_range(1, 5), Some(1..=5));
-        assert_eq!(sync_range(3, 100), Some(3..=3 + SYNC_BATCH - 1));
-        assert_eq!(sync_range(6, 5), None);
-        assert_eq!(sync_range(u64::MAX, 5), None);
-        assert_eq!(sync_range(u64::MAX, u64::MAX), Some(u64::MAX..=u64::MAX));
-        assert_eq!(
-            sync_range(u64::MAX - 3, u64::MAX),
-            Some(u64::MAX - 3..=u64::MAX)
-        );
-    }
-
-    #[test]
-    fn peer_behind_answers_are_rate_limited_per_peer() {
-        let mut sent = HashMap::new();
-        let (a, b) = (ValidatorId([1; 32]), ValidatorId([2; 32]));
-        let t = 10_000 * MS;
-        assert!(cert_allowed(&mut sent, a, 1, t));
-        assert!(
-            !cert_allowed(&mut sent, a, 1, t + 100 * MS),
-            "same height too soon"
-        );
-        assert!(cert_allowed(&mut sent, a, 1, t + 201 * MS));
-        // Many heights within a second: capped per peer, and other peers are unaffected.
-        for h in 2..=CERTS_PER_PEER_PER_S as u64 {
-            assert!(cert_allowed(&mut sent, a, h, t + 300 * MS), "height {h}");
-        }
-        assert!(!cert_allowed(&mut sent, a, 1_000, t + 300 * MS));
-        assert!(cert_allowed(&mut sent, b, 1_000, t + 300 * MS));
-        // A second later the old entries are gone.
-        assert!(cert_allowed(&mut sent, a, 1_000, t + 1_400 * MS));
-        assert!(sent.len() <= 2 * CERTS_PER_PEER_PER_S);
+    /// This validator's proposal payload: what its pool holds (arrival order).
+    fn proposal_payload(&self) -> Vec<u8> {
+        let shared = self.shared.borrow();
+        let budget = shared
+            .max_block_bytes
+            .saturating_sub(4 + 4 * shared.max_block_txs);
+        let pending = shared.mempool.proposal(shared.max_block_txs, budget);
+        let forged = self.forged.iter().map(Vec::as_slice);
+        let items: Vec<&[u8]> = forged.chain(pending.iter().map(|tx| tx.bytes())).collect();
+        txport::encode_list(items.into_iter())
     }
 }
