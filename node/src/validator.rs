@@ -632,7 +632,7 @@ impl Shell {
     fn perform(&mut self) -> Result<(), HostError> {
         while let Some(action) = self.host.poll_action() {
             match action {
-                Action::Send { to, frame } => {
+                Action::Send { to, frame, .. } => {
                     self.net.send(&to, frame);
                 }
                 Action::Broadcast(frame) => self.net.broadcast(frame),

@@ -120,6 +120,8 @@ pub enum Action {
         to: ValidatorId,
         /// The frame.
         frame: Frame,
+        /// Why (for metrics; the simulator delays `PeerBehind` answers).
+        reason: SendReason,
     },
     /// Send `frame` to every other validator.
     Broadcast(Frame),
@@ -127,6 +129,17 @@ pub enum Action {
     PersistBlock(Arc<CommitCertificate>),
     /// A validator double-signed (already pooled for this host's proposals): report it.
     Evidence(Box<Evidence>),
+}
+
+/// Why the host sends a frame to one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendReason {
+    /// The certificate of a height the peer is behind at (`PeerBehind`).
+    PeerBehind,
+    /// A sync request to a peer that is ahead.
+    SyncRequest,
+    /// A certificate in answer to the peer's sync request.
+    SyncAnswer,
 }
 
 /// Why the host stopped.
@@ -487,7 +500,12 @@ impl<V: SignatureVerifier, A: Application, S: SafetyStore> Host<V, A, S> {
         if cert_allowed(&mut self.cert_sent, peer, height, now_ns) {
             let frame = frame.clone();
             self.stats.behind_certificates += 1;
-            self.actions.push_back(Action::Send { to: peer, frame });
+            let reason = SendReason::PeerBehind;
+            self.actions.push_back(Action::Send {
+                to: peer,
+                frame,
+                reason,
+            });
         }
     }
 
@@ -504,7 +522,12 @@ impl<V: SignatureVerifier, A: Application, S: SafetyStore> Host<V, A, S> {
         self.sync_asked.insert(from, now_ns);
         self.stats.sync_requests += 1;
         let frame = sync_frame(ours + 1);
-        self.actions.push_back(Action::Send { to: from, frame });
+        let reason = SendReason::SyncRequest;
+        self.actions.push_back(Action::Send {
+            to: from,
+            frame,
+            reason,
+        });
     }
 
     /// A sync request: up to `SYNC_BATCH` certificates from the height asked for.
@@ -525,7 +548,12 @@ impl<V: SignatureVerifier, A: Application, S: SafetyStore> Host<V, A, S> {
         for h in range {
             let frame = self.certificates[(h - 1) as usize].clone();
             self.stats.sync_certificates += 1;
-            self.actions.push_back(Action::Send { to: from, frame });
+            let reason = SendReason::SyncAnswer;
+            self.actions.push_back(Action::Send {
+                to: from,
+                frame,
+                reason,
+            });
         }
     }
 }

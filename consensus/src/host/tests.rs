@@ -140,7 +140,7 @@ fn recovered_blocks_are_executed_without_persisting_and_served_to_sync_requests(
     let sent = drain(&mut b);
     assert_eq!(sent.len(), 2);
     for (act, height) in sent.iter().zip(2..) {
-        let Action::Send { to, frame } = act else {
+        let Action::Send { to, frame, .. } = act else {
             panic!("{act:?}")
         };
         assert_eq!(*to, peer.id());
@@ -180,7 +180,8 @@ fn a_message_far_ahead_asks_its_sender_for_the_missing_blocks() {
         asked,
         vec![Action::Send {
             to: peer.id(),
-            frame: sync_frame(1)
+            frame: sync_frame(1),
+            reason: SendReason::SyncRequest,
         }]
     );
     // Not again within 100 ms; application frames go to the application.
