@@ -62,7 +62,7 @@ use crate::messages::{
     Vote,
 };
 use crate::protocol::{block_valid, Config, HeightStart, TimeoutConfig};
-use crate::safety::MemStore;
+use crate::safety::{MemStore, SafetyStore};
 use crate::types::{
     Hash, Height, Keypair, PayloadValidator, SignatureBytes, SignatureVerifier, ValidatorId,
 };
@@ -285,13 +285,14 @@ impl Application for SimApp {
     fn on_app_frame(&mut self, _from: ValidatorId, _body: &[u8], _now_ns: u64) {}
 }
 
-type SimHost = Host<SimContext, SimApp, MemStore>;
+type SimHost = Host<SimContext, SimApp>;
 
 struct Node {
     key: Keypair,
     honest: bool,
     host: Option<SimHost>,
-    store: Option<MemStore>,
+    /// The safety store (kept across crashes; the host's saves are performed into it).
+    store: MemStore,
     incarnation: u32,
     /// The block file: every certificate persisted, in height order.
     blocks: Vec<CommitCertificate>,
@@ -417,7 +418,7 @@ impl Sim {
                 key: k.clone(),
                 honest: Some(i) != byz,
                 host: None,
-                store: Some(MemStore::new()),
+                store: MemStore::new(),
                 incarnation: 0,
                 blocks: Vec::new(),
                 down_chain: Some(chain.clone()),
@@ -569,9 +570,7 @@ impl Sim {
             Event::Restart { node } => {
                 if self.nodes[node].host.is_none() {
                     if self.cfg.amnesia {
-                        if let Some(s) = self.nodes[node].store.as_mut() {
-                            s.wipe();
-                        }
+                        self.nodes[node].store.wipe();
                     }
                     self.boot(node);
                 }
@@ -584,7 +583,6 @@ impl Sim {
         let node = &mut self.nodes[i];
         if let Some(host) = node.host.take() {
             node.down_chain = Some(host.chain().clone());
-            node.store = Some(host.into_store());
             node.incarnation += 1;
             node.wake = None;
         }
@@ -629,6 +627,10 @@ impl Sim {
                     }
                 }
                 host::Action::Broadcast(frame) => self.broadcast(i, frame),
+                host::Action::PersistSafety(state) => {
+                    let node = &mut self.nodes[i];
+                    node.store.save(&state).expect("memory store cannot fail");
+                }
                 host::Action::PersistBlock(cert) => self.persist(i, &cert),
                 host::Action::Evidence(e) => self.on_evidence(i, *e),
             }
@@ -799,18 +801,10 @@ impl Sim {
             ),
             actions: self.actions.clone(),
         };
-        let store = node.store.take().expect("store present while down");
+        let saved = node.store.load().expect("memory store cannot fail");
         let (ctx, genesis) = (self.ctx.clone(), self.genesis.clone());
-        let mut host = Host::new(
-            config,
-            ctx,
-            app,
-            store,
-            node.key.clone(),
-            genesis,
-            Hash::ZERO,
-        )
-        .expect("memory store cannot fail");
+        let key = node.key.clone();
+        let mut host = Host::new(config, ctx, app, saved, key, genesis, Hash::ZERO);
         for cert in &node.blocks {
             host.recover(cert.clone(), self.now)
                 .expect("a stored block re-executes");

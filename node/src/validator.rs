@@ -4,8 +4,9 @@
 //! simulator (`consensus::sim`) runs too: it feeds the host received frames, expired
 //! timers (wall clock) and the block file's contents at start-up, and performs the host's
 //! actions in order (QUIC sends and broadcasts; a decided block appended to the block file,
-//! durable, before the host is told and executes it). Votes and locks go through
-//! [`FileStore`] before any signed message leaves. Timers, sync requests and answers,
+//! durable, before the host is told and executes it; the core's safety saves written to
+//! [`FileStore`], one per receive batch at most, before any message signed in that batch
+//! leaves). Timers, sync requests and answers,
 //! `PeerBehind` answers and the decided-block sequence are the host's.
 //!
 //! What stays here is the node's [`Application`], `NodeApp`: blocks hold **signed
@@ -48,7 +49,7 @@ use consensus::governance::ChainParams;
 use consensus::host::{Action, AppProposal, Application, Frame, Host};
 use consensus::messages::CommitCertificate;
 use consensus::protocol::{Config as ConsensusConfig, TimeoutConfig};
-use consensus::safety::{FileStore, StoreError};
+use consensus::safety::{FileStore, SafetyStore, StoreError};
 use consensus::types::{Ed25519, Hash, Height, Keypair, ValidatorId};
 use consensus::validators::Validator;
 use consensus_net::{BlockStore, BlockStoreError, NetConfig, NetError, Network, Peer, Received};
@@ -314,10 +315,12 @@ struct NodeApp {
     awaiting: HashMap<TxHash, u64>,
 }
 
-/// The shell: the host library driven by QUIC, the block file and the wall clock.
+/// The shell: the host library driven by QUIC, the safety journal, the block file and the
+/// wall clock.
 struct Shell {
-    host: Host<Ed25519, NodeApp, FileStore>,
+    host: Host<Ed25519, NodeApp>,
     net: Network,
+    safety: FileStore,
     blocks: BlockStore,
 }
 
@@ -421,22 +424,29 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
     };
 
     let (blocks, stored, cut) = BlockStore::open(&data_dir.join("blocks"))?;
+    let mut safety = FileStore::new(&data_dir.join("safety"));
+    let saved = safety.load()?;
     let host = Host::new(
         consensus_config(chain_id, &config.timeouts),
         Ed25519,
         app,
-        FileStore::new(&data_dir.join("safety")),
+        saved,
         keypair.clone(),
         chain,
         exec_root,
-    )?;
+    );
     let (net, rx) = Network::start(NetConfig::new(seed, entry.addr, peers.clone()))?;
     let (client_tx, client_rx) = mpsc::channel::<ClientEvent>(1 << 16);
     let listener = tokio::net::TcpListener::bind(entry.tx_addr)
         .await
         .map_err(|e| HostError::Io(PathBuf::from(entry.tx_addr.to_string()), e))?;
     tokio::spawn(accept_clients(listener, client_tx));
-    let mut validator = Shell { host, net, blocks };
+    let mut validator = Shell {
+        host,
+        net,
+        safety,
+        blocks,
+    };
     // Resume: re-execute every stored block (checking each root) before joining.
     let recovered = stored.len();
     for cert in stored {
@@ -598,12 +608,14 @@ impl Shell {
                     let Some(first) = received else {
                         return Err(HostError::Config("network stopped".into()));
                     };
-                    self.on_frame(first)?;
-                    // Drain what is already here (bounded) before looking at timers again.
+                    self.host.on_frame(first.from, &first.frame, now_ns())?;
+                    // Drain what is already here (bounded) before looking at timers again;
+                    // the batch's safety saves are coalesced into one write.
                     for _ in 0..256 {
                         let Ok(r) = rx.try_recv() else { break };
-                        self.on_frame(r)?;
+                        self.host.on_frame(r.from, &r.frame, now_ns())?;
                     }
+                    self.perform()?;
                 }
                 event = client_rx.recv() => {
                     let Some(first) = event else {
@@ -622,13 +634,10 @@ impl Shell {
         }
     }
 
-    fn on_frame(&mut self, r: Received) -> Result<(), HostError> {
-        self.host.on_frame(r.from, &r.frame, now_ns())?;
-        self.perform()
-    }
-
-    /// Performs the host's actions in order. A decided block is appended to the block file
-    /// (durable) before the host is told, which then executes it and starts the next height.
+    /// Performs the host's actions in order: a safety save is durable before any later
+    /// message leaves (an error stops the validator before it sends them); a decided block
+    /// is appended to the block file (durable) before the host is told, which then executes
+    /// it and starts the next height.
     fn perform(&mut self) -> Result<(), HostError> {
         while let Some(action) = self.host.poll_action() {
             match action {
@@ -636,6 +645,7 @@ impl Shell {
                     self.net.send(&to, frame);
                 }
                 Action::Broadcast(frame) => self.net.broadcast(frame),
+                Action::PersistSafety(state) => self.safety.save(&state)?,
                 Action::PersistBlock(cert) => {
                     self.blocks.append(&cert)?;
                     self.host.block_durable(cert.block.height, now_ns())?;

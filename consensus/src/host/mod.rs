@@ -19,9 +19,14 @@
 //!   [`Application`] executes it, the chain state applies it -> the next height starts with
 //!   a proposal asked from the application. Nothing of height `h + 1` is signed before
 //!   block `h` is durable and executed.
-//! - Signed messages leave as [`Action::Broadcast`] / [`Action::Send`] only after
-//!   [`Consensus::step`] has saved the safety state they depend on (the core saves through
-//!   its [`SafetyStore`] before a step returns).
+//! - The core's safety saves are actions too: where [`Consensus::step`] saves its safety
+//!   state (once per step that signed something), the host queues
+//!   [`Action::PersistSafety`] **before** every other action of that step, so the shell
+//!   makes it durable before any message it signed leaves. A save queued and not yet taken
+//!   is updated in place by the next step's save (the newer state covers the older one and
+//!   is written no later than the older one would have been): a shell that handles several
+//!   inputs before performing writes once. A failed save must stop the shell before it
+//!   performs anything after it.
 //! - `PeerBehind` is answered with the certificate of that height, only to a validator of
 //!   the current set, rate-limited per peer ([`limits::cert_allowed`]); a message two or
 //!   more heights ahead triggers a sync request to its sender (at most every 100 ms per
@@ -40,7 +45,7 @@ use crate::chain::ChainState;
 use crate::governance::SignedAction;
 use crate::messages::{CommitCertificate, Evidence, Message};
 use crate::protocol::{BlockBody, Config, Consensus, HeightStart, Input, Output, Step, Timeout};
-use crate::safety::{SafetyStore, StoreError};
+use crate::safety::{SafetyState, SafetyStore, StoreError};
 use crate::types::{
     Hash, Height, Keypair, PayloadValidator, Round, SignatureBytes, SignatureVerifier, ValidatorId,
 };
@@ -111,6 +116,25 @@ impl<V, A: Application> PayloadValidator for HostContext<V, A> {
     }
 }
 
+/// The core's [`SafetyStore`] inside the host: it hands the state loaded at start to the
+/// core and keeps what the core saves for the host to turn into [`Action::PersistSafety`].
+#[derive(Debug, Default)]
+pub struct DeferredStore {
+    loaded: Option<SafetyState>,
+    pending: Option<SafetyState>,
+}
+
+impl SafetyStore for DeferredStore {
+    fn load(&mut self) -> Result<Option<SafetyState>, StoreError> {
+        Ok(self.loaded.take())
+    }
+
+    fn save(&mut self, state: &SafetyState) -> Result<(), StoreError> {
+        self.pending = Some(state.clone());
+        Ok(())
+    }
+}
+
 /// What the shell must do, in the order given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -125,6 +149,9 @@ pub enum Action {
     },
     /// Send `frame` to every other validator.
     Broadcast(Frame),
+    /// Store this safety state durably (replacing the previous one) before performing any
+    /// later action; stop if that fails.
+    PersistSafety(Box<SafetyState>),
     /// Store this decided block durably, then call [`Host::block_durable`].
     PersistBlock(Arc<CommitCertificate>),
     /// A validator double-signed (already pooled for this host's proposals): report it.
@@ -177,8 +204,8 @@ pub struct HostStats {
 
 /// One validator's host: the consensus core plus chain state, timers, sync and the
 /// decided-block sequence.
-pub struct Host<V: SignatureVerifier, A: Application, S: SafetyStore> {
-    consensus: Consensus<HostContext<V, A>, S>,
+pub struct Host<V: SignatureVerifier, A: Application> {
+    consensus: Consensus<HostContext<V, A>, DeferredStore>,
     chain: ChainState,
     exec_root: Hash,
     /// Id and timestamp of the last applied block.
@@ -220,21 +247,27 @@ fn tagged(tag: u8, body: &[u8]) -> Frame {
     Arc::from(frame)
 }
 
-impl<V: SignatureVerifier, A: Application, S: SafetyStore> Host<V, A, S> {
-    /// A host for validator `key` at genesis `chain` (execution root `exec_root`), loading
-    /// its safety state from `store`.
+impl<V: SignatureVerifier, A: Application> Host<V, A> {
+    /// A host for validator `key` at genesis `chain` (execution root `exec_root`), with the
+    /// safety state its shell loaded (`None` for a new validator).
     pub fn new(
         config: Config,
         verifier: V,
         app: A,
-        store: S,
+        safety: Option<SafetyState>,
         key: Keypair,
         chain: ChainState,
         exec_root: Hash,
-    ) -> Result<Self, StoreError> {
+    ) -> Self {
         let ctx = HostContext { verifier, app };
-        Ok(Host {
-            consensus: Consensus::new(config, ctx, store, key)?,
+        let store = DeferredStore {
+            loaded: safety,
+            pending: None,
+        };
+        let consensus =
+            Consensus::new(config, ctx, store, key).expect("a deferred load cannot fail");
+        Host {
+            consensus,
             chain,
             exec_root,
             last_block: None,
@@ -249,7 +282,7 @@ impl<V: SignatureVerifier, A: Application, S: SafetyStore> Host<V, A, S> {
             pending: None,
             actions: VecDeque::new(),
             stats: HostStats::default(),
-        })
+        }
     }
 
     /// Re-applies a block read back from the block file (before [`Host::start`]).
@@ -364,14 +397,12 @@ impl<V: SignatureVerifier, A: Application, S: SafetyStore> Host<V, A, S> {
         &mut self.consensus.context_mut().app
     }
 
-    /// The safety store (the simulator keeps it across a simulated crash).
-    pub fn into_store(self) -> S {
-        self.consensus.into_store()
-    }
-
     fn step(&mut self, input: Input, now_ns: u64) -> Result<(), HostError<A::Error>> {
         let mut out = Vec::new();
         self.consensus.step(input, now_ns, &mut out)?;
+        if let Some(state) = self.consensus.store_mut().pending.take() {
+            self.persist_safety(state);
+        }
         for o in out {
             self.output(o, now_ns)?;
         }
@@ -390,6 +421,21 @@ impl<V: SignatureVerifier, A: Application, S: SafetyStore> Host<V, A, S> {
             Output::PeerBehind { peer, height } => self.answer_behind(peer, height, now_ns),
         }
         Ok(())
+    }
+
+    /// Queues a safety save ahead of the step's other actions, or updates a save still
+    /// queued (it is ahead of everything queued since).
+    fn persist_safety(&mut self, state: SafetyState) {
+        let queued = self.actions.iter_mut().find_map(|a| match a {
+            Action::PersistSafety(s) => Some(s),
+            _ => None,
+        });
+        match queued {
+            Some(s) => **s = state,
+            None => self
+                .actions
+                .push_back(Action::PersistSafety(Box::new(state))),
+        }
     }
 
     /// A decision: checked against our root, then handed out to be made durable.

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::governance::ChainParams;
-use crate::safety::MemStore;
 use crate::types::Ed25519;
 use crate::validators::Validator;
 
@@ -46,7 +45,7 @@ impl Application for Recorder {
     }
 }
 
-type TestHost = Host<Ed25519, Recorder, MemStore>;
+type TestHost = Host<Ed25519, Recorder>;
 
 /// A host for validator `keys[0]` of a set where it holds `my_stake` and a second
 /// validator (the peer) holds 1.
@@ -69,12 +68,12 @@ fn host(my_stake: u64) -> (TestHost, Keypair) {
         config,
         Ed25519,
         Recorder::default(),
-        MemStore::new(),
+        None,
         me,
         chain,
         Hash::ZERO,
     );
-    (h.unwrap(), peer)
+    (h, peer)
 }
 
 fn drain(h: &mut TestHost) -> Vec<Action> {
@@ -200,4 +199,117 @@ impl Recorder {
         }
         r.root
     }
+}
+
+/// A host for the validator that does not propose round 0 of height 1, both of stake 1
+/// (so neither decides alone), and the other's key.
+fn follower() -> (TestHost, Keypair) {
+    let keys = [Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32])];
+    let set: Vec<Validator> = keys
+        .iter()
+        .map(|k| Validator {
+            id: k.id(),
+            stake: 1,
+        })
+        .collect();
+    let chain = ChainState::genesis(CHAIN, set, ChainParams::default(), vec![]).unwrap();
+    let first = crate::validators::ProposerSchedule::new(chain.validators()).proposer(0);
+    let (me, peer) = if keys[0].id() == first {
+        (keys[1].clone(), keys[0].clone())
+    } else {
+        (keys[0].clone(), keys[1].clone())
+    };
+    let config = Config::new(CHAIN);
+    let h = Host::new(
+        config,
+        Ed25519,
+        Recorder::default(),
+        None,
+        me,
+        chain,
+        Hash::ZERO,
+    );
+    (h, peer)
+}
+
+fn votes(actions: &[Action]) -> Vec<crate::messages::SignedVote> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast(f) => match Message::decode(&f[1..]) {
+                Ok(Message::Vote(v)) => Some(v),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_safety_save_not_yet_taken_is_updated_in_place_and_precedes_every_later_message() {
+    let (mut h, peer) = follower();
+    h.start(MS).unwrap();
+    assert!(
+        drain(&mut h).is_empty(),
+        "nothing signed before the propose timeout"
+    );
+    // Its nil prevote at the propose timeout, then (not drained yet) the peer's nil
+    // prevote: 2f+1 nil prevotes, so it precommits nil (L44) in a second step.
+    let propose_ns = Config::new(CHAIN).timeouts.propose_ns;
+    h.on_timers(propose_ns + 2 * MS).unwrap();
+    let vote = crate::messages::Vote {
+        kind: crate::messages::VoteKind::Prevote,
+        height: 1,
+        round: 0,
+        value: None,
+        validator: peer.id(),
+    };
+    let signed = crate::messages::SignedVote {
+        vote,
+        signature: peer.sign(&vote.signing_bytes(&CHAIN)),
+    };
+    h.on_frame(
+        peer.id(),
+        &message_frame(&Message::Vote(signed)),
+        propose_ns + 3 * MS,
+    )
+    .unwrap();
+    let actions = drain(&mut h);
+    let saves: Vec<usize> = (0..actions.len())
+        .filter(|i| matches!(actions[*i], Action::PersistSafety(_)))
+        .collect();
+    assert_eq!(saves, vec![0], "one save, ahead of both votes: {actions:?}");
+    let Action::PersistSafety(state) = &actions[0] else {
+        unreachable!()
+    };
+    let sent = votes(&actions);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(state.prevote, Some(sent[0]));
+    assert_eq!(state.precommit, Some(sent[1]));
+    // Restarted from that state, it signs no other vote of that round: it re-sends these.
+    let me = sent[0].vote.validator;
+    let key = [Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32])]
+        .into_iter()
+        .find(|k| k.id() == me)
+        .unwrap();
+    let (fresh, _) = follower();
+    let chain = fresh.chain().clone();
+    let saved = Some((**state).clone());
+    let config = Config::new(CHAIN);
+    let mut again = Host::new(
+        config,
+        Ed25519,
+        Recorder::default(),
+        saved,
+        key,
+        chain,
+        Hash::ZERO,
+    );
+    again.start(10 * MS).unwrap();
+    again.on_timers(propose_ns + 20 * MS).unwrap();
+    let rebroadcast = Config::new(CHAIN).timeouts.rebroadcast_ns;
+    again.on_timers(rebroadcast + 30 * MS).unwrap();
+    let resent = votes(&drain(&mut again));
+    assert!(!resent.is_empty());
+    assert!(resent.iter().all(|v| sent.contains(v)), "{resent:?}");
 }

@@ -342,6 +342,11 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         self.store
     }
 
+    /// The store (the host takes the state saved by the last step from it).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// The host hooks.
     pub fn context(&self) -> &C {
         &self.ctx
