@@ -30,7 +30,10 @@
 //! - `PeerBehind` is answered with the certificate of that height, only to a validator of
 //!   the current set, rate-limited per peer ([`limits::cert_allowed`]); a message two or
 //!   more heights ahead triggers a sync request to its sender (at most every 100 ms per
-//!   peer), answered with up to [`limits::SYNC_BATCH`] certificates.
+//!   peer), answered with up to [`limits::SYNC_BATCH`] certificates. Certificates past the
+//!   few heights the core buffers are held by the host (at most [`limits::SYNC_BATCH`]
+//!   heights) and handed to the core as their heights come, so one answer moves a lagging
+//!   validator many heights (the core checks each certificate then).
 //! - Evidence is reported ([`Action::Evidence`]) and put into this validator's next
 //!   proposals (at most two per block) until a block includes it.
 
@@ -49,7 +52,7 @@ use crate::safety::{SafetyState, SafetyStore, StoreError};
 use crate::types::{
     Hash, Height, Keypair, PayloadValidator, Round, SignatureBytes, SignatureVerifier, ValidatorId,
 };
-use limits::{cert_allowed, sync_range, SYNC_ASK_EVERY_NS, SYNC_SERVE_EVERY_NS};
+use limits::{cert_allowed, sync_range, SYNC_ASK_EVERY_NS, SYNC_BATCH, SYNC_SERVE_EVERY_NS};
 
 /// Frame tag: a consensus [`Message`].
 pub const FRAME_MESSAGE: u8 = 1;
@@ -219,6 +222,10 @@ pub struct Host<V: SignatureVerifier, A: Application> {
     sync_served: BTreeMap<ValidatorId, (Height, u64)>,
     evidence: Vec<Evidence>,
     included: BTreeSet<Evidence>,
+    /// Certificates for heights past the core's buffer, by height (the first one received).
+    ahead: BTreeMap<Height, Message>,
+    /// Heights past the current one the core buffers itself.
+    window: Height,
     /// Decided, handed out as `PersistBlock`, not yet durable.
     pending: Option<Arc<CommitCertificate>>,
     actions: VecDeque<Action>,
@@ -259,6 +266,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         chain: ChainState,
         exec_root: Hash,
     ) -> Self {
+        let window = config.future_heights;
         let ctx = HostContext { verifier, app };
         let store = DeferredStore {
             loaded: safety,
@@ -279,6 +287,8 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             sync_served: BTreeMap::new(),
             evidence: Vec::new(),
             included: BTreeSet::new(),
+            ahead: BTreeMap::new(),
+            window,
             pending: None,
             actions: VecDeque::new(),
             stats: HostStats::default(),
@@ -313,7 +323,10 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
                     return Ok(()); // A malformed message from a peer is dropped.
                 };
                 self.maybe_ask_sync(from, m.height(), now_ns);
-                self.step(Input::Message(m), now_ns)
+                match self.hold_ahead(m) {
+                    Some(m) => self.step(Input::Message(m), now_ns),
+                    None => Ok(()),
+                }
             }
             Some((&FRAME_SYNC, body)) => {
                 self.serve_sync(from, body, now_ns);
@@ -506,7 +519,38 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             actions: proposal.actions,
             payload: proposal.payload,
         };
-        self.step(Input::NewHeight { start, body }, now_ns)
+        self.step(Input::NewHeight { start, body }, now_ns)?;
+        self.release_ahead(height, now_ns)
+    }
+
+    /// Keeps a certificate for a height past the core's buffer (returns `None`), up to
+    /// `SYNC_BATCH` heights further; gives back every other message.
+    fn hold_ahead(&mut self, m: Message) -> Option<Message> {
+        // The core works on `next` and buffers up to `next + window` itself.
+        let next = self.chain.height() + 1;
+        let first = next.saturating_add(self.window).saturating_add(1);
+        let last = first.saturating_add(SYNC_BATCH - 1);
+        let h = m.height();
+        if !matches!(m, Message::Commit(_)) || h < first || h > last {
+            return Some(m);
+        }
+        self.ahead.entry(h).or_insert(m);
+        None
+    }
+
+    /// Hands the core the held certificates it can now use or buffer (heights `height` to
+    /// `height + window`), and forgets those of heights already passed.
+    fn release_ahead(&mut self, height: Height, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        self.ahead = self.ahead.split_off(&height);
+        let last = height.saturating_add(self.window);
+        while let Some(entry) = self.ahead.first_entry() {
+            if *entry.key() > last {
+                break;
+            }
+            let m = entry.remove();
+            self.step(Input::Message(m), now_ns)?;
+        }
+        Ok(())
     }
 
     /// Evidence not yet in a block against validators not yet jailed (at most two).

@@ -313,3 +313,58 @@ fn a_safety_save_not_yet_taken_is_updated_in_place_and_precedes_every_later_mess
     assert!(!resent.is_empty());
     assert!(resent.iter().all(|v| sent.contains(v)), "{resent:?}");
 }
+
+#[test]
+fn certificates_past_the_cores_buffer_are_held_and_applied_in_order() {
+    // Ten heights decided by the validator that holds most of the stake.
+    let (mut a, peer) = host(10);
+    a.start(MS).unwrap();
+    let mut frames = Vec::new();
+    let mut now = MS;
+    for height in 1..=10 {
+        // When the other validator proposes round 0, the propose timeout moves it on.
+        let certificate = loop {
+            let found = drain(&mut a).into_iter().find_map(|act| match act {
+                Action::PersistBlock(c) => Some(c),
+                _ => None,
+            });
+            if let Some(c) = found {
+                break c;
+            }
+            now = a.next_deadline().unwrap();
+            a.on_timers(now).unwrap();
+        };
+        frames.push(message_frame(&Message::Commit((*certificate).clone())));
+        now += MS;
+        a.block_durable(height, now).unwrap();
+    }
+    // The other validator of that set, at height 0, gets them last first (as a sync
+    // answer can arrive); the core alone would keep only the next two heights.
+    let validators = a.chain().validators().validators().to_vec();
+    let chain = ChainState::genesis(CHAIN, validators, ChainParams::default(), vec![]).unwrap();
+    let me = peer;
+    let source = Keypair::from_seed([1; 32]).id();
+    let mut b = Host::new(
+        Config::new(CHAIN),
+        Ed25519,
+        Recorder::default(),
+        None,
+        me,
+        chain,
+        Hash::ZERO,
+    );
+    b.start(MS).unwrap();
+    for f in frames.iter().rev() {
+        b.on_frame(source, f, now).unwrap();
+    }
+    let mut persisted_heights = Vec::new();
+    while let Some(act) = b.poll_action() {
+        if let Action::PersistBlock(c) = act {
+            persisted_heights.push(c.block.height);
+            b.block_durable(c.block.height, now).unwrap();
+        }
+    }
+    assert_eq!(persisted_heights, (1..=10).collect::<Vec<_>>());
+    assert_eq!(b.exec_root(), a.exec_root());
+    assert_eq!(b.chain().hash(), a.chain().hash());
+}
