@@ -394,35 +394,8 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
         )));
     }
     let chain_id = config.chain_id_bytes()?;
-    let mut genesis = Vec::new();
-    let mut peers = Vec::new();
-    for v in &config.validators {
-        let id = ValidatorId(unhex32(&v.key)?);
-        genesis.push(Validator { id, stake: v.stake });
-        peers.push(Peer { id, addr: v.addr });
-    }
-    let chain = ChainState::genesis(chain_id, genesis, ChainParams::default(), vec![])
-        .map_err(|e| HostError::Config(format!("validator set: {e}")))?;
-    let spec = config.load_spec()?;
-    let mut execution = genesis_execution(&config)?;
-    let exec_root = Hash(execution.root());
-    let app = NodeApp {
-        index: args.index,
-        forged: args
-            .byzantine_forge
-            .then(|| forged_withdrawal(&spec))
-            .transpose()?,
-        shared: RefCell::new(Shared {
-            execution,
-            mempool: Mempool::new(MempoolConfig::default()),
-            block_time_ms: config.genesis_time_ms,
-            max_block_txs: config.max_block_txs as usize,
-            max_block_bytes: config.max_block_bytes as usize,
-        }),
-        clients: HashMap::new(),
-        awaiting: HashMap::new(),
-    };
-
+    let (chain, peers) = genesis_chain(&config)?;
+    let (app, exec_root) = node_app(&args, &config)?;
     let (blocks, stored, cut) = BlockStore::open(&data_dir.join("blocks"))?;
     let mut safety = FileStore::new(&data_dir.join("safety"));
     let saved = safety.load()?;
@@ -461,6 +434,49 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
     validator.host.start(now_ns())?;
     validator.perform()?;
     validator.run(rx, client_rx).await
+}
+
+/// The chain state at genesis (the configured validators and stakes) and the peers.
+fn genesis_chain(config: &DevnetConfig) -> Result<(ChainState, Vec<Peer>), HostError> {
+    let mut genesis = Vec::new();
+    let mut peers = Vec::new();
+    for v in &config.validators {
+        let id = ValidatorId(unhex32(&v.key)?);
+        genesis.push(Validator { id, stake: v.stake });
+        peers.push(Peer { id, addr: v.addr });
+    }
+    let chain = ChainState::genesis(
+        config.chain_id_bytes()?,
+        genesis,
+        ChainParams::default(),
+        vec![],
+    )
+    .map_err(|e| HostError::Config(format!("validator set: {e}")))?;
+    Ok((chain, peers))
+}
+
+/// The node's application at genesis, and its execution root.
+fn node_app(args: &ValidatorArgs, config: &DevnetConfig) -> Result<(NodeApp, Hash), HostError> {
+    let spec = config.load_spec()?;
+    let mut execution = genesis_execution(config)?;
+    let exec_root = Hash(execution.root());
+    let app = NodeApp {
+        index: args.index,
+        forged: args
+            .byzantine_forge
+            .then(|| forged_withdrawal(&spec))
+            .transpose()?,
+        shared: RefCell::new(Shared {
+            execution,
+            mempool: Mempool::new(MempoolConfig::default()),
+            block_time_ms: config.genesis_time_ms,
+            max_block_txs: config.max_block_txs as usize,
+            max_block_bytes: config.max_block_bytes as usize,
+        }),
+        clients: HashMap::new(),
+        awaiting: HashMap::new(),
+    };
+    Ok((app, exec_root))
 }
 
 /// The core's configuration from the devnet's timeouts.
