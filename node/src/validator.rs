@@ -624,12 +624,12 @@ impl Shell {
                     let Some(first) = received else {
                         return Err(HostError::Config("network stopped".into()));
                     };
-                    self.host.on_frame(first.from, &first.frame, now_ns())?;
+                    self.on_frame(first)?;
                     // Drain what is already here (bounded) before looking at timers again;
-                    // the batch's safety saves are coalesced into one write.
+                    // the safety saves of the batch's consensus messages are coalesced.
                     for _ in 0..256 {
                         let Ok(r) = rx.try_recv() else { break };
-                        self.host.on_frame(r.from, &r.frame, now_ns())?;
+                        self.on_frame(r)?;
                     }
                     self.perform()?;
                 }
@@ -648,6 +648,17 @@ impl Shell {
                 }
             }
         }
+    }
+
+    /// Hands the host a peer's frame. Before forwarded transactions (whose admission can
+    /// take milliseconds) it performs what earlier frames of the batch queued, so that
+    /// votes never wait for them.
+    fn on_frame(&mut self, r: Received) -> Result<(), HostError> {
+        if r.frame.first() != Some(&consensus::host::FRAME_MESSAGE) {
+            self.perform()?;
+        }
+        self.host.on_frame(r.from, &r.frame, now_ns())?;
+        Ok(())
     }
 
     /// Performs the host's actions in order: a safety save is durable before any later
