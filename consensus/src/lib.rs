@@ -6,6 +6,9 @@
 //! - [`validators`], [`governance`], [`chain`]: the validator set with stakes, epochs and
 //!   slashing; the co-processor registry and governance proposals; the per-block state
 //!   machine that applies them.
+//! - [`host`]: the validator host around the core (timers, sync, `PeerBehind` answers, the
+//!   decided-block sequence) as a sans-IO state machine, driven by `nexus validator` over
+//!   QUIC and by [`sim`] in memory.
 //! - [`sim`]: a seeded, virtual-time simulator of a whole cluster with a faulty network,
 //!   crashes, restarts and an equivocating validator.
 //!
@@ -15,6 +18,7 @@ pub mod block;
 pub mod chain;
 mod codec;
 pub mod governance;
+pub mod host;
 pub mod messages;
 pub mod protocol;
 pub mod safety;

@@ -10,9 +10,9 @@
 //!   stabilisation time) messages are lost with `loss_per_mille`, delayed up to
 //!   `max_delay_ms`, and a partition may split the validators in two from a random time
 //!   until GST. From GST on nothing is lost and delays are at most `max_delay_after_gst_ms`.
-//! - **Crashes.** A crashed validator loses its [`Consensus`] (all in-memory state) and
-//!   drops messages and timers. It keeps what a real node keeps on disk: its
-//!   [`MemStore`] safety state and its applied chain (blocks, chain state). It restarts
+//! - **Crashes.** A crashed validator loses its host (all in-memory state) and drops
+//!   messages and timers. It keeps what a real node keeps on disk: its [`MemStore`] safety
+//!   state and its block file, which it re-executes on restart. It restarts
 //!   before or at GST. With `amnesia` the safety store is wiped on restart, which is what a
 //!   lost disk does: used to show that the checks catch the resulting double signing.
 //! - **Equivocator.** One validator (below 1/3 of the stake) runs the honest state machine
@@ -22,12 +22,18 @@
 //!   its peers in two groups, sends one the originals and the other the twins (a "twins"
 //!   attack: each group sees a consistent story), crosses over 10% of the time and sends
 //!   both to a peer 5% of the time, which is how it gets caught.
-//! - **Hosts.** On `Decide` a node checks the block, applies it to its [`ChainState`],
-//!   advances a simulated execution root (`BLAKE3(prev_root || payload)`), and starts the
-//!   next height; it answers `PeerBehind` with the commit certificate (after
-//!   `sync_delay_ms`, at most every 200 ms per peer and height); it includes evidence it saw
-//!   in its next proposals, and scripted actions: a governance proposal (co-processor
-//!   upgrade) with every honest validator's yes vote, and a stake change by validator 1.
+//! - **Hosts.** Every validator runs the host that ships, [`crate::host::Host`], over the
+//!   simulated network, clock and files: frames are delivered to `on_frame`, its timers
+//!   fire at `next_deadline`, a `PersistBlock` is appended to the validator's in-memory
+//!   block file before `block_durable` (which executes it and starts the next height), and
+//!   a restarted validator recovers from that file. So timers, sync requests and answers,
+//!   `PeerBehind` answers (certificates take `sync_delay_ms` more to arrive), the evidence
+//!   pool and the decided sequence are the shipped code. The application ([`SimApp`])
+//!   advances a simulated execution root (`BLAKE3(prev_root || payload)`) and proposes
+//!   scripted actions: a governance proposal (co-processor upgrade) with every honest
+//!   validator's yes vote, and a stake change by validator 1.
+//! - **Isolation.** `isolated` cuts one validator off from every other until a time (after
+//!   GST too), so that it must catch up through sync.
 //! - **Signatures.** Real ed25519 signing; verification is exact but cheap: the simulator
 //!   knows every key, and ed25519 signing is deterministic (RFC 8032), so a signature is
 //!   accepted iff it equals the key holder's signature of the bytes. Results are cached by
@@ -42,7 +48,7 @@
 //! budget. Progress and evidence are reported for the caller to check.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use rand::{Rng, SeedableRng};
@@ -50,14 +56,13 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::chain::ChainState;
 use crate::governance::{Action, ChainParams, ProposalKind, SignedAction};
+use crate::host::{self, AppProposal, Application, Frame, Host, HostStats, FRAME_MESSAGE};
 use crate::messages::{
     CommitCertificate, Evidence, Message, Proposal, ProposalMessage, SignedProposal, SignedVote,
     Vote,
 };
-use crate::protocol::{
-    block_valid, BlockBody, Config, Consensus, HeightStart, Input, Output, Timeout, TimeoutConfig,
-};
-use crate::safety::MemStore;
+use crate::protocol::{block_valid, Config, HeightStart, TimeoutConfig};
+use crate::safety::{MemStore, SafetyStore};
 use crate::types::{
     Hash, Height, Keypair, PayloadValidator, SignatureBytes, SignatureVerifier, ValidatorId,
 };
@@ -102,6 +107,9 @@ pub struct SimConfig {
     pub amnesia: bool,
     /// Submit a governance proposal (co-processor upgrade) and vote for it.
     pub governance: bool,
+    /// `(validator, until_ms)`: every message to or from that validator is lost until then,
+    /// after GST too (it must catch up through sync).
+    pub isolated: Option<(usize, u64)>,
 }
 
 impl SimConfig {
@@ -124,6 +132,7 @@ impl SimConfig {
             sync_delay_ms: rng.random_range(0..=1_500),
             amnesia: false,
             governance: true,
+            isolated: None,
         }
     }
 }
@@ -163,6 +172,8 @@ pub struct SimReport {
     pub end_ms: u64,
     /// Digest of every decision (height, block id) in order: equal for equal seeds.
     pub trace: Hash,
+    /// Per validator: its host's sync counters since its last start (zero if down).
+    pub host_stats: Vec<HostStats>,
 }
 
 impl SimReport {
@@ -226,17 +237,69 @@ fn sim_payload_valid(height: Height, payload: &[u8]) -> bool {
         && blake3::hash(&payload[..21]).as_bytes()[..8] == payload[21..]
 }
 
+/// The simulator's application: a hash chain of payloads as its execution root, random
+/// valid payloads and the scripted chain actions as proposals.
+pub struct SimApp {
+    root: Hash,
+    rng: ChaCha8Rng,
+    actions: Rc<Vec<SignedAction>>,
+}
+
+impl Application for SimApp {
+    type Error = std::convert::Infallible;
+
+    fn propose(&mut self, height: Height, chain: &ChainState, _now_ns: u64) -> AppProposal {
+        let actions = self
+            .actions
+            .iter()
+            .filter(|a| a.nonce == chain.next_nonce(&a.signer))
+            .filter(|a| match a.action {
+                Action::Vote { proposal, .. } => chain.governance().proposal(proposal).is_some(),
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        AppProposal {
+            actions,
+            payload: sim_payload(height, self.rng.random()),
+        }
+    }
+
+    fn payload_valid(&self, height: Height, payload: &[u8]) -> bool {
+        sim_payload_valid(height, payload)
+    }
+
+    fn execute(
+        &mut self,
+        certificate: &CommitCertificate,
+        _recovering: bool,
+        _now_ns: u64,
+    ) -> Result<Hash, Self::Error> {
+        let mut root = blake3::Hasher::new();
+        root.update(&self.root.0);
+        root.update(&certificate.block.payload);
+        self.root = Hash(*root.finalize().as_bytes());
+        Ok(self.root)
+    }
+
+    fn on_app_frame(&mut self, _from: ValidatorId, _body: &[u8], _now_ns: u64) {}
+}
+
+type SimHost = Host<SimContext, SimApp>;
+
 struct Node {
     key: Keypair,
     honest: bool,
-    consensus: Option<Consensus<SimContext, MemStore>>,
-    store: Option<MemStore>,
+    host: Option<SimHost>,
+    /// The safety store (kept across crashes; the host's saves are performed into it).
+    store: MemStore,
     incarnation: u32,
-    chain: ChainState,
-    exec_root: Hash,
-    certificates: Vec<CommitCertificate>,
-    evidence_pool: Vec<Evidence>,
-    cert_sent: BTreeMap<(ValidatorId, Height), u64>,
+    /// The block file: every certificate persisted, in height order.
+    blocks: Vec<CommitCertificate>,
+    /// The chain state while down (the host's when up).
+    down_chain: Option<ChainState>,
+    /// The host's next wake-up already in the event queue.
+    wake: Option<u64>,
     /// Twin block ids of the equivocator, per (height, round).
     twins: BTreeMap<(Height, u32), Hash>,
     /// Block ids the equivocator received in proposals, per (height, round).
@@ -245,16 +308,28 @@ struct Node {
     groups: BTreeMap<Height, Vec<bool>>,
 }
 
+impl Node {
+    fn chain(&self) -> &ChainState {
+        match &self.host {
+            Some(h) => h.chain(),
+            None => self
+                .down_chain
+                .as_ref()
+                .expect("a down node keeps its chain"),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Event {
     Deliver {
+        from: usize,
         to: usize,
-        message: Box<Message>,
+        frame: Frame,
     },
-    Timeout {
+    Wake {
         node: usize,
         incarnation: u32,
-        timeout: Timeout,
     },
     Crash {
         node: usize,
@@ -268,6 +343,7 @@ struct Sim {
     cfg: SimConfig,
     rng: ChaCha8Rng,
     ctx: SimContext,
+    genesis: ChainState,
     nodes: Vec<Node>,
     now: u64,
     seq: u64,
@@ -283,7 +359,7 @@ struct Sim {
     dropped: u64,
     extra_rounds: u64,
     trace: blake3::Hasher,
-    actions: Vec<SignedAction>,
+    actions: Rc<Vec<SignedAction>>,
     heights_at_gst: Option<Vec<Height>>,
     genesis_stake_1: u64,
 }
@@ -341,14 +417,12 @@ impl Sim {
             .map(|(i, k)| Node {
                 key: k.clone(),
                 honest: Some(i) != byz,
-                consensus: None,
-                store: Some(MemStore::new()),
+                host: None,
+                store: MemStore::new(),
                 incarnation: 0,
-                chain: chain.clone(),
-                exec_root: Hash::ZERO,
-                certificates: Vec::new(),
-                evidence_pool: Vec::new(),
-                cert_sent: BTreeMap::new(),
+                blocks: Vec::new(),
+                down_chain: Some(chain.clone()),
+                wake: None,
                 twins: BTreeMap::new(),
                 seen: BTreeMap::new(),
                 groups: BTreeMap::new(),
@@ -405,6 +479,7 @@ impl Sim {
             cfg,
             rng,
             ctx,
+            genesis: chain,
             nodes,
             now: 0,
             seq: 0,
@@ -420,7 +495,7 @@ impl Sim {
             dropped: 0,
             extra_rounds: 0,
             trace: blake3::Hasher::new(),
-            actions,
+            actions: Rc::new(actions),
             heights_at_gst: None,
             genesis_stake_1: stakes[1],
         };
@@ -461,47 +536,161 @@ impl Sim {
                 self.heights_at_gst = Some(self.honest_heights());
             }
             self.now = at;
-            match event {
-                Event::Deliver { to, message } => {
-                    if self.nodes[to].consensus.is_none() {
-                        self.dropped += 1;
-                        continue;
-                    }
-                    self.input(to, Input::Message(*message));
-                }
-                Event::Timeout {
-                    node,
-                    incarnation,
-                    timeout,
-                } => {
-                    if self.nodes[node].incarnation == incarnation
-                        && self.nodes[node].consensus.is_some()
-                    {
-                        self.input(node, Input::Timeout(timeout));
-                    }
-                }
-                Event::Crash { node } => {
-                    if let Some(c) = self.nodes[node].consensus.take() {
-                        self.nodes[node].store = Some(c.into_store());
-                        self.nodes[node].incarnation += 1;
-                    }
-                }
-                Event::Restart { node } => {
-                    if self.nodes[node].consensus.is_none() {
-                        if self.cfg.amnesia {
-                            if let Some(s) = self.nodes[node].store.as_mut() {
-                                s.wipe();
-                            }
-                        }
-                        self.boot(node);
-                    }
-                }
-            }
+            self.handle(event);
             if self.finished() {
                 break;
             }
         }
         self.report()
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Deliver { from, to, frame } => {
+                if self.nodes[to].host.is_none() {
+                    self.dropped += 1;
+                    return;
+                }
+                self.deliver(from, to, &frame);
+            }
+            Event::Wake { node, incarnation } => {
+                let n = &mut self.nodes[node];
+                if n.incarnation != incarnation || n.host.is_none() {
+                    return;
+                }
+                if n.wake.is_some_and(|w| w <= self.now) {
+                    n.wake = None;
+                }
+                let now = self.now;
+                let host = n.host.as_mut().expect("up");
+                host.on_timers(now).expect("the simulated host cannot fail");
+                self.perform(node);
+            }
+            Event::Crash { node } => self.crash(node),
+            Event::Restart { node } => {
+                if self.nodes[node].host.is_none() {
+                    if self.cfg.amnesia {
+                        self.nodes[node].store.wipe();
+                    }
+                    self.boot(node);
+                }
+            }
+        }
+    }
+
+    /// A crashed validator keeps its safety store and block file, nothing else.
+    fn crash(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(host) = node.host.take() {
+            node.down_chain = Some(host.chain().clone());
+            node.incarnation += 1;
+            node.wake = None;
+        }
+    }
+
+    /// Hands a frame to node `to`'s host (the equivocator notes the proposals it sees).
+    fn deliver(&mut self, from: usize, to: usize, frame: &[u8]) {
+        if !self.nodes[to].honest {
+            if let Some(Message::Proposal(p)) = decode_message(frame) {
+                let prop = &p.signed.proposal;
+                self.nodes[to]
+                    .seen
+                    .insert((prop.height, prop.round), prop.block_id);
+            }
+        }
+        let from_id = self.nodes[from].key.id();
+        let now = self.now;
+        let host = self.nodes[to].host.as_mut().expect("up");
+        host.on_frame(from_id, frame, now)
+            .expect("the simulated host cannot fail");
+        self.perform(to);
+    }
+
+    /// Performs node `i`'s host actions in order, then schedules its next timer wake-up.
+    fn perform(&mut self, i: usize) {
+        loop {
+            let Some(host) = self.nodes[i].host.as_mut() else {
+                return;
+            };
+            let Some(action) = host.poll_action() else {
+                break;
+            };
+            match action {
+                host::Action::Send { to, frame, reason } => {
+                    // An answer to `PeerBehind` takes `sync_delay_ms` more.
+                    let extra = match reason {
+                        host::SendReason::PeerBehind => self.cfg.sync_delay_ms * MS,
+                        _ => 0,
+                    };
+                    if let Some(j) = self.nodes.iter().position(|n| n.key.id() == to) {
+                        self.send_after(i, j, frame, extra);
+                    }
+                }
+                host::Action::Broadcast(frame) => self.broadcast(i, frame),
+                host::Action::PersistSafety(state) => {
+                    let node = &mut self.nodes[i];
+                    node.store.save(&state).expect("memory store cannot fail");
+                }
+                host::Action::PersistBlock(cert) => self.persist(i, &cert),
+                host::Action::Evidence(e) => self.on_evidence(i, *e),
+            }
+        }
+        self.schedule_wake(i);
+    }
+
+    fn schedule_wake(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let Some(at) = node.host.as_ref().and_then(|h| h.next_deadline()) else {
+            return;
+        };
+        if node.wake.is_some_and(|w| w <= at) {
+            return;
+        }
+        let at = at.max(self.now);
+        let incarnation = node.incarnation;
+        self.nodes[i].wake = Some(at);
+        self.schedule(
+            at,
+            Event::Wake {
+                node: i,
+                incarnation,
+            },
+        );
+    }
+
+    fn broadcast(&mut self, i: usize, frame: Frame) {
+        if !self.nodes[i].honest {
+            if let Some(m) = decode_message(&frame) {
+                self.equivocate(i, m);
+                return;
+            }
+        }
+        for j in 0..self.nodes.len() {
+            if j != i {
+                self.send(i, j, frame.clone());
+            }
+        }
+    }
+
+    fn on_evidence(&mut self, i: usize, e: Evidence) {
+        if !self.nodes[i].honest {
+            return;
+        }
+        let offender = e.offender();
+        let honest_offender = self
+            .nodes
+            .iter()
+            .any(|n| n.honest && n.key.id() == offender);
+        if honest_offender {
+            self.evidence_against_honest += 1;
+            if !self.cfg.amnesia {
+                self.violations.push(format!(
+                    "node {i} saw evidence against honest validator {offender:?}: {e:?}"
+                ));
+            }
+        } else {
+            self.evidence_seen = true;
+        }
     }
 
     /// Every honest validator decided enough heights after GST, the equivocator is jailed
@@ -522,8 +711,8 @@ impl Sim {
         let byz = self.nodes.iter().find(|n| !n.honest).map(|n| n.key.id());
         byz.is_some_and(|b| {
             self.nodes.iter().filter(|n| n.honest).all(|n| {
-                n.chain.staking().bond(&b).is_some_and(|bond| bond.jailed)
-                    && n.chain.validators().stake_of(&b).is_none()
+                n.chain().staking().bond(&b).is_some_and(|bond| bond.jailed)
+                    && n.chain().validators().stake_of(&b).is_none()
             })
         })
     }
@@ -532,11 +721,11 @@ impl Sim {
         let raised = self.nodes[1].key.id();
         let target = self.genesis_stake_1 + 2;
         self.nodes.iter().filter(|n| n.honest).all(|n| {
-            n.chain
+            n.chain()
                 .governance()
                 .coprocessor(SIM_COPROCESSOR)
                 .is_some_and(|c| c.version == 1)
-                && n.chain.validators().stake_of(&raised) == Some(target)
+                && n.chain().validators().stake_of(&raised) == Some(target)
         })
     }
 
@@ -544,7 +733,7 @@ impl Sim {
         self.nodes
             .iter()
             .filter(|n| n.honest)
-            .map(|n| n.chain.height())
+            .map(|n| n.chain().height())
             .collect()
     }
 
@@ -565,12 +754,12 @@ impl Sim {
             heights: self
                 .nodes
                 .iter()
-                .map(|n| (n.honest, n.chain.height()))
+                .map(|n| (n.honest, n.chain().height()))
                 .collect(),
             positions: self
                 .nodes
                 .iter()
-                .map(|n| n.consensus.as_ref().and_then(|c| c.position()))
+                .map(|n| n.host.as_ref().and_then(|h| h.position()))
                 .collect(),
             heights_at_gst,
             progressed,
@@ -583,14 +772,17 @@ impl Sim {
             messages: (self.sent, self.dropped),
             end_ms: self.now / MS,
             trace: Hash(*self.trace.finalize().as_bytes()),
+            host_stats: self
+                .nodes
+                .iter()
+                .map(|n| n.host.as_ref().map(|h| h.stats()).unwrap_or_default())
+                .collect(),
             config: self.cfg,
         }
     }
 
-    /// Starts (or restarts) node `i` from its durable state.
+    /// Starts (or restarts) node `i` from its durable state: safety store and block file.
     fn boot(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        let store = node.store.take().expect("store present while down");
         let config = Config {
             timeouts: TimeoutConfig {
                 propose_ns: 300 * MS,
@@ -601,163 +793,45 @@ impl Sim {
             },
             ..Config::new(CHAIN_ID)
         };
-        let c = Consensus::new(config, self.ctx.clone(), store, node.key.clone())
-            .expect("memory store cannot fail");
-        node.consensus = Some(c);
-        let input = self.new_height_input(i);
-        self.input(i, input);
-    }
-
-    fn new_height_input(&mut self, i: usize) -> Input {
-        let noise: [u8; 8] = self.rng.random();
-        let node = &self.nodes[i];
-        let height = node.chain.height() + 1;
-        let (prev_block, prev_timestamp_ns) = match node.certificates.last() {
-            Some(c) => (c.block.id(), c.block.timestamp_ns),
-            None => (Hash::ZERO, 0),
+        let node = &mut self.nodes[i];
+        let app = SimApp {
+            root: Hash::ZERO,
+            rng: ChaCha8Rng::seed_from_u64(
+                self.cfg.seed ^ ((i as u64) << 40) ^ ((node.incarnation as u64) << 20),
+            ),
+            actions: self.actions.clone(),
         };
-        let included: BTreeSet<Evidence> = node
-            .certificates
-            .iter()
-            .flat_map(|c| c.block.evidence.iter().copied())
-            .collect();
-        let evidence: Vec<Evidence> = node
-            .evidence_pool
-            .iter()
-            .filter(|e| !included.contains(e))
-            .filter(|e| {
-                node.chain
-                    .staking()
-                    .bond(&e.offender())
-                    .is_some_and(|b| !b.jailed)
-            })
-            .take(2)
-            .copied()
-            .collect();
-        let actions = self
-            .actions
-            .iter()
-            .filter(|a| a.nonce == node.chain.next_nonce(&a.signer))
-            .filter(|a| match a.action {
-                Action::Vote { proposal, .. } => {
-                    node.chain.governance().proposal(proposal).is_some()
-                }
-                _ => true,
-            })
-            .cloned()
-            .collect();
-        Input::NewHeight {
-            start: HeightStart {
-                height,
-                validators: node.chain.validators().clone(),
-                prev_block,
-                prev_exec_root: node.exec_root,
-                prev_timestamp_ns,
-            },
-            body: BlockBody {
-                evidence,
-                actions,
-                payload: sim_payload(height, noise),
-            },
+        let saved = node.store.load().expect("memory store cannot fail");
+        let (ctx, genesis) = (self.ctx.clone(), self.genesis.clone());
+        let key = node.key.clone();
+        let mut host = Host::new(config, ctx, app, saved, key, genesis, Hash::ZERO);
+        for cert in &node.blocks {
+            host.recover(cert.clone(), self.now)
+                .expect("a stored block re-executes");
         }
+        host.start(self.now)
+            .expect("the simulated host cannot fail");
+        node.host = Some(host);
+        node.down_chain = None;
+        node.wake = None;
+        self.perform(i);
     }
 
-    fn input(&mut self, i: usize, input: Input) {
-        if let Input::Message(Message::Proposal(p)) = &input {
-            if !self.nodes[i].honest {
-                let prop = &p.signed.proposal;
-                self.nodes[i]
-                    .seen
-                    .insert((prop.height, prop.round), prop.block_id);
-            }
-        }
-        let mut out = Vec::new();
-        let c = self.nodes[i].consensus.as_mut().expect("node up");
-        c.step(input, self.now, &mut out)
-            .expect("memory store cannot fail");
-        for o in out {
-            self.output(i, o);
-        }
-    }
-
-    fn output(&mut self, i: usize, o: Output) {
-        match o {
-            Output::Broadcast(m) => {
-                if self.nodes[i].honest {
-                    for j in 0..self.nodes.len() {
-                        if j != i {
-                            self.send(i, j, m.clone());
-                        }
-                    }
-                } else {
-                    self.equivocate(i, m);
-                }
-            }
-            Output::ScheduleTimeout { timeout, at_ns } => {
-                let incarnation = self.nodes[i].incarnation;
-                self.schedule(
-                    at_ns.max(self.now),
-                    Event::Timeout {
-                        node: i,
-                        incarnation,
-                        timeout,
-                    },
-                );
-            }
-            Output::Decide(cert) => self.decide(i, cert),
-            Output::Evidence(e) => {
-                if self.nodes[i].honest {
-                    let offender = e.offender();
-                    let honest_offender = self
-                        .nodes
-                        .iter()
-                        .any(|n| n.honest && n.key.id() == offender);
-                    if honest_offender {
-                        self.evidence_against_honest += 1;
-                    }
-                    if honest_offender && !self.cfg.amnesia {
-                        self.violations.push(format!(
-                            "node {i} saw evidence against honest validator {offender:?}: {e:?}"
-                        ));
-                    }
-                    if !honest_offender {
-                        self.evidence_seen = true;
-                    }
-                }
-                if !self.nodes[i].evidence_pool.contains(&e) {
-                    self.nodes[i].evidence_pool.push(e);
-                }
-            }
-            Output::PeerBehind { peer, height } => {
-                let Some(j) = self.nodes.iter().position(|n| n.key.id() == peer) else {
-                    return;
-                };
-                let node = &mut self.nodes[i];
-                let Some(cert) = height
-                    .checked_sub(1)
-                    .and_then(|h| node.certificates.get(h as usize))
-                else {
-                    return;
-                };
-                let last = node.cert_sent.get(&(peer, height)).copied();
-                if last.is_some_and(|t| self.now < t + 200 * MS) {
-                    return;
-                }
-                node.cert_sent.insert((peer, height), self.now);
-                let m = Message::Commit(cert.clone());
-                let extra = self.cfg.sync_delay_ms * MS;
-                self.send_after(i, j, m, extra);
-            }
-        }
-    }
-
-    fn send(&mut self, from: usize, to: usize, m: Message) {
-        self.send_after(from, to, m, 0);
+    fn send(&mut self, from: usize, to: usize, frame: Frame) {
+        self.send_after(from, to, frame, 0);
     }
 
     /// Sends with `extra_ns` on top of the link delay.
-    fn send_after(&mut self, from: usize, to: usize, m: Message, extra_ns: u64) {
+    fn send_after(&mut self, from: usize, to: usize, frame: Frame, extra_ns: u64) {
         self.sent += 1;
+        if self
+            .cfg
+            .isolated
+            .is_some_and(|(v, until)| (v == from || v == to) && self.now < until * MS)
+        {
+            self.dropped += 1;
+            return;
+        }
         let gst = self.cfg.gst_ms * MS;
         let (lo, hi) = self.links[from][to];
         let delay = if self.now < gst {
@@ -776,13 +850,8 @@ impl Sim {
             let cap = self.cfg.max_delay_after_gst_ms * MS;
             self.rng.random_range(lo.min(cap)..=hi.min(cap))
         };
-        self.schedule(
-            self.now + delay + extra_ns,
-            Event::Deliver {
-                to,
-                message: Box::new(m),
-            },
-        );
+        let at = self.now + delay + extra_ns;
+        self.schedule(at, Event::Deliver { from, to, frame });
     }
 
     /// The equivocator: for each message, a conflicting twin; each peer gets the original,
@@ -856,70 +925,37 @@ impl Sim {
             let roll = self.rng.random_range(0..100);
             let original = group != (roll < 10);
             if roll >= 95 {
-                self.send(i, j, m.clone());
-                self.send(i, j, twin.clone());
+                self.send(i, j, host::message_frame(&m));
+                self.send(i, j, host::message_frame(&twin));
             } else if original {
-                self.send(i, j, m.clone());
+                self.send(i, j, host::message_frame(&m));
             } else {
-                self.send(i, j, twin.clone());
+                self.send(i, j, host::message_frame(&twin));
             }
         }
     }
 
-    fn decide(&mut self, i: usize, cert: CommitCertificate) {
-        let block = cert.block.clone();
-        let id = block.id();
-        let node = &self.nodes[i];
-        let honest = node.honest;
-        let h = block.height;
-        assert_eq!(h, node.chain.height() + 1, "decisions come in height order");
-        if honest {
-            // Agreement.
-            match self.decisions.get(&h) {
-                Some((other, j)) if *other != id => self.violations.push(format!(
-                    "agreement: node {i} decided {id:?} at height {h}, node {j} decided {other:?}"
-                )),
-                Some(_) => {}
-                None => {
-                    self.decisions.insert(h, (id, i));
-                    self.trace.update(&h.to_le_bytes());
-                    self.trace.update(&id.0);
-                }
-            }
-            // Validity, against this node's own view of the chain.
-            let start = HeightStart {
-                height: h,
-                validators: node.chain.validators().clone(),
-                prev_block: node
-                    .certificates
-                    .last()
-                    .map_or(Hash::ZERO, |c| c.block.id()),
-                prev_exec_root: node.exec_root,
-                prev_timestamp_ns: node.certificates.last().map_or(0, |c| c.block.timestamp_ns),
-            };
-            if !block_valid(&start, &block, &self.ctx) {
-                self.violations.push(format!(
-                    "validity: node {i} decided an invalid block at height {h}"
-                ));
-            }
-            let mut schedule = ProposerSchedule::new(&start.validators);
-            if !(0..=cert.round).any(|r| schedule.proposer(r) == block.proposer) {
-                self.violations.push(format!(
-                    "validity: block at height {h} built by {:?}, not a proposer of rounds 0..={}",
-                    block.proposer, cert.round
-                ));
-            }
-            self.extra_rounds += cert.round as u64;
+    /// A decided block: checked (agreement, validity against the node's own chain),
+    /// appended to the node's block file, made durable; then the node executes it and its
+    /// roots are compared.
+    fn persist(&mut self, i: usize, cert: &CommitCertificate) {
+        let h = cert.block.height;
+        if self.nodes[i].honest {
+            self.check_decision(i, cert);
         }
         let node = &mut self.nodes[i];
-        node.chain.apply_block(&block, &self.ctx);
-        let mut root = blake3::Hasher::new();
-        root.update(&node.exec_root.0);
-        root.update(&block.payload);
-        node.exec_root = Hash(*root.finalize().as_bytes());
-        node.certificates.push(cert);
-        if honest {
-            let roots = (node.chain.hash(), node.exec_root);
+        assert_eq!(
+            h,
+            node.blocks.len() as u64 + 1,
+            "blocks persist in height order"
+        );
+        node.blocks.push(cert.clone());
+        let now = self.now;
+        let host = node.host.as_mut().expect("up");
+        host.block_durable(h, now)
+            .expect("the simulated host cannot fail");
+        if node.honest {
+            let roots = (host.chain().hash(), host.exec_root());
             match self.roots.get(&h) {
                 Some(r) if *r != roots => self.violations.push(format!(
                     "node {i} has a different chain state or execution root at height {h}"
@@ -930,7 +966,58 @@ impl Sim {
                 }
             }
         }
-        let input = self.new_height_input(i);
-        self.input(i, input);
+    }
+
+    /// Agreement and validity of an honest node's decision, before it is applied.
+    fn check_decision(&mut self, i: usize, cert: &CommitCertificate) {
+        let block = &cert.block;
+        let id = block.id();
+        let h = block.height;
+        let host = self.nodes[i].host.as_ref().expect("up");
+        assert_eq!(
+            h,
+            host.chain().height() + 1,
+            "decisions come in height order"
+        );
+        match self.decisions.get(&h) {
+            Some((other, j)) if *other != id => self.violations.push(format!(
+                "agreement: node {i} decided {id:?} at height {h}, node {j} decided {other:?}"
+            )),
+            Some(_) => {}
+            None => {
+                self.decisions.insert(h, (id, i));
+                self.trace.update(&h.to_le_bytes());
+                self.trace.update(&id.0);
+            }
+        }
+        let (prev_block, prev_timestamp_ns) = host.last_block().unwrap_or((Hash::ZERO, 0));
+        let start = HeightStart {
+            height: h,
+            validators: host.chain().validators().clone(),
+            prev_block,
+            prev_exec_root: host.exec_root(),
+            prev_timestamp_ns,
+        };
+        if !block_valid(&start, block, &self.ctx) {
+            self.violations.push(format!(
+                "validity: node {i} decided an invalid block at height {h}"
+            ));
+        }
+        let mut schedule = ProposerSchedule::new(&start.validators);
+        if !(0..=cert.round).any(|r| schedule.proposer(r) == block.proposer) {
+            self.violations.push(format!(
+                "validity: block at height {h} built by {:?}, not a proposer of rounds 0..={}",
+                block.proposer, cert.round
+            ));
+        }
+        self.extra_rounds += cert.round as u64;
+    }
+}
+
+/// The consensus message in a frame, if it holds one.
+fn decode_message(frame: &[u8]) -> Option<Message> {
+    match frame.split_first() {
+        Some((&FRAME_MESSAGE, body)) => Message::decode(body).ok(),
+        _ => None,
     }
 }

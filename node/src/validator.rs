@@ -1,13 +1,16 @@
 //! `nexus validator`: one NexusBFT validator of a devnet, as a process.
 //!
-//! A host around the pure [`Consensus`] state machine that does over the network what
-//! `consensus::sim` does in memory: it feeds received messages and expired timeouts to
-//! `Consensus::step`, executes each decided block, persists it (block file) and starts the
-//! next height with `NewHeight`; it answers `PeerBehind` with the certificate of that height
-//! and serves block-sync requests from the block file's contents. Votes and locks go through
-//! [`FileStore`] before any signed message leaves.
+//! A thin shell around [`consensus::host::Host`], the sans-IO validator host that the
+//! simulator (`consensus::sim`) runs too: it feeds the host received frames, expired
+//! timers (wall clock) and the block file's contents at start-up, and performs the host's
+//! actions in order (QUIC sends and broadcasts; a decided block appended to the block file,
+//! durable, before the host is told and executes it; the core's safety saves written to
+//! [`FileStore`], one per receive batch at most, before any message signed in that batch
+//! leaves). Timers, sync requests and answers,
+//! `PeerBehind` answers and the decided-block sequence are the host's.
 //!
-//! Blocks hold **signed transactions** (docs/transactions.md), and nothing else:
+//! What stays here is the node's [`Application`], `NodeApp`: blocks hold **signed
+//! transactions** (docs/transactions.md), and nothing else:
 //!
 //! - Clients send transactions to any validator's transaction port ([`crate::txport`]). The
 //!   validator admits them into its [`Mempool`] (signature verified once, nonce, limits;
@@ -20,10 +23,16 @@
 //!   verified already), chain id, roles, and nonces in order. A block holding a forged,
 //!   unsigned or replayed transaction gets a nil prevote: no proposer can act for an
 //!   account.
-//! - A decided block is appended to the block file (durable), executed by [`Execution`] (the
-//!   one owner of Core state and nonces), and every client that sent one of its transactions
-//!   gets `finalized`; pooled transactions that can no longer be included get `evicted`.
-//!   The header's `prev_exec_root` must equal this validator's execution root.
+//! - A decided block, once durable, is executed by [`Execution`] (the one owner of Core
+//!   state and nonces), and every client that sent one of its transactions gets
+//!   `finalized`; pooled transactions that can no longer be included get `evicted`. The
+//!   header's `prev_exec_root` must equal this validator's execution root.
+//! - Clients also reach the validator through its binary gateway
+//!   ([`crate::chain_gateway`]: signed `Transaction` messages, every result routed to the
+//!   sessions of each account, market data) and its JSON development port
+//!   ([`crate::chain_json`]); every client connection has a rate limit ([`crate::rate`]).
+//! - Every `snapshot_every` blocks the executed state is written ([`crate::chain_snapshot`]);
+//!   at start the newest matching snapshot is loaded and only later blocks are executed.
 //!
 //! The time a block's nonces are checked against is the timestamp of the block before it
 //! (the chain's genesis time for block 1), which every validator knows when it validates.
@@ -33,33 +42,26 @@
 //! transactions forwarded from a client ([`crate::txport::encode_list`]).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use consensus::chain::ChainState;
 use consensus::governance::ChainParams;
-use consensus::messages::{CommitCertificate, Message};
-use consensus::protocol::{
-    BlockBody, Config as ConsensusConfig, Consensus, HeightStart, Input, Output, Timeout,
-    TimeoutConfig,
-};
-use consensus::safety::{FileStore, StoreError};
-use consensus::types::{
-    Ed25519, Hash, Height, Keypair, PayloadValidator, SignatureBytes, SignatureVerifier,
-    ValidatorId,
-};
+use consensus::host::{Action, AppProposal, Application, Frame, Host};
+use consensus::messages::CommitCertificate;
+use consensus::protocol::{Config as ConsensusConfig, TimeoutConfig};
+use consensus::safety::{FileStore, SafetyStore, StoreError};
+use consensus::types::{Ed25519, Hash, Height, Keypair, ValidatorId};
 use consensus::validators::Validator;
-use consensus_net::{BlockStore, BlockStoreError, NetConfig, NetError, Network, Peer};
+use consensus_net::{BlockStore, BlockStoreError, NetConfig, NetError, Network, Peer, Received};
 use engine::EngineConfig;
 use execution::{Execution, ExecutionConfig};
-use mempool::{Mempool, MempoolConfig};
+use mempool::{Evicted, Mempool, MempoolConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -77,13 +79,7 @@ use gateway::wire::{TX_ADMITTED, TX_EVICTED, TX_REFUSED};
 use sequencer::ClientRef;
 
 const MS: u64 = 1_000_000;
-/// Most certificates sent in answer to one sync request.
-pub const SYNC_BATCH: u64 = 32;
-/// Most `PeerBehind` certificates sent to one peer per second.
-const CERTS_PER_PEER_PER_S: usize = 64;
-const FRAME_MESSAGE: u8 = 1;
-const FRAME_SYNC: u8 = 2;
-const FRAME_TXS: u8 = 3;
+pub use consensus::host::limits::SYNC_BATCH;
 /// Name of the devnet configuration in its folder.
 pub const CONFIG_FILE: &str = "devnet.toml";
 /// Notices queued for one client before it is disconnected as too slow.
@@ -329,23 +325,6 @@ fn check_payload(shared: &mut Shared, payload: &[u8]) -> Result<Vec<BlockItem>, 
     Ok(txs)
 }
 
-/// Real ed25519 checks for votes, and `valid(v)` for payloads.
-struct HostContext {
-    shared: Rc<RefCell<Shared>>,
-}
-
-impl SignatureVerifier for HostContext {
-    fn verify(&self, key: &ValidatorId, message: &[u8], signature: &SignatureBytes) -> bool {
-        Ed25519.verify(key, message, signature)
-    }
-}
-
-impl PayloadValidator for HostContext {
-    fn payload_valid(&self, _height: Height, payload: &[u8]) -> bool {
-        check_payload(&mut self.shared.borrow_mut(), payload).is_ok()
-    }
-}
-
 /// A client connection's outbox of notices.
 type ClientOutbox = mpsc::Sender<[u8; txport::NOTICE_LEN]>;
 
@@ -393,24 +372,17 @@ enum Answer {
     Evicted(u8),
 }
 
-struct Host {
+/// The node's side of the host: mempool, execution and the clients of the transaction
+/// port, the binary gateway and the JSON port. The consensus host
+/// ([`consensus::host::Host`]) asks it for proposals, payload checks and the execution of
+/// decided blocks, and hands it forwarded transactions.
+struct NodeApp {
     index: usize,
     /// A forged transaction to put in every proposal (test only, `--byzantine-forge`).
     forged: Option<Vec<u8>>,
-    consensus: Consensus<HostContext, FileStore>,
-    net: Network,
-    blocks: BlockStore,
-    chain: ChainState,
-    shared: Rc<RefCell<Shared>>,
-    exec_root: Hash,
-    /// Encoded `Message::Commit` frames of every decided height (index = height - 1).
-    certificates: Vec<Arc<[u8]>>,
-    last_block: Option<(Hash, u64)>,
-    timers: BTreeMap<(u64, u64), Timeout>,
-    timer_seq: u64,
-    cert_sent: HashMap<(ValidatorId, Height), u64>,
-    sync_asked: HashMap<ValidatorId, u64>,
-    sync_served: HashMap<ValidatorId, (Height, u64)>,
+    /// In a cell because `valid(v)` is asked through a shared reference (it checks
+    /// signatures against the pool's cache, which it updates).
+    shared: RefCell<Shared>,
     clients: HashMap<u64, ClientOutbox>,
     /// Transactions a client of this validator sent, awaiting their block.
     awaiting: HashMap<TxHash, Sender>,
@@ -418,14 +390,32 @@ struct Host {
     gateway: Option<GatewayHandle>,
     /// The JSON development port's state, if configured.
     json: Option<JsonPort>,
-    /// The chain's input seq: transactions and oracle updates executed so far (every
-    /// validator counts the same; the gateway's `seq` fields).
+    /// The chain's input seq: transactions, oracle updates and CoreWriter actions executed
+    /// so far (every validator counts the same; the gateway's `seq` fields).
     inputs_executed: u64,
     /// Where snapshots go, and every how many blocks (0: never).
     snapshots: PathBuf,
     snapshot_every: u64,
     /// Per-connection rate limits of transactions.
     rates: RateLimits<(u8, u64)>,
+    /// The execution parameters (a snapshot is restored with them).
+    execution_config: ExecutionConfig,
+}
+
+/// The shell: the host library driven by QUIC, the safety journal, the block file and the
+/// wall clock.
+struct Shell {
+    host: Host<Ed25519, NodeApp>,
+    net: Network,
+    safety: FileStore,
+    blocks: BlockStore,
+}
+
+/// The channels from the client ports to the shell's loop.
+struct ClientChannels {
+    tx_port: mpsc::Receiver<ClientEvent>,
+    json: mpsc::Receiver<JsonEvent>,
+    gateway: mpsc::Receiver<Vec<TxSubmission>>,
 }
 
 fn log_line(value: serde_json::Value) -> Result<(), HostError> {
@@ -505,6 +495,61 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
         )));
     }
     let chain_id = config.chain_id_bytes()?;
+    let (chain, peers) = genesis_chain(&config)?;
+    let (app, exec_root) = node_app(&args, &config, &data_dir)?;
+    let (blocks, stored, cut) = BlockStore::open(&data_dir.join("blocks"))?;
+    let mut safety = FileStore::new(&data_dir.join("safety"));
+    let saved = safety.load()?;
+    let host = Host::new(
+        consensus_config(chain_id, &config.timeouts),
+        Ed25519,
+        app,
+        saved,
+        keypair.clone(),
+        chain,
+        exec_root,
+    );
+    let (net, rx) = Network::start(NetConfig::new(seed, entry.addr, peers.clone()))?;
+    let (client_tx, tx_port) = mpsc::channel::<ClientEvent>(1 << 16);
+    let listener = tokio::net::TcpListener::bind(entry.tx_addr)
+        .await
+        .map_err(|e| HostError::Io(PathBuf::from(entry.tx_addr.to_string()), e))?;
+    tokio::spawn(accept_clients(listener, client_tx));
+    let mut validator = Shell {
+        host,
+        net,
+        safety,
+        blocks,
+    };
+    let recovered = stored.len() as u64;
+    let from = validator.recover(stored)?;
+    let (gateway_tx, gateway) = mpsc::channel::<Vec<TxSubmission>>(1024);
+    let gateway_addrs = validator.start_gateway(&entry, chain_id, gateway_tx)?;
+    let (json_tx, json) = mpsc::channel::<JsonEvent>(1 << 12);
+    validator.start_json(&entry, &config, json_tx).await?;
+    log_line(json!({
+        "event": "ready", "index": args.index, "addr": entry.addr.to_string(),
+        "tx_addr": entry.tx_addr.to_string(),
+        "order_entry": gateway_addrs.map(|a| a.0.to_string()),
+        "market_data": gateway_addrs.map(|a| a.1.to_string()),
+        "json": entry.json_addr.map(|a| a.to_string()),
+        "key": entry.key, "height": validator.host.chain().height(),
+        "recovered_blocks": recovered, "snapshot_height": from,
+        "executed_blocks": recovered - from,
+        "torn_bytes_cut": cut, "state_root": hex(&validator.host.exec_root().0),
+    }))?;
+    validator.host.start(now_ns())?;
+    validator.perform()?;
+    let channels = ClientChannels {
+        tx_port,
+        json,
+        gateway,
+    };
+    validator.run(rx, channels).await
+}
+
+/// The chain state at genesis (the configured validators and stakes) and the peers.
+fn genesis_chain(config: &DevnetConfig) -> Result<(ChainState, Vec<Peer>), HostError> {
     let mut genesis = Vec::new();
     let mut peers = Vec::new();
     for v in &config.validators {
@@ -512,27 +557,54 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
         genesis.push(Validator { id, stake: v.stake });
         peers.push(Peer { id, addr: v.addr });
     }
-    let chain = ChainState::genesis(chain_id, genesis, ChainParams::default(), vec![])
-        .map_err(|e| HostError::Config(format!("validator set: {e}")))?;
-    let spec = config.load_spec()?;
-    let mut execution = genesis_execution(&config)?;
-    let exec_root = Hash(execution.root());
-    let shared = Rc::new(RefCell::new(Shared {
-        execution,
-        mempool: Mempool::new(MempoolConfig::default()),
-        block_time_ms: config.genesis_time_ms,
-        max_block_txs: config.max_block_txs as usize,
-        max_block_bytes: config.max_block_bytes as usize,
-    }));
+    let chain = ChainState::genesis(
+        config.chain_id_bytes()?,
+        genesis,
+        ChainParams::default(),
+        vec![],
+    )
+    .map_err(|e| HostError::Config(format!("validator set: {e}")))?;
+    Ok((chain, peers))
+}
 
-    let (blocks, stored, cut) = BlockStore::open(&data_dir.join("blocks"))?;
-    let snapshots = data_dir.join("snapshots");
-    let (snapshot, skipped) = chain_snapshot::newest(&snapshots, stored.len() as u64);
-    for why in skipped {
-        eprintln!("nexus validator: snapshot not used: {why}");
-    }
-    let t = &config.timeouts;
-    let consensus_config = ConsensusConfig {
+/// The node's application at genesis, and its execution root.
+fn node_app(
+    args: &ValidatorArgs,
+    config: &DevnetConfig,
+    data_dir: &Path,
+) -> Result<(NodeApp, Hash), HostError> {
+    let spec = config.load_spec()?;
+    let mut execution = genesis_execution(config)?;
+    let exec_root = Hash(execution.root());
+    let app = NodeApp {
+        index: args.index,
+        forged: args
+            .byzantine_forge
+            .then(|| forged_withdrawal(&spec))
+            .transpose()?,
+        shared: RefCell::new(Shared {
+            execution,
+            mempool: Mempool::new(MempoolConfig::default()),
+            block_time_ms: config.genesis_time_ms,
+            max_block_txs: config.max_block_txs as usize,
+            max_block_bytes: config.max_block_bytes as usize,
+        }),
+        clients: HashMap::new(),
+        awaiting: HashMap::new(),
+        gateway: None,
+        json: None,
+        inputs_executed: 0,
+        snapshots: data_dir.join("snapshots"),
+        snapshot_every: config.snapshot_every,
+        rates: RateLimits::new(config.connection_rate, config.connection_rate),
+        execution_config: execution_config(config)?,
+    };
+    Ok((app, exec_root))
+}
+
+/// The core's configuration from the devnet's timeouts.
+fn consensus_config(chain_id: [u8; 32], t: &TimeoutsMs) -> ConsensusConfig {
+    ConsensusConfig {
         timeouts: TimeoutConfig {
             propose_ns: t.propose * MS,
             prevote_ns: t.prevote * MS,
@@ -541,153 +613,6 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
             rebroadcast_ns: t.rebroadcast * MS,
         },
         ..ConsensusConfig::new(chain_id)
-    };
-    let consensus = Consensus::new(
-        consensus_config,
-        HostContext {
-            shared: shared.clone(),
-        },
-        FileStore::new(&data_dir.join("safety")),
-        keypair.clone(),
-    )?;
-    let (net, mut rx) = Network::start(NetConfig::new(seed, entry.addr, peers.clone()))?;
-    let (client_tx, mut client_rx) = mpsc::channel::<ClientEvent>(1 << 16);
-    let (json_tx, mut json_rx) = mpsc::channel::<JsonEvent>(1 << 12);
-    let listener = tokio::net::TcpListener::bind(entry.tx_addr)
-        .await
-        .map_err(|e| HostError::Io(PathBuf::from(entry.tx_addr.to_string()), e))?;
-    tokio::spawn(accept_clients(listener, client_tx));
-    let mut host = Host {
-        index: args.index,
-        forged: args
-            .byzantine_forge
-            .then(|| forged_withdrawal(&spec))
-            .transpose()?,
-        consensus,
-        net,
-        blocks,
-        chain,
-        shared,
-        exec_root,
-        certificates: Vec::new(),
-        last_block: None,
-        timers: BTreeMap::new(),
-        timer_seq: 0,
-        cert_sent: HashMap::new(),
-        sync_asked: HashMap::new(),
-        sync_served: HashMap::new(),
-        clients: HashMap::new(),
-        awaiting: HashMap::new(),
-        gateway: None,
-        json: None,
-        inputs_executed: 0,
-        snapshots,
-        snapshot_every: config.snapshot_every,
-        rates: RateLimits::new(config.connection_rate, config.connection_rate),
-    };
-    // Resume: from the newest snapshot that matches the block file, then re-execute every
-    // later stored block (checking each root) before joining.
-    let recovered = stored.len();
-    let from = match snapshot {
-        Some(snapshot) => host.load_snapshot(snapshot, &stored, &config)?,
-        None => 0,
-    };
-    for cert in stored {
-        if cert.block.height <= from {
-            host.skip_executed(cert);
-        } else {
-            host.apply_decided(cert, false)?;
-        }
-    }
-    // The gateway's feed starts from the recovered books.
-    let (gateway_tx, mut gateway_rx) = mpsc::channel::<Vec<TxSubmission>>(1024);
-    if let (Some(order_entry), Some(market_data)) = (entry.order_addr, entry.data_addr) {
-        let shared = host.shared.borrow();
-        let config = ChainGatewayConfig {
-            order_entry,
-            market_data,
-            chain_id,
-            tip: (host.chain.height(), shared.block_time_ms),
-        };
-        let handle = chain_gateway::spawn(config, shared.execution.engine(), gateway_tx)
-            .map_err(|e| HostError::Io(PathBuf::from(order_entry.to_string()), e))?;
-        drop(shared);
-        host.shared.borrow_mut().execution.track_level_changes(true);
-        host.gateway = Some(handle);
-    }
-    let gateway_addrs = host.gateway.as_ref().map(|g| g.addrs);
-    if let Some(addr) = entry.json_addr {
-        if !addr.ip().is_loopback() {
-            let why = format!("json_addr {addr}: the JSON port signs for development keys, so it only listens on loopback");
-            return Err(HostError::Config(why));
-        }
-        let port = JsonPort::new(
-            &load::genesis_lines(&spec),
-            chain_id,
-            &load::account_keys(&spec),
-        )
-        .map_err(|e| HostError::Config(format!("genesis: {e}")))?;
-        host.json = Some(port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| HostError::Io(PathBuf::from(addr.to_string()), e))?;
-        tokio::spawn(chain_json::accept(listener, json_tx));
-    }
-    log_line(json!({
-        "event": "ready", "index": host.index, "addr": entry.addr.to_string(),
-        "tx_addr": entry.tx_addr.to_string(),
-        "order_entry": gateway_addrs.map(|a| a.0.to_string()),
-        "market_data": gateway_addrs.map(|a| a.1.to_string()),
-        "json": entry.json_addr.map(|a| a.to_string()),
-        "key": entry.key, "height": host.chain.height(), "recovered_blocks": recovered,
-        "snapshot_height": from, "executed_blocks": recovered as u64 - from,
-        "torn_bytes_cut": cut, "state_root": hex(&host.exec_root.0),
-    }))?;
-    let input = host.new_height_input();
-    host.step(input)?;
-
-    loop {
-        let deadline = host.timers.first_key_value().map(|((at, _), _)| *at);
-        let sleep = match deadline {
-            Some(at) => {
-                tokio::time::Instant::now() + Duration::from_nanos(at.saturating_sub(now_ns()))
-            }
-            None => tokio::time::Instant::now() + Duration::from_secs(3600),
-        };
-        tokio::select! {
-            _ = tokio::time::sleep_until(sleep) => host.fire_timers()?,
-            received = rx.recv() => {
-                let Some(first) = received else {
-                    return Err(HostError::Config("network stopped".into()));
-                };
-                host.on_frame(first.from, &first.frame)?;
-                // Drain what is already here (bounded) before looking at timers again.
-                for _ in 0..256 {
-                    let Ok(r) = rx.try_recv() else { break };
-                    host.on_frame(r.from, &r.frame)?;
-                }
-            }
-            event = client_rx.recv() => {
-                let Some(first) = event else {
-                    return Err(HostError::Config("transaction port stopped".into()));
-                };
-                let mut events = vec![first];
-                while events.len() < ADMIT_BATCH {
-                    let Ok(next) = client_rx.try_recv() else { break };
-                    events.push(next);
-                }
-                host.on_clients(events);
-            }
-            Some(event) = json_rx.recv() => host.on_clients(vec![ClientEvent::Json(event)]),
-            Some(batch) = gateway_rx.recv() => {
-                let mut events = vec![ClientEvent::Gateway(batch)];
-                while events.len() < ADMIT_BATCH / 16 {
-                    let Ok(next) = gateway_rx.try_recv() else { break };
-                    events.push(ClientEvent::Gateway(next));
-                }
-                host.on_clients(events);
-            }
-        }
     }
 }
 
@@ -781,171 +706,256 @@ async fn serve_client(id: u64, stream: tokio::net::TcpStream, events: mpsc::Send
     tokio::join!(read, write);
 }
 
-/// Heights to answer a sync request from `from_height` (>= 1) with, when we are at
-/// `ours`: at most [`SYNC_BATCH`], none past `ours`; `None` if we have none of them.
-fn sync_range(from_height: Height, ours: Height) -> Option<std::ops::RangeInclusive<Height>> {
-    if from_height == 0 || from_height > ours {
-        return None;
+impl From<consensus::host::HostError<HostError>> for HostError {
+    fn from(e: consensus::host::HostError<HostError>) -> HostError {
+        match e {
+            consensus::host::HostError::Safety(e) => HostError::Safety(e),
+            consensus::host::HostError::ExecRootMismatch {
+                height,
+                ours,
+                block,
+            } => HostError::ExecRootMismatch {
+                height,
+                ours: hex(&ours.0),
+                block: hex(&block.0),
+            },
+            consensus::host::HostError::App(e) => e,
+        }
     }
-    Some(from_height..=ours.min(from_height.saturating_add(SYNC_BATCH - 1)))
 }
 
-/// Per-peer rate limit of `PeerBehind` answers: at most one every 200 ms per peer and
-/// height, and at most [`CERTS_PER_PEER_PER_S`] per peer per second whatever the heights.
-/// Keys are (peer, height); entries older than a second are dropped when a peer's count is
-/// checked, so the map holds at most that many entries per known peer.
-fn cert_allowed(
-    sent: &mut HashMap<(ValidatorId, Height), u64>,
-    peer: ValidatorId,
-    height: Height,
-    now: u64,
-) -> bool {
-    if sent
-        .get(&(peer, height))
-        .is_some_and(|t| now <= t + 200 * MS)
-    {
-        return false;
-    }
-    sent.retain(|(p, _), t| *p != peer || now <= *t + 1_000 * MS);
-    if sent.keys().filter(|(p, _)| *p == peer).count() >= CERTS_PER_PEER_PER_S {
-        return false;
-    }
-    sent.insert((peer, height), now);
-    true
-}
-
-fn message_frame(m: &Message) -> Arc<[u8]> {
-    let body = m.encode();
-    let mut frame = Vec::with_capacity(body.len() + 1);
-    frame.push(FRAME_MESSAGE);
-    frame.extend_from_slice(&body);
-    Arc::from(frame)
-}
-
-impl Host {
-    fn step(&mut self, input: Input) -> Result<(), HostError> {
-        let mut queue = VecDeque::from([input]);
-        let mut out = Vec::new();
-        while let Some(input) = queue.pop_front() {
-            self.consensus.step(input, now_ns(), &mut out)?;
-            for o in out.drain(..) {
-                if let Some(next) = self.output(o)? {
-                    queue.push_back(next);
+impl Shell {
+    /// Re-applies the block file: blocks the newest matching snapshot covers without
+    /// executing them, the later ones executed (checking each root). Returns the snapshot's
+    /// height (0: none used).
+    fn recover(&mut self, stored: Vec<CommitCertificate>) -> Result<Height, HostError> {
+        let app = self.host.app_mut();
+        let (snapshot, skipped) = chain_snapshot::newest(&app.snapshots, stored.len() as u64);
+        for why in skipped {
+            eprintln!("nexus validator: snapshot not used: {why}");
+        }
+        let from = match snapshot {
+            Some(snapshot) => app.load_snapshot(snapshot, &stored),
+            None => None,
+        };
+        let covered = from.map_or(0, |(height, _)| height);
+        let roots_after: Vec<Hash> = stored
+            .iter()
+            .skip(1)
+            .map(|c| c.block.prev_exec_root)
+            .collect();
+        for (i, cert) in stored.into_iter().enumerate() {
+            match from {
+                Some((height, root)) if cert.block.height <= height => {
+                    let after = if cert.block.height == height {
+                        root
+                    } else {
+                        roots_after[i]
+                    };
+                    self.host.recover_covered(cert, after)?;
                 }
+                _ => self.host.recover(cert, now_ns())?,
             }
         }
+        Ok(covered)
+    }
+
+    /// Starts the binary gateway's thread if the validator has its ports; its feed starts
+    /// from the recovered books. Returns (order entry, market data) addresses.
+    fn start_gateway(
+        &mut self,
+        entry: &ValidatorEntry,
+        chain_id: [u8; 32],
+        to_host: mpsc::Sender<Vec<TxSubmission>>,
+    ) -> Result<Option<(SocketAddr, SocketAddr)>, HostError> {
+        let (Some(order_entry), Some(market_data)) = (entry.order_addr, entry.data_addr) else {
+            return Ok(None);
+        };
+        let height = self.host.chain().height();
+        let app = self.host.app_mut();
+        let shared = app.shared.get_mut();
+        let config = ChainGatewayConfig {
+            order_entry,
+            market_data,
+            chain_id,
+            tip: (height, shared.block_time_ms),
+        };
+        let handle = chain_gateway::spawn(config, shared.execution.engine(), to_host)
+            .map_err(|e| HostError::Io(PathBuf::from(order_entry.to_string()), e))?;
+        shared.execution.track_level_changes(true);
+        let addrs = handle.addrs;
+        app.gateway = Some(handle);
+        Ok(Some(addrs))
+    }
+
+    /// Starts the JSON development port if the validator has one (loopback only).
+    async fn start_json(
+        &mut self,
+        entry: &ValidatorEntry,
+        config: &DevnetConfig,
+        events: mpsc::Sender<JsonEvent>,
+    ) -> Result<(), HostError> {
+        let Some(addr) = entry.json_addr else {
+            return Ok(());
+        };
+        if !addr.ip().is_loopback() {
+            let why = format!(
+                "json_addr {addr}: the JSON port signs for development keys, so it only listens on loopback"
+            );
+            return Err(HostError::Config(why));
+        }
+        let spec = config.load_spec()?;
+        let port = JsonPort::new(
+            &load::genesis_lines(&spec),
+            spec.chain_id,
+            &load::account_keys(&spec),
+        )
+        .map_err(|e| HostError::Config(format!("genesis: {e}")))?;
+        self.host.app_mut().json = Some(port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| HostError::Io(PathBuf::from(addr.to_string()), e))?;
+        tokio::spawn(chain_json::accept(listener, events));
         Ok(())
     }
 
-    fn output(&mut self, o: Output) -> Result<Option<Input>, HostError> {
-        match o {
-            Output::Broadcast(m) => self.net.broadcast(message_frame(&m)),
-            Output::ScheduleTimeout { timeout, at_ns } => {
-                self.timer_seq += 1;
-                self.timers.insert((at_ns, self.timer_seq), timeout);
-            }
-            Output::Decide(cert) => {
-                self.apply_decided(cert, true)?;
-                return Ok(Some(self.new_height_input()));
-            }
-            Output::Evidence(e) => log_line(json!({
-                "event": "evidence", "index": self.index, "height": e.height(),
-                "offender": hex(&e.offender().0),
-            }))?,
-            Output::PeerBehind { peer, height } => {
-                // Only a known validator is answered (the map is keyed by peer, so it stays
-                // bounded by the validator set), and only with a height we have.
-                if self.chain.validators().stake_of(&peer).is_none() {
-                    return Ok(None);
+    /// The event loop: timers, peers' frames and clients' transactions (transaction port,
+    /// JSON port, gateway), each followed by the host's actions.
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Received>,
+        mut clients: ClientChannels,
+    ) -> Result<(), HostError> {
+        loop {
+            let sleep = match self.host.next_deadline() {
+                Some(at) => {
+                    tokio::time::Instant::now() + Duration::from_nanos(at.saturating_sub(now_ns()))
                 }
-                let Some(frame) = height
-                    .checked_sub(1)
-                    .and_then(|i| self.certificates.get(i as usize))
-                else {
-                    return Ok(None);
-                };
-                let now = now_ns();
-                if cert_allowed(&mut self.cert_sent, peer, height, now) {
-                    self.net.send(&peer, frame.clone());
+                None => tokio::time::Instant::now() + Duration::from_secs(3600),
+            };
+            let events = tokio::select! {
+                _ = tokio::time::sleep_until(sleep) => {
+                    self.host.on_timers(now_ns())?;
+                    self.perform()?;
+                    continue;
                 }
-            }
-        }
-        Ok(None)
-    }
-
-    fn fire_timers(&mut self) -> Result<(), HostError> {
-        let now = now_ns();
-        while let Some(entry) = self.timers.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let timeout = entry.remove();
-            self.step(Input::Timeout(timeout))?;
-        }
-        Ok(())
-    }
-
-    fn on_frame(&mut self, from: ValidatorId, frame: &[u8]) -> Result<(), HostError> {
-        match frame.split_first() {
-            Some((&FRAME_MESSAGE, body)) => {
-                let Ok(m) = Message::decode(body) else {
-                    return Ok(()); // A malformed message from a peer is dropped.
-                };
-                // Two or more heights ahead: ask that peer for the blocks in between.
-                if m.height() > self.chain.height() + 2 {
-                    let now = now_ns();
-                    let last = self.sync_asked.get(&from).copied();
-                    if last.is_none_or(|t| now > t + 100 * MS) {
-                        self.sync_asked.insert(from, now);
-                        let mut req = vec![FRAME_SYNC];
-                        req.extend_from_slice(&(self.chain.height() + 1).to_le_bytes());
-                        self.net.send(&from, Arc::from(req));
+                received = rx.recv() => {
+                    let Some(first) = received else {
+                        return Err(HostError::Config("network stopped".into()));
+                    };
+                    self.on_frame(first)?;
+                    // Drain what is already here (bounded) before looking at timers again;
+                    // the safety saves of the batch's consensus messages are coalesced.
+                    for _ in 0..256 {
+                        let Ok(r) = rx.try_recv() else { break };
+                        self.on_frame(r)?;
                     }
+                    self.perform()?;
+                    continue;
                 }
-                self.step(Input::Message(m))
-            }
-            Some((&FRAME_SYNC, body)) => {
-                self.serve_sync(from, body);
-                Ok(())
-            }
-            Some((&FRAME_TXS, body)) => {
-                // A peer forwards what its clients sent: admitted here on our own checks.
-                if let Some(items) = txport::decode_list(body, FORWARD_BATCH) {
-                    let mut shared = self.shared.borrow_mut();
-                    let Shared {
-                        mempool, execution, ..
-                    } = &mut *shared;
-                    mempool.admit_many(&items, now_ns() / MS, &*execution);
+                event = clients.tx_port.recv() => {
+                    let Some(first) = event else {
+                        return Err(HostError::Config("transaction port stopped".into()));
+                    };
+                    let mut events = vec![first];
+                    while events.len() < ADMIT_BATCH {
+                        let Ok(next) = clients.tx_port.try_recv() else { break };
+                        events.push(next);
+                    }
+                    events
                 }
-                Ok(())
+                Some(event) = clients.json.recv() => vec![ClientEvent::Json(event)],
+                Some(batch) = clients.gateway.recv() => {
+                    let mut events = vec![ClientEvent::Gateway(batch)];
+                    while events.len() < ADMIT_BATCH / 16 {
+                        let Ok(next) = clients.gateway.try_recv() else { break };
+                        events.push(ClientEvent::Gateway(next));
+                    }
+                    events
+                }
+            };
+            if let Some(frame) = self.host.app_mut().on_clients(events, now_ns()) {
+                self.net.broadcast(frame);
             }
-            _ => Ok(()),
         }
     }
 
-    fn serve_sync(&mut self, from: ValidatorId, body: &[u8]) {
-        let Ok(bytes) = <[u8; 8]>::try_from(body) else {
-            return;
-        };
-        let from_height = u64::from_le_bytes(bytes).max(1);
-        let Some(range) = sync_range(from_height, self.chain.height()) else {
-            return; // Nothing we have (or a request past our height).
-        };
-        let now = now_ns();
-        if let Some((h, t)) = self.sync_served.get(&from) {
-            if *h == from_height && now < t + 50 * MS {
-                return;
+    /// Hands the host a peer's frame. Before forwarded transactions (whose admission can
+    /// take milliseconds) it performs what earlier frames of the batch queued, so that
+    /// votes never wait for them.
+    fn on_frame(&mut self, r: Received) -> Result<(), HostError> {
+        if r.frame.first() != Some(&consensus::host::FRAME_MESSAGE) {
+            self.perform()?;
+        }
+        self.host.on_frame(r.from, &r.frame, now_ns())?;
+        Ok(())
+    }
+
+    /// Performs the host's actions in order: a safety save is durable before any later
+    /// message leaves (an error stops the validator before it sends them); a decided block
+    /// is appended to the block file (durable) before the host is told, which then executes
+    /// it and starts the next height.
+    fn perform(&mut self) -> Result<(), HostError> {
+        while let Some(action) = self.host.poll_action() {
+            match action {
+                Action::Send { to, frame, .. } => {
+                    self.net.send(&to, frame);
+                }
+                Action::Broadcast(frame) => self.net.broadcast(frame),
+                Action::PersistSafety(state) => self.safety.save(&state)?,
+                Action::PersistBlock(cert) => {
+                    self.blocks.append(&cert)?;
+                    self.host.block_durable(cert.block.height, now_ns())?;
+                }
+                Action::Evidence(e) => log_line(json!({
+                    "event": "evidence", "index": self.host.app().index, "height": e.height(),
+                    "offender": hex(&e.offender().0),
+                }))?,
             }
         }
-        self.sync_served.insert(from, (from_height, now));
-        for h in range {
-            self.net
-                .send(&from, self.certificates[(h - 1) as usize].clone());
+        Ok(())
+    }
+}
+
+impl Application for NodeApp {
+    type Error = HostError;
+
+    fn propose(&mut self, _height: Height, _chain: &ChainState, _now_ns: u64) -> AppProposal {
+        AppProposal {
+            actions: Vec::new(),
+            payload: self.proposal_payload(),
         }
     }
 
-    /// Admits what clients sent (one batch), answers each, and forwards the admitted ones.
-    fn on_clients(&mut self, events: Vec<ClientEvent>) {
+    fn payload_valid(&self, _height: Height, payload: &[u8]) -> bool {
+        check_payload(&mut self.shared.borrow_mut(), payload).is_ok()
+    }
+
+    fn execute(
+        &mut self,
+        cert: &CommitCertificate,
+        recovering: bool,
+        now_ns: u64,
+    ) -> Result<Hash, HostError> {
+        self.apply_decided(cert, recovering, now_ns)
+    }
+
+    fn on_app_frame(&mut self, _from: ValidatorId, body: &[u8], now_ns: u64) {
+        // A peer forwards what its clients sent: admitted here on our own checks.
+        if let Some(items) = txport::decode_list(body, FORWARD_BATCH) {
+            let shared = self.shared.get_mut();
+            let Shared {
+                mempool, execution, ..
+            } = shared;
+            mempool.admit_many(&items, now_ns / MS, &*execution);
+        }
+    }
+}
+
+impl NodeApp {
+    /// Admits what clients sent (one batch) and answers each; returns the frame that
+    /// forwards the admitted ones to the other validators, if any.
+    fn on_clients(&mut self, events: Vec<ClientEvent>, now_ns: u64) -> Option<Frame> {
         let mut frames: Vec<(Sender, Vec<u8>)> = Vec::new();
         // Clients that left are forgotten after this batch's notices are queued: a client
         // whose last frame and departure come in one batch still gets its answer.
@@ -971,7 +981,7 @@ impl Host {
                     }
                 }
                 ClientEvent::Json(JsonEvent::Line(id, text)) => {
-                    frames.extend(self.json_line(id, &text))
+                    frames.extend(self.json_line(id, &text, now_ns))
                 }
                 ClientEvent::Json(JsonEvent::Gone(id)) => {
                     self.rates.forget(&Sender::Json(id, 0).connection());
@@ -981,23 +991,25 @@ impl Host {
                 }
             }
         }
-        self.admit_from_clients(frames);
+        let forward = self.admit_from_clients(frames, now_ns);
         for id in gone {
             self.clients.remove(&id);
         }
+        forward
     }
 
     /// A JSON line: answered by the port, or the transaction it signed for this batch.
-    fn json_line(&mut self, id: u64, text: &str) -> Option<(Sender, Vec<u8>)> {
+    fn json_line(&mut self, id: u64, text: &str, now_ns: u64) -> Option<(Sender, Vec<u8>)> {
         let json = self.json.as_mut()?;
-        let shared = self.shared.borrow();
-        let (line, bytes) = json.line(id, text, shared.execution.engine(), now_ns() / MS)?;
+        let shared = self.shared.get_mut();
+        let (line, bytes) = json.line(id, text, shared.execution.engine(), now_ns / MS)?;
         Some((Sender::Json(id, line), bytes))
     }
 
-    /// Admits one batch of client frames, answers each, and forwards the admitted ones.
-    fn admit_from_clients(&mut self, frames: Vec<(Sender, Vec<u8>)>) {
-        let now_ms = now_ns() / MS;
+    /// Admits one batch of client frames (each within its connection's rate) and answers
+    /// each; returns the frame forwarding the admitted ones.
+    fn admit_from_clients(&mut self, frames: Vec<(Sender, Vec<u8>)>, now_ns: u64) -> Option<Frame> {
+        let now_ms = now_ns / MS;
         let (frames, limited): (Vec<_>, Vec<_>) = frames
             .into_iter()
             .partition(|(sender, _)| self.rates.allow(sender.connection(), now_ms));
@@ -1006,15 +1018,14 @@ impl Host {
             self.answer(sender, hash, Answer::Refused(txport::CODE_RATE_LIMITED));
         }
         if frames.is_empty() {
-            return;
+            return None;
         }
         let items: Vec<&[u8]> = frames.iter().map(|(_, b)| b.as_slice()).collect();
         let results = {
-            let mut shared = self.shared.borrow_mut();
             let Shared {
                 mempool, execution, ..
-            } = &mut *shared;
-            mempool.admit_many(&items, now_ns() / MS, &*execution)
+            } = self.shared.get_mut();
+            mempool.admit_many(&items, now_ms, &*execution)
         };
         let mut forward: Vec<&[u8]> = Vec::new();
         for ((sender, bytes), result) in frames.iter().zip(results) {
@@ -1034,11 +1045,8 @@ impl Host {
                 }
             }
         }
-        if !forward.is_empty() {
-            let mut frame = vec![FRAME_TXS];
-            frame.extend_from_slice(&txport::encode_list(forward.into_iter()));
-            self.net.broadcast(Arc::from(frame));
-        }
+        (!forward.is_empty())
+            .then(|| consensus::host::app_frame(&txport::encode_list(forward.into_iter())))
     }
 
     /// Tells a transaction's sender what became of it: a transaction-port notice, or a
@@ -1101,29 +1109,57 @@ impl Host {
         }
     }
 
-    /// Executes a decided block (checking its parent root), stores it (when `fresh`), tells
-    /// the clients of its transactions, and logs height and execution root.
-    fn apply_decided(&mut self, cert: CommitCertificate, fresh: bool) -> Result<(), HostError> {
+    /// Executes a decided block (durable already; the host checked its parent root), feeds
+    /// its results to the gateway and the JSON port, tells the clients of its transactions,
+    /// logs height and execution root (unless `recovering` it from the block file), and
+    /// writes a snapshot every `snapshot_every` blocks. Returns the execution root after it.
+    fn apply_decided(
+        &mut self,
+        cert: &CommitCertificate,
+        recovering: bool,
+        now_ns: u64,
+    ) -> Result<Hash, HostError> {
         let block = &cert.block;
         let height = block.height;
-        if block.prev_exec_root != self.exec_root {
-            return Err(HostError::ExecRootMismatch {
-                height,
-                ours: hex(&self.exec_root.0),
-                block: hex(&block.prev_exec_root.0),
-            });
-        }
-        let mut shared = self.shared.borrow_mut();
-        let txs = check_payload(&mut shared, &block.payload)
+        let txs = check_payload(self.shared.get_mut(), &block.payload)
             .map_err(|what| HostError::BadPayload { height, what })?;
-        if fresh {
-            // Durable before it is executed: a crash after this replays it.
-            self.blocks.append(&cert)?;
-        }
         let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
-        let block_time_ms = shared.block_time_ms;
         let hashes: Vec<TxHash> = refs.iter().map(|tx| tx.hash()).collect();
-        let mut feed = BlockFeed::new(self.inputs_executed, height, refs.len());
+        let root = self.execute_items(height, &txs, &hashes)?;
+        let shared = self.shared.get_mut();
+        shared.block_time_ms = (block.timestamp_ns / MS).max(shared.block_time_ms);
+        let evicted = {
+            let Shared {
+                mempool, execution, ..
+            } = shared;
+            mempool.on_block(&hashes, now_ns / MS, &*execution)
+        };
+        let orders: usize = refs.iter().map(|tx| tx.tx.actions.len()).sum();
+        self.notify_block(height, hashes, evicted);
+        if !recovering {
+            log_line(json!({
+                "event": "final", "index": self.index, "height": height, "round": cert.round,
+                "txs": refs.len(), "orders": orders,
+                "ts_ns": block.timestamp_ns, "decided_ns": now_ns,
+                "root": hex(&root.0),
+            }))?;
+            if self.snapshot_every > 0 && height.is_multiple_of(self.snapshot_every) {
+                self.write_snapshot(cert, root)?;
+            }
+        }
+        Ok(root)
+    }
+
+    /// Validates and executes a decided block's items, numbering its inputs and handing
+    /// their results to the gateway (every event, level changes) and the JSON port (its own
+    /// lines' results, and events of followed accounts).
+    fn execute_items(
+        &mut self,
+        height: Height,
+        txs: &[BlockItem],
+        hashes: &[TxHash],
+    ) -> Result<Hash, HostError> {
+        let mut feed = BlockFeed::new(self.inputs_executed, height, hashes.len());
         if self.gateway.is_some() {
             feed.senders = hashes
                 .iter()
@@ -1145,14 +1181,6 @@ impl Host {
         let mut json_events: Vec<(usize, usize, engine::Event)> = Vec::new();
         let watched = self.json.as_ref().is_some_and(JsonPort::has_watchers);
         let mut block_events: Vec<(u64, Option<u64>, engine::Event)> = Vec::new();
-        // Signatures were checked by check_payload just above.
-        let valid = shared
-            .execution
-            .validate_block(block_time_ms, &txs, &vec![Ok(()); refs.len()])
-            .map_err(|e| HostError::BadPayload {
-                height,
-                what: e.to_string(),
-            })?;
         // Item index -> index among the block's Core transactions.
         let core_index: Vec<Option<usize>> = txs
             .iter()
@@ -1163,6 +1191,15 @@ impl Host {
                 }))
             })
             .collect();
+        let shared = self.shared.get_mut();
+        // Signatures were checked by check_payload just before.
+        let valid = shared
+            .execution
+            .validate_block(shared.block_time_ms, txs, &vec![Ok(()); hashes.len()])
+            .map_err(|e| HostError::BadPayload {
+                height,
+                what: e.to_string(),
+            })?;
         let root = shared
             .execution
             .execute_block(valid, |origin, event| {
@@ -1188,16 +1225,13 @@ impl Host {
             .root;
         let first_seq = self.inputs_executed + 1;
         self.inputs_executed = feed.inputs_executed();
-        self.exec_root = Hash(root);
-        shared.block_time_ms = (block.timestamp_ns / MS).max(shared.block_time_ms);
         if let Some(gateway) = &self.gateway {
             let mut changes = Vec::new();
             shared.execution.drain_level_changes(&mut changes);
-            let outputs = feed.finish(changes);
             gateway.send(ToGateway::Block {
                 height,
                 block_time_ms: shared.block_time_ms,
-                outputs,
+                outputs: feed.finish(changes),
             });
         }
         if let Some(json) = self.json.as_mut() {
@@ -1211,14 +1245,12 @@ impl Host {
                 json.executed(id, line, first_seq + index as u64, height, &events);
             }
         }
-        let evicted = {
-            let Shared {
-                mempool, execution, ..
-            } = &mut *shared;
-            mempool.on_block(&hashes, now_ns() / MS, &*execution)
-        };
-        drop(shared);
-        let orders: usize = refs.iter().map(|tx| tx.tx.actions.len()).sum();
+        Ok(Hash(root))
+    }
+
+    /// `finalized` to the clients of a block's transactions, `evicted` to those of pooled
+    /// transactions that can no longer be included.
+    fn notify_block(&mut self, height: Height, hashes: Vec<TxHash>, evicted: Vec<Evicted>) {
         for hash in hashes {
             if let Some(sender) = self.awaiting.remove(&hash) {
                 self.answer(sender, hash, Answer::Finalized(height));
@@ -1230,62 +1262,44 @@ impl Host {
                 self.answer(sender, gone.hash, Answer::Evicted(code));
             }
         }
-        self.chain.apply_block(block, &Ed25519);
-        self.last_block = Some((block.id(), block.timestamp_ns));
-        if fresh {
-            log_line(json!({
-                "event": "final", "index": self.index, "height": height, "round": cert.round,
-                "txs": refs.len(), "orders": orders,
-                "ts_ns": block.timestamp_ns, "decided_ns": now_ns(),
-                "root": hex(&self.exec_root.0),
-            }))?;
-        }
-        self.certificates
-            .push(message_frame(&Message::Commit(cert)));
-        if fresh && self.snapshot_every > 0 && height.is_multiple_of(self.snapshot_every) {
-            self.write_snapshot(height)?;
-        }
-        Ok(())
     }
 
-    /// Writes the executed state after block `height` (durably) and logs it.
-    fn write_snapshot(&mut self, height: Height) -> Result<(), HostError> {
-        let (block_id, block_timestamp_ns) = self.last_block.unwrap_or((Hash::ZERO, 0));
-        let shared = self.shared.borrow();
+    /// Writes the executed state after block `cert` (execution root `root`) durably and logs
+    /// it.
+    fn write_snapshot(&mut self, cert: &CommitCertificate, root: Hash) -> Result<(), HostError> {
+        let shared = self.shared.get_mut();
         let snapshot = Snapshot {
-            height,
-            exec_root: self.exec_root.0,
+            height: cert.block.height,
+            exec_root: root.0,
             inputs_executed: self.inputs_executed,
             block_time_ms: shared.block_time_ms,
-            block_id: block_id.0,
-            block_timestamp_ns,
+            block_id: cert.block.id().0,
+            block_timestamp_ns: cert.block.timestamp_ns,
             execution: shared.execution.snapshot(),
         };
-        drop(shared);
         let bytes = snapshot.execution.len();
         let path = chain_snapshot::write(&self.snapshots, &snapshot)
             .map_err(|e| HostError::Io(self.snapshots.clone(), e))?;
         log_line(json!({
-            "event": "snapshot", "index": self.index, "height": height, "bytes": bytes,
+            "event": "snapshot", "index": self.index, "height": snapshot.height, "bytes": bytes,
             "path": path.display().to_string(),
         }))
     }
 
     /// Starts from `snapshot` if it belongs to this block file (its block's id is the stored
-    /// block's at that height) and its state has the recorded root; returns its height, or
-    /// 0 (execute from genesis) if it does not fit.
+    /// block's at that height) and its state has the recorded root: returns its height and
+    /// root, or `None` (execute from genesis) if it does not fit.
     fn load_snapshot(
         &mut self,
         snapshot: Snapshot,
         stored: &[CommitCertificate],
-        config: &DevnetConfig,
-    ) -> Result<Height, HostError> {
+    ) -> Option<(Height, Hash)> {
         let height = snapshot.height;
         let fits = height >= 1
             && stored
                 .get(height as usize - 1)
                 .is_some_and(|cert| cert.block.id().0 == snapshot.block_id);
-        let restored = Execution::restore(execution_config(config)?, &snapshot.execution);
+        let restored = Execution::restore(self.execution_config.clone(), &snapshot.execution);
         let mut execution = match (fits, restored) {
             (true, Ok(execution)) => execution,
             (fits, restored) => {
@@ -1293,100 +1307,29 @@ impl Host {
                     .err()
                     .map_or("another chain's block".into(), |e| e.to_string());
                 eprintln!("nexus validator: snapshot at {height} not used (fits: {fits}): {why}");
-                return Ok(0);
+                return None;
             }
         };
         if execution.root() != snapshot.exec_root {
             eprintln!("nexus validator: snapshot at {height} not used: its state has another root");
-            return Ok(0);
+            return None;
         }
-        let mut shared = self.shared.borrow_mut();
+        let shared = self.shared.get_mut();
         shared.execution = execution;
         shared.block_time_ms = snapshot.block_time_ms;
-        drop(shared);
-        self.exec_root = Hash(snapshot.exec_root);
         self.inputs_executed = snapshot.inputs_executed;
-        self.last_block = Some((Hash(snapshot.block_id), snapshot.block_timestamp_ns));
-        Ok(height)
+        Some((height, Hash(snapshot.exec_root)))
     }
 
-    /// A stored block the loaded snapshot already covers: applied to the validator set and
-    /// kept for sync, not executed.
-    fn skip_executed(&mut self, cert: CommitCertificate) {
-        self.chain.apply_block(&cert.block, &Ed25519);
-        self.certificates
-            .push(message_frame(&Message::Commit(cert)));
-    }
-
-    /// The next height's start and this validator's proposal for it: what its pool holds.
-    fn new_height_input(&mut self) -> Input {
-        let height = self.chain.height() + 1;
-        let validators = self.chain.validators().clone();
-        let (prev_block, prev_timestamp_ns) = self.last_block.unwrap_or((Hash::ZERO, 0));
-        let payload = {
-            let shared = self.shared.borrow();
-            let budget = shared
-                .max_block_bytes
-                .saturating_sub(4 + 4 * shared.max_block_txs);
-            let pending = shared.mempool.proposal(shared.max_block_txs, budget);
-            let forged = self.forged.iter().map(Vec::as_slice);
-            let items: Vec<&[u8]> = forged.chain(pending.iter().map(|tx| tx.bytes())).collect();
-            txport::encode_list(items.into_iter())
-        };
-        Input::NewHeight {
-            start: HeightStart {
-                height,
-                validators,
-                prev_block,
-                prev_exec_root: self.exec_root,
-                prev_timestamp_ns,
-            },
-            body: BlockBody {
-                evidence: Vec::new(),
-                actions: Vec::new(),
-                payload,
-            },
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sync_range_saturates_and_ignores_heights_we_do_not_have() {
-        assert_eq!(sync_range(1, 0), None);
-        assert_eq!(sync_range(1, 5), Some(1..=5));
-        assert_eq!(sync_range(3, 100), Some(3..=3 + SYNC_BATCH - 1));
-        assert_eq!(sync_range(6, 5), None);
-        assert_eq!(sync_range(u64::MAX, 5), None);
-        assert_eq!(sync_range(u64::MAX, u64::MAX), Some(u64::MAX..=u64::MAX));
-        assert_eq!(
-            sync_range(u64::MAX - 3, u64::MAX),
-            Some(u64::MAX - 3..=u64::MAX)
-        );
-    }
-
-    #[test]
-    fn peer_behind_answers_are_rate_limited_per_peer() {
-        let mut sent = HashMap::new();
-        let (a, b) = (ValidatorId([1; 32]), ValidatorId([2; 32]));
-        let t = 10_000 * MS;
-        assert!(cert_allowed(&mut sent, a, 1, t));
-        assert!(
-            !cert_allowed(&mut sent, a, 1, t + 100 * MS),
-            "same height too soon"
-        );
-        assert!(cert_allowed(&mut sent, a, 1, t + 201 * MS));
-        // Many heights within a second: capped per peer, and other peers are unaffected.
-        for h in 2..=CERTS_PER_PEER_PER_S as u64 {
-            assert!(cert_allowed(&mut sent, a, h, t + 300 * MS), "height {h}");
-        }
-        assert!(!cert_allowed(&mut sent, a, 1_000, t + 300 * MS));
-        assert!(cert_allowed(&mut sent, b, 1_000, t + 300 * MS));
-        // A second later the old entries are gone.
-        assert!(cert_allowed(&mut sent, a, 1_000, t + 1_400 * MS));
-        assert!(sent.len() <= 2 * CERTS_PER_PEER_PER_S);
+    /// This validator's proposal payload: what its pool holds (arrival order).
+    fn proposal_payload(&self) -> Vec<u8> {
+        let shared = self.shared.borrow();
+        let budget = shared
+            .max_block_bytes
+            .saturating_sub(4 + 4 * shared.max_block_txs);
+        let pending = shared.mempool.proposal(shared.max_block_txs, budget);
+        let forged = self.forged.iter().map(Vec::as_slice);
+        let items: Vec<&[u8]> = forged.chain(pending.iter().map(|tx| tx.bytes())).collect();
+        txport::encode_list(items.into_iter())
     }
 }

@@ -149,7 +149,9 @@ fn init(dir: &Path, exe: &Path, extra: &[&str]) -> PathBuf {
 fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
     let dir = tempfile::tempdir().expect("dir");
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
-    let config = init(dir.path(), &exe, &[]);
+    // Fixed ports below the ephemeral range (32768 and up): a free port picked and released
+    // at init could be taken meanwhile by a client connection of a test running alongside.
+    let config = init(dir.path(), &exe, &["--base-port", "21000"]);
     let mut cluster = cluster(exe, config.clone(), vec![Vec::new(); VALIDATORS]);
     for i in 0..VALIDATORS {
         cluster.start(i);
@@ -290,7 +292,11 @@ fn a_byzantine_proposers_forged_transaction_gets_no_votes() {
     let dir = tempfile::tempdir().expect("dir");
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
     // Each client connection may send 100 transactions a second (bursts of 100).
-    let config = init(dir.path(), &exe, &["--connection-rate", "100"]);
+    let config = init(
+        dir.path(),
+        &exe,
+        &["--connection-rate", "100", "--base-port", "21100"],
+    );
     let mut extra = vec![Vec::new(); VALIDATORS];
     extra[0] = vec!["--byzantine-forge"];
     let mut cluster = cluster(exe, config.clone(), extra);

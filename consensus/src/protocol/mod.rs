@@ -342,9 +342,19 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         self.store
     }
 
+    /// The store (the host takes the state saved by the last step from it).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// The host hooks.
     pub fn context(&self) -> &C {
         &self.ctx
+    }
+
+    /// The host hooks, mutably (the host's application lives in them).
+    pub fn context_mut(&mut self) -> &mut C {
+        &mut self.ctx
     }
 
     /// Handles one input at time `now_ns`, appending outputs to `out`.
@@ -772,7 +782,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                     && v.vote.round == vr
                     && v.vote.value == Some(prop.block_id)
                 {
-                    self.on_vote(*v, out);
+                    self.count_vote(*v, true, out);
                 }
             }
         }
@@ -800,6 +810,11 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
     }
 
     fn on_vote(&mut self, v: SignedVote, out: &mut Vec<Output>) {
+        self.count_vote(v, false, out);
+    }
+
+    /// Counts a vote; `claimed`: it came in a proposal's proof of lock (see `votes`).
+    fn count_vote(&mut self, v: SignedVote, claimed: bool, out: &mut Vec<Output>) {
         let hs = self.height.as_mut().expect("height running");
         let Some(stake) = hs.start.validators.stake_of(&v.vote.validator) else {
             return;
@@ -811,7 +826,12 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         {
             return;
         }
-        if let Added::Equivocation(e) = hs.votes.add(v, stake) {
+        let added = if claimed {
+            hs.votes.add_claimed(v, stake)
+        } else {
+            hs.votes.add(v, stake)
+        };
+        if let Added::Equivocation(e) = added {
             out.push(Output::Evidence(*e));
         }
     }

@@ -8,8 +8,12 @@
 //! every sender of such a message. (Counting only the first vote would let an equivocator
 //! hide a proof of lock from some validators forever.) Each validator counts once in the
 //! "any value" tallies, and at most [`MAX_VALUES_PER_VOTER`] values are kept per validator
-//! per (round, kind), which bounds memory. All maps are `BTreeMap`s, so nothing depends on a
-//! hash seed.
+//! per (round, kind), which bounds memory. Votes that arrive inside a proposal's proof of lock
+//! (a value the proposer claims has 2f+1 prevotes, as Tendermint's "peer claims +2/3") may
+//! go up to [`MAX_CLAIMED_VALUES_PER_VOTER`]: an equivocator that filled its slots with
+//! random values must not hide the proof of lock an honest proposer shows (a validator
+//! locked on it would otherwise prevote nil forever). All maps are `BTreeMap`s, so nothing
+//! depends on a hash seed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,6 +22,9 @@ use crate::types::{Hash, Round, ValidatorId};
 
 /// Distinct values kept per validator per (round, kind).
 pub(crate) const MAX_VALUES_PER_VOTER: usize = 3;
+/// Distinct values kept per validator per (round, kind) when the vote is part of a proof of
+/// lock.
+pub(crate) const MAX_CLAIMED_VALUES_PER_VOTER: usize = 6;
 
 /// Votes of one kind in one round.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +55,15 @@ pub(crate) struct VoteKeeper {
 impl VoteKeeper {
     /// Adds a vote whose signature and membership were checked; `stake` is the voter's.
     pub(crate) fn add(&mut self, vote: SignedVote, stake: u64) -> Added {
+        self.add_capped(vote, stake, MAX_VALUES_PER_VOTER)
+    }
+
+    /// Adds a checked vote that came in a proposal's proof of lock.
+    pub(crate) fn add_claimed(&mut self, vote: SignedVote, stake: u64) -> Added {
+        self.add_capped(vote, stake, MAX_CLAIMED_VALUES_PER_VOTER)
+    }
+
+    fn add_capped(&mut self, vote: SignedVote, stake: u64, cap: usize) -> Added {
         let v = &vote.vote;
         let slot = self.rounds.entry((v.round, v.kind)).or_default();
         let mine = slot.votes.entry(v.validator).or_default();
@@ -55,7 +71,7 @@ impl VoteKeeper {
             return Added::Duplicate;
         }
         let first = mine.first().copied();
-        if mine.len() < MAX_VALUES_PER_VOTER {
+        if mine.len() < cap {
             mine.push(vote);
             let tally = slot.power_by_value.entry(v.value).or_default();
             *tally = tally.checked_add(stake).expect("tally <= total stake");
@@ -184,6 +200,21 @@ mod tests {
         assert_eq!(k.power_for(0, VoteKind::Prevote, Some(Hash([8; 32]))), 10);
         assert_eq!(k.power_for(0, VoteKind::Prevote, Some(Hash([9; 32]))), 0);
         assert_eq!(k.power_any(0, VoteKind::Precommit), 0);
+        // Inside a proof of lock it still counts, up to a larger bound.
+        assert!(matches!(
+            k.add_claimed(vote(1, 0, Some(9)), 10),
+            Added::Equivocation(_)
+        ));
+        assert_eq!(k.power_for(0, VoteKind::Prevote, Some(Hash([9; 32]))), 10);
+        for b in 10..=20 {
+            k.add_claimed(vote(1, 0, Some(b)), 10);
+        }
+        assert_eq!(
+            k.votes_for(0, VoteKind::Prevote, Some(Hash([12; 32])))
+                .len(),
+            0
+        );
+        assert_eq!(k.power_any(0, VoteKind::Prevote), 15);
         k.add(vote(3, 4, None), 6);
         k.add(vote(4, 2, None), 1);
         assert_eq!(k.highest_round_above(0, |p| p > 5), Some(4));

@@ -1,0 +1,670 @@
+//! The validator host: everything around [`Consensus`] that a validator does between the
+//! network, its clock, its disk and its application, as one sans-IO state machine.
+//!
+//! The same [`Host`] runs in `nexus validator` (tokio, QUIC, the block file, the wall
+//! clock) and in [`crate::sim`] (virtual time, a lossy in-memory network, in-memory files),
+//! so the seeded simulator exercises the host code that ships.
+//!
+//! Inputs (each takes the current time, ns):
+//! - [`Host::on_frame`]: a frame from a peer (first byte: [`FRAME_MESSAGE`] a consensus
+//!   message, [`FRAME_SYNC`] a sync request `from_height u64 LE`, [`FRAME_APP`] bytes for the
+//!   application, e.g. forwarded transactions);
+//! - [`Host::on_timers`]: the clock reached [`Host::next_deadline`];
+//! - [`Host::block_durable`]: the shell made the last [`Action::PersistBlock`] durable;
+//! - [`Host::recover`] (before [`Host::start`]): a block read back from the block file.
+//!
+//! Outputs are [`Action`]s, taken with [`Host::poll_action`] and performed **in order**:
+//! - A decided height goes: [`Action::PersistBlock`] -> the shell stores it durably and
+//!   calls [`Host::block_durable`] -> the host checks its parent root, the
+//!   [`Application`] executes it, the chain state applies it -> the next height starts with
+//!   a proposal asked from the application. Nothing of height `h + 1` is signed before
+//!   block `h` is durable and executed.
+//! - The core's safety saves are actions too: where [`Consensus::step`] saves its safety
+//!   state (once per step that signed something), the host queues
+//!   [`Action::PersistSafety`] **before** every other action of that step, so the shell
+//!   makes it durable before any message it signed leaves. A save queued and not yet taken
+//!   is updated in place by the next step's save (the newer state covers the older one and
+//!   is written no later than the older one would have been): a shell that handles several
+//!   inputs before performing writes once. A failed save must stop the shell before it
+//!   performs anything after it.
+//! - `PeerBehind` is answered with the certificate of that height, only to a validator of
+//!   the current set, rate-limited per peer ([`limits::cert_allowed`]); a message two or
+//!   more heights ahead triggers a sync request to its sender (at most every 100 ms per
+//!   peer), answered with up to [`limits::SYNC_BATCH`] certificates. Certificates past the
+//!   few heights the core buffers are held by the host (at most [`limits::SYNC_BATCH`]
+//!   heights) and handed to the core as their heights come, so one answer moves a lagging
+//!   validator many heights (the core checks each certificate then).
+//! - Evidence is reported ([`Action::Evidence`]) and put into this validator's next
+//!   proposals (at most two per block) until a block includes it.
+
+pub mod limits;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use crate::chain::ChainState;
+use crate::governance::SignedAction;
+use crate::messages::{CommitCertificate, Evidence, Message};
+use crate::protocol::{BlockBody, Config, Consensus, HeightStart, Input, Output, Step, Timeout};
+use crate::safety::{SafetyState, SafetyStore, StoreError};
+use crate::types::{
+    Hash, Height, Keypair, PayloadValidator, Round, SignatureBytes, SignatureVerifier, ValidatorId,
+};
+use limits::{cert_allowed, sync_range, SYNC_ASK_EVERY_NS, SYNC_BATCH, SYNC_SERVE_EVERY_NS};
+
+/// Frame tag: a consensus [`Message`].
+pub const FRAME_MESSAGE: u8 = 1;
+/// Frame tag: a sync request, `from_height u64 LE`.
+pub const FRAME_SYNC: u8 = 2;
+/// Frame tag: bytes for the application ([`Application::on_app_frame`]).
+pub const FRAME_APP: u8 = 3;
+/// Most evidence items a host keeps waiting for a block.
+const EVIDENCE_POOL: usize = 64;
+/// Most evidence items a host puts in one proposal.
+const EVIDENCE_PER_BLOCK: usize = 2;
+
+/// A frame as it goes on the wire (shared between the peers it is sent to).
+pub type Frame = Arc<[u8]>;
+
+/// What the application wants in its proposal for a height.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppProposal {
+    /// Signed chain actions (governance, staking).
+    pub actions: Vec<SignedAction>,
+    /// The application's payload (e.g. a list of transactions).
+    pub payload: Vec<u8>,
+}
+
+/// What is node-specific: proposals, the payload check, execution, application frames.
+pub trait Application {
+    /// Why execution stopped (the host stops with it).
+    type Error;
+
+    /// The proposal for `height` (asked at the start of every height, whoever proposes).
+    fn propose(&mut self, height: Height, chain: &ChainState, now_ns: u64) -> AppProposal;
+
+    /// `valid(v)` for the payload: the same answer on every honest validator.
+    fn payload_valid(&self, height: Height, payload: &[u8]) -> bool;
+
+    /// Executes a decided block (durable already) and returns the execution root after
+    /// it. `recovering`: the block is read back from the block file at start-up.
+    fn execute(
+        &mut self,
+        certificate: &CommitCertificate,
+        recovering: bool,
+        now_ns: u64,
+    ) -> Result<Hash, Self::Error>;
+
+    /// An application frame ([`FRAME_APP`], tag removed) from peer `from`.
+    fn on_app_frame(&mut self, from: ValidatorId, body: &[u8], now_ns: u64);
+}
+
+/// The core's context: signatures by `V`, payloads by the application.
+pub struct HostContext<V, A> {
+    verifier: V,
+    app: A,
+}
+
+impl<V: SignatureVerifier, A> SignatureVerifier for HostContext<V, A> {
+    fn verify(&self, key: &ValidatorId, message: &[u8], signature: &SignatureBytes) -> bool {
+        self.verifier.verify(key, message, signature)
+    }
+}
+
+impl<V, A: Application> PayloadValidator for HostContext<V, A> {
+    fn payload_valid(&self, height: Height, payload: &[u8]) -> bool {
+        self.app.payload_valid(height, payload)
+    }
+}
+
+/// The core's [`SafetyStore`] inside the host: it hands the state loaded at start to the
+/// core and keeps what the core saves for the host to turn into [`Action::PersistSafety`].
+#[derive(Debug, Default)]
+pub struct DeferredStore {
+    loaded: Option<SafetyState>,
+    pending: Option<SafetyState>,
+}
+
+impl SafetyStore for DeferredStore {
+    fn load(&mut self) -> Result<Option<SafetyState>, StoreError> {
+        Ok(self.loaded.take())
+    }
+
+    fn save(&mut self, state: &SafetyState) -> Result<(), StoreError> {
+        self.pending = Some(state.clone());
+        Ok(())
+    }
+}
+
+/// What the shell must do, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send `frame` to one peer.
+    Send {
+        /// The peer.
+        to: ValidatorId,
+        /// The frame.
+        frame: Frame,
+        /// Why (for metrics; the simulator delays `PeerBehind` answers).
+        reason: SendReason,
+    },
+    /// Send `frame` to every other validator.
+    Broadcast(Frame),
+    /// Store this safety state durably (replacing the previous one) before performing any
+    /// later action; stop if that fails.
+    PersistSafety(Box<SafetyState>),
+    /// Store this decided block durably, then call [`Host::block_durable`].
+    PersistBlock(Arc<CommitCertificate>),
+    /// A validator double-signed (already pooled for this host's proposals): report it.
+    Evidence(Box<Evidence>),
+}
+
+/// Why the host sends a frame to one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendReason {
+    /// The certificate of a height the peer is behind at (`PeerBehind`).
+    PeerBehind,
+    /// A sync request to a peer that is ahead.
+    SyncRequest,
+    /// A certificate in answer to the peer's sync request.
+    SyncAnswer,
+}
+
+/// Why the host stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError<E> {
+    /// The safety store failed: the validator must not sign.
+    #[error(transparent)]
+    Safety(#[from] StoreError),
+    /// A decided block names a previous execution root other than this validator's: its
+    /// state differs from the quorum's, so it stops rather than continue on it.
+    #[error("execution root mismatch at height {height}: ours {ours:?}, block says {block:?}")]
+    ExecRootMismatch {
+        /// Height of the decided block.
+        height: Height,
+        /// Our root after `height - 1`.
+        ours: Hash,
+        /// The block's `prev_exec_root`.
+        block: Hash,
+    },
+    /// The application failed to execute a block.
+    #[error("application: {0}")]
+    App(E),
+}
+
+/// Counters of the host's sync traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostStats {
+    /// Sync requests sent.
+    pub sync_requests: u64,
+    /// Certificates sent in answer to sync requests.
+    pub sync_certificates: u64,
+    /// Certificates sent in answer to `PeerBehind`.
+    pub behind_certificates: u64,
+}
+
+/// One validator's host: the consensus core plus chain state, timers, sync and the
+/// decided-block sequence.
+pub struct Host<V: SignatureVerifier, A: Application> {
+    consensus: Consensus<HostContext<V, A>, DeferredStore>,
+    chain: ChainState,
+    exec_root: Hash,
+    /// Id and timestamp of the last applied block.
+    last_block: Option<(Hash, u64)>,
+    /// Encoded `Message::Commit` frames of every applied height (index = height - 1).
+    certificates: Vec<Frame>,
+    timers: BTreeMap<(u64, u64), Timeout>,
+    timer_seq: u64,
+    cert_sent: BTreeMap<(ValidatorId, Height), u64>,
+    sync_asked: BTreeMap<ValidatorId, u64>,
+    sync_served: BTreeMap<ValidatorId, (Height, u64)>,
+    evidence: Vec<Evidence>,
+    included: BTreeSet<Evidence>,
+    /// Certificates for heights past the core's buffer, by height (the first one received).
+    ahead: BTreeMap<Height, Message>,
+    /// Heights past the current one the core buffers itself.
+    window: Height,
+    /// Decided, handed out as `PersistBlock`, not yet durable.
+    pending: Option<Arc<CommitCertificate>>,
+    actions: VecDeque<Action>,
+    stats: HostStats,
+}
+
+/// The frame carrying `m`.
+pub fn message_frame(m: &Message) -> Frame {
+    tagged(FRAME_MESSAGE, &m.encode())
+}
+
+/// The frame carrying application bytes (e.g. forwarded transactions).
+pub fn app_frame(body: &[u8]) -> Frame {
+    tagged(FRAME_APP, body)
+}
+
+/// The frame of a sync request from `from_height`.
+pub fn sync_frame(from_height: Height) -> Frame {
+    tagged(FRAME_SYNC, &from_height.to_le_bytes())
+}
+
+fn tagged(tag: u8, body: &[u8]) -> Frame {
+    let mut frame = Vec::with_capacity(body.len() + 1);
+    frame.push(tag);
+    frame.extend_from_slice(body);
+    Arc::from(frame)
+}
+
+impl<V: SignatureVerifier, A: Application> Host<V, A> {
+    /// A host for validator `key` at genesis `chain` (execution root `exec_root`), with the
+    /// safety state its shell loaded (`None` for a new validator).
+    pub fn new(
+        config: Config,
+        verifier: V,
+        app: A,
+        safety: Option<SafetyState>,
+        key: Keypair,
+        chain: ChainState,
+        exec_root: Hash,
+    ) -> Self {
+        let window = config.future_heights;
+        let ctx = HostContext { verifier, app };
+        let store = DeferredStore {
+            loaded: safety,
+            pending: None,
+        };
+        let consensus =
+            Consensus::new(config, ctx, store, key).expect("a deferred load cannot fail");
+        Host {
+            consensus,
+            chain,
+            exec_root,
+            last_block: None,
+            certificates: Vec::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            cert_sent: BTreeMap::new(),
+            sync_asked: BTreeMap::new(),
+            sync_served: BTreeMap::new(),
+            evidence: Vec::new(),
+            included: BTreeSet::new(),
+            ahead: BTreeMap::new(),
+            window,
+            pending: None,
+            actions: VecDeque::new(),
+            stats: HostStats::default(),
+        }
+    }
+
+    /// Re-applies a block read back from the block file (before [`Host::start`]).
+    pub fn recover(
+        &mut self,
+        certificate: CommitCertificate,
+        now_ns: u64,
+    ) -> Result<(), HostError<A::Error>> {
+        self.check_root(&certificate)?;
+        self.apply(&certificate, true, now_ns)
+    }
+
+    /// Re-applies a block read back from the block file that the application's snapshot
+    /// already covers (before [`Host::start`]): the block is not executed; `root_after` is
+    /// the execution root after it (the next stored block's `prev_exec_root`, or the
+    /// snapshot's own root for its last block). The first block after the snapshot is then
+    /// checked against the snapshot's root like any other.
+    pub fn recover_covered(
+        &mut self,
+        certificate: CommitCertificate,
+        root_after: Hash,
+    ) -> Result<(), HostError<A::Error>> {
+        self.check_root(&certificate)?;
+        self.applied(&certificate, root_after);
+        Ok(())
+    }
+
+    /// Starts the next height (once, after recovery).
+    pub fn start(&mut self, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        self.start_height(now_ns)
+    }
+
+    /// A frame from peer `from` (authenticated by the transport).
+    pub fn on_frame(
+        &mut self,
+        from: ValidatorId,
+        frame: &[u8],
+        now_ns: u64,
+    ) -> Result<(), HostError<A::Error>> {
+        match frame.split_first() {
+            Some((&FRAME_MESSAGE, body)) => {
+                let Ok(m) = Message::decode(body) else {
+                    return Ok(()); // A malformed message from a peer is dropped.
+                };
+                self.maybe_ask_sync(from, m.height(), now_ns);
+                match self.hold_ahead(m) {
+                    Some(m) => self.step(Input::Message(m), now_ns),
+                    None => Ok(()),
+                }
+            }
+            Some((&FRAME_SYNC, body)) => {
+                self.serve_sync(from, body, now_ns);
+                Ok(())
+            }
+            Some((&FRAME_APP, body)) => {
+                self.app_mut().on_app_frame(from, body, now_ns);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Fires every timer due at `now_ns`.
+    pub fn on_timers(&mut self, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now_ns {
+                break;
+            }
+            let timeout = entry.remove();
+            self.step(Input::Timeout(timeout), now_ns)?;
+        }
+        Ok(())
+    }
+
+    /// When [`Host::on_timers`] should next be called, if any timer is set.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    /// The block of the last [`Action::PersistBlock`] (height `height`) is durable: execute
+    /// it and start the next height.
+    pub fn block_durable(
+        &mut self,
+        height: Height,
+        now_ns: u64,
+    ) -> Result<(), HostError<A::Error>> {
+        let certificate = self.pending.take().expect("a block awaits persistence");
+        assert_eq!(certificate.block.height, height, "durable block height");
+        self.apply(&certificate, false, now_ns)?;
+        self.start_height(now_ns)
+    }
+
+    /// The next action to perform, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The chain state after the last applied block.
+    pub fn chain(&self) -> &ChainState {
+        &self.chain
+    }
+
+    /// The execution root after the last applied block.
+    pub fn exec_root(&self) -> Hash {
+        self.exec_root
+    }
+
+    /// Id and timestamp of the last applied block.
+    pub fn last_block(&self) -> Option<(Hash, u64)> {
+        self.last_block
+    }
+
+    /// The consensus core's height, round and step.
+    pub fn position(&self) -> Option<(Height, Round, Step)> {
+        self.consensus.position()
+    }
+
+    /// Sync counters.
+    pub fn stats(&self) -> HostStats {
+        self.stats
+    }
+
+    /// The application.
+    pub fn app(&self) -> &A {
+        &self.consensus.context().app
+    }
+
+    /// The application, to hand it what the shell receives for it (client transactions).
+    pub fn app_mut(&mut self) -> &mut A {
+        &mut self.consensus.context_mut().app
+    }
+
+    fn step(&mut self, input: Input, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        let mut out = Vec::new();
+        self.consensus.step(input, now_ns, &mut out)?;
+        if let Some(state) = self.consensus.store_mut().pending.take() {
+            self.persist_safety(state);
+        }
+        for o in out {
+            self.output(o, now_ns)?;
+        }
+        Ok(())
+    }
+
+    fn output(&mut self, o: Output, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        match o {
+            Output::Broadcast(m) => self.actions.push_back(Action::Broadcast(message_frame(&m))),
+            Output::ScheduleTimeout { timeout, at_ns } => {
+                self.timer_seq += 1;
+                self.timers.insert((at_ns, self.timer_seq), timeout);
+            }
+            Output::Decide(certificate) => self.decided(certificate)?,
+            Output::Evidence(e) => self.on_evidence(e),
+            Output::PeerBehind { peer, height } => self.answer_behind(peer, height, now_ns),
+        }
+        Ok(())
+    }
+
+    /// Queues a safety save ahead of the step's other actions, or updates a save still
+    /// queued (it is ahead of everything queued since).
+    fn persist_safety(&mut self, state: SafetyState) {
+        let queued = self.actions.iter_mut().find_map(|a| match a {
+            Action::PersistSafety(s) => Some(s),
+            _ => None,
+        });
+        match queued {
+            Some(s) => **s = state,
+            None => self
+                .actions
+                .push_back(Action::PersistSafety(Box::new(state))),
+        }
+    }
+
+    /// A decision: checked against our root, then handed out to be made durable.
+    fn decided(&mut self, certificate: CommitCertificate) -> Result<(), HostError<A::Error>> {
+        assert!(self.pending.is_none(), "one decision per height");
+        self.check_root(&certificate)?;
+        let certificate = Arc::new(certificate);
+        self.pending = Some(certificate.clone());
+        self.actions.push_back(Action::PersistBlock(certificate));
+        Ok(())
+    }
+
+    fn check_root(&self, certificate: &CommitCertificate) -> Result<(), HostError<A::Error>> {
+        let block = &certificate.block;
+        if block.prev_exec_root != self.exec_root {
+            return Err(HostError::ExecRootMismatch {
+                height: block.height,
+                ours: self.exec_root,
+                block: block.prev_exec_root,
+            });
+        }
+        Ok(())
+    }
+
+    /// Executes a durable block and applies it to the chain state.
+    fn apply(
+        &mut self,
+        certificate: &CommitCertificate,
+        recovering: bool,
+        now_ns: u64,
+    ) -> Result<(), HostError<A::Error>> {
+        let root = self
+            .app_mut()
+            .execute(certificate, recovering, now_ns)
+            .map_err(HostError::App)?;
+        self.applied(certificate, root);
+        Ok(())
+    }
+
+    /// A block was executed (or is covered by a snapshot) with execution root `root` after
+    /// it: the chain state, evidence, last block and certificates follow.
+    fn applied(&mut self, certificate: &CommitCertificate, root: Hash) {
+        self.exec_root = root;
+        let block = &certificate.block;
+        self.chain
+            .apply_block(block, &self.consensus.context().verifier);
+        self.included.extend(block.evidence.iter().copied());
+        self.evidence.retain(|e| !block.evidence.contains(e));
+        self.last_block = Some((block.id(), block.timestamp_ns));
+        self.certificates
+            .push(message_frame(&Message::Commit(certificate.clone())));
+    }
+
+    /// Starts the height after the chain's with this validator's proposal for it.
+    fn start_height(&mut self, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        let height = self.chain.height() + 1;
+        let (prev_block, prev_timestamp_ns) = self.last_block.unwrap_or((Hash::ZERO, 0));
+        let start = HeightStart {
+            height,
+            validators: self.chain.validators().clone(),
+            prev_block,
+            prev_exec_root: self.exec_root,
+            prev_timestamp_ns,
+        };
+        let evidence = self.proposal_evidence();
+        let chain = &self.chain;
+        let proposal = self
+            .consensus
+            .context_mut()
+            .app
+            .propose(height, chain, now_ns);
+        let body = BlockBody {
+            evidence,
+            actions: proposal.actions,
+            payload: proposal.payload,
+        };
+        self.step(Input::NewHeight { start, body }, now_ns)?;
+        self.release_ahead(height, now_ns)
+    }
+
+    /// Keeps a certificate for a height past the core's buffer (returns `None`), up to
+    /// `SYNC_BATCH` heights further; gives back every other message.
+    fn hold_ahead(&mut self, m: Message) -> Option<Message> {
+        // The core works on `next` and buffers up to `next + window` itself.
+        let next = self.chain.height() + 1;
+        let first = next.saturating_add(self.window).saturating_add(1);
+        let last = first.saturating_add(SYNC_BATCH - 1);
+        let h = m.height();
+        if !matches!(m, Message::Commit(_)) || h < first || h > last {
+            return Some(m);
+        }
+        self.ahead.entry(h).or_insert(m);
+        None
+    }
+
+    /// Hands the core the held certificates it can now use or buffer (heights `height` to
+    /// `height + window`), and forgets those of heights already passed.
+    fn release_ahead(&mut self, height: Height, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        self.ahead = self.ahead.split_off(&height);
+        let last = height.saturating_add(self.window);
+        while let Some(entry) = self.ahead.first_entry() {
+            if *entry.key() > last {
+                break;
+            }
+            let m = entry.remove();
+            self.step(Input::Message(m), now_ns)?;
+        }
+        Ok(())
+    }
+
+    /// Evidence not yet in a block against validators not yet jailed (at most two).
+    fn proposal_evidence(&self) -> Vec<Evidence> {
+        let staking = self.chain.staking();
+        self.evidence
+            .iter()
+            .filter(|e| !self.included.contains(e))
+            .filter(|e| staking.bond(&e.offender()).is_some_and(|b| !b.jailed))
+            .take(EVIDENCE_PER_BLOCK)
+            .copied()
+            .collect()
+    }
+
+    fn on_evidence(&mut self, e: Evidence) {
+        if !self.evidence.contains(&e)
+            && !self.included.contains(&e)
+            && self.evidence.len() < EVIDENCE_POOL
+        {
+            self.evidence.push(e);
+        }
+        self.actions.push_back(Action::Evidence(Box::new(e)));
+    }
+
+    /// `PeerBehind`: the certificate of `height`, only to a validator of the current set
+    /// (the rate-limit map stays bounded by the set) and only for a height we have.
+    fn answer_behind(&mut self, peer: ValidatorId, height: Height, now_ns: u64) {
+        if self.chain.validators().stake_of(&peer).is_none() {
+            return;
+        }
+        let Some(frame) = height
+            .checked_sub(1)
+            .and_then(|i| self.certificates.get(i as usize))
+        else {
+            return;
+        };
+        if cert_allowed(&mut self.cert_sent, peer, height, now_ns) {
+            let frame = frame.clone();
+            self.stats.behind_certificates += 1;
+            let reason = SendReason::PeerBehind;
+            self.actions.push_back(Action::Send {
+                to: peer,
+                frame,
+                reason,
+            });
+        }
+    }
+
+    /// A message two or more heights ahead: ask its sender for the blocks in between.
+    fn maybe_ask_sync(&mut self, from: ValidatorId, height: Height, now_ns: u64) {
+        let ours = self.chain.height();
+        if height <= ours + 2 {
+            return;
+        }
+        let last = self.sync_asked.get(&from).copied();
+        if last.is_some_and(|t| now_ns <= t + SYNC_ASK_EVERY_NS) {
+            return;
+        }
+        self.sync_asked.insert(from, now_ns);
+        self.stats.sync_requests += 1;
+        let frame = sync_frame(ours + 1);
+        let reason = SendReason::SyncRequest;
+        self.actions.push_back(Action::Send {
+            to: from,
+            frame,
+            reason,
+        });
+    }
+
+    /// A sync request: up to `SYNC_BATCH` certificates from the height asked for.
+    fn serve_sync(&mut self, from: ValidatorId, body: &[u8], now_ns: u64) {
+        let Ok(bytes) = <[u8; 8]>::try_from(body) else {
+            return;
+        };
+        let from_height = u64::from_le_bytes(bytes).max(1);
+        let Some(range) = sync_range(from_height, self.chain.height()) else {
+            return; // Nothing we have (or a request past our height).
+        };
+        if let Some((h, t)) = self.sync_served.get(&from) {
+            if *h == from_height && now_ns < t + SYNC_SERVE_EVERY_NS {
+                return;
+            }
+        }
+        self.sync_served.insert(from, (from_height, now_ns));
+        for h in range {
+            let frame = self.certificates[(h - 1) as usize].clone();
+            self.stats.sync_certificates += 1;
+            let reason = SendReason::SyncAnswer;
+            self.actions.push_back(Action::Send {
+                to: from,
+                frame,
+                reason,
+            });
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The host's order guarantees with one real validator (real ed25519), others played by
+//! hand where needed. Whole clusters run in `crate::sim`.
+
+use super::*;
+use crate::governance::ChainParams;
+use crate::types::Ed25519;
+use crate::validators::Validator;
+
+const CHAIN: [u8; 32] = [7; 32];
+const MS: u64 = 1_000_000;
+
+/// Executes by hashing the payload onto the root; records what it saw.
+#[derive(Default)]
+struct Recorder {
+    root: Hash,
+    executed: Vec<(Height, bool)>,
+    app_frames: Vec<Vec<u8>>,
+}
+
+impl Application for Recorder {
+    type Error = String;
+
+    fn propose(&mut self, height: Height, _: &ChainState, _: u64) -> AppProposal {
+        AppProposal {
+            actions: Vec::new(),
+            payload: height.to_le_bytes().to_vec(),
+        }
+    }
+
+    fn payload_valid(&self, _: Height, payload: &[u8]) -> bool {
+        payload.len() == 8
+    }
+
+    fn execute(&mut self, c: &CommitCertificate, recovering: bool, _: u64) -> Result<Hash, String> {
+        self.executed.push((c.block.height, recovering));
+        let mut h = blake3::Hasher::new();
+        h.update(&self.root.0);
+        h.update(&c.block.payload);
+        self.root = Hash(*h.finalize().as_bytes());
+        Ok(self.root)
+    }
+
+    fn on_app_frame(&mut self, _: ValidatorId, body: &[u8], _: u64) {
+        self.app_frames.push(body.to_vec());
+    }
+}
+
+type TestHost = Host<Ed25519, Recorder>;
+
+/// A host for validator `keys[0]` of a set where it holds `my_stake` and a second
+/// validator (the peer) holds 1.
+fn host(my_stake: u64) -> (TestHost, Keypair) {
+    let me = Keypair::from_seed([1; 32]);
+    let peer = Keypair::from_seed([2; 32]);
+    let set = vec![
+        Validator {
+            id: me.id(),
+            stake: my_stake,
+        },
+        Validator {
+            id: peer.id(),
+            stake: 1,
+        },
+    ];
+    let chain = ChainState::genesis(CHAIN, set, ChainParams::default(), vec![]).unwrap();
+    let config = Config::new(CHAIN);
+    let h = Host::new(
+        config,
+        Ed25519,
+        Recorder::default(),
+        None,
+        me,
+        chain,
+        Hash::ZERO,
+    );
+    (h, peer)
+}
+
+fn drain(h: &mut TestHost) -> Vec<Action> {
+    std::iter::from_fn(|| h.poll_action()).collect()
+}
+
+fn persisted(actions: &[Action]) -> Vec<Height> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::PersistBlock(c) => Some(c.block.height),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_decided_block_is_persisted_before_it_is_executed_and_the_next_height_starts() {
+    // More than 2/3 of the stake: this validator decides alone.
+    let (mut h, _) = host(10);
+    h.start(MS).unwrap();
+    let actions = drain(&mut h);
+    assert_eq!(persisted(&actions), vec![1]);
+    assert!(h.app().executed.is_empty(), "not executed before durable");
+    assert_eq!(h.chain().height(), 0);
+    // Its signed messages of height 1 come before the persistence request.
+    let at = |want: fn(&Action) -> bool| actions.iter().position(want).unwrap();
+    assert!(
+        at(|a| matches!(a, Action::Broadcast(_))) < at(|a| matches!(a, Action::PersistBlock(_)))
+    );
+    h.block_durable(1, 2 * MS).unwrap();
+    assert_eq!(h.app().executed, vec![(1, false)]);
+    assert_eq!(h.chain().height(), 1);
+    assert_eq!(h.exec_root(), h.app().root);
+    assert_eq!(persisted(&drain(&mut h)), vec![2]);
+}
+
+#[test]
+fn recovered_blocks_are_executed_without_persisting_and_served_to_sync_requests() {
+    let (mut a, peer) = host(10);
+    a.start(MS).unwrap();
+    let mut certs = Vec::new();
+    for height in 1..=3 {
+        let actions = drain(&mut a);
+        for act in &actions {
+            if let Action::PersistBlock(c) = act {
+                certs.push((**c).clone());
+            }
+        }
+        a.block_durable(height, (1 + height) * MS).unwrap();
+    }
+    // A restarted validator re-executes its block file, then asks for nothing more.
+    let (mut b, _) = host(10);
+    for c in certs.clone() {
+        b.recover(c, MS).unwrap();
+    }
+    assert_eq!(b.app().executed, vec![(1, true), (2, true), (3, true)]);
+    assert_eq!(b.exec_root(), a.app().root_after(3, &certs));
+    assert!(drain(&mut b).is_empty());
+    // It answers a peer's sync request from height 2 with certificates 2 and 3, once per
+    // 50 ms for the same request.
+    b.on_frame(peer.id(), &sync_frame(2), 10 * MS).unwrap();
+    let sent = drain(&mut b);
+    assert_eq!(sent.len(), 2);
+    for (act, height) in sent.iter().zip(2..) {
+        let Action::Send { to, frame, .. } = act else {
+            panic!("{act:?}")
+        };
+        assert_eq!(*to, peer.id());
+        let Ok(Message::Commit(c)) = Message::decode(&frame[1..]) else {
+            panic!("not a certificate")
+        };
+        assert_eq!(c.block.height, height);
+    }
+    b.on_frame(peer.id(), &sync_frame(2), 20 * MS).unwrap();
+    assert!(drain(&mut b).is_empty());
+    b.on_frame(peer.id(), &sync_frame(9), 200 * MS).unwrap();
+    assert!(drain(&mut b).is_empty(), "nothing past our height");
+    assert_eq!(b.stats().sync_certificates, 2);
+}
+
+/// Blocks a snapshot covers are applied without executing them; the first later block is
+/// checked against the snapshot's root: the right root goes on, a wrong one stops the host.
+#[test]
+fn blocks_a_snapshot_covers_are_not_executed_and_the_next_is_checked_against_its_root() {
+    let (mut a, _) = host(10);
+    a.start(MS).unwrap();
+    let mut certs = Vec::new();
+    let mut roots = Vec::new();
+    for height in 1..=4 {
+        for act in drain(&mut a) {
+            if let Action::PersistBlock(c) = act {
+                certs.push((*c).clone());
+            }
+        }
+        a.block_durable(height, (1 + height) * MS).unwrap();
+        roots.push(a.exec_root());
+    }
+    // A snapshot after block 2 (root after 2): blocks 1-2 covered, 3-4 executed.
+    let (mut b, _) = host(10);
+    b.app_mut().root = roots[1];
+    b.recover_covered(certs[0].clone(), certs[1].block.prev_exec_root)
+        .unwrap();
+    b.recover_covered(certs[1].clone(), roots[1]).unwrap();
+    b.recover(certs[2].clone(), MS).unwrap();
+    b.recover(certs[3].clone(), MS).unwrap();
+    assert_eq!(b.app().executed, vec![(3, true), (4, true)]);
+    assert_eq!(b.exec_root(), roots[3]);
+    assert_eq!(b.chain().height(), 4);
+    // A snapshot whose root is not the chain's: the next block refuses it.
+    let (mut c, _) = host(10);
+    c.recover_covered(certs[0].clone(), certs[1].block.prev_exec_root)
+        .unwrap();
+    c.recover_covered(certs[1].clone(), Hash([9; 32])).unwrap();
+    assert!(matches!(
+        c.recover(certs[2].clone(), MS),
+        Err(HostError::ExecRootMismatch { height: 3, .. })
+    ));
+}
+
+#[test]
+fn a_message_far_ahead_asks_its_sender_for_the_missing_blocks() {
+    // The peer holds most of the stake here; this validator only follows.
+    let (mut h, peer) = host(1);
+    h.start(MS).unwrap();
+    drain(&mut h);
+    let vote = crate::messages::Vote {
+        kind: crate::messages::VoteKind::Prevote,
+        height: 5,
+        round: 0,
+        value: None,
+        validator: peer.id(),
+    };
+    let signed = crate::messages::SignedVote {
+        vote,
+        signature: peer.sign(&vote.signing_bytes(&CHAIN)),
+    };
+    let frame = message_frame(&Message::Vote(signed));
+    h.on_frame(peer.id(), &frame, 2 * MS).unwrap();
+    let asked = drain(&mut h);
+    assert_eq!(
+        asked,
+        vec![Action::Send {
+            to: peer.id(),
+            frame: sync_frame(1),
+            reason: SendReason::SyncRequest,
+        }]
+    );
+    // Not again within 100 ms; application frames go to the application.
+    h.on_frame(peer.id(), &frame, 50 * MS).unwrap();
+    h.on_frame(peer.id(), &app_frame(b"txs"), 50 * MS).unwrap();
+    assert!(drain(&mut h).is_empty());
+    assert_eq!(h.app().app_frames, vec![b"txs".to_vec()]);
+}
+
+impl Recorder {
+    /// The root after executing the first `n` of `certs` from zero.
+    fn root_after(&self, n: usize, certs: &[CommitCertificate]) -> Hash {
+        let mut r = Recorder::default();
+        for c in &certs[..n] {
+            r.execute(c, false, 0).unwrap();
+        }
+        r.root
+    }
+}
+
+/// A host for the validator that does not propose round 0 of height 1, both of stake 1
+/// (so neither decides alone), and the other's key.
+fn follower() -> (TestHost, Keypair) {
+    let keys = [Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32])];
+    let set: Vec<Validator> = keys
+        .iter()
+        .map(|k| Validator {
+            id: k.id(),
+            stake: 1,
+        })
+        .collect();
+    let chain = ChainState::genesis(CHAIN, set, ChainParams::default(), vec![]).unwrap();
+    let first = crate::validators::ProposerSchedule::new(chain.validators()).proposer(0);
+    let (me, peer) = if keys[0].id() == first {
+        (keys[1].clone(), keys[0].clone())
+    } else {
+        (keys[0].clone(), keys[1].clone())
+    };
+    let config = Config::new(CHAIN);
+    let h = Host::new(
+        config,
+        Ed25519,
+        Recorder::default(),
+        None,
+        me,
+        chain,
+        Hash::ZERO,
+    );
+    (h, peer)
+}
+
+fn votes(actions: &[Action]) -> Vec<crate::messages::SignedVote> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast(f) => match Message::decode(&f[1..]) {
+                Ok(Message::Vote(v)) => Some(v),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_safety_save_not_yet_taken_is_updated_in_place_and_precedes_every_later_message() {
+    let (mut h, peer) = follower();
+    h.start(MS).unwrap();
+    assert!(
+        drain(&mut h).is_empty(),
+        "nothing signed before the propose timeout"
+    );
+    // Its nil prevote at the propose timeout, then (not drained yet) the peer's nil
+    // prevote: 2f+1 nil prevotes, so it precommits nil (L44) in a second step.
+    let propose_ns = Config::new(CHAIN).timeouts.propose_ns;
+    h.on_timers(propose_ns + 2 * MS).unwrap();
+    let vote = crate::messages::Vote {
+        kind: crate::messages::VoteKind::Prevote,
+        height: 1,
+        round: 0,
+        value: None,
+        validator: peer.id(),
+    };
+    let signed = crate::messages::SignedVote {
+        vote,
+        signature: peer.sign(&vote.signing_bytes(&CHAIN)),
+    };
+    h.on_frame(
+        peer.id(),
+        &message_frame(&Message::Vote(signed)),
+        propose_ns + 3 * MS,
+    )
+    .unwrap();
+    let actions = drain(&mut h);
+    let saves: Vec<usize> = (0..actions.len())
+        .filter(|i| matches!(actions[*i], Action::PersistSafety(_)))
+        .collect();
+    assert_eq!(saves, vec![0], "one save, ahead of both votes: {actions:?}");
+    let Action::PersistSafety(state) = &actions[0] else {
+        unreachable!()
+    };
+    let sent = votes(&actions);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(state.prevote, Some(sent[0]));
+    assert_eq!(state.precommit, Some(sent[1]));
+    // Restarted from that state, it signs no other vote of that round: it re-sends these.
+    let me = sent[0].vote.validator;
+    let key = [Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32])]
+        .into_iter()
+        .find(|k| k.id() == me)
+        .unwrap();
+    let (fresh, _) = follower();
+    let chain = fresh.chain().clone();
+    let saved = Some((**state).clone());
+    let config = Config::new(CHAIN);
+    let mut again = Host::new(
+        config,
+        Ed25519,
+        Recorder::default(),
+        saved,
+        key,
+        chain,
+        Hash::ZERO,
+    );
+    again.start(10 * MS).unwrap();
+    again.on_timers(propose_ns + 20 * MS).unwrap();
+    let rebroadcast = Config::new(CHAIN).timeouts.rebroadcast_ns;
+    again.on_timers(rebroadcast + 30 * MS).unwrap();
+    let resent = votes(&drain(&mut again));
+    assert!(!resent.is_empty());
+    assert!(resent.iter().all(|v| sent.contains(v)), "{resent:?}");
+}
+
+#[test]
+fn certificates_past_the_cores_buffer_are_held_and_applied_in_order() {
+    // Ten heights decided by the validator that holds most of the stake.
+    let (mut a, peer) = host(10);
+    a.start(MS).unwrap();
+    let mut frames = Vec::new();
+    let mut now = MS;
+    for height in 1..=10 {
+        // When the other validator proposes round 0, the propose timeout moves it on.
+        let certificate = loop {
+            let found = drain(&mut a).into_iter().find_map(|act| match act {
+                Action::PersistBlock(c) => Some(c),
+                _ => None,
+            });
+            if let Some(c) = found {
+                break c;
+            }
+            now = a.next_deadline().unwrap();
+            a.on_timers(now).unwrap();
+        };
+        frames.push(message_frame(&Message::Commit((*certificate).clone())));
+        now += MS;
+        a.block_durable(height, now).unwrap();
+    }
+    // The other validator of that set, at height 0, gets them last first (as a sync
+    // answer can arrive); the core alone would keep only the next two heights.
+    let validators = a.chain().validators().validators().to_vec();
+    let chain = ChainState::genesis(CHAIN, validators, ChainParams::default(), vec![]).unwrap();
+    let me = peer;
+    let source = Keypair::from_seed([1; 32]).id();
+    let mut b = Host::new(
+        Config::new(CHAIN),
+        Ed25519,
+        Recorder::default(),
+        None,
+        me,
+        chain,
+        Hash::ZERO,
+    );
+    b.start(MS).unwrap();
+    for f in frames.iter().rev() {
+        b.on_frame(source, f, now).unwrap();
+    }
+    let mut persisted_heights = Vec::new();
+    while let Some(act) = b.poll_action() {
+        if let Action::PersistBlock(c) = act {
+            persisted_heights.push(c.block.height);
+            b.block_durable(c.block.height, now).unwrap();
+        }
+    }
+    assert_eq!(persisted_heights, (1..=10).collect::<Vec<_>>());
+    assert_eq!(b.exec_root(), a.exec_root());
+    assert_eq!(b.chain().hash(), a.chain().hash());
+}
