@@ -306,6 +306,35 @@ impl Target {
 type Stats = std::sync::Arc<std::sync::Mutex<LoadStats>>;
 type Stop = std::sync::Arc<std::sync::atomic::AtomicBool>;
 
+/// The open-loop schedule of a load: transaction `j` is due `j` intervals after the start.
+struct Pace {
+    start: std::time::Instant,
+    interval_ns: u64,
+}
+
+impl Pace {
+    /// `orders_per_s` orders a second in transactions of the spec's bulk.
+    fn new(spec: &LoadSpec, orders_per_s: u64) -> Pace {
+        let bulk = u64::from(spec.bulk.clamp(1, 64));
+        let interval_ns = (1_000_000_000u64 * bulk)
+            .checked_div(orders_per_s.max(1))
+            .unwrap_or(1)
+            .max(1);
+        Pace {
+            start: std::time::Instant::now(),
+            interval_ns,
+        }
+    }
+
+    /// How long to sleep (at most 5 ms at a time) before transaction `j` is due; `None`
+    /// once it is.
+    fn wait_before(&self, j: u64) -> Option<std::time::Duration> {
+        let due = self.start + std::time::Duration::from_nanos(j * self.interval_ns);
+        let now = std::time::Instant::now();
+        (due > now).then(|| (due - now).min(std::time::Duration::from_millis(5)))
+    }
+}
+
 /// Sends the signed stream to `targets` (round robin: a client of every validator), at
 /// `orders_per_s` until `stop`, and counts the notices in `stats`. Transactions are signed as
 /// they are sent; if signing cannot keep up, they go as fast as it can. A target that fails
@@ -336,21 +365,14 @@ pub fn drive(
     if targets.is_empty() {
         return Ok(());
     }
-    let bulk = u64::from(spec.bulk.clamp(1, 64));
-    let tx_interval_ns = (1_000_000_000u64 * bulk)
-        .checked_div(orders_per_s.max(1))
-        .unwrap_or(1)
-        .max(1);
-    let start = std::time::Instant::now();
+    let pace = Pace::new(spec, orders_per_s);
     let mut j = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let due = start + std::time::Duration::from_nanos(j * tx_interval_ns);
-        let now = std::time::Instant::now();
-        if due > now {
+        if let Some(wait) = pace.wait_before(j) {
             for target in &mut targets {
                 target.flush(&stats);
             }
-            std::thread::sleep((due - now).min(std::time::Duration::from_millis(5)));
+            std::thread::sleep(wait);
             continue;
         }
         let count = targets.len();
@@ -473,18 +495,11 @@ pub fn drive_gateways(
             .spawn(move || read_session(reader, account, target, pending, stats, stop))?;
         senders.push(Some(sender));
     }
-    let bulk = u64::from(spec.bulk.clamp(1, 64));
-    let tx_interval_ns = (1_000_000_000u64 * bulk)
-        .checked_div(orders_per_s.max(1))
-        .unwrap_or(1)
-        .max(1);
-    let start = std::time::Instant::now();
+    let pace = Pace::new(spec, orders_per_s);
     let mut j = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let due = start + std::time::Duration::from_nanos(j * tx_interval_ns);
-        let now = std::time::Instant::now();
-        if due > now {
-            std::thread::sleep((due - now).min(std::time::Duration::from_millis(5)));
+        if let Some(wait) = pace.wait_before(j) {
+            std::thread::sleep(wait);
             continue;
         }
         let account = (j % keys.len() as u64) as usize;
