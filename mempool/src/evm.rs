@@ -266,6 +266,12 @@ impl Mempool {
         self.evm.len()
     }
 
+    /// EVM transactions of this sender pooled (its pending nonce is its state nonce plus
+    /// this).
+    pub fn evm_pooled(&self, sender: &Address) -> usize {
+        self.evm.senders.get(sender).map_or(0, BTreeMap::len)
+    }
+
     /// The sender recovered before from the transaction with this Ethereum hash (at
     /// admission, or remembered from a validated block), for
     /// `execution::Execution::validate_block_with`.
