@@ -61,6 +61,21 @@ pub const QUEUE: usize = 1024;
 const MAX_REQUEST_BYTES: u32 = 1 << 20;
 /// Most HTTP connections open at once.
 const MAX_CONNECTIONS: u32 = 256;
+/// Connections whose rate limit is remembered: the server numbers connections in order, so
+/// the host forgets the lowest numbers past this many (long closed, as at most
+/// [`MAX_CONNECTIONS`] are open).
+pub const RATE_REMEMBERED: usize = 4 * MAX_CONNECTIONS as usize;
+
+/// The refusal of a raw transaction over its connection's rate.
+pub fn rate_limited(per_second: u64) -> RpcError {
+    RpcError {
+        code: -32005,
+        message: format!(
+            "rate_limited: more than {per_second} transactions a second on this connection"
+        ),
+        data: None,
+    }
+}
 
 /// A call for the host loop.
 pub struct EthRequest {
@@ -68,6 +83,8 @@ pub struct EthRequest {
     pub method: &'static str,
     /// Positional parameters.
     pub params: Vec<Value>,
+    /// The HTTP connection it came on (for its rate limit).
+    pub connection: u64,
     /// Where the answer goes.
     pub reply: oneshot::Sender<Result<Value, RpcError>>,
 }
@@ -81,14 +98,18 @@ pub async fn serve(
     let mut module = RpcModule::new(to_host);
     for &method in METHODS.iter() {
         module
-            .register_async_method(method, move |params, to_host, _| async move {
+            .register_async_method(method, move |params, to_host, extensions| async move {
                 let params = params_of(&params)?;
+                let connection = extensions
+                    .get::<jsonrpsee::ConnectionId>()
+                    .map_or(0, |id| id.0 as u64);
                 let (reply, answer) = oneshot::channel();
                 let busy = || ErrorObjectOwned::owned(-32005, "validator busy", None::<()>);
                 to_host
                     .try_send(EthRequest {
                         method,
                         params,
+                        connection,
                         reply,
                     })
                     .map_err(|_| busy())?;

@@ -427,6 +427,10 @@ struct NodeApp {
     execution_config: ExecutionConfig,
     /// The EVM blocks executed, for the Ethereum JSON-RPC port's reads.
     eth_history: EthHistory,
+    /// JSON-RPC connections with a rate bucket (the oldest forgotten first).
+    eth_connections: std::collections::BTreeSet<u64>,
+    /// Transactions a second one client connection may send.
+    connection_rate: u64,
 }
 
 /// The shell: the host library driven by QUIC, the safety journal, the block file and the
@@ -686,6 +690,8 @@ fn node_app(
         rates: RateLimits::new(config.connection_rate, config.connection_rate),
         execution_config: execution_config(config)?,
         eth_history,
+        eth_connections: Default::default(),
+        connection_rate: config.connection_rate,
     };
     Ok((app, exec_root))
 }
@@ -954,7 +960,7 @@ impl Shell {
                 }
                 Some(event) = clients.json.recv() => vec![ClientEvent::Json(event)],
                 Some(request) = clients.eth.recv() => {
-                    if let Some(frame) = self.host.app_mut().on_eth(request) {
+                    if let Some(frame) = self.host.app_mut().on_eth(request, now_ns()) {
                         self.net.broadcast(frame);
                     }
                     continue;
@@ -1110,7 +1116,22 @@ impl NodeApp {
 
     /// Answers an Ethereum JSON-RPC call from the executed state; returns the frame that
     /// forwards an admitted raw transaction to the other validators.
-    fn on_eth(&mut self, request: EthRequest) -> Option<Frame> {
+    fn on_eth(&mut self, request: EthRequest, now_ns: u64) -> Option<Frame> {
+        if request.method == "eth_sendRawTransaction" {
+            let key = (3, request.connection);
+            if self.eth_connections.insert(request.connection)
+                && self.eth_connections.len() > chain_eth::RATE_REMEMBERED
+            {
+                let oldest = self.eth_connections.pop_first().expect("over the bound");
+                self.rates.forget(&(3, oldest));
+            }
+            if !self.rates.allow(key, now_ns / MS) {
+                let _ = request
+                    .reply
+                    .send(Err(chain_eth::rate_limited(self.connection_rate)));
+                return None;
+            }
+        }
         let Shared {
             execution, mempool, ..
         } = self.shared.get_mut();

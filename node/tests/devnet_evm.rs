@@ -131,7 +131,15 @@ impl Cluster {
 
 /// One JSON-RPC call over HTTP/1.1; the response object (`result` or `error`).
 fn rpc(addr: SocketAddr, method: &str, params: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    post(
+        addr,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+    )
+}
+
+/// One HTTP request of `body` (a call or a batch) on its own connection; the response.
+fn post(addr: SocketAddr, body: &Value) -> Value {
+    let body = body.to_string();
     let mut stream = TcpStream::connect(addr).expect("connect to the RPC port");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -281,6 +289,8 @@ fn init(dir: &Path, exe: &Path) -> PathBuf {
             "--init-only",
             "--base-port",
             "21200",
+            "--connection-rate",
+            "5",
             "--dir",
         ])
         .arg(dir)
@@ -340,6 +350,24 @@ fn a_contract_deployed_through_one_validator_quotes_on_the_book_of_every_validat
             .as_str()
             .is_some_and(|m| m.contains("chain")),
         "{wrong_chain}"
+    );
+
+    // One connection's raw transactions beyond its rate (5 a second, bursts of 5) are
+    // refused before they are decoded.
+    let batch: Vec<Value> = (0..8)
+        .map(|id| json!({"jsonrpc": "2.0", "id": id, "method": "eth_sendRawTransaction", "params": ["0x02c0ffee"]}))
+        .collect();
+    let answers = post(v2, &Value::Array(batch));
+    let codes: Vec<i64> = answers
+        .as_array()
+        .expect("a batch answer")
+        .iter()
+        .map(|a| a["error"]["code"].as_i64().expect("an error"))
+        .collect();
+    assert!(codes.contains(&-32005), "{answers}");
+    assert!(
+        codes.iter().filter(|c| **c == -32602).count() <= 6,
+        "{answers}"
     );
 
     // Deploy through validator 1; the receipt on validator 3 names the same block.
