@@ -312,7 +312,19 @@ impl EthPort<'_> {
             }
             "eth_getTransactionReceipt" => Ok(eth::receipt(history, parse_hash(arg(params, 0))?)),
             "eth_getTransactionByHash" => {
-                Ok(eth::transaction(history, parse_hash(arg(params, 0))?).unwrap_or(Value::Null))
+                let h = parse_hash(arg(params, 0))?;
+                if let Some(included) = eth::transaction(history, h) {
+                    return Ok(included);
+                }
+                // Pending, as geth: block fields null.
+                let Some(item) = self.mempool.evm_pooled_item(&h) else {
+                    return Ok(Value::Null);
+                };
+                let senders = |h: &B256| self.mempool.evm_sender(h);
+                Ok(self
+                    .execution
+                    .decode_evm_with(item.envelope(), &senders)
+                    .map_or(Value::Null, |tx| eth::tx_json(&tx.record(0, 0), None, None)))
             }
             "eth_getLogs" => eth::logs(history, arg(params, 0)),
             other => Err(eth::no_method(other)),

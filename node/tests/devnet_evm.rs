@@ -372,6 +372,10 @@ fn a_contract_deployed_through_one_validator_quotes_on_the_book_of_every_validat
 
     // Deploy through validator 1; the receipt on validator 3 names the same block.
     let deploy = owner.send(v1, None, U256::ZERO, market_maker_deploy());
+    // Pending (block fields null) or already included: known by its hash either way.
+    let sent = result(v1, "eth_getTransactionByHash", json!([deploy]));
+    assert_eq!(sent["hash"], deploy, "{sent}");
+    assert_eq!(sent["from"], json!(owner.address), "{sent}");
     let on_3 = receipt(&mut cluster, v3, &deploy);
     let on_1 = receipt(&mut cluster, v1, &deploy);
     assert_eq!(on_3["status"], "0x1", "{on_3}");
