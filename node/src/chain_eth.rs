@@ -51,8 +51,9 @@ pub const METHODS: [&str; 21] = [
     "eth_syncing",
 ];
 
-/// EVM blocks remembered for reads (headers, transactions, receipts, logs): about a day at
-/// one block every 10 s; older ones are forgotten first.
+/// EVM blocks remembered for reads by default (headers, transactions, receipts, logs; the
+/// devnet's `eth_history_blocks`): about a day at one block every 10 s; older ones are
+/// forgotten first.
 pub const HISTORY_BLOCKS: usize = 10_000;
 /// Calls queued for the host before new ones are refused as busy.
 pub const QUEUE: usize = 1024;
@@ -151,6 +152,11 @@ impl EthHistory {
         history.by_hash.insert(head.hash, head.number);
         history.blocks.push_back(head.clone());
         history
+    }
+
+    /// How many blocks it keeps.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Remembers an executed EVM block (the next after the head), forgetting the oldest past
@@ -353,5 +359,41 @@ impl EthPort<'_> {
             .get(&a)
             .and_then(|account| account.storage.get(&slot).copied())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evm_bridge::executor::{EvmConfig, Executor, Genesis};
+
+    #[test]
+    fn the_history_keeps_the_newest_blocks_by_number_and_hash() {
+        let (_, genesis) = Executor::genesis(EvmConfig::default(), &Genesis::default());
+        let mut history = EthHistory::new(&genesis.header, 3);
+        let block = |n: u64| {
+            let mut out = genesis.clone();
+            out.header.number = n;
+            out.header.hash = B256::with_last_byte(n as u8);
+            out
+        };
+        for n in 1..=5 {
+            history.push(&block(n));
+        }
+        assert_eq!((history.oldest(), history.head()), (3, 5));
+        assert!(history.header(2).is_none() && history.header(6).is_none());
+        assert_eq!(history.header(4).map(|h| h.number), Some(4));
+        assert!(history.header_by_hash(&B256::with_last_byte(2)).is_none());
+        assert_eq!(
+            history
+                .header_by_hash(&B256::with_last_byte(5))
+                .map(|h| h.number),
+            Some(5)
+        );
+        assert!(block_number(&history, None).is_ok_and(|n| n == 5));
+        assert!(
+            state_at(&history, Some(&json!("0x4"))).is_err(),
+            "head only"
+        );
     }
 }

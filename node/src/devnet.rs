@@ -71,6 +71,9 @@ pub struct DevnetArgs {
     /// as many); more are refused `rate_limited` (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 50_000)]
     pub connection_rate: u64,
+    /// EVM blocks each validator keeps in memory for its Ethereum JSON-RPC reads.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub eth_history_blocks: u64,
     /// Seed of the order stream, the trading accounts' keys and the validator keys.
     #[arg(long, value_name = "SEED", default_value_t = 7)]
     pub seed: u64,
@@ -185,6 +188,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         max_block_bytes: 16 << 20,
         snapshot_every: args.snapshot_every,
         connection_rate: args.connection_rate,
+        eth_history_blocks: args.eth_history_blocks,
         load_start_unix_ns: now_ns() + 1_500 * MS,
         timeouts: TimeoutsMs {
             propose: 200,

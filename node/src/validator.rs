@@ -184,6 +184,10 @@ pub struct DevnetConfig {
     /// (0: no limit).
     #[serde(default = "default_connection_rate")]
     pub connection_rate: u64,
+    /// EVM blocks each validator keeps in memory for its Ethereum JSON-RPC reads (blocks,
+    /// transactions, receipts, logs); older ones are forgotten first.
+    #[serde(default = "default_eth_history_blocks")]
+    pub eth_history_blocks: u64,
     /// When the load starts (Unix ns).
     pub load_start_unix_ns: u64,
     /// Consensus timeouts.
@@ -216,6 +220,10 @@ fn default_snapshot_every() -> u64 {
 
 fn default_connection_rate() -> u64 {
     50_000
+}
+
+fn default_eth_history_blocks() -> u64 {
+    chain_eth::HISTORY_BLOCKS as u64
 }
 
 /// Reads a devnet configuration.
@@ -666,7 +674,9 @@ fn node_app(
     let spec = config.load_spec()?;
     let mut execution = genesis_execution(config)?;
     let exec_root = Hash(execution.root());
-    let eth_history = EthHistory::new(execution.evm().head(), chain_eth::HISTORY_BLOCKS);
+    let eth_history_blocks = usize::try_from(config.eth_history_blocks)
+        .map_err(|_| HostError::Config("eth_history_blocks too large".into()))?;
+    let eth_history = EthHistory::new(execution.evm().head(), eth_history_blocks);
     let app = NodeApp {
         index: args.index,
         forged: args
@@ -1464,7 +1474,7 @@ impl NodeApp {
             eprintln!("nexus validator: snapshot at {height} not used: its state has another root");
             return None;
         }
-        self.eth_history = EthHistory::new(execution.evm().head(), chain_eth::HISTORY_BLOCKS);
+        self.eth_history = EthHistory::new(execution.evm().head(), self.eth_history.capacity());
         let shared = self.shared.get_mut();
         shared.execution = execution;
         shared.block_time_ms = snapshot.block_time_ms;
