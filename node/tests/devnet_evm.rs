@@ -280,6 +280,21 @@ fn receipt(cluster: &mut Cluster, addr: SocketAddr, hash: &str) -> Value {
     )
 }
 
+/// Waits until validator `addr` has executed EVM block `number` (validators run a block or
+/// so apart).
+fn reach(cluster: &mut Cluster, addr: SocketAddr, number: &Value) {
+    let quantity = |v: &Value| {
+        u64::from_str_radix(v.as_str().expect("a quantity").trim_start_matches("0x"), 16)
+            .expect("hex")
+    };
+    let want = quantity(number);
+    cluster.until(
+        &format!("block {want} on {addr}"),
+        Duration::from_secs(20),
+        |_| (quantity(&result(addr, "eth_blockNumber", json!([]))) >= want).then_some(()),
+    );
+}
+
 fn init(dir: &Path, exe: &Path) -> PathBuf {
     let out = Command::new(exe)
         .args([
@@ -382,6 +397,8 @@ fn a_contract_deployed_through_one_validator_quotes_on_the_book_of_every_validat
     assert_eq!(on_3["blockHash"], on_1["blockHash"]);
     assert_eq!(on_3["contractAddress"], on_1["contractAddress"]);
     let mm: Address = on_3["contractAddress"].as_str().unwrap().parse().unwrap();
+    reach(&mut cluster, v2, &on_3["blockNumber"]);
+    reach(&mut cluster, v0, &on_3["blockNumber"]);
     let block = result(v2, "eth_getBlockByHash", json!([on_3["blockHash"], false]));
     assert_eq!(block["transactions"][0], deploy);
     let code = result(v0, "eth_getCode", json!([mm, "latest"]));
@@ -417,6 +434,7 @@ fn a_contract_deployed_through_one_validator_quotes_on_the_book_of_every_validat
         !r["logs"].as_array().unwrap().is_empty(),
         "Quoted is logged"
     );
+    reach(&mut cluster, v3, &r["blockNumber"]);
     let logs = result(
         v3,
         "eth_getLogs",
