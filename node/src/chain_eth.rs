@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{keccak256, Address, B256, U256};
 use evm_bridge::eth::{
     self, arg, block_json, block_number, call_error, call_request, data, hash, params_of,
     parse_address, parse_bytes, parse_hash, parse_quantity, quantity, state_at, History, RpcError,
@@ -91,7 +91,7 @@ pub struct EthRequest {
 }
 
 /// Starts the JSON-RPC server on the current runtime; calls go to `to_host`. Returns the
-/// bound address and the server's handle (dropping it leaves the server running).
+/// bound address and the server's handle (dropping it stops the server).
 pub async fn serve(
     addr: SocketAddr,
     to_host: mpsc::Sender<EthRequest>,
@@ -233,14 +233,9 @@ impl EthPort<'_> {
         let raw = parse_bytes(
             arg(params, 0).ok_or_else(|| RpcError::params("expected raw transaction hex"))?,
         )?;
-        let execution = &*self.execution;
-        match self.mempool.admit_evm(&raw, execution) {
-            Ok(_) => {
-                let tx = execution
-                    .decode_evm_with(&raw, &|h| self.mempool.evm_sender(h))
-                    .map_err(|e| eth::send_error(&e))?;
-                Ok((hash(tx.hash), EvmItem::new(&raw)))
-            }
+        match self.mempool.admit_evm(&raw, &*self.execution) {
+            // The Ethereum hash is keccak256 of the EIP-2718 envelope.
+            Ok(_) => Ok((hash(keccak256(&raw)), EvmItem::new(&raw))),
             Err(mempool::EvmRefusal::Tx(e)) => Err(eth::send_error(&e)),
             Err(other) => Err(RpcError::server(other.to_string())),
         }

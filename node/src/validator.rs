@@ -612,17 +612,16 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
     let (json_tx, json) = mpsc::channel::<JsonEvent>(1 << 12);
     validator.start_json(&entry, &config, json_tx).await?;
     let (eth_tx, eth) = mpsc::channel::<EthRequest>(chain_eth::QUEUE);
-    let eth_addr = match entry.eth_addr {
-        Some(addr) => {
-            let (bound, handle) = chain_eth::serve(addr, eth_tx)
+    // The server stops when its handle is dropped: kept until the validator stops.
+    let eth_server = match entry.eth_addr {
+        Some(addr) => Some(
+            chain_eth::serve(addr, eth_tx)
                 .await
-                .map_err(|e| HostError::Io(PathBuf::from(addr.to_string()), e))?;
-            // The server runs as long as the process: its handle is never stopped.
-            std::mem::forget(handle);
-            Some(bound)
-        }
+                .map_err(|e| HostError::Io(PathBuf::from(addr.to_string()), e))?,
+        ),
         None => None,
     };
+    let eth_addr = eth_server.as_ref().map(|(bound, _)| *bound);
     log_line(json!({
         "event": "ready", "index": args.index, "addr": entry.addr.to_string(),
         "tx_addr": entry.tx_addr.to_string(),
@@ -643,7 +642,9 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
         gateway,
         eth,
     };
-    validator.run(rx, channels).await
+    let stopped = validator.run(rx, channels).await;
+    drop(eth_server);
+    stopped
 }
 
 /// The chain state at genesis (the configured validators and stakes) and the peers.
