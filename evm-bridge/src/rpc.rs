@@ -4,13 +4,18 @@
 //! blocks on a timer.
 
 use crate::chain::{Chain, StepOutput};
+use crate::eth::{
+    arg, block_json, block_number, call_error, call_request, data, dropped_error, hash, params_of,
+    parse_address, parse_bytes, parse_hash, parse_quantity, quantity, state_at, tx_json, History,
+};
+pub use crate::eth::{RpcError, MAX_LOG_RANGE};
 use crate::executor::{
-    BlockHeader, BlockOutput, CallOutcome, CallRequest, DroppedTx, EvmConfig, Receipt, SignedTx,
-    TxError, TxRecord,
+    BlockHeader, BlockOutput, CallOutcome, DroppedTx, EvmConfig, Receipt, SignedTx, TxError,
+    TxRecord,
 };
 use crate::store::{Store, StoreError};
 use crate::system;
-use alloy_primitives::{hex, Address, Bytes, B256, U256};
+use alloy_primitives::{Address, B256};
 use engine::Command;
 use jsonrpsee::server::{RpcModule, Server, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
@@ -52,86 +57,9 @@ pub const METHODS: [&str; 24] = [
 pub const SUGGESTED_TIP_WEI: u64 = 1_000_000_000;
 /// Most transactions waiting in the pool.
 pub const MAX_MEMPOOL: usize = 10_000;
-/// Widest block range one `eth_getLogs` may scan.
-pub const MAX_LOG_RANGE: u64 = 10_000;
 /// Most dropped transactions remembered for `eth_getTransactionByHash` (oldest forgotten
 /// first; every drop is also logged).
 pub const MAX_DROPPED_REMEMBERED: usize = 10_000;
-
-/// A JSON-RPC error: code, message, optional data.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RpcError {
-    /// JSON-RPC error code.
-    pub code: i32,
-    /// Message.
-    pub message: String,
-    /// Data (revert bytes for code 3).
-    pub data: Option<Value>,
-}
-
-impl RpcError {
-    fn params(message: impl Into<String>) -> RpcError {
-        RpcError {
-            code: -32602,
-            message: message.into(),
-            data: None,
-        }
-    }
-    fn server(message: impl Into<String>) -> RpcError {
-        RpcError {
-            code: -32000,
-            message: message.into(),
-            data: None,
-        }
-    }
-}
-
-fn quantity(n: impl std::fmt::LowerHex) -> Value {
-    Value::String(format!("{n:#x}"))
-}
-
-fn data(bytes: &[u8]) -> Value {
-    Value::String(format!("0x{}", hex::encode(bytes)))
-}
-
-fn addr(a: Address) -> Value {
-    Value::String(format!("{a:#x}"))
-}
-
-fn hash(h: B256) -> Value {
-    Value::String(format!("{h:#x}"))
-}
-
-fn arg(params: &[Value], i: usize) -> Option<&Value> {
-    params.get(i).filter(|v| !v.is_null())
-}
-
-fn parse_address(v: Option<&Value>) -> Result<Address, RpcError> {
-    v.and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| RpcError::params("expected a 20-byte hex address"))
-}
-
-fn parse_hash(v: Option<&Value>) -> Result<B256, RpcError> {
-    v.and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| RpcError::params("expected a 32-byte hex hash"))
-}
-
-fn parse_bytes(v: &Value) -> Result<Bytes, RpcError> {
-    v.as_str()
-        .and_then(|s| hex::decode(s).ok())
-        .map(Bytes::from)
-        .ok_or_else(|| RpcError::params("expected 0x-prefixed hex data"))
-}
-
-fn parse_quantity(v: &Value) -> Result<U256, RpcError> {
-    v.as_str()
-        .and_then(|s| s.strip_prefix("0x"))
-        .and_then(|s| U256::from_str_radix(s, 16).ok())
-        .or_else(|| v.as_u64().map(U256::from))
-        .ok_or_else(|| RpcError::params("expected a 0x-prefixed hex quantity"))
-}
 
 /// The node: the chain, its store, the pool, and what RPC serves (blocks, transactions).
 pub struct Node {
@@ -372,105 +300,6 @@ impl Node {
         Ok(out)
     }
 
-    fn block_number(&self, tag: Option<&Value>) -> Result<u64, RpcError> {
-        let head = self.blocks.len() as u64 - 1;
-        match tag.and_then(Value::as_str) {
-            None | Some("latest" | "pending" | "safe" | "finalized") => Ok(head),
-            Some("earliest") => Ok(0),
-            Some(_) => {
-                let n = parse_quantity(tag.expect("some"))?;
-                u64::try_from(n).map_err(|_| RpcError::params("block number too large"))
-            }
-        }
-    }
-
-    /// State queries answer from the head only: no historical state is kept.
-    fn state_at(&self, tag: Option<&Value>) -> Result<(), RpcError> {
-        let n = self.block_number(tag)?;
-        if n != self.blocks.len() as u64 - 1 {
-            return Err(RpcError::server(format!(
-                "state of block {n} is not available: only the latest block's state is kept"
-            )));
-        }
-        Ok(())
-    }
-
-    fn call_request(&self, v: Option<&Value>) -> Result<CallRequest, RpcError> {
-        let v = v
-            .and_then(Value::as_object)
-            .ok_or_else(|| RpcError::params("expected a call object"))?;
-        let mut request = CallRequest::default();
-        if let Some(from) = v.get("from").filter(|f| !f.is_null()) {
-            request.from = Some(parse_address(Some(from))?);
-        }
-        if let Some(to) = v.get("to").filter(|f| !f.is_null()) {
-            request.to = Some(parse_address(Some(to))?);
-        }
-        if let Some(gas) = v.get("gas").filter(|f| !f.is_null()) {
-            request.gas = Some(
-                u64::try_from(parse_quantity(gas)?)
-                    .map_err(|_| RpcError::params("gas too large"))?,
-            );
-        }
-        if let Some(value) = v.get("value").filter(|f| !f.is_null()) {
-            request.value = parse_quantity(value)?;
-        }
-        if let Some(input) = v
-            .get("input")
-            .or_else(|| v.get("data"))
-            .filter(|f| !f.is_null())
-        {
-            request.data = parse_bytes(input)?;
-        }
-        Ok(request)
-    }
-
-    fn block_json(&self, header: &BlockHeader, full: bool) -> Value {
-        let txs: Vec<Value> = header
-            .tx_hashes
-            .iter()
-            .map(|h| {
-                if full {
-                    self.txs
-                        .get(h)
-                        .map(|(t, r)| tx_json(t, Some(r), Some(header)))
-                        .unwrap_or(Value::Null)
-                } else {
-                    hash(*h)
-                }
-            })
-            .collect();
-        json!({
-            "number": quantity(header.number),
-            "hash": hash(header.hash),
-            "parentHash": hash(header.parent_hash),
-            "nonce": "0x0000000000000000",
-            "mixHash": hash(B256::ZERO),
-            "sha3Uncles": "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347",
-            "logsBloom": data(header.logs_bloom.as_slice()),
-            "transactionsRoot": hash(alloy_primitives::keccak256(
-                header.tx_hashes.iter().flat_map(|h| h.0).collect::<Vec<u8>>())),
-            "stateRoot": hash(header.state_root),
-            "receiptsRoot": hash(header.core_root),
-            "miner": addr(self.chain_coinbase()),
-            "difficulty": "0x0",
-            "totalDifficulty": "0x0",
-            "extraData": data(header.core_root.as_slice()),
-            "size": quantity(500u64 + 32 * header.tx_hashes.len() as u64),
-            "gasLimit": quantity(header.gas_limit),
-            "gasUsed": quantity(header.gas_used),
-            "timestamp": quantity(header.timestamp),
-            "baseFeePerGas": quantity(header.base_fee),
-            "blobGasUsed": "0x0",
-            "excessBlobGas": "0x0",
-            "parentBeaconBlockRoot": hash(B256::ZERO),
-            "withdrawalsRoot": hash(B256::ZERO),
-            "withdrawals": [],
-            "transactions": txs,
-            "uncles": [],
-        })
-    }
-
     fn chain_coinbase(&self) -> Address {
         // The config is behind `&mut` (the executor's state cache); the coinbase is fixed.
         EvmConfig::default().coinbase
@@ -486,15 +315,15 @@ impl Node {
             "eth_chainId" => Ok(quantity(config.chain_id)),
             "net_version" => Ok(Value::String(config.chain_id.to_string())),
             "web3_clientVersion" => Ok(json!(concat!("nexus-evm/", env!("CARGO_PKG_VERSION")))),
-            "eth_blockNumber" => Ok(quantity(self.blocks.len() as u64 - 1)),
+            "eth_blockNumber" => Ok(quantity(self.head())),
             "eth_accounts" => Ok(json!([])),
             "eth_syncing" => Ok(json!(false)),
             "eth_gasPrice" => Ok(quantity(config.base_fee_wei + SUGGESTED_TIP_WEI)),
             "eth_maxPriorityFeePerGas" => Ok(quantity(SUGGESTED_TIP_WEI)),
-            "eth_feeHistory" => self.fee_history(params, config.base_fee_wei),
+            "eth_feeHistory" => crate::eth::fee_history(self, params, config.base_fee_wei),
             "eth_getBalance" => {
                 let a = parse_address(arg(params, 0))?;
-                self.state_at(arg(params, 1))?;
+                state_at(self, arg(params, 1))?;
                 Ok(quantity(self.chain.executor().account(a).balance))
             }
             "eth_getTransactionCount" => {
@@ -502,49 +331,48 @@ impl Node {
                 if arg(params, 1).and_then(Value::as_str) == Some("pending") {
                     return Ok(quantity(self.pending_nonce(a)));
                 }
-                self.state_at(arg(params, 1))?;
+                state_at(self, arg(params, 1))?;
                 Ok(quantity(self.chain.executor().account(a).nonce))
             }
             "eth_getCode" => {
                 let a = parse_address(arg(params, 0))?;
-                self.state_at(arg(params, 1))?;
+                state_at(self, arg(params, 1))?;
                 Ok(data(&self.chain.executor().code(a)))
             }
             "eth_getStorageAt" => {
                 let a = parse_address(arg(params, 0))?;
                 let slot = parse_quantity(arg(params, 1).ok_or_else(|| RpcError::params("slot"))?)?;
-                self.state_at(arg(params, 2))?;
+                state_at(self, arg(params, 2))?;
                 let v = self.chain.executor().storage(a, slot);
                 Ok(data(&v.to_be_bytes::<32>()))
             }
             "eth_getBlockByNumber" => {
-                let n = self.block_number(arg(params, 0))?;
+                let n = block_number(self, arg(params, 0))?;
                 let full = arg(params, 1).and_then(Value::as_bool).unwrap_or(false);
+                let coinbase = self.chain_coinbase();
                 Ok(self
-                    .blocks
-                    .get(n as usize)
-                    .map_or(Value::Null, |h| self.block_json(h, full)))
+                    .header(n)
+                    .map_or(Value::Null, |h| block_json(self, h, full, coinbase)))
             }
             "eth_getBlockByHash" => {
                 let h = parse_hash(arg(params, 0))?;
                 let full = arg(params, 1).and_then(Value::as_bool).unwrap_or(false);
+                let coinbase = self.chain_coinbase();
                 Ok(self
-                    .blocks
-                    .iter()
-                    .find(|b| b.hash == h)
-                    .map_or(Value::Null, |b| self.block_json(b, full)))
+                    .header_by_hash(&h)
+                    .map_or(Value::Null, |b| block_json(self, b, full, coinbase)))
             }
             "eth_call" => {
-                let request = self.call_request(arg(params, 0))?;
-                self.state_at(arg(params, 1))?;
+                let request = call_request(arg(params, 0))?;
+                state_at(self, arg(params, 1))?;
                 match self.chain.call(&request) {
                     CallOutcome::Success { output, .. } => Ok(data(&output)),
                     failure => Err(call_error(failure)),
                 }
             }
             "eth_estimateGas" => {
-                let request = self.call_request(arg(params, 0))?;
-                self.state_at(arg(params, 1))?;
+                let request = call_request(arg(params, 0))?;
+                state_at(self, arg(params, 1))?;
                 match self.chain.estimate_gas(&request) {
                     Ok(gas) => Ok(quantity(gas)),
                     Err(failure) => Err(call_error(failure)),
@@ -557,27 +385,17 @@ impl Node {
                 )?;
                 match self.submit_raw(&raw) {
                     Ok(h) => Ok(hash(h)),
-                    Err(e @ (TxError::Malformed(_) | TxError::Signature(_))) => {
-                        Err(RpcError::params(e.to_string()))
-                    }
-                    Err(e) => Err(RpcError::server(e.to_string())),
+                    Err(e) => Err(crate::eth::send_error(&e)),
                 }
             }
             "eth_getTransactionReceipt" => {
                 let h = parse_hash(arg(params, 0))?;
-                Ok(match self.txs.get(&h) {
-                    Some((t, r)) => receipt_json(t, r, &self.blocks[r.block_number as usize]),
-                    None => Value::Null,
-                })
+                Ok(crate::eth::receipt(self, h))
             }
             "eth_getTransactionByHash" => {
                 let h = parse_hash(arg(params, 0))?;
-                if let Some((t, r)) = self.txs.get(&h) {
-                    return Ok(tx_json(
-                        t,
-                        Some(r),
-                        Some(&self.blocks[r.block_number as usize]),
-                    ));
+                if let Some(included) = crate::eth::transaction(self, h) {
+                    return Ok(included);
                 }
                 if let Some(pooled) = self.mempool.iter().find(|t| t.hash == h) {
                     // Pending, as geth: block fields null.
@@ -588,7 +406,7 @@ impl Node {
                 }
                 Ok(Value::Null)
             }
-            "eth_getLogs" => self.logs(arg(params, 0)),
+            "eth_getLogs" => crate::eth::logs(self, arg(params, 0)),
             "nexus_mine" => {
                 let out = self.produce_block(unix_now()).map_err(|e| {
                     RpcError::server(format!("node stopped: block not persisted: {e}"))
@@ -611,291 +429,27 @@ impl Node {
                     .unwrap_or_default();
                 Ok(json!({"total": b.total, "locked": b.locked}))
             }
-            other => Err(RpcError {
-                code: -32601,
-                message: format!("the method {other} does not exist/is not available"),
-                data: None,
-            }),
+            other => Err(crate::eth::no_method(other)),
         }
-    }
-
-    /// `eth_feeHistory(blockCount, newestBlock, rewardPercentiles?)`: `blockCount` blocks
-    /// ending at `newestBlock` (clamped to what exists, at most 1,024), the base fee of each
-    /// and of the next block, each block's gas used / gas limit, and, when percentiles are
-    /// given, one tip per percentile per block: the effective priority fee at which that
-    /// share of the block's user gas was reached, transactions sorted by tip (as geth; system
-    /// callbacks pay nothing and are left out; a block without user transactions gives 0).
-    fn fee_history(&self, params: &[Value], next_base_fee: u64) -> Result<Value, RpcError> {
-        let count = parse_quantity(
-            arg(params, 0).ok_or_else(|| RpcError::params("expected a block count"))?,
-        )?;
-        let count = u64::try_from(count).unwrap_or(u64::MAX).clamp(1, 1024);
-        let head = self.blocks.len() as u64 - 1;
-        let newest = self.block_number(arg(params, 1))?;
-        if newest > head {
-            return Err(RpcError::server(format!(
-                "request beyond head block: requested {newest}, head {head}"
-            )));
-        }
-        let percentiles: Option<Vec<f64>> = match arg(params, 2) {
-            None => None,
-            Some(Value::Array(list)) => {
-                let list = list
-                    .iter()
-                    .map(|p| {
-                        p.as_f64()
-                            .filter(|p| (0.0..=100.0).contains(p))
-                            .ok_or_else(|| RpcError::params("reward percentiles must be 0 to 100"))
-                    })
-                    .collect::<Result<Vec<f64>, _>>()?;
-                if list.windows(2).any(|w| w[0] > w[1]) {
-                    return Err(RpcError::params("reward percentiles must be increasing"));
-                }
-                Some(list)
-            }
-            Some(_) => return Err(RpcError::params("reward percentiles must be an array")),
-        };
-        let oldest = newest.saturating_sub(count - 1);
-        let blocks = &self.blocks[oldest as usize..=newest as usize];
-        let mut base_fees: Vec<Value> = blocks.iter().map(|b| quantity(b.base_fee)).collect();
-        // The base fee is fixed (no elasticity): the next block's is the configured one.
-        base_fees.push(quantity(next_base_fee));
-        let ratios: Vec<f64> = blocks
-            .iter()
-            .map(|b| {
-                if b.gas_limit == 0 {
-                    0.0
-                } else {
-                    b.gas_used as f64 / b.gas_limit as f64
-                }
-            })
-            .collect();
-        let mut out = json!({
-            "oldestBlock": quantity(oldest),
-            "baseFeePerGas": base_fees,
-            "gasUsedRatio": ratios,
-        });
-        if let Some(percentiles) = percentiles.filter(|p| !p.is_empty()) {
-            let rewards: Vec<Vec<Value>> = blocks
-                .iter()
-                .map(|b| {
-                    let mut tips: Vec<(u128, u64)> = b
-                        .tx_hashes
-                        .iter()
-                        .filter_map(|h| self.txs.get(h))
-                        .filter(|(t, _)| t.tx_type != crate::executor::SYSTEM_TX_TYPE)
-                        .map(|(_, r)| {
-                            let tip = r.effective_gas_price.saturating_sub(b.base_fee as u128);
-                            (tip, r.gas_used)
-                        })
-                        .collect();
-                    tips.sort_unstable();
-                    let total: u64 = tips.iter().map(|t| t.1).sum();
-                    percentiles
-                        .iter()
-                        .map(|p| {
-                            let threshold = total as f64 * p / 100.0;
-                            let mut sum = 0u64;
-                            let tip = tips
-                                .iter()
-                                .find(|(_, gas)| {
-                                    sum += gas;
-                                    sum as f64 >= threshold
-                                })
-                                .or(tips.last())
-                                .map_or(0, |t| t.0);
-                            quantity(tip)
-                        })
-                        .collect()
-                })
-                .collect();
-            out["reward"] = json!(rewards);
-        }
-        Ok(out)
-    }
-
-    fn logs(&self, filter: Option<&Value>) -> Result<Value, RpcError> {
-        let filter = filter
-            .and_then(Value::as_object)
-            .ok_or_else(|| RpcError::params("expected a filter object"))?;
-        let (from, to) = if let Some(h) = filter.get("blockHash").filter(|v| !v.is_null()) {
-            let h = parse_hash(Some(h))?;
-            let b = self
-                .blocks
-                .iter()
-                .find(|b| b.hash == h)
-                .ok_or_else(|| RpcError::server("unknown block hash"))?;
-            (b.number, b.number)
-        } else {
-            let from = self.block_number(filter.get("fromBlock").filter(|v| !v.is_null()))?;
-            let to = self.block_number(filter.get("toBlock").filter(|v| !v.is_null()))?;
-            (from, to.min(self.blocks.len() as u64 - 1))
-        };
-        if from > to.saturating_add(1) || to - from.min(to) > MAX_LOG_RANGE {
-            return Err(RpcError::server(format!(
-                "block range {from}..={to} invalid or wider than {MAX_LOG_RANGE}"
-            )));
-        }
-        let addresses: Vec<Address> = match filter.get("address") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(list)) => list
-                .iter()
-                .map(|v| parse_address(Some(v)))
-                .collect::<Result<_, _>>()?,
-            Some(v) => vec![parse_address(Some(v))?],
-        };
-        let topics: Vec<Vec<B256>> = match filter.get("topics") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(list)) => list
-                .iter()
-                .map(|t| match t {
-                    Value::Null => Ok(Vec::new()),
-                    Value::Array(any) => any.iter().map(|h| parse_hash(Some(h))).collect(),
-                    one => Ok(vec![parse_hash(Some(one))?]),
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(RpcError::params("topics must be an array")),
-        };
-        let mut out = Vec::new();
-        for header in self
-            .blocks
-            .iter()
-            .skip(from as usize)
-            .take((to + 1 - from.min(to + 1)) as usize)
-        {
-            for tx_hash in &header.tx_hashes {
-                let Some((_, receipt)) = self.txs.get(tx_hash) else {
-                    continue;
-                };
-                for log in &receipt.logs {
-                    if !addresses.is_empty() && !addresses.contains(&log.address) {
-                        continue;
-                    }
-                    let matches = topics.iter().enumerate().all(|(i, want)| {
-                        want.is_empty() || log.topics.get(i).is_some_and(|t| want.contains(t))
-                    });
-                    if matches {
-                        out.push(log_json(log, receipt, header));
-                    }
-                }
-            }
-        }
-        Ok(Value::Array(out))
     }
 }
 
-/// `eth_getTransactionByHash` of a dropped transaction: an error naming the reason (a
-/// `null` would look like "never sent", a pending object would make clients wait forever).
-fn dropped_error(block: u64, drop: &DroppedTx) -> RpcError {
-    RpcError {
-        code: -32000,
-        message: format!(
-            "transaction {:#x} dropped from block {block}: {}",
-            drop.hash, drop.reason
-        ),
-        data: Some(json!({
-            "hash": hash(drop.hash),
-            "from": addr(drop.sender),
-            "nonce": quantity(drop.nonce),
-            "block": quantity(block),
-            "reason": drop.reason.to_string(),
-        })),
+impl History for Node {
+    fn head(&self) -> u64 {
+        self.blocks.len() as u64 - 1
     }
-}
-
-fn call_error(failure: CallOutcome) -> RpcError {
-    match failure {
-        CallOutcome::Revert { output, .. } => RpcError {
-            code: 3,
-            message: revert_message(&output),
-            data: Some(data(&output)),
-        },
-        CallOutcome::Halt { reason, .. } => RpcError::server(format!("execution halted: {reason}")),
-        CallOutcome::Success { .. } => unreachable!("not a failure"),
+    fn oldest(&self) -> u64 {
+        0
     }
-}
-
-fn revert_message(output: &[u8]) -> String {
-    // Error(string): selector, offset, length, bytes.
-    if output.len() >= 68 && output[..4] == [0x08, 0xc3, 0x79, 0xa0] {
-        let len = U256::from_be_slice(&output[36..68]).saturating_to::<usize>();
-        if let Some(text) = output.get(68..68 + len) {
-            return format!("execution reverted: {}", String::from_utf8_lossy(text));
-        }
+    fn header(&self, number: u64) -> Option<&BlockHeader> {
+        self.blocks.get(usize::try_from(number).ok()?)
     }
-    "execution reverted".to_string()
-}
-
-fn log_json(log: &crate::executor::LogRecord, r: &Receipt, header: &BlockHeader) -> Value {
-    json!({
-        "address": addr(log.address),
-        "topics": log.topics.iter().map(|t| hash(*t)).collect::<Vec<_>>(),
-        "data": data(&log.data),
-        "blockNumber": quantity(r.block_number),
-        "blockHash": hash(header.hash),
-        "transactionHash": hash(r.tx_hash),
-        "transactionIndex": quantity(r.tx_index),
-        "logIndex": quantity(log.log_index),
-        "removed": false,
-    })
-}
-
-fn receipt_json(t: &TxRecord, r: &Receipt, header: &BlockHeader) -> Value {
-    json!({
-        "transactionHash": hash(r.tx_hash),
-        "transactionIndex": quantity(r.tx_index),
-        "blockHash": hash(header.hash),
-        "blockNumber": quantity(r.block_number),
-        "from": addr(r.from),
-        "to": r.to.map_or(Value::Null, addr),
-        "cumulativeGasUsed": quantity(r.cumulative_gas_used),
-        "gasUsed": quantity(r.gas_used),
-        "effectiveGasPrice": quantity(U256::from(r.effective_gas_price)),
-        "contractAddress": r.contract_address.map_or(Value::Null, addr),
-        "logs": r.logs.iter().map(|l| log_json(l, r, header)).collect::<Vec<_>>(),
-        "logsBloom": data(r.logs_bloom.as_slice()),
-        "status": if r.status { "0x1" } else { "0x0" },
-        "type": quantity(t.tx_type as u64),
-        "blobGasUsed": "0x0",
-    })
-}
-
-/// A transaction object; `header` is `None` for a pending one (block fields null).
-fn tx_json(t: &TxRecord, r: Option<&Receipt>, header: Option<&BlockHeader>) -> Value {
-    let mut v = json!({
-        "hash": hash(t.hash),
-        "from": addr(t.from),
-        "to": t.to.map_or(Value::Null, addr),
-        "nonce": quantity(t.nonce),
-        "gas": quantity(t.gas_limit),
-        "gasPrice": quantity(U256::from(r.map_or(t.gas_price.unwrap_or(t.max_fee_per_gas), |r| r.effective_gas_price))),
-        "value": quantity(t.value),
-        "input": data(&t.input),
-        "type": quantity(t.tx_type as u64),
-        "chainId": t.chain_id.map_or(Value::Null, quantity),
-        "v": quantity(t.y_parity as u64),
-        "yParity": quantity(t.y_parity as u64),
-        "r": quantity(t.r),
-        "s": quantity(t.s),
-        "blockHash": header.map_or(Value::Null, |h| hash(h.hash)),
-        "blockNumber": header.map_or(Value::Null, |_| quantity(t.block_number)),
-        "transactionIndex": header.map_or(Value::Null, |_| quantity(t.index)),
-        "accessList": [],
-    });
-    if t.tx_type == 2 {
-        v["maxFeePerGas"] = quantity(U256::from(t.max_fee_per_gas));
-        v["maxPriorityFeePerGas"] = quantity(U256::from(t.max_priority_fee_per_gas.unwrap_or(0)));
+    fn header_by_hash(&self, hash: &B256) -> Option<&BlockHeader> {
+        self.blocks.iter().find(|b| b.hash == *hash)
     }
-    if t.tx_type == 0 {
-        // EIP-155 v = parity + 35 + 2 * chain_id.
-        let v155 = t
-            .chain_id
-            .map_or(27 + t.y_parity as u64, |c| 35 + 2 * c + t.y_parity as u64);
-        v["v"] = quantity(v155);
-        v.as_object_mut().expect("object").remove("accessList");
-        v.as_object_mut().expect("object").remove("yParity");
+    fn tx(&self, hash: &B256) -> Option<(&TxRecord, &Receipt)> {
+        self.txs.get(hash).map(|(t, r)| (t, r))
     }
-    v
 }
 
 /// Seconds since the Unix epoch (the shell's clock, passed into blocks as an input).
@@ -942,22 +496,6 @@ impl RpcServer {
             .expect("running")
             .join()
             .expect("node thread did not panic")
-    }
-}
-
-fn params_of(params: &jsonrpsee::types::Params<'_>) -> Result<Vec<Value>, ErrorObjectOwned> {
-    match params.as_str() {
-        None => Ok(Vec::new()),
-        Some(text) => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Array(list)) => Ok(list),
-            Ok(Value::Null) => Ok(Vec::new()),
-            Ok(_) => Err(ErrorObjectOwned::owned(
-                -32602,
-                "positional (array) parameters expected",
-                None::<()>,
-            )),
-            Err(e) => Err(ErrorObjectOwned::owned(-32700, e.to_string(), None::<()>)),
-        },
     }
 }
 

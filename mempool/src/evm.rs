@@ -92,6 +92,8 @@ pub struct EvmEvicted {
 pub(crate) struct EvmEntry {
     item: Arc<EvmItem>,
     hash: TxHash,
+    /// The Ethereum transaction hash.
+    eth_hash: B256,
     sender: Address,
     nonce: u64,
     gas: u64,
@@ -122,6 +124,7 @@ impl SenderCache {
 pub(crate) struct EvmEntries {
     entries: BTreeMap<u64, EvmEntry>,
     by_hash: HashMap<TxHash, u64>,
+    by_eth_hash: HashMap<B256, u64>,
     senders: HashMap<Address, BTreeMap<u64, u64>>,
     recovered: SenderCache,
     pub(crate) bytes: usize,
@@ -133,6 +136,7 @@ impl EvmEntries {
         EvmEntries {
             entries: BTreeMap::new(),
             by_hash: HashMap::new(),
+            by_eth_hash: HashMap::new(),
             senders: HashMap::new(),
             recovered: SenderCache {
                 capacity: capacity.max(1),
@@ -150,6 +154,7 @@ impl EvmEntries {
     fn remove(&mut self, arrival: u64) -> Option<EvmEntry> {
         let entry = self.entries.remove(&arrival)?;
         self.by_hash.remove(&entry.hash);
+        self.by_eth_hash.remove(&entry.eth_hash);
         self.bytes -= entry.item.bytes().len();
         if let Some(nonces) = self.senders.get_mut(&entry.sender) {
             nonces.remove(&entry.nonce);
@@ -198,6 +203,7 @@ impl Mempool {
         self.next_arrival += 1;
         self.evm.bytes += len;
         self.evm.by_hash.insert(hash, arrival);
+        self.evm.by_eth_hash.insert(tx.hash, arrival);
         self.evm
             .senders
             .entry(tx.sender)
@@ -208,6 +214,7 @@ impl Mempool {
             EvmEntry {
                 item: Arc::new(item),
                 hash,
+                eth_hash: tx.hash,
                 sender: tx.sender,
                 nonce: tx.nonce(),
                 gas,
@@ -264,6 +271,19 @@ impl Mempool {
     /// EVM transactions pooled.
     pub fn evm_len(&self) -> usize {
         self.evm.len()
+    }
+
+    /// The pooled EVM item whose transaction has this Ethereum hash (`eth_getTransactionByHash`
+    /// of a pending transaction).
+    pub fn evm_pooled_item(&self, eth_hash: &B256) -> Option<Arc<EvmItem>> {
+        let arrival = self.evm.by_eth_hash.get(eth_hash)?;
+        Some(self.evm.entries[arrival].item.clone())
+    }
+
+    /// EVM transactions of this sender pooled (its pending nonce is its state nonce plus
+    /// this).
+    pub fn evm_pooled(&self, sender: &Address) -> usize {
+        self.evm.senders.get(sender).map_or(0, BTreeMap::len)
     }
 
     /// The sender recovered before from the transaction with this Ethereum hash (at

@@ -215,4 +215,22 @@ fn after_a_block_mined_and_unpayable_transactions_are_evicted_with_a_reason() {
     assert_eq!(pool.evm_len(), 1);
     let left = pool.evm_proposal(10, 1 << 20, SHARE);
     assert_eq!(left[0].hash(), a1);
+    // Found by Ethereum hash while pooled (eth_getTransactionByHash), counted per sender.
+    assert_eq!(
+        pool.evm_pooled_item(&keccak256(a.raw(1)))
+            .map(|item| item.hash()),
+        Some(a1)
+    );
+    assert!(
+        pool.evm_pooled_item(&keccak256(a.raw(0))).is_none(),
+        "included"
+    );
+    assert!(
+        pool.evm_pooled_item(&keccak256(b.raw(1))).is_none(),
+        "evicted"
+    );
+    assert_eq!(
+        (pool.evm_pooled(&a.address), pool.evm_pooled(&b.address)),
+        (1, 0)
+    );
 }

@@ -44,7 +44,8 @@ pub struct DevnetArgs {
     pub verbose: bool,
     /// First UDP port on 127.0.0.1 (validator i listens on PORT + i, and serves TCP ports
     /// PORT + N + i (transactions), PORT + 2N + i (order entry), PORT + 3N + i (market
-    /// data) and PORT + 4N + i (JSON, development) for N validators); 0 picks free ports.
+    /// data), PORT + 4N + i (JSON, development) and PORT + 5N + i (Ethereum JSON-RPC) for N
+    /// validators); 0 picks free ports.
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub base_port: u16,
     /// Orders per second the load client sends, as signed transactions (0: no load).
@@ -70,6 +71,9 @@ pub struct DevnetArgs {
     /// as many); more are refused `rate_limited` (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 50_000)]
     pub connection_rate: u64,
+    /// EVM blocks each validator keeps in memory for its Ethereum JSON-RPC reads.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub eth_history_blocks: u64,
     /// Seed of the order stream, the trading accounts' keys and the validator keys.
     #[arg(long, value_name = "SEED", default_value_t = 7)]
     pub seed: u64,
@@ -141,9 +145,9 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
                 .checked_add(i as u16)
                 .ok_or_else(|| HostError::Config("port out of range".into()))?
         };
-        // TCP ports for clients: transactions, order entry, market data, JSON
-        // (PORT + k * N + i).
-        let mut tcp = [0u16; 4];
+        // TCP ports for clients: transactions, order entry, market data, JSON, Ethereum
+        // JSON-RPC (PORT + k * N + i).
+        let mut tcp = [0u16; 5];
         for (k, slot) in tcp.iter_mut().enumerate() {
             *slot = if args.base_port == 0 {
                 distinct_port(&mut picked, free_tcp_port).map_err(io_err(root))?
@@ -162,6 +166,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
             order_addr: Some(local(tcp[1])),
             data_addr: Some(local(tcp[2])),
             json_addr: Some(local(tcp[3])),
+            eth_addr: Some(local(tcp[4])),
             stake: 1,
         });
     }
@@ -183,6 +188,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         max_block_bytes: 16 << 20,
         snapshot_every: args.snapshot_every,
         connection_rate: args.connection_rate,
+        eth_history_blocks: args.eth_history_blocks,
         load_start_unix_ns: now_ns() + 1_500 * MS,
         timeouts: TimeoutsMs {
             propose: 200,
@@ -197,11 +203,17 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
     let text = toml::to_string(&config).map_err(|e| HostError::Config(e.to_string()))?;
     std::fs::write(&path, text).map_err(io_err(&path))?;
     write_dev_keys(&root.join(DEV_KEYS_FILE), &config)?;
+    let evm_key = root.join(DEV_EVM_KEY_FILE);
+    let secret = node::validator::dev_evm_key(config.order_seed);
+    std::fs::write(&evm_key, format!("0x{}\n", hex(&secret))).map_err(io_err(&evm_key))?;
     Ok((path, config))
 }
 
 /// Name of the file of development keys in a devnet's folder.
 pub const DEV_KEYS_FILE: &str = "dev-keys.txt";
+/// Name of the file holding the development EVM account's secret key (0x-prefixed hex),
+/// funded at genesis (`node::validator::dev_evm_key`).
+pub const DEV_EVM_KEY_FILE: &str = "dev-evm-key.txt";
 
 /// Writes the seed (hex) of every trading account's key, one per line in account order:
 /// development keys, funded at genesis, that any client of the devnet may sign with.

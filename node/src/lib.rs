@@ -7,11 +7,13 @@
 //! - [`wal_tool`]: `nexus wal dump | info | truncate`.
 //! - [`replay`]: `nexus replay`, JSON Lines commands in and events out (`docs/replay.md`).
 //! - [`queries`]: read-only queries of the JSON port (book, balances, orders, positions).
+//! - [`chain_eth`]: a validator's Ethereum JSON-RPC port (reads from its execution).
 //! - [`txport`]: the validator transaction port's frames and block payloads.
 //! - [`validator`]: `nexus validator`, one NexusBFT validator process of a devnet.
 //! - [`load`]: the devnet's deterministic stream of signed transactions.
 //! - [`decimal`]: exact decimal text to integer units and back.
 
+pub mod chain_eth;
 pub mod chain_gateway;
 pub mod chain_json;
 pub mod chain_snapshot;

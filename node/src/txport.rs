@@ -126,6 +126,17 @@ pub fn frame_length_ok(len: usize) -> bool {
     (MIN_TX_LEN..=MAX_TX_LEN).contains(&len)
 }
 
+/// Whether a listed block item's length is acceptable: a Core transaction's as a request
+/// frame's, an EVM item's (`0xEE || envelope`) up to `1 + MAX_EVM_TX_LEN`.
+pub fn item_length_ok(item: &[u8]) -> bool {
+    match item.first() {
+        Some(&transactions::EVM_ITEM_TAG) => {
+            (2..=1 + transactions::MAX_EVM_TX_LEN).contains(&item.len())
+        }
+        _ => frame_length_ok(item.len()),
+    }
+}
+
 /// A request frame for `tx`.
 pub fn request_frame(tx: &SignedTransaction) -> Vec<u8> {
     let mut frame = Vec::with_capacity(4 + tx.bytes().len());
@@ -145,7 +156,8 @@ pub fn encode_list<'a>(txs: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> 
     out
 }
 
-/// Splits a list written by [`encode_list`] into its items (each of an acceptable length),
+/// Splits a list written by [`encode_list`] into its items (each of an acceptable length:
+/// [`item_length_ok`]),
 /// at most `max_items`; `None` if malformed or longer.
 pub fn decode_list(bytes: &[u8], max_items: usize) -> Option<Vec<&[u8]>> {
     let count = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
@@ -156,10 +168,11 @@ pub fn decode_list(bytes: &[u8], max_items: usize) -> Option<Vec<&[u8]>> {
     let mut at = 4;
     for _ in 0..count {
         let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
-        if !frame_length_ok(len) {
+        let item = bytes.get(at + 4..at + 4 + len)?;
+        if !item_length_ok(item) {
             return None;
         }
-        items.push(bytes.get(at + 4..at + 4 + len)?);
+        items.push(item);
         at += 4 + len;
     }
     (at == bytes.len()).then_some(items)

@@ -31,6 +31,10 @@
 //!   ([`crate::chain_gateway`]: signed `Transaction` messages, every result routed to the
 //!   sessions of each account, market data) and its JSON development port
 //!   ([`crate::chain_json`]); every client connection has a rate limit ([`crate::rate`]).
+//! - EVM transactions come through the Ethereum JSON-RPC port ([`crate::chain_eth`]):
+//!   admitted into the same pool (`Mempool::admit_evm`), forwarded like Core ones, proposed
+//!   after the Core transactions within the EVM gas share; the EVM blocks executed are kept
+//!   (bounded) for the port's reads.
 //! - Every `snapshot_every` blocks the executed state is written ([`crate::chain_snapshot`]);
 //!   at start the newest matching snapshot is loaded and only later blocks are executed.
 //!
@@ -39,7 +43,8 @@
 //!
 //! Frames between validators (first byte): 1 = a consensus message, 2 = a sync request
 //! (`from_height u64`), answered with up to [`SYNC_BATCH`] commit certificates, 3 = a batch of
-//! transactions forwarded from a client ([`crate::txport::encode_list`]).
+//! block items forwarded from clients ([`crate::txport::encode_list`]; an item starting with
+//! `0xEE` is an EVM transaction, any other a Core one).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -68,6 +73,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use transactions::{BlockItem, SignedTransaction, TxHash};
 
+use crate::chain_eth::{self, EthHistory, EthPort, EthRequest};
 use crate::chain_gateway::{self, BlockFeed, ChainGatewayConfig, GatewayHandle, ToGateway, NOBODY};
 use crate::chain_json::{self, JsonEvent, JsonPort, LineStatus};
 use crate::chain_snapshot::{self, Snapshot};
@@ -143,6 +149,9 @@ pub struct ValidatorEntry {
     /// development keys, `crate::chain_json`); none if absent.
     #[serde(default)]
     pub json_addr: Option<SocketAddr>,
+    /// Its Ethereum JSON-RPC port (HTTP, `crate::chain_eth`); none if absent.
+    #[serde(default)]
+    pub eth_addr: Option<SocketAddr>,
     /// Its stake.
     pub stake: u64,
 }
@@ -175,6 +184,10 @@ pub struct DevnetConfig {
     /// (0: no limit).
     #[serde(default = "default_connection_rate")]
     pub connection_rate: u64,
+    /// EVM blocks each validator keeps in memory for its Ethereum JSON-RPC reads (blocks,
+    /// transactions, receipts, logs); older ones are forgotten first.
+    #[serde(default = "default_eth_history_blocks")]
+    pub eth_history_blocks: u64,
     /// When the load starts (Unix ns).
     pub load_start_unix_ns: u64,
     /// Consensus timeouts.
@@ -207,6 +220,10 @@ fn default_snapshot_every() -> u64 {
 
 fn default_connection_rate() -> u64 {
     50_000
+}
+
+fn default_eth_history_blocks() -> u64 {
+    chain_eth::HISTORY_BLOCKS as u64
 }
 
 /// Reads a devnet configuration.
@@ -318,10 +335,15 @@ fn check_payload(shared: &mut Shared, payload: &[u8]) -> Result<Vec<BlockItem>, 
     let txs = decode_payload(shared, payload)?;
     let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
     let signatures = shared.mempool.check_block_signatures(&refs);
-    shared
+    let senders = |h: &alloy_primitives::B256| shared.mempool.evm_sender(h);
+    let valid = shared
         .execution
-        .validate_block(shared.block_time_ms, &txs, &signatures)
+        .validate_block_with(shared.block_time_ms, &txs, &signatures, &senders)
         .map_err(|e| e.to_string())?;
+    // The block's EVM senders are recovered once per validator: its decision's check finds
+    // them here.
+    let recovered = valid.evm_txs().to_vec();
+    shared.mempool.remember_evm_senders(&recovered);
     Ok(txs)
 }
 
@@ -340,6 +362,17 @@ enum ClientEvent {
     Gateway(Vec<TxSubmission>),
     /// Something happened on the JSON port.
     Json(JsonEvent),
+}
+
+/// The EVM items of a block, by pool hash.
+fn evm_item_hashes(items: &[BlockItem]) -> Vec<TxHash> {
+    items
+        .iter()
+        .filter_map(|item| match item {
+            BlockItem::Evm(evm) => Some(evm.hash()),
+            BlockItem::Core(_) => None,
+        })
+        .collect()
 }
 
 /// Who sent a transaction to this validator, to be told what became of it.
@@ -400,6 +433,12 @@ struct NodeApp {
     rates: RateLimits<(u8, u64)>,
     /// The execution parameters (a snapshot is restored with them).
     execution_config: ExecutionConfig,
+    /// The EVM blocks executed, for the Ethereum JSON-RPC port's reads.
+    eth_history: EthHistory,
+    /// JSON-RPC connections with a rate bucket (the oldest forgotten first).
+    eth_connections: std::collections::BTreeSet<u64>,
+    /// Transactions a second one client connection may send.
+    connection_rate: u64,
 }
 
 /// The shell: the host library driven by QUIC, the safety journal, the block file and the
@@ -416,6 +455,7 @@ struct ClientChannels {
     tx_port: mpsc::Receiver<ClientEvent>,
     json: mpsc::Receiver<JsonEvent>,
     gateway: mpsc::Receiver<Vec<TxSubmission>>,
+    eth: mpsc::Receiver<EthRequest>,
 }
 
 fn log_line(value: serde_json::Value) -> Result<(), HostError> {
@@ -455,8 +495,47 @@ pub fn genesis_execution(config: &DevnetConfig) -> Result<Execution, HostError> 
     ))
 }
 
+/// Wei the devnet's development EVM account holds at genesis (1,000,000 ether).
+pub fn dev_evm_balance() -> alloy_primitives::U256 {
+    alloy_primitives::U256::from(1_000_000u64)
+        * alloy_primitives::U256::from(10u64).pow(18u64.try_into().expect("small"))
+}
+
+/// The secp256k1 secret of the devnet's development EVM account, derived from the order
+/// seed: `BLAKE3("nexus-devnet/v1/evm-key\0" || seed as u64 LE)` (written to
+/// `dev-evm-key.txt` in the devnet folder by `nexus devnet`; funded at genesis).
+pub fn dev_evm_key(seed: u64) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"nexus-devnet/v1/evm-key\0");
+    h.update(&seed.to_le_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// The Ethereum address of a secp256k1 secret (keccak256 of the public key's coordinates,
+/// last 20 bytes).
+pub fn evm_address(secret: &[u8; 32]) -> Result<alloy_primitives::Address, HostError> {
+    let key = k256::ecdsa::SigningKey::from_slice(secret)
+        .map_err(|e| HostError::Config(format!("development EVM key: {e}")))?;
+    let point = key.verifying_key().to_encoded_point(false);
+    let hash = alloy_primitives::keccak256(&point.as_bytes()[1..]);
+    Ok(alloy_primitives::Address::from_slice(&hash[12..]))
+}
+
 /// A devnet's execution parameters (no faucets or feeders: every deposit is at genesis).
+/// NexusEVM's native token is the market's quote asset (`QUOTE`: a contract that deposits
+/// ether through CoreWriter can bid on `BASE-QUOTE`; Core deposits and withdrawals of it are
+/// then invalid, as for any native asset), and the development EVM account
+/// ([`dev_evm_key`]) holds [`dev_evm_balance`].
 pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostError> {
+    let spec = config.load_spec()?;
+    let native_asset = load::genesis(&spec)
+        .iter()
+        .find_map(|command| match command {
+            engine::Command::CreateMarket(m) if m.market == load::MARKET => Some(m.quote),
+            _ => None,
+        })
+        .ok_or_else(|| HostError::Config("the genesis has no devnet market".into()))?;
+    let dev = evm_address(&dev_evm_key(config.order_seed))?;
     Ok(ExecutionConfig {
         chain_id: config.chain_id_bytes()?,
         faucets: Vec::new(),
@@ -465,7 +544,12 @@ pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostEr
             max_resting_orders: 1 << 20,
             max_open_orders_per_account: 1 << 16,
         },
-        evm: Default::default(),
+        evm: execution::EvmGenesis {
+            native_asset,
+            alloc: vec![(dev, dev_evm_balance())],
+            timestamp: config.genesis_time_ms / 1000,
+            ..Default::default()
+        },
     })
 }
 
@@ -527,12 +611,24 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
     let gateway_addrs = validator.start_gateway(&entry, chain_id, gateway_tx)?;
     let (json_tx, json) = mpsc::channel::<JsonEvent>(1 << 12);
     validator.start_json(&entry, &config, json_tx).await?;
+    let (eth_tx, eth) = mpsc::channel::<EthRequest>(chain_eth::QUEUE);
+    // The server stops when its handle is dropped: kept until the validator stops.
+    let eth_server = match entry.eth_addr {
+        Some(addr) => Some(
+            chain_eth::serve(addr, eth_tx)
+                .await
+                .map_err(|e| HostError::Io(PathBuf::from(addr.to_string()), e))?,
+        ),
+        None => None,
+    };
+    let eth_addr = eth_server.as_ref().map(|(bound, _)| *bound);
     log_line(json!({
         "event": "ready", "index": args.index, "addr": entry.addr.to_string(),
         "tx_addr": entry.tx_addr.to_string(),
         "order_entry": gateway_addrs.map(|a| a.0.to_string()),
         "market_data": gateway_addrs.map(|a| a.1.to_string()),
         "json": entry.json_addr.map(|a| a.to_string()),
+        "eth_rpc": eth_addr.map(|a| a.to_string()),
         "key": entry.key, "height": validator.host.chain().height(),
         "recovered_blocks": recovered, "snapshot_height": from,
         "executed_blocks": recovered - from,
@@ -544,8 +640,11 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
         tx_port,
         json,
         gateway,
+        eth,
     };
-    validator.run(rx, channels).await
+    let stopped = validator.run(rx, channels).await;
+    drop(eth_server);
+    stopped
 }
 
 /// The chain state at genesis (the configured validators and stakes) and the peers.
@@ -576,6 +675,9 @@ fn node_app(
     let spec = config.load_spec()?;
     let mut execution = genesis_execution(config)?;
     let exec_root = Hash(execution.root());
+    let eth_history_blocks = usize::try_from(config.eth_history_blocks)
+        .map_err(|_| HostError::Config("eth_history_blocks too large".into()))?;
+    let eth_history = EthHistory::new(execution.evm().head(), eth_history_blocks);
     let app = NodeApp {
         index: args.index,
         forged: args
@@ -598,6 +700,9 @@ fn node_app(
         snapshot_every: config.snapshot_every,
         rates: RateLimits::new(config.connection_rate, config.connection_rate),
         execution_config: execution_config(config)?,
+        eth_history,
+        eth_connections: Default::default(),
+        connection_rate: config.connection_rate,
     };
     Ok((app, exec_root))
 }
@@ -865,6 +970,12 @@ impl Shell {
                     events
                 }
                 Some(event) = clients.json.recv() => vec![ClientEvent::Json(event)],
+                Some(request) = clients.eth.recv() => {
+                    if let Some(frame) = self.host.app_mut().on_eth(request, now_ns()) {
+                        self.net.broadcast(frame);
+                    }
+                    continue;
+                }
                 Some(batch) = clients.gateway.recv() => {
                     let mut events = vec![ClientEvent::Gateway(batch)];
                     while events.len() < ADMIT_BATCH / 16 {
@@ -942,12 +1053,20 @@ impl Application for NodeApp {
 
     fn on_app_frame(&mut self, _from: ValidatorId, body: &[u8], now_ns: u64) {
         // A peer forwards what its clients sent: admitted here on our own checks.
+        // Items are block items: EVM ones start with 0xEE, Core ones with their version.
         if let Some(items) = txport::decode_list(body, FORWARD_BATCH) {
             let shared = self.shared.get_mut();
             let Shared {
                 mempool, execution, ..
             } = shared;
-            mempool.admit_many(&items, now_ns / MS, &*execution);
+            let (evm, core): (Vec<&[u8]>, Vec<&[u8]>) = items
+                .into_iter()
+                .partition(|item| item.first() == Some(&transactions::EVM_ITEM_TAG));
+            mempool.admit_many(&core, now_ns / MS, &*execution);
+            for item in evm {
+                // A refusal here is the peer's client's: it heard of it from the peer.
+                let _ = mempool.admit_evm(&item[1..], &*execution);
+            }
         }
     }
 }
@@ -1004,6 +1123,39 @@ impl NodeApp {
         let shared = self.shared.get_mut();
         let (line, bytes) = json.line(id, text, shared.execution.engine(), now_ns / MS)?;
         Some((Sender::Json(id, line), bytes))
+    }
+
+    /// Answers an Ethereum JSON-RPC call from the executed state; returns the frame that
+    /// forwards an admitted raw transaction to the other validators.
+    fn on_eth(&mut self, request: EthRequest, now_ns: u64) -> Option<Frame> {
+        if request.method == "eth_sendRawTransaction" {
+            let key = (3, request.connection);
+            if self.eth_connections.insert(request.connection)
+                && self.eth_connections.len() > chain_eth::RATE_REMEMBERED
+            {
+                let oldest = self.eth_connections.pop_first().expect("over the bound");
+                self.rates.forget(&(3, oldest));
+            }
+            if !self.rates.allow(key, now_ns / MS) {
+                let _ = request
+                    .reply
+                    .send(Err(chain_eth::rate_limited(self.connection_rate)));
+                return None;
+            }
+        }
+        let Shared {
+            execution, mempool, ..
+        } = self.shared.get_mut();
+        let mut port = EthPort {
+            execution,
+            mempool,
+            history: &self.eth_history,
+        };
+        let (answer, admitted) = port.handle(request.method, &request.params);
+        let _ = request.reply.send(answer);
+        let item = admitted?;
+        let list = txport::encode_list(std::iter::once(item.bytes()));
+        Some(consensus::host::app_frame(&list))
     }
 
     /// Admits one batch of client frames (each within its connection's rate) and answers
@@ -1128,10 +1280,13 @@ impl NodeApp {
         let root = self.execute_items(height, &txs, &hashes)?;
         let shared = self.shared.get_mut();
         shared.block_time_ms = (block.timestamp_ns / MS).max(shared.block_time_ms);
+        let evm_included = evm_item_hashes(&txs);
         let evicted = {
             let Shared {
                 mempool, execution, ..
             } = shared;
+            // EVM evictions have nobody to tell: a client polls its receipt.
+            mempool.on_evm_block(&evm_included, &*execution);
             mempool.on_block(&hashes, now_ns / MS, &*execution)
         };
         let orders: usize = refs.iter().map(|tx| tx.tx.actions.len()).sum();
@@ -1139,7 +1294,7 @@ impl NodeApp {
         if !recovering {
             log_line(json!({
                 "event": "final", "index": self.index, "height": height, "round": cert.round,
-                "txs": refs.len(), "orders": orders,
+                "txs": refs.len(), "orders": orders, "evm_txs": evm_included.len(),
                 "ts_ns": block.timestamp_ns, "decided_ns": now_ns,
                 "root": hex(&root.0),
             }))?;
@@ -1192,37 +1347,43 @@ impl NodeApp {
             })
             .collect();
         let shared = self.shared.get_mut();
-        // Signatures were checked by check_payload just before.
+        // Signatures were checked by check_payload just before, which remembered the EVM
+        // senders it recovered.
+        let senders = |h: &alloy_primitives::B256| shared.mempool.evm_sender(h);
         let valid = shared
             .execution
-            .validate_block(shared.block_time_ms, txs, &vec![Ok(()); hashes.len()])
+            .validate_block_with(
+                shared.block_time_ms,
+                txs,
+                &vec![Ok(()); hashes.len()],
+                &senders,
+            )
             .map_err(|e| HostError::BadPayload {
                 height,
                 what: e.to_string(),
             })?;
-        let root = shared
-            .execution
-            .execute_block(valid, |origin, event| {
-                let origin = match origin {
-                    execution::Origin::Tx { index, action } => execution::Origin::Tx {
-                        index: core_index.get(index).copied().flatten().unwrap_or(index),
-                        action,
-                    },
-                    other => other,
-                };
-                let mut from = None;
-                if let execution::Origin::Tx { index, action } = origin {
-                    if let Some((_, id, _)) = json_lines.iter().find(|(i, _, _)| *i == index) {
-                        json_events.push((index, action, *event));
-                        from = Some(*id);
-                    }
+        let executed = shared.execution.execute_block(valid, |origin, event| {
+            let origin = match origin {
+                execution::Origin::Tx { index, action } => execution::Origin::Tx {
+                    index: core_index.get(index).copied().flatten().unwrap_or(index),
+                    action,
+                },
+                other => other,
+            };
+            let mut from = None;
+            if let execution::Origin::Tx { index, action } = origin {
+                if let Some((_, id, _)) = json_lines.iter().find(|(i, _, _)| *i == index) {
+                    json_events.push((index, action, *event));
+                    from = Some(*id);
                 }
-                let seq = feed.event(origin, event);
-                if watched {
-                    block_events.push((seq, from, *event));
-                }
-            })
-            .root;
+            }
+            let seq = feed.event(origin, event);
+            if watched {
+                block_events.push((seq, from, *event));
+            }
+        });
+        let root = executed.root;
+        self.eth_history.push(&executed.evm);
         let first_seq = self.inputs_executed + 1;
         self.inputs_executed = feed.inputs_executed();
         if let Some(gateway) = &self.gateway {
@@ -1314,6 +1475,7 @@ impl NodeApp {
             eprintln!("nexus validator: snapshot at {height} not used: its state has another root");
             return None;
         }
+        self.eth_history = EthHistory::new(execution.evm().head(), self.eth_history.capacity());
         let shared = self.shared.get_mut();
         shared.execution = execution;
         shared.block_time_ms = snapshot.block_time_ms;
@@ -1328,8 +1490,21 @@ impl NodeApp {
             .max_block_bytes
             .saturating_sub(4 + 4 * shared.max_block_txs);
         let pending = shared.mempool.proposal(shared.max_block_txs, budget);
+        // EVM items after the Core ones, within what is left of the block's limits and the
+        // EVM gas share (so the proposal is a valid block).
+        let used: usize = pending.iter().map(|tx| tx.bytes().len()).sum();
+        let evm = shared.mempool.evm_proposal(
+            shared
+                .max_block_txs
+                .saturating_sub(pending.len() + self.forged.iter().count()),
+            budget.saturating_sub(used),
+            mempool::EvmView::evm_gas_share(&shared.execution),
+        );
         let forged = self.forged.iter().map(Vec::as_slice);
-        let items: Vec<&[u8]> = forged.chain(pending.iter().map(|tx| tx.bytes())).collect();
+        let items: Vec<&[u8]> = forged
+            .chain(pending.iter().map(|tx| tx.bytes()))
+            .chain(evm.iter().map(|item| item.bytes()))
+            .collect();
         txport::encode_list(items.into_iter())
     }
 }

@@ -1,0 +1,555 @@
+//! Ethereum JSON-RPC formatting shared by `nexus-evm` ([`crate::rpc`]) and the validator's
+//! port (`node`'s `chain_eth`): parameter parsing, geth's error texts, and blocks,
+//! transactions, receipts and logs as JSON, read from any [`History`] of EVM blocks.
+
+use crate::executor::{
+    BlockHeader, CallOutcome, CallRequest, DroppedTx, LogRecord, Receipt, TxError, TxRecord,
+};
+use alloy_primitives::{hex, Address, Bytes, B256, U256};
+use jsonrpsee::types::ErrorObjectOwned;
+use serde_json::{json, Value};
+
+/// Widest block range one `eth_getLogs` may scan.
+pub const MAX_LOG_RANGE: u64 = 10_000;
+
+/// The EVM blocks a server remembers: headers by number (from [`History::oldest`] to
+/// [`History::head`]) and by hash, and each included transaction with its receipt.
+pub trait History {
+    /// The newest block's number.
+    fn head(&self) -> u64;
+    /// The oldest block remembered (0 if all are).
+    fn oldest(&self) -> u64;
+    /// Block `number`'s header, if remembered.
+    fn header(&self, number: u64) -> Option<&BlockHeader>;
+    /// The header with this hash, if remembered.
+    fn header_by_hash(&self, hash: &B256) -> Option<&BlockHeader>;
+    /// An included transaction and its receipt, if remembered.
+    fn tx(&self, hash: &B256) -> Option<(&TxRecord, &Receipt)>;
+}
+
+/// A JSON-RPC error: code, message, optional data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RpcError {
+    /// JSON-RPC error code.
+    pub code: i32,
+    /// Message.
+    pub message: String,
+    /// Data (revert bytes for code 3).
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    /// Invalid parameters (-32602).
+    pub fn params(message: impl Into<String>) -> RpcError {
+        RpcError {
+            code: -32602,
+            message: message.into(),
+            data: None,
+        }
+    }
+    /// A server error (-32000).
+    pub fn server(message: impl Into<String>) -> RpcError {
+        RpcError {
+            code: -32000,
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
+/// `quantity`.
+pub fn quantity(n: impl std::fmt::LowerHex) -> Value {
+    Value::String(format!("{n:#x}"))
+}
+
+/// `data`.
+pub fn data(bytes: &[u8]) -> Value {
+    Value::String(format!("0x{}", hex::encode(bytes)))
+}
+
+/// `addr`.
+pub fn addr(a: Address) -> Value {
+    Value::String(format!("{a:#x}"))
+}
+
+/// `hash`.
+pub fn hash(h: B256) -> Value {
+    Value::String(format!("{h:#x}"))
+}
+
+/// `arg`.
+pub fn arg(params: &[Value], i: usize) -> Option<&Value> {
+    params.get(i).filter(|v| !v.is_null())
+}
+
+/// `parse_address`.
+pub fn parse_address(v: Option<&Value>) -> Result<Address, RpcError> {
+    v.and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| RpcError::params("expected a 20-byte hex address"))
+}
+
+/// `parse_hash`.
+pub fn parse_hash(v: Option<&Value>) -> Result<B256, RpcError> {
+    v.and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| RpcError::params("expected a 32-byte hex hash"))
+}
+
+/// `parse_bytes`.
+pub fn parse_bytes(v: &Value) -> Result<Bytes, RpcError> {
+    v.as_str()
+        .and_then(|s| hex::decode(s).ok())
+        .map(Bytes::from)
+        .ok_or_else(|| RpcError::params("expected 0x-prefixed hex data"))
+}
+
+/// `parse_quantity`.
+pub fn parse_quantity(v: &Value) -> Result<U256, RpcError> {
+    v.as_str()
+        .and_then(|s| s.strip_prefix("0x"))
+        .and_then(|s| U256::from_str_radix(s, 16).ok())
+        .or_else(|| v.as_u64().map(U256::from))
+        .ok_or_else(|| RpcError::params("expected a 0x-prefixed hex quantity"))
+}
+
+/// A block tag or number: `latest` (also `pending`, `safe`, `finalized`: blocks are final
+/// once decided) is the head, `earliest` is 0.
+pub fn block_number(history: &impl History, tag: Option<&Value>) -> Result<u64, RpcError> {
+    match tag.and_then(Value::as_str) {
+        None | Some("latest" | "pending" | "safe" | "finalized") => Ok(history.head()),
+        Some("earliest") => Ok(0),
+        Some(_) => {
+            let n = parse_quantity(tag.expect("some"))?;
+            u64::try_from(n).map_err(|_| RpcError::params("block number too large"))
+        }
+    }
+}
+
+/// State queries answer from the head only: no historical state is kept.
+pub fn state_at(history: &impl History, tag: Option<&Value>) -> Result<(), RpcError> {
+    let n = block_number(history, tag)?;
+    if n != history.head() {
+        return Err(RpcError::server(format!(
+            "state of block {n} is not available: only the latest block's state is kept"
+        )));
+    }
+    Ok(())
+}
+
+/// An `eth_call` / `eth_estimateGas` call object.
+pub fn call_request(v: Option<&Value>) -> Result<CallRequest, RpcError> {
+    let v = v
+        .and_then(Value::as_object)
+        .ok_or_else(|| RpcError::params("expected a call object"))?;
+    let mut request = CallRequest::default();
+    if let Some(from) = v.get("from").filter(|f| !f.is_null()) {
+        request.from = Some(parse_address(Some(from))?);
+    }
+    if let Some(to) = v.get("to").filter(|f| !f.is_null()) {
+        request.to = Some(parse_address(Some(to))?);
+    }
+    if let Some(gas) = v.get("gas").filter(|f| !f.is_null()) {
+        request.gas = Some(
+            u64::try_from(parse_quantity(gas)?).map_err(|_| RpcError::params("gas too large"))?,
+        );
+    }
+    if let Some(value) = v.get("value").filter(|f| !f.is_null()) {
+        request.value = parse_quantity(value)?;
+    }
+    if let Some(input) = v
+        .get("input")
+        .or_else(|| v.get("data"))
+        .filter(|f| !f.is_null())
+    {
+        request.data = parse_bytes(input)?;
+    }
+    Ok(request)
+}
+
+/// A block object; `full` gives transaction objects instead of hashes.
+pub fn block_json(
+    history: &impl History,
+    header: &BlockHeader,
+    full: bool,
+    coinbase: Address,
+) -> Value {
+    let txs: Vec<Value> = header
+        .tx_hashes
+        .iter()
+        .map(|h| {
+            if full {
+                history
+                    .tx(h)
+                    .map(|(t, r)| tx_json(t, Some(r), Some(header)))
+                    .unwrap_or(Value::Null)
+            } else {
+                hash(*h)
+            }
+        })
+        .collect();
+    json!({
+        "number": quantity(header.number),
+        "hash": hash(header.hash),
+        "parentHash": hash(header.parent_hash),
+        "nonce": "0x0000000000000000",
+        "mixHash": hash(B256::ZERO),
+        "sha3Uncles": "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347",
+        "logsBloom": data(header.logs_bloom.as_slice()),
+        "transactionsRoot": hash(alloy_primitives::keccak256(
+            header.tx_hashes.iter().flat_map(|h| h.0).collect::<Vec<u8>>())),
+        "stateRoot": hash(header.state_root),
+        "receiptsRoot": hash(header.core_root),
+        "miner": addr(coinbase),
+        "difficulty": "0x0",
+        "totalDifficulty": "0x0",
+        "extraData": data(header.core_root.as_slice()),
+        "size": quantity(500u64 + 32 * header.tx_hashes.len() as u64),
+        "gasLimit": quantity(header.gas_limit),
+        "gasUsed": quantity(header.gas_used),
+        "timestamp": quantity(header.timestamp),
+        "baseFeePerGas": quantity(header.base_fee),
+        "blobGasUsed": "0x0",
+        "excessBlobGas": "0x0",
+        "parentBeaconBlockRoot": hash(B256::ZERO),
+        "withdrawalsRoot": hash(B256::ZERO),
+        "withdrawals": [],
+        "transactions": txs,
+        "uncles": [],
+    })
+}
+
+/// `eth_feeHistory(blockCount, newestBlock, rewardPercentiles?)`: `blockCount` blocks
+/// ending at `newestBlock` (clamped to what exists, at most 1,024), the base fee of each
+/// and of the next block, each block's gas used / gas limit, and, when percentiles are
+/// given, one tip per percentile per block: the effective priority fee at which that
+/// share of the block's user gas was reached, transactions sorted by tip (as geth; system
+/// callbacks pay nothing and are left out; a block without user transactions gives 0).
+pub fn fee_history(
+    history: &impl History,
+    params: &[Value],
+    next_base_fee: u64,
+) -> Result<Value, RpcError> {
+    let count =
+        parse_quantity(arg(params, 0).ok_or_else(|| RpcError::params("expected a block count"))?)?;
+    let count = u64::try_from(count).unwrap_or(u64::MAX).clamp(1, 1024);
+    let head = history.head();
+    let newest = block_number(history, arg(params, 1))?;
+    if newest > head {
+        return Err(RpcError::server(format!(
+            "request beyond head block: requested {newest}, head {head}"
+        )));
+    }
+    let percentiles: Option<Vec<f64>> = match arg(params, 2) {
+        None => None,
+        Some(Value::Array(list)) => {
+            let list = list
+                .iter()
+                .map(|p| {
+                    p.as_f64()
+                        .filter(|p| (0.0..=100.0).contains(p))
+                        .ok_or_else(|| RpcError::params("reward percentiles must be 0 to 100"))
+                })
+                .collect::<Result<Vec<f64>, _>>()?;
+            if list.windows(2).any(|w| w[0] > w[1]) {
+                return Err(RpcError::params("reward percentiles must be increasing"));
+            }
+            Some(list)
+        }
+        Some(_) => return Err(RpcError::params("reward percentiles must be an array")),
+    };
+    let oldest = newest.saturating_sub(count - 1).max(history.oldest());
+    let blocks: Vec<&BlockHeader> = (oldest..=newest)
+        .filter_map(|n| history.header(n))
+        .collect();
+    let mut base_fees: Vec<Value> = blocks.iter().map(|b| quantity(b.base_fee)).collect();
+    // The base fee is fixed (no elasticity): the next block's is the configured one.
+    base_fees.push(quantity(next_base_fee));
+    let ratios: Vec<f64> = blocks
+        .iter()
+        .map(|b| {
+            if b.gas_limit == 0 {
+                0.0
+            } else {
+                b.gas_used as f64 / b.gas_limit as f64
+            }
+        })
+        .collect();
+    let mut out = json!({
+        "oldestBlock": quantity(oldest),
+        "baseFeePerGas": base_fees,
+        "gasUsedRatio": ratios,
+    });
+    if let Some(percentiles) = percentiles.filter(|p| !p.is_empty()) {
+        let rewards: Vec<Vec<Value>> = blocks
+            .iter()
+            .map(|b| {
+                let mut tips: Vec<(u128, u64)> = b
+                    .tx_hashes
+                    .iter()
+                    .filter_map(|h| history.tx(h))
+                    .filter(|(t, _)| t.tx_type != crate::executor::SYSTEM_TX_TYPE)
+                    .map(|(_, r)| {
+                        let tip = r.effective_gas_price.saturating_sub(b.base_fee as u128);
+                        (tip, r.gas_used)
+                    })
+                    .collect();
+                tips.sort_unstable();
+                let total: u64 = tips.iter().map(|t| t.1).sum();
+                percentiles
+                    .iter()
+                    .map(|p| {
+                        let threshold = total as f64 * p / 100.0;
+                        let mut sum = 0u64;
+                        let tip = tips
+                            .iter()
+                            .find(|(_, gas)| {
+                                sum += gas;
+                                sum as f64 >= threshold
+                            })
+                            .or(tips.last())
+                            .map_or(0, |t| t.0);
+                        quantity(tip)
+                    })
+                    .collect()
+            })
+            .collect();
+        out["reward"] = json!(rewards);
+    }
+    Ok(out)
+}
+
+/// `eth_getLogs(filter)`: logs of remembered blocks matching the filter's block range
+/// (or hash), addresses and topics, in block order.
+pub fn logs(history: &impl History, filter: Option<&Value>) -> Result<Value, RpcError> {
+    let filter = filter
+        .and_then(Value::as_object)
+        .ok_or_else(|| RpcError::params("expected a filter object"))?;
+    let (from, to) = if let Some(h) = filter.get("blockHash").filter(|v| !v.is_null()) {
+        let h = parse_hash(Some(h))?;
+        let b = history
+            .header_by_hash(&h)
+            .ok_or_else(|| RpcError::server("unknown block hash"))?;
+        (b.number, b.number)
+    } else {
+        let from = block_number(history, filter.get("fromBlock").filter(|v| !v.is_null()))?;
+        let to = block_number(history, filter.get("toBlock").filter(|v| !v.is_null()))?;
+        (from.max(history.oldest()), to.min(history.head()))
+    };
+    if from > to.saturating_add(1) || to - from.min(to) > MAX_LOG_RANGE {
+        return Err(RpcError::server(format!(
+            "block range {from}..={to} invalid or wider than {MAX_LOG_RANGE}"
+        )));
+    }
+    let addresses: Vec<Address> = match filter.get("address") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| parse_address(Some(v)))
+            .collect::<Result<_, _>>()?,
+        Some(v) => vec![parse_address(Some(v))?],
+    };
+    let topics: Vec<Vec<B256>> = match filter.get("topics") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|t| match t {
+                Value::Null => Ok(Vec::new()),
+                Value::Array(any) => any.iter().map(|h| parse_hash(Some(h))).collect(),
+                one => Ok(vec![parse_hash(Some(one))?]),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(RpcError::params("topics must be an array")),
+    };
+    let mut out = Vec::new();
+    for header in (from..=to).filter_map(|n| history.header(n)) {
+        for tx_hash in &header.tx_hashes {
+            let Some((_, receipt)) = history.tx(tx_hash) else {
+                continue;
+            };
+            for log in &receipt.logs {
+                if !addresses.is_empty() && !addresses.contains(&log.address) {
+                    continue;
+                }
+                let matches = topics.iter().enumerate().all(|(i, want)| {
+                    want.is_empty() || log.topics.get(i).is_some_and(|t| want.contains(t))
+                });
+                if matches {
+                    out.push(log_json(log, receipt, header));
+                }
+            }
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+/// `eth_getTransactionByHash` of a dropped transaction: an error naming the reason (a
+/// `null` would look like "never sent", a pending object would make clients wait forever).
+pub fn dropped_error(block: u64, drop: &DroppedTx) -> RpcError {
+    RpcError {
+        code: -32000,
+        message: format!(
+            "transaction {:#x} dropped from block {block}: {}",
+            drop.hash, drop.reason
+        ),
+        data: Some(json!({
+            "hash": hash(drop.hash),
+            "from": addr(drop.sender),
+            "nonce": quantity(drop.nonce),
+            "block": quantity(block),
+            "reason": drop.reason.to_string(),
+        })),
+    }
+}
+
+/// A failed call as geth answers it: code 3 with the revert data, or a halt.
+pub fn call_error(failure: CallOutcome) -> RpcError {
+    match failure {
+        CallOutcome::Revert { output, .. } => RpcError {
+            code: 3,
+            message: revert_message(&output),
+            data: Some(data(&output)),
+        },
+        CallOutcome::Halt { reason, .. } => RpcError::server(format!("execution halted: {reason}")),
+        CallOutcome::Success { .. } => unreachable!("not a failure"),
+    }
+}
+
+/// `execution reverted`, with the `Error(string)` reason if the output is one.
+pub fn revert_message(output: &[u8]) -> String {
+    // Error(string): selector, offset, length, bytes.
+    if output.len() >= 68 && output[..4] == [0x08, 0xc3, 0x79, 0xa0] {
+        let len = U256::from_be_slice(&output[36..68]).saturating_to::<usize>();
+        if let Some(text) = output.get(68..68 + len) {
+            return format!("execution reverted: {}", String::from_utf8_lossy(text));
+        }
+    }
+    "execution reverted".to_string()
+}
+
+/// A log object.
+pub fn log_json(log: &LogRecord, r: &Receipt, header: &BlockHeader) -> Value {
+    json!({
+        "address": addr(log.address),
+        "topics": log.topics.iter().map(|t| hash(*t)).collect::<Vec<_>>(),
+        "data": data(&log.data),
+        "blockNumber": quantity(r.block_number),
+        "blockHash": hash(header.hash),
+        "transactionHash": hash(r.tx_hash),
+        "transactionIndex": quantity(r.tx_index),
+        "logIndex": quantity(log.log_index),
+        "removed": false,
+    })
+}
+
+/// A receipt object.
+pub fn receipt_json(t: &TxRecord, r: &Receipt, header: &BlockHeader) -> Value {
+    json!({
+        "transactionHash": hash(r.tx_hash),
+        "transactionIndex": quantity(r.tx_index),
+        "blockHash": hash(header.hash),
+        "blockNumber": quantity(r.block_number),
+        "from": addr(r.from),
+        "to": r.to.map_or(Value::Null, addr),
+        "cumulativeGasUsed": quantity(r.cumulative_gas_used),
+        "gasUsed": quantity(r.gas_used),
+        "effectiveGasPrice": quantity(U256::from(r.effective_gas_price)),
+        "contractAddress": r.contract_address.map_or(Value::Null, addr),
+        "logs": r.logs.iter().map(|l| log_json(l, r, header)).collect::<Vec<_>>(),
+        "logsBloom": data(r.logs_bloom.as_slice()),
+        "status": if r.status { "0x1" } else { "0x0" },
+        "type": quantity(t.tx_type as u64),
+        "blobGasUsed": "0x0",
+    })
+}
+
+/// A transaction object; `header` is `None` for a pending one (block fields null).
+pub fn tx_json(t: &TxRecord, r: Option<&Receipt>, header: Option<&BlockHeader>) -> Value {
+    let mut v = json!({
+        "hash": hash(t.hash),
+        "from": addr(t.from),
+        "to": t.to.map_or(Value::Null, addr),
+        "nonce": quantity(t.nonce),
+        "gas": quantity(t.gas_limit),
+        "gasPrice": quantity(U256::from(r.map_or(t.gas_price.unwrap_or(t.max_fee_per_gas), |r| r.effective_gas_price))),
+        "value": quantity(t.value),
+        "input": data(&t.input),
+        "type": quantity(t.tx_type as u64),
+        "chainId": t.chain_id.map_or(Value::Null, quantity),
+        "v": quantity(t.y_parity as u64),
+        "yParity": quantity(t.y_parity as u64),
+        "r": quantity(t.r),
+        "s": quantity(t.s),
+        "blockHash": header.map_or(Value::Null, |h| hash(h.hash)),
+        "blockNumber": header.map_or(Value::Null, |_| quantity(t.block_number)),
+        "transactionIndex": header.map_or(Value::Null, |_| quantity(t.index)),
+        "accessList": [],
+    });
+    if t.tx_type == 2 {
+        v["maxFeePerGas"] = quantity(U256::from(t.max_fee_per_gas));
+        v["maxPriorityFeePerGas"] = quantity(U256::from(t.max_priority_fee_per_gas.unwrap_or(0)));
+    }
+    if t.tx_type == 0 {
+        // EIP-155 v = parity + 35 + 2 * chain_id.
+        let v155 = t
+            .chain_id
+            .map_or(27 + t.y_parity as u64, |c| 35 + 2 * c + t.y_parity as u64);
+        v["v"] = quantity(v155);
+        v.as_object_mut().expect("object").remove("accessList");
+        v.as_object_mut().expect("object").remove("yParity");
+    }
+    v
+}
+
+/// `eth_getTransactionReceipt` of an included transaction (`null` if unknown).
+pub fn receipt(history: &impl History, h: B256) -> Value {
+    match history.tx(&h) {
+        Some((t, r)) => match history.header(r.block_number) {
+            Some(header) => receipt_json(t, r, header),
+            None => Value::Null,
+        },
+        None => Value::Null,
+    }
+}
+
+/// `eth_getTransactionByHash` of an included transaction (`None` if unknown).
+pub fn transaction(history: &impl History, h: B256) -> Option<Value> {
+    let (t, r) = history.tx(&h)?;
+    let header = history.header(r.block_number)?;
+    Some(tx_json(t, Some(r), Some(header)))
+}
+
+/// `eth_sendRawTransaction`'s refusal: invalid params for what does not decode or recover,
+/// a server error with geth's text otherwise.
+pub fn send_error(error: &TxError) -> RpcError {
+    match error {
+        TxError::Malformed(_) | TxError::Signature(_) => RpcError::params(error.to_string()),
+        _ => RpcError::server(error.to_string()),
+    }
+}
+
+/// A method not served.
+pub fn no_method(method: &str) -> RpcError {
+    RpcError {
+        code: -32601,
+        message: format!("the method {method} does not exist/is not available"),
+        data: None,
+    }
+}
+
+/// The positional parameters of a jsonrpsee request.
+pub fn params_of(params: &jsonrpsee::types::Params<'_>) -> Result<Vec<Value>, ErrorObjectOwned> {
+    match params.as_str() {
+        None => Ok(Vec::new()),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(list)) => Ok(list),
+            Ok(Value::Null) => Ok(Vec::new()),
+            Ok(_) => Err(ErrorObjectOwned::owned(
+                -32602,
+                "positional (array) parameters expected",
+                None::<()>,
+            )),
+            Err(e) => Err(ErrorObjectOwned::owned(-32700, e.to_string(), None::<()>)),
+        },
+    }
+}

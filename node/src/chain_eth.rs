@@ -1,0 +1,394 @@
+//! The Ethereum JSON-RPC port of a validator (docs/evm.md, "The validator's JSON-RPC").
+//!
+//! A jsonrpsee HTTP server on the validator's runtime: each call becomes an [`EthRequest`]
+//! sent to the host loop, which owns [`Execution`] and the mempool and answers between
+//! consensus steps ([`EthPort::handle`]) through a oneshot. Reads come from the executed
+//! state (the head only) and from the EVM blocks this validator executed, kept in memory
+//! for a bounded window ([`EthHistory`]); `eth_sendRawTransaction` admits into the mempool
+//! (`Mempool::admit_evm`) and the host forwards the item to the other validators with the
+//! Core transactions (frame 3). Parameter parsing, error texts and the JSON of blocks,
+//! transactions, receipts and logs are `evm_bridge::eth`'s, shared with `nexus-evm`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use alloy_primitives::{keccak256, Address, B256, U256};
+use evm_bridge::eth::{
+    self, arg, block_json, block_number, call_error, call_request, data, hash, params_of,
+    parse_address, parse_bytes, parse_hash, parse_quantity, quantity, state_at, History, RpcError,
+};
+use evm_bridge::executor::{BlockHeader, BlockOutput, CallOutcome, Receipt, TxRecord};
+use execution::Execution;
+use jsonrpsee::server::{RpcModule, Server, ServerConfig, ServerHandle};
+use jsonrpsee::types::ErrorObjectOwned;
+use mempool::Mempool;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use transactions::EvmItem;
+
+/// Every method the validator serves.
+pub const METHODS: [&str; 21] = [
+    "eth_chainId",
+    "net_version",
+    "web3_clientVersion",
+    "eth_blockNumber",
+    "eth_getBalance",
+    "eth_getTransactionCount",
+    "eth_gasPrice",
+    "eth_maxPriorityFeePerGas",
+    "eth_feeHistory",
+    "eth_getBlockByNumber",
+    "eth_getBlockByHash",
+    "eth_estimateGas",
+    "eth_call",
+    "eth_sendRawTransaction",
+    "eth_getTransactionReceipt",
+    "eth_getTransactionByHash",
+    "eth_getLogs",
+    "eth_getCode",
+    "eth_getStorageAt",
+    "eth_accounts",
+    "eth_syncing",
+];
+
+/// EVM blocks remembered for reads by default (headers, transactions, receipts, logs; the
+/// devnet's `eth_history_blocks`): about a day at one block every 10 s; older ones are
+/// forgotten first.
+pub const HISTORY_BLOCKS: usize = 10_000;
+/// Calls queued for the host before new ones are refused as busy.
+pub const QUEUE: usize = 1024;
+/// Largest request body the server reads (a raw transaction is at most
+/// `transactions::MAX_EVM_TX_LEN`, hex-encoded).
+const MAX_REQUEST_BYTES: u32 = 1 << 20;
+/// Most HTTP connections open at once.
+const MAX_CONNECTIONS: u32 = 256;
+/// Connections whose rate limit is remembered: the server numbers connections in order, so
+/// the host forgets the lowest numbers past this many (long closed, as at most
+/// [`MAX_CONNECTIONS`] are open).
+pub const RATE_REMEMBERED: usize = 4 * MAX_CONNECTIONS as usize;
+
+/// The refusal of a raw transaction over its connection's rate.
+pub fn rate_limited(per_second: u64) -> RpcError {
+    RpcError {
+        code: -32005,
+        message: format!(
+            "rate_limited: more than {per_second} transactions a second on this connection"
+        ),
+        data: None,
+    }
+}
+
+/// A call for the host loop.
+pub struct EthRequest {
+    /// The method (one of [`METHODS`]).
+    pub method: &'static str,
+    /// Positional parameters.
+    pub params: Vec<Value>,
+    /// The HTTP connection it came on (for its rate limit).
+    pub connection: u64,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Result<Value, RpcError>>,
+}
+
+/// Starts the JSON-RPC server on the current runtime; calls go to `to_host`. Returns the
+/// bound address and the server's handle (dropping it stops the server).
+pub async fn serve(
+    addr: SocketAddr,
+    to_host: mpsc::Sender<EthRequest>,
+) -> std::io::Result<(SocketAddr, ServerHandle)> {
+    let mut module = RpcModule::new(to_host);
+    for &method in METHODS.iter() {
+        module
+            .register_async_method(method, move |params, to_host, extensions| async move {
+                let params = params_of(&params)?;
+                let connection = extensions
+                    .get::<jsonrpsee::ConnectionId>()
+                    .map_or(0, |id| id.0 as u64);
+                let (reply, answer) = oneshot::channel();
+                let busy = || ErrorObjectOwned::owned(-32005, "validator busy", None::<()>);
+                to_host
+                    .try_send(EthRequest {
+                        method,
+                        params,
+                        connection,
+                        reply,
+                    })
+                    .map_err(|_| busy())?;
+                let result = answer.await.map_err(|_| {
+                    ErrorObjectOwned::owned(-32000, "validator stopped", None::<()>)
+                })?;
+                result.map_err(|e| ErrorObjectOwned::owned(e.code, e.message, e.data))
+            })
+            .expect("method names are unique");
+    }
+    let config = ServerConfig::builder()
+        .max_request_body_size(MAX_REQUEST_BYTES)
+        .max_connections(MAX_CONNECTIONS)
+        .build();
+    let server = Server::builder().set_config(config).build(addr).await?;
+    let addr = server.local_addr()?;
+    Ok((addr, server.start(module)))
+}
+
+/// The EVM blocks this validator executed, newest [`HISTORY_BLOCKS`] of them.
+pub struct EthHistory {
+    capacity: usize,
+    /// Consecutive headers, oldest first.
+    blocks: VecDeque<BlockHeader>,
+    by_hash: HashMap<B256, u64>,
+    txs: HashMap<B256, (TxRecord, Receipt)>,
+}
+
+impl EthHistory {
+    /// A history starting at `head` (the genesis, or a snapshot's head block: its
+    /// transactions are not known).
+    pub fn new(head: &BlockHeader, capacity: usize) -> EthHistory {
+        let mut history = EthHistory {
+            capacity: capacity.max(1),
+            blocks: VecDeque::new(),
+            by_hash: HashMap::new(),
+            txs: HashMap::new(),
+        };
+        history.by_hash.insert(head.hash, head.number);
+        history.blocks.push_back(head.clone());
+        history
+    }
+
+    /// How many blocks it keeps.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Remembers an executed EVM block (the next after the head), forgetting the oldest past
+    /// the capacity.
+    pub fn push(&mut self, out: &BlockOutput) {
+        assert_eq!(
+            out.header.number,
+            self.head() + 1,
+            "EVM blocks are remembered in order"
+        );
+        for (record, receipt) in out.txs.iter().zip(&out.receipts) {
+            self.txs
+                .insert(record.hash, (record.clone(), receipt.clone()));
+        }
+        self.by_hash.insert(out.header.hash, out.header.number);
+        self.blocks.push_back(out.header.clone());
+        while self.blocks.len() > self.capacity {
+            let old = self.blocks.pop_front().expect("over capacity");
+            self.by_hash.remove(&old.hash);
+            for tx in &old.tx_hashes {
+                self.txs.remove(tx);
+            }
+        }
+    }
+}
+
+impl History for EthHistory {
+    fn head(&self) -> u64 {
+        self.blocks.back().expect("never empty").number
+    }
+    fn oldest(&self) -> u64 {
+        self.blocks.front().expect("never empty").number
+    }
+    fn header(&self, number: u64) -> Option<&BlockHeader> {
+        let offset = number.checked_sub(self.oldest())?;
+        self.blocks.get(usize::try_from(offset).ok()?)
+    }
+    fn header_by_hash(&self, hash: &B256) -> Option<&BlockHeader> {
+        self.header(*self.by_hash.get(hash)?)
+    }
+    fn tx(&self, hash: &B256) -> Option<(&TxRecord, &Receipt)> {
+        self.txs.get(hash).map(|(t, r)| (t, r))
+    }
+}
+
+/// What answering a call needs of the host: the executed state, the pool and the history.
+pub struct EthPort<'a> {
+    /// The executed state.
+    pub execution: &'a mut Execution,
+    /// The pool (EVM admission, pending nonces).
+    pub mempool: &'a mut Mempool,
+    /// The EVM blocks executed.
+    pub history: &'a EthHistory,
+}
+
+impl EthPort<'_> {
+    /// Answers one call. An admitted raw transaction's item is returned too, for the host to
+    /// forward to the other validators.
+    pub fn handle(
+        &mut self,
+        method: &str,
+        params: &[Value],
+    ) -> (Result<Value, RpcError>, Option<EvmItem>) {
+        if method == "eth_sendRawTransaction" {
+            return match self.send_raw(params) {
+                Ok((h, item)) => (Ok(h), Some(item)),
+                Err(e) => (Err(e), None),
+            };
+        }
+        (self.read(method, params), None)
+    }
+
+    fn send_raw(&mut self, params: &[Value]) -> Result<(Value, EvmItem), RpcError> {
+        let raw = parse_bytes(
+            arg(params, 0).ok_or_else(|| RpcError::params("expected raw transaction hex"))?,
+        )?;
+        match self.mempool.admit_evm(&raw, &*self.execution) {
+            // The Ethereum hash is keccak256 of the EIP-2718 envelope.
+            Ok(_) => Ok((hash(keccak256(&raw)), EvmItem::new(&raw))),
+            Err(mempool::EvmRefusal::Tx(e)) => Err(eth::send_error(&e)),
+            Err(other) => Err(RpcError::server(other.to_string())),
+        }
+    }
+
+    fn read(&mut self, method: &str, params: &[Value]) -> Result<Value, RpcError> {
+        let history = self.history;
+        let config = self.execution.evm().config().clone();
+        match method {
+            "eth_chainId" => Ok(quantity(config.chain_id)),
+            "net_version" => Ok(Value::String(config.chain_id.to_string())),
+            "web3_clientVersion" => Ok(json!(concat!("nexus/", env!("CARGO_PKG_VERSION")))),
+            "eth_blockNumber" => Ok(quantity(history.head())),
+            "eth_accounts" => Ok(json!([])),
+            "eth_syncing" => Ok(json!(false)),
+            "eth_gasPrice" => Ok(quantity(
+                config.base_fee_wei + evm_bridge::rpc::SUGGESTED_TIP_WEI,
+            )),
+            "eth_maxPriorityFeePerGas" => Ok(quantity(evm_bridge::rpc::SUGGESTED_TIP_WEI)),
+            "eth_feeHistory" => eth::fee_history(history, params, config.base_fee_wei),
+            "eth_getBalance" => {
+                let a = parse_address(arg(params, 0))?;
+                state_at(history, arg(params, 1))?;
+                Ok(quantity(self.execution.evm().peek_account(a).balance))
+            }
+            "eth_getTransactionCount" => {
+                let a = parse_address(arg(params, 0))?;
+                let nonce = self.execution.evm().peek_account(a).nonce;
+                if arg(params, 1).and_then(Value::as_str) == Some("pending") {
+                    return Ok(quantity(nonce + self.mempool.evm_pooled(&a) as u64));
+                }
+                state_at(history, arg(params, 1))?;
+                Ok(quantity(nonce))
+            }
+            "eth_getCode" => {
+                let a = parse_address(arg(params, 0))?;
+                state_at(history, arg(params, 1))?;
+                Ok(data(&self.code(a)))
+            }
+            "eth_getStorageAt" => {
+                let a = parse_address(arg(params, 0))?;
+                let slot = parse_quantity(arg(params, 1).ok_or_else(|| RpcError::params("slot"))?)?;
+                state_at(history, arg(params, 2))?;
+                Ok(data(&self.storage(a, slot).to_be_bytes::<32>()))
+            }
+            "eth_getBlockByNumber" => {
+                let n = block_number(history, arg(params, 0))?;
+                let full = arg(params, 1).and_then(Value::as_bool).unwrap_or(false);
+                Ok(history.header(n).map_or(Value::Null, |h| {
+                    block_json(history, h, full, config.coinbase)
+                }))
+            }
+            "eth_getBlockByHash" => {
+                let h = parse_hash(arg(params, 0))?;
+                let full = arg(params, 1).and_then(Value::as_bool).unwrap_or(false);
+                Ok(history.header_by_hash(&h).map_or(Value::Null, |b| {
+                    block_json(history, b, full, config.coinbase)
+                }))
+            }
+            "eth_call" => {
+                let request = call_request(arg(params, 0))?;
+                state_at(history, arg(params, 1))?;
+                match self.execution.call(&request) {
+                    CallOutcome::Success { output, .. } => Ok(data(&output)),
+                    failure => Err(call_error(failure)),
+                }
+            }
+            "eth_estimateGas" => {
+                let request = call_request(arg(params, 0))?;
+                state_at(history, arg(params, 1))?;
+                match self.execution.estimate_gas(&request) {
+                    Ok(gas) => Ok(quantity(gas)),
+                    Err(failure) => Err(call_error(failure)),
+                }
+            }
+            "eth_getTransactionReceipt" => Ok(eth::receipt(history, parse_hash(arg(params, 0))?)),
+            "eth_getTransactionByHash" => {
+                let h = parse_hash(arg(params, 0))?;
+                if let Some(included) = eth::transaction(history, h) {
+                    return Ok(included);
+                }
+                // Pending, as geth: block fields null.
+                let Some(item) = self.mempool.evm_pooled_item(&h) else {
+                    return Ok(Value::Null);
+                };
+                let senders = |h: &B256| self.mempool.evm_sender(h);
+                Ok(self
+                    .execution
+                    .decode_evm_with(item.envelope(), &senders)
+                    .map_or(Value::Null, |tx| eth::tx_json(&tx.record(0, 0), None, None)))
+            }
+            "eth_getLogs" => eth::logs(history, arg(params, 0)),
+            other => Err(eth::no_method(other)),
+        }
+    }
+
+    /// An account's code, read without touching the EVM's cache (a read must not change
+    /// what a snapshot holds).
+    fn code(&self, a: Address) -> Vec<u8> {
+        let db = self.execution.evm().db();
+        db.cache
+            .accounts
+            .get(&a)
+            .and_then(|account| db.cache.contracts.get(&account.info.code_hash))
+            .map(|code| code.original_bytes().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// A storage slot, read as [`EthPort::code`].
+    fn storage(&self, a: Address, slot: U256) -> U256 {
+        self.execution
+            .evm()
+            .db()
+            .cache
+            .accounts
+            .get(&a)
+            .and_then(|account| account.storage.get(&slot).copied())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evm_bridge::executor::{EvmConfig, Executor, Genesis};
+
+    #[test]
+    fn the_history_keeps_the_newest_blocks_by_number_and_hash() {
+        let (_, genesis) = Executor::genesis(EvmConfig::default(), &Genesis::default());
+        let mut history = EthHistory::new(&genesis.header, 3);
+        let block = |n: u64| {
+            let mut out = genesis.clone();
+            out.header.number = n;
+            out.header.hash = B256::with_last_byte(n as u8);
+            out
+        };
+        for n in 1..=5 {
+            history.push(&block(n));
+        }
+        assert_eq!((history.oldest(), history.head()), (3, 5));
+        assert!(history.header(2).is_none() && history.header(6).is_none());
+        assert_eq!(history.header(4).map(|h| h.number), Some(4));
+        assert!(history.header_by_hash(&B256::with_last_byte(2)).is_none());
+        assert_eq!(
+            history
+                .header_by_hash(&B256::with_last_byte(5))
+                .map(|h| h.number),
+            Some(5)
+        );
+        assert!(block_number(&history, None).is_ok_and(|n| n == 5));
+        assert!(
+            state_at(&history, Some(&json!("0x4"))).is_err(),
+            "head only"
+        );
+    }
+}

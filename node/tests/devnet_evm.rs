@@ -1,0 +1,475 @@
+//! NexusEVM on a real four-process devnet: transactions signed here go to one validator's
+//! Ethereum JSON-RPC port, are forwarded, proposed and executed by every validator, and are
+//! read back from another's. A MarketMaker contract deployed through validator 1 (receipt
+//! read on validator 3: same block hash and contract address), funded by a CoreWriter
+//! deposit and told to quote through validator 2, rests its bid on the Core book that
+//! validator 0's JSON port shows. Malformed and wrong-chain raw transactions get JSON-RPC
+//! errors, and every validator's execution root stays equal. Bounded: every wait has a
+//! deadline and the children are killed on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{hex, keccak256, Address, Bytes, Signature, TxKind, B256, U256};
+use k256::ecdsa::SigningKey;
+use node::validator::{dev_evm_key, read_config, DevnetConfig};
+use serde_json::{json, Value};
+
+mod common;
+
+const VALIDATORS: usize = 4;
+/// The devnet EVM's chain id (`EvmConfig::default`).
+const CHAIN_ID: u64 = 0x4e58;
+/// Wei per Core unit of the native asset (`EvmConfig::default`).
+const WEI_PER_UNIT: u64 = 1_000_000_000_000;
+
+/// Validator processes, killed on drop, with their log lines on a channel.
+struct Cluster {
+    children: Vec<Child>,
+    rx: Receiver<(usize, Value)>,
+    /// Each height's root, as the first validator logged it.
+    roots: std::collections::BTreeMap<u64, String>,
+    heights: [u64; VALIDATORS],
+    ready: Vec<Value>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Cluster {
+    fn start(exe: &Path, config: &Path) -> Cluster {
+        let (tx, rx) = mpsc::channel();
+        let mut children = Vec::new();
+        for i in 0..VALIDATORS {
+            let mut child = Command::new(exe)
+                .args(["validator", "--index", &i.to_string(), "--config"])
+                .arg(config)
+                .stdout(Stdio::piped())
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn validator");
+            let stdout = child.stdout.take().expect("stdout");
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let value: Value = serde_json::from_str(&line).expect("JSON log line");
+                    if tx.send((i, value)).is_err() {
+                        break;
+                    }
+                }
+            });
+            children.push(child);
+        }
+        Cluster {
+            children,
+            rx,
+            roots: Default::default(),
+            heights: [0; VALIDATORS],
+            ready: Vec::new(),
+        }
+    }
+
+    /// Reads log lines for at most `wait`, checking that every validator's root at each
+    /// height is the same.
+    fn pump(&mut self, wait: Duration) {
+        let end = Instant::now() + wait;
+        while let Ok((i, v)) = self
+            .rx
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            match v["event"].as_str() {
+                Some("final") => {
+                    let h = v["height"].as_u64().expect("height");
+                    let root = v["root"].as_str().expect("root").to_string();
+                    let first = self.roots.entry(h).or_insert_with(|| root.clone());
+                    assert_eq!(*first, root, "validator {i} has another root at {h}");
+                    self.heights[i] = self.heights[i].max(h);
+                }
+                Some("ready") => self.ready.push(v),
+                _ => {}
+            }
+            if Instant::now() >= end {
+                break;
+            }
+        }
+    }
+
+    /// Pumps logs until `done` returns something, or panics after `limit`.
+    fn until<T>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut(&Cluster) -> Option<T>,
+    ) -> T {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(out) = done(self) {
+                return out;
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}: heights {:?}",
+                self.heights
+            );
+            self.pump(Duration::from_millis(100));
+        }
+    }
+}
+
+/// One JSON-RPC call over HTTP/1.1; the response object (`result` or `error`).
+fn rpc(addr: SocketAddr, method: &str, params: Value) -> Value {
+    post(
+        addr,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+    )
+}
+
+/// One HTTP request of `body` (a call or a batch) on its own connection; the response.
+fn post(addr: SocketAddr, body: &Value) -> Value {
+    let body = body.to_string();
+    let mut stream = TcpStream::connect(addr).expect("connect to the RPC port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read");
+    let text = String::from_utf8(response).expect("UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("chunk size");
+        let size = usize::from_str_radix(size.trim(), 16).expect("hex size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}
+
+fn result(addr: SocketAddr, method: &str, params: Value) -> Value {
+    let response = rpc(addr, method, params.clone());
+    assert!(
+        response.get("error").is_none(),
+        "{method} {params}: {response}"
+    );
+    response["result"].clone()
+}
+
+/// An EVM key and its next nonce.
+struct Wallet {
+    key: SigningKey,
+    address: Address,
+    nonce: u64,
+}
+
+impl Wallet {
+    fn new(secret: &[u8; 32]) -> Wallet {
+        let key = SigningKey::from_slice(secret).expect("valid key");
+        let point = key.verifying_key().to_encoded_point(false);
+        let address = Address::from_slice(&keccak256(&point.as_bytes()[1..])[12..]);
+        Wallet {
+            key,
+            address,
+            nonce: 0,
+        }
+    }
+
+    fn sign(&self, tx: TxEip1559) -> String {
+        let hash: B256 = tx.signature_hash();
+        let (sig, recid) = self.key.sign_prehash_recoverable(hash.as_slice()).unwrap();
+        let raw = TxEnvelope::from(tx.into_signed(Signature::from((sig, recid)))).encoded_2718();
+        format!("0x{}", hex::encode(raw))
+    }
+
+    fn tx(&self, chain_id: u64, to: Option<Address>, value: U256, input: Vec<u8>) -> TxEip1559 {
+        TxEip1559 {
+            chain_id,
+            nonce: self.nonce,
+            gas_limit: 3_000_000,
+            max_fee_per_gas: 2_000_000_000,
+            max_priority_fee_per_gas: 100_000_000,
+            to: to.map_or(TxKind::Create, TxKind::Call),
+            value,
+            access_list: Default::default(),
+            input: Bytes::from(input),
+        }
+    }
+
+    /// Signs the next transaction and sends it to `addr`; returns its hash.
+    fn send(
+        &mut self,
+        addr: SocketAddr,
+        to: Option<Address>,
+        value: U256,
+        input: Vec<u8>,
+    ) -> String {
+        let raw = self.sign(self.tx(CHAIN_ID, to, value, input));
+        let hash = result(addr, "eth_sendRawTransaction", json!([raw]));
+        self.nonce += 1;
+        hash.as_str().expect("a hash").to_string()
+    }
+}
+
+fn word(n: u64) -> [u8; 32] {
+    let mut w = [0u8; 32];
+    w[24..].copy_from_slice(&n.to_be_bytes());
+    w
+}
+
+fn calldata(signature: &str, words: &[[u8; 32]]) -> Vec<u8> {
+    let mut out = keccak256(signature.as_bytes())[..4].to_vec();
+    for w in words {
+        out.extend_from_slice(w);
+    }
+    out
+}
+
+/// The MarketMaker fixture's creation code for the devnet's market.
+fn market_maker_deploy() -> Vec<u8> {
+    let json: Value =
+        serde_json::from_str(include_str!("../../evm-bridge/contracts/MarketMaker.json")).unwrap();
+    let mut bytes = hex::decode(json["bytecode"].as_str().unwrap()).unwrap();
+    bytes.extend_from_slice(&word(u64::from(node::load::MARKET)));
+    bytes
+}
+
+fn eth_addr(config: &DevnetConfig, i: usize) -> SocketAddr {
+    config.validators[i].eth_addr.expect("an Ethereum RPC port")
+}
+
+/// Waits for a transaction's receipt on validator `i`.
+fn receipt(cluster: &mut Cluster, addr: SocketAddr, hash: &str) -> Value {
+    cluster.until(
+        &format!("receipt of {hash}"),
+        Duration::from_secs(20),
+        |_| {
+            let r = result(addr, "eth_getTransactionReceipt", json!([hash]));
+            (!r.is_null()).then_some(r)
+        },
+    )
+}
+
+/// Waits until validator `addr` has executed EVM block `number` (validators run a block or
+/// so apart).
+fn reach(cluster: &mut Cluster, addr: SocketAddr, number: &Value) {
+    let quantity = |v: &Value| {
+        u64::from_str_radix(v.as_str().expect("a quantity").trim_start_matches("0x"), 16)
+            .expect("hex")
+    };
+    let want = quantity(number);
+    cluster.until(
+        &format!("block {want} on {addr}"),
+        Duration::from_secs(20),
+        |_| (quantity(&result(addr, "eth_blockNumber", json!([]))) >= want).then_some(()),
+    );
+}
+
+fn init(dir: &Path, exe: &Path) -> PathBuf {
+    let out = Command::new(exe)
+        .args([
+            "devnet",
+            "--validators",
+            "4",
+            "--init-only",
+            "--base-port",
+            "21200",
+            "--connection-rate",
+            "5",
+            "--dir",
+        ])
+        .arg(dir)
+        .output()
+        .expect("nexus devnet --init-only");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    PathBuf::from(v["config"].as_str().expect("config path"))
+}
+
+#[test]
+fn a_contract_deployed_through_one_validator_quotes_on_the_book_of_every_validator() {
+    let dir = tempfile::tempdir().expect("dir");
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
+    let config_path = init(dir.path(), &exe);
+    let config = read_config(&config_path).expect("config");
+    let secret = dev_evm_key(config.order_seed);
+    let written = std::fs::read_to_string(dir.path().join("dev-evm-key.txt")).expect("key file");
+    assert_eq!(written.trim(), format!("0x{}", hex::encode(secret)));
+    let mut cluster = Cluster::start(&exe, &config_path);
+    cluster.until("4 validators ready", Duration::from_secs(20), |c| {
+        (c.ready.len() == VALIDATORS).then_some(())
+    });
+    for ready in &cluster.ready {
+        let i = ready["index"].as_u64().expect("index") as usize;
+        assert_eq!(ready["eth_rpc"], eth_addr(&config, i).to_string());
+    }
+    let (v0, v1, v2, v3) = (
+        eth_addr(&config, 0),
+        eth_addr(&config, 1),
+        eth_addr(&config, 2),
+        eth_addr(&config, 3),
+    );
+    assert_eq!(
+        result(v0, "eth_chainId", json!([])),
+        format!("{CHAIN_ID:#x}")
+    );
+    let mut owner = Wallet::new(&secret);
+    let balance = result(v3, "eth_getBalance", json!([owner.address, "latest"]));
+    assert_eq!(
+        balance,
+        format!("{:#x}", node::validator::dev_evm_balance())
+    );
+
+    // Refusals: not a transaction; signed for another chain.
+    let malformed = rpc(v1, "eth_sendRawTransaction", json!(["0x02c0ffee"]));
+    assert_eq!(malformed["error"]["code"], -32602, "{malformed}");
+    let other = owner.sign(owner.tx(1, None, U256::ZERO, market_maker_deploy()));
+    let wrong_chain = rpc(v1, "eth_sendRawTransaction", json!([other]));
+    assert_eq!(wrong_chain["error"]["code"], -32000, "{wrong_chain}");
+    assert!(
+        wrong_chain["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("chain")),
+        "{wrong_chain}"
+    );
+
+    // One connection's raw transactions beyond its rate (5 a second, bursts of 5) are
+    // refused before they are decoded.
+    let batch: Vec<Value> = (0..8)
+        .map(|id| json!({"jsonrpc": "2.0", "id": id, "method": "eth_sendRawTransaction", "params": ["0x02c0ffee"]}))
+        .collect();
+    let answers = post(v2, &Value::Array(batch));
+    let codes: Vec<i64> = answers
+        .as_array()
+        .expect("a batch answer")
+        .iter()
+        .map(|a| a["error"]["code"].as_i64().expect("an error"))
+        .collect();
+    assert!(codes.contains(&-32005), "{answers}");
+    assert!(
+        codes.iter().filter(|c| **c == -32602).count() <= 6,
+        "{answers}"
+    );
+
+    // Deploy through validator 1; the receipt on validator 3 names the same block.
+    let deploy = owner.send(v1, None, U256::ZERO, market_maker_deploy());
+    // Pending (block fields null) or already included: known by its hash either way.
+    let sent = result(v1, "eth_getTransactionByHash", json!([deploy]));
+    assert_eq!(sent["hash"], deploy, "{sent}");
+    assert_eq!(sent["from"], json!(owner.address), "{sent}");
+    let on_3 = receipt(&mut cluster, v3, &deploy);
+    let on_1 = receipt(&mut cluster, v1, &deploy);
+    assert_eq!(on_3["status"], "0x1", "{on_3}");
+    assert_eq!(on_3["blockHash"], on_1["blockHash"]);
+    assert_eq!(on_3["contractAddress"], on_1["contractAddress"]);
+    let mm: Address = on_3["contractAddress"].as_str().unwrap().parse().unwrap();
+    reach(&mut cluster, v2, &on_3["blockNumber"]);
+    reach(&mut cluster, v0, &on_3["blockNumber"]);
+    let block = result(v2, "eth_getBlockByHash", json!([on_3["blockHash"], false]));
+    assert_eq!(block["transactions"][0], deploy);
+    let code = result(v0, "eth_getCode", json!([mm, "latest"]));
+    assert!(code.as_str().unwrap().len() > 2, "code deployed");
+
+    // Fund its Core account with 10,000 native (QUOTE) units through CoreWriter.
+    let units = 10_000u64;
+    let value = U256::from(units) * U256::from(WEI_PER_UNIT);
+    let deposit = owner.send(v2, Some(mm), value, calldata("deposit()", &[]));
+    assert_eq!(receipt(&mut cluster, v2, &deposit)["status"], "0x1");
+    let quote_asset = 1u64;
+    let core_balance = calldata("coreBalance(uint32)", &[word(quote_asset)]);
+    cluster.until("the deposit on Core", Duration::from_secs(20), |_| {
+        let out = result(
+            v2,
+            "eth_call",
+            json!([{"to": mm, "data": format!("0x{}", hex::encode(&core_balance))}, "latest"]),
+        );
+        let bytes = hex::decode(out.as_str().unwrap()).unwrap();
+        (bytes.len() >= 32 && U256::from_be_slice(&bytes[..32]) == U256::from(units)).then_some(())
+    });
+
+    // Quote 90 / 110 x 5 through validator 2: the bid rests on Core (the contract holds no
+    // BASE, so its ask is refused by the engine and reported back by callback).
+    let quote = calldata(
+        "quote(uint64,uint64,uint64)",
+        &[word(90), word(110), word(5)],
+    );
+    let quoted = owner.send(v2, Some(mm), U256::ZERO, quote);
+    let r = receipt(&mut cluster, v0, &quoted);
+    assert_eq!(r["status"], "0x1", "{r}");
+    assert!(
+        !r["logs"].as_array().unwrap().is_empty(),
+        "Quoted is logged"
+    );
+    reach(&mut cluster, v3, &r["blockNumber"]);
+    let logs = result(
+        v3,
+        "eth_getLogs",
+        json!([{"address": mm, "fromBlock": r["blockNumber"], "toBlock": r["blockNumber"]}]),
+    );
+    let mine: Vec<&Value> = r["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["address"] == json!(mm))
+        .collect();
+    assert_eq!(mine.len(), 1, "Quoted: {r}");
+    assert_eq!(logs.as_array().unwrap().iter().collect::<Vec<_>>(), mine);
+
+    let json_addr = config.validators[0].json_addr.expect("JSON port");
+    let mut json_port = common::JsonClient::connect(json_addr);
+    cluster.until(
+        "the bid on validator 0's book",
+        Duration::from_secs(20),
+        |_| {
+            json_port.send_json(&json!({"op": "book", "market": "BASE-QUOTE"}));
+            let book = json_port.next();
+            (book["bids"] == json!([["90", "5"]])).then_some(())
+        },
+    );
+
+    // Every validator executed the same blocks: equal roots up to a common height.
+    let target = cluster.heights.iter().copied().max().unwrap() + 2;
+    cluster.until(
+        "every validator 2 heights further",
+        Duration::from_secs(20),
+        |c| c.heights.iter().all(|h| *h >= target).then_some(()),
+    );
+    let head = result(v0, "eth_blockNumber", json!([]));
+    assert!(
+        u64::from_str_radix(head.as_str().unwrap().trim_start_matches("0x"), 16).unwrap() >= target
+    );
+}
