@@ -12,6 +12,31 @@ use serde_json::{json, Value};
 /// Widest block range one `eth_getLogs` may scan.
 pub const MAX_LOG_RANGE: u64 = 10_000;
 
+/// The Ethereum methods both servers answer (`nexus-evm` adds its own `nexus_*` methods).
+pub const ETH_METHODS: [&str; 21] = [
+    "eth_chainId",
+    "net_version",
+    "web3_clientVersion",
+    "eth_blockNumber",
+    "eth_getBalance",
+    "eth_getTransactionCount",
+    "eth_gasPrice",
+    "eth_maxPriorityFeePerGas",
+    "eth_feeHistory",
+    "eth_getBlockByNumber",
+    "eth_getBlockByHash",
+    "eth_estimateGas",
+    "eth_call",
+    "eth_sendRawTransaction",
+    "eth_getTransactionReceipt",
+    "eth_getTransactionByHash",
+    "eth_getLogs",
+    "eth_getCode",
+    "eth_getStorageAt",
+    "eth_accounts",
+    "eth_syncing",
+];
+
 /// The EVM blocks a server remembers: headers by number (from [`History::oldest`] to
 /// [`History::head`]) and by hash, and each included transaction with its receipt.
 pub trait History {

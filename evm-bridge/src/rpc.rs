@@ -25,33 +25,8 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Every method served.
-pub const METHODS: [&str; 24] = [
-    "eth_chainId",
-    "net_version",
-    "web3_clientVersion",
-    "eth_blockNumber",
-    "eth_getBalance",
-    "eth_getTransactionCount",
-    "eth_gasPrice",
-    "eth_maxPriorityFeePerGas",
-    "eth_getBlockByNumber",
-    "eth_getBlockByHash",
-    "eth_estimateGas",
-    "eth_call",
-    "eth_sendRawTransaction",
-    "eth_getTransactionReceipt",
-    "eth_getTransactionByHash",
-    "eth_getLogs",
-    "eth_getCode",
-    "eth_getStorageAt",
-    "eth_accounts",
-    "eth_syncing",
-    "eth_feeHistory",
-    "nexus_mine",
-    "nexus_coreAccount",
-    "nexus_coreBalance",
-];
+/// The methods of `nexus-evm` beyond [`crate::eth::ETH_METHODS`].
+pub const NEXUS_METHODS: [&str; 3] = ["nexus_mine", "nexus_coreAccount", "nexus_coreBalance"];
 
 /// Priority fee suggested by `eth_maxPriorityFeePerGas` (wei).
 pub const SUGGESTED_TIP_WEI: u64 = 1_000_000_000;
@@ -513,7 +488,7 @@ pub fn serve(node: Node, config: ServeConfig) -> std::io::Result<RpcServer> {
         .enable_all()
         .build()?;
     let mut module = RpcModule::new(tx);
-    for &method in METHODS.iter() {
+    for &method in crate::eth::ETH_METHODS.iter().chain(NEXUS_METHODS.iter()) {
         module
             .register_blocking_method(method, move |params, tx, _| {
                 let params = params_of(&params)?;

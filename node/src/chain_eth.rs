@@ -27,29 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use transactions::EvmItem;
 
 /// Every method the validator serves.
-pub const METHODS: [&str; 21] = [
-    "eth_chainId",
-    "net_version",
-    "web3_clientVersion",
-    "eth_blockNumber",
-    "eth_getBalance",
-    "eth_getTransactionCount",
-    "eth_gasPrice",
-    "eth_maxPriorityFeePerGas",
-    "eth_feeHistory",
-    "eth_getBlockByNumber",
-    "eth_getBlockByHash",
-    "eth_estimateGas",
-    "eth_call",
-    "eth_sendRawTransaction",
-    "eth_getTransactionReceipt",
-    "eth_getTransactionByHash",
-    "eth_getLogs",
-    "eth_getCode",
-    "eth_getStorageAt",
-    "eth_accounts",
-    "eth_syncing",
-];
+pub const METHODS: [&str; 21] = evm_bridge::eth::ETH_METHODS;
 
 /// EVM blocks remembered for reads by default (headers, transactions, receipts, logs; the
 /// devnet's `eth_history_blocks`): about a day at one block every 10 s; older ones are
