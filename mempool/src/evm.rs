@@ -83,8 +83,12 @@ impl EvmRefusal {
 pub struct EvmEvicted {
     /// The item's hash (BLAKE3 of the item bytes).
     pub hash: TxHash,
+    /// Its Ethereum hash (keccak256 of the envelope).
+    pub eth_hash: B256,
     /// Its sender.
     pub sender: Address,
+    /// Its nonce.
+    pub nonce: u64,
     /// Why it can no longer be included.
     pub reason: EvmRefusal,
 }
@@ -380,7 +384,9 @@ impl Mempool {
                 let entry = self.evm.remove(arrival).expect("pooled");
                 out.push(EvmEvicted {
                     hash: entry.hash,
+                    eth_hash: entry.eth_hash,
                     sender,
+                    nonce: entry.nonce,
                     reason: EvmRefusal::Tx(reason),
                 });
             }

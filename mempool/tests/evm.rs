@@ -212,6 +212,18 @@ fn after_a_block_mined_and_unpayable_transactions_are_evicted_with_a_reason() {
         reasons,
         vec![(b0, "nonce_too_low"), (b1, "insufficient_funds")]
     );
+    // Each names its Ethereum hash, sender and nonce (what eth_getTransactionByHash reports).
+    let named: Vec<_> = evicted
+        .iter()
+        .map(|e| (e.eth_hash, e.sender, e.nonce))
+        .collect();
+    assert_eq!(
+        named,
+        vec![
+            (keccak256(b.raw(0)), b.address, 0),
+            (keccak256(b.raw(1)), b.address, 1)
+        ]
+    );
     assert_eq!(pool.evm_len(), 1);
     let left = pool.evm_proposal(10, 1 << 20, SHARE);
     assert_eq!(left[0].hash(), a1);

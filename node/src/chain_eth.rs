@@ -17,7 +17,7 @@ use evm_bridge::eth::{
     self, arg, block_json, block_number, call_error, call_request, data, hash, params_of,
     parse_address, parse_bytes, parse_hash, parse_quantity, quantity, state_at, History, RpcError,
 };
-use evm_bridge::executor::{BlockHeader, BlockOutput, CallOutcome, Receipt, TxRecord};
+use evm_bridge::executor::{BlockHeader, BlockOutput, CallOutcome, DroppedTx, Receipt, TxRecord};
 use execution::Execution;
 use jsonrpsee::server::{RpcModule, Server, ServerConfig, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
@@ -111,6 +111,10 @@ pub async fn serve(
 /// The EVM blocks this validator executed, newest [`HISTORY_BLOCKS`] of them.
 pub struct EthHistory {
     capacity: usize,
+    /// Transactions evicted from the pool unexecuted, by hash: (block after which, why);
+    /// the newest `capacity` are kept.
+    dropped: HashMap<B256, (u64, DroppedTx)>,
+    dropped_order: VecDeque<B256>,
     /// Consecutive headers, oldest first.
     blocks: VecDeque<BlockHeader>,
     by_hash: HashMap<B256, u64>,
@@ -123,6 +127,8 @@ impl EthHistory {
     pub fn new(head: &BlockHeader, capacity: usize) -> EthHistory {
         let mut history = EthHistory {
             capacity: capacity.max(1),
+            dropped: HashMap::new(),
+            dropped_order: VecDeque::new(),
             blocks: VecDeque::new(),
             by_hash: HashMap::new(),
             txs: HashMap::new(),
@@ -135,6 +141,23 @@ impl EthHistory {
     /// How many blocks it keeps.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Remembers a transaction the pool evicted after block `block` (it will never be
+    /// executed): `eth_getTransactionByHash` then answers with the reason.
+    pub fn note_dropped(&mut self, block: u64, drop: DroppedTx) {
+        self.dropped_order.push_back(drop.hash);
+        self.dropped.insert(drop.hash, (block, drop));
+        while self.dropped_order.len() > self.capacity {
+            let old = self.dropped_order.pop_front().expect("over capacity");
+            self.dropped.remove(&old);
+        }
+    }
+
+    /// Why transaction `hash` was evicted, and after which block, if it was (and is still
+    /// remembered).
+    pub fn dropped(&self, hash: &B256) -> Option<&(u64, DroppedTx)> {
+        self.dropped.get(hash)
     }
 
     /// Remembers an executed EVM block (the next after the head), forgetting the oldest past
@@ -297,7 +320,11 @@ impl EthPort<'_> {
                 }
                 // Pending, as geth: block fields null.
                 let Some(item) = self.mempool.evm_pooled_item(&h) else {
-                    return Ok(Value::Null);
+                    // Evicted unexecuted: an error naming why, as nexus-evm answers.
+                    return match self.history.dropped(&h) {
+                        Some((block, drop)) => Err(eth::dropped_error(*block, drop)),
+                        None => Ok(Value::Null),
+                    };
                 };
                 let senders = |h: &B256| self.mempool.evm_sender(h);
                 Ok(self
@@ -368,5 +395,55 @@ mod tests {
             state_at(&history, Some(&json!("0x4"))).is_err(),
             "head only"
         );
+    }
+    /// A transaction the pool evicted is reported by `eth_getTransactionByHash` with its
+    /// reason (not `null`, which would read as never sent); the newest `capacity` are kept.
+    #[test]
+    fn an_evicted_transaction_is_answered_with_its_reason() {
+        let (_, genesis) = Executor::genesis(EvmConfig::default(), &Genesis::default());
+        let mut history = EthHistory::new(&genesis.header, 2);
+        let drop = |n: u8| DroppedTx {
+            hash: B256::with_last_byte(n),
+            sender: Address::with_last_byte(9),
+            nonce: 4,
+            reason: evm_bridge::executor::TxError::Nonce {
+                expected: 5,
+                got: 4,
+            },
+        };
+        for n in 1..=3 {
+            history.note_dropped(7, drop(n));
+        }
+        assert!(
+            history.dropped(&B256::with_last_byte(1)).is_none(),
+            "oldest forgotten"
+        );
+        let mut execution = Execution::new(
+            execution::ExecutionConfig {
+                chain_id: [1; 32],
+                faucets: Vec::new(),
+                feeders: Vec::new(),
+                engine: engine::EngineConfig::default(),
+                evm: Default::default(),
+            },
+            &[],
+        );
+        let mut mempool = Mempool::new(mempool::MempoolConfig::default());
+        let mut port = EthPort {
+            execution: &mut execution,
+            mempool: &mut mempool,
+            history: &history,
+        };
+        let hash = json!(format!("{:#x}", B256::with_last_byte(3)));
+        let (answer, _) = port.handle("eth_getTransactionByHash", &[hash]);
+        let error = answer.expect_err("an error naming the reason");
+        assert!(
+            error.message.contains("dropped from block 7"),
+            "{}",
+            error.message
+        );
+        let unknown = json!(format!("{:#x}", B256::with_last_byte(1)));
+        let (answer, _) = port.handle("eth_getTransactionByHash", &[unknown]);
+        assert_eq!(answer.ok(), Some(Value::Null));
     }
 }

@@ -1281,14 +1281,17 @@ impl NodeApp {
         let shared = self.shared.get_mut();
         shared.block_time_ms = (block.timestamp_ns / MS).max(shared.block_time_ms);
         let evm_included = evm_item_hashes(&txs);
-        let evicted = {
+        let (evicted, evm_evicted) = {
             let Shared {
                 mempool, execution, ..
             } = shared;
-            // EVM evictions have nobody to tell: a client polls its receipt.
-            mempool.on_evm_block(&evm_included, &*execution);
-            mempool.on_block(&hashes, now_ns / MS, &*execution)
+            let evm_evicted = mempool.on_evm_block(&evm_included, &*execution);
+            (
+                mempool.on_block(&hashes, now_ns / MS, &*execution),
+                evm_evicted,
+            )
         };
+        self.note_evm_evicted(height, evm_evicted)?;
         let orders: usize = refs.iter().map(|tx| tx.tx.actions.len()).sum();
         self.notify_block(height, hashes, evicted);
         if !recovering {
@@ -1407,6 +1410,33 @@ impl NodeApp {
             }
         }
         Ok(Hash(root))
+    }
+
+    /// EVM transactions the pool evicted after block `height`: nobody is connected to
+    /// tell (a client polls), so each is logged (`evm_evicted`) and remembered for
+    /// `eth_getTransactionByHash`, which answers with the reason.
+    fn note_evm_evicted(
+        &mut self,
+        height: Height,
+        evicted: Vec<mempool::EvmEvicted>,
+    ) -> Result<(), HostError> {
+        for gone in evicted {
+            let mempool::EvmRefusal::Tx(reason) = gone.reason else {
+                continue;
+            };
+            log_line(json!({
+                "event": "evm_evicted", "index": self.index, "height": height,
+                "hash": format!("{:#x}", gone.eth_hash), "reason": reason.to_string(),
+            }))?;
+            let drop = evm_bridge::executor::DroppedTx {
+                hash: gone.eth_hash,
+                sender: gone.sender,
+                nonce: gone.nonce,
+                reason,
+            };
+            self.eth_history.note_dropped(height, drop);
+        }
+        Ok(())
     }
 
     /// `finalized` to the clients of a block's transactions, `evicted` to those of pooled
