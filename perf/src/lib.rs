@@ -12,12 +12,15 @@
 //!   bare engine;
 //! - [`gateway_bench`]: `nexus-perf`, a running node measured over the real gateway (order
 //!   entry and market data) against a raw loopback TCP ping-pong;
+//! - [`cluster`]: `nexus-perf --cluster N`, a multi-validator devnet with signed client
+//!   orders through the gateways, against this machine's signature-verification bound;
 //! - [`perp_bench`]: `perp-bench`, pre-trade risk per perp order against spot, liquidation
 //!   index against a full margin scan, bytes per account and position.
 //!
 //! Speed figures are printed, never asserted: the tests here check determinism and shape
 //! only. See `docs/perf.md`.
 
+pub mod cluster;
 pub mod engine_bench;
 pub mod gateway_bench;
 pub mod latency;

@@ -119,10 +119,73 @@ struct Args {
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+
+    /// Cluster mode: instead of one node, run `nexus devnet` with this many validators at
+    /// each of --cluster-rates and print finalized orders/s and order-to-Finalized p50/p99
+    /// with this machine's signature-verification bound as the baseline (docs/perf.md).
+    #[arg(long, value_name = "N")]
+    cluster: Option<usize>,
+    /// Cluster mode: offered orders per second, one devnet run each.
+    #[arg(long, value_delimiter = ',', default_value = "10000,50000,100000")]
+    cluster_rates: Vec<u64>,
+    /// Cluster mode: orders per signed transaction (1..=64).
+    #[arg(long, default_value_t = 20)]
+    cluster_bulk: u32,
+    /// Cluster mode: `gateway` (binary order-entry sessions) or `tx-port`.
+    #[arg(long, default_value = "gateway", value_parser = ["gateway", "tx-port"])]
+    cluster_via: String,
+    /// Cluster mode: measured seconds per rate.
+    #[arg(long, default_value_t = 8)]
+    cluster_seconds: u64,
+}
+
+/// Cluster mode: every rate on a fresh devnet, a JSON report unless --no-files.
+fn cluster(args: &Args, validators: usize) -> ExitCode {
+    let Some(nexus) = args.nexus.clone().or_else(find_nexus_binary) else {
+        eprintln!("nexus-perf: no `nexus` binary next to this executable; pass --nexus PATH");
+        return ExitCode::from(2);
+    };
+    let options = perf::cluster::ClusterOptions {
+        nexus,
+        validators,
+        rates: args.cluster_rates.clone(),
+        bulk: args.cluster_bulk.clamp(1, 64),
+        via: args.cluster_via.clone(),
+        seconds: args.cluster_seconds,
+        data_parent: perf::cluster::default_data_parent(),
+    };
+    let report = match perf::cluster::run(&options) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("nexus-perf: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !args.no_files {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let path = args
+            .report_dir
+            .join(format!("nexus-perf-cluster-{stamp}.json"));
+        let written = std::fs::create_dir_all(&args.report_dir)
+            .and_then(|()| std::fs::write(&path, format!("{report:#}\n")));
+        match written {
+            Ok(()) => println!("report: {}", path.display()),
+            Err(e) => {
+                eprintln!("nexus-perf: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(validators) = args.cluster {
+        return cluster(&args, validators);
+    }
     let mut fund = Vec::new();
     for item in &args.fund {
         match item.split_once('=') {
