@@ -119,30 +119,12 @@ impl Cluster {
     }
 }
 
-fn init(dir: &Path, exe: &Path, extra: &[&str]) -> PathBuf {
-    let out = Command::new(exe)
-        .args([
-            "devnet",
-            "--validators",
-            "4",
-            "--rate",
-            "2000",
-            "--snapshot-every",
-            "25",
-            "--init-only",
-            "--dir",
-        ])
-        .arg(dir)
-        .args(extra)
-        .output()
-        .expect("nexus devnet --init-only");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    PathBuf::from(v["config"].as_str().expect("config path"))
+/// A 4-validator devnet's configuration in `dir` (load at 2,000 orders/s, a snapshot every
+/// 25 blocks), with `extra` arguments.
+fn init(dir: &Path, extra: &[&str]) -> PathBuf {
+    let mut args = vec!["--rate", "2000", "--snapshot-every", "25"];
+    args.extend_from_slice(extra);
+    common::init_devnet(dir, &args)
 }
 
 #[test]
@@ -151,7 +133,7 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
     // Fixed ports below the ephemeral range (32768 and up): a free port picked and released
     // at init could be taken meanwhile by a client connection of a test running alongside.
-    let config = init(dir.path(), &exe, &["--base-port", "21000"]);
+    let config = init(dir.path(), &["--base-port", "21000"]);
     let mut cluster = cluster(exe, config.clone(), vec![Vec::new(); VALIDATORS]);
     for i in 0..VALIDATORS {
         cluster.start(i);
@@ -294,7 +276,6 @@ fn a_byzantine_proposers_forged_transaction_gets_no_votes() {
     // Each client connection may send 100 transactions a second (bursts of 100).
     let config = init(
         dir.path(),
-        &exe,
         &["--connection-rate", "100", "--base-port", "21100"],
     );
     let mut extra = vec![Vec::new(); VALIDATORS];

@@ -295,36 +295,17 @@ fn reach(cluster: &mut Cluster, addr: SocketAddr, number: &Value) {
     );
 }
 
-fn init(dir: &Path, exe: &Path) -> PathBuf {
-    let out = Command::new(exe)
-        .args([
-            "devnet",
-            "--validators",
-            "4",
-            "--init-only",
-            "--base-port",
-            "21200",
-            "--connection-rate",
-            "5",
-            "--dir",
-        ])
-        .arg(dir)
-        .output()
-        .expect("nexus devnet --init-only");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    PathBuf::from(v["config"].as_str().expect("config path"))
+/// The devnet's configuration: fixed ports below the ephemeral range, no load, and a
+/// connection rate of 5 transactions a second (the test's batch goes past it).
+fn init(dir: &Path) -> PathBuf {
+    common::init_devnet(dir, &["--base-port", "21200", "--connection-rate", "5"])
 }
 
 #[test]
 fn a_contract_deployed_through_one_validator_quotes_on_the_book_of_every_validator() {
     let dir = tempfile::tempdir().expect("dir");
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
-    let config_path = init(dir.path(), &exe);
+    let config_path = init(dir.path());
     let config = read_config(&config_path).expect("config");
     let secret = dev_evm_key(config.order_seed);
     let written = std::fs::read_to_string(dir.path().join("dev-evm-key.txt")).expect("key file");

@@ -146,3 +146,21 @@ impl JsonClient {
         }
     }
 }
+
+/// Writes a 4-validator devnet's configuration and keys into `dir` (`nexus devnet
+/// --init-only`, plus `args`) and returns the configuration's path.
+pub fn init_devnet(dir: &Path, args: &[&str]) -> std::path::PathBuf {
+    let out = Command::new(NEXUS)
+        .args(["devnet", "--validators", "4", "--init-only", "--dir"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("nexus devnet --init-only");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    std::path::PathBuf::from(v["config"].as_str().expect("config path"))
+}
