@@ -24,12 +24,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ed25519_dalek::SigningKey;
-use engine::{AccountId, ArrayLadder, Engine, Event};
+use engine::{AccountId, ArrayLadder, Command, Engine, Event};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use transactions::{account_id_of, Action, Transaction};
 
 use crate::genesis::{translate_genesis, GenesisError};
+use crate::load::DevRoles;
 use crate::queries;
 use crate::replay::{Echo, Output, Step, Translator};
 use crate::server::{node_record, with_line};
@@ -140,6 +141,8 @@ pub struct JsonPort {
     translator: Translator,
     chain_id: [u8; 32],
     dev_keys: BTreeMap<AccountId, SigningKey>,
+    /// The development faucet and feeder, if the chain has them.
+    roles: Option<DevRoles>,
     last_nonce: BTreeMap<AccountId, u64>,
     connections: HashMap<u64, JsonConnection>,
     pending: HashMap<(u64, u64), PendingLine>,
@@ -149,11 +152,13 @@ pub struct JsonPort {
 }
 
 impl JsonPort {
-    /// A port for the chain whose genesis is `genesis_lines`, signing for `dev_keys`.
+    /// A port for the chain whose genesis is `genesis_lines`, signing for `dev_keys` (and
+    /// with `roles`, deposits as the faucet and oracle prices as the feeder).
     pub fn new(
         genesis_lines: &str,
         chain_id: [u8; 32],
         dev_keys: &[SigningKey],
+        roles: Option<DevRoles>,
     ) -> Result<JsonPort, GenesisError> {
         let (translator, _) = translate_genesis(genesis_lines)?;
         let dev_keys = dev_keys
@@ -164,6 +169,7 @@ impl JsonPort {
             translator,
             chain_id,
             dev_keys,
+            roles,
             last_nonce: BTreeMap::new(),
             connections: HashMap::new(),
             pending: HashMap::new(),
@@ -358,12 +364,11 @@ impl JsonPort {
             else {
                 continue;
             };
-            let Some((signer, action)) = Action::from_command(&command) else {
-                let detail = "not a transaction action on a chain (deposits need a faucet key, \
-                              oracle prices a feeder key)";
-                return Err(("not_allowed", detail.into()));
+            let (signer, action) = match Action::from_command(&command) {
+                Some(found) => found,
+                None => self.role_action(&command)?,
             };
-            if !self.dev_keys.contains_key(&signer) {
+            if self.key(signer).is_none() {
                 let detail = format!("this validator holds no development key of account {signer}");
                 return Err(("no_dev_key", detail));
             }
@@ -377,9 +382,43 @@ impl JsonPort {
         Ok(account.map(|account| (account, actions, pending)))
     }
 
+    /// A command only a role may sign: a deposit (the faucet) or a one-price oracle line
+    /// (the feeder), with the role's account.
+    fn role_action(&self, command: &Command) -> Result<(AccountId, Action), (&'static str, String)> {
+        let role = |key: &SigningKey| account_id_of(&key.verifying_key().to_bytes());
+        let not_allowed = |detail: &str| Err(("not_allowed", detail.to_string()));
+        match (*command, &self.roles) {
+            (Command::Deposit { account, asset, amount }, Some(roles)) => {
+                let action = Action::Deposit { account, asset, amount };
+                Ok((role(&roles.faucet), action))
+            }
+            (Command::Deposit { .. }, None) => not_allowed("deposits need a faucet key, and this port holds none"),
+            (Command::Oracle { market, prices, count: 1 }, Some(roles)) => {
+                let action = Action::OraclePrice { market, price: prices[0] };
+                Ok((role(&roles.feeder), action))
+            }
+            (Command::Oracle { .. }, Some(_)) => {
+                let detail = "on a chain the feeder signs one price per market: give one".into();
+                Err(("malformed", detail))
+            }
+            (Command::Oracle { .. }, None) => not_allowed("oracle prices need a feeder key, and this port holds none"),
+            _ => not_allowed("not a transaction action on a chain (funding runs on block time)"),
+        }
+    }
+
+    /// The development key of `account`: a trading account's or a role's.
+    fn key(&self, account: AccountId) -> Option<&SigningKey> {
+        let role = |key: &&SigningKey| account_id_of(&key.verifying_key().to_bytes()) == account;
+        self.dev_keys.get(&account).or_else(|| {
+            let roles = self.roles.as_ref()?;
+            [&roles.faucet, &roles.feeder].into_iter().find(role)
+        })
+    }
+
     /// Signs `actions` for `account` with a nonce above its last one here.
     fn sign(&mut self, account: AccountId, actions: Vec<Action>, now_ms: u64) -> Option<Vec<u8>> {
-        let key = self.dev_keys.get(&account)?;
+        let key = self.key(account)?.clone();
+        let key = &key;
         let last = self.last_nonce.entry(account).or_default();
         let nonce = now_ms.max(*last + 1);
         *last = nonce;

@@ -40,9 +40,50 @@ pub struct NodeConfig {
     /// What the node prints on stderr while it runs.
     #[serde(default)]
     pub log: LogSection,
+    /// The chain `nexus run` runs: its other ports, development keys, block pacing.
+    #[serde(default)]
+    pub chain: ChainSection,
     /// Assets, markets and opening balances of a new chain.
     #[serde(default)]
     pub genesis: Genesis,
+}
+
+/// `[chain]`: what `nexus run`'s chain of one validator adds to the shared sections.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainSection {
+    /// The transaction port (signed transactions, docs/transactions.md).
+    pub tx_listen: SocketAddr,
+    /// The Ethereum JSON-RPC port (docs/evm.md).
+    pub eth_listen: SocketAddr,
+    /// The validator's consensus endpoint (QUIC over UDP; no peers on a chain of one).
+    pub consensus_listen: SocketAddr,
+    /// Development accounts whose keys the node derives, writes to `dev-keys.txt` and signs
+    /// JSON lines for.
+    pub dev_accounts: u64,
+    /// Without transactions, a block at most this often (ms; 0: blocks back to back).
+    pub empty_block_interval_ms: u64,
+    /// A snapshot of the executed state every this many blocks (0: never).
+    pub snapshot_every: u64,
+    /// Most transactions a second one client connection may send (0: no limit).
+    pub connection_rate: u64,
+    /// Most transactions in one block.
+    pub max_block_txs: u32,
+}
+
+impl Default for ChainSection {
+    fn default() -> Self {
+        ChainSection {
+            tx_listen: "127.0.0.1:7073".parse().expect("valid address"),
+            eth_listen: "127.0.0.1:8545".parse().expect("valid address"),
+            consensus_listen: "127.0.0.1:0".parse().expect("valid address"),
+            dev_accounts: 10,
+            empty_block_interval_ms: 1_000,
+            snapshot_every: 1_000,
+            connection_rate: 50_000,
+            max_block_txs: 1_000,
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {

@@ -190,6 +190,8 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         connection_rate: args.connection_rate,
         eth_history_blocks: args.eth_history_blocks,
         load_start_unix_ns: now_ns() + 1_500 * MS,
+        genesis: None,
+        dev_roles: false,
         timeouts: TimeoutsMs {
             propose: 200,
             prevote: 100,

@@ -1,6 +1,9 @@
 //! The `nexus` binary's library: the node and its command-line tools.
 //!
-//! - [`server`]: `nexus run`, a single-validator node (JSON Lines order entry, pipeline, log).
+//! - [`chain_run`]: `nexus run`, a chain of one validator ([`validator`]) from the node
+//!   configuration.
+//! - [`server`]: `nexus pipeline`, the unreplicated exchange pipeline (JSON Lines order
+//!   entry, sequencer, engine, LMDB log; no consensus, no signatures, no EVM).
 //! - [`client`]: `nexus send` and `nexus query`, a client of the JSON port.
 //! - [`config`]: the node's TOML configuration and its embedded default.
 //! - [`genesis`]: the registry and opening balances a chain starts from.
@@ -16,6 +19,7 @@
 pub mod chain_eth;
 pub mod chain_gateway;
 pub mod chain_json;
+pub mod chain_run;
 pub mod chain_snapshot;
 pub mod client;
 pub mod config;

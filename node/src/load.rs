@@ -53,6 +53,35 @@ pub fn account_key(seed: u64, index: u64) -> SigningKey {
     SigningKey::from_bytes(hasher.finalize().as_bytes())
 }
 
+/// A development chain's role keys: a faucet (signs deposits) and an oracle feeder.
+#[derive(Clone, Debug)]
+pub struct DevRoles {
+    /// May sign `Deposit` actions.
+    pub faucet: SigningKey,
+    /// May sign `OraclePrice` actions.
+    pub feeder: SigningKey,
+}
+
+impl DevRoles {
+    /// The role keys of seed `seed` ([`role_key`]).
+    pub fn new(seed: u64) -> DevRoles {
+        DevRoles {
+            faucet: role_key(seed, "faucet"),
+            feeder: role_key(seed, "feeder"),
+        }
+    }
+}
+
+/// The development key of a role: `BLAKE3("nexus-devnet/v1/role\0" || seed (u64 LE) ||
+/// role)` as an ed25519 seed.
+pub fn role_key(seed: u64, role: &str) -> SigningKey {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"nexus-devnet/v1/role\0");
+    hasher.update(&seed.to_le_bytes());
+    hasher.update(role.as_bytes());
+    SigningKey::from_bytes(hasher.finalize().as_bytes())
+}
+
 /// Every trading account's key, by index.
 pub fn account_keys(spec: &LoadSpec) -> Vec<SigningKey> {
     (0..spec.accounts.max(1))

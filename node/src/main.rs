@@ -28,13 +28,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
-    /// Run a single-validator node: JSON Lines order entry over TCP, the sequencer, the
-    /// engine and the write-ahead log (docs/node.md).
+    /// Run a local chain of one validator: signed transactions ordered by NexusBFT and
+    /// executed by NexusCore and NexusEVM, with every client port (docs/node.md).
     ///
     /// Without --config it uses the embedded default (`nexus config` prints it): data in
-    /// ./nexus-data, orders on 127.0.0.1:7070. Prints one JSON line when it serves and one
-    /// when it stops (Ctrl-C or SIGTERM: the open block is written before exit).
+    /// ./nexus-data; the JSON development port on 127.0.0.1:7070 (it signs for the
+    /// development accounts listed in the data folder's dev-keys.txt), binary order entry on
+    /// :7071, market data on :7072, the transaction port on :7073, Ethereum JSON-RPC on :8545.
+    /// Prints one JSON line when it serves (`ready`, with every address) and one when it
+    /// stops (Ctrl-C or SIGTERM). A restart continues the same chain.
     Run(RunArgs),
+    /// Run the unreplicated exchange pipeline: unsigned JSON Lines and binary orders straight
+    /// into the sequencer, the engine and the LMDB write-ahead log; no consensus, no
+    /// signatures, no EVM (docs/pipeline.md). For latency work and the `wal` tools.
+    ///
+    /// Same configuration file as `run` (it reads [ingress], [gateway], [engine], [blocks],
+    /// [pipeline], [wal], [perps], [log] and [genesis]). Prints one JSON line when it serves
+    /// and one when it stops (Ctrl-C or SIGTERM: the open block is written before exit).
+    Pipeline(RunArgs),
     /// Read or repair a node's write-ahead log.
     #[command(subcommand)]
     Wal(WalCommands),
@@ -95,6 +106,12 @@ struct RunArgs {
     /// Market-data address, overriding `gateway.market_data_listen`.
     #[arg(long, value_name = "ADDR")]
     market_data_listen: Option<std::net::SocketAddr>,
+    /// Transaction-port address (`nexus run`), overriding `chain.tx_listen`.
+    #[arg(long, value_name = "ADDR")]
+    tx_listen: Option<std::net::SocketAddr>,
+    /// Ethereum JSON-RPC address (`nexus run`), overriding `chain.eth_listen`.
+    #[arg(long, value_name = "ADDR")]
+    eth_listen: Option<std::net::SocketAddr>,
     /// No status lines and only warnings and errors on stderr (`[log]` status_interval_s = 0,
     /// level = "warn").
     #[arg(long)]
@@ -215,7 +232,8 @@ fn main() -> ExitCode {
         Commands::Replay(args) => replay_command(args),
         Commands::Devnet(args) => devnet::devnet_command(args),
         Commands::Validator(args) => node::validator::validator_command(args),
-        Commands::Run(args) => run_command(args),
+        Commands::Run(args) => chain_run_command(args),
+        Commands::Pipeline(args) => run_command(args),
         Commands::Wal(command) => wal_command(command),
         Commands::Send(args) => send_command(args),
         Commands::Query(query) => query_command(query),
@@ -226,15 +244,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_command(args: RunArgs) -> ExitCode {
+/// The configuration `args` name, with their overrides.
+fn node_config(name: &str, args: &RunArgs) -> Result<NodeConfig, ExitCode> {
     let mut config = match NodeConfig::load(args.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("nexus run: {e}");
-            return ExitCode::from(2);
+            eprintln!("{name}: {e}");
+            return Err(ExitCode::from(2));
         }
     };
-    if let Some(dir) = args.data_dir {
+    if let Some(dir) = args.data_dir.clone() {
         config.data_dir = dir;
     }
     if let Some(listen) = args.listen {
@@ -246,18 +265,73 @@ fn run_command(args: RunArgs) -> ExitCode {
     if let Some(listen) = args.market_data_listen {
         config.gateway.market_data_listen = listen;
     }
+    if let Some(listen) = args.tx_listen {
+        config.chain.tx_listen = listen;
+    }
+    if let Some(listen) = args.eth_listen {
+        config.chain.eth_listen = listen;
+    }
     if args.quiet {
         config.log.status_interval_s = 0;
         config.log.level = "warn".to_string();
     }
+    Ok(config)
+}
+
+/// `nexus run`: the chain of one validator.
+fn chain_run_command(args: RunArgs) -> ExitCode {
+    let config = match node_config("nexus run", &args) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let _lock = match sequencer::DataDirLock::acquire(&config.data_dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("nexus run: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let prepared = match node::chain_run::prepare(&config) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            eprintln!("nexus run: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut ready_extra = serde_json::Map::new();
+    ready_extra.insert(
+        "data_dir".into(),
+        config.data_dir.display().to_string().into(),
+    );
+    let dev_accounts = node::chain_run::dev_account_ids(config.chain.dev_accounts);
+    ready_extra.insert("dev_accounts".into(), serde_json::json!(dev_accounts));
+    let args = node::validator::ValidatorArgs {
+        config: prepared.chain_file,
+        index: 0,
+        data_dir: Some(prepared.validator_dir),
+        byzantine_forge: false,
+    };
+    let options = node::validator::NodeOptions {
+        ready_extra,
+        quiet_blocks: true,
+        json_as_listen: true,
+    };
+    node::validator::run_node("nexus run", args, options)
+}
+
+fn run_command(args: RunArgs) -> ExitCode {
+    let config = match node_config("nexus pipeline", &args) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
     if let Err(e) = init_logging(&config.log.level) {
-        eprintln!("nexus run: {e}");
+        eprintln!("nexus pipeline: {e}");
         return ExitCode::from(2);
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
-            eprintln!("nexus run: cannot handle signal {signal}: {e}");
+            eprintln!("nexus pipeline: cannot handle signal {signal}: {e}");
             return ExitCode::FAILURE;
         }
     }
@@ -295,7 +369,7 @@ fn run_command(args: RunArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("nexus run: {e}");
+            eprintln!("nexus pipeline: {e}");
             ExitCode::FAILURE
         }
     }

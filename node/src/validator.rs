@@ -115,6 +115,20 @@ pub struct ValidatorArgs {
     pub byzantine_forge: bool,
 }
 
+/// How the process around a validator wants it to report (not consensus-relevant).
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Extra fields of the `ready` line.
+    pub ready_extra: serde_json::Map<String, serde_json::Value>,
+    /// Print no `final` line per block on standard output (`snapshot`, `evidence` and
+    /// `evm_evicted` lines go to standard error instead): `nexus run`, whose standard
+    /// output carries only `ready` and `stopped`.
+    pub quiet_blocks: bool,
+    /// Also name the JSON port's address `listen` in the `ready` line (as `nexus pipeline`
+    /// does).
+    pub json_as_listen: bool,
+}
+
 /// Timeouts in the configuration, in milliseconds.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy)]
 pub struct TimeoutsMs {
@@ -190,6 +204,17 @@ pub struct DevnetConfig {
     pub eth_history_blocks: u64,
     /// When the load starts (Unix ns).
     pub load_start_unix_ns: u64,
+    /// The chain's genesis as JSON Lines (docs/replay.md: assets, markets, perp markets,
+    /// deposits, transfers, oracle prices). Absent: the devnet's ([`load::genesis_lines`]:
+    /// `BASE-QUOTE` and the funded trading accounts, with `QUOTE` as NexusEVM's native
+    /// token). Present: NexusEVM has no native Core asset (every Core asset stays movable).
+    #[serde(default)]
+    pub genesis: Option<String>,
+    /// Development role keys derived from `order_seed` ([`load::role_key`]): a faucet that
+    /// may sign deposits and an oracle feeder. The JSON port signs `deposit` and `oracle`
+    /// lines with them. A development chain's shortcut: off on a devnet.
+    #[serde(default)]
+    pub dev_roles: bool,
     /// Consensus timeouts.
     pub timeouts: TimeoutsMs,
     /// The validators, by index.
@@ -200,6 +225,26 @@ impl DevnetConfig {
     /// The chain id's bytes.
     pub fn chain_id_bytes(&self) -> Result<[u8; 32], HostError> {
         unhex32(&self.chain_id)
+    }
+
+    /// The chain's genesis lines: [`DevnetConfig::genesis`], or the devnet's.
+    pub fn genesis_lines(&self) -> Result<String, HostError> {
+        match &self.genesis {
+            Some(lines) => Ok(lines.clone()),
+            None => Ok(load::genesis_lines(&self.load_spec()?)),
+        }
+    }
+
+    /// The engine commands of the genesis lines, in order.
+    pub fn genesis_commands(&self) -> Result<Vec<engine::Command>, HostError> {
+        crate::genesis::translate_genesis(&self.genesis_lines()?)
+            .map(|(_, commands)| commands)
+            .map_err(|e| HostError::Config(format!("genesis: {e}")))
+    }
+
+    /// The development faucet and feeder keys, if the chain has them.
+    pub fn dev_roles(&self) -> Option<load::DevRoles> {
+        self.dev_roles.then(|| load::DevRoles::new(self.order_seed))
     }
 
     /// What the load stream and the genesis derive from.
@@ -439,6 +484,8 @@ struct NodeApp {
     eth_connections: std::collections::BTreeSet<u64>,
     /// Transactions a second one client connection may send.
     connection_rate: u64,
+    /// `final` lines are not printed, other events go to standard error.
+    quiet_blocks: bool,
 }
 
 /// The shell: the host library driven by QUIC, the safety journal, the block file and the
@@ -465,22 +512,28 @@ fn log_line(value: serde_json::Value) -> Result<(), HostError> {
         .map_err(|_| HostError::LogClosed)
 }
 
-/// Runs validator `args.index` until an error (it has no other way to stop: kill it).
+/// Runs validator `args.index` until an error, SIGINT or SIGTERM.
 pub fn validator_command(args: ValidatorArgs) -> ExitCode {
+    run_node("nexus validator", args, NodeOptions::default())
+}
+
+/// Runs validator `args.index` with `options` until an error, SIGINT or SIGTERM (then it
+/// prints `{"event":"stopped","height","state_root"}`); `name` prefixes error messages.
+pub fn run_node(name: &str, args: ValidatorArgs, options: NodeOptions) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("nexus validator: cannot start the runtime: {e}");
+            eprintln!("{name}: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_validator(args)) {
+    match runtime.block_on(run_validator(args, options)) {
         Ok(()) | Err(HostError::LogClosed) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nexus validator: {e}");
+            eprintln!("{name}: {e}");
             ExitCode::FAILURE
         }
     }
@@ -488,10 +541,9 @@ pub fn validator_command(args: ValidatorArgs) -> ExitCode {
 
 /// The genesis execution state of a devnet (every validator computes the same).
 pub fn genesis_execution(config: &DevnetConfig) -> Result<Execution, HostError> {
-    let spec = config.load_spec()?;
     Ok(Execution::new(
         execution_config(config)?,
-        &load::genesis(&spec),
+        &config.genesis_commands()?,
     ))
 }
 
@@ -521,25 +573,25 @@ pub fn evm_address(secret: &[u8; 32]) -> Result<alloy_primitives::Address, HostE
     Ok(alloy_primitives::Address::from_slice(&hash[12..]))
 }
 
-/// A devnet's execution parameters (no faucets or feeders: every deposit is at genesis).
-/// NexusEVM's native token is the market's quote asset (`QUOTE`: a contract that deposits
-/// ether through CoreWriter can bid on `BASE-QUOTE`; Core deposits and withdrawals of it are
-/// then invalid, as for any native asset), and the development EVM account
+/// A chain's execution parameters. The faucet and feeder are the development role keys if
+/// the configuration has them ([`DevnetConfig::dev_roles`]), else none (every deposit is at
+/// genesis). On the devnet's own genesis NexusEVM's native token is the market's quote
+/// asset (`QUOTE`: a contract that deposits ether through CoreWriter can bid on
+/// `BASE-QUOTE`; Core deposits and withdrawals of it are then invalid, as for any native
+/// asset); on a configured genesis it has none. The development EVM account
 /// ([`dev_evm_key`]) holds [`dev_evm_balance`].
 pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostError> {
-    let spec = config.load_spec()?;
-    let native_asset = load::genesis(&spec)
-        .iter()
-        .find_map(|command| match command {
-            engine::Command::CreateMarket(m) if m.market == load::MARKET => Some(m.quote),
-            _ => None,
-        })
-        .ok_or_else(|| HostError::Config("the genesis has no devnet market".into()))?;
+    let native_asset = match config.genesis {
+        Some(_) => execution::NO_NATIVE_ASSET,
+        None => devnet_native_asset(config)?,
+    };
     let dev = evm_address(&dev_evm_key(config.order_seed))?;
+    let roles = config.dev_roles();
+    let public = |key: &ed25519_dalek::SigningKey| key.verifying_key().to_bytes();
     Ok(ExecutionConfig {
         chain_id: config.chain_id_bytes()?,
-        faucets: Vec::new(),
-        feeders: Vec::new(),
+        faucets: roles.iter().map(|r| public(&r.faucet)).collect(),
+        feeders: roles.iter().map(|r| public(&r.feeder)).collect(),
         engine: EngineConfig {
             max_resting_orders: 1 << 20,
             max_open_orders_per_account: 1 << 16,
@@ -553,7 +605,19 @@ pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostEr
     })
 }
 
-async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
+/// The quote asset of the devnet's market.
+fn devnet_native_asset(config: &DevnetConfig) -> Result<engine::AssetId, HostError> {
+    config
+        .genesis_commands()?
+        .iter()
+        .find_map(|command| match command {
+            engine::Command::CreateMarket(m) if m.market == load::MARKET => Some(m.quote),
+            _ => None,
+        })
+        .ok_or_else(|| HostError::Config("the genesis has no devnet market".into()))
+}
+
+async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), HostError> {
     let config = read_config(&args.config)?;
     let entry = config
         .validators
@@ -580,7 +644,8 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
     }
     let chain_id = config.chain_id_bytes()?;
     let (chain, peers) = genesis_chain(&config)?;
-    let (app, exec_root) = node_app(&args, &config, &data_dir)?;
+    let (mut app, exec_root) = node_app(&args, &config, &data_dir)?;
+    app.quiet_blocks = options.quiet_blocks;
     let (blocks, stored, cut) = BlockStore::open(&data_dir.join("blocks"))?;
     let mut safety = FileStore::new(&data_dir.join("safety"));
     let saved = safety.load()?;
@@ -598,6 +663,7 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
     let listener = tokio::net::TcpListener::bind(entry.tx_addr)
         .await
         .map_err(|e| HostError::Io(PathBuf::from(entry.tx_addr.to_string()), e))?;
+    let tx_addr = listener.local_addr().unwrap_or(entry.tx_addr);
     tokio::spawn(accept_clients(listener, client_tx));
     let mut validator = Shell {
         host,
@@ -610,7 +676,7 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
     let (gateway_tx, gateway) = mpsc::channel::<Vec<TxSubmission>>(1024);
     let gateway_addrs = validator.start_gateway(&entry, chain_id, gateway_tx)?;
     let (json_tx, json) = mpsc::channel::<JsonEvent>(1 << 12);
-    validator.start_json(&entry, &config, json_tx).await?;
+    let json_addr = validator.start_json(&entry, &config, json_tx).await?;
     let (eth_tx, eth) = mpsc::channel::<EthRequest>(chain_eth::QUEUE);
     // The server stops when its handle is dropped: kept until the validator stops.
     let eth_server = match entry.eth_addr {
@@ -622,18 +688,26 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
         None => None,
     };
     let eth_addr = eth_server.as_ref().map(|(bound, _)| *bound);
-    log_line(json!({
-        "event": "ready", "index": args.index, "addr": entry.addr.to_string(),
-        "tx_addr": entry.tx_addr.to_string(),
+    let addr = validator.net.local_addr().unwrap_or(entry.addr);
+    let mut ready = json!({
+        "event": "ready", "index": args.index, "addr": addr.to_string(),
+        "tx_addr": tx_addr.to_string(),
         "order_entry": gateway_addrs.map(|a| a.0.to_string()),
         "market_data": gateway_addrs.map(|a| a.1.to_string()),
-        "json": entry.json_addr.map(|a| a.to_string()),
+        "json": json_addr.map(|a| a.to_string()),
         "eth_rpc": eth_addr.map(|a| a.to_string()),
-        "key": entry.key, "height": validator.host.chain().height(),
+        "key": entry.key, "chain_id": config.chain_id, "height": validator.host.chain().height(),
         "recovered_blocks": recovered, "snapshot_height": from,
         "executed_blocks": recovered - from,
         "torn_bytes_cut": cut, "state_root": hex(&validator.host.exec_root().0),
-    }))?;
+    });
+    if let Some(fields) = ready.as_object_mut() {
+        if options.json_as_listen {
+            fields.insert("listen".into(), json!(json_addr.map(|a| a.to_string())));
+        }
+        fields.extend(options.ready_extra);
+    }
+    log_line(ready)?;
     validator.host.start(now_ns())?;
     validator.perform()?;
     let channels = ClientChannels {
@@ -644,7 +718,11 @@ async fn run_validator(args: ValidatorArgs) -> Result<(), HostError> {
     };
     let stopped = validator.run(rx, channels).await;
     drop(eth_server);
-    stopped
+    stopped?;
+    log_line(json!({
+        "event": "stopped", "height": validator.host.chain().height(),
+        "state_root": hex(&validator.host.exec_root().0),
+    }))
 }
 
 /// The chain state at genesis (the configured validators and stakes) and the peers.
@@ -703,6 +781,7 @@ fn node_app(
         eth_history,
         eth_connections: Default::default(),
         connection_rate: config.connection_rate,
+        quiet_blocks: false,
     };
     Ok((app, exec_root))
 }
@@ -899,9 +978,9 @@ impl Shell {
         entry: &ValidatorEntry,
         config: &DevnetConfig,
         events: mpsc::Sender<JsonEvent>,
-    ) -> Result<(), HostError> {
+    ) -> Result<Option<SocketAddr>, HostError> {
         let Some(addr) = entry.json_addr else {
-            return Ok(());
+            return Ok(None);
         };
         if !addr.ip().is_loopback() {
             let why = format!(
@@ -911,17 +990,19 @@ impl Shell {
         }
         let spec = config.load_spec()?;
         let port = JsonPort::new(
-            &load::genesis_lines(&spec),
+            &config.genesis_lines()?,
             spec.chain_id,
             &load::account_keys(&spec),
+            config.dev_roles(),
         )
         .map_err(|e| HostError::Config(format!("genesis: {e}")))?;
         self.host.app_mut().json = Some(port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| HostError::Io(PathBuf::from(addr.to_string()), e))?;
+        let bound = listener.local_addr().unwrap_or(addr);
         tokio::spawn(chain_json::accept(listener, events));
-        Ok(())
+        Ok(Some(bound))
     }
 
     /// The event loop: timers, peers' frames and clients' transactions (transaction port,
@@ -931,6 +1012,10 @@ impl Shell {
         mut rx: mpsc::Receiver<Received>,
         mut clients: ClientChannels,
     ) -> Result<(), HostError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let signal_error = |e| HostError::Io(PathBuf::from("signal handler"), e);
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
         loop {
             let sleep = match self.host.next_deadline() {
                 Some(at) => {
@@ -939,6 +1024,10 @@ impl Shell {
                 None => tokio::time::Instant::now() + Duration::from_secs(3600),
             };
             let events = tokio::select! {
+                // Blocks are durable when decided and safety saves before messages leave:
+                // stopping between two events loses nothing.
+                _ = interrupt.recv() => return Ok(()),
+                _ = terminate.recv() => return Ok(()),
                 _ = tokio::time::sleep_until(sleep) => {
                     self.host.on_timers(now_ns())?;
                     self.perform()?;
@@ -1018,7 +1107,7 @@ impl Shell {
                     self.blocks.append(&cert)?;
                     self.host.block_durable(cert.block.height, now_ns())?;
                 }
-                Action::Evidence(e) => log_line(json!({
+                Action::Evidence(e) => self.host.app().event(json!({
                     "event": "evidence", "index": self.host.app().index, "height": e.height(),
                     "offender": hex(&e.offender().0),
                 }))?,
@@ -1072,6 +1161,18 @@ impl Application for NodeApp {
 }
 
 impl NodeApp {
+    /// Reports an event: a line on standard output, or with `quiet_blocks` none for a
+    /// block's `final` and a line on standard error for the others.
+    fn event(&self, value: serde_json::Value) -> Result<(), HostError> {
+        if !self.quiet_blocks {
+            return log_line(value);
+        }
+        if value.get("event").and_then(|e| e.as_str()) != Some("final") {
+            eprintln!("{value}");
+        }
+        Ok(())
+    }
+
     /// Admits what clients sent (one batch) and answers each; returns the frame that
     /// forwards the admitted ones to the other validators, if any.
     fn on_clients(&mut self, events: Vec<ClientEvent>, now_ns: u64) -> Option<Frame> {
@@ -1295,7 +1396,7 @@ impl NodeApp {
         let orders: usize = refs.iter().map(|tx| tx.tx.actions.len()).sum();
         self.notify_block(height, hashes, evicted);
         if !recovering {
-            log_line(json!({
+            self.event(json!({
                 "event": "final", "index": self.index, "height": height, "round": cert.round,
                 "txs": refs.len(), "orders": orders, "evm_txs": evm_included.len(),
                 "ts_ns": block.timestamp_ns, "decided_ns": now_ns,
@@ -1424,7 +1525,7 @@ impl NodeApp {
             let mempool::EvmRefusal::Tx(reason) = gone.reason else {
                 continue;
             };
-            log_line(json!({
+            self.event(json!({
                 "event": "evm_evicted", "index": self.index, "height": height,
                 "hash": format!("{:#x}", gone.eth_hash), "reason": reason.to_string(),
             }))?;
@@ -1471,7 +1572,7 @@ impl NodeApp {
         let bytes = snapshot.execution.len();
         let path = chain_snapshot::write(&self.snapshots, &snapshot)
             .map_err(|e| HostError::Io(self.snapshots.clone(), e))?;
-        log_line(json!({
+        self.event(json!({
             "event": "snapshot", "index": self.index, "height": snapshot.height, "bytes": bytes,
             "path": path.display().to_string(),
         }))

@@ -1,0 +1,222 @@
+//! `nexus run`: a chain of one validator, from the node configuration (docs/node.md).
+//!
+//! The node is the same validator process `nexus devnet` starts four of
+//! ([`crate::validator`]): mempool, NexusBFT, Core + EVM execution, snapshots, and the client
+//! ports (JSON development port, binary order entry and market data, transaction port,
+//! Ethereum JSON-RPC). This module only turns the configuration into that validator's chain
+//! file and keys in the data folder:
+//!
+//! - `chain.toml`: the chain (id, genesis time, the genesis lines of `[genesis]`, this
+//!   validator and its ports). Written at every start with the configured ports; the chain
+//!   id, genesis time and genesis are kept from the first start, and a different `[genesis]`
+//!   later is an error.
+//! - `validator/`: the validator's key (random, made at the first start), safety file,
+//!   block file and snapshots.
+//! - `dev-keys.txt`: the seeds of the development accounts (one per line, in order), and
+//!   `dev-evm-key.txt`: the development EVM key. Derived from [`DEV_SEED`], so every
+//!   `nexus run` has the same development accounts ([`dev_account_ids`]).
+//!
+//! A chain of one is a development chain: its JSON port signs for the development accounts,
+//! and for `deposit` lines as the faucet and `oracle` lines as the feeder
+//! ([`crate::load::DevRoles`]).
+
+use std::path::{Path, PathBuf};
+
+use consensus::types::Keypair;
+use engine::AccountId;
+use transactions::account_id_of;
+
+use crate::config::NodeConfig;
+use crate::genesis::{genesis_lines, translate_genesis};
+use crate::load::{self, LoadSpec};
+use crate::validator::{
+    self, hex, read_config, unhex32, DevnetConfig, HostError, TimeoutsMs, ValidatorEntry,
+};
+
+/// The chain file in the data folder.
+pub const CHAIN_FILE: &str = "chain.toml";
+/// The validator's folder in the data folder.
+pub const VALIDATOR_DIR: &str = "validator";
+/// The development account seeds, one hex line each.
+pub const DEV_KEYS_FILE: &str = "dev-keys.txt";
+/// The development EVM key (0x-prefixed hex).
+pub const DEV_EVM_KEY_FILE: &str = "dev-evm-key.txt";
+/// Seed of `nexus run`'s development keys: accounts, faucet, feeder and EVM key.
+pub const DEV_SEED: u64 = 0;
+
+/// What [`prepare`] made ready.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The chain file.
+    pub chain_file: PathBuf,
+    /// The validator's data folder.
+    pub validator_dir: PathBuf,
+    /// The chain file's contents.
+    pub chain: DevnetConfig,
+}
+
+/// The account ids of the first `count` development accounts of `nexus run`.
+pub fn dev_account_ids(count: u64) -> Vec<AccountId> {
+    (0..count)
+        .map(|i| account_id_of(&load::account_key(DEV_SEED, i).verifying_key().to_bytes()))
+        .collect()
+}
+
+/// Writes the chain file and keys for `node` into its data folder (see the module docs).
+pub fn prepare(node: &NodeConfig) -> Result<Prepared, HostError> {
+    let data_dir = &node.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(io_error(data_dir))?;
+    let genesis = genesis_lines(&node.genesis);
+    translate_genesis(&genesis).map_err(|e| HostError::Config(format!("[genesis]: {e}")))?;
+    let chain_file = data_dir.join(CHAIN_FILE);
+    let (chain_id, genesis_time_ms) = chain_identity(&chain_file, &genesis, data_dir)?;
+    let validator_dir = data_dir.join(VALIDATOR_DIR);
+    let key = validator_key(&validator_dir)?;
+    let chain = DevnetConfig {
+        chain_id,
+        genesis_time_ms,
+        order_seed: DEV_SEED,
+        accounts: node.chain.dev_accounts,
+        bulk: 1,
+        rate_per_s: 0,
+        max_block_txs: node.chain.max_block_txs,
+        max_block_bytes: 16 << 20,
+        snapshot_every: node.chain.snapshot_every,
+        connection_rate: node.chain.connection_rate,
+        eth_history_blocks: crate::chain_eth::HISTORY_BLOCKS as u64,
+        load_start_unix_ns: 0,
+        genesis: Some(genesis),
+        dev_roles: true,
+        timeouts: TimeoutsMs {
+            propose: 200,
+            prevote: 100,
+            precommit: 100,
+            delta: 50,
+            rebroadcast: 500,
+        },
+        validators: vec![ValidatorEntry {
+            key: hex(&Keypair::from_seed(key).id().0),
+            addr: node.chain.consensus_listen,
+            tx_addr: node.chain.tx_listen,
+            order_addr: Some(node.gateway.order_entry_listen),
+            data_addr: Some(node.gateway.market_data_listen),
+            json_addr: Some(node.ingress.listen),
+            eth_addr: Some(node.chain.eth_listen),
+            stake: 1,
+        }],
+    };
+    let text = toml::to_string(&chain).map_err(|e| HostError::Config(e.to_string()))?;
+    write_atomically(&chain_file, text.as_bytes())?;
+    write_dev_keys(data_dir, &chain)?;
+    Ok(Prepared {
+        chain_file,
+        validator_dir,
+        chain,
+    })
+}
+
+/// The chain id and genesis time: kept from an existing chain file (whose genesis must be
+/// `genesis`), or new.
+fn chain_identity(
+    chain_file: &Path,
+    genesis: &str,
+    data_dir: &Path,
+) -> Result<(String, u64), HostError> {
+    if !chain_file.exists() {
+        let now_ms = validator::now_ns() / 1_000_000;
+        let mut h = blake3::Hasher::new();
+        h.update(b"nexus-run/v1/chain\0");
+        h.update(&now_ms.to_le_bytes());
+        h.update(genesis.as_bytes());
+        return Ok((hex(h.finalize().as_bytes()), now_ms));
+    }
+    let previous = read_config(chain_file)?;
+    if previous.genesis.as_deref() != Some(genesis) {
+        return Err(HostError::Config(format!(
+            "the chain in {} was started from a different genesis than this configuration's; \
+             run with the original configuration, or use a new data_dir",
+            data_dir.display()
+        )));
+    }
+    Ok((previous.chain_id, previous.genesis_time_ms))
+}
+
+/// The validator's key seed: read, or made at random and written (mode 0600).
+fn validator_key(dir: &Path) -> Result<[u8; 32], HostError> {
+    let path = dir.join("key");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+        return unhex32(&text);
+    }
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| HostError::Config(format!("no randomness for the validator key: {e}")))?;
+    write_atomically(&path, format!("{}\n", hex(&seed)).as_bytes())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_error(&path))?;
+    Ok(seed)
+}
+
+/// `dev-keys.txt` and `dev-evm-key.txt`.
+fn write_dev_keys(data_dir: &Path, chain: &DevnetConfig) -> Result<(), HostError> {
+    let spec = LoadSpec {
+        seed: chain.order_seed,
+        accounts: chain.accounts,
+        bulk: 1,
+        chain_id: chain.chain_id_bytes()?,
+        genesis_time_ms: chain.genesis_time_ms,
+    };
+    let lines: String = load::account_keys(&spec)
+        .iter()
+        .map(|key| format!("{}\n", hex(&key.to_bytes())))
+        .collect();
+    write_atomically(&data_dir.join(DEV_KEYS_FILE), lines.as_bytes())?;
+    let secret = validator::dev_evm_key(chain.order_seed);
+    let evm = format!("0x{}\n", hex(&secret));
+    write_atomically(&data_dir.join(DEV_EVM_KEY_FILE), evm.as_bytes())
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, bytes).map_err(io_error(&temporary))?;
+    std::fs::rename(&temporary, path).map_err(io_error(path))
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> HostError {
+    let path = path.to_path_buf();
+    move |e| HostError::Io(path, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_start_keeps_the_chain_and_refuses_another_genesis() {
+        let folder = tempfile::tempdir().unwrap();
+        let mut node = NodeConfig::load(None).unwrap();
+        node.data_dir = folder.path().to_path_buf();
+        let first = prepare(&node).unwrap();
+        node.chain.tx_listen = "127.0.0.1:9999".parse().unwrap();
+        let second = prepare(&node).unwrap();
+        assert_eq!(first.chain.chain_id, second.chain.chain_id);
+        assert_eq!(first.chain.genesis_time_ms, second.chain.genesis_time_ms);
+        assert_eq!(first.chain.validators[0].key, second.chain.validators[0].key);
+        assert_eq!(second.chain.validators[0].tx_addr.port(), 9999);
+        node.genesis.assets.pop();
+        let err = prepare(&node).unwrap_err().to_string();
+        assert!(err.contains("different genesis"), "{err}");
+    }
+
+    #[test]
+    fn the_default_genesis_funds_development_accounts() {
+        let node = NodeConfig::load(None).unwrap();
+        let ids = dev_account_ids(2);
+        for deposit in &node.genesis.deposits {
+            assert!(ids.contains(&deposit.account), "{} is no dev account", deposit.account);
+        }
+    }
+}
