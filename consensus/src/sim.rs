@@ -32,6 +32,9 @@
 //!   advances a simulated execution root (`BLAKE3(prev_root || payload)`) and proposes
 //!   scripted actions: a governance proposal (co-processor upgrade) with every honest
 //!   validator's yes vote, and a stake change by validator 1.
+//! - **Empty blocks.** With `empty_block_interval_ms` and `idle_per_mille` set, each
+//!   validator's application is idle after a share of the blocks it executes (rolled per
+//!   validator, so validators disagree), and its host paces empty blocks.
 //! - **Isolation.** `isolated` cuts one validator off from every other until a time (after
 //!   GST too), so that it must catch up through sync.
 //! - **Signatures.** Real ed25519 signing; verification is exact but cheap: the simulator
@@ -110,6 +113,11 @@ pub struct SimConfig {
     /// `(validator, until_ms)`: every message to or from that validator is lost until then,
     /// after GST too (it must catch up through sync).
     pub isolated: Option<(usize, u64)>,
+    /// Every host's empty-block interval, ms (0: none; `Host::set_empty_block_interval`).
+    pub empty_block_interval_ms: u64,
+    /// Per mille of executed blocks after which a validator's application is idle
+    /// (`has_pending` false) until the next one; rolled per validator (0: never idle).
+    pub idle_per_mille: u32,
 }
 
 impl SimConfig {
@@ -133,6 +141,8 @@ impl SimConfig {
             amnesia: false,
             governance: true,
             isolated: None,
+            empty_block_interval_ms: 0,
+            idle_per_mille: 0,
         }
     }
 }
@@ -243,6 +253,8 @@ pub struct SimApp {
     root: Hash,
     rng: ChaCha8Rng,
     actions: Rc<Vec<SignedAction>>,
+    idle_per_mille: u32,
+    pending: bool,
 }
 
 impl Application for SimApp {
@@ -279,10 +291,17 @@ impl Application for SimApp {
         root.update(&self.root.0);
         root.update(&certificate.block.payload);
         self.root = Hash(*root.finalize().as_bytes());
+        if self.idle_per_mille > 0 {
+            self.pending = self.rng.random_range(0..1000) >= self.idle_per_mille;
+        }
         Ok(self.root)
     }
 
     fn on_app_frame(&mut self, _from: ValidatorId, _body: &[u8], _now_ns: u64) {}
+
+    fn has_pending(&self) -> bool {
+        self.pending
+    }
 }
 
 type SimHost = Host<SimContext, SimApp>;
@@ -800,11 +819,14 @@ impl Sim {
                 self.cfg.seed ^ ((i as u64) << 40) ^ ((node.incarnation as u64) << 20),
             ),
             actions: self.actions.clone(),
+            idle_per_mille: self.cfg.idle_per_mille,
+            pending: true,
         };
         let saved = node.store.load().expect("memory store cannot fail");
         let (ctx, genesis) = (self.ctx.clone(), self.genesis.clone());
         let key = node.key.clone();
         let mut host = Host::new(config, ctx, app, saved, key, genesis, Hash::ZERO);
+        host.set_empty_block_interval(self.cfg.empty_block_interval_ms * MS);
         for cert in &node.blocks {
             host.recover(cert.clone(), self.now)
                 .expect("a stored block re-executes");

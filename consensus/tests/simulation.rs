@@ -187,3 +187,62 @@ fn an_isolated_validator_catches_up_through_sync() {
     // with `PeerBehind` alone the lagging validator gains one height per 1.5 s.
     assert!(r.end_ms < 9_000, "{}", describe(&r));
 }
+
+/// Empty-block pacing (`Host::set_empty_block_interval`): validators whose applications
+/// are often idle, each on its own (a validator with work starts at once, the others on
+/// its first message or at the interval), stay safe and live under the usual faults.
+#[test]
+fn idle_validators_pace_empty_blocks_and_stay_safe_and_live() {
+    let mut failures = Vec::new();
+    for seed in 0..8 {
+        let cfg = SimConfig {
+            empty_block_interval_ms: 150,
+            idle_per_mille: 600,
+            ..SimConfig::from_seed(5000 + seed)
+        };
+        let r = run(&cfg);
+        if !r.ok() {
+            failures.push(describe(&r));
+        }
+    }
+    assert!(failures.is_empty(), "failing:\n{}", failures.join("\n"));
+}
+
+/// Always idle on a clean network: one block per interval, every one in round 0 (all
+/// validators reach the deadline together), where without the interval the same heights
+/// take a small part of that time.
+#[test]
+fn an_idle_cluster_makes_one_block_per_interval() {
+    let cfg = SimConfig {
+        equivocator: false,
+        crashes: 0,
+        partition: false,
+        loss_per_mille: 0,
+        max_delay_ms: 10,
+        max_delay_after_gst_ms: 10,
+        gst_ms: 0,
+        heights_after_gst: 20,
+        empty_block_interval_ms: 200,
+        idle_per_mille: 1000,
+        ..SimConfig::from_seed(3)
+    };
+    let paced = run(&cfg);
+    assert!(paced.ok(), "{}", describe(&paced));
+    assert_eq!(paced.extra_rounds, 0, "{}", describe(&paced));
+    assert!(
+        paced.end_ms >= 200 * (paced.max_height - 1),
+        "{}",
+        describe(&paced)
+    );
+    let unpaced = run(&SimConfig {
+        empty_block_interval_ms: 0,
+        ..cfg
+    });
+    assert!(unpaced.ok(), "{}", describe(&unpaced));
+    assert!(
+        unpaced.end_ms * 4 < paced.end_ms,
+        "{} vs {}",
+        unpaced.end_ms,
+        paced.end_ms
+    );
+}

@@ -36,6 +36,18 @@
 //!   validator many heights (the core checks each certificate then).
 //! - Evidence is reported ([`Action::Evidence`]) and put into this validator's next
 //!   proposals (at most two per block) until a block includes it.
+//!
+//! Empty blocks are paced (Tendermint's `create_empty_blocks_interval`): with
+//! [`Host::set_empty_block_interval`] non-zero, a height after the first whose start finds
+//! the application idle ([`Application::has_pending`] false) and the clock before the last
+//! block's timestamp plus the interval waits ([`Host::waiting`]). It starts at the earliest
+//! of: the deadline ([`Host::next_deadline`] includes it, [`Host::on_timers`] starts it
+//! before firing timers); the application getting work ([`Host::on_app_work`], which
+//! [`Host::on_frame`] calls after every application frame); a consensus message from a
+//! peer for that height or a later one, received while waiting or earlier (that peer has
+//! started it, or this validator is behind and must not wait). A waiting validator keeps
+//! answering peers that are behind (its core stays at the decided height). The default
+//! interval, 0, starts every height at once.
 
 pub mod limits;
 #[cfg(test)]
@@ -99,6 +111,14 @@ pub trait Application {
 
     /// An application frame ([`FRAME_APP`], tag removed) from peer `from`.
     fn on_app_frame(&mut self, from: ValidatorId, body: &[u8], now_ns: u64);
+
+    /// Whether the application has something for a block now (pooled transactions, queued
+    /// cross-domain work). With an empty-block interval set
+    /// ([`Host::set_empty_block_interval`]) an idle application's next height waits; the
+    /// default, `true`, never waits.
+    fn has_pending(&self) -> bool {
+        true
+    }
 }
 
 /// The core's context: signatures by `V`, payloads by the application.
@@ -230,6 +250,12 @@ pub struct Host<V: SignatureVerifier, A: Application> {
     pending: Option<Arc<CommitCertificate>>,
     actions: VecDeque<Action>,
     stats: HostStats,
+    /// Least time from the last block's timestamp to an empty block's height start (0: none).
+    empty_block_interval_ns: u64,
+    /// The next height waits to start until this time (or work, or a peer's message).
+    deferred: Option<u64>,
+    /// Highest height of a peer's consensus message, at most the heights the host keeps.
+    seen_height: Height,
 }
 
 /// The frame carrying `m`.
@@ -292,6 +318,9 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             pending: None,
             actions: VecDeque::new(),
             stats: HostStats::default(),
+            empty_block_interval_ns: 0,
+            deferred: None,
+            seen_height: 0,
         }
     }
 
@@ -320,9 +349,37 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         Ok(())
     }
 
-    /// Starts the next height (once, after recovery).
+    /// Sets the empty-block interval (0, the default: every height starts at once). An
+    /// idle application's height then starts no earlier than the last block's timestamp
+    /// plus `interval_ns`, unless work or a peer's message comes first (see the module
+    /// doc). Set it before [`Host::start`]; it applies from the next height to start.
+    pub fn set_empty_block_interval(&mut self, interval_ns: u64) {
+        self.empty_block_interval_ns = interval_ns;
+    }
+
+    /// The empty-block interval, ns (0: none).
+    pub fn empty_block_interval(&self) -> u64 {
+        self.empty_block_interval_ns
+    }
+
+    /// The height waiting to start and its deadline, if one waits.
+    pub fn waiting(&self) -> Option<(Height, u64)> {
+        self.deferred.map(|at| (self.chain.height() + 1, at))
+    }
+
+    /// Starts the next height (once, after recovery), or lets it wait (see
+    /// [`Host::set_empty_block_interval`]).
     pub fn start(&mut self, now_ns: u64) -> Result<(), HostError<A::Error>> {
-        self.start_height(now_ns)
+        self.next_height(now_ns)
+    }
+
+    /// The application got new work (the shell handed it transactions): a waiting height
+    /// starts now if [`Application::has_pending`] says so.
+    pub fn on_app_work(&mut self, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        if self.deferred.is_some() && self.app().has_pending() {
+            self.start_deferred(now_ns)?;
+        }
+        Ok(())
     }
 
     /// A frame from peer `from` (authenticated by the transport).
@@ -333,30 +390,25 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         now_ns: u64,
     ) -> Result<(), HostError<A::Error>> {
         match frame.split_first() {
-            Some((&FRAME_MESSAGE, body)) => {
-                let Ok(m) = Message::decode(body) else {
-                    return Ok(()); // A malformed message from a peer is dropped.
-                };
-                self.maybe_ask_sync(from, m.height(), now_ns);
-                match self.hold_ahead(m) {
-                    Some(m) => self.step(Input::Message(m), now_ns),
-                    None => Ok(()),
-                }
-            }
+            Some((&FRAME_MESSAGE, body)) => self.on_message(from, body, now_ns),
             Some((&FRAME_SYNC, body)) => {
                 self.serve_sync(from, body, now_ns);
                 Ok(())
             }
             Some((&FRAME_APP, body)) => {
                 self.app_mut().on_app_frame(from, body, now_ns);
-                Ok(())
+                self.on_app_work(now_ns)
             }
             _ => Ok(()),
         }
     }
 
-    /// Fires every timer due at `now_ns`.
+    /// Starts a waiting height whose deadline has come, then fires every timer due at
+    /// `now_ns`.
     pub fn on_timers(&mut self, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        if self.deferred.is_some_and(|at| at <= now_ns) {
+            self.start_deferred(now_ns)?;
+        }
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now_ns {
                 break;
@@ -367,13 +419,16 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         Ok(())
     }
 
-    /// When [`Host::on_timers`] should next be called, if any timer is set.
+    /// When [`Host::on_timers`] should next be called, if any timer is set or a height
+    /// waits to start.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.timers.first_key_value().map(|((at, _), _)| *at)
+        let timer = self.timers.first_key_value().map(|((at, _), _)| *at);
+        timer.into_iter().chain(self.deferred).min()
     }
 
     /// The block of the last [`Action::PersistBlock`] (height `height`) is durable: execute
-    /// it and start the next height.
+    /// it and start the next height (or let it wait, see
+    /// [`Host::set_empty_block_interval`]).
     pub fn block_durable(
         &mut self,
         height: Height,
@@ -382,7 +437,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         let certificate = self.pending.take().expect("a block awaits persistence");
         assert_eq!(certificate.block.height, height, "durable block height");
         self.apply(&certificate, false, now_ns)?;
-        self.start_height(now_ns)
+        self.next_height(now_ns)
     }
 
     /// The next action to perform, in order.
@@ -423,6 +478,37 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// The application, to hand it what the shell receives for it (client transactions).
     pub fn app_mut(&mut self) -> &mut A {
         &mut self.consensus.context_mut().app
+    }
+
+    /// A consensus message from peer `from`: sync request if it is far ahead, the waiting
+    /// height started if it is for that height or later, then held or handed to the core.
+    fn on_message(
+        &mut self,
+        from: ValidatorId,
+        body: &[u8],
+        now_ns: u64,
+    ) -> Result<(), HostError<A::Error>> {
+        let Ok(m) = Message::decode(body) else {
+            return Ok(()); // A malformed message from a peer is dropped.
+        };
+        self.maybe_ask_sync(from, m.height(), now_ns);
+        self.peer_at(m.height(), now_ns)?;
+        match self.hold_ahead(m) {
+            Some(m) => self.step(Input::Message(m), now_ns),
+            None => Ok(()),
+        }
+    }
+
+    /// A peer sent a message of `height`: remember the highest (capped at the heights the
+    /// host keeps anything of), and start a waiting height it reaches.
+    fn peer_at(&mut self, height: Height, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        let next = self.chain.height() + 1;
+        let cap = next.saturating_add(self.window).saturating_add(SYNC_BATCH);
+        self.seen_height = self.seen_height.max(height.min(cap));
+        if height >= next {
+            self.start_deferred(now_ns)?;
+        }
+        Ok(())
     }
 
     fn step(&mut self, input: Input, now_ns: u64) -> Result<(), HostError<A::Error>> {
@@ -517,8 +603,49 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             .push(message_frame(&Message::Commit(certificate.clone())));
     }
 
+    /// Starts the next height now, or lets it wait until `empty_block_deadline`.
+    fn next_height(&mut self, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        match self.empty_block_deadline(now_ns) {
+            Some(at) => {
+                self.defer(at);
+                Ok(())
+            }
+            None => self.start_height(now_ns),
+        }
+    }
+
+    /// When the next height would start as an empty block, if it is to wait: an interval
+    /// is set, it is not the first height, no peer's message for it or later came, the
+    /// application is idle, and the interval since the last block has not passed.
+    fn empty_block_deadline(&self, now_ns: u64) -> Option<u64> {
+        let next = self.chain.height() + 1;
+        if self.empty_block_interval_ns == 0 || self.seen_height >= next {
+            return None;
+        }
+        let (_, last_ns) = self.last_block?;
+        let at = last_ns.saturating_add(self.empty_block_interval_ns);
+        (now_ns < at && !self.app().has_pending()).then_some(at)
+    }
+
+    /// The next height waits until `at`. The core stays at the decided height, which
+    /// ignores its timers: they are dropped, so the shell wakes for the deadline only.
+    fn defer(&mut self, at: u64) {
+        let next = self.chain.height() + 1;
+        self.timers.retain(|_, t| t.height >= next);
+        self.deferred = Some(at);
+    }
+
+    /// Starts the waiting height, if one waits.
+    fn start_deferred(&mut self, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        if self.deferred.is_some() {
+            self.start_height(now_ns)?;
+        }
+        Ok(())
+    }
+
     /// Starts the height after the chain's with this validator's proposal for it.
     fn start_height(&mut self, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        self.deferred = None;
         let height = self.chain.height() + 1;
         let (prev_block, prev_timestamp_ns) = self.last_block.unwrap_or((Hash::ZERO, 0));
         let start = HeightStart {

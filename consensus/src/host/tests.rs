@@ -9,12 +9,14 @@ use crate::validators::Validator;
 const CHAIN: [u8; 32] = [7; 32];
 const MS: u64 = 1_000_000;
 
-/// Executes by hashing the payload onto the root; records what it saw.
+/// Executes by hashing the payload onto the root; records what it saw. It has work
+/// (`pending`) once it gets an application frame, or when a test says so.
 #[derive(Default)]
 struct Recorder {
     root: Hash,
     executed: Vec<(Height, bool)>,
     app_frames: Vec<Vec<u8>>,
+    pending: bool,
 }
 
 impl Application for Recorder {
@@ -42,6 +44,11 @@ impl Application for Recorder {
 
     fn on_app_frame(&mut self, _: ValidatorId, body: &[u8], _: u64) {
         self.app_frames.push(body.to_vec());
+        self.pending = true;
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending
     }
 }
 
@@ -355,6 +362,19 @@ fn a_safety_save_not_yet_taken_is_updated_in_place_and_precedes_every_later_mess
 
 #[test]
 fn certificates_past_the_cores_buffer_are_held_and_applied_in_order() {
+    catch_up_through_certificates(0);
+}
+
+/// A validator behind does not wait for the empty-block interval (its application idle,
+/// the blocks recent): the certificates it received show that the others went on.
+#[test]
+fn a_validator_catching_up_does_not_wait_for_the_empty_block_interval() {
+    catch_up_through_certificates(1_000_000 * MS);
+}
+
+/// Ten certificates received last first by a validator at height 0 with empty-block
+/// interval `interval_ns`: it decides heights 1 to 10 in order.
+fn catch_up_through_certificates(interval_ns: u64) {
     // Ten heights decided by the validator that holds most of the stake.
     let (mut a, peer) = host(10);
     a.start(MS).unwrap();
@@ -392,6 +412,7 @@ fn certificates_past_the_cores_buffer_are_held_and_applied_in_order() {
         chain,
         Hash::ZERO,
     );
+    b.set_empty_block_interval(interval_ns);
     b.start(MS).unwrap();
     for f in frames.iter().rev() {
         b.on_frame(source, f, now).unwrap();
@@ -406,4 +427,140 @@ fn certificates_past_the_cores_buffer_are_held_and_applied_in_order() {
     assert_eq!(persisted_heights, (1..=10).collect::<Vec<_>>());
     assert_eq!(b.exec_root(), a.exec_root());
     assert_eq!(b.chain().hash(), a.chain().hash());
+}
+
+const INTERVAL: u64 = 500 * MS;
+
+/// A host that decides alone with the empty-block interval set, past block 1 (stamped at
+/// 1 ms) and waiting to start height 2 (the application idle): nothing broadcast, nothing
+/// decided, its only deadline the interval's end.
+fn waiting_at_height_2() -> (TestHost, Keypair) {
+    let (mut h, peer) = host(10);
+    h.set_empty_block_interval(INTERVAL);
+    h.start(MS).unwrap();
+    assert_eq!(
+        persisted(&drain(&mut h)),
+        vec![1],
+        "height 1 starts at once"
+    );
+    h.block_durable(1, 2 * MS).unwrap();
+    assert_eq!(h.last_block().unwrap().1, MS);
+    assert!(drain(&mut h).is_empty(), "height 2 waits");
+    assert_eq!(h.waiting(), Some((2, MS + INTERVAL)));
+    assert_eq!(h.next_deadline(), Some(MS + INTERVAL));
+    assert_eq!(h.position().unwrap().0, 1);
+    (h, peer)
+}
+
+/// Height `height` has started: this validator, deciding alone, decided it at once.
+fn started(h: &mut TestHost, height: Height) {
+    assert_eq!(h.waiting(), None);
+    assert_eq!(h.position().unwrap().0, height);
+    assert_eq!(persisted(&drain(h)), vec![height]);
+}
+
+#[test]
+fn an_idle_host_waits_for_the_empty_block_interval_then_starts() {
+    let (mut h, _) = waiting_at_height_2();
+    h.on_timers(MS + INTERVAL - 1).unwrap();
+    assert!(drain(&mut h).is_empty(), "not before the deadline");
+    assert_eq!(h.waiting(), Some((2, MS + INTERVAL)));
+    h.on_timers(MS + INTERVAL).unwrap();
+    started(&mut h, 2);
+    // Block 2 is stamped at the deadline, and height 3 waits for the next interval.
+    h.block_durable(2, MS + INTERVAL + MS).unwrap();
+    assert_eq!(h.last_block().unwrap().1, MS + INTERVAL);
+    assert_eq!(h.waiting(), Some((3, MS + 2 * INTERVAL)));
+}
+
+#[test]
+fn work_for_the_application_starts_a_waiting_height_at_once() {
+    let (mut h, _) = waiting_at_height_2();
+    h.on_app_work(10 * MS).unwrap();
+    assert!(drain(&mut h).is_empty(), "no work yet");
+    h.app_mut().pending = true;
+    h.on_app_work(11 * MS).unwrap();
+    started(&mut h, 2);
+    // A height whose start finds work does not wait at all.
+    h.block_durable(2, 12 * MS).unwrap();
+    started(&mut h, 3);
+}
+
+#[test]
+fn forwarded_transactions_start_a_waiting_height_at_once() {
+    let (mut h, peer) = waiting_at_height_2();
+    h.on_frame(peer.id(), &app_frame(b"txs"), 10 * MS).unwrap();
+    started(&mut h, 2);
+}
+
+fn prevote_frame(peer: &Keypair, height: Height, round: Round) -> Frame {
+    let vote = crate::messages::Vote {
+        kind: crate::messages::VoteKind::Prevote,
+        height,
+        round,
+        value: None,
+        validator: peer.id(),
+    };
+    let signature = peer.sign(&vote.signing_bytes(&CHAIN));
+    message_frame(&Message::Vote(crate::messages::SignedVote {
+        vote,
+        signature,
+    }))
+}
+
+#[test]
+fn a_peers_message_for_the_waiting_height_starts_it() {
+    let (mut h, peer) = waiting_at_height_2();
+    // A message of the decided height (from a later round: the peer is behind) is
+    // answered with the certificate as before, and starts nothing.
+    h.on_frame(peer.id(), &prevote_frame(&peer, 1, 1), 10 * MS)
+        .unwrap();
+    let answer = drain(&mut h);
+    assert!(
+        matches!(
+            answer[..],
+            [Action::Send {
+                reason: SendReason::PeerBehind,
+                ..
+            }]
+        ),
+        "{answer:?}"
+    );
+    assert_eq!(h.waiting(), Some((2, MS + INTERVAL)));
+    // The peer has started height 2: so does this validator, and it counts the vote.
+    h.on_frame(peer.id(), &prevote_frame(&peer, 2, 0), 11 * MS)
+        .unwrap();
+    started(&mut h, 2);
+}
+
+#[test]
+fn a_peers_message_for_the_next_height_received_earlier_means_no_wait() {
+    let (mut h, peer) = host(10);
+    h.set_empty_block_interval(INTERVAL);
+    h.start(MS).unwrap();
+    drain(&mut h);
+    // Height 1 decided, not yet durable: the peer's height-2 prevote is buffered.
+    h.on_frame(peer.id(), &prevote_frame(&peer, 2, 0), 2 * MS)
+        .unwrap();
+    h.block_durable(1, 3 * MS).unwrap();
+    started(&mut h, 2);
+}
+
+#[test]
+fn without_an_interval_or_with_work_every_height_starts_at_once() {
+    // No interval (the default), idle application: as before.
+    let (mut h, _) = host(10);
+    assert_eq!(h.empty_block_interval(), 0);
+    h.start(MS).unwrap();
+    drain(&mut h);
+    h.block_durable(1, 2 * MS).unwrap();
+    started(&mut h, 2);
+    // An interval, but the application has work when the height would start.
+    let (mut h, _) = host(10);
+    h.set_empty_block_interval(INTERVAL);
+    h.app_mut().pending = true;
+    h.start(MS).unwrap();
+    drain(&mut h);
+    h.block_durable(1, 2 * MS).unwrap();
+    started(&mut h, 2);
 }
