@@ -83,6 +83,13 @@ impl Bridge {
         }
     }
 
+    /// Whether nothing waits for the next block: no CoreWriter action, callback or credit.
+    pub fn is_idle(&self) -> bool {
+        self.pending_actions.is_empty()
+            && self.pending_callbacks.is_empty()
+            && self.pending_credits.is_empty()
+    }
+
     /// Queues the actions of an EVM block for the next Core block.
     pub fn queue_actions(&mut self, actions: Vec<CoreAction>) {
         debug_assert!(actions.windows(2).all(|w| w[0].id < w[1].id));

@@ -384,24 +384,52 @@ impl JsonPort {
 
     /// A command only a role may sign: a deposit (the faucet) or a one-price oracle line
     /// (the feeder), with the role's account.
-    fn role_action(&self, command: &Command) -> Result<(AccountId, Action), (&'static str, String)> {
+    fn role_action(
+        &self,
+        command: &Command,
+    ) -> Result<(AccountId, Action), (&'static str, String)> {
         let role = |key: &SigningKey| account_id_of(&key.verifying_key().to_bytes());
         let not_allowed = |detail: &str| Err(("not_allowed", detail.to_string()));
         match (*command, &self.roles) {
-            (Command::Deposit { account, asset, amount }, Some(roles)) => {
-                let action = Action::Deposit { account, asset, amount };
+            (
+                Command::Deposit {
+                    account,
+                    asset,
+                    amount,
+                },
+                Some(roles),
+            ) => {
+                let action = Action::Deposit {
+                    account,
+                    asset,
+                    amount,
+                };
                 Ok((role(&roles.faucet), action))
             }
-            (Command::Deposit { .. }, None) => not_allowed("deposits need a faucet key, and this port holds none"),
-            (Command::Oracle { market, prices, count: 1 }, Some(roles)) => {
-                let action = Action::OraclePrice { market, price: prices[0] };
+            (Command::Deposit { .. }, None) => {
+                not_allowed("deposits need a faucet key, and this port holds none")
+            }
+            (
+                Command::Oracle {
+                    market,
+                    prices,
+                    count: 1,
+                },
+                Some(roles),
+            ) => {
+                let action = Action::OraclePrice {
+                    market,
+                    price: prices[0],
+                };
                 Ok((role(&roles.feeder), action))
             }
             (Command::Oracle { .. }, Some(_)) => {
                 let detail = "on a chain the feeder signs one price per market: give one".into();
                 Err(("malformed", detail))
             }
-            (Command::Oracle { .. }, None) => not_allowed("oracle prices need a feeder key, and this port holds none"),
+            (Command::Oracle { .. }, None) => {
+                not_allowed("oracle prices need a feeder key, and this port holds none")
+            }
             _ => not_allowed("not a transaction action on a chain (funding runs on block time)"),
         }
     }

@@ -87,6 +87,7 @@ pub fn prepare(node: &NodeConfig) -> Result<Prepared, HostError> {
         load_start_unix_ns: 0,
         genesis: Some(genesis),
         dev_roles: true,
+        empty_block_interval_ms: node.chain.empty_block_interval_ms,
         timeouts: TimeoutsMs {
             propose: 200,
             prevote: 100,
@@ -204,7 +205,10 @@ mod tests {
         let second = prepare(&node).unwrap();
         assert_eq!(first.chain.chain_id, second.chain.chain_id);
         assert_eq!(first.chain.genesis_time_ms, second.chain.genesis_time_ms);
-        assert_eq!(first.chain.validators[0].key, second.chain.validators[0].key);
+        assert_eq!(
+            first.chain.validators[0].key,
+            second.chain.validators[0].key
+        );
         assert_eq!(second.chain.validators[0].tx_addr.port(), 9999);
         node.genesis.assets.pop();
         let err = prepare(&node).unwrap_err().to_string();
@@ -216,7 +220,11 @@ mod tests {
         let node = NodeConfig::load(None).unwrap();
         let ids = dev_account_ids(2);
         for deposit in &node.genesis.deposits {
-            assert!(ids.contains(&deposit.account), "{} is no dev account", deposit.account);
+            assert!(
+                ids.contains(&deposit.account),
+                "{} is no dev account",
+                deposit.account
+            );
         }
     }
 }

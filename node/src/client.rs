@@ -40,7 +40,8 @@ pub enum ClientError {
 fn is_final(reply: &Value) -> bool {
     let ev = reply.get("ev").and_then(Value::as_str).unwrap_or("");
     match ev {
-        "finalized" | "book" | "balances" | "orders" | "positions" | "subscribed" => true,
+        "finalized" | "book" | "balances" | "orders" | "positions" | "subscribed" | "refused"
+        | "evicted" | "dev_accounts" => true,
         "error" | "rejected" => reply.get("seq").is_none(),
         _ => false,
     }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 /// The default configuration, as shipped (and printed by `nexus config`).
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../nexus.default.toml");
 
-/// Everything `nexus run` reads.
+/// Everything `nexus run` and `nexus pipeline` read.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {

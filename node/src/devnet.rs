@@ -71,6 +71,10 @@ pub struct DevnetArgs {
     /// as many); more are refused `rate_limited` (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 50_000)]
     pub connection_rate: u64,
+    /// Without transactions, a block at most every this many ms (0: blocks back to back); a
+    /// transaction starts the next height at once.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub empty_block_interval_ms: u64,
     /// EVM blocks each validator keeps in memory for its Ethereum JSON-RPC reads.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub eth_history_blocks: u64,
@@ -192,6 +196,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         load_start_unix_ns: now_ns() + 1_500 * MS,
         genesis: None,
         dev_roles: false,
+        empty_block_interval_ms: args.empty_block_interval_ms,
         timeouts: TimeoutsMs {
             propose: 200,
             prevote: 100,

@@ -59,7 +59,7 @@ enum Commands {
     Send(SendArgs),
     /// Ask a running node for its current state: book, balances, open orders, positions.
     ///
-    /// Prints the node's answer (one JSON line, docs/node.md "Queries"). Answered from the
+    /// Prints the node's answer (one JSON line, docs/pipeline.md "Queries"). Answered from the
     /// engine's state now: not sequenced, not in the log.
     #[command(subcommand)]
     Query(QueryCommands),
@@ -130,7 +130,7 @@ struct SendArgs {
     /// Give up if the replies have not all come within this many seconds.
     #[arg(long, value_name = "S", default_value_t = 10)]
     timeout_s: u64,
-    /// JSON Lines commands (docs/node.md); standard input if none.
+    /// JSON Lines commands (docs/pipeline.md); standard input if none.
     #[arg(value_name = "LINE")]
     lines: Vec<String>,
 }

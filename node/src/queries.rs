@@ -2,7 +2,7 @@
 //!
 //! They are answered from the engine's current state (every input executed so far), are
 //! not sequenced and are not in the log. Amounts are decimal strings in the units of the
-//! genesis (docs/node.md, "Queries").
+//! genesis (docs/pipeline.md, "Queries").
 
 use engine::{AccountId, ArrayLadder, Engine, Side};
 use rust_decimal::Decimal;

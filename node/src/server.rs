@@ -1,12 +1,13 @@
-//! `nexus run`: a single-validator node. The JSON Lines order-entry port in front of the
-//! pipeline (sequencer, engine, WAL writer, publisher), on one mio event loop.
+//! `nexus pipeline`: the unreplicated exchange pipeline (no consensus, no signatures, no
+//! EVM; the chain is `nexus run`, [`crate::chain_run`]). The JSON Lines order-entry port in
+//! front of the pipeline (sequencer, engine, WAL writer, publisher), on one mio event loop.
 //!
 //! Per connection, every command line gets, in order: its events (`accepted`, `fill`, ... as
 //! in `nexus replay`, with `seq` = the global sequence number and `line` = the line's number
 //! on this connection), then `{"ev":"sequenced",...}`, and once its block is durable
 //! `{"ev":"finalized",...}`. Lines the node refuses before sequencing (malformed, too long,
 //! overloaded, registry ops) get one `rejected` or `error` with `line` and no `seq`.
-//! The protocol is in docs/node.md.
+//! The protocol is in docs/pipeline.md.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -60,7 +61,7 @@ pub enum NodeError {
     Fatal(String),
 }
 
-/// What the node reports once it is serving (printed as one JSON line by `nexus run`).
+/// What the node reports once it is serving (printed as one JSON line by `nexus pipeline`).
 #[derive(Debug, Clone)]
 pub struct Ready {
     /// The bound JSON Lines order-entry address.

@@ -215,6 +215,10 @@ pub struct DevnetConfig {
     /// lines with them. A development chain's shortcut: off on a devnet.
     #[serde(default)]
     pub dev_roles: bool,
+    /// Without transactions or cross-domain work, a block at most this often (ms; 0: blocks
+    /// back to back). A transaction starts the next height at once.
+    #[serde(default)]
+    pub empty_block_interval_ms: u64,
     /// Consensus timeouts.
     pub timeouts: TimeoutsMs,
     /// The validators, by index.
@@ -649,7 +653,7 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
     let (blocks, stored, cut) = BlockStore::open(&data_dir.join("blocks"))?;
     let mut safety = FileStore::new(&data_dir.join("safety"));
     let saved = safety.load()?;
-    let host = Host::new(
+    let mut host = Host::new(
         consensus_config(chain_id, &config.timeouts),
         Ed25519,
         app,
@@ -658,6 +662,7 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
         chain,
         exec_root,
     );
+    host.set_empty_block_interval(config.empty_block_interval_ms.saturating_mul(MS));
     let (net, rx) = Network::start(NetConfig::new(seed, entry.addr, peers.clone()))?;
     let (client_tx, tx_port) = mpsc::channel::<ClientEvent>(1 << 16);
     let listener = tokio::net::TcpListener::bind(entry.tx_addr)
@@ -1062,6 +1067,7 @@ impl Shell {
                 Some(request) = clients.eth.recv() => {
                     if let Some(frame) = self.host.app_mut().on_eth(request, now_ns()) {
                         self.net.broadcast(frame);
+                        self.start_waiting_height()?;
                     }
                     continue;
                 }
@@ -1076,8 +1082,18 @@ impl Shell {
             };
             if let Some(frame) = self.host.app_mut().on_clients(events, now_ns()) {
                 self.net.broadcast(frame);
+                self.start_waiting_height()?;
             }
         }
+    }
+
+    /// Clients brought transactions: a height waiting out the empty-block interval starts.
+    fn start_waiting_height(&mut self) -> Result<(), HostError> {
+        if self.host.waiting().is_some() {
+            self.host.on_app_work(now_ns())?;
+            self.perform()?;
+        }
+        Ok(())
     }
 
     /// Hands the host a peer's frame. Before forwarded transactions (whose admission can
@@ -1119,6 +1135,11 @@ impl Shell {
 
 impl Application for NodeApp {
     type Error = HostError;
+
+    fn has_pending(&self) -> bool {
+        let shared = self.shared.borrow();
+        self.forged.is_some() || !shared.mempool.is_empty() || !shared.execution.bridge().is_idle()
+    }
 
     fn propose(&mut self, _height: Height, _chain: &ChainState, _now_ns: u64) -> AppProposal {
         AppProposal {

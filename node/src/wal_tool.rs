@@ -16,8 +16,8 @@ pub enum WalToolError {
     /// Its genesis is missing or invalid.
     #[error(transparent)]
     Genesis(#[from] GenesisError),
-    /// The log has no genesis (not written by `nexus run`).
-    #[error("the log in {0} has no genesis: it was not written by `nexus run`")]
+    /// The log has no genesis (not written by `nexus pipeline`).
+    #[error("the log in {0} has no genesis: it was not written by `nexus pipeline`")]
     NoGenesis(String),
     /// The folder holds no log.
     #[error("{0} holds no log (no data.mdb)")]

@@ -1,4 +1,4 @@
-//! Crash safety of `nexus run`: a real node process under load is killed with SIGKILL at
+//! Crash safety of `nexus pipeline`: a real node process under load is killed with SIGKILL at
 //! random moments, many times, and restarted on the same data folder. After every restart:
 //! every order the node had reported `finalized` is in the log, and the recovered state root
 //! equals a clean `nexus replay` of the log (`nexus wal dump`).

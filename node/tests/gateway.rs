@@ -1,4 +1,4 @@
-//! The binary gateway end to end: a real `nexus run` process, real sockets, the Rust client
+//! The binary gateway end to end: a real `nexus pipeline` process, real sockets, the Rust client
 //! library. Login, orders and every reply kind, fills reaching the maker's session, market
 //! data with snapshots, sequence numbers and replay, resume after a reconnect, cancel on
 //! disconnect, take-over, and bad input (each refused with a typed answer, nobody else

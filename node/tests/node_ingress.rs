@@ -1,4 +1,4 @@
-//! `nexus run` on loopback: commitment levels, bad input on the order-entry port, overload,
+//! `nexus pipeline` on loopback: commitment levels, bad input on the order-entry port, overload,
 //! and a damaged or cut log at start-up.
 
 use std::path::{Path, PathBuf};
@@ -205,7 +205,7 @@ fn a_cut_log_stops_the_node_with_a_clear_error() {
         .set_len(len / 3)
         .unwrap();
     let output = Command::new(NEXUS)
-        .args(["run", "--config"])
+        .args(["pipeline", "--config"])
         .arg(&config)
         .output()
         .unwrap();
@@ -219,6 +219,11 @@ fn every_command_has_help() {
     for args in [
         &["--help"][..],
         &["run", "--help"],
+        &["pipeline", "--help"],
+        &["send", "--help"],
+        &["query", "book", "--help"],
+        &["devnet", "--help"],
+        &["validator", "--help"],
         &["replay", "--help"],
         &["wal", "--help"],
         &["wal", "dump", "--help"],

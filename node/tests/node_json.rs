@@ -1,5 +1,5 @@
 //! The node's data folder lock and the JSON port's delivery and queries, on a real
-//! `nexus run` (issue #12, items 1-7): one node per folder, `wal truncate` refused while it
+//! `nexus pipeline` (issue #12, items 1-7): one node per folder, `wal truncate` refused while it
 //! runs, half-closed connections get every reply, makers and subscribers hear of their
 //! fills, queries answer from the current state, a deposit reports its balance, and the
 //! node prints status lines.
@@ -86,7 +86,7 @@ fn a_second_node_on_the_same_folder_is_refused_and_writes_nothing() {
     let before = std::fs::read(data.join("data.mdb")).unwrap();
 
     let second = Command::new(NEXUS)
-        .args(["run", "--config"])
+        .args(["pipeline", "--config"])
         .arg(&config)
         .stdin(Stdio::null())
         .output()
@@ -349,7 +349,7 @@ fn the_node_prints_status_lines_and_quiet_silences_them() {
     let quiet_dir = tempfile::tempdir().unwrap();
     let config = write_config(quiet_dir.path(), "[log]\nstatus_interval_s = 1");
     let mut child = Command::new(NEXUS)
-        .args(["run", "--quiet", "--config"])
+        .args(["pipeline", "--quiet", "--config"])
         .arg(&config)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,4 +1,4 @@
-//! Perpetual futures on a running `nexus run` with the shipped default configuration (its
+//! Perpetual futures on a running `nexus pipeline` with the shipped default configuration (its
 //! genesis has BTC-PERP, collateral moved in, and an opening oracle price): orders through
 //! the JSON Lines port open positions, an oracle line moves the mark, and bad perp lines get
 //! typed rejects while the node keeps serving.
@@ -22,6 +22,10 @@ fn default_config(dir: &Path) -> PathBuf {
 fn config_with_funding(dir: &Path, interval_s: u64) -> PathBuf {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/nexus.default.toml"))
         .unwrap()
+        // `nexus pipeline` takes unsigned lines for any account: the default genesis's two
+        // development accounts are called 1 and 2 here.
+        .replace("4026915798854129718", "1")
+        .replace("4651036692225299837", "2")
         .replace("127.0.0.1:7070", "127.0.0.1:0")
         .replace("127.0.0.1:7071", "127.0.0.1:0")
         .replace("127.0.0.1:7072", "127.0.0.1:0")

@@ -1,12 +1,13 @@
-//! The command blocks of README.md, docs/node.md and docs/replay.md run as written, in order,
+//! The command blocks of README.md, docs/node.md, docs/pipeline.md and docs/replay.md run as
+//! written, in order,
 //! each document from a fresh folder (as from a fresh clone), against the built binary.
 //!
 //! Every ```sh block is split into commands (a trailing `\` continues a line). The folder has
 //! `target/debug/nexus` (a link to the binary under test) and `examples/` (a link to the
 //! repository's), so the commands run unchanged, with one substitution: README's first
-//! command `cargo run -p node --bin nexus -- run` becomes `target/debug/nexus run`, the binary
+//! command `cargo run -p node --bin nexus -- run` becomes `target/debug/nexus pipeline`, the binary
 //! that command builds. Other `cargo` commands (tests, lints, benchmarks) are not run here.
-//! A command that starts a node (`nexus run`) is started in the background and waited for
+//! A command that starts a node (`nexus pipeline`) is started in the background and waited for
 //! (its `ready` line); the next one stops it first (SIGTERM) and the last is stopped at the
 //! end (its `stopped` line checked). Every other command must exit 0, and no reply of a
 //! `nexus send` or `nexus query` may be an error or a rejection.
@@ -59,6 +60,17 @@ struct Server {
     child: Child,
     stdout: BufReader<ChildStdout>,
     command: String,
+    stopped: bool,
+}
+
+impl Drop for Server {
+    /// A failed test does not leave the node holding the ports.
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Server {
@@ -95,10 +107,12 @@ impl Server {
             child,
             stdout,
             command: command.to_string(),
+            stopped: false,
         }
     }
 
     fn stop(mut self) {
+        self.stopped = true;
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -136,7 +150,9 @@ fn run_document(path: &str) -> usize {
         }
         ran += 1;
         eprintln!("{path}: {command}");
-        if command.starts_with("target/debug/nexus run") {
+        if command.starts_with("target/debug/nexus run")
+            || command.starts_with("target/debug/nexus pipeline")
+        {
             if let Some(previous) = server.take() {
                 previous.stop();
             }
@@ -163,7 +179,9 @@ fn run_document(path: &str) -> usize {
             );
             for reply in stdout.lines() {
                 assert!(
-                    !reply.contains("\"ev\":\"error\"") && !reply.contains("\"ev\":\"rejected\""),
+                    !["error", "rejected", "refused", "evicted"]
+                        .iter()
+                        .any(|ev| reply.contains(&format!("\"ev\":\"{ev}\""))),
                     "{path}: `{command}` got {reply}"
                 );
             }
@@ -178,27 +196,35 @@ fn run_document(path: &str) -> usize {
 /// Whether the default ports the documents use are free (a developer's running node holds
 /// them).
 fn default_ports_free() -> bool {
-    ["127.0.0.1:7070", "127.0.0.1:7071", "127.0.0.1:7072"]
-        .iter()
-        .all(|addr| std::net::TcpListener::bind(addr).is_ok())
+    [
+        "127.0.0.1:7070",
+        "127.0.0.1:7071",
+        "127.0.0.1:7072",
+        "127.0.0.1:7073",
+        "127.0.0.1:8545",
+    ]
+    .iter()
+    .all(|addr| std::net::TcpListener::bind(addr).is_ok())
 }
 
 #[test]
-fn the_commands_of_the_readme_and_the_node_and_replay_docs_run_as_written() {
+fn the_commands_of_the_readme_and_the_node_pipeline_and_replay_docs_run_as_written() {
     if !default_ports_free() {
         // CI (CI=true) must have them free; elsewhere the test says why it did nothing.
         assert!(
             std::env::var("CI").is_err(),
-            "CI: ports 7070-7072 must be free"
+            "CI: ports 7070-7073 and 8545 must be free"
         );
-        eprintln!("readme: skipped, ports 7070-7072 are in use (a node is running here)");
+        eprintln!("readme: skipped, ports 7070-7073 or 8545 are in use (a node is running here)");
         return;
     }
     // Each document from its own fresh folder, one after the other (same ports).
     let readme = run_document("README.md");
     assert!(readme >= 8, "README.md: {readme} commands");
     let node = run_document("docs/node.md");
-    assert!(node >= 8, "docs/node.md: {node} commands");
+    assert!(node >= 5, "docs/node.md: {node} commands");
+    let pipeline = run_document("docs/pipeline.md");
+    assert!(pipeline >= 8, "docs/pipeline.md: {pipeline} commands");
     let replay = run_document("docs/replay.md");
     assert!(replay >= 5, "docs/replay.md: {replay} commands");
 }

@@ -1,4 +1,4 @@
-//! What the node's integration tests share: starting a real `nexus run` from a config file and
+//! What the node's integration tests share: starting a real `nexus pipeline` from a config file and
 //! reading its `ready` line. The process is killed when the `Node` is dropped.
 
 // Each test file uses part of this module.
@@ -46,17 +46,17 @@ impl Drop for Node {
     }
 }
 
-/// Starts `nexus run --config CONFIG` and waits for its `ready` line; on failure, panics with
+/// Starts `nexus pipeline --config CONFIG` and waits for its `ready` line; on failure, panics with
 /// what the node printed.
 pub fn start(config: &Path) -> Node {
     let mut child = Command::new(NEXUS)
-        .arg("run")
+        .arg("pipeline")
         .arg("--config")
         .arg(config)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start nexus run");
+        .expect("start nexus pipeline");
     let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
     let stderr = drain(child.stderr.take().expect("piped stderr"));
     let mut line = String::new();

@@ -12,7 +12,7 @@
 //! - [`conn`]: the request table, sender and receiver threads, the figures;
 //! - [`md`]: the market-data thread and the reactive taker;
 //! - [`baseline`]: the loopback ping-pong;
-//! - [`node`]: spawning `nexus run`, funding accounts;
+//! - [`node`]: spawning `nexus pipeline`, funding accounts;
 //! - [`curve`], [`svg`], [`output`]: percentile curves, the plot, the report.
 
 pub mod baseline;
@@ -170,7 +170,7 @@ impl Default for Config {
 /// The node to measure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// Start `nexus run` (this binary, with this optional `--config`).
+    /// Start `nexus pipeline` (this binary, with this optional `--config`).
     Spawn {
         /// The `nexus` binary.
         nexus: PathBuf,

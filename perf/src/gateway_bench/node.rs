@@ -1,4 +1,4 @@
-//! The node under test: addresses of a running one, or a `nexus run` child process started
+//! The node under test: addresses of a running one, or a `nexus pipeline` child process started
 //! for the run (temporary data folder, port 0 everywhere) and stopped with SIGTERM; funding
 //! accounts through the JSON Lines (admin/dev) port.
 
@@ -56,7 +56,7 @@ pub fn parse_ready_line(line: &str) -> Result<ReadyLine, String> {
     })
 }
 
-/// A `nexus run` process started for the run. Stopped (SIGTERM, then SIGKILL after 10 s)
+/// A `nexus pipeline` process started for the run. Stopped (SIGTERM, then SIGKILL after 10 s)
 /// by [`SpawnedNode::stop`] or on drop.
 pub struct SpawnedNode {
     child: Option<Child>,
@@ -85,7 +85,7 @@ pub fn find_nexus_binary() -> Option<PathBuf> {
 }
 
 impl SpawnedNode {
-    /// Starts `nexus run` with a fresh temporary data folder and port 0 on all three ports
+    /// Starts `nexus pipeline` with a fresh temporary data folder and port 0 on all three ports
     /// (`config`: an optional `--config` file; its ports and data folder are overridden).
     /// Waits up to 30 s for the ready line.
     pub fn start(nexus: &Path, config: Option<&Path>) -> Result<SpawnedNode, String> {
@@ -94,7 +94,7 @@ impl SpawnedNode {
             .tempdir()
             .map_err(|e| format!("temporary data folder: {e}"))?;
         let mut command = Command::new(nexus);
-        command.arg("run");
+        command.arg("pipeline");
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
