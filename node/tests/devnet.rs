@@ -22,6 +22,7 @@ use node::load::LoadStats;
 use serde_json::{json, Value};
 
 mod common;
+use common::{read_until, signed_order};
 
 const VALIDATORS: usize = 4;
 
@@ -410,52 +411,6 @@ fn bad_input_on_the_transaction_port(config: &Path) {
     assert_eq!((notice.kind, notice.code), (NoticeKind::Refused, 15));
     let mut rest = Vec::new();
     assert_eq!(other.read_to_end(&mut rest).expect("closed"), 0);
-}
-
-/// A signed order of `key` in the devnet's market (nonce: the wall clock in ms).
-fn signed_order(
-    key: &ed25519_dalek::SigningKey,
-    chain_id: [u8; 32],
-    oid: u64,
-    side: engine::Side,
-    qty: i64,
-    tif: engine::TimeInForce,
-) -> Vec<u8> {
-    let now_ms = node::validator::now_ns() / 1_000_000;
-    transactions::Transaction {
-        chain_id,
-        signer: key.verifying_key().to_bytes(),
-        nonce: now_ms + oid,
-        actions: vec![transactions::Action::Place {
-            market: node::load::MARKET,
-            oid,
-            side,
-            price: Some(250_000),
-            qty,
-            tif,
-            stp: engine::SelfTradePrevention::CancelTaker,
-            reduce_only: false,
-        }],
-    }
-    .sign(key)
-    .bytes()
-    .to_vec()
-}
-
-/// Reads order-entry messages until `done` holds for one; returns them all.
-fn read_until(
-    client: &mut gateway::client::OrderClient,
-    done: impl Fn(&gateway::client::ServerMessage) -> bool,
-) -> Vec<gateway::client::ServerMessage> {
-    let mut seen = Vec::new();
-    loop {
-        let message = client.recv().expect("a message before the timeout");
-        let stop = done(&message);
-        seen.push(message);
-        if stop {
-            return seen;
-        }
-    }
 }
 
 /// On an empty book: a market maker on validator 1's binary gateway rests a signed sell; a taker on validator

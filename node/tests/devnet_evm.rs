@@ -7,8 +7,8 @@
 //! errors, and every validator's execution root stays equal. Bounded: every wait has a
 //! deadline and the children are killed on drop.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -22,6 +22,7 @@ use node::validator::{dev_evm_key, read_config, DevnetConfig};
 use serde_json::{json, Value};
 
 mod common;
+use common::{post, rpc};
 
 const VALIDATORS: usize = 4;
 /// The devnet EVM's chain id (`EvmConfig::default`).
@@ -126,54 +127,6 @@ impl Cluster {
             );
             self.pump(Duration::from_millis(100));
         }
-    }
-}
-
-/// One JSON-RPC call over HTTP/1.1; the response object (`result` or `error`).
-fn rpc(addr: SocketAddr, method: &str, params: Value) -> Value {
-    post(
-        addr,
-        &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
-    )
-}
-
-/// One HTTP request of `body` (a call or a batch) on its own connection; the response.
-fn post(addr: SocketAddr, body: &Value) -> Value {
-    let body = body.to_string();
-    let mut stream = TcpStream::connect(addr).expect("connect to the RPC port");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read");
-    let text = String::from_utf8(response).expect("UTF-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {text}"))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n").expect("chunk size");
-        let size = usize::from_str_radix(size.trim(), 16).expect("hex size");
-        if size == 0 {
-            return out;
-        }
-        out.push_str(&rest[..size]);
-        body = &rest[size + 2..];
     }
 }
 

@@ -871,11 +871,12 @@ fn the_worked_example_of_the_protocol_document_is_what_a_default_node_sends() {
     let key = test_vector_key();
     let account = account(&key);
     assert_eq!(account, 6581511237511020069);
-    // The steps of the example: account 1's resting sell, then the client's two deposits.
+    // The steps of the example: development account 0's resting sell, then the client's two
+    // deposits.
     let sell = json_lines(
         &node,
         &[
-            r#"{"op":"order","account":1,"market":"BTC-USD","oid":1,"side":"sell","price":"50000","qty":"0.001"}"#,
+            r#"{"op":"order","account":4026915798854129718,"market":"BTC-USD","oid":1,"side":"sell","price":"50000","qty":"0.001"}"#,
         ],
     );
     assert!(sell

@@ -4,13 +4,15 @@
 // Each test file uses part of this module.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The binary under test.
 pub const NEXUS: &str = env!("CARGO_BIN_EXE_nexus");
@@ -46,17 +48,21 @@ impl Drop for Node {
     }
 }
 
-/// Starts `nexus pipeline --config CONFIG` and waits for its `ready` line; on failure, panics with
-/// what the node printed.
+/// Starts `nexus pipeline --config CONFIG` and waits for its `ready` line; on failure,
+/// panics with what the node printed.
 pub fn start(config: &Path) -> Node {
+    let config = config.as_os_str();
+    start_args(&["pipeline".as_ref(), "--config".as_ref(), config])
+}
+
+/// Starts `nexus ARGS...` (a command that prints a `ready` line) and waits for that line.
+pub fn start_args(args: &[&std::ffi::OsStr]) -> Node {
     let mut child = Command::new(NEXUS)
-        .arg("pipeline")
-        .arg("--config")
-        .arg(config)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start nexus pipeline");
+        .expect("start nexus");
     let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
     let stderr = drain(child.stderr.take().expect("piped stderr"));
     let mut line = String::new();
@@ -163,4 +169,125 @@ pub fn init_devnet(dir: &Path, args: &[&str]) -> std::path::PathBuf {
     );
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     std::path::PathBuf::from(v["config"].as_str().expect("config path"))
+}
+
+/// One JSON-RPC call over HTTP/1.1; the response object (`result` or `error`).
+pub fn rpc(addr: SocketAddr, method: &str, params: Value) -> Value {
+    post(
+        addr,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+    )
+}
+
+/// One HTTP request of `body` (a call or a batch) on its own connection; the response.
+pub fn post(addr: SocketAddr, body: &Value) -> Value {
+    let body = body.to_string();
+    let mut stream = TcpStream::connect(addr).expect("connect to the RPC port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read");
+    let text = String::from_utf8(response).expect("UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// The body of a chunked HTTP response.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("chunk size");
+        let size = usize::from_str_radix(size.trim(), 16).expect("hex size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}
+
+/// A signed order of `key` in the devnet's market at 250,000 (nonce: the wall clock in ms
+/// plus the oid).
+pub fn signed_order(
+    key: &ed25519_dalek::SigningKey,
+    chain_id: [u8; 32],
+    oid: u64,
+    side: engine::Side,
+    qty: i64,
+    tif: engine::TimeInForce,
+) -> Vec<u8> {
+    signed_order_in(
+        key,
+        chain_id,
+        node::load::MARKET,
+        250_000,
+        oid,
+        side,
+        qty,
+        tif,
+    )
+}
+
+/// A signed GTC/IOC order of `key` in `market` at `price` ticks (nonce: the wall clock in
+/// ms plus the oid).
+#[allow(clippy::too_many_arguments)]
+pub fn signed_order_in(
+    key: &ed25519_dalek::SigningKey,
+    chain_id: [u8; 32],
+    market: u32,
+    price: i64,
+    oid: u64,
+    side: engine::Side,
+    qty: i64,
+    tif: engine::TimeInForce,
+) -> Vec<u8> {
+    let now_ms = node::validator::now_ns() / 1_000_000;
+    transactions::Transaction {
+        chain_id,
+        signer: key.verifying_key().to_bytes(),
+        nonce: now_ms + oid,
+        actions: vec![transactions::Action::Place {
+            market,
+            oid,
+            side,
+            price: Some(price),
+            qty,
+            tif,
+            stp: engine::SelfTradePrevention::CancelTaker,
+            reduce_only: false,
+        }],
+    }
+    .sign(key)
+    .bytes()
+    .to_vec()
+}
+
+/// Reads order-entry messages until `done` holds for one; returns them all.
+pub fn read_until(
+    client: &mut gateway::client::OrderClient,
+    done: impl Fn(&gateway::client::ServerMessage) -> bool,
+) -> Vec<gateway::client::ServerMessage> {
+    let mut seen = Vec::new();
+    loop {
+        let message = client.recv().expect("a message before the timeout");
+        let stop = done(&message);
+        seen.push(message);
+        if stop {
+            return seen;
+        }
+    }
 }

@@ -1,0 +1,239 @@
+//! `nexus run`, the chain of one validator, as a real process with the shipped default
+//! configuration (port 0 everywhere): the JSON port signs for the development accounts
+//! (and as the faucet and feeder) and refuses every other account; a development key logs
+//! in on the binary port and trades with signed transactions; Ethereum JSON-RPC answers;
+//! empty blocks are paced; a second process on the same folder is refused; SIGTERM prints
+//! `stopped`, and a restart continues the same chain with the same state and root.
+
+use std::ffi::OsStr;
+use std::io::BufRead;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+mod common;
+use common::{read_until, rpc, signed_order_in, start_args, JsonClient, Node, NEXUS};
+
+/// The default genesis's two funded development accounts.
+const A: u64 = 4026915798854129718;
+const B: u64 = 4651036692225299837;
+/// BTC-USD: market 0; 50000 USD is 100,000 ticks of 0.5.
+const BTC_USD: u32 = 0;
+const PRICE_50000: i64 = 100_000;
+
+/// `nexus run` on `data` with every port free.
+fn run(data: &Path) -> Node {
+    let mut args: Vec<&OsStr> = vec!["run".as_ref(), "--quiet".as_ref(), "--data-dir".as_ref()];
+    args.push(data.as_os_str());
+    for flag in [
+        "--listen",
+        "--order-entry-listen",
+        "--market-data-listen",
+        "--tx-listen",
+        "--eth-listen",
+    ] {
+        args.push(flag.as_ref());
+        args.push("127.0.0.1:0".as_ref());
+    }
+    start_args(&args)
+}
+
+/// SIGTERM, then the `stopped` line: (height, root).
+fn stop(mut node: Node) -> (u64, String) {
+    let pid = node.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let mut line = String::new();
+    node.stdout.read_line(&mut line).expect("the stopped line");
+    let stopped: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line:?}"));
+    assert_eq!(stopped["event"], "stopped", "{stopped}");
+    assert!(node.child.wait().expect("exit").success());
+    let height = stopped["height"].as_u64().expect("height");
+    (
+        height,
+        stopped["state_root"].as_str().expect("root").to_string(),
+    )
+}
+
+fn order(account: u64, oid: u64, side: &str, qty: &str) -> Value {
+    json!({"op": "order", "account": account, "market": "BTC-USD", "oid": oid, "side": side,
+        "price": "50000", "qty": qty})
+}
+
+/// Sends line `line` and returns its replies up to its last one (`ev` = `last`).
+fn exchange(client: &mut JsonClient, line: u64, request: Value, last: &str) -> Vec<Value> {
+    client.send_json(&request);
+    client.until(last, line)
+}
+
+fn evs(replies: &[Value]) -> Vec<&str> {
+    replies
+        .iter()
+        .map(|r| r["ev"].as_str().unwrap_or(""))
+        .collect()
+}
+
+/// The JSON port: trades, the faucet's deposit, the feeder's price, and typed refusals.
+fn the_json_port_signs_for_development_keys_only(node: &Node) {
+    let mut client = JsonClient::connect(node.address("listen"));
+    let sell = exchange(&mut client, 1, order(A, 1, "sell", "0.5"), "finalized");
+    assert_eq!(
+        evs(&sell),
+        ["admitted", "accepted", "sequenced", "finalized"]
+    );
+    let buy = exchange(&mut client, 2, order(B, 1, "buy", "0.2"), "finalized");
+    assert_eq!(
+        evs(&buy),
+        ["admitted", "accepted", "fill", "sequenced", "finalized"]
+    );
+    let fill = &buy[2];
+    assert_eq!(
+        (fill["maker_account"].as_u64(), fill["qty"].as_str()),
+        (Some(A), Some("0.2"))
+    );
+    let seq = |r: &Value| r["seq"].as_u64().expect("seq");
+    assert_eq!(seq(&buy[4]), seq(&sell[3]) + 1, "one chain input per line");
+
+    let deposit = json!({"op": "deposit", "account": B, "asset": "USD", "amount": "7"});
+    let replies = exchange(&mut client, 3, deposit, "finalized");
+    assert_eq!(evs(&replies)[0], "admitted");
+    let oracle = json!({"op": "oracle", "market": "BTC-PERP", "prices": ["49000"]});
+    assert_eq!(
+        evs(&exchange(&mut client, 4, oracle, "finalized"))[0],
+        "admitted"
+    );
+
+    let refusals = [
+        (order(1, 1, "buy", "0.1"), "no_dev_key"),
+        (
+            json!({"op": "oracle", "market": "BTC-PERP", "prices": ["1", "2"]}),
+            "malformed",
+        ),
+        (
+            json!({"op": "funding", "market": "BTC-PERP"}),
+            "not_allowed",
+        ),
+        (
+            json!({"op": "asset", "asset": "ETH", "decimals": 18}),
+            "not_allowed",
+        ),
+    ];
+    for (i, (request, reason)) in refusals.into_iter().enumerate() {
+        let replies = exchange(&mut client, 5 + i as u64, request, "error");
+        assert_eq!(replies.last().unwrap()["reason"], reason, "{replies:?}");
+    }
+    let balances = exchange(
+        &mut client,
+        9,
+        json!({"op": "balances", "account": B}),
+        "balances",
+    );
+    let usd = balances[0]["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["asset"] == "USD")
+        .cloned()
+        .expect("USD");
+    // 10,000,000 - 1,000,000 to perps - 10,000 paid for 0.2 BTC - 5 taker fee + 7.
+    assert_eq!(usd["total"], "8990002", "{usd}");
+}
+
+/// A development key logs in on the binary port and trades with a signed transaction; its
+/// market-data feed shows the level.
+fn a_development_key_trades_on_the_binary_port(node: &Node, data: &Path) {
+    use engine::{Side, TimeInForce};
+    use gateway::client::{LoginOptions, OrderClient, ServerMessage as M};
+    let seeds = std::fs::read_to_string(data.join("dev-keys.txt")).expect("dev-keys.txt");
+    let seed = node::validator::unhex32(seeds.lines().next().expect("a key")).expect("hex");
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let address = node.address("order_entry");
+    let mut client = OrderClient::connect(address, &key, LoginOptions::default()).expect("login");
+    assert_eq!(client.session.account, A);
+    let chain_id = client.session.chain.expect("a chain").chain_id;
+    let tx = signed_order_in(
+        &key,
+        chain_id,
+        BTC_USD,
+        PRICE_50000,
+        2,
+        Side::Sell,
+        3,
+        TimeInForce::Gtc,
+    );
+    let seq = client.sender.transaction(&tx).expect("send");
+    let replies = read_until(&mut client, |m| matches!(m, M::Finalized(_)));
+    assert!(replies.iter().any(
+        |m| matches!(m, M::OrderAccepted(a) if a.oid.get() == 2 && a.client_seq.get() == seq)
+    ));
+}
+
+/// Ethereum JSON-RPC answers from the same chain: its height moves with the blocks.
+fn ethereum_json_rpc_answers(node: &Node) {
+    let address = node.address("eth_rpc");
+    let chain_id = rpc(address, "eth_chainId", json!([]));
+    assert!(chain_id["result"].is_string(), "{chain_id}");
+    let number = rpc(address, "eth_blockNumber", json!([]));
+    let number = number["result"].as_str().expect("a quantity");
+    assert!(u64::from_str_radix(number.trim_start_matches("0x"), 16).unwrap() >= 4);
+}
+
+#[test]
+fn a_chain_of_one_trades_keeps_its_state_across_a_restart_and_paces_empty_blocks() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let data = folder.path().join("nexus-data");
+    let node = run(&data);
+    let dev_accounts = node.ready["dev_accounts"].as_array().expect("dev_accounts");
+    assert_eq!(dev_accounts.len(), 10);
+    assert_eq!(
+        (dev_accounts[0].as_u64(), dev_accounts[1].as_u64()),
+        (Some(A), Some(B))
+    );
+    the_json_port_signs_for_development_keys_only(&node);
+    a_development_key_trades_on_the_binary_port(&node, &data);
+    ethereum_json_rpc_answers(&node);
+
+    // One process per data folder.
+    let second = std::process::Command::new(NEXUS)
+        .args(["run", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("a second nexus run");
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("in use"));
+
+    let chain_id = node.ready["chain_id"].clone();
+    let (height, root) = stop(node);
+    let node = run(&data);
+    assert_eq!(node.ready["chain_id"], chain_id, "the same chain");
+    assert_eq!(node.ready["height"].as_u64(), Some(height));
+    assert_eq!(node.ready["state_root"].as_str(), Some(root.as_str()));
+    let mut client = JsonClient::connect(node.address("listen"));
+    let book = exchange(
+        &mut client,
+        1,
+        json!({"op": "book", "market": "BTC-USD"}),
+        "book",
+    );
+    assert_eq!(book[0]["asks"], json!([["50000", "0.3003"]]), "{}", book[0]);
+    let sell = exchange(&mut client, 2, order(A, 3, "sell", "0.1"), "finalized");
+    assert_eq!(evs(&sell)[..2], ["admitted", "accepted"]);
+
+    // Idle, blocks come once a second at most (the default empty-block interval): an
+    // upper bound, so a slow machine cannot fail it.
+    let before = rpc(node.address("eth_rpc"), "eth_blockNumber", json!([]));
+    std::thread::sleep(Duration::from_millis(2_500));
+    let after = rpc(node.address("eth_rpc"), "eth_blockNumber", json!([]));
+    let quantity = |v: &Value| {
+        u64::from_str_radix(v["result"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    };
+    assert!(
+        quantity(&after) - quantity(&before) <= 4,
+        "{before} -> {after} in 2.5 s idle"
+    );
+    stop(node);
+}
