@@ -6,17 +6,23 @@
 //!    is a result, not an error); events naming an EVM-owned Core account also become
 //!    callbacks;
 //! 2. one engine `Oracle` per market from the feeders' prices of the block (their median);
-//! 3. the CoreWriter actions of EVM block `h - 1`, in (block, log index) order.
+//! 3. funding: if the block's time is in a later funding interval than the previous block's
+//!    (`time_ms / (funding_interval_s * 1000)` grew; the previous time is the genesis time for
+//!    block 1), one engine `Funding` per perp market in ascending market id
+//!    ([`Origin::Funding`]). At most one per market per block, however many intervals the
+//!    gap between the two blocks spans (the rate comes from the premium samples since the
+//!    last funding, not from elapsed time). Nothing with `funding_interval_s` 0;
+//! 4. the CoreWriter actions of EVM block `h - 1`, in (block, log index) order.
 //!
 //! EVM block `h` (timestamp: the block's time in seconds; Core read precompiles see Core as
-//! it is after step 3): credits from CoreWriter's escrow, callbacks as system transactions,
+//! it is after step 4): credits from CoreWriter's escrow, callbacks as system transactions,
 //! then the block's EVM transactions in block order. Its CoreWriter actions wait in the
 //! queue for Core block `h + 1`; callbacks it had no gas for go back to the queue's front.
 
 use std::collections::BTreeMap;
 
 use alloy_primitives::B256;
-use engine::{MarketId, Ticks};
+use engine::{Command, MarketId, Ticks};
 use evm::core_view::CoreSnapshot;
 use evm::executor::{BlockInput, BlockOutput, SignedTx};
 use evm::system::core_account;
@@ -50,6 +56,9 @@ impl Execution {
             self.run_core_tx(index, tx, time_ms, &mut oracle, &mut out);
         }
         self.run_oracle(oracle, &mut out);
+        if funding_due(self.funding_interval_s, self.block_time_ms, time_ms) {
+            self.run_funding(&mut out);
+        }
         self.run_core_writer(&mut out);
         let core_root = self.core_root();
         let evm = self.run_evm(height, time_ms, evm, core_root);
@@ -103,15 +112,37 @@ impl Execution {
         out: &mut impl FnMut(Origin, &engine::Event),
     ) {
         for (market, prices) in oracle {
-            let Some(command) = oracle_command(market, &prices) else {
-                continue;
-            };
-            self.events.clear();
-            self.engine.step(&command, &mut self.events);
-            self.bridge.observe(&self.events);
-            for event in &self.events {
-                out(Origin::Oracle(market), event);
+            if let Some(command) = oracle_command(market, &prices) {
+                self.run_system(&command, Origin::Oracle(market), out);
             }
+        }
+    }
+
+    /// One engine `Funding` per perp market, in ascending market id.
+    fn run_funding(&mut self, out: &mut impl FnMut(Origin, &engine::Event)) {
+        let mut markets: Vec<MarketId> = self
+            .engine
+            .markets()
+            .filter(|&market| self.engine.perp_market(market).is_some())
+            .collect();
+        markets.sort_unstable();
+        for market in markets {
+            self.run_system(&Command::Funding { market }, Origin::Funding(market), out);
+        }
+    }
+
+    /// Runs an engine command no transaction sent, reporting its events with `origin`.
+    fn run_system(
+        &mut self,
+        command: &Command,
+        origin: Origin,
+        out: &mut impl FnMut(Origin, &engine::Event),
+    ) {
+        self.events.clear();
+        self.engine.step(command, &mut self.events);
+        self.bridge.observe(&self.events);
+        for event in &self.events {
+            out(origin, event);
         }
     }
 
@@ -164,5 +195,29 @@ impl Execution {
         self.bridge.queue_actions(output.actions.clone());
         self.bridge.requeue_callbacks(output.undelivered.clone());
         output
+    }
+}
+
+/// Whether a block at `time_ms` after one at `previous_ms` starts a new funding interval
+/// (never with an interval of 0, nor when time went backwards).
+fn funding_due(interval_s: u64, previous_ms: u64, time_ms: u64) -> bool {
+    let interval_ms = interval_s.saturating_mul(1000);
+    interval_ms != 0 && time_ms / interval_ms > previous_ms / interval_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::funding_due;
+
+    #[test]
+    fn funding_is_due_when_the_interval_number_grows() {
+        // Hourly: 3 600 000 ms.
+        assert!(!funding_due(3_600, 0, 3_599_999));
+        assert!(funding_due(3_600, 3_599_999, 3_600_000));
+        assert!(!funding_due(3_600, 3_600_000, 7_199_999));
+        assert!(funding_due(3_600, 1, 10 * 3_600_000));
+        // Never with interval 0, nor when time goes back.
+        assert!(!funding_due(0, 0, u64::MAX));
+        assert!(!funding_due(3_600, 7_200_000, 3_600_000));
     }
 }

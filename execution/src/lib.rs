@@ -11,8 +11,9 @@
 //! - [`Execution::validate_block`] is the rule every validator applies to a proposal before
 //!   voting for it ([`validate`]); it returns the block with its EVM senders recovered.
 //! - [`Execution::execute_block`] runs a validated block `h`: Core block `h` (Core
-//!   transactions in block order, the feeders' oracle median, then the CoreWriter actions
-//!   of EVM block `h - 1`), then EVM block `h` (credits and callbacks answering Core block
+//!   transactions in block order, the feeders' oracle median, funding of every perp market
+//!   when the block's time crosses a funding boundary, then the CoreWriter actions of EVM
+//!   block `h - 1`), then EVM block `h` (credits and callbacks answering Core block
 //!   `h`, then the block's EVM transactions in block order), whose CoreWriter actions wait
 //!   for Core block `h + 1` ([`execute`]).
 //! - [`Execution::root`]: `BLAKE3("nexus-execution-v2" || core_root || evm_root ||
@@ -56,6 +57,9 @@ pub struct ExecutionConfig {
     pub engine: EngineConfig,
     /// NexusEVM's genesis.
     pub evm: EvmGenesis,
+    /// Perp funding interval, seconds (0: no funding). A block whose time is in a later
+    /// interval than the previous block's runs one `Funding` per perp market.
+    pub funding_interval_s: u64,
 }
 
 /// NexusEVM's parameters and initial state.
@@ -183,6 +187,8 @@ pub enum Origin {
     },
     /// The block's oracle update of this market.
     Oracle(MarketId),
+    /// The block's funding of this perp market (the block crossed a funding boundary).
+    Funding(MarketId),
     /// A CoreWriter action of the previous EVM block (`id = (EVM block << 24) | log
     /// index`).
     CoreWriter(u64),
@@ -214,7 +220,10 @@ pub struct Execution {
     registry_sum: [u64; 4],
     /// Time of the last executed block (ms; the genesis time at first).
     block_time_ms: u64,
-    /// Digest of what never changes after genesis (chain ids, roles, EVM parameters).
+    /// Perp funding interval, seconds (0: none; part of the config digest).
+    funding_interval_s: u64,
+    /// Digest of what never changes after genesis (chain ids, roles, EVM parameters, funding
+    /// interval).
     config_digest: [u8; 32],
     events: Vec<Event>,
 }
@@ -262,6 +271,7 @@ impl Execution {
             evm_state,
             registry_sum: [0; 4],
             block_time_ms: evm_genesis.timestamp.saturating_mul(1000),
+            funding_interval_s: config.funding_interval_s,
             config_digest,
             events,
         }

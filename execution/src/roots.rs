@@ -15,8 +15,8 @@
 //!   one block's actions and `MAX_PENDING_CALLBACKS` callbacks; usually small).
 //! - `chain_root = BLAKE3("nexus-chain-v1" || config digest || height || last block time
 //!   ms)`: what the execution holds that is neither Core nor EVM state. The config digest
-//!   covers the chain ids, the faucet and feeder keys, the engine limits and the EVM
-//!   parameters (computed once at genesis), so chains configured differently never share
+//!   covers the chain ids, the faucet and feeder keys, the engine limits, the EVM
+//!   parameters and the funding interval (computed once at genesis), so chains configured differently never share
 //!   a root. O(1) per block. The validator set, staking and governance will join it when
 //!   they move into the execution.
 
@@ -89,6 +89,7 @@ pub(crate) fn config_digest(config: &ExecutionConfig) -> [u8; 32] {
     hasher.update(evm.coinbase.as_slice());
     hasher.update(&evm.wei_per_unit.to_be_bytes::<32>());
     hasher.update(&config.evm.native_asset.to_le_bytes());
+    hasher.update(&config.funding_interval_s.to_le_bytes());
     *hasher.finalize().as_bytes()
 }
 

@@ -9,8 +9,8 @@
 //! address, 32-byte balance (big-endian), `u64` nonce, `u32` code length and the code, `u32`
 //! slot count, then per slot in ascending order 32-byte slot and 32-byte value (big-endian);
 //! `u64` length and the EVM head (JSON); `u64` length and the queue (`evm::bridge::Bridge`,
-//! JSON). The roles, chain ids and EVM parameters are configuration and are given again at
-//! restore; the incremental EVM and registry commitments are recomputed.
+//! JSON). The roles, chain ids, EVM parameters and funding interval are configuration and are
+//! given again at restore; the incremental EVM and registry commitments are recomputed.
 
 use std::collections::BTreeMap;
 
@@ -115,8 +115,8 @@ impl Execution {
         }
     }
 
-    /// The state a [`Execution::snapshot`] holds, with the chain's `config` (its roles and
-    /// id; the engine's sizing comes from the snapshot). Its root is the one the snapshot
+    /// The state a [`Execution::snapshot`] holds, with the chain's `config` (its roles, id
+    /// and funding interval; the engine's sizing comes from the snapshot). Its root is the one the snapshot
     /// was taken at: the caller checks it against the root it recorded.
     pub fn restore(config: ExecutionConfig, bytes: &[u8]) -> Result<Execution, SnapshotError> {
         let mut reader = Reader { bytes, at: 0 };

@@ -156,6 +156,7 @@ fn config() -> ExecutionConfig {
             timestamp: T / 1000,
             ..EvmGenesis::default()
         },
+        funding_interval_s: 0,
     }
 }
 

@@ -1,13 +1,14 @@
 //! Execution of blocks of signed transactions: signed orders trade for their signers' accounts;
 //! every way a proposer could act for someone or replay a transaction makes the block invalid;
 //! feeders' prices become one oracle update with their median; the root covers nonces; two
-//! nodes executing the same blocks agree.
+//! nodes executing the same blocks agree; a block crossing a funding boundary funds every
+//! perp market.
 
 use ed25519_dalek::SigningKey;
 use engine::{
     Command, EngineConfig, Event, MarketSpec, PerpSpec, SelfTradePrevention, Side, TimeInForce,
 };
-use execution::{BlockError, BlockItem, Execution, ExecutionConfig, Origin};
+use execution::{BlockError, BlockItem, EvmGenesis, Execution, ExecutionConfig, Origin};
 use mempool::{Mempool, MempoolConfig};
 use transactions::{
     account_id_of, Action, NonceError, SignatureError, SignedTransaction, Transaction,
@@ -48,8 +49,27 @@ fn place(oid: u64, side: Side, price: i64, qty: i64) -> Action {
 }
 
 /// Spot market 0 (assets 1/2), funded accounts of keys 1 and 2; key 9 is the faucet,
-/// keys 10..=12 the feeders; perp market 1 settled in asset 2.
+/// keys 10..=12 the feeders; perp market 1 settled in asset 2; no funding.
 fn chain() -> Execution {
+    Execution::new(config(0), &genesis())
+}
+
+/// Key 9 is the faucet, keys 10..=12 the feeders; funding every `funding_interval_s`.
+fn config(funding_interval_s: u64) -> ExecutionConfig {
+    ExecutionConfig {
+        chain_id: CHAIN,
+        faucets: vec![key(9).verifying_key().to_bytes()],
+        feeders: (10..=12)
+            .map(|n| key(n).verifying_key().to_bytes())
+            .collect(),
+        engine: EngineConfig::default(),
+        evm: Default::default(),
+        funding_interval_s,
+    }
+}
+
+/// Assets 1 and 2, spot market 0, perp market 1, deposits of keys 1 and 2.
+fn genesis() -> Vec<Command> {
     let mut genesis = vec![
         Command::CreateAsset { asset: 1 },
         Command::CreateAsset { asset: 2 },
@@ -79,18 +99,7 @@ fn chain() -> Execution {
             });
         }
     }
-    Execution::new(
-        ExecutionConfig {
-            chain_id: CHAIN,
-            faucets: vec![key(9).verifying_key().to_bytes()],
-            feeders: (10..=12)
-                .map(|n| key(n).verifying_key().to_bytes())
-                .collect(),
-            engine: EngineConfig::default(),
-            evm: Default::default(),
-        },
-        &genesis,
-    )
+    genesis
 }
 
 /// A plain perp market: 10x, one margin tier (10% / 5%), wide band.
@@ -435,15 +444,7 @@ fn a_restored_snapshot_continues_exactly_as_the_original() {
         run(&mut original, &refs);
     }
     let bytes = original.snapshot();
-    let config = ExecutionConfig {
-        chain_id: CHAIN,
-        faucets: vec![key(9).verifying_key().to_bytes()],
-        feeders: (10..=12)
-            .map(|n| key(n).verifying_key().to_bytes())
-            .collect(),
-        engine: EngineConfig::default(),
-        evm: Default::default(),
-    };
+    let config = config(0);
     let mut restored = Execution::restore(config.clone(), &bytes).expect("restores");
     assert_eq!(restored.root(), original.root());
     // A replayed nonce is still refused by the restored state.
@@ -468,4 +469,213 @@ fn a_restored_snapshot_continues_exactly_as_the_original() {
     let mut magic = bytes;
     magic[0] ^= 1;
     assert!(Execution::restore(config, &magic).is_err());
+}
+
+/// The funding tests' interval: an hour.
+const HOUR_S: u64 = 3_600;
+const HOUR_MS: u64 = HOUR_S * 1_000;
+/// The funding tests' perp markets' interest per interval: with an empty book (premium 0)
+/// it is the funding rate.
+const INTEREST_PPB: i32 = 100_000;
+/// The feeders' prices of perp markets 1 and 7 in every funding test.
+const PRICE_1: i64 = 50_000;
+const PRICE_7: i64 = 2_000;
+
+/// [`config`] with the genesis time `T` (an hour boundary: `T` is a multiple of `HOUR_MS`).
+fn funding_config(funding_interval_s: u64) -> ExecutionConfig {
+    ExecutionConfig {
+        evm: EvmGenesis {
+            timestamp: T / 1_000,
+            ..EvmGenesis::default()
+        },
+        ..config(funding_interval_s)
+    }
+}
+
+/// [`genesis`] with [`INTEREST_PPB`] on perp market 1 and a second perp market, 7,
+/// registered before it (funding goes by market id, not registration order).
+fn funding_chain(funding_interval_s: u64) -> Execution {
+    let mut genesis = genesis();
+    for command in &mut genesis {
+        if let Command::CreatePerpMarket(spec) = command {
+            spec.interest_ppb = INTEREST_PPB;
+        }
+    }
+    let seven = PerpSpec {
+        market: 7,
+        interest_ppb: INTEREST_PPB,
+        ..perp_spec()
+    };
+    genesis.insert(2, Command::CreatePerpMarket(seven));
+    Execution::new(funding_config(funding_interval_s), &genesis)
+}
+
+/// Each feeder's prices of markets 1 and 7, signed with nonce `time_ms`.
+fn prices(time_ms: u64) -> Vec<SignedTransaction> {
+    let actions = vec![
+        Action::OraclePrice {
+            market: 1,
+            price: PRICE_1,
+        },
+        Action::OraclePrice {
+            market: 7,
+            price: PRICE_7,
+        },
+    ];
+    (10..=12)
+        .map(|n| sign(&key(n), time_ms, actions.clone()))
+        .collect()
+}
+
+/// Validates and executes `txs` as a block at `time_ms`: its events and the root after it.
+fn block_at(
+    chain: &mut Execution,
+    time_ms: u64,
+    txs: &[SignedTransaction],
+) -> (Vec<(Origin, Event)>, [u8; 32]) {
+    let refs: Vec<&SignedTransaction> = txs.iter().collect();
+    let mut events = Vec::new();
+    let root = chain.run_block(time_ms, &refs, |origin, event| {
+        events.push((origin, *event))
+    });
+    (events, root)
+}
+
+/// The events of a block's fundings.
+fn fundings(events: &[(Origin, Event)]) -> Vec<(Origin, Event)> {
+    events
+        .iter()
+        .filter(|(origin, _)| matches!(origin, Origin::Funding(_)))
+        .copied()
+        .collect()
+}
+
+/// The markets a block funded, in order.
+fn funded(events: &[(Origin, Event)]) -> Vec<Origin> {
+    fundings(events).iter().map(|(origin, _)| *origin).collect()
+}
+
+#[test]
+fn a_block_crossing_a_funding_boundary_funds_every_perp_market_in_id_order() {
+    let mut chain = funding_chain(HOUR_S);
+    // Block 1, in the genesis hour: oracle updates, no funding.
+    let (events, _) = block_at(&mut chain, T + 1_000, &prices(T + 1_000));
+    assert!(events
+        .iter()
+        .any(|(origin, _)| *origin == Origin::Oracle(7)));
+    assert_eq!(fundings(&events), []);
+    // Block 2, exactly at the next hour: after the oracle updates, one funding per perp
+    // market (not the spot market 0), by market id.
+    let (events, _) = block_at(&mut chain, T + HOUR_MS, &prices(T + HOUR_MS));
+    let index = |price: i64| INTEREST_PPB as i128 * price as i128;
+    assert_eq!(
+        fundings(&events),
+        [
+            (
+                Origin::Funding(1),
+                Event::Funding {
+                    market: 1,
+                    rate_ppb: INTEREST_PPB as i64,
+                    index: index(PRICE_1)
+                }
+            ),
+            (
+                Origin::Funding(7),
+                Event::Funding {
+                    market: 7,
+                    rate_ppb: INTEREST_PPB as i64,
+                    index: index(PRICE_7)
+                }
+            ),
+        ]
+    );
+    let last_oracle = events
+        .iter()
+        .rposition(|(origin, _)| matches!(origin, Origin::Oracle(_)))
+        .expect("oracle updates");
+    let first_funding = events
+        .iter()
+        .position(|(origin, _)| matches!(origin, Origin::Funding(_)))
+        .expect("fundings");
+    assert!(last_oracle < first_funding);
+    // Block 3, later in the same hour: none.
+    let (events, _) = block_at(&mut chain, T + 2 * HOUR_MS - 1, &[]);
+    assert_eq!(funded(&events), []);
+    // Block 4, five hours on: still one funding per market.
+    let (events, _) = block_at(&mut chain, T + 6 * HOUR_MS + 1, &[]);
+    assert_eq!(funded(&events), [Origin::Funding(1), Origin::Funding(7)]);
+    // Without a funding interval, nothing funds.
+    let mut never = funding_chain(0);
+    for time in [T + 1_000, T + HOUR_MS, T + 6 * HOUR_MS + 1] {
+        let (events, _) = block_at(&mut never, time, &prices(time));
+        assert_eq!(funded(&events), []);
+    }
+}
+
+#[test]
+fn two_executions_of_the_same_blocks_fund_alike() {
+    let times = [
+        T + 1_000,
+        T + HOUR_MS + 5,
+        T + HOUR_MS + 6,
+        T + 3 * HOUR_MS,
+        T + 3 * HOUR_MS + 7,
+    ];
+    let mut a = funding_chain(HOUR_S);
+    let mut b = funding_chain(HOUR_S);
+    let mut never = funding_chain(0);
+    let mut fundings_seen = 0;
+    for time in times {
+        let txs = prices(time);
+        let (events_a, root_a) = block_at(&mut a, time, &txs);
+        let (events_b, root_b) = block_at(&mut b, time, &txs);
+        block_at(&mut never, time, &txs);
+        assert_eq!((events_a.clone(), root_a), (events_b, root_b), "at {time}");
+        assert_eq!(a.roots(), b.roots());
+        fundings_seen += fundings(&events_a).len();
+    }
+    assert_eq!(fundings_seen, 4, "two crossings, two perp markets");
+    // The fundings are in the engine state the roots cover.
+    assert_ne!(a.engine().state_hash(), never.engine().state_hash());
+}
+
+#[test]
+fn the_funding_interval_is_bound_into_the_root() {
+    let mut hourly = funding_chain(HOUR_S);
+    let mut daily = funding_chain(24 * HOUR_S);
+    let mut never = funding_chain(0);
+    let (h, d, n) = (hourly.roots(), daily.roots(), never.roots());
+    assert_eq!((h.core, h.evm, h.queue), (d.core, d.evm, d.queue));
+    assert_eq!((h.core, h.evm, h.queue), (n.core, n.evm, n.queue));
+    assert_ne!(h.chain, d.chain);
+    assert_ne!(h.chain, n.chain);
+    assert_ne!(d.chain, n.chain);
+    assert_ne!(hourly.root(), daily.root());
+    // A snapshot restored with another interval is not the state it was taken of.
+    let bytes = hourly.snapshot();
+    let mut wrong = Execution::restore(funding_config(24 * HOUR_S), &bytes).expect("restores");
+    assert_ne!(wrong.root(), hourly.root());
+}
+
+#[test]
+fn a_snapshot_restored_mid_interval_funds_at_the_same_block() {
+    let mut original = funding_chain(HOUR_S);
+    block_at(&mut original, T + 1_000, &prices(T + 1_000));
+    let bytes = original.snapshot();
+    let mut restored = Execution::restore(funding_config(HOUR_S), &bytes).expect("restores");
+    assert_eq!(restored.root(), original.root());
+    // The rest of the hour, then the block that crosses into the next one.
+    let blocks = [
+        (T + 2_000, 0),
+        (T + HOUR_MS + 3_000, 2),
+        (T + HOUR_MS + 4_000, 0),
+    ];
+    for (time, expected_fundings) in blocks {
+        let txs = prices(time);
+        let (events, root) = block_at(&mut original, time, &txs);
+        let (restored_events, restored_root) = block_at(&mut restored, time, &txs);
+        assert_eq!(fundings(&events).len(), expected_fundings, "at {time}");
+        assert_eq!(restored_events, events, "at {time}");
+        assert_eq!(restored_root, root, "at {time}");
+    }
 }

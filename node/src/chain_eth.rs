@@ -425,6 +425,7 @@ mod tests {
                 feeders: Vec::new(),
                 engine: engine::EngineConfig::default(),
                 evm: Default::default(),
+                funding_interval_s: 0,
             },
             &[],
         );

@@ -220,8 +220,8 @@ pub const NOBODY: ClientRef = ClientRef {
 
 /// A block's outputs for the gateway, built while it executes: every engine event with the
 /// chain's input seq (transaction `i` of the block is input `first + i`, then one input per
-/// oracle update and per CoreWriter action), a `Sequenced` after each transaction a session
-/// of this validator sent,
+/// oracle update, per funded perp market and per CoreWriter action, in that order), a
+/// `Sequenced` after each transaction a session of this validator sent,
 /// then the block's level changes, then `Finalized` for those transactions (the block was
 /// durable before it ran).
 pub struct BlockFeed {
@@ -234,8 +234,9 @@ pub struct BlockFeed {
     outputs: Vec<Output>,
     /// The first transaction whose `Sequenced` is not out yet.
     open: usize,
-    /// Inputs of the block that no transaction of it sent: oracle updates (one per market)
-    /// and CoreWriter actions of the previous EVM block (one each).
+    /// Inputs of the block that no transaction of it sent: oracle updates (one per market),
+    /// fundings (one per perp market, when the block crosses a funding boundary) and
+    /// CoreWriter actions of the previous EVM block (one each).
     system_inputs: u64,
     last_system: Option<execution::Origin>,
 }
@@ -267,7 +268,12 @@ impl BlockFeed {
                 self.close_before(index);
                 (self.sender(index), self.first + index as u64)
             }
-            system => {
+            system @ (execution::Origin::Oracle(_)
+            | execution::Origin::Funding(_)
+            | execution::Origin::CoreWriter(_)) => {
+                // A system input's events come together: a new origin is the next input
+                // (oracle updates and fundings always have one; a CoreWriter action
+                // without events is not counted).
                 self.close_before(self.transactions);
                 if self.last_system != Some(system) {
                     self.last_system = Some(system);
@@ -348,7 +354,8 @@ mod tests {
     #[test]
     fn a_blocks_feed_numbers_inputs_across_the_chain_and_answers_only_local_senders() {
         // Block 5 after 10 inputs: three transactions (the second from a local session and
-        // without events), then oracle updates of two markets.
+        // without events), then oracle updates of two markets, fundings of two perp markets
+        // (one with two events) and one CoreWriter action.
         let local = ClientRef {
             connection: 1 << 63 | 7,
             tag: 3,
@@ -372,7 +379,11 @@ mod tests {
         feed.event(Origin::Oracle(1), &rejected(4));
         feed.event(Origin::Oracle(1), &rejected(5));
         feed.event(Origin::Oracle(2), &rejected(6));
-        assert_eq!(feed.inputs_executed(), 15);
+        feed.event(Origin::Funding(1), &rejected(7));
+        feed.event(Origin::Funding(1), &rejected(8));
+        feed.event(Origin::Funding(2), &rejected(9));
+        feed.event(Origin::CoreWriter(1 << 24), &rejected(10));
+        assert_eq!(feed.inputs_executed(), 18);
         let level = LevelChange {
             market: 1,
             side: Side::Buy,
@@ -405,7 +416,11 @@ mod tests {
                 ("event", 14),
                 ("event", 14),
                 ("event", 15),
-                ("level", 15),
+                ("event", 16),
+                ("event", 16),
+                ("event", 17),
+                ("event", 18),
+                ("level", 18),
                 ("finalized", 12),
             ]
         );

@@ -472,8 +472,9 @@ struct NodeApp {
     gateway: Option<GatewayHandle>,
     /// The JSON development port's state, if configured.
     json: Option<JsonPort>,
-    /// The chain's input seq: transactions, oracle updates and CoreWriter actions executed
-    /// so far (every validator counts the same; the gateway's `seq` fields).
+    /// The chain's input seq: transactions, oracle updates, fundings (one per perp market)
+    /// and CoreWriter actions executed so far (every validator counts the same; the
+    /// gateway's `seq` fields).
     inputs_executed: u64,
     /// Where snapshots go, and every how many blocks (0: never).
     snapshots: PathBuf,
@@ -606,6 +607,7 @@ pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostEr
             timestamp: config.genesis_time_ms / 1000,
             ..Default::default()
         },
+        funding_interval_s: 0,
     })
 }
 

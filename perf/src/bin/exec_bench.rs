@@ -91,6 +91,7 @@ fn chain(senders: &[(EvmKey, Address)]) -> Execution {
         feeders: Vec::new(),
         engine: EngineConfig::default(),
         evm,
+        funding_interval_s: 0,
     };
     Execution::new(config, &genesis)
 }
