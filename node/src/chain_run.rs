@@ -30,7 +30,8 @@ use crate::config::NodeConfig;
 use crate::genesis::{genesis_lines, translate_genesis};
 use crate::load::{self, LoadSpec};
 use crate::validator::{
-    self, hex, read_config, unhex32, DevnetConfig, HostError, TimeoutsMs, ValidatorEntry,
+    self, hex, read_config, unhex32, DevnetConfig, EngineLimits, HostError, TimeoutsMs,
+    ValidatorEntry,
 };
 
 /// The chain file in the data folder.
@@ -69,12 +70,11 @@ pub fn prepare(node: &NodeConfig) -> Result<Prepared, HostError> {
     let genesis = genesis_lines(&node.genesis);
     translate_genesis(&genesis).map_err(|e| HostError::Config(format!("[genesis]: {e}")))?;
     let chain_file = data_dir.join(CHAIN_FILE);
-    let (chain_id, genesis_time_ms) = chain_identity(&chain_file, &genesis, data_dir)?;
     let validator_dir = data_dir.join(VALIDATOR_DIR);
     let key = validator_key(&validator_dir)?;
-    let chain = DevnetConfig {
-        chain_id,
-        genesis_time_ms,
+    let mut chain = DevnetConfig {
+        chain_id: String::new(),
+        genesis_time_ms: 0,
         order_seed: DEV_SEED,
         accounts: node.chain.dev_accounts,
         bulk: 1,
@@ -88,6 +88,11 @@ pub fn prepare(node: &NodeConfig) -> Result<Prepared, HostError> {
         genesis: Some(genesis),
         dev_roles: true,
         empty_block_interval_ms: node.chain.empty_block_interval_ms,
+        funding_interval_s: node.perps.funding_interval_s,
+        engine: Some(EngineLimits {
+            max_resting_orders: node.engine.max_resting_orders,
+            max_open_orders_per_account: node.engine.max_open_orders_per_account,
+        }),
         timeouts: TimeoutsMs {
             propose: 200,
             prevote: 100,
@@ -106,6 +111,7 @@ pub fn prepare(node: &NodeConfig) -> Result<Prepared, HostError> {
             stake: 1,
         }],
     };
+    (chain.chain_id, chain.genesis_time_ms) = chain_identity(&chain_file, &chain)?;
     let text = toml::to_string(&chain).map_err(|e| HostError::Config(e.to_string()))?;
     write_atomically(&chain_file, text.as_bytes())?;
     write_dev_keys(data_dir, &chain)?;
@@ -116,27 +122,31 @@ pub fn prepare(node: &NodeConfig) -> Result<Prepared, HostError> {
     })
 }
 
-/// The chain id and genesis time: kept from an existing chain file (whose genesis must be
-/// `genesis`), or new.
-fn chain_identity(
-    chain_file: &Path,
-    genesis: &str,
-    data_dir: &Path,
-) -> Result<(String, u64), HostError> {
+/// The chain id and genesis time: kept from an existing chain file (whose genesis-bound
+/// settings must be those of `chain`), or new.
+fn chain_identity(chain_file: &Path, chain: &DevnetConfig) -> Result<(String, u64), HostError> {
     if !chain_file.exists() {
         let now_ms = validator::now_ns() / 1_000_000;
         let mut h = blake3::Hasher::new();
         h.update(b"nexus-run/v1/chain\0");
         h.update(&now_ms.to_le_bytes());
-        h.update(genesis.as_bytes());
+        h.update(chain.genesis.as_deref().unwrap_or("").as_bytes());
         return Ok((hex(h.finalize().as_bytes()), now_ms));
     }
     let previous = read_config(chain_file)?;
-    if previous.genesis.as_deref() != Some(genesis) {
+    let differs = [
+        (previous.genesis != chain.genesis, "[genesis]"),
+        (
+            previous.funding_interval_s != chain.funding_interval_s,
+            "[perps] funding_interval_s",
+        ),
+        (previous.engine != chain.engine, "[engine]"),
+    ];
+    if let Some((_, what)) = differs.iter().find(|(differs, _)| *differs) {
+        let folder = chain_file.parent().unwrap_or(Path::new(".")).display();
         return Err(HostError::Config(format!(
-            "the chain in {} was started from a different genesis than this configuration's; \
-             run with the original configuration, or use a new data_dir",
-            data_dir.display()
+            "the chain in {folder} was started with a different {what} than this \
+             configuration's; run with the original configuration, or use a new data_dir"
         )));
     }
     Ok((previous.chain_id, previous.genesis_time_ms))
@@ -210,9 +220,16 @@ mod tests {
             second.chain.validators[0].key
         );
         assert_eq!(second.chain.validators[0].tx_addr.port(), 9999);
+        node.perps.funding_interval_s = 60;
+        let err = prepare(&node).unwrap_err().to_string();
+        assert!(
+            err.contains("different [perps] funding_interval_s"),
+            "{err}"
+        );
+        node.perps.funding_interval_s = 3600;
         node.genesis.assets.pop();
         let err = prepare(&node).unwrap_err().to_string();
-        assert!(err.contains("different genesis"), "{err}");
+        assert!(err.contains("different [genesis]"), "{err}");
     }
 
     #[test]

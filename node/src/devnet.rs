@@ -197,6 +197,8 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         genesis: None,
         dev_roles: false,
         empty_block_interval_ms: args.empty_block_interval_ms,
+        funding_interval_s: 0,
+        engine: None,
         timeouts: TimeoutsMs {
             propose: 200,
             prevote: 100,

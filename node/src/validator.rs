@@ -129,6 +129,24 @@ pub struct NodeOptions {
     pub json_as_listen: bool,
 }
 
+/// The engine's sizing in a chain configuration (`engine::EngineConfig`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Most orders resting across all markets.
+    pub max_resting_orders: u32,
+    /// Most open orders of one account.
+    pub max_open_orders_per_account: u32,
+}
+
+impl From<EngineLimits> for EngineConfig {
+    fn from(limits: EngineLimits) -> EngineConfig {
+        EngineConfig {
+            max_resting_orders: limits.max_resting_orders,
+            max_open_orders_per_account: limits.max_open_orders_per_account,
+        }
+    }
+}
+
 /// Timeouts in the configuration, in milliseconds.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy)]
 pub struct TimeoutsMs {
@@ -219,6 +237,13 @@ pub struct DevnetConfig {
     /// back to back). A transaction starts the next height at once.
     #[serde(default)]
     pub empty_block_interval_ms: u64,
+    /// Perpetual funding every this many seconds of block time (0: none;
+    /// `ExecutionConfig::funding_interval_s`).
+    #[serde(default)]
+    pub funding_interval_s: u64,
+    /// The engine's limits; absent: 2^20 resting orders, 2^16 open orders per account.
+    #[serde(default)]
+    pub engine: Option<EngineLimits>,
     /// Consensus timeouts.
     pub timeouts: TimeoutsMs,
     /// The validators, by index.
@@ -597,17 +622,20 @@ pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostEr
         chain_id: config.chain_id_bytes()?,
         faucets: roles.iter().map(|r| public(&r.faucet)).collect(),
         feeders: roles.iter().map(|r| public(&r.feeder)).collect(),
-        engine: EngineConfig {
-            max_resting_orders: 1 << 20,
-            max_open_orders_per_account: 1 << 16,
-        },
+        engine: config
+            .engine
+            .unwrap_or(EngineLimits {
+                max_resting_orders: 1 << 20,
+                max_open_orders_per_account: 1 << 16,
+            })
+            .into(),
         evm: execution::EvmGenesis {
             native_asset,
             alloc: vec![(dev, dev_evm_balance())],
             timestamp: config.genesis_time_ms / 1000,
             ..Default::default()
         },
-        funding_interval_s: 0,
+        funding_interval_s: config.funding_interval_s,
     })
 }
 
