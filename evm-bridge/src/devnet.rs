@@ -1,5 +1,5 @@
-//! A single-process devnet: a small Core genesis and a funded developer account, for
-//! `nexus-evm` and the JSON-RPC tests.
+//! A small Core genesis and a funded developer account, for the tests that drive
+//! [`crate::chain::Chain`].
 
 use alloy_primitives::{address, Address, U256};
 use engine::{Command, Engine, EngineConfig, Event, MarketSpec};

@@ -1,4 +1,4 @@
-//! Ethereum JSON-RPC formatting shared by `nexus-evm` ([`crate::rpc`]) and the validator's
+//! Ethereum JSON-RPC formatting used by the validator's
 //! port (`node`'s `chain_eth`): parameter parsing, geth's error texts, and blocks,
 //! transactions, receipts and logs as JSON, read from any [`History`] of EVM blocks.
 
@@ -9,6 +9,8 @@ use alloy_primitives::{hex, Address, Bytes, B256, U256};
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::{json, Value};
 
+/// Priority fee suggested by `eth_maxPriorityFeePerGas` (wei).
+pub const SUGGESTED_TIP_WEI: u64 = 1_000_000_000;
 /// Widest block range one `eth_getLogs` may scan.
 pub const MAX_LOG_RANGE: u64 = 10_000;
 

@@ -9,7 +9,6 @@ use engine::Command;
 use evm_bridge::actions::signatures;
 use evm_bridge::chain::{Chain, StepOutput};
 use evm_bridge::executor::{EvmConfig, SignedTx, SYSTEM_TX_TYPE};
-use evm_bridge::rpc::Node;
 use evm_bridge::system::{self, core_account, selector};
 
 /// Creation code of a contract whose runtime, on any call, calls
@@ -152,36 +151,6 @@ fn callbacks_stay_within_half_the_block_and_wait_in_order() {
         .map(|d| U256::from_be_slice(&d[4..36]))
         .collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
-}
-
-#[test]
-fn overflowing_transaction_cost_is_refused_by_the_pool() {
-    let wallet = Wallet::new(3);
-    let (chain, genesis) = Chain::genesis(
-        core_genesis(),
-        config(),
-        NATIVE,
-        vec![(wallet.address, ether(10))],
-        1_700_000_000,
-    );
-    let mut node = Node::new(chain, genesis, None).unwrap();
-    let to = Some(Wallet::new(4).address);
-    let raw = wallet.eip1559(config().chain_id, 0, to, U256::MAX, vec![], 21_000);
-    let err = node.submit_raw(&raw).unwrap_err().to_string();
-    assert!(err.contains("overflow"), "{err}");
-    let hex = format!("0x{}", alloy_primitives::hex::encode(&raw));
-    let err = node
-        .handle("eth_sendRawTransaction", &[serde_json::json!(hex)])
-        .unwrap_err();
-    assert_eq!(err.code, -32000);
-    assert!(err.message.contains("overflow"), "{}", err.message);
-    // A value above the balance (no overflow) is refused too.
-    let raw = wallet.eip1559(config().chain_id, 0, to, ether(11), vec![], 21_000);
-    let err = node.submit_raw(&raw).unwrap_err().to_string();
-    assert!(err.contains("insufficient funds"), "{err}");
-    // Nothing was pooled: a normal transfer still takes nonce 0.
-    let raw = wallet.eip1559(config().chain_id, 0, to, ether(1), vec![], 21_000);
-    node.submit_raw(&raw).unwrap();
 }
 
 #[test]

@@ -253,9 +253,9 @@ impl EthPort<'_> {
             "eth_accounts" => Ok(json!([])),
             "eth_syncing" => Ok(json!(false)),
             "eth_gasPrice" => Ok(quantity(
-                config.base_fee_wei + evm_bridge::rpc::SUGGESTED_TIP_WEI,
+                config.base_fee_wei + evm_bridge::eth::SUGGESTED_TIP_WEI,
             )),
-            "eth_maxPriorityFeePerGas" => Ok(quantity(evm_bridge::rpc::SUGGESTED_TIP_WEI)),
+            "eth_maxPriorityFeePerGas" => Ok(quantity(evm_bridge::eth::SUGGESTED_TIP_WEI)),
             "eth_feeHistory" => eth::fee_history(history, params, config.base_fee_wei),
             "eth_getBalance" => {
                 let a = parse_address(arg(params, 0))?;

@@ -45,6 +45,22 @@ pub const DEV_EVM_KEY_FILE: &str = "dev-evm-key.txt";
 /// Seed of `nexus run`'s development keys: accounts, faucet, feeder and EVM key.
 pub const DEV_SEED: u64 = 0;
 
+/// The secp256k1 secret of the development EVM account of `nexus run` and `nexus-evm`: the
+/// well-known public test key of anvil and Hardhat (address
+/// `0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266`). Never use it for anything of value.
+pub const DEV_EVM_SECRET: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+/// Which genesis a chain of one starts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainGenesis {
+    /// The configuration's `[genesis]` (`nexus run`): NexusEVM has no native Core asset.
+    Configured,
+    /// The devnet's (`nexus-evm`): market 0 `BASE-QUOTE` with `QUOTE` (asset 1) as
+    /// NexusEVM's native token, so contracts deposit ether to Core and trade on the book;
+    /// the development accounts funded ([`load::genesis_lines`]).
+    EvmDevnet,
+}
+
 /// What [`prepare`] made ready.
 #[derive(Debug)]
 pub struct Prepared {
@@ -63,12 +79,59 @@ pub fn dev_account_ids(count: u64) -> Vec<AccountId> {
         .collect()
 }
 
+/// Runs the chain of one for `node` (`nexus run`, `nexus-evm`): takes the data folder's
+/// lock, prepares it and runs the validator until SIGINT or SIGTERM. `ready_hook` sees the
+/// `ready` line once it is printed.
+pub fn run(
+    name: &str,
+    node: &NodeConfig,
+    genesis: ChainGenesis,
+    ready_hook: Option<fn(&serde_json::Value)>,
+) -> std::process::ExitCode {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("{name}: {e}");
+        std::process::ExitCode::FAILURE
+    };
+    let _lock = match sequencer::DataDirLock::acquire(&node.data_dir) {
+        Ok(lock) => lock,
+        Err(e) => return fail(&e),
+    };
+    let prepared = match prepare(node, genesis) {
+        Ok(prepared) => prepared,
+        Err(e) => return fail(&e),
+    };
+    let mut ready_extra = serde_json::Map::new();
+    let data_dir = node.data_dir.display().to_string();
+    ready_extra.insert("data_dir".into(), data_dir.into());
+    let dev_accounts = dev_account_ids(node.chain.dev_accounts);
+    ready_extra.insert("dev_accounts".into(), serde_json::json!(dev_accounts));
+    let args = validator::ValidatorArgs {
+        config: prepared.chain_file,
+        index: 0,
+        data_dir: Some(prepared.validator_dir),
+        byzantine_forge: false,
+    };
+    let options = validator::NodeOptions {
+        ready_extra,
+        quiet_blocks: true,
+        json_as_listen: true,
+        ready_hook,
+    };
+    validator::run_node(name, args, options)
+}
+
 /// Writes the chain file and keys for `node` into its data folder (see the module docs).
-pub fn prepare(node: &NodeConfig) -> Result<Prepared, HostError> {
+pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, HostError> {
     let data_dir = &node.data_dir;
     std::fs::create_dir_all(data_dir).map_err(io_error(data_dir))?;
-    let genesis = genesis_lines(&node.genesis);
-    translate_genesis(&genesis).map_err(|e| HostError::Config(format!("[genesis]: {e}")))?;
+    let genesis = match genesis {
+        ChainGenesis::Configured => {
+            let lines = genesis_lines(&node.genesis);
+            translate_genesis(&lines).map_err(|e| HostError::Config(format!("[genesis]: {e}")))?;
+            Some(lines)
+        }
+        ChainGenesis::EvmDevnet => None,
+    };
     let chain_file = data_dir.join(CHAIN_FILE);
     let validator_dir = data_dir.join(VALIDATOR_DIR);
     let key = validator_key(&validator_dir)?;
@@ -85,8 +148,9 @@ pub fn prepare(node: &NodeConfig) -> Result<Prepared, HostError> {
         connection_rate: node.chain.connection_rate,
         eth_history_blocks: crate::chain_eth::HISTORY_BLOCKS as u64,
         load_start_unix_ns: 0,
-        genesis: Some(genesis),
+        genesis,
         dev_roles: true,
+        dev_evm_secret: Some(DEV_EVM_SECRET.to_string()),
         empty_block_interval_ms: node.chain.empty_block_interval_ms,
         funding_interval_s: node.perps.funding_interval_s,
         engine: Some(EngineLimits {
@@ -184,8 +248,7 @@ fn write_dev_keys(data_dir: &Path, chain: &DevnetConfig) -> Result<(), HostError
         .map(|key| format!("{}\n", hex(&key.to_bytes())))
         .collect();
     write_atomically(&data_dir.join(DEV_KEYS_FILE), lines.as_bytes())?;
-    let secret = validator::dev_evm_key(chain.order_seed);
-    let evm = format!("0x{}\n", hex(&secret));
+    let evm = format!("0x{}\n", hex(&chain.dev_evm_secret()?));
     write_atomically(&data_dir.join(DEV_EVM_KEY_FILE), evm.as_bytes())
 }
 
@@ -210,9 +273,9 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         let mut node = NodeConfig::load(None).unwrap();
         node.data_dir = folder.path().to_path_buf();
-        let first = prepare(&node).unwrap();
+        let first = prepare(&node, ChainGenesis::Configured).unwrap();
         node.chain.tx_listen = "127.0.0.1:9999".parse().unwrap();
-        let second = prepare(&node).unwrap();
+        let second = prepare(&node, ChainGenesis::Configured).unwrap();
         assert_eq!(first.chain.chain_id, second.chain.chain_id);
         assert_eq!(first.chain.genesis_time_ms, second.chain.genesis_time_ms);
         assert_eq!(
@@ -221,14 +284,18 @@ mod tests {
         );
         assert_eq!(second.chain.validators[0].tx_addr.port(), 9999);
         node.perps.funding_interval_s = 60;
-        let err = prepare(&node).unwrap_err().to_string();
+        let err = prepare(&node, ChainGenesis::Configured)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("different [perps] funding_interval_s"),
             "{err}"
         );
         node.perps.funding_interval_s = 3600;
         node.genesis.assets.pop();
-        let err = prepare(&node).unwrap_err().to_string();
+        let err = prepare(&node, ChainGenesis::Configured)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("different [genesis]"), "{err}");
     }
 

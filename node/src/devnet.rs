@@ -196,6 +196,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         load_start_unix_ns: now_ns() + 1_500 * MS,
         genesis: None,
         dev_roles: false,
+        dev_evm_secret: Some(node::chain_run::DEV_EVM_SECRET.to_string()),
         empty_block_interval_ms: args.empty_block_interval_ms,
         funding_interval_s: 0,
         engine: None,
@@ -213,7 +214,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
     std::fs::write(&path, text).map_err(io_err(&path))?;
     write_dev_keys(&root.join(DEV_KEYS_FILE), &config)?;
     let evm_key = root.join(DEV_EVM_KEY_FILE);
-    let secret = node::validator::dev_evm_key(config.order_seed);
+    let secret = config.dev_evm_secret()?;
     std::fs::write(&evm_key, format!("0x{}\n", hex(&secret))).map_err(io_err(&evm_key))?;
     Ok((path, config))
 }
@@ -221,7 +222,8 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
 /// Name of the file of development keys in a devnet's folder.
 pub const DEV_KEYS_FILE: &str = "dev-keys.txt";
 /// Name of the file holding the development EVM account's secret key (0x-prefixed hex),
-/// funded at genesis (`node::validator::dev_evm_key`).
+/// funded at genesis: the well-known test key (`node::chain_run::DEV_EVM_SECRET`), as on
+/// `nexus run`, so Ethereum tools' defaults work against any validator.
 pub const DEV_EVM_KEY_FILE: &str = "dev-evm-key.txt";
 
 /// Writes the seed (hex) of every trading account's key, one per line in account order:

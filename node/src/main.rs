@@ -284,39 +284,12 @@ fn chain_run_command(args: RunArgs) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let _lock = match sequencer::DataDirLock::acquire(&config.data_dir) {
-        Ok(lock) => lock,
-        Err(e) => {
-            eprintln!("nexus run: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let prepared = match node::chain_run::prepare(&config) {
-        Ok(prepared) => prepared,
-        Err(e) => {
-            eprintln!("nexus run: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut ready_extra = serde_json::Map::new();
-    ready_extra.insert(
-        "data_dir".into(),
-        config.data_dir.display().to_string().into(),
-    );
-    let dev_accounts = node::chain_run::dev_account_ids(config.chain.dev_accounts);
-    ready_extra.insert("dev_accounts".into(), serde_json::json!(dev_accounts));
-    let args = node::validator::ValidatorArgs {
-        config: prepared.chain_file,
-        index: 0,
-        data_dir: Some(prepared.validator_dir),
-        byzantine_forge: false,
-    };
-    let options = node::validator::NodeOptions {
-        ready_extra,
-        quiet_blocks: true,
-        json_as_listen: true,
-    };
-    node::validator::run_node("nexus run", args, options)
+    node::chain_run::run(
+        "nexus run",
+        &config,
+        node::chain_run::ChainGenesis::Configured,
+        None,
+    )
 }
 
 fn run_command(args: RunArgs) -> ExitCode {

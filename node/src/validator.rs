@@ -127,6 +127,8 @@ pub struct NodeOptions {
     /// Also name the JSON port's address `listen` in the `ready` line (as `nexus pipeline`
     /// does).
     pub json_as_listen: bool,
+    /// Called with the `ready` line once it is printed.
+    pub ready_hook: Option<fn(&serde_json::Value)>,
 }
 
 /// The engine's sizing in a chain configuration (`engine::EngineConfig`).
@@ -233,6 +235,10 @@ pub struct DevnetConfig {
     /// lines with them. A development chain's shortcut: off on a devnet.
     #[serde(default)]
     pub dev_roles: bool,
+    /// The development EVM account's secp256k1 secret (hex); absent: [`dev_evm_key`] of
+    /// `order_seed`. Funded with [`dev_evm_balance`] at genesis.
+    #[serde(default)]
+    pub dev_evm_secret: Option<String>,
     /// Without transactions or cross-domain work, a block at most this often (ms; 0: blocks
     /// back to back). A transaction starts the next height at once.
     #[serde(default)]
@@ -269,6 +275,14 @@ impl DevnetConfig {
         crate::genesis::translate_genesis(&self.genesis_lines()?)
             .map(|(_, commands)| commands)
             .map_err(|e| HostError::Config(format!("genesis: {e}")))
+    }
+
+    /// The development EVM account's secret.
+    pub fn dev_evm_secret(&self) -> Result<[u8; 32], HostError> {
+        match &self.dev_evm_secret {
+            Some(hex) => unhex32(hex),
+            None => Ok(dev_evm_key(self.order_seed)),
+        }
     }
 
     /// The development faucet and feeder keys, if the chain has them.
@@ -527,6 +541,23 @@ struct Shell {
     blocks: BlockStore,
 }
 
+/// SIGINT and SIGTERM, which stop the validator between two events.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals, HostError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let error = |e| HostError::Io(PathBuf::from("signal handler"), e);
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).map_err(error)?,
+            terminate: signal(SignalKind::terminate()).map_err(error)?,
+        })
+    }
+}
+
 /// The channels from the client ports to the shell's loop.
 struct ClientChannels {
     tx_port: mpsc::Receiver<ClientEvent>,
@@ -615,7 +646,7 @@ pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostEr
         Some(_) => execution::NO_NATIVE_ASSET,
         None => devnet_native_asset(config)?,
     };
-    let dev = evm_address(&dev_evm_key(config.order_seed))?;
+    let dev = evm_address(&config.dev_evm_secret()?)?;
     let roles = config.dev_roles();
     let public = |key: &ed25519_dalek::SigningKey| key.verifying_key().to_bytes();
     Ok(ExecutionConfig {
@@ -723,6 +754,9 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
         None => None,
     };
     let eth_addr = eth_server.as_ref().map(|(bound, _)| *bound);
+    // Before `ready`: from then on SIGINT and SIGTERM stop the validator cleanly (installing
+    // the handlers replaces an inherited SIG_IGN).
+    let stop = StopSignals::install()?;
     let addr = validator.net.local_addr().unwrap_or(entry.addr);
     let mut ready = json!({
         "event": "ready", "index": args.index, "addr": addr.to_string(),
@@ -742,7 +776,10 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
         }
         fields.extend(options.ready_extra);
     }
-    log_line(ready)?;
+    log_line(ready.clone())?;
+    if let Some(hook) = options.ready_hook {
+        hook(&ready);
+    }
     validator.host.start(now_ns())?;
     validator.perform()?;
     let channels = ClientChannels {
@@ -751,7 +788,7 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
         gateway,
         eth,
     };
-    let stopped = validator.run(rx, channels).await;
+    let stopped = validator.run(rx, channels, stop).await;
     drop(eth_server);
     stopped?;
     log_line(json!({
@@ -1046,11 +1083,8 @@ impl Shell {
         &mut self,
         mut rx: mpsc::Receiver<Received>,
         mut clients: ClientChannels,
+        mut stop: StopSignals,
     ) -> Result<(), HostError> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let signal_error = |e| HostError::Io(PathBuf::from("signal handler"), e);
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
-        let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
         loop {
             let sleep = match self.host.next_deadline() {
                 Some(at) => {
@@ -1061,8 +1095,8 @@ impl Shell {
             let events = tokio::select! {
                 // Blocks are durable when decided and safety saves before messages leave:
                 // stopping between two events loses nothing.
-                _ = interrupt.recv() => return Ok(()),
-                _ = terminate.recv() => return Ok(()),
+                _ = stop.interrupt.recv() => return Ok(()),
+                _ = stop.terminate.recv() => return Ok(()),
                 _ = tokio::time::sleep_until(sleep) => {
                     self.host.on_timers(now_ns())?;
                     self.perform()?;

@@ -14,19 +14,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{hex, keccak256, Address, Bytes, Signature, TxKind, B256, U256};
-use k256::ecdsa::SigningKey;
-use node::validator::{dev_evm_key, read_config, DevnetConfig};
+use alloy_primitives::{hex, keccak256, Address, U256};
+use node::validator::{read_config, DevnetConfig};
 use serde_json::{json, Value};
 
 mod common;
-use common::{post, rpc};
+use common::{post, rpc, Wallet};
 
 const VALIDATORS: usize = 4;
 /// The devnet EVM's chain id (`EvmConfig::default`).
-const CHAIN_ID: u64 = 0x4e58;
+const CHAIN_ID: u64 = common::EVM_CHAIN_ID;
 /// Wei per Core unit of the native asset (`EvmConfig::default`).
 const WEI_PER_UNIT: u64 = 1_000_000_000_000;
 
@@ -139,61 +136,6 @@ fn result(addr: SocketAddr, method: &str, params: Value) -> Value {
     response["result"].clone()
 }
 
-/// An EVM key and its next nonce.
-struct Wallet {
-    key: SigningKey,
-    address: Address,
-    nonce: u64,
-}
-
-impl Wallet {
-    fn new(secret: &[u8; 32]) -> Wallet {
-        let key = SigningKey::from_slice(secret).expect("valid key");
-        let point = key.verifying_key().to_encoded_point(false);
-        let address = Address::from_slice(&keccak256(&point.as_bytes()[1..])[12..]);
-        Wallet {
-            key,
-            address,
-            nonce: 0,
-        }
-    }
-
-    fn sign(&self, tx: TxEip1559) -> String {
-        let hash: B256 = tx.signature_hash();
-        let (sig, recid) = self.key.sign_prehash_recoverable(hash.as_slice()).unwrap();
-        let raw = TxEnvelope::from(tx.into_signed(Signature::from((sig, recid)))).encoded_2718();
-        format!("0x{}", hex::encode(raw))
-    }
-
-    fn tx(&self, chain_id: u64, to: Option<Address>, value: U256, input: Vec<u8>) -> TxEip1559 {
-        TxEip1559 {
-            chain_id,
-            nonce: self.nonce,
-            gas_limit: 3_000_000,
-            max_fee_per_gas: 2_000_000_000,
-            max_priority_fee_per_gas: 100_000_000,
-            to: to.map_or(TxKind::Create, TxKind::Call),
-            value,
-            access_list: Default::default(),
-            input: Bytes::from(input),
-        }
-    }
-
-    /// Signs the next transaction and sends it to `addr`; returns its hash.
-    fn send(
-        &mut self,
-        addr: SocketAddr,
-        to: Option<Address>,
-        value: U256,
-        input: Vec<u8>,
-    ) -> String {
-        let raw = self.sign(self.tx(CHAIN_ID, to, value, input));
-        let hash = result(addr, "eth_sendRawTransaction", json!([raw]));
-        self.nonce += 1;
-        hash.as_str().expect("a hash").to_string()
-    }
-}
-
 fn word(n: u64) -> [u8; 32] {
     let mut w = [0u8; 32];
     w[24..].copy_from_slice(&n.to_be_bytes());
@@ -260,7 +202,7 @@ fn a_contract_deployed_through_one_validator_quotes_on_the_book_of_every_validat
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
     let config_path = init(dir.path());
     let config = read_config(&config_path).expect("config");
-    let secret = dev_evm_key(config.order_seed);
+    let secret = config.dev_evm_secret().expect("the development EVM key");
     let written = std::fs::read_to_string(dir.path().join("dev-evm-key.txt")).expect("key file");
     assert_eq!(written.trim(), format!("0x{}", hex::encode(secret)));
     let mut cluster = Cluster::start(&exe, &config_path);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 mod common;
-use common::{read_until, rpc, signed_order_in, start_args, JsonClient, Node, NEXUS};
+use common::{read_until, rpc, signed_order_in, start_args, JsonClient, Node, Wallet, NEXUS};
 
 /// The default genesis's two funded development accounts.
 const A: u64 = 4026915798854129718;
@@ -172,14 +172,64 @@ fn a_development_key_trades_on_the_binary_port(node: &Node, data: &Path) {
     ));
 }
 
-/// Ethereum JSON-RPC answers from the same chain: its height moves with the blocks.
-fn ethereum_json_rpc_answers(node: &Node) {
+fn quantity(response: &Value) -> u64 {
+    let text = response["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{response}"));
+    u64::from_str_radix(text.trim_start_matches("0x"), 16).expect("a quantity")
+}
+
+/// Ethereum JSON-RPC on the same chain: the development EVM key (the well-known test key,
+/// as in `dev-evm-key.txt`) sends ether and gets a receipt; a transaction whose cost
+/// overflows is refused at admission.
+fn ethereum_json_rpc_runs_evm_transactions(node: &Node, data: &Path) {
     let address = node.address("eth_rpc");
-    let chain_id = rpc(address, "eth_chainId", json!([]));
-    assert!(chain_id["result"].is_string(), "{chain_id}");
-    let number = rpc(address, "eth_blockNumber", json!([]));
-    let number = number["result"].as_str().expect("a quantity");
-    assert!(u64::from_str_radix(number.trim_start_matches("0x"), 16).unwrap() >= 4);
+    let secret = std::fs::read_to_string(data.join("dev-evm-key.txt")).expect("dev-evm-key.txt");
+    let secret = node::validator::unhex32(secret.trim().trim_start_matches("0x")).expect("hex");
+    let mut wallet = Wallet::new(&secret);
+    let well_known = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+    assert_eq!(format!("{:#x}", wallet.address), well_known);
+    assert_eq!(
+        quantity(&rpc(address, "eth_chainId", json!([]))),
+        common::EVM_CHAIN_ID
+    );
+    assert!(quantity(&rpc(address, "eth_blockNumber", json!([]))) >= 4);
+
+    let to = alloy_primitives::Address::repeat_byte(0x42);
+    let value = alloy_primitives::U256::from(1_000u64);
+    let overflow = wallet.sign(wallet.tx(
+        common::EVM_CHAIN_ID,
+        Some(to),
+        alloy_primitives::U256::MAX,
+        vec![],
+    ));
+    let refused = rpc(address, "eth_sendRawTransaction", json!([overflow]));
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("overflow")),
+        "{refused}"
+    );
+    let hash = wallet.send(address, Some(to), value, vec![]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let receipt = loop {
+        let receipt = rpc(address, "eth_getTransactionReceipt", json!([hash]));
+        if !receipt["result"].is_null() {
+            break receipt["result"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no receipt for {hash}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(receipt["status"], "0x1", "{receipt}");
+    let balance = rpc(
+        address,
+        "eth_getBalance",
+        json!([format!("{to:#x}"), "latest"]),
+    );
+    assert_eq!(quantity(&balance), 1_000);
 }
 
 #[test]
@@ -195,7 +245,7 @@ fn a_chain_of_one_trades_keeps_its_state_across_a_restart_and_paces_empty_blocks
     );
     the_json_port_signs_for_development_keys_only(&node);
     a_development_key_trades_on_the_binary_port(&node, &data);
-    ethereum_json_rpc_answers(&node);
+    ethereum_json_rpc_runs_evm_transactions(&node, &data);
 
     // One process per data folder.
     let second = std::process::Command::new(NEXUS)

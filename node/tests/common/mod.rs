@@ -12,7 +12,14 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{hex, keccak256, Address, Bytes, Signature, TxKind, B256, U256};
+use k256::ecdsa::SigningKey;
 use serde_json::{json, Value};
+
+/// The EVM chain id of every Nexus chain (`EvmConfig::default`).
+pub const EVM_CHAIN_ID: u64 = 0x4e58;
 
 /// The binary under test.
 pub const NEXUS: &str = env!("CARGO_BIN_EXE_nexus");
@@ -289,5 +296,68 @@ pub fn read_until(
         if stop {
             return seen;
         }
+    }
+}
+
+/// An EVM key and its next nonce.
+pub struct Wallet {
+    /// The secp256k1 key.
+    pub key: SigningKey,
+    /// Its address.
+    pub address: Address,
+    /// The nonce of its next transaction.
+    pub nonce: u64,
+}
+
+impl Wallet {
+    /// The wallet of `secret`, at nonce 0.
+    pub fn new(secret: &[u8; 32]) -> Wallet {
+        let key = SigningKey::from_slice(secret).expect("valid key");
+        let point = key.verifying_key().to_encoded_point(false);
+        let address = Address::from_slice(&keccak256(&point.as_bytes()[1..])[12..]);
+        Wallet {
+            key,
+            address,
+            nonce: 0,
+        }
+    }
+
+    /// `tx` signed, as a raw transaction in 0x hex.
+    pub fn sign(&self, tx: TxEip1559) -> String {
+        let hash: B256 = tx.signature_hash();
+        let (sig, recid) = self.key.sign_prehash_recoverable(hash.as_slice()).unwrap();
+        let raw = TxEnvelope::from(tx.into_signed(Signature::from((sig, recid)))).encoded_2718();
+        format!("0x{}", hex::encode(raw))
+    }
+
+    /// An EIP-1559 transaction at the next nonce (gas 3M, 2 gwei max fee).
+    pub fn tx(&self, chain_id: u64, to: Option<Address>, value: U256, input: Vec<u8>) -> TxEip1559 {
+        TxEip1559 {
+            chain_id,
+            nonce: self.nonce,
+            gas_limit: 3_000_000,
+            max_fee_per_gas: 2_000_000_000,
+            max_priority_fee_per_gas: 100_000_000,
+            to: to.map_or(TxKind::Create, TxKind::Call),
+            value,
+            access_list: Default::default(),
+            input: Bytes::from(input),
+        }
+    }
+
+    /// Signs the next transaction and sends it to `addr`; returns its hash.
+    pub fn send(
+        &mut self,
+        addr: SocketAddr,
+        to: Option<Address>,
+        value: U256,
+        input: Vec<u8>,
+    ) -> String {
+        let raw = self.sign(self.tx(EVM_CHAIN_ID, to, value, input));
+        let response = rpc(addr, "eth_sendRawTransaction", json!([raw]));
+        let hash = response["result"].clone();
+        assert!(hash.is_string(), "{response}");
+        self.nonce += 1;
+        hash.as_str().expect("a hash").to_string()
     }
 }
