@@ -614,9 +614,9 @@ pub fn dev_evm_balance() -> alloy_primitives::U256 {
         * alloy_primitives::U256::from(10u64).pow(18u64.try_into().expect("small"))
 }
 
-/// The secp256k1 secret of the devnet's development EVM account, derived from the order
-/// seed: `BLAKE3("nexus-devnet/v1/evm-key\0" || seed as u64 LE)` (written to
-/// `dev-evm-key.txt` in the devnet folder by `nexus devnet`; funded at genesis).
+/// The development EVM account's secret of a configuration without `dev_evm_secret` (one
+/// written before it existed), derived from the order seed:
+/// `BLAKE3("nexus-devnet/v1/evm-key\0" || seed as u64 LE)`.
 pub fn dev_evm_key(seed: u64) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(b"nexus-devnet/v1/evm-key\0");
