@@ -47,6 +47,10 @@ pub struct RunFigures {
     pub p50_ms: f64,
     /// p99, ms.
     pub p99_ms: f64,
+    /// Order-to-`admitted` (the mempool's ack) p50 and p99, ms.
+    pub ack_p50_ms: f64,
+    /// p99, ms.
+    pub ack_p99_ms: f64,
     /// Blocks per second.
     pub blocks_per_s: f64,
     /// Refusals by code.
@@ -60,11 +64,14 @@ pub fn parse_bench_line(line: &str) -> Option<RunFigures> {
         return None;
     }
     let latency = &value["order_to_finalized_ms"];
+    let ack = &value["admission_ms"];
     Some(RunFigures {
         offered: value["offered_orders_per_s"].as_u64()?,
         finalized: value["finalized_orders_per_s"].as_f64()?,
         p50_ms: latency["p50"].as_f64().unwrap_or(f64::NAN),
         p99_ms: latency["p99"].as_f64().unwrap_or(f64::NAN),
+        ack_p50_ms: ack["p50"].as_f64().unwrap_or(f64::NAN),
+        ack_p99_ms: ack["p99"].as_f64().unwrap_or(f64::NAN),
         blocks_per_s: value["blocks_per_s"].as_f64().unwrap_or(0.0),
         refusals: value["refusals"].clone(),
     })
@@ -155,6 +162,23 @@ fn run_devnet(options: &ClusterOptions, rate: u64) -> Result<RunFigures, String>
     }
 }
 
+/// Open-loop round trips of 48-byte messages to an echo thread over loopback TCP at 1,000/s
+/// (the gateway benchmark's baseline): p50 in ms. What an ack costs the machine and harness
+/// without the node.
+pub fn loopback_p50_ms() -> Result<f64, String> {
+    use crate::gateway_bench::baseline::{ping_pong, Pace};
+    use crate::gateway_bench::schedule::Waiter;
+    let rate = 1_000.0;
+    let recorder = ping_pong(
+        3_000,
+        300,
+        Pace::OpenLoop(rate),
+        Waiter::for_total_rate(50_000, rate),
+    )
+    .map_err(|e| format!("loopback baseline: {e}"))?;
+    Ok(recorder.histogram().value_at_quantile(0.5) as f64 / 1e6)
+}
+
 /// Runs every rate, prints the table and returns the figures as JSON.
 pub fn run(options: &ClusterOptions) -> Result<Value, String> {
     let bound = signature_bound_per_s(2.0);
@@ -162,33 +186,55 @@ pub fn run(options: &ClusterOptions) -> Result<Value, String> {
         "signature bound (ZIP 215, batches of 64, every core): {:.0} signatures/s",
         bound
     );
+    let loopback = loopback_p50_ms()?;
+    println!("loopback TCP baseline (open loop, 1,000/s, 48 B echo): p50 {loopback:.3} ms");
     println!(
         "{} validators and the load client on this machine; bulk {}, via {}",
         options.validators, options.bulk, options.via
     );
     println!(
-        "{:>10} {:>12} {:>9} {:>9} {:>9} {:>12}",
-        "offered", "finalized", "p50 ms", "p99 ms", "blocks/s", "of bound"
+        "{:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>12}",
+        "offered",
+        "finalized",
+        "p50 ms",
+        "p99 ms",
+        "ack p50",
+        "ack p99",
+        "ack/loop",
+        "blocks/s",
+        "of bound"
     );
     let mut runs = Vec::new();
     for &rate in &options.rates {
         let f = run_devnet(options, rate)?;
         let tx_per_s = f.finalized / f64::from(options.bulk.max(1));
         let share = tx_per_s * options.validators as f64 / bound;
+        let ack_ratio = f.ack_p50_ms / loopback;
         println!(
-            "{:>10} {:>12.0} {:>9.2} {:>9.2} {:>9.0} {:>11.2}x",
-            f.offered, f.finalized, f.p50_ms, f.p99_ms, f.blocks_per_s, share
+            "{:>10} {:>12.0} {:>9.2} {:>9.2} {:>9.3} {:>9.3} {:>9.1}x {:>9.0} {:>11.2}x",
+            f.offered,
+            f.finalized,
+            f.p50_ms,
+            f.p99_ms,
+            f.ack_p50_ms,
+            f.ack_p99_ms,
+            ack_ratio,
+            f.blocks_per_s,
+            share
         );
         runs.push(json!({
             "offered_orders_per_s": f.offered, "finalized_orders_per_s": f.finalized,
             "order_to_finalized_ms": {"p50": f.p50_ms, "p99": f.p99_ms},
+            "order_to_ack_ms": {"p50": f.ack_p50_ms, "p99": f.ack_p99_ms},
+            "ack_p50_over_loopback_p50": ack_ratio,
             "blocks_per_s": f.blocks_per_s, "refusals": f.refusals,
             "verifications_share_of_bound": share,
         }));
     }
     Ok(json!({
         "validators": options.validators, "bulk": options.bulk, "via": options.via,
-        "seconds": options.seconds, "signature_bound_per_s": bound, "runs": runs,
+        "seconds": options.seconds, "signature_bound_per_s": bound,
+        "loopback_p50_ms": loopback, "runs": runs,
     }))
 }
 
@@ -212,6 +258,7 @@ mod tests {
         let figures = parse_bench_line(line).expect("a bench line");
         assert_eq!(figures.offered, 50_000);
         assert_eq!((figures.p50_ms, figures.p99_ms), (4.479, 9.535));
+        assert_eq!((figures.ack_p50_ms, figures.ack_p99_ms), (0.5, 2.7));
         assert_eq!(figures.blocks_per_s, 449.0);
         assert!(parse_bench_line(r#"{"event":"devnet_stopped"}"#).is_none());
         assert!(parse_bench_line("not json").is_none());

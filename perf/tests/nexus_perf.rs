@@ -1,4 +1,4 @@
-//! `nexus-perf` end to end: the binary against a real `nexus run`, once starting the node
+//! `nexus-perf` end to end: the binary against a real `nexus pipeline`, once starting the node
 //! itself and once against a node this test started (addresses given). Tiny runs (low rate,
 //! about a second): the figures are not checked, only that every request was answered,
 //! sequenced and finalized, that trades and the feed were seen, and that the reports exist.
@@ -129,7 +129,7 @@ fn a_cancel_storm_against_a_running_node() {
     };
     let data = tempfile::tempdir().unwrap();
     let mut node = Command::new(&nexus)
-        .arg("run")
+        .arg("pipeline")
         .arg("--data-dir")
         .arg(data.path().join("data"))
         .args([

@@ -17,7 +17,7 @@ use perf::gateway_bench::{output, run, Config, Scenario, Target};
 /// answers top-of-book changes on the market-data feed with an IOC (tick-to-trade). Prints
 /// order-to-ack / Sequenced / Finalized, order-to-market-data and tick-to-trade percentiles,
 /// throughput and rejects, and a raw loopback TCP ping-pong baseline with the ratio; writes
-/// a JSON and an HTML report. Without node addresses it starts `nexus run` itself
+/// a JSON and an HTML report. Without node addresses it starts `nexus pipeline` itself
 /// (temporary data folder, port 0) and stops it at the end.
 #[derive(Parser, Debug)]
 #[command(name = "nexus-perf", version)]
@@ -46,13 +46,13 @@ struct Args {
     /// it the accounts must already be funded.
     #[arg(long, value_name = "ADDR", requires = "node_oe")]
     node_admin: Option<SocketAddr>,
-    /// Start `nexus run` for the run (the default when no address is given).
+    /// Start `nexus pipeline` for the run (the default when no address is given).
     #[arg(long, conflicts_with_all = ["node_oe", "node_md", "node_admin"])]
     spawn: bool,
     /// The `nexus` binary to start [default: `nexus` next to this executable].
     #[arg(long, value_name = "PATH")]
     nexus: Option<PathBuf>,
-    /// Configuration file for the started node (`nexus run --config`); ports and data
+    /// Configuration file for the started node (`nexus pipeline --config`); ports and data
     /// folder are overridden. Default: the node's embedded default (wal.sync = true).
     #[arg(long, value_name = "PATH")]
     node_config: Option<PathBuf>,
