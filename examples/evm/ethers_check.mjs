@@ -40,7 +40,7 @@ function check(name, ok, detail = "") {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// Polls `read` until `done(value)` holds (blocks come every --block-ms while there is work).
+// Polls `read` until `done(value)` holds (a transaction starts a block at once; an idle chain makes one every --block-ms).
 async function until(read, done, timeoutMs = 20000) {
   const end = Date.now() + timeoutMs;
   let value;

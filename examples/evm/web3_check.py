@@ -48,7 +48,7 @@ def check(name, ok, detail=""):
 
 
 def until(read, done, timeout=20.0):
-    """Polls `read` until `done(value)` (blocks come every --block-ms while there is work)."""
+    """Polls `read` until `done(value)` (a transaction starts a block at once; an idle chain makes one every --block-ms)."""
     end = time.monotonic() + timeout
     value = read()
     while not done(value) and time.monotonic() < end:

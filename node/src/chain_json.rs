@@ -1,5 +1,6 @@
-//! The JSON Lines development port of a validator: the node's JSON format (docs/node.md,
-//! docs/replay.md) on a chain, signed by the validator for configured development keys.
+//! The JSON Lines development port of a validator: the JSON format of `nexus pipeline`
+//! (docs/pipeline.md, docs/replay.md) on a chain, signed by the validator for configured
+//! development keys (docs/node.md).
 //!
 //! Development only, and loopback only: whoever reaches the port acts for every account
 //! whose key the validator holds (a devnet's trading accounts). A line is translated by
@@ -141,6 +142,8 @@ pub struct JsonPort {
     translator: Translator,
     chain_id: [u8; 32],
     dev_keys: BTreeMap<AccountId, SigningKey>,
+    /// The development accounts in key order (as `dev-keys.txt` lists their keys).
+    dev_accounts: Vec<AccountId>,
     /// The development faucet and feeder, if the chain has them.
     roles: Option<DevRoles>,
     last_nonce: BTreeMap<AccountId, u64>,
@@ -161,14 +164,20 @@ impl JsonPort {
         roles: Option<DevRoles>,
     ) -> Result<JsonPort, GenesisError> {
         let (translator, _) = translate_genesis(genesis_lines)?;
-        let dev_keys = dev_keys
+        let dev_accounts: Vec<AccountId> = dev_keys
             .iter()
-            .map(|key| (account_id_of(&key.verifying_key().to_bytes()), key.clone()))
+            .map(|key| account_id_of(&key.verifying_key().to_bytes()))
+            .collect();
+        let dev_keys = dev_accounts
+            .iter()
+            .copied()
+            .zip(dev_keys.iter().cloned())
             .collect();
         Ok(JsonPort {
             translator,
             chain_id,
             dev_keys,
+            dev_accounts,
             roles,
             last_nonce: BTreeMap::new(),
             connections: HashMap::new(),
@@ -305,7 +314,7 @@ impl JsonPort {
             return None;
         }
         if op == "dev_accounts" {
-            let accounts: Vec<AccountId> = self.dev_keys.keys().copied().collect();
+            let accounts = &self.dev_accounts;
             let reply = json!({"ev": "dev_accounts", "line": line, "accounts": accounts});
             self.send(id, &reply);
             return None;
@@ -336,8 +345,22 @@ impl JsonPort {
                 return None;
             }
         };
+        // The connection follows the accounts the line acts for: the signer's, or for a
+        // faucet's deposit the account credited (not the faucet's).
+        let mut followed: Vec<AccountId> = actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Deposit { account, .. } => Some(*account),
+                _ => None,
+            })
+            .collect();
+        if self.dev_keys.contains_key(&account) {
+            followed.push(account);
+        }
         let bytes = self.sign(account, actions, now_ms)?;
-        self.watch(id, account);
+        for account in followed {
+            self.watch(id, account);
+        }
         self.pending.insert((id, line), pending);
         Some((line, bytes))
     }
@@ -445,11 +468,10 @@ impl JsonPort {
 
     /// Signs `actions` for `account` with a nonce above its last one here.
     fn sign(&mut self, account: AccountId, actions: Vec<Action>, now_ms: u64) -> Option<Vec<u8>> {
-        let key = self.key(account)?.clone();
-        let key = &key;
         let last = self.last_nonce.entry(account).or_default();
         let nonce = now_ms.max(*last + 1);
         *last = nonce;
+        let key = self.key(account)?;
         let tx = Transaction {
             chain_id: self.chain_id,
             signer: key.verifying_key().to_bytes(),

@@ -72,9 +72,10 @@ pub struct Prepared {
     pub chain: DevnetConfig,
 }
 
-/// The account ids of the first `count` development accounts of `nexus run`.
+/// The account ids of the first `count` development accounts of `nexus run` (at least one,
+/// as the JSON port signs for at least one).
 pub fn dev_account_ids(count: u64) -> Vec<AccountId> {
-    (0..count)
+    (0..count.max(1))
         .map(|i| account_id_of(&load::account_key(DEV_SEED, i).verifying_key().to_bytes()))
         .collect()
 }
@@ -114,6 +115,7 @@ pub fn run(
     let options = validator::NodeOptions {
         ready_extra,
         quiet_blocks: true,
+        stderr_events: matches!(node.log.level.as_str(), "info" | "debug" | "trace"),
         json_as_listen: true,
         ready_hook,
     };
@@ -123,6 +125,7 @@ pub fn run(
 /// Writes the chain file and keys for `node` into its data folder (see the module docs).
 pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, HostError> {
     let data_dir = &node.data_dir;
+    check_settings(node)?;
     std::fs::create_dir_all(data_dir).map_err(io_error(data_dir))?;
     let genesis = match genesis {
         ChainGenesis::Configured => {
@@ -134,7 +137,8 @@ pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, Hos
     };
     let chain_file = data_dir.join(CHAIN_FILE);
     let validator_dir = data_dir.join(VALIDATOR_DIR);
-    let key = validator_key(&validator_dir)?;
+    let previous = previous_chain(&chain_file, &validator_dir)?;
+    let key = validator_key(&validator_dir, previous.as_ref())?;
     let mut chain = DevnetConfig {
         chain_id: String::new(),
         genesis_time_ms: 0,
@@ -175,9 +179,9 @@ pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, Hos
             stake: 1,
         }],
     };
-    (chain.chain_id, chain.genesis_time_ms) = chain_identity(&chain_file, &chain)?;
+    (chain.chain_id, chain.genesis_time_ms) = chain_identity(previous, &chain, data_dir)?;
     let text = toml::to_string(&chain).map_err(|e| HostError::Config(e.to_string()))?;
-    write_atomically(&chain_file, text.as_bytes())?;
+    write_durably(&chain_file, text.as_bytes(), 0o644)?;
     write_dev_keys(data_dir, &chain)?;
     Ok(Prepared {
         chain_file,
@@ -186,18 +190,63 @@ pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, Hos
     })
 }
 
-/// The chain id and genesis time: kept from an existing chain file (whose genesis-bound
-/// settings must be those of `chain`), or new.
-fn chain_identity(chain_file: &Path, chain: &DevnetConfig) -> Result<(String, u64), HostError> {
-    if !chain_file.exists() {
+/// Settings refused before anything is written: the JSON port signs for development keys,
+/// so it listens on loopback only.
+fn check_settings(node: &NodeConfig) -> Result<(), HostError> {
+    let json = node.ingress.listen;
+    if !json.ip().is_loopback() {
+        return Err(HostError::Config(format!(
+            "[ingress] listen (--listen) {json}: the JSON port signs for development keys, so \
+             it listens on loopback only"
+        )));
+    }
+    let pipeline_log = node.data_dir.join("data.mdb");
+    if pipeline_log.exists() {
+        return Err(HostError::Config(format!(
+            "{} holds a `nexus pipeline` log (data.mdb), not a chain: give `nexus run` \
+             another --data-dir",
+            node.data_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The chain file of an earlier start, if any. A block file without it is refused: the
+/// chain's id and genesis time are gone, so its blocks cannot be executed again.
+fn previous_chain(
+    chain_file: &Path,
+    validator_dir: &Path,
+) -> Result<Option<DevnetConfig>, HostError> {
+    if chain_file.exists() {
+        return read_config(chain_file).map(Some);
+    }
+    let blocks = validator_dir.join("blocks");
+    if blocks.exists() {
+        return Err(HostError::Config(format!(
+            "{} exists but {} does not: the chain's id and genesis are lost; restore the \
+             file, or use a new data_dir",
+            blocks.display(),
+            chain_file.display()
+        )));
+    }
+    Ok(None)
+}
+
+/// The chain id and genesis time: kept from the earlier start's chain file (whose
+/// genesis-bound settings must be those of `chain`), or new.
+fn chain_identity(
+    previous: Option<DevnetConfig>,
+    chain: &DevnetConfig,
+    data_dir: &Path,
+) -> Result<(String, u64), HostError> {
+    let Some(previous) = previous else {
         let now_ms = validator::now_ns() / 1_000_000;
         let mut h = blake3::Hasher::new();
         h.update(b"nexus-run/v1/chain\0");
         h.update(&now_ms.to_le_bytes());
         h.update(chain.genesis.as_deref().unwrap_or("").as_bytes());
         return Ok((hex(h.finalize().as_bytes()), now_ms));
-    }
-    let previous = read_config(chain_file)?;
+    };
     let differs = [
         (previous.genesis != chain.genesis, "[genesis]"),
         (
@@ -207,7 +256,7 @@ fn chain_identity(chain_file: &Path, chain: &DevnetConfig) -> Result<(String, u6
         (previous.engine != chain.engine, "[engine]"),
     ];
     if let Some((_, what)) = differs.iter().find(|(differs, _)| *differs) {
-        let folder = chain_file.parent().unwrap_or(Path::new(".")).display();
+        let folder = data_dir.display();
         return Err(HostError::Config(format!(
             "the chain in {folder} was started with a different {what} than this \
              configuration's; run with the original configuration, or use a new data_dir"
@@ -216,21 +265,37 @@ fn chain_identity(chain_file: &Path, chain: &DevnetConfig) -> Result<(String, u6
     Ok((previous.chain_id, previous.genesis_time_ms))
 }
 
-/// The validator's key seed: read, or made at random and written (mode 0600).
-fn validator_key(dir: &Path) -> Result<[u8; 32], HostError> {
+/// The validator's key seed: read (it must be the key the chain names, if there is a
+/// chain), or, for a new chain, made at random and written durably with mode 0600.
+fn validator_key(dir: &Path, chain: Option<&DevnetConfig>) -> Result<[u8; 32], HostError> {
     let path = dir.join("key");
     if path.exists() {
         let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
-        return unhex32(&text);
+        let seed = unhex32(&text)?;
+        let named = chain
+            .and_then(|c| c.validators.first())
+            .map(|v| v.key.as_str());
+        let id = hex(&Keypair::from_seed(seed).id().0);
+        if named.is_some_and(|named| named != id) {
+            return Err(HostError::Config(format!(
+                "{} is not the key of this chain's validator",
+                path.display()
+            )));
+        }
+        return Ok(seed);
+    }
+    if chain.is_some() {
+        return Err(HostError::Config(format!(
+            "{} is missing: this chain's blocks are signed by it; restore it, or use a new \
+             data_dir",
+            path.display()
+        )));
     }
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed)
         .map_err(|e| HostError::Config(format!("no randomness for the validator key: {e}")))?;
-    write_atomically(&path, format!("{}\n", hex(&seed)).as_bytes())?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .map_err(io_error(&path))?;
+    write_durably(&path, format!("{}\n", hex(&seed)).as_bytes(), 0o600)?;
     Ok(seed)
 }
 
@@ -247,16 +312,36 @@ fn write_dev_keys(data_dir: &Path, chain: &DevnetConfig) -> Result<(), HostError
         .iter()
         .map(|key| format!("{}\n", hex(&key.to_bytes())))
         .collect();
-    write_atomically(&data_dir.join(DEV_KEYS_FILE), lines.as_bytes())?;
+    write_durably(&data_dir.join(DEV_KEYS_FILE), lines.as_bytes(), 0o644)?;
     let evm = format!("0x{}\n", hex(&chain.dev_evm_secret()?));
-    write_atomically(&data_dir.join(DEV_EVM_KEY_FILE), evm.as_bytes())
+    write_durably(&data_dir.join(DEV_EVM_KEY_FILE), evm.as_bytes(), 0o644)
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+/// Makes `path` hold `bytes` (file mode `mode`) durably: unless it already does, writes a
+/// temporary file beside it, fsyncs it, renames it over `path` and fsyncs the folder, so a
+/// crash leaves the old contents or the new ones, never a torn file.
+fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), HostError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
     let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, bytes).map_err(io_error(&temporary))?;
-    std::fs::rename(&temporary, path).map_err(io_error(path))
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temporary)
+        .map_err(io_error(&temporary))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(&temporary))?;
+    std::fs::rename(&temporary, path).map_err(io_error(path))?;
+    let folder = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(folder)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error(folder))
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> HostError {
@@ -297,6 +382,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("different [genesis]"), "{err}");
+    }
+
+    fn refusal(node: &NodeConfig) -> String {
+        prepare(node, ChainGenesis::Configured)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_chain_without_its_key_or_chain_file_is_refused_and_the_json_port_stays_local() {
+        use std::os::unix::fs::PermissionsExt;
+        let folder = tempfile::tempdir().unwrap();
+        let mut node = NodeConfig::load(None).unwrap();
+        node.data_dir = folder.path().to_path_buf();
+        let first = prepare(&node, ChainGenesis::Configured).unwrap();
+        let key = first.validator_dir.join("key");
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let saved = folder.path().join("key.bak");
+        std::fs::rename(&key, &saved).unwrap();
+        assert!(refusal(&node).contains("is missing"));
+        std::fs::write(&key, format!("{}\n", hex(&[9; 32]))).unwrap();
+        assert!(refusal(&node).contains("not the key"));
+        std::fs::rename(&saved, &key).unwrap();
+        std::fs::write(first.validator_dir.join("blocks"), b"").unwrap();
+        std::fs::remove_file(&first.chain_file).unwrap();
+        assert!(refusal(&node).contains("genesis are lost"));
+        std::fs::write(folder.path().join("data.mdb"), b"").unwrap();
+        assert!(refusal(&node).contains("nexus pipeline"));
+
+        let other = tempfile::tempdir().unwrap();
+        node.data_dir = other.path().join("data");
+        node.ingress.listen = "0.0.0.0:7070".parse().unwrap();
+        assert!(refusal(&node).contains("loopback only"));
+        assert!(
+            !node.data_dir.exists(),
+            "nothing written for a refused setting"
+        );
     }
 
     #[test]

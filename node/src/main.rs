@@ -297,6 +297,16 @@ fn run_command(args: RunArgs) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    let chain_file = config.data_dir.join(node::chain_run::CHAIN_FILE);
+    if chain_file.exists() {
+        eprintln!(
+            "nexus pipeline: {} holds a chain of `nexus run` ({}), not a pipeline log: give \
+             `nexus pipeline` another --data-dir",
+            config.data_dir.display(),
+            chain_file.display()
+        );
+        return ExitCode::from(2);
+    }
     if let Err(e) = init_logging(&config.log.level) {
         eprintln!("nexus pipeline: {e}");
         return ExitCode::from(2);

@@ -121,9 +121,11 @@ pub struct NodeOptions {
     /// Extra fields of the `ready` line.
     pub ready_extra: serde_json::Map<String, serde_json::Value>,
     /// Print no `final` line per block on standard output (`snapshot`, `evidence` and
-    /// `evm_evicted` lines go to standard error instead): `nexus run`, whose standard
-    /// output carries only `ready` and `stopped`.
+    /// `evm_evicted` lines go to standard error instead, if `stderr_events`): `nexus run`,
+    /// whose standard output carries only `ready` and `stopped`.
     pub quiet_blocks: bool,
+    /// With `quiet_blocks`: print the other event lines on standard error.
+    pub stderr_events: bool,
     /// Also name the JSON port's address `listen` in the `ready` line (as `nexus pipeline`
     /// does).
     pub json_as_listen: bool,
@@ -528,8 +530,10 @@ struct NodeApp {
     eth_connections: std::collections::BTreeSet<u64>,
     /// Transactions a second one client connection may send.
     connection_rate: u64,
-    /// `final` lines are not printed, other events go to standard error.
+    /// `final` lines are not printed, other events go to standard error (if
+    /// `stderr_events`).
     quiet_blocks: bool,
+    stderr_events: bool,
 }
 
 /// The shell: the host library driven by QUIC, the safety journal, the block file and the
@@ -598,6 +602,54 @@ pub fn run_node(name: &str, args: ValidatorArgs, options: NodeOptions) -> ExitCo
             ExitCode::FAILURE
         }
     }
+}
+
+/// The addresses a validator serves on, as bound.
+struct Ports {
+    consensus: SocketAddr,
+    tx: SocketAddr,
+    gateway: Option<(SocketAddr, SocketAddr)>,
+    json: Option<SocketAddr>,
+    eth: Option<SocketAddr>,
+}
+
+/// What recovery found: blocks in the block file, the snapshot used, bytes cut.
+struct Recovery {
+    blocks: u64,
+    snapshot_height: Height,
+    torn_bytes_cut: u64,
+}
+
+/// The `ready` line: addresses, identity, recovery, and the caller's extra fields.
+fn ready_line(
+    shell: &Shell,
+    entry: &ValidatorEntry,
+    config: &DevnetConfig,
+    ports: &Ports,
+    recovery: &Recovery,
+    args: &ValidatorArgs,
+    options: NodeOptions,
+) -> serde_json::Value {
+    let text = |addr: Option<SocketAddr>| addr.map(|a| a.to_string());
+    let mut ready = json!({
+        "event": "ready", "index": args.index, "addr": ports.consensus.to_string(),
+        "tx_addr": ports.tx.to_string(),
+        "order_entry": text(ports.gateway.map(|a| a.0)),
+        "market_data": text(ports.gateway.map(|a| a.1)),
+        "json": text(ports.json), "eth_rpc": text(ports.eth),
+        "key": entry.key, "chain_id": config.chain_id, "height": shell.host.chain().height(),
+        "recovered_blocks": recovery.blocks, "snapshot_height": recovery.snapshot_height,
+        "executed_blocks": recovery.blocks - recovery.snapshot_height,
+        "torn_bytes_cut": recovery.torn_bytes_cut,
+        "state_root": hex(&shell.host.exec_root().0),
+    });
+    if let Some(fields) = ready.as_object_mut() {
+        if options.json_as_listen {
+            fields.insert("listen".into(), json!(text(ports.json)));
+        }
+        fields.extend(options.ready_extra);
+    }
+    ready
 }
 
 /// The genesis execution state of a devnet (every validator computes the same).
@@ -711,6 +763,7 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
     let (chain, peers) = genesis_chain(&config)?;
     let (mut app, exec_root) = node_app(&args, &config, &data_dir)?;
     app.quiet_blocks = options.quiet_blocks;
+    app.stderr_events = options.stderr_events;
     let (blocks, stored, cut) = BlockStore::open(&data_dir.join("blocks"))?;
     let mut safety = FileStore::new(&data_dir.join("safety"));
     let saved = safety.load()?;
@@ -757,25 +810,27 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
     // Before `ready`: from then on SIGINT and SIGTERM stop the validator cleanly (installing
     // the handlers replaces an inherited SIG_IGN).
     let stop = StopSignals::install()?;
-    let addr = validator.net.local_addr().unwrap_or(entry.addr);
-    let mut ready = json!({
-        "event": "ready", "index": args.index, "addr": addr.to_string(),
-        "tx_addr": tx_addr.to_string(),
-        "order_entry": gateway_addrs.map(|a| a.0.to_string()),
-        "market_data": gateway_addrs.map(|a| a.1.to_string()),
-        "json": json_addr.map(|a| a.to_string()),
-        "eth_rpc": eth_addr.map(|a| a.to_string()),
-        "key": entry.key, "chain_id": config.chain_id, "height": validator.host.chain().height(),
-        "recovered_blocks": recovered, "snapshot_height": from,
-        "executed_blocks": recovered - from,
-        "torn_bytes_cut": cut, "state_root": hex(&validator.host.exec_root().0),
-    });
-    if let Some(fields) = ready.as_object_mut() {
-        if options.json_as_listen {
-            fields.insert("listen".into(), json!(json_addr.map(|a| a.to_string())));
-        }
-        fields.extend(options.ready_extra);
-    }
+    let ports = Ports {
+        consensus: validator.net.local_addr().unwrap_or(entry.addr),
+        tx: tx_addr,
+        gateway: gateway_addrs,
+        json: json_addr,
+        eth: eth_addr,
+    };
+    let recovery = Recovery {
+        blocks: recovered,
+        snapshot_height: from,
+        torn_bytes_cut: cut,
+    };
+    let ready = ready_line(
+        &validator,
+        &entry,
+        &config,
+        &ports,
+        &recovery,
+        &args,
+        options.clone(),
+    );
     log_line(ready.clone())?;
     if let Some(hook) = options.ready_hook {
         hook(&ready);
@@ -854,6 +909,7 @@ fn node_app(
         eth_connections: Default::default(),
         connection_rate: config.connection_rate,
         quiet_blocks: false,
+        stderr_events: false,
     };
     Ok((app, exec_root))
 }
@@ -1252,7 +1308,7 @@ impl NodeApp {
         if !self.quiet_blocks {
             return log_line(value);
         }
-        if value.get("event").and_then(|e| e.as_str()) != Some("final") {
+        if self.stderr_events && value.get("event").and_then(|e| e.as_str()) != Some("final") {
             eprintln!("{value}");
         }
         Ok(())

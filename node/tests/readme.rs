@@ -5,10 +5,10 @@
 //! Every ```sh block is split into commands (a trailing `\` continues a line). The folder has
 //! `target/debug/nexus` (a link to the binary under test) and `examples/` (a link to the
 //! repository's), so the commands run unchanged, with one substitution: README's first
-//! command `cargo run -p node --bin nexus -- run` becomes `target/debug/nexus pipeline`, the binary
+//! command `cargo run -p node --bin nexus -- run` becomes `target/debug/nexus run`, the binary
 //! that command builds. Other `cargo` commands (tests, lints, benchmarks) are not run here.
-//! A command that starts a node (`nexus pipeline`) is started in the background and waited for
-//! (its `ready` line); the next one stops it first (SIGTERM) and the last is stopped at the
+//! A command that starts a node (`nexus run` or `nexus pipeline`) is started in the
+//! background and waited for (its `ready` line); the next one stops it first (SIGTERM) and the last is stopped at the
 //! end (its `stopped` line checked). Every other command must exit 0, and no reply of a
 //! `nexus send` or `nexus query` may be an error or a rejection.
 

@@ -141,6 +141,22 @@ fn the_json_port_signs_for_development_keys_only(node: &Node) {
         .expect("USD");
     // 10,000,000 - 1,000,000 to perps - 10,000 paid for 0.2 BTC - 5 taker fee + 7.
     assert_eq!(usd["total"], "8990002", "{usd}");
+
+    // A connection that deposits to an account follows it (not the faucet): it hears the
+    // fill of that account's resting order, caused by another connection.
+    let mut funder = JsonClient::connect(node.address("listen"));
+    let deposit = json!({"op": "deposit", "account": A, "asset": "USD", "amount": "1"});
+    exchange(&mut funder, 1, deposit, "finalized");
+    exchange(&mut client, 10, order(B, 2, "buy", "0.1"), "finalized");
+    let heard = funder.next();
+    assert_eq!(
+        (heard["ev"].as_str(), heard["maker_account"].as_u64()),
+        (Some("fill"), Some(A))
+    );
+    assert!(
+        heard.get("line").is_none() && heard["seq"].is_u64(),
+        "{heard}"
+    );
 }
 
 /// A development key logs in on the binary port and trades with a signed transaction; its
@@ -269,7 +285,7 @@ fn a_chain_of_one_trades_keeps_its_state_across_a_restart_and_paces_empty_blocks
         json!({"op": "book", "market": "BTC-USD"}),
         "book",
     );
-    assert_eq!(book[0]["asks"], json!([["50000", "0.3003"]]), "{}", book[0]);
+    assert_eq!(book[0]["asks"], json!([["50000", "0.2003"]]), "{}", book[0]);
     let sell = exchange(&mut client, 2, order(A, 3, "sell", "0.1"), "finalized");
     assert_eq!(evs(&sell)[..2], ["admitted", "accepted"]);
 

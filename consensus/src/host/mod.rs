@@ -358,11 +358,11 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     }
 
     /// The empty-block interval, ns (0: none).
-    pub fn empty_block_interval(&self) -> u64 {
+    pub fn empty_block_interval_ns(&self) -> u64 {
         self.empty_block_interval_ns
     }
 
-    /// The height waiting to start and its deadline, if one waits.
+    /// The height waiting to start and its deadline (ns since the Unix epoch), if one waits.
     pub fn waiting(&self) -> Option<(Height, u64)> {
         self.deferred.map(|at| (self.chain.height() + 1, at))
     }

@@ -550,7 +550,7 @@ fn a_peers_message_for_the_next_height_received_earlier_means_no_wait() {
 fn without_an_interval_or_with_work_every_height_starts_at_once() {
     // No interval (the default), idle application: as before.
     let (mut h, _) = host(10);
-    assert_eq!(h.empty_block_interval(), 0);
+    assert_eq!(h.empty_block_interval_ns(), 0);
     h.start(MS).unwrap();
     drain(&mut h);
     h.block_durable(1, 2 * MS).unwrap();

@@ -18,7 +18,7 @@ use node::config::NodeConfig;
 /// NexusEVM on a local chain of one validator (docs/evm.md): Ethereum JSON-RPC over HTTP,
 /// Core and EVM blocks ordered by NexusBFT and executed in step.
 #[derive(Parser)]
-#[command(name = "nexus-evm", version, about)]
+#[command(name = "nexus-evm", version)]
 struct Args {
     /// Address to serve Ethereum JSON-RPC on (port 0: any free port, named in the `ready`
     /// line and on standard error).

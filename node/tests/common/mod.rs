@@ -251,6 +251,7 @@ pub fn signed_order(
 
 /// A signed GTC/IOC order of `key` in `market` at `price` ticks (nonce: the wall clock in
 /// ms plus the oid).
+// Each argument is a field of the order; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 pub fn signed_order_in(
     key: &ed25519_dalek::SigningKey,
