@@ -161,13 +161,7 @@ pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, Hos
             max_resting_orders: node.engine.max_resting_orders,
             max_open_orders_per_account: node.engine.max_open_orders_per_account,
         }),
-        timeouts: TimeoutsMs {
-            propose: 200,
-            prevote: 100,
-            precommit: 100,
-            delta: 50,
-            rebroadcast: 500,
-        },
+        timeouts: TimeoutsMs::default(),
         validators: vec![ValidatorEntry {
             key: hex(&Keypair::from_seed(key).id().0),
             addr: node.chain.consensus_listen,

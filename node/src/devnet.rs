@@ -200,13 +200,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         empty_block_interval_ms: args.empty_block_interval_ms,
         funding_interval_s: 0,
         engine: None,
-        timeouts: TimeoutsMs {
-            propose: 200,
-            prevote: 100,
-            precommit: 100,
-            delta: 50,
-            rebroadcast: 500,
-        },
+        timeouts: TimeoutsMs::default(),
         validators,
     };
     let path = root.join(CONFIG_FILE);

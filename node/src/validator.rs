@@ -166,6 +166,20 @@ pub struct TimeoutsMs {
     pub rebroadcast: u64,
 }
 
+impl Default for TimeoutsMs {
+    /// The timeouts `nexus devnet` and `nexus run` write: propose 200, prevote and precommit
+    /// 100, 50 more per round, re-send every 500.
+    fn default() -> TimeoutsMs {
+        TimeoutsMs {
+            propose: 200,
+            prevote: 100,
+            precommit: 100,
+            delta: 50,
+            rebroadcast: 500,
+        }
+    }
+}
+
 /// One validator of the devnet.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct ValidatorEntry {
