@@ -88,12 +88,48 @@ pub struct ChainGatewayConfig {
     pub tip: (u64, u64),
 }
 
+/// A transaction a session sent, with its hash if the gateway thread verified its signature
+/// (the host then admits it without checking again).
+#[derive(Debug)]
+pub struct GatewayTx {
+    /// The session, client seq and bytes.
+    pub submission: TxSubmission,
+    /// Its hash, if it decoded and its signature verified here.
+    pub verified: Option<transactions::TxHash>,
+}
+
+/// Verifies the signatures of a batch of sessions' transactions on this thread (one batch
+/// verification), so the host's loop does not: the verification of what clients send runs
+/// in parallel with consensus and execution.
+fn verify(batch: Vec<TxSubmission>) -> Vec<GatewayTx> {
+    let decoded: Vec<Option<transactions::SignedTransaction>> = batch
+        .iter()
+        .map(|tx| transactions::SignedTransaction::decode(&tx.bytes).ok())
+        .collect();
+    let refs: Vec<&transactions::SignedTransaction> = decoded.iter().flatten().collect();
+    let mut results = transactions::verify_batch(&refs).into_iter();
+    batch
+        .into_iter()
+        .zip(&decoded)
+        .map(|(submission, tx)| {
+            let verified = tx.as_ref().and_then(|tx| {
+                let ok = results.next().is_some_and(|r| r.is_ok());
+                ok.then(|| tx.hash())
+            });
+            GatewayTx {
+                submission,
+                verified,
+            }
+        })
+        .collect()
+}
+
 /// Binds both ports, builds the feed from `engine`'s current books, and starts the thread.
 /// Batches of transactions sessions send go to `to_host`.
 pub fn spawn(
     config: ChainGatewayConfig,
     engine: &Engine<ArrayLadder>,
-    to_host: tokio::sync::mpsc::Sender<Vec<TxSubmission>>,
+    to_host: tokio::sync::mpsc::Sender<Vec<GatewayTx>>,
 ) -> io::Result<GatewayHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -144,7 +180,7 @@ fn serve(
     mut poll: Poll,
     mut server: GatewayServer,
     from_host: mpsc::Receiver<ToGateway>,
-    to_host: tokio::sync::mpsc::Sender<Vec<TxSubmission>>,
+    to_host: tokio::sync::mpsc::Sender<Vec<GatewayTx>>,
 ) -> io::Result<()> {
     let mut events = Events::with_capacity(1024);
     let mut last_tick = Instant::now();
@@ -167,7 +203,11 @@ fn serve(
         }
         server.read_ready();
         server.order_entry.take_transactions(&mut batch);
-        if !batch.is_empty() && to_host.blocking_send(std::mem::take(&mut batch)).is_err() {
+        if !batch.is_empty()
+            && to_host
+                .blocking_send(verify(std::mem::take(&mut batch)))
+                .is_err()
+        {
             return Ok(());
         }
         loop {
@@ -342,6 +382,38 @@ mod tests {
     use super::*;
     use engine::{Event, RejectReason, Side};
     use execution::Origin;
+
+    #[test]
+    fn the_gateway_thread_verifies_signatures_and_passes_every_transaction_on() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let tx = transactions::Transaction {
+            chain_id: [1; 32],
+            signer: key.verifying_key().to_bytes(),
+            nonce: 5,
+            actions: vec![transactions::Action::CancelAll { market: 0 }],
+        }
+        .sign(&key);
+        let good = tx.bytes().to_vec();
+        let mut forged = good.clone();
+        *forged.last_mut().unwrap() ^= 1;
+        let submission = |bytes: Vec<u8>, seq: u64| TxSubmission {
+            client: ClientRef {
+                connection: 1,
+                tag: seq,
+            },
+            bytes,
+        };
+        let batch = vec![
+            submission(good, 1),
+            submission(forged, 2),
+            submission(b"garbage".to_vec(), 3),
+        ];
+        let out = verify(batch);
+        let verified: Vec<Option<transactions::TxHash>> = out.iter().map(|t| t.verified).collect();
+        assert_eq!(verified, vec![Some(tx.hash()), None, None]);
+        let seqs: Vec<u64> = out.iter().map(|t| t.submission.client.tag).collect();
+        assert_eq!(seqs, [1, 2, 3], "every transaction goes on, in order");
+    }
 
     fn rejected(account: u64) -> Event {
         Event::Rejected {

@@ -74,13 +74,14 @@ use tokio::sync::mpsc;
 use transactions::{BlockItem, SignedTransaction, TxHash};
 
 use crate::chain_eth::{self, EthHistory, EthPort, EthRequest};
-use crate::chain_gateway::{self, BlockFeed, ChainGatewayConfig, GatewayHandle, ToGateway, NOBODY};
+use crate::chain_gateway::{
+    self, BlockFeed, ChainGatewayConfig, GatewayHandle, GatewayTx, ToGateway, NOBODY,
+};
 use crate::chain_json::{self, JsonEvent, JsonPort, LineStatus};
 use crate::chain_snapshot::{self, Snapshot};
 use crate::load::{self, LoadSpec};
 use crate::rate::RateLimits;
 use crate::txport::{self, Notice, NoticeKind};
-use gateway::order_entry::TxSubmission;
 use gateway::wire::{TX_ADMITTED, TX_EVICTED, TX_REFUSED};
 use sequencer::ClientRef;
 
@@ -463,7 +464,7 @@ enum ClientEvent {
     /// A client left.
     Gone(u64),
     /// Sessions of the binary gateway sent these transactions.
-    Gateway(Vec<TxSubmission>),
+    Gateway(Vec<GatewayTx>),
     /// Something happened on the JSON port.
     Json(JsonEvent),
 }
@@ -580,7 +581,7 @@ impl StopSignals {
 struct ClientChannels {
     tx_port: mpsc::Receiver<ClientEvent>,
     json: mpsc::Receiver<JsonEvent>,
-    gateway: mpsc::Receiver<Vec<TxSubmission>>,
+    gateway: mpsc::Receiver<Vec<GatewayTx>>,
     eth: mpsc::Receiver<EthRequest>,
 }
 
@@ -806,7 +807,7 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
     };
     let recovered = stored.len() as u64;
     let from = validator.recover(stored)?;
-    let (gateway_tx, gateway) = mpsc::channel::<Vec<TxSubmission>>(1024);
+    let (gateway_tx, gateway) = mpsc::channel::<Vec<GatewayTx>>(1024);
     let gateway_addrs = validator.start_gateway(&entry, chain_id, gateway_tx)?;
     let (json_tx, json) = mpsc::channel::<JsonEvent>(1 << 12);
     let json_addr = validator.start_json(&entry, &config, json_tx).await?;
@@ -1092,7 +1093,7 @@ impl Shell {
         &mut self,
         entry: &ValidatorEntry,
         chain_id: [u8; 32],
-        to_host: mpsc::Sender<Vec<TxSubmission>>,
+        to_host: mpsc::Sender<Vec<GatewayTx>>,
     ) -> Result<Option<(SocketAddr, SocketAddr)>, HostError> {
         let (Some(order_entry), Some(market_data)) = (entry.order_addr, entry.data_addr) else {
             return Ok(None);
@@ -1345,11 +1346,16 @@ impl NodeApp {
                     gone.push(id);
                 }
                 ClientEvent::Transaction(id, bytes) => frames.push((Sender::Port(id), bytes)),
-                ClientEvent::Gateway(batch) => frames.extend(
-                    batch
-                        .into_iter()
-                        .map(|tx| (Sender::Gateway(tx.client), tx.bytes)),
-                ),
+                ClientEvent::Gateway(batch) => {
+                    let mempool = &mut self.shared.get_mut().mempool;
+                    for tx in batch {
+                        if let Some(hash) = tx.verified {
+                            mempool.note_verified(hash);
+                        }
+                        let submission = tx.submission;
+                        frames.push((Sender::Gateway(submission.client), submission.bytes));
+                    }
+                }
                 ClientEvent::Json(JsonEvent::Connected(id, outbox)) => {
                     if let Some(json) = self.json.as_mut() {
                         json.connect(id, outbox);
