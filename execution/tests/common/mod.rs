@@ -145,9 +145,10 @@ pub fn word_at(data: &[u8], i: usize) -> i128 {
 
 /// The MarketMaker fixture's creation code with `abi.encode(uint32 market)`.
 pub fn market_maker_deploy() -> Vec<u8> {
-    let json: serde_json::Value =
-        serde_json::from_str(include_str!("../../../evm-bridge/contracts/MarketMaker.json"))
-            .unwrap();
+    let json: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../evm-bridge/contracts/MarketMaker.json"
+    ))
+    .unwrap();
     let code = json["bytecode"].as_str().unwrap();
     let mut bytes = alloy_primitives::hex::decode(code).unwrap();
     bytes.extend_from_slice(&word_u64(MARKET as u64));
