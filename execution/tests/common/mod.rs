@@ -237,7 +237,7 @@ pub fn step_events(chain: &mut Execution, items: &[BlockItem]) -> (Executed, Vec
         .validate_block(time, items, &signatures_of(items))
         .expect("a valid block");
     let mut events = Vec::new();
-    let out = chain.execute_block(block, |_, event| events.push(event.clone()));
+    let out = chain.execute_block(block, |_, event| events.push(*event));
     assert!(out.evm.dropped.is_empty(), "{:?}", out.evm.dropped);
     (out, events)
 }
