@@ -1,10 +1,13 @@
 //! The cross-domain queues: CoreWriter actions become engine commands, the engine's events
 //! become callbacks and credits of the next EVM block.
 //!
-//! Order is deterministic: a Core block runs its external commands first, then the actions
-//! of the previous EVM block in (block, log index) order. Every engine event naming an
-//! EVM account the bridge knows becomes a [`Callback`] for that address (delivered only if
-//! it has code); withdrawals and refused deposits become [`Credit`]s from CoreWriter's escrow.
+//! Order is deterministic: a Core block runs its own transactions first (their events go
+//! through [`Bridge::observe`]), then the actions of the previous EVM block in (block, log
+//! index) order ([`Bridge::run_actions`]). Every engine event naming an EVM account the
+//! bridge knows becomes a [`Callback`] for that address (delivered only if it has code);
+//! withdrawals and refused deposits become [`Credit`]s from CoreWriter's escrow. The native
+//! asset moves on Core only through CoreWriter: the execution refuses a block whose Core
+//! transactions deposit or withdraw it.
 //!
 //! Conservation of the native token: wei enter the escrow only with a deposit action and
 //! leave it only with a credit for a withdrawal that Core executed (or a refused deposit),
@@ -153,46 +156,6 @@ impl Bridge {
 
     fn wei(&self, units: i64) -> U256 {
         U256::from(units as u64) * self.wei_per_unit
-    }
-
-    /// Runs the Core side of a block: `external` commands (from the sequencer), then the
-    /// pending actions ([`Bridge::run_actions`]). Appends every engine event to `events`;
-    /// queues callbacks and credits for the EVM block of the same height.
-    ///
-    /// External commands may not deposit or withdraw the native asset: only CoreWriter
-    /// moves it, against its escrow (`escrow == supply * wei_per_unit`). Such commands are
-    /// refused (not run) and returned with why.
-    pub fn run_core_block<L: PriceLadder>(
-        &mut self,
-        engine: &mut Engine<L>,
-        external: &[Command],
-        events: &mut Vec<Event>,
-    ) -> Vec<(Command, String)> {
-        let mut refused = Vec::new();
-        let mut out = Vec::new();
-        for command in external {
-            if self.moves_native(command) {
-                refused.push((
-                    *command,
-                    "the native asset moves only through CoreWriter (escrow = supply x scale)"
-                        .to_string(),
-                ));
-                continue;
-            }
-            out.clear();
-            engine.step(command, &mut out);
-            self.observe(&out);
-            events.extend_from_slice(&out);
-        }
-        self.run_actions(engine, |_, out| events.extend_from_slice(out));
-        refused
-    }
-
-    /// Whether `command` deposits or withdraws the native asset (which only CoreWriter may
-    /// move, so that the escrow stays `supply * wei_per_unit`).
-    pub fn moves_native(&self, command: &Command) -> bool {
-        matches!(*command, Command::Deposit { asset, .. } | Command::Withdraw { asset, .. }
-            if asset == self.native_asset)
     }
 
     /// Queues callbacks for the EVM accounts that engine events of a command not sent by
