@@ -101,13 +101,13 @@ pub struct GatewayTx {
 /// Verifies the signatures of a batch of sessions' transactions on this thread (one batch
 /// verification), so the host's loop does not: the verification of what clients send runs
 /// in parallel with consensus and execution.
-fn verify(batch: Vec<TxSubmission>) -> Vec<GatewayTx> {
+fn verify(batch: Vec<TxSubmission>, keys: &mut transactions::KeyCache) -> Vec<GatewayTx> {
     let decoded: Vec<Option<transactions::SignedTransaction>> = batch
         .iter()
         .map(|tx| transactions::SignedTransaction::decode(&tx.bytes).ok())
         .collect();
     let refs: Vec<&transactions::SignedTransaction> = decoded.iter().flatten().collect();
-    let mut results = transactions::verify_batch(&refs).into_iter();
+    let mut results = transactions::verify_batch_cached(&refs, keys).into_iter();
     batch
         .into_iter()
         .zip(&decoded)
@@ -123,6 +123,9 @@ fn verify(batch: Vec<TxSubmission>) -> Vec<GatewayTx> {
         })
         .collect()
 }
+
+/// Signer keys the gateway thread remembers as acceptable.
+const KEY_CACHE: usize = 1 << 16;
 
 /// Binds both ports, builds the feed from `engine`'s current books, and starts the thread.
 /// Batches of transactions sessions send go to `to_host`.
@@ -185,6 +188,8 @@ fn serve(
     let mut events = Events::with_capacity(1024);
     let mut last_tick = Instant::now();
     let mut batch = Vec::new();
+    // Signer keys found acceptable, so a session's key is checked once.
+    let mut keys = transactions::KeyCache::new(KEY_CACHE);
     loop {
         let timeout = match server.has_pending_work() {
             true => Duration::ZERO,
@@ -203,12 +208,11 @@ fn serve(
         }
         server.read_ready();
         server.order_entry.take_transactions(&mut batch);
-        if !batch.is_empty()
-            && to_host
-                .blocking_send(verify(std::mem::take(&mut batch)))
-                .is_err()
-        {
-            return Ok(());
+        if !batch.is_empty() {
+            let verified = verify(std::mem::take(&mut batch), &mut keys);
+            if to_host.blocking_send(verified).is_err() {
+                return Ok(());
+            }
         }
         loop {
             match from_host.try_recv() {
@@ -408,7 +412,7 @@ mod tests {
             submission(forged, 2),
             submission(b"garbage".to_vec(), 3),
         ];
-        let out = verify(batch);
+        let out = verify(batch, &mut transactions::KeyCache::new(16));
         let verified: Vec<Option<transactions::TxHash>> = out.iter().map(|t| t.verified).collect();
         assert_eq!(verified, vec![Some(tx.hash()), None, None]);
         let seqs: Vec<u64> = out.iter().map(|t| t.submission.client.tag).collect();
