@@ -47,11 +47,11 @@ fn seeds() -> Vec<u64> {
 
 const SEEDS: u64 = 100;
 
-#[test]
-fn many_seeds_keep_agreement_validity_and_progress() {
+/// Runs every configuration and fails naming each run that broke an invariant.
+fn assert_every_run_ok(configs: impl IntoIterator<Item = SimConfig>) {
     let mut failures = Vec::new();
-    for seed in seeds() {
-        let report = run(&SimConfig::from_seed(seed));
+    for cfg in configs {
+        let report = run(&cfg);
         if std::env::var("NEXUS_SIM_SEED").is_ok() {
             println!("{}", describe(&report));
         }
@@ -64,6 +64,11 @@ fn many_seeds_keep_agreement_validity_and_progress() {
         "failing seeds:\n{}",
         failures.join("\n")
     );
+}
+
+#[test]
+fn many_seeds_keep_agreement_validity_and_progress() {
+    assert_every_run_ok(seeds().into_iter().map(SimConfig::from_seed));
 }
 
 #[test]
@@ -137,20 +142,12 @@ fn losing_the_safety_store_makes_honest_validators_double_sign() {
 /// (checked by hand: 3 of 300 seeds); with the rule in place every one must be clean.
 #[test]
 fn twins_attack_on_locks_is_survived() {
-    let mut failures = Vec::new();
-    for seed in [86, 252, 277, 1, 2, 3] {
-        let cfg = SimConfig {
-            loss_per_mille: 50,
-            crashes: 0,
-            heights_after_gst: 3,
-            ..SimConfig::from_seed(seed)
-        };
-        let r = run(&cfg);
-        if !r.ok() {
-            failures.push(describe(&r));
-        }
-    }
-    assert!(failures.is_empty(), "failing:\n{}", failures.join("\n"));
+    assert_every_run_ok([86, 252, 277, 1, 2, 3].map(|seed| SimConfig {
+        loss_per_mille: 50,
+        crashes: 0,
+        heights_after_gst: 3,
+        ..SimConfig::from_seed(seed)
+    }));
 }
 
 /// The host's sync and decided sequence, as shipped: one validator is cut off from the
@@ -193,19 +190,11 @@ fn an_isolated_validator_catches_up_through_sync() {
 /// its first message or at the interval), stay safe and live under the usual faults.
 #[test]
 fn idle_validators_pace_empty_blocks_and_stay_safe_and_live() {
-    let mut failures = Vec::new();
-    for seed in 0..8 {
-        let cfg = SimConfig {
-            empty_block_interval_ms: 150,
-            idle_per_mille: 600,
-            ..SimConfig::from_seed(5000 + seed)
-        };
-        let r = run(&cfg);
-        if !r.ok() {
-            failures.push(describe(&r));
-        }
-    }
-    assert!(failures.is_empty(), "failing:\n{}", failures.join("\n"));
+    assert_every_run_ok((0..8).map(|seed| SimConfig {
+        empty_block_interval_ms: 150,
+        idle_per_mille: 600,
+        ..SimConfig::from_seed(5000 + seed)
+    }));
 }
 
 /// Always idle on a clean network: one block per interval, every one in round 0 (all

@@ -1317,13 +1317,13 @@ impl Application for NodeApp {
 }
 
 impl NodeApp {
-    /// Reports an event: a line on standard output, or with `quiet_blocks` none for a
-    /// block's `final` and a line on standard error for the others.
+    /// Reports an event other than a block's `final`: a line on standard output, or with
+    /// `quiet_blocks` on standard error (if `stderr_events`).
     fn event(&self, value: serde_json::Value) -> Result<(), HostError> {
         if !self.quiet_blocks {
             return log_line(value);
         }
-        if self.stderr_events && value.get("event").and_then(|e| e.as_str()) != Some("final") {
+        if self.stderr_events {
             eprintln!("{value}");
         }
         Ok(())
@@ -1556,16 +1556,18 @@ impl NodeApp {
         self.note_evm_evicted(height, evm_evicted)?;
         let orders: usize = refs.iter().map(|tx| tx.tx.actions.len()).sum();
         self.notify_block(height, hashes, evicted);
-        if !recovering {
-            self.event(json!({
+        // The `final` line is built only if it is printed (not on `nexus run`).
+        if !recovering && !self.quiet_blocks {
+            log_line(json!({
                 "event": "final", "index": self.index, "height": height, "round": cert.round,
                 "txs": refs.len(), "orders": orders, "evm_txs": evm_included.len(),
                 "ts_ns": block.timestamp_ns, "decided_ns": now_ns,
                 "root": hex(&root.0),
             }))?;
-            if self.snapshot_every > 0 && height.is_multiple_of(self.snapshot_every) {
-                self.write_snapshot(cert, root)?;
-            }
+        }
+        let snapshot_due = self.snapshot_every > 0 && height.is_multiple_of(self.snapshot_every);
+        if !recovering && snapshot_due {
+            self.write_snapshot(cert, root)?;
         }
         Ok(root)
     }
