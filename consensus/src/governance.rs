@@ -349,6 +349,11 @@ impl Governance {
         self.proposals.get(&id)
     }
 
+    /// Proposals in id order.
+    pub fn proposals(&self) -> impl Iterator<Item = &GovProposal> {
+        self.proposals.values()
+    }
+
     /// Opens a proposal in block `height`; returns its id.
     pub fn submit(&mut self, proposer: ValidatorId, kind: ProposalKind, height: Height) -> u64 {
         let id = self.next_id;

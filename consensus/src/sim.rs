@@ -284,12 +284,16 @@ impl Application for SimApp {
     fn execute(
         &mut self,
         certificate: &CommitCertificate,
+        chain: &ChainState,
         _recovering: bool,
         _now_ns: u64,
     ) -> Result<Hash, Self::Error> {
+        // The root commits to the chain state too, as the node's does: validators that
+        // applied staking or governance differently disagree on the next block's root.
         let mut root = blake3::Hasher::new();
         root.update(&self.root.0);
         root.update(&certificate.block.payload);
+        root.update(&chain.hash().0);
         self.root = Hash(*root.finalize().as_bytes());
         if self.idle_per_mille > 0 {
             self.pending = self.rng.random_range(0..1000) >= self.idle_per_mille;

@@ -2,9 +2,10 @@
 //!
 //! Core block `h`, in this order:
 //! 1. each Core transaction in block order: its nonce is remembered, then its actions run
-//!    in order as engine commands for the signer's account (an action the engine refuses
-//!    is a result, not an error); events naming an EVM-owned Core account also become
-//!    callbacks;
+//!    in order for the signer's account: typed actions as engine commands of the CLOB (an
+//!    action the engine refuses is a result, not an error; all are refused while governance
+//!    has the CLOB inactive), calls by the co-processor they name ([`crate::CallReport`]);
+//!    events naming an EVM-owned Core account also become callbacks;
 //! 2. one engine `Oracle` per market from the feeders' prices of the block (their median);
 //! 3. funding: if the block's time is in a later funding interval than the previous block's
 //!    (`time_ms / (funding_interval_s * 1000)` grew; the previous time is the genesis time for
@@ -18,6 +19,10 @@
 //! it is after step 4): credits from CoreWriter's escrow, callbacks as system transactions,
 //! then the block's EVM transactions in block order. Its CoreWriter actions wait in the
 //! queue for Core block `h + 1`; callbacks it had no gas for go back to the queue's front.
+//!
+//! Then the execution follows the consensus layer's state after block `h`
+//! ([`Execution::follow_consensus`]): its registry holds from block `h + 1`, its digest is
+//! part of the root after `h`.
 
 use std::collections::BTreeMap;
 
@@ -28,18 +33,31 @@ use evm::executor::{BlockInput, BlockOutput, SignedTx};
 use evm::system::core_account;
 use transactions::{oracle_command, Action, SignedTransaction};
 
-use crate::{Executed, Execution, Origin, ValidBlock};
+use crate::coprocessor::{self, Refusal, RegistryError};
+use crate::{CallReport, ConsensusState, Executed, Execution, Origin, ValidBlock};
+
+/// What a block's Core transactions produced besides engine events.
+#[derive(Default)]
+struct CoreTally {
+    oracle: BTreeMap<MarketId, Vec<Ticks>>,
+    gas: u64,
+    calls: Vec<CallReport>,
+}
 
 impl Execution {
     /// Runs a block that [`Execution::validate_block`] accepted against this same state,
-    /// calling `out` with every engine event and where it came from, and returns the root
-    /// after it and the EVM block. Panics if the block was validated at another height or
-    /// a nonce is invalid: it was not validated against this state (a broken invariant).
+    /// calling `out` with every engine event and where it came from, then follows
+    /// `consensus`, the consensus layer's state after the block. Returns the root after it,
+    /// the EVM block, Core gas and co-processor calls; an error if the registry names code
+    /// this binary lacks (the block is executed, the node cannot go on). Panics if the block
+    /// was validated at another height or a nonce is invalid: it was not validated against
+    /// this state (a broken invariant).
     pub fn execute_block(
         &mut self,
         block: ValidBlock<'_>,
+        consensus: &ConsensusState,
         mut out: impl FnMut(Origin, &engine::Event),
-    ) -> Executed {
+    ) -> Result<Executed, RegistryError> {
         assert_eq!(
             block.height,
             self.height() + 1,
@@ -51,10 +69,12 @@ impl Execution {
             core,
             evm,
         } = block;
-        let mut oracle: BTreeMap<MarketId, Vec<Ticks>> = BTreeMap::new();
+        let mut tally = CoreTally::default();
         for (index, tx) in core {
-            self.run_core_tx(index, tx, time_ms, &mut oracle, &mut out);
+            tally.gas = tally.gas.saturating_add(self.core_gas(tx));
+            self.run_core_tx(index, tx, (height, time_ms), &mut tally, &mut out);
         }
+        let CoreTally { oracle, gas, calls } = tally;
         self.run_oracle(oracle, &mut out);
         if funding_due(self.funding_interval_s, self.block_time_ms, time_ms) {
             self.run_funding(&mut out);
@@ -63,18 +83,21 @@ impl Execution {
         let core_root = self.core_root();
         let evm = self.run_evm(height, time_ms, evm, core_root);
         self.block_time_ms = time_ms;
-        Executed {
+        self.follow_consensus(consensus)?;
+        Ok(Executed {
             root: self.root(),
+            core_gas: gas,
+            calls,
             evm,
-        }
+        })
     }
 
     fn run_core_tx(
         &mut self,
         index: usize,
         tx: &SignedTransaction,
-        time_ms: u64,
-        oracle: &mut BTreeMap<MarketId, Vec<Ticks>>,
+        (height, time_ms): (u64, u64),
+        tally: &mut CoreTally,
         out: &mut impl FnMut(Origin, &engine::Event),
     ) {
         let account = tx.tx.account();
@@ -86,8 +109,24 @@ impl Execution {
         nonces.record(tx.tx.nonce);
         self.refresh_nonce_digest(account);
         for (action_index, action) in tx.tx.actions.iter().enumerate() {
+            let report = |coprocessor, result| CallReport {
+                index,
+                action: action_index,
+                coprocessor,
+                result,
+            };
+            if let Action::Call { .. } = action {
+                let (id, result) = self.run_call(account, action, height, time_ms);
+                tally.calls.push(report(id, result));
+                continue;
+            }
+            if !self.clob_active() {
+                let refused = report(coprocessor::CLOB, Err(Refusal::INACTIVE));
+                tally.calls.push(refused);
+                continue;
+            }
             if let Action::OraclePrice { market, price } = *action {
-                oracle.entry(market).or_default().push(price);
+                tally.oracle.entry(market).or_default().push(price);
                 continue;
             }
             let Some(command) = action.command(account) else {

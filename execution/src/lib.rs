@@ -21,7 +21,9 @@
 //! - [`Execution::snapshot`] / [`Execution::restore`]: the state as bytes and back (a
 //!   validator restarts from its newest snapshot).
 
+pub mod coprocessor;
 mod execute;
+mod registry;
 pub mod roots;
 mod snapshot;
 pub mod validate;
@@ -39,6 +41,7 @@ use evm::executor::{
 };
 use transactions::{NonceError, NonceSet, SignatureError};
 
+pub use coprocessor::{Catalog, CoprocessorId, RegistryEntry, RegistryError};
 pub use evm;
 pub use roots::Roots;
 pub use transactions::BlockItem;
@@ -60,6 +63,82 @@ pub struct ExecutionConfig {
     /// Perp funding interval, seconds (0: no funding). A block whose time is in a later
     /// interval than the previous block's runs one `Funding` per perp market.
     pub funding_interval_s: u64,
+    /// Most Core gas a block's transactions may use ([`DEFAULT_CORE_GAS_LIMIT`]).
+    pub core_gas_limit: u64,
+}
+
+/// Core gas limit of a block unless configured: 5M, a block of 10 000 transactions of 50
+/// orders each, far beyond what a block carries today, so that it bounds a block's work
+/// without limiting honest traffic.
+pub const DEFAULT_CORE_GAS_LIMIT: u64 = 5_000_000;
+
+/// The consensus layer's state after a block, as the execution follows it: the
+/// co-processor registry (which holds from the next block on) and a digest of the whole of
+/// it (validator set, staking, governance, registry, nonces), which joins the chain root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsensusState {
+    /// Registry entries in id order.
+    pub registry: Vec<RegistryEntry>,
+    /// `consensus::chain::ChainState::hash` after the block.
+    pub digest: [u8; 32],
+}
+
+impl From<&consensus::chain::ChainState> for ConsensusState {
+    /// The registry and digest of the consensus layer's state.
+    fn from(chain: &consensus::chain::ChainState) -> ConsensusState {
+        let registry = chain
+            .governance()
+            .registry()
+            .map(|c| RegistryEntry {
+                id: c.id,
+                version: c.version,
+                code_hash: c.code_hash.0,
+                params: c.params.clone(),
+                active: c.active,
+            })
+            .collect();
+        ConsensusState {
+            registry,
+            digest: chain.hash().0,
+        }
+    }
+}
+
+/// The genesis registry as the consensus layer's genesis takes it.
+pub fn genesis_coprocessors() -> Vec<consensus::governance::Coprocessor> {
+    genesis_registry()
+        .into_iter()
+        .map(|entry| consensus::governance::Coprocessor {
+            id: entry.id,
+            version: entry.version,
+            code_hash: consensus::types::Hash(entry.code_hash),
+            params: entry.params,
+            active: entry.active,
+        })
+        .collect()
+}
+
+impl ConsensusState {
+    /// A chain whose consensus layer is only the genesis registry ([`genesis_registry`])
+    /// and a zero digest (tests and tools that run blocks without consensus).
+    pub fn genesis() -> ConsensusState {
+        ConsensusState {
+            registry: genesis_registry(),
+            digest: [0; 32],
+        }
+    }
+}
+
+/// The registry every chain starts with: the CLOB engine, id [`coprocessor::CLOB`],
+/// version 1, active.
+pub fn genesis_registry() -> Vec<RegistryEntry> {
+    vec![RegistryEntry {
+        id: coprocessor::CLOB,
+        version: 1,
+        code_hash: coprocessor::clob_code_hash(),
+        params: coprocessor::Params::new(),
+        active: true,
+    }]
 }
 
 /// NexusEVM's parameters and initial state.
@@ -163,6 +242,16 @@ pub enum BlockError {
         /// Why, as the EVM pool would say it.
         error: TxError,
     },
+    /// The Core transactions' gas adds up to more than the block's Core gas limit.
+    #[error("item {index}: Core gas reaches {total}, over the block's limit {limit}")]
+    CoreGas {
+        /// The Core transaction that went over.
+        index: usize,
+        /// Core gas up to it.
+        total: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The EVM transactions' gas limits add up to more than the block's user half.
     #[error("item {index}: EVM gas limits reach {total}, over the block's user share {limit}")]
     EvmGas {
@@ -194,11 +283,29 @@ pub enum Origin {
     CoreWriter(u64),
 }
 
+/// What one co-processor call of a block did (a call of a co-processor other than the
+/// CLOB, or a CLOB action refused because the CLOB is inactive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallReport {
+    /// Position of its transaction among the block's items.
+    pub index: usize,
+    /// Position of the action in the transaction.
+    pub action: usize,
+    /// The co-processor it named.
+    pub coprocessor: CoprocessorId,
+    /// Its 32-byte answer, or why it did nothing.
+    pub result: coprocessor::CallResult,
+}
+
 /// What executing a block produced besides engine events.
 #[derive(Clone, Debug)]
 pub struct Executed {
     /// The execution root after the block (the next block's header names it).
     pub root: [u8; 32],
+    /// Core gas the block's transactions used.
+    pub core_gas: u64,
+    /// Its co-processor calls, in block order.
+    pub calls: Vec<CallReport>,
     /// The EVM block: header, receipts, CoreWriter actions queued for the next Core block.
     pub evm: BlockOutput,
 }
@@ -223,9 +330,19 @@ pub struct Execution {
     /// Perp funding interval, seconds (0: none; part of the config digest).
     funding_interval_s: u64,
     /// Digest of what never changes after genesis (chain ids, roles, EVM parameters, funding
-    /// interval).
+    /// interval, Core gas limit).
     config_digest: [u8; 32],
     events: Vec<Event>,
+    /// Most Core gas per block.
+    core_gas_limit: u64,
+    /// The CLOB's registry entry (its state is `engine`).
+    clob: RegistryEntry,
+    /// The other co-processors the registry named, active or not, by id.
+    hosted: BTreeMap<CoprocessorId, coprocessor::Hosted>,
+    /// The implementations this binary carries.
+    catalog: Catalog,
+    /// The consensus layer's digest after the last block.
+    consensus_digest: [u8; 32],
 }
 
 impl Execution {
@@ -274,6 +391,11 @@ impl Execution {
             funding_interval_s: config.funding_interval_s,
             config_digest,
             events,
+            core_gas_limit: config.core_gas_limit,
+            clob: genesis_registry().remove(0),
+            hosted: BTreeMap::new(),
+            catalog: Catalog::builtin(),
+            consensus_digest: [0; 32],
         }
     }
 
@@ -372,6 +494,23 @@ impl mempool::ChainView for Execution {
 
     fn native_asset(&self) -> Option<AssetId> {
         Some(self.bridge.native_asset)
+    }
+
+    fn check_call(
+        &self,
+        coprocessor: u32,
+        method: u8,
+        args: &[u8; 24],
+    ) -> Result<(), &'static str> {
+        Execution::check_call(self, coprocessor, method, args).map_err(|refusal| refusal.code)
+    }
+
+    fn core_gas(&self, tx: &transactions::SignedTransaction) -> u64 {
+        Execution::core_gas(self, tx)
+    }
+
+    fn core_gas_limit(&self) -> u64 {
+        Execution::core_gas_limit(self)
     }
 }
 

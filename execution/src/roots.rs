@@ -2,9 +2,14 @@
 //!
 //! `root = BLAKE3("nexus-execution-v2" || core_root || evm_root || queue_root || chain_root)`:
 //!
-//! - `core_root = BLAKE3("nexus-core-v1" || engine state root || nonce root)`. Both are
+//! - `core_root = BLAKE3("nexus-core-v2" || engine state root || nonce root ||
+//!   co-processors digest)`. The engine (the CLOB co-processor) and nonce roots are
 //!   incremental multiset hashes: a block costs what it changed (touched orders and
-//!   accounts, accounts whose nonces it used).
+//!   accounts, accounts whose nonces it used). The co-processors digest is
+//!   `BLAKE3("nexus-coprocessors-v1" || CLOB version u32 || CLOB active u8 || count u64 ||
+//!   each other co-processor's commitment in id order)`, a commitment being
+//!   `BLAKE3("nexus-coprocessor-v1" || id u32 || version u32 || code hash || active u8 ||
+//!   its own state root)` (`coprocessor::Coprocessor::root`).
 //! - `evm_root`: `evm::commitment::StateCommitment`, a multiset hash over EVM accounts and
 //!   non-zero storage slots, updated from each EVM block's state diff (cost: the diff).
 //!   A function of the EVM state alone: a block that changes no EVM state keeps it.
@@ -13,12 +18,15 @@
 //!   account -> owning EVM address; entries are only ever added) as an incremental multiset
 //!   sum; the queues hashed whole, each prefixed by its length (cost: the queues, bounded by
 //!   one block's actions and `MAX_PENDING_CALLBACKS` callbacks; usually small).
-//! - `chain_root = BLAKE3("nexus-chain-v1" || config digest || height || last block time
-//!   ms)`: what the execution holds that is neither Core nor EVM state. The config digest
-//!   covers the chain ids, the faucet and feeder keys, the engine limits, the EVM
-//!   parameters and the funding interval (computed once at genesis), so chains configured differently never share
-//!   a root. O(1) per block. The validator set, staking and governance will join it when
-//!   they move into the execution.
+//! - `chain_root = BLAKE3("nexus-chain-v2" || config digest || height || last block time
+//!   ms || consensus digest)`: what the execution holds that is neither Core nor EVM state.
+//!   The config digest covers the chain ids, the faucet and feeder keys, the engine limits,
+//!   the EVM parameters, the funding interval and the Core gas limit (computed once at
+//!   genesis), so chains configured differently never share a root. The consensus digest is
+//!   the consensus layer's state after the block (`consensus::chain::ChainState::hash`:
+//!   validator set, stakes, jailing, governance proposals and votes, the co-processor
+//!   registry, action nonces), handed over with each block ([`crate::ConsensusState`]).
+//!   O(1) per block.
 
 use engine::AccountId;
 
@@ -28,13 +36,13 @@ use alloy_primitives::Address;
 /// The four parts of the execution root.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Roots {
-    /// Engine state root and nonce root.
+    /// Engine state root, nonce root and the other co-processors' roots.
     pub core: [u8; 32],
     /// EVM accounts and storage.
     pub evm: [u8; 32],
     /// The cross-domain queue and the EVM-address registry.
     pub queue: [u8; 32],
-    /// Height, time and the genesis configuration.
+    /// Height, time, the genesis configuration and the consensus layer's state.
     pub chain: [u8; 32],
 }
 
@@ -90,6 +98,7 @@ pub(crate) fn config_digest(config: &ExecutionConfig) -> [u8; 32] {
     hasher.update(&evm.wei_per_unit.to_be_bytes::<32>());
     hasher.update(&config.evm.native_asset.to_le_bytes());
     hasher.update(&config.funding_interval_s.to_le_bytes());
+    hasher.update(&config.core_gas_limit.to_le_bytes());
     *hasher.finalize().as_bytes()
 }
 
@@ -131,12 +140,14 @@ impl Execution {
         *blake3::hash(&sum_bytes(&self.nonce_sum)).as_bytes()
     }
 
-    /// `BLAKE3("nexus-core-v1" || engine state root || nonce root)`.
+    /// `BLAKE3("nexus-core-v2" || engine state root || nonce root || co-processors
+    /// digest)`.
     pub fn core_root(&mut self) -> [u8; 32] {
         let mut hasher = blake3::Hasher::new();
-        hasher.update(b"nexus-core-v1");
+        hasher.update(b"nexus-core-v2");
         hasher.update(&self.engine.commit());
         hasher.update(&self.nonce_root());
+        hasher.update(&self.coprocessors_digest());
         *hasher.finalize().as_bytes()
     }
 
@@ -179,10 +190,11 @@ impl Execution {
     /// The chain root (see the module doc).
     pub fn chain_root(&self) -> [u8; 32] {
         let mut hasher = blake3::Hasher::new();
-        hasher.update(b"nexus-chain-v1");
+        hasher.update(b"nexus-chain-v2");
         hasher.update(&self.config_digest);
         hasher.update(&self.height().to_le_bytes());
         hasher.update(&self.block_time_ms.to_le_bytes());
+        hasher.update(&self.consensus_digest);
         *hasher.finalize().as_bytes()
     }
 

@@ -9,8 +9,13 @@
 //! address, 32-byte balance (big-endian), `u64` nonce, `u32` code length and the code, `u32`
 //! slot count, then per slot in ascending order 32-byte slot and 32-byte value (big-endian);
 //! `u64` length and the EVM head (JSON); `u64` length and the queue (`evm::bridge::Bridge`,
-//! JSON). The roles, chain ids, EVM parameters and funding interval are configuration and are
-//! given again at restore; the incremental EVM and registry commitments are recomputed.
+//! JSON); the co-processors: 32-byte consensus digest, CLOB version `u32` and active `u8`,
+//! `u64` count of other co-processors, then per co-processor in id order: `u32` id, `u32`
+//! version, 32-byte code hash, `u8` active, `u32` parameter count and per parameter (in name
+//! order) `u32` name length, the UTF-8 name and `u64` value, then `u64` length and its own
+//! snapshot (`coprocessor::Coprocessor::snapshot`). The roles, chain ids, EVM parameters,
+//! funding interval and Core gas limit are configuration and are given again at restore;
+//! the incremental EVM and registry commitments are recomputed.
 
 use std::collections::BTreeMap;
 
@@ -24,10 +29,11 @@ use revm::database::{AccountState, CacheDB, EmptyDB};
 use revm::state::AccountInfo;
 use transactions::NonceSet;
 
-use crate::{Execution, ExecutionConfig};
+use crate::coprocessor::{self, Hosted};
+use crate::{Execution, ExecutionConfig, RegistryEntry};
 
 /// First bytes of an execution snapshot.
-pub const MAGIC: &[u8; 16] = b"nexus-exec-v2\0\0\0";
+pub const MAGIC: &[u8; 16] = b"nexus-exec-v3\0\0\0";
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +50,14 @@ pub enum SnapshotError {
     /// The EVM head or queue part is invalid.
     #[error("EVM snapshot: {0}")]
     Evm(String),
+    /// A co-processor's part is invalid.
+    #[error("co-processor {id}: {what}")]
+    Coprocessor {
+        /// Its registry id.
+        id: u32,
+        /// What is wrong.
+        what: String,
+    },
 }
 
 impl Execution {
@@ -64,7 +78,68 @@ impl Execution {
         }
         out.extend_from_slice(&self.block_time_ms.to_le_bytes());
         self.write_evm(&mut out);
+        self.write_coprocessors(&mut out);
         out
+    }
+
+    /// The consensus digest, the CLOB's entry and every other co-processor with its state.
+    fn write_coprocessors(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.consensus_digest);
+        out.extend_from_slice(&self.clob.version.to_le_bytes());
+        out.push(u8::from(self.clob.active));
+        out.extend_from_slice(&(self.hosted.len() as u64).to_le_bytes());
+        for hosted in self.hosted.values() {
+            let entry = &hosted.entry;
+            out.extend_from_slice(&entry.id.to_le_bytes());
+            out.extend_from_slice(&entry.version.to_le_bytes());
+            out.extend_from_slice(&entry.code_hash);
+            out.push(u8::from(entry.active));
+            out.extend_from_slice(&(entry.params.len() as u32).to_le_bytes());
+            for (name, value) in &entry.params {
+                out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+            let state = hosted.instance.snapshot();
+            out.extend_from_slice(&(state.len() as u64).to_le_bytes());
+            out.extend_from_slice(&state);
+        }
+    }
+
+    /// Reads back what [`Execution::write_coprocessors`] wrote.
+    fn read_coprocessors(&mut self, reader: &mut Reader) -> Result<(), SnapshotError> {
+        self.consensus_digest = reader.take(32)?.try_into().expect("32 bytes");
+        self.clob.version = reader.u32()?;
+        self.clob.active = reader.take(1)?[0] != 0;
+        for _ in 0..reader.u64()? {
+            let id = reader.u32()?;
+            let version = reader.u32()?;
+            let code_hash: [u8; 32] = reader.take(32)?.try_into().expect("32 bytes");
+            let active = reader.take(1)?[0] != 0;
+            let mut params = coprocessor::Params::new();
+            for _ in 0..reader.u32()? {
+                let length = reader.u32()? as usize;
+                let name = reader.take(length)?;
+                let name = String::from_utf8(name.to_vec()).map_err(|_| SnapshotError::Length)?;
+                params.insert(name, reader.u64()?);
+            }
+            let state = reader.counted()?;
+            let bad = |what: String| SnapshotError::Coprocessor { id, what };
+            let implementation = self
+                .catalog
+                .find(&code_hash)
+                .ok_or_else(|| bad("code this binary does not carry".to_string()))?;
+            let instance = (implementation.restore)(state, &params).map_err(bad)?;
+            let entry = RegistryEntry {
+                id,
+                version,
+                code_hash,
+                params,
+                active,
+            };
+            self.hosted.insert(id, Hosted { entry, instance });
+        }
+        Ok(())
     }
 
     /// The EVM accounts (with code and storage), head and queue.
@@ -140,10 +215,11 @@ impl Execution {
         let block_time_ms = reader.u64()?;
         let evm_config = config.evm.config.clone();
         let (executor, bridge) = read_evm(&mut reader, evm_config)?;
+        let mut execution = Execution::new(config, &[]);
+        execution.read_coprocessors(&mut reader)?;
         if reader.at != bytes.len() {
             return Err(SnapshotError::Length);
         }
-        let mut execution = Execution::new(config, &[]);
         execution.engine = engine;
         let accounts: Vec<_> = nonces.keys().copied().collect();
         execution.nonces = nonces;

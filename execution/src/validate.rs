@@ -3,7 +3,11 @@
 //! Core transactions: for this chain, signature passed (checked by the caller, for example
 //! with the mempool's cache), restricted actions from keys with that role, no deposit or
 //! withdrawal of the EVM's native asset, nonce valid in order through the block at the
-//! block's time, at most one price per market from each feeder.
+//! block's time, at most one price per market from each feeder, and their Core gas
+//! ([`Execution::core_gas`]) adding up to at most the block's Core gas limit. A call of a
+//! co-processor that is not active, or of a method it lacks, is valid: it is refused at
+//! execution (a registry change between admission and the block must not make the block
+//! invalid).
 //!
 //! EVM transactions: the envelope decodes (legacy or EIP-2930/1559; no blobs, no 7702), is
 //! for this chain, its signature recovers a sender; revm's own checks against the next
@@ -63,6 +67,7 @@ struct Overlay {
     prices: BTreeSet<([u8; 32], MarketId)>,
     senders: BTreeMap<Address, EvmSender>,
     evm_gas: u64,
+    core_gas: u64,
 }
 
 impl Execution {
@@ -131,6 +136,16 @@ impl Execution {
         if tx.tx.chain_id != self.chain_id {
             return Err(BlockError::WrongChain { index });
         }
+        let total = overlay.core_gas.saturating_add(self.core_gas(tx));
+        if total > self.core_gas_limit() {
+            let limit = self.core_gas_limit();
+            return Err(BlockError::CoreGas {
+                index,
+                total,
+                limit,
+            });
+        }
+        overlay.core_gas = total;
         for action in &tx.tx.actions {
             self.check_action(index, &tx.tx.signer, action, overlay)?;
         }

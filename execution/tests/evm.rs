@@ -89,9 +89,13 @@ fn a_contract_quotes_on_the_execution_engine_through_core_writer_and_hears_its_f
     let mut sources = Vec::new();
     let signatures: Vec<_> = Vec::new();
     let block = a.validate_block(T + 5, &[], &signatures).unwrap();
-    let out = a.execute_block(block, |origin, _| sources.push(origin));
+    let consensus = execution::ConsensusState::genesis();
+    let out = a
+        .execute_block(block, &consensus, |origin, _| sources.push(origin))
+        .unwrap();
     let block = b.validate_block(T + 5, &[], &signatures).unwrap();
-    assert_eq!(b.execute_block(block, |_, _| {}).root, out.root);
+    let again = b.execute_block(block, &consensus, |_, _| {}).unwrap();
+    assert_eq!(again.root, out.root);
     assert!(sources.iter().all(|o| matches!(o, Origin::CoreWriter(_))) && !sources.is_empty());
     let bids = a.engine().book_orders(MARKET, Side::Buy);
     let asks = a.engine().book_orders(MARKET, Side::Sell);

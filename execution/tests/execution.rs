@@ -8,7 +8,9 @@ use ed25519_dalek::SigningKey;
 use engine::{
     Command, EngineConfig, Event, MarketSpec, PerpSpec, SelfTradePrevention, Side, TimeInForce,
 };
-use execution::{BlockError, BlockItem, EvmGenesis, Execution, ExecutionConfig, Origin};
+use execution::{
+    BlockError, BlockItem, ConsensusState, EvmGenesis, Execution, ExecutionConfig, Origin,
+};
 use mempool::{Mempool, MempoolConfig};
 use transactions::{
     account_id_of, Action, NonceError, SignatureError, SignedTransaction, Transaction,
@@ -65,6 +67,7 @@ fn config(funding_interval_s: u64) -> ExecutionConfig {
         engine: EngineConfig::default(),
         evm: Default::default(),
         funding_interval_s,
+        core_gas_limit: execution::DEFAULT_CORE_GAS_LIMIT,
     }
 }
 
@@ -175,7 +178,8 @@ impl CoreBlocks for Execution {
         let block = self
             .validate_block(time_ms, &items, &signatures)
             .expect("a valid block");
-        self.execute_block(block, out).root
+        let consensus = ConsensusState::genesis();
+        self.execute_block(block, &consensus, out).unwrap().root
     }
 }
 

@@ -47,6 +47,24 @@ pub trait ChainView {
     fn native_asset(&self) -> Option<AssetId> {
         None
     }
+    /// Whether a co-processor call would reach an active co-processor that has the method
+    /// (`Err`: the refusal's code, `coprocessor_inactive` or `unknown_method`).
+    fn check_call(
+        &self,
+        _coprocessor: u32,
+        _method: u8,
+        _args: &[u8; 24],
+    ) -> Result<(), &'static str> {
+        Ok(())
+    }
+    /// The Core gas a transaction uses (0 where the chain charges none).
+    fn core_gas(&self, _tx: &SignedTransaction) -> u64 {
+        0
+    }
+    /// The most Core gas a block's transactions may use.
+    fn core_gas_limit(&self) -> u64 {
+        u64::MAX
+    }
 }
 
 /// Limits of one pool.
@@ -109,6 +127,18 @@ pub enum Refusal {
     /// The pool holds its maximum for this account.
     #[error("account_limit: the pool holds {0} transactions of this account already")]
     AccountLimit(usize),
+    /// A call of a co-processor that is not active, or of a method it lacks (code:
+    /// `coprocessor_inactive` or `unknown_method`).
+    #[error("{0}: the call reaches no co-processor method")]
+    Call(&'static str),
+    /// The transaction alone uses more Core gas than a block may.
+    #[error("too_much_gas: the transaction uses {gas} Core gas, a block at most {limit}")]
+    TooMuchGas {
+        /// Its Core gas.
+        gas: u64,
+        /// The block's limit.
+        limit: u64,
+    },
     /// A Core deposit or withdrawal of the EVM's native token (code `not_permitted`).
     #[error(
         "not_permitted: asset {0} is the EVM's native token; it moves only through CoreWriter"
@@ -134,6 +164,8 @@ impl Refusal {
             Refusal::Duplicate => "duplicate",
             Refusal::PoolFull => "pool_full",
             Refusal::AccountLimit(_) => "account_limit",
+            Refusal::Call(code) => code,
+            Refusal::TooMuchGas { .. } => "too_much_gas",
         }
     }
 }
@@ -307,6 +339,19 @@ impl Mempool {
                     return Err(Refusal::NativeAsset(asset));
                 }
             }
+            if let Action::Call {
+                coprocessor,
+                method,
+                ref args,
+            } = *action
+            {
+                view.check_call(coprocessor, method, args)
+                    .map_err(Refusal::Call)?;
+            }
+        }
+        let (gas, limit) = (view.core_gas(&tx), view.core_gas_limit());
+        if gas > limit {
+            return Err(Refusal::TooMuchGas { gas, limit });
         }
         let account = tx.tx.account();
         if !view.account_exists(account) && !view.is_faucet(signer) && !view.is_feeder(signer) {
@@ -361,17 +406,25 @@ impl Mempool {
         hash
     }
 
-    /// Pooled transactions for a proposal, in arrival order: at most `max_txs` of them and
-    /// `max_bytes` in all.
-    pub fn proposal(&self, max_txs: usize, max_bytes: usize) -> Vec<Arc<SignedTransaction>> {
-        let mut bytes = 0;
+    /// Pooled transactions for a proposal, in arrival order: at most `max_txs` of them,
+    /// `max_bytes` in all, and within the chain's Core gas limit (gas as `view` charges it
+    /// now, so that the proposal is a valid block).
+    pub fn proposal(
+        &self,
+        max_txs: usize,
+        max_bytes: usize,
+        view: &impl ChainView,
+    ) -> Vec<Arc<SignedTransaction>> {
+        let (mut bytes, mut gas) = (0, 0u64);
+        let gas_limit = view.core_gas_limit();
         let mut out = Vec::new();
         for entry in self.entries.values() {
             let len = entry.tx.bytes().len();
-            if out.len() >= max_txs || bytes + len > max_bytes {
+            let with = gas.saturating_add(view.core_gas(&entry.tx));
+            if out.len() >= max_txs || bytes + len > max_bytes || with > gas_limit {
                 break;
             }
-            bytes += len;
+            (bytes, gas) = (bytes + len, with);
             out.push(entry.tx.clone());
         }
         out

@@ -23,6 +23,8 @@ struct View {
     accounts: BTreeSet<AccountId>,
     nonces: BTreeMap<AccountId, NonceSet>,
     faucet: Option<[u8; 32]>,
+    /// Core gas limit of a block (`None`: no gas); every action costs 10.
+    gas_limit: Option<u64>,
 }
 
 impl ChainView for View {
@@ -40,6 +42,21 @@ impl ChainView for View {
     }
     fn is_feeder(&self, _key: &[u8; 32]) -> bool {
         false
+    }
+    /// Co-processor 1 is active and has method 1 only.
+    fn check_call(&self, coprocessor: u32, method: u8, _: &[u8; 24]) -> Result<(), &'static str> {
+        match (coprocessor, method) {
+            (1, 1) => Ok(()),
+            (1, _) => Err("unknown_method"),
+            _ => Err("coprocessor_inactive"),
+        }
+    }
+    fn core_gas(&self, tx: &SignedTransaction) -> u64 {
+        self.gas_limit
+            .map_or(0, |_| 10 * tx.tx.actions.len() as u64)
+    }
+    fn core_gas_limit(&self) -> u64 {
+        self.gas_limit.unwrap_or(u64::MAX)
     }
 }
 
@@ -182,6 +199,56 @@ fn each_bad_input_gets_its_typed_refusal_and_changes_nothing() {
     }
 }
 
+fn with_actions(key: &SigningKey, nonce: u64, actions: Vec<Action>) -> SignedTransaction {
+    Transaction {
+        chain_id: CHAIN,
+        signer: key.verifying_key().to_bytes(),
+        nonce,
+        actions,
+    }
+    .sign(key)
+}
+
+#[test]
+fn calls_are_checked_at_admission_and_proposals_keep_within_core_gas() {
+    let alice = key(1);
+    let view = View {
+        gas_limit: Some(30),
+        ..view_with(std::slice::from_ref(&alice))
+    };
+    let mut pool = Mempool::new(small());
+    let call = |coprocessor, method| Action::Call {
+        coprocessor,
+        method,
+        args: [0; 24],
+    };
+    let refused = |actions| {
+        let tx = with_actions(&alice, NOW, actions);
+        Mempool::new(small())
+            .admit(tx.bytes(), NOW, &view)
+            .unwrap_err()
+    };
+    assert_eq!(refused(vec![call(2, 1)]).code(), "coprocessor_inactive");
+    assert_eq!(refused(vec![call(1, 7)]).code(), "unknown_method");
+    let four = vec![call(1, 1); 4];
+    assert_eq!(refused(four), Refusal::TooMuchGas { gas: 40, limit: 30 });
+    // 20 + 10 fit a block; the third transaction waits for the next one.
+    let txs = [
+        with_actions(&alice, NOW, vec![call(1, 1); 2]),
+        with_actions(&alice, NOW + 1, vec![call(1, 1)]),
+        with_actions(&alice, NOW + 2, vec![call(1, 1)]),
+    ];
+    for tx in &txs {
+        pool.admit(tx.bytes(), NOW, &view).unwrap();
+    }
+    let chosen: Vec<_> = pool
+        .proposal(10, usize::MAX, &view)
+        .iter()
+        .map(|t| t.hash())
+        .collect();
+    assert_eq!(chosen, vec![txs[0].hash(), txs[1].hash()]);
+}
+
 #[test]
 fn a_faucet_may_deposit_without_an_account_of_its_own() {
     let faucet = key(9);
@@ -213,7 +280,7 @@ fn included_transactions_leave_and_their_replays_are_refused() {
     let second = order(&alice, NOW + 1);
     pool.admit(first.bytes(), NOW, &view).unwrap();
     pool.admit(second.bytes(), NOW, &view).unwrap();
-    let proposal = pool.proposal(1, usize::MAX);
+    let proposal = pool.proposal(1, usize::MAX, &view);
     assert_eq!(proposal.len(), 1);
     assert_eq!(proposal[0].hash(), first.hash(), "arrival order");
     view.execute(&[&first]);
@@ -314,7 +381,7 @@ proptest! {
                     }
                 }
                 Op::Block { count, advance_ms } => {
-                    let chosen = pool.proposal(count, usize::MAX);
+                    let chosen = pool.proposal(count, usize::MAX, &view);
                     let refs: Vec<&SignedTransaction> = chosen.iter().map(|t| t.as_ref()).collect();
                     for result in pool.check_block_signatures(&refs) {
                         prop_assert_eq!(result, Ok(()));
@@ -336,7 +403,7 @@ proptest! {
         }
         // Every accepted transaction is accounted for, exactly once.
         let pooled: BTreeSet<TxHash> =
-            pool.proposal(usize::MAX, usize::MAX).iter().map(|t| t.hash()).collect();
+            pool.proposal(usize::MAX, usize::MAX, &view).iter().map(|t| t.hash()).collect();
         prop_assert!(pooled.is_disjoint(&included) && pooled.is_disjoint(&evicted));
         prop_assert!(included.is_disjoint(&evicted));
         let all: BTreeSet<TxHash> =

@@ -18,6 +18,11 @@
 //!
 //! Queries (`book`, `balances`, `orders`, `positions`) are answered at once from the
 //! validator's executed state; `{"op":"dev_accounts"}` lists the accounts the port signs for.
+//! Co-processors other than the CLOB: `{"op":"call","account","coprocessor","method","args"}`
+//! (`args`: 48 hex digits, 24 bytes; default zeros) signs a transaction of one call, whose
+//! answer comes after its block as `{"ev":"call","result"}` (64 hex digits) or
+//! `{"ev":"call_refused","reason"}`; `{"op":"query",...}` the same fields, answered at once
+//! from the executed state (`{"ev":"query","result"}`).
 //! A connection hears every event of each account it acted for or `subscribe`d to
 //! (`{"op":"subscribe","account":A}`), whoever caused it (a maker hears its fills), with
 //! `seq` and no `line`.
@@ -25,11 +30,19 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ed25519_dalek::SigningKey;
-use engine::{AccountId, ArrayLadder, Command, Engine, Event};
+use engine::{AccountId, Command, Event};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use transactions::{account_id_of, Action, Transaction};
 
+use execution::coprocessor::CallResult;
+use execution::{CoprocessorId, Execution};
+
+use consensus::block::Block;
+use consensus::chain::ChainState;
+use consensus::governance::SignedAction;
+
+use crate::chain_gov::GovQueue;
 use crate::genesis::{translate_genesis, GenesisError};
 use crate::load::DevRoles;
 use crate::queries;
@@ -152,6 +165,8 @@ pub struct JsonPort {
     /// Connections that hear an account's events: they acted for it or subscribed.
     watchers: BTreeMap<AccountId, Vec<u64>>,
     outputs: Vec<Output>,
+    /// Governance actions the validator signs with its own key, if it lets the port ask.
+    governance: Option<GovQueue>,
 }
 
 impl JsonPort {
@@ -184,7 +199,53 @@ impl JsonPort {
             pending: HashMap::new(),
             watchers: BTreeMap::new(),
             outputs: Vec::new(),
+            governance: None,
         })
+    }
+
+    /// Lets the port queue governance actions that `key` (the validator's) signs
+    /// ([`crate::chain_gov`]).
+    pub fn allow_governance(&mut self, key: consensus::types::Keypair) {
+        self.governance = Some(GovQueue::new(key));
+    }
+
+    /// Whether governance actions wait for a block.
+    pub fn has_governance_work(&self) -> bool {
+        self.governance.as_ref().is_some_and(|g| !g.is_empty())
+    }
+
+    /// The queued governance actions, signed for the next block `chain` applies.
+    pub fn governance_actions(&self, chain: &ChainState) -> Vec<SignedAction> {
+        self.governance
+            .as_ref()
+            .map_or_else(Vec::new, |g| g.actions(chain))
+    }
+
+    /// After a decided block (`chain` after it): answers the governance lines it holds.
+    pub fn governance_applied(&mut self, block: &Block, chain: &ChainState) {
+        let Some(governance) = self.governance.as_mut() else {
+            return;
+        };
+        for ((id, _), answer) in governance.applied(block, chain) {
+            self.send(id, &answer);
+            self.drop_if_done(id);
+        }
+    }
+
+    /// A `gov_propose`, `gov_vote` or `governance` line.
+    fn governance_line(&mut self, id: u64, line: u64, op: &str, request: &Value) {
+        let Some(governance) = self.governance.as_mut() else {
+            let detail = "this port does not sign governance actions";
+            return self.error(id, line, "not_allowed", detail);
+        };
+        if op == "governance" {
+            let view = governance.view(line);
+            return self.send(id, &view);
+        }
+        match governance.push(request, (id, line)) {
+            Ok(reply) => self.send(id, &reply),
+            Err(detail) => self.error(id, line, "malformed", &detail),
+        }
     }
 
     /// A connection opened; its lines' answers go to `outbox`.
@@ -210,7 +271,8 @@ impl JsonPort {
     /// Drops a closing connection once none of its lines await an answer.
     fn drop_if_done(&mut self, id: u64) {
         let closing = self.connections.get(&id).is_some_and(|c| c.closing);
-        if closing && !self.pending.keys().any(|(connection, _)| *connection == id) {
+        let governing = self.governance.as_ref().is_some_and(|g| g.waits_for(id));
+        if closing && !governing && !self.pending.keys().any(|(connection, _)| *connection == id) {
             self.connections.remove(&id);
         }
     }
@@ -298,9 +360,10 @@ impl JsonPort {
         &mut self,
         id: u64,
         text: &str,
-        engine: &Engine<ArrayLadder>,
+        execution: &Execution,
         now_ms: u64,
     ) -> Option<(u64, Vec<u8>)> {
+        let engine = execution.engine();
         let connection = self.connections.get_mut(&id)?;
         connection.lines += 1;
         let line = connection.lines;
@@ -318,6 +381,17 @@ impl JsonPort {
             let reply = json!({"ev": "dev_accounts", "line": line, "accounts": accounts});
             self.send(id, &reply);
             return None;
+        }
+        if op == "query" {
+            self.query_line(id, line, &request, execution);
+            return None;
+        }
+        if matches!(op, "gov_propose" | "gov_vote" | "governance") {
+            self.governance_line(id, line, op, &request);
+            return None;
+        }
+        if op == "call" {
+            return self.call_line(id, line, &request, now_ms);
         }
         if queries::QUERY_OPS.contains(&op) {
             let reply = match queries::answer(&mut self.translator, engine, &request) {
@@ -361,6 +435,65 @@ impl JsonPort {
         for account in followed {
             self.watch(id, account);
         }
+        self.pending.insert((id, line), pending);
+        Some((line, bytes))
+    }
+
+    /// `{"op":"query",...}`: the co-processor's read-only answer, at once.
+    fn query_line(&mut self, id: u64, line: u64, request: &Value, execution: &Execution) {
+        let call = match CallLine::parse(request) {
+            Ok(call) => call,
+            Err(detail) => return self.error(id, line, "malformed", &detail),
+        };
+        let Some(target) = execution.coprocessor(call.coprocessor) else {
+            let detail = format!("no active co-processor has id {}", call.coprocessor);
+            return self.error(id, line, "coprocessor_inactive", &detail);
+        };
+        let value = match target.query(call.account, call.method, &call.args) {
+            Ok(result) => json!({
+                "ev": "query", "line": line, "coprocessor": call.coprocessor,
+                "result": sequencer::hex(&result),
+            }),
+            Err(refusal) => json!({
+                "ev": "error", "line": line, "reason": refusal.code, "detail": refusal.reason,
+            }),
+        };
+        self.send(id, &value);
+    }
+
+    /// `{"op":"call",...}`: a transaction of one call, signed for the line's account.
+    fn call_line(
+        &mut self,
+        id: u64,
+        line: u64,
+        request: &Value,
+        now_ms: u64,
+    ) -> Option<(u64, Vec<u8>)> {
+        let call = match CallLine::parse(request) {
+            Ok(call) => call,
+            Err(detail) => {
+                self.error(id, line, "malformed", &detail);
+                return None;
+            }
+        };
+        if self.key(call.account).is_none() {
+            let detail = format!(
+                "this validator holds no development key of account {}",
+                call.account
+            );
+            self.error(id, line, "no_dev_key", &detail);
+            return None;
+        }
+        let action = Action::Call {
+            coprocessor: call.coprocessor,
+            method: call.method,
+            args: call.args,
+        };
+        let bytes = self.sign(call.account, vec![action], now_ms)?;
+        self.watch(id, call.account);
+        let pending = PendingLine {
+            actions: Vec::new(),
+        };
         self.pending.insert((id, line), pending);
         Some((line, bytes))
     }
@@ -504,14 +637,15 @@ impl JsonPort {
     }
 
     /// Line `line`'s transaction ran as input `seq` of block `height`: its results
-    /// (`events`, each with its action's index), then `sequenced` and `finalized`.
+    /// (`events` and co-processor `calls`, each with its action's index), then `sequenced`
+    /// and `finalized`.
     pub fn executed(
         &mut self,
         id: u64,
         line: u64,
-        seq: u64,
-        height: u64,
+        (seq, height): (u64, u64),
         events: &[(usize, Event)],
+        calls: &[(usize, CoprocessorId, CallResult)],
     ) {
         let Some(pending) = self.pending.remove(&(id, line)) else {
             return;
@@ -529,10 +663,60 @@ impl JsonPort {
         for output in &outputs {
             self.send(id, &node_record(output, Some(line), Some(seq)));
         }
+        for &(action, coprocessor, result) in calls {
+            let value = match result {
+                Ok(result) => json!({
+                    "ev": "call", "seq": seq, "line": line, "action": action,
+                    "coprocessor": coprocessor, "result": sequencer::hex(&result),
+                }),
+                Err(refusal) => json!({
+                    "ev": "call_refused", "seq": seq, "line": line, "action": action,
+                    "coprocessor": coprocessor, "reason": refusal.code, "detail": refusal.reason,
+                }),
+            };
+            self.send(id, &value);
+        }
         for ev in ["sequenced", "finalized"] {
             let value = json!({"ev": ev, "seq": seq, "line": line, "height": height});
             self.send(id, &value);
         }
         self.drop_if_done(id);
+    }
+}
+
+/// The fields of a `call` or `query` line.
+struct CallLine {
+    account: AccountId,
+    coprocessor: CoprocessorId,
+    method: u8,
+    args: [u8; transactions::CALL_ARGS_LEN],
+}
+
+impl CallLine {
+    /// Reads `account`, `coprocessor`, `method` and `args` (48 hex digits, optional).
+    fn parse(request: &Value) -> Result<CallLine, String> {
+        let number = |field: &str| {
+            request
+                .get(field)
+                .and_then(Value::as_u64)
+                .ok_or(format!("`{field}` must be a non-negative integer"))
+        };
+        let coprocessor = u32::try_from(number("coprocessor")?).map_err(|e| e.to_string())?;
+        let method = u8::try_from(number("method")?).map_err(|_| "`method` is 0..=255")?;
+        let mut args = [0u8; transactions::CALL_ARGS_LEN];
+        if let Some(text) = request.get("args") {
+            let text = text.as_str().ok_or("`args` must be a hex string")?;
+            let bytes = alloy_primitives::hex::decode(text).map_err(|_| "`args` must be hex")?;
+            if bytes.len() != args.len() {
+                return Err(format!("`args` must be {} bytes", args.len()));
+            }
+            args.copy_from_slice(&bytes);
+        }
+        Ok(CallLine {
+            account: number("account")?,
+            coprocessor,
+            method,
+            args,
+        })
     }
 }

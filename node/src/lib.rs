@@ -18,6 +18,7 @@
 
 pub mod chain_eth;
 pub mod chain_gateway;
+pub mod chain_gov;
 pub mod chain_json;
 pub mod chain_run;
 pub mod chain_snapshot;

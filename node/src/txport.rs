@@ -65,6 +65,9 @@ pub fn refusal_code(refusal: &Refusal) -> u8 {
         "duplicate" => 12,
         "pool_full" => 13,
         "account_limit" => 14,
+        "coprocessor_inactive" => 17,
+        "unknown_method" => 18,
+        "too_much_gas" => 19,
         _ => 0,
     }
 }
@@ -86,6 +89,9 @@ pub fn code_name(code: u8) -> &'static str {
         12 => "duplicate",
         13 => "pool_full",
         14 => "account_limit",
+        17 => "coprocessor_inactive",
+        18 => "unknown_method",
+        19 => "too_much_gas",
         CODE_FRAME_LENGTH => "frame_length",
         CODE_RATE_LIMITED => "rate_limited",
         _ => "none",

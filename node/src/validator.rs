@@ -65,6 +65,7 @@ use consensus::types::{Ed25519, Hash, Height, Keypair, ValidatorId};
 use consensus::validators::Validator;
 use consensus_net::{BlockStore, BlockStoreError, NetConfig, NetError, Network, Peer, Received};
 use engine::EngineConfig;
+use execution::coprocessor::CallResult;
 use execution::{Execution, ExecutionConfig};
 use mempool::{Evicted, Mempool, MempoolConfig};
 use serde::{Deserialize, Serialize};
@@ -377,6 +378,14 @@ pub enum HostError {
     /// Standard output is gone (the devnet or test that started us stopped).
     #[error("log output closed")]
     LogClosed,
+    /// The co-processor registry names code this binary does not carry.
+    #[error("after block {height}: {error}")]
+    Registry {
+        /// The block after which the registry changed.
+        height: Height,
+        /// What the execution could not follow.
+        error: execution::RegistryError,
+    },
 }
 
 /// Lower-case hex.
@@ -734,6 +743,7 @@ pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostEr
             ..Default::default()
         },
         funding_interval_s: config.funding_interval_s,
+        core_gas_limit: execution::DEFAULT_CORE_GAS_LIMIT,
     })
 }
 
@@ -810,7 +820,9 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
     let (gateway_tx, gateway) = mpsc::channel::<Vec<GatewayTx>>(1024);
     let gateway_addrs = validator.start_gateway(&entry, chain_id, gateway_tx)?;
     let (json_tx, json) = mpsc::channel::<JsonEvent>(1 << 12);
-    let json_addr = validator.start_json(&entry, &config, json_tx).await?;
+    let json_addr = validator
+        .start_json(&entry, &config, &keypair, json_tx)
+        .await?;
     let (eth_tx, eth) = mpsc::channel::<EthRequest>(chain_eth::QUEUE);
     // The server stops when its handle is dropped: kept until the validator stops.
     let eth_server = match entry.eth_addr {
@@ -880,7 +892,7 @@ fn genesis_chain(config: &DevnetConfig) -> Result<(ChainState, Vec<Peer>), HostE
         config.chain_id_bytes()?,
         genesis,
         ChainParams::default(),
-        vec![],
+        execution::genesis_coprocessors(),
     )
     .map_err(|e| HostError::Config(format!("validator set: {e}")))?;
     Ok((chain, peers))
@@ -1120,6 +1132,7 @@ impl Shell {
         &mut self,
         entry: &ValidatorEntry,
         config: &DevnetConfig,
+        key: &Keypair,
         events: mpsc::Sender<JsonEvent>,
     ) -> Result<Option<SocketAddr>, HostError> {
         let Some(addr) = entry.json_addr else {
@@ -1132,13 +1145,14 @@ impl Shell {
             return Err(HostError::Config(why));
         }
         let spec = config.load_spec()?;
-        let port = JsonPort::new(
+        let mut port = JsonPort::new(
             &config.genesis_lines()?,
             spec.chain_id,
             &load::account_keys(&spec),
             config.dev_roles(),
         )
         .map_err(|e| HostError::Config(format!("genesis: {e}")))?;
+        port.allow_governance(key.clone());
         self.host.app_mut().json = Some(port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -1268,17 +1282,109 @@ impl Shell {
     }
 }
 
+/// Index of each block item among the block's Core transactions (`None` for EVM items).
+fn core_positions(items: &[BlockItem]) -> Vec<Option<usize>> {
+    items
+        .iter()
+        .scan(0usize, |next, item| {
+            Some(item.core().map(|_| {
+                *next += 1;
+                *next - 1
+            }))
+        })
+        .collect()
+}
+
+/// What a block's execution owes the JSON port: the results of its lines' transactions,
+/// and, if a connection follows accounts, every event with its seq.
+struct JsonBlock {
+    /// (Core transaction index, connection, line) of the block's JSON lines.
+    lines: Vec<(usize, u64, u64)>,
+    /// (Core transaction index, action, event) of those lines.
+    events: Vec<(usize, usize, engine::Event)>,
+    /// (seq, connection whose line caused it, event) of every event, if followed.
+    all: Option<Vec<(u64, Option<u64>, engine::Event)>>,
+}
+
+impl JsonBlock {
+    fn new(hashes: &[TxHash], awaiting: &HashMap<TxHash, Sender>, watched: bool) -> JsonBlock {
+        let lines = hashes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| match awaiting.get(h) {
+                Some(Sender::Json(id, line)) => Some((i, *id, *line)),
+                _ => None,
+            })
+            .collect();
+        JsonBlock {
+            lines,
+            events: Vec::new(),
+            all: watched.then(Vec::new),
+        }
+    }
+
+    /// One engine event (origin with Core transaction indexes) numbered `seq`.
+    fn note(&mut self, origin: execution::Origin, seq: u64, event: &engine::Event) {
+        let mut from = None;
+        if let execution::Origin::Tx { index, action } = origin {
+            if let Some((_, id, _)) = self.lines.iter().find(|(i, _, _)| *i == index) {
+                self.events.push((index, action, *event));
+                from = Some(*id);
+            }
+        }
+        if let Some(all) = self.all.as_mut() {
+            all.push((seq, from, *event));
+        }
+    }
+
+    /// Hands the port every followed event, then each line's results and `calls` (by Core
+    /// transaction index); transaction `i` is input `first_seq + i` of block `height`.
+    fn deliver(
+        self,
+        json: &mut JsonPort,
+        calls: Vec<(usize, (usize, execution::CoprocessorId, CallResult))>,
+        (first_seq, height): (u64, Height),
+    ) {
+        json.block_events(self.all.as_deref().unwrap_or(&[]));
+        for (index, id, line) in self.lines {
+            let events: Vec<(usize, engine::Event)> = self
+                .events
+                .iter()
+                .filter(|(i, _, _)| *i == index)
+                .map(|(_, action, event)| (*action, *event))
+                .collect();
+            let own: Vec<_> = calls
+                .iter()
+                .filter(|(i, _)| *i == index)
+                .map(|(_, call)| *call)
+                .collect();
+            json.executed(id, line, (first_seq + index as u64, height), &events, &own);
+        }
+    }
+}
+
 impl Application for NodeApp {
     type Error = HostError;
 
     fn has_pending(&self) -> bool {
         let shared = self.shared.borrow();
-        self.forged.is_some() || !shared.mempool.is_empty() || !shared.execution.bridge().is_idle()
+        let governance = self
+            .json
+            .as_ref()
+            .is_some_and(JsonPort::has_governance_work);
+        self.forged.is_some()
+            || governance
+            || !shared.mempool.is_empty()
+            || !shared.execution.bridge().is_idle()
     }
 
-    fn propose(&mut self, _height: Height, _chain: &ChainState, _now_ns: u64) -> AppProposal {
+    fn propose(&mut self, _height: Height, chain: &ChainState, _now_ns: u64) -> AppProposal {
+        let actions = self
+            .json
+            .as_ref()
+            .map_or_else(Vec::new, |json| json.governance_actions(chain));
         AppProposal {
-            actions: Vec::new(),
+            actions,
             payload: self.proposal_payload(),
         }
     }
@@ -1290,10 +1396,16 @@ impl Application for NodeApp {
     fn execute(
         &mut self,
         cert: &CommitCertificate,
+        chain: &ChainState,
         recovering: bool,
         now_ns: u64,
     ) -> Result<Hash, HostError> {
-        self.apply_decided(cert, recovering, now_ns)
+        let consensus = execution::ConsensusState::from(chain);
+        let root = self.apply_decided(cert, &consensus, recovering, now_ns)?;
+        if let Some(json) = self.json.as_mut() {
+            json.governance_applied(&cert.block, chain);
+        }
+        Ok(root)
     }
 
     fn on_app_frame(&mut self, _from: ValidatorId, body: &[u8], now_ns: u64) {
@@ -1383,7 +1495,7 @@ impl NodeApp {
     fn json_line(&mut self, id: u64, text: &str, now_ns: u64) -> Option<(Sender, Vec<u8>)> {
         let json = self.json.as_mut()?;
         let shared = self.shared.get_mut();
-        let (line, bytes) = json.line(id, text, shared.execution.engine(), now_ns / MS)?;
+        let (line, bytes) = json.line(id, text, &shared.execution, now_ns / MS)?;
         Some((Sender::Json(id, line), bytes))
     }
 
@@ -1530,6 +1642,7 @@ impl NodeApp {
     fn apply_decided(
         &mut self,
         cert: &CommitCertificate,
+        consensus: &execution::ConsensusState,
         recovering: bool,
         now_ns: u64,
     ) -> Result<Hash, HostError> {
@@ -1539,7 +1652,7 @@ impl NodeApp {
             .map_err(|what| HostError::BadPayload { height, what })?;
         let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
         let hashes: Vec<TxHash> = refs.iter().map(|tx| tx.hash()).collect();
-        let root = self.execute_items(height, &txs, &hashes)?;
+        let root = self.execute_items(height, &txs, &hashes, consensus)?;
         let shared = self.shared.get_mut();
         shared.block_time_ms = (block.timestamp_ns / MS).max(shared.block_time_ms);
         let evm_included = evm_item_hashes(&txs);
@@ -1580,6 +1693,7 @@ impl NodeApp {
         height: Height,
         txs: &[BlockItem],
         hashes: &[TxHash],
+        consensus: &execution::ConsensusState,
     ) -> Result<Hash, HostError> {
         let mut feed = BlockFeed::new(self.inputs_executed, height, hashes.len());
         if self.gateway.is_some() {
@@ -1591,28 +1705,9 @@ impl NodeApp {
                 })
                 .collect();
         }
-        // JSON lines of this block: (transaction index, connection, line), and their events.
-        let json_lines: Vec<(usize, u64, u64)> = hashes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| match self.awaiting.get(h) {
-                Some(Sender::Json(id, line)) => Some((i, *id, *line)),
-                _ => None,
-            })
-            .collect();
-        let mut json_events: Vec<(usize, usize, engine::Event)> = Vec::new();
         let watched = self.json.as_ref().is_some_and(JsonPort::has_watchers);
-        let mut block_events: Vec<(u64, Option<u64>, engine::Event)> = Vec::new();
-        // Item index -> index among the block's Core transactions.
-        let core_index: Vec<Option<usize>> = txs
-            .iter()
-            .scan(0usize, |next, item| {
-                Some(item.core().map(|_| {
-                    *next += 1;
-                    *next - 1
-                }))
-            })
-            .collect();
+        let mut json_block = JsonBlock::new(hashes, &self.awaiting, watched);
+        let core_index = core_positions(txs);
         let shared = self.shared.get_mut();
         // Signatures were checked by check_payload just before, which remembered the EVM
         // senders it recovered.
@@ -1629,26 +1724,20 @@ impl NodeApp {
                 height,
                 what: e.to_string(),
             })?;
-        let executed = shared.execution.execute_block(valid, |origin, event| {
-            let origin = match origin {
-                execution::Origin::Tx { index, action } => execution::Origin::Tx {
-                    index: core_index.get(index).copied().flatten().unwrap_or(index),
-                    action,
-                },
-                other => other,
-            };
-            let mut from = None;
-            if let execution::Origin::Tx { index, action } = origin {
-                if let Some((_, id, _)) = json_lines.iter().find(|(i, _, _)| *i == index) {
-                    json_events.push((index, action, *event));
-                    from = Some(*id);
-                }
-            }
-            let seq = feed.event(origin, event);
-            if watched {
-                block_events.push((seq, from, *event));
-            }
-        });
+        let executed = shared
+            .execution
+            .execute_block(valid, consensus, |origin, event| {
+                let origin = match origin {
+                    execution::Origin::Tx { index, action } => execution::Origin::Tx {
+                        index: core_index.get(index).copied().flatten().unwrap_or(index),
+                        action,
+                    },
+                    other => other,
+                };
+                let seq = feed.event(origin, event);
+                json_block.note(origin, seq, event);
+            });
+        let executed = executed.map_err(|error| HostError::Registry { height, error })?;
         let root = executed.root;
         self.eth_history.push(&executed.evm);
         let first_seq = self.inputs_executed + 1;
@@ -1663,15 +1752,11 @@ impl NodeApp {
             });
         }
         if let Some(json) = self.json.as_mut() {
-            json.block_events(&block_events);
-            for (index, id, line) in json_lines {
-                let events: Vec<(usize, engine::Event)> = json_events
-                    .iter()
-                    .filter(|(i, _, _)| *i == index)
-                    .map(|(_, action, event)| (*action, *event))
-                    .collect();
-                json.executed(id, line, first_seq + index as u64, height, &events);
-            }
+            let calls = executed.calls.iter().filter_map(|call| {
+                let index = core_index.get(call.index).copied().flatten()?;
+                Some((index, (call.action, call.coprocessor, call.result)))
+            });
+            json_block.deliver(json, calls.collect(), (first_seq, height));
         }
         Ok(Hash(root))
     }
@@ -1783,7 +1868,9 @@ impl NodeApp {
         let budget = shared
             .max_block_bytes
             .saturating_sub(4 + 4 * shared.max_block_txs);
-        let pending = shared.mempool.proposal(shared.max_block_txs, budget);
+        let pending = shared
+            .mempool
+            .proposal(shared.max_block_txs, budget, &shared.execution);
         // EVM items after the Core ones, within what is left of the block's limits and the
         // EVM gas share (so the proposal is a valid block).
         let used: usize = pending.iter().map(|tx| tx.bytes().len()).sum();

@@ -179,9 +179,16 @@ fn run_document(path: &str) -> usize {
             );
             for reply in stdout.lines() {
                 assert!(
-                    !["error", "rejected", "refused", "evicted"]
-                        .iter()
-                        .any(|ev| reply.contains(&format!("\"ev\":\"{ev}\""))),
+                    ![
+                        "error",
+                        "rejected",
+                        "refused",
+                        "evicted",
+                        "gov_refused",
+                        "call_refused"
+                    ]
+                    .iter()
+                    .any(|ev| reply.contains(&format!("\"ev\":\"{ev}\""))),
                     "{path}: `{command}` got {reply}"
                 );
             }

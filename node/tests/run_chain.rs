@@ -248,6 +248,96 @@ fn ethereum_json_rpc_runs_evm_transactions(node: &Node, data: &Path) {
     assert_eq!(quantity(&balance), 1_000);
 }
 
+/// `args` of the notary's `set`/`get`: key (u32 LE), then 20 value bytes, as hex.
+fn notary_args(key: u32, value: u8) -> String {
+    let mut args = key.to_le_bytes().to_vec();
+    args.extend([value; 20]);
+    args.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn notary(op: &str, method: u8, key: u32, value: u8) -> Value {
+    json!({"op": op, "account": A, "coprocessor": 1, "method": method,
+        "args": notary_args(key, value)})
+}
+
+/// Governance on the JSON port: before the notary is enshrined a call is refused; the
+/// validator proposes and votes its registration and activation; then calls reach it and
+/// queries read it.
+fn governance_enshrines_the_notary(node: &Node) {
+    let mut client = JsonClient::connect(node.address("listen"));
+    let early = exchange(&mut client, 1, notary("call", 1, 7, 0xaa), "refused");
+    assert_eq!(early[0]["reason"], "coprocessor_inactive", "{}", early[0]);
+    let query = exchange(&mut client, 2, notary("query", 1, 7, 0), "error");
+    assert_eq!(query[0]["reason"], "coprocessor_inactive");
+    let mut line = 2;
+    let mut pass = |client: &mut JsonClient, proposal: Value| {
+        line += 2;
+        let queued = exchange(client, line - 1, proposal, "gov_included");
+        assert_eq!(evs(&queued), ["gov_queued", "gov_included"], "{queued:?}");
+        let id = queued[1]["proposal"].clone();
+        let vote = json!({"op": "gov_vote", "proposal": id, "approve": true});
+        let voted = exchange(client, line, vote, "gov_included");
+        assert_eq!(voted[1]["proposal"], id);
+    };
+    let upgrade =
+        json!({"op": "gov_propose", "upgrade": {"id": 1, "version": 1, "code": "notary"}});
+    pass(&mut client, upgrade);
+    pass(&mut client, json!({"op": "gov_propose", "activate": 1}));
+    // The execution runs it from the second block after the one the vote passed in.
+    let mut line = 6;
+    let answered = (0..100).find_map(|_| {
+        line += 1;
+        client.send_json(&notary("query", 1, 7, 0));
+        let reply = client.next();
+        if reply["ev"] == "query" {
+            return Some(reply);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    });
+    let empty = format!("{}{}", "00".repeat(20), "00".repeat(12));
+    assert_eq!(
+        answered.expect("the notary activated")["result"],
+        empty.as_str()
+    );
+    let set = exchange(
+        &mut client,
+        line + 1,
+        notary("call", 1, 7, 0xaa),
+        "finalized",
+    );
+    assert_eq!(
+        evs(&set),
+        ["admitted", "call", "sequenced", "finalized"],
+        "{set:?}"
+    );
+    let again = exchange(
+        &mut client,
+        line + 2,
+        notary("call", 1, 7, 0xbb),
+        "finalized",
+    );
+    let previous = format!("{}01{}", "aa".repeat(20), "00".repeat(11));
+    assert_eq!(again[1]["result"], previous.as_str());
+    let stored = exchange(&mut client, line + 3, notary("query", 1, 7, 0), "query");
+    assert!(stored[0]["result"]
+        .as_str()
+        .unwrap()
+        .starts_with(&"bb".repeat(20)));
+    let view = exchange(
+        &mut client,
+        line + 4,
+        json!({"op": "governance"}),
+        "governance",
+    );
+    let registry = view[0]["registry"].as_array().expect("registry");
+    assert_eq!(registry.len(), 2, "{}", view[0]);
+    assert_eq!(
+        (registry[1]["id"].as_u64(), registry[1]["active"].as_bool()),
+        (Some(1), Some(true))
+    );
+}
+
 #[test]
 fn a_chain_of_one_trades_keeps_its_state_across_a_restart_and_paces_empty_blocks() {
     let folder = tempfile::tempdir().expect("temporary folder");
@@ -262,6 +352,7 @@ fn a_chain_of_one_trades_keeps_its_state_across_a_restart_and_paces_empty_blocks
     the_json_port_signs_for_development_keys_only(&node);
     a_development_key_trades_on_the_binary_port(&node, &data);
     ethereum_json_rpc_runs_evm_transactions(&node, &data);
+    governance_enshrines_the_notary(&node);
 
     // One process per data folder.
     let second = std::process::Command::new(NEXUS)

@@ -113,7 +113,22 @@ pub enum Action {
         /// Units, > 0.
         amount: Units,
     },
+    /// A call of a public function of an enshrined co-processor other than the CLOB (whose
+    /// functions are the typed actions above): `method` selects the function, `args` are
+    /// its 24 bytes of arguments, as that co-processor defines them (docs/execution.md,
+    /// "Co-processors"). It acts for the signer's account.
+    Call {
+        /// Registry id of the co-processor.
+        coprocessor: u32,
+        /// Which public function.
+        method: u8,
+        /// Its arguments.
+        args: [u8; CALL_ARGS_LEN],
+    },
 }
+
+/// Bytes of arguments one [`Action::Call`] carries.
+pub const CALL_ARGS_LEN: usize = 24;
 
 /// Why 32 bytes are not an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -187,6 +202,7 @@ mod kind {
     pub const ISOLATED_MARGIN: u8 = 8;
     pub const ORACLE_PRICE: u8 = 9;
     pub const DEPOSIT: u8 = 10;
+    pub const CALL: u8 = 11;
 }
 
 impl Action {
@@ -288,6 +304,22 @@ impl Action {
                 d: amount,
                 ..blank(kind::DEPOSIT)
             },
+            // The arguments are fields b, c and d as they lie in the record.
+            Action::Call {
+                coprocessor,
+                method,
+                args,
+            } => {
+                let field = |at: usize| -> [u8; 8] { args[at..at + 8].try_into().expect("8") };
+                Record {
+                    flags: method,
+                    a: coprocessor,
+                    b: u64::from_le_bytes(field(0)),
+                    c: i64::from_le_bytes(field(8)),
+                    d: i64::from_le_bytes(field(16)),
+                    ..blank(kind::CALL)
+                }
+            }
         }
     }
 
@@ -295,6 +327,14 @@ impl Action {
     /// codes and non-zero unused fields are errors, so each action has one encoding.
     pub fn decode(bytes: &[u8; ACTION_LEN]) -> Result<Action, ActionError> {
         let r = Record::decode(bytes)?;
+        if r.kind == kind::CALL {
+            // Every method byte and argument byte is the co-processor's to define.
+            return Ok(Action::Call {
+                coprocessor: r.a,
+                method: r.flags,
+                args: bytes[8..].try_into().expect("24 bytes"),
+            });
+        }
         let bad = |field| ActionError::BadField {
             kind: r.kind,
             field,
@@ -383,7 +423,8 @@ impl Action {
 
     /// The engine command this action is for `account` (the signer's). Oracle prices are
     /// not commands on their own: a block's prices per market become one
-    /// [`oracle_command`]; this returns `None` for them.
+    /// [`oracle_command`]; this returns `None` for them, and for calls of other
+    /// co-processors.
     pub fn command(&self, account: AccountId) -> Option<Command> {
         Some(match *self {
             Action::Place {
@@ -447,7 +488,7 @@ impl Action {
                 market,
                 amount,
             },
-            Action::OraclePrice { .. } => return None,
+            Action::OraclePrice { .. } | Action::Call { .. } => return None,
             Action::Deposit {
                 account: beneficiary,
                 asset,

@@ -23,7 +23,7 @@ pub mod nonce;
 pub mod tx;
 pub mod verify;
 
-pub use action::{oracle_command, Action, ActionError, ACTION_LEN};
+pub use action::{oracle_command, Action, ActionError, ACTION_LEN, CALL_ARGS_LEN};
 pub use item::{BlockItem, EvmItem, ItemError, EVM_ITEM_TAG, MAX_EVM_TX_LEN};
 pub use nonce::{NonceError, NonceSet, NONCE_FUTURE_MS, NONCE_PAST_MS, REMEMBERED_NONCES};
 pub use tx::{

@@ -7,7 +7,8 @@ use engine::{Command, NewOrder, SelfTradePrevention, Side, TimeInForce};
 use proptest::prelude::*;
 use transactions::{
     account_id_of, verify, verify_batch, Action, DecodeError, NonceError, NonceSet, SignatureError,
-    SignedTransaction, Transaction, MAX_ACTIONS, NONCE_FUTURE_MS, NONCE_PAST_MS, REMEMBERED_NONCES,
+    SignedTransaction, Transaction, CALL_ARGS_LEN, MAX_ACTIONS, NONCE_FUTURE_MS, NONCE_PAST_MS,
+    REMEMBERED_NONCES,
 };
 
 const CHAIN: [u8; 32] = [7; 32];
@@ -105,6 +106,13 @@ fn any_action() -> impl Strategy<Value = Action> {
                 amount,
             }
         }),
+        (any::<u32>(), any::<u8>(), any::<[u8; CALL_ARGS_LEN]>()).prop_map(
+            |(coprocessor, method, args)| Action::Call {
+                coprocessor,
+                method,
+                args
+            }
+        ),
     ]
 }
 
@@ -137,8 +145,8 @@ proptest! {
                 }
             }
             None => {
-                let oracle = matches!(action, Action::OraclePrice { .. });
-                prop_assert!(oracle, "only oracle prices have no command");
+                let no_command = matches!(action, Action::OraclePrice { .. } | Action::Call { .. });
+                prop_assert!(no_command, "only oracle prices and calls have no command");
             }
         }
     }

@@ -101,10 +101,14 @@ pub trait Application {
     fn payload_valid(&self, height: Height, payload: &[u8]) -> bool;
 
     /// Executes a decided block (durable already) and returns the execution root after
-    /// it. `recovering`: the block is read back from the block file at start-up.
+    /// it. `chain` is the consensus-layer state after the block (validator set, staking,
+    /// governance, co-processor registry), applied just before: the execution commits to it
+    /// and follows its registry. `recovering`: the block is read back from the block file
+    /// at start-up.
     fn execute(
         &mut self,
         certificate: &CommitCertificate,
+        chain: &ChainState,
         recovering: bool,
         now_ns: u64,
     ) -> Result<Hash, Self::Error>;
@@ -345,6 +349,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         root_after: Hash,
     ) -> Result<(), HostError<A::Error>> {
         self.check_root(&certificate)?;
+        self.apply_chain(&certificate);
         self.applied(&certificate, root_after);
         Ok(())
     }
@@ -574,28 +579,35 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         Ok(())
     }
 
-    /// Executes a durable block and applies it to the chain state.
+    /// Applies a durable block to the chain state, then executes it.
     fn apply(
         &mut self,
         certificate: &CommitCertificate,
         recovering: bool,
         now_ns: u64,
     ) -> Result<(), HostError<A::Error>> {
+        self.apply_chain(certificate);
         let root = self
-            .app_mut()
-            .execute(certificate, recovering, now_ns)
+            .consensus
+            .context_mut()
+            .app
+            .execute(certificate, &self.chain, recovering, now_ns)
             .map_err(HostError::App)?;
         self.applied(certificate, root);
         Ok(())
     }
 
+    /// The block's staking and governance actions and evidence, applied to the chain state.
+    fn apply_chain(&mut self, certificate: &CommitCertificate) {
+        self.chain
+            .apply_block(&certificate.block, &self.consensus.context().verifier);
+    }
+
     /// A block was executed (or is covered by a snapshot) with execution root `root` after
-    /// it: the chain state, evidence, last block and certificates follow.
+    /// it, its chain state applied: evidence, last block and certificates follow.
     fn applied(&mut self, certificate: &CommitCertificate, root: Hash) {
         self.exec_root = root;
         let block = &certificate.block;
-        self.chain
-            .apply_block(block, &self.consensus.context().verifier);
         self.included.extend(block.evidence.iter().copied());
         self.evidence.retain(|e| !block.evidence.contains(e));
         self.last_block = Some((block.id(), block.timestamp_ns));

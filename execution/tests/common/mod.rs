@@ -11,7 +11,7 @@ use ed25519_dalek::SigningKey;
 use engine::{Command, EngineConfig, Event, MarketSpec, SelfTradePrevention, Side, TimeInForce};
 use execution::evm::executor::{CallOutcome, CallRequest, EvmConfig};
 use execution::evm::system::{abi::*, selector};
-use execution::{BlockItem, EvmGenesis, Executed, Execution, ExecutionConfig};
+use execution::{BlockItem, ConsensusState, EvmGenesis, Executed, Execution, ExecutionConfig};
 use k256::ecdsa::SigningKey as EvmKey;
 use transactions::{account_id_of, Action, EvmItem, Transaction};
 
@@ -202,6 +202,7 @@ pub fn config() -> ExecutionConfig {
             ..EvmGenesis::default()
         },
         funding_interval_s: 0,
+        core_gas_limit: execution::DEFAULT_CORE_GAS_LIMIT,
     }
 }
 
@@ -220,7 +221,11 @@ pub fn step(chains: &mut [&mut Execution], items: &[BlockItem]) -> Executed {
         let block = chain
             .validate_block(time, items, &signatures)
             .expect("a valid block");
-        results.push(chain.execute_block(block, |_, _| {}));
+        results.push(
+            chain
+                .execute_block(block, &genesis_consensus(), |_, _| {})
+                .unwrap(),
+        );
         assert_eq!(chain.evm_root(), chain.evm_root_from_scratch());
     }
     let roots: Vec<_> = chains.iter_mut().map(|c| c.roots()).collect();
@@ -237,7 +242,9 @@ pub fn step_events(chain: &mut Execution, items: &[BlockItem]) -> (Executed, Vec
         .validate_block(time, items, &signatures_of(items))
         .expect("a valid block");
     let mut events = Vec::new();
-    let out = chain.execute_block(block, |_, event| events.push(*event));
+    let out = chain
+        .execute_block(block, &genesis_consensus(), |_, event| events.push(*event))
+        .unwrap();
     assert!(out.evm.dropped.is_empty(), "{:?}", out.evm.dropped);
     (out, events)
 }
@@ -277,4 +284,9 @@ pub fn place(oid: u64, side: Side, price: i64, qty: i64) -> Action {
         stp: SelfTradePrevention::CancelMaker,
         reduce_only: false,
     }
+}
+
+/// The consensus layer of a chain without one: the genesis registry, a zero digest.
+pub fn genesis_consensus() -> ConsensusState {
+    ConsensusState::genesis()
 }

@@ -92,6 +92,7 @@ fn chain(senders: &[(EvmKey, Address)]) -> Execution {
         engine: EngineConfig::default(),
         evm,
         funding_interval_s: 0,
+        core_gas_limit: execution::DEFAULT_CORE_GAS_LIMIT,
     };
     Execution::new(config, &genesis)
 }
@@ -169,7 +170,8 @@ fn run_block(chain: &mut Execution, items: &[BlockItem]) -> (f64, f64) {
         .validate_block(time, items, &signatures)
         .expect("a valid block");
     let validated = start.elapsed();
-    let executed = chain.execute_block(block, |_, _| {});
+    let consensus = execution::ConsensusState::genesis();
+    let executed = chain.execute_block(block, &consensus, |_, _| {}).unwrap();
     assert!(
         executed.evm.dropped.is_empty(),
         "{:?}",
