@@ -312,7 +312,8 @@ MAX_ACTIONS = 64
 ACTION_PLACE, ACTION_CANCEL, ACTION_CANCEL_ALL, ACTION_MODIFY = 1, 2, 3, 4
 ACTION_NAMES = {1: "place", 2: "cancel", 3: "cancel_all", 4: "modify", 5: "withdraw",
                 6: "transfer", 7: "leverage", 8: "isolated_margin", 9: "oracle_price",
-                10: "deposit"}
+                10: "deposit", 11: "call"}
+ACTION_CALL = 11
 
 
 def action(kind: int, flags: int = 0, a: int = 0, b: int = 0, c: int = 0, d: int = 0) -> bytes:
@@ -334,6 +335,14 @@ def cancel_action(market: int, oid: int) -> bytes:
 
 def cancel_all_action(market: int) -> bytes:
     return action(ACTION_CANCEL_ALL, 0, market)
+
+
+def call_action(coprocessor: int, method: int, args: bytes = bytes(24)) -> bytes:
+    """A call of co-processor `coprocessor` (docs/execution.md, "Co-processors"): the method in
+    the flags byte, the co-processor id in `a`, the 24 argument bytes as they lie."""
+    if len(args) != 24:
+        raise ValueError("a call carries exactly 24 bytes of arguments")
+    return struct.pack("<BBHI", ACTION_CALL, method, 0, coprocessor) + args
 
 
 def unsigned_transaction(chain_id: bytes, public_key: bytes, nonce: int, actions: list) -> bytes:

@@ -59,6 +59,10 @@ def main() -> int:
           "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8")
     check("protocol.md account id", nc.account_id_of(public_key), 6581511237511020069)
 
+    # transactions.md, "Actions": kind 11 calls co-processor 1, method 2, bytes 8..32 as given.
+    check("call action", nc.call_action(1, 2, bytes(range(24))).hex(),
+          "0b020000" "01000000" + bytes(range(24)).hex())
+
     # transactions.md, "Worked example".
     seed = bytes(range(1, 33))
     public_key = nc.ed25519_public_key(seed)

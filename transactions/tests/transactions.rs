@@ -415,3 +415,22 @@ fn documented_example() -> SignedTransaction {
     }
     .sign(&key)
 }
+
+/// transactions.md, "Actions": a call lays out kind 11, the method in the flags byte, the
+/// co-processor id in `a` and its arguments as given (the Python client's vector).
+#[test]
+fn a_call_is_laid_out_as_documented() {
+    let args: [u8; CALL_ARGS_LEN] = std::array::from_fn(|i| i as u8);
+    let call = Action::Call {
+        coprocessor: 1,
+        method: 2,
+        args,
+    };
+    let bytes = call.encode();
+    assert_eq!(&bytes[..8], &[11, 2, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(&bytes[8..], &args);
+    assert_eq!(Action::decode(&bytes), Ok(call));
+    let mut reserved = bytes;
+    reserved[2] = 1;
+    assert!(Action::decode(&reserved).is_err(), "reserved bytes stay zero");
+}
