@@ -432,5 +432,8 @@ fn a_call_is_laid_out_as_documented() {
     assert_eq!(Action::decode(&bytes), Ok(call));
     let mut reserved = bytes;
     reserved[2] = 1;
-    assert!(Action::decode(&reserved).is_err(), "reserved bytes stay zero");
+    assert!(
+        Action::decode(&reserved).is_err(),
+        "reserved bytes stay zero"
+    );
 }
