@@ -218,6 +218,7 @@ MESSAGES = {
     118: ("Liquidation", "QQIB3sqqqq", "client_seq seq market step _ lots notional fee bad_debt"),
     119: ("Deleveraged", "QQIIqq", "client_seq seq market _ lots notional"),
     120: ("TransactionStatus", "QBBHI32s", "client_seq status _ code _ hash"),
+    121: ("CallResult", "QQIHBB32s", "client_seq seq coprocessor action status _ result"),
     200: ("SnapshotBegin", "IIQQII", "market _ market_seq feed_epoch bid_levels ask_levels"),
     201: ("SnapshotLevel", "IB3sqq", "market side _ price lots"),
     202: ("SnapshotEnd", "IIQ", "market _ market_seq"),
@@ -230,7 +231,7 @@ MESSAGES = {
 I128_FIELDS = {"open_notional", "index"}
 SIZES = {1: 144, 2: 24, 3: 24, 10: 48, 11: 32, 12: 48, 13: 24, 20: 24, 21: 32, 22: 24,
          100: 56, 101: 56, 102: 24, 103: 24, 104: 24, 105: 32, 106: 64, 110: 48, 111: 48, 112: 88,
-         113: 56, 114: 64, 115: 40, 116: 40, 117: 80, 118: 72, 119: 56, 120: 64, 200: 48, 201: 40,
+         113: 56, 114: 64, 115: 40, 116: 40, 117: 80, 118: 72, 119: 56, 120: 64, 121: 72, 200: 48, 201: 40,
          202: 32, 203: 56, 204: 64, 205: 64, 206: 64}
 KIND = {name: kind for kind, (name, _, _) in MESSAGES.items()}
 # Transaction (kind 14, chains only) is the one kind of variable size: the header followed by a
@@ -434,6 +435,12 @@ def describe(m: dict) -> str:
     elif name == "TransactionStatus":
         m["status"] = TX_STATUSES.get(m["status"], m["status"])
         m["code"] = MEMPOOL_CODES.get(m["code"], m["code"])
+    elif name == "CallResult" and m["status"] == 1:
+        # Refused: the result field holds the refusal's code in ASCII.
+        m["status"] = "refused"
+        m["result"] = m["result"].rstrip(b"\0").decode("ascii", "replace")
+    elif name == "CallResult":
+        m["status"] = "answered"
     for key, value in m.items():
         if isinstance(value, bytes):
             m[key] = value.hex()

@@ -89,6 +89,11 @@ def main() -> int:
     frame = struct.pack(nc.HEADER, 64, 120, 1, 0, 3) + struct.pack("<QBBHI32s", 2, 2, 0, 2, 0, b"\xab" * 32)
     check("TransactionStatus decode", nc.describe(nc.decode(frame)),
           "TransactionStatus hseq=3 client_seq=2 status=refused code=wrong_chain hash=" + "ab" * 32)
+    code = b"coprocessor_inactive".ljust(32, b"\0")
+    frame = struct.pack(nc.HEADER, 72, 121, 1, 0, 4) + struct.pack("<QQIHBB32s", 7, 9, 5, 0, 1, 0, code)
+    check("CallResult decode", nc.describe(nc.decode(frame)),
+          "CallResult hseq=4 client_seq=7 seq=9 coprocessor=5 action=0 status=refused "
+          "result=coprocessor_inactive")
     frame = struct.pack(nc.HEADER, 64, 106, 1, 0, 0) + struct.pack("<32sQQ", b"\x01" * 32, 5, 1_700_000_000_123)
     check("ChainInfo decode", nc.describe(nc.decode(frame)),
           "ChainInfo hseq=0 chain_id=" + "01" * 32

@@ -559,6 +559,31 @@ impl OrderEntry {
                 message.height = height.into();
                 self.send_app(slot, message, now_ns);
             }
+            Output::Call {
+                client,
+                seq,
+                action,
+                coprocessor,
+                result,
+            } => {
+                let Some(slot) = self.origin(client) else {
+                    return;
+                };
+                let mut message: CallResult = blank(0);
+                message.client_seq = client.tag.into();
+                message.seq = seq.into();
+                message.coprocessor = coprocessor.into();
+                message.action = action.into();
+                match result {
+                    Ok(answer) => message.result = answer,
+                    Err(code) => {
+                        message.status = CALL_REFUSED;
+                        let bytes = &code.as_bytes()[..code.len().min(32)];
+                        message.result[..bytes.len()].copy_from_slice(bytes);
+                    }
+                }
+                self.send_app(slot, message, now_ns);
+            }
             Output::Level { .. }
             | Output::BlockExecuted { .. }
             | Output::BlockDurable { .. }

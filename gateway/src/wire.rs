@@ -27,6 +27,10 @@ pub const TX_ADMITTED: u8 = 1;
 pub const TX_REFUSED: u8 = 2;
 /// [`TransactionStatus::status`]: it left the mempool unexecuted (see `code`) and never will be.
 pub const TX_EVICTED: u8 = 3;
+/// [`CallResult::status`]: the co-processor answered; `result` is its answer.
+pub const CALL_OK: u8 = 0;
+/// [`CallResult::status`]: the call was refused; `result` holds the refusal's code.
+pub const CALL_REFUSED: u8 = 1;
 /// `market` value meaning "every market" in [`Subscribe`].
 pub const ALL_MARKETS: u32 = u32::MAX;
 /// [`NewOrder::order_type`] low bits: a limit order.
@@ -468,6 +472,27 @@ messages! {
         hash: [u8; 32],
     }
 
+    /// What a call of an enshrined co-processor (action kind 11 of a signed transaction)
+    /// answered, after the transaction's block was executed (docs/protocol.md, "Signed
+    /// transactions").
+    CallResult = 121, 72 {
+        /// Client seq of the `Transaction` message.
+        client_seq: U64,
+        /// Global sequence number of the transaction.
+        seq: U64,
+        /// The co-processor's registry id.
+        coprocessor: U32,
+        /// The call's position among the transaction's actions.
+        action: U16,
+        /// [`CALL_OK`] or [`CALL_REFUSED`].
+        status: u8,
+        /// Zero.
+        reserved: u8,
+        /// The call's 32-byte answer ([`CALL_OK`]), or the refusal's code in ASCII padded
+        /// with zero bytes ([`CALL_REFUSED`], e.g. `coprocessor_inactive`).
+        result: [u8; 32],
+    }
+
     // ---- client to market-data port ----------------------------------------------------
 
     /// Start receiving a market (or every market): a snapshot, then updates and trades.
@@ -660,6 +685,7 @@ pub fn length_of(kind: u8) -> Option<usize> {
         Liquidation,
         Deleveraged,
         TransactionStatus,
+        CallResult,
         Subscribe,
         Replay,
         SnapshotRequest,
@@ -952,6 +978,11 @@ mod tests {
         assert_eq!(offset_of!(TransactionStatus, status), 24);
         assert_eq!(offset_of!(TransactionStatus, code), 26);
         assert_eq!(offset_of!(TransactionStatus, hash), 32);
+        assert_eq!(offset_of!(CallResult, seq), 24);
+        assert_eq!(offset_of!(CallResult, coprocessor), 32);
+        assert_eq!(offset_of!(CallResult, action), 36);
+        assert_eq!(offset_of!(CallResult, status), 38);
+        assert_eq!(offset_of!(CallResult, result), 40);
         assert_eq!(MAX_FRAME_BYTES, 2204);
         assert_eq!(offset_of!(Login, signature), 48);
         assert_eq!(offset_of!(Login, session_id), 112);

@@ -335,6 +335,29 @@ impl BlockFeed {
         seq
     }
 
+    /// What a co-processor call of transaction `index` answered, for its sender: placed
+    /// after the transaction's events, before its `Sequenced` (call after the block's events).
+    pub fn call(&mut self, index: usize, call: (u16, u32, execution::coprocessor::CallResult)) {
+        let client = self.sender(index);
+        if client == NOBODY {
+            return;
+        }
+        let seq = self.first + index as u64;
+        let (action, coprocessor, result) = call;
+        let output = Output::Call {
+            client,
+            seq,
+            action,
+            coprocessor,
+            result: result.map_err(|refusal| refusal.code),
+        };
+        let sequenced = |o: &Output| matches!(o, Output::Sequenced { seq: s, .. } if *s == seq);
+        match self.outputs.iter().position(sequenced) {
+            Some(at) => self.outputs.insert(at, output),
+            None => self.outputs.push(output),
+        }
+    }
+
     /// Every transaction before `index` is done: the `Sequenced` of those still open.
     fn close_before(&mut self, index: usize) {
         for i in self.open..index {

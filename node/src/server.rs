@@ -834,7 +834,9 @@ impl Server {
                 self.height = height;
                 self.state_root = state_root;
             }
-            PipelineOutput::BlockDurable { .. } | PipelineOutput::Level { .. } => {}
+            PipelineOutput::BlockDurable { .. }
+            | PipelineOutput::Level { .. }
+            | PipelineOutput::Call { .. } => {}
             PipelineOutput::Fatal(why) => return Err(NodeError::Fatal(why)),
         }
         Ok(())

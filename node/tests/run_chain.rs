@@ -338,6 +338,62 @@ fn governance_enshrines_the_notary(node: &Node) {
     );
 }
 
+/// A binary session calls the (enshrined) notary in a signed transaction: its answer comes
+/// as a `CallResult` before `Sequenced`; a call of a co-processor that is not active is
+/// refused at admission with its code.
+fn a_binary_session_calls_the_notary(node: &Node, data: &Path) {
+    use gateway::client::{LoginOptions, OrderClient, ServerMessage as M};
+    use gateway::wire::{CALL_OK, TX_REFUSED};
+    let seeds = std::fs::read_to_string(data.join("dev-keys.txt")).expect("dev-keys.txt");
+    let seed = node::validator::unhex32(seeds.lines().next().expect("a key")).expect("hex");
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let address = node.address("order_entry");
+    let mut client = OrderClient::connect(address, &key, LoginOptions::default()).expect("login");
+    let chain_id = client.session.chain.expect("a chain").chain_id;
+    let call = |coprocessor, nonce_offset| {
+        let mut args = [0u8; 24];
+        args[..4].copy_from_slice(&9u32.to_le_bytes());
+        args[4..].fill(0xcc);
+        let now_ms = node::validator::now_ns() / 1_000_000;
+        let action = transactions::Action::Call {
+            coprocessor,
+            method: 1,
+            args,
+        };
+        transactions::Transaction {
+            chain_id,
+            signer: key.verifying_key().to_bytes(),
+            nonce: now_ms + nonce_offset,
+            actions: vec![action],
+        }
+        .sign(&key)
+        .bytes()
+        .to_vec()
+    };
+    let seq = client.sender.transaction(&call(1, 500)).expect("send");
+    let replies = read_until(&mut client, |m| matches!(m, M::Finalized(_)));
+    let answers: Vec<_> = replies
+        .iter()
+        .filter_map(|m| match m {
+            M::CallResult(r) => Some(*r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers.len(), 1, "{replies:?}");
+    let answer = answers[0];
+    assert_eq!((answer.client_seq.get(), answer.status), (seq, CALL_OK));
+    assert_eq!((answer.coprocessor.get(), answer.action.get()), (1, 0));
+    assert_eq!(answer.result, [0; 32], "key 9 was empty");
+    let at = |f: fn(&M) -> bool| replies.iter().position(f).expect("present");
+    assert!(at(|m| matches!(m, M::CallResult(_))) < at(|m| matches!(m, M::Sequenced(_))));
+    client.sender.transaction(&call(77, 501)).expect("send");
+    let refused = read_until(&mut client, |m| matches!(m, M::TransactionStatus(_)));
+    let Some(M::TransactionStatus(status)) = refused.last() else {
+        panic!("{refused:?}")
+    };
+    assert_eq!((status.status, status.code.get()), (TX_REFUSED, 17));
+}
+
 #[test]
 fn a_chain_of_one_trades_keeps_its_state_across_a_restart_and_paces_empty_blocks() {
     let folder = tempfile::tempdir().expect("temporary folder");
@@ -353,6 +409,7 @@ fn a_chain_of_one_trades_keeps_its_state_across_a_restart_and_paces_empty_blocks
     a_development_key_trades_on_the_binary_port(&node, &data);
     ethereum_json_rpc_runs_evm_transactions(&node, &data);
     governance_enshrines_the_notary(&node);
+    a_binary_session_calls_the_notary(&node, &data);
 
     // One process per data folder.
     let second = std::process::Command::new(NEXUS)

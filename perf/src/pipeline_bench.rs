@@ -207,7 +207,10 @@ impl Tracker {
                 }
             }
             Output::Fatal(why) => panic!("pipeline failed: {why}"),
-            Output::Event { .. } | Output::BlockExecuted { .. } | Output::Level { .. } => {}
+            Output::Event { .. }
+            | Output::BlockExecuted { .. }
+            | Output::Level { .. }
+            | Output::Call { .. } => {}
         }
     }
 }

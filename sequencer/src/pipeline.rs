@@ -187,6 +187,20 @@ pub enum Output {
     },
     /// The log failed: nothing more will be finalized; the node must stop.
     Fatal(String),
+    /// What a call of an enshrined co-processor answered (chains only: the pipeline itself
+    /// never makes one); it comes after the input's events, before its `Sequenced`.
+    Call {
+        /// Who sent the input.
+        client: ClientRef,
+        /// The input's sequence number.
+        seq: u64,
+        /// The action's position in its transaction.
+        action: u16,
+        /// The co-processor's registry id.
+        coprocessor: u32,
+        /// Its 32-byte answer, or the refusal's code (ASCII, e.g. `coprocessor_inactive`).
+        result: Result<[u8; 32], &'static str>,
+    },
 }
 
 /// A wake-up handle for a stage thread, set once the thread starts.

@@ -243,6 +243,7 @@ fn check_outputs(commands: &[Command], outputs: &[Output]) {
                 finalized[client.tag as usize] = true;
             }
             Output::BlockDurable { .. } | Output::BlockExecuted { .. } | Output::Level { .. } => {}
+            Output::Call { .. } => panic!("the pipeline makes no co-processor calls"),
             Output::Fatal(ref why) => panic!("pipeline failed: {why}"),
         }
     }

@@ -1,0 +1,792 @@
+//! The node's consensus [`Application`] (`NodeApp`): mempool and admission, proposals, `valid(v)`,
+//! execution of decided blocks and their results to every port, snapshots.
+
+use super::*;
+
+/// The state the consensus core's payload check shares with the host.
+pub(super) struct Shared {
+    pub(super) execution: Execution,
+    pub(super) mempool: Mempool,
+    /// The time the next block's nonces are checked against (ms): the last block's
+    /// timestamp, or the genesis time.
+    pub(super) block_time_ms: u64,
+    pub(super) max_block_txs: usize,
+    pub(super) max_block_bytes: usize,
+}
+
+/// The transactions of a payload, or why it is not one.
+fn decode_payload(shared: &Shared, payload: &[u8]) -> Result<Vec<BlockItem>, String> {
+    if payload.len() > shared.max_block_bytes {
+        return Err(format!(
+            "{} payload bytes, limit {}",
+            payload.len(),
+            shared.max_block_bytes
+        ));
+    }
+    let items = txport::decode_list(payload, shared.max_block_txs)
+        .ok_or_else(|| "not a list of transactions within the block's limits".to_string())?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| BlockItem::decode(bytes).map_err(|e| format!("transaction {i}: {e}")))
+        .collect()
+}
+
+/// Checks a payload as `valid(v)`: decodes it, checks every signature (the pool's cache
+/// first) and validates the block against the execution state.
+fn check_payload(shared: &mut Shared, payload: &[u8]) -> Result<Vec<BlockItem>, String> {
+    let txs = decode_payload(shared, payload)?;
+    let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
+    let signatures = shared.mempool.check_block_signatures(&refs);
+    let senders = |h: &alloy_primitives::B256| shared.mempool.evm_sender(h);
+    let valid = shared
+        .execution
+        .validate_block_with(shared.block_time_ms, &txs, &signatures, &senders)
+        .map_err(|e| e.to_string())?;
+    // The block's EVM senders are recovered once per validator: its decision's check finds
+    // them here.
+    let recovered = valid.evm_txs().to_vec();
+    shared.mempool.remember_evm_senders(&recovered);
+    Ok(txs)
+}
+
+/// The EVM items of a block, by pool hash.
+fn evm_item_hashes(items: &[BlockItem]) -> Vec<TxHash> {
+    items
+        .iter()
+        .filter_map(|item| match item {
+            BlockItem::Evm(evm) => Some(evm.hash()),
+            BlockItem::Core(_) => None,
+        })
+        .collect()
+}
+
+/// The node's side of the host: mempool, execution and the clients of the transaction
+/// port, the binary gateway and the JSON port. The consensus host
+/// ([`consensus::host::Host`]) asks it for proposals, payload checks and the execution of
+/// decided blocks, and hands it forwarded transactions.
+pub(super) struct NodeApp {
+    pub(super) index: usize,
+    /// A forged transaction to put in every proposal (test only, `--byzantine-forge`).
+    pub(super) forged: Option<Vec<u8>>,
+    /// In a cell because `valid(v)` is asked through a shared reference (it checks
+    /// signatures against the pool's cache, which it updates).
+    pub(super) shared: RefCell<Shared>,
+    pub(super) clients: HashMap<u64, ClientOutbox>,
+    /// Transactions a client of this validator sent, awaiting their block.
+    pub(super) awaiting: HashMap<TxHash, Sender>,
+    /// The binary gateway's thread (order entry and market data), if configured.
+    pub(super) gateway: Option<GatewayHandle>,
+    /// The JSON development port's state, if configured.
+    pub(super) json: Option<JsonPort>,
+    /// The chain's input seq: transactions, oracle updates, fundings (one per perp market)
+    /// and CoreWriter actions executed so far (every validator counts the same; the
+    /// gateway's `seq` fields).
+    pub(super) inputs_executed: u64,
+    /// Where snapshots go, and every how many blocks (0: never).
+    pub(super) snapshots: PathBuf,
+    pub(super) snapshot_every: u64,
+    /// Per-connection rate limits of transactions.
+    pub(super) rates: RateLimits<(u8, u64)>,
+    /// The execution parameters (a snapshot is restored with them).
+    pub(super) execution_config: ExecutionConfig,
+    /// The EVM blocks executed, for the Ethereum JSON-RPC port's reads.
+    pub(super) eth_history: EthHistory,
+    /// JSON-RPC connections with a rate bucket (the oldest forgotten first).
+    pub(super) eth_connections: std::collections::BTreeSet<u64>,
+    /// Transactions a second one client connection may send.
+    pub(super) connection_rate: u64,
+    /// `final` lines are not printed, other events go to standard error (if
+    /// `stderr_events`).
+    pub(super) quiet_blocks: bool,
+    pub(super) stderr_events: bool,
+}
+
+/// The node's application at genesis, and its execution root.
+pub(super) fn node_app(
+    args: &ValidatorArgs,
+    config: &DevnetConfig,
+    data_dir: &Path,
+) -> Result<(NodeApp, Hash), HostError> {
+    let spec = config.load_spec()?;
+    let mut execution = genesis_execution(config)?;
+    let exec_root = Hash(execution.root());
+    let eth_history_blocks = usize::try_from(config.eth_history_blocks)
+        .map_err(|_| HostError::Config("eth_history_blocks too large".into()))?;
+    let eth_history = EthHistory::new(execution.evm().head(), eth_history_blocks);
+    let app = NodeApp {
+        index: args.index,
+        forged: args
+            .byzantine_forge
+            .then(|| forged_withdrawal(&spec))
+            .transpose()?,
+        shared: RefCell::new(Shared {
+            execution,
+            mempool: Mempool::new(MempoolConfig::default()),
+            block_time_ms: config.genesis_time_ms,
+            max_block_txs: config.max_block_txs as usize,
+            max_block_bytes: config.max_block_bytes as usize,
+        }),
+        clients: HashMap::new(),
+        awaiting: HashMap::new(),
+        gateway: None,
+        json: None,
+        inputs_executed: 0,
+        snapshots: data_dir.join("snapshots"),
+        snapshot_every: config.snapshot_every,
+        rates: RateLimits::new(config.connection_rate, config.connection_rate),
+        execution_config: execution_config(config)?,
+        eth_history,
+        eth_connections: Default::default(),
+        connection_rate: config.connection_rate,
+        quiet_blocks: false,
+        stderr_events: false,
+    };
+    Ok((app, exec_root))
+}
+
+/// A withdrawal for trading account 0 that account 1's key signed (test only): what a
+/// byzantine proposer would need to move someone else's funds.
+fn forged_withdrawal(spec: &LoadSpec) -> Result<Vec<u8>, HostError> {
+    let keys = load::account_keys(spec);
+    let (victim, thief) = match keys.as_slice() {
+        [victim, thief, ..] => (victim, thief),
+        _ => {
+            return Err(HostError::Config(
+                "--byzantine-forge needs two accounts".into(),
+            ))
+        }
+    };
+    let tx = transactions::Transaction {
+        chain_id: spec.chain_id,
+        signer: victim.verifying_key().to_bytes(),
+        nonce: spec.genesis_time_ms,
+        actions: vec![transactions::Action::Withdraw {
+            asset: 1,
+            amount: 1_000,
+        }],
+    };
+    use ed25519_dalek::Signer;
+    let mut bytes = tx.encode_unsigned();
+    bytes.extend_from_slice(&thief.sign(&tx.signing_bytes()).to_bytes());
+    Ok(bytes)
+}
+
+/// Index of each block item among the block's Core transactions (`None` for EVM items).
+fn core_positions(items: &[BlockItem]) -> Vec<Option<usize>> {
+    items
+        .iter()
+        .scan(0usize, |next, item| {
+            Some(item.core().map(|_| {
+                *next += 1;
+                *next - 1
+            }))
+        })
+        .collect()
+}
+
+/// What a block's execution owes the JSON port: the results of its lines' transactions,
+/// and, if a connection follows accounts, every event with its seq.
+struct JsonBlock {
+    /// (Core transaction index, connection, line) of the block's JSON lines.
+    pub(super) lines: Vec<(usize, u64, u64)>,
+    /// (Core transaction index, action, event) of those lines.
+    pub(super) events: Vec<(usize, usize, engine::Event)>,
+    /// (seq, connection whose line caused it, event) of every event, if followed.
+    pub(super) all: Option<Vec<(u64, Option<u64>, engine::Event)>>,
+}
+
+impl JsonBlock {
+    pub(super) fn new(
+        hashes: &[TxHash],
+        awaiting: &HashMap<TxHash, Sender>,
+        watched: bool,
+    ) -> JsonBlock {
+        let lines = hashes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| match awaiting.get(h) {
+                Some(Sender::Json(id, line)) => Some((i, *id, *line)),
+                _ => None,
+            })
+            .collect();
+        JsonBlock {
+            lines,
+            events: Vec::new(),
+            all: watched.then(Vec::new),
+        }
+    }
+
+    /// One engine event (origin with Core transaction indexes) numbered `seq`.
+    fn note(&mut self, origin: execution::Origin, seq: u64, event: &engine::Event) {
+        let mut from = None;
+        if let execution::Origin::Tx { index, action } = origin {
+            if let Some((_, id, _)) = self.lines.iter().find(|(i, _, _)| *i == index) {
+                self.events.push((index, action, *event));
+                from = Some(*id);
+            }
+        }
+        if let Some(all) = self.all.as_mut() {
+            all.push((seq, from, *event));
+        }
+    }
+
+    /// Hands the port every followed event, then each line's results and `calls` (by Core
+    /// transaction index); transaction `i` is input `first_seq + i` of block `height`.
+    fn deliver(
+        self,
+        json: &mut JsonPort,
+        calls: Vec<(usize, (usize, execution::CoprocessorId, CallResult))>,
+        (first_seq, height): (u64, Height),
+    ) {
+        json.block_events(self.all.as_deref().unwrap_or(&[]));
+        for (index, id, line) in self.lines {
+            let events: Vec<(usize, engine::Event)> = self
+                .events
+                .iter()
+                .filter(|(i, _, _)| *i == index)
+                .map(|(_, action, event)| (*action, *event))
+                .collect();
+            let own: Vec<_> = calls
+                .iter()
+                .filter(|(i, _)| *i == index)
+                .map(|(_, call)| *call)
+                .collect();
+            json.executed(id, line, (first_seq + index as u64, height), &events, &own);
+        }
+    }
+}
+
+impl Application for NodeApp {
+    type Error = HostError;
+
+    fn has_pending(&self) -> bool {
+        let shared = self.shared.borrow();
+        let governance = self
+            .json
+            .as_ref()
+            .is_some_and(JsonPort::has_governance_work);
+        self.forged.is_some()
+            || governance
+            || !shared.mempool.is_empty()
+            || !shared.execution.bridge().is_idle()
+    }
+
+    fn propose(&mut self, _height: Height, chain: &ChainState, _now_ns: u64) -> AppProposal {
+        let actions = self
+            .json
+            .as_ref()
+            .map_or_else(Vec::new, |json| json.governance_actions(chain));
+        AppProposal {
+            actions,
+            payload: self.proposal_payload(),
+        }
+    }
+
+    fn payload_valid(&self, _height: Height, payload: &[u8]) -> bool {
+        check_payload(&mut self.shared.borrow_mut(), payload).is_ok()
+    }
+
+    fn execute(
+        &mut self,
+        cert: &CommitCertificate,
+        chain: &ChainState,
+        recovering: bool,
+        now_ns: u64,
+    ) -> Result<Hash, HostError> {
+        let consensus = execution::ConsensusState::from(chain);
+        let root = self.apply_decided(cert, &consensus, recovering, now_ns)?;
+        if let Some(json) = self.json.as_mut() {
+            json.governance_applied(&cert.block, chain);
+        }
+        Ok(root)
+    }
+
+    fn on_app_frame(&mut self, _from: ValidatorId, body: &[u8], now_ns: u64) {
+        // A peer forwards what its clients sent: admitted here on our own checks.
+        // Items are block items: EVM ones start with 0xEE, Core ones with their version.
+        if let Some(items) = txport::decode_list(body, FORWARD_BATCH) {
+            let shared = self.shared.get_mut();
+            let Shared {
+                mempool, execution, ..
+            } = shared;
+            let (evm, core): (Vec<&[u8]>, Vec<&[u8]>) = items
+                .into_iter()
+                .partition(|item| item.first() == Some(&transactions::EVM_ITEM_TAG));
+            mempool.admit_many(&core, now_ns / MS, &*execution);
+            for item in evm {
+                // A refusal here is the peer's client's: it heard of it from the peer.
+                let _ = mempool.admit_evm(&item[1..], &*execution);
+            }
+        }
+    }
+}
+
+impl NodeApp {
+    /// Reports an event other than a block's `final`: a line on standard output, or with
+    /// `quiet_blocks` on standard error (if `stderr_events`).
+    pub(super) fn event(&self, value: serde_json::Value) -> Result<(), HostError> {
+        if !self.quiet_blocks {
+            return log_line(value);
+        }
+        if self.stderr_events {
+            eprintln!("{value}");
+        }
+        Ok(())
+    }
+
+    /// Admits what clients sent (one batch) and answers each; returns the frame that
+    /// forwards the admitted ones to the other validators, if any.
+    pub(super) fn on_clients(&mut self, events: Vec<ClientEvent>, now_ns: u64) -> Option<Frame> {
+        let mut frames: Vec<(Sender, Vec<u8>)> = Vec::new();
+        // Clients that left are forgotten after this batch's notices are queued: a client
+        // whose last frame and departure come in one batch still gets its answer.
+        let mut gone: Vec<u64> = Vec::new();
+        for event in events {
+            match event {
+                ClientEvent::Connected(id, outbox) => {
+                    self.clients.insert(id, outbox);
+                }
+                ClientEvent::Gone(id) => {
+                    self.rates.forget(&Sender::Port(id).connection());
+                    gone.push(id);
+                }
+                ClientEvent::Transaction(id, bytes) => frames.push((Sender::Port(id), bytes)),
+                ClientEvent::Gateway(batch) => {
+                    let mempool = &mut self.shared.get_mut().mempool;
+                    for tx in batch {
+                        if let Some(hash) = tx.verified {
+                            mempool.note_verified(hash);
+                        }
+                        let submission = tx.submission;
+                        frames.push((Sender::Gateway(submission.client), submission.bytes));
+                    }
+                }
+                ClientEvent::Json(JsonEvent::Connected(id, outbox)) => {
+                    if let Some(json) = self.json.as_mut() {
+                        json.connect(id, outbox);
+                    }
+                }
+                ClientEvent::Json(JsonEvent::Line(id, text)) => {
+                    frames.extend(self.json_line(id, &text, now_ns))
+                }
+                ClientEvent::Json(JsonEvent::Gone(id)) => {
+                    self.rates.forget(&Sender::Json(id, 0).connection());
+                    if let Some(json) = self.json.as_mut() {
+                        json.disconnect(id);
+                    }
+                }
+            }
+        }
+        let forward = self.admit_from_clients(frames, now_ns);
+        for id in gone {
+            self.clients.remove(&id);
+        }
+        forward
+    }
+
+    /// A JSON line: answered by the port, or the transaction it signed for this batch.
+    fn json_line(&mut self, id: u64, text: &str, now_ns: u64) -> Option<(Sender, Vec<u8>)> {
+        let json = self.json.as_mut()?;
+        let shared = self.shared.get_mut();
+        let (line, bytes) = json.line(id, text, &shared.execution, now_ns / MS)?;
+        Some((Sender::Json(id, line), bytes))
+    }
+
+    /// Answers an Ethereum JSON-RPC call from the executed state; returns the frame that
+    /// forwards an admitted raw transaction to the other validators.
+    pub(super) fn on_eth(&mut self, request: EthRequest, now_ns: u64) -> Option<Frame> {
+        if request.method == "eth_sendRawTransaction" {
+            let key = (3, request.connection);
+            if self.eth_connections.insert(request.connection)
+                && self.eth_connections.len() > chain_eth::RATE_REMEMBERED
+            {
+                let oldest = self.eth_connections.pop_first().expect("over the bound");
+                self.rates.forget(&(3, oldest));
+            }
+            if !self.rates.allow(key, now_ns / MS) {
+                let _ = request
+                    .reply
+                    .send(Err(chain_eth::rate_limited(self.connection_rate)));
+                return None;
+            }
+        }
+        let Shared {
+            execution, mempool, ..
+        } = self.shared.get_mut();
+        let mut port = EthPort {
+            execution,
+            mempool,
+            history: &self.eth_history,
+        };
+        let (answer, admitted) = port.handle(request.method, &request.params);
+        let _ = request.reply.send(answer);
+        let item = admitted?;
+        let list = txport::encode_list(std::iter::once(item.bytes()));
+        Some(consensus::host::app_frame(&list))
+    }
+
+    /// Admits one batch of client frames (each within its connection's rate) and answers
+    /// each; returns the frame forwarding the admitted ones.
+    fn admit_from_clients(&mut self, frames: Vec<(Sender, Vec<u8>)>, now_ns: u64) -> Option<Frame> {
+        let now_ms = now_ns / MS;
+        let (frames, limited): (Vec<_>, Vec<_>) = frames
+            .into_iter()
+            .partition(|(sender, _)| self.rates.allow(sender.connection(), now_ms));
+        for (sender, bytes) in limited {
+            let hash = TxHash(*blake3::hash(&bytes).as_bytes());
+            self.answer(sender, hash, Answer::Refused(txport::CODE_RATE_LIMITED));
+        }
+        if frames.is_empty() {
+            return None;
+        }
+        let items: Vec<&[u8]> = frames.iter().map(|(_, b)| b.as_slice()).collect();
+        let results = {
+            let Shared {
+                mempool, execution, ..
+            } = self.shared.get_mut();
+            mempool.admit_many(&items, now_ms, &*execution)
+        };
+        let mut forward: Vec<&[u8]> = Vec::new();
+        for ((sender, bytes), result) in frames.iter().zip(results) {
+            match result {
+                Ok(hash) => {
+                    forward.push(bytes);
+                    self.awaiting.insert(hash, *sender);
+                    self.answer(*sender, hash, Answer::Admitted);
+                }
+                Err(refusal) => {
+                    let code = match bytes.is_empty() {
+                        true => txport::CODE_FRAME_LENGTH,
+                        false => txport::refusal_code(&refusal),
+                    };
+                    let hash = TxHash(*blake3::hash(bytes).as_bytes());
+                    self.answer(*sender, hash, Answer::Refused(code));
+                }
+            }
+        }
+        (!forward.is_empty())
+            .then(|| consensus::host::app_frame(&txport::encode_list(forward.into_iter())))
+    }
+
+    /// Tells a transaction's sender what became of it: a transaction-port notice, or a
+    /// gateway `TransactionStatus` (a gateway session hears of its execution through the
+    /// block's outputs instead of `finalized`).
+    fn answer(&mut self, sender: Sender, hash: TxHash, answer: Answer) {
+        match sender {
+            Sender::Port(id) => {
+                let (kind, code, height) = match answer {
+                    Answer::Admitted => (NoticeKind::Admitted, 0, 0),
+                    Answer::Refused(code) => (NoticeKind::Refused, code, 0),
+                    Answer::Finalized(height) => (NoticeKind::Finalized, 0, height),
+                    Answer::Evicted(code) => (NoticeKind::Evicted, code, 0),
+                };
+                let notice = Notice {
+                    kind,
+                    code,
+                    hash,
+                    height,
+                };
+                self.notify(id, &notice);
+            }
+            Sender::Json(id, line) => {
+                let status = match answer {
+                    Answer::Admitted => LineStatus::Admitted,
+                    Answer::Refused(code) => LineStatus::Refused(txport::code_name(code)),
+                    Answer::Evicted(code) => LineStatus::Evicted(txport::code_name(code)),
+                    Answer::Finalized(_) => return,
+                };
+                if let Some(json) = self.json.as_mut() {
+                    json.status(id, line, &hex(&hash.0), status);
+                }
+            }
+            Sender::Gateway(client) => {
+                let (status, code) = match answer {
+                    Answer::Admitted => (TX_ADMITTED, 0),
+                    Answer::Refused(code) => (TX_REFUSED, code),
+                    Answer::Evicted(code) => (TX_EVICTED, code),
+                    Answer::Finalized(_) => return,
+                };
+                if let Some(gateway) = &self.gateway {
+                    gateway.send(ToGateway::Status {
+                        client,
+                        hash: hash.0,
+                        status,
+                        code: code.into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Queues a notice for a client; a client whose queue is full is dropped (slow).
+    fn notify(&mut self, id: u64, notice: &Notice) {
+        let Some(outbox) = self.clients.get(&id) else {
+            return;
+        };
+        if outbox.try_send(notice.encode()).is_err() {
+            self.clients.remove(&id);
+        }
+    }
+
+    /// Executes a decided block (durable already; the host checked its parent root), feeds
+    /// its results to the gateway and the JSON port, tells the clients of its transactions,
+    /// logs height and execution root (unless `recovering` it from the block file), and
+    /// writes a snapshot every `snapshot_every` blocks. Returns the execution root after it.
+    fn apply_decided(
+        &mut self,
+        cert: &CommitCertificate,
+        consensus: &execution::ConsensusState,
+        recovering: bool,
+        now_ns: u64,
+    ) -> Result<Hash, HostError> {
+        let block = &cert.block;
+        let height = block.height;
+        let txs = check_payload(self.shared.get_mut(), &block.payload)
+            .map_err(|what| HostError::BadPayload { height, what })?;
+        let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
+        let hashes: Vec<TxHash> = refs.iter().map(|tx| tx.hash()).collect();
+        let root = self.execute_items(height, &txs, &hashes, consensus)?;
+        let shared = self.shared.get_mut();
+        shared.block_time_ms = (block.timestamp_ns / MS).max(shared.block_time_ms);
+        let evm_included = evm_item_hashes(&txs);
+        let (evicted, evm_evicted) = {
+            let Shared {
+                mempool, execution, ..
+            } = shared;
+            let evm_evicted = mempool.on_evm_block(&evm_included, &*execution);
+            (
+                mempool.on_block(&hashes, now_ns / MS, &*execution),
+                evm_evicted,
+            )
+        };
+        self.note_evm_evicted(height, evm_evicted)?;
+        let orders: usize = refs.iter().map(|tx| tx.tx.actions.len()).sum();
+        self.notify_block(height, hashes, evicted);
+        // The `final` line is built only if it is printed (not on `nexus run`).
+        if !recovering && !self.quiet_blocks {
+            log_line(json!({
+                "event": "final", "index": self.index, "height": height, "round": cert.round,
+                "txs": refs.len(), "orders": orders, "evm_txs": evm_included.len(),
+                "ts_ns": block.timestamp_ns, "decided_ns": now_ns,
+                "root": hex(&root.0),
+            }))?;
+        }
+        let snapshot_due = self.snapshot_every > 0 && height.is_multiple_of(self.snapshot_every);
+        if !recovering && snapshot_due {
+            self.write_snapshot(cert, root)?;
+        }
+        Ok(root)
+    }
+
+    /// Validates and executes a decided block's items, numbering its inputs and handing
+    /// their results to the gateway (every event, level changes) and the JSON port (its own
+    /// lines' results, and events of followed accounts).
+    fn execute_items(
+        &mut self,
+        height: Height,
+        txs: &[BlockItem],
+        hashes: &[TxHash],
+        consensus: &execution::ConsensusState,
+    ) -> Result<Hash, HostError> {
+        let mut feed = BlockFeed::new(self.inputs_executed, height, hashes.len());
+        if self.gateway.is_some() {
+            feed.senders = hashes
+                .iter()
+                .map(|h| match self.awaiting.get(h) {
+                    Some(Sender::Gateway(client)) => *client,
+                    _ => NOBODY,
+                })
+                .collect();
+        }
+        let watched = self.json.as_ref().is_some_and(JsonPort::has_watchers);
+        let mut json_block = JsonBlock::new(hashes, &self.awaiting, watched);
+        let core_index = core_positions(txs);
+        let shared = self.shared.get_mut();
+        // Signatures were checked by check_payload just before, which remembered the EVM
+        // senders it recovered.
+        let senders = |h: &alloy_primitives::B256| shared.mempool.evm_sender(h);
+        let valid = shared
+            .execution
+            .validate_block_with(
+                shared.block_time_ms,
+                txs,
+                &vec![Ok(()); hashes.len()],
+                &senders,
+            )
+            .map_err(|e| HostError::BadPayload {
+                height,
+                what: e.to_string(),
+            })?;
+        let executed = shared
+            .execution
+            .execute_block(valid, consensus, |origin, event| {
+                let origin = match origin {
+                    execution::Origin::Tx { index, action } => execution::Origin::Tx {
+                        index: core_index.get(index).copied().flatten().unwrap_or(index),
+                        action,
+                    },
+                    other => other,
+                };
+                let seq = feed.event(origin, event);
+                json_block.note(origin, seq, event);
+            });
+        let executed = executed.map_err(|error| HostError::Registry { height, error })?;
+        let root = executed.root;
+        self.eth_history.push(&executed.evm);
+        let first_seq = self.inputs_executed + 1;
+        self.inputs_executed = feed.inputs_executed();
+        let calls: Vec<_> = executed
+            .calls
+            .iter()
+            .filter_map(|call| {
+                let index = core_index.get(call.index).copied().flatten()?;
+                Some((index, (call.action, call.coprocessor, call.result)))
+            })
+            .collect();
+        for &(index, (action, coprocessor, result)) in &calls {
+            feed.call(index, (action as u16, coprocessor, result));
+        }
+        if let Some(gateway) = &self.gateway {
+            let mut changes = Vec::new();
+            shared.execution.drain_level_changes(&mut changes);
+            gateway.send(ToGateway::Block {
+                height,
+                block_time_ms: shared.block_time_ms,
+                outputs: feed.finish(changes),
+            });
+        }
+        if let Some(json) = self.json.as_mut() {
+            json_block.deliver(json, calls, (first_seq, height));
+        }
+        Ok(Hash(root))
+    }
+
+    /// EVM transactions the pool evicted after block `height`: nobody is connected to
+    /// tell (a client polls), so each is logged (`evm_evicted`) and remembered for
+    /// `eth_getTransactionByHash`, which answers with the reason.
+    fn note_evm_evicted(
+        &mut self,
+        height: Height,
+        evicted: Vec<mempool::EvmEvicted>,
+    ) -> Result<(), HostError> {
+        for gone in evicted {
+            let mempool::EvmRefusal::Tx(reason) = gone.reason else {
+                continue;
+            };
+            self.event(json!({
+                "event": "evm_evicted", "index": self.index, "height": height,
+                "hash": format!("{:#x}", gone.eth_hash), "reason": reason.to_string(),
+            }))?;
+            let drop = evm_bridge::executor::DroppedTx {
+                hash: gone.eth_hash,
+                sender: gone.sender,
+                nonce: gone.nonce,
+                reason,
+            };
+            self.eth_history.note_dropped(height, drop);
+        }
+        Ok(())
+    }
+
+    /// `finalized` to the clients of a block's transactions, `evicted` to those of pooled
+    /// transactions that can no longer be included.
+    fn notify_block(&mut self, height: Height, hashes: Vec<TxHash>, evicted: Vec<Evicted>) {
+        for hash in hashes {
+            if let Some(sender) = self.awaiting.remove(&hash) {
+                self.answer(sender, hash, Answer::Finalized(height));
+            }
+        }
+        for gone in evicted {
+            if let Some(sender) = self.awaiting.remove(&gone.hash) {
+                let code = txport::refusal_code(&gone.reason);
+                self.answer(sender, gone.hash, Answer::Evicted(code));
+            }
+        }
+    }
+
+    /// Writes the executed state after block `cert` (execution root `root`) durably and logs
+    /// it.
+    fn write_snapshot(&mut self, cert: &CommitCertificate, root: Hash) -> Result<(), HostError> {
+        let shared = self.shared.get_mut();
+        let snapshot = Snapshot {
+            height: cert.block.height,
+            exec_root: root.0,
+            inputs_executed: self.inputs_executed,
+            block_time_ms: shared.block_time_ms,
+            block_id: cert.block.id().0,
+            block_timestamp_ns: cert.block.timestamp_ns,
+            execution: shared.execution.snapshot(),
+        };
+        let bytes = snapshot.execution.len();
+        let path = chain_snapshot::write(&self.snapshots, &snapshot)
+            .map_err(|e| HostError::Io(self.snapshots.clone(), e))?;
+        self.event(json!({
+            "event": "snapshot", "index": self.index, "height": snapshot.height, "bytes": bytes,
+            "path": path.display().to_string(),
+        }))
+    }
+
+    /// Starts from `snapshot` if it belongs to this block file (its block's id is the stored
+    /// block's at that height) and its state has the recorded root: returns its height and
+    /// root, or `None` (execute from genesis) if it does not fit.
+    pub(super) fn load_snapshot(
+        &mut self,
+        snapshot: Snapshot,
+        stored: &[CommitCertificate],
+    ) -> Option<(Height, Hash)> {
+        let height = snapshot.height;
+        let fits = height >= 1
+            && stored
+                .get(height as usize - 1)
+                .is_some_and(|cert| cert.block.id().0 == snapshot.block_id);
+        let restored = Execution::restore(self.execution_config.clone(), &snapshot.execution);
+        let mut execution = match (fits, restored) {
+            (true, Ok(execution)) => execution,
+            (fits, restored) => {
+                let why = restored
+                    .err()
+                    .map_or("another chain's block".into(), |e| e.to_string());
+                eprintln!("nexus validator: snapshot at {height} not used (fits: {fits}): {why}");
+                return None;
+            }
+        };
+        if execution.root() != snapshot.exec_root {
+            eprintln!("nexus validator: snapshot at {height} not used: its state has another root");
+            return None;
+        }
+        self.eth_history = EthHistory::new(execution.evm().head(), self.eth_history.capacity());
+        let shared = self.shared.get_mut();
+        shared.execution = execution;
+        shared.block_time_ms = snapshot.block_time_ms;
+        self.inputs_executed = snapshot.inputs_executed;
+        Some((height, Hash(snapshot.exec_root)))
+    }
+
+    /// This validator's proposal payload: what its pool holds (arrival order).
+    fn proposal_payload(&self) -> Vec<u8> {
+        let shared = self.shared.borrow();
+        let budget = shared
+            .max_block_bytes
+            .saturating_sub(4 + 4 * shared.max_block_txs);
+        let pending = shared
+            .mempool
+            .proposal(shared.max_block_txs, budget, &shared.execution);
+        // EVM items after the Core ones, within what is left of the block's limits and the
+        // EVM gas share (so the proposal is a valid block).
+        let used: usize = pending.iter().map(|tx| tx.bytes().len()).sum();
+        let evm = shared.mempool.evm_proposal(
+            shared
+                .max_block_txs
+                .saturating_sub(pending.len() + self.forged.iter().count()),
+            budget.saturating_sub(used),
+            mempool::EvmView::evm_gas_share(&shared.execution),
+        );
+        let forged = self.forged.iter().map(Vec::as_slice);
+        let items: Vec<&[u8]> = forged
+            .chain(pending.iter().map(|tx| tx.bytes()))
+            .chain(evm.iter().map(|item| item.bytes()))
+            .collect();
+        txport::encode_list(items.into_iter())
+    }
+}

@@ -1,0 +1,323 @@
+//! A devnet's configuration file (`devnet.toml`) and what a validator builds from it at genesis:
+//! the execution's parameters and state, the consensus-layer chain state, timeouts.
+
+use super::*;
+
+/// The engine's sizing in a chain configuration (`engine::EngineConfig`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Most orders resting across all markets.
+    pub max_resting_orders: u32,
+    /// Most open orders of one account.
+    pub max_open_orders_per_account: u32,
+}
+
+impl From<EngineLimits> for EngineConfig {
+    fn from(limits: EngineLimits) -> EngineConfig {
+        EngineConfig {
+            max_resting_orders: limits.max_resting_orders,
+            max_open_orders_per_account: limits.max_open_orders_per_account,
+        }
+    }
+}
+
+/// Timeouts in the configuration, in milliseconds.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+pub struct TimeoutsMs {
+    /// `timeoutPropose(0)`.
+    pub propose: u64,
+    /// `timeoutPrevote(0)`.
+    pub prevote: u64,
+    /// `timeoutPrecommit(0)`.
+    pub precommit: u64,
+    /// Added per round.
+    pub delta: u64,
+    /// Re-send period of a validator's own messages.
+    pub rebroadcast: u64,
+}
+
+impl Default for TimeoutsMs {
+    /// The timeouts `nexus devnet` and `nexus run` write: propose 200, prevote and precommit
+    /// 100, 50 more per round, re-send every 500.
+    fn default() -> TimeoutsMs {
+        TimeoutsMs {
+            propose: 200,
+            prevote: 100,
+            precommit: 100,
+            delta: 50,
+            rebroadcast: 500,
+        }
+    }
+}
+
+/// One validator of the devnet.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ValidatorEntry {
+    /// Its public key (hex): pinned by every other validator's TLS verifier.
+    pub key: String,
+    /// Its UDP address (QUIC, between validators).
+    pub addr: SocketAddr,
+    /// Its transaction port (TCP, for clients).
+    pub tx_addr: SocketAddr,
+    /// Its binary order-entry port (TCP, docs/protocol.md); none if absent.
+    #[serde(default)]
+    pub order_addr: Option<SocketAddr>,
+    /// Its binary market-data port (TCP); served with the order-entry port.
+    #[serde(default)]
+    pub data_addr: Option<SocketAddr>,
+    /// Its JSON Lines development port (TCP, loopback only: it signs for the devnet's
+    /// development keys, `crate::chain_json`); none if absent.
+    #[serde(default)]
+    pub json_addr: Option<SocketAddr>,
+    /// Its Ethereum JSON-RPC port (HTTP, `crate::chain_eth`); none if absent.
+    #[serde(default)]
+    pub eth_addr: Option<SocketAddr>,
+    /// Its stake.
+    pub stake: u64,
+}
+
+/// The devnet configuration (`devnet.toml`), shared by all validators and clients.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DevnetConfig {
+    /// Chain id (hex, 32 bytes), bound into every signature.
+    pub chain_id: String,
+    /// The chain's genesis time (Unix ms): block 1's nonces are checked against it.
+    pub genesis_time_ms: u64,
+    /// Seed of the trading accounts' keys and of the load's prices.
+    pub order_seed: u64,
+    /// Trading accounts funded at genesis (keys derived from the seed).
+    pub accounts: u64,
+    /// Actions per transaction of the load.
+    pub bulk: u32,
+    /// Orders per second the load offers.
+    pub rate_per_s: u64,
+    /// Most transactions per block.
+    pub max_block_txs: u32,
+    /// Most payload bytes per block.
+    pub max_block_bytes: u32,
+    /// A snapshot of the executed state every this many blocks (0: none): a restarted
+    /// validator loads its newest and executes only later blocks.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+    /// Most transactions a second one client connection (transaction port, gateway session,
+    /// JSON connection) may send, in bursts of as many; more are refused `rate_limited`
+    /// (0: no limit).
+    #[serde(default = "default_connection_rate")]
+    pub connection_rate: u64,
+    /// EVM blocks each validator keeps in memory for its Ethereum JSON-RPC reads (blocks,
+    /// transactions, receipts, logs); older ones are forgotten first.
+    #[serde(default = "default_eth_history_blocks")]
+    pub eth_history_blocks: u64,
+    /// When the load starts (Unix ns).
+    pub load_start_unix_ns: u64,
+    /// The chain's genesis as JSON Lines (docs/replay.md: assets, markets, perp markets,
+    /// deposits, transfers, oracle prices). Absent: the devnet's ([`load::genesis_lines`]:
+    /// `BASE-QUOTE` and the funded trading accounts, with `QUOTE` as NexusEVM's native
+    /// token). Present: NexusEVM has no native Core asset (every Core asset stays movable).
+    #[serde(default)]
+    pub genesis: Option<String>,
+    /// Development role keys derived from `order_seed` ([`load::role_key`]): a faucet that
+    /// may sign deposits and an oracle feeder. The JSON port signs `deposit` and `oracle`
+    /// lines with them. A development chain's shortcut: off on a devnet.
+    #[serde(default)]
+    pub dev_roles: bool,
+    /// The development EVM account's secp256k1 secret (hex); absent: [`dev_evm_key`] of
+    /// `order_seed`. Funded with [`dev_evm_balance`] at genesis.
+    #[serde(default)]
+    pub dev_evm_secret: Option<String>,
+    /// Without transactions or cross-domain work, a block at most this often (ms; 0: blocks
+    /// back to back). A transaction starts the next height at once.
+    #[serde(default)]
+    pub empty_block_interval_ms: u64,
+    /// Perpetual funding every this many seconds of block time (0: none;
+    /// `ExecutionConfig::funding_interval_s`).
+    #[serde(default)]
+    pub funding_interval_s: u64,
+    /// The engine's limits; absent: 2^20 resting orders, 2^16 open orders per account.
+    #[serde(default)]
+    pub engine: Option<EngineLimits>,
+    /// Consensus timeouts.
+    pub timeouts: TimeoutsMs,
+    /// The validators, by index.
+    pub validators: Vec<ValidatorEntry>,
+}
+
+impl DevnetConfig {
+    /// The chain id's bytes.
+    pub fn chain_id_bytes(&self) -> Result<[u8; 32], HostError> {
+        unhex32(&self.chain_id)
+    }
+
+    /// The chain's genesis lines: [`DevnetConfig::genesis`], or the devnet's.
+    pub fn genesis_lines(&self) -> Result<String, HostError> {
+        match &self.genesis {
+            Some(lines) => Ok(lines.clone()),
+            None => Ok(load::genesis_lines(&self.load_spec()?)),
+        }
+    }
+
+    /// The engine commands of the genesis lines, in order.
+    pub fn genesis_commands(&self) -> Result<Vec<engine::Command>, HostError> {
+        crate::genesis::translate_genesis(&self.genesis_lines()?)
+            .map(|(_, commands)| commands)
+            .map_err(|e| HostError::Config(format!("genesis: {e}")))
+    }
+
+    /// The development EVM account's secret.
+    pub fn dev_evm_secret(&self) -> Result<[u8; 32], HostError> {
+        match &self.dev_evm_secret {
+            Some(hex) => unhex32(hex),
+            None => Ok(dev_evm_key(self.order_seed)),
+        }
+    }
+
+    /// The development faucet and feeder keys, if the chain has them.
+    pub fn dev_roles(&self) -> Option<load::DevRoles> {
+        self.dev_roles.then(|| load::DevRoles::new(self.order_seed))
+    }
+
+    /// What the load stream and the genesis derive from.
+    pub fn load_spec(&self) -> Result<LoadSpec, HostError> {
+        Ok(LoadSpec {
+            seed: self.order_seed,
+            accounts: self.accounts,
+            bulk: self.bulk,
+            chain_id: self.chain_id_bytes()?,
+            genesis_time_ms: self.genesis_time_ms,
+        })
+    }
+}
+
+fn default_snapshot_every() -> u64 {
+    1_000
+}
+
+fn default_connection_rate() -> u64 {
+    50_000
+}
+
+fn default_eth_history_blocks() -> u64 {
+    chain_eth::HISTORY_BLOCKS as u64
+}
+
+/// Reads a devnet configuration.
+pub fn read_config(path: &Path) -> Result<DevnetConfig, HostError> {
+    let text = std::fs::read_to_string(path).map_err(|e| HostError::Io(path.to_path_buf(), e))?;
+    toml::from_str(&text).map_err(|e| HostError::Config(format!("{}: {e}", path.display())))
+}
+
+/// The genesis execution state of a devnet (every validator computes the same).
+pub fn genesis_execution(config: &DevnetConfig) -> Result<Execution, HostError> {
+    Ok(Execution::new(
+        execution_config(config)?,
+        &config.genesis_commands()?,
+    ))
+}
+
+/// Wei the devnet's development EVM account holds at genesis (1,000,000 ether).
+pub fn dev_evm_balance() -> alloy_primitives::U256 {
+    alloy_primitives::U256::from(1_000_000u64)
+        * alloy_primitives::U256::from(10u64).pow(18u64.try_into().expect("small"))
+}
+
+/// The development EVM account's secret of a configuration without `dev_evm_secret` (one
+/// written before it existed), derived from the order seed:
+/// `BLAKE3("nexus-devnet/v1/evm-key\0" || seed as u64 LE)`.
+pub fn dev_evm_key(seed: u64) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"nexus-devnet/v1/evm-key\0");
+    h.update(&seed.to_le_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// The Ethereum address of a secp256k1 secret (keccak256 of the public key's coordinates,
+/// last 20 bytes).
+pub fn evm_address(secret: &[u8; 32]) -> Result<alloy_primitives::Address, HostError> {
+    let key = k256::ecdsa::SigningKey::from_slice(secret)
+        .map_err(|e| HostError::Config(format!("development EVM key: {e}")))?;
+    let point = key.verifying_key().to_encoded_point(false);
+    let hash = alloy_primitives::keccak256(&point.as_bytes()[1..]);
+    Ok(alloy_primitives::Address::from_slice(&hash[12..]))
+}
+
+/// A chain's execution parameters. The faucet and feeder are the development role keys if
+/// the configuration has them ([`DevnetConfig::dev_roles`]), else none (every deposit is at
+/// genesis). On the devnet's own genesis NexusEVM's native token is the market's quote
+/// asset (`QUOTE`: a contract that deposits ether through CoreWriter can bid on
+/// `BASE-QUOTE`; Core deposits and withdrawals of it are then invalid, as for any native
+/// asset); on a configured genesis it has none. The development EVM account
+/// ([`dev_evm_key`]) holds [`dev_evm_balance`].
+pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostError> {
+    let native_asset = match config.genesis {
+        Some(_) => execution::NO_NATIVE_ASSET,
+        None => devnet_native_asset(config)?,
+    };
+    let dev = evm_address(&config.dev_evm_secret()?)?;
+    let roles = config.dev_roles();
+    let public = |key: &ed25519_dalek::SigningKey| key.verifying_key().to_bytes();
+    Ok(ExecutionConfig {
+        chain_id: config.chain_id_bytes()?,
+        faucets: roles.iter().map(|r| public(&r.faucet)).collect(),
+        feeders: roles.iter().map(|r| public(&r.feeder)).collect(),
+        engine: config
+            .engine
+            .unwrap_or(EngineLimits {
+                max_resting_orders: 1 << 20,
+                max_open_orders_per_account: 1 << 16,
+            })
+            .into(),
+        evm: execution::EvmGenesis {
+            native_asset,
+            alloc: vec![(dev, dev_evm_balance())],
+            timestamp: config.genesis_time_ms / 1000,
+            ..Default::default()
+        },
+        funding_interval_s: config.funding_interval_s,
+        core_gas_limit: execution::DEFAULT_CORE_GAS_LIMIT,
+    })
+}
+
+/// The quote asset of the devnet's market.
+fn devnet_native_asset(config: &DevnetConfig) -> Result<engine::AssetId, HostError> {
+    config
+        .genesis_commands()?
+        .iter()
+        .find_map(|command| match command {
+            engine::Command::CreateMarket(m) if m.market == load::MARKET => Some(m.quote),
+            _ => None,
+        })
+        .ok_or_else(|| HostError::Config("the genesis has no devnet market".into()))
+}
+
+/// The chain state at genesis (the configured validators and stakes) and the peers.
+pub(super) fn genesis_chain(config: &DevnetConfig) -> Result<(ChainState, Vec<Peer>), HostError> {
+    let mut genesis = Vec::new();
+    let mut peers = Vec::new();
+    for v in &config.validators {
+        let id = ValidatorId(unhex32(&v.key)?);
+        genesis.push(Validator { id, stake: v.stake });
+        peers.push(Peer { id, addr: v.addr });
+    }
+    let chain = ChainState::genesis(
+        config.chain_id_bytes()?,
+        genesis,
+        ChainParams::default(),
+        execution::genesis_coprocessors(),
+    )
+    .map_err(|e| HostError::Config(format!("validator set: {e}")))?;
+    Ok((chain, peers))
+}
+
+/// The core's configuration from the devnet's timeouts.
+pub(super) fn consensus_config(chain_id: [u8; 32], t: &TimeoutsMs) -> ConsensusConfig {
+    ConsensusConfig {
+        timeouts: TimeoutConfig {
+            propose_ns: t.propose * MS,
+            prevote_ns: t.prevote * MS,
+            precommit_ns: t.precommit * MS,
+            delta_ns: t.delta * MS,
+            rebroadcast_ns: t.rebroadcast * MS,
+        },
+        ..ConsensusConfig::new(chain_id)
+    }
+}

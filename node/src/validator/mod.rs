@@ -1,0 +1,689 @@
+//! `nexus validator`: one NexusBFT validator of a devnet, as a process.
+//!
+//! A thin shell around [`consensus::host::Host`], the sans-IO validator host that the
+//! simulator (`consensus::sim`) runs too: it feeds the host received frames, expired
+//! timers (wall clock) and the block file's contents at start-up, and performs the host's
+//! actions in order (QUIC sends and broadcasts; a decided block appended to the block file,
+//! durable, before the host is told and executes it; the core's safety saves written to
+//! [`FileStore`], one per receive batch at most, before any message signed in that batch
+//! leaves). Timers, sync requests and answers,
+//! `PeerBehind` answers and the decided-block sequence are the host's.
+//!
+//! What stays here is the node's [`Application`], `NodeApp`: blocks hold **signed
+//! transactions** (docs/transactions.md), and nothing else:
+//!
+//! - Clients send transactions to any validator's transaction port ([`crate::txport`]). The
+//!   validator admits them into its [`Mempool`] (signature verified once, nonce, limits;
+//!   typed refusals), answers `admitted` or `refused`, and forwards what it admitted to every
+//!   other validator (frame 3), which admits them into its own pool.
+//! - At each height every validator builds its proposal from its pool (arrival order), so
+//!   the proposer of any round proposes what is pending.
+//! - Before prevoting, a validator checks the proposal's transactions
+//!   ([`Execution::validate_block`]): every signature (the pool's cache spares the ones it
+//!   verified already), chain id, roles, and nonces in order. A block holding a forged,
+//!   unsigned or replayed transaction gets a nil prevote: no proposer can act for an
+//!   account.
+//! - A decided block, once durable, is executed by [`Execution`] (the one owner of Core
+//!   state and nonces), and every client that sent one of its transactions gets
+//!   `finalized`; pooled transactions that can no longer be included get `evicted`. The
+//!   header's `prev_exec_root` must equal this validator's execution root.
+//! - Clients also reach the validator through its binary gateway
+//!   ([`crate::chain_gateway`]: signed `Transaction` messages, every result routed to the
+//!   sessions of each account, market data) and its JSON development port
+//!   ([`crate::chain_json`]); every client connection has a rate limit ([`crate::rate`]).
+//! - EVM transactions come through the Ethereum JSON-RPC port ([`crate::chain_eth`]):
+//!   admitted into the same pool (`Mempool::admit_evm`), forwarded like Core ones, proposed
+//!   after the Core transactions within the EVM gas share; the EVM blocks executed are kept
+//!   (bounded) for the port's reads.
+//! - Every `snapshot_every` blocks the executed state is written ([`crate::chain_snapshot`]);
+//!   at start the newest matching snapshot is loaded and only later blocks are executed.
+//!
+//! The time a block's nonces are checked against is the timestamp of the block before it
+//! (the chain's genesis time for block 1), which every validator knows when it validates.
+//!
+//! Frames between validators (first byte): 1 = a consensus message, 2 = a sync request
+//! (`from_height u64`), answered with up to [`SYNC_BATCH`] commit certificates, 3 = a batch of
+//! block items forwarded from clients ([`crate::txport::encode_list`]; an item starting with
+//! `0xEE` is an EVM transaction, any other a Core one).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use consensus::chain::ChainState;
+use consensus::governance::ChainParams;
+use consensus::host::{Action, AppProposal, Application, Frame, Host};
+use consensus::messages::CommitCertificate;
+use consensus::protocol::{Config as ConsensusConfig, TimeoutConfig};
+use consensus::safety::{FileStore, SafetyStore, StoreError};
+use consensus::types::{Ed25519, Hash, Height, Keypair, ValidatorId};
+use consensus::validators::Validator;
+use consensus_net::{BlockStore, BlockStoreError, NetConfig, NetError, Network, Peer, Received};
+use engine::EngineConfig;
+use execution::coprocessor::CallResult;
+use execution::{Execution, ExecutionConfig};
+use mempool::{Evicted, Mempool, MempoolConfig};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use transactions::{BlockItem, SignedTransaction, TxHash};
+
+use crate::chain_eth::{self, EthHistory, EthPort, EthRequest};
+use crate::chain_gateway::{
+    self, BlockFeed, ChainGatewayConfig, GatewayHandle, GatewayTx, ToGateway, NOBODY,
+};
+use crate::chain_json::{self, JsonEvent, JsonPort, LineStatus};
+use crate::chain_snapshot::{self, Snapshot};
+use crate::load::{self, LoadSpec};
+use crate::rate::RateLimits;
+use crate::txport::{self, Notice, NoticeKind};
+use gateway::wire::{TX_ADMITTED, TX_EVICTED, TX_REFUSED};
+use sequencer::ClientRef;
+
+mod app;
+mod clients;
+mod config;
+
+use app::*;
+use clients::*;
+use config::{consensus_config, genesis_chain};
+pub use config::{
+    dev_evm_balance, dev_evm_key, evm_address, execution_config, genesis_execution, read_config,
+    DevnetConfig, EngineLimits, TimeoutsMs, ValidatorEntry,
+};
+
+const MS: u64 = 1_000_000;
+pub use consensus::host::limits::SYNC_BATCH;
+/// Name of the devnet configuration in its folder.
+pub const CONFIG_FILE: &str = "devnet.toml";
+/// Notices queued for one client before it is disconnected as too slow.
+const CLIENT_QUEUE: usize = 1 << 16;
+/// Most transactions admitted in one batch from the clients' queue (a batch is verified in
+/// one go: about 5 ms of one core at 128, so consensus messages wait at most that long).
+const ADMIT_BATCH: usize = 128;
+/// Most transactions in one forwarded batch from a peer.
+const FORWARD_BATCH: usize = 512;
+
+/// `nexus validator` options.
+#[derive(Args, Debug)]
+pub struct ValidatorArgs {
+    /// The devnet configuration (written by `nexus devnet`).
+    #[arg(long, value_name = "PATH")]
+    pub config: PathBuf,
+    /// Which validator of the configuration this process is.
+    #[arg(long, value_name = "I")]
+    pub index: usize,
+    /// Data folder (key, safety file, block file); default `<config dir>/validator-<I>`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Test only: behave as a byzantine proposer that puts a forged transaction (a
+    /// withdrawal for trading account 0, signed by another key) first in every proposal.
+    /// Honest validators must not vote for those blocks.
+    #[arg(long, hide = true)]
+    pub byzantine_forge: bool,
+}
+
+/// How the process around a validator wants it to report (not consensus-relevant).
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Extra fields of the `ready` line.
+    pub ready_extra: serde_json::Map<String, serde_json::Value>,
+    /// Print no `final` line per block on standard output (`snapshot`, `evidence` and
+    /// `evm_evicted` lines go to standard error instead, if `stderr_events`): `nexus run`,
+    /// whose standard output carries only `ready` and `stopped`.
+    pub quiet_blocks: bool,
+    /// With `quiet_blocks`: print the other event lines on standard error.
+    pub stderr_events: bool,
+    /// Also name the JSON port's address `listen` in the `ready` line (as `nexus pipeline`
+    /// does).
+    pub json_as_listen: bool,
+    /// Called with the `ready` line once it is printed.
+    pub ready_hook: Option<fn(&serde_json::Value)>,
+}
+
+/// Why a validator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The configuration or key is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A file operation failed.
+    #[error("{0}: {1}")]
+    Io(PathBuf, io::Error),
+    /// The safety store failed: the validator must not sign.
+    #[error(transparent)]
+    Safety(#[from] StoreError),
+    /// The block file failed or is damaged.
+    #[error(transparent)]
+    Blocks(#[from] BlockStoreError),
+    /// The network endpoint could not start.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// A decided block names a previous execution root other than this validator's: its
+    /// state differs from the quorum's, so it stops rather than continue on it.
+    #[error("execution root mismatch at height {height}: ours {ours}, block says {block}")]
+    ExecRootMismatch {
+        /// Height of the decided block.
+        height: Height,
+        /// Our root after `height - 1` (hex).
+        ours: String,
+        /// The block's `prev_exec_root` (hex).
+        block: String,
+    },
+    /// A decided block's payload is not a valid list of transactions.
+    #[error("bad payload in decided block {height}: {what}")]
+    BadPayload {
+        /// Height.
+        height: Height,
+        /// What is wrong.
+        what: String,
+    },
+    /// Standard output is gone (the devnet or test that started us stopped).
+    #[error("log output closed")]
+    LogClosed,
+    /// The co-processor registry names code this binary does not carry.
+    #[error("after block {height}: {error}")]
+    Registry {
+        /// The block after which the registry changed.
+        height: Height,
+        /// What the execution could not follow.
+        error: execution::RegistryError,
+    },
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 32 bytes from 64 hex digits.
+pub fn unhex32(s: &str) -> Result<[u8; 32], HostError> {
+    let s = s.trim();
+    if s.len() != 64 || !s.is_ascii() {
+        return Err(HostError::Config(format!("not 32 bytes of hex: {s:?}")));
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+            .map_err(|_| HostError::Config(format!("not hex: {s:?}")))?;
+    }
+    Ok(out)
+}
+
+/// Wall clock, ns since the Unix epoch.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The shell: the host library driven by QUIC, the safety journal, the block file and the
+/// wall clock.
+struct Shell {
+    host: Host<Ed25519, NodeApp>,
+    net: Network,
+    safety: FileStore,
+    blocks: BlockStore,
+}
+
+/// SIGINT and SIGTERM, which stop the validator between two events.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals, HostError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let error = |e| HostError::Io(PathBuf::from("signal handler"), e);
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).map_err(error)?,
+            terminate: signal(SignalKind::terminate()).map_err(error)?,
+        })
+    }
+}
+
+fn log_line(value: serde_json::Value) -> Result<(), HostError> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{value}")
+        .and_then(|()| out.flush())
+        .map_err(|_| HostError::LogClosed)
+}
+
+/// Runs validator `args.index` until an error, SIGINT or SIGTERM.
+pub fn validator_command(args: ValidatorArgs) -> ExitCode {
+    run_node("nexus validator", args, NodeOptions::default())
+}
+
+/// Runs validator `args.index` with `options` until an error, SIGINT or SIGTERM (then it
+/// prints `{"event":"stopped","height","state_root"}`); `name` prefixes error messages.
+pub fn run_node(name: &str, args: ValidatorArgs, options: NodeOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_validator(args, options)) {
+        Ok(()) | Err(HostError::LogClosed) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The addresses a validator serves on, as bound.
+struct Ports {
+    consensus: SocketAddr,
+    tx: SocketAddr,
+    gateway: Option<(SocketAddr, SocketAddr)>,
+    json: Option<SocketAddr>,
+    eth: Option<SocketAddr>,
+}
+
+/// What recovery found: blocks in the block file, the snapshot used, bytes cut.
+struct Recovery {
+    blocks: u64,
+    snapshot_height: Height,
+    torn_bytes_cut: u64,
+}
+
+/// The `ready` line: addresses, identity, recovery, and the caller's extra fields.
+fn ready_line(
+    shell: &Shell,
+    entry: &ValidatorEntry,
+    config: &DevnetConfig,
+    ports: &Ports,
+    recovery: &Recovery,
+    args: &ValidatorArgs,
+    options: NodeOptions,
+) -> serde_json::Value {
+    let text = |addr: Option<SocketAddr>| addr.map(|a| a.to_string());
+    let mut ready = json!({
+        "event": "ready", "index": args.index, "addr": ports.consensus.to_string(),
+        "tx_addr": ports.tx.to_string(),
+        "order_entry": text(ports.gateway.map(|a| a.0)),
+        "market_data": text(ports.gateway.map(|a| a.1)),
+        "json": text(ports.json), "eth_rpc": text(ports.eth),
+        "key": entry.key, "chain_id": config.chain_id, "height": shell.host.chain().height(),
+        "recovered_blocks": recovery.blocks, "snapshot_height": recovery.snapshot_height,
+        "executed_blocks": recovery.blocks - recovery.snapshot_height,
+        "torn_bytes_cut": recovery.torn_bytes_cut,
+        "state_root": hex(&shell.host.exec_root().0),
+    });
+    if let Some(fields) = ready.as_object_mut() {
+        if options.json_as_listen {
+            fields.insert("listen".into(), json!(text(ports.json)));
+        }
+        fields.extend(options.ready_extra);
+    }
+    ready
+}
+
+async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), HostError> {
+    let config = read_config(&args.config)?;
+    let entry = config
+        .validators
+        .get(args.index)
+        .cloned()
+        .ok_or_else(|| HostError::Config(format!("no validator {}", args.index)))?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+        args.config
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("validator-{}", args.index))
+    });
+    let key_path = data_dir.join("key");
+    let seed = unhex32(
+        &std::fs::read_to_string(&key_path).map_err(|e| HostError::Io(key_path.clone(), e))?,
+    )?;
+    let keypair = Keypair::from_seed(seed);
+    if hex(&keypair.id().0) != entry.key {
+        return Err(HostError::Config(format!(
+            "{} is not the key of validator {}",
+            key_path.display(),
+            args.index
+        )));
+    }
+    let chain_id = config.chain_id_bytes()?;
+    let (chain, peers) = genesis_chain(&config)?;
+    let (mut app, exec_root) = node_app(&args, &config, &data_dir)?;
+    app.quiet_blocks = options.quiet_blocks;
+    app.stderr_events = options.stderr_events;
+    let (blocks, stored, cut) = BlockStore::open(&data_dir.join("blocks"))?;
+    let mut safety = FileStore::new(&data_dir.join("safety"));
+    let saved = safety.load()?;
+    let mut host = Host::new(
+        consensus_config(chain_id, &config.timeouts),
+        Ed25519,
+        app,
+        saved,
+        keypair.clone(),
+        chain,
+        exec_root,
+    );
+    host.set_empty_block_interval(config.empty_block_interval_ms.saturating_mul(MS));
+    let (net, rx) = Network::start(NetConfig::new(seed, entry.addr, peers.clone()))?;
+    let (client_tx, tx_port) = mpsc::channel::<ClientEvent>(1 << 16);
+    let listener = tokio::net::TcpListener::bind(entry.tx_addr)
+        .await
+        .map_err(|e| HostError::Io(PathBuf::from(entry.tx_addr.to_string()), e))?;
+    let tx_addr = listener.local_addr().unwrap_or(entry.tx_addr);
+    tokio::spawn(accept_clients(listener, client_tx));
+    let mut validator = Shell {
+        host,
+        net,
+        safety,
+        blocks,
+    };
+    let recovered = stored.len() as u64;
+    let from = validator.recover(stored)?;
+    let (gateway_tx, gateway) = mpsc::channel::<Vec<GatewayTx>>(1024);
+    let gateway_addrs = validator.start_gateway(&entry, chain_id, gateway_tx)?;
+    let (json_tx, json) = mpsc::channel::<JsonEvent>(1 << 12);
+    let json_addr = validator
+        .start_json(&entry, &config, &keypair, json_tx)
+        .await?;
+    let (eth_tx, eth) = mpsc::channel::<EthRequest>(chain_eth::QUEUE);
+    // The server stops when its handle is dropped: kept until the validator stops.
+    let eth_server = match entry.eth_addr {
+        Some(addr) => Some(
+            chain_eth::serve(addr, eth_tx)
+                .await
+                .map_err(|e| HostError::Io(PathBuf::from(addr.to_string()), e))?,
+        ),
+        None => None,
+    };
+    let eth_addr = eth_server.as_ref().map(|(bound, _)| *bound);
+    // Before `ready`: from then on SIGINT and SIGTERM stop the validator cleanly (installing
+    // the handlers replaces an inherited SIG_IGN).
+    let stop = StopSignals::install()?;
+    let ports = Ports {
+        consensus: validator.net.local_addr().unwrap_or(entry.addr),
+        tx: tx_addr,
+        gateway: gateway_addrs,
+        json: json_addr,
+        eth: eth_addr,
+    };
+    let recovery = Recovery {
+        blocks: recovered,
+        snapshot_height: from,
+        torn_bytes_cut: cut,
+    };
+    let ready = ready_line(
+        &validator,
+        &entry,
+        &config,
+        &ports,
+        &recovery,
+        &args,
+        options.clone(),
+    );
+    log_line(ready.clone())?;
+    if let Some(hook) = options.ready_hook {
+        hook(&ready);
+    }
+    validator.host.start(now_ns())?;
+    validator.perform()?;
+    let channels = ClientChannels {
+        tx_port,
+        json,
+        gateway,
+        eth,
+    };
+    let stopped = validator.run(rx, channels, stop).await;
+    drop(eth_server);
+    stopped?;
+    log_line(json!({
+        "event": "stopped", "height": validator.host.chain().height(),
+        "state_root": hex(&validator.host.exec_root().0),
+    }))
+}
+
+impl From<consensus::host::HostError<HostError>> for HostError {
+    fn from(e: consensus::host::HostError<HostError>) -> HostError {
+        match e {
+            consensus::host::HostError::Safety(e) => HostError::Safety(e),
+            consensus::host::HostError::ExecRootMismatch {
+                height,
+                ours,
+                block,
+            } => HostError::ExecRootMismatch {
+                height,
+                ours: hex(&ours.0),
+                block: hex(&block.0),
+            },
+            consensus::host::HostError::App(e) => e,
+        }
+    }
+}
+
+impl Shell {
+    /// Re-applies the block file: blocks the newest matching snapshot covers without
+    /// executing them, the later ones executed (checking each root). Returns the snapshot's
+    /// height (0: none used).
+    fn recover(&mut self, stored: Vec<CommitCertificate>) -> Result<Height, HostError> {
+        let app = self.host.app_mut();
+        let (snapshot, skipped) = chain_snapshot::newest(&app.snapshots, stored.len() as u64);
+        for why in skipped {
+            eprintln!("nexus validator: snapshot not used: {why}");
+        }
+        let from = match snapshot {
+            Some(snapshot) => app.load_snapshot(snapshot, &stored),
+            None => None,
+        };
+        let covered = from.map_or(0, |(height, _)| height);
+        let roots_after: Vec<Hash> = stored
+            .iter()
+            .skip(1)
+            .map(|c| c.block.prev_exec_root)
+            .collect();
+        for (i, cert) in stored.into_iter().enumerate() {
+            match from {
+                Some((height, root)) if cert.block.height <= height => {
+                    let after = if cert.block.height == height {
+                        root
+                    } else {
+                        roots_after[i]
+                    };
+                    self.host.recover_covered(cert, after)?;
+                }
+                _ => self.host.recover(cert, now_ns())?,
+            }
+        }
+        Ok(covered)
+    }
+
+    /// Starts the binary gateway's thread if the validator has its ports; its feed starts
+    /// from the recovered books. Returns (order entry, market data) addresses.
+    fn start_gateway(
+        &mut self,
+        entry: &ValidatorEntry,
+        chain_id: [u8; 32],
+        to_host: mpsc::Sender<Vec<GatewayTx>>,
+    ) -> Result<Option<(SocketAddr, SocketAddr)>, HostError> {
+        let (Some(order_entry), Some(market_data)) = (entry.order_addr, entry.data_addr) else {
+            return Ok(None);
+        };
+        let height = self.host.chain().height();
+        let app = self.host.app_mut();
+        let shared = app.shared.get_mut();
+        let config = ChainGatewayConfig {
+            order_entry,
+            market_data,
+            chain_id,
+            tip: (height, shared.block_time_ms),
+        };
+        let handle = chain_gateway::spawn(config, shared.execution.engine(), to_host)
+            .map_err(|e| HostError::Io(PathBuf::from(order_entry.to_string()), e))?;
+        shared.execution.track_level_changes(true);
+        let addrs = handle.addrs;
+        app.gateway = Some(handle);
+        Ok(Some(addrs))
+    }
+
+    /// Starts the JSON development port if the validator has one (loopback only).
+    async fn start_json(
+        &mut self,
+        entry: &ValidatorEntry,
+        config: &DevnetConfig,
+        key: &Keypair,
+        events: mpsc::Sender<JsonEvent>,
+    ) -> Result<Option<SocketAddr>, HostError> {
+        let Some(addr) = entry.json_addr else {
+            return Ok(None);
+        };
+        if !addr.ip().is_loopback() {
+            let why = format!(
+                "json_addr {addr}: the JSON port signs for development keys, so it only listens on loopback"
+            );
+            return Err(HostError::Config(why));
+        }
+        let spec = config.load_spec()?;
+        let mut port = JsonPort::new(
+            &config.genesis_lines()?,
+            spec.chain_id,
+            &load::account_keys(&spec),
+            config.dev_roles(),
+        )
+        .map_err(|e| HostError::Config(format!("genesis: {e}")))?;
+        port.allow_governance(key.clone());
+        self.host.app_mut().json = Some(port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| HostError::Io(PathBuf::from(addr.to_string()), e))?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        tokio::spawn(chain_json::accept(listener, events));
+        Ok(Some(bound))
+    }
+
+    /// The event loop: timers, peers' frames and clients' transactions (transaction port,
+    /// JSON port, gateway), each followed by the host's actions.
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Received>,
+        mut clients: ClientChannels,
+        mut stop: StopSignals,
+    ) -> Result<(), HostError> {
+        loop {
+            let sleep = match self.host.next_deadline() {
+                Some(at) => {
+                    tokio::time::Instant::now() + Duration::from_nanos(at.saturating_sub(now_ns()))
+                }
+                None => tokio::time::Instant::now() + Duration::from_secs(3600),
+            };
+            let events = tokio::select! {
+                // Blocks are durable when decided and safety saves before messages leave:
+                // stopping between two events loses nothing.
+                _ = stop.interrupt.recv() => return Ok(()),
+                _ = stop.terminate.recv() => return Ok(()),
+                _ = tokio::time::sleep_until(sleep) => {
+                    self.host.on_timers(now_ns())?;
+                    self.perform()?;
+                    continue;
+                }
+                received = rx.recv() => {
+                    let Some(first) = received else {
+                        return Err(HostError::Config("network stopped".into()));
+                    };
+                    self.on_frame(first)?;
+                    // Drain what is already here (bounded) before looking at timers again;
+                    // the safety saves of the batch's consensus messages are coalesced.
+                    for _ in 0..256 {
+                        let Ok(r) = rx.try_recv() else { break };
+                        self.on_frame(r)?;
+                    }
+                    self.perform()?;
+                    continue;
+                }
+                event = clients.tx_port.recv() => {
+                    let Some(first) = event else {
+                        return Err(HostError::Config("transaction port stopped".into()));
+                    };
+                    let mut events = vec![first];
+                    while events.len() < ADMIT_BATCH {
+                        let Ok(next) = clients.tx_port.try_recv() else { break };
+                        events.push(next);
+                    }
+                    events
+                }
+                Some(event) = clients.json.recv() => vec![ClientEvent::Json(event)],
+                Some(request) = clients.eth.recv() => {
+                    if let Some(frame) = self.host.app_mut().on_eth(request, now_ns()) {
+                        self.net.broadcast(frame);
+                        self.start_waiting_height()?;
+                    }
+                    continue;
+                }
+                Some(batch) = clients.gateway.recv() => {
+                    let mut events = vec![ClientEvent::Gateway(batch)];
+                    while events.len() < ADMIT_BATCH / 16 {
+                        let Ok(next) = clients.gateway.try_recv() else { break };
+                        events.push(ClientEvent::Gateway(next));
+                    }
+                    events
+                }
+            };
+            if let Some(frame) = self.host.app_mut().on_clients(events, now_ns()) {
+                self.net.broadcast(frame);
+                self.start_waiting_height()?;
+            }
+        }
+    }
+
+    /// Clients brought transactions: a height waiting out the empty-block interval starts.
+    fn start_waiting_height(&mut self) -> Result<(), HostError> {
+        if self.host.waiting().is_some() {
+            self.host.on_app_work(now_ns())?;
+            self.perform()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the host a peer's frame. Before forwarded transactions (whose admission can
+    /// take milliseconds) it performs what earlier frames of the batch queued, so that
+    /// votes never wait for them.
+    fn on_frame(&mut self, r: Received) -> Result<(), HostError> {
+        if r.frame.first() != Some(&consensus::host::FRAME_MESSAGE) {
+            self.perform()?;
+        }
+        self.host.on_frame(r.from, &r.frame, now_ns())?;
+        Ok(())
+    }
+
+    /// Performs the host's actions in order: a safety save is durable before any later
+    /// message leaves (an error stops the validator before it sends them); a decided block
+    /// is appended to the block file (durable) before the host is told, which then executes
+    /// it and starts the next height.
+    fn perform(&mut self) -> Result<(), HostError> {
+        while let Some(action) = self.host.poll_action() {
+            match action {
+                Action::Send { to, frame, .. } => {
+                    self.net.send(&to, frame);
+                }
+                Action::Broadcast(frame) => self.net.broadcast(frame),
+                Action::PersistSafety(state) => self.safety.save(&state)?,
+                Action::PersistBlock(cert) => {
+                    self.blocks.append(&cert)?;
+                    self.host.block_durable(cert.block.height, now_ns())?;
+                }
+                Action::Evidence(e) => self.host.app().event(json!({
+                    "event": "evidence", "index": self.host.app().index, "height": e.height(),
+                    "offender": hex(&e.offender().0),
+                }))?,
+            }
+        }
+        Ok(())
+    }
+}
