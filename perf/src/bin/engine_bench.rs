@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use perf::engine_bench::{render_text, run, to_json, BenchOptions};
+use perf::lobster::{lobster_dir, Day};
 use perf::memory::HeapProbe;
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 
@@ -40,10 +41,39 @@ struct Args {
     /// (0: never, pure matching).
     #[arg(long, default_value_t = 0)]
     commit_every: usize,
+    /// Instead of the mix: replay the LOBSTER sample day (real NASDAQ flow) with every
+    /// check, then time it (ns/message, p50/p99/p99.9) over --reps repetitions.
+    #[arg(long)]
+    lobster: bool,
+    /// The LOBSTER folder [default: $NEXUS_LOBSTER_DIR, else ../shared/data/lobster next to
+    /// the workspace].
+    #[arg(long)]
+    lobster_dir: Option<PathBuf>,
+    /// Repetitions of the LOBSTER replay per ladder.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+}
+
+/// `--lobster`: the checked replay of the sample day, then the timed repetitions.
+fn run_lobster(args: &Args) {
+    let dir = args.lobster_dir.clone().unwrap_or_else(lobster_dir);
+    let day = match Day::load_dir(&dir) {
+        Ok(day) => day,
+        Err(error) => {
+            eprintln!("engine-bench: {error}");
+            std::process::exit(1);
+        }
+    };
+    let report =
+        perf::lobster::bench::run(&day, args.reps, |line| eprintln!("[engine-bench] {line}"));
+    print!("{}", perf::lobster::bench::render_text(&report));
 }
 
 fn main() {
     let args = Args::parse();
+    if args.lobster {
+        return run_lobster(&args);
+    }
     let sizes = args.orders.unwrap_or_else(|| {
         if args.quick {
             vec![1_000, 10_000]
