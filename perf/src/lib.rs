@@ -16,6 +16,8 @@
 //!   orders through the gateways, against this machine's signature-verification bound;
 //! - [`lobster`]: real NASDAQ flow (a LOBSTER sample day read from its zip), replayed through
 //!   the engine with the book checked against the file after every message, and timed;
+//! - [`peers`]: order-book crates from crates.io driven with `engine-bench`'s command
+//!   stream, their fills checked against the engine's;
 //! - [`perp_bench`]: `perp-bench`, pre-trade risk per perp order against spot, liquidation
 //!   index against a full margin scan, bytes per account and position.
 //!
@@ -28,6 +30,7 @@ pub mod gateway_bench;
 pub mod latency;
 pub mod lobster;
 pub mod memory;
+pub mod peers;
 pub mod perp_bench;
 pub mod pipeline_bench;
 pub mod report;
