@@ -824,3 +824,85 @@ impl<'a> Replayer<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY: [i64; 4] = [
+        super::super::EMPTY_ASK_PRICE,
+        0,
+        -super::super::EMPTY_ASK_PRICE,
+        0,
+    ];
+
+    fn message(kind: Kind, id: u64, size: i64, price: i64, direction: i8) -> Message {
+        Message {
+            time_ns: 0,
+            kind,
+            id,
+            size,
+            price,
+            direction,
+        }
+    }
+
+    /// A 2-level day: one ask level at $101.00, one bid level at $100.00, sizes per row.
+    fn day(rows: &[(Message, i64, i64)]) -> Day {
+        let mut book = Vec::new();
+        for &(_, ask, bid) in rows {
+            book.extend_from_slice(&[1_010_000, ask, 1_000_000, bid]);
+            book.extend_from_slice(&EMPTY);
+        }
+        Day {
+            name: "synthetic".into(),
+            levels: 2,
+            messages: rows.iter().map(|r| r.0).collect(),
+            book,
+        }
+    }
+
+    fn scenario(last_bid: i64) -> Day {
+        use Kind::*;
+        day(&[
+            (message(Submit, 1, 100, 1_010_000, -1), 100, 50),
+            (message(Submit, 2, 30, 1_000_000, 1), 100, 80),
+            (message(Halt, 0, 0, -1, -1), 100, 80),
+            // Order 2 is behind the seeded anchor: a queue move, then the IOC hits it.
+            (message(Execute, 2, 10, 1_000_000, 1), 100, 70),
+            (message(ExecuteHidden, 0, 7, 1_005_050, 1), 100, 70),
+            (message(Delete, 99, 50, 1_000_000, 1), 100, 20),
+            (message(PartialCancel, 2, 5, 1_000_000, 1), 100, last_bid),
+            (message(Execute, 98, 40, 1_010_000, -1), 60, last_bid),
+        ])
+    }
+
+    #[test]
+    fn every_message_kind_is_replayed_and_counted() {
+        let replay = replay(&scenario(15));
+        let c = &replay.counts;
+        assert_eq!(c.mismatches, 0, "{:?}", replay.mismatch_notes);
+        assert_eq!(c.messages, 7);
+        assert_eq!(
+            (c.submits, c.executions, c.deletes, c.partial_cancels),
+            (1, 2, 1, 1)
+        );
+        assert_eq!((c.hidden_executions, c.crosses_and_halts), (1, 1));
+        assert_eq!((c.unknown_deletes, c.unknown_executions), (1, 1));
+        assert_eq!((c.executions_checked, c.queue_moves), (2, 1));
+        assert_eq!(replay.message_ends.len(), 7);
+        // Order 2 (15 lots) and the ask anchor (60); unknown id 99 took the bid anchor's 50.
+        assert_eq!(replay.resting_end, 2);
+    }
+
+    #[test]
+    fn a_book_row_the_engine_does_not_reach_is_a_mismatch() {
+        let replay = replay(&scenario(16));
+        assert_eq!(replay.counts.mismatches, 1, "{:?}", replay.mismatch_notes);
+        assert!(
+            replay.mismatch_notes[0].starts_with("message 6: Buy levels"),
+            "{:?}",
+            replay.mismatch_notes
+        );
+    }
+}
