@@ -14,6 +14,10 @@
 //!   entry and market data) against a raw loopback TCP ping-pong;
 //! - [`cluster`]: `nexus-perf --cluster N`, a multi-validator devnet with signed client
 //!   orders through the gateways, against this machine's signature-verification bound;
+//! - [`lobster`]: real NASDAQ flow (a LOBSTER sample day read from its zip), replayed through
+//!   the engine with the book checked against the file after every message, and timed;
+//! - [`peers`]: order-book crates from crates.io driven with `engine-bench`'s command
+//!   stream, their fills checked against the engine's;
 //! - [`perp_bench`]: `perp-bench`, pre-trade risk per perp order against spot, liquidation
 //!   index against a full margin scan, bytes per account and position.
 //!
@@ -24,7 +28,9 @@ pub mod cluster;
 pub mod engine_bench;
 pub mod gateway_bench;
 pub mod latency;
+pub mod lobster;
 pub mod memory;
+pub mod peers;
 pub mod perp_bench;
 pub mod pipeline_bench;
 pub mod report;

@@ -82,6 +82,10 @@ pub struct WorkloadConfig {
     pub crossing_gtc: u32,
     /// Share of price moves that cross the touch (per mille), scaled the same way.
     pub crossing_move: u32,
+    /// Buys come from the first account and sells from the second (`accounts` must be 2), so
+    /// no order can meet one of its own account's: the stream has no self-trade prevention,
+    /// which peer order books without accounts cannot reproduce.
+    pub one_account_per_side: bool,
 }
 
 impl WorkloadConfig {
@@ -104,6 +108,18 @@ impl WorkloadConfig {
             mix: Mix::EXCHANGE_CORE,
             crossing_gtc: 100,
             crossing_move: 10,
+            one_account_per_side: false,
+        }
+    }
+
+    /// The workload of [`WorkloadConfig::new`] with one account per side (buys from account
+    /// 1, sells from account 2): no self-trades, so order books without accounts or
+    /// self-trade prevention see exactly the same matching.
+    pub fn one_account_per_side(target_orders: usize, ops: usize, seed: u64) -> Self {
+        WorkloadConfig {
+            accounts: 2,
+            one_account_per_side: true,
+            ..WorkloadConfig::new(target_orders, ops, seed)
         }
     }
 
@@ -413,7 +429,10 @@ impl<'a> Generator<'a> {
         }
     }
 
-    fn random_account(&mut self) -> u64 {
+    fn account_for(&mut self, side: Side) -> u64 {
+        if self.config.one_account_per_side {
+            return FIRST_ACCOUNT + u64::from(side == Side::Sell);
+        }
         FIRST_ACCOUNT + self.rng.random_range(0..self.config.accounts as u64)
     }
 
@@ -462,7 +481,7 @@ impl<'a> Generator<'a> {
         let oid = self.next_oid;
         self.next_oid += 1;
         Command::Place(NewOrder {
-            account: self.random_account(),
+            account: self.account_for(side),
             market: MARKET,
             oid,
             side,
@@ -634,6 +653,20 @@ mod tests {
         let modifies = stats.modify_move + stats.modify_reduce + stats.modify_increase;
         assert!((share(modifies) - 0.82).abs() < 0.01, "{stats:?}");
         assert!(stats.fills > 0);
+    }
+
+    #[test]
+    fn one_account_per_side_never_self_trades() {
+        let workload = Workload::generate(&WorkloadConfig::one_account_per_side(500, 5_000, 3));
+        assert_eq!(workload.stats.stp_cancels, 0);
+        assert_eq!(workload.stats.rejected, 0);
+        assert!(workload.stats.fills > 100, "{:?}", workload.stats);
+        for command in workload.prefill.iter().chain(&workload.stream) {
+            if let Command::Place(order) = command {
+                let expected = FIRST_ACCOUNT + u64::from(order.side == Side::Sell);
+                assert_eq!(order.account, expected, "{order:?}");
+            }
+        }
     }
 
     #[test]
