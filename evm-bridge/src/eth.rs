@@ -194,13 +194,9 @@ pub fn call_request(v: Option<&Value>) -> Result<CallRequest, RpcError> {
     Ok(request)
 }
 
-/// A block object; `full` gives transaction objects instead of hashes.
-pub fn block_json(
-    history: &impl History,
-    header: &BlockHeader,
-    full: bool,
-    coinbase: Address,
-) -> Value {
+/// A block object; `full` gives transaction objects instead of hashes. Every header field
+/// is the one hashed into `hash` ([`BlockHeader::eth_header`]).
+pub fn block_json(history: &impl History, header: &BlockHeader, full: bool) -> Value {
     let txs: Vec<Value> = header
         .tx_hashes
         .iter()
@@ -215,35 +211,51 @@ pub fn block_json(
             }
         })
         .collect();
+    let eth = header.eth_header();
+    let optional = |h: Option<B256>| h.map_or(Value::Null, hash);
     json!({
-        "number": quantity(header.number),
+        "number": quantity(eth.number),
         "hash": hash(header.hash),
-        "parentHash": hash(header.parent_hash),
-        "nonce": "0x0000000000000000",
-        "mixHash": hash(B256::ZERO),
-        "sha3Uncles": "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347",
-        "logsBloom": data(header.logs_bloom.as_slice()),
-        "transactionsRoot": hash(alloy_primitives::keccak256(
-            header.tx_hashes.iter().flat_map(|h| h.0).collect::<Vec<u8>>())),
-        "stateRoot": hash(header.state_root),
-        "receiptsRoot": hash(header.core_root),
-        "miner": addr(coinbase),
-        "difficulty": "0x0",
+        "parentHash": hash(eth.parent_hash),
+        "nonce": data(eth.nonce.as_slice()),
+        "mixHash": hash(eth.mix_hash),
+        "sha3Uncles": hash(eth.ommers_hash),
+        "logsBloom": data(eth.logs_bloom.as_slice()),
+        "transactionsRoot": hash(eth.transactions_root),
+        "stateRoot": hash(eth.state_root),
+        "receiptsRoot": hash(eth.receipts_root),
+        "miner": addr(eth.beneficiary),
+        "difficulty": quantity(eth.difficulty),
         "totalDifficulty": "0x0",
-        "extraData": data(header.core_root.as_slice()),
-        "size": quantity(500u64 + 32 * header.tx_hashes.len() as u64),
-        "gasLimit": quantity(header.gas_limit),
-        "gasUsed": quantity(header.gas_used),
-        "timestamp": quantity(header.timestamp),
-        "baseFeePerGas": quantity(header.base_fee),
-        "blobGasUsed": "0x0",
-        "excessBlobGas": "0x0",
-        "parentBeaconBlockRoot": hash(B256::ZERO),
-        "withdrawalsRoot": hash(B256::ZERO),
+        "extraData": data(&eth.extra_data),
+        "size": quantity(header.size),
+        "gasLimit": quantity(eth.gas_limit),
+        "gasUsed": quantity(eth.gas_used),
+        "timestamp": quantity(eth.timestamp),
+        "baseFeePerGas": eth.base_fee_per_gas.map_or(Value::Null, quantity),
+        "blobGasUsed": eth.blob_gas_used.map_or(Value::Null, quantity),
+        "excessBlobGas": eth.excess_blob_gas.map_or(Value::Null, quantity),
+        "parentBeaconBlockRoot": optional(eth.parent_beacon_block_root),
+        "withdrawalsRoot": optional(eth.withdrawals_root),
         "withdrawals": [],
         "transactions": txs,
         "uncles": [],
     })
+}
+
+/// An access list as JSON (`[{address, storageKeys}]`).
+pub fn access_list_json<'a>(items: impl IntoIterator<Item = (&'a Address, &'a [B256])>) -> Value {
+    Value::Array(
+        items
+            .into_iter()
+            .map(|(a, keys)| {
+                json!({
+                    "address": addr(*a),
+                    "storageKeys": keys.iter().map(|k| hash(*k)).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
 }
 
 /// `eth_feeHistory(blockCount, newestBlock, rewardPercentiles?)`: `blockCount` blocks
@@ -510,7 +522,7 @@ pub fn tx_json(t: &TxRecord, r: Option<&Receipt>, header: Option<&BlockHeader>) 
         "blockHash": header.map_or(Value::Null, |h| hash(h.hash)),
         "blockNumber": header.map_or(Value::Null, |_| quantity(t.block_number)),
         "transactionIndex": header.map_or(Value::Null, |_| quantity(t.index)),
-        "accessList": [],
+        "accessList": access_list_json(t.access_list.iter().map(|(a, k)| (a, k.as_slice()))),
     });
     if t.tx_type == 2 {
         v["maxFeePerGas"] = quantity(U256::from(t.max_fee_per_gas));

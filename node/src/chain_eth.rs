@@ -285,16 +285,16 @@ impl EthPort<'_> {
             "eth_getBlockByNumber" => {
                 let n = block_number(history, arg(params, 0))?;
                 let full = arg(params, 1).and_then(Value::as_bool).unwrap_or(false);
-                Ok(history.header(n).map_or(Value::Null, |h| {
-                    block_json(history, h, full, config.coinbase)
-                }))
+                Ok(history
+                    .header(n)
+                    .map_or(Value::Null, |h| block_json(history, h, full)))
             }
             "eth_getBlockByHash" => {
                 let h = parse_hash(arg(params, 0))?;
                 let full = arg(params, 1).and_then(Value::as_bool).unwrap_or(false);
-                Ok(history.header_by_hash(&h).map_or(Value::Null, |b| {
-                    block_json(history, b, full, config.coinbase)
-                }))
+                Ok(history
+                    .header_by_hash(&h)
+                    .map_or(Value::Null, |b| block_json(history, b, full)))
             }
             "eth_call" => {
                 let request = call_request(arg(params, 0))?;
