@@ -10,6 +10,7 @@
 // default reads better and survives upgrades.
 #![allow(clippy::field_reassign_with_default)]
 
+use crate::access_list::AccessListInspector;
 use crate::actions::{action_topic, ActionKind, Callback, CoreAction, Credit};
 use crate::block::{self, SystemTx};
 use crate::core_view::CoreView;
@@ -18,6 +19,8 @@ use crate::system;
 use alloy_consensus::transaction::SignerRecoverable;
 use alloy_consensus::{Transaction, TxEnvelope};
 use alloy_eips::eip2718::{Decodable2718, Encodable2718};
+/// EIP-2930 access lists (call requests, `eth_createAccessList`).
+pub use alloy_eips::eip2930::{AccessList, AccessListItem};
 use alloy_primitives::{keccak256, Address, Bloom, Bytes, Log, TxKind, B256, U256};
 use revm::context::{BlockEnv, CfgEnv, Context, TxEnv};
 use revm::context_interface::result::{EVMError, ExecutionResult, InvalidTransaction, Output};
@@ -26,7 +29,7 @@ use revm::database::{CacheDB, EmptyDB};
 use revm::primitives::eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN;
 use revm::primitives::hardfork::SpecId;
 use revm::state::{AccountInfo, Bytecode, EvmState};
-use revm::{Database, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext};
+use revm::{Database, ExecuteCommitEvm, ExecuteEvm, InspectEvm, MainBuilder, MainContext};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -399,6 +402,9 @@ pub struct TxRecord {
     pub access_list: Vec<(Address, Vec<B256>)>,
 }
 
+/// Most runs of a call `eth_createAccessList` makes before it answers with the last list.
+pub const ACCESS_LIST_ROUNDS: usize = 8;
+
 /// Type byte of Nexus system transactions (callbacks) in records and receipts.
 pub const SYSTEM_TX_TYPE: u8 = 0x7f;
 
@@ -703,6 +709,8 @@ pub struct CallRequest {
     pub value: U256,
     /// Calldata.
     pub data: Bytes,
+    /// EIP-2930 access list (empty: none).
+    pub access_list: AccessList,
 }
 
 /// The EVM state and chain head, owned by one thread.
@@ -1149,22 +1157,96 @@ impl Executor {
     /// Runs a call on top of the head without changing state (eth_call). Fees, nonce and
     /// balance checks are off, as in geth's eth_call.
     pub fn call(&mut self, core: &dyn CoreView, request: &CallRequest) -> CallOutcome {
-        let config = self.config.clone();
-        let head = self.head.clone();
-        let block_env = self.block_env(head.number + 1, head.timestamp);
-        let mut cfg = self.cfg();
-        cfg.disable_nonce_check = true;
-        cfg.disable_base_fee = true;
-        cfg.disable_balance_check = true;
+        let (cfg, block_env) = self.call_env();
+        let tx = self.call_tx(request);
+        let precompiles = NexusPrecompiles::new(SPEC, core, self.config.wei_per_unit);
         let ctx = Context::mainnet()
             .with_db(&mut self.db)
             .with_cfg(cfg)
             .with_block(block_env);
-        let precompiles = NexusPrecompiles::new(SPEC, core, config.wei_per_unit);
         let mut evm = ctx.build_mainnet().with_precompiles(precompiles);
+        call_outcome(evm.transact(tx).map(|out| out.result))
+    }
+
+    /// The access list of a call (eth_createAccessList), as geth computes it: run the call
+    /// with the list found so far, trace what it touches ([`AccessListInspector`]), until
+    /// the list stops changing (at most [`ACCESS_LIST_ROUNDS`] runs). The outcome's gas is
+    /// that of the call with the returned list.
+    pub fn create_access_list(
+        &mut self,
+        core: &dyn CoreView,
+        request: &CallRequest,
+    ) -> (AccessList, CallOutcome) {
+        let excluded = self.access_list_excluded(request);
+        let mut list = request.access_list.clone();
+        let mut outcome = CallOutcome::Halt {
+            reason: "not run".into(),
+            gas_used: 0,
+        };
+        let mut with_list = request.clone();
+        for _ in 0..ACCESS_LIST_ROUNDS {
+            with_list.access_list = list.clone();
+            let tx = self.call_tx(&with_list);
+            let mut tracer = AccessListInspector::new(&list, excluded.clone());
+            outcome = self.inspect_call(core, tx, &mut tracer);
+            let found = tracer.access_list();
+            if found == list {
+                break;
+            }
+            list = found;
+        }
+        (list, outcome)
+    }
+
+    /// A call traced by `inspector`, without changing state.
+    fn inspect_call(
+        &mut self,
+        core: &dyn CoreView,
+        tx: TxEnv,
+        inspector: &mut AccessListInspector,
+    ) -> CallOutcome {
+        let (cfg, block_env) = self.call_env();
+        let precompiles = NexusPrecompiles::new(SPEC, core, self.config.wei_per_unit);
+        let ctx = Context::mainnet()
+            .with_db(&mut self.db)
+            .with_cfg(cfg)
+            .with_block(block_env);
+        let mut evm = ctx
+            .build_mainnet_with_inspector(inspector)
+            .with_precompiles(precompiles);
+        call_outcome(evm.inspect_tx(tx).map(|out| out.result))
+    }
+
+    /// What an access list never names: the sender, the recipient (or the contract a
+    /// creation makes) and the precompiles, Nexus's included (all warm anyway).
+    fn access_list_excluded(&mut self, request: &CallRequest) -> BTreeSet<Address> {
+        let from = request.from.unwrap_or_default();
+        let to = match request.to {
+            Some(to) => to,
+            None => from.create(self.account(from).nonce),
+        };
+        let mut excluded: BTreeSet<Address> = [from, to].into();
+        excluded.extend(NexusPrecompiles::addresses(SPEC));
+        excluded
+    }
+
+    /// The configuration and block of a call: the next block's, with fee, nonce and
+    /// balance checks off.
+    fn call_env(&self) -> (CfgEnv, BlockEnv) {
+        let block_env = self.block_env(self.head.number + 1, self.head.timestamp);
+        let mut cfg = self.cfg();
+        cfg.disable_nonce_check = true;
+        cfg.disable_base_fee = true;
+        cfg.disable_balance_check = true;
+        (cfg, block_env)
+    }
+
+    /// The transaction of a call request (zero gas price; the block's gas limit by
+    /// default).
+    fn call_tx(&self, request: &CallRequest) -> TxEnv {
         let mut tx = TxEnv::default();
         tx.caller = request.from.unwrap_or_default();
-        tx.gas_limit = request.gas.unwrap_or(config.block_gas_limit);
+        tx.gas_limit = request.gas.unwrap_or(self.config.block_gas_limit);
         tx.gas_price = 0;
         tx.kind = match request.to {
             Some(to) => TxKind::Call(to),
@@ -1172,29 +1254,13 @@ impl Executor {
         };
         tx.value = request.value;
         tx.data = request.data.clone();
-        tx.chain_id = Some(config.chain_id);
-        match evm.transact(tx) {
-            Ok(out) => {
-                let gas_used = out.result.tx_gas_used();
-                match out.result {
-                    ExecutionResult::Success { output, .. } => CallOutcome::Success {
-                        output: output.into_data(),
-                        gas_used,
-                    },
-                    ExecutionResult::Revert { output, .. } => {
-                        CallOutcome::Revert { output, gas_used }
-                    }
-                    ExecutionResult::Halt { reason, .. } => CallOutcome::Halt {
-                        reason: format!("{reason:?}"),
-                        gas_used,
-                    },
-                }
-            }
-            Err(error) => CallOutcome::Halt {
-                reason: error.to_string(),
-                gas_used: 0,
-            },
+        tx.chain_id = Some(self.config.chain_id);
+        if !request.access_list.is_empty() {
+            // revm applies an access list to EIP-2930 and later types only.
+            tx.tx_type = 1;
+            tx.access_list = request.access_list.clone();
         }
+        tx
     }
 
     /// The smallest gas limit under which the call succeeds (eth_estimateGas): the gas
@@ -1227,6 +1293,30 @@ impl Executor {
             }
         }
         Ok(high)
+    }
+}
+
+/// A call's result as an outcome (an error of the environment is a halt).
+fn call_outcome<E: std::fmt::Display>(result: Result<ExecutionResult, E>) -> CallOutcome {
+    match result {
+        Ok(result) => {
+            let gas_used = result.tx_gas_used();
+            match result {
+                ExecutionResult::Success { output, .. } => CallOutcome::Success {
+                    output: output.into_data(),
+                    gas_used,
+                },
+                ExecutionResult::Revert { output, .. } => CallOutcome::Revert { output, gas_used },
+                ExecutionResult::Halt { reason, .. } => CallOutcome::Halt {
+                    reason: format!("{reason:?}"),
+                    gas_used,
+                },
+            }
+        }
+        Err(error) => CallOutcome::Halt {
+            reason: error.to_string(),
+            gas_used: 0,
+        },
     }
 }
 

@@ -86,6 +86,9 @@ use gateway::wire::{TX_ADMITTED, TX_EVICTED, TX_REFUSED};
 use sequencer::ClientRef;
 
 const MS: u64 = 1_000_000;
+/// A validator heard from within this long counts in `net_peerCount` (votes flow every
+/// block, and idle chains make a block per `empty_block_interval_ms`).
+const PEER_HEARD_MS: u64 = 10_000;
 pub use consensus::host::limits::SYNC_BATCH;
 /// Name of the devnet configuration in its folder.
 pub const CONFIG_FILE: &str = "devnet.toml";
@@ -543,6 +546,9 @@ struct NodeApp {
     eth_history: EthHistory,
     /// JSON-RPC connections with a rate bucket (the oldest forgotten first).
     eth_connections: std::collections::BTreeSet<u64>,
+    /// When each other validator's last frame arrived (ms; at most one entry per pinned
+    /// key), for `net_peerCount`.
+    peers_heard: HashMap<ValidatorId, u64>,
     /// Transactions a second one client connection may send.
     connection_rate: u64,
     /// `final` lines are not printed, other events go to standard error (if
@@ -922,6 +928,7 @@ fn node_app(
         execution_config: execution_config(config)?,
         eth_history,
         eth_connections: Default::default(),
+        peers_heard: HashMap::new(),
         connection_rate: config.connection_rate,
         quiet_blocks: false,
         stderr_events: false,
@@ -1238,7 +1245,9 @@ impl Shell {
         if r.frame.first() != Some(&consensus::host::FRAME_MESSAGE) {
             self.perform()?;
         }
-        self.host.on_frame(r.from, &r.frame, now_ns())?;
+        let now_ns = now_ns();
+        self.host.app_mut().peers_heard.insert(r.from, now_ns / MS);
+        self.host.on_frame(r.from, &r.frame, now_ns)?;
         Ok(())
     }
 
@@ -1408,10 +1417,17 @@ impl NodeApp {
         let Shared {
             execution, mempool, ..
         } = self.shared.get_mut();
+        let now_ms = now_ns / MS;
+        let peers = self
+            .peers_heard
+            .values()
+            .filter(|&&heard| now_ms.saturating_sub(heard) <= PEER_HEARD_MS)
+            .count();
         let mut port = EthPort {
             execution,
             mempool,
             history: &self.eth_history,
+            peers,
         };
         let (answer, admitted) = port.handle(request.method, &request.params);
         let _ = request.reply.send(answer);

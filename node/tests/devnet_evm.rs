@@ -352,7 +352,14 @@ fn a_contract_deployed_through_one_validator_quotes_on_the_book_of_every_validat
     );
 
     // Ethereum's headers on another validator, rebuilt independently and chained from
-    // genesis up to the quote's block.
+    // genesis up to the quote's block; the same receipts on two validators; three peers.
     let quoted_in = common::eth::q(&r["blockNumber"]);
     common::eth::check_chain(v3, 0, quoted_in);
+    let receipts = result(v1, "eth_getBlockReceipts", json!([r["blockNumber"]]));
+    assert_eq!(
+        receipts,
+        result(v3, "eth_getBlockReceipts", json!([r["blockNumber"]]))
+    );
+    assert!(receipts.as_array().is_some_and(|r| !r.is_empty()));
+    assert_eq!(result(v2, "net_peerCount", json!([])), "0x3");
 }

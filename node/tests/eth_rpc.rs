@@ -1,8 +1,9 @@
-//! Issue #14, item 1, on the built `nexus-evm` binary: every block's header is
+//! Issue #14, items 1 and 3, on the built `nexus-evm` binary: every block's header is
 //! Ethereum's (hash = keccak256(rlp(header)) rebuilt from the JSON fields, the ordered
 //! tries of transactions and receipts, empty-trie and empty-list roots, the bloom, the size,
 //! parent hashes that chain), with legacy, EIP-2930, EIP-1559 and system (0x7f)
-//! transactions. Bounded: every wait has a deadline, the process is killed on drop.
+//! transactions; and the block, transaction, uncle, access-list, node and pool methods
+//! answer as geth does. Bounded: every wait has a deadline, the process is killed on drop.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use serde_json::{json, Value};
 
 mod common;
 use common::eth::{check_block, check_chain, q, result};
-use common::{Wallet, EVM_CHAIN_ID};
+use common::{rpc, Wallet, EVM_CHAIN_ID};
 
 /// The empty trie's root, as Ethereum defines it.
 const EMPTY_TRIE: &str = "0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421";
@@ -160,7 +161,7 @@ fn system_block(addr: SocketAddr, from: u64) -> u64 {
 }
 
 #[test]
-fn every_header_field_is_ethereums() {
+fn every_header_field_is_ethereums_and_the_added_methods_answer() {
     let (_node, addr) = start();
     let secret: [u8; 32] = hex::decode(node::chain_run::DEV_EVM_SECRET)
         .unwrap()
@@ -177,7 +178,7 @@ fn every_header_field_is_ethereums() {
     assert_eq!(empty["sha3Uncles"], EMPTY_OMMERS);
     assert_eq!(empty["logsBloom"], format!("0x{}", "00".repeat(256)));
 
-    let (_mm, _probe, deployed) = fill_blocks(addr, &mut owner);
+    let (mm, probe, deployed) = fill_blocks(addr, &mut owner);
     let system = system_block(addr, q(&deployed["blockNumber"]));
     let blocks = check_chain(addr, 0, head(addr));
     let types: std::collections::BTreeSet<String> = blocks
@@ -193,5 +194,185 @@ fn every_header_field_is_ethereums() {
     assert!(
         blocks[system as usize]["logsBloom"] != empty["logsBloom"],
         "the callback's logs are in the bloom"
+    );
+
+    block_methods(addr, &deployed);
+    uncle_methods(addr, &deployed);
+    access_lists(addr, &owner, mm, probe);
+    node_methods(addr, &empty);
+}
+
+/// `eth_getBlockReceipts`, `eth_getTransactionByBlock*AndIndex`,
+/// `eth_getBlockTransactionCountBy*`.
+fn block_methods(addr: SocketAddr, deployed: &Value) {
+    let (number, hash) = (&deployed["blockNumber"], &deployed["blockHash"]);
+    let block = result(addr, "eth_getBlockByHash", json!([hash, true]));
+    let txs = block["transactions"].as_array().unwrap();
+    let by_number = result(addr, "eth_getBlockReceipts", json!([number]));
+    assert_eq!(by_number.as_array().unwrap().len(), txs.len());
+    assert_eq!(
+        result(addr, "eth_getBlockReceipts", json!([hash])),
+        by_number
+    );
+    let by_object = result(addr, "eth_getBlockReceipts", json!([{"blockHash": hash}]));
+    assert_eq!(by_object, by_number);
+    assert!(result(addr, "eth_getBlockReceipts", json!(["latest"])).is_array());
+    assert_eq!(
+        result(addr, "eth_getBlockReceipts", json!(["0xffffff"])),
+        Value::Null
+    );
+    for (i, tx) in txs.iter().enumerate() {
+        let index = format!("{i:#x}");
+        let own = result(addr, "eth_getTransactionReceipt", json!([tx["hash"]]));
+        assert_eq!(by_number[i], own);
+        let at = result(
+            addr,
+            "eth_getTransactionByBlockNumberAndIndex",
+            json!([number, index]),
+        );
+        assert_eq!(&at, tx);
+        assert_eq!(
+            at,
+            result(addr, "eth_getTransactionByHash", json!([tx["hash"]]))
+        );
+        let at = result(
+            addr,
+            "eth_getTransactionByBlockHashAndIndex",
+            json!([hash, index]),
+        );
+        assert_eq!(&at, tx);
+    }
+    let past = format!("{:#x}", txs.len());
+    let none = result(
+        addr,
+        "eth_getTransactionByBlockNumberAndIndex",
+        json!([number, past]),
+    );
+    assert_eq!(none, Value::Null);
+    let none = result(
+        addr,
+        "eth_getTransactionByBlockHashAndIndex",
+        json!([hash, past]),
+    );
+    assert_eq!(none, Value::Null);
+    let count = format!("{:#x}", txs.len());
+    assert_eq!(
+        result(
+            addr,
+            "eth_getBlockTransactionCountByNumber",
+            json!([number])
+        ),
+        count
+    );
+    assert_eq!(
+        result(addr, "eth_getBlockTransactionCountByHash", json!([hash])),
+        count
+    );
+    let unknown = format!("{:#x}", B256::with_last_byte(1));
+    let none = result(addr, "eth_getBlockTransactionCountByHash", json!([unknown]));
+    assert_eq!(none, Value::Null);
+    let bad = rpc(
+        addr,
+        "eth_getTransactionByBlockNumberAndIndex",
+        json!([number]),
+    );
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+}
+
+/// Blocks have no ommers: counts are 0 (`null` for an unknown block), uncles `null`.
+fn uncle_methods(addr: SocketAddr, deployed: &Value) {
+    let (number, hash) = (&deployed["blockNumber"], &deployed["blockHash"]);
+    assert_eq!(
+        result(addr, "eth_getUncleCountByBlockNumber", json!([number])),
+        "0x0"
+    );
+    assert_eq!(
+        result(addr, "eth_getUncleCountByBlockHash", json!([hash])),
+        "0x0"
+    );
+    let unknown = format!("{:#x}", B256::with_last_byte(1));
+    let none = result(addr, "eth_getUncleCountByBlockHash", json!([unknown]));
+    assert_eq!(none, Value::Null);
+    let none = result(addr, "eth_getUncleCountByBlockNumber", json!(["0xffffff"]));
+    assert_eq!(none, Value::Null);
+    let uncle = result(
+        addr,
+        "eth_getUncleByBlockNumberAndIndex",
+        json!([number, "0x0"]),
+    );
+    assert_eq!(uncle, Value::Null);
+    let uncle = result(
+        addr,
+        "eth_getUncleByBlockHashAndIndex",
+        json!([hash, "0x0"]),
+    );
+    assert_eq!(uncle, Value::Null);
+}
+
+/// `eth_createAccessList`: the probe's two slots and the account it reads, the gas of the
+/// call with that list counted by hand; a reverting call answers with its error; the list
+/// and gas agree with `eth_estimateGas` given the list.
+fn access_lists(addr: SocketAddr, owner: &Wallet, mm: Address, probe: Address) {
+    let call = json!({"from": owner.address, "to": probe});
+    let answer = result(addr, "eth_createAccessList", json!([call, "latest"]));
+    let slot = |n: u8| format!("{:#x}", B256::with_last_byte(n));
+    let mut expected = vec![
+        json!({"address": READ, "storageKeys": []}),
+        json!({"address": probe, "storageKeys": [slot(0), slot(3)]}),
+    ];
+    expected.sort_by_key(|item| item["address"].as_str().unwrap().to_string());
+    assert_eq!(answer["accessList"], json!(expected), "{answer}");
+    assert!(answer.get("error").is_none(), "{answer}");
+    // 21,000 + 2 addresses x 2,400 + 2 keys x 1,900, then warm reads: 3 x (3 + 100 + 2).
+    assert_eq!(q(&answer["gasUsed"]), 21_000 + 4_800 + 3_800 + 315);
+    let with_list = json!({"from": owner.address, "to": probe, "accessList": expected});
+    let estimate = result(addr, "eth_estimateGas", json!([with_list]));
+    assert_eq!(estimate, answer["gasUsed"]);
+    // A call that reverts still gets its list, with the reason.
+    let bad = json!({"from": owner.address, "to": "0x3333333333333333333333333333333333333333",
+        "data": "0xdeadbeef"});
+    let answer = result(addr, "eth_createAccessList", json!([bad]));
+    assert_eq!(answer["accessList"], json!([]), "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("execution reverted"), "{answer}");
+    // The MarketMaker's view reads its own slots and calls a precompile (not listed).
+    let view = format!("0x{}", hex::encode(&keccak256("coreBalance(uint32)")[..4]));
+    let view = format!("{view}{:064x}", 1);
+    let answer = result(
+        addr,
+        "eth_createAccessList",
+        json!([{"to": mm, "data": view}]),
+    );
+    for item in answer["accessList"].as_array().unwrap() {
+        let a: Address = item["address"].as_str().unwrap().parse().unwrap();
+        assert!(a == mm || a.as_slice()[..18] != [0u8; 18], "{answer}");
+    }
+}
+
+/// `eth_coinbase`, `net_listening`, `net_peerCount`, `web3_sha3`, `txpool_*`.
+fn node_methods(addr: SocketAddr, block: &Value) {
+    assert_eq!(result(addr, "eth_coinbase", json!([])), block["miner"]);
+    assert_eq!(result(addr, "net_listening", json!([])), true);
+    assert_eq!(
+        result(addr, "net_peerCount", json!([])),
+        "0x0",
+        "a chain of one"
+    );
+    let sha = result(addr, "web3_sha3", json!(["0x68656c6c6f20776f726c64"]));
+    assert_eq!(
+        sha,
+        "0x47173285a8d7341e5e972fc677286384f802f8ef42a5ec5f03bbfa254cb01fad"
+    );
+    assert_eq!(sha, format!("{:#x}", keccak256("hello world")));
+    let bad = rpc(addr, "web3_sha3", json!(["hello"]));
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    // Everything sent was included: the pool is empty.
+    assert_eq!(
+        result(addr, "txpool_status", json!([])),
+        json!({"pending": "0x0", "queued": "0x0"})
+    );
+    assert_eq!(
+        result(addr, "txpool_content", json!([])),
+        json!({"pending": {}, "queued": {}})
     );
 }
