@@ -3,7 +3,8 @@
 //! transactions, receipts and logs as JSON, read from any [`History`] of EVM blocks.
 
 use crate::executor::{
-    BlockHeader, CallOutcome, CallRequest, DroppedTx, LogRecord, Receipt, TxError, TxRecord,
+    AccessList, AccessListItem, BlockHeader, CallOutcome, CallRequest, DroppedTx, LogRecord,
+    Receipt, TxError, TxRecord,
 };
 use alloy_primitives::{hex, Address, Bytes, B256, U256};
 use jsonrpsee::types::ErrorObjectOwned;
@@ -14,8 +15,8 @@ pub const SUGGESTED_TIP_WEI: u64 = 1_000_000_000;
 /// Widest block range one `eth_getLogs` may scan.
 pub const MAX_LOG_RANGE: u64 = 10_000;
 
-/// The Ethereum methods both servers answer (`nexus-evm` adds its own `nexus_*` methods).
-pub const ETH_METHODS: [&str; 21] = [
+/// The Ethereum methods every validator's port answers (docs/evm.md, "JSON-RPC").
+pub const ETH_METHODS: [&str; 37] = [
     "eth_chainId",
     "net_version",
     "web3_clientVersion",
@@ -37,6 +38,22 @@ pub const ETH_METHODS: [&str; 21] = [
     "eth_getStorageAt",
     "eth_accounts",
     "eth_syncing",
+    "eth_getBlockReceipts",
+    "eth_getTransactionByBlockNumberAndIndex",
+    "eth_getTransactionByBlockHashAndIndex",
+    "eth_getBlockTransactionCountByNumber",
+    "eth_getBlockTransactionCountByHash",
+    "eth_getUncleCountByBlockNumber",
+    "eth_getUncleCountByBlockHash",
+    "eth_getUncleByBlockNumberAndIndex",
+    "eth_getUncleByBlockHashAndIndex",
+    "eth_createAccessList",
+    "eth_coinbase",
+    "net_listening",
+    "net_peerCount",
+    "web3_sha3",
+    "txpool_status",
+    "txpool_content",
 ];
 
 /// The EVM blocks a server remembers: headers by number (from [`History::oldest`] to
@@ -164,7 +181,32 @@ pub fn state_at(history: &impl History, tag: Option<&Value>) -> Result<(), RpcEr
     Ok(())
 }
 
-/// An `eth_call` / `eth_estimateGas` call object.
+/// An access list (`[{address, storageKeys}]`).
+pub fn parse_access_list(v: &Value) -> Result<AccessList, RpcError> {
+    let bad = || RpcError::params("expected an access list: [{address, storageKeys}]");
+    let items = v.as_array().ok_or_else(bad)?;
+    let items = items
+        .iter()
+        .map(|item| {
+            let address = parse_address(item.get("address"))?;
+            let keys = match item.get("storageKeys") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(keys)) => keys
+                    .iter()
+                    .map(|k| parse_hash(Some(k)))
+                    .collect::<Result<_, _>>()?,
+                Some(_) => return Err(bad()),
+            };
+            Ok(AccessListItem {
+                address,
+                storage_keys: keys,
+            })
+        })
+        .collect::<Result<Vec<_>, RpcError>>()?;
+    Ok(AccessList(items))
+}
+
+/// An `eth_call` / `eth_estimateGas` / `eth_createAccessList` call object.
 pub fn call_request(v: Option<&Value>) -> Result<CallRequest, RpcError> {
     let v = v
         .and_then(Value::as_object)
@@ -191,16 +233,15 @@ pub fn call_request(v: Option<&Value>) -> Result<CallRequest, RpcError> {
     {
         request.data = parse_bytes(input)?;
     }
+    if let Some(list) = v.get("accessList").filter(|f| !f.is_null()) {
+        request.access_list = parse_access_list(list)?;
+    }
     Ok(request)
 }
 
-/// A block object; `full` gives transaction objects instead of hashes.
-pub fn block_json(
-    history: &impl History,
-    header: &BlockHeader,
-    full: bool,
-    coinbase: Address,
-) -> Value {
+/// A block object; `full` gives transaction objects instead of hashes. Every header field
+/// is the one hashed into `hash` ([`BlockHeader::eth_header`]).
+pub fn block_json(history: &impl History, header: &BlockHeader, full: bool) -> Value {
     let txs: Vec<Value> = header
         .tx_hashes
         .iter()
@@ -215,35 +256,162 @@ pub fn block_json(
             }
         })
         .collect();
+    let eth = header.eth_header();
+    let optional = |h: Option<B256>| h.map_or(Value::Null, hash);
     json!({
-        "number": quantity(header.number),
+        "number": quantity(eth.number),
         "hash": hash(header.hash),
-        "parentHash": hash(header.parent_hash),
-        "nonce": "0x0000000000000000",
-        "mixHash": hash(B256::ZERO),
-        "sha3Uncles": "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347",
-        "logsBloom": data(header.logs_bloom.as_slice()),
-        "transactionsRoot": hash(alloy_primitives::keccak256(
-            header.tx_hashes.iter().flat_map(|h| h.0).collect::<Vec<u8>>())),
-        "stateRoot": hash(header.state_root),
-        "receiptsRoot": hash(header.core_root),
-        "miner": addr(coinbase),
-        "difficulty": "0x0",
+        "parentHash": hash(eth.parent_hash),
+        "nonce": data(eth.nonce.as_slice()),
+        "mixHash": hash(eth.mix_hash),
+        "sha3Uncles": hash(eth.ommers_hash),
+        "logsBloom": data(eth.logs_bloom.as_slice()),
+        "transactionsRoot": hash(eth.transactions_root),
+        "stateRoot": hash(eth.state_root),
+        "receiptsRoot": hash(eth.receipts_root),
+        "miner": addr(eth.beneficiary),
+        "difficulty": quantity(eth.difficulty),
         "totalDifficulty": "0x0",
-        "extraData": data(header.core_root.as_slice()),
-        "size": quantity(500u64 + 32 * header.tx_hashes.len() as u64),
-        "gasLimit": quantity(header.gas_limit),
-        "gasUsed": quantity(header.gas_used),
-        "timestamp": quantity(header.timestamp),
-        "baseFeePerGas": quantity(header.base_fee),
-        "blobGasUsed": "0x0",
-        "excessBlobGas": "0x0",
-        "parentBeaconBlockRoot": hash(B256::ZERO),
-        "withdrawalsRoot": hash(B256::ZERO),
+        "extraData": data(&eth.extra_data),
+        "size": quantity(header.size),
+        "gasLimit": quantity(eth.gas_limit),
+        "gasUsed": quantity(eth.gas_used),
+        "timestamp": quantity(eth.timestamp),
+        "baseFeePerGas": eth.base_fee_per_gas.map_or(Value::Null, quantity),
+        "blobGasUsed": eth.blob_gas_used.map_or(Value::Null, quantity),
+        "excessBlobGas": eth.excess_blob_gas.map_or(Value::Null, quantity),
+        "parentBeaconBlockRoot": optional(eth.parent_beacon_block_root),
+        "withdrawalsRoot": optional(eth.withdrawals_root),
         "withdrawals": [],
         "transactions": txs,
         "uncles": [],
     })
+}
+
+/// A block named by number, tag or hash (EIP-1898: a 32-byte hash string, or an object
+/// with `blockHash` or `blockNumber`); `None` if it is not remembered.
+pub fn block_ref<'h, H: History>(
+    history: &'h H,
+    v: Option<&Value>,
+) -> Result<Option<&'h BlockHeader>, RpcError> {
+    if let Some(object) = v.and_then(Value::as_object) {
+        if let Some(h) = object.get("blockHash") {
+            return Ok(history.header_by_hash(&parse_hash(Some(h))?));
+        }
+        return Ok(history.header(block_number(history, object.get("blockNumber"))?));
+    }
+    match v.and_then(Value::as_str) {
+        Some(s) if s.len() == 66 => Ok(history.header_by_hash(&parse_hash(v)?)),
+        _ => Ok(history.header(block_number(history, v)?)),
+    }
+}
+
+/// A block named by its hash; `None` if it is not remembered.
+pub fn block_by_hash<'h, H: History>(
+    history: &'h H,
+    v: Option<&Value>,
+) -> Result<Option<&'h BlockHeader>, RpcError> {
+    Ok(history.header_by_hash(&parse_hash(v)?))
+}
+
+/// `eth_getBlockReceipts`: every receipt of the block, in order (`null` for an unknown
+/// block).
+pub fn block_receipts(history: &impl History, header: Option<&BlockHeader>) -> Value {
+    let Some(header) = header else {
+        return Value::Null;
+    };
+    let receipts: Vec<Value> = header
+        .tx_hashes
+        .iter()
+        .filter_map(|h| history.tx(h))
+        .map(|(t, r)| receipt_json(t, r, header))
+        .collect();
+    Value::Array(receipts)
+}
+
+/// `eth_getTransactionByBlock*AndIndex`: the transaction at `index` (`null` if the block
+/// is unknown or has fewer transactions).
+pub fn tx_at(
+    history: &impl History,
+    header: Option<&BlockHeader>,
+    index: Option<&Value>,
+) -> Result<Value, RpcError> {
+    let index = parse_quantity(index.ok_or_else(|| RpcError::params("expected an index"))?)?;
+    let found = header.and_then(|header| {
+        let h = header.tx_hashes.get(usize::try_from(index).ok()?)?;
+        let (t, r) = history.tx(h)?;
+        Some(tx_json(t, Some(r), Some(header)))
+    });
+    Ok(found.unwrap_or(Value::Null))
+}
+
+/// `eth_getBlockTransactionCountBy*`: the count, `null` for an unknown block.
+pub fn tx_count(header: Option<&BlockHeader>) -> Value {
+    header.map_or(Value::Null, |h| quantity(h.tx_hashes.len()))
+}
+
+/// `eth_getUncleCountBy*`: 0 (blocks have no ommers), `null` for an unknown block.
+pub fn uncle_count(header: Option<&BlockHeader>) -> Value {
+    header.map_or(Value::Null, |_| quantity(0u64))
+}
+
+/// An access list as JSON (`[{address, storageKeys}]`).
+pub fn access_list_json<'a>(items: impl IntoIterator<Item = (&'a Address, &'a [B256])>) -> Value {
+    Value::Array(
+        items
+            .into_iter()
+            .map(|(a, keys)| {
+                json!({
+                    "address": addr(*a),
+                    "storageKeys": keys.iter().map(|k| hash(*k)).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `eth_createAccessList`'s answer, as geth's: the list and the gas the call uses with it;
+/// a call that reverts or halts answers too, with `error` saying why.
+pub fn created_access_list(list: &AccessList, outcome: CallOutcome) -> Value {
+    let items = list
+        .iter()
+        .map(|item| (&item.address, item.storage_keys.as_slice()));
+    let mut out = json!({"accessList": access_list_json(items)});
+    let gas_used = match outcome {
+        CallOutcome::Success { gas_used, .. } => gas_used,
+        CallOutcome::Revert {
+            gas_used,
+            ref output,
+        } => {
+            out["error"] = json!(revert_message(output));
+            gas_used
+        }
+        CallOutcome::Halt { gas_used, reason } => {
+            out["error"] = json!(format!("execution halted: {reason}"));
+            gas_used
+        }
+    };
+    out["gasUsed"] = quantity(gas_used);
+    out
+}
+
+/// `txpool_status`: pooled transactions are all executable (the pool keeps no future
+/// nonces), so `queued` is always 0.
+pub fn txpool_status(pending: usize) -> Value {
+    json!({"pending": quantity(pending), "queued": "0x0"})
+}
+
+/// `txpool_content`: `pending` by sender (checksummed) and nonce (decimal), as geth;
+/// `queued` is always empty.
+pub fn txpool_content(pending: &[TxRecord]) -> Value {
+    let mut by_sender = serde_json::Map::new();
+    for t in pending {
+        let sender = by_sender
+            .entry(t.from.to_checksum(None))
+            .or_insert_with(|| json!({}));
+        sender[t.nonce.to_string()] = tx_json(t, None, None);
+    }
+    json!({"pending": by_sender, "queued": {}})
 }
 
 /// `eth_feeHistory(blockCount, newestBlock, rewardPercentiles?)`: `blockCount` blocks
@@ -510,7 +678,7 @@ pub fn tx_json(t: &TxRecord, r: Option<&Receipt>, header: Option<&BlockHeader>) 
         "blockHash": header.map_or(Value::Null, |h| hash(h.hash)),
         "blockNumber": header.map_or(Value::Null, |_| quantity(t.block_number)),
         "transactionIndex": header.map_or(Value::Null, |_| quantity(t.index)),
-        "accessList": [],
+        "accessList": access_list_json(t.access_list.iter().map(|(a, k)| (a, k.as_slice()))),
     });
     if t.tx_type == 2 {
         v["maxFeePerGas"] = quantity(U256::from(t.max_fee_per_gas));

@@ -10,13 +10,17 @@
 // default reads better and survives upgrades.
 #![allow(clippy::field_reassign_with_default)]
 
+use crate::access_list::AccessListInspector;
 use crate::actions::{action_topic, ActionKind, Callback, CoreAction, Credit};
+use crate::block::{self, SystemTx};
 use crate::core_view::CoreView;
 use crate::precompiles::NexusPrecompiles;
 use crate::system;
 use alloy_consensus::transaction::SignerRecoverable;
 use alloy_consensus::{Transaction, TxEnvelope};
-use alloy_eips::eip2718::Decodable2718;
+use alloy_eips::eip2718::{Decodable2718, Encodable2718};
+/// EIP-2930 access lists (call requests, `eth_createAccessList`).
+pub use alloy_eips::eip2930::{AccessList, AccessListItem};
 use alloy_primitives::{keccak256, Address, Bloom, Bytes, Log, TxKind, B256, U256};
 use revm::context::{BlockEnv, CfgEnv, Context, TxEnv};
 use revm::context_interface::result::{EVMError, ExecutionResult, InvalidTransaction, Output};
@@ -25,7 +29,7 @@ use revm::database::{CacheDB, EmptyDB};
 use revm::primitives::eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN;
 use revm::primitives::hardfork::SpecId;
 use revm::state::{AccountInfo, Bytecode, EvmState};
-use revm::{Database, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext};
+use revm::{Database, ExecuteCommitEvm, ExecuteEvm, InspectEvm, MainBuilder, MainContext};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -343,6 +347,14 @@ impl SignedTx {
             s: sig.s(),
             block_number,
             index,
+            access_list: e
+                .access_list()
+                .map(|list| {
+                    list.iter()
+                        .map(|item| (item.address, item.storage_keys.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -384,7 +396,14 @@ pub struct TxRecord {
     pub block_number: u64,
     /// Index in the block.
     pub index: u64,
+    /// EIP-2930 access list: addresses and their storage keys (empty for legacy and
+    /// system transactions).
+    #[serde(default)]
+    pub access_list: Vec<(Address, Vec<B256>)>,
 }
+
+/// Most runs of a call `eth_createAccessList` makes before it answers with the last list.
+pub const ACCESS_LIST_ROUNDS: usize = 8;
 
 /// Type byte of Nexus system transactions (callbacks) in records and receipts.
 pub const SYSTEM_TX_TYPE: u8 = 0x7f;
@@ -435,12 +454,13 @@ pub struct Receipt {
     pub output: Bytes,
 }
 
-/// A block header as stored.
+/// A block header as stored: every field of Ethereum's (Cancun) header is this or follows
+/// from it ([`BlockHeader::eth_header`]), with the transaction hashes of the block.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockHeader {
     /// Height (the Core block of the same height ran just before it).
     pub number: u64,
-    /// Hash of the fields below.
+    /// keccak256 of the RLP of [`BlockHeader::eth_header`].
     pub hash: B256,
     /// Parent's hash.
     pub parent_hash: B256,
@@ -452,32 +472,66 @@ pub struct BlockHeader {
     pub gas_limit: u64,
     /// Base fee.
     pub base_fee: u64,
-    /// Commitment to EVM state: `keccak(parent state_root || this block's state diff)`.
+    /// Commitment to EVM state: `keccak(parent state_root || this block's state diff)`
+    /// (not a Merkle-Patricia root: docs/evm.md, "Block headers").
     pub state_root: B256,
-    /// The Core state root after the Core block of the same height.
+    /// The Core root after the Core block of the same height (`extraData`).
     pub core_root: B256,
     /// Bloom of every log.
     pub logs_bloom: Bloom,
     /// Transactions in order (system callbacks first).
     pub tx_hashes: Vec<B256>,
+    /// Root of the ordered trie of the transactions' EIP-2718 envelopes.
+    #[serde(default)]
+    pub transactions_root: B256,
+    /// Root of the ordered trie of the receipts.
+    #[serde(default)]
+    pub receipts_root: B256,
+    /// Receives priority fees (`miner`).
+    #[serde(default)]
+    pub beneficiary: Address,
+    /// Length of the block's RLP (header, transactions, no ommers, no withdrawals).
+    #[serde(default)]
+    pub size: u64,
 }
 
 impl BlockHeader {
-    fn seal(mut self) -> BlockHeader {
-        let mut bytes = Vec::with_capacity(200 + 32 * self.tx_hashes.len());
-        bytes.extend_from_slice(&self.number.to_be_bytes());
-        bytes.extend_from_slice(self.parent_hash.as_slice());
-        bytes.extend_from_slice(&self.timestamp.to_be_bytes());
-        bytes.extend_from_slice(&self.gas_used.to_be_bytes());
-        bytes.extend_from_slice(&self.gas_limit.to_be_bytes());
-        bytes.extend_from_slice(&self.base_fee.to_be_bytes());
-        bytes.extend_from_slice(self.state_root.as_slice());
-        bytes.extend_from_slice(self.core_root.as_slice());
-        bytes.extend_from_slice(self.logs_bloom.as_slice());
-        for hash in &self.tx_hashes {
-            bytes.extend_from_slice(hash.as_slice());
+    /// Ethereum's header of this block (Cancun): the EIP-1559 base fee, the empty-trie
+    /// root for withdrawals, the empty-list hash for ommers, zero blob gas, a zero parent
+    /// beacon block root, `mixHash` the value `PREVRANDAO` read (the parent's hash) and
+    /// `extraData` the 32-byte Core root.
+    pub fn eth_header(&self) -> alloy_consensus::Header {
+        alloy_consensus::Header {
+            parent_hash: self.parent_hash,
+            ommers_hash: alloy_consensus::EMPTY_OMMER_ROOT_HASH,
+            beneficiary: self.beneficiary,
+            state_root: self.state_root,
+            transactions_root: self.transactions_root,
+            receipts_root: self.receipts_root,
+            logs_bloom: self.logs_bloom,
+            difficulty: U256::ZERO,
+            number: self.number,
+            gas_limit: self.gas_limit,
+            gas_used: self.gas_used,
+            timestamp: self.timestamp,
+            extra_data: Bytes::copy_from_slice(self.core_root.as_slice()),
+            mix_hash: self.parent_hash,
+            nonce: Default::default(),
+            base_fee_per_gas: Some(self.base_fee),
+            withdrawals_root: Some(alloy_consensus::EMPTY_ROOT_HASH),
+            blob_gas_used: Some(0),
+            excess_blob_gas: Some(0),
+            parent_beacon_block_root: Some(B256::ZERO),
+            requests_hash: None,
         }
-        self.hash = keccak256(&bytes);
+    }
+
+    /// Sets the hash (keccak256 of the header's RLP) and the block's size from the
+    /// transactions' envelopes.
+    fn seal(mut self, envelopes: &[Vec<u8>]) -> BlockHeader {
+        let eth = self.eth_header();
+        self.size = block::block_size(&eth, envelopes);
+        self.hash = eth.hash_slow();
         self
     }
 }
@@ -655,6 +709,8 @@ pub struct CallRequest {
     pub value: U256,
     /// Calldata.
     pub data: Bytes,
+    /// EIP-2930 access list (empty: none).
+    pub access_list: AccessList,
 }
 
 /// The EVM state and chain head, owned by one thread.
@@ -718,8 +774,12 @@ impl Executor {
             core_root: B256::ZERO,
             logs_bloom: Bloom::ZERO,
             tx_hashes: Vec::new(),
+            transactions_root: block::transactions_root(&[]),
+            receipts_root: block::receipts_root(&[]),
+            beneficiary: config.coinbase,
+            size: 0,
         }
-        .seal();
+        .seal(&[]);
         let output = BlockOutput {
             header: header.clone(),
             receipts: Vec::new(),
@@ -902,6 +962,7 @@ impl Executor {
             actions: Vec::new(),
         };
         let mut txs = Vec::new();
+        let mut envelopes = Vec::new();
         let mut dropped = Vec::new();
         let mut deferred = Vec::new();
 
@@ -915,7 +976,7 @@ impl Executor {
             cfg.disable_nonce_check = true;
             cfg.disable_base_fee = true;
         });
-        for (index, callback) in input.callbacks.iter().enumerate() {
+        for callback in &input.callbacks {
             if !undelivered.is_empty()
                 || acc.cumulative + system::CALLBACK_GAS_LIMIT > callback_budget
             {
@@ -940,10 +1001,16 @@ impl Executor {
             tx.kind = TxKind::Call(callback.target);
             tx.data = callback.calldata().into();
             tx.chain_id = Some(config.chain_id);
-            let mut preimage = b"nexus-callback".to_vec();
-            preimage.extend_from_slice(&input.height.to_be_bytes());
-            preimage.extend_from_slice(&(index as u64).to_be_bytes());
-            let hash = keccak256(&preimage);
+            let system = SystemTx {
+                chain_id: config.chain_id,
+                block_number: input.height,
+                index: txs.len() as u64,
+                to: callback.target,
+                gas_limit: tx.gas_limit,
+                input: &tx.data,
+            };
+            let envelope = system.encoded_2718();
+            let hash = keccak256(&envelope);
             let record = TxRecord {
                 hash,
                 from: system::SYSTEM_ADDRESS,
@@ -962,12 +1029,14 @@ impl Executor {
                 s: U256::ZERO,
                 block_number: input.height,
                 index: txs.len() as u64,
+                access_list: Vec::new(),
             };
             match evm.transact(tx) {
                 Ok(out) => {
                     diff.absorb(&out.state);
                     evm.commit(out.state);
                     txs.push(record);
+                    envelopes.push(envelope);
                     acc.finish(
                         out.result,
                         hash,
@@ -1021,6 +1090,7 @@ impl Executor {
                     evm.commit(out.state);
                     let price = tx.envelope.effective_gas_price(Some(config.base_fee_wei));
                     txs.push(tx.record(input.height, txs.len() as u64));
+                    envelopes.push(tx.envelope.encoded_2718());
                     acc.finish(
                         out.result,
                         tx.hash,
@@ -1064,8 +1134,12 @@ impl Executor {
             core_root: input.core_root,
             logs_bloom: acc.bloom,
             tx_hashes: txs.iter().map(|t| t.hash).collect(),
+            transactions_root: block::transactions_root(&envelopes),
+            receipts_root: block::receipts_root(&acc.receipts),
+            beneficiary: config.coinbase,
+            size: 0,
         }
-        .seal();
+        .seal(&envelopes);
         self.head = header.clone();
         BlockOutput {
             header,
@@ -1083,22 +1157,96 @@ impl Executor {
     /// Runs a call on top of the head without changing state (eth_call). Fees, nonce and
     /// balance checks are off, as in geth's eth_call.
     pub fn call(&mut self, core: &dyn CoreView, request: &CallRequest) -> CallOutcome {
-        let config = self.config.clone();
-        let head = self.head.clone();
-        let block_env = self.block_env(head.number + 1, head.timestamp);
-        let mut cfg = self.cfg();
-        cfg.disable_nonce_check = true;
-        cfg.disable_base_fee = true;
-        cfg.disable_balance_check = true;
+        let (cfg, block_env) = self.call_env();
+        let tx = self.call_tx(request);
+        let precompiles = NexusPrecompiles::new(SPEC, core, self.config.wei_per_unit);
         let ctx = Context::mainnet()
             .with_db(&mut self.db)
             .with_cfg(cfg)
             .with_block(block_env);
-        let precompiles = NexusPrecompiles::new(SPEC, core, config.wei_per_unit);
         let mut evm = ctx.build_mainnet().with_precompiles(precompiles);
+        call_outcome(evm.transact(tx).map(|out| out.result))
+    }
+
+    /// The access list of a call (eth_createAccessList), as geth computes it: run the call
+    /// with the list found so far, trace what it touches ([`AccessListInspector`]), until
+    /// the list stops changing (at most [`ACCESS_LIST_ROUNDS`] runs). The outcome's gas is
+    /// that of the call with the returned list.
+    pub fn create_access_list(
+        &mut self,
+        core: &dyn CoreView,
+        request: &CallRequest,
+    ) -> (AccessList, CallOutcome) {
+        let excluded = self.access_list_excluded(request);
+        let mut list = request.access_list.clone();
+        let mut outcome = CallOutcome::Halt {
+            reason: "not run".into(),
+            gas_used: 0,
+        };
+        let mut with_list = request.clone();
+        for _ in 0..ACCESS_LIST_ROUNDS {
+            with_list.access_list = list.clone();
+            let tx = self.call_tx(&with_list);
+            let mut tracer = AccessListInspector::new(&list, excluded.clone());
+            outcome = self.inspect_call(core, tx, &mut tracer);
+            let found = tracer.access_list();
+            if found == list {
+                break;
+            }
+            list = found;
+        }
+        (list, outcome)
+    }
+
+    /// A call traced by `inspector`, without changing state.
+    fn inspect_call(
+        &mut self,
+        core: &dyn CoreView,
+        tx: TxEnv,
+        inspector: &mut AccessListInspector,
+    ) -> CallOutcome {
+        let (cfg, block_env) = self.call_env();
+        let precompiles = NexusPrecompiles::new(SPEC, core, self.config.wei_per_unit);
+        let ctx = Context::mainnet()
+            .with_db(&mut self.db)
+            .with_cfg(cfg)
+            .with_block(block_env);
+        let mut evm = ctx
+            .build_mainnet_with_inspector(inspector)
+            .with_precompiles(precompiles);
+        call_outcome(evm.inspect_tx(tx).map(|out| out.result))
+    }
+
+    /// What an access list never names: the sender, the recipient (or the contract a
+    /// creation makes) and the precompiles, Nexus's included (all warm anyway).
+    fn access_list_excluded(&mut self, request: &CallRequest) -> BTreeSet<Address> {
+        let from = request.from.unwrap_or_default();
+        let to = match request.to {
+            Some(to) => to,
+            None => from.create(self.account(from).nonce),
+        };
+        let mut excluded: BTreeSet<Address> = [from, to].into();
+        excluded.extend(NexusPrecompiles::addresses(SPEC));
+        excluded
+    }
+
+    /// The configuration and block of a call: the next block's, with fee, nonce and
+    /// balance checks off.
+    fn call_env(&self) -> (CfgEnv, BlockEnv) {
+        let block_env = self.block_env(self.head.number + 1, self.head.timestamp);
+        let mut cfg = self.cfg();
+        cfg.disable_nonce_check = true;
+        cfg.disable_base_fee = true;
+        cfg.disable_balance_check = true;
+        (cfg, block_env)
+    }
+
+    /// The transaction of a call request (zero gas price; the block's gas limit by
+    /// default).
+    fn call_tx(&self, request: &CallRequest) -> TxEnv {
         let mut tx = TxEnv::default();
         tx.caller = request.from.unwrap_or_default();
-        tx.gas_limit = request.gas.unwrap_or(config.block_gas_limit);
+        tx.gas_limit = request.gas.unwrap_or(self.config.block_gas_limit);
         tx.gas_price = 0;
         tx.kind = match request.to {
             Some(to) => TxKind::Call(to),
@@ -1106,29 +1254,13 @@ impl Executor {
         };
         tx.value = request.value;
         tx.data = request.data.clone();
-        tx.chain_id = Some(config.chain_id);
-        match evm.transact(tx) {
-            Ok(out) => {
-                let gas_used = out.result.tx_gas_used();
-                match out.result {
-                    ExecutionResult::Success { output, .. } => CallOutcome::Success {
-                        output: output.into_data(),
-                        gas_used,
-                    },
-                    ExecutionResult::Revert { output, .. } => {
-                        CallOutcome::Revert { output, gas_used }
-                    }
-                    ExecutionResult::Halt { reason, .. } => CallOutcome::Halt {
-                        reason: format!("{reason:?}"),
-                        gas_used,
-                    },
-                }
-            }
-            Err(error) => CallOutcome::Halt {
-                reason: error.to_string(),
-                gas_used: 0,
-            },
+        tx.chain_id = Some(self.config.chain_id);
+        if !request.access_list.is_empty() {
+            // revm applies an access list to EIP-2930 and later types only.
+            tx.tx_type = 1;
+            tx.access_list = request.access_list.clone();
         }
+        tx
     }
 
     /// The smallest gas limit under which the call succeeds (eth_estimateGas): the gas
@@ -1161,6 +1293,30 @@ impl Executor {
             }
         }
         Ok(high)
+    }
+}
+
+/// A call's result as an outcome (an error of the environment is a halt).
+fn call_outcome<E: std::fmt::Display>(result: Result<ExecutionResult, E>) -> CallOutcome {
+    match result {
+        Ok(result) => {
+            let gas_used = result.tx_gas_used();
+            match result {
+                ExecutionResult::Success { output, .. } => CallOutcome::Success {
+                    output: output.into_data(),
+                    gas_used,
+                },
+                ExecutionResult::Revert { output, .. } => CallOutcome::Revert { output, gas_used },
+                ExecutionResult::Halt { reason, .. } => CallOutcome::Halt {
+                    reason: format!("{reason:?}"),
+                    gas_used,
+                },
+            }
+        }
+        Err(error) => CallOutcome::Halt {
+            reason: error.to_string(),
+            gas_used: 0,
+        },
     }
 }
 

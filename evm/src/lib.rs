@@ -7,12 +7,17 @@
 //! - [`system`], [`actions`], [`core_view`], [`precompiles`]: addresses, ABI, gas, and what
 //!   the EVM may see of Core and send to it.
 //! - [`executor`]: `execute_block(inputs) -> outputs` over in-memory state (one owner).
+//! - [`access_list`]: the tracer of `eth_createAccessList`.
+//! - [`block`]: Ethereum's header, transactions and receipts tries, system transaction
+//!   envelope and block size, from what the executor records.
 //! - [`bridge`]: CoreWriter actions to engine commands, engine events to callbacks and
 //!   credits.
 //! - [`commitment`]: the EVM state root (a multiset hash over accounts and storage slots,
 //!   updated from each block's state diff).
 
+pub mod access_list;
 pub mod actions;
+pub mod block;
 pub mod bridge;
 pub mod commitment;
 pub mod core_view;

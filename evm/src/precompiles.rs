@@ -29,16 +29,20 @@ pub struct NexusPrecompiles<'a> {
 impl<'a> NexusPrecompiles<'a> {
     /// Precompiles of `spec` reading `core`; `wei_per_unit` converts native deposits.
     pub fn new(spec: SpecId, core: &'a dyn CoreView, wei_per_unit: U256) -> Self {
-        let eth = EthPrecompiles::new(spec);
-        let mut warm = eth.warm_addresses().clone();
-        warm.extend(system::READ_PRECOMPILES);
-        warm.insert(system::CORE_WRITER);
         NexusPrecompiles {
-            eth,
-            warm,
+            eth: EthPrecompiles::new(spec),
+            warm: NexusPrecompiles::addresses(spec),
             core,
             wei_per_unit,
         }
+    }
+
+    /// Every precompile address of `spec`: Ethereum's, the Core reads and CoreWriter.
+    pub fn addresses(spec: SpecId) -> AddressSet {
+        let mut all = EthPrecompiles::new(spec).warm_addresses().clone();
+        all.extend(system::READ_PRECOMPILES);
+        all.insert(system::CORE_WRITER);
+        all
     }
 
     fn read(&self, address: Address, input: &[u8]) -> Result<(u64, Vec<u8>), String> {
@@ -156,9 +160,7 @@ where
     fn set_spec(&mut self, spec: SpecId) -> bool {
         let changed = <EthPrecompiles as PrecompileProvider<CTX>>::set_spec(&mut self.eth, spec);
         if changed {
-            self.warm = self.eth.warm_addresses().clone();
-            self.warm.extend(system::READ_PRECOMPILES);
-            self.warm.insert(system::CORE_WRITER);
+            self.warm = NexusPrecompiles::addresses(spec);
         }
         changed
     }

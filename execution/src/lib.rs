@@ -448,6 +448,16 @@ impl Execution {
         self.executor.estimate_gas(&view, request)
     }
 
+    /// The access list of a call against the head and its outcome with that list
+    /// (eth_createAccessList).
+    pub fn create_access_list(
+        &mut self,
+        request: &CallRequest,
+    ) -> (evm::executor::AccessList, CallOutcome) {
+        let view = CoreSnapshot::new(&self.engine, self.height());
+        self.executor.create_access_list(&view, request)
+    }
+
     /// Decodes an EVM envelope for this chain (the sender from `senders` when it knows it,
     /// recovered otherwise), then the chain's gas and fee rules and revm's stateless checks
     /// against the next block.

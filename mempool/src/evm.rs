@@ -284,6 +284,12 @@ impl Mempool {
         Some(self.evm.entries[arrival].item.clone())
     }
 
+    /// Every pooled EVM item in arrival order (each sender's in nonce order), for
+    /// `txpool_content`.
+    pub fn evm_pooled_items(&self) -> impl Iterator<Item = &Arc<EvmItem>> + '_ {
+        self.evm.entries.values().map(|entry| &entry.item)
+    }
+
     /// EVM transactions of this sender pooled (its pending nonce is its state nonce plus
     /// this).
     pub fn evm_pooled(&self, sender: &Address) -> usize {

@@ -14,10 +14,12 @@ use std::net::SocketAddr;
 
 use alloy_primitives::{keccak256, Address, B256, U256};
 use evm_bridge::eth::{
-    self, arg, block_json, block_number, call_error, call_request, data, hash, params_of,
+    self, addr, arg, block_json, block_number, call_error, call_request, data, hash, params_of,
     parse_address, parse_bytes, parse_hash, parse_quantity, quantity, state_at, History, RpcError,
 };
-use evm_bridge::executor::{BlockHeader, BlockOutput, CallOutcome, DroppedTx, Receipt, TxRecord};
+use evm_bridge::executor::{
+    BlockHeader, BlockOutput, CallOutcome, DroppedTx, Receipt, SignedTx, TxRecord,
+};
 use execution::Execution;
 use jsonrpsee::server::{RpcModule, Server, ServerConfig, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
@@ -27,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use transactions::EvmItem;
 
 /// Every method the validator serves.
-pub const METHODS: [&str; 21] = evm_bridge::eth::ETH_METHODS;
+pub const METHODS: [&str; 37] = evm_bridge::eth::ETH_METHODS;
 
 /// EVM blocks remembered for reads by default (headers, transactions, receipts, logs; the
 /// devnet's `eth_history_blocks`): about a day at one block every 10 s; older ones are
@@ -211,6 +213,8 @@ pub struct EthPort<'a> {
     pub mempool: &'a mut Mempool,
     /// The EVM blocks executed.
     pub history: &'a EthHistory,
+    /// Other validators heard from recently (`net_peerCount`).
+    pub peers: usize,
 }
 
 impl EthPort<'_> {
@@ -285,16 +289,16 @@ impl EthPort<'_> {
             "eth_getBlockByNumber" => {
                 let n = block_number(history, arg(params, 0))?;
                 let full = arg(params, 1).and_then(Value::as_bool).unwrap_or(false);
-                Ok(history.header(n).map_or(Value::Null, |h| {
-                    block_json(history, h, full, config.coinbase)
-                }))
+                Ok(history
+                    .header(n)
+                    .map_or(Value::Null, |h| block_json(history, h, full)))
             }
             "eth_getBlockByHash" => {
                 let h = parse_hash(arg(params, 0))?;
                 let full = arg(params, 1).and_then(Value::as_bool).unwrap_or(false);
-                Ok(history.header_by_hash(&h).map_or(Value::Null, |b| {
-                    block_json(history, b, full, config.coinbase)
-                }))
+                Ok(history
+                    .header_by_hash(&h)
+                    .map_or(Value::Null, |b| block_json(history, b, full)))
             }
             "eth_call" => {
                 let request = call_request(arg(params, 0))?;
@@ -333,8 +337,65 @@ impl EthPort<'_> {
                     .map_or(Value::Null, |tx| eth::tx_json(&tx.record(0, 0), None, None)))
             }
             "eth_getLogs" => eth::logs(history, arg(params, 0)),
+            other => self.read_more(other, params),
+        }
+    }
+
+    /// Block contents by number or hash, the access list of a call, the node and the pool.
+    fn read_more(&mut self, method: &str, params: &[Value]) -> Result<Value, RpcError> {
+        let history = self.history;
+        let by_number = || -> Result<Option<&BlockHeader>, RpcError> {
+            Ok(history.header(block_number(history, arg(params, 0))?))
+        };
+        let by_hash = || eth::block_by_hash(history, arg(params, 0));
+        match method {
+            "eth_getBlockReceipts" => Ok(eth::block_receipts(
+                history,
+                eth::block_ref(history, arg(params, 0))?,
+            )),
+            "eth_getTransactionByBlockNumberAndIndex" => {
+                eth::tx_at(history, by_number()?, arg(params, 1))
+            }
+            "eth_getTransactionByBlockHashAndIndex" => {
+                eth::tx_at(history, by_hash()?, arg(params, 1))
+            }
+            "eth_getBlockTransactionCountByNumber" => Ok(eth::tx_count(by_number()?)),
+            "eth_getBlockTransactionCountByHash" => Ok(eth::tx_count(by_hash()?)),
+            "eth_getUncleCountByBlockNumber" => Ok(eth::uncle_count(by_number()?)),
+            "eth_getUncleCountByBlockHash" => Ok(eth::uncle_count(by_hash()?)),
+            // Blocks have no ommers.
+            "eth_getUncleByBlockNumberAndIndex" | "eth_getUncleByBlockHashAndIndex" => {
+                Ok(Value::Null)
+            }
+            "eth_createAccessList" => {
+                let request = call_request(arg(params, 0))?;
+                state_at(history, arg(params, 1))?;
+                let (list, outcome) = self.execution.create_access_list(&request);
+                Ok(eth::created_access_list(&list, outcome))
+            }
+            "eth_coinbase" => Ok(addr(self.execution.evm().config().coinbase)),
+            "net_listening" => Ok(json!(true)),
+            "net_peerCount" => Ok(quantity(self.peers as u64)),
+            "web3_sha3" => {
+                let input = arg(params, 0).ok_or_else(|| RpcError::params("expected data"))?;
+                Ok(hash(keccak256(parse_bytes(input)?)))
+            }
+            "txpool_status" => Ok(eth::txpool_status(self.mempool.evm_len())),
+            "txpool_content" => Ok(eth::txpool_content(&self.pooled())),
             other => Err(eth::no_method(other)),
         }
+    }
+
+    /// The pool's EVM transactions in arrival order, as pending records (senders from the
+    /// pool's cache).
+    fn pooled(&self) -> Vec<TxRecord> {
+        let chain_id = self.execution.evm().config().chain_id;
+        let senders = |h: &B256| self.mempool.evm_sender(h);
+        self.mempool
+            .evm_pooled_items()
+            .filter_map(|item| SignedTx::decode_with(item.envelope(), chain_id, senders).ok())
+            .map(|tx| tx.record(0, 0))
+            .collect()
     }
 
     /// An account's code, read without touching the EVM's cache (a read must not change
@@ -435,6 +496,7 @@ mod tests {
             execution: &mut execution,
             mempool: &mut mempool,
             history: &history,
+            peers: 0,
         };
         let hash = json!(format!("{:#x}", B256::with_last_byte(3)));
         let (answer, _) = port.handle("eth_getTransactionByHash", &[hash]);
@@ -447,5 +509,72 @@ mod tests {
         let unknown = json!(format!("{:#x}", B256::with_last_byte(1)));
         let (answer, _) = port.handle("eth_getTransactionByHash", &[unknown]);
         assert_eq!(answer.ok(), Some(Value::Null));
+    }
+
+    /// `txpool_status` and `txpool_content` show a transaction admitted through the port
+    /// (pending, by checksummed sender and decimal nonce, block fields `null`) until its
+    /// block is executed.
+    #[test]
+    fn the_pool_methods_show_an_admitted_transaction() {
+        use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+        use alloy_eips::eip2718::Encodable2718;
+        let key = k256::ecdsa::SigningKey::from_slice(&[7; 32]).expect("a key");
+        let point = key.verifying_key().to_encoded_point(false);
+        let sender = Address::from_slice(&keccak256(&point.as_bytes()[1..])[12..]);
+        let evm = execution::EvmGenesis {
+            alloc: vec![(sender, U256::from(10u64).pow(U256::from(20u64)))],
+            ..Default::default()
+        };
+        let mut execution = Execution::new(
+            execution::ExecutionConfig {
+                chain_id: [1; 32],
+                faucets: Vec::new(),
+                feeders: Vec::new(),
+                engine: engine::EngineConfig::default(),
+                evm,
+                funding_interval_s: 0,
+            },
+            &[],
+        );
+        let tx = TxEip1559 {
+            chain_id: execution.evm().config().chain_id,
+            nonce: 0,
+            gas_limit: 21_000,
+            max_fee_per_gas: 2_000_000_000,
+            max_priority_fee_per_gas: 1,
+            to: alloy_primitives::TxKind::Call(Address::with_last_byte(1)),
+            value: U256::from(3u64),
+            access_list: Default::default(),
+            input: Default::default(),
+        };
+        let (sig, recid) = key
+            .sign_prehash_recoverable(tx.signature_hash().as_slice())
+            .expect("signs");
+        let signed = tx.into_signed(alloy_primitives::Signature::from((sig, recid)));
+        let raw = TxEnvelope::from(signed).encoded_2718();
+        let (_, genesis) = Executor::genesis(EvmConfig::default(), &Genesis::default());
+        let history = EthHistory::new(&genesis.header, 2);
+        let mut mempool = Mempool::new(mempool::MempoolConfig::default());
+        let mut port = EthPort {
+            execution: &mut execution,
+            mempool: &mut mempool,
+            history: &history,
+            peers: 0,
+        };
+        let sent = json!(format!("0x{}", alloy_primitives::hex::encode(&raw)));
+        let (hash, item) = port.handle("eth_sendRawTransaction", &[sent]);
+        assert!(item.is_some(), "admitted: {hash:?}");
+        let (status, _) = port.handle("txpool_status", &[]);
+        assert_eq!(
+            status.ok(),
+            Some(json!({"pending": "0x1", "queued": "0x0"}))
+        );
+        let (content, _) = port.handle("txpool_content", &[]);
+        let content = content.expect("content");
+        let pooled = &content["pending"][sender.to_checksum(None)]["0"];
+        assert_eq!(pooled["hash"], hash.expect("a hash"), "{content}");
+        assert_eq!(pooled["blockNumber"], Value::Null, "{content}");
+        assert_eq!(pooled["value"], "0x3", "{content}");
+        assert_eq!(content["queued"], json!({}));
     }
 }

@@ -4,7 +4,9 @@
 //! read on validator 3: same block hash and contract address), funded by a CoreWriter
 //! deposit and told to quote through validator 2, rests its bid on the Core book that
 //! validator 0's JSON port shows. Malformed and wrong-chain raw transactions get JSON-RPC
-//! errors, and every validator's execution root stays equal. Bounded: every wait has a
+//! errors, and every validator's execution root stays equal. Every block's Ethereum header
+//! up to the quote's, rebuilt from validator 3's JSON, hashes to the served hash and its
+//! tries match (`common::eth`). Bounded: every wait has a
 //! deadline and the children are killed on drop.
 
 use std::io::{BufRead, BufReader};
@@ -348,4 +350,16 @@ fn a_contract_deployed_through_one_validator_quotes_on_the_book_of_every_validat
     assert!(
         u64::from_str_radix(head.as_str().unwrap().trim_start_matches("0x"), 16).unwrap() >= target
     );
+
+    // Ethereum's headers on another validator, rebuilt independently and chained from
+    // genesis up to the quote's block; the same receipts on two validators; three peers.
+    let quoted_in = common::eth::q(&r["blockNumber"]);
+    common::eth::check_chain(v3, 0, quoted_in);
+    let receipts = result(v1, "eth_getBlockReceipts", json!([r["blockNumber"]]));
+    assert_eq!(
+        receipts,
+        result(v3, "eth_getBlockReceipts", json!([r["blockNumber"]]))
+    );
+    assert!(receipts.as_array().is_some_and(|r| !r.is_empty()));
+    assert_eq!(result(v2, "net_peerCount", json!([])), "0x3");
 }

@@ -94,6 +94,9 @@ pub(super) struct NodeApp {
     pub(super) eth_history: EthHistory,
     /// JSON-RPC connections with a rate bucket (the oldest forgotten first).
     pub(super) eth_connections: std::collections::BTreeSet<u64>,
+    /// When each other validator's last frame arrived (ms; at most one entry per pinned
+    /// key), for `net_peerCount`.
+    pub(super) peers_heard: HashMap<ValidatorId, u64>,
     /// Transactions a second one client connection may send.
     pub(super) connection_rate: u64,
     /// `final` lines are not printed, other events go to standard error (if
@@ -138,6 +141,7 @@ pub(super) fn node_app(
         execution_config: execution_config(config)?,
         eth_history,
         eth_connections: Default::default(),
+        peers_heard: HashMap::new(),
         connection_rate: config.connection_rate,
         quiet_blocks: false,
         stderr_events: false,
@@ -414,10 +418,17 @@ impl NodeApp {
         let Shared {
             execution, mempool, ..
         } = self.shared.get_mut();
+        let now_ms = now_ns / MS;
+        let peers = self
+            .peers_heard
+            .values()
+            .filter(|&&heard| now_ms.saturating_sub(heard) <= PEER_HEARD_MS)
+            .count();
         let mut port = EthPort {
             execution,
             mempool,
             history: &self.eth_history,
+            peers,
         };
         let (answer, admitted) = port.handle(request.method, &request.params);
         let _ = request.reply.send(answer);

@@ -99,6 +99,9 @@ pub use config::{
 };
 
 const MS: u64 = 1_000_000;
+/// A validator heard from within this long counts in `net_peerCount` (votes flow every
+/// block, and idle chains make a block per `empty_block_interval_ms`).
+const PEER_HEARD_MS: u64 = 10_000;
 pub use consensus::host::limits::SYNC_BATCH;
 /// Name of the devnet configuration in its folder.
 pub const CONFIG_FILE: &str = "devnet.toml";
@@ -658,7 +661,9 @@ impl Shell {
         if r.frame.first() != Some(&consensus::host::FRAME_MESSAGE) {
             self.perform()?;
         }
-        self.host.on_frame(r.from, &r.frame, now_ns())?;
+        let now_ns = now_ns();
+        self.host.app_mut().peers_heard.insert(r.from, now_ns / MS);
+        self.host.on_frame(r.from, &r.frame, now_ns)?;
         Ok(())
     }
 

@@ -12,11 +12,13 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_consensus::{SignableTransaction, Signed, TxEip1559, TxEnvelope};
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{hex, keccak256, Address, Bytes, Signature, TxKind, B256, U256};
 use k256::ecdsa::SigningKey;
 use serde_json::{json, Value};
+
+pub mod eth;
 
 /// The EVM chain id of every Nexus chain (`EvmConfig::default`).
 pub const EVM_CHAIN_ID: u64 = 0x4e58;
@@ -64,7 +66,13 @@ pub fn start(config: &Path) -> Node {
 
 /// Starts `nexus ARGS...` (a command that prints a `ready` line) and waits for that line.
 pub fn start_args(args: &[&std::ffi::OsStr]) -> Node {
-    let mut child = Command::new(NEXUS)
+    start_exe(NEXUS, args)
+}
+
+/// Starts the binary `exe` with `args` (a command that prints a `ready` line) and waits
+/// for that line.
+pub fn start_exe(exe: &str, args: &[&std::ffi::OsStr]) -> Node {
+    let mut child = Command::new(exe)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -325,6 +333,15 @@ impl Wallet {
 
     /// `tx` signed, as a raw transaction in 0x hex.
     pub fn sign(&self, tx: TxEip1559) -> String {
+        self.sign_any(tx)
+    }
+
+    /// A transaction of any type signed, as a raw transaction in 0x hex.
+    pub fn sign_any<T>(&self, tx: T) -> String
+    where
+        T: SignableTransaction<Signature>,
+        TxEnvelope: From<Signed<T>>,
+    {
         let hash: B256 = tx.signature_hash();
         let (sig, recid) = self.key.sign_prehash_recoverable(hash.as_slice()).unwrap();
         let raw = TxEnvelope::from(tx.into_signed(Signature::from((sig, recid)))).encoded_2718();
