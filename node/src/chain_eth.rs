@@ -533,6 +533,7 @@ mod tests {
                 engine: engine::EngineConfig::default(),
                 evm,
                 funding_interval_s: 0,
+                core_gas_limit: execution::DEFAULT_CORE_GAS_LIMIT,
             },
             &[],
         );
