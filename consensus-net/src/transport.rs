@@ -10,12 +10,16 @@
 //! is the key its connection was authenticated with.
 //!
 //! Queues are bounded: each peer's outgoing queue holds `send_queue` frames (a full queue
-//! drops the new frame: consensus re-sends what matters), and the incoming channel holds
-//! `recv_queue` frames (a full channel stops reading, which QUIC flow control pushes back to
-//! the sender). Frames longer than `max_frame_bytes` close the stream.
+//! drops the new frame: consensus re-sends what matters), and each peer's incoming queue
+//! holds `recv_queue` frames (a full queue stops reading that peer, which QUIC flow control
+//! pushes back to it alone; the host takes the peers' queues in turn, [`Inbox`]). Frames
+//! longer than `max_frame_bytes` close the stream; a frame is read in chunks of at most
+//! [`READ_CHUNK`] bytes, so a length prefix alone allocates nothing big. A peer key may hold
+//! at most [`MAX_CONNECTIONS_PER_PEER`] accepted connections at once (a redial can overlap
+//! the connection it replaces), each with at most 4 streams.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,10 +29,17 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 
 use crate::identity::{validator_key, Identity, IdentityError, SERVER_NAME};
+use crate::inbox::Inbox;
 use crate::verifier::{PinnedClientVerifier, PinnedServerVerifier};
 
 /// ALPN protocol id of validator links.
 pub const ALPN: &[u8] = b"nexus-bft/1";
+
+/// Most bytes of a frame read (and allocated) at once.
+pub const READ_CHUNK: usize = 64 << 10;
+
+/// Most connections one peer key may hold open to this validator at once.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 2;
 
 /// A validator to talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +63,7 @@ pub struct NetConfig {
     pub max_frame_bytes: usize,
     /// Frames queued per peer before new ones are dropped.
     pub send_queue: usize,
-    /// Received frames queued before reading stops.
+    /// Received frames queued per peer before reading that peer stops.
     pub recv_queue: usize,
     /// Pause between dial attempts to an unreachable peer.
     pub redial_ms: u64,
@@ -116,7 +127,8 @@ pub struct NetStats {
     pub dial_failures: AtomicU64,
     /// Incoming connections accepted (the client's key is pinned).
     pub accepted: AtomicU64,
-    /// Incoming connections refused during the handshake (unknown key, bad certificate).
+    /// Incoming connections refused (unknown key, bad certificate, or a peer already at
+    /// [`MAX_CONNECTIONS_PER_PEER`]).
     pub refused: AtomicU64,
     /// Frames written to a stream.
     pub frames_sent: AtomicU64,
@@ -143,9 +155,9 @@ impl Drop for Network {
 }
 
 impl Network {
-    /// Binds the endpoint, starts dialling every peer, and returns the channel of received
-    /// frames.
-    pub fn start(config: NetConfig) -> Result<(Network, mpsc::Receiver<Received>), NetError> {
+    /// Binds the endpoint, starts dialling every peer, and returns the peers' queues of
+    /// received frames.
+    pub fn start(config: NetConfig) -> Result<(Network, Inbox), NetError> {
         let identity = Identity::from_seed(&config.key_seed)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let peers: Vec<Peer> = config
@@ -186,12 +198,20 @@ impl Network {
         })?;
 
         let stats = Arc::new(NetStats::default());
-        let (tx, rx) = mpsc::channel(config.recv_queue.max(1));
-        let allowed: Vec<ValidatorId> = peers.iter().map(|p| p.id).collect();
+        let mut inbound = Vec::with_capacity(peers.len());
+        let mut queues = Vec::with_capacity(peers.len());
+        for peer in &peers {
+            let (tx, rx) = mpsc::channel(config.recv_queue.max(1));
+            inbound.push(Inbound {
+                id: peer.id,
+                tx,
+                connections: Arc::new(AtomicUsize::new(0)),
+            });
+            queues.push(rx);
+        }
         tokio::spawn(accept_loop(
             endpoint.clone(),
-            allowed,
-            tx,
+            inbound,
             config.max_frame_bytes,
             stats.clone(),
         ));
@@ -229,7 +249,7 @@ impl Network {
                 peers: senders,
                 stats,
             },
-            rx,
+            Inbox::new(queues),
         ))
     }
 
@@ -322,17 +342,23 @@ async fn dial_loop(
     }
 }
 
+/// Where one peer's frames go, and how many of its connections are open.
+#[derive(Clone)]
+struct Inbound {
+    id: ValidatorId,
+    tx: mpsc::Sender<Received>,
+    connections: Arc<AtomicUsize>,
+}
+
 async fn accept_loop(
     endpoint: quinn::Endpoint,
-    allowed: Vec<ValidatorId>,
-    tx: mpsc::Sender<Received>,
+    inbound: Vec<Inbound>,
     max_frame_bytes: usize,
     stats: Arc<NetStats>,
 ) {
     while let Some(incoming) = endpoint.accept().await {
-        let tx = tx.clone();
         let stats = stats.clone();
-        let allowed = allowed.clone();
+        let inbound = inbound.clone();
         tokio::spawn(async move {
             let Ok(connection) = incoming.await else {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -343,25 +369,30 @@ async fn accept_loop(
                 .peer_identity()
                 .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
                 .and_then(|certs| certs.first().and_then(validator_key));
-            let Some(from) = from.filter(|k| allowed.contains(k)) else {
+            let Some(peer) = from.and_then(|k| inbound.into_iter().find(|p| p.id == k)) else {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
                 connection.close(1u32.into(), b"unknown validator");
                 return;
             };
+            if peer.connections.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS_PER_PEER {
+                peer.connections.fetch_sub(1, Ordering::AcqRel);
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                connection.close(3u32.into(), b"too many connections");
+                return;
+            }
             stats.accepted.fetch_add(1, Ordering::Relaxed);
             while let Ok(stream) = connection.accept_uni().await {
-                tokio::spawn(read_stream(
-                    stream,
-                    from,
-                    tx.clone(),
-                    max_frame_bytes,
-                    stats.clone(),
-                ));
+                let tx = peer.tx.clone();
+                let stats = stats.clone();
+                tokio::spawn(read_stream(stream, peer.id, tx, max_frame_bytes, stats));
             }
+            peer.connections.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }
 
+/// Reads a stream's frames into its peer's queue until it ends, breaks or sends a frame
+/// over `max_frame_bytes`.
 async fn read_stream(
     mut stream: quinn::RecvStream,
     from: ValidatorId,
@@ -379,13 +410,25 @@ async fn read_stream(
             let _ = stream.stop(2u32.into());
             return;
         }
-        let mut frame = vec![0u8; len];
-        if stream.read_exact(&mut frame).await.is_err() {
+        let Some(frame) = read_frame(&mut stream, len).await else {
             return;
-        }
+        };
         stats.frames_received.fetch_add(1, Ordering::Relaxed);
         if tx.send(Received { from, frame }).await.is_err() {
             return;
         }
     }
+}
+
+/// `len` bytes of a stream, read [`READ_CHUNK`] at a time: memory grows with what arrives,
+/// not with what the length prefix announced.
+async fn read_frame(stream: &mut quinn::RecvStream, len: usize) -> Option<Vec<u8>> {
+    let mut frame = Vec::with_capacity(len.min(READ_CHUNK));
+    let mut chunk = vec![0u8; len.min(READ_CHUNK)];
+    while frame.len() < len {
+        let want = (len - frame.len()).min(READ_CHUNK);
+        stream.read_exact(&mut chunk[..want]).await.ok()?;
+        frame.extend_from_slice(&chunk[..want]);
+    }
+    Some(frame)
 }

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use consensus::block::Block;
 use consensus::messages::CommitCertificate;
 use consensus::types::{Hash, Keypair, ValidatorId};
-use consensus_net::{BlockStore, NetConfig, Network, Peer, Received};
-use tokio::sync::mpsc;
+use consensus_net::{BlockStore, Inbox, NetConfig, Network, Peer, Received};
 
 fn free_addr() -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -22,11 +21,7 @@ fn id(seed: u8) -> ValidatorId {
     Keypair::from_seed([seed; 32]).id()
 }
 
-async fn recv_until(
-    rx: &mut mpsc::Receiver<Received>,
-    n: usize,
-    deadline: Duration,
-) -> Vec<Received> {
+async fn recv_until(rx: &mut Inbox, n: usize, deadline: Duration) -> Vec<Received> {
     let end = Instant::now() + deadline;
     let mut got = Vec::new();
     while got.len() < n {
@@ -108,7 +103,7 @@ async fn pinned_peers_exchange_frames_and_unknown_keys_are_refused() {
     );
     // (C's own handshake may complete before A checks its certificate, as TLS 1.3 client
     // authentication allows, so C may write a little before A closes: none of it arrives.)
-    if let Ok(r) = a_rx.try_recv() {
+    if let Some(r) = a_rx.try_recv() {
         panic!("A received a frame from {:?}", r.from);
     }
 }
@@ -166,4 +161,87 @@ fn block_file_survives_reopen_and_cuts_a_torn_tail() {
     bytes[10] ^= 0xff;
     std::fs::write(&path, &bytes).expect("write");
     assert!(BlockStore::open(&path).is_err());
+}
+
+/// Polls `done` every 20 ms for up to 10 s.
+async fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_noisy_peer_cannot_delay_a_quiet_one() {
+    let (a_addr, b_addr, c_addr) = (free_addr(), free_addr(), free_addr());
+    let peer = |seed: u8, addr| Peer { id: id(seed), addr };
+    let mut config = NetConfig::new([2; 32], b_addr, vec![peer(1, a_addr), peer(3, c_addr)]);
+    config.recv_queue = 8;
+    let (b, mut b_rx) = Network::start(config).expect("b");
+    let (a, _a_rx) =
+        Network::start(NetConfig::new([1; 32], a_addr, vec![peer(2, b_addr)])).expect("a");
+    let (c, _c_rx) =
+        Network::start(NetConfig::new([3; 32], c_addr, vec![peer(2, b_addr)])).expect("c");
+    // A floods B, which does not read: A's queue at B fills (8), one more frame waits to be
+    // queued, and QUIC stops A there.
+    for i in 0..500u32 {
+        assert!(a.send(&id(2), Arc::from(i.to_le_bytes())));
+    }
+    let received = || b.stats().frames_received.load(Ordering::Relaxed);
+    wait_for("A's frames to fill its queue", || received() >= 9).await;
+    assert!(c.send(&id(2), Arc::from(&b"quiet"[..])));
+    wait_for("C's frame", || received() >= 10).await;
+    let first = recv_until(&mut b_rx, 4, Duration::from_secs(10)).await;
+    let position = first.iter().position(|r| r.from == id(3));
+    assert!(
+        position.is_some_and(|p| p <= 1),
+        "C's frame waits for at most one of A's: {position:?}"
+    );
+    // A's frames all arrive, in order, once B reads on.
+    let rest = recv_until(&mut b_rx, 497, Duration::from_secs(10)).await;
+    let from_a: Vec<u32> = first
+        .iter()
+        .chain(&rest)
+        .filter(|r| r.from == id(1))
+        .map(|r| u32::from_le_bytes(r.frame[..4].try_into().unwrap()))
+        .collect();
+    assert_eq!(from_a, (0..500).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_peer_key_holds_at_most_two_connections() {
+    let b_addr = free_addr();
+    let a_addr = free_addr();
+    let (b, _b_rx) = Network::start(NetConfig::new(
+        [2; 32],
+        b_addr,
+        vec![Peer {
+            id: id(1),
+            addr: a_addr,
+        }],
+    ))
+    .expect("b");
+    // Three endpoints with A's key dial B.
+    let dialers: Vec<_> = (0..3)
+        .map(|_| {
+            let peers = vec![Peer {
+                id: id(2),
+                addr: b_addr,
+            }];
+            Network::start(NetConfig::new([1; 32], free_addr(), peers)).expect("a")
+        })
+        .collect();
+    let stats = b.stats();
+    wait_for("two accepted and one refused", || {
+        stats.accepted.load(Ordering::Relaxed) >= 2 && stats.refused.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        stats.accepted.load(Ordering::Relaxed),
+        2,
+        "never a third at once"
+    );
+    drop(dialers);
 }

@@ -63,7 +63,9 @@ use consensus::protocol::{Config as ConsensusConfig, TimeoutConfig};
 use consensus::safety::{FileStore, SafetyStore, StoreError};
 use consensus::types::{Ed25519, Hash, Height, Keypair, ValidatorId};
 use consensus::validators::Validator;
-use consensus_net::{BlockStore, BlockStoreError, NetConfig, NetError, Network, Peer, Received};
+use consensus_net::{
+    BlockStore, BlockStoreError, Inbox, NetConfig, NetError, Network, Peer, Received,
+};
 use engine::EngineConfig;
 use execution::coprocessor::CallResult;
 use execution::{Execution, ExecutionConfig};
@@ -575,7 +577,7 @@ impl Shell {
     /// JSON port, gateway), each followed by the host's actions.
     async fn run(
         &mut self,
-        mut rx: mpsc::Receiver<Received>,
+        mut rx: Inbox,
         mut clients: ClientChannels,
         mut stop: StopSignals,
     ) -> Result<(), HostError> {
@@ -604,7 +606,7 @@ impl Shell {
                     // Drain what is already here (bounded) before looking at timers again;
                     // the safety saves of the batch's consensus messages are coalesced.
                     for _ in 0..256 {
-                        let Ok(r) = rx.try_recv() else { break };
+                        let Some(r) = rx.try_recv() else { break };
                         self.on_frame(r)?;
                     }
                     self.perform()?;
