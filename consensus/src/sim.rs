@@ -108,6 +108,9 @@ pub struct SimConfig {
     pub sync_delay_ms: u64,
     /// Restarted validators lose their safety store (a fault injection).
     pub amnesia: bool,
+    /// With `amnesia`: a restarted validator that lost its store holds signing
+    /// (`Host::hold_signing`) until a block stamped after its restart is applied.
+    pub amnesia_guard: bool,
     /// Submit a governance proposal (co-processor upgrade) and vote for it.
     pub governance: bool,
     /// `(validator, until_ms)`: every message to or from that validator is lost until then,
@@ -139,6 +142,7 @@ impl SimConfig {
             end_ms: 60_000,
             sync_delay_ms: rng.random_range(0..=1_500),
             amnesia: false,
+            amnesia_guard: false,
             governance: true,
             isolated: None,
             empty_block_interval_ms: 0,
@@ -829,7 +833,12 @@ impl Sim {
         let saved = node.store.load().expect("memory store cannot fail");
         let (ctx, genesis) = (self.ctx.clone(), self.genesis.clone());
         let key = node.key.clone();
+        let lost = saved.is_none() && node.incarnation > 0;
         let mut host = Host::new(config, ctx, app, saved, key, genesis, Hash::ZERO);
+        if lost && self.cfg.amnesia_guard {
+            // One virtual clock: no skew between validators.
+            host.hold_signing(self.now, 0);
+        }
         host.set_empty_block_interval(self.cfg.empty_block_interval_ms * MS);
         for cert in &node.blocks {
             host.recover(cert.clone(), self.now)

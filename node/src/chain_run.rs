@@ -111,6 +111,7 @@ pub fn run(
         index: 0,
         data_dir: Some(prepared.validator_dir),
         byzantine_forge: false,
+        safety_lost: false,
     };
     let options = validator::NodeOptions {
         ready_extra,

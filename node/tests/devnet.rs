@@ -41,6 +41,8 @@ struct Cluster {
     roots: BTreeMap<u64, (String, Vec<usize>)>,
     evidence: u64,
     ready: Vec<Value>,
+    /// Other event lines, with the validator that printed them.
+    events: Vec<(usize, Value)>,
 }
 
 impl Drop for Cluster {
@@ -114,7 +116,7 @@ impl Cluster {
                 }
                 Some("evidence") => self.evidence += 1,
                 Some("ready") => self.ready.push(v),
-                _ => {}
+                _ => self.events.push((i, v)),
             }
         }
     }
@@ -270,6 +272,55 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
 /// it); first, bad input on a validator's transaction port gets typed refusals. The honest three never vote for them: every height that validator proposes in round
 /// 0 is decided in a later round by an honest proposer, no honest validator ever executes a
 /// block with the forgery (it would stop with a bad payload), and the chain goes on.
+/// A validator whose safety file is deleted while it is down must not sign again at a height
+/// it may have signed: restarted, it logs `safety_lost`, signs nothing until a block stamped
+/// after its restart is decided by the other three, then `signing_resumed`; nobody reports
+/// evidence against it, and it finalizes with the others again.
+#[test]
+fn a_validator_that_lost_its_safety_file_holds_signing_then_rejoins() {
+    let dir = tempfile::tempdir().expect("dir");
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
+    let config = init(dir.path(), &["--base-port", "21200"]);
+    let mut cluster = cluster(exe, config.clone(), vec![Vec::new(); VALIDATORS]);
+    for i in 0..VALIDATORS {
+        cluster.start(i);
+    }
+    cluster.wait_until("4 validators at height 5", Duration::from_secs(30), |c| {
+        c.heights.iter().all(|h| *h >= 5)
+    });
+    cluster.kill(3);
+    let killed_at = cluster.heights[..3].iter().copied().max().expect("3");
+    let safety = dir.path().join("validator-3").join("safety");
+    std::fs::remove_file(&safety).expect("the safety file exists");
+    cluster.start(3);
+    let resumed = |c: &Cluster| {
+        c.events
+            .iter()
+            .find(|(i, v)| *i == 3 && v["event"] == "signing_resumed")
+            .map(|(_, v)| v["after_height"].as_u64().expect("after_height"))
+    };
+    cluster.wait_until(
+        "validator 3 to resume signing",
+        Duration::from_secs(30),
+        |c| resumed(c).is_some(),
+    );
+    let lost = cluster
+        .events
+        .iter()
+        .any(|(i, v)| *i == 3 && v["event"] == "safety_lost");
+    assert!(lost, "validator 3 reported its lost safety file");
+    let after = resumed(&cluster).expect("resumed");
+    assert!(
+        after > killed_at,
+        "resumed after height {after}, killed at {killed_at}"
+    );
+    let target = after + 5;
+    cluster.wait_until("all 4 five heights further", Duration::from_secs(30), |c| {
+        c.heights.iter().all(|h| *h >= target)
+    });
+    assert_eq!(cluster.evidence, 0, "no validator saw a double signature");
+}
+
 #[test]
 fn a_byzantine_proposers_forged_transaction_gets_no_votes() {
     let dir = tempfile::tempdir().expect("dir");
@@ -677,6 +728,7 @@ fn cluster(exe: PathBuf, config: PathBuf, extra: Vec<Vec<&'static str>>) -> Clus
         roots: BTreeMap::new(),
         evidence: 0,
         ready: Vec::new(),
+        events: Vec::new(),
     }
 }
 

@@ -260,6 +260,8 @@ pub struct Host<V: SignatureVerifier, A: Application> {
     deferred: Option<u64>,
     /// Highest height of a peer's consensus message, at most the heights the host keeps.
     seen_height: Height,
+    /// Signing is held until a block stamped at or after this time (ns) is applied.
+    signing_held_until: Option<u64>,
 }
 
 /// The frame carrying `m`.
@@ -325,7 +327,28 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             empty_block_interval_ns: 0,
             deferred: None,
             seen_height: 0,
+            signing_held_until: None,
         }
+    }
+
+    /// The safety state was lost (its file deleted while blocks exist): this validator may
+    /// have signed at the height in progress when it stopped, and cannot tell which. It
+    /// signs nothing until it has applied a block stamped at or after `restart_ns +
+    /// max_future_drift_ns + skew_ns`. Honest validators prevote nil for a block stamped more
+    /// than `max_future_drift_ns` past their clock, so a decided block with that stamp was
+    /// proposed after the restart (if clocks differ by at most `skew_ns`): its height was in
+    /// progress after every signature this validator made before, and signing resumes at
+    /// the next height. Call before [`Host::recover`] (blocks read back count too).
+    pub fn hold_signing(&mut self, restart_ns: u64, skew_ns: u64) {
+        let drift = self.consensus.config().max_future_drift_ns;
+        let after = restart_ns.saturating_add(drift).saturating_add(skew_ns);
+        self.signing_held_until = Some(after);
+        self.consensus.set_signing(false);
+    }
+
+    /// Whether signing is held ([`Host::hold_signing_until`]).
+    pub fn signing_held(&self) -> bool {
+        self.signing_held_until.is_some()
     }
 
     /// Re-applies a block read back from the block file (before [`Host::start`]).
@@ -608,6 +631,13 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     fn applied(&mut self, certificate: &CommitCertificate, root: Hash) {
         self.exec_root = root;
         let block = &certificate.block;
+        if self
+            .signing_held_until
+            .is_some_and(|after| block.timestamp_ns >= after)
+        {
+            self.signing_held_until = None;
+            self.consensus.set_signing(true);
+        }
         self.included.extend(block.evidence.iter().copied());
         self.evidence.retain(|e| !block.evidence.contains(e));
         self.last_block = Some((block.id(), block.timestamp_ns));

@@ -271,6 +271,9 @@ pub struct Consensus<C: Context, S: SafetyStore> {
     unsaved: bool,
     height: Option<HeightState>,
     buffered: Buffer,
+    /// Whether this validator signs proposals and votes (off while it cannot prove it is
+    /// past every height it may have signed: its safety state was lost).
+    signing: bool,
 }
 
 /// What identifies a buffered message for deduplication (signatures left out, so a
@@ -315,7 +318,24 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             unsaved: false,
             height: None,
             buffered: Buffer::default(),
+            signing: true,
         })
+    }
+
+    /// Turns signing on or off. Off, the validator follows the chain (counts others' votes,
+    /// decides, syncs) but signs no proposal or vote.
+    pub fn set_signing(&mut self, on: bool) {
+        self.signing = on;
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether this validator signs (see [`Consensus::set_signing`]).
+    pub fn signing(&self) -> bool {
+        self.signing
     }
 
     /// This validator's id.
@@ -555,6 +575,9 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             proposer: me,
         };
         // L19: broadcast ⟨PROPOSAL, h_p, round_p, proposal, validRound_p⟩.
+        if !self.signing {
+            return Ok(());
+        }
         let message = match self.safety.may_sign_proposal(&proposal) {
             SignCheck::Refuse => return Ok(()),
             SignCheck::Resend(m) => m,
@@ -588,8 +611,8 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         out: &mut Vec<Output>,
     ) -> Result<bool, StoreError> {
         let hs = self.height.as_mut().expect("height running");
-        // Not in this height's set (joined later, left, jailed): nothing to sign.
-        if hs.start.validators.stake_of(&self.key.id()).is_none() {
+        // Not in this height's set (joined later, left, jailed), or not signing: nothing.
+        if !self.signing || hs.start.validators.stake_of(&self.key.id()).is_none() {
             return Ok(false);
         }
         let vote = Vote {

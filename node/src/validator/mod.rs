@@ -132,6 +132,11 @@ pub struct ValidatorArgs {
     /// Honest validators must not vote for those blocks.
     #[arg(long, hide = true)]
     pub byzantine_forge: bool,
+    /// This validator's safety file was lost (with the rest of its data folder): hold
+    /// signing as when the file is missing beside a block file (docs/consensus.md, "Lost
+    /// safety state").
+    #[arg(long)]
+    pub safety_lost: bool,
 }
 
 /// How the process around a validator wants it to report (not consensus-relevant).
@@ -235,7 +240,13 @@ struct Shell {
     net: Network,
     safety: FileStore,
     blocks: BlockStore,
+    /// Signing is held after a lost safety file (`safety_resumed` is logged when it ends).
+    signing_held: bool,
 }
+
+/// Clock difference allowed between validators when a validator that lost its safety file
+/// waits for a block stamped after its restart (docs/consensus.md, "Lost safety state").
+const CLOCK_SKEW_NS: u64 = 1_000_000_000;
 
 /// SIGINT and SIGTERM, which stop the validator between two events.
 struct StopSignals {
@@ -369,6 +380,7 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
     let (blocks, stored, cut) = BlockStore::open(&data_dir.join("blocks"))?;
     let mut safety = FileStore::new(&data_dir.join("safety"));
     let saved = safety.load()?;
+    let had_safety_state = saved.is_some();
     let mut host = Host::new(
         consensus_config(chain_id, &config.timeouts),
         Ed25519,
@@ -379,6 +391,16 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
         exec_root,
     );
     host.set_empty_block_interval(config.empty_block_interval_ms.saturating_mul(MS));
+    // A missing safety file beside decided blocks (or `--safety-lost`): this validator may
+    // have signed at the height in progress when it stopped. Alone, nobody else holds votes
+    // it could contradict.
+    let lost = !had_safety_state
+        && (!stored.is_empty() || args.safety_lost)
+        && config.validators.len() > 1;
+    let restart_ns = now_ns();
+    if lost {
+        host.hold_signing(restart_ns, CLOCK_SKEW_NS);
+    }
     let (net, rx) = Network::start(NetConfig::new(seed, entry.addr, peers.clone()))?;
     let (client_tx, tx_port) = mpsc::channel::<ClientEvent>(1 << 16);
     let listener = tokio::net::TcpListener::bind(entry.tx_addr)
@@ -391,6 +413,7 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
         net,
         safety,
         blocks,
+        signing_held: lost,
     };
     let recovered = stored.len() as u64;
     let from = validator.recover(stored)?;
@@ -438,6 +461,12 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
     log_line(ready.clone())?;
     if let Some(hook) = options.ready_hook {
         hook(&ready);
+    }
+    if lost {
+        validator.host.app().event(json!({
+            "event": "safety_lost", "index": args.index, "restart_ns": restart_ns,
+            "blocks": recovered,
+        }))?;
     }
     validator.host.start(now_ns())?;
     validator.perform()?;
@@ -669,6 +698,17 @@ impl Shell {
         Ok(())
     }
 
+    /// Logs `signing_resumed` once a held validator may sign again (after block `height`).
+    fn note_signing_resumed(&mut self, height: Height) -> Result<(), HostError> {
+        if self.signing_held && !self.host.signing_held() {
+            self.signing_held = false;
+            self.host.app().event(json!({
+                "event": "signing_resumed", "index": self.host.app().index, "after_height": height,
+            }))?;
+        }
+        Ok(())
+    }
+
     /// Performs the host's actions in order: a safety save is durable before any later
     /// message leaves (an error stops the validator before it sends them); a decided block
     /// is appended to the block file (durable) before the host is told, which then executes
@@ -684,6 +724,7 @@ impl Shell {
                 Action::PersistBlock(cert) => {
                     self.blocks.append(&cert)?;
                     self.host.block_durable(cert.block.height, now_ns())?;
+                    self.note_signing_resumed(cert.block.height)?;
                 }
                 Action::Evidence(e) => self.host.app().event(json!({
                     "event": "evidence", "index": self.host.app().index, "height": e.height(),
