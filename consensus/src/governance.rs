@@ -13,6 +13,7 @@
 //!   (say, activating an unknown co-processor), it is marked failed; nothing else changes.
 //! - Co-processor upgrades must raise the version; a first "upgrade" registers the entry,
 //!   inactive. Activation, deactivation and parameter changes need an existing entry.
+//!   Co-processor 0 ([`BASE_COPROCESSOR`]) cannot be upgraded.
 //!
 //! Action signing bytes: `"nexus-bft/v1/action\0" || chain_id[32] || signer[32] ||
 //! nonce u64 || action`, where `action` is its encoding (tag u8, then fields):
@@ -249,7 +250,15 @@ pub enum ApplyError {
     /// A parameter value outside its range.
     #[error("parameter value out of range")]
     BadParamValue,
+    /// An upgrade of co-processor [`BASE_COPROCESSOR`], whose code only a node release
+    /// changes.
+    #[error("co-processor 0's code changes only with a node release")]
+    BaseCoprocessor,
 }
+
+/// The co-processor the chain is built around (NexusCore's CLOB engine): governance may
+/// deactivate it (a halt) and set its parameters, not replace its code.
+pub const BASE_COPROCESSOR: u32 = 0;
 
 /// Where a proposal stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,6 +419,7 @@ impl Governance {
                 version,
                 code_hash,
             } => match self.registry.get_mut(id) {
+                _ if *id == BASE_COPROCESSOR => Err(ApplyError::BaseCoprocessor),
                 Some(c) if *version <= c.version => Err(ApplyError::VersionNotHigher),
                 Some(c) => {
                     c.version = *version;
@@ -677,6 +687,20 @@ mod tests {
 
     fn stake(id: &ValidatorId) -> Option<u64> {
         (id.0[0] <= 4).then_some(10)
+    }
+
+    #[test]
+    fn co_processor_zero_cannot_be_upgraded_by_governance() {
+        let mut g = Governance::genesis(ChainParams::default(), vec![]);
+        let kind = ProposalKind::Upgrade {
+            id: BASE_COPROCESSOR,
+            version: 2,
+            code_hash: Hash([3; 32]),
+        };
+        assert_eq!(g.apply(&kind), Err(ApplyError::BaseCoprocessor));
+        assert!(g.coprocessor(BASE_COPROCESSOR).is_none());
+        let deactivate = ProposalKind::Deactivate { id: 7 };
+        assert_eq!(g.apply(&deactivate), Err(ApplyError::UnknownCoprocessor));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use evm::executor::{BlockInput, BlockOutput, SignedTx};
 use evm::system::core_account;
 use transactions::{oracle_command, Action, SignedTransaction};
 
-use crate::coprocessor::{self, Refusal, RegistryError};
+use crate::coprocessor::{self, Call, Refusal, RegistryError};
 use crate::{CallReport, ConsensusState, Executed, Execution, Origin, ValidBlock};
 
 /// What a block's Core transactions produced besides engine events.
@@ -76,7 +76,8 @@ impl Execution {
         }
         let CoreTally { oracle, gas, calls } = tally;
         self.run_oracle(oracle, &mut out);
-        if funding_due(self.funding_interval_s, self.block_time_ms, time_ms) {
+        // A halted CLOB charges no funding: its traders cannot act on their positions.
+        if self.clob_active() && funding_due(self.funding_interval_s, self.block_time_ms, time_ms) {
             self.run_funding(&mut out);
         }
         self.run_core_writer(&mut out);
@@ -115,9 +116,21 @@ impl Execution {
                 coprocessor,
                 result,
             };
-            if let Action::Call { .. } = action {
-                let (id, result) = self.run_call(account, action, height, time_ms);
-                tally.calls.push(report(id, result));
+            if let Action::Call {
+                coprocessor,
+                method,
+                ref args,
+            } = *action
+            {
+                let call = Call {
+                    account,
+                    method,
+                    args,
+                    height,
+                    time_ms,
+                };
+                let result = self.run_call(&call, coprocessor);
+                tally.calls.push(report(coprocessor, result));
                 continue;
             }
             if !self.clob_active() {

@@ -2,21 +2,21 @@
 //! registry between blocks, Core gas, and routing calls (docs/execution.md,
 //! "Co-processors").
 
-use engine::AccountId;
 use transactions::{Action, SignedTransaction, CALL_ARGS_LEN};
 
 use crate::coprocessor::{
-    self, clob_gas, hex32, Call, CallResult, Coprocessor, CoprocessorId, Hosted, Refusal,
-    RegistryEntry, RegistryError, CALL_BASE_GAS, TX_BASE_GAS,
+    self, clob_gas, hex32, Call, CallResult, Coprocessor, CoprocessorId, Hosted, HostedState,
+    Refusal, RegistryEntry, RegistryError, CALL_BASE_GAS, TX_BASE_GAS,
 };
 use crate::{ConsensusState, Execution};
 
 impl Execution {
     /// Follows the consensus layer after a block: the registry holds from the next block on
-    /// (new entries are instantiated from this binary's catalog, upgrades take over their
-    /// predecessor's state, parameters change, deactivated ones keep their state), and its
-    /// digest joins the chain root. An entry whose code this binary does not carry is an
-    /// error: the node cannot execute the next block.
+    /// (an activated entry runs this binary's code for it, on its previous state if it has
+    /// one, so an upgrade takes over its predecessor's state; parameters change; a
+    /// deactivated or never-activated entry is only its state's bytes), and its digest joins
+    /// the chain root. An active entry whose code this binary does not carry is an error:
+    /// the node cannot execute the next block.
     pub fn follow_consensus(&mut self, consensus: &ConsensusState) -> Result<(), RegistryError> {
         for entry in &consensus.registry {
             if entry.id == coprocessor::CLOB {
@@ -38,38 +38,54 @@ impl Execution {
     }
 
     fn follow_entry(&mut self, entry: &RegistryEntry) -> Result<(), RegistryError> {
-        if let Some(hosted) = self.hosted.get_mut(&entry.id) {
+        let previous = self.hosted.remove(&entry.id);
+        if let Some(hosted) = &previous {
             if hosted.entry == *entry {
-                return Ok(());
-            }
-            if hosted.entry.code_hash == entry.code_hash {
-                hosted.instance.set_params(&entry.params);
-                hosted.entry = entry.clone();
+                self.hosted.insert(entry.id, previous.expect("checked"));
                 return Ok(());
             }
         }
-        // Even an inactive entry needs its code: every validator must hold the same state.
+        let state = match previous {
+            Some(mut hosted) if entry.active && hosted.entry.code_hash == entry.code_hash => {
+                if let HostedState::Running(instance) = &mut hosted.state {
+                    instance.set_params(&entry.params);
+                    hosted.state
+                } else {
+                    self.start(entry, hosted.state.bytes())?
+                }
+            }
+            Some(hosted) if entry.active => self.start(entry, hosted.state.bytes())?,
+            Some(hosted) => HostedState::stored(hosted.state.bytes()),
+            None if entry.active => self.start(entry, None)?,
+            None => HostedState::stored(None),
+        };
+        let entry = entry.clone();
+        self.hosted.insert(entry.id, Hosted { entry, state });
+        Ok(())
+    }
+
+    /// Runs `entry`'s code on `bytes` (a previous state, perhaps of earlier code: an
+    /// upgrade carries it over) or on an empty state. Its code must be in this binary.
+    fn start(
+        &self,
+        entry: &RegistryEntry,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<HostedState, RegistryError> {
         let implementation = self
             .catalog
             .find(&entry.code_hash)
             .ok_or_else(|| unknown_code(entry))?;
-        let instance = match self.hosted.get(&entry.id) {
-            Some(old) => (implementation.restore)(&old.instance.snapshot(), &entry.params)
-                .map_err(|error| RegistryError::Upgrade {
+        let instance = match bytes {
+            Some(bytes) => (implementation.restore)(&bytes, &entry.params).map_err(|error| {
+                RegistryError::Upgrade {
                     id: entry.id,
                     version: entry.version,
                     error,
-                })?,
+                }
+            })?,
             None => (implementation.new)(&entry.params),
         };
-        self.hosted.insert(
-            entry.id,
-            Hosted {
-                entry: entry.clone(),
-                instance,
-            },
-        );
-        Ok(())
+        Ok(HostedState::Running(instance))
     }
 
     /// The active co-processor with this id (not the CLOB).
@@ -77,7 +93,7 @@ impl Execution {
         self.hosted
             .get(&id)
             .filter(|hosted| hosted.entry.active)
-            .map(|hosted| &*hosted.instance)
+            .and_then(|hosted| hosted.state.running())
     }
 
     /// The registry entries the execution follows, in id order (the CLOB first).
@@ -124,6 +140,9 @@ impl Execution {
         method: u8,
         args: &[u8; CALL_ARGS_LEN],
     ) -> Result<(), Refusal> {
+        if coprocessor == coprocessor::CLOB {
+            return Err(Refusal::UNKNOWN_METHOD);
+        }
         let target = self.coprocessor(coprocessor).ok_or(Refusal::INACTIVE)?;
         target
             .gas(method, args)
@@ -136,37 +155,24 @@ impl Execution {
         self.clob.active
     }
 
-    /// Runs one call for `account` (refused if nothing active has that id).
-    pub(crate) fn run_call(
-        &mut self,
-        account: AccountId,
-        action: &Action,
-        height: u64,
-        time_ms: u64,
-    ) -> (CoprocessorId, CallResult) {
-        let Action::Call {
-            coprocessor,
-            method,
-            ref args,
-        } = *action
-        else {
-            return (coprocessor::CLOB, Err(Refusal::INACTIVE));
-        };
-        let Some(hosted) = self
+    /// Runs one call (refused if nothing active has its id; the CLOB has no call methods:
+    /// its functions are the typed actions).
+    pub(crate) fn run_call(&mut self, call: &Call<'_>, coprocessor: CoprocessorId) -> CallResult {
+        if coprocessor == coprocessor::CLOB {
+            return Err(Refusal::UNKNOWN_METHOD);
+        }
+        let running = self
             .hosted
             .get_mut(&coprocessor)
             .filter(|hosted| hosted.entry.active)
-        else {
-            return (coprocessor, Err(Refusal::INACTIVE));
-        };
-        let call = Call {
-            account,
-            method,
-            args,
-            height,
-            time_ms,
-        };
-        (coprocessor, hosted.instance.call(&call))
+            .and_then(|hosted| match &mut hosted.state {
+                HostedState::Running(instance) => Some(instance),
+                HostedState::Stored(..) => None,
+            });
+        match running {
+            Some(instance) => instance.call(call),
+            None => Err(Refusal::INACTIVE),
+        }
     }
 
     /// The co-processors' part of the Core root: each hosted one's commitment, in id order.

@@ -26,7 +26,8 @@
 //!   the consensus layer's state after the block (`consensus::chain::ChainState::hash`:
 //!   validator set, stakes, jailing, governance proposals and votes, the co-processor
 //!   registry, action nonces), handed over with each block ([`crate::ConsensusState`]).
-//!   O(1) per block.
+//!   O(1) per block here; the host computes the digest from the whole consensus state,
+//!   which grows with governance history (proposals are never pruned).
 
 use engine::AccountId;
 

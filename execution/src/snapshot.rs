@@ -12,8 +12,9 @@
 //! JSON); the co-processors: 32-byte consensus digest, CLOB version `u32` and active `u8`,
 //! `u64` count of other co-processors, then per co-processor in id order: `u32` id, `u32`
 //! version, 32-byte code hash, `u8` active, `u32` parameter count and per parameter (in name
-//! order) `u32` name length, the UTF-8 name and `u64` value, then `u64` length and its own
-//! snapshot (`coprocessor::Coprocessor::snapshot`). The roles, chain ids, EVM parameters,
+//! order) `u32` name length, the UTF-8 name and `u64` value, then its state: `u8` 0 (it never
+//! ran), or 1 (inactive: stored bytes) or 2 (active: its `Coprocessor::snapshot`) followed
+//! by `u64` length and the bytes. The roles, chain ids, EVM parameters,
 //! funding interval and Core gas limit are configuration and are given again at restore;
 //! the incremental EVM and registry commitments are recomputed.
 
@@ -29,7 +30,7 @@ use revm::database::{AccountState, CacheDB, EmptyDB};
 use revm::state::AccountInfo;
 use transactions::NonceSet;
 
-use crate::coprocessor::{self, Hosted};
+use crate::coprocessor::{self, Hosted, HostedState};
 use crate::{Execution, ExecutionConfig, RegistryEntry};
 
 /// First bytes of an execution snapshot.
@@ -100,9 +101,16 @@ impl Execution {
                 out.extend_from_slice(name.as_bytes());
                 out.extend_from_slice(&value.to_le_bytes());
             }
-            let state = hosted.instance.snapshot();
-            out.extend_from_slice(&(state.len() as u64).to_le_bytes());
-            out.extend_from_slice(&state);
+            // 0: never ran; 1: stored bytes; 2: running (its snapshot).
+            let running = matches!(hosted.state, HostedState::Running(_));
+            match hosted.state.bytes() {
+                None => out.push(0),
+                Some(state) => {
+                    out.push(if running { 2 } else { 1 });
+                    out.extend_from_slice(&(state.len() as u64).to_le_bytes());
+                    out.extend_from_slice(&state);
+                }
+            }
         }
     }
 
@@ -123,13 +131,20 @@ impl Execution {
                 let name = String::from_utf8(name.to_vec()).map_err(|_| SnapshotError::Length)?;
                 params.insert(name, reader.u64()?);
             }
-            let state = reader.counted()?;
             let bad = |what: String| SnapshotError::Coprocessor { id, what };
-            let implementation = self
-                .catalog
-                .find(&code_hash)
-                .ok_or_else(|| bad("code this binary does not carry".to_string()))?;
-            let instance = (implementation.restore)(state, &params).map_err(bad)?;
+            let state = match reader.take(1)?[0] {
+                0 => HostedState::stored(None),
+                1 => HostedState::stored(Some(reader.counted()?.to_vec())),
+                2 => {
+                    let implementation = self
+                        .catalog
+                        .find(&code_hash)
+                        .ok_or_else(|| bad("code this binary does not carry".to_string()))?;
+                    let bytes = reader.counted()?;
+                    HostedState::Running((implementation.restore)(bytes, &params).map_err(bad)?)
+                }
+                other => return Err(bad(format!("state kind {other}"))),
+            };
             let entry = RegistryEntry {
                 id,
                 version,
@@ -137,7 +152,7 @@ impl Execution {
                 params,
                 active,
             };
-            self.hosted.insert(id, Hosted { entry, instance });
+            self.hosted.insert(id, Hosted { entry, state });
         }
         Ok(())
     }

@@ -271,7 +271,7 @@ fn blocks_over_the_core_gas_limit_are_invalid() {
 }
 
 #[test]
-fn a_registry_naming_code_this_binary_lacks_stops_execution() {
+fn code_this_binary_lacks_is_needed_only_to_run() {
     let mut node = Node::new();
     let unknown = node.pass(ProposalKind::Upgrade {
         id: 2,
@@ -279,6 +279,11 @@ fn a_registry_naming_code_this_binary_lacks_stops_execution() {
         code_hash: Hash([0xcd; 32]),
     });
     node.block(unknown, &[]);
+    // Registered (inactive) in consensus at the start of block 2: only its bytes are held.
+    node.block(vec![], &[]);
+    assert_eq!(node.execution.registry().len(), 2);
+    let activate = node.pass(ProposalKind::Activate { id: 2 });
+    node.block(activate, &[]);
     let error = node.try_block(vec![], &[]).unwrap_err();
     assert!(
         matches!(error, RegistryError::UnknownCode { id: 2, .. }),
@@ -287,4 +292,31 @@ fn a_registry_naming_code_this_binary_lacks_stops_execution() {
     assert!(error
         .to_string()
         .contains("run a nexus release that has it"));
+}
+
+#[test]
+fn a_deactivated_coprocessor_keeps_its_state_and_resumes_with_it() {
+    let mut node = Node::new();
+    enshrine(&mut node);
+    node.block(vec![], &[core_tx(TRADER, T + 10, vec![set(4, 0x44)])]);
+    let running_root = node.execution.core_root();
+    let off = node.pass(ProposalKind::Deactivate { id: NOTARY });
+    node.block(off, &[]);
+    node.block(vec![], &[]);
+    assert!(node.execution.coprocessor(NOTARY).is_none());
+    let refused = node.block(vec![], &[core_tx(TRADER, T + 20, vec![set(5, 0x55)])]);
+    assert_eq!(refused.calls[0].result, Err(Refusal::INACTIVE));
+    assert_ne!(
+        node.execution.core_root(),
+        running_root,
+        "active flag and digest changed"
+    );
+    let on = node.pass(ProposalKind::Activate { id: NOTARY });
+    node.block(on, &[]);
+    node.block(vec![], &[]);
+    let notary = node.execution.coprocessor(NOTARY).expect("active again");
+    let kept = notary.query(account(TRADER), 1, &get_args(4)).unwrap();
+    assert_eq!(&kept[..21], &[[0x44; 20].as_slice(), &[1]].concat()[..]);
+    let never = notary.query(account(TRADER), 1, &get_args(5)).unwrap();
+    assert_eq!(never[20], 0, "the refused call did nothing");
 }

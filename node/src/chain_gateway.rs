@@ -283,6 +283,8 @@ pub struct BlockFeed {
     /// CoreWriter actions of the previous EVM block (one each).
     system_inputs: u64,
     last_system: Option<execution::Origin>,
+    /// Co-processor answers for local senders, in block order, with their input's seq.
+    calls: Vec<(u64, Output)>,
 }
 
 impl BlockFeed {
@@ -298,6 +300,7 @@ impl BlockFeed {
             open: 0,
             system_inputs: 0,
             last_system: None,
+            calls: Vec::new(),
         }
     }
 
@@ -335,8 +338,9 @@ impl BlockFeed {
         seq
     }
 
-    /// What a co-processor call of transaction `index` answered, for its sender: placed
-    /// after the transaction's events, before its `Sequenced` (call after the block's events).
+    /// What a co-processor call of transaction `index` answered, for its sender (calls come
+    /// in block order, after the block's events): [`BlockFeed::finish`] puts it after the
+    /// transaction's events, just before its `Sequenced`.
     pub fn call(&mut self, index: usize, call: (u16, u32, execution::coprocessor::CallResult)) {
         let client = self.sender(index);
         if client == NOBODY {
@@ -351,11 +355,27 @@ impl BlockFeed {
             coprocessor,
             result: result.map_err(|refusal| refusal.code),
         };
-        let sequenced = |o: &Output| matches!(o, Output::Sequenced { seq: s, .. } if *s == seq);
-        match self.outputs.iter().position(sequenced) {
-            Some(at) => self.outputs.insert(at, output),
-            None => self.outputs.push(output),
+        self.calls.push((seq, output));
+    }
+
+    /// Puts each call's answer just before its transaction's `Sequenced` (every transaction
+    /// with a local sender has one by now): one pass.
+    fn merge_calls(&mut self) {
+        if self.calls.is_empty() {
+            return;
         }
+        let mut calls = std::mem::take(&mut self.calls).into_iter().peekable();
+        let mut merged = Vec::with_capacity(self.outputs.len() + calls.len());
+        for output in std::mem::take(&mut self.outputs) {
+            if let Output::Sequenced { seq, .. } = output {
+                while let Some((_, call)) = calls.next_if(|(s, _)| *s == seq) {
+                    merged.push(call);
+                }
+            }
+            merged.push(output);
+        }
+        merged.extend(calls.map(|(_, call)| call));
+        self.outputs = merged;
     }
 
     /// Every transaction before `index` is done: the `Sequenced` of those still open.
@@ -383,6 +403,7 @@ impl BlockFeed {
     /// the end of the block, given the block's last seq), then every `Finalized`.
     pub fn finish(mut self, changes: Vec<LevelChange>) -> Vec<Output> {
         self.close_before(self.transactions);
+        self.merge_calls();
         let last_seq = self.inputs_executed();
         for change in changes {
             self.outputs.push(Output::Level {
@@ -521,6 +542,54 @@ mod tests {
                 ("event", 18),
                 ("level", 18),
                 ("finalized", 12),
+            ]
+        );
+    }
+
+    #[test]
+    fn call_answers_come_before_their_transactions_sequenced_in_block_order() {
+        let (a, b) = (
+            ClientRef {
+                connection: 1,
+                tag: 1,
+            },
+            ClientRef {
+                connection: 2,
+                tag: 2,
+            },
+        );
+        let mut feed = BlockFeed::new(0, 1, 3);
+        feed.senders = vec![a, NOBODY, b];
+        let tx = |index| Origin::Tx { index, action: 0 };
+        feed.event(tx(0), &rejected(1));
+        feed.event(tx(2), &rejected(3));
+        // Answers after the block's events, as the execution reports them.
+        for index in [0, 1, 2, 2] {
+            feed.call(index, (0, 1, Ok([index as u8; 32])));
+        }
+        let kinds: Vec<(&str, u64)> = feed
+            .finish(Vec::new())
+            .iter()
+            .map(|o| match o {
+                Output::Event { seq, .. } => ("event", *seq),
+                Output::Call { seq, .. } => ("call", *seq),
+                Output::Sequenced { seq, .. } => ("sequenced", *seq),
+                Output::Finalized { seq, .. } => ("finalized", *seq),
+                _ => ("other", 0),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("event", 1),
+                ("call", 1),
+                ("sequenced", 1),
+                ("event", 3),
+                ("call", 3),
+                ("call", 3),
+                ("sequenced", 3),
+                ("finalized", 1),
+                ("finalized", 3),
             ]
         );
     }

@@ -24,6 +24,9 @@ use consensus::governance::{Action as GovAction, Governance, ProposalKind, Signe
 use consensus::types::{Hash, Keypair, ValidatorId};
 use serde_json::{json, Value};
 
+/// Most actions queued at once (a full queue refuses the line).
+pub const MAX_QUEUED: usize = 64;
+
 /// Who asked for a queued action: connection and line.
 pub type Asker = (u64, u64);
 
@@ -59,6 +62,11 @@ impl GovQueue {
     /// Queues the action of a `gov_propose` or `gov_vote` line.
     pub fn push(&mut self, request: &Value, from: Asker) -> Result<Value, String> {
         let action = parse(request)?;
+        if self.queued.len() >= MAX_QUEUED {
+            return Err(format!(
+                "{MAX_QUEUED} governance actions wait for a block already"
+            ));
+        }
         self.queued.push((action, from));
         Ok(json!({"ev": "gov_queued", "line": from.1}))
     }
@@ -124,9 +132,11 @@ fn outcome(
 ) -> Value {
     let governance = chain.governance();
     let found = match action {
+        // Submitted in this block: its voting ends a period after it.
         GovAction::Propose(kind) => governance
             .proposals()
             .filter(|p| p.proposer == *me && p.kind == *kind)
+            .filter(|p| p.voting_ends + 1 == height + governance.params.voting_period_blocks)
             .map(|p| p.id)
             .max(),
         GovAction::Vote { proposal, approve } => governance
@@ -216,5 +226,11 @@ fn code_hash(upgrade: &Value) -> Result<[u8; 32], String> {
         .get("code_hash")
         .and_then(Value::as_str)
         .ok_or("upgrade needs `code` or `code_hash`")?;
-    crate::validator::unhex32(text).map_err(|e| e.to_string())
+    let hash = crate::validator::unhex32(text).map_err(|e| e.to_string())?;
+    // Registering code no validator carries is harmless until it is activated, which would
+    // stop every validator without it: this validator proposes only code it runs.
+    if execution::Catalog::builtin().find(&hash).is_none() {
+        return Err("this binary carries no co-processor with that code hash".into());
+    }
+    Ok(hash)
 }

@@ -346,7 +346,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         self.consensus.set_signing(false);
     }
 
-    /// Whether signing is held ([`Host::hold_signing_until`]).
+    /// Whether signing is held ([`Host::hold_signing`]).
     pub fn signing_held(&self) -> bool {
         self.signing_held_until.is_some()
     }

@@ -323,7 +323,8 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
     }
 
     /// Turns signing on or off. Off, the validator follows the chain (counts others' votes,
-    /// decides, syncs) but signs no proposal or vote.
+    /// decides, syncs) but signs no proposal or vote, and saves no safety state (the next
+    /// save follows the first step after signing is back on).
     pub fn set_signing(&mut self, on: bool) {
         self.signing = on;
     }
@@ -391,7 +392,9 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
     ) -> Result<(), StoreError> {
         let before = out.len();
         let result = self.step_inner(input, now_ns, out).and_then(|()| {
-            if self.unsaved {
+            // Nothing is saved while signing is held: a file would tell the next restart
+            // that this validator knows what it signed, which it does not.
+            if self.unsaved && self.signing {
                 self.store.save(&self.safety)?;
                 self.unsaved = false;
             }

@@ -1105,3 +1105,44 @@ fn a_future_certificate_is_buffered_only_with_a_quorum_behind_it() {
     });
     assert_eq!(decisions(&out), vec![good]);
 }
+
+/// Signing held (a lost safety store): the validator signs no vote and saves nothing while it
+/// follows a height to its decision, not even the `validValue` update of a proposal that
+/// arrives after its (unsigned) precommit step.
+#[test]
+fn a_validator_holding_its_signatures_signs_and_saves_nothing() {
+    let mut t = Harness::new(3);
+    t.node.set_signing(false);
+    t.start();
+    let v = t.block(0, b"v");
+    let mut own = t.timeout(TimeoutKind::Propose, 0);
+    // Prevotes for v before its proposal: a quorum of any, so the prevote timeout, then
+    // the precommit step (nil, unsigned).
+    for i in t.others() {
+        let m = Message::Vote(t.vote(i, VoteKind::Prevote, 0, Some(v.id())));
+        own.extend(t.step(Input::Message(m)));
+    }
+    own.extend(t.timeout(TimeoutKind::Prevote, 0));
+    // The proposal now: L36 in the precommit step updates validValue (normally saved).
+    own.extend(t.step(Input::Message(t.proposal(0, &v, None))));
+    let mut decided = false;
+    for i in t.others() {
+        let m = Message::Vote(t.vote(i, VoteKind::Precommit, 0, Some(v.id())));
+        let out = t.step(Input::Message(m));
+        decided |= out.iter().any(|o| matches!(o, Output::Decide(_)));
+        own.extend(out);
+    }
+    assert!(decided, "it follows the others to the decision");
+    let me = t.keys[t.me].id();
+    let signed = own.iter().any(|o| match o {
+        Output::Broadcast(Message::Vote(v)) => v.vote.validator == me,
+        Output::Broadcast(Message::Proposal(_)) => true,
+        _ => false,
+    });
+    assert!(!signed, "no signature of its own: {own:?}");
+    assert_eq!(
+        t.node.store_mut().saves,
+        0,
+        "no safety state saved while held"
+    );
+}

@@ -93,8 +93,9 @@ pub type CallResult = Result<[u8; 32], Refusal>;
 /// An enshrined engine NexusCore hosts. Pure and deterministic: the same calls in the same
 /// order give the same results and roots on every validator.
 pub trait Coprocessor: Send {
-    /// Core gas of a call of `method` with `args`: known before execution (it bounds a
-    /// block), `None` for a method it does not have.
+    /// Core gas of a call of `method` with `args`, `None` for a method it does not have. A
+    /// function of `method` and `args` alone (never of the state): a block's validation and
+    /// its execution count the same gas.
     fn gas(&self, method: u8, args: &[u8; CALL_ARGS_LEN]) -> Option<u64>;
     /// Runs one call.
     fn call(&mut self, call: &Call<'_>) -> CallResult;
@@ -200,15 +201,55 @@ pub enum RegistryError {
     },
 }
 
-/// A co-processor the execution holds: its registry entry and its instance. An entry that
-/// was deactivated keeps its state (and its root still counts) until it is activated again.
+/// A co-processor the execution holds: its registry entry and its state.
 pub(crate) struct Hosted {
     pub(crate) entry: RegistryEntry,
-    pub(crate) instance: Box<dyn Coprocessor>,
+    pub(crate) state: HostedState,
+}
+
+/// An active co-processor runs its code; an inactive one is only its state's bytes, so that
+/// a validator whose binary lacks the code of an entry that never runs computes the same
+/// root as one that has it.
+pub(crate) enum HostedState {
+    /// Active: the code's instance.
+    Running(Box<dyn Coprocessor>),
+    /// Inactive: its last snapshot (`None`: it never ran) and that snapshot's digest.
+    Stored(Option<Vec<u8>>, [u8; 32]),
+}
+
+impl HostedState {
+    /// An inactive state of these snapshot bytes.
+    pub(crate) fn stored(bytes: Option<Vec<u8>>) -> HostedState {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"nexus-coprocessor-stored-v1");
+        if let Some(bytes) = &bytes {
+            hasher.update(&[1]);
+            hasher.update(bytes);
+        }
+        let digest = *hasher.finalize().as_bytes();
+        HostedState::Stored(bytes, digest)
+    }
+
+    /// Its state as snapshot bytes (`None`: it never ran).
+    pub(crate) fn bytes(&self) -> Option<Vec<u8>> {
+        match self {
+            HostedState::Running(instance) => Some(instance.snapshot()),
+            HostedState::Stored(bytes, _) => bytes.clone(),
+        }
+    }
+
+    /// The running instance, if active.
+    pub(crate) fn running(&self) -> Option<&dyn Coprocessor> {
+        match self {
+            HostedState::Running(instance) => Some(&**instance),
+            HostedState::Stored(..) => None,
+        }
+    }
 }
 
 impl Hosted {
-    /// Its part of the Core root: id, version, code hash, active flag, state root.
+    /// Its part of the Core root: id, version, code hash, active flag, then the running
+    /// instance's state root or the stored snapshot's digest.
     pub(crate) fn commitment(&self) -> [u8; 32] {
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"nexus-coprocessor-v1");
@@ -216,7 +257,10 @@ impl Hosted {
         hasher.update(&self.entry.version.to_le_bytes());
         hasher.update(&self.entry.code_hash);
         hasher.update(&[u8::from(self.entry.active)]);
-        hasher.update(&self.instance.root());
+        match &self.state {
+            HostedState::Running(instance) => hasher.update(&instance.root()),
+            HostedState::Stored(_, digest) => hasher.update(digest),
+        };
         *hasher.finalize().as_bytes()
     }
 }
