@@ -321,6 +321,86 @@ fn a_validator_that_lost_its_safety_file_holds_signing_then_rejoins() {
     assert_eq!(cluster.evidence, 0, "no validator saw a double signature");
 }
 
+/// Governance on four processes: validator 0 proposes registering the notary, three of
+/// four vote (each signs its own vote, which its own proposals carry), then the same for its
+/// activation; a call through validator 3 reaches it and validator 1 reads the record.
+/// Every validator logs the same root at every height meanwhile (checked on each `final`).
+#[test]
+fn four_validators_enshrine_a_coprocessor_by_governance() {
+    let dir = tempfile::tempdir().expect("dir");
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
+    let config = init(dir.path(), &["--base-port", "21300"]);
+    let mut cluster = cluster(exe, config.clone(), vec![Vec::new(); VALIDATORS]);
+    for i in 0..VALIDATORS {
+        cluster.start(i);
+    }
+    cluster.wait_until("4 validators ready", Duration::from_secs(20), |c| {
+        c.ready.len() == VALIDATORS
+    });
+    let spec = node::validator::read_config(&config).expect("config");
+    let mut clients: Vec<_> = (0..VALIDATORS)
+        .map(|i| common::JsonClient::connect(spec.validators[i].json_addr.expect("json")))
+        .collect();
+    let mut lines = [0u64; VALIDATORS];
+    let mut send = |clients: &mut Vec<common::JsonClient>, i: usize, request: Value, last: &str| {
+        lines[i] += 1;
+        clients[i].send_json(&request);
+        clients[i].until(last, lines[i])
+    };
+    let mut pass = |clients: &mut Vec<common::JsonClient>, proposal: Value| {
+        let included = send(clients, 0, proposal, "gov_included");
+        let id = included.last().expect("reply")["proposal"].clone();
+        for i in 0..3 {
+            let vote = json!({"op": "gov_vote", "proposal": id, "approve": true});
+            let voted = send(clients, i, vote, "gov_included");
+            assert_eq!(voted.last().expect("reply")["proposal"], id);
+        }
+    };
+    let upgrade =
+        json!({"op": "gov_propose", "upgrade": {"id": 1, "version": 1, "code": "notary"}});
+    pass(&mut clients, upgrade);
+    pass(&mut clients, json!({"op": "gov_propose", "activate": 1}));
+    clients[3].send_json(&json!({"op": "dev_accounts"}));
+    let account = clients[3].next()["accounts"][0]
+        .as_u64()
+        .expect("an account");
+    let args = format!("07000000{}", "ab".repeat(20));
+    let call =
+        json!({"op": "call", "account": account, "coprocessor": 1, "method": 1, "args": args});
+    // Active from the second block after the activation passed: retry while refused.
+    let mut answered = None;
+    for attempt in 0..100 {
+        let line = attempt + 2;
+        clients[3].send_json(&call);
+        let first = clients[3].next();
+        if first["ev"] == "refused" {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        answered = Some(clients[3].until("finalized", line));
+        break;
+    }
+    let replies = answered.expect("the notary answered a call");
+    assert!(replies.iter().any(|r| r["ev"] == "call"), "{replies:?}");
+    let query = json!({"op": "query", "account": account, "coprocessor": 1, "method": 1,
+        "args": "070000000000000000000000000000000000000000000000"});
+    lines[1] += 1;
+    clients[1].send_json(&query);
+    let read = clients[1].until("query", lines[1]);
+    let result = read.last().expect("query")["result"]
+        .as_str()
+        .expect("hex")
+        .to_string();
+    assert!(result.starts_with(&"ab".repeat(20)), "{result}");
+    let target = cluster.heights.iter().copied().max().unwrap_or(0) + 3;
+    cluster.wait_until(
+        "all 4 three heights further",
+        Duration::from_secs(30),
+        |c| c.heights.iter().all(|h| *h >= target),
+    );
+    assert_eq!(cluster.evidence, 0);
+}
+
 #[test]
 fn a_byzantine_proposers_forged_transaction_gets_no_votes() {
     let dir = tempfile::tempdir().expect("dir");
