@@ -423,12 +423,11 @@ async fn read_stream(
 /// `len` bytes of a stream, read [`READ_CHUNK`] at a time: memory grows with what arrives,
 /// not with what the length prefix announced.
 async fn read_frame(stream: &mut quinn::RecvStream, len: usize) -> Option<Vec<u8>> {
-    let mut frame = Vec::with_capacity(len.min(READ_CHUNK));
-    let mut chunk = vec![0u8; len.min(READ_CHUNK)];
+    let mut frame = Vec::new();
     while frame.len() < len {
-        let want = (len - frame.len()).min(READ_CHUNK);
-        stream.read_exact(&mut chunk[..want]).await.ok()?;
-        frame.extend_from_slice(&chunk[..want]);
+        let start = frame.len();
+        frame.resize(start + (len - start).min(READ_CHUNK), 0);
+        stream.read_exact(&mut frame[start..]).await.ok()?;
     }
     Some(frame)
 }

@@ -354,24 +354,7 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
         .get(args.index)
         .cloned()
         .ok_or_else(|| HostError::Config(format!("no validator {}", args.index)))?;
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
-        args.config
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(format!("validator-{}", args.index))
-    });
-    let key_path = data_dir.join("key");
-    let seed = unhex32(
-        &std::fs::read_to_string(&key_path).map_err(|e| HostError::Io(key_path.clone(), e))?,
-    )?;
-    let keypair = Keypair::from_seed(seed);
-    if hex(&keypair.id().0) != entry.key {
-        return Err(HostError::Config(format!(
-            "{} is not the key of validator {}",
-            key_path.display(),
-            args.index
-        )));
-    }
+    let (data_dir, seed, keypair) = validator_key(&args, &entry)?;
     let chain_id = config.chain_id_bytes()?;
     let (chain, peers) = genesis_chain(&config)?;
     let (mut app, exec_root) = node_app(&args, &config, &data_dir)?;
@@ -425,14 +408,7 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
         .await?;
     let (eth_tx, eth) = mpsc::channel::<EthRequest>(chain_eth::QUEUE);
     // The server stops when its handle is dropped: kept until the validator stops.
-    let eth_server = match entry.eth_addr {
-        Some(addr) => Some(
-            chain_eth::serve(addr, eth_tx)
-                .await
-                .map_err(|e| HostError::Io(PathBuf::from(addr.to_string()), e))?,
-        ),
-        None => None,
-    };
+    let eth_server = start_eth(&entry, eth_tx).await?;
     let eth_addr = eth_server.as_ref().map(|(bound, _)| *bound);
     // Before `ready`: from then on SIGINT and SIGTERM stop the validator cleanly (installing
     // the handlers replaces an inherited SIG_IGN).
@@ -483,6 +459,48 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
         "event": "stopped", "height": validator.host.chain().height(),
         "state_root": hex(&validator.host.exec_root().0),
     }))
+}
+
+/// The validator's data folder, key seed and key pair; an error unless the key file holds
+/// the key the configuration names for this validator.
+fn validator_key(
+    args: &ValidatorArgs,
+    entry: &ValidatorEntry,
+) -> Result<(PathBuf, [u8; 32], Keypair), HostError> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+        args.config
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("validator-{}", args.index))
+    });
+    let key_path = data_dir.join("key");
+    let seed = unhex32(
+        &std::fs::read_to_string(&key_path).map_err(|e| HostError::Io(key_path.clone(), e))?,
+    )?;
+    let keypair = Keypair::from_seed(seed);
+    if hex(&keypair.id().0) != entry.key {
+        return Err(HostError::Config(format!(
+            "{} is not the key of validator {}",
+            key_path.display(),
+            args.index
+        )));
+    }
+    Ok((data_dir, seed, keypair))
+}
+
+/// The Ethereum JSON-RPC server, if configured: its bound address and handle (dropping the
+/// handle stops it).
+async fn start_eth(
+    entry: &ValidatorEntry,
+    requests: mpsc::Sender<EthRequest>,
+) -> Result<Option<(SocketAddr, jsonrpsee::server::ServerHandle)>, HostError> {
+    let Some(addr) = entry.eth_addr else {
+        return Ok(None);
+    };
+    let server = chain_eth::serve(addr, requests)
+        .await
+        .map_err(|e| HostError::Io(PathBuf::from(addr.to_string()), e))?;
+    Ok(Some(server))
 }
 
 impl From<consensus::host::HostError<HostError>> for HostError {
