@@ -100,6 +100,20 @@ fn a_clean_network_decides_in_round_zero() {
     assert!(r.governance_applied);
 }
 
+/// Seed `seed` with up to four crashes whose restarts lose their safety store, and nothing
+/// else that makes evidence (no equivocator) or hides it (no loss, no partition).
+fn amnesia_run(seed: u64) -> SimConfig {
+    SimConfig {
+        amnesia: true,
+        crashes: 4,
+        equivocator: false,
+        governance: false,
+        partition: false,
+        loss_per_mille: 0,
+        ..SimConfig::from_seed(seed)
+    }
+}
+
 /// Fault injection: restarted validators forget their safety store. They then sign twice
 /// at a height they had voted in, and the other validators report it as evidence, which a
 /// correct run never does. This shows the store is what prevents it, and that the checks
@@ -108,15 +122,7 @@ fn a_clean_network_decides_in_round_zero() {
 fn losing_the_safety_store_makes_honest_validators_double_sign() {
     let mut caught = 0;
     for seed in 0..12 {
-        let cfg = SimConfig {
-            amnesia: true,
-            crashes: 4,
-            equivocator: false,
-            governance: false,
-            partition: false,
-            loss_per_mille: 0,
-            ..SimConfig::from_seed(1000 + seed)
-        };
+        let cfg = amnesia_run(1000 + seed);
         if run(&cfg).evidence_against_honest > 0 {
             caught += 1;
             // The same run with the store kept: no double signing.
@@ -145,15 +151,7 @@ fn losing_the_safety_store_makes_honest_validators_double_sign() {
 fn holding_signatures_after_a_lost_safety_store_prevents_double_signing() {
     let mut prevented = 0;
     for seed in 0..12 {
-        let cfg = SimConfig {
-            amnesia: true,
-            crashes: 4,
-            equivocator: false,
-            governance: false,
-            partition: false,
-            loss_per_mille: 0,
-            ..SimConfig::from_seed(1000 + seed)
-        };
+        let cfg = amnesia_run(1000 + seed);
         let unguarded = run(&cfg).evidence_against_honest;
         let guarded = run(&SimConfig {
             amnesia_guard: true,
