@@ -20,16 +20,30 @@ use evm_bridge::eth::{
 use evm_bridge::executor::{
     BlockHeader, BlockOutput, CallOutcome, DroppedTx, Receipt, SignedTx, TxRecord,
 };
+use evm_bridge::filters::{FilterKind, Filters, LogFilter};
 use execution::Execution;
+use jsonrpsee::core::SubscriptionError;
 use jsonrpsee::server::{RpcModule, Server, ServerConfig, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::{PendingSubscriptionSink, SubscriptionCloseResponse};
 use mempool::Mempool;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use transactions::EvmItem;
 
-/// Every method the validator serves.
-pub const METHODS: [&str; 37] = evm_bridge::eth::ETH_METHODS;
+/// Every method the validator serves over HTTP and WebSocket (and, over WebSocket only,
+/// `eth_subscribe` / `eth_unsubscribe`).
+pub const METHODS: [&str; 43] = evm_bridge::eth::ETH_METHODS;
+
+/// Notifications one subscription may have waiting between the host and its connection
+/// (after jsonrpsee's own buffer of [`MESSAGE_BUFFER`] messages per connection is full): a
+/// subscriber this far behind is dropped, its subscription closed with an error
+/// notification, so that the host never waits for a client.
+pub const SUBSCRIPTION_BUFFER: usize = 4096;
+/// Subscriptions open at once on one validator (all connections); more are refused.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+/// Messages jsonrpsee queues for one WebSocket connection before a send waits.
+const MESSAGE_BUFFER: u32 = 1024;
 
 /// EVM blocks remembered for reads by default (headers, transactions, receipts, logs; the
 /// devnet's `eth_history_blocks`): about a day at one block every 10 s; older ones are
@@ -68,6 +82,54 @@ pub struct EthRequest {
     pub connection: u64,
     /// Where the answer goes.
     pub reply: oneshot::Sender<Result<Value, RpcError>>,
+    /// For `eth_subscribe`: where the host pushes the subscription's notifications.
+    pub subscriber: Option<mpsc::Sender<Value>>,
+}
+
+/// The error object of an [`RpcError`].
+fn error_object(e: RpcError) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(e.code, e.message, e.data)
+}
+
+/// The refusal of a call the host cannot queue.
+fn busy() -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(-32005, "validator busy", None::<()>)
+}
+
+/// The answer of a call whose host stopped.
+fn stopped() -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(-32000, "validator stopped", None::<()>)
+}
+
+/// The connection a call came on.
+fn connection_of(extensions: &jsonrpsee::Extensions) -> u64 {
+    extensions
+        .get::<jsonrpsee::ConnectionId>()
+        .map_or(0, |id| id.0 as u64)
+}
+
+/// A random 128-bit id from the OS (filters and subscriptions: not guessable by another
+/// client).
+pub fn random_id() -> Result<u128, RpcError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| RpcError::server(format!("no random source for an id: {e}")))?;
+    Ok(u128::from_le_bytes(bytes))
+}
+
+/// Subscription ids as Ethereum clients expect them: random 128-bit hex quantities.
+#[derive(Debug)]
+struct HexIds;
+
+impl jsonrpsee::core::traits::IdProvider for HexIds {
+    fn next_id(&self) -> jsonrpsee::types::SubscriptionId<'static> {
+        // A failing OS random source leaves ids from the clock: unique, not secret.
+        let id = random_id().unwrap_or_else(|_| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.map_or(1, |d| d.as_nanos())
+        });
+        jsonrpsee::types::SubscriptionId::Str(format!("{id:#x}").into())
+    }
 }
 
 /// Starts the JSON-RPC server on the current runtime; calls go to `to_host`. Returns the
@@ -81,33 +143,114 @@ pub async fn serve(
         module
             .register_async_method(method, move |params, to_host, extensions| async move {
                 let params = params_of(&params)?;
-                let connection = extensions
-                    .get::<jsonrpsee::ConnectionId>()
-                    .map_or(0, |id| id.0 as u64);
                 let (reply, answer) = oneshot::channel();
-                let busy = || ErrorObjectOwned::owned(-32005, "validator busy", None::<()>);
                 to_host
                     .try_send(EthRequest {
                         method,
                         params,
-                        connection,
+                        connection: connection_of(&extensions),
                         reply,
+                        subscriber: None,
                     })
                     .map_err(|_| busy())?;
-                let result = answer.await.map_err(|_| {
-                    ErrorObjectOwned::owned(-32000, "validator stopped", None::<()>)
-                })?;
-                result.map_err(|e| ErrorObjectOwned::owned(e.code, e.message, e.data))
+                let result = answer.await.map_err(|_| stopped())?;
+                result.map_err(error_object)
             })
             .expect("method names are unique");
     }
+    module
+        .register_subscription(
+            "eth_subscribe",
+            "eth_subscription",
+            "eth_unsubscribe",
+            |params, pending, to_host, extensions| async move {
+                let connection = connection_of(&extensions);
+                let asked = match params_of(&params) {
+                    Ok(params) => subscribe(&to_host, params, connection).await,
+                    Err(e) => Some(Err(e)),
+                };
+                match asked {
+                    Some(Ok(rx)) => forward(pending, rx).await,
+                    Some(Err(e)) => {
+                        pending.reject(e).await;
+                        SubscriptionCloseResponse::None
+                    }
+                    None => {
+                        pending.reject(stopped()).await;
+                        SubscriptionCloseResponse::None
+                    }
+                }
+            },
+        )
+        .expect("subscription names are unique");
     let config = ServerConfig::builder()
         .max_request_body_size(MAX_REQUEST_BYTES)
         .max_connections(MAX_CONNECTIONS)
+        .set_message_buffer_capacity(MESSAGE_BUFFER)
+        .set_id_provider(HexIds)
         .build();
     let server = Server::builder().set_config(config).build(addr).await?;
     let addr = server.local_addr()?;
     Ok((addr, server.start(module)))
+}
+
+/// Asks the host for a subscription: its notifications' receiver, the host's refusal, or
+/// `None` if the host stopped.
+async fn subscribe(
+    to_host: &mpsc::Sender<EthRequest>,
+    params: Vec<Value>,
+    connection: u64,
+) -> Option<Result<mpsc::Receiver<Value>, ErrorObjectOwned>> {
+    let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
+    let (reply, answer) = oneshot::channel();
+    let request = EthRequest {
+        method: "eth_subscribe",
+        params,
+        connection,
+        reply,
+        subscriber: Some(tx),
+    };
+    if to_host.try_send(request).is_err() {
+        return Some(Err(busy()));
+    }
+    match answer.await.ok()? {
+        Ok(_) => Some(Ok(rx)),
+        Err(e) => Some(Err(error_object(e))),
+    }
+}
+
+/// Accepts a subscription and forwards what the host pushes until the client unsubscribes
+/// or leaves, or the host drops it (too far behind: the subscription ends with an error
+/// notification).
+async fn forward(
+    pending: PendingSubscriptionSink,
+    mut rx: mpsc::Receiver<Value>,
+) -> SubscriptionCloseResponse {
+    let Ok(sink) = pending.accept().await else {
+        return SubscriptionCloseResponse::None;
+    };
+    loop {
+        tokio::select! {
+            _ = sink.closed() => return SubscriptionCloseResponse::None,
+            next = rx.recv() => {
+                let Some(value) = next else {
+                    return SubscriptionCloseResponse::NotifErr(dropped_error());
+                };
+                let message = serde_json::value::to_raw_value(&value).expect("JSON serializes");
+                if sink.send(message).await.is_err() {
+                    return SubscriptionCloseResponse::None;
+                }
+            }
+        }
+    }
+}
+
+/// The error notification closing a subscription the host dropped.
+fn dropped_error() -> SubscriptionError {
+    let message =
+        format!("subscription dropped: more than {SUBSCRIPTION_BUFFER} notifications waiting");
+    let error = json!({"code": -32005, "message": message});
+    SubscriptionError::from_json(serde_json::value::to_raw_value(&error).expect("JSON"))
 }
 
 /// The EVM blocks this validator executed, newest [`HISTORY_BLOCKS`] of them.
@@ -205,6 +348,125 @@ impl History for EthHistory {
     }
 }
 
+/// What a subscription is told of.
+enum Topic {
+    /// Each executed block's header (`newHeads`).
+    Heads,
+    /// Matching logs of each executed block (`logs`).
+    Logs(LogFilter),
+    /// Hashes of transactions admitted to the pool (`newPendingTransactions`).
+    Pending,
+}
+
+/// One WebSocket subscription, as the host sees it.
+struct Subscriber {
+    topic: Topic,
+    to: mpsc::Sender<Value>,
+}
+
+/// What the port lets clients poll (filters) or pushes to them (subscriptions), fed by
+/// the host after each executed block and each admitted EVM transaction.
+#[derive(Default)]
+pub struct EthFeeds {
+    /// Polling filters (`eth_newFilter` and the rest).
+    pub filters: Filters,
+    subscribers: Vec<Subscriber>,
+}
+
+impl EthFeeds {
+    /// No filters, no subscribers.
+    pub fn new() -> EthFeeds {
+        EthFeeds::default()
+    }
+
+    /// Subscriptions open (closed ones are forgotten at the next notification).
+    pub fn subscriptions(&self) -> usize {
+        self.subscribers.len()
+    }
+
+    /// An EVM transaction admitted to the pool (through this port or from a peer).
+    pub fn on_pending(&mut self, tx: B256) {
+        self.filters.note_pending(tx);
+        let text = hash(tx);
+        self.notify(|topic| matches!(topic, Topic::Pending).then(|| vec![text.clone()]));
+    }
+
+    /// The head block of `history` was just executed: its header to `newHeads`, its
+    /// matching logs to `logs` subscribers.
+    pub fn on_block(&mut self, history: &EthHistory) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let header = history
+            .header(history.head())
+            .expect("the head is remembered");
+        let mut head = block_json(history, header, false);
+        if let Some(fields) = head.as_object_mut() {
+            for extra in [
+                "transactions",
+                "uncles",
+                "withdrawals",
+                "size",
+                "totalDifficulty",
+            ] {
+                fields.remove(extra);
+            }
+        }
+        self.notify(|topic| match topic {
+            Topic::Heads => Some(vec![head.clone()]),
+            Topic::Logs(criteria) => {
+                let mut logs = Vec::new();
+                if criteria.open_range_contains(header.number) {
+                    criteria.block_logs(history, header, &mut logs);
+                }
+                Some(logs)
+            }
+            Topic::Pending => None,
+        });
+    }
+
+    /// Pushes what `what` gives each subscriber without waiting: one whose buffer is full
+    /// (or whose client left) is dropped, which closes its subscription.
+    fn notify(&mut self, what: impl Fn(&Topic) -> Option<Vec<Value>>) {
+        self.subscribers.retain(|sub| {
+            let Some(items) = what(&sub.topic) else {
+                return !sub.to.is_closed();
+            };
+            items.into_iter().all(|item| sub.to.try_send(item).is_ok())
+        });
+    }
+
+    /// `eth_subscribe(kind, filter?)`: registers `to` for `newHeads`, `logs` or
+    /// `newPendingTransactions`; refused past [`MAX_SUBSCRIPTIONS`].
+    fn subscribe(
+        &mut self,
+        history: &EthHistory,
+        params: &[Value],
+        to: mpsc::Sender<Value>,
+    ) -> Result<Value, RpcError> {
+        let topic = match arg(params, 0).and_then(Value::as_str) {
+            Some("newHeads") => Topic::Heads,
+            Some("logs") => Topic::Logs(LogFilter::parse_live(history, arg(params, 1))?),
+            Some("newPendingTransactions") => Topic::Pending,
+            other => {
+                return Err(RpcError::params(format!(
+                    "unknown subscription {other:?}: newHeads, logs or newPendingTransactions"
+                )))
+            }
+        };
+        self.subscribers.retain(|sub| !sub.to.is_closed());
+        if self.subscribers.len() >= MAX_SUBSCRIPTIONS {
+            return Err(RpcError {
+                code: -32005,
+                message: format!("too many subscriptions: at most {MAX_SUBSCRIPTIONS}"),
+                data: None,
+            });
+        }
+        self.subscribers.push(Subscriber { topic, to });
+        Ok(Value::Null)
+    }
+}
+
 /// What answering a call needs of the host: the executed state, the pool and the history.
 pub struct EthPort<'a> {
     /// The executed state.
@@ -215,6 +477,10 @@ pub struct EthPort<'a> {
     pub history: &'a EthHistory,
     /// Other validators heard from recently (`net_peerCount`).
     pub peers: usize,
+    /// Filters and subscriptions.
+    pub feeds: &'a mut EthFeeds,
+    /// The host's clock (ms), for filters' deadlines.
+    pub now_ms: u64,
 }
 
 impl EthPort<'_> {
@@ -225,6 +491,9 @@ impl EthPort<'_> {
         method: &str,
         params: &[Value],
     ) -> (Result<Value, RpcError>, Option<EvmItem>) {
+        if let Some(answer) = self.filter_call(method, params) {
+            return (answer, None);
+        }
         if method == "eth_sendRawTransaction" {
             return match self.send_raw(params) {
                 Ok((h, item)) => (Ok(h), Some(item)),
@@ -234,13 +503,47 @@ impl EthPort<'_> {
         (self.read(method, params), None)
     }
 
+    /// Registers a WebSocket subscription (`eth_subscribe`, asked by the server with the
+    /// sender of its notifications).
+    pub fn subscribe(
+        &mut self,
+        params: &[Value],
+        to: mpsc::Sender<Value>,
+    ) -> Result<Value, RpcError> {
+        self.feeds.subscribe(self.history, params, to)
+    }
+
+    /// The filter methods; `None` for the others.
+    fn filter_call(&mut self, method: &str, params: &[Value]) -> Option<Result<Value, RpcError>> {
+        let (history, now_ms) = (self.history, self.now_ms);
+        let filters = &mut self.feeds.filters;
+        let mut install = |kind: Result<FilterKind, RpcError>| {
+            filters.install(random_id()?, kind?, history, now_ms)
+        };
+        Some(match method {
+            "eth_newFilter" => {
+                install(LogFilter::parse_live(history, arg(params, 0)).map(FilterKind::Logs))
+            }
+            "eth_newBlockFilter" => install(Ok(FilterKind::Blocks)),
+            "eth_newPendingTransactionFilter" => install(Ok(FilterKind::Pending)),
+            "eth_getFilterChanges" => filters.changes(arg(params, 0), history, now_ms),
+            "eth_getFilterLogs" => filters.logs(arg(params, 0), history, now_ms),
+            "eth_uninstallFilter" => filters.uninstall(arg(params, 0), now_ms),
+            _ => return None,
+        })
+    }
+
     fn send_raw(&mut self, params: &[Value]) -> Result<(Value, EvmItem), RpcError> {
         let raw = parse_bytes(
             arg(params, 0).ok_or_else(|| RpcError::params("expected raw transaction hex"))?,
         )?;
         match self.mempool.admit_evm(&raw, &*self.execution) {
             // The Ethereum hash is keccak256 of the EIP-2718 envelope.
-            Ok(_) => Ok((hash(keccak256(&raw)), EvmItem::new(&raw))),
+            Ok(_) => {
+                let tx = keccak256(&raw);
+                self.feeds.on_pending(tx);
+                Ok((hash(tx), EvmItem::new(&raw)))
+            }
             Err(mempool::EvmRefusal::Tx(e)) => Err(eth::send_error(&e)),
             Err(other) => Err(RpcError::server(other.to_string())),
         }
@@ -497,6 +800,8 @@ mod tests {
             mempool: &mut mempool,
             history: &history,
             peers: 0,
+            feeds: &mut EthFeeds::new(),
+            now_ms: 0,
         };
         let hash = json!(format!("{:#x}", B256::with_last_byte(3)));
         let (answer, _) = port.handle("eth_getTransactionByHash", &[hash]);
@@ -561,6 +866,8 @@ mod tests {
             mempool: &mut mempool,
             history: &history,
             peers: 0,
+            feeds: &mut EthFeeds::new(),
+            now_ms: 0,
         };
         let sent = json!(format!("0x{}", alloy_primitives::hex::encode(&raw)));
         let (hash, item) = port.handle("eth_sendRawTransaction", &[sent]);
