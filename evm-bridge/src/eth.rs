@@ -176,12 +176,14 @@ pub fn block_number(history: &impl History, tag: Option<&Value>) -> Result<u64, 
     }
 }
 
-/// State queries answer from the head only: no historical state is kept.
+/// A method that runs on the head's state only (`eth_createAccessList`): another block is
+/// refused, naming the method.
 pub fn state_at(history: &impl History, tag: Option<&Value>) -> Result<(), RpcError> {
     let n = block_number(history, tag)?;
     if n != history.head() {
         return Err(RpcError::server(format!(
-            "state of block {n} is not available: only the latest block's state is kept"
+            "block {n}: this method runs on the latest block ({}) only",
+            history.head()
         )));
     }
     Ok(())

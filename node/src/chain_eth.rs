@@ -21,6 +21,7 @@ use evm_bridge::executor::{
     BlockHeader, BlockOutput, CallOutcome, DroppedTx, Receipt, SignedTx, TxRecord,
 };
 use evm_bridge::filters::{FilterKind, Filters, LogFilter};
+use evm_bridge::history::{PastState, StateHistory, StateUndo};
 use execution::Execution;
 use jsonrpsee::core::SubscriptionError;
 use jsonrpsee::server::{RpcModule, Server, ServerConfig, ServerHandle};
@@ -49,6 +50,9 @@ const MESSAGE_BUFFER: u32 = 1024;
 /// devnet's `eth_history_blocks`): about a day at one block every 10 s; older ones are
 /// forgotten first.
 pub const HISTORY_BLOCKS: usize = 10_000;
+/// Blocks before the head whose EVM state is kept for reads and calls by default (the
+/// devnet's `eth_state_blocks`, `[chain] eth_state_blocks`): as geth's 128 recent states.
+pub const STATE_BLOCKS: usize = 128;
 /// Calls queued for the host before new ones are refused as busy.
 pub const QUEUE: usize = 1024;
 /// Largest request body the server reads (a raw transaction is at most
@@ -264,12 +268,15 @@ pub struct EthHistory {
     blocks: VecDeque<BlockHeader>,
     by_hash: HashMap<B256, u64>,
     txs: HashMap<B256, (TxRecord, Receipt)>,
+    /// The undos of the newest blocks, for the state at a past block.
+    state: StateHistory,
 }
 
 impl EthHistory {
-    /// A history starting at `head` (the genesis, or a snapshot's head block: its
-    /// transactions are not known).
-    pub fn new(head: &BlockHeader, capacity: usize) -> EthHistory {
+    /// A history of `capacity` blocks starting at `head` (the genesis, or a snapshot's head
+    /// block: its transactions are not known), with the state of the `state_blocks` blocks
+    /// before the head (within the blocks remembered).
+    pub fn new(head: &BlockHeader, capacity: usize, state_blocks: usize) -> EthHistory {
         let mut history = EthHistory {
             capacity: capacity.max(1),
             dropped: HashMap::new(),
@@ -277,6 +284,7 @@ impl EthHistory {
             blocks: VecDeque::new(),
             by_hash: HashMap::new(),
             txs: HashMap::new(),
+            state: StateHistory::new(state_blocks.min(capacity.max(1) - 1)),
         };
         history.by_hash.insert(head.hash, head.number);
         history.blocks.push_back(head.clone());
@@ -286,6 +294,16 @@ impl EthHistory {
     /// How many blocks it keeps.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// How many blocks before the head it keeps the state of.
+    pub fn state_blocks(&self) -> usize {
+        self.state.capacity()
+    }
+
+    /// The undos kept, for the state at past blocks.
+    pub fn state(&self) -> &StateHistory {
+        &self.state
     }
 
     /// Remembers a transaction the pool evicted after block `block` (it will never be
@@ -305,9 +323,10 @@ impl EthHistory {
         self.dropped.get(hash)
     }
 
-    /// Remembers an executed EVM block (the next after the head), forgetting the oldest past
-    /// the capacity.
-    pub fn push(&mut self, out: &BlockOutput) {
+    /// Remembers an executed EVM block (the next after the head) and its undo, forgetting
+    /// the oldest past the capacity.
+    pub fn push(&mut self, out: &BlockOutput, undo: StateUndo) {
+        self.state.push(out.header.number, undo);
         assert_eq!(
             out.header.number,
             self.head() + 1,
@@ -467,6 +486,24 @@ impl EthFeeds {
     }
 }
 
+/// A state query for block `n` outside the window kept: `-32000` naming the window, with
+/// `data` {requested, oldest, head, window}.
+pub fn state_error(history: &EthHistory, n: u64) -> RpcError {
+    let head = history.head();
+    let oldest = history.state().oldest(head);
+    let window = history.state_blocks();
+    RpcError {
+        code: -32000,
+        message: format!(
+            "state of block {n} is not available: this node keeps the state of the {window} blocks before the head ({oldest}..={head}; eth_state_blocks)"
+        ),
+        data: Some(json!({
+            "requested": quantity(n), "oldest": quantity(oldest), "head": quantity(head),
+            "window": window,
+        })),
+    }
+}
+
 /// What answering a call needs of the host: the executed state, the pool and the history.
 pub struct EthPort<'a> {
     /// The executed state.
@@ -483,7 +520,7 @@ pub struct EthPort<'a> {
     pub now_ms: u64,
 }
 
-impl EthPort<'_> {
+impl<'a> EthPort<'a> {
     /// Answers one call. An admitted raw transaction's item is returned too, for the host to
     /// forward to the other validators.
     pub fn handle(
@@ -566,28 +603,49 @@ impl EthPort<'_> {
             "eth_feeHistory" => eth::fee_history(history, params, config.base_fee_wei),
             "eth_getBalance" => {
                 let a = parse_address(arg(params, 0))?;
-                state_at(history, arg(params, 1))?;
-                Ok(quantity(self.execution.evm().peek_account(a).balance))
+                let balance = self.at_block(
+                    arg(params, 1),
+                    |port| port.execution.evm().peek_account(a).balance,
+                    |past, _| past.account(a).unwrap_or_default().balance,
+                )?;
+                Ok(quantity(balance))
             }
             "eth_getTransactionCount" => {
                 let a = parse_address(arg(params, 0))?;
-                let nonce = self.execution.evm().peek_account(a).nonce;
                 if arg(params, 1).and_then(Value::as_str) == Some("pending") {
+                    let nonce = self.execution.evm().peek_account(a).nonce;
                     return Ok(quantity(nonce + self.mempool.evm_pooled(&a) as u64));
                 }
-                state_at(history, arg(params, 1))?;
+                let nonce = self.at_block(
+                    arg(params, 1),
+                    |port| port.execution.evm().peek_account(a).nonce,
+                    |past, _| past.account(a).unwrap_or_default().nonce,
+                )?;
                 Ok(quantity(nonce))
             }
             "eth_getCode" => {
                 let a = parse_address(arg(params, 0))?;
-                state_at(history, arg(params, 1))?;
-                Ok(data(&self.code(a)))
+                let code = self.at_block(
+                    arg(params, 1),
+                    |port| port.code(a),
+                    |past, _| {
+                        let info = past.account(a).unwrap_or_default();
+                        let code = past.code(info.code_hash);
+                        code.map(|c| c.original_bytes().to_vec())
+                            .unwrap_or_default()
+                    },
+                )?;
+                Ok(data(&code))
             }
             "eth_getStorageAt" => {
                 let a = parse_address(arg(params, 0))?;
                 let slot = parse_quantity(arg(params, 1).ok_or_else(|| RpcError::params("slot"))?)?;
-                state_at(history, arg(params, 2))?;
-                Ok(data(&self.storage(a, slot).to_be_bytes::<32>()))
+                let value = self.at_block(
+                    arg(params, 2),
+                    |port| port.storage(a, slot),
+                    |past, _| past.storage(a, slot),
+                )?;
+                Ok(data(&value.to_be_bytes::<32>()))
             }
             "eth_getBlockByNumber" => {
                 let n = block_number(history, arg(params, 0))?;
@@ -605,19 +663,24 @@ impl EthPort<'_> {
             }
             "eth_call" => {
                 let request = call_request(arg(params, 0))?;
-                state_at(history, arg(params, 1))?;
-                match self.execution.call(&request) {
+                let outcome = self.at_block_mut(
+                    arg(params, 1),
+                    |port| port.execution.call(&request),
+                    |execution, past, header| execution.call_at(past, header, &request),
+                )?;
+                match outcome {
                     CallOutcome::Success { output, .. } => Ok(data(&output)),
                     failure => Err(call_error(failure)),
                 }
             }
             "eth_estimateGas" => {
                 let request = call_request(arg(params, 0))?;
-                state_at(history, arg(params, 1))?;
-                match self.execution.estimate_gas(&request) {
-                    Ok(gas) => Ok(quantity(gas)),
-                    Err(failure) => Err(call_error(failure)),
-                }
+                let estimate = self.at_block_mut(
+                    arg(params, 1),
+                    |port| port.execution.estimate_gas(&request),
+                    |execution, past, header| execution.estimate_gas_at(past, header, &request),
+                )?;
+                estimate.map(quantity).map_err(call_error)
             }
             "eth_getTransactionReceipt" => Ok(eth::receipt(history, parse_hash(arg(params, 0))?)),
             "eth_getTransactionByHash" => {
@@ -689,6 +752,57 @@ impl EthPort<'_> {
         }
     }
 
+    /// The block a state query names (number, tag, hash or EIP-1898 object): `None` for the
+    /// head, else its header; a block not executed yet is `header not found`.
+    fn state_block(&self, tag: Option<&Value>) -> Result<Option<&'a BlockHeader>, RpcError> {
+        let history: &'a EthHistory = self.history;
+        let Some(header) = eth::block_ref(history, tag)? else {
+            let n = block_number(history, tag).unwrap_or(u64::MAX);
+            if n > history.head() {
+                return Err(RpcError::server(format!("header not found: block {n}")));
+            }
+            return Err(state_error(history, n));
+        };
+        Ok((header.number != history.head()).then_some(header))
+    }
+
+    /// A read of the state at the block `tag` names: `head` on the executed state, `past` on
+    /// the state after a past block within the window.
+    fn at_block<T>(
+        &self,
+        tag: Option<&Value>,
+        head: impl FnOnce(&Self) -> T,
+        past: impl FnOnce(&PastState<'_>, &BlockHeader) -> T,
+    ) -> Result<T, RpcError> {
+        let Some(header) = self.state_block(tag)? else {
+            return Ok(head(self));
+        };
+        let db = self.execution.evm().db();
+        let state = self.history.state();
+        let at = state.at(db, self.history.head(), header.number);
+        let at = at.map_err(|e| state_error(self.history, e.block))?;
+        Ok(past(&at, header))
+    }
+
+    /// [`EthPort::at_block`] for calls (the head's call takes the execution mutably).
+    fn at_block_mut<T>(
+        &mut self,
+        tag: Option<&Value>,
+        head: impl FnOnce(&mut Self) -> T,
+        past: impl FnOnce(&Execution, &PastState<'_>, &BlockHeader) -> T,
+    ) -> Result<T, RpcError> {
+        let Some(header) = self.state_block(tag)? else {
+            return Ok(head(self));
+        };
+        let execution: &Execution = self.execution;
+        let at = self
+            .history
+            .state()
+            .at(execution.evm().db(), self.history.head(), header.number);
+        let at = at.map_err(|e| state_error(self.history, e.block))?;
+        Ok(past(execution, &at, header))
+    }
+
     /// The pool's EVM transactions in arrival order, as pending records (senders from the
     /// pool's cache).
     fn pooled(&self) -> Vec<TxRecord> {
@@ -734,7 +848,7 @@ mod tests {
     #[test]
     fn the_history_keeps_the_newest_blocks_by_number_and_hash() {
         let (_, genesis) = Executor::genesis(EvmConfig::default(), &Genesis::default());
-        let mut history = EthHistory::new(&genesis.header, 3);
+        let mut history = EthHistory::new(&genesis.header, 3, 2);
         let block = |n: u64| {
             let mut out = genesis.clone();
             out.header.number = n;
@@ -742,7 +856,7 @@ mod tests {
             out
         };
         for n in 1..=5 {
-            history.push(&block(n));
+            history.push(&block(n), StateUndo::default());
         }
         assert_eq!((history.oldest(), history.head()), (3, 5));
         assert!(history.header(2).is_none() && history.header(6).is_none());
@@ -765,7 +879,7 @@ mod tests {
     #[test]
     fn an_evicted_transaction_is_answered_with_its_reason() {
         let (_, genesis) = Executor::genesis(EvmConfig::default(), &Genesis::default());
-        let mut history = EthHistory::new(&genesis.header, 2);
+        let mut history = EthHistory::new(&genesis.header, 2, 1);
         let drop = |n: u8| DroppedTx {
             hash: B256::with_last_byte(n),
             sender: Address::with_last_byte(9),
@@ -859,7 +973,7 @@ mod tests {
         let signed = tx.into_signed(alloy_primitives::Signature::from((sig, recid)));
         let raw = TxEnvelope::from(signed).encoded_2718();
         let (_, genesis) = Executor::genesis(EvmConfig::default(), &Genesis::default());
-        let history = EthHistory::new(&genesis.header, 2);
+        let history = EthHistory::new(&genesis.header, 2, 1);
         let mut mempool = Mempool::new(mempool::MempoolConfig::default());
         let mut port = EthPort {
             execution: &mut execution,

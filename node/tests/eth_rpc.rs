@@ -3,8 +3,9 @@
 //! tries of transactions and receipts, empty-trie and empty-list roots, the bloom, the size,
 //! parent hashes that chain), with legacy, EIP-2930, EIP-1559 and system (0x7f)
 //! transactions; and the block, transaction, uncle, access-list, node and pool methods
-//! answer as geth does; item 2: filters over HTTP and subscriptions over WebSocket.
-//! Bounded: every wait has a deadline, the process is killed on drop.
+//! answer as geth does; item 2: filters over HTTP and subscriptions over WebSocket; item 4:
+//! state reads and calls at a past block, and the window's error. Bounded: every wait has a
+//! deadline, the process is killed on drop.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -607,4 +608,137 @@ fn websocket_subscriptions_push_heads_logs_and_pending_transactions() {
     assert_eq!(ws.call("eth_unsubscribe", json!([heads]))["result"], true);
     let bad = ws.call("eth_subscribe", json!(["nonsense"]));
     assert_eq!(bad["error"]["code"], -32602, "{bad}");
+}
+
+/// Runtime of a contract that stores its calldata word in slot 0, or returns slot 0 when
+/// called without data: `CALLDATASIZE ISZERO PUSH1 12 JUMPI PUSH1 0 CALLDATALOAD PUSH1 0
+/// SSTORE STOP JUMPDEST PUSH1 0 SLOAD PUSH1 0 MSTORE PUSH1 32 PUSH1 0 RETURN`.
+const STORE_RUNTIME: [u8; 24] = [
+    0x36, 0x15, 0x60, 0x0c, 0x57, 0x60, 0x00, 0x35, 0x60, 0x00, 0x55, 0x00, 0x5b, 0x60, 0x00, 0x54,
+    0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3,
+];
+
+/// Initcode of [`STORE_RUNTIME`].
+fn store_deploy() -> Vec<u8> {
+    let mut init = vec![
+        0x60, 0x18, 0x60, 0x0c, 0x60, 0x00, 0x39, 0x60, 0x18, 0x60, 0x00, 0xf3,
+    ];
+    init.extend_from_slice(&STORE_RUNTIME);
+    init
+}
+
+/// Stores `value` in the store contract and sends `wei` to `to`; waits for both; the
+/// newest block of the two.
+fn store_and_pay(
+    addr: SocketAddr,
+    owner: &mut Wallet,
+    store: Address,
+    value: u8,
+    to: Address,
+    wei: u64,
+) -> u64 {
+    let stored = owner.send(addr, Some(store), U256::ZERO, word(value).to_vec());
+    let paid = owner.send(addr, Some(to), U256::from(wei), Vec::new());
+    let a = q(&receipt(addr, &stored)["blockNumber"]);
+    a.max(q(&receipt(addr, &paid)["blockNumber"]))
+}
+
+/// Issue #14 item 4 on `nexus-evm --eth-state-blocks 8`: `eth_getBalance`,
+/// `eth_getStorageAt`, `eth_call`, `eth_getCode`, `eth_getTransactionCount` and
+/// `eth_estimateGas` at an older block (by number and by hash) answer that block's values
+/// after later blocks changed them; beyond the window, `-32000` naming it; a block not yet
+/// executed is `header not found`.
+#[test]
+fn reads_and_calls_at_a_past_block_see_that_blocks_state() {
+    let args = [
+        "--rpc",
+        "127.0.0.1:0",
+        "--block-ms",
+        "200",
+        "--eth-state-blocks",
+        "8",
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    let node = common::start_exe(env!("CARGO_BIN_EXE_nexus-evm"), &args);
+    let addr: SocketAddr = node.ready["eth_rpc"].as_str().unwrap().parse().unwrap();
+    let mut owner = Wallet::new(&dev_secret());
+    let payee = Address::with_last_byte(0x77);
+    let hash = owner.send(addr, None, U256::ZERO, store_deploy());
+    let deployed = receipt(addr, &hash);
+    let store: Address = deployed["contractAddress"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let before_deploy = format!("{:#x}", q(&deployed["blockNumber"]) - 1);
+    let first = store_and_pay(addr, &mut owner, store, 0x11, payee, 5);
+    let nonce_then = owner.nonce;
+    let first_hash = result(
+        addr,
+        "eth_getBlockByNumber",
+        json!([format!("{first:#x}"), false]),
+    )["hash"]
+        .clone();
+    let estimate_then = result(
+        addr,
+        "eth_estimateGas",
+        json!([{"to": store, "data": format!("{:#x}", word(0x33))}, before_deploy]),
+    );
+    store_and_pay(addr, &mut owner, store, 0x22, payee, 7);
+    let at = format!("{first:#x}");
+
+    let slot = |block: Value| result(addr, "eth_getStorageAt", json!([store, "0x0", block]));
+    assert_eq!(slot(json!(at)), format!("{:#x}", word(0x11)));
+    assert_eq!(
+        slot(json!({"blockHash": first_hash})),
+        format!("{:#x}", word(0x11))
+    );
+    assert_eq!(slot(json!("latest")), format!("{:#x}", word(0x22)));
+    let call = |block: Value| result(addr, "eth_call", json!([{"to": store}, block]));
+    assert_eq!(call(json!(at)), format!("{:#x}", word(0x11)));
+    assert_eq!(call(json!("latest")), format!("{:#x}", word(0x22)));
+    let balance = |block: &str| q(&result(addr, "eth_getBalance", json!([payee, block])));
+    assert_eq!((balance(&at), balance("latest")), (5, 12));
+    let nonce = q(&result(
+        addr,
+        "eth_getTransactionCount",
+        json!([owner.address, at]),
+    ));
+    assert_eq!((nonce, owner.nonce), (nonce_then, nonce_then + 2));
+    let code = result(addr, "eth_getCode", json!([store, at]));
+    assert_eq!(code, format!("0x{}", hex::encode(STORE_RUNTIME)));
+    assert_eq!(
+        result(addr, "eth_getCode", json!([store, before_deploy])),
+        "0x"
+    );
+    // Before the deploy a call to the address runs no code: intrinsic gas only (31 zero
+    // calldata bytes at 4, one non-zero at 16).
+    assert_eq!(q(&estimate_then), 21_000 + 31 * 4 + 16);
+    let estimate_now = result(
+        addr,
+        "eth_estimateGas",
+        json!([{"to": store, "data": format!("{:#x}", word(0x33))}]),
+    );
+    assert!(q(&estimate_now) > 21_000 + 140 + 2_000, "{estimate_now}");
+
+    let future = rpc(addr, "eth_getBalance", json!([payee, "0xffffff"]));
+    assert_eq!(future["error"]["code"], -32000, "{future}");
+    assert!(future["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("header not found"));
+    // Nine blocks later the first block's state is outside the window of eight.
+    wait("the window to pass", || {
+        (head(addr) > first + 9).then_some(())
+    });
+    let gone = rpc(addr, "eth_getBalance", json!([payee, at]));
+    assert_eq!(gone["error"]["code"], -32000, "{gone}");
+    let message = gone["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("keeps the state of the 8 blocks") && message.contains("eth_state_blocks"),
+        "{message}"
+    );
+    assert_eq!(gone["error"]["data"]["window"], 8, "{gone}");
+    let gone = rpc(addr, "eth_call", json!([{"to": store}, "earliest"]));
+    assert_eq!(gone["error"]["code"], -32000, "{gone}");
 }

@@ -118,7 +118,9 @@ pub(super) fn node_app(
     let exec_root = Hash(execution.root());
     let eth_history_blocks = usize::try_from(config.eth_history_blocks)
         .map_err(|_| HostError::Config("eth_history_blocks too large".into()))?;
-    let eth_history = EthHistory::new(execution.evm().head(), eth_history_blocks);
+    let eth_state_blocks = usize::try_from(config.eth_state_blocks)
+        .map_err(|_| HostError::Config("eth_state_blocks too large".into()))?;
+    let eth_history = EthHistory::new(execution.evm().head(), eth_history_blocks, eth_state_blocks);
     let app = NodeApp {
         index: args.index,
         forged: args
@@ -654,9 +656,10 @@ impl NodeApp {
                 let seq = feed.event(origin, event);
                 json_block.note(origin, seq, event);
             });
-        let executed = executed.map_err(|error| HostError::Registry { height, error })?;
+        let mut executed = executed.map_err(|error| HostError::Registry { height, error })?;
         let root = executed.root;
-        self.eth_history.push(&executed.evm);
+        let undo = std::mem::take(&mut executed.evm.undo);
+        self.eth_history.push(&executed.evm, undo);
         self.eth_feeds.on_block(&self.eth_history);
         let first_seq = self.inputs_executed + 1;
         self.inputs_executed = feed.inputs_executed();
@@ -779,7 +782,11 @@ impl NodeApp {
             eprintln!("nexus validator: snapshot at {height} not used: its state has another root");
             return None;
         }
-        self.eth_history = EthHistory::new(execution.evm().head(), self.eth_history.capacity());
+        self.eth_history = EthHistory::new(
+            execution.evm().head(),
+            self.eth_history.capacity(),
+            self.eth_history.state_blocks(),
+        );
         let shared = self.shared.get_mut();
         shared.execution = execution;
         shared.block_time_ms = snapshot.block_time_ms;
