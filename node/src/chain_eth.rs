@@ -874,6 +874,34 @@ mod tests {
             "head only"
         );
     }
+    /// A subscriber that does not read is dropped once its buffer is full, never waited
+    /// for: the host's pushes return at once, the subscription's receiver gets what fit and
+    /// then sees the end (the server then closes the subscription with an error).
+    #[test]
+    fn a_subscriber_that_falls_behind_is_dropped() {
+        let (_, genesis) = Executor::genesis(EvmConfig::default(), &Genesis::default());
+        let history = EthHistory::new(&genesis.header, 2, 1);
+        let mut feeds = EthFeeds::new();
+        let (slow, mut behind) = mpsc::channel(2);
+        let (fast, mut reader) = mpsc::channel(8);
+        let pending = [json!("newPendingTransactions")];
+        assert!(feeds.subscribe(&history, &pending, slow).is_ok());
+        assert!(feeds.subscribe(&history, &pending, fast).is_ok());
+        for n in 1..=3 {
+            feeds.on_pending(B256::with_last_byte(n));
+            assert!(reader.try_recv().is_ok(), "the reading subscriber keeps up");
+        }
+        assert_eq!(feeds.subscriptions(), 1, "the slow one is dropped");
+        assert_eq!(behind.try_recv().ok(), Some(hash(B256::with_last_byte(1))));
+        assert_eq!(behind.try_recv().ok(), Some(hash(B256::with_last_byte(2))));
+        assert_eq!(
+            behind.try_recv(),
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected)
+        );
+        let unknown = feeds.subscribe(&history, &[json!("syncing")], mpsc::channel(1).0);
+        assert_eq!(unknown.map_err(|e| e.code), Err(-32602));
+    }
+
     /// A transaction the pool evicted is reported by `eth_getTransactionByHash` with its
     /// reason (not `null`, which would read as never sent); the newest `capacity` are kept.
     #[test]
