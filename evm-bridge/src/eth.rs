@@ -13,10 +13,10 @@ use serde_json::{json, Value};
 /// Priority fee suggested by `eth_maxPriorityFeePerGas` (wei).
 pub const SUGGESTED_TIP_WEI: u64 = 1_000_000_000;
 /// Widest block range one `eth_getLogs` may scan.
-pub const MAX_LOG_RANGE: u64 = 10_000;
+pub const MAX_LOG_RANGE: u64 = crate::filters::MAX_LOG_RANGE;
 
 /// The Ethereum methods every validator's port answers (docs/evm.md, "JSON-RPC").
-pub const ETH_METHODS: [&str; 37] = [
+pub const ETH_METHODS: [&str; 43] = [
     "eth_chainId",
     "net_version",
     "web3_clientVersion",
@@ -54,6 +54,12 @@ pub const ETH_METHODS: [&str; 37] = [
     "web3_sha3",
     "txpool_status",
     "txpool_content",
+    "eth_newFilter",
+    "eth_newBlockFilter",
+    "eth_newPendingTransactionFilter",
+    "eth_getFilterChanges",
+    "eth_getFilterLogs",
+    "eth_uninstallFilter",
 ];
 
 /// The EVM blocks a server remembers: headers by number (from [`History::oldest`] to
@@ -170,12 +176,14 @@ pub fn block_number(history: &impl History, tag: Option<&Value>) -> Result<u64, 
     }
 }
 
-/// State queries answer from the head only: no historical state is kept.
+/// A method that runs on the head's state only (`eth_createAccessList`): another block is
+/// refused, naming the method.
 pub fn state_at(history: &impl History, tag: Option<&Value>) -> Result<(), RpcError> {
     let n = block_number(history, tag)?;
     if n != history.head() {
         return Err(RpcError::server(format!(
-            "state of block {n} is not available: only the latest block's state is kept"
+            "block {n}: this method runs on the latest block ({}) only",
+            history.head()
         )));
     }
     Ok(())
@@ -515,67 +523,12 @@ pub fn fee_history(
 }
 
 /// `eth_getLogs(filter)`: logs of remembered blocks matching the filter's block range
-/// (or hash), addresses and topics, in block order.
+/// (or hash), addresses and topics, in block order (`crate::filters::LogFilter`).
 pub fn logs(history: &impl History, filter: Option<&Value>) -> Result<Value, RpcError> {
-    let filter = filter
-        .and_then(Value::as_object)
-        .ok_or_else(|| RpcError::params("expected a filter object"))?;
-    let (from, to) = if let Some(h) = filter.get("blockHash").filter(|v| !v.is_null()) {
-        let h = parse_hash(Some(h))?;
-        let b = history
-            .header_by_hash(&h)
-            .ok_or_else(|| RpcError::server("unknown block hash"))?;
-        (b.number, b.number)
-    } else {
-        let from = block_number(history, filter.get("fromBlock").filter(|v| !v.is_null()))?;
-        let to = block_number(history, filter.get("toBlock").filter(|v| !v.is_null()))?;
-        (from.max(history.oldest()), to.min(history.head()))
-    };
-    if from > to.saturating_add(1) || to - from.min(to) > MAX_LOG_RANGE {
-        return Err(RpcError::server(format!(
-            "block range {from}..={to} invalid or wider than {MAX_LOG_RANGE}"
-        )));
+    if !filter.is_some_and(Value::is_object) {
+        return Err(RpcError::params("expected a filter object"));
     }
-    let addresses: Vec<Address> = match filter.get("address") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(list)) => list
-            .iter()
-            .map(|v| parse_address(Some(v)))
-            .collect::<Result<_, _>>()?,
-        Some(v) => vec![parse_address(Some(v))?],
-    };
-    let topics: Vec<Vec<B256>> = match filter.get("topics") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(list)) => list
-            .iter()
-            .map(|t| match t {
-                Value::Null => Ok(Vec::new()),
-                Value::Array(any) => any.iter().map(|h| parse_hash(Some(h))).collect(),
-                one => Ok(vec![parse_hash(Some(one))?]),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(RpcError::params("topics must be an array")),
-    };
-    let mut out = Vec::new();
-    for header in (from..=to).filter_map(|n| history.header(n)) {
-        for tx_hash in &header.tx_hashes {
-            let Some((_, receipt)) = history.tx(tx_hash) else {
-                continue;
-            };
-            for log in &receipt.logs {
-                if !addresses.is_empty() && !addresses.contains(&log.address) {
-                    continue;
-                }
-                let matches = topics.iter().enumerate().all(|(i, want)| {
-                    want.is_empty() || log.topics.get(i).is_some_and(|t| want.contains(t))
-                });
-                if matches {
-                    out.push(log_json(log, receipt, header));
-                }
-            }
-        }
-    }
-    Ok(Value::Array(out))
+    crate::filters::LogFilter::parse(history, filter)?.logs(history)
 }
 
 /// `eth_getTransactionByHash` of a dropped transaction: an error naming the reason (a

@@ -5,7 +5,9 @@
 //!
 //! - [`eth`]: Ethereum JSON-RPC parsing, error texts and block / receipt / log JSON, used
 //!   by the validator's port (`node::chain_eth`).
+//! - [`filters`]: log criteria and the polling filters (`eth_newFilter` and the rest).
 
-pub use evm::{actions, bridge, commitment, core_view, executor, precompiles, system};
+pub use evm::{actions, bridge, commitment, core_view, executor, history, precompiles, system};
 
 pub mod eth;
+pub mod filters;

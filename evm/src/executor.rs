@@ -14,6 +14,7 @@ use crate::access_list::AccessListInspector;
 use crate::actions::{action_topic, ActionKind, Callback, CoreAction, Credit};
 use crate::block::{self, SystemTx};
 use crate::core_view::CoreView;
+use crate::history::{PastState, StateUndo};
 use crate::precompiles::NexusPrecompiles;
 use crate::system;
 use alloy_consensus::transaction::SignerRecoverable;
@@ -25,7 +26,7 @@ use alloy_primitives::{keccak256, Address, Bloom, Bytes, Log, TxKind, B256, U256
 use revm::context::{BlockEnv, CfgEnv, Context, TxEnv};
 use revm::context_interface::result::{EVMError, ExecutionResult, InvalidTransaction, Output};
 use revm::context_interface::Cfg;
-use revm::database::{CacheDB, EmptyDB};
+use revm::database::{CacheDB, EmptyDB, WrapDatabaseRef};
 use revm::primitives::eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN;
 use revm::primitives::hardfork::SpecId;
 use revm::state::{AccountInfo, Bytecode, EvmState};
@@ -655,6 +656,9 @@ pub struct BlockOutput {
     pub errors: Vec<String>,
     /// The state diff.
     pub diff: StateDiff,
+    /// What the diff replaced: the state before the block, for what it changed (for reads
+    /// at past blocks, [`crate::history`]).
+    pub undo: StateUndo,
 }
 
 /// A transaction the block builder did not include and will not retry.
@@ -790,6 +794,7 @@ impl Executor {
             undelivered: Vec::new(),
             errors: Vec::new(),
             diff,
+            undo: StateUndo::default(),
         };
         (
             Executor {
@@ -890,6 +895,11 @@ impl Executor {
     }
 
     fn block_env(&self, height: u64, timestamp: u64) -> BlockEnv {
+        self.block_env_after(height, timestamp, self.head.hash)
+    }
+
+    /// The environment of block `height`, whose parent's hash is `parent` (`PREVRANDAO`).
+    fn block_env_after(&self, height: u64, timestamp: u64, parent: B256) -> BlockEnv {
         let mut block = BlockEnv::default();
         block.number = U256::from(height);
         block.beneficiary = self.config.coinbase;
@@ -897,7 +907,7 @@ impl Executor {
         block.gas_limit = self.config.block_gas_limit;
         block.basefee = self.config.base_fee_wei;
         block.difficulty = U256::ZERO;
-        block.prevrandao = Some(self.head.hash);
+        block.prevrandao = Some(parent);
         block.set_blob_excess_gas_and_price(0, BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN);
         block
     }
@@ -917,6 +927,7 @@ impl Executor {
             "blocks must be consecutive"
         );
         let mut diff = StateDiff::default();
+        let mut undo = StateUndo::default();
         let mut errors = Vec::new();
         // Credits: CoreWriter's escrow pays out; conservation holds by construction. A
         // credit the escrow cannot cover would mint wei: it is refused (never a panic).
@@ -932,6 +943,8 @@ impl Executor {
                 continue;
             }
             escrow.balance -= credit.wei;
+            undo.note_account(&self.db, system::CORE_WRITER);
+            undo.note_account(&self.db, credit.to);
             self.db
                 .insert_account_info(system::CORE_WRITER, escrow.clone());
             diff.credit(system::CORE_WRITER, &escrow);
@@ -1034,6 +1047,7 @@ impl Executor {
             match evm.transact(tx) {
                 Ok(out) => {
                     diff.absorb(&out.state);
+                    undo.note(evm.ctx.journaled_state.database, &out.state);
                     evm.commit(out.state);
                     txs.push(record);
                     envelopes.push(envelope);
@@ -1087,6 +1101,7 @@ impl Executor {
             match evm.transact(tx.tx_env()) {
                 Ok(out) => {
                     diff.absorb(&out.state);
+                    undo.note(evm.ctx.journaled_state.database, &out.state);
                     evm.commit(out.state);
                     let price = tx.envelope.effective_gas_price(Some(config.base_fee_wei));
                     txs.push(tx.record(input.height, txs.len() as u64));
@@ -1151,6 +1166,7 @@ impl Executor {
             undelivered,
             errors,
             diff,
+            undo,
         }
     }
 
@@ -1166,6 +1182,39 @@ impl Executor {
             .with_block(block_env);
         let mut evm = ctx.build_mainnet().with_precompiles(precompiles);
         call_outcome(evm.transact(tx).map(|out| out.result))
+    }
+
+    /// Runs a call on the state after a past block (`past`, the state after `header`)
+    /// without changing anything; as [`Executor::call`] otherwise (the block environment
+    /// is the block after `header`).
+    pub fn call_at(
+        &self,
+        core: &dyn CoreView,
+        past: &PastState<'_>,
+        header: &BlockHeader,
+        request: &CallRequest,
+    ) -> CallOutcome {
+        let (cfg, block_env) = self.call_env_after(header);
+        let tx = self.call_tx(request);
+        let precompiles = NexusPrecompiles::new(SPEC, core, self.config.wei_per_unit);
+        let ctx = Context::mainnet()
+            .with_db(WrapDatabaseRef(past))
+            .with_cfg(cfg)
+            .with_block(block_env);
+        let mut evm = ctx.build_mainnet().with_precompiles(precompiles);
+        call_outcome(evm.transact(tx).map(|out| out.result))
+    }
+
+    /// [`Executor::estimate_gas`] on the state after a past block.
+    pub fn estimate_gas_at(
+        &self,
+        core: &dyn CoreView,
+        past: &PastState<'_>,
+        header: &BlockHeader,
+        request: &CallRequest,
+    ) -> Result<u64, CallOutcome> {
+        let cap = request.gas.unwrap_or(self.config.block_gas_limit);
+        estimate(cap, request, |r| self.call_at(core, past, header, r))
     }
 
     /// The access list of a call (eth_createAccessList), as geth computes it: run the call
@@ -1233,7 +1282,13 @@ impl Executor {
     /// The configuration and block of a call: the next block's, with fee, nonce and
     /// balance checks off.
     fn call_env(&self) -> (CfgEnv, BlockEnv) {
-        let block_env = self.block_env(self.head.number + 1, self.head.timestamp);
+        self.call_env_after(&self.head)
+    }
+
+    /// The configuration and block of a call on the state after block `header`: the block
+    /// after it, as for the head.
+    fn call_env_after(&self, header: &BlockHeader) -> (CfgEnv, BlockEnv) {
+        let block_env = self.block_env_after(header.number + 1, header.timestamp, header.hash);
         let mut cfg = self.cfg();
         cfg.disable_nonce_check = true;
         cfg.disable_base_fee = true;
@@ -1271,29 +1326,39 @@ impl Executor {
         request: &CallRequest,
     ) -> Result<u64, CallOutcome> {
         let cap = request.gas.unwrap_or(self.config.block_gas_limit);
-        let mut probe = request.clone();
-        probe.gas = Some(cap);
-        let used = match self.call(core, &probe) {
-            CallOutcome::Success { gas_used, .. } => gas_used,
-            failure => return Err(failure),
-        };
-        let (mut low, mut high) = (used.max(21_000), cap);
-        probe.gas = Some(low);
-        if matches!(self.call(core, &probe), CallOutcome::Success { .. }) {
-            return Ok(low);
-        }
-        // Invariant: fails at `low`, succeeds at `high`. At most 64 probes.
-        while high - low > 1 {
-            let mid = low + (high - low) / 2;
-            probe.gas = Some(mid);
-            if matches!(self.call(core, &probe), CallOutcome::Success { .. }) {
-                high = mid;
-            } else {
-                low = mid;
-            }
-        }
-        Ok(high)
+        estimate(cap, request, |r| self.call(core, r))
     }
+}
+
+/// The smallest gas limit up to `cap` under which `run` succeeds: the gas used with `cap`,
+/// then a binary search (at most 64 probes).
+fn estimate(
+    cap: u64,
+    request: &CallRequest,
+    mut run: impl FnMut(&CallRequest) -> CallOutcome,
+) -> Result<u64, CallOutcome> {
+    let mut probe = request.clone();
+    probe.gas = Some(cap);
+    let used = match run(&probe) {
+        CallOutcome::Success { gas_used, .. } => gas_used,
+        failure => return Err(failure),
+    };
+    let (mut low, mut high) = (used.max(21_000), cap);
+    probe.gas = Some(low);
+    if matches!(run(&probe), CallOutcome::Success { .. }) {
+        return Ok(low);
+    }
+    // Invariant: fails at `low`, succeeds at `high`.
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        probe.gas = Some(mid);
+        if matches!(run(&probe), CallOutcome::Success { .. }) {
+            high = mid;
+        } else {
+            low = mid;
+        }
+    }
+    Ok(high)
 }
 
 /// A call's result as an outcome (an error of the environment is a halt).

@@ -14,6 +14,8 @@
 //!   credits.
 //! - [`commitment`]: the EVM state root (a multiset hash over accounts and storage slots,
 //!   updated from each block's state diff).
+//! - [`history`]: the state after recent past blocks (each block's undo over the head's
+//!   state), for reads and calls at a past block.
 
 pub mod access_list;
 pub mod actions;
@@ -22,5 +24,6 @@ pub mod bridge;
 pub mod commitment;
 pub mod core_view;
 pub mod executor;
+pub mod history;
 pub mod precompiles;
 pub mod system;

@@ -441,6 +441,31 @@ impl Execution {
         self.executor.call(&view, request)
     }
 
+    /// Runs a call on the EVM state after a past block (`past`, after `header`): the EVM
+    /// sees that block's state, the read precompiles see Core as it is now (after the
+    /// head), not as it was then.
+    pub fn call_at(
+        &self,
+        past: &evm::history::PastState<'_>,
+        header: &evm::executor::BlockHeader,
+        request: &CallRequest,
+    ) -> CallOutcome {
+        let view = CoreSnapshot::new(&self.engine, self.height());
+        self.executor.call_at(&view, past, header, request)
+    }
+
+    /// [`Execution::estimate_gas`] on the EVM state after a past block (Core as now, as
+    /// [`Execution::call_at`]).
+    pub fn estimate_gas_at(
+        &self,
+        past: &evm::history::PastState<'_>,
+        header: &evm::executor::BlockHeader,
+        request: &CallRequest,
+    ) -> Result<u64, CallOutcome> {
+        let view = CoreSnapshot::new(&self.engine, self.height());
+        self.executor.estimate_gas_at(&view, past, header, request)
+    }
+
     /// The smallest gas limit under which the call succeeds against the head
     /// (eth_estimateGas).
     pub fn estimate_gas(&mut self, request: &CallRequest) -> Result<u64, CallOutcome> {

@@ -20,21 +20,39 @@ use evm_bridge::eth::{
 use evm_bridge::executor::{
     BlockHeader, BlockOutput, CallOutcome, DroppedTx, Receipt, SignedTx, TxRecord,
 };
+use evm_bridge::filters::{FilterKind, Filters, LogFilter};
+use evm_bridge::history::{PastState, StateHistory, StateUndo};
 use execution::Execution;
+use jsonrpsee::core::SubscriptionError;
 use jsonrpsee::server::{RpcModule, Server, ServerConfig, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::{PendingSubscriptionSink, SubscriptionCloseResponse};
 use mempool::Mempool;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use transactions::EvmItem;
 
-/// Every method the validator serves.
-pub const METHODS: [&str; 37] = evm_bridge::eth::ETH_METHODS;
+/// Every method the validator serves over HTTP and WebSocket (and, over WebSocket only,
+/// `eth_subscribe` / `eth_unsubscribe`).
+pub const METHODS: [&str; 43] = evm_bridge::eth::ETH_METHODS;
+
+/// Notifications one subscription may have waiting between the host and its connection
+/// (after jsonrpsee's own buffer of [`MESSAGE_BUFFER`] messages per connection is full): a
+/// subscriber this far behind is dropped, its subscription closed with an error
+/// notification, so that the host never waits for a client.
+pub const SUBSCRIPTION_BUFFER: usize = 4096;
+/// Subscriptions open at once on one validator (all connections); more are refused.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+/// Messages jsonrpsee queues for one WebSocket connection before a send waits.
+const MESSAGE_BUFFER: u32 = 1024;
 
 /// EVM blocks remembered for reads by default (headers, transactions, receipts, logs; the
 /// devnet's `eth_history_blocks`): about a day at one block every 10 s; older ones are
 /// forgotten first.
 pub const HISTORY_BLOCKS: usize = 10_000;
+/// Blocks before the head whose EVM state is kept for reads and calls by default (the
+/// devnet's `eth_state_blocks`, `[chain] eth_state_blocks`): as geth's 128 recent states.
+pub const STATE_BLOCKS: usize = 128;
 /// Calls queued for the host before new ones are refused as busy.
 pub const QUEUE: usize = 1024;
 /// Largest request body the server reads (a raw transaction is at most
@@ -68,6 +86,54 @@ pub struct EthRequest {
     pub connection: u64,
     /// Where the answer goes.
     pub reply: oneshot::Sender<Result<Value, RpcError>>,
+    /// For `eth_subscribe`: where the host pushes the subscription's notifications.
+    pub subscriber: Option<mpsc::Sender<Value>>,
+}
+
+/// The error object of an [`RpcError`].
+fn error_object(e: RpcError) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(e.code, e.message, e.data)
+}
+
+/// The refusal of a call the host cannot queue.
+fn busy() -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(-32005, "validator busy", None::<()>)
+}
+
+/// The answer of a call whose host stopped.
+fn stopped() -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(-32000, "validator stopped", None::<()>)
+}
+
+/// The connection a call came on.
+fn connection_of(extensions: &jsonrpsee::Extensions) -> u64 {
+    extensions
+        .get::<jsonrpsee::ConnectionId>()
+        .map_or(0, |id| id.0 as u64)
+}
+
+/// A random 128-bit id from the OS (filters and subscriptions: not guessable by another
+/// client).
+pub fn random_id() -> Result<u128, RpcError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| RpcError::server(format!("no random source for an id: {e}")))?;
+    Ok(u128::from_le_bytes(bytes))
+}
+
+/// Subscription ids as Ethereum clients expect them: random 128-bit hex quantities.
+#[derive(Debug)]
+struct HexIds;
+
+impl jsonrpsee::core::traits::IdProvider for HexIds {
+    fn next_id(&self) -> jsonrpsee::types::SubscriptionId<'static> {
+        // A failing OS random source leaves ids from the clock: unique, not secret.
+        let id = random_id().unwrap_or_else(|_| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.map_or(1, |d| d.as_nanos())
+        });
+        jsonrpsee::types::SubscriptionId::Str(format!("{id:#x}").into())
+    }
 }
 
 /// Starts the JSON-RPC server on the current runtime; calls go to `to_host`. Returns the
@@ -81,33 +147,114 @@ pub async fn serve(
         module
             .register_async_method(method, move |params, to_host, extensions| async move {
                 let params = params_of(&params)?;
-                let connection = extensions
-                    .get::<jsonrpsee::ConnectionId>()
-                    .map_or(0, |id| id.0 as u64);
                 let (reply, answer) = oneshot::channel();
-                let busy = || ErrorObjectOwned::owned(-32005, "validator busy", None::<()>);
                 to_host
                     .try_send(EthRequest {
                         method,
                         params,
-                        connection,
+                        connection: connection_of(&extensions),
                         reply,
+                        subscriber: None,
                     })
                     .map_err(|_| busy())?;
-                let result = answer.await.map_err(|_| {
-                    ErrorObjectOwned::owned(-32000, "validator stopped", None::<()>)
-                })?;
-                result.map_err(|e| ErrorObjectOwned::owned(e.code, e.message, e.data))
+                let result = answer.await.map_err(|_| stopped())?;
+                result.map_err(error_object)
             })
             .expect("method names are unique");
     }
+    module
+        .register_subscription(
+            "eth_subscribe",
+            "eth_subscription",
+            "eth_unsubscribe",
+            |params, pending, to_host, extensions| async move {
+                let connection = connection_of(&extensions);
+                let asked = match params_of(&params) {
+                    Ok(params) => subscribe(&to_host, params, connection).await,
+                    Err(e) => Some(Err(e)),
+                };
+                match asked {
+                    Some(Ok(rx)) => forward(pending, rx).await,
+                    Some(Err(e)) => {
+                        pending.reject(e).await;
+                        SubscriptionCloseResponse::None
+                    }
+                    None => {
+                        pending.reject(stopped()).await;
+                        SubscriptionCloseResponse::None
+                    }
+                }
+            },
+        )
+        .expect("subscription names are unique");
     let config = ServerConfig::builder()
         .max_request_body_size(MAX_REQUEST_BYTES)
         .max_connections(MAX_CONNECTIONS)
+        .set_message_buffer_capacity(MESSAGE_BUFFER)
+        .set_id_provider(HexIds)
         .build();
     let server = Server::builder().set_config(config).build(addr).await?;
     let addr = server.local_addr()?;
     Ok((addr, server.start(module)))
+}
+
+/// Asks the host for a subscription: its notifications' receiver, the host's refusal, or
+/// `None` if the host stopped.
+async fn subscribe(
+    to_host: &mpsc::Sender<EthRequest>,
+    params: Vec<Value>,
+    connection: u64,
+) -> Option<Result<mpsc::Receiver<Value>, ErrorObjectOwned>> {
+    let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
+    let (reply, answer) = oneshot::channel();
+    let request = EthRequest {
+        method: "eth_subscribe",
+        params,
+        connection,
+        reply,
+        subscriber: Some(tx),
+    };
+    if to_host.try_send(request).is_err() {
+        return Some(Err(busy()));
+    }
+    match answer.await.ok()? {
+        Ok(_) => Some(Ok(rx)),
+        Err(e) => Some(Err(error_object(e))),
+    }
+}
+
+/// Accepts a subscription and forwards what the host pushes until the client unsubscribes
+/// or leaves, or the host drops it (too far behind: the subscription ends with an error
+/// notification).
+async fn forward(
+    pending: PendingSubscriptionSink,
+    mut rx: mpsc::Receiver<Value>,
+) -> SubscriptionCloseResponse {
+    let Ok(sink) = pending.accept().await else {
+        return SubscriptionCloseResponse::None;
+    };
+    loop {
+        tokio::select! {
+            _ = sink.closed() => return SubscriptionCloseResponse::None,
+            next = rx.recv() => {
+                let Some(value) = next else {
+                    return SubscriptionCloseResponse::NotifErr(dropped_error());
+                };
+                let message = serde_json::value::to_raw_value(&value).expect("JSON serializes");
+                if sink.send(message).await.is_err() {
+                    return SubscriptionCloseResponse::None;
+                }
+            }
+        }
+    }
+}
+
+/// The error notification closing a subscription the host dropped.
+fn dropped_error() -> SubscriptionError {
+    let message =
+        format!("subscription dropped: more than {SUBSCRIPTION_BUFFER} notifications waiting");
+    let error = json!({"code": -32005, "message": message});
+    SubscriptionError::from_json(serde_json::value::to_raw_value(&error).expect("JSON"))
 }
 
 /// The EVM blocks this validator executed, newest [`HISTORY_BLOCKS`] of them.
@@ -121,12 +268,15 @@ pub struct EthHistory {
     blocks: VecDeque<BlockHeader>,
     by_hash: HashMap<B256, u64>,
     txs: HashMap<B256, (TxRecord, Receipt)>,
+    /// The undos of the newest blocks, for the state at a past block.
+    state: StateHistory,
 }
 
 impl EthHistory {
-    /// A history starting at `head` (the genesis, or a snapshot's head block: its
-    /// transactions are not known).
-    pub fn new(head: &BlockHeader, capacity: usize) -> EthHistory {
+    /// A history of `capacity` blocks starting at `head` (the genesis, or a snapshot's head
+    /// block: its transactions are not known), with the state of the `state_blocks` blocks
+    /// before the head (within the blocks remembered).
+    pub fn new(head: &BlockHeader, capacity: usize, state_blocks: usize) -> EthHistory {
         let mut history = EthHistory {
             capacity: capacity.max(1),
             dropped: HashMap::new(),
@@ -134,6 +284,7 @@ impl EthHistory {
             blocks: VecDeque::new(),
             by_hash: HashMap::new(),
             txs: HashMap::new(),
+            state: StateHistory::new(state_blocks.min(capacity.max(1) - 1)),
         };
         history.by_hash.insert(head.hash, head.number);
         history.blocks.push_back(head.clone());
@@ -143,6 +294,16 @@ impl EthHistory {
     /// How many blocks it keeps.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// How many blocks before the head it keeps the state of.
+    pub fn state_blocks(&self) -> usize {
+        self.state.capacity()
+    }
+
+    /// The undos kept, for the state at past blocks.
+    pub fn state(&self) -> &StateHistory {
+        &self.state
     }
 
     /// Remembers a transaction the pool evicted after block `block` (it will never be
@@ -162,9 +323,10 @@ impl EthHistory {
         self.dropped.get(hash)
     }
 
-    /// Remembers an executed EVM block (the next after the head), forgetting the oldest past
-    /// the capacity.
-    pub fn push(&mut self, out: &BlockOutput) {
+    /// Remembers an executed EVM block (the next after the head) and its undo, forgetting
+    /// the oldest past the capacity.
+    pub fn push(&mut self, out: &BlockOutput, undo: StateUndo) {
+        self.state.push(out.header.number, undo);
         assert_eq!(
             out.header.number,
             self.head() + 1,
@@ -205,6 +367,143 @@ impl History for EthHistory {
     }
 }
 
+/// What a subscription is told of.
+enum Topic {
+    /// Each executed block's header (`newHeads`).
+    Heads,
+    /// Matching logs of each executed block (`logs`).
+    Logs(LogFilter),
+    /// Hashes of transactions admitted to the pool (`newPendingTransactions`).
+    Pending,
+}
+
+/// One WebSocket subscription, as the host sees it.
+struct Subscriber {
+    topic: Topic,
+    to: mpsc::Sender<Value>,
+}
+
+/// What the port lets clients poll (filters) or pushes to them (subscriptions), fed by
+/// the host after each executed block and each admitted EVM transaction.
+#[derive(Default)]
+pub struct EthFeeds {
+    /// Polling filters (`eth_newFilter` and the rest).
+    pub filters: Filters,
+    subscribers: Vec<Subscriber>,
+}
+
+impl EthFeeds {
+    /// No filters, no subscribers.
+    pub fn new() -> EthFeeds {
+        EthFeeds::default()
+    }
+
+    /// Subscriptions open (closed ones are forgotten at the next notification).
+    pub fn subscriptions(&self) -> usize {
+        self.subscribers.len()
+    }
+
+    /// An EVM transaction admitted to the pool (through this port or from a peer).
+    pub fn on_pending(&mut self, tx: B256) {
+        self.filters.note_pending(tx);
+        let text = hash(tx);
+        self.notify(|topic| matches!(topic, Topic::Pending).then(|| vec![text.clone()]));
+    }
+
+    /// The head block of `history` was just executed: its header to `newHeads`, its
+    /// matching logs to `logs` subscribers.
+    pub fn on_block(&mut self, history: &EthHistory) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let header = history
+            .header(history.head())
+            .expect("the head is remembered");
+        let mut head = block_json(history, header, false);
+        if let Some(fields) = head.as_object_mut() {
+            for extra in [
+                "transactions",
+                "uncles",
+                "withdrawals",
+                "size",
+                "totalDifficulty",
+            ] {
+                fields.remove(extra);
+            }
+        }
+        self.notify(|topic| match topic {
+            Topic::Heads => Some(vec![head.clone()]),
+            Topic::Logs(criteria) => {
+                let mut logs = Vec::new();
+                if criteria.open_range_contains(header.number) {
+                    criteria.block_logs(history, header, &mut logs);
+                }
+                Some(logs)
+            }
+            Topic::Pending => None,
+        });
+    }
+
+    /// Pushes what `what` gives each subscriber without waiting: one whose buffer is full
+    /// (or whose client left) is dropped, which closes its subscription.
+    fn notify(&mut self, what: impl Fn(&Topic) -> Option<Vec<Value>>) {
+        self.subscribers.retain(|sub| {
+            let Some(items) = what(&sub.topic) else {
+                return !sub.to.is_closed();
+            };
+            items.into_iter().all(|item| sub.to.try_send(item).is_ok())
+        });
+    }
+
+    /// `eth_subscribe(kind, filter?)`: registers `to` for `newHeads`, `logs` or
+    /// `newPendingTransactions`; refused past [`MAX_SUBSCRIPTIONS`].
+    fn subscribe(
+        &mut self,
+        history: &EthHistory,
+        params: &[Value],
+        to: mpsc::Sender<Value>,
+    ) -> Result<Value, RpcError> {
+        let topic = match arg(params, 0).and_then(Value::as_str) {
+            Some("newHeads") => Topic::Heads,
+            Some("logs") => Topic::Logs(LogFilter::parse_live(history, arg(params, 1))?),
+            Some("newPendingTransactions") => Topic::Pending,
+            other => {
+                return Err(RpcError::params(format!(
+                    "unknown subscription {other:?}: newHeads, logs or newPendingTransactions"
+                )))
+            }
+        };
+        self.subscribers.retain(|sub| !sub.to.is_closed());
+        if self.subscribers.len() >= MAX_SUBSCRIPTIONS {
+            return Err(RpcError {
+                code: -32005,
+                message: format!("too many subscriptions: at most {MAX_SUBSCRIPTIONS}"),
+                data: None,
+            });
+        }
+        self.subscribers.push(Subscriber { topic, to });
+        Ok(Value::Null)
+    }
+}
+
+/// A state query for block `n` outside the window kept: `-32000` naming the window, with
+/// `data` {requested, oldest, head, window}.
+pub fn state_error(history: &EthHistory, n: u64) -> RpcError {
+    let head = history.head();
+    let oldest = history.state().oldest(head);
+    let window = history.state_blocks();
+    RpcError {
+        code: -32000,
+        message: format!(
+            "state of block {n} is not available: this node keeps the state of the {window} blocks before the head ({oldest}..={head}; eth_state_blocks)"
+        ),
+        data: Some(json!({
+            "requested": quantity(n), "oldest": quantity(oldest), "head": quantity(head),
+            "window": window,
+        })),
+    }
+}
+
 /// What answering a call needs of the host: the executed state, the pool and the history.
 pub struct EthPort<'a> {
     /// The executed state.
@@ -215,9 +514,13 @@ pub struct EthPort<'a> {
     pub history: &'a EthHistory,
     /// Other validators heard from recently (`net_peerCount`).
     pub peers: usize,
+    /// Filters and subscriptions.
+    pub feeds: &'a mut EthFeeds,
+    /// The host's clock (ms), for filters' deadlines.
+    pub now_ms: u64,
 }
 
-impl EthPort<'_> {
+impl<'a> EthPort<'a> {
     /// Answers one call. An admitted raw transaction's item is returned too, for the host to
     /// forward to the other validators.
     pub fn handle(
@@ -225,6 +528,9 @@ impl EthPort<'_> {
         method: &str,
         params: &[Value],
     ) -> (Result<Value, RpcError>, Option<EvmItem>) {
+        if let Some(answer) = self.filter_call(method, params) {
+            return (answer, None);
+        }
         if method == "eth_sendRawTransaction" {
             return match self.send_raw(params) {
                 Ok((h, item)) => (Ok(h), Some(item)),
@@ -234,13 +540,47 @@ impl EthPort<'_> {
         (self.read(method, params), None)
     }
 
+    /// Registers a WebSocket subscription (`eth_subscribe`, asked by the server with the
+    /// sender of its notifications).
+    pub fn subscribe(
+        &mut self,
+        params: &[Value],
+        to: mpsc::Sender<Value>,
+    ) -> Result<Value, RpcError> {
+        self.feeds.subscribe(self.history, params, to)
+    }
+
+    /// The filter methods; `None` for the others.
+    fn filter_call(&mut self, method: &str, params: &[Value]) -> Option<Result<Value, RpcError>> {
+        let (history, now_ms) = (self.history, self.now_ms);
+        let filters = &mut self.feeds.filters;
+        let mut install = |kind: Result<FilterKind, RpcError>| {
+            filters.install(random_id()?, kind?, history, now_ms)
+        };
+        Some(match method {
+            "eth_newFilter" => {
+                install(LogFilter::parse_live(history, arg(params, 0)).map(FilterKind::Logs))
+            }
+            "eth_newBlockFilter" => install(Ok(FilterKind::Blocks)),
+            "eth_newPendingTransactionFilter" => install(Ok(FilterKind::Pending)),
+            "eth_getFilterChanges" => filters.changes(arg(params, 0), history, now_ms),
+            "eth_getFilterLogs" => filters.logs(arg(params, 0), history, now_ms),
+            "eth_uninstallFilter" => filters.uninstall(arg(params, 0), now_ms),
+            _ => return None,
+        })
+    }
+
     fn send_raw(&mut self, params: &[Value]) -> Result<(Value, EvmItem), RpcError> {
         let raw = parse_bytes(
             arg(params, 0).ok_or_else(|| RpcError::params("expected raw transaction hex"))?,
         )?;
         match self.mempool.admit_evm(&raw, &*self.execution) {
             // The Ethereum hash is keccak256 of the EIP-2718 envelope.
-            Ok(_) => Ok((hash(keccak256(&raw)), EvmItem::new(&raw))),
+            Ok(_) => {
+                let tx = keccak256(&raw);
+                self.feeds.on_pending(tx);
+                Ok((hash(tx), EvmItem::new(&raw)))
+            }
             Err(mempool::EvmRefusal::Tx(e)) => Err(eth::send_error(&e)),
             Err(other) => Err(RpcError::server(other.to_string())),
         }
@@ -263,28 +603,49 @@ impl EthPort<'_> {
             "eth_feeHistory" => eth::fee_history(history, params, config.base_fee_wei),
             "eth_getBalance" => {
                 let a = parse_address(arg(params, 0))?;
-                state_at(history, arg(params, 1))?;
-                Ok(quantity(self.execution.evm().peek_account(a).balance))
+                let balance = self.at_block(
+                    arg(params, 1),
+                    |port| port.execution.evm().peek_account(a).balance,
+                    |past, _| past.account(a).unwrap_or_default().balance,
+                )?;
+                Ok(quantity(balance))
             }
             "eth_getTransactionCount" => {
                 let a = parse_address(arg(params, 0))?;
-                let nonce = self.execution.evm().peek_account(a).nonce;
                 if arg(params, 1).and_then(Value::as_str) == Some("pending") {
+                    let nonce = self.execution.evm().peek_account(a).nonce;
                     return Ok(quantity(nonce + self.mempool.evm_pooled(&a) as u64));
                 }
-                state_at(history, arg(params, 1))?;
+                let nonce = self.at_block(
+                    arg(params, 1),
+                    |port| port.execution.evm().peek_account(a).nonce,
+                    |past, _| past.account(a).unwrap_or_default().nonce,
+                )?;
                 Ok(quantity(nonce))
             }
             "eth_getCode" => {
                 let a = parse_address(arg(params, 0))?;
-                state_at(history, arg(params, 1))?;
-                Ok(data(&self.code(a)))
+                let code = self.at_block(
+                    arg(params, 1),
+                    |port| port.code(a),
+                    |past, _| {
+                        let info = past.account(a).unwrap_or_default();
+                        let code = past.code(info.code_hash);
+                        code.map(|c| c.original_bytes().to_vec())
+                            .unwrap_or_default()
+                    },
+                )?;
+                Ok(data(&code))
             }
             "eth_getStorageAt" => {
                 let a = parse_address(arg(params, 0))?;
                 let slot = parse_quantity(arg(params, 1).ok_or_else(|| RpcError::params("slot"))?)?;
-                state_at(history, arg(params, 2))?;
-                Ok(data(&self.storage(a, slot).to_be_bytes::<32>()))
+                let value = self.at_block(
+                    arg(params, 2),
+                    |port| port.storage(a, slot),
+                    |past, _| past.storage(a, slot),
+                )?;
+                Ok(data(&value.to_be_bytes::<32>()))
             }
             "eth_getBlockByNumber" => {
                 let n = block_number(history, arg(params, 0))?;
@@ -302,19 +663,24 @@ impl EthPort<'_> {
             }
             "eth_call" => {
                 let request = call_request(arg(params, 0))?;
-                state_at(history, arg(params, 1))?;
-                match self.execution.call(&request) {
+                let outcome = self.at_block_mut(
+                    arg(params, 1),
+                    |port| port.execution.call(&request),
+                    |execution, past, header| execution.call_at(past, header, &request),
+                )?;
+                match outcome {
                     CallOutcome::Success { output, .. } => Ok(data(&output)),
                     failure => Err(call_error(failure)),
                 }
             }
             "eth_estimateGas" => {
                 let request = call_request(arg(params, 0))?;
-                state_at(history, arg(params, 1))?;
-                match self.execution.estimate_gas(&request) {
-                    Ok(gas) => Ok(quantity(gas)),
-                    Err(failure) => Err(call_error(failure)),
-                }
+                let estimate = self.at_block_mut(
+                    arg(params, 1),
+                    |port| port.execution.estimate_gas(&request),
+                    |execution, past, header| execution.estimate_gas_at(past, header, &request),
+                )?;
+                estimate.map(quantity).map_err(call_error)
             }
             "eth_getTransactionReceipt" => Ok(eth::receipt(history, parse_hash(arg(params, 0))?)),
             "eth_getTransactionByHash" => {
@@ -386,6 +752,57 @@ impl EthPort<'_> {
         }
     }
 
+    /// The block a state query names (number, tag, hash or EIP-1898 object): `None` for the
+    /// head, else its header; a block not executed yet is `header not found`.
+    fn state_block(&self, tag: Option<&Value>) -> Result<Option<&'a BlockHeader>, RpcError> {
+        let history: &'a EthHistory = self.history;
+        let Some(header) = eth::block_ref(history, tag)? else {
+            let n = block_number(history, tag).unwrap_or(u64::MAX);
+            if n > history.head() {
+                return Err(RpcError::server(format!("header not found: block {n}")));
+            }
+            return Err(state_error(history, n));
+        };
+        Ok((header.number != history.head()).then_some(header))
+    }
+
+    /// A read of the state at the block `tag` names: `head` on the executed state, `past` on
+    /// the state after a past block within the window.
+    fn at_block<T>(
+        &self,
+        tag: Option<&Value>,
+        head: impl FnOnce(&Self) -> T,
+        past: impl FnOnce(&PastState<'_>, &BlockHeader) -> T,
+    ) -> Result<T, RpcError> {
+        let Some(header) = self.state_block(tag)? else {
+            return Ok(head(self));
+        };
+        let db = self.execution.evm().db();
+        let state = self.history.state();
+        let at = state.at(db, self.history.head(), header.number);
+        let at = at.map_err(|e| state_error(self.history, e.block))?;
+        Ok(past(&at, header))
+    }
+
+    /// [`EthPort::at_block`] for calls (the head's call takes the execution mutably).
+    fn at_block_mut<T>(
+        &mut self,
+        tag: Option<&Value>,
+        head: impl FnOnce(&mut Self) -> T,
+        past: impl FnOnce(&Execution, &PastState<'_>, &BlockHeader) -> T,
+    ) -> Result<T, RpcError> {
+        let Some(header) = self.state_block(tag)? else {
+            return Ok(head(self));
+        };
+        let execution: &Execution = self.execution;
+        let at = self
+            .history
+            .state()
+            .at(execution.evm().db(), self.history.head(), header.number);
+        let at = at.map_err(|e| state_error(self.history, e.block))?;
+        Ok(past(execution, &at, header))
+    }
+
     /// The pool's EVM transactions in arrival order, as pending records (senders from the
     /// pool's cache).
     fn pooled(&self) -> Vec<TxRecord> {
@@ -431,7 +848,7 @@ mod tests {
     #[test]
     fn the_history_keeps_the_newest_blocks_by_number_and_hash() {
         let (_, genesis) = Executor::genesis(EvmConfig::default(), &Genesis::default());
-        let mut history = EthHistory::new(&genesis.header, 3);
+        let mut history = EthHistory::new(&genesis.header, 3, 2);
         let block = |n: u64| {
             let mut out = genesis.clone();
             out.header.number = n;
@@ -439,7 +856,7 @@ mod tests {
             out
         };
         for n in 1..=5 {
-            history.push(&block(n));
+            history.push(&block(n), StateUndo::default());
         }
         assert_eq!((history.oldest(), history.head()), (3, 5));
         assert!(history.header(2).is_none() && history.header(6).is_none());
@@ -457,12 +874,40 @@ mod tests {
             "head only"
         );
     }
+    /// A subscriber that does not read is dropped once its buffer is full, never waited
+    /// for: the host's pushes return at once, the subscription's receiver gets what fit and
+    /// then sees the end (the server then closes the subscription with an error).
+    #[test]
+    fn a_subscriber_that_falls_behind_is_dropped() {
+        let (_, genesis) = Executor::genesis(EvmConfig::default(), &Genesis::default());
+        let history = EthHistory::new(&genesis.header, 2, 1);
+        let mut feeds = EthFeeds::new();
+        let (slow, mut behind) = mpsc::channel(2);
+        let (fast, mut reader) = mpsc::channel(8);
+        let pending = [json!("newPendingTransactions")];
+        assert!(feeds.subscribe(&history, &pending, slow).is_ok());
+        assert!(feeds.subscribe(&history, &pending, fast).is_ok());
+        for n in 1..=3 {
+            feeds.on_pending(B256::with_last_byte(n));
+            assert!(reader.try_recv().is_ok(), "the reading subscriber keeps up");
+        }
+        assert_eq!(feeds.subscriptions(), 1, "the slow one is dropped");
+        assert_eq!(behind.try_recv().ok(), Some(hash(B256::with_last_byte(1))));
+        assert_eq!(behind.try_recv().ok(), Some(hash(B256::with_last_byte(2))));
+        assert_eq!(
+            behind.try_recv(),
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected)
+        );
+        let unknown = feeds.subscribe(&history, &[json!("syncing")], mpsc::channel(1).0);
+        assert_eq!(unknown.map_err(|e| e.code), Err(-32602));
+    }
+
     /// A transaction the pool evicted is reported by `eth_getTransactionByHash` with its
     /// reason (not `null`, which would read as never sent); the newest `capacity` are kept.
     #[test]
     fn an_evicted_transaction_is_answered_with_its_reason() {
         let (_, genesis) = Executor::genesis(EvmConfig::default(), &Genesis::default());
-        let mut history = EthHistory::new(&genesis.header, 2);
+        let mut history = EthHistory::new(&genesis.header, 2, 1);
         let drop = |n: u8| DroppedTx {
             hash: B256::with_last_byte(n),
             sender: Address::with_last_byte(9),
@@ -497,6 +942,8 @@ mod tests {
             mempool: &mut mempool,
             history: &history,
             peers: 0,
+            feeds: &mut EthFeeds::new(),
+            now_ms: 0,
         };
         let hash = json!(format!("{:#x}", B256::with_last_byte(3)));
         let (answer, _) = port.handle("eth_getTransactionByHash", &[hash]);
@@ -554,13 +1001,15 @@ mod tests {
         let signed = tx.into_signed(alloy_primitives::Signature::from((sig, recid)));
         let raw = TxEnvelope::from(signed).encoded_2718();
         let (_, genesis) = Executor::genesis(EvmConfig::default(), &Genesis::default());
-        let history = EthHistory::new(&genesis.header, 2);
+        let history = EthHistory::new(&genesis.header, 2, 1);
         let mut mempool = Mempool::new(mempool::MempoolConfig::default());
         let mut port = EthPort {
             execution: &mut execution,
             mempool: &mut mempool,
             history: &history,
             peers: 0,
+            feeds: &mut EthFeeds::new(),
+            now_ms: 0,
         };
         let sent = json!(format!("0x{}", alloy_primitives::hex::encode(&raw)));
         let (hash, item) = port.handle("eth_sendRawTransaction", &[sent]);

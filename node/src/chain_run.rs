@@ -152,6 +152,7 @@ pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, Hos
         snapshot_every: node.chain.snapshot_every,
         connection_rate: node.chain.connection_rate,
         eth_history_blocks: crate::chain_eth::HISTORY_BLOCKS as u64,
+        eth_state_blocks: node.chain.eth_state_blocks,
         load_start_unix_ns: 0,
         genesis,
         dev_roles: true,

@@ -69,6 +69,9 @@ pub struct ChainSection {
     pub connection_rate: u64,
     /// Most transactions in one block.
     pub max_block_txs: u32,
+    /// Blocks before the head whose EVM state the node keeps for Ethereum JSON-RPC reads
+    /// and calls at a past block (docs/evm.md).
+    pub eth_state_blocks: u64,
 }
 
 impl Default for ChainSection {
@@ -82,6 +85,7 @@ impl Default for ChainSection {
             snapshot_every: 1_000,
             connection_rate: 50_000,
             max_block_txs: 1_000,
+            eth_state_blocks: crate::chain_eth::STATE_BLOCKS as u64,
         }
     }
 }

@@ -78,6 +78,10 @@ pub struct DevnetArgs {
     /// EVM blocks each validator keeps in memory for its Ethereum JSON-RPC reads.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub eth_history_blocks: u64,
+    /// Blocks before the head whose EVM state each validator keeps for reads and calls at
+    /// a past block.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub eth_state_blocks: u64,
     /// Seed of the order stream, the trading accounts' keys and the validator keys.
     #[arg(long, value_name = "SEED", default_value_t = 7)]
     pub seed: u64,
@@ -193,6 +197,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         snapshot_every: args.snapshot_every,
         connection_rate: args.connection_rate,
         eth_history_blocks: args.eth_history_blocks,
+        eth_state_blocks: args.eth_state_blocks,
         load_start_unix_ns: now_ns() + 1_500 * MS,
         genesis: None,
         dev_roles: false,

@@ -6,7 +6,8 @@
 //! validator 0's JSON port shows. Malformed and wrong-chain raw transactions get JSON-RPC
 //! errors, and every validator's execution root stays equal. Every block's Ethereum header
 //! up to the quote's, rebuilt from validator 3's JSON, hashes to the served hash and its
-//! tries match (`common::eth`). Bounded: every wait has a
+//! tries match (`common::eth`). Validator 3's filters and WebSocket subscription report the
+//! transactions and the log that came through validator 2. Bounded: every wait has a
 //! deadline and the children are killed on drop.
 
 use std::io::{BufRead, BufReader};
@@ -127,6 +128,28 @@ impl Cluster {
             self.pump(Duration::from_millis(100));
         }
     }
+}
+
+/// Validator `v`'s filters (installed before `sent` went to another validator) report the
+/// forwarded transactions as pending and the contract's log `quoted` (and only its logs).
+fn filters_on_another_validator(
+    v: SocketAddr,
+    filters: (&Value, &Value),
+    sent: &[&String],
+    quoted: &Value,
+) {
+    let (logs, pending) = filters;
+    let pooled = result(v, "eth_getFilterChanges", json!([pending]));
+    for hash in sent {
+        assert!(
+            pooled.as_array().unwrap().contains(&json!(hash)),
+            "{hash} in {pooled}"
+        );
+    }
+    let changes = result(v, "eth_getFilterChanges", json!([logs]));
+    let changes = changes.as_array().expect("logs");
+    assert!(changes.contains(quoted), "{changes:?}");
+    assert!(changes.iter().all(|l| l["address"] == quoted["address"]));
 }
 
 fn result(addr: SocketAddr, method: &str, params: Value) -> Value {
@@ -281,6 +304,12 @@ fn a_contract_deployed_through_one_validator_quotes_on_the_book_of_every_validat
     assert_eq!(block["transactions"][0], deploy);
     let code = result(v0, "eth_getCode", json!([mm, "latest"]));
     assert!(code.as_str().unwrap().len() > 2, "code deployed");
+    // Validator 3 reports what arrives through validator 2: a log filter, a pending filter
+    // (transactions forwarded by a peer) and a WebSocket logs subscription.
+    let log_filter = result(v3, "eth_newFilter", json!([{"address": mm}]));
+    let pending_filter = result(v3, "eth_newPendingTransactionFilter", json!([]));
+    let mut ws = common::ws::Ws::connect(v3);
+    let subscription = ws.subscribe(json!(["logs", {"address": mm}]));
 
     // Fund its Core account with 10,000 native (QUOTE) units through CoreWriter.
     let units = 10_000u64;
@@ -326,6 +355,17 @@ fn a_contract_deployed_through_one_validator_quotes_on_the_book_of_every_validat
         .collect();
     assert_eq!(mine.len(), 1, "Quoted: {r}");
     assert_eq!(logs.as_array().unwrap().iter().collect::<Vec<_>>(), mine);
+    filters_on_another_validator(
+        v3,
+        (&log_filter, &pending_filter),
+        &[&deposit, &quoted],
+        mine[0],
+    );
+    let pushed = (0..10)
+        .map(|_| ws.next(&subscription))
+        .find(|log| log["transactionHash"] == json!(quoted))
+        .expect("the Quoted log pushed by validator 3");
+    assert_eq!(&pushed, mine[0]);
 
     let json_addr = config.validators[0].json_addr.expect("JSON port");
     let mut json_port = common::JsonClient::connect(json_addr);

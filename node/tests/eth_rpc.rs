@@ -3,7 +3,9 @@
 //! tries of transactions and receipts, empty-trie and empty-list roots, the bloom, the size,
 //! parent hashes that chain), with legacy, EIP-2930, EIP-1559 and system (0x7f)
 //! transactions; and the block, transaction, uncle, access-list, node and pool methods
-//! answer as geth does. Bounded: every wait has a deadline, the process is killed on drop.
+//! answer as geth does; item 2: filters over HTTP and subscriptions over WebSocket; item 4:
+//! state reads and calls at a past block, and the window's error. Bounded: every wait has a
+//! deadline, the process is killed on drop.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -375,4 +377,368 @@ fn node_methods(addr: SocketAddr, block: &Value) {
         result(addr, "txpool_content", json!([])),
         json!({"pending": {}, "queued": {}})
     );
+}
+
+/// Initcode of a contract that logs its calldata's two words as topics:
+/// `PUSH1 32 CALLDATALOAD PUSH1 0 CALLDATALOAD PUSH1 0 PUSH1 0 LOG2 STOP`.
+fn emitter_deploy() -> Vec<u8> {
+    let runtime = [
+        0x60, 0x20, 0x35, 0x60, 0x00, 0x35, 0x60, 0x00, 0x60, 0x00, 0xa2, 0x00,
+    ];
+    let mut init = vec![
+        0x60, 0x0c, 0x60, 0x0c, 0x60, 0x00, 0x39, 0x60, 0x0c, 0x60, 0x00, 0xf3,
+    ];
+    init.extend_from_slice(&runtime);
+    init
+}
+
+/// A topic word.
+fn word(n: u8) -> B256 {
+    B256::with_last_byte(n)
+}
+
+/// Deploys a contract; its address.
+fn deploy(addr: SocketAddr, owner: &mut Wallet, init: Vec<u8>) -> Address {
+    let hash = owner.send(addr, None, U256::ZERO, init);
+    let deployed = receipt(addr, &hash);
+    deployed["contractAddress"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("deployed: {deployed}"))
+}
+
+/// Emits a log with topics `[t0, t1]` from `emitter`; the transaction's hash (not waited).
+fn emit(addr: SocketAddr, owner: &mut Wallet, emitter: Address, t0: u8, t1: u8) -> String {
+    let mut input = word(t0).to_vec();
+    input.extend_from_slice(word(t1).as_slice());
+    owner.send(addr, Some(emitter), U256::ZERO, input)
+}
+
+/// The transaction hashes of a list of logs.
+fn log_txs(logs: &Value) -> Vec<String> {
+    let logs = logs.as_array().unwrap_or_else(|| panic!("logs: {logs}"));
+    logs.iter()
+        .map(|l| l["transactionHash"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The error code of a call that must fail.
+fn error_code(addr: SocketAddr, method: &str, params: Value) -> i64 {
+    let response = rpc(addr, method, params);
+    response["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{method} must fail: {response}"))
+}
+
+/// Issue #14 item 2 over HTTP: log filters see exactly the matching logs (topic OR-lists,
+/// `null` wildcards, address, block range), `eth_getFilterChanges` only what is new since
+/// the last poll, block and pending filters the new blocks and admitted transactions, and
+/// an uninstalled or unknown id is `-32000 filter not found`; the number of filters is
+/// bounded (`-32005`).
+#[test]
+fn filters_report_matching_logs_blocks_and_pending_transactions_once() {
+    let (_node, addr) = start();
+    let mut owner = Wallet::new(&dev_secret());
+    let emitter = deploy(addr, &mut owner, emitter_deploy());
+    let topic = |n: u8| format!("{:#x}", word(n));
+    let new_filter = |criteria: Value| result(addr, "eth_newFilter", json!([criteria]));
+    let or = new_filter(json!({"address": emitter, "topics": [[topic(1), topic(2)]]}));
+    let wildcard = new_filter(json!({"topics": [null, topic(9)]}));
+    let blocks = result(addr, "eth_newBlockFilter", json!([]));
+    let pending = result(addr, "eth_newPendingTransactionFilter", json!([]));
+    let installed = head(addr);
+
+    let sent = [(1, 9), (2, 8), (3, 9)].map(|(a, b)| emit(addr, &mut owner, emitter, a, b));
+    let receipts = sent.each_ref().map(|h| receipt(addr, h));
+    let changes = |id: &Value| result(addr, "eth_getFilterChanges", json!([id]));
+    assert_eq!(
+        log_txs(&changes(&or)),
+        [&sent[0], &sent[1]].map(String::from)
+    );
+    assert_eq!(
+        log_txs(&changes(&wildcard)),
+        [&sent[0], &sent[2]].map(String::from)
+    );
+    assert_eq!(changes(&or), json!([]), "nothing new since the last poll");
+    let pooled = changes(&pending);
+    assert_eq!(pooled, json!(sent), "each admitted transaction, in order");
+    assert_eq!(changes(&pending), json!([]));
+    let reported = changes(&blocks);
+    let first = consecutive_blocks(addr, &reported);
+    assert!(
+        first <= installed + 1,
+        "from the install on: {first}, {installed}"
+    );
+    // Only what is new: one more matching log, one more non-matching.
+    let fourth = emit(addr, &mut owner, emitter, 2, 7);
+    let fifth = emit(addr, &mut owner, emitter, 4, 4);
+    receipt(addr, &fourth);
+    receipt(addr, &fifth);
+    assert_eq!(log_txs(&changes(&or)), [&fourth].map(String::from));
+    assert_eq!(changes(&wildcard), json!([]));
+    let later = changes(&blocks);
+    let next = first + reported.as_array().unwrap().len() as u64;
+    assert_eq!(
+        consecutive_blocks(addr, &later),
+        next,
+        "only blocks after the last poll"
+    );
+
+    // fromBlock/toBlock: exactly the second transaction's block.
+    let second = &receipts[1]["blockNumber"];
+    let ranged = new_filter(json!({"fromBlock": second, "toBlock": second, "address": emitter}));
+    let logs = result(addr, "eth_getFilterLogs", json!([ranged]));
+    assert_eq!(log_txs(&logs), [&sent[1]].map(String::from));
+    let all = new_filter(
+        json!({"fromBlock": "earliest", "address": emitter, "topics": [[topic(2), topic(3)]]}),
+    );
+    let logs = result(addr, "eth_getFilterLogs", json!([all]));
+    assert_eq!(
+        log_txs(&logs),
+        [&sent[1], &sent[2], &fourth].map(String::from)
+    );
+    let same = result(
+        addr,
+        "eth_getLogs",
+        json!([{"fromBlock": "earliest", "address": emitter, "topics": [[topic(2), topic(3)]]}]),
+    );
+    assert_eq!(logs, same);
+
+    // Uninstalled, unknown: typed errors.
+    assert_eq!(result(addr, "eth_uninstallFilter", json!([or])), true);
+    assert_eq!(result(addr, "eth_uninstallFilter", json!([or])), false);
+    let gone = rpc(addr, "eth_getFilterChanges", json!([or]));
+    assert_eq!(gone["error"]["code"], -32000, "{gone}");
+    assert_eq!(gone["error"]["message"], "filter not found", "{gone}");
+    assert_eq!(
+        error_code(addr, "eth_getFilterLogs", json!(["0x1234"])),
+        -32000
+    );
+    assert_eq!(
+        error_code(addr, "eth_getFilterLogs", json!([blocks])),
+        -32000,
+        "not a log filter"
+    );
+    assert_eq!(
+        error_code(addr, "eth_getFilterChanges", json!(["zz"])),
+        -32602
+    );
+    filter_bound(addr);
+}
+
+/// Checks that `hashes` are those of consecutive blocks; the first one's number.
+fn consecutive_blocks(addr: SocketAddr, hashes: &Value) -> u64 {
+    let hashes = hashes
+        .as_array()
+        .unwrap_or_else(|| panic!("hashes: {hashes}"));
+    let block = |h: &Value| result(addr, "eth_getBlockByHash", json!([h, false]));
+    let first = q(&block(&hashes[0])["number"]);
+    for (i, h) in hashes.iter().enumerate() {
+        assert_eq!(q(&block(h)["number"]), first + i as u64, "{hashes:?}");
+    }
+    first
+}
+
+/// Filters are bounded: installing past `MAX_FILTERS` (1,024) is refused with `-32005`.
+fn filter_bound(addr: SocketAddr) {
+    for installed in 0.. {
+        let response = rpc(addr, "eth_newBlockFilter", json!([]));
+        if response.get("error").is_some() {
+            assert_eq!(response["error"]["code"], -32005, "{response}");
+            assert!((1000..=1024).contains(&installed), "{installed}");
+            return;
+        }
+        assert!(installed < 1024, "unbounded: {response}");
+    }
+}
+
+fn dev_secret() -> [u8; 32] {
+    hex::decode(node::chain_run::DEV_EVM_SECRET)
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+/// Issue #14 item 2 over WebSocket (same port): `newHeads` for consecutive blocks (each the
+/// header `eth_getBlockByNumber` serves), `logs` for a matching emitted event only, and
+/// `newPendingTransactions` for a sent transaction; `eth_unsubscribe` ends one.
+#[test]
+fn websocket_subscriptions_push_heads_logs_and_pending_transactions() {
+    let (_node, addr) = start();
+    let mut owner = Wallet::new(&dev_secret());
+    let emitter = deploy(addr, &mut owner, emitter_deploy());
+    let mut ws = common::ws::Ws::connect(addr);
+    let heads = ws.subscribe(json!(["newHeads"]));
+    assert!(heads.starts_with("0x"), "{heads}");
+    let topic = format!("{:#x}", word(5));
+    let logs = ws.subscribe(json!(["logs", {"address": emitter, "topics": [topic]}]));
+    let pending = ws.subscribe(json!(["newPendingTransactions"]));
+
+    let other = emit(addr, &mut owner, emitter, 6, 1);
+    let wanted = emit(addr, &mut owner, emitter, 5, 1);
+    assert_eq!(ws.next(&pending), json!(other));
+    assert_eq!(ws.next(&pending), json!(wanted));
+    let log = ws.next(&logs);
+    assert_eq!(
+        log["transactionHash"],
+        json!(wanted),
+        "only the matching log: {log}"
+    );
+    assert_eq!(log["topics"][0], json!(topic));
+    let included = receipt(addr, &wanted);
+    assert_eq!(log, included["logs"][0]);
+
+    let mut previous: Option<Value> = None;
+    for _ in 0..4 {
+        let header = ws.next(&heads);
+        let n = q(&header["number"]);
+        let served = result(
+            addr,
+            "eth_getBlockByNumber",
+            json!([format!("{n:#x}"), false]),
+        );
+        assert_eq!(header["hash"], served["hash"]);
+        assert_eq!(header["stateRoot"], served["stateRoot"]);
+        if let Some(previous) = previous {
+            assert_eq!(n, q(&previous["number"]) + 1, "consecutive");
+            assert_eq!(header["parentHash"], previous["hash"]);
+        }
+        previous = Some(header);
+    }
+    assert_eq!(ws.call("eth_unsubscribe", json!([heads]))["result"], true);
+    let bad = ws.call("eth_subscribe", json!(["nonsense"]));
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+}
+
+/// Runtime of a contract that stores its calldata word in slot 0, or returns slot 0 when
+/// called without data: `CALLDATASIZE ISZERO PUSH1 12 JUMPI PUSH1 0 CALLDATALOAD PUSH1 0
+/// SSTORE STOP JUMPDEST PUSH1 0 SLOAD PUSH1 0 MSTORE PUSH1 32 PUSH1 0 RETURN`.
+const STORE_RUNTIME: [u8; 24] = [
+    0x36, 0x15, 0x60, 0x0c, 0x57, 0x60, 0x00, 0x35, 0x60, 0x00, 0x55, 0x00, 0x5b, 0x60, 0x00, 0x54,
+    0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3,
+];
+
+/// Initcode of [`STORE_RUNTIME`].
+fn store_deploy() -> Vec<u8> {
+    let mut init = vec![
+        0x60, 0x18, 0x60, 0x0c, 0x60, 0x00, 0x39, 0x60, 0x18, 0x60, 0x00, 0xf3,
+    ];
+    init.extend_from_slice(&STORE_RUNTIME);
+    init
+}
+
+/// Stores `value` in the store contract and sends `wei` to `to`; waits for both; the
+/// newest block of the two.
+fn store_and_pay(
+    addr: SocketAddr,
+    owner: &mut Wallet,
+    store: Address,
+    value: u8,
+    to: Address,
+    wei: u64,
+) -> u64 {
+    let stored = owner.send(addr, Some(store), U256::ZERO, word(value).to_vec());
+    let paid = owner.send(addr, Some(to), U256::from(wei), Vec::new());
+    let a = q(&receipt(addr, &stored)["blockNumber"]);
+    a.max(q(&receipt(addr, &paid)["blockNumber"]))
+}
+
+/// Issue #14 item 4 on `nexus-evm --eth-state-blocks 8`: `eth_getBalance`,
+/// `eth_getStorageAt`, `eth_call`, `eth_getCode`, `eth_getTransactionCount` and
+/// `eth_estimateGas` at an older block (by number and by hash) answer that block's values
+/// after later blocks changed them; beyond the window, `-32000` naming it; a block not yet
+/// executed is `header not found`.
+#[test]
+fn reads_and_calls_at_a_past_block_see_that_blocks_state() {
+    let args = [
+        "--rpc",
+        "127.0.0.1:0",
+        "--block-ms",
+        "200",
+        "--eth-state-blocks",
+        "8",
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    let node = common::start_exe(env!("CARGO_BIN_EXE_nexus-evm"), &args);
+    let addr: SocketAddr = node.ready["eth_rpc"].as_str().unwrap().parse().unwrap();
+    let mut owner = Wallet::new(&dev_secret());
+    let payee = Address::with_last_byte(0x77);
+    let hash = owner.send(addr, None, U256::ZERO, store_deploy());
+    let deployed = receipt(addr, &hash);
+    let store: Address = deployed["contractAddress"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let before_deploy = format!("{:#x}", q(&deployed["blockNumber"]) - 1);
+    let first = store_and_pay(addr, &mut owner, store, 0x11, payee, 5);
+    let nonce_then = owner.nonce;
+    let first_hash = result(
+        addr,
+        "eth_getBlockByNumber",
+        json!([format!("{first:#x}"), false]),
+    )["hash"]
+        .clone();
+    let estimate_then = result(
+        addr,
+        "eth_estimateGas",
+        json!([{"to": store, "data": format!("{:#x}", word(0x33))}, before_deploy]),
+    );
+    store_and_pay(addr, &mut owner, store, 0x22, payee, 7);
+    let at = format!("{first:#x}");
+
+    let slot = |block: Value| result(addr, "eth_getStorageAt", json!([store, "0x0", block]));
+    assert_eq!(slot(json!(at)), format!("{:#x}", word(0x11)));
+    assert_eq!(
+        slot(json!({"blockHash": first_hash})),
+        format!("{:#x}", word(0x11))
+    );
+    assert_eq!(slot(json!("latest")), format!("{:#x}", word(0x22)));
+    let call = |block: Value| result(addr, "eth_call", json!([{"to": store}, block]));
+    assert_eq!(call(json!(at)), format!("{:#x}", word(0x11)));
+    assert_eq!(call(json!("latest")), format!("{:#x}", word(0x22)));
+    let balance = |block: &str| q(&result(addr, "eth_getBalance", json!([payee, block])));
+    assert_eq!((balance(&at), balance("latest")), (5, 12));
+    let nonce = q(&result(
+        addr,
+        "eth_getTransactionCount",
+        json!([owner.address, at]),
+    ));
+    assert_eq!((nonce, owner.nonce), (nonce_then, nonce_then + 2));
+    let code = result(addr, "eth_getCode", json!([store, at]));
+    assert_eq!(code, format!("0x{}", hex::encode(STORE_RUNTIME)));
+    assert_eq!(
+        result(addr, "eth_getCode", json!([store, before_deploy])),
+        "0x"
+    );
+    // Before the deploy a call to the address runs no code: intrinsic gas only (31 zero
+    // calldata bytes at 4, one non-zero at 16).
+    assert_eq!(q(&estimate_then), 21_000 + 31 * 4 + 16);
+    let estimate_now = result(
+        addr,
+        "eth_estimateGas",
+        json!([{"to": store, "data": format!("{:#x}", word(0x33))}]),
+    );
+    assert!(q(&estimate_now) > 21_000 + 140 + 2_000, "{estimate_now}");
+
+    let future = rpc(addr, "eth_getBalance", json!([payee, "0xffffff"]));
+    assert_eq!(future["error"]["code"], -32000, "{future}");
+    assert!(future["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("header not found"));
+    // Nine blocks later the first block's state is outside the window of eight.
+    wait("the window to pass", || {
+        (head(addr) > first + 9).then_some(())
+    });
+    let gone = rpc(addr, "eth_getBalance", json!([payee, at]));
+    assert_eq!(gone["error"]["code"], -32000, "{gone}");
+    let message = gone["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("keeps the state of the 8 blocks") && message.contains("eth_state_blocks"),
+        "{message}"
+    );
+    assert_eq!(gone["error"]["data"]["window"], 8, "{gone}");
+    let gone = rpc(addr, "eth_call", json!([{"to": store}, "earliest"]));
+    assert_eq!(gone["error"]["code"], -32000, "{gone}");
 }

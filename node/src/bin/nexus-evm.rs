@@ -32,6 +32,9 @@ struct Args {
     /// the next block at once.
     #[arg(long, default_value_t = 200)]
     block_ms: u64,
+    /// Blocks before the head whose EVM state is kept for reads and calls at a past block.
+    #[arg(long, default_value_t = node::chain_eth::STATE_BLOCKS as u64)]
+    eth_state_blocks: u64,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
     config.chain.tx_listen = any;
     config.chain.eth_listen = args.rpc;
     config.chain.empty_block_interval_ms = args.block_ms;
+    config.chain.eth_state_blocks = args.eth_state_blocks;
     chain_run::run(
         "nexus-evm",
         &config,

@@ -92,6 +92,8 @@ pub(super) struct NodeApp {
     pub(super) execution_config: ExecutionConfig,
     /// The EVM blocks executed, for the Ethereum JSON-RPC port's reads.
     pub(super) eth_history: EthHistory,
+    /// The port's filters and subscriptions, fed after each block and admission.
+    pub(super) eth_feeds: EthFeeds,
     /// JSON-RPC connections with a rate bucket (the oldest forgotten first).
     pub(super) eth_connections: std::collections::BTreeSet<u64>,
     /// When each other validator's last frame arrived (ms; at most one entry per pinned
@@ -116,7 +118,9 @@ pub(super) fn node_app(
     let exec_root = Hash(execution.root());
     let eth_history_blocks = usize::try_from(config.eth_history_blocks)
         .map_err(|_| HostError::Config("eth_history_blocks too large".into()))?;
-    let eth_history = EthHistory::new(execution.evm().head(), eth_history_blocks);
+    let eth_state_blocks = usize::try_from(config.eth_state_blocks)
+        .map_err(|_| HostError::Config("eth_state_blocks too large".into()))?;
+    let eth_history = EthHistory::new(execution.evm().head(), eth_history_blocks, eth_state_blocks);
     let app = NodeApp {
         index: args.index,
         forged: args
@@ -140,6 +144,7 @@ pub(super) fn node_app(
         rates: RateLimits::new(config.connection_rate, config.connection_rate),
         execution_config: execution_config(config)?,
         eth_history,
+        eth_feeds: EthFeeds::new(),
         eth_connections: Default::default(),
         peers_heard: HashMap::new(),
         connection_rate: config.connection_rate,
@@ -320,7 +325,10 @@ impl Application for NodeApp {
             mempool.admit_many(&core, now_ns / MS, &*execution);
             for item in evm {
                 // A refusal here is the peer's client's: it heard of it from the peer.
-                let _ = mempool.admit_evm(&item[1..], &*execution);
+                if mempool.admit_evm(&item[1..], &*execution).is_ok() {
+                    let tx = alloy_primitives::keccak256(&item[1..]);
+                    self.eth_feeds.on_pending(tx);
+                }
             }
         }
     }
@@ -429,7 +437,13 @@ impl NodeApp {
             mempool,
             history: &self.eth_history,
             peers,
+            feeds: &mut self.eth_feeds,
+            now_ms,
         };
+        if let Some(to) = request.subscriber {
+            let _ = request.reply.send(port.subscribe(&request.params, to));
+            return None;
+        }
         let (answer, admitted) = port.handle(request.method, &request.params);
         let _ = request.reply.send(answer);
         let item = admitted?;
@@ -642,9 +656,11 @@ impl NodeApp {
                 let seq = feed.event(origin, event);
                 json_block.note(origin, seq, event);
             });
-        let executed = executed.map_err(|error| HostError::Registry { height, error })?;
+        let mut executed = executed.map_err(|error| HostError::Registry { height, error })?;
         let root = executed.root;
-        self.eth_history.push(&executed.evm);
+        let undo = std::mem::take(&mut executed.evm.undo);
+        self.eth_history.push(&executed.evm, undo);
+        self.eth_feeds.on_block(&self.eth_history);
         let first_seq = self.inputs_executed + 1;
         self.inputs_executed = feed.inputs_executed();
         let calls: Vec<_> = executed
@@ -766,7 +782,11 @@ impl NodeApp {
             eprintln!("nexus validator: snapshot at {height} not used: its state has another root");
             return None;
         }
-        self.eth_history = EthHistory::new(execution.evm().head(), self.eth_history.capacity());
+        self.eth_history = EthHistory::new(
+            execution.evm().head(),
+            self.eth_history.capacity(),
+            self.eth_history.state_blocks(),
+        );
         let shared = self.shared.get_mut();
         shared.execution = execution;
         shared.block_time_ms = snapshot.block_time_ms;

@@ -108,6 +108,12 @@ pub struct DevnetConfig {
     /// transactions, receipts, logs); older ones are forgotten first.
     #[serde(default = "default_eth_history_blocks")]
     pub eth_history_blocks: u64,
+    /// Blocks before the head whose EVM state each validator keeps (per-block undos in
+    /// memory) for `eth_call`, `eth_getBalance`, `eth_getCode`, `eth_getStorageAt`,
+    /// `eth_getTransactionCount` and `eth_estimateGas` at a past block; at most
+    /// `eth_history_blocks - 1`.
+    #[serde(default = "default_eth_state_blocks")]
+    pub eth_state_blocks: u64,
     /// When the load starts (Unix ns).
     pub load_start_unix_ns: u64,
     /// The chain's genesis as JSON Lines (docs/replay.md: assets, markets, perp markets,
@@ -198,6 +204,10 @@ fn default_connection_rate() -> u64 {
 
 fn default_eth_history_blocks() -> u64 {
     chain_eth::HISTORY_BLOCKS as u64
+}
+
+fn default_eth_state_blocks() -> u64 {
+    chain_eth::STATE_BLOCKS as u64
 }
 
 /// Reads a devnet configuration.

@@ -76,7 +76,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use transactions::{BlockItem, SignedTransaction, TxHash};
 
-use crate::chain_eth::{self, EthHistory, EthPort, EthRequest};
+use crate::chain_eth::{self, EthFeeds, EthHistory, EthPort, EthRequest};
 use crate::chain_gateway::{
     self, BlockFeed, ChainGatewayConfig, GatewayHandle, GatewayTx, ToGateway, NOBODY,
 };

@@ -19,6 +19,7 @@ use k256::ecdsa::SigningKey;
 use serde_json::{json, Value};
 
 pub mod eth;
+pub mod ws;
 
 /// The EVM chain id of every Nexus chain (`EvmConfig::default`).
 pub const EVM_CHAIN_ID: u64 = 0x4e58;
