@@ -250,6 +250,15 @@ impl<L: PriceLadder> Engine<L> {
         self.root(lanes)
     }
 
+    /// Records folded in by the next [`Engine::commit`]: (orders, accounts) touched since the
+    /// last one. Lets a benchmark relate the commit's cost to what changed.
+    pub fn pending_records(&self) -> (usize, usize) {
+        (
+            self.commitment.dirty_orders.len(),
+            self.commitment.dirty_accounts.len(),
+        )
+    }
+
     /// The state root computed from scratch, O(state). Same value as [`Engine::commit`] would
     /// return now; used by tests and audits, and by anyone holding only `&self`.
     pub fn state_hash(&self) -> [u8; 32] {
