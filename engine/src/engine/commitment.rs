@@ -62,6 +62,10 @@ impl Lanes {
     }
 }
 
+/// Records hashed per batch in a commit: bounds the scratch buffers (~100 B per record)
+/// whatever the number of touched records (a first commit after a 1M-order prefill).
+const COMMIT_CHUNK: usize = 1024;
+
 /// What the engine keeps to commit incrementally.
 pub(super) struct Tracker {
     /// Per order slot: the digest committed for it (ZERO for none).
@@ -288,24 +292,28 @@ impl<L: PriceLadder> Engine<L> {
         let mut blocks = std::mem::take(&mut self.commitment.blocks);
         let mut digests = std::mem::take(&mut self.commitment.digests);
         let mut dirty_orders = std::mem::take(&mut self.commitment.dirty_orders);
-        self.order_digests(&dirty_orders, &mut blocks, &mut digests);
-        for (&slot, &digest) in dirty_orders.iter().zip(&digests) {
-            let index = slot as usize;
-            self.commitment.order_dirty[index] = false;
-            lanes.sub(self.commitment.order_digests[index]);
-            lanes.add(digest);
-            self.commitment.order_digests[index] = digest;
+        for chunk in dirty_orders.chunks(COMMIT_CHUNK) {
+            self.order_digests(chunk, &mut blocks, &mut digests);
+            for (&slot, &digest) in chunk.iter().zip(&digests) {
+                let index = slot as usize;
+                self.commitment.order_dirty[index] = false;
+                lanes.sub(self.commitment.order_digests[index]);
+                lanes.add(digest);
+                self.commitment.order_digests[index] = digest;
+            }
         }
         dirty_orders.clear();
         self.commitment.dirty_orders = dirty_orders;
         let mut dirty_accounts = std::mem::take(&mut self.commitment.dirty_accounts);
-        self.account_digests(&dirty_accounts, &mut blocks, &mut digests);
-        for (&index, &digest) in dirty_accounts.iter().zip(&digests) {
-            let account = &mut self.accounts[index as usize];
-            account.dirty = false;
-            lanes.sub(account.committed);
-            account.committed = digest;
-            lanes.add(digest);
+        for chunk in dirty_accounts.chunks(COMMIT_CHUNK) {
+            self.account_digests(chunk, &mut blocks, &mut digests);
+            for (&index, &digest) in chunk.iter().zip(&digests) {
+                let account = &mut self.accounts[index as usize];
+                account.dirty = false;
+                lanes.sub(account.committed);
+                account.committed = digest;
+                lanes.add(digest);
+            }
         }
         dirty_accounts.clear();
         self.commitment.dirty_accounts = dirty_accounts;
