@@ -12,6 +12,7 @@ use crate::ladder::{ArrayLadder, PriceLadder, NIL};
 use crate::types::*;
 
 mod commitment;
+mod one_block;
 mod perp;
 mod snapshot;
 use commitment::Lanes;

@@ -27,6 +27,9 @@ pub const TARGET_OPS_PER_SEC: f64 = 10_000_000.0;
 pub const TARGET_P99_NS: u64 = 1_000;
 /// The book size the targets apply to.
 pub const TARGET_BOOK: usize = 1_000;
+/// The commitment target: `Engine::commit` after a block costs less than this share of the
+/// block's matching (at the 1K book, blocks of 1,000 commands).
+pub const TARGET_COMMIT_SHARE: f64 = 0.20;
 
 /// What to run.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,6 +75,49 @@ impl MemoryFigures {
     }
 }
 
+/// The throughput pass split by block (`--commit-every N`): matching and the commit timed
+/// apart, one `Instant` pair each per block.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CommitFigures {
+    /// Blocks (each `commit_every` commands, the last one possibly shorter).
+    pub blocks: u64,
+    /// Total time stepping the blocks' commands, in nanoseconds.
+    pub match_ns: u64,
+    /// Total time in `Engine::commit`, in nanoseconds.
+    pub commit_ns: u64,
+    /// Order records folded in (touched order slots, summed over blocks).
+    pub orders_folded: u64,
+    /// Account records folded in.
+    pub accounts_folded: u64,
+}
+
+impl CommitFigures {
+    /// Mean matching time per block, in nanoseconds.
+    pub fn match_ns_per_block(&self) -> f64 {
+        self.match_ns as f64 / self.blocks.max(1) as f64
+    }
+
+    /// Mean `commit` time per block, in nanoseconds.
+    pub fn commit_ns_per_block(&self) -> f64 {
+        self.commit_ns as f64 / self.blocks.max(1) as f64
+    }
+
+    /// Commit time over matching time (the target is below [`TARGET_COMMIT_SHARE`]).
+    pub fn commit_share(&self) -> f64 {
+        self.commit_ns as f64 / self.match_ns.max(1) as f64
+    }
+
+    /// Records folded per block (orders + accounts).
+    pub fn records_per_block(&self) -> f64 {
+        (self.orders_folded + self.accounts_folded) as f64 / self.blocks.max(1) as f64
+    }
+
+    /// Commit time per folded record, in nanoseconds.
+    pub fn ns_per_record(&self) -> f64 {
+        self.commit_ns as f64 / (self.orders_folded + self.accounts_folded).max(1) as f64
+    }
+}
+
 /// Results of one ladder on one book size.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LadderResult {
@@ -91,6 +137,8 @@ pub struct LadderResult {
     pub state_hash: [u8; 32],
     /// Heap figures.
     pub memory: MemoryFigures,
+    /// Matching and commit per block, when `commit_every > 0`.
+    pub commitment: Option<CommitFigures>,
 }
 
 impl LadderResult {
@@ -228,24 +276,14 @@ fn run_ladder<L: PriceLadder>(
         prefill_orders: resting_start,
     };
 
-    // Throughput: the whole stream in one timed loop.
+    // Throughput: the whole stream in one timed loop (or timed per block when committing).
     let stream = workload.stream.as_slice();
-    let started = Instant::now();
-    if options.commit_every == 0 {
-        for command in stream {
-            engine.step(command, &mut out);
-            out.clear();
-        }
+    let (elapsed_ns, commitment) = if options.commit_every == 0 {
+        (time_stream(&mut engine, stream, &mut out), None)
     } else {
-        for chunk in stream.chunks(options.commit_every) {
-            for command in chunk {
-                engine.step(command, &mut out);
-                out.clear();
-            }
-            black_box(engine.commit());
-        }
-    }
-    let elapsed_ns = started.elapsed().as_nanos() as u64;
+        let figures = time_blocks(&mut engine, stream, options.commit_every, &mut out);
+        (figures.match_ns + figures.commit_ns, Some(figures))
+    };
     black_box(&engine);
     let state_hash = engine.state_hash();
     let resting_end = engine.resting_orders();
@@ -276,7 +314,50 @@ fn run_ladder<L: PriceLadder>(
         resting_end,
         state_hash,
         memory,
+        commitment,
     }
+}
+
+/// Steps the whole stream in one timed loop; returns the wall time in nanoseconds.
+fn time_stream<L: PriceLadder>(
+    engine: &mut Engine<L>,
+    stream: &[engine::Command],
+    out: &mut Vec<Event>,
+) -> u64 {
+    let started = Instant::now();
+    for command in stream {
+        engine.step(command, out);
+        out.clear();
+    }
+    started.elapsed().as_nanos() as u64
+}
+
+/// Steps the stream in blocks of `block` commands, each followed by `Engine::commit`; times
+/// matching and commits apart.
+fn time_blocks<L: PriceLadder>(
+    engine: &mut Engine<L>,
+    stream: &[engine::Command],
+    block: usize,
+    out: &mut Vec<Event>,
+) -> CommitFigures {
+    let mut figures = CommitFigures::default();
+    for chunk in stream.chunks(block) {
+        let started = Instant::now();
+        for command in chunk {
+            engine.step(command, out);
+            out.clear();
+        }
+        let stepped = Instant::now();
+        let (orders, accounts) = engine.pending_records();
+        black_box(engine.commit());
+        let committed = Instant::now();
+        figures.blocks += 1;
+        figures.match_ns += stepped.duration_since(started).as_nanos() as u64;
+        figures.commit_ns += committed.duration_since(stepped).as_nanos() as u64;
+        figures.orders_folded += orders as u64;
+        figures.accounts_folded += accounts as u64;
+    }
+    figures
 }
 
 fn percent(part: u64, whole: usize) -> String {
@@ -382,6 +463,11 @@ pub fn render_text(report: &BenchReport) -> String {
             size.throughput_ratio(),
             size.p99_ratio()
         ));
+        for result in [&size.array, &size.btree] {
+            if let Some(figures) = &result.commitment {
+                text.push_str(&commit_line(result.ladder, figures));
+            }
+        }
         text.push_str(&format!(
             "state hash (generator, both ladders, both passes agree): {}\n",
             hex(&size.array.state_hash)
@@ -405,6 +491,35 @@ pub fn render_text(report: &BenchReport) -> String {
     text
 }
 
+/// One line per ladder: matching and commit per block, and their ratio.
+fn commit_line(ladder: &str, figures: &CommitFigures) -> String {
+    format!(
+        "commit {ladder}: {} blocks; per block: matching {}, commit {} ({:.0} records, {:.1} ns/record); commit/matching {:.1}% (target < {:.0}%: {})\n",
+        thousands(figures.blocks),
+        duration_ns(figures.match_ns_per_block()),
+        duration_ns(figures.commit_ns_per_block()),
+        figures.records_per_block(),
+        figures.ns_per_record(),
+        100.0 * figures.commit_share(),
+        100.0 * TARGET_COMMIT_SHARE,
+        if figures.commit_share() < TARGET_COMMIT_SHARE { "met" } else { "not met" },
+    )
+}
+
+fn commit_json(figures: &CommitFigures) -> serde_json::Value {
+    serde_json::json!({
+        "blocks": figures.blocks,
+        "match_ns": figures.match_ns,
+        "commit_ns": figures.commit_ns,
+        "orders_folded": figures.orders_folded,
+        "accounts_folded": figures.accounts_folded,
+        "match_ns_per_block": figures.match_ns_per_block(),
+        "commit_ns_per_block": figures.commit_ns_per_block(),
+        "commit_share": figures.commit_share(),
+        "commit_share_target": TARGET_COMMIT_SHARE,
+    })
+}
+
 fn ladder_json(result: &LadderResult) -> serde_json::Value {
     let memory = &result.memory;
     serde_json::json!({
@@ -426,6 +541,7 @@ fn ladder_json(result: &LadderResult) -> serde_json::Value {
             "grown_bytes_per_order": memory.grown_per_order(),
             "held_bytes_per_order": memory.held_per_order(),
         },
+        "commitment": result.commitment.as_ref().map(commit_json),
     })
 }
 
@@ -533,5 +649,9 @@ mod tests {
         };
         let report = run(&committing, HeapProbe::disabled(), |_| {});
         assert_eq!(report.sizes[0].array.state_hash, size.array.state_hash);
+        let figures = report.sizes[0].array.commitment.expect("timed per block");
+        assert_eq!(figures.blocks, 30);
+        assert!(figures.orders_folded > 0 && figures.accounts_folded > 0);
+        assert!(render_text(&report).contains("commit/matching"));
     }
 }

@@ -1,0 +1,505 @@
+//! BLAKE3 of many short inputs at once, for the state commitment.
+//!
+//! Every record the commitment hashes is usually at most one BLAKE3 block (64 bytes): an
+//! order record is 50 bytes, an account with two assets and no perp position 61. For such an
+//! input, `blake3::hash` is a single compression of one block with the chunk-start, chunk-end
+//! and root flags. Hashing records one at a time costs one call, a hasher set-up and a
+//! compression whose rounds depend on each other; here [`LANES`] independent records are
+//! compressed together, word `i` of every record side by side (`[u32; LANES]`), so the
+//! compiler turns each step of the rounds into vector instructions.
+//!
+//! The output is exactly `blake3::hash(record)` (a test holds the two to each other), so
+//! the state root's definition does not depend on this module.
+
+use super::commitment::Lanes;
+
+/// Records compressed together.
+pub(super) const LANES: usize = 8;
+
+/// Largest record this module hashes: one BLAKE3 block.
+pub(super) const BLOCK_LEN: usize = 64;
+
+/// The BLAKE3 initial vector (also the key of the unkeyed hash).
+const IV: [u32; 8] = [
+    0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19,
+];
+
+/// Flags of the only block of a one-block input: CHUNK_START | CHUNK_END | ROOT.
+const ONE_BLOCK_FLAGS: u32 = 1 | 2 | 8;
+
+/// Message word order of each of the 7 rounds (the BLAKE3 permutation applied round by round).
+const SCHEDULE: [[usize; 16]; 7] = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+    [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8],
+    [3, 4, 10, 12, 13, 2, 7, 14, 6, 5, 9, 0, 11, 15, 8, 1],
+    [10, 7, 12, 9, 14, 3, 13, 15, 4, 0, 11, 2, 5, 8, 1, 6],
+    [12, 13, 9, 11, 15, 10, 14, 8, 7, 2, 5, 3, 0, 1, 6, 4],
+    [9, 14, 11, 5, 8, 12, 15, 1, 13, 3, 0, 10, 2, 6, 4, 7],
+    [11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13],
+];
+
+/// One record of at most [`BLOCK_LEN`] bytes, zero-padded. `repr(C)`: the AVX-512 path
+/// reads the bytes at offset 0 of each element of a `[Block]`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(super) struct Block {
+    bytes: [u8; BLOCK_LEN],
+    len: u8,
+}
+
+impl Block {
+    /// An empty record.
+    pub(super) const EMPTY: Block = Block {
+        bytes: [0; BLOCK_LEN],
+        len: 0,
+    };
+
+    /// Writes a record into an empty block: `fill` appends its fields through the cursor
+    /// (the write position stays in a register, not in the block).
+    ///
+    /// # Panics
+    /// If the fields do not fit one block (callers check the size first).
+    #[inline(always)]
+    pub(super) fn fill(&mut self, fill: impl FnOnce(&mut Cursor<'_>)) {
+        let mut cursor = Cursor {
+            bytes: &mut self.bytes,
+            at: 0,
+        };
+        fill(&mut cursor);
+        self.len = cursor.at as u8;
+    }
+
+    /// Whether nothing was written.
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The record's bytes.
+    #[cfg(test)]
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// Appends fields to a [`Block`] (see [`Block::fill`]).
+pub(super) struct Cursor<'a> {
+    bytes: &'a mut [u8; BLOCK_LEN],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    /// Appends `field`. Panics past the end of the block.
+    #[inline(always)]
+    pub(super) fn put(&mut self, field: &[u8]) {
+        self.bytes[self.at..self.at + field.len()].copy_from_slice(field);
+        self.at += field.len();
+    }
+}
+
+/// A vector of one 32-bit word per record.
+type Word = [u32; LANES];
+
+#[inline(always)]
+fn add(a: &mut Word, b: &Word) {
+    for (a, b) in a.iter_mut().zip(b) {
+        *a = a.wrapping_add(*b);
+    }
+}
+
+#[inline(always)]
+fn xor_rotate(d: &mut Word, a: &Word, bits: u32) {
+    for (d, a) in d.iter_mut().zip(a) {
+        *d = (*d ^ *a).rotate_right(bits);
+    }
+}
+
+/// The BLAKE3 quarter-round on state words `a, b, c, d` with message words `x`, `y`.
+#[inline(always)]
+fn g(v: &mut [Word; 16], [a, b, c, d]: [usize; 4], x: &Word, y: &Word) {
+    let (va, vb) = (v[a], v[b]);
+    let mut sa = va;
+    add(&mut sa, &vb);
+    add(&mut sa, x);
+    let mut sd = v[d];
+    xor_rotate(&mut sd, &sa, 16);
+    let mut sc = v[c];
+    add(&mut sc, &sd);
+    let mut sb = vb;
+    xor_rotate(&mut sb, &sc, 12);
+    add(&mut sa, &sb);
+    add(&mut sa, y);
+    xor_rotate(&mut sd, &sa, 8);
+    add(&mut sc, &sd);
+    xor_rotate(&mut sb, &sc, 7);
+    (v[a], v[b], v[c], v[d]) = (sa, sb, sc, sd);
+}
+
+/// One round: columns, then diagonals.
+#[inline(always)]
+fn round(v: &mut [Word; 16], m: &[Word; 16], s: &[usize; 16]) {
+    g(v, [0, 4, 8, 12], &m[s[0]], &m[s[1]]);
+    g(v, [1, 5, 9, 13], &m[s[2]], &m[s[3]]);
+    g(v, [2, 6, 10, 14], &m[s[4]], &m[s[5]]);
+    g(v, [3, 7, 11, 15], &m[s[6]], &m[s[7]]);
+    g(v, [0, 5, 10, 15], &m[s[8]], &m[s[9]]);
+    g(v, [1, 6, 11, 12], &m[s[10]], &m[s[11]]);
+    g(v, [2, 7, 8, 13], &m[s[12]], &m[s[13]]);
+    g(v, [3, 4, 9, 14], &m[s[14]], &m[s[15]]);
+}
+
+/// The message words of up to `N` records, transposed (word-major), and their lengths.
+#[inline(always)]
+fn transpose<const N: usize>(blocks: &[Block]) -> ([[u32; N]; 16], [u32; N]) {
+    let mut m = [[0u32; N]; 16];
+    let mut lens = [0u32; N];
+    for (lane, block) in blocks.iter().enumerate() {
+        lens[lane] = block.len as u32;
+        for (word, bytes) in m.iter_mut().zip(block.bytes.chunks_exact(4)) {
+            word[lane] = u32::from_le_bytes(bytes.try_into().expect("4 bytes"));
+        }
+    }
+    (m, lens)
+}
+
+/// BLAKE3 of up to [`LANES`] one-block records, appended to `out` as [`Lanes`] in order.
+#[inline(always)]
+fn hash_group(blocks: &[Block], out: &mut Vec<Lanes>) {
+    debug_assert!(blocks.len() <= LANES);
+    let (m, lens) = transpose(blocks);
+    let mut v = [[0u32; LANES]; 16];
+    for (i, iv) in IV.iter().enumerate() {
+        v[i] = [*iv; LANES];
+    }
+    for i in 0..4 {
+        v[8 + i] = [IV[i]; LANES];
+    }
+    // v[12], v[13]: the chunk counter, 0.
+    v[14] = lens;
+    v[15] = [ONE_BLOCK_FLAGS; LANES];
+    for schedule in &SCHEDULE {
+        round(&mut v, &m, schedule);
+    }
+    let mut h = [[0u32; LANES]; 8];
+    for (i, word) in h.iter_mut().enumerate() {
+        for (lane, out) in word.iter_mut().enumerate() {
+            *out = v[i][lane] ^ v[i + 8][lane];
+        }
+    }
+    push_digests(&h, blocks.len(), out);
+}
+
+/// Appends the digests of the first `count` records of a group: output word `i` of record
+/// `lane` is `h[i][lane]`; the digest's bytes are the 8 words little-endian.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // `lane` picks one column of all eight word arrays.
+fn push_digests<const N: usize>(h: &[[u32; N]; 8], count: usize, out: &mut Vec<Lanes>) {
+    for lane in 0..count {
+        let lane64 = |k: usize| u64::from(h[2 * k][lane]) | (u64::from(h[2 * k + 1][lane]) << 32);
+        out.push(Lanes::from_words([
+            lane64(0),
+            lane64(1),
+            lane64(2),
+            lane64(3),
+        ]));
+    }
+}
+
+/// `blake3::hash(block.as_bytes())` of every block, as [`Lanes`], appended to `out` in order.
+pub(super) fn hash_many(blocks: &[Block], out: &mut Vec<Lanes>) {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)] // The only way to call a `target_feature` function: see SAFETY.
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: `hash_many_avx512` only requires the CPU to support AVX-512F, checked just
+        // above.
+        unsafe { hash_many_avx512(blocks, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)] // The only way to call a `target_feature` function: see SAFETY.
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: `hash_many_avx2` only requires the CPU to support AVX2, checked just above.
+        unsafe { hash_many_avx2(blocks, out) };
+        return;
+    }
+    hash_many_portable(blocks, out);
+}
+
+/// [`hash_many`] for any CPU (the compiler's baseline vector instructions).
+fn hash_many_portable(blocks: &[Block], out: &mut Vec<Lanes>) {
+    for group in blocks.chunks(LANES) {
+        hash_group(group, out);
+    }
+}
+
+/// Records per group with AVX-512.
+const WIDE: usize = 16;
+
+/// [`hash_many`] with AVX-512F: one 512-bit register holds one word of [`WIDE`] records.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn hash_many_avx512(blocks: &[Block], out: &mut Vec<Lanes>) {
+    for group in blocks.chunks(WIDE) {
+        avx512::hash_group(group, out);
+    }
+}
+
+/// [`hash_many`] with AVX2: one 256-bit register holds one word of all [`LANES`] records.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn hash_many_avx2(blocks: &[Block], out: &mut Vec<Lanes>) {
+    for group in blocks.chunks(LANES) {
+        avx2::hash_group(group, out);
+    }
+}
+
+/// The same rounds as [`hash_group`], written with AVX2 intrinsics (the compiler does not
+/// vectorize the portable version well: it keeps the rotations scalar).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)] // Two transmutes of plain 32-byte values: see SAFETY.
+mod avx2 {
+    use super::{push_digests, transpose, Block, Lanes, IV, LANES, ONE_BLOCK_FLAGS, SCHEDULE};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    fn splat(word: u32) -> __m256i {
+        _mm256_set1_epi32(word as i32)
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn load(word: [u32; LANES]) -> __m256i {
+        // SAFETY: [u32; 8] and __m256i are both 32 bytes of plain data, any bits valid.
+        unsafe { std::mem::transmute::<[u32; LANES], __m256i>(word) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn store(vector: __m256i) -> [u32; LANES] {
+        // SAFETY: as in `load`, the other way.
+        unsafe { std::mem::transmute::<__m256i, [u32; LANES]>(vector) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn rotr<const R: i32, const L: i32>(x: __m256i) -> __m256i {
+        _mm256_or_si256(_mm256_srli_epi32::<R>(x), _mm256_slli_epi32::<L>(x))
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn g(v: &mut [__m256i; 16], [a, b, c, d]: [usize; 4], x: __m256i, y: __m256i) {
+        let (mut sa, mut sb, mut sc, mut sd) = (v[a], v[b], v[c], v[d]);
+        sa = _mm256_add_epi32(_mm256_add_epi32(sa, sb), x);
+        sd = rotr::<16, 16>(_mm256_xor_si256(sd, sa));
+        sc = _mm256_add_epi32(sc, sd);
+        sb = rotr::<12, 20>(_mm256_xor_si256(sb, sc));
+        sa = _mm256_add_epi32(_mm256_add_epi32(sa, sb), y);
+        sd = rotr::<8, 24>(_mm256_xor_si256(sd, sa));
+        sc = _mm256_add_epi32(sc, sd);
+        sb = rotr::<7, 25>(_mm256_xor_si256(sb, sc));
+        (v[a], v[b], v[c], v[d]) = (sa, sb, sc, sd);
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn round(v: &mut [__m256i; 16], m: &[__m256i; 16], s: &[usize; 16]) {
+        g(v, [0, 4, 8, 12], m[s[0]], m[s[1]]);
+        g(v, [1, 5, 9, 13], m[s[2]], m[s[3]]);
+        g(v, [2, 6, 10, 14], m[s[4]], m[s[5]]);
+        g(v, [3, 7, 11, 15], m[s[6]], m[s[7]]);
+        g(v, [0, 5, 10, 15], m[s[8]], m[s[9]]);
+        g(v, [1, 6, 11, 12], m[s[10]], m[s[11]]);
+        g(v, [2, 7, 8, 13], m[s[12]], m[s[13]]);
+        g(v, [3, 4, 9, 14], m[s[14]], m[s[15]]);
+    }
+
+    /// BLAKE3 of up to [`LANES`] one-block records, appended to `out` in order.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn hash_group(blocks: &[Block], out: &mut Vec<Lanes>) {
+        let (words, lens) = transpose(blocks);
+        let mut m = [_mm256_setzero_si256(); 16];
+        for (vector, word) in m.iter_mut().zip(words) {
+            *vector = load(word);
+        }
+        let mut v = [_mm256_setzero_si256(); 16];
+        for i in 0..8 {
+            v[i] = splat(IV[i]);
+        }
+        for i in 0..4 {
+            v[8 + i] = splat(IV[i]);
+        }
+        v[14] = load(lens);
+        v[15] = splat(ONE_BLOCK_FLAGS);
+        for schedule in &SCHEDULE {
+            round(&mut v, &m, schedule);
+        }
+        let mut h = [[0u32; LANES]; 8];
+        for (i, word) in h.iter_mut().enumerate() {
+            *word = store(_mm256_xor_si256(v[i], v[i + 8]));
+        }
+        push_digests(&h, blocks.len(), out);
+    }
+}
+
+/// The same rounds with AVX-512F: [`WIDE`] records per register and one-instruction rotations.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)] // Two transmutes of plain 64-byte values: see SAFETY.
+mod avx512 {
+    use super::{push_digests, Block, Lanes, IV, ONE_BLOCK_FLAGS, SCHEDULE, WIDE};
+    use std::arch::x86_64::*;
+
+    /// The 16 message words of up to [`WIDE`] records, word `w` of record `i` in lane `i`
+    /// of `m[w]` (zero in lanes past the last record), read with one gather per word: writing
+    /// the words one by one and loading them as a vector stalls on store forwarding.
+    #[target_feature(enable = "avx512f")]
+    fn message(blocks: &[Block]) -> [__m512i; 16] {
+        debug_assert!(!blocks.is_empty() && blocks.len() <= WIDE);
+        let stride = _mm512_set1_epi32(std::mem::size_of::<Block>() as i32);
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let offsets = _mm512_mullo_epi32(lanes, stride);
+        let mask: __mmask16 = (((1u32 << blocks.len()) - 1) & 0xFFFF) as u16;
+        let base = blocks.as_ptr().cast::<u8>();
+        let mut m = [_mm512_setzero_si512(); 16];
+        for (w, vector) in m.iter_mut().enumerate() {
+            // SAFETY: lanes at or past `blocks.len()` are masked off and not read; lane `i`
+            // reads the 4 bytes at `i * size_of::<Block>() + 4 * w`, inside `blocks[i].bytes`
+            // (offset 0 of the `repr(C)` Block, 64 bytes, `w < 16`).
+            *vector = unsafe {
+                _mm512_mask_i32gather_epi32::<1>(
+                    _mm512_setzero_si512(),
+                    mask,
+                    offsets,
+                    base.add(4 * w).cast(),
+                )
+            };
+        }
+        m
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn splat(word: u32) -> __m512i {
+        _mm512_set1_epi32(word as i32)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn load(word: [u32; WIDE]) -> __m512i {
+        // SAFETY: [u32; 16] and __m512i are both 64 bytes of plain data, any bits valid.
+        unsafe { std::mem::transmute::<[u32; WIDE], __m512i>(word) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn store(vector: __m512i) -> [u32; WIDE] {
+        // SAFETY: as in `load`, the other way.
+        unsafe { std::mem::transmute::<__m512i, [u32; WIDE]>(vector) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn rotr<const R: i32, const L: i32>(x: __m512i) -> __m512i {
+        _mm512_ror_epi32::<R>(x)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn g(v: &mut [__m512i; 16], [a, b, c, d]: [usize; 4], x: __m512i, y: __m512i) {
+        let (mut sa, mut sb, mut sc, mut sd) = (v[a], v[b], v[c], v[d]);
+        sa = _mm512_add_epi32(_mm512_add_epi32(sa, sb), x);
+        sd = rotr::<16, 16>(_mm512_xor_si512(sd, sa));
+        sc = _mm512_add_epi32(sc, sd);
+        sb = rotr::<12, 20>(_mm512_xor_si512(sb, sc));
+        sa = _mm512_add_epi32(_mm512_add_epi32(sa, sb), y);
+        sd = rotr::<8, 24>(_mm512_xor_si512(sd, sa));
+        sc = _mm512_add_epi32(sc, sd);
+        sb = rotr::<7, 25>(_mm512_xor_si512(sb, sc));
+        (v[a], v[b], v[c], v[d]) = (sa, sb, sc, sd);
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn round(v: &mut [__m512i; 16], m: &[__m512i; 16], s: &[usize; 16]) {
+        g(v, [0, 4, 8, 12], m[s[0]], m[s[1]]);
+        g(v, [1, 5, 9, 13], m[s[2]], m[s[3]]);
+        g(v, [2, 6, 10, 14], m[s[4]], m[s[5]]);
+        g(v, [3, 7, 11, 15], m[s[6]], m[s[7]]);
+        g(v, [0, 5, 10, 15], m[s[8]], m[s[9]]);
+        g(v, [1, 6, 11, 12], m[s[10]], m[s[11]]);
+        g(v, [2, 7, 8, 13], m[s[12]], m[s[13]]);
+        g(v, [3, 4, 9, 14], m[s[14]], m[s[15]]);
+    }
+
+    /// BLAKE3 of up to [`WIDE`] one-block records, appended to `out` in order.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn hash_group(blocks: &[Block], out: &mut Vec<Lanes>) {
+        let m = message(blocks);
+        let mut lens = [0u32; WIDE];
+        for (len, block) in lens.iter_mut().zip(blocks) {
+            *len = block.len as u32;
+        }
+        let mut v = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            v[i] = splat(IV[i]);
+        }
+        for i in 0..4 {
+            v[8 + i] = splat(IV[i]);
+        }
+        v[14] = load(lens);
+        v[15] = splat(ONE_BLOCK_FLAGS);
+        for schedule in &SCHEDULE {
+            round(&mut v, &m, schedule);
+        }
+        let mut h = [[0u32; WIDE]; 8];
+        for (i, word) in h.iter_mut().enumerate() {
+            *word = store(_mm512_xor_si512(v[i], v[i + 8]));
+        }
+        push_digests(&h, blocks.len(), out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Same digest as the blake3 crate for every length from 1 to 64 and any batch size.
+        #[test]
+        fn equals_blake3(records in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..=BLOCK_LEN), 0..40)
+        ) {
+            let blocks: Vec<Block> = records
+                .iter()
+                .map(|bytes| {
+                    let mut block = Block::EMPTY;
+                    block.fill(|cursor| cursor.put(bytes));
+                    block
+                })
+                .collect();
+            let mut out = Vec::new();
+            hash_many(&blocks, &mut out);
+            let mut portable = Vec::new();
+            hash_many_portable(&blocks, &mut portable);
+            prop_assert_eq!(&out, &portable);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut avx2 = Vec::new();
+                #[allow(unsafe_code)] // SAFETY: AVX2 support checked just above.
+                unsafe { hash_many_avx2(&blocks, &mut avx2) };
+                prop_assert_eq!(&out, &avx2);
+            }
+            prop_assert_eq!(out.len(), records.len());
+            for (bytes, digest) in records.iter().zip(&out) {
+                prop_assert_eq!(*digest, Lanes::of(blake3::hash(bytes)));
+            }
+        }
+    }
+
+    #[test]
+    fn fill_appends_fields() {
+        let mut block = Block::EMPTY;
+        block.fill(|cursor| {
+            cursor.put(&[7; 60]);
+            cursor.put(&[1; 4]);
+        });
+        assert_eq!(block.as_bytes().len(), BLOCK_LEN);
+        assert_eq!(&block.as_bytes()[58..], &[7, 7, 1, 1, 1, 1][..]);
+    }
+
+    #[test]
+    #[should_panic]
+    fn fill_refuses_what_does_not_fit() {
+        let mut block = Block::EMPTY;
+        block.fill(|cursor| cursor.put(&[7; BLOCK_LEN + 1]));
+    }
+}
