@@ -845,6 +845,20 @@ mod tests {
     use super::*;
     use evm_bridge::executor::{EvmConfig, Executor, Genesis};
 
+    /// An execution of chain `[1; 32]` with no Core genesis and this EVM genesis.
+    fn execution_with(evm: execution::EvmGenesis) -> Execution {
+        let config = execution::ExecutionConfig {
+            chain_id: [1; 32],
+            faucets: Vec::new(),
+            feeders: Vec::new(),
+            engine: engine::EngineConfig::default(),
+            evm,
+            funding_interval_s: 0,
+            core_gas_limit: execution::DEFAULT_CORE_GAS_LIMIT,
+        };
+        Execution::new(config, &[])
+    }
+
     #[test]
     fn the_history_keeps_the_newest_blocks_by_number_and_hash() {
         let (_, genesis) = Executor::genesis(EvmConfig::default(), &Genesis::default());
@@ -924,18 +938,7 @@ mod tests {
             history.dropped(&B256::with_last_byte(1)).is_none(),
             "oldest forgotten"
         );
-        let mut execution = Execution::new(
-            execution::ExecutionConfig {
-                chain_id: [1; 32],
-                faucets: Vec::new(),
-                feeders: Vec::new(),
-                engine: engine::EngineConfig::default(),
-                evm: Default::default(),
-                funding_interval_s: 0,
-                core_gas_limit: execution::DEFAULT_CORE_GAS_LIMIT,
-            },
-            &[],
-        );
+        let mut execution = execution_with(Default::default());
         let mut mempool = Mempool::new(mempool::MempoolConfig::default());
         let mut port = EthPort {
             execution: &mut execution,
@@ -972,18 +975,7 @@ mod tests {
             alloc: vec![(sender, U256::from(10u64).pow(U256::from(20u64)))],
             ..Default::default()
         };
-        let mut execution = Execution::new(
-            execution::ExecutionConfig {
-                chain_id: [1; 32],
-                faucets: Vec::new(),
-                feeders: Vec::new(),
-                engine: engine::EngineConfig::default(),
-                evm,
-                funding_interval_s: 0,
-                core_gas_limit: execution::DEFAULT_CORE_GAS_LIMIT,
-            },
-            &[],
-        );
+        let mut execution = execution_with(evm);
         let tx = TxEip1559 {
             chain_id: execution.evm().config().chain_id,
             nonce: 0,
