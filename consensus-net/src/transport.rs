@@ -87,6 +87,27 @@ impl NetConfig {
     }
 }
 
+/// Bytes asked for each UDP socket buffer (receive and send). The kernel's default receive
+/// buffer (about 208 KiB on Linux) overflows when a proposal of a few hundred KiB goes to
+/// every peer at once: the datagrams it drops cost QUIC a loss recovery and a smaller
+/// congestion window, and a height its round (docs/consensus.md, "Transport"). The kernel
+/// caps the request at `net.core.rmem_max` / `wmem_max` (4 MiB here).
+pub const UDP_BUFFER_BYTES: usize = 4 << 20;
+
+/// The endpoint's UDP socket, bound to `listen`, with [`UDP_BUFFER_BYTES`] buffers.
+fn udp_socket(listen: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    socket.set_recv_buffer_size(UDP_BUFFER_BYTES)?;
+    socket.set_send_buffer_size(UDP_BUFFER_BYTES)?;
+    socket.bind(&listen.into())?;
+    Ok(socket.into())
+}
+
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -190,12 +211,18 @@ impl Network {
             QuicServerConfig::try_from(server_tls).map_err(|e| NetError::Quic(e.to_string()))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
         server_config.transport_config(transport.clone());
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            NetError::Bind {
-                addr: config.listen,
-                source,
-            }
-        })?;
+        let bind = |source| NetError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let socket = udp_socket(config.listen).map_err(bind)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind)?;
 
         let stats = Arc::new(NetStats::default());
         let mut inbound = Vec::with_capacity(peers.len());
@@ -430,4 +457,31 @@ async fn read_frame(stream: &mut quinn::RecvStream, len: usize) -> Option<Vec<u8
         stream.read_exact(&mut frame[start..]).await.ok()?;
     }
     Some(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's cap on socket receive buffers, if it says.
+    fn rmem_max() -> Option<usize> {
+        std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    #[test]
+    fn the_endpoint_socket_asks_for_large_buffers() {
+        let socket = udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        let got = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+        // Linux doubles the request (bookkeeping) and caps it at rmem_max; the default is
+        // about 208 KiB. Where the cap is below 1 MiB there is nothing to check.
+        let cap = rmem_max().unwrap_or(0);
+        if cap >= 1 << 20 {
+            assert!(got >= (1 << 20), "receive buffer {got} bytes (rmem_max {cap})");
+        }
+        assert!(socket.local_addr().unwrap().port() != 0);
+    }
 }

@@ -50,7 +50,7 @@ impl EvmItem {
 
     /// Its id in pools and blocks: BLAKE3 of [`EvmItem::bytes`].
     pub fn hash(&self) -> TxHash {
-        TxHash(*blake3::hash(&self.bytes).as_bytes())
+        TxHash::of(&self.bytes)
     }
 
     /// The EIP-2718 envelope (what `eth_sendRawTransaction` takes; its keccak256 is the

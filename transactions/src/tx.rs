@@ -24,6 +24,13 @@ pub const SIGNING_DOMAIN: &[u8; 16] = b"nexus-tx-v1\0\0\0\0\0";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TxHash(pub [u8; 32]);
 
+impl TxHash {
+    /// The id of a transaction encoded as `bytes`.
+    pub fn of(bytes: &[u8]) -> TxHash {
+        TxHash(*blake3::hash(bytes).as_bytes())
+    }
+}
+
 impl std::fmt::Display for TxHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for byte in self.0 {
@@ -56,6 +63,9 @@ pub struct SignedTransaction {
     pub signature: [u8; 64],
     /// Its encoding (kept: hashing, forwarding and storing use it as is).
     bytes: Vec<u8>,
+    /// BLAKE3 of `bytes`, computed once: pools, blocks and replies look transactions up by
+    /// it many times.
+    hash: TxHash,
 }
 
 /// Why bytes are not a transaction.
@@ -147,6 +157,7 @@ impl Transaction {
         SignedTransaction {
             tx: self,
             signature,
+            hash: TxHash::of(&bytes),
             bytes,
         }
     }
@@ -189,6 +200,7 @@ impl SignedTransaction {
             },
             signature,
             bytes: bytes.to_vec(),
+            hash: TxHash::of(bytes),
         })
     }
 
@@ -199,7 +211,7 @@ impl SignedTransaction {
 
     /// Its id.
     pub fn hash(&self) -> TxHash {
-        TxHash(*blake3::hash(&self.bytes).as_bytes())
+        self.hash
     }
 
     /// The bytes its signature covers: [`SIGNING_DOMAIN`] then its encoding without the

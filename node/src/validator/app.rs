@@ -12,6 +12,61 @@ pub(super) struct Shared {
     pub(super) block_time_ms: u64,
     pub(super) max_block_txs: usize,
     pub(super) max_block_bytes: usize,
+    /// The last payload `valid(v)` accepted, decoded: its decision executes it without
+    /// decoding and checking it again.
+    pub(super) checked: Option<CheckedPayload>,
+}
+
+/// A payload that passed [`check_payload`], with what it was checked against.
+pub(super) struct CheckedPayload {
+    /// BLAKE3 of the payload.
+    digest: [u8; 32],
+    /// The executed height and block time it was checked at (the state it is valid in).
+    state: (u64, u64),
+    items: Vec<BlockItem>,
+}
+
+impl Shared {
+    fn state_key(&self) -> (u64, u64) {
+        (self.execution.height(), self.block_time_ms)
+    }
+
+    /// `valid(v)`, remembering the decoded items of a valid payload (once per payload and
+    /// state: the core may ask again in later rounds).
+    fn payload_valid(&mut self, payload: &[u8]) -> bool {
+        let digest = *blake3::hash(payload).as_bytes();
+        let state = self.state_key();
+        if self
+            .checked
+            .as_ref()
+            .is_some_and(|c| c.digest == digest && c.state == state)
+        {
+            return true;
+        }
+        match check_payload(self, payload) {
+            Ok(items) => {
+                self.checked = Some(CheckedPayload {
+                    digest,
+                    state,
+                    items,
+                });
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A decided payload's items: those `valid(v)` kept if it checked this payload in this
+    /// state, otherwise checked now (a block from sync or recovery).
+    fn decided_items(&mut self, payload: &[u8]) -> Result<Vec<BlockItem>, String> {
+        let state = self.state_key();
+        if let Some(checked) = self.checked.take() {
+            if checked.state == state && checked.digest == *blake3::hash(payload).as_bytes() {
+                return Ok(checked.items);
+            }
+        }
+        check_payload(self, payload)
+    }
 }
 
 /// The transactions of a payload, or why it is not one.
@@ -133,6 +188,7 @@ pub(super) fn node_app(
             block_time_ms: config.genesis_time_ms,
             max_block_txs: config.max_block_txs as usize,
             max_block_bytes: config.max_block_bytes as usize,
+            checked: None,
         }),
         clients: HashMap::new(),
         awaiting: HashMap::new(),
@@ -293,7 +349,7 @@ impl Application for NodeApp {
     }
 
     fn payload_valid(&self, _height: Height, payload: &[u8]) -> bool {
-        check_payload(&mut self.shared.borrow_mut(), payload).is_ok()
+        self.shared.borrow_mut().payload_valid(payload)
     }
 
     fn execute(
@@ -459,7 +515,7 @@ impl NodeApp {
             .into_iter()
             .partition(|(sender, _)| self.rates.allow(sender.connection(), now_ms));
         for (sender, bytes) in limited {
-            let hash = TxHash(*blake3::hash(&bytes).as_bytes());
+            let hash = TxHash::of(&bytes);
             self.answer(sender, hash, Answer::Refused(txport::CODE_RATE_LIMITED));
         }
         if frames.is_empty() {
@@ -485,7 +541,7 @@ impl NodeApp {
                         true => txport::CODE_FRAME_LENGTH,
                         false => txport::refusal_code(&refusal),
                     };
-                    let hash = TxHash(*blake3::hash(bytes).as_bytes());
+                    let hash = TxHash::of(bytes);
                     self.answer(*sender, hash, Answer::Refused(code));
                 }
             }
@@ -567,7 +623,10 @@ impl NodeApp {
     ) -> Result<Hash, HostError> {
         let block = &cert.block;
         let height = block.height;
-        let txs = check_payload(self.shared.get_mut(), &block.payload)
+        let txs = self
+            .shared
+            .get_mut()
+            .decided_items(&block.payload)
             .map_err(|what| HostError::BadPayload { height, what })?;
         let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
         let hashes: Vec<TxHash> = refs.iter().map(|tx| tx.hash()).collect();

@@ -290,7 +290,22 @@ pub fn run_node(name: &str, args: ValidatorArgs, options: NodeOptions) -> ExitCo
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_validator(args, options)) {
+    // QUIC runs on its own thread: its packets (and acknowledgements) keep flowing while
+    // this thread executes a block or verifies a batch, so peers' round-trip estimates and
+    // congestion windows do not suffer from this validator's work (docs/consensus.md).
+    let quic = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("nexus-quic")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the QUIC runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_validator(args, options, quic.handle().clone())) {
         Ok(()) | Err(HostError::LogClosed) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{name}: {e}");
@@ -347,7 +362,11 @@ fn ready_line(
     ready
 }
 
-async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), HostError> {
+async fn run_validator(
+    args: ValidatorArgs,
+    options: NodeOptions,
+    quic: tokio::runtime::Handle,
+) -> Result<(), HostError> {
     let config = read_config(&args.config)?;
     let entry = config
         .validators
@@ -384,7 +403,10 @@ async fn run_validator(args: ValidatorArgs, options: NodeOptions) -> Result<(), 
     if lost {
         host.hold_signing(restart_ns, CLOCK_SKEW_NS);
     }
-    let (net, rx) = Network::start(NetConfig::new(seed, entry.addr, peers.clone()))?;
+    let (net, rx) = {
+        let _on_quic_thread = quic.enter();
+        Network::start(NetConfig::new(seed, entry.addr, peers.clone()))?
+    };
     let (client_tx, tx_port) = mpsc::channel::<ClientEvent>(1 << 16);
     let listener = tokio::net::TcpListener::bind(entry.tx_addr)
         .await
