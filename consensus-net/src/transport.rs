@@ -480,7 +480,10 @@ mod tests {
         // about 208 KiB. Where the cap is below 1 MiB there is nothing to check.
         let cap = rmem_max().unwrap_or(0);
         if cap >= 1 << 20 {
-            assert!(got >= (1 << 20), "receive buffer {got} bytes (rmem_max {cap})");
+            assert!(
+                got >= (1 << 20),
+                "receive buffer {got} bytes (rmem_max {cap})"
+            );
         }
         assert!(socket.local_addr().unwrap().port() != 0);
     }

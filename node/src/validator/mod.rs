@@ -91,6 +91,7 @@ use sequencer::ClientRef;
 mod app;
 mod clients;
 mod config;
+mod verifier;
 
 use app::*;
 use clients::*;
@@ -99,6 +100,7 @@ pub use config::{
     dev_evm_balance, dev_evm_key, evm_address, execution_config, genesis_execution, read_config,
     DevnetConfig, EngineLimits, TimeoutsMs, ValidatorEntry,
 };
+use verifier::{ForwardVerifier, VerifiedForward};
 
 const MS: u64 = 1_000_000;
 /// A validator heard from within this long counts in `net_peerCount` (votes flow every
@@ -242,6 +244,8 @@ struct Shell {
     blocks: BlockStore,
     /// Signing is held after a lost safety file (`safety_resumed` is logged when it ends).
     signing_held: bool,
+    /// Checks the signatures of peers' forwarded transactions off the loop.
+    verifier: ForwardVerifier,
 }
 
 /// Clock difference allowed between validators when a validator that lost its safety file
@@ -413,12 +417,15 @@ async fn run_validator(
         .map_err(|e| HostError::Io(PathBuf::from(entry.tx_addr.to_string()), e))?;
     let tx_addr = listener.local_addr().unwrap_or(entry.tx_addr);
     tokio::spawn(accept_clients(listener, client_tx));
+    let (verifier, forwards) =
+        ForwardVerifier::spawn().map_err(|e| HostError::Io(PathBuf::from("nexus-verify"), e))?;
     let mut validator = Shell {
         host,
         net,
         safety,
         blocks,
         signing_held: lost,
+        verifier,
     };
     let recovered = stored.len() as u64;
     let from = validator.recover(stored)?;
@@ -474,7 +481,7 @@ async fn run_validator(
         gateway,
         eth,
     };
-    let stopped = validator.run(rx, channels, stop).await;
+    let stopped = validator.run((rx, forwards), channels, stop).await;
     drop(eth_server);
     stopped?;
     log_line(json!({
@@ -642,11 +649,12 @@ impl Shell {
         Ok(Some(bound))
     }
 
-    /// The event loop: timers, peers' frames and clients' transactions (transaction port,
-    /// JSON port, gateway), each followed by the host's actions.
+    /// The event loop: timers, peers' frames (forwarded transactions back from the
+    /// verifier) and clients' transactions (transaction port, JSON port, gateway), each
+    /// followed by the host's actions.
     async fn run(
         &mut self,
-        mut rx: Inbox,
+        (mut rx, mut forwards): (Inbox, mpsc::Receiver<VerifiedForward>),
         mut clients: ClientChannels,
         mut stop: StopSignals,
     ) -> Result<(), HostError> {
@@ -679,6 +687,10 @@ impl Shell {
                         self.on_frame(r)?;
                     }
                     self.perform()?;
+                    continue;
+                }
+                Some(forward) = forwards.recv() => {
+                    self.on_verified(forward)?;
                     continue;
                 }
                 event = clients.tx_port.recv() => {
@@ -729,13 +741,34 @@ impl Shell {
     /// take milliseconds) it performs what earlier frames of the batch queued, so that
     /// votes never wait for them.
     fn on_frame(&mut self, r: Received) -> Result<(), HostError> {
-        if r.frame.first() != Some(&consensus::host::FRAME_MESSAGE) {
-            self.perform()?;
-        }
         let now_ns = now_ns();
         self.host.app_mut().peers_heard.insert(r.from, now_ns / MS);
-        self.host.on_frame(r.from, &r.frame, now_ns)?;
+        // Forwarded transactions go to the verifier first (they come back verified);
+        // if its queue is full, they are admitted here, checked on this loop.
+        let frame = match r.frame.first() {
+            Some(&consensus::host::FRAME_APP) => match self.verifier.offer(r.from, r.frame) {
+                Ok(()) => return Ok(()),
+                Err(frame) => frame,
+            },
+            _ => r.frame,
+        };
+        if frame.first() != Some(&consensus::host::FRAME_MESSAGE) {
+            self.perform()?;
+        }
+        self.host.on_frame(r.from, &frame, now_ns)?;
         Ok(())
+    }
+
+    /// A forwarded frame back from the verifier: what verified there is admitted without
+    /// checking its signature again.
+    fn on_verified(&mut self, forward: VerifiedForward) -> Result<(), HostError> {
+        self.perform()?;
+        let mempool = &mut self.host.app_mut().shared.get_mut().mempool;
+        for hash in forward.verified {
+            mempool.note_verified(hash);
+        }
+        self.host.on_frame(forward.from, &forward.frame, now_ns())?;
+        self.perform()
     }
 
     /// Logs `signing_resumed` once a held validator may sign again (after block `height`).

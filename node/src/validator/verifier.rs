@@ -1,0 +1,156 @@
+//! The forward verifier: a thread that checks the signatures of the transactions peers
+//! forward (three quarters of all transactions in a devnet of four) before the validator's
+//! loop admits them, so that the loop's consensus steps and block execution do not wait
+//! behind batch verifications (docs/mempool.md, "Verified off the validator's loop").
+//!
+//! The loop offers each forwarded frame; a full queue hands it back and the loop admits it
+//! itself, checking its signatures as before. Nothing is lost either way: what passed here
+//! is only remembered as verified (`Mempool::note_verified`), and admission makes every
+//! other check on the loop.
+
+use std::sync::mpsc as std_mpsc;
+
+use super::*;
+
+/// Forwarded frames waiting for the thread before the loop verifies them itself.
+const QUEUE: usize = 256;
+
+/// Signer keys the thread remembers as acceptable.
+const KEY_CACHE: usize = 1 << 16;
+
+/// A peer's forwarded frame, with the hashes of its Core transactions whose signatures
+/// verified on the thread.
+pub(super) struct VerifiedForward {
+    /// The peer that forwarded it.
+    pub(super) from: ValidatorId,
+    /// The frame as received (`FRAME_APP`, then a list of block items).
+    pub(super) frame: Vec<u8>,
+    /// Transactions that verified.
+    pub(super) verified: Vec<TxHash>,
+}
+
+/// The loop's side of the thread.
+pub(super) struct ForwardVerifier {
+    to_thread: std_mpsc::SyncSender<(ValidatorId, Vec<u8>)>,
+}
+
+impl ForwardVerifier {
+    /// Starts the thread; verified frames come back on the returned receiver.
+    pub(super) fn spawn() -> std::io::Result<(ForwardVerifier, mpsc::Receiver<VerifiedForward>)> {
+        let (to_thread, inbox) = std_mpsc::sync_channel(QUEUE);
+        let (to_loop, verified) = mpsc::channel(QUEUE);
+        std::thread::Builder::new()
+            .name("nexus-verify".into())
+            .spawn(move || run(inbox, to_loop))?;
+        Ok((ForwardVerifier { to_thread }, verified))
+    }
+
+    /// Offers a forwarded frame; gives it back if the thread's queue is full (or the thread
+    /// is gone).
+    pub(super) fn offer(&self, from: ValidatorId, frame: Vec<u8>) -> Result<(), Vec<u8>> {
+        self.to_thread.try_send((from, frame)).map_err(|e| match e {
+            std_mpsc::TrySendError::Full((_, frame)) => frame,
+            std_mpsc::TrySendError::Disconnected((_, frame)) => frame,
+        })
+    }
+}
+
+/// The thread: verifies each frame's Core transactions in one batch until the loop goes.
+fn run(inbox: std_mpsc::Receiver<(ValidatorId, Vec<u8>)>, to_loop: mpsc::Sender<VerifiedForward>) {
+    let mut keys = transactions::KeyCache::new(KEY_CACHE);
+    for (from, frame) in inbox {
+        let verified = verify_frame(frame.get(1..).unwrap_or_default(), &mut keys);
+        let forward = VerifiedForward {
+            from,
+            frame,
+            verified,
+        };
+        if to_loop.blocking_send(forward).is_err() {
+            return;
+        }
+    }
+}
+
+/// The hashes of a forwarded list's Core transactions whose signatures verify (EVM items and
+/// what does not decode are left to the loop's admission).
+pub(super) fn verify_frame(body: &[u8], keys: &mut transactions::KeyCache) -> Vec<TxHash> {
+    let Some(items) = txport::decode_list(body, FORWARD_BATCH) else {
+        return Vec::new();
+    };
+    let txs: Vec<SignedTransaction> = items
+        .into_iter()
+        .filter(|item| item.first() != Some(&transactions::EVM_ITEM_TAG))
+        .filter_map(|item| SignedTransaction::decode(item).ok())
+        .collect();
+    let refs: Vec<&SignedTransaction> = txs.iter().collect();
+    transactions::verify_batch_cached(&refs, keys)
+        .into_iter()
+        .zip(&txs)
+        .filter(|(result, _)| result.is_ok())
+        .map(|(_, tx)| tx.hash())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use engine::{SelfTradePrevention, Side, TimeInForce};
+    use transactions::{Action, Transaction};
+
+    fn signed(seed: u8, nonce: u64) -> SignedTransaction {
+        let key = SigningKey::from_bytes(&[seed; 32]);
+        let place = Action::Place {
+            market: 0,
+            oid: nonce,
+            side: Side::Buy,
+            price: Some(50_000),
+            qty: 2,
+            tif: TimeInForce::Gtc,
+            stp: SelfTradePrevention::CancelMaker,
+            reduce_only: false,
+        };
+        Transaction {
+            chain_id: [7; 32],
+            signer: key.verifying_key().to_bytes(),
+            nonce,
+            actions: vec![place],
+        }
+        .sign(&key)
+    }
+
+    #[test]
+    fn only_transactions_whose_signature_verifies_are_reported() {
+        let good = signed(1, 1);
+        let other = signed(2, 1);
+        let mut forged = good.bytes().to_vec();
+        let len = forged.len();
+        forged[len - 1] ^= 1;
+        let evm = [transactions::EVM_ITEM_TAG, 1, 2, 3];
+        // A transaction's length, but an unknown version: it does not decode.
+        let mut undecodable = other.bytes().to_vec();
+        undecodable[0] = 0x7e;
+        let items: [&[u8]; 5] = [&forged, good.bytes(), &evm, &undecodable, other.bytes()];
+        let body = txport::encode_list(items.into_iter());
+        let mut keys = transactions::KeyCache::new(16);
+        assert_eq!(
+            verify_frame(&body, &mut keys),
+            vec![good.hash(), other.hash()]
+        );
+        assert!(verify_frame(b"not a list", &mut keys).is_empty());
+    }
+
+    #[test]
+    fn the_thread_hands_back_the_frame_with_its_verified_hashes() {
+        let tx = signed(3, 9);
+        let mut frame = vec![consensus::host::FRAME_APP];
+        frame.extend(txport::encode_list([tx.bytes()].into_iter()));
+        let (verifier, mut verified) = ForwardVerifier::spawn().unwrap();
+        let from = ValidatorId([5; 32]);
+        verifier.offer(from, frame.clone()).unwrap();
+        let back = verified.blocking_recv().expect("the thread answers");
+        assert_eq!(back.from, from);
+        assert_eq!(back.frame, frame);
+        assert_eq!(back.verified, vec![tx.hash()]);
+    }
+}
