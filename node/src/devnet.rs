@@ -304,6 +304,12 @@ struct FinalLine {
     orders: u64,
     ts_ns: u64,
     decided_ns: u64,
+    /// Decoding and checking the block's payload (`valid(v)`), µs.
+    #[serde(default)]
+    check_us: u64,
+    /// Executing the decided block, µs.
+    #[serde(default)]
+    exec_us: u64,
     root: String,
 }
 
@@ -668,12 +674,19 @@ fn print_bench(
     let mut blocks = vec![0u64; n];
     let mut orders = vec![0u64; n];
     let mut later_rounds = 0u64;
+    let mut check_us = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    let mut exec_us = check_us.clone();
     for f in finals.iter().filter(|f| f.decided_ns >= from) {
         blocks[f.index] += 1;
         orders[f.index] += f.orders;
         later_rounds += u64::from(f.round > 0 && f.index == 0);
         let _ = block_latency.record(f.decided_ns.saturating_sub(f.ts_ns) / 1_000);
+        if f.index == 0 {
+            let _ = check_us.record(f.check_us);
+            let _ = exec_us.record(f.exec_us);
+        }
     }
+    let us = |h: &hdrhistogram::Histogram<u64>| json!({"p50": h.value_at_quantile(0.5), "p99": h.value_at_quantile(0.99)});
     let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
     let finalized = client["finalized_orders"].as_u64().unwrap_or(0);
     println!(
@@ -689,6 +702,7 @@ fn print_bench(
             "orders_per_block": orders[0].checked_div(blocks[0]).unwrap_or(0),
             "block_finality_ms": {"p50": ms(&block_latency, 0.5), "p99": ms(&block_latency, 0.99)},
             "decisions_in_later_rounds": later_rounds,
+            "validator_0_per_block_us": {"check": us(&check_us), "execute": us(&exec_us)},
         })
     );
 }

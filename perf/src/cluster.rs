@@ -55,6 +55,11 @@ pub struct RunFigures {
     pub blocks_per_s: f64,
     /// Refusals by code.
     pub refusals: Value,
+    /// Validator 0's p50 per block (µs): checking the payload for `valid(v)`, and
+    /// executing the decided block.
+    pub check_us_p50: f64,
+    /// p50, µs.
+    pub exec_us_p50: f64,
 }
 
 /// Reads the figures of a devnet's `bench` line.
@@ -65,6 +70,7 @@ pub fn parse_bench_line(line: &str) -> Option<RunFigures> {
     }
     let latency = &value["order_to_finalized_ms"];
     let ack = &value["admission_ms"];
+    let per_block = &value["validator_0_per_block_us"];
     Some(RunFigures {
         offered: value["offered_orders_per_s"].as_u64()?,
         finalized: value["finalized_orders_per_s"].as_f64()?,
@@ -74,6 +80,8 @@ pub fn parse_bench_line(line: &str) -> Option<RunFigures> {
         ack_p99_ms: ack["p99"].as_f64().unwrap_or(f64::NAN),
         blocks_per_s: value["blocks_per_s"].as_f64().unwrap_or(0.0),
         refusals: value["refusals"].clone(),
+        check_us_p50: per_block["check"]["p50"].as_f64().unwrap_or(f64::NAN),
+        exec_us_p50: per_block["execute"]["p50"].as_f64().unwrap_or(f64::NAN),
     })
 }
 
@@ -193,7 +201,7 @@ pub fn run(options: &ClusterOptions) -> Result<Value, String> {
         options.validators, options.bulk, options.via
     );
     println!(
-        "{:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>12}",
+        "{:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>12} {:>9} {:>9}",
         "offered",
         "finalized",
         "p50 ms",
@@ -202,7 +210,9 @@ pub fn run(options: &ClusterOptions) -> Result<Value, String> {
         "ack p99",
         "ack/loop",
         "blocks/s",
-        "of bound"
+        "of bound",
+        "check us",
+        "exec us"
     );
     let mut runs = Vec::new();
     for &rate in &options.rates {
@@ -211,7 +221,7 @@ pub fn run(options: &ClusterOptions) -> Result<Value, String> {
         let share = tx_per_s * options.validators as f64 / bound;
         let ack_ratio = f.ack_p50_ms / loopback;
         println!(
-            "{:>10} {:>12.0} {:>9.2} {:>9.2} {:>9.3} {:>9.3} {:>9.1}x {:>9.0} {:>11.2}x",
+            "{:>10} {:>12.0} {:>9.2} {:>9.2} {:>9.3} {:>9.3} {:>9.1}x {:>9.0} {:>11.2}x {:>9.0} {:>9.0}",
             f.offered,
             f.finalized,
             f.p50_ms,
@@ -220,7 +230,9 @@ pub fn run(options: &ClusterOptions) -> Result<Value, String> {
             f.ack_p99_ms,
             ack_ratio,
             f.blocks_per_s,
-            share
+            share,
+            f.check_us_p50,
+            f.exec_us_p50
         );
         runs.push(json!({
             "offered_orders_per_s": f.offered, "finalized_orders_per_s": f.finalized,
@@ -229,6 +241,7 @@ pub fn run(options: &ClusterOptions) -> Result<Value, String> {
             "ack_p50_over_loopback_p50": ack_ratio,
             "blocks_per_s": f.blocks_per_s, "refusals": f.refusals,
             "verifications_share_of_bound": share,
+            "validator_0_per_block_us_p50": {"check": f.check_us_p50, "execute": f.exec_us_p50},
         }));
     }
     Ok(json!({
@@ -254,12 +267,13 @@ mod tests {
 
     #[test]
     fn a_devnet_bench_line_is_read_and_other_lines_are_not() {
-        let line = r#"{"event":"bench","validators":4,"seconds":8.0,"bulk":20,"offered_orders_per_s":50000,"finalized_orders_per_s":49886.0,"order_to_finalized_ms":{"p50":4.479,"p99":9.535,"max":12.0},"admission_ms":{"p50":0.5,"p99":2.7},"refusals":{},"blocks_per_s":449.0}"#;
+        let line = r#"{"event":"bench","validators":4,"seconds":8.0,"bulk":20,"offered_orders_per_s":50000,"finalized_orders_per_s":49886.0,"order_to_finalized_ms":{"p50":4.479,"p99":9.535,"max":12.0},"admission_ms":{"p50":0.5,"p99":2.7},"refusals":{},"blocks_per_s":449.0,"validator_0_per_block_us":{"check":{"p50":310,"p99":900},"execute":{"p50":1200,"p99":4000}}}"#;
         let figures = parse_bench_line(line).expect("a bench line");
         assert_eq!(figures.offered, 50_000);
         assert_eq!((figures.p50_ms, figures.p99_ms), (4.479, 9.535));
         assert_eq!((figures.ack_p50_ms, figures.ack_p99_ms), (0.5, 2.7));
         assert_eq!(figures.blocks_per_s, 449.0);
+        assert_eq!((figures.check_us_p50, figures.exec_us_p50), (310.0, 1200.0));
         assert!(parse_bench_line(r#"{"event":"devnet_stopped"}"#).is_none());
         assert!(parse_bench_line("not json").is_none());
     }

@@ -24,6 +24,13 @@ pub(super) struct CheckedPayload {
     /// The executed height and block time it was checked at (the state it is valid in).
     state: (u64, u64),
     items: Vec<BlockItem>,
+    /// How long the check took (µs): the `final` line reports it.
+    check_us: u64,
+}
+
+/// Microseconds since `start`.
+fn micros_since(start: std::time::Instant) -> u64 {
+    start.elapsed().as_micros() as u64
 }
 
 impl Shared {
@@ -43,12 +50,14 @@ impl Shared {
         {
             return true;
         }
+        let start = std::time::Instant::now();
         match check_payload(self, payload) {
             Ok(items) => {
                 self.checked = Some(CheckedPayload {
                     digest,
                     state,
                     items,
+                    check_us: micros_since(start),
                 });
                 true
             }
@@ -56,16 +65,19 @@ impl Shared {
         }
     }
 
-    /// A decided payload's items: those `valid(v)` kept if it checked this payload in this
-    /// state, otherwise checked now (a block from sync or recovery).
-    fn decided_items(&mut self, payload: &[u8]) -> Result<Vec<BlockItem>, String> {
+    /// A decided payload's items, and how long checking them took (µs): those `valid(v)`
+    /// kept if it checked this payload in this state, otherwise checked now (a block from
+    /// sync or recovery).
+    fn decided_items(&mut self, payload: &[u8]) -> Result<(Vec<BlockItem>, u64), String> {
         let state = self.state_key();
         if let Some(checked) = self.checked.take() {
             if checked.state == state && checked.digest == *blake3::hash(payload).as_bytes() {
-                return Ok(checked.items);
+                return Ok((checked.items, checked.check_us));
             }
         }
-        check_payload(self, payload)
+        let start = std::time::Instant::now();
+        let items = check_payload(self, payload)?;
+        Ok((items, micros_since(start)))
     }
 }
 
@@ -623,14 +635,16 @@ impl NodeApp {
     ) -> Result<Hash, HostError> {
         let block = &cert.block;
         let height = block.height;
-        let txs = self
+        let (txs, check_us) = self
             .shared
             .get_mut()
             .decided_items(&block.payload)
             .map_err(|what| HostError::BadPayload { height, what })?;
         let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
         let hashes: Vec<TxHash> = refs.iter().map(|tx| tx.hash()).collect();
+        let start = std::time::Instant::now();
         let root = self.execute_items(height, &txs, &hashes, consensus)?;
+        let exec_us = micros_since(start);
         let shared = self.shared.get_mut();
         shared.block_time_ms = (block.timestamp_ns / MS).max(shared.block_time_ms);
         let evm_included = evm_item_hashes(&txs);
@@ -653,7 +667,7 @@ impl NodeApp {
                 "event": "final", "index": self.index, "height": height, "round": cert.round,
                 "txs": refs.len(), "orders": orders, "evm_txs": evm_included.len(),
                 "ts_ns": block.timestamp_ns, "decided_ns": now_ns,
-                "root": hex(&root.0),
+                "check_us": check_us, "exec_us": exec_us, "root": hex(&root.0),
             }))?;
         }
         let snapshot_due = self.snapshot_every > 0 && height.is_multiple_of(self.snapshot_every);
