@@ -56,7 +56,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use consensus::chain::ChainState;
-use consensus::governance::ChainParams;
+use consensus::governance::{ChainParams, ParamKey};
 use consensus::host::{Action, AppProposal, Application, Frame, Host};
 use consensus::messages::CommitCertificate;
 use consensus::protocol::{Config as ConsensusConfig, TimeoutConfig};
@@ -76,11 +76,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use transactions::{BlockItem, SignedTransaction, TxHash};
 
+use crate::chain_actions::{self, ActionPool};
 use crate::chain_eth::{self, EthFeeds, EthHistory, EthPort, EthRequest};
 use crate::chain_gateway::{
     self, BlockFeed, ChainGatewayConfig, GatewayHandle, GatewayTx, ToGateway, NOBODY,
 };
-use crate::chain_json::{self, JsonEvent, JsonPort, LineStatus};
+use crate::chain_json::{self, ChainDesk, JsonEvent, JsonPort, LineStatus};
 use crate::chain_snapshot::{self, Snapshot};
 use crate::load::{self, LoadSpec};
 use crate::rate::RateLimits;
@@ -97,7 +98,7 @@ use clients::*;
 use config::{consensus_config, genesis_chain};
 pub use config::{
     dev_evm_balance, dev_evm_key, evm_address, execution_config, genesis_execution, read_config,
-    DevnetConfig, EngineLimits, TimeoutsMs, ValidatorEntry,
+    DevnetConfig, EngineLimits, GenesisParams, TimeoutsMs, ValidatorEntry,
 };
 
 const MS: u64 = 1_000_000;
@@ -687,7 +688,8 @@ impl Shell {
                     events
                 }
             };
-            if let Some(frame) = self.host.app_mut().on_clients(events, now_ns()) {
+            let (app, chain) = self.host.app_and_chain();
+            if let Some(frame) = app.on_clients(events, chain, now_ns()) {
                 self.net.broadcast(frame);
                 self.start_waiting_height()?;
             }
