@@ -82,6 +82,9 @@ pub struct DevnetArgs {
     /// a past block.
     #[arg(long, value_name = "N", default_value_t = 128)]
     pub eth_state_blocks: u64,
+    /// Every validator's stake at genesis.
+    #[arg(long, value_name = "STAKE", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stake: u64,
     /// Blocks per epoch: staking changes (join, set-stake, leave, unjail) apply at epoch
     /// boundaries (default: the chain's, 100).
     #[arg(long, value_name = "BLOCKS")]
@@ -186,7 +189,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
             data_addr: Some(local(tcp[2])),
             json_addr: Some(local(tcp[3])),
             eth_addr: Some(local(tcp[4])),
-            stake: 1,
+            stake: args.stake,
         });
     }
     let chain_id = blake3::hash(

@@ -1,20 +1,25 @@
 //! Staking actions from any key on a real 4-validator devnet (epochs of 10 blocks), through
-//! the `nexus stake` CLI and the JSON port: forged actions (bad signature, unknown signer,
-//! stale or far nonce, not an action) get typed refusals and the validator keeps serving;
-//! validator 3 leaves with an action signed by its own key and submitted through validator
-//! 0's port, while validator 2's stake change goes through validator 1's; both take effect
-//! at the epoch boundary after them (every `nexus stake show` before it shows the old set),
-//! after which the remaining three keep finalizing with equal roots (checked on every
-//! `final` line); an unjail of a validator that is not jailed is included and refused by
-//! the chain with its reason. Bounded: every wait has a deadline and the children are
-//! killed on drop.
+//! the `nexus stake` CLI and the JSON port:
+//! - forged actions (bad signature, another chain's, unknown signer, stale or far nonce, not
+//!   an action) get typed refusals and the validator keeps serving; validator 3 leaves with
+//!   an action signed by its own key and submitted through validator 0's port, while
+//!   validator 2's stake change goes through validator 1's; both take effect at the epoch
+//!   boundary after them (every `nexus stake show` before it shows the old set), after which
+//!   the remaining three keep finalizing with equal roots; an unjail of a validator that is
+//!   not jailed is included and refused by the chain with its reason;
+//! - validator 3's key double-votes (sent by the test from its address while its process is
+//!   down): slashed and jailed by a block's evidence, it unjails after its jail period and
+//!   is back in the set at the next epoch boundary.
+//!
+//! Every validator must log the same root at each height (checked on every `final` line).
+//! Bounded: every wait has a deadline and the children are killed on drop.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use consensus::governance::{Action, SignedAction};
@@ -28,17 +33,21 @@ const EPOCH: u64 = 10;
 
 /// Four `nexus validator` processes and their `final` lines.
 struct Cluster {
-    children: Vec<Child>,
+    config: PathBuf,
+    children: Vec<Option<Child>>,
+    tx: Sender<(usize, Value)>,
     rx: Receiver<(usize, Value)>,
     heights: Vec<u64>,
     /// Each height's root and how many validators logged it.
     roots: BTreeMap<u64, (String, usize)>,
     ready: usize,
+    /// `evidence` lines (a validator saw a double signature).
+    evidence: usize,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for child in &mut self.children {
+        for child in self.children.iter_mut().flatten() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -48,35 +57,48 @@ impl Drop for Cluster {
 impl Cluster {
     fn start(config: &Path) -> Cluster {
         let (tx, rx) = mpsc::channel();
-        let children = (0..VALIDATORS)
-            .map(|i| {
-                let mut child = Command::new(common::NEXUS)
-                    .args(["validator", "--index", &i.to_string(), "--config"])
-                    .arg(config)
-                    .stdout(Stdio::piped())
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .expect("spawn validator");
-                let stdout = child.stdout.take().expect("stdout");
-                let tx = tx.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                        let value: Value = serde_json::from_str(&line).expect("JSON");
-                        if tx.send((i, value)).is_err() {
-                            break;
-                        }
-                    }
-                });
-                child
-            })
-            .collect();
-        Cluster {
-            children,
+        let mut cluster = Cluster {
+            config: config.to_path_buf(),
+            children: (0..VALIDATORS).map(|_| None).collect(),
+            tx,
             rx,
             heights: vec![0; VALIDATORS],
             roots: BTreeMap::new(),
             ready: 0,
+            evidence: 0,
+        };
+        for i in 0..VALIDATORS {
+            cluster.spawn(i);
         }
+        cluster
+    }
+
+    /// Starts validator `i`; a thread hands its log lines over.
+    fn spawn(&mut self, i: usize) {
+        let mut child = Command::new(common::NEXUS)
+            .args(["validator", "--index", &i.to_string(), "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn validator");
+        let stdout = child.stdout.take().expect("stdout");
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value: Value = serde_json::from_str(&line).expect("JSON");
+                if tx.send((i, value)).is_err() {
+                    break;
+                }
+            }
+        });
+        self.children[i] = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        let mut child = self.children[i].take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
     }
 
     /// Reads log lines until `done` holds, checking that every validator logs the same
@@ -86,21 +108,27 @@ impl Cluster {
         while !done(self) {
             let left = end.saturating_duration_since(Instant::now());
             assert!(!left.is_zero(), "timed out: {what}: {:?}", self.heights);
-            let Ok((i, v)) = self.rx.recv_timeout(left.min(Duration::from_millis(200))) else {
-                continue;
-            };
-            match v["event"].as_str() {
-                Some("ready") => self.ready += 1,
-                Some("final") => {
-                    let h = v["height"].as_u64().expect("height");
-                    let root = v["root"].as_str().expect("root").to_string();
-                    let entry = self.roots.entry(h).or_insert((root.clone(), 0));
-                    assert_eq!(entry.0, root, "validator {i}'s root at height {h}");
-                    entry.1 += 1;
-                    self.heights[i] = h;
-                }
-                _ => {}
+            self.read_line(left.min(Duration::from_millis(200)));
+        }
+    }
+
+    /// Takes one log line if one comes within `wait`.
+    fn read_line(&mut self, wait: Duration) {
+        let Ok((i, v)) = self.rx.recv_timeout(wait) else {
+            return;
+        };
+        match v["event"].as_str() {
+            Some("ready") => self.ready += 1,
+            Some("evidence") => self.evidence += 1,
+            Some("final") => {
+                let h = v["height"].as_u64().expect("height");
+                let root = v["root"].as_str().expect("root").to_string();
+                let entry = self.roots.entry(h).or_insert((root.clone(), 0));
+                assert_eq!(entry.0, root, "validator {i}'s root at height {h}");
+                entry.1 += 1;
+                self.heights[i] = h;
             }
+            _ => {}
         }
     }
 }
@@ -291,4 +319,148 @@ fn validators_leave_and_restake_by_signed_actions_at_the_epoch_boundary() {
         let (_, logged) = cluster.roots[&h];
         assert!(logged >= 3, "height {h} logged by {logged} validators");
     }
+}
+
+/// Validator 3's key double-votes: with its process down, the test binds its address with
+/// its key and sends two different prevotes for each of the next heights. The others see
+/// it, a block carries the evidence, and validator 3 is slashed (20 -> 19) and jailed.
+/// Restarted, it asks to unjail through validator 0's port: refused `still_jailed` within
+/// the jail period (25 blocks), applied after it; at the next epoch boundary it is back in
+/// the set with 19, and all four finalize with equal roots.
+#[test]
+fn a_slashed_validator_unjails_after_its_jail_period() {
+    let dir = tempfile::tempdir().expect("dir");
+    let args = [
+        "--base-port",
+        "21600",
+        "--epoch-length",
+        "10",
+        "--jail-period",
+        "25",
+    ];
+    let config = common::init_devnet(dir.path(), &[&args[..], &["--stake", "20"]].concat());
+    let spec = node::validator::read_config(&config).expect("config");
+    let json_addr = |i: usize| spec.validators[i].json_addr.expect("json port");
+    let mut cluster = Cluster::start(&config);
+    cluster.wait_until("4 validators at height 2", Duration::from_secs(30), |c| {
+        c.ready == VALIDATORS && c.heights.iter().all(|h| *h >= 2)
+    });
+    cluster.kill(3);
+    double_vote_as_validator_3(&mut cluster, &spec, dir.path());
+    let key3 = spec.validators[3].key.clone();
+    let bond = |view: &Value| {
+        let bonds = view["bonds"].as_array().expect("bonds").clone();
+        bonds
+            .into_iter()
+            .find(|b| b["key"] == key3.as_str())
+            .expect("a bond")
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    let jailed_at = loop {
+        let view = show(json_addr(0));
+        if let Some(at) = bond(&view)["jailed_at"].as_u64() {
+            assert_eq!(bond(&view)["stake"], 19, "5% of 20, rounded up");
+            assert!(!active(&view).contains_key(&key3), "{view}");
+            break at;
+        }
+        assert!(Instant::now() < end, "validator 3 never jailed: {view}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    cluster.spawn(3);
+    let until = jailed_at + 25;
+    let mut refused = 0;
+    let end = Instant::now() + Duration::from_secs(30);
+    let applied_at = loop {
+        let (ok, reply) = cli(dir.path(), &["unjail"], 3, json_addr(0));
+        let height = reply["height"].as_u64().expect("included");
+        if height < until {
+            assert!(!ok, "{reply}");
+            assert_eq!(reply["reason"], "still_jailed", "{reply}");
+            refused += 1;
+        } else {
+            assert!(ok, "{reply}");
+            break height;
+        }
+        assert!(Instant::now() < end, "the jail period never ended");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(refused >= 1, "asked within the jail period first");
+    let boundary = applied_at.div_ceil(EPOCH) * EPOCH;
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = show(json_addr(1));
+        let back = active(&view).get(&key3).copied();
+        if view["height"].as_u64().expect("height") >= boundary {
+            assert_eq!(back, Some(19), "{view}");
+            assert_eq!(bond(&view)["jailed_at"], Value::Null);
+            break;
+        }
+        assert_eq!(back, None, "not before the boundary {boundary}: {view}");
+        assert!(Instant::now() < end, "the boundary {boundary} never came");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let target = boundary + 5;
+    cluster.wait_until(
+        "all four 5 heights past the boundary",
+        Duration::from_secs(40),
+        |c| c.heights.iter().all(|h| *h >= target),
+    );
+    assert_eq!(cluster.roots[&target].1, VALIDATORS, "all four at {target}");
+}
+
+/// Sends validator 3's double votes from its address with its key (its process is down)
+/// until another validator reports evidence.
+fn double_vote_as_validator_3(
+    cluster: &mut Cluster,
+    spec: &node::validator::DevnetConfig,
+    dir: &Path,
+) {
+    use consensus::host::message_frame;
+    use consensus::messages::{Message, SignedVote, Vote, VoteKind};
+    use consensus::types::{Hash, ValidatorId};
+    use consensus_net::{NetConfig, Network, Peer};
+    let seed_text = std::fs::read_to_string(dir.join("validator-3/key")).expect("key");
+    let seed = node::validator::unhex32(&seed_text).expect("seed");
+    let key = Keypair::from_seed(seed);
+    let chain_id = spec.chain_id_bytes().expect("chain id");
+    let peers = spec.validators.iter().map(|v| Peer {
+        id: ValidatorId(node::validator::unhex32(&v.key).expect("key")),
+        addr: v.addr,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let guard = runtime.enter();
+    let config = NetConfig::new(seed, spec.validators[3].addr, peers.collect());
+    let (net, _inbox) = Network::start(config).expect("validator 3's endpoint");
+    let end = Instant::now() + Duration::from_secs(30);
+    while cluster.evidence == 0 {
+        assert!(Instant::now() < end, "no validator saw the double votes");
+        let next = cluster.heights[..3].iter().max().expect("3") + 1;
+        for height in next..next + 3 {
+            for value in [None, Some(Hash([height as u8; 32]))] {
+                let vote = Vote {
+                    kind: VoteKind::Prevote,
+                    height,
+                    round: 0,
+                    value,
+                    validator: key.id(),
+                };
+                let signature = key.sign(&vote.signing_bytes(&chain_id));
+                net.broadcast(message_frame(&Message::Vote(SignedVote {
+                    vote,
+                    signature,
+                })));
+            }
+        }
+        let pause = Instant::now() + Duration::from_millis(100);
+        while Instant::now() < pause {
+            cluster.read_line(Duration::from_millis(20));
+        }
+    }
+    drop(net);
+    drop(guard);
+    runtime.shutdown_timeout(Duration::from_secs(2));
 }
