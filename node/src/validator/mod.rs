@@ -44,7 +44,13 @@
 //! Frames between validators (first byte): 1 = a consensus message, 2 = a sync request
 //! (`from_height u64`), answered with up to [`SYNC_BATCH`] commit certificates, 3 = a batch of
 //! block items forwarded from clients ([`crate::txport::encode_list`]; an item starting with
-//! `0xEE` is an EVM transaction, any other a Core one).
+//! `0xEE` is an EVM transaction, `0xAC` a signed chain action for the action pool
+//! ([`crate::chain_actions`]), any other a Core one).
+//!
+//! Signed chain actions (staking, unjail, governance) from any key come on the JSON port
+//! (`action` lines, `nexus stake` / `nexus gov`): checked against the chain state after the
+//! last block, pooled, forwarded, proposed by whichever validator proposes next, and
+//! answered once a decided block holds them.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
