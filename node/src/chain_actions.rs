@@ -13,7 +13,8 @@
 //!   codes: `malformed`, `bad_signature` (not the signer's signature over this chain's id),
 //!   `stale_nonce` (below the signer's next), `nonce_too_far` (more than [`NONCE_WINDOW`]
 //!   ahead), `duplicate` (that signer and nonce are pooled already), `unknown_signer` (no
-//!   bond, and not a `Join`), `pool_full`.
+//!   bond, and not a `Join`), `pool_full`, `rate_limited` (the connection's transaction
+//!   rate, which action lines share).
 //!
 //! Then, once a decided block holds it: `{"ev":"action_included","line","hash","height",
 //! "applied":true,"proposal"}` (`proposal`: the id a `Propose` opened) or `"applied":false`
@@ -84,6 +85,9 @@ pub enum ActionRefusal {
     /// The pool holds [`MAX_POOLED`] actions.
     #[error("{MAX_POOLED} actions are pooled already")]
     PoolFull,
+    /// The connection sent more lines a second than its rate limit.
+    #[error("the connection sent more than its rate limit")]
+    RateLimited,
 }
 
 impl ActionRefusal {
@@ -97,6 +101,7 @@ impl ActionRefusal {
             ActionRefusal::Duplicate => "duplicate",
             ActionRefusal::UnknownSigner => "unknown_signer",
             ActionRefusal::PoolFull => "pool_full",
+            ActionRefusal::RateLimited => "rate_limited",
         }
     }
 }
@@ -372,7 +377,8 @@ pub fn action_line(
 }
 
 /// `{"op":"staking"}` (optionally `"key":"<hex>"`): chain id, height, parameters, the
-/// active set, bonds, queued changes, and the key's next nonce (pool included).
+/// active set, bonds, queued changes, the actions pooled here, and the key's next nonce
+/// (pool included).
 pub fn staking_view(pool: &ActionPool, chain: &ChainState, request: &Value, line: u64) -> Value {
     let staking = chain.staking();
     let validators: Vec<Value> = chain
@@ -386,6 +392,7 @@ pub fn staking_view(pool: &ActionPool, chain: &ChainState, request: &Value, line
         "ev": "staking", "line": line, "chain_id": hex(chain.chain_id()),
         "height": chain.height(), "params": params_json(&chain.governance().params),
         "validators": validators, "bonds": bonds_json(chain), "pending": pending,
+        "pooled": pool.len(),
     });
     if let Some(text) = request.get("key").and_then(Value::as_str) {
         match crate::validator::unhex32(text) {

@@ -183,6 +183,9 @@ pub struct ChainDesk<'a> {
     pub state: &'a ChainState,
     /// The pool client actions go to.
     pub actions: &'a mut ActionPool,
+    /// Takes one of the connection's rate tokens: false if it sent too much (an action
+    /// line costs a signature check, like a transaction).
+    pub allow: &'a mut dyn FnMut() -> bool,
 }
 
 impl JsonPort {
@@ -256,6 +259,10 @@ impl JsonPort {
     fn chain_line(&mut self, asker: Asker, op: &str, request: &Value, desk: ChainDesk<'_>) {
         let reply = if op == "staking" {
             chain_actions::staking_view(desk.actions, desk.state, request, asker.1)
+        } else if !(desk.allow)() {
+            let refusal = chain_actions::ActionRefusal::RateLimited;
+            json!({"ev": "action_refused", "line": asker.1, "reason": refusal.code(),
+                "detail": refusal.to_string()})
         } else {
             let (reply, pooled) =
                 chain_actions::action_line(desk.actions, desk.state, request, asker);

@@ -1,7 +1,8 @@
 //! Staking actions from any key on a real 4-validator devnet (epochs of 10 blocks), through
 //! the `nexus stake` CLI and the JSON port:
 //! - forged actions (bad signature, another chain's, unknown signer, stale or far nonce, not
-//!   an action) get typed refusals and the validator keeps serving; validator 3 leaves with
+//!   an action, over the connection's rate) get typed refusals and the validator keeps
+//!   serving; validator 3 leaves with
 //!   an action signed by its own key and submitted through validator 0's port, while
 //!   validator 2's stake change goes through validator 1's; both take effect at the epoch
 //!   boundary after them (every `nexus stake show` before it shows the old set), after which
@@ -200,6 +201,16 @@ fn forged_actions_are_refused(dir: &Path, addr: SocketAddr, chain_id: [u8; 32]) 
             "{reply}"
         );
     }
+    // Past the connection's rate (5 a second, bursts of 5, all used above), lines sent at
+    // once are refused `rate_limited` before their signature is checked.
+    for _ in 0..20 {
+        client.send_json(&json!({"op": "action", "action": hex(&forged)}));
+    }
+    let limited = (0..20)
+        .map(|_| client.next())
+        .filter(|reply| reply["reason"] == "rate_limited")
+        .count();
+    assert!(limited >= 10, "{limited} of 20 rate-limited");
     let key = dir.join("validator-3/key");
     for (nonce, reason) in [("0", "stale_nonce"), ("100", "nonce_too_far")] {
         let args = [
@@ -236,7 +247,14 @@ fn validators_leave_and_restake_by_signed_actions_at_the_epoch_boundary() {
     let dir = tempfile::tempdir().expect("dir");
     let config = common::init_devnet(
         dir.path(),
-        &["--base-port", "21500", "--epoch-length", "10"],
+        &[
+            "--base-port",
+            "21500",
+            "--epoch-length",
+            "10",
+            "--connection-rate",
+            "5",
+        ],
     );
     let spec = node::validator::read_config(&config).expect("config");
     let json_addr = |i: usize| spec.validators[i].json_addr.expect("json port");

@@ -431,9 +431,13 @@ impl NodeApp {
     ) -> Option<(Sender, Vec<u8>)> {
         let json = self.json.as_mut()?;
         let shared = self.shared.get_mut();
+        let rates = &mut self.rates;
+        let connection = Sender::Json(id, 0).connection();
+        let mut allow = || rates.allow(connection, now_ns / MS);
         let desk = ChainDesk {
             state: chain,
             actions: &mut self.actions,
+            allow: &mut allow,
         };
         let (line, bytes) = json.line(id, text, &shared.execution, now_ns / MS, desk)?;
         Some((Sender::Json(id, line), bytes))
