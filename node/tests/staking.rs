@@ -2,12 +2,13 @@
 //! the `nexus stake` CLI and the JSON port:
 //! - forged actions (bad signature, another chain's, unknown signer, stale or far nonce, not
 //!   an action, over the connection's rate) get typed refusals and the validator keeps
-//!   serving; validator 3 leaves with
-//!   an action signed by its own key and submitted through validator 0's port, while
-//!   validator 2's stake change goes through validator 1's; both take effect at the epoch
-//!   boundary after them (every `nexus stake show` before it shows the old set), after which
-//!   the remaining three keep finalizing with equal roots; an unjail of a validator that is
-//!   not jailed is included and refused by the chain with its reason;
+//!   serving; validator 3 leaves with an action signed by its own key and submitted through
+//!   validator 0's port, validator 2's stake change goes through validator 1's and a new key
+//!   (`nexus stake new-key`) joins through validator 2's; each takes effect at the epoch
+//!   boundary after its block (every `nexus stake show` shows exactly the changes whose
+//!   boundary has passed), after which the remaining three keep finalizing with equal
+//!   roots; an unjail of a validator that is not jailed is included and refused by the
+//!   chain with its reason;
 //! - validator 3's key double-votes (sent by the test from its address while its process is
 //!   down): slashed and jailed by a block's evidence, it unjails after its jail period and
 //!   is back in the set at the next epoch boundary.
@@ -266,59 +267,89 @@ fn validators_leave_and_restake_by_signed_actions_at_the_epoch_boundary() {
     forged_actions_are_refused(dir.path(), json_addr(1), chain_id);
 
     // Validator 3 leaves (its key, validator 0's port); validator 2 stakes 3 (validator
-    // 1's port). Each is answered once a decided block holds it.
+    // 1's port); a new key joins with 1 (validator 2's port). Each is answered once a
+    // decided block holds it, and takes effect at the epoch boundary after that block.
+    let joiner = dir.path().join("joiner.key");
+    let (ok, made) = nexus(&["stake", "new-key", joiner.to_str().unwrap()]);
+    assert!(ok, "{made:?}");
+    let joiner_key = made[0]["key"].as_str().expect("its public key").to_string();
     let (ok, leave) = cli(dir.path(), &["leave"], 3, json_addr(0));
     assert!(ok, "{leave}");
     let (ok, restake) = cli(dir.path(), &["set-stake", "--stake", "3"], 2, json_addr(1));
     assert!(ok, "{restake}");
-    for reply in [&leave, &restake] {
+    let join = [
+        "stake",
+        "join",
+        "--stake",
+        "1",
+        "--key",
+        joiner.to_str().unwrap(),
+    ];
+    let (ok, joined) = nexus(&[&join[..], &["--addr", &json_addr(2).to_string()]].concat());
+    assert!(ok, "{joined:?}");
+    let joined = joined.last().expect("a reply").clone();
+    let key = |i: usize| spec.validators[i].key.clone();
+    let mut changes = Vec::new();
+    for (reply, change) in [
+        (&leave, (key(3), None)),
+        (&restake, (key(2), Some(3))),
+        (&joined, (joiner_key, Some(1))),
+    ] {
         assert_eq!(
             (reply["ev"].as_str(), reply["applied"].as_bool()),
-            (Some("action_included"), Some(true))
+            (Some("action_included"), Some(true)),
+            "{reply}"
         );
+        let included = reply["height"].as_u64().expect("height");
+        changes.push((included, included.div_ceil(EPOCH) * EPOCH, change));
     }
-    let last = leave["height"]
-        .as_u64()
-        .max(restake["height"].as_u64())
-        .unwrap();
-    let boundary = last.div_ceil(EPOCH) * EPOCH;
-    let key = |i: usize| spec.validators[i].key.clone();
-    let before: BTreeMap<String, u64> = (0..VALIDATORS).map(|i| (key(i), 1)).collect();
-    let after: BTreeMap<String, u64> = [(key(0), 1), (key(1), 1), (key(2), 3)].into();
-    // The read command, polled on validator 2: the old set until the boundary (both changes
-    // queued once its chain holds their blocks), the new one after it.
+    // The set after block `height`: genesis, with each change whose boundary has passed.
+    let expected = |height: u64| {
+        let mut set: BTreeMap<String, u64> = (0..VALIDATORS).map(|i| (key(i), 1)).collect();
+        let passed = changes
+            .iter()
+            .filter(|(_, boundary, _)| height >= *boundary);
+        for (_, _, (who, stake)) in passed {
+            match stake {
+                Some(stake) => set.insert(who.clone(), *stake),
+                None => set.remove(who),
+            };
+        }
+        set
+    };
+    let queued = |height: u64| {
+        let waiting = changes
+            .iter()
+            .filter(|(at, b, _)| *at <= height && height < *b);
+        waiting.count()
+    };
+    let last = changes.iter().map(|(_, b, _)| *b).max().expect("3");
+    // The read command, polled on validator 2 (whose chain may lag the blocks that hold
+    // the actions): at every height, exactly the changes whose boundary has passed.
     let end = Instant::now() + Duration::from_secs(30);
     let mut seen_queued = false;
     loop {
         let view = show(json_addr(2));
         let height = view["height"].as_u64().expect("height");
-        if height < boundary {
-            assert_eq!(
-                active(&view),
-                before,
-                "before the boundary {boundary}: {view}"
-            );
-            // Validator 2 may not have applied the blocks that hold the actions yet.
-            let queued = view["pending"].as_array().map(Vec::len);
-            assert!(height < last || queued == Some(2), "{view}");
-            seen_queued |= height >= last;
-        } else {
-            assert_eq!(
-                active(&view),
-                after,
-                "after the boundary {boundary}: {view}"
-            );
-            assert_eq!(view["pending"], json!([]));
+        assert_eq!(
+            active(&view),
+            expected(height),
+            "at height {height}: {view}"
+        );
+        let pending = view["pending"].as_array().map(Vec::len);
+        assert_eq!(pending, Some(queued(height)), "at height {height}: {view}");
+        seen_queued |= queued(height) > 0;
+        if height >= last {
             break;
         }
-        assert!(Instant::now() < end, "the boundary {boundary} never came");
+        assert!(Instant::now() < end, "the boundary {last} never came");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Heights last..boundary last 200 ms each (idle blocks), the polls 100 ms: one saw them.
-    assert!(
-        seen_queued || boundary == last,
-        "a view between {last} and {boundary}"
-    );
+    // Heights between an inclusion and its boundary last 200 ms each (idle blocks), the
+    // polls 100 ms: one saw a change queued, unless every change landed on a boundary.
+    let on_boundary = changes.iter().all(|(at, b, _)| at == b);
+    assert!(seen_queued || on_boundary, "a view with a change queued");
+    let boundary = last;
     // An unjail by a validator that is not jailed: included, refused by the chain.
     let (ok, unjail) = cli(dir.path(), &["unjail"], 1, json_addr(2));
     assert!(!ok);
