@@ -372,10 +372,11 @@ fn validators_leave_and_restake_by_signed_actions_at_the_epoch_boundary() {
 
 /// Validator 3's key double-votes: with its process down, the test binds its address with
 /// its key and sends two different prevotes for each of the next heights. The others see
-/// it, a block carries the evidence, and validator 3 is slashed (20 -> 19) and jailed.
+/// it, a block carries the evidence, and validator 3 is slashed (20 -> 19, or 18 if the block
+/// holds evidence of two heights) and jailed.
 /// Restarted, it asks to unjail through validator 0's port: refused `still_jailed` within
 /// the jail period (25 blocks), applied after it; at the next epoch boundary it is back in
-/// the set with 19, and all four finalize with equal roots.
+/// the set with its slashed stake, and all four finalize with equal roots.
 #[test]
 fn a_slashed_validator_unjails_after_its_jail_period() {
     let dir = tempfile::tempdir().expect("dir");
@@ -405,12 +406,16 @@ fn a_slashed_validator_unjails_after_its_jail_period() {
             .expect("a bond")
     };
     let end = Instant::now() + Duration::from_secs(20);
-    let jailed_at = loop {
+    let (jailed_at, slashed) = loop {
         let view = show(json_addr(0));
         if let Some(at) = bond(&view)["jailed_at"].as_u64() {
-            assert_eq!(bond(&view)["stake"], 19, "5% of 20, rounded up");
+            // The block that jails it may hold evidence of two heights (at most two per
+            // block; later proposals leave a jailed offender's out): 5% of 20 rounded up,
+            // once or twice.
+            let stake = bond(&view)["stake"].as_u64().expect("stake");
+            assert!(stake == 19 || stake == 18, "{view}");
             assert!(!active(&view).contains_key(&key3), "{view}");
-            break at;
+            break (at, stake);
         }
         assert!(Instant::now() < end, "validator 3 never jailed: {view}");
         std::thread::sleep(Duration::from_millis(100));
@@ -440,7 +445,7 @@ fn a_slashed_validator_unjails_after_its_jail_period() {
         let view = show(json_addr(1));
         let back = active(&view).get(&key3).copied();
         if view["height"].as_u64().expect("height") >= boundary {
-            assert_eq!(back, Some(19), "{view}");
+            assert_eq!(back, Some(slashed), "{view}");
             assert_eq!(bond(&view)["jailed_at"], Value::Null);
             break;
         }
