@@ -11,7 +11,9 @@
 //! 5. the validator set for `h + 1` is computed (queued changes at epoch boundaries).
 //!
 //! Rejections are values in the returned [`BlockReport`], never errors: a block that
-//! consensus decided is applied whatever it contains.
+//! consensus decided is applied whatever it contains. The last block's report is kept
+//! ([`ChainState::last_report`]) for whoever answers the actions' submitters; it is derived
+//! from the block and the state, so it is not part of [`ChainState::hash`].
 
 use std::collections::BTreeMap;
 
@@ -19,7 +21,8 @@ use crate::block::Block;
 use crate::governance::{Action, ChainParams, Coprocessor, GovError, Governance, SignedAction};
 use crate::types::{Hash, Height, SignatureVerifier, ValidatorId};
 use crate::validators::{
-    EvidenceRejected, SetError, StakeChange, StakeError, Staking, Validator, ValidatorSet,
+    EvidenceRejected, SetError, StakeChange, StakeError, StakeRules, Staking, Validator,
+    ValidatorSet,
 };
 
 /// What happened to each action of a block.
@@ -61,6 +64,7 @@ pub struct ChainState {
     staking: Staking,
     governance: Governance,
     nonces: BTreeMap<ValidatorId, u64>,
+    last_report: BlockReport,
 }
 
 impl ChainState {
@@ -77,6 +81,7 @@ impl ChainState {
             staking: Staking::genesis(validators)?,
             governance: Governance::genesis(params, registry),
             nonces: BTreeMap::new(),
+            last_report: BlockReport::default(),
         })
     }
 
@@ -103,6 +108,11 @@ impl ChainState {
     /// Registry, parameters and proposals.
     pub fn governance(&self) -> &Governance {
         &self.governance
+    }
+
+    /// What the last applied block did (its actions' outcomes in block order).
+    pub fn last_report(&self) -> &BlockReport {
+        &self.last_report
     }
 
     /// The next nonce `signer` must use.
@@ -141,6 +151,7 @@ impl ChainState {
         let params = self.governance.params;
         report.set_changed = self.staking.end_block(h, params.epoch_length_blocks);
         self.height = h;
+        self.last_report = report.clone();
         report
     }
 
@@ -160,7 +171,16 @@ impl ChainState {
         }
         self.nonces.insert(a.signer, expected);
         let id = a.signer;
-        let mut stake = |change| self.staking.queue(change).map_err(ActionOutcome::Stake);
+        let rules = StakeRules {
+            height: h,
+            min_stake: self.governance.params.min_stake,
+            jail_period_blocks: self.governance.params.jail_period_blocks,
+        };
+        let mut stake = |change| {
+            self.staking
+                .queue(change, rules)
+                .map_err(ActionOutcome::Stake)
+        };
         let is_validator = deciding_set.stake_of(&id).is_some();
         let result = match &a.action {
             Action::Join { stake: s } => stake(StakeChange::Join { id, stake: *s }).map(|_| None),
@@ -168,6 +188,7 @@ impl ChainState {
                 stake(StakeChange::SetStake { id, stake: *s }).map(|_| None)
             }
             Action::Leave => stake(StakeChange::Leave { id }).map(|_| None),
+            Action::Unjail => stake(StakeChange::Unjail { id }).map(|_| None),
             Action::Propose(kind) if is_validator => {
                 Ok(Some(self.governance.submit(id, kind.clone(), h)))
             }
@@ -327,5 +348,65 @@ mod tests {
         assert_eq!(st.validators().len(), 4);
         // Same blocks, same hash.
         assert_ne!(st.hash(), Hash::ZERO);
+    }
+
+    /// Evidence jails validator 3 in block 2; its unjail is refused until the jail period
+    /// (3 blocks) is over, accepted in block 5, and it is back in the set after block 8 (the
+    /// epoch boundary) with its slashed stake. The action survives its canonical encoding.
+    #[test]
+    fn a_slashed_validator_unjails_by_action_at_the_epoch_boundary() {
+        let keys: Vec<_> = (1..=4u8).map(|i| Keypair::from_seed([i; 32])).collect();
+        let params = ChainParams {
+            epoch_length_blocks: 4,
+            jail_period_blocks: 3,
+            min_stake: 50,
+            ..ChainParams::default()
+        };
+        let validators = keys.iter().map(|k| Validator {
+            id: k.id(),
+            stake: 100,
+        });
+        let mut st = ChainState::genesis(CHAIN, validators.collect(), params, vec![]).unwrap();
+        let offender = &keys[3];
+        let vote = |value| {
+            let vote = Vote {
+                kind: VoteKind::Prevote,
+                height: 1,
+                round: 0,
+                value,
+                validator: offender.id(),
+            };
+            SignedVote {
+                vote,
+                signature: offender.sign(&vote.signing_bytes(&CHAIN)),
+            }
+        };
+        st.apply_block(&block(1, vec![], vec![]), &Ed25519);
+        let ev = Evidence::double_vote(vote(None), vote(Some(Hash([1; 32]))));
+        let r = st.apply_block(&block(2, vec![ev], vec![]), &Ed25519);
+        assert_eq!(r.evidence, vec![Ok(5)]);
+        assert_eq!(st.validators().stake_of(&offender.id()), None);
+        let unjail = |nonce| SignedAction::sign(offender, nonce, Action::Unjail, &CHAIN);
+        let early = unjail(1);
+        assert_eq!(SignedAction::decode(&early.encode()), Ok(early.clone()));
+        st.apply_block(&block(3, vec![], vec![]), &Ed25519);
+        let r = st.apply_block(&block(4, vec![], vec![early]), &Ed25519);
+        assert_eq!(
+            r.actions,
+            vec![ActionOutcome::Stake(StakeError::StillJailed { until: 5 })]
+        );
+        assert_eq!(st.last_report(), &r);
+        assert_eq!(st.validators().len(), 3, "epoch boundary 4: still jailed");
+        let r = st.apply_block(&block(5, vec![], vec![unjail(2)]), &Ed25519);
+        assert_eq!(r.actions, vec![ActionOutcome::Applied(None)]);
+        for h in 6..=7 {
+            st.apply_block(&block(h, vec![], vec![]), &Ed25519);
+            assert_eq!(st.validators().stake_of(&offender.id()), None);
+        }
+        let r = st.apply_block(&block(8, vec![], vec![]), &Ed25519);
+        assert!(r.set_changed);
+        assert_eq!(st.validators().stake_of(&offender.id()), Some(95));
+        let r = st.apply_block(&block(9, vec![], vec![unjail(3)]), &Ed25519);
+        assert_eq!(r.actions, vec![ActionOutcome::Stake(StakeError::NotJailed)]);
     }
 }

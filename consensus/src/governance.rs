@@ -25,10 +25,12 @@
 //! | 3 | Leave | |
 //! | 4 | Propose | proposal kind (below) |
 //! | 5 | Vote | proposal u64, approve u8 |
+//! | 6 | Unjail | |
 //!
 //! Proposal kinds: 1 Upgrade (id u32, version u32, code_hash `[32]`); 2 Activate (id u32);
 //! 3 Deactivate (id u32); 4 SetCoprocessorParam (id u32, key: u32 length + UTF-8, value
-//! u64); 5 SetChainParam (key u8, value u64).
+//! u64); 5 SetChainParam (key u8, value u64). Parameter keys: 1 epoch length, 2 slash
+//! fraction, 3 voting period, 4 evidence max age, 5 jail period, 6 minimum stake.
 
 use std::collections::BTreeMap;
 
@@ -48,6 +50,11 @@ pub struct ChainParams {
     pub voting_period_blocks: u64,
     /// Oldest evidence accepted, in blocks behind the including block.
     pub evidence_max_age_blocks: u64,
+    /// Blocks a jailed validator waits, from the block that jailed it, before an unjail is
+    /// accepted.
+    pub jail_period_blocks: u64,
+    /// Least stake to join, to set, or to be left with for an unjail. At least 1.
+    pub min_stake: u64,
 }
 
 impl Default for ChainParams {
@@ -57,6 +64,8 @@ impl Default for ChainParams {
             slash_fraction_bps: 500,
             voting_period_blocks: 50,
             evidence_max_age_blocks: 1000,
+            jail_period_blocks: 100,
+            min_stake: 1,
         }
     }
 }
@@ -72,6 +81,10 @@ pub enum ParamKey {
     VotingPeriodBlocks,
     /// [`ChainParams::evidence_max_age_blocks`].
     EvidenceMaxAgeBlocks,
+    /// [`ChainParams::jail_period_blocks`].
+    JailPeriodBlocks,
+    /// [`ChainParams::min_stake`].
+    MinStake,
 }
 
 impl ParamKey {
@@ -81,6 +94,8 @@ impl ParamKey {
             ParamKey::SlashFractionBps => 2,
             ParamKey::VotingPeriodBlocks => 3,
             ParamKey::EvidenceMaxAgeBlocks => 4,
+            ParamKey::JailPeriodBlocks => 5,
+            ParamKey::MinStake => 6,
         }
     }
     fn from_code(code: u8) -> Result<ParamKey, DecodeError> {
@@ -89,6 +104,8 @@ impl ParamKey {
             2 => ParamKey::SlashFractionBps,
             3 => ParamKey::VotingPeriodBlocks,
             4 => ParamKey::EvidenceMaxAgeBlocks,
+            5 => ParamKey::JailPeriodBlocks,
+            6 => ParamKey::MinStake,
             value => {
                 return Err(DecodeError::BadTag {
                     field: "param key",
@@ -107,6 +124,8 @@ impl ChainParams {
             ParamKey::SlashFractionBps if value <= 10_000 => self.slash_fraction_bps = value as u32,
             ParamKey::VotingPeriodBlocks if value >= 1 => self.voting_period_blocks = value,
             ParamKey::EvidenceMaxAgeBlocks => self.evidence_max_age_blocks = value,
+            ParamKey::JailPeriodBlocks => self.jail_period_blocks = value,
+            ParamKey::MinStake if value >= 1 => self.min_stake = value,
             _ => return Err(ApplyError::BadParamValue),
         }
         Ok(())
@@ -117,6 +136,8 @@ impl ChainParams {
         w.u32(self.slash_fraction_bps);
         w.u64(self.voting_period_blocks);
         w.u64(self.evidence_max_age_blocks);
+        w.u64(self.jail_period_blocks);
+        w.u64(self.min_stake);
     }
 }
 
@@ -562,6 +583,9 @@ pub enum Action {
         /// Yes (true) or no.
         approve: bool,
     },
+    /// The signer, jailed, returns to the active set at the next epoch boundary (once its
+    /// jail period is over, if its stake is still at least the minimum).
+    Unjail,
 }
 
 impl Action {
@@ -585,6 +609,7 @@ impl Action {
                 w.u64(*proposal);
                 w.u8(*approve as u8);
             }
+            Action::Unjail => w.u8(6),
         }
     }
 
@@ -598,6 +623,7 @@ impl Action {
                 proposal: r.u64()?,
                 approve: r.flag("vote approve")?,
             },
+            6 => Action::Unjail,
             value => {
                 return Err(DecodeError::BadTag {
                     field: "action",
@@ -658,6 +684,22 @@ impl SignedAction {
     /// True if the signature is the signer's.
     pub fn verify(&self, chain_id: &[u8; 32], verifier: &dyn SignatureVerifier) -> bool {
         verifier.verify(&self.signer, &self.signing_bytes(chain_id), &self.signature)
+    }
+
+    /// The canonical encoding: signer `[32]`, nonce u64, action, signature `[64]` (as
+    /// blocks carry it).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::MIN_ENCODED_LEN + 16);
+        self.write(&mut Writer(&mut out));
+        out
+    }
+
+    /// Decodes [`SignedAction::encode`]'s bytes (nothing may follow).
+    pub fn decode(bytes: &[u8]) -> Result<SignedAction, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let action = SignedAction::read(&mut r)?;
+        r.finish()?;
+        Ok(action)
     }
 
     pub(crate) fn write(&self, w: &mut Writer<'_>) {

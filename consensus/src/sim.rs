@@ -305,7 +305,7 @@ impl Application for SimApp {
         Ok(self.root)
     }
 
-    fn on_app_frame(&mut self, _from: ValidatorId, _body: &[u8], _now_ns: u64) {}
+    fn on_app_frame(&mut self, _: ValidatorId, _: &[u8], _: &ChainState, _: u64) {}
 
     fn has_pending(&self) -> bool {
         self.pending
@@ -738,7 +738,10 @@ impl Sim {
         let byz = self.nodes.iter().find(|n| !n.honest).map(|n| n.key.id());
         byz.is_some_and(|b| {
             self.nodes.iter().filter(|n| n.honest).all(|n| {
-                n.chain().staking().bond(&b).is_some_and(|bond| bond.jailed)
+                n.chain()
+                    .staking()
+                    .bond(&b)
+                    .is_some_and(|bond| bond.is_jailed())
                     && n.chain().validators().stake_of(&b).is_none()
             })
         })

@@ -16,6 +16,11 @@
 //!   active set at the next block boundary, and its queued changes are dropped. One offence
 //!   per (validator, height) is punished once. Evidence older than `evidence_max_age_blocks`
 //!   is refused.
+//! - Unjailing: a jailed validator asks to return (`StakeChange::Unjail`) no earlier than
+//!   `jail_period_blocks` blocks after the block that jailed it, and only if its stake after
+//!   the cut is still at least `min_stake`; it rejoins the active set at the next epoch
+//!   boundary, like a join. A validator jailed again meanwhile loses the queued request.
+//! - Joins and stake changes below `min_stake` are refused.
 //! - Whenever membership or stakes change, priorities restart from zero.
 //! - A change that would leave no active validator is not applied (the set stays as it was).
 
@@ -201,8 +206,16 @@ impl ProposerSchedule {
 pub struct Bond {
     /// Bonded stake.
     pub stake: u64,
-    /// Jailed validators are out of the active set.
-    pub jailed: bool,
+    /// The block whose evidence jailed it, if jailed: jailed validators are out of the
+    /// active set.
+    pub jailed: Option<Height>,
+}
+
+impl Bond {
+    /// Whether the validator is jailed.
+    pub fn is_jailed(&self) -> bool {
+        self.jailed.is_some()
+    }
 }
 
 /// A queued change to the validator set, applied at the next epoch boundary.
@@ -227,6 +240,46 @@ pub enum StakeChange {
         /// The validator.
         id: ValidatorId,
     },
+    /// A jailed validator returns to the active set.
+    Unjail {
+        /// The validator.
+        id: ValidatorId,
+    },
+}
+
+impl StakeChange {
+    /// The validator the change is about.
+    pub fn id(&self) -> ValidatorId {
+        match self {
+            StakeChange::Join { id, .. }
+            | StakeChange::SetStake { id, .. }
+            | StakeChange::Leave { id }
+            | StakeChange::Unjail { id } => *id,
+        }
+    }
+}
+
+/// The chain parameters and the height a stake change is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StakeRules {
+    /// The block the change is in.
+    pub height: Height,
+    /// Least stake of a bonded validator (`ChainParams::min_stake`).
+    pub min_stake: u64,
+    /// Blocks a jailed validator waits before it may unjail
+    /// (`ChainParams::jail_period_blocks`).
+    pub jail_period_blocks: u64,
+}
+
+impl Default for StakeRules {
+    /// Height 0, minimum stake 1, no jail period.
+    fn default() -> Self {
+        StakeRules {
+            height: 0,
+            min_stake: 1,
+            jail_period_blocks: 0,
+        }
+    }
 }
 
 /// Why a stake change was refused.
@@ -244,6 +297,21 @@ pub enum StakeError {
     /// Zero stake.
     #[error("stake must be positive")]
     ZeroStake,
+    /// A stake below the chain's minimum (for an unjail: the stake left after slashing).
+    #[error("stake below the minimum of {min}")]
+    BelowMinimum {
+        /// `ChainParams::min_stake`.
+        min: u64,
+    },
+    /// Unjail by a validator that is not jailed.
+    #[error("validator is not jailed")]
+    NotJailed,
+    /// Unjail before the jail period ended.
+    #[error("jailed until block {until}")]
+    StillJailed {
+        /// First block in which an unjail is accepted.
+        until: Height,
+    },
 }
 
 /// Why evidence led to no slashing.
@@ -285,7 +353,7 @@ impl Staking {
                     v.id,
                     Bond {
                         stake: v.stake,
-                        jailed: false,
+                        jailed: None,
                     },
                 )
             })
@@ -309,18 +377,22 @@ impl Staking {
         self.bonds.get(id).copied()
     }
 
+    /// Every bond, in key order.
+    pub fn bonds(&self) -> impl Iterator<Item = (&ValidatorId, &Bond)> {
+        self.bonds.iter()
+    }
+
     /// Changes waiting for the next epoch boundary, in order.
     pub fn pending(&self) -> &[StakeChange] {
         &self.pending
     }
 
-    /// Queues a change for the next epoch boundary after checking it against current bonds.
-    pub fn queue(&mut self, change: StakeChange) -> Result<(), StakeError> {
+    /// Queues a change for the next epoch boundary after checking it against current bonds
+    /// and `rules`.
+    pub fn queue(&mut self, change: StakeChange, rules: StakeRules) -> Result<(), StakeError> {
         match change {
             StakeChange::Join { id, stake } => {
-                if stake == 0 {
-                    return Err(StakeError::ZeroStake);
-                }
+                check_stake(stake, &rules)?;
                 if self.bonds.contains_key(&id)
                     || self
                         .pending
@@ -331,21 +403,31 @@ impl Staking {
                 }
             }
             StakeChange::SetStake { id, stake } => {
-                if stake == 0 {
-                    return Err(StakeError::ZeroStake);
-                }
+                check_stake(stake, &rules)?;
                 self.check_bonded(&id)?;
             }
             StakeChange::Leave { id } => self.check_bonded(&id)?,
+            StakeChange::Unjail { id } => self.check_unjail(&id, &rules)?,
         }
         self.pending.push(change);
         Ok(())
     }
 
+    /// An unjail needs a jailed bond, the jail period served and the minimum stake left.
+    fn check_unjail(&self, id: &ValidatorId, rules: &StakeRules) -> Result<(), StakeError> {
+        let bond = self.bonds.get(id).ok_or(StakeError::NotBonded)?;
+        let jailed_at = bond.jailed.ok_or(StakeError::NotJailed)?;
+        let until = jailed_at.saturating_add(rules.jail_period_blocks);
+        if rules.height < until {
+            return Err(StakeError::StillJailed { until });
+        }
+        check_stake(bond.stake, rules)
+    }
+
     fn check_bonded(&self, id: &ValidatorId) -> Result<(), StakeError> {
         match self.bonds.get(id) {
             None => Err(StakeError::NotBonded),
-            Some(b) if b.jailed => Err(StakeError::Jailed),
+            Some(b) if b.is_jailed() => Err(StakeError::Jailed),
             Some(_) => Ok(()),
         }
     }
@@ -379,13 +461,9 @@ impl Staking {
         let cut = (bond.stake as u128 * bps).div_ceil(10_000);
         let cut = u64::try_from(cut).expect("cut <= stake");
         bond.stake = bond.stake.checked_sub(cut).expect("cut <= stake");
-        bond.jailed = true;
+        bond.jailed = Some(height);
         self.punished.insert((offender, at));
-        self.pending.retain(|c| match c {
-            StakeChange::Join { id, .. }
-            | StakeChange::SetStake { id, .. }
-            | StakeChange::Leave { id } => *id != offender,
-        });
+        self.pending.retain(|c| c.id() != offender);
         self.rebuild = true;
         Ok(cut)
     }
@@ -403,7 +481,7 @@ impl Staking {
                     StakeChange::Join { id, stake } => {
                         bonds.entry(id).or_insert(Bond {
                             stake,
-                            jailed: false,
+                            jailed: None,
                         });
                     }
                     StakeChange::SetStake { id, stake } => {
@@ -413,6 +491,11 @@ impl Staking {
                     }
                     StakeChange::Leave { id } => {
                         bonds.remove(&id);
+                    }
+                    StakeChange::Unjail { id } => {
+                        if let Some(b) = bonds.get_mut(&id) {
+                            b.jailed = None;
+                        }
                     }
                 }
                 changed = true;
@@ -438,7 +521,7 @@ impl Staking {
         ValidatorSet::new(
             bonds
                 .iter()
-                .filter(|(_, b)| !b.jailed && b.stake > 0)
+                .filter(|(_, b)| !b.is_jailed() && b.stake > 0)
                 .map(|(id, b)| Validator {
                     id: *id,
                     stake: b.stake,
@@ -456,7 +539,13 @@ impl Staking {
         for (id, b) in &self.bonds {
             w.bytes32(&id.0);
             w.u64(b.stake);
-            w.u8(b.jailed as u8);
+            match b.jailed {
+                None => w.u8(0),
+                Some(at) => {
+                    w.u8(1);
+                    w.u64(at);
+                }
+            }
         }
         w.count(self.pending.len());
         for c in &self.pending {
@@ -475,6 +564,10 @@ impl Staking {
                     w.u8(3);
                     w.bytes32(&id.0);
                 }
+                StakeChange::Unjail { id } => {
+                    w.u8(4);
+                    w.bytes32(&id.0);
+                }
             }
         }
         w.count(self.punished.len());
@@ -486,11 +579,30 @@ impl Staking {
     }
 }
 
+/// A stake must be positive and at least the chain's minimum.
+fn check_stake(stake: u64, rules: &StakeRules) -> Result<(), StakeError> {
+    if stake == 0 {
+        return Err(StakeError::ZeroStake);
+    }
+    if stake < rules.min_stake {
+        return Err(StakeError::BelowMinimum {
+            min: rules.min_stake,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::messages::{SignedVote, Vote, VoteKind};
     use crate::types::{Ed25519, Keypair};
+
+    const R: StakeRules = StakeRules {
+        height: 0,
+        min_stake: 1,
+        jail_period_blocks: 0,
+    };
 
     fn id(n: u8) -> ValidatorId {
         ValidatorId([n; 32])
@@ -607,10 +719,13 @@ mod tests {
                 .collect(),
         )
         .unwrap();
-        st.queue(StakeChange::SetStake {
-            id: keys[0].id(),
-            stake: 5,
-        })
+        st.queue(
+            StakeChange::SetStake {
+                id: keys[0].id(),
+                stake: 5,
+            },
+            R,
+        )
         .unwrap();
         let ev = double_vote(&keys[0], &chain, 3);
         assert_eq!(
@@ -627,7 +742,7 @@ mod tests {
             st.bond(&keys[0].id()),
             Some(Bond {
                 stake: 950,
-                jailed: true
+                jailed: Some(4)
             })
         );
         assert!(st.pending().is_empty(), "a jailed validator's changes drop");
@@ -636,7 +751,7 @@ mod tests {
             Err(EvidenceRejected::AlreadyPunished)
         );
         assert_eq!(
-            st.queue(StakeChange::Leave { id: keys[0].id() }),
+            st.queue(StakeChange::Leave { id: keys[0].id() }, R),
             Err(StakeError::Jailed)
         );
         // Mid-epoch: the jailed validator is out at the next height.
@@ -663,26 +778,35 @@ mod tests {
             },
         ])
         .unwrap();
-        st.queue(StakeChange::Join {
-            id: id(3),
-            stake: 7,
-        })
+        st.queue(
+            StakeChange::Join {
+                id: id(3),
+                stake: 7,
+            },
+            R,
+        )
         .unwrap();
         assert_eq!(
-            st.queue(StakeChange::Join {
-                id: id(3),
-                stake: 7
-            }),
+            st.queue(
+                StakeChange::Join {
+                    id: id(3),
+                    stake: 7
+                },
+                R,
+            ),
             Err(StakeError::AlreadyBonded)
         );
-        st.queue(StakeChange::Leave { id: id(1) }).unwrap();
-        st.queue(StakeChange::SetStake {
-            id: id(2),
-            stake: 20,
-        })
+        st.queue(StakeChange::Leave { id: id(1) }, R).unwrap();
+        st.queue(
+            StakeChange::SetStake {
+                id: id(2),
+                stake: 20,
+            },
+            R,
+        )
         .unwrap();
         assert_eq!(
-            st.queue(StakeChange::Leave { id: id(9) }),
+            st.queue(StakeChange::Leave { id: id(9) }, R),
             Err(StakeError::NotBonded)
         );
         for h in 1..5 {
@@ -705,9 +829,68 @@ mod tests {
             ]
         );
         // Leaving would empty the set: not applied.
-        st.queue(StakeChange::Leave { id: id(2) }).unwrap();
-        st.queue(StakeChange::Leave { id: id(3) }).unwrap();
+        st.queue(StakeChange::Leave { id: id(2) }, R).unwrap();
+        st.queue(StakeChange::Leave { id: id(3) }, R).unwrap();
         assert!(!st.end_block(10, 5));
         assert_eq!(st.active().len(), 2);
+    }
+
+    #[test]
+    fn a_jailed_validator_unjails_after_its_period_if_its_stake_is_enough() {
+        let keys: Vec<_> = (1..=4u8).map(|i| Keypair::from_seed([i; 32])).collect();
+        let chain = [9; 32];
+        let stakes = [100, 100, 100, 21];
+        let mut st = Staking::genesis(
+            keys.iter()
+                .zip(stakes)
+                .map(|(k, stake)| Validator { id: k.id(), stake })
+                .collect(),
+        )
+        .unwrap();
+        let rules = |height| StakeRules {
+            height,
+            min_stake: 20,
+            jail_period_blocks: 10,
+        };
+        let unjail = |k: &Keypair| StakeChange::Unjail { id: k.id() };
+        assert_eq!(
+            st.queue(unjail(&keys[0]), rules(3)),
+            Err(StakeError::NotJailed)
+        );
+        assert_eq!(
+            st.queue(unjail(&Keypair::from_seed([9; 32])), rules(3)),
+            Err(StakeError::NotBonded)
+        );
+        let set_low = StakeChange::SetStake {
+            id: keys[1].id(),
+            stake: 19,
+        };
+        assert_eq!(
+            st.queue(set_low, rules(3)),
+            Err(StakeError::BelowMinimum { min: 20 })
+        );
+        // Validator 0 is jailed in block 4 (100 - 5 = 95), validator 3 too (21 - 2 = 19).
+        for (k, at) in [(&keys[0], 3), (&keys[3], 3)] {
+            st.slash(&double_vote(k, &chain, at), 4, 500, 100, &chain, &Ed25519)
+                .unwrap();
+        }
+        assert!(st.end_block(4, 5));
+        assert_eq!(st.active().len(), 2);
+        assert_eq!(
+            st.queue(unjail(&keys[0]), rules(13)),
+            Err(StakeError::StillJailed { until: 14 })
+        );
+        assert_eq!(
+            st.queue(unjail(&keys[3]), rules(14)),
+            Err(StakeError::BelowMinimum { min: 20 }),
+            "19 left after the cut"
+        );
+        st.queue(unjail(&keys[0]), rules(14)).unwrap();
+        assert!(!st.end_block(14, 5), "mid-epoch: still out");
+        assert_eq!(st.active().stake_of(&keys[0].id()), None);
+        assert!(st.end_block(15, 5), "back at the epoch boundary");
+        assert_eq!(st.active().stake_of(&keys[0].id()), Some(95));
+        assert_eq!(st.bond(&keys[0].id()).unwrap().jailed, None);
+        assert!(st.bond(&keys[3].id()).unwrap().is_jailed());
     }
 }

@@ -71,9 +71,16 @@ impl GovQueue {
         Ok(json!({"ev": "gov_queued", "line": from.1}))
     }
 
-    /// The queued actions signed with the nonces `chain` expects next, for a proposal.
-    pub fn actions(&self, chain: &ChainState) -> Vec<SignedAction> {
-        let first = chain.next_nonce(&self.key.id());
+    /// The key that signs the queued actions.
+    pub fn signer(&self) -> ValidatorId {
+        self.key.id()
+    }
+
+    /// The queued actions signed with the nonces `chain` expects next, after `skip` actions
+    /// of this key that the proposal carries already (from the action pool), for a
+    /// proposal.
+    pub fn actions(&self, chain: &ChainState, skip: u64) -> Vec<SignedAction> {
+        let first = chain.next_nonce(&self.key.id()) + skip;
         let id = *chain.chain_id();
         (first..)
             .zip(&self.queued)

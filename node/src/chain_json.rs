@@ -26,8 +26,12 @@
 //! A connection hears every event of each account it acted for or `subscribe`d to
 //! (`{"op":"subscribe","account":A}`), whoever caused it (a maker hears its fills), with
 //! `seq` and no `line`.
+//!
+//! Chain actions from any key (`nexus stake`, `nexus gov`): `{"op":"action","action":"<hex>"}`
+//! pools a complete signed action and `{"op":"staking"}` reads the validator set, bonds,
+//! queued changes and parameters ([`crate::chain_actions`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ed25519_dalek::SigningKey;
 use engine::{AccountId, Command, Event};
@@ -42,6 +46,7 @@ use consensus::block::Block;
 use consensus::chain::ChainState;
 use consensus::governance::SignedAction;
 
+use crate::chain_actions::{self, ActionPool, Asker};
 use crate::chain_gov::GovQueue;
 use crate::genesis::{translate_genesis, GenesisError};
 use crate::load::DevRoles;
@@ -167,6 +172,20 @@ pub struct JsonPort {
     outputs: Vec<Output>,
     /// Governance actions the validator signs with its own key, if it lets the port ask.
     governance: Option<GovQueue>,
+    /// Lines whose chain action is pooled, awaiting its block.
+    action_waits: BTreeSet<Asker>,
+}
+
+/// The chain state after the last block and the validator's action pool, for `action` and
+/// `staking` lines.
+pub struct ChainDesk<'a> {
+    /// The consensus-layer state after the last applied block.
+    pub state: &'a ChainState,
+    /// The pool client actions go to.
+    pub actions: &'a mut ActionPool,
+    /// Takes one of the connection's rate tokens: false if it sent too much (an action
+    /// line costs a signature check, like a transaction).
+    pub allow: &'a mut dyn FnMut() -> bool,
 }
 
 impl JsonPort {
@@ -200,6 +219,7 @@ impl JsonPort {
             watchers: BTreeMap::new(),
             outputs: Vec::new(),
             governance: None,
+            action_waits: BTreeSet::new(),
         })
     }
 
@@ -214,11 +234,44 @@ impl JsonPort {
         self.governance.as_ref().is_some_and(|g| !g.is_empty())
     }
 
-    /// The queued governance actions, signed for the next block `chain` applies.
-    pub fn governance_actions(&self, chain: &ChainState) -> Vec<SignedAction> {
+    /// The queued governance actions, signed for the next block `chain` applies, after
+    /// `skip` actions of the validator's key that the proposal carries already.
+    pub fn governance_actions(&self, chain: &ChainState, skip: u64) -> Vec<SignedAction> {
         self.governance
             .as_ref()
-            .map_or_else(Vec::new, |g| g.actions(chain))
+            .map_or_else(Vec::new, |g| g.actions(chain, skip))
+    }
+
+    /// The key the port's governance lines are signed with, if any.
+    pub fn governance_key(&self) -> Option<consensus::types::ValidatorId> {
+        self.governance.as_ref().map(GovQueue::signer)
+    }
+
+    /// What became of line `asker`'s pooled chain action (`action_included` or
+    /// `action_evicted`).
+    pub fn action_answered(&mut self, asker: Asker, answer: &Value) {
+        self.action_waits.remove(&asker);
+        self.send(asker.0, answer);
+        self.drop_if_done(asker.0);
+    }
+
+    /// An `action` or `staking` line.
+    fn chain_line(&mut self, asker: Asker, op: &str, request: &Value, desk: ChainDesk<'_>) {
+        let reply = if op == "staking" {
+            chain_actions::staking_view(desk.actions, desk.state, request, asker.1)
+        } else if !(desk.allow)() {
+            let refusal = chain_actions::ActionRefusal::RateLimited;
+            json!({"ev": "action_refused", "line": asker.1, "reason": refusal.code(),
+                "detail": refusal.to_string()})
+        } else {
+            let (reply, pooled) =
+                chain_actions::action_line(desk.actions, desk.state, request, asker);
+            if pooled {
+                self.action_waits.insert(asker);
+            }
+            reply
+        };
+        self.send(asker.0, &reply);
     }
 
     /// After a decided block (`chain` after it): answers the governance lines it holds.
@@ -271,7 +324,12 @@ impl JsonPort {
     /// Drops a closing connection once none of its lines await an answer.
     fn drop_if_done(&mut self, id: u64) {
         let closing = self.connections.get(&id).is_some_and(|c| c.closing);
-        let governing = self.governance.as_ref().is_some_and(|g| g.waits_for(id));
+        let governing = self.governance.as_ref().is_some_and(|g| g.waits_for(id))
+            || self
+                .action_waits
+                .range((id, 0)..=(id, u64::MAX))
+                .next()
+                .is_some();
         if closing && !governing && !self.pending.keys().any(|(connection, _)| *connection == id) {
             self.connections.remove(&id);
         }
@@ -280,6 +338,8 @@ impl JsonPort {
     /// Forgets a connection that cannot take more replies, and its lines.
     fn drop_connection(&mut self, id: u64) {
         self.connections.remove(&id);
+        self.action_waits
+            .retain(|(connection, _)| *connection != id);
         self.pending.retain(|(connection, _), _| *connection != id);
         for watching in self.watchers.values_mut() {
             watching.retain(|&c| c != id);
@@ -355,13 +415,15 @@ impl JsonPort {
 
     /// A line from connection `id`. Answered at once (queries, errors), or turned into a
     /// signed transaction: returns its line number and bytes, to admit; its answers come
-    /// through [`JsonPort::status`] and [`JsonPort::executed`].
+    /// through [`JsonPort::status`] and [`JsonPort::executed`]. A chain action goes to
+    /// `desk`'s pool (answers through [`JsonPort::action_answered`]).
     pub fn line(
         &mut self,
         id: u64,
         text: &str,
         execution: &Execution,
         now_ms: u64,
+        desk: ChainDesk<'_>,
     ) -> Option<(u64, Vec<u8>)> {
         let engine = execution.engine();
         let connection = self.connections.get_mut(&id)?;
@@ -388,6 +450,10 @@ impl JsonPort {
         }
         if matches!(op, "gov_propose" | "gov_vote" | "governance") {
             self.governance_line(id, line, op, &request);
+            return None;
+        }
+        if matches!(op, "action" | "staking") {
+            self.chain_line((id, line), op, &request, desk);
             return None;
         }
         if op == "call" {

@@ -164,6 +164,7 @@ pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, Hos
             max_open_orders_per_account: node.engine.max_open_orders_per_account,
         }),
         timeouts: TimeoutsMs::default(),
+        chain_params: Default::default(),
         validators: vec![ValidatorEntry {
             key: hex(&Keypair::from_seed(key).id().0),
             addr: node.chain.consensus_listen,

@@ -3,7 +3,8 @@
 //! It writes the lines, half-closes its side and prints every reply line until each line it
 //! sent has its last reply: `finalized` for a sequenced line, an `error` or `rejected`
 //! without `seq` for a line refused before sequencing, the answer of a query, `subscribe`
-//! or co-processor `query`, or `gov_included`/`gov_refused` for a governance action. With `follow`, it keeps printing (events of followed accounts) until the
+//! or co-processor `query`, or `gov_included`/`gov_refused` for a governance action, the
+//! `staking` view, or `action_refused`/`action_included`/`action_evicted` for a chain action. With `follow`, it keeps printing (events of followed accounts) until the
 //! node closes the connection.
 
 use std::collections::BTreeSet;
@@ -41,9 +42,8 @@ fn is_final(reply: &Value) -> bool {
     let ev = reply.get("ev").and_then(Value::as_str).unwrap_or("");
     match ev {
         "finalized" | "book" | "balances" | "orders" | "positions" | "subscribed" | "refused"
-        | "evicted" | "dev_accounts" | "query" | "governance" | "gov_included" | "gov_refused" => {
-            true
-        }
+        | "evicted" | "dev_accounts" | "query" | "governance" | "gov_included" | "gov_refused"
+        | "staking" | "action_refused" | "action_included" | "action_evicted" => true,
         "error" | "rejected" => reply.get("seq").is_none(),
         _ => false,
     }

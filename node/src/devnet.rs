@@ -17,7 +17,7 @@ use clap::Args;
 use consensus::types::Keypair;
 use node::load::{self, LoadStats};
 use node::validator::{
-    hex, now_ns, DevnetConfig, HostError, TimeoutsMs, ValidatorEntry, CONFIG_FILE,
+    hex, now_ns, DevnetConfig, GenesisParams, HostError, TimeoutsMs, ValidatorEntry, CONFIG_FILE,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -82,6 +82,20 @@ pub struct DevnetArgs {
     /// a past block.
     #[arg(long, value_name = "N", default_value_t = 128)]
     pub eth_state_blocks: u64,
+    /// Every validator's stake at genesis.
+    #[arg(long, value_name = "STAKE", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stake: u64,
+    /// Blocks per epoch: staking changes (join, set-stake, leave, unjail) apply at epoch
+    /// boundaries (default: the chain's, 100).
+    #[arg(long, value_name = "BLOCKS")]
+    pub epoch_length: Option<u64>,
+    /// Blocks a slashed (jailed) validator waits before `nexus stake unjail` is accepted
+    /// (default: the chain's, 100).
+    #[arg(long, value_name = "BLOCKS")]
+    pub jail_period: Option<u64>,
+    /// Least stake to join, to set, or to keep for an unjail (default 1).
+    #[arg(long, value_name = "STAKE")]
+    pub min_stake: Option<u64>,
     /// Seed of the order stream, the trading accounts' keys and the validator keys.
     #[arg(long, value_name = "SEED", default_value_t = 7)]
     pub seed: u64,
@@ -175,7 +189,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
             data_addr: Some(local(tcp[2])),
             json_addr: Some(local(tcp[3])),
             eth_addr: Some(local(tcp[4])),
-            stake: 1,
+            stake: args.stake,
         });
     }
     let chain_id = blake3::hash(
@@ -206,6 +220,11 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         funding_interval_s: 0,
         engine: None,
         timeouts: TimeoutsMs::default(),
+        chain_params: GenesisParams {
+            epoch_length_blocks: args.epoch_length,
+            jail_period_blocks: args.jail_period,
+            min_stake: args.min_stake,
+        },
         validators,
     };
     let path = root.join(CONFIG_FILE);

@@ -16,6 +16,8 @@
 //! - [`load`]: the devnet's deterministic stream of signed transactions.
 //! - [`decimal`]: exact decimal text to integer units and back.
 
+pub mod chain_actions;
+pub mod chain_cli;
 pub mod chain_eth;
 pub mod chain_gateway;
 pub mod chain_gov;

@@ -87,6 +87,19 @@ enum Commands {
     /// per decided block (height, round, transactions, orders, execution root), `evidence`
     /// if a peer double-signed.
     Validator(node::validator::ValidatorArgs),
+    /// Staking actions signed with a key file, submitted to a validator's JSON port: join,
+    /// set-stake, leave, unjail; `show` prints the validator set, bonds, queued changes and
+    /// chain parameters (docs/node.md, "Staking and governance actions").
+    ///
+    /// A submission prints the validator's replies (`action_admitted`, then
+    /// `action_included` with `applied` once a decided block holds it) and exits 0 only if
+    /// the chain applied it.
+    #[command(subcommand)]
+    Stake(node::chain_cli::StakeCommand),
+    /// Governance actions signed with a key file (a validator's): propose, vote; `show`
+    /// prints the co-processor registry and the proposals (docs/node.md).
+    #[command(subcommand)]
+    Gov(node::chain_cli::GovCommand),
 }
 
 #[derive(Args)]
@@ -232,6 +245,8 @@ fn main() -> ExitCode {
         Commands::Replay(args) => replay_command(args),
         Commands::Devnet(args) => devnet::devnet_command(args),
         Commands::Validator(args) => node::validator::validator_command(args),
+        Commands::Stake(command) => node::chain_cli::stake_command(command),
+        Commands::Gov(command) => node::chain_cli::gov_command(command),
         Commands::Run(args) => chain_run_command(args),
         Commands::Pipeline(args) => run_command(args),
         Commands::Wal(command) => wal_command(command),

@@ -133,12 +133,15 @@ pub fn frame_length_ok(len: usize) -> bool {
 }
 
 /// Whether a listed block item's length is acceptable: a Core transaction's as a request
-/// frame's, an EVM item's (`0xEE || envelope`) up to `1 + MAX_EVM_TX_LEN`.
+/// frame's, an EVM item's (`0xEE || envelope`) up to `1 + MAX_EVM_TX_LEN`, a forwarded chain
+/// action's (`0xAC || action`, [`crate::chain_actions`]) up to `1 + MAX_ACTION_LEN`.
 pub fn item_length_ok(item: &[u8]) -> bool {
+    use crate::chain_actions::{ACTION_ITEM_TAG, MAX_ACTION_LEN};
     match item.first() {
         Some(&transactions::EVM_ITEM_TAG) => {
             (2..=1 + transactions::MAX_EVM_TX_LEN).contains(&item.len())
         }
+        Some(&ACTION_ITEM_TAG) => (2..=1 + MAX_ACTION_LEN).contains(&item.len()),
         _ => frame_length_ok(item.len()),
     }
 }

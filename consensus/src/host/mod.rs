@@ -113,8 +113,10 @@ pub trait Application {
         now_ns: u64,
     ) -> Result<Hash, Self::Error>;
 
-    /// An application frame ([`FRAME_APP`], tag removed) from peer `from`.
-    fn on_app_frame(&mut self, from: ValidatorId, body: &[u8], now_ns: u64);
+    /// An application frame ([`FRAME_APP`], tag removed) from peer `from`; `chain` is the
+    /// state after the last applied block (what forwarded chain actions are checked
+    /// against).
+    fn on_app_frame(&mut self, from: ValidatorId, body: &[u8], chain: &ChainState, now_ns: u64);
 
     /// Whether the application has something for a block now (pooled transactions, queued
     /// cross-domain work). With an empty-block interval set
@@ -424,7 +426,9 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
                 Ok(())
             }
             Some((&FRAME_APP, body)) => {
-                self.app_mut().on_app_frame(from, body, now_ns);
+                let chain = &self.chain;
+                let app = &mut self.consensus.context_mut().app;
+                app.on_app_frame(from, body, chain, now_ns);
                 self.on_app_work(now_ns)
             }
             _ => Ok(()),
@@ -506,6 +510,12 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// The application, to hand it what the shell receives for it (client transactions).
     pub fn app_mut(&mut self) -> &mut A {
         &mut self.consensus.context_mut().app
+    }
+
+    /// The application and the chain state after the last applied block, together (for
+    /// client requests checked against the chain, such as signed chain actions).
+    pub fn app_and_chain(&mut self) -> (&mut A, &ChainState) {
+        (&mut self.consensus.context_mut().app, &self.chain)
     }
 
     /// A consensus message from peer `from`: sync request if it is far ahead, the waiting
@@ -749,7 +759,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         self.evidence
             .iter()
             .filter(|e| !self.included.contains(e))
-            .filter(|e| staking.bond(&e.offender()).is_some_and(|b| !b.jailed))
+            .filter(|e| staking.bond(&e.offender()).is_some_and(|b| !b.is_jailed()))
             .take(EVIDENCE_PER_BLOCK)
             .copied()
             .collect()

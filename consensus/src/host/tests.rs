@@ -50,7 +50,7 @@ impl Application for Recorder {
         Ok(self.root)
     }
 
-    fn on_app_frame(&mut self, _: ValidatorId, body: &[u8], _: u64) {
+    fn on_app_frame(&mut self, _: ValidatorId, body: &[u8], _: &ChainState, _: u64) {
         self.app_frames.push(body.to_vec());
         self.pending = true;
     }

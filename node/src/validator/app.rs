@@ -146,6 +146,8 @@ pub(super) struct NodeApp {
     pub(super) gateway: Option<GatewayHandle>,
     /// The JSON development port's state, if configured.
     pub(super) json: Option<JsonPort>,
+    /// Signed chain actions (staking, governance) from clients and peers, for proposals.
+    pub(super) actions: ActionPool,
     /// The chain's input seq: transactions, oracle updates, fundings (one per perp market)
     /// and CoreWriter actions executed so far (every validator counts the same; the
     /// gateway's `seq` fields).
@@ -206,6 +208,7 @@ pub(super) fn node_app(
         awaiting: HashMap::new(),
         gateway: None,
         json: None,
+        actions: ActionPool::new(),
         inputs_executed: 0,
         snapshots: data_dir.join("snapshots"),
         snapshot_every: config.snapshot_every,
@@ -345,15 +348,18 @@ impl Application for NodeApp {
             .is_some_and(JsonPort::has_governance_work);
         self.forged.is_some()
             || governance
+            || self.actions.has_ready()
             || !shared.mempool.is_empty()
             || !shared.execution.bridge().is_idle()
     }
 
     fn propose(&mut self, _height: Height, chain: &ChainState, _now_ns: u64) -> AppProposal {
-        let actions = self
-            .json
-            .as_ref()
-            .map_or_else(Vec::new, |json| json.governance_actions(chain));
+        let mut actions = self.actions.proposal(chain);
+        if let Some(json) = self.json.as_ref() {
+            let own = json.governance_key();
+            let skip = actions.iter().filter(|a| Some(a.signer) == own).count();
+            actions.extend(json.governance_actions(chain, skip as u64));
+        }
         AppProposal {
             actions,
             payload: self.proposal_payload(),
@@ -373,16 +379,27 @@ impl Application for NodeApp {
     ) -> Result<Hash, HostError> {
         let consensus = execution::ConsensusState::from(chain);
         let root = self.apply_decided(cert, &consensus, recovering, now_ns)?;
+        let answers = self.actions.on_block(&cert.block, chain);
         if let Some(json) = self.json.as_mut() {
             json.governance_applied(&cert.block, chain);
+            for (asker, answer) in answers {
+                json.action_answered(asker, &answer);
+            }
         }
         Ok(root)
     }
 
-    fn on_app_frame(&mut self, _from: ValidatorId, body: &[u8], now_ns: u64) {
+    fn on_app_frame(&mut self, _from: ValidatorId, body: &[u8], chain: &ChainState, now_ns: u64) {
         // A peer forwards what its clients sent: admitted here on our own checks.
-        // Items are block items: EVM ones start with 0xEE, Core ones with their version.
+        // Items are block items (EVM ones start with 0xEE, Core ones with their version) or
+        // chain actions (0xAC).
         if let Some(items) = txport::decode_list(body, FORWARD_BATCH) {
+            let (actions, items): (Vec<&[u8]>, Vec<&[u8]>) = items
+                .into_iter()
+                .partition(|item| item.first() == Some(&chain_actions::ACTION_ITEM_TAG));
+            for item in actions {
+                self.actions.admit_forwarded(item, chain);
+            }
             let shared = self.shared.get_mut();
             let Shared {
                 mempool, execution, ..
@@ -415,9 +432,15 @@ impl NodeApp {
         Ok(())
     }
 
-    /// Admits what clients sent (one batch) and answers each; returns the frame that
-    /// forwards the admitted ones to the other validators, if any.
-    pub(super) fn on_clients(&mut self, events: Vec<ClientEvent>, now_ns: u64) -> Option<Frame> {
+    /// Admits what clients sent (one batch) and answers each, chain actions checked against
+    /// `chain`; returns the frame that forwards the admitted ones to the other validators,
+    /// if any.
+    pub(super) fn on_clients(
+        &mut self,
+        events: Vec<ClientEvent>,
+        chain: &ChainState,
+        now_ns: u64,
+    ) -> Option<Frame> {
         let mut frames: Vec<(Sender, Vec<u8>)> = Vec::new();
         // Clients that left are forgotten after this batch's notices are queued: a client
         // whose last frame and departure come in one batch still gets its answer.
@@ -448,7 +471,7 @@ impl NodeApp {
                     }
                 }
                 ClientEvent::Json(JsonEvent::Line(id, text)) => {
-                    frames.extend(self.json_line(id, &text, now_ns))
+                    frames.extend(self.json_line(id, &text, chain, now_ns))
                 }
                 ClientEvent::Json(JsonEvent::Gone(id)) => {
                     self.rates.forget(&Sender::Json(id, 0).connection());
@@ -458,7 +481,8 @@ impl NodeApp {
                 }
             }
         }
-        let forward = self.admit_from_clients(frames, now_ns);
+        let actions = self.actions.take_forward();
+        let forward = self.admit_from_clients(frames, &actions, now_ns);
         for id in gone {
             self.clients.remove(&id);
         }
@@ -466,10 +490,24 @@ impl NodeApp {
     }
 
     /// A JSON line: answered by the port, or the transaction it signed for this batch.
-    fn json_line(&mut self, id: u64, text: &str, now_ns: u64) -> Option<(Sender, Vec<u8>)> {
+    fn json_line(
+        &mut self,
+        id: u64,
+        text: &str,
+        chain: &ChainState,
+        now_ns: u64,
+    ) -> Option<(Sender, Vec<u8>)> {
         let json = self.json.as_mut()?;
         let shared = self.shared.get_mut();
-        let (line, bytes) = json.line(id, text, &shared.execution, now_ns / MS)?;
+        let rates = &mut self.rates;
+        let connection = Sender::Json(id, 0).connection();
+        let mut allow = || rates.allow(connection, now_ns / MS);
+        let desk = ChainDesk {
+            state: chain,
+            actions: &mut self.actions,
+            allow: &mut allow,
+        };
+        let (line, bytes) = json.line(id, text, &shared.execution, now_ns / MS, desk)?;
         Some((Sender::Json(id, line), bytes))
     }
 
@@ -520,8 +558,14 @@ impl NodeApp {
     }
 
     /// Admits one batch of client frames (each within its connection's rate) and answers
-    /// each; returns the frame forwarding the admitted ones.
-    fn admit_from_clients(&mut self, frames: Vec<(Sender, Vec<u8>)>, now_ns: u64) -> Option<Frame> {
+    /// each; returns the frame forwarding the admitted ones and `actions` (chain actions
+    /// pooled from clients, tagged).
+    fn admit_from_clients(
+        &mut self,
+        frames: Vec<(Sender, Vec<u8>)>,
+        actions: &[Vec<u8>],
+        now_ns: u64,
+    ) -> Option<Frame> {
         let now_ms = now_ns / MS;
         let (frames, limited): (Vec<_>, Vec<_>) = frames
             .into_iter()
@@ -530,9 +574,6 @@ impl NodeApp {
             let hash = TxHash::of(&bytes);
             self.answer(sender, hash, Answer::Refused(txport::CODE_RATE_LIMITED));
         }
-        if frames.is_empty() {
-            return None;
-        }
         let items: Vec<&[u8]> = frames.iter().map(|(_, b)| b.as_slice()).collect();
         let results = {
             let Shared {
@@ -540,7 +581,7 @@ impl NodeApp {
             } = self.shared.get_mut();
             mempool.admit_many(&items, now_ms, &*execution)
         };
-        let mut forward: Vec<&[u8]> = Vec::new();
+        let mut forward: Vec<&[u8]> = actions.iter().map(Vec::as_slice).collect();
         for ((sender, bytes), result) in frames.iter().zip(results) {
             match result {
                 Ok(hash) => {

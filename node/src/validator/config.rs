@@ -144,8 +144,48 @@ pub struct DevnetConfig {
     pub engine: Option<EngineLimits>,
     /// Consensus timeouts.
     pub timeouts: TimeoutsMs,
+    /// Chain parameters at genesis (staking, slashing, governance); governance may change
+    /// them later.
+    #[serde(default)]
+    pub chain_params: GenesisParams,
     /// The validators, by index.
     pub validators: Vec<ValidatorEntry>,
+}
+
+/// The chain parameters a devnet starts with; an absent field keeps
+/// `ChainParams::default()`'s value.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct GenesisParams {
+    /// Blocks per epoch (staking changes apply at epoch boundaries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_length_blocks: Option<u64>,
+    /// Blocks a jailed validator waits before it may unjail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail_period_blocks: Option<u64>,
+    /// Least stake to join, to set, or to keep for an unjail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_stake: Option<u64>,
+}
+
+impl GenesisParams {
+    /// The chain parameters: the defaults with these set; an error names a value out of
+    /// range.
+    pub fn params(&self) -> Result<ChainParams, HostError> {
+        let mut params = ChainParams::default();
+        let fields = [
+            (ParamKey::EpochLengthBlocks, self.epoch_length_blocks),
+            (ParamKey::JailPeriodBlocks, self.jail_period_blocks),
+            (ParamKey::MinStake, self.min_stake),
+        ];
+        for (key, value) in fields {
+            if let Some(value) = value {
+                params.set(key, value).map_err(|e| {
+                    HostError::Config(format!("chain_params: {key:?} = {value}: {e}"))
+                })?;
+            }
+        }
+        Ok(params)
+    }
 }
 
 impl DevnetConfig {
@@ -311,7 +351,7 @@ pub(super) fn genesis_chain(config: &DevnetConfig) -> Result<(ChainState, Vec<Pe
     let chain = ChainState::genesis(
         config.chain_id_bytes()?,
         genesis,
-        ChainParams::default(),
+        config.chain_params.params()?,
         execution::genesis_coprocessors(),
     )
     .map_err(|e| HostError::Config(format!("validator set: {e}")))?;

@@ -44,7 +44,13 @@
 //! Frames between validators (first byte): 1 = a consensus message, 2 = a sync request
 //! (`from_height u64`), answered with up to [`SYNC_BATCH`] commit certificates, 3 = a batch of
 //! block items forwarded from clients ([`crate::txport::encode_list`]; an item starting with
-//! `0xEE` is an EVM transaction, any other a Core one).
+//! `0xEE` is an EVM transaction, `0xAC` a signed chain action for the action pool
+//! ([`crate::chain_actions`]), any other a Core one).
+//!
+//! Signed chain actions (staking, unjail, governance) from any key come on the JSON port
+//! (`action` lines, `nexus stake` / `nexus gov`): checked against the chain state after the
+//! last block, pooled, forwarded, proposed by whichever validator proposes next, and
+//! answered once a decided block holds them.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -56,7 +62,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use consensus::chain::ChainState;
-use consensus::governance::ChainParams;
+use consensus::governance::{ChainParams, ParamKey};
 use consensus::host::{Action, AppProposal, Application, Frame, Host};
 use consensus::messages::CommitCertificate;
 use consensus::protocol::{Config as ConsensusConfig, TimeoutConfig};
@@ -76,11 +82,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use transactions::{BlockItem, SignedTransaction, TxHash};
 
+use crate::chain_actions::{self, ActionPool};
 use crate::chain_eth::{self, EthFeeds, EthHistory, EthPort, EthRequest};
 use crate::chain_gateway::{
     self, BlockFeed, ChainGatewayConfig, GatewayHandle, GatewayTx, ToGateway, NOBODY,
 };
-use crate::chain_json::{self, JsonEvent, JsonPort, LineStatus};
+use crate::chain_json::{self, ChainDesk, JsonEvent, JsonPort, LineStatus};
 use crate::chain_snapshot::{self, Snapshot};
 use crate::load::{self, LoadSpec};
 use crate::rate::RateLimits;
@@ -98,7 +105,7 @@ use clients::*;
 use config::{consensus_config, genesis_chain};
 pub use config::{
     dev_evm_balance, dev_evm_key, evm_address, execution_config, genesis_execution, read_config,
-    DevnetConfig, EngineLimits, TimeoutsMs, ValidatorEntry,
+    DevnetConfig, EngineLimits, GenesisParams, TimeoutsMs, ValidatorEntry,
 };
 use verifier::{ForwardVerifier, VerifiedForward};
 
@@ -721,7 +728,8 @@ impl Shell {
                     events
                 }
             };
-            if let Some(frame) = self.host.app_mut().on_clients(events, now_ns()) {
+            let (app, chain) = self.host.app_and_chain();
+            if let Some(frame) = app.on_clients(events, chain, now_ns()) {
                 self.net.broadcast(frame);
                 self.start_waiting_height()?;
             }
