@@ -918,3 +918,104 @@ fn the_launcher_fails_when_a_validator_exits() {
         "child's error is shown: {stderr}"
     );
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to validator `i`'s process.
+fn signal(cluster: &Cluster, i: usize, signal: &str) {
+    let pid = cluster.children[i].as_ref().expect("running").id();
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// A gateway client of validator 3 loses it and goes on at validator 0 (docs/protocol.md,
+/// "Failover to another validator"). Its first order is Finalized through 3. With 1 and 2
+/// paused (no quorum), its second is admitted by 3 (and forwarded) but cannot be decided;
+/// 3 is killed. At 0, resent byte for byte: the first is refused `nonce_used` (it happened
+/// once), the second is `admitted` although 0 pooled it already from 3's forward, and once 1
+/// and 2 resume its results and `Finalized` come on the new session, exactly once; a signed
+/// cancel shows the order open.
+#[test]
+fn a_gateway_client_fails_over_to_another_validator() {
+    use engine::{Side, TimeInForce};
+    use gateway::client::{LoginOptions, OrderClient, ServerMessage as M};
+    use gateway::wire::{TX_ADMITTED, TX_REFUSED};
+    let dir = tempfile::tempdir().expect("dir");
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
+    let config = init(dir.path(), &["--base-port", "21500"]);
+    let mut cluster = cluster(exe, config.clone(), vec![Vec::new(); VALIDATORS]);
+    for i in 0..VALIDATORS {
+        cluster.start(i);
+    }
+    cluster.wait_until("4 validators ready", Duration::from_secs(20), |c| {
+        c.ready.len() == VALIDATORS
+    });
+    let devnet = node::validator::read_config(&config).expect("config");
+    let key = node::load::account_keys(&devnet.load_spec().expect("spec"))[2].clone();
+    let order_addr = |i: usize| devnet.validators[i].order_addr.expect("gateway port");
+    let mut first =
+        OrderClient::connect(order_addr(3), &key, LoginOptions::default()).expect("login");
+    let chain_id = first.session.chain.expect("a chain").chain_id;
+    let resting = signed_order(&key, chain_id, 11, Side::Sell, 2, TimeInForce::Gtc);
+    first.sender.transaction(&resting).expect("send");
+    read_until(&mut first, |m| matches!(m, M::Finalized(_)));
+
+    signal(&cluster, 1, "STOP");
+    signal(&cluster, 2, "STOP");
+    let pending = signed_order(&key, chain_id, 12, Side::Sell, 3, TimeInForce::Gtc);
+    first.sender.transaction(&pending).expect("send");
+    let admitted = read_until(&mut first, |m| matches!(m, M::TransactionStatus(_)));
+    assert!(matches!(admitted.last(), Some(M::TransactionStatus(s)) if s.status == TX_ADMITTED));
+    cluster.kill(3);
+
+    let mut second =
+        OrderClient::connect(order_addr(0), &key, LoginOptions::default()).expect("login");
+    assert_eq!(second.session.next_client_seq, 1, "a new session");
+    second.sender.transaction(&resting).expect("resend");
+    let M::TransactionStatus(status) = second.recv().expect("status") else {
+        panic!("a transaction status")
+    };
+    assert_eq!(
+        (status.status, status.code.get()),
+        (TX_REFUSED, 7),
+        "nonce_used"
+    );
+    let seq = second.sender.transaction(&pending).expect("resend");
+    let M::TransactionStatus(status) = second.recv().expect("status") else {
+        panic!("a transaction status")
+    };
+    assert_eq!((status.status, status.client_seq.get()), (TX_ADMITTED, seq));
+
+    signal(&cluster, 1, "CONT");
+    signal(&cluster, 2, "CONT");
+    let replies = read_until(&mut second, |m| matches!(m, M::Finalized(_)));
+    let accepted = |replies: &[M]| {
+        replies
+            .iter()
+            .filter(|m| matches!(m, M::OrderAccepted(a) if a.oid.get() == 12))
+            .count()
+    };
+    assert_eq!(accepted(&replies), 1, "{replies:?}");
+    let now_ms = node::validator::now_ns() / 1_000_000;
+    let cancel = transactions::Transaction {
+        chain_id,
+        signer: key.verifying_key().to_bytes(),
+        nonce: now_ms,
+        actions: vec![transactions::Action::Cancel {
+            market: node::load::MARKET,
+            oid: 12,
+        }],
+    }
+    .sign(&key);
+    second.sender.transaction(cancel.bytes()).expect("cancel");
+    let replies = read_until(&mut second, |m| matches!(m, M::Finalized(_)));
+    assert!(
+        replies
+            .iter()
+            .any(|m| matches!(m, M::Canceled(c) if c.oid.get() == 12 && c.remaining.get() == 3)),
+        "{replies:?}"
+    );
+    assert_eq!(accepted(&replies), 0);
+    assert_eq!(cluster.evidence, 0);
+}

@@ -590,11 +590,20 @@ impl NodeApp {
                     self.answer(*sender, hash, Answer::Admitted);
                 }
                 Err(refusal) => {
+                    let hash = TxHash::of(bytes);
+                    // Pooled here already, but nobody here waits for it: a peer forwarded
+                    // it, and its sender resends it after losing that validator. It is
+                    // this sender's now (docs/protocol.md, "Failover to another validator").
+                    if refusal == mempool::Refusal::Duplicate && !self.awaiting.contains_key(&hash)
+                    {
+                        self.awaiting.insert(hash, *sender);
+                        self.answer(*sender, hash, Answer::Admitted);
+                        continue;
+                    }
                     let code = match bytes.is_empty() {
                         true => txport::CODE_FRAME_LENGTH,
                         false => txport::refusal_code(&refusal),
                     };
-                    let hash = TxHash::of(bytes);
                     self.answer(*sender, hash, Answer::Refused(code));
                 }
             }
