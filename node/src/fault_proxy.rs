@@ -355,8 +355,8 @@ mod tests {
         for i in 0..count {
             socket.send_to(&i.to_le_bytes(), to).expect("send");
             // Paced: a burst could overflow the loopback socket buffers.
-            if i % 50 == 49 {
-                std::thread::sleep(Duration::from_millis(2));
+            if i % 10 == 9 {
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
         let mut buf = [0u8; 16];
@@ -389,7 +389,8 @@ mod tests {
         let (_s1, a1) = echo();
         let mesh = Mesh::start(&[a0, a1], 7).expect("mesh");
         let c = client();
-        // 30% each way: about 49% of round trips survive (0.7 squared).
+        // 30% of what the proxy handles, each way (counted by the proxy: the kernel may
+        // also drop a burst before it, which is not the proxy's doing).
         mesh.set_link(
             0,
             1,
@@ -399,7 +400,15 @@ mod tests {
             },
         );
         let back = round_trips(&c, mesh.dial_addr(0, 1), 1_000);
-        assert!((380..=600).contains(&back), "{back} of 1000 came back");
+        let (forwarded, dropped) = mesh.counts();
+        let handled = forwarded + dropped;
+        assert!(handled >= 500, "{handled} packets reached the proxy");
+        let per_mille = dropped * 1_000 / handled;
+        assert!(
+            (220..=380).contains(&per_mille),
+            "{per_mille} per mille dropped"
+        );
+        assert!(back > 0 && u64::from(back) < forwarded, "{back} echoes");
         mesh.set_link(
             0,
             1,
