@@ -128,8 +128,8 @@ impl Run {
             .wait_until(what, LIVENESS_BOUND, |_| probe.finalized() >= target);
     }
 
-    /// Marks the fault healed; waits until every validator in `which` finalized three more
-    /// heights; returns how long after `healed` the first new height came.
+    /// Marks the fault healed; waits until every validator in `which` finalized three
+    /// heights past the top; returns how long after `healed` the first new height came.
     fn recovered(&mut self, which: &[usize], healed: Instant) -> Duration {
         self.phase(Phase::After);
         let target = self.cluster.top() + 3;
@@ -382,6 +382,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
 struct SoakFigures {
     /// Per kind: how long after the heal the first new height came (ms).
     recovery_ms: std::collections::BTreeMap<&'static str, Vec<u64>>,
+    /// Per kind: how long after the heal every validator was 3 heights past the top (ms).
+    caught_up_ms: std::collections::BTreeMap<&'static str, Vec<u64>>,
     /// Proposer crashes: kill to the final of the crashed proposer's height (ms).
     crash_to_turn_ms: Vec<u64>,
     /// Proposer crashes: final of the height before to the final of its height (ms).
@@ -404,62 +406,9 @@ fn inject(
             run.cluster.resume(v);
             ("sigstop", json!({"validator": v}))
         }
-        1 => {
-            let w = (v + 1 + rng.below(3) as usize) % VALIDATORS;
-            let (pair, rest): (Vec<usize>, Vec<usize>) =
-                ALL.iter().copied().partition(|&i| i == v || i == w);
-            let isolate = rng.below(2) == 0;
-            let groups: (Vec<usize>, Vec<usize>) = if isolate {
-                (vec![v], ALL.iter().copied().filter(|&i| i != v).collect())
-            } else {
-                (pair, rest)
-            };
-            run.cluster.mesh.partition(&[&groups.0, &groups.1]);
-            run.cluster.run_for(hold);
-            run.cluster.mesh.heal();
-            ("partition", json!({"groups": [groups.0, groups.1]}))
-        }
-        2 => {
-            let faults = LinkFaults {
-                loss_per_mille: rng.below(301) as u32,
-                delay_ms: rng.below(51) as u32,
-                jitter_ms: rng.below(31) as u32,
-                ..LinkFaults::default()
-            };
-            run.cluster.mesh.set_all(faults);
-            run.cluster.run_for(hold);
-            run.cluster.mesh.heal();
-            (
-                "loss_delay",
-                json!({"loss_per_mille": faults.loss_per_mille,
-                "delay_ms": faults.delay_ms, "jitter_ms": faults.jitter_ms}),
-            )
-        }
-        3 => {
-            let turn = settled_top(&mut run.cluster) + 5;
-            let victim = run.cluster.proposer(turn);
-            run.cluster.kill(victim);
-            let killed = Instant::now();
-            run.cluster.run_for(hold);
-            run.cluster
-                .wait_until("the killed proposer's height", LIVENESS_BOUND, |c| {
-                    c.first_final.contains_key(&turn)
-                });
-            let (at, round) = run.cluster.first_final[&turn];
-            figures
-                .crash_to_turn_ms
-                .push(at.duration_since(killed).as_millis() as u64);
-            if let Some((before, _)) = run.cluster.first_final.get(&(turn - 1)) {
-                figures
-                    .turn_gap_ms
-                    .push(at.saturating_duration_since(*before).as_millis() as u64);
-            }
-            run.cluster.launch(victim);
-            (
-                "proposer_sigkill",
-                json!({"validator": victim, "turn": turn, "round": round}),
-            )
-        }
+        1 => soak_partition(run, rng, v, hold),
+        2 => soak_loss(run, rng, hold),
+        3 => soak_proposer_crash(run, hold, figures),
         _ => {
             run.cluster.kill(v);
             run.cluster.run_for(hold);
@@ -467,6 +416,66 @@ fn inject(
             ("sigkill", json!({"validator": v}))
         }
     }
+}
+
+/// Cuts `v` off alone, or `v` and another validator from the other two.
+fn soak_partition(run: &mut Run, rng: &mut Rng, v: usize, hold: Duration) -> (&'static str, Value) {
+    let w = (v + 1 + rng.below(3) as usize) % VALIDATORS;
+    let (pair, rest): (Vec<usize>, Vec<usize>) =
+        ALL.iter().copied().partition(|&i| i == v || i == w);
+    let groups = if rng.below(2) == 0 {
+        (vec![v], ALL.iter().copied().filter(|&i| i != v).collect())
+    } else {
+        (pair, rest)
+    };
+    run.cluster.mesh.partition(&[&groups.0, &groups.1]);
+    run.cluster.run_for(hold);
+    run.cluster.mesh.heal();
+    ("partition", json!({"groups": [groups.0, groups.1]}))
+}
+
+/// Loss 0-30%, delay 0-50 ms and jitter 0-30 ms on every link.
+fn soak_loss(run: &mut Run, rng: &mut Rng, hold: Duration) -> (&'static str, Value) {
+    let faults = LinkFaults {
+        loss_per_mille: rng.below(301) as u32,
+        delay_ms: rng.below(51) as u32,
+        jitter_ms: rng.below(31) as u32,
+        ..LinkFaults::default()
+    };
+    run.cluster.mesh.set_all(faults);
+    run.cluster.run_for(hold);
+    run.cluster.mesh.heal();
+    let what = json!({"loss_per_mille": faults.loss_per_mille, "delay_ms": faults.delay_ms,
+        "jitter_ms": faults.jitter_ms});
+    ("loss_delay", what)
+}
+
+/// SIGKILL of the proposer of an upcoming height; its height's decision is timed; restart.
+fn soak_proposer_crash(
+    run: &mut Run,
+    hold: Duration,
+    figures: &mut SoakFigures,
+) -> (&'static str, Value) {
+    let turn = settled_top(&mut run.cluster) + 5;
+    let victim = run.cluster.proposer(turn);
+    run.cluster.kill(victim);
+    let killed = Instant::now();
+    run.cluster.run_for(hold);
+    run.cluster
+        .wait_until("the killed proposer's height", LIVENESS_BOUND, |c| {
+            c.first_final.contains_key(&turn)
+        });
+    let (at, round) = run.cluster.first_final[&turn];
+    let ms = |d: Duration| d.as_millis() as u64;
+    figures.crash_to_turn_ms.push(ms(at.duration_since(killed)));
+    if let Some((before, _)) = run.cluster.first_final.get(&(turn - 1)) {
+        figures
+            .turn_gap_ms
+            .push(ms(at.saturating_duration_since(*before)));
+    }
+    run.cluster.launch(victim);
+    let what = json!({"validator": victim, "turn": turn, "round": round});
+    ("proposer_sigkill", what)
 }
 
 /// `p50`, `p99` and max of a list of ms.
@@ -506,21 +515,33 @@ fn soak() {
         let (kind, what) = inject(&mut run, &mut rng, hold, &mut figures);
         let healed = Instant::now();
         let recovery = run.recovered(&ALL, healed).as_millis() as u64;
+        let caught_up = healed.elapsed().as_millis() as u64;
         figures.recovery_ms.entry(kind).or_default().push(recovery);
+        figures
+            .caught_up_ms
+            .entry(kind)
+            .or_default()
+            .push(caught_up);
         faults += 1;
-        println!(
-            "{}",
-            json!({"event": "soak_fault", "n": faults, "kind": kind, "fault": what,
-            "hold_ms": hold.as_millis(), "recovery_ms": recovery, "heights": run.cluster.heights})
-        );
+        let line = json!({"event": "soak_fault", "n": faults, "kind": kind, "fault": what,
+            "hold_ms": hold.as_millis(), "first_final_after_heal_ms": recovery,
+            "all_caught_up_ms": caught_up, "heights": run.cluster.heights});
+        println!("{line}");
     }
-    let recovery: serde_json::Map<String, Value> = figures
-        .recovery_ms
-        .iter()
-        .map(|(kind, values)| (kind.to_string(), spread(values)))
-        .collect();
-    let summary = json!({"seed": seed, "faults": faults, "recovery_after_heal": recovery,
-        "proposer_crash_to_its_height_final": spread(&figures.crash_to_turn_ms),
-        "proposer_crash_height_gap": spread(&figures.turn_gap_ms)});
+    let summary = soak_summary(seed, faults, &figures);
     run.finish("soak", summary);
+}
+
+/// The soak's figures: per fault kind, and for proposer crashes.
+fn soak_summary(seed: u64, faults: u64, figures: &SoakFigures) -> Value {
+    let per_kind = |map: &std::collections::BTreeMap<&'static str, Vec<u64>>| {
+        map.iter()
+            .map(|(kind, values)| (kind.to_string(), spread(values)))
+            .collect::<serde_json::Map<String, Value>>()
+    };
+    json!({"seed": seed, "faults": faults,
+        "first_final_after_heal": per_kind(&figures.recovery_ms),
+        "all_caught_up_after_heal": per_kind(&figures.caught_up_ms),
+        "proposer_crash_to_its_height_final": spread(&figures.crash_to_turn_ms),
+        "proposer_crash_height_gap": spread(&figures.turn_gap_ms)})
 }
