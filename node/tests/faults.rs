@@ -545,3 +545,27 @@ fn soak_summary(seed: u64, faults: u64, figures: &SoakFigures) -> Value {
         "proposer_crash_to_its_height_final": spread(&figures.crash_to_turn_ms),
         "proposer_crash_height_gap": spread(&figures.turn_gap_ms)})
 }
+
+/// `--peer-addr` naming a validator the configuration lacks stops the validator with a
+/// configuration error; a value without `=` is refused by the argument parser.
+#[test]
+fn a_peer_addr_outside_the_configuration_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = common::init_devnet(dir.path(), &[]);
+    let run = |peer: &str| {
+        std::process::Command::new(common::NEXUS)
+            .args(["validator", "--index", "0", "--peer-addr", peer, "--config"])
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("nexus validator")
+    };
+    let out = run("7=127.0.0.1:9");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--peer-addr: no validator 7"), "{stderr}");
+    let out = run("127.0.0.1:9");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("expected J=ADDR"), "{stderr}");
+}
