@@ -58,7 +58,7 @@ pub struct Probe {
     seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
     /// The phase new transactions are counted in ([`Phase`] as u8).
-    pub phase: Arc<AtomicU8>,
+    phase: Arc<AtomicU8>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -169,22 +169,7 @@ fn send_loop(
         }
         let key = &keys[(k % keys.len() as u64) as usize];
         let oid = OID_BASE + k;
-        let tx = Transaction {
-            chain_id,
-            signer: key.verifying_key().to_bytes(),
-            nonce: start_ms + k,
-            actions: vec![Action::Place {
-                market: node::load::MARKET,
-                oid,
-                side: Side::Sell,
-                price: Some(PRICE + (k % 1_000) as i64),
-                qty: 1,
-                tif: TimeInForce::Gtc,
-                stp: SelfTradePrevention::CancelTaker,
-                reduce_only: false,
-            }],
-        }
-        .sign(key);
+        let tx = probe_transaction(chain_id, key, start_ms + k, oid);
         let account = account_id_of(&key.verifying_key().to_bytes());
         let pending = Pending {
             account,
@@ -199,12 +184,38 @@ fn send_loop(
         let frame = node::txport::request_frame(&tx);
         let writer = target.writer.as_mut().expect("connected");
         if writer.write_all(&frame).is_err() {
+            seen.lock().expect("seen").pending.remove(&tx.hash());
             target.writer = None;
             target.retry_at = Instant::now() + Duration::from_millis(300);
             continue;
         }
         seen.lock().expect("seen").sent += 1;
     }
+}
+
+/// A sell of 1 lot at 500,000 and up, order `oid`, signed by `key`.
+fn probe_transaction(
+    chain_id: [u8; 32],
+    key: &SigningKey,
+    nonce: u64,
+    oid: u64,
+) -> transactions::SignedTransaction {
+    Transaction {
+        chain_id,
+        signer: key.verifying_key().to_bytes(),
+        nonce,
+        actions: vec![Action::Place {
+            market: node::load::MARKET,
+            oid,
+            side: Side::Sell,
+            price: Some(PRICE + (oid % 1_000) as i64),
+            qty: 1,
+            tif: TimeInForce::Gtc,
+            stp: SelfTradePrevention::CancelTaker,
+            reduce_only: false,
+        }],
+    }
+    .sign(key)
 }
 
 impl Target {
