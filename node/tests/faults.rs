@@ -215,10 +215,11 @@ fn a_paused_validator_is_left_behind_then_catches_up() {
     let mut run = Run::start(22000, 1);
     run.phase(Phase::During);
     run.cluster.pause(2);
-    let base = settled_top(&mut run.cluster);
-    let paused_at = run.cluster.heights[2];
+    // Lines it wrote before the stop are read within this second.
+    run.cluster.run_for(Duration::from_secs(1));
+    let (base, paused_at) = (run.cluster.top(), run.cluster.heights[2]);
     // Past the QUIC idle timeout (3 s): the links to the paused validator die.
-    run.cluster.run_for(Duration::from_secs(4));
+    run.cluster.run_for(Duration::from_secs(3));
     run.cluster
         .wait_heights(&[0, 1, 3], base + 10, LIVENESS_BOUND);
     run.probe_progress(10, "probe orders finalized while validator 2 is paused");
