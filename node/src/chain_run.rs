@@ -112,6 +112,7 @@ pub fn run(
         data_dir: Some(prepared.validator_dir),
         byzantine_forge: false,
         safety_lost: false,
+        peer_addrs: Vec::new(),
     };
     let options = validator::NodeOptions {
         ready_extra,

@@ -15,6 +15,7 @@
 //! - [`validator`]: `nexus validator`, one NexusBFT validator process of a devnet.
 //! - [`load`]: the devnet's deterministic stream of signed transactions.
 //! - [`decimal`]: exact decimal text to integer units and back.
+//! - [`fault_proxy`]: UDP proxies between validators that partition, delay and drop (tests).
 
 pub mod chain_actions;
 pub mod chain_cli;
@@ -27,6 +28,7 @@ pub mod chain_snapshot;
 pub mod client;
 pub mod config;
 pub mod decimal;
+pub mod fault_proxy;
 pub mod genesis;
 pub mod load;
 pub mod queries;

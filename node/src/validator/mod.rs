@@ -146,6 +146,40 @@ pub struct ValidatorArgs {
     /// safety state").
     #[arg(long)]
     pub safety_lost: bool,
+    /// Reach validator J at ADDR instead of its configured address (repeatable; `J=ADDR`):
+    /// a proxy in front of it, for link-fault tests (`node::fault_proxy`). Only where this
+    /// validator sends changes; it still listens on its configured address.
+    #[arg(long = "peer-addr", value_name = "J=ADDR", value_parser = parse_peer_addr)]
+    pub peer_addrs: Vec<(usize, SocketAddr)>,
+}
+
+/// Parses `--peer-addr J=ADDR`.
+fn parse_peer_addr(text: &str) -> Result<(usize, SocketAddr), String> {
+    let (index, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected J=ADDR"))?;
+    let index = index
+        .parse()
+        .map_err(|e| format!("{index:?}: not a validator index: {e}"))?;
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("{addr:?}: not a socket address: {e}"))?;
+    Ok((index, addr))
+}
+
+/// `peers` with the addresses `--peer-addr` overrides (an index outside the configuration
+/// is an error).
+fn dial_addresses(
+    mut peers: Vec<Peer>,
+    overrides: &[(usize, SocketAddr)],
+) -> Result<Vec<Peer>, HostError> {
+    for &(index, addr) in overrides {
+        let peer = peers
+            .get_mut(index)
+            .ok_or_else(|| HostError::Config(format!("--peer-addr: no validator {index}")))?;
+        peer.addr = addr;
+    }
+    Ok(peers)
 }
 
 /// How the process around a validator wants it to report (not consensus-relevant).
@@ -414,9 +448,10 @@ async fn run_validator(
     if lost {
         host.hold_signing(restart_ns, CLOCK_SKEW_NS);
     }
+    let dial = dial_addresses(peers.clone(), &args.peer_addrs)?;
     let (net, rx) = {
         let _on_quic_thread = quic.enter();
-        Network::start(NetConfig::new(seed, entry.addr, peers.clone()))?
+        Network::start(NetConfig::new(seed, entry.addr, dial))?
     };
     let (client_tx, tx_port) = mpsc::channel::<ClientEvent>(1 << 16);
     let listener = tokio::net::TcpListener::bind(entry.tx_addr)
