@@ -1,10 +1,12 @@
 //! The engine state machine: assets, accounts, markets with their books, and the order store.
 //!
-//! Layout: every resting order lives in one slab (`orders`, sized once at start-up) and is
-//! threaded on two intrusive doubly linked lists: its price level's FIFO and its account's
-//! entry-order list. Levels are found through a [`PriceLadder`] per book side. The map from
-//! `(account, oid)` to slab slot is the only hash map on the data path, used for lookups only,
-//! never iterated, so no output depends on a hash seed.
+//! Layout: every resting order lives in one slab (`orders`, grown a chunk at a time up to
+//! `max_resting_orders`, see `store`) and is threaded on two intrusive doubly linked lists:
+//! its price level's FIFO and its account's entry-order list. Levels are found through a
+//! [`PriceLadder`] per book side. The index from `(account, oid)` to slab slot (`OidIndex`,
+//! open addressing over 4-byte entries, the keys read from the slab) is the only hash table
+//! on the data path, used for lookups only, never iterated, so no output depends on where its
+//! entries sit.
 
 use rustc_hash::FxHashMap;
 
@@ -15,10 +17,12 @@ mod commitment;
 mod one_block;
 mod perp;
 mod snapshot;
+mod store;
 use commitment::Lanes;
 pub use perp::{LiquidationStats, MarginView, PerpMarketView, PositionView, LIQUIDATION_OID};
 use perp::{PerpAccount, PerpMarket};
 pub use snapshot::SnapshotError;
+use store::{Chunked, OidIndex};
 
 /// The largest `max_price_ticks` a market may have (keeps ladders at a few MiB per side).
 pub const MAX_PRICE_TICKS_LIMIT: Ticks = 1 << 28;
@@ -173,6 +177,13 @@ impl MarketParams {
     }
 }
 
+/// The `(account index, oid)` key of the order in `slot`: what the oid index compares.
+#[inline]
+fn slot_key(orders: &Chunked<OrderNode>, slot: u32) -> (u32, OrderId) {
+    let node = &orders[slot as usize];
+    (node.account, node.oid)
+}
+
 /// `ceil(a / b)` for `a >= 0`, `b > 0`.
 fn ceil_div(a: i128, b: i128) -> i128 {
     debug_assert!(a >= 0 && b > 0);
@@ -314,12 +325,13 @@ pub struct Engine<L: PriceLadder = ArrayLadder> {
     market_index: FxHashMap<MarketId, u32>,
     accounts: Vec<AccountState>,
     account_index: FxHashMap<AccountId, u32>,
-    orders: Vec<OrderNode>,
+    orders: Chunked<OrderNode>,
     free_head: u32,
     resting: u32,
     /// Entries (placements and re-entries) so far; the next resting order's `entry`.
     entries: u64,
-    open: FxHashMap<(u32, OrderId), u32>,
+    /// `(account index, oid)` -> slot of every resting (or detached re-entering) order.
+    open: OidIndex,
     /// Incremental state commitment: see `commitment`.
     commitment: commitment::Tracker,
     /// Whether price levels whose size changes are logged for [`Engine::drain_level_changes`].
@@ -366,8 +378,9 @@ pub struct Shortfall {
 }
 
 impl<L: PriceLadder> Engine<L> {
-    /// An empty engine sized by `config`; the order store and its index are allocated here,
-    /// once.
+    /// An empty engine sized by `config`. The `(account, oid)` index is allocated here, once;
+    /// the order slab grows a chunk at a time with the most orders ever resting, up to the
+    /// configured maximum (never shrinks).
     pub fn new(config: EngineConfig) -> Self {
         let capacity = config.max_resting_orders as usize;
         Engine {
@@ -378,11 +391,11 @@ impl<L: PriceLadder> Engine<L> {
             market_index: FxHashMap::default(),
             accounts: Vec::new(),
             account_index: FxHashMap::default(),
-            orders: Vec::with_capacity(capacity),
+            orders: Chunked::new(capacity, OrderNode::VACANT),
             free_head: NIL,
             resting: 0,
             entries: 0,
-            open: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
+            open: OidIndex::with_capacity(config.max_resting_orders),
             commitment: commitment::Tracker::with_capacity(capacity),
             track_levels: false,
             level_log: Vec::new(),
@@ -658,7 +671,7 @@ impl<L: PriceLadder> Engine<L> {
         if order.qty < params.min_lots {
             return reject(out, RejectReason::MinQty);
         }
-        if self.open.contains_key(&(account, order.oid)) {
+        if self.find_slot(account, order.oid).is_some() {
             return reject(out, RejectReason::DuplicateOid);
         }
         if params.perp == NIL && order.reduce_only {
@@ -1046,15 +1059,12 @@ impl<L: PriceLadder> Engine<L> {
             self.free_head = self.orders[handle as usize].next;
             handle
         } else {
-            assert!(
-                self.orders.len() < self.config.max_resting_orders as usize,
-                "order store full despite the book_full check"
-            );
-            self.orders.push(OrderNode::VACANT);
+            // Cannot fail: the book_full check keeps resting orders within the capacity.
+            let handle = self.orders.push();
             self.commitment.grow_to(self.orders.len());
-            (self.orders.len() - 1) as u32
+            handle
         };
-        self.open.insert((taker.account, taker.oid), handle);
+        self.open.insert(taker.account, taker.oid, handle);
         self.attach_resting(handle, market_index, taker, price, post_only);
         handle
     }
@@ -1177,7 +1187,10 @@ impl<L: PriceLadder> Engine<L> {
     /// Drops a detached order: removes its index entry and returns its slot to the free list.
     fn free_detached(&mut self, handle: u32) {
         let node = &self.orders[handle as usize];
-        self.open.remove(&(node.account, node.oid));
+        let orders = &self.orders;
+        self.open.remove(node.account, node.oid, handle, |slot| {
+            slot_key(orders, slot)
+        });
         self.commitment.touch_order(handle);
         let slot = &mut self.orders[handle as usize];
         *slot = OrderNode::VACANT;
@@ -1201,6 +1214,13 @@ impl<L: PriceLadder> Engine<L> {
         self.remove_resting(handle);
     }
 
+    /// The slot of an account's resting order (by dense account index), if any.
+    #[inline]
+    fn find_slot(&self, account: u32, oid: OrderId) -> Option<u32> {
+        self.open
+            .get(account, oid, |slot| slot_key(&self.orders, slot))
+    }
+
     /// Resolves an order command's market, account and order, or reports why not.
     fn find_order(
         &self,
@@ -1216,8 +1236,8 @@ impl<L: PriceLadder> Engine<L> {
             .account_index
             .get(&account)
             .ok_or(RejectReason::UnknownAccount)?;
-        match self.open.get(&(account_index, oid)) {
-            Some(&handle) if self.orders[handle as usize].market == market_index => {
+        match self.find_slot(account_index, oid) {
+            Some(handle) if self.orders[handle as usize].market == market_index => {
                 Ok((market_index as usize, account_index, handle))
             }
             _ => Err(RejectReason::UnknownOrder),
@@ -1598,7 +1618,7 @@ impl<L: PriceLadder> Engine<L> {
                         {
                             return Err(format!("bad order node {handle} at price {price}"));
                         }
-                        if self.open.get(&(node.account, node.oid)) != Some(&handle) {
+                        if self.find_slot(node.account, node.oid) != Some(handle) {
                             return Err(format!("order {handle} missing from the oid index"));
                         }
                         sum += node.remaining;

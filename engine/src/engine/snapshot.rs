@@ -340,7 +340,7 @@ impl<L: PriceLadder> Engine<L> {
             if account as usize >= engine.accounts.len()
                 || !(1..=params.max_price).contains(&price)
                 || remaining <= 0
-                || engine.open.contains_key(&(account, oid))
+                || engine.find_slot(account, oid).is_some()
                 || (reduce_only && params.perp == NIL)
                 || (params.perp != NIL
                     && tier as usize >= engine.perps[params.perp as usize].spec.tiers().len())
