@@ -48,8 +48,9 @@ pub struct OrderView {
     pub reduce_only: bool,
 }
 
-/// One resting order in the slab. 64 bytes: one cache line.
-#[repr(align(64))]
+/// One resting order in the slab: 56 bytes. The links come first, so unlinking a neighbour
+/// touches only its first 16 bytes.
+#[repr(C)]
 #[derive(Clone, Copy, Debug)]
 struct OrderNode {
     /// Previous (older) order at the same level, or NIL.
@@ -64,20 +65,27 @@ struct OrderNode {
     account: u32,
     /// Dense index of the market.
     market: u32,
-    oid: OrderId,
-    price: Ticks,
+    /// Limit price in ticks (at most `MAX_PRICE_TICKS_LIMIT` = 2^28, so it fits).
+    price_ticks: u32,
+    side: Side,
+    stp: SelfTradePrevention,
+    /// `POST_ONLY` | `REDUCE_ONLY`.
+    flags: u8,
+    /// Perp markets: the margin table row its reserve uses (fixed when it entered).
+    tier: u8,
     remaining: Lots,
+    oid: OrderId,
     /// Position in the engine-wide order of (re-)entries; orders levels and account lists
     /// alike, so a snapshot can re-insert orders in this order to rebuild both.
     entry: u64,
-    side: Side,
-    stp: SelfTradePrevention,
-    post_only: bool,
-    /// Perp markets: reduce-only (reserves its fee only).
-    reduce_only: bool,
-    /// Perp markets: the margin table row its reserve uses (fixed when it entered).
-    tier: u8,
 }
+
+/// `OrderNode::flags`: placed as ALO (stays post-only through modifies).
+const POST_ONLY: u8 = 1;
+/// `OrderNode::flags`: perp markets, reduce-only (reserves its fee only).
+const REDUCE_ONLY: u8 = 2;
+const _: () = assert!(std::mem::size_of::<OrderNode>() == 56);
+const _: () = assert!(MAX_PRICE_TICKS_LIMIT <= u32::MAX as Ticks);
 
 impl OrderNode {
     const VACANT: OrderNode = OrderNode {
@@ -87,16 +95,33 @@ impl OrderNode {
         account_next: NIL,
         account: NIL,
         market: NIL,
-        oid: 0,
-        price: 0,
-        remaining: 0,
-        entry: 0,
+        price_ticks: 0,
         side: Side::Buy,
         stp: SelfTradePrevention::CancelMaker,
-        post_only: false,
-        reduce_only: false,
+        flags: 0,
         tier: 0,
+        remaining: 0,
+        oid: 0,
+        entry: 0,
     };
+
+    /// Limit price in ticks.
+    #[inline]
+    fn price(&self) -> Ticks {
+        Ticks::from(self.price_ticks)
+    }
+
+    /// Whether it was placed as ALO.
+    #[inline]
+    fn post_only(&self) -> bool {
+        self.flags & POST_ONLY != 0
+    }
+
+    /// Perp markets: whether it is reduce-only.
+    #[inline]
+    fn reduce_only(&self) -> bool {
+        self.flags & REDUCE_ONLY != 0
+    }
 }
 
 /// Market parameters in the form the data path uses (dense asset indices, widened units).
@@ -862,7 +887,7 @@ impl<L: PriceLadder> Engine<L> {
                 // A reduce-only maker never opens or flips its position; open interest never
                 // passes the cap; no fill takes a bucket past its bankruptcy price
                 // (docs/perps.md, "Fill-time limits").
-                if maker.reduce_only {
+                if maker.reduce_only() {
                     let room = self.reduce_only_room(maker.account, params.perp, maker.side);
                     if room == 0 {
                         self.cancel_resting(handle, CancelReason::ReduceOnly, out);
@@ -946,7 +971,7 @@ impl<L: PriceLadder> Engine<L> {
             Side::Sell => (
                 maker.account,
                 maker_fee,
-                params.buy_unit_cost(maker.price) * lots as i128,
+                params.buy_unit_cost(maker.price()) * lots as i128,
                 taker.account,
                 taker_fee,
             ),
@@ -1109,15 +1134,15 @@ impl<L: PriceLadder> Engine<L> {
             account_next: NIL,
             account: taker.account,
             market: market_index as u32,
-            oid: taker.oid,
-            price,
-            remaining: taker.remaining,
-            entry: self.entries,
+            price_ticks: u32::try_from(price).expect("limit prices are checked to 2^28"),
             side: taker.side,
             stp: taker.stp,
-            post_only,
-            reduce_only: taker.reduce_only,
+            flags: if post_only { POST_ONLY } else { 0 }
+                | if taker.reduce_only { REDUCE_ONLY } else { 0 },
             tier: taker.tier,
+            remaining: taker.remaining,
+            oid: taker.oid,
+            entry: self.entries,
         };
         if taker.reduce_only {
             self.count_reduce_only(taker.account, market_index as u32, 1);
@@ -1141,7 +1166,7 @@ impl<L: PriceLadder> Engine<L> {
     fn detach_resting(&mut self, handle: u32) {
         let node = self.orders[handle as usize];
         let market = &mut self.markets[node.market as usize];
-        let key = market.params.key(node.side, node.price);
+        let key = market.params.key(node.side, node.price());
         let ladder = market.ladder_mut(node.side);
         let level = ladder.get_mut(key).expect("resting order's level exists");
         level.total_lots -= node.remaining;
@@ -1179,7 +1204,7 @@ impl<L: PriceLadder> Engine<L> {
         self.resting -= 1;
         self.commitment.touch_order(handle);
         self.touch_account(node.account);
-        if node.reduce_only {
+        if node.reduce_only() {
             self.count_reduce_only(node.account, node.market, -1);
         }
     }
@@ -1302,7 +1327,7 @@ impl<L: PriceLadder> Engine<L> {
         }
         let node = self.orders[handle as usize];
         let old_per_lot = self.node_reserve_per_lot(&node);
-        if price == node.price && qty <= node.remaining {
+        if price == node.price() && qty <= node.remaining {
             // Size reduction in place: keeps time priority.
             let reduced = node.remaining - qty;
             let release = old_per_lot * reduced as i128;
@@ -1329,7 +1354,7 @@ impl<L: PriceLadder> Engine<L> {
         if qty < params.min_lots {
             return reject(out, RejectReason::MinQty);
         }
-        if node.post_only && self.markets[market_index].would_cross(node.side, price) {
+        if node.post_only() && self.markets[market_index].would_cross(node.side, price) {
             return reject(out, RejectReason::PostOnlyWouldCross);
         }
         let old_reserve = old_per_lot * node.remaining as i128;
@@ -1370,7 +1395,7 @@ impl<L: PriceLadder> Engine<L> {
             remaining: qty,
             stp: node.stp,
             reserve_per_lot,
-            reduce_only: node.reduce_only,
+            reduce_only: node.reduce_only(),
             tier,
         };
         let end = self.match_taker(market_index, &mut taker, out);
@@ -1379,7 +1404,7 @@ impl<L: PriceLadder> Engine<L> {
             taker,
             end,
             true,
-            node.post_only,
+            node.post_only(),
             Some(handle),
             out,
         );
@@ -1402,13 +1427,13 @@ impl<L: PriceLadder> Engine<L> {
     fn node_reserve_per_lot(&self, node: &OrderNode) -> i128 {
         let params = &self.markets[node.market as usize].params;
         if params.perp == NIL {
-            params.reserve_per_lot(node.side, node.price)
+            params.reserve_per_lot(node.side, node.price())
         } else {
             self.perp_reserve_per_lot(
                 params,
                 node.account,
-                node.price,
-                node.reduce_only,
+                node.price(),
+                node.reduce_only(),
                 node.tier,
             )
         }
@@ -1546,11 +1571,11 @@ impl<L: PriceLadder> Engine<L> {
             account: self.accounts[node.account as usize].id,
             oid: node.oid,
             side: node.side,
-            price: node.price,
+            price: node.price(),
             remaining: node.remaining,
             stp: node.stp,
-            post_only: node.post_only,
-            reduce_only: node.reduce_only,
+            post_only: node.post_only(),
+            reduce_only: node.reduce_only(),
         }
     }
 
@@ -1611,7 +1636,7 @@ impl<L: PriceLadder> Engine<L> {
                     while handle != NIL {
                         let node = &self.orders[handle as usize];
                         if node.prev != previous
-                            || node.price != price
+                            || node.price() != price
                             || node.side != side
                             || node.market != market_index as u32
                             || node.remaining <= 0

@@ -174,13 +174,13 @@ fn write_order(block: &mut Block, market: MarketId, account: AccountId, node: &O
         cursor.put(&account.to_le_bytes());
         cursor.put(&node.oid.to_le_bytes());
         cursor.put(&[node.side.code()]);
-        cursor.put(&node.price.to_le_bytes());
+        cursor.put(&node.price().to_le_bytes());
         cursor.put(&node.remaining.to_le_bytes());
         cursor.put(&node.entry.to_le_bytes());
         cursor.put(&[
             node.stp.code(),
-            node.post_only as u8,
-            node.reduce_only as u8,
+            node.post_only() as u8,
+            node.reduce_only() as u8,
             node.tier,
         ]);
     });
