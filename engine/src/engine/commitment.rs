@@ -282,8 +282,9 @@ impl<L: PriceLadder> Engine<L> {
             }
         }
         hash_many(blocks, out);
-        for (&slot, digest) in slots.iter().zip(out.iter_mut()) {
-            if self.orders[slot as usize].account == NIL {
+        // A free slot left its block empty (a record is never empty).
+        for (block, digest) in blocks.iter().zip(out.iter_mut()) {
+            if block.is_empty() {
                 *digest = Lanes::ZERO;
             }
         }
