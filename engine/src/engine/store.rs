@@ -156,7 +156,9 @@ impl OidIndex {
     }
 
     /// The slot of `(account, oid)`, if indexed. `key_of(slot)` is the key stored at a slot.
-    #[inline]
+    // Always inlined: on the lookup path of nearly every order command, and inlined the
+    // closure's slab read is shared with the caller's (callgrind: ~25 instructions per call).
+    #[inline(always)]
     pub(super) fn get(
         &self,
         account: u32,
