@@ -1,10 +1,12 @@
 //! The engine state machine: assets, accounts, markets with their books, and the order store.
 //!
-//! Layout: every resting order lives in one slab (`orders`, sized once at start-up) and is
-//! threaded on two intrusive doubly linked lists: its price level's FIFO and its account's
-//! entry-order list. Levels are found through a [`PriceLadder`] per book side. The map from
-//! `(account, oid)` to slab slot is the only hash map on the data path, used for lookups only,
-//! never iterated, so no output depends on a hash seed.
+//! Layout: every resting order lives in one slab (`orders`, grown a chunk at a time up to
+//! `max_resting_orders`, see `store`) and is threaded on two intrusive doubly linked lists:
+//! its price level's FIFO and its account's entry-order list. Levels are found through a
+//! [`PriceLadder`] per book side. The index from `(account, oid)` to slab slot (`OidIndex`,
+//! open addressing over 4-byte entries, the keys read from the slab) is the only hash table
+//! on the data path, used for lookups only, never iterated, so no output depends on where its
+//! entries sit.
 
 use rustc_hash::FxHashMap;
 
@@ -15,10 +17,12 @@ mod commitment;
 mod one_block;
 mod perp;
 mod snapshot;
+mod store;
 use commitment::Lanes;
 pub use perp::{LiquidationStats, MarginView, PerpMarketView, PositionView, LIQUIDATION_OID};
 use perp::{PerpAccount, PerpMarket};
 pub use snapshot::SnapshotError;
+use store::{Chunked, OidIndex};
 
 /// The largest `max_price_ticks` a market may have (keeps ladders at a few MiB per side).
 pub const MAX_PRICE_TICKS_LIMIT: Ticks = 1 << 28;
@@ -44,8 +48,9 @@ pub struct OrderView {
     pub reduce_only: bool,
 }
 
-/// One resting order in the slab. 64 bytes: one cache line.
-#[repr(align(64))]
+/// One resting order in the slab: 56 bytes. The links come first, so unlinking a neighbour
+/// touches only its first 16 bytes.
+#[repr(C)]
 #[derive(Clone, Copy, Debug)]
 struct OrderNode {
     /// Previous (older) order at the same level, or NIL.
@@ -60,20 +65,27 @@ struct OrderNode {
     account: u32,
     /// Dense index of the market.
     market: u32,
-    oid: OrderId,
-    price: Ticks,
+    /// Limit price in ticks (at most `MAX_PRICE_TICKS_LIMIT` = 2^28, so it fits).
+    price_ticks: u32,
+    side: Side,
+    stp: SelfTradePrevention,
+    /// `POST_ONLY` | `REDUCE_ONLY`.
+    flags: u8,
+    /// Perp markets: the margin table row its reserve uses (fixed when it entered).
+    tier: u8,
     remaining: Lots,
+    oid: OrderId,
     /// Position in the engine-wide order of (re-)entries; orders levels and account lists
     /// alike, so a snapshot can re-insert orders in this order to rebuild both.
     entry: u64,
-    side: Side,
-    stp: SelfTradePrevention,
-    post_only: bool,
-    /// Perp markets: reduce-only (reserves its fee only).
-    reduce_only: bool,
-    /// Perp markets: the margin table row its reserve uses (fixed when it entered).
-    tier: u8,
 }
+
+/// `OrderNode::flags`: placed as ALO (stays post-only through modifies).
+const POST_ONLY: u8 = 1;
+/// `OrderNode::flags`: perp markets, reduce-only (reserves its fee only).
+const REDUCE_ONLY: u8 = 2;
+const _: () = assert!(std::mem::size_of::<OrderNode>() == 56);
+const _: () = assert!(MAX_PRICE_TICKS_LIMIT <= u32::MAX as Ticks);
 
 impl OrderNode {
     const VACANT: OrderNode = OrderNode {
@@ -83,16 +95,33 @@ impl OrderNode {
         account_next: NIL,
         account: NIL,
         market: NIL,
-        oid: 0,
-        price: 0,
-        remaining: 0,
-        entry: 0,
+        price_ticks: 0,
         side: Side::Buy,
         stp: SelfTradePrevention::CancelMaker,
-        post_only: false,
-        reduce_only: false,
+        flags: 0,
         tier: 0,
+        remaining: 0,
+        oid: 0,
+        entry: 0,
     };
+
+    /// Limit price in ticks.
+    #[inline]
+    fn price(&self) -> Ticks {
+        Ticks::from(self.price_ticks)
+    }
+
+    /// Whether it was placed as ALO.
+    #[inline]
+    fn post_only(&self) -> bool {
+        self.flags & POST_ONLY != 0
+    }
+
+    /// Perp markets: whether it is reduce-only.
+    #[inline]
+    fn reduce_only(&self) -> bool {
+        self.flags & REDUCE_ONLY != 0
+    }
 }
 
 /// Market parameters in the form the data path uses (dense asset indices, widened units).
@@ -171,6 +200,13 @@ impl MarketParams {
         }
         lots
     }
+}
+
+/// The `(account index, oid)` key of the order in `slot`: what the oid index compares.
+#[inline]
+fn slot_key(orders: &Chunked<OrderNode>, slot: u32) -> (u32, OrderId) {
+    let node = &orders[slot as usize];
+    (node.account, node.oid)
 }
 
 /// `ceil(a / b)` for `a >= 0`, `b > 0`.
@@ -314,12 +350,13 @@ pub struct Engine<L: PriceLadder = ArrayLadder> {
     market_index: FxHashMap<MarketId, u32>,
     accounts: Vec<AccountState>,
     account_index: FxHashMap<AccountId, u32>,
-    orders: Vec<OrderNode>,
+    orders: Chunked<OrderNode>,
     free_head: u32,
     resting: u32,
     /// Entries (placements and re-entries) so far; the next resting order's `entry`.
     entries: u64,
-    open: FxHashMap<(u32, OrderId), u32>,
+    /// `(account index, oid)` -> slot of every resting (or detached re-entering) order.
+    open: OidIndex,
     /// Incremental state commitment: see `commitment`.
     commitment: commitment::Tracker,
     /// Whether price levels whose size changes are logged for [`Engine::drain_level_changes`].
@@ -366,8 +403,9 @@ pub struct Shortfall {
 }
 
 impl<L: PriceLadder> Engine<L> {
-    /// An empty engine sized by `config`; the order store and its index are allocated here,
-    /// once.
+    /// An empty engine sized by `config`. The `(account, oid)` index is allocated here, once;
+    /// the order slab grows a chunk at a time with the most orders ever resting, up to the
+    /// configured maximum (never shrinks).
     pub fn new(config: EngineConfig) -> Self {
         let capacity = config.max_resting_orders as usize;
         Engine {
@@ -378,11 +416,11 @@ impl<L: PriceLadder> Engine<L> {
             market_index: FxHashMap::default(),
             accounts: Vec::new(),
             account_index: FxHashMap::default(),
-            orders: Vec::with_capacity(capacity),
+            orders: Chunked::new(capacity, OrderNode::VACANT),
             free_head: NIL,
             resting: 0,
             entries: 0,
-            open: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
+            open: OidIndex::with_capacity(config.max_resting_orders),
             commitment: commitment::Tracker::with_capacity(capacity),
             track_levels: false,
             level_log: Vec::new(),
@@ -658,7 +696,7 @@ impl<L: PriceLadder> Engine<L> {
         if order.qty < params.min_lots {
             return reject(out, RejectReason::MinQty);
         }
-        if self.open.contains_key(&(account, order.oid)) {
+        if self.find_slot(account, order.oid).is_some() {
             return reject(out, RejectReason::DuplicateOid);
         }
         if params.perp == NIL && order.reduce_only {
@@ -849,7 +887,7 @@ impl<L: PriceLadder> Engine<L> {
                 // A reduce-only maker never opens or flips its position; open interest never
                 // passes the cap; no fill takes a bucket past its bankruptcy price
                 // (docs/perps.md, "Fill-time limits").
-                if maker.reduce_only {
+                if maker.reduce_only() {
                     let room = self.reduce_only_room(maker.account, params.perp, maker.side);
                     if room == 0 {
                         self.cancel_resting(handle, CancelReason::ReduceOnly, out);
@@ -933,7 +971,7 @@ impl<L: PriceLadder> Engine<L> {
             Side::Sell => (
                 maker.account,
                 maker_fee,
-                params.buy_unit_cost(maker.price) * lots as i128,
+                params.buy_unit_cost(maker.price()) * lots as i128,
                 taker.account,
                 taker_fee,
             ),
@@ -1046,15 +1084,12 @@ impl<L: PriceLadder> Engine<L> {
             self.free_head = self.orders[handle as usize].next;
             handle
         } else {
-            assert!(
-                self.orders.len() < self.config.max_resting_orders as usize,
-                "order store full despite the book_full check"
-            );
-            self.orders.push(OrderNode::VACANT);
+            // Cannot fail: the book_full check keeps resting orders within the capacity.
+            let handle = self.orders.push();
             self.commitment.grow_to(self.orders.len());
-            (self.orders.len() - 1) as u32
+            handle
         };
-        self.open.insert((taker.account, taker.oid), handle);
+        self.open.insert(taker.account, taker.oid, handle);
         self.attach_resting(handle, market_index, taker, price, post_only);
         handle
     }
@@ -1099,15 +1134,15 @@ impl<L: PriceLadder> Engine<L> {
             account_next: NIL,
             account: taker.account,
             market: market_index as u32,
-            oid: taker.oid,
-            price,
-            remaining: taker.remaining,
-            entry: self.entries,
+            price_ticks: u32::try_from(price).expect("limit prices are checked to 2^28"),
             side: taker.side,
             stp: taker.stp,
-            post_only,
-            reduce_only: taker.reduce_only,
+            flags: if post_only { POST_ONLY } else { 0 }
+                | if taker.reduce_only { REDUCE_ONLY } else { 0 },
             tier: taker.tier,
+            remaining: taker.remaining,
+            oid: taker.oid,
+            entry: self.entries,
         };
         if taker.reduce_only {
             self.count_reduce_only(taker.account, market_index as u32, 1);
@@ -1131,7 +1166,7 @@ impl<L: PriceLadder> Engine<L> {
     fn detach_resting(&mut self, handle: u32) {
         let node = self.orders[handle as usize];
         let market = &mut self.markets[node.market as usize];
-        let key = market.params.key(node.side, node.price);
+        let key = market.params.key(node.side, node.price());
         let ladder = market.ladder_mut(node.side);
         let level = ladder.get_mut(key).expect("resting order's level exists");
         level.total_lots -= node.remaining;
@@ -1169,7 +1204,7 @@ impl<L: PriceLadder> Engine<L> {
         self.resting -= 1;
         self.commitment.touch_order(handle);
         self.touch_account(node.account);
-        if node.reduce_only {
+        if node.reduce_only() {
             self.count_reduce_only(node.account, node.market, -1);
         }
     }
@@ -1177,7 +1212,10 @@ impl<L: PriceLadder> Engine<L> {
     /// Drops a detached order: removes its index entry and returns its slot to the free list.
     fn free_detached(&mut self, handle: u32) {
         let node = &self.orders[handle as usize];
-        self.open.remove(&(node.account, node.oid));
+        let orders = &self.orders;
+        self.open.remove(node.account, node.oid, handle, |slot| {
+            slot_key(orders, slot)
+        });
         self.commitment.touch_order(handle);
         let slot = &mut self.orders[handle as usize];
         *slot = OrderNode::VACANT;
@@ -1201,6 +1239,13 @@ impl<L: PriceLadder> Engine<L> {
         self.remove_resting(handle);
     }
 
+    /// The slot of an account's resting order (by dense account index), if any.
+    #[inline]
+    fn find_slot(&self, account: u32, oid: OrderId) -> Option<u32> {
+        self.open
+            .get(account, oid, |slot| slot_key(&self.orders, slot))
+    }
+
     /// Resolves an order command's market, account and order, or reports why not.
     fn find_order(
         &self,
@@ -1216,8 +1261,8 @@ impl<L: PriceLadder> Engine<L> {
             .account_index
             .get(&account)
             .ok_or(RejectReason::UnknownAccount)?;
-        match self.open.get(&(account_index, oid)) {
-            Some(&handle) if self.orders[handle as usize].market == market_index => {
+        match self.find_slot(account_index, oid) {
+            Some(handle) if self.orders[handle as usize].market == market_index => {
                 Ok((market_index as usize, account_index, handle))
             }
             _ => Err(RejectReason::UnknownOrder),
@@ -1282,7 +1327,7 @@ impl<L: PriceLadder> Engine<L> {
         }
         let node = self.orders[handle as usize];
         let old_per_lot = self.node_reserve_per_lot(&node);
-        if price == node.price && qty <= node.remaining {
+        if price == node.price() && qty <= node.remaining {
             // Size reduction in place: keeps time priority.
             let reduced = node.remaining - qty;
             let release = old_per_lot * reduced as i128;
@@ -1309,7 +1354,7 @@ impl<L: PriceLadder> Engine<L> {
         if qty < params.min_lots {
             return reject(out, RejectReason::MinQty);
         }
-        if node.post_only && self.markets[market_index].would_cross(node.side, price) {
+        if node.post_only() && self.markets[market_index].would_cross(node.side, price) {
             return reject(out, RejectReason::PostOnlyWouldCross);
         }
         let old_reserve = old_per_lot * node.remaining as i128;
@@ -1350,7 +1395,7 @@ impl<L: PriceLadder> Engine<L> {
             remaining: qty,
             stp: node.stp,
             reserve_per_lot,
-            reduce_only: node.reduce_only,
+            reduce_only: node.reduce_only(),
             tier,
         };
         let end = self.match_taker(market_index, &mut taker, out);
@@ -1359,7 +1404,7 @@ impl<L: PriceLadder> Engine<L> {
             taker,
             end,
             true,
-            node.post_only,
+            node.post_only(),
             Some(handle),
             out,
         );
@@ -1382,13 +1427,13 @@ impl<L: PriceLadder> Engine<L> {
     fn node_reserve_per_lot(&self, node: &OrderNode) -> i128 {
         let params = &self.markets[node.market as usize].params;
         if params.perp == NIL {
-            params.reserve_per_lot(node.side, node.price)
+            params.reserve_per_lot(node.side, node.price())
         } else {
             self.perp_reserve_per_lot(
                 params,
                 node.account,
-                node.price,
-                node.reduce_only,
+                node.price(),
+                node.reduce_only(),
                 node.tier,
             )
         }
@@ -1526,11 +1571,11 @@ impl<L: PriceLadder> Engine<L> {
             account: self.accounts[node.account as usize].id,
             oid: node.oid,
             side: node.side,
-            price: node.price,
+            price: node.price(),
             remaining: node.remaining,
             stp: node.stp,
-            post_only: node.post_only,
-            reduce_only: node.reduce_only,
+            post_only: node.post_only(),
+            reduce_only: node.reduce_only(),
         }
     }
 
@@ -1591,14 +1636,14 @@ impl<L: PriceLadder> Engine<L> {
                     while handle != NIL {
                         let node = &self.orders[handle as usize];
                         if node.prev != previous
-                            || node.price != price
+                            || node.price() != price
                             || node.side != side
                             || node.market != market_index as u32
                             || node.remaining <= 0
                         {
                             return Err(format!("bad order node {handle} at price {price}"));
                         }
-                        if self.open.get(&(node.account, node.oid)) != Some(&handle) {
+                        if self.find_slot(node.account, node.oid) != Some(handle) {
                             return Err(format!("order {handle} missing from the oid index"));
                         }
                         sum += node.remaining;

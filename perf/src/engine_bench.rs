@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use engine::{BTreeLadder, Engine, Event, PriceLadder};
 
-use crate::latency::{clock_overhead_ns, LatencyRecorder, LatencySummary};
+use crate::latency::{clock_overhead_ns, thread_cpu_ns, LatencyRecorder, LatencySummary};
 use crate::memory::HeapProbe;
 use crate::report::{duration_ns, hex, latency_json, si, thousands, Align, Table};
 use crate::workload::{Workload, WorkloadConfig};
@@ -127,6 +127,9 @@ pub struct LadderResult {
     pub ops: usize,
     /// Wall time of the throughput pass, in nanoseconds.
     pub elapsed_ns: u64,
+    /// CPU time of the throughput pass (its thread's), in nanoseconds, where the OS reports
+    /// it ([`crate::latency::thread_cpu_ns`]).
+    pub cpu_ns: Option<u64>,
     /// Per-command latency from the latency pass.
     pub latency: LatencySummary,
     /// Resting orders at the start of the measured stream.
@@ -150,6 +153,13 @@ impl LadderResult {
     /// Mean nanoseconds per command in the throughput pass.
     pub fn ns_per_op(&self) -> f64 {
         self.elapsed_ns as f64 / self.ops.max(1) as f64
+    }
+
+    /// Mean CPU nanoseconds per command in the throughput pass (the wall figure without the
+    /// time the thread waited for a core), if measured.
+    pub fn cpu_ns_per_op(&self) -> Option<f64> {
+        self.cpu_ns
+            .map(|cpu_ns| cpu_ns as f64 / self.ops.max(1) as f64)
     }
 }
 
@@ -278,6 +288,7 @@ fn run_ladder<L: PriceLadder>(
 
     // Throughput: the whole stream in one timed loop (or timed per block when committing).
     let stream = workload.stream.as_slice();
+    let cpu_start = thread_cpu_ns();
     let (elapsed_ns, commitment) = if options.commit_every == 0 {
         (time_stream(&mut engine, stream, &mut out), None)
     } else {
@@ -285,6 +296,9 @@ fn run_ladder<L: PriceLadder>(
         (figures.match_ns + figures.commit_ns, Some(figures))
     };
     black_box(&engine);
+    let cpu_ns = cpu_start
+        .zip(thread_cpu_ns())
+        .map(|(start, end)| end.saturating_sub(start));
     let state_hash = engine.state_hash();
     let resting_end = engine.resting_orders();
     drop(engine);
@@ -309,6 +323,7 @@ fn run_ladder<L: PriceLadder>(
         ladder,
         ops: stream.len(),
         elapsed_ns,
+        cpu_ns,
         latency: recorder.summary(),
         resting_start,
         resting_end,
@@ -426,6 +441,7 @@ pub fn render_text(report: &BenchReport) -> String {
             ("ops", Align::Right),
             ("ops/s", Align::Right),
             ("ns/op", Align::Right),
+            ("cpu ns/op", Align::Right),
             ("p50", Align::Right),
             ("p99", Align::Right),
             ("p99.9", Align::Right),
@@ -448,6 +464,9 @@ pub fn render_text(report: &BenchReport) -> String {
                 thousands(result.ops as u64),
                 si(result.ops_per_sec()),
                 format!("{:.1}", result.ns_per_op()),
+                result
+                    .cpu_ns_per_op()
+                    .map_or("-".to_string(), |ns| format!("{ns:.1}")),
                 duration_ns(result.latency.p50_ns as f64),
                 duration_ns(result.latency.p99_ns as f64),
                 duration_ns(result.latency.p999_ns as f64),
@@ -528,6 +547,7 @@ fn ladder_json(result: &LadderResult) -> serde_json::Value {
         "elapsed_ns": result.elapsed_ns,
         "ops_per_sec": result.ops_per_sec(),
         "ns_per_op": result.ns_per_op(),
+        "cpu_ns_per_op": result.cpu_ns_per_op(),
         "latency": latency_json(&result.latency),
         "resting_start": result.resting_start,
         "resting_end": result.resting_end,
@@ -638,6 +658,8 @@ mod tests {
         assert_eq!(size.array.state_hash, size.btree.state_hash);
         assert_eq!(size.array.ops, 3_000);
         assert_eq!(size.array.latency.count, 3_000);
+        // CPU time is measured wherever the OS reports it (Linux here).
+        assert_eq!(size.array.cpu_ns.is_some(), thread_cpu_ns().is_some());
         let text = render_text(&report);
         assert!(text.contains("ratio btree/array"));
         let json = to_json(&report);

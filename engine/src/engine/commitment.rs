@@ -7,9 +7,10 @@
 //! counters. Because a sum does not depend on order, the root depends only on the records:
 //! not on memory layout, slab positions or the ladder type.
 //!
-//! Incrementally, the engine marks each order slot and account it changes ("touch", a flag
-//! and a push on the data path); [`Engine::commit`] then subtracts each touched record's
-//! previously committed digest and adds its new one. [`Engine::state_hash`] computes the same
+//! Incrementally, the engine marks each order slot and account it changes ("touch": a bit in a
+//! two-level bitmap over slots, a flag and a push for accounts); [`Engine::commit`] then
+//! subtracts each touched record's previously committed digest and adds its new one (slots in
+//! index order: the sum does not depend on the order). [`Engine::state_hash`] computes the same
 //! root from scratch, which the tests use to check the incremental one.
 //!
 //! Record layouts (little-endian):
@@ -28,6 +29,7 @@
 //!   funding_pool i64, long_lots i64 (recomputed at every root: there are few markets).
 
 use super::one_block::{hash_many, Block};
+use super::store::Chunked;
 use super::*;
 
 /// A 256-bit digest as four wrapping u64 lanes, so digests can be added and subtracted.
@@ -66,17 +68,74 @@ impl Lanes {
 /// whatever the number of touched records (a first commit after a 1M-order prefill).
 const COMMIT_CHUNK: usize = 1024;
 
+/// The order slots touched since the last commit: one bit per slot, and one summary bit per
+/// non-zero word, so a commit finds them in O(touched + slots / 4,096) without a list that
+/// could grow on the data path (1/8 byte per slot, allocated once).
+struct DirtySlots {
+    words: Vec<u64>,
+    summary: Vec<u64>,
+    count: usize,
+}
+
+impl DirtySlots {
+    fn with_capacity(slots: usize) -> Self {
+        let words = slots.div_ceil(64);
+        DirtySlots {
+            words: vec![0; words],
+            summary: vec![0; words.div_ceil(64)],
+            count: 0,
+        }
+    }
+
+    #[inline]
+    fn insert(&mut self, slot: u32) {
+        let word = slot as usize / 64;
+        let bit = 1u64 << (slot % 64);
+        if self.words[word] & bit == 0 {
+            self.words[word] |= bit;
+            self.summary[word / 64] |= 1u64 << (word % 64);
+            self.count += 1;
+        }
+    }
+
+    /// Moves touched slots, lowest first, into `out` (emptied first) and unmarks them: at least
+    /// `max` of them if there are that many (at most `max + 63`), starting the summary scan
+    /// at word `from`. Returns where the next call should start.
+    fn take(&mut self, out: &mut Vec<u32>, max: usize, mut from: usize) -> usize {
+        out.clear();
+        while from < self.summary.len() {
+            while self.summary[from] != 0 {
+                let summary = self.summary[from];
+                let word = from * 64 + summary.trailing_zeros() as usize;
+                let mut bits = std::mem::take(&mut self.words[word]);
+                while bits != 0 {
+                    out.push((word * 64) as u32 + bits.trailing_zeros());
+                    bits &= bits - 1;
+                }
+                self.summary[from] = summary & (summary - 1);
+                if out.len() >= max {
+                    self.count -= out.len();
+                    return from;
+                }
+            }
+            from += 1;
+        }
+        self.count -= out.len();
+        from
+    }
+}
+
 /// What the engine keeps to commit incrementally.
 pub(super) struct Tracker {
-    /// Per order slot: the digest committed for it (ZERO for none).
-    order_digests: Vec<Lanes>,
-    /// Per order slot: touched since the last commit.
-    order_dirty: Vec<bool>,
-    dirty_orders: Vec<u32>,
+    /// Per order slot: the digest committed for it (ZERO for none). Grows with the slab.
+    order_digests: Chunked<Lanes>,
+    dirty_orders: DirtySlots,
     pub(super) dirty_accounts: Vec<u32>,
     /// Sum of committed order and account digests.
     lanes: Lanes,
-    /// Scratch: the records of one commit, hashed together.
+    /// Scratch: the slots of one batch of a commit.
+    slots: Vec<u32>,
+    /// Scratch: the records of one batch, hashed together.
     blocks: Vec<Block>,
     /// Scratch: their digests.
     digests: Vec<Lanes>,
@@ -85,11 +144,11 @@ pub(super) struct Tracker {
 impl Tracker {
     pub(super) fn with_capacity(slots: usize) -> Self {
         Tracker {
-            order_digests: Vec::with_capacity(slots),
-            order_dirty: Vec::with_capacity(slots),
-            dirty_orders: Vec::with_capacity(slots),
+            order_digests: Chunked::new(slots, Lanes::ZERO),
+            dirty_orders: DirtySlots::with_capacity(slots),
             dirty_accounts: Vec::new(),
             lanes: Lanes::ZERO,
+            slots: Vec::new(),
             blocks: Vec::new(),
             digests: Vec::new(),
         }
@@ -97,17 +156,12 @@ impl Tracker {
 
     /// Keeps per-slot state as long as the slab.
     pub(super) fn grow_to(&mut self, slots: usize) {
-        self.order_digests.resize(slots, Lanes::ZERO);
-        self.order_dirty.resize(slots, false);
+        self.order_digests.grow_to(slots);
     }
 
     #[inline]
     pub(super) fn touch_order(&mut self, slot: u32) {
-        let dirty = &mut self.order_dirty[slot as usize];
-        if !*dirty {
-            *dirty = true;
-            self.dirty_orders.push(slot);
-        }
+        self.dirty_orders.insert(slot);
     }
 }
 
@@ -120,13 +174,13 @@ fn write_order(block: &mut Block, market: MarketId, account: AccountId, node: &O
         cursor.put(&account.to_le_bytes());
         cursor.put(&node.oid.to_le_bytes());
         cursor.put(&[node.side.code()]);
-        cursor.put(&node.price.to_le_bytes());
+        cursor.put(&node.price().to_le_bytes());
         cursor.put(&node.remaining.to_le_bytes());
         cursor.put(&node.entry.to_le_bytes());
         cursor.put(&[
             node.stp.code(),
-            node.post_only as u8,
-            node.reduce_only as u8,
+            node.post_only() as u8,
+            node.reduce_only() as u8,
             node.tier,
         ]);
     });
@@ -228,8 +282,9 @@ impl<L: PriceLadder> Engine<L> {
             }
         }
         hash_many(blocks, out);
-        for (&slot, digest) in slots.iter().zip(out.iter_mut()) {
-            if self.orders[slot as usize].account == NIL {
+        // A free slot left its block empty (a record is never empty).
+        for (block, digest) in blocks.iter().zip(out.iter_mut()) {
+            if block.is_empty() {
                 *digest = Lanes::ZERO;
             }
         }
@@ -291,19 +346,25 @@ impl<L: PriceLadder> Engine<L> {
         let mut lanes = self.commitment.lanes;
         let mut blocks = std::mem::take(&mut self.commitment.blocks);
         let mut digests = std::mem::take(&mut self.commitment.digests);
-        let mut dirty_orders = std::mem::take(&mut self.commitment.dirty_orders);
-        for chunk in dirty_orders.chunks(COMMIT_CHUNK) {
-            self.order_digests(chunk, &mut blocks, &mut digests);
-            for (&slot, &digest) in chunk.iter().zip(&digests) {
-                let index = slot as usize;
-                self.commitment.order_dirty[index] = false;
-                lanes.sub(self.commitment.order_digests[index]);
+        let mut slots = std::mem::take(&mut self.commitment.slots);
+        let mut from = 0;
+        loop {
+            from = self
+                .commitment
+                .dirty_orders
+                .take(&mut slots, COMMIT_CHUNK, from);
+            if slots.is_empty() {
+                break;
+            }
+            self.order_digests(&slots, &mut blocks, &mut digests);
+            for (&slot, &digest) in slots.iter().zip(&digests) {
+                let committed = &mut self.commitment.order_digests[slot as usize];
+                lanes.sub(*committed);
                 lanes.add(digest);
-                self.commitment.order_digests[index] = digest;
+                *committed = digest;
             }
         }
-        dirty_orders.clear();
-        self.commitment.dirty_orders = dirty_orders;
+        self.commitment.slots = slots;
         let mut dirty_accounts = std::mem::take(&mut self.commitment.dirty_accounts);
         for chunk in dirty_accounts.chunks(COMMIT_CHUNK) {
             self.account_digests(chunk, &mut blocks, &mut digests);
@@ -327,7 +388,7 @@ impl<L: PriceLadder> Engine<L> {
     /// last one. Lets a benchmark relate the commit's cost to what changed.
     pub fn pending_records(&self) -> (usize, usize) {
         (
-            self.commitment.dirty_orders.len(),
+            self.commitment.dirty_orders.count,
             self.commitment.dirty_accounts.len(),
         )
     }

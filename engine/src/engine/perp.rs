@@ -305,7 +305,7 @@ impl FillSim {
         let taker_size = self.parties[t].position.size;
         let maker_size = self.parties[m].position.size;
         let mut lots = wanted;
-        if maker.reduce_only {
+        if maker.reduce_only() {
             let room = reduce_room(maker.side, maker_size);
             if room == 0 {
                 // `match_taker` cancels it and goes on.
@@ -1045,13 +1045,13 @@ impl<L: PriceLadder> Engine<L> {
             return Err(RejectReason::PriceBand);
         }
         let size = self.position(account, params.perp).map_or(0, |p| p.size);
-        if node.reduce_only {
+        if node.reduce_only() {
             let others = self.reduce_only_lots(account, params, node.side) - node.remaining;
             if qty > size.abs() - others {
                 return Err(RejectReason::ReduceOnly);
             }
         }
-        if !node.reduce_only {
+        if !node.reduce_only() {
             let increase = Self::increasing_part(node.side, size, qty);
             if market.long_lots as i128 + increase as i128 > market.oi_cap as i128 {
                 return Err(RejectReason::OpenInterestCap);
@@ -1060,13 +1060,13 @@ impl<L: PriceLadder> Engine<L> {
         let tier = market
             .tier_for(params.notional(price, size.abs().saturating_add(qty)))
             .0 as u8;
-        let per_lot = self.perp_reserve_per_lot(params, account, price, node.reduce_only, tier);
-        if node.reduce_only
+        let per_lot = self.perp_reserve_per_lot(params, account, price, node.reduce_only(), tier);
+        if node.reduce_only()
             && self.reduce_only_past_bankruptcy(params, account, node.side, price, qty, tier)
         {
             return Err(RejectReason::InsufficientMargin);
         }
-        if !node.reduce_only {
+        if !node.reduce_only() {
             let required = per_lot * qty as i128 - old_reserve
                 + self.gap_requirement(params, account, node.side, price, qty, tier);
             let free = self.free_cross(account);
@@ -1098,7 +1098,7 @@ impl<L: PriceLadder> Engine<L> {
         let mut handle = self.accounts[account as usize].first_order;
         while handle != NIL {
             let node = &self.orders[handle as usize];
-            if node.market == market_index && node.reduce_only && node.side == side {
+            if node.market == market_index && node.reduce_only() && node.side == side {
                 lots += node.remaining;
             }
             handle = node.account_next;
@@ -1136,7 +1136,7 @@ impl<L: PriceLadder> Engine<L> {
         while handle != NIL {
             let node = self.orders[handle as usize];
             let next = node.account_next;
-            if node.market == market_index && node.reduce_only {
+            if node.market == market_index && node.reduce_only() {
                 if Some(node.side) == reducing_side && node.remaining <= budget {
                     budget -= node.remaining;
                 } else {

@@ -184,12 +184,12 @@ impl<L: PriceLadder> Engine<L> {
             out.extend_from_slice(&node.account.to_le_bytes());
             out.extend_from_slice(&node.oid.to_le_bytes());
             out.push(node.side.code());
-            out.extend_from_slice(&node.price.to_le_bytes());
+            out.extend_from_slice(&node.price().to_le_bytes());
             out.extend_from_slice(&node.remaining.to_le_bytes());
             out.push(node.stp.code());
-            out.push(node.post_only as u8);
+            out.push(node.post_only() as u8);
             out.extend_from_slice(&node.entry.to_le_bytes());
-            out.push(node.reduce_only as u8);
+            out.push(node.reduce_only() as u8);
             out.push(node.tier);
         }
         out.extend_from_slice(&self.entries.to_le_bytes());
@@ -340,7 +340,7 @@ impl<L: PriceLadder> Engine<L> {
             if account as usize >= engine.accounts.len()
                 || !(1..=params.max_price).contains(&price)
                 || remaining <= 0
-                || engine.open.contains_key(&(account, oid))
+                || engine.find_slot(account, oid).is_some()
                 || (reduce_only && params.perp == NIL)
                 || (params.perp != NIL
                     && tier as usize >= engine.perps[params.perp as usize].spec.tiers().len())

@@ -1,0 +1,337 @@
+//! The order store's memory: slot-indexed storage that grows a chunk at a time, and the
+//! `(account, oid)` index over the slots.
+//!
+//! Both are sized by `max_resting_orders`, but only the index is allocated whole up front
+//! (4 bytes per entry, at most 3/4 full). The slab and the per-slot commitment digests grow
+//! with the highest number of slots ever in use, one chunk at a time, so an engine configured
+//! with headroom does not hold memory for orders it never had; a chunk, once allocated, is
+//! kept (a steady-state book allocates nothing).
+
+use std::ops::{Index, IndexMut};
+
+/// Fewest slots per chunk (small engines: one chunk is a few KiB).
+const MIN_CHUNK_SLOTS: usize = 256;
+/// Most slots per chunk (large engines: ~1 MiB of order nodes, initialized once).
+const MAX_CHUNK_SLOTS: usize = 16_384;
+
+/// Slot-indexed storage of `T` that allocates `chunk` slots at a time, up to a fixed capacity.
+/// Growing never moves what is stored.
+pub(super) struct Chunked<T> {
+    chunks: Vec<Box<[T]>>,
+    /// log2 of the slots per chunk.
+    shift: u32,
+    /// Slots per chunk minus one.
+    mask: usize,
+    len: usize,
+    capacity: usize,
+    /// The value a new slot holds.
+    fill: T,
+}
+
+impl<T: Copy> Chunked<T> {
+    /// Empty storage for up to `capacity` slots; chunks are about 1/64 of the capacity.
+    pub(super) fn new(capacity: usize, fill: T) -> Self {
+        let chunk = (capacity.next_power_of_two() / 64).clamp(MIN_CHUNK_SLOTS, MAX_CHUNK_SLOTS);
+        Chunked {
+            // The directory is reserved whole so that growing never copies it.
+            chunks: Vec::with_capacity(capacity.div_ceil(chunk)),
+            shift: chunk.trailing_zeros(),
+            mask: chunk - 1,
+            len: 0,
+            capacity,
+            fill,
+        }
+    }
+
+    /// Slots in use (each index below is valid).
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Adds a slot holding the fill value and returns its index.
+    ///
+    /// # Panics
+    /// Past the capacity given to [`Chunked::new`].
+    pub(super) fn push(&mut self) -> u32 {
+        assert!(self.len < self.capacity, "slot store full");
+        if self.len & self.mask == 0 && self.len >> self.shift == self.chunks.len() {
+            self.add_chunk();
+        }
+        self.len += 1;
+        (self.len - 1) as u32
+    }
+
+    /// Grows up to `len` slots (no-op if already there).
+    pub(super) fn grow_to(&mut self, len: usize) {
+        while self.len < len {
+            self.push();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn add_chunk(&mut self) {
+        let chunk = vec![self.fill; self.mask + 1].into_boxed_slice();
+        self.chunks.push(chunk);
+    }
+}
+
+// One bounds check (against `len`) instead of two (directory, then chunk): every slab access
+// of the data path goes through here, and at a 1K book, where all of it is in cache, the two
+// checks cost ~3% of the instructions of the exchange-core mix (callgrind, docs/perf.md).
+impl<T> Index<usize> for Chunked<T> {
+    type Output = T;
+
+    #[inline]
+    #[allow(unsafe_code)] // Unchecked indices after one check: see SAFETY.
+    fn index(&self, slot: usize) -> &T {
+        assert!(slot < self.len, "slot out of range");
+        // SAFETY: `slot < len`, and `push` allocated chunk `slot >> shift` (every chunk holds
+        // `mask + 1` slots) before `len` first passed `slot`; chunks are never removed.
+        unsafe {
+            self.chunks
+                .get_unchecked(slot >> self.shift)
+                .get_unchecked(slot & self.mask)
+        }
+    }
+}
+
+impl<T> IndexMut<usize> for Chunked<T> {
+    #[inline]
+    #[allow(unsafe_code)] // Unchecked indices after one check: see SAFETY.
+    fn index_mut(&mut self, slot: usize) -> &mut T {
+        assert!(slot < self.len, "slot out of range");
+        // SAFETY: as in `index`.
+        unsafe {
+            self.chunks
+                .get_unchecked_mut(slot >> self.shift)
+                .get_unchecked_mut(slot & self.mask)
+        }
+    }
+}
+
+/// The `(account index, oid)` -> slot index of resting orders.
+///
+/// Open addressing with linear probing over `u32` entries: the low `slot_bits` hold the slot
+/// plus one (0 = empty), the bits above them a few bits of the key's hash, so most
+/// non-matching entries are skipped without reading their order. The key itself is not
+/// stored: it is the slot's order (read through `key_of`, which every call takes). Deletion
+/// shifts the entries after the hole back (no tombstones, so probes never lengthen over
+/// time). The table is never iterated, so no result depends on where entries sit.
+pub(super) struct OidIndex {
+    table: Box<[u32]>,
+    /// 64 - log2(table length): the home position is the hash's top bits.
+    home_shift: u32,
+    /// Table length minus one.
+    mask: usize,
+    /// Bits of an entry holding slot + 1.
+    slot_bits: u32,
+    slot_mask: u32,
+    len: usize,
+}
+
+/// The index's hash of a key: multiplicative mixing (deterministic, no seed).
+#[inline]
+fn key_hash(account: u32, oid: u64) -> u64 {
+    let mixed = oid.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ u64::from(account).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    (mixed ^ (mixed >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9)
+}
+
+impl OidIndex {
+    /// An empty index for up to `capacity` orders (table: the next power of two at or above
+    /// 4/3 of it, so at most 3/4 full).
+    pub(super) fn with_capacity(capacity: u32) -> Self {
+        let wanted = (capacity as usize + capacity as usize / 3).max(16);
+        let length = wanted.next_power_of_two();
+        let slot_bits = 32 - capacity.leading_zeros();
+        OidIndex {
+            table: vec![0u32; length].into_boxed_slice(),
+            home_shift: 64 - length.trailing_zeros(),
+            mask: length - 1,
+            slot_bits,
+            slot_mask: ((1u64 << slot_bits) - 1) as u32,
+            len: 0,
+        }
+    }
+
+    /// Orders indexed.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        (hash >> self.home_shift) as usize
+    }
+
+    /// The hash bits an entry for `hash` carries above its slot.
+    #[inline]
+    fn tag(&self, hash: u64) -> u32 {
+        ((hash & 0xFFFF_FFFF) << self.slot_bits) as u32 & !self.slot_mask
+    }
+
+    /// The slot of `(account, oid)`, if indexed. `key_of(slot)` is the key stored at a slot.
+    // Always inlined: on the lookup path of nearly every order command, and inlined the
+    // closure's slab read is shared with the caller's (callgrind: ~25 instructions per call).
+    #[inline(always)]
+    pub(super) fn get(
+        &self,
+        account: u32,
+        oid: u64,
+        key_of: impl Fn(u32) -> (u32, u64),
+    ) -> Option<u32> {
+        let hash = key_hash(account, oid);
+        let tag = self.tag(hash);
+        let mut at = self.home(hash);
+        loop {
+            let entry = self.table[at];
+            if entry == 0 {
+                return None;
+            }
+            if entry & !self.slot_mask == tag {
+                let slot = (entry & self.slot_mask) - 1;
+                if key_of(slot) == (account, oid) {
+                    return Some(slot);
+                }
+            }
+            at = (at + 1) & self.mask;
+        }
+    }
+
+    /// Indexes `(account, oid)` at `slot`; the key must not be indexed already.
+    pub(super) fn insert(&mut self, account: u32, oid: u64, slot: u32) {
+        assert!(self.len < self.mask, "oid index over capacity");
+        let hash = key_hash(account, oid);
+        let mut at = self.home(hash);
+        while self.table[at] != 0 {
+            at = (at + 1) & self.mask;
+        }
+        self.table[at] = self.tag(hash) | (slot + 1);
+        self.len += 1;
+    }
+
+    /// Removes `(account, oid)`, indexed at `slot`. `key_of` must still answer for every
+    /// indexed slot (the entries after the hole are re-homed by their keys).
+    pub(super) fn remove(
+        &mut self,
+        account: u32,
+        oid: u64,
+        slot: u32,
+        key_of: impl Fn(u32) -> (u32, u64),
+    ) {
+        let mut hole = self.home(key_hash(account, oid));
+        while self.table[hole] & self.slot_mask != slot + 1 {
+            assert!(
+                self.table[hole] != 0,
+                "removing an order the index does not hold"
+            );
+            hole = (hole + 1) & self.mask;
+        }
+        let mut at = hole;
+        loop {
+            at = (at + 1) & self.mask;
+            let entry = self.table[at];
+            if entry == 0 {
+                break;
+            }
+            let (account, oid) = key_of((entry & self.slot_mask) - 1);
+            let home = self.home(key_hash(account, oid));
+            // The entry may fill the hole if its home is not after the hole (cyclically).
+            if at.wrapping_sub(home) & self.mask >= at.wrapping_sub(hole) & self.mask {
+                self.table[hole] = entry;
+                hole = at;
+            }
+        }
+        self.table[hole] = 0;
+        self.len -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Keys stored per slot, as the engine's order nodes store them.
+    struct Slots(Vec<(u32, u64)>);
+
+    impl Slots {
+        fn key(&self) -> impl Fn(u32) -> (u32, u64) + '_ {
+            |slot| self.0[slot as usize]
+        }
+    }
+
+    #[test]
+    fn chunked_grows_by_chunks_and_keeps_values() {
+        let mut store = Chunked::new(1000, 7u64);
+        for expected in 0..1000u32 {
+            assert_eq!(store.push(), expected);
+            store[expected as usize] = u64::from(expected) * 3;
+        }
+        assert_eq!(store.len(), 1000);
+        assert_eq!(store.chunks.len(), 4, "1000 slots in chunks of 256");
+        assert!((0..1000).all(|slot| store[slot] == slot as u64 * 3));
+        let mut fresh = Chunked::new(600, 5u8);
+        fresh.grow_to(300);
+        assert_eq!((fresh.len(), fresh.chunks.len(), fresh[299]), (300, 2, 5));
+    }
+
+    #[test]
+    #[should_panic(expected = "slot store full")]
+    fn chunked_refuses_past_capacity() {
+        let mut store = Chunked::new(3, 0u8);
+        for _ in 0..4 {
+            store.push();
+        }
+    }
+
+    /// A slot inside an allocated chunk but past the length is refused, not read.
+    #[test]
+    #[should_panic(expected = "slot out of range")]
+    fn chunked_refuses_a_slot_past_its_length() {
+        let mut store = Chunked::new(1000, 0u8);
+        store.push();
+        let _ = store[1];
+    }
+
+    /// Inserts, lookups and removals against a `BTreeMap`, on a small table full enough that
+    /// clusters wrap around its end and deletions shift entries back.
+    #[test]
+    fn oid_index_agrees_with_a_map() {
+        let capacity = 384u32; // a table of 512: up to 3/4 full
+        let mut index = OidIndex::with_capacity(capacity);
+        let mut slots = Slots(vec![(u32::MAX, 0); capacity as usize]);
+        let mut model = BTreeMap::new();
+        let mut free: Vec<u32> = (0..capacity).rev().collect();
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for step in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let key = ((state % 5) as u32, (state >> 8) % 300);
+            match model.get(&key).copied() {
+                Some(slot) if step % 3 != 0 => {
+                    assert_eq!(index.get(key.0, key.1, slots.key()), Some(slot));
+                    index.remove(key.0, key.1, slot, slots.key());
+                    model.remove(&key);
+                    free.push(slot);
+                }
+                Some(slot) => assert_eq!(index.get(key.0, key.1, slots.key()), Some(slot)),
+                None => {
+                    assert_eq!(index.get(key.0, key.1, slots.key()), None);
+                    if let Some(slot) = free.pop() {
+                        slots.0[slot as usize] = key;
+                        index.insert(key.0, key.1, slot);
+                        model.insert(key, slot);
+                    }
+                }
+            }
+            assert_eq!(index.len(), model.len());
+        }
+        for (&(account, oid), &slot) in &model {
+            assert_eq!(index.get(account, oid, slots.key()), Some(slot));
+        }
+        assert!(model.len() > 300, "the table was exercised near full");
+    }
+}
