@@ -1091,6 +1091,11 @@ mod tests {
             now_ms: 0,
             dev: &DevAccounts::default(),
         };
+        // No development accounts: nothing listed, nothing signed.
+        assert_eq!(port.handle("eth_accounts", &[]).0.ok(), Some(json!([])));
+        let someone = json!(format!("{:#x}", Address::with_last_byte(9)));
+        let (signed, _) = port.handle("eth_sign", &[someone, json!("0x01")]);
+        assert!(signed.is_err_and(|e| e.message.starts_with("unknown account")));
         let hash = json!(format!("{:#x}", B256::with_last_byte(3)));
         let (answer, _) = port.handle("eth_getTransactionByHash", &[hash]);
         let error = answer.expect_err("an error naming the reason");
