@@ -322,3 +322,51 @@ fn only_the_two_served_tracers_are_accepted() {
         Err(TraceError::Config(_))
     ));
 }
+
+/// The cost of a trace (printed: `cargo test -p evm --test trace -- --nocapture`): a
+/// transaction is traced after re-executing the ones before it in its block, so the time
+/// grows with its index; the block's own execution for scale. Each trace's gas is the
+/// receipt's.
+#[test]
+fn the_cost_of_a_trace_grows_with_the_transactions_before_it() {
+    const TXS: u64 = 256;
+    let engine: Engine = Engine::new(EngineConfig::default());
+    let owner = SigningKey::from_slice(&[7; 32]).expect("a key");
+    let genesis = Genesis {
+        alloc: vec![(address_of(&owner), U256::from(10u64).pow(U256::from(20u64)))],
+        ..Default::default()
+    };
+    let (mut executor, _) = Executor::genesis(EvmConfig::default(), &genesis);
+    let to = |n: u64| Address::with_last_byte(1).create(n);
+    let txs = (0..TXS)
+        .map(|n| signed(&owner, n, Some(to(n)), 1, Vec::new()))
+        .collect();
+    let input = BlockInput {
+        height: 1,
+        timestamp: 2,
+        txs,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let mut out = executor.execute_block(&CoreSnapshot::new(&engine, 1), input);
+    let execute_us = started.elapsed().as_micros();
+    let mut history = StateHistory::new(2);
+    history.push(1, std::mem::take(&mut out.undo));
+    let before = history.at(executor.db(), 1, 0).expect("in the window");
+    let records: Vec<&TxRecord> = out.txs.iter().collect();
+    let replay = BlockReplay {
+        header: &out.header,
+        credits: &out.credits,
+        txs: &records,
+    };
+    let view = CoreSnapshot::new(&engine, 1);
+    println!("block of {TXS} transfers: execute_block {execute_us} us");
+    for index in [0, TXS as usize / 2, TXS as usize - 1] {
+        let started = std::time::Instant::now();
+        let trace = executor.trace_in_block(&view, &before, replay, index, options(json!({})));
+        let trace_us = started.elapsed().as_micros();
+        let trace = serde_json::to_value(trace.expect("traced")).expect("JSON");
+        assert_eq!(trace["gas"], out.receipts[index].gas_used, "{trace}");
+        println!("trace of transaction {index}: {trace_us} us");
+    }
+}
