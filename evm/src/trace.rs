@@ -25,8 +25,17 @@ use revm::context::{CfgEnv, Context, TxEnv};
 use revm::context_interface::result::ExecutionResult;
 use revm::database::{CacheDB, DatabaseRef, WrapDatabaseRef};
 use revm::{Database, ExecuteCommitEvm, InspectEvm, MainBuilder, MainContext};
-use revm_inspectors::tracing::{TracingInspector, TracingInspectorConfig};
+use revm_inspectors::tracing::{
+    TraceLimitBehavior, TraceLimits, TracingInspector, TracingInspectorConfig,
+};
 use std::convert::Infallible;
+use std::num::NonZeroU64;
+
+/// Most struct logs one trace records (the memory of the validator answering it is the
+/// bound): a longer one is refused unless the options' `limit` asks for at most this many.
+pub const MAX_STRUCT_LOGS: u64 = 100_000;
+/// Most bytes one trace copies (call inputs, memory snapshots); beyond, it is refused.
+pub const MAX_TRACE_BYTES: usize = 256 << 20;
 
 /// Which of the two tracers served, with its options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +59,9 @@ pub enum TraceError {
     /// revm refused the transaction (not expected for an included one).
     #[error("transaction not executed: {0}")]
     Invalid(String),
+    /// The trace would pass the node's bounds ([`MAX_STRUCT_LOGS`], [`MAX_TRACE_BYTES`]).
+    #[error("trace too large: more than {MAX_STRUCT_LOGS} struct logs or {MAX_TRACE_BYTES} bytes recorded; pass a smaller \"limit\", disable memory, or use callTracer")]
+    TooLarge,
     /// The transaction is not in the block given.
     #[error("transaction {index} is not in the block ({len} transactions)")]
     NotInBlock {
@@ -76,12 +88,24 @@ impl Tracer {
         }
     }
 
-    /// An inspector recording what this tracer reports.
+    /// An inspector recording what this tracer reports, within the node's bounds: struct
+    /// logs up to the options' `limit` if it is within [`MAX_STRUCT_LOGS`], else one more
+    /// than the bound (so that [`Tracer::finish`] can tell a longer trace); copied bytes up
+    /// to [`MAX_TRACE_BYTES`], then the run halts.
     fn inspector(&self) -> TracingInspector {
-        TracingInspector::new(match self {
-            Tracer::StructLogs(options) => TracingInspectorConfig::from_geth_config(options),
+        let config = match self {
+            Tracer::StructLogs(options) => {
+                let asked = options.limit.filter(|&n| n != 0 && n <= MAX_STRUCT_LOGS);
+                let mut config = TracingInspectorConfig::from_geth_config(options);
+                config.step_limit = NonZeroU64::new(asked.unwrap_or(MAX_STRUCT_LOGS + 1));
+                config
+            }
             Tracer::Calls(config) => TracingInspectorConfig::from_geth_call_config(config),
-        })
+        };
+        let limits = TraceLimits::default()
+            .set_max_recorded_bytes(Some(MAX_TRACE_BYTES))
+            .set_behavior(TraceLimitBehavior::Halt);
+        TracingInspector::new(config).with_limits(limits)
     }
 
     /// The trace of a finished run of a transaction with this gas limit (the top call
@@ -91,17 +115,38 @@ impl Tracer {
         inspector: TracingInspector,
         result: &ExecutionResult,
         gas_limit: u64,
-    ) -> GethTrace {
+    ) -> Result<GethTrace, TraceError> {
+        if inspector.limit_exceeded() {
+            return Err(TraceError::TooLarge);
+        }
         let gas_used = result.tx_gas_used();
         let builder = inspector
             .with_transaction_gas_limit(gas_limit)
             .into_geth_builder();
-        match self {
+        Ok(match self {
             Tracer::StructLogs(options) => {
                 let output = result.output().cloned().unwrap_or_default();
-                builder.geth_traces(gas_used, output, *options).into()
+                let frame = builder.geth_traces(gas_used, output, *options);
+                if frame.struct_logs.len() as u64 > MAX_STRUCT_LOGS {
+                    return Err(TraceError::TooLarge);
+                }
+                frame.into()
             }
             Tracer::Calls(config) => builder.geth_call_traces(*config, gas_used).into(),
+        })
+    }
+
+    /// The trace of a run that ended with `run` (a halt on the byte bound is `TooLarge`).
+    fn conclude<E: std::fmt::Display>(
+        &self,
+        inspector: TracingInspector,
+        run: Result<ExecutionResult, E>,
+        gas_limit: u64,
+    ) -> Result<GethTrace, TraceError> {
+        match run {
+            Ok(result) => self.finish(inspector, &result, gas_limit),
+            Err(_) if inspector.limit_exceeded() => Err(TraceError::TooLarge),
+            Err(e) => Err(TraceError::Invalid(e.to_string())),
         }
     }
 }
@@ -143,11 +188,9 @@ impl Executor {
         let mut evm = ctx
             .build_mainnet_with_inspector(&mut inspector)
             .with_precompiles(precompiles);
-        let result = evm
-            .inspect_tx(tx)
-            .map_err(|e| TraceError::Invalid(e.to_string()))?;
+        let run = evm.inspect_tx(tx).map(|out| out.result);
         drop(evm);
-        Ok(tracer.finish(inspector, &result.result, gas_limit))
+        tracer.conclude(inspector, run, gas_limit)
     }
 
     /// Traces transaction `index` of `block` by re-executing the block on `before` (the
@@ -192,11 +235,9 @@ impl Executor {
             .with_block(block_env)
             .build_mainnet_with_inspector(&mut inspector)
             .with_precompiles(precompiles());
-        let result = evm
-            .inspect_tx(replay_env(target))
-            .map_err(|e| TraceError::Invalid(e.to_string()))?;
+        let run = evm.inspect_tx(replay_env(target)).map(|out| out.result);
         drop(evm);
-        Ok(tracer.finish(inspector, &result.result, target.gas_limit))
+        tracer.conclude(inspector, run, target.gas_limit)
     }
 }
 

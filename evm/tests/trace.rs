@@ -370,3 +370,38 @@ fn the_cost_of_a_trace_grows_with_the_transactions_before_it() {
         println!("trace of transaction {index}: {trace_us} us");
     }
 }
+
+/// A trace is bounded: a loop running 250,000 steps (initcode `JUMPDEST PUSH1 0 JUMP` with a
+/// gas limit of 1,000,000) is refused with `TooLarge` by the struct logger, answered with
+/// five logs when `limit` asks for five, and answered by the call tracer (one frame).
+#[test]
+fn a_trace_past_the_bounds_is_refused_unless_limited() {
+    let engine: Engine = Engine::new(EngineConfig::default());
+    let (executor, _) = Executor::genesis(EvmConfig::default(), &Genesis::default());
+    let view = CoreSnapshot::new(&engine, 0);
+    let looping = CallRequest {
+        gas: Some(1_000_000),
+        data: vec![0x5b, 0x60, 0x00, 0x56].into(),
+        ..Default::default()
+    };
+    let trace = |tracer| {
+        let head = executor.head();
+        executor.trace_call(&view, executor.db(), head, &looping, tracer)
+    };
+    assert_eq!(trace(options(json!({}))).err(), Some(TraceError::TooLarge));
+    let limited = trace(options(json!({"limit": 5}))).expect("five logs");
+    let limited = serde_json::to_value(limited).expect("JSON");
+    assert_eq!(limited["structLogs"].as_array().map(Vec::len), Some(5));
+    assert_eq!(limited["failed"], true, "out of gas: {limited}");
+    let ops: Vec<&str> = limited["structLogs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["JUMPDEST", "PUSH1", "JUMP", "JUMPDEST", "PUSH1"]);
+    let frame = trace(options(json!({"tracer": "callTracer"}))).expect("a frame");
+    let frame = serde_json::to_value(frame).expect("JSON");
+    assert_eq!(frame["type"], "CREATE", "{frame}");
+    assert!(frame["error"].is_string(), "out of gas: {frame}");
+}
