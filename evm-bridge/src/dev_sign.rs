@@ -222,13 +222,21 @@ pub struct Filled {
 /// The transaction a request asks for, filled as geth does: a `gasPrice` (or `type` 0/1)
 /// makes a legacy (EIP-2930 with an access list) transaction priced at `gasPrice` or
 /// `eth_gasPrice`; otherwise EIP-1559 with tip `maxPriorityFeePerGas` or
-/// [`SUGGESTED_TIP_WEI`] and cap `maxFeePerGas` or `2 x base fee + tip`.
+/// [`SUGGESTED_TIP_WEI`] and cap `maxFeePerGas` or `2 x base fee + tip`. A `gasPrice` with
+/// either EIP-1559 fee is refused, as geth refuses it.
 pub fn fill_transaction(request: &TxRequest, filled: Filled) -> Result<UnsignedTx, RpcError> {
     if let Some(id) = request.chain_id.filter(|&id| id != filled.chain_id) {
         return Err(RpcError::params(format!(
             "chainId {id} is not this chain's ({})",
             filled.chain_id
         )));
+    }
+    if request.gas_price.is_some()
+        && (request.max_fee.is_some() || request.max_priority_fee.is_some())
+    {
+        return Err(RpcError::params(
+            "both gasPrice and (maxFeePerGas or maxPriorityFeePerGas) specified",
+        ));
     }
     let call = &request.call;
     let nonce = request.nonce.unwrap_or(filled.nonce);
@@ -418,5 +426,8 @@ mod tests {
             tx_request(Some(&json!({"to": from}))).is_err(),
             "from is required"
         );
+        let both = json!({"from": from, "gasPrice": "0x7", "maxFeePerGas": "0x9"});
+        let both = tx_request(Some(&both)).expect("parses");
+        assert!(fill_transaction(&both, filled).is_err_and(|e| e.code == -32602));
     }
 }
