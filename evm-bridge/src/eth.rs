@@ -6,6 +6,7 @@ use crate::executor::{
     AccessList, AccessListItem, BlockHeader, CallOutcome, CallRequest, DroppedTx, LogRecord,
     Receipt, TxError, TxRecord,
 };
+use crate::trace::{GethDebugTracingOptions, TraceError, Tracer};
 use alloy_primitives::{hex, Address, Bytes, B256, U256};
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::{json, Value};
@@ -16,7 +17,7 @@ pub const SUGGESTED_TIP_WEI: u64 = 1_000_000_000;
 pub const MAX_LOG_RANGE: u64 = crate::filters::MAX_LOG_RANGE;
 
 /// The Ethereum methods every validator's port answers (docs/evm.md, "JSON-RPC").
-pub const ETH_METHODS: [&str; 43] = [
+pub const ETH_METHODS: [&str; 49] = [
     "eth_chainId",
     "net_version",
     "web3_clientVersion",
@@ -60,6 +61,12 @@ pub const ETH_METHODS: [&str; 43] = [
     "eth_getFilterChanges",
     "eth_getFilterLogs",
     "eth_uninstallFilter",
+    "eth_sendTransaction",
+    "eth_sign",
+    "personal_sign",
+    "eth_signTypedData_v4",
+    "debug_traceTransaction",
+    "debug_traceCall",
 ];
 
 /// The EVM blocks a server remembers: headers by number (from [`History::oldest`] to
@@ -673,6 +680,31 @@ pub fn send_error(error: &TxError) -> RpcError {
     match error {
         TxError::Malformed(_) | TxError::Signature(_) => RpcError::params(error.to_string()),
         _ => RpcError::server(error.to_string()),
+    }
+}
+
+/// The tracer of `debug_traceTransaction`'s or `debug_traceCall`'s options (geth's
+/// object; absent: the default struct logger). `debug_traceCall`'s `stateOverrides`,
+/// `blockOverrides` and `txIndex` are refused rather than ignored.
+pub fn tracer(options: Option<&Value>) -> Result<Tracer, RpcError> {
+    let Some(options) = options else {
+        return Ok(Tracer::StructLogs(Default::default()));
+    };
+    for unsupported in ["stateOverrides", "blockOverrides", "txIndex"] {
+        if options.get(unsupported).is_some_and(|v| !v.is_null()) {
+            return Err(RpcError::params(format!("{unsupported} is not supported")));
+        }
+    }
+    let options: GethDebugTracingOptions = serde_json::from_value(options.clone())
+        .map_err(|e| RpcError::params(format!("tracing options: {e}")))?;
+    Tracer::from_options(options).map_err(trace_error)
+}
+
+/// A trace not made: bad options are `-32602`, the rest `-32000`.
+pub fn trace_error(error: TraceError) -> RpcError {
+    match error {
+        TraceError::Config(_) => RpcError::params(error.to_string()),
+        other => RpcError::server(other.to_string()),
     }
 }
 

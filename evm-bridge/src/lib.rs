@@ -6,8 +6,13 @@
 //! - [`eth`]: Ethereum JSON-RPC parsing, error texts and block / receipt / log JSON, used
 //!   by the validator's port (`node::chain_eth`).
 //! - [`filters`]: log criteria and the polling filters (`eth_newFilter` and the rest).
+//! - [`dev_sign`]: development accounts' signing (`eth_sendTransaction`, `eth_sign`,
+//!   `personal_sign`, `eth_signTypedData_v4`) and the filling of transaction requests.
 
-pub use evm::{actions, bridge, commitment, core_view, executor, history, precompiles, system};
+pub use evm::{
+    actions, bridge, commitment, core_view, executor, history, precompiles, system, trace,
+};
 
+pub mod dev_sign;
 pub mod eth;
 pub mod filters;

@@ -659,6 +659,10 @@ pub struct BlockOutput {
     /// What the diff replaced: the state before the block, for what it changed (for reads
     /// at past blocks, [`crate::history`]).
     pub undo: StateUndo,
+    /// The credits applied before the block's transactions, in order (refused ones left
+    /// out): with the state before the block and its transactions, what re-executing it
+    /// needs ([`crate::trace`]).
+    pub credits: Vec<Credit>,
 }
 
 /// A transaction the block builder did not include and will not retry.
@@ -795,6 +799,7 @@ impl Executor {
             errors: Vec::new(),
             diff,
             undo: StateUndo::default(),
+            credits: Vec::new(),
         };
         (
             Executor {
@@ -899,7 +904,7 @@ impl Executor {
     }
 
     /// The environment of block `height`, whose parent's hash is `parent` (`PREVRANDAO`).
-    fn block_env_after(&self, height: u64, timestamp: u64, parent: B256) -> BlockEnv {
+    pub(crate) fn block_env_after(&self, height: u64, timestamp: u64, parent: B256) -> BlockEnv {
         let mut block = BlockEnv::default();
         block.number = U256::from(height);
         block.beneficiary = self.config.coinbase;
@@ -912,7 +917,7 @@ impl Executor {
         block
     }
 
-    fn cfg(&self) -> CfgEnv {
+    pub(crate) fn cfg(&self) -> CfgEnv {
         let mut cfg = CfgEnv::new_with_spec(SPEC);
         cfg.chain_id = self.config.chain_id;
         cfg.max_blobs_per_tx = Some(0);
@@ -929,6 +934,7 @@ impl Executor {
         let mut diff = StateDiff::default();
         let mut undo = StateUndo::default();
         let mut errors = Vec::new();
+        let mut credits = Vec::new();
         // Credits: CoreWriter's escrow pays out; conservation holds by construction. A
         // credit the escrow cannot cover would mint wei: it is refused (never a panic).
         for credit in &input.credits {
@@ -952,6 +958,7 @@ impl Executor {
             to.balance += credit.wei;
             self.db.insert_account_info(credit.to, to.clone());
             diff.credit(credit.to, &to);
+            credits.push(*credit);
         }
 
         let config = self.config.clone();
@@ -1167,6 +1174,7 @@ impl Executor {
             errors,
             diff,
             undo,
+            credits,
         }
     }
 
@@ -1287,7 +1295,7 @@ impl Executor {
 
     /// The configuration and block of a call on the state after block `header`: the block
     /// after it, as for the head.
-    fn call_env_after(&self, header: &BlockHeader) -> (CfgEnv, BlockEnv) {
+    pub(crate) fn call_env_after(&self, header: &BlockHeader) -> (CfgEnv, BlockEnv) {
         let block_env = self.block_env_after(header.number + 1, header.timestamp, header.hash);
         let mut cfg = self.cfg();
         cfg.disable_nonce_check = true;
@@ -1298,7 +1306,7 @@ impl Executor {
 
     /// The transaction of a call request (zero gas price; the block's gas limit by
     /// default).
-    fn call_tx(&self, request: &CallRequest) -> TxEnv {
+    pub(crate) fn call_tx(&self, request: &CallRequest) -> TxEnv {
         let mut tx = TxEnv::default();
         tx.caller = request.from.unwrap_or_default();
         tx.gas_limit = request.gas.unwrap_or(self.config.block_gas_limit);

@@ -16,6 +16,8 @@
 //!   updated from each block's state diff).
 //! - [`history`]: the state after recent past blocks (each block's undo over the head's
 //!   state), for reads and calls at a past block.
+//! - [`trace`]: geth's struct-log and call tracers over a call or a transaction
+//!   re-executed in its block (`debug_traceCall`, `debug_traceTransaction`).
 
 pub mod access_list;
 pub mod actions;
@@ -27,3 +29,4 @@ pub mod executor;
 pub mod history;
 pub mod precompiles;
 pub mod system;
+pub mod trace;

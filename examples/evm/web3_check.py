@@ -78,7 +78,7 @@ def main():
     start = w3.eth.block_number
     check("eth_blockNumber answers", isinstance(start, int) and start >= 0, start)
     check("eth_syncing is false", w3.eth.syncing is False, w3.eth.syncing)
-    check("eth_accounts", w3.eth.accounts == [], w3.eth.accounts)
+    check("eth_accounts is the dev account", w3.eth.accounts == [DEV], w3.eth.accounts)
     latest = w3.eth.get_block("latest")
     check(
         "latest block formats (hash, baseFeePerGas, logsBloom)",

@@ -466,6 +466,42 @@ impl Execution {
         self.executor.estimate_gas_at(&view, past, header, request)
     }
 
+    /// Traces a call (`debug_traceCall`) on the head's state, or on `past` (the state after
+    /// `header`) when given; the read precompiles see Core as it is now.
+    pub fn trace_call(
+        &self,
+        past: Option<(&evm::history::PastState<'_>, &evm::executor::BlockHeader)>,
+        request: &CallRequest,
+        tracer: evm::trace::Tracer,
+    ) -> Result<evm::trace::GethTrace, evm::trace::TraceError> {
+        let view = CoreSnapshot::new(&self.engine, self.height());
+        match past {
+            Some((state, header)) => self
+                .executor
+                .trace_call(&view, state, header, request, tracer),
+            None => {
+                let head = self.executor.head();
+                let db = self.executor.db();
+                self.executor.trace_call(&view, db, head, request, tracer)
+            }
+        }
+    }
+
+    /// Traces transaction `index` of a past block (`debug_traceTransaction`), re-executed
+    /// on `before` (the state after its parent); the read precompiles see Core as it is
+    /// now, not as the block saw it.
+    pub fn trace_in_block(
+        &self,
+        before: &evm::history::PastState<'_>,
+        block: evm::trace::BlockReplay<'_>,
+        index: usize,
+        tracer: evm::trace::Tracer,
+    ) -> Result<evm::trace::GethTrace, evm::trace::TraceError> {
+        let view = CoreSnapshot::new(&self.engine, self.height());
+        self.executor
+            .trace_in_block(&view, before, block, index, tracer)
+    }
+
     /// The smallest gas limit under which the call succeeds against the head
     /// (eth_estimateGas).
     pub fn estimate_gas(&mut self, request: &CallRequest) -> Result<u64, CallOutcome> {

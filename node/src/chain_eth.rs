@@ -13,6 +13,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use alloy_primitives::{keccak256, Address, B256, U256};
+use evm_bridge::actions::Credit;
+use evm_bridge::dev_sign::{self, DevAccounts, Filled};
 use evm_bridge::eth::{
     self, addr, arg, block_json, block_number, call_error, call_request, data, hash, params_of,
     parse_address, parse_bytes, parse_hash, parse_quantity, quantity, state_at, History, RpcError,
@@ -22,6 +24,7 @@ use evm_bridge::executor::{
 };
 use evm_bridge::filters::{FilterKind, Filters, LogFilter};
 use evm_bridge::history::{PastState, StateHistory, StateUndo};
+use evm_bridge::trace::{BlockReplay, GethTrace};
 use execution::Execution;
 use jsonrpsee::core::SubscriptionError;
 use jsonrpsee::server::{RpcModule, Server, ServerConfig, ServerHandle};
@@ -34,7 +37,7 @@ use transactions::EvmItem;
 
 /// Every method the validator serves over HTTP and WebSocket (and, over WebSocket only,
 /// `eth_subscribe` / `eth_unsubscribe`).
-pub const METHODS: [&str; 43] = evm_bridge::eth::ETH_METHODS;
+pub const METHODS: [&str; 49] = evm_bridge::eth::ETH_METHODS;
 
 /// Notifications one subscription may have waiting between the host and its connection
 /// (after jsonrpsee's own buffer of [`MESSAGE_BUFFER`] messages per connection is full): a
@@ -270,6 +273,8 @@ pub struct EthHistory {
     txs: HashMap<B256, (TxRecord, Receipt)>,
     /// The undos of the newest blocks, for the state at a past block.
     state: StateHistory,
+    /// The credits of the blocks whose undo is kept (re-executing one for a trace).
+    credits: VecDeque<(u64, Vec<Credit>)>,
 }
 
 impl EthHistory {
@@ -285,6 +290,7 @@ impl EthHistory {
             by_hash: HashMap::new(),
             txs: HashMap::new(),
             state: StateHistory::new(state_blocks.min(capacity.max(1) - 1)),
+            credits: VecDeque::new(),
         };
         history.by_hash.insert(head.hash, head.number);
         history.blocks.push_back(head.clone());
@@ -304,6 +310,15 @@ impl EthHistory {
     /// The undos kept, for the state at past blocks.
     pub fn state(&self) -> &StateHistory {
         &self.state
+    }
+
+    /// The credits block `number` applied before its transactions (empty if none, or if
+    /// the block is older than the state window).
+    pub fn credits(&self, number: u64) -> &[Credit] {
+        self.credits
+            .iter()
+            .find(|(n, _)| *n == number)
+            .map_or(&[], |(_, credits)| credits.as_slice())
     }
 
     /// Remembers a transaction the pool evicted after block `block` (it will never be
@@ -327,6 +342,11 @@ impl EthHistory {
     /// the oldest past the capacity.
     pub fn push(&mut self, out: &BlockOutput, undo: StateUndo) {
         self.state.push(out.header.number, undo);
+        self.credits
+            .push_back((out.header.number, out.credits.clone()));
+        while self.credits.len() > self.state.capacity() {
+            self.credits.pop_front();
+        }
         assert_eq!(
             out.header.number,
             self.head() + 1,
@@ -504,6 +524,11 @@ pub fn state_error(history: &EthHistory, n: u64) -> RpcError {
     }
 }
 
+/// A trace as geth's JSON.
+fn trace_json(trace: GethTrace) -> Result<Value, RpcError> {
+    serde_json::to_value(trace).map_err(|e| RpcError::server(format!("trace: {e}")))
+}
+
 /// What answering a call needs of the host: the executed state, the pool and the history.
 pub struct EthPort<'a> {
     /// The executed state.
@@ -518,6 +543,8 @@ pub struct EthPort<'a> {
     pub feeds: &'a mut EthFeeds,
     /// The host's clock (ms), for filters' deadlines.
     pub now_ms: u64,
+    /// The development accounts the port signs for (none unless configured).
+    pub dev: &'a DevAccounts,
 }
 
 impl<'a> EthPort<'a> {
@@ -531,13 +558,15 @@ impl<'a> EthPort<'a> {
         if let Some(answer) = self.filter_call(method, params) {
             return (answer, None);
         }
-        if method == "eth_sendRawTransaction" {
-            return match self.send_raw(params) {
-                Ok((h, item)) => (Ok(h), Some(item)),
-                Err(e) => (Err(e), None),
-            };
+        let sent = match method {
+            "eth_sendRawTransaction" => self.send_raw(params),
+            "eth_sendTransaction" => self.send_transaction(params),
+            _ => return (self.read(method, params), None),
+        };
+        match sent {
+            Ok((h, item)) => (Ok(h), Some(item)),
+            Err(e) => (Err(e), None),
         }
-        (self.read(method, params), None)
     }
 
     /// Registers a WebSocket subscription (`eth_subscribe`, asked by the server with the
@@ -574,12 +603,44 @@ impl<'a> EthPort<'a> {
         let raw = parse_bytes(
             arg(params, 0).ok_or_else(|| RpcError::params("expected raw transaction hex"))?,
         )?;
-        match self.mempool.admit_evm(&raw, &*self.execution) {
+        self.admit(&raw)
+    }
+
+    /// `eth_sendTransaction`: a development account's transaction, filled (pending nonce,
+    /// the estimate of its gas, fees as `dev_sign::fill_transaction`), signed and admitted
+    /// as a raw one.
+    fn send_transaction(&mut self, params: &[Value]) -> Result<(Value, EvmItem), RpcError> {
+        let request = dev_sign::tx_request(arg(params, 0))?;
+        let from = request.call.from.expect("tx_request requires from");
+        self.dev.check(from)?;
+        let gas = match request.call.gas {
+            Some(gas) => gas,
+            None => self
+                .execution
+                .estimate_gas(&request.call)
+                .map_err(call_error)?,
+        };
+        let config = self.execution.evm().config();
+        let filled = Filled {
+            nonce: self.execution.evm().peek_account(from).nonce
+                + self.mempool.evm_pooled(&from) as u64,
+            gas,
+            chain_id: config.chain_id,
+            base_fee: config.base_fee_wei,
+        };
+        let tx = dev_sign::fill_transaction(&request, filled)?;
+        let raw = self.dev.sign_transaction(from, tx)?;
+        self.admit(&raw)
+    }
+
+    /// Admits a signed envelope into the pool: its hash, and the item to forward.
+    fn admit(&mut self, raw: &[u8]) -> Result<(Value, EvmItem), RpcError> {
+        match self.mempool.admit_evm(raw, &*self.execution) {
             // The Ethereum hash is keccak256 of the EIP-2718 envelope.
             Ok(_) => {
-                let tx = keccak256(&raw);
+                let tx = keccak256(raw);
                 self.feeds.on_pending(tx);
-                Ok((hash(tx), EvmItem::new(&raw)))
+                Ok((hash(tx), EvmItem::new(raw)))
             }
             Err(mempool::EvmRefusal::Tx(e)) => Err(eth::send_error(&e)),
             Err(other) => Err(RpcError::server(other.to_string())),
@@ -594,7 +655,12 @@ impl<'a> EthPort<'a> {
             "net_version" => Ok(Value::String(config.chain_id.to_string())),
             "web3_clientVersion" => Ok(json!(concat!("nexus/", env!("CARGO_PKG_VERSION")))),
             "eth_blockNumber" => Ok(quantity(history.head())),
-            "eth_accounts" => Ok(json!([])),
+            "eth_accounts" => Ok(json!(self
+                .dev
+                .addresses()
+                .into_iter()
+                .map(addr)
+                .collect::<Vec<_>>())),
             "eth_syncing" => Ok(json!(false)),
             "eth_gasPrice" => Ok(quantity(
                 config.base_fee_wei + evm_bridge::eth::SUGGESTED_TIP_WEI,
@@ -748,8 +814,84 @@ impl<'a> EthPort<'a> {
             }
             "txpool_status" => Ok(eth::txpool_status(self.mempool.evm_len())),
             "txpool_content" => Ok(eth::txpool_content(&self.pooled())),
+            other => self.sign_or_trace(other, params),
+        }
+    }
+
+    /// The development signing methods and the tracers.
+    fn sign_or_trace(&mut self, method: &str, params: &[Value]) -> Result<Value, RpcError> {
+        match method {
+            "eth_sign" => {
+                let message = dev_sign::message_bytes(arg(params, 1))?;
+                self.dev
+                    .sign_message(parse_address(arg(params, 0))?, &message)
+            }
+            "personal_sign" => {
+                let message = dev_sign::message_bytes(arg(params, 0))?;
+                self.dev
+                    .sign_message(parse_address(arg(params, 1))?, &message)
+            }
+            "eth_signTypedData_v4" => {
+                let typed =
+                    arg(params, 1).ok_or_else(|| RpcError::params("expected typed data"))?;
+                self.dev
+                    .sign_typed_data(parse_address(arg(params, 0))?, typed)
+            }
+            "debug_traceTransaction" => self.trace_transaction(params),
+            "debug_traceCall" => self.trace_call(params),
             other => Err(eth::no_method(other)),
         }
+    }
+
+    /// `debug_traceTransaction(hash, options?)`: its block re-executed on the state before
+    /// it, up to the transaction, which is traced.
+    fn trace_transaction(&self, params: &[Value]) -> Result<Value, RpcError> {
+        let h = parse_hash(arg(params, 0))?;
+        let tracer = eth::tracer(arg(params, 1))?;
+        let history = self.history;
+        let (record, _) = history
+            .tx(&h)
+            .ok_or_else(|| RpcError::server(format!("transaction {h:#x} not found")))?;
+        let number = record.block_number;
+        let header = history.header(number).expect("a remembered tx's block is");
+        let txs: Vec<&TxRecord> = header
+            .tx_hashes
+            .iter()
+            .map(|t| history.tx(t).map(|(record, _)| record))
+            .collect::<Option<_>>()
+            .expect("a remembered block's transactions are");
+        let db = self.execution.evm().db();
+        let before = history.state().at(db, history.head(), number - 1);
+        let before = before.map_err(|e| state_error(history, e.block))?;
+        let block = BlockReplay {
+            header,
+            credits: history.credits(number),
+            txs: &txs,
+        };
+        let index = usize::try_from(record.index).expect("an index fits");
+        let trace = self.execution.trace_in_block(&before, block, index, tracer);
+        trace_json(trace.map_err(eth::trace_error)?)
+    }
+
+    /// `debug_traceCall(call, block?, options?)`: the call traced on the state after the
+    /// block (head or within the state window), as `eth_call` runs it.
+    fn trace_call(&self, params: &[Value]) -> Result<Value, RpcError> {
+        let request = call_request(arg(params, 0))?;
+        let tracer = eth::tracer(arg(params, 2))?;
+        let trace = match self.state_block(arg(params, 1))? {
+            None => self.execution.trace_call(None, &request, tracer),
+            Some(header) => {
+                let db = self.execution.evm().db();
+                let past = self
+                    .history
+                    .state()
+                    .at(db, self.history.head(), header.number);
+                let past = past.map_err(|e| state_error(self.history, e.block))?;
+                self.execution
+                    .trace_call(Some((&past, header)), &request, tracer)
+            }
+        };
+        trace_json(trace.map_err(eth::trace_error)?)
     }
 
     /// The block a state query names (number, tag, hash or EIP-1898 object): `None` for the
@@ -947,7 +1089,13 @@ mod tests {
             peers: 0,
             feeds: &mut EthFeeds::new(),
             now_ms: 0,
+            dev: &DevAccounts::default(),
         };
+        // No development accounts: nothing listed, nothing signed.
+        assert_eq!(port.handle("eth_accounts", &[]).0.ok(), Some(json!([])));
+        let someone = json!(format!("{:#x}", Address::with_last_byte(9)));
+        let (signed, _) = port.handle("eth_sign", &[someone, json!("0x01")]);
+        assert!(signed.is_err_and(|e| e.message.starts_with("unknown account")));
         let hash = json!(format!("{:#x}", B256::with_last_byte(3)));
         let (answer, _) = port.handle("eth_getTransactionByHash", &[hash]);
         let error = answer.expect_err("an error naming the reason");
@@ -1002,6 +1150,7 @@ mod tests {
             peers: 0,
             feeds: &mut EthFeeds::new(),
             now_ms: 0,
+            dev: &DevAccounts::default(),
         };
         let sent = json!(format!("0x{}", alloy_primitives::hex::encode(&raw)));
         let (hash, item) = port.handle("eth_sendRawTransaction", &[sent]);

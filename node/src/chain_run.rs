@@ -158,6 +158,7 @@ pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, Hos
         genesis,
         dev_roles: true,
         dev_evm_secret: Some(DEV_EVM_SECRET.to_string()),
+        eth_dev_signing: true,
         empty_block_interval_ms: node.chain.empty_block_interval_ms,
         funding_interval_s: node.perps.funding_interval_s,
         engine: Some(EngineLimits {
@@ -418,6 +419,32 @@ mod tests {
             !node.data_dir.exists(),
             "nothing written for a refused setting"
         );
+    }
+
+    /// `nexus run`'s chain file turns development signing on for the development EVM key;
+    /// a chain file without `eth_dev_signing` (written before it existed, or by hand) signs
+    /// for no one.
+    #[test]
+    fn development_signing_is_on_for_nexus_run_and_off_unless_set() {
+        let folder = tempfile::tempdir().unwrap();
+        let mut node = NodeConfig::load(None).unwrap();
+        node.data_dir = folder.path().to_path_buf();
+        let prepared = prepare(&node, ChainGenesis::Configured).unwrap();
+        let written = read_config(&prepared.chain_file).unwrap();
+        assert!(written.eth_dev_signing);
+        let dev: alloy_primitives::Address = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+            .parse()
+            .unwrap();
+        assert_eq!(written.eth_dev_accounts().unwrap().addresses(), [dev]);
+        let text = std::fs::read_to_string(&prepared.chain_file).unwrap();
+        let without: String = text
+            .lines()
+            .filter(|line| !line.starts_with("eth_dev_signing"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_ne!(without, text, "the flag is in the file");
+        let old: DevnetConfig = toml::from_str(&without).unwrap();
+        assert!(old.eth_dev_accounts().unwrap().addresses().is_empty());
     }
 
     #[test]

@@ -216,6 +216,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         genesis: None,
         dev_roles: false,
         dev_evm_secret: Some(node::chain_run::DEV_EVM_SECRET.to_string()),
+        eth_dev_signing: true,
         empty_block_interval_ms: args.empty_block_interval_ms,
         funding_interval_s: 0,
         engine: None,

@@ -7,7 +7,8 @@
 //! errors, and every validator's execution root stays equal. Every block's Ethereum header
 //! up to the quote's, rebuilt from validator 3's JSON, hashes to the served hash and its
 //! tries match (`common::eth`). Validator 3's filters and WebSocket subscription report the
-//! transactions and the log that came through validator 2. Bounded: every wait has a
+//! transactions and the log that came through validator 2; validators 1 and 3 trace the
+//! quote alike, and validator 1 signs for the development account. Bounded: every wait has a
 //! deadline and the children are killed on drop.
 
 use std::io::{BufRead, BufReader};
@@ -402,4 +403,50 @@ fn a_contract_deployed_through_one_validator_quotes_on_the_book_of_every_validat
     );
     assert!(receipts.as_array().is_some_and(|r| !r.is_empty()));
     assert_eq!(result(v2, "net_peerCount", json!([])), "0x3");
+    traces_and_dev_signing(&mut cluster, (v1, v3), mm, &quoted);
+}
+
+/// Issue #14 item 3 across validators: the quote (sent through validator 2) traced by
+/// validators 1 and 3 with `callTracer` gives the same frames, whose calls to CoreWriter
+/// carry its calldata (the bid's `placeOrder`); validator 1 signs a transfer for the
+/// development account (`eth_accounts`), and validator 3 executes it.
+fn traces_and_dev_signing(
+    cluster: &mut Cluster,
+    (v1, v3): (SocketAddr, SocketAddr),
+    mm: Address,
+    quoted: &str,
+) {
+    let calls = json!({"tracer": "callTracer"});
+    let on_1 = result(v1, "debug_traceTransaction", json!([quoted, calls]));
+    let on_3 = result(v3, "debug_traceTransaction", json!([quoted, calls]));
+    assert_eq!(on_1, on_3, "every validator re-executes the same way");
+    assert_eq!(on_1["to"], json!(mm), "{on_1}");
+    let core_writer = "0x3333333333333333333333333333333333333333";
+    let writes: Vec<&Value> = on_1["calls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{on_1}"))
+        .iter()
+        .filter(|frame| frame["to"] == core_writer)
+        .collect();
+    let place = hex::encode(
+        &alloy_primitives::keccak256("placeOrder(uint32,uint64,bool,uint64,uint64,uint8,bool)")
+            [..4],
+    );
+    assert!(
+        writes.iter().any(|frame| frame["input"]
+            .as_str()
+            .is_some_and(|input| input.starts_with(&format!("0x{place}")))),
+        "a placeOrder call to CoreWriter: {on_1}"
+    );
+    let accounts = result(v1, "eth_accounts", json!([]));
+    let dev = accounts[0].clone();
+    assert_eq!(accounts, result(v3, "eth_accounts", json!([])));
+    let payee = Address::with_last_byte(0x66);
+    let sent = result(
+        v1,
+        "eth_sendTransaction",
+        json!([{"from": dev, "to": payee, "value": "0x7"}]),
+    );
+    let paid = receipt(cluster, v3, sent.as_str().expect("a hash"));
+    assert_eq!((&paid["status"], &paid["from"]), (&json!("0x1"), &dev));
 }

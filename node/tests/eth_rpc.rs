@@ -4,8 +4,10 @@
 //! parent hashes that chain), with legacy, EIP-2930, EIP-1559 and system (0x7f)
 //! transactions; and the block, transaction, uncle, access-list, node and pool methods
 //! answer as geth does; item 2: filters over HTTP and subscriptions over WebSocket; item 4:
-//! state reads and calls at a past block, and the window's error. Bounded: every wait has a
-//! deadline, the process is killed on drop.
+//! state reads and calls at a past block, and the window's error; item 3's development
+//! signing (signatures recovered independently, EIP-712's published digest) and tracing
+//! (struct logs, nested call frames). Bounded: every wait has a deadline, the process is
+//! killed on drop.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -741,4 +743,249 @@ fn reads_and_calls_at_a_past_block_see_that_blocks_state() {
     assert_eq!(gone["error"]["data"]["window"], 8, "{gone}");
     let gone = rpc(addr, "eth_call", json!([{"to": store}, "earliest"]));
     assert_eq!(gone["error"]["code"], -32000, "{gone}");
+    // Tracing the deployment needs the state before its block: gone too, the same error.
+    let gone = rpc(addr, "debug_traceTransaction", json!([hash]));
+    assert_eq!(gone["error"]["code"], -32000, "{gone}");
+    let message = gone["error"]["message"].as_str().unwrap();
+    assert!(message.contains("is not available"), "{message}");
+    let gone = rpc(addr, "debug_traceCall", json!([{"to": store}, at]));
+    assert_eq!(gone["error"]["data"]["window"], 8, "{gone}");
+}
+
+/// EIP-712's Mail example (the EIP's `Example.js`).
+fn mail() -> Value {
+    json!({
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"}
+            ],
+            "Person": [{"name": "name", "type": "string"}, {"name": "wallet", "type": "address"}],
+            "Mail": [
+                {"name": "from", "type": "Person"},
+                {"name": "to", "type": "Person"},
+                {"name": "contents", "type": "string"}
+            ]
+        },
+        "primaryType": "Mail",
+        "domain": {
+            "name": "Ether Mail", "version": "1", "chainId": 1,
+            "verifyingContract": "0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC"
+        },
+        "message": {
+            "from": {"name": "Cow", "wallet": "0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826"},
+            "to": {"name": "Bob", "wallet": "0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB"},
+            "contents": "Hello, Bob!"
+        }
+    })
+}
+
+/// The EIP-712 digest of [`mail`] published in the EIP.
+const MAIL_DIGEST: &str = "0xbe609aee343fb3c4b28e1df9e632fca64fcfaede20f02e86244efddf30957bd2";
+
+/// The signer of a 65-byte `r || s || v` signature over `prehash`.
+fn signer(signature: &Value, prehash: B256) -> Address {
+    let bytes = hex::decode(signature.as_str().expect("hex")).expect("hex");
+    assert!(
+        bytes.len() == 65 && (bytes[64] == 27 || bytes[64] == 28),
+        "{signature}"
+    );
+    let sig = alloy_primitives::Signature::from_raw(&bytes).expect("a signature");
+    sig.recover_address_from_prehash(&prehash)
+        .expect("recovers")
+}
+
+/// Development signing (issue #14 item 3) on `nexus-evm` (`eth_dev_signing` set):
+/// `eth_accounts` is the development account; `personal_sign` and `eth_sign` recover to it
+/// under EIP-191's prefix, `eth_signTypedData_v4` of the Mail example recovers to it over
+/// the EIP's published digest; `eth_sendTransaction` fills nonce, gas and fees (EIP-1559 as
+/// geth, legacy with a `gasPrice`) and the transactions execute; any other account is
+/// `unknown account`.
+#[test]
+fn the_development_account_signs_messages_typed_data_and_transactions() {
+    let (_node, addr) = start();
+    let dev = Wallet::new(&dev_secret()).address;
+    let accounts = result(addr, "eth_accounts", json!([]));
+    assert_eq!(accounts, json!([format!("{dev:#x}")]));
+    let message = b"nexus development signing";
+    let eip191 = alloy_primitives::eip191_hash_message(message);
+    let text = format!("0x{}", hex::encode(message));
+    let personal = result(addr, "personal_sign", json!([text, dev]));
+    assert_eq!(signer(&personal, eip191), dev);
+    let signed = result(addr, "eth_sign", json!([dev, text]));
+    assert_eq!(signer(&signed, eip191), dev);
+    let digest: B256 = MAIL_DIGEST.parse().unwrap();
+    let typed = result(
+        addr,
+        "eth_signTypedData_v4",
+        json!([dev, mail().to_string()]),
+    );
+    assert_eq!(signer(&typed, digest), dev);
+    let typed_object = result(addr, "eth_signTypedData_v4", json!([dev, mail()]));
+    assert_eq!(typed_object, typed, "a string or an object");
+
+    let stranger = Address::with_last_byte(0x99);
+    let calls = [
+        ("personal_sign", json!([text, stranger])),
+        ("eth_sign", json!([stranger, text])),
+        ("eth_signTypedData_v4", json!([stranger, mail()])),
+        (
+            "eth_sendTransaction",
+            json!([{"from": stranger, "to": dev}]),
+        ),
+    ];
+    for (method, params) in calls {
+        let refused = rpc(addr, method, params);
+        assert_eq!(refused["error"]["code"], -32000, "{method}: {refused}");
+        let text = refused["error"]["message"].as_str().unwrap();
+        assert!(text.starts_with("unknown account"), "{method}: {text}");
+    }
+
+    let payee = Address::with_last_byte(0x55);
+    let sent = result(
+        addr,
+        "eth_sendTransaction",
+        json!([{"from": dev, "to": payee, "value": "0x5"}]),
+    );
+    assert_eq!(receipt(addr, sent.as_str().unwrap())["status"], "0x1");
+    let tx = result(addr, "eth_getTransactionByHash", json!([sent]));
+    assert_eq!(tx["from"], format!("{dev:#x}"), "{tx}");
+    assert_eq!(
+        (&tx["type"], &tx["nonce"], &tx["gas"]),
+        (&json!("0x2"), &json!("0x0"), &json!("0x5208")),
+        "{tx}"
+    );
+    // geth's fees: the suggested tip (1 gwei) and twice the base fee (1 gwei) plus it.
+    assert_eq!(tx["maxPriorityFeePerGas"], "0x3b9aca00", "{tx}");
+    assert_eq!(tx["maxFeePerGas"], "0xb2d05e00", "{tx}");
+    assert_eq!(
+        q(&result(addr, "eth_getBalance", json!([payee, "latest"]))),
+        5
+    );
+    // A deployment without gas (estimated), then a legacy transfer with a gas price.
+    let deployed = result(
+        addr,
+        "eth_sendTransaction",
+        json!([{"from": dev, "data": format!("0x{}", hex::encode(store_deploy()))}]),
+    );
+    let deployed = receipt(addr, deployed.as_str().unwrap());
+    let store = deployed["contractAddress"].clone();
+    let code = result(addr, "eth_getCode", json!([store, "latest"]));
+    assert_eq!(code, format!("0x{}", hex::encode(STORE_RUNTIME)));
+    let legacy = result(
+        addr,
+        "eth_sendTransaction",
+        json!([{"from": dev, "to": payee, "value": "0x1", "gasPrice": "0x77359400"}]),
+    );
+    receipt(addr, legacy.as_str().unwrap());
+    let tx = result(addr, "eth_getTransactionByHash", json!([legacy]));
+    assert_eq!((&tx["type"], &tx["nonce"]), (&json!("0x0"), &json!("0x2")));
+    assert_eq!(tx["gasPrice"], "0x77359400", "{tx}");
+}
+
+/// Runtime of a contract that calls `target` with its own calldata and returns the first
+/// 32 bytes of memory (the callee's output, or its own calldata if the callee returned
+/// nothing): `CALLDATASIZE PUSH1 0 PUSH1 0 CALLDATACOPY PUSH1 32 PUSH1 0 CALLDATASIZE PUSH1
+/// 0 PUSH1 0 PUSH20 target GAS CALL POP PUSH1 32 PUSH1 0 RETURN`.
+fn forwarder_deploy(target: Address) -> Vec<u8> {
+    let mut runtime = vec![
+        0x36, 0x60, 0x00, 0x60, 0x00, 0x37, 0x60, 0x20, 0x60, 0x00, 0x36, 0x60, 0x00, 0x60, 0x00,
+        0x73,
+    ];
+    runtime.extend_from_slice(target.as_slice());
+    runtime.extend_from_slice(&[0x5a, 0xf1, 0x50, 0x60, 0x20, 0x60, 0x00, 0xf3]);
+    let mut init = vec![
+        0x60, 0x2c, 0x60, 0x0c, 0x60, 0x00, 0x39, 0x60, 0x2c, 0x60, 0x00, 0xf3,
+    ];
+    init.extend_from_slice(&runtime);
+    init
+}
+
+/// Tracing (issue #14 item 3) on `nexus-evm`: `debug_traceTransaction`'s struct logs of a
+/// store list its opcodes in order and its gas is the receipt's; a contract calling
+/// another has, under `callTracer`, the nested frame with the callee, input and output;
+/// `debug_traceCall` at the head and at the block before the store see each state; an
+/// unknown tracer and an unknown transaction are refused.
+#[test]
+fn traces_of_transactions_and_calls_are_geths() {
+    let (_node, addr) = start();
+    let mut owner = Wallet::new(&dev_secret());
+    let store = deploy(addr, &mut owner, store_deploy());
+    let forwarder = deploy(addr, &mut owner, forwarder_deploy(store));
+    let stored = owner.send(addr, Some(store), U256::ZERO, word(0x11).to_vec());
+    let stored_receipt = receipt(addr, &stored);
+    let trace = result(addr, "debug_traceTransaction", json!([stored]));
+    let ops: Vec<&str> = trace["structLogs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{trace}"))
+        .iter()
+        .map(|l| l["op"].as_str().unwrap())
+        .collect();
+    let expected = [
+        "CALLDATASIZE",
+        "ISZERO",
+        "PUSH1",
+        "JUMPI",
+        "PUSH1",
+        "CALLDATALOAD",
+        "PUSH1",
+        "SSTORE",
+        "STOP",
+    ];
+    assert_eq!(ops, expected, "{trace}");
+    assert_eq!(trace["gas"], q(&stored_receipt["gasUsed"]), "{trace}");
+    assert_eq!(trace["structLogs"][7]["stack"], json!(["0x11", "0x0"]));
+    let bare = result(
+        addr,
+        "debug_traceTransaction",
+        json!([stored, {"disableStack": true}]),
+    );
+    assert!(bare["structLogs"][7].get("stack").is_none(), "{bare}");
+
+    let read = owner.send(addr, Some(forwarder), U256::ZERO, Vec::new());
+    receipt(addr, &read);
+    let calls = json!({"tracer": "callTracer"});
+    let frame = result(addr, "debug_traceTransaction", json!([read, calls]));
+    let (word11, word0) = (format!("{:#x}", word(0x11)), format!("{:#x}", word(0)));
+    assert_eq!(frame["to"], format!("{forwarder:#x}"), "{frame}");
+    assert_eq!(frame["from"], format!("{:#x}", owner.address), "{frame}");
+    assert_eq!(frame["output"], word11, "{frame}");
+    let inner = &frame["calls"][0];
+    assert_eq!(
+        (&inner["type"], &inner["from"], &inner["to"]),
+        (
+            &json!("CALL"),
+            &json!(format!("{forwarder:#x}")),
+            &json!(format!("{store:#x}"))
+        ),
+        "{frame}"
+    );
+    assert_eq!(
+        (&inner["input"], &inner["output"]),
+        (&json!("0x"), &json!(word11))
+    );
+
+    let call = json!({"to": forwarder});
+    let now = result(addr, "debug_traceCall", json!([call, "latest", calls]));
+    assert_eq!(now["calls"][0]["output"], word11, "{now}");
+    let before = format!("{:#x}", q(&stored_receipt["blockNumber"]) - 1);
+    let then = result(addr, "debug_traceCall", json!([call, before, calls]));
+    assert_eq!(then["calls"][0]["output"], word0, "{then}");
+
+    let unknown = rpc(
+        addr,
+        "debug_traceTransaction",
+        json!([stored, {"tracer": "prestateTracer"}]),
+    );
+    assert_eq!(unknown["error"]["code"], -32000, "{unknown}");
+    let missing = format!("{:#x}", B256::with_last_byte(1));
+    let missing = rpc(addr, "debug_traceTransaction", json!([missing]));
+    assert!(
+        missing["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("not found")),
+        "{missing}"
+    );
 }

@@ -163,6 +163,8 @@ pub(super) struct NodeApp {
     pub(super) eth_history: EthHistory,
     /// The port's filters and subscriptions, fed after each block and admission.
     pub(super) eth_feeds: EthFeeds,
+    /// The development accounts the port signs for (`eth_dev_signing`; else none).
+    pub(super) eth_dev: evm_bridge::dev_sign::DevAccounts,
     /// JSON-RPC connections with a rate bucket (the oldest forgotten first).
     pub(super) eth_connections: std::collections::BTreeSet<u64>,
     /// When each other validator's last frame arrived (ms; at most one entry per pinned
@@ -215,6 +217,7 @@ pub(super) fn node_app(
         rates: RateLimits::new(config.connection_rate, config.connection_rate),
         execution_config: execution_config(config)?,
         eth_history,
+        eth_dev: config.eth_dev_accounts()?,
         eth_feeds: EthFeeds::new(),
         eth_connections: Default::default(),
         peers_heard: HashMap::new(),
@@ -545,6 +548,7 @@ impl NodeApp {
             peers,
             feeds: &mut self.eth_feeds,
             now_ms,
+            dev: &self.eth_dev,
         };
         if let Some(to) = request.subscriber {
             let _ = request.reply.send(port.subscribe(&request.params, to));

@@ -131,6 +131,13 @@ pub struct DevnetConfig {
     /// `order_seed`. Funded with [`dev_evm_balance`] at genesis.
     #[serde(default)]
     pub dev_evm_secret: Option<String>,
+    /// The Ethereum JSON-RPC port signs for the development EVM account
+    /// ([`DevnetConfig::dev_evm_secret`]): `eth_accounts` lists it, and
+    /// `eth_sendTransaction`, `eth_sign`, `personal_sign` and `eth_signTypedData_v4` sign
+    /// with it. A development chain's shortcut (anyone who reaches the port spends from that
+    /// account): off unless set; `nexus run`, `nexus-evm` and `nexus devnet` set it.
+    #[serde(default)]
+    pub eth_dev_signing: bool,
     /// Without transactions or cross-domain work, a block at most this often (ms; 0: blocks
     /// back to back). A transaction starts the next height at once.
     #[serde(default)]
@@ -215,6 +222,16 @@ impl DevnetConfig {
             Some(hex) => unhex32(hex),
             None => Ok(dev_evm_key(self.order_seed)),
         }
+    }
+
+    /// The accounts the Ethereum JSON-RPC port signs for: the development EVM account if
+    /// [`DevnetConfig::eth_dev_signing`], else none.
+    pub fn eth_dev_accounts(&self) -> Result<evm_bridge::dev_sign::DevAccounts, HostError> {
+        let secrets = match self.eth_dev_signing {
+            true => vec![self.dev_evm_secret()?],
+            false => Vec::new(),
+        };
+        evm_bridge::dev_sign::DevAccounts::new(&secrets).map_err(HostError::Config)
     }
 
     /// The development faucet and feeder keys, if the chain has them.
