@@ -10,7 +10,6 @@
 //! killed on drop.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,25 +55,12 @@ impl Drop for Cluster {
 
 impl Cluster {
     fn start(&mut self, i: usize) {
-        let mut child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        command
             .args(["validator", "--index", &i.to_string(), "--config"])
             .arg(&self.config)
-            .args(&self.extra[i])
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn validator");
-        let stdout = child.stdout.take().expect("stdout");
-        let tx = self.tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line).expect("validator prints JSON");
-                if tx.send((i, value)).is_err() {
-                    break;
-                }
-            }
-        });
+            .args(&self.extra[i]);
+        let child = common::spawn_validator(command, i, self.tx.clone());
         self.children[i] = Some(child);
     }
 

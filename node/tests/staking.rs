@@ -17,10 +17,9 @@
 //! Bounded: every wait has a deadline and the children are killed on drop.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -77,23 +76,11 @@ impl Cluster {
 
     /// Starts validator `i`; a thread hands its log lines over.
     fn spawn(&mut self, i: usize) {
-        let mut child = Command::new(common::NEXUS)
+        let mut command = Command::new(common::NEXUS);
+        command
             .args(["validator", "--index", &i.to_string(), "--config"])
-            .arg(&self.config)
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn validator");
-        let stdout = child.stdout.take().expect("stdout");
-        let tx = self.tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value: Value = serde_json::from_str(&line).expect("JSON");
-                if tx.send((i, value)).is_err() {
-                    break;
-                }
-            }
-        });
+            .arg(&self.config);
+        let child = common::spawn_validator(command, i, self.tx.clone());
         self.children[i] = Some(child);
     }
 

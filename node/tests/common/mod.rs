@@ -380,3 +380,28 @@ impl Wallet {
         hash.as_str().expect("a hash").to_string()
     }
 }
+
+/// Spawns `command` (a `nexus validator ...`) with its standard output piped; a thread sends
+/// each of its JSON lines to `lines`, tagged with `index`, until the process or the
+/// receiver is gone.
+pub fn spawn_validator(
+    mut command: Command,
+    index: usize,
+    lines: std::sync::mpsc::Sender<(usize, Value)>,
+) -> Child {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn validator");
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let value: Value = serde_json::from_str(&line).expect("validator prints JSON");
+            if lines.send((index, value)).is_err() {
+                break;
+            }
+        }
+    });
+    child
+}

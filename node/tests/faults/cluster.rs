@@ -5,9 +5,8 @@
 //! height.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -138,22 +137,7 @@ impl Cluster {
             let addr = self.mesh.dial_addr(i, j);
             command.arg("--peer-addr").arg(format!("{j}={addr}"));
         }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn validator");
-        let stdout = child.stdout.take().expect("stdout");
-        let tx = self.tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line).expect("validator prints JSON");
-                if tx.send((i, value)).is_err() {
-                    break;
-                }
-            }
-        });
+        let child = common::spawn_validator(command, i, self.tx.clone());
         self.children[i] = Some(child);
     }
 
