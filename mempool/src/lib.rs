@@ -193,8 +193,12 @@ pub struct Mempool {
     /// By arrival number: proposals take them in this order.
     entries: BTreeMap<u64, Entry>,
     by_hash: HashMap<TxHash, u64>,
-    /// Nonces pooled per account (a second transaction with the same nonce is refused).
-    pending_nonces: HashMap<AccountId, BTreeSet<u64>>,
+    /// Nonces pooled per account, with their arrival numbers (a second transaction with the
+    /// same nonce is refused).
+    pending_nonces: HashMap<AccountId, BTreeMap<u64, u64>>,
+    /// Every pooled (nonce, arrival), oldest nonce first: after a block, the window's lower
+    /// edge is found here without looking at the rest of the pool.
+    by_nonce: BTreeSet<(u64, u64)>,
     next_arrival: u64,
     bytes: usize,
     verified: VerifiedCache,
@@ -212,6 +216,7 @@ impl Mempool {
             entries: BTreeMap::new(),
             by_hash: HashMap::new(),
             pending_nonces: HashMap::new(),
+            by_nonce: BTreeSet::new(),
             next_arrival: 0,
             bytes: 0,
             verified: VerifiedCache::new(config.verified_cache),
@@ -370,10 +375,10 @@ impl Mempool {
         }
         let account = tx.tx.account();
         let pending = self.pending_nonces.get(&account);
-        if pending.is_some_and(|set| set.contains(&tx.tx.nonce)) {
+        if pending.is_some_and(|nonces| nonces.contains_key(&tx.tx.nonce)) {
             return Err(Refusal::NoncePending(tx.tx.nonce));
         }
-        let held = pending.map_or(0, BTreeSet::len);
+        let held = pending.map_or(0, BTreeMap::len);
         if held >= self.config.max_per_account {
             return Err(Refusal::AccountLimit(held));
         }
@@ -387,13 +392,14 @@ impl Mempool {
 
     fn insert(&mut self, tx: SignedTransaction, hash: TxHash) -> TxHash {
         let account = tx.tx.account();
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
         self.pending_nonces
             .entry(account)
             .or_default()
-            .insert(tx.tx.nonce);
+            .insert(tx.tx.nonce, arrival);
+        self.by_nonce.insert((tx.tx.nonce, arrival));
         self.bytes += tx.bytes().len();
-        let arrival = self.next_arrival;
-        self.next_arrival += 1;
         self.by_hash.insert(hash, arrival);
         self.entries.insert(
             arrival,
@@ -457,32 +463,44 @@ impl Mempool {
         results
     }
 
-    /// After a block: its transactions leave the pool, and every other one is checked
-    /// against the new state (its nonce, at `now_ms`). Those that can no longer be included
-    /// are evicted and returned, so that their senders are told.
+    /// After a block of `included` transactions (pooled here or not): they leave the pool,
+    /// and every other one that the block or the time can have made unusable is checked
+    /// against the new state (its nonce, at `now_ms`): those of the block's accounts, and
+    /// those whose nonce the window may have left behind. Those that can no longer be
+    /// included are evicted and returned, so that their senders are told. The rest of the
+    /// pool is not looked at: its accounts' nonces did not change, and a nonce only leaves
+    /// the window at its lower edge.
     pub fn on_block(
         &mut self,
-        included: &[TxHash],
+        included: &[&SignedTransaction],
         now_ms: u64,
         view: &impl ChainView,
     ) -> Vec<Evicted> {
-        for hash in included {
-            if let Some(arrival) = self.by_hash.get(hash).copied() {
+        for tx in included {
+            if let Some(arrival) = self.by_hash.get(&tx.hash()).copied() {
                 self.remove(arrival);
             }
         }
-        let mut evicted = Vec::new();
-        let stale: Vec<(u64, Refusal)> = self
-            .entries
-            .iter()
-            .filter_map(|(&arrival, entry)| {
-                let nonces = view.nonces(entry.account)?;
+        let mut suspects: BTreeSet<u64> = self.past_window(now_ms);
+        for tx in included {
+            if let Some(nonces) = self.pending_nonces.get(&tx.tx.account()) {
+                suspects.extend(nonces.values());
+            }
+        }
+        // An account without a nonce record yet has used none (as at admission).
+        let none_used = NonceSet::default();
+        let stale: Vec<(u64, Refusal)> = suspects
+            .into_iter()
+            .filter_map(|arrival| {
+                let entry = self.entries.get(&arrival)?;
+                let nonces = view.nonces(entry.account).unwrap_or(&none_used);
                 nonces
                     .check(entry.tx.tx.nonce, now_ms)
                     .err()
                     .map(|e| (arrival, Refusal::Nonce(e)))
             })
             .collect();
+        let mut evicted = Vec::with_capacity(stale.len());
         for (arrival, reason) in stale {
             if let Some(entry) = self.remove(arrival) {
                 evicted.push(Evicted {
@@ -495,10 +513,23 @@ impl Mempool {
         evicted
     }
 
+    /// Arrivals of pooled transactions whose nonce is at or below the window's lower edge at
+    /// `now_ms` (too old for a block at that time: [`transactions::NONCE_PAST_MS`]).
+    fn past_window(&self, now_ms: u64) -> BTreeSet<u64> {
+        let oldest = now_ms
+            .saturating_sub(transactions::NONCE_PAST_MS)
+            .saturating_add(1);
+        self.by_nonce
+            .range(..(oldest, 0))
+            .map(|&(_, arrival)| arrival)
+            .collect()
+    }
+
     fn remove(&mut self, arrival: u64) -> Option<Entry> {
         let entry = self.entries.remove(&arrival)?;
         self.by_hash.remove(&entry.hash);
         self.bytes -= entry.tx.bytes().len();
+        self.by_nonce.remove(&(entry.tx.tx.nonce, arrival));
         if let Some(set) = self.pending_nonces.get_mut(&entry.account) {
             set.remove(&entry.tx.tx.nonce);
             if set.is_empty() {

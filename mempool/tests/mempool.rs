@@ -284,7 +284,7 @@ fn included_transactions_leave_and_their_replays_are_refused() {
     assert_eq!(proposal.len(), 1);
     assert_eq!(proposal[0].hash(), first.hash(), "arrival order");
     view.execute(&[&first]);
-    let evicted = pool.on_block(&[first.hash()], NOW, &view);
+    let evicted = pool.on_block(&[&first], NOW, &view);
     assert!(evicted.is_empty());
     assert_eq!(pool.len(), 1);
     assert_eq!(
@@ -392,9 +392,15 @@ proptest! {
                         prop_assert!(included.insert(*hash), "included twice");
                     }
                     now += advance_ms;
-                    for gone in pool.on_block(&hashes, now, &view) {
+                    for gone in pool.on_block(&refs, now, &view) {
                         prop_assert!(evicted.insert(gone.hash));
                         prop_assert!(matches!(gone.reason, Refusal::Nonce(_)));
+                    }
+                    // What stays pooled is still includable: the pool re-checks only the
+                    // block's accounts and the window's edge, and misses nothing.
+                    for tx in pool.proposal(usize::MAX, usize::MAX, &view) {
+                        let nonces = view.nonces(tx.tx.account()).cloned().unwrap_or_default();
+                        prop_assert_eq!(nonces.check(tx.tx.nonce, now), Ok(()));
                     }
                 }
             }

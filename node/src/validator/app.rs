@@ -708,7 +708,7 @@ impl NodeApp {
             } = shared;
             let evm_evicted = mempool.on_evm_block(&evm_included, &*execution);
             (
-                mempool.on_block(&hashes, now_ns / MS, &*execution),
+                mempool.on_block(&refs, now_ns / MS, &*execution),
                 evm_evicted,
             )
         };
