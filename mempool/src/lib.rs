@@ -482,8 +482,9 @@ impl Mempool {
             }
         }
         let mut suspects: BTreeSet<u64> = self.past_window(now_ms);
-        for tx in included {
-            if let Some(nonces) = self.pending_nonces.get(&tx.tx.account()) {
+        let accounts: BTreeSet<AccountId> = included.iter().map(|tx| tx.tx.account()).collect();
+        for account in accounts {
+            if let Some(nonces) = self.pending_nonces.get(&account) {
                 suspects.extend(nonces.values());
             }
         }
