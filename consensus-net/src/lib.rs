@@ -21,4 +21,4 @@ pub mod verifier;
 pub use identity::{validator_key, Identity, IdentityError};
 pub use inbox::Inbox;
 pub use store::{BlockStore, BlockStoreError};
-pub use transport::{NetConfig, NetError, NetStats, Network, Peer, Received};
+pub use transport::{Congestion, Lane, NetConfig, NetError, NetStats, Network, Peer, Received};

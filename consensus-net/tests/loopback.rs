@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use consensus::block::Block;
 use consensus::messages::CommitCertificate;
 use consensus::types::{Hash, Keypair, ValidatorId};
-use consensus_net::{BlockStore, Inbox, NetConfig, Network, Peer, Received};
+use consensus_net::{BlockStore, Inbox, Lane, NetConfig, Network, Peer, Received};
 
 fn free_addr() -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -34,6 +34,58 @@ async fn recv_until(rx: &mut Inbox, n: usize, deadline: Duration) -> Vec<Receive
     got
 }
 
+/// A consensus frame sent after a bulk backlog of 64 MiB does not wait behind it: the lanes
+/// are streams of their own (at most what the bulk stream's flow-control window holds,
+/// about one frame here, goes ahead of it). The bulk frames still arrive, in order.
+#[tokio::test(flavor = "current_thread")]
+async fn a_consensus_frame_overtakes_a_bulk_backlog() {
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let peer = |seed: u8, addr| Peer { id: id(seed), addr };
+    let (a, _a_rx) =
+        Network::start(NetConfig::new([1; 32], a_addr, vec![peer(2, b_addr)])).expect("a");
+    let (_b, mut b_rx) =
+        Network::start(NetConfig::new([2; 32], b_addr, vec![peer(1, a_addr)])).expect("b");
+    // Wait for the connection: one consensus frame through.
+    assert!(a.send(&id(2), Arc::from(&b"hello"[..]), Lane::Consensus));
+    assert_eq!(
+        recv_until(&mut b_rx, 1, Duration::from_secs(10))
+            .await
+            .len(),
+        1
+    );
+
+    const BULK: usize = 64;
+    for i in 0..BULK {
+        let mut frame = vec![0u8; 1 << 20];
+        frame[0] = i as u8;
+        assert!(
+            a.send(&id(2), Arc::from(frame), Lane::Bulk),
+            "bulk queue has room"
+        );
+    }
+    assert!(a.send(&id(2), Arc::from(&b"vote"[..]), Lane::Consensus));
+    let got = recv_until(&mut b_rx, BULK + 1, Duration::from_secs(60)).await;
+    assert_eq!(got.len(), BULK + 1, "every frame arrived");
+    let vote_at = got
+        .iter()
+        .position(|r| &r.frame[..] == b"vote")
+        .expect("vote");
+    assert!(
+        vote_at < BULK / 2,
+        "the vote waited behind {vote_at} bulk frames"
+    );
+    let bulk: Vec<u8> = got
+        .iter()
+        .filter(|r| r.frame.len() > 4)
+        .map(|r| r.frame[0])
+        .collect();
+    assert_eq!(
+        bulk,
+        (0..BULK as u8).collect::<Vec<_>>(),
+        "bulk frames in order"
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn pinned_peers_exchange_frames_and_unknown_keys_are_refused() {
     let (a_addr, b_addr, c_addr, d_addr) = (free_addr(), free_addr(), free_addr(), free_addr());
@@ -51,8 +103,8 @@ async fn pinned_peers_exchange_frames_and_unknown_keys_are_refused() {
 
     for i in 0..100u32 {
         let frame: Arc<[u8]> = Arc::from(i.to_le_bytes().repeat(1 + i as usize % 50));
-        assert!(a.send(&id(2), frame.clone()));
-        b.broadcast(frame);
+        assert!(a.send(&id(2), frame.clone(), Lane::Consensus));
+        b.broadcast(frame, Lane::Bulk);
     }
     let at_b = recv_until(&mut b_rx, 100, Duration::from_secs(10)).await;
     let at_a = recv_until(&mut a_rx, 100, Duration::from_secs(10)).await;
@@ -67,12 +119,19 @@ async fn pinned_peers_exchange_frames_and_unknown_keys_are_refused() {
         );
     }
     assert!(at_a.iter().all(|r| r.from == id(2)));
+    for (i, r) in at_a.iter().enumerate() {
+        assert_eq!(
+            r.frame,
+            (i as u32).to_le_bytes().repeat(1 + i % 50),
+            "in order"
+        );
+    }
     // A large frame (a block-sized proposal) arrives whole.
     let big: Arc<[u8]> = Arc::from(vec![0xab; 3 << 20]);
-    assert!(a.send(&id(2), big.clone()));
+    assert!(a.send(&id(2), big.clone(), Lane::Consensus));
     let got = recv_until(&mut b_rx, 1, Duration::from_secs(10)).await;
     assert_eq!(got[0].frame.len(), big.len());
-    assert!(!a.send(&id(9), big), "not a peer");
+    assert!(!a.send(&id(9), big, Lane::Consensus), "not a peer");
 
     // C's key is not pinned by A: the handshake is refused and nothing arrives.
     let (c, _c_rx) =
@@ -82,8 +141,8 @@ async fn pinned_peers_exchange_frames_and_unknown_keys_are_refused() {
         Network::start(NetConfig::new([4; 32], d_addr, vec![peer(2, a_addr)])).expect("d");
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        c.broadcast(Arc::from(&b"from an unknown key"[..]));
-        d.broadcast(Arc::from(&b"to the wrong server"[..]));
+        c.broadcast(Arc::from(&b"from an unknown key"[..]), Lane::Consensus);
+        d.broadcast(Arc::from(&b"to the wrong server"[..]), Lane::Consensus);
         let refused = a.stats().refused.load(Ordering::Relaxed);
         let d_failed = d.stats().dial_failures.load(Ordering::Relaxed);
         if refused >= 1 && d_failed >= 1 {
@@ -186,11 +245,11 @@ async fn a_noisy_peer_cannot_delay_a_quiet_one() {
     // A floods B, which does not read: A's queue at B fills (8), one more frame waits to be
     // queued, and QUIC stops A there.
     for i in 0..500u32 {
-        assert!(a.send(&id(2), Arc::from(i.to_le_bytes())));
+        assert!(a.send(&id(2), Arc::from(i.to_le_bytes()), Lane::Consensus));
     }
     let received = || b.stats().frames_received.load(Ordering::Relaxed);
     wait_for("A's frames to fill its queue", || received() >= 9).await;
-    assert!(c.send(&id(2), Arc::from(&b"quiet"[..])));
+    assert!(c.send(&id(2), Arc::from(&b"quiet"[..]), Lane::Consensus));
     wait_for("C's frame", || received() >= 10).await;
     let first = recv_until(&mut b_rx, 4, Duration::from_secs(10)).await;
     let position = first.iter().position(|r| r.from == id(3));

@@ -459,7 +459,7 @@ fn double_vote_as_validator_3(
     use consensus::host::message_frame;
     use consensus::messages::{Message, SignedVote, Vote, VoteKind};
     use consensus::types::{Hash, ValidatorId};
-    use consensus_net::{NetConfig, Network, Peer};
+    use consensus_net::{Lane, NetConfig, Network, Peer};
     let seed_text = std::fs::read_to_string(dir.join("validator-3/key")).expect("key");
     let seed = node::validator::unhex32(&seed_text).expect("seed");
     let key = Keypair::from_seed(seed);
@@ -490,10 +490,8 @@ fn double_vote_as_validator_3(
                     validator: key.id(),
                 };
                 let signature = key.sign(&vote.signing_bytes(&chain_id));
-                net.broadcast(message_frame(&Message::Vote(SignedVote {
-                    vote,
-                    signature,
-                })));
+                let frame = message_frame(&Message::Vote(SignedVote { vote, signature }));
+                net.broadcast(frame, Lane::Consensus);
             }
         }
         let pause = Instant::now() + Duration::from_millis(100);

@@ -153,21 +153,43 @@ fn run_devnet(options: &ClusterOptions, rate: u64) -> Result<RunFigures, String>
         .arg("--dir")
         .arg(dir.path().join("devnet"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("{}: {e}", options.nexus.display()))?;
+    let stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || last_lines(BufReader::new(stderr), 5));
     let stdout = child.stdout.take().expect("piped");
+    let mut stopped = String::new();
     let figures = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
+        .inspect(|line| {
+            if line.contains("\"devnet_stopped\"") {
+                stopped.clone_from(line);
+            }
+        })
         .find_map(|line| parse_bench_line(&line));
     let status = child.wait().map_err(|e| e.to_string())?;
+    let errors = errors.join().unwrap_or_default();
     match figures {
         Some(figures) if status.success() => Ok(figures),
         _ => Err(format!(
-            "nexus devnet at {rate} orders/s ended with {status}"
+            "nexus devnet at {rate} orders/s ended with {status}: {stopped} {}",
+            errors.join(" | ")
         )),
     }
+}
+
+/// The last `n` lines of `reader` (a failed devnet's error messages).
+fn last_lines(reader: impl BufRead, n: usize) -> Vec<String> {
+    let mut last = std::collections::VecDeque::with_capacity(n + 1);
+    for line in reader.lines().map_while(Result::ok) {
+        last.push_back(line);
+        if last.len() > n {
+            last.pop_front();
+        }
+    }
+    last.into()
 }
 
 /// Open-loop round trips of 48-byte messages to an echo thread over loopback TCP at 1,000/s

@@ -70,7 +70,10 @@ pub enum TimeoutKind {
     Precommit,
     /// Not in the paper: re-send this validator's latest signed messages of the height, so
     /// that messages lost before GST are eventually delivered (the paper assumes reliable
-    /// links; real networks drop). Re-armed until the height is decided.
+    /// links; real networks drop). Re-armed until the height is decided. Votes go every
+    /// time; the proposal (a whole block) only at the 1st, 2nd, 4th and then every 8th
+    /// ([`resends_proposal`]), so that on a slow link re-sent blocks cannot crowd out the
+    /// votes that would decide one.
     Rebroadcast,
 }
 
@@ -124,6 +127,14 @@ impl Default for TimeoutConfig {
             rebroadcast_ns: 1_000_000_000,
         }
     }
+}
+
+/// Whether the `n`-th rebroadcast of a height (from 1) re-sends this validator's proposal:
+/// the 1st, 2nd, 4th, then every 8th. A block can be hundreds of KiB; re-sent to every
+/// peer each period it would fill a lossy link on its own (measured: 10% loss and 20 ms
+/// of delay held four validators in one height for a minute), while votes are 144 bytes.
+pub fn resends_proposal(n: u32) -> bool {
+    (n.is_power_of_two() && n <= 8) || n.is_multiple_of(8)
 }
 
 /// Static configuration of one validator's state machine.
@@ -258,6 +269,8 @@ struct HeightState {
     precommit_timeout_scheduled: bool,
     /// `decision_p[h_p] != nil`.
     decided: Option<Round>,
+    /// Rebroadcast timeouts handled at this height (the proposal's re-sends back off).
+    rebroadcasts: u32,
 }
 
 /// One validator's Tendermint state machine across heights.
@@ -463,6 +476,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             locked_or_valid_updated: false,
             precommit_timeout_scheduled: false,
             decided: None,
+            rebroadcasts: 0,
         });
         // After a restart, this validator's own signed messages of the height count again
         // (they were sent before the crash; a refused re-signing must not lose them).
@@ -911,9 +925,14 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             return Ok(());
         }
         if t.kind == TimeoutKind::Rebroadcast {
+            hs.rebroadcasts = hs.rebroadcasts.saturating_add(1);
             let s = &self.safety;
             if s.height == t.height {
-                if let Some(p) = &s.proposal {
+                if let Some(p) = s
+                    .proposal
+                    .as_ref()
+                    .filter(|_| resends_proposal(hs.rebroadcasts))
+                {
                     out.push(Output::Broadcast(Message::Proposal(p.clone())));
                 }
                 for v in [s.prevote, s.precommit].into_iter().flatten() {

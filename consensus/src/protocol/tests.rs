@@ -1146,3 +1146,23 @@ fn a_validator_holding_its_signatures_signs_and_saves_nothing() {
         "no safety state saved while held"
     );
 }
+
+#[test]
+fn rebroadcasts_resend_votes_every_time_and_the_proposal_backing_off() {
+    // The round-0 proposer holds a proposal and a prevote of height 1.
+    let mut t = Harness::new(0);
+    t.start();
+    let mut proposal_resends = Vec::new();
+    for n in 1..=24u32 {
+        let out = t.timeout(TimeoutKind::Rebroadcast, 0);
+        assert_eq!(votes(&out).len(), 1, "the prevote goes every time");
+        if out
+            .iter()
+            .any(|o| matches!(o, Output::Broadcast(Message::Proposal(_))))
+        {
+            proposal_resends.push(n);
+        }
+    }
+    assert_eq!(proposal_resends, vec![1, 2, 4, 8, 16, 24]);
+    assert!((1..=24).all(|n| resends_proposal(n) == proposal_resends.contains(&n)));
+}

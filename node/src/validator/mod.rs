@@ -70,7 +70,7 @@ use consensus::safety::{FileStore, SafetyStore, StoreError};
 use consensus::types::{Ed25519, Hash, Height, Keypair, ValidatorId};
 use consensus::validators::Validator;
 use consensus_net::{
-    BlockStore, BlockStoreError, Inbox, NetConfig, NetError, Network, Peer, Received,
+    BlockStore, BlockStoreError, Inbox, Lane, NetConfig, NetError, Network, Peer, Received,
 };
 use engine::EngineConfig;
 use execution::coprocessor::CallResult;
@@ -749,7 +749,7 @@ impl Shell {
                 Some(event) = clients.json.recv() => vec![ClientEvent::Json(event)],
                 Some(request) = clients.eth.recv() => {
                     if let Some(frame) = self.host.app_mut().on_eth(request, now_ns()) {
-                        self.net.broadcast(frame);
+                        self.net.broadcast(frame, Lane::Bulk);
                         self.start_waiting_height()?;
                     }
                     continue;
@@ -765,7 +765,7 @@ impl Shell {
             };
             let (app, chain) = self.host.app_and_chain();
             if let Some(frame) = app.on_clients(events, chain, now_ns()) {
-                self.net.broadcast(frame);
+                self.net.broadcast(frame, Lane::Bulk);
                 self.start_waiting_height()?;
             }
         }
@@ -833,9 +833,13 @@ impl Shell {
         while let Some(action) = self.host.poll_action() {
             match action {
                 Action::Send { to, frame, .. } => {
-                    self.net.send(&to, frame);
+                    let lane = lane_of(&frame);
+                    self.net.send(&to, frame, lane);
                 }
-                Action::Broadcast(frame) => self.net.broadcast(frame),
+                Action::Broadcast(frame) => {
+                    let lane = lane_of(&frame);
+                    self.net.broadcast(frame, lane);
+                }
                 Action::PersistSafety(state) => self.safety.save(&state)?,
                 Action::PersistBlock(cert) => {
                     self.blocks.append(&cert)?;
@@ -849,5 +853,14 @@ impl Shell {
             }
         }
         Ok(())
+    }
+}
+
+/// The lane a host frame goes on: application frames (forwarded transactions and chain
+/// actions, which proposals carry again) yield to consensus frames on a congested link.
+fn lane_of(frame: &[u8]) -> Lane {
+    match frame.first() {
+        Some(&consensus::host::FRAME_APP) => Lane::Bulk,
+        _ => Lane::Consensus,
     }
 }
