@@ -96,6 +96,15 @@ async function main() {
     code.toLowerCase() === fixture.deployedBytecode.toLowerCase(),
   );
 
+  // Event listeners installed before the quote: contract.on over HTTP (ethers polls an
+  // eth_newFilter) and over WebSocket (eth_subscribe("logs")).
+  const ws = new ethers.WebSocketProvider(RPC.replace(/^http/, "ws"), undefined, {
+    staticNetwork: true,
+    cacheTimeout: -1,
+  });
+  const heardOverHttp = heard(contract, "Quoted");
+  const heardOverWs = heard(contract.connect(ws), "Quoted");
+
   // Views.
   check("view owner() is the dev account", (await contract.owner()) === DEV);
   check("view market() is 0", (await contract.market()) === BigInt(MARKET));
@@ -182,6 +191,13 @@ async function main() {
   );
   const events = await contract.queryFilter(contract.filters.Quoted(), 0, "latest");
   check("contract.queryFilter(Quoted)", events.length === 1 && events[0].args.size === 3n);
+  for (const [how, promise] of [["HTTP filter", heardOverHttp], ["WebSocket", heardOverWs]]) {
+    const event = await withTimeout(promise, 20000);
+    const size = event?.args?.size;
+    check(`contract.on(Quoted) over ${how}`, size === 3n, event ? `size ${size}` : "nothing in 20 s");
+  }
+  await contract.removeAllListeners();
+  await contract.connect(ws).removeAllListeners();
 
   // The bid reaches Core's book (the ask is refused: the contract holds no base asset).
   const bbo = await until(
@@ -216,6 +232,51 @@ async function main() {
     reason = e.reason || e.shortMessage || String(e);
   }
   check("revert reason of quoteThenRevert", reason.includes("changed my mind"), reason);
+
+  await waitTimes(wallet, ws);
+  ws.destroy();
+}
+
+// Resolves with the first `event` heard (its ContractEventPayload; listener installed now).
+function heard(contract, event) {
+  return new Promise((resolve) => {
+    contract.once(event, (...args) => resolve(args.at(-1)));
+  });
+}
+
+// `promise`, or undefined after `ms`.
+function withTimeout(promise, ms) {
+  return Promise.race([promise, sleep(ms).then(() => undefined)]);
+}
+
+// How long tx.wait() takes (send to receipt), against the chain's block time: through
+// ethers' default HTTP provider (polls every 4 s), HTTP polling every 100 ms, and WebSocket
+// (newHeads). Printed as INFO lines (figures, not checks); every wait must return.
+async function waitTimes(wallet, ws) {
+  const providers = [
+    ["HTTP, ethers' default 4 s polling", new ethers.JsonRpcProvider(RPC, undefined, { staticNetwork: true, cacheTimeout: -1 })],
+    ["HTTP, 100 ms polling", wallet.provider],
+    ["WebSocket", ws],
+  ];
+  const first = await wallet.provider.getBlockNumber();
+  for (const [how, provider] of providers) {
+    const sender = wallet.connect(provider);
+    const times = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      const tx = await sender.sendTransaction({ to: DEV, value: 1n });
+      const receipt = await tx.wait(1, 30000);
+      if (receipt?.status === 1) times.push(performance.now() - t0);
+    }
+    times.sort((a, b) => a - b);
+    check(`tx.wait() over ${how}: 5 of 5 returned`, times.length === 5);
+    console.log(`INFO tx.wait() over ${how}: p50 ${times[2]?.toFixed(0)} ms, max ${times[4]?.toFixed(0)} ms`);
+  }
+  const last = await wallet.provider.getBlock("latest");
+  const past = await wallet.provider.getBlock(first);
+  const blocks = last.number - past.number;
+  const ms = (last.timestamp - past.timestamp) * 1000;
+  console.log(`INFO block time over the waits: ${blocks} blocks in ${ms} ms (${blocks ? (ms / blocks).toFixed(0) : "-"} ms each; header timestamps are whole seconds)`);
 }
 
 try {
