@@ -15,6 +15,11 @@
 //!   state and its block file, which it re-executes on restart. It restarts
 //!   before or at GST. With `amnesia` the safety store is wiped on restart, which is what a
 //!   lost disk does: used to show that the checks catch the resulting double signing.
+//! - **Disk faults.** Before GST, each durable write of an honest validator (a safety save,
+//!   a block append) fails with `disk_faults_per_mille`. As the shipped shell does on a
+//!   write error, the validator stops at once: the write did not happen, and nothing the
+//!   host queued after it (the messages the save covered) is sent. It restarts 50-500 ms
+//!   later from what was durable, like a crash.
 //! - **Equivocator.** One validator (below 1/3 of the stake) runs the honest state machine
 //!   but, for every proposal and vote it sends, also signs a conflicting twin (another
 //!   block, some of them with invalid payloads; a vote for the value the original did not
@@ -121,6 +126,9 @@ pub struct SimConfig {
     /// Per mille of executed blocks after which a validator's application is idle
     /// (`has_pending` false) until the next one; rolled per validator (0: never idle).
     pub idle_per_mille: u32,
+    /// Per mille of an honest validator's durable writes before GST that fail (it stops
+    /// and restarts from what was durable).
+    pub disk_faults_per_mille: u32,
 }
 
 impl SimConfig {
@@ -147,6 +155,7 @@ impl SimConfig {
             isolated: None,
             empty_block_interval_ms: 0,
             idle_per_mille: 0,
+            disk_faults_per_mille: rng.random_range(0..=30),
         }
     }
 }
@@ -188,6 +197,8 @@ pub struct SimReport {
     pub trace: Hash,
     /// Per validator: its host's sync counters since its last start (zero if down).
     pub host_stats: Vec<HostStats>,
+    /// Durable writes that failed (each stopped its validator).
+    pub disk_faults: u64,
 }
 
 impl SimReport {
@@ -363,6 +374,9 @@ enum Event {
     },
     Restart {
         node: usize,
+        /// The restart after a scheduled crash (with `amnesia`, its store is lost); a
+        /// restart after a failed write keeps the store.
+        after_crash: bool,
     },
 }
 
@@ -389,6 +403,7 @@ struct Sim {
     actions: Rc<Vec<SignedAction>>,
     heights_at_gst: Option<Vec<Height>>,
     genesis_stake_1: u64,
+    disk_faults: u64,
 }
 
 /// Runs one simulation.
@@ -525,6 +540,7 @@ impl Sim {
             actions: Rc::new(actions),
             heights_at_gst: None,
             genesis_stake_1: stakes[1],
+            disk_faults: 0,
         };
         // Crash/restart schedule: honest validators, before GST, restarted at or before GST.
         let honest: Vec<usize> = (0..n).filter(|i| Some(*i) != byz).collect();
@@ -533,7 +549,13 @@ impl Sim {
             let at = sim.rng.random_range(MS..gst.max(2 * MS));
             let back = sim.rng.random_range(at..=gst).max(at + MS);
             sim.schedule(at, Event::Crash { node });
-            sim.schedule(back, Event::Restart { node });
+            sim.schedule(
+                back,
+                Event::Restart {
+                    node,
+                    after_crash: true,
+                },
+            );
         }
         sim
     }
@@ -594,9 +616,9 @@ impl Sim {
                 self.perform(node);
             }
             Event::Crash { node } => self.crash(node),
-            Event::Restart { node } => {
+            Event::Restart { node, after_crash } => {
                 if self.nodes[node].host.is_none() {
-                    if self.cfg.amnesia {
+                    if self.cfg.amnesia && after_crash {
                         self.nodes[node].store.wipe();
                     }
                     self.boot(node);
@@ -654,6 +676,12 @@ impl Sim {
                     }
                 }
                 host::Action::Broadcast(frame) => self.broadcast(i, frame),
+                host::Action::PersistSafety(_) | host::Action::PersistBlock(_)
+                    if self.disk_fails(i) =>
+                {
+                    self.fail_stop(i);
+                    return;
+                }
                 host::Action::PersistSafety(state) => {
                     let node = &mut self.nodes[i];
                     node.store.save(&state).expect("memory store cannot fail");
@@ -663,6 +691,26 @@ impl Sim {
             }
         }
         self.schedule_wake(i);
+    }
+
+    /// Whether node `i`'s next durable write fails (honest nodes, before GST).
+    fn disk_fails(&mut self, i: usize) -> bool {
+        self.nodes[i].honest
+            && self.now < self.cfg.gst_ms * MS
+            && self.rng.random_range(0..1000) < self.cfg.disk_faults_per_mille
+    }
+
+    /// A write failed: node `i` stops now (what it queued is lost) and restarts from its
+    /// durable state 50-500 ms later.
+    fn fail_stop(&mut self, i: usize) {
+        self.disk_faults += 1;
+        self.crash(i);
+        let back = self.now + self.rng.random_range(50..=500) * MS;
+        let restart = Event::Restart {
+            node: i,
+            after_crash: false,
+        };
+        self.schedule(back, restart);
     }
 
     fn schedule_wake(&mut self, i: usize) {
@@ -807,6 +855,7 @@ impl Sim {
                 .iter()
                 .map(|n| n.host.as_ref().map(|h| h.stats()).unwrap_or_default())
                 .collect(),
+            disk_faults: self.disk_faults,
             config: self.cfg,
         }
     }

@@ -15,6 +15,9 @@ pub const CERTS_PER_PEER_PER_S: usize = 64;
 pub const CERT_REPEAT_NS: u64 = 200 * MS;
 /// Least time between two sync requests to one peer.
 pub const SYNC_ASK_EVERY_NS: u64 = 100 * MS;
+/// How long peers' messages must have shown that they decided our current height before we
+/// ask them for its certificate.
+pub const ONE_BEHIND_GRACE_NS: u64 = 1_000 * MS;
 /// Least time between two answers to one peer's request for one height.
 pub const SYNC_SERVE_EVERY_NS: u64 = 50 * MS;
 

@@ -64,7 +64,10 @@ use crate::safety::{SafetyState, SafetyStore, StoreError};
 use crate::types::{
     Hash, Height, Keypair, PayloadValidator, Round, SignatureBytes, SignatureVerifier, ValidatorId,
 };
-use limits::{cert_allowed, sync_range, SYNC_ASK_EVERY_NS, SYNC_BATCH, SYNC_SERVE_EVERY_NS};
+use limits::{
+    cert_allowed, sync_range, ONE_BEHIND_GRACE_NS, SYNC_ASK_EVERY_NS, SYNC_BATCH,
+    SYNC_SERVE_EVERY_NS,
+};
 
 /// Frame tag: a consensus [`Message`].
 pub const FRAME_MESSAGE: u8 = 1;
@@ -245,6 +248,9 @@ pub struct Host<V: SignatureVerifier, A: Application> {
     timer_seq: u64,
     cert_sent: BTreeMap<(ValidatorId, Height), u64>,
     sync_asked: BTreeMap<ValidatorId, u64>,
+    /// `(our chain height, when)` a peer's message first showed that it decided our current
+    /// height (a message of the height after it).
+    peers_decided_ours: Option<(Height, u64)>,
     sync_served: BTreeMap<ValidatorId, (Height, u64)>,
     evidence: Vec<Evidence>,
     included: BTreeSet<Evidence>,
@@ -318,6 +324,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             timer_seq: 0,
             cert_sent: BTreeMap::new(),
             sync_asked: BTreeMap::new(),
+            peers_decided_ours: None,
             sync_served: BTreeMap::new(),
             evidence: Vec::new(),
             included: BTreeSet::new(),
@@ -799,11 +806,27 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         }
     }
 
-    /// A message two or more heights ahead: ask its sender for the blocks in between.
+    /// A message two or more heights ahead: ask its sender for the blocks in between. One
+    /// height ahead (the sender decided our current height), ask only once that has lasted
+    /// [`ONE_BEHIND_GRACE_NS`]: usually our own decision or a certificate answering our
+    /// votes comes first, but a validator that sends nothing (holding its signatures after
+    /// a lost safety file) would otherwise wait for ever.
     fn maybe_ask_sync(&mut self, from: ValidatorId, height: Height, now_ns: u64) {
         let ours = self.chain.height();
-        if height <= ours + 2 {
+        if height <= ours + 1 {
             return;
+        }
+        if height == ours + 2 {
+            let since = match self.peers_decided_ours {
+                Some((h, t)) if h == ours => t,
+                _ => {
+                    self.peers_decided_ours = Some((ours, now_ns));
+                    now_ns
+                }
+            };
+            if now_ns < since + ONE_BEHIND_GRACE_NS {
+                return;
+            }
         }
         let last = self.sync_asked.get(&from).copied();
         if last.is_some_and(|t| now_ns <= t + SYNC_ASK_EVERY_NS) {

@@ -244,6 +244,46 @@ fn a_message_far_ahead_asks_its_sender_for_the_missing_blocks() {
     assert_eq!(h.app().app_frames, vec![b"txs".to_vec()]);
 }
 
+/// A peer one height ahead (it decided our current height) gets a sync request only after
+/// [`limits::ONE_BEHIND_GRACE_NS`] of seeing it so: a validator that signs nothing (its
+/// signatures held) learns the decision no other way.
+#[test]
+fn a_message_one_height_ahead_asks_for_the_block_after_a_grace() {
+    let (mut h, peer) = host(1);
+    h.start(MS).unwrap();
+    drain(&mut h);
+    let vote = crate::messages::Vote {
+        kind: crate::messages::VoteKind::Prevote,
+        height: 2,
+        round: 0,
+        value: None,
+        validator: peer.id(),
+    };
+    let signed = crate::messages::SignedVote {
+        vote,
+        signature: peer.sign(&vote.signing_bytes(&CHAIN)),
+    };
+    let frame = message_frame(&Message::Vote(signed));
+    let grace = limits::ONE_BEHIND_GRACE_NS;
+    h.on_frame(peer.id(), &frame, 2 * MS).unwrap();
+    h.on_frame(peer.id(), &frame, 2 * MS + grace - 1).unwrap();
+    assert!(
+        !drain(&mut h)
+            .iter()
+            .any(|a| matches!(a, Action::Send { .. })),
+        "no request within the grace"
+    );
+    h.on_frame(peer.id(), &frame, 2 * MS + grace).unwrap();
+    assert_eq!(
+        drain(&mut h),
+        vec![Action::Send {
+            to: peer.id(),
+            frame: sync_frame(1),
+            reason: SendReason::SyncRequest,
+        }]
+    );
+}
+
 impl Recorder {
     /// The root after a block: its payload folded into the previous root.
     fn fold(&mut self, c: &CommitCertificate) {
