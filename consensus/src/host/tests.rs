@@ -215,18 +215,7 @@ fn a_message_far_ahead_asks_its_sender_for_the_missing_blocks() {
     let (mut h, peer) = host(1);
     h.start(MS).unwrap();
     drain(&mut h);
-    let vote = crate::messages::Vote {
-        kind: crate::messages::VoteKind::Prevote,
-        height: 5,
-        round: 0,
-        value: None,
-        validator: peer.id(),
-    };
-    let signed = crate::messages::SignedVote {
-        vote,
-        signature: peer.sign(&vote.signing_bytes(&CHAIN)),
-    };
-    let frame = message_frame(&Message::Vote(signed));
+    let frame = nil_prevote_frame(&peer, 5);
     h.on_frame(peer.id(), &frame, 2 * MS).unwrap();
     let asked = drain(&mut h);
     assert_eq!(
@@ -252,18 +241,7 @@ fn a_message_one_height_ahead_asks_for_the_block_after_a_grace() {
     let (mut h, peer) = host(1);
     h.start(MS).unwrap();
     drain(&mut h);
-    let vote = crate::messages::Vote {
-        kind: crate::messages::VoteKind::Prevote,
-        height: 2,
-        round: 0,
-        value: None,
-        validator: peer.id(),
-    };
-    let signed = crate::messages::SignedVote {
-        vote,
-        signature: peer.sign(&vote.signing_bytes(&CHAIN)),
-    };
-    let frame = message_frame(&Message::Vote(signed));
+    let frame = nil_prevote_frame(&peer, 2);
     let grace = limits::ONE_BEHIND_GRACE_NS;
     h.on_frame(peer.id(), &frame, 2 * MS).unwrap();
     h.on_frame(peer.id(), &frame, 2 * MS + grace - 1).unwrap();
@@ -282,6 +260,22 @@ fn a_message_one_height_ahead_asks_for_the_block_after_a_grace() {
             reason: SendReason::SyncRequest,
         }]
     );
+}
+
+/// The frame of `key`'s round-0 nil prevote at `height`.
+fn nil_prevote_frame(key: &Keypair, height: Height) -> Frame {
+    let vote = crate::messages::Vote {
+        kind: crate::messages::VoteKind::Prevote,
+        height,
+        round: 0,
+        value: None,
+        validator: key.id(),
+    };
+    let signed = crate::messages::SignedVote {
+        vote,
+        signature: key.sign(&vote.signing_bytes(&CHAIN)),
+    };
+    message_frame(&Message::Vote(signed))
 }
 
 impl Recorder {
