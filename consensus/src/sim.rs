@@ -133,7 +133,7 @@ pub struct SimConfig {
 
 impl SimConfig {
     /// A configuration chosen from `seed` alone: 4-7 validators, an equivocator, crashes,
-    /// maybe a partition, loss and delays, GST at 3-5 s.
+    /// maybe a partition, loss of 0-30% and delays before GST, GST at 3-5 s, disk faults.
     pub fn from_seed(seed: u64) -> SimConfig {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c0f1_9000_0000);
         SimConfig {
@@ -142,7 +142,7 @@ impl SimConfig {
             equivocator: true,
             crashes: rng.random_range(0..=2),
             partition: rng.random_bool(0.5),
-            loss_per_mille: rng.random_range(0..=200),
+            loss_per_mille: rng.random_range(0..=300),
             max_delay_ms: rng.random_range(5..=150),
             max_delay_after_gst_ms: rng.random_range(2..=30),
             gst_ms: rng.random_range(3_000..=5_000),
