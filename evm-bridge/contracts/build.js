@@ -1,5 +1,6 @@
-// Regenerates MarketMaker.json (ABI + bytecode) from MarketMaker.sol with solc-js, so the
-// Rust tests need no node. Usage, from a scratch folder with `npm install solc@0.8.28`:
+// Regenerates MarketMaker.json (ABI + bytecode) from MarketMaker.sol, and compiles the
+// Solidity package in nexus/ (writing nexus/mocks/Mocks.json), with solc-js, so the Rust
+// tests need no node. Usage, from a scratch folder with `npm install solc@0.8.28`:
 //   NODE_PATH=<scratch>/node_modules node evm-bridge/contracts/build.js
 const fs = require("fs");
 const path = require("path");
@@ -32,3 +33,25 @@ const fixture = {
 };
 fs.writeFileSync(path.join(dir, "MarketMaker.json"), JSON.stringify(fixture, null, 2) + "\n");
 console.log("wrote MarketMaker.json with", contract.abi.length, "ABI entries");
+
+// The Solidity package (nexus/): interfaces, the CoreReader library and the mocks, compiled
+// together (any error fails); the mocks' ABI and runtime code go to nexus/mocks/Mocks.json
+// for the Rust test that runs a contract on them in an EVM without Nexus precompiles.
+const packageFiles = ["nexus/ICoreWriter.sol", "nexus/CoreReader.sol", "nexus/mocks/MockCoreWriter.sol", "nexus/mocks/MockPrecompile.sol"];
+const packageInput = {
+  ...input,
+  sources: Object.fromEntries(packageFiles.map((f) => [f, { content: fs.readFileSync(path.join(dir, f), "utf8") }])),
+};
+const packageOutput = JSON.parse(solc.compile(JSON.stringify(packageInput)));
+const packageErrors = (packageOutput.errors || []).filter((e) => e.severity === "error");
+if (packageErrors.length) {
+  console.error(packageErrors.map((e) => e.formattedMessage).join("\n"));
+  process.exit(1);
+}
+const mocks = { compiler: "solc-js " + solc.version(), evmVersion: "cancun" };
+for (const [file, name] of [["nexus/mocks/MockCoreWriter.sol", "MockCoreWriter"], ["nexus/mocks/MockPrecompile.sol", "MockPrecompile"]]) {
+  const c = packageOutput.contracts[file][name];
+  mocks[name] = { abi: c.abi, deployedBytecode: "0x" + c.evm.deployedBytecode.object };
+}
+fs.writeFileSync(path.join(dir, "nexus/mocks/Mocks.json"), JSON.stringify(mocks, null, 2) + "\n");
+console.log("compiled", packageFiles.length, "package files; wrote nexus/mocks/Mocks.json");
