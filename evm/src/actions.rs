@@ -29,6 +29,10 @@ pub mod signatures {
     pub const WITHDRAW: &str = "withdrawToEvm(uint64)";
     /// Move collateral between spot and perp (signed, as `Command::TransferCollateral`).
     pub const TRANSFER_COLLATERAL: &str = "transferCollateral(int64)";
+    /// Set leverage and margin mode in a perp market (as `Command::SetLeverage`).
+    pub const SET_LEVERAGE: &str = "setLeverage(uint32,uint32,bool)";
+    /// Add (positive) or remove margin of an isolated position (as `Command::IsolatedMargin`).
+    pub const ISOLATED_MARGIN: &str = "updateIsolatedMargin(uint32,int64)";
     /// The log CoreWriter leaves.
     pub const ACTION_EVENT: &str = "CoreAction(address,uint256,bytes)";
     /// The callback every contract receiving Core results implements.
@@ -97,6 +101,22 @@ pub enum ActionKind {
     /// Spot <-> perp collateral move.
     TransferCollateral {
         /// Signed units.
+        amount: Units,
+    },
+    /// Leverage and margin mode in a perp market.
+    SetLeverage {
+        /// The perp market.
+        market: MarketId,
+        /// 1..=the market's maximum (the engine checks the maximum).
+        leverage: u32,
+        /// Isolated (true) or cross (false) margin.
+        isolated: bool,
+    },
+    /// Margin added to (positive) or removed from an isolated position.
+    IsolatedMargin {
+        /// The perp market.
+        market: MarketId,
+        /// Signed units (non-zero).
         amount: Units,
     },
 }
@@ -175,6 +195,23 @@ impl From<ActionKind> for RawKind {
                 qty: amount,
                 ..d
             },
+            ActionKind::SetLeverage {
+                market,
+                leverage,
+                isolated,
+            } => RawKind {
+                tag: 7,
+                market,
+                qty: i64::from(leverage),
+                reduce_only: isolated,
+                ..d
+            },
+            ActionKind::IsolatedMargin { market, amount } => RawKind {
+                tag: 8,
+                market,
+                qty: amount,
+                ..d
+            },
         }
     }
 }
@@ -207,6 +244,15 @@ impl TryFrom<RawKind> for ActionKind {
             4 => ActionKind::Deposit { units: r.qty },
             5 => ActionKind::Withdraw { units: r.qty },
             6 => ActionKind::TransferCollateral { amount: r.qty },
+            7 => ActionKind::SetLeverage {
+                market: r.market,
+                leverage: u32::try_from(r.qty).map_err(|_| bad())?,
+                isolated: r.reduce_only,
+            },
+            8 => ActionKind::IsolatedMargin {
+                market: r.market,
+                amount: r.qty,
+            },
             _ => return Err(bad()),
         })
     }
@@ -297,6 +343,24 @@ impl ActionKind {
                 return Err("CoreWriter: amount must not be 0".into());
             }
             ActionKind::TransferCollateral { amount }
+        } else if *sel == selector(SET_LEVERAGE) {
+            let market = w.uint(32)? as MarketId;
+            let leverage = w.uint(32)? as u32;
+            if leverage == 0 {
+                return Err("CoreWriter: leverage must be at least 1".into());
+            }
+            ActionKind::SetLeverage {
+                market,
+                leverage,
+                isolated: w.boolean()?,
+            }
+        } else if *sel == selector(ISOLATED_MARGIN) {
+            let market = w.uint(32)? as MarketId;
+            let amount = w.int64()?;
+            if amount == 0 {
+                return Err("CoreWriter: amount must not be 0".into());
+            }
+            ActionKind::IsolatedMargin { market, amount }
         } else {
             return Err(format!(
                 "CoreWriter: unknown selector 0x{}",
@@ -316,7 +380,9 @@ impl ActionKind {
             ActionKind::Cancel { .. } => 5_000,
             ActionKind::CancelAll { .. } => 10_000,
             ActionKind::Deposit { .. } | ActionKind::Withdraw { .. } => 10_000,
-            ActionKind::TransferCollateral { .. } => 10_000,
+            ActionKind::TransferCollateral { .. }
+            | ActionKind::SetLeverage { .. }
+            | ActionKind::IsolatedMargin { .. } => 10_000,
         }
     }
 }
@@ -339,7 +405,8 @@ impl CoreAction {
     /// A canonical fixed-size encoding, hashed into the queue root: `id u64, sender 20,
     /// kind u8, market u32, oid u64, price i64, qty/units i64, flags u8` (big-endian; unused
     /// fields 0). Kinds: 1 place, 2 cancel, 3 cancel all, 4 modify, 5 deposit, 6 withdraw,
-    /// 7 transfer collateral. Place flags: bit 0 sell, bits 1-2 time in force (GTC, IOC,
+    /// 7 transfer collateral, 8 set leverage (qty = leverage, flags bit 0 isolated), 9
+    /// isolated margin (qty = amount). Place flags: bit 0 sell, bits 1-2 time in force (GTC, IOC,
     /// FOK, ALO), bit 3 reduce-only, bit 4 market order (no price).
     pub fn commitment_bytes(&self) -> [u8; Self::COMMITMENT_LEN] {
         let (kind, market, oid, price, qty, flags) = match self.kind {
@@ -369,6 +436,12 @@ impl CoreAction {
             ActionKind::Deposit { units } => (5, 0, 0, 0, units, 0),
             ActionKind::Withdraw { units } => (6, 0, 0, 0, units, 0),
             ActionKind::TransferCollateral { amount } => (7, 0, 0, 0, amount, 0),
+            ActionKind::SetLeverage {
+                market,
+                leverage,
+                isolated,
+            } => (8, market, 0, 0, i64::from(leverage), isolated as u8),
+            ActionKind::IsolatedMargin { market, amount } => (9, market, 0, 0, amount, 0),
         };
         let mut out = [0u8; Self::COMMITMENT_LEN];
         out[..8].copy_from_slice(&self.id.to_be_bytes());
@@ -509,6 +582,49 @@ mod tests {
         assert!(
             ActionKind::decode(&withdraw, U256::ZERO, wpu).is_err(),
             "zero"
+        );
+    }
+
+    #[test]
+    fn perp_actions_decode_round_trip_and_refuse_zero() {
+        let wpu = U256::from(1_000u64);
+        let leverage = call(
+            signatures::SET_LEVERAGE,
+            &[word_u64(3), word_u64(5), word_bool(true)],
+        );
+        let set = ActionKind::SetLeverage {
+            market: 3,
+            leverage: 5,
+            isolated: true,
+        };
+        assert_eq!(ActionKind::decode(&leverage, U256::ZERO, wpu), Ok(set));
+        let mut minus_two = [0xffu8; 32];
+        minus_two[31] = 0xfe;
+        let margin = call(signatures::ISOLATED_MARGIN, &[word_u64(3), minus_two]);
+        let remove = ActionKind::IsolatedMargin {
+            market: 3,
+            amount: -2,
+        };
+        assert_eq!(ActionKind::decode(&margin, U256::ZERO, wpu), Ok(remove));
+        for kind in [set, remove] {
+            assert_eq!(ActionKind::try_from(RawKind::from(kind)), Ok(kind));
+        }
+        let none = call(
+            signatures::SET_LEVERAGE,
+            &[word_u64(3), word_u64(0), word_bool(false)],
+        );
+        assert!(
+            ActionKind::decode(&none, U256::ZERO, wpu).is_err(),
+            "leverage 0"
+        );
+        let nothing = call(signatures::ISOLATED_MARGIN, &[word_u64(3), word_u64(0)]);
+        assert!(
+            ActionKind::decode(&nothing, U256::ZERO, wpu).is_err(),
+            "amount 0"
+        );
+        assert!(
+            ActionKind::decode(&leverage, U256::from(1_000), wpu).is_err(),
+            "value"
         );
     }
 }

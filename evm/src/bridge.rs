@@ -151,6 +151,21 @@ impl Bridge {
             ActionKind::TransferCollateral { amount } => {
                 Command::TransferCollateral { account, amount }
             }
+            ActionKind::SetLeverage {
+                market,
+                leverage,
+                isolated,
+            } => Command::SetLeverage {
+                account,
+                market,
+                leverage,
+                isolated,
+            },
+            ActionKind::IsolatedMargin { market, amount } => Command::IsolatedMargin {
+                account,
+                market,
+                amount,
+            },
         }
     }
 
@@ -219,7 +234,9 @@ impl Bridge {
             if out.is_empty() {
                 let qty = match action.kind {
                     ActionKind::Deposit { units } | ActionKind::Withdraw { units } => units,
-                    ActionKind::TransferCollateral { amount } => amount,
+                    ActionKind::TransferCollateral { amount }
+                    | ActionKind::IsolatedMargin { amount, .. } => amount,
+                    ActionKind::SetLeverage { leverage, .. } => i64::from(leverage),
                     _ => 0,
                 };
                 self.push_callback(Callback {
@@ -418,5 +435,36 @@ mod tests {
         assert!(bridge.claim(7, a));
         assert!(!bridge.claim(7, b), "first address seen wins");
         assert_eq!(bridge.registry.get(&7), Some(&a));
+    }
+
+    #[test]
+    fn perp_actions_become_the_engine_commands_for_the_senders_account() {
+        let bridge = Bridge::new(1, U256::from(1u64));
+        let set = ActionKind::SetLeverage {
+            market: 4,
+            leverage: 7,
+            isolated: true,
+        };
+        assert_eq!(
+            bridge.command(9, set),
+            Command::SetLeverage {
+                account: 9,
+                market: 4,
+                leverage: 7,
+                isolated: true
+            }
+        );
+        let margin = ActionKind::IsolatedMargin {
+            market: 4,
+            amount: -3,
+        };
+        assert_eq!(
+            bridge.command(9, margin),
+            Command::IsolatedMargin {
+                account: 9,
+                market: 4,
+                amount: -3
+            }
+        );
     }
 }

@@ -178,3 +178,46 @@ fn a_contract_runs_on_the_mocks_and_its_actions_decode_as_the_chain_decodes_them
         "the mock counted the contract's two actions"
     );
 }
+
+/// The package's CoreWriter interface (as the mock implements it) has exactly the functions
+/// the chain decodes, with the same signatures.
+#[test]
+fn the_packages_core_writer_functions_are_the_ones_the_chain_decodes() {
+    use evm::actions::signatures::*;
+    let abi = &contracts("nexus/mocks/Mocks.json")["MockCoreWriter"]["abi"];
+    let mut package: Vec<String> = abi
+        .as_array()
+        .expect("ABI")
+        .iter()
+        .filter(|item| item["type"] == "function" && item["name"] != "actions")
+        .map(|item| {
+            let inputs: Vec<&str> = item["inputs"]
+                .as_array()
+                .expect("inputs")
+                .iter()
+                .map(|input| input["type"].as_str().expect("type"))
+                .collect();
+            format!(
+                "{}({})",
+                item["name"].as_str().expect("name"),
+                inputs.join(",")
+            )
+        })
+        .collect();
+    package.sort();
+    let mut chain: Vec<String> = [
+        PLACE,
+        CANCEL,
+        CANCEL_ALL,
+        MODIFY,
+        DEPOSIT,
+        WITHDRAW,
+        TRANSFER_COLLATERAL,
+        SET_LEVERAGE,
+        ISOLATED_MARGIN,
+    ]
+    .map(String::from)
+    .to_vec();
+    chain.sort();
+    assert_eq!(package, chain);
+}

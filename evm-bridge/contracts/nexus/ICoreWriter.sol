@@ -46,6 +46,17 @@ interface ICoreWriter {
     /// @notice Moves collateral between the caller's spot balance and its perp account:
     /// positive to perp, negative back to spot (Core units of the collateral asset).
     function transferCollateral(int64 amount) external;
+
+    /// @notice Sets the caller's leverage and margin mode in perp market `market`. The engine
+    /// refuses it while the caller has open orders there, and a mode change while it has a
+    /// position (`invalid_leverage`, `position_open`).
+    /// @param leverage 1 up to the market's maximum.
+    /// @param isolated Isolated (true) or cross (false) margin.
+    function setLeverage(uint32 market, uint32 leverage, bool isolated) external;
+
+    /// @notice Adds margin to (`amount > 0`, from cross collateral) or removes it from
+    /// (`amount < 0`, back to it) the caller's isolated position in `market` (Core units).
+    function updateIsolatedMargin(uint32 market, int64 amount) external;
 }
 
 /// @title The callback of contracts that act on Core

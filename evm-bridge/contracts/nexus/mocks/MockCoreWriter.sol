@@ -43,6 +43,14 @@ contract MockCoreWriter is ICoreWriter {
         record();
     }
 
+    function setLeverage(uint32, uint32, bool) external {
+        record();
+    }
+
+    function updateIsolatedMargin(uint32, int64) external {
+        record();
+    }
+
     function record() private {
         actions[msg.sender] += 1;
         emit CoreAction(msg.sender, msg.value, msg.data);
