@@ -4,7 +4,7 @@
 //! EVM + Core = total); an account deposits to Core and withdraws back; CoreWriter refuses
 //! bad calls with a revert and charges an action's Core and cross-domain gas; callbacks
 //! cannot send actions, stay within half the block and wait in order; a faucet deposit of
-//! the native token makes the block invalid.
+//! the native token makes the block invalid; perp actions reach the engine for the sender.
 
 mod common;
 
@@ -257,6 +257,31 @@ fn eoa_deposits_to_core_and_withdraws_back_conserving_supply() {
     assert_eq!(owner_total(&h) + fees, start);
     check_escrow(&h.chain);
     assert_eq!(h.evm_total(&[]), Harness::genesis_total());
+}
+
+/// The perp actions reach the engine as the sender's commands through a block: on this
+/// genesis's spot market both are refused `not_perp_market` for the owner's account.
+#[test]
+fn perp_actions_from_an_eoa_reach_the_engine_for_its_account() {
+    let mut h = Harness::new();
+    let me = core_account(h.owner.address);
+    let market = word_u64(u64::from(MARKET));
+    let leverage = calldata(
+        signatures::SET_LEVERAGE,
+        &[market, word_u64(5), word_bool(true)],
+    );
+    let margin = calldata(signatures::ISOLATED_MARGIN, &[market, word_u64(3)]);
+    for input in [leverage, margin] {
+        let (_, events) = core_writer_round(&mut h, U256::ZERO, input);
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                Event::Rejected { account, reason: engine::RejectReason::NotPerpMarket, .. }
+                    if *account == me
+            )),
+            "{events:?}"
+        );
+    }
 }
 
 #[test]
