@@ -241,3 +241,183 @@ pub fn root_from_scratch(db: &CacheDB<EmptyDB>) -> B256 {
     }
     trie::root_from_scratch(leaves.iter().map(|(k, v)| (k, v.as_slice())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_primitives::b256;
+    use alloy_trie::proof::verify_proof;
+    use alloy_trie::root::{state_root_unhashed, storage_root_unhashed};
+    use alloy_trie::Nibbles;
+    use proptest::prelude::*;
+
+    /// The state as a model: each account's info and slots.
+    type Model = BTreeMap<Address, (AccountInfo, BTreeMap<U256, U256>)>;
+
+    /// The root of the model by alloy-trie's own from-scratch functions.
+    fn model_root(model: &Model) -> B256 {
+        state_root_unhashed(model.iter().filter(|(_, (i, _))| !i.is_empty()).map(
+            |(address, (info, slots))| {
+                let storage = slots
+                    .iter()
+                    .filter(|(_, v)| !v.is_zero())
+                    .map(|(k, v)| (B256::from(k.to_be_bytes::<32>()), *v));
+                let account = TrieAccount {
+                    nonce: info.nonce,
+                    balance: info.balance,
+                    storage_root: storage_root_unhashed(storage),
+                    code_hash: info.code_hash,
+                };
+                (*address, account)
+            },
+        ))
+    }
+
+    #[test]
+    fn the_empty_state_has_the_empty_trie_root() {
+        let expected = b256!("56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421");
+        assert_eq!(StateCommitment::new().apply(&StateDiff::default()), expected);
+        assert_eq!(root_from_scratch(&CacheDB::new(EmptyDB::new())), expected);
+    }
+
+    /// One account: the root is keccak256 of its leaf node, built here by hand from the
+    /// Yellow Paper (hex-prefix path `0x20 || keccak256(address)`, then the account's RLP).
+    #[test]
+    fn one_account_root_is_its_leaf_hash() {
+        let address = Address::repeat_byte(0xab);
+        let info = AccountInfo {
+            nonce: 3,
+            balance: U256::from(1_000_000u64),
+            ..Default::default()
+        };
+        let mut diff = StateDiff::default();
+        diff.accounts.insert(address, Some(info));
+        let mut account = vec![0x03, 0x83, 0x0f, 0x42, 0x40, 0xa0];
+        account.extend_from_slice(EMPTY_ROOT_HASH.as_slice());
+        account.push(0xa0);
+        account.extend_from_slice(KECCAK_EMPTY.as_slice());
+        // Lists and strings over 55 bytes: a 0xf8 (list) or 0xb8 (string) byte, then the
+        // length in one byte.
+        let mut account_rlp = vec![0xf8, account.len() as u8];
+        account_rlp.extend(account);
+        let mut path = vec![0xa1, 0x20];
+        path.extend_from_slice(keccak256(address).as_slice());
+        let mut payload = path;
+        payload.extend([0xb8, account_rlp.len() as u8]);
+        payload.extend(account_rlp);
+        let mut leaf = vec![0xf8, payload.len() as u8];
+        leaf.extend(payload);
+        assert_eq!(StateCommitment::new().apply(&diff), keccak256(&leaf));
+    }
+
+    fn address(n: u8) -> Address {
+        Address::with_last_byte(n)
+    }
+
+    /// A random block's diff over 24 addresses and 8 slots each (values 0: cleared).
+    fn diff_strategy() -> impl Strategy<Value = StateDiff> {
+        let account = (0u8..24, 0u64..3, 0u64..3, any::<bool>(), any::<bool>());
+        let slot = (0u8..24, 0u64..8, 0u64..3);
+        (
+            prop::collection::vec(account, 0..12),
+            prop::collection::vec(slot, 0..24),
+        )
+            .prop_map(|(accounts, slots)| {
+                let mut diff = StateDiff::default();
+                for (n, nonce, balance, code, removed) in accounts {
+                    let info = AccountInfo {
+                        nonce,
+                        balance: U256::from(balance),
+                        code_hash: if code { keccak256([n]) } else { KECCAK_EMPTY },
+                        ..Default::default()
+                    };
+                    let wiped = removed && nonce == 0;
+                    if wiped {
+                        diff.wiped.insert(address(n));
+                        diff.storage.retain(|(a, _), _| *a != address(n));
+                    }
+                    diff.accounts.insert(address(n), (!removed || wiped).then_some(info));
+                }
+                for (n, slot, value) in slots {
+                    if diff.accounts.get(&address(n)) == Some(&None) {
+                        continue;
+                    }
+                    let info = diff.accounts.get(&address(n)).cloned().flatten();
+                    let info = info.unwrap_or(AccountInfo { nonce: 1, ..Default::default() });
+                    diff.accounts.insert(address(n), Some(info));
+                    diff.storage.insert((address(n), U256::from(slot)), U256::from(value));
+                }
+                diff
+            })
+    }
+
+    /// Applies a diff to the model as the executor's state does.
+    fn apply_model(model: &mut Model, diff: &StateDiff) {
+        for address in &diff.wiped {
+            if let Some((_, slots)) = model.get_mut(address) {
+                slots.clear();
+            }
+        }
+        for (address, info) in &diff.accounts {
+            match info {
+                Some(info) => model.entry(*address).or_default().0 = info.clone(),
+                None => drop(model.remove(address)),
+            }
+        }
+        for ((address, slot), value) in &diff.storage {
+            model.entry(*address).or_default().1.insert(*slot, *value);
+        }
+    }
+
+    /// Checks every proof of an account and its slots against the root and the model.
+    fn check_proofs(commitment: &StateCommitment, model: &Model, n: u8) {
+        let slots: Vec<B256> = (0..9u64).map(|s| B256::from(U256::from(s))).collect();
+        let proof = commitment.proof(address(n), &slots);
+        let entry = model.get(&address(n)).filter(|(i, _)| !i.is_empty());
+        let expected = entry.map(|(info, slots)| {
+            let storage = slots.iter().filter(|(_, v)| !v.is_zero());
+            let storage = storage.map(|(k, v)| (B256::from(k.to_be_bytes::<32>()), *v));
+            let storage_root = storage_root_unhashed(storage);
+            assert_eq!(proof.storage_hash, storage_root);
+            alloy_rlp::encode(TrieAccount {
+                nonce: info.nonce,
+                balance: info.balance,
+                storage_root,
+                code_hash: info.code_hash,
+            })
+        });
+        let key = Nibbles::unpack(keccak256(address(n)));
+        verify_proof(commitment.root(), key, expected, &proof.account_proof).expect("account");
+        for slot in &proof.storage_proof {
+            let value = entry.and_then(|(_, s)| s.get(&U256::from_be_bytes(slot.key.0)));
+            let value = value.copied().filter(|v| !v.is_zero());
+            assert_eq!(slot.value, value.unwrap_or_default());
+            let key = Nibbles::unpack(keccak256(slot.key));
+            let expected = value.map(|v| alloy_rlp::encode(v));
+            verify_proof(proof.storage_hash, key, expected, &slot.proof).expect("slot");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// After each of several blocks of random changes, the incremental root equals
+        /// alloy-trie's from-scratch state root of the model, and every account's and slot's
+        /// proof verifies against it with the model's value.
+        #[test]
+        fn incremental_root_matches_alloy_from_scratch(
+            diffs in prop::collection::vec(diff_strategy(), 1..10),
+        ) {
+            let mut commitment = StateCommitment::new();
+            let mut model = Model::new();
+            for diff in &diffs {
+                let root = commitment.apply(diff);
+                apply_model(&mut model, diff);
+                prop_assert_eq!(root, model_root(&model));
+            }
+            for n in 0..25 {
+                check_proofs(&commitment, &model, n);
+            }
+        }
+    }
+}
