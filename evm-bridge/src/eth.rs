@@ -2,11 +2,11 @@
 //! port (`node`'s `chain_eth`): parameter parsing, geth's error texts, and blocks,
 //! transactions, receipts and logs as JSON, read from any [`History`] of EVM blocks.
 
+use crate::commitment::AccountProof;
 use crate::executor::{
     AccessList, AccessListItem, BlockHeader, CallOutcome, CallRequest, DroppedTx, LogRecord,
     Receipt, TxError, TxRecord,
 };
-use crate::commitment::AccountProof;
 use crate::trace::{GethDebugTracingOptions, TraceError, Tracer};
 use alloy_primitives::{hex, Address, Bytes, B256, U256};
 use jsonrpsee::types::ErrorObjectOwned;
@@ -807,7 +807,10 @@ mod tests {
             code_hash: b(&answer["codeHash"]),
         };
         assert_eq!(account.balance, U256::from(7u64));
-        let nodes: Vec<Bytes> = answer["accountProof"].as_array().expect("array").iter()
+        let nodes: Vec<Bytes> = answer["accountProof"]
+            .as_array()
+            .expect("array")
+            .iter()
             .map(|n| parse_bytes(n).expect("bytes"))
             .collect();
         let key = Nibbles::unpack(keccak256(funded));

@@ -192,7 +192,11 @@ impl StateCommitment {
             address,
             nonce: info.nonce,
             balance: info.balance,
-            code_hash: if info.is_empty() { KECCAK_EMPTY } else { info.code_hash },
+            code_hash: if info.is_empty() {
+                KECCAK_EMPTY
+            } else {
+                info.code_hash
+            },
             storage_hash,
             account_proof: self.accounts.proof(&account_key(&address)),
             storage_proof,
@@ -210,9 +214,9 @@ fn slot_proof(storage: Option<&Trie>, slot: B256) -> SlotProof {
             proof: Vec::new(),
         };
     };
-    let value = storage.get(&key).map(|leaf| {
-        U256::decode(&mut &leaf[..]).expect("leaves are RLP integers")
-    });
+    let value = storage
+        .get(&key)
+        .map(|leaf| U256::decode(&mut &leaf[..]).expect("leaves are RLP integers"));
     SlotProof {
         key: slot,
         value: value.unwrap_or_default(),
@@ -276,7 +280,10 @@ mod tests {
     #[test]
     fn the_empty_state_has_the_empty_trie_root() {
         let expected = b256!("56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421");
-        assert_eq!(StateCommitment::new().apply(&StateDiff::default()), expected);
+        assert_eq!(
+            StateCommitment::new().apply(&StateDiff::default()),
+            expected
+        );
         assert_eq!(root_from_scratch(&CacheDB::new(EmptyDB::new())), expected);
     }
 
@@ -336,16 +343,21 @@ mod tests {
                         diff.wiped.insert(address(n));
                         diff.storage.retain(|(a, _), _| *a != address(n));
                     }
-                    diff.accounts.insert(address(n), (!removed || wiped).then_some(info));
+                    diff.accounts
+                        .insert(address(n), (!removed || wiped).then_some(info));
                 }
                 for (n, slot, value) in slots {
                     if diff.accounts.get(&address(n)) == Some(&None) {
                         continue;
                     }
                     let info = diff.accounts.get(&address(n)).cloned().flatten();
-                    let info = info.unwrap_or(AccountInfo { nonce: 1, ..Default::default() });
+                    let info = info.unwrap_or(AccountInfo {
+                        nonce: 1,
+                        ..Default::default()
+                    });
                     diff.accounts.insert(address(n), Some(info));
-                    diff.storage.insert((address(n), U256::from(slot)), U256::from(value));
+                    diff.storage
+                        .insert((address(n), U256::from(slot)), U256::from(value));
                 }
                 diff
             })

@@ -22,6 +22,10 @@ use alloy_trie::proof::ProofRetainer;
 use alloy_trie::{HashBuilder, Nibbles, EMPTY_ROOT_HASH};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A changed subtree with at most this many leaves is fed leaf by leaf (cheaper than 16
+/// look-ups of its children).
+const DIRECT_LEAVES: usize = 16;
+
 /// An incremental Merkle-Patricia trie (see the module doc).
 #[derive(Clone, Debug)]
 pub struct Trie {
@@ -30,6 +34,8 @@ pub struct Trie {
     /// Hash of each branch node that is a direct child of a branch, by path, as of the last
     /// commit.
     branches: BTreeMap<Nibbles, B256>,
+    /// The longest path in `branches` (at most this many prefixes of a key are cached).
+    depth: usize,
     /// Keys changed since the last commit.
     dirty: BTreeSet<B256>,
     /// The root as of the last commit.
@@ -41,6 +47,7 @@ impl Default for Trie {
         Trie {
             leaves: BTreeMap::new(),
             branches: BTreeMap::new(),
+            depth: 0,
             dirty: BTreeSet::new(),
             root: EMPTY_ROOT_HASH,
         }
@@ -115,10 +122,15 @@ impl Trie {
         let full = self.dirty.len() * 8 >= self.leaves.len();
         if full {
             self.branches.clear();
+            self.depth = 0;
         } else {
             self.forget_dirty_paths();
         }
-        let open = if full { BTreeSet::new() } else { std::mem::take(&mut self.dirty) };
+        let open = if full {
+            BTreeSet::new()
+        } else {
+            std::mem::take(&mut self.dirty)
+        };
         let mut builder = HashBuilder::default()
             .with_updates(true)
             .with_all_branch_nodes(true);
@@ -133,7 +145,7 @@ impl Trie {
     fn forget_dirty_paths(&mut self) {
         for key in &self.dirty {
             let path = Nibbles::unpack(key);
-            for len in 0..path.len() {
+            for len in 1..=self.depth {
                 self.branches.remove(&path.slice(..len));
             }
         }
@@ -147,6 +159,7 @@ impl Trie {
                 if node.hash_mask.is_bit_set(nibble) {
                     let mut child = path;
                     child.push(nibble);
+                    self.depth = self.depth.max(child.len());
                     self.branches.insert(child, node.hash_for_nibble(nibble));
                 }
             }
@@ -154,8 +167,8 @@ impl Trie {
     }
 
     /// Feeds the builder everything under `path`, in key order: a cached branch hash for an
-    /// unchanged subtree, its leaves if it has none, and the 16 children of a subtree that
-    /// has an `open` key (changed, or proved) and more than one leaf.
+    /// unchanged subtree, its leaves if it has none, and for a subtree with an `open` key
+    /// (changed, or proved) its leaves if few ([`DIRECT_LEAVES`]), else its 16 children.
     fn feed(&self, builder: &mut HashBuilder, path: Nibbles, open: &BTreeSet<B256>) {
         let (low, high) = bounds(&path);
         if open.range(low..=high).next().is_none() {
@@ -165,17 +178,13 @@ impl Trie {
             }
             return;
         }
-        let mut under = self.leaves.range(low..=high);
-        match (under.next(), under.next()) {
-            (None, _) => {}
-            (Some(_), None) => self.feed_leaves(builder, low, high),
-            _ => {
-                for nibble in 0..16u8 {
-                    let mut child = path;
-                    child.push(nibble);
-                    self.feed(builder, child, open);
-                }
-            }
+        if self.leaves.range(low..=high).nth(DIRECT_LEAVES).is_none() {
+            return self.feed_leaves(builder, low, high);
+        }
+        for nibble in 0..16u8 {
+            let mut child = path;
+            child.push(nibble);
+            self.feed(builder, child, open);
         }
     }
 
@@ -192,7 +201,8 @@ impl Trie {
     pub fn proof(&self, key: &B256) -> Vec<Bytes> {
         debug_assert!(self.dirty.is_empty(), "proofs are of committed tries");
         let target = Nibbles::unpack(key);
-        let mut builder = HashBuilder::default().with_proof_retainer(ProofRetainer::new(vec![target]));
+        let mut builder =
+            HashBuilder::default().with_proof_retainer(ProofRetainer::new(vec![target]));
         self.feed(&mut builder, Nibbles::default(), &BTreeSet::from([*key]));
         builder.root();
         let nodes = builder.take_proof_nodes().matching_nodes_sorted(&target);

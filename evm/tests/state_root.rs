@@ -108,8 +108,19 @@ fn state_root_is_alloys_from_scratch_root_and_proofs_verify() {
     assert_eq!(out.header.state_root, independent_root(&executor));
     let store = address_of(&owner).create(0);
     let blocks = [
-        (vec![signed(&owner, 0, None, deploy(&STORE_RUNTIME))], vec![]),
-        (vec![signed(&owner, 1, Some(store), B256::with_last_byte(0x11).to_vec())], vec![]),
+        (
+            vec![signed(&owner, 0, None, deploy(&STORE_RUNTIME))],
+            vec![],
+        ),
+        (
+            vec![signed(
+                &owner,
+                1,
+                Some(store),
+                B256::with_last_byte(0x11).to_vec(),
+            )],
+            vec![],
+        ),
         (
             vec![signed(&owner, 2, Some(store), B256::ZERO.to_vec())],
             vec![Credit {
@@ -133,9 +144,17 @@ fn state_root_is_alloys_from_scratch_root_and_proofs_verify() {
         let root = out.header.state_root;
         assert_eq!(root, independent_root(&executor), "block {height}");
         assert_eq!(root, evm::commitment::root_from_scratch(executor.db()));
-        for address in [address_of(&owner), store, Address::repeat_byte(9), Address::ZERO] {
+        for address in [
+            address_of(&owner),
+            store,
+            Address::repeat_byte(9),
+            Address::ZERO,
+        ] {
             check_proof(&mut executor, root, address);
         }
     }
-    assert!(executor.storage(store, U256::ZERO).is_zero(), "cleared in block 3");
+    assert!(
+        executor.storage(store, U256::ZERO).is_zero(),
+        "cleared in block 3"
+    );
 }

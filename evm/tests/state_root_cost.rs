@@ -41,7 +41,8 @@ fn genesis(n: u64) -> StateDiff {
     };
     diff.accounts.insert(contract, Some(code));
     for slot in 0..n / 10 {
-        diff.storage.insert((contract, U256::from(slot)), U256::from(slot + 1));
+        diff.storage
+            .insert((contract, U256::from(slot)), U256::from(slot + 1));
     }
     diff
 }
@@ -50,12 +51,14 @@ fn genesis(n: u64) -> StateDiff {
 fn block(n: u64, b: u64, contract: &AccountInfo) -> StateDiff {
     let mut diff = StateDiff::default();
     let contract_address = Address::repeat_byte(0xcc);
-    diff.accounts.insert(contract_address, Some(contract.clone()));
+    diff.accounts
+        .insert(contract_address, Some(contract.clone()));
     for j in 0..TOUCHED {
         let i = (b * 7919 + j * 104_729) % n;
         diff.accounts.insert(account(i), info(1_000_000 + b));
         let slot = (b * 6007 + j * 7727) % (n / 10).max(1);
-        diff.storage.insert((contract_address, U256::from(slot)), U256::from(b + 7));
+        diff.storage
+            .insert((contract_address, U256::from(slot)), U256::from(b + 7));
     }
     diff
 }
@@ -66,7 +69,9 @@ fn measure(n: u64) {
     let mut commitment = StateCommitment::new();
     commitment.apply(&diff);
     let full = start.elapsed();
-    let contract = diff.accounts[&Address::repeat_byte(0xcc)].clone().expect("contract");
+    let contract = diff.accounts[&Address::repeat_byte(0xcc)]
+        .clone()
+        .expect("contract");
     let blocks: Vec<StateDiff> = (0..BLOCKS).map(|b| block(n, b, &contract)).collect();
     let start = Instant::now();
     for diff in &blocks {
@@ -79,7 +84,11 @@ fn measure(n: u64) {
         all.accounts.extend(diff.accounts.clone());
         all.storage.extend(diff.storage.clone());
     }
-    assert_eq!(fresh.apply(&all), commitment.root(), "incremental = fresh at {n}");
+    assert_eq!(
+        fresh.apply(&all),
+        commitment.root(),
+        "incremental = fresh at {n}"
+    );
     println!(
         "state {n} accounts + {} slots: {per_block} us per block ({TOUCHED} accounts, {TOUCHED} slots); full build {} ms",
         n / 10,
