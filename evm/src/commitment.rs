@@ -178,6 +178,12 @@ impl StateCommitment {
         (self.accounts.len(), slots)
     }
 
+    /// Branch hashes cached over all its tries (a measure of its memory).
+    pub fn cached_branches(&self) -> usize {
+        let storage: usize = self.storage.values().map(Trie::cached_branches).sum();
+        self.accounts.cached_branches() + storage
+    }
+
     /// EIP-1186's proof of an account and some of its slots against [`StateCommitment::root`].
     pub fn proof(&self, address: Address, slots: &[B256]) -> AccountProof {
         let info = self.info(&address);
@@ -405,7 +411,7 @@ mod tests {
             let value = value.copied().filter(|v| !v.is_zero());
             assert_eq!(slot.value, value.unwrap_or_default());
             let key = Nibbles::unpack(keccak256(slot.key));
-            let expected = value.map(|v| alloy_rlp::encode(v));
+            let expected = value.map(alloy_rlp::encode);
             verify_proof(proof.storage_hash, key, expected, &slot.proof).expect("slot");
         }
     }

@@ -586,32 +586,6 @@ impl StateDiff {
         info.code = None;
         self.accounts.insert(address, Some(info));
     }
-
-    /// A canonical byte encoding of the diff (a digest of what a block changed).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (address, info) in &self.accounts {
-            out.extend_from_slice(address.as_slice());
-            match info {
-                None => out.push(0),
-                Some(info) => {
-                    out.push(1);
-                    out.extend_from_slice(&info.balance.to_be_bytes::<32>());
-                    out.extend_from_slice(&info.nonce.to_be_bytes());
-                    out.extend_from_slice(info.code_hash.as_slice());
-                }
-            }
-        }
-        for address in &self.wiped {
-            out.extend_from_slice(address.as_slice());
-        }
-        for ((address, slot), value) in &self.storage {
-            out.extend_from_slice(address.as_slice());
-            out.extend_from_slice(&slot.to_be_bytes::<32>());
-            out.extend_from_slice(&value.to_be_bytes::<32>());
-        }
-        out
-    }
 }
 
 /// Everything one EVM block consumes.

@@ -8,8 +8,9 @@
 //! stays valid until a key under its path changes. [`Trie::commit`] forgets the cached
 //! hashes on the paths of the changed keys, then walks down those paths only: each branch
 //! on them is rebuilt from its 16 children, an unchanged child given by its cached hash
-//! (one item), a changed one walked in turn. Cost per commit: about `16 * depth` ordered-map
-//! look-ups and one branch hash per level for each changed key (depth ~ log16(leaves)), plus
+//! (one item), a changed one walked in turn down to a subtree of at most [`DIRECT_LEAVES`]
+//! leaves, fed leaf by leaf. Cost per commit: 16 ordered-map look-ups and one branch hash
+//! per level for each changed key (about log16(leaves) levels), plus
 //! the leaves of an unchanged subtree that has no cached hash (a branch under an extension
 //! node; rare with keccak keys, small when it happens). A commit that changes more than an
 //! eighth of the leaves rebuilds the whole trie instead (cheaper then).

@@ -90,9 +90,10 @@ fn measure(n: u64) {
         "incremental = fresh at {n}"
     );
     println!(
-        "state {n} accounts + {} slots: {per_block} us per block ({TOUCHED} accounts, {TOUCHED} slots); full build {} ms",
+        "state {n} accounts + {} slots: {per_block} us per block ({TOUCHED} accounts, {TOUCHED} slots); full build {} ms; {} branch hashes cached",
         n / 10,
-        full.as_millis()
+        full.as_millis(),
+        commitment.cached_branches()
     );
 }
 
