@@ -9,7 +9,7 @@
 //! hashes on the paths of the changed keys, then walks down those paths only: each branch
 //! on them is rebuilt from its 16 children, an unchanged child given by its cached hash
 //! (one item), a changed one walked in turn down to a subtree of at most [`DIRECT_LEAVES`]
-//! leaves, fed leaf by leaf. Cost per commit: 16 ordered-map look-ups and one branch hash
+//! leaves, fed leaf by leaf. Cost per commit: 16 map look-ups and one branch hash
 //! per level for each changed key (about log16(leaves) levels), plus
 //! the leaves of an unchanged subtree that has no cached hash (a branch under an extension
 //! node; rare with keccak keys, small when it happens). A commit that changes more than an
@@ -21,7 +21,7 @@
 use alloy_primitives::{Bytes, B256};
 use alloy_trie::proof::ProofRetainer;
 use alloy_trie::{HashBuilder, Nibbles, EMPTY_ROOT_HASH};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A changed subtree with at most this many leaves is fed leaf by leaf (cheaper than 16
 /// look-ups of its children).
@@ -33,8 +33,9 @@ pub struct Trie {
     /// Hashed key to the leaf's value (RLP).
     leaves: BTreeMap<B256, Vec<u8>>,
     /// Hash of each branch node that is a direct child of a branch, by path, as of the last
-    /// commit.
-    branches: BTreeMap<Nibbles, B256>,
+    /// commit. Looked up, inserted and removed only, never iterated: its order (a hash
+    /// seed's) never shows.
+    branches: HashMap<Nibbles, B256>,
     /// The longest path in `branches` (at most this many prefixes of a key are cached).
     depth: usize,
     /// Keys changed since the last commit.
@@ -47,7 +48,7 @@ impl Default for Trie {
     fn default() -> Trie {
         Trie {
             leaves: BTreeMap::new(),
-            branches: BTreeMap::new(),
+            branches: HashMap::new(),
             depth: 0,
             dirty: BTreeSet::new(),
             root: EMPTY_ROOT_HASH,
