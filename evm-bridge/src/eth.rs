@@ -2,6 +2,7 @@
 //! port (`node`'s `chain_eth`): parameter parsing, geth's error texts, and blocks,
 //! transactions, receipts and logs as JSON, read from any [`History`] of EVM blocks.
 
+use crate::commitment::AccountProof;
 use crate::executor::{
     AccessList, AccessListItem, BlockHeader, CallOutcome, CallRequest, DroppedTx, LogRecord,
     Receipt, TxError, TxRecord,
@@ -15,9 +16,11 @@ use serde_json::{json, Value};
 pub const SUGGESTED_TIP_WEI: u64 = 1_000_000_000;
 /// Widest block range one `eth_getLogs` may scan.
 pub const MAX_LOG_RANGE: u64 = crate::filters::MAX_LOG_RANGE;
+/// Most storage keys one `eth_getProof` may ask for.
+pub const MAX_PROOF_KEYS: usize = 1024;
 
 /// The Ethereum methods every validator's port answers (docs/evm.md, "JSON-RPC").
-pub const ETH_METHODS: [&str; 49] = [
+pub const ETH_METHODS: [&str; 50] = [
     "eth_chainId",
     "net_version",
     "web3_clientVersion",
@@ -37,6 +40,7 @@ pub const ETH_METHODS: [&str; 49] = [
     "eth_getLogs",
     "eth_getCode",
     "eth_getStorageAt",
+    "eth_getProof",
     "eth_accounts",
     "eth_syncing",
     "eth_getBlockReceipts",
@@ -731,5 +735,90 @@ pub fn params_of(params: &jsonrpsee::types::Params<'_>) -> Result<Vec<Value>, Er
             )),
             Err(e) => Err(ErrorObjectOwned::owned(-32700, e.to_string(), None::<()>)),
         },
+    }
+}
+
+/// `eth_getProof`'s storage keys: an array of hex quantities or 32-byte words (at most
+/// [`MAX_PROOF_KEYS`]).
+pub fn parse_storage_keys(v: Option<&Value>) -> Result<Vec<B256>, RpcError> {
+    let Some(keys) = v else {
+        return Ok(Vec::new());
+    };
+    let keys = keys
+        .as_array()
+        .ok_or_else(|| RpcError::params("storage keys: expected an array"))?;
+    if keys.len() > MAX_PROOF_KEYS {
+        return Err(RpcError::params(format!(
+            "at most {MAX_PROOF_KEYS} storage keys per eth_getProof"
+        )));
+    }
+    keys.iter()
+        .map(|k| parse_quantity(k).map(B256::from))
+        .collect()
+}
+
+/// EIP-1186's answer: the account's fields, its proof and its slots' proofs.
+pub fn proof_json(proof: &AccountProof) -> Value {
+    let nodes = |nodes: &[Bytes]| nodes.iter().map(|n| data(n)).collect::<Vec<_>>();
+    let storage: Vec<Value> = proof
+        .storage_proof
+        .iter()
+        .map(|s| json!({"key": hash(s.key), "value": quantity(s.value), "proof": nodes(&s.proof)}))
+        .collect();
+    json!({
+        "address": addr(proof.address),
+        "accountProof": nodes(&proof.account_proof),
+        "balance": quantity(proof.balance),
+        "codeHash": hash(proof.code_hash),
+        "nonce": quantity(proof.nonce),
+        "storageHash": hash(proof.storage_hash),
+        "storageProof": storage,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::{EvmConfig, Executor, Genesis};
+    use alloy_primitives::keccak256;
+    use alloy_trie::proof::verify_proof;
+    use alloy_trie::{Nibbles, TrieAccount};
+
+    /// The JSON of `eth_getProof` for a funded genesis account, read back as a client would,
+    /// verifies against the genesis header's `stateRoot`; an absent slot's proof is empty
+    /// (the account has no storage) and a key past the limit is refused.
+    #[test]
+    fn a_proof_verifies_against_the_header_state_root() {
+        let funded = Address::repeat_byte(0x42);
+        let genesis = Genesis {
+            alloc: vec![(funded, U256::from(7u64))],
+            ..Default::default()
+        };
+        let (executor, out) = Executor::genesis(EvmConfig::default(), &genesis);
+        let keys = parse_storage_keys(Some(&json!(["0x0", format!("{:#x}", B256::ZERO)])));
+        let keys = keys.expect("keys");
+        let answer = proof_json(&executor.commitment().proof(funded, &keys));
+        let b = |v: &Value| parse_hash(Some(v)).expect("hash");
+        let q = |v: &Value| parse_quantity(v).expect("quantity");
+        let account = TrieAccount {
+            nonce: q(&answer["nonce"]).to(),
+            balance: q(&answer["balance"]),
+            storage_root: b(&answer["storageHash"]),
+            code_hash: b(&answer["codeHash"]),
+        };
+        assert_eq!(account.balance, U256::from(7u64));
+        let nodes: Vec<Bytes> = answer["accountProof"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|n| parse_bytes(n).expect("bytes"))
+            .collect();
+        let key = Nibbles::unpack(keccak256(funded));
+        let leaf = Some(alloy_rlp::encode(account));
+        verify_proof(out.header.state_root, key, leaf, &nodes).expect("verifies");
+        assert_eq!(answer["storageProof"][1]["proof"], json!([]));
+        assert_eq!(answer["storageProof"][1]["value"], json!("0x0"));
+        let many = Value::Array(vec![json!("0x1"); MAX_PROOF_KEYS + 1]);
+        assert!(parse_storage_keys(Some(&many)).is_err());
     }
 }

@@ -13,6 +13,7 @@
 use crate::access_list::AccessListInspector;
 use crate::actions::{action_topic, ActionKind, Callback, CoreAction, Credit};
 use crate::block::{self, SystemTx};
+use crate::commitment::StateCommitment;
 use crate::core_view::CoreView;
 use crate::history::{PastState, StateUndo};
 use crate::precompiles::NexusPrecompiles;
@@ -473,8 +474,8 @@ pub struct BlockHeader {
     pub gas_limit: u64,
     /// Base fee.
     pub base_fee: u64,
-    /// Commitment to EVM state: `keccak(parent state_root || this block's state diff)`
-    /// (not a Merkle-Patricia root: docs/evm.md, "Block headers").
+    /// Ethereum's state root after the block: the Merkle-Patricia trie of accounts and
+    /// their storage ([`crate::commitment`]; docs/evm.md, "Block headers").
     pub state_root: B256,
     /// The Core root after the Core block of the same height (`extraData`).
     pub core_root: B256,
@@ -584,32 +585,6 @@ impl StateDiff {
         let mut info = info.clone();
         info.code = None;
         self.accounts.insert(address, Some(info));
-    }
-
-    /// A canonical byte encoding, hashed into the block's state root.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (address, info) in &self.accounts {
-            out.extend_from_slice(address.as_slice());
-            match info {
-                None => out.push(0),
-                Some(info) => {
-                    out.push(1);
-                    out.extend_from_slice(&info.balance.to_be_bytes::<32>());
-                    out.extend_from_slice(&info.nonce.to_be_bytes());
-                    out.extend_from_slice(info.code_hash.as_slice());
-                }
-            }
-        }
-        for address in &self.wiped {
-            out.extend_from_slice(address.as_slice());
-        }
-        for ((address, slot), value) in &self.storage {
-            out.extend_from_slice(address.as_slice());
-            out.extend_from_slice(&slot.to_be_bytes::<32>());
-            out.extend_from_slice(&value.to_be_bytes::<32>());
-        }
-        out
     }
 }
 
@@ -726,6 +701,8 @@ pub struct Executor {
     config: EvmConfig,
     db: CacheDB<EmptyDB>,
     head: BlockHeader,
+    /// The state trie of `db` (the head's `state_root`).
+    commitment: StateCommitment,
 }
 
 /// Initial EVM state.
@@ -770,6 +747,7 @@ impl Executor {
             db.insert_account_info(address, info.clone());
             diff.credit(address, &info);
         }
+        let mut commitment = StateCommitment::new();
         let header = BlockHeader {
             number: 0,
             hash: B256::ZERO,
@@ -778,7 +756,7 @@ impl Executor {
             gas_used: 0,
             gas_limit: config.block_gas_limit,
             base_fee: config.base_fee_wei,
-            state_root: keccak256(diff.encode()),
+            state_root: commitment.apply(&diff),
             core_root: B256::ZERO,
             logs_bloom: Bloom::ZERO,
             tx_hashes: Vec::new(),
@@ -806,14 +784,31 @@ impl Executor {
                 config,
                 db,
                 head: header,
+                commitment,
             },
             output,
         )
     }
 
-    /// An executor over state loaded from storage, at `head`.
+    /// An executor over state loaded from storage, at `head` (builds the state trie: O(state)).
     pub fn from_parts(config: EvmConfig, db: CacheDB<EmptyDB>, head: BlockHeader) -> Executor {
-        Executor { config, db, head }
+        let commitment = StateCommitment::from_state(&db);
+        Executor {
+            config,
+            db,
+            head,
+            commitment,
+        }
+    }
+
+    /// The state root of the in-memory state (the head's `state_root` once a block ran).
+    pub fn state_root(&self) -> B256 {
+        self.commitment.root()
+    }
+
+    /// The state trie (proofs: `eth_getProof`).
+    pub fn commitment(&self) -> &StateCommitment {
+        &self.commitment
     }
 
     /// The in-memory state (read-only: persistence and from-scratch checks).
@@ -1139,11 +1134,7 @@ impl Executor {
         }
         drop(evm);
 
-        let state_root = {
-            let mut bytes = self.head.state_root.to_vec();
-            bytes.extend_from_slice(&diff.encode());
-            keccak256(&bytes)
-        };
+        let state_root = self.commitment.apply(&diff);
         let header = BlockHeader {
             number: input.height,
             hash: B256::ZERO,

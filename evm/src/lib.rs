@@ -12,8 +12,10 @@
 //!   envelope and block size, from what the executor records.
 //! - [`bridge`]: CoreWriter actions to engine commands, engine events to callbacks and
 //!   credits.
-//! - [`commitment`]: the EVM state root (a multiset hash over accounts and storage slots,
-//!   updated from each block's state diff).
+//! - [`trie`]: an incremental Merkle-Patricia trie over hashed keys (alloy-trie's hash
+//!   builder fed with what changed and the cached hashes of unchanged branches), with proofs.
+//! - [`commitment`]: the EVM state root, Ethereum's (the account trie with each account's
+//!   storage trie, updated from each block's state diff), and EIP-1186 proofs.
 //! - [`history`]: the state after recent past blocks (each block's undo over the head's
 //!   state), for reads and calls at a past block.
 //! - [`trace`]: geth's struct-log and call tracers over a call or a transaction
@@ -30,3 +32,4 @@ pub mod history;
 pub mod precompiles;
 pub mod system;
 pub mod trace;
+pub mod trie;

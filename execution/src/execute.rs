@@ -243,7 +243,6 @@ impl Execution {
             output.deferred.is_empty(),
             "validation keeps a block's EVM gas within the user share"
         );
-        self.evm_state.apply(&output.diff);
         self.bridge.queue_actions(output.actions.clone());
         self.bridge.requeue_callbacks(output.undelivered.clone());
         output

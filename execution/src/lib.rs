@@ -322,7 +322,6 @@ pub struct Execution {
     feeders: Vec<[u8; 32]>,
     executor: Executor,
     bridge: Bridge,
-    evm_state: evm::commitment::StateCommitment,
     /// Lane-wise sum of the digests of the bridge's registry entries (they never change).
     registry_sum: [u64; 4],
     /// Time of the last executed block (ms; the genesis time at first).
@@ -372,9 +371,7 @@ impl Execution {
             escrow_wei: U256::from(supply as u64) * wei_per_unit,
             timestamp: evm_genesis.timestamp,
         };
-        let (executor, output) = Executor::genesis(evm_genesis.config, &genesis);
-        let mut evm_state = evm::commitment::StateCommitment::new();
-        evm_state.apply(&output.diff);
+        let (executor, _) = Executor::genesis(evm_genesis.config, &genesis);
         Execution {
             chain_id: config.chain_id,
             engine,
@@ -385,7 +382,6 @@ impl Execution {
             feeders: config.feeders,
             executor,
             bridge: Bridge::new(evm_genesis.native_asset, wei_per_unit),
-            evm_state,
             registry_sum: [0; 4],
             block_time_ms: evm_genesis.timestamp.saturating_mul(1000),
             funding_interval_s: config.funding_interval_s,

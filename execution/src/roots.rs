@@ -10,9 +10,11 @@
 //!   each other co-processor's commitment in id order)`, a commitment being
 //!   `BLAKE3("nexus-coprocessor-v1" || id u32 || version u32 || code hash || active u8 ||
 //!   its own state root)` (`coprocessor::Coprocessor::root`).
-//! - `evm_root`: `evm::commitment::StateCommitment`, a multiset hash over EVM accounts and
-//!   non-zero storage slots, updated from each EVM block's state diff (cost: the diff).
-//!   A function of the EVM state alone: a block that changes no EVM state keeps it.
+//! - `evm_root`: Ethereum's state root of the EVM state (the Merkle-Patricia trie of
+//!   accounts and their storage, `evm::commitment`), the EVM head's `stateRoot`; updated from
+//!   each EVM block's state diff (cost: about `16 * depth` look-ups and a branch hash per
+//!   level for each changed account and slot). A function of the EVM state alone: a block
+//!   that changes no EVM state keeps it.
 //! - `queue_root = BLAKE3("nexus-queue-v1" || registry sum || pending actions ||
 //!   pending callbacks || pending credits || dropped callbacks)`: the registry (Core
 //!   account -> owning EVM address; entries are only ever added) as an incremental multiset
@@ -154,13 +156,13 @@ impl Execution {
 
     /// The EVM state root (see the module doc).
     pub fn evm_root(&self) -> [u8; 32] {
-        self.evm_state.root()
+        self.executor.state_root().0
     }
 
     /// The EVM state root recomputed from the whole EVM state (O(state): tests and
     /// checks); always equals [`Execution::evm_root`].
     pub fn evm_root_from_scratch(&self) -> [u8; 32] {
-        evm::commitment::StateCommitment::from_state(self.executor.db()).root()
+        evm::commitment::root_from_scratch(self.executor.db()).0
     }
 
     /// The cross-domain queue's root (see the module doc).

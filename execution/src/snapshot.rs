@@ -23,7 +23,6 @@ use std::collections::BTreeMap;
 use alloy_primitives::{Address, U256};
 use engine::{ArrayLadder, Engine};
 use evm::bridge::Bridge;
-use evm::commitment::StateCommitment;
 use evm::executor::{BlockHeader, EvmConfig, Executor};
 use revm::bytecode::Bytecode;
 use revm::database::{AccountState, CacheDB, EmptyDB};
@@ -242,7 +241,6 @@ impl Execution {
             execution.refresh_nonce_digest(account);
         }
         execution.block_time_ms = block_time_ms;
-        execution.evm_state = StateCommitment::from_state(executor.db());
         execution.executor = executor;
         execution.registry_sum = [0; 4];
         let claims: Vec<_> = bridge.registry.iter().map(|(a, o)| (*a, *o)).collect();

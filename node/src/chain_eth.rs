@@ -37,7 +37,7 @@ use transactions::EvmItem;
 
 /// Every method the validator serves over HTTP and WebSocket (and, over WebSocket only,
 /// `eth_subscribe` / `eth_unsubscribe`).
-pub const METHODS: [&str; 49] = evm_bridge::eth::ETH_METHODS;
+pub const METHODS: [&str; 50] = evm_bridge::eth::ETH_METHODS;
 
 /// Notifications one subscription may have waiting between the host and its connection
 /// (after jsonrpsee's own buffer of [`MESSAGE_BUFFER`] messages per connection is full): a
@@ -712,6 +712,13 @@ impl<'a> EthPort<'a> {
                     |past, _| past.storage(a, slot),
                 )?;
                 Ok(data(&value.to_be_bytes::<32>()))
+            }
+            "eth_getProof" => {
+                let a = parse_address(arg(params, 0))?;
+                let keys = eth::parse_storage_keys(arg(params, 1))?;
+                state_at(history, arg(params, 2))?;
+                let evm = self.execution.evm();
+                Ok(eth::proof_json(&evm.commitment().proof(a, &keys)))
             }
             "eth_getBlockByNumber" => {
                 let n = block_number(history, arg(params, 0))?;

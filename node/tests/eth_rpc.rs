@@ -6,7 +6,7 @@
 //! answer as geth does; item 2: filters over HTTP and subscriptions over WebSocket; item 4:
 //! state reads and calls at a past block, and the window's error; item 3's development
 //! signing (signatures recovered independently, EIP-712's published digest) and tracing
-//! (struct logs, nested call frames). Bounded: every wait has a deadline, the process is
+//! (struct logs, nested call frames); `eth_getProof` verified against `stateRoot`. Bounded: every wait has a deadline, the process is
 //! killed on drop.
 
 use std::net::SocketAddr;
@@ -750,6 +750,71 @@ fn reads_and_calls_at_a_past_block_see_that_blocks_state() {
     assert!(message.contains("is not available"), "{message}");
     let gone = rpc(addr, "debug_traceCall", json!([{"to": store}, at]));
     assert_eq!(gone["error"]["data"]["window"], 8, "{gone}");
+}
+
+/// `eth_getProof` (EIP-1186) of the store contract and its slot 0 at the head verifies
+/// (alloy-trie's `verify_proof`) against that block's `stateRoot` from
+/// `eth_getBlockByNumber`, with the balance, nonce, code hash and slot value the other
+/// methods answer; an absent account proves its absence; a past block is refused.
+#[test]
+fn proofs_verify_against_the_headers_state_root() {
+    use alloy_trie::proof::verify_proof;
+    use alloy_trie::{Nibbles, TrieAccount};
+    let (_node, addr) = start();
+    let mut owner = Wallet::new(&dev_secret());
+    let hash = owner.send(addr, None, U256::ZERO, store_deploy());
+    let deployed = receipt(addr, &hash);
+    let store: Address = deployed["contractAddress"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stored = owner.send(addr, Some(store), U256::ZERO, word(0x11).to_vec());
+    receipt(addr, &stored);
+    let absent = Address::with_last_byte(0x99);
+    let b = |v: &Value| v.as_str().unwrap().parse::<B256>().unwrap();
+    let nodes = |v: &Value| -> Vec<Bytes> {
+        let nodes = v.as_array().unwrap().iter();
+        nodes
+            .map(|n| n.as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    // Blocks keep coming: ask at an explicit head until the head did not move in between.
+    let (root, proof, gone) = wait("a proof at a stable head", || {
+        let n = format!("{:#x}", head(addr));
+        let proof = rpc(addr, "eth_getProof", json!([store, ["0x0"], n]));
+        let gone = rpc(addr, "eth_getProof", json!([absent, [], n]));
+        let block = result(addr, "eth_getBlockByNumber", json!([n, false]));
+        let ok = proof["result"].is_object() && gone["result"].is_object();
+        ok.then(|| {
+            (
+                b(&block["stateRoot"]),
+                proof["result"].clone(),
+                gone["result"].clone(),
+            )
+        })
+    });
+    let account = TrieAccount {
+        nonce: q(&proof["nonce"]),
+        balance: U256::from(q(&proof["balance"])),
+        storage_root: b(&proof["storageHash"]),
+        code_hash: b(&proof["codeHash"]),
+    };
+    assert_eq!(account.code_hash, keccak256(STORE_RUNTIME));
+    assert_eq!(account.nonce, 1, "a contract starts at nonce 1");
+    let key = Nibbles::unpack(keccak256(store));
+    let leaf = Some(alloy_rlp::encode(account));
+    verify_proof(root, key, leaf, &nodes(&proof["accountProof"])).expect("account proof");
+    let slot = &proof["storageProof"][0];
+    assert_eq!(q(&slot["value"]), 0x11);
+    let key = Nibbles::unpack(keccak256(B256::ZERO));
+    let value = Some(alloy_rlp::encode(U256::from(0x11)));
+    verify_proof(account.storage_root, key, value, &nodes(&slot["proof"])).expect("slot proof");
+    let key = Nibbles::unpack(keccak256(absent));
+    verify_proof(root, key, None, &nodes(&gone["accountProof"])).expect("absence proof");
+    assert_eq!(gone["storageHash"], EMPTY_TRIE);
+    let past = rpc(addr, "eth_getProof", json!([store, [], "0x1"]));
+    assert_eq!(past["error"]["code"], -32000, "{past}");
 }
 
 /// EIP-712's Mail example (the EIP's `Example.js`).

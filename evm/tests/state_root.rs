@@ -1,0 +1,160 @@
+//! The header's `stateRoot` on the executor (`evm::commitment`): at genesis and after blocks
+//! that deploy a contract, write its storage and credit accounts, it equals alloy-trie's
+//! from-scratch state root of the executor's whole state, and the proofs of an account and
+//! a slot verify against the header's root with the values the state holds.
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{keccak256, Address, Signature, TxKind, B256, U256};
+use alloy_trie::proof::verify_proof;
+use alloy_trie::root::{state_root_unhashed, storage_root_unhashed};
+use alloy_trie::{Nibbles, TrieAccount};
+use engine::{Engine, EngineConfig};
+use evm::actions::Credit;
+use evm::core_view::CoreSnapshot;
+use evm::executor::{BlockInput, EvmConfig, Executor, Genesis, SignedTx};
+use k256::ecdsa::SigningKey;
+use revm::database::AccountState;
+
+/// Runtime storing its calldata word in slot 0 (`PUSH1 0 CALLDATALOAD PUSH1 0 SSTORE STOP`).
+const STORE_RUNTIME: [u8; 6] = [0x60, 0x00, 0x35, 0x60, 0x00, 0x55];
+
+/// Initcode returning `runtime` (`CODECOPY(0, 12, len) RETURN(0, len)`, then the code).
+fn deploy(runtime: &[u8]) -> Vec<u8> {
+    let len = runtime.len() as u8;
+    let mut init = vec![
+        0x60, len, 0x60, 0x0c, 0x60, 0x00, 0x39, 0x60, len, 0x60, 0x00, 0xf3,
+    ];
+    init.extend_from_slice(runtime);
+    init
+}
+
+fn address_of(key: &SigningKey) -> Address {
+    let point = key.verifying_key().to_encoded_point(false);
+    Address::from_slice(&keccak256(&point.as_bytes()[1..])[12..])
+}
+
+fn signed(key: &SigningKey, nonce: u64, to: Option<Address>, input: Vec<u8>) -> SignedTx {
+    let chain_id = EvmConfig::default().chain_id;
+    let tx = TxEip1559 {
+        chain_id,
+        nonce,
+        gas_limit: 300_000,
+        max_fee_per_gas: 2_000_000_000,
+        max_priority_fee_per_gas: 1,
+        to: to.map_or(TxKind::Create, TxKind::Call),
+        value: U256::ZERO,
+        access_list: Default::default(),
+        input: input.into(),
+    };
+    let (sig, recid) = key
+        .sign_prehash_recoverable(tx.signature_hash().as_slice())
+        .expect("signs");
+    let envelope = TxEnvelope::from(tx.into_signed(Signature::from((sig, recid))));
+    SignedTx::decode(&envelope.encoded_2718(), chain_id).expect("decodes")
+}
+
+/// alloy-trie's state root of the executor's whole state, from scratch.
+fn independent_root(executor: &Executor) -> B256 {
+    let accounts = executor.db().cache.accounts.iter().filter(|(_, a)| {
+        !matches!(a.account_state, AccountState::NotExisting) && !a.info.is_empty()
+    });
+    state_root_unhashed(accounts.map(|(address, a)| {
+        let slots = a.storage.iter().filter(|(_, v)| !v.is_zero());
+        let slots = slots.map(|(k, v)| (B256::from(k.to_be_bytes::<32>()), *v));
+        let account = TrieAccount {
+            nonce: a.info.nonce,
+            balance: a.info.balance,
+            storage_root: storage_root_unhashed(slots),
+            code_hash: a.info.code_hash,
+        };
+        (*address, account)
+    }))
+}
+
+/// The proof of `address` and its slot 0 verifies against `root` with the state's values.
+fn check_proof(executor: &mut Executor, root: B256, address: Address) {
+    let proof = executor.commitment().proof(address, &[B256::ZERO]);
+    let info = executor.account(address);
+    assert_eq!((proof.nonce, proof.balance), (info.nonce, info.balance));
+    let leaf = (!info.is_empty()).then(|| {
+        alloy_rlp::encode(TrieAccount {
+            nonce: info.nonce,
+            balance: info.balance,
+            storage_root: proof.storage_hash,
+            code_hash: info.code_hash,
+        })
+    });
+    let key = Nibbles::unpack(keccak256(address));
+    verify_proof(root, key, leaf, &proof.account_proof).expect("account proof");
+    let slot = &proof.storage_proof[0];
+    assert_eq!(slot.value, executor.storage(address, U256::ZERO));
+    let value = (!slot.value.is_zero()).then(|| alloy_rlp::encode(slot.value));
+    let key = Nibbles::unpack(keccak256(B256::ZERO));
+    verify_proof(proof.storage_hash, key, value, &slot.proof).expect("slot proof");
+}
+
+#[test]
+fn state_root_is_alloys_from_scratch_root_and_proofs_verify() {
+    let engine: Engine = Engine::new(EngineConfig::default());
+    let owner = SigningKey::from_slice(&[7; 32]).expect("a key");
+    let ether = U256::from(10u64).pow(U256::from(18u64));
+    let genesis = Genesis {
+        alloc: vec![(address_of(&owner), ether)],
+        escrow_wei: ether,
+        timestamp: 1,
+    };
+    let (mut executor, out) = Executor::genesis(EvmConfig::default(), &genesis);
+    assert_eq!(out.header.state_root, independent_root(&executor));
+    let store = address_of(&owner).create(0);
+    let blocks = [
+        (
+            vec![signed(&owner, 0, None, deploy(&STORE_RUNTIME))],
+            vec![],
+        ),
+        (
+            vec![signed(
+                &owner,
+                1,
+                Some(store),
+                B256::with_last_byte(0x11).to_vec(),
+            )],
+            vec![],
+        ),
+        (
+            vec![signed(&owner, 2, Some(store), B256::ZERO.to_vec())],
+            vec![Credit {
+                to: Address::repeat_byte(9),
+                wei: ether / U256::from(4u64),
+                action_id: 1,
+            }],
+        ),
+    ];
+    for (i, (txs, credits)) in blocks.into_iter().enumerate() {
+        let height = i as u64 + 1;
+        let input = BlockInput {
+            height,
+            timestamp: 1 + height,
+            credits,
+            txs,
+            ..Default::default()
+        };
+        let out = executor.execute_block(&CoreSnapshot::new(&engine, height), input);
+        assert!(out.receipts.iter().all(|r| r.status), "{:?}", out.receipts);
+        let root = out.header.state_root;
+        assert_eq!(root, independent_root(&executor), "block {height}");
+        assert_eq!(root, evm::commitment::root_from_scratch(executor.db()));
+        for address in [
+            address_of(&owner),
+            store,
+            Address::repeat_byte(9),
+            Address::ZERO,
+        ] {
+            check_proof(&mut executor, root, address);
+        }
+    }
+    assert!(
+        executor.storage(store, U256::ZERO).is_zero(),
+        "cleared in block 3"
+    );
+}
