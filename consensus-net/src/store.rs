@@ -1,6 +1,7 @@
 //! The committed-block file: every decided block with its commit certificate, append-only.
 //!
-//! Layout: one record per height, from height 1, in order:
+//! Layout: one record per height, in order, from height 1 (or from the height after the
+//! snapshot a validator started from: [`BlockStore::start_after`]):
 //!
 //! ```text
 //! len       u32 LE
@@ -78,7 +79,7 @@ fn intact_record(bytes: &[u8], at: usize) -> Option<&[u8]> {
 
 impl BlockStore {
     /// Opens (or creates) the file at `path` and returns it with every stored certificate,
-    /// heights 1, 2, ... in order. Also returns the number of bytes cut off a torn tail.
+    /// heights in order (1, 2, ... unless it starts after a snapshot). Also returns the number of bytes cut off a torn tail.
     pub fn open(path: &Path) -> Result<(BlockStore, Vec<CommitCertificate>, u64), BlockStoreError> {
         let io = |source| BlockStoreError::Io {
             path: path.to_path_buf(),
@@ -92,7 +93,7 @@ impl BlockStore {
             .map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
-        let mut certificates = Vec::new();
+        let mut certificates: Vec<CommitCertificate> = Vec::new();
         let mut at = 0usize;
         let corrupt = |offset: usize, what: String| BlockStoreError::Corrupt {
             path: path.to_path_buf(),
@@ -121,7 +122,10 @@ impl BlockStore {
                 Ok(_) => return Err(corrupt(at, "not a commit certificate".into())),
                 Err(e) => return Err(corrupt(at, e.to_string())),
             };
-            let expected = certificates.len() as u64 + 1;
+            let expected = match certificates.first() {
+                Some(first) => first.block.height + certificates.len() as u64,
+                None => certificate.block.height.max(1),
+            };
             if certificate.block.height != expected {
                 return Err(corrupt(
                     at,
@@ -140,7 +144,7 @@ impl BlockStore {
             file.sync_all().map_err(io)?;
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;
-        let height = certificates.len() as u64;
+        let height = certificates.last().map_or(0, |c| c.block.height);
         Ok((
             BlockStore {
                 path: path.to_path_buf(),
@@ -155,6 +159,13 @@ impl BlockStore {
     /// Height of the last stored block (0 if none).
     pub fn height(&self) -> u64 {
         self.height
+    }
+
+    /// An empty file continues after `height` (a validator that started from a snapshot of
+    /// that height): the next block appended is `height + 1`. Panics if blocks are stored.
+    pub fn start_after(&mut self, height: u64) {
+        assert_eq!(self.height, 0, "only an empty block file starts after a snapshot");
+        self.height = height;
     }
 
     /// Appends the certificate of the next height and makes it durable. Panics if it is not

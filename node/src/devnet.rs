@@ -209,6 +209,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         max_block_txs: args.max_block_txs,
         max_block_bytes: 16 << 20,
         snapshot_every: args.snapshot_every,
+        state_sync: true,
         connection_rate: args.connection_rate,
         eth_history_blocks: args.eth_history_blocks,
         eth_state_blocks: args.eth_state_blocks,

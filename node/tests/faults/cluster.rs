@@ -68,6 +68,10 @@ pub struct Cluster {
     pub evidence: u64,
     /// `ready` lines, by validator.
     pub ready: Vec<(usize, Value)>,
+    /// Heights of each validator's `final` lines, in the order logged.
+    pub finals: Vec<Vec<u64>>,
+    /// Other event lines (state sync, snapshots), by validator.
+    pub events: Vec<(usize, Value)>,
 }
 
 impl Drop for Cluster {
@@ -117,6 +121,8 @@ impl Cluster {
             phase: Phase::Before,
             evidence: 0,
             ready: Vec::new(),
+            finals: vec![Vec::new(); VALIDATORS],
+            events: Vec::new(),
         };
         for i in 0..VALIDATORS {
             cluster.launch(i);
@@ -215,7 +221,7 @@ impl Cluster {
             Some("final") => self.on_final(i, &v),
             Some("evidence") => self.evidence += 1,
             Some("ready") => self.ready.push((i, v)),
-            _ => {}
+            _ => self.events.push((i, v)),
         }
     }
 
@@ -231,6 +237,7 @@ impl Cluster {
             "validator {i} has another execution root at height {h} than {by:?}"
         );
         by.push(i);
+        self.finals[i].push(h);
         self.heights[i] = self.heights[i].max(h);
         let round = v["round"].as_u64().expect("round");
         if self.first_final.contains_key(&h) {

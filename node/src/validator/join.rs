@@ -1,0 +1,396 @@
+//! Joining from a peer's snapshot (state sync, [`crate::state_sync`]), serving snapshots to
+//! peers, and starting from a block file that begins after a snapshot.
+//!
+//! A validator with no blocks asks its peers for their newest snapshot's manifest; if one
+//! offers a snapshot, it fetches the chunks (each checked against the manifest, a bad one
+//! fetched again from another peer that offered the same snapshot), asks for the commit
+//! certificate of the next block (a sync request), and accepts the snapshot only if that
+//! certificate is signed by a quorum of the genesis set and names the snapshot's block and
+//! root, the state restores to that root, and the consensus-layer state it commits to is
+//! the genesis one advanced to its height (no staking or governance action since genesis;
+//! else it starts from genesis). It writes the snapshot, starts its block file after it,
+//! and catches up through the host's sync. Each stage is logged with bytes and ms.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use consensus::host::{app_frame, sync_frame, FRAME_APP, FRAME_MESSAGE};
+use consensus::messages::Message;
+
+use crate::state_sync::{self, Assembly, Manifest, SyncMessage};
+
+use super::*;
+
+/// How long a validator with no blocks waits for its peers' manifests.
+const MANIFEST_WAIT: Duration = Duration::from_secs(3);
+/// How long fetching and checking a snapshot may take before starting from genesis.
+const FETCH_LIMIT: Duration = Duration::from_secs(120);
+/// Requests are sent again after this long without the answer.
+const RESEND: Duration = Duration::from_millis(500);
+/// Chunks asked for at once.
+const WINDOW: usize = 16;
+
+/// A joined validator's catch-up, logged once it reaches the peers' height.
+pub(super) struct CatchUp {
+    since: Instant,
+    from: Height,
+    target: Height,
+    bytes: u64,
+}
+
+/// What the joining validator learned so far.
+struct Joining {
+    /// Peers that answered "no snapshot".
+    without: BTreeSet<ValidatorId>,
+    /// The snapshot being fetched and the peers that offered it.
+    assembly: Option<(Assembly, Vec<ValidatorId>)>,
+    /// The certificate of the block after the snapshot (checked when installing).
+    next: Option<CommitCertificate>,
+    /// Certificates of later blocks, handed to the host once started.
+    later: BTreeMap<Height, Received>,
+    /// Highest height of a peer's consensus message.
+    seen: Height,
+    manifest_bytes: u64,
+    chunk_bytes: u64,
+    cert_bytes: u64,
+}
+
+impl Shell {
+    /// A peer's state-sync request answered (on the bulk lane); `false` if `frame` is not a
+    /// state-sync message.
+    pub(super) fn serve_state_sync(&mut self, from: ValidatorId, frame: &[u8]) -> bool {
+        let Some(message) = frame
+            .strip_prefix(&[FRAME_APP])
+            .and_then(SyncMessage::decode)
+        else {
+            return false;
+        };
+        let stored = self.blocks.height();
+        if let Some(answer) = self.server.answer(from, &message, stored, now_ns()) {
+            self.net.send(&from, app_frame(&answer.encode()), Lane::Bulk);
+        }
+        true
+    }
+
+    /// Counts a received frame towards the catch-up and logs its end once the chain
+    /// reached the target.
+    pub(super) fn note_catch_up(&mut self, frame_bytes: usize) -> Result<(), HostError> {
+        let height = self.host.chain().height();
+        let Some(c) = self.catch_up.as_mut() else {
+            return Ok(());
+        };
+        c.bytes += frame_bytes as u64;
+        if height < c.target {
+            return Ok(());
+        }
+        let c = self.catch_up.take().expect("some");
+        self.host.app().event(json!({
+            "event": "state_sync_caught_up", "index": self.host.app().index,
+            "from": c.from, "height": height, "blocks": height - c.from,
+            "bytes": c.bytes, "ms": c.since.elapsed().as_millis() as u64,
+        }))
+    }
+
+    /// Joins from a peer's snapshot if the block file is empty and a peer offers one:
+    /// returns the snapshot's height (`None`: start from genesis).
+    pub(super) async fn join(
+        &mut self,
+        rx: &mut Inbox,
+        genesis: &ChainState,
+        chain_id: &[u8; 32],
+        peers: usize,
+    ) -> Result<Option<Height>, HostError> {
+        let started = Instant::now();
+        let mut joining = Joining {
+            without: BTreeSet::new(),
+            assembly: None,
+            next: None,
+            later: BTreeMap::new(),
+            seen: 0,
+            manifest_bytes: 0,
+            chunk_bytes: 0,
+            cert_bytes: 0,
+        };
+        let Some(manifest) = self.ask_manifests(rx, &mut joining, peers).await else {
+            return Ok(None);
+        };
+        let manifest_ms = started.elapsed().as_millis() as u64;
+        let fetch = Instant::now();
+        let snapshot = match self.fetch(rx, &mut joining).await {
+            Ok(snapshot) => snapshot,
+            Err(why) => return self.join_failed(manifest.height, &why).map(|()| None),
+        };
+        let chunks_ms = fetch.elapsed().as_millis() as u64;
+        let verify = Instant::now();
+        let next = joining.next.take().expect("fetched with its certificate");
+        if let Err(why) = self.install(&snapshot, &next, genesis, chain_id) {
+            return self.join_failed(manifest.height, &why).map(|()| None);
+        }
+        self.host.app().event(json!({
+            "event": "state_sync", "index": self.host.app().index, "height": snapshot.height,
+            "peers_height": joining.seen, "chunks": manifest.hashes.len(),
+            "manifest_bytes": joining.manifest_bytes, "manifest_ms": manifest_ms,
+            "chunk_bytes": joining.chunk_bytes, "certificate_bytes": joining.cert_bytes,
+            "chunks_ms": chunks_ms, "verify_load_ms": verify.elapsed().as_millis() as u64,
+            "snapshot_bytes": manifest.total,
+        }))?;
+        self.catch_up = Some(CatchUp {
+            since: Instant::now(),
+            from: snapshot.height,
+            target: joining.seen.max(snapshot.height + 1),
+            bytes: 0,
+        });
+        self.pending_frames = joining.later.into_values().collect();
+        Ok(Some(snapshot.height))
+    }
+
+    fn join_failed(&self, height: Height, why: &str) -> Result<(), HostError> {
+        self.host.app().event(json!({
+            "event": "state_sync_refused", "index": self.host.app().index, "height": height,
+            "why": why,
+        }))
+    }
+
+    /// Asks every peer for its manifest until one offers a snapshot (returned, with the
+    /// peers offering the same one), every peer has none, or [`MANIFEST_WAIT`] passed.
+    async fn ask_manifests(
+        &mut self,
+        rx: &mut Inbox,
+        joining: &mut Joining,
+        peers: usize,
+    ) -> Option<Manifest> {
+        let end = Instant::now() + MANIFEST_WAIT;
+        let request = app_frame(&SyncMessage::ManifestRequest.encode());
+        while Instant::now() < end && joining.without.len() < peers {
+            self.net.broadcast(request.clone(), Lane::Bulk);
+            let until = (Instant::now() + RESEND).min(end);
+            while let Some(r) = recv_until(rx, until).await {
+                let manifest = self.on_joining_frame(r, joining);
+                if let Some(manifest) = manifest {
+                    // Give the others a moment to offer the same one (a bad chunk is then
+                    // fetched from them).
+                    self.collect_offers(rx, joining).await;
+                    return Some(manifest);
+                }
+            }
+        }
+        None
+    }
+
+    /// Takes further offers of the same snapshot for a short while.
+    async fn collect_offers(&mut self, rx: &mut Inbox, joining: &mut Joining) {
+        let until = Instant::now() + Duration::from_millis(200);
+        while let Some(r) = recv_until(rx, until).await {
+            self.on_joining_frame(r, joining);
+        }
+    }
+
+    /// One frame while joining: requests answered, manifests and chunks taken,
+    /// certificates kept. Returns a manifest offering a snapshot, if this frame is one.
+    fn on_joining_frame(&mut self, r: Received, joining: &mut Joining) -> Option<Manifest> {
+        match r.frame.first() {
+            Some(&FRAME_MESSAGE) => {
+                self.on_joining_message(r, joining);
+                None
+            }
+            Some(&FRAME_APP) => {
+                let message = SyncMessage::decode(&r.frame[1..])?;
+                self.on_sync_message(r.from, message, r.frame.len(), joining)
+            }
+            _ => None,
+        }
+    }
+
+    /// A state-sync message while joining.
+    fn on_sync_message(
+        &mut self,
+        from: ValidatorId,
+        message: SyncMessage,
+        bytes: usize,
+        joining: &mut Joining,
+    ) -> Option<Manifest> {
+        match message {
+            SyncMessage::Manifest(m) if m.height == 0 => {
+                joining.without.insert(from);
+                None
+            }
+            SyncMessage::Manifest(m) => {
+                joining.manifest_bytes += bytes as u64;
+                match joining.assembly.as_mut() {
+                    Some((a, holders)) if a.manifest == m && !holders.contains(&from) => {
+                        holders.push(from);
+                        None
+                    }
+                    Some(_) => None,
+                    None => {
+                        joining.assembly = Some((Assembly::new(m.clone()), vec![from]));
+                        Some(m)
+                    }
+                }
+            }
+            SyncMessage::Chunk {
+                height,
+                index,
+                bytes: chunk,
+            } => {
+                joining.chunk_bytes += bytes as u64;
+                let (assembly, holders) = joining.assembly.as_mut()?;
+                if let Err(why) = assembly.accept(height, index, chunk) {
+                    // A peer serving bad chunks is asked for nothing more.
+                    holders.retain(|h| *h != from);
+                    eprintln!("nexus validator: state sync: {why} (from a peer, dropped)");
+                }
+                None
+            }
+            request => {
+                if let Some(answer) = self.server.answer(from, &request, 0, now_ns()) {
+                    self.net.send(&from, app_frame(&answer.encode()), Lane::Bulk);
+                }
+                None
+            }
+        }
+    }
+
+    /// A consensus message while joining: its height noted; certificates after the
+    /// snapshot's height kept.
+    fn on_joining_message(&mut self, r: Received, joining: &mut Joining) {
+        let Ok(message) = Message::decode(&r.frame[1..]) else {
+            return;
+        };
+        joining.seen = joining.seen.max(message.height());
+        let Message::Commit(c) = message else {
+            return;
+        };
+        let Some(snapshot_height) = joining.assembly.as_ref().map(|(a, _)| a.manifest.height)
+        else {
+            return;
+        };
+        if c.block.height == snapshot_height + 1 && joining.next.is_none() {
+            joining.cert_bytes += r.frame.len() as u64;
+            joining.next = Some(c);
+        } else if c.block.height > snapshot_height + 1 {
+            joining.later.entry(c.block.height).or_insert(r);
+        }
+    }
+
+    /// Fetches every chunk and the next block's certificate; the assembled snapshot (its
+    /// chunks checked, not yet its root).
+    async fn fetch(
+        &mut self,
+        rx: &mut Inbox,
+        joining: &mut Joining,
+    ) -> Result<Snapshot, String> {
+        let end = Instant::now() + FETCH_LIMIT;
+        let mut turn = 0usize;
+        loop {
+            let (assembly, holders) = joining.assembly.as_ref().expect("a manifest");
+            if holders.is_empty() {
+                return Err("no peer left that serves good chunks".into());
+            }
+            if joining.next.is_some() {
+                if let Some(done) = assembly.finish() {
+                    return done.map_err(|e| e.to_string());
+                }
+            }
+            if Instant::now() >= end {
+                return Err("timed out".into());
+            }
+            let height = assembly.manifest.height;
+            let asked: Vec<u32> = assembly.missing().into_iter().take(WINDOW).collect();
+            for &index in &asked {
+                let to = holders[turn % holders.len()];
+                turn += 1;
+                let ask = SyncMessage::ChunkRequest { height, index };
+                self.net.send(&to, app_frame(&ask.encode()), Lane::Bulk);
+            }
+            if joining.next.is_none() {
+                for to in holders.clone() {
+                    self.net.send(&to, sync_frame(height + 1), Lane::Consensus);
+                }
+            }
+            let until = Instant::now() + RESEND;
+            while let Some(r) = recv_until(rx, until).await {
+                self.on_joining_frame(r, joining);
+                let (a, _) = joining.assembly.as_ref().expect("a manifest");
+                let missing = a.missing();
+                if joining.next.is_some() && asked.iter().all(|i| !missing.contains(i)) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Checks `snapshot` against `next` (the certificate of the block after it) and the
+    /// genesis set, restores it, and starts the host and the block file after it.
+    fn install(
+        &mut self,
+        snapshot: &Snapshot,
+        next: &CommitCertificate,
+        genesis: &ChainState,
+        chain_id: &[u8; 32],
+    ) -> Result<(), String> {
+        let chain = state_sync::quiet_chain_at(genesis.clone(), snapshot.height, &Ed25519);
+        state_sync::verify(snapshot, next, chain.validators(), chain_id, &Ed25519)
+            .map_err(|e| e.to_string())?;
+        let app = self.host.app_mut();
+        app.restore_snapshot(snapshot, &chain)?;
+        chain_snapshot::write(&app.snapshots, snapshot).map_err(|e| e.to_string())?;
+        self.blocks.start_after(snapshot.height);
+        let last = (Hash(snapshot.block_id), snapshot.block_timestamp_ns);
+        self.host
+            .start_from_snapshot(chain, Hash(snapshot.exec_root), last);
+        Ok(())
+    }
+
+    /// Starts from the block file's first block's snapshot when the file begins after
+    /// one (a validator that joined from a snapshot): the newest local snapshot at or
+    /// after that point that the file confirms. Returns its height.
+    pub(super) fn recover_after_snapshot(
+        &mut self,
+        stored: Vec<CommitCertificate>,
+        genesis: &ChainState,
+    ) -> Result<Height, HostError> {
+        let base = stored.first().map_or(0, |c| c.block.height - 1);
+        let last = stored.last().map_or(0, |c| c.block.height);
+        let app = self.host.app_mut();
+        let (snapshot, _) = chain_snapshot::newest(&app.snapshots, last);
+        let snapshot = snapshot
+            .filter(|s| s.height >= base)
+            .filter(|s| confirmed(s, &stored, base))
+            .ok_or_else(|| {
+                HostError::Config(format!(
+                    "the block file starts at block {} and no snapshot it confirms covers the blocks before",
+                    base + 1
+                ))
+            })?;
+        let chain = state_sync::quiet_chain_at(genesis.clone(), snapshot.height, &Ed25519);
+        app.restore_snapshot(&snapshot, &chain)
+            .map_err(HostError::Config)?;
+        let last_block = (Hash(snapshot.block_id), snapshot.block_timestamp_ns);
+        self.host
+            .start_from_snapshot(chain, Hash(snapshot.exec_root), last_block);
+        for cert in stored.into_iter().filter(|c| c.block.height > snapshot.height) {
+            self.host.recover(cert, now_ns())?;
+        }
+        Ok(snapshot.height)
+    }
+}
+
+/// Whether the stored blocks (the first one of height `base + 1`) confirm `snapshot`'s
+/// block: the stored block of its height, or the first stored block's parent.
+fn confirmed(snapshot: &Snapshot, stored: &[CommitCertificate], base: Height) -> bool {
+    if snapshot.height == base {
+        return stored
+            .first()
+            .is_some_and(|c| c.block.prev_hash.0 == snapshot.block_id);
+    }
+    stored
+        .get((snapshot.height - base - 1) as usize)
+        .is_some_and(|c| c.block.id().0 == snapshot.block_id)
+}
+
+/// The next frame received before `until`, if any.
+async fn recv_until(rx: &mut Inbox, until: Instant) -> Option<Received> {
+    let until = tokio::time::Instant::from_std(until);
+    tokio::time::timeout_at(until, rx.recv()).await.ok().flatten()
+}

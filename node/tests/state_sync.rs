@@ -1,0 +1,135 @@
+//! State sync with real processes on loopback: a validator whose data folder was wiped
+//! while it was stopped joins a loaded four-validator devnet from a peer's snapshot
+//! (docs/consensus.md, "State sync and pruning"), executes only the blocks after it, agrees
+//! with the others on every later execution root, and restarts from what it joined with.
+//!
+//! Ports 23000-23099 (no other test uses them).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use node::load::LoadStats;
+use serde_json::Value;
+
+#[path = "faults/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+mod common;
+
+use cluster::{Cluster, VALIDATORS};
+
+/// Orders a second the load offers.
+const LOAD_RATE: u64 = 1_000;
+/// Generous bound for any wait (a failure, not a figure).
+const BOUND: Duration = Duration::from_secs(180);
+const OTHERS: [usize; 3] = [0, 1, 2];
+const ALL: [usize; VALIDATORS] = [0, 1, 2, 3];
+const JOINER: usize = 3;
+
+/// The devnet's signed load (`node::load::drive`), stopped when dropped.
+struct Load {
+    stop: Arc<AtomicBool>,
+}
+
+impl Load {
+    fn start(config: &node::validator::DevnetConfig) -> Load {
+        let mut spec = config.load_spec().expect("spec");
+        spec.accounts = 96;
+        let targets: Vec<_> = config.validators.iter().map(|v| v.tx_addr).collect();
+        let stats: Arc<Mutex<LoadStats>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || node::load::drive(&spec, &targets, LOAD_RATE, flag, stats));
+        Load { stop }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Deletes everything in a validator's data folder but its key.
+fn wipe(data: &Path) {
+    for entry in std::fs::read_dir(data).expect("data folder") {
+        let path = entry.expect("entry").path();
+        if path.file_name().is_some_and(|n| n == "key") {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).expect("remove folder");
+        } else {
+            std::fs::remove_file(&path).expect("remove file");
+        }
+    }
+}
+
+/// Validator `i`'s event lines named `name`.
+fn events<'a>(cluster: &'a Cluster, i: usize, name: &str) -> Vec<&'a Value> {
+    let named = |(j, v): &'a (usize, Value)| (*j == i && v["event"] == name).then_some(v);
+    cluster.events.iter().filter_map(named).collect()
+}
+
+#[test]
+fn a_wiped_validator_joins_from_a_snapshot_and_agrees_on_every_later_root() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut cluster = Cluster::start(dir.path(), 23000, LOAD_RATE, 7);
+    let load = Load::start(&cluster.config);
+    // Past two snapshots (every 25 blocks).
+    cluster.wait_heights(&ALL, 60, BOUND);
+    cluster.kill(JOINER);
+    wipe(&dir.path().join(format!("validator-{JOINER}")));
+    let top = cluster.top();
+    cluster.wait_heights(&OTHERS, top + 30, BOUND);
+
+    let finals_before = cluster.finals[JOINER].len();
+    let readies_before = cluster.ready.len();
+    cluster.launch(JOINER);
+    cluster.wait_until("the joiner's state sync", BOUND, |c| {
+        !events(c, JOINER, "state_sync").is_empty()
+    });
+    let synced = events(&cluster, JOINER, "state_sync")[0].clone();
+    let snapshot = synced["height"].as_u64().expect("height");
+    assert!(snapshot >= 50, "a snapshot taken after the wipe: {synced}");
+    assert_eq!(snapshot % 25, 0, "a snapshot height: {synced}");
+    for field in ["manifest_bytes", "chunk_bytes", "snapshot_bytes", "chunks"] {
+        assert!(synced[field].as_u64().unwrap_or(0) > 0, "{field}: {synced}");
+    }
+    assert!(events(&cluster, JOINER, "state_sync_refused").is_empty());
+    cluster.wait_until("the joiner's ready line", BOUND, |c| c.ready.len() > readies_before);
+    let (_, ready) = cluster.ready.last().expect("ready").clone();
+    assert_eq!(ready["state_sync_height"], snapshot, "{ready}");
+    assert_eq!(ready["executed_blocks"], 0, "nothing executed at start: {ready}");
+
+    let target = cluster.top() + 20;
+    cluster.wait_heights(&ALL, target, BOUND);
+    cluster.wait_until("the joiner's catch-up", BOUND, |c| {
+        !events(c, JOINER, "state_sync_caught_up").is_empty()
+    });
+    // It executed from the block after the snapshot, not from genesis: its first final
+    // line after the restart is that block, and it logged every height from there (the
+    // cluster checks each root against the others' as it comes).
+    let after: Vec<u64> = cluster.finals[JOINER][finals_before..].to_vec();
+    assert_eq!(after.first(), Some(&(snapshot + 1)), "{:?}", &after[..5.min(after.len())]);
+    for h in snapshot + 1..=target {
+        let (_, by) = &cluster.roots[&h];
+        assert!(by.contains(&JOINER), "the joiner logged height {h}");
+        assert!(by.len() >= 3, "height {h} logged by {by:?}");
+    }
+
+    // Restarted, it starts from its snapshot and the blocks it stored after it.
+    cluster.kill(JOINER);
+    let readies = cluster.ready.len();
+    cluster.launch(JOINER);
+    cluster.wait_until("the joiner's ready line", BOUND, |c| c.ready.len() > readies);
+    let (_, ready) = cluster.ready.last().expect("ready").clone();
+    assert!(ready["snapshot_height"].as_u64() >= Some(snapshot), "{ready}");
+    assert_eq!(ready["state_sync_height"], Value::Null, "{ready}");
+    let target = cluster.top() + 10;
+    cluster.wait_heights(&ALL, target, BOUND);
+    drop(load);
+    cluster.stop_all();
+}
