@@ -156,6 +156,11 @@ impl BlockStore {
         ))
     }
 
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Height of the last stored block (0 if none).
     pub fn height(&self) -> u64 {
         self.height
@@ -164,8 +169,50 @@ impl BlockStore {
     /// An empty file continues after `height` (a validator that started from a snapshot of
     /// that height): the next block appended is `height + 1`. Panics if blocks are stored.
     pub fn start_after(&mut self, height: u64) {
-        assert_eq!(self.height, 0, "only an empty block file starts after a snapshot");
+        assert_eq!(
+            self.height, 0,
+            "only an empty block file starts after a snapshot"
+        );
         self.height = height;
+    }
+
+    /// Drops every block up to `height` (pruning: a snapshot covers them): the later
+    /// records are written to a temporary file, synced and renamed over the block file (a
+    /// crash leaves the old file or the new one, both valid). Returns the bytes removed.
+    pub fn prune_through(&mut self, height: u64) -> Result<u64, BlockStoreError> {
+        let io = |source| BlockStoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let bytes = std::fs::read(&self.path).map_err(io)?;
+        let mut keep_from = bytes.len();
+        let mut at = 0usize;
+        while let Some(body) = intact_record(&bytes, at) {
+            let Ok(Message::Commit(c)) = Message::decode(body) else {
+                break;
+            };
+            if c.block.height > height {
+                keep_from = at;
+                break;
+            }
+            at += 4 + body.len() + 32;
+        }
+        if keep_from == 0 {
+            return Ok(0);
+        }
+        let temporary = self.path.with_extension("prune");
+        let mut file = File::create(&temporary).map_err(io)?;
+        file.write_all(&bytes[keep_from..]).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&temporary, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        Ok(keep_from as u64)
     }
 
     /// Appends the certificate of the next height and makes it durable. Panics if it is not

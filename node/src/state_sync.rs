@@ -204,7 +204,9 @@ impl Manifest {
             return self.hashes.is_empty();
         }
         let size = u64::from(self.chunk_size);
-        size > 0 && size <= CHUNK_BYTES as u64 && self.total.div_ceil(size) == self.hashes.len() as u64
+        size > 0
+            && size <= CHUNK_BYTES as u64
+            && self.total.div_ceil(size) == self.hashes.len() as u64
     }
 
     /// The length chunk `index` must have.
@@ -249,7 +251,9 @@ impl SnapshotServer {
                     return None;
                 }
                 let manifest = self.newest(max_height).map(|(m, _)| m.clone());
-                Some(SyncMessage::Manifest(manifest.unwrap_or_else(Manifest::none)))
+                Some(SyncMessage::Manifest(
+                    manifest.unwrap_or_else(Manifest::none),
+                ))
             }
             SyncMessage::ChunkRequest { height, index } => {
                 let (manifest, file) = self.newest(max_height)?;
@@ -259,12 +263,17 @@ impl SnapshotServer {
                 }
                 let start = i * manifest.chunk_size as usize;
                 let bytes = file[start..start + manifest.chunk_len(i)].to_vec();
-                consensus::host::limits::cert_allowed(&mut self.sent, from, u64::from(index), now_ns)
-                    .then_some(SyncMessage::Chunk {
-                        height,
-                        index,
-                        bytes,
-                    })
+                consensus::host::limits::cert_allowed(
+                    &mut self.sent,
+                    from,
+                    u64::from(index),
+                    now_ns,
+                )
+                .then_some(SyncMessage::Chunk {
+                    height,
+                    index,
+                    bytes,
+                })
             }
             _ => None,
         }
@@ -367,7 +376,9 @@ pub fn verify(
     if height != snapshot.height + 1 || !certified_by_quorum(next, set, chain_id, verifier) {
         return Err(Refused::BadCertificate(height));
     }
-    if next.block.prev_exec_root.0 != snapshot.exec_root || next.block.prev_hash.0 != snapshot.block_id {
+    if next.block.prev_exec_root.0 != snapshot.exec_root
+        || next.block.prev_hash.0 != snapshot.block_id
+    {
         return Err(Refused::RootMismatch(height));
     }
     Ok(())
@@ -376,7 +387,11 @@ pub fn verify(
 /// The chain state after `height` blocks that held no staking or governance actions and
 /// no evidence, from `genesis`. Whoever uses it checks its hash against the digest the
 /// execution state committed to (a chain whose consensus-layer state changed is refused).
-pub fn quiet_chain_at(mut chain: ChainState, height: u64, verifier: &dyn SignatureVerifier) -> ChainState {
+pub fn quiet_chain_at(
+    mut chain: ChainState,
+    height: u64,
+    verifier: &dyn SignatureVerifier,
+) -> ChainState {
     for h in chain.height() + 1..=height {
         let block = consensus::block::Block {
             height: h,

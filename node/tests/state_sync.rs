@@ -2,6 +2,8 @@
 //! while it was stopped joins a loaded four-validator devnet from a peer's snapshot
 //! (docs/consensus.md, "State sync and pruning"), executes only the blocks after it, agrees
 //! with the others on every later execution root, and restarts from what it joined with.
+//! Every validator prunes its block file to the blocks after its newest snapshot minus
+//! [`KEEP`]: the files stay bounded and a pruned validator restarts.
 //!
 //! Ports 23000-23099 (no other test uses them).
 
@@ -27,6 +29,10 @@ const BOUND: Duration = Duration::from_secs(180);
 const OTHERS: [usize; 3] = [0, 1, 2];
 const ALL: [usize; VALIDATORS] = [0, 1, 2, 3];
 const JOINER: usize = 3;
+/// Blocks kept before the newest snapshot.
+const KEEP: u64 = 200;
+/// Blocks between snapshots (the cluster's `--snapshot-every`).
+const EVERY: u64 = 25;
 
 /// The devnet's signed load (`node::load::drive`), stopped when dropped.
 struct Load {
@@ -73,10 +79,32 @@ fn events<'a>(cluster: &'a Cluster, i: usize, name: &str) -> Vec<&'a Value> {
     cluster.events.iter().filter_map(named).collect()
 }
 
+/// Kills validator `i`, starts it again and waits until every validator is 10 heights
+/// further; its `ready` line must show a snapshot at or after `snapshot_at_least`.
+fn restart(cluster: &mut Cluster, i: usize, snapshot_at_least: u64) {
+    cluster.kill(i);
+    let readies = cluster.ready.len();
+    cluster.launch(i);
+    cluster.wait_until("a restarted validator's ready line", BOUND, |c| {
+        c.ready.len() > readies
+    });
+    let (_, ready) = cluster.ready.last().expect("ready").clone();
+    assert!(
+        ready["snapshot_height"].as_u64() >= Some(snapshot_at_least),
+        "{ready}"
+    );
+    assert!(ready["executed_blocks"].as_u64() <= Some(EVERY), "{ready}");
+    assert_eq!(ready["state_sync_height"], Value::Null, "{ready}");
+    let target = cluster.top() + 10;
+    cluster.wait_heights(&ALL, target, BOUND);
+}
+
 #[test]
 fn a_wiped_validator_joins_from_a_snapshot_and_agrees_on_every_later_root() {
     let dir = tempfile::tempdir().expect("dir");
-    let mut cluster = Cluster::start(dir.path(), 23000, LOAD_RATE, 7);
+    let keep = KEEP.to_string();
+    let extra = ["--prune-keep-blocks", keep.as_str()];
+    let mut cluster = Cluster::start_with(dir.path(), 23000, LOAD_RATE, 7, &extra);
     let load = Load::start(&cluster.config);
     // Past two snapshots (every 25 blocks).
     cluster.wait_heights(&ALL, 60, BOUND);
@@ -92,6 +120,7 @@ fn a_wiped_validator_joins_from_a_snapshot_and_agrees_on_every_later_root() {
         !events(c, JOINER, "state_sync").is_empty()
     });
     let synced = events(&cluster, JOINER, "state_sync")[0].clone();
+    eprintln!("{synced}");
     let snapshot = synced["height"].as_u64().expect("height");
     assert!(snapshot >= 50, "a snapshot taken after the wipe: {synced}");
     assert_eq!(snapshot % 25, 0, "a snapshot height: {synced}");
@@ -99,37 +128,64 @@ fn a_wiped_validator_joins_from_a_snapshot_and_agrees_on_every_later_root() {
         assert!(synced[field].as_u64().unwrap_or(0) > 0, "{field}: {synced}");
     }
     assert!(events(&cluster, JOINER, "state_sync_refused").is_empty());
-    cluster.wait_until("the joiner's ready line", BOUND, |c| c.ready.len() > readies_before);
+    cluster.wait_until("the joiner's ready line", BOUND, |c| {
+        c.ready.len() > readies_before
+    });
     let (_, ready) = cluster.ready.last().expect("ready").clone();
     assert_eq!(ready["state_sync_height"], snapshot, "{ready}");
-    assert_eq!(ready["executed_blocks"], 0, "nothing executed at start: {ready}");
+    assert_eq!(
+        ready["executed_blocks"], 0,
+        "nothing executed at start: {ready}"
+    );
 
     let target = cluster.top() + 20;
     cluster.wait_heights(&ALL, target, BOUND);
     cluster.wait_until("the joiner's catch-up", BOUND, |c| {
         !events(c, JOINER, "state_sync_caught_up").is_empty()
     });
+    eprintln!("{}", events(&cluster, JOINER, "state_sync_caught_up")[0]);
     // It executed from the block after the snapshot, not from genesis: its first final
     // line after the restart is that block, and it logged every height from there (the
     // cluster checks each root against the others' as it comes).
     let after: Vec<u64> = cluster.finals[JOINER][finals_before..].to_vec();
-    assert_eq!(after.first(), Some(&(snapshot + 1)), "{:?}", &after[..5.min(after.len())]);
+    assert_eq!(
+        after.first(),
+        Some(&(snapshot + 1)),
+        "{:?}",
+        &after[..5.min(after.len())]
+    );
     for h in snapshot + 1..=target {
         let (_, by) = &cluster.roots[&h];
         assert!(by.contains(&JOINER), "the joiner logged height {h}");
         assert!(by.len() >= 3, "height {h} logged by {by:?}");
     }
 
-    // Restarted, it starts from its snapshot and the blocks it stored after it.
-    cluster.kill(JOINER);
-    let readies = cluster.ready.len();
-    cluster.launch(JOINER);
-    cluster.wait_until("the joiner's ready line", BOUND, |c| c.ready.len() > readies);
-    let (_, ready) = cluster.ready.last().expect("ready").clone();
-    assert!(ready["snapshot_height"].as_u64() >= Some(snapshot), "{ready}");
-    assert_eq!(ready["state_sync_height"], Value::Null, "{ready}");
-    let target = cluster.top() + 10;
+    // Restarted, the joiner (its block file starts after the snapshot) and, once every
+    // validator pruned, a validator with a pruned block file start from their snapshot and
+    // the blocks stored after it.
+    restart(&mut cluster, JOINER, snapshot);
+    cluster.wait_heights(&ALL, KEEP + 2 * EVERY, BOUND);
+    assert!(
+        !events(&cluster, 0, "pruned").is_empty(),
+        "validator 0 pruned"
+    );
+    restart(&mut cluster, 0, KEEP);
+    // Many snapshots later every block file holds only the blocks since the newest
+    // snapshot minus KEEP.
+    let target = cluster.top() + 3 * EVERY;
     cluster.wait_heights(&ALL, target, BOUND);
     drop(load);
     cluster.stop_all();
+    for i in ALL {
+        let path = dir.path().join(format!("validator-{i}")).join("blocks");
+        let (store, stored, _) = consensus_net::BlockStore::open(&path).expect("block file");
+        let first = stored.first().expect("blocks").block.height;
+        assert!(first > 1, "validator {i}'s file starts at {first}");
+        assert!(
+            stored.len() as u64 <= KEEP + EVERY,
+            "validator {i}: {} blocks",
+            stored.len()
+        );
+        assert_eq!(store.height(), first + stored.len() as u64 - 1);
+    }
 }

@@ -388,12 +388,30 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// execution root after it, `last_block` its id and timestamp. Heights up to the
     /// snapshot's have no certificate here: sync requests for them are answered from the
     /// snapshot's height on.
-    pub fn start_from_snapshot(&mut self, chain: ChainState, exec_root: Hash, last_block: (Hash, u64)) {
-        assert!(self.certificates.is_empty(), "a snapshot is installed before any block");
+    pub fn start_from_snapshot(
+        &mut self,
+        chain: ChainState,
+        exec_root: Hash,
+        last_block: (Hash, u64),
+    ) {
+        assert!(
+            self.certificates.is_empty(),
+            "a snapshot is installed before any block"
+        );
         self.cert_base = chain.height();
         self.chain = chain;
         self.exec_root = exec_root;
         self.last_block = Some(last_block);
+    }
+
+    /// Forgets the certificates up to `height` (the shell pruned those blocks): sync
+    /// requests are answered from the next one on.
+    pub fn prune_certificates(&mut self, height: Height) {
+        let drop = height
+            .saturating_sub(self.cert_base)
+            .min(self.certificates.len() as u64);
+        self.certificates.drain(..drop as usize);
+        self.cert_base += drop;
     }
 
     /// The lowest height this host holds a certificate for, if any.

@@ -24,7 +24,10 @@ fn keys() -> Vec<Keypair> {
 }
 
 fn set(keys: &[Keypair]) -> ValidatorSet {
-    let validators = keys.iter().map(|k| Validator { id: k.id(), stake: 1 });
+    let validators = keys.iter().map(|k| Validator {
+        id: k.id(),
+        stake: 1,
+    });
     ValidatorSet::new(validators.collect()).unwrap()
 }
 
@@ -83,7 +86,10 @@ fn messages_round_trip_and_garbage_is_not_one() {
     for m in messages {
         assert_eq!(SyncMessage::decode(&m.encode()), Some(m));
     }
-    assert_eq!(SyncMessage::decode(&crate::txport::encode_list([&b"x"[..]].into_iter())), None);
+    assert_eq!(
+        SyncMessage::decode(&crate::txport::encode_list([&b"x"[..]].into_iter())),
+        None
+    );
     let mut bad = SyncMessage::Manifest(Manifest::of(&s, &file, 1000)).encode();
     bad.pop();
     assert_eq!(SyncMessage::decode(&bad), None, "a cut manifest");
@@ -134,7 +140,10 @@ fn a_snapshot_is_accepted_only_with_a_quorum_certificate_naming_its_root() {
     assert_eq!(verify(&s, &good, &set, &CHAIN, &Ed25519), Ok(()));
     // Another root (a peer serving a state the quorum did not commit to).
     let other = certificate(s.block_id, [8; 32], &keys[..3]);
-    assert_eq!(verify(&s, &other, &set, &CHAIN, &Ed25519), Err(Refused::RootMismatch(41)));
+    assert_eq!(
+        verify(&s, &other, &set, &CHAIN, &Ed25519),
+        Err(Refused::RootMismatch(41))
+    );
     let other_parent = certificate([3; 32], s.exec_root, &keys[..3]);
     assert_eq!(
         verify(&s, &other_parent, &set, &CHAIN, &Ed25519),
@@ -142,16 +151,28 @@ fn a_snapshot_is_accepted_only_with_a_quorum_certificate_naming_its_root() {
     );
     // Two of four precommits are no quorum; keys outside the set are refused.
     let few = certificate(s.block_id, s.exec_root, &keys[..2]);
-    assert_eq!(verify(&s, &few, &set, &CHAIN, &Ed25519), Err(Refused::BadCertificate(41)));
+    assert_eq!(
+        verify(&s, &few, &set, &CHAIN, &Ed25519),
+        Err(Refused::BadCertificate(41))
+    );
     let strangers: Vec<Keypair> = (10..13u8).map(|i| Keypair::from_seed([i; 32])).collect();
     let forged = certificate(s.block_id, s.exec_root, &strangers);
-    assert_eq!(verify(&s, &forged, &set, &CHAIN, &Ed25519), Err(Refused::BadCertificate(41)));
+    assert_eq!(
+        verify(&s, &forged, &set, &CHAIN, &Ed25519),
+        Err(Refused::BadCertificate(41))
+    );
     // Another chain's signatures.
-    assert_eq!(verify(&s, &good, &set, &[0; 32], &Ed25519), Err(Refused::BadCertificate(41)));
+    assert_eq!(
+        verify(&s, &good, &set, &[0; 32], &Ed25519),
+        Err(Refused::BadCertificate(41))
+    );
     // The certificate of another height.
     let mut later = s.clone();
     later.height = 41;
-    assert_eq!(verify(&later, &good, &set, &CHAIN, &Ed25519), Err(Refused::BadCertificate(41)));
+    assert_eq!(
+        verify(&later, &good, &set, &CHAIN, &Ed25519),
+        Err(Refused::BadCertificate(41))
+    );
 }
 
 #[test]
@@ -164,21 +185,33 @@ fn a_server_answers_its_newest_snapshot_chunk_by_chunk_and_rate_limits() {
     let s = snapshot();
     chain_snapshot::write(dir.path(), &s).unwrap();
     let t = 10_000_000_000;
-    let Some(SyncMessage::Manifest(m)) = server.answer(peer, &SyncMessage::ManifestRequest, 100, t) else {
+    let Some(SyncMessage::Manifest(m)) = server.answer(peer, &SyncMessage::ManifestRequest, 100, t)
+    else {
         panic!("a manifest");
     };
     assert_eq!((m.height, m.hashes.len()), (40, 1));
-    let request = SyncMessage::ChunkRequest { height: 40, index: 0 };
+    let request = SyncMessage::ChunkRequest {
+        height: 40,
+        index: 0,
+    };
     let Some(SyncMessage::Chunk { bytes, .. }) = server.answer(peer, &request, 100, t) else {
         panic!("a chunk");
     };
     assert_eq!(bytes, s.encode());
-    assert_eq!(server.answer(peer, &request, 100, t + 1), None, "the same chunk again at once");
-    let past = SyncMessage::ChunkRequest { height: 40, index: 1 };
+    assert_eq!(
+        server.answer(peer, &request, 100, t + 1),
+        None,
+        "the same chunk again at once"
+    );
+    let past = SyncMessage::ChunkRequest {
+        height: 40,
+        index: 1,
+    };
     assert_eq!(server.answer(peer, &past, 100, t), None);
     // Below the block file's height the snapshot is not offered.
     let other = ValidatorId([6; 32]);
-    let Some(SyncMessage::Manifest(m)) = server.answer(other, &SyncMessage::ManifestRequest, 39, t) else {
+    let Some(SyncMessage::Manifest(m)) = server.answer(other, &SyncMessage::ManifestRequest, 39, t)
+    else {
         panic!("a manifest");
     };
     assert_eq!(m.height, 0);

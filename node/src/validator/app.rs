@@ -898,13 +898,14 @@ impl NodeApp {
             eprintln!("nexus validator: snapshot at {height} not used: another chain's block");
             return None;
         }
-        let mut execution = match Execution::restore(self.execution_config.clone(), &snapshot.execution) {
-            Ok(execution) => execution,
-            Err(why) => {
-                eprintln!("nexus validator: snapshot at {height} not used: {why}");
-                return None;
-            }
-        };
+        let mut execution =
+            match Execution::restore(self.execution_config.clone(), &snapshot.execution) {
+                Ok(execution) => execution,
+                Err(why) => {
+                    eprintln!("nexus validator: snapshot at {height} not used: {why}");
+                    return None;
+                }
+            };
         if execution.root() != snapshot.exec_root {
             eprintln!("nexus validator: snapshot at {height} not used: its state has another root");
             return None;

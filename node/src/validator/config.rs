@@ -103,6 +103,12 @@ pub struct DevnetConfig {
     /// it (state sync, docs/consensus.md) instead of executing every block from genesis.
     #[serde(default = "default_state_sync")]
     pub state_sync: bool,
+    /// After each snapshot, blocks older than its height minus this many are dropped from
+    /// the block file and memory, so disk stays bounded (0: keep every block). A restart
+    /// then starts from the snapshot; a peer asking for pruned heights gets what is left
+    /// and joins from a snapshot instead.
+    #[serde(default)]
+    pub prune_keep_blocks: u64,
     /// Most transactions a second one client connection (transaction port, gateway session,
     /// JSON connection) may send, in bursts of as many; more are refused `rate_limited`
     /// (0: no limit).

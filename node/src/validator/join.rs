@@ -67,7 +67,8 @@ impl Shell {
         };
         let stored = self.blocks.height();
         if let Some(answer) = self.server.answer(from, &message, stored, now_ns()) {
-            self.net.send(&from, app_frame(&answer.encode()), Lane::Bulk);
+            self.net
+                .send(&from, app_frame(&answer.encode()), Lane::Bulk);
         }
         true
     }
@@ -244,7 +245,8 @@ impl Shell {
             }
             request => {
                 if let Some(answer) = self.server.answer(from, &request, 0, now_ns()) {
-                    self.net.send(&from, app_frame(&answer.encode()), Lane::Bulk);
+                    self.net
+                        .send(&from, app_frame(&answer.encode()), Lane::Bulk);
                 }
                 None
             }
@@ -275,11 +277,7 @@ impl Shell {
 
     /// Fetches every chunk and the next block's certificate; the assembled snapshot (its
     /// chunks checked, not yet its root).
-    async fn fetch(
-        &mut self,
-        rx: &mut Inbox,
-        joining: &mut Joining,
-    ) -> Result<Snapshot, String> {
+    async fn fetch(&mut self, rx: &mut Inbox, joining: &mut Joining) -> Result<Snapshot, String> {
         let end = Instant::now() + FETCH_LIMIT;
         let mut turn = 0usize;
         loop {
@@ -342,6 +340,33 @@ impl Shell {
         Ok(())
     }
 
+    /// After the snapshot of block `height` (if one was due): drops the blocks before
+    /// `height - prune_keep_blocks` from the block file and the host, if the chain's
+    /// consensus-layer state is one a restart can derive (see `recover_after_snapshot`).
+    pub(super) fn maybe_prune(&mut self, height: Height) -> Result<(), HostError> {
+        let every = self.host.app().snapshot_every;
+        let keep = self.prune_keep_blocks;
+        if keep == 0 || every == 0 || !height.is_multiple_of(every) || height <= keep {
+            return Ok(());
+        }
+        let quiet = self.quiet_chain.clone();
+        self.quiet_chain = state_sync::quiet_chain_at(quiet, height, &Ed25519);
+        if self.quiet_chain.hash() != self.host.chain().hash() {
+            return self.host.app().event(json!({
+                "event": "prune_skipped", "index": self.host.app().index, "height": height,
+                "why": "staking or governance changed since genesis",
+            }));
+        }
+        let through = height - keep;
+        let removed = self.blocks.prune_through(through)?;
+        self.host.prune_certificates(through);
+        let file_bytes = std::fs::metadata(self.blocks.path()).map_or(0, |m| m.len());
+        self.host.app().event(json!({
+            "event": "pruned", "index": self.host.app().index, "through": through,
+            "bytes_removed": removed, "file_bytes": file_bytes,
+        }))
+    }
+
     /// Starts from the block file's first block's snapshot when the file begins after
     /// one (a validator that joined from a snapshot): the newest local snapshot at or
     /// after that point that the file confirms. Returns its height.
@@ -369,7 +394,10 @@ impl Shell {
         let last_block = (Hash(snapshot.block_id), snapshot.block_timestamp_ns);
         self.host
             .start_from_snapshot(chain, Hash(snapshot.exec_root), last_block);
-        for cert in stored.into_iter().filter(|c| c.block.height > snapshot.height) {
+        for cert in stored
+            .into_iter()
+            .filter(|c| c.block.height > snapshot.height)
+        {
             self.host.recover(cert, now_ns())?;
         }
         Ok(snapshot.height)
@@ -392,5 +420,8 @@ fn confirmed(snapshot: &Snapshot, stored: &[CommitCertificate], base: Height) ->
 /// The next frame received before `until`, if any.
 async fn recv_until(rx: &mut Inbox, until: Instant) -> Option<Received> {
     let until = tokio::time::Instant::from_std(until);
-    tokio::time::timeout_at(until, rx.recv()).await.ok().flatten()
+    tokio::time::timeout_at(until, rx.recv())
+        .await
+        .ok()
+        .flatten()
 }

@@ -294,6 +294,12 @@ struct Shell {
     catch_up: Option<join::CatchUp>,
     /// Certificates received while joining, handed to the host once it started.
     pending_frames: Vec<Received>,
+    /// Blocks kept before the newest snapshot (0: all).
+    prune_keep_blocks: u64,
+    /// The genesis chain state advanced through empty blocks to the last pruning: a pruned
+    /// file restarts from a snapshot whose chain state is derived that way, so blocks are
+    /// pruned only while the chain's state equals it.
+    quiet_chain: ChainState,
 }
 
 /// Clock difference allowed between validators when a validator that lost its safety file
@@ -482,6 +488,8 @@ async fn run_validator(
         server: crate::state_sync::SnapshotServer::new(data_dir.join("snapshots")),
         catch_up: None,
         pending_frames: Vec::new(),
+        prune_keep_blocks: config.prune_keep_blocks,
+        quiet_chain: genesis.clone(),
     };
     let mut from = if stored.first().is_some_and(|c| c.block.height > 1) {
         validator.recover_after_snapshot(stored, &genesis)?
@@ -491,7 +499,9 @@ async fn run_validator(
     let peer_count = config.validators.len() - 1;
     let mut joined = None;
     if validator.blocks.height() == 0 && config.state_sync && peer_count > 0 {
-        joined = validator.join(&mut rx, &genesis, &chain_id, peer_count).await?;
+        joined = validator
+            .join(&mut rx, &genesis, &chain_id, peer_count)
+            .await?;
         from = joined.unwrap_or(0);
     }
     // A joined validator's folder had no safety file (new, or wiped): it cannot tell what
@@ -884,6 +894,7 @@ impl Shell {
                     self.blocks.append(&cert)?;
                     self.host.block_durable(cert.block.height, now_ns())?;
                     self.note_signing_resumed(cert.block.height)?;
+                    self.maybe_prune(cert.block.height)?;
                 }
                 Action::Evidence(e) => self.host.app().event(json!({
                     "event": "evidence", "index": self.host.app().index, "height": e.height(),

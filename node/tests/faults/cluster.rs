@@ -91,9 +91,14 @@ impl Cluster {
     /// the load client at `rate` orders/s; a snapshot every 25 blocks), starts the proxies
     /// and the four validators, and waits for their `ready` lines.
     pub fn start(dir: &Path, base_port: u16, rate: u64, seed: u64) -> Cluster {
+        Cluster::start_with(dir, base_port, rate, seed, &[])
+    }
+
+    /// [`Cluster::start`] with more `nexus devnet` options.
+    pub fn start_with(dir: &Path, base_port: u16, rate: u64, seed: u64, extra: &[&str]) -> Cluster {
         let base = base_port.to_string();
         let rate = rate.to_string();
-        let args = [
+        let mut args = vec![
             "--base-port",
             &base,
             "--rate",
@@ -101,6 +106,7 @@ impl Cluster {
             "--snapshot-every",
             "25",
         ];
+        args.extend_from_slice(extra);
         let config_path = common::init_devnet(dir, &args);
         let config = read_config(&config_path).expect("config");
         let targets: Vec<_> = config.validators.iter().map(|v| v.addr).collect();
@@ -217,6 +223,9 @@ impl Cluster {
     }
 
     fn observe(&mut self, i: usize, v: Value) {
+        if std::env::var_os("NEXUS_TEST_EVENTS").is_some() && v["event"] != "final" {
+            eprintln!("validator {i}: {v}");
+        }
         match v["event"].as_str() {
             Some("final") => self.on_final(i, &v),
             Some("evidence") => self.evidence += 1,
