@@ -244,10 +244,14 @@ impl SnapshotServer {
         max_height: u64,
         now_ns: u64,
     ) -> Option<SyncMessage> {
+        // Manifests and chunks share the per-peer budget; a manifest counts as "height"
+        // `u64::MAX`, a chunk as its index.
+        let allowed = |sent: &mut BTreeMap<_, _>, key| {
+            consensus::host::limits::cert_allowed(sent, from, key, now_ns)
+        };
         match *request {
             SyncMessage::ManifestRequest => {
-                let key = (from, u64::MAX);
-                if !consensus::host::limits::cert_allowed(&mut self.sent, from, key.1, now_ns) {
+                if !allowed(&mut self.sent, u64::MAX) {
                     return None;
                 }
                 let manifest = self.newest(max_height).map(|(m, _)| m.clone());
@@ -256,20 +260,18 @@ impl SnapshotServer {
                 ))
             }
             SyncMessage::ChunkRequest { height, index } => {
-                let (manifest, file) = self.newest(max_height)?;
+                let (manifest, _) = self.newest(max_height)?;
                 let i = index as usize;
                 if manifest.height != height || i >= manifest.hashes.len() {
                     return None;
                 }
+                if !allowed(&mut self.sent, u64::from(index)) {
+                    return None;
+                }
+                let (manifest, file) = self.cached.as_ref()?;
                 let start = i * manifest.chunk_size as usize;
                 let bytes = file[start..start + manifest.chunk_len(i)].to_vec();
-                consensus::host::limits::cert_allowed(
-                    &mut self.sent,
-                    from,
-                    u64::from(index),
-                    now_ns,
-                )
-                .then_some(SyncMessage::Chunk {
+                Some(SyncMessage::Chunk {
                     height,
                     index,
                     bytes,
