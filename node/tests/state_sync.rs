@@ -189,3 +189,42 @@ fn a_wiped_validator_joins_from_a_snapshot_and_agrees_on_every_later_root() {
         assert_eq!(store.height(), first + stored.len() as u64 - 1);
     }
 }
+
+/// Figures: a validator wiped `NEXUS_BEHIND` blocks (default 1000) behind a loaded devnet
+/// joins from a snapshot; prints bytes and ms per stage (manifest, chunks, verify + load,
+/// catch-up) as one JSON line. `cargo test -p node --test state_sync -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore = "figures; minutes"]
+fn state_sync_figures() {
+    let behind: u64 = std::env::var("NEXUS_BEHIND")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let dir = tempfile::tempdir().expect("dir");
+    let keep = KEEP.to_string();
+    let extra = ["--prune-keep-blocks", keep.as_str()];
+    let mut cluster = Cluster::start_with(dir.path(), 23100, LOAD_RATE, 9, &extra);
+    let _load = Load::start(&cluster.config);
+    cluster.wait_heights(&ALL, 30, BOUND);
+    cluster.kill(JOINER);
+    wipe(&dir.path().join(format!("validator-{JOINER}")));
+    let top = cluster.top();
+    cluster.wait_heights(&OTHERS, top + behind, Duration::from_secs(1_800));
+    let launched = std::time::Instant::now();
+    cluster.launch(JOINER);
+    cluster.wait_until("the joiner's catch-up", BOUND, |c| {
+        !events(c, JOINER, "state_sync_caught_up").is_empty()
+    });
+    let total_ms = launched.elapsed().as_millis() as u64;
+    let synced = events(&cluster, JOINER, "state_sync")[0].clone();
+    let caught_up = events(&cluster, JOINER, "state_sync_caught_up")[0].clone();
+    println!(
+        "{}",
+        serde_json::json!({
+            "behind_blocks": cluster.top() - top, "state_sync": synced,
+            "caught_up": caught_up, "launch_to_caught_up_ms": total_ms,
+        })
+    );
+    cluster.stop_all();
+}

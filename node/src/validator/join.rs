@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use consensus::host::{app_frame, sync_frame, FRAME_APP, FRAME_MESSAGE};
 use consensus::messages::Message;
+use consensus::protocol::certified_by_quorum;
 
 use crate::state_sync::{self, Assembly, Manifest, SyncMessage};
 
@@ -27,6 +28,9 @@ const MANIFEST_WAIT: Duration = Duration::from_secs(3);
 const FETCH_LIMIT: Duration = Duration::from_secs(120);
 /// Requests are sent again after this long without the answer.
 const RESEND: Duration = Duration::from_millis(500);
+/// Manifest requests are sent again after this long (the first ones can go out before the
+/// links to the peers are up).
+const MANIFEST_RESEND: Duration = Duration::from_millis(250);
 /// Chunks asked for at once.
 const WINDOW: usize = 16;
 
@@ -164,7 +168,7 @@ impl Shell {
         let request = app_frame(&SyncMessage::ManifestRequest.encode());
         while Instant::now() < end && joining.without.len() < peers {
             self.net.broadcast(request.clone(), Lane::Bulk);
-            let until = (Instant::now() + RESEND).min(end);
+            let until = (Instant::now() + MANIFEST_RESEND).min(end);
             while let Some(r) = recv_until(rx, until).await {
                 let manifest = self.on_joining_frame(r, joining);
                 if let Some(manifest) = manifest {
@@ -267,7 +271,11 @@ impl Shell {
         else {
             return;
         };
-        if c.block.height == snapshot_height + 1 && joining.next.is_none() {
+        // Checked against the genesis set on receipt, so that a peer's forged certificate
+        // does not displace a good one (the snapshot is checked against it again).
+        let chain = self.host.chain();
+        let certified = || certified_by_quorum(&c, chain.validators(), chain.chain_id(), &Ed25519);
+        if c.block.height == snapshot_height + 1 && joining.next.is_none() && certified() {
             joining.cert_bytes += r.frame.len() as u64;
             joining.next = Some(c);
         } else if c.block.height > snapshot_height + 1 {
