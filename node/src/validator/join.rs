@@ -339,8 +339,10 @@ impl Shell {
         state_sync::verify(snapshot, next, chain.validators(), chain_id, &Ed25519)
             .map_err(|e| e.to_string())?;
         let app = self.host.app_mut();
-        app.restore_snapshot(snapshot, &chain)?;
+        // Written first: if restoring fails, a snapshot past the (empty) block file is
+        // never loaded, and nothing after the restore can fail.
         chain_snapshot::write(&app.snapshots, snapshot).map_err(|e| e.to_string())?;
+        app.restore_snapshot(snapshot, &chain)?;
         self.blocks.start_after(snapshot.height);
         let last = (Hash(snapshot.block_id), snapshot.block_timestamp_ns);
         self.host
