@@ -166,14 +166,19 @@ impl BlockStore {
         self.height
     }
 
-    /// An empty file continues after `height` (a validator that started from a snapshot of
-    /// that height): the next block appended is `height + 1`. Panics if blocks are stored.
-    pub fn start_after(&mut self, height: u64) {
-        assert_eq!(
-            self.height, 0,
-            "only an empty block file starts after a snapshot"
-        );
+    /// The file continues after `height` (a validator that started from a snapshot of that
+    /// height): every stored block is dropped and the next block appended is `height + 1`.
+    pub fn start_after(&mut self, height: u64) -> Result<(), BlockStoreError> {
+        if self.height > 0 {
+            let io = |source| BlockStoreError::Io {
+                path: self.path.clone(),
+                source,
+            };
+            self.file.set_len(0).map_err(io)?;
+            self.file.sync_all().map_err(io)?;
+        }
         self.height = height;
+        Ok(())
     }
 
     /// Drops every block up to `height` (pruning: a snapshot covers them): the later

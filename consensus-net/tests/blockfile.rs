@@ -158,7 +158,7 @@ fn an_empty_file_started_after_a_snapshot_takes_the_next_block() {
     let path = dir.path().join("blocks");
     let (mut store, stored, _) = BlockStore::open(&path).unwrap();
     assert!(stored.is_empty());
-    store.start_after(40);
+    store.start_after(40).unwrap();
     store.append(&certificate(41, 3)).unwrap();
     drop(store);
     let (store, stored, _) = BlockStore::open(&path).unwrap();

@@ -58,6 +58,8 @@ pub struct Manifest {
     pub chunk_size: u32,
     /// BLAKE3 of each chunk, in order.
     pub hashes: Vec<[u8; 32]>,
+    /// The lowest block height the peer still holds (above 1 once it pruned).
+    pub first_block: u64,
 }
 
 /// One state-sync message.
@@ -112,6 +114,7 @@ impl SyncMessage {
                 out.extend_from_slice(&m.chunk_size.to_le_bytes());
                 out.extend_from_slice(&(m.hashes.len() as u32).to_le_bytes());
                 m.hashes.iter().for_each(|h| out.extend_from_slice(h));
+                out.extend_from_slice(&m.first_block.to_le_bytes());
             }
             SyncMessage::ChunkRequest { height, index } => {
                 out.push(CHUNK_REQUEST);
@@ -155,7 +158,7 @@ impl SyncMessage {
 
 fn decode_manifest(b: &[u8]) -> Option<Manifest> {
     let count = u32_at(b, 84)? as usize;
-    if count > MAX_CHUNKS || b.len() != 88 + 32 * count {
+    if count > MAX_CHUNKS || b.len() != 96 + 32 * count {
         return None;
     }
     let hashes: Option<Vec<[u8; 32]>> = (0..count).map(|i| array_at(b, 88 + 32 * i)).collect();
@@ -166,6 +169,7 @@ fn decode_manifest(b: &[u8]) -> Option<Manifest> {
         total: u64_at(b, 72)?,
         chunk_size: u32_at(b, 80)?,
         hashes: hashes?,
+        first_block: u64_at(b, 88 + 32 * count)?,
     };
     manifest.consistent().then_some(manifest)
 }
@@ -183,6 +187,7 @@ impl Manifest {
                 .chunks(chunk_size)
                 .map(|c| *blake3::hash(c).as_bytes())
                 .collect(),
+            first_block: 1,
         }
     }
 
@@ -195,6 +200,7 @@ impl Manifest {
             total: 0,
             chunk_size: 0,
             hashes: Vec::new(),
+            first_block: 1,
         }
     }
 
@@ -236,12 +242,13 @@ impl SnapshotServer {
     }
 
     /// The answer to `request` from `from` (none if rate-limited or not a request).
-    /// `max_height`: the height of this validator's last stored block.
+    /// `(first_block, max_height)`: the lowest and highest block heights this validator
+    /// holds.
     pub fn answer(
         &mut self,
         from: ValidatorId,
         request: &SyncMessage,
-        max_height: u64,
+        (first_block, max_height): (u64, u64),
         now_ns: u64,
     ) -> Option<SyncMessage> {
         // Manifests and chunks share the per-peer budget; a manifest counts as "height"
@@ -255,12 +262,14 @@ impl SnapshotServer {
                     return None;
                 }
                 let manifest = self.newest(max_height).map(|(m, _)| m.clone());
-                Some(SyncMessage::Manifest(
-                    manifest.unwrap_or_else(Manifest::none),
-                ))
+                let mut manifest = manifest.unwrap_or_else(Manifest::none);
+                manifest.first_block = first_block;
+                Some(SyncMessage::Manifest(manifest))
             }
             SyncMessage::ChunkRequest { height, index } => {
-                let (manifest, _) = self.newest(max_height)?;
+                // Any snapshot still kept, not only the newest: a newer one can appear
+                // while a peer fetches.
+                let (manifest, _) = self.newest(height.min(max_height))?;
                 let i = index as usize;
                 if manifest.height != height || i >= manifest.hashes.len() {
                     return None;

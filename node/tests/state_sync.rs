@@ -3,7 +3,8 @@
 //! (docs/consensus.md, "State sync and pruning"), executes only the blocks after it, agrees
 //! with the others on every later execution root, and restarts from what it joined with.
 //! Every validator prunes its block file to the blocks after its newest snapshot minus
-//! [`KEEP`]: the files stay bounded and a pruned validator restarts.
+//! [`KEEP`]: the files stay bounded, a pruned validator restarts, and one that was down
+//! longer than that joins from a snapshot at start.
 //!
 //! Ports 23000-23099 (no other test uses them).
 
@@ -170,6 +171,22 @@ fn a_wiped_validator_joins_from_a_snapshot_and_agrees_on_every_later_root() {
         "validator 0 pruned"
     );
     restart(&mut cluster, 0, KEEP);
+    // A validator down for longer than its peers' retention cannot sync the blocks it
+    // missed: at start it joins from a snapshot although it has blocks.
+    let late = 2;
+    cluster.kill(late);
+    let down_at = cluster.heights[late];
+    let others: Vec<usize> = ALL.iter().copied().filter(|&i| i != late).collect();
+    cluster.wait_heights(&others, down_at + KEEP + 2 * EVERY, BOUND);
+    cluster.launch(late);
+    cluster.wait_until("the late validator's state sync", BOUND, |c| {
+        !events(c, late, "state_sync").is_empty()
+    });
+    let synced = events(&cluster, late, "state_sync")[0]["height"].as_u64();
+    assert!(synced > Some(down_at + KEEP), "{synced:?} after {down_at}");
+    let target = cluster.top() + 10;
+    cluster.wait_heights(&ALL, target, BOUND);
+
     // Many snapshots later every block file holds only the blocks since the newest
     // snapshot minus KEEP.
     let target = cluster.top() + 3 * EVERY;

@@ -180,12 +180,13 @@ fn a_server_answers_its_newest_snapshot_chunk_by_chunk_and_rate_limits() {
     let dir = tempfile::tempdir().unwrap();
     let peer = ValidatorId([5; 32]);
     let mut server = SnapshotServer::new(dir.path().to_path_buf());
-    let none = server.answer(peer, &SyncMessage::ManifestRequest, 100, 1);
+    let none = server.answer(peer, &SyncMessage::ManifestRequest, (1, 100), 1);
     assert_eq!(none, Some(SyncMessage::Manifest(Manifest::none())));
     let s = snapshot();
     chain_snapshot::write(dir.path(), &s).unwrap();
     let t = 10_000_000_000;
-    let Some(SyncMessage::Manifest(m)) = server.answer(peer, &SyncMessage::ManifestRequest, 100, t)
+    let Some(SyncMessage::Manifest(m)) =
+        server.answer(peer, &SyncMessage::ManifestRequest, (1, 100), t)
     else {
         panic!("a manifest");
     };
@@ -194,12 +195,12 @@ fn a_server_answers_its_newest_snapshot_chunk_by_chunk_and_rate_limits() {
         height: 40,
         index: 0,
     };
-    let Some(SyncMessage::Chunk { bytes, .. }) = server.answer(peer, &request, 100, t) else {
+    let Some(SyncMessage::Chunk { bytes, .. }) = server.answer(peer, &request, (1, 100), t) else {
         panic!("a chunk");
     };
     assert_eq!(bytes, s.encode());
     assert_eq!(
-        server.answer(peer, &request, 100, t + 1),
+        server.answer(peer, &request, (1, 100), t + 1),
         None,
         "the same chunk again at once"
     );
@@ -207,10 +208,11 @@ fn a_server_answers_its_newest_snapshot_chunk_by_chunk_and_rate_limits() {
         height: 40,
         index: 1,
     };
-    assert_eq!(server.answer(peer, &past, 100, t), None);
+    assert_eq!(server.answer(peer, &past, (1, 100), t), None);
     // Below the block file's height the snapshot is not offered.
     let other = ValidatorId([6; 32]);
-    let Some(SyncMessage::Manifest(m)) = server.answer(other, &SyncMessage::ManifestRequest, 39, t)
+    let Some(SyncMessage::Manifest(m)) =
+        server.answer(other, &SyncMessage::ManifestRequest, (1, 39), t)
     else {
         panic!("a manifest");
     };

@@ -22,8 +22,12 @@ use crate::state_sync::{self, Assembly, Manifest, SyncMessage};
 
 use super::*;
 
-/// How long a validator with no blocks waits for its peers' manifests.
+/// How long a validator waits for its peers' manifests (unless every peer answered).
 const MANIFEST_WAIT: Duration = Duration::from_secs(3);
+/// The same when peers prune (a validator that misses a snapshot cannot sync from
+/// genesis): peers redial a validator that was down for a while only after their pending
+/// dial to it times out, so their answers can take seconds.
+const MANIFEST_WAIT_PRUNED: Duration = Duration::from_secs(15);
 /// How long fetching and checking a snapshot may take before starting from genesis.
 const FETCH_LIMIT: Duration = Duration::from_secs(120);
 /// Requests are sent again after this long without the answer.
@@ -33,6 +37,11 @@ const RESEND: Duration = Duration::from_millis(500);
 const MANIFEST_RESEND: Duration = Duration::from_millis(250);
 /// Chunks asked for at once.
 const WINDOW: usize = 16;
+/// A fetch with no chunk or certificate received for this long starts over from a new
+/// manifest, at most [`ATTEMPTS`] times in all.
+const STALL: Duration = Duration::from_secs(5);
+const ATTEMPTS: u32 = 5;
+const STALLED: &str = "stalled";
 
 /// A joined validator's catch-up, logged once it reaches the peers' height.
 pub(super) struct CatchUp {
@@ -69,8 +78,9 @@ impl Shell {
         else {
             return false;
         };
-        let stored = self.blocks.height();
-        if let Some(answer) = self.server.answer(from, &message, stored, now_ns()) {
+        let held = (self.host.first_certificate_height(), self.blocks.height());
+        let held = (held.0.unwrap_or(held.1 + 1), held.1);
+        if let Some(answer) = self.server.answer(from, &message, held, now_ns()) {
             self.net
                 .send(&from, app_frame(&answer.encode()), Lane::Bulk);
         }
@@ -96,8 +106,10 @@ impl Shell {
         }))
     }
 
-    /// Joins from a peer's snapshot if the block file is empty and a peer offers one:
-    /// returns the snapshot's height (`None`: start from genesis).
+    /// Joins from a peer's snapshot if the block file is empty, or this validator is behind
+    /// the blocks its peers still hold, and a peer offers one: returns the snapshot's height
+    /// (`None`: recover from the block file, or start from genesis). Called before recovery:
+    /// the host has applied nothing yet.
     pub(super) async fn join(
         &mut self,
         rx: &mut Inbox,
@@ -116,14 +128,23 @@ impl Shell {
             chunk_bytes: 0,
             cert_bytes: 0,
         };
-        let Some(manifest) = self.ask_manifests(rx, &mut joining, peers).await else {
-            return Ok(None);
-        };
-        let manifest_ms = started.elapsed().as_millis() as u64;
-        let fetch = Instant::now();
-        let snapshot = match self.fetch(rx, &mut joining).await {
-            Ok(snapshot) => snapshot,
-            Err(why) => return self.join_failed(manifest.height, &why).map(|()| None),
+        let mut attempts = 0;
+        let (manifest, snapshot, manifest_ms, fetch) = loop {
+            attempts += 1;
+            joining.assembly = None;
+            joining.next = None;
+            joining.without.clear();
+            let Some(manifest) = self.ask_manifests(rx, &mut joining, peers).await else {
+                return Ok(None);
+            };
+            let manifest_ms = started.elapsed().as_millis() as u64;
+            let fetch = Instant::now();
+            match self.fetch(rx, &mut joining).await {
+                Ok(snapshot) => break (manifest, snapshot, manifest_ms, fetch),
+                // The peers no longer keep it (they took newer ones): ask again.
+                Err(why) if why == STALLED && attempts < ATTEMPTS => continue,
+                Err(why) => return self.join_failed(manifest.height, &why).map(|()| None),
+            }
         };
         let chunks_ms = fetch.elapsed().as_millis() as u64;
         let verify = Instant::now();
@@ -149,6 +170,13 @@ impl Shell {
         Ok(Some(snapshot.height))
     }
 
+    /// Whether `m` offers a snapshot this validator should start from: any, with an empty
+    /// block file; else one past its height from a peer that pruned the block after it.
+    fn worth_joining(&self, m: &Manifest) -> bool {
+        let ours = self.blocks.height();
+        m.height > 0 && (ours == 0 || (m.height > ours && m.first_block > ours + 1))
+    }
+
     fn join_failed(&self, height: Height, why: &str) -> Result<(), HostError> {
         self.host.app().event(json!({
             "event": "state_sync_refused", "index": self.host.app().index, "height": height,
@@ -164,7 +192,11 @@ impl Shell {
         joining: &mut Joining,
         peers: usize,
     ) -> Option<Manifest> {
-        let end = Instant::now() + MANIFEST_WAIT;
+        let wait = match self.prune_keep_blocks {
+            0 => MANIFEST_WAIT,
+            _ => MANIFEST_WAIT_PRUNED,
+        };
+        let end = Instant::now() + wait;
         let request = app_frame(&SyncMessage::ManifestRequest.encode());
         while Instant::now() < end && joining.without.len() < peers {
             self.net.broadcast(request.clone(), Lane::Bulk);
@@ -215,7 +247,9 @@ impl Shell {
         joining: &mut Joining,
     ) -> Option<Manifest> {
         match message {
-            SyncMessage::Manifest(m) if m.height == 0 => {
+            // A peer with no snapshot, or (when this validator has blocks) one that still
+            // holds the block after ours: sync from it, no snapshot needed.
+            SyncMessage::Manifest(m) if !self.worth_joining(&m) => {
                 joining.without.insert(from);
                 None
             }
@@ -248,7 +282,7 @@ impl Shell {
                 None
             }
             request => {
-                if let Some(answer) = self.server.answer(from, &request, 0, now_ns()) {
+                if let Some(answer) = self.server.answer(from, &request, (1, 0), now_ns()) {
                     self.net
                         .send(&from, app_frame(&answer.encode()), Lane::Bulk);
                 }
@@ -288,6 +322,7 @@ impl Shell {
     async fn fetch(&mut self, rx: &mut Inbox, joining: &mut Joining) -> Result<Snapshot, String> {
         let end = Instant::now() + FETCH_LIMIT;
         let mut turn = 0usize;
+        let mut progress = (usize::MAX, false, Instant::now());
         loop {
             let (assembly, holders) = joining.assembly.as_ref().expect("a manifest");
             if holders.is_empty() {
@@ -300,6 +335,12 @@ impl Shell {
             }
             if Instant::now() >= end {
                 return Err("timed out".into());
+            }
+            let now = (assembly.missing().len(), joining.next.is_some());
+            if now != (progress.0, progress.1) {
+                progress = (now.0, now.1, Instant::now());
+            } else if progress.2.elapsed() >= STALL {
+                return Err(STALLED.into());
             }
             let height = assembly.manifest.height;
             let asked: Vec<u32> = assembly.missing().into_iter().take(WINDOW).collect();
@@ -343,7 +384,9 @@ impl Shell {
         // never loaded, and nothing after the restore can fail.
         chain_snapshot::write(&app.snapshots, snapshot).map_err(|e| e.to_string())?;
         app.restore_snapshot(snapshot, &chain)?;
-        self.blocks.start_after(snapshot.height);
+        self.blocks
+            .start_after(snapshot.height)
+            .map_err(|e| e.to_string())?;
         let last = (Hash(snapshot.block_id), snapshot.block_timestamp_ns);
         self.host
             .start_from_snapshot(chain, Hash(snapshot.exec_root), last);

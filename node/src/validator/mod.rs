@@ -491,19 +491,23 @@ async fn run_validator(
         prune_keep_blocks: config.prune_keep_blocks,
         quiet_chain: genesis.clone(),
     };
-    let mut from = if stored.first().is_some_and(|c| c.block.height > 1) {
-        validator.recover_after_snapshot(stored, &genesis)?
-    } else {
-        validator.recover(stored)?
-    };
+    // With an empty block file, or behind what pruning peers still hold, join from a
+    // peer's snapshot; else recover from the block file.
     let peer_count = config.validators.len() - 1;
+    let ours = validator.blocks.height();
     let mut joined = None;
-    if validator.blocks.height() == 0 && config.state_sync && peer_count > 0 {
+    if config.state_sync && peer_count > 0 && (ours == 0 || config.prune_keep_blocks > 0) {
         joined = validator
             .join(&mut rx, &genesis, &chain_id, peer_count)
             .await?;
-        from = joined.unwrap_or(0);
     }
+    let from = match joined {
+        Some(height) => height,
+        None if stored.first().is_some_and(|c| c.block.height > 1) => {
+            validator.recover_after_snapshot(stored, &genesis)?
+        }
+        None => validator.recover(stored)?,
+    };
     // A joined validator's folder had no safety file (new, or wiped): it cannot tell what
     // it signed before, so it holds signing as after a lost safety file.
     if joined.is_some() && !had_safety_state && !lost {
