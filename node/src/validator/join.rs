@@ -1,7 +1,8 @@
 //! Joining from a peer's snapshot (state sync, [`crate::state_sync`]), serving snapshots to
 //! peers, and starting from a block file that begins after a snapshot.
 //!
-//! A validator with no blocks asks its peers for their newest snapshot's manifest; if one
+//! A validator with no blocks (or, with pruning, one whose peers no longer hold the block
+//! after its own) asks its peers for their newest snapshot's manifest; if one
 //! offers a snapshot, it fetches the chunks (each checked against the manifest, a bad one
 //! fetched again from another peer that offered the same snapshot), asks for the commit
 //! certificate of the next block (a sync request), and accepts the snapshot only if that
