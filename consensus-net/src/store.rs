@@ -1,6 +1,7 @@
 //! The committed-block file: every decided block with its commit certificate, append-only.
 //!
-//! Layout: one record per height, from height 1, in order:
+//! Layout: one record per height, in order, from height 1 (or from the height after the
+//! snapshot a validator started from: [`BlockStore::start_after`]):
 //!
 //! ```text
 //! len       u32 LE
@@ -78,7 +79,7 @@ fn intact_record(bytes: &[u8], at: usize) -> Option<&[u8]> {
 
 impl BlockStore {
     /// Opens (or creates) the file at `path` and returns it with every stored certificate,
-    /// heights 1, 2, ... in order. Also returns the number of bytes cut off a torn tail.
+    /// heights in order (1, 2, ... unless it starts after a snapshot). Also returns the number of bytes cut off a torn tail.
     pub fn open(path: &Path) -> Result<(BlockStore, Vec<CommitCertificate>, u64), BlockStoreError> {
         let io = |source| BlockStoreError::Io {
             path: path.to_path_buf(),
@@ -92,7 +93,7 @@ impl BlockStore {
             .map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
-        let mut certificates = Vec::new();
+        let mut certificates: Vec<CommitCertificate> = Vec::new();
         let mut at = 0usize;
         let corrupt = |offset: usize, what: String| BlockStoreError::Corrupt {
             path: path.to_path_buf(),
@@ -121,7 +122,10 @@ impl BlockStore {
                 Ok(_) => return Err(corrupt(at, "not a commit certificate".into())),
                 Err(e) => return Err(corrupt(at, e.to_string())),
             };
-            let expected = certificates.len() as u64 + 1;
+            let expected = match certificates.first() {
+                Some(first) => first.block.height + certificates.len() as u64,
+                None => certificate.block.height.max(1),
+            };
             if certificate.block.height != expected {
                 return Err(corrupt(
                     at,
@@ -140,7 +144,7 @@ impl BlockStore {
             file.sync_all().map_err(io)?;
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;
-        let height = certificates.len() as u64;
+        let height = certificates.last().map_or(0, |c| c.block.height);
         Ok((
             BlockStore {
                 path: path.to_path_buf(),
@@ -152,9 +156,68 @@ impl BlockStore {
         ))
     }
 
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Height of the last stored block (0 if none).
     pub fn height(&self) -> u64 {
         self.height
+    }
+
+    /// The file continues after `height` (a validator that started from a snapshot of that
+    /// height): every stored block is dropped and the next block appended is `height + 1`.
+    pub fn start_after(&mut self, height: u64) -> Result<(), BlockStoreError> {
+        if self.height > 0 {
+            let io = |source| BlockStoreError::Io {
+                path: self.path.clone(),
+                source,
+            };
+            self.file.set_len(0).map_err(io)?;
+            self.file.sync_all().map_err(io)?;
+        }
+        self.height = height;
+        Ok(())
+    }
+
+    /// Drops every block up to `height` (pruning: a snapshot covers them): the later
+    /// records are written to a temporary file, synced and renamed over the block file (a
+    /// crash leaves the old file or the new one, both valid). Returns the bytes removed.
+    pub fn prune_through(&mut self, height: u64) -> Result<u64, BlockStoreError> {
+        let io = |source| BlockStoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let bytes = std::fs::read(&self.path).map_err(io)?;
+        let mut keep_from = bytes.len();
+        let mut at = 0usize;
+        while let Some(body) = intact_record(&bytes, at) {
+            let Ok(Message::Commit(c)) = Message::decode(body) else {
+                break;
+            };
+            if c.block.height > height {
+                keep_from = at;
+                break;
+            }
+            at += 4 + body.len() + 32;
+        }
+        if keep_from == 0 {
+            return Ok(0);
+        }
+        let temporary = self.path.with_extension("prune");
+        let mut file = File::create(&temporary).map_err(io)?;
+        file.write_all(&bytes[keep_from..]).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&temporary, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        Ok(keep_from as u64)
     }
 
     /// Appends the certificate of the next height and makes it durable. Panics if it is not

@@ -132,3 +132,36 @@ fn a_partial_last_record_is_cut_but_zeros_in_place_of_a_middle_record_are_not() 
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+#[test]
+fn a_pruned_file_keeps_the_later_blocks_reopens_from_them_and_takes_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = file_with(&dir, 10);
+    let (mut store, stored, _) = BlockStore::open(&path).unwrap();
+    assert_eq!(stored.len(), 10);
+    let before = std::fs::metadata(&path).unwrap().len();
+    let removed = store.prune_through(6).unwrap();
+    assert!(removed > 0);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), before - removed);
+    assert_eq!(store.prune_through(6).unwrap(), 0, "nothing more to drop");
+    store.append(&certificate(11, 10)).unwrap();
+    drop(store);
+    let (store, stored, cut) = BlockStore::open(&path).unwrap();
+    let heights: Vec<u64> = stored.iter().map(|c| c.block.height).collect();
+    assert_eq!(heights, [7, 8, 9, 10, 11]);
+    assert_eq!((store.height(), cut), (11, 0));
+}
+
+#[test]
+fn an_empty_file_started_after_a_snapshot_takes_the_next_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks");
+    let (mut store, stored, _) = BlockStore::open(&path).unwrap();
+    assert!(stored.is_empty());
+    store.start_after(40).unwrap();
+    store.append(&certificate(41, 3)).unwrap();
+    drop(store);
+    let (store, stored, _) = BlockStore::open(&path).unwrap();
+    assert_eq!(stored[0].block.height, 41);
+    assert_eq!(store.height(), 41);
+}

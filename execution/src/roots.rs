@@ -211,6 +211,12 @@ impl Execution {
         }
     }
 
+    /// `consensus::chain::ChainState::hash` after the last executed block (part of the
+    /// root): what a validator starting from a snapshot checks its chain state against.
+    pub fn consensus_digest(&self) -> [u8; 32] {
+        self.consensus_digest
+    }
+
     /// The execution root: `BLAKE3("nexus-execution-v2" || core_root || evm_root ||
     /// queue_root || chain_root)`; what the next block's header names.
     pub fn root(&mut self) -> [u8; 32] {

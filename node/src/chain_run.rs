@@ -151,6 +151,8 @@ pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, Hos
         max_block_txs: node.chain.max_block_txs,
         max_block_bytes: 16 << 20,
         snapshot_every: node.chain.snapshot_every,
+        state_sync: true,
+        prune_keep_blocks: 0,
         connection_rate: node.chain.connection_rate,
         eth_history_blocks: crate::chain_eth::HISTORY_BLOCKS as u64,
         eth_state_blocks: node.chain.eth_state_blocks,

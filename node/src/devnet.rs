@@ -67,6 +67,10 @@ pub struct DevnetArgs {
     /// validator loads its newest snapshot and executes only the blocks after it.
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     pub snapshot_every: u64,
+    /// After each snapshot, every validator drops the blocks older than the snapshot's
+    /// height minus N from its block file (0: keep every block).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub prune_keep_blocks: u64,
     /// Most transactions a second each client connection of a validator may send (bursts of
     /// as many); more are refused `rate_limited` (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 50_000)]
@@ -209,6 +213,8 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         max_block_txs: args.max_block_txs,
         max_block_bytes: 16 << 20,
         snapshot_every: args.snapshot_every,
+        state_sync: true,
+        prune_keep_blocks: args.prune_keep_blocks,
         connection_rate: args.connection_rate,
         eth_history_blocks: args.eth_history_blocks,
         eth_state_blocks: args.eth_state_blocks,

@@ -35,6 +35,7 @@ pub mod queries;
 pub mod rate;
 pub mod replay;
 pub mod server;
+pub mod state_sync;
 pub mod txport;
 pub mod validator;
 pub mod wal_tool;

@@ -242,8 +242,11 @@ pub struct Host<V: SignatureVerifier, A: Application> {
     exec_root: Hash,
     /// Id and timestamp of the last applied block.
     last_block: Option<(Hash, u64)>,
-    /// Encoded `Message::Commit` frames of every applied height (index = height - 1).
+    /// Encoded `Message::Commit` frames of every applied height after `cert_base` (index =
+    /// height - 1 - cert_base).
     certificates: Vec<Frame>,
+    /// Heights up to this one have no certificate here (started from a snapshot).
+    cert_base: Height,
     timers: BTreeMap<(u64, u64), Timeout>,
     timer_seq: u64,
     cert_sent: BTreeMap<(ValidatorId, Height), u64>,
@@ -320,6 +323,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             exec_root,
             last_block: None,
             certificates: Vec::new(),
+            cert_base: 0,
             timers: BTreeMap::new(),
             timer_seq: 0,
             cert_sent: BTreeMap::new(),
@@ -384,6 +388,48 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         self.apply_chain(&certificate);
         self.applied(&certificate, root_after);
         Ok(())
+    }
+
+    /// Starts after a snapshot instead of genesis (before [`Host::start`], with nothing
+    /// applied yet): `chain` is the chain state after the snapshot's block, `exec_root` the
+    /// execution root after it, `last_block` its id and timestamp. Heights up to the
+    /// snapshot's have no certificate here: sync requests for them are answered from the
+    /// snapshot's height on.
+    pub fn start_from_snapshot(
+        &mut self,
+        chain: ChainState,
+        exec_root: Hash,
+        last_block: (Hash, u64),
+    ) {
+        assert!(
+            self.certificates.is_empty(),
+            "a snapshot is installed before any block"
+        );
+        self.cert_base = chain.height();
+        self.chain = chain;
+        self.exec_root = exec_root;
+        self.last_block = Some(last_block);
+    }
+
+    /// Forgets the certificates up to `height` (the shell pruned those blocks): sync
+    /// requests are answered from the next one on.
+    pub fn prune_certificates(&mut self, height: Height) {
+        let drop = height
+            .saturating_sub(self.cert_base)
+            .min(self.certificates.len() as u64);
+        self.certificates.drain(..drop as usize);
+        self.cert_base += drop;
+    }
+
+    /// The lowest height this host holds a certificate for, if any.
+    pub fn first_certificate_height(&self) -> Option<Height> {
+        (!self.certificates.is_empty()).then_some(self.cert_base + 1)
+    }
+
+    /// The certificate frame of `height`, if held.
+    fn certificate_frame(&self, height: Height) -> Option<&Frame> {
+        let index = height.checked_sub(self.cert_base + 1)?;
+        self.certificates.get(usize::try_from(index).ok()?)
     }
 
     /// Sets the empty-block interval (0, the default: every height starts at once). An
@@ -788,14 +834,10 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         if self.chain.validators().stake_of(&peer).is_none() {
             return;
         }
-        let Some(frame) = height
-            .checked_sub(1)
-            .and_then(|i| self.certificates.get(i as usize))
-        else {
+        let Some(frame) = self.certificate_frame(height).cloned() else {
             return;
         };
         if cert_allowed(&mut self.cert_sent, peer, height, now_ns) {
-            let frame = frame.clone();
             self.stats.behind_certificates += 1;
             let reason = SendReason::PeerBehind;
             self.actions.push_back(Action::Send {
@@ -848,7 +890,9 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         let Ok(bytes) = <[u8; 8]>::try_from(body) else {
             return;
         };
-        let from_height = u64::from_le_bytes(bytes).max(1);
+        // Heights before the first held certificate (a host started from a snapshot) are
+        // answered from that one on: the asker then needs a snapshot itself.
+        let from_height = u64::from_le_bytes(bytes).max(self.cert_base + 1);
         let Some(range) = sync_range(from_height, self.chain.height()) else {
             return; // Nothing we have (or a request past our height).
         };
@@ -859,7 +903,9 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         }
         self.sync_served.insert(from, (from_height, now_ns));
         for h in range {
-            let frame = self.certificates[(h - 1) as usize].clone();
+            let Some(frame) = self.certificate_frame(h).cloned() else {
+                break;
+            };
             self.stats.sync_certificates += 1;
             let reason = SendReason::SyncAnswer;
             self.actions.push_back(Action::Send {

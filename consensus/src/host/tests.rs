@@ -614,3 +614,71 @@ fn without_an_interval_or_with_work_every_height_starts_at_once() {
     h.block_durable(1, 2 * MS).unwrap();
     started(&mut h, 2);
 }
+
+/// The certificates of heights 1..=n decided by a validator that decides alone.
+fn decided_alone(n: Height) -> (TestHost, Keypair, Vec<CommitCertificate>) {
+    let (mut a, peer) = host(10);
+    a.start(MS).unwrap();
+    let mut certs = Vec::new();
+    for height in 1..=n {
+        for act in drain(&mut a) {
+            if let Action::PersistBlock(c) = act {
+                certs.push((*c).clone());
+            }
+        }
+        a.block_durable(height, (1 + height) * MS).unwrap();
+    }
+    (a, peer, certs)
+}
+
+/// Heights of the certificates in `actions`.
+fn sent_heights(actions: &[Action]) -> Vec<Height> {
+    let height = |a: &Action| match a {
+        Action::Send { frame, .. } => match Message::decode(&frame[1..]) {
+            Ok(Message::Commit(c)) => Some(c.block.height),
+            _ => None,
+        },
+        _ => None,
+    };
+    actions.iter().filter_map(height).collect()
+}
+
+#[test]
+fn pruned_certificates_are_not_served_and_sync_answers_start_at_the_first_held() {
+    let (mut a, peer, _) = decided_alone(5);
+    drain(&mut a);
+    assert_eq!(a.first_certificate_height(), Some(1));
+    a.prune_certificates(3);
+    assert_eq!(a.first_certificate_height(), Some(4));
+    a.on_frame(peer.id(), &sync_frame(1), 100 * MS).unwrap();
+    assert_eq!(sent_heights(&drain(&mut a)), [4, 5]);
+    a.prune_certificates(2);
+    assert_eq!(
+        a.first_certificate_height(),
+        Some(4),
+        "pruning never goes back"
+    );
+}
+
+#[test]
+fn a_host_started_from_a_snapshot_executes_only_later_blocks_and_serves_them() {
+    let (a, peer, certs) = decided_alone(5);
+    let (mut b, _) = host(10);
+    let mut chain = b.chain().clone();
+    for c in &certs[..3] {
+        chain.apply_block(&c.block, &Ed25519);
+    }
+    let root = a.app().root_after(3, &certs);
+    let last = (certs[2].block.id(), certs[2].block.timestamp_ns);
+    b.app_mut().root = root;
+    b.start_from_snapshot(chain, root, last);
+    assert_eq!(b.first_certificate_height(), None);
+    for c in certs[3..].iter().cloned() {
+        b.recover(c, MS).unwrap();
+    }
+    assert_eq!(b.app().executed, vec![(4, true), (5, true)]);
+    assert_eq!(b.exec_root(), a.app().root_after(5, &certs));
+    assert_eq!(b.chain().height(), 5);
+    b.on_frame(peer.id(), &sync_frame(2), 10 * MS).unwrap();
+    assert_eq!(sent_heights(&drain(&mut b)), [4, 5]);
+}

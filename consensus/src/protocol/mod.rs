@@ -1142,7 +1142,9 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
 
 /// Whether `c` carries precommits for its block, in its round, from distinct validators of
 /// `set` holding more than 2/3 of its stake, each validly signed.
-fn certified_by_quorum(
+/// Whether `c` carries precommits for its block from a quorum of `set` (each signature
+/// checked, at most one per validator).
+pub fn certified_by_quorum(
     c: &CommitCertificate,
     set: &ValidatorSet,
     chain_id: &[u8; 32],

@@ -894,21 +894,52 @@ impl NodeApp {
             && stored
                 .get(height as usize - 1)
                 .is_some_and(|cert| cert.block.id().0 == snapshot.block_id);
-        let restored = Execution::restore(self.execution_config.clone(), &snapshot.execution);
-        let mut execution = match (fits, restored) {
-            (true, Ok(execution)) => execution,
-            (fits, restored) => {
-                let why = restored
-                    .err()
-                    .map_or("another chain's block".into(), |e| e.to_string());
-                eprintln!("nexus validator: snapshot at {height} not used (fits: {fits}): {why}");
-                return None;
-            }
-        };
+        if !fits {
+            eprintln!("nexus validator: snapshot at {height} not used: another chain's block");
+            return None;
+        }
+        let mut execution =
+            match Execution::restore(self.execution_config.clone(), &snapshot.execution) {
+                Ok(execution) => execution,
+                Err(why) => {
+                    eprintln!("nexus validator: snapshot at {height} not used: {why}");
+                    return None;
+                }
+            };
         if execution.root() != snapshot.exec_root {
             eprintln!("nexus validator: snapshot at {height} not used: its state has another root");
             return None;
         }
+        self.install_execution(execution, &snapshot);
+        Some((height, Hash(snapshot.exec_root)))
+    }
+
+    /// Restores `snapshot` (from a peer, or kept after a state sync) as this validator's
+    /// state: it must restore to its recorded root and commit to `chain`'s hash (the
+    /// consensus-layer state the caller derived for its height).
+    pub(super) fn restore_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        chain: &ChainState,
+    ) -> Result<(), String> {
+        let mut execution = Execution::restore(self.execution_config.clone(), &snapshot.execution)
+            .map_err(|e| format!("the snapshot does not restore: {e}"))?;
+        if execution.root() != snapshot.exec_root {
+            return Err("the snapshot's state has another root than it names".into());
+        }
+        if execution.consensus_digest() != chain.hash().0 {
+            return Err(
+                "the chain's staking or governance state changed since genesis: \
+                 state sync does not carry it yet"
+                    .into(),
+            );
+        }
+        self.install_execution(execution, snapshot);
+        Ok(())
+    }
+
+    /// Makes `execution` (restored from `snapshot`) this validator's state.
+    fn install_execution(&mut self, execution: Execution, snapshot: &Snapshot) {
         self.eth_history = EthHistory::new(
             execution.evm().head(),
             self.eth_history.capacity(),
@@ -918,7 +949,6 @@ impl NodeApp {
         shared.execution = execution;
         shared.block_time_ms = snapshot.block_time_ms;
         self.inputs_executed = snapshot.inputs_executed;
-        Some((height, Hash(snapshot.exec_root)))
     }
 
     /// This validator's proposal payload: what its pool holds (arrival order).

@@ -99,6 +99,16 @@ pub struct DevnetConfig {
     /// validator loads its newest and executes only later blocks.
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
+    /// A validator whose block file is empty asks its peers for a snapshot and starts from
+    /// it (state sync, docs/consensus.md) instead of executing every block from genesis.
+    #[serde(default = "default_state_sync")]
+    pub state_sync: bool,
+    /// After each snapshot, blocks older than its height minus this many are dropped from
+    /// the block file and memory, so disk stays bounded (0: keep every block). A restart
+    /// then starts from the snapshot; a peer asking for pruned heights gets what is left
+    /// and joins from a snapshot instead.
+    #[serde(default)]
+    pub prune_keep_blocks: u64,
     /// Most transactions a second one client connection (transaction port, gateway session,
     /// JSON connection) may send, in bursts of as many; more are refused `rate_limited`
     /// (0: no limit).
@@ -253,6 +263,10 @@ impl DevnetConfig {
 
 fn default_snapshot_every() -> u64 {
     1_000
+}
+
+fn default_state_sync() -> bool {
+    true
 }
 
 fn default_connection_rate() -> u64 {

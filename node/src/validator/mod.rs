@@ -98,6 +98,7 @@ use sequencer::ClientRef;
 mod app;
 mod clients;
 mod config;
+mod join;
 mod verifier;
 
 use app::*;
@@ -287,6 +288,18 @@ struct Shell {
     signing_held: bool,
     /// Checks the signatures of peers' forwarded transactions off the loop.
     verifier: ForwardVerifier,
+    /// Serves this validator's newest snapshot to peers (state sync).
+    server: crate::state_sync::SnapshotServer,
+    /// After joining from a snapshot: the catch-up to the peers' height, until logged.
+    catch_up: Option<join::CatchUp>,
+    /// Certificates received while joining, handed to the host once it started.
+    pending_frames: Vec<Received>,
+    /// Blocks kept before the newest snapshot (0: all).
+    prune_keep_blocks: u64,
+    /// The genesis chain state advanced through empty blocks to the last pruning: a pruned
+    /// file restarts from a snapshot whose chain state is derived that way, so blocks are
+    /// pruned only while the chain's state equals it.
+    quiet_chain: ChainState,
 }
 
 /// Clock difference allowed between validators when a validator that lost its safety file
@@ -368,11 +381,13 @@ struct Ports {
     eth: Option<SocketAddr>,
 }
 
-/// What recovery found: blocks in the block file, the snapshot used, bytes cut.
+/// What recovery found: the block file's height, the snapshot used, bytes cut.
 struct Recovery {
     blocks: u64,
     snapshot_height: Height,
     torn_bytes_cut: u64,
+    /// The height of the peer's snapshot this validator joined from, if it did.
+    state_sync_height: Option<Height>,
 }
 
 /// The `ready` line: addresses, identity, recovery, and the caller's extra fields.
@@ -396,6 +411,7 @@ fn ready_line(
         "recovered_blocks": recovery.blocks, "snapshot_height": recovery.snapshot_height,
         "executed_blocks": recovery.blocks - recovery.snapshot_height,
         "torn_bytes_cut": recovery.torn_bytes_cut,
+        "state_sync_height": recovery.state_sync_height,
         "state_root": hex(&shell.host.exec_root().0),
     });
     if let Some(fields) = ready.as_object_mut() {
@@ -421,6 +437,7 @@ async fn run_validator(
     let (data_dir, seed, keypair) = validator_key(&args, &entry)?;
     let chain_id = config.chain_id_bytes()?;
     let (chain, peers) = genesis_chain(&config)?;
+    let genesis = chain.clone();
     let (mut app, exec_root) = node_app(&args, &config, &data_dir)?;
     app.quiet_blocks = options.quiet_blocks;
     app.stderr_events = options.stderr_events;
@@ -449,7 +466,7 @@ async fn run_validator(
         host.hold_signing(restart_ns, CLOCK_SKEW_NS);
     }
     let dial = dial_addresses(peers.clone(), &args.peer_addrs)?;
-    let (net, rx) = {
+    let (net, mut rx) = {
         let _on_quic_thread = quic.enter();
         Network::start(NetConfig::new(seed, entry.addr, dial))?
     };
@@ -468,9 +485,36 @@ async fn run_validator(
         blocks,
         signing_held: lost,
         verifier,
+        server: crate::state_sync::SnapshotServer::new(data_dir.join("snapshots")),
+        catch_up: None,
+        pending_frames: Vec::new(),
+        prune_keep_blocks: config.prune_keep_blocks,
+        quiet_chain: genesis.clone(),
     };
-    let recovered = stored.len() as u64;
-    let from = validator.recover(stored)?;
+    // With an empty block file, or behind what pruning peers still hold, join from a
+    // peer's snapshot; else recover from the block file.
+    let peer_count = config.validators.len() - 1;
+    let ours = validator.blocks.height();
+    let mut joined = None;
+    if config.state_sync && peer_count > 0 && (ours == 0 || config.prune_keep_blocks > 0) {
+        joined = validator
+            .join(&mut rx, &genesis, &chain_id, peer_count)
+            .await?;
+    }
+    let from = match joined {
+        Some(height) => height,
+        None if stored.first().is_some_and(|c| c.block.height > 1) => {
+            validator.recover_after_snapshot(stored, &genesis)?
+        }
+        None => validator.recover(stored)?,
+    };
+    // A joined validator's folder had no safety file (new, or wiped): it cannot tell what
+    // it signed before, so it holds signing as after a lost safety file.
+    if joined.is_some() && !had_safety_state && !lost {
+        validator.host.hold_signing(restart_ns, CLOCK_SKEW_NS);
+        validator.signing_held = true;
+    }
+    let recovered = validator.blocks.height();
     let (gateway_tx, gateway) = mpsc::channel::<Vec<GatewayTx>>(1024);
     let gateway_addrs = validator.start_gateway(&entry, chain_id, gateway_tx)?;
     let (json_tx, json) = mpsc::channel::<JsonEvent>(1 << 12);
@@ -495,6 +539,7 @@ async fn run_validator(
         blocks: recovered,
         snapshot_height: from,
         torn_bytes_cut: cut,
+        state_sync_height: joined,
     };
     let ready = ready_line(
         &validator,
@@ -516,6 +561,10 @@ async fn run_validator(
         }))?;
     }
     validator.host.start(now_ns())?;
+    validator.perform()?;
+    for r in std::mem::take(&mut validator.pending_frames) {
+        validator.on_frame(r)?;
+    }
     validator.perform()?;
     let channels = ClientChannels {
         tx_port,
@@ -786,6 +835,10 @@ impl Shell {
     fn on_frame(&mut self, r: Received) -> Result<(), HostError> {
         let now_ns = now_ns();
         self.host.app_mut().peers_heard.insert(r.from, now_ns / MS);
+        self.note_catch_up(r.frame.len())?;
+        if self.serve_state_sync(r.from, &r.frame) {
+            return Ok(());
+        }
         // Forwarded transactions go to the verifier first (they come back verified);
         // if its queue is full, they are admitted here, checked on this loop.
         let frame = match r.frame.first() {
@@ -845,6 +898,7 @@ impl Shell {
                     self.blocks.append(&cert)?;
                     self.host.block_durable(cert.block.height, now_ns())?;
                     self.note_signing_resumed(cert.block.height)?;
+                    self.maybe_prune(cert.block.height)?;
                 }
                 Action::Evidence(e) => self.host.app().event(json!({
                     "event": "evidence", "index": self.host.app().index, "height": e.height(),

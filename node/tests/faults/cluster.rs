@@ -68,6 +68,10 @@ pub struct Cluster {
     pub evidence: u64,
     /// `ready` lines, by validator.
     pub ready: Vec<(usize, Value)>,
+    /// Heights of each validator's `final` lines, in the order logged.
+    pub finals: Vec<Vec<u64>>,
+    /// Other event lines (state sync, snapshots), by validator.
+    pub events: Vec<(usize, Value)>,
 }
 
 impl Drop for Cluster {
@@ -87,9 +91,14 @@ impl Cluster {
     /// the load client at `rate` orders/s; a snapshot every 25 blocks), starts the proxies
     /// and the four validators, and waits for their `ready` lines.
     pub fn start(dir: &Path, base_port: u16, rate: u64, seed: u64) -> Cluster {
+        Cluster::start_with(dir, base_port, rate, seed, &[])
+    }
+
+    /// [`Cluster::start`] with more `nexus devnet` options.
+    pub fn start_with(dir: &Path, base_port: u16, rate: u64, seed: u64, extra: &[&str]) -> Cluster {
         let base = base_port.to_string();
         let rate = rate.to_string();
-        let args = [
+        let mut args = vec![
             "--base-port",
             &base,
             "--rate",
@@ -97,6 +106,7 @@ impl Cluster {
             "--snapshot-every",
             "25",
         ];
+        args.extend_from_slice(extra);
         let config_path = common::init_devnet(dir, &args);
         let config = read_config(&config_path).expect("config");
         let targets: Vec<_> = config.validators.iter().map(|v| v.addr).collect();
@@ -117,6 +127,8 @@ impl Cluster {
             phase: Phase::Before,
             evidence: 0,
             ready: Vec::new(),
+            finals: vec![Vec::new(); VALIDATORS],
+            events: Vec::new(),
         };
         for i in 0..VALIDATORS {
             cluster.launch(i);
@@ -211,11 +223,14 @@ impl Cluster {
     }
 
     fn observe(&mut self, i: usize, v: Value) {
+        if std::env::var_os("NEXUS_TEST_EVENTS").is_some() && v["event"] != "final" {
+            eprintln!("validator {i}: {v}");
+        }
         match v["event"].as_str() {
             Some("final") => self.on_final(i, &v),
             Some("evidence") => self.evidence += 1,
             Some("ready") => self.ready.push((i, v)),
-            _ => {}
+            _ => self.events.push((i, v)),
         }
     }
 
@@ -231,6 +246,7 @@ impl Cluster {
             "validator {i} has another execution root at height {h} than {by:?}"
         );
         by.push(i);
+        self.finals[i].push(h);
         self.heights[i] = self.heights[i].max(h);
         let round = v["round"].as_u64().expect("round");
         if self.first_final.contains_key(&h) {

@@ -1,0 +1,220 @@
+use consensus::block::Block;
+use consensus::messages::{SignedVote, Vote, VoteKind};
+use consensus::types::{Ed25519, Hash, Keypair};
+use consensus::validators::Validator;
+
+use super::*;
+
+const CHAIN: [u8; 32] = [7; 32];
+
+fn snapshot() -> Snapshot {
+    Snapshot {
+        height: 40,
+        exec_root: [1; 32],
+        inputs_executed: 9,
+        block_time_ms: 1_800_000_000_000,
+        block_id: [2; 32],
+        block_timestamp_ns: 5,
+        execution: (0..5_000u32).map(|i| (i % 251) as u8).collect(),
+    }
+}
+
+fn keys() -> Vec<Keypair> {
+    (1..=4u8).map(|i| Keypair::from_seed([i; 32])).collect()
+}
+
+fn set(keys: &[Keypair]) -> ValidatorSet {
+    let validators = keys.iter().map(|k| Validator {
+        id: k.id(),
+        stake: 1,
+    });
+    ValidatorSet::new(validators.collect()).unwrap()
+}
+
+/// The certificate of block 41 (parent `parent`, previous root `root`), precommitted by
+/// `signers`.
+fn certificate(parent: [u8; 32], root: [u8; 32], signers: &[Keypair]) -> CommitCertificate {
+    let block = Block {
+        height: 41,
+        timestamp_ns: 6,
+        proposer: signers[0].id(),
+        prev_hash: Hash(parent),
+        prev_exec_root: Hash(root),
+        evidence: Vec::new(),
+        actions: Vec::new(),
+        payload: Vec::new(),
+    };
+    let precommits = signers
+        .iter()
+        .map(|k| {
+            let vote = Vote {
+                kind: VoteKind::Precommit,
+                height: 41,
+                round: 0,
+                value: Some(block.id()),
+                validator: k.id(),
+            };
+            let signature = k.sign(&vote.signing_bytes(&CHAIN));
+            SignedVote { vote, signature }
+        })
+        .collect();
+    CommitCertificate {
+        round: 0,
+        block,
+        precommits,
+    }
+}
+
+#[test]
+fn messages_round_trip_and_garbage_is_not_one() {
+    let s = snapshot();
+    let file = s.encode();
+    let messages = [
+        SyncMessage::ManifestRequest,
+        SyncMessage::Manifest(Manifest::of(&s, &file, 1000)),
+        SyncMessage::Manifest(Manifest::none()),
+        SyncMessage::ChunkRequest {
+            height: 40,
+            index: 3,
+        },
+        SyncMessage::Chunk {
+            height: 40,
+            index: 3,
+            bytes: vec![1, 2, 3],
+        },
+    ];
+    for m in messages {
+        assert_eq!(SyncMessage::decode(&m.encode()), Some(m));
+    }
+    assert_eq!(
+        SyncMessage::decode(&crate::txport::encode_list([&b"x"[..]].into_iter())),
+        None
+    );
+    let mut bad = SyncMessage::Manifest(Manifest::of(&s, &file, 1000)).encode();
+    bad.pop();
+    assert_eq!(SyncMessage::decode(&bad), None, "a cut manifest");
+}
+
+#[test]
+fn a_bad_chunk_is_refused_and_the_good_one_completes_the_snapshot() {
+    let s = snapshot();
+    let file = s.encode();
+    let manifest = Manifest::of(&s, &file, 1000);
+    assert_eq!(manifest.hashes.len(), file.len().div_ceil(1000));
+    let mut assembly = Assembly::new(manifest.clone());
+    let chunks: Vec<&[u8]> = file.chunks(1000).collect();
+    let mut corrupt = chunks[2].to_vec();
+    corrupt[10] ^= 1;
+    assert_eq!(assembly.accept(40, 2, corrupt), Err(Refused::BadChunk(2)));
+    assert_eq!(
+        assembly.accept(39, 2, chunks[2].to_vec()),
+        Err(Refused::NotInManifest(2)),
+        "another snapshot's chunk"
+    );
+    for (i, chunk) in chunks.iter().enumerate() {
+        if i != 2 {
+            assembly.accept(40, i as u32, chunk.to_vec()).unwrap();
+        }
+    }
+    assert_eq!(assembly.missing(), [2]);
+    assert!(assembly.finish().is_none(), "not complete");
+    assembly.accept(40, 2, chunks[2].to_vec()).unwrap();
+    assert_eq!(assembly.finish(), Some(Ok(s.clone())));
+
+    // A manifest that lies about the root: every chunk matches it, the snapshot does not.
+    let mut lying = manifest;
+    lying.exec_root = [9; 32];
+    let mut assembly = Assembly::new(lying);
+    for (i, chunk) in chunks.iter().enumerate() {
+        assembly.accept(40, i as u32, chunk.to_vec()).unwrap();
+    }
+    assert_eq!(assembly.finish(), Some(Err(Refused::BadSnapshot)));
+}
+
+#[test]
+fn a_snapshot_is_accepted_only_with_a_quorum_certificate_naming_its_root() {
+    let keys = keys();
+    let set = set(&keys);
+    let s = snapshot();
+    let good = certificate(s.block_id, s.exec_root, &keys[..3]);
+    assert_eq!(verify(&s, &good, &set, &CHAIN, &Ed25519), Ok(()));
+    // Another root (a peer serving a state the quorum did not commit to).
+    let other = certificate(s.block_id, [8; 32], &keys[..3]);
+    assert_eq!(
+        verify(&s, &other, &set, &CHAIN, &Ed25519),
+        Err(Refused::RootMismatch(41))
+    );
+    let other_parent = certificate([3; 32], s.exec_root, &keys[..3]);
+    assert_eq!(
+        verify(&s, &other_parent, &set, &CHAIN, &Ed25519),
+        Err(Refused::RootMismatch(41))
+    );
+    // Two of four precommits are no quorum; keys outside the set are refused.
+    let few = certificate(s.block_id, s.exec_root, &keys[..2]);
+    assert_eq!(
+        verify(&s, &few, &set, &CHAIN, &Ed25519),
+        Err(Refused::BadCertificate(41))
+    );
+    let strangers: Vec<Keypair> = (10..13u8).map(|i| Keypair::from_seed([i; 32])).collect();
+    let forged = certificate(s.block_id, s.exec_root, &strangers);
+    assert_eq!(
+        verify(&s, &forged, &set, &CHAIN, &Ed25519),
+        Err(Refused::BadCertificate(41))
+    );
+    // Another chain's signatures.
+    assert_eq!(
+        verify(&s, &good, &set, &[0; 32], &Ed25519),
+        Err(Refused::BadCertificate(41))
+    );
+    // The certificate of another height.
+    let mut later = s.clone();
+    later.height = 41;
+    assert_eq!(
+        verify(&later, &good, &set, &CHAIN, &Ed25519),
+        Err(Refused::BadCertificate(41))
+    );
+}
+
+#[test]
+fn a_server_answers_its_newest_snapshot_chunk_by_chunk_and_rate_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = ValidatorId([5; 32]);
+    let mut server = SnapshotServer::new(dir.path().to_path_buf());
+    let none = server.answer(peer, &SyncMessage::ManifestRequest, (1, 100), 1);
+    assert_eq!(none, Some(SyncMessage::Manifest(Manifest::none())));
+    let s = snapshot();
+    chain_snapshot::write(dir.path(), &s).unwrap();
+    let t = 10_000_000_000;
+    let Some(SyncMessage::Manifest(m)) =
+        server.answer(peer, &SyncMessage::ManifestRequest, (1, 100), t)
+    else {
+        panic!("a manifest");
+    };
+    assert_eq!((m.height, m.hashes.len()), (40, 1));
+    let request = SyncMessage::ChunkRequest {
+        height: 40,
+        index: 0,
+    };
+    let Some(SyncMessage::Chunk { bytes, .. }) = server.answer(peer, &request, (1, 100), t) else {
+        panic!("a chunk");
+    };
+    assert_eq!(bytes, s.encode());
+    assert_eq!(
+        server.answer(peer, &request, (1, 100), t + 1),
+        None,
+        "the same chunk again at once"
+    );
+    let past = SyncMessage::ChunkRequest {
+        height: 40,
+        index: 1,
+    };
+    assert_eq!(server.answer(peer, &past, (1, 100), t), None);
+    // Below the block file's height the snapshot is not offered.
+    let other = ValidatorId([6; 32]);
+    let Some(SyncMessage::Manifest(m)) =
+        server.answer(other, &SyncMessage::ManifestRequest, (1, 39), t)
+    else {
+        panic!("a manifest");
+    };
+    assert_eq!(m.height, 0);
+}

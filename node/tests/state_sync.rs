@@ -1,0 +1,247 @@
+//! State sync with real processes on loopback: a validator whose data folder was wiped
+//! while it was stopped joins a loaded four-validator devnet from a peer's snapshot
+//! (docs/consensus.md, "State sync and pruning"), executes only the blocks after it, agrees
+//! with the others on every later execution root, and restarts from what it joined with.
+//! Every validator prunes its block file to the blocks after its newest snapshot minus
+//! [`KEEP`]: the files stay bounded, a pruned validator restarts, and one that was down
+//! longer than that joins from a snapshot at start.
+//!
+//! Ports 23000-23099 (no other test uses them).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use node::load::LoadStats;
+use serde_json::Value;
+
+#[path = "faults/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+mod common;
+
+use cluster::{Cluster, VALIDATORS};
+
+/// Orders a second the load offers.
+const LOAD_RATE: u64 = 1_000;
+/// Generous bound for any wait (a failure, not a figure).
+const BOUND: Duration = Duration::from_secs(180);
+const OTHERS: [usize; 3] = [0, 1, 2];
+const ALL: [usize; VALIDATORS] = [0, 1, 2, 3];
+const JOINER: usize = 3;
+/// Blocks kept before the newest snapshot.
+const KEEP: u64 = 200;
+/// Blocks between snapshots (the cluster's `--snapshot-every`).
+const EVERY: u64 = 25;
+
+/// The devnet's signed load (`node::load::drive`), stopped when dropped.
+struct Load {
+    stop: Arc<AtomicBool>,
+}
+
+impl Load {
+    fn start(config: &node::validator::DevnetConfig) -> Load {
+        let mut spec = config.load_spec().expect("spec");
+        spec.accounts = 96;
+        let targets: Vec<_> = config.validators.iter().map(|v| v.tx_addr).collect();
+        let stats: Arc<Mutex<LoadStats>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || node::load::drive(&spec, &targets, LOAD_RATE, flag, stats));
+        Load { stop }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Deletes everything in a validator's data folder but its key.
+fn wipe(data: &Path) {
+    for entry in std::fs::read_dir(data).expect("data folder") {
+        let path = entry.expect("entry").path();
+        if path.file_name().is_some_and(|n| n == "key") {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).expect("remove folder");
+        } else {
+            std::fs::remove_file(&path).expect("remove file");
+        }
+    }
+}
+
+/// Validator `i`'s event lines named `name`.
+fn events<'a>(cluster: &'a Cluster, i: usize, name: &str) -> Vec<&'a Value> {
+    let named = |(j, v): &'a (usize, Value)| (*j == i && v["event"] == name).then_some(v);
+    cluster.events.iter().filter_map(named).collect()
+}
+
+/// Kills validator `i`, starts it again and waits until every validator is 10 heights
+/// further; its `ready` line must show a snapshot at or after `snapshot_at_least`.
+fn restart(cluster: &mut Cluster, i: usize, snapshot_at_least: u64) {
+    cluster.kill(i);
+    let readies = cluster.ready.len();
+    cluster.launch(i);
+    cluster.wait_until("a restarted validator's ready line", BOUND, |c| {
+        c.ready.len() > readies
+    });
+    let (_, ready) = cluster.ready.last().expect("ready").clone();
+    assert!(
+        ready["snapshot_height"].as_u64() >= Some(snapshot_at_least),
+        "{ready}"
+    );
+    assert!(ready["executed_blocks"].as_u64() <= Some(EVERY), "{ready}");
+    assert_eq!(ready["state_sync_height"], Value::Null, "{ready}");
+    let target = cluster.top() + 10;
+    cluster.wait_heights(&ALL, target, BOUND);
+}
+
+#[test]
+fn a_wiped_validator_joins_from_a_snapshot_and_agrees_on_every_later_root() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keep = KEEP.to_string();
+    let extra = ["--prune-keep-blocks", keep.as_str()];
+    let mut cluster = Cluster::start_with(dir.path(), 23000, LOAD_RATE, 7, &extra);
+    let load = Load::start(&cluster.config);
+    // Past two snapshots (every 25 blocks).
+    cluster.wait_heights(&ALL, 60, BOUND);
+    cluster.kill(JOINER);
+    wipe(&dir.path().join(format!("validator-{JOINER}")));
+    let top = cluster.top();
+    cluster.wait_heights(&OTHERS, top + 30, BOUND);
+
+    let finals_before = cluster.finals[JOINER].len();
+    let readies_before = cluster.ready.len();
+    cluster.launch(JOINER);
+    cluster.wait_until("the joiner's state sync", BOUND, |c| {
+        !events(c, JOINER, "state_sync").is_empty()
+    });
+    let synced = events(&cluster, JOINER, "state_sync")[0].clone();
+    eprintln!("{synced}");
+    let snapshot = synced["height"].as_u64().expect("height");
+    assert!(snapshot >= 50, "a snapshot taken after the wipe: {synced}");
+    assert_eq!(snapshot % 25, 0, "a snapshot height: {synced}");
+    for field in ["manifest_bytes", "chunk_bytes", "snapshot_bytes", "chunks"] {
+        assert!(synced[field].as_u64().unwrap_or(0) > 0, "{field}: {synced}");
+    }
+    assert!(events(&cluster, JOINER, "state_sync_refused").is_empty());
+    cluster.wait_until("the joiner's ready line", BOUND, |c| {
+        c.ready.len() > readies_before
+    });
+    let (_, ready) = cluster.ready.last().expect("ready").clone();
+    assert_eq!(ready["state_sync_height"], snapshot, "{ready}");
+    assert_eq!(
+        ready["executed_blocks"], 0,
+        "nothing executed at start: {ready}"
+    );
+
+    let target = cluster.top() + 20;
+    cluster.wait_heights(&ALL, target, BOUND);
+    cluster.wait_until("the joiner's catch-up", BOUND, |c| {
+        !events(c, JOINER, "state_sync_caught_up").is_empty()
+    });
+    eprintln!("{}", events(&cluster, JOINER, "state_sync_caught_up")[0]);
+    // It executed from the block after the snapshot, not from genesis: its first final
+    // line after the restart is that block, and it logged every height from there (the
+    // cluster checks each root against the others' as it comes).
+    let after: Vec<u64> = cluster.finals[JOINER][finals_before..].to_vec();
+    assert_eq!(
+        after.first(),
+        Some(&(snapshot + 1)),
+        "{:?}",
+        &after[..5.min(after.len())]
+    );
+    for h in snapshot + 1..=target {
+        let (_, by) = &cluster.roots[&h];
+        assert!(by.contains(&JOINER), "the joiner logged height {h}");
+        assert!(by.len() >= 3, "height {h} logged by {by:?}");
+    }
+
+    // Restarted, the joiner (its block file starts after the snapshot) and, once every
+    // validator pruned, a validator with a pruned block file start from their snapshot and
+    // the blocks stored after it.
+    restart(&mut cluster, JOINER, snapshot);
+    cluster.wait_heights(&ALL, KEEP + 2 * EVERY, BOUND);
+    assert!(
+        !events(&cluster, 0, "pruned").is_empty(),
+        "validator 0 pruned"
+    );
+    restart(&mut cluster, 0, KEEP);
+    // A validator down for longer than its peers' retention cannot sync the blocks it
+    // missed: at start it joins from a snapshot although it has blocks.
+    let late = 2;
+    cluster.kill(late);
+    let down_at = cluster.heights[late];
+    let others: Vec<usize> = ALL.iter().copied().filter(|&i| i != late).collect();
+    cluster.wait_heights(&others, down_at + KEEP + 2 * EVERY, BOUND);
+    cluster.launch(late);
+    cluster.wait_until("the late validator's state sync", BOUND, |c| {
+        !events(c, late, "state_sync").is_empty()
+    });
+    let synced = events(&cluster, late, "state_sync")[0]["height"].as_u64();
+    assert!(synced > Some(down_at + KEEP), "{synced:?} after {down_at}");
+    let target = cluster.top() + 10;
+    cluster.wait_heights(&ALL, target, BOUND);
+
+    // Many snapshots later every block file holds only the blocks since the newest
+    // snapshot minus KEEP.
+    let target = cluster.top() + 3 * EVERY;
+    cluster.wait_heights(&ALL, target, BOUND);
+    drop(load);
+    cluster.stop_all();
+    for i in ALL {
+        let path = dir.path().join(format!("validator-{i}")).join("blocks");
+        let (store, stored, _) = consensus_net::BlockStore::open(&path).expect("block file");
+        let first = stored.first().expect("blocks").block.height;
+        assert!(first > 1, "validator {i}'s file starts at {first}");
+        assert!(
+            stored.len() as u64 <= KEEP + EVERY,
+            "validator {i}: {} blocks",
+            stored.len()
+        );
+        assert_eq!(store.height(), first + stored.len() as u64 - 1);
+    }
+}
+
+/// Figures: a validator wiped `NEXUS_BEHIND` blocks (default 1000) behind a loaded devnet
+/// joins from a snapshot; prints bytes and ms per stage (manifest, chunks, verify + load,
+/// catch-up) as one JSON line. `cargo test -p node --test state_sync -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore = "figures; minutes"]
+fn state_sync_figures() {
+    let behind: u64 = std::env::var("NEXUS_BEHIND")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let dir = tempfile::tempdir().expect("dir");
+    let keep = KEEP.to_string();
+    let extra = ["--prune-keep-blocks", keep.as_str()];
+    let mut cluster = Cluster::start_with(dir.path(), 23100, LOAD_RATE, 9, &extra);
+    let _load = Load::start(&cluster.config);
+    cluster.wait_heights(&ALL, 30, BOUND);
+    cluster.kill(JOINER);
+    wipe(&dir.path().join(format!("validator-{JOINER}")));
+    let top = cluster.top();
+    cluster.wait_heights(&OTHERS, top + behind, Duration::from_secs(1_800));
+    let launched = std::time::Instant::now();
+    cluster.launch(JOINER);
+    cluster.wait_until("the joiner's catch-up", BOUND, |c| {
+        !events(c, JOINER, "state_sync_caught_up").is_empty()
+    });
+    let total_ms = launched.elapsed().as_millis() as u64;
+    let synced = events(&cluster, JOINER, "state_sync")[0].clone();
+    let caught_up = events(&cluster, JOINER, "state_sync_caught_up")[0].clone();
+    println!(
+        "{}",
+        serde_json::json!({
+            "behind_blocks": cluster.top() - top, "state_sync": synced,
+            "caught_up": caught_up, "launch_to_caught_up_ms": total_ms,
+        })
+    );
+    cluster.stop_all();
+}
