@@ -3,56 +3,22 @@
 //! from-scratch state root of the executor's whole state, and the proofs of an account and
 //! a slot verify against the header's root with the values the state holds.
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{keccak256, Address, Signature, TxKind, B256, U256};
+mod common;
+
+use alloy_primitives::{keccak256, Address, B256, U256};
 use alloy_trie::proof::verify_proof;
 use alloy_trie::root::{state_root_unhashed, storage_root_unhashed};
 use alloy_trie::{Nibbles, TrieAccount};
+use common::{address_of, deploy, signed};
 use engine::{Engine, EngineConfig};
 use evm::actions::Credit;
 use evm::core_view::CoreSnapshot;
-use evm::executor::{BlockInput, EvmConfig, Executor, Genesis, SignedTx};
+use evm::executor::{BlockInput, EvmConfig, Executor, Genesis};
 use k256::ecdsa::SigningKey;
 use revm::database::AccountState;
 
 /// Runtime storing its calldata word in slot 0 (`PUSH1 0 CALLDATALOAD PUSH1 0 SSTORE STOP`).
 const STORE_RUNTIME: [u8; 6] = [0x60, 0x00, 0x35, 0x60, 0x00, 0x55];
-
-/// Initcode returning `runtime` (`CODECOPY(0, 12, len) RETURN(0, len)`, then the code).
-fn deploy(runtime: &[u8]) -> Vec<u8> {
-    let len = runtime.len() as u8;
-    let mut init = vec![
-        0x60, len, 0x60, 0x0c, 0x60, 0x00, 0x39, 0x60, len, 0x60, 0x00, 0xf3,
-    ];
-    init.extend_from_slice(runtime);
-    init
-}
-
-fn address_of(key: &SigningKey) -> Address {
-    let point = key.verifying_key().to_encoded_point(false);
-    Address::from_slice(&keccak256(&point.as_bytes()[1..])[12..])
-}
-
-fn signed(key: &SigningKey, nonce: u64, to: Option<Address>, input: Vec<u8>) -> SignedTx {
-    let chain_id = EvmConfig::default().chain_id;
-    let tx = TxEip1559 {
-        chain_id,
-        nonce,
-        gas_limit: 300_000,
-        max_fee_per_gas: 2_000_000_000,
-        max_priority_fee_per_gas: 1,
-        to: to.map_or(TxKind::Create, TxKind::Call),
-        value: U256::ZERO,
-        access_list: Default::default(),
-        input: input.into(),
-    };
-    let (sig, recid) = key
-        .sign_prehash_recoverable(tx.signature_hash().as_slice())
-        .expect("signs");
-    let envelope = TxEnvelope::from(tx.into_signed(Signature::from((sig, recid))));
-    SignedTx::decode(&envelope.encoded_2718(), chain_id).expect("decodes")
-}
 
 /// alloy-trie's state root of the executor's whole state, from scratch.
 fn independent_root(executor: &Executor) -> B256 {
@@ -109,7 +75,7 @@ fn state_root_is_alloys_from_scratch_root_and_proofs_verify() {
     let store = address_of(&owner).create(0);
     let blocks = [
         (
-            vec![signed(&owner, 0, None, deploy(&STORE_RUNTIME))],
+            vec![signed(&owner, 0, None, 0, deploy(&STORE_RUNTIME))],
             vec![],
         ),
         (
@@ -117,12 +83,13 @@ fn state_root_is_alloys_from_scratch_root_and_proofs_verify() {
                 &owner,
                 1,
                 Some(store),
+                0,
                 B256::with_last_byte(0x11).to_vec(),
             )],
             vec![],
         ),
         (
-            vec![signed(&owner, 2, Some(store), B256::ZERO.to_vec())],
+            vec![signed(&owner, 2, Some(store), 0, B256::ZERO.to_vec())],
             vec![Credit {
                 to: Address::repeat_byte(9),
                 wei: ether / U256::from(4u64),

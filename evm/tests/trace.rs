@@ -5,15 +5,14 @@
 //! the callee's address, input and output; calls are traced at the head and at a past
 //! block; an unknown tracer is refused.
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{keccak256, Address, Signature, TxKind, B256, U256};
+mod common;
+
+use alloy_primitives::{Address, B256, U256};
+use common::{address_of, deploy, signed};
 use engine::{Engine, EngineConfig};
 use evm::actions::Credit;
 use evm::core_view::CoreSnapshot;
-use evm::executor::{
-    BlockInput, BlockOutput, CallRequest, EvmConfig, Executor, Genesis, SignedTx, TxRecord,
-};
+use evm::executor::{BlockInput, BlockOutput, CallRequest, EvmConfig, Executor, Genesis, TxRecord};
 use evm::history::StateHistory;
 use evm::trace::{BlockReplay, GethDebugTracingOptions, TraceError, Tracer};
 use k256::ecdsa::SigningKey;
@@ -41,50 +40,8 @@ fn forwarder_runtime(target: Address) -> Vec<u8> {
     code
 }
 
-/// Initcode returning `runtime` (`CODECOPY(0, 12, len) RETURN(0, len)`, then the code).
-fn deploy(runtime: &[u8]) -> Vec<u8> {
-    let len = u8::try_from(runtime.len()).expect("short code");
-    let mut init = vec![
-        0x60, len, 0x60, 0x0c, 0x60, 0x00, 0x39, 0x60, len, 0x60, 0x00, 0xf3,
-    ];
-    init.extend_from_slice(runtime);
-    init
-}
-
 fn word(n: u8) -> B256 {
     B256::with_last_byte(n)
-}
-
-fn address_of(key: &SigningKey) -> Address {
-    let point = key.verifying_key().to_encoded_point(false);
-    Address::from_slice(&keccak256(&point.as_bytes()[1..])[12..])
-}
-
-/// An EIP-1559 transaction signed by `key`.
-fn signed(
-    key: &SigningKey,
-    nonce: u64,
-    to: Option<Address>,
-    value: u64,
-    input: Vec<u8>,
-) -> SignedTx {
-    let chain_id = EvmConfig::default().chain_id;
-    let tx = TxEip1559 {
-        chain_id,
-        nonce,
-        gas_limit: 300_000,
-        max_fee_per_gas: 2_000_000_000,
-        max_priority_fee_per_gas: 1,
-        to: to.map_or(TxKind::Create, TxKind::Call),
-        value: U256::from(value),
-        access_list: Default::default(),
-        input: input.into(),
-    };
-    let (sig, recid) = key
-        .sign_prehash_recoverable(tx.signature_hash().as_slice())
-        .expect("signs");
-    let envelope = TxEnvelope::from(tx.into_signed(Signature::from((sig, recid))));
-    SignedTx::decode(&envelope.encoded_2718(), chain_id).expect("decodes")
 }
 
 /// The chain of the tests: block 1 deploys the store and the forwarder; block 2 credits
