@@ -4,7 +4,8 @@
 //! EVM + Core = total); an account deposits to Core and withdraws back; CoreWriter refuses
 //! bad calls with a revert and charges an action's Core and cross-domain gas; callbacks
 //! cannot send actions, stay within half the block and wait in order; a faucet deposit of
-//! the native token makes the block invalid; perp actions reach the engine for the sender.
+//! the native token makes the block invalid; perp actions reach the engine for the sender,
+//! and an account's leverage set through CoreWriter reads back through POSITION.
 
 mod common;
 
@@ -257,6 +258,89 @@ fn eoa_deposits_to_core_and_withdraws_back_conserving_supply() {
     assert_eq!(owner_total(&h) + fees, start);
     check_escrow(&h.chain);
     assert_eq!(h.evm_total(&[]), Harness::genesis_total());
+}
+
+/// A perp market (9) settled in the native asset, 10x at most, one margin tier.
+fn perp_market() -> engine::Command {
+    let mut tiers = [engine::MarginTier::default(); engine::MAX_MARGIN_TIERS];
+    tiers[0] = engine::MarginTier {
+        notional_up_to: i64::MAX,
+        imr_ppb: 100_000_000,
+        mmr_ppb: 50_000_000,
+    };
+    engine::Command::CreatePerpMarket(engine::PerpSpec {
+        market: 9,
+        collateral: NATIVE,
+        quote_units_per_tick_lot: 1,
+        min_lots: 1,
+        max_price_ticks: 1 << 20,
+        maker_fee_bps: 0,
+        taker_fee_bps: 0,
+        max_leverage: 10,
+        tiers,
+        tier_count: 1,
+        open_interest_cap_lots: 1 << 30,
+        price_band_ppb: 500_000_000,
+        interest_ppb: 0,
+        funding_cap_ppb: 10_000_000,
+        impact_notional: 1_000,
+        liquidation_chunk_notional: 1 << 40,
+        liquidation_fee_ppb: 0,
+    })
+}
+
+/// An EOA's `setLeverage` on a perp market is accepted through a block: the POSITION
+/// precompile then reads the leverage and margin mode it set; above the market's maximum
+/// it is refused `invalid_leverage`.
+#[test]
+fn an_eoa_sets_its_leverage_on_a_perp_market_through_core_writer() {
+    let mut commands = genesis();
+    commands.push(perp_market());
+    let mut h = Harness {
+        chain: Execution::new(config(), &commands),
+        owner: Wallet::new(1),
+        burned: U256::ZERO,
+    };
+    let me = h.owner.address;
+    // A Core account first: a deposit through CoreWriter.
+    let deposit = calldata(signatures::DEPOSIT, &[]);
+    core_writer_round(&mut h, units(7_000), deposit);
+    let set = |leverage| {
+        calldata(
+            signatures::SET_LEVERAGE,
+            &[word_u64(9), word_u64(leverage), word_bool(true)],
+        )
+    };
+    let (_, events) = core_writer_round(&mut h, U256::ZERO, set(5));
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Rejected { .. })),
+        "{events:?}"
+    );
+    let mut input = [0u8; 64];
+    input[12..32].copy_from_slice(me.as_slice());
+    input[63] = 9;
+    let request = execution::evm::executor::CallRequest {
+        to: Some(system::POSITION),
+        data: input.to_vec().into(),
+        ..Default::default()
+    };
+    let out = match h.chain.call(&request) {
+        execution::evm::executor::CallOutcome::Success { output, .. } => output.to_vec(),
+        other => panic!("POSITION failed: {other:?}"),
+    };
+    assert_eq!(
+        (word_at(&out, 4), word_at(&out, 5)),
+        (5, 1),
+        "leverage 5, isolated"
+    );
+    let (_, events) = core_writer_round(&mut h, U256::ZERO, set(11));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Rejected {
+            reason: engine::RejectReason::InvalidLeverage,
+            ..
+        }
+    )));
 }
 
 /// The perp actions reach the engine as the sender's commands through a block: on this
