@@ -262,30 +262,10 @@ fn eoa_deposits_to_core_and_withdraws_back_conserving_supply() {
 
 /// A perp market (9) settled in the native asset, 10x at most, one margin tier.
 fn perp_market() -> engine::Command {
-    let mut tiers = [engine::MarginTier::default(); engine::MAX_MARGIN_TIERS];
-    tiers[0] = engine::MarginTier {
-        notional_up_to: i64::MAX,
-        imr_ppb: 100_000_000,
-        mmr_ppb: 50_000_000,
-    };
     engine::Command::CreatePerpMarket(engine::PerpSpec {
         market: 9,
         collateral: NATIVE,
-        quote_units_per_tick_lot: 1,
-        min_lots: 1,
-        max_price_ticks: 1 << 20,
-        maker_fee_bps: 0,
-        taker_fee_bps: 0,
-        max_leverage: 10,
-        tiers,
-        tier_count: 1,
-        open_interest_cap_lots: 1 << 30,
-        price_band_ppb: 500_000_000,
-        interest_ppb: 0,
-        funding_cap_ppb: 10_000_000,
-        impact_notional: 1_000,
-        liquidation_chunk_notional: 1 << 40,
-        liquidation_fee_ppb: 0,
+        ..perp_spec()
     })
 }
 

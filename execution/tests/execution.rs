@@ -4,6 +4,9 @@
 //! nodes executing the same blocks agree; a block crossing a funding boundary funds every
 //! perp market.
 
+mod common;
+
+use common::perp_spec;
 use ed25519_dalek::SigningKey;
 use engine::{
     Command, EngineConfig, Event, MarketSpec, PerpSpec, SelfTradePrevention, Side, TimeInForce,
@@ -103,35 +106,6 @@ fn genesis() -> Vec<Command> {
         }
     }
     genesis
-}
-
-/// A plain perp market: 10x, one margin tier (10% / 5%), wide band.
-fn perp_spec() -> PerpSpec {
-    let mut tiers = [engine::MarginTier::default(); engine::MAX_MARGIN_TIERS];
-    tiers[0] = engine::MarginTier {
-        notional_up_to: i64::MAX,
-        imr_ppb: 100_000_000,
-        mmr_ppb: 50_000_000,
-    };
-    PerpSpec {
-        market: 1,
-        collateral: 2,
-        quote_units_per_tick_lot: 1,
-        min_lots: 1,
-        max_price_ticks: 1 << 20,
-        maker_fee_bps: 0,
-        taker_fee_bps: 0,
-        max_leverage: 10,
-        tiers,
-        tier_count: 1,
-        open_interest_cap_lots: 1 << 30,
-        price_band_ppb: 500_000_000,
-        interest_ppb: 0,
-        funding_cap_ppb: 10_000_000,
-        impact_notional: 1_000,
-        liquidation_chunk_notional: 1 << 40,
-        liquidation_fee_ppb: 0,
-    }
 }
 
 /// Core-only blocks as lists of signed transactions (the API takes block items).

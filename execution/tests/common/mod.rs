@@ -8,7 +8,9 @@ use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{keccak256, Address, Bytes, Signature, TxKind, B256, U256};
 use ed25519_dalek::SigningKey;
-use engine::{Command, EngineConfig, Event, MarketSpec, SelfTradePrevention, Side, TimeInForce};
+use engine::{
+    Command, EngineConfig, Event, MarketSpec, PerpSpec, SelfTradePrevention, Side, TimeInForce,
+};
 use execution::evm::executor::{CallOutcome, CallRequest, EvmConfig};
 use execution::evm::system::{abi::*, selector};
 use execution::{BlockItem, ConsensusState, EvmGenesis, Executed, Execution, ExecutionConfig};
@@ -289,4 +291,34 @@ pub fn place(oid: u64, side: Side, price: i64, qty: i64) -> Action {
 /// The consensus layer of a chain without one: the genesis registry, a zero digest.
 pub fn genesis_consensus() -> ConsensusState {
     ConsensusState::genesis()
+}
+
+/// A plain perp market (1, settled in asset 2): 10x, one margin tier (10% / 5%), wide
+/// band. Tests set `market` and `collateral` to theirs.
+pub fn perp_spec() -> PerpSpec {
+    let mut tiers = [engine::MarginTier::default(); engine::MAX_MARGIN_TIERS];
+    tiers[0] = engine::MarginTier {
+        notional_up_to: i64::MAX,
+        imr_ppb: 100_000_000,
+        mmr_ppb: 50_000_000,
+    };
+    PerpSpec {
+        market: 1,
+        collateral: 2,
+        quote_units_per_tick_lot: 1,
+        min_lots: 1,
+        max_price_ticks: 1 << 20,
+        maker_fee_bps: 0,
+        taker_fee_bps: 0,
+        max_leverage: 10,
+        tiers,
+        tier_count: 1,
+        open_interest_cap_lots: 1 << 30,
+        price_band_ppb: 500_000_000,
+        interest_ppb: 0,
+        funding_cap_ppb: 10_000_000,
+        impact_notional: 1_000,
+        liquidation_chunk_notional: 1 << 40,
+        liquidation_fee_ppb: 0,
+    }
 }
