@@ -465,11 +465,12 @@ impl Mempool {
 
     /// After a block of `included` transactions (pooled here or not): they leave the pool,
     /// and every other one that the block or the time can have made unusable is checked
-    /// against the new state (its nonce, at `now_ms`): those of the block's accounts, and
-    /// those whose nonce the window may have left behind. Those that can no longer be
-    /// included are evicted and returned, so that their senders are told. The rest of the
-    /// pool is not looked at: its accounts' nonces did not change, and a nonce only leaves
-    /// the window at its lower edge.
+    /// against the new state (its nonce, at `now_ms`): those of the block's accounts whose
+    /// nonce the block used or left below the account's remembered floor, and those whose
+    /// nonce the window may have left behind. Those that can no longer be included are
+    /// evicted and returned, so that their senders are told. The rest of the pool is not
+    /// looked at: its nonces are still usable, and a nonce only leaves the window at its
+    /// lower edge.
     pub fn on_block(
         &mut self,
         included: &[&SignedTransaction],
@@ -482,12 +483,7 @@ impl Mempool {
             }
         }
         let mut suspects: BTreeSet<u64> = self.past_window(now_ms);
-        let accounts: BTreeSet<AccountId> = included.iter().map(|tx| tx.tx.account()).collect();
-        for account in accounts {
-            if let Some(nonces) = self.pending_nonces.get(&account) {
-                suspects.extend(nonces.values());
-            }
-        }
+        self.block_suspects(included, view, &mut suspects);
         // An account without a nonce record yet has used none (as at admission).
         let none_used = NonceSet::default();
         let stale: Vec<(u64, Refusal)> = suspects
@@ -512,6 +508,32 @@ impl Mempool {
             }
         }
         evicted
+    }
+
+    /// Adds the arrivals of the pooled transactions that the block's nonces can have made
+    /// unusable: per account of the block, those with a nonce the block used (another
+    /// transaction with the same nonce) or below the account's remembered floor now
+    /// ([`NonceSet::floor`]). Nothing else of the account can have changed, so the rest of
+    /// its pooled transactions are not looked at: a block costs what it holds, not what the
+    /// pool holds for its accounts.
+    fn block_suspects(
+        &self,
+        included: &[&SignedTransaction],
+        view: &impl ChainView,
+        suspects: &mut BTreeSet<u64>,
+    ) {
+        let mut used: BTreeMap<AccountId, Vec<u64>> = BTreeMap::new();
+        for tx in included {
+            used.entry(tx.tx.account()).or_default().push(tx.tx.nonce);
+        }
+        for (account, nonces) in used {
+            let Some(pending) = self.pending_nonces.get(&account) else {
+                continue;
+            };
+            let floor = view.nonces(account).map_or(0, NonceSet::floor);
+            suspects.extend(pending.range(..floor).map(|(_, &arrival)| arrival));
+            suspects.extend(nonces.iter().filter_map(|nonce| pending.get(nonce)));
+        }
     }
 
     /// Arrivals of pooled transactions whose nonce is at or below the window's lower edge at

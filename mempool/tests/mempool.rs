@@ -61,13 +61,14 @@ impl ChainView for View {
 }
 
 impl View {
-    /// Executes a block as the chain would: remembers each included nonce.
-    fn execute(&mut self, txs: &[&SignedTransaction]) {
+    /// Executes a block at `now` as the chain would: remembers each nonce it accepts (a
+    /// repeated or stale one is refused and remembers nothing).
+    fn execute(&mut self, txs: &[&SignedTransaction], now: u64) {
         for tx in txs {
-            self.nonces
-                .entry(tx.tx.account())
-                .or_default()
-                .record(tx.tx.nonce);
+            let nonces = self.nonces.entry(tx.tx.account()).or_default();
+            if nonces.check(tx.tx.nonce, now).is_ok() {
+                nonces.record(tx.tx.nonce);
+            }
         }
     }
 }
@@ -93,6 +94,16 @@ fn order(key: &SigningKey, nonce: u64) -> SignedTransaction {
         }],
     }
     .sign(key)
+}
+
+/// A transaction of `key` with `nonce` that is not [`order`]'s (another price, so another
+/// hash): what another validator's pool may hold.
+fn other_order(key: &SigningKey, nonce: u64) -> SignedTransaction {
+    let mut tx = order(key, nonce).tx;
+    if let Action::Place { price, .. } = &mut tx.actions[0] {
+        *price = Some(101);
+    }
+    tx.sign(key)
 }
 
 fn view_with(keys: &[SigningKey]) -> View {
@@ -283,7 +294,7 @@ fn included_transactions_leave_and_their_replays_are_refused() {
     let proposal = pool.proposal(1, usize::MAX, &view);
     assert_eq!(proposal.len(), 1);
     assert_eq!(proposal[0].hash(), first.hash(), "arrival order");
-    view.execute(&[&first]);
+    view.execute(&[&first], NOW);
     let evicted = pool.on_block(&[&first], NOW, &view);
     assert!(evicted.is_empty());
     assert_eq!(pool.len(), 1);
@@ -291,6 +302,47 @@ fn included_transactions_leave_and_their_replays_are_refused() {
         pool.admit(first.bytes(), NOW, &view),
         Err(Refusal::Nonce(NonceError::Used(NOW)))
     );
+}
+
+/// A block from another validator's pool can use a nonce this pool holds (in another
+/// transaction) or, with 64 higher nonces, push a pooled one below the account's remembered
+/// floor: both pooled transactions are evicted with their reason, and the rest stays.
+#[test]
+fn a_foreign_block_evicts_what_its_nonces_made_unusable() {
+    let alice = key(1);
+    let mut view = view_with(std::slice::from_ref(&alice));
+    let mut pool = Mempool::new(small());
+    let (low, same, kept) = (NOW + 1, NOW + 100, NOW + 200);
+    for nonce in [low, same, kept] {
+        pool.admit(order(&alice, nonce).bytes(), NOW, &view)
+            .unwrap();
+    }
+    let foreign: Vec<SignedTransaction> = std::iter::once(other_order(&alice, same))
+        .chain((0..64).map(|i| other_order(&alice, NOW + 10 + i)))
+        .collect();
+    let refs: Vec<&SignedTransaction> = foreign.iter().collect();
+    view.execute(&refs, NOW);
+    let evicted = pool.on_block(&refs, NOW, &view);
+    let reasons: Vec<(TxHash, Refusal)> = evicted.iter().map(|e| (e.hash, e.reason)).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (
+                order(&alice, low).hash(),
+                Refusal::Nonce(NonceError::BelowRemembered {
+                    nonce: low,
+                    // 65 nonces used, the 64 highest remembered: NOW + 10 is forgotten.
+                    lowest: NOW + 11
+                })
+            ),
+            (
+                order(&alice, same).hash(),
+                Refusal::Nonce(NonceError::Used(same))
+            ),
+        ]
+    );
+    assert_eq!(pool.len(), 1);
+    assert!(pool.contains(&order(&alice, kept).hash()));
 }
 
 #[test]
@@ -326,6 +378,9 @@ enum Op {
     Block { count: usize, advance_ms: u64 },
     /// A batch of sends at once.
     Batch(Vec<(u8, u64)>),
+    /// A block proposed from another validator's pool: transactions this pool never saw
+    /// (key `k`, nonce offset `n`), some with nonces it holds.
+    Foreign(Vec<(u8, u64)>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -335,6 +390,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..12, prop_oneof![Just(0u64), Just(1_000), Just(3 * 86_400_000)])
             .prop_map(|(count, advance_ms)| Op::Block { count, advance_ms }),
         1 => proptest::collection::vec((0u8..4, 0u64..30), 1..10).prop_map(Op::Batch),
+        1 => proptest::collection::vec((0u8..4, 0u64..100), 1..70).prop_map(Op::Foreign),
     ]
 }
 
@@ -345,6 +401,16 @@ fn signed(keys: &[SigningKey], k: u8, nonce: u64, forged: bool) -> Vec<u8> {
         bytes[last] ^= 1;
     }
     bytes
+}
+
+/// What stays pooled after a block is still includable: the pool re-checks only what the
+/// block's nonces and the window's edge can have made unusable, and misses nothing.
+fn pooled_are_includable(pool: &Mempool, view: &View, now: u64) -> Result<(), TestCaseError> {
+    for tx in pool.proposal(usize::MAX, usize::MAX, view) {
+        let nonces = view.nonces(tx.tx.account()).cloned().unwrap_or_default();
+        prop_assert_eq!(nonces.check(tx.tx.nonce, now), Ok(()));
+    }
+    Ok(())
 }
 
 proptest! {
@@ -380,13 +446,24 @@ proptest! {
                         prop_assert!(accepted.insert(hash), "accepted twice");
                     }
                 }
+                Op::Foreign(items) => {
+                    let block: Vec<SignedTransaction> =
+                        items.iter().map(|&(k, n)| other_order(&keys[k as usize], NOW + n)).collect();
+                    let refs: Vec<&SignedTransaction> = block.iter().collect();
+                    view.execute(&refs, now);
+                    for gone in pool.on_block(&refs, now, &view) {
+                        prop_assert!(evicted.insert(gone.hash));
+                        prop_assert!(matches!(gone.reason, Refusal::Nonce(_)));
+                    }
+                    pooled_are_includable(&pool, &view, now)?;
+                }
                 Op::Block { count, advance_ms } => {
                     let chosen = pool.proposal(count, usize::MAX, &view);
                     let refs: Vec<&SignedTransaction> = chosen.iter().map(|t| t.as_ref()).collect();
                     for result in pool.check_block_signatures(&refs) {
                         prop_assert_eq!(result, Ok(()));
                     }
-                    view.execute(&refs);
+                    view.execute(&refs, now);
                     let hashes: Vec<TxHash> = chosen.iter().map(|t| t.hash()).collect();
                     for hash in &hashes {
                         prop_assert!(included.insert(*hash), "included twice");
@@ -396,12 +473,7 @@ proptest! {
                         prop_assert!(evicted.insert(gone.hash));
                         prop_assert!(matches!(gone.reason, Refusal::Nonce(_)));
                     }
-                    // What stays pooled is still includable: the pool re-checks only the
-                    // block's accounts and the window's edge, and misses nothing.
-                    for tx in pool.proposal(usize::MAX, usize::MAX, &view) {
-                        let nonces = view.nonces(tx.tx.account()).cloned().unwrap_or_default();
-                        prop_assert_eq!(nonces.check(tx.tx.nonce, now), Ok(()));
-                    }
+                    pooled_are_includable(&pool, &view, now)?;
                 }
             }
             let cfg = small();

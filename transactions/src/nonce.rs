@@ -94,6 +94,17 @@ impl NonceSet {
         }
     }
 
+    /// Every nonce below this one is refused `BelowRemembered` (0 until the account remembers
+    /// [`REMEMBERED_NONCES`]): after a block, the only nonces the account's remembered set
+    /// can have newly refused are those below it and those the block used.
+    pub fn floor(&self) -> u64 {
+        if self.used.len() >= REMEMBERED_NONCES {
+            self.used[0]
+        } else {
+            0
+        }
+    }
+
     /// The remembered nonces, ascending.
     pub fn used(&self) -> &[u64] {
         &self.used
