@@ -105,7 +105,7 @@ fn a_wiped_validator_joins_from_a_snapshot_and_agrees_on_every_later_root() {
     let dir = tempfile::tempdir().expect("dir");
     let keep = KEEP.to_string();
     let extra = ["--prune-keep-blocks", keep.as_str()];
-    let mut cluster = Cluster::start_with(dir.path(), 23000, LOAD_RATE, 7, &extra, &[]);
+    let mut cluster = Cluster::start_with(dir.path(), 23000, LOAD_RATE, 7, &extra);
     let load = Load::start(&cluster.config);
     // Past two snapshots (every 25 blocks).
     cluster.wait_heights(&ALL, 60, BOUND);
@@ -221,7 +221,7 @@ fn state_sync_figures() {
     let dir = tempfile::tempdir().expect("dir");
     let keep = KEEP.to_string();
     let extra = ["--prune-keep-blocks", keep.as_str()];
-    let mut cluster = Cluster::start_with(dir.path(), 23100, LOAD_RATE, 9, &extra, &[]);
+    let mut cluster = Cluster::start_with(dir.path(), 23100, LOAD_RATE, 9, &extra);
     let _load = Load::start(&cluster.config);
     cluster.wait_heights(&ALL, 30, BOUND);
     cluster.kill(JOINER);

@@ -68,7 +68,8 @@ pub struct Cluster {
     pub evidence: u64,
     /// The offenders (keys) those lines named, with how many lines named each.
     pub offenders: BTreeMap<String, u64>,
-    /// Extra `nexus validator` options, per validator (`--byzantine-equivocate`).
+    /// Extra `nexus validator` options, per validator, for its next launch
+    /// (`--byzantine-equivocate`).
     pub validator_args: Vec<Vec<String>>,
     /// `ready` lines, by validator.
     pub ready: Vec<(usize, Value)>,
@@ -93,16 +94,9 @@ impl Drop for Cluster {
 impl Cluster {
     /// Writes a devnet in `dir` (fixed ports from `base_port`, below the ephemeral range;
     /// the load client at `rate` orders/s; a snapshot every 25 blocks; more `nexus devnet`
-    /// options `extra`), starts the proxies and the four validators (more `nexus validator`
-    /// options for some: `(index, option)`), and waits for their `ready` lines.
-    pub fn start_with(
-        dir: &Path,
-        base_port: u16,
-        rate: u64,
-        seed: u64,
-        extra: &[&str],
-        validator_extra: &[(usize, &str)],
-    ) -> Cluster {
+    /// options `extra`), starts the proxies and the four validators, and waits for their
+    /// `ready` lines.
+    pub fn start_with(dir: &Path, base_port: u16, rate: u64, seed: u64, extra: &[&str]) -> Cluster {
         let base = base_port.to_string();
         let rate = rate.to_string();
         let mut args = vec![
@@ -139,9 +133,6 @@ impl Cluster {
             finals: vec![Vec::new(); VALIDATORS],
             events: Vec::new(),
         };
-        for &(i, option) in validator_extra {
-            cluster.validator_args[i].push(option.to_string());
-        }
         for i in 0..VALIDATORS {
             cluster.launch(i);
         }
