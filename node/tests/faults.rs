@@ -373,9 +373,10 @@ fn a_proposer_killed_before_its_turn_is_routed_around_and_rejoins() {
 }
 
 /// Validator 3 turns byzantine under load: SIGKILLed once the cluster runs, restarted with
-/// `--byzantine-equivocate` (its data folder kept). At its next round-0 turn validators 0 and
-/// 1 get one block, validator 2 a twin signed for the same height and round, and it prevotes
-/// for both. The others must stay safe (one block and one root per height; the block files
+/// `--byzantine-equivocate` (its data folder kept). At each of its round-0 turns validators 0
+/// and 1 get one block, validator 2 a twin signed for the same height and round, and it
+/// prevotes for both (turns it reaches late, while it catches up, prove nothing: the others
+/// decided those heights in a later round and drop its votes). The others must stay safe (one block and one root per height; the block files
 /// agree; a height it split holds one of its two blocks), report evidence naming it alone,
 /// slash it (20 -> 19, or 18 if the jailing block holds evidence of two heights) and jail it
 /// in every validator's state, drop it from the active set (it equivocates no more), and go
