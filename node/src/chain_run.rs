@@ -111,6 +111,7 @@ pub fn run(
         index: 0,
         data_dir: Some(prepared.validator_dir),
         byzantine_forge: false,
+        byzantine_equivocate: false,
         safety_lost: false,
         peer_addrs: Vec::new(),
     };

@@ -3,7 +3,8 @@
 //! validator's transaction port and a probe client whose orders rest for good. Each test
 //! injects one fault while both clients trade: a validator paused (SIGSTOP/SIGCONT), a 2|2
 //! partition, loss and delay on every link, the SIGKILL and restart of a proposer before
-//! its turn. After each run:
+//! its turn, an equivocating validator (`--byzantine-equivocate`), a validator whose disk
+//! fills (a file size limit set on the running process). After each run:
 //!
 //! - every `final` line's execution root equals every other validator's at that height
 //!   (checked line by line as they arrive);
@@ -13,7 +14,8 @@
 //!   (queried on each JSON port);
 //! - after the fault heals, every validator finalizes new heights within
 //!   [`LIVENESS_BOUND`] (a failure bound: the time it took is printed, not asserted);
-//! - no validator reported double-signing evidence.
+//! - no validator reported double-signing evidence, except against the validator a test
+//!   runs with `--byzantine-equivocate` (which must then be slashed and jailed).
 //!
 //! The tests run one at a time (a lock): four validators per run already share the
 //! machine's cores. `soak` (ignored; docs/consensus.md, "Fault injection") loops random
@@ -51,6 +53,12 @@ struct Run {
     cluster: Cluster,
     probe: Probe,
     load: LoadClient,
+    /// The validator started with `--byzantine-equivocate`, if any: the only one evidence
+    /// may name.
+    byzantine: Option<usize>,
+    /// Round-0 blocks up to this height must come from the genesis set's schedule (a
+    /// validator jailed later changes the set).
+    schedule_until: u64,
     _dir: tempfile::TempDir,
 }
 
@@ -99,8 +107,13 @@ impl Run {
     /// Starts the cluster and both clients; returns once every validator is past height 5
     /// and the probe has orders finalized.
     fn start(base_port: u16, seed: u64) -> Run {
+        Run::start_with(base_port, seed, &[])
+    }
+
+    /// [`Run::start`] with more `nexus devnet` options.
+    fn start_with(base_port: u16, seed: u64, devnet: &[&str]) -> Run {
         let dir = tempfile::tempdir().expect("dir");
-        let mut cluster = Cluster::start(dir.path(), base_port, LOAD_RATE, seed);
+        let mut cluster = Cluster::start_with(dir.path(), base_port, LOAD_RATE, seed, devnet);
         let load = LoadClient::start(&cluster.config);
         let probe = Probe::start(&cluster.config);
         cluster.wait_heights(&ALL, 5, Duration::from_secs(60));
@@ -111,6 +124,8 @@ impl Run {
             cluster,
             probe,
             load,
+            byzantine: None,
+            schedule_until: u64::MAX,
             _dir: dir,
         }
     }
@@ -151,10 +166,17 @@ impl Run {
         self.cluster.wait_heights(&ALL, target, LIVENESS_BOUND);
         let checked = probe::check_resting(&self.cluster.config, &ALL, &finalized);
         assert!(checked > 0, "the probe saw orders finalized");
-        assert_eq!(self.cluster.evidence, 0, "no validator double-signed");
+        match self.byzantine {
+            None => assert_eq!(self.cluster.evidence, 0, "no validator double-signed"),
+            Some(b) => {
+                let key = &self.cluster.config.validators[b].key;
+                let named: Vec<&String> = self.cluster.offenders.keys().collect();
+                assert_eq!(named, [key], "evidence names only the equivocator");
+            }
+        }
         self.cluster.stop_all();
         let stores = self.cluster.stored_blocks();
-        check_stores(&self.cluster, &stores);
+        check_stores(&self.cluster, &stores, self.schedule_until);
         let block_finality: Vec<Value> = ["before", "during", "after"]
             .iter()
             .zip(&self.cluster.block_finality_us)
@@ -175,9 +197,9 @@ impl Run {
 type BlockEntry = ([u8; 32], u64, consensus::types::ValidatorId);
 
 /// Every height stored by more than one validator holds the same block everywhere; every
-/// validator stored at least what it logged; a round-0 block came from the scheduled
-/// proposer.
-fn check_stores(cluster: &Cluster, stores: &[Vec<BlockEntry>]) {
+/// validator stored at least what it logged; a round-0 block up to `schedule_until` came
+/// from the scheduled proposer.
+fn check_stores(cluster: &Cluster, stores: &[Vec<BlockEntry>], schedule_until: u64) {
     let longest = stores.iter().map(Vec::len).max().unwrap_or(0);
     for (i, store) in stores.iter().enumerate() {
         assert!(
@@ -188,7 +210,7 @@ fn check_stores(cluster: &Cluster, stores: &[Vec<BlockEntry>]) {
         );
     }
     let ids: Vec<_> = (0..VALIDATORS).map(|i| cluster.validator_id(i)).collect();
-    let proposers = cluster.proposers(longest as u64);
+    let proposers = cluster.proposers((longest as u64).min(schedule_until));
     for h in 0..longest {
         let at: Vec<_> = stores.iter().filter_map(|s| s.get(h)).collect();
         assert!(
@@ -196,7 +218,7 @@ fn check_stores(cluster: &Cluster, stores: &[Vec<BlockEntry>]) {
             "validators stored different blocks at height {}",
             h + 1
         );
-        if at[0].1 == 0 {
+        if at[0].1 == 0 && (h as u64) < schedule_until {
             let scheduled = ids[proposers[h]];
             assert_eq!(at[0].2, scheduled, "round-0 proposer of height {}", h + 1);
         }
@@ -348,6 +370,178 @@ fn a_proposer_killed_before_its_turn_is_routed_around_and_rejoins() {
         proposer, victim_id,
         "height {turn} proposed by the killed validator"
     );
+}
+
+/// Validator 3 turns byzantine under load: SIGKILLed once the cluster runs, restarted with
+/// `--byzantine-equivocate` (its data folder kept). At each of its round-0 turns validators 0
+/// and 1 get one block, validator 2 a twin signed for the same height and round, and it
+/// prevotes for both (turns it reaches late, while it catches up, prove nothing: the others
+/// decided those heights in a later round and drop its votes). The others must stay safe (one block and one root per height; the block files
+/// agree; a height it split holds one of its two blocks), report evidence naming it alone,
+/// slash it (20 -> 19, or 18 if the jailing block holds evidence of two heights) and jail it
+/// in every validator's state, drop it from the active set (it equivocates no more), and go
+/// on finalizing the clients' orders without it.
+#[test]
+fn an_equivocating_validator_is_slashed_and_jailed_and_the_others_stay_live() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let byzantine = 3;
+    let mut run = Run::start_with(22500, 5, &["--stake", "20"]);
+    run.phase(Phase::During);
+    // Heights up to this one were decided before it turned.
+    let turned = settled_top(&mut run.cluster);
+    run.cluster.kill(byzantine);
+    run.cluster.validator_args[byzantine].push("--byzantine-equivocate".into());
+    run.cluster.launch(byzantine);
+    run.byzantine = Some(byzantine);
+    run.cluster
+        .wait_until("validator 3 ready again", LIVENESS_BOUND, |c| {
+            c.ready.len() == VALIDATORS + 1
+        });
+    let key = run.cluster.config.validators[byzantine].key.clone();
+    let (jailed_at, stake) = wait_jailed(&mut run, &key);
+    let jailed = Instant::now();
+    assert!(
+        stake == 19 || stake == 18,
+        "slashed 5% of 20 once or twice: {stake}"
+    );
+    run.schedule_until = jailed_at;
+    let honest = [0, 1, 2];
+    let top = settled_top(&mut run.cluster);
+    run.cluster.wait_heights(&honest, top + 10, LIVENESS_BOUND);
+    run.probe_progress(
+        10,
+        "probe orders finalized after the equivocator was jailed",
+    );
+    let recovery = run.recovered(&ALL, jailed);
+    let equivocations: Vec<Value> = run
+        .cluster
+        .events
+        .iter()
+        .filter(|(i, v)| *i == byzantine && v["event"] == "equivocated")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let equivocated: Vec<u64> = equivocations
+        .iter()
+        .map(|v| v["height"].as_u64().expect("height"))
+        .collect();
+    assert!(!equivocated.is_empty(), "validator {byzantine} equivocated");
+    assert!(
+        equivocated.iter().all(|&h| h > turned && h <= jailed_at),
+        "equivocated only after its restart ({turned}) and until its jail ({jailed_at}): {equivocated:?}"
+    );
+    assert!(run.cluster.evidence > 0, "evidence reported");
+    let evidence = run.cluster.evidence;
+    let (_, stores) = run.finish(
+        "byzantine_equivocation",
+        json!({"byzantine": byzantine, "equivocated_at": equivocated, "jailed_at": jailed_at,
+            "stake_after": stake, "evidence_lines": evidence,
+            "first_final_after_jail_ms": recovery.as_millis()}),
+    );
+    // A height it split in a round decided there holds one of its two blocks (the same on
+    // every validator: `finish` compared the block files).
+    for e in &equivocations {
+        let (h, round) = (e["height"].as_u64().expect("height"), e["round"].as_u64());
+        let (id, decided_round, _) = stores[0][h as usize - 1];
+        if Some(decided_round) == round {
+            let id = node::validator::hex(&id);
+            assert!(
+                id == e["first"] || id == e["twin"],
+                "height {h}: {id} is neither of {e}"
+            );
+        }
+    }
+}
+
+/// Validator 1's disk fills up: while it runs, its file size limit is set to the size of
+/// the smaller of its safety journal and its block file (`prlimit --fsize`), so its next
+/// safety save or block append, whichever comes first, fails (`EFBIG`, where a full disk
+/// gives `ENOSPC`). Fail-stop: it exits through its error path (status 1, not killed by a
+/// signal), every block it logged final is in its block file, and the other three stay
+/// live. Restarted with the disk back (a new process, no limit), it recovers from what
+/// the failed write left (a torn tail is cut) and catches up; no validator reports evidence
+/// (it signed nothing its safety journal does not hold).
+#[test]
+fn a_validator_whose_disk_fills_stops_and_rejoins_once_it_is_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut run = Run::start(22600, 6);
+    run.phase(Phase::During);
+    let victim = 1;
+    let data = run.cluster.dir.join(format!("validator-{victim}"));
+    let blocks = data.join("blocks");
+    let len = |path: &std::path::Path| std::fs::metadata(path).expect("a file").len();
+    let size = len(&blocks).min(len(&data.join("safety")));
+    run.cluster.limit_file_size(victim, size);
+    let status = run.cluster.wait_exit(victim, LIVENESS_BOUND);
+    assert_eq!(status.code(), Some(1), "exits on the error: {status}");
+    let (_, stored, _) = consensus_net::BlockStore::open(&blocks).expect("block file");
+    assert!(
+        stored.len() as u64 >= run.cluster.heights[victim],
+        "it logged final only blocks its file holds"
+    );
+    let others = [0, 2, 3];
+    let top = settled_top(&mut run.cluster);
+    run.cluster.wait_heights(&others, top + 10, LIVENESS_BOUND);
+    run.probe_progress(10, "probe orders finalized while validator 1 is down");
+    run.cluster.launch(victim);
+    let restarted = Instant::now();
+    let top = run.cluster.top();
+    let recovery = run.recovered(&ALL, restarted);
+    assert!(
+        run.cluster.heights[victim] > top,
+        "validator {victim} caught up past {top}"
+    );
+    let caught_up = restarted.elapsed();
+    run.finish(
+        "disk_full",
+        json!({"victim": victim, "file_size_limit": size,
+            "first_final_after_restart_ms": recovery.as_millis(),
+            "restart_to_caught_up_ms": caught_up.as_millis()}),
+    );
+}
+
+/// Validator `i`'s staking view (`{"op":"staking"}` on its JSON port).
+fn staking_view(config: &node::validator::DevnetConfig, i: usize) -> Value {
+    let addr = config.validators[i].json_addr.expect("json port");
+    let mut client = common::JsonClient::connect(addr);
+    client.send_json(&json!({"op": "staking"}));
+    let reply = client.next();
+    assert_eq!(reply["ev"], "staking", "{reply}");
+    reply
+}
+
+/// `key`'s (block that jailed it, stake) in a staking view, once jailed.
+fn jailed_bond(view: &Value, key: &str) -> Option<(u64, u64)> {
+    let bonds = view["bonds"].as_array().expect("bonds");
+    let bond = bonds.iter().find(|b| b["key"] == key).expect("a bond");
+    let at = bond["jailed_at"].as_u64()?;
+    Some((at, bond["stake"].as_u64().expect("stake")))
+}
+
+/// Reads the cluster's lines until every validator's state shows `key` jailed; checks that
+/// all four agree on the block that jailed it and its stake, and that no active set holds
+/// it; returns (that block's height, the stake).
+fn wait_jailed(run: &mut Run, key: &str) -> (u64, u64) {
+    let end = Instant::now() + LIVENESS_BOUND;
+    loop {
+        let views: Vec<Value> = ALL
+            .iter()
+            .map(|&i| staking_view(&run.cluster.config, i))
+            .collect();
+        let jailed: Vec<_> = views.iter().map(|v| jailed_bond(v, key)).collect();
+        if jailed.iter().all(Option::is_some) {
+            assert!(jailed.iter().all(|j| *j == jailed[0]), "{jailed:?}");
+            for view in &views {
+                let set = view["validators"].as_array().expect("validators");
+                assert!(set.iter().all(|v| v["key"] != key), "{view}");
+            }
+            return jailed[0].expect("jailed");
+        }
+        assert!(
+            Instant::now() < end,
+            "validator {key} not jailed everywhere: {jailed:?}"
+        );
+        run.cluster.run_for(Duration::from_millis(200));
+    }
 }
 
 /// SplitMix64: the soak's fault choices from its seed.

@@ -96,6 +96,7 @@ use gateway::wire::{TX_ADMITTED, TX_EVICTED, TX_REFUSED};
 use sequencer::ClientRef;
 
 mod app;
+mod byzantine;
 mod clients;
 mod config;
 mod join;
@@ -142,6 +143,12 @@ pub struct ValidatorArgs {
     /// Honest validators must not vote for those blocks.
     #[arg(long, hide = true)]
     pub byzantine_forge: bool,
+    /// Test only: behave as an equivocating validator (`validator::byzantine`): each of its
+    /// proposals for a new block goes to half its peers, a twin block (1 ns later) signed
+    /// for the same height and round to the others, and it prevotes for both. Honest
+    /// validators must stay safe and live, and slash and jail it from the evidence.
+    #[arg(long, hide = true)]
+    pub byzantine_equivocate: bool,
     /// This validator's safety file was lost (with the rest of its data folder): hold
     /// signing as when the file is missing beside a block file (docs/consensus.md, "Lost
     /// safety state").
@@ -300,16 +307,26 @@ struct Shell {
     /// file restarts from a snapshot whose chain state is derived that way, so blocks are
     /// pruned only while the chain's state equals it.
     quiet_chain: ChainState,
+    /// Rewrites broadcasts to equivocate (test only, `--byzantine-equivocate`).
+    equivocator: Option<byzantine::Equivocator>,
 }
 
 /// Clock difference allowed between validators when a validator that lost its safety file
 /// waits for a block stamped after its restart (docs/consensus.md, "Lost safety state").
 const CLOCK_SKEW_NS: u64 = 1_000_000_000;
 
-/// SIGINT and SIGTERM, which stop the validator between two events.
+/// SIGXFSZ (Linux, and macOS): a write past the file size limit (`RLIMIT_FSIZE`).
+const SIGXFSZ: i32 = 25;
+
+/// SIGINT and SIGTERM, which stop the validator between two events; and SIGXFSZ, caught
+/// and never acted on.
 struct StopSignals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    /// Caught so that a write past the file size limit fails with `EFBIG` (a typed error
+    /// naming the file, which stops the validator before anything after it) instead of
+    /// killing the process with a core dump.
+    _file_size: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -319,6 +336,7 @@ impl StopSignals {
         Ok(StopSignals {
             interrupt: signal(SignalKind::interrupt()).map_err(error)?,
             terminate: signal(SignalKind::terminate()).map_err(error)?,
+            _file_size: signal(SignalKind::from_raw(SIGXFSZ)).map_err(error)?,
         })
     }
 }
@@ -490,6 +508,10 @@ async fn run_validator(
         pending_frames: Vec::new(),
         prune_keep_blocks: config.prune_keep_blocks,
         quiet_chain: genesis.clone(),
+        equivocator: args.byzantine_equivocate.then(|| {
+            let ids: Vec<ValidatorId> = peers.iter().map(|p| p.id).collect();
+            byzantine::Equivocator::new(keypair.clone(), chain_id, &ids)
+        }),
     };
     // With an empty block file, or behind what pruning peers still hold, join from a
     // peer's snapshot; else recover from the block file.
@@ -889,10 +911,7 @@ impl Shell {
                     let lane = lane_of(&frame);
                     self.net.send(&to, frame, lane);
                 }
-                Action::Broadcast(frame) => {
-                    let lane = lane_of(&frame);
-                    self.net.broadcast(frame, lane);
-                }
+                Action::Broadcast(frame) => self.broadcast(frame)?,
                 Action::PersistSafety(state) => self.safety.save(&state)?,
                 Action::PersistBlock(cert) => {
                     self.blocks.append(&cert)?;
@@ -907,6 +926,30 @@ impl Shell {
             }
         }
         Ok(())
+    }
+}
+
+impl Shell {
+    /// Broadcasts a host frame on its lane, through the equivocator if there is one.
+    fn broadcast(&mut self, frame: consensus::host::Frame) -> Result<(), HostError> {
+        let lane = lane_of(&frame);
+        let Some(equivocator) = self.equivocator.as_mut() else {
+            self.net.broadcast(frame, lane);
+            return Ok(());
+        };
+        let (sends, event) = equivocator.on_broadcast(frame);
+        for send in sends {
+            match send {
+                byzantine::Send::All(frame) => self.net.broadcast(frame, lane),
+                byzantine::Send::To(to, frame) => {
+                    self.net.send(&to, frame, lane);
+                }
+            }
+        }
+        match event {
+            Some(event) => self.host.app().event(event),
+            None => Ok(()),
+        }
     }
 }
 

@@ -66,6 +66,11 @@ pub struct Cluster {
     pub phase: Phase,
     /// `evidence` lines (double signing) seen.
     pub evidence: u64,
+    /// The offenders (keys) those lines named, with how many lines named each.
+    pub offenders: BTreeMap<String, u64>,
+    /// Extra `nexus validator` options, per validator, for its next launch
+    /// (`--byzantine-equivocate`).
+    pub validator_args: Vec<Vec<String>>,
     /// `ready` lines, by validator.
     pub ready: Vec<(usize, Value)>,
     /// Heights of each validator's `final` lines, in the order logged.
@@ -88,13 +93,9 @@ impl Drop for Cluster {
 
 impl Cluster {
     /// Writes a devnet in `dir` (fixed ports from `base_port`, below the ephemeral range;
-    /// the load client at `rate` orders/s; a snapshot every 25 blocks), starts the proxies
-    /// and the four validators, and waits for their `ready` lines.
-    pub fn start(dir: &Path, base_port: u16, rate: u64, seed: u64) -> Cluster {
-        Cluster::start_with(dir, base_port, rate, seed, &[])
-    }
-
-    /// [`Cluster::start`] with more `nexus devnet` options.
+    /// the load client at `rate` orders/s; a snapshot every 25 blocks; more `nexus devnet`
+    /// options `extra`), starts the proxies and the four validators, and waits for their
+    /// `ready` lines.
     pub fn start_with(dir: &Path, base_port: u16, rate: u64, seed: u64, extra: &[&str]) -> Cluster {
         let base = base_port.to_string();
         let rate = rate.to_string();
@@ -126,6 +127,8 @@ impl Cluster {
             block_finality_us: phase_histograms(),
             phase: Phase::Before,
             evidence: 0,
+            offenders: BTreeMap::new(),
+            validator_args: vec![Vec::new(); VALIDATORS],
             ready: Vec::new(),
             finals: vec![Vec::new(); VALIDATORS],
             events: Vec::new(),
@@ -144,7 +147,8 @@ impl Cluster {
         let mut command = Command::new(common::NEXUS);
         command
             .args(["validator", "--index", &i.to_string(), "--config"])
-            .arg(&self.config_path);
+            .arg(&self.config_path)
+            .args(&self.validator_args[i]);
         for j in (0..VALIDATORS).filter(|&j| j != i) {
             let addr = self.mesh.dial_addr(i, j);
             command.arg("--peer-addr").arg(format!("{j}={addr}"));
@@ -158,6 +162,35 @@ impl Cluster {
         let mut child = self.children[i].take().expect("running");
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
+    }
+
+    /// Sets validator `i`'s file size limit (`RLIMIT_FSIZE`, soft and hard) to `bytes`
+    /// while it runs (`prlimit`, util-linux): a write past it fails with `EFBIG`, as on a
+    /// full disk. A restarted process has no limit (the disk is back).
+    pub fn limit_file_size(&self, i: usize, bytes: u64) {
+        let child = self.children[i].as_ref().expect("running");
+        let status = Command::new("prlimit")
+            .args(["--pid", &child.id().to_string()])
+            .arg(format!("--fsize={bytes}:{bytes}"))
+            .status()
+            .expect("prlimit (util-linux)");
+        assert!(status.success(), "prlimit on validator {i}: {status}");
+    }
+
+    /// Reads log lines until validator `i` exits (panics after `limit`); its exit status.
+    pub fn wait_exit(&mut self, i: usize, limit: Duration) -> std::process::ExitStatus {
+        let end = Instant::now() + limit;
+        loop {
+            let child = self.children[i].as_mut().expect("running");
+            if let Some(status) = child.try_wait().expect("status") {
+                self.children[i] = None;
+                // Its last lines, already printed, are read too.
+                self.run_for(Duration::from_millis(200));
+                return status;
+            }
+            assert!(Instant::now() < end, "validator {i} did not exit");
+            self.run_for(Duration::from_millis(50));
+        }
     }
 
     /// Sends `signal` (`-STOP`, `-CONT`, `-TERM`) to validator `i`, if started; whether
@@ -228,7 +261,11 @@ impl Cluster {
         }
         match v["event"].as_str() {
             Some("final") => self.on_final(i, &v),
-            Some("evidence") => self.evidence += 1,
+            Some("evidence") => {
+                self.evidence += 1;
+                let offender = v["offender"].as_str().expect("offender").to_string();
+                *self.offenders.entry(offender).or_default() += 1;
+            }
             Some("ready") => self.ready.push((i, v)),
             _ => self.events.push((i, v)),
         }
