@@ -339,6 +339,33 @@ struct FinalLine {
     root: String,
 }
 
+/// With --bench, the load client's whole run (warm-up, measured seconds and 2 s to spare)
+/// signed before the validators start, so that signing does not take the cores the
+/// validators share with it during the measurement (a real client signs on its own
+/// machine); printed with the time it took. Otherwise the client signs as it sends. The
+/// load's start moves to after the signing.
+fn signed_stream(
+    args: &DevnetArgs,
+    config: &mut DevnetConfig,
+) -> Result<load::SignedStream, HostError> {
+    let spec = config.load_spec()?;
+    let Some(seconds) = args.bench.filter(|_| config.rate_per_s > 0) else {
+        return Ok(load::SignedStream::new(&spec));
+    };
+    let per_s = config
+        .rate_per_s
+        .div_ceil(u64::from(spec.bulk.clamp(1, 64)));
+    let count = per_s.saturating_mul(seconds + 4);
+    let start = Instant::now();
+    let stream = load::SignedStream::signed_ahead(&spec, count);
+    eprintln!(
+        "nexus devnet: signed {count} load transactions ahead in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    config.load_start_unix_ns = now_ns() + 1_500 * MS;
+    Ok(stream)
+}
+
 /// The load client of a devnet run: started once every validator is ready.
 struct LoadRun {
     stats: Arc<Mutex<LoadStats>>,
@@ -349,12 +376,15 @@ struct LoadRun {
     measure_from: Option<Instant>,
     /// Send through the binary gateways instead of the transaction ports.
     via_gateway: bool,
+    /// The client's transactions (taken by its thread when it starts).
+    stream: Option<load::SignedStream>,
 }
 
 impl LoadRun {
-    fn new(via_gateway: bool) -> LoadRun {
+    fn new(via_gateway: bool, stream: load::SignedStream) -> LoadRun {
         LoadRun {
             via_gateway,
+            stream: Some(stream),
             stats: Arc::default(),
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,
@@ -374,15 +404,21 @@ impl LoadRun {
             return Ok(());
         }
         let spec = config.load_spec()?;
+        let stream = match self.stream.take() {
+            Some(stream) => stream,
+            None => load::SignedStream::new(&spec),
+        };
         let (rate, stop, stats) = (config.rate_per_s, self.stop.clone(), self.stats.clone());
         let validators = &config.validators;
         let thread = std::thread::Builder::new().name("nexus-load".into());
         let spawned = if self.via_gateway {
             let targets: Vec<SocketAddr> = validators.iter().filter_map(|v| v.order_addr).collect();
-            thread.spawn(move || load::drive_gateways(&spec, &targets, rate, stop, stats))
+            thread.spawn(move || {
+                load::drive_gateways_stream(&spec, stream, &targets, rate, stop, stats)
+            })
         } else {
             let targets: Vec<SocketAddr> = validators.iter().map(|v| v.tx_addr).collect();
-            thread.spawn(move || load::drive(&spec, &targets, rate, stop, stats))
+            thread.spawn(move || load::drive_stream(&spec, stream, &targets, rate, stop, stats))
         };
         self.thread = Some(spawned.map_err(|e| HostError::Io("load thread".into(), e))?);
         self.measure_from = warmup.map(|w| Instant::now() + w);
@@ -442,7 +478,7 @@ fn devnet_folder(args: &DevnetArgs) -> Result<(PathBuf, Option<tempfile::TempDir
 
 fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
     let (root, _temp) = devnet_folder(&args)?;
-    let (config_path, config) = write_devnet(&args, &root)?;
+    let (config_path, mut config) = write_devnet(&args, &root)?;
     if !args.init_only {
         eprintln!(
             "nexus devnet: {} validators, folder {}{}",
@@ -462,6 +498,7 @@ fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let stream = signed_stream(&args, &mut config)?;
     let exe = std::env::current_exe().map_err(|e| HostError::Io("current_exe".into(), e))?;
     let (tx, rx) = mpsc::channel::<(usize, String)>();
     let mut children = Children(Vec::new());
@@ -530,7 +567,7 @@ fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
     let mut failure: Option<String> = None;
     let out = io::stdout();
     let mut status = DevnetStatus::new();
-    let mut load = LoadRun::new(args.via == "gateway");
+    let mut load = LoadRun::new(args.via == "gateway", stream);
     let warmup = args.bench.map(|_| Duration::from_nanos(warmup_ns));
     let mut bench_started: Option<Instant> = None;
     loop {

@@ -190,6 +190,64 @@ pub fn transaction(spec: &LoadSpec, keys: &[SigningKey], j: u64) -> SignedTransa
     .sign(key)
 }
 
+/// The stream's transactions as a client takes them: the first ones signed before the run
+/// (a benchmark's client signs on a machine of its own in practice; here it shares the
+/// validators' cores, so signing ahead keeps its cost out of the measured window), the
+/// rest signed as they are taken.
+pub struct SignedStream {
+    keys: Vec<SigningKey>,
+    ahead: Vec<Option<SignedTransaction>>,
+}
+
+impl SignedStream {
+    /// A stream signed as it is taken.
+    pub fn new(spec: &LoadSpec) -> SignedStream {
+        SignedStream {
+            keys: account_keys(spec),
+            ahead: Vec::new(),
+        }
+    }
+
+    /// A stream whose first `count` transactions are signed now, on every core.
+    pub fn signed_ahead(spec: &LoadSpec, count: u64) -> SignedStream {
+        let keys = account_keys(spec);
+        let threads = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+        let per_thread = count.div_ceil(threads.max(1));
+        let ahead = std::thread::scope(|scope| {
+            let parts: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (from, to) = (t * per_thread, ((t + 1) * per_thread).min(count));
+                    let keys = &keys;
+                    scope.spawn(move || {
+                        (from..to)
+                            .map(|j| Some(transaction(spec, keys, j)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|part| part.join().expect("signing thread"))
+                .collect()
+        });
+        SignedStream { keys, ahead }
+    }
+
+    /// Transaction `j` of the stream (each is taken once).
+    fn take(&mut self, spec: &LoadSpec, j: u64) -> SignedTransaction {
+        let ahead = usize::try_from(j).ok().and_then(|j| self.ahead.get_mut(j));
+        match ahead.and_then(Option::take) {
+            Some(tx) => tx,
+            None => transaction(spec, &self.keys, j),
+        }
+    }
+
+    /// The trading accounts' keys.
+    fn keys(&self) -> &[SigningKey] {
+        &self.keys
+    }
+}
+
 /// What a load client saw, so far.
 #[derive(Debug)]
 pub struct LoadStats {
@@ -365,8 +423,9 @@ impl Pace {
 }
 
 /// Sends the signed stream to `targets` (round robin: a client of every validator), at
-/// `orders_per_s` until `stop`, and counts the notices in `stats`. Transactions are signed as
-/// they are sent; if signing cannot keep up, they go as fast as it can. A target that fails
+/// `orders_per_s` until `stop`, and counts the notices in `stats`. Transactions come from
+/// `stream` (signed ahead, or as they are sent; if signing cannot keep up, they go as fast as
+/// it can). A target that fails
 /// (a validator stopped) is skipped and reconnected every 300 ms; its unanswered
 /// transactions stay unanswered (the client may resend them: their nonces make a second
 /// execution impossible).
@@ -377,8 +436,26 @@ pub fn drive(
     stop: Stop,
     stats: Stats,
 ) -> std::io::Result<()> {
+    drive_stream(
+        spec,
+        SignedStream::new(spec),
+        targets,
+        orders_per_s,
+        stop,
+        stats,
+    )
+}
+
+/// [`drive`] with the transactions of `stream` (some signed ahead).
+pub fn drive_stream(
+    spec: &LoadSpec,
+    mut stream: SignedStream,
+    targets: &[std::net::SocketAddr],
+    orders_per_s: u64,
+    stop: Stop,
+    stats: Stats,
+) -> std::io::Result<()> {
     use std::sync::atomic::Ordering;
-    let keys = account_keys(spec);
     let pending: Pending = Default::default();
     stats.lock().expect("stats").finalized_by_target = vec![0; targets.len()];
     let mut targets: Vec<Target> = targets
@@ -413,7 +490,7 @@ pub fn drive(
             std::thread::sleep(std::time::Duration::from_millis(50));
             continue;
         };
-        let tx = transaction(spec, &keys, j);
+        let tx = stream.take(spec, j);
         let orders = tx.tx.actions.len() as u32;
         pending
             .lock()
@@ -504,12 +581,25 @@ pub fn drive_gateways(
     stop: Stop,
     stats: Stats,
 ) -> std::io::Result<()> {
+    let stream = SignedStream::new(spec);
+    drive_gateways_stream(spec, stream, order_entry, orders_per_s, stop, stats)
+}
+
+/// [`drive_gateways`] with the transactions of `stream` (some signed ahead).
+pub fn drive_gateways_stream(
+    spec: &LoadSpec,
+    mut stream: SignedStream,
+    order_entry: &[std::net::SocketAddr],
+    orders_per_s: u64,
+    stop: Stop,
+    stats: Stats,
+) -> std::io::Result<()> {
     use gateway::client::{LoginOptions, OrderClient, OrderSender};
     use std::sync::atomic::Ordering;
     if order_entry.is_empty() {
         return Ok(());
     }
-    let keys = account_keys(spec);
+    let keys = stream.keys().to_vec();
     let pending: GatewayPending = Default::default();
     stats.lock().expect("stats").finalized_by_target = vec![0; order_entry.len()];
     let mut senders: Vec<Option<OrderSender>> = Vec::with_capacity(keys.len());
@@ -536,7 +626,7 @@ pub fn drive_gateways(
         let Some(sender) = senders[account].as_mut() else {
             continue;
         };
-        let tx = transaction(spec, &keys, j - 1);
+        let tx = stream.take(spec, j - 1);
         let orders = tx.tx.actions.len() as u32;
         let seq = sender.next_seq();
         let target = account % order_entry.len();
@@ -623,6 +713,24 @@ mod tests {
             chain_id: [1; 32],
             genesis_time_ms: 1_800_000_000_000,
         }
+    }
+
+    /// Signed ahead or as taken, the stream is the same transactions, in order.
+    #[test]
+    fn a_stream_signed_ahead_is_the_stream_signed_as_sent() {
+        let spec = spec(20);
+        let keys = account_keys(&spec);
+        let mut ahead = SignedStream::signed_ahead(&spec, 25);
+        assert_eq!(ahead.ahead.len(), 25);
+        for j in [0, 1, 12, 24, 25, 40] {
+            let expected = transaction(&spec, &keys, j);
+            assert_eq!(ahead.take(&spec, j).bytes(), expected.bytes(), "tx {j}");
+            assert!(ahead.ahead.get(j as usize).is_none_or(Option::is_none));
+        }
+        assert_eq!(
+            SignedStream::new(&spec).take(&spec, 3).bytes(),
+            transaction(&spec, &keys, 3).bytes()
+        );
     }
 
     /// The stream trades, its cancels find their orders, and the book stays bounded.
