@@ -596,4 +596,124 @@ mod tests {
             }
         );
     }
+
+    fn engine_with_asset_2() -> Engine {
+        let mut engine = Engine::new(engine::EngineConfig::default());
+        let mut out = Vec::new();
+        engine.step(&Command::CreateAsset { asset: 1 }, &mut out);
+        engine.step(&Command::CreateAsset { asset: 2 }, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        engine
+    }
+
+    fn action(id: u64, sender: Address, kind: ActionKind) -> CoreAction {
+        CoreAction { id, sender, kind }
+    }
+
+    fn held(engine: &Engine, account: AccountId) -> i64 {
+        engine.balance(account, 2).map_or(0, |b| b.total)
+    }
+
+    #[test]
+    fn asset_moves_go_through_the_escrow_and_a_refused_deposit_is_minted_back() {
+        let mut engine = engine_with_asset_2();
+        let mut bridge = Bridge::new(1, U256::from(1u64));
+        let user = Address::repeat_byte(0x11);
+        let account = system::core_account(user);
+        let mut out = Vec::new();
+        let fund = Command::Deposit {
+            account,
+            asset: 2,
+            amount: 100,
+        };
+        engine.step(&fund, &mut out);
+        // Withdraw 60 to the EVM: Core moves it to the escrow, the mint is queued.
+        let out_60 = ActionKind::AssetWithdraw {
+            asset: 2,
+            units: 60,
+        };
+        bridge.queue_actions(vec![action(1, user, out_60)]);
+        bridge.run_actions(&mut engine, |_, _| {});
+        assert_eq!(
+            (held(&engine, account), held(&engine, TOKEN_ESCROW_ACCOUNT)),
+            (40, 60)
+        );
+        let minted = Mint {
+            to: user,
+            asset: 2,
+            units: 60,
+            action_id: 1,
+        };
+        assert_eq!(bridge.pending_mints, [minted]);
+        // Deposit 25 back: the escrow pays the user, nothing is minted.
+        bridge.pending_mints.clear();
+        let in_25 = ActionKind::AssetDeposit {
+            asset: 2,
+            units: 25,
+        };
+        bridge.queue_actions(vec![action(2, user, in_25)]);
+        bridge.run_actions(&mut engine, |_, _| {});
+        assert_eq!(
+            (held(&engine, account), held(&engine, TOKEN_ESCROW_ACCOUNT)),
+            (65, 35)
+        );
+        assert!(bridge.pending_mints.is_empty());
+        // A deposit Core refuses (more than the escrow holds: never on a chain, whose
+        // escrow covers every burned token) moves nothing and mints the tokens back.
+        let in_99 = ActionKind::AssetDeposit {
+            asset: 2,
+            units: 99,
+        };
+        bridge.queue_actions(vec![action(3, user, in_99)]);
+        bridge.run_actions(&mut engine, |_, _| {});
+        assert_eq!(
+            (held(&engine, account), held(&engine, TOKEN_ESCROW_ACCOUNT)),
+            (65, 35)
+        );
+        let refund = Mint {
+            units: 99,
+            action_id: 3,
+            ..minted
+        };
+        assert_eq!(bridge.pending_mints, [refund]);
+        assert_eq!(engine.supply(2), Some(100), "moves, never creates");
+        let (_, mints, _) = bridge.take_evm_inputs();
+        assert_eq!(mints, vec![refund]);
+    }
+
+    #[test]
+    fn the_bridge_refuses_the_native_asset_and_mints_back_a_refused_senders_deposit() {
+        let mut engine = engine_with_asset_2();
+        let mut bridge = Bridge::new(1, U256::from(1u64));
+        let user = Address::repeat_byte(0x22);
+        let other = Address::repeat_byte(0x33);
+        // Another address already owns the user's Core account: the bridge refuses.
+        bridge.registry.insert(system::core_account(user), other);
+        let in_5 = ActionKind::AssetDeposit { asset: 2, units: 5 };
+        let native = ActionKind::AssetWithdraw { asset: 1, units: 5 };
+        let contract = Address::repeat_byte(0x44);
+        bridge.queue_actions(vec![action(1, user, in_5), action(2, contract, native)]);
+        bridge.run_actions(&mut engine, |_, events| assert!(events.is_empty()));
+        let refund = Mint {
+            to: user,
+            asset: 2,
+            units: 5,
+            action_id: 1,
+        };
+        assert_eq!(bridge.pending_mints, [refund]);
+        let codes: Vec<_> = bridge
+            .pending_callbacks
+            .iter()
+            .map(|c| (c.target, c.code))
+            .collect();
+        assert_eq!(
+            codes,
+            [(user, BRIDGE_REJECT_CODE), (contract, BRIDGE_REJECT_CODE)]
+        );
+        assert_eq!(held(&engine, TOKEN_ESCROW_ACCOUNT), 0);
+        assert!(
+            !bridge.claim(TOKEN_ESCROW_ACCOUNT, user),
+            "nobody acts as the escrow"
+        );
+    }
 }
