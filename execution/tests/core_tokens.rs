@@ -7,7 +7,8 @@
 //! the native asset, a mint or `assetToCore` from anyone else) change nothing. After every
 //! block: the escrow's Core balance of the asset is the token's `totalSupply` plus the
 //! deposits in flight, the holders' tokens add up to the supply, each user's tokens + Core
-//! balance changed only by what they moved, and the Core supply of the asset is unchanged.
+//! balance changed only by what they moved, the Core supply of the asset is unchanged, and
+//! the incremental EVM state root equals the one rebuilt from scratch.
 
 mod common;
 
@@ -71,6 +72,7 @@ impl Tokens {
     fn run(&mut self, items: &[BlockItem]) -> Vec<Receipt> {
         let (out, _) = step_events(&mut self.chain, items);
         assert!(out.evm.errors.is_empty(), "{:?}", out.evm.errors);
+        assert_eq!(self.chain.evm_root(), self.chain.evm_root_from_scratch());
         self.check();
         out.evm.receipts
     }
