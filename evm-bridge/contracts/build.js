@@ -34,12 +34,18 @@ const fixture = {
 fs.writeFileSync(path.join(dir, "MarketMaker.json"), JSON.stringify(fixture, null, 2) + "\n");
 console.log("wrote MarketMaker.json with", contract.abi.length, "ABI entries");
 
-// The Solidity package (nexus/): interfaces, the CoreReader library and the mocks, compiled
-// together (any error fails); the mocks' ABI and runtime code go to nexus/mocks/Mocks.json
-// for the Rust test that runs a contract on them in an EVM without Nexus precompiles.
-const packageFiles = ["nexus/ICoreWriter.sol", "nexus/CoreReader.sol", "nexus/mocks/MockCoreWriter.sol", "nexus/mocks/MockPrecompile.sol"];
+// The Solidity package (nexus/): interfaces, the CoreReader library, the Core asset token
+// and the mocks, compiled together (any error fails); the mocks' ABI and runtime code go to
+// nexus/mocks/Mocks.json for the Rust test that runs a contract on them in an EVM without
+// Nexus precompiles, and the token's ABI, runtime code and storage layout to
+// nexus/CoreToken.json, which the chain installs at genesis (evm/src/token.rs).
+const packageFiles = ["nexus/ICoreWriter.sol", "nexus/CoreReader.sol", "nexus/CoreToken.sol", "nexus/mocks/MockCoreWriter.sol", "nexus/mocks/MockPrecompile.sol"];
 const packageInput = {
   ...input,
+  settings: {
+    ...input.settings,
+    outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object", "storageLayout"] } },
+  },
   sources: Object.fromEntries(packageFiles.map((f) => [f, { content: fs.readFileSync(path.join(dir, f), "utf8") }])),
 };
 const packageOutput = JSON.parse(solc.compile(JSON.stringify(packageInput)));
@@ -54,4 +60,14 @@ for (const [file, name] of [["nexus/mocks/MockCoreWriter.sol", "MockCoreWriter"]
   mocks[name] = { abi: c.abi, deployedBytecode: "0x" + c.evm.deployedBytecode.object };
 }
 fs.writeFileSync(path.join(dir, "nexus/mocks/Mocks.json"), JSON.stringify(mocks, null, 2) + "\n");
+const token = packageOutput.contracts["nexus/CoreToken.sol"].CoreToken;
+const layout = token.storageLayout.storage.map((s) => ({ label: s.label, slot: s.slot, offset: s.offset }));
+const tokenFixture = {
+  compiler: "solc-js " + solc.version(),
+  evmVersion: "cancun",
+  abi: token.abi,
+  deployedBytecode: "0x" + token.evm.deployedBytecode.object,
+  storageLayout: layout,
+};
+fs.writeFileSync(path.join(dir, "nexus/CoreToken.json"), JSON.stringify(tokenFixture, null, 2) + "\n");
 console.log("compiled", packageFiles.length, "package files; wrote nexus/mocks/Mocks.json");

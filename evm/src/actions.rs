@@ -9,7 +9,7 @@
 
 use crate::system::{abi::Words, event_topic, selector};
 use alloy_primitives::{Address, B256, U256};
-use engine::{ByteCode, Lots, MarketId, OrderId, Side, Ticks, TimeInForce, Units};
+use engine::{AssetId, ByteCode, Lots, MarketId, OrderId, Side, Ticks, TimeInForce, Units};
 use serde::{Deserialize, Serialize};
 
 /// The CoreWriter functions, as Solidity signatures (their selectors start the calldata).
@@ -33,6 +33,10 @@ pub mod signatures {
     pub const SET_LEVERAGE: &str = "setLeverage(uint32,uint32,bool)";
     /// Add (positive) or remove margin of an isolated position (as `Command::IsolatedMargin`).
     pub const ISOLATED_MARGIN: &str = "updateIsolatedMargin(uint32,int64)";
+    /// Move Core units of a spot asset to the sender's ERC-20 balance of its token.
+    pub const WITHDRAW_ASSET: &str = "withdrawAssetToEvm(uint32,uint64)";
+    /// Called by a Core asset token only, after burning `user`'s tokens: credit them on Core.
+    pub const ASSET_TO_CORE: &str = "assetToCore(address,uint64)";
     /// The log CoreWriter leaves.
     pub const ACTION_EVENT: &str = "CoreAction(address,uint256,bytes)";
     /// The callback every contract receiving Core results implements.
@@ -118,6 +122,22 @@ pub enum ActionKind {
         market: MarketId,
         /// Signed units (non-zero).
         amount: Units,
+    },
+    /// Core -> EVM move of a spot asset: Core moves `units` from the sender to the token
+    /// escrow, the EVM mints them to the sender.
+    AssetWithdraw {
+        /// The Core asset.
+        asset: AssetId,
+        /// Core units (= token base units).
+        units: Units,
+    },
+    /// EVM -> Core move of a spot asset: the token burned `units` of the sender's tokens;
+    /// Core moves them from the token escrow to the sender.
+    AssetDeposit {
+        /// The Core asset.
+        asset: AssetId,
+        /// Core units (= token base units).
+        units: Units,
     },
 }
 
@@ -212,6 +232,18 @@ impl From<ActionKind> for RawKind {
                 qty: amount,
                 ..d
             },
+            ActionKind::AssetWithdraw { asset, units } => RawKind {
+                tag: 9,
+                market: asset,
+                qty: units,
+                ..d
+            },
+            ActionKind::AssetDeposit { asset, units } => RawKind {
+                tag: 10,
+                market: asset,
+                qty: units,
+                ..d
+            },
         }
     }
 }
@@ -253,6 +285,14 @@ impl TryFrom<RawKind> for ActionKind {
                 market: r.market,
                 amount: r.qty,
             },
+            9 => ActionKind::AssetWithdraw {
+                asset: r.market,
+                units: r.qty,
+            },
+            10 => ActionKind::AssetDeposit {
+                asset: r.market,
+                units: r.qty,
+            },
             _ => return Err(bad()),
         })
     }
@@ -260,8 +300,48 @@ impl TryFrom<RawKind> for ActionKind {
 
 impl ActionKind {
     /// Decodes CoreWriter calldata carrying `value` wei; checks every argument's range.
-    /// `wei_per_unit` converts native value into Core units of the native asset.
+    /// `wei_per_unit` converts native value into Core units of the native asset. Refuses
+    /// `assetToCore`, which only a token may call ([`ActionKind::decode_from`]).
     pub fn decode(calldata: &[u8], value: U256, wei_per_unit: U256) -> Result<Self, String> {
+        Self::decode_from(Address::ZERO, calldata, value, wei_per_unit).map(|(kind, _)| kind)
+    }
+
+    /// As [`ActionKind::decode`] for a call from `caller`, with the address the action acts
+    /// for: `caller`, except for `assetToCore(user, units)`, which only a Core asset token
+    /// ([`crate::system::token_asset`]) may call and which acts for `user`.
+    pub fn decode_from(
+        caller: Address,
+        calldata: &[u8],
+        value: U256,
+        wei_per_unit: U256,
+    ) -> Result<(Self, Address), String> {
+        if calldata.get(..4) == Some(&selector(signatures::ASSET_TO_CORE)[..]) {
+            return Self::decode_asset_to_core(caller, &calldata[4..], value);
+        }
+        Self::decode_kind(calldata, value, wei_per_unit).map(|kind| (kind, caller))
+    }
+
+    fn decode_asset_to_core(
+        caller: Address,
+        args: &[u8],
+        value: U256,
+    ) -> Result<(Self, Address), String> {
+        let asset = crate::system::token_asset(caller)
+            .ok_or("CoreWriter: assetToCore is only for Core asset tokens")?;
+        if !value.is_zero() {
+            return Err("CoreWriter: only depositToCore takes value".into());
+        }
+        let mut w = Words::new(args);
+        let user = w.address()?;
+        let units = i64::try_from(w.uint(64)?)
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or("CoreWriter: units must be in 1..=2^63-1")?;
+        w.finish().map_err(|e| format!("CoreWriter: {e}"))?;
+        Ok((ActionKind::AssetDeposit { asset, units }, user))
+    }
+
+    fn decode_kind(calldata: &[u8], value: U256, wei_per_unit: U256) -> Result<Self, String> {
         use signatures::*;
         let Some((sel, args)) = calldata.split_first_chunk::<4>() else {
             return Err("CoreWriter: calldata shorter than a selector".into());
@@ -361,6 +441,11 @@ impl ActionKind {
                 return Err("CoreWriter: amount must not be 0".into());
             }
             ActionKind::IsolatedMargin { market, amount }
+        } else if *sel == selector(WITHDRAW_ASSET) {
+            ActionKind::AssetWithdraw {
+                asset: w.uint(32)? as AssetId,
+                units: positive(w.uint(64)?, "units")?,
+            }
         } else {
             return Err(format!(
                 "CoreWriter: unknown selector 0x{}",
@@ -383,6 +468,7 @@ impl ActionKind {
             ActionKind::TransferCollateral { .. }
             | ActionKind::SetLeverage { .. }
             | ActionKind::IsolatedMargin { .. } => 10_000,
+            ActionKind::AssetWithdraw { .. } | ActionKind::AssetDeposit { .. } => 10_000,
         }
     }
 }
@@ -392,7 +478,9 @@ impl ActionKind {
 pub struct CoreAction {
     /// `(block << 24) | log index in the block`: unique, and increasing in execution order.
     pub id: u64,
-    /// The EVM address that called CoreWriter (`msg.sender`).
+    /// The EVM address the action acts for: the caller of CoreWriter (`msg.sender`), except
+    /// for an [`ActionKind::AssetDeposit`], whose token names the user whose tokens it
+    /// burned.
     pub sender: Address,
     /// What it asked for.
     pub kind: ActionKind,
@@ -406,7 +494,8 @@ impl CoreAction {
     /// kind u8, market u32, oid u64, price i64, qty/units i64, flags u8` (big-endian; unused
     /// fields 0). Kinds: 1 place, 2 cancel, 3 cancel all, 4 modify, 5 deposit, 6 withdraw,
     /// 7 transfer collateral, 8 set leverage (qty = leverage, flags bit 0 isolated), 9
-    /// isolated margin (qty = amount). Place flags: bit 0 sell, bits 1-2 time in force (GTC, IOC,
+    /// isolated margin (qty = amount), 10 asset withdraw and 11 asset deposit (market = asset,
+    /// qty = units). Place flags: bit 0 sell, bits 1-2 time in force (GTC, IOC,
     /// FOK, ALO), bit 3 reduce-only, bit 4 market order (no price).
     pub fn commitment_bytes(&self) -> [u8; Self::COMMITMENT_LEN] {
         let (kind, market, oid, price, qty, flags) = match self.kind {
@@ -442,6 +531,8 @@ impl CoreAction {
                 isolated,
             } => (8, market, 0, 0, i64::from(leverage), isolated as u8),
             ActionKind::IsolatedMargin { market, amount } => (9, market, 0, 0, amount, 0),
+            ActionKind::AssetWithdraw { asset, units } => (10, asset, 0, 0, units, 0),
+            ActionKind::AssetDeposit { asset, units } => (11, asset, 0, 0, units, 0),
         };
         let mut out = [0u8; Self::COMMITMENT_LEN];
         out[..8].copy_from_slice(&self.id.to_be_bytes());
@@ -523,6 +614,33 @@ pub struct Credit {
     pub wei: U256,
     /// The action it answers.
     pub action_id: u64,
+}
+
+/// A Core -> EVM mint of a Core asset's token, run at the start of an EVM block as a system
+/// transaction calling the token's `mint(to, units)`: Core already moved `units` into the
+/// token escrow (a withdrawal to the EVM), or the move back to Core was refused (a refund).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mint {
+    /// Who receives the tokens.
+    pub to: Address,
+    /// The Core asset (its token is at `system::token_address(asset)`).
+    pub asset: AssetId,
+    /// Token base units (= Core units), > 0.
+    pub units: Units,
+    /// The action it answers.
+    pub action_id: u64,
+}
+
+impl Mint {
+    /// The token contract called.
+    pub fn token(&self) -> Address {
+        crate::system::token_address(self.asset)
+    }
+
+    /// The calldata of the `mint(to, units)` call.
+    pub fn calldata(&self) -> Vec<u8> {
+        crate::token::mint_calldata(self.to, self.units as u64)
+    }
 }
 
 #[cfg(test)]
@@ -625,6 +743,59 @@ mod tests {
         assert!(
             ActionKind::decode(&leverage, U256::from(1_000), wpu).is_err(),
             "value"
+        );
+    }
+
+    #[test]
+    fn asset_moves_decode_and_asset_to_core_is_only_for_tokens() {
+        let wpu = U256::from(1_000u64);
+        let withdraw = call(signatures::WITHDRAW_ASSET, &[word_u64(2), word_u64(40)]);
+        let out = ActionKind::AssetWithdraw {
+            asset: 2,
+            units: 40,
+        };
+        assert_eq!(ActionKind::decode(&withdraw, U256::ZERO, wpu), Ok(out));
+        let zero = call(signatures::WITHDRAW_ASSET, &[word_u64(2), word_u64(0)]);
+        assert!(ActionKind::decode(&zero, U256::ZERO, wpu).is_err());
+        let user = Address::repeat_byte(0x42);
+        let back = call(
+            signatures::ASSET_TO_CORE,
+            &[word_address(user), word_u64(7)],
+        );
+        let token = crate::system::token_address(2);
+        let into = ActionKind::AssetDeposit { asset: 2, units: 7 };
+        assert_eq!(
+            ActionKind::decode_from(token, &back, U256::ZERO, wpu),
+            Ok((into, user)),
+            "acts for the user whose tokens were burned"
+        );
+        assert!(
+            ActionKind::decode_from(user, &back, U256::ZERO, wpu).is_err(),
+            "not a token"
+        );
+        assert!(ActionKind::decode(&back, U256::ZERO, wpu).is_err());
+        assert!(ActionKind::decode_from(token, &back, U256::from(1), wpu).is_err());
+        let too_big = call(
+            signatures::ASSET_TO_CORE,
+            &[word_address(user), word_u64(1 << 63)],
+        );
+        assert!(ActionKind::decode_from(token, &too_big, U256::ZERO, wpu).is_err());
+        for kind in [out, into] {
+            assert_eq!(ActionKind::try_from(RawKind::from(kind)), Ok(kind));
+        }
+        assert_ne!(
+            CoreAction {
+                id: 1,
+                sender: user,
+                kind: out
+            }
+            .commitment_bytes(),
+            CoreAction {
+                id: 1,
+                sender: user,
+                kind: into
+            }
+            .commitment_bytes()
         );
     }
 }

@@ -13,9 +13,16 @@
 //! leave it only with a credit for a withdrawal that Core executed (or a refused deposit),
 //! so `escrow == wei_per_unit * Core supply of the native asset` and each user's
 //! `EVM balance + wei_per_unit * Core balance` changes only by what they pay in gas or send.
+//!
+//! Conservation of every other asset with a token (docs/evm.md, "Core assets as ERC-20
+//! tokens"): its units enter the token escrow ([`TOKEN_ESCROW_ACCOUNT`], a Core account)
+//! only with a [`Mint`] of as many tokens (a withdrawal to the EVM), and leave it only for
+//! tokens the token contract burned (a deposit to Core; refused: minted back), so
+//! `escrow's Core balance == totalSupply + units of deposits not yet run`, and each user's
+//! `tokens + Core balance` changes only by what they trade or send.
 
-use crate::actions::{ActionKind, Callback, CallbackKind, CoreAction, Credit};
-use crate::system::{self, MAX_CALLBACKS_PER_BLOCK};
+use crate::actions::{ActionKind, Callback, CallbackKind, CoreAction, Credit, Mint};
+use crate::system::{self, MAX_CALLBACKS_PER_BLOCK, TOKEN_ESCROW_ACCOUNT};
 use alloy_primitives::{Address, U256};
 use engine::{
     AccountId, AssetId, CancelReason, Command, Engine, Event, NewOrder, PriceLadder, RejectReason,
@@ -46,6 +53,9 @@ pub struct Bridge {
     pub pending_callbacks: VecDeque<Callback>,
     /// Credits for the next EVM block.
     pub pending_credits: Vec<Credit>,
+    /// Token mints for the next EVM block(s).
+    #[serde(default)]
+    pub pending_mints: VecDeque<Mint>,
     /// Callbacks dropped because the queue was full.
     pub dropped_callbacks: u64,
 }
@@ -82,6 +92,7 @@ impl Bridge {
             pending_actions: Vec::new(),
             pending_callbacks: VecDeque::new(),
             pending_credits: Vec::new(),
+            pending_mints: VecDeque::new(),
             dropped_callbacks: 0,
         }
     }
@@ -91,6 +102,7 @@ impl Bridge {
         self.pending_actions.is_empty()
             && self.pending_callbacks.is_empty()
             && self.pending_credits.is_empty()
+            && self.pending_mints.is_empty()
     }
 
     /// Queues the actions of an EVM block for the next Core block.
@@ -166,6 +178,94 @@ impl Bridge {
                 market,
                 amount,
             },
+            ActionKind::AssetWithdraw { .. } | ActionKind::AssetDeposit { .. } => {
+                unreachable!("asset moves are two commands: Bridge::move_asset")
+            }
+        }
+    }
+
+    /// Moves `units` of `asset` from Core account `from` to `to` (a withdrawal then a
+    /// deposit, the first undone if the second is refused); whether it moved. The events
+    /// (a refusal) go to `out`.
+    fn move_asset<L: PriceLadder>(
+        engine: &mut Engine<L>,
+        (from, to): (AccountId, AccountId),
+        asset: AssetId,
+        units: i64,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        let refused = |out: &Vec<Event>, from: usize| {
+            out[from..]
+                .iter()
+                .any(|e| matches!(e, Event::Rejected { .. }))
+        };
+        let start = out.len();
+        let debit = Command::Withdraw {
+            account: from,
+            asset,
+            amount: units,
+        };
+        engine.step(&debit, out);
+        if refused(out, start) {
+            return false;
+        }
+        let at = out.len();
+        let credit = Command::Deposit {
+            account: to,
+            asset,
+            amount: units,
+        };
+        engine.step(&credit, out);
+        if refused(out, at) {
+            let back = Command::Deposit {
+                account: from,
+                asset,
+                amount: units,
+            };
+            engine.step(&back, out);
+            return false;
+        }
+        true
+    }
+
+    /// Runs an asset move to or from the EVM for `account` (owned by `sender`): the Core
+    /// side, and the mint it calls for (the tokens of a withdrawal; a refused deposit's
+    /// tokens back).
+    fn run_asset_move<L: PriceLadder>(
+        &mut self,
+        engine: &mut Engine<L>,
+        (account, sender, action_id): (AccountId, Address, u64),
+        kind: ActionKind,
+        out: &mut Vec<Event>,
+    ) {
+        // A withdrawal mints what Core moved into the escrow; a refused deposit mints the
+        // burned tokens back.
+        let (asset, units, mint) = match kind {
+            ActionKind::AssetWithdraw { asset, units } => {
+                let pair = (account, TOKEN_ESCROW_ACCOUNT);
+                (
+                    asset,
+                    units,
+                    Self::move_asset(engine, pair, asset, units, out),
+                )
+            }
+            ActionKind::AssetDeposit { asset, units } => {
+                let pair = (TOKEN_ESCROW_ACCOUNT, account);
+                (
+                    asset,
+                    units,
+                    !Self::move_asset(engine, pair, asset, units, out),
+                )
+            }
+            _ => unreachable!("only asset moves"),
+        };
+        if mint {
+            self.pending_mints.push_back(Mint {
+                to: sender,
+                asset,
+                units,
+                action_id,
+            });
         }
     }
 
@@ -191,7 +291,9 @@ impl Bridge {
         for action in std::mem::take(&mut self.pending_actions) {
             out.clear();
             let account = system::core_account(action.sender);
-            if !self.claim(account, action.sender) {
+            let native_token = matches!(action.kind,
+                ActionKind::AssetWithdraw { asset, .. } if asset == self.native_asset);
+            if native_token || !self.claim(account, action.sender) {
                 // Refused by the bridge: no command; a deposit's value goes back.
                 self.push_callback(Callback {
                     target: action.sender,
@@ -210,9 +312,23 @@ impl Bridge {
                         action_id: action.id,
                     });
                 }
+                if let ActionKind::AssetDeposit { asset, units } = action.kind {
+                    self.pending_mints.push_back(Mint {
+                        to: action.sender,
+                        asset,
+                        units,
+                        action_id: action.id,
+                    });
+                }
                 continue;
             }
-            engine.step(&self.command(account, action.kind), &mut out);
+            match action.kind {
+                ActionKind::AssetWithdraw { .. } | ActionKind::AssetDeposit { .. } => {
+                    let who = (account, action.sender, action.id);
+                    self.run_asset_move(engine, who, action.kind, &mut out);
+                }
+                kind => engine.step(&self.command(account, kind), &mut out),
+            }
             let rejected = out.iter().any(|e| matches!(e, Event::Rejected { .. }));
             match action.kind {
                 ActionKind::Deposit { units } if rejected => {
@@ -233,7 +349,10 @@ impl Bridge {
             }
             if out.is_empty() {
                 let qty = match action.kind {
-                    ActionKind::Deposit { units } | ActionKind::Withdraw { units } => units,
+                    ActionKind::Deposit { units }
+                    | ActionKind::Withdraw { units }
+                    | ActionKind::AssetWithdraw { units, .. }
+                    | ActionKind::AssetDeposit { units, .. } => units,
                     ActionKind::TransferCollateral { amount }
                     | ActionKind::IsolatedMargin { amount, .. } => amount,
                     ActionKind::SetLeverage { leverage, .. } => i64::from(leverage),
@@ -256,10 +375,11 @@ impl Bridge {
     }
 
     /// Records `sender` as the owner of Core account `account` if it has none; whether
-    /// `sender` may act as it. Reserved ids (0, `INSURANCE_ACCOUNT`) are refused before
+    /// `sender` may act as it. Reserved ids (0, `INSURANCE_ACCOUNT`,
+    /// [`TOKEN_ESCROW_ACCOUNT`]) are refused before
     /// anything is recorded, so no EVM address ever receives their callbacks.
     pub fn claim(&mut self, account: AccountId, sender: Address) -> bool {
-        if account == 0 || account == INSURANCE_ACCOUNT {
+        if account == 0 || account == INSURANCE_ACCOUNT || account == TOKEN_ESCROW_ACCOUNT {
             return false;
         }
         *self.registry.entry(account).or_insert(sender) == sender
@@ -409,13 +529,22 @@ impl Bridge {
         }
     }
 
-    /// Takes the credits and up to [`MAX_CALLBACKS_PER_BLOCK`] callbacks for the next EVM
-    /// block.
-    pub fn take_evm_inputs(&mut self) -> (Vec<Credit>, Vec<Callback>) {
+    /// Takes the credits, the mints and up to [`MAX_CALLBACKS_PER_BLOCK`] callbacks for
+    /// the next EVM block.
+    pub fn take_evm_inputs(&mut self) -> (Vec<Credit>, Vec<Mint>, Vec<Callback>) {
         let credits = std::mem::take(&mut self.pending_credits);
+        let mints = std::mem::take(&mut self.pending_mints).into();
         let n = self.pending_callbacks.len().min(MAX_CALLBACKS_PER_BLOCK);
         let callbacks = self.pending_callbacks.drain(..n).collect();
-        (credits, callbacks)
+        (credits, mints, callbacks)
+    }
+
+    /// Puts mints the EVM block could not run back at the front of the queue, in their
+    /// order.
+    pub fn requeue_mints(&mut self, mints: Vec<Mint>) {
+        for mint in mints.into_iter().rev() {
+            self.pending_mints.push_front(mint);
+        }
     }
 }
 
@@ -465,6 +594,126 @@ mod tests {
                 market: 4,
                 amount: -3
             }
+        );
+    }
+
+    fn engine_with_asset_2() -> Engine {
+        let mut engine = Engine::new(engine::EngineConfig::default());
+        let mut out = Vec::new();
+        engine.step(&Command::CreateAsset { asset: 1 }, &mut out);
+        engine.step(&Command::CreateAsset { asset: 2 }, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        engine
+    }
+
+    fn action(id: u64, sender: Address, kind: ActionKind) -> CoreAction {
+        CoreAction { id, sender, kind }
+    }
+
+    fn held(engine: &Engine, account: AccountId) -> i64 {
+        engine.balance(account, 2).map_or(0, |b| b.total)
+    }
+
+    #[test]
+    fn asset_moves_go_through_the_escrow_and_a_refused_deposit_is_minted_back() {
+        let mut engine = engine_with_asset_2();
+        let mut bridge = Bridge::new(1, U256::from(1u64));
+        let user = Address::repeat_byte(0x11);
+        let account = system::core_account(user);
+        let mut out = Vec::new();
+        let fund = Command::Deposit {
+            account,
+            asset: 2,
+            amount: 100,
+        };
+        engine.step(&fund, &mut out);
+        // Withdraw 60 to the EVM: Core moves it to the escrow, the mint is queued.
+        let out_60 = ActionKind::AssetWithdraw {
+            asset: 2,
+            units: 60,
+        };
+        bridge.queue_actions(vec![action(1, user, out_60)]);
+        bridge.run_actions(&mut engine, |_, _| {});
+        assert_eq!(
+            (held(&engine, account), held(&engine, TOKEN_ESCROW_ACCOUNT)),
+            (40, 60)
+        );
+        let minted = Mint {
+            to: user,
+            asset: 2,
+            units: 60,
+            action_id: 1,
+        };
+        assert_eq!(bridge.pending_mints, [minted]);
+        // Deposit 25 back: the escrow pays the user, nothing is minted.
+        bridge.pending_mints.clear();
+        let in_25 = ActionKind::AssetDeposit {
+            asset: 2,
+            units: 25,
+        };
+        bridge.queue_actions(vec![action(2, user, in_25)]);
+        bridge.run_actions(&mut engine, |_, _| {});
+        assert_eq!(
+            (held(&engine, account), held(&engine, TOKEN_ESCROW_ACCOUNT)),
+            (65, 35)
+        );
+        assert!(bridge.pending_mints.is_empty());
+        // A deposit Core refuses (more than the escrow holds: never on a chain, whose
+        // escrow covers every burned token) moves nothing and mints the tokens back.
+        let in_99 = ActionKind::AssetDeposit {
+            asset: 2,
+            units: 99,
+        };
+        bridge.queue_actions(vec![action(3, user, in_99)]);
+        bridge.run_actions(&mut engine, |_, _| {});
+        assert_eq!(
+            (held(&engine, account), held(&engine, TOKEN_ESCROW_ACCOUNT)),
+            (65, 35)
+        );
+        let refund = Mint {
+            units: 99,
+            action_id: 3,
+            ..minted
+        };
+        assert_eq!(bridge.pending_mints, [refund]);
+        assert_eq!(engine.supply(2), Some(100), "moves, never creates");
+        let (_, mints, _) = bridge.take_evm_inputs();
+        assert_eq!(mints, vec![refund]);
+    }
+
+    #[test]
+    fn the_bridge_refuses_the_native_asset_and_mints_back_a_refused_senders_deposit() {
+        let mut engine = engine_with_asset_2();
+        let mut bridge = Bridge::new(1, U256::from(1u64));
+        let user = Address::repeat_byte(0x22);
+        let other = Address::repeat_byte(0x33);
+        // Another address already owns the user's Core account: the bridge refuses.
+        bridge.registry.insert(system::core_account(user), other);
+        let in_5 = ActionKind::AssetDeposit { asset: 2, units: 5 };
+        let native = ActionKind::AssetWithdraw { asset: 1, units: 5 };
+        let contract = Address::repeat_byte(0x44);
+        bridge.queue_actions(vec![action(1, user, in_5), action(2, contract, native)]);
+        bridge.run_actions(&mut engine, |_, events| assert!(events.is_empty()));
+        let refund = Mint {
+            to: user,
+            asset: 2,
+            units: 5,
+            action_id: 1,
+        };
+        assert_eq!(bridge.pending_mints, [refund]);
+        let codes: Vec<_> = bridge
+            .pending_callbacks
+            .iter()
+            .map(|c| (c.target, c.code))
+            .collect();
+        assert_eq!(
+            codes,
+            [(user, BRIDGE_REJECT_CODE), (contract, BRIDGE_REJECT_CODE)]
+        );
+        assert_eq!(held(&engine, TOKEN_ESCROW_ACCOUNT), 0);
+        assert!(
+            !bridge.claim(TOKEN_ESCROW_ACCOUNT, user),
+            "nobody acts as the escrow"
         );
     }
 }

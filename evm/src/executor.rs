@@ -11,13 +11,14 @@
 #![allow(clippy::field_reassign_with_default)]
 
 use crate::access_list::AccessListInspector;
-use crate::actions::{action_topic, ActionKind, Callback, CoreAction, Credit};
+use crate::actions::{action_topic, ActionKind, Callback, CoreAction, Credit, Mint};
 use crate::block::{self, SystemTx};
 use crate::commitment::StateCommitment;
 use crate::core_view::CoreView;
 use crate::history::{PastState, StateUndo};
 use crate::precompiles::NexusPrecompiles;
 use crate::system;
+use crate::token::{self, TokenSpec};
 use alloy_consensus::transaction::SignerRecoverable;
 use alloy_consensus::{Transaction, TxEnvelope};
 use alloy_eips::eip2718::{Decodable2718, Encodable2718};
@@ -599,7 +600,11 @@ pub struct BlockInput {
     pub core_root: B256,
     /// Core -> EVM credits, applied first.
     pub credits: Vec<Credit>,
-    /// Core -> EVM callbacks, run as system transactions before user transactions.
+    /// Core -> EVM mints of Core asset tokens, run as system transactions after the
+    /// credits.
+    pub mints: Vec<Mint>,
+    /// Core -> EVM callbacks, run as system transactions after the mints, before user
+    /// transactions.
     pub callbacks: Vec<Callback>,
     /// User transactions, in order.
     pub txs: Vec<SignedTx>,
@@ -625,6 +630,9 @@ pub struct BlockOutput {
     /// Callbacks not delivered because the block's callback gas budget was used up, in
     /// order: they go back to the front of the bridge queue.
     pub undelivered: Vec<Callback>,
+    /// Mints not run because the block's system gas budget was used up, in order: they go
+    /// back to the front of the bridge queue.
+    pub undelivered_mints: Vec<Mint>,
     /// Credits and callbacks refused because they would break an invariant (a credit the
     /// escrow cannot cover, an invalid system transaction), with why. Never expected; the
     /// chain goes on without them.
@@ -715,6 +723,38 @@ pub struct Genesis {
     pub escrow_wei: U256,
     /// Seconds.
     pub timestamp: u64,
+    /// The Core asset tokens (code, name, symbol, decimals; supply 0).
+    pub tokens: Vec<TokenSpec>,
+}
+
+/// A system transaction of a block: a mint or a callback.
+#[derive(Clone, Copy)]
+enum SystemCall {
+    Mint(Mint),
+    Callback(Callback),
+}
+
+impl SystemCall {
+    fn target(&self) -> Address {
+        match self {
+            SystemCall::Mint(mint) => mint.token(),
+            SystemCall::Callback(callback) => callback.target,
+        }
+    }
+
+    fn gas_limit(&self) -> u64 {
+        match self {
+            SystemCall::Mint(_) => system::MINT_GAS_LIMIT,
+            SystemCall::Callback(_) => system::CALLBACK_GAS_LIMIT,
+        }
+    }
+
+    fn calldata(&self) -> Vec<u8> {
+        match self {
+            SystemCall::Mint(mint) => mint.calldata(),
+            SystemCall::Callback(callback) => callback.calldata(),
+        }
+    }
 }
 
 impl Executor {
@@ -739,6 +779,24 @@ impl Executor {
             install(&mut db, address, U256::ZERO);
         }
         install(&mut db, system::CORE_WRITER, genesis.escrow_wei);
+        let token_code = Bytecode::new_raw(token::runtime_code());
+        for spec in &genesis.tokens {
+            let info = AccountInfo {
+                nonce: 1,
+                code_hash: token_code.hash_slow(),
+                code: Some(token_code.clone()),
+                ..Default::default()
+            };
+            db.insert_account_info(spec.address(), info.clone());
+            diff.code
+                .insert(info.code_hash, token_code.original_bytes());
+            diff.credit(spec.address(), &info);
+            for (slot, value) in spec.genesis_storage() {
+                db.insert_account_storage(spec.address(), slot, value)
+                    .expect("an in-memory database");
+                diff.storage.insert((spec.address(), slot), value);
+            }
+        }
         for &(address, balance) in &genesis.alloc {
             let info = AccountInfo {
                 balance,
@@ -774,6 +832,7 @@ impl Executor {
             dropped: Vec::new(),
             deferred: Vec::new(),
             undelivered: Vec::new(),
+            undelivered_mints: Vec::new(),
             errors: Vec::new(),
             diff,
             undo: StateUndo::default(),
@@ -982,8 +1041,10 @@ impl Executor {
         let mut deferred = Vec::new();
 
         let mut undelivered = Vec::new();
-        // System transactions: callbacks to contracts (no fee, no nonce, capped gas). They
-        // may use at most the block's gas minus the user reserve; the rest wait, in order.
+        let mut undelivered_mints = Vec::new();
+        // System transactions: mints of Core asset tokens, then callbacks to contracts (no
+        // fee, no nonce, capped gas). They may use at most the block's gas minus the user
+        // reserve; the rest wait, in order.
         let callback_budget = config
             .block_gas_limit
             .saturating_sub(config.block_gas_limit / system::USER_GAS_RESERVE_DIVISOR);
@@ -991,36 +1052,47 @@ impl Executor {
             cfg.disable_nonce_check = true;
             cfg.disable_base_fee = true;
         });
-        for callback in &input.callbacks {
-            if !undelivered.is_empty()
-                || acc.cumulative + system::CALLBACK_GAS_LIMIT > callback_budget
-            {
-                undelivered.push(*callback);
+        let calls = (input.mints.iter().map(|m| SystemCall::Mint(*m)))
+            .chain(input.callbacks.iter().map(|c| SystemCall::Callback(*c)));
+        for call in calls {
+            let waiting = !undelivered.is_empty() || !undelivered_mints.is_empty();
+            if waiting || acc.cumulative + call.gas_limit() > callback_budget {
+                match call {
+                    SystemCall::Mint(mint) => undelivered_mints.push(mint),
+                    SystemCall::Callback(callback) => undelivered.push(callback),
+                }
                 continue;
             }
+            let target = call.target();
             let has_code = evm
                 .ctx
                 .journaled_state
                 .database
-                .basic(callback.target)
+                .basic(target)
                 .ok()
                 .flatten()
                 .is_some_and(|info| !info.is_empty_code_hash());
             if !has_code {
+                if let SystemCall::Mint(mint) = call {
+                    // Never expected: the bridge mints only tokens of the genesis.
+                    let error = format!("mint {mint:?} not run: no token at {target}");
+                    eprintln!("nexus-evm: block {}: {error}", input.height);
+                    errors.push(error);
+                }
                 continue;
             }
             let mut tx = TxEnv::default();
             tx.caller = system::SYSTEM_ADDRESS;
-            tx.gas_limit = system::CALLBACK_GAS_LIMIT;
+            tx.gas_limit = call.gas_limit();
             tx.gas_price = 0;
-            tx.kind = TxKind::Call(callback.target);
-            tx.data = callback.calldata().into();
+            tx.kind = TxKind::Call(target);
+            tx.data = call.calldata().into();
             tx.chain_id = Some(config.chain_id);
             let system = SystemTx {
                 chain_id: config.chain_id,
                 block_number: input.height,
                 index: txs.len() as u64,
-                to: callback.target,
+                to: target,
                 gas_limit: tx.gas_limit,
                 input: &tx.data,
             };
@@ -1029,7 +1101,7 @@ impl Executor {
             let record = TxRecord {
                 hash,
                 from: system::SYSTEM_ADDRESS,
-                to: Some(callback.target),
+                to: Some(target),
                 nonce: 0,
                 gas_limit: tx.gas_limit,
                 gas_price: Some(0),
@@ -1048,6 +1120,12 @@ impl Executor {
             };
             match evm.transact(tx) {
                 Ok(out) => {
+                    if let (SystemCall::Mint(mint), false) = (call, out.result.is_success()) {
+                        // Never expected: the token's mint does not revert for the chain.
+                        let error = format!("mint {mint:?} failed: {:?}", out.result);
+                        eprintln!("nexus-evm: block {}: {error}", input.height);
+                        errors.push(error);
+                    }
                     diff.absorb(&out.state);
                     undo.note(evm.ctx.journaled_state.database, &out.state);
                     evm.commit(out.state);
@@ -1057,14 +1135,17 @@ impl Executor {
                         out.result,
                         hash,
                         system::SYSTEM_ADDRESS,
-                        Some(callback.target),
+                        Some(target),
                         0,
                         SYSTEM_TX_TYPE,
                     );
                 }
                 Err(error) => {
                     // Cannot happen for a valid config; never panic the chain thread.
-                    let error = format!("callback {callback:?} not run: {error}");
+                    let error = match call {
+                        SystemCall::Mint(mint) => format!("mint {mint:?} not run: {error}"),
+                        SystemCall::Callback(c) => format!("callback {c:?} not run: {error}"),
+                    };
                     eprintln!("nexus-evm: block {}: {error}", input.height);
                     errors.push(error);
                 }
@@ -1162,6 +1243,7 @@ impl Executor {
             dropped,
             deferred,
             undelivered,
+            undelivered_mints,
             errors,
             diff,
             undo,
@@ -1462,7 +1544,8 @@ impl Accumulator {
 }
 
 /// The action of a CoreWriter log (`CoreAction(address indexed sender, uint256 value,
-/// bytes action)`); `None` if it does not decode (cannot happen for CoreWriter's own logs,
+/// bytes action)`), acting for `sender` (for a token's `assetToCore`, for the user it
+/// names); `None` if it does not decode (cannot happen for CoreWriter's own logs,
 /// which are validated before they are written).
 fn decode_action_log(
     log: &Log,
@@ -1475,7 +1558,7 @@ fn decode_action_log(
     let value = U256::from_be_slice(data.get(..32)?);
     let len = U256::from_be_slice(data.get(64..96)?).to::<usize>();
     let calldata = data.get(96..96 + len)?;
-    let kind = ActionKind::decode(calldata, value, wei_per_unit).ok()?;
+    let (kind, sender) = ActionKind::decode_from(sender, calldata, value, wei_per_unit).ok()?;
     Some(CoreAction {
         id: (height << 24) | log_index,
         sender,

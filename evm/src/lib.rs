@@ -18,6 +18,7 @@
 //!   storage trie, updated from each block's state diff), and EIP-1186 proofs.
 //! - [`history`]: the state after recent past blocks (each block's undo over the head's
 //!   state), for reads and calls at a past block.
+//! - [`token`]: the ERC-20 contract of each Core spot asset (code, genesis storage, mint).
 //! - [`trace`]: geth's struct-log and call tracers over a call or a transaction
 //!   re-executed in its block (`debug_traceCall`, `debug_traceTransaction`).
 
@@ -31,5 +32,6 @@ pub mod executor;
 pub mod history;
 pub mod precompiles;
 pub mod system;
+pub mod token;
 pub mod trace;
 pub mod trie;

@@ -192,8 +192,10 @@ where
             }
             let calldata = inputs.input.bytes(context);
             let value = inputs.value.get();
-            let kind = match ActionKind::decode(&calldata, value, self.wei_per_unit) {
-                Ok(kind) => kind,
+            let decoded =
+                ActionKind::decode_from(inputs.caller, &calldata, value, self.wei_per_unit);
+            let kind = match decoded {
+                Ok((kind, _)) => kind,
                 Err(message) => return Ok(Some(revert(&message, limit, reservoir))),
             };
             let gas = core_writer_gas(&kind, calldata.len());

@@ -2,7 +2,7 @@
 //! ABI helpers the precompiles and the system contract share (docs/evm.md).
 
 use alloy_primitives::{address, keccak256, Address, B256, U256};
-use engine::AccountId;
+use engine::{AccountId, AssetId};
 
 /// Read precompile: the Core block height the EVM block sees. Input: empty.
 /// Output: `(uint64 height)`.
@@ -48,6 +48,33 @@ pub const READ_PRECOMPILES: [Address; 8] = [
 /// It is served by the precompile provider (so it can validate and charge gas) and writes
 /// only through a journaled log, so a reverted transaction leaves no action behind.
 pub const CORE_WRITER: Address = address!("3333333333333333333333333333333333333333");
+
+/// The first Core asset token address: the ERC-20 of Core asset `a` is at `TOKEN_BASE + a`
+/// ([`token_address`]; docs/evm.md, "Core assets as ERC-20 tokens").
+pub const TOKEN_BASE: Address = address!("2000000000000000000000000000000000000000");
+
+/// The Core account that holds, for every Core asset with a token, the units its tokens
+/// stand for: `Core balance of the escrow == totalSupply of the token` once the deposits in
+/// flight have run. No key signs for it and no EVM address may act as it.
+pub const TOKEN_ESCROW_ACCOUNT: AccountId = u64::MAX - 1;
+
+/// Gas limit of each system transaction minting a Core asset token (Core -> EVM).
+pub const MINT_GAS_LIMIT: u64 = 100_000;
+
+/// The address of Core asset `asset`'s ERC-20 token: `TOKEN_BASE + asset`.
+pub fn token_address(asset: AssetId) -> Address {
+    let mut bytes = TOKEN_BASE.0 .0;
+    bytes[16..].copy_from_slice(&asset.to_be_bytes());
+    Address::from(bytes)
+}
+
+/// The Core asset whose token address `address` is, if it is one (the inverse of
+/// [`token_address`]).
+pub fn token_asset(address: Address) -> Option<AssetId> {
+    let bytes = address.0 .0;
+    (bytes[0] == 0x20 && bytes[1..16].iter().all(|&b| b == 0))
+        .then(|| AssetId::from_be_bytes(bytes[16..].try_into().expect("4 bytes")))
+}
 
 /// The sender of system transactions (Core -> EVM callbacks), as in EIP-4788.
 pub const SYSTEM_ADDRESS: Address = address!("fffffffffffffffffffffffffffffffffffffffe");
@@ -223,6 +250,26 @@ mod tests {
         let expected = u64::from_be_bytes(hash[24..].try_into().unwrap());
         assert_eq!(core_account(a), expected);
         assert_ne!(core_account(a), core_account(CORE_WRITER));
+    }
+
+    #[test]
+    fn token_addresses_carry_the_asset_in_their_low_32_bits() {
+        assert_eq!(
+            token_address(2),
+            address!("2000000000000000000000000000000000000002")
+        );
+        assert_eq!(
+            token_address(0x0102_0304),
+            address!("2000000000000000000000000000000001020304")
+        );
+        assert_eq!(token_asset(token_address(u32::MAX)), Some(u32::MAX));
+        assert_eq!(token_asset(token_address(0)), Some(0));
+        assert_eq!(token_asset(CORE_WRITER), None);
+        assert_eq!(
+            token_asset(address!("2000000000000000000000000000000100000000")),
+            None,
+            "above 32 bits"
+        );
     }
 
     #[test]

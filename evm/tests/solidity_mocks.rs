@@ -215,6 +215,8 @@ fn the_packages_core_writer_functions_are_the_ones_the_chain_decodes() {
         TRANSFER_COLLATERAL,
         SET_LEVERAGE,
         ISOLATED_MARGIN,
+        WITHDRAW_ASSET,
+        ASSET_TO_CORE,
     ]
     .map(String::from)
     .to_vec();

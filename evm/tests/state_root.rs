@@ -14,6 +14,7 @@ use engine::{Engine, EngineConfig};
 use evm::actions::Credit;
 use evm::core_view::CoreSnapshot;
 use evm::executor::{BlockInput, EvmConfig, Executor, Genesis};
+use evm::token::TokenSpec;
 use k256::ecdsa::SigningKey;
 use revm::database::AccountState;
 
@@ -69,6 +70,13 @@ fn state_root_is_alloys_from_scratch_root_and_proofs_verify() {
         alloc: vec![(address_of(&owner), ether)],
         escrow_wei: ether,
         timestamp: 1,
+        // A Core asset token: code and name, symbol (longer than a slot) and decimals.
+        tokens: vec![TokenSpec {
+            asset: 2,
+            name: "Base".into(),
+            symbol: "A SYMBOL LONGER THAN THIRTY-TWO BYTES".into(),
+            decimals: 6,
+        }],
     };
     let (mut executor, out) = Executor::genesis(EvmConfig::default(), &genesis);
     assert_eq!(out.header.state_root, independent_root(&executor));

@@ -63,6 +63,7 @@ fn chain(engine: &Engine) -> Chain {
         alloc: vec![(address_of(&owner), ether)],
         escrow_wei: ether,
         timestamp: 1,
+        tokens: Vec::new(),
     };
     let (mut executor, _) = Executor::genesis(EvmConfig::default(), &genesis);
     let store = address_of(&owner).create(0);

@@ -16,9 +16,10 @@
 //! 4. the CoreWriter actions of EVM block `h - 1`, in (block, log index) order.
 //!
 //! EVM block `h` (timestamp: the block's time in seconds; Core read precompiles see Core as
-//! it is after step 4): credits from CoreWriter's escrow, callbacks as system transactions,
-//! then the block's EVM transactions in block order. Its CoreWriter actions wait in the
-//! queue for Core block `h + 1`; callbacks it had no gas for go back to the queue's front.
+//! it is after step 4): credits from CoreWriter's escrow, token mints then callbacks as
+//! system transactions, then the block's EVM transactions in block order. Its CoreWriter
+//! actions wait in the queue for Core block `h + 1`; mints and callbacks it had no gas for
+//! go back to the queue's front.
 //!
 //! Then the execution follows the consensus layer's state after block `h`
 //! ([`Execution::follow_consensus`]): its registry holds from block `h + 1`, its digest is
@@ -228,12 +229,13 @@ impl Execution {
         txs: Vec<SignedTx>,
         core_root: [u8; 32],
     ) -> BlockOutput {
-        let (credits, callbacks) = self.bridge.take_evm_inputs();
+        let (credits, mints, callbacks) = self.bridge.take_evm_inputs();
         let input = BlockInput {
             height,
             timestamp: time_ms / 1000,
             core_root: B256::from(core_root),
             credits,
+            mints,
             callbacks,
             txs,
         };
@@ -245,6 +247,7 @@ impl Execution {
         );
         self.bridge.queue_actions(output.actions.clone());
         self.bridge.requeue_callbacks(output.undelivered.clone());
+        self.bridge.requeue_mints(output.undelivered_mints.clone());
         output
     }
 }

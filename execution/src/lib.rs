@@ -39,6 +39,7 @@ use evm::core_view::CoreSnapshot;
 use evm::executor::{
     BlockOutput, CallOutcome, CallRequest, EvmConfig, Executor, Genesis, SignedTx, TxError,
 };
+pub use evm::token::TokenSpec;
 use transactions::{NonceError, NonceSet, SignatureError};
 
 pub use coprocessor::{Catalog, CoprocessorId, RegistryEntry, RegistryError};
@@ -154,6 +155,10 @@ pub struct EvmGenesis {
     pub alloc: Vec<(Address, U256)>,
     /// Genesis time, seconds.
     pub timestamp: u64,
+    /// Names, symbols and decimals of Core asset tokens. Every asset of the genesis other
+    /// than the native one gets an ERC-20 at `evm::system::token_address(asset)`; an asset
+    /// not listed here is `TokenSpec::unnamed` (entries for other assets are ignored).
+    pub tokens: Vec<TokenSpec>,
 }
 
 /// The native asset of [`EvmGenesis::default`]: an id no genesis registers, so that a
@@ -169,8 +174,35 @@ impl Default for EvmGenesis {
             native_asset: NO_NATIVE_ASSET,
             alloc: Vec::new(),
             timestamp: 0,
+            tokens: Vec::new(),
         }
     }
+}
+
+/// The token of every asset of `engine` other than `native`, named from `named` (else
+/// [`TokenSpec::unnamed`]), in asset order. Panics if the token escrow holds any of them:
+/// the tokens start with no supply.
+fn genesis_tokens(
+    engine: &Engine<ArrayLadder>,
+    native: AssetId,
+    named: &[TokenSpec],
+) -> Vec<TokenSpec> {
+    let mut assets: Vec<AssetId> = engine.assets().filter(|&a| a != native).collect();
+    assets.sort_unstable();
+    assets
+        .into_iter()
+        .map(|asset| {
+            let held = engine
+                .balance(evm::system::TOKEN_ESCROW_ACCOUNT, asset)
+                .map_or(0, |b| b.total);
+            assert_eq!(held, 0, "the token escrow holds asset {asset} at genesis");
+            named
+                .iter()
+                .find(|spec| spec.asset == asset)
+                .cloned()
+                .unwrap_or_else(|| TokenSpec::unnamed(asset))
+        })
+        .collect()
 }
 
 /// Why a block may not be voted for. `index` is the item's position in the block.
@@ -232,6 +264,13 @@ pub enum BlockError {
         index: usize,
         /// The asset.
         asset: AssetId,
+    },
+    /// A Core deposit credits the Core asset tokens' escrow account, whose balance must stay
+    /// the tokens' supply.
+    #[error("item {index}: the token escrow account moves only through the bridge")]
+    TokenEscrow {
+        /// Position in the block.
+        index: usize,
     },
     /// An EVM transaction that does not decode, is for another chain, does not recover a
     /// sender, or that revm would refuse (nonce, funds, fees, gas, sender with code).
@@ -366,10 +405,12 @@ impl Execution {
         let supply = engine.supply(evm_genesis.native_asset).unwrap_or(0);
         assert!(supply >= 0, "supply is deposits minus withdrawals");
         let wei_per_unit = evm_genesis.config.wei_per_unit;
+        let tokens = genesis_tokens(&engine, evm_genesis.native_asset, &evm_genesis.tokens);
         let genesis = Genesis {
             alloc: evm_genesis.alloc,
             escrow_wei: U256::from(supply as u64) * wei_per_unit,
             timestamp: evm_genesis.timestamp,
+            tokens,
         };
         let (executor, _) = Executor::genesis(evm_genesis.config, &genesis);
         Execution {
@@ -393,6 +434,17 @@ impl Execution {
             catalog: Catalog::builtin(),
             consensus_digest: [0; 32],
         }
+    }
+
+    /// The tokens the EVM genesis of `config` installs over `genesis`'s engine (tests and
+    /// tools: the same list [`Execution::new`] builds).
+    pub fn genesis_tokens(config: &ExecutionConfig, genesis: &[Command]) -> Vec<TokenSpec> {
+        let mut engine = Engine::new(config.engine);
+        let mut events = Vec::new();
+        for command in genesis {
+            engine.step(command, &mut events);
+        }
+        genesis_tokens(&engine, config.evm.native_asset, &config.evm.tokens)
     }
 
     /// The engine (read-only: queries, market data, snapshots).

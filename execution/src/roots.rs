@@ -16,8 +16,9 @@
 //!   level for each changed account and slot). A function of the EVM state alone: a block
 //!   that changes no EVM state keeps it.
 //! - `queue_root = BLAKE3("nexus-queue-v1" || registry sum || pending actions ||
-//!   pending callbacks || pending credits || dropped callbacks)`: the registry (Core
-//!   account -> owning EVM address; entries are only ever added) as an incremental multiset
+//!   pending callbacks || pending credits || pending mints || dropped callbacks)`: the
+//!   registry (Core account -> owning EVM address; entries are only ever added) as an
+//!   incremental multiset
 //!   sum; the queues hashed whole, each prefixed by its length (cost: the queues, bounded by
 //!   one block's actions and `MAX_PENDING_CALLBACKS` callbacks; usually small).
 //! - `chain_root = BLAKE3("nexus-chain-v2" || config digest || height || last block time
@@ -185,6 +186,13 @@ impl Execution {
             hasher.update(credit.to.as_slice());
             hasher.update(&credit.wei.to_be_bytes::<32>());
             hasher.update(&credit.action_id.to_le_bytes());
+        }
+        hasher.update(&(bridge.pending_mints.len() as u64).to_le_bytes());
+        for mint in &bridge.pending_mints {
+            hasher.update(mint.to.as_slice());
+            hasher.update(&mint.asset.to_le_bytes());
+            hasher.update(&mint.units.to_le_bytes());
+            hasher.update(&mint.action_id.to_le_bytes());
         }
         hasher.update(&bridge.dropped_callbacks.to_le_bytes());
         *hasher.finalize().as_bytes()

@@ -182,6 +182,9 @@ impl Execution {
             {
                 Err(BlockError::NativeAsset { index, asset })
             }
+            Action::Deposit { account, .. } if account == evm::system::TOKEN_ESCROW_ACCOUNT => {
+                Err(BlockError::TokenEscrow { index })
+            }
             _ => Ok(()),
         }
     }

@@ -370,6 +370,7 @@ fn node_methods(addr: SocketAddr, block: &Value) {
     assert_eq!(sha, format!("{:#x}", keccak256("hello world")));
     let bad = rpc(addr, "web3_sha3", json!(["hello"]));
     assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    core_asset_token(addr);
     // Everything sent was included: the pool is empty.
     assert_eq!(
         result(addr, "txpool_status", json!([])),
@@ -379,6 +380,37 @@ fn node_methods(addr: SocketAddr, block: &Value) {
         result(addr, "txpool_content", json!([])),
         json!({"pending": {}, "queued": {}})
     );
+}
+
+/// The devnet genesis's asset 0 (`BASE`, 0 decimals) has its ERC-20 at `0x2000…0000`, named
+/// from the genesis line (read by `eth_call` and, `name` in slot 3, by
+/// `eth_getStorageAt`); the native asset 1 (`QUOTE`) has none.
+fn core_asset_token(addr: SocketAddr) {
+    let token = "0x2000000000000000000000000000000000000000";
+    let call = |signature: &str| {
+        let data = format!("0x{}", hex::encode(&keccak256(signature)[..4]));
+        result(
+            addr,
+            "eth_call",
+            json!([{"to": token, "data": data}, "latest"]),
+        )
+    };
+    let mut base = [0u8; 32];
+    base[..4].copy_from_slice(b"BASE");
+    base[31] = 8;
+    let symbol = format!(
+        "0x{:064x}{:064x}{}",
+        32,
+        4,
+        hex::encode(&base[..4]) + &"0".repeat(56)
+    );
+    assert_eq!(call("symbol()"), symbol);
+    assert_eq!(call("decimals()"), format!("0x{:064x}", 0));
+    assert_eq!(call("totalSupply()"), format!("0x{:064x}", 0));
+    let name = result(addr, "eth_getStorageAt", json!([token, "0x3", "latest"]));
+    assert_eq!(name, format!("{}", B256::from(base)));
+    let native = "0x2000000000000000000000000000000000000001";
+    assert_eq!(result(addr, "eth_getCode", json!([native, "latest"])), "0x");
 }
 
 /// Initcode of a contract that logs its calldata's two words as topics:

@@ -57,6 +57,25 @@ interface ICoreWriter {
     /// @notice Adds margin to (`amount > 0`, from cross collateral) or removes it from
     /// (`amount < 0`, back to it) the caller's isolated position in `market` (Core units).
     function updateIsolatedMargin(uint32 market, int64 amount) external;
+
+    /// @notice Moves `units` Core units of spot asset `asset` (not the native asset) from the
+    /// caller's Core balance to its ERC-20 balance of that asset's token
+    /// (`NexusAddresses.coreToken(asset)`): Core debits the caller and credits the bridge's
+    /// escrow in the next Core block, and the token is minted to the caller at the start of
+    /// the EVM block after. Refused by Core (`insufficient_balance`, `unknown_asset`): nothing
+    /// moves; the native asset: refused by the bridge (code `0xffff`).
+    /// @param asset The Core asset id.
+    /// @param units Core units, 1 to 2^63-1 (one token base unit is one Core unit).
+    function withdrawAssetToEvm(uint32 asset, uint64 units) external;
+
+    /// @notice Only a Core asset token calls this, from its `depositToCore`, after burning
+    /// `units` of `user`'s tokens: Core moves `units` of the token's asset from the bridge's
+    /// escrow to `user`'s Core balance in the next Core block (the action is `user`'s: its
+    /// callbacks go to `user`). If Core refuses, the tokens are minted back to `user` in the EVM
+    /// block after. Any other caller is refused with a revert.
+    /// @param user The account whose tokens were burned, credited on Core.
+    /// @param units Core units, 1 to 2^63-1.
+    function assetToCore(address user, uint64 units) external;
 }
 
 /// @title The callback of contracts that act on Core
@@ -100,4 +119,13 @@ library NexusAddresses {
     address internal constant CORE_ACCOUNT = address(0x0806);
     /// @notice Read precompile: an account's perp collateral and order margin.
     address internal constant PERP_COLLATERAL = address(0x0807);
+    /// @notice The first Core asset token address: asset `a`'s ERC-20 (`CoreToken`) is at
+    /// `TOKEN_BASE + a` (asset 2: `0x2000000000000000000000000000000000000002`).
+    address internal constant TOKEN_BASE = 0x2000000000000000000000000000000000000000;
+
+    /// @notice The address of Core spot asset `asset`'s ERC-20 token (`CoreToken`); it has code
+    /// only for the assets of the chain's genesis other than the native asset.
+    function coreToken(uint32 asset) internal pure returns (address) {
+        return address(uint160(TOKEN_BASE) + asset);
+    }
 }

@@ -388,6 +388,23 @@ impl Translator {
         translator
     }
 
+    /// The ERC-20 name, symbol (both the asset's name) and decimals of every declared
+    /// asset, for NexusEVM's Core asset tokens (docs/evm.md), in asset id order.
+    pub fn token_specs(&self) -> Vec<execution::TokenSpec> {
+        let mut specs: Vec<execution::TokenSpec> = self
+            .assets
+            .iter()
+            .map(|(name, info)| execution::TokenSpec {
+                asset: info.id,
+                name: name.clone(),
+                symbol: name.clone(),
+                decimals: u8::try_from(info.decimals).unwrap_or(u8::MAX),
+            })
+            .collect();
+        specs.sort_by_key(|spec| spec.asset);
+        specs
+    }
+
     /// Translates input line `seq` (1-based): rejections and errors found here go to `out`;
     /// the engine calls it asks for are returned, in order. Blank lines produce nothing.
     /// Never panics, whatever the text.

@@ -327,7 +327,8 @@ pub fn evm_address(secret: &[u8; 32]) -> Result<alloy_primitives::Address, HostE
 /// asset (`QUOTE`: a contract that deposits ether through CoreWriter can bid on
 /// `BASE-QUOTE`; Core deposits and withdrawals of it are then invalid, as for any native
 /// asset); on a configured genesis it has none. The development EVM account
-/// ([`dev_evm_key`]) holds [`dev_evm_balance`].
+/// ([`dev_evm_key`]) holds [`dev_evm_balance`]. Every other genesis asset has an ERC-20
+/// token named by its genesis name, with its decimals.
 pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostError> {
     let native_asset = match config.genesis {
         Some(_) => execution::NO_NATIVE_ASSET,
@@ -351,11 +352,19 @@ pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostEr
             native_asset,
             alloc: vec![(dev, dev_evm_balance())],
             timestamp: config.genesis_time_ms / 1000,
+            tokens: genesis_tokens(config)?,
             ..Default::default()
         },
         funding_interval_s: config.funding_interval_s,
         core_gas_limit: execution::DEFAULT_CORE_GAS_LIMIT,
     })
+}
+
+/// The names and decimals of the genesis assets, for their ERC-20 tokens.
+fn genesis_tokens(config: &DevnetConfig) -> Result<Vec<execution::TokenSpec>, HostError> {
+    crate::genesis::translate_genesis(&config.genesis_lines()?)
+        .map(|(translator, _)| translator.token_specs())
+        .map_err(|e| HostError::Config(format!("genesis: {e}")))
 }
 
 /// The quote asset of the devnet's market.

@@ -51,6 +51,14 @@ contract MockCoreWriter is ICoreWriter {
         record();
     }
 
+    function withdrawAssetToEvm(uint32, uint64) external {
+        record();
+    }
+
+    function assetToCore(address, uint64) external {
+        record();
+    }
+
     function record() private {
         actions[msg.sender] += 1;
         emit CoreAction(msg.sender, msg.value, msg.data);
