@@ -232,6 +232,13 @@ impl Mempool {
         self.verified.insert(hash);
     }
 
+    /// Whether this validator verified the signature of the transaction with `hash` (at
+    /// admission, on a thread of its own, or in an earlier block check) and still remembers
+    /// it.
+    pub fn is_verified(&self, hash: &TxHash) -> bool {
+        self.verified.contains(hash)
+    }
+
     /// Transactions held (Core and EVM).
     pub fn len(&self) -> usize {
         self.entries.len() + self.evm.len()

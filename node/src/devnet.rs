@@ -336,6 +336,12 @@ struct FinalLine {
     /// Executing the decided block, µs.
     #[serde(default)]
     exec_us: u64,
+    /// Core transactions of the block whose signature the check verified itself.
+    #[serde(default)]
+    sigs_checked: u64,
+    /// Core transactions in the block.
+    #[serde(default)]
+    txs: u64,
     root: String,
 }
 
@@ -739,6 +745,7 @@ fn print_bench(
     let mut later_rounds = 0u64;
     let mut check_us = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
     let mut exec_us = check_us.clone();
+    let (mut txs, mut sigs_checked) = (0u64, 0u64);
     for f in finals.iter().filter(|f| f.decided_ns >= from) {
         blocks[f.index] += 1;
         orders[f.index] += f.orders;
@@ -747,6 +754,7 @@ fn print_bench(
         if f.index == 0 {
             let _ = check_us.record(f.check_us);
             let _ = exec_us.record(f.exec_us);
+            (txs, sigs_checked) = (txs + f.txs, sigs_checked + f.sigs_checked);
         }
     }
     let us = |h: &hdrhistogram::Histogram<u64>| json!({"p50": h.value_at_quantile(0.5), "p99": h.value_at_quantile(0.99)});
@@ -766,6 +774,8 @@ fn print_bench(
             "block_finality_ms": {"p50": ms(&block_latency, 0.5), "p99": ms(&block_latency, 0.99)},
             "decisions_in_later_rounds": later_rounds,
             "validator_0_per_block_us": {"check": us(&check_us), "execute": us(&exec_us)},
+            "validator_0_block_txs": txs,
+            "validator_0_sigs_checked_in_blocks": sigs_checked,
         })
     );
 }

@@ -26,6 +26,15 @@ pub(super) struct CheckedPayload {
     items: Vec<BlockItem>,
     /// How long the check took (µs): the `final` line reports it.
     check_us: u64,
+    /// Core signatures the check verified itself (not verified before by this validator).
+    sigs_checked: usize,
+}
+
+/// A decided payload's items and what checking them cost (the `final` line's figures).
+struct DecidedItems {
+    items: Vec<BlockItem>,
+    check_us: u64,
+    sigs_checked: usize,
 }
 
 /// Microseconds since `start`.
@@ -52,12 +61,13 @@ impl Shared {
         }
         let start = std::time::Instant::now();
         match check_payload(self, payload) {
-            Ok(items) => {
+            Ok((items, sigs_checked)) => {
                 self.checked = Some(CheckedPayload {
                     digest,
                     state,
                     items,
                     check_us: micros_since(start),
+                    sigs_checked,
                 });
                 true
             }
@@ -68,16 +78,24 @@ impl Shared {
     /// A decided payload's items, and how long checking them took (µs): those `valid(v)`
     /// kept if it checked this payload in this state, otherwise checked now (a block from
     /// sync or recovery).
-    fn decided_items(&mut self, payload: &[u8]) -> Result<(Vec<BlockItem>, u64), String> {
+    fn decided_items(&mut self, payload: &[u8]) -> Result<DecidedItems, String> {
         let state = self.state_key();
         if let Some(checked) = self.checked.take() {
             if checked.state == state && checked.digest == *blake3::hash(payload).as_bytes() {
-                return Ok((checked.items, checked.check_us));
+                return Ok(DecidedItems {
+                    items: checked.items,
+                    check_us: checked.check_us,
+                    sigs_checked: checked.sigs_checked,
+                });
             }
         }
         let start = std::time::Instant::now();
-        let items = check_payload(self, payload)?;
-        Ok((items, micros_since(start)))
+        let (items, sigs_checked) = check_payload(self, payload)?;
+        Ok(DecidedItems {
+            items,
+            check_us: micros_since(start),
+            sigs_checked,
+        })
     }
 }
 
@@ -100,10 +118,15 @@ fn decode_payload(shared: &Shared, payload: &[u8]) -> Result<Vec<BlockItem>, Str
 }
 
 /// Checks a payload as `valid(v)`: decodes it, checks every signature (the pool's cache
-/// first) and validates the block against the execution state.
-fn check_payload(shared: &mut Shared, payload: &[u8]) -> Result<Vec<BlockItem>, String> {
+/// first) and validates the block against the execution state. Also says how many Core
+/// signatures it verified itself (those not verified before by this validator).
+fn check_payload(shared: &mut Shared, payload: &[u8]) -> Result<(Vec<BlockItem>, usize), String> {
     let txs = decode_payload(shared, payload)?;
     let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
+    let sigs_checked = refs
+        .iter()
+        .filter(|tx| !shared.mempool.is_verified(&tx.hash()))
+        .count();
     let signatures = shared.mempool.check_block_signatures(&refs);
     let senders = |h: &alloy_primitives::B256| shared.mempool.evm_sender(h);
     let valid = shared
@@ -114,7 +137,7 @@ fn check_payload(shared: &mut Shared, payload: &[u8]) -> Result<Vec<BlockItem>, 
     // them here.
     let recovered = valid.evm_txs().to_vec();
     shared.mempool.remember_evm_senders(&recovered);
-    Ok(txs)
+    Ok((txs, sigs_checked))
 }
 
 /// The EVM items of a block, by pool hash.
@@ -689,7 +712,11 @@ impl NodeApp {
     ) -> Result<Hash, HostError> {
         let block = &cert.block;
         let height = block.height;
-        let (txs, check_us) = self
+        let DecidedItems {
+            items: txs,
+            check_us,
+            sigs_checked,
+        } = self
             .shared
             .get_mut()
             .decided_items(&block.payload)
@@ -721,7 +748,8 @@ impl NodeApp {
                 "event": "final", "index": self.index, "height": height, "round": cert.round,
                 "txs": refs.len(), "orders": orders, "evm_txs": evm_included.len(),
                 "ts_ns": block.timestamp_ns, "decided_ns": now_ns,
-                "check_us": check_us, "exec_us": exec_us, "root": hex(&root.0),
+                "check_us": check_us, "sigs_checked": sigs_checked, "exec_us": exec_us,
+                "root": hex(&root.0),
             }))?;
         }
         let snapshot_due = self.snapshot_every > 0 && height.is_multiple_of(self.snapshot_every);
