@@ -336,6 +336,9 @@ struct FinalLine {
     /// Executing the decided block, µs.
     #[serde(default)]
     exec_us: u64,
+    /// The same in the loop thread's CPU time, µs.
+    #[serde(default)]
+    exec_cpu_us: u64,
     /// Core transactions of the block whose signature the check verified itself.
     #[serde(default)]
     sigs_checked: u64,
@@ -745,6 +748,7 @@ fn print_bench(
     let mut later_rounds = 0u64;
     let mut check_us = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
     let mut exec_us = check_us.clone();
+    let (mut orders_0, mut exec_cpu_us, mut exec_wall_us) = (0u64, 0u64, 0u64);
     let (mut txs, mut sigs_checked) = (0u64, 0u64);
     for f in finals.iter().filter(|f| f.decided_ns >= from) {
         blocks[f.index] += 1;
@@ -755,6 +759,8 @@ fn print_bench(
             let _ = check_us.record(f.check_us);
             let _ = exec_us.record(f.exec_us);
             (txs, sigs_checked) = (txs + f.txs, sigs_checked + f.sigs_checked);
+            (orders_0, exec_cpu_us) = (orders_0 + f.orders, exec_cpu_us + f.exec_cpu_us);
+            exec_wall_us += f.exec_us;
         }
     }
     let us = |h: &hdrhistogram::Histogram<u64>| json!({"p50": h.value_at_quantile(0.5), "p99": h.value_at_quantile(0.99)});
@@ -775,6 +781,10 @@ fn print_bench(
             "decisions_in_later_rounds": later_rounds,
             "validator_0_per_block_us": {"check": us(&check_us), "execute": us(&exec_us)},
             "validator_0_block_txs": txs,
+            "validator_0_exec_ns_per_order": {
+                "wall": (exec_wall_us * 1_000).checked_div(orders_0),
+                "thread_cpu": (exec_cpu_us * 1_000).checked_div(orders_0),
+            },
             "validator_0_sigs_checked_in_blocks": sigs_checked,
         })
     );

@@ -42,6 +42,14 @@ fn micros_since(start: std::time::Instant) -> u64 {
     start.elapsed().as_micros() as u64
 }
 
+/// The calling thread's CPU time so far (ns): what a stretch of work cost the thread,
+/// whatever else ran on its core meanwhile (wall time on a saturated machine counts the
+/// other threads' turns too).
+fn thread_cpu_ns() -> u64 {
+    let time = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    (time.tv_sec as u64) * 1_000_000_000 + time.tv_nsec as u64
+}
+
 impl Shared {
     fn state_key(&self) -> (u64, u64) {
         (self.execution.height(), self.block_time_ms)
@@ -723,9 +731,10 @@ impl NodeApp {
             .map_err(|what| HostError::BadPayload { height, what })?;
         let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
         let hashes: Vec<TxHash> = refs.iter().map(|tx| tx.hash()).collect();
-        let start = std::time::Instant::now();
+        let (start, cpu_start) = (std::time::Instant::now(), thread_cpu_ns());
         let root = self.execute_items(height, &txs, &hashes, consensus)?;
         let exec_us = micros_since(start);
+        let exec_cpu_us = thread_cpu_ns().saturating_sub(cpu_start) / 1_000;
         let shared = self.shared.get_mut();
         shared.block_time_ms = (block.timestamp_ns / MS).max(shared.block_time_ms);
         let evm_included = evm_item_hashes(&txs);
@@ -749,7 +758,7 @@ impl NodeApp {
                 "txs": refs.len(), "orders": orders, "evm_txs": evm_included.len(),
                 "ts_ns": block.timestamp_ns, "decided_ns": now_ns,
                 "check_us": check_us, "sigs_checked": sigs_checked, "exec_us": exec_us,
-                "root": hex(&root.0),
+                "exec_cpu_us": exec_cpu_us, "root": hex(&root.0),
             }))?;
         }
         let snapshot_due = self.snapshot_every > 0 && height.is_multiple_of(self.snapshot_every);
