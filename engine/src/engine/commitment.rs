@@ -28,7 +28,7 @@
 //!   premium_sum_ppb (i64), premium_samples u32, last_trade i64, funding_index i128,
 //!   funding_pool i64, long_lots i64 (recomputed at every root: there are few markets).
 
-use super::one_block::{hash_many, Block};
+use super::one_block::{Group, WIDE};
 use super::store::Chunked;
 use super::*;
 
@@ -64,8 +64,9 @@ impl Lanes {
     }
 }
 
-/// Records hashed per batch in a commit: bounds the scratch buffers (~100 B per record)
-/// whatever the number of touched records (a first commit after a 1M-order prefill).
+/// Order slots taken from the bitmap per batch in a commit: bounds the scratch list (4 B
+/// per slot) whatever the number of touched records (a first commit after a 1M-order
+/// prefill). The records themselves are written and hashed [`WIDE`] at a time.
 const COMMIT_CHUNK: usize = 1024;
 
 /// The order slots touched since the last commit: one bit per slot, and one summary bit per
@@ -135,10 +136,8 @@ pub(super) struct Tracker {
     lanes: Lanes,
     /// Scratch: the slots of one batch of a commit.
     slots: Vec<u32>,
-    /// Scratch: the records of one batch, hashed together.
-    blocks: Vec<Block>,
-    /// Scratch: their digests.
-    digests: Vec<Lanes>,
+    /// Scratch: the records of one group, hashed together (boxed: 1 KiB).
+    group: Box<Group>,
 }
 
 impl Tracker {
@@ -149,8 +148,7 @@ impl Tracker {
             dirty_accounts: Vec::new(),
             lanes: Lanes::ZERO,
             slots: Vec::new(),
-            blocks: Vec::new(),
-            digests: Vec::new(),
+            group: Box::new(Group::new()),
         }
     }
 
@@ -165,10 +163,10 @@ impl Tracker {
     }
 }
 
-/// Writes the order record (layout in the module doc; 50 bytes, one BLAKE3 block) into an
-/// empty `block` (in place: building it elsewhere and copying it in stalls on the copy).
-fn write_order(block: &mut Block, market: MarketId, account: AccountId, node: &OrderNode) {
-    block.fill(|cursor| {
+/// Appends the order record (layout in the module doc; 50 bytes, one BLAKE3 block) to
+/// `group` (in place: building it elsewhere and copying it in stalls on the copy).
+fn write_order(group: &mut Group, market: MarketId, account: AccountId, node: &OrderNode) {
+    group.push(|cursor| {
         cursor.put(b"O");
         cursor.put(&market.to_le_bytes());
         cursor.put(&account.to_le_bytes());
@@ -186,14 +184,14 @@ fn write_order(block: &mut Block, market: MarketId, account: AccountId, node: &O
     });
 }
 
-/// Writes the account record into an empty `block` if it fits one BLAKE3 block (no perp
-/// position and at most two assets: 1 + 8 + 4 + 2 x 16 + 16 = 61 bytes); returns false
-/// otherwise (then [`account_digest`] hashes it).
-fn write_account(block: &mut Block, account: &AccountState) -> bool {
+/// Appends the account record to `group` if it fits one BLAKE3 block (no perp position and
+/// at most two assets: 1 + 8 + 4 + 2 x 16 + 16 = 61 bytes); returns false otherwise (then
+/// [`account_digest`] hashes it).
+fn write_account(group: &mut Group, account: &AccountState) -> bool {
     if !account.perp.positions.is_empty() || account.balances.len() > 2 {
         return false;
     }
-    block.fill(|cursor| {
+    group.push(|cursor| {
         cursor.put(b"U");
         cursor.put(&account.id.to_le_bytes());
         cursor.put(&account.open_orders.to_le_bytes());
@@ -268,46 +266,47 @@ fn market_digest(spec: &MarketSpec) -> Lanes {
 }
 
 impl<L: PriceLadder> Engine<L> {
-    /// Digests of the order records in `slots`, in order (ZERO for a free slot).
-    fn order_digests(&self, slots: &[u32], blocks: &mut Vec<Block>, out: &mut Vec<Lanes>) {
-        blocks.clear();
-        out.clear();
+    /// Digests of the order records in `slots` (at most [`WIDE`]), in order (ZERO for a free
+    /// slot).
+    #[inline(always)]
+    fn order_group(&self, slots: &[u32], group: &mut Group) -> [Lanes; WIDE] {
+        group.clear();
         for &slot in slots {
             let node = &self.orders[slot as usize];
-            blocks.push(Block::EMPTY);
-            if node.account != NIL {
-                let block = blocks.last_mut().expect("just pushed");
+            if node.account == NIL {
+                group.push_empty();
+            } else {
                 let market = self.markets[node.market as usize].spec.market;
-                write_order(block, market, self.accounts[node.account as usize].id, node);
+                write_order(group, market, self.accounts[node.account as usize].id, node);
             }
         }
-        hash_many(blocks, out);
-        // A free slot left its block empty (a record is never empty).
-        for (block, digest) in blocks.iter().zip(out.iter_mut()) {
-            if block.is_empty() {
+        let mut digests = group.hash();
+        // A free slot left its place empty (a record is never empty).
+        for (i, digest) in digests.iter_mut().enumerate().take(slots.len()) {
+            if group.is_empty_at(i) {
                 *digest = Lanes::ZERO;
             }
         }
+        digests
     }
 
-    /// Digests of the account records in `indices`, in order.
-    fn account_digests(&self, indices: &[u32], blocks: &mut Vec<Block>, out: &mut Vec<Lanes>) {
-        blocks.clear();
-        out.clear();
+    /// Digests of the account records in `indices` (at most [`WIDE`]), in order.
+    #[inline(always)]
+    fn account_group(&self, indices: &[u32], group: &mut Group) -> [Lanes; WIDE] {
+        group.clear();
         for &index in indices {
-            blocks.push(Block::EMPTY);
-            let block = blocks.last_mut().expect("just pushed");
-            if !write_account(block, &self.accounts[index as usize]) {
-                // Too long for one block: marked by its length 0 (a record is never empty).
-                *block = Block::EMPTY;
+            if !write_account(group, &self.accounts[index as usize]) {
+                // Too long for one block: an empty place (a record is never empty).
+                group.push_empty();
             }
         }
-        hash_many(blocks, out);
-        for ((&index, block), digest) in indices.iter().zip(blocks.iter()).zip(out.iter_mut()) {
-            if block.is_empty() {
+        let mut digests = group.hash();
+        for (i, (&index, digest)) in indices.iter().zip(digests.iter_mut()).enumerate() {
+            if group.is_empty_at(i) {
                 *digest = account_digest(&self.accounts[index as usize], &self.perps);
             }
         }
+        digests
     }
 
     /// Root from the sum of order and account digests plus the (few) asset and market records.
@@ -344,8 +343,7 @@ impl<L: PriceLadder> Engine<L> {
     #[inline(never)] // Called once per block; kept apart so profiles show it.
     pub fn commit(&mut self) -> [u8; 32] {
         let mut lanes = self.commitment.lanes;
-        let mut blocks = std::mem::take(&mut self.commitment.blocks);
-        let mut digests = std::mem::take(&mut self.commitment.digests);
+        let mut group = std::mem::replace(&mut self.commitment.group, Box::new(Group::new()));
         let mut slots = std::mem::take(&mut self.commitment.slots);
         let mut from = 0;
         loop {
@@ -356,18 +354,20 @@ impl<L: PriceLadder> Engine<L> {
             if slots.is_empty() {
                 break;
             }
-            self.order_digests(&slots, &mut blocks, &mut digests);
-            for (&slot, &digest) in slots.iter().zip(&digests) {
-                let committed = &mut self.commitment.order_digests[slot as usize];
-                lanes.sub(*committed);
-                lanes.add(digest);
-                *committed = digest;
+            for chunk in slots.chunks(WIDE) {
+                let digests = self.order_group(chunk, &mut group);
+                for (&slot, &digest) in chunk.iter().zip(&digests) {
+                    let committed = &mut self.commitment.order_digests[slot as usize];
+                    lanes.sub(*committed);
+                    lanes.add(digest);
+                    *committed = digest;
+                }
             }
         }
         self.commitment.slots = slots;
-        let mut dirty_accounts = std::mem::take(&mut self.commitment.dirty_accounts);
-        for chunk in dirty_accounts.chunks(COMMIT_CHUNK) {
-            self.account_digests(chunk, &mut blocks, &mut digests);
+        let dirty_accounts = std::mem::take(&mut self.commitment.dirty_accounts);
+        for chunk in dirty_accounts.chunks(WIDE) {
+            let digests = self.account_group(chunk, &mut group);
             for (&index, &digest) in chunk.iter().zip(&digests) {
                 let account = &mut self.accounts[index as usize];
                 account.dirty = false;
@@ -376,10 +376,9 @@ impl<L: PriceLadder> Engine<L> {
                 lanes.add(digest);
             }
         }
-        dirty_accounts.clear();
         self.commitment.dirty_accounts = dirty_accounts;
-        self.commitment.blocks = blocks;
-        self.commitment.digests = digests;
+        self.commitment.dirty_accounts.clear();
+        self.commitment.group = group;
         self.commitment.lanes = lanes;
         self.root(lanes)
     }
@@ -396,16 +395,24 @@ impl<L: PriceLadder> Engine<L> {
     /// The state root computed from scratch, O(state). Same value as [`Engine::commit`] would
     /// return now; used by tests and audits, and by anyone holding only `&self`.
     pub fn state_hash(&self) -> [u8; 32] {
-        let (mut blocks, mut digests) = (Vec::new(), Vec::new());
+        let mut group = Group::new();
         let mut lanes = Lanes::ZERO;
         let live: Vec<u32> = (0..self.orders.len() as u32)
             .filter(|&slot| self.orders[slot as usize].account != NIL)
             .collect();
-        self.order_digests(&live, &mut blocks, &mut digests);
-        digests.iter().for_each(|&digest| lanes.add(digest));
+        for chunk in live.chunks(WIDE) {
+            let digests = self.order_group(chunk, &mut group);
+            digests[..chunk.len()]
+                .iter()
+                .for_each(|&digest| lanes.add(digest));
+        }
         let all: Vec<u32> = (0..self.accounts.len() as u32).collect();
-        self.account_digests(&all, &mut blocks, &mut digests);
-        digests.iter().for_each(|&digest| lanes.add(digest));
+        for chunk in all.chunks(WIDE) {
+            let digests = self.account_group(chunk, &mut group);
+            digests[..chunk.len()]
+                .iter()
+                .for_each(|&digest| lanes.add(digest));
+        }
         self.root(lanes)
     }
 }
