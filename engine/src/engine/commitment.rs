@@ -17,10 +17,14 @@
 //! - asset `A`: id u32, fee_pool i64, supply i64;
 //! - market `M`: id, base, quote (u32), base_units_per_lot, quote_units_per_tick_lot,
 //!   min_lots, max_price_ticks (i64), maker_fee_bps, taker_fee_bps (i32);
-//! - account `U`: id u64, open orders u32, then (total i64, locked i64) per asset in
-//!   registration order, then perp collateral i64, order margin i64, and per position slot
-//!   (in first-touch order): perp market id u32, size i64, open_notional i128,
-//!   funding_basis i128, leverage u32, isolated u8, isolated_margin i64;
+//! - account `U`: id u64, then total i64 per asset in registration order, then perp
+//!   collateral i64, order margin i64, and per position slot (in first-touch order): perp
+//!   market id u32, size i64, open_notional i128, funding_basis i128, leverage u32,
+//!   isolated u8, isolated_margin i64. What its spot orders reserve (`locked` per asset)
+//!   and its open-order count are not in it: both are functions of the order records
+//!   (`Engine::check_invariants` holds them to that), so the root commits to them through
+//!   the orders, and a spot order entering, changing or leaving touches its order record
+//!   only;
 //! - order `O`: market id u32, account id u64, oid u64, side u8, price i64, remaining i64,
 //!   entry u64, stp u8, post_only u8, reduce_only u8, tier u8. `entry` (the engine-wide
 //!   re-entry counter) fixes both the order's place in its level and in its account's list;
@@ -184,20 +188,22 @@ fn write_order(group: &mut Group, market: MarketId, account: AccountId, node: &O
     });
 }
 
+/// Assets an account record can have and still fit one BLAKE3 block without perp
+/// positions: 1 + 8 + 4 x 8 + 16 = 57 bytes.
+const ONE_BLOCK_ASSETS: usize = 4;
+
 /// Appends the account record to `group` if it fits one BLAKE3 block (no perp position and
-/// at most two assets: 1 + 8 + 4 + 2 x 16 + 16 = 61 bytes); returns false otherwise (then
-/// [`account_digest`] hashes it).
+/// at most [`ONE_BLOCK_ASSETS`] assets); returns false otherwise (then [`account_digest`]
+/// hashes it).
 fn write_account(group: &mut Group, account: &AccountState) -> bool {
-    if !account.perp.positions.is_empty() || account.balances.len() > 2 {
+    if !account.perp.positions.is_empty() || account.balances.len() > ONE_BLOCK_ASSETS {
         return false;
     }
     group.push(|cursor| {
         cursor.put(b"U");
         cursor.put(&account.id.to_le_bytes());
-        cursor.put(&account.open_orders.to_le_bytes());
         for balance in &account.balances {
             cursor.put(&balance.total.to_le_bytes());
-            cursor.put(&balance.locked.to_le_bytes());
         }
         cursor.put(&account.perp.collateral.to_le_bytes());
         cursor.put(&account.perp.order_margin.to_le_bytes());
@@ -209,10 +215,8 @@ fn account_digest(account: &AccountState, perps: &[PerpMarket]) -> Lanes {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"U");
     hasher.update(&account.id.to_le_bytes());
-    hasher.update(&account.open_orders.to_le_bytes());
     for balance in &account.balances {
         hasher.update(&balance.total.to_le_bytes());
-        hasher.update(&balance.locked.to_le_bytes());
     }
     let perp = &account.perp;
     hasher.update(&perp.collateral.to_le_bytes());
@@ -322,7 +326,7 @@ impl<L: PriceLadder> Engine<L> {
             }
         }
         let mut hasher = blake3::Hasher::new();
-        hasher.update(b"nexus-engine-root-v2");
+        hasher.update(b"nexus-engine-root-v3");
         for lane in lanes.0 {
             hasher.update(&lane.to_le_bytes());
         }

@@ -1,9 +1,9 @@
 //! BLAKE3 of many short inputs at once, for the state commitment.
 //!
 //! Every record the commitment hashes is usually at most one BLAKE3 block (64 bytes): an
-//! order record is 50 bytes, an account with two assets and no perp position 61. For such an
-//! input, `blake3::hash` is a single compression of one block with the chunk-start, chunk-end
-//! and root flags. Hashing records one at a time costs one call, a hasher set-up and a
+//! order record is 50 bytes, an account with at most four assets and no perp position at most
+//! 57. For such an input, `blake3::hash` is a single compression of one block with the
+//! chunk-start, chunk-end and root flags. Hashing records one at a time costs one call, a hasher set-up and a
 //! compression whose rounds depend on each other; here a [`Group`] of [`WIDE`] independent
 //! records is compressed together, word `i` of every record side by side in one vector
 //! (AVX-512: 16 records; AVX2 and the portable path: two halves of [`LANES`]). A group is
