@@ -500,6 +500,80 @@ mod tests {
         ]
     }
 
+    /// A spot order entering, changing or leaving the book touches its own record only (its
+    /// owner's locked amount and open-order count are derived from the orders); a deposit
+    /// touches the account. The root moves every time and stays equal to the full hash.
+    #[test]
+    fn spot_order_changes_touch_the_order_only() {
+        let (mut engine, _) = setup();
+        let mut out = Vec::new();
+        let mut root = engine.commit();
+        let place = Command::Place(NewOrder {
+            account: 1,
+            market: 5,
+            oid: 7,
+            side: Side::Buy,
+            price: Some(30),
+            qty: 4,
+            tif: TimeInForce::Gtc,
+            stp: SelfTradePrevention::CancelMaker,
+            reduce_only: false,
+        });
+        let steps = [
+            (place, (1, 0)),
+            (
+                Command::Modify {
+                    account: 1,
+                    market: 5,
+                    oid: 7,
+                    price: 30,
+                    qty: 2,
+                },
+                (1, 0),
+            ),
+            (
+                Command::Modify {
+                    account: 1,
+                    market: 5,
+                    oid: 7,
+                    price: 31,
+                    qty: 3,
+                },
+                (1, 0),
+            ),
+            (
+                Command::Cancel {
+                    account: 1,
+                    market: 5,
+                    oid: 7,
+                },
+                (1, 0),
+            ),
+            (
+                Command::Deposit {
+                    account: 2,
+                    asset: 1,
+                    amount: 5,
+                },
+                (0, 1),
+            ),
+        ];
+        for (command, touched) in steps {
+            out.clear();
+            engine.step(&command, &mut out);
+            assert!(
+                !out.iter()
+                    .any(|event| matches!(event, Event::Rejected { .. })),
+                "{command:?}"
+            );
+            assert_eq!(engine.pending_records(), touched, "{command:?}");
+            let next = engine.commit();
+            assert_ne!(next, root, "{command:?}");
+            assert_eq!(next, engine.state_hash());
+            root = next;
+        }
+    }
+
     proptest! {
         /// The incremental commitment always equals the from-scratch hash, on both ladders, and
         /// any change of state changes it.
