@@ -1150,7 +1150,7 @@ impl<L: PriceLadder> Engine<L> {
         self.entries += 1;
         self.resting += 1;
         self.commitment.touch_order(handle);
-        self.touch_account(taker.account);
+        self.touch_order_owner(taker.account, market_index as u32);
     }
 
     /// Unlinks a resting order from its level and account and frees its slot. Its remaining
@@ -1203,7 +1203,7 @@ impl<L: PriceLadder> Engine<L> {
         }
         self.resting -= 1;
         self.commitment.touch_order(handle);
-        self.touch_account(node.account);
+        self.touch_order_owner(node.account, node.market);
         if node.reduce_only() {
             self.count_reduce_only(node.account, node.market, -1);
         }
@@ -1341,7 +1341,7 @@ impl<L: PriceLadder> Engine<L> {
             self.note_level(market_index, node.side, key);
             self.orders[handle as usize].remaining = qty;
             self.commitment.touch_order(handle);
-            self.touch_account(account_index);
+            self.touch_order_owner(account_index, market_index as u32);
             out.push(Event::Modified {
                 market,
                 account,
@@ -1412,13 +1412,15 @@ impl<L: PriceLadder> Engine<L> {
 
     /// Adds `delta` to what an order reserves for its owner: the spot balance's locked
     /// amount, or the perp order margin.
+    /// A spot balance's `locked` is not in the account's record (it is the sum of its
+    /// orders' reserves, which are), so only the perp case touches the account.
     fn add_lock(&mut self, account: u32, params: &MarketParams, side: Side, delta: i128) {
-        self.touch_account(account);
         let state = &mut self.accounts[account as usize];
         if params.perp == NIL {
             state.balances[params.reserve_asset(side)].locked += to_units(delta);
         } else {
             state.perp.order_margin += to_units(delta);
+            self.touch_account(account);
         }
     }
 
@@ -1590,6 +1592,17 @@ impl<L: PriceLadder> Engine<L> {
                 handle = node.next;
             }
             key = ladder.next_after(k);
+        }
+    }
+
+    /// Marks the owner of an order that entered, left or changed in market `market_index`
+    /// for the next commit, where that can change its record: in perp markets (position
+    /// slots, reduce-only counts, order margin). In spot markets what an order changes in
+    /// its owner's state (locked balances, open-order count, list links) is derived from the
+    /// orders and not in the account's record, so the order's own record covers it.
+    fn touch_order_owner(&mut self, account: u32, market_index: u32) {
+        if self.markets[market_index as usize].params.perp != NIL {
+            self.touch_account(account);
         }
     }
 

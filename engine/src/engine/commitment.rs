@@ -17,10 +17,14 @@
 //! - asset `A`: id u32, fee_pool i64, supply i64;
 //! - market `M`: id, base, quote (u32), base_units_per_lot, quote_units_per_tick_lot,
 //!   min_lots, max_price_ticks (i64), maker_fee_bps, taker_fee_bps (i32);
-//! - account `U`: id u64, open orders u32, then (total i64, locked i64) per asset in
-//!   registration order, then perp collateral i64, order margin i64, and per position slot
-//!   (in first-touch order): perp market id u32, size i64, open_notional i128,
-//!   funding_basis i128, leverage u32, isolated u8, isolated_margin i64;
+//! - account `U`: id u64, then total i64 per asset in registration order, then perp
+//!   collateral i64, order margin i64, and per position slot (in first-touch order): perp
+//!   market id u32, size i64, open_notional i128, funding_basis i128, leverage u32,
+//!   isolated u8, isolated_margin i64. What its spot orders reserve (`locked` per asset)
+//!   and its open-order count are not in it: both are functions of the order records
+//!   (`Engine::check_invariants` holds them to that), so the root commits to them through
+//!   the orders, and a spot order entering, changing or leaving touches its order record
+//!   only;
 //! - order `O`: market id u32, account id u64, oid u64, side u8, price i64, remaining i64,
 //!   entry u64, stp u8, post_only u8, reduce_only u8, tier u8. `entry` (the engine-wide
 //!   re-entry counter) fixes both the order's place in its level and in its account's list;
@@ -28,7 +32,7 @@
 //!   premium_sum_ppb (i64), premium_samples u32, last_trade i64, funding_index i128,
 //!   funding_pool i64, long_lots i64 (recomputed at every root: there are few markets).
 
-use super::one_block::{hash_many, Block};
+use super::one_block::{Group, WIDE};
 use super::store::Chunked;
 use super::*;
 
@@ -64,8 +68,9 @@ impl Lanes {
     }
 }
 
-/// Records hashed per batch in a commit: bounds the scratch buffers (~100 B per record)
-/// whatever the number of touched records (a first commit after a 1M-order prefill).
+/// Order slots taken from the bitmap per batch in a commit: bounds the scratch list (4 B
+/// per slot) whatever the number of touched records (a first commit after a 1M-order
+/// prefill). The records themselves are written and hashed [`WIDE`] at a time.
 const COMMIT_CHUNK: usize = 1024;
 
 /// The order slots touched since the last commit: one bit per slot, and one summary bit per
@@ -135,10 +140,8 @@ pub(super) struct Tracker {
     lanes: Lanes,
     /// Scratch: the slots of one batch of a commit.
     slots: Vec<u32>,
-    /// Scratch: the records of one batch, hashed together.
-    blocks: Vec<Block>,
-    /// Scratch: their digests.
-    digests: Vec<Lanes>,
+    /// Scratch: the records of one group, hashed together (boxed: 1 KiB).
+    group: Box<Group>,
 }
 
 impl Tracker {
@@ -149,8 +152,7 @@ impl Tracker {
             dirty_accounts: Vec::new(),
             lanes: Lanes::ZERO,
             slots: Vec::new(),
-            blocks: Vec::new(),
-            digests: Vec::new(),
+            group: Box::new(Group::new()),
         }
     }
 
@@ -165,10 +167,10 @@ impl Tracker {
     }
 }
 
-/// Writes the order record (layout in the module doc; 50 bytes, one BLAKE3 block) into an
-/// empty `block` (in place: building it elsewhere and copying it in stalls on the copy).
-fn write_order(block: &mut Block, market: MarketId, account: AccountId, node: &OrderNode) {
-    block.fill(|cursor| {
+/// Appends the order record (layout in the module doc; 50 bytes, one BLAKE3 block) to
+/// `group` (in place: building it elsewhere and copying it in stalls on the copy).
+fn write_order(group: &mut Group, market: MarketId, account: AccountId, node: &OrderNode) {
+    group.push(|cursor| {
         cursor.put(b"O");
         cursor.put(&market.to_le_bytes());
         cursor.put(&account.to_le_bytes());
@@ -186,20 +188,22 @@ fn write_order(block: &mut Block, market: MarketId, account: AccountId, node: &O
     });
 }
 
-/// Writes the account record into an empty `block` if it fits one BLAKE3 block (no perp
-/// position and at most two assets: 1 + 8 + 4 + 2 x 16 + 16 = 61 bytes); returns false
-/// otherwise (then [`account_digest`] hashes it).
-fn write_account(block: &mut Block, account: &AccountState) -> bool {
-    if !account.perp.positions.is_empty() || account.balances.len() > 2 {
+/// Assets an account record can have and still fit one BLAKE3 block without perp
+/// positions: 1 + 8 + 4 x 8 + 16 = 57 bytes.
+const ONE_BLOCK_ASSETS: usize = 4;
+
+/// Appends the account record to `group` if it fits one BLAKE3 block (no perp position and
+/// at most [`ONE_BLOCK_ASSETS`] assets); returns false otherwise (then [`account_digest`]
+/// hashes it).
+fn write_account(group: &mut Group, account: &AccountState) -> bool {
+    if !account.perp.positions.is_empty() || account.balances.len() > ONE_BLOCK_ASSETS {
         return false;
     }
-    block.fill(|cursor| {
+    group.push(|cursor| {
         cursor.put(b"U");
         cursor.put(&account.id.to_le_bytes());
-        cursor.put(&account.open_orders.to_le_bytes());
         for balance in &account.balances {
             cursor.put(&balance.total.to_le_bytes());
-            cursor.put(&balance.locked.to_le_bytes());
         }
         cursor.put(&account.perp.collateral.to_le_bytes());
         cursor.put(&account.perp.order_margin.to_le_bytes());
@@ -211,10 +215,8 @@ fn account_digest(account: &AccountState, perps: &[PerpMarket]) -> Lanes {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"U");
     hasher.update(&account.id.to_le_bytes());
-    hasher.update(&account.open_orders.to_le_bytes());
     for balance in &account.balances {
         hasher.update(&balance.total.to_le_bytes());
-        hasher.update(&balance.locked.to_le_bytes());
     }
     let perp = &account.perp;
     hasher.update(&perp.collateral.to_le_bytes());
@@ -268,46 +270,47 @@ fn market_digest(spec: &MarketSpec) -> Lanes {
 }
 
 impl<L: PriceLadder> Engine<L> {
-    /// Digests of the order records in `slots`, in order (ZERO for a free slot).
-    fn order_digests(&self, slots: &[u32], blocks: &mut Vec<Block>, out: &mut Vec<Lanes>) {
-        blocks.clear();
-        out.clear();
+    /// Digests of the order records in `slots` (at most [`WIDE`]), in order (ZERO for a free
+    /// slot).
+    #[inline(always)]
+    fn order_group(&self, slots: &[u32], group: &mut Group) -> [Lanes; WIDE] {
+        group.clear();
         for &slot in slots {
             let node = &self.orders[slot as usize];
-            blocks.push(Block::EMPTY);
-            if node.account != NIL {
-                let block = blocks.last_mut().expect("just pushed");
+            if node.account == NIL {
+                group.push_empty();
+            } else {
                 let market = self.markets[node.market as usize].spec.market;
-                write_order(block, market, self.accounts[node.account as usize].id, node);
+                write_order(group, market, self.accounts[node.account as usize].id, node);
             }
         }
-        hash_many(blocks, out);
-        // A free slot left its block empty (a record is never empty).
-        for (block, digest) in blocks.iter().zip(out.iter_mut()) {
-            if block.is_empty() {
+        let mut digests = group.hash();
+        // A free slot left its place empty (a record is never empty).
+        for (i, digest) in digests.iter_mut().enumerate().take(slots.len()) {
+            if group.is_empty_at(i) {
                 *digest = Lanes::ZERO;
             }
         }
+        digests
     }
 
-    /// Digests of the account records in `indices`, in order.
-    fn account_digests(&self, indices: &[u32], blocks: &mut Vec<Block>, out: &mut Vec<Lanes>) {
-        blocks.clear();
-        out.clear();
+    /// Digests of the account records in `indices` (at most [`WIDE`]), in order.
+    #[inline(always)]
+    fn account_group(&self, indices: &[u32], group: &mut Group) -> [Lanes; WIDE] {
+        group.clear();
         for &index in indices {
-            blocks.push(Block::EMPTY);
-            let block = blocks.last_mut().expect("just pushed");
-            if !write_account(block, &self.accounts[index as usize]) {
-                // Too long for one block: marked by its length 0 (a record is never empty).
-                *block = Block::EMPTY;
+            if !write_account(group, &self.accounts[index as usize]) {
+                // Too long for one block: an empty place (a record is never empty).
+                group.push_empty();
             }
         }
-        hash_many(blocks, out);
-        for ((&index, block), digest) in indices.iter().zip(blocks.iter()).zip(out.iter_mut()) {
-            if block.is_empty() {
+        let mut digests = group.hash();
+        for (i, (&index, digest)) in indices.iter().zip(digests.iter_mut()).enumerate() {
+            if group.is_empty_at(i) {
                 *digest = account_digest(&self.accounts[index as usize], &self.perps);
             }
         }
+        digests
     }
 
     /// Root from the sum of order and account digests plus the (few) asset and market records.
@@ -323,7 +326,7 @@ impl<L: PriceLadder> Engine<L> {
             }
         }
         let mut hasher = blake3::Hasher::new();
-        hasher.update(b"nexus-engine-root-v2");
+        hasher.update(b"nexus-engine-root-v3");
         for lane in lanes.0 {
             hasher.update(&lane.to_le_bytes());
         }
@@ -344,8 +347,7 @@ impl<L: PriceLadder> Engine<L> {
     #[inline(never)] // Called once per block; kept apart so profiles show it.
     pub fn commit(&mut self) -> [u8; 32] {
         let mut lanes = self.commitment.lanes;
-        let mut blocks = std::mem::take(&mut self.commitment.blocks);
-        let mut digests = std::mem::take(&mut self.commitment.digests);
+        let mut group = std::mem::replace(&mut self.commitment.group, Box::new(Group::new()));
         let mut slots = std::mem::take(&mut self.commitment.slots);
         let mut from = 0;
         loop {
@@ -356,18 +358,20 @@ impl<L: PriceLadder> Engine<L> {
             if slots.is_empty() {
                 break;
             }
-            self.order_digests(&slots, &mut blocks, &mut digests);
-            for (&slot, &digest) in slots.iter().zip(&digests) {
-                let committed = &mut self.commitment.order_digests[slot as usize];
-                lanes.sub(*committed);
-                lanes.add(digest);
-                *committed = digest;
+            for chunk in slots.chunks(WIDE) {
+                let digests = self.order_group(chunk, &mut group);
+                for (&slot, &digest) in chunk.iter().zip(&digests) {
+                    let committed = &mut self.commitment.order_digests[slot as usize];
+                    lanes.sub(*committed);
+                    lanes.add(digest);
+                    *committed = digest;
+                }
             }
         }
         self.commitment.slots = slots;
-        let mut dirty_accounts = std::mem::take(&mut self.commitment.dirty_accounts);
-        for chunk in dirty_accounts.chunks(COMMIT_CHUNK) {
-            self.account_digests(chunk, &mut blocks, &mut digests);
+        let dirty_accounts = std::mem::take(&mut self.commitment.dirty_accounts);
+        for chunk in dirty_accounts.chunks(WIDE) {
+            let digests = self.account_group(chunk, &mut group);
             for (&index, &digest) in chunk.iter().zip(&digests) {
                 let account = &mut self.accounts[index as usize];
                 account.dirty = false;
@@ -376,10 +380,9 @@ impl<L: PriceLadder> Engine<L> {
                 lanes.add(digest);
             }
         }
-        dirty_accounts.clear();
         self.commitment.dirty_accounts = dirty_accounts;
-        self.commitment.blocks = blocks;
-        self.commitment.digests = digests;
+        self.commitment.dirty_accounts.clear();
+        self.commitment.group = group;
         self.commitment.lanes = lanes;
         self.root(lanes)
     }
@@ -396,16 +399,24 @@ impl<L: PriceLadder> Engine<L> {
     /// The state root computed from scratch, O(state). Same value as [`Engine::commit`] would
     /// return now; used by tests and audits, and by anyone holding only `&self`.
     pub fn state_hash(&self) -> [u8; 32] {
-        let (mut blocks, mut digests) = (Vec::new(), Vec::new());
+        let mut group = Group::new();
         let mut lanes = Lanes::ZERO;
         let live: Vec<u32> = (0..self.orders.len() as u32)
             .filter(|&slot| self.orders[slot as usize].account != NIL)
             .collect();
-        self.order_digests(&live, &mut blocks, &mut digests);
-        digests.iter().for_each(|&digest| lanes.add(digest));
+        for chunk in live.chunks(WIDE) {
+            let digests = self.order_group(chunk, &mut group);
+            digests[..chunk.len()]
+                .iter()
+                .for_each(|&digest| lanes.add(digest));
+        }
         let all: Vec<u32> = (0..self.accounts.len() as u32).collect();
-        self.account_digests(&all, &mut blocks, &mut digests);
-        digests.iter().for_each(|&digest| lanes.add(digest));
+        for chunk in all.chunks(WIDE) {
+            let digests = self.account_group(chunk, &mut group);
+            digests[..chunk.len()]
+                .iter()
+                .for_each(|&digest| lanes.add(digest));
+        }
         self.root(lanes)
     }
 }
@@ -487,6 +498,80 @@ mod tests {
                 Command::Deposit { account, asset, amount }
             }),
         ]
+    }
+
+    /// A spot order entering, changing or leaving the book touches its own record only (its
+    /// owner's locked amount and open-order count are derived from the orders); a deposit
+    /// touches the account. The root moves every time and stays equal to the full hash.
+    #[test]
+    fn spot_order_changes_touch_the_order_only() {
+        let (mut engine, _) = setup();
+        let mut out = Vec::new();
+        let mut root = engine.commit();
+        let place = Command::Place(NewOrder {
+            account: 1,
+            market: 5,
+            oid: 7,
+            side: Side::Buy,
+            price: Some(30),
+            qty: 4,
+            tif: TimeInForce::Gtc,
+            stp: SelfTradePrevention::CancelMaker,
+            reduce_only: false,
+        });
+        let steps = [
+            (place, (1, 0)),
+            (
+                Command::Modify {
+                    account: 1,
+                    market: 5,
+                    oid: 7,
+                    price: 30,
+                    qty: 2,
+                },
+                (1, 0),
+            ),
+            (
+                Command::Modify {
+                    account: 1,
+                    market: 5,
+                    oid: 7,
+                    price: 31,
+                    qty: 3,
+                },
+                (1, 0),
+            ),
+            (
+                Command::Cancel {
+                    account: 1,
+                    market: 5,
+                    oid: 7,
+                },
+                (1, 0),
+            ),
+            (
+                Command::Deposit {
+                    account: 2,
+                    asset: 1,
+                    amount: 5,
+                },
+                (0, 1),
+            ),
+        ];
+        for (command, touched) in steps {
+            out.clear();
+            engine.step(&command, &mut out);
+            assert!(
+                !out.iter()
+                    .any(|event| matches!(event, Event::Rejected { .. })),
+                "{command:?}"
+            );
+            assert_eq!(engine.pending_records(), touched, "{command:?}");
+            let next = engine.commit();
+            assert_ne!(next, root, "{command:?}");
+            assert_eq!(next, engine.state_hash());
+            root = next;
+        }
     }
 
     proptest! {

@@ -1,19 +1,20 @@
 //! BLAKE3 of many short inputs at once, for the state commitment.
 //!
 //! Every record the commitment hashes is usually at most one BLAKE3 block (64 bytes): an
-//! order record is 50 bytes, an account with two assets and no perp position 61. For such an
-//! input, `blake3::hash` is a single compression of one block with the chunk-start, chunk-end
-//! and root flags. Hashing records one at a time costs one call, a hasher set-up and a
-//! compression whose rounds depend on each other; here [`LANES`] independent records are
-//! compressed together, word `i` of every record side by side (`[u32; LANES]`), so the
-//! compiler turns each step of the rounds into vector instructions.
+//! order record is 50 bytes, an account with at most four assets and no perp position at most
+//! 57. For such an input, `blake3::hash` is a single compression of one block with the
+//! chunk-start, chunk-end and root flags. Hashing records one at a time costs one call, a hasher set-up and a
+//! compression whose rounds depend on each other; here a [`Group`] of [`WIDE`] independent
+//! records is compressed together, word `i` of every record side by side in one vector
+//! (AVX-512: 16 records; AVX2 and the portable path: two halves of [`LANES`]). A group is
+//! reused: the commit writes 16 records into it, hashes and folds them while they are in L1.
 //!
 //! The output is exactly `blake3::hash(record)` (a test holds the two to each other), so
 //! the state root's definition does not depend on this module.
 
 use super::commitment::Lanes;
 
-/// Records compressed together.
+/// Records compressed together by the AVX2 and portable paths.
 pub(super) const LANES: usize = 8;
 
 /// Largest record this module hashes: one BLAKE3 block.
@@ -38,46 +39,111 @@ const SCHEDULE: [[usize; 16]; 7] = [
     [11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13],
 ];
 
-/// One record of at most [`BLOCK_LEN`] bytes, zero-padded. `repr(C)`: the AVX-512 path
-/// reads the bytes at offset 0 of each element of a `[Block]`.
+/// One record of at most [`BLOCK_LEN`] bytes, zero-padded, on its own cache line (the
+/// AVX-512 path reads word `w` of every block of a [`Group`] with one gather).
 #[derive(Clone, Copy, Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub(super) struct Block {
     bytes: [u8; BLOCK_LEN],
-    len: u8,
 }
 
 impl Block {
     /// An empty record.
     pub(super) const EMPTY: Block = Block {
         bytes: [0; BLOCK_LEN],
-        len: 0,
     };
+}
 
-    /// Writes a record into an empty block: `fill` appends its fields through the cursor
-    /// (the write position stays in a register, not in the block).
+/// Up to [`WIDE`] records hashed together: their blocks and lengths. Reused from group to
+/// group, so the records are written, hashed and folded while in L1.
+pub(super) struct Group {
+    blocks: [Block; WIDE],
+    lens: [u32; WIDE],
+    count: usize,
+}
+
+impl Group {
+    /// An empty group.
+    pub(super) fn new() -> Group {
+        Group {
+            blocks: [Block::EMPTY; WIDE],
+            lens: [0; WIDE],
+            count: 0,
+        }
+    }
+
+    /// Empties the group.
+    #[inline(always)]
+    pub(super) fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    /// Records (and empty places) in the group.
+    pub(super) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Appends a record: `fill` writes its fields through the cursor (the write position
+    /// stays in a register). Returns its length.
     ///
     /// # Panics
-    /// If the fields do not fit one block (callers check the size first).
+    /// If the group is full or the fields do not fit one block (callers check the size).
     #[inline(always)]
-    pub(super) fn fill(&mut self, fill: impl FnOnce(&mut Cursor<'_>)) {
+    pub(super) fn push(&mut self, fill: impl FnOnce(&mut Cursor<'_>)) -> usize {
+        let block = &mut self.blocks[self.count];
+        block.bytes = [0; BLOCK_LEN];
         let mut cursor = Cursor {
-            bytes: &mut self.bytes,
+            bytes: &mut block.bytes,
             at: 0,
         };
         fill(&mut cursor);
-        self.len = cursor.at as u8;
+        let len = cursor.at;
+        self.lens[self.count] = len as u32;
+        self.count += 1;
+        len
     }
 
-    /// Whether nothing was written.
-    pub(super) fn is_empty(&self) -> bool {
-        self.len == 0
+    /// Appends an empty place (its digest is that of the empty input; callers ignore it).
+    #[inline(always)]
+    pub(super) fn push_empty(&mut self) {
+        self.push(|_| {});
     }
 
-    /// The record's bytes.
+    /// Whether place `i` is empty.
+    pub(super) fn is_empty_at(&self, i: usize) -> bool {
+        self.lens[i] == 0
+    }
+
+    /// `blake3::hash` of each record, as [`Lanes`], in order (entries past [`Group::len`]
+    /// are unspecified).
+    pub(super) fn hash(&self) -> [Lanes; WIDE] {
+        let mut out = [Lanes::ZERO; WIDE];
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        // The only way to call a `target_feature` function: see SAFETY.
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: `avx512::hash_group` only requires the CPU to support AVX-512F,
+            // checked just above.
+            unsafe { avx512::hash_group(self, &mut out) };
+            return out;
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        // The only way to call a `target_feature` function: see SAFETY.
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: `hash_group_avx2` only requires the CPU to support AVX2, checked just
+            // above.
+            unsafe { hash_group_avx2(self, &mut out) };
+            return out;
+        }
+        hash_group_portable(self, &mut out);
+        out
+    }
+
+    /// The records' bytes.
     #[cfg(test)]
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
+    fn record(&self, i: usize) -> &[u8] {
+        &self.blocks[i].bytes[..self.lens[i] as usize]
     }
 }
 
@@ -147,25 +213,22 @@ fn round(v: &mut [Word; 16], m: &[Word; 16], s: &[usize; 16]) {
     g(v, [3, 4, 9, 14], &m[s[14]], &m[s[15]]);
 }
 
-/// The message words of up to `N` records, transposed (word-major), and their lengths.
+/// The message words of `N` records, transposed (word-major).
 #[inline(always)]
-fn transpose<const N: usize>(blocks: &[Block]) -> ([[u32; N]; 16], [u32; N]) {
+fn transpose<const N: usize>(blocks: &[Block; N]) -> [[u32; N]; 16] {
     let mut m = [[0u32; N]; 16];
-    let mut lens = [0u32; N];
     for (lane, block) in blocks.iter().enumerate() {
-        lens[lane] = block.len as u32;
         for (word, bytes) in m.iter_mut().zip(block.bytes.chunks_exact(4)) {
             word[lane] = u32::from_le_bytes(bytes.try_into().expect("4 bytes"));
         }
     }
-    (m, lens)
+    m
 }
 
-/// BLAKE3 of up to [`LANES`] one-block records, appended to `out` as [`Lanes`] in order.
+/// BLAKE3 of [`LANES`] one-block records of lengths `lens`, as [`Lanes`] in order.
 #[inline(always)]
-fn hash_group(blocks: &[Block], out: &mut Vec<Lanes>) {
-    debug_assert!(blocks.len() <= LANES);
-    let (m, lens) = transpose(blocks);
+fn hash_eight(blocks: &[Block; LANES], lens: [u32; LANES], out: &mut [Lanes; LANES]) {
+    let m = transpose(blocks);
     let mut v = [[0u32; LANES]; 16];
     for (i, iv) in IV.iter().enumerate() {
         v[i] = [*iv; LANES];
@@ -185,70 +248,64 @@ fn hash_group(blocks: &[Block], out: &mut Vec<Lanes>) {
             *out = v[i][lane] ^ v[i + 8][lane];
         }
     }
-    push_digests(&h, blocks.len(), out);
+    digests(&h, out);
 }
 
-/// Appends the digests of the first `count` records of a group: output word `i` of record
-/// `lane` is `h[i][lane]`; the digest's bytes are the 8 words little-endian.
+/// The digests of a group: output word `i` of record `lane` is `h[i][lane]`; the digest's
+/// bytes are the 8 words little-endian.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // `lane` picks one column of all eight word arrays.
-fn push_digests<const N: usize>(h: &[[u32; N]; 8], count: usize, out: &mut Vec<Lanes>) {
-    for lane in 0..count {
+fn digests<const N: usize>(h: &[[u32; N]; 8], out: &mut [Lanes; N]) {
+    for lane in 0..N {
         let lane64 = |k: usize| u64::from(h[2 * k][lane]) | (u64::from(h[2 * k + 1][lane]) << 32);
-        out.push(Lanes::from_words([
-            lane64(0),
-            lane64(1),
-            lane64(2),
-            lane64(3),
-        ]));
+        out[lane] = Lanes::from_words([lane64(0), lane64(1), lane64(2), lane64(3)]);
     }
 }
 
-/// `blake3::hash(block.as_bytes())` of every block, as [`Lanes`], appended to `out` in order.
-pub(super) fn hash_many(blocks: &[Block], out: &mut Vec<Lanes>) {
-    #[cfg(target_arch = "x86_64")]
-    #[allow(unsafe_code)] // The only way to call a `target_feature` function: see SAFETY.
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: `hash_many_avx512` only requires the CPU to support AVX-512F, checked just
-        // above.
-        unsafe { hash_many_avx512(blocks, out) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[allow(unsafe_code)] // The only way to call a `target_feature` function: see SAFETY.
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: `hash_many_avx2` only requires the CPU to support AVX2, checked just above.
-        unsafe { hash_many_avx2(blocks, out) };
-        return;
-    }
-    hash_many_portable(blocks, out);
+/// The two halves of a group, [`LANES`] records each.
+#[inline(always)]
+fn halves(group: &Group) -> [(&[Block; LANES], [u32; LANES]); 2] {
+    let (low, high) = group.blocks.split_at(LANES);
+    let (low_lens, high_lens) = group.lens.split_at(LANES);
+    let lens = |lens: &[u32]| -> [u32; LANES] { lens.try_into().expect("8 lengths") };
+    [
+        (low.try_into().expect("8 blocks"), lens(low_lens)),
+        (high.try_into().expect("8 blocks"), lens(high_lens)),
+    ]
 }
 
-/// [`hash_many`] for any CPU (the compiler's baseline vector instructions).
-fn hash_many_portable(blocks: &[Block], out: &mut Vec<Lanes>) {
-    for group in blocks.chunks(LANES) {
-        hash_group(group, out);
-    }
+/// Splits a group's digests into its two halves.
+#[inline(always)]
+fn out_halves(out: &mut [Lanes; WIDE]) -> (&mut [Lanes; LANES], &mut [Lanes; LANES]) {
+    let (low, high) = out.split_at_mut(LANES);
+    (
+        low.try_into().expect("8 digests"),
+        high.try_into().expect("8 digests"),
+    )
 }
 
-/// Records per group with AVX-512.
-const WIDE: usize = 16;
-
-/// [`hash_many`] with AVX-512F: one 512-bit register holds one word of [`WIDE`] records.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn hash_many_avx512(blocks: &[Block], out: &mut Vec<Lanes>) {
-    for group in blocks.chunks(WIDE) {
-        avx512::hash_group(group, out);
+/// [`Group::hash`] for any CPU (the compiler's baseline vector instructions).
+fn hash_group_portable(group: &Group, out: &mut [Lanes; WIDE]) {
+    let [(low, low_lens), (high, high_lens)] = halves(group);
+    let (low_out, high_out) = out_halves(out);
+    hash_eight(low, low_lens, low_out);
+    if group.count > LANES {
+        hash_eight(high, high_lens, high_out);
     }
 }
 
-/// [`hash_many`] with AVX2: one 256-bit register holds one word of all [`LANES`] records.
+/// Records per group (the AVX-512 width; the other paths hash a group as two halves).
+pub(super) const WIDE: usize = 16;
+
+/// [`Group::hash`] with AVX2: one 256-bit register holds one word of [`LANES`] records.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn hash_many_avx2(blocks: &[Block], out: &mut Vec<Lanes>) {
-    for group in blocks.chunks(LANES) {
-        avx2::hash_group(group, out);
+fn hash_group_avx2(group: &Group, out: &mut [Lanes; WIDE]) {
+    let [(low, low_lens), (high, high_lens)] = halves(group);
+    let (low_out, high_out) = out_halves(out);
+    avx2::hash_eight(low, low_lens, low_out);
+    if group.count > LANES {
+        avx2::hash_eight(high, high_lens, high_out);
     }
 }
 
@@ -257,7 +314,7 @@ fn hash_many_avx2(blocks: &[Block], out: &mut Vec<Lanes>) {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)] // Two transmutes of plain 32-byte values: see SAFETY.
 mod avx2 {
-    use super::{push_digests, transpose, Block, Lanes, IV, LANES, ONE_BLOCK_FLAGS, SCHEDULE};
+    use super::{digests, transpose, Block, Lanes, IV, LANES, ONE_BLOCK_FLAGS, SCHEDULE};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2")]
@@ -308,10 +365,14 @@ mod avx2 {
         g(v, [3, 4, 9, 14], m[s[14]], m[s[15]]);
     }
 
-    /// BLAKE3 of up to [`LANES`] one-block records, appended to `out` in order.
+    /// BLAKE3 of [`LANES`] one-block records of lengths `lens`, in order.
     #[target_feature(enable = "avx2")]
-    pub(super) fn hash_group(blocks: &[Block], out: &mut Vec<Lanes>) {
-        let (words, lens) = transpose(blocks);
+    pub(super) fn hash_eight(
+        blocks: &[Block; LANES],
+        lens: [u32; LANES],
+        out: &mut [Lanes; LANES],
+    ) {
+        let words = transpose(blocks);
         let mut m = [_mm256_setzero_si256(); 16];
         for (vector, word) in m.iter_mut().zip(words) {
             *vector = load(word);
@@ -332,7 +393,7 @@ mod avx2 {
         for (i, word) in h.iter_mut().enumerate() {
             *word = store(_mm256_xor_si256(v[i], v[i + 8]));
         }
-        push_digests(&h, blocks.len(), out);
+        digests(&h, out);
     }
 }
 
@@ -340,25 +401,26 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)] // Two transmutes of plain 64-byte values: see SAFETY.
 mod avx512 {
-    use super::{push_digests, Block, Lanes, IV, ONE_BLOCK_FLAGS, SCHEDULE, WIDE};
+    use super::{digests, Group, Lanes, IV, ONE_BLOCK_FLAGS, SCHEDULE, WIDE};
     use std::arch::x86_64::*;
 
-    /// The 16 message words of up to [`WIDE`] records, word `w` of record `i` in lane `i`
+    /// The 16 message words of the records of a group, word `w` of record `i` in lane `i`
     /// of `m[w]` (zero in lanes past the last record), read with one gather per word: writing
     /// the words one by one and loading them as a vector stalls on store forwarding.
     #[target_feature(enable = "avx512f")]
-    fn message(blocks: &[Block]) -> [__m512i; 16] {
-        debug_assert!(!blocks.is_empty() && blocks.len() <= WIDE);
-        let stride = _mm512_set1_epi32(std::mem::size_of::<Block>() as i32);
+    fn message(group: &Group) -> [__m512i; 16] {
+        let count = group.len();
+        debug_assert!(count <= WIDE);
+        let stride = _mm512_set1_epi32(std::mem::size_of::<super::Block>() as i32);
         let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         let offsets = _mm512_mullo_epi32(lanes, stride);
-        let mask: __mmask16 = (((1u32 << blocks.len()) - 1) & 0xFFFF) as u16;
-        let base = blocks.as_ptr().cast::<u8>();
+        let mask: __mmask16 = (((1u32 << count) - 1) & 0xFFFF) as u16;
+        let base = group.blocks.as_ptr().cast::<u8>();
         let mut m = [_mm512_setzero_si512(); 16];
         for (w, vector) in m.iter_mut().enumerate() {
-            // SAFETY: lanes at or past `blocks.len()` are masked off and not read; lane `i`
-            // reads the 4 bytes at `i * size_of::<Block>() + 4 * w`, inside `blocks[i].bytes`
-            // (offset 0 of the `repr(C)` Block, 64 bytes, `w < 16`).
+            // SAFETY: lane `i` reads the 4 bytes at `i * size_of::<Block>() + 4 * w`, inside
+            // `group.blocks[i].bytes` (offset 0 of the `repr(C)` Block, 64 bytes, `w < 16`,
+            // `i < WIDE`: the array has WIDE blocks); lanes past `count` are masked off.
             *vector = unsafe {
                 _mm512_mask_i32gather_epi32::<1>(
                     _mm512_setzero_si512(),
@@ -419,14 +481,11 @@ mod avx512 {
         g(v, [3, 4, 9, 14], m[s[14]], m[s[15]]);
     }
 
-    /// BLAKE3 of up to [`WIDE`] one-block records, appended to `out` in order.
+    /// BLAKE3 of the records of a group, in order.
     #[target_feature(enable = "avx512f")]
-    pub(super) fn hash_group(blocks: &[Block], out: &mut Vec<Lanes>) {
-        let m = message(blocks);
-        let mut lens = [0u32; WIDE];
-        for (len, block) in lens.iter_mut().zip(blocks) {
-            *len = block.len as u32;
-        }
+    pub(super) fn hash_group(group: &Group, out: &mut [Lanes; WIDE]) {
+        let m = message(group);
+        let lens = group.lens;
         let mut v = [_mm512_setzero_si512(); 16];
         for i in 0..8 {
             v[i] = splat(IV[i]);
@@ -443,7 +502,7 @@ mod avx512 {
         for (i, word) in h.iter_mut().enumerate() {
             *word = store(_mm512_xor_si512(v[i], v[i + 8]));
         }
-        push_digests(&h, blocks.len(), out);
+        digests(&h, out);
     }
 }
 
@@ -452,30 +511,42 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The digests of `records` through groups, with the given hash of a group.
+    fn through_groups(records: &[Vec<u8>], hash: impl Fn(&Group) -> [Lanes; WIDE]) -> Vec<Lanes> {
+        let mut out = Vec::new();
+        let mut group = Group::new();
+        for chunk in records.chunks(WIDE) {
+            group.clear();
+            for bytes in chunk {
+                group.push(|cursor| cursor.put(bytes));
+            }
+            out.extend_from_slice(&hash(&group)[..group.len()]);
+        }
+        out
+    }
+
     proptest! {
-        /// Same digest as the blake3 crate for every length from 1 to 64 and any batch size.
+        /// Same digest as the blake3 crate for every length from 0 to 64 and any batch size,
+        /// on every path this CPU has, whatever the group held before.
         #[test]
         fn equals_blake3(records in proptest::collection::vec(
             proptest::collection::vec(any::<u8>(), 0..=BLOCK_LEN), 0..40)
         ) {
-            let blocks: Vec<Block> = records
-                .iter()
-                .map(|bytes| {
-                    let mut block = Block::EMPTY;
-                    block.fill(|cursor| cursor.put(bytes));
-                    block
-                })
-                .collect();
-            let mut out = Vec::new();
-            hash_many(&blocks, &mut out);
-            let mut portable = Vec::new();
-            hash_many_portable(&blocks, &mut portable);
+            let out = through_groups(&records, Group::hash);
+            let portable = through_groups(&records, |group| {
+                let mut out = [Lanes::ZERO; WIDE];
+                hash_group_portable(group, &mut out);
+                out
+            });
             prop_assert_eq!(&out, &portable);
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
-                let mut avx2 = Vec::new();
-                #[allow(unsafe_code)] // SAFETY: AVX2 support checked just above.
-                unsafe { hash_many_avx2(&blocks, &mut avx2) };
+                let avx2 = through_groups(&records, |group| {
+                    let mut out = [Lanes::ZERO; WIDE];
+                    #[allow(unsafe_code)] // SAFETY: AVX2 support checked just above.
+                    unsafe { hash_group_avx2(group, &mut out) };
+                    out
+                });
                 prop_assert_eq!(&out, &avx2);
             }
             prop_assert_eq!(out.len(), records.len());
@@ -486,20 +557,25 @@ mod tests {
     }
 
     #[test]
-    fn fill_appends_fields() {
-        let mut block = Block::EMPTY;
-        block.fill(|cursor| {
+    fn push_appends_fields_and_pads_with_zeros() {
+        let mut group = Group::new();
+        group.push(|cursor| cursor.put(&[9; BLOCK_LEN]));
+        group.clear();
+        let len = group.push(|cursor| {
             cursor.put(&[7; 60]);
-            cursor.put(&[1; 4]);
+            cursor.put(&[1; 2]);
         });
-        assert_eq!(block.as_bytes().len(), BLOCK_LEN);
-        assert_eq!(&block.as_bytes()[58..], &[7, 7, 1, 1, 1, 1][..]);
+        assert_eq!(len, 62);
+        assert_eq!(&group.record(0)[58..], &[7, 7, 1, 1][..]);
+        // What an earlier record left past the end is cleared.
+        assert_eq!(group.blocks[0].bytes[62..], [0, 0]);
+        group.push_empty();
+        assert!(group.is_empty_at(1) && !group.is_empty_at(0));
     }
 
     #[test]
     #[should_panic]
-    fn fill_refuses_what_does_not_fit() {
-        let mut block = Block::EMPTY;
-        block.fill(|cursor| cursor.put(&[7; BLOCK_LEN + 1]));
+    fn push_refuses_what_does_not_fit() {
+        Group::new().push(|cursor| cursor.put(&[7; BLOCK_LEN + 1]));
     }
 }
