@@ -296,10 +296,6 @@ struct Shell {
     pending_frames: Vec<Received>,
     /// Blocks kept before the newest snapshot (0: all).
     prune_keep_blocks: u64,
-    /// The genesis chain state advanced through empty blocks to the last pruning: a pruned
-    /// file restarts from a snapshot whose chain state is derived that way, so blocks are
-    /// pruned only while the chain's state equals it.
-    quiet_chain: ChainState,
 }
 
 /// Clock difference allowed between validators when a validator that lost its safety file
@@ -489,7 +485,6 @@ async fn run_validator(
         catch_up: None,
         pending_frames: Vec::new(),
         prune_keep_blocks: config.prune_keep_blocks,
-        quiet_chain: genesis.clone(),
     };
     // With an empty block file, or behind what pruning peers still hold, join from a
     // peer's snapshot; else recover from the block file.
