@@ -20,7 +20,7 @@ fn keys() -> Vec<Keypair> {
 fn genesis(keys: &[Keypair]) -> ChainState {
     let params = ChainParams {
         epoch_length_blocks: 3,
-        voting_period_blocks: 3,
+        voting_period_blocks: 4,
         jail_period_blocks: 2,
         ..ChainParams::default()
     };
@@ -44,8 +44,10 @@ fn genesis(keys: &[Keypair]) -> ChainState {
 /// whether its nonce is wrong.
 fn action(st: &ChainState, keys: &[Keypair], (kind, who, value): (u8, usize, u64)) -> SignedAction {
     let key = &keys[who % KEYS];
-    let proposal = value % 4 + 1;
-    let action = match kind % 11 {
+    // Mostly the newest proposal, so that some pass, apply or fail.
+    let newest = st.governance().proposals().last().map_or(1, |p| p.id);
+    let proposal = if value % 8 == 0 { value % 5 } else { newest };
+    let action = match kind % 16 {
         0 => Action::Join {
             stake: value % 30 + 1,
         },
@@ -73,7 +75,7 @@ fn action(st: &ChainState, keys: &[Keypair], (kind, who, value): (u8, usize, u64
         }),
         _ => Action::Vote {
             proposal,
-            approve: value % 5 != 0,
+            approve: value % 7 != 0,
         },
     };
     let nonce = st.next_nonce(&key.id()) + u64::from(value % 13 == 0);
@@ -156,7 +158,7 @@ proptest! {
     #[test]
     fn random_histories_round_trip(
         blocks in prop::collection::vec(
-            (prop::collection::vec((any::<u8>(), 0..KEYS, any::<u64>()), 0..5), 0u8..8),
+            (prop::collection::vec((any::<u8>(), 0..KEYS, any::<u64>()), 0..6), 0u8..12),
             1..16,
         )
     ) {
