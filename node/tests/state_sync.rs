@@ -4,9 +4,10 @@
 //! with the others on every later execution root, and restarts from what it joined with.
 //! Every validator prunes its block file to the blocks after its newest snapshot minus
 //! [`KEEP`]: the files stay bounded, a pruned validator restarts, and one that was down
-//! longer than that joins from a snapshot at start. After a staking change (the
-//! consensus-layer chain state and the validator set differ from genesis) a wiped validator
-//! still joins from a snapshot, which carries that chain state.
+//! longer than that joins from a snapshot at start. After a leave and a stake change (the
+//! consensus-layer chain state and the validator set differ from genesis, and no genesis
+//! quorum signs any more) a wiped validator still joins from a snapshot, which carries that
+//! chain state.
 //!
 //! Ports 23000-23299 (no other test uses them).
 
