@@ -25,6 +25,10 @@ use crate::validators::{
     ValidatorSet,
 };
 
+mod encoding;
+
+pub use encoding::MAGIC as ENCODING_MAGIC;
+
 /// What happened to each action of a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActionOutcome {

@@ -26,6 +26,10 @@ pub enum DecodeError {
     /// A length field is larger than the bytes that follow could hold.
     #[error("length {0} too large")]
     Length(u64),
+    /// The fields decode but break an invariant of the value (unsorted or duplicate keys,
+    /// a parameter out of range, a reference to something absent).
+    #[error("invalid value: {0}")]
+    Invalid(&'static str),
 }
 
 /// Appends fixed-width little-endian fields to a buffer.
@@ -46,6 +50,9 @@ impl Writer<'_> {
     }
     pub(crate) fn bytes64(&mut self, v: &[u8; 64]) {
         self.0.extend_from_slice(v);
+    }
+    pub(crate) fn i128(&mut self, v: i128) {
+        self.0.extend_from_slice(&v.to_le_bytes());
     }
     /// u32 length, then the bytes.
     pub(crate) fn var_bytes(&mut self, v: &[u8]) {
@@ -87,6 +94,9 @@ impl<'a> Reader<'a> {
     pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
+    pub(crate) fn i128(&mut self) -> Result<i128, DecodeError> {
+        Ok(i128::from_le_bytes(self.take(16)?.try_into().expect("16")))
+    }
     pub(crate) fn bytes32(&mut self) -> Result<[u8; 32], DecodeError> {
         Ok(self.take(32)?.try_into().expect("32"))
     }
@@ -116,6 +126,18 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::Length(n as u64));
         }
         Ok(n)
+    }
+    /// An optional value: flag 0 (none) or 1, then the value.
+    pub(crate) fn option<T>(
+        &mut self,
+        field: &'static str,
+        read: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, DecodeError> {
+        if self.flag(field)? {
+            read(self).map(Some)
+        } else {
+            Ok(None)
+        }
     }
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
         if self.bytes.is_empty() {

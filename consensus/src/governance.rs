@@ -131,6 +131,26 @@ impl ChainParams {
         Ok(())
     }
 
+    /// Reads what `write` wrote, refusing values [`ChainParams::set`] would refuse.
+    fn read(r: &mut Reader<'_>) -> Result<ChainParams, DecodeError> {
+        let params = ChainParams {
+            epoch_length_blocks: r.u64()?,
+            slash_fraction_bps: r.u32()?,
+            voting_period_blocks: r.u64()?,
+            evidence_max_age_blocks: r.u64()?,
+            jail_period_blocks: r.u64()?,
+            min_stake: r.u64()?,
+        };
+        let valid = params.epoch_length_blocks >= 1
+            && params.slash_fraction_bps <= 10_000
+            && params.voting_period_blocks >= 1
+            && params.min_stake >= 1;
+        if !valid {
+            return Err(DecodeError::Invalid("chain parameter out of range"));
+        }
+        Ok(params)
+    }
+
     fn write(&self, w: &mut Writer<'_>) {
         w.u64(self.epoch_length_blocks);
         w.u32(self.slash_fraction_bps);
@@ -277,6 +297,19 @@ pub enum ApplyError {
     BaseCoprocessor,
 }
 
+impl ApplyError {
+    /// The inverse of `reason as u8` (declaration order).
+    fn from_code(code: u8) -> Option<ApplyError> {
+        Some(match code {
+            0 => ApplyError::UnknownCoprocessor,
+            1 => ApplyError::VersionNotHigher,
+            2 => ApplyError::BadParamValue,
+            3 => ApplyError::BaseCoprocessor,
+            _ => return None,
+        })
+    }
+}
+
 /// The co-processor the chain is built around (NexusCore's CLOB engine): governance may
 /// deactivate it (a halt) and set its parameters, not replace its code.
 pub const BASE_COPROCESSOR: u32 = 0;
@@ -336,6 +369,78 @@ pub struct Governance {
     proposals: BTreeMap<u64, GovProposal>,
     next_id: u64,
     passed: Vec<u64>,
+}
+
+/// One registry entry as [`Governance::write`] lays it out (parameter names ascending).
+fn read_coprocessor(r: &mut Reader<'_>) -> Result<Coprocessor, DecodeError> {
+    let id = r.u32()?;
+    let version = r.u32()?;
+    let code_hash = Hash(r.bytes32()?);
+    let active = r.flag("co-processor active")?;
+    let mut params = BTreeMap::new();
+    for _ in 0..r.count(4 + 8)? {
+        let key = r.string()?;
+        if params
+            .last_key_value()
+            .is_some_and(|(last, _)| *last >= key)
+        {
+            return Err(DecodeError::Invalid(
+                "co-processor parameters not ascending",
+            ));
+        }
+        params.insert(key, r.u64()?);
+    }
+    Ok(Coprocessor {
+        id,
+        version,
+        code_hash,
+        params,
+        active,
+    })
+}
+
+/// One proposal as [`Governance::write`] lays it out (voters ascending).
+fn read_proposal(r: &mut Reader<'_>) -> Result<GovProposal, DecodeError> {
+    let id = r.u64()?;
+    let kind = ProposalKind::read(r)?;
+    let proposer = ValidatorId(r.bytes32()?);
+    let voting_ends = r.u64()?;
+    let tag = r.u8()?;
+    let at = r.u64()?;
+    let status = match tag {
+        0 if at == 0 => ProposalStatus::Voting,
+        1 => ProposalStatus::Passed { at },
+        2 => ProposalStatus::Applied { at },
+        3 => ProposalStatus::Rejected { at },
+        _ => match tag.checked_sub(4).and_then(ApplyError::from_code) {
+            Some(reason) => ProposalStatus::Failed { at, reason },
+            None => {
+                return Err(DecodeError::BadTag {
+                    field: "proposal status",
+                    value: tag,
+                })
+            }
+        },
+    };
+    let mut votes = BTreeMap::new();
+    for _ in 0..r.count(32 + 1)? {
+        let voter = ValidatorId(r.bytes32()?);
+        if votes
+            .last_key_value()
+            .is_some_and(|(last, _)| *last >= voter)
+        {
+            return Err(DecodeError::Invalid("voters not ascending"));
+        }
+        votes.insert(voter, r.flag("vote")?);
+    }
+    Ok(GovProposal {
+        id,
+        kind,
+        proposer,
+        voting_ends,
+        status,
+        votes,
+    })
 }
 
 /// Why a proposal or vote was refused when its block was applied.
@@ -512,11 +617,19 @@ impl Governance {
         passed
     }
 
-    /// A digest of parameters, registry and proposals.
+    /// A digest of parameters, registry and proposals (BLAKE3 of [`Governance::write`]).
     pub fn hash(&self) -> Hash {
         let mut out = Vec::new();
-        let mut w = Writer(&mut out);
-        self.params.write(&mut w);
+        self.write(&mut Writer(&mut out));
+        Hash(*blake3::hash(&out).as_bytes())
+    }
+
+    /// Encoding: parameters; `u32` count and the registry entries; `u64` next proposal id;
+    /// `u32` count and the proposals (status tag 0 voting, 1 passed, 2 applied, 3 rejected,
+    /// 4 + reason failed, then `u64` height); `u32` count and the ids passed, not yet
+    /// applied.
+    pub(crate) fn write(&self, w: &mut Writer<'_>) {
+        self.params.write(w);
         w.count(self.registry.len());
         for c in self.registry.values() {
             w.u32(c.id);
@@ -533,7 +646,7 @@ impl Governance {
         w.count(self.proposals.len());
         for p in self.proposals.values() {
             w.u64(p.id);
-            p.kind.write(&mut w);
+            p.kind.write(w);
             w.bytes32(&p.proposer.0);
             w.u64(p.voting_ends);
             let (tag, at) = match p.status {
@@ -555,7 +668,57 @@ impl Governance {
         for id in &self.passed {
             w.u64(*id);
         }
-        Hash(*blake3::hash(&out).as_bytes())
+    }
+
+    /// Reads what [`Governance::write`] wrote: keys strictly ascending, proposal ids below
+    /// the next id, every passed id a proposal with status passed, each once.
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Governance, DecodeError> {
+        let params = ChainParams::read(r)?;
+        let mut registry = BTreeMap::new();
+        for _ in 0..r.count(4 + 4 + 32 + 1 + 4)? {
+            let c = read_coprocessor(r)?;
+            if registry
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= c.id)
+            {
+                return Err(DecodeError::Invalid("registry ids not ascending"));
+            }
+            registry.insert(c.id, c);
+        }
+        let next_id = r.u64()?;
+        let mut proposals = BTreeMap::new();
+        for _ in 0..r.count(8 + 1 + 32 + 8 + 1 + 8 + 4)? {
+            let p = read_proposal(r)?;
+            let after_last = proposals
+                .last_key_value()
+                .is_none_or(|(last, _)| *last < p.id);
+            if !after_last || p.id == 0 || p.id >= next_id {
+                return Err(DecodeError::Invalid(
+                    "proposal ids not ascending below the next",
+                ));
+            }
+            proposals.insert(p.id, p);
+        }
+        let n = r.count(8)?;
+        if n > proposals.len() {
+            return Err(DecodeError::Invalid("more passed ids than proposals"));
+        }
+        let passed = (0..n).map(|_| r.u64()).collect::<Result<Vec<u64>, _>>()?;
+        let pending = |id: &u64| {
+            let is_passed = |p: &GovProposal| matches!(p.status, ProposalStatus::Passed { .. });
+            proposals.get(id).is_some_and(is_passed)
+        };
+        let unique: std::collections::BTreeSet<_> = passed.iter().collect();
+        if unique.len() != passed.len() || !passed.iter().all(pending) {
+            return Err(DecodeError::Invalid("passed ids not passed proposals"));
+        }
+        Ok(Governance {
+            params,
+            registry,
+            proposals,
+            next_id,
+            passed,
+        })
     }
 }
 

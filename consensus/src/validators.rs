@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::codec::Writer;
+use crate::codec::{DecodeError, Reader, Writer};
 use crate::messages::{Evidence, EvidenceError};
 use crate::types::{Hash, Height, Round, SignatureVerifier, ValidatorId};
 
@@ -162,6 +162,45 @@ impl ValidatorSet {
         best
     }
 
+    /// Encoding: `u32` count, then per validator its key, `u64` stake, `i128` priority.
+    pub(crate) fn write(&self, w: &mut Writer<'_>) {
+        w.count(self.validators.len());
+        for (v, p) in self.validators.iter().zip(&self.priorities) {
+            w.bytes32(&v.id.0);
+            w.u64(v.stake);
+            w.i128(*p);
+        }
+    }
+
+    /// Reads what [`ValidatorSet::write`] wrote: keys strictly ascending, stakes positive,
+    /// priorities summing to zero (every step adds and takes off the total stake).
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<ValidatorSet, DecodeError> {
+        let n = r.count(32 + 8 + 16)?;
+        let mut validators = Vec::with_capacity(n);
+        let mut priorities = Vec::with_capacity(n);
+        for _ in 0..n {
+            let id = ValidatorId(r.bytes32()?);
+            if validators.last().is_some_and(|v: &Validator| v.id >= id) {
+                return Err(DecodeError::Invalid("validator keys not ascending"));
+            }
+            validators.push(Validator {
+                id,
+                stake: r.u64()?,
+            });
+            priorities.push(r.i128()?);
+        }
+        let sum = priorities.iter().try_fold(0i128, |a, p| a.checked_add(*p));
+        if sum != Some(0) {
+            return Err(DecodeError::Invalid(
+                "proposer priorities do not sum to zero",
+            ));
+        }
+        let mut set = ValidatorSet::new(validators)
+            .map_err(|_| DecodeError::Invalid("not a validator set"))?;
+        set.priorities = priorities;
+        Ok(set)
+    }
+
     /// A digest of the validators, stakes and priorities.
     pub fn hash(&self) -> Hash {
         let mut out = Vec::with_capacity(4 + self.validators.len() * 56);
@@ -256,6 +295,47 @@ impl StakeChange {
             | StakeChange::Leave { id }
             | StakeChange::Unjail { id } => *id,
         }
+    }
+}
+
+impl StakeChange {
+    /// Encoding: tag (1 join, 2 set stake, 3 leave, 4 unjail), key, then `u64` stake for
+    /// tags 1 and 2.
+    fn write(&self, w: &mut Writer<'_>) {
+        let (tag, stake) = match *self {
+            StakeChange::Join { stake, .. } => (1, Some(stake)),
+            StakeChange::SetStake { stake, .. } => (2, Some(stake)),
+            StakeChange::Leave { .. } => (3, None),
+            StakeChange::Unjail { .. } => (4, None),
+        };
+        w.u8(tag);
+        w.bytes32(&self.id().0);
+        if let Some(stake) = stake {
+            w.u64(stake);
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<StakeChange, DecodeError> {
+        let tag = r.u8()?;
+        let id = ValidatorId(r.bytes32()?);
+        Ok(match tag {
+            1 => StakeChange::Join {
+                id,
+                stake: r.u64()?,
+            },
+            2 => StakeChange::SetStake {
+                id,
+                stake: r.u64()?,
+            },
+            3 => StakeChange::Leave { id },
+            4 => StakeChange::Unjail { id },
+            value => {
+                return Err(DecodeError::BadTag {
+                    field: "stake change",
+                    value,
+                })
+            }
+        })
     }
 }
 
@@ -535,6 +615,20 @@ impl Staking {
         let mut out = Vec::new();
         let mut w = Writer(&mut out);
         w.bytes32(&self.active.hash().0);
+        self.write_bonds(&mut w);
+        Hash(*blake3::hash(&out).as_bytes())
+    }
+
+    /// Encoding: the active set ([`ValidatorSet::write`]), then bonds, pending changes and
+    /// punished offences as [`Staking::hash`] lays them out.
+    pub(crate) fn write(&self, w: &mut Writer<'_>) {
+        self.active.write(w);
+        self.write_bonds(w);
+    }
+
+    /// `u32` count and per bond key, `u64` stake, jailed flag (then `u64` height); `u32`
+    /// count and the pending changes; `u32` count and per offence key and `u64` height.
+    fn write_bonds(&self, w: &mut Writer<'_>) {
         w.count(self.bonds.len());
         for (id, b) in &self.bonds {
             w.bytes32(&id.0);
@@ -549,33 +643,47 @@ impl Staking {
         }
         w.count(self.pending.len());
         for c in &self.pending {
-            match c {
-                StakeChange::Join { id, stake } => {
-                    w.u8(1);
-                    w.bytes32(&id.0);
-                    w.u64(*stake);
-                }
-                StakeChange::SetStake { id, stake } => {
-                    w.u8(2);
-                    w.bytes32(&id.0);
-                    w.u64(*stake);
-                }
-                StakeChange::Leave { id } => {
-                    w.u8(3);
-                    w.bytes32(&id.0);
-                }
-                StakeChange::Unjail { id } => {
-                    w.u8(4);
-                    w.bytes32(&id.0);
-                }
-            }
+            c.write(w);
         }
         w.count(self.punished.len());
         for (id, h) in &self.punished {
             w.bytes32(&id.0);
             w.u64(*h);
         }
-        Hash(*blake3::hash(&out).as_bytes())
+    }
+
+    /// Reads what [`Staking::write`] wrote (keys strictly ascending).
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Staking, DecodeError> {
+        let active = ValidatorSet::read(r)?;
+        let mut bonds = BTreeMap::new();
+        for _ in 0..r.count(32 + 8 + 1)? {
+            let id = ValidatorId(r.bytes32()?);
+            let stake = r.u64()?;
+            let jailed = r.option("jailed", Reader::u64)?;
+            if bonds.last_key_value().is_some_and(|(last, _)| *last >= id) {
+                return Err(DecodeError::Invalid("bond keys not ascending"));
+            }
+            bonds.insert(id, Bond { stake, jailed });
+        }
+        let n = r.count(1 + 32)?;
+        let pending = (0..n)
+            .map(|_| StakeChange::read(r))
+            .collect::<Result<_, _>>()?;
+        let mut punished = BTreeSet::new();
+        for _ in 0..r.count(32 + 8)? {
+            let offence = (ValidatorId(r.bytes32()?), r.u64()?);
+            if punished.last().is_some_and(|last| *last >= offence) {
+                return Err(DecodeError::Invalid("punished offences not ascending"));
+            }
+            punished.insert(offence);
+        }
+        Ok(Staking {
+            bonds,
+            active,
+            pending,
+            punished,
+            rebuild: false,
+        })
     }
 }
 

@@ -6,13 +6,16 @@
 //! newest [`KEEP`] are kept. Format (little-endian): [`MAGIC`], `u64` height, 32-byte
 //! execution root, `u64` inputs executed, `u64` block time (ms), 32-byte block id and `u64`
 //! timestamp (ns) of the block, `u64` length and the execution snapshot
-//! (`execution::Execution::snapshot`), then BLAKE3 of everything before it.
+//! (`execution::Execution::snapshot`), `u64` length and the consensus-layer chain state
+//! after the block (`consensus::chain::ChainState::encode`), then BLAKE3 of everything
+//! before it. A restore checks the chain state's hash against the digest the restored
+//! execution state committed to (`execution::Execution::consensus_digest`).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// First bytes of a snapshot file.
-pub const MAGIC: &[u8; 16] = b"nexus-vsnap-v1\0\0";
+pub const MAGIC: &[u8; 16] = b"nexus-vsnap-v2\0\0";
 /// Snapshots kept; older ones are deleted after a new one is written.
 pub const KEEP: usize = 2;
 const FIXED: usize = 16 + 8 + 32 + 8 + 8 + 32 + 8 + 8;
@@ -34,12 +37,14 @@ pub struct Snapshot {
     pub block_timestamp_ns: u64,
     /// `Execution::snapshot` bytes.
     pub execution: Vec<u8>,
+    /// `ChainState::encode` bytes: the consensus-layer state after the block.
+    pub chain: Vec<u8>,
 }
 
 impl Snapshot {
     /// Its file bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(FIXED + self.execution.len() + 32);
+        let mut out = Vec::with_capacity(FIXED + self.execution.len() + 8 + self.chain.len() + 32);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.height.to_le_bytes());
         out.extend_from_slice(&self.exec_root);
@@ -49,6 +54,8 @@ impl Snapshot {
         out.extend_from_slice(&self.block_timestamp_ns.to_le_bytes());
         out.extend_from_slice(&(self.execution.len() as u64).to_le_bytes());
         out.extend_from_slice(&self.execution);
+        out.extend_from_slice(&(self.chain.len() as u64).to_le_bytes());
+        out.extend_from_slice(&self.chain);
         let checksum = blake3::hash(&out);
         out.extend_from_slice(checksum.as_bytes());
         out
@@ -63,8 +70,10 @@ impl Snapshot {
         }
         let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8"));
         let array_at = |at: usize| -> [u8; 32] { body[at..at + 32].try_into().expect("32") };
-        let length = u64_at(112) as usize;
-        if FIXED.checked_add(length)? != body.len() {
+        let execution_end = FIXED.checked_add(usize::try_from(u64_at(112)).ok()?)?;
+        let chain_at = execution_end.checked_add(8)?;
+        let chain_len = u64::from_le_bytes(body.get(execution_end..chain_at)?.try_into().ok()?);
+        if chain_at.checked_add(usize::try_from(chain_len).ok()?)? != body.len() {
             return None;
         }
         Some(Snapshot {
@@ -74,7 +83,8 @@ impl Snapshot {
             block_time_ms: u64_at(64),
             block_id: array_at(72),
             block_timestamp_ns: u64_at(104),
-            execution: body[FIXED..].to_vec(),
+            execution: body[FIXED..execution_end].to_vec(),
+            chain: body[chain_at..].to_vec(),
         })
     }
 }
@@ -148,6 +158,7 @@ mod tests {
             block_id: [2; 32],
             block_timestamp_ns: 5,
             execution: vec![9; 100],
+            chain: vec![4; 30],
         }
     }
 
@@ -162,6 +173,19 @@ mod tests {
             assert_eq!(Snapshot::decode(&damaged), None, "byte {at}");
         }
         assert_eq!(Snapshot::decode(&bytes[..bytes.len() - 1]), None);
+        // A version 1 file (no chain state) is not read as this version, even intact.
+        let mut old = bytes[..bytes.len() - 32].to_vec();
+        old[..16].copy_from_slice(b"nexus-vsnap-v1\0\0");
+        let checksum = *blake3::hash(&old).as_bytes();
+        old.extend_from_slice(&checksum);
+        assert_eq!(Snapshot::decode(&old), None);
+        // A chain-state length past the end.
+        let mut long = bytes[..bytes.len() - 32].to_vec();
+        let at = FIXED + 100;
+        long[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let checksum = *blake3::hash(&long).as_bytes();
+        long.extend_from_slice(&checksum);
+        assert_eq!(Snapshot::decode(&long), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use consensus::chain::ChainState;
 use consensus::messages::CommitCertificate;
-use consensus::protocol::certified_by_quorum;
+use consensus::protocol::{certified_by_quorum, signed_stake};
 use consensus::types::{SignatureVerifier, ValidatorId};
 use consensus::validators::ValidatorSet;
 
@@ -316,9 +316,20 @@ pub enum Refused {
     /// The assembled bytes are not an intact snapshot of the manifest's height, root, id.
     #[error("the assembled snapshot is damaged or not the manifest's")]
     BadSnapshot,
-    /// The certificate is not of the next block, or not signed by a quorum of the set.
+    /// The certificate is not of the next block, or signed by a quorum of neither the
+    /// genesis set nor the snapshot's set.
     #[error("the certificate of block {0} is not signed by a quorum of the known set")]
     BadCertificate(u64),
+    /// The certificate is signed by a quorum of the snapshot's set, but not by more than
+    /// 1/3 of the genesis set's stake: no genesis validator is known to vouch for it.
+    #[error("the certificate of block {0} is signed by 1/3 of the genesis stake or less")]
+    GenesisMinority(u64),
+    /// The snapshot's chain state does not decode, or is not of its height and chain.
+    #[error("the snapshot's chain state is malformed: {0}")]
+    BadChainState(String),
+    /// The snapshot's chain state is not the one its execution state commits to.
+    #[error("the snapshot's chain state is not the one its execution root commits to")]
+    ChainDigestMismatch,
     /// The certified block names another execution root or parent than the snapshot's.
     #[error("block {0}'s certified parent or execution root is not the snapshot's")]
     RootMismatch(u64),
@@ -373,50 +384,94 @@ impl Assembly {
     }
 }
 
+/// How a joining validator came to trust the certificate of the block after a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Signed by a quorum of the genesis set.
+    GenesisQuorum,
+    /// Signed by a quorum of the snapshot's set (the one that decided the next block) and
+    /// by more than 1/3 of the genesis set's stake.
+    SnapshotSetAndGenesisThird,
+}
+
+impl Trust {
+    /// The name logged in the `state_sync` event.
+    pub fn name(self) -> &'static str {
+        match self {
+            Trust::GenesisQuorum => "genesis_quorum",
+            Trust::SnapshotSetAndGenesisThird => "snapshot_set_and_genesis_third",
+        }
+    }
+}
+
+/// The chain state `snapshot` carries, if it decodes, is of the snapshot's height and of
+/// `chain_id`, and its hash is `committed` (the consensus digest of the snapshot's
+/// restored execution state, which its execution root commits to).
+pub fn chain_state(
+    snapshot: &Snapshot,
+    committed: [u8; 32],
+    chain_id: &[u8; 32],
+) -> Result<ChainState, Refused> {
+    let chain =
+        ChainState::decode(&snapshot.chain).map_err(|e| Refused::BadChainState(e.to_string()))?;
+    if chain.height() != snapshot.height || chain.chain_id() != chain_id {
+        return Err(Refused::BadChainState(format!(
+            "height {} of another chain or height",
+            chain.height()
+        )));
+    }
+    if chain.hash().0 != committed {
+        return Err(Refused::ChainDigestMismatch);
+    }
+    Ok(chain)
+}
+
 /// Checks `snapshot` against the certificate of the next block: it must be of height
-/// `snapshot.height + 1`, signed by a quorum of `set` (the set the joining validator knows),
-/// and name the snapshot's block as parent and its root as the previous execution root.
+/// `snapshot.height + 1`, name the snapshot's block as parent and its root as the
+/// previous execution root, and be signed either by a quorum of `genesis` or by a quorum
+/// of `chain`'s set (the snapshot's chain state, from [`chain_state`], whose set decided
+/// the next block) together with more than 1/3 of `genesis`'s stake (docs/consensus.md,
+/// "State sync and pruning", for the trust this assumes).
 pub fn verify(
     snapshot: &Snapshot,
     next: &CommitCertificate,
-    set: &ValidatorSet,
+    genesis: &ValidatorSet,
+    chain: &ChainState,
     chain_id: &[u8; 32],
     verifier: &dyn SignatureVerifier,
-) -> Result<(), Refused> {
+) -> Result<Trust, Refused> {
     let height = next.block.height;
-    if height != snapshot.height + 1 || !certified_by_quorum(next, set, chain_id, verifier) {
+    if height != snapshot.height + 1 || chain.height() != snapshot.height {
         return Err(Refused::BadCertificate(height));
     }
+    let trust = if certified_by_quorum(next, genesis, chain_id, verifier) {
+        Trust::GenesisQuorum
+    } else if !certified_by_quorum(next, chain.validators(), chain_id, verifier) {
+        return Err(Refused::BadCertificate(height));
+    } else if !genesis.exceeds_one_third(signed_stake(next, genesis, chain_id, verifier)) {
+        return Err(Refused::GenesisMinority(height));
+    } else {
+        Trust::SnapshotSetAndGenesisThird
+    };
     if next.block.prev_exec_root.0 != snapshot.exec_root
         || next.block.prev_hash.0 != snapshot.block_id
     {
         return Err(Refused::RootMismatch(height));
     }
-    Ok(())
+    Ok(trust)
 }
 
-/// The chain state after `height` blocks that held no staking or governance actions and
-/// no evidence, from `genesis`. Whoever uses it checks its hash against the digest the
-/// execution state committed to (a chain whose consensus-layer state changed is refused).
-pub fn quiet_chain_at(
-    mut chain: ChainState,
-    height: u64,
+/// Whether `c` may be the certificate of the block after a snapshot: more than 1/3 of
+/// `genesis`'s stake signed it (what [`verify`] needs on either path). Checked on receipt,
+/// before the snapshot's chain state is known, so that a forged certificate does not
+/// displace a good one.
+pub fn vouched_by_genesis(
+    c: &CommitCertificate,
+    genesis: &ValidatorSet,
+    chain_id: &[u8; 32],
     verifier: &dyn SignatureVerifier,
-) -> ChainState {
-    for h in chain.height() + 1..=height {
-        let block = consensus::block::Block {
-            height: h,
-            timestamp_ns: 0,
-            proposer: ValidatorId([0; 32]),
-            prev_hash: consensus::types::Hash::ZERO,
-            prev_exec_root: consensus::types::Hash::ZERO,
-            evidence: Vec::new(),
-            actions: Vec::new(),
-            payload: Vec::new(),
-        };
-        chain.apply_block(&block, verifier);
-    }
-    chain
+) -> bool {
+    genesis.exceeds_one_third(signed_stake(c, genesis, chain_id, verifier))
 }
 
 #[cfg(test)]

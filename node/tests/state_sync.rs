@@ -4,9 +4,12 @@
 //! with the others on every later execution root, and restarts from what it joined with.
 //! Every validator prunes its block file to the blocks after its newest snapshot minus
 //! [`KEEP`]: the files stay bounded, a pruned validator restarts, and one that was down
-//! longer than that joins from a snapshot at start.
+//! longer than that joins from a snapshot at start. After a leave and a stake change (the
+//! consensus-layer chain state and the validator set differ from genesis, and no genesis
+//! quorum signs any more) a wiped validator still joins from a snapshot, which carries that
+//! chain state.
 //!
-//! Ports 23000-23099 (no other test uses them).
+//! Ports 23000-23299 (no other test uses them).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,6 +81,19 @@ fn wipe(data: &Path) {
 fn events<'a>(cluster: &'a Cluster, i: usize, name: &str) -> Vec<&'a Value> {
     let named = |(j, v): &'a (usize, Value)| (*j == i && v["event"] == name).then_some(v);
     cluster.events.iter().filter_map(named).collect()
+}
+
+/// `nexus ARGS`: exit success and the JSON lines it printed.
+fn nexus(args: &[&str]) -> (bool, Vec<Value>) {
+    let out = std::process::Command::new(common::NEXUS)
+        .args(args)
+        .output()
+        .expect("run nexus");
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    (out.status.success(), lines)
 }
 
 /// Kills validator `i`, starts it again and waits until every validator is 10 heights
@@ -205,6 +221,95 @@ fn a_wiped_validator_joins_from_a_snapshot_and_agrees_on_every_later_root() {
         );
         assert_eq!(store.height(), first + stored.len() as u64 - 1);
     }
+}
+
+/// Submits `nexus stake ACTION` signed by validator `signer`'s key through `addr`;
+/// returns the height of the block that applied it.
+fn stake(dir: &Path, action: &[&str], signer: usize, addr: std::net::SocketAddr) -> u64 {
+    let key = dir.join(format!("validator-{signer}/key"));
+    let args = [
+        "--key",
+        key.to_str().expect("path"),
+        "--addr",
+        &addr.to_string(),
+    ];
+    let (ok, lines) = nexus(&[&["stake"], action, &args[..]].concat());
+    let reply = lines.last().cloned().unwrap_or_default();
+    assert!(ok, "{lines:?}");
+    assert_eq!(reply["applied"], true, "{reply}");
+    reply["height"].as_u64().expect("height")
+}
+
+/// Validator 0 leaves and validator 2 stakes 2 instead of 1 (signed actions through
+/// validator 1's JSON port, effective at the epoch boundary, every 5 blocks): from then on
+/// the chain state differs from genesis and the set is {1: 1, 2: 2, 3: 1}. With validator
+/// 3 down, only validators 1 and 2 sign: half the genesis stake, no genesis quorum, so the
+/// joiner must trust the certificate through the snapshot's set and a third of genesis.
+/// Validator 3, wiped, joins from a snapshot taken after the change, executes nothing at
+/// start, agrees on every later root, sees the new set in its staking view, and restarts
+/// from the snapshot it joined with.
+#[test]
+fn a_wiped_validator_joins_after_the_validator_set_changed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let extra = ["--epoch-length", "5"];
+    let mut cluster = Cluster::start_with(dir.path(), 23200, LOAD_RATE, 11, &extra);
+    cluster.wait_heights(&ALL, 2, BOUND);
+    let json = |i: usize| cluster.config.validators[i].json_addr.expect("json port");
+    let (port, joiner_json) = (json(1), json(JOINER).to_string());
+    let left = stake(dir.path(), &["leave"], 0, port);
+    let restaked = stake(dir.path(), &["set-stake", "--stake", "2"], 2, port);
+    let boundary = left.max(restaked).div_ceil(5) * 5;
+
+    cluster.wait_heights(&ALL, boundary + 1, BOUND);
+    cluster.kill(JOINER);
+    wipe(&dir.path().join(format!("validator-{JOINER}")));
+    // Past the next snapshot (every 25 blocks) after the boundary.
+    let snapshot_after = (boundary / EVERY + 1) * EVERY;
+    cluster.wait_heights(&OTHERS, snapshot_after + 2, BOUND);
+    let finals_before = cluster.finals[JOINER].len();
+    let readies_before = cluster.ready.len();
+    cluster.launch(JOINER);
+    cluster.wait_until("the joiner's ready line", BOUND, |c| {
+        c.ready.len() > readies_before
+    });
+    let synced = events(&cluster, JOINER, "state_sync")
+        .first()
+        .map(|v| (*v).clone());
+    let refused = events(&cluster, JOINER, "state_sync_refused");
+    assert!(refused.is_empty(), "{refused:?}");
+    let synced = synced.expect("a state_sync event");
+    eprintln!("{synced}");
+    let snapshot = synced["height"].as_u64().expect("height");
+    assert!(snapshot >= snapshot_after, "{synced}");
+    let (_, ready) = cluster.ready.last().expect("ready").clone();
+    assert_eq!(ready["state_sync_height"], snapshot, "{ready}");
+    assert_eq!(ready["executed_blocks"], 0, "{ready}");
+
+    let target = cluster.top() + 10;
+    cluster.wait_heights(&ALL, target, BOUND);
+    let after: Vec<u64> = cluster.finals[JOINER][finals_before..].to_vec();
+    assert_eq!(after.first(), Some(&(snapshot + 1)), "{after:?}");
+    for h in snapshot + 1..=target {
+        let (_, by) = &cluster.roots[&h];
+        assert!(by.contains(&JOINER), "the joiner logged height {h}");
+    }
+    // The joiner's chain state is the changed one: validator 2 has stake 2.
+    let (ok, view) = nexus(&["stake", "show", "--addr", &joiner_json]);
+    assert!(ok, "{view:?}");
+    let validator_2 = cluster.config.validators[2].key.clone();
+    let stakes = view[0]["validators"]
+        .as_array()
+        .expect("validators")
+        .clone();
+    let stake_of_2 = stakes.iter().find(|v| v["key"] == validator_2.as_str());
+    assert_eq!(
+        stake_of_2.map(|v| &v["stake"]),
+        Some(&Value::from(2)),
+        "{view:?}"
+    );
+    // Restarted, it starts from the snapshot it joined with and the blocks after it.
+    restart(&mut cluster, JOINER, snapshot);
+    cluster.stop_all();
 }
 
 /// Figures: a validator wiped `NEXUS_BEHIND` blocks (default 1000) behind a loaded devnet

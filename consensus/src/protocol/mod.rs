@@ -1172,6 +1172,38 @@ pub fn certified_by_quorum(
     set.is_quorum(power)
 }
 
+/// The stake of `set` behind `c`: the sum of the stakes of distinct validators of `set`
+/// whose precommit in `c` is for its block, in its round, and validly signed. Precommits
+/// of keys outside `set` count nothing (a set other than the one that decided the block,
+/// such as the genesis set for a state-syncing validator, is measured this way).
+pub fn signed_stake(
+    c: &CommitCertificate,
+    set: &ValidatorSet,
+    chain_id: &[u8; 32],
+    verifier: &dyn crate::types::SignatureVerifier,
+) -> u64 {
+    let id = c.block.id();
+    let mut seen = BTreeSet::new();
+    let mut power: u64 = 0;
+    for v in &c.precommits {
+        let x = &v.vote;
+        let Some(stake) = set.stake_of(&x.validator) else {
+            continue;
+        };
+        let counts = x.kind == VoteKind::Precommit
+            && x.height == c.block.height
+            && x.round == c.round
+            && x.value == Some(id)
+            && !seen.contains(&x.validator)
+            && v.verify(chain_id, verifier);
+        if counts {
+            seen.insert(x.validator);
+            power = power.saturating_add(stake);
+        }
+    }
+    power
+}
+
 /// The prevotes that justify `validValue` (empty if there is none).
 fn valid_pol(hs: &HeightState) -> Vec<SignedVote> {
     match &hs.valid {

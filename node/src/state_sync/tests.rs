@@ -1,4 +1,5 @@
 use consensus::block::Block;
+use consensus::governance::ChainParams;
 use consensus::messages::{SignedVote, Vote, VoteKind};
 use consensus::types::{Ed25519, Hash, Keypair};
 use consensus::validators::Validator;
@@ -16,11 +17,38 @@ fn snapshot() -> Snapshot {
         block_id: [2; 32],
         block_timestamp_ns: 5,
         execution: (0..5_000u32).map(|i| (i % 251) as u8).collect(),
+        chain: chain_at_40(&keys()[..4]).encode(),
     }
 }
 
+/// The chain state after 40 blocks without actions of a chain whose genesis set is
+/// `validators` (stake 1 each).
+fn chain_at_40(validators: &[Keypair]) -> ChainState {
+    let set = validators.iter().map(|k| Validator {
+        id: k.id(),
+        stake: 1,
+    });
+    let genesis = ChainState::genesis(CHAIN, set.collect(), ChainParams::default(), vec![]);
+    let mut chain = genesis.unwrap();
+    for h in 1..=40 {
+        let block = Block {
+            height: h,
+            timestamp_ns: h,
+            proposer: ValidatorId([0; 32]),
+            prev_hash: Hash::ZERO,
+            prev_exec_root: Hash::ZERO,
+            evidence: Vec::new(),
+            actions: Vec::new(),
+            payload: Vec::new(),
+        };
+        chain.apply_block(&block, &Ed25519);
+    }
+    chain
+}
+
+/// Keys 0-3 are the genesis validators; 4-6 joined later.
 fn keys() -> Vec<Keypair> {
-    (1..=4u8).map(|i| Keypair::from_seed([i; 32])).collect()
+    (1..=7u8).map(|i| Keypair::from_seed([i; 32])).collect()
 }
 
 fn set(keys: &[Keypair]) -> ValidatorSet {
@@ -134,8 +162,12 @@ fn a_bad_chunk_is_refused_and_the_good_one_completes_the_snapshot() {
 #[test]
 fn a_snapshot_is_accepted_only_with_a_quorum_certificate_naming_its_root() {
     let keys = keys();
-    let set = set(&keys);
+    let set = set(&keys[..4]);
     let s = snapshot();
+    let chain = chain_at_40(&keys[..4]);
+    let verify = |s: &Snapshot, c: &CommitCertificate, set: &ValidatorSet, id: &[u8; 32], v| {
+        super::verify(s, c, set, &chain, id, v).map(|_| ())
+    };
     let good = certificate(s.block_id, s.exec_root, &keys[..3]);
     assert_eq!(verify(&s, &good, &set, &CHAIN, &Ed25519), Ok(()));
     // Another root (a peer serving a state the quorum did not commit to).
@@ -173,6 +205,103 @@ fn a_snapshot_is_accepted_only_with_a_quorum_certificate_naming_its_root() {
         verify(&later, &good, &set, &CHAIN, &Ed25519),
         Err(Refused::BadCertificate(41))
     );
+}
+
+/// The set changed since genesis: genesis keys 2 and 3 left, keys 4 and 5 joined. A
+/// certificate needs a quorum of the snapshot's set and more than 1/3 of the genesis
+/// stake; a genesis quorum alone still suffices.
+#[test]
+fn after_the_set_changed_the_snapshot_set_and_a_third_of_genesis_must_sign() {
+    let keys = keys();
+    let genesis = set(&keys[..4]);
+    let now = [&keys[0], &keys[1], &keys[4], &keys[5]].map(Clone::clone);
+    let chain = chain_at_40(&now);
+    let mut s = snapshot();
+    s.chain = chain.encode();
+    let signed = |signers: &[&Keypair]| {
+        let signers: Vec<Keypair> = signers.iter().map(|k| (*k).clone()).collect();
+        let c = certificate(s.block_id, s.exec_root, &signers);
+        verify(&s, &c, &genesis, &chain, &CHAIN, &Ed25519)
+    };
+    // 3 of 4 of the snapshot's set, 2 of 4 of the genesis stake (more than 1/3).
+    assert_eq!(
+        signed(&[&keys[0], &keys[1], &keys[4]]),
+        Ok(Trust::SnapshotSetAndGenesisThird)
+    );
+    // A quorum of the snapshot's set with 1/4 of the genesis stake: no genesis
+    // validator is known to vouch for it.
+    assert_eq!(
+        signed(&[&keys[1], &keys[4], &keys[5]]),
+        Err(Refused::GenesisMinority(41))
+    );
+    // Half the genesis stake but 2 of 4 of the snapshot's set: no quorum of either.
+    assert_eq!(
+        signed(&[&keys[0], &keys[1]]),
+        Err(Refused::BadCertificate(41))
+    );
+    // Keys that are in no set count nothing.
+    assert_eq!(
+        signed(&[&keys[0], &keys[4], &keys[6]]),
+        Err(Refused::BadCertificate(41))
+    );
+    // A quorum of the genesis set is trusted as before.
+    assert_eq!(
+        signed(&[&keys[0], &keys[1], &keys[2]]),
+        Ok(Trust::GenesisQuorum)
+    );
+    // The new path still needs the snapshot's block and root.
+    let other = certificate(
+        s.block_id,
+        [8; 32],
+        &[&keys[0], &keys[1], &keys[4]].map(Clone::clone),
+    );
+    assert_eq!(
+        verify(&s, &other, &genesis, &chain, &CHAIN, &Ed25519),
+        Err(Refused::RootMismatch(41))
+    );
+    // Receipt check: more than 1/3 of the genesis stake.
+    let vouched = |signers: &[&Keypair]| {
+        let signers: Vec<Keypair> = signers.iter().map(|k| (*k).clone()).collect();
+        let c = certificate(s.block_id, s.exec_root, &signers);
+        vouched_by_genesis(&c, &genesis, &CHAIN, &Ed25519)
+    };
+    assert!(vouched(&[&keys[0], &keys[1], &keys[4]]));
+    assert!(!vouched(&[&keys[1], &keys[4], &keys[5]]));
+}
+
+/// The chain state a snapshot carries must decode, be of its height and chain, and hash
+/// to the digest its execution state commits to.
+#[test]
+fn a_chain_state_that_is_not_the_committed_one_is_refused() {
+    let keys = keys();
+    let s = snapshot();
+    let chain = chain_at_40(&keys[..4]);
+    let digest = chain.hash().0;
+    assert_eq!(chain_state(&s, digest, &CHAIN), Ok(chain.clone()));
+    // Another chain state (another set) than the one the execution root commits to.
+    let mut other = s.clone();
+    other.chain = chain_at_40(&keys[1..5]).encode();
+    assert_eq!(
+        chain_state(&other, digest, &CHAIN),
+        Err(Refused::ChainDigestMismatch)
+    );
+    // Another height, another chain id, bytes that are no chain state.
+    let mut lower = s.clone();
+    lower.height = 39;
+    assert!(matches!(
+        chain_state(&lower, digest, &CHAIN),
+        Err(Refused::BadChainState(_))
+    ));
+    assert!(matches!(
+        chain_state(&s, digest, &[0; 32]),
+        Err(Refused::BadChainState(_))
+    ));
+    let mut garbage = s.clone();
+    garbage.chain.truncate(garbage.chain.len() - 1);
+    assert!(matches!(
+        chain_state(&garbage, digest, &CHAIN),
+        Err(Refused::BadChainState(_))
+    ));
 }
 
 #[test]

@@ -411,8 +411,7 @@ impl Application for NodeApp {
         recovering: bool,
         now_ns: u64,
     ) -> Result<Hash, HostError> {
-        let consensus = execution::ConsensusState::from(chain);
-        let root = self.apply_decided(cert, &consensus, recovering, now_ns)?;
+        let root = self.apply_decided(cert, chain, recovering, now_ns)?;
         let answers = self.actions.on_block(&cert.block, chain);
         if let Some(json) = self.json.as_mut() {
             json.governance_applied(&cert.block, chain);
@@ -714,10 +713,11 @@ impl NodeApp {
     fn apply_decided(
         &mut self,
         cert: &CommitCertificate,
-        consensus: &execution::ConsensusState,
+        chain: &ChainState,
         recovering: bool,
         now_ns: u64,
     ) -> Result<Hash, HostError> {
+        let consensus = &execution::ConsensusState::from(chain);
         let block = &cert.block;
         let height = block.height;
         let DecidedItems {
@@ -763,7 +763,7 @@ impl NodeApp {
         }
         let snapshot_due = self.snapshot_every > 0 && height.is_multiple_of(self.snapshot_every);
         if !recovering && snapshot_due {
-            self.write_snapshot(cert, root)?;
+            self.write_snapshot(cert, root, chain)?;
         }
         Ok(root)
     }
@@ -896,9 +896,14 @@ impl NodeApp {
         }
     }
 
-    /// Writes the executed state after block `cert` (execution root `root`) durably and logs
-    /// it.
-    fn write_snapshot(&mut self, cert: &CommitCertificate, root: Hash) -> Result<(), HostError> {
+    /// Writes the executed state after block `cert` (execution root `root`) and the chain
+    /// state after it durably and logs it.
+    fn write_snapshot(
+        &mut self,
+        cert: &CommitCertificate,
+        root: Hash,
+        chain: &ChainState,
+    ) -> Result<(), HostError> {
         let shared = self.shared.get_mut();
         let snapshot = Snapshot {
             height: cert.block.height,
@@ -908,8 +913,9 @@ impl NodeApp {
             block_id: cert.block.id().0,
             block_timestamp_ns: cert.block.timestamp_ns,
             execution: shared.execution.snapshot(),
+            chain: chain.encode(),
         };
-        let bytes = snapshot.execution.len();
+        let bytes = snapshot.execution.len() + snapshot.chain.len();
         let path = chain_snapshot::write(&self.snapshots, &snapshot)
             .map_err(|e| HostError::Io(self.snapshots.clone(), e))?;
         self.event(json!({
@@ -951,32 +957,28 @@ impl NodeApp {
         Some((height, Hash(snapshot.exec_root)))
     }
 
-    /// Restores `snapshot` (from a peer, or kept after a state sync) as this validator's
-    /// state: it must restore to its recorded root and commit to `chain`'s hash (the
-    /// consensus-layer state the caller derived for its height).
-    pub(super) fn restore_snapshot(
-        &mut self,
+    /// Opens `snapshot` (from a peer, or kept after a state sync) without installing it:
+    /// its execution state must restore to its recorded root, and its chain state must
+    /// decode, be of its height and `chain_id`, and hash to the consensus digest that
+    /// execution state commits to.
+    pub(super) fn open_snapshot(
+        &self,
         snapshot: &Snapshot,
-        chain: &ChainState,
-    ) -> Result<(), String> {
+        chain_id: &[u8; 32],
+    ) -> Result<(Execution, ChainState), String> {
         let mut execution = Execution::restore(self.execution_config.clone(), &snapshot.execution)
             .map_err(|e| format!("the snapshot does not restore: {e}"))?;
         if execution.root() != snapshot.exec_root {
             return Err("the snapshot's state has another root than it names".into());
         }
-        if execution.consensus_digest() != chain.hash().0 {
-            return Err(
-                "the chain's staking or governance state changed since genesis: \
-                 state sync does not carry it yet"
-                    .into(),
-            );
-        }
-        self.install_execution(execution, snapshot);
-        Ok(())
+        let digest = execution.consensus_digest();
+        let chain = crate::state_sync::chain_state(snapshot, digest, chain_id)
+            .map_err(|e| e.to_string())?;
+        Ok((execution, chain))
     }
 
     /// Makes `execution` (restored from `snapshot`) this validator's state.
-    fn install_execution(&mut self, execution: Execution, snapshot: &Snapshot) {
+    pub(super) fn install_execution(&mut self, execution: Execution, snapshot: &Snapshot) {
         self.eth_history = EthHistory::new(
             execution.evm().head(),
             self.eth_history.capacity(),

@@ -5,19 +5,19 @@
 //! after its own) asks its peers for their newest snapshot's manifest; if one
 //! offers a snapshot, it fetches the chunks (each checked against the manifest, a bad one
 //! fetched again from another peer that offered the same snapshot), asks for the commit
-//! certificate of the next block (a sync request), and accepts the snapshot only if that
-//! certificate is signed by a quorum of the genesis set and names the snapshot's block and
-//! root, the state restores to that root, and the consensus-layer state it commits to is
-//! the genesis one advanced to its height (no staking or governance action since genesis;
-//! else it starts from genesis). It writes the snapshot, starts its block file after it,
-//! and catches up through the host's sync. Each stage is logged with bytes and ms.
+//! certificate of the next block (a sync request), and accepts the snapshot only if its
+//! execution state restores to its root, the chain state it carries hashes to the digest
+//! that state commits to, and the certificate names the snapshot's block and root and is
+//! signed by a quorum of the genesis set, or by a quorum of the snapshot's set and more
+//! than 1/3 of the genesis stake ([`crate::state_sync::verify`]); else it starts from
+//! genesis. It writes the snapshot, starts its block file after it, and catches up through
+//! the host's sync. Each stage is logged with bytes and ms.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use consensus::host::{app_frame, sync_frame, FRAME_APP, FRAME_MESSAGE};
 use consensus::messages::Message;
-use consensus::protocol::certified_by_quorum;
 
 use crate::state_sync::{self, Assembly, Manifest, SyncMessage};
 
@@ -150,16 +150,17 @@ impl Shell {
         let chunks_ms = fetch.elapsed().as_millis() as u64;
         let verify = Instant::now();
         let next = joining.next.take().expect("fetched with its certificate");
-        if let Err(why) = self.install(&snapshot, &next, genesis, chain_id) {
-            return self.join_failed(manifest.height, &why).map(|()| None);
-        }
+        let trust = match self.install(&snapshot, &next, genesis, chain_id) {
+            Ok(trust) => trust,
+            Err(why) => return self.join_failed(manifest.height, &why).map(|()| None),
+        };
         self.host.app().event(json!({
             "event": "state_sync", "index": self.host.app().index, "height": snapshot.height,
             "peers_height": joining.seen, "chunks": manifest.hashes.len(),
             "manifest_bytes": joining.manifest_bytes, "manifest_ms": manifest_ms,
             "chunk_bytes": joining.chunk_bytes, "certificate_bytes": joining.cert_bytes,
             "chunks_ms": chunks_ms, "verify_load_ms": verify.elapsed().as_millis() as u64,
-            "snapshot_bytes": manifest.total,
+            "snapshot_bytes": manifest.total, "trust": trust.name(),
         }))?;
         self.catch_up = Some(CatchUp {
             since: Instant::now(),
@@ -306,10 +307,13 @@ impl Shell {
         else {
             return;
         };
-        // Checked against the genesis set on receipt, so that a peer's forged certificate
-        // does not displace a good one (the snapshot is checked against it again).
+        // More than 1/3 of the genesis stake must sign it (checked on receipt, so that a
+        // peer's forged certificate does not displace a good one; the snapshot is checked
+        // against it in full once its chain state is known). The host applied nothing yet:
+        // its chain is the genesis one.
         let chain = self.host.chain();
-        let certified = || certified_by_quorum(&c, chain.validators(), chain.chain_id(), &Ed25519);
+        let certified =
+            || state_sync::vouched_by_genesis(&c, chain.validators(), chain.chain_id(), &Ed25519);
         if c.block.height == snapshot_height + 1 && joining.next.is_none() && certified() {
             joining.cert_bytes += r.frame.len() as u64;
             joining.next = Some(c);
@@ -368,48 +372,49 @@ impl Shell {
         }
     }
 
-    /// Checks `snapshot` against `next` (the certificate of the block after it) and the
-    /// genesis set, restores it, and starts the host and the block file after it.
+    /// Opens `snapshot` (execution state and chain state, each checked against the
+    /// execution root), checks it against `next` (the certificate of the block after it),
+    /// the genesis set and its own chain state's set, and starts the host and the block
+    /// file after it. Returns how the certificate was trusted.
     fn install(
         &mut self,
         snapshot: &Snapshot,
         next: &CommitCertificate,
         genesis: &ChainState,
         chain_id: &[u8; 32],
-    ) -> Result<(), String> {
-        let chain = state_sync::quiet_chain_at(genesis.clone(), snapshot.height, &Ed25519);
-        state_sync::verify(snapshot, next, chain.validators(), chain_id, &Ed25519)
-            .map_err(|e| e.to_string())?;
+    ) -> Result<state_sync::Trust, String> {
         let app = self.host.app_mut();
-        // Written first: if restoring fails, a snapshot past the (empty) block file is
-        // never loaded, and nothing after the restore can fail.
+        let (execution, chain) = app.open_snapshot(snapshot, chain_id)?;
+        let trust = state_sync::verify(
+            snapshot,
+            next,
+            genesis.validators(),
+            &chain,
+            chain_id,
+            &Ed25519,
+        )
+        .map_err(|e| e.to_string())?;
+        // Written first: if writing fails, nothing is installed; a snapshot past the
+        // (empty) block file is never loaded, and nothing after the install can fail.
         chain_snapshot::write(&app.snapshots, snapshot).map_err(|e| e.to_string())?;
-        app.restore_snapshot(snapshot, &chain)?;
+        app.install_execution(execution, snapshot);
         self.blocks
             .start_after(snapshot.height)
             .map_err(|e| e.to_string())?;
         let last = (Hash(snapshot.block_id), snapshot.block_timestamp_ns);
         self.host
             .start_from_snapshot(chain, Hash(snapshot.exec_root), last);
-        Ok(())
+        Ok(trust)
     }
 
     /// After the snapshot of block `height` (if one was due): drops the blocks before
-    /// `height - prune_keep_blocks` from the block file and the host, if the chain's
-    /// consensus-layer state is one a restart can derive (see `recover_after_snapshot`).
+    /// `height - prune_keep_blocks` from the block file and the host (a restart starts
+    /// from the snapshot, which carries the chain state).
     pub(super) fn maybe_prune(&mut self, height: Height) -> Result<(), HostError> {
         let every = self.host.app().snapshot_every;
         let keep = self.prune_keep_blocks;
         if keep == 0 || every == 0 || !height.is_multiple_of(every) || height <= keep {
             return Ok(());
-        }
-        let quiet = self.quiet_chain.clone();
-        self.quiet_chain = state_sync::quiet_chain_at(quiet, height, &Ed25519);
-        if self.quiet_chain.hash() != self.host.chain().hash() {
-            return self.host.app().event(json!({
-                "event": "prune_skipped", "index": self.host.app().index, "height": height,
-                "why": "staking or governance changed since genesis",
-            }));
         }
         let through = height - keep;
         let removed = self.blocks.prune_through(through)?;
@@ -442,9 +447,10 @@ impl Shell {
                     base + 1
                 ))
             })?;
-        let chain = state_sync::quiet_chain_at(genesis.clone(), snapshot.height, &Ed25519);
-        app.restore_snapshot(&snapshot, &chain)
+        let (execution, chain) = app
+            .open_snapshot(&snapshot, genesis.chain_id())
             .map_err(HostError::Config)?;
+        app.install_execution(execution, &snapshot);
         let last_block = (Hash(snapshot.block_id), snapshot.block_timestamp_ns);
         self.host
             .start_from_snapshot(chain, Hash(snapshot.exec_root), last_block);

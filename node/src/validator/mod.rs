@@ -303,10 +303,6 @@ struct Shell {
     pending_frames: Vec<Received>,
     /// Blocks kept before the newest snapshot (0: all).
     prune_keep_blocks: u64,
-    /// The genesis chain state advanced through empty blocks to the last pruning: a pruned
-    /// file restarts from a snapshot whose chain state is derived that way, so blocks are
-    /// pruned only while the chain's state equals it.
-    quiet_chain: ChainState,
     /// Rewrites broadcasts to equivocate (test only, `--byzantine-equivocate`).
     equivocator: Option<byzantine::Equivocator>,
 }
@@ -507,7 +503,6 @@ async fn run_validator(
         catch_up: None,
         pending_frames: Vec::new(),
         prune_keep_blocks: config.prune_keep_blocks,
-        quiet_chain: genesis.clone(),
         equivocator: args.byzantine_equivocate.then(|| {
             let ids: Vec<ValidatorId> = peers.iter().map(|p| p.id).collect();
             byzantine::Equivocator::new(keypair.clone(), chain_id, &ids)
