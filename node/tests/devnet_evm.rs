@@ -131,8 +131,12 @@ impl Cluster {
     }
 }
 
-/// Validator `v`'s filters (installed before `sent` went to another validator) report the
-/// forwarded transactions as pending and the contract's log `quoted` (and only its logs).
+/// Validator `v`'s filters (installed before `sent` went to another validator) report
+/// forwarded transactions as pending, and only those, and the contract's log `quoted` (and
+/// only its logs). A transaction is pending on `v` only if its forward reached `v` before the
+/// block holding it (as in Ethereum, one first seen in a block is never pending): proposals
+/// go on the consensus lane, ahead of forwarded transactions, so on a loaded machine a
+/// proposal can overtake one forward. Both overtaking theirs is not expected.
 fn filters_on_another_validator(
     v: SocketAddr,
     filters: (&Value, &Value),
@@ -141,12 +145,17 @@ fn filters_on_another_validator(
 ) {
     let (logs, pending) = filters;
     let pooled = result(v, "eth_getFilterChanges", json!([pending]));
-    for hash in sent {
-        assert!(
-            pooled.as_array().unwrap().contains(&json!(hash)),
-            "{hash} in {pooled}"
-        );
-    }
+    let pooled = pooled.as_array().expect("hashes");
+    assert!(
+        sent.iter().any(|hash| pooled.contains(&json!(hash))),
+        "one of {sent:?} in {pooled:?}"
+    );
+    assert!(
+        pooled
+            .iter()
+            .all(|hash| sent.iter().any(|s| *hash == json!(s))),
+        "only {sent:?} in {pooled:?}"
+    );
     let changes = result(v, "eth_getFilterChanges", json!([logs]));
     let changes = changes.as_array().expect("logs");
     assert!(changes.contains(quoted), "{changes:?}");
