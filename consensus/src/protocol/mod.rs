@@ -1140,10 +1140,17 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
     }
 }
 
+/// Whether `vote` is a precommit for `c`'s block (id `id`), at its height and in its round.
+fn precommits_block(c: &CommitCertificate, id: Hash, vote: &Vote) -> bool {
+    vote.kind == VoteKind::Precommit
+        && vote.height == c.block.height
+        && vote.round == c.round
+        && vote.value == Some(id)
+}
+
 /// Whether `c` carries precommits for its block, in its round, from distinct validators of
-/// `set` holding more than 2/3 of its stake, each validly signed.
-/// Whether `c` carries precommits for its block from a quorum of `set` (each signature
-/// checked, at most one per validator).
+/// `set` holding more than 2/3 of its stake, each validly signed (and nothing else: a
+/// precommit of another key, for another block or badly signed makes it `false`).
 pub fn certified_by_quorum(
     c: &CommitCertificate,
     set: &ValidatorSet,
@@ -1158,12 +1165,7 @@ pub fn certified_by_quorum(
         let Some(stake) = set.stake_of(&x.validator) else {
             return false;
         };
-        if x.kind != VoteKind::Precommit
-            || x.height != c.block.height
-            || x.round != c.round
-            || x.value != Some(id)
-            || !seen.insert(x.validator)
-            || !v.verify(chain_id, verifier)
+        if !precommits_block(c, id, x) || !seen.insert(x.validator) || !v.verify(chain_id, verifier)
         {
             return false;
         }
@@ -1190,10 +1192,7 @@ pub fn signed_stake(
         let Some(stake) = set.stake_of(&x.validator) else {
             continue;
         };
-        let counts = x.kind == VoteKind::Precommit
-            && x.height == c.block.height
-            && x.round == c.round
-            && x.value == Some(id)
+        let counts = precommits_block(c, id, x)
             && !seen.contains(&x.validator)
             && v.verify(chain_id, verifier);
         if counts {
