@@ -112,6 +112,7 @@ pub fn run(
         data_dir: Some(prepared.validator_dir),
         byzantine_forge: false,
         byzantine_equivocate: false,
+        byzantine_double_vote: false,
         safety_lost: false,
         peer_addrs: Vec::new(),
     };

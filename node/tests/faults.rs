@@ -452,6 +452,68 @@ fn an_equivocating_validator_is_slashed_and_jailed_and_the_others_stay_live() {
     }
 }
 
+/// Validator 2 turns double voter under load: SIGKILLed once the cluster runs, restarted
+/// with `--byzantine-double-vote` (its data folder kept). It proposes honestly, but each of
+/// its prevotes for a block, at whatever height and round and whoever proposed, is followed
+/// by a prevote for nil: a double voter that need not be the proposer. The others must stay
+/// safe and live, report evidence naming it alone, and slash and jail it in every
+/// validator's state.
+#[test]
+fn a_double_voting_validator_is_slashed_and_jailed_and_the_others_stay_live() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let byzantine = 2;
+    let mut run = Run::start_with(22700, 7, &["--stake", "20"]);
+    run.phase(Phase::During);
+    let turned = settled_top(&mut run.cluster);
+    run.cluster.kill(byzantine);
+    run.cluster.validator_args[byzantine].push("--byzantine-double-vote".into());
+    run.cluster.launch(byzantine);
+    run.byzantine = Some(byzantine);
+    run.cluster
+        .wait_until("validator 2 ready again", LIVENESS_BOUND, |c| {
+            c.ready.len() == VALIDATORS + 1
+        });
+    let key = run.cluster.config.validators[byzantine].key.clone();
+    let (jailed_at, stake) = wait_jailed(&mut run, &key);
+    let jailed = Instant::now();
+    assert!(
+        stake == 19 || stake == 18,
+        "slashed 5% of 20 once or twice: {stake}"
+    );
+    run.schedule_until = jailed_at;
+    let honest = [0, 1, 3];
+    let top = settled_top(&mut run.cluster);
+    run.cluster.wait_heights(&honest, top + 10, LIVENESS_BOUND);
+    run.probe_progress(
+        10,
+        "probe orders finalized after the double voter was jailed",
+    );
+    let recovery = run.recovered(&ALL, jailed);
+    let double_voted: Vec<u64> = run
+        .cluster
+        .events
+        .iter()
+        .filter(|(i, v)| *i == byzantine && v["event"] == "double_voted")
+        .map(|(_, v)| v["height"].as_u64().expect("height"))
+        .collect();
+    assert!(
+        !double_voted.is_empty(),
+        "validator {byzantine} double-voted"
+    );
+    assert!(
+        double_voted.iter().all(|&h| h > turned),
+        "double-voted only after its restart ({turned}): {double_voted:?}"
+    );
+    let evidence = run.cluster.evidence;
+    assert!(evidence > 0, "evidence reported");
+    run.finish(
+        "byzantine_double_vote",
+        json!({"byzantine": byzantine, "first_double_vote_at": double_voted.first(),
+            "jailed_at": jailed_at, "stake_after": stake, "evidence_lines": evidence,
+            "first_final_after_jail_ms": recovery.as_millis()}),
+    );
+}
+
 /// Validator 1's disk fills up: while it runs, its file size limit is set to the size of
 /// the smaller of its safety journal and its block file (`prlimit --fsize`), so its next
 /// safety save or block append, whichever comes first, fails (`EFBIG`, where a full disk

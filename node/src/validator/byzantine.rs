@@ -1,8 +1,10 @@
-//! Test hook `--byzantine-equivocate`: a validator that equivocates on purpose, for the
-//! fault suite (`node/tests/faults.rs`). Never for a real validator: it signs conflicting
-//! messages, bypassing the safety store, which is exactly what slashing punishes.
+//! Test hooks `--byzantine-equivocate` and `--byzantine-double-vote`: a validator that
+//! equivocates on purpose, for the fault suite (`node/tests/faults.rs`). Never for a real
+//! validator: it signs conflicting messages, bypassing the safety store, which is exactly
+//! what slashing punishes.
 //!
-//! It only rewrites what the shell broadcasts; the host and its core stay honest:
+//! It only rewrites what the shell broadcasts; the host and its core stay honest. With
+//! `--byzantine-equivocate` ([`Mode::SplitProposals`]):
 //!
 //! - **Equivocating proposer.** A proposal of its own for a new block (no proof of lock)
 //!   gets a twin: the same block with its timestamp 1 ns later (so a different block id,
@@ -15,6 +17,11 @@
 //!
 //! Everything else (other rounds' votes, precommits, other frames) is broadcast unchanged.
 //! Each equivocation is logged (`{"event":"equivocated","height","round"}`).
+//!
+//! With `--byzantine-double-vote` ([`Mode::DoubleVote`]) it proposes honestly, but every
+//! prevote it sends for a block (anyone's) is followed by a second prevote for nil at the
+//! same height and round, to every peer: a double voter that need not be the proposer.
+//! Logged as `{"event":"double_voted","height","round"}`.
 
 use std::collections::BTreeMap;
 
@@ -37,6 +44,15 @@ pub(super) enum Send {
     To(ValidatorId, Frame),
 }
 
+/// How the validator equivocates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Twin proposals to two halves of its peers, and a prevote for each.
+    SplitProposals,
+    /// Honest proposals; a nil prevote beside each of its prevotes for a block.
+    DoubleVote,
+}
+
 /// A second proposal signed for a height and round.
 struct Twin {
     /// The first proposal's block id.
@@ -49,6 +65,7 @@ struct Twin {
 
 /// The equivocating rewrite of a validator's broadcasts.
 pub(super) struct Equivocator {
+    mode: Mode,
     key: Keypair,
     chain_id: [u8; 32],
     /// Peers sent the first block.
@@ -59,9 +76,14 @@ pub(super) struct Equivocator {
 }
 
 impl Equivocator {
-    /// An equivocator signing with `key` on `chain_id`, splitting `validators` (in
+    /// An equivocator in `mode` signing with `key` on `chain_id`, splitting `validators` (in
     /// configuration order; its own id is skipped) into two halves.
-    pub(super) fn new(key: Keypair, chain_id: [u8; 32], validators: &[ValidatorId]) -> Self {
+    pub(super) fn new(
+        mode: Mode,
+        key: Keypair,
+        chain_id: [u8; 32],
+        validators: &[ValidatorId],
+    ) -> Self {
         let peers: Vec<ValidatorId> = validators
             .iter()
             .copied()
@@ -69,6 +91,7 @@ impl Equivocator {
             .collect();
         let (first, second) = peers.split_at(peers.len().div_ceil(2));
         Equivocator {
+            mode,
             key,
             chain_id,
             first_half: first.to_vec(),
@@ -84,11 +107,47 @@ impl Equivocator {
             Some((&FRAME_MESSAGE, body)) => Message::decode(body).ok(),
             _ => None,
         };
-        match message {
-            Some(Message::Proposal(p)) if self.is_new_own(&p) => self.split_proposal(frame, &p),
-            Some(Message::Vote(v)) => (self.double_prevote(frame, &v), None),
+        match (self.mode, message) {
+            (Mode::SplitProposals, Some(Message::Proposal(p))) if self.is_new_own(&p) => {
+                self.split_proposal(frame, &p)
+            }
+            (Mode::SplitProposals, Some(Message::Vote(v))) => {
+                (self.double_prevote(frame, &v), None)
+            }
+            (Mode::DoubleVote, Some(Message::Vote(v))) => self.nil_prevote_too(frame, &v),
             _ => (vec![Send::All(frame)], None),
         }
+    }
+
+    /// A prevote for a block, then a second prevote for nil at the same height and round,
+    /// both to every peer (logged); any other vote unchanged.
+    fn nil_prevote_too(
+        &self,
+        frame: Frame,
+        v: &SignedVote,
+    ) -> (Vec<Send>, Option<serde_json::Value>) {
+        let vote = v.vote;
+        if vote.kind != VoteKind::Prevote || vote.value.is_none() {
+            return (vec![Send::All(frame)], None);
+        }
+        let second = self.signed(Vote {
+            value: None,
+            ..vote
+        });
+        let event = json!({"event": "double_voted", "height": vote.height, "round": vote.round});
+        (
+            vec![
+                Send::All(frame),
+                Send::All(message_frame(&Message::Vote(second))),
+            ],
+            Some(event),
+        )
+    }
+
+    /// `vote` signed with this validator's key.
+    fn signed(&self, vote: Vote) -> SignedVote {
+        let signature = self.key.sign(&vote.signing_bytes(&self.chain_id));
+        SignedVote { vote, signature }
     }
 
     /// A proposal of this validator's for a new block (a re-proposal's proof of lock would
@@ -167,15 +226,10 @@ impl Equivocator {
         let Some(twin) = twin else {
             return vec![Send::All(frame)];
         };
-        let second = Vote {
+        let second = self.signed(Vote {
             value: Some(twin.id),
             ..vote
-        };
-        let signature = self.key.sign(&second.signing_bytes(&self.chain_id));
-        let second = SignedVote {
-            vote: second,
-            signature,
-        };
+        });
         vec![
             Send::All(frame),
             Send::All(message_frame(&Message::Vote(second))),
@@ -235,7 +289,7 @@ mod tests {
     fn it_splits_its_proposal_and_double_prevotes() {
         let keys = keys();
         let ids: Vec<_> = keys.iter().map(Keypair::id).collect();
-        let mut e = Equivocator::new(keys[3].clone(), CHAIN, &ids);
+        let mut e = Equivocator::new(Mode::SplitProposals, keys[3].clone(), CHAIN, &ids);
         let p = proposal(&keys[3]);
         let frame = message_frame(&Message::Proposal(p.clone()));
         let (sends, event) = e.on_broadcast(frame.clone());
@@ -279,13 +333,62 @@ mod tests {
         assert_eq!(evidence.offender(), ids[3]);
     }
 
+    /// A double voter proposes honestly and sends each of its prevotes for a block, anyone's,
+    /// with a nil prevote beside it (evidence against it); nil prevotes and precommits go
+    /// unchanged.
+    #[test]
+    fn a_double_voter_adds_a_nil_prevote_to_each_prevote_for_a_block() {
+        let keys = keys();
+        let ids: Vec<_> = keys.iter().map(Keypair::id).collect();
+        let mut e = Equivocator::new(Mode::DoubleVote, keys[3].clone(), CHAIN, &ids);
+        let own = message_frame(&Message::Proposal(proposal(&keys[3])));
+        assert_eq!(e.on_broadcast(own.clone()), (vec![Send::All(own)], None));
+        let others = proposal(&keys[0]).signed.proposal.block_id;
+        let vote = |kind, value| {
+            let vote = Vote {
+                kind,
+                height: 5,
+                round: 2,
+                value,
+                validator: ids[3],
+            };
+            let signature = keys[3].sign(&vote.signing_bytes(&CHAIN));
+            SignedVote { vote, signature }
+        };
+        let first = vote(VoteKind::Prevote, Some(others));
+        let frame = message_frame(&Message::Vote(first));
+        let (sends, event) = e.on_broadcast(frame.clone());
+        assert_eq!(event.expect("logged")["round"], 2);
+        assert_eq!(sends[0], Send::All(frame));
+        let Send::All(second) = &sends[1] else {
+            panic!("{sends:?}")
+        };
+        let Message::Vote(second) = decode(second) else {
+            panic!("a vote")
+        };
+        assert_eq!(second.vote.value, None);
+        let evidence = Evidence::double_vote(first, second);
+        assert_eq!(evidence.check(&CHAIN, &Ed25519), Ok(()));
+        assert_eq!(evidence.offender(), ids[3]);
+        for unchanged in [
+            vote(VoteKind::Prevote, None),
+            vote(VoteKind::Precommit, Some(others)),
+        ] {
+            let frame = message_frame(&Message::Vote(unchanged));
+            assert_eq!(
+                e.on_broadcast(frame.clone()),
+                (vec![Send::All(frame)], None)
+            );
+        }
+    }
+
     /// Precommits, other validators' proposals and prevotes of slots without a twin go to
     /// every peer unchanged.
     #[test]
     fn anything_else_is_broadcast_unchanged() {
         let keys = keys();
         let ids: Vec<_> = keys.iter().map(Keypair::id).collect();
-        let mut e = Equivocator::new(keys[3].clone(), CHAIN, &ids);
+        let mut e = Equivocator::new(Mode::SplitProposals, keys[3].clone(), CHAIN, &ids);
         let other = message_frame(&Message::Proposal(proposal(&keys[0])));
         let vote = Vote {
             kind: VoteKind::Precommit,

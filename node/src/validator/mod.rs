@@ -149,6 +149,11 @@ pub struct ValidatorArgs {
     /// validators must stay safe and live, and slash and jail it from the evidence.
     #[arg(long, hide = true)]
     pub byzantine_equivocate: bool,
+    /// Test only: behave as a double voter (`validator::byzantine`): it proposes honestly,
+    /// but each of its prevotes for a block is followed by a prevote for nil at the same
+    /// height and round. Honest validators must stay safe and live, and slash and jail it.
+    #[arg(long, hide = true, conflicts_with = "byzantine_equivocate")]
+    pub byzantine_double_vote: bool,
     /// This validator's safety file was lost (with the rest of its data folder): hold
     /// signing as when the file is missing beside a block file (docs/consensus.md, "Lost
     /// safety state").
@@ -503,9 +508,9 @@ async fn run_validator(
         catch_up: None,
         pending_frames: Vec::new(),
         prune_keep_blocks: config.prune_keep_blocks,
-        equivocator: args.byzantine_equivocate.then(|| {
+        equivocator: byzantine_mode(&args).map(|mode| {
             let ids: Vec<ValidatorId> = peers.iter().map(|p| p.id).collect();
-            byzantine::Equivocator::new(keypair.clone(), chain_id, &ids)
+            byzantine::Equivocator::new(mode, keypair.clone(), chain_id, &ids)
         }),
     };
     // With an empty block file, or behind what pruning peers still hold, join from a
@@ -945,6 +950,17 @@ impl Shell {
             Some(event) => self.host.app().event(event),
             None => Ok(()),
         }
+    }
+}
+
+/// How a validator started with a byzantine test flag equivocates (`None`: it is honest).
+fn byzantine_mode(args: &ValidatorArgs) -> Option<byzantine::Mode> {
+    if args.byzantine_equivocate {
+        Some(byzantine::Mode::SplitProposals)
+    } else if args.byzantine_double_vote {
+        Some(byzantine::Mode::DoubleVote)
+    } else {
+        None
     }
 }
 
