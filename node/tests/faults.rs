@@ -372,6 +372,60 @@ fn a_proposer_killed_before_its_turn_is_routed_around_and_rejoins() {
     );
 }
 
+/// Turns validator `byzantine` byzantine once the cluster runs under load: SIGKILLed and
+/// restarted with `flag`, its data folder kept. Returns the settled height before it
+/// turned (heights up to it were decided by the honest process).
+fn turn_byzantine(run: &mut Run, byzantine: usize, flag: &str) -> u64 {
+    run.phase(Phase::During);
+    let turned = settled_top(&mut run.cluster);
+    run.cluster.kill(byzantine);
+    run.cluster.validator_args[byzantine].push(flag.into());
+    run.cluster.launch(byzantine);
+    run.byzantine = Some(byzantine);
+    run.cluster
+        .wait_until("the byzantine validator ready again", LIVENESS_BOUND, |c| {
+            c.ready.len() == VALIDATORS + 1
+        });
+    turned
+}
+
+/// What jailing a byzantine validator took.
+struct Jailed {
+    /// The block that jailed it.
+    at: u64,
+    /// Its stake after the slash.
+    stake: u64,
+    /// From the jailing to the first final after it, on all four.
+    recovery: Duration,
+}
+
+/// Waits until every state shows `byzantine` slashed (20 -> 19, or 18 if the jailing block
+/// holds evidence of two heights) and jailed, then until the other three finalize 10 more
+/// heights and 10 more probe orders without it.
+fn jailed_while_the_others_go_on(run: &mut Run, byzantine: usize) -> Jailed {
+    let key = run.cluster.config.validators[byzantine].key.clone();
+    let (at, stake) = wait_jailed(run, &key);
+    let jailed = Instant::now();
+    assert!(
+        stake == 19 || stake == 18,
+        "slashed 5% of 20 once or twice: {stake}"
+    );
+    run.schedule_until = at;
+    let honest: Vec<usize> = (0..VALIDATORS).filter(|&i| i != byzantine).collect();
+    let top = settled_top(&mut run.cluster);
+    run.cluster.wait_heights(&honest, top + 10, LIVENESS_BOUND);
+    run.probe_progress(
+        10,
+        "probe orders finalized after the byzantine validator was jailed",
+    );
+    let recovery = run.recovered(&ALL, jailed);
+    Jailed {
+        at,
+        stake,
+        recovery,
+    }
+}
+
 /// Validator 3 turns byzantine under load: SIGKILLed once the cluster runs, restarted with
 /// `--byzantine-equivocate` (its data folder kept). At each of its round-0 turns validators 0
 /// and 1 get one block, validator 2 a twin signed for the same height and round, and it
@@ -386,33 +440,12 @@ fn an_equivocating_validator_is_slashed_and_jailed_and_the_others_stay_live() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let byzantine = 3;
     let mut run = Run::start_with(22500, 5, &["--stake", "20"]);
-    run.phase(Phase::During);
-    // Heights up to this one were decided before it turned.
-    let turned = settled_top(&mut run.cluster);
-    run.cluster.kill(byzantine);
-    run.cluster.validator_args[byzantine].push("--byzantine-equivocate".into());
-    run.cluster.launch(byzantine);
-    run.byzantine = Some(byzantine);
-    run.cluster
-        .wait_until("validator 3 ready again", LIVENESS_BOUND, |c| {
-            c.ready.len() == VALIDATORS + 1
-        });
-    let key = run.cluster.config.validators[byzantine].key.clone();
-    let (jailed_at, stake) = wait_jailed(&mut run, &key);
-    let jailed = Instant::now();
-    assert!(
-        stake == 19 || stake == 18,
-        "slashed 5% of 20 once or twice: {stake}"
-    );
-    run.schedule_until = jailed_at;
-    let honest = [0, 1, 2];
-    let top = settled_top(&mut run.cluster);
-    run.cluster.wait_heights(&honest, top + 10, LIVENESS_BOUND);
-    run.probe_progress(
-        10,
-        "probe orders finalized after the equivocator was jailed",
-    );
-    let recovery = run.recovered(&ALL, jailed);
+    let turned = turn_byzantine(&mut run, byzantine, "--byzantine-equivocate");
+    let Jailed {
+        at: jailed_at,
+        stake,
+        recovery,
+    } = jailed_while_the_others_go_on(&mut run, byzantine);
     let equivocations: Vec<Value> = run
         .cluster
         .events
@@ -463,32 +496,12 @@ fn a_double_voting_validator_is_slashed_and_jailed_and_the_others_stay_live() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let byzantine = 2;
     let mut run = Run::start_with(22700, 7, &["--stake", "20"]);
-    run.phase(Phase::During);
-    let turned = settled_top(&mut run.cluster);
-    run.cluster.kill(byzantine);
-    run.cluster.validator_args[byzantine].push("--byzantine-double-vote".into());
-    run.cluster.launch(byzantine);
-    run.byzantine = Some(byzantine);
-    run.cluster
-        .wait_until("validator 2 ready again", LIVENESS_BOUND, |c| {
-            c.ready.len() == VALIDATORS + 1
-        });
-    let key = run.cluster.config.validators[byzantine].key.clone();
-    let (jailed_at, stake) = wait_jailed(&mut run, &key);
-    let jailed = Instant::now();
-    assert!(
-        stake == 19 || stake == 18,
-        "slashed 5% of 20 once or twice: {stake}"
-    );
-    run.schedule_until = jailed_at;
-    let honest = [0, 1, 3];
-    let top = settled_top(&mut run.cluster);
-    run.cluster.wait_heights(&honest, top + 10, LIVENESS_BOUND);
-    run.probe_progress(
-        10,
-        "probe orders finalized after the double voter was jailed",
-    );
-    let recovery = run.recovered(&ALL, jailed);
+    let turned = turn_byzantine(&mut run, byzantine, "--byzantine-double-vote");
+    let Jailed {
+        at: jailed_at,
+        stake,
+        recovery,
+    } = jailed_while_the_others_go_on(&mut run, byzantine);
     let double_voted: Vec<u64> = run
         .cluster
         .events
