@@ -460,7 +460,7 @@ impl NodeApp {
             return log_line(value);
         }
         if self.stderr_events {
-            eprintln!("{value}");
+            stderr_line(format_args!("{value}"));
         }
         Ok(())
     }
@@ -938,19 +938,25 @@ impl NodeApp {
                 .get(height as usize - 1)
                 .is_some_and(|cert| cert.block.id().0 == snapshot.block_id);
         if !fits {
-            eprintln!("nexus validator: snapshot at {height} not used: another chain's block");
+            stderr_line(format_args!(
+                "nexus validator: snapshot at {height} not used: another chain's block"
+            ));
             return None;
         }
         let mut execution =
             match Execution::restore(self.execution_config.clone(), &snapshot.execution) {
                 Ok(execution) => execution,
                 Err(why) => {
-                    eprintln!("nexus validator: snapshot at {height} not used: {why}");
+                    stderr_line(format_args!(
+                        "nexus validator: snapshot at {height} not used: {why}"
+                    ));
                     return None;
                 }
             };
         if execution.root() != snapshot.exec_root {
-            eprintln!("nexus validator: snapshot at {height} not used: its state has another root");
+            stderr_line(format_args!(
+                "nexus validator: snapshot at {height} not used: its state has another root"
+            ));
             return None;
         }
         self.install_execution(execution, &snapshot);

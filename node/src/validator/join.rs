@@ -279,7 +279,9 @@ impl Shell {
                 if let Err(why) = assembly.accept(height, index, chunk) {
                     // A peer serving bad chunks is asked for nothing more.
                     holders.retain(|h| *h != from);
-                    eprintln!("nexus validator: state sync: {why} (from a peer, dropped)");
+                    stderr_line(format_args!(
+                        "nexus validator: state sync: {why} (from a peer, dropped)"
+                    ));
                 }
                 None
             }

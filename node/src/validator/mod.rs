@@ -363,7 +363,7 @@ pub fn run_node(name: &str, args: ValidatorArgs, options: NodeOptions) -> ExitCo
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("{name}: cannot start the runtime: {e}");
+            stderr_line(format_args!("{name}: cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -378,14 +378,14 @@ pub fn run_node(name: &str, args: ValidatorArgs, options: NodeOptions) -> ExitCo
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("{name}: cannot start the QUIC runtime: {e}");
+            stderr_line(format_args!("{name}: cannot start the QUIC runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run_validator(args, options, quic.handle().clone())) {
         Ok(()) | Err(HostError::LogClosed) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{name}: {e}");
+            stderr_line(format_args!("{name}: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -671,7 +671,7 @@ impl Shell {
         let app = self.host.app_mut();
         let (snapshot, skipped) = chain_snapshot::newest(&app.snapshots, stored.len() as u64);
         for why in skipped {
-            eprintln!("nexus validator: snapshot not used: {why}");
+            stderr_line(format_args!("nexus validator: snapshot not used: {why}"));
         }
         let from = match snapshot {
             Some(snapshot) => app.load_snapshot(snapshot, &stored),
@@ -962,6 +962,14 @@ fn byzantine_mode(args: &ValidatorArgs) -> Option<byzantine::Mode> {
     } else {
         None
     }
+}
+
+/// Writes a line to standard error, ignoring a failure to write it: with standard error
+/// redirected to a file on a full disk (or past the process's file size limit), reporting
+/// the error that stops the validator must not turn its clean exit (status 1) into a panic.
+pub(crate) fn stderr_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// The lane a host frame goes on: application frames (forwarded transactions and chain
