@@ -107,7 +107,9 @@ pub struct DevnetArgs {
     #[arg(long, value_name = "SECONDS")]
     pub seconds: Option<u64>,
     /// Measure for SECONDS (after 2 s of warm-up) and print the client's figures: finalized
-    /// orders/s and order-to-Finalized latency (p50/p99), instead of the status lines.
+    /// orders/s and order-to-Finalized latency (p50/p99), instead of the status lines. The
+    /// client signs the whole run's transactions before the validators start (printed), so
+    /// that its signing does not take the validators' cores while they are measured.
     #[arg(long, value_name = "SECONDS")]
     pub bench: Option<u64>,
     /// Write the configuration and keys, print the configuration's path and exit (to start
