@@ -238,7 +238,9 @@ mod tests {
 
     const CHAIN: [u8; 32] = [5; 32];
 
-    fn block(h: Height, evidence: Vec<Evidence>, actions: Vec<SignedAction>) -> Block {
+    /// Block `h` with `evidence` and `actions` (the other fields fixed), for chain-state
+    /// tests here and in `encoding`.
+    pub(super) fn block(h: Height, evidence: Vec<Evidence>, actions: Vec<SignedAction>) -> Block {
         Block {
             height: h,
             timestamp_ns: h,

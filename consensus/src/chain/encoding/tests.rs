@@ -1,7 +1,6 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::block::Block;
 use crate::governance::{Action, ChainParams, Coprocessor, ParamKey, ProposalKind, SignedAction};
 use crate::messages::{Evidence, SignedVote, Vote, VoteKind};
 use crate::types::{Ed25519, Hash, Height, Keypair};
@@ -101,18 +100,7 @@ fn double_vote(keys: &[Keypair], who: usize, at: Height) -> Evidence {
     Evidence::double_vote(vote(None), vote(Some(Hash([9; 32]))))
 }
 
-fn block(h: Height, evidence: Vec<Evidence>, actions: Vec<SignedAction>) -> Block {
-    Block {
-        height: h,
-        timestamp_ns: h,
-        proposer: ValidatorId([0; 32]),
-        prev_hash: Hash::ZERO,
-        prev_exec_root: Hash::ZERO,
-        evidence,
-        actions,
-        payload: vec![],
-    }
-}
+use crate::chain::tests::block;
 
 /// Decodes `st`'s encoding and checks it is the same state with the same hash and
 /// encoding.
