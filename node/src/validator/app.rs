@@ -15,6 +15,9 @@ pub(super) struct Shared {
     /// The last payload `valid(v)` accepted, decoded: its decision executes it without
     /// decoding and checking it again.
     pub(super) checked: Option<CheckedPayload>,
+    /// Signatures verified by this validator's forward verifier or block checks, shared
+    /// between them.
+    pub(super) verified_here: VerifiedHere,
 }
 
 /// A payload that passed [`check_payload`], with what it was checked against.
@@ -131,11 +134,13 @@ fn decode_payload(shared: &Shared, payload: &[u8]) -> Result<Vec<BlockItem>, Str
 fn check_payload(shared: &mut Shared, payload: &[u8]) -> Result<(Vec<BlockItem>, usize), String> {
     let txs = decode_payload(shared, payload)?;
     let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
-    let sigs_checked = refs
-        .iter()
-        .filter(|tx| !shared.mempool.is_verified(&tx.hash()))
-        .count();
+    let unknown = unverified_in_pool(shared, &refs);
     let signatures = shared.mempool.check_block_signatures(&refs);
+    let passed = unknown.iter().filter(|&&i| signatures[i].is_ok());
+    let sigs_checked = unknown.len();
+    shared
+        .verified_here
+        .insert_all(passed.map(|&i| refs[i].hash()));
     let senders = |h: &alloy_primitives::B256| shared.mempool.evm_sender(h);
     let valid = shared
         .execution
@@ -146,6 +151,23 @@ fn check_payload(shared: &mut Shared, payload: &[u8]) -> Result<(Vec<BlockItem>,
     let recovered = valid.evm_txs().to_vec();
     shared.mempool.remember_evm_senders(&recovered);
     Ok((txs, sigs_checked))
+}
+
+/// The positions of the block's Core transactions whose signatures this validator has not
+/// verified: the pool learns first those the forward verifier verified meanwhile (their
+/// frames may still be on their way to the loop).
+fn unverified_in_pool(shared: &mut Shared, refs: &[&SignedTransaction]) -> Vec<usize> {
+    let mut unknown: Vec<usize> = (0..refs.len())
+        .filter(|&i| !shared.mempool.is_verified(&refs[i].hash()))
+        .collect();
+    let hashes: Vec<TxHash> = unknown.iter().map(|&i| refs[i].hash()).collect();
+    for (hash, known) in hashes.iter().zip(shared.verified_here.known(&hashes)) {
+        if known {
+            shared.mempool.note_verified(*hash);
+        }
+    }
+    unknown.retain(|&i| !shared.mempool.is_verified(&refs[i].hash()));
+    unknown
 }
 
 /// The EVM items of a block, by pool hash.
@@ -236,6 +258,7 @@ pub(super) fn node_app(
             max_block_txs: config.max_block_txs as usize,
             max_block_bytes: config.max_block_bytes as usize,
             checked: None,
+            verified_here: VerifiedHere::new(),
         }),
         clients: HashMap::new(),
         awaiting: HashMap::new(),

@@ -109,7 +109,7 @@ pub use config::{
     dev_evm_balance, dev_evm_key, evm_address, execution_config, genesis_execution, read_config,
     DevnetConfig, EngineLimits, GenesisParams, TimeoutsMs, ValidatorEntry,
 };
-use verifier::{ForwardVerifier, VerifiedForward};
+use verifier::{ForwardVerifier, VerifiedForward, VerifiedHere};
 
 const MS: u64 = 1_000_000;
 /// A validator heard from within this long counts in `net_peerCount` (votes flow every
@@ -495,8 +495,9 @@ async fn run_validator(
         .map_err(|e| HostError::Io(PathBuf::from(entry.tx_addr.to_string()), e))?;
     let tx_addr = listener.local_addr().unwrap_or(entry.tx_addr);
     tokio::spawn(accept_clients(listener, client_tx));
-    let (verifier, forwards) =
-        ForwardVerifier::spawn().map_err(|e| HostError::Io(PathBuf::from("nexus-verify"), e))?;
+    let here = host.app().shared.borrow().verified_here.clone();
+    let (verifier, forwards) = ForwardVerifier::spawn(here)
+        .map_err(|e| HostError::Io(PathBuf::from("nexus-verify"), e))?;
     let mut validator = Shell {
         host,
         net,

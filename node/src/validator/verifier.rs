@@ -7,8 +7,15 @@
 //! itself, checking its signatures as before. Nothing is lost either way: what passed here
 //! is only remembered as verified (`Mempool::note_verified`), and admission makes every
 //! other check on the loop.
+//!
+//! The thread and the loop's block checks share [`VerifiedHere`], the hashes either of them
+//! verified: when a proposal overtakes the forward of its transactions, the block check
+//! verifies them and the thread then skips them (and the other way round).
 
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use mempool::VerifiedCache;
 
 use super::*;
 
@@ -17,6 +24,37 @@ const QUEUE: usize = 256;
 
 /// Signer keys the thread remembers as acceptable.
 const KEY_CACHE: usize = 1 << 16;
+
+/// Hashes remembered by [`VerifiedHere`] (about 2 MiB).
+const VERIFIED_HERE: usize = 1 << 16;
+
+/// Hashes of Core transactions whose signatures a thread of this validator verified (the
+/// forward verifier or a block check on the loop), shared between them so that a
+/// transaction's signature is verified once even when its proposal overtakes its forward.
+/// Only this process's own checks go in.
+#[derive(Clone)]
+pub(super) struct VerifiedHere(Arc<Mutex<VerifiedCache>>);
+
+impl VerifiedHere {
+    /// An empty set that remembers the newest [`VERIFIED_HERE`] hashes.
+    pub(super) fn new() -> VerifiedHere {
+        VerifiedHere(Arc::new(Mutex::new(VerifiedCache::new(VERIFIED_HERE))))
+    }
+
+    /// Which of `hashes` were verified here (one lock for all).
+    pub(super) fn known(&self, hashes: &[TxHash]) -> Vec<bool> {
+        let set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        hashes.iter().map(|hash| set.contains(hash)).collect()
+    }
+
+    /// Remembers hashes whose signatures were just verified here.
+    pub(super) fn insert_all(&self, hashes: impl IntoIterator<Item = TxHash>) {
+        let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for hash in hashes {
+            set.insert(hash);
+        }
+    }
+}
 
 /// A peer's forwarded frame, with the hashes of its Core transactions whose signatures
 /// verified on the thread.
@@ -35,13 +73,16 @@ pub(super) struct ForwardVerifier {
 }
 
 impl ForwardVerifier {
-    /// Starts the thread; verified frames come back on the returned receiver.
-    pub(super) fn spawn() -> std::io::Result<(ForwardVerifier, mpsc::Receiver<VerifiedForward>)> {
+    /// Starts the thread, sharing `here` with the loop's block checks; verified frames come
+    /// back on the returned receiver.
+    pub(super) fn spawn(
+        here: VerifiedHere,
+    ) -> std::io::Result<(ForwardVerifier, mpsc::Receiver<VerifiedForward>)> {
         let (to_thread, inbox) = std_mpsc::sync_channel(QUEUE);
         let (to_loop, verified) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("nexus-verify".into())
-            .spawn(move || run(inbox, to_loop))?;
+            .spawn(move || run(inbox, to_loop, here))?;
         Ok((ForwardVerifier { to_thread }, verified))
     }
 
@@ -56,10 +97,14 @@ impl ForwardVerifier {
 }
 
 /// The thread: verifies each frame's Core transactions in one batch until the loop goes.
-fn run(inbox: std_mpsc::Receiver<(ValidatorId, Vec<u8>)>, to_loop: mpsc::Sender<VerifiedForward>) {
+fn run(
+    inbox: std_mpsc::Receiver<(ValidatorId, Vec<u8>)>,
+    to_loop: mpsc::Sender<VerifiedForward>,
+    here: VerifiedHere,
+) {
     let mut keys = transactions::KeyCache::new(KEY_CACHE);
     for (from, frame) in inbox {
-        let verified = verify_frame(frame.get(1..).unwrap_or_default(), &mut keys);
+        let verified = verify_frame(frame.get(1..).unwrap_or_default(), &mut keys, &here);
         let forward = VerifiedForward {
             from,
             frame,
@@ -72,8 +117,13 @@ fn run(inbox: std_mpsc::Receiver<(ValidatorId, Vec<u8>)>, to_loop: mpsc::Sender<
 }
 
 /// The hashes of a forwarded list's Core transactions whose signatures verify (EVM items and
-/// what does not decode are left to the loop's admission).
-pub(super) fn verify_frame(body: &[u8], keys: &mut transactions::KeyCache) -> Vec<TxHash> {
+/// what does not decode are left to the loop's admission). Those in `here` are not verified
+/// again; those verified now are added to it.
+pub(super) fn verify_frame(
+    body: &[u8],
+    keys: &mut transactions::KeyCache,
+    here: &VerifiedHere,
+) -> Vec<TxHash> {
     let Some(items) = txport::decode_list(body, FORWARD_BATCH) else {
         return Vec::new();
     };
@@ -82,12 +132,27 @@ pub(super) fn verify_frame(body: &[u8], keys: &mut transactions::KeyCache) -> Ve
         .filter(|item| item.first() != Some(&transactions::EVM_ITEM_TAG))
         .filter_map(|item| SignedTransaction::decode(item).ok())
         .collect();
-    let refs: Vec<&SignedTransaction> = txs.iter().collect();
-    transactions::verify_batch_cached(&refs, keys)
+    let hashes: Vec<TxHash> = txs.iter().map(SignedTransaction::hash).collect();
+    let known = here.known(&hashes);
+    let unknown: Vec<&SignedTransaction> = txs
+        .iter()
+        .zip(&known)
+        .filter(|(_, &known)| !known)
+        .map(|(tx, _)| tx)
+        .collect();
+    let passed: Vec<TxHash> = transactions::verify_batch_cached(&unknown, keys)
         .into_iter()
-        .zip(&txs)
+        .zip(&unknown)
         .filter(|(result, _)| result.is_ok())
         .map(|(_, tx)| tx.hash())
+        .collect();
+    here.insert_all(passed.iter().copied());
+    let passed: std::collections::HashSet<TxHash> = passed.into_iter().collect();
+    hashes
+        .into_iter()
+        .zip(known)
+        .filter(|(hash, known)| *known || passed.contains(hash))
+        .map(|(hash, _)| hash)
         .collect()
 }
 
@@ -133,11 +198,35 @@ mod tests {
         let items: [&[u8]; 5] = [&forged, good.bytes(), &evm, &undecodable, other.bytes()];
         let body = txport::encode_list(items.into_iter());
         let mut keys = transactions::KeyCache::new(16);
+        let here = VerifiedHere::new();
         assert_eq!(
-            verify_frame(&body, &mut keys),
+            verify_frame(&body, &mut keys, &here),
             vec![good.hash(), other.hash()]
         );
-        assert!(verify_frame(b"not a list", &mut keys).is_empty());
+        assert!(verify_frame(b"not a list", &mut keys, &here).is_empty());
+        // What verified is shared with the loop's block checks; what failed is not.
+        let forged_hash = SignedTransaction::decode(&forged).unwrap().hash();
+        assert_eq!(
+            here.known(&[good.hash(), other.hash(), forged_hash]),
+            vec![true, true, false]
+        );
+    }
+
+    #[test]
+    fn what_a_block_check_verified_is_not_verified_again() {
+        let tx = signed(4, 2);
+        let mut forged = tx.bytes().to_vec();
+        let len = forged.len();
+        forged[len - 1] ^= 1;
+        let forged_hash = SignedTransaction::decode(&forged).unwrap().hash();
+        let body = txport::encode_list([forged.as_slice()].into_iter());
+        let mut keys = transactions::KeyCache::new(16);
+        let here = VerifiedHere::new();
+        assert!(verify_frame(&body, &mut keys, &here).is_empty());
+        // Marked as verified here (only this process's checks ever are), the thread takes
+        // it as verified without checking: so it does not check what the loop checked.
+        here.insert_all([forged_hash]);
+        assert_eq!(verify_frame(&body, &mut keys, &here), vec![forged_hash]);
     }
 
     #[test]
@@ -145,7 +234,7 @@ mod tests {
         let tx = signed(3, 9);
         let mut frame = vec![consensus::host::FRAME_APP];
         frame.extend(txport::encode_list([tx.bytes()].into_iter()));
-        let (verifier, mut verified) = ForwardVerifier::spawn().unwrap();
+        let (verifier, mut verified) = ForwardVerifier::spawn(VerifiedHere::new()).unwrap();
         let from = ValidatorId([5; 32]);
         verifier.offer(from, frame.clone()).unwrap();
         let back = verified.blocking_recv().expect("the thread answers");
