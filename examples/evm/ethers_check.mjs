@@ -1,14 +1,18 @@
 // ethers.js v6 against a running nexus-evm: chain id, block number, deploy the MarketMaker
 // fixture with a signed transaction from the dev key, call views, deposit and quote through
 // CoreWriter, read receipts and logs (eth_getLogs by address and topic), check the code.
+// Given the node's JSON port too, it checks the BASE asset's ERC-20 token (bought on Core,
+// withdrawAssetToEvm, transfer with a `Transfer` listener, depositToCore).
 // Prints one PASS/FAIL line per check and a summary; exits 1 on any failure.
 //
-//   NODE_PATH=/tmp/ethers/node_modules node examples/evm/ethers_check.mjs [http://127.0.0.1:8545]
+//   NODE_PATH=/tmp/ethers/node_modules node examples/evm/ethers_check.mjs [http://127.0.0.1:8545 [127.0.0.1:7070]]
 //
 // See examples/evm/README.md.
 
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
+import { createConnection } from "node:net";
+import { createInterface } from "node:readline";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -25,6 +29,27 @@ const CORE_WRITER = "0x3333333333333333333333333333333333333333";
 const MARKET = 0;
 const NATIVE = 1;
 const WEI_PER_UNIT = 10n ** 12n;
+// The node's JSON development port (its `ready` line's "json"): the token checks use it.
+const JSON_PORT = process.argv[3] || process.env.NEXUS_JSON;
+// The devnet's BASE asset (id 0) and its ERC-20 token (docs/evm.md, "Core assets as ERC-20 tokens").
+const BASE = 0;
+const BASE_TOKEN = "0x2000000000000000000000000000000000000000";
+const BALANCE_PRECOMPILE = "0x0000000000000000000000000000000000000801";
+const TOKEN_ABI = [
+  "function symbol() view returns (string)",
+  "function decimals() view returns (uint8)",
+  "function asset() view returns (uint32)",
+  "function totalSupply() view returns (uint256)",
+  "function balanceOf(address) view returns (uint256)",
+  "function transfer(address to, uint256 value) returns (bool)",
+  "function depositToCore(uint64 units)",
+  "event Transfer(address indexed from, address indexed to, uint256 value)",
+];
+const WRITER_ABI = [
+  "function depositToCore() payable",
+  "function placeOrder(uint32 market, uint64 oid, bool isBuy, uint64 price, uint64 qty, uint8 tif, bool reduceOnly)",
+  "function withdrawAssetToEvm(uint32 asset, uint64 units)",
+];
 
 const here = dirname(fileURLToPath(import.meta.url));
 const fixture = JSON.parse(
@@ -233,8 +258,89 @@ async function main() {
   }
   check("revert reason of quoteThenRevert", reason.includes("changed my mind"), reason);
 
+  if (JSON_PORT) {
+    await tokens(wallet, ws);
+  } else {
+    console.log("INFO token checks skipped: no JSON port given (second argument)");
+  }
   await waitTimes(wallet, ws);
   ws.destroy();
+}
+
+// Sends lines (JSON text) to the JSON port; resolves with each line's last answer (finalized or
+// a refusal), with its text as `raw` (account ids pass 2^53: read them from the text).
+function jsonLines(lines) {
+  const [host, port] = [JSON_PORT.slice(0, JSON_PORT.lastIndexOf(":")), JSON_PORT.slice(JSON_PORT.lastIndexOf(":") + 1)];
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ host, port: Number(port) });
+    const answers = [];
+    const last = new Set(["finalized", "refused", "rejected", "error", "evicted", "dev_accounts"]);
+    createInterface({ input: socket }).on("line", (text) => {
+      const answer = JSON.parse(text);
+      if (!last.has(answer.ev)) return;
+      answers.push({ ...answer, raw: text });
+      if (answers.length === lines.length) {
+        socket.end();
+        resolve(answers);
+      } else socket.write(`${lines[answers.length]}\n`);
+    });
+    socket.on("error", reject);
+    socket.write(`${lines[0]}\n`);
+  });
+}
+
+// BASE's ERC-20: bought on Core from a development account, Core -> EVM (a mint), a transfer
+// heard by a WebSocket listener, EVM -> Core.
+async function tokens(wallet, ws) {
+  const token = new ethers.Contract(BASE_TOKEN, TOKEN_ABI, wallet);
+  const writer = new ethers.Contract(CORE_WRITER, WRITER_ABI, wallet);
+  const meta = [await token.symbol(), await token.decimals(), await token.asset()];
+  check("BASE token: symbol, decimals, asset", `${meta}` === `BASE,0,${BASE}`, `${meta}`);
+  const [listed] = await jsonLines(['{"op":"dev_accounts"}']);
+  const seller = /"accounts":\[(\d+)/.exec(listed.raw)[1];
+  const oid = Date.now();
+  const ask = `{"op":"order","account":${seller},"market":"BASE-QUOTE","oid":${oid},"side":"sell","price":"100","qty":"4","tif":"gtc"}`;
+  const [rested] = await jsonLines([ask]);
+  check("a development account rests an ask of 4 BASE at 100 (JSON port)", rested.ev === "finalized", rested.raw);
+  let receipt = await (await writer.depositToCore({ value: 1000n * WEI_PER_UNIT })).wait();
+  check("depositToCore of 1,000 QUOTE units: status 1", receipt.status === 1);
+  receipt = await (await writer.placeOrder(MARKET, oid, true, 100, 4, 1, false)).wait();
+  check("placeOrder IOC buy 4 at 100 from the EOA: status 1", receipt.status === 1);
+  const coder = ethers.AbiCoder.defaultAbiCoder();
+  const coreBase = async () => {
+    const data = coder.encode(["address", "uint32"], [DEV, BASE]);
+    return coder.decode(["int64", "int64"], await wallet.provider.call({ to: BALANCE_PRECOMPILE, data }))[0];
+  };
+  const held = await until(coreBase, (b) => b >= 4n);
+  check("the EOA's Core account holds the 4 BASE (BALANCE precompile)", held >= 4n, `${held}`);
+  const before = await token.balanceOf(DEV);
+  const supply = await token.totalSupply();
+  receipt = await (await writer.withdrawAssetToEvm(BASE, 4)).wait();
+  check("withdrawAssetToEvm(BASE, 4): status 1", receipt.status === 1);
+  const minted = await until(() => token.balanceOf(DEV), (b) => b === before + 4n);
+  check("the mint reaches balanceOf (4 more)", minted === before + 4n, `${before} -> ${minted}`);
+  check("totalSupply grew by 4", (await token.totalSupply()) === supply + 4n);
+  const mints = await token.queryFilter(token.filters.Transfer(ethers.ZeroAddress, DEV), receipt.blockNumber);
+  check("eth_getLogs: the mint's Transfer(0, dev, 4)", mints.some((e) => e.args.value === 4n), `${mints.length}`);
+  const other = ethers.Wallet.createRandom().address;
+  const listened = withTimeout(heard(token.connect(ws), token.filters.Transfer(DEV, other)), 20000);
+  receipt = await (await token.transfer(other, 3)).wait();
+  const moved = receipt.logs.map((l) => token.interface.parseLog(l)).filter((e) => e?.name === "Transfer");
+  check(
+    "transfer(other, 3): status 1, one Transfer log, balances moved",
+    receipt.status === 1 && moved.length === 1 && moved[0].args.value === 3n
+      && (await token.balanceOf(other)) === 3n && (await token.balanceOf(DEV)) === before + 1n,
+  );
+  const event = await listened;
+  check("the WebSocket listener heard the Transfer", event?.args?.value === 3n);
+  await token.connect(ws).removeAllListeners();
+  receipt = await (await token.depositToCore(1)).wait();
+  const burned = receipt.logs.map((l) => token.interface.parseLog(l)).filter((e) => e?.name === "Transfer");
+  check(
+    "depositToCore(1): status 1, burn Transfer(dev, 0, 1), supply down by 1",
+    receipt.status === 1 && burned.length === 1 && burned[0].args.to === ethers.ZeroAddress
+      && (await token.balanceOf(DEV)) === before && (await token.totalSupply()) === supply + 3n,
+  );
 }
 
 // Resolves with the first `event` heard (its ContractEventPayload; listener installed now).

@@ -2,15 +2,17 @@
 
 Reads chain id and block number, deploys the MarketMaker fixture with a signed transaction from
 the dev key, calls views, deposits and quotes through CoreWriter, reads receipts and logs
-(eth_getLogs by address and topic), checks the code. Prints one PASS/FAIL line per check and
-a summary; exits 1 on any failure.
+(eth_getLogs by address and topic), checks the code. Given the node's JSON port too, it checks
+the BASE asset's ERC-20 token: a faucet deposit on Core, withdrawAssetToEvm, transfer and
+depositToCore. Prints one PASS/FAIL line per check and a summary; exits 1 on any failure.
 
-    /tmp/w3/bin/python examples/evm/web3_check.py [http://127.0.0.1:8545]
+    /tmp/w3/bin/python examples/evm/web3_check.py [http://127.0.0.1:8545 [127.0.0.1:7070]]
 
 See examples/evm/README.md.
 """
 
 import json
+import socket
 import sys
 import time
 import traceback
@@ -24,6 +26,8 @@ from web3.logs import DISCARD
 from web3.middleware import SignAndSendRawMiddlewareBuilder
 
 RPC = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8545"
+# The node's JSON development port (its `ready` line's "json"): the token checks need its faucet.
+JSON_PORT = sys.argv[2] if len(sys.argv) > 2 else None
 CHAIN_ID = 20056
 # The well-known public test key (docs/evm.md): never use it for anything of value.
 DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
@@ -32,6 +36,34 @@ CORE_WRITER = "0x3333333333333333333333333333333333333333"
 MARKET = 0
 NATIVE = 1
 WEI_PER_UNIT = 10**12
+# The devnet's BASE asset (id 0) and its ERC-20 token (docs/evm.md, "Core assets as ERC-20 tokens").
+BASE = 0
+BASE_TOKEN = "0x2000000000000000000000000000000000000000"
+TOKEN_ABI = [
+    {"type": "function", "name": n, "stateMutability": "view", "inputs": [], "outputs": [{"type": t}]}
+    for n, t in [("symbol", "string"), ("decimals", "uint8"), ("asset", "uint32"), ("totalSupply", "uint256")]
+] + [
+    {"type": "function", "name": "balanceOf", "stateMutability": "view",
+     "inputs": [{"name": "owner", "type": "address"}], "outputs": [{"type": "uint256"}]},
+    {"type": "function", "name": "transfer", "stateMutability": "nonpayable",
+     "inputs": [{"name": "to", "type": "address"}, {"name": "value", "type": "uint256"}],
+     "outputs": [{"type": "bool"}]},
+    {"type": "function", "name": "depositToCore", "stateMutability": "nonpayable",
+     "inputs": [{"name": "units", "type": "uint64"}], "outputs": []},
+    {"type": "event", "name": "Transfer", "anonymous": False, "inputs": [
+        {"name": "from", "type": "address", "indexed": True},
+        {"name": "to", "type": "address", "indexed": True},
+        {"name": "value", "type": "uint256", "indexed": False}]},
+]
+WRITER_ABI = [
+    {"type": "function", "name": "withdrawAssetToEvm", "stateMutability": "nonpayable",
+     "inputs": [{"name": "asset", "type": "uint32"}, {"name": "units", "type": "uint64"}], "outputs": []},
+    {"type": "function", "name": "depositToCore", "stateMutability": "payable", "inputs": [], "outputs": []},
+    {"type": "function", "name": "placeOrder", "stateMutability": "nonpayable", "outputs": [], "inputs": [
+        {"name": n, "type": t} for n, t in [("market", "uint32"), ("oid", "uint64"), ("isBuy", "bool"),
+            ("price", "uint64"), ("qty", "uint64"), ("tif", "uint8"), ("reduceOnly", "bool")]]},
+]
+BALANCE_PRECOMPILE = "0x0000000000000000000000000000000000000801"
 
 FIXTURE = json.loads(
     (Path(__file__).resolve().parent / "../../evm-bridge/contracts/MarketMaker.json").read_text()
@@ -64,6 +96,90 @@ def send(w3, acct, tx):
     signed = acct.sign_transaction(tx)
     tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
     return tx_hash, w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.1)
+
+
+def json_lines(json_port, lines):
+    """Sends lines to the JSON port; returns each line's last answer (finalized or a refusal)."""
+    host, port = json_port.rsplit(":", 1)
+    answers = {}
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        reader = sock.makefile()
+        for number, line in enumerate(lines, start=1):
+            sock.sendall((json.dumps(line) + "\n").encode())
+            for text in reader:
+                answer = json.loads(text)
+                if answer.get("ev") == "dev_accounts" or answer.get("line") == number and answer.get(
+                    "ev"
+                ) in ("finalized", "refused", "rejected", "error", "evicted"):
+                    answers[number] = answer
+                    break
+    return answers
+
+
+def tokens(w3, acct):
+    """BASE's ERC-20: Core -> EVM (withdrawAssetToEvm, a mint), transfer, EVM -> Core."""
+    token = w3.eth.contract(address=BASE_TOKEN, abi=TOKEN_ABI)
+    writer = w3.eth.contract(address=CORE_WRITER, abi=WRITER_ABI)
+    check(
+        "BASE token: symbol, decimals, asset",
+        (token.functions.symbol().call(), token.functions.decimals().call(), token.functions.asset().call())
+        == ("BASE", 0, BASE),
+    )
+    # The dev EOA buys 4 BASE on Core from a development account of the JSON port: that
+    # account rests an ask at 100, the EOA deposits QUOTE through CoreWriter and lifts it (IOC).
+    seller = json_lines(JSON_PORT, [{"op": "dev_accounts"}])[1]["accounts"][0]
+    oid = int(time.time() * 1000)
+    ask = {"op": "order", "account": seller, "market": "BASE-QUOTE", "oid": oid, "side": "sell",
+           "price": "100", "qty": "4", "tif": "gtc"}
+    answer = json_lines(JSON_PORT, [ask])[1]
+    check("a development account rests an ask of 4 BASE at 100 (JSON port)", answer.get("ev") == "finalized", answer)
+    _, receipt = send(w3, acct, writer.functions.depositToCore().build_transaction(
+        {"from": DEV, "value": 1000 * WEI_PER_UNIT, "nonce": w3.eth.get_transaction_count(DEV, "pending")}))
+    check("depositToCore of 1,000 QUOTE units: status 1", receipt["status"] == 1)
+    buy = writer.functions.placeOrder(MARKET, oid, True, 100, 4, 1, False)
+    _, receipt = send(w3, acct, buy.build_transaction(
+        {"from": DEV, "nonce": w3.eth.get_transaction_count(DEV, "pending")}))
+    check("placeOrder IOC buy 4 at 100 from the EOA: status 1", receipt["status"] == 1)
+    def core_base():
+        data = w3.codec.encode(["address", "uint32"], [DEV, BASE])
+        return w3.codec.decode(["int64", "int64"], w3.eth.call({"to": BALANCE_PRECOMPILE, "data": data}))[0]
+
+    held = until(core_base, lambda b: b >= 4)
+    check("the EOA's Core account holds the 4 BASE (BALANCE precompile)", held >= 4, held)
+    before = token.functions.balanceOf(DEV).call()
+    supply = token.functions.totalSupply().call()
+    _, receipt = send(w3, acct, writer.functions.withdrawAssetToEvm(BASE, 4).build_transaction(
+        {"from": DEV, "nonce": w3.eth.get_transaction_count(DEV, "pending")}))
+    check("withdrawAssetToEvm(BASE, 4) receipt status 1", receipt["status"] == 1)
+    minted = until(lambda: token.functions.balanceOf(DEV).call(), lambda b: b == before + 4)
+    check("the mint reaches balanceOf (4 more)", minted == before + 4, f"{before} -> {minted}")
+    check("totalSupply grew by 4", token.functions.totalSupply().call() == supply + 4)
+    mints = token.events.Transfer().get_logs(
+        from_block=receipt["blockNumber"], argument_filters={"to": DEV})
+    check(
+        "eth_getLogs: the mint's Transfer(0, dev, 4)",
+        any(e["args"]["from"] == "0x" + "00" * 20 and e["args"]["value"] == 4 for e in mints),
+        len(mints),
+    )
+    other = Account.create().address
+    _, receipt = send(w3, acct, token.functions.transfer(other, 3).build_transaction(
+        {"from": DEV, "nonce": w3.eth.get_transaction_count(DEV, "pending")}))
+    moved = token.events.Transfer().process_receipt(receipt, errors=DISCARD)
+    check(
+        "transfer(other, 3): status 1, one Transfer log, balances moved",
+        receipt["status"] == 1 and len(moved) == 1 and moved[0]["args"]["value"] == 3
+        and token.functions.balanceOf(other).call() == 3
+        and token.functions.balanceOf(DEV).call() == before + 1,
+    )
+    _, receipt = send(w3, acct, token.functions.depositToCore(1).build_transaction(
+        {"from": DEV, "nonce": w3.eth.get_transaction_count(DEV, "pending")}))
+    burned = token.events.Transfer().process_receipt(receipt, errors=DISCARD)
+    check(
+        "depositToCore(1): status 1, burn Transfer(dev, 0, 1), supply down by 1",
+        receipt["status"] == 1 and len(burned) == 1 and burned[0]["args"]["to"] == "0x" + "00" * 20
+        and token.functions.balanceOf(DEV).call() == before
+        and token.functions.totalSupply().call() == supply + 3,
+    )
 
 
 def main():
@@ -228,6 +344,11 @@ def main():
     except ContractLogicError as e:
         reason = str(e)
     check("revert reason of quoteThenRevert", "changed my mind" in reason, reason)
+
+    if JSON_PORT is None:
+        print("INFO token checks skipped: no JSON port given (second argument)")
+    else:
+        tokens(w3, acct)
 
 
 if __name__ == "__main__":

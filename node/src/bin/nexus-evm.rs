@@ -2,9 +2,10 @@
 //!
 //! It runs the same chain of one validator as `nexus run` ([`node::chain_run`]), from the
 //! devnet's EVM genesis: market 0 `BASE-QUOTE` whose quote asset (1) is the EVM's native
-//! token, and the well-known development key funded with 1,000,000 ether. Its other ports
-//! (JSON, binary order entry, market data, transactions) listen on free loopback ports,
-//! named in the `ready` line on standard output. Stops cleanly on SIGINT or SIGTERM (the
+//! token, and the well-known development key funded with 1,000,000 ether. Its JSON
+//! development port listens on `--json` (a free port by default); its other ports (binary
+//! order entry, market data, transactions) on free loopback ports, all named in the `ready`
+//! line on standard output. Stops cleanly on SIGINT or SIGTERM (the
 //! handlers replace an inherited `SIG_IGN`).
 
 use std::net::SocketAddr;
@@ -24,6 +25,10 @@ struct Args {
     /// line and on standard error).
     #[arg(long, default_value = "127.0.0.1:8545")]
     rpc: SocketAddr,
+    /// Address of the JSON development port (docs/node.md; examples/evm's token checks use
+    /// it). Port 0: any free port, named in the `ready` line and on standard error.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    json: SocketAddr,
     /// Data folder; the chain continues from it if it holds one. A temporary folder,
     /// removed at exit, if absent.
     #[arg(long)]
@@ -62,7 +67,7 @@ fn main() -> ExitCode {
         (None, None) => unreachable!("a temporary folder when no data folder is given"),
     };
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.ingress.listen = any;
+    config.ingress.listen = args.json;
     config.gateway.order_entry_listen = any;
     config.gateway.market_data_listen = any;
     config.chain.tx_listen = any;
@@ -80,8 +85,9 @@ fn main() -> ExitCode {
 /// The line scripts wait for, on standard error.
 fn announce(ready: &serde_json::Value) {
     let rpc = ready["eth_rpc"].as_str().unwrap_or("?");
+    let json = ready["json"].as_str().unwrap_or("?");
     eprintln!(
-        "nexus-evm: JSON-RPC on http://{rpc} (chain id {}, dev account 0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266)",
+        "nexus-evm: JSON-RPC on http://{rpc} (chain id {}, dev account 0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266), JSON port {json}",
         evm_bridge::executor::EvmConfig::default().chain_id
     );
 }
