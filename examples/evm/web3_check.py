@@ -25,6 +25,9 @@ from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 from web3.middleware import SignAndSendRawMiddlewareBuilder
 
+from eth_verify import EMPTY_TRIE_ROOT, block_hash, ordered_trie_root, receipt_encoding, verify_account_proof
+from eth_account.messages import encode_defunct, encode_typed_data
+
 RPC = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8545"
 # The node's JSON development port (its `ready` line's "json"): the token checks need its faucet.
 JSON_PORT = sys.argv[2] if len(sys.argv) > 2 else None
@@ -70,6 +73,8 @@ FIXTURE = json.loads(
 )
 
 results = []
+# The raw bytes of the transactions this script sent, by hash (for the transactions root).
+RAW = {}
 
 
 def check(name, ok, detail=""):
@@ -95,6 +100,7 @@ def send(w3, acct, tx):
     tx.setdefault("chainId", CHAIN_ID)
     signed = acct.sign_transaction(tx)
     tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    RAW[bytes(tx_hash)] = bytes(signed.raw_transaction)
     return tx_hash, w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.1)
 
 
@@ -180,6 +186,116 @@ def tokens(w3, acct):
         and token.functions.balanceOf(DEV).call() == before
         and token.functions.totalSupply().call() == supply + 3,
     )
+
+
+def rpc(w3, method, params):
+    """A raw JSON-RPC call: its result, or its error object."""
+    answer = w3.provider.make_request(method, params)
+    return answer.get("result", answer.get("error"))
+
+
+def headers(w3, tx_hashes):
+    """Issue 14 item 1: header fields of the blocks holding `tx_hashes` recomputed here
+    (eth_verify.py), an empty block's, and a proof of the dev account checked against a
+    block's stateRoot."""
+    for tx_hash in tx_hashes:
+        block = w3.eth.get_block(w3.eth.get_transaction_receipt(tx_hash)["blockNumber"])
+        check("block hash == keccak(rlp(header))", block_hash(block) == bytes(block["hash"]), block["number"])
+        raws = [RAW.get(bytes(h)) for h in block["transactions"]]
+        if all(raws):
+            check("transactionsRoot == ordered trie of the block's transactions",
+                  ordered_trie_root(raws) == bytes(block["transactionsRoot"]), f"{len(raws)} tx")
+        receipts = w3.eth.get_block_receipts(block["number"])
+        check("receiptsRoot == ordered trie of eth_getBlockReceipts",
+              ordered_trie_root([receipt_encoding(r) for r in receipts]) == bytes(block["receiptsRoot"]),
+              f"{len(receipts)} receipt(s), {sum(len(r['logs']) for r in receipts)} log(s)")
+        check("withdrawalsRoot is the empty trie's root", bytes(block["withdrawalsRoot"]) == EMPTY_TRIE_ROOT)
+    empty = next((b for b in (w3.eth.get_block(n) for n in range(block["number"] - 1, 0, -1)) if not b["transactions"]), None)
+    check(
+        "an empty block: both roots empty, hash == keccak(rlp(header))",
+        empty is not None and bytes(empty["transactionsRoot"]) == EMPTY_TRIE_ROOT
+        and bytes(empty["receiptsRoot"]) == EMPTY_TRIE_ROOT and block_hash(empty) == bytes(empty["hash"]),
+        empty and empty["number"],
+    )
+    for _ in range(10):  # at the head: a new block between the two reads asks again
+        head = w3.eth.get_block("latest")
+        answer = w3.provider.make_request("eth_getProof", [DEV, [], hex(head["number"])])
+        if "result" in answer:
+            break
+    account = verify_account_proof(head["stateRoot"], DEV, answer["result"]["accountProof"])
+    check(
+        "eth_getProof(dev) at the head verifies against its stateRoot",
+        account is not None and int.from_bytes(account[1], "big") == w3.eth.get_balance(DEV, head["number"]),
+        head["number"],
+    )
+
+
+def methods(w3, quote_hash, mm, contract):
+    """Issue 14 item 3: the methods common tools call."""
+    tx = w3.eth.get_transaction(quote_hash)
+    number, index = tx["blockNumber"], tx["transactionIndex"]
+    block = w3.eth.get_block(number)
+    check("eth_getBlockReceipts holds the quote's receipt",
+          any(r["transactionHash"] == quote_hash for r in w3.eth.get_block_receipts(number)))
+    check("eth_getTransactionByBlockNumberAndIndex / ByBlockHashAndIndex",
+          w3.eth.get_transaction_by_block(number, index)["hash"] == quote_hash
+          and w3.eth.get_transaction_by_block(block["hash"], index)["hash"] == quote_hash)
+    count = len(block["transactions"])
+    check("eth_getBlockTransactionCountByNumber / ByHash",
+          w3.eth.get_block_transaction_count(number) == count == w3.eth.get_block_transaction_count(block["hash"]))
+    check("eth_getUncleCountByBlockNumber / ByBlockHash are 0",
+          rpc(w3, "eth_getUncleCountByBlockNumber", [hex(number)]) == "0x0"
+          and rpc(w3, "eth_getUncleCountByBlockHash", [block["hash"].to_0x_hex()]) == "0x0")
+    call = {"from": DEV, "to": mm, "data": contract.encode_abi("quote", [80, 120, 1])}
+    listed = w3.eth.create_access_list(call)
+    check("eth_createAccessList of a quote lists the contract's storage",
+          any(entry["address"] == mm and entry["storageKeys"] for entry in listed["accessList"]), listed["gasUsed"])
+    check("eth_coinbase is an address", Web3.is_address(rpc(w3, "eth_coinbase", [])))
+    check("net_listening, net_peerCount", w3.net.listening is True and w3.net.peer_count >= 0, w3.net.peer_count)
+    check("web3_sha3", rpc(w3, "web3_sha3", ["0x68656c6c6f"]) == Web3.keccak(text="hello").to_0x_hex())
+    status = rpc(w3, "txpool_status", [])
+    content = rpc(w3, "txpool_content", [])
+    check("txpool_status and txpool_content", "pending" in status and "queued" in status and "pending" in content)
+    signed = w3.eth.sign(DEV, text="nexus")
+    check("eth_sign: recovers to the dev account", Account.recover_message(encode_defunct(text="nexus"), signature=signed) == DEV)
+    signed = rpc(w3, "personal_sign", ["0x" + b"nexus".hex(), DEV])
+    check("personal_sign: recovers to the dev account", Account.recover_message(encode_defunct(text="nexus"), signature=signed) == DEV)
+    typed = {
+        "types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "chainId", "type": "uint256"}],
+                  "Mail": [{"name": "to", "type": "address"}, {"name": "text", "type": "string"}]},
+        "primaryType": "Mail", "domain": {"name": "nexus", "chainId": CHAIN_ID},
+        "message": {"to": mm, "text": "hello"},
+    }
+    signed = rpc(w3, "eth_signTypedData_v4", [DEV, json.dumps(typed)])
+    check("eth_signTypedData_v4: recovers to the dev account",
+          Account.recover_message(encode_typed_data(full_message=typed), signature=signed) == DEV)
+    sent = w3.eth.send_transaction({"from": DEV, "to": mm, "value": 1})
+    check("eth_sendTransaction (the node signs for the dev account)",
+          w3.eth.wait_for_transaction_receipt(sent, timeout=30, poll_latency=0.1)["status"] == 1)
+    trace = rpc(w3, "debug_traceTransaction", [quote_hash.to_0x_hex(), {"tracer": "callTracer"}])
+    check("debug_traceTransaction (callTracer): the quote's two CoreWriter calls",
+          sum(1 for c in trace.get("calls", []) if c["to"].lower() == CORE_WRITER.lower()) == 2)
+    logs = rpc(w3, "debug_traceCall", [{"from": DEV, "to": mm, "data": call["data"]}, "latest", {}])
+    check("debug_traceCall (struct logs)", logs.get("failed") is False and len(logs.get("structLogs", [])) > 0)
+
+
+def past_state(w3, acct):
+    """Issue 14 item 4: state at a past block, and a clear error beyond the kept window."""
+    past = w3.eth.block_number
+    before = w3.eth.get_balance(DEV, past)
+    send(w3, acct, {"to": "0x000000000000000000000000000000000000dEaD", "value": 10**15, "gas": 21000,
+                    "maxFeePerGas": 2 * w3.eth.gas_price, "maxPriorityFeePerGas": 1})
+    check("eth_getBalance at a past block is the balance then",
+          w3.eth.get_balance(DEV, past) == before != w3.eth.get_balance(DEV, "latest"))
+    check("eth_getCode at a past block (CoreWriter's marker)", len(w3.eth.get_code(CORE_WRITER, past)) > 0)
+    head = w3.eth.block_number
+    if head > 130:  # the default window is the 128 blocks before the head
+        answer = rpc(w3, "eth_getBalance", [DEV, "0x1"])
+        check("block 1 is past the window: error -32000, 'not available'",
+              isinstance(answer, dict) and answer.get("code") == -32000 and "not available" in answer.get("message", ""),
+              answer.get("message") if isinstance(answer, dict) else answer)
+    else:
+        print(f"INFO past-window check skipped: head {head} is within 130 blocks of block 1")
 
 
 def main():
@@ -344,6 +460,10 @@ def main():
     except ContractLogicError as e:
         reason = str(e)
     check("revert reason of quoteThenRevert", "changed my mind" in reason, reason)
+
+    headers(w3, [deploy_hash, quote_hash])
+    methods(w3, quote_hash, mm, contract)
+    past_state(w3, acct)
 
     if JSON_PORT is None:
         print("INFO token checks skipped: no JSON port given (second argument)")
