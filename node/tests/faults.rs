@@ -320,34 +320,55 @@ fn a_two_two_partition_decides_nothing_and_liveness_returns_after_healing() {
 
 #[test]
 fn loss_and_delay_on_every_link_slow_the_cluster_but_it_stays_live() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut run = Run::start(22200, 3);
-    run.phase(Phase::During);
     // 10% loss and 20-40 ms of delay (packets overtake each other) on every link, at 1,000
     // orders/s: with Cubic this stopped the cluster (a lossy link carried tens of KiB/s, and
     // the blocks of the growing pool no longer crossed it; docs/consensus.md, "Fault
     // injection"); BBR, the consensus lane and the backed-off proposal re-sends keep it live.
+    lossy_links_stay_live(22200, 3, (100, 20, 20), "loss_10pc_delay_20_40ms", &[]);
+}
+
+/// 20% loss and 30-50 ms of delay on every link, at 1,000 orders/s: votes queued behind
+/// whole blocks on one ordered stream stalled the cluster for a minute in 4 runs of 6; on a
+/// lane of their own, ahead of the blocks, it stays live (docs/consensus.md, "Fault
+/// injection").
+#[test]
+fn twenty_percent_loss_and_30_50_ms_delay_on_every_link_slow_the_cluster_but_it_stays_live() {
+    lossy_links_stay_live(23200, 4, (200, 30, 20), "loss_20pc_delay_30_50ms", &[]);
+}
+
+/// Loss (per mille), delay and jitter (ms) on every link while both clients trade: every
+/// validator 10 heights further and 10 more probe orders; then healed, 3 more heights.
+fn lossy_links_stay_live(
+    base_port: u16,
+    seed: u64,
+    (loss, delay, jitter): (u32, u32, u32),
+    name: &str,
+    devnet: &[&str],
+) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut run = Run::start_with(base_port, seed, devnet);
+    run.phase(Phase::During);
     let faults = LinkFaults {
-        loss_per_mille: 100,
-        delay_ms: 20,
-        jitter_ms: 20,
+        loss_per_mille: loss,
+        delay_ms: delay,
+        jitter_ms: jitter,
         ..LinkFaults::default()
     };
     run.cluster.mesh.set_all(faults);
+    let started = Instant::now();
     let base = settled_top(&mut run.cluster);
     run.cluster.wait_heights(&ALL, base + 10, LIVENESS_BOUND);
-    run.probe_progress(
-        10,
-        "probe orders finalized under 10% loss and 20-40 ms delay",
-    );
+    run.probe_progress(10, "probe orders finalized under loss and delay");
+    let held = started.elapsed();
     let (_, dropped) = run.cluster.mesh.counts();
     assert!(dropped > 0, "the proxies dropped packets");
     run.cluster.mesh.heal();
     let healed = Instant::now();
     let recovery = run.recovered(&ALL, healed);
     run.finish(
-        "loss_10pc_delay_20_40ms",
-        json!({"first_final_after_heal_ms": recovery.as_millis()}),
+        name,
+        json!({"loss_per_mille": loss, "delay_ms": delay, "jitter_ms": jitter,
+            "fault_held_ms": held.as_millis(), "first_final_after_heal_ms": recovery.as_millis()}),
     );
 }
 
@@ -724,9 +745,11 @@ fn forged_transactions_a_validator_forwards_are_refused_and_change_nothing() {
 /// Validator 3 turns byzantine under load, restarted with `flag`: every block it proposes
 /// for a new value holds a forged item first (`forged_proposal` lines). The honest three
 /// must prevote nil for each (`payload_refused` lines, each naming item 0 and containing
-/// `why`), and go on (10 heights, 10 probe orders); evidence names nobody; no block from
-/// it is decided after its restart. Returns the forged items' hashes, the height of its
-/// first forged proposal, and what the chain stored.
+/// `why`), and go on (10 heights, 10 probe orders); evidence names nobody. (A block it
+/// proposed before its restart may still be decided after it, by a later round's
+/// re-proposal: what it holds is checked by the callers, through the chain's items.)
+/// Returns the forged items' hashes, the height of its first forged proposal, and what the
+/// chain stored.
 fn a_forging_proposer_gets_no_votes(
     base_port: u16,
     seed: u64,
@@ -736,7 +759,7 @@ fn a_forging_proposer_gets_no_votes(
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let byzantine = 3;
     let mut run = Run::start(base_port, seed);
-    let turned = relaunch_with(&mut run, byzantine, &[flag]);
+    relaunch_with(&mut run, byzantine, &[flag]);
     let honest: Vec<usize> = (0..VALIDATORS).filter(|&i| i != byzantine).collect();
     run.cluster
         .wait_until("its proposals refused", LIVENESS_BOUND, |c| {
@@ -767,19 +790,11 @@ fn a_forging_proposer_gets_no_votes(
         .map(|v| v["hash"].as_str().expect("hash").to_string())
         .collect();
     forged.dedup();
-    let byzantine_id = run.cluster.validator_id(byzantine);
     let finished = run.finish(
         flag.trim_start_matches("--"),
         json!({"byzantine": byzantine, "forged_proposals": proposals.len(),
             "first_forged_at": first_height, "payload_refused": refusals}),
     );
-    let after: Vec<u64> = finished.stores[0]
-        .iter()
-        .enumerate()
-        .filter(|(h, b)| *h as u64 + 1 > turned && b.2 == byzantine_id)
-        .map(|(h, _)| h as u64 + 1)
-        .collect();
-    assert!(after.is_empty(), "its blocks decided at {after:?}");
     (forged, first_height, finished)
 }
 

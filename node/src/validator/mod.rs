@@ -1038,11 +1038,23 @@ pub(crate) fn stderr_line(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// The lane a host frame goes on: application frames (forwarded transactions and chain
-/// actions, which proposals carry again) yield to consensus frames on a congested link.
+/// The lane a host frame goes on: votes and sync requests first; proposals and commit
+/// certificates (whole blocks) after them, so that a vote never waits behind a block on a
+/// congested link; application frames (forwarded transactions and chain actions, which
+/// proposals carry again) last.
 fn lane_of(frame: &[u8]) -> Lane {
-    match frame.first() {
-        Some(&consensus::host::FRAME_APP) => Lane::Bulk,
+    match frame {
+        [consensus::host::FRAME_APP, ..] => Lane::Bulk,
+        [consensus::host::FRAME_MESSAGE, tag, ..]
+            if *tag == MESSAGE_PROPOSAL || *tag == MESSAGE_COMMIT =>
+        {
+            Lane::Block
+        }
         _ => Lane::Consensus,
     }
 }
+
+/// The tag bytes of a proposal and of a commit certificate (`Message::encode`,
+/// docs/consensus.md "Message formats").
+const MESSAGE_PROPOSAL: u8 = 1;
+const MESSAGE_COMMIT: u8 = 3;
