@@ -1,18 +1,22 @@
 //! QUIC between validators (quinn over rustls, ring provider), keys pinned both ways.
 //!
 //! Every validator listens on one UDP address and dials every other validator. A dialled
-//! connection carries this validator's frames to that peer on two unidirectional streams,
+//! connection carries this validator's frames to that peer on three unidirectional streams,
 //! one per [`Lane`] (`len u32 LE | bytes`, in order within a lane); an accepted connection
-//! carries the peer's frames to this validator. The consensus lane's stream has priority:
-//! QUIC fills each packet from it first, so when loss shrinks the congestion window, votes
-//! and proposals go ahead of forwarded transactions instead of queueing behind them. So each pair of validators has two connections, each used one way, and
+//! carries the peer's frames to this validator. The lanes' streams have priorities: QUIC
+//! fills each packet from the consensus lane (votes, sync requests) first, then the block
+//! lane (proposals and commit certificates: whole blocks), then the bulk lane (forwarded
+//! transactions). So when loss shrinks what a link carries, votes go ahead of blocks, and
+//! both ahead of forwarded transactions, instead of queueing behind them (a vote behind a
+//! few blocks of hundreds of KiB on a lossy link waits seconds, and a round cannot end
+//! without votes). So each pair of validators has two connections, each used one way, and
 //! only the dialling side ever reconnects. Both sides authenticate (mutual TLS 1.3): the
 //! dialler accepts only the key it dials ([`PinnedServerVerifier`]), the listener only the
 //! configured validator keys ([`PinnedClientVerifier`]); the sender of every received frame
 //! is the key its connection was authenticated with.
 //!
-//! Queues are bounded: each peer's outgoing queue per lane holds `send_queue` (consensus) or
-//! `bulk_queue` (bulk) frames (a full queue drops the new frame: consensus re-sends what
+//! Queues are bounded: each peer's outgoing queue per lane holds `send_queue` (consensus),
+//! `block_queue` (blocks) or `bulk_queue` (bulk) frames (a full queue drops the new frame: consensus re-sends what
 //! matters, and proposals carry the transactions a dropped forward held); QUIC's stream flow
 //! control bounds what a lane may have written but not yet delivered; and each peer's incoming queue
 //! holds `recv_queue` frames (a full queue stops reading that peer, which QUIC flow control
@@ -67,6 +71,8 @@ pub struct NetConfig {
     pub max_frame_bytes: usize,
     /// Consensus-lane frames queued per peer before new ones are dropped.
     pub send_queue: usize,
+    /// Block-lane frames queued per peer before new ones are dropped.
+    pub block_queue: usize,
     /// Bulk-lane frames queued per peer before new ones are dropped.
     pub bulk_queue: usize,
     /// Received frames queued per peer before reading that peer stops.
@@ -104,7 +110,7 @@ impl Congestion {
 }
 
 impl NetConfig {
-    /// Defaults: 32 MiB frames, queues of 4096 frames (256 on the bulk lane), redial every
+    /// Defaults: 32 MiB frames, queues of 4096 frames (256 on the block and bulk lanes), redial every
     /// 100 ms, 3 s idle timeout, BBR.
     pub fn new(key_seed: [u8; 32], listen: SocketAddr, peers: Vec<Peer>) -> NetConfig {
         NetConfig {
@@ -113,6 +119,7 @@ impl NetConfig {
             peers,
             max_frame_bytes: 32 << 20,
             send_queue: 4_096,
+            block_queue: 256,
             bulk_queue: 256,
             recv_queue: 4_096,
             redial_ms: 100,
@@ -165,12 +172,14 @@ pub enum NetError {
     },
 }
 
-/// Which of a peer's two streams a frame goes on.
+/// Which of a peer's three streams a frame goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
-    /// Proposals, votes, commits and sync: sent first.
+    /// Votes and sync requests (small): sent first.
     Consensus,
-    /// Forwarded transactions: what is left of the congestion window after consensus.
+    /// Proposals and commit certificates (whole blocks): after the consensus lane.
+    Block,
+    /// Forwarded transactions: what is left of the congestion window after the others.
     Bulk,
 }
 
@@ -178,7 +187,8 @@ impl Lane {
     /// The QUIC stream priority of the lane (higher goes first).
     fn priority(self) -> i32 {
         match self {
-            Lane::Consensus => 1,
+            Lane::Consensus => 2,
+            Lane::Block => 1,
             Lane::Bulk => 0,
         }
     }
@@ -209,6 +219,8 @@ pub struct NetStats {
     pub frames_sent: AtomicU64,
     /// Consensus-lane frames dropped because a peer's queue was full.
     pub frames_dropped: AtomicU64,
+    /// Block-lane frames dropped because a peer's queue was full.
+    pub blocks_dropped: AtomicU64,
     /// Bulk-lane frames dropped because a peer's queue was full (the link is slower than
     /// what is forwarded).
     pub bulk_dropped: AtomicU64,
@@ -220,6 +232,7 @@ pub struct NetStats {
 #[derive(Debug)]
 struct LaneQueues {
     consensus: mpsc::Sender<Arc<[u8]>>,
+    block: mpsc::Sender<Arc<[u8]>>,
     bulk: mpsc::Sender<Arc<[u8]>>,
 }
 
@@ -258,8 +271,8 @@ impl Network {
         transport.max_idle_timeout(Some(
             quinn::IdleTimeout::try_from(idle).map_err(|e| NetError::Quic(e.to_string()))?,
         ));
-        // Frames go on two long-lived streams per connection (the lanes): no peer needs
-        // more than those of a connection and of the redial that replaces it.
+        // Frames go on three long-lived streams per connection (the lanes): no connection
+        // needs more.
         transport.max_concurrent_bidi_streams(0u32.into());
         transport.max_concurrent_uni_streams(4u32.into());
         config.congestion.apply(&mut transport);
@@ -325,16 +338,24 @@ impl Network {
             let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto));
             client_config.transport_config(transport.clone());
             let (consensus, consensus_rx) = mpsc::channel(config.send_queue.max(1));
+            let (block, block_rx) = mpsc::channel(config.block_queue.max(1));
             let (bulk, bulk_rx) = mpsc::channel(config.bulk_queue.max(1));
             tokio::spawn(dial_loop(
                 endpoint.clone(),
                 client_config,
                 peer,
-                [consensus_rx, bulk_rx],
+                [consensus_rx, block_rx, bulk_rx],
                 Duration::from_millis(config.redial_ms.max(1)),
                 stats.clone(),
             ));
-            senders.push((peer, LaneQueues { consensus, bulk }));
+            senders.push((
+                peer,
+                LaneQueues {
+                    consensus,
+                    block,
+                    bulk,
+                },
+            ));
         }
         Ok((
             Network {
@@ -381,6 +402,7 @@ impl Network {
     fn offer(&self, queues: &LaneQueues, frame: Arc<[u8]>, lane: Lane) -> bool {
         let (tx, dropped) = match lane {
             Lane::Consensus => (&queues.consensus, &self.stats.frames_dropped),
+            Lane::Block => (&queues.block, &self.stats.blocks_dropped),
             Lane::Bulk => (&queues.bulk, &self.stats.bulk_dropped),
         };
         match tx.try_send(frame) {
@@ -399,7 +421,7 @@ async fn dial_loop(
     endpoint: quinn::Endpoint,
     config: quinn::ClientConfig,
     peer: Peer,
-    mut lanes: [mpsc::Receiver<Arc<[u8]>>; 2],
+    mut lanes: [mpsc::Receiver<Arc<[u8]>>; 3],
     redial: Duration,
     stats: Arc<NetStats>,
 ) {
@@ -417,9 +439,10 @@ async fn dial_loop(
             continue;
         };
         stats.dialled.fetch_add(1, Ordering::Relaxed);
-        let [consensus, bulk] = &mut lanes;
+        let [consensus, block, bulk] = &mut lanes;
         let end = tokio::select! {
             end = write_lane(&connection, consensus, Lane::Consensus, &stats) => end,
+            end = write_lane(&connection, block, Lane::Block, &stats) => end,
             end = write_lane(&connection, bulk, Lane::Bulk, &stats) => end,
             _ = connection.closed() => LaneEnd::Broken,
         };

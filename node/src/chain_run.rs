@@ -113,6 +113,10 @@ pub fn run(
         byzantine_forge: false,
         byzantine_equivocate: false,
         byzantine_double_vote: false,
+        byzantine_replay: false,
+        byzantine_deposit: false,
+        byzantine_forward_forged: false,
+        test_slow_disk: None,
         safety_lost: false,
         peer_addrs: Vec::new(),
     };

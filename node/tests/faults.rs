@@ -157,8 +157,9 @@ impl Run {
 
     /// Stops both clients, waits for every validator to reach what they saw finalized,
     /// checks the probe's orders in every validator's state, stops the validators and
-    /// compares their block files. Returns the run's figures.
-    fn finish(mut self, name: &str, extra: Value) -> (Value, Vec<Vec<BlockEntry>>) {
+    /// compares their block files (and that no block repeats an item of an earlier one).
+    /// Returns the run's figures and blocks.
+    fn finish(mut self, name: &str, extra: Value) -> Finished {
         let (finalized, probe) = self.probe.stop();
         let (load_height, load) = self.load.stop();
         let probe_height = finalized.iter().map(|f| f.2).max().unwrap_or(0);
@@ -177,6 +178,7 @@ impl Run {
         self.cluster.stop_all();
         let stores = self.cluster.stored_blocks();
         check_stores(&self.cluster, &stores, self.schedule_until);
+        let items = once_each(self.cluster.stored_items(0));
         let block_finality: Vec<Value> = ["before", "during", "after"]
             .iter()
             .zip(&self.cluster.block_finality_us)
@@ -189,8 +191,30 @@ impl Run {
             "orders_checked": checked, "probe": probe, "load": load,
             "block_finality": block_finality, "proxy": self.cluster.mesh.counts(), "fault": extra});
         println!("{figures}");
-        (figures, stores)
+        Finished { stores, items }
     }
+}
+
+/// What a finished run stored.
+struct Finished {
+    /// Each validator's blocks.
+    stores: Vec<Vec<BlockEntry>>,
+    /// The height of each item (transaction) the chain holds.
+    items: std::collections::BTreeMap<transactions::TxHash, u64>,
+}
+
+/// The chain's items by hash, each found once: a transaction two blocks hold would have been
+/// executed twice (its nonce checked twice).
+fn once_each(
+    items: Vec<(u64, transactions::TxHash)>,
+) -> std::collections::BTreeMap<transactions::TxHash, u64> {
+    let mut by_hash = std::collections::BTreeMap::new();
+    for (height, hash) in items {
+        if let Some(first) = by_hash.insert(hash, height) {
+            panic!("item {hash} is in block {first} and again in block {height}");
+        }
+    }
+    by_hash
 }
 
 /// One stored block: id, round decided in, proposer.
@@ -296,34 +320,57 @@ fn a_two_two_partition_decides_nothing_and_liveness_returns_after_healing() {
 
 #[test]
 fn loss_and_delay_on_every_link_slow_the_cluster_but_it_stays_live() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut run = Run::start(22200, 3);
-    run.phase(Phase::During);
     // 10% loss and 20-40 ms of delay (packets overtake each other) on every link, at 1,000
     // orders/s: with Cubic this stopped the cluster (a lossy link carried tens of KiB/s, and
     // the blocks of the growing pool no longer crossed it; docs/consensus.md, "Fault
     // injection"); BBR, the consensus lane and the backed-off proposal re-sends keep it live.
+    lossy_links_stay_live(22200, 3, (100, 20, 20), "loss_10pc_delay_20_40ms", &[]);
+}
+
+/// 20% loss and 30-50 ms of delay on every link, at 1,000 orders/s: votes queued behind
+/// whole blocks on one ordered stream stalled the cluster for a minute in 5 runs of 10; on a
+/// lane of their own, ahead of the blocks, it stayed live in 14 runs of 15, not yet
+/// reliably (docs/consensus.md, "Found and fixed: votes behind blocks"), so it is not part
+/// of the suite's default run.
+#[test]
+#[ignore = "20% loss: stalled once in 15 runs (docs/consensus.md, \"Found and fixed: votes behind blocks\")"]
+fn twenty_percent_loss_and_30_50_ms_delay_on_every_link_slow_the_cluster_but_it_stays_live() {
+    lossy_links_stay_live(23200, 4, (200, 30, 20), "loss_20pc_delay_30_50ms", &[]);
+}
+
+/// Loss (per mille), delay and jitter (ms) on every link while both clients trade: every
+/// validator 10 heights further and 10 more probe orders; then healed, 3 more heights.
+fn lossy_links_stay_live(
+    base_port: u16,
+    seed: u64,
+    (loss, delay, jitter): (u32, u32, u32),
+    name: &str,
+    devnet: &[&str],
+) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut run = Run::start_with(base_port, seed, devnet);
+    run.phase(Phase::During);
     let faults = LinkFaults {
-        loss_per_mille: 100,
-        delay_ms: 20,
-        jitter_ms: 20,
+        loss_per_mille: loss,
+        delay_ms: delay,
+        jitter_ms: jitter,
         ..LinkFaults::default()
     };
     run.cluster.mesh.set_all(faults);
+    let started = Instant::now();
     let base = settled_top(&mut run.cluster);
     run.cluster.wait_heights(&ALL, base + 10, LIVENESS_BOUND);
-    run.probe_progress(
-        10,
-        "probe orders finalized under 10% loss and 20-40 ms delay",
-    );
+    run.probe_progress(10, "probe orders finalized under loss and delay");
+    let held = started.elapsed();
     let (_, dropped) = run.cluster.mesh.counts();
     assert!(dropped > 0, "the proxies dropped packets");
     run.cluster.mesh.heal();
     let healed = Instant::now();
     let recovery = run.recovered(&ALL, healed);
     run.finish(
-        "loss_10pc_delay_20_40ms",
-        json!({"first_final_after_heal_ms": recovery.as_millis()}),
+        name,
+        json!({"loss_per_mille": loss, "delay_ms": delay, "jitter_ms": jitter,
+            "fault_held_ms": held.as_millis(), "first_final_after_heal_ms": recovery.as_millis()}),
     );
 }
 
@@ -353,7 +400,7 @@ fn a_proposer_killed_before_its_turn_is_routed_around_and_rejoins() {
         "the restarted proposer caught up"
     );
     let rejoined = restarted.elapsed();
-    let (_, stores) = run.finish(
+    let Finished { stores, .. } = run.finish(
         "proposer_sigkill",
         json!({"victim": victim, "turn": turn, "turn_round": round,
             "crash_to_turn_final_ms": crash_to_turn.as_millis(),
@@ -372,20 +419,29 @@ fn a_proposer_killed_before_its_turn_is_routed_around_and_rejoins() {
     );
 }
 
-/// Turns validator `byzantine` byzantine once the cluster runs under load: SIGKILLed and
-/// restarted with `flag`, its data folder kept. Returns the settled height before it
-/// turned (heights up to it were decided by the honest process).
+/// Turns validator `byzantine` into a double signer once the cluster runs under load:
+/// [`relaunch_with`] `flag`; evidence may name it (and no one else).
 fn turn_byzantine(run: &mut Run, byzantine: usize, flag: &str) -> u64 {
+    let turned = relaunch_with(run, byzantine, &[flag]);
+    run.byzantine = Some(byzantine);
+    turned
+}
+
+/// SIGKILLs validator `i` once the cluster runs under load and restarts it with `args`
+/// added, its data folder kept; waits for its `ready` line. Returns the settled height
+/// before (heights up to it were decided by the earlier process).
+fn relaunch_with(run: &mut Run, i: usize, args: &[&str]) -> u64 {
     run.phase(Phase::During);
     let turned = settled_top(&mut run.cluster);
-    run.cluster.kill(byzantine);
-    run.cluster.validator_args[byzantine].push(flag.into());
-    run.cluster.launch(byzantine);
-    run.byzantine = Some(byzantine);
-    run.cluster
-        .wait_until("the byzantine validator ready again", LIVENESS_BOUND, |c| {
-            c.ready.len() == VALIDATORS + 1
-        });
+    let readies = run.cluster.ready.len();
+    run.cluster.kill(i);
+    run.cluster.validator_args[i].extend(args.iter().map(|a| a.to_string()));
+    run.cluster.launch(i);
+    run.cluster.wait_until(
+        "the relaunched validator ready again",
+        LIVENESS_BOUND,
+        |c| c.ready.len() == readies + 1,
+    );
     turned
 }
 
@@ -411,13 +467,7 @@ fn jailed_while_the_others_go_on(run: &mut Run, byzantine: usize) -> Jailed {
         "slashed 5% of 20 once or twice: {stake}"
     );
     run.schedule_until = at;
-    let honest: Vec<usize> = (0..VALIDATORS).filter(|&i| i != byzantine).collect();
-    let top = settled_top(&mut run.cluster);
-    run.cluster.wait_heights(&honest, top + 10, LIVENESS_BOUND);
-    run.probe_progress(
-        10,
-        "probe orders finalized after the byzantine validator was jailed",
-    );
+    the_others_go_on(run, byzantine);
     let recovery = run.recovered(&ALL, jailed);
     Jailed {
         at,
@@ -464,7 +514,7 @@ fn an_equivocating_validator_is_slashed_and_jailed_and_the_others_stay_live() {
     );
     assert!(run.cluster.evidence > 0, "evidence reported");
     let evidence = run.cluster.evidence;
-    let (_, stores) = run.finish(
+    let Finished { stores, .. } = run.finish(
         "byzantine_equivocation",
         json!({"byzantine": byzantine, "equivocated_at": equivocated, "jailed_at": jailed_at,
             "stake_after": stake, "evidence_lines": evidence,
@@ -572,6 +622,216 @@ fn a_validator_whose_disk_fills_stops_and_rejoins_once_it_is_back() {
             "first_final_after_restart_ms": recovery.as_millis(),
             "restart_to_caught_up_ms": caught_up.as_millis()}),
     );
+}
+
+/// Waits until the validators other than `byzantine` finalize 10 more heights and the probe
+/// 10 more orders.
+fn the_others_go_on(run: &mut Run, byzantine: usize) {
+    let honest: Vec<usize> = (0..VALIDATORS).filter(|&i| i != byzantine).collect();
+    let top = settled_top(&mut run.cluster);
+    run.cluster.wait_heights(&honest, top + 10, LIVENESS_BOUND);
+    run.probe_progress(10, "probe orders finalized beside the byzantine validator");
+}
+
+/// Validator 2's disk turns slow under load: restarted with `--test-slow-disk` (a control
+/// file the test writes), then every safety save and block append of its waits 50-200 ms
+/// (drawn uniformly), as a slow `fdatasync` would, on its loop thread. It falls 10 heights
+/// further behind than it was while the other three go on (10 heights, 10 probe orders); then the
+/// control file says `0` (the disk heals, in the same process) and it catches up past the
+/// others' top. The usual invariants hold (roots, block files, probe orders, no evidence).
+#[test]
+fn a_validator_whose_disk_is_slow_falls_behind_and_catches_up_once_it_heals() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let slow = 2;
+    let mut run = Run::start(22800, 8);
+    let control = run.cluster.dir.join("slow-disk");
+    let path = control.display().to_string();
+    relaunch_with(&mut run, slow, &["--test-slow-disk", &path]);
+    let top = settled_top(&mut run.cluster);
+    run.cluster.wait_heights(&ALL, top + 3, LIVENESS_BOUND);
+    let hook = run.cluster.events_of(slow, "test_hook").last().cloned();
+    assert_eq!(hook.expect("a test_hook line")["slow_disk"], path.as_str());
+    let gap = settled_top(&mut run.cluster) - run.cluster.heights[slow];
+    std::fs::write(&control, "50-200").expect("control file");
+    let started = Instant::now();
+    let at_start = run.cluster.heights[slow];
+    run.cluster
+        .wait_until("validator 2 10 more heights behind", LIVENESS_BOUND, |c| {
+            c.top() - c.heights[slow] >= gap + 10
+        });
+    let fell_behind = started.elapsed();
+    the_others_go_on(&mut run, slow);
+    let behind = run.cluster.top() - run.cluster.heights[slow];
+    let slow_heights = run.cluster.heights[slow] - at_start;
+    let on = run.cluster.events_of(slow, "slow_disk").next().cloned();
+    assert_eq!(on.expect("the range logged")["range"], json!([50, 200]));
+    std::fs::write(&control, "0").expect("control file");
+    let healed = Instant::now();
+    let top = run.cluster.top();
+    let recovery = run.recovered(&ALL, healed);
+    assert!(
+        run.cluster.heights[slow] > top,
+        "validator {slow} caught up past {top}"
+    );
+    let caught_up = healed.elapsed();
+    let off = run.cluster.events_of(slow, "slow_disk").nth(1).cloned();
+    let off = off.expect("the heal logged");
+    assert_eq!(off["range"], Value::Null);
+    assert!(off["writes"].as_u64() > Some(0), "{off}");
+    run.finish(
+        "slow_disk_50_200ms",
+        json!({"victim": slow, "gap_before": gap,
+            "fell_10_more_behind_ms": fell_behind.as_millis(), "behind_at_heal": behind,
+            "its_heights_while_slow": slow_heights, "slow_writes": off["writes"], "slept_ms": off["slept_ms"],
+            "first_final_after_heal_ms": recovery.as_millis(),
+            "heal_to_caught_up_ms": caught_up.as_millis()}),
+    );
+}
+
+/// Validator 1 turns byzantine under load (restarted with `--byzantine-forward-forged`):
+/// every batch of client transactions it forwards to the others carries an unsigned
+/// withdrawal for trading account 0, one signed by account 1's key, and bytes that are no
+/// transaction. Every honest validator refuses them at admission and logs `forward_refused`
+/// naming it (a bad signature or malformed: what no honest forwarder sends); the cluster
+/// stays live (it still votes and proposes honestly); no forged item is in any block.
+#[test]
+fn forged_transactions_a_validator_forwards_are_refused_and_change_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let byzantine = 1;
+    let mut run = Run::start(22900, 9);
+    relaunch_with(&mut run, byzantine, &["--byzantine-forward-forged"]);
+    let key = run.cluster.config.validators[byzantine].key.clone();
+    let honest: Vec<usize> = (0..VALIDATORS).filter(|&i| i != byzantine).collect();
+    let refused = |c: &cluster::Cluster, i: usize| {
+        c.events_of(i, "forward_refused")
+            .filter(|v| v["from"] == key.as_str())
+            .filter_map(|v| v["count"].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+    run.cluster
+        .wait_until("forged forwards refused", LIVENESS_BOUND, |c| {
+            honest.iter().all(|&i| refused(c, i) >= 16)
+        });
+    the_others_go_on(&mut run, byzantine);
+    let forged: Vec<String> = run
+        .cluster
+        .events_of(byzantine, "forwarded_forged")
+        .flat_map(|v| v["hashes"].as_array().cloned().unwrap_or_default())
+        .filter_map(|h| h.as_str().map(str::to_string))
+        .collect();
+    for &i in &honest {
+        for v in run.cluster.events_of(i, "forward_refused") {
+            assert_eq!(v["from"], key.as_str(), "only the forger is refused: {v}");
+            let why = v["why"].as_str().expect("why");
+            assert!(
+                why.starts_with("bad_signature") || why.starts_with("malformed"),
+                "{v}"
+            );
+        }
+    }
+    let refusals: Vec<u64> = honest.iter().map(|&i| refused(&run.cluster, i)).collect();
+    let Finished { items, .. } = run.finish(
+        "byzantine_forward_forged",
+        json!({"byzantine": byzantine, "forged_items_sent": forged.len(),
+            "refusals_logged_up_to": refusals}),
+    );
+    assert!(forged.len() >= 48, "{} forged items sent", forged.len());
+    let found: Vec<_> = items
+        .iter()
+        .filter(|(hash, _)| forged.contains(&hash.to_string()))
+        .collect();
+    assert!(found.is_empty(), "forged items in blocks: {found:?}");
+}
+
+/// Validator 3 turns byzantine under load, restarted with `flag`: every block it proposes
+/// for a new value holds a forged item first (`forged_proposal` lines). The honest three
+/// must prevote nil for each (`payload_refused` lines, each naming item 0 and containing
+/// `why`), and go on (10 heights, 10 probe orders); evidence names nobody. (A block it
+/// proposed before its restart may still be decided after it, by a later round's
+/// re-proposal: what it holds is checked by the callers, through the chain's items.)
+/// Returns the forged items' hashes, the height of its first forged proposal, and what the
+/// chain stored.
+fn a_forging_proposer_gets_no_votes(
+    base_port: u16,
+    seed: u64,
+    flag: &str,
+    why: &str,
+) -> (Vec<String>, u64, Finished) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let byzantine = 3;
+    let mut run = Run::start(base_port, seed);
+    relaunch_with(&mut run, byzantine, &[flag]);
+    let honest: Vec<usize> = (0..VALIDATORS).filter(|&i| i != byzantine).collect();
+    run.cluster
+        .wait_until("its proposals refused", LIVENESS_BOUND, |c| {
+            honest
+                .iter()
+                .all(|&i| c.events_of(i, "payload_refused").count() >= 2)
+        });
+    the_others_go_on(&mut run, byzantine);
+    let refusals: Vec<usize> = honest
+        .iter()
+        .map(|&i| run.cluster.events_of(i, "payload_refused").count())
+        .collect();
+    for &i in &honest {
+        for v in run.cluster.events_of(i, "payload_refused") {
+            let text = v["why"].as_str().expect("why");
+            assert!(text.starts_with("item 0: ") && text.contains(why), "{v}");
+        }
+    }
+    let proposals: Vec<Value> = run
+        .cluster
+        .events_of(byzantine, "forged_proposal")
+        .cloned()
+        .collect();
+    let first = proposals.first().expect("it proposed forged blocks");
+    let first_height = first["height"].as_u64().expect("height");
+    let mut forged: Vec<String> = proposals
+        .iter()
+        .map(|v| v["hash"].as_str().expect("hash").to_string())
+        .collect();
+    forged.dedup();
+    let finished = run.finish(
+        flag.trim_start_matches("--"),
+        json!({"byzantine": byzantine, "forged_proposals": proposals.len(),
+            "first_forged_at": first_height, "payload_refused": refusals}),
+    );
+    (forged, first_height, finished)
+}
+
+/// A proposer replaying a transaction of an executed block (`--byzantine-replay`: its nonce
+/// was used) gets no votes; the transaction stays in its one original block.
+#[test]
+fn a_proposer_replaying_an_executed_transaction_gets_no_votes() {
+    let (forged, first, finished) =
+        a_forging_proposer_gets_no_votes(23000, 10, "--byzantine-replay", "nonce");
+    assert_eq!(forged.len(), 1, "one replayed transaction: {forged:?}");
+    let original = finished
+        .items
+        .iter()
+        .find(|(hash, _)| hash.to_string() == forged[0])
+        .map(|(_, &height)| height);
+    let original = original.expect("the replayed transaction is in the chain");
+    assert!(
+        original < first,
+        "executed at {original}, replayed at {first}"
+    );
+}
+
+/// A proposer putting a deposit for trading account 0 validly signed by account 1, which
+/// holds no faucet role (`--byzantine-deposit`), gets no votes; no block holds it.
+#[test]
+fn a_proposer_crediting_another_account_without_the_role_gets_no_votes() {
+    let (forged, _, finished) = a_forging_proposer_gets_no_votes(
+        23100,
+        11,
+        "--byzantine-deposit",
+        "only a configured faucet may sign",
+    );
+    assert_eq!(forged.len(), 1, "{forged:?}");
+    let found = finished.items.keys().any(|h| h.to_string() == forged[0]);
+    assert!(!found, "the forged deposit is in a block");
 }
 
 /// Validator `i`'s staking view (`{"op":"staking"}` on its JSON port).

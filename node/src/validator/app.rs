@@ -2,6 +2,7 @@
 //! execution of decided blocks and their results to every port, snapshots.
 
 use super::*;
+use mempool::Refusal;
 
 /// The state the consensus core's payload check shares with the host.
 pub(super) struct Shared {
@@ -18,6 +19,9 @@ pub(super) struct Shared {
     /// Signatures verified by this validator's forward verifier or block checks, shared
     /// between them.
     pub(super) verified_here: VerifiedHere,
+    /// The last payload `valid(v)` refused (BLAKE3) and the state it was refused in: its
+    /// refusal is logged once.
+    pub(super) refused: Option<([u8; 32], (u64, u64))>,
 }
 
 /// A payload that passed [`check_payload`], with what it was checked against.
@@ -59,8 +63,9 @@ impl Shared {
     }
 
     /// `valid(v)`, remembering the decoded items of a valid payload (once per payload and
-    /// state: the core may ask again in later rounds).
-    fn payload_valid(&mut self, payload: &[u8]) -> bool {
+    /// state: the core may ask again in later rounds). A refusal says why the first time
+    /// this payload is refused in this state (`Err(None)` after).
+    fn payload_valid(&mut self, payload: &[u8]) -> Result<(), Option<String>> {
         let digest = *blake3::hash(payload).as_bytes();
         let state = self.state_key();
         if self
@@ -68,7 +73,10 @@ impl Shared {
             .as_ref()
             .is_some_and(|c| c.digest == digest && c.state == state)
         {
-            return true;
+            return Ok(());
+        }
+        if self.refused == Some((digest, state)) {
+            return Err(None);
         }
         let start = std::time::Instant::now();
         match check_payload(self, payload) {
@@ -80,9 +88,12 @@ impl Shared {
                     check_us: micros_since(start),
                     sigs_checked,
                 });
-                true
+                Ok(())
             }
-            Err(_) => false,
+            Err(why) => {
+                self.refused = Some((digest, state));
+                Err(Some(why))
+            }
         }
     }
 
@@ -187,8 +198,12 @@ fn evm_item_hashes(items: &[BlockItem]) -> Vec<TxHash> {
 /// decided blocks, and hands it forwarded transactions.
 pub(super) struct NodeApp {
     pub(super) index: usize,
-    /// A forged transaction to put in every proposal (test only, `--byzantine-forge`).
-    pub(super) forged: Option<Vec<u8>>,
+    /// A forged transaction to put in every proposal (test only, `--byzantine-forge`,
+    /// `--byzantine-replay`, `--byzantine-deposit`: `validator::forgery`).
+    pub(super) forged: Option<super::forgery::Forged>,
+    /// Forwarded items each peer sent that no honest validator forwards (bad signatures,
+    /// undecodable, restricted actions without the role, another chain's).
+    pub(super) forward_refusals: HashMap<ValidatorId, u64>,
     /// In a cell because `valid(v)` is asked through a shared reference (it checks
     /// signatures against the pool's cache, which it updates).
     pub(super) shared: RefCell<Shared>,
@@ -247,10 +262,10 @@ pub(super) fn node_app(
     let eth_history = EthHistory::new(execution.evm().head(), eth_history_blocks, eth_state_blocks);
     let app = NodeApp {
         index: args.index,
-        forged: args
-            .byzantine_forge
-            .then(|| forged_withdrawal(&spec))
+        forged: super::forgery::ProposalForgery::of(args)
+            .map(|kind| super::forgery::Forged::new(kind, &spec))
             .transpose()?,
+        forward_refusals: HashMap::new(),
         shared: RefCell::new(Shared {
             execution,
             mempool: Mempool::new(MempoolConfig::default()),
@@ -259,6 +274,7 @@ pub(super) fn node_app(
             max_block_bytes: config.max_block_bytes as usize,
             checked: None,
             verified_here: VerifiedHere::new(),
+            refused: None,
         }),
         clients: HashMap::new(),
         awaiting: HashMap::new(),
@@ -282,31 +298,19 @@ pub(super) fn node_app(
     Ok((app, exec_root))
 }
 
-/// A withdrawal for trading account 0 that account 1's key signed (test only): what a
-/// byzantine proposer would need to move someone else's funds.
-fn forged_withdrawal(spec: &LoadSpec) -> Result<Vec<u8>, HostError> {
-    let keys = load::account_keys(spec);
-    let (victim, thief) = match keys.as_slice() {
-        [victim, thief, ..] => (victim, thief),
-        _ => {
-            return Err(HostError::Config(
-                "--byzantine-forge needs two accounts".into(),
-            ))
-        }
-    };
-    let tx = transactions::Transaction {
-        chain_id: spec.chain_id,
-        signer: victim.verifying_key().to_bytes(),
-        nonce: spec.genesis_time_ms,
-        actions: vec![transactions::Action::Withdraw {
-            asset: 1,
-            amount: 1_000,
-        }],
-    };
-    use ed25519_dalek::Signer;
-    let mut bytes = tx.encode_unsigned();
-    bytes.extend_from_slice(&thief.sign(&tx.signing_bytes()).to_bytes());
-    Ok(bytes)
+/// Whether a forwarded item's refusal is one no honest validator causes: it admitted the item
+/// on the same checks before forwarding it, and these do not depend on timing (a bad
+/// signature or key, bytes that are no transaction, another chain's, a restricted action
+/// without its role). Nonces, duplicates and limits do.
+fn no_honest_forwarder_sends(refusal: &Refusal) -> bool {
+    matches!(
+        refusal,
+        Refusal::Malformed(_)
+            | Refusal::WrongChain
+            | Refusal::BadKey(_)
+            | Refusal::BadSignature(_)
+            | Refusal::NotPermitted(_)
+    )
 }
 
 /// Index of each block item among the block's Core transactions (`None` for EVM items).
@@ -403,14 +407,22 @@ impl Application for NodeApp {
             .json
             .as_ref()
             .is_some_and(JsonPort::has_governance_work);
-        self.forged.is_some()
+        self.forged.as_ref().is_some_and(|f| f.item.is_some())
             || governance
             || self.actions.has_ready()
             || !shared.mempool.is_empty()
             || !shared.execution.bridge().is_idle()
     }
 
-    fn propose(&mut self, _height: Height, chain: &ChainState, _now_ns: u64) -> AppProposal {
+    fn propose(&mut self, height: Height, chain: &ChainState, _now_ns: u64) -> AppProposal {
+        if let Some(event) = self
+            .forged
+            .as_ref()
+            .and_then(|f| f.event(self.index, height))
+        {
+            // A closed log output shows at the next `final` line.
+            let _ = self.event(event);
+        }
         let mut actions = self.actions.proposal(chain);
         if let Some(json) = self.json.as_ref() {
             let own = json.governance_key();
@@ -423,8 +435,15 @@ impl Application for NodeApp {
         }
     }
 
-    fn payload_valid(&self, _height: Height, payload: &[u8]) -> bool {
-        self.shared.borrow_mut().payload_valid(payload)
+    fn payload_valid(&self, height: Height, payload: &[u8]) -> bool {
+        let valid = self.shared.borrow_mut().payload_valid(payload);
+        if let Err(Some(why)) = &valid {
+            // A closed log output shows at the next `final` line.
+            let _ = self.event(json!({
+                "event": "payload_refused", "index": self.index, "height": height, "why": why,
+            }));
+        }
+        valid.is_ok()
     }
 
     fn execute(
@@ -445,11 +464,15 @@ impl Application for NodeApp {
         Ok(root)
     }
 
-    fn on_app_frame(&mut self, _from: ValidatorId, body: &[u8], chain: &ChainState, now_ns: u64) {
+    fn on_app_frame(&mut self, from: ValidatorId, body: &[u8], chain: &ChainState, now_ns: u64) {
         // A peer forwards what its clients sent: admitted here on our own checks.
         // Items are block items (EVM ones start with 0xEE, Core ones with their version) or
         // chain actions (0xAC).
-        if let Some(items) = txport::decode_list(body, FORWARD_BATCH) {
+        let Some(items) = txport::decode_list(body, FORWARD_BATCH) else {
+            self.note_forward_refused(from, "malformed: not a list of block items");
+            return;
+        };
+        {
             let (actions, items): (Vec<&[u8]>, Vec<&[u8]>) = items
                 .into_iter()
                 .partition(|item| item.first() == Some(&chain_actions::ACTION_ITEM_TAG));
@@ -463,7 +486,19 @@ impl Application for NodeApp {
             let (evm, core): (Vec<&[u8]>, Vec<&[u8]>) = items
                 .into_iter()
                 .partition(|item| item.first() == Some(&transactions::EVM_ITEM_TAG));
-            mempool.admit_many(&core, now_ns / MS, &*execution);
+            let results = mempool.admit_many(&core, now_ns / MS, &*execution);
+            let forged: Vec<String> = results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .filter(|refusal| no_honest_forwarder_sends(refusal))
+                .map(Refusal::to_string)
+                .collect();
+            for why in forged {
+                self.note_forward_refused(from, &why);
+            }
+            let Shared {
+                mempool, execution, ..
+            } = self.shared.get_mut();
             for item in evm {
                 // A refusal here is the peer's client's: it heard of it from the peer.
                 if mempool.admit_evm(&item[1..], &*execution).is_ok() {
@@ -476,6 +511,19 @@ impl Application for NodeApp {
 }
 
 impl NodeApp {
+    /// Counts an item `from` forwarded that no honest validator forwards; logs
+    /// `forward_refused` at the 1st, 2nd, 4th, 8th... such item from that peer.
+    fn note_forward_refused(&mut self, from: ValidatorId, why: &str) {
+        let count = self.forward_refusals.entry(from).or_default();
+        *count += 1;
+        if count.is_power_of_two() {
+            let line = json!({"event": "forward_refused", "index": self.index,
+                "from": hex(&from.0), "count": *count, "why": why});
+            // A closed log output shows at the next `final` line.
+            let _ = self.event(line);
+        }
+    }
+
     /// Reports an event other than a block's `final`: a line on standard output, or with
     /// `quiet_blocks` on standard error (if `stderr_events`).
     pub(super) fn event(&self, value: serde_json::Value) -> Result<(), HostError> {
@@ -752,6 +800,9 @@ impl NodeApp {
             .get_mut()
             .decided_items(&block.payload)
             .map_err(|what| HostError::BadPayload { height, what })?;
+        if let Some(forged) = self.forged.as_mut() {
+            forged.note_executed(&txs);
+        }
         let refs: Vec<&SignedTransaction> = txs.iter().filter_map(BlockItem::core).collect();
         let hashes: Vec<TxHash> = refs.iter().map(|tx| tx.hash()).collect();
         let (start, cpu_start) = (std::time::Instant::now(), thread_cpu_ns());
@@ -1021,6 +1072,7 @@ impl NodeApp {
 
     /// This validator's proposal payload: what its pool holds (arrival order).
     fn proposal_payload(&self) -> Vec<u8> {
+        let forged = self.forged.as_ref().and_then(|f| f.item.as_deref());
         let shared = self.shared.borrow();
         let budget = shared
             .max_block_bytes
@@ -1034,12 +1086,12 @@ impl NodeApp {
         let evm = shared.mempool.evm_proposal(
             shared
                 .max_block_txs
-                .saturating_sub(pending.len() + self.forged.iter().count()),
+                .saturating_sub(pending.len() + usize::from(forged.is_some())),
             budget.saturating_sub(used),
             mempool::EvmView::evm_gas_share(&shared.execution),
         );
-        let forged = self.forged.iter().map(Vec::as_slice);
         let items: Vec<&[u8]> = forged
+            .into_iter()
             .chain(pending.iter().map(|tx| tx.bytes()))
             .chain(evm.iter().map(|item| item.bytes()))
             .collect();

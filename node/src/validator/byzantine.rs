@@ -382,6 +382,38 @@ mod tests {
         }
     }
 
+    /// Votes go on the consensus lane, proposals and commit certificates (whole blocks) on
+    /// the block lane, forwarded transactions on the bulk lane.
+    #[test]
+    fn votes_go_before_blocks_and_blocks_before_forwards() {
+        use consensus::messages::CommitCertificate;
+        use consensus_net::Lane;
+        let keys = keys();
+        let p = proposal(&keys[0]);
+        let vote = Vote {
+            kind: VoteKind::Prevote,
+            height: 5,
+            round: 0,
+            value: Some(p.signed.proposal.block_id),
+            validator: keys[0].id(),
+        };
+        let signature = keys[0].sign(&vote.signing_bytes(&CHAIN));
+        let signed = SignedVote { vote, signature };
+        let commit = CommitCertificate {
+            round: 0,
+            block: p.block.clone(),
+            precommits: vec![signed],
+        };
+        let lane = |m: Message| super::super::lane_of(&message_frame(&m));
+        assert_eq!(lane(Message::Vote(signed)), Lane::Consensus);
+        assert_eq!(lane(Message::Proposal(p)), Lane::Block);
+        assert_eq!(lane(Message::Commit(commit)), Lane::Block);
+        let sync = consensus::host::sync_frame(3);
+        assert_eq!(super::super::lane_of(&sync), Lane::Consensus);
+        let forward = consensus::host::app_frame(b"forwarded");
+        assert_eq!(super::super::lane_of(&forward), Lane::Bulk);
+    }
+
     /// Precommits, other validators' proposals and prevotes of slots without a twin go to
     /// every peer unchanged.
     #[test]

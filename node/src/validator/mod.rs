@@ -99,7 +99,9 @@ mod app;
 mod byzantine;
 mod clients;
 mod config;
+mod forgery;
 mod join;
+mod slow_disk;
 mod verifier;
 
 use app::*;
@@ -139,10 +141,30 @@ pub struct ValidatorArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Test only: behave as a byzantine proposer that puts a forged transaction (a
-    /// withdrawal for trading account 0, signed by another key) first in every proposal.
-    /// Honest validators must not vote for those blocks.
+    /// withdrawal for trading account 0, signed by another key) first in every proposal
+    /// (`validator::forgery`). Honest validators must not vote for those blocks.
     #[arg(long, hide = true)]
     pub byzantine_forge: bool,
+    /// Test only: a byzantine proposer that puts a transaction of an executed block (its
+    /// nonce used) first in every proposal (`validator::forgery`). Honest validators must
+    /// not vote for those blocks.
+    #[arg(long, hide = true, conflicts_with = "byzantine_forge")]
+    pub byzantine_replay: bool,
+    /// Test only: a byzantine proposer that puts a deposit for trading account 0, validly
+    /// signed by trading account 1 (no faucet), first in every proposal
+    /// (`validator::forgery`). Honest validators must not vote for those blocks.
+    #[arg(long, hide = true, conflicts_with_all = ["byzantine_forge", "byzantine_replay"])]
+    pub byzantine_deposit: bool,
+    /// Test only: add forged items (unsigned, signed by another account's key, undecodable)
+    /// to every batch of transactions forwarded to the peers (`validator::forgery`). Honest
+    /// validators must refuse them at admission.
+    #[arg(long, hide = true)]
+    pub byzantine_forward_forged: bool,
+    /// Test only: a slow disk (`validator::slow_disk`): before each safety save and block
+    /// append, wait as the file PATH says now (`MIN-MAX` ms, drawn uniformly; missing, empty
+    /// or `0`: no wait). Never on a real validator.
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub test_slow_disk: Option<PathBuf>,
     /// Test only: behave as an equivocating validator (`validator::byzantine`): each of its
     /// proposals for a new block goes to half its peers, a twin block (1 ns later) signed
     /// for the same height and round to the others, and it prevotes for both. Honest
@@ -310,6 +332,10 @@ struct Shell {
     prune_keep_blocks: u64,
     /// Rewrites broadcasts to equivocate (test only, `--byzantine-equivocate`).
     equivocator: Option<byzantine::Equivocator>,
+    /// Adds forged items to forwarded batches (test only, `--byzantine-forward-forged`).
+    forward_forger: Option<forgery::ForwardForger>,
+    /// Delays durable writes (test only, `--test-slow-disk`).
+    slow_disk: Option<slow_disk::SlowDisk>,
 }
 
 /// Clock difference allowed between validators when a validator that lost its safety file
@@ -513,7 +539,19 @@ async fn run_validator(
             let ids: Vec<ValidatorId> = peers.iter().map(|p| p.id).collect();
             byzantine::Equivocator::new(mode, keypair.clone(), chain_id, &ids)
         }),
+        forward_forger: args
+            .byzantine_forward_forged
+            .then(|| config.load_spec().and_then(forgery::ForwardForger::new))
+            .transpose()?,
+        slow_disk: args
+            .test_slow_disk
+            .clone()
+            .map(|path| slow_disk::SlowDisk::new(path, args.index as u64)),
     };
+    if let Some(path) = &args.test_slow_disk {
+        log_line(json!({"event": "test_hook", "index": args.index,
+            "slow_disk": path.display().to_string()}))?;
+    }
     // With an empty block file, or behind what pruning peers still hold, join from a
     // peer's snapshot; else recover from the block file.
     let peer_count = config.validators.len() - 1;
@@ -821,7 +859,7 @@ impl Shell {
                 Some(event) = clients.json.recv() => vec![ClientEvent::Json(event)],
                 Some(request) = clients.eth.recv() => {
                     if let Some(frame) = self.host.app_mut().on_eth(request, now_ns()) {
-                        self.net.broadcast(frame, Lane::Bulk);
+                        self.forward(frame)?;
                         self.start_waiting_height()?;
                     }
                     continue;
@@ -837,7 +875,7 @@ impl Shell {
             };
             let (app, chain) = self.host.app_and_chain();
             if let Some(frame) = app.on_clients(events, chain, now_ns()) {
-                self.net.broadcast(frame, Lane::Bulk);
+                self.forward(frame)?;
                 self.start_waiting_height()?;
             }
         }
@@ -913,8 +951,12 @@ impl Shell {
                     self.net.send(&to, frame, lane);
                 }
                 Action::Broadcast(frame) => self.broadcast(frame)?,
-                Action::PersistSafety(state) => self.safety.save(&state)?,
+                Action::PersistSafety(state) => {
+                    self.slow_write()?;
+                    self.safety.save(&state)?
+                }
                 Action::PersistBlock(cert) => {
+                    self.slow_write()?;
                     self.blocks.append(&cert)?;
                     self.host.block_durable(cert.block.height, now_ns())?;
                     self.note_signing_resumed(cert.block.height)?;
@@ -931,6 +973,30 @@ impl Shell {
 }
 
 impl Shell {
+    /// Before a durable write: waits as the slow-disk hook says (test only), logging each
+    /// change of its range.
+    fn slow_write(&mut self) -> Result<(), HostError> {
+        let Some(change) = self.slow_disk.as_mut().and_then(|d| d.before_write()) else {
+            return Ok(());
+        };
+        self.host.app().event(json!({
+            "event": "slow_disk", "index": self.host.app().index, "range": change.range,
+            "writes": change.writes, "slept_ms": change.slept_ms,
+        }))
+    }
+
+    /// Forwards a batch clients brought to every peer (with forged items added, test only,
+    /// `--byzantine-forward-forged`).
+    fn forward(&mut self, frame: Frame) -> Result<(), HostError> {
+        let Some(forger) = self.forward_forger.as_mut() else {
+            self.net.broadcast(frame, Lane::Bulk);
+            return Ok(());
+        };
+        let (forged, event) = forger.forge(&frame, now_ns() / MS);
+        self.net.broadcast(forged, Lane::Bulk);
+        self.host.app().event(event)
+    }
+
     /// Broadcasts a host frame on its lane, through the equivocator if there is one.
     fn broadcast(&mut self, frame: consensus::host::Frame) -> Result<(), HostError> {
         let lane = lane_of(&frame);
@@ -973,11 +1039,23 @@ pub(crate) fn stderr_line(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// The lane a host frame goes on: application frames (forwarded transactions and chain
-/// actions, which proposals carry again) yield to consensus frames on a congested link.
+/// The lane a host frame goes on: votes and sync requests first; proposals and commit
+/// certificates (whole blocks) after them, so that a vote never waits behind a block on a
+/// congested link; application frames (forwarded transactions and chain actions, which
+/// proposals carry again) last.
 fn lane_of(frame: &[u8]) -> Lane {
-    match frame.first() {
-        Some(&consensus::host::FRAME_APP) => Lane::Bulk,
+    match frame {
+        [consensus::host::FRAME_APP, ..] => Lane::Bulk,
+        [consensus::host::FRAME_MESSAGE, tag, ..]
+            if *tag == MESSAGE_PROPOSAL || *tag == MESSAGE_COMMIT =>
+        {
+            Lane::Block
+        }
         _ => Lane::Consensus,
     }
 }
+
+/// The tag bytes of a proposal and of a commit certificate (`Message::encode`,
+/// docs/consensus.md "Message formats").
+const MESSAGE_PROPOSAL: u8 = 1;
+const MESSAGE_COMMIT: u8 = 3;

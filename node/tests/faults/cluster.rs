@@ -371,6 +371,34 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// The hash of every item of every block in validator `i`'s block file, with its
+    /// height (validators stopped first).
+    pub fn stored_items(&self, i: usize) -> Vec<(u64, transactions::TxHash)> {
+        let path = self.dir.join(format!("validator-{i}")).join("blocks");
+        let (_, certificates, _) = consensus_net::BlockStore::open(&path).expect("block file");
+        let mut out = Vec::new();
+        for c in &certificates {
+            let items = node::txport::decode_list(&c.block.payload, usize::MAX)
+                .unwrap_or_else(|| panic!("block {}: not a list of items", c.block.height));
+            out.extend(
+                items
+                    .into_iter()
+                    .map(|item| (c.block.height, transactions::TxHash::of(item))),
+            );
+        }
+        out
+    }
+
+    /// Event lines named `event` that validator `i` printed.
+    pub fn events_of<'a>(&'a self, i: usize, event: &'a str) -> impl Iterator<Item = &'a Value> {
+        self.events
+            .iter()
+            .filter(move |(j, v)| *j == i && v["event"] == event)
+            .map(|(_, v)| v)
+    }
+}
+
 /// `p50` and `p99` of a histogram of µs, in ms.
 pub fn p50_p99_ms(h: &Histogram<u64>) -> (f64, f64) {
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
