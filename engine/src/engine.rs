@@ -4,11 +4,10 @@
 //! `max_resting_orders`, see `store`) and is threaded on two intrusive doubly linked lists:
 //! its price level's FIFO and its account's entry-order list. Levels are found through a
 //! [`PriceLadder`] per book side. The index from `(account, oid)` to slab slot (`OidIndex`,
-//! open addressing over 4-byte entries, the keys read from the slab) is the only hash table
-//! on the data path, used for lookups only, never iterated, so no output depends on where its
-//! entries sit.
-
-use rustc_hash::FxHashMap;
+//! open addressing over 4-byte entries, the keys read from the slab) and the id -> dense index
+//! maps of assets, markets and accounts (`IdIndex`, open addressing over (id, index) pairs)
+//! are the hash tables of the data path, used for lookups only, never iterated, so no output
+//! depends on where their entries sit.
 
 use crate::ladder::{ArrayLadder, PriceLadder, NIL};
 use crate::types::*;
@@ -22,7 +21,7 @@ use commitment::Lanes;
 pub use perp::{LiquidationStats, MarginView, PerpMarketView, PositionView, LIQUIDATION_OID};
 use perp::{PerpAccount, PerpMarket};
 pub use snapshot::SnapshotError;
-use store::{Chunked, OidIndex};
+use store::{Chunked, IdIndex, OidIndex};
 
 /// The largest `max_price_ticks` a market may have (keeps ladders at a few MiB per side).
 pub const MAX_PRICE_TICKS_LIMIT: Ticks = 1 << 28;
@@ -345,11 +344,11 @@ enum MatchEnd {
 pub struct Engine<L: PriceLadder = ArrayLadder> {
     config: EngineConfig,
     assets: Vec<AssetState>,
-    asset_index: FxHashMap<AssetId, u32>,
+    asset_index: IdIndex,
     markets: Vec<MarketState<L>>,
-    market_index: FxHashMap<MarketId, u32>,
+    market_index: IdIndex,
     accounts: Vec<AccountState>,
-    account_index: FxHashMap<AccountId, u32>,
+    account_index: IdIndex,
     orders: Chunked<OrderNode>,
     free_head: u32,
     resting: u32,
@@ -411,11 +410,11 @@ impl<L: PriceLadder> Engine<L> {
         Engine {
             config,
             assets: Vec::new(),
-            asset_index: FxHashMap::default(),
+            asset_index: IdIndex::default(),
             markets: Vec::new(),
-            market_index: FxHashMap::default(),
+            market_index: IdIndex::default(),
             accounts: Vec::new(),
-            account_index: FxHashMap::default(),
+            account_index: IdIndex::default(),
             orders: Chunked::new(capacity, OrderNode::VACANT),
             free_head: NIL,
             resting: 0,
