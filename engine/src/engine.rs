@@ -16,6 +16,7 @@ use crate::types::*;
 mod commitment;
 mod one_block;
 mod perp;
+mod prefetch;
 mod snapshot;
 mod store;
 use commitment::Lanes;

@@ -110,6 +110,24 @@ impl<T> IndexMut<usize> for Chunked<T> {
     }
 }
 
+/// Hints the CPU to bring the cache line holding `value` into its caches (a prefetch: no
+/// effect on any value, only on when memory is read). A no-op off x86-64.
+#[inline(always)]
+pub(super) fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    // An intrinsic that is unsafe only for its target feature: see SAFETY.
+    // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has (it is in the target's
+    // baseline features); a prefetch never faults and reads nothing architecturally, and the
+    // address is that of a live reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
 /// The `(account index, oid)` -> slot index of resting orders.
 ///
 /// Open addressing with linear probing over `u32` entries: the low `slot_bits` hold the slot
@@ -194,6 +212,32 @@ impl OidIndex {
                 if key_of(slot) == (account, oid) {
                     return Some(slot);
                 }
+            }
+            at = (at + 1) & self.mask;
+        }
+    }
+
+    /// The entry where a probe for `(account, oid)` starts (for [`prefetch`]).
+    #[inline]
+    pub(super) fn home_entry(&self, account: u32, oid: u64) -> &u32 {
+        &self.table[self.home(key_hash(account, oid))]
+    }
+
+    /// The first slot on `(account, oid)`'s probe whose entry carries its hash bits: its slot
+    /// if indexed, almost always, but unverified (the key is not compared, so no order is
+    /// read): for [`prefetch`] only.
+    #[inline]
+    pub(super) fn probable_slot(&self, account: u32, oid: u64) -> Option<u32> {
+        let hash = key_hash(account, oid);
+        let tag = self.tag(hash);
+        let mut at = self.home(hash);
+        loop {
+            let entry = self.table[at];
+            if entry == 0 {
+                return None;
+            }
+            if entry & !self.slot_mask == tag {
+                return Some((entry & self.slot_mask) - 1);
             }
             at = (at + 1) & self.mask;
         }
