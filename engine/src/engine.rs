@@ -1462,7 +1462,13 @@ impl<L: PriceLadder> Engine<L> {
             reduce_only: node.reduce_only(),
             tier,
         };
-        let end = self.match_taker(market_index, &mut taker, out);
+        // Most re-entries move away from the touch: nothing to match (`match_taker` would
+        // return at its first check), so it is not called.
+        let end = if self.markets[market_index].would_cross(node.side, price) {
+            self.match_taker(market_index, &mut taker, out)
+        } else {
+            MatchEnd::Done
+        };
         self.finish_taker(
             market_index,
             taker,
