@@ -2,13 +2,13 @@
 //!
 //! Layout: every resting order lives in one slab (`orders`, grown a chunk at a time up to
 //! `max_resting_orders`, see `store`) and is threaded on two intrusive doubly linked lists:
-//! its price level's FIFO and its account's entry-order list. Levels are found through a
+//! its price level's FIFO and its account's list (in entry order, except that a spot order
+//! re-entering through a modify keeps its place: `Engine::keeps_account_place`). Levels are found through a
 //! [`PriceLadder`] per book side. The index from `(account, oid)` to slab slot (`OidIndex`,
-//! open addressing over 4-byte entries, the keys read from the slab) is the only hash table
-//! on the data path, used for lookups only, never iterated, so no output depends on where its
-//! entries sit.
-
-use rustc_hash::FxHashMap;
+//! open addressing over 4-byte entries, the keys read from the slab) and the id -> dense index
+//! maps of assets, markets and accounts (`IdIndex`, open addressing over (id, index) pairs)
+//! are the hash tables of the data path, used for lookups only, never iterated, so no output
+//! depends on where their entries sit.
 
 use crate::ladder::{ArrayLadder, PriceLadder, NIL};
 use crate::types::*;
@@ -16,13 +16,14 @@ use crate::types::*;
 mod commitment;
 mod one_block;
 mod perp;
+mod prefetch;
 mod snapshot;
 mod store;
 use commitment::Lanes;
 pub use perp::{LiquidationStats, MarginView, PerpMarketView, PositionView, LIQUIDATION_OID};
 use perp::{PerpAccount, PerpMarket};
 pub use snapshot::SnapshotError;
-use store::{Chunked, OidIndex};
+use store::{Chunked, IdIndex, OidIndex};
 
 /// The largest `max_price_ticks` a market may have (keeps ladders at a few MiB per side).
 pub const MAX_PRICE_TICKS_LIMIT: Ticks = 1 << 28;
@@ -75,8 +76,9 @@ struct OrderNode {
     tier: u8,
     remaining: Lots,
     oid: OrderId,
-    /// Position in the engine-wide order of (re-)entries; orders levels and account lists
-    /// alike, so a snapshot can re-insert orders in this order to rebuild both.
+    /// Position in the engine-wide order of (re-)entries: orders levels (a snapshot
+    /// re-inserts orders in this order to rebuild them) and an account's orders wherever
+    /// their order matters (its list is sorted by it there: `Engine::keeps_account_place`).
     entry: u64,
 }
 
@@ -148,7 +150,19 @@ impl MarketParams {
     }
 
     /// Quote reserved per lot of a buy at `price`: notional plus the fee rounded up per lot.
+    #[inline]
     fn buy_unit_cost(&self, price: Ticks) -> i128 {
+        // In 64 bits when it fits (a lot's notional always does for prices up to the market's
+        // maximum, checked at its creation; its fee product nearly always): i128 products
+        // and the checks of `ceil_div`'s fast path cost ~20 instructions per call.
+        if let Some(notional) = price.checked_mul(self.quote_units_per_tick_lot) {
+            if let Some(fee) = notional.checked_mul(i64::from(self.reserve_fee_bps)) {
+                debug_assert!(fee >= 0, "reserve fee rates are >= 0");
+                let denominator = BPS_DENOMINATOR as i64;
+                let fee_rounded_up = fee / denominator + i64::from(fee % denominator != 0);
+                return i128::from(notional) + i128::from(fee_rounded_up);
+            }
+        }
         let notional = self.notional(price, 1);
         notional + ceil_div(notional * self.reserve_fee_bps as i128, BPS_DENOMINATOR)
     }
@@ -345,11 +359,11 @@ enum MatchEnd {
 pub struct Engine<L: PriceLadder = ArrayLadder> {
     config: EngineConfig,
     assets: Vec<AssetState>,
-    asset_index: FxHashMap<AssetId, u32>,
+    asset_index: IdIndex,
     markets: Vec<MarketState<L>>,
-    market_index: FxHashMap<MarketId, u32>,
+    market_index: IdIndex,
     accounts: Vec<AccountState>,
-    account_index: FxHashMap<AccountId, u32>,
+    account_index: IdIndex,
     orders: Chunked<OrderNode>,
     free_head: u32,
     resting: u32,
@@ -373,6 +387,8 @@ pub struct Engine<L: PriceLadder = ArrayLadder> {
     perp_touched: Vec<u32>,
     /// Reused buffer of liquidation candidates.
     liq_scratch: Vec<u32>,
+    /// Reused buffer of order slots (`cancel_all`).
+    order_scratch: Vec<u32>,
     /// Liquidation counters.
     stats: LiquidationStats,
     /// What the isolated position being liquidated handed back to cross collateral when it
@@ -411,11 +427,11 @@ impl<L: PriceLadder> Engine<L> {
         Engine {
             config,
             assets: Vec::new(),
-            asset_index: FxHashMap::default(),
+            asset_index: IdIndex::default(),
             markets: Vec::new(),
-            market_index: FxHashMap::default(),
+            market_index: IdIndex::default(),
             accounts: Vec::new(),
-            account_index: FxHashMap::default(),
+            account_index: IdIndex::default(),
             orders: Chunked::new(capacity, OrderNode::VACANT),
             free_head: NIL,
             resting: 0,
@@ -429,6 +445,7 @@ impl<L: PriceLadder> Engine<L> {
             insurance: NIL,
             perp_touched: Vec::new(),
             liq_scratch: Vec::new(),
+            order_scratch: Vec::new(),
             stats: LiquidationStats::default(),
             isolated_returned: None,
             liquidating: NIL,
@@ -1026,7 +1043,7 @@ impl<L: PriceLadder> Engine<L> {
 
     /// After matching: rest the remainder (GTC/ALO) or cancel it, releasing its reserve.
     /// `slot` is the order's own detached slot when it is a re-entering resting order (see
-    /// [`Engine::detach_resting`]); it is re-attached if the order rests, freed otherwise.
+    /// [`Engine::detach_for_reentry`]); it is re-attached if the order rests, freed otherwise.
     #[allow(clippy::too_many_arguments)]
     fn finish_taker(
         &mut self,
@@ -1042,7 +1059,8 @@ impl<L: PriceLadder> Engine<L> {
         match (rests, slot) {
             (true, Some(handle)) => {
                 let price = taker.limit.expect("only limit orders rest");
-                self.attach_resting(handle, market_index, &taker, price, post_only);
+                let join = !self.keeps_account_place(market_index);
+                self.attach_resting(handle, market_index, &taker, price, post_only, join);
                 return;
             }
             (true, None) => {
@@ -1050,7 +1068,12 @@ impl<L: PriceLadder> Engine<L> {
                 self.insert_resting(market_index, &taker, price, post_only);
                 return;
             }
-            (false, Some(handle)) => self.free_detached(handle),
+            (false, Some(handle)) => {
+                if self.keeps_account_place(market_index) {
+                    self.leave_account(handle);
+                }
+                self.free_detached(handle)
+            }
             (false, None) => {}
         }
         if taker.remaining == 0 {
@@ -1090,12 +1113,23 @@ impl<L: PriceLadder> Engine<L> {
             handle
         };
         self.open.insert(taker.account, taker.oid, handle);
-        self.attach_resting(handle, market_index, taker, price, post_only);
+        self.attach_resting(handle, market_index, taker, price, post_only, true);
         handle
     }
 
-    /// Fills slot `handle` with the order and links it at the back of its level and of its
-    /// account's list, as a new entry. The `(account, oid)` index must already point here.
+    /// Whether an order of this market re-entering through a modify keeps its place in its
+    /// account's list (spot markets) instead of moving to the back (perp markets). Account
+    /// lists are therefore in entry order for perp orders only (the perp code walks them in
+    /// that order); readers that need entry order for all orders sort by `entry`.
+    #[inline]
+    fn keeps_account_place(&self, market_index: usize) -> bool {
+        self.markets[market_index].params.perp == NIL
+    }
+
+    /// Fills slot `handle` with the order and links it at the back of its level, as a new
+    /// entry, and at the back of its account's list if `join_account` (otherwise the slot is
+    /// still in that list: see [`Engine::keeps_account_place`]). The `(account, oid)` index
+    /// must already point here.
     fn attach_resting(
         &mut self,
         handle: u32,
@@ -1103,6 +1137,7 @@ impl<L: PriceLadder> Engine<L> {
         taker: &Taker,
         price: Ticks,
         post_only: bool,
+        join_account: bool,
     ) {
         let market = &mut self.markets[market_index];
         let key = market.params.key(taker.side, price);
@@ -1117,21 +1152,17 @@ impl<L: PriceLadder> Engine<L> {
         if previous_tail != NIL {
             self.orders[previous_tail as usize].next = handle;
         }
-        let account = &mut self.accounts[taker.account as usize];
-        let previous_last = account.last_order;
-        account.last_order = handle;
-        if previous_last == NIL {
-            account.first_order = handle;
-        }
-        account.open_orders += 1;
-        if previous_last != NIL {
-            self.orders[previous_last as usize].account_next = handle;
-        }
+        let (account_prev, account_next) = if join_account {
+            (self.join_account(handle, taker.account), NIL)
+        } else {
+            let node = &self.orders[handle as usize];
+            (node.account_prev, node.account_next)
+        };
         self.orders[handle as usize] = OrderNode {
             prev: previous_tail,
             next: NIL,
-            account_prev: previous_last,
-            account_next: NIL,
+            account_prev,
+            account_next,
             account: taker.account,
             market: market_index as u32,
             price_ticks: u32::try_from(price).expect("limit prices are checked to 2^28"),
@@ -1153,17 +1184,42 @@ impl<L: PriceLadder> Engine<L> {
         self.touch_order_owner(taker.account, market_index as u32);
     }
 
+    /// Links slot `handle` at the back of `account`'s list; returns the slot before it.
+    fn join_account(&mut self, handle: u32, account: u32) -> u32 {
+        let state = &mut self.accounts[account as usize];
+        let previous_last = state.last_order;
+        state.last_order = handle;
+        if previous_last == NIL {
+            state.first_order = handle;
+        }
+        state.open_orders += 1;
+        if previous_last != NIL {
+            self.orders[previous_last as usize].account_next = handle;
+        }
+        previous_last
+    }
+
     /// Unlinks a resting order from its level and account and frees its slot. Its remaining
     /// lots leave the level total; its reserve must already be settled by the caller.
     fn remove_resting(&mut self, handle: u32) {
-        self.detach_resting(handle);
+        self.leave_level(handle);
+        self.leave_account(handle);
         self.free_detached(handle);
     }
 
-    /// Unlinks a resting order from its level and its account's list; the slot and the
+    /// Takes a resting order that re-enters out of its level, and out of its account's list
+    /// unless its market keeps the place ([`Engine::keeps_account_place`]); the slot and the
     /// `(account, oid)` index entry stay, for [`Engine::attach_resting`] or
-    /// [`Engine::free_detached`].
-    fn detach_resting(&mut self, handle: u32) {
+    /// [`Engine::free_detached`] (through [`Engine::finish_taker`]).
+    fn detach_for_reentry(&mut self, handle: u32, market_index: usize) {
+        self.leave_level(handle);
+        if !self.keeps_account_place(market_index) {
+            self.leave_account(handle);
+        }
+    }
+
+    /// Unlinks a resting order from its level; it no longer counts as resting.
+    fn leave_level(&mut self, handle: u32) {
         let node = self.orders[handle as usize];
         let market = &mut self.markets[node.market as usize];
         let key = market.params.key(node.side, node.price());
@@ -1187,25 +1243,32 @@ impl<L: PriceLadder> Engine<L> {
         if node.next != NIL {
             self.orders[node.next as usize].prev = node.prev;
         }
-        let account = &mut self.accounts[node.account as usize];
-        if node.account_prev == NIL {
-            account.first_order = node.account_next;
-        }
-        if node.account_next == NIL {
-            account.last_order = node.account_prev;
-        }
-        account.open_orders -= 1;
-        if node.account_prev != NIL {
-            self.orders[node.account_prev as usize].account_next = node.account_next;
-        }
-        if node.account_next != NIL {
-            self.orders[node.account_next as usize].account_prev = node.account_prev;
-        }
         self.resting -= 1;
         self.commitment.touch_order(handle);
         self.touch_order_owner(node.account, node.market);
         if node.reduce_only() {
             self.count_reduce_only(node.account, node.market, -1);
+        }
+    }
+
+    /// Unlinks an order's slot from its account's list.
+    fn leave_account(&mut self, handle: u32) {
+        let node = &self.orders[handle as usize];
+        let (account_prev, account_next, owner) =
+            (node.account_prev, node.account_next, node.account);
+        let account = &mut self.accounts[owner as usize];
+        if account_prev == NIL {
+            account.first_order = account_next;
+        }
+        if account_next == NIL {
+            account.last_order = account_prev;
+        }
+        account.open_orders -= 1;
+        if account_prev != NIL {
+            self.orders[account_prev as usize].account_next = account_next;
+        }
+        if account_next != NIL {
+            self.orders[account_next as usize].account_prev = account_prev;
         }
     }
 
@@ -1287,15 +1350,28 @@ impl<L: PriceLadder> Engine<L> {
         let Some(&account_index) = self.account_index.get(&account) else {
             return Self::reject_admin(out, account, RejectReason::UnknownAccount);
         };
-        let mut handle = self.accounts[account_index as usize].first_order;
+        // In entry order (the account's list is not, for spot orders that re-entered).
+        let mut handles = std::mem::take(&mut self.order_scratch);
+        self.collect_account_orders(account_index, Some(market_index), &mut handles);
+        for &handle in &handles {
+            self.cancel_resting(handle, CancelReason::User, out);
+        }
+        self.order_scratch = handles;
+    }
+
+    /// Replaces `out` with the slots of an account's open orders (in one market, or all),
+    /// in entry order.
+    fn collect_account_orders(&self, account: u32, market: Option<u32>, out: &mut Vec<u32>) {
+        out.clear();
+        let mut handle = self.accounts[account as usize].first_order;
         while handle != NIL {
             let node = &self.orders[handle as usize];
-            let next = node.account_next;
-            if node.market == market_index {
-                self.cancel_resting(handle, CancelReason::User, out);
+            if market.is_none_or(|m| m == node.market) {
+                out.push(handle);
             }
-            handle = next;
+            handle = node.account_next;
         }
+        out.sort_unstable_by_key(|&handle| self.orders[handle as usize].entry);
     }
 
     fn modify(
@@ -1378,7 +1454,7 @@ impl<L: PriceLadder> Engine<L> {
         }
         // Re-entry: leave the book (keeping the slot and index entry), then come back in as a
         // GTC taker at the new terms.
-        self.detach_resting(handle);
+        self.detach_for_reentry(handle, market_index);
         self.add_lock(account_index, &params, node.side, new_reserve - old_reserve);
         out.push(Event::Modified {
             market,
@@ -1398,7 +1474,13 @@ impl<L: PriceLadder> Engine<L> {
             reduce_only: node.reduce_only(),
             tier,
         };
-        let end = self.match_taker(market_index, &mut taker, out);
+        // Most re-entries move away from the touch: nothing to match (`match_taker` would
+        // return at its first check), so it is not called.
+        let end = if self.markets[market_index].would_cross(node.side, price) {
+            self.match_taker(market_index, &mut taker, out)
+        } else {
+            MatchEnd::Done
+        };
         self.finish_taker(
             market_index,
             taker,
@@ -1426,6 +1508,7 @@ impl<L: PriceLadder> Engine<L> {
 
     /// Units a resting order reserves per remaining lot (a pure function of the order and,
     /// in perp markets, its owner's leverage there, which cannot change while it rests).
+    #[inline]
     fn node_reserve_per_lot(&self, node: &OrderNode) -> i128 {
         let params = &self.markets[node.market as usize].params;
         if params.perp == NIL {
@@ -1556,16 +1639,12 @@ impl<L: PriceLadder> Engine<L> {
             },
             None => None,
         };
-        let mut views = Vec::new();
-        let mut handle = self.accounts[index as usize].first_order;
-        while handle != NIL {
-            let node = &self.orders[handle as usize];
-            if market_index.is_none_or(|m| m == node.market) {
-                views.push(self.view(node));
-            }
-            handle = node.account_next;
-        }
-        views
+        let mut handles = Vec::new();
+        self.collect_account_orders(index, market_index, &mut handles);
+        handles
+            .iter()
+            .map(|&handle| self.view(&self.orders[handle as usize]))
+            .collect()
     }
 
     fn view(&self, node: &OrderNode) -> OrderView {

@@ -27,7 +27,8 @@
 //!   only;
 //! - order `O`: market id u32, account id u64, oid u64, side u8, price i64, remaining i64,
 //!   entry u64, stp u8, post_only u8, reduce_only u8, tier u8. `entry` (the engine-wide
-//!   re-entry counter) fixes both the order's place in its level and in its account's list;
+//!   re-entry counter) fixes both the order's place in its level and among its account's
+//!   orders;
 //! - perp market `P`: `PerpSpec::to_le_bytes`, oracle, mark, ema_premium_ppb,
 //!   premium_sum_ppb (i64), premium_samples u32, last_trade i64, funding_index i128,
 //!   funding_pool i64, long_lots i64 (recomputed at every root: there are few markets).

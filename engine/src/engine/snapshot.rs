@@ -28,8 +28,9 @@
 //! The liquidation index and the reduce-only order counts are derived and rebuilt.
 //!
 //! Orders are written in the engine-wide order in which they (re-)entered a book. That order
-//! agrees with every level's FIFO and every account's list, so re-inserting orders in it
-//! rebuilds both exactly. A restored engine passes `check_invariants` and has the same
+//! agrees with every level's FIFO, so re-inserting orders in it rebuilds them exactly, and it
+//! is the order readers of an account's orders sort by (the list itself keeps re-entered spot
+//! orders in place, `Engine::keeps_account_place`; its order is not state). A restored engine passes `check_invariants` and has the same
 //! `state_hash` as the engine the snapshot was taken from.
 
 use std::fmt;
