@@ -100,10 +100,11 @@ impl Cluster {
     /// more `nexus devnet` options `extra`), starts the proxies and the four validators, and
     /// waits for their `ready` lines.
     pub fn start_with(dir: &Path, base_port: u16, rate: u64, seed: u64, extra: &[&str]) -> Cluster {
-        Cluster::start_linked(dir, base_port, rate, seed, extra, false)
+        Cluster::start_linked(dir, base_port, rate, seed, extra, false, |_| {})
     }
 
-    /// [`Cluster::start_with`], the validators linked directly if `direct` (no proxies).
+    /// [`Cluster::start_with`], the validators linked directly if `direct` (no proxies),
+    /// and `devnet.toml` changed by `edit` before they start.
     pub fn start_linked(
         dir: &Path,
         base_port: u16,
@@ -111,6 +112,7 @@ impl Cluster {
         seed: u64,
         extra: &[&str],
         direct: bool,
+        edit: impl FnOnce(&mut DevnetConfig),
     ) -> Cluster {
         let base = base_port.to_string();
         let rate = rate.to_string();
@@ -120,7 +122,10 @@ impl Cluster {
         }
         args.extend_from_slice(extra);
         let config_path = common::init_devnet(dir, &args);
-        let config = read_config(&config_path).expect("config");
+        let mut config = read_config(&config_path).expect("config");
+        edit(&mut config);
+        let text = toml::to_string(&config).expect("config as TOML");
+        std::fs::write(&config_path, text).expect("write devnet.toml");
         let targets: Vec<_> = config.validators.iter().map(|v| v.addr).collect();
         let mesh = Mesh::start(&targets, seed).expect("proxies");
         let (tx, rx) = mpsc::channel();
