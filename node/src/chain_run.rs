@@ -153,6 +153,7 @@ pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, Hos
         order_seed: DEV_SEED,
         accounts: node.chain.dev_accounts,
         bulk: 1,
+        resting_orders: 0,
         rate_per_s: 0,
         max_block_txs: node.chain.max_block_txs,
         max_block_bytes: 16 << 20,
@@ -314,6 +315,7 @@ fn write_dev_keys(data_dir: &Path, chain: &DevnetConfig) -> Result<(), HostError
         bulk: 1,
         chain_id: chain.chain_id_bytes()?,
         genesis_time_ms: chain.genesis_time_ms,
+        resting_orders: 0,
     };
     let lines: String = load::account_keys(&spec)
         .iter()

@@ -94,7 +94,7 @@ fn file_name(height: u64) -> String {
 }
 
 /// Heights of the snapshot files in `dir`, ascending.
-fn heights(dir: &Path) -> Vec<u64> {
+pub fn heights(dir: &Path) -> Vec<u64> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -137,12 +137,20 @@ pub fn newest(dir: &Path, max_height: u64) -> (Option<Snapshot>, Vec<String>) {
             skipped.push(format!("{}: past the block file", path.display()));
             continue;
         }
-        match std::fs::read(&path).ok().and_then(|b| Snapshot::decode(&b)) {
-            Some(snapshot) if snapshot.height == height => return (Some(snapshot), skipped),
-            _ => skipped.push(format!("{}: damaged", path.display())),
+        match read(dir, height) {
+            Some((snapshot, _)) => return (Some(snapshot), skipped),
+            None => skipped.push(format!("{}: damaged", path.display())),
         }
     }
     (None, skipped)
+}
+
+/// The snapshot of `height` in `dir` and its file bytes, if the file is intact and of that
+/// height.
+pub fn read(dir: &Path, height: u64) -> Option<(Snapshot, Vec<u8>)> {
+    let bytes = std::fs::read(dir.join(file_name(height))).ok()?;
+    let snapshot = Snapshot::decode(&bytes).filter(|s| s.height == height)?;
+    Some((snapshot, bytes))
 }
 
 #[cfg(test)]

@@ -56,6 +56,15 @@ pub struct DevnetArgs {
     /// order-entry port and sends its transactions there).
     #[arg(long, value_name = "PORT", default_value = "tx-port", value_parser = ["tx-port", "gateway"])]
     pub via: String,
+    /// Trading accounts funded at genesis (keys derived from --seed, written to
+    /// `dev-keys.txt`); the load client signs round robin over them.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub accounts: u64,
+    /// Instead of the trading stream, the load client places N resting orders (GTC, 100 to
+    /// 10,099 ticks from the mid: none trades or is cancelled), --bulk per transaction at
+    /// --rate orders/s, then stops: fills a running devnet's book (0: the trading stream).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub resting_orders: u64,
     /// Orders (actions) per transaction: one signature covers them all (1..=64).
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub bulk: u32,
@@ -209,8 +218,9 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         chain_id: hex(chain_id.as_bytes()),
         genesis_time_ms: now_ns() / MS,
         order_seed: args.seed,
-        accounts: 100,
+        accounts: args.accounts,
         bulk: args.bulk,
+        resting_orders: args.resting_orders,
         rate_per_s: args.rate,
         max_block_txs: args.max_block_txs,
         max_block_bytes: 16 << 20,

@@ -7,6 +7,11 @@
 //! mid price (one in ten priced through it: they trade), and, once the book has filled, every
 //! second action cancels an order the same account placed `lag` transactions earlier, so the
 //! book stays near a fixed size.
+//!
+//! With [`LoadSpec::resting_orders`] set, the stream is instead that many GTC orders placed
+//! away from the mid (100 to 10,099 ticks from it, beyond anything the trading stream
+//! reaches), so none trades and none is cancelled: a way to fill the book of a running
+//! chain with signed orders ([`resting_transaction`]). Then the stream ends.
 
 use ed25519_dalek::SigningKey;
 use engine::{Command, SelfTradePrevention, Side, TimeInForce};
@@ -34,6 +39,20 @@ pub struct LoadSpec {
     pub chain_id: [u8; 32],
     /// The chain's genesis time: nonce of transaction `j` is this plus `j`.
     pub genesis_time_ms: u64,
+    /// 0: the trading stream, without end. Else the stream places this many resting orders
+    /// away from the mid ([`resting_transaction`]) and ends.
+    pub resting_orders: u64,
+}
+
+impl LoadSpec {
+    /// Transactions in the stream: `None` for the endless trading stream, else enough for
+    /// [`LoadSpec::resting_orders`] in bulks of [`LoadSpec::bulk`].
+    pub fn stream_len(&self) -> Option<u64> {
+        (self.resting_orders > 0).then(|| {
+            self.resting_orders
+                .div_ceil(u64::from(self.bulk.clamp(1, 64)))
+        })
+    }
 }
 
 fn mix(seed: u64, k: u64) -> u64 {
@@ -82,18 +101,46 @@ pub fn role_key(seed: u64, role: &str) -> SigningKey {
     SigningKey::from_bytes(hasher.finalize().as_bytes())
 }
 
-/// Every trading account's key, by index.
+/// Every trading account's key, by index. Deriving a key costs a scalar multiplication
+/// (about 10 µs); a validator asks for the same keys several times while it starts
+/// (genesis, JSON port, gateway), so the last spec's keys are kept for the process.
 pub fn account_keys(spec: &LoadSpec) -> Vec<SigningKey> {
-    (0..spec.accounts.max(1))
-        .map(|i| account_key(spec.seed, i))
-        .collect()
+    type Keys = Option<((u64, u64), Vec<SigningKey>)>;
+    static LAST: std::sync::Mutex<Keys> = std::sync::Mutex::new(None);
+    let which = (spec.seed, spec.accounts.max(1));
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, keys)) = last.as_ref().filter(|(k, _)| *k == which) {
+        return keys.clone();
+    }
+    let keys: Vec<SigningKey> = (0..which.1).map(|i| account_key(which.0, i)).collect();
+    *last = Some((which, keys.clone()));
+    keys
 }
 
 /// The devnet's genesis as JSON Lines of the replay format (docs/replay.md): assets `BASE`
 /// and `QUOTE` (no decimals: one unit per lot and per tick), the market `BASE-QUOTE` (maker
 /// fee 2 bps, taker 5), and a deposit of both assets for every trading account (by account
-/// id). Every validator's state and its JSON port's names come from these lines.
+/// id). Every validator's state and its JSON port's names come from these lines. The last
+/// spec's lines are kept for the process (a validator reads them several times at start).
 pub fn genesis_lines(spec: &LoadSpec) -> String {
+    type Lines = Option<((u64, u64), String)>;
+    static LAST: std::sync::Mutex<Lines> = std::sync::Mutex::new(None);
+    let which = (spec.seed, spec.accounts);
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, lines)) = last.as_ref().filter(|(k, _)| *k == which) {
+        return lines.clone();
+    }
+    let lines = build_genesis_lines(spec);
+    *last = Some((which, lines.clone()));
+    lines
+}
+
+/// [`genesis_lines`], computed.
+fn build_genesis_lines(spec: &LoadSpec) -> String {
     let mut lines = vec![
         json!({"op": "asset", "asset": "BASE", "decimals": 0}),
         json!({"op": "asset", "asset": "QUOTE", "decimals": 0}),
@@ -175,12 +222,52 @@ fn action(spec: &LoadSpec, j: u64, i: u64) -> Action {
     }
 }
 
+/// First order id of the resting stream: above any id the trading stream uses, so both can
+/// run on the same accounts.
+const RESTING_OID_BASE: u64 = 1 << 48;
+/// Ticks between the mid and the nearest resting order (the trading stream stays within 50).
+const RESTING_GAP: i64 = 100;
+/// Price levels per side the resting orders spread over.
+const RESTING_LEVELS: u64 = 10_000;
+
+/// Resting order `k` of the stream: a GTC buy at `MID - 100 - x` or sell at `MID + 100 + x`
+/// (`x` in 0..10,000 from the seed), 1 to 10 lots, order id `2^48 + k`.
+fn resting_action(spec: &LoadSpec, k: u64) -> Action {
+    let h = mix(spec.seed ^ 0x5245_5354, k);
+    let offset = RESTING_GAP + ((h >> 16) % RESTING_LEVELS) as i64;
+    let (side, price) = match (h >> 8) & 1 {
+        0 => (Side::Buy, MID - offset),
+        _ => (Side::Sell, MID + offset),
+    };
+    Action::Place {
+        market: MARKET,
+        oid: RESTING_OID_BASE + k,
+        side,
+        price: Some(price),
+        qty: 1 + ((h >> 24) % 10) as i64,
+        tif: TimeInForce::Gtc,
+        stp: SelfTradePrevention::CancelMaker,
+        reduce_only: false,
+    }
+}
+
+/// Transaction `j` of the resting stream: resting orders `j * bulk` up to the next multiple
+/// of `bulk` or [`LoadSpec::resting_orders`] (an empty list past the end).
+pub fn resting_transaction(spec: &LoadSpec, j: u64) -> Vec<Action> {
+    let bulk = u64::from(spec.bulk.clamp(1, 64));
+    let end = ((j + 1) * bulk).min(spec.resting_orders);
+    (j * bulk..end).map(|k| resting_action(spec, k)).collect()
+}
+
 /// Signed transaction `j` of the stream (`keys` from [`account_keys`]).
 pub fn transaction(spec: &LoadSpec, keys: &[SigningKey], j: u64) -> SignedTransaction {
     let key = &keys[(j % keys.len() as u64) as usize];
-    let actions = (0..u64::from(spec.bulk.clamp(1, 64)))
-        .map(|i| action(spec, j, i))
-        .collect();
+    let actions = match spec.resting_orders {
+        0 => (0..u64::from(spec.bulk.clamp(1, 64)))
+            .map(|i| action(spec, j, i))
+            .collect(),
+        _ => resting_transaction(spec, j),
+    };
     Transaction {
         chain_id: spec.chain_id,
         signer: key.verifying_key().to_bytes(),
@@ -210,6 +297,7 @@ impl SignedStream {
 
     /// A stream whose first `count` transactions are signed now, on every core.
     pub fn signed_ahead(spec: &LoadSpec, count: u64) -> SignedStream {
+        let count = spec.stream_len().map_or(count, |len| count.min(len));
         let keys = account_keys(spec);
         let threads = std::thread::available_parallelism().map_or(1, usize::from) as u64;
         let per_thread = count.div_ceil(threads.max(1));
@@ -473,7 +561,8 @@ pub fn drive_stream(
     }
     let pace = Pace::new(spec, orders_per_s);
     let mut j = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    let end = spec.stream_len().unwrap_or(u64::MAX);
+    while !stop.load(Ordering::Relaxed) && j < end {
         if let Some(wait) = pace.wait_before(j) {
             for target in &mut targets {
                 target.flush(&stats);
@@ -616,7 +705,8 @@ pub fn drive_gateways_stream(
     }
     let pace = Pace::new(spec, orders_per_s);
     let mut j = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    let end = spec.stream_len().unwrap_or(u64::MAX);
+    while !stop.load(Ordering::Relaxed) && j < end {
         if let Some(wait) = pace.wait_before(j) {
             std::thread::sleep(wait);
             continue;
@@ -712,6 +802,7 @@ mod tests {
             bulk,
             chain_id: [1; 32],
             genesis_time_ms: 1_800_000_000_000,
+            resting_orders: 0,
         }
     }
 
@@ -731,6 +822,53 @@ mod tests {
             SignedStream::new(&spec).take(&spec, 3).bytes(),
             transaction(&spec, &keys, 3).bytes()
         );
+    }
+
+    /// The resting stream places exactly its orders, in bulks (the last one shorter), and
+    /// none of them trades, with or without the trading stream running over the same book.
+    #[test]
+    fn resting_orders_all_rest_and_the_trading_stream_never_reaches_them() {
+        let resting = LoadSpec {
+            resting_orders: 5_003,
+            ..spec(7)
+        };
+        assert_eq!(resting.stream_len(), Some(715));
+        assert_eq!(resting_transaction(&resting, 714).len(), 5_003 - 714 * 7);
+        assert!(resting_transaction(&resting, 715).is_empty());
+        let keys = account_keys(&resting);
+        let mut engine: Engine = Engine::new(EngineConfig::default());
+        let mut events = Vec::new();
+        for command in genesis(&resting) {
+            engine.step(&command, &mut events);
+        }
+        events.clear();
+        fn run(engine: &mut Engine, spec: &LoadSpec, keys: &[SigningKey], txs: u64) -> Vec<Event> {
+            let mut events = Vec::new();
+            for j in 0..txs {
+                let tx = transaction(spec, keys, j);
+                for action in &tx.tx.actions {
+                    let command = action.command(tx.tx.account()).expect("a command");
+                    engine.step(&command, &mut events);
+                }
+            }
+            events
+        }
+        let events = run(&mut engine, &resting, &keys, 715);
+        assert!(events.iter().all(|e| !matches!(e, Event::Fill { .. })));
+        assert!(events.iter().all(|e| !matches!(e, Event::Rejected { .. })));
+        assert_eq!(engine.resting_orders(), 5_003);
+        let events = run(&mut engine, &spec(20), &keys, 2_000);
+        let fills = events.iter().filter(|e| matches!(e, Event::Fill { .. }));
+        assert!(fills.count() > 1_000, "the trading stream trades");
+        for event in &events {
+            if let Event::Fill { maker_oid, .. } = event {
+                assert!(
+                    *maker_oid < RESTING_OID_BASE,
+                    "a resting order traded: {event:?}"
+                );
+            }
+        }
+        assert!(engine.resting_orders() >= 5_003);
     }
 
     /// The stream trades, its cancels find their orders, and the book stays bounded.

@@ -16,7 +16,7 @@
 //!
 //! All integers little-endian.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -223,11 +223,15 @@ impl Manifest {
     }
 }
 
-/// The serving side: the newest snapshot of this validator, read once per height, and a
-/// per-peer rate limit of chunks.
+/// The serving side: the newest snapshot of this validator, read once per snapshot (a
+/// file is never changed once written), and a per-peer rate limit of chunks.
 pub struct SnapshotServer {
     dir: PathBuf,
     cached: Option<(Manifest, Arc<Vec<u8>>)>,
+    /// Heights whose file did not decode (not read again).
+    damaged: BTreeSet<u64>,
+    /// Snapshot files read so far.
+    files_read: u64,
     sent: BTreeMap<(ValidatorId, u64), u64>,
 }
 
@@ -237,8 +241,15 @@ impl SnapshotServer {
         SnapshotServer {
             dir,
             cached: None,
+            damaged: BTreeSet::new(),
+            files_read: 0,
             sent: BTreeMap::new(),
         }
+    }
+
+    /// Snapshot files read so far (each is read once while it is the newest served).
+    pub fn files_read(&self) -> u64 {
+        self.files_read
     }
 
     /// The answer to `request` from `from` (none if rate-limited or not a request).
@@ -290,17 +301,33 @@ impl SnapshotServer {
         }
     }
 
-    /// The newest snapshot at or below `max_height` and its file bytes (re-read when a
-    /// newer file appears).
+    /// The newest intact snapshot at or below `max_height` and its file bytes. Only the
+    /// folder is listed per call; a file is read (and its checksum checked) once, when it
+    /// becomes the one served: reading a large snapshot per chunk request made serving
+    /// quadratic in its size.
     fn newest(&mut self, max_height: u64) -> Option<&(Manifest, Arc<Vec<u8>>)> {
-        let (snapshot, _) = chain_snapshot::newest(&self.dir, max_height);
-        let snapshot = snapshot?;
-        if self.cached.as_ref().map(|(m, _)| m.height) != Some(snapshot.height) {
-            let file = snapshot.encode();
-            let manifest = Manifest::of(&snapshot, &file, CHUNK_BYTES);
-            self.cached = Some((manifest, Arc::new(file)));
+        let cached = self.cached.as_ref().map(|(m, _)| m.height);
+        let heights = chain_snapshot::heights(&self.dir);
+        for height in heights.into_iter().rev().filter(|&h| h <= max_height) {
+            if Some(height) == cached {
+                return self.cached.as_ref();
+            }
+            if self.damaged.contains(&height) {
+                continue;
+            }
+            self.files_read += 1;
+            match chain_snapshot::read(&self.dir, height) {
+                Some((snapshot, file)) => {
+                    let manifest = Manifest::of(&snapshot, &file, CHUNK_BYTES);
+                    self.cached = Some((manifest, Arc::new(file)));
+                    return self.cached.as_ref();
+                }
+                None => {
+                    self.damaged.insert(height);
+                }
+            }
         }
-        self.cached.as_ref()
+        None
     }
 }
 

@@ -350,3 +350,214 @@ fn state_sync_figures() {
     );
     cluster.stop_all();
 }
+
+/// A number from the environment variable `name`, else `default`.
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Bytes of every file under `path` (0 if it does not exist).
+fn disk_bytes(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| disk_bytes(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Each validator's disk use: block file, snapshots folder, whole data folder (bytes).
+fn disk_use(dir: &Path) -> Value {
+    let per: Vec<Value> = ALL
+        .iter()
+        .map(|i| {
+            let data = dir.join(format!("validator-{i}"));
+            serde_json::json!({
+                "blocks": disk_bytes(&data.join("blocks")),
+                "snapshots": disk_bytes(&data.join("snapshots")),
+                "total": disk_bytes(&data),
+            })
+        })
+        .collect();
+    Value::from(per)
+}
+
+/// Figures at issue 15's scale: a four-validator devnet (direct loopback links, no
+/// proxies; four validators and this test share the machine) with `NEXUS_ACCOUNTS`
+/// (default 100,000) accounts funded at genesis and `NEXUS_RESTING_ORDERS` (default
+/// 1,000,000) resting orders placed by signed transactions (`nexus devnet
+/// --resting-orders`, 10 per transaction, each account signing in turn) at
+/// `NEXUS_RESTING_RATE` orders/s; then, blocks back to back (no empty-block interval), a
+/// snapshot every `NEXUS_SNAPSHOT_EVERY` (default 1,000) blocks and blocks pruned to as
+/// many before it, validator 3 (stake 1 of 301, so that its missed proposer turns do not
+/// slow the others) is wiped and kept down for each count of blocks in
+/// `NEXUS_BEHIND` (comma-separated, default `1000,10000,100000`) in turn, and rejoins.
+/// Prints one JSON line per rejoin: bytes and ms per stage (manifest, chunks, verify +
+/// load, catch-up), launch to caught up, what it executed at start (nothing), and every
+/// validator's disk use. `cargo test --release -p node --test state_sync
+/// state_sync_at_scale -- --ignored --nocapture`.
+#[test]
+#[ignore = "figures at scale; many minutes"]
+fn state_sync_at_scale() {
+    let accounts = env_u64("NEXUS_ACCOUNTS", 100_000).to_string();
+    let resting = env_u64("NEXUS_RESTING_ORDERS", 1_000_000);
+    let rate = env_u64("NEXUS_RESTING_RATE", 50_000);
+    let every = env_u64("NEXUS_SNAPSHOT_EVERY", 1_000).to_string();
+    let behind: Vec<u64> = std::env::var("NEXUS_BEHIND")
+        .unwrap_or_else(|_| "1000,10000,100000".into())
+        .split(',')
+        .map(|b| b.trim().parse().expect("NEXUS_BEHIND: numbers"))
+        .collect();
+    let dir = tempfile::tempdir().expect("dir");
+    let resting_arg = resting.to_string();
+    let extra = [
+        "--accounts",
+        accounts.as_str(),
+        "--resting-orders",
+        resting_arg.as_str(),
+        "--bulk",
+        "10",
+        "--snapshot-every",
+        every.as_str(),
+        "--prune-keep-blocks",
+        every.as_str(),
+        "--empty-block-interval-ms",
+        "0",
+    ];
+    let started = std::time::Instant::now();
+    // Validator 3 holds 1 of 301 stake: while it is down the others (a genesis quorum
+    // without it) do not wait out a proposal timeout at each of its turns, which would
+    // hold the chain to about 12 blocks a second.
+    let light_joiner = |config: &mut node::validator::DevnetConfig| {
+        for (i, v) in config.validators.iter_mut().enumerate() {
+            v.stake = if i == JOINER { 1 } else { 100 };
+        }
+    };
+    let mut cluster =
+        Cluster::start_linked(dir.path(), 23150, rate, 13, &extra, true, light_joiner);
+    eprintln!("cluster ready in {} ms", started.elapsed().as_millis());
+    fill_book(&mut cluster, rate, resting);
+    for &count in &behind {
+        let figures = rejoin(&mut cluster, count);
+        println!("{figures}");
+    }
+    cluster.stop_all();
+    println!(
+        "{}",
+        serde_json::json!({"disk_at_end": disk_use(dir.path())})
+    );
+}
+
+/// Sends the devnet's resting stream at `rate` orders/s and waits until all `orders` are
+/// finalized; prints how long that took.
+fn fill_book(cluster: &mut Cluster, rate: u64, orders: u64) {
+    let spec = cluster.config.load_spec().expect("spec");
+    assert_eq!(spec.resting_orders, orders);
+    let targets: Vec<_> = cluster
+        .config
+        .validators
+        .iter()
+        .map(|v| v.tx_addr)
+        .collect();
+    let stats: Arc<Mutex<LoadStats>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (flag, counts) = (stop.clone(), stats.clone());
+    let started = std::time::Instant::now();
+    std::thread::spawn(move || node::load::drive(&spec, &targets, rate, flag, counts));
+    let finalized = |stats: &Arc<Mutex<LoadStats>>| stats.lock().expect("stats").finalized_orders;
+    let end = std::time::Instant::now() + Duration::from_secs(1_800);
+    while finalized(&stats) < orders {
+        assert!(std::time::Instant::now() < end, "the book did not fill");
+        cluster.run_for(Duration::from_secs(1));
+        let s = stats.lock().expect("stats");
+        assert!(s.refusals.is_empty(), "refused: {:?}", s.refusals);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let height = cluster.top();
+    let report = stats.lock().expect("stats").to_json();
+    println!(
+        "{}",
+        serde_json::json!({"book_filled": {"orders": orders, "ms": started.elapsed().as_millis() as u64,
+            "height": height, "client": report}})
+    );
+}
+
+/// Kills and wipes the joiner, waits until the others are `behind` blocks further, starts
+/// it and waits until it caught up; the figures as JSON.
+fn rejoin(cluster: &mut Cluster, behind: u64) -> Value {
+    cluster.kill(JOINER);
+    wipe(&cluster.dir.join(format!("validator-{JOINER}")));
+    let top = cluster.top();
+    let waited = std::time::Instant::now();
+    // Validator 0's disk use about ten times on the way (it snapshots and prunes).
+    let step = (behind / 10).max(1);
+    let mut disk_0 = Vec::new();
+    for target in (top + step..=top + behind).step_by(step as usize) {
+        cluster.wait_heights(&OTHERS, target, Duration::from_secs(7_200));
+        let data = cluster.dir.join("validator-0");
+        disk_0.push(serde_json::json!([
+            cluster.heights[0],
+            disk_bytes(&data.join("blocks")),
+            disk_bytes(&data.join("snapshots"))
+        ]));
+    }
+    cluster.wait_heights(&OTHERS, top + behind, Duration::from_secs(7_200));
+    let blocks_per_s = behind as f64 / waited.elapsed().as_secs_f64();
+    let disk_before = disk_use(&cluster.dir);
+    let (syncs, caught) = (
+        events(cluster, JOINER, "state_sync").len(),
+        events(cluster, JOINER, "state_sync_caught_up").len(),
+    );
+    let readies = cluster.ready.len();
+    let launched = std::time::Instant::now();
+    let behind_at_launch = cluster.top() - top;
+    cluster.launch(JOINER);
+    cluster.wait_until("the joiner's catch-up", BOUND, |c| {
+        events(c, JOINER, "state_sync_caught_up").len() > caught
+    });
+    let total_ms = launched.elapsed().as_millis() as u64;
+    let refused = events(cluster, JOINER, "state_sync_refused");
+    assert!(refused.is_empty(), "{refused:?}");
+    let synced = events(cluster, JOINER, "state_sync")[syncs].clone();
+    let caught_up = events(cluster, JOINER, "state_sync_caught_up")[caught].clone();
+    let ready = cluster.ready[readies..]
+        .iter()
+        .find(|(i, _)| *i == JOINER)
+        .map(|(_, v)| v.clone())
+        .expect("the joiner's ready line");
+    assert_eq!(ready["executed_blocks"], 0, "{ready}");
+    let stage = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let staged = stage(&synced, "manifest_ms")
+        + stage(&synced, "chunks_ms")
+        + stage(&synced, "verify_load_ms")
+        + stage(&caught_up, "ms");
+    let received = stage(&synced, "manifest_bytes")
+        + stage(&synced, "chunk_bytes")
+        + stage(&synced, "certificate_bytes")
+        + stage(&caught_up, "bytes");
+    serde_json::json!({
+        "behind_blocks": behind_at_launch, "blocks_per_s_while_down": blocks_per_s.round(),
+        "manifest": {"bytes": synced["manifest_bytes"], "ms": synced["manifest_ms"]},
+        "chunks": {"bytes": synced["chunk_bytes"], "ms": synced["chunks_ms"],
+            "count": synced["chunks"], "snapshot_bytes": synced["snapshot_bytes"]},
+        "certificate_bytes": synced["certificate_bytes"],
+        "verify_load_ms": synced["verify_load_ms"],
+        "catch_up": {"blocks": caught_up["blocks"], "bytes": caught_up["bytes"], "ms": caught_up["ms"]},
+        "bytes_received": received, "stages_ms": staged,
+        "process_start_ms": total_ms.saturating_sub(staged),
+        "launch_to_caught_up_ms": total_ms, "snapshot_height": synced["height"],
+        "executed_at_start": ready["executed_blocks"], "disk_before_launch": disk_before,
+        "validator_0_height_blocks_snapshots_bytes": disk_0,
+    })
+}

@@ -333,6 +333,8 @@ fn a_server_answers_its_newest_snapshot_chunk_by_chunk_and_rate_limits() {
         None,
         "the same chunk again at once"
     );
+    // The file was read once, for the first manifest: chunks come from memory.
+    assert_eq!(server.files_read(), 1);
     let past = SyncMessage::ChunkRequest {
         height: 40,
         index: 1,
@@ -346,4 +348,38 @@ fn a_server_answers_its_newest_snapshot_chunk_by_chunk_and_rate_limits() {
         panic!("a manifest");
     };
     assert_eq!(m.height, 0);
+}
+
+/// A newer snapshot is served once written, read once however many requests follow; a
+/// damaged newer file is skipped (and not read again) for the older intact one.
+#[test]
+fn a_server_reads_each_snapshot_once_and_skips_a_damaged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = ValidatorId([5; 32]);
+    let mut server = SnapshotServer::new(dir.path().to_path_buf());
+    let manifest_height = |server: &mut SnapshotServer, t: u64| match server.answer(
+        peer,
+        &SyncMessage::ManifestRequest,
+        (1, 1_000),
+        t,
+    ) {
+        Some(SyncMessage::Manifest(m)) => m.height,
+        other => panic!("a manifest: {other:?}"),
+    };
+    let mut s = snapshot();
+    chain_snapshot::write(dir.path(), &s).unwrap();
+    let second = 1_000_000_000;
+    for k in 1..=5 {
+        assert_eq!(manifest_height(&mut server, k * second), 40);
+    }
+    assert_eq!(server.files_read(), 1);
+    s.height = 50;
+    chain_snapshot::write(dir.path(), &s).unwrap();
+    assert_eq!(manifest_height(&mut server, 6 * second), 50);
+    assert_eq!(server.files_read(), 2);
+    std::fs::write(dir.path().join(format!("{:020}.snap", 60)), b"damaged").unwrap();
+    for k in 7..=9 {
+        assert_eq!(manifest_height(&mut server, k * second), 50);
+    }
+    assert_eq!(server.files_read(), 3, "the damaged file is read once");
 }

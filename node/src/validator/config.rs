@@ -89,6 +89,10 @@ pub struct DevnetConfig {
     pub accounts: u64,
     /// Actions per transaction of the load.
     pub bulk: u32,
+    /// 0: the load is the trading stream. Else it places this many resting orders away from
+    /// the mid and stops ([`LoadSpec::resting_orders`]).
+    #[serde(default)]
+    pub resting_orders: u64,
     /// Orders per second the load offers.
     pub rate_per_s: u64,
     /// Most transactions per block.
@@ -257,6 +261,7 @@ impl DevnetConfig {
             bulk: self.bulk,
             chain_id: self.chain_id_bytes()?,
             genesis_time_ms: self.genesis_time_ms,
+            resting_orders: self.resting_orders,
         })
     }
 }

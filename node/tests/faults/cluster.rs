@@ -77,6 +77,9 @@ pub struct Cluster {
     pub finals: Vec<Vec<u64>>,
     /// Other event lines (state sync, snapshots), by validator.
     pub events: Vec<(usize, Value)>,
+    /// Validators launched from now on dial each other directly instead of through the
+    /// proxies (measurements on plain loopback; no faults can be injected on those links).
+    pub direct: bool,
 }
 
 impl Drop for Cluster {
@@ -93,23 +96,36 @@ impl Drop for Cluster {
 
 impl Cluster {
     /// Writes a devnet in `dir` (fixed ports from `base_port`, below the ephemeral range;
-    /// the load client at `rate` orders/s; a snapshot every 25 blocks; more `nexus devnet`
-    /// options `extra`), starts the proxies and the four validators, and waits for their
-    /// `ready` lines.
+    /// the load client at `rate` orders/s; a snapshot every 25 blocks unless `extra` says;
+    /// more `nexus devnet` options `extra`), starts the proxies and the four validators, and
+    /// waits for their `ready` lines.
     pub fn start_with(dir: &Path, base_port: u16, rate: u64, seed: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_linked(dir, base_port, rate, seed, extra, false, |_| {})
+    }
+
+    /// [`Cluster::start_with`], the validators linked directly if `direct` (no proxies),
+    /// and `devnet.toml` changed by `edit` before they start.
+    pub fn start_linked(
+        dir: &Path,
+        base_port: u16,
+        rate: u64,
+        seed: u64,
+        extra: &[&str],
+        direct: bool,
+        edit: impl FnOnce(&mut DevnetConfig),
+    ) -> Cluster {
         let base = base_port.to_string();
         let rate = rate.to_string();
-        let mut args = vec![
-            "--base-port",
-            &base,
-            "--rate",
-            &rate,
-            "--snapshot-every",
-            "25",
-        ];
+        let mut args = vec!["--base-port", &base, "--rate", &rate];
+        if !extra.contains(&"--snapshot-every") {
+            args.extend_from_slice(&["--snapshot-every", "25"]);
+        }
         args.extend_from_slice(extra);
         let config_path = common::init_devnet(dir, &args);
-        let config = read_config(&config_path).expect("config");
+        let mut config = read_config(&config_path).expect("config");
+        edit(&mut config);
+        let text = toml::to_string(&config).expect("config as TOML");
+        std::fs::write(&config_path, text).expect("write devnet.toml");
         let targets: Vec<_> = config.validators.iter().map(|v| v.addr).collect();
         let mesh = Mesh::start(&targets, seed).expect("proxies");
         let (tx, rx) = mpsc::channel();
@@ -132,24 +148,26 @@ impl Cluster {
             ready: Vec::new(),
             finals: vec![Vec::new(); VALIDATORS],
             events: Vec::new(),
+            direct,
         };
         for i in 0..VALIDATORS {
             cluster.launch(i);
         }
-        cluster.wait_until("4 validators ready", Duration::from_secs(30), |c| {
+        cluster.wait_until("4 validators ready", Duration::from_secs(120), |c| {
             c.ready.len() == VALIDATORS
         });
         cluster
     }
 
-    /// Starts validator `i`, sending to every peer through its proxy.
+    /// Starts validator `i`, sending to every peer through its proxy (unless
+    /// [`Cluster::direct`]).
     pub fn launch(&mut self, i: usize) {
         let mut command = Command::new(common::NEXUS);
         command
             .args(["validator", "--index", &i.to_string(), "--config"])
             .arg(&self.config_path)
             .args(&self.validator_args[i]);
-        for j in (0..VALIDATORS).filter(|&j| j != i) {
+        for j in (0..VALIDATORS).filter(|&j| j != i && !self.direct) {
             let addr = self.mesh.dial_addr(i, j);
             command.arg("--peer-addr").arg(format!("{j}={addr}"));
         }
