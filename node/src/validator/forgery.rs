@@ -215,6 +215,7 @@ mod tests {
             bulk: 1,
             chain_id: [3; 32],
             genesis_time_ms: 1_000,
+            resting_orders: 0,
         }
     }
 
