@@ -37,7 +37,7 @@ use transactions::EvmItem;
 
 /// Every method the validator serves over HTTP and WebSocket (and, over WebSocket only,
 /// `eth_subscribe` / `eth_unsubscribe`).
-pub const METHODS: [&str; 50] = evm_bridge::eth::ETH_METHODS;
+pub const METHODS: [&str; 52] = evm_bridge::eth::ETH_METHODS;
 
 /// Notifications one subscription may have waiting between the host and its connection
 /// (after jsonrpsee's own buffer of [`MESSAGE_BUFFER`] messages per connection is full): a
@@ -846,6 +846,7 @@ impl<'a> EthPort<'a> {
             }
             "debug_traceTransaction" => self.trace_transaction(params),
             "debug_traceCall" => self.trace_call(params),
+            "debug_traceBlockByNumber" | "debug_traceBlockByHash" => self.trace_block(params),
             other => Err(eth::no_method(other)),
         }
     }
@@ -878,6 +879,46 @@ impl<'a> EthPort<'a> {
         let index = usize::try_from(record.index).expect("an index fits");
         let trace = self.execution.trace_in_block(&before, block, index, tracer);
         trace_json(trace.map_err(eth::trace_error)?)
+    }
+
+    /// `debug_traceBlockByNumber(block, options?)` and `debug_traceBlockByHash(hash,
+    /// options?)`: the block re-executed once on the state before it, every transaction
+    /// traced, as geth's `[{txHash, result}]` (`{txHash, error}` for one that cannot be).
+    fn trace_block(&self, params: &[Value]) -> Result<Value, RpcError> {
+        let history: &EthHistory = self.history;
+        let named = arg(params, 0);
+        let header = eth::block_ref(history, named)?.ok_or_else(|| {
+            let named = named.map_or_else(|| "null".to_string(), Value::to_string);
+            RpcError::server(format!("block not found: {named}"))
+        })?;
+        let tracer = eth::tracer(arg(params, 1))?;
+        let number = header.number;
+        if header.tx_hashes.is_empty() {
+            return Ok(Value::Array(Vec::new()));
+        }
+        let txs: Vec<&TxRecord> = header
+            .tx_hashes
+            .iter()
+            .map(|t| history.tx(t).map(|(record, _)| record))
+            .collect::<Option<_>>()
+            .expect("a remembered block's transactions are");
+        let db = self.execution.evm().db();
+        let before = history.state().at(db, history.head(), number - 1);
+        let before = before.map_err(|e| state_error(history, e.block))?;
+        let block = BlockReplay {
+            header,
+            credits: history.credits(number),
+            txs: &txs,
+        };
+        let traces = self.execution.trace_block(&before, block, tracer);
+        let results = header.tx_hashes.iter().zip(traces).map(|(hash, trace)| {
+            match trace.map_err(eth::trace_error).and_then(trace_json) {
+                Ok(result) => Ok(serde_json::json!({"txHash": hash, "result": result})),
+                Err(e) if e.code == -32602 => Err(e),
+                Err(e) => Ok(serde_json::json!({"txHash": hash, "error": e.message})),
+            }
+        });
+        Ok(Value::Array(results.collect::<Result<_, _>>()?))
     }
 
     /// `debug_traceCall(call, block?, options?)`: the call traced on the state after the

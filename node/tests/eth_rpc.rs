@@ -1086,3 +1086,103 @@ fn traces_of_transactions_and_calls_are_geths() {
         "{missing}"
     );
 }
+
+/// `debug_traceBlockByNumber` and `debug_traceBlockByHash` (geth's `[{txHash, result}]`):
+/// a store and a read of it through the forwarder, sent in one batch (so most likely in one
+/// block), traced block by block: each entry names the block's transactions in order and
+/// equals that transaction's own `debug_traceTransaction`, under `callTracer` and the
+/// struct logger; the read sees the store (a block trace commits each transaction before
+/// the next); by hash equals by number; an unknown block and an unknown tracer are refused.
+#[test]
+fn a_blocks_trace_is_each_transactions_trace_in_order() {
+    let (_node, addr) = start();
+    let mut owner = Wallet::new(&dev_secret());
+    let store = deploy(addr, &mut owner, store_deploy());
+    let forwarder = deploy(addr, &mut owner, forwarder_deploy(store));
+    let raw_store = owner.sign(owner.tx(
+        common::EVM_CHAIN_ID,
+        Some(store),
+        U256::ZERO,
+        word(0x22).to_vec(),
+    ));
+    owner.nonce += 1;
+    let raw_read = owner.sign(owner.tx(
+        common::EVM_CHAIN_ID,
+        Some(forwarder),
+        U256::ZERO,
+        Vec::new(),
+    ));
+    owner.nonce += 1;
+    let batch: Vec<Value> = [raw_store, raw_read]
+        .iter()
+        .enumerate()
+        .map(|(id, raw)| json!({"jsonrpc": "2.0", "id": id, "method": "eth_sendRawTransaction", "params": [raw]}))
+        .collect();
+    let answers = common::post(addr, &Value::Array(batch));
+    let hashes: Vec<String> = answers
+        .as_array()
+        .expect("a batch answer")
+        .iter()
+        .map(|a| {
+            a["result"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{answers}"))
+                .to_string()
+        })
+        .collect();
+    let read_receipt = receipt(addr, &hashes[1]);
+    receipt(addr, &hashes[0]);
+    let calls = json!({"tracer": "callTracer"});
+    let mut blocks: Vec<Value> = hashes
+        .iter()
+        .map(|h| result(addr, "eth_getTransactionReceipt", json!([h]))["blockNumber"].clone())
+        .collect();
+    blocks.dedup();
+    for number in &blocks {
+        let block = result(addr, "eth_getBlockByNumber", json!([number, false]));
+        for options in [calls.clone(), json!({})] {
+            let traced = result(addr, "debug_traceBlockByNumber", json!([number, options]));
+            let expected: Vec<Value> = block["transactions"]
+                .as_array()
+                .expect("hashes")
+                .iter()
+                .map(|tx| {
+                    let one = result(addr, "debug_traceTransaction", json!([tx, options]));
+                    json!({"txHash": tx, "result": one})
+                })
+                .collect();
+            assert_eq!(traced, Value::Array(expected), "block {number}");
+            let by_hash = result(
+                addr,
+                "debug_traceBlockByHash",
+                json!([block["hash"], options]),
+            );
+            assert_eq!(by_hash, traced);
+        }
+    }
+    let read_block = &read_receipt["blockNumber"];
+    let traced = result(addr, "debug_traceBlockByNumber", json!([read_block, calls]));
+    let read = traced
+        .as_array()
+        .expect("traces")
+        .iter()
+        .find(|t| t["txHash"] == json!(hashes[1]))
+        .expect("the read in its block's trace");
+    assert_eq!(
+        read["result"]["output"],
+        format!("{:#x}", word(0x22)),
+        "{traced}"
+    );
+
+    let unknown = rpc(addr, "debug_traceBlockByNumber", json!(["0xffffff"]));
+    assert_eq!(unknown["error"]["code"], -32000, "{unknown}");
+    let missing = format!("{:#x}", B256::with_last_byte(1));
+    let unknown = rpc(addr, "debug_traceBlockByHash", json!([missing]));
+    assert_eq!(unknown["error"]["code"], -32000, "{unknown}");
+    let tracer = rpc(
+        addr,
+        "debug_traceBlockByNumber",
+        json!([read_block, {"tracer": "prestateTracer"}]),
+    );
+    assert_eq!(tracer["error"]["code"], -32000, "{tracer}");
+}
