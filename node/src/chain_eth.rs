@@ -716,9 +716,7 @@ impl<'a> EthPort<'a> {
             "eth_getProof" => {
                 let a = parse_address(arg(params, 0))?;
                 let keys = eth::parse_storage_keys(arg(params, 1))?;
-                state_at(history, arg(params, 2))?;
-                let evm = self.execution.evm();
-                Ok(eth::proof_json(&evm.commitment().proof(a, &keys)))
+                self.proof(a, &keys, arg(params, 2))
             }
             "eth_getBlockByNumber" => {
                 let n = block_number(history, arg(params, 0))?;
@@ -919,6 +917,33 @@ impl<'a> EthPort<'a> {
             }
         });
         Ok(Value::Array(results.collect::<Result<_, _>>()?))
+    }
+
+    /// `eth_getProof(address, keys, block)`: at the head from the state tries, at a past
+    /// block within the state window from the tries with the later blocks' changes laid
+    /// over them (`StateCommitment::proof_at`), checked against that block's `stateRoot`.
+    fn proof(
+        &self,
+        address: Address,
+        keys: &[B256],
+        tag: Option<&Value>,
+    ) -> Result<Value, RpcError> {
+        let evm = self.execution.evm();
+        let Some(header) = self.state_block(tag)? else {
+            return Ok(eth::proof_json(&evm.commitment().proof(address, keys)));
+        };
+        let history = self.history;
+        let past = history.state().at(evm.db(), history.head(), header.number);
+        let past = past.map_err(|e| state_error(history, e.block))?;
+        let (root, proof) = evm.commitment().proof_at(&past, address, keys);
+        if root != header.state_root {
+            debug_assert_eq!(root, header.state_root, "the past trie is the block's");
+            return Err(RpcError::server(format!(
+                "the state trie of block {} could not be rebuilt (root {root:#x})",
+                header.number
+            )));
+        }
+        Ok(eth::proof_json(&proof))
     }
 
     /// `debug_traceCall(call, block?, options?)`: the call traced on the state after the

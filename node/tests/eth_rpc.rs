@@ -782,12 +782,16 @@ fn reads_and_calls_at_a_past_block_see_that_blocks_state() {
     assert!(message.contains("is not available"), "{message}");
     let gone = rpc(addr, "debug_traceCall", json!([{"to": store}, at]));
     assert_eq!(gone["error"]["data"]["window"], 8, "{gone}");
+    let gone = rpc(addr, "eth_getProof", json!([store, [], at]));
+    assert_eq!(gone["error"]["data"]["window"], 8, "{gone}");
 }
 
 /// `eth_getProof` (EIP-1186) of the store contract and its slot 0 at the head verifies
 /// (alloy-trie's `verify_proof`) against that block's `stateRoot` from
 /// `eth_getBlockByNumber`, with the balance, nonce, code hash and slot value the other
-/// methods answer; an absent account proves its absence; a past block is refused.
+/// methods answer; an absent account proves its absence. At the past block that deployed
+/// it (slot 0 still zero) and at the block before (no contract yet), the proofs verify
+/// against those blocks' `stateRoot`s.
 #[test]
 fn proofs_verify_against_the_headers_state_root() {
     use alloy_trie::proof::verify_proof;
@@ -845,8 +849,29 @@ fn proofs_verify_against_the_headers_state_root() {
     let key = Nibbles::unpack(keccak256(absent));
     verify_proof(root, key, None, &nodes(&gone["accountProof"])).expect("absence proof");
     assert_eq!(gone["storageHash"], EMPTY_TRIE);
-    let past = rpc(addr, "eth_getProof", json!([store, [], "0x1"]));
-    assert_eq!(past["error"]["code"], -32000, "{past}");
+    let deployed_in = q(&deployed["blockNumber"]);
+    for (n, exists) in [(deployed_in, true), (deployed_in - 1, false)] {
+        let n = format!("{n:#x}");
+        let past = result(addr, "eth_getProof", json!([store, ["0x0"], n]));
+        let block = result(addr, "eth_getBlockByNumber", json!([n, false]));
+        let root = b(&block["stateRoot"]);
+        let key = Nibbles::unpack(keccak256(store));
+        let leaf = exists.then(|| {
+            alloy_rlp::encode(TrieAccount {
+                nonce: 1,
+                balance: U256::ZERO,
+                storage_root: b(&past["storageHash"]),
+                code_hash: keccak256(STORE_RUNTIME),
+            })
+        });
+        verify_proof(root, key, leaf, &nodes(&past["accountProof"]))
+            .unwrap_or_else(|e| panic!("account proof at {n}: {e}: {past}"));
+        let slot = &past["storageProof"][0];
+        assert_eq!(q(&slot["value"]), 0, "{past}");
+        let key = Nibbles::unpack(keccak256(B256::ZERO));
+        verify_proof(b(&past["storageHash"]), key, None, &nodes(&slot["proof"]))
+            .unwrap_or_else(|e| panic!("slot proof at {n}: {e}: {past}"));
+    }
 }
 
 /// EIP-712's Mail example (the EIP's `Example.js`).
