@@ -325,6 +325,9 @@ pub struct EvmLoadStats {
     pub others: u64,
     /// Refusals of `eth_sendRawTransaction`, by message (before a `:`).
     pub refusals: BTreeMap<String, u64>,
+    /// Requests that got no answer (a validator overloaded past the 10 s read timeout, or
+    /// gone): their transactions count as sent, and are included or missing.
+    pub failed_requests: u64,
     /// Blocks whose receipts were read.
     pub blocks: u64,
     /// In the measured window: blocks seen, and load transactions included in them.
@@ -346,6 +349,7 @@ impl Default for EvmLoadStats {
             reverted: 0,
             others: 0,
             refusals: BTreeMap::new(),
+            failed_requests: 0,
             blocks: 0,
             window_blocks: 0,
             window_included: 0,
@@ -377,6 +381,7 @@ impl EvmLoadStats {
         json!({
             "sent": self.sent, "included": self.included, "duplicates": self.duplicates,
             "reverted": self.reverted, "refusals": self.refusals,
+            "failed_requests": self.failed_requests,
             "missing": self.in_flight(), "others_in_blocks": self.others,
             "blocks": self.blocks, "window_blocks": self.window_blocks,
             "window_included": self.window_included,
@@ -594,7 +599,7 @@ struct Sender {
 impl Sender {
     fn run(self) -> io::Result<()> {
         let keys = self.spec.keys();
-        let mut connection = RpcConnection::connect(self.addr)?;
+        let mut connection = Some(RpcConnection::connect(self.addr)?);
         let mut j = 0u64;
         let mut batch: Vec<EvmTx> = Vec::with_capacity(BATCH);
         while !self.stop.load(Ordering::Relaxed) {
@@ -614,14 +619,25 @@ impl Sender {
                 std::thread::sleep(wait.min(Duration::from_millis(5)));
                 continue;
             }
-            self.send(&mut connection, &batch)?;
+            connection = self.send(connection, &batch);
             batch.clear();
         }
         Ok(())
     }
 
-    /// Sends one batch and records the refusals.
-    fn send(&self, connection: &mut RpcConnection, batch: &[EvmTx]) -> io::Result<()> {
+    /// Sends one batch and records the refusals; a request without an answer is counted
+    /// and the connection opened again (for the next batch).
+    fn send(&self, connection: Option<RpcConnection>, batch: &[EvmTx]) -> Option<RpcConnection> {
+        let connection = connection.or_else(|| RpcConnection::connect(self.addr).ok());
+        let answered = connection.and_then(|mut c| self.call(&mut c, batch).ok().map(|()| c));
+        if answered.is_none() {
+            self.shared.lock().expect("tracker").stats.failed_requests += 1;
+        }
+        answered
+    }
+
+    /// One batch's request and its refusals.
+    fn call(&self, connection: &mut RpcConnection, batch: &[EvmTx]) -> io::Result<()> {
         let calls: Vec<Value> = batch
             .iter()
             .enumerate()
@@ -660,7 +676,13 @@ fn read_receipts(
 ) -> io::Result<()> {
     let mut connection = RpcConnection::connect(addr)?;
     for (height, seen) in blocks {
-        let receipts = block_receipts(&mut connection, height)?;
+        let mut receipts = block_receipts(&mut connection, height);
+        // A validator overloaded past the read timeout: once more on a new connection.
+        if receipts.is_err() {
+            connection = RpcConnection::connect(addr)?;
+            receipts = block_receipts(&mut connection, height);
+        }
+        let receipts = receipts?;
         shared.lock().expect("tracker").on_receipts(&receipts, seen);
     }
     Ok(())

@@ -57,6 +57,7 @@ fn every_evm_load_transaction_is_included_exactly_once() {
         assert_eq!(evm["reverted"], 0, "{evm}");
         assert_eq!(evm["refusals"], serde_json::json!({}), "{evm}");
         assert_eq!(evm["others_in_blocks"], 0, "{evm}");
+        assert_eq!(evm["failed_requests"], 0, "{evm}");
         assert!(evm["window_included"].as_u64() > Some(0), "{evm}");
         assert!(evm["submit_to_receipt_ms"]["p50"].is_number(), "{evm}");
     }

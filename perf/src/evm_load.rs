@@ -189,6 +189,8 @@ pub struct EvmRunFigures {
     pub reverted: u64,
     /// Refusals by message.
     pub refusals: Value,
+    /// Requests without an answer (validators overloaded past the client's timeout).
+    pub failed_requests: u64,
     /// Validator 0's execution of a block, p50, µs.
     pub exec_us_p50: f64,
 }
@@ -215,6 +217,7 @@ pub fn parse_evm_bench_line(line: &str) -> Option<EvmRunFigures> {
         duplicates: evm["duplicates"].as_u64()?,
         reverted: evm["reverted"].as_u64()?,
         refusals: evm["refusals"].clone(),
+        failed_requests: evm["failed_requests"].as_u64().unwrap_or(0),
         exec_us_p50: f(&value["validator_0_per_block_us"]["execute"]["p50"]),
     })
 }
@@ -293,8 +296,12 @@ pub fn run(options: &ClusterOptions, kind: EvmLoadKind) -> Result<Value, String>
                 f.sent, f.included, f.missing, f.duplicates, f.reverted
             )
         );
-        if f.refusals.as_object().is_some_and(|r| !r.is_empty()) {
-            println!("{:>8} refusals: {}", "", f.refusals);
+        if f.refusals.as_object().is_some_and(|r| !r.is_empty()) || f.failed_requests > 0 {
+            let failed = f.failed_requests;
+            println!(
+                "{:>8} refusals: {}, requests unanswered: {failed}",
+                "", f.refusals
+            );
         }
         runs.push(json!({
             "offered_txs_per_s": f.offered, "included_txs_per_s": f.included_per_s,
@@ -303,7 +310,8 @@ pub fn run(options: &ClusterOptions, kind: EvmLoadKind) -> Result<Value, String>
             "submit_to_receipt_ms": {"p50": f.p50_ms, "p99": f.p99_ms},
             "share_of_bound_with_recovery": share, "sent": f.sent, "included": f.included,
             "missing": f.missing, "duplicates": f.duplicates, "reverted": f.reverted,
-            "refusals": f.refusals, "validator_0_execute_us_p50": f.exec_us_p50,
+            "refusals": f.refusals, "failed_requests": f.failed_requests,
+            "validator_0_execute_us_p50": f.exec_us_p50,
         }));
     }
     Ok(json!({
