@@ -20,7 +20,7 @@ pub const MAX_LOG_RANGE: u64 = crate::filters::MAX_LOG_RANGE;
 pub const MAX_PROOF_KEYS: usize = 1024;
 
 /// The Ethereum methods every validator's port answers (docs/evm.md, "JSON-RPC").
-pub const ETH_METHODS: [&str; 50] = [
+pub const ETH_METHODS: [&str; 52] = [
     "eth_chainId",
     "net_version",
     "web3_clientVersion",
@@ -71,6 +71,8 @@ pub const ETH_METHODS: [&str; 50] = [
     "eth_signTypedData_v4",
     "debug_traceTransaction",
     "debug_traceCall",
+    "debug_traceBlockByNumber",
+    "debug_traceBlockByHash",
 ];
 
 /// The EVM blocks a server remembers: headers by number (from [`History::oldest`] to

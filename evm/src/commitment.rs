@@ -10,7 +10,8 @@
 //! or self-destructed in the block) drops its whole storage trie.
 
 use crate::executor::StateDiff;
-use crate::trie::{self, Trie};
+use crate::history::{PastChanges, PastState};
+use crate::trie::{self, Overlay, Trie};
 use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
 use alloy_rlp::Decodable;
 use alloy_trie::{TrieAccount, EMPTY_ROOT_HASH, KECCAK_EMPTY};
@@ -207,6 +208,121 @@ impl StateCommitment {
             account_proof: self.accounts.proof(&account_key(&address)),
             storage_proof,
         }
+    }
+}
+
+/// A storage trie at a past state: the head's with an overlay, or (for an account wiped
+/// since) the past slots alone, built whole.
+enum PastStorage<'a> {
+    /// The head's trie (or none) with the changed slots laid over it.
+    Over(Option<&'a Trie>, Overlay),
+    /// The whole past storage of an account wiped since.
+    Built(Trie),
+}
+
+impl PastStorage<'_> {
+    /// Its root.
+    fn root(&self) -> B256 {
+        match self {
+            PastStorage::Over(None, overlay) => Trie::new().root_over(overlay),
+            PastStorage::Over(Some(trie), overlay) => trie.root_over(overlay),
+            PastStorage::Built(trie) => trie.root(),
+        }
+    }
+
+    /// The proof of a slot's key.
+    fn proof(&self, key: &B256) -> Vec<Bytes> {
+        match self {
+            PastStorage::Over(None, overlay) if overlay.is_empty() => Vec::new(),
+            PastStorage::Over(None, overlay) => Trie::new().proof_over(key, overlay).1,
+            PastStorage::Over(Some(trie), overlay) => trie.proof_over(key, overlay).1,
+            PastStorage::Built(trie) => trie.proof(key),
+        }
+    }
+}
+
+impl StateCommitment {
+    /// The storage trie of `address` at the past state.
+    fn past_storage<'a>(
+        &'a self,
+        past: &PastState<'_>,
+        changes: &PastChanges,
+        address: Address,
+    ) -> PastStorage<'a> {
+        let slots = changes.slots.get(&address).into_iter().flatten();
+        let leaves = slots.map(|&slot| {
+            let value = past.storage(address, slot);
+            (
+                slot_key(&slot),
+                (!value.is_zero()).then(|| alloy_rlp::encode(value)),
+            )
+        });
+        if changes.wiped.contains(&address) {
+            let mut trie = Trie::new();
+            for (key, value) in leaves {
+                if let Some(value) = value {
+                    trie.insert(key, value);
+                }
+            }
+            trie.commit();
+            return PastStorage::Built(trie);
+        }
+        PastStorage::Over(self.storage.get(&address), leaves.collect())
+    }
+
+    /// EIP-1186's proof of an account and some of its slots at a past state within the
+    /// window (`past`, the head's state with the later blocks' undos over it), against
+    /// that block's `stateRoot`; also returns that root. The account trie is the head's
+    /// with every account changed since laid over it (each with its storage root then),
+    /// so the cost is what changed since the block, not the state.
+    pub fn proof_at(
+        &self,
+        past: &PastState<'_>,
+        address: Address,
+        slots: &[B256],
+    ) -> (B256, AccountProof) {
+        let changes = past.changes();
+        let mut overlay = Overlay::new();
+        for &changed in &changes.accounts {
+            let leaf = past.account(changed).and_then(|info| {
+                let storage_root = self.past_storage(past, &changes, changed).root();
+                account_leaf(&info, storage_root)
+            });
+            overlay.insert(account_key(&changed), leaf);
+        }
+        let (root, account_proof) = self.accounts.proof_over(&account_key(&address), &overlay);
+        let info = past.account(address);
+        let storage = info
+            .is_some()
+            .then(|| self.past_storage(past, &changes, address));
+        let storage_proof = slots
+            .iter()
+            .map(|&slot| {
+                let key = slot_key(&U256::from_be_bytes(slot.0));
+                let value = past.storage(address, U256::from_be_bytes(slot.0));
+                let proof = storage.as_ref().map_or_else(Vec::new, |s| s.proof(&key));
+                SlotProof {
+                    key: slot,
+                    value: if info.is_some() { value } else { U256::ZERO },
+                    proof,
+                }
+            })
+            .collect();
+        let info = info.unwrap_or_default();
+        let proof = AccountProof {
+            address,
+            nonce: info.nonce,
+            balance: info.balance,
+            code_hash: if info.is_empty() {
+                KECCAK_EMPTY
+            } else {
+                info.code_hash
+            },
+            storage_hash: storage.as_ref().map_or(EMPTY_ROOT_HASH, PastStorage::root),
+            account_proof,
+            storage_proof,
+        };
+        (root, proof)
     }
 }
 

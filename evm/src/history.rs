@@ -184,6 +184,18 @@ impl StateHistory {
     }
 }
 
+/// What a past state changed relative to the head ([`PastState::changes`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PastChanges {
+    /// Accounts changed after it.
+    pub accounts: std::collections::BTreeSet<Address>,
+    /// Per account, the slots that may differ (for a wiped one: all it had).
+    pub slots: std::collections::BTreeMap<Address, std::collections::BTreeSet<U256>>,
+    /// Accounts whose storage a later block wiped: their storage here is
+    /// [`PastChanges::slots`]' alone, none of the head's.
+    pub wiped: std::collections::BTreeSet<Address>,
+}
+
 /// The EVM state after a past block: the head's state with the undos of the later blocks
 /// over it (read-only; a revm database for calls).
 pub struct PastState<'a> {
@@ -211,6 +223,34 @@ impl PastState<'_> {
         account
             .and_then(|a| a.storage.get(&slot).copied())
             .unwrap_or_default()
+    }
+
+    /// What differs between this state and the head's: every account the later blocks
+    /// changed, and per account the slots whose value here may differ from the head's
+    /// (for an account wiped by a later block, every slot it had here: its storage here is
+    /// those slots alone). Cost: the undos' entries.
+    pub fn changes(&self) -> PastChanges {
+        let mut changes = PastChanges::default();
+        for undo in &self.undos {
+            changes.accounts.extend(undo.accounts.keys().copied());
+            for &(address, slot) in undo.storage.keys() {
+                if !changes.wiped.contains(&address) {
+                    changes.accounts.insert(address);
+                    changes.slots.entry(address).or_default().insert(slot);
+                }
+            }
+            for (&address, old) in &undo.wiped {
+                if changes.wiped.insert(address) {
+                    changes.accounts.insert(address);
+                    changes
+                        .slots
+                        .entry(address)
+                        .or_default()
+                        .extend(old.keys().copied());
+                }
+            }
+        }
+        changes
     }
 
     /// Code by hash (code is never removed from the state's code map).

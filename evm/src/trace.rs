@@ -24,7 +24,7 @@ pub use alloy_rpc_types_trace::geth::{
 use revm::context::{CfgEnv, Context, TxEnv};
 use revm::context_interface::result::ExecutionResult;
 use revm::database::{CacheDB, DatabaseRef, WrapDatabaseRef};
-use revm::{Database, ExecuteCommitEvm, InspectEvm, MainBuilder, MainContext};
+use revm::{Database, DatabaseCommit, ExecuteCommitEvm, InspectEvm, MainBuilder, MainContext};
 use revm_inspectors::tracing::{
     TraceLimitBehavior, TraceLimits, TracingInspector, TracingInspectorConfig,
 };
@@ -238,6 +238,47 @@ impl Executor {
         let run = evm.inspect_tx(replay_env(target)).map(|out| out.result);
         drop(evm);
         tracer.conclude(inspector, run, target.gas_limit)
+    }
+
+    /// Traces every transaction of `block` (`debug_traceBlockByNumber`): the block
+    /// re-executed once on `before` (the state after its parent), its credits first, each
+    /// transaction traced with its own inspector and committed to a scratch overlay before
+    /// the next. One result per transaction, in block order; nothing is changed.
+    pub fn trace_block(
+        &self,
+        core: &dyn CoreView,
+        before: &PastState<'_>,
+        block: BlockReplay<'_>,
+        tracer: Tracer,
+    ) -> Vec<Result<GethTrace, TraceError>> {
+        let mut db = CacheDB::new(before);
+        apply_credits(&mut db, block.credits);
+        let header = block.header;
+        let block_env = self.block_env_after(header.number, header.timestamp, header.parent_hash);
+        let mut traces = Vec::with_capacity(block.txs.len());
+        for record in block.txs {
+            let mut cfg = self.cfg();
+            system_rules(&mut cfg, record);
+            let mut inspector = tracer.inspector();
+            let mut evm = Context::mainnet()
+                .with_db(&mut db)
+                .with_cfg(cfg)
+                .with_block(block_env.clone())
+                .build_mainnet_with_inspector(&mut inspector)
+                .with_precompiles(NexusPrecompiles::new(
+                    SPEC,
+                    core,
+                    self.config().wei_per_unit,
+                ));
+            let run = evm.inspect_tx(replay_env(record));
+            drop(evm);
+            let run = run.map(|out| {
+                db.commit(out.state);
+                out.result
+            });
+            traces.push(tracer.conclude(inspector, run, record.gas_limit));
+        }
+        traces
     }
 }
 

@@ -17,6 +17,11 @@
 //!
 //! Proofs ([`Trie::proof`]) walk the same way with the proved key's path open: the nodes on
 //! the path are rebuilt and retained, the rest are cached hashes.
+//!
+//! A past version of the trie ([`Trie::proof_over`]: `eth_getProof` at a past block) is the
+//! committed trie with an [`Overlay`] of the leaves changed since laid over it: the paths
+//! of the overlay's keys are opened as a commit opens changed keys, so its root and proofs
+//! cost what changed since, never the trie.
 
 use alloy_primitives::{Bytes, B256};
 use alloy_trie::proof::ProofRetainer;
@@ -26,6 +31,42 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// A changed subtree with at most this many leaves is fed leaf by leaf (cheaper than 16
 /// look-ups of its children).
 const DIRECT_LEAVES: usize = 16;
+
+/// Leaves laid over a committed trie (key to value, `None`: absent), for a version of it
+/// that differs in those keys only.
+pub type Overlay = BTreeMap<B256, Option<Vec<u8>>>;
+
+/// The leaves of a trie with an overlay laid over them, from `low` to `high`, in key order.
+struct Merged<'a> {
+    leaves: std::iter::Peekable<std::collections::btree_map::Range<'a, B256, Vec<u8>>>,
+    overlay: std::iter::Peekable<std::collections::btree_map::Range<'a, B256, Option<Vec<u8>>>>,
+}
+
+impl<'a> Iterator for Merged<'a> {
+    type Item = (&'a B256, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let leaf = self.leaves.peek().map(|(k, _)| **k);
+            let over = self.overlay.peek().map(|(k, _)| **k);
+            let order = match (leaf, over) {
+                (None, None) => return None,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(leaf), Some(over)) => leaf.cmp(&over),
+            };
+            if order == std::cmp::Ordering::Less {
+                return self.leaves.next().map(|(k, v)| (k, v.as_slice()));
+            }
+            if order == std::cmp::Ordering::Equal {
+                self.leaves.next();
+            }
+            if let Some((key, Some(value))) = self.overlay.next() {
+                return Some((key, value.as_slice()));
+            }
+        }
+    }
+}
 
 /// An incremental Merkle-Patricia trie (see the module doc).
 #[derive(Clone, Debug)]
@@ -136,7 +177,7 @@ impl Trie {
         let mut builder = HashBuilder::default()
             .with_updates(true)
             .with_all_branch_nodes(true);
-        self.feed(&mut builder, Nibbles::default(), &open);
+        self.feed(&mut builder, Nibbles::default(), &open, &Overlay::new());
         self.root = builder.root();
         self.remember(builder);
         self.dirty.clear();
@@ -168,31 +209,46 @@ impl Trie {
         }
     }
 
-    /// Feeds the builder everything under `path`, in key order: a cached branch hash for an
-    /// unchanged subtree, its leaves if it has none, and for a subtree with an `open` key
-    /// (changed, or proved) its leaves if few ([`DIRECT_LEAVES`]), else its 16 children.
-    fn feed(&self, builder: &mut HashBuilder, path: Nibbles, open: &BTreeSet<B256>) {
+    /// Feeds the builder everything under `path`, in key order, with `overlay` laid over
+    /// the leaves (its keys are in `open`): a cached branch hash for an unchanged subtree,
+    /// its leaves if it has none, and for a subtree with an `open` key (changed, or proved)
+    /// its leaves if few ([`DIRECT_LEAVES`]), else its 16 children.
+    fn feed(
+        &self,
+        builder: &mut HashBuilder,
+        path: Nibbles,
+        open: &BTreeSet<B256>,
+        overlay: &Overlay,
+    ) {
         let (low, high) = bounds(&path);
         if open.range(low..=high).next().is_none() {
             match self.branches.get(&path) {
                 Some(hash) => builder.add_branch(path, *hash, false),
-                None => self.feed_leaves(builder, low, high),
+                None => self.feed_leaves(builder, low, high, overlay),
             }
             return;
         }
-        if self.leaves.range(low..=high).nth(DIRECT_LEAVES).is_none() {
-            return self.feed_leaves(builder, low, high);
+        if self.merged(low, high, overlay).nth(DIRECT_LEAVES).is_none() {
+            return self.feed_leaves(builder, low, high, overlay);
         }
         for nibble in 0..16u8 {
             let mut child = path;
             child.push(nibble);
-            self.feed(builder, child, open);
+            self.feed(builder, child, open, overlay);
         }
     }
 
-    /// Feeds the builder every leaf from `low` to `high`.
-    fn feed_leaves(&self, builder: &mut HashBuilder, low: B256, high: B256) {
-        for (key, value) in self.leaves.range(low..=high) {
+    /// The leaves from `low` to `high` with `overlay` laid over them.
+    fn merged<'a>(&'a self, low: B256, high: B256, overlay: &'a Overlay) -> Merged<'a> {
+        Merged {
+            leaves: self.leaves.range(low..=high).peekable(),
+            overlay: overlay.range(low..=high).peekable(),
+        }
+    }
+
+    /// Feeds the builder every leaf from `low` to `high` (`overlay` laid over them).
+    fn feed_leaves(&self, builder: &mut HashBuilder, low: B256, high: B256, overlay: &Overlay) {
+        for (key, value) in self.merged(low, high, overlay) {
             builder.add_leaf(Nibbles::unpack(key), value);
         }
     }
@@ -201,14 +257,34 @@ impl Trie {
     /// RLP of each node on its path from the root, as EIP-1186's `accountProof`. Cost: the
     /// path's branches rebuilt from cached hashes (as one changed key's commit).
     pub fn proof(&self, key: &B256) -> Vec<Bytes> {
+        self.proof_over(key, &Overlay::new()).1
+    }
+
+    /// The root and the proof of `key` of this committed trie with `overlay` laid over its
+    /// leaves (a past version: see the module doc). Cost: the paths of the overlay's keys
+    /// and of `key` rebuilt from cached hashes.
+    pub fn proof_over(&self, key: &B256, overlay: &Overlay) -> (B256, Vec<Bytes>) {
         debug_assert!(self.dirty.is_empty(), "proofs are of committed tries");
         let target = Nibbles::unpack(key);
         let mut builder =
             HashBuilder::default().with_proof_retainer(ProofRetainer::new(vec![target]));
-        self.feed(&mut builder, Nibbles::default(), &BTreeSet::from([*key]));
-        builder.root();
+        let mut open: BTreeSet<B256> = overlay.keys().copied().collect();
+        open.insert(*key);
+        self.feed(&mut builder, Nibbles::default(), &open, overlay);
+        let root = builder.root();
         let nodes = builder.take_proof_nodes().matching_nodes_sorted(&target);
-        nodes.into_iter().map(|(_, node)| node).collect()
+        (root, nodes.into_iter().map(|(_, node)| node).collect())
+    }
+
+    /// The root of this committed trie with `overlay` laid over its leaves.
+    pub fn root_over(&self, overlay: &Overlay) -> B256 {
+        if overlay.is_empty() {
+            return self.root;
+        }
+        let mut builder = HashBuilder::default();
+        let open = overlay.keys().copied().collect();
+        self.feed(&mut builder, Nibbles::default(), &open, overlay);
+        builder.root()
     }
 }
 

@@ -205,3 +205,74 @@ fn undo_bytes(undo: &StateUndo) -> usize {
         .sum();
     accounts + slots + wiped
 }
+
+/// `eth_getProof` at a past block (`StateCommitment::proof_at`): over random blocks that
+/// change accounts and slots, create accounts with storage and self-destruct them, the
+/// head's tries with the later blocks' undos laid over them give, at every block of the
+/// window, alloy-trie's from-scratch root of that block's state (recorded when it was the
+/// head), and every account's and slot's proof verifies against it (alloy-trie's
+/// `verify_proof`) with the model's values, or as absent.
+#[test]
+fn proofs_at_past_blocks_verify_against_each_blocks_root() {
+    use alloy_primitives::{keccak256, B256};
+    use alloy_trie::proof::verify_proof;
+    use alloy_trie::{Nibbles, TrieAccount};
+    use evm::commitment::{root_from_scratch, StateCommitment};
+    let (accounts, window, blocks) = (300, 6, 20);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut db = CacheDB::new(EmptyDB::new());
+    let mut history = StateHistory::new(window);
+    let mut copies = vec![copy(&db)];
+    let mut roots = vec![root_from_scratch(&db)];
+    for block in 1..=blocks {
+        let mut undo = StateUndo::default();
+        for _ in 0..4 {
+            let state = changes(&db, &mut rng, accounts, 6);
+            apply(&mut db, &mut undo, state);
+        }
+        history.push(block, undo);
+        copies.push(copy(&db));
+        roots.push(root_from_scratch(&db));
+    }
+    let head = blocks;
+    let commitment = StateCommitment::from_state(&db);
+    assert_eq!(commitment.root(), roots[head as usize]);
+    let slots: Vec<B256> = (0..8u64).map(|s| B256::from(U256::from(s))).collect();
+    for k in history.oldest(head)..=head {
+        let past = history.at(&db, head, k).expect("in the window");
+        let model = &copies[k as usize];
+        for n in (0..accounts).step_by(7) {
+            let a = address(n);
+            let (root, proof) = commitment.proof_at(&past, a, &slots);
+            assert_eq!(root, roots[k as usize], "block {k}");
+            let (info, storage) = model.get(&a).cloned().unwrap_or_default();
+            let info = info.filter(|i| !i.is_empty());
+            assert_eq!(proof.nonce, info.as_ref().map_or(0, |i| i.nonce));
+            let leaf = info.as_ref().map(|i| {
+                alloy_rlp::encode(TrieAccount {
+                    nonce: i.nonce,
+                    balance: i.balance,
+                    storage_root: proof.storage_hash,
+                    code_hash: i.code_hash,
+                })
+            });
+            let key = Nibbles::unpack(keccak256(a));
+            verify_proof(root, key, leaf, &proof.account_proof)
+                .unwrap_or_else(|e| panic!("account {n} at block {k}: {e}"));
+            if info.is_none() {
+                continue;
+            }
+            for (slot, slot_proof) in slots.iter().zip(&proof.storage_proof) {
+                let want = storage
+                    .get(&U256::from_be_bytes(slot.0))
+                    .copied()
+                    .unwrap_or_default();
+                assert_eq!(slot_proof.value, want, "slot {slot} of {n} at {k}");
+                let value = (!want.is_zero()).then(|| alloy_rlp::encode(want));
+                let key = Nibbles::unpack(keccak256(slot));
+                verify_proof(proof.storage_hash, key, value, &slot_proof.proof)
+                    .unwrap_or_else(|e| panic!("slot {slot} of {n} at {k}: {e}"));
+            }
+        }
+    }
+}

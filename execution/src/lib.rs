@@ -550,6 +550,19 @@ impl Execution {
             .trace_in_block(&view, before, block, index, tracer)
     }
 
+    /// Traces every transaction of a past block (`debug_traceBlockByNumber`), re-executed
+    /// once on `before` (the state after its parent); the read precompiles see Core as it
+    /// is now, as in [`Execution::trace_in_block`].
+    pub fn trace_block(
+        &self,
+        before: &evm::history::PastState<'_>,
+        block: evm::trace::BlockReplay<'_>,
+        tracer: evm::trace::Tracer,
+    ) -> Vec<Result<evm::trace::GethTrace, evm::trace::TraceError>> {
+        let view = CoreSnapshot::new(&self.engine, self.height());
+        self.executor.trace_block(&view, before, block, tracer)
+    }
+
     /// The smallest gas limit under which the call succeeds against the head
     /// (eth_estimateGas).
     pub fn estimate_gas(&mut self, request: &CallRequest) -> Result<u64, CallOutcome> {

@@ -37,7 +37,7 @@ use transactions::EvmItem;
 
 /// Every method the validator serves over HTTP and WebSocket (and, over WebSocket only,
 /// `eth_subscribe` / `eth_unsubscribe`).
-pub const METHODS: [&str; 50] = evm_bridge::eth::ETH_METHODS;
+pub const METHODS: [&str; 52] = evm_bridge::eth::ETH_METHODS;
 
 /// Notifications one subscription may have waiting between the host and its connection
 /// (after jsonrpsee's own buffer of [`MESSAGE_BUFFER`] messages per connection is full): a
@@ -716,9 +716,7 @@ impl<'a> EthPort<'a> {
             "eth_getProof" => {
                 let a = parse_address(arg(params, 0))?;
                 let keys = eth::parse_storage_keys(arg(params, 1))?;
-                state_at(history, arg(params, 2))?;
-                let evm = self.execution.evm();
-                Ok(eth::proof_json(&evm.commitment().proof(a, &keys)))
+                self.proof(a, &keys, arg(params, 2))
             }
             "eth_getBlockByNumber" => {
                 let n = block_number(history, arg(params, 0))?;
@@ -846,6 +844,7 @@ impl<'a> EthPort<'a> {
             }
             "debug_traceTransaction" => self.trace_transaction(params),
             "debug_traceCall" => self.trace_call(params),
+            "debug_traceBlockByNumber" | "debug_traceBlockByHash" => self.trace_block(params),
             other => Err(eth::no_method(other)),
         }
     }
@@ -878,6 +877,73 @@ impl<'a> EthPort<'a> {
         let index = usize::try_from(record.index).expect("an index fits");
         let trace = self.execution.trace_in_block(&before, block, index, tracer);
         trace_json(trace.map_err(eth::trace_error)?)
+    }
+
+    /// `debug_traceBlockByNumber(block, options?)` and `debug_traceBlockByHash(hash,
+    /// options?)`: the block re-executed once on the state before it, every transaction
+    /// traced, as geth's `[{txHash, result}]` (`{txHash, error}` for one that cannot be).
+    fn trace_block(&self, params: &[Value]) -> Result<Value, RpcError> {
+        let history: &EthHistory = self.history;
+        let named = arg(params, 0);
+        let header = eth::block_ref(history, named)?.ok_or_else(|| {
+            let named = named.map_or_else(|| "null".to_string(), Value::to_string);
+            RpcError::server(format!("block not found: {named}"))
+        })?;
+        let tracer = eth::tracer(arg(params, 1))?;
+        let number = header.number;
+        if header.tx_hashes.is_empty() {
+            return Ok(Value::Array(Vec::new()));
+        }
+        let txs: Vec<&TxRecord> = header
+            .tx_hashes
+            .iter()
+            .map(|t| history.tx(t).map(|(record, _)| record))
+            .collect::<Option<_>>()
+            .expect("a remembered block's transactions are");
+        let db = self.execution.evm().db();
+        let before = history.state().at(db, history.head(), number - 1);
+        let before = before.map_err(|e| state_error(history, e.block))?;
+        let block = BlockReplay {
+            header,
+            credits: history.credits(number),
+            txs: &txs,
+        };
+        let traces = self.execution.trace_block(&before, block, tracer);
+        let results = header.tx_hashes.iter().zip(traces).map(|(hash, trace)| {
+            match trace.map_err(eth::trace_error).and_then(trace_json) {
+                Ok(result) => Ok(serde_json::json!({"txHash": hash, "result": result})),
+                Err(e) if e.code == -32602 => Err(e),
+                Err(e) => Ok(serde_json::json!({"txHash": hash, "error": e.message})),
+            }
+        });
+        Ok(Value::Array(results.collect::<Result<_, _>>()?))
+    }
+
+    /// `eth_getProof(address, keys, block)`: at the head from the state tries, at a past
+    /// block within the state window from the tries with the later blocks' changes laid
+    /// over them (`StateCommitment::proof_at`), checked against that block's `stateRoot`.
+    fn proof(
+        &self,
+        address: Address,
+        keys: &[B256],
+        tag: Option<&Value>,
+    ) -> Result<Value, RpcError> {
+        let evm = self.execution.evm();
+        let Some(header) = self.state_block(tag)? else {
+            return Ok(eth::proof_json(&evm.commitment().proof(address, keys)));
+        };
+        let history = self.history;
+        let past = history.state().at(evm.db(), history.head(), header.number);
+        let past = past.map_err(|e| state_error(history, e.block))?;
+        let (root, proof) = evm.commitment().proof_at(&past, address, keys);
+        if root != header.state_root {
+            debug_assert_eq!(root, header.state_root, "the past trie is the block's");
+            return Err(RpcError::server(format!(
+                "the state trie of block {} could not be rebuilt (root {root:#x})",
+                header.number
+            )));
+        }
+        Ok(eth::proof_json(&proof))
     }
 
     /// `debug_traceCall(call, block?, options?)`: the call traced on the state after the

@@ -167,6 +167,7 @@ pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, Hos
         genesis,
         dev_roles: true,
         dev_evm_secret: Some(DEV_EVM_SECRET.to_string()),
+        evm_load_accounts: 0,
         eth_dev_signing: true,
         empty_block_interval_ms: node.chain.empty_block_interval_ms,
         funding_interval_s: node.perps.funding_interval_s,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use consensus::types::Keypair;
 use node::load::{self, LoadStats};
+use node::load_evm;
 use node::validator::{
     hex, now_ns, DevnetConfig, GenesisParams, HostError, TimeoutsMs, ValidatorEntry, CONFIG_FILE,
 };
@@ -23,6 +24,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 const MS: u64 = 1_000_000;
+/// After a timed run with an EVM load, how long its last transactions' receipts are awaited.
+const EVM_DRAIN: Duration = Duration::from_secs(10);
 
 /// `nexus devnet` options.
 #[derive(Args, Debug)]
@@ -125,6 +128,20 @@ pub struct DevnetArgs {
     /// the validators by hand with `nexus validator`).
     #[arg(long)]
     pub init_only: bool,
+    /// EVM load (docs/perf.md, "EVM load"): `transfer` (1 wei between load accounts) or
+    /// `order` (CoreWriter `placeOrder`, after one deposit per account), sent with
+    /// `eth_sendRawTransaction` to every validator's Ethereum JSON-RPC port (each account to
+    /// one validator), its receipts read from validator 0. With --bench, signed ahead and
+    /// reported in the `bench` line's `evm` part; use --rate 0 to send EVM transactions only.
+    #[arg(long, value_name = "KIND", value_enum)]
+    pub evm_load: Option<node::load_evm::EvmLoadKind>,
+    /// EVM transactions per second of --evm-load.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub evm_rate: u64,
+    /// EVM load accounts funded with 1,000 ether each at genesis (keys:
+    /// `node::load_evm::load_key`) [default: 256 with --evm-load, else 0].
+    #[arg(long, value_name = "N")]
+    pub evm_accounts: Option<u64>,
     /// With --seconds or --bench: fail if, at the end, a validator's last finalized height is
     /// more than this many heights below the highest.
     #[arg(long, value_name = "HEIGHTS", default_value_t = 5)]
@@ -235,6 +252,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         dev_roles: false,
         dev_evm_secret: Some(node::chain_run::DEV_EVM_SECRET.to_string()),
         eth_dev_signing: true,
+        evm_load_accounts: evm_accounts(args),
         empty_block_interval_ms: args.empty_block_interval_ms,
         funding_interval_s: 0,
         engine: None,
@@ -254,6 +272,42 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
     let secret = config.dev_evm_secret()?;
     std::fs::write(&evm_key, format!("0x{}\n", hex(&secret))).map_err(io_err(&evm_key))?;
     Ok((path, config))
+}
+
+/// The EVM load accounts funded at genesis: --evm-accounts, or 256 with --evm-load.
+fn evm_accounts(args: &DevnetArgs) -> u64 {
+    let default = if args.evm_load.is_some() { 256 } else { 0 };
+    args.evm_accounts.unwrap_or(default)
+}
+
+/// The EVM load of --evm-load, none without it. With --bench, its transactions (the
+/// deposits of `order`, the warm-up, the measured seconds and 4 s to spare) are signed here,
+/// before the validators start.
+fn evm_load(args: &DevnetArgs, config: &DevnetConfig) -> Option<load_evm::EvmLoad> {
+    let kind = args.evm_load?;
+    let spec = load_evm::EvmLoadSpec {
+        seed: config.order_seed,
+        accounts: config.evm_load_accounts.max(1),
+        kind,
+        chain_id: execution::evm::executor::EvmConfig::default().chain_id,
+    };
+    let count = args.bench.map_or(0, |seconds| {
+        let setup = if kind == load_evm::EvmLoadKind::Order {
+            spec.accounts
+        } else {
+            0
+        };
+        args.evm_rate.saturating_mul(seconds + 4) + setup
+    });
+    let start = Instant::now();
+    let ahead = spec.signed_ahead(count);
+    if count > 0 {
+        eprintln!(
+            "nexus devnet: signed {count} EVM load transactions ahead in {:.2} s",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Some(load_evm::EvmLoad::new(spec, args.evm_rate, ahead))
 }
 
 /// Name of the file of development keys in a devnet's folder.
@@ -519,6 +573,10 @@ fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let mut evm = evm_load(&args, &config);
+    if evm.is_some() {
+        config.load_start_unix_ns = now_ns() + 1_500 * MS;
+    }
     let stream = signed_stream(&args, &mut config)?;
     let exe = std::env::current_exe().map_err(|e| HostError::Io("current_exe".into(), e))?;
     let (tx, rx) = mpsc::channel::<(usize, String)>();
@@ -591,9 +649,40 @@ fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
     let mut load = LoadRun::new(args.via == "gateway", stream);
     let warmup = args.bench.map(|_| Duration::from_nanos(warmup_ns));
     let mut bench_started: Option<Instant> = None;
+    // With an EVM load: when its window starts; after the timed run, until when its
+    // receipts are awaited.
+    let mut evm_window_at: Option<Instant> = None;
+    let mut evm_drain_until: Option<Instant> = None;
+    let mut ended_at: Option<Instant> = None;
     loop {
-        if stop.load(Ordering::Relaxed) || run_for.is_some_and(|d| started.elapsed() >= d) {
+        if stop.load(Ordering::Relaxed) {
             break;
+        }
+        if ended_at.is_none() && run_for.is_some_and(|d| started.elapsed() >= d) {
+            ended_at = Some(Instant::now());
+            match evm.as_mut().filter(|e| e.started()) {
+                Some(e) => {
+                    if let Err(error) = e.stop_sending() {
+                        failure = Some(format!("EVM load: {error}"));
+                        break;
+                    }
+                    evm_drain_until = Some(Instant::now() + EVM_DRAIN);
+                }
+                None => break,
+            }
+        }
+        if let Some(until) = evm_drain_until {
+            let in_flight = evm.as_ref().map_or(0, load_evm::EvmLoad::in_flight);
+            if in_flight == 0 || Instant::now() >= until {
+                break;
+            }
+        }
+        if evm_window_at.is_some_and(|at| Instant::now() >= at) {
+            evm_window_at = None;
+            if let Some(e) = &evm {
+                e.begin_window();
+            }
+            bench_started.get_or_insert_with(Instant::now);
         }
         if bench_started.is_none() && load.measure_from.is_some() {
             bench_started = load.measure_from;
@@ -647,16 +736,38 @@ fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
                         roots.insert(f.height, f.root.clone());
                     }
                 }
+                if let Some(e) = evm.as_ref().filter(|_| i == 0) {
+                    e.on_block(f.height, Instant::now());
+                }
                 if args.bench.is_some() {
                     finals.push(f);
                 }
             }
             Some("evidence") => evidence += 1,
-            Some("ready") => load.on_ready(&config, warmup)?,
+            Some("ready") => {
+                load.on_ready(&config, warmup)?;
+                if let Some(e) = evm.as_mut().filter(|_| load.ready == n) {
+                    let targets: Vec<SocketAddr> = config
+                        .validators
+                        .iter()
+                        .filter_map(|v| v.eth_addr)
+                        .collect();
+                    e.start(&targets)
+                        .map_err(|e| HostError::Io("EVM load".into(), e))?;
+                    evm_window_at = Some(Instant::now() + warmup.unwrap_or_default());
+                }
+            }
             _ => {}
         }
     }
     let (load_figures, load_failure) = load.finish();
+    let evm_figures = evm.as_mut().map(|e| {
+        let (figures, failed, _) = e.finish();
+        if failure.is_none() {
+            failure = failed;
+        }
+        figures
+    });
     if failure.is_none() {
         failure = load_failure;
     }
@@ -684,8 +795,13 @@ fn devnet(args: DevnetArgs) -> Result<ExitCode, HostError> {
     });
     println!("{summary}");
     if let Some(seconds) = args.bench {
-        let measured = bench_started.map_or(seconds as f64, |at| at.elapsed().as_secs_f64());
-        print_bench(&config, &finals, &load_figures, measured);
+        let end = ended_at.unwrap_or_else(Instant::now);
+        let measured = bench_started.map_or(seconds as f64, |at| {
+            end.saturating_duration_since(at).as_secs_f64()
+        });
+        let to_ns = now_ns().saturating_sub(end.elapsed().as_nanos() as u64);
+        let client = (&load_figures, evm_figures);
+        print_bench(&config, &finals, client, measured, to_ns);
     } else if config.rate_per_s > 0 {
         println!("{}", json!({"event": "load", "client": load_figures}));
     }
@@ -745,15 +861,17 @@ impl DevnetStatus {
 
 /// The `--bench` figures: the client's (finalized orders/s, order-to-Finalized latency per
 /// transaction, refusals) over the measured window, and block figures from the validators'
-/// `final` lines in it.
+/// `final` lines in it (the `seconds` before `to_ns`); with an EVM load, its figures
+/// (`evm`).
 fn print_bench(
     config: &DevnetConfig,
     finals: &[FinalLine],
-    client: &serde_json::Value,
+    (client, evm): (&serde_json::Value, Option<serde_json::Value>),
     seconds: f64,
+    to_ns: u64,
 ) {
     let n = config.validators.len();
-    let from = now_ns().saturating_sub((seconds * 1e9) as u64);
+    let from = to_ns.saturating_sub((seconds * 1e9) as u64);
     let mut block_latency = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
     let mut blocks = vec![0u64; n];
     let mut orders = vec![0u64; n];
@@ -762,7 +880,8 @@ fn print_bench(
     let mut exec_us = check_us.clone();
     let (mut orders_0, mut exec_cpu_us, mut exec_wall_us) = (0u64, 0u64, 0u64);
     let (mut txs, mut sigs_checked) = (0u64, 0u64);
-    for f in finals.iter().filter(|f| f.decided_ns >= from) {
+    let in_window = |f: &&FinalLine| (from..=to_ns).contains(&f.decided_ns);
+    for f in finals.iter().filter(in_window) {
         blocks[f.index] += 1;
         orders[f.index] += f.orders;
         later_rounds += u64::from(f.round > 0 && f.index == 0);
@@ -798,6 +917,7 @@ fn print_bench(
                 "thread_cpu": (exec_cpu_us * 1_000).checked_div(orders_0),
             },
             "validator_0_sigs_checked_in_blocks": sigs_checked,
+            "evm": evm,
         })
     );
 }

@@ -14,6 +14,8 @@
 //! - [`txport`]: the validator transaction port's frames and block payloads.
 //! - [`validator`]: `nexus validator`, one NexusBFT validator process of a devnet.
 //! - [`load`]: the devnet's deterministic stream of signed transactions.
+//! - [`load_evm`]: the devnet's EVM load (accounts funded at genesis, raw transactions sent
+//!   to every validator's Ethereum JSON-RPC port, receipts counted).
 //! - [`decimal`]: exact decimal text to integer units and back.
 //! - [`fault_proxy`]: UDP proxies between validators that partition, delay and drop (tests).
 
@@ -31,6 +33,7 @@ pub mod decimal;
 pub mod fault_proxy;
 pub mod genesis;
 pub mod load;
+pub mod load_evm;
 pub mod queries;
 pub mod rate;
 pub mod replay;

@@ -782,12 +782,16 @@ fn reads_and_calls_at_a_past_block_see_that_blocks_state() {
     assert!(message.contains("is not available"), "{message}");
     let gone = rpc(addr, "debug_traceCall", json!([{"to": store}, at]));
     assert_eq!(gone["error"]["data"]["window"], 8, "{gone}");
+    let gone = rpc(addr, "eth_getProof", json!([store, [], at]));
+    assert_eq!(gone["error"]["data"]["window"], 8, "{gone}");
 }
 
 /// `eth_getProof` (EIP-1186) of the store contract and its slot 0 at the head verifies
 /// (alloy-trie's `verify_proof`) against that block's `stateRoot` from
 /// `eth_getBlockByNumber`, with the balance, nonce, code hash and slot value the other
-/// methods answer; an absent account proves its absence; a past block is refused.
+/// methods answer; an absent account proves its absence. At the past block that deployed
+/// it (slot 0 still zero) and at the block before (no contract yet), the proofs verify
+/// against those blocks' `stateRoot`s.
 #[test]
 fn proofs_verify_against_the_headers_state_root() {
     use alloy_trie::proof::verify_proof;
@@ -845,8 +849,29 @@ fn proofs_verify_against_the_headers_state_root() {
     let key = Nibbles::unpack(keccak256(absent));
     verify_proof(root, key, None, &nodes(&gone["accountProof"])).expect("absence proof");
     assert_eq!(gone["storageHash"], EMPTY_TRIE);
-    let past = rpc(addr, "eth_getProof", json!([store, [], "0x1"]));
-    assert_eq!(past["error"]["code"], -32000, "{past}");
+    let deployed_in = q(&deployed["blockNumber"]);
+    for (n, exists) in [(deployed_in, true), (deployed_in - 1, false)] {
+        let n = format!("{n:#x}");
+        let past = result(addr, "eth_getProof", json!([store, ["0x0"], n]));
+        let block = result(addr, "eth_getBlockByNumber", json!([n, false]));
+        let root = b(&block["stateRoot"]);
+        let key = Nibbles::unpack(keccak256(store));
+        let leaf = exists.then(|| {
+            alloy_rlp::encode(TrieAccount {
+                nonce: 1,
+                balance: U256::ZERO,
+                storage_root: b(&past["storageHash"]),
+                code_hash: keccak256(STORE_RUNTIME),
+            })
+        });
+        verify_proof(root, key, leaf, &nodes(&past["accountProof"]))
+            .unwrap_or_else(|e| panic!("account proof at {n}: {e}: {past}"));
+        let slot = &past["storageProof"][0];
+        assert_eq!(q(&slot["value"]), 0, "{past}");
+        let key = Nibbles::unpack(keccak256(B256::ZERO));
+        verify_proof(b(&past["storageHash"]), key, None, &nodes(&slot["proof"]))
+            .unwrap_or_else(|e| panic!("slot proof at {n}: {e}: {past}"));
+    }
 }
 
 /// EIP-712's Mail example (the EIP's `Example.js`).
@@ -1085,4 +1110,104 @@ fn traces_of_transactions_and_calls_are_geths() {
             .is_some_and(|m| m.ends_with("not found")),
         "{missing}"
     );
+}
+
+/// `debug_traceBlockByNumber` and `debug_traceBlockByHash` (geth's `[{txHash, result}]`):
+/// a store and a read of it through the forwarder, sent in one batch (so most likely in one
+/// block), traced block by block: each entry names the block's transactions in order and
+/// equals that transaction's own `debug_traceTransaction`, under `callTracer` and the
+/// struct logger; the read sees the store (a block trace commits each transaction before
+/// the next); by hash equals by number; an unknown block and an unknown tracer are refused.
+#[test]
+fn a_blocks_trace_is_each_transactions_trace_in_order() {
+    let (_node, addr) = start();
+    let mut owner = Wallet::new(&dev_secret());
+    let store = deploy(addr, &mut owner, store_deploy());
+    let forwarder = deploy(addr, &mut owner, forwarder_deploy(store));
+    let raw_store = owner.sign(owner.tx(
+        common::EVM_CHAIN_ID,
+        Some(store),
+        U256::ZERO,
+        word(0x22).to_vec(),
+    ));
+    owner.nonce += 1;
+    let raw_read = owner.sign(owner.tx(
+        common::EVM_CHAIN_ID,
+        Some(forwarder),
+        U256::ZERO,
+        Vec::new(),
+    ));
+    owner.nonce += 1;
+    let batch: Vec<Value> = [raw_store, raw_read]
+        .iter()
+        .enumerate()
+        .map(|(id, raw)| json!({"jsonrpc": "2.0", "id": id, "method": "eth_sendRawTransaction", "params": [raw]}))
+        .collect();
+    let answers = common::post(addr, &Value::Array(batch));
+    let hashes: Vec<String> = answers
+        .as_array()
+        .expect("a batch answer")
+        .iter()
+        .map(|a| {
+            a["result"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{answers}"))
+                .to_string()
+        })
+        .collect();
+    let read_receipt = receipt(addr, &hashes[1]);
+    receipt(addr, &hashes[0]);
+    let calls = json!({"tracer": "callTracer"});
+    let mut blocks: Vec<Value> = hashes
+        .iter()
+        .map(|h| result(addr, "eth_getTransactionReceipt", json!([h]))["blockNumber"].clone())
+        .collect();
+    blocks.dedup();
+    for number in &blocks {
+        let block = result(addr, "eth_getBlockByNumber", json!([number, false]));
+        for options in [calls.clone(), json!({})] {
+            let traced = result(addr, "debug_traceBlockByNumber", json!([number, options]));
+            let expected: Vec<Value> = block["transactions"]
+                .as_array()
+                .expect("hashes")
+                .iter()
+                .map(|tx| {
+                    let one = result(addr, "debug_traceTransaction", json!([tx, options]));
+                    json!({"txHash": tx, "result": one})
+                })
+                .collect();
+            assert_eq!(traced, Value::Array(expected), "block {number}");
+            let by_hash = result(
+                addr,
+                "debug_traceBlockByHash",
+                json!([block["hash"], options]),
+            );
+            assert_eq!(by_hash, traced);
+        }
+    }
+    let read_block = &read_receipt["blockNumber"];
+    let traced = result(addr, "debug_traceBlockByNumber", json!([read_block, calls]));
+    let read = traced
+        .as_array()
+        .expect("traces")
+        .iter()
+        .find(|t| t["txHash"] == json!(hashes[1]))
+        .expect("the read in its block's trace");
+    assert_eq!(
+        read["result"]["output"],
+        format!("{:#x}", word(0x22)),
+        "{traced}"
+    );
+
+    let unknown = rpc(addr, "debug_traceBlockByNumber", json!(["0xffffff"]));
+    assert_eq!(unknown["error"]["code"], -32000, "{unknown}");
+    let missing = format!("{:#x}", B256::with_last_byte(1));
+    let unknown = rpc(addr, "debug_traceBlockByHash", json!([missing]));
+    assert_eq!(unknown["error"]["code"], -32000, "{unknown}");
+    let tracer = rpc(
+        addr,
+        "debug_traceBlockByNumber",
+        json!([read_block, {"tracer": "prestateTracer"}]),
+    );
+    assert_eq!(tracer["error"]["code"], -32000, "{tracer}");
 }

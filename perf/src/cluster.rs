@@ -34,6 +34,11 @@ pub struct ClusterOptions {
     pub seconds: u64,
     /// Parent folder of each run's data folder (tmpfs if available: `/dev/shm`).
     pub data_parent: PathBuf,
+    /// EVM load instead of Core orders (`nexus devnet --evm-load`): the rates are EVM
+    /// transactions per second ([`crate::evm_load`]).
+    pub evm: Option<node::load_evm::EvmLoadKind>,
+    /// EVM load accounts funded at genesis.
+    pub evm_accounts: u64,
 }
 
 /// The figures of one devnet `--bench` run.
@@ -132,24 +137,22 @@ fn signed_transactions(count: usize) -> Vec<SignedTransaction> {
 
 /// Runs one devnet at `rate` and returns its figures.
 fn run_devnet(options: &ClusterOptions, rate: u64) -> Result<RunFigures, String> {
+    let (rate, bulk) = (rate.to_string(), options.bulk.to_string());
+    let args = ["--rate", &rate, "--bulk", &bulk, "--via", &options.via];
+    let line = devnet_bench_line(options, &args)?;
+    parse_bench_line(&line).ok_or_else(|| format!("not a bench line: {line}"))
+}
+
+/// Runs one `nexus devnet --bench` with `args` added and returns its `bench` line.
+pub fn devnet_bench_line(options: &ClusterOptions, args: &[&str]) -> Result<String, String> {
     let dir = tempfile::Builder::new()
         .prefix("nexus-cluster-")
         .tempdir_in(&options.data_parent)
         .map_err(|e| format!("{}: {e}", options.data_parent.display()))?;
     let mut child = Command::new(&options.nexus)
         .args(["devnet", "--validators", &options.validators.to_string()])
-        .args([
-            "--rate",
-            &rate.to_string(),
-            "--bulk",
-            &options.bulk.to_string(),
-        ])
-        .args([
-            "--via",
-            &options.via,
-            "--bench",
-            &options.seconds.to_string(),
-        ])
+        .args(args)
+        .args(["--bench", &options.seconds.to_string()])
         .arg("--dir")
         .arg(dir.path().join("devnet"))
         .stdout(Stdio::piped())
@@ -160,7 +163,7 @@ fn run_devnet(options: &ClusterOptions, rate: u64) -> Result<RunFigures, String>
     let errors = std::thread::spawn(move || last_lines(BufReader::new(stderr), 5));
     let stdout = child.stdout.take().expect("piped");
     let mut stopped = String::new();
-    let figures = BufReader::new(stdout)
+    let bench = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
         .inspect(|line| {
@@ -168,13 +171,14 @@ fn run_devnet(options: &ClusterOptions, rate: u64) -> Result<RunFigures, String>
                 stopped.clone_from(line);
             }
         })
-        .find_map(|line| parse_bench_line(&line));
+        .find(|line| line.contains("\"event\":\"bench\""));
     let status = child.wait().map_err(|e| e.to_string())?;
     let errors = errors.join().unwrap_or_default();
-    match figures {
-        Some(figures) if status.success() => Ok(figures),
+    match bench {
+        Some(line) if status.success() => Ok(line),
         _ => Err(format!(
-            "nexus devnet at {rate} orders/s ended with {status}: {stopped} {}",
+            "nexus devnet {} ended with {status}: {stopped} {}",
+            args.join(" "),
             errors.join(" | ")
         )),
     }

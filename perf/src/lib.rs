@@ -14,6 +14,8 @@
 //!   entry and market data) against a raw loopback TCP ping-pong;
 //! - [`cluster`]: `nexus-perf --cluster N`, a multi-validator devnet with signed client
 //!   orders through the gateways, against this machine's signature-verification bound;
+//! - [`evm_load`]: `nexus-perf --cluster N --cluster-evm KIND`, EVM transactions through a
+//!   devnet against the in-process execution bound of the same transactions;
 //! - [`lobster`]: real NASDAQ flow (a LOBSTER sample day read from its zip), replayed through
 //!   the engine with the book checked against the file after every message, and timed;
 //! - [`peers`]: order-book crates from crates.io driven with `engine-bench`'s command
@@ -26,6 +28,7 @@
 
 pub mod cluster;
 pub mod engine_bench;
+pub mod evm_load;
 pub mod gateway_bench;
 pub mod latency;
 pub mod lobster;

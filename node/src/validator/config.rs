@@ -152,6 +152,11 @@ pub struct DevnetConfig {
     /// account): off unless set; `nexus run`, `nexus-evm` and `nexus devnet` set it.
     #[serde(default)]
     pub eth_dev_signing: bool,
+    /// EVM load accounts funded at genesis ([`crate::load_evm`]): account `i` (from 0) has
+    /// the secret [`crate::load_evm::load_key`]`(order_seed, i)` and holds
+    /// [`crate::load_evm::LOAD_BALANCE`] wei (`nexus devnet --evm-accounts`; 0: none).
+    #[serde(default)]
+    pub evm_load_accounts: u64,
     /// Without transactions or cross-domain work, a block at most this often (ms; 0: blocks
     /// back to back). A transaction starts the next height at once.
     #[serde(default)]
@@ -332,7 +337,8 @@ pub fn evm_address(secret: &[u8; 32]) -> Result<alloy_primitives::Address, HostE
 /// asset (`QUOTE`: a contract that deposits ether through CoreWriter can bid on
 /// `BASE-QUOTE`; Core deposits and withdrawals of it are then invalid, as for any native
 /// asset); on a configured genesis it has none. The development EVM account
-/// ([`dev_evm_key`]) holds [`dev_evm_balance`]. Every other genesis asset has an ERC-20
+/// ([`dev_evm_key`]) holds [`dev_evm_balance`], and each of the
+/// [`DevnetConfig::evm_load_accounts`] holds [`crate::load_evm::LOAD_BALANCE`]. Every other genesis asset has an ERC-20
 /// token named by its genesis name, with its decimals.
 pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostError> {
     let native_asset = match config.genesis {
@@ -340,6 +346,12 @@ pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostEr
         None => devnet_native_asset(config)?,
     };
     let dev = evm_address(&config.dev_evm_secret()?)?;
+    let mut alloc = vec![(dev, dev_evm_balance())];
+    alloc.extend(
+        crate::load_evm::load_addresses(config.order_seed, config.evm_load_accounts)
+            .into_iter()
+            .map(|address| (address, crate::load_evm::LOAD_BALANCE)),
+    );
     let roles = config.dev_roles();
     let public = |key: &ed25519_dalek::SigningKey| key.verifying_key().to_bytes();
     Ok(ExecutionConfig {
@@ -355,7 +367,7 @@ pub fn execution_config(config: &DevnetConfig) -> Result<ExecutionConfig, HostEr
             .into(),
         evm: execution::EvmGenesis {
             native_asset,
-            alloc: vec![(dev, dev_evm_balance())],
+            alloc,
             timestamp: config.genesis_time_ms / 1000,
             tokens: genesis_tokens(config)?,
             ..Default::default()

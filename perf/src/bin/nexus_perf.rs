@@ -137,6 +137,15 @@ struct Args {
     /// Cluster mode: measured seconds per rate.
     #[arg(long, default_value_t = 8)]
     cluster_seconds: u64,
+    /// Cluster mode: an EVM load instead of Core orders (`nexus devnet --evm-load`):
+    /// `transfer` or `order` (CoreWriter); --cluster-rates are then EVM transactions per
+    /// second, and the baseline is the same transactions executed in-process (docs/perf.md,
+    /// "EVM load").
+    #[arg(long, value_name = "KIND", value_enum)]
+    cluster_evm: Option<node::load_evm::EvmLoadKind>,
+    /// Cluster mode: EVM load accounts funded at genesis.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    cluster_evm_accounts: u64,
 }
 
 /// Cluster mode: every rate on a fresh devnet, a JSON report unless --no-files.
@@ -153,8 +162,14 @@ fn cluster(args: &Args, validators: usize) -> ExitCode {
         via: args.cluster_via.clone(),
         seconds: args.cluster_seconds,
         data_parent: perf::cluster::default_data_parent(),
+        evm: args.cluster_evm,
+        evm_accounts: args.cluster_evm_accounts,
     };
-    let report = match perf::cluster::run(&options) {
+    let report = match options.evm {
+        Some(kind) => perf::evm_load::run(&options, kind),
+        None => perf::cluster::run(&options),
+    };
+    let report = match report {
         Ok(report) => report,
         Err(e) => {
             eprintln!("nexus-perf: {e}");
