@@ -217,16 +217,13 @@ def headers(w3, tx_hashes):
         and bytes(empty["receiptsRoot"]) == EMPTY_TRIE_ROOT and block_hash(empty) == bytes(empty["hash"]),
         empty and empty["number"],
     )
-    for _ in range(10):  # at the head: a new block between the two reads asks again
-        head = w3.eth.get_block("latest")
-        answer = w3.provider.make_request("eth_getProof", [DEV, [], hex(head["number"])])
-        if "result" in answer:
-            break
-    account = verify_account_proof(head["stateRoot"], DEV, answer["result"]["accountProof"])
+    deployed = w3.eth.get_block(w3.eth.get_transaction_receipt(tx_hashes[0])["blockNumber"])
+    proof = w3.eth.get_proof(DEV, [], deployed["number"])
+    account = verify_account_proof(deployed["stateRoot"], DEV, proof["accountProof"])
     check(
-        "eth_getProof(dev) at the head verifies against its stateRoot",
-        account is not None and int.from_bytes(account[1], "big") == w3.eth.get_balance(DEV, head["number"]),
-        head["number"],
+        "eth_getProof(dev) at the deploy's (past) block verifies against its stateRoot",
+        account is not None and int.from_bytes(account[1], "big") == w3.eth.get_balance(DEV, deployed["number"]),
+        f"block {deployed['number']}, head {w3.eth.block_number}",
     )
 
 
@@ -275,6 +272,11 @@ def methods(w3, quote_hash, mm, contract):
     trace = rpc(w3, "debug_traceTransaction", [quote_hash.to_0x_hex(), {"tracer": "callTracer"}])
     check("debug_traceTransaction (callTracer): the quote's two CoreWriter calls",
           sum(1 for c in trace.get("calls", []) if c["to"].lower() == CORE_WRITER.lower()) == 2)
+    traces = rpc(w3, "debug_traceBlockByNumber", [hex(number), {"tracer": "callTracer"}])
+    by_hash = rpc(w3, "debug_traceBlockByHash", [block["hash"].to_0x_hex(), {"tracer": "callTracer"}])
+    check("debug_traceBlockByNumber / ByHash: one trace per transaction, the quote's as traced alone",
+          [t["txHash"] for t in traces] == [h.to_0x_hex() for h in block["transactions"]] and traces == by_hash
+          and next(t["result"] for t in traces if t["txHash"] == quote_hash.to_0x_hex()) == trace)
     logs = rpc(w3, "debug_traceCall", [{"from": DEV, "to": mm, "data": call["data"]}, "latest", {}])
     check("debug_traceCall (struct logs)", logs.get("failed") is False and len(logs.get("structLogs", [])) > 0)
 
