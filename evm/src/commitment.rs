@@ -66,6 +66,15 @@ pub fn slot_key(slot: &U256) -> B256 {
     keccak256(slot.to_be_bytes::<32>())
 }
 
+/// The code hash an EIP-1186 proof reports: the empty code's for an empty account.
+fn proven_code_hash(info: &AccountInfo) -> B256 {
+    if info.is_empty() {
+        KECCAK_EMPTY
+    } else {
+        info.code_hash
+    }
+}
+
 /// The account trie's leaf of an account (`None`: absent, EIP-161 empty).
 fn account_leaf(info: &AccountInfo, storage_root: B256) -> Option<Vec<u8>> {
     if info.is_empty() {
@@ -199,11 +208,7 @@ impl StateCommitment {
             address,
             nonce: info.nonce,
             balance: info.balance,
-            code_hash: if info.is_empty() {
-                KECCAK_EMPTY
-            } else {
-                info.code_hash
-            },
+            code_hash: proven_code_hash(&info),
             storage_hash,
             account_proof: self.accounts.proof(&account_key(&address)),
             storage_proof,
@@ -313,11 +318,7 @@ impl StateCommitment {
             address,
             nonce: info.nonce,
             balance: info.balance,
-            code_hash: if info.is_empty() {
-                KECCAK_EMPTY
-            } else {
-                info.code_hash
-            },
+            code_hash: proven_code_hash(&info),
             storage_hash: storage.as_ref().map_or(EMPTY_ROOT_HASH, PastStorage::root),
             account_proof,
             storage_proof,

@@ -858,8 +858,27 @@ impl<'a> EthPort<'a> {
         let (record, _) = history
             .tx(&h)
             .ok_or_else(|| RpcError::server(format!("transaction {h:#x} not found")))?;
-        let number = record.block_number;
-        let header = history.header(number).expect("a remembered tx's block is");
+        let header = history
+            .header(record.block_number)
+            .expect("a remembered tx's block is");
+        let (txs, before) = self.replay_inputs(header)?;
+        let block = BlockReplay {
+            header,
+            credits: history.credits(header.number),
+            txs: &txs,
+        };
+        let index = usize::try_from(record.index).expect("an index fits");
+        let trace = self.execution.trace_in_block(&before, block, index, tracer);
+        trace_json(trace.map_err(eth::trace_error)?)
+    }
+
+    /// What re-executing a remembered block needs besides its header and credits: its
+    /// transactions, and the EVM state before it (a state-window error beyond the window).
+    fn replay_inputs(
+        &self,
+        header: &'a BlockHeader,
+    ) -> Result<(Vec<&'a TxRecord>, PastState<'_>), RpcError> {
+        let history: &'a EthHistory = self.history;
         let txs: Vec<&TxRecord> = header
             .tx_hashes
             .iter()
@@ -867,16 +886,8 @@ impl<'a> EthPort<'a> {
             .collect::<Option<_>>()
             .expect("a remembered block's transactions are");
         let db = self.execution.evm().db();
-        let before = history.state().at(db, history.head(), number - 1);
-        let before = before.map_err(|e| state_error(history, e.block))?;
-        let block = BlockReplay {
-            header,
-            credits: history.credits(number),
-            txs: &txs,
-        };
-        let index = usize::try_from(record.index).expect("an index fits");
-        let trace = self.execution.trace_in_block(&before, block, index, tracer);
-        trace_json(trace.map_err(eth::trace_error)?)
+        let before = history.state().at(db, history.head(), header.number - 1);
+        Ok((txs, before.map_err(|e| state_error(history, e.block))?))
     }
 
     /// `debug_traceBlockByNumber(block, options?)` and `debug_traceBlockByHash(hash,
@@ -890,22 +901,13 @@ impl<'a> EthPort<'a> {
             RpcError::server(format!("block not found: {named}"))
         })?;
         let tracer = eth::tracer(arg(params, 1))?;
-        let number = header.number;
         if header.tx_hashes.is_empty() {
             return Ok(Value::Array(Vec::new()));
         }
-        let txs: Vec<&TxRecord> = header
-            .tx_hashes
-            .iter()
-            .map(|t| history.tx(t).map(|(record, _)| record))
-            .collect::<Option<_>>()
-            .expect("a remembered block's transactions are");
-        let db = self.execution.evm().db();
-        let before = history.state().at(db, history.head(), number - 1);
-        let before = before.map_err(|e| state_error(history, e.block))?;
+        let (txs, before) = self.replay_inputs(header)?;
         let block = BlockReplay {
             header,
-            credits: history.credits(number),
+            credits: history.credits(header.number),
             txs: &txs,
         };
         let traces = self.execution.trace_block(&before, block, tracer);
