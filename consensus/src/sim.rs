@@ -64,7 +64,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::chain::ChainState;
 use crate::governance::{Action, ChainParams, ProposalKind, SignedAction};
-use crate::host::{self, AppProposal, Application, Frame, Host, HostStats, FRAME_MESSAGE};
+use crate::host::{
+    self, AppProposal, Application, CompactStats, Frame, Host, HostStats, FRAME_MESSAGE,
+};
 use crate::messages::{
     CommitCertificate, Evidence, Message, Proposal, ProposalMessage, SignedProposal, SignedVote,
     Vote,
@@ -129,6 +131,11 @@ pub struct SimConfig {
     /// Per mille of an honest validator's durable writes before GST that fail (it stops
     /// and restarts from what was durable).
     pub disk_faults_per_mille: u32,
+    /// Honest validators send their proposals compact (`Application::compact_payload`).
+    pub compact: bool,
+    /// With `compact`: per mille of (receiver, proposal) pairs where the receiver cannot
+    /// rebuild the compact payload (it lacks the items), so the host asks for the full one.
+    pub compact_miss_per_mille: u32,
 }
 
 impl SimConfig {
@@ -156,6 +163,8 @@ impl SimConfig {
             empty_block_interval_ms: 0,
             idle_per_mille: 0,
             disk_faults_per_mille: rng.random_range(0..=30),
+            compact: true,
+            compact_miss_per_mille: rng.random_range(0..=500),
         }
     }
 }
@@ -199,6 +208,9 @@ pub struct SimReport {
     pub host_stats: Vec<HostStats>,
     /// Durable writes that failed (each stopped its validator).
     pub disk_faults: u64,
+    /// Compact-proposal counters, summed over every validator's hosts (restarted ones
+    /// count from their restart).
+    pub compact: CompactStats,
 }
 
 impl SimReport {
@@ -270,7 +282,14 @@ pub struct SimApp {
     actions: Rc<Vec<SignedAction>>,
     idle_per_mille: u32,
     pending: bool,
+    /// Sends compact proposals; misses `compact_miss_per_mille` of peers' ones, chosen
+    /// by `BLAKE3(salt || compact)`.
+    compact: Option<(u32, u64)>,
 }
+
+/// Tag of the simulated compact payload: `"cmp" || height u64 || 8 bytes` (the checksum is
+/// recomputed).
+const SIM_COMPACT_TAG: &[u8] = b"cmp";
 
 impl Application for SimApp {
     type Error = std::convert::Infallible;
@@ -320,6 +339,28 @@ impl Application for SimApp {
 
     fn has_pending(&self) -> bool {
         self.pending
+    }
+
+    fn compact_payload(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        self.compact?;
+        let mut compact = SIM_COMPACT_TAG.to_vec();
+        compact.extend_from_slice(payload.get(5..21)?);
+        Some(compact)
+    }
+
+    fn expand_payload(&self, compact: &[u8]) -> Option<Vec<u8>> {
+        let (miss_per_mille, salt) = self.compact.unwrap_or((0, 0));
+        let rest = compact.strip_prefix(SIM_COMPACT_TAG)?;
+        let roll = blake3::Hasher::new()
+            .update(&salt.to_le_bytes())
+            .update(compact)
+            .finalize();
+        let roll = u16::from_le_bytes([roll.as_bytes()[0], roll.as_bytes()[1]]) % 1000;
+        if rest.len() != 16 || u32::from(roll) < miss_per_mille {
+            return None;
+        }
+        let height = u64::from_le_bytes(rest[..8].try_into().ok()?);
+        Some(sim_payload(height, rest[8..].try_into().ok()?))
     }
 }
 
@@ -815,7 +856,17 @@ impl Sim {
             .collect()
     }
 
+    /// The compact-proposal counters of every running host, summed.
+    fn compact_total(&self) -> CompactStats {
+        let mut total = CompactStats::default();
+        for host in self.nodes.iter().filter_map(|n| n.host.as_ref()) {
+            total += host.compact_stats();
+        }
+        total
+    }
+
     fn report(self) -> SimReport {
+        let compact = self.compact_total();
         let heights_at_gst = self
             .heights_at_gst
             .clone()
@@ -856,6 +907,7 @@ impl Sim {
                 .map(|n| n.host.as_ref().map(|h| h.stats()).unwrap_or_default())
                 .collect(),
             disk_faults: self.disk_faults,
+            compact,
             config: self.cfg,
         }
     }
@@ -881,6 +933,10 @@ impl Sim {
             actions: self.actions.clone(),
             idle_per_mille: self.cfg.idle_per_mille,
             pending: true,
+            compact: (self.cfg.compact && node.honest).then_some((
+                self.cfg.compact_miss_per_mille,
+                self.cfg.seed ^ ((i as u64) << 40) ^ ((node.incarnation as u64) << 20),
+            )),
         };
         let saved = node.store.load().expect("memory store cannot fail");
         let (ctx, genesis) = (self.ctx.clone(), self.genesis.clone());

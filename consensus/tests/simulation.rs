@@ -9,7 +9,7 @@ fn describe(r: &SimReport) -> String {
     format!(
         "seed {} ({} validators, crashes {}, partition {}, loss {}‰, delay {}ms/{}ms after GST {}ms, disk faults {}‰: {}): \
          ok={} violations={:?} heights={:?} positions={:?} at_gst={:?} progressed={} evidence={} slashed={} gov={} \
-         max_height={} extra_rounds={} messages={:?} end={}ms\n  replay: NEXUS_SIM_SEED={} cargo test -p consensus --test simulation -- --nocapture",
+         max_height={} extra_rounds={} messages={:?} end={}ms compact (miss {}‰)={:?}\n  replay: NEXUS_SIM_SEED={} cargo test -p consensus --test simulation -- --nocapture",
         r.config.seed,
         r.config.validators,
         r.config.crashes,
@@ -33,6 +33,8 @@ fn describe(r: &SimReport) -> String {
         r.extra_rounds,
         r.messages,
         r.end_ms,
+        r.config.compact_miss_per_mille,
+        r.compact,
         r.config.seed,
     )
 }
@@ -100,6 +102,61 @@ fn a_clean_network_decides_in_round_zero() {
     assert!(r.ok(), "{}", describe(&r));
     assert_eq!(r.extra_rounds, 0, "{}", describe(&r));
     assert!(r.governance_applied);
+}
+
+/// A clean network where honest validators send compact proposals, and `miss_per_mille` of
+/// the receivers cannot rebuild each one.
+fn compact_run(seed: u64, miss_per_mille: u32) -> SimConfig {
+    SimConfig {
+        equivocator: false,
+        crashes: 0,
+        partition: false,
+        loss_per_mille: 0,
+        max_delay_ms: 10,
+        max_delay_after_gst_ms: 10,
+        gst_ms: 0,
+        heights_after_gst: 20,
+        compact: true,
+        compact_miss_per_mille: miss_per_mille,
+        disk_faults_per_mille: 0,
+        ..SimConfig::from_seed(seed)
+    }
+}
+
+/// Compact proposals that every receiver rebuilds are never asked for, and cost a fraction
+/// of the full ones' bytes.
+#[test]
+fn compact_proposals_are_rebuilt_by_every_peer() {
+    let r = run(&compact_run(11, 0));
+    assert!(r.ok(), "{}", describe(&r));
+    assert_eq!(r.extra_rounds, 0, "{}", describe(&r));
+    let c = r.compact;
+    assert!(c.sent >= 20 && c.sent_full == 0, "{c:?}");
+    assert!(
+        c.rebuilt > 0 && c.missing == 0 && c.asked == 0 && c.served == 0,
+        "{c:?}"
+    );
+    assert!(c.bytes_sent < c.bytes_full, "{c:?}");
+}
+
+/// A receiver that cannot rebuild a compact proposal asks its sender for the full one
+/// after the wait, gets it, and the chain decides in round 0 all the same; with nobody able
+/// to rebuild any, every proposal is asked for by every peer.
+#[test]
+fn compact_proposals_a_peer_cannot_rebuild_are_asked_for_and_served() {
+    for miss in [400, 1000] {
+        let r = run(&compact_run(12, miss));
+        assert!(r.ok(), "{}", describe(&r));
+        assert_eq!(r.extra_rounds, 0, "{}", describe(&r));
+        let c = r.compact;
+        assert!(c.missing > 0 && c.asked > 0 && c.served > 0, "{c:?}");
+        assert!(c.served <= c.asked, "{c:?}");
+        if miss == 1000 {
+            assert_eq!(c.rebuilt, 0, "{c:?}");
+        } else {
+            assert!(c.rebuilt > 0, "{c:?}");
+        }
+    }
 }
 
 /// Seed `seed` with up to four crashes whose restarts lose their safety store, and nothing

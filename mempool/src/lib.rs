@@ -185,6 +185,8 @@ struct Entry {
     tx: Arc<SignedTransaction>,
     hash: TxHash,
     account: AccountId,
+    /// The clock (ms) when it was admitted.
+    admitted_ms: u64,
 }
 
 /// The pool.
@@ -259,6 +261,13 @@ impl Mempool {
         self.by_hash.contains_key(hash)
     }
 
+    /// A pooled transaction and the clock (ms, as given to its admission) when it was
+    /// admitted.
+    pub fn pooled(&self, hash: &TxHash) -> Option<(&Arc<SignedTransaction>, u64)> {
+        let entry = self.entries.get(self.by_hash.get(hash)?)?;
+        Some((&entry.tx, entry.admitted_ms))
+    }
+
     /// Takes one transaction in, or says why not. `now_ms` stands in for the next block's
     /// time in the nonce window.
     pub fn admit(
@@ -273,7 +282,7 @@ impl Mempool {
             verify(&tx).map_err(signature_refusal)?;
             self.verified.insert(hash);
         }
-        Ok(self.insert(tx, hash))
+        Ok(self.insert(tx, hash, now_ms))
     }
 
     /// Takes many transactions in, with one batch signature check for those that pass the
@@ -317,7 +326,7 @@ impl Mempool {
                     signature.map_err(signature_refusal)?;
                     self.verified.insert(hash);
                 }
-                Ok(self.insert(tx, hash))
+                Ok(self.insert(tx, hash, now_ms))
             });
             results.push(result);
         }
@@ -397,7 +406,7 @@ impl Mempool {
         Ok(())
     }
 
-    fn insert(&mut self, tx: SignedTransaction, hash: TxHash) -> TxHash {
+    fn insert(&mut self, tx: SignedTransaction, hash: TxHash, now_ms: u64) -> TxHash {
         let account = tx.tx.account();
         let arrival = self.next_arrival;
         self.next_arrival += 1;
@@ -414,6 +423,7 @@ impl Mempool {
                 tx: Arc::new(tx),
                 hash,
                 account,
+                admitted_ms: now_ms,
             },
         );
         hash

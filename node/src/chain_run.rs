@@ -170,6 +170,7 @@ pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, Hos
         evm_load_accounts: 0,
         eth_dev_signing: true,
         empty_block_interval_ms: node.chain.empty_block_interval_ms,
+        compact_proposals: true,
         funding_interval_s: node.perps.funding_interval_s,
         engine: Some(EngineLimits {
             max_resting_orders: node.engine.max_resting_orders,

@@ -91,6 +91,10 @@ pub struct DevnetArgs {
     /// transaction starts the next height at once.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub empty_block_interval_ms: u64,
+    /// Send every proposal whole instead of compact (Core transactions the peers already
+    /// hold named by their hash): for comparing the two.
+    #[arg(long)]
+    pub full_proposals: bool,
     /// EVM blocks each validator keeps in memory for its Ethereum JSON-RPC reads.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub eth_history_blocks: u64,
@@ -254,6 +258,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         eth_dev_signing: true,
         evm_load_accounts: evm_accounts(args),
         empty_block_interval_ms: args.empty_block_interval_ms,
+        compact_proposals: !args.full_proposals,
         funding_interval_s: 0,
         engine: None,
         timeouts: TimeoutsMs::default(),
@@ -411,7 +416,33 @@ struct FinalLine {
     /// Core transactions in the block.
     #[serde(default)]
     txs: u64,
+    /// The validator's compact-proposal counters so far.
+    #[serde(default)]
+    compact: CompactCounts,
     root: String,
+}
+
+/// A validator's compact-proposal counters (`final` line: `consensus::host::CompactStats`,
+/// totals since it started), by name.
+type CompactCounts = BTreeMap<String, u64>;
+
+/// Every validator's compact-proposal counters over the measured window, summed: each
+/// one's last `final` line in it less its first.
+fn compact_over_window<'a>(n: usize, finals: impl Iterator<Item = &'a FinalLine>) -> CompactCounts {
+    let mut first: Vec<Option<&CompactCounts>> = vec![None; n];
+    let mut last: Vec<Option<&CompactCounts>> = vec![None; n];
+    for f in finals {
+        first[f.index].get_or_insert(&f.compact);
+        last[f.index] = Some(&f.compact);
+    }
+    let mut total = CompactCounts::new();
+    for (first, last) in first.into_iter().zip(last).filter_map(|(a, b)| a.zip(b)) {
+        for (name, value) in last {
+            let before = first.get(name).copied().unwrap_or(0);
+            *total.entry(name.clone()).or_default() += value.saturating_sub(before);
+        }
+    }
+    total
 }
 
 /// With --bench, the load client's whole run (warm-up, measured seconds and 2 s to spare)
@@ -917,6 +948,7 @@ fn print_bench(
                 "thread_cpu": (exec_cpu_us * 1_000).checked_div(orders_0),
             },
             "validator_0_sigs_checked_in_blocks": sigs_checked,
+            "compact_proposals": compact_over_window(n, finals.iter().filter(in_window)),
             "evm": evm,
         })
     );

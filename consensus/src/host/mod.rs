@@ -49,6 +49,7 @@
 //! answering peers that are behind (its core stays at the decided height). The default
 //! interval, 0, starts every height at once.
 
+pub mod compact;
 pub mod limits;
 #[cfg(test)]
 mod tests;
@@ -58,12 +59,13 @@ use std::sync::Arc;
 
 use crate::chain::ChainState;
 use crate::governance::SignedAction;
-use crate::messages::{CommitCertificate, Evidence, Message};
+use crate::messages::{CommitCertificate, Evidence, Message, ProposalMessage};
 use crate::protocol::{BlockBody, Config, Consensus, HeightStart, Input, Output, Step, Timeout};
 use crate::safety::{SafetyState, SafetyStore, StoreError};
 use crate::types::{
     Hash, Height, Keypair, PayloadValidator, Round, SignatureBytes, SignatureVerifier, ValidatorId,
 };
+pub use compact::{CompactStats, COMPACT_WAIT_NS};
 use limits::{
     cert_allowed, sync_range, ONE_BEHIND_GRACE_NS, SYNC_ASK_EVERY_NS, SYNC_BATCH,
     SYNC_SERVE_EVERY_NS,
@@ -75,6 +77,11 @@ pub const FRAME_MESSAGE: u8 = 1;
 pub const FRAME_SYNC: u8 = 2;
 /// Frame tag: bytes for the application ([`Application::on_app_frame`]).
 pub const FRAME_APP: u8 = 3;
+/// Frame tag: a `Message::Proposal` whose block payload is the application's compact form
+/// ([`Application::compact_payload`]; see [`compact`]).
+pub const FRAME_COMPACT_PROPOSAL: u8 = 4;
+/// Frame tag: an ask for the sender's full proposal, `height u64 LE || round u32 LE`.
+pub const FRAME_PROPOSAL_ASK: u8 = 5;
 /// Most evidence items a host keeps waiting for a block.
 const EVIDENCE_POOL: usize = 64;
 /// Most evidence items a host puts in one proposal.
@@ -127,6 +134,18 @@ pub trait Application {
     /// default, `true`, never waits.
     fn has_pending(&self) -> bool {
         true
+    }
+
+    /// The compact form of `payload`, this validator's own proposal, for its peers to
+    /// rebuild with [`Application::expand_payload`]; `None` (the default) sends it whole.
+    fn compact_payload(&self, _payload: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// The payload a peer's compact form stands for, rebuilt from what this validator
+    /// holds; `None` if something is missing (or the bytes are not a compact form).
+    fn expand_payload(&self, _compact: &[u8]) -> Option<Vec<u8>> {
+        None
     }
 }
 
@@ -199,6 +218,10 @@ pub enum SendReason {
     SyncRequest,
     /// A certificate in answer to the peer's sync request.
     SyncAnswer,
+    /// An ask for the peer's full proposal (its compact one could not be rebuilt).
+    ProposalAsk,
+    /// An own full proposal in answer to the peer's ask.
+    ProposalAnswer,
 }
 
 /// Why the host stopped.
@@ -273,6 +296,8 @@ pub struct Host<V: SignatureVerifier, A: Application> {
     seen_height: Height,
     /// Signing is held until a block stamped at or after this time (ns) is applied.
     signing_held_until: Option<u64>,
+    /// Own full proposals and peers' compact ones not yet rebuilt.
+    compact: compact::CompactProposals,
 }
 
 /// The frame carrying `m`.
@@ -341,6 +366,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             deferred: None,
             seen_height: 0,
             signing_held_until: None,
+            compact: compact::CompactProposals::default(),
         }
     }
 
@@ -482,7 +508,13 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
                 let chain = &self.chain;
                 let app = &mut self.consensus.context_mut().app;
                 app.on_app_frame(from, body, chain, now_ns);
+                self.retry_held(now_ns)?;
                 self.on_app_work(now_ns)
+            }
+            Some((&FRAME_COMPACT_PROPOSAL, body)) => self.on_compact(from, body, now_ns),
+            Some((&FRAME_PROPOSAL_ASK, body)) => {
+                self.answer_ask(from, body);
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -491,6 +523,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// Starts a waiting height whose deadline has come, then fires every timer due at
     /// `now_ns`.
     pub fn on_timers(&mut self, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        self.retry_held(now_ns)?;
         if self.deferred.is_some_and(|at| at <= now_ns) {
             self.start_deferred(now_ns)?;
         }
@@ -508,7 +541,8 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// waits to start.
     pub fn next_deadline(&self) -> Option<u64> {
         let timer = self.timers.first_key_value().map(|((at, _), _)| *at);
-        timer.into_iter().chain(self.deferred).min()
+        let ask = self.compact.next_deadline();
+        timer.into_iter().chain(self.deferred).chain(ask).min()
     }
 
     /// The block of the last [`Action::PersistBlock`] (height `height`) is durable: execute
@@ -553,6 +587,11 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// Sync counters.
     pub fn stats(&self) -> HostStats {
         self.stats
+    }
+
+    /// Compact-proposal counters.
+    pub fn compact_stats(&self) -> CompactStats {
+        self.compact.stats
     }
 
     /// The application.
@@ -616,6 +655,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
 
     fn output(&mut self, o: Output, now_ns: u64) -> Result<(), HostError<A::Error>> {
         match o {
+            Output::Broadcast(Message::Proposal(p)) => self.broadcast_proposal(p),
             Output::Broadcast(m) => self.actions.push_back(Action::Broadcast(message_frame(&m))),
             Output::ScheduleTimeout { timeout, at_ns } => {
                 self.timer_seq += 1;
@@ -752,6 +792,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     fn start_height(&mut self, now_ns: u64) -> Result<(), HostError<A::Error>> {
         self.deferred = None;
         let height = self.chain.height() + 1;
+        self.compact.forget_before(height);
         let (prev_block, prev_timestamp_ns) = self.last_block.unwrap_or((Hash::ZERO, 0));
         let start = HeightStart {
             height,
@@ -908,6 +949,114 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             };
             self.stats.sync_certificates += 1;
             let reason = SendReason::SyncAnswer;
+            self.actions.push_back(Action::Send {
+                to: from,
+                frame,
+                reason,
+            });
+        }
+    }
+}
+
+/// Compact proposals (see [`compact`]): sending them, rebuilding peers', asking and
+/// answering for full ones.
+impl<V: SignatureVerifier, A: Application> Host<V, A> {
+    /// Broadcasts an own proposal, compact when the application has a compact form of its
+    /// payload; the full frame is kept for peers that ask.
+    fn broadcast_proposal(&mut self, p: ProposalMessage) {
+        let (height, round) = (p.signed.proposal.height, p.signed.proposal.round);
+        let full = message_frame(&Message::Proposal(p.clone()));
+        let peers = self.chain.validators().len().saturating_sub(1) as u64;
+        let stats = &mut self.compact.stats;
+        stats.bytes_full += full.len() as u64 * peers;
+        let frame = match self
+            .consensus
+            .context()
+            .app
+            .compact_payload(&p.block.payload)
+        {
+            Some(compact) => {
+                let mut message = p;
+                message.block.payload = compact;
+                stats.sent += 1;
+                tagged(FRAME_COMPACT_PROPOSAL, &Message::Proposal(message).encode())
+            }
+            None => {
+                stats.sent_full += 1;
+                full.clone()
+            }
+        };
+        stats.bytes_sent += frame.len() as u64 * peers;
+        self.compact.keep_own(height, round, full);
+        self.actions.push_back(Action::Broadcast(frame));
+    }
+
+    /// A peer's compact proposal: handed to the core rebuilt, or held until it can be.
+    fn on_compact(
+        &mut self,
+        from: ValidatorId,
+        body: &[u8],
+        now_ns: u64,
+    ) -> Result<(), HostError<A::Error>> {
+        let Ok(Message::Proposal(mut p)) = Message::decode(body) else {
+            return Ok(()); // A malformed frame from a peer is dropped.
+        };
+        let height = p.signed.proposal.height;
+        self.maybe_ask_sync(from, height, now_ns);
+        self.peer_at(height, now_ns)?;
+        if height <= self.chain.height() {
+            return Ok(());
+        }
+        if !self.rebuild(&mut p) {
+            self.compact.hold(from, p, now_ns);
+            return Ok(());
+        }
+        self.compact.stats.rebuilt += 1;
+        self.step(Input::Message(Message::Proposal(p)), now_ns)
+    }
+
+    /// Rebuilds the proposal's payload in place from its compact form; false (unchanged)
+    /// if the application cannot.
+    fn rebuild(&self, p: &mut ProposalMessage) -> bool {
+        match self.app().expand_payload(&p.block.payload) {
+            Some(payload) => {
+                p.block.payload = payload;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Tries the held compact proposals again; asks the sender of each that waited
+    /// [`COMPACT_WAIT_NS`] for its full proposal.
+    fn retry_held(&mut self, now_ns: u64) -> Result<(), HostError<A::Error>> {
+        for (from, mut p, since_ns, asked) in self.compact.take_held() {
+            if self.rebuild(&mut p) {
+                self.compact.stats.rebuilt += 1;
+                self.step(Input::Message(Message::Proposal(p)), now_ns)?;
+                continue;
+            }
+            let (height, round) = (p.signed.proposal.height, p.signed.proposal.round);
+            if self.compact.put_back((from, p, since_ns, asked), now_ns) {
+                let frame = tagged(FRAME_PROPOSAL_ASK, &compact::ask_body(height, round));
+                let reason = SendReason::ProposalAsk;
+                self.actions.push_back(Action::Send {
+                    to: from,
+                    frame,
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A peer asks for an own proposal in full: sent once per peer, height and round.
+    fn answer_ask(&mut self, from: ValidatorId, body: &[u8]) {
+        let Some((height, round)) = compact::read_ask(body) else {
+            return;
+        };
+        if let Some(frame) = self.compact.answer(from, height, round) {
+            let reason = SendReason::ProposalAnswer;
             self.actions.push_back(Action::Send {
                 to: from,
                 frame,

@@ -244,6 +244,13 @@ pub(super) struct NodeApp {
     /// `stderr_events`).
     pub(super) quiet_blocks: bool,
     pub(super) stderr_events: bool,
+    /// Proposals go compact (`compact_proposals` in the configuration).
+    pub(super) compact_proposals: bool,
+    /// The last own proposal's payload and its compact form, if it has one.
+    pub(super) own_compact: Option<(Vec<u8>, Vec<u8>)>,
+    /// The host's compact-proposal counters as of the last block, for the `final` line
+    /// (the shell copies them in).
+    pub(super) compact_stats: consensus::host::CompactStats,
 }
 
 /// The node's application at genesis, and its execution root.
@@ -294,6 +301,9 @@ pub(super) fn node_app(
         connection_rate: config.connection_rate,
         quiet_blocks: false,
         stderr_events: false,
+        compact_proposals: config.compact_proposals,
+        own_compact: None,
+        compact_stats: Default::default(),
     };
     Ok((app, exec_root))
 }
@@ -414,7 +424,7 @@ impl Application for NodeApp {
             || !shared.execution.bridge().is_idle()
     }
 
-    fn propose(&mut self, height: Height, chain: &ChainState, _now_ns: u64) -> AppProposal {
+    fn propose(&mut self, height: Height, chain: &ChainState, now_ns: u64) -> AppProposal {
         if let Some(event) = self
             .forged
             .as_ref()
@@ -429,10 +439,23 @@ impl Application for NodeApp {
             let skip = actions.iter().filter(|a| Some(a.signer) == own).count();
             actions.extend(json.governance_actions(chain, skip as u64));
         }
-        AppProposal {
-            actions,
-            payload: self.proposal_payload(),
-        }
+        let (payload, compact) = self.proposal_payload(now_ns / MS);
+        self.own_compact = compact.map(|c| (payload.clone(), c));
+        AppProposal { actions, payload }
+    }
+
+    fn compact_payload(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        let (own, compact) = self.own_compact.as_ref()?;
+        (own == payload).then(|| compact.clone())
+    }
+
+    fn expand_payload(&self, form: &[u8]) -> Option<Vec<u8>> {
+        let shared = self.shared.borrow();
+        // A forged item (test only) rides beside a full block.
+        let max_items = shared.max_block_txs + 1;
+        compact::expand(form, max_items, |hash| {
+            shared.mempool.pooled(hash).map(|(tx, _)| tx.bytes())
+        })
     }
 
     fn payload_valid(&self, height: Height, payload: &[u8]) -> bool {
@@ -833,6 +856,7 @@ impl NodeApp {
                 "ts_ns": block.timestamp_ns, "decided_ns": now_ns,
                 "check_us": check_us, "sigs_checked": sigs_checked, "exec_us": exec_us,
                 "exec_cpu_us": exec_cpu_us, "root": hex(&root.0),
+                "compact": compact_line(&self.compact_stats),
             }))?;
         }
         let snapshot_due = self.snapshot_every > 0 && height.is_multiple_of(self.snapshot_every);
@@ -1071,7 +1095,10 @@ impl NodeApp {
     }
 
     /// This validator's proposal payload: what its pool holds (arrival order).
-    fn proposal_payload(&self) -> Vec<u8> {
+    /// The payload of a proposal made at `now_ms`, and its compact form if proposals go
+    /// compact and it names anything (Core transactions admitted at least
+    /// `compact::NAME_AFTER_MS` ago).
+    fn proposal_payload(&self, now_ms: u64) -> (Vec<u8>, Option<Vec<u8>>) {
         let forged = self.forged.as_ref().and_then(|f| f.item.as_deref());
         let shared = self.shared.borrow();
         let budget = shared
@@ -1095,6 +1122,26 @@ impl NodeApp {
             .chain(pending.iter().map(|tx| tx.bytes()))
             .chain(evm.iter().map(|item| item.bytes()))
             .collect();
-        txport::encode_list(items.into_iter())
+        let first_core = usize::from(forged.is_some());
+        let named = |i: usize| {
+            let tx = pending.get(i.checked_sub(first_core)?)?;
+            let (_, admitted_ms) = shared.mempool.pooled(&tx.hash())?;
+            (admitted_ms + compact::NAME_AFTER_MS <= now_ms).then(|| tx.hash())
+        };
+        let compact = self
+            .compact_proposals
+            .then(|| compact::compact(&items, named))
+            .flatten();
+        (txport::encode_list(items.iter().copied()), compact)
     }
+}
+
+/// The host's compact-proposal counters as the `final` line carries them (totals since
+/// the validator started).
+fn compact_line(c: &consensus::host::CompactStats) -> serde_json::Value {
+    json!({
+        "sent": c.sent, "sent_full": c.sent_full, "bytes_sent": c.bytes_sent,
+        "bytes_full": c.bytes_full, "rebuilt": c.rebuilt, "missing": c.missing,
+        "asked": c.asked, "served": c.served,
+    })
 }

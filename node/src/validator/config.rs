@@ -161,6 +161,11 @@ pub struct DevnetConfig {
     /// back to back). A transaction starts the next height at once.
     #[serde(default)]
     pub empty_block_interval_ms: u64,
+    /// Proposals travel compact: Core transactions the peers already hold are named by
+    /// their hash instead of carried whole (docs/consensus.md, "Compact proposals");
+    /// `false` sends every proposal whole.
+    #[serde(default = "default_compact_proposals")]
+    pub compact_proposals: bool,
     /// Perpetual funding every this many seconds of block time (0: none;
     /// `ExecutionConfig::funding_interval_s`).
     #[serde(default)]
@@ -273,6 +278,10 @@ impl DevnetConfig {
 
 fn default_snapshot_every() -> u64 {
     1_000
+}
+
+fn default_compact_proposals() -> bool {
+    true
 }
 
 fn default_state_sync() -> bool {

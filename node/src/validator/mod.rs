@@ -98,6 +98,7 @@ use sequencer::ClientRef;
 mod app;
 mod byzantine;
 mod clients;
+mod compact;
 mod config;
 mod forgery;
 mod join;
@@ -486,6 +487,8 @@ async fn run_validator(
     let (mut app, exec_root) = node_app(&args, &config, &data_dir)?;
     app.quiet_blocks = options.quiet_blocks;
     app.stderr_events = options.stderr_events;
+    // An equivocator rewrites whole proposals (`byzantine::Equivocator`).
+    app.compact_proposals &= byzantine_mode(&args).is_none();
     let (blocks, stored, cut) = BlockStore::open(&data_dir.join("blocks"))?;
     let mut safety = FileStore::new(&data_dir.join("safety"));
     let saved = safety.load()?;
@@ -958,6 +961,8 @@ impl Shell {
                 Action::PersistBlock(cert) => {
                     self.slow_write()?;
                     self.blocks.append(&cert)?;
+                    let compact = self.host.compact_stats();
+                    self.host.app_mut().compact_stats = compact;
                     self.host.block_durable(cert.block.height, now_ns())?;
                     self.note_signing_resumed(cert.block.height)?;
                     self.maybe_prune(cert.block.height)?;
@@ -1039,13 +1044,14 @@ pub(crate) fn stderr_line(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// The lane a host frame goes on: votes and sync requests first; proposals and commit
-/// certificates (whole blocks) after them, so that a vote never waits behind a block on a
-/// congested link; application frames (forwarded transactions and chain actions, which
-/// proposals carry again) last.
+/// The lane a host frame goes on: votes, sync requests and asks for a whole proposal
+/// first; proposals (compact or whole) and commit certificates (whole blocks) after them,
+/// so that a vote never waits behind a block on a congested link; application frames
+/// (forwarded transactions and chain actions) last.
 fn lane_of(frame: &[u8]) -> Lane {
     match frame {
         [consensus::host::FRAME_APP, ..] => Lane::Bulk,
+        [consensus::host::FRAME_COMPACT_PROPOSAL, ..] => Lane::Block,
         [consensus::host::FRAME_MESSAGE, tag, ..]
             if *tag == MESSAGE_PROPOSAL || *tag == MESSAGE_COMMIT =>
         {
