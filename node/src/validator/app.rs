@@ -246,6 +246,9 @@ pub(super) struct NodeApp {
     pub(super) stderr_events: bool,
     /// Proposals go compact (`compact_proposals` in the configuration).
     pub(super) compact_proposals: bool,
+    /// Peers' forwarded frames with the verifier thread, oldest first: a compact proposal
+    /// can name their transactions before they reach the pool.
+    pub(super) forwards_in_flight: std::collections::VecDeque<Arc<[u8]>>,
     /// The last own proposal's payload and its compact form, if it has one.
     pub(super) own_compact: Option<(Vec<u8>, Vec<u8>)>,
     /// The host's compact-proposal counters as of the last block, for the `final` line
@@ -303,6 +306,7 @@ pub(super) fn node_app(
         stderr_events: false,
         compact_proposals: config.compact_proposals,
         own_compact: None,
+        forwards_in_flight: Default::default(),
         compact_stats: Default::default(),
     };
     Ok((app, exec_root))
@@ -453,8 +457,16 @@ impl Application for NodeApp {
         let shared = self.shared.borrow();
         // A forged item (test only) rides beside a full block.
         let max_items = shared.max_block_txs + 1;
+        // Not pooled yet: perhaps in a forward the verifier thread still holds (indexed
+        // only if something is missing from the pool).
+        let in_flight = std::cell::OnceCell::new();
         compact::expand(form, max_items, |hash| {
-            shared.mempool.pooled(hash).map(|(tx, _)| tx.bytes())
+            let pooled = shared.mempool.pooled(hash).map(|(tx, _)| tx.bytes());
+            pooled.or_else(|| {
+                let index =
+                    in_flight.get_or_init(|| compact::index_items(&self.forwards_in_flight));
+                index.get(hash).copied()
+            })
         })
     }
 

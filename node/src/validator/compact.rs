@@ -79,6 +79,18 @@ pub(super) fn expand<'a>(
     (at == compact.len()).then(|| txport::encode_list(items.into_iter()))
 }
 
+/// The items of forwarded frames (`FRAME_APP`, then a list of block items) by their hash.
+pub(super) fn index_items<'a>(
+    frames: impl IntoIterator<Item = &'a std::sync::Arc<[u8]>>,
+) -> std::collections::HashMap<TxHash, &'a [u8]> {
+    frames
+        .into_iter()
+        .filter_map(|frame| txport::decode_list(frame.get(1..)?, super::FORWARD_BATCH))
+        .flatten()
+        .map(|item| (TxHash(*blake3::hash(item).as_bytes()), item))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +126,21 @@ mod tests {
         let mut bad_tag = form.clone();
         bad_tag[4] = 7;
         assert_eq!(expand(&bad_tag, 6, |h| pool.get(h).copied()), None);
+    }
+
+    #[test]
+    fn forwards_still_being_verified_are_indexed_by_their_items_hashes() {
+        let items: Vec<Vec<u8>> = (1..=3u8)
+            .map(|i| vec![i; transactions::MIN_TX_LEN])
+            .collect();
+        let items: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+        let mut frame = vec![consensus::host::FRAME_APP];
+        frame.extend(txport::encode_list(items[..2].iter().copied()));
+        let frames: Vec<std::sync::Arc<[u8]>> = vec![frame.into(), b"\x03junk".to_vec().into()];
+        let index = index_items(&frames);
+        assert_eq!(index.len(), 2, "a malformed frame adds nothing");
+        assert_eq!(index.get(&hash(items[1])).copied(), Some(items[1]));
+        assert_eq!(index.get(&hash(items[2])), None);
     }
 
     #[test]

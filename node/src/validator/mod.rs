@@ -58,6 +58,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -903,15 +904,15 @@ impl Shell {
         if self.serve_state_sync(r.from, &r.frame) {
             return Ok(());
         }
-        // Forwarded transactions go to the verifier first (they come back verified);
-        // if its queue is full, they are admitted here, checked on this loop.
-        let frame = match r.frame.first() {
-            Some(&consensus::host::FRAME_APP) => match self.verifier.offer(r.from, r.frame) {
-                Ok(()) => return Ok(()),
-                Err(frame) => frame,
-            },
-            _ => r.frame,
-        };
+        // Forwarded transactions go to the verifier first (they come back verified, in
+        // order; a compact proposal may name them meanwhile); if its queue is full, they
+        // are admitted here, checked on this loop.
+        let frame: Arc<[u8]> = r.frame.into();
+        let forward = frame.first() == Some(&consensus::host::FRAME_APP);
+        if forward && self.verifier.offer(r.from, frame.clone()).is_ok() {
+            self.host.app_mut().forwards_in_flight.push_back(frame);
+            return Ok(());
+        }
         if frame.first() != Some(&consensus::host::FRAME_MESSAGE) {
             self.perform()?;
         }
@@ -923,7 +924,10 @@ impl Shell {
     /// checking its signature again.
     fn on_verified(&mut self, forward: VerifiedForward) -> Result<(), HostError> {
         self.perform()?;
-        let mempool = &mut self.host.app_mut().shared.get_mut().mempool;
+        let app = self.host.app_mut();
+        let oldest = app.forwards_in_flight.pop_front();
+        debug_assert!(oldest.is_some_and(|f| Arc::ptr_eq(&f, &forward.frame)));
+        let mempool = &mut app.shared.get_mut().mempool;
         for hash in forward.verified {
             mempool.note_verified(hash);
         }

@@ -62,14 +62,14 @@ pub(super) struct VerifiedForward {
     /// The peer that forwarded it.
     pub(super) from: ValidatorId,
     /// The frame as received (`FRAME_APP`, then a list of block items).
-    pub(super) frame: Vec<u8>,
+    pub(super) frame: Arc<[u8]>,
     /// Transactions that verified.
     pub(super) verified: Vec<TxHash>,
 }
 
 /// The loop's side of the thread.
 pub(super) struct ForwardVerifier {
-    to_thread: std_mpsc::SyncSender<(ValidatorId, Vec<u8>)>,
+    to_thread: std_mpsc::SyncSender<(ValidatorId, Arc<[u8]>)>,
 }
 
 impl ForwardVerifier {
@@ -87,8 +87,8 @@ impl ForwardVerifier {
     }
 
     /// Offers a forwarded frame; gives it back if the thread's queue is full (or the thread
-    /// is gone).
-    pub(super) fn offer(&self, from: ValidatorId, frame: Vec<u8>) -> Result<(), Vec<u8>> {
+    /// is gone). Frames come back in the order offered.
+    pub(super) fn offer(&self, from: ValidatorId, frame: Arc<[u8]>) -> Result<(), Arc<[u8]>> {
         self.to_thread.try_send((from, frame)).map_err(|e| match e {
             std_mpsc::TrySendError::Full((_, frame)) => frame,
             std_mpsc::TrySendError::Disconnected((_, frame)) => frame,
@@ -98,7 +98,7 @@ impl ForwardVerifier {
 
 /// The thread: verifies each frame's Core transactions in one batch until the loop goes.
 fn run(
-    inbox: std_mpsc::Receiver<(ValidatorId, Vec<u8>)>,
+    inbox: std_mpsc::Receiver<(ValidatorId, Arc<[u8]>)>,
     to_loop: mpsc::Sender<VerifiedForward>,
     here: VerifiedHere,
 ) {
@@ -236,10 +236,11 @@ mod tests {
         frame.extend(txport::encode_list([tx.bytes()].into_iter()));
         let (verifier, mut verified) = ForwardVerifier::spawn(VerifiedHere::new()).unwrap();
         let from = ValidatorId([5; 32]);
+        let frame: Arc<[u8]> = frame.into();
         verifier.offer(from, frame.clone()).unwrap();
         let back = verified.blocking_recv().expect("the thread answers");
         assert_eq!(back.from, from);
-        assert_eq!(back.frame, frame);
+        assert!(Arc::ptr_eq(&back.frame, &frame));
         assert_eq!(back.verified, vec![tx.hash()]);
     }
 }
