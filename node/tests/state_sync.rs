@@ -9,7 +9,7 @@
 //! quorum signs any more) a wiped validator still joins from a snapshot, which carries that
 //! chain state.
 //!
-//! Ports 23000-23299 (no other test uses them).
+//! Ports 23000-23399 (no other test uses them).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -248,6 +248,45 @@ fn stake(dir: &Path, action: &[&str], signer: usize, addr: std::net::SocketAddr)
 /// Validator 3, wiped, joins from a snapshot taken after the change, executes nothing at
 /// start, agrees on every later root, sees the new set in its staking view, and restarts
 /// from the snapshot it joined with.
+/// Snapshots are written by a thread off the loop (docs/consensus.md, "Snapshots"): a
+/// validator killed right after its loop took the image of a snapshot height restarts from a
+/// complete snapshot (that one, if the write was durable, or the one before), and re-executes
+/// its stored blocks after it to the roots the others logged.
+#[test]
+fn a_validator_killed_right_after_a_snapshot_height_restarts_from_a_whole_snapshot() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut cluster = Cluster::start_with(dir.path(), 23300, LOAD_RATE, 13, &[]);
+    let _load = Load::start(&cluster.config);
+    let victim = 1;
+    cluster.wait_heights(&ALL, 2 * EVERY + 5, BOUND);
+    let taken = events(&cluster, victim, "snapshot_taken").len();
+    cluster.wait_until("a snapshot image taken", BOUND, |c| {
+        events(c, victim, "snapshot_taken").len() > taken
+    });
+    let at = events(&cluster, victim, "snapshot_taken")[taken]["height"]
+        .as_u64()
+        .expect("height");
+    cluster.kill(victim);
+    let readies = cluster.ready.len();
+    cluster.launch(victim);
+    cluster.wait_until("the restarted validator's ready line", BOUND, |c| {
+        c.ready.len() > readies
+    });
+    let (_, ready) = cluster.ready.last().expect("ready").clone();
+    let from = ready["snapshot_height"].as_u64().expect("snapshot height");
+    assert!(
+        from == at || from + EVERY == at,
+        "taken at {at}, restarted from {from}: {ready}"
+    );
+    let recovered = ready["recovered_blocks"].as_u64().expect("recovered");
+    assert_eq!(ready["executed_blocks"].as_u64(), Some(recovered - from));
+    let target = cluster.top() + 10;
+    cluster.wait_heights(&ALL, target, BOUND);
+    let (root, by) = &cluster.roots[&recovered];
+    assert!(by.iter().any(|&i| i != victim), "{by:?}");
+    assert_eq!(ready["state_root"].as_str(), Some(root.as_str()), "{ready}");
+}
+
 #[test]
 fn a_wiped_validator_joins_after_the_validator_set_changed() {
     let dir = tempfile::tempdir().expect("dir");
