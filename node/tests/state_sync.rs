@@ -446,6 +446,37 @@ fn disk_use(dir: &Path) -> Value {
 /// load, catch-up), launch to caught up, what it executed at start (nothing), and every
 /// validator's disk use. `cargo test --release -p node --test state_sync
 /// state_sync_at_scale -- --ignored --nocapture`.
+/// Validator 0's snapshots: the loop's part (`snapshot_taken`: image and loop µs), the
+/// writer's (`snapshot`: ms), and the gap before the first `final` of the next height
+/// against the median gap between heights (ms): the stall a snapshot leaves in the chain.
+fn print_snapshot_stalls(cluster: &Cluster) {
+    let at = |h: u64| cluster.first_final.get(&h).map(|(t, _)| *t);
+    let gap_ms = |h: u64| Some(at(h + 1)?.duration_since(at(h)?).as_secs_f64() * 1e3);
+    let mut gaps: Vec<f64> = cluster
+        .first_final
+        .keys()
+        .filter_map(|&h| gap_ms(h))
+        .collect();
+    gaps.sort_by(f64::total_cmp);
+    let median_gap_ms = gaps.get(gaps.len() / 2).copied();
+    let written = events(cluster, 0, "snapshot");
+    for taken in events(cluster, 0, "snapshot_taken") {
+        let height = taken["height"].as_u64().expect("height");
+        let write_ms = written
+            .iter()
+            .find(|w| w["height"] == height)
+            .map(|w| &w["write_ms"]);
+        println!(
+            "{}",
+            serde_json::json!({
+                "snapshot": height, "image_us": taken["image_us"], "loop_us": taken["loop_us"],
+                "write_ms": write_ms, "gap_after_ms": gap_ms(height),
+                "median_gap_ms": median_gap_ms,
+            })
+        );
+    }
+}
+
 #[test]
 #[ignore = "figures at scale; many minutes"]
 fn state_sync_at_scale() {
@@ -491,6 +522,7 @@ fn state_sync_at_scale() {
         let figures = rejoin(&mut cluster, count);
         println!("{figures}");
     }
+    print_snapshot_stalls(&cluster);
     cluster.stop_all();
     println!(
         "{}",
