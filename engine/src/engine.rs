@@ -22,7 +22,7 @@ mod store;
 use commitment::Lanes;
 pub use perp::{LiquidationStats, MarginView, PerpMarketView, PositionView, LIQUIDATION_OID};
 use perp::{PerpAccount, PerpMarket};
-pub use snapshot::SnapshotError;
+pub use snapshot::{EngineImage, SnapshotError};
 use store::{Chunked, IdIndex, OidIndex};
 
 /// The largest `max_price_ticks` a market may have (keeps ladders at a few MiB per side).
@@ -324,6 +324,38 @@ struct AccountState {
     perp: PerpAccount,
     /// Perp state changed during the current command (re-keyed at its end).
     perp_touched: bool,
+}
+
+/// What resting orders reserve, recomputed from the orders (`Engine::check_invariants`).
+struct Reserves {
+    /// Orders counted.
+    orders: u32,
+    /// Spot reserves by account, then asset.
+    locked: Vec<Vec<i128>>,
+    /// Perp order margin by account.
+    order_margin: Vec<i128>,
+}
+
+impl Reserves {
+    fn new(accounts: usize, assets: usize) -> Reserves {
+        Reserves {
+            orders: 0,
+            locked: vec![vec![0; assets]; accounts],
+            order_margin: vec![0; accounts],
+        }
+    }
+
+    /// Counts `node` and adds what it reserves.
+    fn add<L: PriceLadder>(&mut self, engine: &Engine<L>, node: &OrderNode) {
+        let params = &engine.markets[node.market as usize].params;
+        let reserve = engine.node_reserve_per_lot(node) * node.remaining as i128;
+        if params.perp == NIL {
+            self.locked[node.account as usize][params.reserve_asset(node.side)] += reserve;
+        } else {
+            self.order_margin[node.account as usize] += reserve;
+        }
+        self.orders += 1;
+    }
 }
 
 /// The incoming side of a match.
@@ -1102,7 +1134,15 @@ impl<L: PriceLadder> Engine<L> {
         price: Ticks,
         post_only: bool,
     ) -> u32 {
-        let handle = if self.free_head != NIL {
+        let handle = self.take_slot();
+        self.open.insert(taker.account, taker.oid, handle);
+        self.attach_resting(handle, market_index, taker, price, post_only, true);
+        handle
+    }
+
+    /// A free slab slot for a new resting order (a freed one first, else a new one).
+    fn take_slot(&mut self) -> u32 {
+        if self.free_head != NIL {
             let handle = self.free_head;
             self.free_head = self.orders[handle as usize].next;
             handle
@@ -1111,10 +1151,7 @@ impl<L: PriceLadder> Engine<L> {
             let handle = self.orders.push();
             self.commitment.grow_to(self.orders.len());
             handle
-        };
-        self.open.insert(taker.account, taker.oid, handle);
-        self.attach_resting(handle, market_index, taker, price, post_only, true);
-        handle
+        }
     }
 
     /// Whether an order of this market re-entering through a modify keeps its place in its
@@ -1697,10 +1734,36 @@ impl<L: PriceLadder> Engine<L> {
     /// balances, level totals against their orders, list links, counts, and conservation of
     /// every asset. Allocates; meant for tests and audits.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut expected_locked: Vec<Vec<i128>> =
-            vec![vec![0; self.assets.len()]; self.accounts.len()];
-        let mut expected_order_margin = vec![0i128; self.accounts.len()];
-        let mut seen = 0u32;
+        let reserves = self.book_reserves()?;
+        self.check_accounts(&reserves, true)
+    }
+
+    /// [`Engine::check_invariants`] for an engine a restore just built with the engine's own
+    /// insertion code, which makes the books' order, links, totals, list links and counts and
+    /// the oid index hold by construction: what the snapshot's numbers decide (reserves
+    /// against locked balances, margins, conservation) is checked, from one pass over the
+    /// slab in slot order instead of walks that read every order at a scattered address.
+    fn check_restored(&self) -> Result<(), String> {
+        let reserves = self.slab_reserves();
+        self.check_accounts(&reserves, false)
+    }
+
+    /// What the orders reserve per account, from the slab in slot order.
+    fn slab_reserves(&self) -> Reserves {
+        let mut reserves = Reserves::new(self.accounts.len(), self.assets.len());
+        for slot in 0..self.orders.len() {
+            let node = &self.orders[slot];
+            if node.account != NIL {
+                reserves.add(self, node);
+            }
+        }
+        reserves
+    }
+
+    /// What the orders reserve per account, walking every book level by level and checking
+    /// its order, links, totals and the oid index on the way.
+    fn book_reserves(&self) -> Result<Reserves, String> {
+        let mut reserves = Reserves::new(self.accounts.len(), self.assets.len());
         for (market_index, market) in self.markets.iter().enumerate() {
             for side in [Side::Buy, Side::Sell] {
                 let ladder = market.ladder(side);
@@ -1739,14 +1802,7 @@ impl<L: PriceLadder> Engine<L> {
                             return Err(format!("order {handle} missing from the oid index"));
                         }
                         sum += node.remaining;
-                        seen += 1;
-                        let reserve = self.node_reserve_per_lot(node) * node.remaining as i128;
-                        if market.params.perp == NIL {
-                            expected_locked[node.account as usize]
-                                [market.params.reserve_asset(side)] += reserve;
-                        } else {
-                            expected_order_margin[node.account as usize] += reserve;
-                        }
+                        reserves.add(self, node);
                         previous = handle;
                         handle = node.next;
                     }
@@ -1757,6 +1813,13 @@ impl<L: PriceLadder> Engine<L> {
                 }
             }
         }
+        Ok(reserves)
+    }
+
+    /// The checks of accounts against `reserves`: counts, locked balances, margins,
+    /// conservation; `walk_lists`: also count each account's list.
+    fn check_accounts(&self, reserves: &Reserves, walk_lists: bool) -> Result<(), String> {
+        let (seen, expected_locked) = (reserves.orders, &reserves.locked);
         if seen != self.resting || self.open.len() != self.resting as usize {
             return Err(format!(
                 "{seen} orders in books, {} counted, {} indexed",
@@ -1766,13 +1829,7 @@ impl<L: PriceLadder> Engine<L> {
         }
         let mut totals = vec![0i128; self.assets.len()];
         for (account_index, account) in self.accounts.iter().enumerate() {
-            let mut count = 0;
-            let mut handle = account.first_order;
-            while handle != NIL {
-                count += 1;
-                handle = self.orders[handle as usize].account_next;
-            }
-            if count != account.open_orders {
+            if walk_lists && self.list_length(account) != account.open_orders {
                 return Err(format!("account {} open order count is wrong", account.id));
             }
             for (asset_index, balance) in account.balances.iter().enumerate() {
@@ -1794,7 +1851,7 @@ impl<L: PriceLadder> Engine<L> {
                 totals[asset_index] += balance.total as i128;
             }
         }
-        self.check_perp_invariants(&expected_order_margin)?;
+        self.check_perp_invariants(&reserves.order_margin)?;
         if let Some(collateral) = self.collateral {
             totals[collateral as usize] += self.perp_holdings();
         }
@@ -1807,5 +1864,16 @@ impl<L: PriceLadder> Engine<L> {
             }
         }
         Ok(())
+    }
+
+    /// Orders on an account's list.
+    fn list_length(&self, account: &AccountState) -> u32 {
+        let mut count = 0;
+        let mut handle = account.first_order;
+        while handle != NIL {
+            count += 1;
+            handle = self.orders[handle as usize].account_next;
+        }
+        count
     }
 }

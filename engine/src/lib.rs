@@ -13,8 +13,8 @@ pub mod ladder;
 mod types;
 
 pub use engine::{
-    Engine, LiquidationStats, MarginView, OrderView, PerpMarketView, PositionView, Shortfall,
-    SnapshotError, LIQUIDATION_OID,
+    Engine, EngineImage, LiquidationStats, MarginView, OrderView, PerpMarketView, PositionView,
+    Shortfall, SnapshotError, LIQUIDATION_OID,
 };
 pub use ladder::{ArrayLadder, BTreeLadder, PriceLadder};
 pub use types::*;

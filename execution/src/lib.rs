@@ -28,7 +28,7 @@ pub mod roots;
 mod snapshot;
 pub mod validate;
 
-pub use snapshot::{SnapshotError, MAGIC as SNAPSHOT_MAGIC};
+pub use snapshot::{ExecutionImage, SnapshotError, MAGIC as SNAPSHOT_MAGIC};
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 
 use alloy_primitives::{Address, U256};
-use engine::{ArrayLadder, Engine};
+use engine::{ArrayLadder, Engine, EngineImage};
 use evm::bridge::Bridge;
 use evm::executor::{BlockHeader, EvmConfig, Executor};
 use revm::bytecode::Bytecode;
@@ -63,11 +63,21 @@ pub enum SnapshotError {
 impl Execution {
     /// The state as bytes ([`Execution::restore`] reads them back).
     pub fn snapshot(&self) -> Vec<u8> {
-        let engine = self.engine.snapshot();
-        let mut out = Vec::with_capacity(MAGIC.len() + 16 + engine.len() + self.nonces.len() * 64);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&(engine.len() as u64).to_le_bytes());
-        out.extend_from_slice(&engine);
+        assemble(&self.engine.snapshot(), &self.after_engine())
+    }
+
+    /// A copy of the state to encode later, on another thread ([`ExecutionImage::encode`]):
+    /// the engine's order slab is copied, everything else encoded now.
+    pub fn image(&self) -> ExecutionImage {
+        ExecutionImage {
+            engine: self.engine.image(),
+            rest: self.after_engine(),
+        }
+    }
+
+    /// The snapshot after the engine's part: nonces, block time, EVM, co-processors.
+    fn after_engine(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.nonces.len() * 64);
         out.extend_from_slice(&(self.nonces.len() as u64).to_le_bytes());
         for (account, nonces) in &self.nonces {
             out.extend_from_slice(&account.to_le_bytes());
@@ -249,6 +259,30 @@ impl Execution {
             execution.note_claim(account, owner);
         }
         Ok(execution)
+    }
+}
+
+/// The snapshot bytes of an engine snapshot and the parts after it.
+fn assemble(engine: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAGIC.len() + 8 + engine.len() + rest.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(engine.len() as u64).to_le_bytes());
+    out.extend_from_slice(engine);
+    out.extend_from_slice(rest);
+    out
+}
+
+/// The executed state copied at one point ([`Execution::image`]), to be encoded on another
+/// thread (a validator's snapshot writer).
+pub struct ExecutionImage {
+    engine: EngineImage,
+    rest: Vec<u8>,
+}
+
+impl ExecutionImage {
+    /// The bytes [`Execution::snapshot`] gave when the image was taken.
+    pub fn encode(self) -> Vec<u8> {
+        assemble(&self.engine.encode(), &self.rest)
     }
 }
 

@@ -402,8 +402,9 @@ fn the_root_covers_nonces_and_two_nodes_agree() {
     }
 }
 
-/// A snapshot taken after some blocks restores to the same root, refuses damaged bytes, and
-/// the restored state executes the next blocks exactly as the original (roots, nonces).
+/// A snapshot taken after some blocks restores to the same root, refuses damaged bytes, the
+/// restored state executes the next blocks exactly as the original (roots, nonces), and an
+/// image taken then encodes to the same bytes later.
 #[test]
 fn a_restored_snapshot_continues_exactly_as_the_original() {
     let mut original = chain();
@@ -422,6 +423,7 @@ fn a_restored_snapshot_continues_exactly_as_the_original() {
         run(&mut original, &refs);
     }
     let bytes = original.snapshot();
+    let (image, root) = (original.image(), original.root());
     let config = config(0);
     let mut restored = Execution::restore(config.clone(), &bytes).expect("restores");
     assert_eq!(restored.root(), original.root());
@@ -439,6 +441,11 @@ fn a_restored_snapshot_continues_exactly_as_the_original() {
             "round {round}"
         );
     }
+    // An image taken with the snapshot and encoded after ten more blocks (on another
+    // thread, as a validator's writer does) gives the snapshot's bytes, hence its root.
+    assert_ne!(original.root(), root);
+    let encoded = std::thread::spawn(move || image.encode()).join().unwrap();
+    assert_eq!(encoded, bytes);
     // Damaged bytes are refused, not half-restored.
     assert!(Execution::restore(config.clone(), &bytes[..bytes.len() - 1]).is_err());
     let mut longer = bytes.clone();

@@ -109,7 +109,7 @@ pub fn heights(dir: &Path) -> Vec<u64> {
 }
 
 /// Writes `snapshot` into `dir` durably (temporary file, sync, rename, sync of the folder)
-/// and deletes all but the newest [`KEEP`].
+/// and deletes all but the newest [`KEEP`], and temporary files a crash mid-write left.
 pub fn write(dir: &Path, snapshot: &Snapshot) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(file_name(snapshot.height));
@@ -123,7 +123,21 @@ pub fn write(dir: &Path, snapshot: &Snapshot) -> io::Result<PathBuf> {
     for old in &all[..all.len().saturating_sub(KEEP)] {
         let _ = std::fs::remove_file(dir.join(file_name(*old)));
     }
+    remove_temporaries(dir);
     Ok(path)
+}
+
+/// Deletes `*.snap.tmp` files in `dir`: each is a write a crash interrupted (one writer at
+/// a time, and its own was just renamed).
+fn remove_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().ends_with(".snap.tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The newest intact snapshot in `dir` at or below `max_height` (the block file's height), if
@@ -216,5 +230,20 @@ mod tests {
         assert_eq!(found.map(|s| s.height), Some(20));
         assert_eq!(skipped.len(), 1);
         assert_eq!(newest(dir.path(), 5).0, None);
+    }
+
+    #[test]
+    fn a_write_cut_short_leaves_the_previous_snapshot_and_is_cleaned_up_later() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &sample(10)).unwrap();
+        // A crash while writing 20: half its bytes under the temporary name.
+        let bytes = sample(20).encode();
+        let temporary = dir.path().join(format!("{}.tmp", file_name(20)));
+        std::fs::write(&temporary, &bytes[..bytes.len() / 2]).unwrap();
+        assert_eq!(heights(dir.path()), [10]);
+        assert_eq!(newest(dir.path(), 100).0, Some(sample(10)));
+        write(dir.path(), &sample(30)).unwrap();
+        assert!(!temporary.exists(), "the next write removes the leftover");
+        assert_eq!(heights(dir.path()), [10, 30]);
     }
 }

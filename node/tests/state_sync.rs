@@ -9,7 +9,7 @@
 //! quorum signs any more) a wiped validator still joins from a snapshot, which carries that
 //! chain state.
 //!
-//! Ports 23000-23299 (no other test uses them).
+//! Ports 23000-23399 (no other test uses them).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -248,6 +248,45 @@ fn stake(dir: &Path, action: &[&str], signer: usize, addr: std::net::SocketAddr)
 /// Validator 3, wiped, joins from a snapshot taken after the change, executes nothing at
 /// start, agrees on every later root, sees the new set in its staking view, and restarts
 /// from the snapshot it joined with.
+/// Snapshots are written by a thread off the loop (docs/consensus.md, "Snapshots"): a
+/// validator killed right after its loop took the image of a snapshot height restarts from a
+/// complete snapshot (that one, if the write was durable, or the one before), and re-executes
+/// its stored blocks after it to the roots the others logged.
+#[test]
+fn a_validator_killed_right_after_a_snapshot_height_restarts_from_a_whole_snapshot() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut cluster = Cluster::start_with(dir.path(), 23300, LOAD_RATE, 13, &[]);
+    let _load = Load::start(&cluster.config);
+    let victim = 1;
+    cluster.wait_heights(&ALL, 2 * EVERY + 5, BOUND);
+    let taken = events(&cluster, victim, "snapshot_taken").len();
+    cluster.wait_until("a snapshot image taken", BOUND, |c| {
+        events(c, victim, "snapshot_taken").len() > taken
+    });
+    let at = events(&cluster, victim, "snapshot_taken")[taken]["height"]
+        .as_u64()
+        .expect("height");
+    cluster.kill(victim);
+    let readies = cluster.ready.len();
+    cluster.launch(victim);
+    cluster.wait_until("the restarted validator's ready line", BOUND, |c| {
+        c.ready.len() > readies
+    });
+    let (_, ready) = cluster.ready.last().expect("ready").clone();
+    let from = ready["snapshot_height"].as_u64().expect("snapshot height");
+    assert!(
+        from == at || from + EVERY == at,
+        "taken at {at}, restarted from {from}: {ready}"
+    );
+    let recovered = ready["recovered_blocks"].as_u64().expect("recovered");
+    assert_eq!(ready["executed_blocks"].as_u64(), Some(recovered - from));
+    let target = cluster.top() + 10;
+    cluster.wait_heights(&ALL, target, BOUND);
+    let (root, by) = &cluster.roots[&recovered];
+    assert!(by.iter().any(|&i| i != victim), "{by:?}");
+    assert_eq!(ready["state_root"].as_str(), Some(root.as_str()), "{ready}");
+}
+
 #[test]
 fn a_wiped_validator_joins_after_the_validator_set_changed() {
     let dir = tempfile::tempdir().expect("dir");
@@ -407,6 +446,37 @@ fn disk_use(dir: &Path) -> Value {
 /// load, catch-up), launch to caught up, what it executed at start (nothing), and every
 /// validator's disk use. `cargo test --release -p node --test state_sync
 /// state_sync_at_scale -- --ignored --nocapture`.
+/// Validator 0's snapshots: the loop's part (`snapshot_taken`: image and loop µs), the
+/// writer's (`snapshot`: ms), and the gap before the first `final` of the next height
+/// against the median gap between heights (ms): the stall a snapshot leaves in the chain.
+fn print_snapshot_stalls(cluster: &Cluster) {
+    let at = |h: u64| cluster.first_final.get(&h).map(|(t, _)| *t);
+    let gap_ms = |h: u64| Some(at(h + 1)?.duration_since(at(h)?).as_secs_f64() * 1e3);
+    let mut gaps: Vec<f64> = cluster
+        .first_final
+        .keys()
+        .filter_map(|&h| gap_ms(h))
+        .collect();
+    gaps.sort_by(f64::total_cmp);
+    let median_gap_ms = gaps.get(gaps.len() / 2).copied();
+    let written = events(cluster, 0, "snapshot");
+    for taken in events(cluster, 0, "snapshot_taken") {
+        let height = taken["height"].as_u64().expect("height");
+        let write_ms = written
+            .iter()
+            .find(|w| w["height"] == height)
+            .map(|w| &w["write_ms"]);
+        println!(
+            "{}",
+            serde_json::json!({
+                "snapshot": height, "image_us": taken["image_us"], "loop_us": taken["loop_us"],
+                "write_ms": write_ms, "gap_after_ms": gap_ms(height),
+                "median_gap_ms": median_gap_ms,
+            })
+        );
+    }
+}
+
 #[test]
 #[ignore = "figures at scale; many minutes"]
 fn state_sync_at_scale() {
@@ -452,6 +522,7 @@ fn state_sync_at_scale() {
         let figures = rejoin(&mut cluster, count);
         println!("{figures}");
     }
+    print_snapshot_stalls(&cluster);
     cluster.stop_all();
     println!(
         "{}",

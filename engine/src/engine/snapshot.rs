@@ -27,6 +27,10 @@
 //!
 //! The liquidation index and the reduce-only order counts are derived and rebuilt.
 //!
+//! [`Engine::image`] copies the state (the order slab as memory, the rest encoded) so that
+//! another thread can encode it later: [`EngineImage::encode`] gives the bytes
+//! [`Engine::snapshot`] gave when the image was taken.
+//!
 //! Orders are written in the engine-wide order in which they (re-)entered a book. That order
 //! agrees with every level's FIFO, so re-inserting orders in it rebuilds them exactly, and it
 //! is the order readers of an account's orders sort by (the list itself keeps re-entered spot
@@ -107,6 +111,83 @@ impl Reader<'_> {
     }
 }
 
+/// Bytes of one resting order in a snapshot.
+const ORDER_BYTES: usize = 45;
+
+/// A resting order's snapshot record (see the module docs), built on the stack and appended
+/// at once.
+fn encode_order(node: &OrderNode) -> [u8; ORDER_BYTES] {
+    let mut record = [0u8; ORDER_BYTES];
+    record[0..4].copy_from_slice(&node.market.to_le_bytes());
+    record[4..8].copy_from_slice(&node.account.to_le_bytes());
+    record[8..16].copy_from_slice(&node.oid.to_le_bytes());
+    record[16] = node.side.code();
+    record[17..25].copy_from_slice(&node.price().to_le_bytes());
+    record[25..33].copy_from_slice(&node.remaining.to_le_bytes());
+    record[33] = node.stp.code();
+    record[34] = node.post_only() as u8;
+    record[35..43].copy_from_slice(&node.entry.to_le_bytes());
+    record[43] = node.reduce_only() as u8;
+    record[44] = node.tier;
+    record
+}
+
+/// The orders section: the count, then every resting order in `orders` in entry order.
+fn write_orders(out: &mut Vec<u8>, orders: &Chunked<OrderNode>, resting: u32) {
+    let resting = slots_in_entry_order(orders, resting);
+    out.extend_from_slice(&(resting.len() as u32).to_le_bytes());
+    for (_, slot) in resting {
+        out.extend_from_slice(&encode_order(&orders[slot as usize]));
+    }
+}
+
+/// `(entry, slot)` of every resting order, in entry order. The slab is read in slot order
+/// and the pairs sorted by their own key: walking the account lists and sorting node
+/// references read 1M scattered nodes twice (docs/perf.md, "Snapshots").
+fn slots_in_entry_order(orders: &Chunked<OrderNode>, resting: u32) -> Vec<(u64, u32)> {
+    let mut slots = Vec::with_capacity(resting as usize);
+    for slot in 0..orders.len() {
+        let node = &orders[slot];
+        if node.account != NIL {
+            slots.push((node.entry, slot as u32));
+        }
+    }
+    // Entries are unique, so the order is total; a book filled without cancels is already
+    // sorted, which the sort finds in one pass.
+    slots.sort_unstable_by_key(|&(entry, _)| entry);
+    slots
+}
+
+/// Appends the re-entry counter and the checksum of everything before it.
+fn seal(mut out: Vec<u8>, entries: u64) -> Vec<u8> {
+    out.extend_from_slice(&entries.to_le_bytes());
+    let checksum = blake3::hash(&out);
+    out.extend_from_slice(checksum.as_bytes());
+    out
+}
+
+/// An engine's state copied at one point ([`Engine::image`]), to be encoded later on
+/// another thread: a validator's loop takes the copy at a block boundary and a writer
+/// thread encodes it.
+pub struct EngineImage {
+    /// The snapshot up to its orders section.
+    head: Vec<u8>,
+    /// A copy of the order slab.
+    orders: Chunked<OrderNode>,
+    resting: u32,
+    entries: u64,
+}
+
+impl EngineImage {
+    /// The bytes [`Engine::snapshot`] gave when the image was taken.
+    pub fn encode(self) -> Vec<u8> {
+        let mut out = self.head;
+        out.reserve(4 + self.resting as usize * ORDER_BYTES + 40);
+        write_orders(&mut out, &self.orders, self.resting);
+        seal(out, self.entries)
+    }
+}
+
 fn inconsistent(why: impl Into<String>) -> SnapshotError {
     SnapshotError::Inconsistent(why.into())
 }
@@ -114,7 +195,27 @@ fn inconsistent(why: impl Into<String>) -> SnapshotError {
 impl<L: PriceLadder> Engine<L> {
     /// The whole state as bytes (see the module docs for the format). Allocates; O(state).
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.resting as usize * 40);
+        let mut out = self.snapshot_head(self.resting as usize * ORDER_BYTES);
+        write_orders(&mut out, &self.orders, self.resting);
+        seal(out, self.entries)
+    }
+
+    /// A copy of the state to encode later, elsewhere ([`EngineImage::encode`]): what
+    /// scales with accounts is encoded now, the order slab copied whole (a copy of memory,
+    /// cheaper than reading 1M orders in entry order).
+    pub fn image(&self) -> EngineImage {
+        EngineImage {
+            head: self.snapshot_head(0),
+            orders: self.orders.clone(),
+            resting: self.resting,
+            entries: self.entries,
+        }
+    }
+
+    /// The snapshot up to its orders section, with room for `more` bytes after it.
+    fn snapshot_head(&self, more: usize) -> Vec<u8> {
+        let accounts_bytes = self.accounts.len() * (28 + 16 * self.assets.len());
+        let mut out = Vec::with_capacity(1024 + accounts_bytes + more);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.config.max_resting_orders.to_le_bytes());
         out.extend_from_slice(&self.config.max_open_orders_per_account.to_le_bytes());
@@ -169,33 +270,6 @@ impl<L: PriceLadder> Engine<L> {
                 out.extend_from_slice(&position.isolated_margin.to_le_bytes());
             }
         }
-        let mut resting: Vec<&OrderNode> = Vec::with_capacity(self.resting as usize);
-        for account in &self.accounts {
-            let mut handle = account.first_order;
-            while handle != NIL {
-                let node = &self.orders[handle as usize];
-                resting.push(node);
-                handle = node.account_next;
-            }
-        }
-        resting.sort_unstable_by_key(|node| node.entry);
-        out.extend_from_slice(&(resting.len() as u32).to_le_bytes());
-        for node in resting {
-            out.extend_from_slice(&node.market.to_le_bytes());
-            out.extend_from_slice(&node.account.to_le_bytes());
-            out.extend_from_slice(&node.oid.to_le_bytes());
-            out.push(node.side.code());
-            out.extend_from_slice(&node.price().to_le_bytes());
-            out.extend_from_slice(&node.remaining.to_le_bytes());
-            out.push(node.stp.code());
-            out.push(node.post_only() as u8);
-            out.extend_from_slice(&node.entry.to_le_bytes());
-            out.push(node.reduce_only() as u8);
-            out.push(node.tier);
-        }
-        out.extend_from_slice(&self.entries.to_le_bytes());
-        let checksum = blake3::hash(&out);
-        out.extend_from_slice(checksum.as_bytes());
         out
     }
 
@@ -316,7 +390,7 @@ impl<L: PriceLadder> Engine<L> {
         if !engine.perps.is_empty() && engine.insurance == NIL {
             return Err(inconsistent("perp markets but no insurance account"));
         }
-        let order_count = reader.count(45)?;
+        let order_count = reader.count(ORDER_BYTES)?;
         if order_count > config.max_resting_orders as usize {
             return Err(inconsistent("more orders than the configured store"));
         }
@@ -341,7 +415,6 @@ impl<L: PriceLadder> Engine<L> {
             if account as usize >= engine.accounts.len()
                 || !(1..=params.max_price).contains(&price)
                 || remaining <= 0
-                || engine.find_slot(account, oid).is_some()
                 || (reduce_only && params.perp == NIL)
                 || (params.perp != NIL
                     && tier as usize >= engine.perps[params.perp as usize].spec.tiers().len())
@@ -359,7 +432,18 @@ impl<L: PriceLadder> Engine<L> {
                 reduce_only,
                 tier,
             };
-            let handle = engine.insert_resting(market, &taker, price, post_only);
+            // One probe both checks that the order is new and indexes it.
+            let handle = engine.take_slot();
+            let orders = &engine.orders;
+            if !engine
+                .open
+                .insert_new(account, oid, handle, |slot| slot_key(orders, slot))
+            {
+                return Err(inconsistent(format!(
+                    "order {oid} of account #{account} twice"
+                )));
+            }
+            engine.attach_resting(handle, market, &taker, price, post_only, true);
             engine.orders[handle as usize].entry = entry;
         }
         engine.entries = reader.u64()?;
@@ -374,7 +458,7 @@ impl<L: PriceLadder> Engine<L> {
                 engine.accounts[engine.insurance as usize].perp.collateral as i128;
         }
         engine
-            .check_invariants()
+            .check_restored()
             .map_err(SnapshotError::Inconsistent)?;
         Ok(engine)
     }
@@ -492,5 +576,90 @@ mod tests {
             Engine::<ArrayLadder>::restore(b"garbage").err(),
             Some(SnapshotError::BadMagic)
         );
+    }
+
+    /// `busy_engine` plus a cancel and a new order that takes the freed slot: slot order is
+    /// no longer entry order.
+    fn reused_slot_engine() -> Engine {
+        let mut engine = busy_engine();
+        let mut out = Vec::new();
+        let cancel = Command::Cancel {
+            account: 2,
+            market: 1,
+            oid: 1,
+        };
+        engine.step(&cancel, &mut out);
+        engine.step(&order(1, 3, Side::Sell, 110, 1), &mut out);
+        engine
+    }
+
+    /// The orders section as the account lists give it (the way snapshots were written
+    /// before they read the slab in slot order): every list walked, sorted by entry.
+    fn orders_from_account_lists(engine: &Engine) -> Vec<u8> {
+        let mut nodes: Vec<&OrderNode> = Vec::new();
+        for account in &engine.accounts {
+            let mut handle = account.first_order;
+            while handle != NIL {
+                nodes.push(&engine.orders[handle as usize]);
+                handle = engine.orders[handle as usize].account_next;
+            }
+        }
+        nodes.sort_by_key(|node| node.entry);
+        nodes.into_iter().flat_map(encode_order).collect()
+    }
+
+    #[test]
+    fn orders_are_written_in_entry_order_as_the_account_lists_give_them() {
+        let engine = reused_slot_engine();
+        let slots = slots_in_entry_order(&engine.orders, engine.resting);
+        assert!(
+            slots.windows(2).any(|w| w[0].1 > w[1].1),
+            "a slot was reused out of entry order"
+        );
+        let bytes = engine.snapshot();
+        let expected = orders_from_account_lists(&engine);
+        let end = bytes.len() - 32 - 8;
+        assert_eq!(&bytes[end - expected.len()..end], &expected[..]);
+        let restored = Engine::<ArrayLadder>::restore(&bytes).unwrap();
+        assert_eq!(restored.state_hash(), engine.state_hash());
+    }
+
+    #[test]
+    fn an_image_encodes_to_the_snapshot_of_its_moment() {
+        let mut engine = reused_slot_engine();
+        let (image, bytes) = (engine.image(), engine.snapshot());
+        engine.step(&order(3, 7, Side::Sell, 120, 1), &mut Vec::new());
+        assert_ne!(
+            engine.snapshot(),
+            bytes,
+            "the engine changed after the image"
+        );
+        assert_eq!(image.encode(), bytes);
+    }
+
+    #[test]
+    fn an_order_listed_twice_is_refused() {
+        let engine = busy_engine();
+        let bytes = engine.snapshot();
+        let n = engine.resting_orders();
+        let orders_end = bytes.len() - 32 - 8;
+        let count_at = orders_end - n * ORDER_BYTES - 4;
+        let mut body = bytes[..count_at].to_vec();
+        body.extend_from_slice(&(n as u32 + 1).to_le_bytes());
+        body.extend_from_slice(&bytes[count_at + 4..orders_end]);
+        // The first order again, as a later entry.
+        let mut again = bytes[count_at + 4..count_at + 4 + ORDER_BYTES].to_vec();
+        again[35..43].copy_from_slice(&1_000u64.to_le_bytes());
+        body.extend_from_slice(&again);
+        body.extend_from_slice(&2_000u64.to_le_bytes());
+        let sealed = {
+            let checksum = blake3::hash(&body);
+            body.extend_from_slice(checksum.as_bytes());
+            body
+        };
+        match Engine::<ArrayLadder>::restore(&sealed) {
+            Err(SnapshotError::Inconsistent(why)) => assert!(why.contains("twice"), "{why}"),
+            other => panic!("restored a duplicate order: {:?}", other.map(|_| ())),
+        }
     }
 }

@@ -16,6 +16,7 @@ const MAX_CHUNK_SLOTS: usize = 16_384;
 
 /// Slot-indexed storage of `T` that allocates `chunk` slots at a time, up to a fixed capacity.
 /// Growing never moves what is stored.
+#[derive(Clone)]
 pub(super) struct Chunked<T> {
     chunks: Vec<Box<[T]>>,
     /// log2 of the slots per chunk.
@@ -255,6 +256,36 @@ impl OidIndex {
         self.len += 1;
     }
 
+    /// Indexes `(account, oid)` at `slot` unless it is indexed already (then returns false
+    /// and changes nothing): one probe where a lookup and an insert take two.
+    pub(super) fn insert_new(
+        &mut self,
+        account: u32,
+        oid: u64,
+        slot: u32,
+        key_of: impl Fn(u32) -> (u32, u64),
+    ) -> bool {
+        assert!(self.len < self.mask, "oid index over capacity");
+        let hash = key_hash(account, oid);
+        let tag = self.tag(hash);
+        let mut at = self.home(hash);
+        loop {
+            let entry = self.table[at];
+            if entry == 0 {
+                break;
+            }
+            if entry & !self.slot_mask == tag
+                && key_of((entry & self.slot_mask) - 1) == (account, oid)
+            {
+                return false;
+            }
+            at = (at + 1) & self.mask;
+        }
+        self.table[at] = tag | (slot + 1);
+        self.len += 1;
+        true
+    }
+
     /// Removes `(account, oid)`, indexed at `slot`. `key_of` must still answer for every
     /// indexed slot (the entries after the hole are re-homed by their keys).
     pub(super) fn remove(
@@ -472,7 +503,7 @@ mod tests {
         let _ = store[1];
     }
 
-    /// Inserts, lookups and removals against a `BTreeMap`, on a small table full enough that
+    /// Inserts (both kinds), lookups and removals against a `BTreeMap`, on a small table full enough that
     /// clusters wrap around its end and deletions shift entries back.
     #[test]
     fn oid_index_agrees_with_a_map() {
@@ -494,12 +525,20 @@ mod tests {
                     model.remove(&key);
                     free.push(slot);
                 }
-                Some(slot) => assert_eq!(index.get(key.0, key.1, slots.key()), Some(slot)),
+                Some(slot) => {
+                    assert_eq!(index.get(key.0, key.1, slots.key()), Some(slot));
+                    let spare = free.last().copied().unwrap_or(0);
+                    assert!(!index.insert_new(key.0, key.1, spare, slots.key()));
+                }
                 None => {
                     assert_eq!(index.get(key.0, key.1, slots.key()), None);
                     if let Some(slot) = free.pop() {
                         slots.0[slot as usize] = key;
-                        index.insert(key.0, key.1, slot);
+                        if step % 2 == 0 {
+                            index.insert(key.0, key.1, slot);
+                        } else {
+                            assert!(index.insert_new(key.0, key.1, slot, slots.key()));
+                        }
                         model.insert(key, slot);
                     }
                 }

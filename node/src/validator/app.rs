@@ -4,6 +4,8 @@
 use super::*;
 use mempool::Refusal;
 
+use super::snapshot_writer::{SnapshotJob, SnapshotWriter, Written};
+
 /// The state the consensus core's payload check shares with the host.
 pub(super) struct Shared {
     pub(super) execution: Execution,
@@ -223,6 +225,9 @@ pub(super) struct NodeApp {
     /// Where snapshots go, and every how many blocks (0: never).
     pub(super) snapshots: PathBuf,
     pub(super) snapshot_every: u64,
+    /// Writes them off the loop; heights it wrote that the shell has not seen yet.
+    pub(super) snapshot_writer: SnapshotWriter,
+    pub(super) snapshots_written: Vec<Height>,
     /// Per-connection rate limits of transactions.
     pub(super) rates: RateLimits<(u8, u64)>,
     /// The execution parameters (a snapshot is restored with them).
@@ -294,6 +299,8 @@ pub(super) fn node_app(
         inputs_executed: 0,
         snapshots: data_dir.join("snapshots"),
         snapshot_every: config.snapshot_every,
+        snapshot_writer: SnapshotWriter::new(data_dir.join("snapshots")),
+        snapshots_written: Vec::new(),
         rates: RateLimits::new(config.connection_rate, config.connection_rate),
         execution_config: execution_config(config)?,
         eth_history,
@@ -1006,14 +1013,17 @@ impl NodeApp {
         }
     }
 
-    /// Writes the executed state after block `cert` (execution root `root`) and the chain
-    /// state after it durably and logs it.
+    /// Takes the executed state after block `cert` (execution root `root`) and the chain
+    /// state after it, and hands them to the snapshot writer (which encodes and writes them
+    /// off the loop; [`NodeApp::take_snapshots_written`] reports them once durable). If the
+    /// previous snapshot is still being written, this waits for it.
     fn write_snapshot(
         &mut self,
         cert: &CommitCertificate,
         root: Hash,
         chain: &ChainState,
     ) -> Result<(), HostError> {
+        let started = std::time::Instant::now();
         let shared = self.shared.get_mut();
         let snapshot = Snapshot {
             height: cert.block.height,
@@ -1022,15 +1032,52 @@ impl NodeApp {
             block_time_ms: shared.block_time_ms,
             block_id: cert.block.id().0,
             block_timestamp_ns: cert.block.timestamp_ns,
-            execution: shared.execution.snapshot(),
+            execution: Vec::new(),
             chain: chain.encode(),
         };
-        let bytes = snapshot.execution.len() + snapshot.chain.len();
-        let path = chain_snapshot::write(&self.snapshots, &snapshot)
+        let execution = shared.execution.image();
+        let image_us = micros_since(started);
+        let job = SnapshotJob {
+            snapshot,
+            execution,
+        };
+        // A previous snapshot still being written is waited for (logged as `waited_for`).
+        let waited_for = self.snapshot_writer.pending();
+        let previous = self
+            .snapshot_writer
+            .submit(job)
             .map_err(|e| HostError::Io(self.snapshots.clone(), e))?;
+        if let Some(report) = previous {
+            self.note_written(report)?;
+        }
         self.event(json!({
-            "event": "snapshot", "index": self.index, "height": snapshot.height, "bytes": bytes,
-            "path": path.display().to_string(),
+            "event": "snapshot_taken", "index": self.index, "height": cert.block.height,
+            "image_us": image_us, "loop_us": micros_since(started), "waited_for": waited_for,
+        }))
+    }
+
+    /// Snapshots durably written since the last call (logged, oldest first); an error if
+    /// writing one failed. `wait`: first wait for the one being written, if any.
+    pub(super) fn take_snapshots_written(&mut self, wait: bool) -> Result<Vec<Height>, HostError> {
+        let report = if wait {
+            self.snapshot_writer.wait()
+        } else {
+            self.snapshot_writer.poll()
+        };
+        if let Some(report) = report {
+            self.note_written(report)?;
+        }
+        Ok(std::mem::take(&mut self.snapshots_written))
+    }
+
+    /// Logs a snapshot the writer reports, and keeps its height for the shell.
+    fn note_written(&mut self, report: std::io::Result<Written>) -> Result<(), HostError> {
+        let written = report.map_err(|e| HostError::Io(self.snapshots.clone(), e))?;
+        self.snapshots_written.push(written.height);
+        self.event(json!({
+            "event": "snapshot", "index": self.index, "height": written.height,
+            "bytes": written.bytes, "path": written.path.display().to_string(),
+            "write_ms": written.write_ms,
         }))
     }
 

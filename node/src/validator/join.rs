@@ -409,9 +409,9 @@ impl Shell {
         Ok(trust)
     }
 
-    /// After the snapshot of block `height` (if one was due): drops the blocks before
-    /// `height - prune_keep_blocks` from the block file and the host (a restart starts
-    /// from the snapshot, which carries the chain state).
+    /// After the snapshot of block `height` is durable (the writer reported it): drops the
+    /// blocks before `height - prune_keep_blocks` from the block file and the host (a
+    /// restart starts from the snapshot, which carries the chain state).
     pub(super) fn maybe_prune(&mut self, height: Height) -> Result<(), HostError> {
         let every = self.host.app().snapshot_every;
         let keep = self.prune_keep_blocks;

@@ -104,6 +104,7 @@ mod config;
 mod forgery;
 mod join;
 mod slow_disk;
+mod snapshot_writer;
 mod verifier;
 
 use app::*;
@@ -640,6 +641,8 @@ async fn run_validator(
     let stopped = validator.run((rx, forwards), channels, stop).await;
     drop(eth_server);
     stopped?;
+    // A clean stop leaves the snapshot being written complete.
+    validator.after_snapshots(true)?;
     log_line(json!({
         "event": "stopped", "height": validator.host.chain().height(),
         "state_root": hex(&validator.host.exec_root().0),
@@ -969,13 +972,21 @@ impl Shell {
                     self.host.app_mut().compact_stats = compact;
                     self.host.block_durable(cert.block.height, now_ns())?;
                     self.note_signing_resumed(cert.block.height)?;
-                    self.maybe_prune(cert.block.height)?;
                 }
                 Action::Evidence(e) => self.host.app().event(json!({
                     "event": "evidence", "index": self.host.app().index, "height": e.height(),
                     "offender": hex(&e.offender().0),
                 }))?,
             }
+        }
+        self.after_snapshots(false)
+    }
+
+    /// Prunes behind each snapshot the writer finished (only a durable snapshot lets
+    /// blocks go); `wait`: first wait for the one being written.
+    fn after_snapshots(&mut self, wait: bool) -> Result<(), HostError> {
+        for height in self.host.app_mut().take_snapshots_written(wait)? {
+            self.maybe_prune(height)?;
         }
         Ok(())
     }
