@@ -1383,62 +1383,190 @@ impl<L: PriceLadder> Engine<L> {
         qty: Lots,
         out: &mut Vec<Event>,
     ) {
-        let reject = |out: &mut Vec<Event>, reason| {
-            out.push(Event::Rejected {
+        match self.try_modify(account, market, oid, price, qty, out) {
+            Ok(()) => {}
+            Err(reason) => out.push(Event::Rejected {
                 account,
                 oid: Some(oid),
                 reason,
-            })
-        };
-        let (market_index, account_index, handle) = match self.find_order(account, market, oid) {
-            Ok(found) => found,
-            Err(reason) => return reject(out, reason),
-        };
-        let params = self.markets[market_index].params;
+            }),
+        }
+    }
+
+    /// A modify's checks and effects (docs/engine.md, "Modify"); a refusal changes nothing.
+    /// Three paths: a size cut in place, a spot re-entry that does not cross (moved from
+    /// one level to the other at once: most modifies), and the general re-entry as a taker.
+    fn try_modify(
+        &mut self,
+        account: AccountId,
+        market: MarketId,
+        oid: OrderId,
+        price: Ticks,
+        qty: Lots,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RejectReason> {
+        let (market_index, account_index, handle) = self.find_order(account, market, oid)?;
+        let state = &self.markets[market_index];
         if qty <= 0 {
-            return reject(out, RejectReason::InvalidQty);
+            return Err(RejectReason::InvalidQty);
         }
-        if price < 1 || price > params.max_price {
-            return reject(out, RejectReason::InvalidPrice);
+        if price < 1 || price > state.params.max_price {
+            return Err(RejectReason::InvalidPrice);
         }
-        let node = self.orders[handle as usize];
-        let old_per_lot = self.node_reserve_per_lot(&node);
+        let node = &self.orders[handle as usize];
+        let modified = Event::Modified {
+            market,
+            account,
+            oid,
+            price,
+            qty,
+        };
         if price == node.price() && qty <= node.remaining {
-            // Size reduction in place: keeps time priority.
-            let reduced = node.remaining - qty;
-            let release = old_per_lot * reduced as i128;
-            self.add_lock(account_index, &params, node.side, -release);
-            let key = params.key(node.side, price);
-            self.markets[market_index]
-                .ladder_mut(node.side)
-                .get_mut(key)
-                .expect("resting order's level exists")
-                .total_lots -= reduced;
-            self.note_level(market_index, node.side, key);
-            self.orders[handle as usize].remaining = qty;
-            self.commitment.touch_order(handle);
-            self.touch_order_owner(account_index, market_index as u32);
-            out.push(Event::Modified {
-                market,
-                account,
-                oid,
-                price,
-                qty,
-            });
-            return;
+            self.reduce_in_place(market_index, account_index, handle, qty);
+            out.push(modified);
+            return Ok(());
         }
-        if qty < params.min_lots {
-            return reject(out, RejectReason::MinQty);
+        if qty < state.params.min_lots {
+            return Err(RejectReason::MinQty);
         }
-        if node.post_only() && self.markets[market_index].would_cross(node.side, price) {
-            return reject(out, RejectReason::PostOnlyWouldCross);
+        let crosses = state.would_cross(node.side, price);
+        if node.post_only() && crosses {
+            return Err(RejectReason::PostOnlyWouldCross);
         }
-        let old_reserve = old_per_lot * node.remaining as i128;
-        let (reserve_per_lot, tier) = if params.perp != NIL {
-            match self.perp_modify_terms(&params, account_index, &node, price, qty, old_reserve) {
-                Ok(terms) => terms,
-                Err(reason) => return reject(out, reason),
+        if state.params.perp == NIL && !crosses {
+            self.move_spot(market_index, account_index, handle, price, qty)?;
+            out.push(modified);
+            return Ok(());
+        }
+        let found = (market_index, account_index, handle);
+        self.reenter(found, price, qty, modified, out)
+    }
+
+    /// A modify that keeps the price and does not add lots: the size is cut in place and the
+    /// order keeps its priority; the reserve shrinks to match.
+    fn reduce_in_place(&mut self, market_index: usize, account: u32, handle: u32, qty: Lots) {
+        let node = self.orders[handle as usize];
+        let params = self.markets[market_index].params;
+        let reduced = node.remaining - qty;
+        let release = self.node_reserve_per_lot(&node) * reduced as i128;
+        self.add_lock(account, &params, node.side, -release);
+        let key = params.key(node.side, node.price());
+        self.markets[market_index]
+            .ladder_mut(node.side)
+            .get_mut(key)
+            .expect("resting order's level exists")
+            .total_lots -= reduced;
+        self.note_level(market_index, node.side, key);
+        self.orders[handle as usize].remaining = qty;
+        self.commitment.touch_order(handle);
+        self.touch_order_owner(account, market_index as u32);
+    }
+
+    /// A spot re-entry that will not cross: checks the owner's balance against the new
+    /// reserve (docs/engine.md, "Modify", check 8), then moves the reserve and the order at
+    /// once. Same state as leaving the book and resting again as a taker that matched nothing.
+    fn move_spot(
+        &mut self,
+        market_index: usize,
+        account: u32,
+        handle: u32,
+        price: Ticks,
+        qty: Lots,
+    ) -> Result<(), RejectReason> {
+        let node = &self.orders[handle as usize];
+        let params = &self.markets[market_index].params;
+        let (old_reserve, new_reserve) = match node.side {
+            Side::Buy => (
+                params.buy_unit_cost(node.price()) * node.remaining as i128,
+                params.buy_unit_cost(price) * qty as i128,
+            ),
+            Side::Sell => {
+                let per_lot = params.base_units_per_lot as i128;
+                (per_lot * node.remaining as i128, per_lot * qty as i128)
             }
+        };
+        let asset = params.reserve_asset(node.side);
+        let balance = &mut self.accounts[account as usize].balances[asset];
+        let available = balance.available() as i128 + old_reserve;
+        if new_reserve > available {
+            self.note_shortfall(asset, new_reserve, available);
+            return Err(RejectReason::InsufficientBalance);
+        }
+        balance.locked += to_units(new_reserve - old_reserve);
+        self.move_to_level(handle, market_index, price, qty);
+        Ok(())
+    }
+
+    /// Moves resting order `handle` to the back of the level at `price` on its side with
+    /// `qty` lots, as a new entry, in one pass over both levels. Its account list place,
+    /// slot and index entry stay (spot orders only: [`Engine::keeps_account_place`]).
+    fn move_to_level(&mut self, handle: u32, market_index: usize, price: Ticks, qty: Lots) {
+        let node = self.orders[handle as usize];
+        debug_assert!(self.keeps_account_place(market_index) && !node.reduce_only());
+        let market = &mut self.markets[market_index];
+        let old_key = market.params.key(node.side, node.price());
+        let new_key = market.params.key(node.side, price);
+        let ladder = market.ladder_mut(node.side);
+        let old_level = ladder
+            .get_mut(old_key)
+            .expect("resting order's level exists");
+        old_level.total_lots -= node.remaining;
+        if node.prev == NIL {
+            old_level.head = node.next;
+        }
+        if node.next == NIL {
+            old_level.tail = node.prev;
+        }
+        let emptied = old_level.head == NIL;
+        // The new level first: if the old one was the best, removing it then finds the next
+        // best without a scan whenever the order moved towards the touch.
+        let level = ladder.get_or_insert(new_key);
+        let previous_tail = level.tail;
+        level.tail = handle;
+        if previous_tail == NIL {
+            level.head = handle;
+        }
+        level.total_lots += qty;
+        if emptied && old_key != new_key {
+            ladder.remove(old_key);
+        }
+        if node.prev != NIL {
+            self.orders[node.prev as usize].next = node.next;
+        }
+        if node.next != NIL {
+            self.orders[node.next as usize].prev = node.prev;
+        }
+        if previous_tail != NIL {
+            self.orders[previous_tail as usize].next = handle;
+        }
+        let moved = &mut self.orders[handle as usize];
+        moved.prev = previous_tail;
+        moved.next = NIL;
+        moved.price_ticks = u32::try_from(price).expect("limit prices are checked to 2^28");
+        moved.remaining = qty;
+        moved.entry = self.entries;
+        self.entries += 1;
+        self.commitment.touch_order(handle);
+        self.note_level(market_index, node.side, old_key);
+        self.note_level(market_index, node.side, new_key);
+    }
+
+    /// The general re-entry (perp markets, or a new price that crosses): leave the book
+    /// (keeping the slot and index entry), then come back in as a GTC taker at the new terms.
+    /// `found` is what [`Engine::find_order`] returned; `modified` the event it reports.
+    fn reenter(
+        &mut self,
+        (market_index, account_index, handle): (usize, u32, u32),
+        price: Ticks,
+        qty: Lots,
+        modified: Event,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RejectReason> {
+        let params = self.markets[market_index].params;
+        let node = self.orders[handle as usize];
+        let old_reserve = self.node_reserve_per_lot(&node) * node.remaining as i128;
+        let (reserve_per_lot, tier) = if params.perp != NIL {
+            self.perp_modify_terms(&params, account_index, &node, price, qty, old_reserve)?
         } else {
             (params.reserve_per_lot(node.side, price), 0)
         };
@@ -1449,23 +1577,15 @@ impl<L: PriceLadder> Engine<L> {
             let available = balance.available() as i128 + old_reserve;
             if new_reserve > available {
                 self.note_shortfall(asset, new_reserve, available);
-                return reject(out, RejectReason::InsufficientBalance);
+                return Err(RejectReason::InsufficientBalance);
             }
         }
-        // Re-entry: leave the book (keeping the slot and index entry), then come back in as a
-        // GTC taker at the new terms.
         self.detach_for_reentry(handle, market_index);
         self.add_lock(account_index, &params, node.side, new_reserve - old_reserve);
-        out.push(Event::Modified {
-            market,
-            account,
-            oid,
-            price,
-            qty,
-        });
+        out.push(modified);
         let mut taker = Taker {
             account: account_index,
-            oid,
+            oid: node.oid,
             side: node.side,
             limit: Some(price),
             remaining: qty,
@@ -1474,22 +1594,14 @@ impl<L: PriceLadder> Engine<L> {
             reduce_only: node.reduce_only(),
             tier,
         };
-        // Most re-entries move away from the touch: nothing to match (`match_taker` would
-        // return at its first check), so it is not called.
         let end = if self.markets[market_index].would_cross(node.side, price) {
             self.match_taker(market_index, &mut taker, out)
         } else {
             MatchEnd::Done
         };
-        self.finish_taker(
-            market_index,
-            taker,
-            end,
-            true,
-            node.post_only(),
-            Some(handle),
-            out,
-        );
+        let post_only = node.post_only();
+        self.finish_taker(market_index, taker, end, true, post_only, Some(handle), out);
+        Ok(())
     }
 
     /// Adds `delta` to what an order reserves for its owner: the spot balance's locked
