@@ -155,16 +155,34 @@ impl MarketParams {
         // In 64 bits when it fits (a lot's notional always does for prices up to the market's
         // maximum, checked at its creation; its fee product nearly always): i128 products
         // and the checks of `ceil_div`'s fast path cost ~20 instructions per call.
-        if let Some(notional) = price.checked_mul(self.quote_units_per_tick_lot) {
-            if let Some(fee) = notional.checked_mul(i64::from(self.reserve_fee_bps)) {
-                debug_assert!(fee >= 0, "reserve fee rates are >= 0");
-                let denominator = BPS_DENOMINATOR as i64;
-                let fee_rounded_up = fee / denominator + i64::from(fee % denominator != 0);
-                return i128::from(notional) + i128::from(fee_rounded_up);
-            }
+        if let Some(cost) = self.buy_unit_cost_u64(price) {
+            return i128::from(cost);
         }
         let notional = self.notional(price, 1);
         notional + ceil_div(notional * self.reserve_fee_bps as i128, BPS_DENOMINATOR)
+    }
+
+    /// [`MarketParams::buy_unit_cost`] in 64 bits; `None` if a product does not fit. Unsigned:
+    /// every factor is >= 0 (limit prices >= 1, units >= 1, reserve fee rates >= 0), and an
+    /// unsigned division by a constant is a multiply and a shift, without sign fix-ups.
+    #[inline(always)]
+    fn buy_unit_cost_u64(&self, price: Ticks) -> Option<u64> {
+        debug_assert!(price >= 1 && self.reserve_fee_bps >= 0);
+        let notional = (price as u64).checked_mul(self.quote_units_per_tick_lot as u64)?;
+        let fee = notional.checked_mul(self.reserve_fee_bps as u64)?;
+        notional.checked_add(fee.div_ceil(BPS_DENOMINATOR as u64))
+    }
+
+    /// What an order of `side` reserves at `price` with `lots` remaining, in 64 bits (`None`
+    /// if a product does not fit; the i128 path then decides). Always inlined: called on
+    /// every re-entry, twice, where a call costs as much as the arithmetic.
+    #[inline(always)]
+    fn reserve_u64(&self, side: Side, price: Ticks, lots: Lots) -> Option<u64> {
+        let per_lot = match side {
+            Side::Buy => self.buy_unit_cost_u64(price)?,
+            Side::Sell => self.base_units_per_lot as u64,
+        };
+        per_lot.checked_mul(lots as u64)
     }
 
     /// Units reserved per lot of an order (quote for buys, base for sells).
@@ -784,7 +802,7 @@ impl<L: PriceLadder> Engine<L> {
             account: order.account,
             oid: order.oid,
         });
-        self.add_lock(account, &params, order.side, reserve);
+        self.add_lock(account, market_index as usize, order.side, reserve);
         let end = self.match_taker(market_index as usize, &mut taker, out);
         let rest = order.tif != TimeInForce::Ioc && order.tif != TimeInForce::Fok;
         self.finish_taker(
@@ -1079,9 +1097,8 @@ impl<L: PriceLadder> Engine<L> {
         if taker.remaining == 0 {
             return;
         }
-        let params = self.markets[market_index].params;
         let release = taker.reserve_per_lot * taker.remaining as i128;
-        self.add_lock(taker.account, &params, taker.side, -release);
+        self.add_lock(taker.account, market_index, taker.side, -release);
         out.push(Event::Canceled {
             market: self.markets[market_index].spec.market,
             account: self.accounts[taker.account as usize].id,
@@ -1289,9 +1306,8 @@ impl<L: PriceLadder> Engine<L> {
     /// Releases a resting order's reserve, reports it canceled, and removes it.
     fn cancel_resting(&mut self, handle: u32, reason: CancelReason, out: &mut Vec<Event>) {
         let node = self.orders[handle as usize];
-        let params = self.markets[node.market as usize].params;
         let release = self.node_reserve_per_lot(&node) * node.remaining as i128;
-        self.add_lock(node.account, &params, node.side, -release);
+        self.add_lock(node.account, node.market as usize, node.side, -release);
         out.push(Event::Canceled {
             market: self.markets[node.market as usize].spec.market,
             account: self.accounts[node.account as usize].id,
@@ -1310,6 +1326,9 @@ impl<L: PriceLadder> Engine<L> {
     }
 
     /// Resolves an order command's market, account and order, or reports why not.
+    // Inlined into its two callers (cancel, modify): as a call, its result went through
+    // memory and its registers were spilled (~30 instructions per command).
+    #[inline(always)]
     fn find_order(
         &self,
         account: AccountId,
@@ -1433,30 +1452,35 @@ impl<L: PriceLadder> Engine<L> {
         if node.post_only() && crosses {
             return Err(RejectReason::PostOnlyWouldCross);
         }
-        if state.params.perp == NIL && !crosses {
-            self.move_spot(market_index, account_index, handle, price, qty)?;
-            out.push(modified);
-            return Ok(());
-        }
         let found = (market_index, account_index, handle);
+        if state.params.perp == NIL && !crosses {
+            let params = &state.params;
+            let old_reserve = params.reserve_u64(node.side, node.price(), node.remaining);
+            if let (Some(old), Some(new)) = (old_reserve, params.reserve_u64(node.side, price, qty))
+            {
+                self.move_spot(found, price, qty, (old, new))?;
+                out.push(modified);
+                return Ok(());
+            }
+        }
         self.reenter(found, price, qty, modified, out)
     }
 
     /// A modify that keeps the price and does not add lots: the size is cut in place and the
     /// order keeps its priority; the reserve shrinks to match.
     fn reduce_in_place(&mut self, market_index: usize, account: u32, handle: u32, qty: Lots) {
-        let node = self.orders[handle as usize];
-        let params = self.markets[market_index].params;
-        let reduced = node.remaining - qty;
-        let release = self.node_reserve_per_lot(&node) * reduced as i128;
-        self.add_lock(account, &params, node.side, -release);
-        let key = params.key(node.side, node.price());
-        self.markets[market_index]
-            .ladder_mut(node.side)
+        let node = &self.orders[handle as usize];
+        let (side, reduced) = (node.side, node.remaining - qty);
+        let release = self.node_reserve_per_lot(node) * reduced as i128;
+        let market = &mut self.markets[market_index];
+        let key = market.params.key(side, node.price());
+        market
+            .ladder_mut(side)
             .get_mut(key)
             .expect("resting order's level exists")
             .total_lots -= reduced;
-        self.note_level(market_index, node.side, key);
+        self.add_lock(account, market_index, side, -release);
+        self.note_level(market_index, side, key);
         self.orders[handle as usize].remaining = qty;
         self.commitment.touch_order(handle);
         self.touch_order_owner(account, market_index as u32);
@@ -1465,34 +1489,26 @@ impl<L: PriceLadder> Engine<L> {
     /// A spot re-entry that will not cross: checks the owner's balance against the new
     /// reserve (docs/engine.md, "Modify", check 8), then moves the reserve and the order at
     /// once. Same state as leaving the book and resting again as a taker that matched nothing.
+    /// `found` is what [`Engine::find_order`] returned; `reserves` the order's reserve before
+    /// and after, both of which fit 64 bits.
     fn move_spot(
         &mut self,
-        market_index: usize,
-        account: u32,
-        handle: u32,
+        (market_index, account, handle): (usize, u32, u32),
         price: Ticks,
         qty: Lots,
+        (old_reserve, new_reserve): (u64, u64),
     ) -> Result<(), RejectReason> {
-        let node = &self.orders[handle as usize];
-        let params = &self.markets[market_index].params;
-        let (old_reserve, new_reserve) = match node.side {
-            Side::Buy => (
-                params.buy_unit_cost(node.price()) * node.remaining as i128,
-                params.buy_unit_cost(price) * qty as i128,
-            ),
-            Side::Sell => {
-                let per_lot = params.base_units_per_lot as i128;
-                (per_lot * node.remaining as i128, per_lot * qty as i128)
-            }
-        };
-        let asset = params.reserve_asset(node.side);
+        let side = self.orders[handle as usize].side;
+        let asset = self.markets[market_index].params.reserve_asset(side);
         let balance = &mut self.accounts[account as usize].balances[asset];
-        let available = balance.available() as i128 + old_reserve;
-        if new_reserve > available {
-            self.note_shortfall(asset, new_reserve, available);
+        // At most the balance's total: the old reserve is part of what is locked.
+        let available = balance.available() + old_reserve as Units;
+        if new_reserve > available as u64 {
+            self.note_shortfall(asset, new_reserve.into(), available.into());
             return Err(RejectReason::InsufficientBalance);
         }
-        balance.locked += to_units(new_reserve - old_reserve);
+        // Both at most the total now, so the difference fits.
+        balance.locked += new_reserve as Units - old_reserve as Units;
         self.move_to_level(handle, market_index, price, qty);
         Ok(())
     }
@@ -1581,7 +1597,12 @@ impl<L: PriceLadder> Engine<L> {
             }
         }
         self.detach_for_reentry(handle, market_index);
-        self.add_lock(account_index, &params, node.side, new_reserve - old_reserve);
+        self.add_lock(
+            account_index,
+            market_index,
+            node.side,
+            new_reserve - old_reserve,
+        );
         out.push(modified);
         let mut taker = Taker {
             account: account_index,
@@ -1608,7 +1629,9 @@ impl<L: PriceLadder> Engine<L> {
     /// amount, or the perp order margin.
     /// A spot balance's `locked` is not in the account's record (it is the sum of its
     /// orders' reserves, which are), so only the perp case touches the account.
-    fn add_lock(&mut self, account: u32, params: &MarketParams, side: Side, delta: i128) {
+    /// The market's parameters are read in place (a copy of them costs more than the rest).
+    fn add_lock(&mut self, account: u32, market_index: usize, side: Side, delta: i128) {
+        let params = &self.markets[market_index].params;
         let state = &mut self.accounts[account as usize];
         if params.perp == NIL {
             state.balances[params.reserve_asset(side)].locked += to_units(delta);
