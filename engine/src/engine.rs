@@ -178,10 +178,10 @@ impl MarketParams {
     /// every re-entry, twice, where a call costs as much as the arithmetic.
     #[inline(always)]
     fn reserve_u64(&self, side: Side, price: Ticks, lots: Lots) -> Option<u64> {
-        let per_lot = match side {
-            Side::Buy => self.buy_unit_cost_u64(price)?,
-            Side::Sell => self.base_units_per_lot as u64,
-        };
+        // Both computed, then selected without a branch (see `side_mask`).
+        let buy = self.buy_unit_cost_u64(price)?;
+        let sell = self.base_units_per_lot as u64;
+        let per_lot = std::hint::select_unpredictable(side == Side::Buy, buy, sell);
         per_lot.checked_mul(lots as u64)
     }
 
@@ -194,26 +194,24 @@ impl MarketParams {
     }
 
     /// The asset an order of `side` reserves.
+    #[inline]
     fn reserve_asset(&self, side: Side) -> usize {
-        match side {
-            Side::Buy => self.quote,
-            Side::Sell => self.base,
-        }
+        std::hint::select_unpredictable(side == Side::Buy, self.quote, self.base)
     }
 
     /// Ladder key of a price on a side: the best price always has the lowest key.
+    #[inline]
     fn key(&self, side: Side, price: Ticks) -> u32 {
-        match side {
-            Side::Sell => price as u32,
-            Side::Buy => (self.max_price - price) as u32,
-        }
+        // Sell: `price`; buy: `max_price - price`; as arithmetic (see `side_mask`).
+        let flip = side_mask(side);
+        ((price ^ flip) - flip + (self.max_price & flip)) as u32
     }
 
+    /// The price of a ladder key on a side (the inverse of [`MarketParams::key`]).
+    #[inline]
     fn price(&self, side: Side, key: u32) -> Ticks {
-        match side {
-            Side::Sell => key as Ticks,
-            Side::Buy => self.max_price - key as Ticks,
-        }
+        let flip = side_mask(side);
+        (Ticks::from(key) ^ flip) - flip + (self.max_price & flip)
     }
 
     /// What a market buy pays for `lots` at `price`, taker fee included.
@@ -278,23 +276,18 @@ fn to_units(value: i128) -> Units {
 struct MarketState<L> {
     params: MarketParams,
     spec: MarketSpec,
-    bids: L,
-    asks: L,
+    /// The two sides' ladders, indexed by [`side_index`]: selected without a branch (the
+    /// next order's side is as good as random, so a branch on it is mispredicted half the time).
+    ladders: [L; 2],
 }
 
 impl<L: PriceLadder> MarketState<L> {
     fn ladder(&self, side: Side) -> &L {
-        match side {
-            Side::Buy => &self.bids,
-            Side::Sell => &self.asks,
-        }
+        &self.ladders[side_index(side)]
     }
 
     fn ladder_mut(&mut self, side: Side) -> &mut L {
-        match side {
-            Side::Buy => &mut self.bids,
-            Side::Sell => &mut self.asks,
-        }
+        &mut self.ladders[side_index(side)]
     }
 
     /// The best price on a side, if any.
@@ -314,11 +307,25 @@ impl<L: PriceLadder> MarketState<L> {
 }
 
 /// Whether a taker on `side` with `limit` trades against a maker at `maker_price`.
+#[inline]
 fn crosses(side: Side, limit: Ticks, maker_price: Ticks) -> bool {
-    match side {
-        Side::Buy => maker_price <= limit,
-        Side::Sell => maker_price >= limit,
-    }
+    // Buy: maker_price <= limit; sell: maker_price >= limit (see `side_mask`).
+    let flip = side_mask(side);
+    ((maker_price - limit) ^ flip) - flip >= 0
+}
+
+/// Index of a side's ladder in `MarketState::ladders`.
+#[inline]
+fn side_index(side: Side) -> usize {
+    usize::from(side == Side::Sell)
+}
+
+/// All ones for a buy, zero for a sell: `(x ^ mask) - mask` is `-x` for buys and `x` for
+/// sells. Side-dependent arithmetic on the data path goes through this instead of a branch,
+/// which the next order's side (as good as random) would mispredict half the time.
+#[inline]
+fn side_mask(side: Side) -> i64 {
+    -i64::from(side == Side::Buy)
 }
 
 struct AssetState {
@@ -649,8 +656,7 @@ impl<L: PriceLadder> Engine<L> {
         self.markets.push(MarketState {
             params,
             spec,
-            bids: L::with_max_key(max_key),
-            asks: L::with_max_key(max_key),
+            ladders: [L::with_max_key(max_key), L::with_max_key(max_key)],
         });
     }
 
