@@ -155,16 +155,34 @@ impl MarketParams {
         // In 64 bits when it fits (a lot's notional always does for prices up to the market's
         // maximum, checked at its creation; its fee product nearly always): i128 products
         // and the checks of `ceil_div`'s fast path cost ~20 instructions per call.
-        if let Some(notional) = price.checked_mul(self.quote_units_per_tick_lot) {
-            if let Some(fee) = notional.checked_mul(i64::from(self.reserve_fee_bps)) {
-                debug_assert!(fee >= 0, "reserve fee rates are >= 0");
-                let denominator = BPS_DENOMINATOR as i64;
-                let fee_rounded_up = fee / denominator + i64::from(fee % denominator != 0);
-                return i128::from(notional) + i128::from(fee_rounded_up);
-            }
+        if let Some(cost) = self.buy_unit_cost_u64(price) {
+            return i128::from(cost);
         }
         let notional = self.notional(price, 1);
         notional + ceil_div(notional * self.reserve_fee_bps as i128, BPS_DENOMINATOR)
+    }
+
+    /// [`MarketParams::buy_unit_cost`] in 64 bits; `None` if a product does not fit. Unsigned:
+    /// every factor is >= 0 (limit prices >= 1, units >= 1, reserve fee rates >= 0), and an
+    /// unsigned division by a constant is a multiply and a shift, without sign fix-ups.
+    #[inline(always)]
+    fn buy_unit_cost_u64(&self, price: Ticks) -> Option<u64> {
+        debug_assert!(price >= 1 && self.reserve_fee_bps >= 0);
+        let notional = (price as u64).checked_mul(self.quote_units_per_tick_lot as u64)?;
+        let fee = notional.checked_mul(self.reserve_fee_bps as u64)?;
+        notional.checked_add(fee.div_ceil(BPS_DENOMINATOR as u64))
+    }
+
+    /// What an order of `side` reserves at `price` with `lots` remaining, in 64 bits (`None`
+    /// if a product does not fit; the i128 path then decides). Always inlined: called on
+    /// every re-entry, twice, where a call costs as much as the arithmetic.
+    #[inline(always)]
+    fn reserve_u64(&self, side: Side, price: Ticks, lots: Lots) -> Option<u64> {
+        // Both computed, then selected without a branch (see `side_mask`).
+        let buy = self.buy_unit_cost_u64(price)?;
+        let sell = self.base_units_per_lot as u64;
+        let per_lot = std::hint::select_unpredictable(side == Side::Buy, buy, sell);
+        per_lot.checked_mul(lots as u64)
     }
 
     /// Units reserved per lot of an order (quote for buys, base for sells).
@@ -176,26 +194,24 @@ impl MarketParams {
     }
 
     /// The asset an order of `side` reserves.
+    #[inline]
     fn reserve_asset(&self, side: Side) -> usize {
-        match side {
-            Side::Buy => self.quote,
-            Side::Sell => self.base,
-        }
+        std::hint::select_unpredictable(side == Side::Buy, self.quote, self.base)
     }
 
     /// Ladder key of a price on a side: the best price always has the lowest key.
+    #[inline]
     fn key(&self, side: Side, price: Ticks) -> u32 {
-        match side {
-            Side::Sell => price as u32,
-            Side::Buy => (self.max_price - price) as u32,
-        }
+        // Sell: `price`; buy: `max_price - price`; as arithmetic (see `side_mask`).
+        let flip = side_mask(side);
+        ((price ^ flip) - flip + (self.max_price & flip)) as u32
     }
 
+    /// The price of a ladder key on a side (the inverse of [`MarketParams::key`]).
+    #[inline]
     fn price(&self, side: Side, key: u32) -> Ticks {
-        match side {
-            Side::Sell => key as Ticks,
-            Side::Buy => self.max_price - key as Ticks,
-        }
+        let flip = side_mask(side);
+        (Ticks::from(key) ^ flip) - flip + (self.max_price & flip)
     }
 
     /// What a market buy pays for `lots` at `price`, taker fee included.
@@ -260,23 +276,18 @@ fn to_units(value: i128) -> Units {
 struct MarketState<L> {
     params: MarketParams,
     spec: MarketSpec,
-    bids: L,
-    asks: L,
+    /// The two sides' ladders, indexed by [`side_index`]: selected without a branch (the
+    /// next order's side is as good as random, so a branch on it is mispredicted half the time).
+    ladders: [L; 2],
 }
 
 impl<L: PriceLadder> MarketState<L> {
     fn ladder(&self, side: Side) -> &L {
-        match side {
-            Side::Buy => &self.bids,
-            Side::Sell => &self.asks,
-        }
+        &self.ladders[side_index(side)]
     }
 
     fn ladder_mut(&mut self, side: Side) -> &mut L {
-        match side {
-            Side::Buy => &mut self.bids,
-            Side::Sell => &mut self.asks,
-        }
+        &mut self.ladders[side_index(side)]
     }
 
     /// The best price on a side, if any.
@@ -296,11 +307,25 @@ impl<L: PriceLadder> MarketState<L> {
 }
 
 /// Whether a taker on `side` with `limit` trades against a maker at `maker_price`.
+#[inline]
 fn crosses(side: Side, limit: Ticks, maker_price: Ticks) -> bool {
-    match side {
-        Side::Buy => maker_price <= limit,
-        Side::Sell => maker_price >= limit,
-    }
+    // Buy: maker_price <= limit; sell: maker_price >= limit (see `side_mask`).
+    let flip = side_mask(side);
+    ((maker_price - limit) ^ flip) - flip >= 0
+}
+
+/// Index of a side's ladder in `MarketState::ladders`.
+#[inline]
+fn side_index(side: Side) -> usize {
+    usize::from(side == Side::Sell)
+}
+
+/// All ones for a buy, zero for a sell: `(x ^ mask) - mask` is `-x` for buys and `x` for
+/// sells. Side-dependent arithmetic on the data path goes through this instead of a branch,
+/// which the next order's side (as good as random) would mispredict half the time.
+#[inline]
+fn side_mask(side: Side) -> i64 {
+    -i64::from(side == Side::Buy)
 }
 
 struct AssetState {
@@ -663,8 +688,7 @@ impl<L: PriceLadder> Engine<L> {
         self.markets.push(MarketState {
             params,
             spec,
-            bids: L::with_max_key(max_key),
-            asks: L::with_max_key(max_key),
+            ladders: [L::with_max_key(max_key), L::with_max_key(max_key)],
         });
     }
 
@@ -816,7 +840,7 @@ impl<L: PriceLadder> Engine<L> {
             account: order.account,
             oid: order.oid,
         });
-        self.add_lock(account, &params, order.side, reserve);
+        self.add_lock(account, market_index as usize, order.side, reserve);
         let end = self.match_taker(market_index as usize, &mut taker, out);
         let rest = order.tif != TimeInForce::Ioc && order.tif != TimeInForce::Fok;
         self.finish_taker(
@@ -1111,9 +1135,8 @@ impl<L: PriceLadder> Engine<L> {
         if taker.remaining == 0 {
             return;
         }
-        let params = self.markets[market_index].params;
         let release = taker.reserve_per_lot * taker.remaining as i128;
-        self.add_lock(taker.account, &params, taker.side, -release);
+        self.add_lock(taker.account, market_index, taker.side, -release);
         out.push(Event::Canceled {
             market: self.markets[market_index].spec.market,
             account: self.accounts[taker.account as usize].id,
@@ -1326,9 +1349,8 @@ impl<L: PriceLadder> Engine<L> {
     /// Releases a resting order's reserve, reports it canceled, and removes it.
     fn cancel_resting(&mut self, handle: u32, reason: CancelReason, out: &mut Vec<Event>) {
         let node = self.orders[handle as usize];
-        let params = self.markets[node.market as usize].params;
         let release = self.node_reserve_per_lot(&node) * node.remaining as i128;
-        self.add_lock(node.account, &params, node.side, -release);
+        self.add_lock(node.account, node.market as usize, node.side, -release);
         out.push(Event::Canceled {
             market: self.markets[node.market as usize].spec.market,
             account: self.accounts[node.account as usize].id,
@@ -1347,6 +1369,9 @@ impl<L: PriceLadder> Engine<L> {
     }
 
     /// Resolves an order command's market, account and order, or reports why not.
+    // Inlined into its two callers (cancel, modify): as a call, its result went through
+    // memory and its registers were spilled (~30 instructions per command).
+    #[inline(always)]
     fn find_order(
         &self,
         account: AccountId,
@@ -1420,62 +1445,182 @@ impl<L: PriceLadder> Engine<L> {
         qty: Lots,
         out: &mut Vec<Event>,
     ) {
-        let reject = |out: &mut Vec<Event>, reason| {
-            out.push(Event::Rejected {
+        match self.try_modify(account, market, oid, price, qty, out) {
+            Ok(()) => {}
+            Err(reason) => out.push(Event::Rejected {
                 account,
                 oid: Some(oid),
                 reason,
-            })
-        };
-        let (market_index, account_index, handle) = match self.find_order(account, market, oid) {
-            Ok(found) => found,
-            Err(reason) => return reject(out, reason),
-        };
-        let params = self.markets[market_index].params;
+            }),
+        }
+    }
+
+    /// A modify's checks and effects (docs/engine.md, "Modify"); a refusal changes nothing.
+    /// Three paths: a size cut in place, a spot re-entry that does not cross (moved from
+    /// one level to the other at once: most modifies), and the general re-entry as a taker.
+    fn try_modify(
+        &mut self,
+        account: AccountId,
+        market: MarketId,
+        oid: OrderId,
+        price: Ticks,
+        qty: Lots,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RejectReason> {
+        let (market_index, account_index, handle) = self.find_order(account, market, oid)?;
+        let state = &self.markets[market_index];
         if qty <= 0 {
-            return reject(out, RejectReason::InvalidQty);
+            return Err(RejectReason::InvalidQty);
         }
-        if price < 1 || price > params.max_price {
-            return reject(out, RejectReason::InvalidPrice);
+        if price < 1 || price > state.params.max_price {
+            return Err(RejectReason::InvalidPrice);
         }
-        let node = self.orders[handle as usize];
-        let old_per_lot = self.node_reserve_per_lot(&node);
+        let node = &self.orders[handle as usize];
+        let modified = Event::Modified {
+            market,
+            account,
+            oid,
+            price,
+            qty,
+        };
         if price == node.price() && qty <= node.remaining {
-            // Size reduction in place: keeps time priority.
-            let reduced = node.remaining - qty;
-            let release = old_per_lot * reduced as i128;
-            self.add_lock(account_index, &params, node.side, -release);
-            let key = params.key(node.side, price);
-            self.markets[market_index]
-                .ladder_mut(node.side)
-                .get_mut(key)
-                .expect("resting order's level exists")
-                .total_lots -= reduced;
-            self.note_level(market_index, node.side, key);
-            self.orders[handle as usize].remaining = qty;
-            self.commitment.touch_order(handle);
-            self.touch_order_owner(account_index, market_index as u32);
-            out.push(Event::Modified {
-                market,
-                account,
-                oid,
-                price,
-                qty,
-            });
-            return;
+            self.reduce_in_place(market_index, account_index, handle, qty);
+            out.push(modified);
+            return Ok(());
         }
-        if qty < params.min_lots {
-            return reject(out, RejectReason::MinQty);
+        if qty < state.params.min_lots {
+            return Err(RejectReason::MinQty);
         }
-        if node.post_only() && self.markets[market_index].would_cross(node.side, price) {
-            return reject(out, RejectReason::PostOnlyWouldCross);
+        let crosses = state.would_cross(node.side, price);
+        if node.post_only() && crosses {
+            return Err(RejectReason::PostOnlyWouldCross);
         }
-        let old_reserve = old_per_lot * node.remaining as i128;
-        let (reserve_per_lot, tier) = if params.perp != NIL {
-            match self.perp_modify_terms(&params, account_index, &node, price, qty, old_reserve) {
-                Ok(terms) => terms,
-                Err(reason) => return reject(out, reason),
+        let found = (market_index, account_index, handle);
+        if state.params.perp == NIL && !crosses {
+            let params = &state.params;
+            let old_reserve = params.reserve_u64(node.side, node.price(), node.remaining);
+            if let (Some(old), Some(new)) = (old_reserve, params.reserve_u64(node.side, price, qty))
+            {
+                self.move_spot(found, price, qty, (old, new))?;
+                out.push(modified);
+                return Ok(());
             }
+        }
+        self.reenter(found, price, qty, modified, out)
+    }
+
+    /// A modify that keeps the price and does not add lots: the size is cut in place and the
+    /// order keeps its priority; the reserve shrinks to match.
+    fn reduce_in_place(&mut self, market_index: usize, account: u32, handle: u32, qty: Lots) {
+        let node = &self.orders[handle as usize];
+        let (side, reduced) = (node.side, node.remaining - qty);
+        let release = self.node_reserve_per_lot(node) * reduced as i128;
+        let market = &mut self.markets[market_index];
+        let key = market.params.key(side, node.price());
+        market
+            .ladder_mut(side)
+            .get_mut(key)
+            .expect("resting order's level exists")
+            .total_lots -= reduced;
+        self.add_lock(account, market_index, side, -release);
+        self.note_level(market_index, side, key);
+        self.orders[handle as usize].remaining = qty;
+        self.commitment.touch_order(handle);
+        self.touch_order_owner(account, market_index as u32);
+    }
+
+    /// A spot re-entry that will not cross: checks the owner's balance against the new
+    /// reserve (docs/engine.md, "Modify", check 8), then moves the reserve and the order at
+    /// once. Same state as leaving the book and resting again as a taker that matched nothing.
+    /// `found` is what [`Engine::find_order`] returned; `reserves` the order's reserve before
+    /// and after, both of which fit 64 bits.
+    fn move_spot(
+        &mut self,
+        (market_index, account, handle): (usize, u32, u32),
+        price: Ticks,
+        qty: Lots,
+        (old_reserve, new_reserve): (u64, u64),
+    ) -> Result<(), RejectReason> {
+        let side = self.orders[handle as usize].side;
+        let asset = self.markets[market_index].params.reserve_asset(side);
+        let balance = &mut self.accounts[account as usize].balances[asset];
+        // At most the balance's total: the old reserve is part of what is locked.
+        let available = balance.available() + old_reserve as Units;
+        if new_reserve > available as u64 {
+            self.note_shortfall(asset, new_reserve.into(), available.into());
+            return Err(RejectReason::InsufficientBalance);
+        }
+        // Both at most the total now, so the difference fits.
+        balance.locked += new_reserve as Units - old_reserve as Units;
+        self.move_to_level(handle, market_index, price, qty);
+        Ok(())
+    }
+
+    /// Moves resting order `handle` to the back of the level at `price` on its side with
+    /// `qty` lots, as a new entry, in one pass over both levels. Its account list place,
+    /// slot and index entry stay (spot orders only: [`Engine::keeps_account_place`]).
+    fn move_to_level(&mut self, handle: u32, market_index: usize, price: Ticks, qty: Lots) {
+        let node = self.orders[handle as usize];
+        debug_assert!(self.keeps_account_place(market_index) && !node.reduce_only());
+        let market = &mut self.markets[market_index];
+        let old_key = market.params.key(node.side, node.price());
+        let new_key = market.params.key(node.side, price);
+        let ladder = market.ladder_mut(node.side);
+        let old_level = ladder
+            .get_mut(old_key)
+            .expect("resting order's level exists");
+        // Whether the order is the head or the tail of either level is as good as random
+        // (about two orders per level at 1K), so the links are chosen without branches:
+        // `pick` selects by a data-dependent condition, and a link that has no neighbour to
+        // update is written into the moving node itself, whose links are rewritten below.
+        let pick = |condition: bool, then: u32, otherwise: u32| {
+            std::hint::select_unpredictable(condition, then, otherwise)
+        };
+        old_level.total_lots -= node.remaining;
+        old_level.head = pick(node.prev == NIL, node.next, old_level.head);
+        old_level.tail = pick(node.next == NIL, node.prev, old_level.tail);
+        let emptied = old_level.head == NIL;
+        // The new level first: if the old one was the best, removing it then finds the next
+        // best without a scan whenever the order moved towards the touch.
+        let level = ladder.get_or_insert(new_key);
+        let previous_tail = level.tail;
+        level.tail = handle;
+        level.head = pick(previous_tail == NIL, handle, level.head);
+        level.total_lots += qty;
+        if emptied && old_key != new_key {
+            ladder.remove(old_key);
+        }
+        self.orders[pick(node.prev == NIL, handle, node.prev) as usize].next = node.next;
+        self.orders[pick(node.next == NIL, handle, node.next) as usize].prev = node.prev;
+        self.orders[pick(previous_tail == NIL, handle, previous_tail) as usize].next = handle;
+        let moved = &mut self.orders[handle as usize];
+        moved.prev = previous_tail;
+        moved.next = NIL;
+        moved.price_ticks = u32::try_from(price).expect("limit prices are checked to 2^28");
+        moved.remaining = qty;
+        moved.entry = self.entries;
+        self.entries += 1;
+        self.commitment.touch_order(handle);
+        self.note_level(market_index, node.side, old_key);
+        self.note_level(market_index, node.side, new_key);
+    }
+
+    /// The general re-entry (perp markets, or a new price that crosses): leave the book
+    /// (keeping the slot and index entry), then come back in as a GTC taker at the new terms.
+    /// `found` is what [`Engine::find_order`] returned; `modified` the event it reports.
+    fn reenter(
+        &mut self,
+        (market_index, account_index, handle): (usize, u32, u32),
+        price: Ticks,
+        qty: Lots,
+        modified: Event,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RejectReason> {
+        let params = self.markets[market_index].params;
+        let node = self.orders[handle as usize];
+        let old_reserve = self.node_reserve_per_lot(&node) * node.remaining as i128;
+        let (reserve_per_lot, tier) = if params.perp != NIL {
+            self.perp_modify_terms(&params, account_index, &node, price, qty, old_reserve)?
         } else {
             (params.reserve_per_lot(node.side, price), 0)
         };
@@ -1486,23 +1631,20 @@ impl<L: PriceLadder> Engine<L> {
             let available = balance.available() as i128 + old_reserve;
             if new_reserve > available {
                 self.note_shortfall(asset, new_reserve, available);
-                return reject(out, RejectReason::InsufficientBalance);
+                return Err(RejectReason::InsufficientBalance);
             }
         }
-        // Re-entry: leave the book (keeping the slot and index entry), then come back in as a
-        // GTC taker at the new terms.
         self.detach_for_reentry(handle, market_index);
-        self.add_lock(account_index, &params, node.side, new_reserve - old_reserve);
-        out.push(Event::Modified {
-            market,
-            account,
-            oid,
-            price,
-            qty,
-        });
+        self.add_lock(
+            account_index,
+            market_index,
+            node.side,
+            new_reserve - old_reserve,
+        );
+        out.push(modified);
         let mut taker = Taker {
             account: account_index,
-            oid,
+            oid: node.oid,
             side: node.side,
             limit: Some(price),
             remaining: qty,
@@ -1511,29 +1653,23 @@ impl<L: PriceLadder> Engine<L> {
             reduce_only: node.reduce_only(),
             tier,
         };
-        // Most re-entries move away from the touch: nothing to match (`match_taker` would
-        // return at its first check), so it is not called.
         let end = if self.markets[market_index].would_cross(node.side, price) {
             self.match_taker(market_index, &mut taker, out)
         } else {
             MatchEnd::Done
         };
-        self.finish_taker(
-            market_index,
-            taker,
-            end,
-            true,
-            node.post_only(),
-            Some(handle),
-            out,
-        );
+        let post_only = node.post_only();
+        self.finish_taker(market_index, taker, end, true, post_only, Some(handle), out);
+        Ok(())
     }
 
     /// Adds `delta` to what an order reserves for its owner: the spot balance's locked
     /// amount, or the perp order margin.
     /// A spot balance's `locked` is not in the account's record (it is the sum of its
     /// orders' reserves, which are), so only the perp case touches the account.
-    fn add_lock(&mut self, account: u32, params: &MarketParams, side: Side, delta: i128) {
+    /// The market's parameters are read in place (a copy of them costs more than the rest).
+    fn add_lock(&mut self, account: u32, market_index: usize, side: Side, delta: i128) {
+        let params = &self.markets[market_index].params;
         let state = &mut self.accounts[account as usize];
         if params.perp == NIL {
             state.balances[params.reserve_asset(side)].locked += to_units(delta);

@@ -58,7 +58,8 @@ const PAGE_LEVELS: usize = 1 << PAGE_BITS;
 const PAGE_WORDS: usize = PAGE_LEVELS / 64;
 
 struct Page {
-    levels: Box<[Level]>,
+    /// A fixed-size array: indices masked to the page need no bounds check.
+    levels: Box<[Level; PAGE_LEVELS]>,
     occupied: [u64; PAGE_WORDS],
     occupied_count: u32,
 }
@@ -70,7 +71,10 @@ impl Page {
     #[inline(never)]
     fn new() -> Box<Page> {
         Box::new(Page {
-            levels: vec![Level::EMPTY; PAGE_LEVELS].into_boxed_slice(),
+            levels: vec![Level::EMPTY; PAGE_LEVELS]
+                .into_boxed_slice()
+                .try_into()
+                .expect("PAGE_LEVELS levels"),
             occupied: [0; PAGE_WORDS],
             occupied_count: 0,
         })
@@ -211,12 +215,14 @@ impl PriceLadder for ArrayLadder {
         }
     }
 
+    #[inline]
     fn get(&self, key: u32) -> Option<&Level> {
         let (page_index, slot) = Self::split(key);
         let page = self.pages.get(page_index)?.as_ref()?;
         page.is_set(slot).then(|| &page.levels[slot])
     }
 
+    #[inline]
     fn get_mut(&mut self, key: u32) -> Option<&mut Level> {
         let (page_index, slot) = Self::split(key);
         let page = self.pages.get_mut(page_index)?.as_mut()?;
@@ -227,6 +233,9 @@ impl PriceLadder for ArrayLadder {
         }
     }
 
+    // Always inlined: called on nearly every re-entry, where the call cost ~15 of its ~45
+    // instructions (docs/perf.md, issue 16 item 1).
+    #[inline(always)]
     fn get_or_insert(&mut self, key: u32) -> &mut Level {
         assert!(
             key <= self.max_key,

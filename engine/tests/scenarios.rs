@@ -640,6 +640,65 @@ fn modify_up_or_reprice_loses_priority() {
     );
 }
 
+/// A re-entry that does not cross moves the order straight from one level to the back of
+/// another (the engine's one-step path): every place in a level it can leave from (middle,
+/// only order of the best level, head of its own level), the reserve at the new price, and
+/// a refusal that changes nothing.
+#[test]
+fn reprice_moves_the_order_and_its_reserve_between_levels() {
+    let mut e = setup();
+    // unit_cost(100) = 10_000 + 25 = 10_025; unit_cost(101) = 10_100 + 26 = 10_126;
+    // unit_cost(99) = 9_900 + 25 = 9_925.
+    rest(&mut e, limit(B, 1, Buy, 100, 2, Gtc));
+    rest(&mut e, limit(B, 2, Buy, 100, 1, Gtc));
+    rest(&mut e, limit(C, 3, Buy, 100, 1, Gtc));
+    // The middle order becomes the new best level alone.
+    assert_eq!(
+        step(&mut e, modify(B, 2, 101, 3)),
+        vec![modified(B, 2, 101, 3)]
+    );
+    assert_eq!(book(&e, M, Buy), vec![(B, 2, 3), (B, 1, 2), (C, 3, 1)]);
+    assert_eq!(e.balance(B, QUOTE), bal(100_000, 2 * 10_025 + 3 * 10_126));
+    // The only order of the best level goes behind the others: that level is gone.
+    assert_eq!(
+        step(&mut e, modify(B, 2, 99, 1)),
+        vec![modified(B, 2, 99, 1)]
+    );
+    assert_eq!(book(&e, M, Buy), vec![(B, 1, 2), (C, 3, 1), (B, 2, 1)]);
+    let mut depth = Vec::new();
+    assert!(e.depth(M, Buy, 10, &mut depth));
+    assert_eq!(depth, vec![(100, 3), (99, 1)]);
+    assert_eq!(e.balance(B, QUOTE), bal(100_000, 2 * 10_025 + 9_925));
+    // The head of a level adds lots: back of its own level, a new entry.
+    assert_eq!(
+        step(&mut e, modify(B, 1, 100, 4)),
+        vec![modified(B, 1, 100, 4)]
+    );
+    assert_eq!(book(&e, M, Buy), vec![(C, 3, 1), (B, 1, 4), (B, 2, 1)]);
+    let oids: Vec<OrderId> = e.account_orders(B, None).iter().map(|o| o.oid).collect();
+    assert_eq!(oids, vec![2, 1], "entry order: 2 re-entered before 1");
+    assert_eq!(e.balance(B, QUOTE), bal(100_000, 4 * 10_025 + 9_925));
+    // 10 lots at 99 need 99_250 against 100_000 - 50_025 + 9_925 = 59_900: refused, no change.
+    assert_eq!(
+        step(&mut e, modify(B, 2, 99, 10)),
+        vec![Event::Rejected {
+            account: B,
+            oid: Some(2),
+            reason: RejectReason::InsufficientBalance
+        }]
+    );
+    assert_eq!(
+        e.last_shortfall(),
+        Some(Shortfall {
+            asset: QUOTE,
+            needed: 99_250,
+            available: 59_900
+        })
+    );
+    assert_eq!(book(&e, M, Buy), vec![(C, 3, 1), (B, 1, 4), (B, 2, 1)]);
+    assert_eq!(e.balance(B, QUOTE), bal(100_000, 4 * 10_025 + 9_925));
+}
+
 #[test]
 fn modify_that_crosses_matches_as_taker() {
     let mut e = setup();

@@ -557,8 +557,7 @@ impl<L: PriceLadder> Engine<L> {
                 maker_fee_bps: spec.maker_fee_bps,
                 taker_fee_bps: spec.taker_fee_bps,
             },
-            bids: L::with_max_key(max_key),
-            asks: L::with_max_key(max_key),
+            ladders: [L::with_max_key(max_key), L::with_max_key(max_key)],
         });
         let key_mmr_ppb = spec
             .tiers()
