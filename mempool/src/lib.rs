@@ -185,8 +185,18 @@ struct Entry {
     tx: Arc<SignedTransaction>,
     hash: TxHash,
     account: AccountId,
-    /// The clock (ms) when it was admitted.
-    admitted_ms: u64,
+    /// When and from where it was admitted.
+    admission: Admission,
+}
+
+/// When a pooled transaction was admitted, and whether a peer forwarded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// The clock (ms, as given to the admission).
+    pub at_ms: u64,
+    /// Forwarded by another validator ([`Mempool::note_from_peer`]): that validator sent it
+    /// to every other one, so the others hold it or soon will.
+    pub from_peer: bool,
 }
 
 /// The pool.
@@ -261,11 +271,19 @@ impl Mempool {
         self.by_hash.contains_key(hash)
     }
 
-    /// A pooled transaction and the clock (ms, as given to its admission) when it was
-    /// admitted.
-    pub fn pooled(&self, hash: &TxHash) -> Option<(&Arc<SignedTransaction>, u64)> {
+    /// A pooled transaction, and when and from where it was admitted.
+    pub fn pooled(&self, hash: &TxHash) -> Option<(&Arc<SignedTransaction>, Admission)> {
         let entry = self.entries.get(self.by_hash.get(hash)?)?;
-        Some((&entry.tx, entry.admitted_ms))
+        Some((&entry.tx, entry.admission))
+    }
+
+    /// Records that a pooled transaction came forwarded from another validator.
+    pub fn note_from_peer(&mut self, hash: &TxHash) {
+        if let Some(arrival) = self.by_hash.get(hash) {
+            if let Some(entry) = self.entries.get_mut(arrival) {
+                entry.admission.from_peer = true;
+            }
+        }
     }
 
     /// Takes one transaction in, or says why not. `now_ms` stands in for the next block's
@@ -423,7 +441,10 @@ impl Mempool {
                 tx: Arc::new(tx),
                 hash,
                 account,
-                admitted_ms: now_ms,
+                admission: Admission {
+                    at_ms: now_ms,
+                    from_peer: false,
+                },
             },
         );
         hash

@@ -506,3 +506,24 @@ proptest! {
         prop_assert_eq!(batched.len(), single.len());
     }
 }
+
+#[test]
+fn a_pooled_transaction_says_when_it_was_admitted_and_whether_a_peer_forwarded_it() {
+    let alice = key(1);
+    let view = view_with(std::slice::from_ref(&alice));
+    let mut pool = Mempool::new(small());
+    let own = pool.admit(order(&alice, NOW).bytes(), NOW, &view).unwrap();
+    let forwarded = pool
+        .admit(order(&alice, NOW + 1).bytes(), NOW + 7, &view)
+        .unwrap();
+    pool.note_from_peer(&forwarded);
+    let unknown = order(&alice, NOW + 2).hash();
+    pool.note_from_peer(&unknown);
+    let admission = |hash| {
+        pool.pooled(hash)
+            .map(|(tx, a)| (tx.hash(), a.at_ms, a.from_peer))
+    };
+    assert_eq!(admission(&own), Some((own, NOW, false)));
+    assert_eq!(admission(&forwarded), Some((forwarded, NOW + 7, true)));
+    assert_eq!(admission(&unknown), None);
+}

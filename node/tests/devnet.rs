@@ -32,6 +32,8 @@ struct Cluster {
     extra: Vec<Vec<&'static str>>,
     /// Each `final` line's (height, round), by validator.
     rounds: Vec<Vec<(u64, u64)>>,
+    /// The last `final` line's compact-proposal counters, by validator.
+    compact: Vec<Value>,
     children: Vec<Option<Child>>,
     tx: Sender<(usize, Value)>,
     rx: Receiver<(usize, Value)>,
@@ -99,6 +101,7 @@ impl Cluster {
                     self.heights[i] = self.heights[i].max(h);
                     let round = v["round"].as_u64().expect("round");
                     self.rounds[i].push((h, round));
+                    self.compact[i] = v["compact"].clone();
                 }
                 Some("evidence") => self.evidence += 1,
                 Some("ready") => self.ready.push(v),
@@ -252,6 +255,25 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
         "{stats}"
     );
     assert!(stats["disconnects"].as_u64().unwrap() >= 1, "{stats}");
+    // Proposals went compact (transactions forwarded by other validators named by hash),
+    // and peers rebuilt them: every decided block above was rebuilt or sent whole.
+    let total = |name: &str| -> u64 {
+        cluster
+            .compact
+            .iter()
+            .map(|c| c[name].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert!(
+        total("sent") > 0 && total("rebuilt") > 0,
+        "{:?}",
+        cluster.compact
+    );
+    assert!(
+        total("bytes_sent") < total("bytes_full"),
+        "{:?}",
+        cluster.compact
+    );
 }
 
 /// One validator proposes blocks holding a forged withdrawal (another account's key signed
@@ -787,6 +809,7 @@ fn cluster(exe: PathBuf, config: PathBuf, extra: Vec<Vec<&'static str>>) -> Clus
         config,
         extra,
         rounds: vec![Vec::new(); VALIDATORS],
+        compact: vec![Value::Null; VALIDATORS],
         children: (0..VALIDATORS).map(|_| None).collect(),
         tx,
         rx,

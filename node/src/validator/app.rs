@@ -529,6 +529,9 @@ impl Application for NodeApp {
                 .into_iter()
                 .partition(|item| item.first() == Some(&transactions::EVM_ITEM_TAG));
             let results = mempool.admit_many(&core, now_ns / MS, &*execution);
+            for hash in results.iter().flatten() {
+                mempool.note_from_peer(hash);
+            }
             let forged: Vec<String> = results
                 .iter()
                 .filter_map(|r| r.as_ref().err())
@@ -1155,8 +1158,7 @@ impl NodeApp {
 
     /// This validator's proposal payload: what its pool holds (arrival order).
     /// The payload of a proposal made at `now_ms`, and its compact form if proposals go
-    /// compact and it names anything (Core transactions admitted at least
-    /// `compact::NAME_AFTER_MS` ago).
+    /// compact and it names anything (`compact::named`).
     fn proposal_payload(&self, now_ms: u64) -> (Vec<u8>, Option<Vec<u8>>) {
         let forged = self.forged.as_ref().and_then(|f| f.item.as_deref());
         let shared = self.shared.borrow();
@@ -1184,8 +1186,8 @@ impl NodeApp {
         let first_core = usize::from(forged.is_some());
         let named = |i: usize| {
             let tx = pending.get(i.checked_sub(first_core)?)?;
-            let (_, admitted_ms) = shared.mempool.pooled(&tx.hash())?;
-            (admitted_ms + compact::NAME_AFTER_MS <= now_ms).then(|| tx.hash())
+            let (_, admission) = shared.mempool.pooled(&tx.hash())?;
+            compact::named(admission, now_ms).then(|| tx.hash())
         };
         let compact = self
             .compact_proposals

@@ -20,9 +20,16 @@ use crate::txport;
 const WHOLE: u8 = 0;
 /// Entry tag: a Core transaction named by its hash.
 const NAMED: u8 = 1;
-/// A Core transaction admitted at least this long ago (ms) is named rather than carried:
-/// its forward has had time to reach the peers. Newer ones go whole.
+/// A Core transaction this validator's own client sent and it admitted at least this long
+/// ago (ms) is named rather than carried: its forward has had time to reach the peers.
 pub(super) const NAME_AFTER_MS: u64 = 5;
+
+/// Whether a proposal made at `now_ms` names a pooled Core transaction admitted as
+/// `admission`: if a peer forwarded it (that peer sent it to every validator at once) or
+/// it was admitted [`NAME_AFTER_MS`] or more before.
+pub(super) fn named(admission: mempool::Admission, now_ms: u64) -> bool {
+    admission.from_peer || admission.at_ms + NAME_AFTER_MS <= now_ms
+}
 
 /// The compact form of the payload of `items`, naming those `named` gives a hash for;
 /// `None` if it names none (the payload then goes whole).
@@ -141,6 +148,14 @@ mod tests {
         assert_eq!(index.len(), 2, "a malformed frame adds nothing");
         assert_eq!(index.get(&hash(items[1])).copied(), Some(items[1]));
         assert_eq!(index.get(&hash(items[2])), None);
+    }
+
+    #[test]
+    fn forwarded_transactions_are_named_at_once_own_ones_after_five_ms() {
+        let admitted = |at_ms, from_peer| mempool::Admission { at_ms, from_peer };
+        assert!(named(admitted(100, true), 100));
+        assert!(!named(admitted(100, false), 104));
+        assert!(named(admitted(100, false), 105));
     }
 
     #[test]
