@@ -84,9 +84,10 @@ fn a_seed_replays_exactly() {
     assert!(a.max_height > 0);
 }
 
-#[test]
-fn a_clean_network_decides_in_round_zero() {
-    let cfg = SimConfig {
+/// Seed `seed` on a clean network: no equivocator, crashes, partition, loss or disk faults,
+/// links of at most 10 ms, GST at 0, 20 heights.
+fn clean_network(seed: u64) -> SimConfig {
+    SimConfig {
         equivocator: false,
         crashes: 0,
         partition: false,
@@ -95,8 +96,16 @@ fn a_clean_network_decides_in_round_zero() {
         max_delay_after_gst_ms: 10,
         gst_ms: 0,
         heights_after_gst: 20,
+        disk_faults_per_mille: 0,
+        ..SimConfig::from_seed(seed)
+    }
+}
+
+#[test]
+fn a_clean_network_decides_in_round_zero() {
+    let cfg = SimConfig {
         governance: true,
-        ..SimConfig::from_seed(3)
+        ..clean_network(3)
     };
     let r = run(&cfg);
     assert!(r.ok(), "{}", describe(&r));
@@ -108,18 +117,9 @@ fn a_clean_network_decides_in_round_zero() {
 /// the receivers cannot rebuild each one.
 fn compact_run(seed: u64, miss_per_mille: u32) -> SimConfig {
     SimConfig {
-        equivocator: false,
-        crashes: 0,
-        partition: false,
-        loss_per_mille: 0,
-        max_delay_ms: 10,
-        max_delay_after_gst_ms: 10,
-        gst_ms: 0,
-        heights_after_gst: 20,
         compact: true,
         compact_miss_per_mille: miss_per_mille,
-        disk_faults_per_mille: 0,
-        ..SimConfig::from_seed(seed)
+        ..clean_network(seed)
     }
 }
 
