@@ -907,19 +907,32 @@ impl Shell {
         if self.serve_state_sync(r.from, &r.frame) {
             return Ok(());
         }
+        if r.frame.first() != Some(&consensus::host::FRAME_APP) {
+            return self.hand_to_host(r.from, &r.frame, now_ns);
+        }
         // Forwarded transactions go to the verifier first (they come back verified, in
         // order; a compact proposal may name them meanwhile); if its queue is full, they
         // are admitted here, checked on this loop.
         let frame: Arc<[u8]> = r.frame.into();
-        let forward = frame.first() == Some(&consensus::host::FRAME_APP);
-        if forward && self.verifier.offer(r.from, frame.clone()).is_ok() {
+        if self.verifier.offer(r.from, frame.clone()).is_ok() {
             self.host.app_mut().forwards_in_flight.push_back(frame);
             return Ok(());
         }
+        self.hand_to_host(r.from, &frame, now_ns)
+    }
+
+    /// Hands the host a frame, after performing what earlier frames queued unless it is a
+    /// consensus message.
+    fn hand_to_host(
+        &mut self,
+        from: ValidatorId,
+        frame: &[u8],
+        now_ns: u64,
+    ) -> Result<(), HostError> {
         if frame.first() != Some(&consensus::host::FRAME_MESSAGE) {
             self.perform()?;
         }
-        self.host.on_frame(r.from, &frame, now_ns)?;
+        self.host.on_frame(from, frame, now_ns)?;
         Ok(())
     }
 
