@@ -232,7 +232,7 @@ impl Mempool {
             next_arrival: 0,
             bytes: 0,
             verified: VerifiedCache::new(config.verified_cache),
-            keys: KeyCache::new(config.verified_cache),
+            keys: KeyCache::new(KeyCache::DEFAULT_CAPACITY),
             evm: evm::EvmEntries::new(config.verified_cache),
         }
     }

@@ -124,9 +124,6 @@ fn verify(batch: Vec<TxSubmission>, keys: &mut transactions::KeyCache) -> Vec<Ga
         .collect()
 }
 
-/// Signer keys the gateway thread remembers as acceptable.
-const KEY_CACHE: usize = 1 << 16;
-
 /// Binds both ports, builds the feed from `engine`'s current books, and starts the thread.
 /// Batches of transactions sessions send go to `to_host`.
 pub fn spawn(
@@ -189,7 +186,7 @@ fn serve(
     let mut last_tick = Instant::now();
     let mut batch = Vec::new();
     // Signer keys found acceptable, so a session's key is checked once.
-    let mut keys = transactions::KeyCache::new(KEY_CACHE);
+    let mut keys = transactions::KeyCache::new(transactions::KeyCache::DEFAULT_CAPACITY);
     loop {
         let timeout = match server.has_pending_work() {
             true => Duration::ZERO,

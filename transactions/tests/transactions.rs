@@ -6,9 +6,9 @@ use ed25519_dalek::SigningKey;
 use engine::{Command, NewOrder, SelfTradePrevention, Side, TimeInForce};
 use proptest::prelude::*;
 use transactions::{
-    account_id_of, verify, verify_batch, Action, DecodeError, NonceError, NonceSet, SignatureError,
-    SignedTransaction, Transaction, CALL_ARGS_LEN, MAX_ACTIONS, NONCE_FUTURE_MS, NONCE_PAST_MS,
-    REMEMBERED_NONCES,
+    account_id_of, verify, verify_batch, verify_batch_cached, Action, DecodeError, KeyCache,
+    NonceError, NonceSet, SignatureError, SignedTransaction, Transaction, CALL_ARGS_LEN,
+    MAX_ACTIONS, NONCE_FUTURE_MS, NONCE_PAST_MS, REMEMBERED_NONCES,
 };
 
 const CHAIN: [u8; 32] = [7; 32];
@@ -177,6 +177,14 @@ proptest! {
         let refs: Vec<&SignedTransaction> = txs.iter().collect();
         let single: Vec<_> = txs.iter().map(verify).collect();
         prop_assert_eq!(verify_batch(&refs), single.clone());
+        // Through a key cache, cold then warm (decompressed keys reused), each alone too.
+        let mut cache = KeyCache::new(8);
+        for _ in 0..2 {
+            prop_assert_eq!(verify_batch_cached(&refs, &mut cache), single.clone());
+        }
+        for (tx, expected) in refs.iter().zip(&single) {
+            prop_assert_eq!(&verify_batch_cached(&[*tx], &mut cache)[0], expected);
+        }
         for (result, fault) in single.iter().zip(&faults) {
             prop_assert_eq!(result.is_ok(), *fault == 0);
         }

@@ -22,9 +22,6 @@ use super::*;
 /// Forwarded frames waiting for the thread before the loop verifies them itself.
 const QUEUE: usize = 256;
 
-/// Signer keys the thread remembers as acceptable.
-const KEY_CACHE: usize = 1 << 16;
-
 /// Hashes remembered by [`VerifiedHere`] (about 2 MiB).
 const VERIFIED_HERE: usize = 1 << 16;
 
@@ -102,7 +99,7 @@ fn run(
     to_loop: mpsc::Sender<VerifiedForward>,
     here: VerifiedHere,
 ) {
-    let mut keys = transactions::KeyCache::new(KEY_CACHE);
+    let mut keys = transactions::KeyCache::new(transactions::KeyCache::DEFAULT_CAPACITY);
     for (from, frame) in inbox {
         let verified = verify_frame(frame.get(1..).unwrap_or_default(), &mut keys, &here);
         let forward = VerifiedForward {
