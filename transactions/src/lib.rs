@@ -31,5 +31,6 @@ pub use tx::{
     MIN_TX_LEN, SIGNING_DOMAIN, TX_VERSION,
 };
 pub use verify::{
-    key_acceptable, verify, verify_batch, verify_batch_cached, KeyCache, SignatureError,
+    batch_valid, key_acceptable, verify, verify_batch, verify_batch_cached, KeyCache,
+    SignatureError,
 };

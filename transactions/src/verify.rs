@@ -119,25 +119,38 @@ pub fn verify_batch_cached(
             .map(|(tx, key)| verify_with(tx, key.as_ref()))
             .collect()
     };
-    let queued = found.iter().flatten().count();
-    if queued <= 1 {
-        return one_by_one();
-    }
-    let messages: Vec<Vec<u8>> = txs.iter().map(|tx| tx.signing_bytes()).collect();
-    let mut verifier = batch::Verifier::new();
-    for ((tx, message), key) in txs.iter().zip(&messages).zip(&found) {
-        if key.is_some() {
-            let key = VerificationKeyBytes::from(tx.tx.signer);
-            verifier.queue((key, Signature::from_bytes(&tx.signature), message));
-        }
-    }
-    if verifier.verify(UnwrapErr(SysRng)).is_ok() {
+    let accepted: Vec<&SignedTransaction> = txs
+        .iter()
+        .zip(&found)
+        .filter(|(_, key)| key.is_some())
+        .map(|(tx, _)| *tx)
+        .collect();
+    if accepted.len() > 1 && batch_equation_holds(&accepted) {
         return found
             .iter()
             .map(|key| key.map(|_| ()).ok_or(SignatureError::BadKey))
             .collect();
     }
     one_by_one()
+}
+
+/// Whether every one of `txs` has an acceptable signer key (through `keys`) and a signature
+/// that verifies, checked with one batch equation. `false` says only that at least one does
+/// not; [`verify_batch_cached`] tells which. For callers that combine several independent
+/// batches and fall back to checking each on its own.
+pub fn batch_valid(txs: &[&SignedTransaction], keys: &mut KeyCache) -> bool {
+    txs.iter().all(|tx| keys.acceptable(&tx.tx.signer)) && batch_equation_holds(txs)
+}
+
+/// The batch equation over `txs`, whose signer keys are known acceptable.
+fn batch_equation_holds(txs: &[&SignedTransaction]) -> bool {
+    let messages: Vec<Vec<u8>> = txs.iter().map(|tx| tx.signing_bytes()).collect();
+    let mut verifier = batch::Verifier::new();
+    for (tx, message) in txs.iter().zip(&messages) {
+        let key = VerificationKeyBytes::from(tx.tx.signer);
+        verifier.queue((key, Signature::from_bytes(&tx.signature), message));
+    }
+    verifier.verify(UnwrapErr(SysRng)).is_ok()
 }
 
 /// One transaction's signature against its decompressed signer key (`None`: the key is not

@@ -93,63 +93,117 @@ impl ForwardVerifier {
     }
 }
 
-/// The thread: verifies each frame's Core transactions in one batch until the loop goes.
+/// Frames the thread takes from its queue at once, their transactions verified in one batch
+/// equation (a batch's cost per signature falls with its size, and a busy validator's frames
+/// are small: each holds what one peer admitted in one go).
+const FRAMES_AT_ONCE: usize = 32;
+
+/// The thread: verifies the Core transactions of the frames waiting (up to
+/// [`FRAMES_AT_ONCE`]) together, until the loop goes.
 fn run(
     inbox: std_mpsc::Receiver<(ValidatorId, Arc<[u8]>)>,
     to_loop: mpsc::Sender<VerifiedForward>,
     here: VerifiedHere,
 ) {
     let mut keys = transactions::KeyCache::new(transactions::KeyCache::DEFAULT_CAPACITY);
-    for (from, frame) in inbox {
-        let verified = verify_frame(frame.get(1..).unwrap_or_default(), &mut keys, &here);
-        let forward = VerifiedForward {
-            from,
-            frame,
-            verified,
-        };
-        if to_loop.blocking_send(forward).is_err() {
-            return;
+    while let Ok(first) = inbox.recv() {
+        let mut frames = vec![first];
+        while frames.len() < FRAMES_AT_ONCE {
+            let Ok(next) = inbox.try_recv() else { break };
+            frames.push(next);
+        }
+        let bodies: Vec<&[u8]> = frames
+            .iter()
+            .map(|(_, frame)| frame.get(1..).unwrap_or_default())
+            .collect();
+        let verified = verify_frames(&bodies, &mut keys, &here);
+        for ((from, frame), verified) in frames.into_iter().zip(verified) {
+            let forward = VerifiedForward {
+                from,
+                frame,
+                verified,
+            };
+            if to_loop.blocking_send(forward).is_err() {
+                return;
+            }
         }
     }
 }
 
-/// The hashes of a forwarded list's Core transactions whose signatures verify (EVM items and
-/// what does not decode are left to the loop's admission). Those in `here` are not verified
-/// again; those verified now are added to it.
-pub(super) fn verify_frame(
-    body: &[u8],
+/// One forwarded list's Core transactions, their hashes, and which of them `here` holds.
+struct Decoded {
+    txs: Vec<SignedTransaction>,
+    hashes: Vec<TxHash>,
+    known: Vec<bool>,
+}
+
+impl Decoded {
+    /// Decodes a forwarded list (EVM items and what does not decode are left to the loop's
+    /// admission; a list that does not decode gives nothing).
+    fn new(body: &[u8], here: &VerifiedHere) -> Decoded {
+        let items = txport::decode_list(body, FORWARD_BATCH).unwrap_or_default();
+        let txs: Vec<SignedTransaction> = items
+            .into_iter()
+            .filter(|item| item.first() != Some(&transactions::EVM_ITEM_TAG))
+            .filter_map(|item| SignedTransaction::decode(item).ok())
+            .collect();
+        let hashes: Vec<TxHash> = txs.iter().map(SignedTransaction::hash).collect();
+        let known = here.known(&hashes);
+        Decoded { txs, hashes, known }
+    }
+
+    /// The transactions still to verify.
+    fn unknown(&self) -> impl Iterator<Item = &SignedTransaction> {
+        self.txs
+            .iter()
+            .zip(&self.known)
+            .filter(|(_, &known)| !known)
+            .map(|(tx, _)| tx)
+    }
+
+    /// The hashes that count as verified: known before, or passed now.
+    fn verified(self, passed: &std::collections::HashSet<TxHash>) -> Vec<TxHash> {
+        self.hashes
+            .into_iter()
+            .zip(self.known)
+            .filter(|(hash, known)| *known || passed.contains(hash))
+            .map(|(hash, _)| hash)
+            .collect()
+    }
+}
+
+/// For each forwarded list, the hashes of its Core transactions whose signatures verify (EVM
+/// items and what does not decode are left to the loop's admission). Those in `here` are not
+/// verified again; those verified now are added to it. First one batch equation over all the
+/// lists' transactions; if it fails, each list on its own (so a peer's forged transaction
+/// costs the other lists nothing more than that failed equation).
+pub(super) fn verify_frames(
+    bodies: &[&[u8]],
     keys: &mut transactions::KeyCache,
     here: &VerifiedHere,
-) -> Vec<TxHash> {
-    let Some(items) = txport::decode_list(body, FORWARD_BATCH) else {
-        return Vec::new();
-    };
-    let txs: Vec<SignedTransaction> = items
+) -> Vec<Vec<TxHash>> {
+    let decoded: Vec<Decoded> = bodies.iter().map(|b| Decoded::new(b, here)).collect();
+    let all: Vec<&SignedTransaction> = decoded.iter().flat_map(Decoded::unknown).collect();
+    let passed: std::collections::HashSet<TxHash> =
+        if decoded.len() > 1 && transactions::batch_valid(&all, keys) {
+            all.iter().map(|tx| tx.hash()).collect()
+        } else {
+            decoded
+                .iter()
+                .flat_map(|d| verify_list(&d.unknown().collect::<Vec<_>>(), keys))
+                .collect()
+        };
+    here.insert_all(passed.iter().copied());
+    decoded.into_iter().map(|d| d.verified(&passed)).collect()
+}
+
+/// The hashes of `txs` whose signatures verify.
+fn verify_list(txs: &[&SignedTransaction], keys: &mut transactions::KeyCache) -> Vec<TxHash> {
+    transactions::verify_batch_cached(txs, keys)
         .into_iter()
-        .filter(|item| item.first() != Some(&transactions::EVM_ITEM_TAG))
-        .filter_map(|item| SignedTransaction::decode(item).ok())
-        .collect();
-    let hashes: Vec<TxHash> = txs.iter().map(SignedTransaction::hash).collect();
-    let known = here.known(&hashes);
-    let unknown: Vec<&SignedTransaction> = txs
-        .iter()
-        .zip(&known)
-        .filter(|(_, &known)| !known)
-        .map(|(tx, _)| tx)
-        .collect();
-    let passed: Vec<TxHash> = transactions::verify_batch_cached(&unknown, keys)
-        .into_iter()
-        .zip(&unknown)
+        .zip(txs)
         .filter(|(result, _)| result.is_ok())
         .map(|(_, tx)| tx.hash())
-        .collect();
-    here.insert_all(passed.iter().copied());
-    let passed: std::collections::HashSet<TxHash> = passed.into_iter().collect();
-    hashes
-        .into_iter()
-        .zip(known)
-        .filter(|(hash, known)| *known || passed.contains(hash))
-        .map(|(hash, _)| hash)
         .collect()
 }
 
@@ -159,6 +213,51 @@ mod tests {
     use ed25519_dalek::SigningKey;
     use engine::{SelfTradePrevention, Side, TimeInForce};
     use transactions::{Action, Transaction};
+
+    /// One list through [`verify_frames`].
+    fn verify_frame(
+        body: &[u8],
+        keys: &mut transactions::KeyCache,
+        here: &VerifiedHere,
+    ) -> Vec<TxHash> {
+        verify_frames(&[body], keys, here).remove(0)
+    }
+
+    fn forge(tx: &SignedTransaction) -> Vec<u8> {
+        let mut forged = tx.bytes().to_vec();
+        let len = forged.len();
+        forged[len - 1] ^= 1;
+        forged
+    }
+
+    #[test]
+    fn lists_verified_together_each_get_their_own_verified_hashes() {
+        let txs: Vec<SignedTransaction> = (1..=6).map(|i| signed(i, u64::from(i))).collect();
+        let forged = forge(&signed(9, 1));
+        let lists = [
+            txport::encode_list([txs[0].bytes(), txs[1].bytes()].into_iter()),
+            txport::encode_list([txs[2].bytes()].into_iter()),
+            txport::encode_list([txs[3].bytes(), forged.as_slice(), txs[4].bytes()].into_iter()),
+            txport::encode_list([txs[5].bytes()].into_iter()),
+        ];
+        let hashes = |range: std::ops::Range<usize>| -> Vec<TxHash> {
+            txs[range].iter().map(SignedTransaction::hash).collect()
+        };
+        // All valid: one equation over the first two lists.
+        let mut keys = transactions::KeyCache::new(16);
+        let bodies: Vec<&[u8]> = vec![&lists[0], &lists[1]];
+        let here = VerifiedHere::new();
+        let got = verify_frames(&bodies, &mut keys, &here);
+        assert_eq!(got, vec![hashes(0..2), hashes(2..3)]);
+        // A forged transaction in one list: every list still gets exactly its valid ones.
+        let bodies: Vec<&[u8]> = lists.iter().map(Vec::as_slice).collect();
+        let here = VerifiedHere::new();
+        let got = verify_frames(&bodies, &mut keys, &here);
+        let third = vec![txs[3].hash(), txs[4].hash()];
+        assert_eq!(got, vec![hashes(0..2), hashes(2..3), third, hashes(5..6)]);
+        let forged_hash = SignedTransaction::decode(&forged).unwrap().hash();
+        assert_eq!(here.known(&[forged_hash]), vec![false]);
+    }
 
     fn signed(seed: u8, nonce: u64) -> SignedTransaction {
         let key = SigningKey::from_bytes(&[seed; 32]);
