@@ -185,12 +185,14 @@ impl MarketParams {
         per_lot.checked_mul(lots as u64)
     }
 
-    /// Units reserved per lot of an order (quote for buys, base for sells).
+    /// Units reserved per lot of an order (quote for buys, base for sells). Both computed,
+    /// then selected without a branch (see `side_mask`): on the size-cut and cancel paths the
+    /// side was a branch mispredicted about half the time.
+    #[inline]
     fn reserve_per_lot(&self, side: Side, price: Ticks) -> i128 {
-        match side {
-            Side::Buy => self.buy_unit_cost(price),
-            Side::Sell => self.base_units_per_lot as i128,
-        }
+        let buy = self.buy_unit_cost(price);
+        let sell = self.base_units_per_lot as i128;
+        std::hint::select_unpredictable(side == Side::Buy, buy, sell)
     }
 
     /// The asset an order of `side` reserves.

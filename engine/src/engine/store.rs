@@ -190,6 +190,26 @@ impl OidIndex {
         ((hash & 0xFFFF_FFFF) << self.slot_bits) as u32 & !self.slot_mask
     }
 
+    /// The probe of every lookup and insertion: walks from `hash`'s home to the first entry
+    /// carrying its hash bits whose slot `accept` takes (`Ok(slot)`), or to the empty entry
+    /// that ends the probe (`Err(position)`, where an insertion goes).
+    #[inline(always)]
+    fn probe(&self, hash: u64, accept: impl Fn(u32) -> bool) -> Result<u32, usize> {
+        let tag = self.tag(hash);
+        let mut at = self.home(hash);
+        loop {
+            let entry = self.table[at];
+            if entry == 0 {
+                return Err(at);
+            }
+            let slot = (entry & self.slot_mask).wrapping_sub(1);
+            if entry & !self.slot_mask == tag && accept(slot) {
+                return Ok(slot);
+            }
+            at = (at + 1) & self.mask;
+        }
+    }
+
     /// The slot of `(account, oid)`, if indexed. `key_of(slot)` is the key stored at a slot.
     // Always inlined: on the lookup path of nearly every order command, and inlined the
     // closure's slab read is shared with the caller's (callgrind: ~25 instructions per call).
@@ -201,21 +221,7 @@ impl OidIndex {
         key_of: impl Fn(u32) -> (u32, u64),
     ) -> Option<u32> {
         let hash = key_hash(account, oid);
-        let tag = self.tag(hash);
-        let mut at = self.home(hash);
-        loop {
-            let entry = self.table[at];
-            if entry == 0 {
-                return None;
-            }
-            if entry & !self.slot_mask == tag {
-                let slot = (entry & self.slot_mask) - 1;
-                if key_of(slot) == (account, oid) {
-                    return Some(slot);
-                }
-            }
-            at = (at + 1) & self.mask;
-        }
+        self.probe(hash, |slot| key_of(slot) == (account, oid)).ok()
     }
 
     /// The entry where a probe for `(account, oid)` starts (for [`prefetch`]).
@@ -229,31 +235,16 @@ impl OidIndex {
     /// read): for [`prefetch`] only.
     #[inline]
     pub(super) fn probable_slot(&self, account: u32, oid: u64) -> Option<u32> {
-        let hash = key_hash(account, oid);
-        let tag = self.tag(hash);
-        let mut at = self.home(hash);
-        loop {
-            let entry = self.table[at];
-            if entry == 0 {
-                return None;
-            }
-            if entry & !self.slot_mask == tag {
-                return Some((entry & self.slot_mask) - 1);
-            }
-            at = (at + 1) & self.mask;
-        }
+        self.probe(key_hash(account, oid), |_| true).ok()
     }
 
     /// Indexes `(account, oid)` at `slot`; the key must not be indexed already.
     pub(super) fn insert(&mut self, account: u32, oid: u64, slot: u32) {
-        assert!(self.len < self.mask, "oid index over capacity");
         let hash = key_hash(account, oid);
-        let mut at = self.home(hash);
-        while self.table[at] != 0 {
-            at = (at + 1) & self.mask;
-        }
-        self.table[at] = self.tag(hash) | (slot + 1);
-        self.len += 1;
+        let Err(at) = self.probe(hash, |_| false) else {
+            unreachable!("a probe that accepts nothing ends at an empty entry")
+        };
+        self.fill(at, hash, slot);
     }
 
     /// Indexes `(account, oid)` at `slot` unless it is indexed already (then returns false
@@ -265,25 +256,21 @@ impl OidIndex {
         slot: u32,
         key_of: impl Fn(u32) -> (u32, u64),
     ) -> bool {
-        assert!(self.len < self.mask, "oid index over capacity");
         let hash = key_hash(account, oid);
-        let tag = self.tag(hash);
-        let mut at = self.home(hash);
-        loop {
-            let entry = self.table[at];
-            if entry == 0 {
-                break;
+        match self.probe(hash, |slot| key_of(slot) == (account, oid)) {
+            Ok(_) => false,
+            Err(at) => {
+                self.fill(at, hash, slot);
+                true
             }
-            if entry & !self.slot_mask == tag
-                && key_of((entry & self.slot_mask) - 1) == (account, oid)
-            {
-                return false;
-            }
-            at = (at + 1) & self.mask;
         }
-        self.table[at] = tag | (slot + 1);
+    }
+
+    /// Writes the entry of `slot`, whose key hashes to `hash`, at empty position `at`.
+    fn fill(&mut self, at: usize, hash: u64, slot: u32) {
+        assert!(self.len < self.mask, "oid index over capacity");
+        self.table[at] = self.tag(hash) | (slot + 1);
         self.len += 1;
-        true
     }
 
     /// Removes `(account, oid)`, indexed at `slot`. `key_of` must still answer for every
@@ -376,21 +363,28 @@ impl IdIndex {
         (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.home_shift) as usize
     }
 
-    /// The dense index of `key`, if present.
+    /// Where `key`'s probe ends: `Ok(position)` of its entry, or `Err(position)` of the
+    /// empty entry where it would go.
     #[inline]
-    pub(super) fn get(&self, key: &impl IdKey) -> Option<&u32> {
-        let key = key.id();
+    fn probe(&self, key: u64) -> Result<usize, usize> {
         let mut at = self.home(key);
         loop {
             let entry = &self.table[at];
             if entry.value == IdEntry::VACANT {
-                return None;
+                return Err(at);
             }
             if entry.key == key {
-                return Some(&entry.value);
+                return Ok(at);
             }
             at = (at + 1) & self.mask;
         }
+    }
+
+    /// The dense index of `key`, if present.
+    #[inline]
+    pub(super) fn get(&self, key: &impl IdKey) -> Option<&u32> {
+        let at = self.probe(key.id()).ok()?;
+        Some(&self.table[at].value)
     }
 
     /// Whether `key` is present.
@@ -405,18 +399,13 @@ impl IdIndex {
         if (self.len + 1) * 4 > self.table.len() * 3 {
             self.grow();
         }
-        let mut at = self.home(key);
-        loop {
-            let entry = &mut self.table[at];
-            if entry.value == IdEntry::VACANT {
-                *entry = IdEntry { key, value };
+        match self.probe(key) {
+            Ok(at) => Some(std::mem::replace(&mut self.table[at].value, value)),
+            Err(at) => {
+                self.table[at] = IdEntry { key, value };
                 self.len += 1;
-                return None;
+                None
             }
-            if entry.key == key {
-                return Some(std::mem::replace(&mut entry.value, value));
-            }
-            at = (at + 1) & self.mask;
         }
     }
 
