@@ -18,7 +18,7 @@ fn certificate(height: u64, payload: usize) -> CommitCertificate {
             prev_exec_root: Hash::ZERO,
             evidence: vec![],
             actions: vec![],
-            payload: vec![7; payload],
+            payload: vec![7; payload].into(),
         },
         precommits: vec![],
     }

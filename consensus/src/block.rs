@@ -24,6 +24,7 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::governance::SignedAction;
 use crate::messages::Evidence;
 use crate::types::{Hash, Height, ValidatorId};
+use std::sync::Arc;
 
 /// Encoding version written by this build.
 pub const BLOCK_VERSION: u8 = 1;
@@ -47,7 +48,63 @@ pub struct Block {
     /// Staking and governance actions applied with this block.
     pub actions: Vec<SignedAction>,
     /// Opaque execution payload (sequenced input batches).
-    pub payload: Vec<u8>,
+    pub payload: Payload,
+}
+
+/// A block's execution payload: immutable bytes that every copy of the block shares, so
+/// that cloning a block (into the safety journal, a certificate, the block store) does not
+/// copy what can be most of a megabyte.
+#[derive(Clone, Default, Eq)]
+pub struct Payload(Arc<Vec<u8>>);
+
+impl Payload {
+    /// The payload's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(bytes: Vec<u8>) -> Payload {
+        Payload(Arc::new(bytes))
+    }
+}
+
+impl From<&[u8]> for Payload {
+    fn from(bytes: &[u8]) -> Payload {
+        Payload(Arc::new(bytes.to_vec()))
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for Payload {
+    fn from(bytes: &[u8; N]) -> Payload {
+        Payload(Arc::new(bytes.to_vec()))
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payload({} bytes)", self.0.len())
+    }
 }
 
 impl Block {
@@ -66,9 +123,16 @@ impl Block {
         Ok(block)
     }
 
-    /// The block id: what validators vote for.
+    /// The block id: what validators vote for. Hashes the encoding as it is written,
+    /// without building it (the payload is hashed where it lies).
     pub fn id(&self) -> Hash {
-        Block::id_of_encoding(&self.encode())
+        let mut head = Vec::with_capacity(128);
+        self.write_head(&mut Writer(&mut head));
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(BLOCK_DOMAIN);
+        hasher.update(&head);
+        hasher.update(&self.payload);
+        Hash(*hasher.finalize().as_bytes())
     }
 
     /// The id of the block whose canonical encoding is `encoding` (what [`Block::id`]
@@ -81,6 +145,12 @@ impl Block {
     }
 
     pub(crate) fn write(&self, w: &mut Writer<'_>) {
+        self.write_head(w);
+        w.0.extend_from_slice(&self.payload);
+    }
+
+    /// The encoding up to the payload's bytes (its length included).
+    fn write_head(&self, w: &mut Writer<'_>) {
         w.u8(BLOCK_VERSION);
         w.u64(self.height);
         w.u64(self.timestamp_ns);
@@ -95,7 +165,7 @@ impl Block {
         for a in &self.actions {
             a.write(w);
         }
-        w.var_bytes(&self.payload);
+        w.u32(u32::try_from(self.payload.len()).expect("payload shorter than 4 GiB"));
     }
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Block, DecodeError> {
@@ -121,7 +191,7 @@ impl Block {
         for _ in 0..n {
             actions.push(SignedAction::read(r)?);
         }
-        let payload = r.var_bytes()?;
+        let payload = Payload::from(r.var_bytes()?);
         Ok(Block {
             height,
             timestamp_ns,
@@ -132,5 +202,46 @@ impl Block {
             actions,
             payload,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(payload: &[u8]) -> Block {
+        Block {
+            height: 7,
+            timestamp_ns: 1_000,
+            proposer: ValidatorId([3; 32]),
+            prev_hash: Hash([4; 32]),
+            prev_exec_root: Hash([5; 32]),
+            evidence: Vec::new(),
+            actions: Vec::new(),
+            payload: payload.into(),
+        }
+    }
+
+    #[test]
+    fn id_hashes_the_encoding_it_does_not_build() {
+        for len in [0, 1, 63, 1024, 1025, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+            let b = block(&payload);
+            assert_eq!(
+                b.id(),
+                Block::id_of_encoding(&b.encode()),
+                "payload of {len}"
+            );
+            assert_eq!(Block::decode(&b.encode()), Ok(b.clone()));
+        }
+        assert_ne!(block(b"a").id(), block(b"b").id());
+    }
+
+    #[test]
+    fn payloads_compare_by_content_shared_or_not() {
+        let a = block(b"same");
+        assert_eq!(a.clone(), a);
+        assert_eq!(block(b"same"), a);
+        assert_ne!(block(b"other"), a);
     }
 }

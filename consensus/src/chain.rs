@@ -249,7 +249,7 @@ mod tests {
             prev_exec_root: Hash::ZERO,
             evidence,
             actions,
-            payload: vec![],
+            payload: vec![].into(),
         }
     }
 

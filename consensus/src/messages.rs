@@ -425,8 +425,26 @@ pub enum Message {
 impl Message {
     /// The wire encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut w = Writer(&mut out);
+        let mut out = Vec::with_capacity(self.encoded_len_hint());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// About the encoding's length: exact up to the votes, evidence and actions beside a
+    /// block, so that a block-sized encoding is written into one allocation.
+    pub fn encoded_len_hint(&self) -> usize {
+        match self {
+            Message::Proposal(p) => 4096 + p.block.payload.len(),
+            Message::Vote(_) => 1 + SignedVote::ENCODED_LEN,
+            Message::Commit(c) => {
+                4096 + c.block.payload.len() + c.precommits.len() * SignedVote::ENCODED_LEN
+            }
+        }
+    }
+
+    /// Appends the wire encoding to `out` (a frame's tag may already be there).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let mut w = Writer(out);
         match self {
             Message::Proposal(p) => {
                 w.u8(1);
@@ -446,7 +464,6 @@ impl Message {
                 }
             }
         }
-        out
     }
 
     /// Decodes a wire message (signatures are not checked here).

@@ -643,22 +643,17 @@ impl FileStore {
     /// the state record. Updates `self.durable` to the blocks the frame may refer to.
     fn frame(&mut self, state: &SafetyState, fresh: bool) -> Vec<u8> {
         let mut keep: Vec<(Hash, Block)> = Vec::new();
-        let mut encoded: Vec<Vec<u8>> = Vec::new();
+        let mut new: Vec<&Block> = Vec::new();
         for (_, b) in FileStore::referenced(state) {
             let known = if fresh {
                 None
             } else {
                 self.durable.iter().find(|(_, d)| d == b).map(|(id, _)| *id)
             };
-            let id = match known {
-                Some(id) => id,
-                None => {
-                    let bytes = b.encode();
-                    let id = Block::id_of_encoding(&bytes);
-                    encoded.push(bytes);
-                    id
-                }
-            };
+            let id = known.unwrap_or_else(|| {
+                new.push(b);
+                b.id()
+            });
             keep.push((id, b.clone()));
         }
         let id_of = |b: &Block| {
@@ -677,11 +672,13 @@ impl FileStore {
             valid: state.valid.as_ref().map(|(r, b)| (*r, id_of(b))),
             valid_pol: state.valid_pol.clone(),
         };
-        let mut out = vec![0u8; 4];
+        let blocks_len: usize = new.iter().map(|b| b.payload.len() + 4096).sum();
+        let mut out = Vec::with_capacity(4096 + blocks_len);
+        out.extend_from_slice(&[0u8; 4]);
         let mut w = Writer(&mut out);
-        w.count(encoded.len());
-        for e in &encoded {
-            w.0.extend_from_slice(e);
+        w.count(new.len());
+        for b in new {
+            b.write(&mut w);
         }
         record.write(&mut w);
         let len = u32::try_from(out.len() - 4).expect("safety frame below 4 GiB");
@@ -803,7 +800,7 @@ mod tests {
             prev_exec_root: Hash([2; 32]),
             evidence: vec![],
             actions: vec![],
-            payload: b"batch".to_vec(),
+            payload: b"batch".to_vec().into(),
         };
         let vote = |kind, round| {
             let vote = Vote {
@@ -872,7 +869,7 @@ mod tests {
             prev_exec_root: Hash([2; 32]),
             evidence: vec![],
             actions: vec![],
-            payload: vec![tag; 200_000],
+            payload: vec![tag; 200_000].into(),
         }
     }
 

@@ -1006,9 +1006,9 @@ impl Sim {
                 let mut block = p.block.clone();
                 let noise: [u8; 8] = self.rng.random();
                 block.payload = if self.rng.random_bool(0.3) {
-                    b"evil payload".to_vec()
+                    b"evil payload".into()
                 } else {
-                    sim_payload(block.height, noise)
+                    sim_payload(block.height, noise).into()
                 };
                 // A fresh block without a proof of lock: a validator locked on another value
                 // must prevote nil for it (Alg.1 L23), which is what this attacks.

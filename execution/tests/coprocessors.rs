@@ -92,7 +92,7 @@ impl Node {
             prev_exec_root: Hash::ZERO,
             evidence: vec![],
             actions,
-            payload: vec![],
+            payload: vec![].into(),
         };
         self.chain.apply_block(&block, &Ed25519);
         let valid = self

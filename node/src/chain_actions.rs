@@ -471,7 +471,7 @@ mod tests {
             prev_exec_root: Hash::ZERO,
             evidence: vec![],
             actions,
-            payload: vec![],
+            payload: vec![].into(),
         }
     }
 

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::messages::ProposalMessage;
+use crate::messages::{Message, ProposalMessage};
 use crate::types::{Height, Round, ValidatorId};
 
 use super::Frame;
@@ -75,16 +75,18 @@ struct Held {
 #[derive(Default)]
 pub(super) struct CompactProposals {
     /// This validator's proposals of the current and the previous height, in full.
-    own: BTreeMap<(Height, Round), Frame>,
+    own: BTreeMap<(Height, Round), ProposalMessage>,
     held: Vec<Held>,
     served: BTreeSet<(ValidatorId, Height, Round)>,
     pub(super) stats: CompactStats,
 }
 
 impl CompactProposals {
-    /// Keeps the full frame of an own proposal for peers that ask for it.
-    pub(super) fn keep_own(&mut self, height: Height, round: Round, full: Frame) {
-        self.own.insert((height, round), full);
+    /// Keeps an own proposal, in full, for peers that ask for it (encoded only if one
+    /// does: its block shares its payload with the proposal the core holds).
+    pub(super) fn keep_own(&mut self, full: ProposalMessage) {
+        let p = &full.signed.proposal;
+        self.own.insert((p.height, p.round), full);
     }
 
     /// The full frame of own proposal `(height, round)` for `peer`, once per peer.
@@ -94,12 +96,12 @@ impl CompactProposals {
         height: Height,
         round: Round,
     ) -> Option<Frame> {
-        let frame = self.own.get(&(height, round))?.clone();
+        let full = self.own.get(&(height, round))?;
         if !self.served.insert((peer, height, round)) {
             return None;
         }
         self.stats.served += 1;
-        Some(frame)
+        Some(super::message_frame(&Message::Proposal(full.clone())))
     }
 
     /// Holds a compact proposal that could not be rebuilt yet.
@@ -190,11 +192,43 @@ mod tests {
         ValidatorId([b; 32])
     }
 
+    fn own_proposal(height: Height, round: Round) -> ProposalMessage {
+        use crate::block::Block;
+        use crate::messages::{Proposal, SignedProposal};
+        use crate::types::Hash;
+        let block = Block {
+            height,
+            timestamp_ns: 1,
+            proposer: peer(0),
+            prev_hash: Hash([1; 32]),
+            prev_exec_root: Hash([2; 32]),
+            evidence: Vec::new(),
+            actions: Vec::new(),
+            payload: vec![7; 3000].into(),
+        };
+        let proposal = Proposal {
+            height,
+            round,
+            pol_round: None,
+            block_id: block.id(),
+            proposer: peer(0),
+        };
+        ProposalMessage {
+            signed: SignedProposal {
+                proposal,
+                signature: [0; 64],
+            },
+            block,
+            pol: Vec::new(),
+        }
+    }
+
     #[test]
     fn an_own_proposal_is_served_once_per_peer_and_kept_one_height_after() {
         let mut c = CompactProposals::default();
-        let frame: Frame = std::sync::Arc::from(vec![1u8, 2, 3]);
-        c.keep_own(5, 0, frame.clone());
+        let own = own_proposal(5, 0);
+        let frame = super::super::message_frame(&Message::Proposal(own.clone()));
+        c.keep_own(own);
         assert_eq!(c.answer(peer(1), 5, 1), None, "no proposal of round 1");
         assert_eq!(c.answer(peer(1), 5, 0).as_deref(), Some(&frame[..]));
         assert_eq!(c.answer(peer(1), 5, 0), None, "answered once");

@@ -265,9 +265,9 @@ pub struct Host<V: SignatureVerifier, A: Application> {
     exec_root: Hash,
     /// Id and timestamp of the last applied block.
     last_block: Option<(Hash, u64)>,
-    /// Encoded `Message::Commit` frames of every applied height after `cert_base` (index =
-    /// height - 1 - cert_base).
-    certificates: Vec<Frame>,
+    /// The certificate of every applied height after `cert_base` (index = height - 1 -
+    /// cert_base), encoded only when a peer syncs from it.
+    certificates: Vec<CommitCertificate>,
     /// Heights up to this one have no certificate here (started from a snapshot).
     cert_base: Height,
     timers: BTreeMap<(u64, u64), Timeout>,
@@ -302,7 +302,15 @@ pub struct Host<V: SignatureVerifier, A: Application> {
 
 /// The frame carrying `m`.
 pub fn message_frame(m: &Message) -> Frame {
-    tagged(FRAME_MESSAGE, &m.encode())
+    tagged_message(FRAME_MESSAGE, m)
+}
+
+/// The frame `tag || m's encoding`, encoded in place (one allocation, then the frame's).
+fn tagged_message(tag: u8, m: &Message) -> Frame {
+    let mut frame = Vec::with_capacity(1 + m.encoded_len_hint());
+    frame.push(tag);
+    m.encode_into(&mut frame);
+    Arc::from(frame)
 }
 
 /// The frame carrying application bytes (e.g. forwarded transactions).
@@ -452,10 +460,16 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         (!self.certificates.is_empty()).then_some(self.cert_base + 1)
     }
 
-    /// The certificate frame of `height`, if held.
-    fn certificate_frame(&self, height: Height) -> Option<&Frame> {
+    /// The certificate of `height`, if held.
+    fn certificate(&self, height: Height) -> Option<&CommitCertificate> {
         let index = height.checked_sub(self.cert_base + 1)?;
         self.certificates.get(usize::try_from(index).ok()?)
+    }
+
+    /// The certificate of `height` as a frame, if held.
+    fn certificate_frame(&self, height: Height) -> Option<Frame> {
+        let certificate = self.certificate(height)?.clone();
+        Some(message_frame(&Message::Commit(certificate)))
     }
 
     /// Sets the empty-block interval (0, the default: every height starts at once). An
@@ -744,8 +758,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         self.included.extend(block.evidence.iter().copied());
         self.evidence.retain(|e| !block.evidence.contains(e));
         self.last_block = Some((block.id(), block.timestamp_ns));
-        self.certificates
-            .push(message_frame(&Message::Commit(certificate.clone())));
+        self.certificates.push(certificate.clone());
     }
 
     /// Starts the next height now, or lets it wait until `empty_block_deadline`.
@@ -811,7 +824,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         let body = BlockBody {
             evidence,
             actions: proposal.actions,
-            payload: proposal.payload,
+            payload: proposal.payload.into(),
         };
         self.step(Input::NewHeight { start, body }, now_ns)?;
         self.release_ahead(height, now_ns)
@@ -875,10 +888,13 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         if self.chain.validators().stake_of(&peer).is_none() {
             return;
         }
-        let Some(frame) = self.certificate_frame(height).cloned() else {
+        if self.certificate(height).is_none() {
             return;
-        };
+        }
         if cert_allowed(&mut self.cert_sent, peer, height, now_ns) {
+            let Some(frame) = self.certificate_frame(height) else {
+                return;
+            };
             self.stats.behind_certificates += 1;
             let reason = SendReason::PeerBehind;
             self.actions.push_back(Action::Send {
@@ -944,7 +960,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         }
         self.sync_served.insert(from, (from_height, now_ns));
         for h in range {
-            let Some(frame) = self.certificate_frame(h).cloned() else {
+            let Some(frame) = self.certificate_frame(h) else {
                 break;
             };
             self.stats.sync_certificates += 1;
@@ -964,30 +980,34 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// Broadcasts an own proposal, compact when the application has a compact form of its
     /// payload; the full frame is kept for peers that ask.
     fn broadcast_proposal(&mut self, p: ProposalMessage) {
-        let (height, round) = (p.signed.proposal.height, p.signed.proposal.round);
-        let full = message_frame(&Message::Proposal(p.clone()));
         let peers = self.chain.validators().len().saturating_sub(1) as u64;
-        let stats = &mut self.compact.stats;
-        stats.bytes_full += full.len() as u64 * peers;
-        let frame = match self
+        let compact = self
             .consensus
             .context()
             .app
-            .compact_payload(&p.block.payload)
-        {
+            .compact_payload(&p.block.payload);
+        let stats = &mut self.compact.stats;
+        let (frame, full_len) = match compact {
             Some(compact) => {
-                let mut message = p;
-                message.block.payload = compact;
+                let compact_len = compact.len();
+                let mut message = p.clone();
+                message.block.payload = compact.into();
                 stats.sent += 1;
-                tagged(FRAME_COMPACT_PROPOSAL, &Message::Proposal(message).encode())
+                let frame = tagged_message(FRAME_COMPACT_PROPOSAL, &Message::Proposal(message));
+                // The full frame differs only in its payload (each behind its u32 length).
+                let full_len = frame.len() - compact_len + p.block.payload.len();
+                (frame, full_len)
             }
             None => {
                 stats.sent_full += 1;
-                full.clone()
+                let frame = message_frame(&Message::Proposal(p.clone()));
+                let len = frame.len();
+                (frame, len)
             }
         };
+        stats.bytes_full += full_len as u64 * peers;
         stats.bytes_sent += frame.len() as u64 * peers;
-        self.compact.keep_own(height, round, full);
+        self.compact.keep_own(p);
         self.actions.push_back(Action::Broadcast(frame));
     }
 
@@ -1020,7 +1040,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     fn rebuild(&self, p: &mut ProposalMessage) -> bool {
         match self.app().expand_payload(&p.block.payload) {
             Some(payload) => {
-                p.block.payload = payload;
+                p.block.payload = payload.into();
                 true
             }
             None => false,

@@ -194,7 +194,7 @@ pub struct BlockBody {
     /// Actions to include.
     pub actions: Vec<SignedAction>,
     /// Execution payload.
-    pub payload: Vec<u8>,
+    pub payload: crate::block::Payload,
 }
 
 /// Inputs to [`Consensus::step`].
@@ -580,15 +580,16 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                 None,
             ),
         };
+        let block_id = block.id();
         let pol = match pol_round {
-            Some(vr) => hs.votes.votes_for(vr, VoteKind::Prevote, Some(block.id())),
+            Some(vr) => hs.votes.votes_for(vr, VoteKind::Prevote, Some(block_id)),
             None => Vec::new(),
         };
         let proposal = Proposal {
             height,
             round,
             pol_round,
-            block_id: block.id(),
+            block_id,
             proposer: me,
         };
         // L19: broadcast ⟨PROPOSAL, h_p, round_p, proposal, validRound_p⟩.

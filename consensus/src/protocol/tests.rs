@@ -65,7 +65,7 @@ impl Harness {
         self.step(Input::NewHeight {
             start,
             body: BlockBody {
-                payload: b"mine".to_vec(),
+                payload: b"mine".to_vec().into(),
                 ..BlockBody::default()
             },
         });
@@ -105,7 +105,7 @@ impl Harness {
             prev_exec_root: Hash([7; 32]),
             evidence: vec![],
             actions: vec![],
-            payload: payload.to_vec(),
+            payload: payload.to_vec().into(),
         }
     }
 
@@ -249,7 +249,7 @@ fn a_proposer_proposes_its_body_and_prevotes_for_it() {
             _ => None,
         })
         .expect("round-0 proposer proposes");
-    assert_eq!(proposal.block.payload, b"mine");
+    assert_eq!(proposal.block.payload.as_slice(), b"mine");
     assert_eq!(proposal.block.prev_exec_root, Hash([7; 32]));
     assert_eq!(proposal.signed.proposal.pol_round, None);
     assert!(proposal.signed.verify(&CHAIN, &crate::types::Ed25519));

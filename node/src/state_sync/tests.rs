@@ -39,7 +39,7 @@ fn chain_at_40(validators: &[Keypair]) -> ChainState {
             prev_exec_root: Hash::ZERO,
             evidence: Vec::new(),
             actions: Vec::new(),
-            payload: Vec::new(),
+            payload: Vec::new().into(),
         };
         chain.apply_block(&block, &Ed25519);
     }
@@ -70,7 +70,7 @@ fn certificate(parent: [u8; 32], root: [u8; 32], signers: &[Keypair]) -> CommitC
         prev_exec_root: Hash(root),
         evidence: Vec::new(),
         actions: Vec::new(),
-        payload: Vec::new(),
+        payload: Vec::new().into(),
     };
     let precommits = signers
         .iter()

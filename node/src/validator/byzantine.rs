@@ -259,7 +259,7 @@ mod tests {
             prev_exec_root: Hash([2; 32]),
             evidence: Vec::new(),
             actions: Vec::new(),
-            payload: vec![9; 10],
+            payload: vec![9; 10].into(),
         };
         let proposal = Proposal {
             height: 5,
