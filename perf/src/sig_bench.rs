@@ -109,6 +109,21 @@ fn summary(name: &str, runs: &[f64], per_item: &str) -> serde_json::Value {
         "ns_max": runs[runs.len() - 1], "per": per_item, "per_s_per_core": 1e9 / median})
 }
 
+/// ed25519-zebra's batch verifier over `txs` (their signing bytes in `messages`).
+fn zebra_batch(txs: &[SignedTransaction], messages: &[Vec<u8>]) -> bool {
+    let mut verifier = ed25519_zebra::batch::Verifier::new();
+    for (tx, message) in txs.iter().zip(messages) {
+        let key = ed25519_zebra::VerificationKeyBytes::from(tx.tx.signer);
+        verifier.queue((
+            key,
+            ed25519_zebra::Signature::from_bytes(&tx.signature),
+            message,
+        ));
+    }
+    let rng = getrandom::rand_core::UnwrapErr(getrandom::SysRng);
+    verifier.verify(rng).is_ok()
+}
+
 /// Runs every measurement and prints the table; returns the figures as JSON.
 pub fn run(options: &Options) -> serde_json::Value {
     let count = options.count.max(256);
@@ -170,6 +185,33 @@ pub fn run(options: &Options) -> serde_json::Value {
             }
         });
         figures.push(summary(&format!("ZIP 215 batch of {batch}"), &runs, "sig"));
+    }
+    // Baseline for the two lines after it: ed25519-zebra's batch verifier, which takes keys
+    // as bytes and decompresses each for every batch (what the node used before).
+    let messages: Vec<Vec<u8>> = singles.iter().map(|t| t.signing_bytes()).collect();
+    let runs = measure(repeats, count, || {
+        for (chunk, messages) in singles.chunks(64).zip(messages.chunks(64)) {
+            assert!(zebra_batch(chunk, messages));
+        }
+    });
+    figures.push(summary(
+        "ed25519-zebra batch of 64 (keys as bytes)",
+        &runs,
+        "sig",
+    ));
+    // What the gateway and verifier threads do: batches whose signers' keys are cached
+    // (decompressed once, used as points by the batch equation).
+    for batch in [16usize, 64, 256] {
+        let refs: Vec<&SignedTransaction> = singles.iter().collect();
+        let runs = measure(repeats, count, || {
+            for chunk in refs.chunks(batch) {
+                assert!(verify_batch_cached(chunk, &mut cache)
+                    .iter()
+                    .all(Result::is_ok));
+            }
+        });
+        let name = format!("ZIP 215 batch of {batch}, signer keys cached");
+        figures.push(summary(&name, &runs, "sig"));
     }
     let encoded: Vec<Vec<u8>> = singles.iter().map(|t| t.bytes().to_vec()).collect();
     let runs = measure(repeats, count, || {

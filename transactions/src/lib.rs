@@ -31,6 +31,6 @@ pub use tx::{
     MIN_TX_LEN, SIGNING_DOMAIN, TX_VERSION,
 };
 pub use verify::{
-    batch_valid, key_acceptable, verify, verify_batch, verify_batch_cached, KeyCache,
+    batch_valid, key_acceptable, verify, verify_batch, verify_batch_cached, CachedKey, KeyCache,
     SignatureError,
 };

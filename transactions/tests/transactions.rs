@@ -2,13 +2,17 @@
 //! refused, batch and single verification agree, bad keys are refused, the nonce rule never
 //! accepts a nonce twice, and docs/transactions.md's worked example is what the code writes.
 
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::CompressedEdwardsY;
+use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::SigningKey;
 use engine::{Command, NewOrder, SelfTradePrevention, Side, TimeInForce};
 use proptest::prelude::*;
+use sha2::{Digest, Sha512};
 use transactions::{
-    account_id_of, verify, verify_batch, verify_batch_cached, Action, DecodeError, KeyCache,
-    NonceError, NonceSet, SignatureError, SignedTransaction, Transaction, CALL_ARGS_LEN,
-    MAX_ACTIONS, NONCE_FUTURE_MS, NONCE_PAST_MS, REMEMBERED_NONCES,
+    account_id_of, batch_valid, key_acceptable, verify, verify_batch, verify_batch_cached, Action,
+    DecodeError, KeyCache, NonceError, NonceSet, SignatureError, SignedTransaction, Transaction,
+    CALL_ARGS_LEN, MAX_ACTIONS, NONCE_FUTURE_MS, NONCE_PAST_MS, REMEMBERED_NONCES,
 };
 
 const CHAIN: [u8; 32] = [7; 32];
@@ -166,13 +170,18 @@ proptest! {
         }
     }
 
-    /// Batches give exactly what one-by-one verification gives, whatever the mix.
+    /// Batches give exactly what one-by-one verification gives, whatever the mix, with each
+    /// transaction from its own signer or a few signers sending several each (`signers`).
     #[test]
-    fn batch_and_single_verification_agree(faults in proptest::collection::vec(0u8..5, 1..24)) {
+    fn batch_and_single_verification_agree(
+        faults in proptest::collection::vec(0u8..7, 1..24),
+        signers in 0u8..4,
+    ) {
+        let seed = |i: usize| if signers == 0 { i as u8 + 1 } else { i as u8 % signers + 1 };
         let txs: Vec<SignedTransaction> = faults
             .iter()
             .enumerate()
-            .map(|(i, fault)| corrupt(tx(&key(i as u8 + 1), i as u64, vec![place(i as u64)]), *fault))
+            .map(|(i, fault)| corrupt(tx(&key(seed(i)), i as u64, vec![place(i as u64)]), *fault))
             .collect();
         let refs: Vec<&SignedTransaction> = txs.iter().collect();
         let single: Vec<_> = txs.iter().map(verify).collect();
@@ -188,11 +197,76 @@ proptest! {
         for (result, fault) in single.iter().zip(&faults) {
             prop_assert_eq!(result.is_ok(), *fault == 0);
         }
+        // The batch equation is ed25519-zebra's: the same verdict as its batch verifier.
+        let keys_ok = txs.iter().all(|t| key_acceptable(&t.tx.signer));
+        prop_assert_eq!(batch_valid(&refs, &mut cache), keys_ok && zebra_batch_holds(&txs));
     }
 }
 
+/// ZIP 215 is cofactored: an `R` with an order-2 part added (a signature no cofactorless
+/// check accepts) passes alone and in a batch, through zebra's check and the cached keys'.
+#[test]
+fn a_signature_whose_r_has_a_small_order_part_passes_every_check() {
+    let signer = key(5);
+    let honest = tx(&signer, 1, vec![place(1)]);
+    // (0, -1), of order 2: y = p - 1.
+    let mut order_two = [0xff; 32];
+    order_two[0] = 0xec;
+    order_two[31] = 0x7f;
+    let torsion = CompressedEdwardsY(order_two).decompress().unwrap();
+    let r = Scalar::from(0x1234_5678_9abc_def0_u64) * Scalar::from(0x0fed_cba9_8765_4321_u64);
+    let big_r = (ED25519_BASEPOINT_POINT * r + torsion)
+        .compress()
+        .to_bytes();
+    let digest = Sha512::new()
+        .chain_update(big_r)
+        .chain_update(honest.tx.signer)
+        .chain_update(honest.tx.signing_bytes())
+        .finalize();
+    let k = Scalar::from_bytes_mod_order_wide(&digest.into());
+    let s = r + k * signer.to_scalar();
+    let mut bytes = honest.bytes().to_vec();
+    let len = bytes.len();
+    bytes[len - 64..].copy_from_slice(&[big_r, s.to_bytes()].concat());
+    let mixed = SignedTransaction::decode(&bytes).unwrap();
+    let dalek_signature = ed25519_dalek::Signature::from_bytes(&mixed.signature);
+    let strict = signer
+        .verifying_key()
+        .verify_strict(&mixed.signing_bytes(), &dalek_signature);
+    assert!(strict.is_err(), "cofactorless checks refuse it");
+    assert_eq!(verify(&mixed), Ok(()));
+    let mut cache = KeyCache::new(4);
+    assert_eq!(verify_batch_cached(&[&mixed], &mut cache), vec![Ok(())]);
+    // Repeated: a batch equation without the cofactor would still hold for the half of
+    // its random scalars that are even.
+    let both = [&mixed, &honest];
+    for _ in 0..32 {
+        assert_eq!(verify_batch_cached(&both, &mut cache), vec![Ok(()), Ok(())]);
+        assert!(batch_valid(&both, &mut cache));
+    }
+    assert!(zebra_batch_holds(&[mixed, honest]));
+}
+
+/// ed25519-zebra's own batch verifier over `txs` (keys as bytes, decompressed by it).
+fn zebra_batch_holds(txs: &[SignedTransaction]) -> bool {
+    let messages: Vec<Vec<u8>> = txs.iter().map(|t| t.signing_bytes()).collect();
+    let mut verifier = ed25519_zebra::batch::Verifier::new();
+    for (t, message) in txs.iter().zip(&messages) {
+        let key = ed25519_zebra::VerificationKeyBytes::from(t.tx.signer);
+        verifier.queue((
+            key,
+            ed25519_zebra::Signature::from_bytes(&t.signature),
+            message,
+        ));
+    }
+    verifier
+        .verify(getrandom::rand_core::UnwrapErr(getrandom::SysRng))
+        .is_ok()
+}
+
 /// 0: valid; 1: signature byte changed; 2: signed for another chain; 3: another key's
-/// signature; 4: a small-order key.
+/// signature; 4: a small-order key; 5: an `R` that is no point; 6: `s + l` for `s` (the
+/// same residue, not canonical).
 fn corrupt(signed: SignedTransaction, fault: u8) -> SignedTransaction {
     let mut bytes = signed.bytes().to_vec();
     let len = bytes.len();
@@ -214,9 +288,38 @@ fn corrupt(signed: SignedTransaction, fault: u8) -> SignedTransaction {
             bytes[36..68].copy_from_slice(&identity());
             bytes[len - 64..].copy_from_slice(&[identity(), [0; 32]].concat());
         }
+        5 => bytes[len - 64..len - 32].copy_from_slice(&not_a_point()),
+        6 => add_group_order(&mut bytes[len - 32..]),
         _ => {}
     }
     SignedTransaction::decode(&bytes).unwrap()
+}
+
+/// An encoding that no curve point has (the first found).
+fn not_a_point() -> [u8; 32] {
+    (2u8..)
+        .map(|b| {
+            let mut y = [0u8; 32];
+            y[0] = b;
+            y
+        })
+        .find(|y| CompressedEdwardsY(*y).decompress().is_none())
+        .expect("some y is not on the curve")
+}
+
+/// Adds the group order `l` to the little-endian scalar `s` (below `l`, so no overflow).
+fn add_group_order(s: &mut [u8]) {
+    // l = 2^252 + 27742317777372353535851937790883648493, little-endian.
+    let l: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut carry = 0u16;
+    for (byte, add) in s.iter_mut().zip(l) {
+        let sum = u16::from(*byte) + u16::from(add) + carry;
+        *byte = sum as u8;
+        carry = sum >> 8;
+    }
 }
 
 fn identity() -> [u8; 32] {
