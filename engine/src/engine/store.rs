@@ -157,12 +157,26 @@ fn key_hash(account: u32, oid: u64) -> u64 {
     (mixed ^ (mixed >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
+/// Entries up to which a table is sized for at most 1/4 load (32 KiB): a small book's index
+/// then costs a few KiB more, and a probe or a removal's back-shift rarely meets a second
+/// entry (a data-dependent branch; at 1/2 load, a 1K book's probes and removals were
+/// mispredicted ~0.7 times per command: docs/perf.md, issue 16 item 1, change 12).
+const SPARSE_ENTRIES: usize = 8192;
+
 impl OidIndex {
     /// An empty index for up to `capacity` orders (table: the next power of two at or above
-    /// 4/3 of it, so at most 3/4 full).
+    /// 4/3 of it, so at most 3/4 full; up to [`SPARSE_ENTRIES`], at or above 4 times it).
     pub(super) fn with_capacity(capacity: u32) -> Self {
-        let wanted = (capacity as usize + capacity as usize / 3).max(16);
-        let length = wanted.next_power_of_two();
+        let dense = capacity as usize + capacity as usize / 3;
+        let sparse = (capacity as usize * 4).min(SPARSE_ENTRIES);
+        let wanted = dense.max(sparse).max(16);
+        OidIndex::with_table(wanted.next_power_of_two(), capacity)
+    }
+
+    /// An empty index for up to `capacity` orders over a table of `length` entries (a power
+    /// of two above `capacity`).
+    fn with_table(length: usize, capacity: u32) -> Self {
+        debug_assert!(length.is_power_of_two() && length > capacity as usize);
         let slot_bits = 32 - capacity.leading_zeros();
         OidIndex {
             table: vec![0u32; length].into_boxed_slice(),
@@ -496,8 +510,8 @@ mod tests {
     /// clusters wrap around its end and deletions shift entries back.
     #[test]
     fn oid_index_agrees_with_a_map() {
-        let capacity = 384u32; // a table of 512: up to 3/4 full
-        let mut index = OidIndex::with_capacity(capacity);
+        let capacity = 384u32; // a table of 512: up to 3/4 full (dense, as large books' are)
+        let mut index = OidIndex::with_table(512, capacity);
         let mut slots = Slots(vec![(u32::MAX, 0); capacity as usize]);
         let mut model = BTreeMap::new();
         let mut free: Vec<u32> = (0..capacity).rev().collect();
@@ -539,6 +553,17 @@ mod tests {
         }
         assert!(model.len() > 300, "the table was exercised near full");
     }
+    /// Small indexes are at most 1/4 full; large ones keep 4 bytes per entry at up to 3/4
+    /// load (the bytes per resting order at 1M, docs/perf.md).
+    #[test]
+    fn oid_index_is_sparse_only_when_small() {
+        let length = |capacity| OidIndex::with_capacity(capacity).table.len();
+        assert_eq!(length(1_500), 8_192);
+        assert_eq!(length(3), 16);
+        assert_eq!(length(6_000), 8_192);
+        assert_eq!(length(1_500_000), 1 << 21);
+    }
+
     /// Inserts (new and replacing) and lookups against a `BTreeMap`, through several growths,
     /// with keys that collide on their home position and keys at the extremes.
     #[test]
