@@ -771,7 +771,7 @@ impl<L: PriceLadder> Engine<L> {
         if order.qty < params.min_lots {
             return reject(out, RejectReason::MinQty);
         }
-        if self.find_slot(account, order.oid).is_some() {
+        if self.find_slot(account, order.account, order.oid).is_some() {
             return reject(out, RejectReason::DuplicateOid);
         }
         if params.perp == NIL && order.reduce_only {
@@ -1160,7 +1160,8 @@ impl<L: PriceLadder> Engine<L> {
         post_only: bool,
     ) -> u32 {
         let handle = self.take_slot();
-        self.open.insert(taker.account, taker.oid, handle);
+        let id = self.accounts[taker.account as usize].id;
+        self.open.insert(id, taker.oid, handle);
         self.attach_resting(handle, market_index, taker, price, post_only, true);
         handle
     }
@@ -1337,9 +1338,11 @@ impl<L: PriceLadder> Engine<L> {
     /// Drops a detached order: removes its index entry and returns its slot to the free list.
     fn free_detached(&mut self, handle: u32) {
         let node = &self.orders[handle as usize];
-        let orders = &self.orders;
-        self.open.remove(node.account, node.oid, handle, |slot| {
-            slot_key(orders, slot)
+        let (orders, accounts) = (&self.orders, &self.accounts);
+        let id = accounts[node.account as usize].id;
+        self.open.remove(id, node.oid, handle, |slot| {
+            let node = &orders[slot as usize];
+            (accounts[node.account as usize].id, node.oid)
         });
         self.commitment.touch_order(handle);
         let slot = &mut self.orders[handle as usize];
@@ -1363,11 +1366,12 @@ impl<L: PriceLadder> Engine<L> {
         self.remove_resting(handle);
     }
 
-    /// The slot of an account's resting order (by dense account index), if any.
+    /// The slot of an account's resting order (by dense account index and id), if any.
     #[inline]
-    fn find_slot(&self, account: u32, oid: OrderId) -> Option<u32> {
-        self.open
-            .get(account, oid, |slot| slot_key(&self.orders, slot))
+    fn find_slot(&self, account: u32, id: AccountId, oid: OrderId) -> Option<u32> {
+        self.open.get(id, oid, |slot| {
+            slot_key(&self.orders, slot) == (account, oid)
+        })
     }
 
     /// Resolves an order command's market, account and order, or reports why not.
@@ -1388,7 +1392,7 @@ impl<L: PriceLadder> Engine<L> {
             .account_index
             .get(&account)
             .ok_or(RejectReason::UnknownAccount)?;
-        match self.find_slot(account_index, oid) {
+        match self.find_slot(account_index, account, oid) {
             Some(handle) if self.orders[handle as usize].market == market_index => {
                 Ok((market_index as usize, account_index, handle))
             }
@@ -1936,7 +1940,8 @@ impl<L: PriceLadder> Engine<L> {
                         {
                             return Err(format!("bad order node {handle} at price {price}"));
                         }
-                        if self.find_slot(node.account, node.oid) != Some(handle) {
+                        let id = self.accounts[node.account as usize].id;
+                        if self.find_slot(node.account, id, node.oid) != Some(handle) {
                             return Err(format!("order {handle} missing from the oid index"));
                         }
                         sum += node.remaining;
