@@ -802,16 +802,18 @@ impl<L: PriceLadder> Engine<L> {
                 Err(reason) => return reject(out, reason),
             }
         } else {
-            let reserve_per_lot = match (order.side, order.price) {
-                (Side::Buy, None) => 0,
-                (side, Some(price)) => params.reserve_per_lot(side, price),
-                (Side::Sell, None) => params.base_units_per_lot as i128,
+            // On the price first: matching on the side first was a branch mispredicted about
+            // half the time (`reserve_per_lot` selects by side without one).
+            let reserve_per_lot = match order.price {
+                Some(price) => params.reserve_per_lot(order.side, price),
+                None if order.side == Side::Buy => 0,
+                None => params.base_units_per_lot as i128,
             };
             let reserve = reserve_per_lot * order.qty as i128;
             let balances = &self.accounts[account as usize].balances;
             let available = balances[params.reserve_asset(order.side)].available() as i128;
-            let needed = match (order.side, order.price) {
-                (Side::Buy, None) => market
+            let needed = match order.price {
+                None if order.side == Side::Buy => market
                     .best_price(Side::Sell)
                     .map_or(0, |best_ask| params.market_buy_cost(best_ask, 1)),
                 _ => reserve,
