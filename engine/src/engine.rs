@@ -771,7 +771,7 @@ impl<L: PriceLadder> Engine<L> {
         if order.qty < params.min_lots {
             return reject(out, RejectReason::MinQty);
         }
-        if self.find_slot(account, order.oid).is_some() {
+        if self.find_slot(account, order.account, order.oid).is_some() {
             return reject(out, RejectReason::DuplicateOid);
         }
         if params.perp == NIL && order.reduce_only {
@@ -802,16 +802,18 @@ impl<L: PriceLadder> Engine<L> {
                 Err(reason) => return reject(out, reason),
             }
         } else {
-            let reserve_per_lot = match (order.side, order.price) {
-                (Side::Buy, None) => 0,
-                (side, Some(price)) => params.reserve_per_lot(side, price),
-                (Side::Sell, None) => params.base_units_per_lot as i128,
+            // On the price first: matching on the side first was a branch mispredicted about
+            // half the time (`reserve_per_lot` selects by side without one).
+            let reserve_per_lot = match order.price {
+                Some(price) => params.reserve_per_lot(order.side, price),
+                None if order.side == Side::Buy => 0,
+                None => params.base_units_per_lot as i128,
             };
             let reserve = reserve_per_lot * order.qty as i128;
             let balances = &self.accounts[account as usize].balances;
             let available = balances[params.reserve_asset(order.side)].available() as i128;
-            let needed = match (order.side, order.price) {
-                (Side::Buy, None) => market
+            let needed = match order.price {
+                None if order.side == Side::Buy => market
                     .best_price(Side::Sell)
                     .map_or(0, |best_ask| params.market_buy_cost(best_ask, 1)),
                 _ => reserve,
@@ -1160,7 +1162,8 @@ impl<L: PriceLadder> Engine<L> {
         post_only: bool,
     ) -> u32 {
         let handle = self.take_slot();
-        self.open.insert(taker.account, taker.oid, handle);
+        let id = self.accounts[taker.account as usize].id;
+        self.open.insert(id, taker.oid, handle);
         self.attach_resting(handle, market_index, taker, price, post_only, true);
         handle
     }
@@ -1337,9 +1340,11 @@ impl<L: PriceLadder> Engine<L> {
     /// Drops a detached order: removes its index entry and returns its slot to the free list.
     fn free_detached(&mut self, handle: u32) {
         let node = &self.orders[handle as usize];
-        let orders = &self.orders;
-        self.open.remove(node.account, node.oid, handle, |slot| {
-            slot_key(orders, slot)
+        let (orders, accounts) = (&self.orders, &self.accounts);
+        let id = accounts[node.account as usize].id;
+        self.open.remove(id, node.oid, handle, |slot| {
+            let node = &orders[slot as usize];
+            (accounts[node.account as usize].id, node.oid)
         });
         self.commitment.touch_order(handle);
         let slot = &mut self.orders[handle as usize];
@@ -1363,11 +1368,12 @@ impl<L: PriceLadder> Engine<L> {
         self.remove_resting(handle);
     }
 
-    /// The slot of an account's resting order (by dense account index), if any.
+    /// The slot of an account's resting order (by dense account index and id), if any.
     #[inline]
-    fn find_slot(&self, account: u32, oid: OrderId) -> Option<u32> {
-        self.open
-            .get(account, oid, |slot| slot_key(&self.orders, slot))
+    fn find_slot(&self, account: u32, id: AccountId, oid: OrderId) -> Option<u32> {
+        self.open.get(id, oid, |slot| {
+            slot_key(&self.orders, slot) == (account, oid)
+        })
     }
 
     /// Resolves an order command's market, account and order, or reports why not.
@@ -1388,7 +1394,7 @@ impl<L: PriceLadder> Engine<L> {
             .account_index
             .get(&account)
             .ok_or(RejectReason::UnknownAccount)?;
-        match self.find_slot(account_index, oid) {
+        match self.find_slot(account_index, account, oid) {
             Some(handle) if self.orders[handle as usize].market == market_index => {
                 Ok((market_index as usize, account_index, handle))
             }
@@ -1485,7 +1491,9 @@ impl<L: PriceLadder> Engine<L> {
             price,
             qty,
         };
-        if price == node.price() && qty <= node.remaining {
+        // One branch, not two (`&&`): whether a modify cuts the size in place is the
+        // workload's own choice and as good as random, so each test is a likely misprediction.
+        if (price == node.price()) & (qty <= node.remaining) {
             self.reduce_in_place(market_index, account_index, handle, qty);
             out.push(modified);
             return Ok(());
@@ -1936,7 +1944,8 @@ impl<L: PriceLadder> Engine<L> {
                         {
                             return Err(format!("bad order node {handle} at price {price}"));
                         }
-                        if self.find_slot(node.account, node.oid) != Some(handle) {
+                        let id = self.accounts[node.account as usize].id;
+                        if self.find_slot(node.account, id, node.oid) != Some(handle) {
                             return Err(format!("order {handle} missing from the oid index"));
                         }
                         sum += node.remaining;

@@ -51,12 +51,12 @@ impl<L: PriceLadder> Engine<L> {
         }
     }
 
-    /// The dense account and oid a cancel or modify names, if its account exists.
+    /// The account and oid a cancel or modify names (the oid index's key: no lookup).
     #[inline]
-    fn order_key(&self, command: &Command) -> Option<(u32, OrderId)> {
+    fn order_key(command: &Command) -> Option<(AccountId, OrderId)> {
         match *command {
             Command::Cancel { account, oid, .. } | Command::Modify { account, oid, .. } => {
-                Some((*self.account_index.get(&account)?, oid))
+                Some((account, oid))
             }
             _ => None,
         }
@@ -65,14 +65,14 @@ impl<L: PriceLadder> Engine<L> {
     /// The slot a cancel or modify will probably find (hash bits only, unverified).
     #[inline]
     fn probable_slot(&self, command: &Command) -> Option<u32> {
-        let (account, oid) = self.order_key(command)?;
+        let (account, oid) = Self::order_key(command)?;
         let slot = self.open.probable_slot(account, oid)?;
         ((slot as usize) < self.orders.len()).then_some(slot)
     }
 
     /// Stage 1: the `(account, oid)` index entry.
     fn prefetch_index_entry(&self, command: &Command) {
-        if let Some((account, oid)) = self.order_key(command) {
+        if let Some((account, oid)) = Self::order_key(command) {
             prefetch(self.open.home_entry(account, oid));
         }
     }

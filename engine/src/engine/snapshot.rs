@@ -434,11 +434,10 @@ impl<L: PriceLadder> Engine<L> {
             };
             // One probe both checks that the order is new and indexes it.
             let handle = engine.take_slot();
-            let orders = &engine.orders;
-            if !engine
-                .open
-                .insert_new(account, oid, handle, |slot| slot_key(orders, slot))
-            {
+            let (orders, id) = (&engine.orders, engine.accounts[account as usize].id);
+            if !engine.open.insert_new(id, oid, handle, |slot| {
+                slot_key(orders, slot) == (account, oid)
+            }) {
                 return Err(inconsistent(format!(
                     "order {oid} of account #{account} twice"
                 )));

@@ -129,12 +129,16 @@ pub(super) fn prefetch<T>(value: &T) {
     let _ = value;
 }
 
-/// The `(account index, oid)` -> slot index of resting orders.
+/// The `(account, oid)` -> slot index of resting orders.
+///
+/// Keys are hashed by the account's id, not its dense index: a command names the id, so its
+/// probe starts without waiting on the account index's lookup (both loads are issued at
+/// once; a lookup compares the dense index only when it checks the order it found).
 ///
 /// Open addressing with linear probing over `u32` entries: the low `slot_bits` hold the slot
 /// plus one (0 = empty), the bits above them a few bits of the key's hash, so most
 /// non-matching entries are skipped without reading their order. The key itself is not
-/// stored: it is the slot's order (read through `key_of`, which every call takes). Deletion
+/// stored: it is the slot's order (lookups take `is_key`, removals `key_of`). Deletion
 /// shifts the entries after the hole back (no tombstones, so probes never lengthen over
 /// time). The table is never iterated, so no result depends on where entries sit.
 pub(super) struct OidIndex {
@@ -151,18 +155,32 @@ pub(super) struct OidIndex {
 
 /// The index's hash of a key: multiplicative mixing (deterministic, no seed).
 #[inline]
-fn key_hash(account: u32, oid: u64) -> u64 {
-    let mixed = oid.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ u64::from(account).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+fn key_hash(account: u64, oid: u64) -> u64 {
+    let mixed =
+        oid.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ account.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     (mixed ^ (mixed >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
+/// Entries up to which a table is sized for at most 1/4 load (32 KiB): a small book's index
+/// then costs a few KiB more, and a probe or a removal's back-shift rarely meets a second
+/// entry (a data-dependent branch; at 1/2 load, a 1K book's probes and removals were
+/// mispredicted ~0.7 times per command: docs/perf.md, issue 16 item 1, change 12).
+const SPARSE_ENTRIES: usize = 8192;
+
 impl OidIndex {
     /// An empty index for up to `capacity` orders (table: the next power of two at or above
-    /// 4/3 of it, so at most 3/4 full).
+    /// 4/3 of it, so at most 3/4 full; up to [`SPARSE_ENTRIES`], at or above 4 times it).
     pub(super) fn with_capacity(capacity: u32) -> Self {
-        let wanted = (capacity as usize + capacity as usize / 3).max(16);
-        let length = wanted.next_power_of_two();
+        let dense = capacity as usize + capacity as usize / 3;
+        let sparse = (capacity as usize * 4).min(SPARSE_ENTRIES);
+        let wanted = dense.max(sparse).max(16);
+        OidIndex::with_table(wanted.next_power_of_two(), capacity)
+    }
+
+    /// An empty index for up to `capacity` orders over a table of `length` entries (a power
+    /// of two above `capacity`).
+    fn with_table(length: usize, capacity: u32) -> Self {
+        debug_assert!(length.is_power_of_two() && length > capacity as usize);
         let slot_bits = 32 - capacity.leading_zeros();
         OidIndex {
             table: vec![0u32; length].into_boxed_slice(),
@@ -210,23 +228,18 @@ impl OidIndex {
         }
     }
 
-    /// The slot of `(account, oid)`, if indexed. `key_of(slot)` is the key stored at a slot.
+    /// The slot of `(account, oid)`, if indexed. `is_key(slot)`: whether the order at `slot`
+    /// is this key's.
     // Always inlined: on the lookup path of nearly every order command, and inlined the
     // closure's slab read is shared with the caller's (callgrind: ~25 instructions per call).
     #[inline(always)]
-    pub(super) fn get(
-        &self,
-        account: u32,
-        oid: u64,
-        key_of: impl Fn(u32) -> (u32, u64),
-    ) -> Option<u32> {
-        let hash = key_hash(account, oid);
-        self.probe(hash, |slot| key_of(slot) == (account, oid)).ok()
+    pub(super) fn get(&self, account: u64, oid: u64, is_key: impl Fn(u32) -> bool) -> Option<u32> {
+        self.probe(key_hash(account, oid), is_key).ok()
     }
 
     /// The entry where a probe for `(account, oid)` starts (for [`prefetch`]).
     #[inline]
-    pub(super) fn home_entry(&self, account: u32, oid: u64) -> &u32 {
+    pub(super) fn home_entry(&self, account: u64, oid: u64) -> &u32 {
         &self.table[self.home(key_hash(account, oid))]
     }
 
@@ -234,12 +247,12 @@ impl OidIndex {
     /// if indexed, almost always, but unverified (the key is not compared, so no order is
     /// read): for [`prefetch`] only.
     #[inline]
-    pub(super) fn probable_slot(&self, account: u32, oid: u64) -> Option<u32> {
+    pub(super) fn probable_slot(&self, account: u64, oid: u64) -> Option<u32> {
         self.probe(key_hash(account, oid), |_| true).ok()
     }
 
     /// Indexes `(account, oid)` at `slot`; the key must not be indexed already.
-    pub(super) fn insert(&mut self, account: u32, oid: u64, slot: u32) {
+    pub(super) fn insert(&mut self, account: u64, oid: u64, slot: u32) {
         let hash = key_hash(account, oid);
         let Err(at) = self.probe(hash, |_| false) else {
             unreachable!("a probe that accepts nothing ends at an empty entry")
@@ -248,16 +261,17 @@ impl OidIndex {
     }
 
     /// Indexes `(account, oid)` at `slot` unless it is indexed already (then returns false
-    /// and changes nothing): one probe where a lookup and an insert take two.
+    /// and changes nothing): one probe where a lookup and an insert take two. `is_key` as in
+    /// [`OidIndex::get`].
     pub(super) fn insert_new(
         &mut self,
-        account: u32,
+        account: u64,
         oid: u64,
         slot: u32,
-        key_of: impl Fn(u32) -> (u32, u64),
+        is_key: impl Fn(u32) -> bool,
     ) -> bool {
         let hash = key_hash(account, oid);
-        match self.probe(hash, |slot| key_of(slot) == (account, oid)) {
+        match self.probe(hash, is_key) {
             Ok(_) => false,
             Err(at) => {
                 self.fill(at, hash, slot);
@@ -273,14 +287,15 @@ impl OidIndex {
         self.len += 1;
     }
 
-    /// Removes `(account, oid)`, indexed at `slot`. `key_of` must still answer for every
-    /// indexed slot (the entries after the hole are re-homed by their keys).
+    /// Removes `(account, oid)`, indexed at `slot`. `key_of(slot)` must still answer the key
+    /// (account id, oid) of every indexed slot (the entries after the hole are re-homed by
+    /// their keys).
     pub(super) fn remove(
         &mut self,
-        account: u32,
+        account: u64,
         oid: u64,
         slot: u32,
-        key_of: impl Fn(u32) -> (u32, u64),
+        key_of: impl Fn(u32) -> (u64, u64),
     ) {
         let mut hole = self.home(key_hash(account, oid));
         while self.table[hole] & self.slot_mask != slot + 1 {
@@ -451,11 +466,15 @@ mod tests {
     use std::collections::BTreeMap;
 
     /// Keys stored per slot, as the engine's order nodes store them.
-    struct Slots(Vec<(u32, u64)>);
+    struct Slots(Vec<(u64, u64)>);
 
     impl Slots {
-        fn key(&self) -> impl Fn(u32) -> (u32, u64) + '_ {
+        fn key(&self) -> impl Fn(u32) -> (u64, u64) + '_ {
             |slot| self.0[slot as usize]
+        }
+
+        fn is(&self, key: (u64, u64)) -> impl Fn(u32) -> bool + '_ {
+            move |slot| self.0[slot as usize] == key
         }
     }
 
@@ -496,9 +515,9 @@ mod tests {
     /// clusters wrap around its end and deletions shift entries back.
     #[test]
     fn oid_index_agrees_with_a_map() {
-        let capacity = 384u32; // a table of 512: up to 3/4 full
-        let mut index = OidIndex::with_capacity(capacity);
-        let mut slots = Slots(vec![(u32::MAX, 0); capacity as usize]);
+        let capacity = 384u32; // a table of 512: up to 3/4 full (dense, as large books' are)
+        let mut index = OidIndex::with_table(512, capacity);
+        let mut slots = Slots(vec![(u64::MAX, 0); capacity as usize]);
         let mut model = BTreeMap::new();
         let mut free: Vec<u32> = (0..capacity).rev().collect();
         let mut state = 0x2545_F491_4F6C_DD1Du64;
@@ -506,27 +525,27 @@ mod tests {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let key = ((state % 5) as u32, (state >> 8) % 300);
+            let key = (state % 5, (state >> 8) % 300);
             match model.get(&key).copied() {
                 Some(slot) if step % 3 != 0 => {
-                    assert_eq!(index.get(key.0, key.1, slots.key()), Some(slot));
+                    assert_eq!(index.get(key.0, key.1, slots.is(key)), Some(slot));
                     index.remove(key.0, key.1, slot, slots.key());
                     model.remove(&key);
                     free.push(slot);
                 }
                 Some(slot) => {
-                    assert_eq!(index.get(key.0, key.1, slots.key()), Some(slot));
+                    assert_eq!(index.get(key.0, key.1, slots.is(key)), Some(slot));
                     let spare = free.last().copied().unwrap_or(0);
-                    assert!(!index.insert_new(key.0, key.1, spare, slots.key()));
+                    assert!(!index.insert_new(key.0, key.1, spare, slots.is(key)));
                 }
                 None => {
-                    assert_eq!(index.get(key.0, key.1, slots.key()), None);
+                    assert_eq!(index.get(key.0, key.1, slots.is(key)), None);
                     if let Some(slot) = free.pop() {
                         slots.0[slot as usize] = key;
                         if step % 2 == 0 {
                             index.insert(key.0, key.1, slot);
                         } else {
-                            assert!(index.insert_new(key.0, key.1, slot, slots.key()));
+                            assert!(index.insert_new(key.0, key.1, slot, slots.is(key)));
                         }
                         model.insert(key, slot);
                     }
@@ -535,10 +554,24 @@ mod tests {
             assert_eq!(index.len(), model.len());
         }
         for (&(account, oid), &slot) in &model {
-            assert_eq!(index.get(account, oid, slots.key()), Some(slot));
+            assert_eq!(
+                index.get(account, oid, slots.is((account, oid))),
+                Some(slot)
+            );
         }
         assert!(model.len() > 300, "the table was exercised near full");
     }
+    /// Small indexes are at most 1/4 full; large ones keep 4 bytes per entry at up to 3/4
+    /// load (the bytes per resting order at 1M, docs/perf.md).
+    #[test]
+    fn oid_index_is_sparse_only_when_small() {
+        let length = |capacity| OidIndex::with_capacity(capacity).table.len();
+        assert_eq!(length(1_500), 8_192);
+        assert_eq!(length(3), 16);
+        assert_eq!(length(6_000), 8_192);
+        assert_eq!(length(1_500_000), 1 << 21);
+    }
+
     /// Inserts (new and replacing) and lookups against a `BTreeMap`, through several growths,
     /// with keys that collide on their home position and keys at the extremes.
     #[test]
