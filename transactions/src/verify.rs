@@ -229,10 +229,9 @@ fn random_scalars(n: usize) -> Option<Vec<Scalar>> {
     Some(bytes.chunks_exact(16).map(scalar).collect())
 }
 
-/// One transaction's signature against its decompressed signer key (`None`: the key is not
-/// acceptable).
-/// ZIP 215's single equation `[8]([s]B - [k]A - R) = 0`, as `ed25519-zebra` evaluates it in
-/// [`verify`], with the key's point from the cache.
+/// One transaction's signature against its cached signer key (`None`: the key is not
+/// acceptable): ZIP 215's single equation `[8]([s]B - [k]A - R) = 0`, as `ed25519-zebra`
+/// evaluates it in [`verify`], with the key's point from the cache.
 fn verify_with(tx: &SignedTransaction, key: Option<&CachedKey>) -> Result<(), SignatureError> {
     let key = key.ok_or(SignatureError::BadKey)?;
     let (r_bytes, s) = signature_parts(tx).ok_or(SignatureError::BadSignature)?;
