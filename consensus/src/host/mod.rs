@@ -104,7 +104,9 @@ pub trait Application {
     /// Why execution stopped (the host stops with it).
     type Error;
 
-    /// The proposal for `height` (asked at the start of every height, whoever proposes).
+    /// The proposal for `height`: asked at the start of every height (whoever proposes), and
+    /// again whenever this validator proposes a new block in a later round of it (so that
+    /// block holds what is pending then).
     fn propose(&mut self, height: Height, chain: &ChainState, now_ns: u64) -> AppProposal;
 
     /// `valid(v)` for the payload: the same answer on every honest validator.
@@ -667,6 +669,42 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         Ok(())
     }
 
+    /// The core proposes a new block in a later round: it gets what the application has
+    /// pending now (the round-0 body may be empty or stale).
+    fn answer_body_wanted(
+        &mut self,
+        height: Height,
+        round: Round,
+        now_ns: u64,
+    ) -> Result<(), HostError<A::Error>> {
+        let body = self.body(height, now_ns);
+        self.step(
+            Input::RoundBody {
+                height,
+                round,
+                body,
+            },
+            now_ns,
+        )
+    }
+
+    /// What this validator would propose at `height` now: the evidence it holds, and the
+    /// application's actions and payload.
+    fn body(&mut self, height: Height, now_ns: u64) -> BlockBody {
+        let evidence = self.proposal_evidence();
+        let chain = &self.chain;
+        let proposal = self
+            .consensus
+            .context_mut()
+            .app
+            .propose(height, chain, now_ns);
+        BlockBody {
+            evidence,
+            actions: proposal.actions,
+            payload: proposal.payload.into(),
+        }
+    }
+
     fn output(&mut self, o: Output, now_ns: u64) -> Result<(), HostError<A::Error>> {
         match o {
             Output::Broadcast(Message::Proposal(p)) => self.broadcast_proposal(p),
@@ -678,6 +716,9 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             Output::Decide(certificate) => self.decided(certificate)?,
             Output::Evidence(e) => self.on_evidence(e),
             Output::PeerBehind { peer, height } => self.answer_behind(peer, height, now_ns),
+            Output::BodyWanted { height, round } => {
+                self.answer_body_wanted(height, round, now_ns)?
+            }
         }
         Ok(())
     }
@@ -814,18 +855,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             prev_exec_root: self.exec_root,
             prev_timestamp_ns,
         };
-        let evidence = self.proposal_evidence();
-        let chain = &self.chain;
-        let proposal = self
-            .consensus
-            .context_mut()
-            .app
-            .propose(height, chain, now_ns);
-        let body = BlockBody {
-            evidence,
-            actions: proposal.actions,
-            payload: proposal.payload.into(),
-        };
+        let body = self.body(height, now_ns);
         self.step(Input::NewHeight { start, body }, now_ns)?;
         self.release_ahead(height, now_ns)
     }

@@ -10,7 +10,8 @@ const CHAIN: [u8; 32] = [7; 32];
 const MS: u64 = 1_000_000;
 
 /// Executes by hashing the payload onto the root; records what it saw. It has work
-/// (`pending`) once it gets an application frame, or when a test says so.
+/// (`pending`) once it gets an application frame, or when a test says so. Its proposal at a
+/// height names the height and how many application frames it had then.
 #[derive(Default)]
 struct Recorder {
     root: Hash,
@@ -25,7 +26,7 @@ impl Application for Recorder {
     fn propose(&mut self, height: Height, _: &ChainState, _: u64) -> AppProposal {
         AppProposal {
             actions: Vec::new(),
-            payload: height.to_le_bytes().to_vec(),
+            payload: proposal_payload(height, self.app_frames.len()),
         }
     }
 
@@ -58,6 +59,11 @@ impl Application for Recorder {
     fn has_pending(&self) -> bool {
         self.pending
     }
+}
+
+/// [`Recorder`]'s proposal at `height` with `frames` application frames received.
+fn proposal_payload(height: Height, frames: usize) -> Vec<u8> {
+    (height * 1000 + frames as u64).to_le_bytes().to_vec()
 }
 
 type TestHost = Host<Ed25519, Recorder>;
@@ -681,4 +687,44 @@ fn a_host_started_from_a_snapshot_executes_only_later_blocks_and_serves_them() {
     assert_eq!(b.chain().height(), 5);
     b.on_frame(peer.id(), &sync_frame(2), 10 * MS).unwrap();
     assert_eq!(sent_heights(&drain(&mut b)), [4, 5]);
+}
+
+/// The proposals among `actions`: (round, payload).
+fn proposals(actions: &[Action]) -> Vec<(Round, Vec<u8>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast(f) => match Message::decode(&f[1..]) {
+                Ok(Message::Proposal(p)) => {
+                    Some((p.signed.proposal.round, p.block.payload.to_vec()))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_later_round_proposes_what_arrived_after_the_height_started() {
+    // The peer proposes round 0 and stays silent; this validator proposes round 1.
+    let (mut h, peer) = follower();
+    h.start(MS).unwrap();
+    assert!(
+        proposals(&drain(&mut h)).is_empty(),
+        "not round 0's proposer"
+    );
+    // Transactions arrive during round 0.
+    h.on_frame(peer.id(), &app_frame(b"txs"), 2 * MS).unwrap();
+    drain(&mut h);
+    // More than a third of the stake is in round 1: this validator moves there and
+    // proposes a new block holding what is pending now, not the height's first body.
+    h.on_frame(peer.id(), &prevote_frame(&peer, 1, 1), 3 * MS)
+        .unwrap();
+    assert_eq!(h.position().unwrap().1, 1);
+    assert_eq!(
+        proposals(&drain(&mut h)),
+        vec![(1, proposal_payload(1, 1))],
+        "round 1's block is built from the pool as it is in round 1"
+    );
 }

@@ -30,6 +30,9 @@
 //!   the clock): deciding on 2f+1 precommits (L49) and certificates ignore it.
 //! - Every validator, the proposer included, schedules `timeoutPropose` at round start: if a
 //!   restarted proposer may not sign again (see [`crate::safety`]), the timeout moves it on.
+//! - getValue() in a round after 0 asks the host again ([`Output::BodyWanted`], answered
+//!   with [`Input::RoundBody`]): a proposer whose round-0 body was empty proposes what
+//!   arrived since, not that empty body.
 //! - A validator's own messages are counted directly; `Broadcast` is for the others.
 //! - Messages more than `max_rounds_ahead` rounds ahead are dropped (bounded memory).
 
@@ -205,13 +208,23 @@ pub enum Input {
     NewHeight {
         /// The height's context.
         start: HeightStart,
-        /// What to propose.
+        /// What to propose in round 0 (later rounds ask with [`Output::BodyWanted`]).
         body: BlockBody,
     },
     /// A message from another validator (signatures are checked here).
     Message(Message),
     /// A timeout that expired.
     Timeout(Timeout),
+    /// The answer to [`Output::BodyWanted`]: what this validator's new block in `round`
+    /// holds (ignored unless the core still waits for it).
+    RoundBody {
+        /// The height asked about.
+        height: Height,
+        /// The round asked about.
+        round: Round,
+        /// What to propose.
+        body: BlockBody,
+    },
 }
 
 /// Outputs of [`Consensus::step`].
@@ -230,6 +243,15 @@ pub enum Output {
     Decide(CommitCertificate),
     /// A validator double-signed.
     Evidence(Evidence),
+    /// This validator proposes a new block in `round` (> 0: round 0's body came with
+    /// `NewHeight`): the host answers with [`Input::RoundBody`], built from what is pending
+    /// now, so a later round carries what arrived since the height started.
+    BodyWanted {
+        /// The height.
+        height: Height,
+        /// The round.
+        round: Round,
+    },
     /// `peer` sent a message for `height`, which this validator has already decided: the
     /// host may send it the commit certificate of `height` (rate-limited by the host).
     /// `peer` signed that message (its signature was verified) and is in the current set.
@@ -271,6 +293,9 @@ struct HeightState {
     decided: Option<Round>,
     /// Rebroadcast timeouts handled at this height (the proposal's re-sends back off).
     rebroadcasts: u32,
+    /// The later round whose new block waits for the host's fresh body
+    /// ([`Output::BodyWanted`]).
+    body_wanted: Option<Round>,
 }
 
 /// One validator's Tendermint state machine across heights.
@@ -431,6 +456,11 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
                 self.on_message(m, out);
             }
             Input::Timeout(t) => self.on_timeout(t, now_ns, out)?,
+            Input::RoundBody {
+                height,
+                round,
+                body,
+            } => self.round_body(height, round, body, now_ns, out),
         }
         self.progress(now_ns, out)
     }
@@ -477,6 +507,7 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
             precommit_timeout_scheduled: false,
             decided: None,
             rebroadcasts: 0,
+            body_wanted: None,
         });
         // After a restart, this validator's own signed messages of the height count again
         // (they were sent before the crash; a refused re-signing must not lose them).
@@ -563,6 +594,49 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         if hs.proposers.proposer(round) != me {
             return Ok(());
         }
+        // getValue() in a later round: a new block holds what is pending now, not what was
+        // pending when the height started, so the host is asked for a fresh body first.
+        if round > 0 && hs.valid.is_none() && self.signing {
+            hs.body_wanted = Some(round);
+            out.push(Output::BodyWanted { height, round });
+            return Ok(());
+        }
+        self.propose(round, now_ns, out);
+        Ok(())
+    }
+
+    /// The host's fresh body for a later round this validator proposes: proposed at once if
+    /// the core is still in that round's propose step waiting for it.
+    fn round_body(
+        &mut self,
+        height: Height,
+        round: Round,
+        body: BlockBody,
+        now_ns: u64,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(hs) = self.height.as_mut() else {
+            return;
+        };
+        let waiting = hs.start.height == height
+            && hs.round == round
+            && hs.step == Step::Propose
+            && hs.decided.is_none()
+            && hs.body_wanted == Some(round);
+        if !waiting {
+            return;
+        }
+        hs.body_wanted = None;
+        hs.body = body;
+        self.propose(round, now_ns, out);
+    }
+
+    /// Alg.1 L15-19: this validator proposes in `round` (its proposer): validValue if there
+    /// is one, else a new block of the height's body.
+    fn propose(&mut self, round: Round, now_ns: u64, out: &mut Vec<Output>) {
+        let me = self.key.id();
+        let hs = self.height.as_mut().expect("height running");
+        let height = hs.start.height;
         // L15-18: re-propose validValue if there is one, else a new block (getValue()).
         let (block, pol_round) = match &hs.valid {
             Some((vr, v)) => (v.clone(), Some(*vr)),
@@ -594,10 +668,10 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         };
         // L19: broadcast ⟨PROPOSAL, h_p, round_p, proposal, validRound_p⟩.
         if !self.signing {
-            return Ok(());
+            return;
         }
         let message = match self.safety.may_sign_proposal(&proposal) {
-            SignCheck::Refuse => return Ok(()),
+            SignCheck::Refuse => return,
             SignCheck::Resend(m) => m,
             SignCheck::Sign => {
                 let m = ProposalMessage {
@@ -617,7 +691,6 @@ impl<C: Context, S: SafetyStore> Consensus<C, S> {
         };
         self.accept_proposal(message.clone());
         out.push(Output::Broadcast(Message::Proposal(message)));
-        Ok(())
     }
 
     /// Signs (or re-sends) this validator's vote, counts it locally and broadcasts it.

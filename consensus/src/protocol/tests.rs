@@ -335,6 +335,60 @@ fn more_than_a_third_in_a_later_round_makes_a_validator_skip_to_it() {
     assert!(timeouts(&out).contains(&(TimeoutKind::Propose, 5, t.now + 550 * MS)));
 }
 
+/// The proposals among `out`: (round, payload).
+fn proposed(out: &[Output]) -> Vec<(Round, Vec<u8>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(Message::Proposal(p)) => {
+                Some((p.signed.proposal.round, p.block.payload.to_vec()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_later_rounds_new_block_waits_for_the_hosts_fresh_body() {
+    let mut t = Harness::new(1);
+    t.start();
+    let others = t.others();
+    // Two of four in round 1 (L55-56): this validator proposes there, with no valid value,
+    // so it asks the host for a body instead of proposing the height's first one.
+    t.deliver_vote(others[0], VoteKind::Prevote, 1, None);
+    let out = t.deliver_vote(others[1], VoteKind::Prevote, 1, None);
+    assert_eq!(t.node.position(), Some((1, 1, Step::Propose)));
+    assert!(out.contains(&Output::BodyWanted {
+        height: 1,
+        round: 1
+    }));
+    assert!(
+        proposed(&out).is_empty(),
+        "nothing proposed before the answer"
+    );
+    let body = |payload: &[u8]| BlockBody {
+        payload: payload.to_vec().into(),
+        ..BlockBody::default()
+    };
+    // An answer for another round is ignored.
+    let stale = Input::RoundBody {
+        height: 1,
+        round: 2,
+        body: body(b"other"),
+    };
+    assert!(t.step(stale).is_empty());
+    // The answer is proposed at once, and prevoted (L22).
+    let answer = |payload: &[u8]| Input::RoundBody {
+        height: 1,
+        round: 1,
+        body: body(payload),
+    };
+    let out = t.step(answer(b"later"));
+    assert_eq!(proposed(&out), vec![(1, b"later".to_vec())]);
+    assert_eq!(votes(&out)[0].0, VoteKind::Prevote);
+    // A second answer changes nothing.
+    assert!(proposed(&t.step(answer(b"again"))).is_empty());
+}
+
 /// Locks the node under test on `block` in round 0 (L36) and moves it to round 1.
 fn lock_in_round_zero(t: &mut Harness, block: &Block) {
     let id = block.id();
