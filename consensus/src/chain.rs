@@ -124,6 +124,26 @@ impl ChainState {
         self.nonces.get(signer).copied().unwrap_or(0) + 1
     }
 
+    /// Whether the next block may carry `actions`: each one's signature verifies, and each
+    /// signer's actions come with consecutive nonces from its next one (what an honest
+    /// proposer takes from its pool). Checked before a validator votes for a block, so a
+    /// proposer cannot fill blocks with actions that can only be refused.
+    pub fn actions_valid(
+        &self,
+        actions: &[SignedAction],
+        verifier: &dyn SignatureVerifier,
+    ) -> bool {
+        let mut next: BTreeMap<ValidatorId, u64> = BTreeMap::new();
+        actions.iter().all(|a| {
+            let expected = next
+                .entry(a.signer)
+                .or_insert_with(|| self.next_nonce(&a.signer));
+            let ok = a.nonce == *expected && a.verify(&self.chain_id, verifier);
+            *expected += 1;
+            ok
+        })
+    }
+
     /// Applies a decided block. Panics if it is not the next height (the caller feeds
     /// decided blocks in order; anything else is a broken invariant).
     pub fn apply_block(&mut self, block: &Block, verifier: &dyn SignatureVerifier) -> BlockReport {
@@ -251,6 +271,35 @@ mod tests {
             actions,
             payload: vec![].into(),
         }
+    }
+
+    #[test]
+    fn a_block_may_carry_only_signed_actions_in_nonce_order() {
+        let keys: Vec<_> = (1..=2u8).map(|i| Keypair::from_seed([i; 32])).collect();
+        let set = keys
+            .iter()
+            .map(|k| Validator {
+                id: k.id(),
+                stake: 100,
+            })
+            .collect();
+        let mut st = ChainState::genesis(CHAIN, set, ChainParams::default(), vec![]).unwrap();
+        let sign = |k: &Keypair, nonce| SignedAction::sign(k, nonce, Action::Unjail, &CHAIN);
+        let valid = |st: &ChainState, actions: &[SignedAction]| st.actions_valid(actions, &Ed25519);
+        // Each signer's actions from its next nonce, in a row, interleaved with others'.
+        let good = [sign(&keys[0], 1), sign(&keys[1], 1), sign(&keys[0], 2)];
+        assert!(valid(&st, &good));
+        assert!(valid(&st, &[]));
+        // A gap, a repeat, a stale nonce, an action signed by another key.
+        assert!(!valid(&st, &[sign(&keys[0], 2)]));
+        assert!(!valid(&st, &[sign(&keys[0], 1), sign(&keys[0], 1)]));
+        let mut forged = sign(&keys[1], 1);
+        forged.signer = keys[0].id();
+        assert!(!valid(&st, &[forged]));
+        // After a block, the next nonces follow it: nonce 1 is stale, 3 is next.
+        st.apply_block(&block(1, vec![], good.to_vec()), &Ed25519);
+        assert!(!valid(&st, &[sign(&keys[0], 1)]));
+        assert!(valid(&st, &[sign(&keys[0], 3), sign(&keys[1], 2)]));
     }
 
     #[test]

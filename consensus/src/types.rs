@@ -102,6 +102,13 @@ impl SignatureVerifier for Ed25519 {
 pub trait PayloadValidator {
     /// True if `payload` may be part of a block at `height`.
     fn payload_valid(&self, height: Height, payload: &[u8]) -> bool;
+
+    /// True if a block at `height` may carry `actions` (signed staking and governance
+    /// actions): by default any. The host checks each signature and nonce against the chain
+    /// state the block follows.
+    fn actions_valid(&self, _height: Height, _actions: &[crate::governance::SignedAction]) -> bool {
+        true
+    }
 }
 
 /// Accepts every payload.

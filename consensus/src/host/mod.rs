@@ -155,6 +155,9 @@ pub trait Application {
 pub struct HostContext<V, A> {
     verifier: V,
     app: A,
+    /// The chain state after the last applied block: what a proposal's signed chain actions
+    /// are checked against (and what the host applies blocks to).
+    chain: ChainState,
 }
 
 impl<V: SignatureVerifier, A> SignatureVerifier for HostContext<V, A> {
@@ -163,9 +166,13 @@ impl<V: SignatureVerifier, A> SignatureVerifier for HostContext<V, A> {
     }
 }
 
-impl<V, A: Application> PayloadValidator for HostContext<V, A> {
+impl<V: SignatureVerifier, A: Application> PayloadValidator for HostContext<V, A> {
     fn payload_valid(&self, height: Height, payload: &[u8]) -> bool {
         self.app.payload_valid(height, payload)
+    }
+
+    fn actions_valid(&self, height: Height, actions: &[SignedAction]) -> bool {
+        height == self.chain.height() + 1 && self.chain.actions_valid(actions, &self.verifier)
     }
 }
 
@@ -263,7 +270,6 @@ pub struct HostStats {
 /// decided-block sequence.
 pub struct Host<V: SignatureVerifier, A: Application> {
     consensus: Consensus<HostContext<V, A>, DeferredStore>,
-    chain: ChainState,
     exec_root: Hash,
     /// Id and timestamp of the last applied block.
     last_block: Option<(Hash, u64)>,
@@ -345,7 +351,11 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         exec_root: Hash,
     ) -> Self {
         let window = config.future_heights;
-        let ctx = HostContext { verifier, app };
+        let ctx = HostContext {
+            verifier,
+            app,
+            chain,
+        };
         let store = DeferredStore {
             loaded: safety,
             pending: None,
@@ -354,7 +364,6 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             Consensus::new(config, ctx, store, key).expect("a deferred load cannot fail");
         Host {
             consensus,
-            chain,
             exec_root,
             last_block: None,
             certificates: Vec::new(),
@@ -442,7 +451,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             "a snapshot is installed before any block"
         );
         self.cert_base = chain.height();
-        self.chain = chain;
+        self.consensus.context_mut().chain = chain;
         self.exec_root = exec_root;
         self.last_block = Some(last_block);
     }
@@ -489,7 +498,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
 
     /// The height waiting to start and its deadline (ns since the Unix epoch), if one waits.
     pub fn waiting(&self) -> Option<(Height, u64)> {
-        self.deferred.map(|at| (self.chain.height() + 1, at))
+        self.deferred.map(|at| (self.chain().height() + 1, at))
     }
 
     /// Starts the next height (once, after recovery), or lets it wait (see
@@ -521,9 +530,8 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
                 Ok(())
             }
             Some((&FRAME_APP, body)) => {
-                let chain = &self.chain;
-                let app = &mut self.consensus.context_mut().app;
-                app.on_app_frame(from, body, chain, now_ns);
+                let ctx = self.consensus.context_mut();
+                ctx.app.on_app_frame(from, body, &ctx.chain, now_ns);
                 self.retry_held(now_ns)?;
                 self.on_app_work(now_ns)
             }
@@ -582,7 +590,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
 
     /// The chain state after the last applied block.
     pub fn chain(&self) -> &ChainState {
-        &self.chain
+        &self.consensus.context().chain
     }
 
     /// The execution root after the last applied block.
@@ -623,7 +631,8 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// The application and the chain state after the last applied block, together (for
     /// client requests checked against the chain, such as signed chain actions).
     pub fn app_and_chain(&mut self) -> (&mut A, &ChainState) {
-        (&mut self.consensus.context_mut().app, &self.chain)
+        let ctx = self.consensus.context_mut();
+        (&mut ctx.app, &ctx.chain)
     }
 
     /// A consensus message from peer `from`: sync request if it is far ahead, the waiting
@@ -648,7 +657,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// A peer sent a message of `height`: remember the highest (capped at the heights the
     /// host keeps anything of), and start a waiting height it reaches.
     fn peer_at(&mut self, height: Height, now_ns: u64) -> Result<(), HostError<A::Error>> {
-        let next = self.chain.height() + 1;
+        let next = self.chain().height() + 1;
         let cap = next.saturating_add(self.window).saturating_add(SYNC_BATCH);
         self.seen_height = self.seen_height.max(height.min(cap));
         if height >= next {
@@ -692,12 +701,8 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// application's actions and payload.
     fn body(&mut self, height: Height, now_ns: u64) -> BlockBody {
         let evidence = self.proposal_evidence();
-        let chain = &self.chain;
-        let proposal = self
-            .consensus
-            .context_mut()
-            .app
-            .propose(height, chain, now_ns);
+        let ctx = self.consensus.context_mut();
+        let proposal = ctx.app.propose(height, &ctx.chain, now_ns);
         BlockBody {
             evidence,
             actions: proposal.actions,
@@ -768,11 +773,10 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         now_ns: u64,
     ) -> Result<(), HostError<A::Error>> {
         self.apply_chain(certificate);
-        let root = self
-            .consensus
-            .context_mut()
+        let ctx = self.consensus.context_mut();
+        let root = ctx
             .app
-            .execute(certificate, &self.chain, recovering, now_ns)
+            .execute(certificate, &ctx.chain, recovering, now_ns)
             .map_err(HostError::App)?;
         self.applied(certificate, root);
         Ok(())
@@ -780,8 +784,8 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
 
     /// The block's staking and governance actions and evidence, applied to the chain state.
     fn apply_chain(&mut self, certificate: &CommitCertificate) {
-        self.chain
-            .apply_block(&certificate.block, &self.consensus.context().verifier);
+        let ctx = self.consensus.context_mut();
+        ctx.chain.apply_block(&certificate.block, &ctx.verifier);
     }
 
     /// A block was executed (or is covered by a snapshot) with execution root `root` after
@@ -817,7 +821,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// is set, it is not the first height, no peer's message for it or later came, the
     /// application is idle, and the interval since the last block has not passed.
     fn empty_block_deadline(&self, now_ns: u64) -> Option<u64> {
-        let next = self.chain.height() + 1;
+        let next = self.chain().height() + 1;
         if self.empty_block_interval_ns == 0 || self.seen_height >= next {
             return None;
         }
@@ -829,7 +833,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// The next height waits until `at`. The core stays at the decided height, which
     /// ignores its timers: they are dropped, so the shell wakes for the deadline only.
     fn defer(&mut self, at: u64) {
-        let next = self.chain.height() + 1;
+        let next = self.chain().height() + 1;
         self.timers.retain(|_, t| t.height >= next);
         self.deferred = Some(at);
     }
@@ -845,12 +849,12 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// Starts the height after the chain's with this validator's proposal for it.
     fn start_height(&mut self, now_ns: u64) -> Result<(), HostError<A::Error>> {
         self.deferred = None;
-        let height = self.chain.height() + 1;
+        let height = self.chain().height() + 1;
         self.compact.forget_before(height);
         let (prev_block, prev_timestamp_ns) = self.last_block.unwrap_or((Hash::ZERO, 0));
         let start = HeightStart {
             height,
-            validators: self.chain.validators().clone(),
+            validators: self.chain().validators().clone(),
             prev_block,
             prev_exec_root: self.exec_root,
             prev_timestamp_ns,
@@ -864,7 +868,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// `SYNC_BATCH` heights further; gives back every other message.
     fn hold_ahead(&mut self, m: Message) -> Option<Message> {
         // The core works on `next` and buffers up to `next + window` itself.
-        let next = self.chain.height() + 1;
+        let next = self.chain().height() + 1;
         let first = next.saturating_add(self.window).saturating_add(1);
         let last = first.saturating_add(SYNC_BATCH - 1);
         let h = m.height();
@@ -892,7 +896,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
 
     /// Evidence not yet in a block against validators not yet jailed (at most two).
     fn proposal_evidence(&self) -> Vec<Evidence> {
-        let staking = self.chain.staking();
+        let staking = self.chain().staking();
         self.evidence
             .iter()
             .filter(|e| !self.included.contains(e))
@@ -915,7 +919,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// `PeerBehind`: the certificate of `height`, only to a validator of the current set
     /// (the rate-limit map stays bounded by the set) and only for a height we have.
     fn answer_behind(&mut self, peer: ValidatorId, height: Height, now_ns: u64) {
-        if self.chain.validators().stake_of(&peer).is_none() {
+        if self.chain().validators().stake_of(&peer).is_none() {
             return;
         }
         if self.certificate(height).is_none() {
@@ -941,7 +945,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// votes comes first, but a validator that sends nothing (holding its signatures after
     /// a lost safety file) would otherwise wait for ever.
     fn maybe_ask_sync(&mut self, from: ValidatorId, height: Height, now_ns: u64) {
-        let ours = self.chain.height();
+        let ours = self.chain().height();
         if height <= ours + 1 {
             return;
         }
@@ -980,7 +984,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         // Heights before the first held certificate (a host started from a snapshot) are
         // answered from that one on: the asker then needs a snapshot itself.
         let from_height = u64::from_le_bytes(bytes).max(self.cert_base + 1);
-        let Some(range) = sync_range(from_height, self.chain.height()) else {
+        let Some(range) = sync_range(from_height, self.chain().height()) else {
             return; // Nothing we have (or a request past our height).
         };
         if let Some((h, t)) = self.sync_served.get(&from) {
@@ -1010,7 +1014,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
     /// Broadcasts an own proposal, compact when the application has a compact form of its
     /// payload; the full frame is kept for peers that ask.
     fn broadcast_proposal(&mut self, p: ProposalMessage) {
-        let peers = self.chain.validators().len().saturating_sub(1) as u64;
+        let peers = self.chain().validators().len().saturating_sub(1) as u64;
         let compact = self
             .consensus
             .context()
@@ -1054,7 +1058,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         let height = p.signed.proposal.height;
         self.maybe_ask_sync(from, height, now_ns);
         self.peer_at(height, now_ns)?;
-        if height <= self.chain.height() {
+        if height <= self.chain().height() {
             return Ok(());
         }
         if !self.rebuild(&mut p) {

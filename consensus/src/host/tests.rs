@@ -728,3 +728,56 @@ fn a_later_round_proposes_what_arrived_after_the_height_started() {
         "round 1's block is built from the pool as it is in round 1"
     );
 }
+
+/// The peer's round-0 proposal of height 1 carrying `actions`.
+fn peer_proposal(peer: &Keypair, actions: Vec<crate::governance::SignedAction>) -> Frame {
+    let block = crate::block::Block {
+        height: 1,
+        timestamp_ns: MS,
+        proposer: peer.id(),
+        prev_hash: Hash::ZERO,
+        prev_exec_root: Hash::ZERO,
+        evidence: vec![],
+        actions,
+        payload: proposal_payload(1, 0).into(),
+    };
+    let proposal = crate::messages::Proposal {
+        height: 1,
+        round: 0,
+        pol_round: None,
+        block_id: block.id(),
+        proposer: peer.id(),
+    };
+    message_frame(&Message::Proposal(ProposalMessage {
+        signed: crate::messages::SignedProposal {
+            proposal,
+            signature: peer.sign(&proposal.signing_bytes(&CHAIN)),
+        },
+        block,
+        pol: vec![],
+    }))
+}
+
+#[test]
+fn a_proposal_carrying_a_forged_or_out_of_order_chain_action_gets_a_nil_prevote() {
+    use crate::governance::{Action as ChainAction, SignedAction};
+    let prevote_for = |actions: Vec<SignedAction>| {
+        let (mut h, peer) = follower();
+        h.start(MS).unwrap();
+        drain(&mut h);
+        h.on_frame(peer.id(), &peer_proposal(&peer, actions), 2 * MS)
+            .unwrap();
+        let votes = votes(&drain(&mut h));
+        assert_eq!(votes.len(), 1, "{votes:?}");
+        votes[0].vote.value
+    };
+    let victim = Keypair::from_seed([9; 32]);
+    let sign = |key: &Keypair, nonce| SignedAction::sign(key, nonce, ChainAction::Leave, &CHAIN);
+    // A correctly signed action with the signer's next nonce: the block gets the prevote.
+    assert!(prevote_for(vec![sign(&victim, 1)]).is_some());
+    // The proposer acting for another key, or skipping a nonce: nil.
+    let mut forged = sign(&Keypair::from_seed([8; 32]), 1);
+    forged.signer = victim.id();
+    assert_eq!(prevote_for(vec![forged]), None);
+    assert_eq!(prevote_for(vec![sign(&victim, 2)]), None);
+}
