@@ -190,6 +190,23 @@ impl FrameReader {
         }
     }
 
+    /// The next message if a whole one has arrived, without waiting: `Ok(None)` when the
+    /// socket has nothing more to read now. Set the stream non-blocking first
+    /// ([`FrameReader::stream`]); for readers driven by a poller (edge-triggered: call it
+    /// until `Ok(None)` after each readiness event).
+    pub fn try_next_message(&mut self) -> Result<Option<ServerMessage>, ClientError> {
+        match self.next_message() {
+            Ok(message) => Ok(Some(message)),
+            Err(ClientError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The socket it reads (to register it with a poller or make it non-blocking).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
     /// Sets the wait limit of [`FrameReader::next_message`] (`None`: wait forever).
     pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.stream.set_read_timeout(timeout)

@@ -692,17 +692,25 @@ pub fn drive_gateways_stream(
     let pending: GatewayPending = Default::default();
     stats.lock().expect("stats").finalized_by_target = vec![0; order_entry.len()];
     let mut senders: Vec<Option<OrderSender>> = Vec::with_capacity(keys.len());
+    let mut readers = Vec::with_capacity(keys.len());
     for (account, key) in keys.iter().enumerate() {
         let target = account % order_entry.len();
         let client = OrderClient::connect(order_entry[target], key, LoginOptions::default())
             .map_err(|e| std::io::Error::other(format!("session of account {account}: {e}")))?;
         let (sender, reader, _) = client.split();
-        let (pending, stats, stop) = (pending.clone(), stats.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("nexus-load-session".into())
-            .spawn(move || read_session(reader, account, target, pending, stats, stop))?;
+        reader.stream().set_nonblocking(true)?;
+        readers.push(SessionReader {
+            reader,
+            account,
+            target,
+        });
         senders.push(Some(sender));
     }
+    let (reader_pending, reader_stats, reader_stop) =
+        (pending.clone(), stats.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name("nexus-load-sessions".into())
+        .spawn(move || read_sessions(readers, reader_pending, reader_stats, reader_stop))?;
     let pace = Pace::new(spec, orders_per_s);
     let mut j = 0u64;
     let end = spec.stream_len().unwrap_or(u64::MAX);
@@ -737,22 +745,100 @@ pub fn drive_gateways_stream(
     Ok(())
 }
 
-/// Reads one session's messages and counts its transactions' answers.
-fn read_session(
-    mut reader: gateway::client::FrameReader,
+/// One session's reading half, with the account it trades for and its validator.
+struct SessionReader {
+    reader: gateway::client::FrameReader,
     account: usize,
     target: usize,
+}
+
+/// Reads every session's messages on this one thread (a `mio` poll over their sockets, which
+/// are non-blocking) and counts their transactions' answers until every session has ended:
+/// a load of a hundred sessions costs the machine it measures one thread and one wake-up
+/// per burst of messages, not a thread and a wake-up per session and message.
+fn read_sessions(
+    mut sessions: Vec<SessionReader>,
     pending: GatewayPending,
     stats: Stats,
     stop: Stop,
 ) {
+    use mio::{unix::SourceFd, Events, Interest, Poll, Token};
+    use std::os::fd::AsRawFd;
+    let Ok(mut poll) = Poll::new() else {
+        eprintln!("nexus load: no poller for the sessions");
+        return;
+    };
+    let mut open = vec![true; sessions.len()];
+    for (index, session) in sessions.iter().enumerate() {
+        let fd = session.reader.stream().as_raw_fd();
+        let registered =
+            poll.registry()
+                .register(&mut SourceFd(&fd), Token(index), Interest::READABLE);
+        open[index] = registered.is_ok();
+    }
+    let mut events = Events::with_capacity(sessions.len().max(1));
+    let mut arrived = Vec::new();
+    // Read each session once before the first event: answers may already be buffered.
+    let mut ready: Vec<usize> = (0..sessions.len()).collect();
+    // Answers keep coming after `stop` (what was sent is still being finalized): the thread
+    // reads until every session has ended, as a session's own reader would.
+    while open.contains(&true) {
+        for &index in &ready {
+            if open[index] && !drain_session(&mut sessions[index], &mut arrived) {
+                open[index] = false;
+                let fd = sessions[index].reader.stream().as_raw_fd();
+                let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                if !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (account, target) = (sessions[index].account, sessions[index].target);
+                    eprintln!(
+                        "nexus load: the session of account {account} on validator {target} ended"
+                    );
+                }
+            }
+        }
+        count_answers(&mut arrived, std::time::Instant::now(), &pending, &stats);
+        ready.clear();
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                eprintln!("nexus load: polling the sessions failed: {e}");
+                return;
+            }
+        }
+        ready.extend(events.iter().map(|event| event.token().0));
+    }
+}
+
+/// Reads what one session has buffered into `arrived` as (account, target, message); false
+/// once the session has ended (closed, logged out or garbled).
+fn drain_session(
+    session: &mut SessionReader,
+    arrived: &mut Vec<(usize, usize, gateway::client::ServerMessage)>,
+) -> bool {
+    use gateway::client::ServerMessage;
+    loop {
+        match session.reader.try_next_message() {
+            Ok(None) => return true,
+            Ok(Some(ServerMessage::Logout(_))) | Err(_) => return false,
+            Ok(Some(message)) => arrived.push((session.account, session.target, message)),
+        }
+    }
+}
+
+/// Counts the answers in `arrived` (taken out), seen at `now`, under one lock of each map.
+fn count_answers(
+    arrived: &mut Vec<(usize, usize, gateway::client::ServerMessage)>,
+    now: std::time::Instant,
+    pending: &GatewayPending,
+    stats: &Stats,
+) {
     use gateway::client::ServerMessage;
     use gateway::wire::TX_ADMITTED;
-    let _ = reader.set_timeout(None);
-    while let Ok(message) = reader.next_message() {
-        let now = std::time::Instant::now();
-        let mut pending = pending.lock().expect("pending");
-        let mut stats = stats.lock().expect("stats");
+    if arrived.is_empty() {
+        return;
+    }
+    let mut pending = pending.lock().expect("pending");
+    let mut stats = stats.lock().expect("stats");
+    for (account, target, message) in arrived.drain(..) {
         match message {
             ServerMessage::TransactionStatus(status) => {
                 let key = (account, status.client_seq.get());
@@ -781,12 +867,8 @@ fn read_session(
                     stats.finality_us.saturating_record(us.max(1));
                 }
             }
-            ServerMessage::Logout(_) => break,
             _ => {}
         }
-    }
-    if !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        eprintln!("nexus load: the session of account {account} on validator {target} ended");
     }
 }
 
