@@ -1,7 +1,8 @@
 //! A real multi-process NexusBFT cluster over QUIC on 127.0.0.1: four `nexus validator`
 //! processes finalize blocks of signed transactions that a client sends to every validator's
-//! transaction port, with equal execution roots; one is killed (SIGKILL) while the client
-//! trades and the other three keep finalizing; it is restarted, loads its newest snapshot
+//! transaction port and that market makers' sessions send through every validator's binary
+//! gateway, with equal execution roots; one is killed (SIGKILL) while they trade (its
+//! sessions end with it) and the other three keep finalizing; it is restarted, loads its newest snapshot
 //! and executes only the later blocks of its block file, catches up to the same roots and
 //! finalizes the client's transactions again, and no validator ever reports double-signing
 //! evidence. A byzantine proposer that forges a transaction gets no votes for its blocks,
@@ -135,11 +136,18 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
     });
     // A client of every validator: signed transactions, round robin over the four ports.
     let client = Client::start(&config);
+    // And market makers' sessions on every validator's binary gateway, validator 3's too.
+    let sessions = Client::start_gateways(&config);
     // Past height 30: validator 3 has a snapshot (every 25 blocks) when it is killed.
     cluster.wait_until("4 validators at height 30", Duration::from_secs(30), |c| {
         c.heights.iter().all(|h| *h >= 30)
     });
     client.wait_for_finalized(100, Duration::from_secs(20));
+    sessions.wait_for_finalized(100, Duration::from_secs(20));
+    assert!(
+        (0..VALIDATORS).all(|i| sessions.finalized_by(i) > 0),
+        "sessions on every gateway saw Finalized"
+    );
 
     cluster.kill(3);
     let base = cluster.heights[..3].iter().copied().max().expect("3");
@@ -150,13 +158,15 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
     );
     let killed_at = cluster.heights[3];
 
-    // The client goes on trading through the three (its connection to 3 is down).
+    // The client goes on trading through the three (its connection to 3 is down), and so
+    // do the sessions on their gateways (those on 3 ended with it).
     let finalized_by_3 = client.finalized_by(3);
     let more = client.finalized() + 100;
+    let more_in_sessions = sessions.finalized() + 100;
     cluster.wait_until(
         "100 more client transactions finalized",
         Duration::from_secs(20),
-        |_| client.finalized() >= more,
+        |_| client.finalized() >= more && sessions.finalized() >= more_in_sessions,
     );
     cluster.start(3);
     let target = cluster.heights[..3].iter().copied().max().expect("3") + 2;
@@ -233,9 +243,15 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
         |_| client.finalized_by(3) > finalized_by_3,
     );
     let stats = client.stop();
-    // Every transaction the client saw finalized is in a block that every validator
-    // executes to the same root (checked line by line by `wait_until`).
-    let finalized_height = stats["max_finalized_height"].as_u64().unwrap();
+    let session_stats = sessions.stop();
+    // Every transaction a client saw finalized, through a transaction port or a gateway
+    // session (the killed validator's before the kill included), is in a block that every
+    // validator executes to the same root (checked line by line by `wait_until`).
+    let finalized_height = [&stats, &session_stats]
+        .iter()
+        .map(|s| s["max_finalized_height"].as_u64().unwrap())
+        .max()
+        .unwrap();
     cluster.wait_until(
         "every validator at the client's last finalized height",
         Duration::from_secs(20),
@@ -255,6 +271,15 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
         "{stats}"
     );
     assert!(stats["disconnects"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(
+        session_stats["refusals"].as_object().map(|m| m.len()),
+        Some(0),
+        "{session_stats}"
+    );
+    assert!(
+        session_stats["disconnects"].as_u64().unwrap() >= 1,
+        "the sessions on the killed validator noticed: {session_stats}"
+    );
     // Proposals went compact (transactions forwarded by other validators named by hash),
     // and peers rebuilt them: every decided block above was rebuilt or sent whole.
     let total = |name: &str| -> u64 {
@@ -821,7 +846,9 @@ fn cluster(exe: PathBuf, config: PathBuf, extra: Vec<Vec<&'static str>>) -> Clus
     }
 }
 
-/// A client sending the devnet's signed stream to every validator (`node::load::drive`).
+/// A client sending the devnet's signed stream to every validator: to their transaction
+/// ports (`node::load::drive`) or through sessions on their binary gateways
+/// (`node::load::drive_gateways`).
 struct Client {
     stats: Arc<Mutex<LoadStats>>,
     stop: Arc<AtomicBool>,
@@ -838,6 +865,37 @@ impl Client {
         let (s, t) = (stats.clone(), stop.clone());
         let rate = config.rate_per_s;
         let thread = std::thread::spawn(move || node::load::drive(&spec, &targets, rate, t, s));
+        Client {
+            stats,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The same stream through the validators' binary gateways, at the same pace: trading
+    /// account `a` keeps one session on validator `a mod 4`. Its nonces are 50 ms off those
+    /// of a [`Client::start`] client (never equal, and advancing together, so neither falls
+    /// below the other's remembered nonces).
+    fn start_gateways(config: &Path) -> Client {
+        let config = node::validator::read_config(config).expect("config");
+        let mut spec = config.load_spec().expect("spec");
+        spec.genesis_time_ms += 50;
+        let targets: Vec<_> = config
+            .validators
+            .iter()
+            .filter_map(|v| v.order_addr)
+            .collect();
+        assert_eq!(
+            targets.len(),
+            VALIDATORS,
+            "every validator serves a gateway"
+        );
+        let stats: Arc<Mutex<LoadStats>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, t) = (stats.clone(), stop.clone());
+        let rate = config.rate_per_s;
+        let thread =
+            std::thread::spawn(move || node::load::drive_gateways(&spec, &targets, rate, t, s));
         Client {
             stats,
             stop,
