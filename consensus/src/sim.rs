@@ -208,6 +208,9 @@ pub struct SimReport {
     pub host_stats: Vec<HostStats>,
     /// Durable writes that failed (each stopped its validator).
     pub disk_faults: u64,
+    /// Twin proposals of the equivocator carrying a forged chain action (another
+    /// validator's `Leave` signed with the equivocator's key).
+    pub forged_actions_sent: u64,
     /// Compact-proposal counters, summed over every validator's hosts (restarted ones
     /// count from their restart).
     pub compact: CompactStats,
@@ -445,6 +448,8 @@ struct Sim {
     heights_at_gst: Option<Vec<Height>>,
     genesis_stake_1: u64,
     disk_faults: u64,
+    /// Proposals of the equivocator carrying a forged chain action.
+    forged_actions_sent: u64,
 }
 
 /// Runs one simulation.
@@ -582,6 +587,7 @@ impl Sim {
             heights_at_gst: None,
             genesis_stake_1: stakes[1],
             disk_faults: 0,
+            forged_actions_sent: 0,
         };
         // Crash/restart schedule: honest validators, before GST, restarted at or before GST.
         let honest: Vec<usize> = (0..n).filter(|i| Some(*i) != byz).collect();
@@ -907,6 +913,7 @@ impl Sim {
                 .map(|n| n.host.as_ref().map(|h| h.stats()).unwrap_or_default())
                 .collect(),
             disk_faults: self.disk_faults,
+            forged_actions_sent: self.forged_actions_sent,
             compact,
             config: self.cfg,
         }
@@ -1010,6 +1017,11 @@ impl Sim {
                 } else {
                     sim_payload(block.height, noise).into()
                 };
+                if self.rng.random_bool(0.3) {
+                    // Acting for another validator: its `Leave`, signed with this key.
+                    block.actions.push(self.forged_action(i, block.height));
+                    self.forged_actions_sent += 1;
+                }
                 // A fresh block without a proof of lock: a validator locked on another value
                 // must prevote nil for it (Alg.1 L23), which is what this attacks.
                 let proposal = Proposal {
@@ -1078,6 +1090,21 @@ impl Sim {
         }
     }
 
+    /// An honest validator's `Leave` with its next nonce, signed by validator `i` (the
+    /// equivocator) under the victim's id: a forgery that `valid(v)` must refuse.
+    fn forged_action(&self, i: usize, height: Height) -> SignedAction {
+        let n = self.nodes.len();
+        let victim = (1..n)
+            .map(|k| (i + k + height as usize) % n)
+            .find(|&j| self.nodes[j].honest)
+            .expect("an honest validator");
+        let victim_id = self.nodes[victim].key.id();
+        let nonce = self.nodes[i].chain().next_nonce(&victim_id);
+        let mut forged = SignedAction::sign(&self.nodes[i].key, nonce, Action::Leave, &CHAIN_ID);
+        forged.signer = victim_id;
+        forged
+    }
+
     /// A decided block: checked (agreement, validity against the node's own chain),
     /// appended to the node's block file, made durable; then the node executes it and its
     /// roots are compared.
@@ -1144,6 +1171,11 @@ impl Sim {
         if !block_valid(&start, block, &self.ctx) {
             self.violations.push(format!(
                 "validity: node {i} decided an invalid block at height {h}"
+            ));
+        }
+        if !host.chain().actions_valid(&block.actions, &self.ctx) {
+            self.violations.push(format!(
+                "validity: node {i} decided a forged or out-of-order chain action at height {h}"
             ));
         }
         let mut schedule = ProposerSchedule::new(&start.validators);
