@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 mod common;
-use common::{read_until, rpc, signed_order_in, start_args, JsonClient, Node, Wallet, NEXUS};
+use common::{
+    read_until, rpc, run_chain as run, signed_order_in, start_args, JsonClient, Node, Wallet, NEXUS,
+};
 
 /// The default genesis's two funded development accounts.
 const A: u64 = 4026915798854129718;
@@ -22,23 +24,6 @@ const B: u64 = 4651036692225299837;
 /// BTC-USD: market 0; 50000 USD is 100,000 ticks of 0.5.
 const BTC_USD: u32 = 0;
 const PRICE_50000: i64 = 100_000;
-
-/// `nexus run` on `data` with every port free.
-fn run(data: &Path) -> Node {
-    let mut args: Vec<&OsStr> = vec!["run".as_ref(), "--quiet".as_ref(), "--data-dir".as_ref()];
-    args.push(data.as_os_str());
-    for flag in [
-        "--listen",
-        "--order-entry-listen",
-        "--market-data-listen",
-        "--tx-listen",
-        "--eth-listen",
-    ] {
-        args.push(flag.as_ref());
-        args.push("127.0.0.1:0".as_ref());
-    }
-    start_args(&args)
-}
 
 /// SIGTERM, then the `stopped` line: (height, root).
 fn stop(mut node: Node) -> (u64, String) {
