@@ -198,6 +198,18 @@ fn each_bad_input_gets_its_typed_refusal_and_changes_nothing() {
             },
             "nonce_pending",
         ),
+        (
+            {
+                // An oversize bulk: a 65th action record and the count 65 (2,220 bytes).
+                let cancels = (0..64).map(|_| Action::CancelAll { market: 0 }).collect();
+                let full = with_actions(&alice, NOW + 4, cancels);
+                let mut oversize = full.bytes().to_vec();
+                oversize.splice(76..76, full.bytes()[76..108].iter().copied());
+                oversize[2] = 65;
+                oversize
+            },
+            "malformed",
+        ),
     ];
     for (bytes, expected) in cases {
         let result = pool.admit(&bytes, NOW, &view);

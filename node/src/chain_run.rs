@@ -12,6 +12,8 @@
 //!   later is an error.
 //! - `validator/`: the validator's key (random, made at the first start), safety file,
 //!   block file and snapshots.
+//! - `LOCK` and `validator/LOCK`: both taken before anything is written, so a second
+//!   `nexus run` on the folder, or a `nexus validator` on `validator/`, exits at once.
 //! - `dev-keys.txt`: the seeds of the development accounts (one per line, in order), and
 //!   `dev-evm-key.txt`: the development EVM key. Derived from [`DEV_SEED`], so every
 //!   `nexus run` has the same development accounts ([`dev_account_ids`]).
@@ -80,9 +82,10 @@ pub fn dev_account_ids(count: u64) -> Vec<AccountId> {
         .collect()
 }
 
-/// Runs the chain of one for `node` (`nexus run`, `nexus-evm`): takes the data folder's
-/// lock, prepares it and runs the validator until SIGINT or SIGTERM. `ready_hook` sees the
-/// `ready` line once it is printed.
+/// Runs the chain of one for `node` (`nexus run`, `nexus-evm`): takes the locks of the data
+/// folder and of its validator folder (which the validator keeps, so a `nexus validator`
+/// on that folder is refused too), prepares them and runs the validator until SIGINT or
+/// SIGTERM. `ready_hook` sees the `ready` line once it is printed.
 pub fn run(
     name: &str,
     node: &NodeConfig,
@@ -95,6 +98,10 @@ pub fn run(
     };
     let _lock = match sequencer::DataDirLock::acquire(&node.data_dir) {
         Ok(lock) => lock,
+        Err(e) => return fail(&e),
+    };
+    let validator_lock = match sequencer::DataDirLock::acquire(&node.data_dir.join(VALIDATOR_DIR)) {
+        Ok(lock) => std::sync::Arc::new(lock),
         Err(e) => return fail(&e),
     };
     let prepared = match prepare(node, genesis) {
@@ -126,6 +133,7 @@ pub fn run(
         stderr_events: matches!(node.log.level.as_str(), "info" | "debug" | "trace"),
         json_as_listen: true,
         ready_hook,
+        data_dir_lock: Some(validator_lock),
     };
     validator::run_node(name, args, options)
 }

@@ -3,7 +3,8 @@
 //! (and as the faucet and feeder) and refuses every other account; a development key logs
 //! in on the binary port and trades with signed transactions; Ethereum JSON-RPC answers;
 //! empty blocks are paced; a second process on the same folder is refused; SIGTERM prints
-//! `stopped`, and a restart continues the same chain with the same state and root.
+//! `stopped`, and a restart continues the same chain with the same state and root. A
+//! running validator's folder is locked against a second `nexus validator` or `nexus run`.
 
 use std::ffi::OsStr;
 use std::io::BufRead;
@@ -13,7 +14,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 mod common;
-use common::{read_until, rpc, signed_order_in, start_args, JsonClient, Node, Wallet, NEXUS};
+use common::{
+    read_until, rpc, run_chain as run, signed_order_in, start_args, JsonClient, Node, Wallet, NEXUS,
+};
 
 /// The default genesis's two funded development accounts.
 const A: u64 = 4026915798854129718;
@@ -21,23 +24,6 @@ const B: u64 = 4651036692225299837;
 /// BTC-USD: market 0; 50000 USD is 100,000 ticks of 0.5.
 const BTC_USD: u32 = 0;
 const PRICE_50000: i64 = 100_000;
-
-/// `nexus run` on `data` with every port free.
-fn run(data: &Path) -> Node {
-    let mut args: Vec<&OsStr> = vec!["run".as_ref(), "--quiet".as_ref(), "--data-dir".as_ref()];
-    args.push(data.as_os_str());
-    for flag in [
-        "--listen",
-        "--order-entry-listen",
-        "--market-data-listen",
-        "--tx-listen",
-        "--eth-listen",
-    ] {
-        args.push(flag.as_ref());
-        args.push("127.0.0.1:0".as_ref());
-    }
-    start_args(&args)
-}
 
 /// SIGTERM, then the `stopped` line: (height, root).
 fn stop(mut node: Node) -> (u64, String) {
@@ -450,4 +436,114 @@ fn a_chain_of_one_trades_keeps_its_state_across_a_restart_and_paces_empty_blocks
         "{before} -> {after} in 2.5 s idle"
     );
     stop(node);
+}
+
+/// The next `final` line's height from a `nexus validator`'s standard output.
+fn next_final_height(node: &mut Node) -> u64 {
+    loop {
+        let mut line = String::new();
+        node.stdout.read_line(&mut line).expect("a line");
+        let event: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line:?}"));
+        if event["event"] == "final" {
+            return event["height"].as_u64().expect("height");
+        }
+    }
+}
+
+/// What `command` printed and how it exited; killed if it still runs after 10 s (as a
+/// second process that is not refused would), so a broken lock fails the test instead of
+/// hanging it.
+fn output_within_10_s(mut command: std::process::Command) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nexus");
+    for _ in 0..500 {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().expect("its output")
+}
+
+/// SIGTERM to a `nexus validator`, then its `stopped` line's height.
+fn stop_validator(mut node: Node) -> u64 {
+    let pid = node.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let height = loop {
+        let mut line = String::new();
+        node.stdout.read_line(&mut line).expect("the stopped line");
+        let event: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line:?}"));
+        if event["event"] == "stopped" {
+            break event["height"].as_u64().expect("height");
+        }
+    };
+    assert!(node.child.wait().expect("exit").success());
+    height
+}
+
+/// One process per validator folder: while `nexus validator` runs on a folder, a second
+/// `nexus validator` on it, and `nexus run` on the chain around it, exit with the lock's
+/// error naming the folder and the running validator's pid, before they touch a file; the
+/// first goes on deciding blocks, and its block file opens whole (no torn tail cut).
+#[test]
+fn a_running_validators_folder_is_locked_against_a_second_process() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let data = folder.path().join("nexus-data");
+    let mut config = node::config::NodeConfig::load(None).expect("the default configuration");
+    config.data_dir = data.clone();
+    let free: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    config.ingress.listen = free;
+    config.gateway.order_entry_listen = free;
+    config.gateway.market_data_listen = free;
+    config.chain.tx_listen = free;
+    config.chain.eth_listen = free;
+    config.chain.empty_block_interval_ms = 100;
+    let prepared = node::chain_run::prepare(&config, node::chain_run::ChainGenesis::Configured)
+        .expect("the chain file and key");
+    let args: Vec<&OsStr> = vec![
+        "validator".as_ref(),
+        "--config".as_ref(),
+        prepared.chain_file.as_os_str(),
+        "--index".as_ref(),
+        "0".as_ref(),
+        "--data-dir".as_ref(),
+        prepared.validator_dir.as_os_str(),
+    ];
+    let mut first = start_args(&args);
+    let height = next_final_height(&mut first);
+    let blocks = prepared.validator_dir.join("blocks");
+    let chain_file = std::fs::read(&prepared.chain_file).expect("chain.toml");
+    let held = format!(
+        "data folder {} is in use by another process (pid {})",
+        prepared.validator_dir.display(),
+        first.child.id()
+    );
+
+    let mut second = std::process::Command::new(NEXUS);
+    second.args(&args);
+    let mut run = std::process::Command::new(NEXUS);
+    run.args(["run", "--data-dir"]).arg(&data);
+    for refused in [second, run].map(output_within_10_s) {
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{stderr}");
+        assert!(stderr.contains(&held), "{stderr}");
+        assert!(refused.stdout.is_empty(), "no ready line");
+    }
+    assert_eq!(std::fs::read(&prepared.chain_file).unwrap(), chain_file);
+
+    let later = (0..3).map(|_| next_final_height(&mut first)).last();
+    assert!(later.expect("a height") >= height + 3);
+    let stopped = stop_validator(first);
+    let (_, stored, cut) = consensus_net::BlockStore::open(&blocks).expect("the block file");
+    assert_eq!(cut, 0, "no torn tail");
+    assert_eq!(stored.last().map(|c| c.block.height), Some(stopped));
 }

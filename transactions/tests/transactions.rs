@@ -375,6 +375,22 @@ fn decode_errors_are_typed() {
         SignedTransaction::decode(&wrong),
         Err(DecodeError::Action { index: 0, .. })
     ));
+    // An oversize bulk: 65 actions is 2,220 bytes, past the longest transaction; a full
+    // bulk of 64 claiming 65 disagrees with its length.
+    let full = tx(&key(1), 1, (0..MAX_ACTIONS as u64).map(place).collect());
+    let mut oversize = full.bytes().to_vec();
+    oversize.splice(76..76, full.bytes()[76..108].iter().copied());
+    oversize[2] = 65;
+    assert_eq!(
+        SignedTransaction::decode(&oversize),
+        Err(DecodeError::Length(2220))
+    );
+    let mut wrong = full.bytes().to_vec();
+    wrong[2] = 65;
+    assert!(matches!(
+        SignedTransaction::decode(&wrong),
+        Err(DecodeError::Count { count: 65, .. })
+    ));
 }
 
 #[test]

@@ -94,7 +94,7 @@ use crate::load::{self, LoadSpec};
 use crate::rate::RateLimits;
 use crate::txport::{self, Notice, NoticeKind};
 use gateway::wire::{TX_ADMITTED, TX_EVICTED, TX_REFUSED};
-use sequencer::ClientRef;
+use sequencer::{ClientRef, DataDirLock, LockError};
 
 mod app;
 mod byzantine;
@@ -236,6 +236,9 @@ pub struct NodeOptions {
     pub json_as_listen: bool,
     /// Called with the `ready` line once it is printed.
     pub ready_hook: Option<fn(&serde_json::Value)>,
+    /// The lock on the validator's data folder, if the caller holds it already (`nexus run`
+    /// takes it before writing the chain file); else the validator takes it itself.
+    pub data_dir_lock: Option<Arc<DataDirLock>>,
 }
 
 /// Why a validator stopped.
@@ -256,6 +259,9 @@ pub enum HostError {
     /// The network endpoint could not start.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// Another process holds the data folder, or it cannot be locked.
+    #[error(transparent)]
+    Lock(#[from] LockError),
     /// A decided block names a previous execution root other than this validator's: its
     /// state differs from the quorum's, so it stops rather than continue on it.
     #[error("execution root mismatch at height {height}: ours {ours}, block says {block}")]
@@ -476,16 +482,18 @@ fn ready_line(
 
 async fn run_validator(
     args: ValidatorArgs,
-    options: NodeOptions,
+    mut options: NodeOptions,
     quic: tokio::runtime::Handle,
 ) -> Result<(), HostError> {
+    let data_dir = data_dir_of(&args);
+    let _lock = lock_data_dir(&data_dir, options.data_dir_lock.take())?;
     let config = read_config(&args.config)?;
     let entry = config
         .validators
         .get(args.index)
         .cloned()
         .ok_or_else(|| HostError::Config(format!("no validator {}", args.index)))?;
-    let (data_dir, seed, keypair) = validator_key(&args, &entry)?;
+    let (seed, keypair) = validator_key(&data_dir, &args, &entry)?;
     let chain_id = config.chain_id_bytes()?;
     let (chain, peers) = genesis_chain(&config)?;
     let genesis = chain.clone();
@@ -654,18 +662,39 @@ async fn run_validator(
     }))
 }
 
-/// The validator's data folder, key seed and key pair; an error unless the key file holds
-/// the key the configuration names for this validator.
-fn validator_key(
-    args: &ValidatorArgs,
-    entry: &ValidatorEntry,
-) -> Result<(PathBuf, [u8; 32], Keypair), HostError> {
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+/// The validator's data folder: `--data-dir`, or `validator-<I>` beside the configuration.
+fn data_dir_of(args: &ValidatorArgs) -> PathBuf {
+    args.data_dir.clone().unwrap_or_else(|| {
         args.config
             .parent()
             .unwrap_or(Path::new("."))
             .join(format!("validator-{}", args.index))
-    });
+    })
+}
+
+/// The lock on `dir`, held until the validator stops: `held` (the caller's lock on that
+/// folder), or taken now. Another process holding it is an error naming the folder and that
+/// process, returned before anything in the folder is read or written.
+fn lock_data_dir(
+    dir: &Path,
+    held: Option<Arc<DataDirLock>>,
+) -> Result<Arc<DataDirLock>, HostError> {
+    match held {
+        Some(lock) => {
+            assert_eq!(lock.dir(), dir, "the caller locked another folder");
+            Ok(lock)
+        }
+        None => Ok(Arc::new(DataDirLock::acquire(dir)?)),
+    }
+}
+
+/// The validator's key seed and key pair, read from `data_dir`; an error unless the key
+/// file holds the key the configuration names for this validator.
+fn validator_key(
+    data_dir: &Path,
+    args: &ValidatorArgs,
+    entry: &ValidatorEntry,
+) -> Result<([u8; 32], Keypair), HostError> {
     let key_path = data_dir.join("key");
     let seed = unhex32(
         &std::fs::read_to_string(&key_path).map_err(|e| HostError::Io(key_path.clone(), e))?,
@@ -678,7 +707,7 @@ fn validator_key(
             args.index
         )));
     }
-    Ok((data_dir, seed, keypair))
+    Ok((seed, keypair))
 }
 
 /// The Ethereum JSON-RPC server, if configured: its bound address and handle (dropping the

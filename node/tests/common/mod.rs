@@ -65,6 +65,25 @@ pub fn start(config: &Path) -> Node {
     start_args(&["pipeline".as_ref(), "--config".as_ref(), config])
 }
 
+/// Starts `nexus run` (a chain of one) on `data` with every port free and waits for its
+/// `ready` line.
+pub fn run_chain(data: &Path) -> Node {
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec!["run".as_ref(), "--quiet".as_ref(), "--data-dir".as_ref()];
+    args.push(data.as_os_str());
+    for flag in [
+        "--listen",
+        "--order-entry-listen",
+        "--market-data-listen",
+        "--tx-listen",
+        "--eth-listen",
+    ] {
+        args.push(flag.as_ref());
+        args.push("127.0.0.1:0".as_ref());
+    }
+    start_args(&args)
+}
+
 /// Starts `nexus ARGS...` (a command that prints a `ready` line) and waits for that line.
 pub fn start_args(args: &[&std::ffi::OsStr]) -> Node {
     start_exe(NEXUS, args)
