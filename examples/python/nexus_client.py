@@ -268,7 +268,7 @@ MEMPOOL_CODES = {1: "malformed", 2: "wrong_chain", 3: "bad_key", 4: "bad_signatu
                  8: "nonce_below_remembered", 9: "nonce_pending", 10: "unknown_account",
                  11: "not_permitted", 12: "duplicate", 13: "pool_full", 14: "account_limit",
                  15: "frame_length", 16: "rate_limited", 17: "coprocessor_inactive",
-                 18: "unknown_method", 19: "too_much_gas"}
+                 18: "unknown_method", 19: "too_much_gas", 20: "account_rate_limited"}
 
 def encode(name: str, seq: int = 0, **fields) -> bytes:
     kind = KIND[name]

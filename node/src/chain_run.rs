@@ -169,6 +169,7 @@ pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, Hos
         state_sync: true,
         prune_keep_blocks: 0,
         connection_rate: node.chain.connection_rate,
+        account_rate: node.chain.account_rate,
         eth_history_blocks: crate::chain_eth::HISTORY_BLOCKS as u64,
         eth_state_blocks: node.chain.eth_state_blocks,
         load_start_unix_ns: 0,

@@ -67,6 +67,9 @@ pub struct ChainSection {
     pub snapshot_every: u64,
     /// Most transactions a second one client connection may send (0: no limit).
     pub connection_rate: u64,
+    /// Most transactions a second one account may have admitted, over all its connections
+    /// (0: no limit).
+    pub account_rate: u64,
     /// Most transactions in one block.
     pub max_block_txs: u32,
     /// Blocks before the head whose EVM state the node keeps for Ethereum JSON-RPC reads
@@ -84,6 +87,7 @@ impl Default for ChainSection {
             empty_block_interval_ms: 1_000,
             snapshot_every: 1_000,
             connection_rate: 50_000,
+            account_rate: crate::validator::DEFAULT_ACCOUNT_RATE,
             max_block_txs: 1_000,
             eth_state_blocks: crate::chain_eth::STATE_BLOCKS as u64,
         }

@@ -87,6 +87,11 @@ pub struct DevnetArgs {
     /// as many); more are refused `rate_limited` (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 50_000)]
     pub connection_rate: u64,
+    /// Most transactions a second one account may have admitted through a validator's client
+    /// ports, over all its connections (bursts of as many); more are refused
+    /// `account_rate_limited` (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = node::validator::DEFAULT_ACCOUNT_RATE)]
+    pub account_rate: u64,
     /// Without transactions, a block at most every this many ms (0: blocks back to back); a
     /// transaction starts the next height at once.
     #[arg(long, value_name = "MS", default_value_t = 200)]
@@ -249,6 +254,7 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         state_sync: true,
         prune_keep_blocks: args.prune_keep_blocks,
         connection_rate: args.connection_rate,
+        account_rate: args.account_rate,
         eth_history_blocks: args.eth_history_blocks,
         eth_state_blocks: args.eth_state_blocks,
         load_start_unix_ns: now_ns() + 1_500 * MS,

@@ -47,6 +47,9 @@ pub const CODE_FRAME_LENGTH: u8 = 15;
 /// Refusal code of a transaction over its connection's rate (`crate::rate`): nothing was
 /// checked or done; send it again later.
 pub const CODE_RATE_LIMITED: u8 = 16;
+/// Refusal code of a transaction over its account's rate (`crate::rate`, all the account's
+/// connections together): nothing was checked or done; send it again later.
+pub const CODE_ACCOUNT_RATE_LIMITED: u8 = 20;
 
 /// The one-byte code of a refusal on the port (docs/transactions.md).
 pub fn refusal_code(refusal: &Refusal) -> u8 {
@@ -94,6 +97,7 @@ pub fn code_name(code: u8) -> &'static str {
         19 => "too_much_gas",
         CODE_FRAME_LENGTH => "frame_length",
         CODE_RATE_LIMITED => "rate_limited",
+        CODE_ACCOUNT_RATE_LIMITED => "account_rate_limited",
         _ => "none",
     }
 }

@@ -9,6 +9,10 @@
 //!
 //! Covered elsewhere, so not here: a nonce replayed through a gateway (`devnet.rs`,
 //! `a_gateway_client_fails_over_to_another_validator`: refused `nonce_used`).
+//!
+//! A second chain of one, with `[chain] account_rate = 1`: an account over its rate is
+//! refused `account_rate_limited` whichever connection it uses, and transactions that claim
+//! its key but fail their checks (a forged signature) do not use its rate.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -34,6 +38,8 @@ const NONCE_STALE: u8 = 5;
 const NONCE_USED: u8 = 7;
 const UNKNOWN_ACCOUNT: u8 = 10;
 const FRAME_LENGTH: u8 = 15;
+const BAD_SIGNATURE: u8 = 4;
+const ACCOUNT_RATE_LIMITED: u8 = 20;
 
 /// What every check needs: the node, the chain id, account A's key, a key with no account,
 /// and the next unused nonce of A.
@@ -130,6 +136,20 @@ fn notice_of(stream: &mut TcpStream, bytes: &[u8]) -> (NoticeKind, u8) {
     let notice = Notice::decode(&raw).expect("a known notice");
     assert_eq!(notice.hash.0, *blake3::hash(bytes).as_bytes(), "{notice:?}");
     (notice.kind, notice.code)
+}
+
+/// The admission answer to `bytes` (`admitted` or `refused`), skipping notices about
+/// earlier transactions (their `finalized`).
+fn admission_of(stream: &mut TcpStream, bytes: &[u8]) -> (NoticeKind, u8) {
+    let hash = *blake3::hash(bytes).as_bytes();
+    loop {
+        let mut raw = [0u8; NOTICE_LEN];
+        stream.read_exact(&mut raw).expect("a notice");
+        let notice = Notice::decode(&raw).expect("a known notice");
+        if notice.hash.0 == hash && notice.kind != NoticeKind::Finalized {
+            return (notice.kind, notice.code);
+        }
+    }
 }
 
 /// Sends a valid transaction of A and waits for `admitted` then `finalized`.
@@ -248,15 +268,33 @@ fn what_executed(chain: &Chain) -> (Vec<u64>, Value) {
     (oids, answer["reason"].clone())
 }
 
-#[test]
-fn bad_transactions_through_the_ports_are_refused_with_their_codes_and_change_nothing() {
-    let folder = tempfile::tempdir().expect("temporary folder");
-    let data = folder.path().join("nexus-data");
-    let node = run_chain(&data);
+/// A chain of one on `data` (from `config`, if given) and its [`Chain`].
+fn chain_on(data: &std::path::Path, config: Option<&std::path::Path>) -> Chain {
+    let node = match config {
+        None => run_chain(data),
+        Some(config) => common::start_args(&[
+            "run".as_ref(),
+            "--quiet".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--order-entry-listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--market-data-listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--tx-listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--eth-listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ]),
+    };
     let seeds = std::fs::read_to_string(data.join("dev-keys.txt")).expect("dev-keys.txt");
     let seed = node::validator::unhex32(seeds.lines().next().expect("a key")).expect("hex");
     let chain_id = node.ready["chain_id"].as_str().expect("chain_id");
-    let mut chain = Chain {
+    let chain = Chain {
         chain_id: node::validator::unhex32(chain_id).expect("hex"),
         key: SigningKey::from_bytes(&seed),
         stranger: SigningKey::from_bytes(&[0x5a; 32]),
@@ -267,6 +305,67 @@ fn bad_transactions_through_the_ports_are_refused_with_their_codes_and_change_no
         transactions::account_id_of(&chain.key.verifying_key().to_bytes()),
         A
     );
+    chain
+}
+
+#[test]
+fn an_account_over_its_rate_is_refused_on_every_connection_and_forgeries_use_none_of_it() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let default = std::process::Command::new(common::NEXUS)
+        .arg("config")
+        .output()
+        .expect("nexus config");
+    let default = String::from_utf8(default.stdout).expect("text");
+    assert!(default.contains("\naccount_rate = 1000\n"), "{default}");
+    let config = folder.path().join("nexus.toml");
+    let limited = default.replace("\naccount_rate = 1000\n", "\naccount_rate = 1\n");
+    std::fs::write(&config, limited).expect("write the configuration");
+    let mut chain = chain_on(&folder.path().join("nexus-data"), Some(&config));
+    let addr = chain.node.address("tx_addr");
+    let mut ports = [connect(addr), connect(addr)];
+    // Six valid transactions of A, alternating between two connections: one a second (in
+    // bursts of one) is admitted, the others refused whichever connection they came on.
+    let started = std::time::Instant::now();
+    let mut codes = Vec::new();
+    for (i, oid) in (10..16).enumerate() {
+        let nonce = chain.nonce();
+        let bytes = chain.signed(&chain.key, nonce, vec![buy(oid)]);
+        let port = &mut ports[i % 2];
+        send(port, &bytes);
+        codes.push(admission_of(port, &bytes));
+    }
+    let seconds = started.elapsed().as_secs();
+    let admitted = codes.iter().filter(|c| c.0 == NoticeKind::Admitted).count() as u64;
+    let limited = (NoticeKind::Refused, ACCOUNT_RATE_LIMITED);
+    assert!(admitted >= 1 && admitted <= 1 + seconds, "{codes:?}");
+    assert!(
+        codes
+            .iter()
+            .all(|c| c.0 == NoticeKind::Admitted || *c == limited),
+        "{codes:?}"
+    );
+    // Once the bucket refilled: transactions claiming A's key with forged signatures are
+    // refused for their signature and take nothing, so A's own is admitted after them.
+    std::thread::sleep(Duration::from_millis(1_100));
+    let port = &mut ports[0];
+    for oid in 20..25 {
+        let nonce = chain.nonce();
+        let mut forged = chain.signed(&chain.stranger, nonce, vec![buy(oid)]);
+        forged[36..68].copy_from_slice(&chain.key.verifying_key().to_bytes());
+        send(port, &forged);
+        let refused = (NoticeKind::Refused, BAD_SIGNATURE);
+        assert_eq!(admission_of(port, &forged), refused);
+    }
+    let nonce = chain.nonce();
+    let bytes = chain.signed(&chain.key, nonce, vec![buy(30)]);
+    send(port, &bytes);
+    assert_eq!(admission_of(port, &bytes), (NoticeKind::Admitted, 0));
+}
+
+#[test]
+fn bad_transactions_through_the_ports_are_refused_with_their_codes_and_change_nothing() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let mut chain = chain_on(&folder.path().join("nexus-data"), None);
     the_transaction_port_refuses_each_with_its_code(&mut chain);
     the_gateway_refuses_each_with_its_code(&mut chain);
     let (oids, stranger) = what_executed(&chain);

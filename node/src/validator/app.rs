@@ -2,6 +2,7 @@
 //! execution of decided blocks and their results to every port, snapshots.
 
 use super::*;
+use engine::AccountId;
 use mempool::Refusal;
 
 use super::snapshot_writer::{SnapshotJob, SnapshotWriter, Written};
@@ -230,6 +231,10 @@ pub(super) struct NodeApp {
     pub(super) snapshots_written: Vec<Height>,
     /// Per-connection rate limits of transactions.
     pub(super) rates: RateLimits<(u8, u64)>,
+    /// Per-account rate limits of admitted client transactions, and when idle buckets were
+    /// last dropped (ms).
+    pub(super) account_rates: RateLimits<AccountId>,
+    pub(super) account_rates_pruned_ms: u64,
     /// The execution parameters (a snapshot is restored with them).
     pub(super) execution_config: ExecutionConfig,
     /// The EVM blocks executed, for the Ethereum JSON-RPC port's reads.
@@ -302,6 +307,8 @@ pub(super) fn node_app(
         snapshot_writer: SnapshotWriter::new(data_dir.join("snapshots")),
         snapshots_written: Vec::new(),
         rates: RateLimits::new(config.connection_rate, config.connection_rate),
+        account_rates: RateLimits::new(config.account_rate, config.account_rate),
+        account_rates_pruned_ms: 0,
         execution_config: execution_config(config)?,
         eth_history,
         eth_dev: config.eth_dev_accounts()?,
@@ -724,6 +731,12 @@ impl NodeApp {
             let hash = TxHash::of(&bytes);
             self.answer(sender, hash, Answer::Refused(txport::CODE_RATE_LIMITED));
         }
+        let (frames, over) = self.within_account_rates(frames, now_ms);
+        for (sender, bytes) in over {
+            let hash = TxHash::of(&bytes);
+            let code = txport::CODE_ACCOUNT_RATE_LIMITED;
+            self.answer(sender, hash, Answer::Refused(code));
+        }
         let items: Vec<&[u8]> = frames.iter().map(|(_, b)| b.as_slice()).collect();
         let results = {
             let Shared {
@@ -735,6 +748,9 @@ impl NodeApp {
         for ((sender, bytes), result) in frames.iter().zip(results) {
             match result {
                 Ok(hash) => {
+                    if let Some(account) = claimed_account(bytes) {
+                        self.account_rates.take(&account);
+                    }
                     forward.push(bytes);
                     self.awaiting.insert(hash, *sender);
                     self.answer(*sender, hash, Answer::Admitted);
@@ -760,6 +776,32 @@ impl NodeApp {
         }
         (!forward.is_empty())
             .then(|| consensus::host::app_frame(&txport::encode_list(forward.into_iter())))
+    }
+
+    /// Splits client frames into those within their account's rate (at most the tokens its
+    /// bucket holds now; a token is taken only when one is admitted) and those over it.
+    /// Frames that name no account go on, for admission to refuse.
+    fn within_account_rates(
+        &mut self,
+        frames: Vec<ClientFrame>,
+        now_ms: u64,
+    ) -> (Vec<ClientFrame>, Vec<ClientFrame>) {
+        if now_ms >= self.account_rates_pruned_ms.saturating_add(1_000) {
+            self.account_rates.forget_idle(now_ms);
+            self.account_rates_pruned_ms = now_ms;
+        }
+        let mut left: HashMap<AccountId, u64> = HashMap::new();
+        frames.into_iter().partition(|(_, bytes)| {
+            let Some(account) = claimed_account(bytes) else {
+                return true;
+            };
+            let tokens = left
+                .entry(account)
+                .or_insert_with(|| self.account_rates.available(account, now_ms));
+            let within = *tokens > 0;
+            *tokens = tokens.saturating_sub(1);
+            within
+        })
     }
 
     /// Tells a transaction's sender what became of it: a transaction-port notice, or a
@@ -1205,4 +1247,14 @@ fn compact_line(c: &consensus::host::CompactStats) -> serde_json::Value {
         "bytes_full": c.bytes_full, "rebuilt": c.rebuilt, "missing": c.missing,
         "asked": c.asked, "served": c.served,
     })
+}
+
+/// A client's transaction bytes and who sent them.
+type ClientFrame = (Sender, Vec<u8>);
+
+/// The account a transaction's bytes name in their signer field (docs/transactions.md: the
+/// key at offset 36), unchecked: for rate limits before the signature is verified.
+fn claimed_account(bytes: &[u8]) -> Option<AccountId> {
+    let key: &[u8; 32] = bytes.get(36..68)?.try_into().ok()?;
+    Some(transactions::account_id_of(key))
 }

@@ -118,6 +118,11 @@ pub struct DevnetConfig {
     /// (0: no limit).
     #[serde(default = "default_connection_rate")]
     pub connection_rate: u64,
+    /// Most transactions a second one account may have admitted through this validator's
+    /// client ports, over all its connections, in bursts of as many; more are refused
+    /// `account_rate_limited` (0: no limit). Only admitted transactions count.
+    #[serde(default = "default_account_rate")]
+    pub account_rate: u64,
     /// EVM blocks each validator keeps in memory for its Ethereum JSON-RPC reads (blocks,
     /// transactions, receipts, logs); older ones are forgotten first.
     #[serde(default = "default_eth_history_blocks")]
@@ -291,6 +296,15 @@ fn default_state_sync() -> bool {
 fn default_connection_rate() -> u64 {
     50_000
 }
+
+fn default_account_rate() -> u64 {
+    DEFAULT_ACCOUNT_RATE
+}
+
+/// The default of [`DevnetConfig::account_rate`] (and of `nexus run`'s `[chain]
+/// account_rate`): well above what one market maker's quote updates need, well below what
+/// the validator admits in all.
+pub const DEFAULT_ACCOUNT_RATE: u64 = 1_000;
 
 fn default_eth_history_blocks() -> u64 {
     chain_eth::HISTORY_BLOCKS as u64

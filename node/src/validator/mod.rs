@@ -112,7 +112,7 @@ use clients::*;
 use config::{consensus_config, genesis_chain};
 pub use config::{
     dev_evm_balance, dev_evm_key, evm_address, execution_config, genesis_execution, read_config,
-    DevnetConfig, EngineLimits, GenesisParams, TimeoutsMs, ValidatorEntry,
+    DevnetConfig, EngineLimits, GenesisParams, TimeoutsMs, ValidatorEntry, DEFAULT_ACCOUNT_RATE,
 };
 use verifier::{ForwardVerifier, VerifiedForward, VerifiedHere};
 
