@@ -107,13 +107,18 @@ pub const MAX_CALLBACKS_PER_BLOCK: usize = 512;
 pub const USER_GAS_RESERVE_DIVISOR: u64 = 2;
 
 /// The Core account id of an EVM address: the low 8 bytes of `keccak256(address)`, read
-/// big-endian. Deterministic and registry-free; the bridge refuses the reserved ids
-/// (0 and `INSURANCE_ACCOUNT`) and records the first address seen for each id, refusing
-/// a colliding second one.
+/// big-endian, with the top bit set. Deterministic and registry-free; the bridge refuses
+/// the reserved id `INSURANCE_ACCOUNT` and records the first address seen for each id,
+/// refusing a colliding second one. The top bit keeps these ids apart from those of ed25519
+/// keys (`transactions::account_id_of`, top bit clear): no EVM address can be ground to the
+/// account of a key, whose funds the bridge does not know to guard.
 pub fn core_account(address: Address) -> AccountId {
     let hash = keccak256(address.as_slice());
-    u64::from_be_bytes(hash[24..32].try_into().expect("8 bytes"))
+    u64::from_be_bytes(hash[24..32].try_into().expect("8 bytes")) | EVM_ACCOUNT_BIT
 }
+
+/// The bit every EVM address's Core account id has set, and no ed25519 key's.
+pub const EVM_ACCOUNT_BIT: AccountId = 1 << 63;
 
 /// The 4-byte selector of a Solidity function signature.
 pub fn selector(signature: &str) -> [u8; 4] {
@@ -244,12 +249,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn account_mapping_is_low_8_bytes_of_keccak() {
+    fn account_mapping_is_low_8_bytes_of_keccak_with_the_top_bit_set() {
         let a = address!("00000000000000000000000000000000000000aa");
         let hash = keccak256(a.as_slice());
-        let expected = u64::from_be_bytes(hash[24..].try_into().unwrap());
+        let expected = u64::from_be_bytes(hash[24..].try_into().unwrap()) | 1 << 63;
         assert_eq!(core_account(a), expected);
         assert_ne!(core_account(a), core_account(CORE_WRITER));
+        // Every address's id has the top bit, which no ed25519 key's id has
+        // (transactions::account_id_of clears it).
+        for i in 0..1_000u64 {
+            let address = Address::from_word(keccak256(i.to_le_bytes()));
+            assert_eq!(core_account(address) & EVM_ACCOUNT_BIT, EVM_ACCOUNT_BIT);
+        }
     }
 
     #[test]
