@@ -102,7 +102,7 @@ impl Execution {
         tally: &mut CoreTally,
         out: &mut impl FnMut(Origin, &engine::Event),
     ) {
-        let account = tx.tx.account();
+        let account = tx.account();
         let nonces = self.nonces.entry(account).or_default();
         assert!(
             nonces.check(tx.tx.nonce, time_ms).is_ok(),

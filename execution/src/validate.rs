@@ -149,7 +149,7 @@ impl Execution {
         for action in &tx.tx.actions {
             self.check_action(index, &tx.tx.signer, action, overlay)?;
         }
-        let account = tx.tx.account();
+        let account = tx.account();
         let nonces = overlay
             .nonces
             .entry(account)

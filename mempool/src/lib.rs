@@ -392,7 +392,7 @@ impl Mempool {
         if gas > limit {
             return Err(Refusal::TooMuchGas { gas, limit });
         }
-        let account = tx.tx.account();
+        let account = tx.account();
         if !view.account_exists(account) && !view.is_faucet(signer) && !view.is_feeder(signer) {
             return Err(Refusal::UnknownAccount(account));
         }
@@ -407,7 +407,7 @@ impl Mempool {
         if self.by_hash.contains_key(hash) {
             return Err(Refusal::Duplicate);
         }
-        let account = tx.tx.account();
+        let account = tx.account();
         let pending = self.pending_nonces.get(&account);
         if pending.is_some_and(|nonces| nonces.contains_key(&tx.tx.nonce)) {
             return Err(Refusal::NoncePending(tx.tx.nonce));
@@ -425,7 +425,7 @@ impl Mempool {
     }
 
     fn insert(&mut self, tx: SignedTransaction, hash: TxHash, now_ms: u64) -> TxHash {
-        let account = tx.tx.account();
+        let account = tx.account();
         let arrival = self.next_arrival;
         self.next_arrival += 1;
         self.pending_nonces
@@ -562,7 +562,7 @@ impl Mempool {
     ) {
         let mut used: BTreeMap<AccountId, Vec<u64>> = BTreeMap::new();
         for tx in included {
-            used.entry(tx.tx.account()).or_default().push(tx.tx.nonce);
+            used.entry(tx.account()).or_default().push(tx.tx.nonce);
         }
         for (account, nonces) in used {
             let Some(pending) = self.pending_nonces.get(&account) else {

@@ -929,7 +929,7 @@ mod tests {
             for j in 0..txs {
                 let tx = transaction(spec, keys, j);
                 for action in &tx.tx.actions {
-                    let command = action.command(tx.tx.account()).expect("a command");
+                    let command = action.command(tx.account()).expect("a command");
                     engine.step(&command, &mut events);
                 }
             }
@@ -969,7 +969,7 @@ mod tests {
             for j in 0..(40_000 / u64::from(bulk)) {
                 let tx = transaction(&spec, &keys, j);
                 for action in &tx.tx.actions {
-                    let command = action.command(tx.tx.account()).expect("a command");
+                    let command = action.command(tx.account()).expect("a command");
                     engine.step(&command, &mut events);
                 }
                 for event in events.drain(..) {

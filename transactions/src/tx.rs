@@ -66,6 +66,9 @@ pub struct SignedTransaction {
     /// BLAKE3 of `bytes`, computed once: pools, blocks and replies look transactions up by
     /// it many times.
     hash: TxHash,
+    /// The signer's account ([`account_id_of`]), computed once: admission, validation and
+    /// execution each ask for it.
+    account: AccountId,
 }
 
 /// Why bytes are not a transaction.
@@ -155,6 +158,7 @@ impl Transaction {
         let mut bytes = self.encode_unsigned();
         bytes.extend_from_slice(&signature);
         SignedTransaction {
+            account: self.account(),
             tx: self,
             signature,
             hash: TxHash::of(&bytes),
@@ -192,6 +196,7 @@ impl SignedTransaction {
         }
         let signature: [u8; 64] = bytes[len - 64..].try_into().expect("64 bytes");
         Ok(SignedTransaction {
+            account: account_id_of(&array(36)),
             tx: Transaction {
                 chain_id: array(4),
                 signer: array(36),
@@ -212,6 +217,11 @@ impl SignedTransaction {
     /// Its id.
     pub fn hash(&self) -> TxHash {
         self.hash
+    }
+
+    /// The account it acts for (its signer's), derived once when it was decoded or signed.
+    pub fn account(&self) -> AccountId {
+        self.account
     }
 
     /// The bytes its signature covers: [`SIGNING_DOMAIN`] then its encoding without the
