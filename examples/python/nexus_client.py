@@ -714,6 +714,7 @@ def main() -> int:
     # Replies until every message sent is answered for good: Finalized, a Reject, or (chains)
     # TransactionStatus refused or evicted.
     deadline = time.monotonic() + (10 if chain_info is None else 30)
+    hash_mismatch = False
     while pending and time.monotonic() < deadline:
         if time.monotonic() - orders.last_sent >= interval:
             orders.send(encode("Heartbeat", timestamp_ns=time.time_ns()))
@@ -731,9 +732,10 @@ def main() -> int:
         elif kind == "TransactionStatus":
             if tx_hash is not None and message["hash"] != tx_hash:
                 print(f"    HASH MISMATCH: server {message['hash'].hex()}, local {tx_hash.hex()}")
+                hash_mismatch = True
             if message["status"] != 1:  # refused or evicted: nothing more will come for it
                 pending.discard(message["client_seq"])
-    done = not pending
+    done = not pending and not hash_mismatch
 
     # Optionally stay: later messages (a maker's fills, evictions) and the feed, as they come.
     if args.linger > 0:

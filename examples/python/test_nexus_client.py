@@ -4,6 +4,7 @@
     python3 examples/python/test_nexus_client.py
 """
 
+import os
 import struct
 import sys
 
@@ -37,6 +38,17 @@ TX_EXAMPLE = (
     "f08feaf8b4b3fe7cf8a72b69d02e59ae07835f41cde71855a1db49e6e9154d34"
     "73b3898e3419abfc4494cc0f")
 TX_EXAMPLE_HASH = "cd4f71b618d9c1baca7e74e091611764f60f76c3697d3ad3beba24a0399c38ee"
+
+
+def protocol_doc_blocks(heading: str) -> list:
+    """The hex blocks of docs/protocol.md's section `heading` (up to the next `## `): lines of
+    `OO: ` then up to 16 bytes in 48 columns, then a comment."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../docs/protocol.md")
+    with open(path) as file:
+        section = file.read().split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```")[1::2]
+    return [b"".join(bytes.fromhex(line[4:52]) for line in block.strip().splitlines())
+            for block in blocks]
 
 
 def main() -> int:
@@ -73,6 +85,25 @@ def main() -> int:
     transaction = nc.signed_transaction(seed, b"\x4e" * 32, 1_800_000_000_000, actions)
     check("transactions.md transaction bytes", transaction.hex(), TX_EXAMPLE)
     check("transactions.md transaction hash", nc.blake3(transaction).hex(), TX_EXAMPLE_HASH)
+
+    # protocol.md, "Worked example on a chain": the same key, chain id and nonce, that
+    # example's first action alone; the server's replies decode to what the doc says.
+    login_accepted, chain_info, frame, status = protocol_doc_blocks("## Worked example on a chain")
+    place = nc.place_action(0, 7, 0, 50_000, 2)
+    transaction = nc.signed_transaction(seed, b"\x4e" * 32, 1_800_000_000_000, [place])
+    check("protocol.md chain example Transaction", nc.transaction_message(1, transaction).hex(),
+          frame.hex())
+    accepted = nc.decode(login_accepted)
+    check("protocol.md chain example LoginAccepted",
+          (accepted["account"], accepted["flags"]), (482625985700804723, nc.FLAG_CHAIN))
+    info = nc.decode(chain_info)
+    check("protocol.md chain example ChainInfo",
+          (info["chain_id"], info["height"], info["block_time_ms"]),
+          (b"\x4e" * 32, 6, 1_799_999_999_000))
+    status = nc.decode(status)
+    check("protocol.md chain example TransactionStatus",
+          (status["client_seq"], status["status"], status["code"], status["hash"]),
+          (1, 1, 0, nc.blake3(transaction)))
 
     # Sizes: 140 + 32 n, framed with the 16-byte header; a full bulk is 2188 bytes (3 chunks).
     bulk = [nc.place_action(1, i, 1, 100 + i, 1) for i in range(64)]

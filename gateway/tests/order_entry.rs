@@ -1051,3 +1051,123 @@ fn a_node_that_is_not_a_chain_refuses_transactions() {
     oe.take_transactions(&mut txs);
     assert!(txs.is_empty());
 }
+
+/// The hex blocks of docs/protocol.md's section `heading` (up to the next `## `), in order:
+/// lines of `OO: ` then up to 16 bytes in 48 columns, then a comment.
+fn doc_hex_blocks(heading: &str) -> Vec<Vec<u8>> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md"))
+        .expect("docs/protocol.md");
+    let start = doc.find(heading).expect("the section") + heading.len();
+    let section = &doc[start..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<u8>> = None;
+    for line in section.lines() {
+        if line.starts_with("```") {
+            match current.take() {
+                Some(block) => blocks.push(block),
+                None => current = Some(Vec::new()),
+            }
+            continue;
+        }
+        let Some(bytes) = current.as_mut() else {
+            continue;
+        };
+        let offset = usize::from_str_radix(&line[..2], 16).expect(line);
+        assert_eq!(offset, bytes.len(), "{line}");
+        let hex = &line[4..line.len().min(4 + 48)];
+        bytes.extend(
+            hex.split_whitespace()
+                .map(|b| u8::from_str_radix(b, 16).expect(line)),
+        );
+    }
+    blocks
+}
+
+/// `bytes` as docs/protocol.md lays them out: 16 a line, with offsets (for a failure
+/// message that shows what to write).
+fn doc_hex_lines(bytes: &[u8]) -> String {
+    let row = |chunk: &[u8]| {
+        let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        let (left, right) = hex.split_at(hex.len().min(8));
+        format!("{}  {}", left.join(" "), right.join(" "))
+    };
+    bytes
+        .chunks(16)
+        .enumerate()
+        .map(|(i, chunk)| format!("{:02x}: {:<48}\n", i * 16, row(chunk)))
+        .collect()
+}
+
+/// docs/protocol.md, "Worked example on a chain": the `LoginAccepted`, `ChainInfo`,
+/// `Transaction` and `TransactionStatus` there are what the client encoders and this server
+/// write for docs/transactions.md's key, chain id and nonce and its worked example's order.
+#[test]
+fn the_chain_worked_example_of_the_protocol_document_is_what_the_server_writes() {
+    let chain_id = [0x4e; 32];
+    let mut oe = OrderEntry::new(OrderEntryConfig {
+        chain_id: Some(chain_id),
+        markets: vec![0],
+        ..OrderEntryConfig::default()
+    });
+    oe.set_chain_tip(6, 1_799_999_999_000);
+    let key = SigningKey::from_bytes(&std::array::from_fn(|i| i as u8 + 1));
+    assert_eq!(
+        wire::account_id_of(&key.verifying_key().to_bytes()),
+        482625985700804723
+    );
+    let (id, login_reply) = login(&mut oe, &key, 1, 0, 0);
+    let (ServerMessage::LoginAccepted(accepted), ServerMessage::ChainInfo(info)) =
+        (login_reply[0], login_reply[1])
+    else {
+        panic!("LoginAccepted then ChainInfo, got {login_reply:?}")
+    };
+    let signed = transactions::Transaction {
+        chain_id,
+        signer: key.verifying_key().to_bytes(),
+        nonce: 1_800_000_000_000,
+        actions: vec![transactions::Action::Place {
+            market: 0,
+            oid: 7,
+            side: engine::Side::Buy,
+            price: Some(50_000),
+            qty: 2,
+            tif: engine::TimeInForce::Gtc,
+            stp: engine::SelfTradePrevention::CancelMaker,
+            reduce_only: false,
+        }],
+    }
+    .sign(&key);
+    let frame = transaction_frame(1, signed.bytes());
+    oe.receive(id, &frame, 0);
+    let mut handed_on = Vec::new();
+    oe.take_transactions(&mut handed_on);
+    assert_eq!(handed_on[0].bytes, signed.bytes(), "handed on as sent");
+    oe.transaction_status(handed_on[0].client, signed.hash().0, TX_ADMITTED, 0, 0);
+    let ServerMessage::TransactionStatus(status) = drain(&mut oe, id)[0] else {
+        panic!("a TransactionStatus")
+    };
+    let computed = [
+        accepted.as_bytes(),
+        info.as_bytes(),
+        &frame[..],
+        status.as_bytes(),
+    ];
+    let written = doc_hex_blocks("## Worked example on a chain");
+    let names = [
+        "LoginAccepted",
+        "ChainInfo",
+        "Transaction",
+        "TransactionStatus",
+    ];
+    assert_eq!(written.len(), names.len(), "one hex block per message");
+    // On a change of format, the message gives the lines to paste into the doc.
+    let differ: String = names
+        .iter()
+        .zip(computed)
+        .zip(&written)
+        .filter(|((_, computed), written)| *computed != &written[..])
+        .map(|((name, computed), _)| format!("{name}:\n{}", doc_hex_lines(computed)))
+        .collect();
+    assert!(differ.is_empty(), "hash {}\n{differ}", signed.hash());
+}
