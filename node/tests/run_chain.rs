@@ -25,14 +25,19 @@ const B: u64 = 4651036692225299837;
 const BTC_USD: u32 = 0;
 const PRICE_50000: i64 = 100_000;
 
-/// SIGTERM, then the `stopped` line: (height, root).
-fn stop(mut node: Node) -> (u64, String) {
+/// Sends SIGTERM to `node`'s process.
+fn sigterm(node: &Node) {
     let pid = node.child.id().to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
     assert!(status.success());
+}
+
+/// SIGTERM, then the `stopped` line: (height, root).
+fn stop(mut node: Node) -> (u64, String) {
+    sigterm(&node);
     let mut line = String::new();
     node.stdout.read_line(&mut line).expect("the stopped line");
     let stopped: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line:?}"));
@@ -472,12 +477,7 @@ fn output_within_10_s(mut command: std::process::Command) -> std::process::Outpu
 
 /// SIGTERM to a `nexus validator`, then its `stopped` line's height.
 fn stop_validator(mut node: Node) -> u64 {
-    let pid = node.child.id().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    sigterm(&node);
     let height = loop {
         let mut line = String::new();
         node.stdout.read_line(&mut line).expect("the stopped line");

@@ -731,7 +731,7 @@ impl NodeApp {
             let hash = TxHash::of(&bytes);
             self.answer(sender, hash, Answer::Refused(txport::CODE_RATE_LIMITED));
         }
-        let (frames, over) = self.within_account_rates(frames, now_ms);
+        let (frames, accounts, over) = self.within_account_rates(frames, now_ms);
         for (sender, bytes) in over {
             let hash = TxHash::of(&bytes);
             let code = txport::CODE_ACCOUNT_RATE_LIMITED;
@@ -745,10 +745,10 @@ impl NodeApp {
             mempool.admit_many(&items, now_ms, &*execution)
         };
         let mut forward: Vec<&[u8]> = actions.iter().map(Vec::as_slice).collect();
-        for ((sender, bytes), result) in frames.iter().zip(results) {
+        for (((sender, bytes), account), result) in frames.iter().zip(accounts).zip(results) {
             match result {
                 Ok(hash) => {
-                    if let Some(account) = claimed_account(bytes) {
+                    if let Some(account) = account {
                         self.account_rates.take(&account);
                     }
                     forward.push(bytes);
@@ -779,29 +779,38 @@ impl NodeApp {
     }
 
     /// Splits client frames into those within their account's rate (at most the tokens its
-    /// bucket holds now; a token is taken only when one is admitted) and those over it.
-    /// Frames that name no account go on, for admission to refuse.
+    /// bucket holds now; a token is taken only when one is admitted), with the account each
+    /// names, and those over it. Frames that name no account go on, for admission to refuse.
     fn within_account_rates(
         &mut self,
         frames: Vec<ClientFrame>,
         now_ms: u64,
-    ) -> (Vec<ClientFrame>, Vec<ClientFrame>) {
+    ) -> (Vec<ClientFrame>, Vec<Option<AccountId>>, Vec<ClientFrame>) {
         if now_ms >= self.account_rates_pruned_ms.saturating_add(1_000) {
             self.account_rates.forget_idle(now_ms);
             self.account_rates_pruned_ms = now_ms;
         }
         let mut left: HashMap<AccountId, u64> = HashMap::new();
-        frames.into_iter().partition(|(_, bytes)| {
-            let Some(account) = claimed_account(bytes) else {
-                return true;
-            };
-            let tokens = left
-                .entry(account)
-                .or_insert_with(|| self.account_rates.available(account, now_ms));
-            let within = *tokens > 0;
-            *tokens = tokens.saturating_sub(1);
-            within
-        })
+        let (mut within, mut accounts, mut over) = (Vec::new(), Vec::new(), Vec::new());
+        for frame in frames {
+            let account = claimed_account(&frame.1);
+            let allowed = account.is_none_or(|account| {
+                let tokens = left
+                    .entry(account)
+                    .or_insert_with(|| self.account_rates.available(account, now_ms));
+                let allowed = *tokens > 0;
+                *tokens = tokens.saturating_sub(1);
+                allowed
+            });
+            match allowed {
+                true => {
+                    within.push(frame);
+                    accounts.push(account);
+                }
+                false => over.push(frame),
+            }
+        }
+        (within, accounts, over)
     }
 
     /// Tells a transaction's sender what became of it: a transaction-port notice, or a
