@@ -5,7 +5,7 @@
 // withdrawAssetToEvm, transfer with a `Transfer` listener, depositToCore).
 // Prints one PASS/FAIL line per check and a summary; exits 1 on any failure.
 //
-//   NODE_PATH=/tmp/ethers/node_modules node examples/evm/ethers_check.mjs [http://127.0.0.1:8545 [127.0.0.1:7070]]
+//   NODE_PATH=target/eth-clients/node_modules node examples/evm/ethers_check.mjs [http://127.0.0.1:8545 [127.0.0.1:7070]]
 //
 // See examples/evm/README.md.
 

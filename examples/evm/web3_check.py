@@ -6,7 +6,7 @@ the dev key, calls views, deposits and quotes through CoreWriter, reads receipts
 the BASE asset's ERC-20 token: a faucet deposit on Core, withdrawAssetToEvm, transfer and
 depositToCore. Prints one PASS/FAIL line per check and a summary; exits 1 on any failure.
 
-    /tmp/w3/bin/python examples/evm/web3_check.py [http://127.0.0.1:8545 [127.0.0.1:7070]]
+    target/eth-clients/venv/bin/python examples/evm/web3_check.py [http://127.0.0.1:8545 [127.0.0.1:7070]]
 
 See examples/evm/README.md.
 """

@@ -1,5 +1,6 @@
-//! A real multi-process NexusBFT cluster over QUIC on 127.0.0.1: four `nexus validator`
-//! processes finalize blocks of signed transactions that a client sends to every validator's
+//! A real multi-process NexusBFT cluster over QUIC on 127.0.0.1: stock Ethereum clients
+//! (ethers and web3.py, `examples/evm`) deploy a contract that trades on the Core book
+//! through CoreWriter, then four `nexus validator` processes finalize blocks of signed transactions that a client sends to every validator's
 //! transaction port and that market makers' sessions send through every validator's binary
 //! gateway, with equal execution roots; one is killed (SIGKILL) while they trade (its
 //! sessions end with it) and the other three keep finalizing; it is restarted, loads its newest snapshot
@@ -134,6 +135,11 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
     cluster.wait_until("4 validators ready", Duration::from_secs(20), |c| {
         c.ready.len() == VALIDATORS
     });
+    // Stock Ethereum clients trade through CoreWriter on this chain first, while its book
+    // is empty (their checks read the best bid and buy an ask the load would take): ethers
+    // through the JSON-RPC of validator 3, the one killed below, web3.py through validator
+    // 1's. Every root compared from here on covers their contracts, tokens and orders.
+    stock_ethereum_clients_trade(&cluster);
     // A client of every validator: signed transactions, round robin over the four ports.
     let client = Client::start(&config);
     // And market makers' sessions on every validator's binary gateway, validator 3's too.
@@ -825,6 +831,94 @@ fn the_json_development_port_signs_for_dev_keys_only(config: &Path) {
         (Some("book"), Some(6))
     );
     assert_eq!(book["asks"], json!([]), "{book}");
+}
+
+/// How long one stock-client check may run before it is killed and the test fails.
+const ETH_CHECK_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Runs examples/evm's checks with stock clients, one at a time (both use the development
+/// EVM key): ethers against validator 3's Ethereum JSON-RPC with validator 0's JSON port
+/// (for the token checks), then web3.py against validator 1's with validator 2's. Each
+/// deploys the MarketMaker, deposits and quotes through CoreWriter, buys `BASE` on Core and
+/// moves it as an ERC-20 token; every check must pass.
+fn stock_ethereum_clients_trade(cluster: &Cluster) {
+    let clients = eth_clients();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/evm");
+    let address = |i: usize, port: &str| -> String {
+        let ready = cluster
+            .ready
+            .iter()
+            .find(|r| r["index"] == i)
+            .expect("ready line");
+        ready[port].as_str().expect(port).to_string()
+    };
+    let mut ethers = Command::new("node");
+    ethers
+        .env("NODE_PATH", clients.join("node_modules"))
+        .arg(examples.join("ethers_check.mjs"))
+        .arg(format!("http://{}", address(3, "eth_rpc")))
+        .arg(address(0, "json"));
+    run_eth_check("ethers", ethers);
+    let mut web3 = Command::new(clients.join("venv/bin/python"));
+    web3.arg(examples.join("web3_check.py"))
+        .arg(format!("http://{}", address(1, "eth_rpc")))
+        .arg(address(2, "json"));
+    run_eth_check("web3.py", web3);
+}
+
+/// The folder of the stock Ethereum clients: `$NEXUS_ETH_CLIENTS`, or `target/eth-clients`
+/// at the repository root, installed there by examples/evm/install-clients.sh if it has not
+/// been (CI runs the script before the tests).
+fn eth_clients() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::var_os("NEXUS_ETH_CLIENTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/eth-clients"));
+    if !dir.join("installed").exists() {
+        let status = Command::new("bash")
+            .arg(root.join("examples/evm/install-clients.sh"))
+            .arg(&dir)
+            .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "examples/evm/install-clients.sh {} failed ({status:?}): this test needs node, npm, \
+             python3 with venv and the npm and PyPI registries",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// Runs one check script to its end (killed after [`ETH_CHECK_TIMEOUT`]); fails the test,
+/// with everything it printed, unless it exits 0 with `PASS` and no `FAIL` line.
+fn run_eth_check(name: &str, mut command: Command) {
+    let out = tempfile::NamedTempFile::new().expect("output file");
+    let mut child = command
+        .stdout(out.reopen().expect("reopen"))
+        .stderr(out.reopen().expect("reopen"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} check: cannot start: {e}"));
+    let end = Instant::now() + ETH_CHECK_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let printed = std::fs::read_to_string(out.path()).expect("output");
+    let passed =
+        printed.lines().last() == Some("PASS") && !printed.lines().any(|l| l.starts_with("FAIL"));
+    assert!(
+        status.is_some_and(|s| s.success()) && passed,
+        "{name} check ({status:?}, limit {ETH_CHECK_TIMEOUT:?}):\n{printed}"
+    );
+    let summary = printed.lines().rev().nth(1).unwrap_or_default();
+    eprintln!("{name} check: {summary}");
 }
 
 fn cluster(exe: PathBuf, config: PathBuf, extra: Vec<Vec<&'static str>>) -> Cluster {
