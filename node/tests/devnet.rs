@@ -1115,8 +1115,14 @@ fn a_gateway_client_fails_over_to_another_validator() {
     let devnet = node::validator::read_config(&config).expect("config");
     let key = node::load::account_keys(&devnet.load_spec().expect("spec"))[2].clone();
     let order_addr = |i: usize| devnet.validators[i].order_addr.expect("gateway port");
-    let mut first =
-        OrderClient::connect(order_addr(3), &key, LoginOptions::default()).expect("login");
+    // The sessions send no heartbeats while they wait: a long interval keeps the server
+    // from logging them out (after three silent intervals) when the machine is busy and a
+    // decision after the pause takes seconds.
+    let options = LoginOptions {
+        heartbeat_ms: 60_000,
+        ..LoginOptions::default()
+    };
+    let mut first = OrderClient::connect(order_addr(3), &key, options).expect("login");
     let chain_id = first.session.chain.expect("a chain").chain_id;
     let resting = signed_order(&key, chain_id, 11, Side::Sell, 2, TimeInForce::Gtc);
     first.sender.transaction(&resting).expect("send");
@@ -1130,8 +1136,7 @@ fn a_gateway_client_fails_over_to_another_validator() {
     assert!(matches!(admitted.last(), Some(M::TransactionStatus(s)) if s.status == TX_ADMITTED));
     cluster.kill(3);
 
-    let mut second =
-        OrderClient::connect(order_addr(0), &key, LoginOptions::default()).expect("login");
+    let mut second = OrderClient::connect(order_addr(0), &key, options).expect("login");
     assert_eq!(second.session.next_client_seq, 1, "a new session");
     second.sender.transaction(&resting).expect("resend");
     let M::TransactionStatus(status) = second.recv().expect("status") else {
