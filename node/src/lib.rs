@@ -11,7 +11,6 @@
 //! - [`replay`]: `nexus replay`, JSON Lines commands in and events out (`docs/replay.md`).
 //! - [`queries`]: read-only queries of the JSON port (book, balances, orders, positions).
 //! - [`chain_eth`]: a validator's Ethereum JSON-RPC port (reads from its execution).
-//! - [`txport`]: the validator transaction port's frames and block payloads.
 //! - [`validator`]: `nexus validator`, one NexusBFT validator process of a devnet.
 //! - [`load`]: the devnet's deterministic stream of signed transactions.
 //! - [`load_evm`]: the devnet's EVM load (accounts funded at genesis, raw transactions sent
@@ -39,6 +38,5 @@ pub mod rate;
 pub mod replay;
 pub mod server;
 pub mod state_sync;
-pub mod txport;
 pub mod validator;
 pub mod wal_tool;

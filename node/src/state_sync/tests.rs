@@ -115,7 +115,7 @@ fn messages_round_trip_and_garbage_is_not_one() {
         assert_eq!(SyncMessage::decode(&m.encode()), Some(m));
     }
     assert_eq!(
-        SyncMessage::decode(&crate::txport::encode_list([&b"x"[..]].into_iter())),
+        SyncMessage::decode(&txport::encode_list([&b"x"[..]].into_iter())),
         None
     );
     let mut bad = SyncMessage::Manifest(Manifest::of(&s, &file, 1000)).encode();

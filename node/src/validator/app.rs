@@ -477,8 +477,8 @@ impl Application for NodeApp {
         compact::expand(form, max_items, |hash| {
             let pooled = shared.mempool.pooled(hash).map(|(tx, _)| tx.bytes());
             pooled.or_else(|| {
-                let index =
-                    in_flight.get_or_init(|| compact::index_items(&self.forwards_in_flight));
+                let index = in_flight
+                    .get_or_init(|| compact::index_items(&self.forwards_in_flight, FORWARD_BATCH));
                 index.get(hash).copied()
             })
         })

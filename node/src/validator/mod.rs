@@ -12,7 +12,7 @@
 //! What stays here is the node's [`Application`], `NodeApp`: blocks hold **signed
 //! transactions** (docs/transactions.md), and nothing else:
 //!
-//! - Clients send transactions to any validator's transaction port ([`crate::txport`]). The
+//! - Clients send transactions to any validator's transaction port ([`txport`]). The
 //!   validator admits them into its [`Mempool`] (signature verified once, nonce, limits;
 //!   typed refusals), answers `admitted` or `refused`, and forwards what it admitted to every
 //!   other validator (frame 3), which admits them into its own pool.
@@ -43,7 +43,7 @@
 //!
 //! Frames between validators (first byte): 1 = a consensus message, 2 = a sync request
 //! (`from_height u64`), answered with up to [`SYNC_BATCH`] commit certificates, 3 = a batch of
-//! block items forwarded from clients ([`crate::txport::encode_list`]; an item starting with
+//! block items forwarded from clients ([`txport::encode_list`]; an item starting with
 //! `0xEE` is an EVM transaction, `0xAC` a signed chain action for the action pool
 //! ([`crate::chain_actions`]), any other a Core one).
 //!
@@ -82,6 +82,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use transactions::{BlockItem, SignedTransaction, TxHash};
+use txport::compact;
+use txport::{Notice, NoticeKind};
 
 use crate::chain_actions::{self, ActionPool};
 use crate::chain_eth::{self, EthFeeds, EthHistory, EthPort, EthRequest};
@@ -92,14 +94,12 @@ use crate::chain_json::{self, ChainDesk, JsonEvent, JsonPort, LineStatus};
 use crate::chain_snapshot::{self, Snapshot};
 use crate::load::{self, LoadSpec};
 use crate::rate::RateLimits;
-use crate::txport::{self, Notice, NoticeKind};
 use gateway::wire::{TX_ADMITTED, TX_EVICTED, TX_REFUSED};
 use sequencer::{ClientRef, DataDirLock, LockError};
 
 mod app;
 mod byzantine;
 mod clients;
-mod compact;
 mod config;
 mod forgery;
 mod join;
