@@ -1189,8 +1189,8 @@ impl NodeApp {
             return Err("the snapshot's state has another root than it names".into());
         }
         let digest = execution.consensus_digest();
-        let chain = crate::state_sync::chain_state(snapshot, digest, chain_id)
-            .map_err(|e| e.to_string())?;
+        let chain =
+            state_sync::chain_state(snapshot, digest, chain_id).map_err(|e| e.to_string())?;
         Ok((execution, chain))
     }
 

@@ -35,7 +35,7 @@
 //!   admitted into the same pool (`Mempool::admit_evm`), forwarded like Core ones, proposed
 //!   after the Core transactions within the EVM gas share; the EVM blocks executed are kept
 //!   (bounded) for the port's reads.
-//! - Every `snapshot_every` blocks the executed state is written ([`crate::chain_snapshot`]);
+//! - Every `snapshot_every` blocks the executed state is written ([`state_sync::snapshot`]);
 //!   at start the newest matching snapshot is loaded and only later blocks are executed.
 //!
 //! The time a block's nonces are checked against is the timestamp of the block before it
@@ -79,6 +79,7 @@ use execution::{Execution, ExecutionConfig};
 use mempool::{Evicted, Mempool, MempoolConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use state_sync::snapshot::{self, Snapshot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use transactions::{BlockItem, SignedTransaction, TxHash};
@@ -91,7 +92,6 @@ use crate::chain_gateway::{
     self, BlockFeed, ChainGatewayConfig, GatewayHandle, GatewayTx, ToGateway, NOBODY,
 };
 use crate::chain_json::{self, ChainDesk, JsonEvent, JsonPort, LineStatus};
-use crate::chain_snapshot::{self, Snapshot};
 use crate::load::{self, LoadSpec};
 use crate::rate::RateLimits;
 use gateway::wire::{TX_ADMITTED, TX_EVICTED, TX_REFUSED};
@@ -332,7 +332,7 @@ struct Shell {
     /// Checks the signatures of peers' forwarded transactions off the loop.
     verifier: ForwardVerifier,
     /// Serves this validator's newest snapshot to peers (state sync).
-    server: crate::state_sync::SnapshotServer,
+    server: state_sync::SnapshotServer,
     /// After joining from a snapshot: the catch-up to the peers' height, until logged.
     catch_up: Option<join::CatchUp>,
     /// Certificates received while joining, handed to the host once it started.
@@ -548,7 +548,7 @@ async fn run_validator(
         blocks,
         signing_held: lost,
         verifier,
-        server: crate::state_sync::SnapshotServer::new(data_dir.join("snapshots")),
+        server: state_sync::SnapshotServer::new(data_dir.join("snapshots")),
         catch_up: None,
         pending_frames: Vec::new(),
         prune_keep_blocks: config.prune_keep_blocks,
@@ -749,7 +749,7 @@ impl Shell {
     /// height (0: none used).
     fn recover(&mut self, stored: Vec<CommitCertificate>) -> Result<Height, HostError> {
         let app = self.host.app_mut();
-        let (snapshot, skipped) = chain_snapshot::newest(&app.snapshots, stored.len() as u64);
+        let (snapshot, skipped) = snapshot::newest(&app.snapshots, stored.len() as u64);
         for why in skipped {
             stderr_line(format_args!("nexus validator: snapshot not used: {why}"));
         }
