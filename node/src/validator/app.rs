@@ -673,7 +673,7 @@ impl NodeApp {
         if request.method == "eth_sendRawTransaction" {
             let key = (3, request.connection);
             if self.eth_connections.insert(request.connection)
-                && self.eth_connections.len() > chain_eth::RATE_REMEMBERED
+                && self.eth_connections.len() > eth_rpc::RATE_REMEMBERED
             {
                 let oldest = self.eth_connections.pop_first().expect("over the bound");
                 self.rates.forget(&(3, oldest));
@@ -681,7 +681,7 @@ impl NodeApp {
             if !self.rates.allow(key, now_ns / MS) {
                 let _ = request
                     .reply
-                    .send(Err(chain_eth::rate_limited(self.connection_rate)));
+                    .send(Err(eth_rpc::rate_limited(self.connection_rate)));
                 return None;
             }
         }

@@ -31,7 +31,7 @@
 //!   ([`crate::chain_gateway`]: signed `Transaction` messages, every result routed to the
 //!   sessions of each account, market data) and its JSON development port
 //!   ([`crate::chain_json`]); every client connection has a rate limit ([`crate::rate`]).
-//! - EVM transactions come through the Ethereum JSON-RPC port ([`crate::chain_eth`]):
+//! - EVM transactions come through the Ethereum JSON-RPC port ([`eth_rpc`]):
 //!   admitted into the same pool (`Mempool::admit_evm`), forwarded like Core ones, proposed
 //!   after the Core transactions within the EVM gas share; the EVM blocks executed are kept
 //!   (bounded) for the port's reads.
@@ -74,6 +74,7 @@ use consensus_net::{
     BlockStore, BlockStoreError, Inbox, Lane, NetConfig, NetError, Network, Peer, Received,
 };
 use engine::EngineConfig;
+use eth_rpc::{EthFeeds, EthHistory, EthPort, EthRequest};
 use execution::coprocessor::CallResult;
 use execution::{Execution, ExecutionConfig};
 use mempool::{Evicted, Mempool, MempoolConfig};
@@ -87,7 +88,6 @@ use txport::compact;
 use txport::{Notice, NoticeKind};
 
 use crate::chain_actions::{self, ActionPool};
-use crate::chain_eth::{self, EthFeeds, EthHistory, EthPort, EthRequest};
 use crate::chain_gateway::{
     self, BlockFeed, ChainGatewayConfig, GatewayHandle, GatewayTx, ToGateway, NOBODY,
 };
@@ -600,7 +600,7 @@ async fn run_validator(
     let json_addr = validator
         .start_json(&entry, &config, &keypair, json_tx)
         .await?;
-    let (eth_tx, eth) = mpsc::channel::<EthRequest>(chain_eth::QUEUE);
+    let (eth_tx, eth) = mpsc::channel::<EthRequest>(eth_rpc::QUEUE);
     // The server stops when its handle is dropped: kept until the validator stops.
     let eth_server = start_eth(&entry, eth_tx).await?;
     let eth_addr = eth_server.as_ref().map(|(bound, _)| *bound);
@@ -719,7 +719,7 @@ async fn start_eth(
     let Some(addr) = entry.eth_addr else {
         return Ok(None);
     };
-    let server = chain_eth::serve(addr, requests)
+    let server = eth_rpc::serve(addr, requests)
         .await
         .map_err(|e| HostError::Io(PathBuf::from(addr.to_string()), e))?;
     Ok(Some(server))
