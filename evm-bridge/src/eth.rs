@@ -1,5 +1,5 @@
 //! Ethereum JSON-RPC formatting used by the validator's
-//! port (`node`'s `chain_eth`): parameter parsing, geth's error texts, and blocks,
+//! port (the `eth-rpc` crate): parameter parsing, geth's error texts, and blocks,
 //! transactions, receipts and logs as JSON, read from any [`History`] of EVM blocks.
 
 use crate::commitment::AccountProof;

@@ -4,7 +4,7 @@
 //! the bridge's rules); `nexus-evm` is a mode of the node (`node/src/bin/nexus-evm.rs`).
 //!
 //! - [`eth`]: Ethereum JSON-RPC parsing, error texts and block / receipt / log JSON, used
-//!   by the validator's port (`node::chain_eth`).
+//!   by the validator's port (`eth_rpc`).
 //! - [`filters`]: log criteria and the polling filters (`eth_newFilter` and the rest).
 //! - [`dev_sign`]: development accounts' signing (`eth_sendTransaction`, `eth_sign`,
 //!   `personal_sign`, `eth_signTypedData_v4`) and the filling of transaction requests.

@@ -38,11 +38,8 @@ use serde_json::{json, Value};
 
 use crate::validator::hex;
 
-/// First byte of a forwarded action in a frame-3 list (Core transactions start with their
-/// version, EVM items with `0xEE`).
-pub const ACTION_ITEM_TAG: u8 = 0xAC;
-/// Longest action encoding accepted.
-pub const MAX_ACTION_LEN: usize = 1024;
+pub use txport::{ACTION_ITEM_TAG, MAX_ACTION_LEN};
+
 /// Most actions pooled at once.
 pub const MAX_POOLED: usize = 256;
 /// How far past a signer's next nonce an action may be (it waits for the ones before it).

@@ -170,7 +170,7 @@ pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, Hos
         prune_keep_blocks: 0,
         connection_rate: node.chain.connection_rate,
         account_rate: node.chain.account_rate,
-        eth_history_blocks: crate::chain_eth::HISTORY_BLOCKS as u64,
+        eth_history_blocks: eth_rpc::HISTORY_BLOCKS as u64,
         eth_state_blocks: node.chain.eth_state_blocks,
         load_start_unix_ns: 0,
         genesis,

@@ -89,7 +89,7 @@ impl Default for ChainSection {
             connection_rate: 50_000,
             account_rate: crate::validator::DEFAULT_ACCOUNT_RATE,
             max_block_txs: 1_000,
-            eth_state_blocks: crate::chain_eth::STATE_BLOCKS as u64,
+            eth_state_blocks: eth_rpc::STATE_BLOCKS as u64,
         }
     }
 }

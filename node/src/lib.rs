@@ -10,8 +10,6 @@
 //! - [`wal_tool`]: `nexus wal dump | info | truncate`.
 //! - [`replay`]: `nexus replay`, JSON Lines commands in and events out (`docs/replay.md`).
 //! - [`queries`]: read-only queries of the JSON port (book, balances, orders, positions).
-//! - [`chain_eth`]: a validator's Ethereum JSON-RPC port (reads from its execution).
-//! - [`txport`]: the validator transaction port's frames and block payloads.
 //! - [`validator`]: `nexus validator`, one NexusBFT validator process of a devnet.
 //! - [`load`]: the devnet's deterministic stream of signed transactions.
 //! - [`load_evm`]: the devnet's EVM load (accounts funded at genesis, raw transactions sent
@@ -21,12 +19,10 @@
 
 pub mod chain_actions;
 pub mod chain_cli;
-pub mod chain_eth;
 pub mod chain_gateway;
 pub mod chain_gov;
 pub mod chain_json;
 pub mod chain_run;
-pub mod chain_snapshot;
 pub mod client;
 pub mod config;
 pub mod decimal;
@@ -38,7 +34,5 @@ pub mod queries;
 pub mod rate;
 pub mod replay;
 pub mod server;
-pub mod state_sync;
-pub mod txport;
 pub mod validator;
 pub mod wal_tool;

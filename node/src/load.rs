@@ -585,7 +585,7 @@ pub fn drive_stream(
             .lock()
             .expect("pending")
             .insert(tx.hash(), (std::time::Instant::now(), orders, false));
-        if !targets[target].send(&crate::txport::request_frame(&tx), &stats) {
+        if !targets[target].send(&txport::request_frame(&tx), &stats) {
             pending.lock().expect("pending").remove(&tx.hash());
             continue;
         }
@@ -608,8 +608,8 @@ fn read_notices(
     stats: Stats,
     stop: Stop,
 ) {
-    use crate::txport::{code_name, Notice, NoticeKind, NOTICE_LEN};
     use std::io::Read;
+    use txport::{code_name, Notice, NoticeKind, NOTICE_LEN};
     let mut reader = std::io::BufReader::with_capacity(1 << 16, stream);
     let mut bytes = [0u8; NOTICE_LEN];
     while reader.read_exact(&mut bytes).is_ok() {
@@ -849,7 +849,7 @@ fn count_answers(
                         stats.admission_us.saturating_record(us.max(1));
                     }
                 } else if pending.remove(&key).is_some() {
-                    let code = crate::txport::code_name(status.code.get() as u8);
+                    let code = txport::code_name(status.code.get() as u8);
                     *stats.refusals.entry(code).or_default() += 1;
                 }
             }

@@ -22,9 +22,9 @@ use ed25519_dalek::{Signer, SigningKey};
 use engine::{SelfTradePrevention, Side, TimeInForce};
 use gateway::client::{ClientError, LoginOptions, OrderClient, ServerMessage as M};
 use gateway::wire::{LogoutReason, TX_ADMITTED, TX_REFUSED};
-use node::txport::{Notice, NoticeKind, NOTICE_LEN};
 use serde_json::{json, Value};
 use transactions::{Action, Transaction, MAX_ACTIONS, NONCE_PAST_MS, SIGNING_DOMAIN};
+use txport::{Notice, NoticeKind, NOTICE_LEN};
 
 mod common;
 use common::{read_until, run_chain, JsonClient, Node};

@@ -501,8 +501,8 @@ fn a_byzantine_proposers_forged_transaction_gets_no_votes() {
 /// Bad input on validator 1's transaction port gets typed refusals (the notice codes of
 /// docs/transactions.md) and changes nothing; an over-long frame ends that connection only.
 fn bad_input_on_the_transaction_port(config: &Path) {
-    use node::txport::{request_frame, Notice, NoticeKind, NOTICE_LEN};
     use std::io::{Read, Write};
+    use txport::{request_frame, Notice, NoticeKind, NOTICE_LEN};
     let config = node::validator::read_config(config).expect("config");
     let spec = config.load_spec().expect("spec");
     let keys = node::load::account_keys(&spec);

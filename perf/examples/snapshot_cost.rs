@@ -18,8 +18,8 @@
 
 use engine::Engine;
 use execution::{Execution, ExecutionConfig};
-use node::chain_snapshot::{self, Snapshot};
 use perf::workload::{Workload, WorkloadConfig};
+use state_sync::snapshot::{self, Snapshot};
 use std::time::Instant;
 
 fn main() {
@@ -96,14 +96,14 @@ fn loop_runs(workload: &Workload, runs: usize) {
     for run in 0..runs as u64 {
         let started = Instant::now();
         let bytes = execution.snapshot();
-        chain_snapshot::write(dir.path(), &snapshot(2 * run, bytes)).expect("written");
+        snapshot::write(dir.path(), &snapshot(2 * run, bytes)).expect("written");
         let sync_ms = ms_since(started);
         let started = Instant::now();
         let image = execution.image();
         let image_ms = ms_since(started);
         let started = Instant::now();
         let bytes = image.encode();
-        chain_snapshot::write(dir.path(), &snapshot(2 * run + 1, bytes)).expect("written");
+        snapshot::write(dir.path(), &snapshot(2 * run + 1, bytes)).expect("written");
         let writer_ms = ms_since(started);
         println!(
             "orders {} run {run}: loop before {sync_ms:.1} ms (snapshot + write + sync), \

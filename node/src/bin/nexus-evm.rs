@@ -38,7 +38,7 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     block_ms: u64,
     /// Blocks before the head whose EVM state is kept for reads and calls at a past block.
-    #[arg(long, default_value_t = node::chain_eth::STATE_BLOCKS as u64)]
+    #[arg(long, default_value_t = eth_rpc::STATE_BLOCKS as u64)]
     eth_state_blocks: u64,
 }
 

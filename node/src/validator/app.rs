@@ -477,8 +477,8 @@ impl Application for NodeApp {
         compact::expand(form, max_items, |hash| {
             let pooled = shared.mempool.pooled(hash).map(|(tx, _)| tx.bytes());
             pooled.or_else(|| {
-                let index =
-                    in_flight.get_or_init(|| compact::index_items(&self.forwards_in_flight));
+                let index = in_flight
+                    .get_or_init(|| compact::index_items(&self.forwards_in_flight, FORWARD_BATCH));
                 index.get(hash).copied()
             })
         })
@@ -673,7 +673,7 @@ impl NodeApp {
         if request.method == "eth_sendRawTransaction" {
             let key = (3, request.connection);
             if self.eth_connections.insert(request.connection)
-                && self.eth_connections.len() > chain_eth::RATE_REMEMBERED
+                && self.eth_connections.len() > eth_rpc::RATE_REMEMBERED
             {
                 let oldest = self.eth_connections.pop_first().expect("over the bound");
                 self.rates.forget(&(3, oldest));
@@ -681,7 +681,7 @@ impl NodeApp {
             if !self.rates.allow(key, now_ns / MS) {
                 let _ = request
                     .reply
-                    .send(Err(chain_eth::rate_limited(self.connection_rate)));
+                    .send(Err(eth_rpc::rate_limited(self.connection_rate)));
                 return None;
             }
         }
@@ -1189,8 +1189,8 @@ impl NodeApp {
             return Err("the snapshot's state has another root than it names".into());
         }
         let digest = execution.consensus_digest();
-        let chain = crate::state_sync::chain_state(snapshot, digest, chain_id)
-            .map_err(|e| e.to_string())?;
+        let chain =
+            state_sync::chain_state(snapshot, digest, chain_id).map_err(|e| e.to_string())?;
         Ok((execution, chain))
     }
 

@@ -69,7 +69,7 @@ pub struct ValidatorEntry {
     /// development keys, `crate::chain_json`); none if absent.
     #[serde(default)]
     pub json_addr: Option<SocketAddr>,
-    /// Its Ethereum JSON-RPC port (HTTP, `crate::chain_eth`); none if absent.
+    /// Its Ethereum JSON-RPC port (HTTP, `eth_rpc`); none if absent.
     #[serde(default)]
     pub eth_addr: Option<SocketAddr>,
     /// Its stake.
@@ -307,11 +307,11 @@ fn default_account_rate() -> u64 {
 pub const DEFAULT_ACCOUNT_RATE: u64 = 1_000;
 
 fn default_eth_history_blocks() -> u64 {
-    chain_eth::HISTORY_BLOCKS as u64
+    eth_rpc::HISTORY_BLOCKS as u64
 }
 
 fn default_eth_state_blocks() -> u64 {
-    chain_eth::STATE_BLOCKS as u64
+    eth_rpc::STATE_BLOCKS as u64
 }
 
 /// Reads a devnet configuration.

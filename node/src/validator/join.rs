@@ -1,4 +1,4 @@
-//! Joining from a peer's snapshot (state sync, [`crate::state_sync`]), serving snapshots to
+//! Joining from a peer's snapshot (state sync, [`state_sync`]), serving snapshots to
 //! peers, and starting from a block file that begins after a snapshot.
 //!
 //! A validator with no blocks (or, with pruning, one whose peers no longer hold the block
@@ -9,7 +9,7 @@
 //! execution state restores to its root, the chain state it carries hashes to the digest
 //! that state commits to, and the certificate names the snapshot's block and root and is
 //! signed by a quorum of the genesis set, or by a quorum of the snapshot's set and more
-//! than 1/3 of the genesis stake ([`crate::state_sync::verify`]); else it starts from
+//! than 1/3 of the genesis stake ([`state_sync::verify`]); else it starts from
 //! genesis. It writes the snapshot, starts its block file after it, and catches up through
 //! the host's sync. Each stage is logged with bytes and ms.
 
@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 use consensus::host::{app_frame, sync_frame, FRAME_APP, FRAME_MESSAGE};
 use consensus::messages::Message;
-
-use crate::state_sync::{self, Assembly, Manifest, SyncMessage};
+use state_sync::{Assembly, Manifest, SyncMessage};
 
 use super::*;
 
@@ -398,7 +397,7 @@ impl Shell {
         .map_err(|e| e.to_string())?;
         // Written first: if writing fails, nothing is installed; a snapshot past the
         // (empty) block file is never loaded, and nothing after the install can fail.
-        chain_snapshot::write(&app.snapshots, snapshot).map_err(|e| e.to_string())?;
+        snapshot::write(&app.snapshots, snapshot).map_err(|e| e.to_string())?;
         app.install_execution(execution, snapshot);
         self.blocks
             .start_after(snapshot.height)
@@ -439,7 +438,7 @@ impl Shell {
         let base = stored.first().map_or(0, |c| c.block.height - 1);
         let last = stored.last().map_or(0, |c| c.block.height);
         let app = self.host.app_mut();
-        let (snapshot, _) = chain_snapshot::newest(&app.snapshots, last);
+        let (snapshot, _) = snapshot::newest(&app.snapshots, last);
         let snapshot = snapshot
             .filter(|s| s.height >= base)
             .filter(|s| confirmed(s, &stored, base))

@@ -12,7 +12,7 @@
 //! What stays here is the node's [`Application`], `NodeApp`: blocks hold **signed
 //! transactions** (docs/transactions.md), and nothing else:
 //!
-//! - Clients send transactions to any validator's transaction port ([`crate::txport`]). The
+//! - Clients send transactions to any validator's transaction port ([`txport`]). The
 //!   validator admits them into its [`Mempool`] (signature verified once, nonce, limits;
 //!   typed refusals), answers `admitted` or `refused`, and forwards what it admitted to every
 //!   other validator (frame 3), which admits them into its own pool.
@@ -31,11 +31,11 @@
 //!   ([`crate::chain_gateway`]: signed `Transaction` messages, every result routed to the
 //!   sessions of each account, market data) and its JSON development port
 //!   ([`crate::chain_json`]); every client connection has a rate limit ([`crate::rate`]).
-//! - EVM transactions come through the Ethereum JSON-RPC port ([`crate::chain_eth`]):
+//! - EVM transactions come through the Ethereum JSON-RPC port ([`eth_rpc`]):
 //!   admitted into the same pool (`Mempool::admit_evm`), forwarded like Core ones, proposed
 //!   after the Core transactions within the EVM gas share; the EVM blocks executed are kept
 //!   (bounded) for the port's reads.
-//! - Every `snapshot_every` blocks the executed state is written ([`crate::chain_snapshot`]);
+//! - Every `snapshot_every` blocks the executed state is written ([`state_sync::snapshot`]);
 //!   at start the newest matching snapshot is loaded and only later blocks are executed.
 //!
 //! The time a block's nonces are checked against is the timestamp of the block before it
@@ -43,7 +43,7 @@
 //!
 //! Frames between validators (first byte): 1 = a consensus message, 2 = a sync request
 //! (`from_height u64`), answered with up to [`SYNC_BATCH`] commit certificates, 3 = a batch of
-//! block items forwarded from clients ([`crate::txport::encode_list`]; an item starting with
+//! block items forwarded from clients ([`txport::encode_list`]; an item starting with
 //! `0xEE` is an EVM transaction, `0xAC` a signed chain action for the action pool
 //! ([`crate::chain_actions`]), any other a Core one).
 //!
@@ -74,32 +74,32 @@ use consensus_net::{
     BlockStore, BlockStoreError, Inbox, Lane, NetConfig, NetError, Network, Peer, Received,
 };
 use engine::EngineConfig;
+use eth_rpc::{EthFeeds, EthHistory, EthPort, EthRequest};
 use execution::coprocessor::CallResult;
 use execution::{Execution, ExecutionConfig};
 use mempool::{Evicted, Mempool, MempoolConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use state_sync::snapshot::{self, Snapshot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use transactions::{BlockItem, SignedTransaction, TxHash};
+use txport::compact;
+use txport::{Notice, NoticeKind};
 
 use crate::chain_actions::{self, ActionPool};
-use crate::chain_eth::{self, EthFeeds, EthHistory, EthPort, EthRequest};
 use crate::chain_gateway::{
     self, BlockFeed, ChainGatewayConfig, GatewayHandle, GatewayTx, ToGateway, NOBODY,
 };
 use crate::chain_json::{self, ChainDesk, JsonEvent, JsonPort, LineStatus};
-use crate::chain_snapshot::{self, Snapshot};
 use crate::load::{self, LoadSpec};
 use crate::rate::RateLimits;
-use crate::txport::{self, Notice, NoticeKind};
 use gateway::wire::{TX_ADMITTED, TX_EVICTED, TX_REFUSED};
 use sequencer::{ClientRef, DataDirLock, LockError};
 
 mod app;
 mod byzantine;
 mod clients;
-mod compact;
 mod config;
 mod forgery;
 mod join;
@@ -332,7 +332,7 @@ struct Shell {
     /// Checks the signatures of peers' forwarded transactions off the loop.
     verifier: ForwardVerifier,
     /// Serves this validator's newest snapshot to peers (state sync).
-    server: crate::state_sync::SnapshotServer,
+    server: state_sync::SnapshotServer,
     /// After joining from a snapshot: the catch-up to the peers' height, until logged.
     catch_up: Option<join::CatchUp>,
     /// Certificates received while joining, handed to the host once it started.
@@ -548,7 +548,7 @@ async fn run_validator(
         blocks,
         signing_held: lost,
         verifier,
-        server: crate::state_sync::SnapshotServer::new(data_dir.join("snapshots")),
+        server: state_sync::SnapshotServer::new(data_dir.join("snapshots")),
         catch_up: None,
         pending_frames: Vec::new(),
         prune_keep_blocks: config.prune_keep_blocks,
@@ -600,7 +600,7 @@ async fn run_validator(
     let json_addr = validator
         .start_json(&entry, &config, &keypair, json_tx)
         .await?;
-    let (eth_tx, eth) = mpsc::channel::<EthRequest>(chain_eth::QUEUE);
+    let (eth_tx, eth) = mpsc::channel::<EthRequest>(eth_rpc::QUEUE);
     // The server stops when its handle is dropped: kept until the validator stops.
     let eth_server = start_eth(&entry, eth_tx).await?;
     let eth_addr = eth_server.as_ref().map(|(bound, _)| *bound);
@@ -719,7 +719,7 @@ async fn start_eth(
     let Some(addr) = entry.eth_addr else {
         return Ok(None);
     };
-    let server = chain_eth::serve(addr, requests)
+    let server = eth_rpc::serve(addr, requests)
         .await
         .map_err(|e| HostError::Io(PathBuf::from(addr.to_string()), e))?;
     Ok(Some(server))
@@ -749,7 +749,7 @@ impl Shell {
     /// height (0: none used).
     fn recover(&mut self, stored: Vec<CommitCertificate>) -> Result<Height, HostError> {
         let app = self.host.app_mut();
-        let (snapshot, skipped) = chain_snapshot::newest(&app.snapshots, stored.len() as u64);
+        let (snapshot, skipped) = snapshot::newest(&app.snapshots, stored.len() as u64);
         for why in skipped {
             stderr_line(format_args!("nexus validator: snapshot not used: {why}"));
         }

@@ -1,5 +1,5 @@
 //! The validator's snapshot writer: a thread that encodes, checksums and writes snapshots
-//! ([`chain_snapshot::write`]: a temporary file, synced, renamed) off the host loop.
+//! ([`snapshot::write`]: a temporary file, synced, renamed) off the host loop.
 //!
 //! The loop decides when a snapshot is due and takes what must be taken at the block
 //! boundary: an image of the executed state ([`execution::Execution::image`], a copy of the
@@ -18,8 +18,7 @@ use std::sync::mpsc::{self, TryRecvError};
 use std::time::Instant;
 
 use execution::ExecutionImage;
-
-use crate::chain_snapshot::{self, Snapshot};
+use state_sync::snapshot::{self, Snapshot};
 
 /// A snapshot to write: everything but its execution bytes, and the image they come from.
 pub struct SnapshotJob {
@@ -133,7 +132,7 @@ fn write_job(dir: &Path, job: SnapshotJob) -> io::Result<Written> {
     let started = Instant::now();
     let mut snapshot = job.snapshot;
     snapshot.execution = job.execution.encode();
-    let path = chain_snapshot::write(dir, &snapshot)?;
+    let path = snapshot::write(dir, &snapshot)?;
     Ok(Written {
         height: snapshot.height,
         path,
@@ -232,7 +231,7 @@ mod tests {
         assert_eq!(writer.pending(), Some(10));
         let written = writer.wait().unwrap().unwrap();
         assert_eq!((written.height, writer.pending()), (10, None));
-        let (snapshot, _) = chain_snapshot::read(dir.path(), 10).expect("a whole snapshot");
+        let (snapshot, _) = snapshot::read(dir.path(), 10).expect("a whole snapshot");
         assert_eq!(snapshot.execution, bytes);
         assert_eq!(snapshot.exec_root, root);
         let mut restored = Execution::restore(config(), &snapshot.execution).unwrap();
@@ -248,8 +247,8 @@ mod tests {
         let previous = writer.submit(job(20, &mut second)).unwrap();
         assert_eq!(previous.map(|r| r.unwrap().height), Some(10));
         assert_eq!(writer.wait().map(|r| r.unwrap().height), Some(20));
-        assert_eq!(chain_snapshot::heights(dir.path()), [10, 20]);
-        let (snapshot, _) = chain_snapshot::read(dir.path(), 20).unwrap();
+        assert_eq!(snapshot::heights(dir.path()), [10, 20]);
+        let (snapshot, _) = snapshot::read(dir.path(), 20).unwrap();
         let mut restored = Execution::restore(config(), &snapshot.execution).unwrap();
         assert_eq!(restored.root(), second.root());
     }

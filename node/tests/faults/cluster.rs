@@ -397,7 +397,7 @@ impl Cluster {
         let (_, certificates, _) = consensus_net::BlockStore::open(&path).expect("block file");
         let mut out = Vec::new();
         for c in &certificates {
-            let items = node::txport::decode_list(&c.block.payload, usize::MAX)
+            let items = txport::decode_list(&c.block.payload, usize::MAX)
                 .unwrap_or_else(|| panic!("block {}: not a list of items", c.block.height));
             out.extend(
                 items

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use engine::{SelfTradePrevention, Side, TimeInForce};
-use node::txport::{code_name, Notice, NoticeKind, NOTICE_LEN};
 use node::validator::DevnetConfig;
 use serde_json::json;
 use transactions::{account_id_of, Action, Transaction, TxHash};
+use txport::{code_name, Notice, NoticeKind, NOTICE_LEN};
 
 use crate::cluster::{phase_histograms, Phase, PhaseHistograms};
 use crate::common::JsonClient;
@@ -181,7 +181,7 @@ fn send_loop(
             .expect("seen")
             .pending
             .insert(tx.hash(), pending);
-        let frame = node::txport::request_frame(&tx);
+        let frame = txport::request_frame(&tx);
         let writer = target.writer.as_mut().expect("connected");
         if writer.write_all(&frame).is_err() {
             seen.lock().expect("seen").pending.remove(&tx.hash());

@@ -1,14 +1,19 @@
 //! The validator transaction port and block payloads of signed transactions
-//! (docs/transactions.md, "Submitting to a validator").
+//! (docs/transactions.md, "Submitting to a validator"): wire formats other implementations
+//! must speak, apart from the node that serves them.
 //!
 //! A client sends frames `u32 length (LE) || signed transaction`; the validator answers each
 //! transaction with 48-byte [`Notice`]s: `admitted` or `refused` at once, later `finalized`
 //! (its block is decided by more than 2/3 of the stake and durable on this validator) or
 //! `evicted` (it can no longer be included). A block's payload is the list of its
 //! transactions: `u32 count || (u32 length || transaction) * count`.
+//!
+//! - [`compact`]: a proposal's payload with the transactions peers hold named by hash.
 
 use mempool::Refusal;
 use transactions::{SignedTransaction, TxHash, MAX_TX_LEN, MIN_TX_LEN};
+
+pub mod compact;
 
 /// Bytes of one notice.
 pub const NOTICE_LEN: usize = 48;
@@ -44,10 +49,10 @@ pub struct Notice {
 /// Refusal code of a frame longer than [`MAX_TX_LEN`] or shorter than [`MIN_TX_LEN`]: the
 /// validator closes the connection after this notice.
 pub const CODE_FRAME_LENGTH: u8 = 15;
-/// Refusal code of a transaction over its connection's rate (`crate::rate`): nothing was
+/// Refusal code of a transaction over its connection's rate (`node::rate`): nothing was
 /// checked or done; send it again later.
 pub const CODE_RATE_LIMITED: u8 = 16;
-/// Refusal code of a transaction over its account's rate (`crate::rate`, all the account's
+/// Refusal code of a transaction over its account's rate (`node::rate`, all the account's
 /// connections together): nothing was checked or done; send it again later.
 pub const CODE_ACCOUNT_RATE_LIMITED: u8 = 20;
 
@@ -136,11 +141,16 @@ pub fn frame_length_ok(len: usize) -> bool {
     (MIN_TX_LEN..=MAX_TX_LEN).contains(&len)
 }
 
+/// First byte of a forwarded action in a frame-3 list (Core transactions start with their
+/// version, EVM items with `0xEE`).
+pub const ACTION_ITEM_TAG: u8 = 0xAC;
+/// Longest action encoding accepted.
+pub const MAX_ACTION_LEN: usize = 1024;
+
 /// Whether a listed block item's length is acceptable: a Core transaction's as a request
 /// frame's, an EVM item's (`0xEE || envelope`) up to `1 + MAX_EVM_TX_LEN`, a forwarded chain
-/// action's (`0xAC || action`, [`crate::chain_actions`]) up to `1 + MAX_ACTION_LEN`.
+/// action's (`0xAC || action`, `node::chain_actions`) up to `1 + MAX_ACTION_LEN`.
 pub fn item_length_ok(item: &[u8]) -> bool {
-    use crate::chain_actions::{ACTION_ITEM_TAG, MAX_ACTION_LEN};
     match item.first() {
         Some(&transactions::EVM_ITEM_TAG) => {
             (2..=1 + transactions::MAX_EVM_TX_LEN).contains(&item.len())

@@ -1,5 +1,5 @@
 //! State sync between validators: a validator serves its newest snapshot
-//! ([`crate::chain_snapshot`]) to peers as a manifest and chunks, and a validator with no
+//! ([`snapshot`]) to peers as a manifest and chunks, and a validator with no
 //! blocks assembles one from them, checks each chunk against the manifest and the whole
 //! against a verified commit certificate of the next block (docs/consensus.md, "State sync
 //! and pruning").
@@ -15,6 +15,9 @@
 //! - [`CHUNK`]: `u64` height, `u32` index, the chunk's bytes.
 //!
 //! All integers little-endian.
+//!
+//! - [`snapshot`]: a validator's snapshot files (the bytes served), which it also restarts
+//!   from.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -25,8 +28,9 @@ use consensus::messages::CommitCertificate;
 use consensus::protocol::{certified_by_quorum, signed_stake};
 use consensus::types::{SignatureVerifier, ValidatorId};
 use consensus::validators::ValidatorSet;
+use snapshot::Snapshot;
 
-use crate::chain_snapshot::{self, Snapshot};
+pub mod snapshot;
 
 /// First bytes of every state-sync frame body.
 pub const TAG: [u8; 4] = *b"\xffSNP";
@@ -307,7 +311,7 @@ impl SnapshotServer {
     /// quadratic in its size.
     fn newest(&mut self, max_height: u64) -> Option<&(Manifest, Arc<Vec<u8>>)> {
         let cached = self.cached.as_ref().map(|(m, _)| m.height);
-        let heights = chain_snapshot::heights(&self.dir);
+        let heights = snapshot::heights(&self.dir);
         for height in heights.into_iter().rev().filter(|&h| h <= max_height) {
             if Some(height) == cached {
                 return self.cached.as_ref();
@@ -316,7 +320,7 @@ impl SnapshotServer {
                 continue;
             }
             self.files_read += 1;
-            match chain_snapshot::read(&self.dir, height) {
+            match snapshot::read(&self.dir, height) {
                 Some((snapshot, file)) => {
                     let manifest = Manifest::of(&snapshot, &file, CHUNK_BYTES);
                     self.cached = Some((manifest, Arc::new(file)));

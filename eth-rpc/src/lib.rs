@@ -8,6 +8,9 @@
 //! (`Mempool::admit_evm`) and the host forwards the item to the other validators with the
 //! Core transactions (frame 3). Parameter parsing, error texts and the JSON of blocks,
 //! transactions, receipts and logs are `evm_bridge::eth`'s, shared with `nexus-evm`.
+//!
+//! The node (`node::validator`) starts the server ([`serve`]) and runs the host loop that
+//! answers.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -10,11 +10,9 @@
 //!   0x01 hash [32]               a Core transaction: BLAKE3 of its bytes (its TxHash)
 //! ```
 //!
-//! Rebuilt, it is exactly `txport::encode_list` of the items in order.
+//! Rebuilt, it is exactly [`crate::encode_list`] of the items in order.
 
 use transactions::TxHash;
-
-use crate::txport;
 
 /// Entry tag: an item carried whole.
 const WHOLE: u8 = 0;
@@ -22,18 +20,18 @@ const WHOLE: u8 = 0;
 const NAMED: u8 = 1;
 /// A Core transaction this validator's own client sent and it admitted at least this long
 /// ago (ms) is named rather than carried: its forward has had time to reach the peers.
-pub(super) const NAME_AFTER_MS: u64 = 5;
+pub const NAME_AFTER_MS: u64 = 5;
 
 /// Whether a proposal made at `now_ms` names a pooled Core transaction admitted as
 /// `admission`: if a peer forwarded it (that peer sent it to every validator at once) or
 /// it was admitted [`NAME_AFTER_MS`] or more before.
-pub(super) fn named(admission: mempool::Admission, now_ms: u64) -> bool {
+pub fn named(admission: mempool::Admission, now_ms: u64) -> bool {
     admission.from_peer || admission.at_ms + NAME_AFTER_MS <= now_ms
 }
 
 /// The compact form of the payload of `items`, naming those `named` gives a hash for;
 /// `None` if it names none (the payload then goes whole).
-pub(super) fn compact(items: &[&[u8]], named: impl Fn(usize) -> Option<TxHash>) -> Option<Vec<u8>> {
+pub fn compact(items: &[&[u8]], named: impl Fn(usize) -> Option<TxHash>) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(4 + items.len() * 33);
     out.extend_from_slice(&(items.len() as u32).to_le_bytes());
     let mut any = false;
@@ -56,7 +54,7 @@ pub(super) fn compact(items: &[&[u8]], named: impl Fn(usize) -> Option<TxHash>) 
 
 /// The payload `compact` stands for, with named transactions' bytes from `lookup`; `None`
 /// if one is not held, the form is malformed, or it has more than `max_items` entries.
-pub(super) fn expand<'a>(
+pub fn expand<'a>(
     compact: &[u8],
     max_items: usize,
     lookup: impl Fn(&TxHash) -> Option<&'a [u8]>,
@@ -83,16 +81,18 @@ pub(super) fn expand<'a>(
             _ => return None,
         }
     }
-    (at == compact.len()).then(|| txport::encode_list(items.into_iter()))
+    (at == compact.len()).then(|| crate::encode_list(items.into_iter()))
 }
 
-/// The items of forwarded frames (`FRAME_APP`, then a list of block items) by their hash.
-pub(super) fn index_items<'a>(
+/// The items of forwarded frames (`FRAME_APP`, then a list of at most `max_items` block
+/// items) by their hash.
+pub fn index_items<'a>(
     frames: impl IntoIterator<Item = &'a std::sync::Arc<[u8]>>,
+    max_items: usize,
 ) -> std::collections::HashMap<TxHash, &'a [u8]> {
     frames
         .into_iter()
-        .filter_map(|frame| txport::decode_list(frame.get(1..)?, super::FORWARD_BATCH))
+        .filter_map(|frame| crate::decode_list(frame.get(1..)?, max_items))
         .flatten()
         .map(|item| (TxHash(*blake3::hash(item).as_bytes()), item))
         .collect()
@@ -111,7 +111,7 @@ mod tests {
     fn a_compact_payload_rebuilds_the_payload_from_a_pool_that_holds_its_named_items() {
         let items: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 50 + usize::from(i)]).collect();
         let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
-        let payload = txport::encode_list(refs.iter().copied());
+        let payload = crate::encode_list(refs.iter().copied());
         // Items 1, 3 and 4 named; the pool holds them.
         let named = |i: usize| [1, 3, 4].contains(&i).then(|| hash(refs[i]));
         let form = compact(&refs, named).expect("names some");
@@ -142,9 +142,9 @@ mod tests {
             .collect();
         let items: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
         let mut frame = vec![consensus::host::FRAME_APP];
-        frame.extend(txport::encode_list(items[..2].iter().copied()));
+        frame.extend(crate::encode_list(items[..2].iter().copied()));
         let frames: Vec<std::sync::Arc<[u8]>> = vec![frame.into(), b"\x03junk".to_vec().into()];
-        let index = index_items(&frames);
+        let index = index_items(&frames, 512);
         assert_eq!(index.len(), 2, "a malformed frame adds nothing");
         assert_eq!(index.get(&hash(items[1])).copied(), Some(items[1]));
         assert_eq!(index.get(&hash(items[2])), None);

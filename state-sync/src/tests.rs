@@ -115,7 +115,7 @@ fn messages_round_trip_and_garbage_is_not_one() {
         assert_eq!(SyncMessage::decode(&m.encode()), Some(m));
     }
     assert_eq!(
-        SyncMessage::decode(&crate::txport::encode_list([&b"x"[..]].into_iter())),
+        SyncMessage::decode(&txport::encode_list([&b"x"[..]].into_iter())),
         None
     );
     let mut bad = SyncMessage::Manifest(Manifest::of(&s, &file, 1000)).encode();
@@ -312,7 +312,7 @@ fn a_server_answers_its_newest_snapshot_chunk_by_chunk_and_rate_limits() {
     let none = server.answer(peer, &SyncMessage::ManifestRequest, (1, 100), 1);
     assert_eq!(none, Some(SyncMessage::Manifest(Manifest::none())));
     let s = snapshot();
-    chain_snapshot::write(dir.path(), &s).unwrap();
+    snapshot::write(dir.path(), &s).unwrap();
     let t = 10_000_000_000;
     let Some(SyncMessage::Manifest(m)) =
         server.answer(peer, &SyncMessage::ManifestRequest, (1, 100), t)
@@ -367,14 +367,14 @@ fn a_server_reads_each_snapshot_once_and_skips_a_damaged_one() {
         other => panic!("a manifest: {other:?}"),
     };
     let mut s = snapshot();
-    chain_snapshot::write(dir.path(), &s).unwrap();
+    snapshot::write(dir.path(), &s).unwrap();
     let second = 1_000_000_000;
     for k in 1..=5 {
         assert_eq!(manifest_height(&mut server, k * second), 40);
     }
     assert_eq!(server.files_read(), 1);
     s.height = 50;
-    chain_snapshot::write(dir.path(), &s).unwrap();
+    snapshot::write(dir.path(), &s).unwrap();
     assert_eq!(manifest_height(&mut server, 6 * second), 50);
     assert_eq!(server.files_read(), 2);
     std::fs::write(dir.path().join(format!("{:020}.snap", 60)), b"damaged").unwrap();
