@@ -86,20 +86,7 @@ pub struct ChainGatewayConfig {
     pub chain_id: [u8; 32],
     /// The last executed block and its timestamp (ms) when the thread starts.
     pub tip: (u64, u64),
-    /// How long sessions' transactions may wait to be verified with later ones as one
-    /// batch ([`MAX_BATCH`] at most): zero for a chain of one (each is answered at once),
-    /// [`CLUSTER_LINGER`] in a cluster.
-    pub linger: Duration,
 }
-
-/// A cluster's gateway verifies what its sessions sent over at most this long as one
-/// batch, and hands it to the host as one: a batch costs about half a lone signature check
-/// per signature (docs/perf.md, "Signatures"), and the host forwards it to its peers as one
-/// frame. Small beside a cluster's block interval; a chain of one does not wait.
-pub const CLUSTER_LINGER: Duration = Duration::from_micros(500);
-
-/// Transactions verified as one batch at most: a fuller batch goes at once.
-pub const MAX_BATCH: usize = 256;
 
 /// A transaction a session sent, with its hash if the gateway thread verified its signature
 /// (the host then admits it without checking again).
@@ -176,8 +163,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("gateway".into())
         .spawn(move || {
-            let linger = config.linger;
-            if let Err(e) = serve(poll, server, from_host, to_host, linger) {
+            if let Err(e) = serve(poll, server, from_host, to_host) {
                 eprintln!("nexus validator: gateway stopped: {e}");
             }
         })?;
@@ -188,28 +174,23 @@ pub fn spawn(
     })
 }
 
-/// The thread's loop: sockets in, transactions to the host (verified in batches gathered
-/// over at most `linger`), the host's outputs to sessions and the feed. Ends when the host
-/// is gone.
+/// The thread's loop: sockets in, transactions to the host, the host's outputs to sessions
+/// and the feed. Ends when the host is gone.
 fn serve(
     mut poll: Poll,
     mut server: GatewayServer,
     from_host: mpsc::Receiver<ToGateway>,
     to_host: tokio::sync::mpsc::Sender<Vec<GatewayTx>>,
-    linger: Duration,
 ) -> io::Result<()> {
     let mut events = Events::with_capacity(1024);
     let mut last_tick = Instant::now();
     let mut batch = Vec::new();
-    // When the oldest transaction of `batch` arrived.
-    let mut batch_since: Option<Instant> = None;
     // Signer keys found acceptable, so a session's key is checked once.
     let mut keys = transactions::KeyCache::new(transactions::KeyCache::DEFAULT_CAPACITY);
     loop {
-        let timeout = match (server.has_pending_work(), batch_since) {
-            (true, _) => Duration::ZERO,
-            (false, Some(since)) => linger.saturating_sub(since.elapsed()).min(TICK),
-            (false, None) => TICK,
+        let timeout = match server.has_pending_work() {
+            true => Duration::ZERO,
+            false => TICK,
         };
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -225,13 +206,9 @@ fn serve(
         server.read_ready();
         server.order_entry.take_transactions(&mut batch);
         if !batch.is_empty() {
-            let since = *batch_since.get_or_insert_with(Instant::now);
-            if batch.len() >= MAX_BATCH || since.elapsed() >= linger {
-                batch_since = None;
-                let verified = verify(std::mem::take(&mut batch), &mut keys);
-                if to_host.blocking_send(verified).is_err() {
-                    return Ok(());
-                }
+            let verified = verify(std::mem::take(&mut batch), &mut keys);
+            if to_host.blocking_send(verified).is_err() {
+                return Ok(());
             }
         }
         loop {
@@ -450,45 +427,6 @@ mod tests {
     use super::*;
     use engine::{Event, RejectReason, Side};
     use execution::Origin;
-
-    /// In a cluster the thread gathers what sessions send over its linger and hands it to
-    /// the host as one verified batch (one batch equation, one forward to the peers).
-    #[test]
-    fn a_clusters_gateway_hands_what_arrives_within_its_linger_over_as_one_batch() {
-        use gateway::client::{LoginOptions, OrderClient};
-        let engine: Engine = Engine::new(engine::EngineConfig::default());
-        let (to_host, mut from_gateway) = tokio::sync::mpsc::channel(16);
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let config = ChainGatewayConfig {
-            order_entry: loopback,
-            market_data: loopback,
-            chain_id: [1; 32],
-            tip: (0, 0),
-            linger: Duration::from_secs(2),
-        };
-        let handle = spawn(config, &engine, to_host).expect("gateway");
-        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-        let mut session =
-            OrderClient::connect(handle.addrs.0, &key, LoginOptions::default()).expect("login");
-        let sent: Vec<transactions::TxHash> = (1..=3)
-            .map(|nonce| {
-                let tx = transactions::Transaction {
-                    chain_id: [1; 32],
-                    signer: key.verifying_key().to_bytes(),
-                    nonce,
-                    actions: vec![transactions::Action::CancelAll { market: 0 }],
-                }
-                .sign(&key);
-                session.sender.transaction(tx.bytes()).expect("send");
-                // Apart enough that a gateway without a linger hands each over alone.
-                std::thread::sleep(Duration::from_millis(50));
-                tx.hash()
-            })
-            .collect();
-        let batch = from_gateway.blocking_recv().expect("a batch");
-        let verified: Vec<_> = batch.iter().map(|tx| tx.verified).collect();
-        assert_eq!(verified, sent.into_iter().map(Some).collect::<Vec<_>>());
-    }
 
     #[test]
     fn the_gateway_thread_verifies_signatures_and_passes_every_transaction_on() {

@@ -798,10 +798,6 @@ impl Shell {
             market_data,
             chain_id,
             tip: (height, shared.block_time_ms),
-            linger: match self.alone {
-                true => Duration::ZERO,
-                false => chain_gateway::CLUSTER_LINGER,
-            },
         };
         let handle = chain_gateway::spawn(config, shared.execution.engine(), to_host)
             .map_err(|e| HostError::Io(PathBuf::from(order_entry.to_string()), e))?;
