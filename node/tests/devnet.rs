@@ -891,33 +891,17 @@ fn eth_clients() -> PathBuf {
 
 /// Runs one check script to its end (killed after [`ETH_CHECK_TIMEOUT`]); fails the test,
 /// with everything it printed, unless it exits 0 with `PASS` and no `FAIL` line.
-fn run_eth_check(name: &str, mut command: Command) {
-    let out = tempfile::NamedTempFile::new().expect("output file");
-    let mut child = command
-        .stdout(out.reopen().expect("reopen"))
-        .stderr(out.reopen().expect("reopen"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("{name} check: cannot start: {e}"));
-    let end = Instant::now() + ETH_CHECK_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let printed = std::fs::read_to_string(out.path()).expect("output");
-    let passed =
-        printed.lines().last() == Some("PASS") && !printed.lines().any(|l| l.starts_with("FAIL"));
+fn run_eth_check(name: &str, command: Command) {
+    let run = common::run_to_end(command, ETH_CHECK_TIMEOUT);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let passed = lines.last() == Some(&"PASS") && !lines.iter().any(|l| l.starts_with("FAIL"));
     assert!(
-        status.is_some_and(|s| s.success()) && passed,
-        "{name} check ({status:?}, limit {ETH_CHECK_TIMEOUT:?}):\n{printed}"
+        run.status.is_some_and(|s| s.success()) && passed,
+        "{name} check ({:?}, limit {ETH_CHECK_TIMEOUT:?}):\n{}",
+        run.status,
+        run.report
     );
-    let summary = printed.lines().rev().nth(1).unwrap_or_default();
+    let summary = lines.iter().rev().nth(1).copied().unwrap_or_default();
     eprintln!("{name} check: {summary}");
 }
 

@@ -4,11 +4,11 @@
 //! python3 must be on PATH (CI machines have it); without it these tests fail and say so.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 mod common;
-use common::{drain, run_chain};
+use common::{run_chain, run_to_end};
 
 /// How long the client may run before it is killed and the test fails.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -46,40 +46,19 @@ struct PythonRun {
 /// Runs `python3 -u ARGS` in `examples/python`; kills it and fails after [`CLIENT_TIMEOUT`].
 fn run_python(args: &[&str]) -> PythonRun {
     require_python();
-    let mut child = Command::new("python3")
-        .arg("-u")
-        .args(args)
-        .current_dir(python_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start python3");
-    let stdout = drain(child.stdout.take().expect("piped stdout"));
-    let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let deadline = Instant::now() + CLIENT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for python3") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let printed = stdout.lock().unwrap().clone();
-            panic!(
-                "python3 {args:?} still running after {CLIENT_TIMEOUT:?}; it printed:\n{printed}"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let mut command = Command::new("python3");
+    command.arg("-u").args(args).current_dir(python_dir());
+    let run = run_to_end(command, CLIENT_TIMEOUT);
+    let Some(status) = run.status else {
+        panic!(
+            "python3 {args:?} still running after {CLIENT_TIMEOUT:?}; it printed:\n{}",
+            run.report
+        );
     };
-    // The drain threads end at the pipes' end, just after the exit.
-    std::thread::sleep(Duration::from_millis(100));
-    let stdout = stdout.lock().unwrap().clone();
-    let report = format!("{stdout}\nstderr:\n{}", stderr.lock().unwrap());
     PythonRun {
         status,
-        stdout,
-        report,
+        stdout: run.stdout,
+        report: run.report,
     }
 }
 

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -423,4 +423,47 @@ pub fn spawn_validator(
         }
     });
     child
+}
+
+/// What a program run by [`run_to_end`] did.
+pub struct Finished {
+    /// Its exit status; `None` if it was killed at the time limit.
+    pub status: Option<ExitStatus>,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard output, then its standard error: for failure messages.
+    pub report: String,
+}
+
+/// Runs `command` (no standard input) until it exits, or kills it after `limit`; what it
+/// printed is collected in temporary files, so no pipe can fill and stall it.
+pub fn run_to_end(mut command: Command, limit: Duration) -> Finished {
+    let out = tempfile::NamedTempFile::new().expect("stdout file");
+    let err = tempfile::NamedTempFile::new().expect("stderr file");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(out.reopen().expect("reopen"))
+        .stderr(err.reopen().expect("reopen"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let end = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = std::fs::read_to_string(out.path()).expect("stdout");
+    let stderr = std::fs::read_to_string(err.path()).expect("stderr");
+    let report = format!("{stdout}\nstderr:\n{stderr}");
+    Finished {
+        status,
+        stdout,
+        report,
+    }
 }
