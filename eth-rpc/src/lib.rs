@@ -548,6 +548,10 @@ pub struct EthPort<'a> {
     pub now_ms: u64,
     /// The development accounts the port signs for (none unless configured).
     pub dev: &'a DevAccounts,
+    /// The node's rate limit per account, asked with the recovered sender of a transaction
+    /// that passed every other check; it takes a token when it says yes
+    /// ([`mempool::Mempool::admit_evm_gated`]).
+    pub within_rate: &'a mut dyn FnMut(Address) -> bool,
 }
 
 impl<'a> EthPort<'a> {
@@ -638,7 +642,10 @@ impl<'a> EthPort<'a> {
 
     /// Admits a signed envelope into the pool: its hash, and the item to forward.
     fn admit(&mut self, raw: &[u8]) -> Result<(Value, EvmItem), RpcError> {
-        match self.mempool.admit_evm(raw, &*self.execution) {
+        match self
+            .mempool
+            .admit_evm_gated(raw, &*self.execution, &mut *self.within_rate)
+        {
             // The Ethereum hash is keccak256 of the EIP-2718 envelope.
             Ok(_) => {
                 let tx = keccak256(raw);
@@ -1168,6 +1175,7 @@ mod tests {
             feeds: &mut EthFeeds::new(),
             now_ms: 0,
             dev: &DevAccounts::default(),
+            within_rate: &mut |_| true,
         };
         // No development accounts: nothing listed, nothing signed.
         assert_eq!(port.handle("eth_accounts", &[]).0.ok(), Some(json!([])));
@@ -1221,6 +1229,13 @@ mod tests {
         let (_, genesis) = Executor::genesis(EvmConfig::default(), &Genesis::default());
         let history = EthHistory::new(&genesis.header, 2, 1);
         let mut mempool = Mempool::new(mempool::MempoolConfig::default());
+        // The account's rate is used up for the first send, not for the second; it is
+        // asked with the recovered sender.
+        let mut asked = Vec::new();
+        let mut within_rate = |from: Address| {
+            asked.push(from);
+            asked.len() > 1
+        };
         let mut port = EthPort {
             execution: &mut execution,
             mempool: &mut mempool,
@@ -1229,8 +1244,18 @@ mod tests {
             feeds: &mut EthFeeds::new(),
             now_ms: 0,
             dev: &DevAccounts::default(),
+            within_rate: &mut within_rate,
         };
         let sent = json!(format!("0x{}", alloy_primitives::hex::encode(&raw)));
+        let (limited, item) = port.handle("eth_sendRawTransaction", std::slice::from_ref(&sent));
+        assert!(item.is_none(), "refused: {limited:?}");
+        let message = limited.expect_err("over the rate").message;
+        assert!(message.starts_with("account_rate_limited"), "{message}");
+        let (status, _) = port.handle("txpool_status", &[]);
+        assert_eq!(
+            status.ok(),
+            Some(json!({"pending": "0x0", "queued": "0x0"}))
+        );
         let (hash, item) = port.handle("eth_sendRawTransaction", &[sent]);
         assert!(item.is_some(), "admitted: {hash:?}");
         let (status, _) = port.handle("txpool_status", &[]);
@@ -1245,5 +1270,6 @@ mod tests {
         assert_eq!(pooled["blockNumber"], Value::Null, "{content}");
         assert_eq!(pooled["value"], "0x3", "{content}");
         assert_eq!(content["queued"], json!({}));
+        assert_eq!(asked, [sender, sender]);
     }
 }

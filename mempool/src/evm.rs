@@ -54,6 +54,10 @@ pub enum EvmRefusal {
     /// The pool holds its maximum for this sender.
     #[error("account_limit: the pool holds {0} transactions of this sender already")]
     AccountLimit(usize),
+    /// The node's rate for the sender's account is used up (the gate of
+    /// [`Mempool::admit_evm_gated`] said no); send it again later.
+    #[error("account_rate_limited: the sender's account is over its rate of admitted transactions; send it again later")]
+    AccountRateLimited,
 }
 
 impl EvmRefusal {
@@ -74,6 +78,7 @@ impl EvmRefusal {
             },
             EvmRefusal::PoolFull => "pool_full",
             EvmRefusal::AccountLimit(_) => "account_limit",
+            EvmRefusal::AccountRateLimited => "account_rate_limited",
         }
     }
 }
@@ -187,6 +192,19 @@ impl Mempool {
         envelope: &[u8],
         view: &impl EvmView,
     ) -> Result<TxHash, EvmRefusal> {
+        self.admit_evm_gated(envelope, view, |_| true)
+    }
+
+    /// [`Mempool::admit_evm`], with one more check after all the others: `within_rate` of
+    /// the recovered sender (the node's rate limit per account; it takes a token when it
+    /// says yes, so only a transaction the pool takes spends one). `false` refuses it
+    /// [`EvmRefusal::AccountRateLimited`].
+    pub fn admit_evm_gated(
+        &mut self,
+        envelope: &[u8],
+        view: &impl EvmView,
+        within_rate: impl FnOnce(Address) -> bool,
+    ) -> Result<TxHash, EvmRefusal> {
         let item = EvmItem::new(envelope);
         let hash = item.hash();
         if self.evm.by_hash.contains_key(&hash) {
@@ -202,6 +220,9 @@ impl Mempool {
         let len = item.bytes().len();
         if self.len() >= self.config.max_txs || self.bytes() + len > self.config.max_bytes {
             return Err(EvmRefusal::PoolFull);
+        }
+        if !within_rate(tx.sender) {
+            return Err(EvmRefusal::AccountRateLimited);
         }
         let arrival = self.next_arrival;
         self.next_arrival += 1;

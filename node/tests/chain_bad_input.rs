@@ -12,7 +12,8 @@
 //!
 //! A second chain of one, with `[chain] account_rate = 1`: an account over its rate is
 //! refused `account_rate_limited` whichever connection it uses, and transactions that claim
-//! its key but fail their checks (a forged signature) do not use its rate.
+//! its key but fail their checks (a forged signature) do not use its rate; an EVM sender
+//! over its rate is refused `account_rate_limited` by `eth_sendRawTransaction`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -360,6 +361,43 @@ fn an_account_over_its_rate_is_refused_on_every_connection_and_forgeries_use_non
     let bytes = chain.signed(&chain.key, nonce, vec![buy(30)]);
     send(port, &bytes);
     assert_eq!(admission_of(port, &bytes), (NoticeKind::Admitted, 0));
+    evm_senders_have_an_account_rate_too(&chain, &folder.path().join("nexus-data"));
+}
+
+/// The development EVM key sends two transfers on two connections, then the second again
+/// once its bucket refilled: the second is refused `account_rate_limited` (nothing pooled,
+/// its nonce still free), the resend is admitted and executed.
+fn evm_senders_have_an_account_rate_too(chain: &Chain, data: &std::path::Path) {
+    use alloy_primitives::{Address, U256};
+    let eth = chain.node.address("eth_rpc");
+    let secret = std::fs::read_to_string(data.join("dev-evm-key.txt")).expect("dev-evm-key.txt");
+    let secret = node::validator::unhex32(secret.trim().trim_start_matches("0x")).expect("hex");
+    let mut wallet = common::Wallet::new(&secret);
+    let transfer = |wallet: &mut common::Wallet| {
+        let tx = wallet.tx(
+            common::EVM_CHAIN_ID,
+            Some(Address::repeat_byte(0x42)),
+            U256::from(1u64),
+            Vec::new(),
+        );
+        wallet.nonce += 1;
+        wallet.sign(tx)
+    };
+    let (first, second) = (transfer(&mut wallet), transfer(&mut wallet));
+    let admitted = common::rpc(eth, "eth_sendRawTransaction", json!([first]));
+    assert!(admitted["result"].is_string(), "{admitted}");
+    let refused = common::rpc(eth, "eth_sendRawTransaction", json!([second]));
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("account_rate_limited"), "{refused}");
+    std::thread::sleep(Duration::from_millis(1_100));
+    let resent = common::rpc(eth, "eth_sendRawTransaction", json!([second]));
+    let hash = resent["result"].clone();
+    assert!(hash.is_string(), "the refused one took nothing: {resent}");
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while common::rpc(eth, "eth_getTransactionReceipt", json!([hash]))["result"].is_null() {
+        assert!(std::time::Instant::now() < end, "no receipt for {hash}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -689,6 +689,17 @@ impl NodeApp {
             execution, mempool, ..
         } = self.shared.get_mut();
         let now_ms = now_ns / MS;
+        let account_rates = &mut self.account_rates;
+        // The same bucket as the Core account the address owns (`evm::system::core_account`):
+        // an EVM sender and its Core account share one rate.
+        let mut within_rate = |sender: alloy_primitives::Address| {
+            let account = execution::evm::system::core_account(sender);
+            let allowed = account_rates.available(account, now_ms) > 0;
+            if allowed {
+                account_rates.take(&account);
+            }
+            allowed
+        };
         let peers = self
             .peers_heard
             .values()
@@ -702,6 +713,7 @@ impl NodeApp {
             feeds: &mut self.eth_feeds,
             now_ms,
             dev: &self.eth_dev,
+            within_rate: &mut within_rate,
         };
         if let Some(to) = request.subscriber {
             let _ = request.reply.send(port.subscribe(&request.params, to));
