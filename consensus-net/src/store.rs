@@ -19,14 +19,63 @@
 //! not decode or a height out of sequence is also an error (the validator must not start on
 //! a damaged history). What the file holds is what the host answers `PeerBehind` with and
 //! re-executes on restart.
+//!
+//! The host keeps only its newest certificates in memory and reads older ones back through
+//! [`BlockStore::archive`] ([`BlockArchive`]) to answer peers that are behind: a sparse
+//! index (the offset of every [`INDEX_EVERY`]-th record) finds a height with a short walk
+//! over record lengths.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use consensus::host::CertificateArchive;
 use consensus::messages::{CommitCertificate, Message};
 
 const DOMAIN: &[u8] = b"nexus-bft/v1/blockfile\0";
+
+/// Records between two marks of the block file's sparse index.
+pub const INDEX_EVERY: u64 = 256;
+
+/// Where records of the block file start: the first one's and every [`INDEX_EVERY`]-th
+/// after it, so memory is O(blocks / INDEX_EVERY).
+#[derive(Debug, Default)]
+struct FileIndex {
+    /// (height, offset) of the marked records, ascending.
+    marks: Vec<(u64, u64)>,
+    /// Height of the last durable record (0: none).
+    last: u64,
+    /// Where the next record goes: the end of the intact records.
+    end: u64,
+}
+
+impl FileIndex {
+    /// Record `height`, `len` bytes at `offset`, is durable.
+    fn note(&mut self, height: u64, offset: u64, len: u64) {
+        let marked = match self.marks.first() {
+            None => true,
+            Some(&(first, _)) => (height - first).is_multiple_of(INDEX_EVERY),
+        };
+        if marked {
+            self.marks.push((height, offset));
+        }
+        self.last = height;
+        self.end = offset + len;
+    }
+
+    /// The lowest height the file holds.
+    fn first(&self) -> Option<u64> {
+        self.marks.first().map(|&(height, _)| height)
+    }
+}
+
+/// The index, even if a thread panicked holding it (it is rebuilt, never half-written).
+fn locked(index: &Mutex<FileIndex>) -> MutexGuard<'_, FileIndex> {
+    index
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Why the block file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +107,7 @@ pub struct BlockStore {
     path: PathBuf,
     file: File,
     height: u64,
+    index: Arc<Mutex<FileIndex>>,
 }
 
 fn checksum(bytes: &[u8]) -> [u8; 32] {
@@ -94,6 +144,7 @@ impl BlockStore {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
         let mut certificates: Vec<CommitCertificate> = Vec::new();
+        let mut index = FileIndex::default();
         let mut at = 0usize;
         let corrupt = |offset: usize, what: String| BlockStoreError::Corrupt {
             path: path.to_path_buf(),
@@ -135,8 +186,10 @@ impl BlockStore {
                     ),
                 ));
             }
+            let len = 4 + body.len() + 32;
+            index.note(certificate.block.height, at as u64, len as u64);
             certificates.push(certificate);
-            at += 4 + body.len() + 32;
+            at += len;
         }
         let cut = (bytes.len() - at) as u64;
         if cut > 0 {
@@ -150,6 +203,7 @@ impl BlockStore {
                 path: path.to_path_buf(),
                 file,
                 height,
+                index: Arc::new(Mutex::new(index)),
             },
             certificates,
             cut,
@@ -166,6 +220,16 @@ impl BlockStore {
         self.height
     }
 
+    /// Read access to the durable records by height, for the host
+    /// ([`consensus::host::Host::set_certificate_archive`]); it follows this store's
+    /// appends, pruning and restarts.
+    pub fn archive(&self) -> BlockArchive {
+        BlockArchive {
+            path: self.path.clone(),
+            index: self.index.clone(),
+        }
+    }
+
     /// The file continues after `height` (a validator that started from a snapshot of that
     /// height): every stored block is dropped and the next block appended is `height + 1`.
     pub fn start_after(&mut self, height: u64) -> Result<(), BlockStoreError> {
@@ -178,6 +242,10 @@ impl BlockStore {
             self.file.sync_all().map_err(io)?;
         }
         self.height = height;
+        *locked(&self.index) = FileIndex {
+            last: height,
+            ..FileIndex::default()
+        };
         Ok(())
     }
 
@@ -191,6 +259,7 @@ impl BlockStore {
         };
         let bytes = std::fs::read(&self.path).map_err(io)?;
         let mut keep_from = bytes.len();
+        let mut first_kept = self.height + 1;
         let mut at = 0usize;
         while let Some(body) = intact_record(&bytes, at) {
             let Ok(Message::Commit(c)) = Message::decode(body) else {
@@ -198,6 +267,7 @@ impl BlockStore {
             };
             if c.block.height > height {
                 keep_from = at;
+                first_kept = c.block.height;
                 break;
             }
             at += 4 + body.len() + 32;
@@ -217,6 +287,7 @@ impl BlockStore {
             .append(true)
             .open(&self.path)
             .map_err(io)?;
+        *locked(&self.index) = reindex(&bytes[keep_from..], first_kept, self.height);
         Ok(keep_from as u64)
     }
 
@@ -240,6 +311,88 @@ impl BlockStore {
         self.file.write_all(&record).map_err(io)?;
         self.file.sync_data().map_err(io)?;
         self.height += 1;
+        let mut index = locked(&self.index);
+        let offset = index.end;
+        index.note(self.height, offset, record.len() as u64);
         Ok(())
+    }
+}
+
+/// The index of `records` (intact, in order, the first of height `first`), the file's
+/// last height being `last`.
+fn reindex(records: &[u8], first: u64, last: u64) -> FileIndex {
+    let mut index = FileIndex {
+        last,
+        ..FileIndex::default()
+    };
+    let (mut at, mut height) = (0usize, first);
+    while let Some(body) = intact_record(records, at) {
+        let len = 4 + body.len() + 32;
+        index.note(height, at as u64, len as u64);
+        at += len;
+        height += 1;
+    }
+    index
+}
+
+/// A block file's durable records, read by height (see [`BlockStore::archive`]). Each read
+/// opens the file again, so it sees the file a pruning renamed into place.
+#[derive(Debug, Clone)]
+pub struct BlockArchive {
+    path: PathBuf,
+    index: Arc<Mutex<FileIndex>>,
+}
+
+impl BlockArchive {
+    /// [`CertificateArchive::read`], or why the file could not be read.
+    fn try_read(&self, from: u64, max: usize) -> std::io::Result<Vec<Vec<u8>>> {
+        let (mark, last, end) = {
+            let index = locked(&self.index);
+            let Some(first) = index.first() else {
+                return Ok(Vec::new());
+            };
+            if from < first || from > index.last || max == 0 {
+                return Ok(Vec::new());
+            }
+            let mark = index.marks[index.marks.partition_point(|&(h, _)| h <= from) - 1];
+            (mark, index.last, index.end)
+        };
+        let mut file = BufReader::new(File::open(&self.path)?);
+        file.seek(SeekFrom::Start(mark.1))?;
+        let (mut height, mut offset) = mark;
+        let mut out = Vec::new();
+        while height <= last && out.len() < max {
+            let mut len = [0u8; 4];
+            file.read_exact(&mut len)?;
+            let len = u64::from(u32::from_le_bytes(len));
+            if offset + 4 + len + 32 > end {
+                break;
+            }
+            if height < from {
+                file.seek_relative(len as i64 + 32)?;
+            } else {
+                let mut record = vec![0u8; len as usize + 32];
+                file.read_exact(&mut record)?;
+                let (body, sum) = record.split_at(len as usize);
+                if checksum(body) != sum {
+                    break;
+                }
+                record.truncate(len as usize);
+                out.push(record);
+            }
+            offset += 4 + len + 32;
+            height += 1;
+        }
+        Ok(out)
+    }
+}
+
+impl CertificateArchive for BlockArchive {
+    fn first_height(&self) -> Option<u64> {
+        locked(&self.index).first()
+    }
+
+    fn read(&self, from: u64, max: usize) -> Vec<Vec<u8>> {
+        self.try_read(from, max).unwrap_or_default()
     }
 }

@@ -165,3 +165,78 @@ fn an_empty_file_started_after_a_snapshot_takes_the_next_block() {
     assert_eq!(stored[0].block.height, 41);
     assert_eq!(store.height(), 41);
 }
+
+/// Heights of the encoded certificates `read` returned.
+fn heights_of(read: &[Vec<u8>]) -> Vec<u64> {
+    read.iter()
+        .map(|bytes| match consensus::messages::Message::decode(bytes) {
+            Ok(consensus::messages::Message::Commit(c)) => c.block.height,
+            other => panic!("not a certificate: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn the_archive_reads_any_height_back_across_index_marks_appends_prunes_and_a_reopen() {
+    use consensus::host::CertificateArchive;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks");
+    let (mut store, _, _) = BlockStore::open(&path).unwrap();
+    let archive = store.archive();
+    assert_eq!(archive.first_height(), None);
+    assert!(archive.read(1, 4).is_empty());
+    let n = 2 * consensus_net::store::INDEX_EVERY + 40;
+    for h in 1..=n {
+        store
+            .append(&certificate(h, (h % 7) as usize * 30))
+            .unwrap();
+    }
+    assert_eq!(archive.first_height(), Some(1));
+    // Exactly what the file holds: the encoding of each certificate, in order.
+    let all = archive.read(1, n as usize);
+    assert_eq!(all.len() as u64, n);
+    for (h, bytes) in (1..=n).zip(&all) {
+        let expected = consensus::messages::Message::Commit(certificate(h, (h % 7) as usize * 30));
+        assert_eq!(*bytes, expected.encode(), "height {h}");
+    }
+    let around_marks = [1, 255, 256, 257, 258, 511, 512, 513, n - 1];
+    for from in around_marks {
+        let want: Vec<u64> = (from..=n).take(5).collect();
+        assert_eq!(heights_of(&archive.read(from, 5)), want, "from {from}");
+    }
+    assert!(archive.read(n + 1, 5).is_empty(), "nothing past the last");
+    assert!(archive.read(0, 5).is_empty(), "nothing before the first");
+    // Pruned through 300: the archive starts at 301, and takes new blocks.
+    store.prune_through(300).unwrap();
+    assert_eq!(archive.first_height(), Some(301));
+    assert!(archive.read(300, 3).is_empty());
+    assert_eq!(heights_of(&archive.read(301, 2)), [301, 302]);
+    store.append(&certificate(n + 1, 5)).unwrap();
+    assert_eq!(heights_of(&archive.read(n, 5)), [n, n + 1]);
+    // Reopened: the same reads.
+    drop(store);
+    let (store, _, _) = BlockStore::open(&path).unwrap();
+    let archive = store.archive();
+    assert_eq!(archive.first_height(), Some(301));
+    assert_eq!(
+        heights_of(&archive.read(n - 2, 9)),
+        [n - 2, n - 1, n, n + 1]
+    );
+    // A damaged record (the last one's body): reads stop before it rather than return
+    // wrong bytes.
+    let mut damaged = std::fs::read(&path).unwrap();
+    let at = damaged.len() - 40;
+    damaged[at] ^= 0xff;
+    std::fs::write(&path, &damaged).unwrap();
+    assert_eq!(heights_of(&archive.read(n - 1, 5)), [n - 1, n]);
+    drop(store);
+    // Started after a snapshot: an empty archive until the next block.
+    let other = dir.path().join("joined");
+    let (mut joined, _, _) = BlockStore::open(&other).unwrap();
+    joined.start_after(40).unwrap();
+    let archive = joined.archive();
+    assert_eq!(archive.first_height(), None);
+    joined.append(&certificate(41, 3)).unwrap();
+    assert_eq!(archive.first_height(), Some(41));
+    assert_eq!(heights_of(&archive.read(41, 9)), [41]);
+}

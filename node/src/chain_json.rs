@@ -57,7 +57,8 @@ use crate::server::{node_record, with_line};
 /// A JSON connection's outbox of lines (without their `\n`).
 pub type JsonOutbox = mpsc::Sender<String>;
 
-/// Longest line the port reads; a longer one ends the connection (after an error line).
+/// Longest line the port reads unless configured (`json_max_line_bytes`; `nexus run` takes
+/// `[ingress] max_line_bytes`): a longer one is answered `too_long` and skipped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Lines queued for one connection before it is dropped as too slow.
 const OUTBOX_LINES: usize = 1 << 14;
@@ -69,12 +70,18 @@ pub enum JsonEvent {
     Connected(u64, JsonOutbox),
     /// It sent a line (without the `\n`).
     Line(u64, String),
+    /// It sent a line longer than the port's limit (given), which was skipped.
+    TooLong(u64, usize),
     /// It closed.
     Gone(u64),
 }
 
-/// Accepts JSON connections, one task each.
-pub async fn accept(listener: tokio::net::TcpListener, events: mpsc::Sender<JsonEvent>) {
+/// Accepts JSON connections, one task each; lines longer than `max_line_bytes` are skipped.
+pub async fn accept(
+    listener: tokio::net::TcpListener,
+    events: mpsc::Sender<JsonEvent>,
+    max_line_bytes: usize,
+) {
     let mut next_id = 0u64;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -82,17 +89,23 @@ pub async fn accept(listener: tokio::net::TcpListener, events: mpsc::Sender<Json
             continue;
         };
         next_id += 1;
-        tokio::spawn(serve(next_id, stream, events.clone()));
+        tokio::spawn(serve(next_id, stream, events.clone(), max_line_bytes));
     }
 }
 
 /// One connection: lines to the host, the host's replies back. The writer ends when the
-/// host drops the outbox, so every reply owed before the client left is still written.
-async fn serve(id: u64, stream: tokio::net::TcpStream, events: mpsc::Sender<JsonEvent>) {
+/// host drops the outbox, so every reply owed before the client left is still written. A
+/// line longer than `max_line_bytes` is skipped up to its newline and reported to the host
+/// in its place (answered `too_long` with its line number, in order with the others).
+async fn serve(
+    id: u64,
+    stream: tokio::net::TcpStream,
+    events: mpsc::Sender<JsonEvent>,
+    max_line_bytes: usize,
+) {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let (reader, mut writer) = stream.into_split();
     let (outbox, mut replies) = mpsc::channel::<String>(OUTBOX_LINES);
-    let too_long = outbox.clone();
     if events.send(JsonEvent::Connected(id, outbox)).await.is_err() {
         return;
     }
@@ -105,18 +118,23 @@ async fn serve(id: u64, stream: tokio::net::TcpStream, events: mpsc::Sender<Json
         }
     };
     let read = async move {
-        let mut reader = tokio::io::BufReader::new(reader).take(MAX_LINE_BYTES as u64 + 1);
+        let limit = max_line_bytes as u64 + 1;
+        let mut reader = tokio::io::BufReader::new(reader).take(limit);
         let mut bytes = Vec::new();
         loop {
             bytes.clear();
-            reader.set_limit(MAX_LINE_BYTES as u64 + 1);
+            reader.set_limit(limit);
             match reader.read_until(b'\n', &mut bytes).await {
                 Ok(0) | Err(_) => break,
-                Ok(_) if bytes.last() != Some(&b'\n') && bytes.len() > MAX_LINE_BYTES => {
-                    let detail = format!("a line is at most {MAX_LINE_BYTES} bytes");
-                    let value = json!({"ev": "error", "reason": "too_long", "detail": detail});
-                    let _ = too_long.send(value.to_string()).await;
-                    break;
+                Ok(_) if bytes.last() != Some(&b'\n') && bytes.len() > max_line_bytes => {
+                    if !skip_line(&mut reader, limit).await {
+                        break;
+                    }
+                    let event = JsonEvent::TooLong(id, max_line_bytes);
+                    if events.send(event).await.is_err() {
+                        break;
+                    }
+                    continue;
                 }
                 Ok(_) => {}
             }
@@ -125,10 +143,28 @@ async fn serve(id: u64, stream: tokio::net::TcpStream, events: mpsc::Sender<Json
                 break;
             }
         }
-        drop(too_long);
         let _ = events.send(JsonEvent::Gone(id)).await;
     };
     tokio::join!(read, write);
+}
+
+/// Reads and drops the rest of a line, in pieces of at most `limit` bytes; `false` if the
+/// connection ended first.
+async fn skip_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut tokio::io::Take<R>,
+    limit: u64,
+) -> bool {
+    use tokio::io::AsyncBufReadExt;
+    let mut piece = Vec::new();
+    loop {
+        piece.clear();
+        reader.set_limit(limit);
+        match reader.read_until(b'\n', &mut piece).await {
+            Ok(0) | Err(_) => return false,
+            Ok(_) if piece.last() == Some(&b'\n') => return true,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// What became of a line's transaction before execution.
@@ -411,6 +447,19 @@ impl JsonPort {
                 self.drop_connection(id);
             }
         }
+    }
+
+    /// A line of connection `id` longer than `limit` bytes, skipped by its reader: it takes
+    /// its line number and is answered `too_long`.
+    pub fn too_long(&mut self, id: u64, limit: usize) {
+        let Some(connection) = self.connections.get_mut(&id) else {
+            return;
+        };
+        connection.lines += 1;
+        let line = connection.lines;
+        let detail = format!("a line is at most {limit} bytes");
+        let reply = json!({"ev": "error", "line": line, "reason": "too_long", "detail": detail});
+        self.send(id, &reply);
     }
 
     /// A line from connection `id`. Answered at once (queries, errors), or turned into a

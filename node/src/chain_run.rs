@@ -96,6 +96,10 @@ pub fn run(
         eprintln!("{name}: {e}");
         std::process::ExitCode::FAILURE
     };
+    // Before the locks, which create the folder and its lock files.
+    if let Err(e) = check_settings(node) {
+        return fail(&e);
+    }
     let _lock = match sequencer::DataDirLock::acquire(&node.data_dir) {
         Ok(lock) => lock,
         Err(e) => return fail(&e),
@@ -168,6 +172,8 @@ pub fn prepare(node: &NodeConfig, genesis: ChainGenesis) -> Result<Prepared, Hos
         snapshot_every: node.chain.snapshot_every,
         state_sync: true,
         prune_keep_blocks: 0,
+        certificates_in_memory: crate::validator::DEFAULT_CERTIFICATES_IN_MEMORY,
+        json_max_line_bytes: node.ingress.max_line_bytes as u64,
         connection_rate: node.chain.connection_rate,
         account_rate: node.chain.account_rate,
         eth_history_blocks: eth_rpc::HISTORY_BLOCKS as u64,

@@ -83,6 +83,10 @@ pub struct DevnetArgs {
     /// height minus N from its block file (0: keep every block).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub prune_keep_blocks: u64,
+    /// Most certificates of decided blocks each validator keeps in memory (at least 1); older
+    /// ones are read back from its block file for peers that are behind.
+    #[arg(long, value_name = "N", default_value_t = node::validator::DEFAULT_CERTIFICATES_IN_MEMORY)]
+    pub certificates_in_memory: u64,
     /// Most transactions a second each client connection of a validator may send (bursts of
     /// as many); more are refused `rate_limited` (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 50_000)]
@@ -240,9 +244,16 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         ]
         .concat(),
     );
+    let resumed = resumed_genesis_time(root, args.validators);
+    if resumed.is_some() {
+        eprintln!(
+            "nexus devnet: {} holds a chain: resuming it (genesis time from its {CONFIG_FILE})",
+            root.display()
+        );
+    }
     let config = DevnetConfig {
         chain_id: hex(chain_id.as_bytes()),
-        genesis_time_ms: now_ns() / MS,
+        genesis_time_ms: resumed.unwrap_or_else(|| now_ns() / MS),
         order_seed: args.seed,
         accounts: args.accounts,
         bulk: args.bulk,
@@ -253,6 +264,8 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         snapshot_every: args.snapshot_every,
         state_sync: true,
         prune_keep_blocks: args.prune_keep_blocks,
+        certificates_in_memory: args.certificates_in_memory,
+        json_max_line_bytes: node::chain_json::MAX_LINE_BYTES as u64,
         connection_rate: args.connection_rate,
         account_rate: args.account_rate,
         eth_history_blocks: args.eth_history_blocks,
@@ -283,6 +296,23 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
     let secret = config.dev_evm_secret()?;
     std::fs::write(&evm_key, format!("0x{}\n", hex(&secret))).map_err(io_err(&evm_key))?;
     Ok((path, config))
+}
+
+/// The genesis time of the chain a folder already holds (a validator's block file has
+/// blocks, and its configuration names the time), so that running again with the same
+/// `--dir` resumes that chain instead of starting one whose genesis differs from its blocks.
+/// The other genesis settings come from the same options as before (seed, accounts, ...).
+fn resumed_genesis_time(root: &Path, validators: u16) -> Option<u64> {
+    let has_blocks = (0..validators).any(|i| {
+        let blocks = root.join(format!("validator-{i}")).join("blocks");
+        std::fs::metadata(blocks).is_ok_and(|m| m.len() > 0)
+    });
+    if !has_blocks {
+        return None;
+    }
+    let text = std::fs::read_to_string(root.join(CONFIG_FILE)).ok()?;
+    let previous: DevnetConfig = toml::from_str(&text).ok()?;
+    Some(previous.genesis_time_ms)
 }
 
 /// The EVM load accounts funded at genesis: --evm-accounts, or 256 with --evm-load.

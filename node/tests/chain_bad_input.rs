@@ -409,4 +409,29 @@ fn bad_transactions_through_the_ports_are_refused_with_their_codes_and_change_no
     let (oids, stranger) = what_executed(&chain);
     assert_eq!(oids, [1, 2, 3], "only the valid transactions executed");
     assert_eq!(stranger, "unknown_account", "the stranger holds nothing");
+    a_json_line_over_the_limit_is_skipped(&chain);
+}
+
+/// The JSON port (`[ingress] max_line_bytes`, 4096 by default): a longer line is answered
+/// `too_long` with its line number and skipped to its newline; the lines around it on the
+/// same connection are answered in order.
+fn a_json_line_over_the_limit_is_skipped(chain: &Chain) {
+    let mut client = JsonClient::connect(chain.node.address("listen"));
+    let query = json!({"op": "orders", "account": A});
+    let long = format!(
+        "{{\"op\":\"orders\",\"pad\":\"{}\"}}\n",
+        "x".repeat(100_000)
+    );
+    client.send(&format!("{query}\n{long}{query}\n"));
+    assert_eq!(client.until("orders", 1).len(), 1);
+    let error = client.next();
+    assert_eq!(error["ev"], "error", "{error}");
+    assert_eq!(error["line"], 2, "{error}");
+    assert_eq!(error["reason"], "too_long", "{error}");
+    assert_eq!(error["detail"], "a line is at most 4096 bytes", "{error}");
+    assert_eq!(
+        client.until("orders", 3).len(),
+        1,
+        "the next line is served"
+    );
 }

@@ -127,7 +127,10 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
     // Fixed ports below the ephemeral range (32768 and up): a free port picked and released
     // at init could be taken meanwhile by a client connection of a test running alongside.
-    let config = init(dir.path(), &["--base-port", "21000"]);
+    // One certificate in memory: every block a peer that is behind asks for but the newest
+    // is read back from the block file (the catch-up below).
+    let args = ["--base-port", "21000", "--certificates-in-memory", "1"];
+    let config = init(dir.path(), &args);
     let mut cluster = cluster(exe, config.clone(), vec![Vec::new(); VALIDATORS]);
     for i in 0..VALIDATORS {
         cluster.start(i);
@@ -187,6 +190,11 @@ fn four_processes_finalize_survive_a_kill_and_the_killed_one_catches_up() {
     assert!(
         recovered >= killed_at,
         "recovered its {recovered} stored blocks (killed at {killed_at})"
+    );
+    // It caught up heights its peers held only in their block files.
+    assert!(
+        target > recovered + 2,
+        "caught up from {recovered} to {target}"
     );
     // From its newest snapshot (every 25 blocks, two kept): only the later blocks executed.
     let from = restarted["snapshot_height"]
@@ -1062,6 +1070,53 @@ fn the_launcher_fails_when_a_validator_exits() {
         stderr.contains("damaged"),
         "child's error is shown: {stderr}"
     );
+}
+
+/// `nexus devnet --dir D` run twice: the second run resumes the first one's chain (its
+/// genesis time is kept from D's configuration, not taken anew), and goes past its height
+/// with equal roots.
+#[test]
+fn running_the_devnet_again_in_its_folder_resumes_its_chain() {
+    let dir = tempfile::tempdir().expect("dir");
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
+    let run = || {
+        let out = Command::new(&exe)
+            .args([
+                "devnet",
+                "--validators",
+                "2",
+                "--seconds",
+                "2",
+                "--rate",
+                "0",
+            ])
+            .args(["--empty-block-interval-ms", "50", "--dir"])
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("nexus devnet");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{}: {stdout} {stderr}", out.status);
+        let stopped: Value = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["event"] == "devnet_stopped")
+            .unwrap_or_else(|| panic!("no devnet_stopped line: {stdout}"));
+        assert_eq!(stopped["equal_roots"], true, "{stopped}");
+        let heights = stopped["heights"].as_array().expect("heights").clone();
+        let lowest = heights
+            .iter()
+            .filter_map(Value::as_u64)
+            .min()
+            .expect("a height");
+        (lowest, stderr)
+    };
+    let (first, _) = run();
+    assert!(first > 0, "the first run decided blocks");
+    let (second, stderr) = run();
+    assert!(stderr.contains("resuming it"), "{stderr}");
+    assert!(second > first, "resumed past {first}: {second}");
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to validator `i`'s process.

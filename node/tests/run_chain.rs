@@ -547,3 +547,20 @@ fn a_running_validators_folder_is_locked_against_a_second_process() {
     assert_eq!(cut, 0, "no torn tail");
     assert_eq!(stored.last().map(|c| c.block.height), Some(stopped));
 }
+
+/// A JSON port off loopback is refused before anything is written: no data folder, no lock
+/// files (docs/node.md, "Configuration").
+#[test]
+fn a_json_port_off_loopback_is_refused_before_anything_is_written() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let data = folder.path().join("nexus-data");
+    let out = std::process::Command::new(common::NEXUS)
+        .args(["run", "--quiet", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("nexus run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("loopback only"), "{stderr}");
+    assert!(!data.exists(), "{} was created", data.display());
+}

@@ -274,10 +274,16 @@ pub struct Host<V: SignatureVerifier, A: Application> {
     /// Id and timestamp of the last applied block.
     last_block: Option<(Hash, u64)>,
     /// The certificate of every applied height after `cert_base` (index = height - 1 -
-    /// cert_base), encoded only when a peer syncs from it.
-    certificates: Vec<CommitCertificate>,
-    /// Heights up to this one have no certificate here (started from a snapshot).
+    /// cert_base), encoded only when a peer syncs from it: all of them, or with an archive
+    /// the newest `memory_window` ([`Host::set_certificate_archive`]).
+    certificates: VecDeque<CommitCertificate>,
+    /// Heights up to this one have no certificate in memory (started from a snapshot,
+    /// pruned, or only in the archive).
     cert_base: Height,
+    /// Older certificates, read back from the shell's block file.
+    archive: Option<Box<dyn CertificateArchive>>,
+    /// Most certificates kept in memory when there is an archive.
+    memory_window: usize,
     timers: BTreeMap<(u64, u64), Timeout>,
     timer_seq: u64,
     cert_sent: BTreeMap<(ValidatorId, Height), u64>,
@@ -306,6 +312,19 @@ pub struct Host<V: SignatureVerifier, A: Application> {
     signing_held_until: Option<u64>,
     /// Own full proposals and peers' compact ones not yet rebuilt.
     compact: compact::CompactProposals,
+}
+
+/// Decided blocks the host no longer keeps in memory, read back from the shell's block
+/// file (the node's `consensus_net::store::BlockStore`), so that a long-running validator's
+/// memory does not grow with its chain: each certificate as the file stores it, the
+/// encoding of its `Message::Commit`. Read on the host's thread, only to answer peers
+/// that are behind (rate-limited).
+pub trait CertificateArchive: Send {
+    /// The lowest height it holds, if any.
+    fn first_height(&self) -> Option<Height>;
+    /// The encoded certificates of heights `from`, `from + 1`, ... in order: at most
+    /// `max`, none past the last durable one; fewer (or none) if it cannot read them.
+    fn read(&self, from: Height, max: usize) -> Vec<Vec<u8>>;
 }
 
 /// The frame carrying `m`.
@@ -366,8 +385,10 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             consensus,
             exec_root,
             last_block: None,
-            certificates: Vec::new(),
+            certificates: VecDeque::new(),
             cert_base: 0,
+            archive: None,
+            memory_window: usize::MAX,
             timers: BTreeMap::new(),
             timer_seq: 0,
             cert_sent: BTreeMap::new(),
@@ -456,6 +477,38 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         self.last_block = Some(last_block);
     }
 
+    /// Keeps only the newest `memory_window` certificates in memory (at least one) and
+    /// serves older heights from `archive`, the shell's block file (without one, every
+    /// certificate since genesis or the snapshot stays in memory). Call before
+    /// [`Host::recover`]: blocks read back count too.
+    pub fn set_certificate_archive(
+        &mut self,
+        archive: Box<dyn CertificateArchive>,
+        memory_window: usize,
+    ) {
+        self.archive = Some(archive);
+        self.memory_window = memory_window.max(1);
+        self.trim_certificates();
+    }
+
+    /// Certificates held in memory (the rest of what [`Host::first_certificate_height`]
+    /// names is in the archive).
+    pub fn certificates_in_memory(&self) -> usize {
+        self.certificates.len()
+    }
+
+    /// Drops the oldest certificates in memory past the window (only with an archive,
+    /// which holds them: a certificate is applied after its block is durable).
+    fn trim_certificates(&mut self) {
+        if self.archive.is_none() {
+            return;
+        }
+        while self.certificates.len() > self.memory_window {
+            self.certificates.pop_front();
+            self.cert_base += 1;
+        }
+    }
+
     /// Forgets the certificates up to `height` (the shell pruned those blocks): sync
     /// requests are answered from the next one on.
     pub fn prune_certificates(&mut self, height: Height) {
@@ -466,9 +519,16 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         self.cert_base += drop;
     }
 
-    /// The lowest height this host holds a certificate for, if any.
+    /// The lowest height this host can serve a certificate of, in memory or in its
+    /// archive, if any.
     pub fn first_certificate_height(&self) -> Option<Height> {
-        (!self.certificates.is_empty()).then_some(self.cert_base + 1)
+        let in_memory = (!self.certificates.is_empty()).then_some(self.cert_base + 1);
+        let archived = self
+            .archive
+            .as_ref()
+            .and_then(|a| a.first_height())
+            .filter(|&first| first <= self.cert_base);
+        archived.or(in_memory)
     }
 
     /// The certificate of `height`, if held.
@@ -477,10 +537,30 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         self.certificates.get(usize::try_from(index).ok()?)
     }
 
-    /// The certificate of `height` as a frame, if held.
-    fn certificate_frame(&self, height: Height) -> Option<Frame> {
-        let certificate = self.certificate(height)?.clone();
-        Some(message_frame(&Message::Commit(certificate)))
+    /// The certificates of `heights` as frames, in order, from memory or the archive;
+    /// stops at the first height held in neither.
+    fn certificate_frames(&self, heights: std::ops::RangeInclusive<Height>) -> Vec<Frame> {
+        let (start, end) = (*heights.start(), *heights.end());
+        let mut frames = Vec::new();
+        let first_in_memory = self.cert_base + 1;
+        if start < first_in_memory {
+            let through = end.min(self.cert_base);
+            let count = (through + 1 - start) as usize;
+            if let Some(archive) = &self.archive {
+                let read = archive.read(start, count);
+                frames.extend(read.iter().map(|bytes| tagged(FRAME_MESSAGE, bytes)));
+            }
+            if frames.len() < count {
+                return frames;
+            }
+        }
+        for height in start.max(first_in_memory)..=end {
+            let Some(certificate) = self.certificate(height) else {
+                break;
+            };
+            frames.push(message_frame(&Message::Commit(certificate.clone())));
+        }
+        frames
     }
 
     /// Sets the empty-block interval (0, the default: every height starts at once). An
@@ -803,7 +883,8 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         self.included.extend(block.evidence.iter().copied());
         self.evidence.retain(|e| !block.evidence.contains(e));
         self.last_block = Some((block.id(), block.timestamp_ns));
-        self.certificates.push(certificate.clone());
+        self.certificates.push_back(certificate.clone());
+        self.trim_certificates();
     }
 
     /// Starts the next height now, or lets it wait until `empty_block_deadline`.
@@ -922,11 +1003,15 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         if self.chain().validators().stake_of(&peer).is_none() {
             return;
         }
-        if self.certificate(height).is_none() {
+        let held = self
+            .first_certificate_height()
+            .is_some_and(|first| first <= height)
+            && height <= self.cert_base + self.certificates.len() as u64;
+        if !held {
             return;
         }
         if cert_allowed(&mut self.cert_sent, peer, height, now_ns) {
-            let Some(frame) = self.certificate_frame(height) else {
+            let Some(frame) = self.certificate_frames(height..=height).pop() else {
                 return;
             };
             self.stats.behind_certificates += 1;
@@ -983,7 +1068,10 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         };
         // Heights before the first held certificate (a host started from a snapshot) are
         // answered from that one on: the asker then needs a snapshot itself.
-        let from_height = u64::from_le_bytes(bytes).max(self.cert_base + 1);
+        let first = self
+            .first_certificate_height()
+            .unwrap_or(self.cert_base + 1);
+        let from_height = u64::from_le_bytes(bytes).max(first);
         let Some(range) = sync_range(from_height, self.chain().height()) else {
             return; // Nothing we have (or a request past our height).
         };
@@ -993,10 +1081,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             }
         }
         self.sync_served.insert(from, (from_height, now_ns));
-        for h in range {
-            let Some(frame) = self.certificate_frame(h) else {
-                break;
-            };
+        for frame in self.certificate_frames(range) {
             self.stats.sync_certificates += 1;
             let reason = SendReason::SyncAnswer;
             self.actions.push_back(Action::Send {

@@ -649,6 +649,86 @@ fn sent_heights(actions: &[Action]) -> Vec<Height> {
     actions.iter().filter_map(height).collect()
 }
 
+/// An archive's records: the first height, each certificate encoded as the block file
+/// stores it, and whether reads fail.
+type Records = (Height, Vec<Vec<u8>>, bool);
+
+/// An archive in memory ([`Records`]).
+#[derive(Clone, Default)]
+struct MemoryArchive {
+    records: Arc<std::sync::Mutex<Records>>,
+}
+
+impl MemoryArchive {
+    fn append(&self, c: &CommitCertificate) {
+        let mut records = self.records.lock().unwrap();
+        if records.1.is_empty() {
+            records.0 = c.block.height;
+        }
+        records.1.push(Message::Commit(c.clone()).encode());
+    }
+}
+
+impl CertificateArchive for MemoryArchive {
+    fn first_height(&self) -> Option<Height> {
+        let records = self.records.lock().unwrap();
+        (!records.1.is_empty()).then_some(records.0)
+    }
+
+    fn read(&self, from: Height, max: usize) -> Vec<Vec<u8>> {
+        let records = self.records.lock().unwrap();
+        if records.2 || from < records.0 {
+            return Vec::new();
+        }
+        let skip = (from - records.0) as usize;
+        records.1.iter().skip(skip).take(max).cloned().collect()
+    }
+}
+
+#[test]
+fn with_an_archive_only_the_newest_certificates_stay_in_memory_and_older_ones_are_read_back() {
+    // Five blocks decided with an archive and a window of two: two stay in memory.
+    let (mut a, peer) = host(10);
+    let archive = MemoryArchive::default();
+    a.set_certificate_archive(Box::new(archive.clone()), 2);
+    a.start(MS).unwrap();
+    for height in 1..=5 {
+        for act in drain(&mut a) {
+            if let Action::PersistBlock(c) = act {
+                archive.append(&c);
+            }
+        }
+        a.block_durable(height, (1 + height) * MS).unwrap();
+        assert_eq!(a.certificates_in_memory(), height.min(2) as usize);
+    }
+    assert_eq!(a.first_certificate_height(), Some(1));
+    drain(&mut a);
+    // A sync from height 1: the archive's 1-3, then memory's 4-5, each frame exactly the
+    // one a host holding every certificate sends.
+    a.on_frame(peer.id(), &sync_frame(1), 100 * MS).unwrap();
+    let sent: Vec<Frame> = drain(&mut a)
+        .into_iter()
+        .filter_map(|act| match act {
+            Action::Send { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .collect();
+    let stored = archive.records.lock().unwrap().1.clone();
+    let expected: Vec<Frame> = stored
+        .iter()
+        .map(|bytes| message_frame(&Message::decode(bytes).unwrap()))
+        .collect();
+    assert_eq!(sent.len(), 5);
+    assert_eq!(sent, expected);
+    // An archive that cannot read: nothing before memory's first height is sent, and the
+    // answer stops there rather than skip heights.
+    archive.records.lock().unwrap().2 = true;
+    a.on_frame(peer.id(), &sync_frame(2), 200 * MS).unwrap();
+    assert_eq!(sent_heights(&drain(&mut a)), Vec::<Height>::new());
+    a.on_frame(peer.id(), &sync_frame(4), 300 * MS).unwrap();
+    assert_eq!(sent_heights(&drain(&mut a)), [4, 5]);
+}
+
 #[test]
 fn pruned_certificates_are_not_served_and_sync_answers_start_at_the_first_held() {
     let (mut a, peer, _) = decided_alone(5);

@@ -629,6 +629,11 @@ impl NodeApp {
                 ClientEvent::Json(JsonEvent::Line(id, text)) => {
                     frames.extend(self.json_line(id, &text, chain, now_ns))
                 }
+                ClientEvent::Json(JsonEvent::TooLong(id, limit)) => {
+                    if let Some(json) = self.json.as_mut() {
+                        json.too_long(id, limit);
+                    }
+                }
                 ClientEvent::Json(JsonEvent::Gone(id)) => {
                     self.rates.forget(&Sender::Json(id, 0).connection());
                     if let Some(json) = self.json.as_mut() {

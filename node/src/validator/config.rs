@@ -113,6 +113,15 @@ pub struct DevnetConfig {
     /// and joins from a snapshot instead.
     #[serde(default)]
     pub prune_keep_blocks: u64,
+    /// Most certificates of decided blocks the validator keeps in memory (at least 1);
+    /// older ones are read back from its block file when a peer that is behind asks for
+    /// them, so memory does not grow with the chain.
+    #[serde(default = "default_certificates_in_memory")]
+    pub certificates_in_memory: u64,
+    /// Longest line the JSON development port reads (longer ones are answered `too_long`
+    /// and skipped); `nexus run` takes `[ingress] max_line_bytes`.
+    #[serde(default = "default_json_max_line_bytes")]
+    pub json_max_line_bytes: u64,
     /// Most transactions a second one client connection (transaction port, gateway session,
     /// JSON connection) may send, in bursts of as many; more are refused `rate_limited`
     /// (0: no limit).
@@ -283,6 +292,19 @@ impl DevnetConfig {
 
 fn default_snapshot_every() -> u64 {
     1_000
+}
+
+/// The default of [`DevnetConfig::certificates_in_memory`]: a few seconds of blocks under
+/// load, enough for the peers that lag by a few heights (the usual sync), with the rest
+/// read from disk.
+pub const DEFAULT_CERTIFICATES_IN_MEMORY: u64 = 1_024;
+
+fn default_certificates_in_memory() -> u64 {
+    DEFAULT_CERTIFICATES_IN_MEMORY
+}
+
+fn default_json_max_line_bytes() -> u64 {
+    crate::chain_json::MAX_LINE_BYTES as u64
 }
 
 fn default_compact_proposals() -> bool {

@@ -113,6 +113,7 @@ use config::{consensus_config, genesis_chain};
 pub use config::{
     dev_evm_balance, dev_evm_key, evm_address, execution_config, genesis_execution, read_config,
     DevnetConfig, EngineLimits, GenesisParams, TimeoutsMs, ValidatorEntry, DEFAULT_ACCOUNT_RATE,
+    DEFAULT_CERTIFICATES_IN_MEMORY,
 };
 use verifier::{ForwardVerifier, VerifiedForward, VerifiedHere};
 
@@ -517,6 +518,8 @@ async fn run_validator(
         exec_root,
     );
     host.set_empty_block_interval(config.empty_block_interval_ms.saturating_mul(MS));
+    let window = usize::try_from(config.certificates_in_memory).unwrap_or(usize::MAX);
+    host.set_certificate_archive(Box::new(blocks.archive()), window);
     // A missing safety file beside decided blocks (or `--safety-lost`): this validator may
     // have signed at the height in progress when it stopped. Alone, nobody else holds votes
     // it could contradict.
@@ -838,7 +841,8 @@ impl Shell {
             .await
             .map_err(|e| HostError::Io(PathBuf::from(addr.to_string()), e))?;
         let bound = listener.local_addr().unwrap_or(addr);
-        tokio::spawn(chain_json::accept(listener, events));
+        let max_line_bytes = usize::try_from(config.json_max_line_bytes).unwrap_or(usize::MAX);
+        tokio::spawn(chain_json::accept(listener, events, max_line_bytes));
         Ok(Some(bound))
     }
 
