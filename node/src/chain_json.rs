@@ -35,6 +35,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ed25519_dalek::SigningKey;
 use engine::{AccountId, Command, Event};
+use json_lines::queries;
+use json_lines::replay::{Echo, Output, Step, Translator};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use transactions::{account_id_of, Action, Transaction};
@@ -50,8 +52,6 @@ use crate::chain_actions::{self, ActionPool, Asker};
 use crate::chain_gov::GovQueue;
 use crate::genesis::{translate_genesis, GenesisError};
 use crate::load::DevRoles;
-use crate::queries;
-use crate::replay::{Echo, Output, Step, Translator};
 use crate::server::{node_record, with_line};
 
 /// A JSON connection's outbox of lines (without their `\n`).

@@ -6,11 +6,11 @@
 //! of a dump reproduces the node's state exactly.
 
 use engine::{ArrayLadder, Command, Engine, EngineConfig};
+use json_lines::replay::{Output, Step, Translator};
 use sequencer::{Block, Wal, WalError};
 use serde_json::json;
 
 use crate::config::Genesis;
-use crate::replay::{Output, Step, Translator};
 
 /// Metadata key of the genesis lines in the log.
 pub const GENESIS_META_KEY: &str = "genesis";
@@ -193,5 +193,27 @@ pub fn stored_genesis(wal: &Wal) -> Result<Option<String>, GenesisError> {
         Some(bytes) => String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| GenesisError::NotText),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_specs_name_every_declared_asset_with_its_decimals_in_id_order() {
+        let lines = [
+            r#"{"op":"asset","asset":"QUOTE","decimals":6}"#,
+            r#"{"op":"asset","asset":"BASE","decimals":2}"#,
+        ]
+        .join("\n");
+        let (translator, _) = translate_genesis(&lines).expect("a genesis");
+        let specs = translator.token_specs();
+        let named: Vec<(&str, &str, u8)> = specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.symbol.as_str(), s.decimals))
+            .collect();
+        assert_eq!(named, [("QUOTE", "QUOTE", 6), ("BASE", "BASE", 2)]);
+        assert!(specs[0].asset < specs[1].asset, "{specs:?}");
     }
 }

@@ -8,14 +8,14 @@
 //! - [`config`]: the node's TOML configuration and its embedded default.
 //! - [`genesis`]: the registry and opening balances a chain starts from.
 //! - [`wal_tool`]: `nexus wal dump | info | truncate`.
-//! - [`replay`]: `nexus replay`, JSON Lines commands in and events out (`docs/replay.md`).
-//! - [`queries`]: read-only queries of the JSON port (book, balances, orders, positions).
 //! - [`validator`]: `nexus validator`, one NexusBFT validator process of a devnet.
 //! - [`load`]: the devnet's deterministic stream of signed transactions.
 //! - [`load_evm`]: the devnet's EVM load (accounts funded at genesis, raw transactions sent
 //!   to every validator's Ethereum JSON-RPC port, receipts counted).
-//! - [`decimal`]: exact decimal text to integer units and back.
 //! - [`fault_proxy`]: UDP proxies between validators that partition, delay and drop (tests).
+//!
+//! The JSON Lines protocol they speak (the translator, decimals, read-only queries) is the
+//! `json_lines` crate.
 
 pub mod chain_actions;
 pub mod chain_cli;
@@ -25,14 +25,11 @@ pub mod chain_json;
 pub mod chain_run;
 pub mod client;
 pub mod config;
-pub mod decimal;
 pub mod fault_proxy;
 pub mod genesis;
 pub mod load;
 pub mod load_evm;
-pub mod queries;
 pub mod rate;
-pub mod replay;
 pub mod server;
 pub mod validator;
 pub mod wal_tool;

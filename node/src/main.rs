@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use engine::EngineConfig;
+use json_lines::replay::{self, RunError, RunOptions};
 use node::config::NodeConfig;
-use node::replay::{self, RunError, RunOptions};
 use node::{server, wal_tool};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

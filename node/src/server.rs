@@ -20,6 +20,8 @@ use engine::{AccountId, ArrayLadder, Command, Engine, EngineConfig, Event, Side}
 use gateway::market_data::{MarketData, MarketDataConfig};
 use gateway::order_entry::{OrderEntryConfig, GATEWAY_CLIENT_BIT};
 use gateway::server::{GatewayConfig, GatewayServer};
+use json_lines::queries;
+use json_lines::replay::{Echo, Output, Step, Translator};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use sequencer::{
@@ -30,8 +32,6 @@ use serde_json::{json, Value};
 
 use crate::config::NodeConfig;
 use crate::genesis::{ensure_genesis, genesis_lines, GenesisError};
-use crate::queries;
-use crate::replay::{Echo, Output, Step, Translator};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use engine::{Engine, EngineConfig, INSURANCE_ACCOUNT};
-use node::replay::{Output, Replayer, Step, Translator, INTERNED_ID_BASE};
+use json_lines::replay::{Output, Replayer, Step, Translator, INTERNED_ID_BASE};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nexus");

@@ -390,11 +390,11 @@ impl Translator {
 
     /// The ERC-20 name, symbol (both the asset's name) and decimals of every declared
     /// asset, for NexusEVM's Core asset tokens (docs/evm.md), in asset id order.
-    pub fn token_specs(&self) -> Vec<execution::TokenSpec> {
-        let mut specs: Vec<execution::TokenSpec> = self
+    pub fn token_specs(&self) -> Vec<evm::token::TokenSpec> {
+        let mut specs: Vec<evm::token::TokenSpec> = self
             .assets
             .iter()
-            .map(|(name, info)| execution::TokenSpec {
+            .map(|(name, info)| evm::token::TokenSpec {
                 asset: info.id,
                 name: name.clone(),
                 symbol: name.clone(),
@@ -440,7 +440,7 @@ impl Translator {
     }
 
     /// The engine id of an account as written (`"insurance"` is the insurance fund).
-    pub(crate) fn account_id(&mut self, value: &Value) -> Result<AccountId, Malformed> {
+    pub fn account_id(&mut self, value: &Value) -> Result<AccountId, Malformed> {
         if value.as_str() == Some(INSURANCE_NAME) {
             return Ok(INSURANCE_ACCOUNT);
         }

@@ -275,20 +275,3 @@ fn garbage_never_panics_and_every_record_names_its_line() {
         assert!(kinds.get(kind).is_some_and(|&n| n > 0), "{kind}: {kinds:?}");
     }
 }
-
-#[test]
-fn token_specs_name_every_declared_asset_with_its_decimals_in_id_order() {
-    let lines = [
-        r#"{"op":"asset","asset":"QUOTE","decimals":6}"#,
-        r#"{"op":"asset","asset":"BASE","decimals":2}"#,
-    ]
-    .join("\n");
-    let (translator, _) = crate::genesis::translate_genesis(&lines).expect("a genesis");
-    let specs = translator.token_specs();
-    let named: Vec<(&str, &str, u8)> = specs
-        .iter()
-        .map(|s| (s.name.as_str(), s.symbol.as_str(), s.decimals))
-        .collect();
-    assert_eq!(named, [("QUOTE", "QUOTE", 6), ("BASE", "BASE", 2)]);
-    assert!(specs[0].asset < specs[1].asset, "{specs:?}");
-}
