@@ -28,6 +28,11 @@ use std::sync::Arc;
 
 /// Encoding version written by this build.
 pub const BLOCK_VERSION: u8 = 1;
+
+/// Most pieces of evidence a valid block carries (`valid(v)`): honest proposers put at most
+/// this many in, so that a byzantine one cannot make every validator check and remember
+/// an unbounded list.
+pub const MAX_EVIDENCE: usize = 2;
 const BLOCK_DOMAIN: &[u8] = b"nexus-bft/v1/block\0";
 
 /// A consensus block (Tendermint's value `v`).

@@ -1257,8 +1257,10 @@ impl Executor {
         let (cfg, block_env) = self.call_env();
         let tx = self.call_tx(request);
         let precompiles = NexusPrecompiles::new(SPEC, core, self.config.wei_per_unit);
+        // Read-only: what the call loads (accounts that do not exist, empty slots) must not
+        // stay in the state's cache, or calls would grow it without bound.
         let ctx = Context::mainnet()
-            .with_db(&mut self.db)
+            .with_db(WrapDatabaseRef(&self.db))
             .with_cfg(cfg)
             .with_block(block_env);
         let mut evm = ctx.build_mainnet().with_precompiles(precompiles);
@@ -1338,7 +1340,7 @@ impl Executor {
         let (cfg, block_env) = self.call_env();
         let precompiles = NexusPrecompiles::new(SPEC, core, self.config.wei_per_unit);
         let ctx = Context::mainnet()
-            .with_db(&mut self.db)
+            .with_db(WrapDatabaseRef(&self.db))
             .with_cfg(cfg)
             .with_block(block_env);
         let mut evm = ctx

@@ -12,7 +12,9 @@ use common::{address_of, deploy, signed};
 use engine::{Engine, EngineConfig};
 use evm::actions::Credit;
 use evm::core_view::CoreSnapshot;
-use evm::executor::{BlockInput, BlockOutput, CallRequest, EvmConfig, Executor, Genesis, TxRecord};
+use evm::executor::{
+    BlockInput, BlockOutput, CallOutcome, CallRequest, EvmConfig, Executor, Genesis, TxRecord,
+};
 use evm::history::StateHistory;
 use evm::trace::{BlockReplay, GethDebugTracingOptions, TraceError, Tracer};
 use k256::ecdsa::SigningKey;
@@ -362,4 +364,43 @@ fn a_trace_past_the_bounds_is_refused_unless_limited() {
     let frame = serde_json::to_value(frame).expect("JSON");
     assert_eq!(frame["type"], "CREATE", "{frame}");
     assert!(frame["error"].is_string(), "out of gas: {frame}");
+}
+
+/// `eth_call` and `eth_estimateGas` run on a read-only view of the state: what they load
+/// (accounts that do not exist, the store's slot) leaves the state's cache as it was, so
+/// calls cannot grow it; they still see the state (the store's slot 0 is 0x11).
+#[test]
+fn calls_leave_the_state_cache_as_it_was() {
+    let engine = Engine::new(EngineConfig::default());
+    let mut chain = chain(&engine);
+    let view = CoreSnapshot::new(&engine, 2);
+    let cached = |executor: &Executor| {
+        let cache = &executor.db().cache;
+        let slots: usize = cache.accounts.values().map(|a| a.storage.len()).sum();
+        (cache.accounts.len(), slots, cache.block_hashes.len())
+    };
+    let before = cached(&chain.executor);
+    for i in 0..100u8 {
+        let fresh = CallRequest {
+            to: Some(Address::repeat_byte(0x80 ^ i)),
+            value: U256::ZERO,
+            ..Default::default()
+        };
+        let outcome = chain.executor.call(&view, &fresh);
+        assert!(
+            matches!(outcome, CallOutcome::Success { .. }),
+            "{outcome:?}"
+        );
+        let estimate = chain.executor.estimate_gas(&view, &fresh);
+        assert_eq!(estimate.ok(), Some(21_000));
+    }
+    let read = CallRequest {
+        to: Some(chain.store),
+        ..Default::default()
+    };
+    match chain.executor.call(&view, &read) {
+        CallOutcome::Success { output, .. } => assert_eq!(output.as_ref(), word(0x11).as_slice()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(cached(&chain.executor), before);
 }

@@ -368,6 +368,7 @@ impl JsonPort {
                 .is_some();
         if closing && !governing && !self.pending.keys().any(|(connection, _)| *connection == id) {
             self.connections.remove(&id);
+            self.unwatch(id);
         }
     }
 
@@ -377,6 +378,11 @@ impl JsonPort {
         self.action_waits
             .retain(|(connection, _)| *connection != id);
         self.pending.retain(|(connection, _), _| *connection != id);
+        self.unwatch(id);
+    }
+
+    /// Connection `id` (gone) follows no account any more.
+    fn unwatch(&mut self, id: u64) {
         for watching in self.watchers.values_mut() {
             watching.retain(|&c| c != id);
         }
@@ -833,5 +839,28 @@ impl CallLine {
             method,
             args,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that followed accounts and closed follows none any more (the block
+    /// events would otherwise be gathered and matched against it for ever).
+    #[test]
+    fn a_closed_connection_stops_following_accounts() {
+        let mut port = JsonPort::new("", [0; 32], &[], None).expect("an empty genesis");
+        let (outbox, _replies) = mpsc::channel(4);
+        port.connect(1, outbox.clone());
+        port.connect(2, outbox);
+        port.watch(1, 42);
+        port.watch(1, 43);
+        port.watch(2, 43);
+        port.disconnect(1);
+        assert_eq!(port.watchers.keys().copied().collect::<Vec<_>>(), [43]);
+        assert_eq!(port.watchers[&43], [2]);
+        port.disconnect(2);
+        assert!(!port.has_watchers());
     }
 }

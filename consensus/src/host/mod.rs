@@ -85,7 +85,7 @@ pub const FRAME_PROPOSAL_ASK: u8 = 5;
 /// Most evidence items a host keeps waiting for a block.
 const EVIDENCE_POOL: usize = 64;
 /// Most evidence items a host puts in one proposal.
-const EVIDENCE_PER_BLOCK: usize = 2;
+const EVIDENCE_PER_BLOCK: usize = crate::block::MAX_EVIDENCE;
 
 /// A frame as it goes on the wire (shared between the peers it is sent to).
 pub type Frame = Arc<[u8]>;
@@ -882,6 +882,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         }
         self.included.extend(block.evidence.iter().copied());
         self.evidence.retain(|e| !block.evidence.contains(e));
+        self.forget_stale_evidence(block.height);
         self.last_block = Some((block.id(), block.timestamp_ns));
         self.certificates.push_back(certificate.clone());
         self.trim_certificates();
@@ -985,6 +986,24 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
             .take(EVIDENCE_PER_BLOCK)
             .copied()
             .collect()
+    }
+
+    /// Evidence too old to punish any more (`evidence_max_age_blocks` before `height`), or
+    /// against a validator with no bond, leaves the pool and the included set: both stay
+    /// bounded by the age window, and such evidence cannot fill the pool and crowd out new
+    /// evidence.
+    fn forget_stale_evidence(&mut self, height: Height) {
+        let max_age = self.chain().governance().params.evidence_max_age_blocks;
+        let fresh = |e: &Evidence| height.saturating_sub(e.height()) <= max_age;
+        self.included.retain(fresh);
+        let staking = self.chain().staking();
+        let keep: Vec<bool> = self
+            .evidence
+            .iter()
+            .map(|e| fresh(e) && staking.bond(&e.offender()).is_some())
+            .collect();
+        let mut keep = keep.into_iter();
+        self.evidence.retain(|_| keep.next().unwrap_or(false));
     }
 
     fn on_evidence(&mut self, e: Evidence) {

@@ -1287,6 +1287,7 @@ fn valid_pol(hs: &HeightState) -> Vec<SignedVote> {
 
 /// Tendermint's `valid(v)` for this chain: the block extends the previous one (height,
 /// parent id, execution root, later timestamp that leaves room for a later one), was built by a validator of this height,
+/// carries at most [`crate::block::MAX_EVIDENCE`] pieces of evidence,
 /// and its signed actions and payload pass the host's checks. Deterministic, as L23 requires.
 pub fn block_valid(
     start: &HeightStart,
@@ -1299,6 +1300,7 @@ pub fn block_valid(
         && block.timestamp_ns > start.prev_timestamp_ns
         && block.timestamp_ns < u64::MAX
         && start.validators.stake_of(&block.proposer).is_some()
+        && block.evidence.len() <= crate::block::MAX_EVIDENCE
         && ctx.actions_valid(block.height, &block.actions)
         && ctx.payload_valid(block.height, &block.payload)
 }

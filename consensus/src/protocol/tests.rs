@@ -1220,3 +1220,22 @@ fn rebroadcasts_resend_votes_every_time_and_the_proposal_backing_off() {
     assert_eq!(proposal_resends, vec![1, 2, 4, 8, 16, 24]);
     assert!((1..=24).all(|n| resends_proposal(n) == proposal_resends.contains(&n)));
 }
+
+#[test]
+fn a_block_with_more_evidence_than_a_block_carries_is_invalid() {
+    let mut t = Harness::new(3);
+    t.start();
+    let mut block = t.block(0, b"v");
+    let evidence = |i: u8| {
+        Evidence::double_vote(
+            t.vote(0, VoteKind::Prevote, 0, None),
+            t.vote(0, VoteKind::Prevote, 0, Some(Hash([i; 32]))),
+        )
+    };
+    block.evidence = (1..=crate::block::MAX_EVIDENCE as u8)
+        .map(evidence)
+        .collect();
+    assert!(block_valid(&t.height_start(), &block, &DefaultContext));
+    block.evidence.push(evidence(0xee));
+    assert!(!block_valid(&t.height_start(), &block, &DefaultContext));
+}

@@ -606,10 +606,7 @@ impl NodeApp {
                 ClientEvent::Connected(id, outbox) => {
                     self.clients.insert(id, outbox);
                 }
-                ClientEvent::Gone(id) => {
-                    self.rates.forget(&Sender::Port(id).connection());
-                    gone.push(id);
-                }
+                ClientEvent::Gone(id) => gone.push(id),
                 ClientEvent::Transaction(id, bytes) => frames.push((Sender::Port(id), bytes)),
                 ClientEvent::Gateway(batch) => {
                     let mempool = &mut self.shared.get_mut().mempool;
@@ -644,8 +641,10 @@ impl NodeApp {
         }
         let actions = self.actions.take_forward();
         let forward = self.admit_from_clients(frames, &actions, now_ns);
+        // After admission, which keeps a rate bucket for every connection it checks.
         for id in gone {
             self.clients.remove(&id);
+            self.rates.forget(&Sender::Port(id).connection());
         }
         forward
     }
