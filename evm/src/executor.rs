@@ -28,7 +28,7 @@ use alloy_primitives::{keccak256, Address, Bloom, Bytes, Log, TxKind, B256, U256
 use revm::context::{BlockEnv, CfgEnv, Context, TxEnv};
 use revm::context_interface::result::{EVMError, ExecutionResult, InvalidTransaction, Output};
 use revm::context_interface::Cfg;
-use revm::database::{CacheDB, EmptyDB, WrapDatabaseRef};
+use revm::database::{AccountState, CacheDB, EmptyDB, WrapDatabaseRef};
 use revm::primitives::eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN;
 use revm::primitives::hardfork::SpecId;
 use revm::state::{AccountInfo, Bytecode, EvmState};
@@ -553,6 +553,48 @@ pub struct StateDiff {
     pub code: BTreeMap<B256, Bytes>,
 }
 
+/// Accounts and storage slots a block's transactions loaded, touched or only read.
+#[derive(Default)]
+struct Loaded {
+    accounts: BTreeSet<Address>,
+    slots: BTreeSet<(Address, U256)>,
+}
+
+impl Loaded {
+    fn note(&mut self, state: &EvmState) {
+        for (&address, account) in state {
+            self.accounts.insert(address);
+            self.slots
+                .extend(account.storage.keys().map(|&slot| (address, slot)));
+        }
+    }
+
+    /// Drops from `db`'s cache what the block loaded that is not state: accounts that do
+    /// not exist and storage slots holding zero. Reading them again gives the same answer
+    /// (the cache falls back to its empty database), the commitment and snapshots skip
+    /// them anyway, and without this every fresh address or empty slot a transaction reads
+    /// would stay in memory for good.
+    fn drop_empty_entries(&self, db: &mut CacheDB<EmptyDB>) {
+        for address in &self.accounts {
+            let absent = db
+                .cache
+                .accounts
+                .get(address)
+                .is_some_and(|a| matches!(a.account_state, AccountState::NotExisting));
+            if absent {
+                db.cache.accounts.remove(address);
+            }
+        }
+        for (address, slot) in &self.slots {
+            if let Some(account) = db.cache.accounts.get_mut(address) {
+                if account.storage.get(slot).is_some_and(|v| v.is_zero()) {
+                    account.storage.remove(slot);
+                }
+            }
+        }
+    }
+}
+
 impl StateDiff {
     fn absorb(&mut self, state: &EvmState) {
         for (&address, account) in state {
@@ -987,6 +1029,7 @@ impl Executor {
         );
         let mut diff = StateDiff::default();
         let mut undo = StateUndo::default();
+        let mut loaded = Loaded::default();
         let mut errors = Vec::new();
         let mut credits = Vec::new();
         // Credits: CoreWriter's escrow pays out; conservation holds by construction. A
@@ -1128,6 +1171,7 @@ impl Executor {
                     }
                     diff.absorb(&out.state);
                     undo.note(evm.ctx.journaled_state.database, &out.state);
+                    loaded.note(&out.state);
                     evm.commit(out.state);
                     txs.push(record);
                     envelopes.push(envelope);
@@ -1185,6 +1229,7 @@ impl Executor {
                 Ok(out) => {
                     diff.absorb(&out.state);
                     undo.note(evm.ctx.journaled_state.database, &out.state);
+                    loaded.note(&out.state);
                     evm.commit(out.state);
                     let price = tx.envelope.effective_gas_price(Some(config.base_fee_wei));
                     txs.push(tx.record(input.height, txs.len() as u64));
@@ -1214,6 +1259,7 @@ impl Executor {
             }
         }
         drop(evm);
+        loaded.drop_empty_entries(&mut self.db);
 
         let state_root = self.commitment.apply(&diff);
         let header = BlockHeader {

@@ -133,3 +133,61 @@ fn state_root_is_alloys_from_scratch_root_and_proofs_verify() {
         "cleared in block 3"
     );
 }
+
+/// Runtime reading the balance of the address in its first calldata word and the slot in
+/// its second: `PUSH1 0 CALLDATALOAD BALANCE POP PUSH1 32 CALLDATALOAD SLOAD POP STOP`.
+const READ_RUNTIME: [u8; 11] = [
+    0x60, 0x00, 0x35, 0x31, 0x50, 0x60, 0x20, 0x35, 0x54, 0x50, 0x00,
+];
+
+/// What transactions only read and is not state (addresses that do not exist, empty
+/// slots) does not stay in the executor's state after their block, and the root is still
+/// the from-scratch root of the state that is left.
+#[test]
+fn a_block_leaves_no_entries_for_what_it_read_that_does_not_exist() {
+    let engine: Engine = Engine::new(EngineConfig::default());
+    let owner = SigningKey::from_slice(&[7; 32]).expect("a key");
+    let ether = U256::from(10u64).pow(U256::from(18u64));
+    let genesis = Genesis {
+        alloc: vec![(address_of(&owner), ether)],
+        escrow_wei: ether,
+        timestamp: 1,
+        tokens: Vec::new(),
+    };
+    let (mut executor, _) = Executor::genesis(EvmConfig::default(), &genesis);
+    let reader = address_of(&owner).create(0);
+    let run = |executor: &mut Executor, height: u64, txs| {
+        let input = BlockInput {
+            height,
+            timestamp: 1 + height,
+            txs,
+            ..Default::default()
+        };
+        let out = executor.execute_block(&CoreSnapshot::new(&engine, height), input);
+        assert!(out.dropped.is_empty(), "{:?}", out.dropped);
+        assert_eq!(out.header.state_root, independent_root(executor));
+    };
+    run(
+        &mut executor,
+        1,
+        vec![signed(&owner, 0, None, 0, deploy(&READ_RUNTIME))],
+    );
+    let accounts = executor.db().cache.accounts.len();
+    let reads: Vec<_> = (0..40u8)
+        .map(|i| {
+            let mut input =
+                B256::left_padding_from(Address::repeat_byte(0x40 + i).as_slice()).to_vec();
+            input.extend_from_slice(B256::with_last_byte(i + 1).as_slice());
+            signed(&owner, 1 + u64::from(i), Some(reader), 0, input)
+        })
+        .collect();
+    run(&mut executor, 2, reads);
+    let cache = &executor.db().cache;
+    assert_eq!(
+        cache.accounts.len(),
+        accounts,
+        "no entry for the 40 fresh addresses"
+    );
+    let slots = cache.accounts.get(&reader).map_or(0, |a| a.storage.len());
+    assert_eq!(slots, 0, "no entry for the 40 empty slots");
+}
