@@ -61,23 +61,30 @@ fn check_proof(executor: &mut Executor, root: B256, address: Address) {
     verify_proof(proof.storage_hash, key, value, &slot.proof).expect("slot proof");
 }
 
-#[test]
-fn state_root_is_alloys_from_scratch_root_and_proofs_verify() {
-    let engine: Engine = Engine::new(EngineConfig::default());
+/// The owner's key, one ether, and a genesis that gives the owner (and the escrow) that
+/// ether, with `tokens`.
+fn owned_genesis(tokens: Vec<TokenSpec>) -> (SigningKey, U256, Genesis) {
     let owner = SigningKey::from_slice(&[7; 32]).expect("a key");
     let ether = U256::from(10u64).pow(U256::from(18u64));
     let genesis = Genesis {
         alloc: vec![(address_of(&owner), ether)],
         escrow_wei: ether,
         timestamp: 1,
-        // A Core asset token: code and name, symbol (longer than a slot) and decimals.
-        tokens: vec![TokenSpec {
-            asset: 2,
-            name: "Base".into(),
-            symbol: "A SYMBOL LONGER THAN THIRTY-TWO BYTES".into(),
-            decimals: 6,
-        }],
+        tokens,
     };
+    (owner, ether, genesis)
+}
+
+#[test]
+fn state_root_is_alloys_from_scratch_root_and_proofs_verify() {
+    let engine: Engine = Engine::new(EngineConfig::default());
+    // A Core asset token: code and name, symbol (longer than a slot) and decimals.
+    let (owner, ether, genesis) = owned_genesis(vec![TokenSpec {
+        asset: 2,
+        name: "Base".into(),
+        symbol: "A SYMBOL LONGER THAN THIRTY-TWO BYTES".into(),
+        decimals: 6,
+    }]);
     let (mut executor, out) = Executor::genesis(EvmConfig::default(), &genesis);
     assert_eq!(out.header.state_root, independent_root(&executor));
     let store = address_of(&owner).create(0);
@@ -146,14 +153,7 @@ const READ_RUNTIME: [u8; 11] = [
 #[test]
 fn a_block_leaves_no_entries_for_what_it_read_that_does_not_exist() {
     let engine: Engine = Engine::new(EngineConfig::default());
-    let owner = SigningKey::from_slice(&[7; 32]).expect("a key");
-    let ether = U256::from(10u64).pow(U256::from(18u64));
-    let genesis = Genesis {
-        alloc: vec![(address_of(&owner), ether)],
-        escrow_wei: ether,
-        timestamp: 1,
-        tokens: Vec::new(),
-    };
+    let (owner, _, genesis) = owned_genesis(Vec::new());
     let (mut executor, _) = Executor::genesis(EvmConfig::default(), &genesis);
     let reader = address_of(&owner).create(0);
     let run = |executor: &mut Executor, height: u64, txs| {
