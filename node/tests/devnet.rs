@@ -1176,6 +1176,12 @@ fn a_gateway_client_fails_over_to_another_validator() {
     cluster.kill(3);
 
     let mut second = OrderClient::connect(order_addr(0), &key, options).expect("login");
+    // The decisions after the pause can take more than the client's default 10 s when the
+    // whole suite shares the two cores (one CI run timed out waiting for the cancel's).
+    second
+        .reader
+        .set_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
     assert_eq!(second.session.next_client_seq, 1, "a new session");
     second.sender.transaction(&resting).expect("resend");
     let M::TransactionStatus(status) = second.recv().expect("status") else {
