@@ -20,5 +20,5 @@ pub mod verifier;
 
 pub use identity::{validator_key, Identity, IdentityError};
 pub use inbox::Inbox;
-pub use store::{BlockArchive, BlockStore, BlockStoreError};
+pub use store::{BlockArchive, BlockStore, BlockStoreError, StoredCertificates};
 pub use transport::{Congestion, Lane, NetConfig, NetError, NetStats, Network, Peer, Received};

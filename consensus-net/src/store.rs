@@ -24,6 +24,10 @@
 //! [`BlockStore::archive`] ([`BlockArchive`]) to answer peers that are behind: a sparse
 //! index (the offset of every [`INDEX_EVERY`]-th record) finds a height with a short walk
 //! over record lengths.
+//!
+//! Opening reads the file as a stream (checking every record) and keeps only that index,
+//! so restarting does not hold the chain in memory either; [`BlockStore::certificates`]
+//! reads blocks back from any height, one at a time, for the validator to re-execute.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -128,9 +132,12 @@ fn intact_record(bytes: &[u8], at: usize) -> Option<&[u8]> {
 }
 
 impl BlockStore {
-    /// Opens (or creates) the file at `path` and returns it with every stored certificate,
-    /// heights in order (1, 2, ... unless it starts after a snapshot). Also returns the number of bytes cut off a torn tail.
-    pub fn open(path: &Path) -> Result<(BlockStore, Vec<CommitCertificate>, u64), BlockStoreError> {
+    /// Opens (or creates) the file at `path`, checks every record (checksum, decoding,
+    /// heights in order: 1, 2, ... unless it starts after a snapshot) and cuts a torn
+    /// tail. Returns the store and the number of bytes cut. The file is read as a stream:
+    /// what stays in memory is the sparse index, not the records
+    /// ([`BlockStore::certificates`] reads them back).
+    pub fn open(path: &Path) -> Result<(BlockStore, u64), BlockStoreError> {
         let io = |source| BlockStoreError::Io {
             path: path.to_path_buf(),
             source,
@@ -141,63 +148,15 @@ impl BlockStore {
             .create(true)
             .open(path)
             .map_err(io)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
-        let mut certificates: Vec<CommitCertificate> = Vec::new();
-        let mut index = FileIndex::default();
-        let mut at = 0usize;
-        let corrupt = |offset: usize, what: String| BlockStoreError::Corrupt {
-            path: path.to_path_buf(),
-            offset: offset as u64,
-            what,
-        };
-        while at < bytes.len() {
-            let Some(body) = intact_record(&bytes, at) else {
-                // Torn tail only if nothing intact follows (zero bytes, a partial append);
-                // an intact record after it means durable history is damaged.
-                if let Some(next) =
-                    (at + 1..bytes.len()).find(|&o| intact_record(&bytes, o).is_some())
-                {
-                    return Err(corrupt(
-                        at,
-                        format!(
-                            "damaged record (bad length or checksum) with an intact record \
-                             after it at byte {next}"
-                        ),
-                    ));
-                }
-                break;
-            };
-            let certificate = match Message::decode(body) {
-                Ok(Message::Commit(c)) => c,
-                Ok(_) => return Err(corrupt(at, "not a commit certificate".into())),
-                Err(e) => return Err(corrupt(at, e.to_string())),
-            };
-            let expected = match certificates.first() {
-                Some(first) => first.block.height + certificates.len() as u64,
-                None => certificate.block.height.max(1),
-            };
-            if certificate.block.height != expected {
-                return Err(corrupt(
-                    at,
-                    format!(
-                        "height {} where {expected} was expected",
-                        certificate.block.height
-                    ),
-                ));
-            }
-            let len = 4 + body.len() + 32;
-            index.note(certificate.block.height, at as u64, len as u64);
-            certificates.push(certificate);
-            at += len;
-        }
-        let cut = (bytes.len() - at) as u64;
+        let size = file.metadata().map_err(io)?.len();
+        let index = scan(path, &file, size)?;
+        let cut = size - index.end;
         if cut > 0 {
-            file.set_len(at as u64).map_err(io)?;
+            file.set_len(index.end).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;
-        let height = certificates.last().map_or(0, |c| c.block.height);
+        let height = index.last;
         Ok((
             BlockStore {
                 path: path.to_path_buf(),
@@ -205,9 +164,33 @@ impl BlockStore {
                 height,
                 index: Arc::new(Mutex::new(index)),
             },
-            certificates,
             cut,
         ))
+    }
+
+    /// The lowest height the file holds (`None`: it holds no block).
+    pub fn first_height(&self) -> Option<u64> {
+        locked(&self.index).first()
+    }
+
+    /// The stored certificates from height `from` (or the first stored, if later) through
+    /// the last one, decoded one at a time as the iterator is advanced.
+    pub fn certificates(&self, from: u64) -> Result<StoredCertificates, BlockStoreError> {
+        let plan = {
+            let index = locked(&self.index);
+            index.first().and_then(|first| index.plan(from.max(first)))
+        };
+        let walk = plan
+            .map(|plan| RecordWalk::open(&self.path, plan))
+            .transpose()
+            .map_err(|source| BlockStoreError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(StoredCertificates {
+            path: self.path.clone(),
+            walk,
+        })
     }
 
     /// The file's path.
@@ -250,35 +233,28 @@ impl BlockStore {
     }
 
     /// Drops every block up to `height` (pruning: a snapshot covers them): the later
-    /// records are written to a temporary file, synced and renamed over the block file (a
+    /// records are copied to a temporary file, synced and renamed over the block file (a
     /// crash leaves the old file or the new one, both valid). Returns the bytes removed.
     pub fn prune_through(&mut self, height: u64) -> Result<u64, BlockStoreError> {
         let io = |source| BlockStoreError::Io {
             path: self.path.clone(),
             source,
         };
-        let bytes = std::fs::read(&self.path).map_err(io)?;
-        let mut keep_from = bytes.len();
-        let mut first_kept = self.height + 1;
-        let mut at = 0usize;
-        while let Some(body) = intact_record(&bytes, at) {
-            let Ok(Message::Commit(c)) = Message::decode(body) else {
-                break;
-            };
-            if c.block.height > height {
-                keep_from = at;
-                first_kept = c.block.height;
-                break;
+        let (keep_from, end) = {
+            let index = locked(&self.index);
+            if index.first().is_none_or(|first| height < first) {
+                return Ok(0);
             }
-            at += 4 + body.len() + 32;
-        }
-        if keep_from == 0 {
-            return Ok(0);
-        }
+            let keep_from = match index.plan(height + 1) {
+                Some(plan) => RecordWalk::open(&self.path, plan)
+                    .and_then(|mut walk| walk.skip_to_from())
+                    .map_err(io)?,
+                None => index.end,
+            };
+            (keep_from, index.end)
+        };
         let temporary = self.path.with_extension("prune");
-        let mut file = File::create(&temporary).map_err(io)?;
-        file.write_all(&bytes[keep_from..]).map_err(io)?;
-        file.sync_all().map_err(io)?;
+        copy_range(&self.path, keep_from..end, &temporary).map_err(io)?;
         std::fs::rename(&temporary, &self.path).map_err(io)?;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
@@ -287,8 +263,9 @@ impl BlockStore {
             .append(true)
             .open(&self.path)
             .map_err(io)?;
-        *locked(&self.index) = reindex(&bytes[keep_from..], first_kept, self.height);
-        Ok(keep_from as u64)
+        let first_kept = height.min(self.height) + 1;
+        *locked(&self.index) = reindex(&self.path, first_kept, self.height).map_err(io)?;
+        Ok(keep_from)
     }
 
     /// Appends the certificate of the next height and makes it durable. Panics if it is not
@@ -318,21 +295,269 @@ impl BlockStore {
     }
 }
 
-/// The index of `records` (intact, in order, the first of height `first`), the file's
-/// last height being `last`.
-fn reindex(records: &[u8], first: u64, last: u64) -> FileIndex {
+/// Copies the bytes `range` of the file at `from` into a new file `to`, synced.
+fn copy_range(from: &Path, range: std::ops::Range<u64>, to: &Path) -> std::io::Result<()> {
+    let mut source = File::open(from)?;
+    source.seek(SeekFrom::Start(range.start))?;
+    let mut target = File::create(to)?;
+    std::io::copy(&mut source.take(range.end - range.start), &mut target)?;
+    target.sync_all()
+}
+
+/// The index of the block file at `path` (its records intact and in order, the first of
+/// height `first`, the last of height `last`), rebuilt from the record lengths alone.
+fn reindex(path: &Path, first: u64, last: u64) -> std::io::Result<FileIndex> {
     let mut index = FileIndex {
         last,
         ..FileIndex::default()
     };
-    let (mut at, mut height) = (0usize, first);
-    while let Some(body) = intact_record(records, at) {
-        let len = 4 + body.len() + 32;
-        index.note(height, at as u64, len as u64);
-        at += len;
+    let mut file = BufReader::new(File::open(path)?);
+    let size = file.get_ref().metadata()?.len();
+    let (mut at, mut height) = (0u64, first);
+    while at + 4 <= size {
+        let len = read_len(&mut file)?;
+        let record = 4 + len + 32;
+        if at + record > size {
+            break;
+        }
+        index.note(height, at, record);
+        file.seek_relative(len as i64 + 32)?;
+        at += record;
         height += 1;
     }
-    index
+    Ok(index)
+}
+
+/// A record's length field.
+fn read_len(file: &mut impl Read) -> std::io::Result<u64> {
+    let mut len = [0u8; 4];
+    file.read_exact(&mut len)?;
+    Ok(u64::from(u32::from_le_bytes(len)))
+}
+
+/// A `Corrupt` error for the record at `offset` of `path`.
+fn corrupt(path: &Path, offset: u64, what: String) -> BlockStoreError {
+    BlockStoreError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        what,
+    }
+}
+
+/// The commit certificate a record's body encodes.
+fn decode_commit(body: &[u8]) -> Result<CommitCertificate, String> {
+    match Message::decode(body) {
+        Ok(Message::Commit(c)) => Ok(c),
+        Ok(_) => Err("not a commit certificate".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The index of the file's intact records (read as a stream from its start, `size` bytes
+/// long), checked as [`BlockStore::open`] describes: its `end` is where they end, and what
+/// follows is a torn tail the caller cuts.
+fn scan(path: &Path, file: &File, size: u64) -> Result<FileIndex, BlockStoreError> {
+    let io = |source| BlockStoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    reader.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut index = FileIndex::default();
+    let mut body = Vec::new();
+    let mut at = 0u64;
+    while at < size {
+        if !read_intact(&mut reader, size - at, &mut body).map_err(io)? {
+            refuse_damage_before_intact(path, file, at, size)?;
+            break;
+        }
+        let certificate = decode_commit(&body).map_err(|what| corrupt(path, at, what))?;
+        let height = certificate.block.height;
+        let expected = match index.first() {
+            Some(_) => index.last + 1,
+            None => height.max(1),
+        };
+        if height != expected {
+            let what = format!("height {height} where {expected} was expected");
+            return Err(corrupt(path, at, what));
+        }
+        let len = 4 + body.len() as u64 + 32;
+        index.note(height, at, len);
+        at += len;
+    }
+    Ok(index)
+}
+
+/// Reads the next record into `body` (its body only) if it is intact: its length fits in
+/// the `remaining` bytes and its checksum holds. `false` if not (what was read is then
+/// not a record).
+fn read_intact(file: &mut impl Read, remaining: u64, body: &mut Vec<u8>) -> std::io::Result<bool> {
+    if remaining < 4 + 32 {
+        return Ok(false);
+    }
+    let len = read_len(file)?;
+    if 4 + len + 32 > remaining {
+        return Ok(false);
+    }
+    body.resize(len as usize + 32, 0);
+    file.read_exact(body)?;
+    let (bytes, sum) = body.split_at(len as usize);
+    if checksum(bytes) != sum {
+        return Ok(false);
+    }
+    body.truncate(len as usize);
+    Ok(true)
+}
+
+/// The record at `at` is not intact: a torn tail if no intact record (a length that fits
+/// and a valid checksum) starts anywhere after it, else an error naming both offsets (the
+/// damage is in durable history).
+fn refuse_damage_before_intact(
+    path: &Path,
+    file: &File,
+    at: u64,
+    size: u64,
+) -> Result<(), BlockStoreError> {
+    let io = |source| BlockStoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut rest = Vec::new();
+    let mut reader: &File = file;
+    reader.seek(SeekFrom::Start(at)).map_err(io)?;
+    reader.take(size - at).read_to_end(&mut rest).map_err(io)?;
+    match (1..rest.len()).find(|&o| intact_record(&rest, o).is_some()) {
+        Some(next) => Err(corrupt(
+            path,
+            at,
+            format!(
+                "damaged record (bad length or checksum) with an intact record after it at \
+                 byte {}",
+                at + next as u64
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Where a walk over the records from one height starts: the nearest index mark at or
+/// before it, and the file's last height and end when the walk was planned.
+#[derive(Debug, Clone, Copy)]
+struct WalkPlan {
+    from: u64,
+    mark: (u64, u64),
+    last: u64,
+    end: u64,
+}
+
+impl FileIndex {
+    /// The plan of a walk from height `from`, if the file holds it.
+    fn plan(&self, from: u64) -> Option<WalkPlan> {
+        let first = self.first()?;
+        if from < first || from > self.last {
+            return None;
+        }
+        let mark = self.marks[self.marks.partition_point(|&(h, _)| h <= from) - 1];
+        Some(WalkPlan {
+            from,
+            mark,
+            last: self.last,
+            end: self.end,
+        })
+    }
+}
+
+/// A walk over the durable records from one height on: it seeks to the nearest index mark
+/// and steps over the record lengths to that height, then reads records in order.
+#[derive(Debug)]
+struct RecordWalk {
+    file: BufReader<File>,
+    plan: WalkPlan,
+    /// Height and offset of the record the walk is at.
+    height: u64,
+    offset: u64,
+}
+
+impl RecordWalk {
+    /// Opens the file at `path` for the walk `plan`.
+    fn open(path: &Path, plan: WalkPlan) -> std::io::Result<RecordWalk> {
+        let mut file = BufReader::new(File::open(path)?);
+        file.seek(SeekFrom::Start(plan.mark.1))?;
+        Ok(RecordWalk {
+            file,
+            plan,
+            height: plan.mark.0,
+            offset: plan.mark.1,
+        })
+    }
+
+    /// Steps over the records before the plan's first height; returns its offset.
+    fn skip_to_from(&mut self) -> std::io::Result<u64> {
+        while self.height < self.plan.from {
+            let len = read_len(&mut self.file)?;
+            self.file.seek_relative(len as i64 + 32)?;
+            self.offset += 4 + len + 32;
+            self.height += 1;
+        }
+        Ok(self.offset)
+    }
+
+    /// The next record as (height, offset, body), `None` past the last one the plan
+    /// covers; an error if it is not intact (the file changed under the walk) or cannot
+    /// be read.
+    fn next_record(&mut self) -> std::io::Result<Option<(u64, u64, Vec<u8>)>> {
+        self.skip_to_from()?;
+        if self.height > self.plan.last || self.offset >= self.plan.end {
+            return Ok(None);
+        }
+        let (height, offset) = (self.height, self.offset);
+        let mut body = Vec::new();
+        if !read_intact(&mut self.file, self.plan.end - offset, &mut body)? {
+            let why = format!("the record of height {height} at byte {offset} is not intact");
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+        }
+        self.offset += 4 + body.len() as u64 + 32;
+        self.height += 1;
+        Ok(Some((height, offset, body)))
+    }
+}
+
+/// The certificates [`BlockStore::certificates`] reads back, in height order; it ends
+/// after the first error.
+#[derive(Debug)]
+pub struct StoredCertificates {
+    path: PathBuf,
+    walk: Option<RecordWalk>,
+}
+
+impl Iterator for StoredCertificates {
+    type Item = Result<CommitCertificate, BlockStoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let walk = self.walk.as_mut()?;
+        let item = match walk.next_record() {
+            Ok(None) => None,
+            Ok(Some((height, offset, body))) => Some(
+                decode_commit(&body)
+                    .and_then(|c| match c.block.height == height {
+                        true => Ok(c),
+                        false => Err(format!(
+                            "height {} where {height} was expected",
+                            c.block.height
+                        )),
+                    })
+                    .map_err(|what| corrupt(&self.path, offset, what)),
+            ),
+            Err(source) => Some(Err(BlockStoreError::Io {
+                path: self.path.clone(),
+                source,
+            })),
+        };
+        if !matches!(item, Some(Ok(_))) {
+            self.walk = None;
+        }
+        item
+    }
 }
 
 /// A block file's durable records, read by height (see [`BlockStore::archive`]). Each read
@@ -343,56 +568,24 @@ pub struct BlockArchive {
     index: Arc<Mutex<FileIndex>>,
 }
 
-impl BlockArchive {
-    /// [`CertificateArchive::read`], or why the file could not be read.
-    fn try_read(&self, from: u64, max: usize) -> std::io::Result<Vec<Vec<u8>>> {
-        let (mark, last, end) = {
-            let index = locked(&self.index);
-            let Some(first) = index.first() else {
-                return Ok(Vec::new());
-            };
-            if from < first || from > index.last || max == 0 {
-                return Ok(Vec::new());
-            }
-            let mark = index.marks[index.marks.partition_point(|&(h, _)| h <= from) - 1];
-            (mark, index.last, index.end)
-        };
-        let mut file = BufReader::new(File::open(&self.path)?);
-        file.seek(SeekFrom::Start(mark.1))?;
-        let (mut height, mut offset) = mark;
-        let mut out = Vec::new();
-        while height <= last && out.len() < max {
-            let mut len = [0u8; 4];
-            file.read_exact(&mut len)?;
-            let len = u64::from(u32::from_le_bytes(len));
-            if offset + 4 + len + 32 > end {
-                break;
-            }
-            if height < from {
-                file.seek_relative(len as i64 + 32)?;
-            } else {
-                let mut record = vec![0u8; len as usize + 32];
-                file.read_exact(&mut record)?;
-                let (body, sum) = record.split_at(len as usize);
-                if checksum(body) != sum {
-                    break;
-                }
-                record.truncate(len as usize);
-                out.push(record);
-            }
-            offset += 4 + len + 32;
-            height += 1;
-        }
-        Ok(out)
-    }
-}
-
 impl CertificateArchive for BlockArchive {
     fn first_height(&self) -> Option<u64> {
         locked(&self.index).first()
     }
 
+    /// Stops at the first record it cannot read or that is not intact.
     fn read(&self, from: u64, max: usize) -> Vec<Vec<u8>> {
-        self.try_read(from, max).unwrap_or_default()
+        let plan = locked(&self.index).plan(from);
+        let Some(mut walk) = plan.and_then(|plan| RecordWalk::open(&self.path, plan).ok()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        while out.len() < max {
+            match walk.next_record() {
+                Ok(Some((_, _, body))) => out.push(body),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        out
     }
 }

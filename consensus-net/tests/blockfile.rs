@@ -7,6 +7,15 @@ use consensus::messages::CommitCertificate;
 use consensus::types::{Hash, ValidatorId};
 use consensus_net::{BlockStore, BlockStoreError};
 
+/// Opens the block file and reads every stored certificate back.
+fn open_all(
+    path: &std::path::Path,
+) -> Result<(BlockStore, Vec<CommitCertificate>, u64), consensus_net::BlockStoreError> {
+    let (store, cut) = BlockStore::open(path)?;
+    let stored = store.certificates(0)?.collect::<Result<Vec<_>, _>>()?;
+    Ok((store, stored, cut))
+}
+
 fn certificate(height: u64, payload: usize) -> CommitCertificate {
     CommitCertificate {
         round: 0,
@@ -27,7 +36,7 @@ fn certificate(height: u64, payload: usize) -> CommitCertificate {
 /// Writes heights 1..=n and returns the file's path and each record's start offset.
 fn file_with(dir: &tempfile::TempDir, n: u64) -> (std::path::PathBuf, Vec<u64>) {
     let path = dir.path().join("blocks");
-    let (mut store, _, _) = BlockStore::open(&path).expect("open");
+    let (mut store, _, _) = open_all(&path).expect("open");
     let mut offsets = Vec::new();
     for h in 1..=n {
         offsets.push(std::fs::metadata(&path).expect("meta").len());
@@ -97,7 +106,7 @@ fn a_zero_filled_tail_is_a_torn_tail_and_is_cut() {
         let (path, _) = file_with(&dir, 3);
         let good_len = std::fs::metadata(&path).expect("meta").len();
         append_bytes(&path, &vec![0; zeros]);
-        let (mut store, certs, cut) = BlockStore::open(&path)
+        let (mut store, certs, cut) = open_all(&path)
             .unwrap_or_else(|e| panic!("{zeros} zero bytes after the last record: {e}"));
         assert_eq!(certs.len(), 3);
         assert_eq!(certs[2], certificate(3, 150));
@@ -105,7 +114,7 @@ fn a_zero_filled_tail_is_a_torn_tail_and_is_cut() {
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), good_len);
         store.append(&certificate(4, 1)).expect("append after cut");
         drop(store);
-        let (_, certs, cut) = BlockStore::open(&path).expect("reopen");
+        let (_, certs, cut) = open_all(&path).expect("reopen");
         assert_eq!((certs.len(), cut), (4, 0));
     }
 }
@@ -118,7 +127,7 @@ fn a_partial_last_record_is_cut_but_zeros_in_place_of_a_middle_record_are_not() 
     // The last record half written (a crash mid-append): cut.
     let half = offsets[2] as usize + (full.len() - offsets[2] as usize) / 2;
     std::fs::write(&path, &full[..half]).expect("write");
-    let (_, certs, cut) = BlockStore::open(&path).expect("open");
+    let (_, certs, cut) = open_all(&path).expect("open");
     assert_eq!((certs.len(), cut), (2, (half - offsets[2] as usize) as u64));
     // Record 2 zeroed while record 3 is intact: an error, not a cut.
     let mut bytes = full.clone();
@@ -137,7 +146,7 @@ fn a_partial_last_record_is_cut_but_zeros_in_place_of_a_middle_record_are_not() 
 fn a_pruned_file_keeps_the_later_blocks_reopens_from_them_and_takes_more() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = file_with(&dir, 10);
-    let (mut store, stored, _) = BlockStore::open(&path).unwrap();
+    let (mut store, stored, _) = open_all(&path).unwrap();
     assert_eq!(stored.len(), 10);
     let before = std::fs::metadata(&path).unwrap().len();
     let removed = store.prune_through(6).unwrap();
@@ -146,7 +155,7 @@ fn a_pruned_file_keeps_the_later_blocks_reopens_from_them_and_takes_more() {
     assert_eq!(store.prune_through(6).unwrap(), 0, "nothing more to drop");
     store.append(&certificate(11, 10)).unwrap();
     drop(store);
-    let (store, stored, cut) = BlockStore::open(&path).unwrap();
+    let (store, stored, cut) = open_all(&path).unwrap();
     let heights: Vec<u64> = stored.iter().map(|c| c.block.height).collect();
     assert_eq!(heights, [7, 8, 9, 10, 11]);
     assert_eq!((store.height(), cut), (11, 0));
@@ -156,12 +165,12 @@ fn a_pruned_file_keeps_the_later_blocks_reopens_from_them_and_takes_more() {
 fn an_empty_file_started_after_a_snapshot_takes_the_next_block() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blocks");
-    let (mut store, stored, _) = BlockStore::open(&path).unwrap();
+    let (mut store, stored, _) = open_all(&path).unwrap();
     assert!(stored.is_empty());
     store.start_after(40).unwrap();
     store.append(&certificate(41, 3)).unwrap();
     drop(store);
-    let (store, stored, _) = BlockStore::open(&path).unwrap();
+    let (store, stored, _) = open_all(&path).unwrap();
     assert_eq!(stored[0].block.height, 41);
     assert_eq!(store.height(), 41);
 }
@@ -181,7 +190,7 @@ fn the_archive_reads_any_height_back_across_index_marks_appends_prunes_and_a_reo
     use consensus::host::CertificateArchive;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blocks");
-    let (mut store, _, _) = BlockStore::open(&path).unwrap();
+    let (mut store, _, _) = open_all(&path).unwrap();
     let archive = store.archive();
     assert_eq!(archive.first_height(), None);
     assert!(archive.read(1, 4).is_empty());
@@ -215,7 +224,7 @@ fn the_archive_reads_any_height_back_across_index_marks_appends_prunes_and_a_reo
     assert_eq!(heights_of(&archive.read(n, 5)), [n, n + 1]);
     // Reopened: the same reads.
     drop(store);
-    let (store, _, _) = BlockStore::open(&path).unwrap();
+    let (store, _, _) = open_all(&path).unwrap();
     let archive = store.archive();
     assert_eq!(archive.first_height(), Some(301));
     assert_eq!(
@@ -232,11 +241,66 @@ fn the_archive_reads_any_height_back_across_index_marks_appends_prunes_and_a_reo
     drop(store);
     // Started after a snapshot: an empty archive until the next block.
     let other = dir.path().join("joined");
-    let (mut joined, _, _) = BlockStore::open(&other).unwrap();
+    let (mut joined, _, _) = open_all(&other).unwrap();
     joined.start_after(40).unwrap();
     let archive = joined.archive();
     assert_eq!(archive.first_height(), None);
     joined.append(&certificate(41, 3)).unwrap();
     assert_eq!(archive.first_height(), Some(41));
     assert_eq!(heights_of(&archive.read(41, 9)), [41]);
+}
+
+#[test]
+fn certificates_stream_from_any_height_and_a_record_damaged_after_open_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = consensus_net::store::INDEX_EVERY + 20;
+    let (path, offsets) = file_with(&dir, n);
+    let (mut store, cut) = BlockStore::open(&path).unwrap();
+    assert_eq!((store.first_height(), store.height(), cut), (Some(1), n, 0));
+    let heights = |store: &BlockStore, from: u64| -> Vec<u64> {
+        let read = store.certificates(from).unwrap();
+        read.map(|c| c.unwrap().block.height).collect()
+    };
+    // From before the first, across the index mark at 257, and past the last.
+    assert_eq!(heights(&store, 0), (1..=n).collect::<Vec<_>>());
+    assert_eq!(heights(&store, 255), (255..=n).collect::<Vec<_>>());
+    assert_eq!(heights(&store, n), [n]);
+    assert!(heights(&store, n + 1).is_empty());
+    let read: Vec<CommitCertificate> = store
+        .certificates(257)
+        .unwrap()
+        .take(2)
+        .map(|c| c.unwrap())
+        .collect();
+    assert_eq!(
+        read,
+        [certificate(257, 50 * 257), certificate(258, 50 * 258)]
+    );
+    // After a prune, from the first kept block (asking from an earlier height).
+    store.prune_through(100).unwrap();
+    assert_eq!(store.first_height(), Some(101));
+    assert_eq!(heights(&store, 1), (101..=n).collect::<Vec<_>>());
+    drop(store);
+    // Damage in the middle after the file was opened: the stream stops with an error
+    // naming the damaged height instead of ending early as if the file ended there.
+    let (store, _) = BlockStore::open(&path).unwrap();
+    let removed = offsets[100];
+    let at = (offsets[200] - removed) as usize + 10;
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[at] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let mut read = store.certificates(190).unwrap();
+    let good: Vec<u64> = read
+        .by_ref()
+        .take(11)
+        .map(|c| c.unwrap().block.height)
+        .collect();
+    assert_eq!(good, (190..=200).collect::<Vec<_>>());
+    match read.next() {
+        Some(Err(BlockStoreError::Io { source, .. })) => {
+            assert!(source.to_string().contains("height 201"), "{source}")
+        }
+        other => panic!("expected the damaged record's error, got {other:?}"),
+    }
+    assert!(read.next().is_none(), "the stream ends after its error");
 }

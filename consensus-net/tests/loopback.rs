@@ -167,6 +167,15 @@ async fn pinned_peers_exchange_frames_and_unknown_keys_are_refused() {
     }
 }
 
+/// Opens the block file and reads every stored certificate back.
+fn open_all(
+    path: &std::path::Path,
+) -> Result<(BlockStore, Vec<CommitCertificate>, u64), consensus_net::BlockStoreError> {
+    let (store, cut) = BlockStore::open(path)?;
+    let stored = store.certificates(0)?.collect::<Result<Vec<_>, _>>()?;
+    Ok((store, stored, cut))
+}
+
 fn certificate(height: u64, payload: usize) -> CommitCertificate {
     CommitCertificate {
         round: 0,
@@ -189,7 +198,7 @@ fn block_file_survives_reopen_and_cuts_a_torn_tail() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("blocks");
     {
-        let (mut store, certs, cut) = BlockStore::open(&path).expect("open");
+        let (mut store, certs, cut) = open_all(&path).expect("open");
         assert!(certs.is_empty());
         assert_eq!(cut, 0);
         for h in 1..=3 {
@@ -208,7 +217,7 @@ fn block_file_survives_reopen_and_cuts_a_torn_tail() {
             .expect("f");
         f.write_all(&[200, 0, 0, 0, 1, 2, 3]).expect("torn");
     }
-    let (mut store, certs, cut) = BlockStore::open(&path).expect("reopen");
+    let (mut store, certs, cut) = open_all(&path).expect("reopen");
     assert_eq!(certs.len(), 3);
     assert_eq!(cut, 7);
     assert_eq!(certs[2], certificate(3, 300));

@@ -440,27 +440,13 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         self.apply(&certificate, true, now_ns)
     }
 
-    /// Re-applies a block read back from the block file that the application's snapshot
-    /// already covers (before [`Host::start`]): the block is not executed; `root_after` is
-    /// the execution root after it (the next stored block's `prev_exec_root`, or the
-    /// snapshot's own root for its last block). The first block after the snapshot is then
-    /// checked against the snapshot's root like any other.
-    pub fn recover_covered(
-        &mut self,
-        certificate: CommitCertificate,
-        root_after: Hash,
-    ) -> Result<(), HostError<A::Error>> {
-        self.check_root(&certificate)?;
-        self.apply_chain(&certificate);
-        self.applied(&certificate, root_after);
-        Ok(())
-    }
-
     /// Starts after a snapshot instead of genesis (before [`Host::start`], with nothing
     /// applied yet): `chain` is the chain state after the snapshot's block, `exec_root` the
-    /// execution root after it, `last_block` its id and timestamp. Heights up to the
-    /// snapshot's have no certificate here: sync requests for them are answered from the
-    /// snapshot's height on.
+    /// execution root after it, `last_block` its id and timestamp (the first block
+    /// recovered or decided after it is checked against that root). Heights up to the
+    /// snapshot's have no certificate in memory: sync requests for them are answered from
+    /// the archive if it holds them ([`Host::set_certificate_archive`], a restart from the
+    /// validator's own block file), else from the first height held on.
     pub fn start_from_snapshot(
         &mut self,
         chain: ChainState,
@@ -868,8 +854,7 @@ impl<V: SignatureVerifier, A: Application> Host<V, A> {
         ctx.chain.apply_block(&certificate.block, &ctx.verifier);
     }
 
-    /// A block was executed (or is covered by a snapshot) with execution root `root` after
-    /// it, its chain state applied: evidence, last block and certificates follow.
+    /// A block was executed with execution root `root` after it, its chain state applied: evidence, last block and certificates follow.
     fn applied(&mut self, certificate: &CommitCertificate, root: Hash) {
         self.exec_root = root;
         let block = &certificate.block;

@@ -176,14 +176,16 @@ fn recovered_blocks_are_executed_without_persisting_and_served_to_sync_requests(
     assert_eq!(b.stats().sync_certificates, 2);
 }
 
-/// Blocks a snapshot covers are applied without executing them; the first later block is
-/// checked against the snapshot's root: the right root goes on, a wrong one stops the host.
+/// A host started from a snapshot (the chain state and root after block 2) executes only
+/// the later blocks, the first checked against the snapshot's root: the right root goes
+/// on, a wrong one stops the host.
 #[test]
-fn blocks_a_snapshot_covers_are_not_executed_and_the_next_is_checked_against_its_root() {
+fn a_host_started_from_a_snapshot_executes_only_later_blocks_checked_against_its_root() {
     let (mut a, _) = host(10);
     a.start(MS).unwrap();
     let mut certs = Vec::new();
     let mut roots = Vec::new();
+    let mut chains = Vec::new();
     for height in 1..=4 {
         for act in drain(&mut a) {
             if let Action::PersistBlock(c) = act {
@@ -192,23 +194,21 @@ fn blocks_a_snapshot_covers_are_not_executed_and_the_next_is_checked_against_its
         }
         a.block_durable(height, (1 + height) * MS).unwrap();
         roots.push(a.exec_root());
+        chains.push(a.chain().clone());
     }
-    // A snapshot after block 2 (root after 2): blocks 1-2 covered, 3-4 executed.
+    let after_2 = (certs[1].block.id(), certs[1].block.timestamp_ns);
     let (mut b, _) = host(10);
     b.app_mut().root = roots[1];
-    b.recover_covered(certs[0].clone(), certs[1].block.prev_exec_root)
-        .unwrap();
-    b.recover_covered(certs[1].clone(), roots[1]).unwrap();
+    b.start_from_snapshot(chains[1].clone(), roots[1], after_2);
     b.recover(certs[2].clone(), MS).unwrap();
     b.recover(certs[3].clone(), MS).unwrap();
     assert_eq!(b.app().executed, vec![(3, true), (4, true)]);
     assert_eq!(b.exec_root(), roots[3]);
     assert_eq!(b.chain().height(), 4);
+    assert_eq!(b.chain().hash(), a.chain().hash());
     // A snapshot whose root is not the chain's: the next block refuses it.
     let (mut c, _) = host(10);
-    c.recover_covered(certs[0].clone(), certs[1].block.prev_exec_root)
-        .unwrap();
-    c.recover_covered(certs[1].clone(), Hash([9; 32])).unwrap();
+    c.start_from_snapshot(chains[1].clone(), Hash([9; 32]), after_2);
     assert!(matches!(
         c.recover(certs[2].clone(), MS),
         Err(HostError::ExecRootMismatch { height: 3, .. })

@@ -1151,45 +1151,6 @@ impl NodeApp {
         }))
     }
 
-    /// Starts from `snapshot` if it belongs to this block file (its block's id is the stored
-    /// block's at that height) and its state has the recorded root: returns its height and
-    /// root, or `None` (execute from genesis) if it does not fit.
-    pub(super) fn load_snapshot(
-        &mut self,
-        snapshot: Snapshot,
-        stored: &[CommitCertificate],
-    ) -> Option<(Height, Hash)> {
-        let height = snapshot.height;
-        let fits = height >= 1
-            && stored
-                .get(height as usize - 1)
-                .is_some_and(|cert| cert.block.id().0 == snapshot.block_id);
-        if !fits {
-            stderr_line(format_args!(
-                "nexus validator: snapshot at {height} not used: another chain's block"
-            ));
-            return None;
-        }
-        let mut execution =
-            match Execution::restore(self.execution_config.clone(), &snapshot.execution) {
-                Ok(execution) => execution,
-                Err(why) => {
-                    stderr_line(format_args!(
-                        "nexus validator: snapshot at {height} not used: {why}"
-                    ));
-                    return None;
-                }
-            };
-        if execution.root() != snapshot.exec_root {
-            stderr_line(format_args!(
-                "nexus validator: snapshot at {height} not used: its state has another root"
-            ));
-            return None;
-        }
-        self.install_execution(execution, &snapshot);
-        Some((height, Hash(snapshot.exec_root)))
-    }
-
     /// Opens `snapshot` (from a peer, or kept after a state sync) without installing it:
     /// its execution state must restore to its recorded root, and its chain state must
     /// decode, be of its height and `chain_id`, and hash to the consensus digest that

@@ -1,5 +1,5 @@
 //! Joining from a peer's snapshot (state sync, [`state_sync`]), serving snapshots to
-//! peers, and starting from a block file that begins after a snapshot.
+//! peers.
 //!
 //! A validator with no blocks (or, with pruning, one whose peers no longer hold the block
 //! after its own) asks its peers for their newest snapshot's manifest; if one
@@ -12,6 +12,8 @@
 //! than 1/3 of the genesis stake ([`state_sync::verify`]); else it starts from
 //! genesis. It writes the snapshot, starts its block file after it, and catches up through
 //! the host's sync. Each stage is logged with bytes and ms.
+//!
+//! Restarting from the validator's own block file and snapshots is [`super::recover`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -426,56 +428,6 @@ impl Shell {
             "bytes_removed": removed, "file_bytes": file_bytes,
         }))
     }
-
-    /// Starts from the block file's first block's snapshot when the file begins after
-    /// one (a validator that joined from a snapshot): the newest local snapshot at or
-    /// after that point that the file confirms. Returns its height.
-    pub(super) fn recover_after_snapshot(
-        &mut self,
-        stored: Vec<CommitCertificate>,
-        genesis: &ChainState,
-    ) -> Result<Height, HostError> {
-        let base = stored.first().map_or(0, |c| c.block.height - 1);
-        let last = stored.last().map_or(0, |c| c.block.height);
-        let app = self.host.app_mut();
-        let (snapshot, _) = snapshot::newest(&app.snapshots, last);
-        let snapshot = snapshot
-            .filter(|s| s.height >= base)
-            .filter(|s| confirmed(s, &stored, base))
-            .ok_or_else(|| {
-                HostError::Config(format!(
-                    "the block file starts at block {} and no snapshot it confirms covers the blocks before",
-                    base + 1
-                ))
-            })?;
-        let (execution, chain) = app
-            .open_snapshot(&snapshot, genesis.chain_id())
-            .map_err(HostError::Config)?;
-        app.install_execution(execution, &snapshot);
-        let last_block = (Hash(snapshot.block_id), snapshot.block_timestamp_ns);
-        self.host
-            .start_from_snapshot(chain, Hash(snapshot.exec_root), last_block);
-        for cert in stored
-            .into_iter()
-            .filter(|c| c.block.height > snapshot.height)
-        {
-            self.host.recover(cert, now_ns())?;
-        }
-        Ok(snapshot.height)
-    }
-}
-
-/// Whether the stored blocks (the first one of height `base + 1`) confirm `snapshot`'s
-/// block: the stored block of its height, or the first stored block's parent.
-fn confirmed(snapshot: &Snapshot, stored: &[CommitCertificate], base: Height) -> bool {
-    if snapshot.height == base {
-        return stored
-            .first()
-            .is_some_and(|c| c.block.prev_hash.0 == snapshot.block_id);
-    }
-    stored
-        .get((snapshot.height - base - 1) as usize)
-        .is_some_and(|c| c.block.id().0 == snapshot.block_id)
 }
 
 /// The next frame received before `until`, if any.

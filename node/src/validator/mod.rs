@@ -103,6 +103,7 @@ mod clients;
 mod config;
 mod forgery;
 mod join;
+mod recover;
 mod slow_disk;
 mod snapshot_writer;
 mod verifier;
@@ -504,7 +505,7 @@ async fn run_validator(
     // An equivocator rewrites whole proposals (`byzantine::Equivocator`); a chain of one
     // sends its proposals to nobody.
     app.compact_proposals &= byzantine_mode(&args).is_none() && config.validators.len() > 1;
-    let (blocks, stored, cut) = BlockStore::open(&data_dir.join("blocks"))?;
+    let (blocks, cut) = BlockStore::open(&data_dir.join("blocks"))?;
     let mut safety = FileStore::new(&data_dir.join("safety"));
     let saved = safety.load()?;
     let had_safety_state = saved.is_some();
@@ -524,7 +525,7 @@ async fn run_validator(
     // have signed at the height in progress when it stopped. Alone, nobody else holds votes
     // it could contradict.
     let lost = !had_safety_state
-        && (!stored.is_empty() || args.safety_lost)
+        && (blocks.first_height().is_some() || args.safety_lost)
         && config.validators.len() > 1;
     let restart_ns = now_ns();
     if lost {
@@ -585,10 +586,7 @@ async fn run_validator(
     }
     let from = match joined {
         Some(height) => height,
-        None if stored.first().is_some_and(|c| c.block.height > 1) => {
-            validator.recover_after_snapshot(stored, &genesis)?
-        }
-        None => validator.recover(stored)?,
+        None => validator.recover(&chain_id)?,
     };
     // A joined validator's folder had no safety file (new, or wiped): it cannot tell what
     // it signed before, so it holds signing as after a lost safety file.
@@ -747,41 +745,6 @@ impl From<consensus::host::HostError<HostError>> for HostError {
 }
 
 impl Shell {
-    /// Re-applies the block file: blocks the newest matching snapshot covers without
-    /// executing them, the later ones executed (checking each root). Returns the snapshot's
-    /// height (0: none used).
-    fn recover(&mut self, stored: Vec<CommitCertificate>) -> Result<Height, HostError> {
-        let app = self.host.app_mut();
-        let (snapshot, skipped) = snapshot::newest(&app.snapshots, stored.len() as u64);
-        for why in skipped {
-            stderr_line(format_args!("nexus validator: snapshot not used: {why}"));
-        }
-        let from = match snapshot {
-            Some(snapshot) => app.load_snapshot(snapshot, &stored),
-            None => None,
-        };
-        let covered = from.map_or(0, |(height, _)| height);
-        let roots_after: Vec<Hash> = stored
-            .iter()
-            .skip(1)
-            .map(|c| c.block.prev_exec_root)
-            .collect();
-        for (i, cert) in stored.into_iter().enumerate() {
-            match from {
-                Some((height, root)) if cert.block.height <= height => {
-                    let after = if cert.block.height == height {
-                        root
-                    } else {
-                        roots_after[i]
-                    };
-                    self.host.recover_covered(cert, after)?;
-                }
-                _ => self.host.recover(cert, now_ns())?,
-            }
-        }
-        Ok(covered)
-    }
-
     /// Starts the binary gateway's thread if the validator has its ports; its feed starts
     /// from the recovered books. Returns (order entry, market data) addresses.
     fn start_gateway(

@@ -374,8 +374,12 @@ impl Cluster {
         (0..VALIDATORS)
             .map(|i| {
                 let path = self.dir.join(format!("validator-{i}")).join("blocks");
-                let (_, certificates, _) =
-                    consensus_net::BlockStore::open(&path).expect("block file");
+                let (store, _) = consensus_net::BlockStore::open(&path).expect("block file");
+                let certificates: Vec<_> = store
+                    .certificates(0)
+                    .expect("read")
+                    .map(Result::unwrap)
+                    .collect();
                 certificates
                     .iter()
                     .enumerate()
@@ -394,7 +398,12 @@ impl Cluster {
     /// height (validators stopped first).
     pub fn stored_items(&self, i: usize) -> Vec<(u64, transactions::TxHash)> {
         let path = self.dir.join(format!("validator-{i}")).join("blocks");
-        let (_, certificates, _) = consensus_net::BlockStore::open(&path).expect("block file");
+        let (store, _) = consensus_net::BlockStore::open(&path).expect("block file");
+        let certificates: Vec<_> = store
+            .certificates(0)
+            .expect("read")
+            .map(Result::unwrap)
+            .collect();
         let mut out = Vec::new();
         for c in &certificates {
             let items = txport::decode_list(&c.block.payload, usize::MAX)
