@@ -104,7 +104,57 @@ impl<T: HasBuffers> Slots<T> {
     pub fn consume_output(&mut self, id: ConnId, n: usize) {
         if let Some(connection) = self.get_mut(id) {
             connection.buffers_mut().consume(n);
+            self.unsent -= n;
         }
+    }
+
+    /// Queues whole frames on a live connection; returns its unsent bytes after (`None`
+    /// for a stale id).
+    pub fn queue(&mut self, id: ConnId, frames: &[u8]) -> Option<usize> {
+        let buffers = self.get_mut(id)?.buffers_mut();
+        buffers.queue(frames);
+        let pending = buffers.pending().len();
+        self.unsent += frames.len();
+        Some(pending)
+    }
+
+    /// Drops a connection's queued frames not yet started ([`Buffers::drop_unsent`]).
+    pub fn drop_unsent(&mut self, id: ConnId) {
+        if let Some(connection) = self.get_mut(id) {
+            let buffers = connection.buffers_mut();
+            let before = buffers.pending().len();
+            buffers.drop_unsent();
+            let dropped = before - buffers.pending().len();
+            self.unsent -= dropped;
+        }
+    }
+
+    /// Removes a live id's connection (its unsent bytes go with it).
+    pub fn remove(&mut self, id: ConnId) -> Option<T> {
+        let connection = self.take(id)?;
+        self.unsent -= connection.buffers().pending().len();
+        Some(connection)
+    }
+
+    /// Unsent bytes over all live connections.
+    pub fn unsent_total(&self) -> usize {
+        self.unsent
+    }
+
+    /// The connection not yet closing with the most unsent bytes, if any has some: the
+    /// one to drop when the port holds more than its limit.
+    pub fn most_unsent(&self) -> Option<ConnId> {
+        let mut most: Option<(usize, ConnId)> = None;
+        for id in self.ids() {
+            let Some(buffers) = self.get(id).map(|c| c.buffers()) else {
+                continue;
+            };
+            let pending = buffers.pending().len();
+            if !buffers.closing && pending > most.map_or(0, |m| m.0) {
+                most = Some((pending, id));
+            }
+        }
+        most.map(|(_, id)| id)
     }
 
     /// Marks a connection to close once its pending output is written (the peer closed its
@@ -128,12 +178,15 @@ pub fn take_dirty(dirty: &mut Vec<ConnId>, into: &mut Vec<ConnId>) {
     into.append(dirty);
 }
 
-/// A slab of connections with generations.
+/// A slab of connections with generations, and the unsent bytes of all of them together
+/// (for a port's limit on what its slow readers may hold: [`Slots::most_unsent`]).
 #[derive(Debug)]
 pub struct Slots<T> {
     entries: Vec<(u32, Option<T>)>,
     free: Vec<u32>,
     open: usize,
+    /// Bytes queued on the live connections and not yet written.
+    unsent: usize,
 }
 
 impl<T> Default for Slots<T> {
@@ -142,6 +195,7 @@ impl<T> Default for Slots<T> {
             entries: Vec::new(),
             free: Vec::new(),
             open: 0,
+            unsent: 0,
         }
     }
 }
@@ -182,8 +236,8 @@ impl<T> Slots<T> {
         }
     }
 
-    /// Removes a live id's value.
-    pub fn remove(&mut self, id: ConnId) -> Option<T> {
+    /// Takes a live id's value out of its slot.
+    fn take(&mut self, id: ConnId) -> Option<T> {
         let entry = self.entries.get_mut(id.slot as usize)?;
         if entry.0 != id.generation || entry.1.is_none() {
             return None;
@@ -258,16 +312,77 @@ mod tests {
         assert_eq!(buffers.pending().len(), 70_040 - 70_001);
     }
 
+    /// A connection record for the slab's tests.
+    #[derive(Debug, Default)]
+    struct Conn {
+        name: &'static str,
+        buffers: Buffers,
+    }
+
+    impl HasBuffers for Conn {
+        fn buffers(&self) -> &Buffers {
+            &self.buffers
+        }
+        fn buffers_mut(&mut self) -> &mut Buffers {
+            &mut self.buffers
+        }
+    }
+
+    fn conn(name: &'static str) -> Conn {
+        Conn {
+            name,
+            ..Conn::default()
+        }
+    }
+
     #[test]
     fn a_reused_slot_does_not_answer_to_its_old_id() {
         let mut slots = Slots::default();
-        let first = slots.insert("a");
-        assert_eq!(slots.remove(first), Some("a"));
-        let second = slots.insert("b");
+        let first = slots.insert(conn("a"));
+        assert_eq!(slots.remove(first).map(|c| c.name), Some("a"));
+        let second = slots.insert(conn("b"));
         assert_eq!(second.slot, first.slot);
         assert_ne!(second.generation, first.generation);
-        assert_eq!(slots.get(first), None);
-        assert_eq!(slots.get(second), Some(&"b"));
+        assert!(slots.get(first).is_none());
+        assert_eq!(slots.get(second).map(|c| c.name), Some("b"));
         assert_eq!(slots.len(), 1);
+    }
+
+    #[test]
+    fn the_unsent_total_follows_queues_writes_drops_and_removals() {
+        let mut slots = Slots::default();
+        let (a, b, c) = (
+            slots.insert(conn("a")),
+            slots.insert(conn("b")),
+            slots.insert(conn("c")),
+        );
+        assert_eq!(slots.most_unsent(), None, "nothing queued");
+        for _ in 0..3 {
+            assert!(slots.queue(a, &frame(24, 1)).is_some());
+        }
+        assert_eq!(slots.queue(b, &frame(48, 2)), Some(48));
+        assert_eq!(slots.unsent_total(), 3 * 24 + 48);
+        assert_eq!(slots.most_unsent(), Some(a));
+        slots.consume_output(a, 30);
+        assert_eq!(slots.unsent_total(), 42 + 48);
+        assert_eq!(slots.most_unsent(), Some(b));
+        // a keeps the 18 bytes left of the frame being written.
+        slots.drop_unsent(a);
+        assert_eq!(slots.unsent_total(), 18 + 48);
+        slots.close_after_flush(b);
+        assert_eq!(
+            slots.most_unsent(),
+            Some(a),
+            "a closing connection is not picked"
+        );
+        assert_eq!(slots.queue(c, &frame(8, 3)), Some(8));
+        assert!(slots.remove(b).is_some());
+        assert_eq!(slots.unsent_total(), 18 + 8);
+        assert_eq!(
+            slots.queue(b, &frame(8, 3)),
+            None,
+            "a stale id queues nothing"
+        );
+        assert_eq!(slots.unsent_total(), 26);
     }
 }

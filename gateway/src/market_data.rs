@@ -21,6 +21,9 @@ pub struct MarketDataConfig {
     pub replay_messages: usize,
     /// A connection with more unsent bytes than this is dropped (slow consumer).
     pub max_pending_bytes: usize,
+    /// Most unsent bytes over all the port's connections: past it, the connection with the
+    /// most is dropped (slow consumer), until the port is back under it.
+    pub max_unsent_total_bytes: usize,
     /// Send a heartbeat after this long without sending anything, ns.
     pub heartbeat_ns: u64,
     /// Identifies this run of the feed (market sequence numbers restart with it).
@@ -32,11 +35,16 @@ impl Default for MarketDataConfig {
         MarketDataConfig {
             replay_messages: 65_536,
             max_pending_bytes: 16 << 20,
+            max_unsent_total_bytes: DEFAULT_MAX_UNSENT_TOTAL_BYTES,
             heartbeat_ns: 1_000_000_000,
             feed_epoch: 0,
         }
     }
 }
+
+/// The default limit on unsent bytes over all of a port's connections (256 MiB; each
+/// connection may hold up to its own `max_pending_bytes`, 16 MiB by default).
+pub const DEFAULT_MAX_UNSENT_TOTAL_BYTES: usize = 256 << 20;
 
 /// The largest message kept for replay.
 const MAX_RECENT_BYTES: usize = 64;
@@ -548,13 +556,26 @@ impl MarketData {
         if connection.buffers.closing {
             return;
         }
-        connection.buffers.queue(bytes);
         connection.last_sent_ns = now_ns;
+        let Some(pending) = self.connections.queue(id, bytes) else {
+            return;
+        };
         self.dirty.push(id);
-        if connection.buffers.pending().len() > self.config.max_pending_bytes {
-            connection.buffers.drop_unsent();
-            self.close(id, LogoutReason::SlowConsumer, now_ns);
+        if pending > self.config.max_pending_bytes {
+            self.drop_slow_consumer(id, now_ns);
         }
+        while self.connections.unsent_total() > self.config.max_unsent_total_bytes {
+            let Some(slowest) = self.connections.most_unsent() else {
+                break;
+            };
+            self.drop_slow_consumer(slowest, now_ns);
+        }
+    }
+
+    /// Drops what a connection that does not read has queued, and closes it.
+    fn drop_slow_consumer(&mut self, id: ConnId, now_ns: u64) {
+        self.connections.drop_unsent(id);
+        self.close(id, LogoutReason::SlowConsumer, now_ns);
     }
 
     /// Connections with bytes to write (or to close), each once.

@@ -59,12 +59,18 @@ pub struct OrderEntryConfig {
     pub max_sessions_per_account: usize,
     /// Server messages each session keeps for resend.
     pub resend_messages: usize,
+    /// Server messages kept for resend over all sessions: with `n` sessions held, each
+    /// keeps at most `max_resend_total / n` (and at most `resend_messages`).
+    pub max_resend_total: usize,
     /// How long a disconnected session is kept for a resume, ns.
     pub session_linger_ns: u64,
     /// Time allowed between connect and login, ns.
     pub login_timeout_ns: u64,
     /// A connection with more unsent bytes than this is dropped (slow consumer).
     pub max_pending_bytes: usize,
+    /// Most unsent bytes over all the port's connections: past it, the connection with the
+    /// most is dropped (slow consumer), until the port is back under it.
+    pub max_unsent_total_bytes: usize,
     /// Refused messages in a row after which the session is logged out.
     pub max_consecutive_rejects: u32,
     /// Every market, for cancel-on-disconnect.
@@ -81,14 +87,24 @@ impl Default for OrderEntryConfig {
             max_sessions: 1024,
             max_sessions_per_account: 16,
             resend_messages: 10_000,
+            max_resend_total: 1_000_000,
             session_linger_ns: 300_000_000_000,
             login_timeout_ns: 5_000_000_000,
             max_pending_bytes: 16 << 20,
+            max_unsent_total_bytes: crate::market_data::DEFAULT_MAX_UNSENT_TOTAL_BYTES,
             max_consecutive_rejects: 1000,
             markets: Vec::new(),
             chain_id: None,
         }
     }
+}
+
+/// The resend window of each session while `held` sessions are held: `resend_messages`,
+/// or less so that all of them together keep at most `max_resend_total`.
+fn resend_cap(config: &OrderEntryConfig, held: usize) -> usize {
+    config
+        .resend_messages
+        .min(config.max_resend_total / held.max(1))
 }
 
 /// A server message kept for resend.
@@ -1047,7 +1063,21 @@ impl OrderEntry {
             .entry(account)
             .or_default()
             .push(slot as u32);
+        self.trim_resend();
         Some(slot as u32)
+    }
+
+    /// Cuts every session's resend window to the current cap (one more session held makes
+    /// it smaller), so the windows together stay within `max_resend_total`.
+    fn trim_resend(&mut self) {
+        let cap = resend_cap(&self.config, self.by_key.len());
+        for session in self.sessions.iter_mut().flatten() {
+            if session.resend.len() > cap {
+                let excess = session.resend.len() - cap;
+                session.resend.drain(..excess);
+                session.resend.shrink_to(cap);
+            }
+        }
     }
 
     fn drop_session(&mut self, slot: u32) {
@@ -1212,10 +1242,11 @@ impl OrderEntry {
             bytes: [0; MAX_STORED_BYTES],
         };
         stored.bytes[..bytes.len()].copy_from_slice(bytes);
-        if session.resend.len() >= self.config.resend_messages {
+        let cap = resend_cap(&self.config, self.by_key.len());
+        while session.resend.len() >= cap.max(1) {
             session.resend.pop_front();
         }
-        if self.config.resend_messages > 0 {
+        if cap > 0 {
             session.resend.push_back(stored);
         }
         if let Some(id) = session.connection {
@@ -1230,14 +1261,27 @@ impl OrderEntry {
         if connection.buffers.closing {
             return;
         }
-        connection.buffers.queue(bytes);
         connection.last_sent_ns = now_ns;
-        if connection.buffers.pending().len() > self.config.max_pending_bytes {
-            // Not reading: drop what is queued (the session keeps it for resend) and go.
-            connection.buffers.drop_unsent();
-            self.logout(id, LogoutReason::SlowConsumer, now_ns);
+        let Some(pending) = self.connections.queue(id, bytes) else {
+            return;
+        };
+        if pending > self.config.max_pending_bytes {
+            self.drop_slow_consumer(id, now_ns);
+        }
+        while self.connections.unsent_total() > self.config.max_unsent_total_bytes {
+            let Some(slowest) = self.connections.most_unsent() else {
+                break;
+            };
+            self.drop_slow_consumer(slowest, now_ns);
         }
         self.dirty.push(id);
+    }
+
+    /// A connection that does not read: drops what is queued on it (its session keeps it
+    /// for resend) and logs it out.
+    fn drop_slow_consumer(&mut self, id: ConnId, now_ns: u64) {
+        self.connections.drop_unsent(id);
+        self.logout(id, LogoutReason::SlowConsumer, now_ns);
     }
 
     /// A refusal on a logged-in session (numbered, kept for resend).

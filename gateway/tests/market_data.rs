@@ -198,6 +198,61 @@ fn a_subscriber_that_does_not_read_is_dropped_and_others_are_not() {
     assert_eq!(drain(&mut md, fast).len(), 1);
 }
 
+/// Many subscribers that each stay under the per-connection limit but together pass the
+/// port's limit: the one holding the most is dropped, one at a time, until the port is back
+/// under it; a reader is never dropped.
+#[test]
+fn stuck_subscribers_together_are_held_to_the_ports_limit() {
+    let mut md = MarketData::new(
+        MarketDataConfig {
+            max_pending_bytes: 4096,
+            max_unsent_total_bytes: 6000,
+            ..MarketDataConfig::default()
+        },
+        [(0, Vec::new())],
+    );
+    let fast = md.connect(0);
+    subscribe(&mut md, fast, 0);
+    drain(&mut md, fast);
+    // Three stuck readers, the first subscribed before the others, so it always holds the
+    // most.
+    let stuck: Vec<ConnId> = (0..3).map(|_| md.connect(0)).collect();
+    subscribe(&mut md, stuck[0], 0);
+    for seq in 1..=10 {
+        level(&mut md, seq, 0, Side::Sell, 200 + seq as i64, 1);
+    }
+    subscribe(&mut md, stuck[1], 0);
+    subscribe(&mut md, stuck[2], 0);
+    let mut seq = 10;
+    while !md.is_closing(stuck[0]) {
+        seq += 1;
+        assert!(seq < 200, "the port's limit never applied");
+        level(&mut md, seq, 0, Side::Sell, 200 + seq as i64, 1);
+        drain(&mut md, fast);
+    }
+    let held: usize = stuck.iter().map(|&id| md.pending_output(id).len()).sum();
+    assert!(
+        md.pending_output(stuck[0]).len() < 4096,
+        "dropped by the port's limit, not its own"
+    );
+    assert!(held <= 6000, "{held} bytes held after the drop");
+    assert!(matches!(
+        drain(&mut md, stuck[0]).last(),
+        Some(ServerMessage::Logout(l)) if LogoutReason::from_code(l.reason.get()) == Some(LogoutReason::SlowConsumer)
+    ));
+    assert!(!md.is_closing(stuck[1]) && !md.is_closing(stuck[2]) && !md.is_closing(fast));
+    // The next to pass the limit is dropped the same way; the reader goes on.
+    while !md.is_closing(stuck[1]) && !md.is_closing(stuck[2]) {
+        seq += 1;
+        assert!(seq < 400, "the port's limit never applied again");
+        level(&mut md, seq, 0, Side::Sell, 200 + seq as i64, 1);
+        drain(&mut md, fast);
+    }
+    assert!(!md.is_closing(fast));
+    level(&mut md, seq + 1, 0, Side::Sell, 999, 1);
+    assert_eq!(drain(&mut md, fast).len(), 1);
+}
+
 #[test]
 fn a_client_back_from_a_lost_connection_replays_what_it_missed_and_goes_on_live() {
     let mut md = feed(16);

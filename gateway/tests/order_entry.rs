@@ -137,6 +137,42 @@ fn resend_keeps_only_the_configured_window() {
     assert_eq!(seqs, [4, 5, 6]);
 }
 
+/// The resend windows of all sessions together stay within `max_resend_total`: a second
+/// session held halves every window, the first session's included.
+#[test]
+fn resend_windows_share_the_ports_total() {
+    let mut oe = OrderEntry::new(OrderEntryConfig {
+        resend_messages: 6,
+        max_resend_total: 6,
+        ..OrderEntryConfig::default()
+    });
+    let alice = key(1);
+    let (id, _) = login(&mut oe, &alice, 9, 0, 0);
+    for seq in 1..=3 {
+        oe.receive(id, new_order(seq, seq).as_bytes(), 0);
+    }
+    let mut submissions = Vec::new();
+    oe.take_submissions(&mut submissions);
+    answer(&mut oe, &submissions, 10);
+    // Six numbered messages (accepted + sequenced per order), all kept while alone.
+    assert_eq!(drain(&mut oe, id).len(), 6);
+    oe.disconnected(id, 0);
+    // A second session: each may keep 6 / 2 = 3 now.
+    let (bob, _) = login(&mut oe, &key(2), 1, 0, 0);
+    oe.disconnected(bob, 0);
+    let (_, refused) = login(&mut oe, &alice, 9, 1, 1);
+    let ServerMessage::LoginRejected(rejected) = refused[0] else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(
+        LoginRejectReason::from_code(rejected.reason.get()),
+        Some(LoginRejectReason::ResendUnavailable)
+    );
+    let (_, resumed) = login(&mut oe, &alice, 9, 4, 1);
+    let seqs: Vec<u64> = resumed[1..].iter().map(ServerMessage::seq).collect();
+    assert_eq!(seqs, [4, 5, 6], "the newest three are kept");
+}
+
 #[test]
 fn sessions_are_bounded_and_the_longest_gone_is_dropped_first() {
     let mut oe = OrderEntry::new(OrderEntryConfig {

@@ -137,6 +137,7 @@ pub fn spawn(
         MarketDataConfig {
             replay_messages: 100_000,
             max_pending_bytes: 16 << 20,
+            max_unsent_total_bytes: gateway::market_data::DEFAULT_MAX_UNSENT_TOTAL_BYTES,
             heartbeat_ns: 1_000_000_000,
             feed_epoch: now_ns(),
         },

@@ -136,12 +136,17 @@ pub struct GatewaySection {
     pub max_sessions_per_account: usize,
     /// Server messages kept per session for resend.
     pub resend_messages: usize,
+    /// Server messages kept for resend over all sessions (each keeps at most its share).
+    pub max_resend_total: usize,
     /// Seconds a disconnected session is kept for a resume.
     pub session_linger_s: u64,
     /// Seconds allowed between connect and login.
     pub login_timeout_s: u64,
     /// Unsent bytes after which a connection is dropped as a slow consumer, MiB.
     pub max_pending_mib: usize,
+    /// Unsent bytes over all of a port's connections, MiB: past it, the connection with the
+    /// most is dropped as a slow consumer.
+    pub max_unsent_total_mib: usize,
     /// Update and trade messages kept per market for replay.
     pub replay_messages: usize,
 }
@@ -155,9 +160,11 @@ impl Default for GatewaySection {
             max_sessions: 1024,
             max_sessions_per_account: 16,
             resend_messages: 10_000,
+            max_resend_total: 1_000_000,
             session_linger_s: 300,
             login_timeout_s: 5,
             max_pending_mib: 16,
+            max_unsent_total_mib: 256,
             replay_messages: 65_536,
         }
     }
