@@ -39,6 +39,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The hard fork every block runs: Cancun, set explicitly (blob transactions refused).
 pub const SPEC: SpecId = SpecId::CANCUN;
 
+/// Blocks back the `BLOCKHASH` opcode sees (Ethereum's rule: the 256 before the current
+/// one; older numbers give zero).
+pub const BLOCK_HASH_WINDOW: u64 = 256;
+
 /// Chain parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EvmConfig {
@@ -866,6 +870,7 @@ impl Executor {
             size: 0,
         }
         .seal(&[]);
+        db.cache.block_hashes.insert(U256::ZERO, header.hash);
         let output = BlockOutput {
             header: header.clone(),
             receipts: Vec::new(),
@@ -891,7 +896,32 @@ impl Executor {
         )
     }
 
+    /// Records the head's hash for `BLOCKHASH` (in the state cache's block hashes, which
+    /// revm reads) and forgets the one that left the window, so the map holds at most
+    /// [`BLOCK_HASH_WINDOW`] hashes.
+    fn remember_head_hash(&mut self) {
+        let hashes = &mut self.db.cache.block_hashes;
+        hashes.insert(U256::from(self.head.number), self.head.hash);
+        if let Some(gone) = self.head.number.checked_sub(BLOCK_HASH_WINDOW) {
+            hashes.remove(&U256::from(gone));
+        }
+    }
+
+    /// The hashes `BLOCKHASH` sees after the head (the head's and those before it in the
+    /// window), oldest first, ending with the head's.
+    pub fn recent_block_hashes(&self) -> Vec<B256> {
+        let hashes = &self.db.cache.block_hashes;
+        let first = self.head.number.saturating_sub(BLOCK_HASH_WINDOW - 1);
+        let mut recent: Vec<B256> = (first..=self.head.number)
+            .rev()
+            .map_while(|number| hashes.get(&U256::from(number)).copied())
+            .collect();
+        recent.reverse();
+        recent
+    }
+
     /// An executor over state loaded from storage, at `head` (builds the state trie: O(state)).
+    /// `db`'s block hashes are the ones [`Executor::recent_block_hashes`] gave at `head`.
     pub fn from_parts(config: EvmConfig, db: CacheDB<EmptyDB>, head: BlockHeader) -> Executor {
         let commitment = StateCommitment::from_state(&db);
         Executor {
@@ -1281,6 +1311,7 @@ impl Executor {
         }
         .seal(&envelopes);
         self.head = header.clone();
+        self.remember_head_hash();
         BlockOutput {
             header,
             receipts: acc.receipts,

@@ -274,7 +274,10 @@ impl DatabaseRef for PastState<'_> {
         Ok(self.storage(address, index))
     }
 
+    /// The hashes the state keeps are those of the newest blocks
+    /// ([`crate::executor::BLOCK_HASH_WINDOW`]); an older block's reads as zero.
     fn block_hash_ref(&self, number: u64) -> Result<B256, Infallible> {
-        self.db.block_hash_ref(number)
+        let hash = self.db.cache.block_hashes.get(&U256::from(number));
+        Ok(hash.copied().unwrap_or_default())
     }
 }

@@ -9,7 +9,9 @@
 //! address, 32-byte balance (big-endian), `u64` nonce, `u32` code length and the code, `u32`
 //! slot count, then per slot in ascending order 32-byte slot and 32-byte value (big-endian);
 //! `u64` length and the EVM head (JSON); `u64` length and the queue (`evm::bridge::Bridge`,
-//! JSON); the co-processors: 32-byte consensus digest, CLOB version `u32` and active `u8`,
+//! JSON); `u32` count and the 32-byte hashes of the blocks `BLOCKHASH` sees after the head
+//! (at most 256, oldest first, numbered up to the head's; the last is the head's hash); the
+//! co-processors: 32-byte consensus digest, CLOB version `u32` and active `u8`,
 //! `u64` count of other co-processors, then per co-processor in id order: `u32` id, `u32`
 //! version, 32-byte code hash, `u8` active, `u32` parameter count and per parameter (in name
 //! order) `u32` name length, the UTF-8 name and `u64` value, then its state: `u8` 0 (it never
@@ -20,10 +22,10 @@
 
 use std::collections::BTreeMap;
 
-use alloy_primitives::{Address, U256};
+use alloy_primitives::{Address, B256, U256};
 use engine::{ArrayLadder, Engine, EngineImage};
 use evm::bridge::Bridge;
-use evm::executor::{BlockHeader, EvmConfig, Executor};
+use evm::executor::{BlockHeader, EvmConfig, Executor, BLOCK_HASH_WINDOW};
 use revm::bytecode::Bytecode;
 use revm::database::{AccountState, CacheDB, EmptyDB};
 use revm::state::AccountInfo;
@@ -33,7 +35,7 @@ use crate::coprocessor::{self, Hosted, HostedState};
 use crate::{Execution, ExecutionConfig, RegistryEntry};
 
 /// First bytes of an execution snapshot.
-pub const MAGIC: &[u8; 16] = b"nexus-exec-v3\0\0\0";
+pub const MAGIC: &[u8; 16] = b"nexus-exec-v4\0\0\0";
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -212,6 +214,11 @@ impl Execution {
             out.extend_from_slice(&(json.len() as u64).to_le_bytes());
             out.extend_from_slice(&json);
         }
+        let hashes = self.executor.recent_block_hashes();
+        out.extend_from_slice(&(hashes.len() as u32).to_le_bytes());
+        for hash in hashes {
+            out.extend_from_slice(hash.as_slice());
+        }
     }
 
     /// The state a [`Execution::snapshot`] holds, with the chain's `config` (its roles, id
@@ -317,7 +324,36 @@ fn read_evm(reader: &mut Reader, config: EvmConfig) -> Result<(Executor, Bridge)
         serde_json::from_slice(reader.counted()?).map_err(|e| SnapshotError::Evm(e.to_string()))?;
     let bridge: Bridge =
         serde_json::from_slice(reader.counted()?).map_err(|e| SnapshotError::Evm(e.to_string()))?;
+    read_block_hashes(reader, &head, &mut db)?;
     Ok((Executor::from_parts(config, db, head), bridge))
+}
+
+/// The block hashes `BLOCKHASH` sees at `head`, into `db`'s cache: at most
+/// `BLOCK_HASH_WINDOW`, numbered up to the head's, the last being the head's own hash.
+fn read_block_hashes(
+    reader: &mut Reader,
+    head: &BlockHeader,
+    db: &mut CacheDB<EmptyDB>,
+) -> Result<(), SnapshotError> {
+    let count = u64::from(reader.u32()?);
+    if count == 0 || count > BLOCK_HASH_WINDOW || count > head.number + 1 {
+        return Err(SnapshotError::Evm(format!(
+            "{count} block hashes at block {}",
+            head.number
+        )));
+    }
+    let first = head.number + 1 - count;
+    let mut last = B256::ZERO;
+    for number in first..=head.number {
+        last = B256::from_slice(reader.take(32)?);
+        db.cache.block_hashes.insert(U256::from(number), last);
+    }
+    if last != head.hash {
+        return Err(SnapshotError::Evm(
+            "the last block hash is not the head's".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a snapshot front to back.

@@ -482,6 +482,9 @@ fn random_mixed_blocks_keep_roots_equal_across_executions_and_to_a_recomputation
                 // callbacks, registry) restores to the same roots and runs on with the others.
                 let mut c = Execution::restore(config(), &a.snapshot()).expect("restores");
                 assert_eq!(c.roots(), a.roots());
+                let hashes = a.evm().recent_block_hashes();
+                assert_eq!(hashes.len(), 23, "genesis and 22 blocks");
+                assert_eq!(c.evm().recent_block_hashes(), hashes, "BLOCKHASH's window");
                 restored = Some(c);
             }
             let items = random_block(&mut rng, &mut owner, mm, &mut core_nonce);
