@@ -7,7 +7,8 @@
 //! 2. each piece of evidence is verified and its offender slashed and jailed;
 //! 3. each action is checked (signature, nonce = previous + 1) and applied; a refused
 //!    action with a good signature and nonce still uses its nonce;
-//! 4. governance tallies open proposals with the stakes of the set that decided `h`;
+//! 4. governance tallies open proposals with the stakes of the set that decided `h`, then
+//!    drops the proposals whose retention window ends with `h`;
 //! 5. the validator set for `h + 1` is computed (queued changes at epoch boundaries).
 //!
 //! Rejections are values in the returned [`BlockReport`], never errors: a block that
@@ -213,9 +214,11 @@ impl ChainState {
             }
             Action::Leave => stake(StakeChange::Leave { id }).map(|_| None),
             Action::Unjail => stake(StakeChange::Unjail { id }).map(|_| None),
-            Action::Propose(kind) if is_validator => {
-                Ok(Some(self.governance.submit(id, kind.clone(), h)))
-            }
+            Action::Propose(kind) if is_validator => self
+                .governance
+                .submit(id, kind.clone(), h)
+                .map(Some)
+                .map_err(ActionOutcome::Gov),
             Action::Vote { proposal, approve } if is_validator => self
                 .governance
                 .vote(id, *proposal, *approve)

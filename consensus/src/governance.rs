@@ -11,6 +11,14 @@
 //! - A proposal that passed in block `h` is applied at the start of block `h + 1` (the
 //!   block boundary after it passes), in the order proposals passed. If it cannot apply
 //!   (say, activating an unknown co-processor), it is marked failed; nothing else changes.
+//! - A proposal is open while voting or passed and not yet applied. A validator may have at
+//!   most `max_open_proposals_per_proposer` open at once; a proposal over that is refused
+//!   ([`GovError::TooManyOpenProposals`]), so no validator can grow the open set at will.
+//! - A finished proposal (applied, rejected or failed in block `f`) stays queryable for
+//!   `proposal_retention_blocks` blocks and is dropped at the end of block
+//!   `f + proposal_retention_blocks`, after the tally: the state, the per-block tally and
+//!   [`Governance::hash`] are bounded by the open and recently finished proposals, not by
+//!   every proposal ever submitted.
 //! - Co-processor upgrades must raise the version; a first "upgrade" registers the entry,
 //!   inactive. Activation, deactivation and parameter changes need an existing entry.
 //!   Co-processor 0 ([`BASE_COPROCESSOR`]) cannot be upgraded.
@@ -30,7 +38,8 @@
 //! Proposal kinds: 1 Upgrade (id u32, version u32, code_hash `[32]`); 2 Activate (id u32);
 //! 3 Deactivate (id u32); 4 SetCoprocessorParam (id u32, key: u32 length + UTF-8, value
 //! u64); 5 SetChainParam (key u8, value u64). Parameter keys: 1 epoch length, 2 slash
-//! fraction, 3 voting period, 4 evidence max age, 5 jail period, 6 minimum stake.
+//! fraction, 3 voting period, 4 evidence max age, 5 jail period, 6 minimum stake, 7
+//! proposal retention, 8 most open proposals per proposer.
 
 use std::collections::BTreeMap;
 
@@ -55,6 +64,13 @@ pub struct ChainParams {
     pub jail_period_blocks: u64,
     /// Least stake to join, to set, or to be left with for an unjail. At least 1.
     pub min_stake: u64,
+    /// Blocks a finished proposal stays in the state after the block `f` that finished it:
+    /// it is dropped at the end of block `f + proposal_retention_blocks`. At least 1, so
+    /// the state after block `f` still shows how it ended.
+    pub proposal_retention_blocks: u64,
+    /// Most open (voting, or passed and not yet applied) proposals one validator may have
+    /// at once. At least 1, so governance can always raise it again.
+    pub max_open_proposals_per_proposer: u64,
 }
 
 impl Default for ChainParams {
@@ -66,6 +82,8 @@ impl Default for ChainParams {
             evidence_max_age_blocks: 1000,
             jail_period_blocks: 100,
             min_stake: 1,
+            proposal_retention_blocks: 1000,
+            max_open_proposals_per_proposer: 8,
         }
     }
 }
@@ -85,6 +103,10 @@ pub enum ParamKey {
     JailPeriodBlocks,
     /// [`ChainParams::min_stake`].
     MinStake,
+    /// [`ChainParams::proposal_retention_blocks`].
+    ProposalRetentionBlocks,
+    /// [`ChainParams::max_open_proposals_per_proposer`].
+    MaxOpenProposalsPerProposer,
 }
 
 impl ParamKey {
@@ -96,6 +118,8 @@ impl ParamKey {
             ParamKey::EvidenceMaxAgeBlocks => 4,
             ParamKey::JailPeriodBlocks => 5,
             ParamKey::MinStake => 6,
+            ParamKey::ProposalRetentionBlocks => 7,
+            ParamKey::MaxOpenProposalsPerProposer => 8,
         }
     }
     fn from_code(code: u8) -> Result<ParamKey, DecodeError> {
@@ -106,6 +130,8 @@ impl ParamKey {
             4 => ParamKey::EvidenceMaxAgeBlocks,
             5 => ParamKey::JailPeriodBlocks,
             6 => ParamKey::MinStake,
+            7 => ParamKey::ProposalRetentionBlocks,
+            8 => ParamKey::MaxOpenProposalsPerProposer,
             value => {
                 return Err(DecodeError::BadTag {
                     field: "param key",
@@ -126,6 +152,12 @@ impl ChainParams {
             ParamKey::EvidenceMaxAgeBlocks => self.evidence_max_age_blocks = value,
             ParamKey::JailPeriodBlocks => self.jail_period_blocks = value,
             ParamKey::MinStake if value >= 1 => self.min_stake = value,
+            ParamKey::ProposalRetentionBlocks if value >= 1 => {
+                self.proposal_retention_blocks = value
+            }
+            ParamKey::MaxOpenProposalsPerProposer if value >= 1 => {
+                self.max_open_proposals_per_proposer = value
+            }
             _ => return Err(ApplyError::BadParamValue),
         }
         Ok(())
@@ -140,11 +172,15 @@ impl ChainParams {
             evidence_max_age_blocks: r.u64()?,
             jail_period_blocks: r.u64()?,
             min_stake: r.u64()?,
+            proposal_retention_blocks: r.u64()?,
+            max_open_proposals_per_proposer: r.u64()?,
         };
         let valid = params.epoch_length_blocks >= 1
             && params.slash_fraction_bps <= 10_000
             && params.voting_period_blocks >= 1
-            && params.min_stake >= 1;
+            && params.min_stake >= 1
+            && params.proposal_retention_blocks >= 1
+            && params.max_open_proposals_per_proposer >= 1;
         if !valid {
             return Err(DecodeError::Invalid("chain parameter out of range"));
         }
@@ -158,6 +194,8 @@ impl ChainParams {
         w.u64(self.evidence_max_age_blocks);
         w.u64(self.jail_period_blocks);
         w.u64(self.min_stake);
+        w.u64(self.proposal_retention_blocks);
+        w.u64(self.max_open_proposals_per_proposer);
     }
 }
 
@@ -343,6 +381,23 @@ pub enum ProposalStatus {
     },
 }
 
+impl ProposalStatus {
+    /// True while voting, or passed and not yet applied (what the per-proposer cap counts).
+    pub fn is_open(&self) -> bool {
+        self.finished_at().is_none()
+    }
+
+    /// The block that finished it (applied, rejected or failed), or `None` if still open.
+    pub fn finished_at(&self) -> Option<Height> {
+        match *self {
+            ProposalStatus::Voting | ProposalStatus::Passed { .. } => None,
+            ProposalStatus::Applied { at }
+            | ProposalStatus::Rejected { at }
+            | ProposalStatus::Failed { at, .. } => Some(at),
+        }
+    }
+}
+
 /// A governance proposal and its votes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GovProposal {
@@ -360,7 +415,8 @@ pub struct GovProposal {
     pub votes: BTreeMap<ValidatorId, bool>,
 }
 
-/// The registry, the chain parameters and the proposals.
+/// The registry, the chain parameters and the proposals: the open ones and those finished
+/// within the last [`ChainParams::proposal_retention_blocks`] blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Governance {
     /// Current chain parameters.
@@ -455,6 +511,13 @@ pub enum GovError {
     /// The proposal is no longer open.
     #[error("proposal is not open for votes")]
     Closed,
+    /// The proposer already has [`ChainParams::max_open_proposals_per_proposer`] open
+    /// proposals; it may propose again once one of them is applied, rejected or failed.
+    #[error("the proposer already has {max} open proposals, the most allowed")]
+    TooManyOpenProposals {
+        /// The cap in force when the proposal was refused.
+        max: u64,
+    },
 }
 
 impl Governance {
@@ -479,18 +542,35 @@ impl Governance {
         self.registry.values()
     }
 
-    /// A proposal.
+    /// A proposal, if open or finished within the retention window (`None` once dropped).
     pub fn proposal(&self, id: u64) -> Option<&GovProposal> {
         self.proposals.get(&id)
     }
 
-    /// Proposals in id order.
+    /// The retained proposals (open, and finished within the retention window), in id
+    /// order.
     pub fn proposals(&self) -> impl Iterator<Item = &GovProposal> {
         self.proposals.values()
     }
 
-    /// Opens a proposal in block `height`; returns its id.
-    pub fn submit(&mut self, proposer: ValidatorId, kind: ProposalKind, height: Height) -> u64 {
+    /// How many open proposals `proposer` has (O(retained proposals)).
+    pub fn open_proposals_of(&self, proposer: &ValidatorId) -> u64 {
+        let open = |p: &&GovProposal| p.proposer == *proposer && p.status.is_open();
+        self.proposals.values().filter(open).count() as u64
+    }
+
+    /// Opens a proposal in block `height`; returns its id. Refused if `proposer` already
+    /// has [`ChainParams::max_open_proposals_per_proposer`] open proposals.
+    pub fn submit(
+        &mut self,
+        proposer: ValidatorId,
+        kind: ProposalKind,
+        height: Height,
+    ) -> Result<u64, GovError> {
+        let max = self.params.max_open_proposals_per_proposer;
+        if self.open_proposals_of(&proposer) >= max {
+            return Err(GovError::TooManyOpenProposals { max });
+        }
         let id = self.next_id;
         self.next_id += 1;
         let voting_ends = height.saturating_add(self.params.voting_period_blocks - 1);
@@ -505,7 +585,7 @@ impl Governance {
                 votes: BTreeMap::new(),
             },
         );
-        id
+        Ok(id)
     }
 
     /// Records `voter`'s vote (replacing an earlier one).
@@ -587,7 +667,8 @@ impl Governance {
     }
 
     /// End of block `height`: tallies open proposals with `stake_of` (the stakes of the set
-    /// that decided the block) and `total_stake`. Returns the ids that passed.
+    /// that decided the block) and `total_stake`, then drops the proposals whose retention
+    /// window ends with this block. Returns the ids that passed.
     pub fn end_block(
         &mut self,
         height: Height,
@@ -614,7 +695,31 @@ impl Governance {
             }
         }
         self.passed.extend_from_slice(&passed);
+        self.prune(height);
         passed
+    }
+
+    /// Drops every proposal finished in a block `f` with `f + proposal_retention_blocks <=
+    /// height` (the end of block `height`; the same on every validator, as it depends only
+    /// on the state and the height).
+    fn prune(&mut self, height: Height) {
+        let retention = self.params.proposal_retention_blocks;
+        self.proposals.retain(|_, p| match p.status.finished_at() {
+            Some(at) => height < at.saturating_add(retention),
+            None => true,
+        });
+    }
+
+    /// Whether the state is one the end of block `height` leaves: no finished proposal
+    /// from after `height` or past its retention window (checked when a state is decoded).
+    pub(crate) fn retained_at(&self, height: Height) -> bool {
+        let retention = self.params.proposal_retention_blocks;
+        self.proposals
+            .values()
+            .all(|p| match p.status.finished_at() {
+                Some(at) => at <= height && height < at.saturating_add(retention),
+                None => true,
+            })
     }
 
     /// A digest of parameters, registry and proposals (BLAKE3 of [`Governance::write`]).
@@ -625,9 +730,9 @@ impl Governance {
     }
 
     /// Encoding: parameters; `u32` count and the registry entries; `u64` next proposal id;
-    /// `u32` count and the proposals (status tag 0 voting, 1 passed, 2 applied, 3 rejected,
-    /// 4 + reason failed, then `u64` height); `u32` count and the ids passed, not yet
-    /// applied.
+    /// `u32` count and the retained proposals (status tag 0 voting, 1 passed, 2 applied, 3
+    /// rejected, 4 + reason failed, then `u64` height); `u32` count and the ids passed, not
+    /// yet applied. Dropped proposals leave gaps in the ids below the next one.
     pub(crate) fn write(&self, w: &mut Writer<'_>) {
         self.params.write(w);
         w.count(self.registry.len());
@@ -911,15 +1016,17 @@ mod tests {
     #[test]
     fn a_proposal_passes_above_two_thirds_and_applies_at_the_next_block() {
         let mut g = Governance::genesis(ChainParams::default(), vec![]);
-        let up = g.submit(
-            v(1),
-            ProposalKind::Upgrade {
-                id: 7,
-                version: 1,
-                code_hash: Hash([3; 32]),
-            },
-            10,
-        );
+        let up = g
+            .submit(
+                v(1),
+                ProposalKind::Upgrade {
+                    id: 7,
+                    version: 1,
+                    code_hash: Hash([3; 32]),
+                },
+                10,
+            )
+            .unwrap();
         g.vote(v(1), up, true).unwrap();
         g.vote(v(2), up, true).unwrap();
         g.vote(v(9), up, true).unwrap(); // not a validator: no stake counted
@@ -947,34 +1054,44 @@ mod tests {
         let c = g.coprocessor(7).unwrap();
         assert_eq!((c.version, c.active), (1, false));
 
-        let act = g.submit(v(1), ProposalKind::Activate { id: 7 }, 12);
-        let bad = g.submit(v(1), ProposalKind::Activate { id: 8 }, 12);
-        let down = g.submit(
-            v(1),
-            ProposalKind::Upgrade {
-                id: 7,
-                version: 1,
-                code_hash: Hash([4; 32]),
-            },
-            12,
-        );
-        let param = g.submit(
-            v(1),
-            ProposalKind::SetChainParam {
-                key: ParamKey::SlashFractionBps,
-                value: 10_001,
-            },
-            12,
-        );
-        let cparam = g.submit(
-            v(1),
-            ProposalKind::SetCoprocessorParam {
-                id: 7,
-                key: "max_markets".into(),
-                value: 64,
-            },
-            12,
-        );
+        let act = g
+            .submit(v(1), ProposalKind::Activate { id: 7 }, 12)
+            .unwrap();
+        let bad = g
+            .submit(v(1), ProposalKind::Activate { id: 8 }, 12)
+            .unwrap();
+        let down = g
+            .submit(
+                v(1),
+                ProposalKind::Upgrade {
+                    id: 7,
+                    version: 1,
+                    code_hash: Hash([4; 32]),
+                },
+                12,
+            )
+            .unwrap();
+        let param = g
+            .submit(
+                v(1),
+                ProposalKind::SetChainParam {
+                    key: ParamKey::SlashFractionBps,
+                    value: 10_001,
+                },
+                12,
+            )
+            .unwrap();
+        let cparam = g
+            .submit(
+                v(1),
+                ProposalKind::SetCoprocessorParam {
+                    id: 7,
+                    key: "max_markets".into(),
+                    value: 64,
+                },
+                12,
+            )
+            .unwrap();
         for id in [act, bad, down, param, cparam] {
             for n in 1..=3 {
                 g.vote(v(n), id, true).unwrap();
@@ -1002,14 +1119,16 @@ mod tests {
             ..ChainParams::default()
         };
         let mut g = Governance::genesis(params, vec![]);
-        let id = g.submit(
-            v(1),
-            ProposalKind::SetChainParam {
-                key: ParamKey::EpochLengthBlocks,
-                value: 5,
-            },
-            5,
-        );
+        let id = g
+            .submit(
+                v(1),
+                ProposalKind::SetChainParam {
+                    key: ParamKey::EpochLengthBlocks,
+                    value: 5,
+                },
+                5,
+            )
+            .unwrap();
         g.vote(v(1), id, true).unwrap();
         g.end_block(5, stake, 40);
         g.end_block(6, stake, 40);
@@ -1020,5 +1139,149 @@ mod tests {
             ProposalStatus::Rejected { at: 7 }
         );
         assert_eq!(g.vote(v(2), id, true), Err(GovError::Closed));
+    }
+
+    fn param(value: u64) -> ProposalKind {
+        ProposalKind::SetChainParam {
+            key: ParamKey::JailPeriodBlocks,
+            value,
+        }
+    }
+
+    /// Voting period 2, retention 3. Block 4 opens A (v1) and B (v2); block 5 votes B
+    /// through and rejects A (finished at 5); B applies at the start of block 6 (finished
+    /// at 6). Runs blocks 1..=`last` and returns the state, and its encoding after block 6.
+    fn retention_history(last: Height) -> (Governance, Vec<u8>) {
+        let params = ChainParams {
+            voting_period_blocks: 2,
+            proposal_retention_blocks: 3,
+            ..ChainParams::default()
+        };
+        let mut g = Governance::genesis(params, vec![]);
+        let mut at_6 = Vec::new();
+        for h in 1..=last {
+            g.begin_block(h);
+            if h == 4 {
+                assert_eq!(g.submit(v(1), param(7), h), Ok(1));
+                assert_eq!(g.submit(v(2), param(9), h), Ok(2));
+            }
+            if h == 5 {
+                (1..=3).for_each(|n| g.vote(v(n), 2, true).unwrap());
+            }
+            g.end_block(h, stake, 40);
+            if h == 6 {
+                g.write(&mut Writer(&mut at_6));
+            }
+        }
+        (g, at_6)
+    }
+
+    #[test]
+    fn a_finished_proposal_is_kept_for_the_retention_window_then_dropped() {
+        for last in 5..=10 {
+            let (g, _) = retention_history(last);
+            // A finished at 5, B at 6: each dropped at the end of block finished + 3.
+            assert_eq!(g.proposal(1).is_some(), last < 8, "A after block {last}");
+            assert_eq!(g.proposal(2).is_some(), last < 9, "B after block {last}");
+        }
+        let (g, _) = retention_history(7);
+        assert_eq!(
+            g.proposal(1).unwrap().status,
+            ProposalStatus::Rejected { at: 5 }
+        );
+        assert_eq!(
+            g.proposal(2).unwrap().status,
+            ProposalStatus::Applied { at: 6 }
+        );
+        let (mut g, _) = retention_history(9);
+        assert_eq!(g.proposals().count(), 0);
+        assert_eq!(g.params.jail_period_blocks, 9, "what B did stays");
+        assert_eq!(g.vote(v(1), 2, true), Err(GovError::UnknownProposal));
+        // The next id is not reused after its proposals were dropped.
+        assert_eq!(g.submit(v(1), param(1), 10), Ok(3));
+    }
+
+    /// Two states through the same blocks have the same digest at every height, including
+    /// one restored from its encoding after block 6 and run on from there: pruning
+    /// depends only on the state and the height.
+    #[test]
+    fn states_through_the_same_blocks_prune_alike_and_hash_alike() {
+        let (_, at_6) = retention_history(6);
+        for last in 6..=10 {
+            let (a, _) = retention_history(last);
+            let (b, _) = retention_history(last);
+            assert_eq!(a.hash(), b.hash(), "after block {last}");
+            let mut restored = Governance::read(&mut Reader::new(&at_6)).unwrap();
+            for h in 7..=last {
+                restored.begin_block(h);
+                restored.end_block(h, stake, 40);
+            }
+            assert_eq!(restored, a, "restored, after block {last}");
+            assert_eq!(restored.hash(), a.hash(), "restored, after block {last}");
+            let mut bytes = Vec::new();
+            a.write(&mut Writer(&mut bytes));
+            let back = Governance::read(&mut Reader::new(&bytes)).unwrap();
+            assert_eq!(back, a, "round trip after block {last}");
+        }
+        // Pruning changed the digest: the dropped proposals are no longer in it.
+        assert_ne!(retention_history(8).0.hash(), retention_history(7).0.hash());
+    }
+
+    #[test]
+    fn the_per_proposer_cap_refuses_until_one_of_its_proposals_finishes() {
+        let params = ChainParams {
+            max_open_proposals_per_proposer: 2,
+            ..ChainParams::default()
+        };
+        let mut g = Governance::genesis(params, vec![]);
+        g.begin_block(1);
+        assert_eq!(g.submit(v(1), param(1), 1), Ok(1));
+        assert_eq!(g.submit(v(1), param(2), 1), Ok(2));
+        let over = Err(GovError::TooManyOpenProposals { max: 2 });
+        assert_eq!(g.submit(v(1), param(3), 1), over);
+        assert_eq!(g.open_proposals_of(&v(1)), 2);
+        assert_eq!(
+            g.submit(v(2), param(3), 1),
+            Ok(3),
+            "another proposer's own cap"
+        );
+        (1..=3).for_each(|n| g.vote(v(n), 1, true).unwrap());
+        assert_eq!(g.end_block(1, stake, 40), vec![1]);
+        assert_eq!(
+            g.open_proposals_of(&v(1)),
+            2,
+            "passed, not applied: still open"
+        );
+        g.begin_block(2);
+        assert_eq!(
+            g.proposal(1).unwrap().status,
+            ProposalStatus::Applied { at: 2 }
+        );
+        assert_eq!(g.submit(v(1), param(4), 2), Ok(4), "a refusal uses no id");
+        assert_eq!(g.submit(v(1), param(5), 2), over);
+    }
+
+    /// A proposer trying three proposals every block for 500 blocks, nothing ever voted
+    /// through: the state holds its open proposals and those finished within the retention
+    /// window, not all 300-odd it submitted.
+    #[test]
+    fn a_proposer_at_its_cap_every_block_keeps_the_state_bounded() {
+        let params = ChainParams {
+            voting_period_blocks: 3,
+            proposal_retention_blocks: 4,
+            max_open_proposals_per_proposer: 2,
+            ..ChainParams::default()
+        };
+        let mut g = Governance::genesis(params, vec![]);
+        for h in 1..=500 {
+            g.begin_block(h);
+            for _ in 0..3 {
+                let _ = g.submit(v(1), param(h), h);
+            }
+            g.end_block(h, stake, 40);
+            // 2 open, and at most 2 finished in each of the last 4 blocks.
+            assert!(g.proposals().count() <= 2 + 2 * 4, "block {h}");
+        }
+        assert!(g.next_id > 300, "it kept submitting: {}", g.next_id);
     }
 }

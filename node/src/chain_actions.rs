@@ -332,6 +332,7 @@ pub fn outcome_reason(outcome: &ActionOutcome) -> (&'static str, String) {
             GovError::NotValidator => "not_validator",
             GovError::UnknownProposal => "unknown_proposal",
             GovError::Closed => "closed",
+            GovError::TooManyOpenProposals { .. } => "too_many_open_proposals",
         },
     };
     let detail = match outcome {
@@ -436,6 +437,8 @@ fn params_json(p: &ChainParams) -> Value {
         "voting_period_blocks": p.voting_period_blocks,
         "evidence_max_age_blocks": p.evidence_max_age_blocks,
         "jail_period_blocks": p.jail_period_blocks, "min_stake": p.min_stake,
+        "proposal_retention_blocks": p.proposal_retention_blocks,
+        "max_open_proposals_per_proposer": p.max_open_proposals_per_proposer,
     })
 }
 

@@ -148,7 +148,8 @@ pub enum ProposalArg {
         value: u64,
     },
     /// Set a chain parameter: epoch_length_blocks, slash_fraction_bps,
-    /// voting_period_blocks, evidence_max_age_blocks, jail_period_blocks or min_stake.
+    /// voting_period_blocks, evidence_max_age_blocks, jail_period_blocks, min_stake,
+    /// proposal_retention_blocks or max_open_proposals_per_proposer.
     ChainParam {
         /// Parameter name.
         #[arg(long)]
@@ -369,6 +370,8 @@ pub fn param_key(name: &str) -> Result<ParamKey, CliError> {
         "evidence_max_age_blocks" => ParamKey::EvidenceMaxAgeBlocks,
         "jail_period_blocks" => ParamKey::JailPeriodBlocks,
         "min_stake" => ParamKey::MinStake,
+        "proposal_retention_blocks" => ParamKey::ProposalRetentionBlocks,
+        "max_open_proposals_per_proposer" => ParamKey::MaxOpenProposalsPerProposer,
         other => return Err(CliError::Usage(format!("no chain parameter {other:?}"))),
     })
 }

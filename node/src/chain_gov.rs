@@ -16,7 +16,7 @@
 //!
 //! Answers: `gov_queued` at once; `gov_included` (`height`, `proposal`) once a decided block
 //! holds it, or `gov_refused` (`reason`) if that block refused it (not a validator, unknown
-//! or closed proposal).
+//! or closed proposal, too many open proposals of this validator).
 
 use consensus::block::Block;
 use consensus::chain::ChainState;
@@ -158,7 +158,8 @@ fn outcome(
         }
         None => json!({
             "ev": "gov_refused", "line": line, "height": height,
-            "reason": "the block refused it (not a validator, or an unknown or closed proposal)",
+            "reason": "the block refused it (not a validator, an unknown or closed proposal, \
+                or too many open proposals of this validator)",
         }),
     }
 }

@@ -17,8 +17,9 @@ use crate::messages::EvidenceError;
 use crate::types::ValidatorId;
 use crate::validators::{EvidenceRejected, StakeError, Staking};
 
-/// First bytes of an encoded chain state: name and format version 1.
-pub const MAGIC: &[u8; 8] = b"nxchain\x01";
+/// First bytes of an encoded chain state: name and format version 2 (version 1, before
+/// the proposal retention and per-proposer cap parameters, is refused).
+pub const MAGIC: &[u8; 8] = b"nxchain\x02";
 
 impl ChainState {
     /// The state's canonical encoding ([`ChainState::decode`] reads it back).
@@ -59,6 +60,11 @@ impl ChainState {
         let height = r.u64()?;
         let staking = Staking::read(&mut r)?;
         let governance = Governance::read(&mut r)?;
+        if !governance.retained_at(height) {
+            return Err(DecodeError::Invalid(
+                "finished proposal outside its retention window",
+            ));
+        }
         let mut nonces = BTreeMap::new();
         for _ in 0..r.count(32 + 8)? {
             let id = ValidatorId(r.bytes32()?);
@@ -149,7 +155,8 @@ fn read_evidence_outcome(r: &mut Reader<'_>) -> Result<Result<u64, EvidenceRejec
 }
 
 /// Tag 0 applied (flag, then `u64` proposal id), 1 bad signature, 2 bad nonce (`u64`
-/// expected), 3 stake error (tag, `u64` for 4 and 6), 4 governance error (tag).
+/// expected), 3 stake error (tag, `u64` for 4 and 6), 4 governance error (tag, `u64` for
+/// 3).
 fn write_outcome(a: &ActionOutcome, w: &mut Writer<'_>) {
     match a {
         ActionOutcome::Applied(id) => {
@@ -173,12 +180,21 @@ fn write_outcome(a: &ActionOutcome, w: &mut Writer<'_>) {
         }
         ActionOutcome::Gov(e) => {
             w.u8(4);
-            w.u8(match e {
-                GovError::NotValidator => 0,
-                GovError::UnknownProposal => 1,
-                GovError::Closed => 2,
-            });
+            write_gov_error(e, w);
         }
+    }
+}
+
+fn write_gov_error(e: &GovError, w: &mut Writer<'_>) {
+    let (tag, value) = match *e {
+        GovError::NotValidator => (0, None),
+        GovError::UnknownProposal => (1, None),
+        GovError::Closed => (2, None),
+        GovError::TooManyOpenProposals { max } => (3, Some(max)),
+    };
+    w.u8(tag);
+    if let Some(v) = value {
+        w.u64(v);
     }
 }
 
@@ -217,6 +233,7 @@ fn read_outcome(r: &mut Reader<'_>) -> Result<ActionOutcome, DecodeError> {
             0 => GovError::NotValidator,
             1 => GovError::UnknownProposal,
             2 => GovError::Closed,
+            3 => GovError::TooManyOpenProposals { max: r.u64()? },
             value => return Err(bad("governance error", value)),
         }),
         value => return Err(bad("action outcome", value)),

@@ -21,6 +21,10 @@ fn genesis(keys: &[Keypair]) -> ChainState {
         epoch_length_blocks: 3,
         voting_period_blocks: 4,
         jail_period_blocks: 2,
+        // Short, so that random histories drop finished proposals and refuse some over the
+        // cap.
+        proposal_retention_blocks: 3,
+        max_open_proposals_per_proposer: 2,
         ..ChainParams::default()
     };
     let validators = keys[..4].iter().map(|k| Validator {
@@ -183,13 +187,14 @@ fn every_truncation_and_trailing_bytes_are_refused() {
 fn another_version_garbage_and_huge_counts_are_refused() {
     let bytes = busy_state().encode();
     let mut version = bytes.clone();
-    version[MAGIC.len() - 1] = 2;
+    version[MAGIC.len() - 1] = 1;
     assert_eq!(
         ChainState::decode(&version),
         Err(DecodeError::BadTag {
             field: "chain state version",
-            value: 2
-        })
+            value: 1
+        }),
+        "version 1, without the retention and cap parameters"
     );
     assert!(ChainState::decode(b"garbage that is not a chain state").is_err());
     // The active set's count (right after magic, chain id and height) claims 2^32 - 1
@@ -226,4 +231,53 @@ fn unsorted_validators_are_refused() {
         ChainState::decode(&bytes),
         Err(DecodeError::Invalid("validator keys not ascending"))
     );
+}
+
+/// Key 0 proposes three times in block 1 (the third over the cap of 2); nothing passes, so
+/// both are rejected at the end of block 4 (voting period 4) and dropped at the end of
+/// block 7 (retention 3). The refusal and the pruned state survive the encoding, and a
+/// state whose height says its finished proposals should be gone is refused.
+#[test]
+fn a_cap_refusal_and_a_pruned_state_round_trip() {
+    let keys = keys();
+    let mut st = genesis(&keys);
+    let propose = |nonce, value| {
+        let kind = ProposalKind::SetChainParam {
+            key: ParamKey::JailPeriodBlocks,
+            value,
+        };
+        SignedAction::sign(&keys[0], nonce, Action::Propose(kind), &CHAIN)
+    };
+    let actions = vec![propose(1, 5), propose(2, 6), propose(3, 7)];
+    let r = st.apply_block(&block(1, vec![], actions), &Ed25519);
+    let over = ActionOutcome::Gov(GovError::TooManyOpenProposals { max: 2 });
+    let applied = |id| ActionOutcome::Applied(Some(id));
+    assert_eq!(r.actions, vec![applied(1), applied(2), over]);
+    assert_eq!(
+        st.next_nonce(&keys[0].id()),
+        4,
+        "the refusal used its nonce"
+    );
+    assert_round_trips(&st);
+    for h in 2..=8 {
+        st.apply_block(&block(h, vec![], vec![]), &Ed25519);
+        assert_round_trips(&st);
+        let kept = st.governance().proposals().count();
+        assert_eq!(kept, if h < 7 { 2 } else { 0 }, "after block {h}");
+        if h == 6 {
+            // The same bytes claiming height 7: the rejected proposals should be gone.
+            let mut later = st.encode();
+            let at = MAGIC.len() + 32;
+            later[at..at + 8].copy_from_slice(&7u64.to_le_bytes());
+            assert_eq!(
+                ChainState::decode(&later),
+                Err(DecodeError::Invalid(
+                    "finished proposal outside its retention window"
+                ))
+            );
+        }
+    }
+    let r = st.apply_block(&block(9, vec![], vec![propose(4, 8)]), &Ed25519);
+    assert_eq!(r.actions, vec![applied(3)]);
+    assert_round_trips(&st);
 }
