@@ -1,6 +1,8 @@
 //! The Ethereum JSON-RPC port of a validator (docs/evm.md, "The validator's JSON-RPC").
 //!
-//! A jsonrpsee HTTP server on the validator's runtime: each call becomes an [`EthRequest`]
+//! A jsonrpsee HTTP and WebSocket server on the validator's runtime, on TCP connections it
+//! accepts itself to bound them (`connections`: at most [`MAX_CONNECTIONS`] open, each
+//! closed after [`IDLE_TIMEOUT`] with nothing in progress). Each call becomes an [`EthRequest`]
 //! sent to the host loop, which owns [`Execution`] and the mempool and answers between
 //! consensus steps ([`EthPort::handle`]) through a oneshot. Reads come from the executed
 //! state (the head only) and from the EVM blocks this validator executed, kept in memory
@@ -14,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use alloy_primitives::{keccak256, Address, B256, U256};
 use evm_bridge::actions::Credit;
@@ -30,13 +33,23 @@ use evm_bridge::history::{PastState, StateHistory, StateUndo};
 use evm_bridge::trace::{BlockReplay, GethTrace};
 use execution::Execution;
 use jsonrpsee::core::SubscriptionError;
-use jsonrpsee::server::{RpcModule, Server, ServerConfig, ServerHandle};
+use jsonrpsee::server::{
+    serve_with_graceful_shutdown, stop_channel, Methods, RpcModule, Server, ServerConfig,
+    ServerHandle, StopHandle,
+};
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::{PendingSubscriptionSink, SubscriptionCloseResponse};
 use mempool::Mempool;
 use serde_json::{json, Value};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use transactions::EvmItem;
+
+use connections::{Busy, Connection, Limits, Socket, WithConnection};
+
+mod connections;
+#[cfg(test)]
+mod server_tests;
 
 /// Every method the validator serves over HTTP and WebSocket (and, over WebSocket only,
 /// `eth_subscribe` / `eth_unsubscribe`).
@@ -64,11 +77,17 @@ pub const QUEUE: usize = 1024;
 /// Largest request body the server reads (a raw transaction is at most
 /// `transactions::MAX_EVM_TX_LEN`, hex-encoded).
 const MAX_REQUEST_BYTES: u32 = 1 << 20;
-/// Most HTTP connections open at once.
-const MAX_CONNECTIONS: u32 = 256;
-/// Connections whose rate limit is remembered: the server numbers connections in order, so
-/// the host forgets the lowest numbers past this many (long closed, as at most
-/// [`MAX_CONNECTIONS`] are open).
+/// Most TCP connections open at once, HTTP and WebSocket alike (each counts from accept to
+/// close; one more is closed at once, unanswered). Also jsonrpsee's own bound on HTTP
+/// requests in progress and WebSocket connections, which only HTTP/2's several requests
+/// per connection can reach.
+pub const MAX_CONNECTIONS: u32 = 256;
+/// How long a connection may have no call in progress and no live subscription before it is
+/// closed (so that idle sockets cannot hold every connection for ever).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections whose rate limit is remembered: the server numbers TCP connections in the
+/// order it accepts them, so the host forgets the lowest numbers past this many (long
+/// closed, as at most [`MAX_CONNECTIONS`] are open).
 pub const RATE_REMEMBERED: usize = 4 * MAX_CONNECTIONS as usize;
 
 /// The refusal of a raw transaction over its connection's rate.
@@ -88,7 +107,8 @@ pub struct EthRequest {
     pub method: &'static str,
     /// Positional parameters.
     pub params: Vec<Value>,
-    /// The HTTP connection it came on (for its rate limit).
+    /// The TCP connection it came on (for its rate limit): distinct per connection,
+    /// increasing in the order the server accepted them.
     pub connection: u64,
     /// Where the answer goes.
     pub reply: oneshot::Sender<Result<Value, RpcError>>,
@@ -102,7 +122,7 @@ fn error_object(e: RpcError) -> ErrorObjectOwned {
 }
 
 /// The refusal of a call the host cannot queue.
-fn busy() -> ErrorObjectOwned {
+fn busy_error() -> ErrorObjectOwned {
     ErrorObjectOwned::owned(-32005, "validator busy", None::<()>)
 }
 
@@ -111,11 +131,15 @@ fn stopped() -> ErrorObjectOwned {
     ErrorObjectOwned::owned(-32000, "validator stopped", None::<()>)
 }
 
-/// The connection a call came on.
+/// The connection a call came on (its number, [`Connection::id`]).
 fn connection_of(extensions: &jsonrpsee::Extensions) -> u64 {
-    extensions
-        .get::<jsonrpsee::ConnectionId>()
-        .map_or(0, |id| id.0 as u64)
+    extensions.get::<Connection>().map_or(0, |c| c.id)
+}
+
+/// Marks a call (or subscription) in progress on its connection until dropped: the
+/// connection is not closed as idle meanwhile.
+fn busy(extensions: &jsonrpsee::Extensions) -> Option<Busy> {
+    extensions.get::<Connection>().map(Connection::busy)
 }
 
 /// A random 128-bit id from the OS (filters and subscriptions: not guessable by another
@@ -148,10 +172,56 @@ pub async fn serve(
     addr: SocketAddr,
     to_host: mpsc::Sender<EthRequest>,
 ) -> std::io::Result<(SocketAddr, ServerHandle)> {
+    let limits = Limits {
+        connections: MAX_CONNECTIONS as usize,
+        idle: IDLE_TIMEOUT,
+    };
+    serve_with(addr, to_host, limits).await
+}
+
+/// [`serve`] with these bounds on connections (the tests' are small).
+pub(crate) async fn serve_with(
+    addr: SocketAddr,
+    to_host: mpsc::Sender<EthRequest>,
+    limits: Limits,
+) -> std::io::Result<(SocketAddr, ServerHandle)> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let methods: Methods = module(to_host).into();
+    let builder = Server::builder()
+        .set_config(config(limits))
+        .to_service_builder();
+    let (stop, handle) = stop_channel();
+    // jsonrpsee's service is built once per TCP connection, not per request: its own
+    // connection id (subscription bookkeeping) is then the connection's too.
+    let serve_one = move |socket: Socket, connection: Connection, stop: StopHandle| {
+        let inner = builder.clone().build(methods.clone(), stop.clone());
+        let service = WithConnection { inner, connection };
+        serve_with_graceful_shutdown(socket, service, stop.shutdown())
+    };
+    tokio::spawn(connections::accept(listener, limits, stop, serve_one));
+    Ok((addr, handle))
+}
+
+/// jsonrpsee's configuration: request size, per-connection message buffer, hex
+/// subscription ids, and its own count of connections bounded as ours.
+fn config(limits: Limits) -> ServerConfig {
+    let connections = u32::try_from(limits.connections).unwrap_or(u32::MAX);
+    ServerConfig::builder()
+        .max_request_body_size(MAX_REQUEST_BYTES)
+        .max_connections(connections)
+        .set_message_buffer_capacity(MESSAGE_BUFFER)
+        .set_id_provider(HexIds)
+        .build()
+}
+
+/// The methods: each call queued to the host, `eth_subscribe` over WebSocket.
+fn module(to_host: mpsc::Sender<EthRequest>) -> RpcModule<mpsc::Sender<EthRequest>> {
     let mut module = RpcModule::new(to_host);
     for &method in METHODS.iter() {
         module
             .register_async_method(method, move |params, to_host, extensions| async move {
+                let _busy = busy(&extensions);
                 let params = params_of(&params)?;
                 let (reply, answer) = oneshot::channel();
                 to_host
@@ -162,7 +232,7 @@ pub async fn serve(
                         reply,
                         subscriber: None,
                     })
-                    .map_err(|_| busy())?;
+                    .map_err(|_| busy_error())?;
                 let result = answer.await.map_err(|_| stopped())?;
                 result.map_err(error_object)
             })
@@ -174,6 +244,8 @@ pub async fn serve(
             "eth_subscription",
             "eth_unsubscribe",
             |params, pending, to_host, extensions| async move {
+                // Held for the subscription's life: a subscribed connection is not idle.
+                let _live = busy(&extensions);
                 let connection = connection_of(&extensions);
                 let asked = match params_of(&params) {
                     Ok(params) => subscribe(&to_host, params, connection).await,
@@ -193,15 +265,7 @@ pub async fn serve(
             },
         )
         .expect("subscription names are unique");
-    let config = ServerConfig::builder()
-        .max_request_body_size(MAX_REQUEST_BYTES)
-        .max_connections(MAX_CONNECTIONS)
-        .set_message_buffer_capacity(MESSAGE_BUFFER)
-        .set_id_provider(HexIds)
-        .build();
-    let server = Server::builder().set_config(config).build(addr).await?;
-    let addr = server.local_addr()?;
-    Ok((addr, server.start(module)))
+    module
 }
 
 /// Asks the host for a subscription: its notifications' receiver, the host's refusal, or
@@ -221,7 +285,7 @@ async fn subscribe(
         subscriber: Some(tx),
     };
     if to_host.try_send(request).is_err() {
-        return Some(Err(busy()));
+        return Some(Err(busy_error()));
     }
     match answer.await.ok()? {
         Ok(_) => Some(Ok(rx)),
