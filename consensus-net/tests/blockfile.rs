@@ -304,3 +304,41 @@ fn certificates_stream_from_any_height_and_a_record_damaged_after_open_is_an_err
     }
     assert!(read.next().is_none(), "the stream ends after its error");
 }
+
+#[test]
+fn block_file_survives_reopen_and_cuts_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("blocks");
+    {
+        let (mut store, certs, cut) = open_all(&path).expect("open");
+        assert!(certs.is_empty());
+        assert_eq!(cut, 0);
+        for h in 1..=3 {
+            store
+                .append(&certificate(h, 100 * h as usize))
+                .expect("append");
+        }
+    }
+    let good_len = std::fs::metadata(&path).expect("meta").len();
+    // A crash in the middle of appending height 4.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("f");
+        f.write_all(&[200, 0, 0, 0, 1, 2, 3]).expect("torn");
+    }
+    let (mut store, certs, cut) = open_all(&path).expect("reopen");
+    assert_eq!(certs.len(), 3);
+    assert_eq!(cut, 7);
+    assert_eq!(certs[2], certificate(3, 300));
+    assert_eq!(std::fs::metadata(&path).expect("meta").len(), good_len);
+    store.append(&certificate(4, 1)).expect("append after cut");
+    drop(store);
+    // Damage in the middle is an error, not a silent cut.
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[10] ^= 0xff;
+    std::fs::write(&path, &bytes).expect("write");
+    assert!(BlockStore::open(&path).is_err());
+}

@@ -1,16 +1,14 @@
 //! Real QUIC over loopback between endpoints in one process: frames flow both ways between
 //! pinned peers; a client with an unknown key is refused by the server; a server that does
-//! not carry the pinned key is refused by the client. And the block file round trip.
+//! not carry the pinned key is refused by the client.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use consensus::block::Block;
-use consensus::messages::CommitCertificate;
-use consensus::types::{Hash, Keypair, ValidatorId};
-use consensus_net::{BlockStore, Inbox, Lane, NetConfig, Network, Peer, Received};
+use consensus::types::{Keypair, ValidatorId};
+use consensus_net::{Inbox, Lane, NetConfig, Network, Peer, Received};
 
 fn free_addr() -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -165,70 +163,6 @@ async fn pinned_peers_exchange_frames_and_unknown_keys_are_refused() {
     if let Some(r) = a_rx.try_recv() {
         panic!("A received a frame from {:?}", r.from);
     }
-}
-
-/// Opens the block file and reads every stored certificate back.
-fn open_all(
-    path: &std::path::Path,
-) -> Result<(BlockStore, Vec<CommitCertificate>, u64), consensus_net::BlockStoreError> {
-    let (store, cut) = BlockStore::open(path)?;
-    let stored = store.certificates(0)?.collect::<Result<Vec<_>, _>>()?;
-    Ok((store, stored, cut))
-}
-
-fn certificate(height: u64, payload: usize) -> CommitCertificate {
-    CommitCertificate {
-        round: 0,
-        block: Block {
-            height,
-            timestamp_ns: height * 10,
-            proposer: id(1),
-            prev_hash: Hash([height as u8; 32]),
-            prev_exec_root: Hash::ZERO,
-            evidence: vec![],
-            actions: vec![],
-            payload: vec![7; payload].into(),
-        },
-        precommits: vec![],
-    }
-}
-
-#[test]
-fn block_file_survives_reopen_and_cuts_a_torn_tail() {
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("blocks");
-    {
-        let (mut store, certs, cut) = open_all(&path).expect("open");
-        assert!(certs.is_empty());
-        assert_eq!(cut, 0);
-        for h in 1..=3 {
-            store
-                .append(&certificate(h, 100 * h as usize))
-                .expect("append");
-        }
-    }
-    let good_len = std::fs::metadata(&path).expect("meta").len();
-    // A crash in the middle of appending height 4.
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .expect("f");
-        f.write_all(&[200, 0, 0, 0, 1, 2, 3]).expect("torn");
-    }
-    let (mut store, certs, cut) = open_all(&path).expect("reopen");
-    assert_eq!(certs.len(), 3);
-    assert_eq!(cut, 7);
-    assert_eq!(certs[2], certificate(3, 300));
-    assert_eq!(std::fs::metadata(&path).expect("meta").len(), good_len);
-    store.append(&certificate(4, 1)).expect("append after cut");
-    drop(store);
-    // Damage in the middle is an error, not a silent cut.
-    let mut bytes = std::fs::read(&path).expect("read");
-    bytes[10] ^= 0xff;
-    std::fs::write(&path, &bytes).expect("write");
-    assert!(BlockStore::open(&path).is_err());
 }
 
 /// Polls `done` every 20 ms for up to 10 s.

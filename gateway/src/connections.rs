@@ -141,6 +141,12 @@ impl<T: HasBuffers> Slots<T> {
         self.unsent
     }
 
+    /// While the connections hold more than `limit` unsent bytes together, the one to drop
+    /// ([`Slots::most_unsent`]); `None` under the limit.
+    pub fn slowest_over(&self, limit: usize) -> Option<ConnId> {
+        (self.unsent > limit).then(|| self.most_unsent()).flatten()
+    }
+
     /// The connection not yet closing with the most unsent bytes, if any has some: the
     /// one to drop when the port holds more than its limit.
     pub fn most_unsent(&self) -> Option<ConnId> {

@@ -1268,10 +1268,8 @@ impl OrderEntry {
         if pending > self.config.max_pending_bytes {
             self.drop_slow_consumer(id, now_ns);
         }
-        while self.connections.unsent_total() > self.config.max_unsent_total_bytes {
-            let Some(slowest) = self.connections.most_unsent() else {
-                break;
-            };
+        let limit = self.config.max_unsent_total_bytes;
+        while let Some(slowest) = self.connections.slowest_over(limit) {
             self.drop_slow_consumer(slowest, now_ns);
         }
         self.dirty.push(id);
