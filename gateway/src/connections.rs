@@ -29,7 +29,7 @@ pub struct Buffers {
 
 impl Buffers {
     /// Queues whole frames.
-    pub fn queue(&mut self, frames: &[u8]) {
+    pub(crate) fn queue(&mut self, frames: &[u8]) {
         self.write.extend_from_slice(frames);
     }
 
@@ -39,7 +39,7 @@ impl Buffers {
     }
 
     /// `n` more bytes were written.
-    pub fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         self.sent += n;
         if self.sent == self.write.len() {
             self.write.clear();
@@ -53,7 +53,7 @@ impl Buffers {
 
     /// Drops every queued frame not yet started, keeping the rest of the one being written,
     /// so the stream stays whole frames (used before a slow consumer's logout).
-    pub fn drop_unsent(&mut self) {
+    pub(crate) fn drop_unsent(&mut self) {
         let keep = self.frame_end_after(self.sent);
         self.write.truncate(keep);
     }
@@ -141,14 +141,26 @@ impl<T: HasBuffers> Slots<T> {
         self.unsent
     }
 
-    /// While the connections hold more than `limit` unsent bytes together, the one to drop
-    /// ([`Slots::most_unsent`]); `None` under the limit.
-    pub fn slowest_over(&self, limit: usize) -> Option<ConnId> {
-        (self.unsent > limit).then(|| self.most_unsent()).flatten()
+    /// While the connections hold more than `limit` unsent bytes together: drops what the
+    /// one holding the most has queued and not started ([`Buffers::drop_unsent`]), and
+    /// returns it with whether it was already closing (if not, the caller closes it).
+    /// `None` under the limit, or when that frees nothing (all it holds is a frame being
+    /// written).
+    pub fn shed_over(&mut self, limit: usize) -> Option<(ConnId, bool)> {
+        if self.unsent <= limit {
+            return None;
+        }
+        let id = self.most_unsent()?;
+        let before = self.unsent;
+        self.drop_unsent(id);
+        if self.unsent == before {
+            return None;
+        }
+        let closing = self.get(id).is_some_and(|c| c.buffers().closing);
+        Some((id, closing))
     }
 
-    /// The connection not yet closing with the most unsent bytes, if any has some: the
-    /// one to drop when the port holds more than its limit.
+    /// The connection with the most unsent bytes (closing or not), if any has some.
     pub fn most_unsent(&self) -> Option<ConnId> {
         let mut most: Option<(usize, ConnId)> = None;
         for id in self.ids() {
@@ -156,11 +168,26 @@ impl<T: HasBuffers> Slots<T> {
                 continue;
             };
             let pending = buffers.pending().len();
-            if !buffers.closing && pending > most.map_or(0, |m| m.0) {
+            if pending > most.map_or(0, |m| m.0) {
                 most = Some((pending, id));
             }
         }
         most.map(|(_, id)| id)
+    }
+
+    /// Queues a connection's last frame (a logout) and marks it to close once that is
+    /// written. No limit is checked: the frame is small, and this is how a connection
+    /// dropped for a limit is told why.
+    pub fn queue_last(&mut self, id: ConnId, frame: &[u8]) {
+        let Some(buffers) = self.get_mut(id).map(|c| c.buffers_mut()) else {
+            return;
+        };
+        if buffers.closing {
+            return;
+        }
+        buffers.queue(frame);
+        buffers.closing = true;
+        self.unsent += frame.len();
     }
 
     /// Marks a connection to close once its pending output is written (the peer closed its
@@ -376,19 +403,26 @@ mod tests {
         slots.drop_unsent(a);
         assert_eq!(slots.unsent_total(), 18 + 48);
         slots.close_after_flush(b);
+        assert_eq!(slots.most_unsent(), Some(b), "closing or not");
+        // Over 60 bytes: b's queue goes (it was closing); then nothing more can be freed.
+        assert_eq!(slots.shed_over(60), Some((b, true)));
+        assert_eq!(slots.unsent_total(), 18);
         assert_eq!(
-            slots.most_unsent(),
-            Some(a),
-            "a closing connection is not picked"
+            slots.shed_over(10),
+            None,
+            "a frame being written is not freed"
         );
         assert_eq!(slots.queue(c, &frame(8, 3)), Some(8));
+        slots.queue_last(a, &frame(8, 4));
+        assert_eq!(slots.unsent_total(), 18 + 8 + 8);
         assert!(slots.remove(b).is_some());
-        assert_eq!(slots.unsent_total(), 18 + 8);
+        assert_eq!(slots.unsent_total(), 18 + 8 + 8);
         assert_eq!(
             slots.queue(b, &frame(8, 3)),
             None,
             "a stale id queues nothing"
         );
-        assert_eq!(slots.unsent_total(), 26);
+        assert_eq!(slots.unsent_total(), 34);
+        assert!(slots.is_closing(a), "its last frame closes it");
     }
 }

@@ -540,10 +540,11 @@ impl MarketData {
     fn close(&mut self, id: ConnId, reason: LogoutReason, now_ns: u64) {
         let mut logout: ServerLogout = blank(0);
         logout.reason = reason.code().into();
-        self.send(id, logout.as_bytes(), now_ns);
         if let Some(connection) = self.connections.get_mut(id) {
-            connection.buffers.closing = true;
+            connection.last_sent_ns = now_ns;
         }
+        self.connections.queue_last(id, logout.as_bytes());
+        self.dirty.push(id);
         for book in self.books.values_mut() {
             book.subscribers.retain(|&s| s != id);
         }
@@ -565,8 +566,10 @@ impl MarketData {
             self.drop_slow_consumer(id, now_ns);
         }
         let limit = self.config.max_unsent_total_bytes;
-        while let Some(slowest) = self.connections.slowest_over(limit) {
-            self.drop_slow_consumer(slowest, now_ns);
+        while let Some((slowest, closing)) = self.connections.shed_over(limit) {
+            if !closing {
+                self.close(slowest, LogoutReason::SlowConsumer, now_ns);
+            }
         }
     }
 

@@ -1269,8 +1269,10 @@ impl OrderEntry {
             self.drop_slow_consumer(id, now_ns);
         }
         let limit = self.config.max_unsent_total_bytes;
-        while let Some(slowest) = self.connections.slowest_over(limit) {
-            self.drop_slow_consumer(slowest, now_ns);
+        while let Some((slowest, closing)) = self.connections.shed_over(limit) {
+            if !closing {
+                self.logout(slowest, LogoutReason::SlowConsumer, now_ns);
+            }
         }
         self.dirty.push(id);
     }
@@ -1352,11 +1354,12 @@ impl OrderEntry {
     fn logout(&mut self, id: ConnId, reason: LogoutReason, now_ns: u64) {
         let mut logout: ServerLogout = blank(0);
         logout.reason = reason.code().into();
-        self.send_raw(id, logout.as_bytes(), now_ns);
         if let Some(connection) = self.connections.get_mut(id) {
-            // The session lets go of it in `disconnected`, once the shell has closed it.
-            connection.buffers.closing = true;
+            connection.last_sent_ns = now_ns;
         }
+        // The session lets go of the connection in `disconnected`, once the shell has
+        // closed it.
+        self.connections.queue_last(id, logout.as_bytes());
         self.dirty.push(id);
     }
 

@@ -253,6 +253,44 @@ fn stuck_subscribers_together_are_held_to_the_ports_limit() {
     assert_eq!(drain(&mut md, fast).len(), 1);
 }
 
+/// A connection that is closing (it half-closed) with a large backlog counts toward the
+/// port's limit: its backlog is what goes, not a reader's, and dropping it ends (no endless
+/// re-close).
+#[test]
+fn a_closing_connections_backlog_goes_before_a_reader() {
+    let mut md = MarketData::new(
+        MarketDataConfig {
+            max_pending_bytes: 4096,
+            max_unsent_total_bytes: 3000,
+            ..MarketDataConfig::default()
+        },
+        [(0, Vec::new())],
+    );
+    let fast = md.connect(0);
+    let stuck = md.connect(0);
+    subscribe(&mut md, fast, 0);
+    subscribe(&mut md, stuck, 0);
+    drain(&mut md, fast);
+    let mut seq = 0;
+    while md.pending_output(stuck).len() < 2800 {
+        seq += 1;
+        level(&mut md, seq, 0, Side::Sell, 200 + seq as i64, 1);
+        drain(&mut md, fast);
+    }
+    md.close_after_flush(stuck);
+    // The reader falls a little behind (its socket busy): together they pass the limit.
+    for _ in 0..10 {
+        seq += 1;
+        level(&mut md, seq, 0, Side::Sell, 200 + seq as i64, 1);
+        assert!(!md.is_closing(fast), "the reader is not dropped");
+    }
+    assert_eq!(drain(&mut md, fast).len(), 10);
+    assert!(
+        md.pending_output(stuck).len() < 100,
+        "the closing connection's backlog went"
+    );
+}
+
 #[test]
 fn a_client_back_from_a_lost_connection_replays_what_it_missed_and_goes_on_live() {
     let mut md = feed(16);
