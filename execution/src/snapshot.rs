@@ -10,7 +10,8 @@
 //! slot count, then per slot in ascending order 32-byte slot and 32-byte value (big-endian);
 //! `u64` length and the EVM head (JSON); `u64` length and the queue (`evm::bridge::Bridge`,
 //! JSON); `u32` count and the 32-byte hashes of the blocks `BLOCKHASH` sees after the head
-//! (at most 256, oldest first, numbered up to the head's; the last is the head's hash); the
+//! (min(256, head number + 1), oldest first, numbered up to the head's; the last is the
+//! head's hash); the
 //! co-processors: 32-byte consensus digest, CLOB version `u32` and active `u8`,
 //! `u64` count of other co-processors, then per co-processor in id order: `u32` id, `u32`
 //! version, 32-byte code hash, `u8` active, `u32` parameter count and per parameter (in name
@@ -328,15 +329,17 @@ fn read_evm(reader: &mut Reader, config: EvmConfig) -> Result<(Executor, Bridge)
     Ok((Executor::from_parts(config, db, head), bridge))
 }
 
-/// The block hashes `BLOCKHASH` sees at `head`, into `db`'s cache: at most
-/// `BLOCK_HASH_WINDOW`, numbered up to the head's, the last being the head's own hash.
+/// The block hashes `BLOCKHASH` sees at `head`, into `db`'s cache: the whole window
+/// (`BLOCK_HASH_WINDOW`, or every block since genesis), numbered up to the head's, the last
+/// being the head's own hash. The execution root covers them (its chain part), so the
+/// restored state's root shows any other window.
 fn read_block_hashes(
     reader: &mut Reader,
     head: &BlockHeader,
     db: &mut CacheDB<EmptyDB>,
 ) -> Result<(), SnapshotError> {
     let count = u64::from(reader.u32()?);
-    if count == 0 || count > BLOCK_HASH_WINDOW || count > head.number + 1 {
+    if count != BLOCK_HASH_WINDOW.min(head.number + 1) {
         return Err(SnapshotError::Evm(format!(
             "{count} block hashes at block {}",
             head.number

@@ -485,6 +485,15 @@ fn random_mixed_blocks_keep_roots_equal_across_executions_and_to_a_recomputation
                 let hashes = a.evm().recent_block_hashes();
                 assert_eq!(hashes.len(), 23, "genesis and 22 blocks");
                 assert_eq!(c.evm().recent_block_hashes(), hashes, "BLOCKHASH's window");
+                // A snapshot with another hash in the window restores to another root.
+                let mut forged = a.snapshot();
+                let at = forged
+                    .windows(32)
+                    .position(|w| w == hashes[1].as_slice())
+                    .expect("the window is in the snapshot");
+                forged[at] ^= 1;
+                let mut f = Execution::restore(config(), &forged).expect("restores");
+                assert_ne!(f.root(), a.root(), "the root covers the block hashes");
                 restored = Some(c);
             }
             let items = random_block(&mut rng, &mut owner, mm, &mut core_nonce);
