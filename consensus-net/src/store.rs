@@ -176,14 +176,11 @@ impl BlockStore {
     /// The stored certificates from height `from` (or the first stored, if later) through
     /// the last one, decoded one at a time as the iterator is advanced.
     pub fn certificates(&self, from: u64) -> Result<StoredCertificates, BlockStoreError> {
-        let plan = {
-            let index = locked(&self.index);
-            index.first().and_then(|first| index.plan(from.max(first)))
-        };
-        let walk = plan
-            .map(|plan| RecordWalk::open(&self.path, plan))
-            .transpose()
-            .map_err(|source| BlockStoreError::Io {
+        let from = locked(&self.index)
+            .first()
+            .map_or(from, |first| from.max(first));
+        let walk =
+            walk_from(&self.index, &self.path, from).map_err(|source| BlockStoreError::Io {
                 path: self.path.clone(),
                 source,
             })?;
@@ -240,22 +237,28 @@ impl BlockStore {
             path: self.path.clone(),
             source,
         };
-        let (keep_from, end) = {
+        let (first, end) = {
             let index = locked(&self.index);
-            if index.first().is_none_or(|first| height < first) {
-                return Ok(0);
-            }
-            let keep_from = match index.plan(height + 1) {
-                Some(plan) => RecordWalk::open(&self.path, plan)
-                    .and_then(|mut walk| walk.skip_to_from())
-                    .map_err(io)?,
-                None => index.end,
-            };
-            (keep_from, index.end)
+            (index.first(), index.end)
+        };
+        if first.is_none_or(|first| height < first) {
+            return Ok(0);
+        }
+        let keep_from = match walk_from(&self.index, &self.path, height + 1).map_err(io)? {
+            Some(mut walk) => walk.skip_to_from().map_err(io)?,
+            None => end,
         };
         let temporary = self.path.with_extension("prune");
         copy_range(&self.path, keep_from..end, &temporary).map_err(io)?;
-        std::fs::rename(&temporary, &self.path).map_err(io)?;
+        let first_kept = height.min(self.height) + 1;
+        let index = reindex(&temporary, first_kept, self.height).map_err(io)?;
+        {
+            // Readers plan and open under the lock: each sees the old file with the old
+            // index or the new file with the new one.
+            let mut current = locked(&self.index);
+            std::fs::rename(&temporary, &self.path).map_err(io)?;
+            *current = index;
+        }
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         }
@@ -263,8 +266,6 @@ impl BlockStore {
             .append(true)
             .open(&self.path)
             .map_err(io)?;
-        let first_kept = height.min(self.height) + 1;
-        *locked(&self.index) = reindex(&self.path, first_kept, self.height).map_err(io)?;
         Ok(keep_from)
     }
 
@@ -440,6 +441,21 @@ fn refuse_damage_before_intact(
     }
 }
 
+/// A walk from height `from` over the file at `path`, if it holds that height: planned and
+/// the file opened under the index's lock, so a pruning that renames a new file into place
+/// cannot pair one file with the other's index.
+fn walk_from(
+    index: &Mutex<FileIndex>,
+    path: &Path,
+    from: u64,
+) -> std::io::Result<Option<RecordWalk>> {
+    let index = locked(index);
+    index
+        .plan(from)
+        .map(|plan| RecordWalk::open(path, plan))
+        .transpose()
+}
+
 /// Where a walk over the records from one height starts: the nearest index mark at or
 /// before it, and the file's last height and end when the walk was planned.
 #[derive(Debug, Clone, Copy)]
@@ -513,7 +529,7 @@ impl RecordWalk {
         let (height, offset) = (self.height, self.offset);
         let mut body = Vec::new();
         if !read_intact(&mut self.file, self.plan.end - offset, &mut body)? {
-            let why = format!("the record of height {height} at byte {offset} is not intact");
+            let why = format!("the record of height {height} is not intact");
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
         }
         self.offset += 4 + body.len() as u64 + 32;
@@ -548,6 +564,10 @@ impl Iterator for StoredCertificates {
                     })
                     .map_err(|what| corrupt(&self.path, offset, what)),
             ),
+            // Not intact: damaged after the file was opened and checked.
+            Err(source) if source.kind() == std::io::ErrorKind::InvalidData => {
+                Some(Err(corrupt(&self.path, walk.offset, source.to_string())))
+            }
             Err(source) => Some(Err(BlockStoreError::Io {
                 path: self.path.clone(),
                 source,
@@ -561,7 +581,8 @@ impl Iterator for StoredCertificates {
 }
 
 /// A block file's durable records, read by height (see [`BlockStore::archive`]). Each read
-/// opens the file again, so it sees the file a pruning renamed into place.
+/// opens the file again (under the index's lock), so it sees the file a pruning renamed
+/// into place, with its index.
 #[derive(Debug, Clone)]
 pub struct BlockArchive {
     path: PathBuf,
@@ -575,8 +596,7 @@ impl CertificateArchive for BlockArchive {
 
     /// Stops at the first record it cannot read or that is not intact.
     fn read(&self, from: u64, max: usize) -> Vec<Vec<u8>> {
-        let plan = locked(&self.index).plan(from);
-        let Some(mut walk) = plan.and_then(|plan| RecordWalk::open(&self.path, plan).ok()) else {
+        let Ok(Some(mut walk)) = walk_from(&self.index, &self.path, from) else {
             return Vec::new();
         };
         let mut out = Vec::new();

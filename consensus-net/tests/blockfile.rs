@@ -297,8 +297,13 @@ fn certificates_stream_from_any_height_and_a_record_damaged_after_open_is_an_err
         .collect();
     assert_eq!(good, (190..=200).collect::<Vec<_>>());
     match read.next() {
-        Some(Err(BlockStoreError::Io { source, .. })) => {
-            assert!(source.to_string().contains("height 201"), "{source}")
+        Some(Err(BlockStoreError::Corrupt { offset, what, .. })) => {
+            assert_eq!(
+                offset,
+                offsets[200] - removed,
+                "the damaged record's offset"
+            );
+            assert!(what.contains("height 201"), "{what}")
         }
         other => panic!("expected the damaged record's error, got {other:?}"),
     }

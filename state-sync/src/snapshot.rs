@@ -140,25 +140,6 @@ fn remove_temporaries(dir: &Path) {
     }
 }
 
-/// The newest intact snapshot in `dir` at or below `max_height` (the block file's height), if
-/// any. Damaged files and ones past the block file are skipped (and named in the second
-/// value, for the log).
-pub fn newest(dir: &Path, max_height: u64) -> (Option<Snapshot>, Vec<String>) {
-    let mut skipped = Vec::new();
-    for height in heights(dir).into_iter().rev() {
-        let path = dir.join(file_name(height));
-        if height > max_height {
-            skipped.push(format!("{}: past the block file", path.display()));
-            continue;
-        }
-        match read(dir, height) {
-            Some((snapshot, _)) => return (Some(snapshot), skipped),
-            None => skipped.push(format!("{}: damaged", path.display())),
-        }
-    }
-    (None, skipped)
-}
-
 /// The snapshot of `height` in `dir` and its file bytes, if the file is intact and of that
 /// height.
 pub fn read(dir: &Path, height: u64) -> Option<(Snapshot, Vec<u8>)> {
@@ -211,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_intact_snapshot_within_the_block_file_is_chosen_and_old_ones_go() {
+    fn the_newest_two_are_kept_and_a_damaged_file_does_not_read() {
         let dir = tempfile::tempdir().unwrap();
         for height in [10, 20, 30] {
             write(dir.path(), &sample(height)).unwrap();
@@ -221,15 +202,12 @@ mod tests {
             [20, 30],
             "only the newest two are kept"
         );
-        assert_eq!(newest(dir.path(), 100).0.map(|s| s.height), Some(30));
-        // Past the block file (it lost its tail): the older one.
-        assert_eq!(newest(dir.path(), 25).0.map(|s| s.height), Some(20));
-        // A damaged newest file: the older one, and the damage is named.
+        assert_eq!(read(dir.path(), 30).map(|(s, _)| s), Some(sample(30)));
+        // A damaged file does not read; the older one still does (a restart then takes it).
         std::fs::write(dir.path().join(file_name(30)), b"garbage").unwrap();
-        let (found, skipped) = newest(dir.path(), 100);
-        assert_eq!(found.map(|s| s.height), Some(20));
-        assert_eq!(skipped.len(), 1);
-        assert_eq!(newest(dir.path(), 5).0, None);
+        assert_eq!(read(dir.path(), 30), None);
+        assert_eq!(read(dir.path(), 20).map(|(s, _)| s.height), Some(20));
+        assert_eq!(read(dir.path(), 10), None, "deleted");
     }
 
     #[test]
@@ -241,7 +219,7 @@ mod tests {
         let temporary = dir.path().join(format!("{}.tmp", file_name(20)));
         std::fs::write(&temporary, &bytes[..bytes.len() / 2]).unwrap();
         assert_eq!(heights(dir.path()), [10]);
-        assert_eq!(newest(dir.path(), 100).0, Some(sample(10)));
+        assert_eq!(read(dir.path(), 10).map(|(s, _)| s), Some(sample(10)));
         write(dir.path(), &sample(30)).unwrap();
         assert!(!temporary.exists(), "the next write removes the leftover");
         assert_eq!(heights(dir.path()), [10, 30]);

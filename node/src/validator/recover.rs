@@ -22,7 +22,7 @@ impl Shell {
             self.log_unused_snapshots(0);
             return Ok(0);
         };
-        let from = match self.newest_confirmed_snapshot(first - 1, chain_id)? {
+        let from = match self.newest_confirmed_snapshot(first - 1, chain_id) {
             Some((snapshot, execution, chain)) => {
                 self.host.app_mut().install_execution(execution, &snapshot);
                 let last_block = (Hash(snapshot.block_id), snapshot.block_timestamp_ns);
@@ -50,7 +50,7 @@ impl Shell {
         &self,
         base: Height,
         chain_id: &[u8; 32],
-    ) -> Result<Option<(Snapshot, Execution, ChainState)>, HostError> {
+    ) -> Option<(Snapshot, Execution, ChainState)> {
         let app = self.host.app();
         for height in snapshot::heights(&app.snapshots).into_iter().rev() {
             let unused = |why: &str| {
@@ -70,16 +70,23 @@ impl Shell {
                 unused("damaged");
                 continue;
             };
-            if !self.confirms(&snapshot, base)? {
-                unused("another chain's block");
-                continue;
+            match self.confirms(&snapshot, base) {
+                Ok(true) => {}
+                Ok(false) => {
+                    unused("another chain's block");
+                    continue;
+                }
+                Err(why) => {
+                    unused(&format!("its block cannot be read back: {why}"));
+                    continue;
+                }
             }
             match app.open_snapshot(&snapshot, chain_id) {
-                Ok((execution, chain)) => return Ok(Some((snapshot, execution, chain))),
+                Ok((execution, chain)) => return Some((snapshot, execution, chain)),
                 Err(why) => unused(&why),
             }
         }
-        Ok(None)
+        None
     }
 
     /// Whether the block file confirms `snapshot`'s block: the stored block of its height
