@@ -32,7 +32,9 @@ impl Shell {
             }
             None if first > 1 => {
                 return Err(HostError::Config(format!(
-                    "the block file starts at block {first} and no snapshot it confirms covers the blocks before"
+                    "the block file starts at block {first} and no snapshot it confirms covers the blocks before \
+                     (each one passed over is named above; after an upgrade that changed the snapshot format, \
+                     move the data folder away and start the validator again: it joins from a peer's snapshot)"
                 )))
             }
             None => 0,
