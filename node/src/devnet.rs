@@ -237,13 +237,6 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
             stake: args.stake,
         });
     }
-    let chain_id = blake3::hash(
-        &[
-            b"nexus-devnet/v1/chain\0".as_slice(),
-            &args.seed.to_le_bytes(),
-        ]
-        .concat(),
-    );
     let resumed = resumed_genesis_time(root, args.validators);
     if resumed.is_some() {
         eprintln!(
@@ -251,9 +244,10 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
             root.display()
         );
     }
+    let genesis_time_ms = resumed.unwrap_or_else(|| now_ns() / MS);
     let config = DevnetConfig {
-        chain_id: hex(chain_id.as_bytes()),
-        genesis_time_ms: resumed.unwrap_or_else(|| now_ns() / MS),
+        chain_id: hex(&devnet_chain_id(args.seed, genesis_time_ms)),
+        genesis_time_ms,
         order_seed: args.seed,
         accounts: args.accounts,
         bulk: args.bulk,
@@ -357,6 +351,17 @@ pub const DEV_KEYS_FILE: &str = "dev-keys.txt";
 /// funded at genesis: the well-known test key (`node::chain_run::DEV_EVM_SECRET`), as on
 /// `nexus run`, so Ethereum tools' defaults work against any validator.
 pub const DEV_EVM_KEY_FILE: &str = "dev-evm-key.txt";
+
+/// A devnet's chain id: from its seed and genesis time, so two devnets started with the same
+/// seed (the default, say) do not share one and a transaction signed for one is refused by
+/// the other; a resumed devnet keeps its genesis time, hence its chain id.
+fn devnet_chain_id(seed: u64, genesis_time_ms: u64) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"nexus-devnet/v2/chain\0");
+    hasher.update(&seed.to_le_bytes());
+    hasher.update(&genesis_time_ms.to_le_bytes());
+    *hasher.finalize().as_bytes()
+}
 
 /// Writes the seed (hex) of every trading account's key, one per line in account order:
 /// development keys, funded at genesis, that any client of the devnet may sign with.
@@ -999,5 +1004,17 @@ mod tests {
         assert!(lagging(&[10, 9, 10, 5], 5).is_empty());
         assert_eq!(lagging(&[10, 9, 10, 4], 5), vec![3]);
         assert_eq!(lagging(&[0, 0, 20, 0], 5), vec![0, 1, 3]);
+    }
+
+    #[test]
+    fn devnets_with_the_same_seed_have_their_own_chain_ids_and_a_resume_keeps_its_own() {
+        let first = devnet_chain_id(7, 1_800_000_000_000);
+        assert_ne!(
+            first,
+            devnet_chain_id(7, 1_800_000_000_001),
+            "another start"
+        );
+        assert_ne!(first, devnet_chain_id(8, 1_800_000_000_000), "another seed");
+        assert_eq!(first, devnet_chain_id(7, 1_800_000_000_000), "resumed");
     }
 }
