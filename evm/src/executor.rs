@@ -757,6 +757,44 @@ pub struct Executor {
     head: BlockHeader,
     /// The state trie of `db` (the head's `state_root`).
     commitment: StateCommitment,
+    /// The block-hash window's digest ([`Executor::block_hash_digest`]).
+    block_hash_sum: [u64; 4],
+}
+
+/// One (number, hash) of the block-hash window as four lanes of
+/// `BLAKE3("nexus-blockhash-v1" || number u64 LE || hash)`, summed into the window's digest.
+fn block_hash_term(number: u64, hash: &B256) -> [u64; 4] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"nexus-blockhash-v1");
+    hasher.update(&number.to_le_bytes());
+    hasher.update(hash.as_slice());
+    let bytes = hasher.finalize();
+    std::array::from_fn(|i| {
+        u64::from_le_bytes(
+            bytes.as_bytes()[i * 8..i * 8 + 8]
+                .try_into()
+                .expect("8 bytes"),
+        )
+    })
+}
+
+/// The window's digest: the lane-wise wrapping sum of its entries' terms.
+fn block_hash_sum(hashes: &revm::primitives::U256Map<B256>) -> [u64; 4] {
+    let mut sum = [0u64; 4];
+    for (number, hash) in hashes {
+        add_lanes(&mut sum, block_hash_term(number.to::<u64>(), hash), true);
+    }
+    sum
+}
+
+/// Adds (or subtracts) `term` to `sum`, lane by lane, wrapping.
+fn add_lanes(sum: &mut [u64; 4], term: [u64; 4], add: bool) {
+    for (lane, value) in sum.iter_mut().zip(term) {
+        *lane = match add {
+            true => lane.wrapping_add(value),
+            false => lane.wrapping_sub(value),
+        };
+    }
 }
 
 /// Initial EVM state.
@@ -887,6 +925,7 @@ impl Executor {
         };
         (
             Executor {
+                block_hash_sum: block_hash_term(0, &header.hash),
                 config,
                 db,
                 head: header,
@@ -902,9 +941,28 @@ impl Executor {
     fn remember_head_hash(&mut self) {
         let hashes = &mut self.db.cache.block_hashes;
         hashes.insert(U256::from(self.head.number), self.head.hash);
-        if let Some(gone) = self.head.number.checked_sub(BLOCK_HASH_WINDOW) {
-            hashes.remove(&U256::from(gone));
+        let term = block_hash_term(self.head.number, &self.head.hash);
+        add_lanes(&mut self.block_hash_sum, term, true);
+        let gone = self.head.number.checked_sub(BLOCK_HASH_WINDOW);
+        if let Some((number, hash)) = gone.and_then(|n| Some((n, hashes.remove(&U256::from(n))?))) {
+            add_lanes(
+                &mut self.block_hash_sum,
+                block_hash_term(number, &hash),
+                false,
+            );
         }
+    }
+
+    /// A digest of the block-hash window (every (number, hash) `BLOCKHASH` sees, the head's
+    /// included), kept up to date in O(1) per block: the lane-wise sum of
+    /// `BLAKE3("nexus-blockhash-v1" || number u64 LE || hash)` over the window, four
+    /// little-endian `u64`s. The execution root covers it.
+    pub fn block_hash_digest(&self) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        for (lane, value) in self.block_hash_sum.iter().enumerate() {
+            bytes[lane * 8..lane * 8 + 8].copy_from_slice(&value.to_le_bytes());
+        }
+        bytes
     }
 
     /// The hashes `BLOCKHASH` sees after the head (the head's and those before it in the
@@ -925,6 +983,7 @@ impl Executor {
     pub fn from_parts(config: EvmConfig, db: CacheDB<EmptyDB>, head: BlockHeader) -> Executor {
         let commitment = StateCommitment::from_state(&db);
         Executor {
+            block_hash_sum: block_hash_sum(&db.cache.block_hashes),
             config,
             db,
             head,

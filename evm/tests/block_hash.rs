@@ -96,6 +96,15 @@ fn blockhash_gives_the_served_hashes_of_the_last_256_blocks_and_zero_before() {
     );
     let recent = executor.recent_block_hashes();
     assert_eq!(recent, hashes[(last + 1 - BLOCK_HASH_WINDOW) as usize..]);
+    // The window's digest, kept block by block (40 hashes in and out past the window),
+    // equals the one computed from the window alone (as a restore does).
+    let rebuilt = Executor::from_parts(
+        EvmConfig::default(),
+        executor.db().clone(),
+        executor.head().clone(),
+    );
+    assert_eq!(rebuilt.block_hash_digest(), executor.block_hash_digest());
+    assert_ne!(executor.block_hash_digest(), [0; 32]);
 }
 
 /// A 32-byte big-endian block number as calldata.

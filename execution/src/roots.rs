@@ -22,17 +22,18 @@
 //!   sum; the queues hashed whole, each prefixed by its length (cost: the queues, bounded by
 //!   one block's actions and `MAX_PENDING_CALLBACKS` callbacks; usually small).
 //! - `chain_root = BLAKE3("nexus-chain-v3" || config digest || height || last block time
-//!   ms || consensus digest || EVM block hashes)`: what the execution holds that is neither
-//!   Core nor EVM state. The EVM block hashes are the ones `BLOCKHASH` sees (the last 256
-//!   EVM blocks', ending with the head's: `u64` count, then each), so a snapshot cannot
-//!   carry other hashes (or another EVM head) than the chain's without another root.
+//!   ms || consensus digest || EVM block-hash digest)`: what the execution holds that is
+//!   neither Core nor EVM state. The block-hash digest covers the hashes `BLOCKHASH` sees
+//!   (the last 256 EVM blocks', the head's included; `evm::executor::Executor::
+//!   block_hash_digest`, a multiset sum kept in O(1) per block), so a snapshot cannot carry
+//!   other hashes (or another EVM head) than the chain's without another root.
 //!   The config digest covers the chain ids, the faucet and feeder keys, the engine limits,
 //!   the EVM parameters, the funding interval and the Core gas limit (computed once at
 //!   genesis), so chains configured differently never share a root. The consensus digest is
 //!   the consensus layer's state after the block (`consensus::chain::ChainState::hash`:
 //!   validator set, stakes, jailing, governance proposals and votes, the co-processor
 //!   registry, action nonces), handed over with each block ([`crate::ConsensusState`]).
-//!   O(1) per block here (and 8 KiB of block hashes); the host computes the digest from
+//!   O(1) per block here; the host computes the digest from
 //!   the whole consensus state (finished governance proposals are pruned after
 //!   `proposal_retention_blocks`).
 
@@ -210,11 +211,7 @@ impl Execution {
         hasher.update(&self.height().to_le_bytes());
         hasher.update(&self.block_time_ms.to_le_bytes());
         hasher.update(&self.consensus_digest);
-        let block_hashes = self.executor.recent_block_hashes();
-        hasher.update(&(block_hashes.len() as u64).to_le_bytes());
-        for hash in &block_hashes {
-            hasher.update(hash.as_slice());
-        }
+        hasher.update(&self.executor.block_hash_digest());
         *hasher.finalize().as_bytes()
     }
 
