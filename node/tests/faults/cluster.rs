@@ -373,14 +373,7 @@ impl Cluster {
     pub fn stored_blocks(&self) -> Vec<Vec<([u8; 32], u64, ValidatorId)>> {
         (0..VALIDATORS)
             .map(|i| {
-                let path = self.dir.join(format!("validator-{i}")).join("blocks");
-                let (store, _) = consensus_net::BlockStore::open(&path).expect("block file");
-                let certificates: Vec<_> = store
-                    .certificates(0)
-                    .expect("read")
-                    .map(Result::unwrap)
-                    .collect();
-                certificates
+                self.stored_certificates(i)
                     .iter()
                     .enumerate()
                     .map(|(k, c)| {
@@ -394,18 +387,20 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Every certificate in validator `i`'s block file, in height order (validators
+    /// stopped first).
+    pub fn stored_certificates(&self, i: usize) -> Vec<consensus::messages::CommitCertificate> {
+        let path = self.dir.join(format!("validator-{i}")).join("blocks");
+        let (store, _) = consensus_net::BlockStore::open(&path).expect("block file");
+        let read = store.certificates(0).expect("read");
+        read.map(|c| c.expect("an intact record")).collect()
+    }
+
     /// The hash of every item of every block in validator `i`'s block file, with its
     /// height (validators stopped first).
     pub fn stored_items(&self, i: usize) -> Vec<(u64, transactions::TxHash)> {
-        let path = self.dir.join(format!("validator-{i}")).join("blocks");
-        let (store, _) = consensus_net::BlockStore::open(&path).expect("block file");
-        let certificates: Vec<_> = store
-            .certificates(0)
-            .expect("read")
-            .map(Result::unwrap)
-            .collect();
         let mut out = Vec::new();
-        for c in &certificates {
+        for c in &self.stored_certificates(i) {
             let items = txport::decode_list(&c.block.payload, usize::MAX)
                 .unwrap_or_else(|| panic!("block {}: not a list of items", c.block.height));
             out.extend(
