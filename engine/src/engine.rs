@@ -23,7 +23,7 @@ use commitment::Lanes;
 pub use perp::{LiquidationStats, MarginView, PerpMarketView, PositionView, LIQUIDATION_OID};
 use perp::{PerpAccount, PerpMarket};
 pub use snapshot::{EngineImage, SnapshotError};
-use store::{Chunked, IdIndex, OidIndex};
+use store::{IdIndex, OidIndex, SlotVec};
 
 /// The largest `max_price_ticks` a market may have (keeps ladders at a few MiB per side).
 pub const MAX_PRICE_TICKS_LIMIT: Ticks = 1 << 28;
@@ -236,7 +236,7 @@ impl MarketParams {
 
 /// The `(account index, oid)` key of the order in `slot`: what the oid index compares.
 #[inline]
-fn slot_key(orders: &Chunked<OrderNode>, slot: u32) -> (u32, OrderId) {
+fn slot_key(orders: &SlotVec<OrderNode>, slot: u32) -> (u32, OrderId) {
     let node = &orders[slot as usize];
     (node.account, node.oid)
 }
@@ -423,7 +423,7 @@ pub struct Engine<L: PriceLadder = ArrayLadder> {
     market_index: IdIndex,
     accounts: Vec<AccountState>,
     account_index: IdIndex,
-    orders: Chunked<OrderNode>,
+    orders: SlotVec<OrderNode>,
     free_head: u32,
     resting: u32,
     /// Entries (placements and re-entries) so far; the next resting order's `entry`.
@@ -491,7 +491,7 @@ impl<L: PriceLadder> Engine<L> {
             market_index: IdIndex::default(),
             accounts: Vec::new(),
             account_index: IdIndex::default(),
-            orders: Chunked::new(capacity, OrderNode::VACANT),
+            orders: SlotVec::new(capacity, OrderNode::VACANT),
             free_head: NIL,
             resting: 0,
             entries: 0,

@@ -34,7 +34,7 @@
 //!   funding_pool i64, long_lots i64 (recomputed at every root: there are few markets).
 
 use super::one_block::{Group, WIDE};
-use super::store::Chunked;
+use super::store::SlotVec;
 use super::*;
 
 /// A 256-bit digest as four wrapping u64 lanes, so digests can be added and subtracted.
@@ -134,7 +134,7 @@ impl DirtySlots {
 /// What the engine keeps to commit incrementally.
 pub(super) struct Tracker {
     /// Per order slot: the digest committed for it (ZERO for none). Grows with the slab.
-    order_digests: Chunked<Lanes>,
+    order_digests: SlotVec<Lanes>,
     dirty_orders: DirtySlots,
     pub(super) dirty_accounts: Vec<u32>,
     /// Sum of committed order and account digests.
@@ -148,7 +148,7 @@ pub(super) struct Tracker {
 impl Tracker {
     pub(super) fn with_capacity(slots: usize) -> Self {
         Tracker {
-            order_digests: Chunked::new(slots, Lanes::ZERO),
+            order_digests: SlotVec::new(slots, Lanes::ZERO),
             dirty_orders: DirtySlots::with_capacity(slots),
             dirty_accounts: Vec::new(),
             lanes: Lanes::ZERO,

@@ -133,7 +133,7 @@ fn encode_order(node: &OrderNode) -> [u8; ORDER_BYTES] {
 }
 
 /// The orders section: the count, then every resting order in `orders` in entry order.
-fn write_orders(out: &mut Vec<u8>, orders: &Chunked<OrderNode>, resting: u32) {
+fn write_orders(out: &mut Vec<u8>, orders: &SlotVec<OrderNode>, resting: u32) {
     let resting = slots_in_entry_order(orders, resting);
     out.extend_from_slice(&(resting.len() as u32).to_le_bytes());
     for (_, slot) in resting {
@@ -144,7 +144,7 @@ fn write_orders(out: &mut Vec<u8>, orders: &Chunked<OrderNode>, resting: u32) {
 /// `(entry, slot)` of every resting order, in entry order. The slab is read in slot order
 /// and the pairs sorted by their own key: walking the account lists and sorting node
 /// references read 1M scattered nodes twice (docs/perf.md, "Snapshots").
-fn slots_in_entry_order(orders: &Chunked<OrderNode>, resting: u32) -> Vec<(u64, u32)> {
+fn slots_in_entry_order(orders: &SlotVec<OrderNode>, resting: u32) -> Vec<(u64, u32)> {
     let mut slots = Vec::with_capacity(resting as usize);
     for slot in 0..orders.len() {
         let node = &orders[slot];
@@ -173,7 +173,7 @@ pub struct EngineImage {
     /// The snapshot up to its orders section.
     head: Vec<u8>,
     /// A copy of the order slab.
-    orders: Chunked<OrderNode>,
+    orders: SlotVec<OrderNode>,
     resting: u32,
     entries: u64,
 }

@@ -1,44 +1,39 @@
-//! The order store's memory: slot-indexed storage that grows a chunk at a time, and the
+//! The order store's memory: slot-indexed storage grown with the book, and the
 //! `(account, oid)` index over the slots.
 //!
 //! Both are sized by `max_resting_orders`, but only the index is allocated whole up front
 //! (4 bytes per entry, at most 3/4 full). The slab and the per-slot commitment digests grow
-//! with the highest number of slots ever in use, one chunk at a time, so an engine configured
-//! with headroom does not hold memory for orders it never had; a chunk, once allocated, is
-//! kept (a steady-state book allocates nothing).
+//! with the highest number of slots ever in use, an eighth at a time, so an engine configured
+//! with headroom does not hold memory for orders it never had; what is allocated is kept (a
+//! steady-state book allocates nothing).
 
 use std::ops::{Index, IndexMut};
 
-/// Fewest slots per chunk (small engines: one chunk is a few KiB).
-const MIN_CHUNK_SLOTS: usize = 256;
-/// Most slots per chunk (large engines: ~1 MiB of order nodes, initialized once).
-const MAX_CHUNK_SLOTS: usize = 16_384;
+/// Fewest slots a store grows by (small engines: a few KiB).
+const MIN_GROWTH_SLOTS: usize = 256;
 
-/// Slot-indexed storage of `T` that allocates `chunk` slots at a time, up to a fixed capacity.
-/// Growing never moves what is stored.
+/// Slot-indexed storage of `T` in one contiguous allocation, grown when full by an eighth of
+/// its length (at least [`MIN_GROWTH_SLOTS`]), up to a fixed capacity.
+///
+/// Contiguous, so a slot's address is one multiply and add from the base: every slab access
+/// of the data path goes through here, and a directory of chunks (what this was before) cost
+/// ~10% of the exchange-core mix's time at a 1K book (docs/perf.md, issue 16 item 1, change
+/// 17). Growing may move the stored values (a reallocation; for large stores the allocator
+/// remaps the pages rather than copying them on Linux); it happens only when the book
+/// passes its largest size so far.
 #[derive(Clone)]
-pub(super) struct Chunked<T> {
-    chunks: Vec<Box<[T]>>,
-    /// log2 of the slots per chunk.
-    shift: u32,
-    /// Slots per chunk minus one.
-    mask: usize,
-    len: usize,
+pub(super) struct SlotVec<T> {
+    slots: Vec<T>,
     capacity: usize,
     /// The value a new slot holds.
     fill: T,
 }
 
-impl<T: Copy> Chunked<T> {
-    /// Empty storage for up to `capacity` slots; chunks are about 1/64 of the capacity.
+impl<T: Copy> SlotVec<T> {
+    /// Empty storage for up to `capacity` slots (nothing allocated yet).
     pub(super) fn new(capacity: usize, fill: T) -> Self {
-        let chunk = (capacity.next_power_of_two() / 64).clamp(MIN_CHUNK_SLOTS, MAX_CHUNK_SLOTS);
-        Chunked {
-            // The directory is reserved whole so that growing never copies it.
-            chunks: Vec::with_capacity(capacity.div_ceil(chunk)),
-            shift: chunk.trailing_zeros(),
-            mask: chunk - 1,
-            len: 0,
+        SlotVec {
+            slots: Vec::new(),
             capacity,
             fill,
         }
@@ -46,68 +41,58 @@ impl<T: Copy> Chunked<T> {
 
     /// Slots in use (each index below is valid).
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.slots.len()
+    }
+
+    /// Slots allocated (at least [`SlotVec::len`], at most the capacity).
+    #[cfg(test)]
+    fn allocated(&self) -> usize {
+        self.slots.capacity()
     }
 
     /// Adds a slot holding the fill value and returns its index.
     ///
     /// # Panics
-    /// Past the capacity given to [`Chunked::new`].
+    /// Past the capacity given to [`SlotVec::new`].
     pub(super) fn push(&mut self) -> u32 {
-        assert!(self.len < self.capacity, "slot store full");
-        if self.len & self.mask == 0 && self.len >> self.shift == self.chunks.len() {
-            self.add_chunk();
+        let len = self.slots.len();
+        assert!(len < self.capacity, "slot store full");
+        if len == self.slots.capacity() {
+            self.grow();
         }
-        self.len += 1;
-        (self.len - 1) as u32
+        self.slots.push(self.fill);
+        len as u32
     }
 
     /// Grows up to `len` slots (no-op if already there).
     pub(super) fn grow_to(&mut self, len: usize) {
-        while self.len < len {
+        while self.slots.len() < len {
             self.push();
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn add_chunk(&mut self) {
-        let chunk = vec![self.fill; self.mask + 1].into_boxed_slice();
-        self.chunks.push(chunk);
+    fn grow(&mut self) {
+        let len = self.slots.len();
+        let more = (len / 8).max(MIN_GROWTH_SLOTS).min(self.capacity - len);
+        self.slots.reserve_exact(more);
     }
 }
 
-// One bounds check (against `len`) instead of two (directory, then chunk): every slab access
-// of the data path goes through here, and at a 1K book, where all of it is in cache, the two
-// checks cost ~3% of the instructions of the exchange-core mix (callgrind, docs/perf.md).
-impl<T> Index<usize> for Chunked<T> {
+impl<T> Index<usize> for SlotVec<T> {
     type Output = T;
 
     #[inline]
-    #[allow(unsafe_code)] // Unchecked indices after one check: see SAFETY.
     fn index(&self, slot: usize) -> &T {
-        assert!(slot < self.len, "slot out of range");
-        // SAFETY: `slot < len`, and `push` allocated chunk `slot >> shift` (every chunk holds
-        // `mask + 1` slots) before `len` first passed `slot`; chunks are never removed.
-        unsafe {
-            self.chunks
-                .get_unchecked(slot >> self.shift)
-                .get_unchecked(slot & self.mask)
-        }
+        &self.slots[slot]
     }
 }
 
-impl<T> IndexMut<usize> for Chunked<T> {
+impl<T> IndexMut<usize> for SlotVec<T> {
     #[inline]
-    #[allow(unsafe_code)] // Unchecked indices after one check: see SAFETY.
     fn index_mut(&mut self, slot: usize) -> &mut T {
-        assert!(slot < self.len, "slot out of range");
-        // SAFETY: as in `index`.
-        unsafe {
-            self.chunks
-                .get_unchecked_mut(slot >> self.shift)
-                .get_unchecked_mut(slot & self.mask)
-        }
+        &mut self.slots[slot]
     }
 }
 
@@ -517,34 +502,43 @@ mod tests {
     }
 
     #[test]
-    fn chunked_grows_by_chunks_and_keeps_values() {
-        let mut store = Chunked::new(1000, 7u64);
-        for expected in 0..1000u32 {
+    fn slot_vec_grows_by_an_eighth_and_keeps_values() {
+        let mut store = SlotVec::new(5000, 7u64);
+        let mut allocations = Vec::new();
+        for expected in 0..5000u32 {
             assert_eq!(store.push(), expected);
             store[expected as usize] = u64::from(expected) * 3;
+            if allocations.last() != Some(&store.allocated()) {
+                allocations.push(store.allocated());
+            }
         }
-        assert_eq!(store.len(), 1000);
-        assert_eq!(store.chunks.len(), 4, "1000 slots in chunks of 256");
-        assert!((0..1000).all(|slot| store[slot] == slot as u64 * 3));
-        let mut fresh = Chunked::new(600, 5u8);
+        assert_eq!(store.len(), 5000);
+        assert!((0..5000).all(|slot| store[slot] == slot as u64 * 3));
+        // 256 at a time up to 2,048 slots, then an eighth, never past the capacity.
+        assert_eq!(
+            &allocations[..9],
+            &[256, 512, 768, 1024, 1280, 1536, 1792, 2048, 2304]
+        );
+        assert_eq!(allocations[9..], [2592, 2916, 3280, 3690, 4151, 4669, 5000]);
+        let mut fresh = SlotVec::new(600, 5u8);
         fresh.grow_to(300);
-        assert_eq!((fresh.len(), fresh.chunks.len(), fresh[299]), (300, 2, 5));
+        assert_eq!((fresh.len(), fresh.allocated(), fresh[299]), (300, 512, 5));
     }
 
     #[test]
     #[should_panic(expected = "slot store full")]
-    fn chunked_refuses_past_capacity() {
-        let mut store = Chunked::new(3, 0u8);
+    fn slot_vec_refuses_past_capacity() {
+        let mut store = SlotVec::new(3, 0u8);
         for _ in 0..4 {
             store.push();
         }
     }
 
-    /// A slot inside an allocated chunk but past the length is refused, not read.
+    /// A slot allocated but past the length is refused, not read.
     #[test]
-    #[should_panic(expected = "slot out of range")]
-    fn chunked_refuses_a_slot_past_its_length() {
-        let mut store = Chunked::new(1000, 0u8);
+    #[should_panic(expected = "out of bounds")]
+    fn slot_vec_refuses_a_slot_past_its_length() {
+        let mut store = SlotVec::new(1000, 0u8);
         store.push();
         let _ = store[1];
     }
