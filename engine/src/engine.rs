@@ -1004,10 +1004,7 @@ impl<L: PriceLadder> Engine<L> {
             }
             taker.remaining -= lots;
             let ladder = self.markets[market_index].ladder_mut(maker_side);
-            ladder
-                .get_mut(key)
-                .expect("level still occupied")
-                .total_lots -= lots;
+            ladder.occupied_mut(key).total_lots -= lots;
             self.note_level(market_index, maker_side, key);
             let node = &mut self.orders[handle as usize];
             node.remaining -= lots;
@@ -1289,7 +1286,7 @@ impl<L: PriceLadder> Engine<L> {
         let market = &mut self.markets[node.market as usize];
         let key = market.params.key(node.side, node.price());
         let ladder = market.ladder_mut(node.side);
-        let level = ladder.get_mut(key).expect("resting order's level exists");
+        let level = ladder.occupied_mut(key);
         level.total_lots -= node.remaining;
         if node.prev == NIL {
             level.head = node.next;
@@ -1484,18 +1481,17 @@ impl<L: PriceLadder> Engine<L> {
             return Err(RejectReason::InvalidPrice);
         }
         let node = &self.orders[handle as usize];
-        let modified = Event::Modified {
-            market,
-            account,
-            oid,
-            price,
-            qty,
-        };
         // One branch, not two (`&&`): whether a modify cuts the size in place is the
         // workload's own choice and as good as random, so each test is a likely misprediction.
         if (price == node.price()) & (qty <= node.remaining) {
             self.reduce_in_place(market_index, account_index, handle, qty);
-            out.push(modified);
+            out.push(Event::Modified {
+                market,
+                account,
+                oid,
+                price,
+                qty,
+            });
             return Ok(());
         }
         if qty < state.params.min_lots {
@@ -1512,10 +1508,23 @@ impl<L: PriceLadder> Engine<L> {
             if let (Some(old), Some(new)) = (old_reserve, params.reserve_u64(node.side, price, qty))
             {
                 self.move_spot(found, price, qty, (old, new))?;
-                out.push(modified);
+                out.push(Event::Modified {
+                    market,
+                    account,
+                    oid,
+                    price,
+                    qty,
+                });
                 return Ok(());
             }
         }
+        let modified = Event::Modified {
+            market,
+            account,
+            oid,
+            price,
+            qty,
+        };
         self.reenter(found, price, qty, modified, out)
     }
 
@@ -1527,11 +1536,7 @@ impl<L: PriceLadder> Engine<L> {
         let release = self.node_reserve_per_lot(node) * reduced as i128;
         let market = &mut self.markets[market_index];
         let key = market.params.key(side, node.price());
-        market
-            .ladder_mut(side)
-            .get_mut(key)
-            .expect("resting order's level exists")
-            .total_lots -= reduced;
+        market.ladder_mut(side).occupied_mut(key).total_lots -= reduced;
         self.add_lock(account, market_index, side, -release);
         self.note_level(market_index, side, key);
         self.orders[handle as usize].remaining = qty;
@@ -1576,9 +1581,7 @@ impl<L: PriceLadder> Engine<L> {
         let old_key = market.params.key(node.side, node.price());
         let new_key = market.params.key(node.side, price);
         let ladder = market.ladder_mut(node.side);
-        let old_level = ladder
-            .get_mut(old_key)
-            .expect("resting order's level exists");
+        let old_level = ladder.occupied_mut(old_key);
         // Whether the order is the head or the tail of either level is as good as random
         // (about two orders per level at 1K), so the links are chosen without branches:
         // `pick` selects by a data-dependent condition, and a link that has no neighbour to
@@ -1611,8 +1614,10 @@ impl<L: PriceLadder> Engine<L> {
         moved.entry = self.entries;
         self.entries += 1;
         self.commitment.touch_order(handle);
-        self.note_level(market_index, node.side, old_key);
-        self.note_level(market_index, node.side, new_key);
+        if self.track_levels {
+            self.note_level(market_index, node.side, old_key);
+            self.note_level(market_index, node.side, new_key);
+        }
     }
 
     /// The general re-entry (perp markets, or a new price that crosses): leave the book

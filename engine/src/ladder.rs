@@ -45,6 +45,14 @@ pub trait PriceLadder {
     fn get_mut(&mut self, key: u32) -> Option<&mut Level>;
     /// The level at `key`, made occupied (empty) if it was not.
     fn get_or_insert(&mut self, key: u32) -> &mut Level;
+    /// The level at `key`, which must be occupied (a resting order's level), for change.
+    ///
+    /// # Panics
+    /// If `key` is not occupied (an engine bug): implementations may check less than
+    /// [`PriceLadder::get_mut`] does, but never return another key's level.
+    fn occupied_mut(&mut self, key: u32) -> &mut Level {
+        self.get_mut(key).expect("occupied level")
+    }
     /// Marks `key` unoccupied; its level must already be empty of orders.
     fn remove(&mut self, key: u32);
     /// The lowest occupied key (the best price), if any.
@@ -243,7 +251,10 @@ impl PriceLadder for ArrayLadder {
             self.max_key
         );
         let (page_index, slot) = Self::split(key);
-        let page = self.pages[page_index].get_or_insert_with(Page::new);
+        // Bound once as `&mut Page`: through the `Box` each access below re-read the page's
+        // address from the directory (a store to the page might, to the compiler, have
+        // changed it).
+        let page: &mut Page = self.pages[page_index].get_or_insert_with(Page::new);
         if !page.is_set(slot) {
             page.occupied[slot / 64] |= 1 << (slot % 64);
             page.levels[slot] = Level::EMPTY;
@@ -255,6 +266,18 @@ impl PriceLadder for ArrayLadder {
                 self.best = key;
             }
         }
+        &mut page.levels[slot]
+    }
+
+    // The page's presence is checked (it is one load and a test), the occupancy bit only in
+    // debug builds: a level that holds orders is occupied by construction.
+    #[inline]
+    fn occupied_mut(&mut self, key: u32) -> &mut Level {
+        let (page_index, slot) = Self::split(key);
+        let page: &mut Page = self.pages[page_index]
+            .as_deref_mut()
+            .expect("an occupied level's page exists");
+        debug_assert!(page.is_set(slot), "level {key} is not occupied");
         &mut page.levels[slot]
     }
 
