@@ -1481,17 +1481,20 @@ impl<L: PriceLadder> Engine<L> {
             return Err(RejectReason::InvalidPrice);
         }
         let node = &self.orders[handle as usize];
+        // The event is built where it is pushed: built once before the branches, it was kept
+        // on the stack across the move and copied whole (96 bytes) into `out` after it.
+        let modified = move || Event::Modified {
+            market,
+            account,
+            oid,
+            price,
+            qty,
+        };
         // One branch, not two (`&&`): whether a modify cuts the size in place is the
         // workload's own choice and as good as random, so each test is a likely misprediction.
         if (price == node.price()) & (qty <= node.remaining) {
             self.reduce_in_place(market_index, account_index, handle, qty);
-            out.push(Event::Modified {
-                market,
-                account,
-                oid,
-                price,
-                qty,
-            });
+            out.push(modified());
             return Ok(());
         }
         if qty < state.params.min_lots {
@@ -1508,24 +1511,11 @@ impl<L: PriceLadder> Engine<L> {
             if let (Some(old), Some(new)) = (old_reserve, params.reserve_u64(node.side, price, qty))
             {
                 self.move_spot(found, price, qty, (old, new))?;
-                out.push(Event::Modified {
-                    market,
-                    account,
-                    oid,
-                    price,
-                    qty,
-                });
+                out.push(modified());
                 return Ok(());
             }
         }
-        let modified = Event::Modified {
-            market,
-            account,
-            oid,
-            price,
-            qty,
-        };
-        self.reenter(found, price, qty, modified, out)
+        self.reenter(found, price, qty, modified(), out)
     }
 
     /// A modify that keeps the price and does not add lots: the size is cut in place and the
