@@ -845,7 +845,15 @@ impl<L: PriceLadder> Engine<L> {
             oid: order.oid,
         });
         self.add_lock(account, market_index as usize, order.side, reserve);
-        let end = self.match_taker(market_index as usize, &mut taker, out);
+        // A limit order that does not cross goes straight to the book (most new orders):
+        // `match_taker` would stop at its first check, after copying the market's parameters.
+        let crosses = limit
+            .is_none_or(|price| self.markets[market_index as usize].would_cross(order.side, price));
+        let end = if crosses {
+            self.match_taker(market_index as usize, &mut taker, out)
+        } else {
+            MatchEnd::Done
+        };
         let rest = order.tif != TimeInForce::Ioc && order.tif != TimeInForce::Fok;
         self.finish_taker(
             market_index as usize,
@@ -1353,8 +1361,7 @@ impl<L: PriceLadder> Engine<L> {
     /// Releases a resting order's reserve, reports it canceled, and removes it.
     fn cancel_resting(&mut self, handle: u32, reason: CancelReason, out: &mut Vec<Event>) {
         let node = self.orders[handle as usize];
-        let release = self.node_reserve_per_lot(&node) * node.remaining as i128;
-        self.add_lock(node.account, node.market as usize, node.side, -release);
+        self.release_reserve(&node);
         out.push(Event::Canceled {
             market: self.markets[node.market as usize].spec.market,
             account: self.accounts[node.account as usize].id,
@@ -1682,6 +1689,23 @@ impl<L: PriceLadder> Engine<L> {
             state.perp.order_margin += to_units(delta);
             self.touch_account(account);
         }
+    }
+
+    /// Gives a resting order's whole reserve back to its owner (the order is leaving the
+    /// book). A spot order's in 64-bit arithmetic when it fits, as a move computes it; the
+    /// i128 path otherwise and for perp orders.
+    fn release_reserve(&mut self, node: &OrderNode) {
+        let params = &self.markets[node.market as usize].params;
+        if params.perp == NIL {
+            if let Some(reserve) = params.reserve_u64(node.side, node.price(), node.remaining) {
+                let asset = params.reserve_asset(node.side);
+                // At most what is locked (it is part of it), so it fits.
+                self.accounts[node.account as usize].balances[asset].locked -= reserve as Units;
+                return;
+            }
+        }
+        let release = self.node_reserve_per_lot(node) * node.remaining as i128;
+        self.add_lock(node.account, node.market as usize, node.side, -release);
     }
 
     /// Units a resting order reserves per remaining lot (a pure function of the order and,
