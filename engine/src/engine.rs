@@ -1361,7 +1361,7 @@ impl<L: PriceLadder> Engine<L> {
     /// Releases a resting order's reserve, reports it canceled, and removes it.
     fn cancel_resting(&mut self, handle: u32, reason: CancelReason, out: &mut Vec<Event>) {
         let node = self.orders[handle as usize];
-        self.release_reserve(&node);
+        self.release_reserve(&node, node.remaining);
         out.push(Event::Canceled {
             market: self.markets[node.market as usize].spec.market,
             account: self.accounts[node.account as usize].id,
@@ -1528,13 +1528,12 @@ impl<L: PriceLadder> Engine<L> {
     /// A modify that keeps the price and does not add lots: the size is cut in place and the
     /// order keeps its priority; the reserve shrinks to match.
     fn reduce_in_place(&mut self, market_index: usize, account: u32, handle: u32, qty: Lots) {
-        let node = &self.orders[handle as usize];
+        let node = self.orders[handle as usize];
         let (side, reduced) = (node.side, node.remaining - qty);
-        let release = self.node_reserve_per_lot(node) * reduced as i128;
+        self.release_reserve(&node, reduced);
         let market = &mut self.markets[market_index];
         let key = market.params.key(side, node.price());
         market.ladder_mut(side).occupied_mut(key).total_lots -= reduced;
-        self.add_lock(account, market_index, side, -release);
         self.note_level(market_index, side, key);
         self.orders[handle as usize].remaining = qty;
         self.commitment.touch_order(handle);
@@ -1691,20 +1690,20 @@ impl<L: PriceLadder> Engine<L> {
         }
     }
 
-    /// Gives a resting order's whole reserve back to its owner (the order is leaving the
-    /// book). A spot order's in 64-bit arithmetic when it fits, as a move computes it; the
+    /// Gives what `lots` of a resting order reserve back to its owner (all of them when the
+    /// order leaves the book, the cut when its size is cut). A spot order's in 64-bit arithmetic when it fits, as a move computes it; the
     /// i128 path otherwise and for perp orders.
-    fn release_reserve(&mut self, node: &OrderNode) {
+    fn release_reserve(&mut self, node: &OrderNode, lots: Lots) {
         let params = &self.markets[node.market as usize].params;
         if params.perp == NIL {
-            if let Some(reserve) = params.reserve_u64(node.side, node.price(), node.remaining) {
+            if let Some(reserve) = params.reserve_u64(node.side, node.price(), lots) {
                 let asset = params.reserve_asset(node.side);
                 // At most what is locked (it is part of it), so it fits.
                 self.accounts[node.account as usize].balances[asset].locked -= reserve as Units;
                 return;
             }
         }
-        let release = self.node_reserve_per_lot(node) * node.remaining as i128;
+        let release = self.node_reserve_per_lot(node) * lots as i128;
         self.add_lock(node.account, node.market as usize, node.side, -release);
     }
 
