@@ -1691,8 +1691,9 @@ impl<L: PriceLadder> Engine<L> {
     }
 
     /// Gives what `lots` of a resting order reserve back to its owner (all of them when the
-    /// order leaves the book, the cut when its size is cut). A spot order's in 64-bit arithmetic when it fits, as a move computes it; the
-    /// i128 path otherwise and for perp orders.
+    /// order leaves the book, the cut when its size is cut). A spot order's in 64-bit
+    /// arithmetic when it fits, as a move computes it; the i128 path otherwise and for perp
+    /// orders.
     fn release_reserve(&mut self, node: &OrderNode, lots: Lots) {
         let params = &self.markets[node.market as usize].params;
         if params.perp == NIL {
