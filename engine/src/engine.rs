@@ -1,7 +1,7 @@
 //! The engine state machine: assets, accounts, markets with their books, and the order store.
 //!
-//! Layout: every resting order lives in one slab (`orders`, grown a chunk at a time up to
-//! `max_resting_orders`, see `store`) and is threaded on two intrusive doubly linked lists:
+//! Layout: every resting order lives in one slab (`orders`, one allocation grown by an eighth
+//! when full, up to `max_resting_orders`, see `store`) and is threaded on two intrusive doubly linked lists:
 //! its price level's FIFO and its account's list (in entry order, except that a spot order
 //! re-entering through a modify keeps its place: `Engine::keeps_account_place`). Levels are found through a
 //! [`PriceLadder`] per book side. The index from `(account, oid)` to slab slot (`OidIndex`,
@@ -479,8 +479,8 @@ pub struct Shortfall {
 
 impl<L: PriceLadder> Engine<L> {
     /// An empty engine sized by `config`. The `(account, oid)` index is allocated here, once;
-    /// the order slab grows a chunk at a time with the most orders ever resting, up to the
-    /// configured maximum (never shrinks).
+    /// the order slab grows (by an eighth when full) with the most orders ever resting, up to
+    /// the configured maximum (never shrinks).
     pub fn new(config: EngineConfig) -> Self {
         let capacity = config.max_resting_orders as usize;
         Engine {
