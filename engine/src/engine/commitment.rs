@@ -56,23 +56,18 @@ impl Lanes {
         Lanes(words)
     }
 
-    fn add(&mut self, other: Lanes) {
+    pub(super) fn add(&mut self, other: Lanes) {
         for (a, b) in self.0.iter_mut().zip(other.0) {
             *a = a.wrapping_add(b);
         }
     }
 
-    fn sub(&mut self, other: Lanes) {
+    pub(super) fn sub(&mut self, other: Lanes) {
         for (a, b) in self.0.iter_mut().zip(other.0) {
             *a = a.wrapping_sub(b);
         }
     }
 }
-
-/// Order slots taken from the bitmap per batch in a commit: bounds the scratch list (4 B
-/// per slot) whatever the number of touched records (a first commit after a 1M-order
-/// prefill). The records themselves are written and hashed [`WIDE`] at a time.
-const COMMIT_CHUNK: usize = 1024;
 
 /// The order slots touched since the last commit: one bit per slot, and one summary bit per
 /// non-zero word, so a commit finds them in O(touched + slots / 4,096) without a list that
@@ -104,30 +99,33 @@ impl DirtySlots {
         }
     }
 
-    /// Moves touched slots, lowest first, into `out` (emptied first) and unmarks them: at least
-    /// `max` of them if there are that many (at most `max + 63`), starting the summary scan
-    /// at word `from`. Returns where the next call should start.
-    fn take(&mut self, out: &mut Vec<u32>, max: usize, mut from: usize) -> usize {
-        out.clear();
-        while from < self.summary.len() {
-            while self.summary[from] != 0 {
-                let summary = self.summary[from];
-                let word = from * 64 + summary.trailing_zeros() as usize;
+    /// Calls `each` with every touched slot, lowest first, [`WIDE`] at a time (the last call
+    /// may have fewer), and unmarks them all: straight from the bitmap, with no list of
+    /// slots whatever the number touched (a first commit after a 1M-order prefill).
+    fn drain(&mut self, mut each: impl FnMut(&[u32])) {
+        let mut batch = [0u32; WIDE];
+        let mut len = 0;
+        for at in 0..self.summary.len() {
+            let mut summary = std::mem::take(&mut self.summary[at]);
+            while summary != 0 {
+                let word = at * 64 + summary.trailing_zeros() as usize;
+                summary &= summary - 1;
                 let mut bits = std::mem::take(&mut self.words[word]);
                 while bits != 0 {
-                    out.push((word * 64) as u32 + bits.trailing_zeros());
+                    batch[len] = (word * 64) as u32 + bits.trailing_zeros();
                     bits &= bits - 1;
-                }
-                self.summary[from] = summary & (summary - 1);
-                if out.len() >= max {
-                    self.count -= out.len();
-                    return from;
+                    len += 1;
+                    if len == WIDE {
+                        each(&batch);
+                        len = 0;
+                    }
                 }
             }
-            from += 1;
         }
-        self.count -= out.len();
-        from
+        if len > 0 {
+            each(&batch[..len]);
+        }
+        self.count = 0;
     }
 }
 
@@ -139,8 +137,6 @@ pub(super) struct Tracker {
     pub(super) dirty_accounts: Vec<u32>,
     /// Sum of committed order and account digests.
     lanes: Lanes,
-    /// Scratch: the slots of one batch of a commit.
-    slots: Vec<u32>,
     /// Scratch: the records of one group, hashed together (boxed: 1 KiB).
     group: Box<Group>,
 }
@@ -152,7 +148,6 @@ impl Tracker {
             dirty_orders: DirtySlots::with_capacity(slots),
             dirty_accounts: Vec::new(),
             lanes: Lanes::ZERO,
-            slots: Vec::new(),
             group: Box::new(Group::new()),
         }
     }
@@ -168,10 +163,13 @@ impl Tracker {
     }
 }
 
+/// Bytes of an order record.
+const ORDER_RECORD_LEN: usize = 50;
+
 /// Appends the order record (layout in the module doc; 50 bytes, one BLAKE3 block) to
 /// `group` (in place: building it elsewhere and copying it in stalls on the copy).
 fn write_order(group: &mut Group, market: MarketId, account: AccountId, node: &OrderNode) {
-    group.push(|cursor| {
+    group.push_exact::<ORDER_RECORD_LEN>(|cursor| {
         cursor.put(b"O");
         cursor.put(&market.to_le_bytes());
         cursor.put(&account.to_le_bytes());
@@ -187,6 +185,52 @@ fn write_order(group: &mut Group, market: MarketId, account: AccountId, node: &O
             node.tier,
         ]);
     });
+}
+
+/// Empties `group` and writes the records of the order slots `slots` (at most [`WIDE`]) into
+/// it, an empty place for a free slot.
+#[inline(always)]
+fn write_orders<L: PriceLadder>(
+    group: &mut Group,
+    slots: &[u32],
+    orders: &SlotVec<OrderNode>,
+    markets: &[MarketState<L>],
+    accounts: &[AccountState],
+) {
+    group.clear();
+    for &slot in slots {
+        let node = &orders[slot as usize];
+        if node.account == NIL {
+            group.push_empty();
+        } else {
+            let market = markets[node.market as usize].spec.market;
+            write_order(group, market, accounts[node.account as usize].id, node);
+        }
+    }
+}
+
+/// Digests of the records of the accounts at `indices` (at most [`WIDE`]), in order.
+#[inline(always)]
+fn account_digests(
+    group: &mut Group,
+    indices: &[u32],
+    accounts: &[AccountState],
+    perps: &[PerpMarket],
+) -> [Lanes; WIDE] {
+    group.clear();
+    for &index in indices {
+        if !write_account(group, &accounts[index as usize]) {
+            // Too long for one block: an empty place, hashed below.
+            group.push_empty();
+        }
+    }
+    let mut digests = group.hash();
+    for (i, (&index, digest)) in indices.iter().zip(digests.iter_mut()).enumerate() {
+        if group.is_empty_at(i) {
+            *digest = account_digest(&accounts[index as usize], perps);
+        }
+    }
+    digests
 }
 
 /// Assets an account record can have and still fit one BLAKE3 block without perp
@@ -254,78 +298,65 @@ fn perp_market_digest(perp: &PerpMarket) -> Lanes {
     Lanes::of(hasher.finalize())
 }
 
-fn asset_digest(asset: &AssetState) -> Lanes {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"A");
-    hasher.update(&asset.id.to_le_bytes());
-    hasher.update(&asset.fee_pool.to_le_bytes());
-    hasher.update(&asset.supply.to_le_bytes());
-    Lanes::of(hasher.finalize())
+/// Appends the asset record (21 bytes) to `group`.
+fn write_asset(group: &mut Group, asset: &AssetState) {
+    group.push(|cursor| {
+        cursor.put(b"A");
+        cursor.put(&asset.id.to_le_bytes());
+        cursor.put(&asset.fee_pool.to_le_bytes());
+        cursor.put(&asset.supply.to_le_bytes());
+    });
 }
 
-fn market_digest(spec: &MarketSpec) -> Lanes {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"M");
-    hasher.update(&spec.to_le_bytes());
-    Lanes::of(hasher.finalize())
+/// Appends the spot market record (53 bytes) to `group`.
+fn write_market(group: &mut Group, spec: &MarketSpec) {
+    group.push(|cursor| {
+        cursor.put(b"M");
+        cursor.put(&spec.to_le_bytes());
+    });
+}
+
+/// Adds the digests of the (few) asset and market records to `lanes`, those of one block
+/// hashed together in `group`.
+fn add_assets_and_markets<L: PriceLadder>(
+    group: &mut Group,
+    lanes: &mut Lanes,
+    assets: &[AssetState],
+    markets: &[MarketState<L>],
+    perps: &[PerpMarket],
+) {
+    group.clear();
+    for asset in assets {
+        if group.len() == WIDE {
+            flush(group, lanes);
+        }
+        write_asset(group, asset);
+    }
+    for market in markets {
+        if market.params.perp != NIL {
+            lanes.add(perp_market_digest(&perps[market.params.perp as usize]));
+            continue;
+        }
+        if group.len() == WIDE {
+            flush(group, lanes);
+        }
+        write_market(group, &market.spec);
+    }
+    flush(group, lanes);
+}
+
+/// Adds the digests of the records in `group` to `lanes` and empties it.
+fn flush(group: &mut Group, lanes: &mut Lanes) {
+    let digests = group.hash();
+    digests[..group.len()]
+        .iter()
+        .for_each(|&digest| lanes.add(digest));
+    group.clear();
 }
 
 impl<L: PriceLadder> Engine<L> {
-    /// Digests of the order records in `slots` (at most [`WIDE`]), in order (ZERO for a free
-    /// slot).
-    #[inline(always)]
-    fn order_group(&self, slots: &[u32], group: &mut Group) -> [Lanes; WIDE] {
-        group.clear();
-        for &slot in slots {
-            let node = &self.orders[slot as usize];
-            if node.account == NIL {
-                group.push_empty();
-            } else {
-                let market = self.markets[node.market as usize].spec.market;
-                write_order(group, market, self.accounts[node.account as usize].id, node);
-            }
-        }
-        let mut digests = group.hash();
-        // A free slot left its place empty (a record is never empty).
-        for (i, digest) in digests.iter_mut().enumerate().take(slots.len()) {
-            if group.is_empty_at(i) {
-                *digest = Lanes::ZERO;
-            }
-        }
-        digests
-    }
-
-    /// Digests of the account records in `indices` (at most [`WIDE`]), in order.
-    #[inline(always)]
-    fn account_group(&self, indices: &[u32], group: &mut Group) -> [Lanes; WIDE] {
-        group.clear();
-        for &index in indices {
-            if !write_account(group, &self.accounts[index as usize]) {
-                // Too long for one block: an empty place (a record is never empty).
-                group.push_empty();
-            }
-        }
-        let mut digests = group.hash();
-        for (i, (&index, digest)) in indices.iter().zip(digests.iter_mut()).enumerate() {
-            if group.is_empty_at(i) {
-                *digest = account_digest(&self.accounts[index as usize], &self.perps);
-            }
-        }
-        digests
-    }
-
-    /// Root from the sum of order and account digests plus the (few) asset and market records.
-    fn root(&self, mut lanes: Lanes) -> [u8; 32] {
-        for asset in &self.assets {
-            lanes.add(asset_digest(asset));
-        }
-        for market in &self.markets {
-            if market.params.perp == NIL {
-                lanes.add(market_digest(&market.spec));
-            } else {
-                lanes.add(perp_market_digest(&self.perps[market.params.perp as usize]));
-            }
-        }
+    /// The root from the sum of all records' digests.
+    fn root(&self, lanes: Lanes) -> [u8; 32] {
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"nexus-engine-root-v3");
         for lane in lanes.0 {
@@ -343,48 +374,70 @@ impl<L: PriceLadder> Engine<L> {
         *hasher.finalize().as_bytes()
     }
 
-    /// Folds every change since the last commit into the commitment and returns the state
-    /// root. Costs O(records changed + assets + markets). Equal to [`Engine::state_hash`].
-    #[inline(never)] // Called once per block; kept apart so profiles show it.
-    pub fn commit(&mut self) -> [u8; 32] {
-        let mut lanes = self.commitment.lanes;
-        let mut group = std::mem::replace(&mut self.commitment.group, Box::new(Group::new()));
-        let mut slots = std::mem::take(&mut self.commitment.slots);
-        let mut from = 0;
-        loop {
-            from = self
-                .commitment
-                .dirty_orders
-                .take(&mut slots, COMMIT_CHUNK, from);
-            if slots.is_empty() {
-                break;
-            }
-            for chunk in slots.chunks(WIDE) {
-                let digests = self.order_group(chunk, &mut group);
-                for (&slot, &digest) in chunk.iter().zip(&digests) {
-                    let committed = &mut self.commitment.order_digests[slot as usize];
-                    lanes.sub(*committed);
-                    lanes.add(digest);
-                    *committed = digest;
-                }
-            }
-        }
-        self.commitment.slots = slots;
-        let dirty_accounts = std::mem::take(&mut self.commitment.dirty_accounts);
+    /// Folds the order slots touched since the last commit into `lanes`: each one's record
+    /// (none for a free slot) is hashed and its digest replaces the slot's committed one.
+    fn commit_orders(&mut self, lanes: &mut Lanes) {
+        let Engine {
+            orders,
+            accounts,
+            markets,
+            commitment,
+            ..
+        } = self;
+        let Tracker {
+            order_digests,
+            dirty_orders,
+            group,
+            ..
+        } = commitment;
+        dirty_orders.drain(|slots| {
+            write_orders(group, slots, orders, markets, accounts);
+            lanes.add(group.fold_into(slots, order_digests));
+        });
+    }
+
+    /// Folds the accounts touched since the last commit into `lanes`.
+    fn commit_accounts(&mut self, lanes: &mut Lanes) {
+        let Engine {
+            accounts,
+            perps,
+            commitment,
+            ..
+        } = self;
+        let Tracker {
+            dirty_accounts,
+            group,
+            ..
+        } = commitment;
         for chunk in dirty_accounts.chunks(WIDE) {
-            let digests = self.account_group(chunk, &mut group);
+            let digests = account_digests(group, chunk, accounts, perps);
             for (&index, &digest) in chunk.iter().zip(&digests) {
-                let account = &mut self.accounts[index as usize];
+                let account = &mut accounts[index as usize];
                 account.dirty = false;
                 lanes.sub(account.committed);
                 account.committed = digest;
                 lanes.add(digest);
             }
         }
-        self.commitment.dirty_accounts = dirty_accounts;
-        self.commitment.dirty_accounts.clear();
-        self.commitment.group = group;
+        dirty_accounts.clear();
+    }
+
+    /// Folds every change since the last commit into the commitment and returns the state
+    /// root. Costs O(records changed + assets + markets). Equal to [`Engine::state_hash`].
+    #[inline(never)] // Called once per block; kept apart so profiles show it.
+    pub fn commit(&mut self) -> [u8; 32] {
+        let mut lanes = self.commitment.lanes;
+        self.commit_orders(&mut lanes);
+        self.commit_accounts(&mut lanes);
         self.commitment.lanes = lanes;
+        let Engine {
+            assets,
+            markets,
+            perps,
+            commitment,
+            ..
+        } = self;
+        add_assets_and_markets(&mut commitment.group, &mut lanes, assets, markets, perps);
         self.root(lanes)
     }
 
@@ -406,18 +459,32 @@ impl<L: PriceLadder> Engine<L> {
             .filter(|&slot| self.orders[slot as usize].account != NIL)
             .collect();
         for chunk in live.chunks(WIDE) {
-            let digests = self.order_group(chunk, &mut group);
+            write_orders(
+                &mut group,
+                chunk,
+                &self.orders,
+                &self.markets,
+                &self.accounts,
+            );
+            let digests = group.hash();
             digests[..chunk.len()]
                 .iter()
                 .for_each(|&digest| lanes.add(digest));
         }
         let all: Vec<u32> = (0..self.accounts.len() as u32).collect();
         for chunk in all.chunks(WIDE) {
-            let digests = self.account_group(chunk, &mut group);
+            let digests = account_digests(&mut group, chunk, &self.accounts, &self.perps);
             digests[..chunk.len()]
                 .iter()
                 .for_each(|&digest| lanes.add(digest));
         }
+        add_assets_and_markets(
+            &mut group,
+            &mut lanes,
+            &self.assets,
+            &self.markets,
+            &self.perps,
+        );
         self.root(lanes)
     }
 }

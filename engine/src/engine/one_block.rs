@@ -13,6 +13,7 @@
 //! the state root's definition does not depend on this module.
 
 use super::commitment::Lanes;
+use std::ops::IndexMut;
 
 /// Records compressed together by the AVX2 and portable paths.
 pub(super) const LANES: usize = 8;
@@ -28,16 +29,20 @@ const IV: [u32; 8] = [
 /// Flags of the only block of a one-block input: CHUNK_START | CHUNK_END | ROOT.
 const ONE_BLOCK_FLAGS: u32 = 1 | 2 | 8;
 
-/// Message word order of each of the 7 rounds (the BLAKE3 permutation applied round by round).
-const SCHEDULE: [[usize; 16]; 7] = [
-    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
-    [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8],
-    [3, 4, 10, 12, 13, 2, 7, 14, 6, 5, 9, 0, 11, 15, 8, 1],
-    [10, 7, 12, 9, 14, 3, 13, 15, 4, 0, 11, 2, 5, 8, 1, 6],
-    [12, 13, 9, 11, 15, 10, 14, 8, 7, 2, 5, 3, 0, 1, 6, 4],
-    [9, 14, 11, 5, 8, 12, 15, 1, 13, 3, 0, 10, 2, 6, 4, 7],
-    [11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13],
-];
+/// Rounds of the BLAKE3 compression.
+const ROUNDS: usize = 7;
+
+/// Reorders the message words for the next round: the BLAKE3 message permutation (word `i`
+/// of the next round is word `[2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8][i]` of
+/// this one), applied to the words themselves rather than read from a table of indices per
+/// round, so every place is a constant and the words are only renamed.
+#[inline(always)]
+fn permute<T: Copy>(m: &mut [T; 16]) {
+    let [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15] = *m;
+    *m = [
+        m2, m6, m3, m10, m7, m0, m4, m13, m1, m11, m12, m5, m9, m14, m15, m8,
+    ];
+}
 
 /// One record of at most [`BLOCK_LEN`] bytes, zero-padded, on its own cache line (the
 /// AVX-512 path reads word `w` of every block of a [`Group`] with one gather).
@@ -103,7 +108,27 @@ impl Group {
         len
     }
 
-    /// Appends an empty place (its digest is that of the empty input; callers ignore it).
+    /// [`Group::push`] for a record of exactly `LEN` bytes: only the 16-byte pieces of the
+    /// block that the record does not fill whole are cleared first, not all 64 bytes (fewer
+    /// stores for the commit's most frequent record, an order's).
+    ///
+    /// # Panics
+    /// If the group is full or `fill` does not write exactly `LEN` bytes.
+    #[inline(always)]
+    pub(super) fn push_exact<const LEN: usize>(&mut self, fill: impl FnOnce(&mut Cursor<'_>)) {
+        let block = &mut self.blocks[self.count];
+        block.bytes[LEN / 16 * 16..].fill(0);
+        let mut cursor = Cursor {
+            bytes: &mut block.bytes,
+            at: 0,
+        };
+        fill(&mut cursor);
+        assert_eq!(cursor.at, LEN, "record of another length");
+        self.lens[self.count] = LEN as u32;
+        self.count += 1;
+    }
+
+    /// Appends an empty place (its digest is ZERO, see [`Group::hash`]).
     #[inline(always)]
     pub(super) fn push_empty(&mut self) {
         self.push(|_| {});
@@ -114,8 +139,27 @@ impl Group {
         self.lens[i] == 0
     }
 
-    /// `blake3::hash` of each record, as [`Lanes`], in order (entries past [`Group::len`]
-    /// are unspecified).
+    /// Hashes the records, place `i` holding the record of slot `slots[i]`, and replaces each
+    /// slot's digest in `committed` by its record's (ZERO for an empty place). Returns the
+    /// change of the digests' sum: the new ones added, the ones they replace subtracted.
+    #[inline(always)]
+    pub(super) fn fold_into(
+        &self,
+        slots: &[u32],
+        committed: &mut impl IndexMut<usize, Output = Lanes>,
+    ) -> Lanes {
+        let digests = self.hash();
+        let mut change = Lanes::ZERO;
+        for (&slot, &digest) in slots.iter().zip(&digests) {
+            let replaced = std::mem::replace(&mut committed[slot as usize], digest);
+            change.add(digest);
+            change.sub(replaced);
+        }
+        change
+    }
+
+    /// `blake3::hash` of each record, as [`Lanes`], in order; ZERO for an empty place (no
+    /// record: a record is never empty). Entries past [`Group::len`] are unspecified.
     pub(super) fn hash(&self) -> [Lanes; WIDE] {
         let mut out = [Lanes::ZERO; WIDE];
         #[cfg(target_arch = "x86_64")]
@@ -202,15 +246,15 @@ fn g(v: &mut [Word; 16], [a, b, c, d]: [usize; 4], x: &Word, y: &Word) {
 
 /// One round: columns, then diagonals.
 #[inline(always)]
-fn round(v: &mut [Word; 16], m: &[Word; 16], s: &[usize; 16]) {
-    g(v, [0, 4, 8, 12], &m[s[0]], &m[s[1]]);
-    g(v, [1, 5, 9, 13], &m[s[2]], &m[s[3]]);
-    g(v, [2, 6, 10, 14], &m[s[4]], &m[s[5]]);
-    g(v, [3, 7, 11, 15], &m[s[6]], &m[s[7]]);
-    g(v, [0, 5, 10, 15], &m[s[8]], &m[s[9]]);
-    g(v, [1, 6, 11, 12], &m[s[10]], &m[s[11]]);
-    g(v, [2, 7, 8, 13], &m[s[12]], &m[s[13]]);
-    g(v, [3, 4, 9, 14], &m[s[14]], &m[s[15]]);
+fn round(v: &mut [Word; 16], m: &[Word; 16]) {
+    g(v, [0, 4, 8, 12], &m[0], &m[1]);
+    g(v, [1, 5, 9, 13], &m[2], &m[3]);
+    g(v, [2, 6, 10, 14], &m[4], &m[5]);
+    g(v, [3, 7, 11, 15], &m[6], &m[7]);
+    g(v, [0, 5, 10, 15], &m[8], &m[9]);
+    g(v, [1, 6, 11, 12], &m[10], &m[11]);
+    g(v, [2, 7, 8, 13], &m[12], &m[13]);
+    g(v, [3, 4, 9, 14], &m[14], &m[15]);
 }
 
 /// The message words of `N` records, transposed (word-major).
@@ -228,7 +272,7 @@ fn transpose<const N: usize>(blocks: &[Block; N]) -> [[u32; N]; 16] {
 /// BLAKE3 of [`LANES`] one-block records of lengths `lens`, as [`Lanes`] in order.
 #[inline(always)]
 fn hash_eight(blocks: &[Block; LANES], lens: [u32; LANES], out: &mut [Lanes; LANES]) {
-    let m = transpose(blocks);
+    let mut m = transpose(blocks);
     let mut v = [[0u32; LANES]; 16];
     for (i, iv) in IV.iter().enumerate() {
         v[i] = [*iv; LANES];
@@ -239,8 +283,11 @@ fn hash_eight(blocks: &[Block; LANES], lens: [u32; LANES], out: &mut [Lanes; LAN
     // v[12], v[13]: the chunk counter, 0.
     v[14] = lens;
     v[15] = [ONE_BLOCK_FLAGS; LANES];
-    for schedule in &SCHEDULE {
-        round(&mut v, &m, schedule);
+    for at in 0..ROUNDS {
+        round(&mut v, &m);
+        if at + 1 < ROUNDS {
+            permute(&mut m);
+        }
     }
     let mut h = [[0u32; LANES]; 8];
     for (i, word) in h.iter_mut().enumerate() {
@@ -248,17 +295,21 @@ fn hash_eight(blocks: &[Block; LANES], lens: [u32; LANES], out: &mut [Lanes; LAN
             *out = v[i][lane] ^ v[i + 8][lane];
         }
     }
-    digests(&h, out);
+    digests(&h, &lens, out);
 }
 
 /// The digests of a group: output word `i` of record `lane` is `h[i][lane]`; the digest's
 /// bytes are the 8 words little-endian.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // `lane` picks one column of all eight word arrays.
-fn digests<const N: usize>(h: &[[u32; N]; 8], out: &mut [Lanes; N]) {
+fn digests<const N: usize>(h: &[[u32; N]; 8], lens: &[u32; N], out: &mut [Lanes; N]) {
     for lane in 0..N {
         let lane64 = |k: usize| u64::from(h[2 * k][lane]) | (u64::from(h[2 * k + 1][lane]) << 32);
-        out[lane] = Lanes::from_words([lane64(0), lane64(1), lane64(2), lane64(3)]);
+        out[lane] = if lens[lane] == 0 {
+            Lanes::ZERO
+        } else {
+            Lanes::from_words([lane64(0), lane64(1), lane64(2), lane64(3)])
+        };
     }
 }
 
@@ -314,7 +365,7 @@ fn hash_group_avx2(group: &Group, out: &mut [Lanes; WIDE]) {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)] // Two transmutes of plain 32-byte values: see SAFETY.
 mod avx2 {
-    use super::{digests, transpose, Block, Lanes, IV, LANES, ONE_BLOCK_FLAGS, SCHEDULE};
+    use super::{digests, permute, transpose, Block, Lanes, IV, LANES, ONE_BLOCK_FLAGS, ROUNDS};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2")]
@@ -354,15 +405,15 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2")]
-    fn round(v: &mut [__m256i; 16], m: &[__m256i; 16], s: &[usize; 16]) {
-        g(v, [0, 4, 8, 12], m[s[0]], m[s[1]]);
-        g(v, [1, 5, 9, 13], m[s[2]], m[s[3]]);
-        g(v, [2, 6, 10, 14], m[s[4]], m[s[5]]);
-        g(v, [3, 7, 11, 15], m[s[6]], m[s[7]]);
-        g(v, [0, 5, 10, 15], m[s[8]], m[s[9]]);
-        g(v, [1, 6, 11, 12], m[s[10]], m[s[11]]);
-        g(v, [2, 7, 8, 13], m[s[12]], m[s[13]]);
-        g(v, [3, 4, 9, 14], m[s[14]], m[s[15]]);
+    fn round(v: &mut [__m256i; 16], m: &[__m256i; 16]) {
+        g(v, [0, 4, 8, 12], m[0], m[1]);
+        g(v, [1, 5, 9, 13], m[2], m[3]);
+        g(v, [2, 6, 10, 14], m[4], m[5]);
+        g(v, [3, 7, 11, 15], m[6], m[7]);
+        g(v, [0, 5, 10, 15], m[8], m[9]);
+        g(v, [1, 6, 11, 12], m[10], m[11]);
+        g(v, [2, 7, 8, 13], m[12], m[13]);
+        g(v, [3, 4, 9, 14], m[14], m[15]);
     }
 
     /// BLAKE3 of [`LANES`] one-block records of lengths `lens`, in order.
@@ -386,14 +437,17 @@ mod avx2 {
         }
         v[14] = load(lens);
         v[15] = splat(ONE_BLOCK_FLAGS);
-        for schedule in &SCHEDULE {
-            round(&mut v, &m, schedule);
+        for at in 0..ROUNDS {
+            round(&mut v, &m);
+            if at + 1 < ROUNDS {
+                permute(&mut m);
+            }
         }
         let mut h = [[0u32; LANES]; 8];
         for (i, word) in h.iter_mut().enumerate() {
             *word = store(_mm256_xor_si256(v[i], v[i + 8]));
         }
-        digests(&h, out);
+        digests(&h, &lens, out);
     }
 }
 
@@ -401,7 +455,7 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)] // Two transmutes of plain 64-byte values: see SAFETY.
 mod avx512 {
-    use super::{digests, Group, Lanes, IV, ONE_BLOCK_FLAGS, SCHEDULE, WIDE};
+    use super::{digests, permute, Group, Lanes, IV, ONE_BLOCK_FLAGS, ROUNDS, WIDE};
     use std::arch::x86_64::*;
 
     /// The 16 message words of the records of a group, word `w` of record `i` in lane `i`
@@ -470,21 +524,21 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f")]
-    fn round(v: &mut [__m512i; 16], m: &[__m512i; 16], s: &[usize; 16]) {
-        g(v, [0, 4, 8, 12], m[s[0]], m[s[1]]);
-        g(v, [1, 5, 9, 13], m[s[2]], m[s[3]]);
-        g(v, [2, 6, 10, 14], m[s[4]], m[s[5]]);
-        g(v, [3, 7, 11, 15], m[s[6]], m[s[7]]);
-        g(v, [0, 5, 10, 15], m[s[8]], m[s[9]]);
-        g(v, [1, 6, 11, 12], m[s[10]], m[s[11]]);
-        g(v, [2, 7, 8, 13], m[s[12]], m[s[13]]);
-        g(v, [3, 4, 9, 14], m[s[14]], m[s[15]]);
+    fn round(v: &mut [__m512i; 16], m: &[__m512i; 16]) {
+        g(v, [0, 4, 8, 12], m[0], m[1]);
+        g(v, [1, 5, 9, 13], m[2], m[3]);
+        g(v, [2, 6, 10, 14], m[4], m[5]);
+        g(v, [3, 7, 11, 15], m[6], m[7]);
+        g(v, [0, 5, 10, 15], m[8], m[9]);
+        g(v, [1, 6, 11, 12], m[10], m[11]);
+        g(v, [2, 7, 8, 13], m[12], m[13]);
+        g(v, [3, 4, 9, 14], m[14], m[15]);
     }
 
     /// BLAKE3 of the records of a group, in order.
     #[target_feature(enable = "avx512f")]
     pub(super) fn hash_group(group: &Group, out: &mut [Lanes; WIDE]) {
-        let m = message(group);
+        let mut m = message(group);
         let lens = group.lens;
         let mut v = [_mm512_setzero_si512(); 16];
         for i in 0..8 {
@@ -495,14 +549,17 @@ mod avx512 {
         }
         v[14] = load(lens);
         v[15] = splat(ONE_BLOCK_FLAGS);
-        for schedule in &SCHEDULE {
-            round(&mut v, &m, schedule);
+        for at in 0..ROUNDS {
+            round(&mut v, &m);
+            if at + 1 < ROUNDS {
+                permute(&mut m);
+            }
         }
         let mut h = [[0u32; WIDE]; 8];
         for (i, word) in h.iter_mut().enumerate() {
             *word = store(_mm512_xor_si512(v[i], v[i + 8]));
         }
-        digests(&h, out);
+        digests(&h, &lens, out);
     }
 }
 
@@ -526,8 +583,9 @@ mod tests {
     }
 
     proptest! {
-        /// Same digest as the blake3 crate for every length from 0 to 64 and any batch size,
-        /// on every path this CPU has, whatever the group held before.
+        /// Same digest as the blake3 crate for every length from 1 to 64 (ZERO for an empty
+        /// place) and any batch size, on every path this CPU has, whatever the group held
+        /// before.
         #[test]
         fn equals_blake3(records in proptest::collection::vec(
             proptest::collection::vec(any::<u8>(), 0..=BLOCK_LEN), 0..40)
@@ -551,7 +609,13 @@ mod tests {
             }
             prop_assert_eq!(out.len(), records.len());
             for (bytes, digest) in records.iter().zip(&out) {
-                prop_assert_eq!(*digest, Lanes::of(blake3::hash(bytes)));
+                // An empty place (no record) has no digest.
+                let expected = if bytes.is_empty() {
+                    Lanes::ZERO
+                } else {
+                    Lanes::of(blake3::hash(bytes))
+                };
+                prop_assert_eq!(*digest, expected);
             }
         }
     }
@@ -571,6 +635,23 @@ mod tests {
         assert_eq!(group.blocks[0].bytes[62..], [0, 0]);
         group.push_empty();
         assert!(group.is_empty_at(1) && !group.is_empty_at(0));
+    }
+
+    #[test]
+    fn push_exact_clears_what_the_record_does_not_fill() {
+        let mut group = Group::new();
+        group.push(|cursor| cursor.put(&[9; BLOCK_LEN]));
+        group.clear();
+        group.push_exact::<50>(|cursor| cursor.put(&[7; 50]));
+        assert_eq!(group.record(0), &[7; 50][..]);
+        assert_eq!(group.blocks[0].bytes[50..], [0; 14]);
+        assert_eq!(group.hash()[0], Lanes::of(blake3::hash(&[7; 50])));
+    }
+
+    #[test]
+    #[should_panic]
+    fn push_exact_refuses_another_length() {
+        Group::new().push_exact::<50>(|cursor| cursor.put(&[7; 49]));
     }
 
     #[test]
