@@ -15,6 +15,8 @@ use crate::types::*;
 
 mod commitment;
 mod one_block;
+#[cfg(target_arch = "x86_64")]
+mod order_gather;
 mod perp;
 mod prefetch;
 mod snapshot;

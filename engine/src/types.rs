@@ -24,12 +24,15 @@ pub type OrderId = u64;
 pub const BPS_DENOMINATOR: i128 = 10_000;
 
 /// Which side of the book an order is on.
+///
+/// One byte, equal to its [`ByteCode::code`] (the engine's commit reads it as such).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
 pub enum Side {
     /// Buys base, pays quote; rests on the bid side.
-    Buy,
+    Buy = 0,
     /// Sells base, receives quote; rests on the ask side.
-    Sell,
+    Sell = 1,
 }
 
 impl Side {
@@ -56,15 +59,18 @@ pub enum TimeInForce {
 }
 
 /// What happens when an order would trade against another order of the same account.
+///
+/// One byte, equal to its [`ByteCode::code`] (the engine's commit reads it as such).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
 pub enum SelfTradePrevention {
     /// Cancel the resting (maker) order and keep matching.
     #[default]
-    CancelMaker,
+    CancelMaker = 0,
     /// Cancel the incoming order's remainder and stop matching.
-    CancelTaker,
+    CancelTaker = 1,
     /// Cancel both the resting order and the incoming remainder.
-    CancelBoth,
+    CancelBoth = 2,
 }
 
 /// Static parameters of a spot market, in integer units.

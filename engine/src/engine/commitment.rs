@@ -11,7 +11,10 @@
 //! two-level bitmap over slots, a flag and a push for accounts); [`Engine::commit`] then
 //! subtracts each touched record's previously committed digest and adds its new one (slots in
 //! index order: the sum does not depend on the order). [`Engine::state_hash`] computes the same
-//! root from scratch, which the tests use to check the incremental one.
+//! root from scratch, which the tests use to check the incremental one. The commit hashes
+//! touched order slots 16 at a time: on AVX-512 their records' message words are gathered
+//! from the slab (`order_gather`); elsewhere, and for `state_hash`, the records are written
+//! out (`write_order`) and hashed as a `one_block::Group`.
 //!
 //! Record layouts (little-endian):
 //! - asset `A`: id u32, fee_pool i64, supply i64;
@@ -209,6 +212,66 @@ fn write_orders<L: PriceLadder>(
     }
 }
 
+/// Puts the digests of the order records of `slots` into `out`, read straight from the slab
+/// (`order_gather`) where the CPU has AVX-512; false if not done (then the caller writes the
+/// records and hashes them).
+#[inline(always)]
+fn gather_order_digests<L: PriceLadder>(
+    slots: &[u32],
+    orders: &SlotVec<OrderNode>,
+    markets: &[MarketState<L>],
+    accounts: &[AccountState],
+    out: &mut [Lanes; WIDE],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    // The only way to call a `target_feature` function: see SAFETY.
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: `order_digests` only requires the CPU to support AVX-512F, checked just
+        // above.
+        return unsafe {
+            super::order_gather::order_digests(slots, orders.as_slice(), markets, accounts, out)
+        };
+    }
+    let _ = (slots, orders, markets, accounts, out);
+    false
+}
+
+/// The digests of the order records of `slots` (at most [`WIDE`]) written out and hashed:
+/// what [`gather_order_digests`] must equal (its tests).
+#[cfg(test)]
+pub(super) fn written_order_digests<L: PriceLadder>(
+    engine: &Engine<L>,
+    slots: &[u32],
+) -> [Lanes; WIDE] {
+    let mut group = Group::new();
+    write_orders(
+        &mut group,
+        slots,
+        &engine.orders,
+        &engine.markets,
+        &engine.accounts,
+    );
+    group.hash()
+}
+
+/// Replaces each slot's committed digest (in `committed`) by `digests[i]` for `slots[i]`;
+/// returns the change of their sum: the new digests added, the ones they replace subtracted.
+#[inline(always)]
+fn replace_digests(
+    slots: &[u32],
+    digests: &[Lanes; WIDE],
+    committed: &mut SlotVec<Lanes>,
+) -> Lanes {
+    let mut change = Lanes::ZERO;
+    for (&slot, &digest) in slots.iter().zip(digests) {
+        let replaced = std::mem::replace(&mut committed[slot as usize], digest);
+        change.add(digest);
+        change.sub(replaced);
+    }
+    change
+}
+
 /// Digests of the records of the accounts at `indices` (at most [`WIDE`]), in order.
 #[inline(always)]
 fn account_digests(
@@ -391,8 +454,12 @@ impl<L: PriceLadder> Engine<L> {
             ..
         } = commitment;
         dirty_orders.drain(|slots| {
-            write_orders(group, slots, orders, markets, accounts);
-            lanes.add(group.fold_into(slots, order_digests));
+            let mut digests = [Lanes::ZERO; WIDE];
+            if !gather_order_digests(slots, orders, markets, accounts, &mut digests) {
+                write_orders(group, slots, orders, markets, accounts);
+                digests = group.hash();
+            }
+            lanes.add(replace_digests(slots, &digests, order_digests));
         });
     }
 

@@ -8,12 +8,13 @@
 //! records is compressed together, word `i` of every record side by side in one vector
 //! (AVX-512: 16 records; AVX2 and the portable path: two halves of [`LANES`]). A group is
 //! reused: the commit writes 16 records into it, hashes and folds them while they are in L1.
+//! On AVX-512 the commit's order records skip the group: `order_gather` builds their message
+//! words from the slab and hands them to [`avx512::hash_words`].
 //!
-//! The output is exactly `blake3::hash(record)` (a test holds the two to each other), so
-//! the state root's definition does not depend on this module.
+//! The output is exactly `blake3::hash(record)`, ZERO for an empty place (a test holds the
+//! two to each other), so the state root's definition does not depend on this module.
 
 use super::commitment::Lanes;
-use std::ops::IndexMut;
 
 /// Records compressed together by the AVX2 and portable paths.
 pub(super) const LANES: usize = 8;
@@ -137,25 +138,6 @@ impl Group {
     /// Whether place `i` is empty.
     pub(super) fn is_empty_at(&self, i: usize) -> bool {
         self.lens[i] == 0
-    }
-
-    /// Hashes the records, place `i` holding the record of slot `slots[i]`, and replaces each
-    /// slot's digest in `committed` by its record's (ZERO for an empty place). Returns the
-    /// change of the digests' sum: the new ones added, the ones they replace subtracted.
-    #[inline(always)]
-    pub(super) fn fold_into(
-        &self,
-        slots: &[u32],
-        committed: &mut impl IndexMut<usize, Output = Lanes>,
-    ) -> Lanes {
-        let digests = self.hash();
-        let mut change = Lanes::ZERO;
-        for (&slot, &digest) in slots.iter().zip(&digests) {
-            let replaced = std::mem::replace(&mut committed[slot as usize], digest);
-            change.add(digest);
-            change.sub(replaced);
-        }
-        change
     }
 
     /// `blake3::hash` of each record, as [`Lanes`], in order; ZERO for an empty place (no
@@ -454,7 +436,7 @@ mod avx2 {
 /// The same rounds with AVX-512F: [`WIDE`] records per register and one-instruction rotations.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)] // Two transmutes of plain 64-byte values: see SAFETY.
-mod avx512 {
+pub(super) mod avx512 {
     use super::{digests, permute, Group, Lanes, IV, ONE_BLOCK_FLAGS, ROUNDS, WIDE};
     use std::arch::x86_64::*;
 
@@ -538,8 +520,18 @@ mod avx512 {
     /// BLAKE3 of the records of a group, in order.
     #[target_feature(enable = "avx512f")]
     pub(super) fn hash_group(group: &Group, out: &mut [Lanes; WIDE]) {
-        let mut m = message(group);
-        let lens = group.lens;
+        hash_words(message(group), group.lens, out);
+    }
+
+    /// BLAKE3 of [`WIDE`] one-block records given as their message words (word `w` of record
+    /// `i` in lane `i` of `m[w]`, zero past the record's end) and lengths, in order; ZERO for
+    /// a length of 0 (an empty place).
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::engine) fn hash_words(
+        mut m: [__m512i; 16],
+        lens: [u32; WIDE],
+        out: &mut [Lanes; WIDE],
+    ) {
         let mut v = [_mm512_setzero_si512(); 16];
         for i in 0..8 {
             v[i] = splat(IV[i]);

@@ -44,6 +44,11 @@ impl<T: Copy> SlotVec<T> {
         self.slots.len()
     }
 
+    /// The slots in use, in order.
+    pub(super) fn as_slice(&self) -> &[T] {
+        &self.slots
+    }
+
     /// Slots allocated (at least [`SlotVec::len`], at most the capacity).
     #[cfg(test)]
     fn allocated(&self) -> usize {

@@ -1,0 +1,340 @@
+//! The commit's order records read straight from the slab (AVX-512).
+//!
+//! A commit hashes the record of every order slot touched since the last one. Written out
+//! (`commitment::write_order`), a record costs about a dozen scalar stores into a group's
+//! block, which the hash then gathers back word by word; the gathers wait until those
+//! stores have drained. Here the 16 message words of a group's records are built in vector
+//! registers instead: one 32-bit gather per field half from the slab nodes (and from the
+//! owners' account and the markets' specs for the two ids), then shifts and ors that put each
+//! field's bytes where the record layout has them. Nothing is written. The digests are the
+//! same bytes' BLAKE3, so the state root does not change (a test holds the two paths to each
+//! other, and the commitment's tests hold the commit to the from-scratch root, which writes
+//! the records).
+
+use super::commitment::Lanes;
+use super::one_block::avx512::hash_words;
+use super::one_block::WIDE;
+use super::*;
+use std::arch::x86_64::*;
+use std::mem::{offset_of, size_of};
+
+/// Length of an order record (`commitment::write_order`).
+const ORDER_RECORD_LEN: i32 = 50;
+
+// The record's flag bytes are read as one 32-bit word: side, stp, flags, tier in this order.
+const _: () = assert!(offset_of!(OrderNode, stp) == offset_of!(OrderNode, side) + 1);
+const _: () = assert!(offset_of!(OrderNode, flags) == offset_of!(OrderNode, side) + 2);
+const _: () = assert!(offset_of!(OrderNode, tier) == offset_of!(OrderNode, side) + 3);
+
+/// Lane `i`: the 32-bit word at `base + offsets[i]` if bit `i` of `mask` is set, else 0.
+///
+/// # Safety
+/// For every set lane, the 4 bytes at `base + offsets[i]` lie inside one live allocation.
+#[inline]
+#[target_feature(enable = "avx512f")]
+#[allow(unsafe_code)] // A gather reads through a raw pointer: see SAFETY at each call.
+unsafe fn gather(mask: __mmask16, offsets: __m512i, base: *const u8) -> __m512i {
+    // SAFETY: the caller's contract.
+    unsafe { _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), mask, offsets, base.cast()) }
+}
+
+/// Lane-wise `x >> R | y << L` (32-bit lanes): the high bytes of one field followed by the
+/// low bytes of the next.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn splice<const R: u32, const L: u32>(x: __m512i, y: __m512i) -> __m512i {
+    _mm512_or_si512(_mm512_srli_epi32::<R>(x), _mm512_slli_epi32::<L>(y))
+}
+
+/// Digests of the order records of `slots` (at most [`WIDE`]; ZERO for a free slot), in
+/// order: equal to writing each record (`commitment::write_order`) and hashing it. Returns
+/// false without doing anything if an index into the slab, the markets or the accounts
+/// could overflow a 32-bit byte offset (then the caller writes the records).
+///
+/// # Panics
+/// If a slot is outside the slab, or a live order's account or market index outside its
+/// table (broken engine invariants; checked before anything is read).
+#[target_feature(enable = "avx512f")]
+pub(super) fn order_digests<L>(
+    slots: &[u32],
+    orders: &[OrderNode],
+    markets: &[MarketState<L>],
+    accounts: &[AccountState],
+    out: &mut [Lanes; WIDE],
+) -> bool {
+    assert!(slots.len() <= WIDE, "at most {WIDE} slots per group");
+    let fits = |len: usize, size: usize| len.saturating_mul(size) <= i32::MAX as usize;
+    if !fits(orders.len(), size_of::<OrderNode>())
+        || !fits(accounts.len(), size_of::<AccountState>())
+        || !fits(markets.len(), size_of::<MarketState<L>>())
+    {
+        return false;
+    }
+    let mut slot_words = [0u32; WIDE];
+    slot_words[..slots.len()].copy_from_slice(slots);
+    // SAFETY: [u32; 16] and __m512i are both 64 bytes of plain data, any bits valid.
+    #[allow(unsafe_code)]
+    let slots_v = unsafe { std::mem::transmute::<[u32; WIDE], __m512i>(slot_words) };
+    let below = |mask, values, len: usize| {
+        _mm512_mask_cmpge_epu32_mask(mask, values, _mm512_set1_epi32(len as i32)) == 0
+    };
+    let active = ((1u32 << slots.len()) - 1) as __mmask16;
+    assert!(
+        below(active, slots_v, orders.len()),
+        "slot outside the slab"
+    );
+    let node_at = _mm512_mullo_epi32(slots_v, _mm512_set1_epi32(size_of::<OrderNode>() as i32));
+    let nodes = orders.as_ptr().cast::<u8>();
+    // SAFETY (every `node_field` below): each active lane reads 4 bytes at `slot * 56 + o`
+    // with `slot < orders.len()` (asserted above) and `o + 4 <= 56` (a 4- or 8-byte field,
+    // or the 4 flag bytes): inside `orders`; the offsets fit i32 (`fits` above).
+    #[allow(unsafe_code)]
+    let node_field = |mask, offset: usize| unsafe { gather(mask, node_at, nodes.add(offset)) };
+    // Every node field first (they depend on the slots only, so their loads overlap), then
+    // the two ids that depend on the node's indices.
+    let field = |offset| node_field(active, offset);
+    let account = field(offset_of!(OrderNode, account));
+    let market = field(offset_of!(OrderNode, market));
+    let price = field(offset_of!(OrderNode, price_ticks));
+    let flags = field(offset_of!(OrderNode, side));
+    let remaining = offset_of!(OrderNode, remaining);
+    let (remaining_lo, remaining_hi) = (field(remaining), field(remaining + 4));
+    let oid = offset_of!(OrderNode, oid);
+    let (oid_lo, oid_hi) = (field(oid), field(oid + 4));
+    let entry = offset_of!(OrderNode, entry);
+    let (entry_lo, entry_hi) = (field(entry), field(entry + 4));
+
+    let live = _mm512_mask_cmpneq_epu32_mask(active, account, _mm512_set1_epi32(NIL as i32));
+    assert!(
+        below(live, account, accounts.len()),
+        "order of an unknown account"
+    );
+    assert!(
+        below(live, market, markets.len()),
+        "order in an unknown market"
+    );
+    let account_at =
+        _mm512_mullo_epi32(account, _mm512_set1_epi32(size_of::<AccountState>() as i32));
+    let market_at = _mm512_mullo_epi32(
+        market,
+        _mm512_set1_epi32(size_of::<MarketState<L>>() as i32),
+    );
+    let id_offset = offset_of!(AccountState, id);
+    let market_id_offset = offset_of!(MarketState<L>, spec) + offset_of!(MarketSpec, market);
+    // SAFETY: each live lane reads 4 bytes inside `accounts[account]` (the two halves of its
+    // u64 id) or `markets[market]` (its u32 id), both indices checked above; the offsets fit
+    // i32 (`fits` above).
+    #[allow(unsafe_code)]
+    let (id_lo, id_hi, market_id) = unsafe {
+        let accounts_base = accounts.as_ptr().cast::<u8>().add(id_offset);
+        let markets_base = markets.as_ptr().cast::<u8>().add(market_id_offset);
+        (
+            gather(live, account_at, accounts_base),
+            gather(live, account_at, accounts_base.add(4)),
+            gather(live, market_at, markets_base),
+        )
+    };
+
+    let byte = _mm512_set1_epi32(0xFF);
+    let bit = _mm512_set1_epi32(1);
+    let side = _mm512_and_si512(flags, byte);
+    let stp = _mm512_and_si512(_mm512_srli_epi32::<8>(flags), byte);
+    let post_only = _mm512_and_si512(_mm512_srli_epi32::<16>(flags), bit);
+    let reduce_only = _mm512_and_si512(_mm512_srli_epi32::<17>(flags), bit);
+    let tier = _mm512_srli_epi32::<24>(flags);
+    let zero = _mm512_setzero_si512();
+    // The record (commitment.rs): "O", market u32, account u64, oid u64, side u8, price
+    // i64 (a u32 widened: its high half is zero), remaining i64, entry u64, stp, post_only,
+    // reduce_only, tier (u8), 50 bytes; word `w` holds bytes 4w..4w+4.
+    let m = [
+        _mm512_or_si512(
+            _mm512_set1_epi32(i32::from(b'O')),
+            _mm512_slli_epi32::<8>(market_id),
+        ),
+        splice::<24, 8>(market_id, id_lo),
+        splice::<24, 8>(id_lo, id_hi),
+        splice::<24, 8>(id_hi, oid_lo),
+        splice::<24, 8>(oid_lo, oid_hi),
+        _mm512_or_si512(
+            splice::<24, 8>(oid_hi, side),
+            _mm512_slli_epi32::<16>(price),
+        ),
+        _mm512_srli_epi32::<16>(price),
+        _mm512_slli_epi32::<16>(remaining_lo),
+        splice::<16, 16>(remaining_lo, remaining_hi),
+        splice::<16, 16>(remaining_hi, entry_lo),
+        splice::<16, 16>(entry_lo, entry_hi),
+        _mm512_or_si512(
+            splice::<16, 16>(entry_hi, stp),
+            _mm512_slli_epi32::<24>(post_only),
+        ),
+        _mm512_or_si512(reduce_only, _mm512_slli_epi32::<8>(tier)),
+        zero,
+        zero,
+        zero,
+    ];
+    let lens = _mm512_maskz_mov_epi32(live, _mm512_set1_epi32(ORDER_RECORD_LEN));
+    // SAFETY: as in the transmute above, the other way.
+    #[allow(unsafe_code)]
+    let lens = unsafe { std::mem::transmute::<__m512i, [u32; WIDE]>(lens) };
+    hash_words(m, lens, out);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::commitment::written_order_digests;
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Random values for an order node's hashed fields.
+    #[derive(Clone, Debug)]
+    struct Fields {
+        side: bool,
+        stp: u8,
+        flags: u8,
+        tier: u8,
+        price: u32,
+        remaining: i64,
+        oid: u64,
+        entry: u64,
+    }
+
+    fn fields() -> impl Strategy<Value = Fields> {
+        (
+            (any::<bool>(), 0u8..3, 0u8..4, any::<u8>()),
+            (any::<u32>(), any::<i64>(), any::<u64>(), any::<u64>()),
+        )
+            .prop_map(
+                |((side, stp, flags, tier), (price, remaining, oid, entry))| Fields {
+                    side,
+                    stp,
+                    flags,
+                    tier,
+                    price,
+                    remaining,
+                    oid,
+                    entry,
+                },
+            )
+    }
+
+    /// An engine with two markets and accounts with ids that use all 8 bytes, each account
+    /// resting one order per market, then every order's hashed fields overwritten with
+    /// `values` (the digests do not care whether the book still makes sense) and every
+    /// `free_every`-th order cancelled first (a free slot).
+    fn engine_with(values: &[Fields], free_every: usize) -> Engine {
+        let mut engine = Engine::new(EngineConfig {
+            max_resting_orders: 256,
+            max_open_orders_per_account: 64,
+        });
+        let mut out = Vec::new();
+        let mut commands = vec![
+            Command::CreateAsset { asset: 1 },
+            Command::CreateAsset { asset: 2 },
+        ];
+        for market in [7, u32::MAX - 3] {
+            commands.push(Command::CreateMarket(MarketSpec {
+                market,
+                base: 1,
+                quote: 2,
+                base_units_per_lot: 1,
+                quote_units_per_tick_lot: 1,
+                min_lots: 1,
+                max_price_ticks: 1_000,
+                maker_fee_bps: 0,
+                taker_fee_bps: 0,
+            }));
+        }
+        let accounts: Vec<u64> = (0..values.len() as u64 / 2 + 1)
+            .map(|i| u64::MAX - i * 0x0101_0101_0101)
+            .collect();
+        for &account in &accounts {
+            for asset in [1, 2] {
+                commands.push(Command::Deposit {
+                    account,
+                    asset,
+                    amount: 1 << 40,
+                });
+            }
+        }
+        for (i, _) in values.iter().enumerate() {
+            commands.push(Command::Place(NewOrder {
+                account: accounts[i / 2],
+                market: if i % 2 == 0 { 7 } else { u32::MAX - 3 },
+                oid: i as u64,
+                side: Side::Buy,
+                price: Some(10),
+                qty: 1,
+                tif: TimeInForce::Gtc,
+                stp: SelfTradePrevention::CancelMaker,
+                reduce_only: false,
+            }));
+        }
+        for command in &commands {
+            engine.step(command, &mut out);
+        }
+        for i in (0..values.len()).step_by(free_every.max(1)) {
+            let market = if i % 2 == 0 { 7 } else { u32::MAX - 3 };
+            engine.step(
+                &Command::Cancel {
+                    account: accounts[i / 2],
+                    market,
+                    oid: i as u64,
+                },
+                &mut out,
+            );
+        }
+        let mut values = values.iter();
+        for slot in 0..engine.orders.len() {
+            let node = &mut engine.orders[slot];
+            if node.account == NIL {
+                continue;
+            }
+            let Some(value) = values.next() else { break };
+            node.side = if value.side { Side::Sell } else { Side::Buy };
+            node.stp = SelfTradePrevention::from_code(value.stp).expect("a code");
+            node.flags = value.flags;
+            node.tier = value.tier;
+            node.price_ticks = value.price;
+            node.remaining = value.remaining;
+            node.oid = value.oid;
+            node.entry = value.entry;
+        }
+        engine
+    }
+
+    proptest! {
+        /// The gathered digests equal those of the written records for every slot, free
+        /// ones (ZERO) included, whatever the field values, in groups of every size.
+        #[test]
+        fn gathered_digests_equal_written_ones(
+            values in proptest::collection::vec(fields(), 1..40),
+            free_every in 1usize..6,
+            group in 1usize..=WIDE,
+        ) {
+            if !std::arch::is_x86_feature_detected!("avx512f") {
+                return Ok(());
+            }
+            let engine = engine_with(&values, free_every);
+            let slots: Vec<u32> = (0..engine.orders.len() as u32).collect();
+            for chunk in slots.chunks(group) {
+                let mut gathered = [Lanes::ZERO; WIDE];
+                #[allow(unsafe_code)]
+                // SAFETY: AVX-512F support checked above.
+                let done = unsafe {
+                    order_digests(
+                        chunk,
+                        engine.orders.as_slice(),
+                        &engine.markets,
+                        &engine.accounts,
+                        &mut gathered,
+                    )
+                };
+                prop_assert!(done);
+                let written = written_order_digests(&engine, chunk);
+                prop_assert_eq!(&gathered[..chunk.len()], &written[..chunk.len()]);
+            }
+        }
+    }
+}
