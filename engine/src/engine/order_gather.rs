@@ -53,7 +53,8 @@ fn splice<const R: u32, const L: u32>(x: __m512i, y: __m512i) -> __m512i {
 ///
 /// # Panics
 /// If a slot is outside the slab, or a live order's account or market index outside its
-/// table (broken engine invariants; checked before anything is read).
+/// table (broken engine invariants; each index is checked before anything is read through
+/// it).
 #[target_feature(enable = "avx512f")]
 pub(super) fn order_digests<L>(
     slots: &[u32],
