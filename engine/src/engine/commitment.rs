@@ -59,13 +59,13 @@ impl Lanes {
         Lanes(words)
     }
 
-    pub(super) fn add(&mut self, other: Lanes) {
+    fn add(&mut self, other: Lanes) {
         for (a, b) in self.0.iter_mut().zip(other.0) {
             *a = a.wrapping_add(b);
         }
     }
 
-    pub(super) fn sub(&mut self, other: Lanes) {
+    fn sub(&mut self, other: Lanes) {
         for (a, b) in self.0.iter_mut().zip(other.0) {
             *a = a.wrapping_sub(b);
         }
@@ -562,9 +562,18 @@ mod tests {
     use proptest::prelude::*;
 
     fn setup() -> (Engine, Engine<crate::ladder::BTreeLadder>) {
+        setup_with(256)
+    }
+
+    /// [`setup`] with room for `max_resting_orders` (any account may hold them all).
+    fn setup_with(max_resting_orders: u32) -> (Engine, Engine<crate::ladder::BTreeLadder>) {
         let mut fast = Engine::new(EngineConfig {
-            max_resting_orders: 256,
-            max_open_orders_per_account: 64,
+            max_resting_orders,
+            max_open_orders_per_account: if max_resting_orders > 256 {
+                max_resting_orders
+            } else {
+                64
+            },
         });
         let mut slow = Engine::<crate::ladder::BTreeLadder>::new(fast.config());
         let mut out = Vec::new();
@@ -707,6 +716,119 @@ mod tests {
             assert_eq!(next, engine.state_hash());
             root = next;
         }
+    }
+
+    /// Past 4,096 slots the touched-slot bitmap has more than one summary word: a commit
+    /// still folds every touched slot (new, changed and freed ones) and equals the full hash.
+    #[test]
+    fn commit_covers_slots_past_one_summary_word() {
+        let (mut engine, _) = setup_with(6_000);
+        let mut out = Vec::new();
+        let order = |oid: u64, side| {
+            Command::Place(NewOrder {
+                account: 1 + oid % 3,
+                market: 5,
+                oid,
+                side,
+                price: Some(if side == Side::Buy { 20 } else { 40 }),
+                qty: 1,
+                tif: TimeInForce::Gtc,
+                stp: SelfTradePrevention::CancelMaker,
+                reduce_only: false,
+            })
+        };
+        for oid in 0..5_000u64 {
+            let side = if oid % 2 == 0 { Side::Buy } else { Side::Sell };
+            engine.step(&order(oid, side), &mut out);
+        }
+        assert_eq!(engine.resting_orders(), 5_000);
+        assert_eq!(engine.pending_records().0, 5_000);
+        assert_eq!(engine.commit(), engine.state_hash());
+        for oid in (0..5_000u64).step_by(3) {
+            engine.step(
+                &Command::Cancel {
+                    account: 1 + oid % 3,
+                    market: 5,
+                    oid,
+                },
+                &mut out,
+            );
+        }
+        assert!(
+            !out.iter()
+                .any(|event| matches!(event, Event::Rejected { .. })),
+            "a command was rejected"
+        );
+        assert_eq!(engine.pending_records().0, 1_667);
+        assert_eq!(engine.commit(), engine.state_hash());
+        assert_eq!(engine.pending_records(), (0, 0));
+    }
+
+    /// The asset and spot-market records, hashed 16 to a group, sum to what hashing each
+    /// one's bytes alone gives, across several full groups and a partial last one.
+    #[test]
+    fn asset_and_market_records_past_one_group_sum_as_alone() {
+        let mut engine: Engine = Engine::new(EngineConfig {
+            max_resting_orders: 16,
+            max_open_orders_per_account: 16,
+        });
+        let mut out = Vec::new();
+        for asset in 1..=20 {
+            engine.step(&Command::CreateAsset { asset }, &mut out);
+            engine.step(
+                &Command::Deposit {
+                    account: 1,
+                    asset,
+                    amount: i64::from(asset) * 1_000,
+                },
+                &mut out,
+            );
+        }
+        for market in 1..=19 {
+            engine.step(
+                &Command::CreateMarket(MarketSpec {
+                    market,
+                    base: market,
+                    quote: market + 1,
+                    base_units_per_lot: i64::from(market),
+                    quote_units_per_tick_lot: 3,
+                    min_lots: 1,
+                    max_price_ticks: 64,
+                    maker_fee_bps: -3,
+                    taker_fee_bps: 9,
+                }),
+                &mut out,
+            );
+        }
+        assert!(
+            !out.iter()
+                .any(|event| matches!(event, Event::Rejected { .. })),
+            "{out:?}"
+        );
+        let mut expected = Lanes::ZERO;
+        for asset in &engine.assets {
+            let mut bytes = b"A".to_vec();
+            bytes.extend_from_slice(&asset.id.to_le_bytes());
+            bytes.extend_from_slice(&asset.fee_pool.to_le_bytes());
+            bytes.extend_from_slice(&asset.supply.to_le_bytes());
+            expected.add(Lanes::of(blake3::hash(&bytes)));
+        }
+        for market in &engine.markets {
+            let mut bytes = b"M".to_vec();
+            bytes.extend_from_slice(&market.spec.to_le_bytes());
+            expected.add(Lanes::of(blake3::hash(&bytes)));
+        }
+        let mut lanes = Lanes::ZERO;
+        add_assets_and_markets(
+            &mut Group::new(),
+            &mut lanes,
+            &engine.assets,
+            &engine.markets,
+            &engine.perps,
+        );
+        assert_eq!((engine.assets.len(), engine.markets.len()), (20, 19));
+        assert_eq!(lanes, expected);
+        assert_eq!(engine.commit(), engine.state_hash());
     }
 
     proptest! {
