@@ -144,6 +144,8 @@ fn a_wiped_validator_joins_from_a_snapshot_and_agrees_on_every_later_root() {
     for field in ["manifest_bytes", "chunk_bytes", "snapshot_bytes", "chunks"] {
         assert!(synced[field].as_u64().unwrap_or(0) > 0, "{field}: {synced}");
     }
+    // Four validators of stake 1: at least two of the three peers signed the snapshot.
+    assert!(synced["attested_stake"].as_u64() >= Some(2), "{synced}");
     assert!(events(&cluster, JOINER, "state_sync_refused").is_empty());
     cluster.wait_until("the joiner's ready line", BOUND, |c| {
         c.ready.len() > readies_before
@@ -325,6 +327,9 @@ fn a_wiped_validator_joins_after_the_validator_set_changed() {
     eprintln!("{synced}");
     let snapshot = synced["height"].as_u64().expect("height");
     assert!(snapshot >= snapshot_after, "{synced}");
+    // The set is {1: 1, 2: 2, 3: 1}: more than 1/3 of 4 is at least 2 (validator 0 left,
+    // so its attestation counts nothing).
+    assert!(synced["attested_stake"].as_u64() >= Some(2), "{synced}");
     let (_, ready) = cluster.ready.last().expect("ready").clone();
     assert_eq!(ready["state_sync_height"], snapshot, "{ready}");
     assert_eq!(ready["executed_blocks"], 0, "{ready}");

@@ -10,7 +10,9 @@
 //!
 //! - [`MANIFEST_REQUEST`]: nothing more;
 //! - [`MANIFEST`]: `u64` height (0: no snapshot), 32-byte execution root, 32-byte block id,
-//!   `u64` total bytes, `u32` chunk size, `u32` chunk count, then 32-byte BLAKE3 per chunk;
+//!   `u64` total bytes, `u32` chunk size, `u32` chunk count, then 32-byte BLAKE3 per chunk,
+//!   `u64` the lowest block height the peer holds, then (a snapshot's, not "none") the
+//!   serving validator's [`attest::Attestation`]: 32-byte key, 64-byte signature;
 //! - [`CHUNK_REQUEST`]: `u64` height, `u32` index;
 //! - [`CHUNK`]: `u64` height, `u32` index, the chunk's bytes.
 //!
@@ -18,11 +20,14 @@
 //!
 //! - [`snapshot`]: a validator's snapshot files (the bytes served), which it also restarts
 //!   from.
+//! - [`attest`]: the signatures by which validators vouch for a snapshot's bytes, which a
+//!   joining validator needs from more than 1/3 of the snapshot's stake.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use attest::{Attestation, Attester};
 use consensus::chain::ChainState;
 use consensus::messages::CommitCertificate;
 use consensus::protocol::{certified_by_quorum, signed_stake};
@@ -30,6 +35,7 @@ use consensus::types::{SignatureVerifier, ValidatorId};
 use consensus::validators::ValidatorSet;
 use snapshot::Snapshot;
 
+pub mod attest;
 pub mod snapshot;
 
 /// First bytes of every state-sync frame body.
@@ -64,6 +70,8 @@ pub struct Manifest {
     pub hashes: Vec<[u8; 32]>,
     /// The lowest block height the peer still holds (above 1 once it pruned).
     pub first_block: u64,
+    /// The serving validator's signature of it (none in "no snapshot").
+    pub attestation: Option<Attestation>,
 }
 
 /// One state-sync message.
@@ -119,6 +127,10 @@ impl SyncMessage {
                 out.extend_from_slice(&(m.hashes.len() as u32).to_le_bytes());
                 m.hashes.iter().for_each(|h| out.extend_from_slice(h));
                 out.extend_from_slice(&m.first_block.to_le_bytes());
+                if let Some(a) = m.attestation.filter(|_| m.height > 0) {
+                    out.extend_from_slice(&a.signer.0);
+                    out.extend_from_slice(&a.signature);
+                }
             }
             SyncMessage::ChunkRequest { height, index } => {
                 out.push(CHUNK_REQUEST);
@@ -162,10 +174,19 @@ impl SyncMessage {
 
 fn decode_manifest(b: &[u8]) -> Option<Manifest> {
     let count = u32_at(b, 84)? as usize;
-    if count > MAX_CHUNKS || b.len() != 96 + 32 * count {
+    let end = 96 + 32 * count;
+    if count > MAX_CHUNKS || (b.len() != end && b.len() != end + ATTESTATION_BYTES) {
         return None;
     }
     let hashes: Option<Vec<[u8; 32]>> = (0..count).map(|i| array_at(b, 88 + 32 * i)).collect();
+    let attestation = match b.get(end..) {
+        Some([]) => None,
+        Some(a) => Some(Attestation {
+            signer: ValidatorId(a[..32].try_into().ok()?),
+            signature: a[32..].try_into().ok()?,
+        }),
+        None => return None,
+    };
     let manifest = Manifest {
         height: u64_at(b, 0)?,
         exec_root: array_at(b, 8)?,
@@ -174,9 +195,14 @@ fn decode_manifest(b: &[u8]) -> Option<Manifest> {
         chunk_size: u32_at(b, 80)?,
         hashes: hashes?,
         first_block: u64_at(b, 88 + 32 * count)?,
+        attestation,
     };
-    manifest.consistent().then_some(manifest)
+    let attested_only_if_offered = manifest.height > 0 || manifest.attestation.is_none();
+    (manifest.consistent() && attested_only_if_offered).then_some(manifest)
 }
+
+/// Bytes of an attestation in a manifest: key and signature.
+const ATTESTATION_BYTES: usize = 32 + 64;
 
 impl Manifest {
     /// The manifest of snapshot file bytes `file` of `snapshot`, cut in `chunk_size` chunks.
@@ -192,6 +218,7 @@ impl Manifest {
                 .map(|c| *blake3::hash(c).as_bytes())
                 .collect(),
             first_block: 1,
+            attestation: None,
         }
     }
 
@@ -205,6 +232,7 @@ impl Manifest {
             chunk_size: 0,
             hashes: Vec::new(),
             first_block: 1,
+            attestation: None,
         }
     }
 
@@ -228,9 +256,11 @@ impl Manifest {
 }
 
 /// The serving side: the newest snapshot of this validator, read once per snapshot (a
-/// file is never changed once written), and a per-peer rate limit of chunks.
+/// file is never changed once written) and its manifest signed then, and a per-peer rate
+/// limit of chunks.
 pub struct SnapshotServer {
     dir: PathBuf,
+    attester: Attester,
     cached: Option<(Manifest, Arc<Vec<u8>>)>,
     /// Heights whose file did not decode (not read again).
     damaged: BTreeSet<u64>,
@@ -240,10 +270,11 @@ pub struct SnapshotServer {
 }
 
 impl SnapshotServer {
-    /// Serves the snapshots in `dir`.
-    pub fn new(dir: PathBuf) -> SnapshotServer {
+    /// Serves the snapshots in `dir`, their manifests signed by `attester`.
+    pub fn new(dir: PathBuf, attester: Attester) -> SnapshotServer {
         SnapshotServer {
             dir,
+            attester,
             cached: None,
             damaged: BTreeSet::new(),
             files_read: 0,
@@ -322,7 +353,8 @@ impl SnapshotServer {
             self.files_read += 1;
             match snapshot::read(&self.dir, height) {
                 Some((snapshot, file)) => {
-                    let manifest = Manifest::of(&snapshot, &file, CHUNK_BYTES);
+                    let mut manifest = Manifest::of(&snapshot, &file, CHUNK_BYTES);
+                    manifest.attestation = Some(self.attester.attest(&manifest));
                     self.cached = Some((manifest, Arc::new(file)));
                     return self.cached.as_ref();
                 }
@@ -364,6 +396,19 @@ pub enum Refused {
     /// The certified block names another execution root or parent than the snapshot's.
     #[error("block {0}'s certified parent or execution root is not the snapshot's")]
     RootMismatch(u64),
+    /// Validators holding more than 1/3 of the snapshot's stake did not sign its manifest
+    /// ([`attest`]): no honest validator is known to have written these bytes.
+    #[error(
+        "the snapshot at height {height} is attested by stake {stake} of {total}, not more than 1/3"
+    )]
+    Unattested {
+        /// The snapshot's height.
+        height: u64,
+        /// The stake of its set whose signatures were received and verified.
+        stake: u64,
+        /// Its set's total stake.
+        total: u64,
+    },
 }
 
 /// A snapshot being fetched: its manifest and the chunks received so far.

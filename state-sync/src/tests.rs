@@ -51,6 +51,11 @@ fn keys() -> Vec<Keypair> {
     (1..=7u8).map(|i| Keypair::from_seed([i; 32])).collect()
 }
 
+/// The serving validator's attester (key 0 on chain [`CHAIN`]).
+fn attester() -> Attester {
+    Attester::new(keys()[0].clone(), CHAIN)
+}
+
 fn set(keys: &[Keypair]) -> ValidatorSet {
     let validators = keys.iter().map(|k| Validator {
         id: k.id(),
@@ -308,7 +313,7 @@ fn a_chain_state_that_is_not_the_committed_one_is_refused() {
 fn a_server_answers_its_newest_snapshot_chunk_by_chunk_and_rate_limits() {
     let dir = tempfile::tempdir().unwrap();
     let peer = ValidatorId([5; 32]);
-    let mut server = SnapshotServer::new(dir.path().to_path_buf());
+    let mut server = SnapshotServer::new(dir.path().to_path_buf(), attester());
     let none = server.answer(peer, &SyncMessage::ManifestRequest, (1, 100), 1);
     assert_eq!(none, Some(SyncMessage::Manifest(Manifest::none())));
     let s = snapshot();
@@ -320,6 +325,10 @@ fn a_server_answers_its_newest_snapshot_chunk_by_chunk_and_rate_limits() {
         panic!("a manifest");
     };
     assert_eq!((m.height, m.hashes.len()), (40, 1));
+    let a = m.attestation.expect("the server signs its manifest");
+    assert_eq!(a.signer, keys()[0].id());
+    assert!(a.signs(&m, &CHAIN, &Ed25519));
+    assert!(!a.signs(&m, &[8; 32], &Ed25519), "another chain's");
     let request = SyncMessage::ChunkRequest {
         height: 40,
         index: 0,
@@ -356,7 +365,7 @@ fn a_server_answers_its_newest_snapshot_chunk_by_chunk_and_rate_limits() {
 fn a_server_reads_each_snapshot_once_and_skips_a_damaged_one() {
     let dir = tempfile::tempdir().unwrap();
     let peer = ValidatorId([5; 32]);
-    let mut server = SnapshotServer::new(dir.path().to_path_buf());
+    let mut server = SnapshotServer::new(dir.path().to_path_buf(), attester());
     let manifest_height = |server: &mut SnapshotServer, t: u64| match server.answer(
         peer,
         &SyncMessage::ManifestRequest,
@@ -382,4 +391,87 @@ fn a_server_reads_each_snapshot_once_and_skips_a_damaged_one() {
         assert_eq!(manifest_height(&mut server, k * second), 50);
     }
     assert_eq!(server.files_read(), 3, "the damaged file is read once");
+}
+
+#[test]
+fn an_attested_manifest_round_trips_and_a_none_manifest_carries_no_attestation() {
+    let s = snapshot();
+    let mut m = Manifest::of(&s, &s.encode(), 1000);
+    m.attestation = Some(attester().attest(&m));
+    let message = SyncMessage::Manifest(m.clone());
+    assert_eq!(
+        SyncMessage::decode(&message.encode()),
+        Some(message.clone())
+    );
+    let encoded = message.encode();
+    for cut in [1, 95, 97] {
+        let short = &encoded[..encoded.len() - cut];
+        assert_eq!(SyncMessage::decode(short), None, "cut {cut}");
+    }
+    let unsigned = SyncMessage::decode(&encoded[..encoded.len() - 96]);
+    assert_eq!(
+        unsigned,
+        Some(SyncMessage::Manifest(Manifest {
+            attestation: None,
+            ..m.clone()
+        }))
+    );
+    let mut none = SyncMessage::Manifest(Manifest::none()).encode();
+    none.extend_from_slice(&[1; 96]);
+    assert_eq!(SyncMessage::decode(&none), None);
+    // The peer's own first block is not part of what is signed.
+    let mut later = m.clone();
+    later.first_block = 30;
+    assert!(m.same_snapshot(&later));
+    assert!(m.attestation.unwrap().signs(&later, &CHAIN, &Ed25519));
+}
+
+/// The attack the attestations stop: a forged snapshot whose execution root (a multiset sum
+/// someone made collide) and block id are the certified ones, but whose bytes differ. The
+/// honest validators signed the real manifest, so the forged one has no attested stake.
+#[test]
+fn a_snapshot_needs_more_than_a_third_of_its_sets_stake_to_attest_its_bytes() {
+    let s = snapshot();
+    let keys = keys();
+    let genesis = set(&keys[..4]);
+    let real = Manifest::of(&s, &s.encode(), 1000);
+    let attest_by = |k: &Keypair, m: &Manifest| Attester::new(k.clone(), CHAIN).attest(m);
+    let check = |m: &Manifest, list: &[Attestation]| {
+        attest::check_attested(m, list, &genesis, &CHAIN, &Ed25519)
+    };
+    let two: Vec<Attestation> = keys[1..3].iter().map(|k| attest_by(k, &real)).collect();
+    assert_eq!(check(&real, &two), Ok(2));
+    let unattested = |stake| {
+        Err(Refused::Unattested {
+            height: 40,
+            stake,
+            total: 4,
+        })
+    };
+    assert_eq!(check(&real, &two[..1]), unattested(1));
+    // The same signer twice counts once.
+    assert_eq!(check(&real, &[two[0], two[0]]), unattested(1));
+    // A key outside the set counts nothing, however many.
+    let outsiders: Vec<Attestation> = keys[4..].iter().map(|k| attest_by(k, &real)).collect();
+    assert_eq!(
+        check(&real, &[&outsiders[..], &two[..1]].concat()),
+        unattested(1)
+    );
+    // A signature that does not verify counts nothing.
+    let mut bad = two[1];
+    bad.signature[0] ^= 1;
+    assert_eq!(check(&real, &[two[0], bad]), unattested(1));
+    // Another chain's attestation counts nothing.
+    let elsewhere = Attester::new(keys[2].clone(), [8; 32]).attest(&real);
+    assert_eq!(check(&real, &[two[0], elsewhere]), unattested(1));
+    let mut forged = real.clone();
+    forged.hashes[0][0] ^= 1;
+    assert_eq!(
+        (forged.exec_root, forged.block_id),
+        (real.exec_root, real.block_id)
+    );
+    assert_eq!(check(&forged, &two), unattested(0));
+    // A byzantine minority signing the forgery is not enough.
+    let byzantine = [attest_by(&keys[3], &forged)];
+    assert_eq!(check(&forged, &byzantine), unattested(1));
 }

@@ -7,11 +7,14 @@
 //! fetched again from another peer that offered the same snapshot), asks for the commit
 //! certificate of the next block (a sync request), and accepts the snapshot only if its
 //! execution state restores to its root, the chain state it carries hashes to the digest
-//! that state commits to, and the certificate names the snapshot's block and root and is
+//! that state commits to, the certificate names the snapshot's block and root and is
 //! signed by a quorum of the genesis set, or by a quorum of the snapshot's set and more
-//! than 1/3 of the genesis stake ([`state_sync::verify`]); else it starts from
-//! genesis. It writes the snapshot, starts its block file after it, and catches up through
-//! the host's sync. Each stage is logged with bytes and ms.
+//! than 1/3 of the genesis stake ([`state_sync::verify`]), and validators holding more
+//! than 1/3 of the snapshot's stake signed its manifest ([`state_sync::attest`]: the root
+//! alone does not bind the bytes strongly enough); else it starts from genesis. Of the
+//! snapshots offered it takes the one most genesis stake attests (then the newest). It
+//! writes the snapshot, starts its block file after it, and catches up through the host's
+//! sync. Each stage is logged with bytes and ms.
 //!
 //! Restarting from the validator's own block file and snapshots is [`super::recover`].
 
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use consensus::host::{app_frame, sync_frame, FRAME_APP, FRAME_MESSAGE};
 use consensus::messages::Message;
+use state_sync::attest::{self, Attestation};
 use state_sync::{Assembly, Manifest, SyncMessage};
 
 use super::*;
@@ -53,12 +57,24 @@ pub(super) struct CatchUp {
     bytes: u64,
 }
 
+/// A snapshot offered by peers: its manifest, who offered it, and the attestations
+/// received for it (signatures checked).
+struct Offer {
+    manifest: Manifest,
+    holders: Vec<ValidatorId>,
+    attestations: Vec<Attestation>,
+}
+
 /// What the joining validator learned so far.
 struct Joining {
     /// Peers that answered "no snapshot".
     without: BTreeSet<ValidatorId>,
+    /// Snapshots offered before one was chosen.
+    offers: Vec<Offer>,
     /// The snapshot being fetched and the peers that offered it.
     assembly: Option<(Assembly, Vec<ValidatorId>)>,
+    /// The attestations of the snapshot being fetched (signatures checked).
+    attestations: Vec<Attestation>,
     /// The certificate of the block after the snapshot (checked when installing).
     next: Option<CommitCertificate>,
     /// Certificates of later blocks, handed to the host once started.
@@ -68,6 +84,46 @@ struct Joining {
     manifest_bytes: u64,
     chunk_bytes: u64,
     cert_bytes: u64,
+}
+
+impl Joining {
+    /// Peers that answered: with no snapshot, or with one.
+    fn answered(&self) -> usize {
+        let offering: BTreeSet<&ValidatorId> =
+            self.offers.iter().flat_map(|o| &o.holders).collect();
+        self.without.len() + offering.len()
+    }
+
+    /// Takes `from`'s offer of the snapshot `m` (attested by `attestation` if it checked).
+    fn note_offer(&mut self, from: ValidatorId, m: Manifest, attestation: Option<Attestation>) {
+        let at = self
+            .offers
+            .iter()
+            .position(|o| o.manifest.same_snapshot(&m));
+        let offer = match at {
+            Some(i) => &mut self.offers[i],
+            None => {
+                self.offers.push(Offer {
+                    manifest: m,
+                    holders: Vec::new(),
+                    attestations: Vec::new(),
+                });
+                self.offers.last_mut().expect("pushed")
+            }
+        };
+        if !offer.holders.contains(&from) {
+            offer.holders.push(from);
+        }
+        add_attestation(&mut offer.attestations, attestation);
+    }
+}
+
+/// Adds `attestation` to `list` unless its signer's is there already (peers answer each
+/// repeated manifest request).
+fn add_attestation(list: &mut Vec<Attestation>, attestation: Option<Attestation>) {
+    if let Some(a) = attestation.filter(|a| list.iter().all(|b| b.signer != a.signer)) {
+        list.push(a);
+    }
 }
 
 impl Shell {
@@ -122,7 +178,9 @@ impl Shell {
         let started = Instant::now();
         let mut joining = Joining {
             without: BTreeSet::new(),
+            offers: Vec::new(),
             assembly: None,
+            attestations: Vec::new(),
             next: None,
             later: BTreeMap::new(),
             seen: 0,
@@ -134,6 +192,8 @@ impl Shell {
         let (manifest, snapshot, manifest_ms, fetch) = loop {
             attempts += 1;
             joining.assembly = None;
+            joining.attestations.clear();
+            joining.offers.clear();
             joining.next = None;
             joining.without.clear();
             let Some(manifest) = self.ask_manifests(rx, &mut joining, peers).await else {
@@ -151,8 +211,9 @@ impl Shell {
         let chunks_ms = fetch.elapsed().as_millis() as u64;
         let verify = Instant::now();
         let next = joining.next.take().expect("fetched with its certificate");
-        let trust = match self.install(&snapshot, &next, genesis, chain_id) {
-            Ok(trust) => trust,
+        let offer = (&manifest, joining.attestations.as_slice());
+        let (trust, attested) = match self.install(&snapshot, &next, offer, genesis, chain_id) {
+            Ok(done) => done,
             Err(why) => return self.join_failed(manifest.height, &why).map(|()| None),
         };
         self.host.app().event(json!({
@@ -162,6 +223,7 @@ impl Shell {
             "chunk_bytes": joining.chunk_bytes, "certificate_bytes": joining.cert_bytes,
             "chunks_ms": chunks_ms, "verify_load_ms": verify.elapsed().as_millis() as u64,
             "snapshot_bytes": manifest.total, "trust": trust.name(),
+            "attested_stake": attested, "attestations": joining.attestations.len(),
         }))?;
         self.catch_up = Some(CatchUp {
             since: Instant::now(),
@@ -187,8 +249,9 @@ impl Shell {
         }))
     }
 
-    /// Asks every peer for its manifest until one offers a snapshot (returned, with the
-    /// peers offering the same one), every peer has none, or [`MANIFEST_WAIT`] passed.
+    /// Asks every peer for its manifest until an offered snapshot is attested by more than
+    /// 1/3 of the genesis stake, every peer answered, or [`MANIFEST_WAIT`] passed; then
+    /// chooses the best offer ([`Shell::choose_offer`]), if any.
     async fn ask_manifests(
         &mut self,
         rx: &mut Inbox,
@@ -201,20 +264,55 @@ impl Shell {
         };
         let end = Instant::now() + wait;
         let request = app_frame(&SyncMessage::ManifestRequest.encode());
-        while Instant::now() < end && joining.without.len() < peers {
+        while Instant::now() < end && joining.answered() < peers {
             self.net.broadcast(request.clone(), Lane::Bulk);
             let until = (Instant::now() + MANIFEST_RESEND).min(end);
             while let Some(r) = recv_until(rx, until).await {
-                let manifest = self.on_joining_frame(r, joining);
-                if let Some(manifest) = manifest {
+                self.on_joining_frame(r, joining);
+                if self.well_attested(joining) {
                     // Give the others a moment to offer the same one (a bad chunk is then
                     // fetched from them).
                     self.collect_offers(rx, joining).await;
-                    return Some(manifest);
+                    return self.choose_offer(joining);
+                }
+                if joining.answered() >= peers {
+                    break;
                 }
             }
         }
-        None
+        self.choose_offer(joining)
+    }
+
+    /// The genesis stake that attested `offer` (signatures were checked on receipt, one
+    /// per signer; the host applied nothing yet: its chain is the genesis one). Only steers
+    /// the choice: the snapshot is checked against its own set once fetched.
+    fn genesis_attested(&self, offer: &Offer) -> u64 {
+        let genesis = self.host.chain().validators();
+        let stakes = offer.attestations.iter();
+        let stakes = stakes.filter_map(|a| genesis.stake_of(&a.signer));
+        stakes.fold(0, u64::saturating_add)
+    }
+
+    /// Whether some offer is attested by more than 1/3 of the genesis stake.
+    fn well_attested(&self, joining: &Joining) -> bool {
+        let genesis = self.host.chain().validators();
+        let stakes = joining.offers.iter().map(|o| self.genesis_attested(o));
+        stakes.into_iter().any(|s| genesis.exceeds_one_third(s))
+    }
+
+    /// Starts fetching the offer with the most genesis stake attesting it (then the
+    /// newest); returns its manifest.
+    fn choose_offer(&self, joining: &mut Joining) -> Option<Manifest> {
+        let best = (0..joining.offers.len()).max_by_key(|&i| {
+            let offer = &joining.offers[i];
+            (self.genesis_attested(offer), offer.manifest.height)
+        })?;
+        let offer = joining.offers.swap_remove(best);
+        joining.offers.clear();
+        joining.attestations = offer.attestations;
+        let manifest = offer.manifest.clone();
+        joining.assembly = Some((Assembly::new(offer.manifest), offer.holders));
+        Some(manifest)
     }
 
     /// Takes further offers of the same snapshot for a short while.
@@ -226,19 +324,23 @@ impl Shell {
     }
 
     /// One frame while joining: requests answered, manifests and chunks taken,
-    /// certificates kept. Returns a manifest offering a snapshot, if this frame is one.
-    fn on_joining_frame(&mut self, r: Received, joining: &mut Joining) -> Option<Manifest> {
+    /// certificates kept.
+    fn on_joining_frame(&mut self, r: Received, joining: &mut Joining) {
         match r.frame.first() {
-            Some(&FRAME_MESSAGE) => {
-                self.on_joining_message(r, joining);
-                None
-            }
+            Some(&FRAME_MESSAGE) => self.on_joining_message(r, joining),
             Some(&FRAME_APP) => {
-                let message = SyncMessage::decode(&r.frame[1..])?;
-                self.on_sync_message(r.from, message, r.frame.len(), joining)
+                if let Some(message) = SyncMessage::decode(&r.frame[1..]) {
+                    self.on_sync_message(r.from, message, r.frame.len(), joining);
+                }
             }
-            _ => None,
+            _ => {}
         }
+    }
+
+    /// A manifest's attestation if its signature checks.
+    fn checked_attestation(&self, m: &Manifest) -> Option<Attestation> {
+        let chain_id = self.host.chain().chain_id();
+        m.attestation.filter(|a| a.signs(m, chain_id, &Ed25519))
     }
 
     /// A state-sync message while joining.
@@ -248,26 +350,25 @@ impl Shell {
         message: SyncMessage,
         bytes: usize,
         joining: &mut Joining,
-    ) -> Option<Manifest> {
+    ) {
         match message {
             // A peer with no snapshot, or (when this validator has blocks) one that still
             // holds the block after ours: sync from it, no snapshot needed.
             SyncMessage::Manifest(m) if !self.worth_joining(&m) => {
                 joining.without.insert(from);
-                None
             }
             SyncMessage::Manifest(m) => {
                 joining.manifest_bytes += bytes as u64;
+                let attestation = self.checked_attestation(&m);
                 match joining.assembly.as_mut() {
-                    Some((a, holders)) if a.manifest == m && !holders.contains(&from) => {
-                        holders.push(from);
-                        None
+                    Some((a, holders)) if a.manifest.same_snapshot(&m) => {
+                        if !holders.contains(&from) {
+                            holders.push(from);
+                        }
+                        add_attestation(&mut joining.attestations, attestation);
                     }
-                    Some(_) => None,
-                    None => {
-                        joining.assembly = Some((Assembly::new(m.clone()), vec![from]));
-                        Some(m)
-                    }
+                    Some(_) => {}
+                    None => joining.note_offer(from, m, attestation),
                 }
             }
             SyncMessage::Chunk {
@@ -276,7 +377,9 @@ impl Shell {
                 bytes: chunk,
             } => {
                 joining.chunk_bytes += bytes as u64;
-                let (assembly, holders) = joining.assembly.as_mut()?;
+                let Some((assembly, holders)) = joining.assembly.as_mut() else {
+                    return;
+                };
                 if let Err(why) = assembly.accept(height, index, chunk) {
                     // A peer serving bad chunks is asked for nothing more.
                     holders.retain(|h| *h != from);
@@ -284,14 +387,12 @@ impl Shell {
                         "nexus validator: state sync: {why} (from a peer, dropped)"
                     ));
                 }
-                None
             }
             request => {
                 if let Some(answer) = self.server.answer(from, &request, (1, 0), now_ns()) {
                     self.net
                         .send(&from, app_frame(&answer.encode()), Lane::Bulk);
                 }
-                None
             }
         }
     }
@@ -377,15 +478,18 @@ impl Shell {
 
     /// Opens `snapshot` (execution state and chain state, each checked against the
     /// execution root), checks it against `next` (the certificate of the block after it),
-    /// the genesis set and its own chain state's set, and starts the host and the block
-    /// file after it. Returns how the certificate was trusted.
+    /// the genesis set and its own chain state's set, checks that more than 1/3 of that
+    /// set's stake attested its manifest (`offer`: the manifest and the attestations
+    /// received), and starts the host and the block file after it. Returns how the
+    /// certificate was trusted and the stake that attested the snapshot.
     fn install(
         &mut self,
         snapshot: &Snapshot,
         next: &CommitCertificate,
+        (manifest, attestations): (&Manifest, &[Attestation]),
         genesis: &ChainState,
         chain_id: &[u8; 32],
-    ) -> Result<state_sync::Trust, String> {
+    ) -> Result<(state_sync::Trust, u64), String> {
         let app = self.host.app_mut();
         let (execution, chain) = app.open_snapshot(snapshot, chain_id)?;
         let trust = state_sync::verify(
@@ -393,6 +497,14 @@ impl Shell {
             next,
             genesis.validators(),
             &chain,
+            chain_id,
+            &Ed25519,
+        )
+        .map_err(|e| e.to_string())?;
+        let attested = attest::check_attested(
+            manifest,
+            attestations,
+            chain.validators(),
             chain_id,
             &Ed25519,
         )
@@ -407,7 +519,7 @@ impl Shell {
         let last = (Hash(snapshot.block_id), snapshot.block_timestamp_ns);
         self.host
             .start_from_snapshot(chain, Hash(snapshot.exec_root), last);
-        Ok(trust)
+        Ok((trust, attested))
     }
 
     /// After the snapshot of block `height` is durable (the writer reported it): drops the

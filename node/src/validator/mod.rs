@@ -552,7 +552,10 @@ async fn run_validator(
         blocks,
         signing_held: lost,
         verifier,
-        server: state_sync::SnapshotServer::new(data_dir.join("snapshots")),
+        server: state_sync::SnapshotServer::new(
+            data_dir.join("snapshots"),
+            state_sync::attest::Attester::new(keypair.clone(), chain_id),
+        ),
         catch_up: None,
         pending_frames: Vec::new(),
         prune_keep_blocks: config.prune_keep_blocks,
