@@ -174,8 +174,11 @@ impl SyncMessage {
 
 fn decode_manifest(b: &[u8]) -> Option<Manifest> {
     let count = u32_at(b, 84)? as usize;
+    if count > MAX_CHUNKS {
+        return None;
+    }
     let end = 96 + 32 * count;
-    if count > MAX_CHUNKS || (b.len() != end && b.len() != end + ATTESTATION_BYTES) {
+    if b.len() != end && b.len() != end + ATTESTATION_BYTES {
         return None;
     }
     let hashes: Option<Vec<[u8; 32]>> = (0..count).map(|i| array_at(b, 88 + 32 * i)).collect();

@@ -424,6 +424,21 @@ fn an_attested_manifest_round_trips_and_a_none_manifest_carries_no_attestation()
     later.first_block = 30;
     assert!(m.same_snapshot(&later));
     assert!(m.attestation.unwrap().signs(&later, &CHAIN, &Ed25519));
+    // Everything else about the snapshot is signed.
+    let changes: [fn(&mut Manifest); 6] = [
+        |m| m.height += 1,
+        |m| m.exec_root[31] ^= 1,
+        |m| m.block_id[0] ^= 1,
+        |m| m.total -= 1,
+        |m| m.chunk_size += 1,
+        |m| m.hashes.push([0; 32]),
+    ];
+    for change in changes {
+        let mut other = m.clone();
+        change(&mut other);
+        assert!(!m.same_snapshot(&other));
+        assert!(!m.attestation.unwrap().signs(&other, &CHAIN, &Ed25519));
+    }
 }
 
 /// The attack the attestations stop: a forged snapshot whose execution root (a multiset sum

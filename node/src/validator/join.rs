@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use consensus::host::{app_frame, sync_frame, FRAME_APP, FRAME_MESSAGE};
 use consensus::messages::Message;
+use consensus::validators::ValidatorSet;
 use state_sync::attest::{self, Attestation};
 use state_sync::{Assembly, Manifest, SyncMessage};
 
@@ -48,6 +49,7 @@ const WINDOW: usize = 16;
 const STALL: Duration = Duration::from_secs(5);
 const ATTEMPTS: u32 = 5;
 const STALLED: &str = "stalled";
+const TIMED_OUT: &str = "timed out";
 
 /// A joined validator's catch-up, logged once it reaches the peers' height.
 pub(super) struct CatchUp {
@@ -57,24 +59,34 @@ pub(super) struct CatchUp {
     bytes: u64,
 }
 
-/// A snapshot offered by peers: its manifest, who offered it, and the attestations
-/// received for it (signatures checked).
+/// A snapshot offered by peers: its manifest and digest, who offered it, and their
+/// attestations of it (signatures checked; each holder's own, so one per holder).
 struct Offer {
     manifest: Manifest,
+    digest: [u8; 32],
     holders: Vec<ValidatorId>,
     attestations: Vec<Attestation>,
 }
 
+/// A fetched snapshot that passed every check ([`Shell::check_snapshot`]): its execution
+/// and chain states, how its certificate was trusted, and the stake that attested it.
+type Checked = (Execution, ChainState, state_sync::Trust, u64);
+
 /// What the joining validator learned so far.
 struct Joining {
-    /// Peers that answered "no snapshot".
+    /// Peers that answered with no snapshot worth taking: none, one this validator need
+    /// not join from, one without its own valid attestation, or one refused before.
     without: BTreeSet<ValidatorId>,
-    /// Snapshots offered before one was chosen.
+    /// Snapshots offered before one was chosen (a peer in one offer at most: its latest).
     offers: Vec<Offer>,
     /// The snapshot being fetched and the peers that offered it.
     assembly: Option<(Assembly, Vec<ValidatorId>)>,
-    /// The attestations of the snapshot being fetched (signatures checked).
+    /// The digest of the snapshot being fetched ([`Manifest::snapshot_digest`]).
+    chosen: [u8; 32],
+    /// The attestations of the snapshot being fetched (as in [`Offer`]).
     attestations: Vec<Attestation>,
+    /// Snapshots refused in an earlier attempt (by digest): not offered again.
+    refused: BTreeSet<[u8; 32]>,
     /// The certificate of the block after the snapshot (checked when installing).
     next: Option<CommitCertificate>,
     /// Certificates of later blocks, handed to the host once started.
@@ -87,42 +99,107 @@ struct Joining {
 }
 
 impl Joining {
-    /// Peers that answered: with no snapshot, or with one.
-    fn answered(&self) -> usize {
-        let offering: BTreeSet<&ValidatorId> =
-            self.offers.iter().flat_map(|o| &o.holders).collect();
-        self.without.len() + offering.len()
+    fn new() -> Joining {
+        Joining {
+            without: BTreeSet::new(),
+            offers: Vec::new(),
+            assembly: None,
+            chosen: [0; 32],
+            attestations: Vec::new(),
+            refused: BTreeSet::new(),
+            next: None,
+            later: BTreeMap::new(),
+            seen: 0,
+            manifest_bytes: 0,
+            chunk_bytes: 0,
+            cert_bytes: 0,
+        }
     }
 
-    /// Takes `from`'s offer of the snapshot `m` (attested by `attestation` if it checked).
-    fn note_offer(&mut self, from: ValidatorId, m: Manifest, attestation: Option<Attestation>) {
-        let at = self
+    /// The stake of `genesis` that attested `offer` (signatures were checked on receipt,
+    /// one per holder). Only steers the choice: the snapshot is checked against its own
+    /// set once fetched.
+    fn genesis_attested(offer: &Offer, genesis: &ValidatorSet) -> u64 {
+        let stakes = offer.attestations.iter();
+        let stakes = stakes.filter_map(|a| genesis.stake_of(&a.signer));
+        stakes.fold(0, u64::saturating_add)
+    }
+
+    /// Whether some offer is attested by more than 1/3 of `genesis`'s stake.
+    fn well_attested(&self, genesis: &ValidatorSet) -> bool {
+        let mut stakes = self
             .offers
             .iter()
-            .position(|o| o.manifest.same_snapshot(&m));
-        let offer = match at {
+            .map(|o| Self::genesis_attested(o, genesis));
+        stakes.any(|s| genesis.exceeds_one_third(s))
+    }
+
+    /// Starts fetching the offer with the most `genesis` stake attesting it (then the most
+    /// holders, then the newest); returns its manifest.
+    fn choose(&mut self, genesis: &ValidatorSet) -> Option<Manifest> {
+        let best = (0..self.offers.len()).max_by_key(|&i| {
+            let offer = &self.offers[i];
+            let stake = Self::genesis_attested(offer, genesis);
+            (stake, offer.holders.len(), offer.manifest.height)
+        })?;
+        let offer = self.offers.swap_remove(best);
+        self.offers.clear();
+        self.attestations = offer.attestations;
+        self.chosen = offer.digest;
+        let manifest = offer.manifest.clone();
+        self.assembly = Some((Assembly::new(offer.manifest), offer.holders));
+        Some(manifest)
+    }
+
+    /// A fresh start: nothing offered, chosen or fetched yet (refusals are kept).
+    fn restart(&mut self) {
+        self.without.clear();
+        self.offers.clear();
+        self.assembly = None;
+        self.attestations.clear();
+        self.next = None;
+    }
+
+    /// Peers that answered, each counted once.
+    fn answered(&self) -> usize {
+        let offering = self.offers.iter().flat_map(|o| &o.holders);
+        let peers: BTreeSet<&ValidatorId> = self.without.iter().chain(offering).collect();
+        peers.len()
+    }
+
+    /// Forgets what `from` answered before (a peer's latest answer counts).
+    fn forget(&mut self, from: &ValidatorId) {
+        self.without.remove(from);
+        for offer in &mut self.offers {
+            offer.holders.retain(|h| h != from);
+            offer.attestations.retain(|a| a.signer != *from);
+        }
+        self.offers.retain(|o| !o.holders.is_empty());
+    }
+
+    /// Takes `from`'s offer of the snapshot `m` with `from`'s own attestation (signature
+    /// checked); an offer without one, or of a snapshot refused before, is not taken.
+    fn note_offer(&mut self, from: ValidatorId, m: Manifest, attestation: Option<Attestation>) {
+        self.forget(&from);
+        let digest = m.snapshot_digest();
+        let Some(attestation) = attestation.filter(|_| !self.refused.contains(&digest)) else {
+            self.without.insert(from);
+            return;
+        };
+        let offer = match self.offers.iter().position(|o| o.digest == digest) {
             Some(i) => &mut self.offers[i],
             None => {
                 self.offers.push(Offer {
                     manifest: m,
+                    digest,
                     holders: Vec::new(),
                     attestations: Vec::new(),
                 });
                 self.offers.last_mut().expect("pushed")
             }
         };
-        if !offer.holders.contains(&from) {
-            offer.holders.push(from);
-        }
-        add_attestation(&mut offer.attestations, attestation);
-    }
-}
-
-/// Adds `attestation` to `list` unless its signer's is there already (peers answer each
-/// repeated manifest request).
-fn add_attestation(list: &mut Vec<Attestation>, attestation: Option<Attestation>) {
-    if let Some(a) = attestation.filter(|a| list.iter().all(|b| b.signer != a.signer)) {
-        list.push(a);
+        offer.holders.push(from);
+        offer.attestations.push(attestation);
     }
 }
 
@@ -176,46 +253,42 @@ impl Shell {
         peers: usize,
     ) -> Result<Option<Height>, HostError> {
         let started = Instant::now();
-        let mut joining = Joining {
-            without: BTreeSet::new(),
-            offers: Vec::new(),
-            assembly: None,
-            attestations: Vec::new(),
-            next: None,
-            later: BTreeMap::new(),
-            seen: 0,
-            manifest_bytes: 0,
-            chunk_bytes: 0,
-            cert_bytes: 0,
-        };
+        let mut joining = Joining::new();
         let mut attempts = 0;
-        let (manifest, snapshot, manifest_ms, fetch) = loop {
+        let (manifest, snapshot, manifest_ms, chunks_ms, verify, checked) = loop {
             attempts += 1;
-            joining.assembly = None;
-            joining.attestations.clear();
-            joining.offers.clear();
-            joining.next = None;
-            joining.without.clear();
+            joining.restart();
             let Some(manifest) = self.ask_manifests(rx, &mut joining, peers).await else {
                 return Ok(None);
             };
             let manifest_ms = started.elapsed().as_millis() as u64;
             let fetch = Instant::now();
-            match self.fetch(rx, &mut joining).await {
-                Ok(snapshot) => break (manifest, snapshot, manifest_ms, fetch),
+            let fetched = self.fetch(rx, &mut joining).await;
+            let (chunks_ms, verify) = (fetch.elapsed().as_millis() as u64, Instant::now());
+            let checked = fetched.and_then(|snapshot| {
+                let next = joining.next.as_ref().expect("fetched with its certificate");
+                let offer = (&manifest, joining.attestations.as_slice());
+                let checked = self.check_snapshot(&snapshot, next, offer, genesis, chain_id)?;
+                Ok((snapshot, checked))
+            });
+            match checked {
+                Ok((snapshot, checked)) => {
+                    break (manifest, snapshot, manifest_ms, chunks_ms, verify, checked)
+                }
                 // The peers no longer keep it (they took newer ones): ask again.
                 Err(why) if why == STALLED && attempts < ATTEMPTS => continue,
+                Err(why) if why != TIMED_OUT && attempts < ATTEMPTS => {
+                    // That snapshot is refused: ask again, for another one.
+                    self.join_failed(manifest.height, &why)?;
+                    joining.refused.insert(joining.chosen);
+                }
                 Err(why) => return self.join_failed(manifest.height, &why).map(|()| None),
             }
         };
-        let chunks_ms = fetch.elapsed().as_millis() as u64;
-        let verify = Instant::now();
-        let next = joining.next.take().expect("fetched with its certificate");
-        let offer = (&manifest, joining.attestations.as_slice());
-        let (trust, attested) = match self.install(&snapshot, &next, offer, genesis, chain_id) {
-            Ok(done) => done,
-            Err(why) => return self.join_failed(manifest.height, &why).map(|()| None),
-        };
+        let (execution, chain, trust, attested) = checked;
+        if let Err(why) = self.install(&snapshot, execution, chain) {
+            return self.join_failed(manifest.height, &why).map(|()| None);
+        }
         self.host.app().event(json!({
             "event": "state_sync", "index": self.host.app().index, "height": snapshot.height,
             "peers_height": joining.seen, "chunks": manifest.hashes.len(),
@@ -283,36 +356,15 @@ impl Shell {
         self.choose_offer(joining)
     }
 
-    /// The genesis stake that attested `offer` (signatures were checked on receipt, one
-    /// per signer; the host applied nothing yet: its chain is the genesis one). Only steers
-    /// the choice: the snapshot is checked against its own set once fetched.
-    fn genesis_attested(&self, offer: &Offer) -> u64 {
-        let genesis = self.host.chain().validators();
-        let stakes = offer.attestations.iter();
-        let stakes = stakes.filter_map(|a| genesis.stake_of(&a.signer));
-        stakes.fold(0, u64::saturating_add)
-    }
-
-    /// Whether some offer is attested by more than 1/3 of the genesis stake.
+    /// Whether some offer is attested by more than 1/3 of the genesis stake (the host
+    /// applied nothing yet: its chain is the genesis one).
     fn well_attested(&self, joining: &Joining) -> bool {
-        let genesis = self.host.chain().validators();
-        let stakes = joining.offers.iter().map(|o| self.genesis_attested(o));
-        stakes.into_iter().any(|s| genesis.exceeds_one_third(s))
+        joining.well_attested(self.host.chain().validators())
     }
 
-    /// Starts fetching the offer with the most genesis stake attesting it (then the
-    /// newest); returns its manifest.
+    /// Starts fetching the best offer ([`Joining::choose`]); returns its manifest.
     fn choose_offer(&self, joining: &mut Joining) -> Option<Manifest> {
-        let best = (0..joining.offers.len()).max_by_key(|&i| {
-            let offer = &joining.offers[i];
-            (self.genesis_attested(offer), offer.manifest.height)
-        })?;
-        let offer = joining.offers.swap_remove(best);
-        joining.offers.clear();
-        joining.attestations = offer.attestations;
-        let manifest = offer.manifest.clone();
-        joining.assembly = Some((Assembly::new(offer.manifest), offer.holders));
-        Some(manifest)
+        joining.choose(self.host.chain().validators())
     }
 
     /// Takes further offers of the same snapshot for a short while.
@@ -337,10 +389,11 @@ impl Shell {
         }
     }
 
-    /// A manifest's attestation if its signature checks.
-    fn checked_attestation(&self, m: &Manifest) -> Option<Attestation> {
+    /// A manifest's attestation if it is `from`'s own and its signature checks.
+    fn checked_attestation(&self, from: &ValidatorId, m: &Manifest) -> Option<Attestation> {
         let chain_id = self.host.chain().chain_id();
-        m.attestation.filter(|a| a.signs(m, chain_id, &Ed25519))
+        let own = m.attestation.filter(|a| a.signer == *from);
+        own.filter(|a| a.signs(m, chain_id, &Ed25519))
     }
 
     /// A state-sync message while joining.
@@ -359,15 +412,18 @@ impl Shell {
             }
             SyncMessage::Manifest(m) => {
                 joining.manifest_bytes += bytes as u64;
-                let attestation = self.checked_attestation(&m);
+                let attestation = self.checked_attestation(&from, &m);
                 match joining.assembly.as_mut() {
-                    Some((a, holders)) if a.manifest.same_snapshot(&m) => {
-                        if !holders.contains(&from) {
-                            holders.push(from);
+                    Some((_, holders)) => {
+                        // Chosen already: a new holder of the same snapshot helps serve it.
+                        let known = holders.contains(&from);
+                        if let Some(a) = attestation.filter(|_| !known) {
+                            if m.snapshot_digest() == joining.chosen {
+                                holders.push(from);
+                                joining.attestations.push(a);
+                            }
                         }
-                        add_attestation(&mut joining.attestations, attestation);
                     }
-                    Some(_) => {}
                     None => joining.note_offer(from, m, attestation),
                 }
             }
@@ -443,7 +499,7 @@ impl Shell {
                 }
             }
             if Instant::now() >= end {
-                return Err("timed out".into());
+                return Err(TIMED_OUT.into());
             }
             let now = (assembly.missing().len(), joining.next.is_some());
             if now != (progress.0, progress.1) {
@@ -478,20 +534,19 @@ impl Shell {
 
     /// Opens `snapshot` (execution state and chain state, each checked against the
     /// execution root), checks it against `next` (the certificate of the block after it),
-    /// the genesis set and its own chain state's set, checks that more than 1/3 of that
+    /// the genesis set and its own chain state's set, and checks that more than 1/3 of that
     /// set's stake attested its manifest (`offer`: the manifest and the attestations
-    /// received), and starts the host and the block file after it. Returns how the
-    /// certificate was trusted and the stake that attested the snapshot.
-    fn install(
-        &mut self,
+    /// received). Returns the opened states, how the certificate was trusted and the stake
+    /// that attested the snapshot.
+    fn check_snapshot(
+        &self,
         snapshot: &Snapshot,
         next: &CommitCertificate,
         (manifest, attestations): (&Manifest, &[Attestation]),
         genesis: &ChainState,
         chain_id: &[u8; 32],
-    ) -> Result<(state_sync::Trust, u64), String> {
-        let app = self.host.app_mut();
-        let (execution, chain) = app.open_snapshot(snapshot, chain_id)?;
+    ) -> Result<Checked, String> {
+        let (execution, chain) = self.host.app().open_snapshot(snapshot, chain_id)?;
         let trust = state_sync::verify(
             snapshot,
             next,
@@ -509,6 +564,18 @@ impl Shell {
             &Ed25519,
         )
         .map_err(|e| e.to_string())?;
+        Ok((execution, chain, trust, attested))
+    }
+
+    /// Installs a checked snapshot ([`Shell::check_snapshot`]): writes it, makes its
+    /// states this validator's, and starts the block file and the host after it.
+    fn install(
+        &mut self,
+        snapshot: &Snapshot,
+        execution: Execution,
+        chain: ChainState,
+    ) -> Result<(), String> {
+        let app = self.host.app_mut();
         // Written first: if writing fails, nothing is installed; a snapshot past the
         // (empty) block file is never loaded, and nothing after the install can fail.
         snapshot::write(&app.snapshots, snapshot).map_err(|e| e.to_string())?;
@@ -519,7 +586,7 @@ impl Shell {
         let last = (Hash(snapshot.block_id), snapshot.block_timestamp_ns);
         self.host
             .start_from_snapshot(chain, Hash(snapshot.exec_root), last);
-        Ok((trust, attested))
+        Ok(())
     }
 
     /// After the snapshot of block `height` is durable (the writer reported it): drops the
@@ -549,4 +616,98 @@ async fn recv_until(rx: &mut Inbox, until: Instant) -> Option<Received> {
         .await
         .ok()
         .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use consensus::validators::Validator;
+    use state_sync::attest::Attester;
+
+    use super::*;
+
+    const CHAIN: [u8; 32] = [7; 32];
+
+    fn keys() -> Vec<Keypair> {
+        (1..=4u8).map(|i| Keypair::from_seed([i; 32])).collect()
+    }
+
+    fn genesis(keys: &[Keypair]) -> ValidatorSet {
+        let validators = keys.iter().map(|k| Validator {
+            id: k.id(),
+            stake: 1,
+        });
+        ValidatorSet::new(validators.collect()).expect("a set")
+    }
+
+    fn manifest(height: u64) -> Manifest {
+        Manifest {
+            height,
+            exec_root: [1; 32],
+            block_id: [2; 32],
+            total: 10,
+            chunk_size: 10,
+            hashes: vec![[height as u8; 32]],
+            first_block: 1,
+            attestation: None,
+        }
+    }
+
+    /// `k`'s offer of `m`, with its own attestation.
+    fn offer(joining: &mut Joining, k: &Keypair, m: &Manifest) {
+        let a = Attester::new(k.clone(), CHAIN).attest(m);
+        joining.note_offer(k.id(), m.clone(), Some(a));
+    }
+
+    #[test]
+    fn a_peer_counts_once_and_its_latest_answer_replaces_the_earlier() {
+        let keys = keys();
+        let mut joining = Joining::new();
+        joining.without.insert(keys[1].id());
+        offer(&mut joining, &keys[1], &manifest(25));
+        offer(&mut joining, &keys[1], &manifest(25));
+        assert_eq!(joining.answered(), 1);
+        assert_eq!(joining.offers.len(), 1);
+        assert_eq!(joining.offers[0].attestations.len(), 1);
+        assert!(!joining.without.contains(&keys[1].id()));
+        // A newer snapshot from the same peer moves it: the old offer is gone.
+        offer(&mut joining, &keys[1], &manifest(50));
+        assert_eq!(joining.offers.len(), 1);
+        assert_eq!(joining.offers[0].manifest.height, 50);
+        // An offer without an attestation is an answer, not an offer.
+        joining.note_offer(keys[2].id(), manifest(75), None);
+        assert_eq!((joining.answered(), joining.offers.len()), (2, 1));
+        // A refused snapshot is not taken again.
+        joining.refused.insert(manifest(50).snapshot_digest());
+        offer(&mut joining, &keys[3], &manifest(50));
+        assert_eq!(joining.offers[0].holders, vec![keys[1].id()]);
+        assert!(joining.without.contains(&keys[3].id()));
+    }
+
+    /// Honest peers 1 and 2 hold the snapshot at 25; peer 3 alone claims a far newer one.
+    /// The better-attested one is chosen, not the newest.
+    #[test]
+    fn the_offer_most_genesis_stake_attests_is_chosen_not_the_newest() {
+        let keys = keys();
+        let set = genesis(&keys);
+        let mut joining = Joining::new();
+        offer(&mut joining, &keys[3], &manifest(1_000_000));
+        assert!(
+            !joining.well_attested(&set),
+            "one of four is not more than 1/3"
+        );
+        offer(&mut joining, &keys[1], &manifest(25));
+        offer(&mut joining, &keys[2], &manifest(25));
+        assert!(joining.well_attested(&set));
+        let chosen = joining.choose(&set).expect("an offer");
+        assert_eq!(chosen.height, 25);
+        assert_eq!(joining.attestations.len(), 2);
+        assert_eq!(joining.chosen, manifest(25).snapshot_digest());
+        let (_, holders) = joining.assembly.as_ref().expect("fetching");
+        assert_eq!(holders, &vec![keys[1].id(), keys[2].id()]);
+        // Equal stake: more holders, then the newer.
+        let mut joining = Joining::new();
+        offer(&mut joining, &keys[1], &manifest(25));
+        offer(&mut joining, &keys[2], &manifest(50));
+        assert_eq!(joining.choose(&set).map(|m| m.height), Some(50));
+    }
 }
