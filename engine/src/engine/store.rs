@@ -105,18 +105,40 @@ impl<T> IndexMut<usize> for SlotVec<T> {
 /// effect on any value, only on when memory is read). A no-op off x86-64.
 #[inline(always)]
 pub(super) fn prefetch<T>(value: &T) {
+    prefetch_address((value as *const T).cast());
+}
+
+/// [`prefetch`] for every cache line `value` spans (a `Command` is 160 bytes: three lines,
+/// or four when it straddles one more).
+#[inline(always)]
+pub(super) fn prefetch_all<T>(value: &T) {
+    let start = (value as *const T).cast::<u8>();
+    let size = std::mem::size_of::<T>();
+    // Offsets inside `value`, then its last byte (whose line the steps of 64 can miss);
+    // `wrapping_add` computes an address without any claim that it is dereferenceable.
+    let mut offset = 0;
+    while offset < size {
+        prefetch_address(start.wrapping_add(offset));
+        offset += 64;
+    }
+    prefetch_address(start.wrapping_add(size.saturating_sub(1)));
+}
+
+/// The prefetch instruction itself, for any address.
+#[inline(always)]
+fn prefetch_address(address: *const u8) {
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     // An intrinsic that is unsafe only for its target feature: see SAFETY.
     // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has (it is in the target's
-    // baseline features); a prefetch never faults and reads nothing architecturally, and the
-    // address is that of a live reference anyway.
+    // baseline features); a prefetch never faults and reads nothing architecturally, whatever
+    // the address (the callers pass addresses inside live references anyway).
     unsafe {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast());
+        _mm_prefetch::<_MM_HINT_T0>(address.cast());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
+    let _ = address;
 }
 
 /// The `(account, oid)` -> slot index of resting orders.
