@@ -594,7 +594,7 @@ impl<L: PriceLadder> Engine<L> {
                 price,
                 qty,
             } => self.modify(account, market, oid, price, qty, out),
-            Command::CreatePerpMarket(spec) => self.create_perp_market(spec, out),
+            Command::CreatePerpMarket(ref spec) => self.create_perp_market(**spec, out),
             Command::TransferCollateral { account, amount } => {
                 self.transfer_collateral(account, amount, out)
             }
@@ -611,9 +611,9 @@ impl<L: PriceLadder> Engine<L> {
             } => self.isolated_margin(account, market, amount, out),
             Command::Oracle {
                 market,
-                prices,
+                ref prices,
                 count,
-            } => self.oracle(market, &prices, count, out),
+            } => self.oracle(market, prices, count, out),
             Command::Funding { market } => self.funding(market, out),
         }
         if !self.perp_touched.is_empty() {

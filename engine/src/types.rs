@@ -173,7 +173,11 @@ pub struct NewOrder {
 }
 
 /// One sequenced input to the engine. The engine changes state only through these.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// One cache line (64 bytes, checked below): the two large and rare payloads, a perp market's
+/// spec and the oracle prices, are boxed, so streams and rings of commands carry 64 bytes per
+/// order instead of 160 (docs/perf.md, issue 16's seventh round). Hence `Clone`, not `Copy`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Register an asset.
     CreateAsset {
@@ -235,7 +239,7 @@ pub enum Command {
         qty: Lots,
     },
     /// Open a perpetual futures market settled in a collateral asset (docs/perps.md).
-    CreatePerpMarket(PerpSpec),
+    CreatePerpMarket(Box<PerpSpec>),
     /// Move collateral between an account's spot balance and its cross-margin perp
     /// collateral: `amount > 0` spot to perp, `amount < 0` perp to spot (only what is free of
     /// margin requirements).
@@ -274,7 +278,7 @@ pub enum Command {
         /// The perp market.
         market: MarketId,
         /// Source prices in ticks; the first `count` are used.
-        prices: [Ticks; MAX_ORACLE_SOURCES],
+        prices: Box<[Ticks; MAX_ORACLE_SOURCES]>,
         /// How many sources, 1..=MAX_ORACLE_SOURCES.
         count: u8,
     },
@@ -285,6 +289,11 @@ pub enum Command {
         market: MarketId,
     },
 }
+
+const _: () = assert!(
+    std::mem::size_of::<Command>() <= 64,
+    "a Command is one cache line"
+);
 
 /// Most source prices one [`Command::Oracle`] carries.
 pub const MAX_ORACLE_SOURCES: usize = 8;

@@ -537,7 +537,7 @@ impl Run {
         };
         let mut setup = vec![Command::CreateAsset { asset: USD }];
         for spec in run.specs {
-            setup.push(Command::CreatePerpMarket(spec));
+            setup.push(Command::CreatePerpMarket(Box::new(spec)));
         }
         for (i, &account) in ACCOUNTS.iter().enumerate() {
             let amount = 600 + 1_500 * i as Units;
@@ -1351,7 +1351,7 @@ fn oracle_command(market: MarketId, sources: &[Ticks]) -> Command {
     prices[..sources.len()].copy_from_slice(sources);
     Command::Oracle {
         market,
-        prices,
+        prices: Box::new(prices),
         count: sources.len() as u8,
     }
 }

@@ -70,7 +70,7 @@ impl Harness {
             events: Vec::new(),
         };
         harness.ok(Command::CreateAsset { asset: USD });
-        harness.ok(Command::CreatePerpMarket(spec));
+        harness.ok(Command::CreatePerpMarket(Box::new(spec)));
         for &(account, amount) in accounts {
             harness.ok(Command::Deposit {
                 account,
@@ -95,7 +95,7 @@ impl Harness {
 
     /// Runs a command that must not be rejected.
     fn ok(&mut self, command: Command) -> Vec<Event> {
-        let events = self.run(command);
+        let events = self.run(command.clone());
         assert!(
             !events.iter().any(|e| matches!(e, Event::Rejected { .. })),
             "{command:?} was rejected: {events:?}"
@@ -105,7 +105,7 @@ impl Harness {
 
     fn reject_reason(&mut self, command: Command) -> RejectReason {
         let before = self.engine.state_hash();
-        let events = self.run(command);
+        let events = self.run(command.clone());
         match events.as_slice() {
             [Event::Rejected { reason, .. }] => {
                 assert_eq!(
@@ -124,7 +124,7 @@ impl Harness {
         prices[0] = price;
         self.ok(Command::Oracle {
             market: P,
-            prices,
+            prices: Box::new(prices),
             count: 1,
         })
     }
@@ -300,7 +300,7 @@ fn pre_trade_checks_reject_with_typed_reasons_and_change_nothing() {
     assert_eq!(
         h.reject_reason(Command::Oracle {
             market: P,
-            prices,
+            prices: Box::new(prices),
             count: 9,
         }),
         RejectReason::InvalidPrice
@@ -367,7 +367,7 @@ fn oracle_is_the_median_and_mark_is_the_median_of_ema_mid_and_last() {
     // last are the oracle, so the mark is 100.
     let events = h.ok(Command::Oracle {
         market: P,
-        prices,
+        prices: Box::new(prices),
         count: 4,
     });
     assert_eq!(
@@ -632,11 +632,11 @@ fn snapshots_and_roots_carry_the_perp_state() {
         order(B, 9, Sell, 85, 5),
         Command::Oracle {
             market: P,
-            prices,
+            prices: Box::new(prices),
             count: 1,
         },
     ] {
-        let events = h.ok(command);
+        let events = h.ok(command.clone());
         let mut again = Vec::new();
         restored.step(&command, &mut again);
         assert_eq!(events, again);
@@ -711,7 +711,7 @@ fn out_of_range_values_are_refused_without_panics_or_effects() {
         (
             Command::Oracle {
                 market: P,
-                prices,
+                prices: Box::new(prices),
                 count: 1,
             },
             RejectReason::InvalidPrice,
@@ -719,20 +719,20 @@ fn out_of_range_values_are_refused_without_panics_or_effects() {
         (
             Command::Oracle {
                 market: P,
-                prices,
+                prices: Box::new(prices),
                 count: 0,
             },
             RejectReason::InvalidPrice,
         ),
     ];
     for (command, reason) in huge {
-        assert_eq!(h.reject_reason(command), reason, "{command:?}");
+        assert_eq!(h.reject_reason(command.clone()), reason, "{command:?}");
     }
     prices[0] = i64::MAX;
     assert_eq!(
         h.reject_reason(Command::Oracle {
             market: P,
-            prices,
+            prices: Box::new(prices),
             count: 1,
         }),
         RejectReason::InvalidPrice
@@ -742,28 +742,28 @@ fn out_of_range_values_are_refused_without_panics_or_effects() {
     bad.market = 11;
     bad.tiers[0].mmr_ppb = bad.tiers[0].imr_ppb;
     assert_eq!(
-        h.reject_reason(Command::CreatePerpMarket(bad)),
+        h.reject_reason(Command::CreatePerpMarket(Box::new(bad))),
         RejectReason::InvalidMarket
     );
     let mut bad = spec();
     bad.market = 11;
     bad.max_leverage = 0;
     assert_eq!(
-        h.reject_reason(Command::CreatePerpMarket(bad)),
+        h.reject_reason(Command::CreatePerpMarket(Box::new(bad))),
         RejectReason::InvalidMarket
     );
     let mut bad = spec();
     bad.market = 11;
     bad.tier_count = 9;
     assert_eq!(
-        h.reject_reason(Command::CreatePerpMarket(bad)),
+        h.reject_reason(Command::CreatePerpMarket(Box::new(bad))),
         RejectReason::InvalidMarket
     );
     let mut bad = spec();
     bad.market = 11;
     bad.collateral = 99;
     assert_eq!(
-        h.reject_reason(Command::CreatePerpMarket(bad)),
+        h.reject_reason(Command::CreatePerpMarket(Box::new(bad))),
         RejectReason::UnknownAsset
     );
     // Everything accepted before is intact.
@@ -980,7 +980,7 @@ fn positions_can_never_reach_a_notional_past_the_bound() {
     bad.quote_units_per_tick_lot = 1 << 40;
     bad.max_price_ticks = 1 << 21;
     assert_eq!(
-        h.reject_reason(Command::CreatePerpMarket(bad)),
+        h.reject_reason(Command::CreatePerpMarket(Box::new(bad))),
         RejectReason::InvalidMarket
     );
 }
@@ -991,7 +991,7 @@ fn snapshots_restore_accounts_with_many_position_slots() {
     for market in 20..24 {
         let mut s = spec();
         s.market = market;
-        h.ok(Command::CreatePerpMarket(s));
+        h.ok(Command::CreatePerpMarket(Box::new(s)));
     }
     // The last account touches four markets; the book is empty.
     h.ok(Command::Deposit {

@@ -148,7 +148,7 @@ fn modify(account: AccountId, oid: OrderId, price: Ticks, qty: Lots) -> Command 
 
 /// Places a resting order and checks it was simply accepted.
 fn rest(engine: &mut Engine, command: Command) {
-    let events = step(engine, command);
+    let events = step(engine, command.clone());
     let Command::Place(o) = command else {
         panic!("not a place")
     };
@@ -945,7 +945,7 @@ fn expect_reject(
 ) {
     let root = e.state_hash();
     let resting = e.resting_orders();
-    let events = step(e, command);
+    let events = step(e, command.clone());
     assert_eq!(
         events,
         vec![Event::Rejected {

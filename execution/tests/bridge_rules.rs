@@ -262,11 +262,11 @@ fn eoa_deposits_to_core_and_withdraws_back_conserving_supply() {
 
 /// A perp market (9) settled in the native asset, 10x at most, one margin tier.
 fn perp_market() -> engine::Command {
-    engine::Command::CreatePerpMarket(engine::PerpSpec {
+    engine::Command::CreatePerpMarket(Box::new(engine::PerpSpec {
         market: 9,
         collateral: NATIVE,
         ..perp_spec()
-    })
+    }))
 }
 
 /// An EOA's `setLeverage` on a perp market is accepted through a block: the POSITION

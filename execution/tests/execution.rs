@@ -90,11 +90,11 @@ fn genesis() -> Vec<Command> {
             maker_fee_bps: 0,
             taker_fee_bps: 0,
         }),
-        Command::CreatePerpMarket(PerpSpec {
+        Command::CreatePerpMarket(Box::new(PerpSpec {
             market: 1,
             collateral: 2,
             ..perp_spec()
-        }),
+        })),
     ];
     for n in [1, 2] {
         for asset in [1, 2] {
@@ -491,7 +491,7 @@ fn funding_chain(funding_interval_s: u64) -> Execution {
         interest_ppb: INTEREST_PPB,
         ..perp_spec()
     };
-    genesis.insert(2, Command::CreatePerpMarket(seven));
+    genesis.insert(2, Command::CreatePerpMarket(Box::new(seven)));
     Execution::new(funding_config(funding_interval_s), &genesis)
 }
 

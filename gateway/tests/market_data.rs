@@ -555,7 +555,7 @@ fn engine_with_perps() -> engine::Engine {
     for market in [1, 2] {
         ok(
             &mut engine,
-            Command::CreatePerpMarket(PerpSpec {
+            Command::CreatePerpMarket(Box::new(PerpSpec {
                 market,
                 collateral: 1,
                 quote_units_per_tick_lot: 1,
@@ -573,7 +573,7 @@ fn engine_with_perps() -> engine::Engine {
                 impact_notional: 100,
                 liquidation_chunk_notional: 1_000_000,
                 liquidation_fee_ppb: 10_000_000,
-            }),
+            })),
         );
     }
     let mut prices = [0; engine::MAX_ORACLE_SOURCES];
@@ -582,7 +582,7 @@ fn engine_with_perps() -> engine::Engine {
         &mut engine,
         Command::Oracle {
             market: 1,
-            prices,
+            prices: Box::new(prices),
             count: 1,
         },
     );

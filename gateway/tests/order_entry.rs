@@ -299,11 +299,11 @@ proptest! {
             let _ = drain(&mut oe, bad);
         }
         for submission in &submissions {
-            let account = match submission.command {
-                Command::Place(order) => order.account,
-                Command::Cancel { account, .. }
-                | Command::CancelAll { account, .. }
-                | Command::Modify { account, .. } => account,
+            let account = match &submission.command {
+                &Command::Place(order) => order.account,
+                &Command::Cancel { account, .. }
+                | &Command::CancelAll { account, .. }
+                | &Command::Modify { account, .. } => account,
                 other => panic!("a session submitted {other:?}"),
             };
             prop_assert_eq!(account, attacker);
@@ -326,7 +326,7 @@ fn a_refused_submission_is_answered_overloaded_and_the_next_goes_through() {
     let mut submissions = Vec::new();
     oe.take_submissions(&mut submissions);
     // The pipeline took the first and refused the second.
-    oe.refused(submissions[1], 0);
+    oe.refused(submissions[1].clone(), 0);
     answer(&mut oe, &submissions[..1], 1);
     let replies = drain(&mut oe, id);
     let ServerMessage::Reject(reject) = replies[0] else {
@@ -417,7 +417,7 @@ fn refused_cancel_on_disconnect_inputs_are_offered_again_first() {
     assert_eq!(cancels.len(), 2, "one cancel-all per market");
     // The pipeline is full: both are refused, and come back before newer inputs.
     for cancel in cancels.iter().rev() {
-        oe.refused(*cancel, 0);
+        oe.refused(cancel.clone(), 0);
     }
     assert!(oe.has_submissions());
     let (other, _) = login(&mut oe, &key(2), 1, 0, 0);
@@ -475,8 +475,8 @@ fn placed(oe: &mut OrderEntry) -> Vec<engine::NewOrder> {
     oe.take_submissions(&mut submissions);
     submissions
         .iter()
-        .map(|s| match s.command {
-            Command::Place(order) => order,
+        .map(|s| match &s.command {
+            &Command::Place(order) => order,
             other => panic!("{other:?}"),
         })
         .collect()

@@ -667,7 +667,7 @@ impl JsonPort {
     ) -> Result<(AccountId, Action), (&'static str, String)> {
         let role = |key: &SigningKey| account_id_of(&key.verifying_key().to_bytes());
         let not_allowed = |detail: &str| Err(("not_allowed", detail.to_string()));
-        match (*command, &self.roles) {
+        match (command, &self.roles) {
             (
                 Command::Deposit {
                     account,
@@ -677,9 +677,9 @@ impl JsonPort {
                 Some(roles),
             ) => {
                 let action = Action::Deposit {
-                    account,
-                    asset,
-                    amount,
+                    account: *account,
+                    asset: *asset,
+                    amount: *amount,
                 };
                 Ok((role(&roles.faucet), action))
             }
@@ -695,7 +695,7 @@ impl JsonPort {
                 Some(roles),
             ) => {
                 let action = Action::OraclePrice {
-                    market,
+                    market: *market,
                     price: prices[0],
                 };
                 Ok((role(&roles.feeder), action))

@@ -652,7 +652,7 @@ impl Server {
         let connection = self.connections[slot].as_mut().expect("open connection");
         let submission = Submission {
             client: client_ref(slot, connection.serial, line),
-            command,
+            command: command.clone(),
             received_ns: pipeline.now_ns(),
         };
         if pipeline.try_submit(submission).is_err() {

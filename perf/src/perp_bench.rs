@@ -159,7 +159,7 @@ pub fn oracle_command(market: u32, price: Ticks) -> Command {
     prices[0] = price;
     Command::Oracle {
         market,
-        prices,
+        prices: Box::new(prices),
         count: 1,
     }
 }
@@ -348,7 +348,7 @@ fn position_trades(config: &WorkloadConfig, rng: &mut ChaCha8Rng) -> Vec<Command
 fn perp_setup(config: &WorkloadConfig) -> Vec<Command> {
     let mut commands = vec![
         Command::CreateAsset { asset: QUOTE },
-        Command::CreatePerpMarket(perp_spec(MARKET, QUOTE, 2, 5)),
+        Command::CreatePerpMarket(Box::new(perp_spec(MARKET, QUOTE, 2, 5))),
         oracle_command(MARKET, config.mid),
     ];
     let amount = config.deposit_per_account();
@@ -642,7 +642,7 @@ impl LiquidationFixture {
                 Command::CreateAsset {
                     asset: LIQ_COLLATERAL,
                 },
-                Command::CreatePerpMarket(perp_spec(LIQ_MARKET, LIQ_COLLATERAL, 0, 0)),
+                Command::CreatePerpMarket(Box::new(perp_spec(LIQ_MARKET, LIQ_COLLATERAL, 0, 0))),
                 oracle_command(LIQ_MARKET, LIQ_ENTRY),
             ];
             for account in [LIQ_COUNTERPARTY, INSURANCE_ACCOUNT] {
@@ -710,7 +710,7 @@ impl LiquidationFixture {
         if multi > 0 {
             let backing = multi as i64 * LIQ_ENTRY * 2;
             let mut setup = vec![
-                Command::CreatePerpMarket(perp_spec(LIQ_MARKET_2, LIQ_COLLATERAL, 0, 0)),
+                Command::CreatePerpMarket(Box::new(perp_spec(LIQ_MARKET_2, LIQ_COLLATERAL, 0, 0))),
                 oracle_command(LIQ_MARKET_2, LIQ_ENTRY),
                 Command::Deposit {
                     account: LIQ_COUNTERPARTY_2,

@@ -284,14 +284,21 @@ pub fn run_case(workload: &Workload, case: Case) -> CaseResult {
         .setup
         .iter()
         .chain(workload.prefill.iter())
-        .copied()
+        .cloned()
         .collect();
     let total = warmup.len() + stream.len();
     let mut tracker = Tracker::new(total);
     // Setup and prefill: not measured; wait until all are final.
     for (index, command) in warmup.iter().enumerate() {
         let now = pipeline.now_ns();
-        submit(&mut pipeline, &mut tracker, index, *command, now, false);
+        submit(
+            &mut pipeline,
+            &mut tracker,
+            index,
+            command.clone(),
+            now,
+            false,
+        );
     }
     while tracker.finalized_count < warmup.len() as u64 {
         match pipeline.poll_output() {
@@ -329,7 +336,7 @@ pub fn run_case(workload: &Workload, case: Case) -> CaseResult {
             &mut pipeline,
             &mut tracker,
             index,
-            *command,
+            command.clone(),
             received_ns,
             true,
         );

@@ -121,7 +121,7 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
             out.extend_from_slice(&price.to_le_bytes());
             out.extend_from_slice(&qty.to_le_bytes());
         }
-        Command::CreatePerpMarket(spec) => {
+        Command::CreatePerpMarket(ref spec) => {
             out.push(9);
             out.extend_from_slice(&spec.to_le_bytes());
         }
@@ -154,13 +154,13 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
         }
         Command::Oracle {
             market,
-            prices,
+            ref prices,
             count,
         } => {
             out.push(13);
             out.extend_from_slice(&market.to_le_bytes());
             out.push(count);
-            for price in prices {
+            for price in prices.iter() {
                 out.extend_from_slice(&price.to_le_bytes());
             }
         }
@@ -285,9 +285,9 @@ pub(crate) fn decode_command(cursor: &mut Cursor<'_>) -> Result<Command, DecodeE
             price: cursor.i64()?,
             qty: cursor.i64()?,
         },
-        9 => Command::CreatePerpMarket(PerpSpec::from_le_bytes(
+        9 => Command::CreatePerpMarket(Box::new(PerpSpec::from_le_bytes(
             &cursor.take::<{ PerpSpec::ENCODED_LEN }>()?,
-        )),
+        ))),
         10 => Command::TransferCollateral {
             account: cursor.u64()?,
             amount: cursor.i64()?,
@@ -321,7 +321,7 @@ pub(crate) fn decode_command(cursor: &mut Cursor<'_>) -> Result<Command, DecodeE
             }
             Command::Oracle {
                 market,
-                prices,
+                prices: Box::new(prices),
                 count,
             }
         }
@@ -383,7 +383,7 @@ pub(crate) mod tests {
                 liquidation_fee_ppb: b.7,
             });
         prop_oneof![
-            spec.prop_map(Command::CreatePerpMarket),
+            spec.prop_map(|s| Command::CreatePerpMarket(Box::new(s))),
             any::<(u64, i64)>()
                 .prop_map(|(account, amount)| Command::TransferCollateral { account, amount }),
             any::<(u64, u32, u32, bool)>().prop_map(|(account, market, leverage, isolated)| {
@@ -408,7 +408,7 @@ pub(crate) mod tests {
             )
                 .prop_map(|(market, prices, count)| Command::Oracle {
                     market,
-                    prices,
+                    prices: Box::new(prices),
                     count,
                 }),
             any::<u32>().prop_map(|market| Command::Funding { market }),

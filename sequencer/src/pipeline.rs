@@ -102,7 +102,7 @@ pub struct ClientRef {
 }
 
 /// An input offered to the pipeline.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Submission {
     /// Where results go.
     pub client: ClientRef,
@@ -489,7 +489,7 @@ impl SequencerStage {
     fn submit_waiting(&mut self, submission: Submission) {
         let seq = self
             .sequencer
-            .submit(wall_clock_ns(), submission.command, &mut self.cut);
+            .submit(wall_clock_ns(), submission.command.clone(), &mut self.cut);
         let message = EngineMsg::Input {
             client: submission.client,
             seq,

@@ -142,7 +142,7 @@ fn run_pipeline(
                 connection: 1,
                 tag: index as u64,
             },
-            command: *command,
+            command: command.clone(),
             received_ns: pipeline.now_ns(),
         };
         loop {

@@ -45,7 +45,7 @@ fn oracle(price: i64) -> Command {
     prices[..3].copy_from_slice(&[price - 1, price, price + 2]);
     Command::Oracle {
         market: 1,
-        prices,
+        prices: Box::new(prices),
         count: 3,
     }
 }
@@ -67,7 +67,7 @@ fn workload(orders: u64) -> Vec<Command> {
             maker_fee_bps: -1,
             taker_fee_bps: 3,
         }),
-        Command::CreatePerpMarket(perp_spec()),
+        Command::CreatePerpMarket(Box::new(perp_spec())),
         oracle(1_020),
     ];
     for account in 1..=8 {
@@ -163,7 +163,7 @@ fn write_log(wal: &Wal, commands: &[Command], per_block: u32) -> Vec<Block> {
     );
     let mut blocks = Vec::new();
     for (i, command) in commands.iter().enumerate() {
-        sequencer.submit(i as u64, *command, &mut blocks);
+        sequencer.submit(i as u64, command.clone(), &mut blocks);
     }
     sequencer.flush(commands.len() as u64, &mut blocks);
     wal.append(&blocks).unwrap();
@@ -344,7 +344,7 @@ fn recovery_checks_recorded_state_roots() {
     let mut out = Vec::new();
     for (i, command) in commands.iter().enumerate() {
         engine.step(command, &mut out);
-        sequencer.submit(i as u64, *command, &mut blocks);
+        sequencer.submit(i as u64, command.clone(), &mut blocks);
         if let Some(block) = blocks.last() {
             if roots.last().map(|(h, _)| *h) != Some(block.height) {
                 roots.push((block.height, engine.commit()));

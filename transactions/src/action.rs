@@ -592,7 +592,7 @@ pub fn oracle_command(market: MarketId, prices: &[Ticks]) -> Option<Command> {
     sources[..prices.len()].copy_from_slice(prices);
     Some(Command::Oracle {
         market,
-        prices: sources,
+        prices: Box::new(sources),
         count: prices.len() as u8,
     })
 }

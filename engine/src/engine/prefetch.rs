@@ -10,11 +10,11 @@
 //! earlier command moved or freed the order) it only wastes a fetch.
 //!
 //! At every book size it also fetches the commands themselves [`COMMANDS_AHEAD`] places
-//! ahead. A [`Command`] is 160 bytes (its largest variant carries a perp market's spec), so a
-//! run of them read from memory crosses a 4 KiB page every 25 commands, where the hardware's
-//! stream prefetcher stops and starts over: at 1K resting orders the reads of the command
-//! stream were ~11% of the benchmark's samples (docs/perf.md). A caller stepping commands
-//! that are already in cache (the sequencer, one at a time) gains nothing from this.
+//! ahead. A run of commands read from memory crosses a 4 KiB page every 64 commands (a
+//! [`Command`] is 64 bytes), where the hardware's stream prefetcher stops and starts over:
+//! at 1K resting orders, with 160-byte commands then, the reads of the command stream were
+//! ~11% of the benchmark's samples (docs/perf.md). A caller stepping commands that are
+//! already in cache (the sequencer, one at a time) gains nothing from this.
 
 use super::store::{prefetch, prefetch_all};
 use super::*;

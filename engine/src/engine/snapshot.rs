@@ -312,7 +312,7 @@ impl<L: PriceLadder> Engine<L> {
                 1 => {
                     let spec =
                         PerpSpec::from_le_bytes(&reader.take::<{ PerpSpec::ENCODED_LEN }>()?);
-                    engine.step(&Command::CreatePerpMarket(spec), &mut events);
+                    engine.step(&Command::CreatePerpMarket(Box::new(spec)), &mut events);
                     let Some(perp) = engine.perps.last_mut() else {
                         return Err(inconsistent(format!("perp market rejected: {events:?}")));
                     };

@@ -108,8 +108,8 @@ pub(super) fn prefetch<T>(value: &T) {
     prefetch_address((value as *const T).cast());
 }
 
-/// [`prefetch`] for every cache line `value` spans (a `Command` is 160 bytes: three lines,
-/// or four when it straddles one more).
+/// [`prefetch`] for every cache line `value` spans (a 64-byte `Command`: one line, or two
+/// when it straddles a line boundary).
 #[inline(always)]
 pub(super) fn prefetch_all<T>(value: &T) {
     let start = (value as *const T).cast::<u8>();

@@ -117,7 +117,7 @@ impl Translator {
                 })
             }
             Command::CreatePerpMarket(ref spec) => {
-                let info = perp_market(spec.market).filter(|info| info.perp == Some(*spec))?;
+                let info = perp_market(spec.market).filter(|info| info.perp == Some(**spec))?;
                 let collateral = self.assets.get(asset_name(spec.collateral)?)?;
                 let unit = decimal::unit_of(collateral.decimals);
                 let ppb = |rate: i64| decimal::format_scaled(rate, PPB_UNIT);

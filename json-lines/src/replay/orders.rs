@@ -315,7 +315,7 @@ impl Translator {
         _out: &mut Vec<Output>,
     ) {
         self.steps.push(Step::Run {
-            command: *command,
+            command: command.clone(),
             market,
             echo,
         });

@@ -130,7 +130,7 @@ impl Translator {
         spec.collateral = info.id;
         // Checked above exactly as the engine checks, so the engine accepts it.
         self.steps.push(Step::Run {
-            command: Command::CreatePerpMarket(spec),
+            command: Command::CreatePerpMarket(Box::new(spec)),
             market: None,
             echo: Echo::default(),
         });
@@ -510,7 +510,7 @@ impl Translator {
         }
         let command = Command::Oracle {
             market: self.markets[index].id,
-            prices,
+            prices: Box::new(prices),
             count: decimals.len() as u8,
         };
         self.step(seq, &command, Some(index), Echo::default(), out);

@@ -366,7 +366,7 @@ impl<'a> Replayer<'a> {
     fn step(&mut self, command: Command) {
         self.out.clear();
         self.engine.step(&command, &mut self.out);
-        self.commands.push(command);
+        self.commands.push(command.clone());
         for event in &self.out {
             match *event {
                 Event::Rejected { reason, .. } => {
