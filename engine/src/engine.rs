@@ -13,6 +13,8 @@
 use crate::ladder::{ArrayLadder, PriceLadder, NIL};
 use crate::types::*;
 
+#[cfg(target_arch = "x86_64")]
+mod account_words;
 mod commitment;
 mod one_block;
 #[cfg(target_arch = "x86_64")]
