@@ -15,7 +15,9 @@ use crate::types::*;
 
 #[cfg(target_arch = "x86_64")]
 mod account_words;
+mod commit_tail;
 mod commitment;
+mod dirty_slots;
 mod one_block;
 #[cfg(target_arch = "x86_64")]
 mod order_gather;

@@ -8,15 +8,18 @@
 //! not on memory layout, slab positions or the ladder type.
 //!
 //! Incrementally, the engine marks each order slot and account it changes ("touch": a bit in a
-//! two-level bitmap over slots, a flag and a push for accounts); [`Engine::commit`] then
-//! subtracts each touched record's previously committed digest and adds its new one (slots in
-//! index order: the sum does not depend on the order). [`Engine::state_hash`] computes the same
-//! root from scratch, which the tests use to check the incremental one. The commit hashes
+//! two-level bitmap over slots, `dirty_slots`; a flag and a push for accounts);
+//! [`Engine::commit`] then subtracts each touched record's previously committed digest and
+//! adds its new one (slots in index order: the sum does not depend on the order).
+//! [`Engine::state_hash`] computes the same root from scratch, which the tests use to check
+//! the incremental one. The commit hashes
 //! touched order slots 16 at a time: on AVX-512 their records' message words are gathered
 //! from the slab (`order_gather`); elsewhere, and for `state_hash`, the records are written
 //! out (`write_order`) and hashed as a `one_block::Group`. Touched accounts go 16 at a time
 //! too: on AVX-512 their message words are built from their fields (`account_words`) when
-//! all 16 fit one block; otherwise, and for `state_hash`, they are written out.
+//! all 16 fit one block; otherwise, and for `state_hash`, they are written out. The order
+//! slots and accounts that do not fill a last group of their own are written, with the
+//! asset and market records, into shared groups (`commit_tail`).
 //!
 //! Record layouts (little-endian):
 //! - asset `A`: id u32, fee_pool i64, supply i64;
@@ -38,6 +41,8 @@
 //!   premium_sum_ppb (i64), premium_samples u32, last_trade i64, funding_index i128,
 //!   funding_pool i64, long_lots i64 (recomputed at every root: there are few markets).
 
+use super::commit_tail::Leftovers;
+use super::dirty_slots::DirtySlots;
 use super::one_block::{Group, WIDE};
 use super::store::SlotVec;
 use super::*;
@@ -61,76 +66,18 @@ impl Lanes {
         Lanes(words)
     }
 
-    fn add(&mut self, other: Lanes) {
+    /// Adds `other` lane-wise (wrapping).
+    pub(super) fn add(&mut self, other: Lanes) {
         for (a, b) in self.0.iter_mut().zip(other.0) {
             *a = a.wrapping_add(b);
         }
     }
 
-    fn sub(&mut self, other: Lanes) {
+    /// Subtracts `other` lane-wise (wrapping).
+    pub(super) fn sub(&mut self, other: Lanes) {
         for (a, b) in self.0.iter_mut().zip(other.0) {
             *a = a.wrapping_sub(b);
         }
-    }
-}
-
-/// The order slots touched since the last commit: one bit per slot, and one summary bit per
-/// non-zero word, so a commit finds them in O(touched + slots / 4,096) without a list that
-/// could grow on the data path (1/8 byte per slot, allocated once).
-struct DirtySlots {
-    words: Vec<u64>,
-    summary: Vec<u64>,
-    count: usize,
-}
-
-impl DirtySlots {
-    fn with_capacity(slots: usize) -> Self {
-        let words = slots.div_ceil(64);
-        DirtySlots {
-            words: vec![0; words],
-            summary: vec![0; words.div_ceil(64)],
-            count: 0,
-        }
-    }
-
-    #[inline]
-    fn insert(&mut self, slot: u32) {
-        let word = slot as usize / 64;
-        let bit = 1u64 << (slot % 64);
-        if self.words[word] & bit == 0 {
-            self.words[word] |= bit;
-            self.summary[word / 64] |= 1u64 << (word % 64);
-            self.count += 1;
-        }
-    }
-
-    /// Calls `each` with every touched slot, lowest first, [`WIDE`] at a time (the last call
-    /// may have fewer), and unmarks them all: straight from the bitmap, with no list of
-    /// slots whatever the number touched (a first commit after a 1M-order prefill).
-    fn drain(&mut self, mut each: impl FnMut(&[u32])) {
-        let mut batch = [0u32; WIDE];
-        let mut len = 0;
-        for at in 0..self.summary.len() {
-            let mut summary = std::mem::take(&mut self.summary[at]);
-            while summary != 0 {
-                let word = at * 64 + summary.trailing_zeros() as usize;
-                summary &= summary - 1;
-                let mut bits = std::mem::take(&mut self.words[word]);
-                while bits != 0 {
-                    batch[len] = (word * 64) as u32 + bits.trailing_zeros();
-                    bits &= bits - 1;
-                    len += 1;
-                    if len == WIDE {
-                        each(&batch);
-                        len = 0;
-                    }
-                }
-            }
-        }
-        if len > 0 {
-            each(&batch[..len]);
-        }
-        self.count = 0;
     }
 }
 
@@ -166,6 +113,11 @@ impl Tracker {
     pub(super) fn touch_order(&mut self, slot: u32) {
         self.dirty_orders.insert(slot);
     }
+
+    /// What a commit's tail writes to: the committed order digests and the scratch group.
+    pub(super) fn tail_parts(&mut self) -> (&mut SlotVec<Lanes>, &mut Group) {
+        (&mut self.order_digests, &mut self.group)
+    }
 }
 
 /// Bytes of an order record.
@@ -173,7 +125,12 @@ const ORDER_RECORD_LEN: usize = 50;
 
 /// Appends the order record (layout in the module doc; 50 bytes, one BLAKE3 block) to
 /// `group` (in place: building it elsewhere and copying it in stalls on the copy).
-fn write_order(group: &mut Group, market: MarketId, account: AccountId, node: &OrderNode) {
+pub(super) fn write_order(
+    group: &mut Group,
+    market: MarketId,
+    account: AccountId,
+    node: &OrderNode,
+) {
     group.push_exact::<ORDER_RECORD_LEN>(|cursor| {
         cursor.put(b"O");
         cursor.put(&market.to_le_bytes());
@@ -332,7 +289,7 @@ pub(super) const ONE_BLOCK_ASSETS: usize = 4;
 /// Appends the account record to `group` if it fits one BLAKE3 block (no perp position and
 /// at most [`ONE_BLOCK_ASSETS`] assets); returns false otherwise (then [`account_digest`]
 /// hashes it).
-fn write_account(group: &mut Group, account: &AccountState) -> bool {
+pub(super) fn write_account(group: &mut Group, account: &AccountState) -> bool {
     if !account.perp.positions.is_empty() || account.balances.len() > ONE_BLOCK_ASSETS {
         return false;
     }
@@ -348,7 +305,7 @@ fn write_account(group: &mut Group, account: &AccountState) -> bool {
     true
 }
 
-fn account_digest(account: &AccountState, perps: &[PerpMarket]) -> Lanes {
+pub(super) fn account_digest(account: &AccountState, perps: &[PerpMarket]) -> Lanes {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"U");
     hasher.update(&account.id.to_le_bytes());
@@ -370,7 +327,7 @@ fn account_digest(account: &AccountState, perps: &[PerpMarket]) -> Lanes {
     Lanes::of(hasher.finalize())
 }
 
-fn perp_market_digest(perp: &PerpMarket) -> Lanes {
+pub(super) fn perp_market_digest(perp: &PerpMarket) -> Lanes {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"P");
     hasher.update(&perp.spec.to_le_bytes());
@@ -391,7 +348,7 @@ fn perp_market_digest(perp: &PerpMarket) -> Lanes {
 }
 
 /// Appends the asset record (21 bytes) to `group`.
-fn write_asset(group: &mut Group, asset: &AssetState) {
+pub(super) fn write_asset(group: &mut Group, asset: &AssetState) {
     group.push(|cursor| {
         cursor.put(b"A");
         cursor.put(&asset.id.to_le_bytes());
@@ -401,7 +358,7 @@ fn write_asset(group: &mut Group, asset: &AssetState) {
 }
 
 /// Appends the spot market record (53 bytes) to `group`.
-fn write_market(group: &mut Group, spec: &MarketSpec) {
+pub(super) fn write_market(group: &mut Group, spec: &MarketSpec) {
     group.push(|cursor| {
         cursor.put(b"M");
         cursor.put(&spec.to_le_bytes());
@@ -468,9 +425,10 @@ impl<L: PriceLadder> Engine<L> {
         *blake3::hash(&bytes).as_bytes()
     }
 
-    /// Folds the order slots touched since the last commit into `lanes`: each one's record
-    /// (none for a free slot) is hashed and its digest replaces the slot's committed one.
-    fn commit_orders(&mut self, lanes: &mut Lanes) {
+    /// Folds the order slots touched since the last commit into `lanes`, but for those of a
+    /// last, partly filled group, which go to `leftovers`: each one's record (none for a free
+    /// slot) is hashed and its digest replaces the slot's committed one.
+    fn commit_orders(&mut self, lanes: &mut Lanes, leftovers: &mut Leftovers) {
         let Engine {
             orders,
             accounts,
@@ -485,6 +443,9 @@ impl<L: PriceLadder> Engine<L> {
             ..
         } = commitment;
         dirty_orders.drain(|slots| {
+            if slots.len() < WIDE {
+                return leftovers.keep_orders(slots);
+            }
             let mut digests = [Lanes::ZERO; WIDE];
             if !gather_order_digests(slots, orders, markets, accounts, &mut digests) {
                 write_orders(group, slots, orders, markets, accounts);
@@ -494,8 +455,9 @@ impl<L: PriceLadder> Engine<L> {
         });
     }
 
-    /// Folds the accounts touched since the last commit into `lanes`.
-    fn commit_accounts(&mut self, lanes: &mut Lanes) {
+    /// Folds the accounts touched since the last commit into `lanes`, but for those of a
+    /// last, partly filled group, which go to `leftovers`.
+    fn commit_accounts(&mut self, lanes: &mut Lanes, leftovers: &mut Leftovers) {
         let Engine {
             accounts,
             perps,
@@ -507,7 +469,9 @@ impl<L: PriceLadder> Engine<L> {
             group,
             ..
         } = commitment;
-        for chunk in dirty_accounts.chunks(WIDE) {
+        let chunks = dirty_accounts.chunks_exact(WIDE);
+        leftovers.keep_accounts(chunks.remainder());
+        for chunk in chunks {
             let digests = account_words(chunk, accounts)
                 .unwrap_or_else(|| account_digests(group, chunk, accounts, perps));
             for (&index, &digest) in chunk.iter().zip(&digests) {
@@ -526,17 +490,12 @@ impl<L: PriceLadder> Engine<L> {
     #[inline(never)] // Called once per block; kept apart so profiles show it.
     pub fn commit(&mut self) -> [u8; 32] {
         let mut lanes = self.commitment.lanes;
-        self.commit_orders(&mut lanes);
-        self.commit_accounts(&mut lanes);
+        let mut leftovers = Leftovers::new();
+        self.commit_orders(&mut lanes, &mut leftovers);
+        self.commit_accounts(&mut lanes, &mut leftovers);
+        let assets_and_markets = self.commit_tail(&mut lanes, &leftovers);
         self.commitment.lanes = lanes;
-        let Engine {
-            assets,
-            markets,
-            perps,
-            commitment,
-            ..
-        } = self;
-        add_assets_and_markets(&mut commitment.group, &mut lanes, assets, markets, perps);
+        lanes.add(assets_and_markets);
         self.root(lanes)
     }
 
@@ -544,7 +503,7 @@ impl<L: PriceLadder> Engine<L> {
     /// last one. Lets a benchmark relate the commit's cost to what changed.
     pub fn pending_records(&self) -> (usize, usize) {
         (
-            self.commitment.dirty_orders.count,
+            self.commitment.dirty_orders.count(),
             self.commitment.dirty_accounts.len(),
         )
     }
