@@ -9,8 +9,7 @@
 //! of 43.2 (docs/perf.md).
 
 use super::commitment::{
-    account_digest, perp_market_digest, write_account, write_asset, write_market, write_order,
-    Lanes,
+    account_digest, perp_market_digest, write_account, write_asset, write_market, write_slot, Lanes,
 };
 use super::one_block::{Group, WIDE};
 use super::store::SlotVec;
@@ -153,15 +152,7 @@ fn write_record<L: PriceLadder>(
     markets: &[MarketState<L>],
 ) {
     match record {
-        TailRecord::Order(slot) => {
-            let node = &orders[slot as usize];
-            if node.account == NIL {
-                group.push_empty();
-            } else {
-                let market = markets[node.market as usize].spec.market;
-                write_order(group, market, accounts[node.account as usize].id, node);
-            }
-        }
+        TailRecord::Order(slot) => write_slot(group, slot, orders, markets, accounts),
         TailRecord::Account(index) => {
             if !write_account(group, &accounts[index as usize]) {
                 group.push_empty();
@@ -185,6 +176,7 @@ fn next_batch(records: &mut impl Iterator<Item = TailRecord>) -> ([TailRecord; W
 
 #[cfg(test)]
 mod tests {
+    use super::super::commitment::one_market_setup;
     use super::*;
 
     /// An engine with two assets, one market and `accounts` accounts holding both assets.
@@ -193,34 +185,10 @@ mod tests {
             max_resting_orders: 64,
             max_open_orders_per_account: 64,
         });
-        let mut commands = vec![
-            Command::CreateAsset { asset: 1 },
-            Command::CreateAsset { asset: 2 },
-            Command::CreateMarket(MarketSpec {
-                market: 5,
-                base: 1,
-                quote: 2,
-                base_units_per_lot: 10,
-                quote_units_per_tick_lot: 3,
-                min_lots: 1,
-                max_price_ticks: 64,
-                maker_fee_bps: -3,
-                taker_fee_bps: 9,
-            }),
-        ];
-        for account in 1..=accounts {
-            for asset in [1, 2] {
-                commands.push(Command::Deposit {
-                    account,
-                    asset,
-                    amount: 1_000_000,
-                });
-            }
-        }
         let mut out = Vec::new();
-        commands
-            .iter()
-            .for_each(|command| engine.step(command, &mut out));
+        for command in &one_market_setup(accounts) {
+            engine.step(command, &mut out);
+        }
         engine
     }
 

@@ -125,7 +125,7 @@ const ORDER_RECORD_LEN: usize = 50;
 
 /// Appends the order record (layout in the module doc; 50 bytes, one BLAKE3 block) to
 /// `group` (in place: building it elsewhere and copying it in stalls on the copy).
-pub(super) fn write_order(
+fn write_order(
     group: &mut Group,
     market: MarketId,
     account: AccountId,
@@ -161,13 +161,25 @@ fn write_orders<L: PriceLadder>(
 ) {
     group.clear();
     for &slot in slots {
-        let node = &orders[slot as usize];
-        if node.account == NIL {
-            group.push_empty();
-        } else {
-            let market = markets[node.market as usize].spec.market;
-            write_order(group, market, accounts[node.account as usize].id, node);
-        }
+        write_slot(group, slot, orders, markets, accounts);
+    }
+}
+
+/// Appends the record of the order in slot `slot` to `group`, an empty place if it is free.
+#[inline(always)]
+pub(super) fn write_slot<L: PriceLadder>(
+    group: &mut Group,
+    slot: u32,
+    orders: &SlotVec<OrderNode>,
+    markets: &[MarketState<L>],
+    accounts: &[AccountState],
+) {
+    let node = &orders[slot as usize];
+    if node.account == NIL {
+        group.push_empty();
+    } else {
+        let market = markets[node.market as usize].spec.market;
+        write_order(group, market, accounts[node.account as usize].id, node);
     }
 }
 
@@ -547,6 +559,37 @@ impl<L: PriceLadder> Engine<L> {
     }
 }
 
+/// Commands that set up two assets (1, 2), spot market 5 between them, and accounts
+/// `1..=accounts` holding 1,000,000 of each asset (for tests).
+#[cfg(test)]
+pub(super) fn one_market_setup(accounts: u64) -> Vec<Command> {
+    let mut commands = vec![
+        Command::CreateAsset { asset: 1 },
+        Command::CreateAsset { asset: 2 },
+        Command::CreateMarket(MarketSpec {
+            market: 5,
+            base: 1,
+            quote: 2,
+            base_units_per_lot: 10,
+            quote_units_per_tick_lot: 3,
+            min_lots: 1,
+            max_price_ticks: 64,
+            maker_fee_bps: -3,
+            taker_fee_bps: 9,
+        }),
+    ];
+    for account in 1..=accounts {
+        for asset in 1..=2 {
+            commands.push(Command::Deposit {
+                account,
+                asset,
+                amount: 1_000_000,
+            });
+        }
+    }
+    commands
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,31 +611,7 @@ mod tests {
         });
         let mut slow = Engine::<crate::ladder::BTreeLadder>::new(fast.config());
         let mut out = Vec::new();
-        let mut commands = vec![
-            Command::CreateAsset { asset: 1 },
-            Command::CreateAsset { asset: 2 },
-            Command::CreateMarket(MarketSpec {
-                market: 5,
-                base: 1,
-                quote: 2,
-                base_units_per_lot: 10,
-                quote_units_per_tick_lot: 3,
-                min_lots: 1,
-                max_price_ticks: 64,
-                maker_fee_bps: -3,
-                taker_fee_bps: 9,
-            }),
-        ];
-        for account in 1..=3 {
-            for asset in 1..=2 {
-                commands.push(Command::Deposit {
-                    account,
-                    asset,
-                    amount: 1_000_000,
-                });
-            }
-        }
-        for command in &commands {
+        for command in &one_market_setup(3) {
             fast.step(command, &mut out);
             slow.step(command, &mut out);
         }
