@@ -41,9 +41,16 @@ impl Leftovers {
         self.order_count = slots.len();
     }
 
+    /// Keeps the account indices `indices` (fewer than [`WIDE`]; replacing any kept
+    /// before).
+    pub(super) fn keep_accounts(&mut self, indices: &[u32]) {
+        self.accounts[..indices.len()].copy_from_slice(indices);
+        self.account_count = indices.len();
+    }
+
     /// The tail's records in order: the leftover order slots, the leftover accounts, the
     /// `assets` assets and the spot markets among `markets`.
-    fn and_the_rest<'a, L>(
+    fn tail_records<'a, L>(
         &'a self,
         assets: usize,
         markets: &'a [MarketState<L>],
@@ -59,13 +66,6 @@ impl Leftovers {
                     .filter(|&index| markets[index as usize].params.perp == NIL)
                     .map(TailRecord::Market),
             )
-    }
-
-    /// Keeps the account indices `indices` (fewer than [`WIDE`]; replacing any kept
-    /// before).
-    pub(super) fn keep_accounts(&mut self, indices: &[u32]) {
-        self.accounts[..indices.len()].copy_from_slice(indices);
-        self.account_count = indices.len();
     }
 }
 
@@ -101,7 +101,7 @@ impl<L: PriceLadder> Engine<L> {
         for market in markets.iter().filter(|market| market.params.perp != NIL) {
             fresh.add(perp_market_digest(&perps[market.params.perp as usize]));
         }
-        let mut records = leftovers.and_the_rest(assets.len(), markets);
+        let mut records = leftovers.tail_records(assets.len(), markets);
         let (order_digests, group) = commitment.tail_parts();
         loop {
             let (batch, len) = next_batch(&mut records);

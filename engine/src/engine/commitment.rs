@@ -125,12 +125,7 @@ const ORDER_RECORD_LEN: usize = 50;
 
 /// Appends the order record (layout in the module doc; 50 bytes, one BLAKE3 block) to
 /// `group` (in place: building it elsewhere and copying it in stalls on the copy).
-fn write_order(
-    group: &mut Group,
-    market: MarketId,
-    account: AccountId,
-    node: &OrderNode,
-) {
+fn write_order(group: &mut Group, market: MarketId, account: AccountId, node: &OrderNode) {
     group.push_exact::<ORDER_RECORD_LEN>(|cursor| {
         cursor.put(b"O");
         cursor.put(&market.to_le_bytes());
