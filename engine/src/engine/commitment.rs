@@ -12,10 +12,10 @@
 //! [`Engine::commit`] then subtracts each touched record's previously committed digest and
 //! adds its new one (slots in index order: the sum does not depend on the order).
 //! [`Engine::state_hash`] computes the same root from scratch, which the tests use to check
-//! the incremental one. The commit hashes
-//! touched order slots 16 at a time: on AVX-512 their records' message words are gathered
-//! from the slab (`order_gather`); elsewhere, and for `state_hash`, the records are written
-//! out (`write_order`) and hashed as a `one_block::Group`. Touched accounts go 16 at a time
+//! the incremental one. The commit hashes touched order slots 16 at a time: on AVX-512 their
+//! records' message words are gathered from the slab (`order_gather`); elsewhere, and for
+//! `state_hash`, the records are written out (`write_order`) and hashed as a
+//! `one_block::Group`. Touched accounts go 16 at a time
 //! too: on AVX-512 their message words are built from their fields (`account_words`) when
 //! all 16 fit one block; otherwise, and for `state_hash`, they are written out. The order
 //! slots and accounts that do not fill a last group of their own are written, with the

@@ -5,7 +5,8 @@
 //! byte per slot, allocated once). A drain first packs the slot numbers of whole words into a
 //! fixed buffer, then hands them out [`WIDE`] at a time. On AVX-512 a 16-bit piece of a word
 //! becomes its slot numbers in one compress instruction; elsewhere the bits are read one by
-//! one (~2.5 TSC ticks per slot, ~0.6 us of a commit that touches 600 slots).
+//! one (~2.5 TSC ticks per slot timed alone; in a commit that time is mostly hidden behind
+//! the hashing, docs/perf.md).
 
 use super::one_block::WIDE;
 
