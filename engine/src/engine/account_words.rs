@@ -65,7 +65,7 @@ pub(super) fn account_digests(indices: &[u32], accounts: &[AccountState]) -> Opt
     let len = (1 + 8 * fields) as u32;
     let lens: [u32; WIDE] = std::array::from_fn(|lane| if lane < indices.len() { len } else { 0 });
     let mut out = [Lanes::ZERO; WIDE];
-    hash_words(m, lens, &mut out);
+    hash_words::<16>(m, lens, &mut out);
     Some(out)
 }
 

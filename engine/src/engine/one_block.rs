@@ -486,52 +486,60 @@ pub(super) mod avx512 {
         unsafe { std::mem::transmute::<__m512i, [u32; WIDE]>(vector) }
     }
 
-    #[target_feature(enable = "avx512f")]
-    fn rotr<const R: i32, const L: i32>(x: __m512i) -> __m512i {
-        _mm512_ror_epi32::<R>(x)
+    /// One BLAKE3 G function on columns `a b c d` of the state `v` with message words `x`
+    /// and `y`. A macro, like `round!`, so that the rounds are inline wherever the hash is,
+    /// whatever the compiler's inlining thresholds: as functions, they became a call per
+    /// round (the state spilled and reloaded around each) once the hash was inlined into
+    /// `order_gather`.
+    macro_rules! g {
+        ($v:ident, [$a:literal, $b:literal, $c:literal, $d:literal], $x:expr, $y:expr) => {{
+            let (mut sa, mut sb, mut sc, mut sd) = ($v[$a], $v[$b], $v[$c], $v[$d]);
+            sa = _mm512_add_epi32(_mm512_add_epi32(sa, sb), $x);
+            sd = _mm512_ror_epi32::<16>(_mm512_xor_si512(sd, sa));
+            sc = _mm512_add_epi32(sc, sd);
+            sb = _mm512_ror_epi32::<12>(_mm512_xor_si512(sb, sc));
+            sa = _mm512_add_epi32(_mm512_add_epi32(sa, sb), $y);
+            sd = _mm512_ror_epi32::<8>(_mm512_xor_si512(sd, sa));
+            sc = _mm512_add_epi32(sc, sd);
+            sb = _mm512_ror_epi32::<7>(_mm512_xor_si512(sb, sc));
+            ($v[$a], $v[$b], $v[$c], $v[$d]) = (sa, sb, sc, sd);
+        }};
     }
 
-    #[target_feature(enable = "avx512f")]
-    fn g(v: &mut [__m512i; 16], [a, b, c, d]: [usize; 4], x: __m512i, y: __m512i) {
-        let (mut sa, mut sb, mut sc, mut sd) = (v[a], v[b], v[c], v[d]);
-        sa = _mm512_add_epi32(_mm512_add_epi32(sa, sb), x);
-        sd = rotr::<16, 16>(_mm512_xor_si512(sd, sa));
-        sc = _mm512_add_epi32(sc, sd);
-        sb = rotr::<12, 20>(_mm512_xor_si512(sb, sc));
-        sa = _mm512_add_epi32(_mm512_add_epi32(sa, sb), y);
-        sd = rotr::<8, 24>(_mm512_xor_si512(sd, sa));
-        sc = _mm512_add_epi32(sc, sd);
-        sb = rotr::<7, 25>(_mm512_xor_si512(sb, sc));
-        (v[a], v[b], v[c], v[d]) = (sa, sb, sc, sd);
-    }
-
-    #[target_feature(enable = "avx512f")]
-    fn round(v: &mut [__m512i; 16], m: &[__m512i; 16]) {
-        g(v, [0, 4, 8, 12], m[0], m[1]);
-        g(v, [1, 5, 9, 13], m[2], m[3]);
-        g(v, [2, 6, 10, 14], m[4], m[5]);
-        g(v, [3, 7, 11, 15], m[6], m[7]);
-        g(v, [0, 5, 10, 15], m[8], m[9]);
-        g(v, [1, 6, 11, 12], m[10], m[11]);
-        g(v, [2, 7, 8, 13], m[12], m[13]);
-        g(v, [3, 4, 9, 14], m[14], m[15]);
+    /// One BLAKE3 round of the state `v` with the message words `m`.
+    macro_rules! round {
+        ($v:ident, $m:ident) => {{
+            g!($v, [0, 4, 8, 12], $m[0], $m[1]);
+            g!($v, [1, 5, 9, 13], $m[2], $m[3]);
+            g!($v, [2, 6, 10, 14], $m[4], $m[5]);
+            g!($v, [3, 7, 11, 15], $m[6], $m[7]);
+            g!($v, [0, 5, 10, 15], $m[8], $m[9]);
+            g!($v, [1, 6, 11, 12], $m[10], $m[11]);
+            g!($v, [2, 7, 8, 13], $m[12], $m[13]);
+            g!($v, [3, 4, 9, 14], $m[14], $m[15]);
+        }};
     }
 
     /// BLAKE3 of the records of a group, in order.
     #[target_feature(enable = "avx512f")]
     pub(super) fn hash_group(group: &Group, out: &mut [Lanes; WIDE]) {
-        hash_words(message(group), group.lens, out);
+        hash_words::<16>(message(group), group.lens, out);
     }
 
     /// BLAKE3 of [`WIDE`] one-block records given as their message words (word `w` of record
     /// `i` in lane `i` of `m[w]`, zero past the record's end) and lengths, in order; ZERO for
-    /// a length of 0 (an empty place).
+    /// a length of 0 (an empty place). Words `USED..` are taken as zero whatever `m` holds
+    /// there, so their additions are left out. The seven rounds are written out, so that the
+    /// message permutation only renames words.
     #[target_feature(enable = "avx512f")]
-    pub(in crate::engine) fn hash_words(
+    pub(in crate::engine) fn hash_words<const USED: usize>(
         mut m: [__m512i; 16],
         lens: [u32; WIDE],
         out: &mut [Lanes; WIDE],
     ) {
+        for word in m.iter_mut().skip(USED) {
+            *word = _mm512_setzero_si512();
+        }
         let mut v = [_mm512_setzero_si512(); 16];
         for i in 0..8 {
             v[i] = splat(IV[i]);
@@ -541,12 +549,20 @@ pub(super) mod avx512 {
         }
         v[14] = load(lens);
         v[15] = splat(ONE_BLOCK_FLAGS);
-        for at in 0..ROUNDS {
-            round(&mut v, &m);
-            if at + 1 < ROUNDS {
-                permute(&mut m);
-            }
-        }
+        const _: () = assert!(ROUNDS == 7);
+        round!(v, m);
+        permute(&mut m);
+        round!(v, m);
+        permute(&mut m);
+        round!(v, m);
+        permute(&mut m);
+        round!(v, m);
+        permute(&mut m);
+        round!(v, m);
+        permute(&mut m);
+        round!(v, m);
+        permute(&mut m);
+        round!(v, m);
         let mut h = [[0u32; WIDE]; 8];
         for (i, word) in h.iter_mut().enumerate() {
             *word = store(_mm512_xor_si512(v[i], v[i + 8]));

@@ -21,6 +21,9 @@ use std::mem::{offset_of, size_of};
 /// Length of an order record (`commitment::write_order`).
 const ORDER_RECORD_LEN: i32 = 50;
 
+/// Message words an order record fills: the hash leaves out the additions of the rest.
+const ORDER_RECORD_WORDS: usize = (ORDER_RECORD_LEN as usize).div_ceil(4);
+
 // The record's flag bytes are read as one 32-bit word: side, stp, flags, tier in this order.
 const _: () = assert!(offset_of!(OrderNode, stp) == offset_of!(OrderNode, side) + 1);
 const _: () = assert!(offset_of!(OrderNode, flags) == offset_of!(OrderNode, side) + 2);
@@ -178,7 +181,7 @@ pub(super) fn order_digests<L>(
     // SAFETY: as in the transmute above, the other way.
     #[allow(unsafe_code)]
     let lens = unsafe { std::mem::transmute::<__m512i, [u32; WIDE]>(lens) };
-    hash_words(m, lens, out);
+    hash_words::<ORDER_RECORD_WORDS>(m, lens, out);
     true
 }
 
