@@ -1906,7 +1906,8 @@ impl<L: PriceLadder> Engine<L> {
     /// every asset. Allocates; meant for tests and audits.
     pub fn check_invariants(&self) -> Result<(), String> {
         let reserves = self.book_reserves()?;
-        self.check_accounts(&reserves, true)
+        self.check_accounts(&reserves, true)?;
+        self.commitment.check_account_ids(&self.accounts)
     }
 
     /// [`Engine::check_invariants`] for an engine a restore just built with the engine's own

@@ -91,6 +91,11 @@ pub(super) struct Tracker {
     lanes: Lanes,
     /// Scratch: the records of one group, hashed together (boxed: 1 KiB).
     group: Box<Group>,
+    /// The id of each account, by index: what an order record holds of its owner, read by
+    /// the commit from 8-byte entries rather than from the accounts' records. Accounts only
+    /// ever get added (but for a snapshot's restore, which empties this too), so each commit
+    /// appends the ids of the accounts added since the last one.
+    account_ids: Vec<AccountId>,
 }
 
 impl Tracker {
@@ -101,6 +106,35 @@ impl Tracker {
             dirty_accounts: Vec::new(),
             lanes: Lanes::ZERO,
             group: Box::new(Group::new()),
+            account_ids: Vec::new(),
+        }
+    }
+
+    /// Forgets every account (a restore empties the accounts before it adds them again).
+    pub(super) fn forget_accounts(&mut self) {
+        self.dirty_accounts.clear();
+        self.account_ids.clear();
+    }
+
+    /// Checks that the copied account ids are those of the first accounts.
+    pub(super) fn check_account_ids(&self, accounts: &[AccountState]) -> Result<(), String> {
+        let copied = self.account_ids.len();
+        if copied > accounts.len() {
+            return Err(format!(
+                "{copied} account ids for {} accounts",
+                accounts.len()
+            ));
+        }
+        match self
+            .account_ids
+            .iter()
+            .zip(accounts)
+            .position(|(&id, account)| id != account.id)
+        {
+            Some(index) => Err(format!(
+                "account {index}'s id is not the one the commit copied"
+            )),
+            None => Ok(()),
         }
     }
 
@@ -180,13 +214,13 @@ pub(super) fn write_slot<L: PriceLadder>(
 
 /// Puts the digests of the order records of `slots` into `out`, read straight from the slab
 /// (`order_gather`) where the CPU has AVX-512; false if not done (then the caller writes the
-/// records and hashes them).
+/// records and hashes them). `account_ids` are the accounts' ids by index.
 #[inline(always)]
 fn gather_order_digests<L: PriceLadder>(
     slots: &[u32],
     orders: &SlotVec<OrderNode>,
     markets: &[MarketState<L>],
-    accounts: &[AccountState],
+    account_ids: &[AccountId],
     out: &mut [Lanes; WIDE],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -196,10 +230,10 @@ fn gather_order_digests<L: PriceLadder>(
         // SAFETY: `order_digests` only requires the CPU to support AVX-512F, checked just
         // above.
         return unsafe {
-            super::order_gather::order_digests(slots, orders.as_slice(), markets, accounts, out)
+            super::order_gather::order_digests(slots, orders.as_slice(), markets, account_ids, out)
         };
     }
-    let _ = (slots, orders, markets, accounts, out);
+    let _ = (slots, orders, markets, account_ids, out);
     false
 }
 
@@ -447,14 +481,17 @@ impl<L: PriceLadder> Engine<L> {
             order_digests,
             dirty_orders,
             group,
+            account_ids,
             ..
         } = commitment;
+        let known = account_ids.len();
+        account_ids.extend(accounts[known..].iter().map(|account| account.id));
         dirty_orders.drain(|slots| {
             if slots.len() < WIDE {
                 return leftovers.keep_orders(slots);
             }
             let mut digests = [Lanes::ZERO; WIDE];
-            if !gather_order_digests(slots, orders, markets, accounts, &mut digests) {
+            if !gather_order_digests(slots, orders, markets, account_ids, &mut digests) {
                 write_orders(group, slots, orders, markets, accounts);
                 digests = group.hash();
             }

@@ -336,7 +336,7 @@ impl<L: PriceLadder> Engine<L> {
         // holds it with the others.
         engine.accounts.clear();
         engine.account_index.clear();
-        engine.commitment.dirty_accounts.clear();
+        engine.commitment.forget_accounts();
         engine.insurance = NIL;
         let asset_count = engine.assets.len();
         for index in 0..reader.count(8)? {
@@ -559,6 +559,11 @@ mod tests {
             assert_eq!(a, b);
         }
         assert_eq!(restored.state_hash(), original.state_hash());
+        // The restored engine commits incrementally to the same root (its commitment's
+        // copies, such as the account ids, start from the restored accounts).
+        assert_eq!(restored.commit(), original.commit());
+        assert_eq!(restored.commit(), restored.state_hash());
+        restored.check_invariants().unwrap();
     }
 
     #[test]
