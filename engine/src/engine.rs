@@ -23,6 +23,7 @@ mod one_block;
 mod order_gather;
 mod perp;
 mod prefetch;
+mod record_ids;
 mod snapshot;
 mod store;
 use commitment::Lanes;
@@ -1907,7 +1908,8 @@ impl<L: PriceLadder> Engine<L> {
     pub fn check_invariants(&self) -> Result<(), String> {
         let reserves = self.book_reserves()?;
         self.check_accounts(&reserves, true)?;
-        self.commitment.check_account_ids(&self.accounts)
+        self.commitment
+            .check_record_ids(&self.accounts, &self.markets)
     }
 
     /// [`Engine::check_invariants`] for an engine a restore just built with the engine's own

@@ -44,6 +44,7 @@
 use super::commit_tail::Leftovers;
 use super::dirty_slots::DirtySlots;
 use super::one_block::{Group, WIDE};
+use super::record_ids::RecordIds;
 use super::store::SlotVec;
 use super::*;
 
@@ -91,11 +92,8 @@ pub(super) struct Tracker {
     lanes: Lanes,
     /// Scratch: the records of one group, hashed together (boxed: 1 KiB).
     group: Box<Group>,
-    /// The id of each account, by index: what an order record holds of its owner, read by
-    /// the commit from 8-byte entries rather than from the accounts' records. Accounts only
-    /// ever get added (but for a snapshot's restore, which empties this too), so each commit
-    /// appends the ids of the accounts added since the last one.
-    account_ids: Vec<AccountId>,
+    /// The ids of the accounts and markets by index, for the order records' gathers.
+    record_ids: RecordIds,
 }
 
 impl Tracker {
@@ -106,36 +104,23 @@ impl Tracker {
             dirty_accounts: Vec::new(),
             lanes: Lanes::ZERO,
             group: Box::new(Group::new()),
-            account_ids: Vec::new(),
+            record_ids: RecordIds::default(),
         }
     }
 
     /// Forgets every account (a restore empties the accounts before it adds them again).
     pub(super) fn forget_accounts(&mut self) {
         self.dirty_accounts.clear();
-        self.account_ids.clear();
+        self.record_ids.forget_accounts();
     }
 
-    /// Checks that the copied account ids are those of the first accounts.
-    pub(super) fn check_account_ids(&self, accounts: &[AccountState]) -> Result<(), String> {
-        let copied = self.account_ids.len();
-        if copied > accounts.len() {
-            return Err(format!(
-                "{copied} account ids for {} accounts",
-                accounts.len()
-            ));
-        }
-        match self
-            .account_ids
-            .iter()
-            .zip(accounts)
-            .position(|(&id, account)| id != account.id)
-        {
-            Some(index) => Err(format!(
-                "account {index}'s id is not the one the commit copied"
-            )),
-            None => Ok(()),
-        }
+    /// Checks the copied ids against the accounts and markets.
+    pub(super) fn check_record_ids<L>(
+        &self,
+        accounts: &[AccountState],
+        markets: &[MarketState<L>],
+    ) -> Result<(), String> {
+        self.record_ids.check(accounts, markets)
     }
 
     /// Keeps per-slot state as long as the slab.
@@ -214,13 +199,12 @@ pub(super) fn write_slot<L: PriceLadder>(
 
 /// Puts the digests of the order records of `slots` into `out`, read straight from the slab
 /// (`order_gather`) where the CPU has AVX-512; false if not done (then the caller writes the
-/// records and hashes them). `account_ids` are the accounts' ids by index.
+/// records and hashes them). `ids` are the accounts' and markets' ids by index.
 #[inline(always)]
-fn gather_order_digests<L: PriceLadder>(
+fn gather_order_digests(
     slots: &[u32],
     orders: &SlotVec<OrderNode>,
-    markets: &[MarketState<L>],
-    account_ids: &[AccountId],
+    ids: &RecordIds,
     out: &mut [Lanes; WIDE],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -229,11 +213,9 @@ fn gather_order_digests<L: PriceLadder>(
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: `order_digests` only requires the CPU to support AVX-512F, checked just
         // above.
-        return unsafe {
-            super::order_gather::order_digests(slots, orders.as_slice(), markets, account_ids, out)
-        };
+        return unsafe { super::order_gather::order_digests(slots, orders.as_slice(), ids, out) };
     }
-    let _ = (slots, orders, markets, account_ids, out);
+    let _ = (slots, orders, ids, out);
     false
 }
 
@@ -481,17 +463,16 @@ impl<L: PriceLadder> Engine<L> {
             order_digests,
             dirty_orders,
             group,
-            account_ids,
+            record_ids,
             ..
         } = commitment;
-        let known = account_ids.len();
-        account_ids.extend(accounts[known..].iter().map(|account| account.id));
+        record_ids.sync(accounts, markets);
         dirty_orders.drain(|slots| {
             if slots.len() < WIDE {
                 return leftovers.keep_orders(slots);
             }
             let mut digests = [Lanes::ZERO; WIDE];
-            if !gather_order_digests(slots, orders, markets, account_ids, &mut digests) {
+            if !gather_order_digests(slots, orders, record_ids, &mut digests) {
                 write_orders(group, slots, orders, markets, accounts);
                 digests = group.hash();
             }

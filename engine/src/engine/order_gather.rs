@@ -6,9 +6,10 @@
 //! stores have drained. Here the 16 message words of a group's records are built in vector
 //! registers instead: the slab nodes' fields are read 64 bits at a time (a u64 field, or
 //! two adjacent 32-bit ones) with 8-lane gathers, split into 32-bit halves by permutes; the
-//! owners' ids come from the commitment's dense copy of the account ids and the markets' ids
-//! from their specs, with 32-bit gathers; then shifts and ors put each field's bytes where
-//! the record layout has them. Nothing is written. The digests are the
+//! owners' and markets' ids come from the commitment's dense copies of them (`record_ids`):
+//! the owners' with 32-bit gathers, the markets' looked up in two registers when there are
+//! at most 32 (gathered otherwise); then shifts and ors put each field's bytes where the
+//! record layout has them. Nothing is written. The digests are the
 //! same bytes' BLAKE3, so the state root does not change (a test holds the two paths to each
 //! other, and the commitment's tests hold the commit to the from-scratch root, which writes
 //! the records).
@@ -16,6 +17,7 @@
 use super::commitment::Lanes;
 use super::one_block::avx512::hash_words;
 use super::one_block::WIDE;
+use super::record_ids::RecordIds;
 use super::*;
 use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
@@ -76,6 +78,32 @@ unsafe fn gather_halves(mask: __mmask16, offsets: __m512i, base: *const u8) -> (
     )
 }
 
+/// `ids[indices[i]]` in the lanes `i` set in `mask`, 0 in the others; every such index is
+/// below `ids.len()` (the caller checks). Up to 32 ids are looked up in two registers (one
+/// permute); more are gathered.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn look_up(mask: __mmask16, indices: __m512i, ids: &[u32]) -> __m512i {
+    if ids.len() > 2 * WIDE {
+        // SAFETY: each set lane reads the 4 bytes of `ids[index]`, `index < ids.len()` (the
+        // caller's check), at a byte offset that fits i32 (the caller's `fits`).
+        #[allow(unsafe_code)]
+        return unsafe { gather(mask, _mm512_slli_epi32::<2>(indices), ids.as_ptr().cast()) };
+    }
+    let lanes = |count: usize| ((1u32 << count) - 1) as __mmask16;
+    let (low, high) = ids.split_at(ids.len().min(WIDE));
+    // SAFETY: each masked load reads only the first `low.len()` (`high.len()`) u32s of its
+    // slice, both at most 16.
+    #[allow(unsafe_code)]
+    let (low, high) = unsafe {
+        (
+            _mm512_maskz_loadu_epi32(lanes(low.len()), low.as_ptr().cast()),
+            _mm512_maskz_loadu_epi32(lanes(high.len()), high.as_ptr().cast()),
+        )
+    };
+    _mm512_maskz_permutex2var_epi32(mask, low, indices, high)
+}
+
 /// Lane-wise `x >> R | y << L` (32-bit lanes): the high bytes of one field followed by the
 /// low bytes of the next.
 #[inline]
@@ -85,29 +113,28 @@ fn splice<const R: u32, const L: u32>(x: __m512i, y: __m512i) -> __m512i {
 }
 
 /// Digests of the order records of `slots` (at most [`WIDE`]; ZERO for a free slot), in
-/// order: equal to writing each record (`commitment::write_order`) and hashing it.
-/// `account_ids[i]` is the id of account `i` (the commitment's dense copy: 16 random ids
-/// from 8-byte entries miss the cache less than from the accounts' large records). Returns
-/// false without doing anything if an index into the slab, the markets or the account ids
-/// could overflow a 32-bit byte offset (then the caller writes the records).
+/// order: equal to writing each record (`commitment::write_order`) and hashing it. `ids`
+/// holds the accounts' and markets' ids by index. Returns false without doing anything if
+/// an index into the slab or the ids could overflow a 32-bit byte offset (then the caller
+/// writes the records).
 ///
 /// # Panics
 /// If a slot is outside the slab, or a live order's account or market index outside its
 /// table (broken engine invariants; each index is checked before anything is read through
 /// it).
 #[target_feature(enable = "avx512f")]
-pub(super) fn order_digests<L>(
+pub(super) fn order_digests(
     slots: &[u32],
     orders: &[OrderNode],
-    markets: &[MarketState<L>],
-    account_ids: &[AccountId],
+    ids: &RecordIds,
     out: &mut [Lanes; WIDE],
 ) -> bool {
+    let (account_ids, market_ids) = (ids.accounts.as_slice(), ids.markets.as_slice());
     assert!(slots.len() <= WIDE, "at most {WIDE} slots per group");
     let fits = |len: usize, size: usize| len.saturating_mul(size) <= i32::MAX as usize;
     if !fits(orders.len(), size_of::<OrderNode>())
         || !fits(account_ids.len(), size_of::<AccountId>())
-        || !fits(markets.len(), size_of::<MarketState<L>>())
+        || !fits(market_ids.len(), size_of::<MarketId>())
     {
         return false;
     }
@@ -146,29 +173,22 @@ pub(super) fn order_digests<L>(
         "order of an unknown account"
     );
     assert!(
-        below(live, market, markets.len()),
+        below(live, market, market_ids.len()),
         "order in an unknown market"
     );
     let id_at = _mm512_slli_epi32::<3>(account);
     const _: () = assert!(size_of::<AccountId>() == 8);
-    let market_at = _mm512_mullo_epi32(
-        market,
-        _mm512_set1_epi32(size_of::<MarketState<L>>() as i32),
-    );
-    let market_id_offset = offset_of!(MarketState<L>, spec) + offset_of!(MarketSpec, market);
     // SAFETY: each live lane reads 4 bytes of `account_ids[account]` (either half of the
-    // id) or inside `markets[market]` (its u32 id), both indices checked above; the offsets
-    // fit i32 (`fits` above).
+    // id), the index checked above; the offsets fit i32 (`fits` above).
     #[allow(unsafe_code)]
-    let (id_lo, id_hi, market_id) = unsafe {
+    let (id_lo, id_hi) = unsafe {
         let ids_base = account_ids.as_ptr().cast::<u8>();
-        let markets_base = markets.as_ptr().cast::<u8>().add(market_id_offset);
         (
             gather(live, id_at, ids_base),
             gather(live, id_at, ids_base.add(4)),
-            gather(live, market_at, markets_base),
         )
     };
+    let market_id = look_up(live, market, market_ids);
 
     let byte = _mm512_set1_epi32(0xFF);
     let bit = _mm512_set1_epi32(1);
@@ -258,7 +278,7 @@ mod tests {
     /// resting one order per market, then every order's hashed fields overwritten with
     /// `values` (the digests do not care whether the book still makes sense) and every
     /// `free_every`-th order cancelled first (a free slot).
-    fn engine_with(values: &[Fields], free_every: usize) -> Engine {
+    fn engine_with(values: &[Fields], free_every: usize, markets_before: u32) -> Engine {
         let mut engine = Engine::new(EngineConfig {
             max_resting_orders: 256,
             max_open_orders_per_account: 64,
@@ -268,7 +288,8 @@ mod tests {
             Command::CreateAsset { asset: 1 },
             Command::CreateAsset { asset: 2 },
         ];
-        for market in [7, u32::MAX - 3] {
+        // Unused markets first, so the two the orders use sit at any index of the market ids.
+        for market in (1_000..1_000 + markets_before).chain([7, u32::MAX - 3]) {
             commands.push(Command::CreateMarket(MarketSpec {
                 market,
                 base: 1,
@@ -341,19 +362,23 @@ mod tests {
 
     proptest! {
         /// The gathered digests equal those of the written records for every slot, free
-        /// ones (ZERO) included, whatever the field values, in groups of every size.
+        /// ones (ZERO) included, whatever the field values, in groups of every size, with
+        /// the orders' markets anywhere among up to 41 (market ids looked up in registers
+        /// up to 32 markets, gathered past that).
         #[test]
         fn gathered_digests_equal_written_ones(
             values in proptest::collection::vec(fields(), 1..40),
             free_every in 1usize..6,
             group in 1usize..=WIDE,
+            markets_before in 0u32..40,
         ) {
             if !std::arch::is_x86_feature_detected!("avx512f") {
                 return Ok(());
             }
-            let engine = engine_with(&values, free_every);
+            let engine = engine_with(&values, free_every, markets_before);
             let slots: Vec<u32> = (0..engine.orders.len() as u32).collect();
-            let ids: Vec<AccountId> = engine.accounts.iter().map(|account| account.id).collect();
+            let mut ids = RecordIds::default();
+            ids.sync(&engine.accounts, &engine.markets);
             for chunk in slots.chunks(group) {
                 let mut gathered = [Lanes::ZERO; WIDE];
                 #[allow(unsafe_code)]
@@ -362,7 +387,6 @@ mod tests {
                     order_digests(
                         chunk,
                         engine.orders.as_slice(),
-                        &engine.markets,
                         &ids,
                         &mut gathered,
                     )
