@@ -12,7 +12,7 @@
 //! the same bytes' BLAKE3 (a test holds the two paths to each other).
 
 use super::commitment::{Lanes, ONE_BLOCK_ASSETS};
-use super::one_block::avx512::hash_words;
+use super::one_block::avx512::{hash_words, u64_halves};
 use super::one_block::WIDE;
 use super::*;
 use std::arch::x86_64::*;
@@ -91,12 +91,7 @@ fn halves(row: &[u64; WIDE]) -> (__m512i, __m512i) {
             std::mem::transmute::<[u64; 8], __m512i>(second),
         )
     };
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    (
-        _mm512_permutex2var_epi32(first, even, second),
-        _mm512_permutex2var_epi32(first, odd, second),
-    )
+    u64_halves(first, second)
 }
 
 #[cfg(test)]

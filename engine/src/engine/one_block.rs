@@ -486,6 +486,19 @@ pub(super) mod avx512 {
         unsafe { std::mem::transmute::<__m512i, [u32; WIDE]>(vector) }
     }
 
+    /// The low and the high 32 bits of 16 u64 values given as two vectors of 8 (values 0..8
+    /// in `first`), as two vectors of 16 lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::engine) fn u64_halves(first: __m512i, second: __m512i) -> (__m512i, __m512i) {
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        (
+            _mm512_permutex2var_epi32(first, even, second),
+            _mm512_permutex2var_epi32(first, odd, second),
+        )
+    }
+
     /// One BLAKE3 G function on columns `a b c d` of the state `v` with message words `x`
     /// and `y`. A macro, like `round!`, so that the rounds are inline wherever the hash is,
     /// whatever the compiler's inlining thresholds: as functions, they became a call per

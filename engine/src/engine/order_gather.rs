@@ -15,7 +15,7 @@
 //! the records).
 
 use super::commitment::Lanes;
-use super::one_block::avx512::hash_words;
+use super::one_block::avx512::{hash_words, u64_halves};
 use super::one_block::WIDE;
 use super::record_ids::RecordIds;
 use super::*;
@@ -70,12 +70,7 @@ unsafe fn gather_halves(mask: __mmask16, offsets: __m512i, base: *const u8) -> (
             _mm512_mask_i32gather_epi64::<1>(zero, high_mask, high_offsets, base.cast()),
         )
     };
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    (
-        _mm512_permutex2var_epi32(first, even, second),
-        _mm512_permutex2var_epi32(first, odd, second),
-    )
+    u64_halves(first, second)
 }
 
 /// `ids[indices[i]]` in the lanes `i` set in `mask`, 0 in the others; every such index is
