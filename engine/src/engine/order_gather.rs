@@ -9,10 +9,9 @@
 //! owners' and markets' ids come from the commitment's dense copies of them (`record_ids`):
 //! the owners' with 32-bit gathers, the markets' looked up in two registers when there are
 //! at most 32 (gathered otherwise); then shifts and ors put each field's bytes where the
-//! record layout has them. Nothing is written. The digests are the
-//! same bytes' BLAKE3, so the state root does not change (a test holds the two paths to each
-//! other, and the commitment's tests hold the commit to the from-scratch root, which writes
-//! the records).
+//! record layout has them. Nothing is written. The digests are the same bytes' BLAKE3, so
+//! the state root does not change (a test holds the two paths to each other, and the
+//! commitment's tests hold the commit to the from-scratch root, which writes the records).
 
 use super::commitment::Lanes;
 use super::one_block::avx512::{hash_words, u64_halves};
@@ -51,7 +50,7 @@ unsafe fn gather(mask: __mmask16, offsets: __m512i, base: *const u8) -> __m512i 
 /// The 64-bit words at `base + offsets[i]` of the lanes `i` set in `mask` (others 0), split
 /// into their low and high 32-bit halves, each a 16-lane vector. Two 8-lane 64-bit gathers
 /// read half as many elements as two 16-lane 32-bit gathers would, and two permutes split
-/// the halves: in the commit that costs less than the 32-bit gathers.
+/// the halves (measured in the commit together with the dense ids: docs/perf.md).
 ///
 /// # Safety
 /// For every set lane, the 8 bytes at `base + offsets[i]` lie inside one live allocation.
