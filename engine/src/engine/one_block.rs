@@ -486,6 +486,19 @@ pub(super) mod avx512 {
         unsafe { std::mem::transmute::<__m512i, [u32; WIDE]>(vector) }
     }
 
+    /// The rounds named by the literals, written out (a loop kept the message words in
+    /// memory), each followed by the message permutation (after the last round it only
+    /// renames words nothing reads, and compiles to nothing).
+    macro_rules! rounds {
+        ($v:ident, $m:ident: $($round:literal)*) => {{
+            $(
+                let _: usize = $round;
+                round!($v, $m);
+                permute(&mut $m);
+            )*
+        }};
+    }
+
     /// The low and the high 32 bits of 16 u64 values given as two vectors of 8 (values 0..8
     /// in `first`), as two vectors of 16 lanes.
     #[inline]
@@ -563,19 +576,7 @@ pub(super) mod avx512 {
         v[14] = load(lens);
         v[15] = splat(ONE_BLOCK_FLAGS);
         const _: () = assert!(ROUNDS == 7);
-        round!(v, m);
-        permute(&mut m);
-        round!(v, m);
-        permute(&mut m);
-        round!(v, m);
-        permute(&mut m);
-        round!(v, m);
-        permute(&mut m);
-        round!(v, m);
-        permute(&mut m);
-        round!(v, m);
-        permute(&mut m);
-        round!(v, m);
+        rounds!(v, m: 1 2 3 4 5 6 7);
         let mut h = [[0u32; WIDE]; 8];
         for (i, word) in h.iter_mut().enumerate() {
             *word = store(_mm512_xor_si512(v[i], v[i + 8]));
