@@ -8,6 +8,7 @@
 //! The exact rules (units, reserves, fees, matching, the order of checks) are in
 //! `docs/engine.md`.
 
+pub mod cpu;
 mod engine;
 pub mod ladder;
 mod types;

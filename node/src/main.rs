@@ -240,6 +240,7 @@ struct ReplayArgs {
 }
 
 fn main() -> ExitCode {
+    engine::cpu::exit_if_unsupported("nexus");
     let cli = Cli::parse();
     match cli.command {
         Commands::Replay(args) => replay_command(args),

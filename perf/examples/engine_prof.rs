@@ -17,6 +17,7 @@ use perf::workload::{Workload, WorkloadConfig};
 use std::time::Instant;
 
 fn main() {
+    engine::cpu::exit_if_unsupported("engine_prof");
     let args: Vec<String> = std::env::args().collect();
     let number = |at: usize, default: usize| {
         args.get(at)

@@ -23,6 +23,7 @@ use state_sync::snapshot::{self, Snapshot};
 use std::time::Instant;
 
 fn main() {
+    engine::cpu::exit_if_unsupported("snapshot_cost");
     let args: Vec<String> = std::env::args().collect();
     let number = |at: usize, default: usize| {
         args.get(at)

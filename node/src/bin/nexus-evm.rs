@@ -43,6 +43,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    engine::cpu::exit_if_unsupported("nexus-evm");
     let args = Args::parse();
     let temporary = match args.data_dir {
         Some(_) => None,

@@ -77,6 +77,7 @@ fn run_lobster(args: &Args) {
 }
 
 fn main() {
+    engine::cpu::exit_if_unsupported("engine-bench");
     let args = Args::parse();
     if args.lobster {
         return run_lobster(&args);

@@ -235,6 +235,7 @@ fn split_evm_validation(exec: &Execution, items: &[BlockItem]) {
 }
 
 fn main() {
+    engine::cpu::exit_if_unsupported("exec-bench");
     let args = Args::parse();
     let senders: Vec<(EvmKey, Address)> = (0..SENDERS).map(evm_key).collect();
     let mut exec = chain(&senders);

@@ -197,6 +197,7 @@ fn cluster(args: &Args, validators: usize) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    engine::cpu::exit_if_unsupported("nexus-perf");
     let args = Args::parse();
     if let Some(validators) = args.cluster {
         return cluster(&args, validators);

@@ -71,6 +71,7 @@ struct Args {
 }
 
 fn main() {
+    engine::cpu::exit_if_unsupported("perp-bench");
     let args = Args::parse();
     let accounts = args.accounts.unwrap_or_else(|| {
         if args.quick {

@@ -80,6 +80,7 @@ fn summary_json(summary: &LatencySummary) -> serde_json::Value {
 }
 
 fn main() {
+    engine::cpu::exit_if_unsupported("pipeline-bench");
     let args = Args::parse();
     let ops = args
         .ops

@@ -23,6 +23,7 @@ struct Args {
 }
 
 fn main() {
+    engine::cpu::exit_if_unsupported("sig-bench");
     let args = Args::parse();
     let figures = run(&Options {
         count: args.count,
