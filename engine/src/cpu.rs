@@ -13,14 +13,48 @@
 // `vmovups` stopped it under `qemu-x86_64 -cpu Nehalem`) and shifts only by constants
 // (a variable shift is BMI2's `shlx`): the features are bits of a `u32`, in `NAMES` order.
 
-/// What x86-64-v3 adds to the x86-64 baseline; bit `i` of a feature mask is `NAMES[i]`.
-const NAMES: [&str; 13] = [
-    "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "bmi1", "bmi2", "fma", "f16c",
-    "lzcnt", "movbe",
-];
+/// The CPUID words the checks read (zero where a leaf is absent, and off x86-64).
+struct Cpuid {
+    leaf1_ecx: u32,
+    leaf7_ebx: u32,
+    extended1_ecx: u32,
+}
+
+impl Cpuid {
+    /// Asks this CPU.
+    fn read() -> Cpuid {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{__cpuid, __cpuid_count};
+            Cpuid {
+                leaf1_ecx: __cpuid(1).ecx,
+                leaf7_ebx: match __cpuid(0).eax >= 7 {
+                    true => __cpuid_count(7, 0).ebx,
+                    false => 0,
+                },
+                extended1_ecx: match __cpuid(0x8000_0000).eax >= 0x8000_0001 {
+                    true => __cpuid(0x8000_0001).ecx,
+                    false => 0,
+                },
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Cpuid {
+            leaf1_ecx: 0,
+            leaf7_ebx: 0,
+            extended1_ecx: 0,
+        }
+    }
+
+    /// AVX, with the OS saving its registers (OSXSAVE) as the CPUID rule asks; AVX2, FMA and
+    /// F16C need it too.
+    fn avx(&self) -> bool {
+        self.leaf1_ecx & (1 << 28) != 0 && self.leaf1_ecx & (1 << 27) != 0
+    }
+}
 
 /// The mask of `flags`, which are in `NAMES` order.
-fn mask(flags: [bool; 13]) -> u32 {
+fn mask(flags: &[bool]) -> u32 {
     let mut mask = 0;
     for &flag in flags.iter().rev() {
         mask = mask << 1 | u32::from(flag);
@@ -28,85 +62,56 @@ fn mask(flags: [bool; 13]) -> u32 {
     mask
 }
 
-/// The features this build was compiled to use.
-fn used_by_build() -> u32 {
-    mask([
-        cfg!(target_feature = "sse3"),
-        cfg!(target_feature = "ssse3"),
-        cfg!(target_feature = "sse4.1"),
-        cfg!(target_feature = "sse4.2"),
-        cfg!(target_feature = "popcnt"),
-        cfg!(target_feature = "avx"),
-        cfg!(target_feature = "avx2"),
-        cfg!(target_feature = "bmi1"),
-        cfg!(target_feature = "bmi2"),
-        cfg!(target_feature = "fma"),
-        cfg!(target_feature = "f16c"),
-        cfg!(target_feature = "lzcnt"),
-        cfg!(target_feature = "movbe"),
-    ])
+/// Declares each feature once, as `name => whether the CPU has it` (an expression of `$cpu`,
+/// the [`Cpuid`] read), and from that list `NAMES`, [`used_by_build`] and [`present_on_cpu`].
+macro_rules! features {
+    ($cpu:ident; $($name:tt => $present:expr),* $(,)?) => {
+        /// What x86-64-v3 adds to the x86-64 baseline; bit `i` of a feature mask is
+        /// `NAMES[i]`.
+        const NAMES: &[&str] = &[$($name),*];
+
+        /// The features this build was compiled to use.
+        fn used_by_build() -> u32 {
+            mask(&[$(cfg!(target_feature = $name)),*])
+        }
+
+        /// The features this CPU has, from CPUID itself: `is_x86_feature_detected!` answers
+        /// `true` without asking the CPU for any feature the build was compiled to use.
+        fn present_on_cpu() -> u32 {
+            let $cpu = Cpuid::read();
+            mask(&[$($present),*])
+        }
+    };
 }
 
-/// The features this CPU has, read from CPUID itself (none off x86-64):
-/// `is_x86_feature_detected!` answers `true` without asking the CPU for any feature the
-/// build was compiled to use.
-fn present_on_cpu() -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{__cpuid, __cpuid_count};
-        let leaf1_ecx = __cpuid(1).ecx;
-        let leaf7_ebx = match __cpuid(0).eax >= 7 {
-            true => __cpuid_count(7, 0).ebx,
-            false => 0,
-        };
-        let extended1_ecx = match __cpuid(0x8000_0000).eax >= 0x8000_0001 {
-            true => __cpuid(0x8000_0001).ecx,
-            false => 0,
-        };
-        let has = |register: u32, bit: u32| register & bit != 0;
-        // AVX also needs the OS to save its registers (OSXSAVE), as the CPUID rule says.
-        let avx = has(leaf1_ecx, 1 << 28) && has(leaf1_ecx, 1 << 27);
-        mask([
-            has(leaf1_ecx, 1),
-            has(leaf1_ecx, 1 << 9),
-            has(leaf1_ecx, 1 << 19),
-            has(leaf1_ecx, 1 << 20),
-            has(leaf1_ecx, 1 << 23),
-            avx,
-            avx && has(leaf7_ebx, 1 << 5),
-            has(leaf7_ebx, 1 << 3),
-            has(leaf7_ebx, 1 << 8),
-            avx && has(leaf1_ecx, 1 << 12),
-            avx && has(leaf1_ecx, 1 << 29),
-            has(extended1_ecx, 1 << 5),
-            has(leaf1_ecx, 1 << 22),
-        ])
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    0
+features! {cpu;
+    "sse3" => cpu.leaf1_ecx & 1 != 0,
+    "ssse3" => cpu.leaf1_ecx & (1 << 9) != 0,
+    "sse4.1" => cpu.leaf1_ecx & (1 << 19) != 0,
+    "sse4.2" => cpu.leaf1_ecx & (1 << 20) != 0,
+    "popcnt" => cpu.leaf1_ecx & (1 << 23) != 0,
+    "avx" => cpu.avx(),
+    "avx2" => cpu.avx() && cpu.leaf7_ebx & (1 << 5) != 0,
+    "bmi1" => cpu.leaf7_ebx & (1 << 3) != 0,
+    "bmi2" => cpu.leaf7_ebx & (1 << 8) != 0,
+    "fma" => cpu.avx() && cpu.leaf1_ecx & (1 << 12) != 0,
+    "f16c" => cpu.avx() && cpu.leaf1_ecx & (1 << 29) != 0,
+    "lzcnt" => cpu.extended1_ecx & (1 << 5) != 0,
+    "movbe" => cpu.leaf1_ecx & (1 << 22) != 0,
 }
 
-/// The features this build was compiled to use that this CPU lacks (none on a CPU that
-/// runs it).
-pub fn missing_features() -> Vec<&'static str> {
-    names(used_by_build() & !present_on_cpu())
-}
-
-/// The names of the features in `mask`.
-fn names(mask: u32) -> Vec<&'static str> {
-    (0..NAMES.len())
-        .filter(|&i| mask & (1 << i) != 0)
-        .map(|i| NAMES[i])
-        .collect()
+/// The features this build was compiled to use that this CPU lacks.
+fn missing() -> u32 {
+    used_by_build() & !present_on_cpu()
 }
 
 /// Writes what `program` says when the CPU lacks the features of `missing` (non-empty) to
-/// `out`, piece by piece (see the note above [`NAMES`]).
+/// `out`, piece by piece (see the note above [`Cpuid`]).
 fn write_refusal(out: &mut dyn std::io::Write, program: &str, missing: u32) {
     let _ = out.write_all(program.as_bytes());
     let _ = out.write_all(b": this CPU lacks");
     let mut rest = missing;
-    for name in &NAMES {
+    for name in NAMES {
         if rest & 1 != 0 {
             let _ = out.write_all(b" ");
             let _ = out.write_all(name.as_bytes());
@@ -123,7 +128,7 @@ fn write_refusal(out: &mut dyn std::io::Write, program: &str, missing: u32) {
 /// build was compiled to use. `program` names the binary in the message. Call it first in
 /// `main`, before code the compiler may have built with those instructions.
 pub fn exit_if_unsupported(program: &str) {
-    let missing = used_by_build() & !present_on_cpu();
+    let missing = missing();
     if missing != 0 {
         write_refusal(&mut std::io::stderr().lock(), program, missing);
         std::process::exit(1);
@@ -134,33 +139,46 @@ pub fn exit_if_unsupported(program: &str) {
 mod tests {
     use super::*;
 
+    /// The refusal of a CPU lacking `missing`, as text.
+    fn refusal(missing: u32) -> String {
+        let mut message = Vec::new();
+        write_refusal(&mut message, "nexus", missing);
+        String::from_utf8(message).unwrap()
+    }
+
     #[test]
     fn the_refusal_names_what_the_build_uses_and_the_cpu_lacks() {
-        let built = mask([true; 13]);
+        let built = mask(&[true; 13]);
+        assert_eq!(built, (1 << 13) - 1);
+        assert_eq!(mask(&[false, true, true]), 0b110);
         let present = built & !(1 << 8) & !(1 << 12);
-        assert_eq!(names(built & !present), ["bmi2", "movbe"]);
-        let mut message = Vec::new();
-        write_refusal(&mut message, "nexus", built & !present);
-        let message = String::from_utf8(message).unwrap();
+        let message = refusal(built & !present);
         assert!(message.starts_with("nexus: this CPU lacks bmi2 movbe, which "));
         assert!(message.ends_with("(README, \"CPU\").\n"), "{message}");
-        assert_eq!(mask([false; 13]), 0);
-        assert_eq!(mask([true; 13]), (1 << 13) - 1);
+        assert!(refusal(1).starts_with("nexus: this CPU lacks sse3, which "));
     }
 
     /// The machine that runs the tests runs this build, so it lacks nothing the build uses;
-    /// where the workspace's config applies, the build uses all of x86-64-v3's features;
-    /// and CPUID agrees with the standard library's detection where that asks the CPU.
+    /// and where the workspace's config applies, the build uses all of x86-64-v3's features.
     #[test]
     fn the_build_machine_has_what_the_build_uses() {
-        assert_eq!(missing_features(), Vec::<&str>::new());
+        assert_eq!(missing(), 0, "{}", refusal(missing()));
+        assert_eq!(NAMES.len(), 13);
         if cfg!(target_feature = "avx2") {
             assert_eq!(used_by_build(), (1 << 13) - 1);
         }
-        #[cfg(target_arch = "x86_64")]
-        if !cfg!(target_feature = "avx512f") {
-            let detected = std::arch::is_x86_feature_detected!("avx512f");
-            assert!(present_on_cpu() & (1 << 6) != 0 || !detected);
+    }
+
+    /// CPUID read here agrees with the standard library's detection where the standard
+    /// library asks the CPU (features this build was not compiled to use): AVX-512F
+    /// implies AVX2 and BMI2 on every CPU that has it.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn cpuid_agrees_with_the_standard_library() {
+        if !cfg!(target_feature = "avx512f") && std::arch::is_x86_feature_detected!("avx512f") {
+            let present = present_on_cpu();
+            assert_eq!(present & (1 << 6), 1 << 6, "avx2");
+            assert_eq!(present & (1 << 8), 1 << 8, "bmi2");
         }
     }
 }
