@@ -110,6 +110,38 @@ pub enum ParamKey {
 }
 
 impl ParamKey {
+    /// Every parameter, in code order.
+    pub const ALL: [ParamKey; 8] = [
+        ParamKey::EpochLengthBlocks,
+        ParamKey::SlashFractionBps,
+        ParamKey::VotingPeriodBlocks,
+        ParamKey::EvidenceMaxAgeBlocks,
+        ParamKey::JailPeriodBlocks,
+        ParamKey::MinStake,
+        ParamKey::ProposalRetentionBlocks,
+        ParamKey::MaxOpenProposalsPerProposer,
+    ];
+
+    /// The parameter's name: its [`ChainParams`] field's (in configurations, the CLI and
+    /// JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            ParamKey::EpochLengthBlocks => "epoch_length_blocks",
+            ParamKey::SlashFractionBps => "slash_fraction_bps",
+            ParamKey::VotingPeriodBlocks => "voting_period_blocks",
+            ParamKey::EvidenceMaxAgeBlocks => "evidence_max_age_blocks",
+            ParamKey::JailPeriodBlocks => "jail_period_blocks",
+            ParamKey::MinStake => "min_stake",
+            ParamKey::ProposalRetentionBlocks => "proposal_retention_blocks",
+            ParamKey::MaxOpenProposalsPerProposer => "max_open_proposals_per_proposer",
+        }
+    }
+
+    /// The parameter named `name` ([`ParamKey::name`]), if any.
+    pub fn from_name(name: &str) -> Option<ParamKey> {
+        ParamKey::ALL.into_iter().find(|key| key.name() == name)
+    }
+
     fn code(self) -> u8 {
         match self {
             ParamKey::EpochLengthBlocks => 1,
@@ -143,6 +175,20 @@ impl ParamKey {
 }
 
 impl ChainParams {
+    /// One parameter's value.
+    pub fn get(&self, key: ParamKey) -> u64 {
+        match key {
+            ParamKey::EpochLengthBlocks => self.epoch_length_blocks,
+            ParamKey::SlashFractionBps => self.slash_fraction_bps.into(),
+            ParamKey::VotingPeriodBlocks => self.voting_period_blocks,
+            ParamKey::EvidenceMaxAgeBlocks => self.evidence_max_age_blocks,
+            ParamKey::JailPeriodBlocks => self.jail_period_blocks,
+            ParamKey::MinStake => self.min_stake,
+            ParamKey::ProposalRetentionBlocks => self.proposal_retention_blocks,
+            ParamKey::MaxOpenProposalsPerProposer => self.max_open_proposals_per_proposer,
+        }
+    }
+
     /// Sets one parameter, refusing values outside its range.
     pub fn set(&mut self, key: ParamKey, value: u64) -> Result<(), ApplyError> {
         match key {
@@ -997,6 +1043,23 @@ mod tests {
 
     fn stake(id: &ValidatorId) -> Option<u64> {
         (id.0[0] <= 4).then_some(10)
+    }
+
+    #[test]
+    fn every_param_key_has_one_name_one_code_and_its_own_field() {
+        let mut params = ChainParams::default();
+        for (i, key) in ParamKey::ALL.into_iter().enumerate() {
+            assert_eq!(ParamKey::from_name(key.name()), Some(key));
+            assert_eq!(ParamKey::from_code(key.code()), Ok(key));
+            assert_eq!(key.code() as usize, i + 1, "ALL is in code order");
+            params.set(key, 1000 + i as u64).unwrap();
+        }
+        for (i, key) in ParamKey::ALL.into_iter().enumerate() {
+            assert_eq!(params.get(key), 1000 + i as u64, "{}", key.name());
+        }
+        let codes = (0..=u8::MAX).filter(|c| ParamKey::from_code(*c).is_ok());
+        assert_eq!(codes.count(), ParamKey::ALL.len(), "a key missing from ALL");
+        assert_eq!(ParamKey::from_name("slash_fraction"), None);
     }
 
     #[test]

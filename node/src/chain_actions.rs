@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 
 use consensus::block::Block;
 use consensus::chain::{ActionOutcome, ChainState};
-use consensus::governance::{Action, ChainParams, SignedAction};
+use consensus::governance::{Action, ChainParams, ParamKey, SignedAction};
 use consensus::types::{Ed25519, Height, ValidatorId};
 use consensus::validators::StakeChange;
 use serde_json::{json, Value};
@@ -432,14 +432,8 @@ fn change_json(change: &StakeChange) -> Value {
 
 /// The chain parameters by name.
 fn params_json(p: &ChainParams) -> Value {
-    json!({
-        "epoch_length_blocks": p.epoch_length_blocks, "slash_fraction_bps": p.slash_fraction_bps,
-        "voting_period_blocks": p.voting_period_blocks,
-        "evidence_max_age_blocks": p.evidence_max_age_blocks,
-        "jail_period_blocks": p.jail_period_blocks, "min_stake": p.min_stake,
-        "proposal_retention_blocks": p.proposal_retention_blocks,
-        "max_open_proposals_per_proposer": p.max_open_proposals_per_proposer,
-    })
+    let named = ParamKey::ALL.map(|key| (key.name().to_string(), Value::from(p.get(key))));
+    Value::Object(named.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -477,6 +471,19 @@ mod tests {
 
     fn sign(key: &Keypair, nonce: u64, action: Action) -> Vec<u8> {
         SignedAction::sign(key, nonce, action, &CHAIN).encode()
+    }
+
+    #[test]
+    fn stake_show_prints_every_chain_parameter_by_name() {
+        let params = ChainParams {
+            slash_fraction_bps: 250,
+            ..ChainParams::default()
+        };
+        let json = params_json(&params);
+        assert_eq!(json.as_object().unwrap().len(), ParamKey::ALL.len());
+        assert_eq!(json["slash_fraction_bps"], 250);
+        assert_eq!(json["max_open_proposals_per_proposer"], 8);
+        assert_eq!(json["epoch_length_blocks"], 100);
     }
 
     /// Refusals are typed and leave nothing pooled; an admitted action is forwarded once,

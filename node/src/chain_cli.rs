@@ -363,17 +363,7 @@ fn code_hash_of(code: Option<String>, code_hash: Option<String>) -> Result<[u8; 
 
 /// A chain parameter by its name in `nexus stake show`.
 pub fn param_key(name: &str) -> Result<ParamKey, CliError> {
-    Ok(match name {
-        "epoch_length_blocks" => ParamKey::EpochLengthBlocks,
-        "slash_fraction_bps" => ParamKey::SlashFractionBps,
-        "voting_period_blocks" => ParamKey::VotingPeriodBlocks,
-        "evidence_max_age_blocks" => ParamKey::EvidenceMaxAgeBlocks,
-        "jail_period_blocks" => ParamKey::JailPeriodBlocks,
-        "min_stake" => ParamKey::MinStake,
-        "proposal_retention_blocks" => ParamKey::ProposalRetentionBlocks,
-        "max_open_proposals_per_proposer" => ParamKey::MaxOpenProposalsPerProposer,
-        other => return Err(CliError::Usage(format!("no chain parameter {other:?}"))),
-    })
+    ParamKey::from_name(name).ok_or_else(|| CliError::Usage(format!("no chain parameter {name:?}")))
 }
 
 /// `nexus stake new-key FILE`.

@@ -14,6 +14,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use consensus::governance::ParamKey;
 use consensus::types::Keypair;
 use node::load::{self, LoadStats};
 use node::load_evm;
@@ -275,11 +276,10 @@ fn write_devnet(args: &DevnetArgs, root: &Path) -> Result<(PathBuf, DevnetConfig
         funding_interval_s: 0,
         engine: None,
         timeouts: TimeoutsMs::default(),
-        chain_params: GenesisParams {
-            epoch_length_blocks: args.epoch_length,
-            jail_period_blocks: args.jail_period,
-            min_stake: args.min_stake,
-        },
+        chain_params: GenesisParams::default()
+            .with(ParamKey::EpochLengthBlocks, args.epoch_length)
+            .with(ParamKey::JailPeriodBlocks, args.jail_period)
+            .with(ParamKey::MinStake, args.min_stake),
         validators,
     };
     let path = root.join(CONFIG_FILE);

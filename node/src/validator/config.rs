@@ -1,6 +1,8 @@
 //! A devnet's configuration file (`devnet.toml`) and what a validator builds from it at genesis:
 //! the execution's parameters and state, the consensus-layer chain state, timeouts.
 
+use std::collections::BTreeMap;
+
 use super::*;
 
 /// The engine's sizing in a chain configuration (`engine::EngineConfig`).
@@ -197,37 +199,35 @@ pub struct DevnetConfig {
     pub validators: Vec<ValidatorEntry>,
 }
 
-/// The chain parameters a devnet starts with; an absent field keeps
-/// `ChainParams::default()`'s value.
+/// The chain parameters a devnet starts with (`[chain_params]`): values by parameter name
+/// ([`ParamKey::name`]); an absent one keeps `ChainParams::default()`'s value.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct GenesisParams {
-    /// Blocks per epoch (staking changes apply at epoch boundaries).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epoch_length_blocks: Option<u64>,
-    /// Blocks a jailed validator waits before it may unjail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jail_period_blocks: Option<u64>,
-    /// Least stake to join, to set, or to keep for an unjail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_stake: Option<u64>,
-}
+#[serde(transparent)]
+pub struct GenesisParams(pub BTreeMap<String, u64>);
 
 impl GenesisParams {
-    /// The chain parameters: the defaults with these set; an error names a value out of
-    /// range.
+    /// These with `key` set to `value`, if there is one (an option's value).
+    pub fn with(mut self, key: ParamKey, value: Option<u64>) -> Self {
+        if let Some(value) = value {
+            self.0.insert(key.name().to_string(), value);
+        }
+        self
+    }
+
+    /// The chain parameters: the defaults with these set; an error names an unknown
+    /// parameter or a value out of range.
     pub fn params(&self) -> Result<ChainParams, HostError> {
         let mut params = ChainParams::default();
-        let fields = [
-            (ParamKey::EpochLengthBlocks, self.epoch_length_blocks),
-            (ParamKey::JailPeriodBlocks, self.jail_period_blocks),
-            (ParamKey::MinStake, self.min_stake),
-        ];
-        for (key, value) in fields {
-            if let Some(value) = value {
-                params.set(key, value).map_err(|e| {
-                    HostError::Config(format!("chain_params: {key:?} = {value}: {e}"))
-                })?;
-            }
+        for (name, &value) in &self.0 {
+            let key = ParamKey::from_name(name).ok_or_else(|| {
+                let known = ParamKey::ALL.map(ParamKey::name).join(", ");
+                HostError::Config(format!(
+                    "chain_params: no parameter {name:?} (known: {known})"
+                ))
+            })?;
+            params
+                .set(key, value)
+                .map_err(|e| HostError::Config(format!("chain_params: {name} = {value}: {e}")))?;
         }
         Ok(params)
     }
@@ -471,5 +471,57 @@ pub(super) fn consensus_config(chain_id: [u8; 32], t: &TimeoutsMs) -> ConsensusC
             rebroadcast_ns: t.rebroadcast * MS,
         },
         ..ConsensusConfig::new(chain_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn genesis_params(table: &str) -> GenesisParams {
+        #[derive(Deserialize)]
+        struct File {
+            chain_params: GenesisParams,
+        }
+        let file: File = toml::from_str(&format!("[chain_params]\n{table}")).unwrap();
+        file.chain_params
+    }
+
+    #[test]
+    fn every_chain_parameter_can_be_set_at_genesis_by_its_name() {
+        let table: String = ParamKey::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, key)| format!("{} = {}\n", key.name(), 100 + i))
+            .collect();
+        let params = genesis_params(&table).params().unwrap();
+        for (i, key) in ParamKey::ALL.into_iter().enumerate() {
+            assert_eq!(params.get(key), 100 + i as u64, "{}", key.name());
+        }
+        let empty = genesis_params("").params().unwrap();
+        assert_eq!(empty, ChainParams::default());
+    }
+
+    #[test]
+    fn an_unknown_or_out_of_range_chain_parameter_is_an_error_that_names_it() {
+        let typo = genesis_params("slash_fraction = 100\n")
+            .params()
+            .unwrap_err();
+        let typo = typo.to_string();
+        assert!(typo.contains("no parameter \"slash_fraction\""), "{typo}");
+        assert!(
+            typo.contains("slash_fraction_bps"),
+            "lists the known names: {typo}"
+        );
+        let too_big = genesis_params("slash_fraction_bps = 10001\n")
+            .params()
+            .unwrap_err();
+        let too_big = too_big.to_string();
+        assert!(too_big.contains("slash_fraction_bps = 10001"), "{too_big}");
+        let flags = GenesisParams::default()
+            .with(ParamKey::MinStake, Some(7))
+            .with(ParamKey::JailPeriodBlocks, None);
+        assert_eq!(flags.params().unwrap().min_stake, 7);
+        assert_eq!(flags.0.len(), 1, "an absent option sets nothing");
     }
 }
