@@ -26,6 +26,10 @@ raw="$root/raw"
 triple=$(rustc -vV | sed -n 's/^host: //p')
 profdata="$(rustc --print sysroot)/lib/rustlib/$triple/bin/llvm-profdata"
 if [ ! -x "$profdata" ]; then
+    if ! command -v rustup >/dev/null; then
+        echo "pgo-build: needs $profdata: rustup's llvm-tools component (no rustup here)" >&2
+        exit 1
+    fi
     rustup component add llvm-tools
 fi
 
